@@ -1,0 +1,37 @@
+/// One problem found in a config file: where it is, which key, and what was expected.
+///
+/// Printed as `file:line:column: key.path: message`, the shape compilers and `nginx -t` use, so editors
+/// can jump to it.
+public struct ConfigIssue: Error, Sendable, Hashable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var keyPath: String
+    public var message: String
+
+    public init(file: String, line: Int, column: Int, keyPath: String, message: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.keyPath = keyPath
+        self.message = message
+    }
+
+    public var description: String {
+        let path = keyPath.isEmpty ? "" : "\(keyPath): "
+        return "\(file):\(line):\(column): \(path)\(message)"
+    }
+}
+
+/// Every issue found in one load; a config with any issue is never applied.
+public struct ConfigErrors: Error, Sendable, CustomStringConvertible {
+    public var issues: [ConfigIssue]
+
+    public init(_ issues: [ConfigIssue]) {
+        self.issues = issues
+    }
+
+    public var description: String {
+        issues.map(\.description).joined(separator: "\n")
+    }
+}

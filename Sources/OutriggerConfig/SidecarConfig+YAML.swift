@@ -1,0 +1,427 @@
+import Foundation
+import Yams
+
+extension SidecarConfig {
+    /// Reads and validates a sidecar config file.
+    /// - Throws: `ConfigErrors` listing every problem, each with file:line:column and key path.
+    public static func load(contentsOf path: String) throws(ConfigErrors) -> SidecarConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigErrors([ConfigIssue(file: path, line: 1, column: 1, keyPath: "", message: "cannot read file: \(error.localizedDescription)")])
+        }
+        return try decode(yaml: text, file: path)
+    }
+
+    /// Decodes and validates YAML text; `file` names it in errors.
+    public static func decode(yaml text: String, file: String) throws(ConfigErrors) -> SidecarConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigErrors([SidecarConfigDecoder.issue(for: error, file: file)])
+        } catch {
+            throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "invalid YAML: \(error)")])
+        }
+        guard let root else {
+            throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "the file is empty; expected a mapping with listeners and clusters")])
+        }
+        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file))
+        let config = decoder.decodeSidecar(root)
+        if let config, decoder.reader.issues.isEmpty { return config }
+        throw ConfigErrors(decoder.reader.issues.sorted { ($0.line, $0.column) < ($1.line, $1.column) })
+    }
+}
+
+/// The one place where the YAML shape of `sidecar.yaml` is mapped onto `SidecarConfig`.
+struct SidecarConfigDecoder {
+    let reader: YAMLReader
+    /// Cluster names referenced by routes, checked once every cluster is known.
+    private let references = ReferenceList()
+
+    init(reader: YAMLReader) {
+        self.reader = reader
+    }
+
+    static func issue(for error: YamlError, file: String) -> ConfigIssue {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            let prefix = context.map { "\($0.text); " } ?? ""
+            return ConfigIssue(file: file, line: mark.line, column: mark.column, keyPath: "", message: "invalid YAML: \(prefix)\(problem)")
+        default:
+            return ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "invalid YAML: \(error)")
+        }
+    }
+
+    func decodeSidecar(_ root: Node) -> SidecarConfig? {
+        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "listeners", "clusters"]) else {
+            return nil
+        }
+        var admin: AdminConfig? = AdminConfig()
+        if let node = fields["admin"] {
+            admin = decodeAdmin(node, fields.path("admin"))
+        }
+        let concurrency = fields["concurrency"].flatMap { reader.int($0, fields.path("concurrency"), range: 1...1024) }
+        let drainTimeout = fields["drainTimeout"].flatMap { reader.duration($0, fields.path("drainTimeout")) }
+        var listeners: [ListenerConfig] = []
+        if let node = reader.required(fields, "listeners"), let items = reader.sequence(node, "listeners") {
+            if items.isEmpty { reader.report(node, "listeners", "expected at least one listener") }
+            listeners = items.enumerated().compactMap { decodeListener($1, "listeners[\($0)]") }
+            reportDuplicates(items, listeners.map(\.name), path: "listeners", what: "listener name")
+            reportDuplicates(items, listeners.map(\.address.description), path: "listeners", what: "listener address")
+        }
+        var clusters: [ClusterConfig] = []
+        if let node = fields["clusters"], let items = reader.sequence(node, "clusters") {
+            clusters = items.enumerated().compactMap { decodeCluster($1, "clusters[\($0)]") }
+            reportDuplicates(items, clusters.map(\.name), path: "clusters", what: "cluster name")
+        }
+        let known = Set(clusters.map(\.name))
+        for reference in references.items where !known.contains(reference.name) {
+            var message = "unknown cluster '\(reference.name)'"
+            if let suggestion = YAMLReader.closest(to: reference.name, among: known.sorted()) {
+                message += "; did you mean '\(suggestion)'?"
+            } else {
+                message += known.isEmpty ? "; no clusters are defined" : "; defined clusters: \(known.sorted().joined(separator: ", "))"
+            }
+            reader.report(reference.node, reference.path, message)
+        }
+        return SidecarConfig(
+            admin: admin,
+            concurrency: concurrency,
+            drainTimeout: drainTimeout ?? SidecarConfig.defaultDrainTimeout,
+            listeners: listeners,
+            clusters: clusters
+        )
+    }
+
+    private func reportDuplicates(_ items: [Node], _ names: [String], path: String, what: String) {
+        // Only meaningful when every item decoded; otherwise indexes do not line up and errors were reported.
+        guard items.count == names.count else { return }
+        var seen: Set<String> = []
+        for (index, name) in names.enumerated() where !seen.insert(name).inserted {
+            reader.report(items[index], "\(path)[\(index)]", "duplicate \(what) '\(name)'")
+        }
+    }
+
+    private func decodeAdmin(_ node: Node, _ path: String) -> AdminConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["address", "enabled"]) else { return nil }
+        if let enabled = fields["enabled"], reader.bool(enabled, fields.path("enabled")) == false { return nil }
+        let address = fields["address"].flatMap { reader.hostPort($0, fields.path("address")) }
+        return AdminConfig(address: address ?? AdminConfig.defaultAddress)
+    }
+
+    private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
+        let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "virtualHosts", "routes"]
+        guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
+        let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
+        let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
+        let direction = fields["direction"].flatMap { reader.oneOf($0, fields.path("direction"), ListenerConfig.Direction.self) }
+        let tls = fields["tls"].flatMap { decodeTLS($0, fields.path("tls")) }
+        let maxHeaders = fields["maxRequestHeadersBytes"].flatMap { reader.byteSize($0, fields.path("maxRequestHeadersBytes")) }
+        if let maxHeaders, maxHeaders > 80 * 1024, let node = fields["maxRequestHeadersBytes"] {
+            // NIO's HTTP/1.1 parser stops at 80 KiB whatever we configure.
+            reader.report(node, fields.path("maxRequestHeadersBytes"), "expected at most 80KiB, found \(maxHeaders) bytes")
+        }
+        let maxBody = fields["maxRequestBodyBytes"].flatMap { reader.byteSize($0, fields.path("maxRequestBodyBytes")) }
+        let addVia = fields["addVia"].flatMap { reader.bool($0, fields.path("addVia")) }
+        var virtualHosts: [VirtualHostConfig] = []
+        switch (fields["virtualHosts"], fields["routes"]) {
+        case (.some(let node), .some):
+            reader.report(node, fields.path("virtualHosts"), "expected either 'virtualHosts' or 'routes' (a shorthand for one virtual host matching every domain), not both")
+        case (.some(let node), nil):
+            if let items = reader.sequence(node, fields.path("virtualHosts")) {
+                virtualHosts = items.enumerated().compactMap { decodeVirtualHost($1, fields.path("virtualHosts") + "[\($0)]") }
+            }
+        case (nil, .some(let node)):
+            if let routes = decodeRoutes(node, fields.path("routes")) {
+                virtualHosts = [VirtualHostConfig(name: "default", domains: ["*"], routes: routes)]
+            }
+        case (nil, nil):
+            reader.report(node, path, "missing required key 'routes' (or 'virtualHosts')")
+        }
+        guard let name, let address else { return nil }
+        return ListenerConfig(
+            name: name,
+            address: address,
+            direction: direction ?? .inbound,
+            tls: tls,
+            maxRequestHeadersBytes: maxHeaders ?? ListenerConfig.defaultMaxRequestHeadersBytes,
+            maxRequestBodyBytes: maxBody,
+            addVia: addVia ?? false,
+            virtualHosts: virtualHosts
+        )
+    }
+
+    private func decodeTLS(_ node: Node, _ path: String) -> TLSConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["certificate", "privateKey"]) else { return nil }
+        let certificate = reader.required(fields, "certificate").flatMap { readableFile($0, fields.path("certificate")) }
+        let key = reader.required(fields, "privateKey").flatMap { readableFile($0, fields.path("privateKey")) }
+        guard let certificate, let key else { return nil }
+        return TLSConfig(certificate: certificate, privateKey: key)
+    }
+
+    private func readableFile(_ node: Node, _ path: String) -> String? {
+        guard let file = reader.string(node, path) else { return nil }
+        let resolved = file.hasPrefix("/") ? file : (URL(fileURLWithPath: reader.file).deletingLastPathComponent().appendingPathComponent(file).path)
+        guard FileManager.default.isReadableFile(atPath: resolved) else {
+            reader.report(node, path, "expected a readable PEM file, but '\(resolved)' cannot be read")
+            return nil
+        }
+        return resolved
+    }
+
+    private func decodeVirtualHost(_ node: Node, _ path: String) -> VirtualHostConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["name", "domains", "routes"]) else { return nil }
+        let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
+        var domains: [String] = []
+        if let node = reader.required(fields, "domains"), let items = reader.sequence(node, fields.path("domains")) {
+            if items.isEmpty { reader.report(node, fields.path("domains"), "expected at least one domain (use '*' for any)") }
+            for (index, item) in items.enumerated() {
+                let itemPath = fields.path("domains") + "[\(index)]"
+                guard let domain = reader.string(item, itemPath) else { continue }
+                if domain != "*", domain.dropFirst(domain.hasPrefix("*.") ? 2 : 0).contains("*") {
+                    reader.report(item, itemPath, "expected 'example.com', '*.example.com' or '*', found '\(domain)'")
+                    continue
+                }
+                domains.append(domain.lowercased())
+            }
+        }
+        let routes = reader.required(fields, "routes").flatMap { decodeRoutes($0, fields.path("routes")) }
+        guard let name, let routes else { return nil }
+        return VirtualHostConfig(name: name, domains: domains, routes: routes)
+    }
+
+    private func decodeRoutes(_ node: Node, _ path: String) -> [RouteConfig]? {
+        guard let items = reader.sequence(node, path) else { return nil }
+        return items.enumerated().compactMap { decodeRoute($1, "\(path)[\($0)]") }
+    }
+
+    private func decodeRoute(_ node: Node, _ path: String) -> RouteConfig? {
+        let allowed = ["name", "match", "cluster", "weightedClusters", "prefixRewrite", "hostRewrite", "timeout", "requestHeaders", "responseHeaders"]
+        guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
+        let name = fields["name"].flatMap { reader.string($0, fields.path("name")) }
+        let match = fields["match"].map { decodeMatch($0, fields.path("match")) } ?? RouteMatchConfig()
+        var destination: RouteDestination?
+        switch (fields["cluster"], fields["weightedClusters"]) {
+        case (.some(let node), .some):
+            reader.report(node, fields.path("cluster"), "expected either 'cluster' or 'weightedClusters', not both")
+        case (.some(let node), nil):
+            if let cluster = reader.string(node, fields.path("cluster")) {
+                references.add(cluster, node: node, path: fields.path("cluster"))
+                destination = .cluster(cluster)
+            }
+        case (nil, .some(let node)):
+            destination = decodeWeightedClusters(node, fields.path("weightedClusters"))
+        case (nil, nil):
+            reader.report(node, path, "missing required key 'cluster' (or 'weightedClusters')")
+        }
+        let prefixRewrite = fields["prefixRewrite"].flatMap { reader.string($0, fields.path("prefixRewrite")) }
+        if let prefixRewrite, !prefixRewrite.hasPrefix("/"), let node = fields["prefixRewrite"] {
+            reader.report(node, fields.path("prefixRewrite"), "expected a path starting with '/', found '\(prefixRewrite)'")
+        }
+        if prefixRewrite != nil, case .regex = match.path, let node = fields["prefixRewrite"] {
+            reader.report(node, fields.path("prefixRewrite"), "expected a route matching 'prefix' or 'path'; a regex route has no prefix to rewrite")
+        }
+        let hostRewrite = fields["hostRewrite"].flatMap { reader.string($0, fields.path("hostRewrite")) }
+        let timeout = fields["timeout"].flatMap { reader.duration($0, fields.path("timeout")) }
+        let requestHeaders = fields["requestHeaders"].map { decodeMutations($0, fields.path("requestHeaders")) } ?? HeaderMutations()
+        let responseHeaders = fields["responseHeaders"].map { decodeMutations($0, fields.path("responseHeaders")) } ?? HeaderMutations()
+        guard let destination else { return nil }
+        return RouteConfig(
+            name: name, match: match, destination: destination, prefixRewrite: prefixRewrite, hostRewrite: hostRewrite,
+            timeout: timeout, requestHeaders: requestHeaders, responseHeaders: responseHeaders
+        )
+    }
+
+    private func decodeWeightedClusters(_ node: Node, _ path: String) -> RouteDestination? {
+        guard let items = reader.sequence(node, path) else { return nil }
+        if items.isEmpty {
+            reader.report(node, path, "expected at least one weighted cluster")
+            return nil
+        }
+        var clusters: [WeightedCluster] = []
+        for (index, item) in items.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            guard let fields = reader.fields(item, itemPath, allowed: ["cluster", "weight"]) else { continue }
+            let clusterNode = reader.required(fields, "cluster")
+            let cluster = clusterNode.flatMap { reader.string($0, fields.path("cluster")) }
+            let weight = reader.required(fields, "weight").flatMap { reader.int($0, fields.path("weight"), range: 1...1_000_000) }
+            if let cluster, let clusterNode { references.add(cluster, node: clusterNode, path: fields.path("cluster")) }
+            if let cluster, let weight { clusters.append(WeightedCluster(cluster: cluster, weight: weight)) }
+        }
+        return clusters.count == items.count ? .weightedClusters(clusters) : nil
+    }
+
+    private func decodeMatch(_ node: Node, _ path: String) -> RouteMatchConfig {
+        var match = RouteMatchConfig()
+        guard let fields = reader.fields(node, path, allowed: ["prefix", "path", "regex", "methods", "headers"]) else { return match }
+        let pathKeys = ["prefix", "path", "regex"].filter { fields[$0] != nil }
+        if pathKeys.count > 1, let node = fields[pathKeys[1]] {
+            reader.report(node, fields.path(pathKeys[1]), "expected only one of prefix, path or regex")
+        }
+        if let node = fields["prefix"], let value = reader.string(node, fields.path("prefix")) {
+            if value.hasPrefix("/") { match.path = .prefix(value) } else {
+                reader.report(node, fields.path("prefix"), "expected a path prefix starting with '/', found '\(value)'")
+            }
+        } else if let node = fields["path"], let value = reader.string(node, fields.path("path")) {
+            if value.hasPrefix("/") { match.path = .exact(value) } else {
+                reader.report(node, fields.path("path"), "expected a path starting with '/', found '\(value)'")
+            }
+        } else if let node = fields["regex"], let value = reader.string(node, fields.path("regex")) {
+            do {
+                _ = try Regex(value)
+                match.path = .regex(value)
+            } catch {
+                reader.report(node, fields.path("regex"), "expected a valid regular expression: \(error)")
+            }
+        }
+        if let node = fields["methods"], let items = reader.sequence(node, fields.path("methods")) {
+            for (index, item) in items.enumerated() {
+                guard let method = reader.string(item, fields.path("methods") + "[\(index)]") else { continue }
+                guard HTTPToken.isToken(method) else {
+                    reader.report(item, fields.path("methods") + "[\(index)]", "expected an HTTP method such as GET, found '\(method)'")
+                    continue
+                }
+                match.methods.append(method.uppercased())
+            }
+        }
+        if let node = fields["headers"], let items = reader.sequence(node, fields.path("headers")) {
+            match.headers = items.enumerated().compactMap { decodeHeaderMatch($1, fields.path("headers") + "[\($0)]") }
+        }
+        return match
+    }
+
+    private func decodeHeaderMatch(_ node: Node, _ path: String) -> HeaderMatchConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["name", "present", "exact", "prefix"]) else { return nil }
+        let name = reader.required(fields, "name").flatMap { headerName($0, fields.path("name")) }
+        let conditions = ["present", "exact", "prefix"].filter { fields[$0] != nil }
+        guard conditions.count == 1 else {
+            reader.report(node, path, "expected exactly one of present, exact or prefix")
+            return nil
+        }
+        let condition: HeaderMatchConfig.Condition?
+        switch conditions[0] {
+        case "present": condition = reader.bool(fields["present"]!, fields.path("present")).map { .present($0) }
+        case "exact": condition = reader.string(fields["exact"]!, fields.path("exact"), allowEmpty: true).map { .exact($0) }
+        default: condition = reader.string(fields["prefix"]!, fields.path("prefix")).map { .prefix($0) }
+        }
+        guard let name, let condition else { return nil }
+        return HeaderMatchConfig(name: name, condition: condition)
+    }
+
+    private func decodeMutations(_ node: Node, _ path: String) -> HeaderMutations {
+        var mutations = HeaderMutations()
+        guard let fields = reader.fields(node, path, allowed: ["add", "set", "remove"]) else { return mutations }
+        mutations.add = fields["add"].map { headerValues($0, fields.path("add")) } ?? []
+        mutations.set = fields["set"].map { headerValues($0, fields.path("set")) } ?? []
+        if let node = fields["remove"], let items = reader.sequence(node, fields.path("remove")) {
+            mutations.remove = items.enumerated().compactMap { headerName($1, fields.path("remove") + "[\($0)]") }
+        }
+        return mutations
+    }
+
+    /// `{name: value, ...}` in file order.
+    private func headerValues(_ node: Node, _ path: String) -> [HeaderValue] {
+        guard case .mapping(let mapping) = node else {
+            reader.report(node, path, "expected a mapping of header names to values, found \(reader.describe(node))")
+            return []
+        }
+        return mapping.compactMap { key, value in
+            guard let name = headerName(key, path) else { return nil }
+            let valuePath = "\(path).\(name)"
+            guard let text = reader.string(value, valuePath, allowEmpty: true) else { return nil }
+            guard !text.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else {
+                reader.report(value, valuePath, "expected a header value without CR, LF or NUL")
+                return nil
+            }
+            return HeaderValue(name: name, value: text)
+        }
+    }
+
+    private func headerName(_ node: Node, _ path: String) -> String? {
+        guard let name = reader.string(node, path) else { return nil }
+        guard HTTPToken.isToken(name) else {
+            reader.report(node, path, "expected a header name (letters, digits and !#$%&'*+-.^_`|~), found '\(name)'")
+            return nil
+        }
+        return name.lowercased()
+    }
+
+    private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
+        let allowed = ["name", "endpoints", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool"]
+        guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
+        let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
+        var endpoints: [HostPort] = []
+        if let node = reader.required(fields, "endpoints"), let items = reader.sequence(node, fields.path("endpoints")) {
+            if items.isEmpty { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
+            endpoints = items.enumerated().compactMap { reader.hostPort($1, fields.path("endpoints") + "[\($0)]") }
+            if let port0 = zip(items, endpoints).first(where: { $0.1.port == 0 }) {
+                reader.report(port0.0, fields.path("endpoints"), "expected an endpoint port in 1...65535, found 0")
+            }
+        }
+        let upstreamProtocol = fields["protocol"].flatMap { reader.oneOf($0, fields.path("protocol"), ClusterConfig.UpstreamProtocol.self) }
+        let connectTimeout = fields["connectTimeout"].flatMap { reader.duration($0, fields.path("connectTimeout")) }
+        let timeout = fields["timeout"].flatMap { reader.duration($0, fields.path("timeout")) }
+        let dnsRefresh = fields["dnsRefreshInterval"].flatMap { reader.duration($0, fields.path("dnsRefreshInterval")) }
+        var policy: ClusterConfig.LoadBalancerPolicy?
+        if let node = fields["loadBalancer"], let lb = reader.fields(node, fields.path("loadBalancer"), allowed: ["policy"]) {
+            policy = reader.required(lb, "policy").flatMap { reader.oneOf($0, lb.path("policy"), ClusterConfig.LoadBalancerPolicy.self) }
+        }
+        var pool = PoolConfig()
+        if let node = fields["pool"], let poolFields = reader.fields(node, fields.path("pool"), allowed: ["maxConnectionsPerEndpoint", "maxPendingRequests", "idleTimeout"]) {
+            if let node = poolFields["maxConnectionsPerEndpoint"], let value = reader.int(node, poolFields.path("maxConnectionsPerEndpoint"), range: 1...1_000_000) {
+                pool.maxConnectionsPerEndpoint = value
+            }
+            if let node = poolFields["maxPendingRequests"], let value = reader.int(node, poolFields.path("maxPendingRequests"), range: 0...1_000_000) {
+                pool.maxPendingRequests = value
+            }
+            if let node = poolFields["idleTimeout"], let value = reader.duration(node, poolFields.path("idleTimeout")) {
+                pool.idleTimeout = value
+            }
+        }
+        guard let name else { return nil }
+        return ClusterConfig(
+            name: name,
+            endpoints: endpoints,
+            upstreamProtocol: upstreamProtocol ?? .http1,
+            connectTimeout: connectTimeout ?? ClusterConfig.defaultConnectTimeout,
+            timeout: timeout ?? ClusterConfig.defaultTimeout,
+            dnsRefreshInterval: dnsRefresh ?? ClusterConfig.defaultDNSRefreshInterval,
+            loadBalancer: policy ?? .roundRobin,
+            pool: pool
+        )
+    }
+}
+
+/// Route → cluster references, resolved after all clusters are read.
+private final class ReferenceList {
+    struct Reference {
+        let name: String
+        let node: Node
+        let path: String
+    }
+
+    private(set) var items: [Reference] = []
+
+    func add(_ name: String, node: Node, path: String) {
+        items.append(Reference(name: name, node: node, path: path))
+    }
+}
+
+/// RFC 9110 §5.6.2 tokens: header names and methods.
+public enum HTTPToken {
+    public static func isToken(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy(isTokenByte)
+    }
+
+    public static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+}

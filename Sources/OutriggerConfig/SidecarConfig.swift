@@ -1,0 +1,369 @@
+/// A sidecar's whole configuration, as decoded and validated from `sidecar.yaml` (or built from
+/// quick-start flags). Value types only; `OutriggerCore` compiles it into a runtime snapshot.
+public struct SidecarConfig: Sendable, Hashable, Encodable {
+    public var admin: AdminConfig?
+    /// Event loops; nil means one per core.
+    public var concurrency: Int?
+    /// How long SIGTERM waits for in-flight requests before closing what is left.
+    public var drainTimeout: Duration
+    public var listeners: [ListenerConfig]
+    public var clusters: [ClusterConfig]
+
+    public static let defaultDrainTimeout: Duration = .seconds(10)
+
+    public init(
+        admin: AdminConfig? = AdminConfig(),
+        concurrency: Int? = nil,
+        drainTimeout: Duration = SidecarConfig.defaultDrainTimeout,
+        listeners: [ListenerConfig],
+        clusters: [ClusterConfig]
+    ) {
+        self.admin = admin
+        self.concurrency = concurrency
+        self.drainTimeout = drainTimeout
+        self.listeners = listeners
+        self.clusters = clusters
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case admin, concurrency, drainTimeout, listeners, clusters
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(admin, forKey: .admin)
+        try container.encodeIfPresent(concurrency, forKey: .concurrency)
+        try container.encode(ConfigDuration.format(drainTimeout), forKey: .drainTimeout)
+        try container.encode(listeners, forKey: .listeners)
+        try container.encode(clusters, forKey: .clusters)
+    }
+}
+
+public struct AdminConfig: Sendable, Hashable, Encodable {
+    public var address: HostPort
+
+    public static let defaultAddress = HostPort(host: "127.0.0.1", port: 15000)
+
+    public init(address: HostPort = AdminConfig.defaultAddress) {
+        self.address = address
+    }
+}
+
+public struct ListenerConfig: Sendable, Hashable, Encodable {
+    /// Which way the traffic flows; mesh users know the names from Istio.
+    public enum Direction: String, Sendable, Hashable, Encodable, CaseIterable {
+        case inbound, outbound
+    }
+
+    public var name: String
+    public var address: HostPort
+    public var direction: Direction
+    public var tls: TLSConfig?
+    /// Request line plus headers, in bytes; over it → 431.
+    public var maxRequestHeadersBytes: Int
+    /// Optional cap on a request body, in bytes; over it → 413.
+    public var maxRequestBodyBytes: Int?
+    /// Adds `via: 1.1 outrigger` (HTTP/1.1) or `via: 2 outrigger` to proxied requests and responses.
+    public var addVia: Bool
+    public var virtualHosts: [VirtualHostConfig]
+
+    public static let defaultMaxRequestHeadersBytes = 60 * 1024
+
+    public init(
+        name: String,
+        address: HostPort,
+        direction: Direction = .inbound,
+        tls: TLSConfig? = nil,
+        maxRequestHeadersBytes: Int = ListenerConfig.defaultMaxRequestHeadersBytes,
+        maxRequestBodyBytes: Int? = nil,
+        addVia: Bool = false,
+        virtualHosts: [VirtualHostConfig]
+    ) {
+        self.name = name
+        self.address = address
+        self.direction = direction
+        self.tls = tls
+        self.maxRequestHeadersBytes = maxRequestHeadersBytes
+        self.maxRequestBodyBytes = maxRequestBodyBytes
+        self.addVia = addVia
+        self.virtualHosts = virtualHosts
+    }
+}
+
+public struct TLSConfig: Sendable, Hashable, Encodable {
+    /// PEM certificate chain file.
+    public var certificate: String
+    /// PEM private key file.
+    public var privateKey: String
+
+    public init(certificate: String, privateKey: String) {
+        self.certificate = certificate
+        self.privateKey = privateKey
+    }
+}
+
+public struct VirtualHostConfig: Sendable, Hashable, Encodable {
+    public var name: String
+    /// `example.com`, `*.example.com` (any subdomain), or `*` (anything). A port in Host is ignored.
+    public var domains: [String]
+    public var routes: [RouteConfig]
+
+    public init(name: String, domains: [String], routes: [RouteConfig]) {
+        self.name = name
+        self.domains = domains
+        self.routes = routes
+    }
+}
+
+public struct RouteConfig: Sendable, Hashable, Encodable {
+    public var name: String?
+    public var match: RouteMatchConfig
+    public var destination: RouteDestination
+    public var prefixRewrite: String?
+    public var hostRewrite: String?
+    /// Overrides the cluster's route timeout.
+    public var timeout: Duration?
+    public var requestHeaders: HeaderMutations
+    public var responseHeaders: HeaderMutations
+
+    public init(
+        name: String? = nil,
+        match: RouteMatchConfig = RouteMatchConfig(),
+        destination: RouteDestination,
+        prefixRewrite: String? = nil,
+        hostRewrite: String? = nil,
+        timeout: Duration? = nil,
+        requestHeaders: HeaderMutations = HeaderMutations(),
+        responseHeaders: HeaderMutations = HeaderMutations()
+    ) {
+        self.name = name
+        self.match = match
+        self.destination = destination
+        self.prefixRewrite = prefixRewrite
+        self.hostRewrite = hostRewrite
+        self.timeout = timeout
+        self.requestHeaders = requestHeaders
+        self.responseHeaders = responseHeaders
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, match, cluster, weightedClusters, prefixRewrite, hostRewrite, timeout
+        case requestHeaders, responseHeaders
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(name, forKey: .name)
+        try container.encode(match, forKey: .match)
+        switch destination {
+        case .cluster(let name): try container.encode(name, forKey: .cluster)
+        case .weightedClusters(let clusters): try container.encode(clusters, forKey: .weightedClusters)
+        }
+        try container.encodeIfPresent(prefixRewrite, forKey: .prefixRewrite)
+        try container.encodeIfPresent(hostRewrite, forKey: .hostRewrite)
+        try container.encodeIfPresent(timeout.map(ConfigDuration.format), forKey: .timeout)
+        if !requestHeaders.isEmpty { try container.encode(requestHeaders, forKey: .requestHeaders) }
+        if !responseHeaders.isEmpty { try container.encode(responseHeaders, forKey: .responseHeaders) }
+    }
+}
+
+public enum RouteDestination: Sendable, Hashable {
+    case cluster(String)
+    /// Traffic splitting: each request goes to one cluster, chosen in proportion to the weights.
+    case weightedClusters([WeightedCluster])
+
+    public var clusterNames: [String] {
+        switch self {
+        case .cluster(let name): return [name]
+        case .weightedClusters(let clusters): return clusters.map(\.cluster)
+        }
+    }
+}
+
+public struct WeightedCluster: Sendable, Hashable, Encodable {
+    public var cluster: String
+    public var weight: Int
+
+    public init(cluster: String, weight: Int) {
+        self.cluster = cluster
+        self.weight = weight
+    }
+}
+
+public struct RouteMatchConfig: Sendable, Hashable, Encodable {
+    public enum Path: Sendable, Hashable {
+        case prefix(String)
+        case exact(String)
+        /// Matched against the whole path (without the query).
+        case regex(String)
+    }
+
+    public var path: Path
+    /// Upper-case method names; empty means any.
+    public var methods: [String]
+    public var headers: [HeaderMatchConfig]
+
+    public init(path: Path = .prefix("/"), methods: [String] = [], headers: [HeaderMatchConfig] = []) {
+        self.path = path
+        self.methods = methods
+        self.headers = headers
+    }
+
+    enum CodingKeys: String, CodingKey { case prefix, path, regex, methods, headers }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch path {
+        case .prefix(let value): try container.encode(value, forKey: .prefix)
+        case .exact(let value): try container.encode(value, forKey: .path)
+        case .regex(let value): try container.encode(value, forKey: .regex)
+        }
+        if !methods.isEmpty { try container.encode(methods, forKey: .methods) }
+        if !headers.isEmpty { try container.encode(headers, forKey: .headers) }
+    }
+}
+
+public struct HeaderMatchConfig: Sendable, Hashable, Encodable {
+    public enum Condition: Sendable, Hashable {
+        /// The header is present (`present: true`) or absent (`present: false`).
+        case present(Bool)
+        case exact(String)
+        case prefix(String)
+    }
+
+    /// Lower-cased header name.
+    public var name: String
+    public var condition: Condition
+
+    public init(name: String, condition: Condition) {
+        self.name = name.lowercased()
+        self.condition = condition
+    }
+
+    enum CodingKeys: String, CodingKey { case name, present, exact, prefix }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        switch condition {
+        case .present(let value): try container.encode(value, forKey: .present)
+        case .exact(let value): try container.encode(value, forKey: .exact)
+        case .prefix(let value): try container.encode(value, forKey: .prefix)
+        }
+    }
+}
+
+/// Header rewrites applied to a request before it goes upstream, or to a response before it goes back.
+/// Applied in the order remove, set, add.
+public struct HeaderMutations: Sendable, Hashable, Encodable {
+    /// Appended, keeping values already there.
+    public var add: [HeaderValue]
+    /// Replacing every value already there.
+    public var set: [HeaderValue]
+    /// Lower-cased names to drop.
+    public var remove: [String]
+
+    public init(add: [HeaderValue] = [], set: [HeaderValue] = [], remove: [String] = []) {
+        self.add = add
+        self.set = set
+        self.remove = remove.map { $0.lowercased() }
+    }
+
+    public var isEmpty: Bool { add.isEmpty && set.isEmpty && remove.isEmpty }
+}
+
+public struct HeaderValue: Sendable, Hashable, Encodable {
+    public var name: String
+    public var value: String
+
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+public struct ClusterConfig: Sendable, Hashable, Encodable {
+    public enum UpstreamProtocol: String, Sendable, Hashable, Encodable, CaseIterable {
+        case http1, http2
+    }
+
+    public enum LoadBalancerPolicy: String, Sendable, Hashable, Encodable, CaseIterable {
+        case roundRobin = "round_robin"
+    }
+
+    public var name: String
+    public var endpoints: [HostPort]
+    public var upstreamProtocol: UpstreamProtocol
+    public var connectTimeout: Duration
+    /// The route timeout: from the request's arrival to the end of the response head.
+    public var timeout: Duration
+    /// How often hostnames among the endpoints are resolved again.
+    public var dnsRefreshInterval: Duration
+    public var loadBalancer: LoadBalancerPolicy
+    public var pool: PoolConfig
+
+    public static let defaultConnectTimeout: Duration = .seconds(1)
+    public static let defaultTimeout: Duration = .seconds(15)
+    public static let defaultDNSRefreshInterval: Duration = .seconds(30)
+
+    public init(
+        name: String,
+        endpoints: [HostPort],
+        upstreamProtocol: UpstreamProtocol = .http1,
+        connectTimeout: Duration = ClusterConfig.defaultConnectTimeout,
+        timeout: Duration = ClusterConfig.defaultTimeout,
+        dnsRefreshInterval: Duration = ClusterConfig.defaultDNSRefreshInterval,
+        loadBalancer: LoadBalancerPolicy = .roundRobin,
+        pool: PoolConfig = PoolConfig()
+    ) {
+        self.name = name
+        self.endpoints = endpoints
+        self.upstreamProtocol = upstreamProtocol
+        self.connectTimeout = connectTimeout
+        self.timeout = timeout
+        self.dnsRefreshInterval = dnsRefreshInterval
+        self.loadBalancer = loadBalancer
+        self.pool = pool
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, endpoints, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(endpoints, forKey: .endpoints)
+        try container.encode(upstreamProtocol, forKey: .protocol)
+        try container.encode(ConfigDuration.format(connectTimeout), forKey: .connectTimeout)
+        try container.encode(ConfigDuration.format(timeout), forKey: .timeout)
+        try container.encode(ConfigDuration.format(dnsRefreshInterval), forKey: .dnsRefreshInterval)
+        try container.encode(["policy": loadBalancer.rawValue], forKey: .loadBalancer)
+        try container.encode(pool, forKey: .pool)
+    }
+}
+
+/// Upstream connection pool limits. Pools are per event loop, so the limits are too.
+public struct PoolConfig: Sendable, Hashable, Encodable {
+    /// Connections per endpoint per event loop (HTTP/1.1); HTTP/2 clusters use one connection per endpoint.
+    public var maxConnectionsPerEndpoint: Int
+    /// Requests waiting for a connection per endpoint per event loop; past it → 503 `overflow`.
+    public var maxPendingRequests: Int
+    /// An idle pooled connection is closed after this long.
+    public var idleTimeout: Duration
+
+    public init(maxConnectionsPerEndpoint: Int = 256, maxPendingRequests: Int = 1024, idleTimeout: Duration = .seconds(60)) {
+        self.maxConnectionsPerEndpoint = maxConnectionsPerEndpoint
+        self.maxPendingRequests = maxPendingRequests
+        self.idleTimeout = idleTimeout
+    }
+
+    enum CodingKeys: String, CodingKey { case maxConnectionsPerEndpoint, maxPendingRequests, idleTimeout }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(maxConnectionsPerEndpoint, forKey: .maxConnectionsPerEndpoint)
+        try container.encode(maxPendingRequests, forKey: .maxPendingRequests)
+        try container.encode(ConfigDuration.format(idleTimeout), forKey: .idleTimeout)
+    }
+}

@@ -1,0 +1,133 @@
+import NIOHTTP1
+import OutriggerConfig
+
+/// Header handling every proxied request and response gets: hop-by-hop removal (RFC 9110 §7.6.1),
+/// forwarding headers, request id, rewrites and `via`. Pure functions over `HTTPHeaders`.
+public enum ProxyHeaders {
+    /// Fields that describe one connection and never cross a proxy. `te` is handled apart: `te: trailers`
+    /// is kept because gRPC needs it.
+    private static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+        "transfer-encoding", "upgrade", "http2-settings",
+    ]
+
+    /// Removes hop-by-hop fields, the fields `Connection` names, and `te` values other than `trailers`.
+    public static func removeHopByHop(_ headers: inout HTTPHeaders) {
+        // Fast path: most requests carry none of these, and a scan costs less than removals.
+        var found = false
+        for (name, _) in headers where isHopByHopCandidate(name) {
+            found = true
+            break
+        }
+        guard found else { return }
+
+        var named: [String] = []
+        for value in headers[canonicalForm: "connection"] {
+            named.append(String(value).lowercased())
+        }
+        let te = headers[canonicalForm: "te"]
+        let keepTrailers = te.contains { $0.lowercased() == "trailers" }
+        for name in hopByHop { headers.remove(name: name) }
+        for name in named where name != "te" || !keepTrailers { headers.remove(name: name) }
+        if !te.isEmpty {
+            headers.remove(name: "te")
+            if keepTrailers { headers.add(name: "te", value: "trailers") }
+        }
+    }
+
+    @inline(__always)
+    private static func isHopByHopCandidate(_ name: String) -> Bool {
+        let utf8 = name.utf8
+        guard let first = utf8.first else { return false }
+        switch first | 0x20 {
+        case UInt8(ascii: "c"), UInt8(ascii: "k"), UInt8(ascii: "p"), UInt8(ascii: "t"), UInt8(ascii: "u"), UInt8(ascii: "h"):
+            let lowered = name.lowercased()
+            return hopByHop.contains(lowered) || lowered == "te"
+        default:
+            return false
+        }
+    }
+
+    /// Everything done to a request head on its way upstream.
+    /// - Returns: the request id the request carries upstream (kept, or generated when missing).
+    @discardableResult
+    public static func prepareUpstreamRequest(
+        _ head: inout HTTPRequestHead,
+        route: Route,
+        clientAddress: String?,
+        scheme: String,
+        addVia: Bool,
+        random: inout FastRandom
+    ) -> String {
+        let chunked = head.headers[canonicalForm: "transfer-encoding"].last.map { $0.lowercased() == "chunked" } ?? false
+        removeHopByHop(&head.headers)
+        // Keep framing: a chunked body stays chunked on an HTTP/1.1 upstream; NIO's encoder writes the chunks.
+        if chunked && !head.headers.contains(name: "content-length") {
+            head.headers.add(name: "transfer-encoding", value: "chunked")
+        }
+        if let clientAddress {
+            if let existing = head.headers.first(name: OutriggerHeader.forwardedFor) {
+                head.headers.replaceOrAdd(name: OutriggerHeader.forwardedFor, value: "\(existing), \(clientAddress)")
+            } else {
+                head.headers.add(name: OutriggerHeader.forwardedFor, value: clientAddress)
+            }
+        }
+        if !head.headers.contains(name: OutriggerHeader.forwardedProto) {
+            head.headers.add(name: OutriggerHeader.forwardedProto, value: scheme)
+        }
+        let requestID: String
+        if let existing = head.headers.first(name: OutriggerHeader.requestID), !existing.isEmpty {
+            requestID = existing
+        } else {
+            requestID = random.uuidString()
+            head.headers.replaceOrAdd(name: OutriggerHeader.requestID, value: requestID)
+        }
+        if addVia { appendVia(&head.headers, version: head.version) }
+        if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }
+        if let host = route.hostRewrite { head.headers.replaceOrAdd(name: "host", value: host) }
+        route.requestHeaders.apply(to: &head.headers)
+        head.version = .http1_1
+        return requestID
+    }
+
+    /// Everything done to an upstream response head on its way back.
+    public static func prepareDownstreamResponse(
+        _ head: inout HTTPResponseHead,
+        route: Route,
+        upstreamServiceMilliseconds: Int64,
+        addVia: Bool
+    ) {
+        removeHopByHop(&head.headers)
+        head.headers.replaceOrAdd(name: OutriggerHeader.upstreamServiceTime, value: String(upstreamServiceMilliseconds))
+        if addVia { appendVia(&head.headers, version: head.version) }
+        route.responseHeaders.apply(to: &head.headers)
+    }
+
+    private static func appendVia(_ headers: inout HTTPHeaders, version: HTTPVersion) {
+        let hop = version.major == 2 ? "2 outrigger" : "\(version.major).\(version.minor) outrigger"
+        if let existing = headers.first(name: "via") {
+            headers.replaceOrAdd(name: "via", value: "\(existing), \(hop)")
+        } else {
+            headers.add(name: "via", value: hop)
+        }
+    }
+
+    /// The path of a request target without its query (`/a/b?x=1` → `/a/b`).
+    @inline(__always)
+    public static func path(of uri: String) -> Substring {
+        if let question = uri.utf8.firstIndex(of: UInt8(ascii: "?")) {
+            return uri[..<question]
+        }
+        return uri[...]
+    }
+}
+
+extension HeaderMutations {
+    /// Applies remove, then set, then add.
+    public func apply(to headers: inout HTTPHeaders) {
+        guard !isEmpty else { return }
+        for name in remove { headers.remove(name: name) }
+        for header in set { headers.replaceOrAdd(name: header.name, value: header.value) }
+        for header in add { headers.add(name: header.name, value: header.value) }
+    }
+}

@@ -1,0 +1,64 @@
+import NIOCore
+import OutriggerConfig
+
+/// An immutable, compiled config: route tables per listener, clusters with resolved endpoints.
+/// Swapped atomically on reload; a request keeps the snapshot it started with.
+public final class RuntimeSnapshot: Sendable {
+    public let config: SidecarConfig
+    /// Increases by one with every applied config.
+    public let version: Int
+    public let listeners: [String: ListenerRuntime]
+    public let clusters: [String: ClusterRuntime]
+
+    /// - Parameter resolve: turns a configured endpoint into addresses; static IPs need no lookup.
+    public init(
+        config: SidecarConfig,
+        version: Int,
+        stats: ProxyStats,
+        resolve: (HostPort) throws -> [SocketAddress]
+    ) throws {
+        self.config = config
+        self.version = version
+        var clusters: [String: ClusterRuntime] = [:]
+        for cluster in config.clusters {
+            let endpoints = try Self.endpoints(of: cluster, resolve: resolve)
+            clusters[cluster.name] = ClusterRuntime(config: cluster, endpoints: endpoints, stats: stats.cluster(cluster.name))
+        }
+        self.clusters = clusters
+        var listeners: [String: ListenerRuntime] = [:]
+        for listener in config.listeners {
+            listeners[listener.name] = ListenerRuntime(
+                config: listener,
+                routes: try RouteTable(listener.virtualHosts, clusters: clusters),
+                stats: stats.listener(listener.name)
+            )
+        }
+        self.listeners = listeners
+    }
+
+    /// Every address each configured endpoint resolves to, deduplicated.
+    public static func endpoints(of cluster: ClusterConfig, resolve: (HostPort) throws -> [SocketAddress]) throws -> [Endpoint] {
+        var seen: Set<String> = []
+        var endpoints: [Endpoint] = []
+        for configured in cluster.endpoints {
+            for address in try resolve(configured) {
+                let endpoint = Endpoint(configured: configured, address: address, cluster: cluster)
+                if seen.insert(endpoint.poolKey).inserted { endpoints.append(endpoint) }
+            }
+        }
+        return endpoints
+    }
+}
+
+/// A listener's part of a snapshot.
+public final class ListenerRuntime: Sendable {
+    public let config: ListenerConfig
+    public let routes: RouteTable
+    public let stats: ListenerStats
+
+    init(config: ListenerConfig, routes: RouteTable, stats: ListenerStats) {
+        self.config = config
+        self.routes = routes
+        self.stats = stats
+    }
+}

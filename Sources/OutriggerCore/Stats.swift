@@ -1,0 +1,201 @@
+import Atomics
+import NIOConcurrencyHelpers
+
+/// A monotonically increasing count, safe to bump from any event loop.
+public final class Counter: Sendable {
+    private let value = ManagedAtomic<Int>(0)
+
+    public init() {}
+
+    @inline(__always)
+    public func increment(by amount: Int = 1) {
+        value.wrappingIncrement(by: amount, ordering: .relaxed)
+    }
+
+    public var current: Int { value.load(ordering: .relaxed) }
+}
+
+/// A value that goes up and down (active connections, active requests).
+public final class Gauge: Sendable {
+    private let value = ManagedAtomic<Int>(0)
+
+    public init() {}
+
+    @inline(__always) public func increment() { value.wrappingIncrement(ordering: .relaxed) }
+    @inline(__always) public func decrement() { value.wrappingDecrement(ordering: .relaxed) }
+    public var current: Int { value.load(ordering: .relaxed) }
+}
+
+/// Request durations, in two shapes: Prometheus' fixed `le` buckets, and fine log-linear buckets
+/// (8 per power of two of microseconds, ≤ 12.5 % error) from which p50/p90/p99/p99.9 are read.
+public final class LatencyHistogram: Sendable {
+    /// Upper bounds in seconds of the Prometheus buckets (`+Inf` is implied).
+    public static let prometheusBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+    private static let prometheusBoundsMicros: [UInt64] = prometheusBounds.map { UInt64($0 * 1_000_000) }
+    private static let subBucketBits = 3
+    private static let fineBucketCount = 64 << subBucketBits
+
+    private let coarse: [ManagedAtomic<Int>]
+    private let fine: [ManagedAtomic<Int>]
+    private let sumMicros = ManagedAtomic<Int>(0)
+    private let count = ManagedAtomic<Int>(0)
+
+    public init() {
+        coarse = (0...Self.prometheusBounds.count).map { _ in ManagedAtomic(0) }
+        fine = (0..<Self.fineBucketCount).map { _ in ManagedAtomic(0) }
+    }
+
+    public func record(microseconds: UInt64) {
+        var coarseIndex = Self.prometheusBoundsMicros.count
+        for (index, bound) in Self.prometheusBoundsMicros.enumerated() where microseconds <= bound {
+            coarseIndex = index
+            break
+        }
+        coarse[coarseIndex].wrappingIncrement(ordering: .relaxed)
+        fine[Self.fineIndex(microseconds)].wrappingIncrement(ordering: .relaxed)
+        sumMicros.wrappingIncrement(by: Int(clamping: microseconds), ordering: .relaxed)
+        count.wrappingIncrement(ordering: .relaxed)
+    }
+
+    static func fineIndex(_ value: UInt64) -> Int {
+        if value < (1 << subBucketBits) { return Int(value) }
+        let magnitude = 63 - value.leadingZeroBitCount
+        let subBucket = Int((value >> UInt64(magnitude - subBucketBits)) & ((1 << subBucketBits) - 1))
+        return ((magnitude - subBucketBits + 1) << subBucketBits) + subBucket
+    }
+
+    /// The largest value that lands in fine bucket `index`.
+    static func fineUpperBound(_ index: Int) -> UInt64 {
+        if index < (1 << subBucketBits) { return UInt64(index) }
+        let magnitude = (index >> subBucketBits) + subBucketBits - 1
+        let subBucket = UInt64(index & ((1 << subBucketBits) - 1))
+        let base = UInt64(1) << UInt64(magnitude)
+        let width = UInt64(1) << UInt64(magnitude - subBucketBits)
+        return base + (subBucket + 1) * width - 1
+    }
+
+    public struct Snapshot: Sendable {
+        public var count: Int
+        public var sumSeconds: Double
+        /// Cumulative counts at each `prometheusBounds` entry, then `+Inf`.
+        public var cumulativeBuckets: [Int]
+        fileprivate var fine: [Int]
+
+        /// The value (in seconds) below which `quantile` of the samples fall; 0 with no samples.
+        public func quantile(_ quantile: Double) -> Double {
+            guard count > 0 else { return 0 }
+            let rank = Int((quantile * Double(count)).rounded(.up))
+            var seen = 0
+            for (index, bucketCount) in fine.enumerated() {
+                seen += bucketCount
+                if seen >= max(rank, 1) { return Double(LatencyHistogram.fineUpperBound(index)) / 1_000_000 }
+            }
+            return Double(LatencyHistogram.fineUpperBound(fine.count - 1)) / 1_000_000
+        }
+    }
+
+    public func snapshot() -> Snapshot {
+        var running = 0
+        let cumulative = coarse.map { bucket -> Int in
+            running += bucket.load(ordering: .relaxed)
+            return running
+        }
+        return Snapshot(
+            count: count.load(ordering: .relaxed),
+            sumSeconds: Double(sumMicros.load(ordering: .relaxed)) / 1_000_000,
+            cumulativeBuckets: cumulative,
+            fine: fine.map { $0.load(ordering: .relaxed) }
+        )
+    }
+}
+
+/// Counters for one listener. Kept by name across config reloads.
+public final class ListenerStats: Sendable {
+    public let name: String
+    public let connectionsTotal = Counter()
+    public let connectionsActive = Gauge()
+    public let requestsTotal = Counter()
+    public let requestsActive = Gauge()
+    /// From the request head's arrival to the end of the response, for every request (proxied or local).
+    public let requestDuration = LatencyHistogram()
+
+    init(name: String) {
+        self.name = name
+    }
+}
+
+/// Counters for one cluster. Kept by name across config reloads.
+public final class ClusterStats: Sendable {
+    public let name: String
+    /// Upstream responses by status class: index 0 is 1xx … index 4 is 5xx.
+    public let responsesByClass: [Counter] = (0..<5).map { _ in Counter() }
+    public let requestsActive = Gauge()
+    public let connectionsTotal = Counter()
+    public let connectionsActive = Gauge()
+    public let connectFailures = Counter()
+    /// Requests that failed after being sent: reset, timeout or protocol error.
+    public let requestFailures = Counter()
+
+    init(name: String) {
+        self.name = name
+    }
+
+    @inline(__always)
+    public func recordResponse(status: Int) {
+        let index = min(max(status / 100, 1), 5) - 1
+        responsesByClass[index].increment()
+    }
+}
+
+/// Every stat the sidecar exports. Injected, never global; objects are created at config compile time so
+/// the request path only bumps atomics.
+public final class ProxyStats: Sendable {
+    private let listeners = NIOLockedValueBox<[String: ListenerStats]>([:])
+    private let clusters = NIOLockedValueBox<[String: ClusterStats]>([:])
+    private let localReplies: [Counter] = LocalReplyReason.allCases.map { _ in Counter() }
+    public let configReloadSuccesses = Counter()
+    public let configReloadFailures = Counter()
+
+    public init() {}
+
+    public func listener(_ name: String) -> ListenerStats {
+        listeners.withLockedValue { all in
+            if let existing = all[name] { return existing }
+            let created = ListenerStats(name: name)
+            all[name] = created
+            return created
+        }
+    }
+
+    public func cluster(_ name: String) -> ClusterStats {
+        clusters.withLockedValue { all in
+            if let existing = all[name] { return existing }
+            let created = ClusterStats(name: name)
+            all[name] = created
+            return created
+        }
+    }
+
+    @inline(__always)
+    public func recordLocalReply(_ reason: LocalReplyReason) {
+        localReplies[Self.index(of: reason)].increment()
+    }
+
+    public func localReplyCount(_ reason: LocalReplyReason) -> Int {
+        localReplies[Self.index(of: reason)].current
+    }
+
+    private static let reasonIndexes: [LocalReplyReason: Int] = Dictionary(
+        uniqueKeysWithValues: LocalReplyReason.allCases.enumerated().map { ($1, $0) }
+    )
+
+    private static func index(of reason: LocalReplyReason) -> Int { reasonIndexes[reason]! }
+
+    public var allListeners: [ListenerStats] {
+        listeners.withLockedValue { $0.values.sorted { $0.name < $1.name } }
+    }
+
+    public var allClusters: [ClusterStats] {
+        clusters.withLockedValue { $0.values.sorted { $0.name < $1.name } }
+    }
+}

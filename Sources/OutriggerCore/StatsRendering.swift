@@ -1,0 +1,116 @@
+import Foundation
+
+extension ProxyStats {
+    /// The Prometheus text exposition format (version 0.0.4).
+    public func prometheusText() -> String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        func sample(_ name: String, _ labels: [(String, String)], _ value: Int) {
+            out += "\(name){\(Self.labelText(labels))} \(value)\n"
+        }
+        let listeners = allListeners
+        let clusters = allClusters
+
+        family("outrigger_downstream_connections_total", "counter", "Downstream connections accepted.")
+        for l in listeners { sample("outrigger_downstream_connections_total", [("listener", l.name)], l.connectionsTotal.current) }
+        family("outrigger_downstream_connections_active", "gauge", "Downstream connections open now.")
+        for l in listeners { sample("outrigger_downstream_connections_active", [("listener", l.name)], l.connectionsActive.current) }
+        family("outrigger_downstream_requests_total", "counter", "Downstream requests received (HTTP/1.1 requests and HTTP/2 streams).")
+        for l in listeners { sample("outrigger_downstream_requests_total", [("listener", l.name)], l.requestsTotal.current) }
+        family("outrigger_downstream_requests_active", "gauge", "Downstream requests in flight.")
+        for l in listeners { sample("outrigger_downstream_requests_active", [("listener", l.name)], l.requestsActive.current) }
+
+        family("outrigger_upstream_responses_total", "counter", "Responses received from upstream endpoints, by status class.")
+        for c in clusters {
+            for (index, counter) in c.responsesByClass.enumerated() {
+                sample("outrigger_upstream_responses_total", [("cluster", c.name), ("code", "\(index + 1)xx")], counter.current)
+            }
+        }
+        family("outrigger_upstream_requests_active", "gauge", "Requests in flight to a cluster.")
+        for c in clusters { sample("outrigger_upstream_requests_active", [("cluster", c.name)], c.requestsActive.current) }
+        family("outrigger_upstream_request_failures_total", "counter", "Upstream requests that ended in a reset, timeout or protocol error.")
+        for c in clusters { sample("outrigger_upstream_request_failures_total", [("cluster", c.name)], c.requestFailures.current) }
+        family("outrigger_upstream_connections_total", "counter", "Upstream connections opened.")
+        for c in clusters { sample("outrigger_upstream_connections_total", [("cluster", c.name)], c.connectionsTotal.current) }
+        family("outrigger_upstream_connections_active", "gauge", "Upstream connections open now.")
+        for c in clusters { sample("outrigger_upstream_connections_active", [("cluster", c.name)], c.connectionsActive.current) }
+        family("outrigger_upstream_connect_failures_total", "counter", "Upstream connection attempts that failed or timed out.")
+        for c in clusters { sample("outrigger_upstream_connect_failures_total", [("cluster", c.name)], c.connectFailures.current) }
+
+        family("outrigger_local_replies_total", "counter", "Responses the proxy wrote itself, by x-outrigger-reason.")
+        for reason in LocalReplyReason.allCases {
+            sample("outrigger_local_replies_total", [("reason", reason.rawValue)], localReplyCount(reason))
+        }
+        family("outrigger_config_reloads_total", "counter", "Config reloads, by result.")
+        sample("outrigger_config_reloads_total", [("result", "success")], configReloadSuccesses.current)
+        sample("outrigger_config_reloads_total", [("result", "failure")], configReloadFailures.current)
+
+        family("outrigger_request_duration_seconds", "histogram", "Downstream request duration, head received to response end.")
+        for l in listeners {
+            let snapshot = l.requestDuration.snapshot()
+            for (index, bound) in LatencyHistogram.prometheusBounds.enumerated() {
+                out += "outrigger_request_duration_seconds_bucket{\(Self.labelText([("listener", l.name), ("le", Self.number(bound))]))} \(snapshot.cumulativeBuckets[index])\n"
+            }
+            out += "outrigger_request_duration_seconds_bucket{\(Self.labelText([("listener", l.name), ("le", "+Inf")]))} \(snapshot.count)\n"
+            out += "outrigger_request_duration_seconds_sum{\(Self.labelText([("listener", l.name)]))} \(Self.number(snapshot.sumSeconds))\n"
+            out += "outrigger_request_duration_seconds_count{\(Self.labelText([("listener", l.name)]))} \(snapshot.count)\n"
+        }
+        return out
+    }
+
+    /// The same numbers as JSON-ready dictionaries, with latency percentiles.
+    public func jsonObject() -> [String: Any] {
+        let listeners: [[String: Any]] = allListeners.map { l in
+            let snapshot = l.requestDuration.snapshot()
+            return [
+                "name": l.name,
+                "connections_total": l.connectionsTotal.current,
+                "connections_active": l.connectionsActive.current,
+                "requests_total": l.requestsTotal.current,
+                "requests_active": l.requestsActive.current,
+                "request_duration_ms": [
+                    "count": snapshot.count,
+                    "p50": snapshot.quantile(0.5) * 1000,
+                    "p90": snapshot.quantile(0.9) * 1000,
+                    "p99": snapshot.quantile(0.99) * 1000,
+                    "p99_9": snapshot.quantile(0.999) * 1000,
+                ] as [String: Any],
+            ]
+        }
+        let clusters: [[String: Any]] = allClusters.map { c in
+            var responses: [String: Int] = [:]
+            for (index, counter) in c.responsesByClass.enumerated() { responses["\(index + 1)xx"] = counter.current }
+            return [
+                "name": c.name,
+                "responses": responses,
+                "requests_active": c.requestsActive.current,
+                "request_failures": c.requestFailures.current,
+                "connections_total": c.connectionsTotal.current,
+                "connections_active": c.connectionsActive.current,
+                "connect_failures": c.connectFailures.current,
+            ]
+        }
+        var localReplies: [String: Int] = [:]
+        for reason in LocalReplyReason.allCases { localReplies[reason.rawValue] = localReplyCount(reason) }
+        return [
+            "listeners": listeners,
+            "clusters": clusters,
+            "local_replies": localReplies,
+            "config_reloads": ["success": configReloadSuccesses.current, "failure": configReloadFailures.current],
+        ]
+    }
+
+    private static func labelText(_ labels: [(String, String)]) -> String {
+        labels.map { name, value in
+            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n")
+            return "\(name)=\"\(escaped)\""
+        }.joined(separator: ",")
+    }
+
+    private static func number(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import OutriggerProxy
+
+/// The built-in demo and test upstream. It answers with what it received (method, path, headers, body
+/// size) as JSON, and does what each request asks, by query parameter or `x-echo-*` header:
+///
+/// | query / header | effect |
+/// |---|---|
+/// | `status=N` / `x-echo-status` | answer with status N |
+/// | `delay=MS` / `x-echo-delay` | wait MS milliseconds before answering |
+/// | `size=N` / `x-echo-size` | answer with an N-byte body (streamed, with backpressure) instead of JSON |
+/// | `reset=1` / `x-echo-reset` | close the connection (HTTP/2: reset the stream) instead of answering |
+/// | `close=1` / `x-echo-close` | answer, then close the connection |
+/// | `trailers=1` / `x-echo-trailers` | end the response with trailers (`x-echo-trailer: done`) |
+///
+/// Serves HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.
+public final class EchoServer: Sendable {
+    public let name: String
+    private let group: MultiThreadedEventLoopGroup
+    private let channel: Channel
+
+    public var localAddress: SocketAddress { channel.localAddress! }
+
+    private init(name: String, group: MultiThreadedEventLoopGroup, channel: Channel) {
+        self.name = name
+        self.group = group
+        self.channel = channel
+    }
+
+    public static func start(host: String, port: Int, name: String, threads: Int = 1) async throws -> EchoServer {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        do {
+            let channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(PrefaceSniffer { channel, isHTTP2 in
+                            if isHTTP2 {
+                                _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                                    mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
+                                ) { stream in
+                                    stream.eventLoop.makeCompletedFuture {
+                                        try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                                        try stream.pipeline.syncOperations.addHandler(EchoHandler(name: name, protocolName: "HTTP/2"))
+                                    }
+                                }
+                            } else {
+                                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                                try channel.pipeline.syncOperations.addHandler(EchoHandler(name: name, protocolName: "HTTP/1.1"))
+                            }
+                        })
+                    }
+                }
+                .bind(host: host, port: port)
+                .get()
+            return EchoServer(name: name, group: group, channel: channel)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    public func stop() async {
+        try? await channel.close()
+        try? await group.shutdownGracefully()
+    }
+
+    public func waitUntilClosed() async {
+        try? await channel.closeFuture.get()
+    }
+}
+
+/// What one request asked the echo server to do.
+struct EchoInstructions {
+    var status = 200
+    var delayMilliseconds = 0
+    var bodySize: Int?
+    var reset = false
+    var close = false
+    var trailers = false
+
+    init(_ head: HTTPRequestHead) {
+        var values: [String: String] = [:]
+        if let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first {
+            for pair in query.split(separator: "&") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                values[String(parts[0])] = parts.count > 1 ? String(parts[1]) : "1"
+            }
+        }
+        for (name, value) in head.headers where name.lowercased().hasPrefix("x-echo-") {
+            values[String(name.lowercased().dropFirst("x-echo-".count))] = value
+        }
+        if let status = values["status"].flatMap(Int.init), (100...599).contains(status) { self.status = status }
+        delayMilliseconds = values["delay"].flatMap(Int.init) ?? 0
+        bodySize = values["size"].flatMap(Int.init)
+        reset = values["reset"] == "1" || values["reset"] == "true"
+        close = values["close"] == "1" || values["close"] == "true"
+        trailers = values["trailers"] == "1" || values["trailers"] == "true"
+    }
+}
+
+final class EchoHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private static let chunk = ByteBuffer(repeating: UInt8(ascii: "x"), count: 64 * 1024)
+
+    private let name: String
+    private let protocolName: String
+    private var head: HTTPRequestHead?
+    private var bodyBytes = 0
+    /// Bytes of a sized body still to write, when writing waits for writability.
+    private var remaining = 0
+    private var pendingEnd: (trailers: HTTPHeaders?, close: Bool)?
+
+    init(name: String, protocolName: String) {
+        self.name = name
+        self.protocolName = protocolName
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            bodyBytes = 0
+        case .body(let body):
+            bodyBytes += body.readableBytes
+        case .end:
+            guard let head else { return }
+            let instructions = EchoInstructions(head)
+            if instructions.delayMilliseconds > 0 {
+                let bodyBytes = self.bodyBytes
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(instructions.delayMilliseconds))) {
+                    self.respond(context: context, head: head, bodyBytes: bodyBytes, instructions: instructions)
+                }
+            } else {
+                respond(context: context, head: head, bodyBytes: bodyBytes, instructions: instructions)
+            }
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, bodyBytes: Int, instructions: EchoInstructions) {
+        guard context.channel.isActive else { return }
+        if instructions.reset {
+            context.close(promise: nil)
+            return
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "x-echo-server", value: name)
+        let body: ByteBuffer?
+        if let size = instructions.bodySize {
+            headers.add(name: "content-type", value: "application/octet-stream")
+            if !instructions.trailers { headers.add(name: "content-length", value: String(size)) }
+            body = nil
+            remaining = size
+        } else {
+            var requestHeaders: [String: String] = [:]
+            for (name, value) in head.headers {
+                let key = name.lowercased()
+                requestHeaders[key] = requestHeaders[key].map { "\($0), \(value)" } ?? value
+            }
+            let object: [String: Any] = [
+                "server": name, "method": head.method.rawValue, "path": head.uri,
+                "headers": requestHeaders, "bodyBytes": bodyBytes, "protocol": protocolName,
+            ]
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+            var buffer = context.channel.allocator.buffer(capacity: data.count + 1)
+            buffer.writeBytes(data)
+            buffer.writeString("\n")
+            headers.add(name: "content-type", value: "application/json")
+            if !instructions.trailers { headers.add(name: "content-length", value: String(buffer.readableBytes)) }
+            body = buffer
+        }
+        if instructions.close && protocolName == "HTTP/1.1" { headers.add(name: "connection", value: "close") }
+        let status = HTTPResponseStatus(statusCode: instructions.status)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if let body, head.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        if head.method == .HEAD { remaining = 0 }
+        var trailers: HTTPHeaders?
+        if instructions.trailers { trailers = ["x-echo-trailer": "done"] }
+        pendingEnd = (trailers, instructions.close || !head.isKeepAlive)
+        writeRemaining(context: context)
+    }
+
+    /// Writes a sized body while the channel is writable, then the end.
+    private func writeRemaining(context: ChannelHandlerContext) {
+        while remaining > 0 && context.channel.isWritable {
+            let count = min(remaining, Self.chunk.readableBytes)
+            remaining -= count
+            context.write(wrapOutboundOut(.body(.byteBuffer(Self.chunk.getSlice(at: 0, length: count)!))), promise: nil)
+        }
+        if remaining > 0 {
+            context.flush()
+            return
+        }
+        guard let end = pendingEnd else { return }
+        pendingEnd = nil
+        let written = context.writeAndFlush(wrapOutboundOut(.end(end.trailers)))
+        if end.close { written.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { writeRemaining(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}

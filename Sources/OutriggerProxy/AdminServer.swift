@@ -1,0 +1,105 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import OutriggerCore
+
+/// The admin listener (127.0.0.1 by default): health, stats and the running config. Off the hot path.
+final class AdminServer: Sendable {
+    private let sidecar: SidecarState
+
+    init(sidecar: SidecarState) {
+        self.sidecar = sidecar
+    }
+
+    func bind(to address: SocketAddress, group: any EventLoopGroup) async throws -> Channel {
+        let sidecar = self.sidecar
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(sidecar: sidecar))
+                }
+            }
+            .bind(to: address)
+            .get()
+    }
+}
+
+/// What the admin endpoints read from the running sidecar.
+struct SidecarState: Sendable {
+    let configStore: ConfigStore
+    let isDraining: @Sendable () -> Bool
+}
+
+private final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let sidecar: SidecarState
+    private var head: HTTPRequestHead?
+
+    init(sidecar: SidecarState) {
+        self.sidecar = sidecar
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body: break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let (status, contentType, body) = respond(to: head)
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: contentType)
+            headers.add(name: "content-length", value: String(body.utf8.count))
+            headers.add(name: "cache-control", value: "no-store")
+            if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+            if head.method != .HEAD {
+                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+            }
+            let keepAlive = head.isKeepAlive
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                if !keepAlive { context.close(promise: nil) }
+            }
+        }
+    }
+
+    private func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, String, String) {
+        let path = String(ProxyHeaders.path(of: head.uri))
+        let readOnly: Set<String> = ["/", "/ready", "/live", "/stats", "/stats/prometheus", "/config_dump"]
+        guard readOnly.contains(path) else {
+            return (.notFound, "text/plain", "unknown admin path \(path); try /\n")
+        }
+        guard head.method == .GET || head.method == .HEAD else {
+            return (.methodNotAllowed, "text/plain", "\(path) takes GET\n")
+        }
+        switch path {
+        case "/ready":
+            return sidecar.isDraining() ? (.serviceUnavailable, "text/plain", "draining\n") : (.ok, "text/plain", "ready\n")
+        case "/live":
+            return (.ok, "text/plain", "live\n")
+        case "/stats":
+            return (.ok, "application/json", json(sidecar.configStore.stats.jsonObject()))
+        case "/stats/prometheus":
+            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText())
+        case "/config_dump":
+            let snapshot = sidecar.configStore.snapshot
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            let config = (try? encoder.encode(snapshot.config)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
+            return (.ok, "application/json", "{\n\"version\": \(snapshot.version),\n\"config\": \(config)\n}\n")
+        default:
+            let index = readOnly.sorted().filter { $0 != "/" }.map { "  GET \($0)" }.joined(separator: "\n")
+            return (.ok, "text/plain", "outrigger admin\n\(index)\n")
+        }
+    }
+
+    private func json(_ object: Any) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return "{}" }
+        return (String(data: data, encoding: .utf8) ?? "{}") + "\n"
+    }
+}

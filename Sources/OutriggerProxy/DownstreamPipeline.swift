@@ -1,0 +1,199 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOSSL
+import NIOTLS
+import OutriggerCore
+
+/// Builds the pipeline of an accepted downstream connection: TLS with ALPN, or plaintext with HTTP/2
+/// prior knowledge told apart from HTTP/1.1 by the connection preface; then the HTTP/1.1 or HTTP/2
+/// codecs and a `ProxyRequestHandler` per connection (HTTP/1.1) or per stream (HTTP/2).
+struct DownstreamPipeline: Sendable {
+    let listenerName: String
+    let configStore: ConfigStore
+    let locals: EventLoopLocals
+    let tls: NIOSSLContext?
+    let connections: ConnectionTracker
+
+    func configure(_ channel: Channel) throws {
+        let sync = channel.pipeline.syncOperations
+        connections.track(channel, listenerStats: configStore.stats.listener(listenerName))
+        if let tls {
+            try sync.addHandler(NIOSSLServerHandler(context: tls))
+            try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+                channel.eventLoop.makeCompletedFuture {
+                    switch result {
+                    case .negotiated("h2"): try self.configureHTTP2(channel, scheme: "https")
+                    default: try self.configureHTTP1(channel, scheme: "https")
+                    }
+                }
+            })
+        } else {
+            try sync.addHandler(PrefaceSniffer { channel, isHTTP2 in
+                if isHTTP2 { try self.configureHTTP2(channel, scheme: "http") } else { try self.configureHTTP1(channel, scheme: "http") }
+            })
+        }
+    }
+
+    func configureHTTP1(_ channel: Channel, scheme: String) throws {
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(HTTPResponseEncoder())
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        try sync.addHandler(HTTPServerPipelineHandler())
+        try sync.addHandler(HTTP1ProtocolErrorHandler(stats: configStore.stats))
+        try sync.addHandler(makeProxyHandler(channel, protocol: .http1, scheme: scheme))
+    }
+
+    func configureHTTP2(_ channel: Channel, scheme: String) throws {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
+            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
+        ]
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server,
+            connectionConfiguration: connection,
+            streamConfiguration: .init()
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                try stream.pipeline.syncOperations.addHandler(self.makeProxyHandler(stream, protocol: .http2, scheme: scheme))
+            }
+        }
+    }
+
+    private func makeProxyHandler(_ channel: Channel, protocol downstreamProtocol: DownstreamProtocol, scheme: String) -> ProxyRequestHandler {
+        ProxyRequestHandler(
+            listenerName: listenerName, configStore: configStore, local: locals.state(for: channel.eventLoop),
+            downstreamProtocol: downstreamProtocol, scheme: scheme
+        )
+    }
+}
+
+/// Per-event-loop state, found by event loop. Built once at start; each value is touched only on its loop.
+final class EventLoopLocals: Sendable {
+    /// `@unchecked`: each state is created before its loop serves traffic and is used only on that loop
+    /// afterwards (asserted in debug builds).
+    private struct Owned: @unchecked Sendable {
+        let state: LoopLocalState
+        let eventLoop: any EventLoop
+    }
+
+    private let states: [ObjectIdentifier: Owned]
+
+    init(group: any EventLoopGroup) {
+        var states: [ObjectIdentifier: Owned] = [:]
+        for (index, loop) in group.makeIterator().enumerated() {
+            states[ObjectIdentifier(loop)] = Owned(state: LoopLocalState(eventLoop: loop, loopIndex: index), eventLoop: loop)
+        }
+        self.states = states
+    }
+
+    func state(for loop: any EventLoop) -> LoopLocalState {
+        loop.assertInEventLoop()
+        return states[ObjectIdentifier(loop)]!.state
+    }
+
+    func forEach(_ body: @escaping @Sendable (LoopLocalState) -> Void) {
+        for owned in states.values {
+            owned.eventLoop.execute { body(owned.state) }
+        }
+    }
+}
+
+/// Tells HTTP/2 prior knowledge (RFC 9113 §3.3: the client starts with the connection preface) from
+/// HTTP/1.1 on a plaintext listener by the first bytes, then hands over to the chosen pipeline.
+public final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+
+    private static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    private var buffered: ByteBuffer?
+    private let configure: (Channel, _ isHTTP2: Bool) throws -> Void
+
+    /// - Parameter configure: adds the HTTP/2 or HTTP/1.1 handlers after the sniffer, which then removes itself.
+    public init(configure: @escaping (Channel, _ isHTTP2: Bool) throws -> Void) {
+        self.configure = configure
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if var buffered = self.buffered {
+            buffered.writeBuffer(&incoming)
+            self.buffered = buffered
+        } else {
+            self.buffered = incoming
+        }
+        let bytes = self.buffered!.readableBytesView
+        let compared = min(bytes.count, Self.preface.count)
+        let matches = bytes.prefix(compared).elementsEqual(Self.preface.prefix(compared))
+        guard !matches || compared == Self.preface.count else { return }  // need more bytes to decide
+        do {
+            try configure(context.channel, matches)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        let data = self.buffered!
+        self.buffered = nil
+        context.fireChannelRead(wrapInboundOut(data))
+        context.fireChannelReadComplete()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// Answers HTTP/1.1 the parser rejected: 400 (431 for oversized headers) with a reason, then closes.
+/// Sits after `HTTPServerPipelineHandler` so it sees whether a response is already under way.
+final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private var responseInProgress = false
+    private var failed = false
+    private let stats: ProxyStats
+
+    init(stats: ProxyStats) {
+        self.stats = stats
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        context.fireChannelRead(data)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.close(promise: nil)
+            return
+        }
+        guard !failed else { return }
+        failed = true
+        // Tell the request handler first, so it lets go of any upstream exchange.
+        context.fireErrorCaught(error)
+        if responseInProgress {
+            context.close(promise: nil)
+            return
+        }
+        let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+        stats.recordLocalReply(reason)
+        let body = LocalReply.body(for: reason, isGRPC: false, allocator: context.channel.allocator)!
+        let head = LocalReply.head(for: reason, version: .http1_1, isGRPC: false, closeConnection: true, bodyLength: body.readableBytes)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head) where head.status.code >= 200: responseInProgress = true
+        case .end: responseInProgress = false
+        default: break
+        }
+        context.write(data, promise: promise)
+    }
+}

@@ -1,0 +1,58 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerCore
+
+/// The one place a local reply's bytes are decided: status with its reason phrase, `x-outrigger-reason`,
+/// and a one-line body saying why. gRPC requests get a gRPC status instead of a bare HTTP error.
+enum LocalReply {
+    static func head(
+        for reason: LocalReplyReason,
+        version: HTTPVersion,
+        isGRPC: Bool,
+        closeConnection: Bool,
+        bodyLength: Int
+    ) -> HTTPResponseHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(6)
+        if isGRPC {
+            headers.add(name: "content-type", value: "application/grpc")
+            headers.add(name: "grpc-status", value: String(reason.grpcStatus))
+            headers.add(name: "grpc-message", value: reason.explanation.replacingOccurrences(of: " ", with: "%20"))
+        } else {
+            headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        }
+        headers.add(name: "content-length", value: String(bodyLength))
+        headers.add(name: OutriggerHeader.reason, value: reason.rawValue)
+        if closeConnection && version.major == 1 { headers.add(name: "connection", value: "close") }
+        let status: HTTPResponseStatus = isGRPC ? .ok : reason.status
+        return HTTPResponseHead(version: version.major == 2 ? .http2 : .http1_1, status: status, headers: headers)
+    }
+
+    static func body(for reason: LocalReplyReason, isGRPC: Bool, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        isGRPC ? nil : allocator.buffer(string: reason.rawValue + ": " + reason.explanation + "\n")
+    }
+
+    /// Writes a whole local reply as HTTP server parts; the caller flushes.
+    static func write(
+        _ reason: LocalReplyReason,
+        version: HTTPVersion,
+        isGRPC: Bool,
+        isHEAD: Bool,
+        closeConnection: Bool,
+        context: ChannelHandlerContext,
+        wrap: (HTTPServerResponsePart) -> NIOAny
+    ) -> EventLoopFuture<Void> {
+        let body = Self.body(for: reason, isGRPC: isGRPC, allocator: context.channel.allocator)
+        let head = Self.head(for: reason, version: version, isGRPC: isGRPC, closeConnection: closeConnection, bodyLength: body?.readableBytes ?? 0)
+        context.write(wrap(.head(head)), promise: nil)
+        if let body, !isHEAD { context.write(wrap(.body(.byteBuffer(body))), promise: nil) }
+        return context.writeAndFlush(wrap(.end(nil)))
+    }
+}
+
+extension HTTPRequestHead {
+    /// gRPC over HTTP/2 is `content-type: application/grpc` or `application/grpc+proto` etc.
+    var isGRPC: Bool {
+        headers.first(name: "content-type")?.hasPrefix("application/grpc") ?? false
+    }
+}

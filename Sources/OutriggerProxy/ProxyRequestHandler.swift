@@ -1,0 +1,450 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerConfig
+import OutriggerCore
+
+/// Which wire protocol a downstream request arrived on.
+enum DownstreamProtocol {
+    case http1
+    case http2
+}
+
+/// One request being proxied: what was decided for it and how far it got.
+final class ProxiedRequest {
+    let listener: ListenerRuntime
+    let route: Route
+    let cluster: ClusterRuntime
+    var upstreamHead: HTTPRequestHead
+    let downstreamVersion: HTTPVersion
+    let isHEAD: Bool
+    let isGRPC: Bool
+    let keepAlive: Bool
+    let start: NIODeadline
+    /// Parts received before an upstream was leased (one read burst at most: reading pauses meanwhile).
+    var buffered: [HTTPClientRequestPart] = []
+    /// HTTP/2 requests without content-length: the head waits for the next part, which tells whether a
+    /// body follows, so an HTTP/1.1 upstream gets the right framing.
+    var headHeldForFraming: Bool
+    var requestComplete = false
+    var responseStarted = false
+    var responseComplete = false
+    var bodyBytes = 0
+    var timeout: Scheduled<Void>?
+    var ticket: LeaseTicket?
+
+    init(listener: ListenerRuntime, route: Route, cluster: ClusterRuntime, upstreamHead: HTTPRequestHead, downstreamHead: HTTPRequestHead,
+         headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline) {
+        self.listener = listener
+        self.route = route
+        self.cluster = cluster
+        self.upstreamHead = upstreamHead
+        self.downstreamVersion = downstreamHead.version
+        self.isHEAD = downstreamHead.method == .HEAD
+        self.isGRPC = downstreamHead.isGRPC
+        self.keepAlive = keepAlive
+        self.headHeldForFraming = headHeldForFraming
+        self.start = start
+    }
+}
+
+/// The end of a downstream pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the HTTP/1
+/// codec): routes each request, leases an upstream on this event loop and relays both ways with
+/// backpressure, or answers locally with a reason.
+final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate, UpstreamLeaseRequester {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        /// Between requests.
+        case idle
+        /// Routed; waiting for a connection or stream.
+        case leasing(ProxiedRequest)
+        /// Relaying to and from an upstream.
+        case proxying(ProxiedRequest, UpstreamExchangeHandler)
+        /// The response is done (relayed or local); what is left of the request body is dropped.
+        case discardingRequestBody
+        /// A local reply ended the connection's usefulness; waiting for the close.
+        case closing
+    }
+
+    private let listenerName: String
+    private let configStore: ConfigStore
+    private let local: LoopLocalState
+    private let downstreamProtocol: DownstreamProtocol
+    private let scheme: String
+    private var state: State = .idle
+    private var context: ChannelHandlerContext!
+    private var clientAddress: String?
+    private var readPending = false
+    private var needsFlush = false
+
+    init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String) {
+        self.listenerName = listenerName
+        self.configStore = configStore
+        self.local = local
+        self.downstreamProtocol = downstreamProtocol
+        self.scheme = scheme
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        // HTTP/2 streams are child channels: the client is the parent connection's peer.
+        let remote = context.channel.remoteAddress ?? context.channel.parent?.remoteAddress
+        clientAddress = remote?.ipAddress
+    }
+
+    // MARK: Downstream events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            requestHead(head)
+        case .body(let body):
+            requestBody(body)
+        case .end(let trailers):
+            requestEnd(trailers)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .proxying(_, let upstream) = state { upstream.flush() }
+        flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        switch state {
+        case .leasing:
+            readPending = true
+        case .proxying(_, let upstream) where !upstream.isWritable:
+            readPending = true
+        default:
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .proxying(_, let upstream) = state {
+            upstream.downstreamBecameWritable()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        abandonUpstream()
+        state = .closing
+        // HTTP/1.1: `HTTP1ProtocolErrorHandler` answers and closes. HTTP/2: closing the stream resets it.
+        if downstreamProtocol == .http2 { context.close(promise: nil) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        abandonUpstream()
+        state = .closing
+        context.fireChannelInactive()
+    }
+
+    private func requestHead(_ head: HTTPRequestHead) {
+        guard case .idle = state else {
+            // HTTPServerPipelineHandler delivers one request at a time; anything else is a bug upstream of us.
+            context.close(promise: nil)
+            return
+        }
+        let snapshot = configStore.snapshot
+        guard let listener = snapshot.listeners[listenerName] else {
+            localReply(.draining, for: head, listener: nil, requestComplete: false)
+            return
+        }
+        let start = NIODeadline.now()
+        listener.stats.requestsTotal.increment()
+        listener.stats.requestsActive.increment()
+
+        if downstreamProtocol == .http1, Self.headSize(head) > listener.config.maxRequestHeadersBytes {
+            localReply(.headersTooLarge, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        if let limit = listener.config.maxRequestBodyBytes,
+           let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+            localReply(.bodyTooLarge, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        let host = head.headers.first(name: "host") ?? ""
+        guard let route = listener.routes.route(host: host, path: ProxyHeaders.path(of: head.uri), method: head.method, headers: head.headers) else {
+            localReply(.noRoute, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        let cluster = route.destination.pick(random: local.random.next())
+        guard let endpoint = local.pickEndpoint(in: cluster) else {
+            localReply(.noHealthyUpstream, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+
+        var upstreamHead = head
+        // The sidecar answers `100-continue` itself, once it knows the request will be forwarded.
+        let expectsContinue = upstreamHead.headers.first(name: "expect")?.lowercased() == "100-continue"
+        if expectsContinue { upstreamHead.headers.remove(name: "expect") }
+        ProxyHeaders.prepareUpstreamRequest(
+            &upstreamHead, route: route, clientAddress: clientAddress, scheme: scheme,
+            addVia: listener.config.addVia, random: &local.random
+        )
+        let holdHead = downstreamProtocol == .http2 && !upstreamHead.headers.contains(name: "content-length")
+        let request = ProxiedRequest(
+            listener: listener, route: route, cluster: cluster, upstreamHead: upstreamHead, downstreamHead: head,
+            headHeldForFraming: holdHead, keepAlive: head.isKeepAlive, start: start
+        )
+        let timeout = route.timeout ?? cluster.config.timeout
+        request.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
+            self?.routeTimeoutFired(request)
+        }
+        if expectsContinue {
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            needsFlush = true
+        }
+        cluster.stats.requestsActive.increment()
+        state = .leasing(request)
+        request.ticket = local.acquire(cluster: cluster, endpoint: endpoint, for: self)
+    }
+
+    private func requestBody(_ body: ByteBuffer) {
+        switch state {
+        case .leasing(let request), .proxying(let request, _):
+            request.bodyBytes += body.readableBytes
+            if let limit = request.listener.config.maxRequestBodyBytes, request.bodyBytes > limit, !request.responseStarted {
+                abandonUpstream()
+                localReply(.bodyTooLarge, request: request, requestComplete: false)
+                return
+            }
+            forward(.body(.byteBuffer(body)), of: request)
+        case .idle, .discardingRequestBody, .closing:
+            break
+        }
+    }
+
+    private func requestEnd(_ trailers: HTTPHeaders?) {
+        switch state {
+        case .leasing(let request), .proxying(let request, _):
+            request.requestComplete = true
+            forward(.end(trailers), of: request)
+            if request.responseComplete { finishRequest(request) }
+        case .discardingRequestBody:
+            state = .idle
+            deliverPendingRead()
+        case .idle, .closing:
+            break
+        }
+    }
+
+    /// Sends a request part upstream, or keeps it until an upstream is leased.
+    private func forward(_ part: HTTPClientRequestPart, of request: ProxiedRequest) {
+        if request.headHeldForFraming {
+            request.headHeldForFraming = false
+            if case .body = part { request.upstreamHead.headers.add(name: "transfer-encoding", value: "chunked") }
+            forward(.head(request.upstreamHead), of: request)
+        }
+        switch state {
+        case .proxying(_, let upstream): upstream.send(part)
+        default: request.buffered.append(part)
+        }
+    }
+
+    // MARK: Upstream lease
+
+    func upstreamLeased(_ upstream: UpstreamExchangeHandler) {
+        guard case .leasing(let request) = state else {
+            // The request ended while we waited; the fresh connection goes back unused.
+            upstream.abort()
+            return
+        }
+        request.ticket = nil
+        state = .proxying(request, upstream)
+        upstream.begin(self)
+        if !request.headHeldForFraming { upstream.send(.head(request.upstreamHead)) }
+        let buffered = request.buffered
+        request.buffered = []
+        for part in buffered { upstream.send(part) }
+        upstream.flush()
+        deliverPendingRead()
+    }
+
+    func upstreamLeaseFailed(_ reason: LocalReplyReason) {
+        guard case .leasing(let request) = state else { return }
+        request.ticket = nil
+        localReply(reason, request: request, requestComplete: request.requestComplete)
+    }
+
+    // MARK: Upstream exchange
+
+    var downstreamIsWritable: Bool { context.channel.isWritable }
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        guard case .proxying(let request, _) = state else { return }
+        request.timeout?.cancel()
+        request.timeout = nil
+        request.responseStarted = true
+        request.cluster.stats.recordResponse(status: Int(head.status.code))
+        var response = head
+        response.version = request.downstreamVersion
+        let elapsed = (NIODeadline.now() - request.start).nanoseconds / 1_000_000
+        ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsed, addVia: request.listener.config.addVia)
+        if !request.keepAlive && downstreamProtocol == .http1 { response.headers.replaceOrAdd(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        needsFlush = true
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        guard case .proxying = state else { return }
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        needsFlush = true
+    }
+
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
+        guard case .proxying(let request, _) = state else { return }
+        request.responseComplete = true
+        recordFinished(request)
+        if request.requestComplete {
+            finishRequest(request)
+        } else {
+            // The upstream answered before the whole body arrived; the rest is dropped.
+            state = .discardingRequestBody
+        }
+        let closeAfter = !request.keepAlive && downstreamProtocol == .http1
+        let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+        needsFlush = false
+        if closeAfter { closeAfterWrite(written) }
+        deliverPendingRead()
+    }
+
+    func upstreamReadComplete() {
+        flushIfNeeded()
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        guard case .proxying(let request, _) = state else { return }
+        request.cluster.stats.requestFailures.increment()
+        if request.responseStarted {
+            // Too late for a local reply: cut the response so the client sees it incomplete.
+            recordFinished(request)
+            state = .closing
+            context.close(promise: nil)
+            return
+        }
+        localReply(failure == .protocolError ? .upstreamProtocolError : .upstreamReset, request: request, requestComplete: request.requestComplete)
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable { deliverPendingRead() }
+    }
+
+    // MARK: Timeouts and endings
+
+    private func routeTimeoutFired(_ request: ProxiedRequest) {
+        switch state {
+        case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
+            guard !request.responseStarted else { return }
+            request.cluster.stats.requestFailures.increment()
+            abandonUpstream()
+            localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
+        default:
+            break
+        }
+    }
+
+    private func finishRequest(_ request: ProxiedRequest) {
+        request.timeout?.cancel()
+        state = .idle
+    }
+
+    /// Stats for a request whose response ended (relayed or cut).
+    private func recordFinished(_ request: ProxiedRequest) {
+        request.cluster.stats.requestsActive.decrement()
+        request.listener.stats.requestsActive.decrement()
+        let micros = (NIODeadline.now() - request.start).nanoseconds / 1000
+        request.listener.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
+    }
+
+    /// Lets go of the upstream side of the current request, whatever stage it is in.
+    private func abandonUpstream() {
+        switch state {
+        case .leasing(let request):
+            request.timeout?.cancel()
+            request.ticket?.cancel()
+            request.ticket = nil
+            if !request.responseComplete { recordAbandoned(request) }
+        case .proxying(let request, let upstream):
+            request.timeout?.cancel()
+            upstream.abort()
+            if !request.responseComplete { recordAbandoned(request) }
+        default:
+            break
+        }
+    }
+
+    private func recordAbandoned(_ request: ProxiedRequest) {
+        request.responseComplete = true
+        recordFinished(request)
+    }
+
+    /// Answers for a request that was routed (cluster stats are already counting it).
+    private func localReply(_ reason: LocalReplyReason, request: ProxiedRequest, requestComplete: Bool) {
+        if !request.responseComplete {
+            request.responseComplete = true
+            request.cluster.stats.requestsActive.decrement()
+            request.listener.stats.requestsActive.decrement()
+        }
+        request.timeout?.cancel()
+        writeLocalReply(reason, version: request.downstreamVersion, isGRPC: request.isGRPC, isHEAD: request.isHEAD,
+                        keepAlive: request.keepAlive, requestComplete: requestComplete, listener: request.listener, start: request.start)
+    }
+
+    /// Answers for a request that never got as far as a cluster.
+    private func localReply(_ reason: LocalReplyReason, for head: HTTPRequestHead, listener: ListenerRuntime?,
+                            requestComplete: Bool, start: NIODeadline = .now()) {
+        listener?.stats.requestsActive.decrement()
+        writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method == .HEAD,
+                        keepAlive: head.isKeepAlive, requestComplete: requestComplete, listener: listener, start: start)
+    }
+
+    private func writeLocalReply(_ reason: LocalReplyReason, version: HTTPVersion, isGRPC: Bool, isHEAD: Bool, keepAlive: Bool,
+                                 requestComplete: Bool, listener: ListenerRuntime?, start: NIODeadline) {
+        configStore.stats.recordLocalReply(reason)
+        let micros = (NIODeadline.now() - start).nanoseconds / 1000
+        listener?.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
+        // An HTTP/1.1 connection whose request body was not read to the end cannot carry another request.
+        let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest)
+        state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
+        let written = LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
+                                       context: context, wrap: wrapOutboundOut)
+        needsFlush = false
+        if close { closeAfterWrite(written) }
+        deliverPendingRead()
+    }
+
+    private func closeAfterWrite(_ written: EventLoopFuture<Void>) {
+        let context = self.context!
+        written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    private func flushIfNeeded() {
+        guard needsFlush else { return }
+        needsFlush = false
+        context.flush()
+    }
+
+    private func deliverPendingRead() {
+        guard readPending else { return }
+        switch state {
+        case .leasing: return
+        case .proxying(_, let upstream) where !upstream.isWritable: return
+        default: break
+        }
+        readPending = false
+        context.read()
+    }
+
+    /// Request line and header bytes as they were on the wire (near enough for a limit).
+    static func headSize(_ head: HTTPRequestHead) -> Int {
+        var size = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
+        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
+        return size
+    }
+}

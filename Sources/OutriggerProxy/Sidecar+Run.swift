@@ -1,0 +1,57 @@
+import Dispatch
+import Foundation
+
+extension Sidecar {
+    /// Runs until SIGTERM or SIGINT, then drains and returns. SIGHUP and edits to the config file reload
+    /// it; hostname endpoints are resolved again on each cluster's interval.
+    public func runUntilStopped(watchInterval: Duration = .seconds(1)) async {
+        let signals = AsyncStream<Int32> { continuation in
+            var sources: [DispatchSourceSignal] = []
+            for number in [SIGHUP, SIGTERM, SIGINT] {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { continuation.yield(number) }
+                source.resume()
+                sources.append(source)
+            }
+            let keep = SignalSources(sources)
+            continuation.onTermination = { _ in keep.cancel() }
+        }
+        let watcher = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: watchInterval)
+                await reloadIfFileChanged()
+            }
+        }
+        let resolver = Task {
+            while !Task.isCancelled {
+                let interval = configStore.snapshot.config.clusters.map(\.dnsRefreshInterval).min() ?? .seconds(30)
+                try? await Task.sleep(for: interval)
+                refreshEndpoints()
+            }
+        }
+        for await number in signals {
+            if number == SIGHUP {
+                await reload()
+                continue
+            }
+            break
+        }
+        watcher.cancel()
+        resolver.cancel()
+        await shutdown()
+    }
+}
+
+/// Dispatch signal sources are not `Sendable`; they are only cancelled once, when the stream ends.
+private final class SignalSources: @unchecked Sendable {
+    private let sources: [DispatchSourceSignal]
+
+    init(_ sources: [DispatchSourceSignal]) {
+        self.sources = sources
+    }
+
+    func cancel() {
+        for source in sources { source.cancel() }
+    }
+}

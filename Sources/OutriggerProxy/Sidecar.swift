@@ -1,0 +1,260 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+import OutriggerConfig
+import OutriggerCore
+
+/// A running sidecar: event loops, listeners, admin, and the config they serve.
+///
+/// Started with `start`, changed with `apply` / `reload`, stopped with `shutdown` (drain, then close).
+/// `run` adds the process-level behaviour: SIGHUP and file-change reloads, SIGTERM/SIGINT drain.
+public final class Sidecar: Sendable {
+    public let configStore: ConfigStore
+    private let group: MultiThreadedEventLoopGroup
+    private let locals: EventLoopLocals
+    private let connections = ConnectionTracker()
+    private let logger: Logger
+    private let configPath: String?
+    private let state = NIOLockedValueBox(MutableState())
+    /// Set while a reload runs: reloads (SIGHUP, file watch, API) never interleave.
+    private let reloading = NIOLockedValueBox(false)
+
+    private struct BoundListener {
+        var config: ListenerConfig
+        var channel: Channel
+    }
+
+    private struct MutableState {
+        var listeners: [String: BoundListener] = [:]
+        var admin: (config: AdminConfig, channel: Channel)?
+        var draining = false
+        var fileStamp: FileStamp?
+    }
+
+    private init(config: SidecarConfig, configPath: String?, logger: Logger) throws {
+        self.configStore = try ConfigStore(config: config, stats: ProxyStats())
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.concurrency ?? System.coreCount)
+        self.locals = EventLoopLocals(group: group)
+        self.logger = logger
+        self.configPath = configPath
+    }
+
+    /// Compiles `config`, binds its listeners and admin, and starts serving.
+    public static func start(config: SidecarConfig, configPath: String? = nil, logger: Logger) async throws -> Sidecar {
+        let sidecar = try Sidecar(config: config, configPath: configPath, logger: logger)
+        do {
+            try await sidecar.bindListeners(for: config)
+            try await sidecar.bindAdmin(config.admin)
+        } catch {
+            await sidecar.closeEverything()
+            throw error
+        }
+        sidecar.state.withLockedValue { $0.fileStamp = configPath.flatMap(FileStamp.init(path:)) }
+        return sidecar
+    }
+
+    /// Where each listener is bound (useful when the config asked for port 0).
+    public var listenerAddresses: [String: SocketAddress] {
+        state.withLockedValue { $0.listeners.compactMapValues { $0.channel.localAddress } }
+    }
+
+    public var adminAddress: SocketAddress? {
+        state.withLockedValue { $0.admin?.channel.localAddress }
+    }
+
+    public var isDraining: Bool { state.withLockedValue { $0.draining } }
+
+    // MARK: Reload
+
+    /// Validates and applies a new config: binds new listeners, swaps the snapshot atomically, closes
+    /// listeners that went away. On any error nothing changes and the error is thrown.
+    public func apply(_ config: SidecarConfig) async throws {
+        try await withReloadLock {
+            let running = configStore.snapshot.config
+            if config.concurrency != running.concurrency {
+                logger.warning("concurrency changes take effect at the next start", metadata: ["running": "\(running.concurrency.map(String.init) ?? "cores")"])
+            }
+            // Compile first: a config that does not compile touches nothing.
+            _ = try ConfigStore.compile(config, version: 0, stats: configStore.stats)
+            let previous = state.withLockedValue { $0.listeners }
+            let changed = config.listeners.filter { previous[$0.name]?.config != $0 }
+            let rebinding = changed.filter { listener in previous.values.contains { $0.config.address == listener.address } }
+            let fresh = changed.filter { listener in !rebinding.contains { $0.name == listener.name } }
+            var bound: [String: BoundListener] = [:]
+            do {
+                for listener in fresh { bound[listener.name] = try await bind(listener) }
+            } catch {
+                for listener in bound.values { try? await listener.channel.close() }
+                throw error
+            }
+            try configStore.apply(config)
+            // Listeners whose address is kept but whose settings changed: close, then bind again.
+            let keptNames = Set(config.listeners.map(\.name))
+            for (name, listener) in previous where !keptNames.contains(name) || changed.contains(where: { $0.name == name }) {
+                try? await listener.channel.close()
+            }
+            for listener in rebinding {
+                do { bound[listener.name] = try await bind(listener) } catch {
+                    logger.error("cannot bind listener", metadata: ["listener": "\(listener.name)", "error": "\(error)"])
+                }
+            }
+            let changedNames = Set(changed.map(\.name))
+            state.withLockedValue { state in
+                state.listeners = state.listeners.filter { keptNames.contains($0.key) && !changedNames.contains($0.key) }
+                state.listeners.merge(bound) { $1 }
+            }
+            if config.admin != state.withLockedValue({ $0.admin?.config }) {
+                let old = state.withLockedValue { $0.admin }
+                try? await old?.channel.close()
+                state.withLockedValue { $0.admin = nil }
+                try await bindAdmin(config.admin)
+            }
+        }
+    }
+
+    /// Reads the config file again and applies it; a bad file is logged and the running config stays.
+    @discardableResult
+    public func reload() async -> Bool {
+        guard let configPath else { return false }
+        state.withLockedValue { $0.fileStamp = FileStamp(path: configPath) }
+        do {
+            let config = try SidecarConfig.load(contentsOf: configPath)
+            try await apply(config)
+            configStore.stats.configReloadSuccesses.increment()
+            logger.info("config reloaded", metadata: ["file": "\(configPath)", "version": "\(configStore.snapshot.version)"])
+            return true
+        } catch {
+            configStore.stats.configReloadFailures.increment()
+            logger.error("config rejected; keeping the running config (version \(configStore.snapshot.version))\n\(error)", metadata: ["file": "\(configPath)"])
+            return false
+        }
+    }
+
+    /// Reloads when the config file's size, modification time or inode changed since the last look.
+    public func reloadIfFileChanged() async {
+        guard let configPath, !isDraining else { return }
+        let now = FileStamp(path: configPath)
+        let changed = state.withLockedValue { state -> Bool in
+            guard now != state.fileStamp else { return false }
+            state.fileStamp = now
+            return true
+        }
+        if changed, now != nil { await reload() }
+    }
+
+    /// Resolves hostname endpoints again; changed address sets are swapped in without a reload.
+    public func refreshEndpoints() {
+        for cluster in configStore.snapshot.clusters.values where cluster.config.endpoints.contains(where: { !$0.isIPLiteral }) {
+            do {
+                let endpoints = try RuntimeSnapshot.endpoints(of: cluster.config, resolve: EndpointResolver.resolve)
+                if endpoints.map(\.poolKey) != cluster.endpoints.map(\.poolKey) {
+                    cluster.replaceEndpoints(endpoints)
+                    logger.info("endpoints changed", metadata: ["cluster": "\(cluster.name)", "endpoints": "\(endpoints)"])
+                }
+            } catch {
+                logger.warning("cannot resolve endpoints; keeping the last ones", metadata: ["cluster": "\(cluster.name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Shutdown
+
+    /// Stops accepting, lets requests in flight finish within the drain timeout, then closes everything.
+    public func shutdown() async {
+        let alreadyDraining = state.withLockedValue { state -> Bool in
+            defer { state.draining = true }
+            return state.draining
+        }
+        guard !alreadyDraining else { return }
+        let listeners = state.withLockedValue { $0.listeners.values.map(\.channel) }
+        for channel in listeners { try? await channel.close() }
+        connections.quiesceAll()
+        let deadline = ContinuousClock.now + configStore.snapshot.config.drainTimeout
+        while connections.count > 0, ContinuousClock.now < deadline {
+            let active = configStore.stats.allListeners.reduce(0) { $0 + $1.requestsActive.current }
+            if active == 0 { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        await closeEverything()
+    }
+
+    private func closeEverything() async {
+        connections.closeAll()
+        locals.forEach { $0.closeIdleConnections() }
+        let (listeners, admin) = state.withLockedValue { ($0.listeners.values.map(\.channel), $0.admin?.channel) }
+        for channel in listeners { try? await channel.close() }
+        try? await admin?.close()
+        try? await group.shutdownGracefully()
+    }
+
+    // MARK: Binding
+
+    private func bindListeners(for config: SidecarConfig) async throws {
+        for listener in config.listeners {
+            let bound = try await bind(listener)
+            state.withLockedValue { $0.listeners[listener.name] = bound }
+        }
+    }
+
+    private func bind(_ listener: ListenerConfig) async throws -> BoundListener {
+        let pipeline = DownstreamPipeline(
+            listenerName: listener.name, configStore: configStore, locals: locals,
+            tls: try listener.tls.map(Self.makeTLSContext), connections: connections
+        )
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try pipeline.configure(channel) }
+            }
+            .bind(host: listener.address.host, port: listener.address.port)
+            .get()
+        logger.info("listening", metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress?.description ?? "?")", "tls": "\(listener.tls != nil)"])
+        return BoundListener(config: listener, channel: channel)
+    }
+
+    private func bindAdmin(_ admin: AdminConfig?) async throws {
+        guard let admin else { return }
+        let server = AdminServer(sidecar: SidecarState(configStore: configStore, isDraining: { [weak self] in self?.isDraining ?? true }))
+        let address = try SocketAddress.makeAddressResolvingHost(admin.address.host, port: admin.address.port)
+        let channel = try await server.bind(to: address, group: group)
+        state.withLockedValue { $0.admin = (admin, channel) }
+        logger.info("admin listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
+    }
+
+    static func makeTLSContext(_ tls: TLSConfig) throws -> NIOSSLContext {
+        let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate)
+        let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.applicationProtocols = ["h2", "http/1.1"]
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    private func withReloadLock<T>(_ body: () async throws -> T) async throws -> T {
+        // A lock cannot be held across awaits; reloads are rare and short, so the next one polls.
+        while !reloading.withLockedValue({ busy in defer { busy = true }; return !busy }) {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        defer { reloading.withLockedValue { $0 = false } }
+        return try await body()
+    }
+}
+
+/// Enough of a file's identity to notice an edit or a replace-by-rename.
+struct FileStamp: Equatable, Sendable {
+    let size: Int
+    let modified: Date
+    let inode: Int
+
+    init?(path: String) {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return nil }
+        size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+        modified = attributes[.modificationDate] as? Date ?? .distantPast
+        inode = (attributes[.systemFileNumber] as? NSNumber)?.intValue ?? 0
+    }
+}

@@ -1,0 +1,190 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerCore
+
+/// How an upstream exchange ended badly, before or during the response.
+enum UpstreamFailure: Error, Equatable {
+    /// The connection or stream closed before the response was complete.
+    case reset
+    /// The upstream sent something that is not valid HTTP.
+    case protocolError
+}
+
+/// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same
+/// event loop (pools are per event loop), so calls are direct: no hops, no locks.
+protocol UpstreamExchangeDelegate: AnyObject {
+    func upstreamResponseHead(_ head: HTTPResponseHead)
+    func upstreamResponseBody(_ body: ByteBuffer)
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?)
+    /// The upstream read burst ended: flush what was written downstream.
+    func upstreamReadComplete()
+    func upstreamFailed(_ failure: UpstreamFailure)
+    /// The upstream can take more request body (or not).
+    func upstreamWritabilityChanged(isWritable: Bool)
+    /// Whether the downstream can take more response body; reads from upstream pause while it cannot.
+    var downstreamIsWritable: Bool { get }
+}
+
+/// Sits last in an upstream channel's pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the
+/// HTTP/1 codec) and carries one exchange at a time between the wire and its delegate.
+final class UpstreamExchangeHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    enum State {
+        case idle
+        case active(requestComplete: Bool, responseComplete: Bool, reusable: Bool)
+        case closed
+    }
+
+    private(set) var state: State = .idle
+    private var delegate: (any UpstreamExchangeDelegate)?
+    private var context: ChannelHandlerContext?
+    private var readPending = false
+    private var needsFlush = false
+    /// Called once per exchange when both directions are done; `reusable` says whether the connection can
+    /// carry another exchange.
+    var exchangeFinished: ((UpstreamExchangeHandler, _ reusable: Bool) -> Void)?
+    /// Called once when the channel closes.
+    var closed: ((UpstreamExchangeHandler) -> Void)?
+    let id: Int
+
+    init(id: Int) {
+        self.id = id
+    }
+
+    var channel: Channel? { context?.channel }
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+    var isIdle: Bool { if case .idle = state { return true } else { return false } }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: Driven by the downstream side
+
+    func begin(_ delegate: any UpstreamExchangeDelegate) {
+        precondition(isIdle, "an upstream connection carries one exchange at a time")
+        self.delegate = delegate
+        state = .active(requestComplete: false, responseComplete: false, reusable: true)
+        if readPending, delegate.downstreamIsWritable {
+            readPending = false
+            context?.read()
+        }
+    }
+
+    func send(_ part: HTTPClientRequestPart) {
+        guard let context, case .active(let requestComplete, let responseComplete, var reusable) = state else { return }
+        if case .head(let head) = part, !head.isKeepAlive { reusable = false }
+        var complete = requestComplete
+        if case .end = part { complete = true }
+        state = .active(requestComplete: complete, responseComplete: responseComplete, reusable: reusable)
+        context.write(wrapOutboundOut(part), promise: nil)
+        needsFlush = true
+        if complete && responseComplete { finishExchange() }
+    }
+
+    func flush() {
+        guard needsFlush, let context else { return }
+        needsFlush = false
+        context.flush()
+    }
+
+    /// The downstream can take more: resume reading the response.
+    func downstreamBecameWritable() {
+        guard readPending, let context else { return }
+        readPending = false
+        context.read()
+    }
+
+    /// The downstream gave up (client left, timeout): the connection is in an unknown state, close it.
+    func abort() {
+        delegate = nil
+        if case .active = state {
+            state = .active(requestComplete: true, responseComplete: true, reusable: false)
+            finishExchange()
+        }
+        context?.close(promise: nil)
+    }
+
+    private func finishExchange() {
+        guard case .active(_, _, let reusable) = state else { return }
+        state = .idle
+        delegate = nil
+        exchangeFinished?(self, reusable)
+    }
+
+    // MARK: Channel events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        guard let delegate, case .active(let requestComplete, _, var reusable) = state else {
+            // A response nobody asked for: the connection is out of step; drop it.
+            context.close(promise: nil)
+            return
+        }
+        switch part {
+        case .head(let head):
+            if !head.isKeepAlive { reusable = false }
+            state = .active(requestComplete: requestComplete, responseComplete: false, reusable: reusable)
+            delegate.upstreamResponseHead(head)
+        case .body(let body):
+            delegate.upstreamResponseBody(body)
+        case .end(let trailers):
+            // A response that ends before its request was fully sent leaves the connection unusable.
+            state = .active(requestComplete: requestComplete, responseComplete: true, reusable: reusable && requestComplete)
+            delegate.upstreamResponseEnd(trailers)
+            if requestComplete {
+                finishExchange()
+            } else {
+                self.delegate = nil
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        // An idle pooled connection keeps reading, so a close from the upstream is seen at once.
+        if let delegate, !delegate.downstreamIsWritable {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(.reset)
+        state = .closed
+        closed?(self)
+        closed = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        fail(error is HTTPParserError ? .protocolError : .reset)
+        context.close(promise: nil)
+    }
+
+    private func fail(_ failure: UpstreamFailure) {
+        guard case .active(_, let responseComplete, _) = state else { return }
+        let delegate = self.delegate
+        self.delegate = nil
+        state = .active(requestComplete: true, responseComplete: true, reusable: false)
+        finishExchange()
+        if !responseComplete { delegate?.upstreamFailed(failure) }
+    }
+}

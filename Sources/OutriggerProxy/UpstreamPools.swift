@@ -1,0 +1,375 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import OutriggerConfig
+import OutriggerCore
+
+/// The downstream request waiting for an upstream connection or stream.
+protocol UpstreamLeaseRequester: AnyObject {
+    func upstreamLeased(_ upstream: UpstreamExchangeHandler)
+    func upstreamLeaseFailed(_ reason: LocalReplyReason)
+}
+
+/// Lets a waiting request give up its place (client gone, timeout).
+struct LeaseTicket {
+    fileprivate let cancelAction: () -> Void
+
+    func cancel() { cancelAction() }
+}
+
+/// Everything one event loop owns for forwarding: its upstream pools, balancer state and random source.
+/// Touched only on its event loop, so nothing here takes a lock.
+final class LoopLocalState {
+    let eventLoop: any EventLoop
+    var random: FastRandom
+    private var pickers: [ObjectIdentifier: RoundRobinPicker] = [:]
+    private var http1Pools: [String: HTTP1EndpointPool] = [:]
+    private var http2Connections: [String: HTTP2EndpointConnection] = [:]
+    private let loopIndex: Int
+
+    init(eventLoop: any EventLoop, loopIndex: Int) {
+        self.eventLoop = eventLoop
+        self.loopIndex = loopIndex
+        self.random = FastRandom()
+    }
+
+    func pickEndpoint(in cluster: ClusterRuntime) -> Endpoint? {
+        let key = ObjectIdentifier(cluster)
+        if pickers[key] == nil {
+            // A new snapshot brings new cluster objects; forget pickers of clusters no longer in use.
+            if pickers.count > 1024 { pickers.removeAll() }
+            pickers[key] = RoundRobinPicker(start: loopIndex)
+        }
+        return pickers[key]!.pick(from: cluster.endpoints)
+    }
+
+    /// Finds an upstream for `requester`: now (synchronously) or later, through its callbacks.
+    func acquire(cluster: ClusterRuntime, endpoint: Endpoint, for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
+        switch cluster.config.upstreamProtocol {
+        case .http1:
+            let pool: HTTP1EndpointPool
+            if let existing = http1Pools[endpoint.poolKey] {
+                pool = existing
+            } else {
+                pool = HTTP1EndpointPool(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats) { [weak self] pool in
+                    self?.http1Pools[pool.key] = nil
+                }
+                http1Pools[endpoint.poolKey] = pool
+            }
+            return pool.lease(for: requester)
+        case .http2:
+            let connection: HTTP2EndpointConnection
+            if let existing = http2Connections[endpoint.poolKey] {
+                connection = existing
+            } else {
+                connection = HTTP2EndpointConnection(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats) { [weak self] connection in
+                    self?.http2Connections[connection.key] = nil
+                }
+                http2Connections[endpoint.poolKey] = connection
+            }
+            return connection.lease(for: requester)
+        }
+    }
+
+    /// Closes every idle upstream connection (shutdown).
+    func closeIdleConnections() {
+        for pool in http1Pools.values { pool.closeIdle() }
+        for connection in http2Connections.values { connection.closeIfIdle() }
+    }
+}
+
+/// Opens upstream TCP connections with the settings every pool shares.
+enum UpstreamConnector {
+    static func connect(
+        on eventLoop: any EventLoop,
+        to address: SocketAddress,
+        timeout: Duration,
+        configure: @escaping @Sendable (Channel) throws -> Void
+    ) -> EventLoopFuture<Channel> {
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(.nanoseconds(timeout.nanoseconds))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try configure(channel) }
+            }
+            .connect(to: address)
+    }
+}
+
+/// One endpoint's HTTP/1.1 keep-alive connections on one event loop: the I/O shell around
+/// `HTTP1PoolStateMachine`.
+final class HTTP1EndpointPool {
+    let key: String
+    private let eventLoop: any EventLoop
+    private let address: SocketAddress
+    private let connectTimeout: Duration
+    private let idleTimeout: TimeAmount
+    private let stats: ClusterStats
+    private var state: HTTP1PoolStateMachine
+    private var connections: [Int: UpstreamExchangeHandler] = [:]
+    private var idleTimers: [Int: Scheduled<Void>] = [:]
+    private var waiters: [Int: any UpstreamLeaseRequester] = [:]
+    private var nextID = 0
+    private let becameEmpty: (HTTP1EndpointPool) -> Void
+
+    init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats, becameEmpty: @escaping (HTTP1EndpointPool) -> Void) {
+        self.key = endpoint.poolKey
+        self.eventLoop = eventLoop
+        self.address = endpoint.address
+        self.connectTimeout = cluster.connectTimeout
+        self.idleTimeout = .nanoseconds(cluster.pool.idleTimeout.nanoseconds)
+        self.stats = stats
+        self.state = HTTP1PoolStateMachine(maxConnections: cluster.pool.maxConnectionsPerEndpoint, maxPending: cluster.pool.maxPendingRequests)
+        self.becameEmpty = becameEmpty
+    }
+
+    func lease(for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
+        nextID += 1
+        let waiterID = nextID
+        switch state.leaseRequested(waiterID) {
+        case .use(let connectionID):
+            idleTimers.removeValue(forKey: connectionID)?.cancel()
+            requester.upstreamLeased(connections[connectionID]!)
+            return nil
+        case .connect:
+            return connect(for: requester)
+        case .wait:
+            waiters[waiterID] = requester
+            return LeaseTicket { [weak self] in
+                guard let self, self.waiters.removeValue(forKey: waiterID) != nil else { return }
+                self.state.waiterCancelled(waiterID)
+            }
+        case .overflow:
+            requester.upstreamLeaseFailed(.overflow)
+            return nil
+        }
+    }
+
+    private func connect(for requester: any UpstreamLeaseRequester) -> LeaseTicket {
+        nextID += 1
+        let handler = UpstreamExchangeHandler(id: nextID)
+        var requester: (any UpstreamLeaseRequester)? = requester
+        let ticket = LeaseTicket { requester = nil }
+        let loopBoundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
+        UpstreamConnector.connect(on: eventLoop, to: address, timeout: connectTimeout) { channel in
+            try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+            try channel.pipeline.syncOperations.addHandler(loopBoundHandler.value)
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success:
+                self.stats.connectionsTotal.increment()
+                self.stats.connectionsActive.increment()
+                self.connections[handler.id] = handler
+                self.state.connectSucceeded(handler.id)
+                handler.exchangeFinished = { [weak self] handler, reusable in self?.released(handler, reusable: reusable) }
+                handler.closed = { [weak self] handler in self?.connectionClosed(handler) }
+                if let waiting = requester {
+                    requester = nil
+                    waiting.upstreamLeased(handler)
+                } else {
+                    // The request went away while we connected: keep the connection for the next one.
+                    self.released(handler, reusable: true)
+                }
+            case .failure:
+                self.stats.connectFailures.increment()
+                let followUp = self.state.connectFailed()
+                if let waiting = requester {
+                    requester = nil
+                    waiting.upstreamLeaseFailed(.connectFailure)
+                }
+                self.perform(followUp)
+            }
+        }
+        return ticket
+    }
+
+    private func released(_ handler: UpstreamExchangeHandler, reusable: Bool) {
+        switch state.released(handler.id, reusable: reusable) {
+        case .keepIdle:
+            let id = handler.id
+            idleTimers[id] = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [weak self] in
+                self?.idleTimers[id] = nil
+                self?.connections[id]?.channel?.close(promise: nil)
+            }
+        case .handOver(let waiterID):
+            waiters.removeValue(forKey: waiterID)?.upstreamLeased(handler)
+        case .close(let followUp):
+            handler.channel?.close(promise: nil)
+            perform(followUp)
+        }
+    }
+
+    private func connectionClosed(_ handler: UpstreamExchangeHandler) {
+        stats.connectionsActive.decrement()
+        connections[handler.id] = nil
+        idleTimers.removeValue(forKey: handler.id)?.cancel()
+        perform(state.idleConnectionClosed(handler.id))
+        if state.isEmpty { becameEmpty(self) }
+    }
+
+    private func perform(_ followUp: HTTP1PoolStateMachine.FollowUp) {
+        var followUp = followUp
+        while case .connect(let waiterID) = followUp {
+            if let requester = waiters.removeValue(forKey: waiterID) {
+                _ = connect(for: requester)
+                return
+            }
+            followUp = state.connectFailed()  // the waiter had left: give the reservation back
+        }
+    }
+
+    func closeIdle() {
+        for id in state.drainIdle() {
+            idleTimers.removeValue(forKey: id)?.cancel()
+            connections[id]?.channel?.close(promise: nil)
+        }
+    }
+}
+
+/// One endpoint's multiplexed HTTP/2 connection on one event loop; each request is a stream.
+final class HTTP2EndpointConnection {
+    let key: String
+    private let eventLoop: any EventLoop
+    private let address: SocketAddress
+    private let connectTimeout: Duration
+    private let idleTimeout: TimeAmount
+    private let stats: ClusterStats
+    private let becameEmpty: (HTTP2EndpointConnection) -> Void
+
+    private enum State {
+        case disconnected
+        case connecting([Int: any UpstreamLeaseRequester])
+        case ready(Channel, NIOHTTP2Handler.StreamMultiplexer)
+    }
+
+    private var state: State = .disconnected
+    private var activeStreams = 0
+    private var idleTimer: Scheduled<Void>?
+    private var nextID = 0
+
+    init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats, becameEmpty: @escaping (HTTP2EndpointConnection) -> Void) {
+        self.key = endpoint.poolKey
+        self.eventLoop = eventLoop
+        self.address = endpoint.address
+        self.connectTimeout = cluster.connectTimeout
+        self.idleTimeout = .nanoseconds(cluster.pool.idleTimeout.nanoseconds)
+        self.stats = stats
+        self.becameEmpty = becameEmpty
+    }
+
+    func lease(for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
+        nextID += 1
+        let waiterID = nextID
+        switch state {
+        case .ready(_, let multiplexer):
+            return openStream(on: multiplexer, for: requester)
+        case .connecting(var waiting):
+            waiting[waiterID] = requester
+            state = .connecting(waiting)
+        case .disconnected:
+            state = .connecting([waiterID: requester])
+            connect()
+        }
+        return LeaseTicket { [weak self] in
+            guard let self, case .connecting(var waiting) = self.state else { return }
+            waiting[waiterID] = nil
+            self.state = .connecting(waiting)
+        }
+    }
+
+    private func connect() {
+        UpstreamConnector.connect(on: eventLoop, to: address, timeout: connectTimeout) { channel in
+            _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                mode: .client,
+                connectionConfiguration: .init(),
+                streamConfiguration: .init()
+            ) { stream in
+                // Servers do not open streams towards us (no server push): refuse them.
+                stream.close()
+            }
+        }.flatMapThrowing { channel in
+            (channel, try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer())
+        }.assumeIsolated().whenComplete { result in
+            guard case .connecting(let waiting) = self.state else { return }
+            switch result {
+            case .success(let (channel, multiplexer)):
+                self.stats.connectionsTotal.increment()
+                self.stats.connectionsActive.increment()
+                self.state = .ready(channel, multiplexer)
+                channel.closeFuture.assumeIsolated().whenComplete { _ in
+                    self.stats.connectionsActive.decrement()
+                    if case .ready(let current, _) = self.state, current === channel {
+                        self.state = .disconnected
+                        self.idleTimer?.cancel()
+                        self.becameEmpty(self)
+                    }
+                }
+                for requester in waiting.values { _ = self.openStream(on: multiplexer, for: requester) }
+                self.armIdleTimerIfIdle()
+            case .failure:
+                self.stats.connectFailures.increment()
+                self.state = .disconnected
+                for requester in waiting.values { requester.upstreamLeaseFailed(.connectFailure) }
+                self.becameEmpty(self)
+            }
+        }
+    }
+
+    private func openStream(on multiplexer: NIOHTTP2Handler.StreamMultiplexer, for requester: any UpstreamLeaseRequester) -> LeaseTicket {
+        nextID += 1
+        let handler = UpstreamExchangeHandler(id: nextID)
+        var requester: (any UpstreamLeaseRequester)? = requester
+        activeStreams += 1
+        idleTimer?.cancel()
+        idleTimer = nil
+        let promise = eventLoop.makePromise(of: Channel.self)
+        let loopBoundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
+        multiplexer.createStreamChannel(promise: promise) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandlers([
+                    HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http),
+                    loopBoundHandler.value,
+                ])
+            }
+        }
+        handler.exchangeFinished = { handler, _ in handler.channel?.close(promise: nil) }
+        handler.closed = { [weak self] _ in
+            guard let self else { return }
+            self.activeStreams -= 1
+            self.armIdleTimerIfIdle()
+        }
+        promise.futureResult.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let stream):
+                if let waiting = requester {
+                    requester = nil
+                    waiting.upstreamLeased(handler)
+                } else {
+                    stream.close(promise: nil)
+                }
+            case .failure:
+                self.activeStreams -= 1
+                if let waiting = requester {
+                    requester = nil
+                    waiting.upstreamLeaseFailed(.upstreamReset)
+                }
+            }
+        }
+        return LeaseTicket { requester = nil }
+    }
+
+    private func armIdleTimerIfIdle() {
+        guard activeStreams == 0, case .ready(let channel, _) = state else { return }
+        idleTimer?.cancel()
+        idleTimer = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) {
+            channel.close(promise: nil)
+        }
+    }
+
+    func closeIfIdle() {
+        guard activeStreams == 0, case .ready(let channel, _) = state else { return }
+        channel.close(promise: nil)
+    }
+}

@@ -1,0 +1,177 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OutriggerConfig
+import OutriggerEcho
+import OutriggerProxy
+
+@main
+struct Outrigger: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "outrigger",
+        abstract: "A service-mesh sidecar proxy: retries, timeouts, load balancing and stats for HTTP/1.1 and HTTP/2.",
+        subcommands: [Proxy.self, Validate.self, Echo.self, Demo.self]
+    )
+}
+
+/// Options every long-running subcommand shares.
+struct LoggingOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    func bootstrap(label: String) -> Logger {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+extension HostPort: ExpressibleByArgument {
+    public init?(argument: String) {
+        self.init(parsing: argument)
+    }
+}
+
+extension ClusterConfig.UpstreamProtocol: ExpressibleByArgument {}
+
+struct Proxy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the sidecar.",
+        discussion: """
+        Either from a config file:
+          outrigger proxy --config config/sidecar.yaml
+        or, for one service with nothing to write, in quick-start mode:
+          outrigger proxy --listen 127.0.0.1:15006 --upstream 127.0.0.1:8080,127.0.0.1:8081
+        Quick start serves HTTP/1.1 and HTTP/2 (h2c prior knowledge) on --listen and forwards round robin.
+        SIGHUP or an edit to the config file reloads it (a bad file is rejected and the running config
+        kept); SIGTERM drains in-flight requests, then exits 0.
+        """
+    )
+
+    @Option(name: .customLong("config"), help: "Sidecar config file (YAML).")
+    var configPath: String?
+
+    @Option(help: "Quick start: the address to listen on, HOST:PORT.")
+    var listen: HostPort?
+
+    @Option(help: "Quick start: upstream endpoints, HOST:PORT[,HOST:PORT...].")
+    var upstream: String?
+
+    @Option(help: "Quick start: the upstream protocol, http1 or http2.")
+    var upstreamProtocol: ClusterConfig.UpstreamProtocol = .http1
+
+    @Option(help: "Admin listener HOST:PORT (default 127.0.0.1:15000; overrides the config file's).")
+    var admin: HostPort?
+
+    @Flag(help: "Run without the admin listener.")
+    var noAdmin = false
+
+    @Option(help: "Event loops (default: one per core; overrides the config file's).")
+    var concurrency: Int?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        if configPath == nil && (listen == nil || upstream == nil) {
+            throw ValidationError("give --config FILE, or --listen HOST:PORT and --upstream HOST:PORT[,...]")
+        }
+        if configPath != nil && (listen != nil || upstream != nil) {
+            throw ValidationError("--config and quick-start flags (--listen, --upstream) do not mix")
+        }
+        if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if let upstream {
+            for item in upstream.split(separator: ",") where HostPort(parsing: String(item)) == nil {
+                throw ValidationError("--upstream: expected HOST:PORT, found '\(item)'")
+            }
+        }
+    }
+
+    func run() async throws {
+        let logger = logging.bootstrap(label: "outrigger")
+        var config: SidecarConfig
+        if let configPath {
+            do {
+                config = try SidecarConfig.load(contentsOf: configPath)
+            } catch {
+                FileHandle.standardError.write(Data("\(error)\nrefusing to start: \(configPath) is invalid\n".utf8))
+                throw ExitCode(2)
+            }
+        } else {
+            let upstreams = upstream!.split(separator: ",").compactMap { HostPort(parsing: String($0)) }
+            config = SidecarConfig.quickStart(listen: listen!, upstreams: upstreams, admin: AdminConfig.defaultAddress,
+                                              concurrency: nil, upstreamProtocol: upstreamProtocol)
+        }
+        if let admin { config.admin = AdminConfig(address: admin) }
+        if noAdmin { config.admin = nil }
+        if let concurrency { config.concurrency = concurrency }
+        let sidecar: Sidecar
+        do {
+            sidecar = try await Sidecar.start(config: config, configPath: configPath, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        for (name, address) in sidecar.listenerAddresses.sorted(by: { $0.key < $1.key }) {
+            print("outrigger: listener \(name) on \(address)")
+        }
+        if let admin = sidecar.adminAddress { print("outrigger: admin on \(admin)") }
+        await sidecar.runUntilStopped()
+        logger.info("drained; exiting")
+    }
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check sidecar config files, like nginx -t.",
+        discussion: "Prints every error as FILE:LINE:COLUMN: KEY.PATH: what was expected. Exit status 0 when all files are valid, 1 otherwise."
+    )
+
+    @Argument(help: "Config files to check.")
+    var files: [String]
+
+    func run() throws {
+        var failed = false
+        for file in files {
+            do {
+                _ = try SidecarConfig.load(contentsOf: file)
+                print("\(file): ok")
+            } catch {
+                failed = true
+                print(error.description)
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct Echo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the built-in demo/test upstream (HTTP/1.1 and h2c).",
+        discussion: """
+        Answers with what it received (method, path, headers, body size) as JSON. Per request, by query
+        parameter or x-echo-* header: status=N, delay=MS, size=N (an N-byte body), reset=1 (close instead
+        of answering), close=1 (close after answering), trailers=1.
+        """
+    )
+
+    @Option(help: "Address to listen on, HOST:PORT.")
+    var listen: HostPort = HostPort(host: "127.0.0.1", port: 8080)
+
+    @Option(help: "Name reported in x-echo-server and the JSON body.")
+    var name: String?
+
+    @Option(help: "Event loops.")
+    var threads: Int = 1
+
+    func run() async throws {
+        let server = try await EchoServer.start(host: listen.host, port: listen.port, name: name ?? listen.description, threads: threads)
+        print("outrigger echo: listening on \(server.localAddress)")
+        await server.waitUntilClosed()
+    }
+}

@@ -1,0 +1,239 @@
+import Foundation
+import OutriggerConfig
+import Testing
+
+@Suite("Config decoding and validation")
+struct ConfigDecodingTests {
+    static func fixture(_ name: String) throws -> String {
+        let url = try #require(Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: nil))
+        return url.path
+    }
+
+    /// Decodes YAML expected to be invalid and returns its issues.
+    static func issues(_ yaml: String) -> [ConfigIssue] {
+        do {
+            _ = try SidecarConfig.decode(yaml: yaml, file: "test.yaml")
+            Issue.record("expected the config to be rejected")
+            return []
+        } catch {
+            return error.issues
+        }
+    }
+
+    static let minimalClusters = """
+    clusters:
+      - name: local
+        endpoints: [127.0.0.1:8080]
+    """
+
+    @Test func decodesEveryFeatureOfTheValidFixture() throws {
+        let config = try SidecarConfig.load(contentsOf: Self.fixture("valid-sidecar.yaml"))
+        #expect(config.admin?.address == HostPort(host: "127.0.0.1", port: 15000))
+        #expect(config.concurrency == 2)
+        #expect(config.drainTimeout == .seconds(5))
+        #expect(config.listeners.count == 2)
+
+        let inbound = config.listeners[0]
+        #expect(inbound.maxRequestHeadersBytes == 32 * 1024)
+        #expect(inbound.maxRequestBodyBytes == 1024 * 1024)
+        #expect(inbound.addVia)
+        #expect(inbound.virtualHosts == [VirtualHostConfig(name: "default", domains: ["*"], routes: [RouteConfig(destination: .cluster("local"))])])
+
+        let outbound = config.listeners[1]
+        #expect(outbound.direction == .outbound)
+        #expect(outbound.virtualHosts[0].domains == ["api.example.com", "*.api.example.com"])
+        let users = outbound.virtualHosts[0].routes[0]
+        #expect(users.name == "users")
+        #expect(users.match.path == .prefix("/users"))
+        #expect(users.match.methods == ["GET", "POST"])
+        #expect(users.match.headers == [
+            HeaderMatchConfig(name: "x-tenant", condition: .exact("blue")),
+            HeaderMatchConfig(name: "x-debug", condition: .present(false)),
+        ])
+        #expect(users.prefixRewrite == "/v2/users")
+        #expect(users.hostRewrite == "users.internal")
+        #expect(users.timeout == .seconds(2))
+        #expect(users.requestHeaders == HeaderMutations(add: [HeaderValue(name: "x-added", value: "1")], set: [HeaderValue(name: "x-set", value: "two")], remove: ["x-remove-me"]))
+        #expect(users.responseHeaders.set == [HeaderValue(name: "x-served-by", value: "outrigger")])
+        let split = outbound.virtualHosts[0].routes[1]
+        #expect(split.match.path == .regex("/items/[0-9]+"))
+        #expect(split.destination == .weightedClusters([WeightedCluster(cluster: "users", weight: 90), WeightedCluster(cluster: "local", weight: 10)]))
+        #expect(outbound.virtualHosts[1].routes[0].match.path == .exact("/exact"))
+
+        let cluster = config.clusters[1]
+        #expect(cluster.endpoints == [HostPort(host: "127.0.0.1", port: 9001), HostPort(host: "::1", port: 9002)])
+        #expect(cluster.upstreamProtocol == .http2)
+        #expect(cluster.connectTimeout == .milliseconds(250))
+        #expect(cluster.timeout == .seconds(30))
+        #expect(cluster.dnsRefreshInterval == .seconds(10))
+        #expect(cluster.pool == PoolConfig(maxConnectionsPerEndpoint: 8, maxPendingRequests: 16, idleTimeout: .seconds(30)))
+        #expect(config.clusters[0].timeout == .seconds(15), "route timeout defaults to 15 s")
+    }
+
+    @Test func configDumpRoundTripsThroughJSON() throws {
+        let config = try SidecarConfig.load(contentsOf: Self.fixture("valid-sidecar.yaml"))
+        let json = try JSONEncoder().encode(config)
+        let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        let clusters = try #require(object["clusters"] as? [[String: Any]])
+        #expect(clusters[1]["connectTimeout"] as? String == "250ms")
+        #expect(clusters[1]["protocol"] as? String == "http2")
+    }
+
+    @Test func unknownKeyGetsLineColumnPathAndSuggestion() {
+        let issues = Self.issues("""
+        listeners:
+          - name: in
+            address: 127.0.0.1:15006
+            routes:
+              - cluster: local
+                timout: 5s
+        \(Self.minimalClusters)
+        """)
+        #expect(issues.count == 1)
+        #expect(issues.first?.description == "test.yaml:6:9: listeners[0].routes[0].timout: unknown key 'timout'; did you mean 'timeout'?")
+    }
+
+    @Test(arguments: [
+        ("concurrency: zero", "concurrency", "expected an integer, found 'zero'"),
+        ("concurrency: 0", "concurrency", "expected an integer in 1...1024, found 0"),
+        ("drainTimeout: 10", "drainTimeout", "expected a duration such as 250ms, 5s or 1m, found '10'"),
+        ("drainTimeout: 0s", "drainTimeout", "expected a duration greater than zero, found '0s'"),
+        ("admin: {address: nowhere}", "admin.address", "expected HOST:PORT such as 127.0.0.1:8080 or [::1]:8080, found 'nowhere'"),
+    ])
+    func wrongTypesAndImpossibleValues(line: String, path: String, message: String) {
+        let issues = Self.issues("""
+        \(line)
+        listeners:
+          - {name: in, address: 127.0.0.1:15006, routes: [{cluster: local}]}
+        \(Self.minimalClusters)
+        """)
+        #expect(issues.map(\.keyPath) == [path])
+        #expect(issues.first?.message == message)
+        #expect(issues.first?.line == 1)
+    }
+
+    @Test func danglingClusterReferenceIsAnError() {
+        let issues = Self.issues("""
+        listeners:
+          - name: in
+            address: 127.0.0.1:15006
+            routes:
+              - cluster: locl
+              - weightedClusters: [{cluster: local, weight: 1}, {cluster: missing, weight: 2}]
+        \(Self.minimalClusters)
+        """)
+        #expect(issues.map(\.description) == [
+            "test.yaml:5:18: listeners[0].routes[0].cluster: unknown cluster 'locl'; did you mean 'local'?",
+            "test.yaml:6:67: listeners[0].routes[1].weightedClusters[1].cluster: unknown cluster 'missing'; defined clusters: local",
+        ])
+    }
+
+    @Test func reportsEveryProblemAtOnce() {
+        let issues = Self.issues("""
+        listeners:
+          - name: in
+            address: 127.0.0.1
+            routes:
+              - match: {prefix: api, method: GET}
+                cluster: local
+              - cluster: local
+                weightedClusters: []
+          - name: in
+            address: 127.0.0.1:1
+            routes: []
+        clusters:
+          - name: local
+            endpoints: []
+            protocol: http3
+            pool: {maxConnectionsPerEndpoint: 0}
+        """)
+        let paths = issues.map(\.keyPath)
+        #expect(paths.contains("listeners[0].address"))
+        #expect(paths.contains("listeners[0].routes[0].match.prefix"))
+        #expect(issues.contains { $0.keyPath == "listeners[0].routes[0].match.method" && $0.message.contains("did you mean 'methods'") })
+        #expect(paths.contains("listeners[0].routes[1].cluster"))
+        #expect(paths.contains("clusters[0].endpoints"))
+        #expect(issues.contains { $0.keyPath == "clusters[0].protocol" && $0.message.hasPrefix("expected one of http1, http2, found 'http3'") })
+        #expect(paths.contains("clusters[0].pool.maxConnectionsPerEndpoint"))
+        #expect(issues == issues.sorted { ($0.line, $0.column) < ($1.line, $1.column) }, "issues are reported in file order")
+    }
+
+    @Test func duplicateNamesAreErrors() {
+        let issues = Self.issues("""
+        listeners:
+          - {name: a, address: 127.0.0.1:1, routes: [{cluster: local}]}
+          - {name: a, address: 127.0.0.1:2, routes: [{cluster: local}]}
+        clusters:
+          - {name: local, endpoints: [127.0.0.1:8080]}
+          - {name: local, endpoints: [127.0.0.1:8081]}
+        """)
+        #expect(issues.map(\.message) == ["duplicate listener name 'a'", "duplicate cluster name 'local'"])
+        #expect(issues.map(\.line) == [3, 6])
+    }
+
+    @Test func invalidRegexAndHeaderNamesAreErrors() {
+        let issues = Self.issues("""
+        listeners:
+          - name: in
+            address: 127.0.0.1:15006
+            routes:
+              - match: {regex: "/items/[0-9"}
+                cluster: local
+                requestHeaders: {add: {"bad header": x}}
+        \(Self.minimalClusters)
+        """)
+        #expect(issues.map(\.keyPath) == ["listeners[0].routes[0].match.regex", "listeners[0].routes[0].requestHeaders.add"])
+    }
+
+    @Test func syntaxErrorsCarryTheirPosition() {
+        let issues = Self.issues("listeners:\n  - name: [unclosed\n")
+        #expect(issues.count == 1)
+        #expect(issues[0].message.hasPrefix("invalid YAML"))
+        #expect(issues[0].line >= 2)
+    }
+
+    @Test func emptyFileIsAnError() {
+        #expect(Self.issues("").first?.message.contains("empty") == true)
+    }
+
+    @Test func missingFileIsAnError() {
+        #expect(throws: ConfigErrors.self) { try SidecarConfig.load(contentsOf: "/nonexistent/sidecar.yaml") }
+    }
+
+    @Test(arguments: [
+        ("250ms", Duration.milliseconds(250)), ("5s", .seconds(5)), ("2m", .seconds(120)), ("1h", .seconds(3600)),
+        ("1.5s", .milliseconds(1500)), ("100us", .microseconds(100)),
+    ])
+    func durationsParseAndFormat(text: String, expected: Duration) {
+        #expect(ConfigDuration.parse(text) == expected)
+        #expect(ConfigDuration.parse(ConfigDuration.format(expected)) == expected)
+    }
+
+    @Test(arguments: ["", "5", "s", "5 s", "-1s", "5x"])
+    func malformedDurationsAreRejected(text: String) {
+        #expect(ConfigDuration.parse(text) == nil)
+    }
+
+    @Test func hostPortParsing() {
+        #expect(HostPort(parsing: "127.0.0.1:80") == HostPort(host: "127.0.0.1", port: 80))
+        #expect(HostPort(parsing: "[::1]:8080") == HostPort(host: "::1", port: 8080))
+        #expect(HostPort(parsing: "svc.local:443")?.isIPLiteral == false)
+        #expect(HostPort(parsing: "10.0.0.1:1")?.isIPLiteral == true)
+        for bad in ["127.0.0.1", "::1:80", "host:99999", ":80", "host:port", "[::1]80"] {
+            #expect(HostPort(parsing: bad) == nil, "\(bad)")
+        }
+        #expect(HostPort(host: "::1", port: 80).description == "[::1]:80")
+    }
+
+    @Test func quickStartBuildsOneListenerAndOneCluster() {
+        let config = SidecarConfig.quickStart(
+            listen: HostPort(host: "127.0.0.1", port: 15006),
+            upstreams: [HostPort(host: "127.0.0.1", port: 8080), HostPort(host: "127.0.0.1", port: 8081)],
+            admin: nil, concurrency: 3
+        )
+        #expect(config.listeners.count == 1)
+        #expect(config.clusters.first?.endpoints.count == 2)
+        #expect(config.concurrency == 3)
+        #expect(config.admin == nil)
+    }
+}

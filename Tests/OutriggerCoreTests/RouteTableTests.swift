@@ -1,0 +1,189 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerConfig
+@testable import OutriggerCore
+import Testing
+
+@Suite("Route matching")
+struct RouteTableTests {
+    static let stats = ProxyStats()
+
+    static func clusters(_ names: [String]) -> [String: ClusterRuntime] {
+        var result: [String: ClusterRuntime] = [:]
+        for name in names {
+            let config = ClusterConfig(name: name, endpoints: [HostPort(host: "127.0.0.1", port: 1)])
+            let endpoint = Endpoint(configured: config.endpoints[0], address: try! SocketAddress(ipAddress: "127.0.0.1", port: 1), cluster: config)
+            result[name] = ClusterRuntime(config: config, endpoints: [endpoint], stats: stats.cluster(name))
+        }
+        return result
+    }
+
+    static func table(_ virtualHosts: [VirtualHostConfig]) throws -> RouteTable {
+        try RouteTable(virtualHosts, clusters: clusters(["a", "b", "c", "d"]))
+    }
+
+    static func route(_ table: RouteTable, host: String = "x", _ uri: String, method: HTTPMethod = .GET, headers: HTTPHeaders = [:]) -> String? {
+        table.route(host: host, path: ProxyHeaders.path(of: uri), method: method, headers: headers)?.name
+    }
+
+    @Test func virtualHostsByExactThenLongestSuffixThenAny() throws {
+        let table = try Self.table([
+            VirtualHostConfig(name: "any", domains: ["*"], routes: [RouteConfig(name: "any", destination: .cluster("a"))]),
+            VirtualHostConfig(name: "wide", domains: ["*.example.com"], routes: [RouteConfig(name: "wide", destination: .cluster("a"))]),
+            VirtualHostConfig(name: "narrow", domains: ["*.api.example.com"], routes: [RouteConfig(name: "narrow", destination: .cluster("a"))]),
+            VirtualHostConfig(name: "exact", domains: ["api.example.com"], routes: [RouteConfig(name: "exact", destination: .cluster("a"))]),
+        ])
+        #expect(Self.route(table, host: "api.example.com", "/") == "exact")
+        #expect(Self.route(table, host: "API.Example.com:8080", "/") == "exact", "case and port are ignored")
+        #expect(Self.route(table, host: "v1.api.example.com", "/") == "narrow")
+        #expect(Self.route(table, host: "www.example.com", "/") == "wide")
+        #expect(Self.route(table, host: "example.com", "/") == "any", "*.example.com needs a subdomain")
+        #expect(Self.route(table, host: "other.org", "/") == "any")
+        #expect(Self.route(table, host: "", "/") == "any")
+    }
+
+    @Test func noMatchingVirtualHostMeansNoRoute() throws {
+        let table = try Self.table([VirtualHostConfig(name: "only", domains: ["a.com"], routes: [RouteConfig(destination: .cluster("a"))])])
+        #expect(Self.route(table, host: "b.com", "/") == nil)
+    }
+
+    @Test func routesMatchInOrderByPathMethodAndHeaders() throws {
+        let table = try Self.table([VirtualHostConfig(name: "v", domains: ["*"], routes: [
+            RouteConfig(name: "exact", match: RouteMatchConfig(path: .exact("/health")), destination: .cluster("a")),
+            RouteConfig(name: "regex", match: RouteMatchConfig(path: .regex("/items/[0-9]+")), destination: .cluster("a")),
+            RouteConfig(name: "post-only", match: RouteMatchConfig(path: .prefix("/api"), methods: ["POST"]), destination: .cluster("b")),
+            RouteConfig(name: "blue", match: RouteMatchConfig(path: .prefix("/api"), headers: [HeaderMatchConfig(name: "X-Tenant", condition: .exact("blue"))]), destination: .cluster("c")),
+            RouteConfig(name: "debug", match: RouteMatchConfig(path: .prefix("/api"), headers: [HeaderMatchConfig(name: "x-debug", condition: .present(true))]), destination: .cluster("c")),
+            RouteConfig(name: "v2", match: RouteMatchConfig(path: .prefix("/api"), headers: [HeaderMatchConfig(name: "x-version", condition: .prefix("2."))]), destination: .cluster("c")),
+            RouteConfig(name: "api", match: RouteMatchConfig(path: .prefix("/api")), destination: .cluster("d")),
+        ])])
+        #expect(Self.route(table, "/health") == "exact")
+        #expect(Self.route(table, "/health?full=1") == "exact", "the query is not part of the path")
+        #expect(Self.route(table, "/healthz") == nil)
+        #expect(Self.route(table, "/items/42") == "regex")
+        #expect(Self.route(table, "/items/42/x") == nil, "a regex matches the whole path")
+        #expect(Self.route(table, "/api/x", method: .POST) == "post-only")
+        #expect(Self.route(table, "/api/x", headers: ["x-tenant": "blue"]) == "blue")
+        #expect(Self.route(table, "/api/x", headers: ["x-tenant": "red"]) == "api")
+        #expect(Self.route(table, "/api/x", headers: ["X-Debug": ""]) == "debug")
+        #expect(Self.route(table, "/api/x", headers: ["x-version": "2.1"]) == "v2")
+        #expect(Self.route(table, "/api/x", headers: ["x-version": "1.9"]) == "api")
+        #expect(Self.route(table, "/other") == nil)
+    }
+
+    @Test func weightedClustersSplitInProportion() throws {
+        let table = try Self.table([VirtualHostConfig(name: "v", domains: ["*"], routes: [
+            RouteConfig(destination: .weightedClusters([WeightedCluster(cluster: "a", weight: 90), WeightedCluster(cluster: "b", weight: 10)]))
+        ])])
+        let route = try #require(table.route(host: "x", path: "/", method: .GET, headers: [:]))
+        var counts: [String: Int] = [:]
+        for value in 0..<1000 { counts[route.destination.pick(random: UInt64(value)).name, default: 0] += 1 }
+        #expect(counts == ["a": 900, "b": 100], "over one cycle of the weights the split is exact")
+    }
+
+    @Test func unknownClusterFailsCompilation() {
+        #expect(throws: RuntimeConfigError.self) {
+            try Self.table([VirtualHostConfig(name: "v", domains: ["*"], routes: [RouteConfig(destination: .cluster("missing"))])])
+        }
+    }
+
+    @Test(arguments: [
+        ("/api", "/internal", "/api/v1/x?q=1", "/internal/v1/x?q=1"),
+        ("/api/", "/", "/api/v1", "/v1"),
+        ("/api", "/", "/api/v1", "/v1"),
+        ("/api", "/", "/api", "/"),
+        ("/", "/prefix/", "/x", "/prefix/x"),
+    ])
+    func prefixRewrite(prefix: String, rewrite: String, uri: String, expected: String) throws {
+        let table = try Self.table([VirtualHostConfig(name: "v", domains: ["*"], routes: [
+            RouteConfig(match: RouteMatchConfig(path: .prefix(prefix)), destination: .cluster("a"), prefixRewrite: rewrite)
+        ])])
+        let route = try #require(table.route(host: "x", path: ProxyHeaders.path(of: uri), method: .GET, headers: [:]))
+        #expect(route.rewrittenURI(uri) == expected)
+    }
+}
+
+@Suite("Proxy headers")
+struct ProxyHeadersTests {
+    static func route(_ config: RouteConfig = RouteConfig(destination: .cluster("a"))) throws -> Route {
+        let table = try RouteTable([VirtualHostConfig(name: "v", domains: ["*"], routes: [config])], clusters: RouteTableTests.clusters(["a"]))
+        return try #require(table.route(host: "x", path: "/", method: .GET, headers: [:]))
+    }
+
+    @Test func hopByHopHeadersAreRemoved() {
+        var headers: HTTPHeaders = [
+            "Connection": "keep-alive, X-Private", "Keep-Alive": "timeout=5", "X-Private": "secret", "Proxy-Connection": "x",
+            "Proxy-Authorization": "Basic x", "Transfer-Encoding": "chunked", "Upgrade": "h2c", "HTTP2-Settings": "AAA",
+            "TE": "trailers, deflate", "X-Keep": "yes",
+        ]
+        ProxyHeaders.removeHopByHop(&headers)
+        #expect(headers.map(\.name).sorted() == ["X-Keep", "te"])
+        #expect(headers["te"] == ["trailers"], "te: trailers survives for gRPC")
+    }
+
+    @Test func teWithoutTrailersIsDropped() {
+        var headers: HTTPHeaders = ["te": "gzip", "x": "1"]
+        ProxyHeaders.removeHopByHop(&headers)
+        #expect(headers.map(\.name) == ["x"])
+    }
+
+    @Test func upstreamRequestGetsForwardingHeadersAndKeepsRequestID() throws {
+        var random = FastRandom(seed: 1)
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: [
+            "host": "svc", "x-forwarded-for": "10.0.0.1", "x-request-id": "keep-me", "connection": "close",
+        ])
+        let id = ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: "127.0.0.1", scheme: "http", addVia: true, random: &random)
+        #expect(id == "keep-me")
+        #expect(head.headers["x-forwarded-for"] == ["10.0.0.1, 127.0.0.1"])
+        #expect(head.headers["x-forwarded-proto"] == ["http"])
+        #expect(head.headers["via"] == ["1.1 outrigger"])
+        #expect(!head.headers.contains(name: "connection"))
+    }
+
+    @Test func missingRequestIDIsGeneratedAsUUID() throws {
+        var random = FastRandom(seed: 7)
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc"])
+        let id = ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: nil, scheme: "https", addVia: false, random: &random)
+        #expect(head.headers["x-request-id"] == [id])
+        #expect(id.count == 36)
+        #expect(Array(id)[14] == "4", "version 4 UUID")
+        #expect(head.headers["x-forwarded-proto"] == ["https"])
+        #expect(!head.headers.contains(name: "via"))
+    }
+
+    @Test func chunkedBodiesKeepTheirFraming() throws {
+        var random = FastRandom(seed: 1)
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: ["transfer-encoding": "chunked"])
+        ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: nil, scheme: "http", addVia: false, random: &random)
+        #expect(head.headers["transfer-encoding"] == ["chunked"])
+    }
+
+    @Test func routeRewritesAndMutationsApply() throws {
+        let route = try Self.route(RouteConfig(
+            match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"), prefixRewrite: "/v2/", hostRewrite: "internal",
+            requestHeaders: HeaderMutations(add: [HeaderValue(name: "x-add", value: "2")], set: [HeaderValue(name: "x-set", value: "new")], remove: ["x-gone"]),
+            responseHeaders: HeaderMutations(set: [HeaderValue(name: "x-served-by", value: "outrigger")], remove: ["server"])
+        ))
+        var random = FastRandom(seed: 1)
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/users", headers: ["host": "public", "x-add": "1", "x-set": "old", "x-gone": "x"])
+        ProxyHeaders.prepareUpstreamRequest(&head, route: route, clientAddress: nil, scheme: "http", addVia: false, random: &random)
+        #expect(head.uri == "/v2/users")
+        #expect(head.headers["host"] == ["internal"])
+        #expect(head.headers["x-add"] == ["1", "2"])
+        #expect(head.headers["x-set"] == ["new"])
+        #expect(!head.headers.contains(name: "x-gone"))
+
+        var response = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["server": "nginx", "connection": "keep-alive"])
+        ProxyHeaders.prepareDownstreamResponse(&response, route: route, upstreamServiceMilliseconds: 12, addVia: false)
+        #expect(response.headers["x-served-by"] == ["outrigger"])
+        #expect(response.headers["x-outrigger-upstream-service-time"] == ["12"])
+        #expect(!response.headers.contains(name: "server"))
+        #expect(!response.headers.contains(name: "connection"))
+    }
+
+    @Test func requestIDsAreDistinct() {
+        var random = FastRandom(seed: 3)
+        let ids = Set((0..<1000).map { _ in random.uuidString() })
+        #expect(ids.count == 1000)
+    }
+}

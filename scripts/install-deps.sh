@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the tests, the demo and the benchmarks need, only when missing.
+# Debian packages: curl (HTTP/1.1, h2c, TLS+ALPN client), nghttp2-client (nghttp, h2load), wrk, haproxy,
+# openssl (test certificates). Runs apt-get as root, or through sudo when available.
+set -euo pipefail
+
+want=()
+command -v curl >/dev/null || want+=(curl)
+command -v nghttp >/dev/null || want+=(nghttp2-client)
+command -v h2load >/dev/null || want+=(nghttp2-client)
+command -v openssl >/dev/null || want+=(openssl)
+if [ "${1:-}" = "--bench" ]; then
+  command -v wrk >/dev/null || want+=(wrk)
+  command -v haproxy >/dev/null || want+=(haproxy)
+fi
+[ ${#want[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${want[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "install-deps: installing ${want[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
