@@ -87,11 +87,16 @@ let package = Package(
         .testTarget(
             name: "OutriggerEndToEndTests",
             dependencies: [
-                "OutriggerProxy", "OutriggerEcho", "OutriggerConfig",
+                "OutriggerProxy", "OutriggerEcho", "OutriggerConfig", "OutriggerCore",
+                // Built so the tests that drive the real process (signals, exit codes, memory) can run it.
+                "outrigger",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["Scripts"]
         ),
     ]
 )

@@ -13,6 +13,14 @@ if [ "${1:-}" = "--bench" ]; then
   command -v wrk >/dev/null || want+=(wrk)
   command -v haproxy >/dev/null || want+=(haproxy)
 fi
+
+# Python's h2, for tests that send HTTP/2 that real clients refuse to send.
+if ! python3 -c "import h2" 2>/dev/null; then
+  echo "install-deps: installing python h2" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore h2 \
+    || python3 -m pip install --quiet --break-system-packages h2
+fi
+
 [ ${#want[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -20,7 +20,7 @@ final class ProxiedRequest {
     let isGRPC: Bool
     let keepAlive: Bool
     let start: NIODeadline
-    /// Parts received before an upstream was leased (one read burst at most: reading pauses meanwhile).
+    /// Parts, the head first, kept until an upstream is leased (one read burst at most: reading pauses meanwhile).
     var buffered: [HTTPClientRequestPart] = []
     /// HTTP/2 requests without content-length: the head waits for the next part, which tells whether a
     /// body follows, so an HTTP/1.1 upstream gets the right framing.
@@ -44,6 +44,7 @@ final class ProxiedRequest {
         self.keepAlive = keepAlive
         self.headHeldForFraming = headHeldForFraming
         self.start = start
+        if !headHeldForFraming { buffered.append(.head(upstreamHead)) }
     }
 }
 
@@ -258,7 +259,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate,
         request.ticket = nil
         state = .proxying(request, upstream)
         upstream.begin(self)
-        if !request.headHeldForFraming { upstream.send(.head(request.upstreamHead)) }
         let buffered = request.buffered
         request.buffered = []
         for part in buffered { upstream.send(part) }

@@ -1,0 +1,163 @@
+import Foundation
+import OutriggerConfig
+import Testing
+
+@Suite("HTTP/1.1 proxying, end to end")
+struct HTTP1ProxyTests {
+    @Test func roundRobinAcrossEndpointsWithProxyHeaders() async throws {
+        try await withHarness { harness in
+            var servers: [String] = []
+            for _ in 0..<4 {
+                let response = try await fetch(harness.url + "/hello?x=1", ["-H", "Connection: keep-alive, X-Private", "-H", "X-Private: secret",
+                                                                            "-H", "Proxy-Authorization: Basic abc", "-H", "X-Forwarded-For: 10.1.2.3"])
+                #expect(response.status == 200)
+                #expect(response.statusLine == "HTTP/1.1 200 OK")
+                let echo = try #require(response.echo)
+                servers.append(echo.server)
+                #expect(echo.path == "/hello?x=1")
+                #expect(echo.headers["x-forwarded-for"] == "10.1.2.3, 127.0.0.1")
+                #expect(echo.headers["x-forwarded-proto"] == "http")
+                #expect(echo.headers["x-request-id"]?.count == 36)
+                #expect(echo.headers["x-private"] == nil, "a header named by Connection is hop-by-hop")
+                #expect(echo.headers["proxy-authorization"] == nil)
+                #expect(echo.headers["connection"] == nil)
+                #expect(response.headers["x-outrigger-upstream-service-time"].flatMap(Int.init) != nil)
+            }
+            #expect(servers == ["echo-0", "echo-1", "echo-0", "echo-1"])
+        }
+    }
+
+    @Test func requestIDIsKeptWhenPresent() async throws {
+        try await withHarness { harness in
+            let echo = try #require(try await fetch(harness.url, ["-H", "X-Request-Id: abc-123"]).echo)
+            #expect(echo.headers["x-request-id"] == "abc-123")
+        }
+    }
+
+    @Test func bodiesWithContentLengthChunkedAndExpectContinue() async throws {
+        try await withHarness { harness in
+            let fixed = try #require(try await fetch(harness.url + "/upload", ["--data-binary", String(repeating: "a", count: 100_000)]).echo)
+            #expect(fixed.method == "POST")
+            #expect(fixed.bodyBytes == 100_000)
+
+            let chunked = try #require(try await fetch(harness.url + "/upload", ["-H", "Transfer-Encoding: chunked", "--data-binary", "hello chunks"]).echo)
+            #expect(chunked.bodyBytes == 12)
+            #expect(chunked.headers["transfer-encoding"] == "chunked")
+
+            let raw = try await curl(["-v", "-H", "Expect: 100-continue", "--data-binary", "twelve bytes", harness.url + "/expect"])
+            #expect(raw.stderr.contains("HTTP/1.1 100 Continue"))
+            let echo = try #require(HTTPResult(curlOutput: "HTTP/1.1 200 OK\r\n\r\n" + raw.stdout).echo)
+            #expect(echo.bodyBytes == 12)
+            #expect(echo.headers["expect"] == nil, "the sidecar answers 100-continue itself")
+        }
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        try await withHarness { harness in
+            let reply = try await RawTCP.exchange(port: harness.port,
+                "GET /1?delay=100 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3?delay=20 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(reply.closedByPeer)
+            #expect(reply.statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            let paths = reply.text.components(separatedBy: "\"path\":\"").dropFirst().map { $0.prefix(while: { $0 != "\"" }) }
+            #expect(paths == ["\\/1?delay=100", "\\/2", "\\/3?delay=20"])
+        }
+    }
+
+    @Test func keepAliveConnectionsAreReusedUpstream() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let urls = (0..<20).flatMap { _ in ["-o", "/dev/null", harness.url + "/k"] }
+            let result = try await curl(["-w", "%{http_code}\n"] + urls)
+            #expect(result.stdout.split(separator: "\n") == Array(repeating: "200", count: 20))
+            let stats = try await fetch(harness.adminURL + "/stats/prometheus")
+            #expect(stats.body.contains("outrigger_upstream_connections_total{cluster=\"upstream\"} 1\n"), "one upstream connection carried all 20 requests")
+            #expect(stats.body.contains("outrigger_downstream_connections_total{listener=\"quickstart\"} 1\n"))
+        }
+    }
+
+    @Test func headRequestsAndHTTP10() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let head = try await RawTCP.exchange(port: harness.port, "HEAD /h HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(head.statusLines == ["HTTP/1.1 200 OK"])
+            #expect(head.text.hasSuffix("\r\n\r\n"), "no body after the head of a HEAD response")
+            let reply = try await RawTCP.exchange(port: harness.port, "GET /old HTTP/1.0\r\nHost: a\r\n\r\n")
+            #expect(reply.closedByPeer, "HTTP/1.0 without keep-alive closes after the response")
+            #expect(reply.statusLines == ["HTTP/1.0 200 OK"])
+        }
+    }
+
+    @Test func upstreamStatusesAndDelaysPassThrough() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let failed = try await fetch(harness.url + "/x?status=503")
+            #expect(failed.status == 503)
+            #expect(failed.headers["x-outrigger-reason"] == nil, "an upstream's own 503 is not a local reply")
+            let slow = try await fetch(harness.url + "/x?delay=200")
+            #expect(slow.status == 200)
+            #expect(Int(slow.headers["x-outrigger-upstream-service-time"] ?? "") ?? 0 >= 200)
+        }
+    }
+
+    @Test func routingRewritesAndHeaderMutations() async throws {
+        try await withHarness { endpoints in
+            Harness.config(
+                routes: [
+                    RouteConfig(name: "api", match: RouteMatchConfig(path: .prefix("/api/"), methods: ["GET"]), destination: .cluster("second"),
+                                prefixRewrite: "/internal/", hostRewrite: "backend.local",
+                                requestHeaders: HeaderMutations(add: [HeaderValue(name: "x-added", value: "yes")], remove: ["x-secret"]),
+                                responseHeaders: HeaderMutations(set: [HeaderValue(name: "x-served-by", value: "outrigger")])),
+                    RouteConfig(name: "tenant", match: RouteMatchConfig(headers: [HeaderMatchConfig(name: "x-tenant", condition: .exact("blue"))]), destination: .cluster("second")),
+                    RouteConfig(name: "exact", match: RouteMatchConfig(path: .exact("/only")), destination: .cluster("first")),
+                ],
+                clusters: [ClusterConfig(name: "first", endpoints: [endpoints[0]]), ClusterConfig(name: "second", endpoints: [endpoints[1]])]
+            )
+        } _: { (harness: Harness) async throws in
+            let api = try await fetch(harness.url + "/api/users?id=7", ["-H", "X-Secret: s"])
+            let echo = try #require(api.echo)
+            #expect(echo.server == "echo-1")
+            #expect(echo.path == "/internal/users?id=7")
+            #expect(echo.headers["host"] == "backend.local")
+            #expect(echo.headers["x-added"] == "yes")
+            #expect(echo.headers["x-secret"] == nil)
+            #expect(api.headers["x-served-by"] == "outrigger")
+
+            #expect(try await fetch(harness.url + "/api/users", ["-X", "POST"]).headers["x-outrigger-reason"] == "no_route", "method does not match")
+            #expect(try await fetch(harness.url + "/any", ["-H", "X-Tenant: blue"]).echo?.server == "echo-1")
+            #expect(try await fetch(harness.url + "/only").echo?.server == "echo-0")
+            let none = try await fetch(harness.url + "/only/not")
+            #expect(none.status == 404)
+            #expect(none.headers["x-outrigger-reason"] == "no_route")
+            #expect(none.body.hasPrefix("no_route:"))
+        }
+    }
+
+    @Test func virtualHostsSelectByHost() async throws {
+        try await withHarness { endpoints in
+            var config = Harness.config(routes: [], clusters: [ClusterConfig(name: "first", endpoints: [endpoints[0]]), ClusterConfig(name: "second", endpoints: [endpoints[1]])])
+            config.listeners[0].virtualHosts = [
+                VirtualHostConfig(name: "api", domains: ["api.example.com"], routes: [RouteConfig(destination: .cluster("first"))]),
+                VirtualHostConfig(name: "wild", domains: ["*.example.com"], routes: [RouteConfig(destination: .cluster("second"))]),
+            ]
+            return config
+        } _: { (harness: Harness) async throws in
+            #expect(try await fetch(harness.url, ["-H", "Host: api.example.com"]).echo?.server == "echo-0")
+            #expect(try await fetch(harness.url, ["-H", "Host: www.Example.com:8080"]).echo?.server == "echo-1")
+            #expect(try await fetch(harness.url, ["-H", "Host: other.org"]).headers["x-outrigger-reason"] == "no_route")
+        }
+    }
+
+    @Test func weightedClustersSplitTraffic() async throws {
+        try await withHarness { endpoints in
+            Harness.config(
+                routes: [RouteConfig(destination: .weightedClusters([WeightedCluster(cluster: "first", weight: 3), WeightedCluster(cluster: "second", weight: 1)]))],
+                clusters: [ClusterConfig(name: "first", endpoints: [endpoints[0]]), ClusterConfig(name: "second", endpoints: [endpoints[1]])]
+            )
+        } _: { (harness: Harness) async throws in
+            let urls = Array(repeating: harness.url + "/w", count: 400)
+            let result = try await curl(urls.flatMap { ["-H", "X-Probe: 1", $0] })
+            let first = result.stdout.components(separatedBy: "\"server\":\"echo-0\"").count - 1
+            let second = result.stdout.components(separatedBy: "\"server\":\"echo-1\"").count - 1
+            #expect(first + second == 400)
+            // 3:1 split; a binomial(400, 0.25) stays in 60...140 with probability above 1 - 1e-9.
+            #expect((60...140).contains(second), "second got \(second) of 400")
+        }
+    }
+}

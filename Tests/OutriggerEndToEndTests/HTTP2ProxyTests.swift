@@ -1,0 +1,141 @@
+import Foundation
+import OutriggerConfig
+import Testing
+
+/// Runs `Scripts/h2_request.py`: one HTTP/2 request with exactly these headers, valid or not.
+func rawHTTP2(port: Int, headers: [(String, String)], bodyBytes: Int = 0) async throws -> [String: Any] {
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_request.py").path
+    let json = String(decoding: try JSONSerialization.data(withJSONObject: headers.map { [$0.0, $0.1] }), as: UTF8.self)
+    let result = try await run("python3", [script, String(port), json, String(bodyBytes)])
+    guard result.status == 0, let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else {
+        throw CurlFailure(status: result.status, stderr: result.stderr + result.stdout)
+    }
+    return object
+}
+
+/// A self-signed certificate for localhost / 127.0.0.1, made with openssl in a temporary directory.
+func makeTestCertificate() async throws -> TLSConfig {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-tls-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let certificate = directory.appendingPathComponent("cert.pem").path
+    let key = directory.appendingPathComponent("key.pem").path
+    let result = try await run("openssl", [
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+        "-keyout", key, "-out", certificate, "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    ])
+    guard result.status == 0 else { throw CurlFailure(status: result.status, stderr: result.stderr) }
+    return TLSConfig(certificate: certificate, privateKey: key)
+}
+
+@Suite("HTTP/2 and TLS, end to end")
+struct HTTP2ProxyTests {
+    static func h2Upstream(_ endpoints: [HostPort]) -> SidecarConfig {
+        Harness.config(routes: [RouteConfig(destination: .cluster("h2"))],
+                       clusters: [ClusterConfig(name: "h2", endpoints: endpoints, upstreamProtocol: .http2)])
+    }
+
+    @Test func h2cPriorKnowledgeToHTTP1Upstream() async throws {
+        try await withHarness { harness in
+            let response = try await fetch(harness.url + "/h2?q=1", ["--http2-prior-knowledge", "-H", "X-Request-Id: h2-id"])
+            #expect(response.statusLine.hasPrefix("HTTP/2 200"))
+            let echo = try #require(response.echo)
+            #expect(echo.protocol == "HTTP/1.1")
+            #expect(echo.path == "/h2?q=1")
+            #expect(echo.headers["host"] == "127.0.0.1:\(harness.port)", ":authority becomes Host")
+            #expect(echo.headers["x-request-id"] == "h2-id")
+            let post = try #require(try await fetch(harness.url + "/up", ["--http2-prior-knowledge", "--data-binary", String(repeating: "b", count: 70_000)]).echo)
+            #expect(post.bodyBytes == 70_000)
+        }
+    }
+
+    @Test func http1AndH2cToHTTP2Upstream() async throws {
+        try await withHarness(Self.h2Upstream) { harness in
+            let fromH1 = try #require(try await fetch(harness.url + "/a").echo)
+            #expect(fromH1.protocol == "HTTP/2")
+            let fromH2 = try #require(try await fetch(harness.url + "/b", ["--http2-prior-knowledge"]).echo)
+            #expect(fromH2.protocol == "HTTP/2")
+            let upload = try #require(try await fetch(harness.url + "/c", ["-H", "Transfer-Encoding: chunked", "--data-binary", String(repeating: "c", count: 50_000)]).echo)
+            #expect(upload.bodyBytes == 50_000)
+            let noBody = try #require(try await fetch(harness.url + "/d", ["--http2-prior-knowledge", "-X", "DELETE"]).echo)
+            #expect(noBody.method == "DELETE")
+            #expect(noBody.bodyBytes == 0)
+        }
+    }
+
+    @Test func trailersPassThroughHTTP2() async throws {
+        try await withHarness(Self.h2Upstream) { harness in
+            let result = try await run("nghttp", ["-v", harness.url + "/t?trailers=1"])
+            #expect(result.status == 0)
+            // The trailer block is a HEADERS frame after the DATA, carrying the echo server's trailer.
+            let afterData = try #require(result.stdout.range(of: "recv DATA frame")).upperBound
+            #expect(result.stdout[afterData...].contains("x-echo-trailer: done"), "\(result.stdout)")
+        }
+    }
+
+    @Test func h2loadManyStreamsOverOneUpstreamConnection() async throws {
+        try await withHarness(Self.h2Upstream) { harness in
+            let result = try await run("h2load", ["-n", "400", "-c", "4", "-m", "20", harness.url + "/load"])
+            #expect(result.stdout.contains("400 succeeded, 0 failed, 0 errored"), "\(result.stdout)")
+            #expect(result.stdout.contains("status codes: 400 2xx"))
+        }
+    }
+
+    @Test func tlsWithALPNServesHTTP2AndHTTP1() async throws {
+        let tls = try await makeTestCertificate()
+        try await withHarness { endpoints in
+            var config = Harness.defaultConfig(endpoints)
+            config.listeners[0].tls = tls
+            return config
+        } _: { (harness: Harness) async throws in
+            let https = "https://localhost:\(harness.port)/secure"
+            let h2 = try await fetch(https, ["--http2", "--cacert", tls.certificate])
+            #expect(h2.statusLine.hasPrefix("HTTP/2 200"))
+            #expect(h2.echo?.headers["x-forwarded-proto"] == "https")
+            let h1 = try await fetch(https, ["--http1.1", "--cacert", tls.certificate])
+            #expect(h1.statusLine == "HTTP/1.1 200 OK")
+            let plaintext = try await curl(["-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(harness.port)/"])
+            #expect(plaintext.stdout != "200", "a TLS listener does not speak plaintext")
+        }
+    }
+
+    /// RFC 9113 §8.2: malformed requests are stream errors, and nothing reaches the upstream.
+    @Test(arguments: [
+        ("uppercase name", [("X-Upper", "1")]),
+        ("connection header", [("connection", "keep-alive")]),
+        ("te other than trailers", [("te", "gzip")]),
+        ("newline in value", [("x-bad", "a\nb")]),
+        ("nul in value", [("x-bad", "a\u{0}b")]),
+        ("transfer-encoding", [("transfer-encoding", "chunked")]),
+    ])
+    func malformedHTTP2RequestsAreStreamErrors(_ name: String, extra: [(String, String)]) async throws {
+        let upstream = try await RecordingUpstream.start()
+        defer { Task { await upstream.stop() } }
+        try await withHarness(echoes: 0) { _ in
+            Harness.defaultConfig([HostPort(host: "127.0.0.1", port: upstream.port)])
+        } _: { (harness: Harness) async throws in
+            let headers = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")] + extra
+            let reply = try await rawHTTP2(port: harness.port, headers: headers)
+            #expect(reply["reset"] as? Int == 1 || reply["goaway"] as? Int == 1, "\(name): expected PROTOCOL_ERROR, got \(reply)")
+            #expect(upstream.receivedBytes == 0, "\(name): nothing is forwarded")
+        }
+    }
+
+    @Test func contentLengthThatDisagreesWithDataIsAStreamError() async throws {
+        let upstream = try await RecordingUpstream.start()
+        defer { Task { await upstream.stop() } }
+        try await withHarness(echoes: 0) { _ in
+            Harness.defaultConfig([HostPort(host: "127.0.0.1", port: upstream.port)])
+        } _: { (harness: Harness) async throws in
+            let headers = [(":method", "POST"), (":scheme", "http"), (":authority", "a"), (":path", "/"), ("content-length", "10")]
+            let reply = try await rawHTTP2(port: harness.port, headers: headers, bodyBytes: 3)
+            #expect(reply["reset"] as? Int == 1 || reply["goaway"] as? Int == 1, "got \(reply)")
+        }
+    }
+
+    @Test func validRawHTTP2RequestSucceeds() async throws {
+        try await withHarness { harness in
+            let reply = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/ok"), ("te", "trailers")])
+            #expect(reply["status"] as? Int == 200)
+        }
+    }
+}

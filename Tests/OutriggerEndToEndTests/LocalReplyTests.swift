@@ -1,0 +1,144 @@
+import Foundation
+import OutriggerConfig
+import Testing
+
+@Suite("Local replies say why, end to end")
+struct LocalReplyTests {
+    @Test func connectFailureIs503() async throws {
+        let port = try closedPort()
+        try await withHarness(echoes: 0) { _ in
+            Harness.defaultConfig([HostPort(host: "127.0.0.1", port: port)])
+        } _: { (harness: Harness) async throws in
+            for arguments in [[], ["--http2-prior-knowledge"]] {
+                let response = try await fetch(harness.url + "/", arguments)
+                #expect(response.status == 503)
+                #expect(response.headers["x-outrigger-reason"] == "connect_failure")
+                #expect(response.body.hasPrefix("connect_failure: "))
+            }
+            let stats = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(stats.contains("outrigger_local_replies_total{reason=\"connect_failure\"} 2\n"))
+            #expect(stats.contains("outrigger_upstream_connect_failures_total{cluster=\"upstream\"} 2\n"))
+        }
+    }
+
+    @Test func upstreamResetIs502() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let response = try await fetch(harness.url + "/?reset=1")
+            #expect(response.status == 502)
+            #expect(response.statusLine == "HTTP/1.1 502 Bad Gateway", "always a reason phrase")
+            #expect(response.headers["x-outrigger-reason"] == "upstream_reset")
+            // The proxy recovers: the next request opens a fresh upstream connection.
+            #expect(try await fetch(harness.url + "/").status == 200)
+        }
+    }
+
+    @Test func upstreamResetOverHTTP2Upstream() async throws {
+        try await withHarness(echoes: 1, HTTP2ProxyTests.h2Upstream) { harness in
+            let response = try await fetch(harness.url + "/?reset=1", ["--http2-prior-knowledge"])
+            #expect(response.status == 502)
+            #expect(response.headers["x-outrigger-reason"] == "upstream_reset")
+            #expect(try await fetch(harness.url + "/").status == 200, "other streams on the connection are unaffected")
+        }
+    }
+
+    @Test func routeTimeoutIs504() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("slow"), timeout: .milliseconds(200))],
+                           clusters: [ClusterConfig(name: "slow", endpoints: endpoints)])
+        } _: { (harness: Harness) async throws in
+            let response = try await fetch(harness.url + "/?delay=10000", ["-w", "\n%{time_total}"])
+            #expect(response.status == 504)
+            #expect(response.statusLine == "HTTP/1.1 504 Gateway Timeout")
+            #expect(response.headers["x-outrigger-reason"] == "upstream_timeout")
+            // Loose bound: fires at 200 ms, never waits for the 10 s upstream.
+            let seconds = Double(response.body.split(separator: "\n").last ?? "") ?? 99
+            #expect(seconds >= 0.2 && seconds < 5, "took \(seconds) s")
+        }
+    }
+
+    @Test func clusterDefaultTimeoutApplies() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("slow"))],
+                           clusters: [ClusterConfig(name: "slow", endpoints: endpoints, timeout: .milliseconds(150))])
+        } _: { (harness: Harness) async throws in
+            #expect(try await fetch(harness.url + "/?delay=10000", ["--http2-prior-knowledge"]).headers["x-outrigger-reason"] == "upstream_timeout")
+        }
+    }
+
+    @Test func hangingUpstreamTimesOut() async throws {
+        let upstream = try await RecordingUpstream.start()
+        defer { Task { await upstream.stop() } }
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("hang"), timeout: .milliseconds(200))],
+                           clusters: [ClusterConfig(name: "hang", endpoints: [HostPort(host: "127.0.0.1", port: upstream.port)])])
+        } _: { (harness: Harness) async throws in
+            #expect(try await fetch(harness.url + "/").headers["x-outrigger-reason"] == "upstream_timeout")
+        }
+    }
+
+    @Test func poolOverflowIs503() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("tiny"))],
+                           clusters: [ClusterConfig(name: "tiny", endpoints: endpoints, pool: PoolConfig(maxConnectionsPerEndpoint: 1, maxPendingRequests: 0))])
+        } _: { (harness: Harness) async throws in
+            // Hold the only connection with a slow request, and wait until the proxy has it in flight.
+            async let slow = fetch(harness.url + "/?delay=1500")
+            try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"requests_active\" : 1") }
+            let response = try await fetch(harness.url + "/")
+            #expect(response.status == 503)
+            #expect(response.headers["x-outrigger-reason"] == "overflow")
+            #expect(try await slow.status == 200)
+        }
+    }
+
+    @Test func pendingRequestsWaitForAFreeConnection() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("tiny"))],
+                           clusters: [ClusterConfig(name: "tiny", endpoints: endpoints, pool: PoolConfig(maxConnectionsPerEndpoint: 1, maxPendingRequests: 10))])
+        } _: { (harness: Harness) async throws in
+            // 10 concurrent requests: one on the connection, nine queued (limit 10).
+            let result = try await run("h2load", ["-n", "100", "-c", "2", "-m", "5", harness.url + "/?delay=1"])
+            #expect(result.stdout.contains("100 succeeded, 0 failed, 0 errored"), "\(result.stdout)")
+            let stats = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(stats.contains("outrigger_upstream_connections_total{cluster=\"tiny\"} 1\n"))
+        }
+    }
+
+    @Test func clusterWithoutEndpointsIsNoHealthyUpstream() async throws {
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("gone"))],
+                           clusters: [ClusterConfig(name: "gone", endpoints: [])])
+        } _: { (harness: Harness) async throws in
+            let response = try await fetch(harness.url + "/")
+            #expect(response.status == 503)
+            #expect(response.headers["x-outrigger-reason"] == "no_healthy_upstream")
+        }
+    }
+
+    @Test func grpcRequestsGetAGRPCStatus() async throws {
+        let port = try closedPort()
+        try await withHarness(echoes: 0) { _ in
+            Harness.defaultConfig([HostPort(host: "127.0.0.1", port: port)])
+        } _: { (harness: Harness) async throws in
+            let reply = try await rawHTTP2(port: harness.port, headers: [
+                (":method", "POST"), (":scheme", "http"), (":authority", "a"), (":path", "/pkg.Service/Method"),
+                ("content-type", "application/grpc"), ("te", "trailers"),
+            ])
+            let headers = try #require(reply["headers"] as? [String: String])
+            #expect(reply["status"] as? Int == 200)
+            #expect(headers["grpc-status"] == "14", "UNAVAILABLE, not a bare HTTP error")
+            #expect(headers["x-outrigger-reason"] == "connect_failure")
+        }
+    }
+}
+
+/// Polls `condition` until it holds (an event the test cannot subscribe to), failing after `timeout`.
+func waitUntil(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    Issue.record("condition not met within \(timeout)")
+    throw CancellationError()
+}

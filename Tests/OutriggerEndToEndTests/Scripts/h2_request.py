@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Sends one HTTP/2 (h2c prior knowledge) request with exactly the headers given, valid or not, and
+prints what came back as JSON: {"status": N, "headers": {...}, "body": n} or {"reset": CODE} or
+{"goaway": CODE}. Used by the end-to-end tests to send what well-behaved clients refuse to send.
+
+usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--end-headers]
+HEADERS_JSON is a list of [name, value] pairs, pseudo-headers included, sent in order.
+"""
+import json
+import socket
+import sys
+
+import h2.config
+import h2.connection
+import h2.events
+
+
+def main():
+    port = int(sys.argv[1])
+    headers = [(n.encode(), v.encode()) for n, v in json.loads(sys.argv[2])]
+    body = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    config = h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False,
+        validate_inbound_headers=False, header_encoding=None)
+    conn = h2.connection.H2Connection(config=config)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(20)
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, headers, end_stream=(body == 0))
+    if body:
+        conn.send_data(stream, b"x" * body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    result = {}
+    received = 0
+    done = False
+    while not done:
+        data = sock.recv(65536)
+        if not data:
+            result.setdefault("closed", True)
+            break
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                result["status"] = int(dict(event.headers)[b":status"])
+                result["headers"] = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h2.events.DataReceived):
+                received += len(event.data)
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                done = True
+            elif isinstance(event, h2.events.StreamReset):
+                result["reset"] = int(event.error_code)
+                done = True
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                result["goaway"] = int(event.error_code)
+                done = True
+        sock.sendall(conn.data_to_send())
+    result["body"] = received
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

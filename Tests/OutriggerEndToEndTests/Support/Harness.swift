@@ -1,0 +1,103 @@
+import Foundation
+import Logging
+import NIOCore
+import OutriggerConfig
+import OutriggerEcho
+import OutriggerProxy
+
+/// Echo upstreams and a sidecar in front of them, all on port 0 of loopback, in this process.
+final class Harness: Sendable {
+    let sidecar: Sidecar
+    let echoes: [EchoServer]
+
+    static let quietLogger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+
+    private init(sidecar: Sidecar, echoes: [EchoServer]) {
+        self.sidecar = sidecar
+        self.echoes = echoes
+    }
+
+    /// Starts `echoes` echo servers (named echo-0, echo-1, …), then a sidecar whose config `makeConfig`
+    /// builds from their addresses (by default: one listener routing everything round robin).
+    static func start(
+        echoes count: Int = 2,
+        configPath: String? = nil,
+        _ makeConfig: ([HostPort]) throws -> SidecarConfig = Harness.defaultConfig
+    ) async throws -> Harness {
+        var echoes: [EchoServer] = []
+        for index in 0..<count {
+            echoes.append(try await EchoServer.start(host: "127.0.0.1", port: 0, name: "echo-\(index)"))
+        }
+        let endpoints = echoes.map { HostPort(host: "127.0.0.1", port: $0.localAddress.port!) }
+        do {
+            let sidecar = try await Sidecar.start(config: try makeConfig(endpoints), configPath: configPath, logger: quietLogger)
+            return Harness(sidecar: sidecar, echoes: echoes)
+        } catch {
+            for echo in echoes { await echo.stop() }
+            throw error
+        }
+    }
+
+    static func defaultConfig(_ endpoints: [HostPort]) -> SidecarConfig {
+        SidecarConfig.quickStart(listen: HostPort(host: "127.0.0.1", port: 0), upstreams: endpoints,
+                                 admin: HostPort(host: "127.0.0.1", port: 0), concurrency: 1)
+    }
+
+    /// A one-listener config with the given routes and clusters; concurrency 1 so rotation is predictable.
+    static func config(
+        routes: [RouteConfig],
+        clusters: [ClusterConfig],
+        listener: (inout ListenerConfig) -> Void = { _ in }
+    ) -> SidecarConfig {
+        var listenerConfig = ListenerConfig(
+            name: "main", address: HostPort(host: "127.0.0.1", port: 0),
+            virtualHosts: [VirtualHostConfig(name: "all", domains: ["*"], routes: routes)]
+        )
+        listener(&listenerConfig)
+        return SidecarConfig(admin: AdminConfig(address: HostPort(host: "127.0.0.1", port: 0)), concurrency: 1,
+                             drainTimeout: .seconds(5), listeners: [listenerConfig], clusters: clusters)
+    }
+
+    var port: Int { sidecar.listenerAddresses.values.first!.port! }
+    func port(of listener: String) -> Int { sidecar.listenerAddresses[listener]!.port! }
+    var adminPort: Int { sidecar.adminAddress!.port! }
+    var url: String { "http://127.0.0.1:\(port)" }
+    var adminURL: String { "http://127.0.0.1:\(adminPort)" }
+
+    func stop() async {
+        await sidecar.shutdown()
+        for echo in echoes { await echo.stop() }
+    }
+}
+
+/// Runs `body` with a harness and always stops it, even when an expectation throws.
+func withHarness<T>(
+    echoes: Int = 2,
+    configPath: String? = nil,
+    _ makeConfig: ([HostPort]) throws -> SidecarConfig = Harness.defaultConfig,
+    _ body: (Harness) async throws -> T
+) async throws -> T {
+    let harness = try await Harness.start(echoes: echoes, configPath: configPath, makeConfig)
+    do {
+        let result = try await body(harness)
+        await harness.stop()
+        return result
+    } catch {
+        await harness.stop()
+        throw error
+    }
+}
+
+/// A loopback port nothing listens on (bound, then closed), for connect failures.
+func closedPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}

@@ -1,0 +1,115 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Byte-exact HTTP/1.1 over a plain socket, for what curl will not send (malformed requests, pipelining).
+enum RawTCP {
+    struct Reply: Sendable {
+        var text: String
+        /// True when the peer closed the connection; false when `timeout` ended the wait with it still open.
+        var closedByPeer: Bool
+
+        /// Status lines of every response in `text`, in order.
+        var statusLines: [String] {
+            // Split on any line break: "\r\n" is one Character in Swift, and bodies end in a bare "\n".
+            text.split(whereSeparator: \.isNewline).map(String.init).filter { $0.hasPrefix("HTTP/1.") && $0.count >= 12 }
+        }
+    }
+
+    /// Sends `request`, then reads until the peer closes or `timeout` passes (a safety net, not a wait:
+    /// the tests that use it expect the peer to close).
+    static func exchange(port: Int, _ request: [UInt8], timeout: Duration = .seconds(20)) async throws -> Reply {
+        let collector = NIOLockedValueBox<[UInt8]>([])
+        let timedOut = NIOLockedValueBox(false)
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Collect(collector))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port)
+            .get()
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) {
+            timedOut.withLockedValue { $0 = true }
+            channel.close(promise: nil)
+        }
+        try await channel.writeAndFlush(ByteBuffer(bytes: request))
+        try await channel.closeFuture.get()
+        timer.cancel()
+        let bytes = collector.withLockedValue { $0 }
+        return Reply(text: String(decoding: bytes, as: UTF8.self), closedByPeer: !timedOut.withLockedValue { $0 })
+    }
+
+    static func exchange(port: Int, _ request: String, timeout: Duration = .seconds(20)) async throws -> Reply {
+        try await exchange(port: port, Array(request.utf8), timeout: timeout)
+    }
+
+    private final class Collect: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let collector: NIOLockedValueBox<[UInt8]>
+
+        init(_ collector: NIOLockedValueBox<[UInt8]>) {
+            self.collector = collector
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            collector.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) }
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: Error) {
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// An upstream that records every byte it receives and answers nothing: proves what reached it.
+final class RecordingUpstream: Sendable {
+    private let channel: Channel
+    private let received: NIOLockedValueBox<[UInt8]>
+    private let connections: NIOLockedValueBox<Int>
+
+    var port: Int { channel.localAddress!.port! }
+    var receivedBytes: Int { received.withLockedValue { $0.count } }
+    var connectionCount: Int { connections.withLockedValue { $0 } }
+
+    private init(channel: Channel, received: NIOLockedValueBox<[UInt8]>, connections: NIOLockedValueBox<Int>) {
+        self.channel = channel
+        self.received = received
+        self.connections = connections
+    }
+
+    static func start() async throws -> RecordingUpstream {
+        let received = NIOLockedValueBox<[UInt8]>([])
+        let connections = NIOLockedValueBox(0)
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                connections.withLockedValue { $0 += 1 }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Record(received))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return RecordingUpstream(channel: channel, received: received, connections: connections)
+    }
+
+    func stop() async {
+        try? await channel.close()
+    }
+
+    private final class Record: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let received: NIOLockedValueBox<[UInt8]>
+
+        init(_ received: NIOLockedValueBox<[UInt8]>) {
+            self.received = received
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            received.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) }
+        }
+    }
+}
