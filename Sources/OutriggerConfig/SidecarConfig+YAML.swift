@@ -70,7 +70,8 @@ struct SidecarConfigDecoder {
             if items.isEmpty { reader.report(node, "listeners", "expected at least one listener") }
             listeners = items.enumerated().compactMap { decodeListener($1, "listeners[\($0)]") }
             reportDuplicates(items, listeners.map(\.name), path: "listeners", what: "listener name")
-            reportDuplicates(items, listeners.map(\.address.description), path: "listeners", what: "listener address")
+            // Port 0 asks the system for any free port, so it never collides.
+            reportDuplicates(items, listeners.map { $0.address.port == 0 ? "\(UUID())" : $0.address.description }, path: "listeners", what: "listener address")
         }
         var clusters: [ClusterConfig] = []
         if let node = fields["clusters"], let items = reader.sequence(node, "clusters") {

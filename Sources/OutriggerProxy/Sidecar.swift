@@ -79,31 +79,37 @@ public final class Sidecar: Sendable {
             }
             // Compile first: a config that does not compile touches nothing.
             _ = try ConfigStore.compile(config, version: 0, stats: configStore.stats)
+            // Only the address and TLS settings live in a listener's socket; routes and limits are read
+            // from the snapshot per request, so changing them keeps the socket (and its port).
             let previous = state.withLockedValue { $0.listeners }
-            let changed = config.listeners.filter { previous[$0.name]?.config != $0 }
-            let rebinding = changed.filter { listener in previous.values.contains { $0.config.address == listener.address } }
-            let fresh = changed.filter { listener in !rebinding.contains { $0.name == listener.name } }
+            let newNames = Set(config.listeners.map(\.name))
+            let closing = previous.filter { name, bound in
+                guard let next = config.listeners.first(where: { $0.name == name }) else { return true }
+                return !bound.config.hasSameSocket(as: next)
+            }
+            let needSocket = config.listeners.filter { previous[$0.name] == nil || closing[$0.name] != nil }
+            // An address a closing listener still holds can only be bound once that one is closed.
+            let late = needSocket.filter { listener in
+                listener.address.port != 0 && closing.values.contains { $0.config.address == listener.address }
+            }
+            let early = needSocket.filter { listener in !late.contains { $0.name == listener.name } }
             var bound: [String: BoundListener] = [:]
             do {
-                for listener in fresh { bound[listener.name] = try await bind(listener) }
+                for listener in early { bound[listener.name] = try await bind(listener) }
             } catch {
                 for listener in bound.values { try? await listener.channel.close() }
                 throw error
             }
             try configStore.apply(config)
-            // Listeners whose address is kept but whose settings changed: close, then bind again.
-            let keptNames = Set(config.listeners.map(\.name))
-            for (name, listener) in previous where !keptNames.contains(name) || changed.contains(where: { $0.name == name }) {
-                try? await listener.channel.close()
-            }
-            for listener in rebinding {
+            for listener in closing.values { try? await listener.channel.close() }
+            for listener in late {
                 do { bound[listener.name] = try await bind(listener) } catch {
                     logger.error("cannot bind listener", metadata: ["listener": "\(listener.name)", "error": "\(error)"])
                 }
             }
-            let changedNames = Set(changed.map(\.name))
             state.withLockedValue { state in
-                state.listeners = state.listeners.filter { keptNames.contains($0.key) && !changedNames.contains($0.key) }
+                state.listeners = state.listeners.filter { newNames.contains($0.key) && closing[$0.key] == nil }
+                for listener in config.listeners { state.listeners[listener.name]?.config = listener }
                 state.listeners.merge(bound) { $1 }
             }
             if config.admin != state.withLockedValue({ $0.admin?.config }) {
@@ -242,6 +248,13 @@ public final class Sidecar: Sendable {
         }
         defer { reloading.withLockedValue { $0 = false } }
         return try await body()
+    }
+}
+
+extension ListenerConfig {
+    /// True when `other` can be served by this listener's socket: same address, same TLS settings.
+    func hasSameSocket(as other: ListenerConfig) -> Bool {
+        address == other.address && tls == other.tls
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import OutriggerConfig
 import OutriggerEcho
 import OutriggerProxy
@@ -31,6 +32,18 @@ struct LoggingOptions: ParsableArguments {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Writes a line to standard output unbuffered, so scripts and tests waiting for it see it at once.
+func announce(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+extension SocketAddress {
+    /// `127.0.0.1:15001` / `[::1]:15001`, the form the config uses.
+    var hostPort: String {
+        HostPort(host: ipAddress ?? "?", port: port ?? 0).description
+    }
+}
 
 extension HostPort: ExpressibleByArgument {
     public init?(argument: String) {
@@ -75,6 +88,9 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Event loops (default: one per core; overrides the config file's).")
     var concurrency: Int?
 
+    @Option(help: ArgumentHelp("How often the config file is checked for changes, in milliseconds.", visibility: .hidden))
+    var watchIntervalMilliseconds: Int64 = 1000
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -118,10 +134,10 @@ struct Proxy: AsyncParsableCommand {
             throw ExitCode(1)
         }
         for (name, address) in sidecar.listenerAddresses.sorted(by: { $0.key < $1.key }) {
-            print("outrigger: listener \(name) on \(address)")
+            announce("outrigger: listener \(name) on \(address.hostPort)")
         }
-        if let admin = sidecar.adminAddress { print("outrigger: admin on \(admin)") }
-        await sidecar.runUntilStopped()
+        if let admin = sidecar.adminAddress { announce("outrigger: admin on \(admin.hostPort)") }
+        await sidecar.runUntilStopped(watchInterval: .milliseconds(watchIntervalMilliseconds))
         logger.info("drained; exiting")
     }
 }
@@ -171,7 +187,7 @@ struct Echo: AsyncParsableCommand {
 
     func run() async throws {
         let server = try await EchoServer.start(host: listen.host, port: listen.port, name: name ?? listen.description, threads: threads)
-        print("outrigger echo: listening on \(server.localAddress)")
+        announce("outrigger echo: listening on \(server.localAddress.hostPort)")
         await server.waitUntilClosed()
     }
 }

@@ -10,7 +10,13 @@ final class Harness: Sendable {
     let sidecar: Sidecar
     let echoes: [EchoServer]
 
-    static let quietLogger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+    /// Silent unless OUTRIGGER_TEST_LOG is set (then debug-level logs go to standard error).
+    static let quietLogger = Logger(label: "test") { label in
+        guard ProcessInfo.processInfo.environment["OUTRIGGER_TEST_LOG"] != nil else { return SwiftLogNoOpLogHandler() }
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = .debug
+        return handler
+    }
 
     private init(sidecar: Sidecar, echoes: [EchoServer]) {
         self.sidecar = sidecar
@@ -58,8 +64,9 @@ final class Harness: Sendable {
                              drainTimeout: .seconds(5), listeners: [listenerConfig], clusters: clusters)
     }
 
-    var port: Int { sidecar.listenerAddresses.values.first!.port! }
-    func port(of listener: String) -> Int { sidecar.listenerAddresses[listener]!.port! }
+    var port: Int { sidecar.listenerAddresses.values.first?.port ?? 0 }
+    /// The port of a listener, or 0 (which no request can reach) when there is no such listener.
+    func port(of listener: String) -> Int { sidecar.listenerAddresses[listener]?.port ?? 0 }
     var adminPort: Int { sidecar.adminAddress!.port! }
     var url: String { "http://127.0.0.1:\(port)" }
     var adminURL: String { "http://127.0.0.1:\(adminPort)" }

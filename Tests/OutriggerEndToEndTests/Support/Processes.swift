@@ -131,6 +131,10 @@ final class ChildProcess: @unchecked Sendable {
         Foundation.kill(process.processIdentifier, number)
     }
 
+    func kill() {
+        if process.isRunning { signal(SIGKILL) }
+    }
+
     func waitForExit() async -> Int32 {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {

@@ -1,0 +1,130 @@
+import Foundation
+import OutriggerConfig
+import Testing
+
+/// The real `outrigger` process: its command line, signals, exit codes and memory.
+@Suite("The outrigger process, end to end")
+struct ProcessTests {
+    /// Starts `outrigger echo` on port 0 and returns it with its port.
+    static func startEcho(name: String) async throws -> (ChildProcess, Int) {
+        let echo = try ChildProcess(try outriggerExecutable(), ["echo", "--listen", "127.0.0.1:0", "--name", name])
+        let text = try await echo.waitForOutput(containing: "listening on 127.0.0.1:")
+        return (echo, try port(in: text, after: "listening on 127.0.0.1:"))
+    }
+
+    /// Starts `outrigger proxy ARGS` and returns it with its first listener's port and its admin port.
+    static func startProxy(_ arguments: [String], listener: String = "quickstart") async throws -> (ChildProcess, port: Int, admin: Int) {
+        let proxy = try ChildProcess(try outriggerExecutable(), ["proxy"] + arguments)
+        let text = try await proxy.waitForOutput(containing: "outrigger: admin on")
+        return (proxy, try port(in: text, after: "listener \(listener) on 127.0.0.1:"), try port(in: text, after: "admin on 127.0.0.1:"))
+    }
+
+    static func port(in text: String, after marker: String) throws -> Int {
+        let range = try #require(text.range(of: marker))
+        return try #require(Int(text[range.upperBound...].prefix(while: \.isNumber)))
+    }
+
+    @Test func validateReportsEveryErrorWithPosition() async throws {
+        let file = try ConfigFile()
+        try file.write("""
+        listeners:
+          - name: in
+            address: 127.0.0.1:15006
+            routes:
+              - cluster: missing
+                timout: 5s
+        clusters:
+          - {name: local, endpoints: [127.0.0.1:8080], protocol: http3}
+        """)
+        let bad = try await run(try outriggerExecutable(), ["validate", file.path])
+        #expect(bad.status == 1)
+        #expect(bad.stdout.contains("\(file.path):5:18: listeners[0].routes[0].cluster: unknown cluster 'missing'"))
+        #expect(bad.stdout.contains("\(file.path):6:9: listeners[0].routes[0].timout: unknown key 'timout'; did you mean 'timeout'?"))
+        #expect(bad.stdout.contains("\(file.path):8:58: clusters[0].protocol: expected one of http1, http2"))
+
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../config/sidecar.yaml").standardized.path
+        let good = try await run(try outriggerExecutable(), ["validate", example])
+        #expect(good.status == 0, "\(good.stdout)")
+        #expect(good.stdout == "\(example): ok\n")
+    }
+
+    @Test func proxyRefusesToStartOnABadConfig() async throws {
+        let file = try ConfigFile()
+        try file.write("listeners: []\nclusters: []\n")
+        let result = try await run(try outriggerExecutable(), ["proxy", "--config", file.path], environment: ["SWIFT_BACKTRACE": "enable=no"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("\(file.path):1:12: listeners: expected at least one listener"))
+        #expect(result.stderr.contains("refusing to start"))
+    }
+
+    @Test func quickStartServesHTTP1AndHTTP2RoundRobin() async throws {
+        let (echoA, portA) = try await Self.startEcho(name: "a")
+        let (echoB, portB) = try await Self.startEcho(name: "b")
+        let (proxy, port, _) = try await Self.startProxy([
+            "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(portA),127.0.0.1:\(portB)", "--admin", "127.0.0.1:0", "--concurrency", "1",
+        ])
+        defer { proxy.kill(); echoA.kill(); echoB.kill() }
+        let first = try #require(try await fetch("http://127.0.0.1:\(port)/").echo)
+        let second = try #require(try await fetch("http://127.0.0.1:\(port)/", ["--http2-prior-knowledge"]).echo)
+        #expect(Set([first.server, second.server]) == ["a", "b"])
+    }
+
+    @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
+        let (echo, echoPort) = try await Self.startEcho(name: "drain")
+        let (proxy, port, admin) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort)", "--admin", "127.0.0.1:0"])
+        defer { proxy.kill(); echo.kill() }
+        async let slow = fetch("http://127.0.0.1:\(port)/?delay=800")
+        try await waitUntil { try await fetch("http://127.0.0.1:\(admin)/stats").body.contains("\"requests_active\" : 1") }
+        proxy.signal(SIGTERM)
+        let response = try await slow
+        #expect(response.status == 200, "the request in flight finishes")
+        #expect(await proxy.waitForExit() == 0)
+        #expect(try await curl(["http://127.0.0.1:\(port)/"]).status != 0, "nothing listens after exit")
+    }
+
+    @Test func sighupAndFileChangesReloadTheRunningProcess() async throws {
+        let (echoA, portA) = try await Self.startEcho(name: "a")
+        let (echoB, portB) = try await Self.startEcho(name: "b")
+        let file = try ConfigFile()
+        try file.write(ConfigFile.yaml(cluster: "a", clusters: ["a": portA, "b": portB]))
+        let (proxy, port, _) = try await Self.startProxy(["--config", file.path, "--watch-interval-milliseconds", "50"], listener: "main")
+        defer { proxy.kill(); echoA.kill(); echoB.kill() }
+        #expect(try await fetch("http://127.0.0.1:\(port)/").echo?.server == "a")
+
+        // A change to the file is picked up without a signal.
+        try file.write(ConfigFile.yaml(cluster: "b", clusters: ["a": portA, "b": portB]))
+        try await proxy.waitForOutput(containing: "config reloaded")
+        #expect(try await fetch("http://127.0.0.1:\(port)/").echo?.server == "b")
+
+        // A bad file is rejected and the running config kept.
+        try file.write("listeners: [oops\n")
+        try await proxy.waitForOutput(containing: "config rejected")
+        #expect(try await fetch("http://127.0.0.1:\(port)/").echo?.server == "b")
+
+        // SIGHUP reloads too.
+        try file.write(ConfigFile.yaml(cluster: "a", clusters: ["a": portA, "b": portB]))
+        try await proxy.waitForOutput(containing: "config reloaded", count: 2)
+        proxy.signal(SIGHUP)
+        try await proxy.waitForOutput(containing: "config reloaded", count: 3)
+        #expect(try await fetch("http://127.0.0.1:\(port)/").echo?.server == "a")
+    }
+
+    /// 1 GiB each way through the sidecar: bodies stream with backpressure, never buffered whole.
+    @Test func gigabyteUploadAndDownloadStreamInBoundedMemory() async throws {
+        let (echo, echoPort) = try await Self.startEcho(name: "bulk")
+        let (proxy, port, _) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort)", "--admin", "127.0.0.1:0", "--concurrency", "1"])
+        defer { proxy.kill(); echo.kill() }
+        _ = try await fetch("http://127.0.0.1:\(port)/warm-up")
+        let before = proxy.memoryKiB().resident
+        let gigabyte = 1 << 30
+
+        let download = try await curl(["-o", "/dev/null", "-w", "%{http_code} %{size_download}", "http://127.0.0.1:\(port)/?size=\(gigabyte)"])
+        #expect(download.stdout == "200 \(gigabyte)")
+
+        let upload = try await run("bash", ["-c", "head -c \(gigabyte) /dev/zero | curl -sS -T - -H 'Content-Type: application/octet-stream' http://127.0.0.1:\(port)/upload"])
+        #expect(upload.stdout.contains("\"bodyBytes\":\(gigabyte)"), "\(upload.stdout) \(upload.stderr)")
+
+        let growthMiB = (proxy.memoryKiB().peak - before) / 1024
+        #expect(growthMiB < 64, "peak resident memory grew by \(growthMiB) MiB")
+    }
+}
