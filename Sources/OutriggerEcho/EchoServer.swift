@@ -17,6 +17,9 @@ import OutriggerProxy
 /// | `close=1` / `x-echo-close` | answer, then close the connection |
 /// | `trailers=1` / `x-echo-trailers` | end the response with trailers (`x-echo-trailer: done`) |
 ///
+/// An HTTP/1.1 request with `Connection: upgrade` and `Upgrade: P` gets `101 Switching Protocols`, after
+/// which every byte received is sent back as it came (a tunnel echo; no WebSocket framing).
+///
 /// Serves HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.
 public final class EchoServer: Sendable {
     public let name: String
@@ -51,8 +54,12 @@ public final class EchoServer: Sendable {
                                     }
                                 }
                             } else {
-                                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                                try channel.pipeline.syncOperations.addHandler(EchoHandler(name: name, protocolName: "HTTP/1.1"))
+                                let sync = channel.pipeline.syncOperations
+                                try sync.addHandler(HTTPResponseEncoder())
+                                try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+                                try sync.addHandler(HTTPServerPipelineHandler())
+                                try sync.addHandler(HTTPServerProtocolErrorHandler())
+                                try sync.addHandler(EchoHandler(name: name, protocolName: "HTTP/1.1"))
                             }
                         })
                     }
@@ -105,7 +112,7 @@ struct EchoInstructions {
     }
 }
 
-final class EchoHandler: ChannelInboundHandler {
+final class EchoHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -149,6 +156,11 @@ final class EchoHandler: ChannelInboundHandler {
         guard context.channel.isActive else { return }
         if instructions.reset {
             context.close(promise: nil)
+            return
+        }
+        if protocolName == "HTTP/1.1", let upgrade = head.headers.first(name: "upgrade"),
+           head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) {
+            switchToRawEcho(context: context, upgrade: upgrade)
             return
         }
         var headers = HTTPHeaders()
@@ -205,9 +217,44 @@ final class EchoHandler: ChannelInboundHandler {
         if end.close { written.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
     }
 
+    /// Answers 101, then swaps the HTTP handlers for a byte echo (the decoder last, so no byte is lost).
+    private func switchToRawEcho(context: ChannelHandlerContext, upgrade: String) {
+        let headers: HTTPHeaders = ["upgrade": upgrade, "connection": "upgrade", "x-echo-server": name]
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))), promise: nil)
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try pipeline.addHandler(RawEchoHandler())
+            pipeline.removeHandler(try pipeline.handler(type: HTTPServerProtocolErrorHandler.self), promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: HTTPServerPipelineHandler.self), promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: HTTPResponseEncoder.self), promise: nil)
+            pipeline.removeHandler(context: context, promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { writeRemaining(context: context) }
         context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// After an upgrade: every byte back as it came.
+final class RawEchoHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

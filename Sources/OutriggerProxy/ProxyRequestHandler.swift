@@ -31,9 +31,14 @@ final class ProxiedRequest {
     var bodyBytes = 0
     var timeout: Scheduled<Void>?
     var ticket: LeaseTicket?
+    /// The `Upgrade` value of an HTTP/1.1 upgrade request (WebSocket…) that may be tunnelled; nil otherwise.
+    let upgrade: String?
+    /// The upstream answered `101 Switching Protocols`: at the response's end both sides become a tunnel.
+    var switchingProtocols = false
 
     init(listener: ListenerRuntime, route: Route, cluster: ClusterRuntime, upstreamHead: HTTPRequestHead, downstreamHead: HTTPRequestHead,
-         headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline) {
+         headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline, upgrade: String?) {
+        self.upgrade = upgrade
         self.listener = listener
         self.route = route
         self.cluster = cluster
@@ -51,7 +56,7 @@ final class ProxiedRequest {
 /// The end of a downstream pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the HTTP/1
 /// codec): routes each request, leases an upstream on this event loop and relays both ways with
 /// backpressure, or answers locally with a reason.
-final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate, UpstreamLeaseRequester {
+final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamExchangeDelegate, UpstreamLeaseRequester {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -188,10 +193,16 @@ final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate,
             &upstreamHead, route: route, clientAddress: clientAddress, scheme: scheme,
             addVia: listener.config.addVia, random: &local.random
         )
+        // HTTP/1.1 Upgrade (WebSocket…) is tunnelled to an HTTP/1.1 upstream; `h2c` never is (RFC 9113 §3.1).
+        let upgrade = Self.tunnelableUpgrade(head, downstream: downstreamProtocol, upstream: cluster.config.upstreamProtocol)
+        if let upgrade {
+            upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
+            upstreamHead.headers.replaceOrAdd(name: "upgrade", value: upgrade)
+        }
         let holdHead = downstreamProtocol == .http2 && !upstreamHead.headers.contains(name: "content-length")
         let request = ProxiedRequest(
             listener: listener, route: route, cluster: cluster, upstreamHead: upstreamHead, downstreamHead: head,
-            headHeldForFraming: holdHead, keepAlive: head.isKeepAlive, start: start
+            headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
         )
         let timeout = route.timeout ?? cluster.config.timeout
         request.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
@@ -278,6 +289,13 @@ final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate,
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .proxying(let request, _) = state else { return }
+        if head.status == .switchingProtocols && request.upgrade == nil {
+            // A 101 nobody asked for: the upstream is out of step.
+            request.cluster.stats.requestFailures.increment()
+            abandonUpstream()
+            localReply(.upstreamProtocolError, request: request, requestComplete: request.requestComplete)
+            return
+        }
         request.timeout?.cancel()
         request.timeout = nil
         request.responseStarted = true
@@ -286,6 +304,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate,
         response.version = request.downstreamVersion
         let elapsed = (NIODeadline.now() - request.start).nanoseconds / 1_000_000
         ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsed, addVia: request.listener.config.addVia)
+        if head.status == .switchingProtocols {
+            request.switchingProtocols = true
+            response.headers.replaceOrAdd(name: "connection", value: "upgrade")
+            response.headers.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? request.upgrade ?? "")
+        }
         if !request.keepAlive && downstreamProtocol == .http1 { response.headers.replaceOrAdd(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         needsFlush = true
@@ -298,7 +321,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate,
     }
 
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
-        guard case .proxying(let request, _) = state else { return }
+        guard case .proxying(let request, let upstream) = state else { return }
+        if request.switchingProtocols {
+            startTunnel(request, upstream: upstream)
+            return
+        }
         request.responseComplete = true
         recordFinished(request)
         if request.requestComplete {
@@ -333,6 +360,51 @@ final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate,
 
     func upstreamWritabilityChanged(isWritable: Bool) {
         if isWritable { deliverPendingRead() }
+    }
+
+    // MARK: Tunnels
+
+    /// Both HTTP/1.1 connections stop being HTTP: their codecs leave and a relay pair carries the bytes.
+    private func startTunnel(_ request: ProxiedRequest, upstream: UpstreamExchangeHandler) {
+        request.responseComplete = true
+        recordFinished(request)
+        state = .closing
+        let context = self.context!
+        let (downstreamRelay, upstreamRelay) = TunnelRelay.pair()
+        do {
+            context.flush()
+            try upstream.switchToTunnel(upstreamRelay)
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandler(downstreamRelay)
+            pipeline.removeHandler(try pipeline.handler(type: HTTP1ProtocolErrorHandler.self), promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: HTTPServerPipelineHandler.self), promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: HTTPResponseEncoder.self), promise: nil)
+            pipeline.removeHandler(context: context, promise: nil)
+            // The decoder goes last: bytes the client sent after the upgrade request go on to the relay.
+            pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)
+        } catch {
+            upstream.channel?.close(promise: nil)
+            context.close(promise: nil)
+        }
+    }
+
+    /// Whether the connection can carry another request after this one. NIO's HTTP/1.1 parser stops at
+    /// an upgrade request (`Connection: upgrade` with `Upgrade`, or CONNECT); unless it becomes a tunnel,
+    /// the connection closes after the response.
+    private func keepsConnection(_ head: HTTPRequestHead) -> Bool {
+        guard downstreamProtocol == .http1 else { return true }
+        let upgrades = head.method == .CONNECT || (head.headers.contains(name: "upgrade")
+            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" })
+        return head.isKeepAlive && !upgrades
+    }
+
+    /// The `Upgrade` protocol of a request that can be tunnelled, or nil.
+    static func tunnelableUpgrade(_ head: HTTPRequestHead, downstream: DownstreamProtocol, upstream: ClusterConfig.UpstreamProtocol) -> String? {
+        guard downstream == .http1, upstream == .http1, let upgrade = head.headers.first(name: "upgrade"),
+              upgrade.lowercased() != "h2c",
+              head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" })
+        else { return nil }
+        return upgrade
     }
 
     // MARK: Timeouts and endings
@@ -401,7 +473,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, UpstreamExchangeDelegate,
                             requestComplete: Bool, start: NIODeadline = .now()) {
         listener?.stats.requestsActive.decrement()
         writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method == .HEAD,
-                        keepAlive: head.isKeepAlive, requestComplete: requestComplete, listener: listener, start: start)
+                        keepAlive: keepsConnection(head), requestComplete: requestComplete, listener: listener, start: start)
     }
 
     private func writeLocalReply(_ reason: LocalReplyReason, version: HTTPVersion, isGRPC: Bool, isHEAD: Bool, keepAlive: Bool,

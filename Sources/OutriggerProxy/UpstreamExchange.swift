@@ -27,7 +27,7 @@ protocol UpstreamExchangeDelegate: AnyObject {
 
 /// Sits last in an upstream channel's pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the
 /// HTTP/1 codec) and carries one exchange at a time between the wire and its delegate.
-final class UpstreamExchangeHandler: ChannelDuplexHandler {
+final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
@@ -35,6 +35,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler {
     enum State {
         case idle
         case active(requestComplete: Bool, responseComplete: Bool, reusable: Bool)
+        /// Handed over to a tunnel after `101 Switching Protocols`; no longer HTTP.
+        case tunnelled
         case closed
     }
 
@@ -48,6 +50,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler {
     var exchangeFinished: ((UpstreamExchangeHandler, _ reusable: Bool) -> Void)?
     /// Called once when the channel closes.
     var closed: ((UpstreamExchangeHandler) -> Void)?
+    /// Called when the connection leaves its pool to carry a tunnel.
+    var detached: ((UpstreamExchangeHandler) -> Void)?
     let id: Int
 
     init(id: Int) {
@@ -110,6 +114,24 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler {
             finishExchange()
         }
         context?.close(promise: nil)
+    }
+
+    /// Takes the connection out of HTTP after a `101`: the pool forgets it, and `relay` carries its bytes.
+    /// Handlers are swapped so bytes the decoder already holds go to the relay, not lost.
+    func switchToTunnel(_ relay: TunnelRelay) throws {
+        guard let context else { throw UpstreamFailure.reset }
+        state = .tunnelled
+        delegate = nil
+        detached?(self)
+        closed = nil
+        let pipeline = context.pipeline.syncOperations
+        try pipeline.addHandler(relay)
+        pipeline.removeHandler(context: context, promise: nil)
+        pipeline.removeHandler(try pipeline.handler(type: HTTPRequestEncoder.self), promise: nil)
+        if let validator = try? pipeline.handler(type: NIOHTTPRequestHeadersValidator.self) {
+            pipeline.removeHandler(validator, promise: nil)
+        }
+        pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: nil)
     }
 
     private func finishExchange() {

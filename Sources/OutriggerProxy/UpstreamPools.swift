@@ -165,6 +165,7 @@ final class HTTP1EndpointPool {
                 self.state.connectSucceeded(handler.id)
                 handler.exchangeFinished = { [weak self] handler, reusable in self?.released(handler, reusable: reusable) }
                 handler.closed = { [weak self] handler in self?.connectionClosed(handler) }
+                handler.detached = { [weak self] handler in self?.connectionDetached(handler) }
                 if let waiting = requester {
                     requester = nil
                     waiting.upstreamLeased(handler)
@@ -206,6 +207,15 @@ final class HTTP1EndpointPool {
         connections[handler.id] = nil
         idleTimers.removeValue(forKey: handler.id)?.cancel()
         perform(state.idleConnectionClosed(handler.id))
+        if state.isEmpty { becameEmpty(self) }
+    }
+
+    /// The connection now carries a tunnel: it leaves the pool, but is counted until it closes.
+    private func connectionDetached(_ handler: UpstreamExchangeHandler) {
+        connections[handler.id] = nil
+        perform(state.idleConnectionClosed(handler.id))
+        let stats = self.stats
+        handler.channel?.closeFuture.whenComplete { _ in stats.connectionsActive.decrement() }
         if state.isEmpty { becameEmpty(self) }
     }
 

@@ -161,3 +161,41 @@ struct HTTP1ProxyTests {
         }
     }
 }
+
+@Suite("HTTP/1.1 Upgrade tunnels, end to end")
+struct TunnelTests {
+    static func tunnel(port: Int, size: Int, upgrade: String = "websocket") async throws -> [String: Any] {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/tunnel_client.py").path
+        let result = try await run("python3", [script, String(port), String(size), upgrade])
+        guard result.status == 0, let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else {
+            throw CurlFailure(status: result.status, stderr: result.stderr + result.stdout)
+        }
+        return object
+    }
+
+    @Test func websocketUpgradeIsTunnelledBothWays() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let reply = try await Self.tunnel(port: harness.port, size: 8 << 20)
+            let head = try #require(reply["head"] as? String)
+            #expect(head.hasPrefix("HTTP/1.1 101 Switching Protocols"))
+            #expect(head.lowercased().contains("upgrade: websocket"))
+            #expect(reply["intact"] as? Bool == true, "8 MiB and the bytes sent with the request come back unchanged")
+            // Both halves of the tunnel close when the client leaves.
+            try await waitUntil {
+                let stats = try await fetch(harness.adminURL + "/stats/prometheus").body
+                return stats.contains("outrigger_upstream_connections_active{cluster=\"upstream\"} 0\n")
+                    && stats.contains("outrigger_downstream_connections_active{listener=\"quickstart\"} 0\n")
+            }
+            #expect(try await fetch(harness.url + "/after").status == 200, "the proxy carries on with plain requests")
+        }
+    }
+
+    @Test func h2cUpgradeIsNotTunnelled() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let reply = try await Self.tunnel(port: harness.port, size: 10, upgrade: "h2c")
+            let head = try #require(reply["head"] as? String)
+            #expect(head.hasPrefix("HTTP/1.1 200 OK"), "the upgrade is stripped and the request answered as HTTP/1.1")
+            #expect(head.lowercased().contains("connection: close"), "the parser stops at an upgrade request, so the connection closes")
+        }
+    }
+}
