@@ -98,9 +98,24 @@ public enum ProxyHeaders {
         addVia: Bool
     ) {
         removeHopByHop(&head.headers)
+        if head.status.reasonPhrase.isEmpty {
+            head.status = .custom(code: head.status.code, reasonPhrase: reasonPhrase(forUnknown: head.status.code))
+        }
         head.headers.replaceOrAdd(name: OutriggerHeader.upstreamServiceTime, value: String(upstreamServiceMilliseconds))
         if addVia { appendVia(&head.headers, version: head.version) }
         route.responseHeaders.apply(to: &head.headers)
+    }
+
+    /// A reason phrase for a status code NIO does not name: some HTTP/1.1 clients (h2load `--h1` among
+    /// them) miscount responses whose status line has none.
+    static func reasonPhrase(forUnknown code: UInt) -> String {
+        switch code {
+        case 100..<200: return "Informational"
+        case 200..<300: return "Success"
+        case 300..<400: return "Redirection"
+        case 400..<500: return "Client Error"
+        default: return "Server Error"
+        }
     }
 
     private static func appendVia(_ headers: inout HTTPHeaders, version: HTTPVersion) {

@@ -9,6 +9,9 @@ public final class RuntimeSnapshot: Sendable {
     public let version: Int
     public let listeners: [String: ListenerRuntime]
     public let clusters: [String: ClusterRuntime]
+    /// Endpoints whose names did not resolve, with why. Their clusters start without them (503
+    /// `no_healthy_upstream` if nothing else is left) and resolution is retried on the refresh interval.
+    public let unresolved: [(endpoint: HostPort, cluster: String, error: String)]
 
     /// - Parameter resolve: turns a configured endpoint into addresses; static IPs need no lookup.
     public init(
@@ -20,11 +23,15 @@ public final class RuntimeSnapshot: Sendable {
         self.config = config
         self.version = version
         var clusters: [String: ClusterRuntime] = [:]
+        var unresolved: [(endpoint: HostPort, cluster: String, error: String)] = []
         for cluster in config.clusters {
-            let endpoints = try Self.endpoints(of: cluster, resolve: resolve)
+            let endpoints = Self.endpoints(of: cluster, resolve: resolve) { endpoint, error in
+                unresolved.append((endpoint, cluster.name, "\(error)"))
+            }
             clusters[cluster.name] = ClusterRuntime(config: cluster, endpoints: endpoints, stats: stats.cluster(cluster.name))
         }
         self.clusters = clusters
+        self.unresolved = unresolved
         var listeners: [String: ListenerRuntime] = [:]
         for listener in config.listeners {
             listeners[listener.name] = ListenerRuntime(
@@ -36,12 +43,24 @@ public final class RuntimeSnapshot: Sendable {
         self.listeners = listeners
     }
 
-    /// Every address each configured endpoint resolves to, deduplicated.
-    public static func endpoints(of cluster: ClusterConfig, resolve: (HostPort) throws -> [SocketAddress]) throws -> [Endpoint] {
+    /// Every address each configured endpoint resolves to, deduplicated; endpoints that do not resolve
+    /// are left out and reported to `failed`.
+    public static func endpoints(
+        of cluster: ClusterConfig,
+        resolve: (HostPort) throws -> [SocketAddress],
+        failed: (HostPort, any Error) -> Void
+    ) -> [Endpoint] {
         var seen: Set<String> = []
         var endpoints: [Endpoint] = []
         for configured in cluster.endpoints {
-            for address in try resolve(configured) {
+            let addresses: [SocketAddress]
+            do {
+                addresses = try resolve(configured)
+            } catch {
+                failed(configured, error)
+                continue
+            }
+            for address in addresses {
                 let endpoint = Endpoint(configured: configured, address: address, cluster: cluster)
                 if seen.insert(endpoint.poolKey).inserted { endpoints.append(endpoint) }
             }

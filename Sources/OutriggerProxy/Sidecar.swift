@@ -53,6 +53,7 @@ public final class Sidecar: Sendable {
             throw error
         }
         sidecar.state.withLockedValue { $0.fileStamp = configPath.flatMap(FileStamp.init(path:)) }
+        sidecar.warnAboutUnresolvedEndpoints()
         return sidecar
     }
 
@@ -101,6 +102,7 @@ public final class Sidecar: Sendable {
                 throw error
             }
             try configStore.apply(config)
+            warnAboutUnresolvedEndpoints()
             for listener in closing.values { try? await listener.channel.close() }
             for listener in late {
                 do { bound[listener.name] = try await bind(listener) } catch {
@@ -154,15 +156,26 @@ public final class Sidecar: Sendable {
     /// Resolves hostname endpoints again; changed address sets are swapped in without a reload.
     public func refreshEndpoints() {
         for cluster in configStore.snapshot.clusters.values where cluster.config.endpoints.contains(where: { !$0.isIPLiteral }) {
-            do {
-                let endpoints = try RuntimeSnapshot.endpoints(of: cluster.config, resolve: EndpointResolver.resolve)
-                if endpoints.map(\.poolKey) != cluster.endpoints.map(\.poolKey) {
-                    cluster.replaceEndpoints(endpoints)
-                    logger.info("endpoints changed", metadata: ["cluster": "\(cluster.name)", "endpoints": "\(endpoints)"])
-                }
-            } catch {
-                logger.warning("cannot resolve endpoints; keeping the last ones", metadata: ["cluster": "\(cluster.name)", "error": "\(error)"])
+            var failures: [String] = []
+            let endpoints = RuntimeSnapshot.endpoints(of: cluster.config, resolve: EndpointResolver.resolve) { endpoint, error in
+                failures.append("\(endpoint): \(error)")
             }
+            if !failures.isEmpty {
+                // A lookup that fails now keeps what it resolved to before (DNS hiccups must not drain a cluster).
+                logger.warning("cannot resolve endpoints; keeping the last addresses", metadata: ["cluster": "\(cluster.name)", "errors": "\(failures)"])
+                continue
+            }
+            if endpoints.map(\.poolKey) != cluster.endpoints.map(\.poolKey) {
+                cluster.replaceEndpoints(endpoints)
+                logger.info("endpoints changed", metadata: ["cluster": "\(cluster.name)", "endpoints": "\(endpoints)"])
+            }
+        }
+    }
+
+    private func warnAboutUnresolvedEndpoints() {
+        for failure in configStore.snapshot.unresolved {
+            logger.warning("endpoint does not resolve; the cluster starts without it and retries on its refresh interval",
+                           metadata: ["cluster": "\(failure.cluster)", "endpoint": "\(failure.endpoint)", "error": "\(failure.error)"])
         }
     }
 

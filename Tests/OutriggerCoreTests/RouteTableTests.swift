@@ -187,3 +187,50 @@ struct ProxyHeadersTests {
         #expect(ids.count == 1000)
     }
 }
+
+@Suite("Reason phrases")
+struct ReasonPhraseTests {
+    @Test func unknownStatusCodesGetAReasonPhrase() throws {
+        let route = try ProxyHeadersTests.route()
+        for (code, phrase) in [(599, "Server Error"), (299, "Success"), (499, "Client Error"), (200, "OK"), (503, "Service Unavailable")] {
+            var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code))
+            ProxyHeaders.prepareDownstreamResponse(&head, route: route, upstreamServiceMilliseconds: 1, addVia: false)
+            #expect(head.status.code == UInt(code))
+            #expect(head.status.reasonPhrase == phrase)
+        }
+    }
+}
+
+@Suite("Runtime snapshot")
+struct RuntimeSnapshotTests {
+    struct NoSuchHost: Error {}
+
+    @Test func unresolvableEndpointsAreLeftOutAndReported() throws {
+        let config = SidecarConfig(
+            listeners: [ListenerConfig(name: "l", address: HostPort(host: "127.0.0.1", port: 0), virtualHosts: [])],
+            clusters: [ClusterConfig(name: "c", endpoints: [
+                HostPort(host: "gone.example", port: 80), HostPort(host: "svc.example", port: 80), HostPort(host: "10.0.0.9", port: 81),
+            ])]
+        )
+        let snapshot = try RuntimeSnapshot(config: config, version: 1, stats: ProxyStats()) { endpoint in
+            switch endpoint.host {
+            case "gone.example": throw NoSuchHost()
+            case "svc.example": return [try SocketAddress(ipAddress: "10.0.0.1", port: 80), try SocketAddress(ipAddress: "10.0.0.2", port: 80)]
+            default: return [try SocketAddress(ipAddress: endpoint.host, port: endpoint.port)]
+            }
+        }
+        let endpoints = try #require(snapshot.clusters["c"]).endpoints
+        #expect(endpoints.map { $0.address.ipAddress } == ["10.0.0.1", "10.0.0.2", "10.0.0.9"], "every A record is an endpoint")
+        #expect(snapshot.unresolved.map(\.endpoint) == [HostPort(host: "gone.example", port: 80)])
+    }
+
+    @Test func roundRobinRotatesOverTheCurrentEndpoints() throws {
+        let cluster = try #require(RouteTableTests.clusters(["a"])["a"])
+        let second = Endpoint(configured: HostPort(host: "127.0.0.1", port: 2), address: try SocketAddress(ipAddress: "127.0.0.1", port: 2), cluster: cluster.config)
+        cluster.replaceEndpoints(cluster.endpoints + [second])
+        var picker = RoundRobinPicker()
+        let picks = (0..<4).compactMap { _ in picker.pick(from: cluster.endpoints)?.address.port }
+        #expect(picks == [1, 2, 1, 2])
+        #expect(picker.pick(from: []) == nil)
+    }
+}

@@ -144,6 +144,30 @@ struct HTTP1ProxyTests {
         }
     }
 
+    @Test func hostnameEndpointsAreResolved() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("named"))],
+                           clusters: [ClusterConfig(name: "named", endpoints: [HostPort(host: "localhost", port: endpoints[0].port)])])
+        } _: { (harness: Harness) async throws in
+            #expect(try await fetch(harness.url + "/named").echo?.server == "echo-0")
+            #expect(try await fetch(harness.adminURL + "/config_dump").body.contains("\"localhost:"))
+        }
+    }
+
+    @Test func statusLinesAlwaysCarryAReasonPhrase() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let unknown = try await RawTCP.exchange(port: harness.port, "GET /?status=599 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(unknown.statusLines == ["HTTP/1.1 599 Server Error"])
+            // h2load --h1 miscounts responses without a reason phrase: every one must count.
+            // (h2load counts 4xx and 5xx as "failed"; "errored" is a response it could not read.)
+            let load = try await run("h2load", ["--h1", "-n", "200", "-c", "4", harness.url + "/?status=599"])
+            #expect(load.stdout.contains("200 done, 0 succeeded, 200 failed, 0 errored"), "\(load.stdout)")
+            #expect(load.stdout.contains("status codes: 0 2xx, 0 3xx, 0 4xx, 200 5xx"), "\(load.stdout)")
+            let mixed = try await run("h2load", ["--h1", "-n", "100", "-c", "2", harness.url + "/?status=204"])
+            #expect(mixed.stdout.contains("100 done, 100 succeeded, 0 failed, 0 errored"), "\(mixed.stdout)")
+        }
+    }
+
     @Test func weightedClustersSplitTraffic() async throws {
         try await withHarness { endpoints in
             Harness.config(
