@@ -38,7 +38,7 @@ outrigger_pid=$!
 cat >"$work/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s

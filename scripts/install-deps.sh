@@ -14,11 +14,14 @@ if [ "${1:-}" = "--bench" ]; then
   command -v haproxy >/dev/null || want+=(haproxy)
 fi
 
-# Python's h2, for tests that send HTTP/2 that real clients refuse to send.
-if ! python3 -c "import h2" 2>/dev/null; then
-  echo "install-deps: installing python h2" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore h2 \
-    || python3 -m pip install --quiet --break-system-packages h2
+# Python's h2 (HTTP/2 that real clients refuse to send) and grpcio (a real gRPC client and server).
+python_want=()
+python3 -c "import h2" 2>/dev/null || python_want+=(h2)
+python3 -c "import grpc" 2>/dev/null || python_want+=(grpcio)
+if [ ${#python_want[@]} -gt 0 ]; then
+  echo "install-deps: installing python ${python_want[*]}" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_want[@]}" \
+    || python3 -m pip install --quiet --break-system-packages "${python_want[@]}"
 fi
 
 [ ${#want[@]} -eq 0 ] && exit 0

@@ -16,8 +16,8 @@ enum LocalReply {
         headers.reserveCapacity(6)
         if isGRPC {
             headers.add(name: "content-type", value: "application/grpc")
-            headers.add(name: "grpc-status", value: String(reason.grpcStatus))
-            headers.add(name: "grpc-message", value: reason.explanation.replacingOccurrences(of: " ", with: "%20"))
+            // HTTP/2 carries the status in trailers (see `trailers`); HTTP/1.1 has only the head.
+            if version.major != 2 { headers.add(contentsOf: grpcStatus(for: reason)) }
         } else {
             headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         }
@@ -26,6 +26,10 @@ enum LocalReply {
         if closeConnection && version.major == 1 { headers.add(name: "connection", value: "close") }
         let status: HTTPResponseStatus = isGRPC ? .ok : reason.status
         return HTTPResponseHead(version: version.major == 2 ? .http2 : .http1_1, status: status, headers: headers)
+    }
+
+    static func grpcStatus(for reason: LocalReplyReason) -> HTTPHeaders {
+        ["grpc-status": String(reason.grpcStatus), "grpc-message": reason.explanation.replacingOccurrences(of: " ", with: "%20")]
     }
 
     static func body(for reason: LocalReplyReason, isGRPC: Bool, allocator: ByteBufferAllocator) -> ByteBuffer? {
@@ -46,7 +50,8 @@ enum LocalReply {
         let head = Self.head(for: reason, version: version, isGRPC: isGRPC, closeConnection: closeConnection, bodyLength: body?.readableBytes ?? 0)
         context.write(wrap(.head(head)), promise: nil)
         if let body, !isHEAD { context.write(wrap(.body(.byteBuffer(body))), promise: nil) }
-        return context.writeAndFlush(wrap(.end(nil)))
+        let trailers = isGRPC && version.major == 2 ? grpcStatus(for: reason) : nil
+        return context.writeAndFlush(wrap(.end(trailers)))
     }
 }
 

@@ -35,6 +35,9 @@ final class ProxiedRequest {
     let upgrade: String?
     /// The upstream answered `101 Switching Protocols`: at the response's end both sides become a tunnel.
     var switchingProtocols = false
+    /// The status of a gRPC "trailers-only" upstream response, sent downstream as trailers (the HTTP/2
+    /// codec cannot end a stream on its first HEADERS frame, and a status-less end reads as UNKNOWN).
+    var grpcStatusFromHead: HTTPHeaders?
 
     init(listener: ListenerRuntime, route: Route, cluster: ClusterRuntime, upstreamHead: HTTPRequestHead, downstreamHead: HTTPRequestHead,
          headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline, upgrade: String?) {
@@ -310,6 +313,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             response.headers.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? request.upgrade ?? "")
         }
         if !request.keepAlive && downstreamProtocol == .http1 { response.headers.replaceOrAdd(name: "connection", value: "close") }
+        if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = Self.takeGRPCStatus(from: &response.headers) }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         needsFlush = true
     }
@@ -335,6 +339,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             state = .discardingRequestBody
         }
         let closeAfter = !request.keepAlive && downstreamProtocol == .http1
+        var trailers = trailers
+        if let status = request.grpcStatusFromHead {
+            trailers = (trailers ?? HTTPHeaders())
+            trailers!.add(contentsOf: status)
+        }
         let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
         needsFlush = false
         if closeAfter { closeAfterWrite(written) }
@@ -386,6 +395,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             upstream.channel?.close(promise: nil)
             context.close(promise: nil)
         }
+    }
+
+    /// Removes and returns `grpc-status`, `grpc-message` and `grpc-status-details-bin`, if present.
+    static func takeGRPCStatus(from headers: inout HTTPHeaders) -> HTTPHeaders? {
+        guard headers.contains(name: "grpc-status") else { return nil }
+        var status = HTTPHeaders()
+        for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+            for value in headers[name] { status.add(name: name, value: value) }
+            headers.remove(name: name)
+        }
+        return status
     }
 
     /// Whether the connection can carry another request after this one. NIO's HTTP/1.1 parser stops at

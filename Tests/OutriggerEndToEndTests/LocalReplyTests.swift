@@ -125,8 +125,10 @@ struct LocalReplyTests {
                 ("content-type", "application/grpc"), ("te", "trailers"),
             ])
             let headers = try #require(reply["headers"] as? [String: String])
+            let trailers = try #require(reply["trailers"] as? [String: String])
             #expect(reply["status"] as? Int == 200)
-            #expect(headers["grpc-status"] == "14", "UNAVAILABLE, not a bare HTTP error")
+            #expect(headers["content-type"] == "application/grpc")
+            #expect(trailers["grpc-status"] == "14", "UNAVAILABLE, not a bare HTTP error")
             #expect(headers["x-outrigger-reason"] == "connect_failure")
         }
     }

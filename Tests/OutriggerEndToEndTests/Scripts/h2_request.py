@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Sends one HTTP/2 (h2c prior knowledge) request with exactly the headers given, valid or not, and
-prints what came back as JSON: {"status": N, "headers": {...}, "body": n} or {"reset": CODE} or
+prints what came back as JSON: {"status": N, "headers": {...}, "trailers": {...}, "body": n} or {"reset": CODE} or
 {"goaway": CODE}. Used by the end-to-end tests to send what well-behaved clients refuse to send.
 
 usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--end-headers]
@@ -43,6 +43,8 @@ def main():
             if isinstance(event, h2.events.ResponseReceived):
                 result["status"] = int(dict(event.headers)[b":status"])
                 result["headers"] = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h2.events.TrailersReceived):
+                result["trailers"] = {k.decode(): v.decode() for k, v in event.headers}
             elif isinstance(event, h2.events.DataReceived):
                 received += len(event.data)
                 conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
