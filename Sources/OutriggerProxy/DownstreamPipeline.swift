@@ -39,7 +39,8 @@ struct DownstreamPipeline: Sendable {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(HTTPResponseEncoder())
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
-        try sync.addHandler(HTTPServerPipelineHandler())
+        // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
+        // stop reading during every request, two epoll_ctl calls each.
         try sync.addHandler(HTTP1ProtocolErrorHandler(stats: configStore.stats))
         try sync.addHandler(makeProxyHandler(channel, protocol: .http1, scheme: scheme))
     }
@@ -144,15 +145,22 @@ public final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandle
 }
 
 /// Answers HTTP/1.1 the parser rejected: 400 (431 for oversized headers) with a reason, then closes.
-/// Sits after `HTTPServerPipelineHandler` so it sees whether a response is already under way.
+/// Sits between the decoder and `ProxyRequestHandler`, counting requests one way and responses the
+/// other, so a broken pipelined request is answered only after the responses owed before it.
 final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private var responseInProgress = false
+    /// Requests read whose response has not ended.
+    private var outstanding = 0
+    /// A request head was read and its end not yet.
+    private var requestOpen = false
+    private var responseStarted = false
     private var failed = false
+    /// The reply to a broken request, written once the responses owed before it have ended.
+    private var pendingReply: LocalReplyReason?
     private let stats: ProxyStats
 
     init(stats: ProxyStats) {
@@ -161,6 +169,13 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !failed else { return }
+        switch unwrapInboundIn(data) {
+        case .head:
+            outstanding += 1
+            requestOpen = true
+        case .body: break
+        case .end: requestOpen = false
+        }
         context.fireChannelRead(data)
     }
 
@@ -171,13 +186,41 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
         }
         guard !failed else { return }
         failed = true
-        // Tell the request handler first, so it lets go of any upstream exchange.
-        context.fireErrorCaught(error)
-        if responseInProgress {
-            context.close(promise: nil)
+        let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+        if !requestOpen && outstanding > 0 {
+            // A later pipelined request is broken: answer the earlier ones first.
+            pendingReply = reason
             return
         }
-        let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+        // The broken bytes belong to the request being read: the request handler lets go of it.
+        context.fireErrorCaught(error)
+        if responseStarted {
+            context.close(promise: nil)
+        } else {
+            writeReply(reason, context: context)
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head) where head.status.code >= 200:
+            responseStarted = true
+        case .end:
+            responseStarted = false
+            outstanding -= 1
+            context.write(data, promise: promise)
+            if outstanding <= 0, let reason = pendingReply {
+                pendingReply = nil
+                writeReply(reason, context: context)
+            }
+            return
+        default:
+            break
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func writeReply(_ reason: LocalReplyReason, context: ChannelHandlerContext) {
         stats.recordLocalReply(reason)
         let body = LocalReply.body(for: reason, isGRPC: false, allocator: context.channel.allocator)!
         let head = LocalReply.head(for: reason, version: .http1_1, isGRPC: false, closeConnection: true, bodyLength: body.readableBytes)
@@ -186,14 +229,5 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch unwrapOutboundIn(data) {
-        case .head(let head) where head.status.code >= 200: responseInProgress = true
-        case .end: responseInProgress = false
-        default: break
-        }
-        context.write(data, promise: promise)
     }
 }

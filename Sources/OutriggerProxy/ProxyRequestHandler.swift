@@ -87,6 +87,14 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private var clientAddress: String?
     private var readPending = false
     private var needsFlush = false
+    /// HTTP/1.1 pipelining: parts of requests that arrived while an earlier one was in flight, replayed in
+    /// order once it is answered. Reading goes on meanwhile (stopping it costs two epoll_ctl calls per
+    /// request), up to `maxQueuedBytes`.
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var queuedBytes = 0
+    private static let maxQueuedBytes = 64 * 1024
+    /// Shutdown asked this connection to finish: it closes once the request in flight is answered.
+    private var closeWhenIdle = false
 
     init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String) {
         self.listenerName = listenerName
@@ -106,13 +114,76 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     // MARK: Downstream events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if downstreamProtocol == .http1, mustQueue(part) {
+            queue(part)
+            return
+        }
+        dispatch(part)
+    }
+
+    private func dispatch(_ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
             requestHead(head)
         case .body(let body):
             requestBody(body)
         case .end(let trailers):
             requestEnd(trailers)
+        }
+    }
+
+    /// A part belongs to a later request when a head arrives before the current request is answered.
+    private func mustQueue(_ part: HTTPServerRequestPart) -> Bool {
+        if !queued.isEmpty { return true }
+        guard case .head = part else { return false }
+        switch state {
+        case .idle, .closing: return false
+        case .leasing, .proxying, .discardingRequestBody: return true
+        }
+    }
+
+    private func queue(_ part: HTTPServerRequestPart) {
+        if case .closing = state { return }
+        if case .body(let body) = part { queuedBytes += body.readableBytes }
+        queued.append(part)
+    }
+
+    /// The request in flight is answered: start on the queued ones (after the current call stack has
+    /// written the previous response's end), or close if shutdown asked for it.
+    private func becameIdle() {
+        if closeWhenIdle {
+            state = .closing
+            context.close(promise: nil)
+            return
+        }
+        guard !queued.isEmpty else { return }
+        context.eventLoop.assumeIsolated().execute { [self] in
+            // One request's parts at a time: the next head waits until this handler is idle again.
+            while let part = queued.first {
+                if case .head = part, !isIdle { break }
+                queued.removeFirst()
+                if case .body(let body) = part { queuedBytes -= body.readableBytes }
+                dispatch(part)
+            }
+            deliverPendingRead()
+        }
+    }
+
+    private var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent, downstreamProtocol == .http1 else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        closeWhenIdle = true
+        if case .idle = state, queued.isEmpty {
+            state = .closing
+            context.close(promise: nil)
         }
     }
 
@@ -123,13 +194,21 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func read(context: ChannelHandlerContext) {
-        switch state {
-        case .leasing:
-            readPending = true
-        case .proxying(_, let upstream) where !upstream.isWritable:
-            readPending = true
-        default:
+        if mayRead {
             context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    /// Reading pauses while no upstream is leased yet, while the upstream cannot take more, and while the
+    /// pipelining queue is full.
+    private var mayRead: Bool {
+        if queuedBytes > Self.maxQueuedBytes || queued.count > 64 { return false }
+        switch state {
+        case .leasing: return false
+        case .proxying(_, let upstream): return upstream.isWritable
+        default: return true
         }
     }
 
@@ -143,6 +222,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         abandonUpstream()
         state = .closing
+        queued.removeAll()
         // HTTP/1.1: `HTTP1ProtocolErrorHandler` answers and closes. HTTP/2: closing the stream resets it.
         if downstreamProtocol == .http2 { context.close(promise: nil) }
     }
@@ -155,7 +235,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     private func requestHead(_ head: HTTPRequestHead) {
         guard case .idle = state else {
-            // HTTPServerPipelineHandler delivers one request at a time; anything else is a bug upstream of us.
+            // Heads arriving mid-request are queued (`mustQueue`), so this cannot happen; close if it does.
             context.close(promise: nil)
             return
         }
@@ -243,6 +323,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             if request.responseComplete { finishRequest(request) }
         case .discardingRequestBody:
             state = .idle
+            becameIdle()
             deliverPendingRead()
         case .idle, .closing:
             break
@@ -312,7 +393,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             response.headers.replaceOrAdd(name: "connection", value: "upgrade")
             response.headers.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? request.upgrade ?? "")
         }
-        if !request.keepAlive && downstreamProtocol == .http1 { response.headers.replaceOrAdd(name: "connection", value: "close") }
+        if (!request.keepAlive || closeWhenIdle) && downstreamProtocol == .http1 {
+            response.headers.replaceOrAdd(name: "connection", value: "close")
+        }
         if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = Self.takeGRPCStatus(from: &response.headers) }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         needsFlush = true
@@ -338,7 +421,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             // The upstream answered before the whole body arrived; the rest is dropped.
             state = .discardingRequestBody
         }
-        let closeAfter = !request.keepAlive && downstreamProtocol == .http1
+        let closeAfter = (!request.keepAlive || closeWhenIdle) && downstreamProtocol == .http1
         var trailers = trailers
         if let status = request.grpcStatusFromHead {
             trailers = (trailers ?? HTTPHeaders())
@@ -386,7 +469,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(downstreamRelay)
             pipeline.removeHandler(try pipeline.handler(type: HTTP1ProtocolErrorHandler.self), promise: nil)
-            pipeline.removeHandler(try pipeline.handler(type: HTTPServerPipelineHandler.self), promise: nil)
             pipeline.removeHandler(try pipeline.handler(type: HTTPResponseEncoder.self), promise: nil)
             pipeline.removeHandler(context: context, promise: nil)
             // The decoder goes last: bytes the client sent after the upgrade request go on to the relay.
@@ -444,6 +526,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func finishRequest(_ request: ProxiedRequest) {
         request.timeout?.cancel()
         state = .idle
+        if !(closeWhenIdle && downstreamProtocol == .http1) { becameIdle() }
     }
 
     /// Stats for a request whose response ended (relayed or cut).
@@ -502,12 +585,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let micros = (NIODeadline.now() - start).nanoseconds / 1000
         listener?.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
         // An HTTP/1.1 connection whose request body was not read to the end cannot carry another request.
-        let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest)
+        let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest || closeWhenIdle)
         state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
         let written = LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
                                        context: context, wrap: wrapOutboundOut)
         needsFlush = false
-        if close { closeAfterWrite(written) }
+        if close {
+            queued.removeAll()
+            closeAfterWrite(written)
+        } else if case .idle = state {
+            becameIdle()
+        }
         deliverPendingRead()
     }
 
@@ -523,12 +611,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     private func deliverPendingRead() {
-        guard readPending else { return }
-        switch state {
-        case .leasing: return
-        case .proxying(_, let upstream) where !upstream.isWritable: return
-        default: break
-        }
+        guard readPending, mayRead else { return }
         readPending = false
         context.read()
     }
