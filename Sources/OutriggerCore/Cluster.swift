@@ -10,6 +10,10 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     public let address: SocketAddress
     /// Identifies the endpoint's pools across config reloads: same cluster, protocol and address → same pools.
     public let poolKey: String
+    /// Unique per `Endpoint` object, for fast per-event-loop lookups (an `Int` hashes faster than `poolKey`).
+    public let id: Int
+
+    private static let nextID = ManagedAtomic<Int>(0)
 
     public init(configured: HostPort, address: SocketAddress, cluster: ClusterConfig) {
         self.configured = configured
@@ -20,6 +24,7 @@ public final class Endpoint: Sendable, CustomStringConvertible {
         let pool = cluster.pool
         self.poolKey = "\(cluster.name)|\(cluster.upstreamProtocol.rawValue)|\(ip)|\(configured.port)|"
             + "\(pool.maxConnectionsPerEndpoint)|\(pool.maxPendingRequests)|\(pool.idleTimeout)|\(cluster.connectTimeout)"
+        self.id = Self.nextID.wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
     public var description: String {

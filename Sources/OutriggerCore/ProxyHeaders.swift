@@ -35,15 +35,22 @@ public enum ProxyHeaders {
         }
     }
 
+    /// The same names as `hopByHop`, plus `te`, as bytes: checked on every header of every request, so
+    /// without allocating a lower-cased copy.
+    private static let hopByHopBytes: [[UInt8]] = (Array(hopByHop) + ["te"]).map { Array($0.utf8) }
+
     @inline(__always)
-    private static func isHopByHopCandidate(_ name: String) -> Bool {
-        let utf8 = name.utf8
-        guard let first = utf8.first else { return false }
-        switch first | 0x20 {
-        case UInt8(ascii: "c"), UInt8(ascii: "k"), UInt8(ascii: "p"), UInt8(ascii: "t"), UInt8(ascii: "u"), UInt8(ascii: "h"):
-            let lowered = name.lowercased()
-            return hopByHop.contains(lowered) || lowered == "te"
-        default:
+    static func isHopByHopCandidate(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { bytes in
+            for candidate in hopByHopBytes where candidate.count == bytes.count {
+                var equal = true
+                for index in 0..<bytes.count where bytes[index] | 0x20 != candidate[index] | 0x20 {
+                    equal = false
+                    break
+                }
+                if equal { return true }
+            }
             return false
         }
     }

@@ -20,7 +20,9 @@ final class ProxiedRequest {
     let isGRPC: Bool
     let keepAlive: Bool
     let start: NIODeadline
-    /// Parts, the head first, kept until an upstream is leased (one read burst at most: reading pauses meanwhile).
+    /// The head is ready to go and waits for an upstream.
+    var headPending: Bool
+    /// Body parts kept until an upstream is leased (one read burst at most: reading pauses meanwhile).
     var buffered: [HTTPClientRequestPart] = []
     /// HTTP/2 requests without content-length: the head waits for the next part, which tells whether a
     /// body follows, so an HTTP/1.1 upstream gets the right framing.
@@ -29,7 +31,9 @@ final class ProxiedRequest {
     var responseStarted = false
     var responseComplete = false
     var bodyBytes = 0
-    var timeout: Scheduled<Void>?
+    /// The route timeout; `ProxiedRequest` is its own callback handler, so arming it allocates no closure.
+    var timeout: NIOScheduledCallback?
+    weak var owner: ProxyRequestHandler?
     var ticket: LeaseTicket?
     /// The `Upgrade` value of an HTTP/1.1 upgrade request (WebSocket…) that may be tunnelled; nil otherwise.
     let upgrade: String?
@@ -52,7 +56,13 @@ final class ProxiedRequest {
         self.keepAlive = keepAlive
         self.headHeldForFraming = headHeldForFraming
         self.start = start
-        if !headHeldForFraming { buffered.append(.head(upstreamHead)) }
+        self.headPending = !headHeldForFraming
+    }
+}
+
+extension ProxiedRequest: NIOScheduledCallbackHandler {
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        owner?.routeTimeoutFired(self)
     }
 }
 
@@ -95,6 +105,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private static let maxQueuedBytes = 64 * 1024
     /// Shutdown asked this connection to finish: it closes once the request in flight is answered.
     private var closeWhenIdle = false
+    private var cachedListener: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
 
     init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String) {
         self.listenerName = listenerName
@@ -239,8 +250,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             context.close(promise: nil)
             return
         }
-        let snapshot = configStore.snapshot
-        guard let listener = snapshot.listeners[listenerName] else {
+        guard let listener = currentListener() else {
             localReply(.draining, for: head, listener: nil, requestComplete: false)
             return
         }
@@ -288,9 +298,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
         )
         let timeout = route.timeout ?? cluster.config.timeout
-        request.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
-            self?.routeTimeoutFired(request)
-        }
+        request.owner = self
+        request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(timeout.nanoseconds), handler: request)
         if expectsContinue {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
             needsFlush = true
@@ -298,6 +307,15 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         cluster.stats.requestsActive.increment()
         state = .leasing(request)
         request.ticket = local.acquire(cluster: cluster, endpoint: endpoint, for: self)
+    }
+
+    /// This listener in the running snapshot; looked up again only when the snapshot changed.
+    private func currentListener() -> ListenerRuntime? {
+        let snapshot = configStore.snapshot
+        if let cached = cachedListener, cached.snapshot === snapshot { return cached.listener }
+        guard let listener = snapshot.listeners[listenerName] else { return nil }
+        cachedListener = (snapshot, listener)
+        return listener
     }
 
     private func requestBody(_ body: ByteBuffer) {
@@ -335,7 +353,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if request.headHeldForFraming {
             request.headHeldForFraming = false
             if case .body = part { request.upstreamHead.headers.add(name: "transfer-encoding", value: "chunked") }
-            forward(.head(request.upstreamHead), of: request)
+            if case .proxying(_, let upstream) = state {
+                upstream.send(.head(request.upstreamHead))
+            } else {
+                request.headPending = true
+            }
         }
         switch state {
         case .proxying(_, let upstream): upstream.send(part)
@@ -354,6 +376,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         request.ticket = nil
         state = .proxying(request, upstream)
         upstream.begin(self)
+        if request.headPending {
+            request.headPending = false
+            upstream.send(.head(request.upstreamHead))
+        }
         let buffered = request.buffered
         request.buffered = []
         for part in buffered { upstream.send(part) }
@@ -511,7 +537,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     // MARK: Timeouts and endings
 
-    private func routeTimeoutFired(_ request: ProxiedRequest) {
+    fileprivate func routeTimeoutFired(_ request: ProxiedRequest) {
         switch state {
         case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
             guard !request.responseStarted else { return }

@@ -26,6 +26,8 @@ final class LoopLocalState {
     private var pickers: [ObjectIdentifier: RoundRobinPicker] = [:]
     private var http1Pools: [String: HTTP1EndpointPool] = [:]
     private var http2Connections: [String: HTTP2EndpointConnection] = [:]
+    /// The same pools by `Endpoint.id`, the lookup every request makes.
+    private var http1PoolsByEndpoint: [Int: HTTP1EndpointPool] = [:]
     private let loopIndex: Int
 
     init(eventLoop: any EventLoop, loopIndex: Int) {
@@ -48,15 +50,19 @@ final class LoopLocalState {
     func acquire(cluster: ClusterRuntime, endpoint: Endpoint, for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
         switch cluster.config.upstreamProtocol {
         case .http1:
+            if let pool = http1PoolsByEndpoint[endpoint.id] {
+                return pool.lease(for: requester)
+            }
             let pool: HTTP1EndpointPool
             if let existing = http1Pools[endpoint.poolKey] {
                 pool = existing
             } else {
                 pool = HTTP1EndpointPool(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats) { [weak self] pool in
-                    self?.http1Pools[pool.key] = nil
+                    self?.forget(pool)
                 }
                 http1Pools[endpoint.poolKey] = pool
             }
+            http1PoolsByEndpoint[endpoint.id] = pool
             return pool.lease(for: requester)
         case .http2:
             let connection: HTTP2EndpointConnection
@@ -70,6 +76,11 @@ final class LoopLocalState {
             }
             return connection.lease(for: requester)
         }
+    }
+
+    private func forget(_ pool: HTTP1EndpointPool) {
+        http1Pools[pool.key] = nil
+        http1PoolsByEndpoint = http1PoolsByEndpoint.filter { $0.value !== pool }
     }
 
     /// Closes every idle upstream connection (shutdown).

@@ -234,3 +234,15 @@ struct RuntimeSnapshotTests {
         #expect(picker.pick(from: []) == nil)
     }
 }
+
+@Suite("Hop-by-hop names")
+struct HopByHopNameTests {
+    @Test(arguments: [
+        ("Connection", true), ("connection", true), ("TE", true), ("te", true), ("Keep-Alive", true), ("HTTP2-Settings", true),
+        ("Proxy-Authorization", true), ("transfer-encoding", true), ("Upgrade", true),
+        ("ted", false), ("t", false), ("host", false), ("content-length", false), ("x-connection", false), ("", false),
+    ])
+    func recognisedWithoutAllocating(name: String, expected: Bool) {
+        #expect(ProxyHeaders.isHopByHopCandidate(name) == expected)
+    }
+}
