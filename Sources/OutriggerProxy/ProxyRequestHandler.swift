@@ -122,6 +122,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         clientAddress = remote?.ipAddress
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The context holds this handler: keeping it past removal would leak both (one per HTTP/2 stream).
+        self.context = nil
+    }
+
     // MARK: Downstream events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -170,6 +175,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         guard !queued.isEmpty else { return }
         context.eventLoop.assumeIsolated().execute { [self] in
+            guard context != nil else { return }  // removed from the pipeline meanwhile
             // One request's parts at a time: the next head waits until this handler is idle again.
             while let part = queued.first {
                 if case .head = part, !isIdle { break }
@@ -395,7 +401,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     // MARK: Upstream exchange
 
-    var downstreamIsWritable: Bool { context.channel.isWritable }
+    var downstreamIsWritable: Bool { context?.channel.isWritable ?? false }
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .proxying(let request, _) = state else { return }

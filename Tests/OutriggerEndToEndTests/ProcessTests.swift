@@ -109,6 +109,25 @@ struct ProcessTests {
         #expect(try await fetch("http://127.0.0.1:\(port)/").echo?.server == "a")
     }
 
+    /// Per-request state must not outlive its request: a leak of even a few hundred bytes per HTTP/2
+    /// stream shows as tens of MiB over these requests.
+    @Test func manyRequestsDoNotGrowMemory() async throws {
+        let (echo, echoPort) = try await Self.startEcho(name: "many")
+        let (proxy, port, _) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort)", "--admin", "127.0.0.1:0", "--concurrency", "1"])
+        defer { proxy.kill(); echo.kill() }
+        let url = "http://127.0.0.1:\(port)/?size=64"
+        _ = try await run("h2load", ["-n", "3000", "-c", "4", "-m", "8", url])
+        _ = try await run("h2load", ["--h1", "-n", "3000", "-c", "4", url])
+        let before = proxy.memoryKiB().resident
+        let h2 = try await run("h2load", ["-n", "15000", "-c", "4", "-m", "8", url])
+        #expect(h2.stdout.contains("15000 succeeded"), "\(h2.stdout)")
+        let h1 = try await run("h2load", ["--h1", "-n", "10000", "-c", "4", url])
+        #expect(h1.stdout.contains("10000 succeeded"), "\(h1.stdout)")
+        // A leaked HTTP/2 stream handler costs ~870 bytes: 15,000 of them would be ~12 MiB.
+        let growthMiB = (proxy.memoryKiB().resident - before) / 1024
+        #expect(growthMiB < 6, "resident memory grew by \(growthMiB) MiB over 25,000 requests")
+    }
+
     /// 1 GiB each way through the sidecar: bodies stream with backpressure, never buffered whole.
     @Test func gigabyteUploadAndDownloadStreamInBoundedMemory() async throws {
         let (echo, echoPort) = try await Self.startEcho(name: "bulk")
