@@ -77,17 +77,24 @@ struct LocalReplyTests {
     }
 
     @Test func poolOverflowIs503() async throws {
-        try await withHarness(echoes: 1) { endpoints in
-            Harness.config(routes: [RouteConfig(destination: .cluster("tiny"))],
-                           clusters: [ClusterConfig(name: "tiny", endpoints: endpoints, pool: PoolConfig(maxConnectionsPerEndpoint: 1, maxPendingRequests: 0))])
+        // An upstream that never answers holds the pool's only connection for as long as the test needs.
+        let upstream = try await RecordingUpstream.start()
+        defer { Task { await upstream.stop() } }
+        try await withHarness(echoes: 0) { _ in
+            var config = Harness.config(routes: [RouteConfig(destination: .cluster("tiny"))],
+                                        clusters: [ClusterConfig(name: "tiny", endpoints: [HostPort(host: "127.0.0.1", port: upstream.port)],
+                                                                 timeout: .seconds(60), pool: PoolConfig(maxConnectionsPerEndpoint: 1, maxPendingRequests: 0))])
+            config.drainTimeout = .milliseconds(100)
+            return config
         } _: { (harness: Harness) async throws in
-            // Hold the only connection with a slow request, and wait until the proxy has it in flight.
-            async let slow = fetch(harness.url + "/?delay=1500")
-            try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"requests_active\" : 1") }
+            async let held = curl([harness.url + "/held"])
+            try await waitUntil { upstream.receivedBytes > 0 }
             let response = try await fetch(harness.url + "/")
             #expect(response.status == 503)
             #expect(response.headers["x-outrigger-reason"] == "overflow")
-            #expect(try await slow.status == 200)
+            // Shutdown cuts the held request after the (short) drain timeout, which ends its curl.
+            await harness.sidecar.shutdown()
+            _ = try await held
         }
     }
 
