@@ -53,6 +53,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Called when the connection leaves its pool to carry a tunnel.
     var detached: ((UpstreamExchangeHandler) -> Void)?
     let id: Int
+    /// When the connection last went back to its pool idle.
+    var idleSince = NIODeadline.uptimeNanoseconds(0)
 
     init(id: Int) {
         self.id = id

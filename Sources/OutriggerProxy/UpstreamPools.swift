@@ -120,7 +120,9 @@ final class HTTP1EndpointPool {
     private let stats: ClusterStats
     private var state: HTTP1PoolStateMachine
     private var connections: [Int: UpstreamExchangeHandler] = [:]
-    private var idleTimers: [Int: Scheduled<Void>] = [:]
+    /// One timer per pool closes connections idle longer than `idleTimeout` (a timer per release would
+    /// cost a scheduled task on every request).
+    private var idleSweep: Scheduled<Void>?
     private var waiters: [Int: any UpstreamLeaseRequester] = [:]
     private var nextID = 0
     private let becameEmpty: (HTTP1EndpointPool) -> Void
@@ -141,7 +143,6 @@ final class HTTP1EndpointPool {
         let waiterID = nextID
         switch state.leaseRequested(waiterID) {
         case .use(let connectionID):
-            idleTimers.removeValue(forKey: connectionID)?.cancel()
             requester.upstreamLeased(connections[connectionID]!)
             return nil
         case .connect:
@@ -200,11 +201,8 @@ final class HTTP1EndpointPool {
     private func released(_ handler: UpstreamExchangeHandler, reusable: Bool) {
         switch state.released(handler.id, reusable: reusable) {
         case .keepIdle:
-            let id = handler.id
-            idleTimers[id] = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [weak self] in
-                self?.idleTimers[id] = nil
-                self?.connections[id]?.channel?.close(promise: nil)
-            }
+            handler.idleSince = .now()
+            if idleSweep == nil { armIdleSweep(at: handler.idleSince + idleTimeout) }
         case .handOver(let waiterID):
             waiters.removeValue(forKey: waiterID)?.upstreamLeased(handler)
         case .close(let followUp):
@@ -216,7 +214,6 @@ final class HTTP1EndpointPool {
     private func connectionClosed(_ handler: UpstreamExchangeHandler) {
         stats.connectionsActive.decrement()
         connections[handler.id] = nil
-        idleTimers.removeValue(forKey: handler.id)?.cancel()
         perform(state.idleConnectionClosed(handler.id))
         if state.isEmpty { becameEmpty(self) }
     }
@@ -241,9 +238,30 @@ final class HTTP1EndpointPool {
         }
     }
 
+    private func armIdleSweep(at deadline: NIODeadline) {
+        idleSweep = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            self?.sweepIdleConnections()
+        }
+    }
+
+    /// Closes the connections idle for `idleTimeout`, and looks again when the next one will be.
+    private func sweepIdleConnections() {
+        idleSweep = nil
+        let now = NIODeadline.now()
+        var next: NIODeadline?
+        for handler in connections.values where handler.isIdle {
+            let expiry = handler.idleSince + idleTimeout
+            if expiry <= now {
+                handler.channel?.close(promise: nil)
+            } else {
+                next = min(next ?? expiry, expiry)
+            }
+        }
+        if let next { armIdleSweep(at: next) }
+    }
+
     func closeIdle() {
         for id in state.drainIdle() {
-            idleTimers.removeValue(forKey: id)?.cancel()
             connections[id]?.channel?.close(promise: nil)
         }
     }

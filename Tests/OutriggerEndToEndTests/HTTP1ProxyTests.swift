@@ -74,6 +74,20 @@ struct HTTP1ProxyTests {
         }
     }
 
+    @Test func idleUpstreamConnectionsCloseAfterTheIdleTimeout() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
+                           clusters: [ClusterConfig(name: "c", endpoints: endpoints, pool: PoolConfig(idleTimeout: .milliseconds(300)))])
+        } _: { (harness: Harness) async throws in
+            _ = try await curl(["-o", "/dev/null", harness.url + "/1", "-o", "/dev/null", harness.url + "/2"])
+            let stats = { try await fetch(harness.adminURL + "/stats/prometheus").body }
+            #expect(try await stats().contains("outrigger_upstream_connections_total{cluster=\"c\"} 1\n"))
+            try await waitUntil { try await stats().contains("outrigger_upstream_connections_active{cluster=\"c\"} 0\n") }
+            #expect(try await fetch(harness.url + "/3").status == 200, "a new connection replaces the closed one")
+            #expect(try await stats().contains("outrigger_upstream_connections_total{cluster=\"c\"} 2\n"))
+        }
+    }
+
     @Test func headRequestsAndHTTP10() async throws {
         try await withHarness(echoes: 1) { harness in
             let head = try await RawTCP.exchange(port: harness.port, "HEAD /h HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
