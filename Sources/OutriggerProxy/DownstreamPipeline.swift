@@ -52,6 +52,7 @@ struct DownstreamPipeline: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
         ]
+        try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: connection,
@@ -141,6 +142,65 @@ public final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandle
         context.fireChannelRead(wrapInboundOut(data))
         context.fireChannelReadComplete()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// RFC 9113 §5.4.1: after sending GOAWAY for a connection error, an endpoint MUST close the connection.
+/// NIO's HTTP/2 handler sends the GOAWAY; this handler, between it and the socket, follows the frames it
+/// writes (header, then payload length) and closes the connection once a GOAWAY with an error is out.
+final class HTTP2ConnectionErrorCloser: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    /// Payload bytes of the current frame still to pass before the next frame header.
+    private var remaining = 0
+    private var closing = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !closing else {
+            context.write(data, promise: promise)
+            return
+        }
+        switch unwrapOutboundIn(data) {
+        case .byteBuffer(let buffer):
+            if scanForGoAwayWithError(buffer) {
+                closing = true
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.cascade(to: promise)
+                context.writeAndFlush(data, promise: written)
+                written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                return
+            }
+        case .fileRegion(let region):
+            remaining = max(remaining - region.readableBytes, 0)
+        }
+        context.write(data, promise: promise)
+    }
+
+    /// Walks the frame headers in `buffer`; true when one is a GOAWAY whose error code is not NO_ERROR.
+    private func scanForGoAwayWithError(_ buffer: ByteBuffer) -> Bool {
+        var offset = buffer.readerIndex
+        let end = buffer.writerIndex
+        while offset < end {
+            if remaining > 0 {
+                let skipped = min(remaining, end - offset)
+                remaining -= skipped
+                offset += skipped
+                continue
+            }
+            guard end - offset >= 9,
+                  let high = buffer.getInteger(at: offset, as: UInt8.self),
+                  let low = buffer.getInteger(at: offset + 1, as: UInt16.self),
+                  let type = buffer.getInteger(at: offset + 3, as: UInt8.self)
+            else { return false }  // NIO writes whole frame headers; anything else is not ours to judge
+            let length = Int(high) << 16 | Int(low)
+            if type == 0x7, let code = buffer.getInteger(at: offset + 13, as: UInt32.self), code != 0 {
+                return true
+            }
+            offset += 9
+            remaining = length
+        }
+        return false
     }
 }
 

@@ -132,10 +132,52 @@ struct HTTP2ProxyTests {
         }
     }
 
+    /// RFC 9113 §5.4.1: a connection error is answered with GOAWAY, then the connection closes.
+    @Test func connectionErrorsGetGoaway() async throws {
+        try await withHarness(echoes: 1) { harness in
+            // The preface, then a DATA frame on stream 0 (a PROTOCOL_ERROR for the whole connection).
+            var bytes = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+            bytes += [0, 0, 0, 0x4, 0, 0, 0, 0, 0]  // empty SETTINGS
+            bytes += [0, 0, 1, 0x0, 0, 0, 0, 0, 0, 0x61]  // DATA, stream 0
+            let reply = try await RawTCP.exchange(port: harness.port, bytes)
+            #expect(reply.closedByPeer)
+            let frames = HTTP2Frames(reply.bytes)
+            let goaway = try #require(frames.first { $0.type == 0x7 }, "frames: \(frames.map(\.type))")
+            #expect(goaway.errorCode == 1, "PROTOCOL_ERROR")
+        }
+    }
+
     @Test func validRawHTTP2RequestSucceeds() async throws {
         try await withHarness { harness in
             let reply = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/ok"), ("te", "trailers")])
             #expect(reply["status"] as? Int == 200)
         }
     }
+}
+
+/// Just enough HTTP/2 frame parsing to read what a server sent back.
+struct HTTP2Frames: Sequence {
+    struct Frame {
+        var type: UInt8
+        var payload: ArraySlice<UInt8>
+        /// For GOAWAY: the error code after the last stream id.
+        var errorCode: UInt32? {
+            guard type == 0x7, payload.count >= 8 else { return nil }
+            return payload.dropFirst(4).prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+        }
+    }
+
+    private var frames: [Frame] = []
+
+    init(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset + 9 <= bytes.count {
+            let length = Int(bytes[offset]) << 16 | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2])
+            guard offset + 9 + length <= bytes.count else { break }
+            frames.append(Frame(type: bytes[offset + 3], payload: bytes[(offset + 9)..<(offset + 9 + length)]))
+            offset += 9 + length
+        }
+    }
+
+    func makeIterator() -> IndexingIterator<[Frame]> { frames.makeIterator() }
 }

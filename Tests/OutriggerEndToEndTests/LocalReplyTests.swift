@@ -21,6 +21,23 @@ struct LocalReplyTests {
         }
     }
 
+    @Test func connectTimeoutIs503() async throws {
+        let unanswered = try UnansweredPort()
+        defer { unanswered.close() }
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("slow-connect"))],
+                           clusters: [ClusterConfig(name: "slow-connect", endpoints: [HostPort(host: "127.0.0.1", port: unanswered.port)],
+                                                    connectTimeout: .milliseconds(200), timeout: .seconds(30))])
+        } _: { (harness: Harness) async throws in
+            let response = try await fetch(harness.url + "/", ["-w", "\n%{time_total}"])
+            #expect(response.status == 503)
+            #expect(response.headers["x-outrigger-reason"] == "connect_failure")
+            // Loose bound: the 200 ms connect timeout answers, long before the 30 s route timeout.
+            let seconds = Double(response.body.split(separator: "\n").last ?? "") ?? 99
+            #expect(seconds >= 0.2 && seconds < 10, "took \(seconds) s")
+        }
+    }
+
     @Test func upstreamResetIs502() async throws {
         try await withHarness(echoes: 1) { harness in
             let response = try await fetch(harness.url + "/?reset=1")

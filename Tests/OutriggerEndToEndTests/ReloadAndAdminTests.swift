@@ -54,9 +54,15 @@ struct ReloadAndAdminTests {
         try await withHarness(echoes: 0, configPath: file.path) { _ in try SidecarConfig.load(contentsOf: file.path) } _: { (harness: Harness) async throws in
             #expect(try await fetch(harness.url).echo?.server == "echo-0")
 
+            // A request in flight during the reload finishes on the config it started with.
+            async let inFlight = fetch(harness.url + "/?delay=1500")
+            try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"requests_active\" : 1") }
             try file.write(ConfigFile.yaml(cluster: "b", clusters: ["a": ports[0], "b": ports[1]]))
             #expect(await harness.sidecar.reload())
             #expect(try await fetch(harness.url).echo?.server == "echo-1")
+            let old = try await inFlight
+            #expect(old.echo?.server == "echo-0")
+            #expect(old.headers["x-config"] == "initial", "its response headers come from the old route too")
             #expect(try await fetch(harness.adminURL + "/config_dump").body.contains("\"version\": 2"))
 
             try file.write("listeners:\n  - name: main\n    adress: 127.0.0.1:0\n")

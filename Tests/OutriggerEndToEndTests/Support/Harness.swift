@@ -108,3 +108,36 @@ func closedPort() throws -> Int {
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
     return Int(UInt16(bigEndian: address.sin_port))
 }
+
+/// A loopback port whose accept queue is full, so a new connection attempt hangs: the kernel drops the
+/// SYN while the queue is full. Connect timeouts are tested against it without leaving loopback.
+final class UnansweredPort: @unchecked Sendable {
+    // `@unchecked`: the descriptors are written once in `init` and closed once in `close`.
+    let port: Int
+    private var descriptors: [Int32] = []
+
+    init() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        listen(listener, 0)
+        descriptors.append(listener)
+        port = Int(UInt16(bigEndian: address.sin_port))
+        // Fill the accept queue with connections nobody accepts.
+        for _ in 0..<4 {
+            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, length) } }
+            descriptors.append(client)
+        }
+        usleep(100_000)  // let the handshakes land in the queue (set-up, not a wait for the code under test)
+    }
+
+    func close() {
+        for descriptor in descriptors { Glibc.close(descriptor) }
+        descriptors = []
+    }
+}

@@ -6,6 +6,7 @@ import NIOPosix
 /// Byte-exact HTTP/1.1 over a plain socket, for what curl will not send (malformed requests, pipelining).
 enum RawTCP {
     struct Reply: Sendable {
+        var bytes: [UInt8]
         var text: String
         /// True when the peer closed the connection; false when `timeout` ended the wait with it still open.
         var closedByPeer: Bool
@@ -38,7 +39,7 @@ enum RawTCP {
         try await channel.closeFuture.get()
         timer.cancel()
         let bytes = collector.withLockedValue { $0 }
-        return Reply(text: String(decoding: bytes, as: UTF8.self), closedByPeer: !timedOut.withLockedValue { $0 })
+        return Reply(bytes: bytes, text: String(decoding: bytes, as: UTF8.self), closedByPeer: !timedOut.withLockedValue { $0 })
     }
 
     static func exchange(port: Int, _ request: String, timeout: Duration = .seconds(20)) async throws -> Reply {
