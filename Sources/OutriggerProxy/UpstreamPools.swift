@@ -57,7 +57,8 @@ final class LoopLocalState {
             if let existing = http1Pools[endpoint.poolKey] {
                 pool = existing
             } else {
-                pool = HTTP1EndpointPool(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats) { [weak self] pool in
+                let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats)
+                pool = HTTP1EndpointPool(target: target, cluster: cluster.config) { [weak self] pool in
                     self?.forget(pool)
                 }
                 http1Pools[endpoint.poolKey] = pool
@@ -69,7 +70,8 @@ final class LoopLocalState {
             if let existing = http2Connections[endpoint.poolKey] {
                 connection = existing
             } else {
-                connection = HTTP2EndpointConnection(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats) { [weak self] connection in
+                let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats)
+                connection = HTTP2EndpointConnection(target: target) { [weak self] connection in
                     self?.http2Connections[connection.key] = nil
                 }
                 http2Connections[endpoint.poolKey] = connection
@@ -90,18 +92,29 @@ final class LoopLocalState {
     }
 }
 
-/// Opens upstream TCP connections with the settings every pool shares.
-enum UpstreamConnector {
-    static func connect(
-        on eventLoop: any EventLoop,
-        to address: SocketAddress,
-        timeout: Duration,
-        configure: @escaping @Sendable (Channel) throws -> Void
-    ) -> EventLoopFuture<Channel> {
+/// Where and how a pool connects: one endpoint, on one event loop, with its cluster's settings.
+struct UpstreamTarget {
+    let key: String
+    let eventLoop: any EventLoop
+    let address: SocketAddress
+    let connectTimeout: Duration
+    let idleTimeout: TimeAmount
+    let stats: ClusterStats
+
+    init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats) {
+        self.key = endpoint.poolKey
+        self.eventLoop = eventLoop
+        self.address = endpoint.address
+        self.connectTimeout = cluster.connectTimeout
+        self.idleTimeout = .nanoseconds(cluster.pool.idleTimeout.nanoseconds)
+        self.stats = stats
+    }
+
+    /// Opens a TCP connection to the endpoint and lets `configure` set up its pipeline.
+    func connect(configure: @escaping @Sendable (Channel) throws -> Void) -> EventLoopFuture<Channel> {
         ClientBootstrap(group: eventLoop)
-            .connectTimeout(.nanoseconds(timeout.nanoseconds))
+            .connectTimeout(.nanoseconds(connectTimeout.nanoseconds))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.autoRead, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try configure(channel) }
             }
@@ -112,12 +125,7 @@ enum UpstreamConnector {
 /// One endpoint's HTTP/1.1 keep-alive connections on one event loop: the I/O shell around
 /// `HTTP1PoolStateMachine`.
 final class HTTP1EndpointPool {
-    let key: String
-    private let eventLoop: any EventLoop
-    private let address: SocketAddress
-    private let connectTimeout: Duration
-    private let idleTimeout: TimeAmount
-    private let stats: ClusterStats
+    private let target: UpstreamTarget
     private var state: HTTP1PoolStateMachine
     private var connections: [Int: UpstreamExchangeHandler] = [:]
     /// One timer per pool closes connections idle longer than `idleTimeout` (a timer per release would
@@ -127,13 +135,12 @@ final class HTTP1EndpointPool {
     private var nextID = 0
     private let becameEmpty: (HTTP1EndpointPool) -> Void
 
-    init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats, becameEmpty: @escaping (HTTP1EndpointPool) -> Void) {
-        self.key = endpoint.poolKey
-        self.eventLoop = eventLoop
-        self.address = endpoint.address
-        self.connectTimeout = cluster.connectTimeout
-        self.idleTimeout = .nanoseconds(cluster.pool.idleTimeout.nanoseconds)
-        self.stats = stats
+    var key: String { target.key }
+    private var eventLoop: any EventLoop { target.eventLoop }
+    private var stats: ClusterStats { target.stats }
+
+    init(target: UpstreamTarget, cluster: ClusterConfig, becameEmpty: @escaping (HTTP1EndpointPool) -> Void) {
+        self.target = target
         self.state = HTTP1PoolStateMachine(maxConnections: cluster.pool.maxConnectionsPerEndpoint, maxPending: cluster.pool.maxPendingRequests)
         self.becameEmpty = becameEmpty
     }
@@ -165,7 +172,7 @@ final class HTTP1EndpointPool {
         var requester: (any UpstreamLeaseRequester)? = requester
         let ticket = LeaseTicket { requester = nil }
         let loopBoundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
-        UpstreamConnector.connect(on: eventLoop, to: address, timeout: connectTimeout) { channel in
+        target.connect { channel in
             try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
             try channel.pipeline.syncOperations.addHandler(loopBoundHandler.value)
         }.assumeIsolated().whenComplete { result in
@@ -202,7 +209,7 @@ final class HTTP1EndpointPool {
         switch state.released(handler.id, reusable: reusable) {
         case .keepIdle:
             handler.idleSince = .now()
-            if idleSweep == nil { armIdleSweep(at: handler.idleSince + idleTimeout) }
+            if idleSweep == nil { armIdleSweep(at: handler.idleSince + target.idleTimeout) }
         case .handOver(let waiterID):
             waiters.removeValue(forKey: waiterID)?.upstreamLeased(handler)
         case .close(let followUp):
@@ -250,7 +257,7 @@ final class HTTP1EndpointPool {
         let now = NIODeadline.now()
         var next: NIODeadline?
         for handler in connections.values where handler.isIdle {
-            let expiry = handler.idleSince + idleTimeout
+            let expiry = handler.idleSince + target.idleTimeout
             if expiry <= now {
                 handler.channel?.close(promise: nil)
             } else {
@@ -269,12 +276,7 @@ final class HTTP1EndpointPool {
 
 /// One endpoint's multiplexed HTTP/2 connection on one event loop; each request is a stream.
 final class HTTP2EndpointConnection {
-    let key: String
-    private let eventLoop: any EventLoop
-    private let address: SocketAddress
-    private let connectTimeout: Duration
-    private let idleTimeout: TimeAmount
-    private let stats: ClusterStats
+    private let target: UpstreamTarget
     private let becameEmpty: (HTTP2EndpointConnection) -> Void
 
     private enum State {
@@ -288,13 +290,12 @@ final class HTTP2EndpointConnection {
     private var idleTimer: Scheduled<Void>?
     private var nextID = 0
 
-    init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats, becameEmpty: @escaping (HTTP2EndpointConnection) -> Void) {
-        self.key = endpoint.poolKey
-        self.eventLoop = eventLoop
-        self.address = endpoint.address
-        self.connectTimeout = cluster.connectTimeout
-        self.idleTimeout = .nanoseconds(cluster.pool.idleTimeout.nanoseconds)
-        self.stats = stats
+    var key: String { target.key }
+    private var eventLoop: any EventLoop { target.eventLoop }
+    private var stats: ClusterStats { target.stats }
+
+    init(target: UpstreamTarget, becameEmpty: @escaping (HTTP2EndpointConnection) -> Void) {
+        self.target = target
         self.becameEmpty = becameEmpty
     }
 
@@ -319,7 +320,7 @@ final class HTTP2EndpointConnection {
     }
 
     private func connect() {
-        UpstreamConnector.connect(on: eventLoop, to: address, timeout: connectTimeout) { channel in
+        target.connect { channel in
             _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                 mode: .client,
                 connectionConfiguration: .init(),
@@ -402,7 +403,7 @@ final class HTTP2EndpointConnection {
     private func armIdleTimerIfIdle() {
         guard activeStreams == 0, case .ready(let channel, _) = state else { return }
         idleTimer?.cancel()
-        idleTimer = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) {
+        idleTimer = eventLoop.assumeIsolated().scheduleTask(in: target.idleTimeout) {
             channel.close(promise: nil)
         }
     }

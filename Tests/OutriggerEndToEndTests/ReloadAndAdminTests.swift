@@ -43,15 +43,25 @@ struct ConfigFile {
     }
 }
 
+/// Echo servers, then a sidecar started from a config file that `yaml` writes with their ports.
+func withConfigFile(
+    echoes: Int,
+    _ yaml: @escaping ([Int]) -> String,
+    _ body: (Harness, ConfigFile, [Int]) async throws -> Void
+) async throws {
+    let file = try ConfigFile()
+    try await withHarness(echoes: echoes, configPath: file.path) { endpoints in
+        try file.write(yaml(endpoints.map(\.port)))
+        return try SidecarConfig.load(contentsOf: file.path)
+    } _: { (harness: Harness) async throws in
+        try await body(harness, file, harness.echoes.map { $0.localAddress.port! })
+    }
+}
+
 @Suite("Config reload and admin, end to end")
 struct ReloadAndAdminTests {
     @Test func reloadSwapsRoutesAndABadFileKeepsTheRunningConfig() async throws {
-        let file = try ConfigFile()
-        let echoes = try await Harness.start(echoes: 2, Harness.defaultConfig)
-        defer { Task { await echoes.stop() } }
-        let ports = echoes.echoes.map { $0.localAddress.port! }
-        try file.write(ConfigFile.yaml(cluster: "a", clusters: ["a": ports[0], "b": ports[1]]))
-        try await withHarness(echoes: 0, configPath: file.path) { _ in try SidecarConfig.load(contentsOf: file.path) } _: { (harness: Harness) async throws in
+        try await withConfigFile(echoes: 2, { ConfigFile.yaml(cluster: "a", clusters: ["a": $0[0], "b": $0[1]]) }) { harness, file, ports in
             #expect(try await fetch(harness.url).echo?.server == "echo-0")
 
             // A request in flight during the reload finishes on the config it started with.
@@ -75,12 +85,8 @@ struct ReloadAndAdminTests {
     }
 
     @Test func reloadAddsAndRemovesListeners() async throws {
-        let file = try ConfigFile()
-        let echoes = try await Harness.start(echoes: 1, Harness.defaultConfig)
-        defer { Task { await echoes.stop() } }
-        let port = echoes.echoes[0].localAddress.port!
-        try file.write(ConfigFile.yaml(cluster: "a", clusters: ["a": port]))
-        try await withHarness(echoes: 0, configPath: file.path) { _ in try SidecarConfig.load(contentsOf: file.path) } _: { (harness: Harness) async throws in
+        try await withConfigFile(echoes: 1, { ConfigFile.yaml(cluster: "a", clusters: ["a": $0[0]]) }) { harness, file, ports in
+            let port = ports[0]
             let firstPort = harness.port(of: "main")
             try file.write(ConfigFile.yaml(cluster: "a", clusters: ["a": port], extraListener: """
               - name: second
@@ -100,12 +106,7 @@ struct ReloadAndAdminTests {
     }
 
     @Test func reloadUnderLoadFailsNoRequest() async throws {
-        let file = try ConfigFile()
-        let echoes = try await Harness.start(echoes: 2, Harness.defaultConfig)
-        defer { Task { await echoes.stop() } }
-        let ports = echoes.echoes.map { $0.localAddress.port! }
-        try file.write(ConfigFile.yaml(cluster: "a", clusters: ["a": ports[0], "b": ports[1]]))
-        try await withHarness(echoes: 0, configPath: file.path) { _ in try SidecarConfig.load(contentsOf: file.path) } _: { (harness: Harness) async throws in
+        try await withConfigFile(echoes: 2, { ConfigFile.yaml(cluster: "a", clusters: ["a": $0[0], "b": $0[1]]) }) { harness, file, ports in
             async let load = run("h2load", ["-n", "6000", "-c", "8", "-m", "4", harness.url + "/?delay=1"])
             async let h1load = curl(Array(repeating: ["-o", "/dev/null", "-w", "%{http_code}\n", harness.url + "/h1"], count: 300).flatMap { $0 })
             for round in 0..<10 {

@@ -26,7 +26,7 @@ enum RawTCP {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Collect(collector))
+                    try channel.pipeline.syncOperations.addHandler(ByteCollector(collector))
                 }
             }
             .connect(host: "127.0.0.1", port: port)
@@ -44,24 +44,6 @@ enum RawTCP {
 
     static func exchange(port: Int, _ request: String, timeout: Duration = .seconds(20)) async throws -> Reply {
         try await exchange(port: port, Array(request.utf8), timeout: timeout)
-    }
-
-    private final class Collect: ChannelInboundHandler {
-        typealias InboundIn = ByteBuffer
-        let collector: NIOLockedValueBox<[UInt8]>
-
-        init(_ collector: NIOLockedValueBox<[UInt8]>) {
-            self.collector = collector
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let buffer = unwrapInboundIn(data)
-            collector.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) }
-        }
-
-        func errorCaught(context: ChannelHandlerContext, error: Error) {
-            context.close(promise: nil)
-        }
     }
 }
 
@@ -88,7 +70,7 @@ final class RecordingUpstream: Sendable {
             .childChannelInitializer { channel in
                 connections.withLockedValue { $0 += 1 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Record(received))
+                    try channel.pipeline.syncOperations.addHandler(ByteCollector(received))
                 }
             }
             .bind(host: "127.0.0.1", port: 0)
@@ -99,18 +81,23 @@ final class RecordingUpstream: Sendable {
     func stop() async {
         try? await channel.close()
     }
+}
 
-    private final class Record: ChannelInboundHandler {
-        typealias InboundIn = ByteBuffer
-        let received: NIOLockedValueBox<[UInt8]>
+/// Appends every byte a channel reads to a shared buffer; closes on errors.
+private final class ByteCollector: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let bytes: NIOLockedValueBox<[UInt8]>
 
-        init(_ received: NIOLockedValueBox<[UInt8]>) {
-            self.received = received
-        }
+    init(_ bytes: NIOLockedValueBox<[UInt8]>) {
+        self.bytes = bytes
+    }
 
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let buffer = unwrapInboundIn(data)
-            received.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) }
-        }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        bytes.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
     }
 }
