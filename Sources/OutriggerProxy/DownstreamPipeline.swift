@@ -37,7 +37,10 @@ struct DownstreamPipeline: Sendable {
 
     func configureHTTP1(_ channel: Channel, scheme: String) throws {
         let sync = channel.pipeline.syncOperations
-        try sync.addHandler(HTTPResponseEncoder())
+        // Framing is set by ProxyRequestHandler and LocalReply: only they know when a response answers HEAD.
+        var encoder = HTTPResponseEncoder.Configuration()
+        encoder.automaticallySetFramingHeaders = false
+        try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
         // stop reading during every request, two epoll_ctl calls each.
@@ -145,6 +148,9 @@ public final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandle
     }
 }
 
+/// Tells `ProxyRequestHandler` that the last pipelined request it queued is broken and will not be sent.
+struct DropLastQueuedRequest {}
+
 /// RFC 9113 §5.4.1: after sending GOAWAY for a connection error, an endpoint MUST close the connection.
 /// NIO's HTTP/2 handler sends the GOAWAY; this handler, between it and the socket, follows the frames it
 /// writes (header, then payload length) and closes the connection once a GOAWAY with an error is out.
@@ -247,8 +253,13 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
         guard !failed else { return }
         failed = true
         let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
-        if !requestOpen && outstanding > 0 {
-            // A later pipelined request is broken: answer the earlier ones first.
+        if outstanding > 1 || (!requestOpen && outstanding > 0) {
+            // A later pipelined request is broken: answer the earlier ones first, then this one.
+            if requestOpen {
+                // Its head and some body wait in the request handler's queue: they are never forwarded.
+                outstanding -= 1
+                context.fireUserInboundEventTriggered(DropLastQueuedRequest())
+            }
             pendingReply = reason
             return
         }

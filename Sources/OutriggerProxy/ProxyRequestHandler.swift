@@ -39,6 +39,8 @@ final class ProxiedRequest {
     let upgrade: String?
     /// The upstream answered `101 Switching Protocols`: at the response's end both sides become a tunnel.
     var switchingProtocols = false
+    /// The downstream HTTP/1.1 connection closes after this response.
+    var closesConnection = false
     /// The status of a gRPC "trailers-only" upstream response, sent downstream as trailers (the HTTP/2
     /// codec cannot end a stream on its first HEADERS frame, and a status-less end reads as UNKNOWN).
     var grpcStatusFromHead: HTTPHeaders?
@@ -66,10 +68,26 @@ extension ProxiedRequest: NIOScheduledCallbackHandler {
     }
 }
 
+/// The lease is for this request, not for whatever the connection is doing when it arrives: a late
+/// lease for a request that already ended is handed back, never given to the next request.
+extension ProxiedRequest: UpstreamLeaseRequester {
+    func upstreamLeased(_ upstream: UpstreamExchangeHandler) {
+        guard let owner else {
+            upstream.releaseUnused()
+            return
+        }
+        owner.upstreamLeased(upstream, for: self)
+    }
+
+    func upstreamLeaseFailed(_ reason: LocalReplyReason) {
+        owner?.upstreamLeaseFailed(reason, for: self)
+    }
+}
+
 /// The end of a downstream pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the HTTP/1
 /// codec): routes each request, leases an upstream on this event loop and relays both ways with
 /// backpressure, or answers locally with a reason.
-final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamExchangeDelegate, UpstreamLeaseRequester {
+final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamExchangeDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -183,6 +201,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
                 if case .body(let body) = part { queuedBytes -= body.readableBytes }
                 dispatch(part)
             }
+            // No read burst ends after this replay, so flush here what it wrote.
+            if case .proxying(_, let upstream) = state { upstream.flush() }
+            flushIfNeeded()
             deliverPendingRead()
         }
     }
@@ -193,6 +214,13 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is DropLastQueuedRequest {
+            while let part = queued.popLast() {
+                if case .body(let body) = part { queuedBytes -= body.readableBytes }
+                if case .head = part { break }
+            }
+            return
+        }
         guard event is ChannelShouldQuiesceEvent, downstreamProtocol == .http1 else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -205,6 +233,14 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        // A held head that saw neither body nor end in this burst has a body coming: send it chunked now,
+        // so a client that waits for the response before sending (gRPC streaming) is not stalled.
+        switch state {
+        case .leasing(let request), .proxying(let request, _):
+            if request.headHeldForFraming { releaseHeldHead(of: request, chunked: true) }
+        default:
+            break
+        }
         if case .proxying(_, let upstream) = state { upstream.flush() }
         flushIfNeeded()
         context.fireChannelReadComplete()
@@ -298,7 +334,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
             upstreamHead.headers.replaceOrAdd(name: "upgrade", value: upgrade)
         }
-        let holdHead = downstreamProtocol == .http2 && !upstreamHead.headers.contains(name: "content-length")
+        let holdHead = downstreamProtocol == .http2 && cluster.config.upstreamProtocol == .http1
+            && !upstreamHead.headers.contains(name: "content-length")
         let request = ProxiedRequest(
             listener: listener, route: route, cluster: cluster, upstreamHead: upstreamHead, downstreamHead: head,
             headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
@@ -312,7 +349,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         cluster.stats.requestsActive.increment()
         state = .leasing(request)
-        request.ticket = local.acquire(cluster: cluster, endpoint: endpoint, for: self)
+        request.ticket = local.acquire(cluster: cluster, endpoint: endpoint, for: request)
     }
 
     /// This listener in the running snapshot; looked up again only when the snapshot changed.
@@ -357,13 +394,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// Sends a request part upstream, or keeps it until an upstream is leased.
     private func forward(_ part: HTTPClientRequestPart, of request: ProxiedRequest) {
         if request.headHeldForFraming {
-            request.headHeldForFraming = false
-            if case .body = part { request.upstreamHead.headers.add(name: "transfer-encoding", value: "chunked") }
-            if case .proxying(_, let upstream) = state {
-                upstream.send(.head(request.upstreamHead))
-            } else {
-                request.headPending = true
-            }
+            var chunked = false
+            if case .body = part { chunked = true }
+            releaseHeldHead(of: request, chunked: chunked)
         }
         switch state {
         case .proxying(_, let upstream): upstream.send(part)
@@ -371,12 +404,22 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
     }
 
+    private func releaseHeldHead(of request: ProxiedRequest, chunked: Bool) {
+        request.headHeldForFraming = false
+        if chunked { request.upstreamHead.headers.add(name: "transfer-encoding", value: "chunked") }
+        if case .proxying(_, let upstream) = state {
+            upstream.send(.head(request.upstreamHead))
+        } else {
+            request.headPending = true
+        }
+    }
+
     // MARK: Upstream lease
 
-    func upstreamLeased(_ upstream: UpstreamExchangeHandler) {
-        guard case .leasing(let request) = state else {
-            // The request ended while we waited; the fresh connection goes back unused.
-            upstream.abort()
+    fileprivate func upstreamLeased(_ upstream: UpstreamExchangeHandler, for leased: ProxiedRequest) {
+        guard case .leasing(let request) = state, request === leased else {
+            // The request ended while we waited; the connection goes back unused.
+            upstream.releaseUnused()
             return
         }
         request.ticket = nil
@@ -393,8 +436,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         deliverPendingRead()
     }
 
-    func upstreamLeaseFailed(_ reason: LocalReplyReason) {
-        guard case .leasing(let request) = state else { return }
+    fileprivate func upstreamLeaseFailed(_ reason: LocalReplyReason, for leased: ProxiedRequest) {
+        guard case .leasing(let request) = state, request === leased else { return }
         request.ticket = nil
         localReply(reason, request: request, requestComplete: request.requestComplete)
     }
@@ -405,6 +448,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .proxying(let request, _) = state else { return }
+        // Informational responses (an HTTP/2 upstream's 103) are dropped, as the HTTP/1.1 decoder does;
+        // the sidecar answers `100-continue` itself.
+        if head.status.code < 200 && head.status != .switchingProtocols { return }
         if head.status == .switchingProtocols && request.upgrade == nil {
             // A 101 nobody asked for: the upstream is out of step.
             request.cluster.stats.requestFailures.increment()
@@ -425,9 +471,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             response.headers.replaceOrAdd(name: "connection", value: "upgrade")
             response.headers.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? request.upgrade ?? "")
         }
-        if (!request.keepAlive || closeWhenIdle) && downstreamProtocol == .http1 {
-            response.headers.replaceOrAdd(name: "connection", value: "close")
-        }
+        if downstreamProtocol == .http1 { frameHTTP1Response(&response, for: request) }
         if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = Self.takeGRPCStatus(from: &response.headers) }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         needsFlush = true
@@ -453,7 +497,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             // The upstream answered before the whole body arrived; the rest is dropped.
             state = .discardingRequestBody
         }
-        let closeAfter = (!request.keepAlive || closeWhenIdle) && downstreamProtocol == .http1
+        let closeAfter = request.closesConnection && downstreamProtocol == .http1
         var trailers = trailers
         if let status = request.grpcStatusFromHead {
             trailers = (trailers ?? HTTPHeaders())
@@ -484,6 +528,28 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     func upstreamWritabilityChanged(isWritable: Bool) {
         if isWritable { deliverPendingRead() }
+    }
+
+    /// HTTP/1.1 framing of a relayed response, decided here rather than by the encoder (which cannot
+    /// know a response answers HEAD): a body without `content-length` is chunked for HTTP/1.1 clients
+    /// and delimited by closing the connection for HTTP/1.0 ones.
+    private func frameHTTP1Response(_ response: inout HTTPResponseHead, for request: ProxiedRequest) {
+        let code = response.status.code
+        let hasBody = !request.isHEAD && code >= 200 && code != 204 && code != 304
+        let hasLength = response.headers.contains(name: "content-length")
+        if hasBody && !hasLength {
+            if request.downstreamVersion.minor >= 1 {
+                response.headers.add(name: "transfer-encoding", value: "chunked")
+            } else {
+                request.closesConnection = true
+            }
+        }
+        if !request.keepAlive || closeWhenIdle { request.closesConnection = true }
+        if request.closesConnection {
+            response.headers.replaceOrAdd(name: "connection", value: "close")
+        } else if request.downstreamVersion.minor == 0 {
+            response.headers.replaceOrAdd(name: "connection", value: "keep-alive")
+        }
     }
 
     // MARK: Tunnels
@@ -586,9 +652,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
     }
 
+    /// The request leaves the gauges; its duration is recorded by the local reply that usually follows.
     private func recordAbandoned(_ request: ProxiedRequest) {
         request.responseComplete = true
-        recordFinished(request)
+        request.cluster.stats.requestsActive.decrement()
+        request.listener.stats.requestsActive.decrement()
     }
 
     /// Answers for a request that was routed (cluster stats are already counting it).

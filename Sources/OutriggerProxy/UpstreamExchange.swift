@@ -108,6 +108,17 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         context.read()
     }
 
+    /// A lease that arrived for a request that had already ended: the connection was never used, so
+    /// it goes back to its pool as it came (an HTTP/2 stream just closes).
+    func releaseUnused() {
+        guard isIdle else {
+            abort()
+            return
+        }
+        state = .active(requestComplete: true, responseComplete: true, reusable: true)
+        finishExchange()
+    }
+
     /// The downstream gave up (client left, timeout): the connection is in an unknown state, close it.
     func abort() {
         delegate = nil
@@ -160,14 +171,11 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         case .body(let body):
             delegate.upstreamResponseBody(body)
         case .end(let trailers):
-            // A response that ends before its request was fully sent leaves the connection unusable.
-            state = .active(requestComplete: requestComplete, responseComplete: true, reusable: reusable && requestComplete)
+            // A response that ends before its request was fully sent leaves the connection unusable: the
+            // exchange ends now (the pool closes it) rather than waiting for a body nobody will send.
+            state = .active(requestComplete: true, responseComplete: true, reusable: reusable && requestComplete)
             delegate.upstreamResponseEnd(trailers)
-            if requestComplete {
-                finishExchange()
-            } else {
-                self.delegate = nil
-            }
+            finishExchange()
         }
     }
 

@@ -74,6 +74,78 @@ struct HTTP1ProxyTests {
         }
     }
 
+    @Test func anEarlyUpstreamAnswerFreesTheConnection() async throws {
+        let upstream = try await EarlyResponder.start(response: "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
+        defer { Task { await upstream.stop() } }
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("strict"))],
+                           clusters: [ClusterConfig(name: "strict", endpoints: [HostPort(host: "127.0.0.1", port: upstream.port)],
+                                                    timeout: .seconds(5), pool: PoolConfig(maxConnectionsPerEndpoint: 1, maxPendingRequests: 0))])
+        } _: { (harness: Harness) async throws in
+            let body = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-upload-\(UUID().uuidString)")
+            try Data(repeating: UInt8(ascii: "u"), count: 4 << 20).write(to: body)
+            defer { try? FileManager.default.removeItem(at: body) }
+            let upload = try await fetch(harness.url + "/upload", ["--data-binary", "@\(body.path)"])
+            #expect(upload.status == 413, "the upstream's early answer is relayed")
+            // The half-sent connection is closed, not kept leased: the one pool slot is free again.
+            try await waitUntil {
+                try await fetch(harness.adminURL + "/stats/prometheus").body.contains("outrigger_upstream_connections_active{cluster=\"strict\"} 0\n")
+            }
+            #expect(try await fetch(harness.url + "/next").status == 413, "a new connection serves the next request")
+        }
+    }
+
+    @Test func headResponsesToChunkedUpstreamsKeepTheConnectionInStep() async throws {
+        try await withHarness(echoes: 1) { harness in
+            // The echo server answers `trailers=1` chunked (no content-length), HEAD included.
+            let reply = try await RawTCP.exchange(port: harness.port,
+                "HEAD /?trailers=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(reply.statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            let firstHeadEnd = try #require(reply.text.range(of: "\r\n\r\n"))
+            #expect(reply.text[firstHeadEnd.upperBound...].hasPrefix("HTTP/1.1 200 OK"), "no chunked terminator after a HEAD response")
+        }
+    }
+
+    @Test func http10ClientsGetFramingTheyCanRead() async throws {
+        try await withHarness(echoes: 1) { harness in
+            // Without content-length the body ends when the connection closes.
+            let chunked = try await RawTCP.exchange(port: harness.port, "GET /?trailers=1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+            #expect(chunked.closedByPeer)
+            #expect(chunked.text.lowercased().contains("connection: close"))
+            #expect(chunked.text.hasSuffix("}\n"), "the whole JSON body, unchunked")
+            // With content-length, keep-alive is honoured and said explicitly.
+            let two = try await RawTCP.exchange(port: harness.port,
+                "GET /1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\nHost: a\r\n\r\n")
+            #expect(two.statusLines == ["HTTP/1.0 200 OK", "HTTP/1.0 200 OK"])
+            #expect(two.text.lowercased().contains("connection: keep-alive"))
+        }
+    }
+
+    @Test func pipelinedRequestsWithBodiesAreForwardedWhole() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"), timeout: .seconds(3))], clusters: [ClusterConfig(name: "c", endpoints: endpoints)])
+        } _: { (harness: Harness) async throws in
+            let reply = try await RawTCP.exchange(port: harness.port,
+                "POST /a?delay=50 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+                + "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nConnection: close\r\n\r\nworld!")
+            #expect(reply.statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            #expect(reply.text.contains("\"bodyBytes\":5"))
+            #expect(reply.text.contains("\"bodyBytes\":6"), "the queued request's body reaches the upstream")
+        }
+    }
+
+    @Test func aBrokenPipelinedRequestIsAnsweredAfterTheOnesBeforeIt() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let reply = try await RawTCP.exchange(port: harness.port,
+                "GET /first?delay=200 HTTP/1.1\r\nHost: a\r\n\r\n"
+                + "POST /second HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbroken\r\n")
+            #expect(reply.statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"])
+            #expect(reply.text.contains("\"path\":\"\\/first?delay=200\""))
+            #expect(!reply.text.contains("second"), "the broken request is never forwarded")
+            #expect(reply.closedByPeer)
+        }
+    }
+
     @Test func idleUpstreamConnectionsCloseAfterTheIdleTimeout() async throws {
         try await withHarness(echoes: 1) { endpoints in
             Harness.config(routes: [RouteConfig(destination: .cluster("c"))],

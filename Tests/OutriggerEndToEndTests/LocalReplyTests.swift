@@ -70,6 +70,10 @@ struct LocalReplyTests {
             // Loose bound: fires at 200 ms, never waits for the 10 s upstream.
             let seconds = Double(response.body.split(separator: "\n").last ?? "") ?? 99
             #expect(seconds >= 0.2 && seconds < 5, "took \(seconds) s")
+            let stats = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(stats.contains("outrigger_request_duration_seconds_count{listener=\"main\"} 1\n"), "recorded once")
+            #expect(stats.contains("outrigger_downstream_requests_active{listener=\"main\"} 0\n"))
+            #expect(stats.contains("outrigger_upstream_requests_active{cluster=\"slow\"} 0\n"))
         }
     }
 

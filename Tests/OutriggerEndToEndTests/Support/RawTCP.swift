@@ -101,3 +101,47 @@ private final class ByteCollector: ChannelInboundHandler {
         context.close(promise: nil)
     }
 }
+
+/// An upstream that answers every connection's first bytes at once with a fixed response, without
+/// reading the request body: the early answer a server gives to an upload it refuses.
+final class EarlyResponder: Sendable {
+    private let channel: Channel
+    var port: Int { channel.localAddress!.port! }
+
+    private init(channel: Channel) {
+        self.channel = channel
+    }
+
+    static func start(response: String) async throws -> EarlyResponder {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AnswerOnce(response: response))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return EarlyResponder(channel: channel)
+    }
+
+    func stop() async {
+        try? await channel.close()
+    }
+
+    private final class AnswerOnce: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let response: String
+        var answered = false
+
+        init(response: String) {
+            self.response = response
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard !answered else { return }
+            answered = true
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
+        }
+    }
+}
