@@ -300,7 +300,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         listener.stats.requestsTotal.increment()
         listener.stats.requestsActive.increment()
 
-        if downstreamProtocol == .http1, Self.headSize(head) > listener.config.maxRequestHeadersBytes {
+        if Self.headSize(head) > listener.config.maxRequestHeadersBytes {
             localReply(.headersTooLarge, for: head, listener: listener, requestComplete: false, start: start)
             return
         }

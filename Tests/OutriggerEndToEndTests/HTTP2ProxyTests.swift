@@ -3,10 +3,10 @@ import OutriggerConfig
 import Testing
 
 /// Runs `Scripts/h2_request.py`: one HTTP/2 request with exactly these headers, valid or not.
-func rawHTTP2(port: Int, headers: [(String, String)], bodyBytes: Int = 0) async throws -> [String: Any] {
+func rawHTTP2(port: Int, headers: [(String, String)], bodyBytes: Int = 0, afterSettings: Bool = false) async throws -> [String: Any] {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_request.py").path
     let json = String(decoding: try JSONSerialization.data(withJSONObject: headers.map { [$0.0, $0.1] }), as: UTF8.self)
-    let result = try await run("python3", [script, String(port), json, String(bodyBytes)])
+    let result = try await run("python3", [script, String(port), json, String(bodyBytes)] + (afterSettings ? ["--after-settings"] : []))
     guard result.status == 0, let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else {
         throw CurlFailure(status: result.status, stderr: result.stderr + result.stdout)
     }
@@ -144,6 +144,21 @@ struct HTTP2ProxyTests {
             let frames = HTTP2Frames(reply.bytes)
             let goaway = try #require(frames.first { $0.type == 0x7 }, "frames: \(frames.map(\.type))")
             #expect(goaway.errorCode == 1, "PROTOCOL_ERROR")
+        }
+    }
+
+    @Test func oversizedHTTP2HeadersAre431() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints)]) {
+                $0.maxRequestHeadersBytes = 20 * 1024
+            }
+        } _: { (harness: Harness) async throws in
+            let base = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")]
+            let small = try await rawHTTP2(port: harness.port, headers: base + [("x-big", String(repeating: "a", count: 10_000))], afterSettings: true)
+            #expect(small["status"] as? Int == 200)
+            let big = try await rawHTTP2(port: harness.port, headers: base + [("x-big", String(repeating: "a", count: 30_000))], afterSettings: true)
+            #expect(big["status"] as? Int == 431, "\(big)")
+            #expect((big["headers"] as? [String: String])?["x-outrigger-reason"] == "headers_too_large")
         }
     }
 

@@ -3,7 +3,7 @@
 prints what came back as JSON: {"status": N, "headers": {...}, "trailers": {...}, "body": n} or {"reset": CODE} or
 {"goaway": CODE}. Used by the end-to-end tests to send what well-behaved clients refuse to send.
 
-usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--end-headers]
+usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--after-settings]
 HEADERS_JSON is a list of [name, value] pairs, pseudo-headers included, sent in order.
 """
 import json
@@ -18,7 +18,7 @@ import h2.events
 def main():
     port = int(sys.argv[1])
     headers = [(n.encode(), v.encode()) for n, v in json.loads(sys.argv[2])]
-    body = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    body = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3].isdigit() else 0
     config = h2.config.H2Configuration(
         client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False,
         validate_inbound_headers=False, header_encoding=None)
@@ -26,6 +26,15 @@ def main():
     sock = socket.create_connection(("127.0.0.1", port))
     sock.settimeout(20)
     conn.initiate_connection()
+    if "--after-settings" in sys.argv:
+        # Exchange SETTINGS first, so the server's advertised limits are in force.
+        sock.sendall(conn.data_to_send())
+        acked = False
+        while not acked:
+            for event in conn.receive_data(sock.recv(65536)):
+                if isinstance(event, h2.events.SettingsAcknowledged):
+                    acked = True
+            sock.sendall(conn.data_to_send())
     stream = conn.get_next_available_stream_id()
     conn.send_headers(stream, headers, end_stream=(body == 0))
     if body:
