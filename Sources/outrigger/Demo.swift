@@ -48,7 +48,7 @@ struct Demo: AsyncParsableCommand {
         )
         let sidecar = try await Sidecar.start(config: config, logger: logger)
         let base = "http://\(listen)"
-        print("""
+        announce("""
 
         Outrigger demo: a sidecar on \(listen) in front of echo-a (:\(echoPort)) and echo-b (:\(echoPort + 1)).
 
