@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // Config: YAML → validated value types. No networking.
@@ -68,9 +69,22 @@ let package = Package(
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             ]
         ),
+        // Bench: the load generator behind `outrigger bench` (open loop with coordinated-omission
+        // correction, or closed loop), its pure scheduler and its report.
+        .target(
+            name: "OutriggerBench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: hotPathSettings
+        ),
         .executableTarget(
             name: "outrigger",
             dependencies: [
+                "OutriggerBench",
                 "OutriggerProxy",
                 "OutriggerConfig",
                 "OutriggerEcho",
@@ -81,7 +95,7 @@ let package = Package(
         ),
         .testTarget(
             name: "OutriggerCoreTests",
-            dependencies: ["OutriggerCore", "OutriggerConfig"],
+            dependencies: ["OutriggerCore", "OutriggerConfig", "OutriggerBench"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -11,7 +11,7 @@ struct Outrigger: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "outrigger",
         abstract: "A service-mesh sidecar proxy: retries, timeouts, load balancing and stats for HTTP/1.1 and HTTP/2.",
-        subcommands: [Proxy.self, Validate.self, Echo.self, Demo.self]
+        subcommands: [Proxy.self, Validate.self, Echo.self, Demo.self, Bench.self]
     )
 }
 

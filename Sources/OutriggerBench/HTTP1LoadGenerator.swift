@@ -1,0 +1,259 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// What `outrigger bench` sends, where, and for how long.
+public struct BenchOptions: Sendable {
+    public var host: String
+    public var port: Int
+    public var path: String
+    public var method: HTTPMethod = .GET
+    public var headers: [(String, String)] = []
+    public var bodySize = 0
+    public var connections = 16
+    /// Requests per second (open loop); nil runs closed loop at the maximum the target sustains.
+    public var rate: Double?
+    public var duration: Duration = .seconds(10)
+    /// Sent but not counted, before the measured `duration`.
+    public var warmup: Duration = .seconds(1)
+    public var timeout: Duration = .seconds(10)
+
+    public init(host: String, port: Int, path: String) {
+        self.host = host
+        self.port = port
+        self.path = path
+    }
+
+    /// Parses `http://host:port/path?query`.
+    public init?(url: String) {
+        guard url.hasPrefix("http://") else { return nil }
+        let rest = url.dropFirst("http://".count)
+        let authority = rest.prefix { $0 != "/" }
+        let path = rest.dropFirst(authority.count)
+        var host = String(authority)
+        var port = 80
+        if let colon = authority.lastIndex(of: ":"), !authority[colon...].contains("]") {
+            guard let parsed = Int(authority[authority.index(after: colon)...]) else { return nil }
+            host = String(authority[..<colon])
+            port = parsed
+        }
+        host = host.trimmingCharacters(in: ["[", "]"])
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port, path: path.isEmpty ? "/" : String(path))
+    }
+}
+
+extension Duration {
+    var nanosecondsValue: UInt64 {
+        let (seconds, attoseconds) = components
+        return UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000)
+    }
+}
+
+/// HTTP/1.1 keep-alive load over N connections on one event loop, scheduled by `LoadScheduler`.
+public enum HTTP1LoadGenerator {
+    /// Runs the test; `progress` gets a line a second.
+    public static func run(_ options: BenchOptions, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> BenchResults {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdownGracefully { _ in } }
+        let loop = group.next()
+        let address = try SocketAddress.makeAddressResolvingHost(options.host, port: options.port)
+        let promise = loop.makePromise(of: BenchResults.self)
+        loop.execute {
+            let coordinator = LoadCoordinator(options: options, address: address, eventLoop: loop, done: promise, progress: progress)
+            coordinator.start()
+        }
+        return try await promise.futureResult.get()
+    }
+}
+
+/// Owns the scheduler, the connections and the results; lives on the generator's event loop.
+final class LoadCoordinator {
+    private let options: BenchOptions
+    private let address: SocketAddress
+    private let eventLoop: any EventLoop
+    private let done: EventLoopPromise<BenchResults>
+    private let progress: @Sendable (String) -> Void
+    private var scheduler: LoadScheduler
+    private var results = BenchResults()
+    private let measureFrom: UInt64
+    private var active = 0
+    private var finished = false
+    /// When the last measured request ended: a target that fell behind finishes after the schedule does.
+    private var lastEnd: UInt64 = 0
+    private var progressTask: Scheduled<Void>?
+    let head: HTTPRequestHead
+    let body: ByteBuffer?
+
+    init(options: BenchOptions, address: SocketAddress, eventLoop: any EventLoop, done: EventLoopPromise<BenchResults>,
+         progress: @escaping @Sendable (String) -> Void) {
+        self.options = options
+        self.address = address
+        self.eventLoop = eventLoop
+        self.done = done
+        self.progress = progress
+        let now = NIODeadline.now().uptimeNanoseconds
+        self.measureFrom = now + options.warmup.nanosecondsValue
+        self.scheduler = LoadScheduler(rate: options.rate, start: now, duration: (options.warmup + options.duration).nanosecondsValue)
+        var headers = HTTPHeaders([("host", options.port == 80 ? options.host : "\(options.host):\(options.port)")])
+        for (name, value) in options.headers { headers.replaceOrAdd(name: name, value: value) }
+        if options.bodySize > 0 { headers.replaceOrAdd(name: "content-length", value: String(options.bodySize)) }
+        self.head = HTTPRequestHead(version: .http1_1, method: options.method, uri: options.path, headers: headers)
+        self.body = options.bodySize > 0 ? ByteBuffer(repeating: UInt8(ascii: "x"), count: options.bodySize) : nil
+    }
+
+    func start() {
+        for _ in 0..<options.connections { connect() }
+        reportProgressInASecond()
+    }
+
+    private func reportProgressInASecond() {
+        progressTask = eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [weak self] in
+            guard let self, !self.finished else { return }
+            let elapsed = Double(NIODeadline.now().uptimeNanoseconds - self.scheduler.start) / 1e9
+            self.progress(String(format: "%5.1f s  sent %d  completed %d  failed %d", elapsed, self.results.sent, self.results.completed, self.results.failed))
+            self.reportProgressInASecond()
+        }
+    }
+
+    private func connect() {
+        active += 1
+        let handler = BenchConnection(coordinator: self)
+        let loopBound = NIOLoopBound(handler, eventLoop: eventLoop)
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.nanoseconds(Int64(options.timeout.nanosecondsValue)))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(loopBound.value)
+                }
+            }
+            .connect(to: address)
+            .assumeIsolated()
+            .whenFailure { [self] _ in
+                active -= 1
+                let now = NIODeadline.now().uptimeNanoseconds
+                if now >= measureFrom { results.record(.connectError, latencyMicroseconds: nil) }
+                if now < scheduler.end {
+                    // Try again shortly; a refused port must not spin.
+                    eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { self.connect() }
+                } else {
+                    finishIfIdle()
+                }
+            }
+    }
+
+    /// A connection is ready for its next request.
+    func connectionFree(_ connection: BenchConnection) {
+        let now = NIODeadline.now().uptimeNanoseconds
+        switch scheduler.connectionFree(now: now) {
+        case .send(let intended):
+            if intended >= measureFrom { results.sent += 1 }
+            connection.send(intended: intended, timeout: options.timeout)
+        case .wait(let until):
+            eventLoop.assumeIsolated().scheduleTask(deadline: .uptimeNanoseconds(until)) { [weak connection] in
+                guard let connection else { return }
+                self.connectionFree(connection)
+            }
+        case .stop:
+            connection.close()
+        }
+    }
+
+    /// A request ended; `intended` is when it was meant to be sent.
+    func requestEnded(_ outcome: RequestOutcome, intended: UInt64) {
+        guard intended >= measureFrom else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        lastEnd = now
+        results.record(outcome, latencyMicroseconds: outcome == .connectError ? nil : (now - intended) / 1000)
+    }
+
+    /// A connection closed; a replacement is opened while the test runs.
+    func connectionClosed(wanted: Bool) {
+        active -= 1
+        if !wanted && NIODeadline.now().uptimeNanoseconds < scheduler.end {
+            connect()
+        } else {
+            finishIfIdle()
+        }
+    }
+
+    private func finishIfIdle() {
+        guard active == 0, !finished else { return }
+        finished = true
+        progressTask?.cancel()
+        let scheduled = Double(options.duration.nanosecondsValue) / 1e9
+        results.measuredSeconds = lastEnd > measureFrom ? Swift.max(scheduled, Double(lastEnd - measureFrom) / 1e9) : scheduled
+        done.succeed(results)
+    }
+}
+
+/// One keep-alive connection: sends a request, waits for its response, asks for the next.
+final class BenchConnection: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let coordinator: LoadCoordinator
+    private var context: ChannelHandlerContext?
+    private var inFlight: (intended: UInt64, status: Int, timer: Scheduled<Void>)?
+    private var closing = false
+
+    init(coordinator: LoadCoordinator) {
+        self.coordinator = coordinator
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        coordinator.connectionFree(self)
+        context.fireChannelActive()
+    }
+
+    func send(intended: UInt64, timeout: Duration) {
+        guard let context else { return }
+        let timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(timeout.nanosecondsValue))) { [weak self] in
+            guard let self, let request = self.inFlight else { return }
+            self.inFlight = nil
+            self.coordinator.requestEnded(.timeout, intended: request.intended)
+            self.context?.close(promise: nil)
+        }
+        inFlight = (intended, 0, timer)
+        context.write(wrapOutboundOut(.head(coordinator.head)), promise: nil)
+        if let body = coordinator.body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func close() {
+        closing = true
+        context?.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            inFlight?.status = Int(head.status.code)
+        case .body:
+            break
+        case .end:
+            guard let request = inFlight else { return }
+            inFlight = nil
+            request.timer.cancel()
+            coordinator.requestEnded(.status(request.status), intended: request.intended)
+            coordinator.connectionFree(self)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let request = inFlight {
+            inFlight = nil
+            request.timer.cancel()
+            coordinator.requestEnded(.reset, intended: request.intended)
+        }
+        coordinator.connectionClosed(wanted: closing)
+        self.context = nil
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import NIOHTTP1
+import OutriggerBench
+import OutriggerConfig
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load-test an HTTP/1.1 endpoint: open loop at a fixed rate, or closed loop at the maximum.",
+        discussion: """
+        Open loop (--rate): request i is due at start + i/rate whether or not the target keeps up, and its
+        latency counts from that due time (coordinated-omission corrected, as wrk2 does). Closed loop
+        (--max): every connection sends its next request as soon as the last one is answered.
+        Latency goes into an HdrHistogram; the report gives sent/completed/failed by outcome, the achieved
+        rate and min/p50/p90/p99/p99.9/max, as a table and, with --json, as a file.
+          outrigger bench http://127.0.0.1:15001/ --rate 1000 --duration 10s
+          outrigger bench http://127.0.0.1:15001/ --max --connections 32 --json result.json
+        """
+    )
+
+    @Argument(help: "The URL (http://HOST:PORT/PATH).")
+    var url: String
+
+    @Option(help: "Requests per second (open loop).")
+    var rate: Double?
+
+    @Flag(help: "Closed loop: as fast as the target answers.")
+    var max = false
+
+    @Option(name: .shortAndLong, help: "Keep-alive connections.")
+    var connections: Int = 16
+
+    @Option(help: "Measured duration, e.g. 10s.")
+    var duration: String = "10s"
+
+    @Option(help: "Load sent before measuring starts, e.g. 1s (0s for none).")
+    var warmup: String = "1s"
+
+    @Option(help: "A request with no response after this long counts as a timeout.")
+    var timeout: String = "10s"
+
+    @Option(help: "HTTP method.")
+    var method: String = "GET"
+
+    @Option(name: [.customShort("H"), .long], help: "A request header, 'Name: value' (repeatable).")
+    var header: [String] = []
+
+    @Option(help: "Request body size in bytes.")
+    var bodySize: Int = 0
+
+    @Option(help: "Also write the report as JSON to this file.")
+    var json: String?
+
+    func validate() throws {
+        if (rate == nil) == !max { throw ValidationError("give either --rate N (open loop) or --max (closed loop)") }
+        if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+        if connections < 1 { throw ValidationError("--connections must be at least 1") }
+        if BenchOptions(url: url) == nil { throw ValidationError("expected a URL such as http://127.0.0.1:15001/path, found '\(url)'") }
+        for text in [duration, timeout] where ConfigDuration.parse(text).map({ $0 <= .zero }) ?? true {
+            throw ValidationError("expected a positive duration such as 250ms or 10s, found '\(text)'")
+        }
+        if warmup != "0s", ConfigDuration.parse(warmup) == nil { throw ValidationError("expected a duration such as 1s, found '\(warmup)'") }
+        for line in header where !line.contains(":") { throw ValidationError("expected a header 'Name: value', found '\(line)'") }
+    }
+
+    func run() async throws {
+        var options = BenchOptions(url: url)!
+        options.rate = max ? nil : rate
+        options.connections = connections
+        options.duration = ConfigDuration.parse(duration)!
+        options.warmup = warmup == "0s" ? .zero : ConfigDuration.parse(warmup)!
+        options.timeout = ConfigDuration.parse(timeout)!
+        options.method = HTTPMethod(rawValue: method.uppercased())
+        options.bodySize = bodySize
+        options.headers = header.map { line in
+            let colon = line.firstIndex(of: ":")!
+            return (String(line[..<colon]).trimmingCharacters(in: .whitespaces), String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
+        }
+        let mode = options.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop"
+        FileHandle.standardError.write(Data("outrigger bench: \(url), \(mode), \(connections) connections, \(duration) (+\(warmup) warm-up)\n".utf8))
+        let results = try await HTTP1LoadGenerator.run(options) { line in
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        announce(results.table(title: "outrigger bench: \(url) (\(mode))"))
+        if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
+    }
+}
