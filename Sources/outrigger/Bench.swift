@@ -6,7 +6,7 @@ import OutriggerConfig
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Load-test an HTTP/1.1 endpoint: open loop at a fixed rate, or closed loop at the maximum.",
+        abstract: "Load-test an HTTP/1.1 or h2c endpoint: open loop at a fixed rate, or closed loop at the maximum.",
         discussion: """
         Open loop (--rate): request i is due at start + i/rate whether or not the target keeps up, and its
         latency counts from that due time (coordinated-omission corrected, as wrk2 does). Closed loop
@@ -15,6 +15,7 @@ struct Bench: AsyncParsableCommand {
         rate and min/p50/p90/p99/p99.9/max, as a table and, with --json, as a file.
           outrigger bench http://127.0.0.1:15001/ --rate 1000 --duration 10s
           outrigger bench http://127.0.0.1:15001/ --max --connections 32 --json result.json
+          outrigger bench http://127.0.0.1:15001/ --http2 -c 4 -m 16 --rate 2000
         """
     )
 
@@ -29,6 +30,12 @@ struct Bench: AsyncParsableCommand {
 
     @Option(name: .shortAndLong, help: "Keep-alive connections.")
     var connections: Int = 16
+
+    @Flag(help: "HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.")
+    var http2 = false
+
+    @Option(name: [.customShort("m"), .long], help: "Concurrent streams per HTTP/2 connection.")
+    var streams: Int = 1
 
     @Option(help: "Measured duration, e.g. 10s.")
     var duration: String = "10s"
@@ -55,6 +62,7 @@ struct Bench: AsyncParsableCommand {
         if (rate == nil) == !max { throw ValidationError("give either --rate N (open loop) or --max (closed loop)") }
         if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
         if connections < 1 { throw ValidationError("--connections must be at least 1") }
+        if streams < 1 { throw ValidationError("--streams must be at least 1") }
         if BenchOptions(url: url) == nil { throw ValidationError("expected a URL such as http://127.0.0.1:15001/path, found '\(url)'") }
         for text in [duration, timeout] where ConfigDuration.parse(text).map({ $0 <= .zero }) ?? true {
             throw ValidationError("expected a positive duration such as 250ms or 10s, found '\(text)'")
@@ -67,6 +75,8 @@ struct Bench: AsyncParsableCommand {
         var options = BenchOptions(url: url)!
         options.rate = max ? nil : rate
         options.connections = connections
+        options.http2 = http2
+        options.streams = streams
         options.duration = ConfigDuration.parse(duration)!
         options.warmup = warmup == "0s" ? .zero : ConfigDuration.parse(warmup)!
         options.timeout = ConfigDuration.parse(timeout)!
@@ -76,9 +86,10 @@ struct Bench: AsyncParsableCommand {
             let colon = line.firstIndex(of: ":")!
             return (String(line[..<colon]).trimmingCharacters(in: .whitespaces), String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
         }
-        let mode = options.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop"
-        FileHandle.standardError.write(Data("outrigger bench: \(url), \(mode), \(connections) connections, \(duration) (+\(warmup) warm-up)\n".utf8))
-        let results = try await HTTP1LoadGenerator.run(options) { line in
+        let mode = (options.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop") + (http2 ? ", h2c" : ", HTTP/1.1")
+        let concurrency = http2 ? "\(connections) connections × \(streams) streams" : "\(connections) connections"
+        FileHandle.standardError.write(Data("outrigger bench: \(url), \(mode), \(concurrency), \(duration) (+\(warmup) warm-up)\n".utf8))
+        let results = try await LoadGenerator.run(options) { line in
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
         announce(results.table(title: "outrigger bench: \(url) (\(mode))"))

@@ -26,6 +26,18 @@ struct BenchCommandTests {
         }
     }
 
+    @Test func h2cOpenLoopOverStreams() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let (result, report) = try await Self.bench([harness.url + "/?size=32", "--http2", "-c", "2", "-m", "4",
+                                                         "--rate", "200", "--duration", "2s", "--warmup", "0s"])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(report["sent"] as? Int == 400)
+            #expect((report["outcomes"] as? [String: Int])?["2xx"] == 400)
+            let stats = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(stats.contains("outrigger_downstream_connections_total{listener=\"quickstart\"} 2\n"), "two h2c connections carried them")
+        }
+    }
+
     @Test func closedLoopAndFailuresAreCountedByOutcome() async throws {
         try await withHarness(echoes: 1) { harness in
             let (ok, okReport) = try await Self.bench([harness.url + "/", "--max", "--duration", "1s", "--warmup", "200ms", "-c", "4"])

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 
 /// What `outrigger bench` sends, where, and for how long.
@@ -11,6 +12,10 @@ public struct BenchOptions: Sendable {
     public var headers: [(String, String)] = []
     public var bodySize = 0
     public var connections = 16
+    /// HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    public var http2 = false
+    /// Concurrent streams per HTTP/2 connection.
+    public var streams = 1
     /// Requests per second (open loop); nil runs closed loop at the maximum the target sustains.
     public var rate: Double?
     public var duration: Duration = .seconds(10)
@@ -50,8 +55,9 @@ extension Duration {
     }
 }
 
-/// HTTP/1.1 keep-alive load over N connections on one event loop, scheduled by `LoadScheduler`.
-public enum HTTP1LoadGenerator {
+/// HTTP/1.1 keep-alive load over N connections, or h2c over N connections × M streams, on one event
+/// loop, scheduled by `LoadScheduler`.
+public enum LoadGenerator {
     /// Runs the test; `progress` gets a line a second.
     public static func run(_ options: BenchOptions, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> BenchResults {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -84,6 +90,7 @@ final class LoadCoordinator {
     private var progressTask: Scheduled<Void>?
     let head: HTTPRequestHead
     let body: ByteBuffer?
+    var streamsPerConnection: Int { options.http2 ? options.streams : 1 }
 
     init(options: BenchOptions, address: SocketAddress, eventLoop: any EventLoop, done: EventLoopPromise<BenchResults>,
          progress: @escaping @Sendable (String) -> Void) {
@@ -117,6 +124,10 @@ final class LoadCoordinator {
     }
 
     private func connect() {
+        if options.http2 {
+            connectHTTP2()
+            return
+        }
         active += 1
         let handler = BenchConnection(coordinator: self)
         let loopBound = NIOLoopBound(handler, eventLoop: eventLoop)
@@ -131,21 +142,56 @@ final class LoadCoordinator {
             }
             .connect(to: address)
             .assumeIsolated()
-            .whenFailure { [self] _ in
-                active -= 1
-                let now = NIODeadline.now().uptimeNanoseconds
-                if now >= measureFrom { results.record(.connectError, latencyMicroseconds: nil) }
-                if now < scheduler.end {
-                    // Try again shortly; a refused port must not spin.
-                    eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { self.connect() }
-                } else {
-                    finishIfIdle()
+            .whenFailure { [self] _ in connectFailed() }
+    }
+
+    private func connectFailed() {
+        active -= 1
+        let now = NIODeadline.now().uptimeNanoseconds
+        if now >= measureFrom { results.record(.connectError, latencyMicroseconds: nil) }
+        if now < scheduler.end {
+            // Try again shortly; a refused port must not spin.
+            eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { self.connect() }
+        } else {
+            finishIfIdle()
+        }
+    }
+
+    private func connectHTTP2() {
+        active += 1
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.nanoseconds(Int64(options.timeout.nanosecondsValue)))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                        mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+                    ) { stream in stream.close() }
+                }
+            }
+            .connect(to: address)
+            .flatMapThrowing { channel in
+                (channel, try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer())
+            }
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                switch result {
+                case .failure:
+                    connectFailed()
+                case .success(let (channel, multiplexer)):
+                    let connection = HTTP2BenchConnection(channel: channel, multiplexer: multiplexer, coordinator: self)
+                    channel.closeFuture.assumeIsolated().whenComplete { _ in
+                        connection.workers = []  // breaks the worker ↔ connection cycle
+                        self.connectionClosed(wanted: connection.stopped)
+                    }
+                    connection.workers = (0..<options.streams).map { _ in HTTP2StreamWorker(connection: connection) }
+                    for worker in connection.workers { connectionFree(worker) }
                 }
             }
     }
 
     /// A connection is ready for its next request.
-    func connectionFree(_ connection: BenchConnection) {
+    func connectionFree(_ connection: any BenchWorker) {
         let now = NIODeadline.now().uptimeNanoseconds
         switch scheduler.connectionFree(now: now) {
         case .send(let intended):
@@ -157,7 +203,7 @@ final class LoadCoordinator {
                 self.connectionFree(connection)
             }
         case .stop:
-            connection.close()
+            connection.stop()
         }
     }
 
@@ -189,8 +235,15 @@ final class LoadCoordinator {
     }
 }
 
+/// Something that carries one request at a time: an HTTP/1.1 connection, or a stream slot on an HTTP/2 one.
+protocol BenchWorker: AnyObject {
+    func send(intended: UInt64, timeout: Duration)
+    /// The test is over for this worker.
+    func stop()
+}
+
 /// One keep-alive connection: sends a request, waits for its response, asks for the next.
-final class BenchConnection: ChannelInboundHandler {
+final class BenchConnection: ChannelInboundHandler, BenchWorker {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
@@ -223,7 +276,7 @@ final class BenchConnection: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
-    func close() {
+    func stop() {
         closing = true
         context?.close(promise: nil)
     }
@@ -251,6 +304,125 @@ final class BenchConnection: ChannelInboundHandler {
         }
         coordinator.connectionClosed(wanted: closing)
         self.context = nil
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// An h2c connection shared by `streams` workers; it closes when every worker has stopped.
+final class HTTP2BenchConnection {
+    let channel: Channel
+    let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+    let coordinator: LoadCoordinator
+    /// Held here: a worker waiting for its next due time is referenced by nothing else.
+    var workers: [HTTP2StreamWorker] = []
+    private var stoppedWorkers = 0
+    private(set) var stopped = false
+
+    init(channel: Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer, coordinator: LoadCoordinator) {
+        self.channel = channel
+        self.multiplexer = multiplexer
+        self.coordinator = coordinator
+    }
+
+    func workerStopped() {
+        stoppedWorkers += 1
+        if stoppedWorkers == coordinator.streamsPerConnection {
+            stopped = true
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// One stream slot on an h2c connection: each request is a new stream.
+final class HTTP2StreamWorker: BenchWorker {
+    private let connection: HTTP2BenchConnection
+
+    init(connection: HTTP2BenchConnection) {
+        self.connection = connection
+    }
+
+    func send(intended: UInt64, timeout: Duration) {
+        guard connection.channel.isActive else { return }
+        let handler = BenchStream(worker: self, intended: intended)
+        let loopBound = NIOLoopBound(handler, eventLoop: connection.channel.eventLoop)
+        let coordinator = connection.coordinator
+        let head = coordinator.head
+        let body = coordinator.body
+        let created = connection.channel.eventLoop.makePromise(of: Channel.self)
+        connection.multiplexer.createStreamChannel(promise: created) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandlers([HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http), loopBound.value])
+            }
+        }
+        created.futureResult.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let stream):
+                handler.timer = stream.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(timeout.nanosecondsValue))) {
+                    handler.fail(.timeout)
+                    stream.close(promise: nil)
+                }
+                stream.write(HTTPClientRequestPart.head(head), promise: nil)
+                if let body { stream.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
+                stream.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            case .failure:
+                handler.fail(.reset)
+            }
+        }
+    }
+
+    func stop() {
+        connection.workerStopped()
+    }
+
+    /// The stream's request ended; the slot is free for the next one.
+    func ended(_ outcome: RequestOutcome, intended: UInt64) {
+        connection.coordinator.requestEnded(outcome, intended: intended)
+        if connection.channel.isActive {
+            connection.coordinator.connectionFree(self)
+        }
+    }
+}
+
+/// Reads one response on one stream.
+final class BenchStream: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let worker: HTTP2StreamWorker
+    private let intended: UInt64
+    private var status = 0
+    private var done = false
+    var timer: Scheduled<Void>?
+
+    init(worker: HTTP2StreamWorker, intended: UInt64) {
+        self.worker = worker
+        self.intended = intended
+    }
+
+    func fail(_ outcome: RequestOutcome) {
+        guard !done else { return }
+        done = true
+        timer?.cancel()
+        worker.ended(outcome, intended: intended)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): status = Int(head.status.code)
+        case .body: break
+        case .end:
+            guard !done else { return }
+            done = true
+            timer?.cancel()
+            worker.ended(.status(status), intended: intended)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(.reset)
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
