@@ -5,7 +5,7 @@
 #
 # Knobs (environment): DURATION (seconds per run, default 10), CONNECTIONS (wrk, default 32),
 # H2_CONNECTIONS and H2_STREAMS (h2load, default 8 x 16), ROUNDS (default 3; the median is reported),
-# BODY (upstream response body bytes, default 128).
+# BODY (upstream response body bytes, default 128), FIXED_RATE (req/s of the open-loop latency runs, default 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,7 @@ H2_CONNECTIONS=${H2_CONNECTIONS:-8}
 H2_STREAMS=${H2_STREAMS:-16}
 ROUNDS=${ROUNDS:-3}
 BODY=${BODY:-128}
+FIXED_RATE=${FIXED_RATE:-1000}
 BIN=.build/release/outrigger
 [ -x "$BIN" ] || { echo "bench: build first: swift build -c release" >&2; exit 1; }
 for tool in wrk h2load haproxy python3; do
@@ -102,6 +103,23 @@ PY
   done
 done
 
+# Latency at a fixed rate, open loop (outrigger bench corrects for coordinated omission), HTTP/1.1.
+for round in $(seq 1 "$ROUNDS"); do
+  for name in direct outrigger haproxy; do
+    report="$work/fixed-$name-$round.json"
+    "$BIN" bench "http://127.0.0.1:${H1_TARGET[$name]}$PATH_QUERY" --rate "$FIXED_RATE" -c 16 --duration "${DURATION}s" \
+      --warmup 1s --json "$report" >/dev/null 2>&1
+    python3 - "$name" "$round" "$report" >>"$results" <<'PY'
+import json, sys
+name, rnd, path = sys.argv[1:4]
+r = json.load(open(path))
+l = r["latencyMilliseconds"]
+print(f"http1@fixed\t{name}\t{rnd}\t{r['achievedRate']:.0f}\t{l['p50']:.3f}\t{l['p99']:.3f}\t{r['failed']}\t")
+PY
+    echo "  round $round http1 at $FIXED_RATE req/s $name: p99 $(tail -1 "$results" | cut -f6) ms" >&2
+  done
+done
+
 rss_kib() { awk '/VmHWM/ {print $2}' /proc/$1/status 2>/dev/null || echo 0; }
 OUTRIGGER_RSS=$(rss_kib $outrigger_pid); HAPROXY_RSS=$(rss_kib $haproxy_pid)
 
@@ -125,9 +143,20 @@ for proto in ("http1", "h2c"):
         e.update({"rps_median": rps, "p50_ms_median": statistics.median(e["p50_ms"]), "p99_ms_median": statistics.median(e["p99_ms"])})
         ratio = f"{rps / haproxy:.2f}x" if name != "direct" else ""
         table.append(f"| {proto} | {name} | {rps:,.0f} | {e['p50_ms_median']:.2f} | {e['p99_ms_median']:.2f} | {e['errors']} | {ratio} |")
+fixed = summary.get("http1@fixed", {})
+if fixed:
+    table += ["", "Open loop at a fixed rate, HTTP/1.1 (outrigger bench, coordinated-omission corrected):", "",
+              "| target | req/s | p50 ms | p99 ms | errors | added p50 ms | added p99 ms |", "|---|---|---|---|---|---|---|"]
+    for name in ("direct", "outrigger", "haproxy"):
+        e = fixed[name]
+        e.update({"rps_median": statistics.median(e["rps"]), "p50_ms_median": statistics.median(e["p50_ms"]), "p99_ms_median": statistics.median(e["p99_ms"])})
+    for name in ("direct", "outrigger", "haproxy"):
+        e, d = fixed[name], fixed["direct"]
+        added = "" if name == "direct" else f"{e['p50_ms_median'] - d['p50_ms_median']:+.3f} | {e['p99_ms_median'] - d['p99_ms_median']:+.3f}"
+        table.append(f"| {name} | {e['rps_median']:,.0f} | {e['p50_ms_median']:.3f} | {e['p99_ms_median']:.3f} | {e['errors']} | {added or ' | '} |")
 report = {
     "timestamp": stamp, "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-    "settings": {"duration_s": int(duration), "wrk_connections": int(conns), "h2load_connections": int(h2c),
+    "settings": {"duration_s": int(duration), "wrk_connections": int(conns), "h2load_connections": int(h2c), "fixed_rate": int(os.environ.get("FIXED_RATE", "1000")),
                  "h2load_streams": int(h2m), "response_body_bytes": int(body), "event_loops": 1, "haproxy_nbthread": 1},
     "results": summary, "peak_rss_kib": {"outrigger": int(o_rss), "haproxy": int(h_rss)},
 }
