@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
+import OutriggerConfig
 
 /// What `outrigger bench` sends, where, and for how long.
 public struct BenchOptions: Sendable {
@@ -45,13 +46,6 @@ public struct BenchOptions: Sendable {
         host = host.trimmingCharacters(in: ["[", "]"])
         guard !host.isEmpty else { return nil }
         self.init(host: host, port: port, path: path.isEmpty ? "/" : String(path))
-    }
-}
-
-extension Duration {
-    var nanosecondsValue: UInt64 {
-        let (seconds, attoseconds) = components
-        return UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000)
     }
 }
 
@@ -100,8 +94,8 @@ final class LoadCoordinator {
         self.done = done
         self.progress = progress
         let now = NIODeadline.now().uptimeNanoseconds
-        self.measureFrom = now + options.warmup.nanosecondsValue
-        self.scheduler = LoadScheduler(rate: options.rate, start: now, duration: (options.warmup + options.duration).nanosecondsValue)
+        self.measureFrom = now + options.warmup.unsignedNanoseconds
+        self.scheduler = LoadScheduler(rate: options.rate, start: now, duration: (options.warmup + options.duration).unsignedNanoseconds)
         var headers = HTTPHeaders([("host", options.port == 80 ? options.host : "\(options.host):\(options.port)")])
         for (name, value) in options.headers { headers.replaceOrAdd(name: name, value: value) }
         if options.bodySize > 0 { headers.replaceOrAdd(name: "content-length", value: String(options.bodySize)) }
@@ -131,18 +125,21 @@ final class LoadCoordinator {
         active += 1
         let handler = BenchConnection(coordinator: self)
         let loopBound = NIOLoopBound(handler, eventLoop: eventLoop)
-        ClientBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.nanoseconds(Int64(options.timeout.nanosecondsValue)))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(loopBound.value)
-                }
-            }
-            .connect(to: address)
+        connectChannel { channel in
+            try channel.pipeline.syncOperations.addHTTPClientHandlers()
+            try channel.pipeline.syncOperations.addHandler(loopBound.value)
+        }
             .assumeIsolated()
             .whenFailure { [self] _ in connectFailed() }
+    }
+
+    /// A TCP connection to the target, its pipeline set up by `configure`.
+    private func connectChannel(_ configure: @escaping @Sendable (Channel) throws -> Void) -> EventLoopFuture<Channel> {
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.nanoseconds(options.timeout.nanoseconds))
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try configure(channel) } }
+            .connect(to: address)
     }
 
     private func connectFailed() {
@@ -159,17 +156,11 @@ final class LoadCoordinator {
 
     private func connectHTTP2() {
         active += 1
-        ClientBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.nanoseconds(Int64(options.timeout.nanosecondsValue)))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                        mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
-                    ) { stream in stream.close() }
-                }
-            }
-            .connect(to: address)
+        connectChannel { channel in
+            _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+            ) { stream in stream.close() }
+        }
             .flatMapThrowing { channel in
                 (channel, try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer())
             }
@@ -229,7 +220,7 @@ final class LoadCoordinator {
         guard active == 0, !finished else { return }
         finished = true
         progressTask?.cancel()
-        let scheduled = Double(options.duration.nanosecondsValue) / 1e9
+        let scheduled = Double(options.duration.unsignedNanoseconds) / 1e9
         results.measuredSeconds = lastEnd > measureFrom ? Swift.max(scheduled, Double(lastEnd - measureFrom) / 1e9) : scheduled
         done.succeed(results)
     }
@@ -264,7 +255,7 @@ final class BenchConnection: ChannelInboundHandler, BenchWorker {
 
     func send(intended: UInt64, timeout: Duration) {
         guard let context else { return }
-        let timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(timeout.nanosecondsValue))) { [weak self] in
+        let timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
             guard let self, let request = self.inFlight else { return }
             self.inFlight = nil
             self.coordinator.requestEnded(.timeout, intended: request.intended)
@@ -360,7 +351,7 @@ final class HTTP2StreamWorker: BenchWorker {
         created.futureResult.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let stream):
-                handler.timer = stream.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(timeout.nanosecondsValue))) {
+                handler.timer = stream.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
                     handler.fail(.timeout)
                     stream.close(promise: nil)
                 }
@@ -428,4 +419,9 @@ final class BenchStream: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         context.close(promise: nil)
     }
+}
+
+extension Duration {
+    /// Whole nanoseconds, for the scheduler's unsigned clock; negative durations count as zero.
+    var unsignedNanoseconds: UInt64 { UInt64(max(nanoseconds, 0)) }
 }
