@@ -49,7 +49,9 @@ struct BenchCommandTests {
             #expect(failing.status == 0)
             #expect((failingReport["outcomes"] as? [String: Int])?["5xx"] == failingReport["failed"] as? Int)
         }
-        let (refused, refusedReport) = try await Self.bench(["http://127.0.0.1:\(try closedPort())/", "--max", "--duration", "500ms", "--warmup", "0s", "-c", "1"])
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        let (refused, refusedReport) = try await Self.bench(["http://127.0.0.1:\(refusing.port)/", "--max", "--duration", "500ms", "--warmup", "0s", "-c", "1"])
         #expect(refused.status == 0)
         #expect(((refusedReport["outcomes"] as? [String: Int])?["connect_error"] ?? 0) > 0)
     }

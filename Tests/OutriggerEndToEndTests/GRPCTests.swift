@@ -36,7 +36,9 @@ struct GRPCTests {
     }
 
     @Test func localRepliesAreGRPCStatuses() async throws {
-        let port = try closedPort()
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        let port = refusing.port
         try await withHarness(echoes: 0) { _ in
             Harness.config(routes: [RouteConfig(match: RouteMatchConfig(path: .prefix("/test.")), destination: .cluster("down"))],
                            clusters: [ClusterConfig(name: "down", endpoints: [HostPort(host: "127.0.0.1", port: port)], upstreamProtocol: .http2)])

@@ -5,7 +5,9 @@ import Testing
 @Suite("Local replies say why, end to end")
 struct LocalReplyTests {
     @Test func connectFailureIs503() async throws {
-        let port = try closedPort()
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        let port = refusing.port
         try await withHarness(echoes: 0) { _ in
             Harness.defaultConfig([HostPort(host: "127.0.0.1", port: port)])
         } _: { (harness: Harness) async throws in
@@ -144,7 +146,9 @@ struct LocalReplyTests {
     }
 
     @Test func grpcRequestsGetAGRPCStatus() async throws {
-        let port = try closedPort()
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        let port = refusing.port
         try await withHarness(echoes: 0) { _ in
             Harness.defaultConfig([HostPort(host: "127.0.0.1", port: port)])
         } _: { (harness: Harness) async throws in

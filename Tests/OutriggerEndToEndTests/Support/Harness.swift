@@ -95,18 +95,36 @@ func withHarness<T>(
     }
 }
 
-/// A loopback port nothing listens on (bound, then closed), for connect failures.
-func closedPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+/// A test fixture that could not be set up.
+struct SetupError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// A loopback port that refuses connections: a socket is bound to it but never listens, so the kernel
+/// answers every SYN with a reset. The socket stays bound until `close()`, so no other test's port-0
+/// bind (which skips bound ports; this socket has no SO_REUSEADDR to share) can be given the port meanwhile.
+final class RefusingPort: @unchecked Sendable {
+    // `@unchecked`: the descriptor is written once in `init` and closed once in `close`.
+    let port: Int
+    private var descriptor: Int32
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.descriptor = descriptor
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
+        guard bound == 0 else { throw SetupError(description: "bind for a refusing port failed: errno \(errno)") }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() {
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        descriptor = -1
+    }
 }
 
 /// A loopback port whose accept queue is full, so a new connection attempt hangs: the kernel drops the
