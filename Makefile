@@ -4,7 +4,7 @@ BUILD_FLAGS ?=
 # Release builds drop exclusivity checks in every module, dependencies included (~3 % of a relay's CPU).
 RELEASE_FLAGS ?= -c release -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test build release bench clean
+.PHONY: run test build release bench bench-quick microbench clean
 
 ## make run: build and start the demo (a sidecar in front of two echo upstreams).
 run: build
@@ -22,11 +22,20 @@ build:
 release:
 	$(SWIFT) build $(RELEASE_FLAGS) $(BUILD_FLAGS)
 
-## make bench: Outrigger vs direct vs HAProxy, HTTP/1.1 (wrk) and h2c (h2load), one event loop each.
-bench:
+## make bench: Outrigger vs direct vs HAProxy vs nginx, HTTP/1.1 and h2c, max throughput and latency at
+## fixed rates, 3 interleaved rounds (~20 minutes). Writes benchmarks/results/<time>.{json,md,svg}.
+bench: release
 	scripts/install-deps.sh --bench
-	$(SWIFT) build $(RELEASE_FLAGS) $(BUILD_FLAGS)
-	scripts/bench.sh
+	scripts/bench.py
+
+## make bench-quick: the same comparison, one short round (under 2 minutes), for day-to-day use.
+bench-quick: release
+	scripts/install-deps.sh --bench
+	scripts/bench.py --quick
+
+## make microbench: microbenchmarks (route matching, config decode, headers, allocations per request); separate package in benchmarks/micro.
+microbench:
+	cd benchmarks/micro && $(SWIFT) package --disable-sandbox benchmark --no-progress
 
 clean:
 	rm -rf .build

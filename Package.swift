@@ -10,7 +10,12 @@ let package = Package(
     name: "outrigger",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "outrigger", targets: ["outrigger"])
+        .executable(name: "outrigger", targets: ["outrigger"]),
+        // Libraries only so the separate microbenchmark package (benchmarks/micro) can import them.
+        .library(name: "OutriggerConfig", targets: ["OutriggerConfig"]),
+        .library(name: "OutriggerCore", targets: ["OutriggerCore"]),
+        .library(name: "OutriggerProxy", targets: ["OutriggerProxy"]),
+        .library(name: "OutriggerEcho", targets: ["OutriggerEcho"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -79,6 +84,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: hotPathSettings

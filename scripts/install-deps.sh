@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need, only when missing.
-# Debian packages: curl (HTTP/1.1, h2c, TLS+ALPN client), nghttp2-client (nghttp, h2load), wrk, haproxy,
-# openssl (test certificates). Runs apt-get as root, or through sudo when available.
+# Debian packages: curl (HTTP/1.1, h2c, TLS+ALPN client), nghttp2-client (nghttp, h2load), wrk (the bench
+# tool is validated against it and h2load), openssl (test certificates); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
 set -euo pipefail
 
 want=()
@@ -9,9 +9,11 @@ command -v curl >/dev/null || want+=(curl)
 command -v nghttp >/dev/null || want+=(nghttp2-client)
 command -v h2load >/dev/null || want+=(nghttp2-client)
 command -v openssl >/dev/null || want+=(openssl)
+command -v wrk >/dev/null || want+=(wrk)
 if [ "${1:-}" = "--bench" ]; then
-  command -v wrk >/dev/null || want+=(wrk)
+  PATH="$PATH:/usr/sbin:/sbin"
   command -v haproxy >/dev/null || want+=(haproxy)
+  command -v nginx >/dev/null || want+=(nginx)
 fi
 
 # Python's h2 (HTTP/2 that real clients refuse to send) and grpcio (a real gRPC client and server).

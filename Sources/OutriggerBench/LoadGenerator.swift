@@ -2,6 +2,8 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import OutriggerConfig
 
 /// What `outrigger bench` sends, where, and for how long.
@@ -23,6 +25,12 @@ public struct BenchOptions: Sendable {
     /// Sent but not counted, before the measured `duration`.
     public var warmup: Duration = .seconds(1)
     public var timeout: Duration = .seconds(10)
+    /// TLS (an `https://` URL): HTTP/2 is negotiated by ALPN `h2`, HTTP/1.1 by `http/1.1`.
+    public var tls = false
+    /// PEM file of the CA that signed the target's certificate; nil uses the system's trust roots.
+    public var caCertificatePath: String?
+    /// Skips certificate verification (a self-signed target).
+    public var insecure = false
 
     public init(host: String, port: Int, path: String) {
         self.host = host
@@ -30,14 +38,15 @@ public struct BenchOptions: Sendable {
         self.path = path
     }
 
-    /// Parses `http://host:port/path?query`.
+    /// Parses `http://host:port/path?query` or `https://…`.
     public init?(url: String) {
-        guard url.hasPrefix("http://") else { return nil }
-        let rest = url.dropFirst("http://".count)
+        let tls = url.hasPrefix("https://")
+        guard tls || url.hasPrefix("http://") else { return nil }
+        let rest = url.dropFirst(tls ? "https://".count : "http://".count)
         let authority = rest.prefix { $0 != "/" }
         let path = rest.dropFirst(authority.count)
         var host = String(authority)
-        var port = 80
+        var port = tls ? 443 : 80
         if let colon = authority.lastIndex(of: ":"), !authority[colon...].contains("]") {
             guard let parsed = Int(authority[authority.index(after: colon)...]) else { return nil }
             host = String(authority[..<colon])
@@ -46,6 +55,21 @@ public struct BenchOptions: Sendable {
         host = host.trimmingCharacters(in: ["[", "]"])
         guard !host.isEmpty else { return nil }
         self.init(host: host, port: port, path: path.isEmpty ? "/" : String(path))
+        self.tls = tls
+    }
+
+    var defaultPort: Int { tls ? 443 : 80 }
+
+    /// The client TLS context: ALPN for the protocol asked for, verification as configured.
+    func makeTLSContext() throws -> NIOSSLContext? {
+        guard tls else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.applicationProtocols = http2 ? ["h2"] : ["http/1.1"]
+        if insecure { configuration.certificateVerification = .none }
+        if let caCertificatePath {
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caCertificatePath))
+        }
+        return try NIOSSLContext(configuration: configuration)
     }
 }
 
@@ -58,9 +82,11 @@ public enum LoadGenerator {
         defer { group.shutdownGracefully { _ in } }
         let loop = group.next()
         let address = try SocketAddress.makeAddressResolvingHost(options.host, port: options.port)
+        let tlsContext = try options.makeTLSContext()
         let promise = loop.makePromise(of: BenchResults.self)
         loop.execute {
-            let coordinator = LoadCoordinator(options: options, address: address, eventLoop: loop, done: promise, progress: progress)
+            let coordinator = LoadCoordinator(options: options, address: address, tlsContext: tlsContext, eventLoop: loop,
+                                              done: promise, progress: progress)
             coordinator.start()
         }
         return try await promise.futureResult.get()
@@ -71,6 +97,7 @@ public enum LoadGenerator {
 final class LoadCoordinator {
     private let options: BenchOptions
     private let address: SocketAddress
+    private let tlsContext: NIOSSLContext?
     private let eventLoop: any EventLoop
     private let done: EventLoopPromise<BenchResults>
     private let progress: @Sendable (String) -> Void
@@ -86,17 +113,18 @@ final class LoadCoordinator {
     let body: ByteBuffer?
     var streamsPerConnection: Int { options.http2 ? options.streams : 1 }
 
-    init(options: BenchOptions, address: SocketAddress, eventLoop: any EventLoop, done: EventLoopPromise<BenchResults>,
-         progress: @escaping @Sendable (String) -> Void) {
+    init(options: BenchOptions, address: SocketAddress, tlsContext: NIOSSLContext?, eventLoop: any EventLoop,
+         done: EventLoopPromise<BenchResults>, progress: @escaping @Sendable (String) -> Void) {
         self.options = options
         self.address = address
+        self.tlsContext = tlsContext
         self.eventLoop = eventLoop
         self.done = done
         self.progress = progress
         let now = NIODeadline.now().uptimeNanoseconds
         self.measureFrom = now + options.warmup.unsignedNanoseconds
         self.scheduler = LoadScheduler(rate: options.rate, start: now, duration: (options.warmup + options.duration).unsignedNanoseconds)
-        var headers = HTTPHeaders([("host", options.port == 80 ? options.host : "\(options.host):\(options.port)")])
+        var headers = HTTPHeaders([("host", options.port == options.defaultPort ? options.host : "\(options.host):\(options.port)")])
         for (name, value) in options.headers { headers.replaceOrAdd(name: name, value: value) }
         if options.bodySize > 0 { headers.replaceOrAdd(name: "content-length", value: String(options.bodySize)) }
         self.head = HTTPRequestHead(version: .http1_1, method: options.method, uri: options.path, headers: headers)
@@ -133,13 +161,37 @@ final class LoadCoordinator {
             .whenFailure { [self] _ in connectFailed() }
     }
 
-    /// A TCP connection to the target, its pipeline set up by `configure`.
+    /// A TCP connection to the target, past the TLS handshake when asked for, its pipeline then set up by
+    /// `configure`. A failed handshake fails the connection, so it counts as a connect error.
     private func connectChannel(_ configure: @escaping @Sendable (Channel) throws -> Void) -> EventLoopFuture<Channel> {
-        ClientBootstrap(group: eventLoop)
+        let tlsContext = self.tlsContext
+        // SNI carries names only, never addresses.
+        let serverName = (try? SocketAddress(ipAddress: options.host, port: 0)) == nil ? options.host : nil
+        let handshake = eventLoop.makePromise(of: Void.self)
+        if tlsContext == nil { handshake.succeed() }
+        let connected = ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.nanoseconds(options.timeout.nanoseconds))
-            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try configure(channel) } }
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let tlsContext else { return }
+                    try channel.pipeline.syncOperations.addHandlers(
+                        NIOSSLClientHandler(context: tlsContext, serverHostname: serverName), TLSHandshakeGate(handshake))
+                }
+            }
             .connect(to: address)
+        connected.whenFailure { handshake.fail($0) }
+        return connected.flatMap { channel in
+            handshake.futureResult
+                .flatMapThrowing {
+                    try configure(channel)
+                    return channel
+                }
+                .flatMapError { error in
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+        }
     }
 
     private func connectFailed() {
@@ -226,6 +278,42 @@ final class LoadCoordinator {
     }
 }
 
+/// Holds a new TLS connection back until its handshake completes, then steps out of the pipeline.
+final class TLSHandshakeGate: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let handshake: EventLoopPromise<Void>
+    private var settled = false
+
+    init(_ handshake: EventLoopPromise<Void>) {
+        self.handshake = handshake
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent, !settled {
+            settled = true
+            handshake.succeed()
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        settle(failing: error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        settle(failing: ChannelError.eof)
+        context.fireChannelInactive()
+    }
+
+    private func settle(failing error: Error) {
+        guard !settled else { return }
+        settled = true
+        handshake.fail(error)
+    }
+}
+
 /// Something that carries one request at a time: an HTTP/1.1 connection, or a stream slot on an HTTP/2 one.
 protocol BenchWorker: AnyObject {
     func send(intended: UInt64, timeout: Duration)
@@ -247,10 +335,10 @@ final class BenchConnection: ChannelInboundHandler, BenchWorker {
         self.coordinator = coordinator
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    /// Added once the connection is up (and past TLS): ready for its first request.
+    func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         coordinator.connectionFree(self)
-        context.fireChannelActive()
     }
 
     func send(intended: UInt64, timeout: Duration) {

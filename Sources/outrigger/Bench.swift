@@ -6,7 +6,7 @@ import OutriggerConfig
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Load-test an HTTP/1.1 or h2c endpoint: open loop at a fixed rate, or closed loop at the maximum.",
+        abstract: "Load-test an HTTP/1.1 or HTTP/2 endpoint (cleartext or TLS): open loop at a fixed rate, or closed loop at the maximum.",
         discussion: """
         Open loop (--rate): request i is due at start + i/rate whether or not the target keeps up, and its
         latency counts from that due time (coordinated-omission corrected, as wrk2 does). Closed loop
@@ -16,10 +16,11 @@ struct Bench: AsyncParsableCommand {
           outrigger bench http://127.0.0.1:15001/ --rate 1000 --duration 10s
           outrigger bench http://127.0.0.1:15001/ --max --connections 32 --json result.json
           outrigger bench http://127.0.0.1:15001/ --http2 -c 4 -m 16 --rate 2000
+          outrigger bench https://localhost:15443/ --http2 --cacert ca.pem -c 2 -m 32 --max
         """
     )
 
-    @Argument(help: "The URL (http://HOST:PORT/PATH).")
+    @Argument(help: "The URL: http://HOST:PORT/PATH, or https:// for TLS.")
     var url: String
 
     @Option(help: "Requests per second (open loop).")
@@ -31,8 +32,14 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Keep-alive connections.")
     var connections: Int = 16
 
-    @Flag(help: "HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.")
+    @Flag(help: "HTTP/2 instead of HTTP/1.1: prior knowledge (h2c) over http://, ALPN h2 over https://.")
     var http2 = false
+
+    @Option(help: "https: PEM file of the CA that signed the target's certificate (default: the system's).")
+    var cacert: String?
+
+    @Flag(name: [.customShort("k"), .long], help: "https: do not verify the target's certificate.")
+    var insecure = false
 
     @Option(name: [.customShort("m"), .long], help: "Concurrent streams per HTTP/2 connection.")
     var streams: Int = 1
@@ -63,7 +70,10 @@ struct Bench: AsyncParsableCommand {
         if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
         if connections < 1 { throw ValidationError("--connections must be at least 1") }
         if streams < 1 { throw ValidationError("--streams must be at least 1") }
-        if BenchOptions(url: url) == nil { throw ValidationError("expected a URL such as http://127.0.0.1:15001/path, found '\(url)'") }
+        guard let parsed = BenchOptions(url: url) else {
+            throw ValidationError("expected a URL such as http://127.0.0.1:15001/path, found '\(url)'")
+        }
+        if !parsed.tls, cacert != nil || insecure { throw ValidationError("--cacert and --insecure apply to https:// URLs only") }
         for text in [duration, timeout] where ConfigDuration.parse(text).map({ $0 <= .zero }) ?? true {
             throw ValidationError("expected a positive duration such as 250ms or 10s, found '\(text)'")
         }
@@ -77,6 +87,8 @@ struct Bench: AsyncParsableCommand {
         options.connections = connections
         options.http2 = http2
         options.streams = streams
+        options.caCertificatePath = cacert
+        options.insecure = insecure
         options.duration = ConfigDuration.parse(duration)!
         options.warmup = warmup == "0s" ? .zero : ConfigDuration.parse(warmup)!
         options.timeout = ConfigDuration.parse(timeout)!
@@ -86,7 +98,7 @@ struct Bench: AsyncParsableCommand {
             let colon = line.firstIndex(of: ":")!
             return (String(line[..<colon]).trimmingCharacters(in: .whitespaces), String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
         }
-        let mode = (options.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop") + (http2 ? ", h2c" : ", HTTP/1.1")
+        let mode = (options.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop") + (http2 ? (options.tls ? ", h2 over TLS" : ", h2c") : (options.tls ? ", HTTP/1.1 over TLS" : ", HTTP/1.1"))
         let concurrency = http2 ? "\(connections) connections × \(streams) streams" : "\(connections) connections"
         FileHandle.standardError.write(Data("outrigger bench: \(url), \(mode), \(concurrency), \(duration) (+\(warmup) warm-up)\n".utf8))
         let results = try await LoadGenerator.run(options) { line in

@@ -38,6 +38,27 @@ struct BenchCommandTests {
         }
     }
 
+    @Test func tlsWithALPNForBothProtocols() async throws {
+        try await withTLSHarness { harness, tls in
+            let url = "https://127.0.0.1:\(harness.port)/?size=32"
+            let (h2, h2Report) = try await Self.bench([url, "--http2", "-c", "2", "-m", "4", "--rate", "100", "--duration", "1s",
+                                                       "--warmup", "0s", "--cacert", tls.certificate])
+            #expect(h2.status == 0, "\(h2.stderr)")
+            #expect(h2.stderr.contains("h2 over TLS"))
+            #expect((h2Report["outcomes"] as? [String: Int])?["2xx"] == 100)
+            let (h1, h1Report) = try await Self.bench([url, "-c", "2", "--rate", "100", "--duration", "1s", "--warmup", "0s", "--insecure"])
+            #expect(h1.status == 0, "\(h1.stderr)")
+            #expect((h1Report["outcomes"] as? [String: Int])?["2xx"] == 100)
+            let stats = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(stats.contains("outrigger_downstream_connections_total{listener=\"quickstart\"} 4\n"), "2 h2 + 2 HTTP/1.1 TLS connections")
+
+            // An unverifiable certificate is a connect error, not a silent success.
+            let (_, untrusted) = try await Self.bench([url, "-c", "1", "--rate", "20", "--duration", "500ms", "--warmup", "0s"])
+            #expect(untrusted["completed"] as? Int == 0)
+            #expect(((untrusted["outcomes"] as? [String: Int])?["connect_error"] ?? 0) > 0)
+        }
+    }
+
     @Test func closedLoopAndFailuresAreCountedByOutcome() async throws {
         try await withHarness(echoes: 1) { harness in
             let (ok, okReport) = try await Self.bench([harness.url + "/", "--max", "--duration", "1s", "--warmup", "200ms", "-c", "4"])
@@ -54,6 +75,70 @@ struct BenchCommandTests {
         let (refused, refusedReport) = try await Self.bench(["http://127.0.0.1:\(refusing.port)/", "--max", "--duration", "500ms", "--warmup", "0s", "-c", "1"])
         #expect(refused.status == 0)
         #expect(((refusedReport["outcomes"] as? [String: Int])?["connect_error"] ?? 0) > 0)
+    }
+
+    /// At the same load, `outrigger bench --max` agrees with wrk (HTTP/1.1) and h2load (h2c). The upstream
+    /// answers after a fixed 200 ms, so both tools should see ~200 ms and 5 req/s per request slot, and the
+    /// scheduling noise of a machine busy with the rest of the suite (up to ~15 ms seen) stays well inside
+    /// the bounds. The noise without a delay, at full speed, is measured by `scripts/bench.py --validate`.
+    @Test func agreesWithWrkAndH2load() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let url = "http://127.0.0.1:\(harness.echoes[0].localAddress.port!)/?delay=200"
+
+            let wrk = try await run(try which("wrk"), ["-t1", "-c8", "-d2s", "--latency", url])
+            let wrkRate = try #require(Self.number(after: "Requests/sec:", in: wrk.stdout))
+            let wrkTypical = try #require(Self.wrkMilliseconds(after: "50%", in: wrk.stdout))
+            let (h1, h1Report) = try await Self.bench([url, "--max", "-c", "8", "--duration", "2s", "--warmup", "0s"])
+            #expect(h1.status == 0, "\(h1.stderr)")
+            try Self.expectAgreement(h1Report, rate: wrkRate, typicalMilliseconds: wrkTypical, tool: "wrk")
+
+            let h2load = try await run(try which("h2load"), ["-c1", "-m8", "-D", "2", url])
+            let h2loadRate = try #require(Self.number(after: "finished in", in: h2load.stdout, skippingTo: ", "))
+            let h2loadTypical = try #require(Self.h2loadMeanMilliseconds(h2load.stdout))
+            let (h2, h2Report) = try await Self.bench([url, "--max", "--http2", "-c", "1", "-m", "8", "--duration", "2s", "--warmup", "0s"])
+            #expect(h2.status == 0, "\(h2.stderr)")
+            try Self.expectAgreement(h2Report, rate: h2loadRate, typicalMilliseconds: h2loadTypical, tool: "h2load")
+        }
+    }
+
+    /// Our req/s and p50 against another tool's req/s and typical latency (wrk's p50, h2load's mean).
+    static func expectAgreement(_ report: [String: Any], rate: Double, typicalMilliseconds: Double, tool: String) throws {
+        let ourRate = try #require(report["achievedRate"] as? Double)
+        let ourMedian = try #require((report["latencyMilliseconds"] as? [String: Double])?["p50"])
+        #expect(report["failed"] as? Int == 0)
+        #expect(abs(ourRate - rate) / rate < 0.15, "req/s: ours \(ourRate), \(tool) \(rate)")
+        #expect(abs(ourMedian - typicalMilliseconds) < 25, "p50 ms: ours \(ourMedian), \(tool) \(typicalMilliseconds)")
+        #expect(ourMedian >= 200 && typicalMilliseconds >= 200, "the upstream's 200 ms delay is a floor for both")
+    }
+
+    /// The number that follows `label` (after `skippingTo`, when given) in a tool's output.
+    static func number(after label: String, in output: String, skippingTo separator: String? = nil) -> Double? {
+        guard var rest = output.range(of: label).map({ output[$0.upperBound...] }) else { return nil }
+        if let separator, let range = rest.range(of: separator) { rest = rest[range.upperBound...] }
+        return Double(rest.drop(while: { $0 == " " }).prefix(while: { $0.isNumber || $0 == "." }))
+    }
+
+    /// wrk prints latencies with a unit: `50%   50.21ms`.
+    static func wrkMilliseconds(after label: String, in output: String) -> Double? {
+        guard let range = output.range(of: label) else { return nil }
+        return milliseconds(output[range.upperBound...].drop(while: { $0 == " " }).prefix(while: { !$0.isWhitespace }))
+    }
+
+    /// `400us`, `50.21ms` or `1.02s` in milliseconds.
+    static func milliseconds(_ token: Substring) -> Double? {
+        guard let value = Double(token.prefix(while: { $0.isNumber || $0 == "." })) else { return nil }
+        if token.hasSuffix("us") { return value / 1000 }
+        if token.hasSuffix("ms") { return value }
+        if token.hasSuffix("s") { return value * 1000 }
+        return nil
+    }
+
+    /// h2load's request-time mean: `time for request:  50.12ms  52.30ms  50.60ms  400us  95.00%` (min, max, mean, sd).
+    static func h2loadMeanMilliseconds(_ output: String) -> Double? {
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("time for request:") }) else { return nil }
+        let fields = line.dropFirst("time for request:".count).split(separator: " ")
+        guard fields.count >= 3 else { return nil }
+        return milliseconds(fields[2])
     }
 
     @Test func badArgumentsAreRejected() async throws {

@@ -13,6 +13,18 @@ func rawHTTP2(port: Int, headers: [(String, String)], bodyBytes: Int = 0, afterS
     return object
 }
 
+/// The default harness with TLS (a fresh self-signed certificate) on its listener.
+func withTLSHarness(_ body: (Harness, TLSConfig) async throws -> Void) async throws {
+    let tls = try await makeTestCertificate()
+    try await withHarness { endpoints in
+        var config = Harness.defaultConfig(endpoints)
+        config.listeners[0].tls = tls
+        return config
+    } _: { (harness: Harness) async throws in
+        try await body(harness, tls)
+    }
+}
+
 /// A self-signed certificate for localhost / 127.0.0.1, made with openssl in a temporary directory.
 func makeTestCertificate() async throws -> TLSConfig {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-tls-\(UUID().uuidString)")
@@ -81,12 +93,7 @@ struct HTTP2ProxyTests {
     }
 
     @Test func tlsWithALPNServesHTTP2AndHTTP1() async throws {
-        let tls = try await makeTestCertificate()
-        try await withHarness { endpoints in
-            var config = Harness.defaultConfig(endpoints)
-            config.listeners[0].tls = tls
-            return config
-        } _: { (harness: Harness) async throws in
+        try await withTLSHarness { harness, tls in
             let https = "https://localhost:\(harness.port)/secure"
             let h2 = try await fetch(https, ["--http2", "--cacert", tls.certificate])
             #expect(h2.statusLine.hasPrefix("HTTP/2 200"))
