@@ -100,11 +100,12 @@ class Service:
                 pass
         return total / CLOCK_TICKS
 
-    def peak_rss_kib(self):
+    def memory_kib(self, field):
+        """A /proc/PID/status field (VmHWM: peak resident; RssAnon: resident heap and stacks, no code) summed."""
         total = 0
         for pid in self.pids():
             try:
-                match = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+                match = re.search(field + r":\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
                 total += int(match.group(1)) if match else 0
             except OSError:
                 pass
@@ -405,7 +406,8 @@ def main():
                 for target, result in per.items():
                     for key in ("p50", "p90", "p99", "p99.9"):
                         result[f"added_{key}_ms"] = result[f"{key}_ms"] - per["direct"][f"{key}_ms"]
-        peak_rss = {t: lab.services[lab.targets[t]["service"]].peak_rss_kib() for t in proxies}
+        peak_rss = {t: lab.services[lab.targets[t]["service"]].memory_kib("VmHWM") for t in proxies}
+        anonymous_rss = {t: lab.services[lab.targets[t]["service"]].memory_kib("RssAnon") for t in proxies}
     finally:
         lab.stop()
 
@@ -418,6 +420,7 @@ def main():
                      "open_loop_http1_connections": 64, "open_loop_h2c": "2 connections x 64 streams",
                      "response_body_bytes": args.body, "rates": rates},
         "max_throughput": max_throughput, "fixed_rate": fixed_rate, "peak_rss_kib": peak_rss,
+        "anonymous_rss_kib_at_end": anonymous_rss,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -467,8 +470,11 @@ def render_markdown(report, targets, proxies):
                 lines.append(f"| {t} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
                              f"{r['p99.9_ms']:.3f} | {r['max_ms']:.2f} | {added} {r['cpu_s_per_10k']:.3f} | {r['errors']} |")
             lines.append("")
-    lines += ["## Peak RSS (VmHWM, all of the proxy's processes, after every run)", "", "| proxy | MiB |", "|---|---|"]
-    lines += [f"| {p} | {report['peak_rss_kib'][p] / 1024:.1f} |" for p in proxies]
+    lines += ["## Memory (all of the proxy's processes, after every run)", "",
+              "Peak RSS (VmHWM) includes the pages of code mapped from the binary and shared libraries; anonymous RSS "
+              "(RssAnon, at the end) is heap, stacks and buffers only.", "",
+              "| proxy | peak RSS MiB | anonymous RSS MiB |", "|---|---|---|"]
+    lines += [f"| {p} | {report['peak_rss_kib'][p] / 1024:.1f} | {report['anonymous_rss_kib_at_end'][p] / 1024:.1f} |" for p in proxies]
     h1, rss = report["max_throughput"]["http1"], report["peak_rss_kib"]["outrigger-1"] / 1024
     at1000 = report["fixed_rate"]["http1"]["1000"]
     lines += ["", "## Targets (one worker each)", "", "| goal | measured | met |", "|---|---|---|",

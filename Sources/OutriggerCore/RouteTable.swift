@@ -109,10 +109,12 @@ public final class Route: Sendable {
         self.responseHeaders = config.responseHeaders
     }
 
+    /// Paths and header values compare as bytes, as HTTP defines them (and ~4× faster than `String`'s
+    /// Unicode-aware comparison): a precomposed `é` and `e` + combining accent are different paths.
     func matches(path: Substring, method: HTTPMethod, headers: HTTPHeaders) -> Bool {
         switch pathMatch {
-        case .prefix(let prefix): guard path.hasPrefix(prefix) else { return false }
-        case .exact(let exact): guard path == exact else { return false }
+        case .prefix(let prefix): guard path.utf8.starts(with: prefix.utf8) else { return false }
+        case .exact(let exact): guard path.utf8.elementsEqual(exact.utf8) else { return false }
         case .regex(let regex): guard regex.wholeMatch(path) else { return false }
         }
         if !methods.isEmpty && !methods.contains(method) { return false }
@@ -121,9 +123,9 @@ public final class Route: Sendable {
             case .present(let wanted):
                 if headers.contains(name: match.name) != wanted { return false }
             case .exact(let value):
-                guard headers[match.name].contains(value) else { return false }
+                guard headers[match.name].contains(where: { $0.utf8.elementsEqual(value.utf8) }) else { return false }
             case .prefix(let prefix):
-                guard headers[match.name].contains(where: { $0.hasPrefix(prefix) }) else { return false }
+                guard headers[match.name].contains(where: { $0.utf8.starts(with: prefix.utf8) }) else { return false }
             }
         }
         return true

@@ -71,6 +71,21 @@ struct RouteTableTests {
         #expect(Self.route(table, "/other") == nil)
     }
 
+    @Test func pathsAndHeaderValuesCompareAsBytes() throws {
+        let precomposed = "/caf\u{E9}", decomposed = "/cafe\u{301}"  // equal as Swift Strings, not as bytes
+        let table = try Self.table([VirtualHostConfig(name: "v", domains: ["*"], routes: [
+            RouteConfig(name: "exact", match: RouteMatchConfig(path: .exact(precomposed)), destination: .cluster("a")),
+            RouteConfig(name: "prefix", match: RouteMatchConfig(path: .prefix(precomposed + "/")), destination: .cluster("a")),
+            RouteConfig(name: "header", match: RouteMatchConfig(path: .prefix("/h"), headers: [HeaderMatchConfig(name: "x-name", condition: .exact("caf\u{E9}"))]), destination: .cluster("a")),
+        ])])
+        #expect(Self.route(table, precomposed) == "exact")
+        #expect(Self.route(table, decomposed) == nil)
+        #expect(Self.route(table, precomposed + "/menu") == "prefix")
+        #expect(Self.route(table, decomposed + "/menu") == nil)
+        #expect(Self.route(table, "/h", headers: ["x-name": "caf\u{E9}"]) == "header")
+        #expect(Self.route(table, "/h", headers: ["x-name": "cafe\u{301}"]) == nil)
+    }
+
     @Test func weightedClustersSplitInProportion() throws {
         let table = try Self.table([VirtualHostConfig(name: "v", domains: ["*"], routes: [
             RouteConfig(destination: .weightedClusters([WeightedCluster(cluster: "a", weight: 90), WeightedCluster(cluster: "b", weight: 10)]))

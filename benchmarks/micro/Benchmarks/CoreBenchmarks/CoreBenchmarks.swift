@@ -1,0 +1,222 @@
+import Benchmark
+import NIOCore
+import NIOHTTP1
+import OutriggerConfig
+import OutriggerCore
+
+/// Pure request-path logic, no sockets: route matching, config decoding and header rewriting.
+/// Fast operations run 1,000 times per measured iteration (`scalingFactor: .kilo`); the reported time
+/// and malloc counts are per call either way.
+let benchmarks: @Sendable () -> Void = {
+    let perCall = Benchmark.Configuration(
+        metrics: [.wallClock, .throughput, .mallocCountTotal],
+        warmupIterations: 10,
+        scalingFactor: .kilo,
+        maxDuration: .seconds(2),
+        maxIterations: 2_000
+    )
+
+    // MARK: Route matching
+
+    let routes = RouteFixture()
+
+    // Slow enough (a scan of every route) to measure one call per iteration.
+    Benchmark(
+        "RouteTable.route 1000 routes (last match)",
+        configuration: .init(
+            metrics: [.wallClock, .throughput, .mallocCountTotal],
+            warmupIterations: 10,
+            maxDuration: .seconds(2),
+            maxIterations: 10_000
+        )
+    ) { _ in
+        blackHole(routes.table.route(host: routes.host, path: RouteFixture.lastMatchPath, method: .GET, headers: routes.headers))
+    }
+
+    Benchmark("RouteTable.route 1000 routes (first match)", configuration: perCall) { benchmark in
+        for _ in benchmark.scaledIterations {
+            blackHole(routes.table.route(host: routes.host, path: RouteFixture.firstMatchPath, method: .GET, headers: routes.headers))
+        }
+    }
+
+    // MARK: Config decoding
+
+    let yaml = ConfigFixture.yaml(endpoints: 10_000)
+
+    Benchmark(
+        "Config decode 10000 endpoints",
+        configuration: .init(
+            metrics: [.wallClock, .throughput, .mallocCountTotal],
+            warmupIterations: 2,
+            maxDuration: .seconds(5),
+            maxIterations: 50
+        )
+    ) { benchmark in
+        do {
+            blackHole(try SidecarConfig.decode(yaml: yaml, file: "bench.yaml"))
+        } catch {
+            benchmark.error("decode failed: \(error)")
+        }
+    }
+
+    // MARK: Header rewriting
+
+    let plainRoute = HeaderFixture.route(RouteConfig(destination: .cluster("backend")))
+    let mutatingRoute = HeaderFixture.route(RouteConfig(
+        destination: .cluster("backend"),
+        requestHeaders: HeaderMutations(
+            add: [HeaderValue(name: "x-mesh-route", value: "users-api")],
+            set: [HeaderValue(name: "x-env", value: "prod")],
+            remove: ["cookie"]
+        ),
+        responseHeaders: HeaderMutations(
+            set: [HeaderValue(name: "x-served-by", value: "outrigger")],
+            remove: ["server"]
+        )
+    ))
+
+    for (label, route) in [("", plainRoute), (" (route header mutations)", mutatingRoute)] {
+        Benchmark("ProxyHeaders.prepareUpstreamRequest\(label)", configuration: perCall) { benchmark in
+            // Fresh heads with their own header storage, as the decoder hands them over; built unmeasured.
+            var heads = benchmark.scaledIterations.map { _ in HeaderFixture.requestHead() }
+            var random = FastRandom(seed: 1)
+            benchmark.startMeasurement()
+            for index in benchmark.scaledIterations {
+                blackHole(ProxyHeaders.prepareUpstreamRequest(
+                    &heads[index], route: route, clientAddress: "10.1.2.3", scheme: "http", addVia: false, random: &random
+                ))
+            }
+            benchmark.stopMeasurement()
+            blackHole(heads)
+        }
+
+        Benchmark("ProxyHeaders.prepareDownstreamResponse\(label)", configuration: perCall) { benchmark in
+            var heads = benchmark.scaledIterations.map { _ in HeaderFixture.responseHead() }
+            benchmark.startMeasurement()
+            for index in benchmark.scaledIterations {
+                ProxyHeaders.prepareDownstreamResponse(&heads[index], route: route, upstreamServiceMilliseconds: 3, addVia: false)
+            }
+            benchmark.stopMeasurement()
+            blackHole(heads)
+        }
+    }
+}
+
+/// One virtual host with 1,000 routes: exact paths, prefixes limited to methods, prefixes requiring a
+/// header, and plain prefixes, in turn. Only the last route matches `lastMatchPath`.
+struct RouteFixture: Sendable {
+    static let count = 1_000
+    static let firstMatchPath: Substring = "/svc0/health"
+    static let lastMatchPath: Substring = "/api/v999/orders/42"
+
+    let table: RouteTable
+    let host = "api.example.com"
+    let headers = HeaderFixture.requestHeaders
+
+    init() {
+        let routes = (0..<Self.count).map { index -> RouteConfig in
+            let match: RouteMatchConfig
+            switch index % 4 {
+            case 0: match = RouteMatchConfig(path: .exact("/svc\(index)/health"))
+            case 1: match = RouteMatchConfig(path: .prefix("/svc\(index)/"), methods: ["GET", "POST"])
+            case 2: match = RouteMatchConfig(path: .prefix("/svc\(index)/"), headers: [HeaderMatchConfig(name: "x-tenant", condition: .exact("blue"))])
+            default: match = RouteMatchConfig(path: .prefix("/api/v\(index)/"))
+            }
+            return RouteConfig(name: "route-\(index)", match: match, destination: .cluster("backend"))
+        }
+        let virtualHost = VirtualHostConfig(name: "api", domains: ["api.example.com", "*.api.example.com"], routes: routes)
+        do {
+            table = try RouteTable([virtualHost], clusters: HeaderFixture.clusters)
+        } catch {
+            fatalError("route table: \(error)")
+        }
+        precondition(table.route(host: host, path: Self.lastMatchPath, method: .GET, headers: headers)?.name == "route-999")
+        precondition(table.route(host: host, path: Self.firstMatchPath, method: .GET, headers: headers)?.name == "route-0")
+    }
+}
+
+enum ConfigFixture {
+    /// A complete `sidecar.yaml` whose one cluster lists `endpoints` distinct HOST:PORT endpoints.
+    static func yaml(endpoints: Int) -> String {
+        var text = """
+            admin:
+              address: 127.0.0.1:15000
+            listeners:
+              - name: outbound
+                address: 127.0.0.1:15001
+                routes:
+                  - cluster: backend
+            clusters:
+              - name: backend
+                connectTimeout: 250ms
+                pool: {maxConnectionsPerEndpoint: 8}
+                endpoints:
+
+            """
+        for index in 0..<endpoints {
+            text += "      - 10.\(index / 65_536 % 256).\(index / 256 % 256).\(index % 256):8080\n"
+        }
+        return text
+    }
+}
+
+enum HeaderFixture {
+    static let clusters: [String: ClusterRuntime] = {
+        let config = ClusterConfig(name: "backend", endpoints: [HostPort(host: "127.0.0.1", port: 8080)])
+        do {
+            let endpoint = Endpoint(configured: config.endpoints[0], address: try SocketAddress(ipAddress: "127.0.0.1", port: 8080), cluster: config)
+            return ["backend": ClusterRuntime(config: config, endpoints: [endpoint], stats: ProxyStats().cluster("backend"))]
+        } catch {
+            fatalError("cluster: \(error)")
+        }
+    }()
+
+    /// The route a one-route table picks for every request.
+    static func route(_ config: RouteConfig) -> Route {
+        do {
+            let table = try RouteTable([VirtualHostConfig(name: "v", domains: ["*"], routes: [config])], clusters: clusters)
+            guard let route = table.route(host: "x", path: "/", method: .GET, headers: [:]) else { fatalError("no route") }
+            return route
+        } catch {
+            fatalError("route: \(error)")
+        }
+    }
+
+    /// A browser-ish API request as a sidecar sees it: 12 fields, one hop-by-hop, tracing and forwarding.
+    static let requestHeaders: HTTPHeaders = [
+        "Host": "api.example.com",
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip, deflate, br",
+        "Accept-Language": "en-US,en;q=0.9",
+        "Connection": "keep-alive",
+        "Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl",
+        "Cookie": "session=8f14e45fceea167a5a36dedd4bea2543; theme=dark",
+        "X-Forwarded-For": "203.0.113.7",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "X-Request-Id": "6f1c2a9e-3b7d-4c1e-9a52-0d8e7f4b1c23",
+        "X-Tenant": "blue",
+    ]
+
+    static let responseHeaders: HTTPHeaders = [
+        "Content-Type": "application/json; charset=utf-8",
+        "Content-Length": "1432",
+        "Date": "Wed, 26 Nov 2025 18:00:00 GMT",
+        "Server": "users-api/3.2",
+        "Cache-Control": "no-store",
+        "Connection": "keep-alive",
+        "Keep-Alive": "timeout=5",
+        "Vary": "Accept-Encoding",
+        "ETag": "\"33a64df551425fcc55e4d42a148795d9f25f89d4\"",
+        "X-Request-Id": "6f1c2a9e-3b7d-4c1e-9a52-0d8e7f4b1c23",
+    ]
+
+    /// A request head with header storage of its own (not shared with `requestHeaders`).
+    static func requestHead() -> HTTPRequestHead {
+        HTTPRequestHead(version: .http1_1, method: .GET, uri: "/api/v999/orders/42?expand=items", headers: HTTPHeaders(requestHeaders.map { ($0.name, $0.value) }))
+    }
+
+    static func responseHead() -> HTTPResponseHead {
+        HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders(responseHeaders.map { ($0.name, $0.value) }))
+    }
+}
