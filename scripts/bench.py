@@ -247,8 +247,8 @@ def wrk_run(url, connections, seconds):
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "completed": int(re.search(r"(\d+) requests in", out).group(1)),
-        "p50_ms": milliseconds(re.search(r"50%\s+(\S+)", out).group(1)),
-        "p99_ms": milliseconds(re.search(r"99%\s+(\S+)", out).group(1)),
+        "p50_ms": milliseconds(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)),
+        "p99_ms": milliseconds(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)),
         "errors": (int(errors.group(1)) if errors else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
     }
 

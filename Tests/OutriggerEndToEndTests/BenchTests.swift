@@ -118,9 +118,11 @@ struct BenchCommandTests {
         return Double(rest.drop(while: { $0 == " " }).prefix(while: { $0.isNumber || $0 == "." }))
     }
 
-    /// wrk prints latencies with a unit: `50%   50.21ms`.
+    /// A percentile from wrk's "Latency Distribution" section (`     50%   50.21ms`); searched from that
+    /// heading, since the stats table above it has columns such as `62.50%`.
     static func wrkMilliseconds(after label: String, in output: String) -> Double? {
-        guard let range = output.range(of: label) else { return nil }
+        guard let section = output.range(of: "Latency Distribution"),
+              let range = output[section.upperBound...].range(of: " " + label + " ") else { return nil }
         return milliseconds(output[range.upperBound...].drop(while: { $0 == " " }).prefix(while: { !$0.isWhitespace }))
     }
 
