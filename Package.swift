@@ -68,6 +68,7 @@ let package = Package(
             name: "OutriggerEcho",
             dependencies: [
                 "OutriggerProxy",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

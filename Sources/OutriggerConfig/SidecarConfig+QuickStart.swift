@@ -1,12 +1,13 @@
 extension SidecarConfig {
     /// The config that `outrigger proxy --listen ADDR --upstream A,B` stands for: one listener routing
-    /// everything to one round-robin cluster. Quick start and YAML run the same engine.
+    /// everything to one cluster (round robin unless told). Quick start and YAML run the same engine.
     public static func quickStart(
         listen: HostPort,
         upstreams: [HostPort],
         admin: HostPort?,
         concurrency: Int?,
-        upstreamProtocol: ClusterConfig.UpstreamProtocol = .http1
+        upstreamProtocol: ClusterConfig.UpstreamProtocol = .http1,
+        loadBalancer: LoadBalancerConfig = LoadBalancerConfig()
     ) -> SidecarConfig {
         SidecarConfig(
             admin: admin.map { AdminConfig(address: $0) },
@@ -21,7 +22,7 @@ extension SidecarConfig {
                     ]
                 )
             ],
-            clusters: [ClusterConfig(name: "upstream", endpoints: upstreams, upstreamProtocol: upstreamProtocol)]
+            clusters: [ClusterConfig(name: "upstream", endpoints: upstreams, upstreamProtocol: upstreamProtocol, loadBalancer: loadBalancer)]
         )
     }
 }

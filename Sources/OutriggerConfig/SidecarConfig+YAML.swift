@@ -366,9 +366,20 @@ struct SidecarConfigDecoder {
         let connectTimeout = fields["connectTimeout"].flatMap { reader.duration($0, fields.path("connectTimeout")) }
         let timeout = fields["timeout"].flatMap { reader.duration($0, fields.path("timeout")) }
         let dnsRefresh = fields["dnsRefreshInterval"].flatMap { reader.duration($0, fields.path("dnsRefreshInterval")) }
-        var policy: ClusterConfig.LoadBalancerPolicy?
-        if let node = fields["loadBalancer"], let lb = reader.fields(node, fields.path("loadBalancer"), allowed: ["policy"]) {
-            policy = reader.required(lb, "policy").flatMap { reader.oneOf($0, lb.path("policy"), ClusterConfig.LoadBalancerPolicy.self) }
+        var loadBalancer = LoadBalancerConfig()
+        if let node = fields["loadBalancer"], let lb = reader.fields(node, fields.path("loadBalancer"), allowed: ["policy", "decay", "defaultRTT"]) {
+            if let policy = reader.required(lb, "policy").flatMap({ reader.oneOf($0, lb.path("policy"), LoadBalancerConfig.Policy.self) }) {
+                loadBalancer.policy = policy
+            }
+            for key in ["decay", "defaultRTT"] {
+                guard let node = lb[key] else { continue }
+                guard loadBalancer.policy == .peakEWMA else {
+                    reader.report(node, lb.path(key), "\(key) applies to policy peak_ewma only, not \(loadBalancer.policy.rawValue)")
+                    continue
+                }
+                guard let value = reader.duration(node, lb.path(key)) else { continue }
+                if key == "decay" { loadBalancer.decay = value } else { loadBalancer.defaultRTT = value }
+            }
         }
         var pool = PoolConfig()
         if let node = fields["pool"], let poolFields = reader.fields(node, fields.path("pool"), allowed: ["maxConnectionsPerEndpoint", "maxPendingRequests", "idleTimeout"]) {
@@ -390,7 +401,7 @@ struct SidecarConfigDecoder {
             connectTimeout: connectTimeout ?? ClusterConfig.defaultConnectTimeout,
             timeout: timeout ?? ClusterConfig.defaultTimeout,
             dnsRefreshInterval: dnsRefresh ?? ClusterConfig.defaultDNSRefreshInterval,
-            loadBalancer: policy ?? .roundRobin,
+            loadBalancer: loadBalancer,
             pool: pool
         )
     }

@@ -282,14 +282,54 @@ public struct HeaderValue: Sendable, Hashable, Encodable {
     }
 }
 
+/// How a cluster picks the endpoint for each request.
+public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
+    public enum Policy: String, Sendable, Hashable, Encodable, CaseIterable {
+        /// Smooth weighted rotation: equal weights give strict rotation.
+        case roundRobin = "round_robin"
+        /// Weighted random.
+        case random
+        /// Power of two choices on requests in flight, weight-aware.
+        case leastRequest = "least_request"
+        /// Power of two choices on peak-EWMA latency × (requests in flight + 1).
+        case peakEWMA = "peak_ewma"
+    }
+
+    public var policy: Policy
+    /// peak_ewma: the time constant over which old latency samples stop counting.
+    public var decay: Duration
+    /// peak_ewma: the latency assumed for an endpoint before its first response.
+    public var defaultRTT: Duration
+
+    public static let defaultDecay: Duration = .seconds(10)
+    public static let defaultDefaultRTT: Duration = .milliseconds(30)
+
+    public init(policy: Policy = .roundRobin, decay: Duration = LoadBalancerConfig.defaultDecay,
+                defaultRTT: Duration = LoadBalancerConfig.defaultDefaultRTT) {
+        self.policy = policy
+        self.decay = decay
+        self.defaultRTT = defaultRTT
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case policy, decay, defaultRTT
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(policy, forKey: .policy)
+        if policy == .peakEWMA {
+            try container.encode(ConfigDuration.format(decay), forKey: .decay)
+            try container.encode(ConfigDuration.format(defaultRTT), forKey: .defaultRTT)
+        }
+    }
+}
+
 public struct ClusterConfig: Sendable, Hashable, Encodable {
     public enum UpstreamProtocol: String, Sendable, Hashable, Encodable, CaseIterable {
         case http1, http2
     }
 
-    public enum LoadBalancerPolicy: String, Sendable, Hashable, Encodable, CaseIterable {
-        case roundRobin = "round_robin"
-    }
 
     public var name: String
     public var endpoints: [HostPort]
@@ -299,7 +339,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public var timeout: Duration
     /// How often hostnames among the endpoints are resolved again.
     public var dnsRefreshInterval: Duration
-    public var loadBalancer: LoadBalancerPolicy
+    public var loadBalancer: LoadBalancerConfig
     public var pool: PoolConfig
 
     public static let defaultConnectTimeout: Duration = .seconds(1)
@@ -313,7 +353,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         connectTimeout: Duration = ClusterConfig.defaultConnectTimeout,
         timeout: Duration = ClusterConfig.defaultTimeout,
         dnsRefreshInterval: Duration = ClusterConfig.defaultDNSRefreshInterval,
-        loadBalancer: LoadBalancerPolicy = .roundRobin,
+        loadBalancer: LoadBalancerConfig = LoadBalancerConfig(),
         pool: PoolConfig = PoolConfig()
     ) {
         self.name = name
@@ -338,7 +378,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(connectTimeout), forKey: .connectTimeout)
         try container.encode(ConfigDuration.format(timeout), forKey: .timeout)
         try container.encode(ConfigDuration.format(dnsRefreshInterval), forKey: .dnsRefreshInterval)
-        try container.encode(["policy": loadBalancer.rawValue], forKey: .loadBalancer)
+        try container.encode(loadBalancer, forKey: .loadBalancer)
         try container.encode(pool, forKey: .pool)
     }
 }

@@ -12,12 +12,15 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     public let poolKey: String
     /// Unique per `Endpoint` object, for fast per-event-loop lookups (an `Int` hashes faster than `poolKey`).
     public let id: Int
+    /// Its share of the cluster's traffic relative to the others' (≥ 1).
+    public let weight: Int
 
     private static let nextID = ManagedAtomic<Int>(0)
 
-    public init(configured: HostPort, address: SocketAddress, cluster: ClusterConfig) {
+    public init(configured: HostPort, address: SocketAddress, cluster: ClusterConfig, weight: Int = 1) {
         self.configured = configured
         self.address = address
+        self.weight = max(weight, 1)
         let ip = address.ipAddress ?? configured.host
         // Pool settings are part of the key: a reload that changes them starts fresh pools, and the old
         // ones close as their connections go idle.
@@ -60,32 +63,13 @@ public final class ClusterRuntime: Sendable {
         endpointSet.load(ordering: .acquiring).endpoints
     }
 
+    /// The current endpoints as one object: its identity changes whenever they do.
+    public var currentEndpointSet: EndpointSet {
+        endpointSet.load(ordering: .acquiring)
+    }
+
     /// Swaps in a new endpoint list (DNS re-resolution). Requests already sent keep their endpoint.
     public func replaceEndpoints(_ endpoints: [Endpoint]) {
         endpointSet.store(EndpointSet(endpoints), ordering: .releasing)
-    }
-}
-
-/// Endpoint selection. The seam where the other balancers plug in; each event loop keeps its own state,
-/// so a pick never takes a lock.
-public protocol EndpointPicker {
-    /// The endpoint for the next request, or nil when there is none (→ 503 `no_healthy_upstream`).
-    mutating func pick(from endpoints: [Endpoint]) -> Endpoint?
-}
-
-/// Strict rotation over the current endpoints.
-public struct RoundRobinPicker: EndpointPicker {
-    private var next: Int
-
-    /// `start` staggers event loops so they do not all begin with the first endpoint.
-    public init(start: Int = 0) {
-        self.next = start
-    }
-
-    public mutating func pick(from endpoints: [Endpoint]) -> Endpoint? {
-        guard !endpoints.isEmpty else { return nil }
-        let index = next % endpoints.count
-        next = index + 1
-        return endpoints[index]
     }
 }

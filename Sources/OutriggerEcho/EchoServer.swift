@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -25,17 +26,23 @@ public final class EchoServer: Sendable {
     public let name: String
     private let group: MultiThreadedEventLoopGroup
     private let channel: Channel
+    private let counter: EchoCounter
 
     public var localAddress: SocketAddress { channel.localAddress! }
+    /// Requests answered (or reset as asked) so far.
+    public var requestsServed: Int { counter.served.load(ordering: .relaxed) }
 
-    private init(name: String, group: MultiThreadedEventLoopGroup, channel: Channel) {
+    private init(name: String, group: MultiThreadedEventLoopGroup, channel: Channel, counter: EchoCounter) {
         self.name = name
         self.group = group
         self.channel = channel
+        self.counter = counter
     }
 
-    public static func start(host: String, port: Int, name: String, threads: Int = 1) async throws -> EchoServer {
+    /// `delay` is added to every request's own (a uniformly slow instance, for balancer tests and demos).
+    public static func start(host: String, port: Int, name: String, threads: Int = 1, delay: Duration = .zero) async throws -> EchoServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let counter = EchoCounter(baseDelayMilliseconds: Int(delay.nanoseconds / 1_000_000))
         do {
             let channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
@@ -50,7 +57,7 @@ public final class EchoServer: Sendable {
                                 ) { stream in
                                     stream.eventLoop.makeCompletedFuture {
                                         try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                                        try stream.pipeline.syncOperations.addHandler(EchoHandler(name: name, protocolName: "HTTP/2"))
+                                        try stream.pipeline.syncOperations.addHandler(EchoHandler(name: name, protocolName: "HTTP/2", counter: counter))
                                     }
                                 }
                             } else {
@@ -59,14 +66,14 @@ public final class EchoServer: Sendable {
                                 try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
                                 try sync.addHandler(HTTPServerPipelineHandler())
                                 try sync.addHandler(HTTPServerProtocolErrorHandler())
-                                try sync.addHandler(EchoHandler(name: name, protocolName: "HTTP/1.1"))
+                                try sync.addHandler(EchoHandler(name: name, protocolName: "HTTP/1.1", counter: counter))
                             }
                         })
                     }
                 }
                 .bind(host: host, port: port)
                 .get()
-            return EchoServer(name: name, group: group, channel: channel)
+            return EchoServer(name: name, group: group, channel: channel, counter: counter)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -80,6 +87,16 @@ public final class EchoServer: Sendable {
 
     public func waitUntilClosed() async {
         try? await channel.closeFuture.get()
+    }
+}
+
+/// What every connection of one server shares: its base delay and its request count.
+final class EchoCounter: Sendable {
+    let served = ManagedAtomic(0)
+    let baseDelayMilliseconds: Int
+
+    init(baseDelayMilliseconds: Int) {
+        self.baseDelayMilliseconds = baseDelayMilliseconds
     }
 }
 
@@ -120,15 +137,17 @@ final class EchoHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let name: String
     private let protocolName: String
+    private let counter: EchoCounter
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
     /// Bytes of a sized body still to write, when writing waits for writability.
     private var remaining = 0
     private var pendingEnd: (trailers: HTTPHeaders?, close: Bool)?
 
-    init(name: String, protocolName: String) {
+    init(name: String, protocolName: String, counter: EchoCounter) {
         self.name = name
         self.protocolName = protocolName
+        self.counter = counter
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -141,9 +160,10 @@ final class EchoHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head else { return }
             let instructions = EchoInstructions(head)
-            if instructions.delayMilliseconds > 0 {
+            let delay = instructions.delayMilliseconds + counter.baseDelayMilliseconds
+            if delay > 0 {
                 let bodyBytes = self.bodyBytes
-                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(instructions.delayMilliseconds))) {
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) {
                     self.respond(context: context, head: head, bodyBytes: bodyBytes, instructions: instructions)
                 }
             } else {
@@ -154,6 +174,7 @@ final class EchoHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, bodyBytes: Int, instructions: EchoInstructions) {
         guard context.channel.isActive else { return }
+        counter.served.wrappingIncrement(ordering: .relaxed)
         if instructions.reset {
             context.close(promise: nil)
             return

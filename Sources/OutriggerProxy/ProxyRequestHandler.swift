@@ -14,6 +14,8 @@ final class ProxiedRequest {
     let listener: ListenerRuntime
     let route: Route
     let cluster: ClusterRuntime
+    /// The endpoint the balancer picked; its load counts this request until the request leaves the cluster.
+    let endpoint: Endpoint
     var upstreamHead: HTTPRequestHead
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
@@ -45,12 +47,13 @@ final class ProxiedRequest {
     /// codec cannot end a stream on its first HEADERS frame, and a status-less end reads as UNKNOWN).
     var grpcStatusFromHead: HTTPHeaders?
 
-    init(listener: ListenerRuntime, route: Route, cluster: ClusterRuntime, upstreamHead: HTTPRequestHead, downstreamHead: HTTPRequestHead,
-         headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline, upgrade: String?) {
+    init(listener: ListenerRuntime, route: Route, cluster: ClusterRuntime, endpoint: Endpoint, upstreamHead: HTTPRequestHead,
+         downstreamHead: HTTPRequestHead, headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline, upgrade: String?) {
         self.upgrade = upgrade
         self.listener = listener
         self.route = route
         self.cluster = cluster
+        self.endpoint = endpoint
         self.upstreamHead = upstreamHead
         self.downstreamVersion = downstreamHead.version
         self.isHEAD = downstreamHead.method == .HEAD
@@ -315,7 +318,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
         let cluster = route.destination.pick(random: local.random.next())
-        guard let endpoint = local.pickEndpoint(in: cluster) else {
+        guard let endpoint = local.pickEndpoint(in: cluster, now: start) else {
             localReply(.noHealthyUpstream, for: head, listener: listener, requestComplete: false, start: start)
             return
         }
@@ -337,7 +340,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let holdHead = downstreamProtocol == .http2 && cluster.config.upstreamProtocol == .http1
             && !upstreamHead.headers.contains(name: "content-length")
         let request = ProxiedRequest(
-            listener: listener, route: route, cluster: cluster, upstreamHead: upstreamHead, downstreamHead: head,
+            listener: listener, route: route, cluster: cluster, endpoint: endpoint, upstreamHead: upstreamHead, downstreamHead: head,
             headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
         )
         let timeout = route.timeout ?? cluster.config.timeout
@@ -348,6 +351,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             needsFlush = true
         }
         cluster.stats.requestsActive.increment()
+        local.requestStarted(in: cluster, to: endpoint, now: start)
         state = .leasing(request)
         request.ticket = local.acquire(cluster: cluster, endpoint: endpoint, for: request)
     }
@@ -451,6 +455,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         // Informational responses (an HTTP/2 upstream's 103) are dropped, as the HTTP/1.1 decoder does;
         // the sidecar answers `100-continue` itself.
         if head.status.code < 200 && head.status != .switchingProtocols { return }
+        local.responseStarted(in: request.cluster, from: request.endpoint, sentAt: request.start, now: .now())
         if head.status == .switchingProtocols && request.upgrade == nil {
             // A 101 nobody asked for: the upstream is out of step.
             request.cluster.stats.requestFailures.increment()
@@ -629,8 +634,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// Stats for a request whose response ended (relayed or cut).
     private func recordFinished(_ request: ProxiedRequest) {
-        request.cluster.stats.requestsActive.decrement()
-        request.listener.stats.requestsActive.decrement()
+        leaveCluster(request)
         let micros = (NIODeadline.now() - request.start).nanoseconds / 1000
         request.listener.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
     }
@@ -655,16 +659,22 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// The request leaves the gauges; its duration is recorded by the local reply that usually follows.
     private func recordAbandoned(_ request: ProxiedRequest) {
         request.responseComplete = true
+        leaveCluster(request)
+    }
+
+    /// The request no longer counts as active: in the listener's and cluster's gauges, and in the load the
+    /// balancer sees on its endpoint. Called once per routed request.
+    private func leaveCluster(_ request: ProxiedRequest) {
         request.cluster.stats.requestsActive.decrement()
         request.listener.stats.requestsActive.decrement()
+        local.requestEnded(in: request.cluster, to: request.endpoint)
     }
 
     /// Answers for a request that was routed (cluster stats are already counting it).
     private func localReply(_ reason: LocalReplyReason, request: ProxiedRequest, requestComplete: Bool) {
         if !request.responseComplete {
             request.responseComplete = true
-            request.cluster.stats.requestsActive.decrement()
-            request.listener.stats.requestsActive.decrement()
+            leaveCluster(request)
         }
         request.timeout?.cancel()
         writeLocalReply(reason, version: request.downstreamVersion, isGRPC: request.isGRPC, isHEAD: request.isHEAD,

@@ -23,7 +23,7 @@ struct LeaseTicket {
 final class LoopLocalState {
     let eventLoop: any EventLoop
     var random: FastRandom
-    private var pickers: [ObjectIdentifier: RoundRobinPicker] = [:]
+    private var balancers: [ObjectIdentifier: LoadBalancer] = [:]
     private var http1Pools: [String: HTTP1EndpointPool] = [:]
     private var http2Connections: [String: HTTP2EndpointConnection] = [:]
     /// The same pools by `Endpoint.id`, the lookup every request makes.
@@ -36,14 +36,30 @@ final class LoopLocalState {
         self.random = FastRandom()
     }
 
-    func pickEndpoint(in cluster: ClusterRuntime) -> Endpoint? {
+    func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline) -> Endpoint? {
         let key = ObjectIdentifier(cluster)
-        if pickers[key] == nil {
-            // A new snapshot brings new cluster objects; forget pickers of clusters no longer in use.
-            if pickers.count > 1024 { pickers.removeAll() }
-            pickers[key] = RoundRobinPicker(start: loopIndex)
+        if balancers[key] == nil {
+            // A new snapshot brings new cluster objects; forget balancers of clusters no longer in use.
+            if balancers.count > 1024 { balancers.removeAll() }
+            balancers[key] = LoadBalancer(cluster.config.loadBalancer, stagger: loopIndex)
         }
-        return pickers[key]!.pick(from: cluster.endpoints)
+        return balancers[key]!.pick(from: cluster.currentEndpointSet, now: now.uptimeNanoseconds, random: &random)
+    }
+
+    /// A request was sent to `endpoint` (least_request and peak_ewma count it).
+    func requestStarted(in cluster: ClusterRuntime, to endpoint: Endpoint, now: NIODeadline) {
+        balancers[ObjectIdentifier(cluster)]?.requestStarted(endpoint, now: now.uptimeNanoseconds)
+    }
+
+    /// The response head of a request to `endpoint` arrived (peak_ewma's latency sample).
+    func responseStarted(in cluster: ClusterRuntime, from endpoint: Endpoint, sentAt: NIODeadline, now: NIODeadline) {
+        let rtt = now.uptimeNanoseconds &- sentAt.uptimeNanoseconds
+        balancers[ObjectIdentifier(cluster)]?.responseStarted(endpoint, rtt: rtt, now: now.uptimeNanoseconds)
+    }
+
+    /// A request to `endpoint` ended, whatever its outcome.
+    func requestEnded(in cluster: ClusterRuntime, to endpoint: Endpoint) {
+        balancers[ObjectIdentifier(cluster)]?.requestEnded(endpoint)
     }
 
     /// Finds an upstream for `requester`: now (synchronously) or later, through its callbacks.

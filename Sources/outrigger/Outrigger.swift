@@ -52,6 +52,7 @@ extension HostPort: ExpressibleByArgument {
 }
 
 extension ClusterConfig.UpstreamProtocol: ExpressibleByArgument {}
+extension LoadBalancerConfig.Policy: ExpressibleByArgument {}
 
 struct Proxy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -79,6 +80,9 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Quick start: the upstream protocol, http1 or http2.")
     var upstreamProtocol: ClusterConfig.UpstreamProtocol = .http1
 
+    @Option(help: "Quick start: the load balancer, round_robin, random, least_request or peak_ewma.")
+    var lb: LoadBalancerConfig.Policy?
+
     @Option(help: "Admin listener HOST:PORT (default 127.0.0.1:15000; overrides the config file's).")
     var admin: HostPort?
 
@@ -98,7 +102,10 @@ struct Proxy: AsyncParsableCommand {
             throw ValidationError("give --config FILE, or --listen HOST:PORT and --upstream HOST:PORT[,...]")
         }
         if configPath != nil && (listen != nil || upstream != nil) {
-            throw ValidationError("--config and quick-start flags (--listen, --upstream) do not mix")
+            throw ValidationError("--config and quick-start flags (--listen, --upstream, --lb) do not mix")
+        }
+        if configPath != nil && lb != nil {
+            throw ValidationError("--config and quick-start flags (--listen, --upstream, --lb) do not mix")
         }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if let upstream {
@@ -121,7 +128,8 @@ struct Proxy: AsyncParsableCommand {
         } else {
             let upstreams = upstream!.split(separator: ",").compactMap { HostPort(parsing: String($0)) }
             config = SidecarConfig.quickStart(listen: listen!, upstreams: upstreams, admin: AdminConfig.defaultAddress,
-                                              concurrency: nil, upstreamProtocol: upstreamProtocol)
+                                              concurrency: nil, upstreamProtocol: upstreamProtocol,
+                                              loadBalancer: LoadBalancerConfig(policy: lb ?? .roundRobin))
         }
         if let admin { config.admin = AdminConfig(address: admin) }
         if noAdmin { config.admin = nil }
@@ -185,8 +193,16 @@ struct Echo: AsyncParsableCommand {
     @Option(help: "Event loops.")
     var threads: Int = 1
 
+    @Option(help: "Milliseconds added to every response's delay: a uniformly slow instance.")
+    var delay: Int = 0
+
+    func validate() throws {
+        if delay < 0 { throw ValidationError("--delay must be 0 or more milliseconds") }
+    }
+
     func run() async throws {
-        let server = try await EchoServer.start(host: listen.host, port: listen.port, name: name ?? listen.description, threads: threads)
+        let server = try await EchoServer.start(host: listen.host, port: listen.port, name: name ?? listen.description,
+                                                threads: threads, delay: .milliseconds(delay))
         announce("outrigger echo: listening on \(server.localAddress.hostPort)")
         await server.waitUntilClosed()
     }

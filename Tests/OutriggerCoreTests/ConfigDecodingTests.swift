@@ -67,7 +67,9 @@ struct ConfigDecodingTests {
         #expect(cluster.timeout == .seconds(30))
         #expect(cluster.dnsRefreshInterval == .seconds(10))
         #expect(cluster.pool == PoolConfig(maxConnectionsPerEndpoint: 8, maxPendingRequests: 16, idleTimeout: .seconds(30)))
+        #expect(cluster.loadBalancer == LoadBalancerConfig(policy: .peakEWMA, decay: .seconds(5), defaultRTT: .milliseconds(20)))
         #expect(config.clusters[0].timeout == .seconds(15), "route timeout defaults to 15 s")
+        #expect(config.clusters[0].loadBalancer == LoadBalancerConfig(policy: .roundRobin), "round robin by default")
     }
 
     @Test func configDumpRoundTripsThroughJSON() throws {
@@ -110,6 +112,27 @@ struct ConfigDecodingTests {
         #expect(issues.map(\.keyPath) == [path])
         #expect(issues.first?.message == message)
         #expect(issues.first?.line == 1)
+    }
+
+    @Test(arguments: [
+        ("{policy: least_requests}", "clusters[0].loadBalancer.policy",
+         "expected one of round_robin, random, least_request, peak_ewma, found 'least_requests'"),
+        ("{policy: round_robin, decay: 5s}", "clusters[0].loadBalancer.decay", "decay applies to policy peak_ewma only, not round_robin"),
+        ("{policy: peak_ewma, defaultRTT: 0ms}", "clusters[0].loadBalancer.defaultRTT", "expected a duration greater than zero, found '0ms'"),
+        ("{decay: 5s}", "clusters[0].loadBalancer.policy", "missing required key 'policy'"),
+    ])
+    func badLoadBalancerSettings(value: String, path: String, message: String) {
+        let issues = Self.issues("""
+        listeners:
+          - {name: in, address: 127.0.0.1:15006, routes: [{cluster: local}]}
+        clusters:
+          - name: local
+            endpoints: [127.0.0.1:8080]
+            loadBalancer: \(value)
+        """)
+        #expect(issues.map(\.keyPath).contains(path), "\(issues)")
+        #expect(issues.contains { $0.message.hasPrefix(message) }, "\(issues.map(\.message))")
+        #expect(issues.allSatisfy { $0.line == 6 })
     }
 
     @Test func danglingClusterReferenceIsAnError() {

@@ -238,16 +238,6 @@ struct RuntimeSnapshotTests {
         #expect(endpoints.map { $0.address.ipAddress } == ["10.0.0.1", "10.0.0.2", "10.0.0.9"], "every A record is an endpoint")
         #expect(snapshot.unresolved.map(\.endpoint) == [HostPort(host: "gone.example", port: 80)])
     }
-
-    @Test func roundRobinRotatesOverTheCurrentEndpoints() throws {
-        let cluster = try #require(RouteTableTests.clusters(["a"])["a"])
-        let second = Endpoint(configured: HostPort(host: "127.0.0.1", port: 2), address: try SocketAddress(ipAddress: "127.0.0.1", port: 2), cluster: cluster.config)
-        cluster.replaceEndpoints(cluster.endpoints + [second])
-        var picker = RoundRobinPicker()
-        let picks = (0..<4).compactMap { _ in picker.pick(from: cluster.endpoints)?.address.port }
-        #expect(picks == [1, 2, 1, 2])
-        #expect(picker.pick(from: []) == nil)
-    }
 }
 
 @Suite("Hop-by-hop names")

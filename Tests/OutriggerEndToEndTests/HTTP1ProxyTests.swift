@@ -83,7 +83,8 @@ struct HTTP1ProxyTests {
                                                     timeout: .seconds(5), pool: PoolConfig(maxConnectionsPerEndpoint: 1, maxPendingRequests: 0))])
         } _: { (harness: Harness) async throws in
             let body = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-upload-\(UUID().uuidString)")
-            try Data(repeating: UInt8(ascii: "u"), count: 4 << 20).write(to: body)
+            // Larger than the loopback socket buffers can hold while the upstream reads nothing more.
+            try Data(repeating: UInt8(ascii: "u"), count: 32 << 20).write(to: body)
             defer { try? FileManager.default.removeItem(at: body) }
             let upload = try await fetch(harness.url + "/upload", ["--data-binary", "@\(body.path)"])
             #expect(upload.status == 413, "the upstream's early answer is relayed")

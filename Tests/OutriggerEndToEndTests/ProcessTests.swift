@@ -6,8 +6,8 @@ import Testing
 @Suite("The outrigger process, end to end")
 struct ProcessTests {
     /// Starts `outrigger echo` on port 0 and returns it with its port.
-    static func startEcho(name: String) async throws -> (ChildProcess, Int) {
-        let echo = try ChildProcess(try outriggerExecutable(), ["echo", "--listen", "127.0.0.1:0", "--name", name])
+    static func startEcho(name: String, extra: [String] = []) async throws -> (ChildProcess, Int) {
+        let echo = try ChildProcess(try outriggerExecutable(), ["echo", "--listen", "127.0.0.1:0", "--name", name] + extra)
         let text = try await echo.waitForOutput(containing: "listening on 127.0.0.1:")
         return (echo, try port(in: text, after: "listening on 127.0.0.1:"))
     }
@@ -67,6 +67,24 @@ struct ProcessTests {
         let first = try #require(try await fetch("http://127.0.0.1:\(port)/").echo)
         let second = try #require(try await fetch("http://127.0.0.1:\(port)/", ["--http2-prior-knowledge"]).echo)
         #expect(Set([first.server, second.server]) == ["a", "b"])
+    }
+
+    @Test func quickStartTakesALoadBalancerAndEchoTakesADelay() async throws {
+        let (slow, slowPort) = try await Self.startEcho(name: "slow", extra: ["--delay", "300"])
+        let (proxy, port, admin) = try await Self.startProxy([
+            "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(slowPort)", "--admin", "127.0.0.1:0", "--lb", "peak_ewma",
+        ])
+        defer { proxy.kill(); slow.kill() }
+        let dump = try await fetch("http://127.0.0.1:\(admin)/config_dump").body
+        #expect(dump.contains("\"policy\" : \"peak_ewma\"") || dump.contains("\"policy\":\"peak_ewma\""), "\(dump)")
+        let response = try await fetch("http://127.0.0.1:\(port)/", ["-w", "\n%{time_total}"])
+        #expect(response.status == 200)
+        let seconds = Double(response.body.split(separator: "\n").last ?? "") ?? 0
+        #expect(seconds >= 0.3, "the echo's --delay holds every response: \(seconds) s")
+
+        let bad = try await run(try outriggerExecutable(), ["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--lb", "fastest"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("fastest"))
     }
 
     @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {

@@ -25,14 +25,17 @@ final class Harness: Sendable {
 
     /// Starts `echoes` echo servers (named echo-0, echo-1, …), then a sidecar whose config `makeConfig`
     /// builds from their addresses (by default: one listener routing everything round robin).
+    /// `echoDelays[i]` slows every response of echo `i` (missing: no delay).
     static func start(
         echoes count: Int = 2,
+        echoDelays: [Duration] = [],
         configPath: String? = nil,
         _ makeConfig: ([HostPort]) throws -> SidecarConfig = Harness.defaultConfig
     ) async throws -> Harness {
         var echoes: [EchoServer] = []
         for index in 0..<count {
-            echoes.append(try await EchoServer.start(host: "127.0.0.1", port: 0, name: "echo-\(index)"))
+            let delay = index < echoDelays.count ? echoDelays[index] : .zero
+            echoes.append(try await EchoServer.start(host: "127.0.0.1", port: 0, name: "echo-\(index)", delay: delay))
         }
         let endpoints = echoes.map { HostPort(host: "127.0.0.1", port: $0.localAddress.port!) }
         do {
@@ -80,11 +83,12 @@ final class Harness: Sendable {
 /// Runs `body` with a harness and always stops it, even when an expectation throws.
 func withHarness<T>(
     echoes: Int = 2,
+    echoDelays: [Duration] = [],
     configPath: String? = nil,
     _ makeConfig: ([HostPort]) throws -> SidecarConfig = Harness.defaultConfig,
     _ body: (Harness) async throws -> T
 ) async throws -> T {
-    let harness = try await Harness.start(echoes: echoes, configPath: configPath, makeConfig)
+    let harness = try await Harness.start(echoes: echoes, echoDelays: echoDelays, configPath: configPath, makeConfig)
     do {
         let result = try await body(harness)
         await harness.stop()

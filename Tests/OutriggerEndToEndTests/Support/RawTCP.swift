@@ -138,10 +138,13 @@ final class EarlyResponder: Sendable {
             self.response = response
         }
 
+        /// Answers on the first bytes, then stops reading: the rest of a large request can never be sent
+        /// whole (the socket buffers fill), so the exchange is certain to end before the request does.
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard !answered else { return }
             answered = true
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
     }
 }

@@ -1,0 +1,127 @@
+import NIOCore
+import OutriggerConfig
+@testable import OutriggerCore
+import Testing
+
+@Suite("Load balancers")
+struct LoadBalancerTests {
+    static let cluster = ClusterConfig(name: "c", endpoints: [HostPort(host: "127.0.0.1", port: 1)])
+
+    /// Endpoints on ports 1…n with the given weights.
+    static func endpoints(_ weights: [Int]) -> EndpointSet {
+        EndpointSet(weights.enumerated().map { index, weight in
+            Endpoint(configured: HostPort(host: "127.0.0.1", port: index + 1),
+                     address: try! SocketAddress(ipAddress: "127.0.0.1", port: index + 1), cluster: cluster, weight: weight)
+        })
+    }
+
+    static func picks(_ balancer: inout LoadBalancer, _ set: EndpointSet, count: Int, seed: UInt64 = 7, now: UInt64 = 0) -> [Int] {
+        var random = FastRandom(seed: seed)
+        return (0..<count).map { _ in balancer.pick(from: set, now: now, random: &random)!.configured.port }
+    }
+
+    static func shares(_ picks: [Int], of count: Int) -> [Double] {
+        (1...count).map { port in Double(picks.filter { $0 == port }.count) / Double(picks.count) }
+    }
+
+    @Test func roundRobinRotatesStrictlyWithEqualWeights() {
+        let set = Self.endpoints([1, 1, 1])
+        var balancer = LoadBalancer(LoadBalancerConfig())
+        #expect(Self.picks(&balancer, set, count: 7) == [1, 2, 3, 1, 2, 3, 1])
+        var staggered = LoadBalancer(LoadBalancerConfig(), stagger: 1)
+        #expect(Self.picks(&staggered, set, count: 3) == [2, 3, 1], "each event loop starts elsewhere")
+        var random = FastRandom(seed: 1)
+        #expect(balancer.pick(from: EndpointSet([]), now: 0, random: &random) == nil)
+        let replaced = Self.endpoints([1, 1])
+        #expect(Self.picks(&balancer, replaced, count: 4) == [1, 2, 1, 2], "a new endpoint set starts a new rotation")
+    }
+
+    @Test func roundRobinHonoursWeightsExactlyAndSpreadsThem() {
+        let set = Self.endpoints([5, 1, 1])
+        var balancer = LoadBalancer(LoadBalancerConfig())
+        let cycle = Self.picks(&balancer, set, count: 7)
+        #expect(cycle == [1, 1, 2, 1, 3, 1, 1], "smooth: the heavy endpoint's picks are interleaved, not a burst of 5")
+        let many = Self.picks(&balancer, set, count: 700)
+        let counts = (1...3).map { port in many.filter { $0 == port }.count }
+        #expect(counts == [500, 100, 100], "exact over whole cycles")
+    }
+
+    @Test func randomFollowsWeights() {
+        let set = Self.endpoints([1, 3])
+        var balancer = LoadBalancer(LoadBalancerConfig(policy: .random))
+        let shares = Self.shares(Self.picks(&balancer, set, count: 20_000), of: 2)
+        #expect(abs(shares[1] - 0.75) < 0.02, "share of the weight-3 endpoint: \(shares[1])")
+        var equal = LoadBalancer(LoadBalancerConfig(policy: .random))
+        let equalShares = Self.shares(Self.picks(&equal, Self.endpoints([1, 1, 1, 1]), count: 20_000), of: 4)
+        #expect(equalShares.allSatisfy { abs($0 - 0.25) < 0.02 }, "\(equalShares)")
+    }
+
+    @Test func leastRequestAvoidsBusyEndpoints() {
+        let set = Self.endpoints([1, 1, 1])
+        var balancer = LoadBalancer(LoadBalancerConfig(policy: .leastRequest))
+        var random = FastRandom(seed: 3)
+        _ = balancer.pick(from: set, now: 0, random: &random)
+        for _ in 0..<5 { balancer.requestStarted(set.endpoints[0], now: 0) }
+        let picks = Self.picks(&balancer, set, count: 300)
+        #expect(!picks.contains(1), "two choices always include an idle endpoint, which beats the busy one")
+        #expect(Set(picks) == [2, 3])
+        for _ in 0..<5 { balancer.requestEnded(set.endpoints[0]) }
+        #expect(balancer.activeRequests(set.endpoints[0]) == 0)
+        #expect(Set(Self.picks(&balancer, set, count: 300)) == [1, 2, 3], "idle again, picked again")
+    }
+
+    @Test func leastRequestWeighsLoadByWeight() {
+        // Endpoint 1 (weight 4) with 2 in flight still beats endpoint 2 (weight 1) with 1: 3/4 < 2/1.
+        let set = Self.endpoints([4, 1])
+        var balancer = LoadBalancer(LoadBalancerConfig(policy: .leastRequest))
+        _ = Self.picks(&balancer, set, count: 1)
+        balancer.requestStarted(set.endpoints[0], now: 0)
+        balancer.requestStarted(set.endpoints[0], now: 0)
+        balancer.requestStarted(set.endpoints[1], now: 0)
+        #expect(Set(Self.picks(&balancer, set, count: 50)) == [1])
+    }
+
+    @Test func peakEWMAAvoidsASlowEndpointAndRetriesItLater() {
+        let set = Self.endpoints([1, 1, 1])
+        let config = LoadBalancerConfig(policy: .peakEWMA, decay: .seconds(10), defaultRTT: .milliseconds(30))
+        var balancer = LoadBalancer(config)
+        let ms: UInt64 = 1_000_000
+        var now: UInt64 = 1_000 * ms
+        _ = Self.picks(&balancer, set, count: 1, now: now)
+        // One slow response (peak sensitivity: it counts at once) and fast ones from the others.
+        balancer.requestStarted(set.endpoints[0], now: now)
+        balancer.responseStarted(set.endpoints[0], rtt: 500 * ms, now: now)
+        balancer.requestEnded(set.endpoints[0])
+        for endpoint in set.endpoints.dropFirst() {
+            balancer.requestStarted(endpoint, now: now)
+            balancer.responseStarted(endpoint, rtt: 2 * ms, now: now)
+            balancer.requestEnded(endpoint)
+        }
+        #expect(!Self.picks(&balancer, set, count: 200, now: now).contains(1))
+        // Without new samples an estimate decays toward zero: a minute later (6 time constants) the slow
+        // endpoint costs ~1.2 ms, less than the others that keep answering in 2 ms with a request in
+        // flight each (2 ms × 2), so it is tried again.
+        now += 60_000 * ms
+        for endpoint in set.endpoints.dropFirst() {
+            balancer.responseStarted(endpoint, rtt: 2 * ms, now: now)
+            balancer.requestStarted(endpoint, now: now)
+        }
+        #expect(Set(Self.picks(&balancer, set, count: 200, now: now)).contains(1))
+    }
+
+    @Test func peakEWMAConvergesOnTheLatencyItSees() {
+        var load = EndpointLoad(estimate: 100e6, stamp: 0)
+        let decay = 10e9
+        load.record(rtt: 300e6, now: 1_000_000_000, decay: decay)
+        #expect(load.estimate == 300e6, "a sample above the estimate replaces it")
+        // 10 ms samples once a second: the estimate falls as e^(-t/10 s) toward 10 ms.
+        var estimates: [Double] = []
+        for second in 2...61 {
+            load.record(rtt: 10e6, now: UInt64(second) * 1_000_000_000, decay: decay)
+            estimates.append(load.estimate)
+        }
+        #expect(zip(estimates, estimates.dropFirst()).allSatisfy { $0 >= $1 }, "falls steadily")
+        #expect(abs(estimates[9] - (10e6 + 290e6 * 0.3679)) < 2e6, "one time constant in: \(estimates[9] / 1e6) ms")
+        #expect(abs(load.estimate - 10e6) < 1e6, "after 6 time constants: \(load.estimate / 1e6) ms")
+    }
+}
