@@ -355,10 +355,26 @@ struct SidecarConfigDecoder {
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
+        var endpointWeights: [HostPort: Int] = [:]
         if let node = reader.required(fields, "endpoints"), let items = reader.sequence(node, fields.path("endpoints")) {
             if items.isEmpty { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
-            endpoints = items.enumerated().compactMap { reader.hostPort($1, fields.path("endpoints") + "[\($0)]") }
-            if let port0 = zip(items, endpoints).first(where: { $0.1.port == 0 }) {
+            var located: [(Node, HostPort)] = []
+            for (index, item) in items.enumerated() {
+                let path = fields.path("endpoints") + "[\(index)]"
+                // `HOST:PORT`, or `{address: HOST:PORT, weight: N}`.
+                if case .mapping = item {
+                    guard let entry = reader.fields(item, path, allowed: ["address", "weight"]),
+                          let address = reader.required(entry, "address").flatMap({ reader.hostPort($0, entry.path("address")) }) else { continue }
+                    located.append((item, address))
+                    if let node = entry["weight"], let weight = reader.int(node, entry.path("weight"), range: 1...1_000_000) {
+                        endpointWeights[address] = weight
+                    }
+                } else if let address = reader.hostPort(item, path) {
+                    located.append((item, address))
+                }
+            }
+            endpoints = located.map(\.1)
+            if let port0 = located.first(where: { $0.1.port == 0 }) {
                 reader.report(port0.0, fields.path("endpoints"), "expected an endpoint port in 1...65535, found 0")
             }
         }
@@ -397,6 +413,7 @@ struct SidecarConfigDecoder {
         return ClusterConfig(
             name: name,
             endpoints: endpoints,
+            endpointWeights: endpointWeights,
             upstreamProtocol: upstreamProtocol ?? .http1,
             connectTimeout: connectTimeout ?? ClusterConfig.defaultConnectTimeout,
             timeout: timeout ?? ClusterConfig.defaultTimeout,

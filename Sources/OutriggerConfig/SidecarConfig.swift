@@ -282,6 +282,12 @@ public struct HeaderValue: Sendable, Hashable, Encodable {
     }
 }
 
+/// An endpoint as `/config_dump` shows it.
+private struct WeightedEndpointDump: Encodable {
+    let address: String
+    let weight: Int
+}
+
 /// How a cluster picks the endpoint for each request.
 public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
     public enum Policy: String, Sendable, Hashable, Encodable, CaseIterable {
@@ -333,6 +339,9 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     public var name: String
     public var endpoints: [HostPort]
+    /// Endpoints' weights where not 1 (`{address: HOST:PORT, weight: N}` in YAML); every address a name
+    /// resolves to gets its weight.
+    public var endpointWeights: [HostPort: Int]
     public var upstreamProtocol: UpstreamProtocol
     public var connectTimeout: Duration
     /// The route timeout: from the request's arrival to the end of the response head.
@@ -349,6 +358,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public init(
         name: String,
         endpoints: [HostPort],
+        endpointWeights: [HostPort: Int] = [:],
         upstreamProtocol: UpstreamProtocol = .http1,
         connectTimeout: Duration = ClusterConfig.defaultConnectTimeout,
         timeout: Duration = ClusterConfig.defaultTimeout,
@@ -358,6 +368,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     ) {
         self.name = name
         self.endpoints = endpoints
+        self.endpointWeights = endpointWeights
         self.upstreamProtocol = upstreamProtocol
         self.connectTimeout = connectTimeout
         self.timeout = timeout
@@ -373,7 +384,9 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(name, forKey: .name)
-        try container.encode(endpoints, forKey: .endpoints)
+        try container.encode(endpoints.map { endpoint in
+            WeightedEndpointDump(address: endpoint.description, weight: endpointWeights[endpoint] ?? 1)
+        }, forKey: .endpoints)
         try container.encode(upstreamProtocol, forKey: .protocol)
         try container.encode(ConfigDuration.format(connectTimeout), forKey: .connectTimeout)
         try container.encode(ConfigDuration.format(timeout), forKey: .timeout)

@@ -61,7 +61,8 @@ public final class RuntimeSnapshot: Sendable {
                 continue
             }
             for address in addresses {
-                let endpoint = Endpoint(configured: configured, address: address, cluster: cluster)
+                let endpoint = Endpoint(configured: configured, address: address, cluster: cluster,
+                                        weight: cluster.endpointWeights[configured] ?? 1)
                 if seen.insert(endpoint.poolKey).inserted { endpoints.append(endpoint) }
             }
         }

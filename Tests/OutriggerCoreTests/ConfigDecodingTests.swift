@@ -62,6 +62,7 @@ struct ConfigDecodingTests {
 
         let cluster = config.clusters[1]
         #expect(cluster.endpoints == [HostPort(host: "127.0.0.1", port: 9001), HostPort(host: "::1", port: 9002)])
+        #expect(cluster.endpointWeights == [HostPort(host: "::1", port: 9002): 3])
         #expect(cluster.upstreamProtocol == .http2)
         #expect(cluster.connectTimeout == .milliseconds(250))
         #expect(cluster.timeout == .seconds(30))
@@ -79,6 +80,9 @@ struct ConfigDecodingTests {
         let clusters = try #require(object["clusters"] as? [[String: Any]])
         #expect(clusters[1]["connectTimeout"] as? String == "250ms")
         #expect(clusters[1]["protocol"] as? String == "http2")
+        let endpoints = try #require(clusters[1]["endpoints"] as? [[String: Any]])
+        #expect(endpoints.map { $0["address"] as? String } == ["127.0.0.1:9001", "[::1]:9002"])
+        #expect(endpoints.map { $0["weight"] as? Int } == [1, 3])
     }
 
     @Test func unknownKeyGetsLineColumnPathAndSuggestion() {
@@ -133,6 +137,24 @@ struct ConfigDecodingTests {
         #expect(issues.map(\.keyPath).contains(path), "\(issues)")
         #expect(issues.contains { $0.message.hasPrefix(message) }, "\(issues.map(\.message))")
         #expect(issues.allSatisfy { $0.line == 6 })
+    }
+
+    @Test(arguments: [
+        ("{address: 127.0.0.1:8080, weight: 0}", "clusters[0].endpoints[0].weight", "expected an integer in 1...1000000, found 0"),
+        ("{address: 127.0.0.1:8080, weigth: 2}", "clusters[0].endpoints[0].weigth", "unknown key 'weigth'; did you mean 'weight'?"),
+        ("{weight: 2}", "clusters[0].endpoints[0].address", "missing required key 'address'"),
+    ])
+    func badEndpointEntries(entry: String, path: String, message: String) {
+        let issues = Self.issues("""
+        listeners:
+          - {name: in, address: 127.0.0.1:15006, routes: [{cluster: local}]}
+        clusters:
+          - name: local
+            endpoints: [\(entry)]
+        """)
+        #expect(issues.map(\.keyPath) == [path], "\(issues)")
+        #expect(issues.first.map { $0.message.hasPrefix(message) } == true, "\(issues.map(\.message))")
+        #expect(issues.first?.line == 5)
     }
 
     @Test func danglingClusterReferenceIsAnError() {

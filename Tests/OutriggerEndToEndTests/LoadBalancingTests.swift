@@ -23,6 +23,34 @@ struct LoadBalancingTests {
         }
     }
 
+    @Test(arguments: [LoadBalancerConfig.Policy.roundRobin, .random])
+    func endpointWeightsFromYAMLSplitTraffic(policy: LoadBalancerConfig.Policy) async throws {
+        try await withHarness(echoes: 2) { endpoints in
+            let yaml = """
+            concurrency: 1
+            admin: {address: 127.0.0.1:0}
+            listeners:
+              - {name: main, address: 127.0.0.1:0, routes: [{cluster: weighted}]}
+            clusters:
+              - name: weighted
+                endpoints: [{address: "\(endpoints[0])", weight: 3}, "\(endpoints[1])"]
+                loadBalancer: {policy: \(policy.rawValue)}
+            """
+            return try SidecarConfig.decode(yaml: yaml, file: "weights.yaml")
+        } _: { (harness: Harness) async throws in
+            let result = try await run(try outriggerExecutable(), ["bench", harness.url + "/?size=8", "--rate", "400", "-c", "2",
+                                                                    "--duration", "1s", "--warmup", "0s"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let served = harness.echoes.map(\.requestsServed)
+            #expect(served.reduce(0, +) == 400)
+            if policy == .roundRobin {
+                #expect(served == [300, 100], "smooth weighted round robin is exact over whole cycles")
+            } else {
+                #expect(abs(Double(served[0]) / 400 - 0.75) < 0.08, "weighted random: \(served)")
+            }
+        }
+    }
+
     @Test func roundRobinSendsTheSlowEndpointItsThird() async throws {
         let shares = try await Self.shares(policy: .roundRobin)
         print("round_robin shares (slow, fast, fast): \(shares.map { String(format: "%.3f", $0) })")
