@@ -118,6 +118,19 @@ struct ConfigDecodingTests {
         #expect(issues.first?.line == 1)
     }
 
+    /// Issues of a config whose one cluster `local` has `endpoints` and optionally `loadBalancer` as given
+    /// (line 5 and line 6 of the file).
+    static func clusterIssues(endpoints: String = "[127.0.0.1:8080]", loadBalancer: String? = nil) -> [ConfigIssue] {
+        Self.issues("""
+        listeners:
+          - {name: in, address: 127.0.0.1:15006, routes: [{cluster: local}]}
+        clusters:
+          - name: local
+            endpoints: \(endpoints)
+        \(loadBalancer.map { "    loadBalancer: \($0)" } ?? "")
+        """)
+    }
+
     @Test(arguments: [
         ("{policy: least_requests}", "clusters[0].loadBalancer.policy",
          "expected one of round_robin, random, least_request, peak_ewma, found 'least_requests'"),
@@ -126,14 +139,7 @@ struct ConfigDecodingTests {
         ("{decay: 5s}", "clusters[0].loadBalancer.policy", "missing required key 'policy'"),
     ])
     func badLoadBalancerSettings(value: String, path: String, message: String) {
-        let issues = Self.issues("""
-        listeners:
-          - {name: in, address: 127.0.0.1:15006, routes: [{cluster: local}]}
-        clusters:
-          - name: local
-            endpoints: [127.0.0.1:8080]
-            loadBalancer: \(value)
-        """)
+        let issues = Self.clusterIssues(loadBalancer: value)
         #expect(issues.map(\.keyPath).contains(path), "\(issues)")
         #expect(issues.contains { $0.message.hasPrefix(message) }, "\(issues.map(\.message))")
         #expect(issues.allSatisfy { $0.line == 6 })
@@ -145,13 +151,7 @@ struct ConfigDecodingTests {
         ("{weight: 2}", "clusters[0].endpoints[0].address", "missing required key 'address'"),
     ])
     func badEndpointEntries(entry: String, path: String, message: String) {
-        let issues = Self.issues("""
-        listeners:
-          - {name: in, address: 127.0.0.1:15006, routes: [{cluster: local}]}
-        clusters:
-          - name: local
-            endpoints: [\(entry)]
-        """)
+        let issues = Self.clusterIssues(endpoints: "[\(entry)]")
         #expect(issues.map(\.keyPath) == [path], "\(issues)")
         #expect(issues.first.map { $0.message.hasPrefix(message) } == true, "\(issues.map(\.message))")
         #expect(issues.first?.line == 5)
