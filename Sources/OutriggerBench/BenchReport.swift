@@ -29,6 +29,9 @@ public enum RequestOutcome: String, CaseIterable, Codable, Sendable {
 /// Results of one load test: what was sent, how it ended, and latency in an HdrHistogram (microseconds).
 public struct BenchResults: Sendable {
     public var sent = 0
+    /// Closed loop: requests still in flight when the window closed; like wrk and h2load, they count
+    /// neither as completed nor as failed. (Open loop waits for every request it sent.)
+    public var unfinished = 0
     public var outcomes: [RequestOutcome: Int] = [:]
     public var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
     public var measuredSeconds: Double = 0
@@ -52,6 +55,7 @@ public struct BenchResults: Sendable {
 
     public struct Summary: Codable, Sendable {
         public var sent: Int
+        public var unfinished: Int
         public var completed: Int
         public var failed: Int
         public var outcomes: [String: Int]
@@ -62,7 +66,7 @@ public struct BenchResults: Sendable {
 
     public var summary: Summary {
         Summary(
-            sent: sent, completed: completed, failed: failed,
+            sent: sent, unfinished: unfinished, completed: completed, failed: failed,
             outcomes: Dictionary(uniqueKeysWithValues: outcomes.map { ($0.key.rawValue, $0.value) }),
             durationSeconds: measuredSeconds, achievedRate: achievedRate,
             latencyMilliseconds: [
@@ -78,7 +82,8 @@ public struct BenchResults: Sendable {
     public func table(title: String) -> String {
         let s = summary
         var lines = [title, String(repeating: "-", count: title.count)]
-        lines.append(String(format: "requests   sent %d, completed %d, failed %d, in %.2f s (%.0f req/s)", s.sent, s.completed, s.failed, s.durationSeconds, s.achievedRate))
+        lines.append(String(format: "requests   sent %d, completed %d, failed %d, in %.2f s (%.0f req/s)", s.sent, s.completed, s.failed, s.durationSeconds, s.achievedRate)
+                     + (s.unfinished > 0 ? ", \(s.unfinished) in flight at the end (not counted)" : ""))
         let outcomes = RequestOutcome.allCases.compactMap { outcome in s.outcomes[outcome.rawValue].map { "\(outcome.rawValue) \($0)" } }
         lines.append("outcomes   " + outcomes.joined(separator: ", "))
         let l = s.latencyMilliseconds

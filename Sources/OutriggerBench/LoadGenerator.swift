@@ -254,6 +254,11 @@ final class LoadCoordinator {
     func requestEnded(_ outcome: RequestOutcome, intended: UInt64) {
         guard intended >= measureFrom else { return }
         let now = NIODeadline.now().uptimeNanoseconds
+        if options.rate == nil && now >= scheduler.end {
+            // Closed loop measures a fixed window, as wrk and h2load do.
+            results.unfinished += 1
+            return
+        }
         lastEnd = now
         results.record(outcome, latencyMicroseconds: outcome == .connectError ? nil : (now - intended) / 1000)
     }
@@ -273,7 +278,9 @@ final class LoadCoordinator {
         finished = true
         progressTask?.cancel()
         let scheduled = Double(options.duration.unsignedNanoseconds) / 1e9
-        results.measuredSeconds = lastEnd > measureFrom ? Swift.max(scheduled, Double(lastEnd - measureFrom) / 1e9) : scheduled
+        // Open loop: a target that fell behind finishes after the schedule does, and that time counts.
+        let late = options.rate != nil && lastEnd > measureFrom
+        results.measuredSeconds = late ? Swift.max(scheduled, Double(lastEnd - measureFrom) / 1e9) : scheduled
         done.succeed(results)
     }
 }

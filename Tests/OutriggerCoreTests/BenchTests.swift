@@ -38,7 +38,7 @@ struct LoadSchedulerTests {
         #expect(results.achievedRate == 501.5)
         #expect(abs(results.latencyMilliseconds(50) - 5) < 0.01)
         let summary = try JSONDecoder().decode([String: AnyDecodable].self, from: results.json())
-        #expect(summary.keys.sorted() == ["achievedRate", "completed", "durationSeconds", "failed", "latencyMilliseconds", "outcomes", "sent"])
+        #expect(summary.keys.sorted() == ["achievedRate", "completed", "durationSeconds", "failed", "latencyMilliseconds", "outcomes", "sent", "unfinished"])
         #expect(RequestOutcome.status(404) == .status4xx && !RequestOutcome.status4xx.isFailure)
     }
 }

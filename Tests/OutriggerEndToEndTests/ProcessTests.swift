@@ -91,7 +91,8 @@ struct ProcessTests {
         let (echo, echoPort) = try await Self.startEcho(name: "drain")
         let (proxy, port, admin) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort)", "--admin", "127.0.0.1:0"])
         defer { proxy.kill(); echo.kill() }
-        async let slow = fetch("http://127.0.0.1:\(port)/?delay=2000")
+        // Long enough that the poll below sees it in flight even on a busy machine; well inside the 10 s drain.
+        async let slow = fetch("http://127.0.0.1:\(port)/?delay=5000")
         try await waitUntil { try await fetch("http://127.0.0.1:\(admin)/stats").body.contains("\"requests_active\" : 1") }
         proxy.signal(SIGTERM)
         let response = try await slow

@@ -100,6 +100,45 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(heads)
         }
     }
+
+    // MARK: Load balancing: one pick, plus the start and end a load-aware policy records per request.
+
+    for count in [10, 1_000] {
+        let set = BalancerFixture.endpoints(count)
+        for policy in LoadBalancerConfig.Policy.allCases {
+            Benchmark("LoadBalancer \(policy.rawValue) pick, \(count) endpoints", configuration: perCall) { benchmark in
+                var balancer = LoadBalancer(LoadBalancerConfig(policy: policy))
+                var random = FastRandom(seed: 1)
+                var now: UInt64 = 1_000_000_000
+                _ = balancer.pick(from: set, now: now, random: &random)
+                benchmark.startMeasurement()
+                for _ in benchmark.scaledIterations {
+                    now &+= 50_000
+                    let endpoint = balancer.pick(from: set, now: now, random: &random)!
+                    balancer.requestStarted(endpoint, now: now)
+                    balancer.responseStarted(endpoint, rtt: 400_000, now: now)
+                    balancer.requestEnded(endpoint)
+                }
+                benchmark.stopMeasurement()
+            }
+        }
+    }
+}
+
+enum BalancerFixture {
+    /// `count` endpoints with weights 1, 2, 3 in turn (weighted paths, not the equal-weight shortcuts).
+    static func endpoints(_ count: Int) -> EndpointSet {
+        let config = ClusterConfig(name: "backend", endpoints: [HostPort(host: "127.0.0.1", port: 8080)])
+        return EndpointSet((0..<count).map { index in
+            do {
+                let address = try SocketAddress(ipAddress: "10.0.\(index / 256).\(index % 256)", port: 8080)
+                return Endpoint(configured: HostPort(host: "10.0.\(index / 256).\(index % 256)", port: 8080), address: address,
+                                cluster: config, weight: index % 3 + 1)
+            } catch {
+                fatalError("endpoint: \(error)")
+            }
+        })
+    }
 }
 
 /// One virtual host with 1,000 routes: exact paths, prefixes limited to methods, prefixes requiring a
