@@ -18,12 +18,23 @@ struct LeaseTicket {
     func cancel() { cancelAction() }
 }
 
+/// One cluster's balancer on one event loop.
+final class BalancerBox {
+    var balancer: LoadBalancer
+
+    init(_ balancer: LoadBalancer) {
+        self.balancer = balancer
+    }
+}
+
 /// Everything one event loop owns for forwarding: its upstream pools, balancer state and random source.
 /// Touched only on its event loop, so nothing here takes a lock.
 final class LoopLocalState {
     let eventLoop: any EventLoop
     var random: FastRandom
-    private var balancers: [ObjectIdentifier: LoadBalancer] = [:]
+    /// Boxed so a pick mutates the balancer in place: a struct in a dictionary is copied out and back by
+    /// some accessors, and its arrays with it (an allocation per request).
+    private var balancers: [ObjectIdentifier: BalancerBox] = [:]
     private var http1Pools: [String: HTTP1EndpointPool] = [:]
     private var http2Connections: [String: HTTP2EndpointConnection] = [:]
     /// The same pools by `Endpoint.id`, the lookup every request makes.
@@ -38,28 +49,32 @@ final class LoopLocalState {
 
     func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline) -> Endpoint? {
         let key = ObjectIdentifier(cluster)
-        if balancers[key] == nil {
+        let box: BalancerBox
+        if let existing = balancers[key] {
+            box = existing
+        } else {
             // A new snapshot brings new cluster objects; forget balancers of clusters no longer in use.
             if balancers.count > 1024 { balancers.removeAll() }
-            balancers[key] = LoadBalancer(cluster.config.loadBalancer, stagger: loopIndex)
+            box = BalancerBox(LoadBalancer(cluster.config.loadBalancer, stagger: loopIndex))
+            balancers[key] = box
         }
-        return balancers[key]!.pick(from: cluster.currentEndpointSet, now: now.uptimeNanoseconds, random: &random)
+        return box.balancer.pick(from: cluster.currentEndpointSet, now: now.uptimeNanoseconds, random: &random)
     }
 
     /// A request was sent to `endpoint` (least_request and peak_ewma count it).
     func requestStarted(in cluster: ClusterRuntime, to endpoint: Endpoint, now: NIODeadline) {
-        balancers[ObjectIdentifier(cluster)]?.requestStarted(endpoint, now: now.uptimeNanoseconds)
+        balancers[ObjectIdentifier(cluster)]?.balancer.requestStarted(endpoint, now: now.uptimeNanoseconds)
     }
 
     /// The response head of a request to `endpoint` arrived (peak_ewma's latency sample).
     func responseStarted(in cluster: ClusterRuntime, from endpoint: Endpoint, sentAt: NIODeadline, now: NIODeadline) {
         let rtt = now.uptimeNanoseconds &- sentAt.uptimeNanoseconds
-        balancers[ObjectIdentifier(cluster)]?.responseStarted(endpoint, rtt: rtt, now: now.uptimeNanoseconds)
+        balancers[ObjectIdentifier(cluster)]?.balancer.responseStarted(endpoint, rtt: rtt, now: now.uptimeNanoseconds)
     }
 
     /// A request to `endpoint` ended, whatever its outcome.
     func requestEnded(in cluster: ClusterRuntime, to endpoint: Endpoint) {
-        balancers[ObjectIdentifier(cluster)]?.requestEnded(endpoint)
+        balancers[ObjectIdentifier(cluster)]?.balancer.requestEnded(endpoint)
     }
 
     /// Finds an upstream for `requester`: now (synchronously) or later, through its callbacks.
