@@ -383,9 +383,43 @@ struct SidecarConfigDecoder {
         let timeout = fields["timeout"].flatMap { reader.duration($0, fields.path("timeout")) }
         let dnsRefresh = fields["dnsRefreshInterval"].flatMap { reader.duration($0, fields.path("dnsRefreshInterval")) }
         var loadBalancer = LoadBalancerConfig()
-        if let node = fields["loadBalancer"], let lb = reader.fields(node, fields.path("loadBalancer"), allowed: ["policy", "decay", "defaultRTT"]) {
-            if let policy = reader.required(lb, "policy").flatMap({ reader.oneOf($0, lb.path("policy"), LoadBalancerConfig.Policy.self) }) {
+        if let node = fields["loadBalancer"],
+           let lb = reader.fields(node, fields.path("loadBalancer"), allowed: ["policy", "decay", "defaultRTT", "hashPolicy", "tableSize"]) {
+            let policyNode = reader.required(lb, "policy")
+            if let policy = policyNode.flatMap({ reader.oneOf($0, lb.path("policy"), LoadBalancerConfig.Policy.self) }) {
                 loadBalancer.policy = policy
+            }
+            if let node = lb["hashPolicy"] {
+                if !loadBalancer.policy.isConsistentHash {
+                    reader.report(node, lb.path("hashPolicy"), "hashPolicy applies to policies ring_hash and maglev only, not \(loadBalancer.policy.rawValue)")
+                } else if let hash = reader.fields(node, lb.path("hashPolicy"), allowed: ["header", "cookie", "clientAddress"]) {
+                    let path = lb.path("hashPolicy")
+                    let given = ["header", "cookie", "clientAddress"].filter { hash[$0] != nil }
+                    if given.count != 1 {
+                        reader.report(node, path, "expected exactly one of header, cookie or clientAddress, found \(given.isEmpty ? "none" : given.joined(separator: " and "))")
+                    } else if let name = hash["header"].flatMap({ reader.string($0, hash.path("header")) }) {
+                        if HTTPToken.isToken(name) { loadBalancer.hashPolicy = .header(name.lowercased()) } else {
+                            reader.report(hash["header"]!, hash.path("header"), "expected a header name, found '\(name)'")
+                        }
+                    } else if let name = hash["cookie"].flatMap({ reader.string($0, hash.path("cookie")) }) {
+                        loadBalancer.hashPolicy = .cookie(name)
+                    } else if let node = hash["clientAddress"] {
+                        if reader.bool(node, hash.path("clientAddress")) == true { loadBalancer.hashPolicy = .clientAddress } else {
+                            reader.report(node, hash.path("clientAddress"), "expected true (or another hash key)")
+                        }
+                    }
+                }
+            } else if loadBalancer.policy.isConsistentHash, let policyNode {
+                reader.report(policyNode, lb.path("policy"), "\(loadBalancer.policy.rawValue) needs a hashPolicy: {header: NAME}, {cookie: NAME} or {clientAddress: true}")
+            }
+            if let node = lb["tableSize"] {
+                if loadBalancer.policy != .maglev {
+                    reader.report(node, lb.path("tableSize"), "tableSize applies to policy maglev only, not \(loadBalancer.policy.rawValue)")
+                } else if let size = reader.int(node, lb.path("tableSize"), range: 101...5_000_011) {
+                    if LoadBalancerConfig.isPrime(size) { loadBalancer.maglevTableSize = size } else {
+                        reader.report(node, lb.path("tableSize"), "expected a prime table size (such as 65537), found \(size)")
+                    }
+                }
             }
             for key in ["decay", "defaultRTT"] {
                 guard let node = lb[key] else { continue }

@@ -299,9 +299,35 @@ public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
         case leastRequest = "least_request"
         /// Power of two choices on peak-EWMA latency × (requests in flight + 1).
         case peakEWMA = "peak_ewma"
+        /// Consistent hashing on a ring (Ketama): removing one of N endpoints moves ~1/N of the keys.
+        case ringHash = "ring_hash"
+        /// Consistent hashing with Google's Maglev table: even shares, ~1/N disruption.
+        case maglev
+
+        public var isConsistentHash: Bool { self == .ringHash || self == .maglev }
+    }
+
+    /// What a consistent-hash balancer hashes; a request without it is sent to a random endpoint.
+    public enum HashPolicy: Sendable, Hashable, Encodable {
+        case header(String)
+        case cookie(String)
+        case clientAddress
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .header(let name): try container.encode(["header": name])
+            case .cookie(let name): try container.encode(["cookie": name])
+            case .clientAddress: try container.encode(["clientAddress": true])
+            }
+        }
     }
 
     public var policy: Policy
+    /// ring_hash and maglev: the request's hash key.
+    public var hashPolicy: HashPolicy?
+    /// maglev: the lookup table's size, a prime.
+    public var maglevTableSize: Int
     /// peak_ewma: the time constant over which old latency samples stop counting.
     public var decay: Duration
     /// peak_ewma: the latency assumed for an endpoint before its first response.
@@ -309,16 +335,31 @@ public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
 
     public static let defaultDecay: Duration = .seconds(10)
     public static let defaultDefaultRTT: Duration = .milliseconds(30)
+    public static let defaultMaglevTableSize = 65537
+
+    /// Maglev's table needs a prime size so that every endpoint's permutation visits every slot.
+    public static func isPrime(_ n: Int) -> Bool {
+        guard n >= 2 else { return false }
+        var divisor = 2
+        while divisor * divisor <= n {
+            if n % divisor == 0 { return false }
+            divisor += 1
+        }
+        return true
+    }
 
     public init(policy: Policy = .roundRobin, decay: Duration = LoadBalancerConfig.defaultDecay,
-                defaultRTT: Duration = LoadBalancerConfig.defaultDefaultRTT) {
+                defaultRTT: Duration = LoadBalancerConfig.defaultDefaultRTT, hashPolicy: HashPolicy? = nil,
+                maglevTableSize: Int = LoadBalancerConfig.defaultMaglevTableSize) {
         self.policy = policy
         self.decay = decay
         self.defaultRTT = defaultRTT
+        self.hashPolicy = hashPolicy
+        self.maglevTableSize = maglevTableSize
     }
 
     enum CodingKeys: String, CodingKey {
-        case policy, decay, defaultRTT
+        case policy, decay, defaultRTT, hashPolicy, tableSize
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -328,6 +369,8 @@ public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
             try container.encode(ConfigDuration.format(decay), forKey: .decay)
             try container.encode(ConfigDuration.format(defaultRTT), forKey: .defaultRTT)
         }
+        try container.encodeIfPresent(hashPolicy, forKey: .hashPolicy)
+        if policy == .maglev { try container.encode(maglevTableSize, forKey: .tableSize) }
     }
 }
 

@@ -3,6 +3,7 @@ import Glibc
 #else
 import Darwin
 #endif
+import NIOHTTP1
 import OutriggerConfig
 
 /// What one event loop knows of an endpoint's load: its requests in flight from this loop, and a
@@ -36,6 +37,48 @@ struct EndpointLoad {
     }
 }
 
+extension LoadBalancerConfig.HashPolicy {
+    /// The request's hash key, or nil when it lacks what the policy hashes (it then goes to a random endpoint).
+    public func key(headers: HTTPHeaders, clientAddress: String?) -> UInt64? {
+        switch self {
+        case .header(let name):
+            return headers.first(name: name).map(StableHash.of)
+        case .cookie(let name):
+            for header in headers[canonicalForm: "cookie"] {
+                for pair in header.split(separator: ";") {
+                    let trimmed = pair.drop { $0 == " " }
+                    guard let equals = trimmed.firstIndex(of: "="), trimmed[..<equals] == name else { continue }
+                    return StableHash.of(trimmed[trimmed.index(after: equals)...])
+                }
+            }
+            return nil
+        case .clientAddress:
+            return clientAddress.map(StableHash.of)
+        }
+    }
+}
+
+/// A 64-bit hash that is the same in every process and run (FNV-1a, then a SplitMix64 finaliser so that
+/// nearby inputs spread over the whole range): consistent hashing needs every sidecar to agree.
+public enum StableHash {
+    public static func of<Text: StringProtocol>(_ text: Text) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        return mix(hash)
+    }
+
+    @inline(__always)
+    public static func mix(_ value: UInt64) -> UInt64 {
+        var z = value &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
 /// Picks the endpoint for each request of one cluster, on one event loop — a pure function of its state,
 /// the endpoints, a clock reading and a seeded random source, so every policy is testable exactly.
 ///
@@ -45,6 +88,13 @@ struct EndpointLoad {
 /// - `least_request`: power of two choices — two distinct endpoints at random, the one with fewer requests in
 ///   flight per unit of weight wins.
 /// - `peak_ewma`: power of two choices on decayed peak-EWMA latency × (requests in flight + 1).
+/// - `ring_hash`: a Ketama ring, points per endpoint in proportion to its weight; a key goes to the first point
+///   at or after its hash. Removing an endpoint moves only the keys that were on it.
+/// - `maglev`: Google's Maglev lookup table (a prime size, filled by each endpoint's permutation in turn, in
+///   proportion to weight): shares even to one slot, removal moves about 1/N of the keys.
+///
+/// Hash policies pick a request's key from its endpoint's *address*, so every event loop and every sidecar
+/// builds the same ring and table for the same endpoints.
 public struct LoadBalancer {
     public let config: LoadBalancerConfig
     private let decay: Double
@@ -62,6 +112,11 @@ public struct LoadBalancer {
     private var loads: [Int: EndpointLoad] = [:]
     /// Staggers event loops so they do not all start with the same endpoint.
     private let stagger: Int
+    /// ring_hash: point hashes, sorted, and the endpoint index of each.
+    private var ringHashes: [UInt64] = []
+    private var ringOwners: [Int32] = []
+    /// maglev: the lookup table of endpoint indices.
+    private var maglevTable: [Int32] = []
 
     public init(_ config: LoadBalancerConfig, stagger: Int = 0) {
         self.config = config
@@ -71,7 +126,8 @@ public struct LoadBalancer {
     }
 
     /// The endpoint for the next request, or nil when the set is empty (→ 503 `no_healthy_upstream`).
-    public mutating func pick(from set: EndpointSet, now: UInt64, random: inout FastRandom) -> Endpoint? {
+    /// `hashKey` is the request's key for ring_hash and maglev (nil: a random endpoint).
+    public mutating func pick(from set: EndpointSet, now: UInt64, random: inout FastRandom, hashKey: UInt64? = nil) -> Endpoint? {
         let endpoints = set.endpoints
         guard !endpoints.isEmpty else { return nil }
         if set !== endpointSet { adopt(set) }
@@ -89,6 +145,18 @@ public struct LoadBalancer {
         case .peakEWMA:
             let (a, b) = twoDistinct(endpoints.count, &random)
             return cost(endpoints[a], now: now) <= cost(endpoints[b], now: now) ? endpoints[a] : endpoints[b]
+        case .ringHash:
+            guard let hashKey else { return endpoints[weightedRandomIndex(&random)] }
+            // The first point at or after the key, wrapping around.
+            var low = 0, high = ringHashes.count
+            while low < high {
+                let middle = (low + high) / 2
+                if ringHashes[middle] < hashKey { low = middle + 1 } else { high = middle }
+            }
+            return endpoints[Int(ringOwners[low == ringHashes.count ? 0 : low])]
+        case .maglev:
+            guard let hashKey else { return endpoints[weightedRandomIndex(&random)] }
+            return endpoints[Int(maglevTable[Int(hashKey % UInt64(maglevTable.count))])]
         }
     }
 
@@ -140,6 +208,60 @@ public struct LoadBalancer {
         if config.policy == .roundRobin {
             for _ in 0..<(stagger % max(weights.count, 1)) { _ = nextSmoothWeighted() }
         }
+        if config.policy == .ringHash { buildRing(set.endpoints) }
+        if config.policy == .maglev { buildMaglevTable(set.endpoints) }
+    }
+
+    /// The hash an endpoint is known by: its address, the same in every loop and every process.
+    static func identity(_ endpoint: Endpoint) -> UInt64 {
+        StableHash.of("\(endpoint.address.ipAddress ?? endpoint.configured.host):\(endpoint.configured.port)")
+    }
+
+    private mutating func buildRing(_ endpoints: [Endpoint]) {
+        let total = min(max(1024, 128 * endpoints.count), 1 << 20)
+        var points: [(hash: UInt64, owner: Int32)] = []
+        points.reserveCapacity(total + endpoints.count)
+        for (index, endpoint) in endpoints.enumerated() {
+            let identity = Self.identity(endpoint)
+            let count = max(1, Int((Double(total) * Double(endpoint.weight) / Double(totalWeight)).rounded()))
+            for point in 0..<count {
+                points.append((StableHash.mix(identity &+ UInt64(point) &* 0x9E37_79B9_7F4A_7C15), Int32(index)))
+            }
+        }
+        points.sort { $0.hash < $1.hash }
+        ringHashes = points.map(\.hash)
+        ringOwners = points.map(\.owner)
+    }
+
+    private mutating func buildMaglevTable(_ endpoints: [Endpoint]) {
+        let size = config.maglevTableSize
+        let identities = endpoints.map(Self.identity)
+        let offsets = identities.map { Int(StableHash.mix($0 ^ 0xA5A5_A5A5_A5A5_A5A5) % UInt64(size)) }
+        let skips = identities.map { Int(StableHash.mix($0 ^ 0x5A5A_5A5A_5A5A_5A5A) % UInt64(size - 1)) + 1 }
+        let heaviest = Double(endpoints.map(\.weight).max() ?? 1)
+        var table = [Int32](repeating: -1, count: size)
+        var nextPosition = [Int](repeating: 0, count: endpoints.count)
+        var credit = [Double](repeating: 0, count: endpoints.count)
+        var filled = 0
+        fill: while true {
+            for index in endpoints.indices {
+                // Each turn an endpoint earns weight/heaviest of a slot: equal weights take one slot per turn.
+                credit[index] += Double(endpoints[index].weight) / heaviest
+                while credit[index] >= 1 {
+                    credit[index] -= 1
+                    var slot = (offsets[index] + nextPosition[index] * skips[index]) % size
+                    while table[slot] >= 0 {
+                        nextPosition[index] += 1
+                        slot = (offsets[index] + nextPosition[index] * skips[index]) % size
+                    }
+                    table[slot] = Int32(index)
+                    nextPosition[index] += 1
+                    filled += 1
+                    if filled == size { break fill }
+                }
+            }
+        }
+        maglevTable = table
     }
 
     private mutating func nextSmoothWeighted() -> Int {

@@ -318,7 +318,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
         let cluster = route.destination.pick(random: local.random.next())
-        guard let endpoint = local.pickEndpoint(in: cluster, now: start) else {
+        let hashKey = cluster.config.loadBalancer.hashPolicy?.key(headers: head.headers, clientAddress: clientAddress)
+        guard let endpoint = local.pickEndpoint(in: cluster, now: start, hashKey: hashKey) else {
             localReply(.noHealthyUpstream, for: head, listener: listener, requestComplete: false, start: start)
             return
         }

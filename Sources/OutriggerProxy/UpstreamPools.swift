@@ -47,7 +47,7 @@ final class LoopLocalState {
         self.random = FastRandom()
     }
 
-    func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline) -> Endpoint? {
+    func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline, hashKey: UInt64?) -> Endpoint? {
         let key = ObjectIdentifier(cluster)
         let box: BalancerBox
         if let existing = balancers[key] {
@@ -58,7 +58,7 @@ final class LoopLocalState {
             box = BalancerBox(LoadBalancer(cluster.config.loadBalancer, stagger: loopIndex))
             balancers[key] = box
         }
-        return box.balancer.pick(from: cluster.currentEndpointSet, now: now.uptimeNanoseconds, random: &random)
+        return box.balancer.pick(from: cluster.currentEndpointSet, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
     }
 
     /// A request was sent to `endpoint` (least_request and peak_ewma count it).

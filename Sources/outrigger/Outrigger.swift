@@ -80,8 +80,11 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Quick start: the upstream protocol, http1 or http2.")
     var upstreamProtocol: ClusterConfig.UpstreamProtocol = .http1
 
-    @Option(help: "Quick start: the load balancer, round_robin, random, least_request or peak_ewma.")
+    @Option(help: "Quick start: the load balancer, round_robin, random, least_request, peak_ewma, ring_hash or maglev.")
     var lb: LoadBalancerConfig.Policy?
+
+    @Option(help: "Quick start, ring_hash and maglev: the hash key, header:NAME, cookie:NAME or client-address.")
+    var hashOn: String?
 
     @Option(help: "Admin listener HOST:PORT (default 127.0.0.1:15000; overrides the config file's).")
     var admin: HostPort?
@@ -104,6 +107,12 @@ struct Proxy: AsyncParsableCommand {
         if configPath != nil && (listen != nil || upstream != nil) {
             throw ValidationError("--config and quick-start flags (--listen, --upstream, --lb) do not mix")
         }
+        if lb?.isConsistentHash == true && hashOn.flatMap(Self.hashPolicy) == nil {
+            throw ValidationError("--lb \(lb!.rawValue) needs --hash-on header:NAME, cookie:NAME or client-address")
+        }
+        if hashOn != nil && lb?.isConsistentHash != true {
+            throw ValidationError("--hash-on applies to --lb ring_hash and maglev only")
+        }
         if configPath != nil && lb != nil {
             throw ValidationError("--config and quick-start flags (--listen, --upstream, --lb) do not mix")
         }
@@ -112,6 +121,18 @@ struct Proxy: AsyncParsableCommand {
             for item in upstream.split(separator: ",") where HostPort(parsing: String(item)) == nil {
                 throw ValidationError("--upstream: expected HOST:PORT, found '\(item)'")
             }
+        }
+    }
+
+    /// `header:NAME`, `cookie:NAME` or `client-address`.
+    static func hashPolicy(_ text: String) -> LoadBalancerConfig.HashPolicy? {
+        if text == "client-address" { return .clientAddress }
+        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[1].isEmpty else { return nil }
+        switch parts[0] {
+        case "header": return HTTPToken.isToken(parts[1]) ? .header(parts[1].lowercased()) : nil
+        case "cookie": return .cookie(parts[1])
+        default: return nil
         }
     }
 
@@ -129,7 +150,8 @@ struct Proxy: AsyncParsableCommand {
             let upstreams = upstream!.split(separator: ",").compactMap { HostPort(parsing: String($0)) }
             config = SidecarConfig.quickStart(listen: listen!, upstreams: upstreams, admin: AdminConfig.defaultAddress,
                                               concurrency: nil, upstreamProtocol: upstreamProtocol,
-                                              loadBalancer: LoadBalancerConfig(policy: lb ?? .roundRobin))
+                                              loadBalancer: LoadBalancerConfig(policy: lb ?? .roundRobin,
+                                                                               hashPolicy: hashOn.flatMap(Self.hashPolicy)))
         }
         if let admin { config.admin = AdminConfig(address: admin) }
         if noAdmin { config.admin = nil }

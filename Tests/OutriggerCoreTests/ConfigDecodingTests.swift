@@ -71,6 +71,14 @@ struct ConfigDecodingTests {
         #expect(cluster.loadBalancer == LoadBalancerConfig(policy: .peakEWMA, decay: .seconds(5), defaultRTT: .milliseconds(20)))
         #expect(config.clusters[0].timeout == .seconds(15), "route timeout defaults to 15 s")
         #expect(config.clusters[0].loadBalancer == LoadBalancerConfig(policy: .roundRobin), "round robin by default")
+        let hashed = try SidecarConfig.decode(yaml: """
+        listeners: [{name: in, address: 127.0.0.1:15006, routes: [{cluster: a}, {cluster: b}]}]
+        clusters:
+          - {name: a, endpoints: [127.0.0.1:1], loadBalancer: {policy: ring_hash, hashPolicy: {header: X-User}}}
+          - {name: b, endpoints: [127.0.0.1:2], loadBalancer: {policy: maglev, hashPolicy: {cookie: session}, tableSize: 251}}
+        """, file: "hash.yaml")
+        #expect(hashed.clusters[0].loadBalancer == LoadBalancerConfig(policy: .ringHash, hashPolicy: .header("x-user")))
+        #expect(hashed.clusters[1].loadBalancer == LoadBalancerConfig(policy: .maglev, hashPolicy: .cookie("session"), maglevTableSize: 251))
     }
 
     @Test func configDumpRoundTripsThroughJSON() throws {
@@ -133,10 +141,20 @@ struct ConfigDecodingTests {
 
     @Test(arguments: [
         ("{policy: least_requests}", "clusters[0].loadBalancer.policy",
-         "expected one of round_robin, random, least_request, peak_ewma, found 'least_requests'"),
+         "expected one of round_robin, random, least_request, peak_ewma, ring_hash, maglev, found 'least_requests'; did you mean 'least_request'?"),
         ("{policy: round_robin, decay: 5s}", "clusters[0].loadBalancer.decay", "decay applies to policy peak_ewma only, not round_robin"),
         ("{policy: peak_ewma, defaultRTT: 0ms}", "clusters[0].loadBalancer.defaultRTT", "expected a duration greater than zero, found '0ms'"),
         ("{decay: 5s}", "clusters[0].loadBalancer.policy", "missing required key 'policy'"),
+        ("{policy: round_robin, hashPolicy: {header: x-user}}", "clusters[0].loadBalancer.hashPolicy",
+         "hashPolicy applies to policies ring_hash and maglev only, not round_robin"),
+        ("{policy: ring_hash}", "clusters[0].loadBalancer.policy", "ring_hash needs a hashPolicy"),
+        ("{policy: maglev, hashPolicy: {header: x-user, cookie: s}}", "clusters[0].loadBalancer.hashPolicy",
+         "expected exactly one of header, cookie or clientAddress, found header and cookie"),
+        ("{policy: maglev, hashPolicy: {header: 'x user'}}", "clusters[0].loadBalancer.hashPolicy.header", "expected a header name, found 'x user'"),
+        ("{policy: maglev, hashPolicy: {clientAddress: true}, tableSize: 65536}", "clusters[0].loadBalancer.tableSize",
+         "expected a prime table size (such as 65537), found 65536"),
+        ("{policy: ring_hash, hashPolicy: {clientAddress: true}, tableSize: 101}", "clusters[0].loadBalancer.tableSize",
+         "tableSize applies to policy maglev only, not ring_hash"),
     ])
     func badLoadBalancerSettings(value: String, path: String, message: String) {
         let issues = Self.clusterIssues(loadBalancer: value)

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import OutriggerConfig
 @testable import OutriggerCore
 import Testing
@@ -123,5 +124,76 @@ struct LoadBalancerTests {
         #expect(zip(estimates, estimates.dropFirst()).allSatisfy { $0 >= $1 }, "falls steadily")
         #expect(abs(estimates[9] - (10e6 + 290e6 * 0.3679)) < 2e6, "one time constant in: \(estimates[9] / 1e6) ms")
         #expect(abs(load.estimate - 10e6) < 1e6, "after 6 time constants: \(load.estimate / 1e6) ms")
+    }
+}
+
+@Suite("Consistent hashing")
+struct ConsistentHashTests {
+    static func assignments(_ policy: LoadBalancerConfig.Policy, _ set: EndpointSet, keys: Range<Int> = 0..<20_000) -> [Int] {
+        var balancer = LoadBalancer(LoadBalancerConfig(policy: policy, hashPolicy: .header("x-user")))
+        var random = FastRandom(seed: 1)
+        return keys.map { key in balancer.pick(from: set, now: 0, random: &random, hashKey: StableHash.of("user-\(key)"))!.configured.port }
+    }
+
+    @Test(arguments: [LoadBalancerConfig.Policy.ringHash, .maglev])
+    func aKeyStaysOnItsEndpoint(policy: LoadBalancerConfig.Policy) {
+        let set = LoadBalancerTests.endpoints(Array(repeating: 1, count: 5))
+        #expect(Self.assignments(policy, set) == Self.assignments(policy, set), "same keys, same endpoints, every time")
+        // Another balancer (another event loop, another sidecar) agrees: the ring is built from addresses.
+        let rebuilt = LoadBalancerTests.endpoints(Array(repeating: 1, count: 5))
+        #expect(Self.assignments(policy, set) == Self.assignments(policy, rebuilt))
+    }
+
+    @Test(arguments: [LoadBalancerConfig.Policy.ringHash, .maglev])
+    func removingOneOfTenMovesAboutATenthOfTheKeys(policy: LoadBalancerConfig.Policy) {
+        let ten = LoadBalancerTests.endpoints(Array(repeating: 1, count: 10))
+        let nine = EndpointSet(Array(ten.endpoints.prefix(9)))  // port 10 removed
+        let before = Self.assignments(policy, ten), after = Self.assignments(policy, nine)
+        let moved = zip(before, after).filter { $0 != $1 }
+        let movedAway = moved.filter { $0.0 != 10 }.count
+        let share = Double(moved.count) / Double(before.count)
+        #expect(share > 0.05 && share < 0.15, "\(policy.rawValue): \(share) of the keys moved; 1/N = 0.1")
+        if policy == .ringHash {
+            #expect(movedAway == 0, "on a ring only the removed endpoint's keys move")
+        } else {
+            #expect(Double(movedAway) / Double(before.count) < 0.02, "maglev moves few others: \(movedAway)")
+        }
+    }
+
+    @Test func maglevSharesAreEvenToOneSlotAndFollowWeights() {
+        let set = LoadBalancerTests.endpoints(Array(repeating: 1, count: 7))
+        var balancer = LoadBalancer(LoadBalancerConfig(policy: .maglev, hashPolicy: .clientAddress, maglevTableSize: 65537))
+        var random = FastRandom(seed: 1)
+        _ = balancer.pick(from: set, now: 0, random: &random, hashKey: 0)
+        // Every slot of the table, as keys 0..<65537 map one to one onto slots.
+        var counts = [Int: Int]()
+        for key in 0..<UInt64(65537) { counts[balancer.pick(from: set, now: 0, random: &random, hashKey: key)!.configured.port, default: 0] += 1 }
+        #expect(counts.values.max()! - counts.values.min()! <= 1, "\(counts)")
+
+        let weighted = LoadBalancerTests.endpoints([1, 3])
+        var weightedBalancer = LoadBalancer(LoadBalancerConfig(policy: .maglev, hashPolicy: .clientAddress, maglevTableSize: 10007))
+        var weightedCounts = [Int: Int]()
+        for key in 0..<UInt64(10007) {
+            weightedCounts[weightedBalancer.pick(from: weighted, now: 0, random: &random, hashKey: key)!.configured.port, default: 0] += 1
+        }
+        #expect(abs(Double(weightedCounts[2]!) / 10007 - 0.75) < 0.01, "\(weightedCounts)")
+    }
+
+    @Test func ringHashSharesFollowWeights() {
+        let shares = LoadBalancerTests.shares(Self.assignments(.ringHash, LoadBalancerTests.endpoints([1, 1, 2])), of: 3)
+        #expect(abs(shares[2] - 0.5) < 0.08 && abs(shares[0] - 0.25) < 0.08, "\(shares)")
+    }
+
+    @Test func keysComeFromAHeaderACookieOrTheClientAddress() {
+        let headers: HTTPHeaders = ["X-User": "alice", "Cookie": "theme=dark; session=abc123"]
+        #expect(LoadBalancerConfig.HashPolicy.header("x-user").key(headers: headers, clientAddress: nil) == StableHash.of("alice"))
+        #expect(LoadBalancerConfig.HashPolicy.cookie("session").key(headers: headers, clientAddress: nil) == StableHash.of("abc123"))
+        #expect(LoadBalancerConfig.HashPolicy.cookie("missing").key(headers: headers, clientAddress: nil) == nil)
+        #expect(LoadBalancerConfig.HashPolicy.clientAddress.key(headers: headers, clientAddress: "10.0.0.7") == StableHash.of("10.0.0.7"))
+        var random = FastRandom(seed: 1)
+        var balancer = LoadBalancer(LoadBalancerConfig(policy: .ringHash, hashPolicy: .header("x-user")))
+        let set = LoadBalancerTests.endpoints([1, 1, 1])
+        let picks = Set((0..<300).map { _ in balancer.pick(from: set, now: 0, random: &random, hashKey: nil)!.configured.port })
+        #expect(picks == [1, 2, 3], "no key: spread at random")
     }
 }

@@ -51,6 +51,27 @@ struct LoadBalancingTests {
         }
     }
 
+    @Test(arguments: [
+        (LoadBalancerConfig(policy: .ringHash, hashPolicy: .header("x-user")), "-H", "x-user: "),
+        (LoadBalancerConfig(policy: .maglev, hashPolicy: .cookie("session")), "-b", "session="),
+    ])
+    func consistentHashingKeepsAUserOnOneEndpoint(balancer: LoadBalancerConfig, flag: String, prefix: String) async throws {
+        try await withHarness(echoes: 3) { endpoints in
+            var config = Harness.defaultConfig(endpoints)
+            config.clusters[0].loadBalancer = balancer
+            return config
+        } _: { (harness: Harness) async throws in
+            var serverOfUser: [String: String] = [:]
+            for user in (1...12).map({ "user-\($0)" }) {
+                let first = try #require(try await fetch(harness.url + "/", [flag, prefix + user]).echo?.server)
+                let again = try #require(try await fetch(harness.url + "/", ["--http2-prior-knowledge", flag, prefix + user]).echo?.server)
+                #expect(first == again, "\(user) stays on \(first), over HTTP/1.1 and HTTP/2")
+                serverOfUser[user] = first
+            }
+            #expect(Set(serverOfUser.values).count > 1, "users spread over the endpoints: \(serverOfUser)")
+        }
+    }
+
     @Test func roundRobinSendsTheSlowEndpointItsThird() async throws {
         let shares = try await Self.shares(policy: .roundRobin)
         print("round_robin shares (slow, fast, fast): \(shares.map { String(format: "%.3f", $0) })")

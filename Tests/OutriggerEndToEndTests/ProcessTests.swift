@@ -85,6 +85,9 @@ struct ProcessTests {
         let bad = try await run(try outriggerExecutable(), ["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--lb", "fastest"])
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("fastest"))
+        let keyless = try await run(try outriggerExecutable(), ["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--lb", "maglev"])
+        #expect(keyless.status != 0)
+        #expect(keyless.stderr.contains("--lb maglev needs --hash-on header:NAME, cookie:NAME or client-address"))
     }
 
     @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
