@@ -107,14 +107,15 @@ let benchmarks: @Sendable () -> Void = {
         let set = BalancerFixture.endpoints(count)
         for policy in LoadBalancerConfig.Policy.allCases {
             Benchmark("LoadBalancer \(policy.rawValue) pick, \(count) endpoints", configuration: perCall) { benchmark in
-                var balancer = LoadBalancer(LoadBalancerConfig(policy: policy))
+                let hashPolicy: LoadBalancerConfig.HashPolicy? = policy.isConsistentHash ? .header("x-user") : nil
+                var balancer = LoadBalancer(LoadBalancerConfig(policy: policy, hashPolicy: hashPolicy))
                 var random = FastRandom(seed: 1)
                 var now: UInt64 = 1_000_000_000
-                _ = balancer.pick(from: set, now: now, random: &random)
+                _ = balancer.pick(from: set, now: now, random: &random, hashKey: 0)  // builds rings and tables, unmeasured
                 benchmark.startMeasurement()
                 for _ in benchmark.scaledIterations {
                     now &+= 50_000
-                    let endpoint = balancer.pick(from: set, now: now, random: &random)!
+                    let endpoint = balancer.pick(from: set, now: now, random: &random, hashKey: StableHash.mix(now))!
                     balancer.requestStarted(endpoint, now: now)
                     balancer.responseStarted(endpoint, rtt: 400_000, now: now)
                     balancer.requestEnded(endpoint)
