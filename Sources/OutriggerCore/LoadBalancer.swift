@@ -93,8 +93,8 @@ public enum StableHash {
 /// - `maglev`: Google's Maglev lookup table (a prime size, filled by each endpoint's permutation in turn, in
 ///   proportion to weight): shares even to one slot, removal moves about 1/N of the keys.
 ///
-/// Hash policies pick a request's key from its endpoint's *address*, so every event loop and every sidecar
-/// builds the same ring and table for the same endpoints.
+/// Rings and tables place endpoints by their *addresses* (never by list position or object identity), so
+/// every event loop and every sidecar builds the same ones and sends a given key to the same endpoint.
 public struct LoadBalancer {
     public let config: LoadBalancerConfig
     private let decay: Double
