@@ -351,13 +351,28 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
-        let allowed = ["name", "endpoints", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool"]
+        let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
         var endpointWeights: [HostPort: Int] = [:]
-        if let node = reader.required(fields, "endpoints"), let items = reader.sequence(node, fields.path("endpoints")) {
-            if items.isEmpty { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
+        // An endpoints file may stand in for the list; one that exists must be valid now (a missing one is
+        // waited for: the cluster starts without its endpoints and picks them up when it appears).
+        var endpointsFile: String?
+        if let node = fields["endpointsFile"], let file = reader.string(node, fields.path("endpointsFile")) {
+            let resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: reader.file).deletingLastPathComponent().appendingPathComponent(file).path
+            endpointsFile = resolved
+            if FileManager.default.fileExists(atPath: resolved) {
+                do {
+                    _ = try EndpointsFile.load(resolved)
+                } catch {
+                    for issue in error.issues { reader.report(node, fields.path("endpointsFile"), "\(issue)") }
+                }
+            }
+        }
+        let endpointsNode = endpointsFile == nil ? reader.required(fields, "endpoints") : fields["endpoints"]
+        if let node = endpointsNode, let items = reader.sequence(node, fields.path("endpoints")) {
+            if items.isEmpty && endpointsFile == nil { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
             var located: [(Node, HostPort)] = []
             for (index, item) in items.enumerated() {
                 let path = fields.path("endpoints") + "[\(index)]"
@@ -448,6 +463,7 @@ struct SidecarConfigDecoder {
             name: name,
             endpoints: endpoints,
             endpointWeights: endpointWeights,
+            endpointsFile: endpointsFile,
             upstreamProtocol: upstreamProtocol ?? .http1,
             connectTimeout: connectTimeout ?? ClusterConfig.defaultConnectTimeout,
             timeout: timeout ?? ClusterConfig.defaultTimeout,

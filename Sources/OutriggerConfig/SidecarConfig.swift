@@ -385,6 +385,9 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     /// Endpoints' weights where not 1 (`{address: HOST:PORT, weight: N}` in YAML); every address a name
     /// resolves to gets its weight.
     public var endpointWeights: [HostPort: Int]
+    /// An endpoints file whose entries are added to `endpoints` and followed as it changes (a path relative
+    /// to the config file's directory in YAML, resolved when read).
+    public var endpointsFile: String?
     public var upstreamProtocol: UpstreamProtocol
     public var connectTimeout: Duration
     /// The route timeout: from the request's arrival to the end of the response head.
@@ -402,6 +405,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         name: String,
         endpoints: [HostPort],
         endpointWeights: [HostPort: Int] = [:],
+        endpointsFile: String? = nil,
         upstreamProtocol: UpstreamProtocol = .http1,
         connectTimeout: Duration = ClusterConfig.defaultConnectTimeout,
         timeout: Duration = ClusterConfig.defaultTimeout,
@@ -412,6 +416,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         self.name = name
         self.endpoints = endpoints
         self.endpointWeights = endpointWeights
+        self.endpointsFile = endpointsFile
         self.upstreamProtocol = upstreamProtocol
         self.connectTimeout = connectTimeout
         self.timeout = timeout
@@ -421,7 +426,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, endpoints, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
+        case name, endpoints, endpointsFile, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -430,6 +435,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encode(endpoints.map { endpoint in
             WeightedEndpointDump(address: endpoint.description, weight: endpointWeights[endpoint] ?? 1)
         }, forKey: .endpoints)
+        try container.encodeIfPresent(endpointsFile, forKey: .endpointsFile)
         try container.encode(upstreamProtocol, forKey: .protocol)
         try container.encode(ConfigDuration.format(connectTimeout), forKey: .connectTimeout)
         try container.encode(ConfigDuration.format(timeout), forKey: .timeout)

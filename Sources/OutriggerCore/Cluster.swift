@@ -1,4 +1,5 @@
 import Atomics
+import NIOConcurrencyHelpers
 import NIOCore
 import OutriggerConfig
 
@@ -53,10 +54,24 @@ public final class ClusterRuntime: Sendable {
 
     public var name: String { config.name }
 
-    public init(config: ClusterConfig, endpoints: [Endpoint], stats: ClusterStats) {
+    /// The last good contents of the cluster's endpoints file (empty without one).
+    private let fileEntriesBox: NIOLockedValueBox<[EndpointsFile.Entry]>
+
+    public init(config: ClusterConfig, endpoints: [Endpoint], stats: ClusterStats, fileEntries: [EndpointsFile.Entry] = []) {
         self.config = config
         self.stats = stats
         self.endpointSet = ManagedAtomic(EndpointSet(endpoints))
+        self.fileEntriesBox = NIOLockedValueBox(fileEntries)
+    }
+
+    public var fileEntries: [EndpointsFile.Entry] {
+        get { fileEntriesBox.withLockedValue { $0 } }
+        set { fileEntriesBox.withLockedValue { $0 = newValue } }
+    }
+
+    /// The configured endpoints with the endpoints file's, as the next resolution should see them.
+    public var configWithFileEndpoints: ClusterConfig {
+        config.adding(fileEntries)
     }
 
     public var endpoints: [Endpoint] {

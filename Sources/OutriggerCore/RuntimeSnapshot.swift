@@ -13,22 +13,27 @@ public final class RuntimeSnapshot: Sendable {
     /// `no_healthy_upstream` if nothing else is left) and resolution is retried on the refresh interval.
     public let unresolved: [(endpoint: HostPort, cluster: String, error: String)]
 
-    /// - Parameter resolve: turns a configured endpoint into addresses; static IPs need no lookup.
+    /// - Parameters:
+    ///   - resolve: turns a configured endpoint into addresses; static IPs need no lookup.
+    ///   - endpointsFile: reads a cluster's endpoints file (what it cannot read counts as empty).
     public init(
         config: SidecarConfig,
         version: Int,
         stats: ProxyStats,
-        resolve: (HostPort) throws -> [SocketAddress]
+        resolve: (HostPort) throws -> [SocketAddress],
+        endpointsFile: (String) -> [EndpointsFile.Entry] = { _ in [] }
     ) throws {
         self.config = config
         self.version = version
         var clusters: [String: ClusterRuntime] = [:]
         var unresolved: [(endpoint: HostPort, cluster: String, error: String)] = []
         for cluster in config.clusters {
-            let endpoints = Self.endpoints(of: cluster, resolve: resolve) { endpoint, error in
+            let fileEntries = cluster.endpointsFile.map(endpointsFile) ?? []
+            let endpoints = Self.endpoints(of: cluster.adding(fileEntries), resolve: resolve) { endpoint, error in
                 unresolved.append((endpoint, cluster.name, "\(error)"))
             }
-            clusters[cluster.name] = ClusterRuntime(config: cluster, endpoints: endpoints, stats: stats.cluster(cluster.name))
+            clusters[cluster.name] = ClusterRuntime(config: cluster, endpoints: endpoints, stats: stats.cluster(cluster.name),
+                                                    fileEntries: fileEntries)
         }
         self.clusters = clusters
         self.unresolved = unresolved

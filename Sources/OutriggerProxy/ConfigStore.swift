@@ -30,7 +30,9 @@ public final class ConfigStore: Sendable {
     }
 
     static func compile(_ config: SidecarConfig, version: Int, stats: ProxyStats) throws -> RuntimeSnapshot {
-        try RuntimeSnapshot(config: config, version: version, stats: stats, resolve: EndpointResolver.resolve)
+        try RuntimeSnapshot(config: config, version: version, stats: stats, resolve: EndpointResolver.resolve) { path in
+            (try? EndpointsFile.load(path)) ?? []
+        }
     }
 }
 

@@ -3,7 +3,8 @@ import Foundation
 
 extension Sidecar {
     /// Runs until SIGTERM or SIGINT, then drains and returns. SIGHUP and edits to the config file reload
-    /// it; hostname endpoints are resolved again on each cluster's interval.
+    /// it; endpoints files are read again on the same tick; hostname endpoints are resolved again on each
+    /// cluster's interval.
     public func runUntilStopped(watchInterval: Duration = .seconds(1)) async {
         let signals = AsyncStream<Int32> { continuation in
             var sources: [DispatchSourceSignal] = []
@@ -21,6 +22,7 @@ extension Sidecar {
             while !Task.isCancelled {
                 try? await Task.sleep(for: watchInterval)
                 await reloadIfFileChanged()
+                refreshEndpointsFiles()
             }
         }
         let resolver = Task {

@@ -32,6 +32,8 @@ public final class Sidecar: Sendable {
         var admin: (config: AdminConfig, channel: Channel)?
         var draining = false
         var fileStamp: FileStamp?
+        /// The last complaint about each cluster's endpoints file, so it is logged once, not every second.
+        var endpointsFileErrors: [String: String] = [:]
     }
 
     private init(config: SidecarConfig, configPath: String?, logger: Logger) throws {
@@ -153,26 +155,61 @@ public final class Sidecar: Sendable {
         if changed, now != nil { await reload() }
     }
 
-    /// Resolves hostname endpoints again; changed address sets are swapped in without a reload.
-    public func refreshEndpoints() {
-        for cluster in configStore.snapshot.clusters.values where cluster.config.endpoints.contains(where: { !$0.isIPLiteral }) {
-            var failures: [String] = []
-            let endpoints = RuntimeSnapshot.endpoints(of: cluster.config, resolve: EndpointResolver.resolve) { endpoint, error in
-                failures.append("\(endpoint): \(error)")
-            }
-            if !failures.isEmpty {
-                // A lookup that fails now keeps what it resolved to before (DNS hiccups must not drain a cluster).
-                logger.warning("cannot resolve endpoints; keeping the last addresses", metadata: ["cluster": "\(cluster.name)", "errors": "\(failures)"])
+    /// Reads every cluster's endpoints file again; a changed list is resolved and swapped in through the
+    /// same path as DNS changes (requests in flight keep their endpoint; pools of removed endpoints drain).
+    /// A file that cannot be read or parsed keeps the last good list, and says why once.
+    public func refreshEndpointsFiles() {
+        for cluster in configStore.snapshot.clusters.values {
+            guard let path = cluster.config.endpointsFile else { continue }
+            let entries: [EndpointsFile.Entry]
+            do {
+                entries = try EndpointsFile.load(path)
+            } catch {
+                let message = "\(error)"
+                let isNew = state.withLockedValue { $0.endpointsFileErrors.updateValue(message, forKey: cluster.name) != message }
+                if isNew { logger.warning("endpoints file unusable; keeping the last good endpoints", metadata: ["cluster": "\(cluster.name)", "error": "\(message)"]) }
                 continue
             }
-            if endpoints.map(\.poolKey) != cluster.endpoints.map(\.poolKey) {
-                cluster.replaceEndpoints(endpoints)
-                logger.info("endpoints changed", metadata: ["cluster": "\(cluster.name)", "endpoints": "\(endpoints)"])
-            }
+            state.withLockedValue { _ = $0.endpointsFileErrors.removeValue(forKey: cluster.name) }
+            let describe = { (list: [EndpointsFile.Entry]) in list.map { "\($0.endpoint) \($0.weight)" } }
+            guard describe(entries) != describe(cluster.fileEntries) else { continue }
+            cluster.fileEntries = entries
+            swapEndpoints(of: cluster)
+        }
+    }
+
+    /// Resolves hostname endpoints again; changed address sets are swapped in without a reload.
+    public func refreshEndpoints() {
+        for cluster in configStore.snapshot.clusters.values
+        where cluster.configWithFileEndpoints.endpoints.contains(where: { !$0.isIPLiteral }) {
+            swapEndpoints(of: cluster)
+        }
+    }
+
+    /// Resolves the cluster's configured and file endpoints and swaps in the result if it changed.
+    private func swapEndpoints(of cluster: ClusterRuntime) {
+        var failures: [String] = []
+        let endpoints = RuntimeSnapshot.endpoints(of: cluster.configWithFileEndpoints, resolve: EndpointResolver.resolve) { endpoint, error in
+            failures.append("\(endpoint): \(error)")
+        }
+        if !failures.isEmpty {
+            // A lookup that fails now keeps what it resolved to before (DNS hiccups must not drain a cluster).
+            logger.warning("cannot resolve endpoints; keeping the last addresses", metadata: ["cluster": "\(cluster.name)", "errors": "\(failures)"])
+            return
+        }
+        let identities = { (list: [Endpoint]) in list.map { "\($0.poolKey)#\($0.weight)" } }
+        if identities(endpoints) != identities(cluster.endpoints) {
+            cluster.replaceEndpoints(endpoints)
+            logger.info("endpoints changed", metadata: ["cluster": "\(cluster.name)", "endpoints": "\(endpoints)"])
         }
     }
 
     private func warnAboutUnresolvedEndpoints() {
+        for cluster in configStore.snapshot.config.clusters {
+            guard let path = cluster.endpointsFile, !FileManager.default.fileExists(atPath: path) else { continue }
+            logger.warning("endpoints file not found; the cluster starts without its endpoints and picks them up when it appears",
+                           metadata: ["cluster": "\(cluster.name)", "file": "\(path)"])
+        }
         for failure in configStore.snapshot.unresolved {
             logger.warning("endpoint does not resolve; the cluster starts without it and retries on its refresh interval",
                            metadata: ["cluster": "\(failure.cluster)", "endpoint": "\(failure.endpoint)", "error": "\(failure.error)"])

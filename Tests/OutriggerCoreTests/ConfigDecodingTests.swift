@@ -175,6 +175,29 @@ struct ConfigDecodingTests {
         #expect(issues.first?.line == 5)
     }
 
+    @Test func endpointsFileIsResolvedNextToTheConfigAndCheckedWhenPresent() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-ef-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let yaml = """
+        listeners: [{name: in, address: 127.0.0.1:15006, routes: [{cluster: users}]}]
+        clusters:
+          - {name: users, endpointsFile: users.endpoints}
+        """
+        let config = try SidecarConfig.decode(yaml: yaml, file: directory.appendingPathComponent("sidecar.yaml").path)
+        #expect(config.clusters[0].endpointsFile == directory.appendingPathComponent("users.endpoints").path)
+        #expect(config.clusters[0].endpoints.isEmpty, "a missing file is waited for, not an error")
+
+        try "10.0.0.5:8080\nbroken\n".write(to: directory.appendingPathComponent("users.endpoints"), atomically: true, encoding: .utf8)
+        do {
+            _ = try SidecarConfig.decode(yaml: yaml, file: directory.appendingPathComponent("sidecar.yaml").path)
+            Issue.record("expected the broken endpoints file to be reported")
+        } catch {
+            #expect(error.issues.map(\.keyPath) == ["clusters[0].endpointsFile"])
+            #expect(error.issues.first?.message.contains("users.endpoints:2:1: expected HOST:PORT") == true, "\(error)")
+        }
+    }
+
     @Test func danglingClusterReferenceIsAnError() {
         let issues = Self.issues("""
         listeners:

@@ -1,0 +1,60 @@
+import Foundation
+import OutriggerConfig
+import Testing
+
+@Suite("Endpoints files, end to end")
+struct EndpointsFileEndToEndTests {
+    /// A sidecar whose only cluster takes its endpoints from a file, in front of two echo servers.
+    static func withFileHarness(_ body: (Harness, _ write: (String) throws -> Void) async throws -> Void) async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-endpoints-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let write = { (text: String) in try text.write(to: file, atomically: true, encoding: .utf8) }
+        try await withHarness(echoes: 2) { endpoints in
+            try write("\(endpoints[0])\n")
+            return Harness.config(routes: [RouteConfig(destination: .cluster("discovered"))],
+                                  clusters: [ClusterConfig(name: "discovered", endpoints: [], endpointsFile: file.path)])
+        } _: { (harness: Harness) async throws in
+            try await body(harness, write)
+        }
+    }
+
+    @Test func aChangedFileMovesTrafficAndABadOneIsIgnored() async throws {
+        try await Self.withFileHarness { harness, write in
+            let (a, b) = ("127.0.0.1:\(harness.echoes[0].localAddress.port!)", "127.0.0.1:\(harness.echoes[1].localAddress.port!)")
+            #expect(try await fetch(harness.url + "/").echo?.server == "echo-0", "the file's endpoint serves from the start")
+
+            try write("# moved\n\(b)\n")
+            harness.sidecar.refreshEndpointsFiles()
+            #expect(try await fetch(harness.url + "/").echo?.server == "echo-1")
+
+            try write("\(a)\nnot an endpoint\n")
+            harness.sidecar.refreshEndpointsFiles()
+            #expect(try await fetch(harness.url + "/").echo?.server == "echo-1", "a broken file keeps the last good endpoints")
+
+            try write("")
+            harness.sidecar.refreshEndpointsFiles()
+            let empty = try await fetch(harness.url + "/")
+            #expect(empty.status == 503)
+            #expect(empty.headers["x-outrigger-reason"] == "no_healthy_upstream")
+        }
+    }
+
+    @Test func churnUnderLoadDropsNoRequest() async throws {
+        try await Self.withFileHarness { harness, write in
+            let (a, b) = ("127.0.0.1:\(harness.echoes[0].localAddress.port!)", "127.0.0.1:\(harness.echoes[1].localAddress.port!)")
+            async let load = run(try outriggerExecutable(), ["bench", harness.url + "/?size=16", "--rate", "400", "-c", "8",
+                                                             "--duration", "2s", "--warmup", "0s", "--json", "/dev/stdout"])
+            // Add and remove endpoints every 100 ms while the load runs: only b, both, only a, both, …
+            let sets = ["\(b)\n", "\(a)\n\(b) weight=2\n", "\(a)\n", "\(b)\n\(a)\n"]
+            for step in 0..<20 {
+                try write(sets[step % sets.count])
+                harness.sidecar.refreshEndpointsFiles()
+                try await Task.sleep(for: .milliseconds(100))  // pacing the churn, not waiting for a result
+            }
+            let result = try await load
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout.contains("\"failed\" : 0"), "every request answered through the churn: \(result.stdout.suffix(600))")
+            #expect(harness.echoes.allSatisfy { $0.requestsServed > 50 }, "both endpoints served: \(harness.echoes.map(\.requestsServed))")
+        }
+    }
+}
