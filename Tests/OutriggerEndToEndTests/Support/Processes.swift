@@ -63,6 +63,23 @@ func curl(_ arguments: [String]) async throws -> ProcessResult {
     try await run("curl", ["-sS", "--max-time", "60"] + arguments)
 }
 
+/// Reads a descriptor until end of file, handing over each chunk, with read(2) retried when a signal
+/// interrupts it: Foundation's `readDataToEndOfFile`/`availableData` trap on EINTR, which the signals
+/// of the child processes these tests run and stop can cause.
+func readChunks(_ descriptor: Int32, _ chunk: (Data) -> Void) {
+    var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+        let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+        if count > 0 {
+            chunk(Data(buffer[0..<count]))
+        } else if count < 0 && errno == EINTR {
+            continue
+        } else {
+            return
+        }
+    }
+}
+
 /// Drains a pipe on a background thread from the start.
 final class OutputCollector: @unchecked Sendable {
     // `@unchecked`: `data` is written by the reading thread only, and read after it finished.
@@ -71,9 +88,9 @@ final class OutputCollector: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
 
     init() {
-        let handle = pipe.fileHandleForReading
+        let descriptor = pipe.fileHandleForReading.fileDescriptor
         Thread.detachNewThread { [self] in
-            self.data = handle.readDataToEndOfFile()
+            readChunks(descriptor) { self.data.append($0) }
             self.done.signal()
         }
     }
@@ -105,11 +122,9 @@ final class ChildProcess: @unchecked Sendable {
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
         let lines = self.lines
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil } else { lines.append(data) }
-        }
+        let descriptor = output.fileHandleForReading.fileDescriptor
         try process.run()
+        Thread.detachNewThread { readChunks(descriptor) { lines.append($0) } }
     }
 
     var pid: Int32 { process.processIdentifier }
