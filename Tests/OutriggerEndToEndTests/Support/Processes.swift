@@ -53,7 +53,7 @@ func run(_ tool: String, _ arguments: [String], environment: [String: String] = 
     process.standardInput = FileHandle.nullDevice
     let status: Int32 = try await withCheckedThrowingContinuation { continuation in
         process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-        do { try process.run() } catch { continuation.resume(throwing: error) }
+        do { try launch(process) } catch { continuation.resume(throwing: error) }
     }
     return ProcessResult(status: status, stdout: await stdout.finish(), stderr: await stderr.finish())
 }
@@ -61,6 +61,17 @@ func run(_ tool: String, _ arguments: [String], environment: [String: String] = 
 /// Runs curl with `-sS` and a safety cap on time; `-w` formats go to stdout after the body.
 func curl(_ arguments: [String]) async throws -> ProcessResult {
     try await run("curl", ["-sS", "--max-time", "60"] + arguments)
+}
+
+/// Starts a process, one at a time: Foundation's `Process.run()` on Linux is not safe to call from several
+/// threads at once (a test run crashed inside it, copying the environment, while tests spawned curl in
+/// parallel).
+private let launchLock = NSLock()
+
+func launch(_ process: Process) throws {
+    launchLock.lock()
+    defer { launchLock.unlock() }
+    try process.run()
 }
 
 /// Reads a descriptor until end of file, handing over each chunk, with read(2) retried when a signal
@@ -123,7 +134,7 @@ final class ChildProcess: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         let lines = self.lines
         let descriptor = output.fileHandleForReading.fileDescriptor
-        try process.run()
+        try launch(process)
         Thread.detachNewThread { readChunks(descriptor) { lines.append($0) } }
     }
 
