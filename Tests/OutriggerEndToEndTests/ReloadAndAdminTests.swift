@@ -64,8 +64,9 @@ struct ReloadAndAdminTests {
         try await withConfigFile(echoes: 2, { ConfigFile.yaml(cluster: "a", clusters: ["a": $0[0], "b": $0[1]]) }) { harness, file, ports in
             #expect(try await fetch(harness.url).echo?.server == "echo-0")
 
-            // A request in flight during the reload finishes on the config it started with.
-            async let inFlight = fetch(harness.url + "/?delay=1500")
+            // A request in flight during the reload finishes on the config it started with. It stays in flight
+            // long enough for the poll below to see it even on a busy machine.
+            async let inFlight = fetch(harness.url + "/?delay=5000")
             try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"requests_active\" : 1") }
             try file.write(ConfigFile.yaml(cluster: "b", clusters: ["a": ports[0], "b": ports[1]]))
             #expect(await harness.sidecar.reload())
