@@ -34,6 +34,8 @@ public final class Sidecar: Sendable {
         var fileStamp: FileStamp?
         /// The last complaint about each cluster's endpoints file, so it is logged once, not every second.
         var endpointsFileErrors: [String: String] = [:]
+        /// What each endpoints file looked like when last read.
+        var endpointsFileStamps: [String: FileStamp] = [:]
     }
 
     private init(config: SidecarConfig, configPath: String?, logger: Logger) throws {
@@ -161,6 +163,13 @@ public final class Sidecar: Sendable {
     public func refreshEndpointsFiles() {
         for cluster in configStore.snapshot.clusters.values {
             guard let path = cluster.config.endpointsFile else { continue }
+            // Read only when the file changed (size, modification time or inode), as for the config file.
+            let stamp = FileStamp(path: path)
+            let unchanged = state.withLockedValue { state -> Bool in
+                defer { state.endpointsFileStamps[path] = stamp }
+                return stamp != nil && state.endpointsFileStamps[path] == stamp
+            }
+            if unchanged { continue }
             let entries: [EndpointsFile.Entry]
             do {
                 entries = try EndpointsFile.load(path)
