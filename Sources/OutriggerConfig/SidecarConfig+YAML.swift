@@ -56,7 +56,7 @@ struct SidecarConfigDecoder {
     }
 
     func decodeSidecar(_ root: Node) -> SidecarConfig? {
-        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "listeners", "clusters"]) else {
+        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "listeners", "clusters"]) else {
             return nil
         }
         var admin: AdminConfig? = AdminConfig()
@@ -65,6 +65,7 @@ struct SidecarConfigDecoder {
         }
         let concurrency = fields["concurrency"].flatMap { reader.int($0, fields.path("concurrency"), range: 1...1024) }
         let drainTimeout = fields["drainTimeout"].flatMap { reader.duration($0, fields.path("drainTimeout")) }
+        let zone = fields["zone"].flatMap { reader.string($0, fields.path("zone")) }
         var listeners: [ListenerConfig] = []
         if let node = reader.required(fields, "listeners"), let items = reader.sequence(node, "listeners") {
             if items.isEmpty { reader.report(node, "listeners", "expected at least one listener") }
@@ -92,6 +93,7 @@ struct SidecarConfigDecoder {
             admin: admin,
             concurrency: concurrency,
             drainTimeout: drainTimeout ?? SidecarConfig.defaultDrainTimeout,
+            zone: zone,
             listeners: listeners,
             clusters: clusters
         )
@@ -351,11 +353,12 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
-        let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool"]
+        let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool",
+                       "healthChecks", "endpointDrainTimeout"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
-        var endpointWeights: [HostPort: Int] = [:]
+        var endpointMetadata: [HostPort: EndpointMetadata] = [:]
         // An endpoints file may stand in for the list; one that exists must be valid now (a missing one is
         // waited for: the cluster starts without its endpoints and picks them up when it appears).
         var endpointsFile: String?
@@ -373,24 +376,10 @@ struct SidecarConfigDecoder {
         let endpointsNode = endpointsFile == nil ? reader.required(fields, "endpoints") : fields["endpoints"]
         if let node = endpointsNode, let items = reader.sequence(node, fields.path("endpoints")) {
             if items.isEmpty && endpointsFile == nil { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
-            var located: [(Node, HostPort)] = []
             for (index, item) in items.enumerated() {
-                let path = fields.path("endpoints") + "[\(index)]"
-                // `HOST:PORT`, or `{address: HOST:PORT, weight: N}`.
-                if case .mapping = item {
-                    guard let entry = reader.fields(item, path, allowed: ["address", "weight"]),
-                          let address = reader.required(entry, "address").flatMap({ reader.hostPort($0, entry.path("address")) }) else { continue }
-                    located.append((item, address))
-                    if let node = entry["weight"], let weight = reader.int(node, entry.path("weight"), range: 1...1_000_000) {
-                        endpointWeights[address] = weight
-                    }
-                } else if let address = reader.hostPort(item, path) {
-                    located.append((item, address))
-                }
-            }
-            endpoints = located.map(\.1)
-            if let port0 = located.first(where: { $0.1.port == 0 }) {
-                reader.report(port0.0, fields.path("endpoints"), "expected an endpoint port in 1...65535, found 0")
+                guard let (address, metadata) = decodeEndpoint(item, fields.path("endpoints") + "[\(index)]") else { continue }
+                endpoints.append(address)
+                if metadata != .default { endpointMetadata[address] = metadata }
             }
         }
         let upstreamProtocol = fields["protocol"].flatMap { reader.oneOf($0, fields.path("protocol"), ClusterConfig.UpstreamProtocol.self) }
@@ -399,7 +388,7 @@ struct SidecarConfigDecoder {
         let dnsRefresh = fields["dnsRefreshInterval"].flatMap { reader.duration($0, fields.path("dnsRefreshInterval")) }
         var loadBalancer = LoadBalancerConfig()
         if let node = fields["loadBalancer"],
-           let lb = reader.fields(node, fields.path("loadBalancer"), allowed: ["policy", "decay", "defaultRTT", "hashPolicy", "tableSize"]) {
+           let lb = reader.fields(node, fields.path("loadBalancer"), allowed: ["policy", "decay", "defaultRTT", "hashPolicy", "tableSize", "panicThreshold", "slowStart"]) {
             let policyNode = reader.required(lb, "policy")
             if let policy = policyNode.flatMap({ reader.oneOf($0, lb.path("policy"), LoadBalancerConfig.Policy.self) }) {
                 loadBalancer.policy = policy
@@ -407,7 +396,7 @@ struct SidecarConfigDecoder {
             if let node = lb["hashPolicy"] {
                 if !loadBalancer.policy.isConsistentHash {
                     reader.report(node, lb.path("hashPolicy"), "hashPolicy applies to policies ring_hash and maglev only, not \(loadBalancer.policy.rawValue)")
-                } else if let hash = reader.fields(node, lb.path("hashPolicy"), allowed: ["header", "cookie", "clientAddress"]) {
+                } else if let hash = reader.fields(node, lb.path("hashPolicy"), allowed: ["header", "cookie", "clientAddress", "ttl"]) {
                     let path = lb.path("hashPolicy")
                     let given = ["header", "cookie", "clientAddress"].filter { hash[$0] != nil }
                     if given.count != 1 {
@@ -417,7 +406,14 @@ struct SidecarConfigDecoder {
                             reader.report(hash["header"]!, hash.path("header"), "expected a header name, found '\(name)'")
                         }
                     } else if let name = hash["cookie"].flatMap({ reader.string($0, hash.path("cookie")) }) {
-                        loadBalancer.hashPolicy = .cookie(name)
+                        if HTTPToken.isToken(name) {
+                            loadBalancer.hashPolicy = .cookie(name, ttl: hash["ttl"].flatMap { reader.duration($0, hash.path("ttl")) })
+                        } else {
+                            reader.report(hash["cookie"]!, hash.path("cookie"), "expected a cookie name, found '\(name)'")
+                        }
+                    }
+                    if let ttl = hash["ttl"], hash["cookie"] == nil {
+                        reader.report(ttl, hash.path("ttl"), "ttl applies to a cookie hash policy only (the proxy sets the cookie)")
                     } else if let node = hash["clientAddress"] {
                         if reader.bool(node, hash.path("clientAddress")) == true { loadBalancer.hashPolicy = .clientAddress } else {
                             reader.report(node, hash.path("clientAddress"), "expected true (or another hash key)")
@@ -445,6 +441,16 @@ struct SidecarConfigDecoder {
                 guard let value = reader.duration(node, lb.path(key)) else { continue }
                 if key == "decay" { loadBalancer.decay = value } else { loadBalancer.defaultRTT = value }
             }
+            if let node = lb["panicThreshold"], let value = reader.int(node, lb.path("panicThreshold"), range: 0...100) {
+                loadBalancer.panicThreshold = value
+            }
+            if let node = lb["slowStart"] {
+                if loadBalancer.policy.isConsistentHash {
+                    reader.report(node, lb.path("slowStart"), "slowStart applies to round_robin, random, least_request and peak_ewma, not \(loadBalancer.policy.rawValue)")
+                } else {
+                    loadBalancer.slowStart = decodeSlowStart(node, lb.path("slowStart"))
+                }
+            }
         }
         var pool = PoolConfig()
         if let node = fields["pool"], let poolFields = reader.fields(node, fields.path("pool"), allowed: ["maxConnectionsPerEndpoint", "maxPendingRequests", "idleTimeout"]) {
@@ -458,19 +464,138 @@ struct SidecarConfigDecoder {
                 pool.idleTimeout = value
             }
         }
+        let healthCheck = fields["healthChecks"].flatMap { decodeHealthCheck($0, fields.path("healthChecks")) }
+        let endpointDrainTimeout = fields["endpointDrainTimeout"].flatMap { reader.duration($0, fields.path("endpointDrainTimeout")) }
         guard let name else { return nil }
         return ClusterConfig(
             name: name,
             endpoints: endpoints,
-            endpointWeights: endpointWeights,
+            endpointMetadata: endpointMetadata,
             endpointsFile: endpointsFile,
             upstreamProtocol: upstreamProtocol ?? .http1,
             connectTimeout: connectTimeout ?? ClusterConfig.defaultConnectTimeout,
             timeout: timeout ?? ClusterConfig.defaultTimeout,
             dnsRefreshInterval: dnsRefresh ?? ClusterConfig.defaultDNSRefreshInterval,
             loadBalancer: loadBalancer,
-            pool: pool
+            pool: pool,
+            healthCheck: healthCheck,
+            endpointDrainTimeout: endpointDrainTimeout ?? ClusterConfig.defaultEndpointDrainTimeout
         )
+    }
+
+    /// One endpoint: `HOST:PORT`, or `{address: HOST:PORT, weight: N, zone: Z, priority: P}` (clusters and
+    /// YAML endpoints files share it).
+    func decodeEndpoint(_ item: Node, _ path: String) -> (HostPort, EndpointMetadata)? {
+        var metadata = EndpointMetadata()
+        let address: HostPort
+        let addressNode: Node
+        if case .mapping = item {
+            guard let entry = reader.fields(item, path, allowed: ["address", "weight", "zone", "priority"]),
+                  let node = reader.required(entry, "address"), let parsed = reader.hostPort(node, entry.path("address")) else { return nil }
+            address = parsed
+            addressNode = node
+            if let node = entry["weight"], let weight = reader.int(node, entry.path("weight"), range: 1...1_000_000) { metadata.weight = weight }
+            if let node = entry["zone"], let zone = reader.string(node, entry.path("zone")) { metadata.zone = zone }
+            if let node = entry["priority"], let priority = reader.int(node, entry.path("priority"), range: 0...127) { metadata.priority = priority }
+        } else {
+            guard let parsed = reader.hostPort(item, path) else { return nil }
+            address = parsed
+            addressNode = item
+        }
+        guard address.port > 0 else {
+            reader.report(addressNode, path, "expected an endpoint port in 1...65535, found 0")
+            return nil
+        }
+        return (address, metadata)
+    }
+
+    private func decodeSlowStart(_ node: Node, _ path: String) -> LoadBalancerConfig.SlowStart? {
+        guard let fields = reader.fields(node, path, allowed: ["window", "aggression", "minWeightPercent"]),
+              let window = reader.required(fields, "window").flatMap({ reader.duration($0, fields.path("window")) }) else { return nil }
+        var slowStart = LoadBalancerConfig.SlowStart(window: window)
+        if let node = fields["aggression"] {
+            if case .scalar(let scalar) = node, let value = Double(scalar.string), value > 0, value <= 100 {
+                slowStart.aggression = value
+            } else {
+                reader.report(node, fields.path("aggression"), "expected a number greater than 0 (1 ramps linearly), found \(reader.describe(node))")
+            }
+        }
+        if let node = fields["minWeightPercent"], let value = reader.int(node, fields.path("minWeightPercent"), range: 1...100) {
+            slowStart.minWeightPercent = value
+        }
+        return slowStart
+    }
+
+    private func decodeHealthCheck(_ node: Node, _ path: String) -> HealthCheckConfig? {
+        let common = ["type", "interval", "unhealthyInterval", "timeout", "initialJitter", "jitter", "healthyThreshold", "unhealthyThreshold"]
+        let httpOnly = ["path", "method", "expectedStatuses", "bodyContains"]
+        guard let fields = reader.fields(node, path, allowed: common + httpOnly + ["host", "service"]),
+              let kind = reader.required(fields, "type").flatMap({ reader.oneOf($0, fields.path("type"), HealthCheckConfig.Kind.self) }) else {
+            return nil
+        }
+        var check = HealthCheckConfig(kind: kind)
+        let valid = reader.issues.count
+        // Keys of another kind of check are mistakes, not silently ignored settings.
+        let foreign = switch kind {
+        case .http: ["service"]
+        case .tcp: httpOnly + ["host", "service"]
+        case .grpc: httpOnly
+        }
+        for key in foreign where fields[key] != nil {
+            reader.report(fields[key], fields.path(key), "\(key) does not apply to a \(kind.rawValue) health check")
+        }
+        if let value = fields["interval"].flatMap({ reader.duration($0, fields.path("interval")) }) { check.interval = value }
+        check.unhealthyInterval = fields["unhealthyInterval"].flatMap { reader.duration($0, fields.path("unhealthyInterval")) }
+        if let value = fields["timeout"].flatMap({ reader.duration($0, fields.path("timeout")) }) { check.timeout = value }
+        if let value = fields["initialJitter"].flatMap({ reader.duration($0, fields.path("initialJitter")) }) { check.initialJitter = value }
+        if let value = fields["jitter"].flatMap({ reader.duration($0, fields.path("jitter")) }) { check.jitter = value }
+        if let node = fields["healthyThreshold"], let value = reader.int(node, fields.path("healthyThreshold"), range: 1...1000) {
+            check.healthyThreshold = value
+        }
+        if let node = fields["unhealthyThreshold"], let value = reader.int(node, fields.path("unhealthyThreshold"), range: 1...1000) {
+            check.unhealthyThreshold = value
+        }
+        if kind == .http {
+            if let node = reader.required(fields, "path"), let value = reader.string(node, fields.path("path")) {
+                if value.hasPrefix("/") && !value.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) { check.path = value } else {
+                    reader.report(node, fields.path("path"), "expected a path starting with '/' and without spaces, found '\(value)'")
+                }
+            }
+            if let node = fields["method"], let value = reader.string(node, fields.path("method")) {
+                if HTTPToken.isToken(value) { check.method = value.uppercased() } else {
+                    reader.report(node, fields.path("method"), "expected an HTTP method such as GET or HEAD, found '\(value)'")
+                }
+            }
+            if let node = fields["expectedStatuses"], let items = reader.sequence(node, fields.path("expectedStatuses")) {
+                var ranges: [ClosedRange<Int>] = []
+                for (index, item) in items.enumerated() {
+                    let itemPath = fields.path("expectedStatuses") + "[\(index)]"
+                    guard let text = item.scalar?.string, let range = Self.statusRange(text) else {
+                        reader.report(item, itemPath, "expected a status such as 200 or a range such as 200-299 (within 100-599), found \(reader.describe(item))")
+                        continue
+                    }
+                    ranges.append(range)
+                }
+                if items.isEmpty { reader.report(node, fields.path("expectedStatuses"), "expected at least one status or range") }
+                if !ranges.isEmpty { check.expectedStatuses = ranges }
+            }
+            check.bodyContains = fields["bodyContains"].flatMap { reader.string($0, fields.path("bodyContains")) }
+        }
+        if kind != .tcp { check.host = fields["host"].flatMap { reader.string($0, fields.path("host")) } }
+        if kind == .grpc, let node = fields["service"] { check.service = reader.string(node, fields.path("service"), allowEmpty: true) ?? "" }
+        if check.timeout > check.interval, let node = fields["timeout"] {
+            reader.report(node, fields.path("timeout"), "expected a timeout no longer than the interval (\(ConfigDuration.format(check.interval)))")
+        }
+        return reader.issues.count == valid ? check : nil
+    }
+
+    /// `200` or `200-299`, within 100...599.
+    static func statusRange(_ text: String) -> ClosedRange<Int>? {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), let low = Int(parts[0]), let high = Int(parts.last!), 100 <= low, low <= high, high <= 599 else {
+            return nil
+        }
+        return low...high
     }
 }
 

@@ -6,6 +6,8 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
     public var concurrency: Int?
     /// How long SIGTERM waits for in-flight requests before closing what is left.
     public var drainTimeout: Duration
+    /// The sidecar's own zone: balancers keep traffic among endpoints in it while enough are healthy.
+    public var zone: String?
     public var listeners: [ListenerConfig]
     public var clusters: [ClusterConfig]
 
@@ -15,18 +17,20 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         admin: AdminConfig? = AdminConfig(),
         concurrency: Int? = nil,
         drainTimeout: Duration = SidecarConfig.defaultDrainTimeout,
+        zone: String? = nil,
         listeners: [ListenerConfig],
         clusters: [ClusterConfig]
     ) {
         self.admin = admin
         self.concurrency = concurrency
         self.drainTimeout = drainTimeout
+        self.zone = zone
         self.listeners = listeners
         self.clusters = clusters
     }
 
     enum CodingKeys: String, CodingKey {
-        case admin, concurrency, drainTimeout, listeners, clusters
+        case admin, concurrency, drainTimeout, zone, listeners, clusters
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -34,6 +38,7 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         try container.encodeIfPresent(admin, forKey: .admin)
         try container.encodeIfPresent(concurrency, forKey: .concurrency)
         try container.encode(ConfigDuration.format(drainTimeout), forKey: .drainTimeout)
+        try container.encodeIfPresent(zone, forKey: .zone)
         try container.encode(listeners, forKey: .listeners)
         try container.encode(clusters, forKey: .clusters)
     }
@@ -282,10 +287,30 @@ public struct HeaderValue: Sendable, Hashable, Encodable {
     }
 }
 
+/// What a cluster knows of one configured endpoint besides its address.
+public struct EndpointMetadata: Sendable, Hashable, Encodable {
+    /// Its share of the cluster's traffic relative to the others' (≥ 1).
+    public var weight: Int
+    /// Its zone (locality); nil when unknown.
+    public var zone: String?
+    /// 0 is the highest: traffic spills to priority 1 only as priority 0 loses healthy endpoints.
+    public var priority: Int
+
+    public init(weight: Int = 1, zone: String? = nil, priority: Int = 0) {
+        self.weight = weight
+        self.zone = zone
+        self.priority = priority
+    }
+
+    public static let `default` = EndpointMetadata()
+}
+
 /// An endpoint as `/config_dump` shows it.
-private struct WeightedEndpointDump: Encodable {
+private struct EndpointDump: Encodable {
     let address: String
     let weight: Int
+    let zone: String?
+    let priority: Int
 }
 
 /// How a cluster picks the endpoint for each request.
@@ -310,16 +335,44 @@ public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
     /// What a consistent-hash balancer hashes; a request without it is sent to a random endpoint.
     public enum HashPolicy: Sendable, Hashable, Encodable {
         case header(String)
-        case cookie(String)
+        /// A cookie; with a `ttl`, a request without it gets one chosen by the proxy (sent back in
+        /// `Set-Cookie` with that Max-Age), so a client's session sticks to one endpoint from its first request.
+        case cookie(String, ttl: Duration? = nil)
         case clientAddress
 
         public func encode(to encoder: any Encoder) throws {
             var container = encoder.singleValueContainer()
             switch self {
             case .header(let name): try container.encode(["header": name])
-            case .cookie(let name): try container.encode(["cookie": name])
+            case .cookie(let name, let ttl):
+                var fields = ["cookie": name]
+                if let ttl { fields["ttl"] = ConfigDuration.format(ttl) }
+                try container.encode(fields)
             case .clientAddress: try container.encode(["clientAddress": true])
             }
+        }
+    }
+
+    /// A new or recovered endpoint's weight ramps up over `window`: weight × max(minWeightPercent,
+    /// (time since it became ready / window)^(1 / aggression)) — Envoy's formula.
+    public struct SlowStart: Sendable, Hashable, Encodable {
+        public var window: Duration
+        public var aggression: Double
+        public var minWeightPercent: Int
+
+        public init(window: Duration, aggression: Double = 1, minWeightPercent: Int = 10) {
+            self.window = window
+            self.aggression = aggression
+            self.minWeightPercent = minWeightPercent
+        }
+
+        enum CodingKeys: String, CodingKey { case window, aggression, minWeightPercent }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(ConfigDuration.format(window), forKey: .window)
+            try container.encode(aggression, forKey: .aggression)
+            try container.encode(minWeightPercent, forKey: .minWeightPercent)
         }
     }
 
@@ -332,6 +385,13 @@ public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
     public var decay: Duration
     /// peak_ewma: the latency assumed for an endpoint before its first response.
     public var defaultRTT: Duration
+    /// Below this percentage of healthy endpoints (in a priority level) the balancer uses all of them,
+    /// healthy or not: better some errors than overloading the few left. 0 turns panic mode off.
+    public var panicThreshold: Int
+    /// Off unless set; round_robin, random, least_request and peak_ewma only.
+    public var slowStart: SlowStart?
+
+    public static let defaultPanicThreshold = 50
 
     public static let defaultDecay: Duration = .seconds(10)
     public static let defaultDefaultRTT: Duration = .milliseconds(30)
@@ -350,7 +410,10 @@ public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
 
     public init(policy: Policy = .roundRobin, decay: Duration = LoadBalancerConfig.defaultDecay,
                 defaultRTT: Duration = LoadBalancerConfig.defaultDefaultRTT, hashPolicy: HashPolicy? = nil,
-                maglevTableSize: Int = LoadBalancerConfig.defaultMaglevTableSize) {
+                maglevTableSize: Int = LoadBalancerConfig.defaultMaglevTableSize,
+                panicThreshold: Int = LoadBalancerConfig.defaultPanicThreshold, slowStart: SlowStart? = nil) {
+        self.panicThreshold = panicThreshold
+        self.slowStart = slowStart
         self.policy = policy
         self.decay = decay
         self.defaultRTT = defaultRTT
@@ -359,7 +422,7 @@ public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case policy, decay, defaultRTT, hashPolicy, tableSize
+        case policy, decay, defaultRTT, hashPolicy, tableSize, panicThreshold, slowStart
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -371,6 +434,8 @@ public struct LoadBalancerConfig: Sendable, Hashable, Encodable {
         }
         try container.encodeIfPresent(hashPolicy, forKey: .hashPolicy)
         if policy == .maglev { try container.encode(maglevTableSize, forKey: .tableSize) }
+        try container.encode(panicThreshold, forKey: .panicThreshold)
+        try container.encodeIfPresent(slowStart, forKey: .slowStart)
     }
 }
 
@@ -382,9 +447,9 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     public var name: String
     public var endpoints: [HostPort]
-    /// Endpoints' weights where not 1 (`{address: HOST:PORT, weight: N}` in YAML); every address a name
-    /// resolves to gets its weight.
-    public var endpointWeights: [HostPort: Int]
+    /// Endpoints' weight, zone and priority where not the defaults (`{address: HOST:PORT, weight: N, zone: Z,
+    /// priority: P}` in YAML); every address a name resolves to gets its endpoint's.
+    public var endpointMetadata: [HostPort: EndpointMetadata]
     /// An endpoints file whose entries are added to `endpoints` and followed as it changes (a path relative
     /// to the config file's directory in YAML, resolved when read).
     public var endpointsFile: String?
@@ -396,7 +461,13 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public var dnsRefreshInterval: Duration
     public var loadBalancer: LoadBalancerConfig
     public var pool: PoolConfig
+    /// Active health checking of every endpoint; nil: none (endpoints count as healthy).
+    public var healthCheck: HealthCheckConfig?
+    /// How long an endpoint that answered `x-outrigger-drain: true` gets no new requests, unless a passing
+    /// health check (without the header) or an admin call ends it sooner.
+    public var endpointDrainTimeout: Duration
 
+    public static let defaultEndpointDrainTimeout: Duration = .seconds(60)
     public static let defaultConnectTimeout: Duration = .seconds(1)
     public static let defaultTimeout: Duration = .seconds(15)
     public static let defaultDNSRefreshInterval: Duration = .seconds(30)
@@ -404,18 +475,22 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public init(
         name: String,
         endpoints: [HostPort],
-        endpointWeights: [HostPort: Int] = [:],
+        endpointMetadata: [HostPort: EndpointMetadata] = [:],
         endpointsFile: String? = nil,
         upstreamProtocol: UpstreamProtocol = .http1,
         connectTimeout: Duration = ClusterConfig.defaultConnectTimeout,
         timeout: Duration = ClusterConfig.defaultTimeout,
         dnsRefreshInterval: Duration = ClusterConfig.defaultDNSRefreshInterval,
         loadBalancer: LoadBalancerConfig = LoadBalancerConfig(),
-        pool: PoolConfig = PoolConfig()
+        pool: PoolConfig = PoolConfig(),
+        healthCheck: HealthCheckConfig? = nil,
+        endpointDrainTimeout: Duration = ClusterConfig.defaultEndpointDrainTimeout
     ) {
+        self.healthCheck = healthCheck
+        self.endpointDrainTimeout = endpointDrainTimeout
         self.name = name
         self.endpoints = endpoints
-        self.endpointWeights = endpointWeights
+        self.endpointMetadata = endpointMetadata
         self.endpointsFile = endpointsFile
         self.upstreamProtocol = upstreamProtocol
         self.connectTimeout = connectTimeout
@@ -427,13 +502,15 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, endpoints, endpointsFile, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
+        case healthChecks, endpointDrainTimeout
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(name, forKey: .name)
         try container.encode(endpoints.map { endpoint in
-            WeightedEndpointDump(address: endpoint.description, weight: endpointWeights[endpoint] ?? 1)
+            let metadata = endpointMetadata[endpoint] ?? .default
+            return EndpointDump(address: endpoint.description, weight: metadata.weight, zone: metadata.zone, priority: metadata.priority)
         }, forKey: .endpoints)
         try container.encodeIfPresent(endpointsFile, forKey: .endpointsFile)
         try container.encode(upstreamProtocol, forKey: .protocol)
@@ -442,6 +519,100 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(dnsRefreshInterval), forKey: .dnsRefreshInterval)
         try container.encode(loadBalancer, forKey: .loadBalancer)
         try container.encode(pool, forKey: .pool)
+        try container.encodeIfPresent(healthCheck, forKey: .healthChecks)
+        try container.encode(ConfigDuration.format(endpointDrainTimeout), forKey: .endpointDrainTimeout)
+    }
+}
+
+/// How a cluster checks its endpoints' health: one checker per endpoint per process, shared by every event loop.
+public struct HealthCheckConfig: Sendable, Hashable, Encodable {
+    public enum Kind: String, Sendable, Hashable, Encodable, CaseIterable {
+        /// A request; healthy when the status is expected (and the body contains `bodyContains`).
+        case http
+        /// A TCP connect; healthy when it is accepted.
+        case tcp
+        /// `grpc.health.v1.Health/Check` over HTTP/2; healthy when the answer is SERVING.
+        case grpc
+    }
+
+    public var kind: Kind
+    public var interval: Duration
+    /// The interval while the endpoint is unhealthy (nil: `interval`).
+    public var unhealthyInterval: Duration?
+    public var timeout: Duration
+    /// The first check waits a random time up to this, so checkers do not all start at once.
+    public var initialJitter: Duration
+    /// Each interval is lengthened by a random time up to this.
+    public var jitter: Duration
+    /// Consecutive passes that make an unhealthy endpoint healthy.
+    public var healthyThreshold: Int
+    /// Consecutive failures that make a healthy endpoint unhealthy.
+    public var unhealthyThreshold: Int
+    /// http: the request.
+    public var path: String
+    public var method: String
+    /// http and grpc: the Host / :authority (nil: the endpoint's HOST:PORT).
+    public var host: String?
+    /// http: statuses that pass, as inclusive ranges.
+    public var expectedStatuses: [ClosedRange<Int>]
+    /// http: a text the body must contain to pass.
+    public var bodyContains: String?
+    /// grpc: the service name asked about ("" is the whole server).
+    public var service: String
+
+    public static let defaultInterval: Duration = .seconds(5)
+    public static let defaultTimeout: Duration = .seconds(1)
+
+    public init(kind: Kind, interval: Duration = HealthCheckConfig.defaultInterval, unhealthyInterval: Duration? = nil,
+                timeout: Duration = HealthCheckConfig.defaultTimeout, initialJitter: Duration = .zero, jitter: Duration = .zero,
+                healthyThreshold: Int = 2, unhealthyThreshold: Int = 3, path: String = "/", method: String = "GET",
+                host: String? = nil, expectedStatuses: [ClosedRange<Int>] = [200...299], bodyContains: String? = nil,
+                service: String = "") {
+        self.kind = kind
+        self.interval = interval
+        self.unhealthyInterval = unhealthyInterval
+        self.timeout = timeout
+        self.initialJitter = initialJitter
+        self.jitter = jitter
+        self.healthyThreshold = healthyThreshold
+        self.unhealthyThreshold = unhealthyThreshold
+        self.path = path
+        self.method = method
+        self.host = host
+        self.expectedStatuses = expectedStatuses
+        self.bodyContains = bodyContains
+        self.service = service
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case type, interval, unhealthyInterval, timeout, initialJitter, jitter, healthyThreshold, unhealthyThreshold
+        case path, method, host, expectedStatuses, bodyContains, service
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(kind, forKey: .type)
+        try container.encode(ConfigDuration.format(interval), forKey: .interval)
+        try container.encodeIfPresent(unhealthyInterval.map(ConfigDuration.format), forKey: .unhealthyInterval)
+        try container.encode(ConfigDuration.format(timeout), forKey: .timeout)
+        if initialJitter > .zero { try container.encode(ConfigDuration.format(initialJitter), forKey: .initialJitter) }
+        if jitter > .zero { try container.encode(ConfigDuration.format(jitter), forKey: .jitter) }
+        try container.encode(healthyThreshold, forKey: .healthyThreshold)
+        try container.encode(unhealthyThreshold, forKey: .unhealthyThreshold)
+        switch kind {
+        case .http:
+            try container.encode(path, forKey: .path)
+            try container.encode(method, forKey: .method)
+            try container.encodeIfPresent(host, forKey: .host)
+            try container.encode(expectedStatuses.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" },
+                                 forKey: .expectedStatuses)
+            try container.encodeIfPresent(bodyContains, forKey: .bodyContains)
+        case .grpc:
+            try container.encodeIfPresent(host, forKey: .host)
+            try container.encode(service, forKey: .service)
+        case .tcp:
+            break
+        }
     }
 }
 

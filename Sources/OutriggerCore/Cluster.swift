@@ -15,14 +15,26 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     public let id: Int
     /// Its share of the cluster's traffic relative to the others' (≥ 1).
     public let weight: Int
+    public let zone: String?
+    /// 0 is the highest.
+    public let priority: Int
+    /// Health, drain and load, shared by every event loop and kept while the endpoint stays in the cluster.
+    public let state: EndpointState
+    /// Finds `state` again after a DNS change or reload: cluster, address and port.
+    public let stateKey: String
 
     private static let nextID = ManagedAtomic<Int>(0)
 
-    public init(configured: HostPort, address: SocketAddress, cluster: ClusterConfig, weight: Int = 1) {
+    public init(configured: HostPort, address: SocketAddress, cluster: ClusterConfig, metadata: EndpointMetadata = .default,
+                state: EndpointState? = nil) {
         self.configured = configured
         self.address = address
-        self.weight = max(weight, 1)
+        self.weight = max(metadata.weight, 1)
+        self.zone = metadata.zone
+        self.priority = metadata.priority
         let ip = address.ipAddress ?? configured.host
+        self.stateKey = EndpointStates.key(cluster: cluster.name, address: ip, port: configured.port)
+        self.state = state ?? EndpointState(now: NIODeadline.now().uptimeNanoseconds)
         // Pool settings are part of the key: a reload that changes them starts fresh pools, and the old
         // ones close as their connections go idle.
         let pool = cluster.pool
@@ -37,12 +49,16 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     }
 }
 
-/// The endpoints of a cluster at one moment; replaced whole when DNS or discovery changes them.
+/// The endpoints of a cluster at one moment, replaced whole when DNS or discovery changes them; also a
+/// balancer's candidates, with the weights it uses (slow start lowers a new endpoint's).
 public final class EndpointSet: AtomicReference, Sendable {
     public let endpoints: [Endpoint]
+    /// Parallel to `endpoints`.
+    public let weights: [Int]
 
-    public init(_ endpoints: [Endpoint]) {
+    public init(_ endpoints: [Endpoint], weights: [Int]? = nil) {
         self.endpoints = endpoints
+        self.weights = weights ?? endpoints.map(\.weight)
     }
 }
 
@@ -53,12 +69,20 @@ public final class ClusterRuntime: Sendable {
     private let endpointSet: ManagedAtomic<EndpointSet>
 
     public var name: String { config.name }
+    /// The sidecar's own zone (from its config), for locality-aware selection.
+    public let localZone: String?
 
     /// The last good contents of the cluster's endpoints file (empty without one).
     private let fileEntriesBox: NIOLockedValueBox<[EndpointsFile.Entry]>
 
-    public init(config: ClusterConfig, endpoints: [Endpoint], stats: ClusterStats, fileEntries: [EndpointsFile.Entry] = []) {
+    /// The process's endpoint states; their epoch tells balancers when to look at them again.
+    public let endpointStates: EndpointStates
+
+    public init(config: ClusterConfig, endpoints: [Endpoint], stats: ClusterStats, fileEntries: [EndpointsFile.Entry] = [],
+                localZone: String? = nil, endpointStates: EndpointStates = EndpointStates()) {
         self.config = config
+        self.endpointStates = endpointStates
+        self.localZone = localZone
         self.stats = stats
         self.endpointSet = ManagedAtomic(EndpointSet(endpoints))
         self.fileEntriesBox = NIOLockedValueBox(fileEntries)

@@ -43,7 +43,7 @@ extension LoadBalancerConfig.HashPolicy {
         switch self {
         case .header(let name):
             return headers.first(name: name).map(StableHash.of)
-        case .cookie(let name):
+        case .cookie(let name, _):
             for header in headers[canonicalForm: "cookie"] {
                 for pair in header.split(separator: ";") {
                     let trimmed = pair.drop { $0 == " " }
@@ -79,8 +79,72 @@ public enum StableHash {
     }
 }
 
-/// Picks the endpoint for each request of one cluster, on one event loop — a pure function of its state,
-/// the endpoints, a clock reading and a seeded random source, so every policy is testable exactly.
+/// What one event loop knows of the load on a cluster's endpoints (requests in flight, peak-EWMA latency),
+/// by `Endpoint.id`. Kept apart from the balancers so it survives their rebuilds: requests in flight to an
+/// endpoint that stays are still counted when the candidates change.
+public struct EndpointLoads {
+    private var loads: [Int: EndpointLoad] = [:]
+    private let tracksLoad: Bool
+    private let tracksLatency: Bool
+    private let decay: Double
+    private let defaultRTT: Double
+
+    public init(_ config: LoadBalancerConfig) {
+        tracksLoad = config.policy == .leastRequest || config.policy == .peakEWMA
+        tracksLatency = config.policy == .peakEWMA
+        decay = Double(config.decay.nanoseconds)
+        defaultRTT = Double(config.defaultRTT.nanoseconds)
+    }
+
+    /// A request was sent to `endpoint`.
+    public mutating func requestStarted(_ endpoint: Endpoint, now: UInt64) {
+        guard tracksLoad else { return }
+        loads[endpoint.id, default: EndpointLoad(estimate: defaultRTT, stamp: now)].active += 1
+    }
+
+    /// The response head of a request to `endpoint` arrived `rtt` nanoseconds after the request was sent;
+    /// returns the new latency estimate (nil unless peak_ewma).
+    @discardableResult
+    public mutating func responseStarted(_ endpoint: Endpoint, rtt: UInt64, now: UInt64) -> Double? {
+        guard tracksLatency else { return nil }
+        loads[endpoint.id, default: EndpointLoad(estimate: defaultRTT, stamp: now)].record(rtt: Double(rtt), now: now, decay: decay)
+        return loads[endpoint.id]?.estimate
+    }
+
+    /// A request to `endpoint` ended, whatever its outcome.
+    public mutating func requestEnded(_ endpoint: Endpoint) {
+        guard tracksLoad, let load = loads[endpoint.id] else { return }
+        loads[endpoint.id]!.active = max(load.active - 1, 0)
+    }
+
+    /// Requests in flight to `endpoint` from this event loop.
+    public func activeRequests(_ endpoint: Endpoint) -> Int {
+        loads[endpoint.id]?.active ?? 0
+    }
+
+    /// Forgets endpoints that left and have nothing in flight.
+    public mutating func prune(keeping endpoints: [Endpoint]) {
+        guard tracksLoad else { return }
+        let ids = Set(endpoints.map(\.id))
+        loads = loads.filter { ids.contains($0.key) || $0.value.active > 0 }
+    }
+
+    /// least_request: in flight + 1, per unit of weight, compared without dividing.
+    func lessLoaded(_ a: Endpoint, weight weightA: Int, than b: Endpoint, weight weightB: Int) -> Bool {
+        let loadA = (loads[a.id]?.active ?? 0) + 1, loadB = (loads[b.id]?.active ?? 0) + 1
+        return loadA * weightB <= loadB * weightA
+    }
+
+    /// peak_ewma: decayed latency × (in flight + 1) / weight.
+    func cost(_ endpoint: Endpoint, weight: Int, now: UInt64) -> Double {
+        guard let load = loads[endpoint.id] else { return defaultRTT / Double(weight) }
+        return load.decayedEstimate(now: now, decay: decay) * Double(load.active + 1) / Double(weight)
+    }
+}
+
+/// Picks the endpoint for each request among one set of candidates, on one event loop — a pure function of
+/// its state, the candidates, the loads, a clock reading and a seeded random source, so every policy is
+/// testable exactly.
 ///
 /// - `round_robin`: smooth weighted round robin (nginx's): over a cycle of total-weight picks each endpoint
 ///   is picked exactly its weight times, spread out; equal weights give strict rotation.
@@ -97,9 +161,7 @@ public enum StableHash {
 /// every event loop and every sidecar builds the same ones and sends a given key to the same endpoint.
 public struct LoadBalancer {
     public let config: LoadBalancerConfig
-    private let decay: Double
-    private let defaultRTT: Double
-    /// The endpoint set the per-index state below belongs to; a new set resets it.
+    /// The candidates the per-index state below belongs to; a new set resets it.
     private var endpointSet: EndpointSet?
     private var totalWeight = 0
     private var equalWeights = true
@@ -107,9 +169,6 @@ public struct LoadBalancer {
     private var currentWeights: [Int] = []
     /// random: running sums of the weights.
     private var cumulativeWeights: [Int] = []
-    /// least_request and peak_ewma: load by `Endpoint.id`, kept across endpoint-set changes so requests in
-    /// flight to an endpoint that stays are still counted.
-    private var loads: [Int: EndpointLoad] = [:]
     /// Staggers event loops so they do not all start with the same endpoint.
     private let stagger: Int
     /// ring_hash: point hashes, sorted, and the endpoint index of each.
@@ -120,18 +179,18 @@ public struct LoadBalancer {
 
     public init(_ config: LoadBalancerConfig, stagger: Int = 0) {
         self.config = config
-        self.decay = Double(config.decay.nanoseconds)
-        self.defaultRTT = Double(config.defaultRTT.nanoseconds)
         self.stagger = stagger
     }
 
     /// The endpoint for the next request, or nil when the set is empty (→ 503 `no_healthy_upstream`).
     /// `hashKey` is the request's key for ring_hash and maglev (nil: a random endpoint).
-    public mutating func pick(from set: EndpointSet, now: UInt64, random: inout FastRandom, hashKey: UInt64? = nil) -> Endpoint? {
+    public mutating func pick(from set: EndpointSet, loads: EndpointLoads, now: UInt64, random: inout FastRandom,
+                              hashKey: UInt64? = nil) -> Endpoint? {
         let endpoints = set.endpoints
         guard !endpoints.isEmpty else { return nil }
         if set !== endpointSet { adopt(set) }
         if endpoints.count == 1 { return endpoints[0] }
+        let weights = set.weights
         switch config.policy {
         case .roundRobin:
             return endpoints[nextSmoothWeighted()]
@@ -139,12 +198,11 @@ public struct LoadBalancer {
             return endpoints[weightedRandomIndex(&random)]
         case .leastRequest:
             let (a, b) = twoDistinct(endpoints.count, &random)
-            // Fewer in flight per unit of weight wins: compare active/weight without dividing.
-            let loadA = (loads[endpoints[a].id]?.active ?? 0) + 1, loadB = (loads[endpoints[b].id]?.active ?? 0) + 1
-            return loadA * endpoints[b].weight <= loadB * endpoints[a].weight ? endpoints[a] : endpoints[b]
+            return loads.lessLoaded(endpoints[a], weight: weights[a], than: endpoints[b], weight: weights[b]) ? endpoints[a] : endpoints[b]
         case .peakEWMA:
             let (a, b) = twoDistinct(endpoints.count, &random)
-            return cost(endpoints[a], now: now) <= cost(endpoints[b], now: now) ? endpoints[a] : endpoints[b]
+            return loads.cost(endpoints[a], weight: weights[a], now: now) <= loads.cost(endpoints[b], weight: weights[b], now: now)
+                ? endpoints[a] : endpoints[b]
         case .ringHash:
             guard let hashKey else { return endpoints[weightedRandomIndex(&random)] }
             // The first point at or after the key, wrapping around.
@@ -160,39 +218,9 @@ public struct LoadBalancer {
         }
     }
 
-    /// A request was sent to `endpoint`.
-    public mutating func requestStarted(_ endpoint: Endpoint, now: UInt64) {
-        guard tracksLoad else { return }
-        loads[endpoint.id, default: EndpointLoad(estimate: defaultRTT, stamp: now)].active += 1
-    }
-
-    /// The response head of a request to `endpoint` arrived `rtt` nanoseconds after the request was sent.
-    public mutating func responseStarted(_ endpoint: Endpoint, rtt: UInt64, now: UInt64) {
-        guard config.policy == .peakEWMA else { return }
-        loads[endpoint.id, default: EndpointLoad(estimate: defaultRTT, stamp: now)].record(rtt: Double(rtt), now: now, decay: decay)
-    }
-
-    /// A request to `endpoint` ended, whatever its outcome.
-    public mutating func requestEnded(_ endpoint: Endpoint) {
-        guard tracksLoad, let load = loads[endpoint.id] else { return }
-        loads[endpoint.id]!.active = max(load.active - 1, 0)
-    }
-
-    /// Requests in flight to `endpoint` from this event loop (for stats and tests).
-    public func activeRequests(_ endpoint: Endpoint) -> Int {
-        loads[endpoint.id]?.active ?? 0
-    }
-
-    private var tracksLoad: Bool { config.policy == .leastRequest || config.policy == .peakEWMA }
-
-    private func cost(_ endpoint: Endpoint, now: UInt64) -> Double {
-        guard let load = loads[endpoint.id] else { return defaultRTT }
-        return load.decayedEstimate(now: now, decay: decay) * Double(load.active + 1) / Double(endpoint.weight)
-    }
-
     private mutating func adopt(_ set: EndpointSet) {
         endpointSet = set
-        let weights = set.endpoints.map(\.weight)
+        let weights = set.weights
         totalWeight = weights.reduce(0, +)
         equalWeights = weights.allSatisfy { $0 == weights[0] }
         currentWeights = Array(repeating: 0, count: weights.count)
@@ -201,15 +229,11 @@ public struct LoadBalancer {
             sum += weight
             return sum
         }
-        if tracksLoad {
-            let ids = Set(set.endpoints.map(\.id))
-            loads = loads.filter { ids.contains($0.key) || $0.value.active > 0 }
-        }
         if config.policy == .roundRobin {
             for _ in 0..<(stagger % max(weights.count, 1)) { _ = nextSmoothWeighted() }
         }
-        if config.policy == .ringHash { buildRing(set.endpoints) }
-        if config.policy == .maglev { buildMaglevTable(set.endpoints) }
+        if config.policy == .ringHash { buildRing(set) }
+        if config.policy == .maglev { buildMaglevTable(set) }
     }
 
     /// The hash an endpoint is known by: its address, the same in every loop and every process.
@@ -217,13 +241,14 @@ public struct LoadBalancer {
         StableHash.of("\(endpoint.address.ipAddress ?? endpoint.configured.host):\(endpoint.configured.port)")
     }
 
-    private mutating func buildRing(_ endpoints: [Endpoint]) {
+    private mutating func buildRing(_ set: EndpointSet) {
+        let endpoints = set.endpoints
         let total = min(max(1024, 128 * endpoints.count), 1 << 20)
         var points: [(hash: UInt64, owner: Int32)] = []
         points.reserveCapacity(total + endpoints.count)
         for (index, endpoint) in endpoints.enumerated() {
             let identity = Self.identity(endpoint)
-            let count = max(1, Int((Double(total) * Double(endpoint.weight) / Double(totalWeight)).rounded()))
+            let count = max(1, Int((Double(total) * Double(set.weights[index]) / Double(totalWeight)).rounded()))
             for point in 0..<count {
                 points.append((StableHash.mix(identity &+ UInt64(point) &* 0x9E37_79B9_7F4A_7C15), Int32(index)))
             }
@@ -233,12 +258,13 @@ public struct LoadBalancer {
         ringOwners = points.map(\.owner)
     }
 
-    private mutating func buildMaglevTable(_ endpoints: [Endpoint]) {
+    private mutating func buildMaglevTable(_ set: EndpointSet) {
+        let endpoints = set.endpoints
         let size = config.maglevTableSize
         let identities = endpoints.map(Self.identity)
         let offsets = identities.map { Int(StableHash.mix($0 ^ 0xA5A5_A5A5_A5A5_A5A5) % UInt64(size)) }
         let skips = identities.map { Int(StableHash.mix($0 ^ 0x5A5A_5A5A_5A5A_5A5A) % UInt64(size - 1)) + 1 }
-        let heaviest = Double(endpoints.map(\.weight).max() ?? 1)
+        let heaviest = Double(set.weights.max() ?? 1)
         var table = [Int32](repeating: -1, count: size)
         var nextPosition = [Int](repeating: 0, count: endpoints.count)
         var credit = [Double](repeating: 0, count: endpoints.count)
@@ -246,7 +272,7 @@ public struct LoadBalancer {
         fill: while true {
             for index in endpoints.indices {
                 // Each turn an endpoint earns weight/heaviest of a slot: equal weights take one slot per turn.
-                credit[index] += Double(endpoints[index].weight) / heaviest
+                credit[index] += Double(set.weights[index]) / heaviest
                 while credit[index] >= 1 {
                     credit[index] -= 1
                     var slot = (offsets[index] + nextPosition[index] * skips[index]) % size
@@ -265,10 +291,10 @@ public struct LoadBalancer {
     }
 
     private mutating func nextSmoothWeighted() -> Int {
-        let weights = endpointSet!.endpoints
+        let weights = endpointSet!.weights
         var best = 0
         for index in currentWeights.indices {
-            currentWeights[index] += weights[index].weight
+            currentWeights[index] += weights[index]
             if currentWeights[index] > currentWeights[best] { best = index }
         }
         currentWeights[best] -= totalWeight

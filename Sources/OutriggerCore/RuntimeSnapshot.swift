@@ -12,6 +12,8 @@ public final class RuntimeSnapshot: Sendable {
     /// Endpoints whose names did not resolve, with why. Their clusters start without them (503
     /// `no_healthy_upstream` if nothing else is left) and resolution is retried on the refresh interval.
     public let unresolved: [(endpoint: HostPort, cluster: String, error: String)]
+    /// Endpoint health and drain, kept across snapshots.
+    public let endpointStates: EndpointStates
 
     /// - Parameters:
     ///   - resolve: turns a configured endpoint into addresses; static IPs need no lookup.
@@ -21,19 +23,22 @@ public final class RuntimeSnapshot: Sendable {
         version: Int,
         stats: ProxyStats,
         resolve: (HostPort) throws -> [SocketAddress],
-        endpointsFile: (String) -> [EndpointsFile.Entry] = { _ in [] }
+        endpointsFile: (String) -> [EndpointsFile.Entry] = { _ in [] },
+        endpointStates: EndpointStates = EndpointStates()
     ) throws {
         self.config = config
         self.version = version
+        self.endpointStates = endpointStates
         var clusters: [String: ClusterRuntime] = [:]
         var unresolved: [(endpoint: HostPort, cluster: String, error: String)] = []
         for cluster in config.clusters {
             let fileEntries = cluster.endpointsFile.map(endpointsFile) ?? []
-            let endpoints = Self.endpoints(of: cluster.adding(fileEntries), resolve: resolve) { endpoint, error in
+            let endpoints = Self.endpoints(of: cluster.adding(fileEntries), resolve: resolve, states: endpointStates) { endpoint, error in
                 unresolved.append((endpoint, cluster.name, "\(error)"))
             }
             clusters[cluster.name] = ClusterRuntime(config: cluster, endpoints: endpoints, stats: stats.cluster(cluster.name),
-                                                    fileEntries: fileEntries)
+                                                    fileEntries: fileEntries, localZone: config.zone,
+                                                    endpointStates: endpointStates)
         }
         self.clusters = clusters
         self.unresolved = unresolved
@@ -48,13 +53,20 @@ public final class RuntimeSnapshot: Sendable {
         self.listeners = listeners
     }
 
-    /// Every address each configured endpoint resolves to, deduplicated; endpoints that do not resolve
-    /// are left out and reported to `failed`.
+    /// Every endpoint state key in use by this snapshot's clusters.
+    public var endpointStateKeys: Set<String> {
+        Set(clusters.values.flatMap { $0.endpoints.map(\.stateKey) })
+    }
+
+    /// Every address each configured endpoint resolves to, deduplicated, each with its state from `states`;
+    /// endpoints that do not resolve are left out and reported to `failed`.
     public static func endpoints(
         of cluster: ClusterConfig,
         resolve: (HostPort) throws -> [SocketAddress],
+        states: EndpointStates,
         failed: (HostPort, any Error) -> Void
     ) -> [Endpoint] {
+        let now = NIODeadline.now().uptimeNanoseconds
         var seen: Set<String> = []
         var endpoints: [Endpoint] = []
         for configured in cluster.endpoints {
@@ -66,9 +78,11 @@ public final class RuntimeSnapshot: Sendable {
                 continue
             }
             for address in addresses {
-                let endpoint = Endpoint(configured: configured, address: address, cluster: cluster,
-                                        weight: cluster.endpointWeights[configured] ?? 1)
-                if seen.insert(endpoint.poolKey).inserted { endpoints.append(endpoint) }
+                let key = EndpointStates.key(cluster: cluster.name, address: address.ipAddress ?? configured.host, port: configured.port)
+                guard seen.insert(key).inserted else { continue }
+                endpoints.append(Endpoint(configured: configured, address: address, cluster: cluster,
+                                          metadata: cluster.endpointMetadata[configured] ?? .default,
+                                          state: states.state(for: key, now: now)))
             }
         }
         return endpoints

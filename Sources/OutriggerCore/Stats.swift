@@ -135,6 +135,15 @@ public final class ClusterStats: Sendable {
     public let connectFailures = Counter()
     /// Requests that failed after being sent: reset, timeout or protocol error.
     public let requestFailures = Counter()
+    /// The balancer's last plan had a priority level in panic mode (too few healthy endpoints: all used).
+    public let panicMode = ManagedAtomic<Bool>(false)
+    public let healthChecksPassed = Counter()
+    public let healthChecksFailed = Counter()
+    /// Endpoints that became unhealthy / healthy by active health checks.
+    public let endpointsMarkedUnhealthy = Counter()
+    public let endpointsMarkedHealthy = Counter()
+    /// Drains started by an endpoint's `x-outrigger-drain: true` or an admin call.
+    public let endpointDrains = Counter()
 
     init(name: String) {
         self.name = name

@@ -38,6 +38,20 @@ extension ProxyStats {
         for c in clusters { sample("outrigger_upstream_connections_active", [("cluster", c.name)], c.connectionsActive.current) }
         family("outrigger_upstream_connect_failures_total", "counter", "Upstream connection attempts that failed or timed out.")
         for c in clusters { sample("outrigger_upstream_connect_failures_total", [("cluster", c.name)], c.connectFailures.current) }
+        family("outrigger_lb_panic_mode", "gauge", "1 while a priority level has fewer healthy endpoints than the panic threshold (all are used).")
+        for c in clusters { sample("outrigger_lb_panic_mode", [("cluster", c.name)], c.panicMode.load(ordering: .relaxed) ? 1 : 0) }
+        family("outrigger_health_checks_total", "counter", "Active health checks, by result.")
+        for c in clusters {
+            sample("outrigger_health_checks_total", [("cluster", c.name), ("result", "passed")], c.healthChecksPassed.current)
+            sample("outrigger_health_checks_total", [("cluster", c.name), ("result", "failed")], c.healthChecksFailed.current)
+        }
+        family("outrigger_endpoint_health_transitions_total", "counter", "Endpoints marked unhealthy or healthy again by health checks.")
+        for c in clusters {
+            sample("outrigger_endpoint_health_transitions_total", [("cluster", c.name), ("to", "unhealthy")], c.endpointsMarkedUnhealthy.current)
+            sample("outrigger_endpoint_health_transitions_total", [("cluster", c.name), ("to", "healthy")], c.endpointsMarkedHealthy.current)
+        }
+        family("outrigger_endpoint_drains_total", "counter", "Drains started by an endpoint's x-outrigger-drain answer or an admin call.")
+        for c in clusters { sample("outrigger_endpoint_drains_total", [("cluster", c.name)], c.endpointDrains.current) }
 
         family("outrigger_local_replies_total", "counter", "Responses the proxy wrote itself, by x-outrigger-reason.")
         for reason in LocalReplyReason.allCases {
@@ -90,6 +104,12 @@ extension ProxyStats {
                 "connections_total": c.connectionsTotal.current,
                 "connections_active": c.connectionsActive.current,
                 "connect_failures": c.connectFailures.current,
+                "lb_panic_mode": c.panicMode.load(ordering: .relaxed),
+                "health_checks_passed": c.healthChecksPassed.current,
+                "health_checks_failed": c.healthChecksFailed.current,
+                "endpoints_marked_unhealthy": c.endpointsMarkedUnhealthy.current,
+                "endpoints_marked_healthy": c.endpointsMarkedHealthy.current,
+                "endpoint_drains": c.endpointDrains.current,
             ]
         }
         var localReplies: [String: Int] = [:]

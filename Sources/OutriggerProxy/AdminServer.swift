@@ -70,7 +70,12 @@ private final class AdminHandler: ChannelInboundHandler {
 
     private func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, String, String) {
         let path = String(ProxyHeaders.path(of: head.uri))
-        let readOnly: Set<String> = ["/", "/ready", "/live", "/stats", "/stats/prometheus", "/config_dump"]
+        let readOnly: Set<String> = ["/", "/ready", "/live", "/stats", "/stats/prometheus", "/config_dump", "/clusters"]
+        let mutating: Set<String> = ["/endpoints/drain", "/endpoints/undrain"]
+        if mutating.contains(path) {
+            guard head.method == .POST else { return (.methodNotAllowed, "text/plain", "\(path) takes POST\n") }
+            return setDrain(path == "/endpoints/drain", query: URLComponents(string: head.uri)?.queryItems ?? [])
+        }
         guard readOnly.contains(path) else {
             return (.notFound, "text/plain", "unknown admin path \(path); try /\n")
         }
@@ -92,10 +97,70 @@ private final class AdminHandler: ChannelInboundHandler {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             let config = (try? encoder.encode(snapshot.config)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
             return (.ok, "application/json", "{\n\"version\": \(snapshot.version),\n\"config\": \(config)\n}\n")
+        case "/clusters":
+            return (.ok, "application/json", json(clustersObject()))
         default:
-            let index = readOnly.sorted().filter { $0 != "/" }.map { "  GET \($0)" }.joined(separator: "\n")
+            let index = (readOnly.sorted().filter { $0 != "/" }.map { "  GET \($0)" }
+                + mutating.sorted().map { "  POST \($0)?cluster=NAME&endpoint=HOST:PORT" }).joined(separator: "\n")
             return (.ok, "text/plain", "outrigger admin\n\(index)\n")
         }
+    }
+
+    /// Every cluster and endpoint as the balancers see them now.
+    private func clustersObject() -> [String: Any] {
+        let snapshot = sidecar.configStore.snapshot
+        let now = NIODeadline.now().uptimeNanoseconds
+        var clusters: [[String: Any]] = []
+        for cluster in snapshot.clusters.values.sorted(by: { $0.name < $1.name }) {
+            let endpoints: [[String: Any]] = cluster.endpoints.map { endpoint in
+                let state = endpoint.state
+                var object: [String: Any] = [
+                    "address": endpoint.description,
+                    "health": state.health.description,
+                    "draining": state.isDraining(now: now),
+                    "eligible": state.isEligible(now: now),
+                    "weight": endpoint.weight,
+                    "priority": endpoint.priority,
+                    "activeRequests": max(state.activeRequests.current, 0),
+                    "healthChecks": ["passed": state.healthChecksPassed.current, "failed": state.healthChecksFailed.current],
+                ]
+                object["zone"] = endpoint.zone ?? NSNull()
+                object["latencyEstimateMs"] = state.latencyEstimate > 0 ? Double(state.latencyEstimate) / 1_000_000 : NSNull()
+                return object
+            }
+            var object: [String: Any] = [
+                "name": cluster.name,
+                "policy": cluster.config.loadBalancer.policy.rawValue,
+                "panicMode": cluster.stats.panicMode.load(ordering: .relaxed),
+                "panicThreshold": cluster.config.loadBalancer.panicThreshold,
+                "endpoints": endpoints,
+            ]
+            object["healthCheck"] = cluster.config.healthCheck?.kind.rawValue ?? NSNull()
+            clusters.append(object)
+        }
+        return ["clusters": clusters, "zone": snapshot.config.zone ?? NSNull()]
+    }
+
+    /// `POST /endpoints/drain?cluster=C&endpoint=HOST:PORT`: no new requests for it until undrained.
+    private func setDrain(_ drain: Bool, query: [URLQueryItem]) -> (HTTPResponseStatus, String, String) {
+        let value = { (name: String) in query.first { $0.name == name }?.value }
+        guard let clusterName = value("cluster"), let address = value("endpoint") else {
+            return (.badRequest, "text/plain", "expected ?cluster=NAME&endpoint=HOST:PORT\n")
+        }
+        guard let cluster = sidecar.configStore.snapshot.clusters[clusterName] else {
+            return (.notFound, "text/plain", "no cluster '\(clusterName)'\n")
+        }
+        let matches = cluster.endpoints.filter { endpoint in
+            endpoint.configured.description == address || "\(endpoint.address.ipAddress ?? ""):\(endpoint.configured.port)" == address
+        }
+        guard !matches.isEmpty else {
+            return (.notFound, "text/plain", "cluster '\(clusterName)' has no endpoint '\(address)'; it has \(cluster.endpoints.map(\.description))\n")
+        }
+        let now = NIODeadline.now().uptimeNanoseconds
+        for endpoint in matches {
+            if drain { EndpointDrain.start(endpoint, in: cluster, until: .max) } else { endpoint.state.undrain(now: now) }
+        }
+        return (.ok, "text/plain", "\(drain ? "draining" : "undrained") \(matches.map(\.description).joined(separator: ", ")) in \(clusterName)\n")
     }
 
     private func json(_ object: Any) -> String {

@@ -11,10 +11,16 @@ extension RuntimeSnapshot: AtomicReference {}
 public final class ConfigStore: Sendable {
     private let current: ManagedAtomic<RuntimeSnapshot>
     public let stats: ProxyStats
+    /// Endpoint health and drain, shared by every snapshot.
+    public let endpointStates = EndpointStates()
+    /// Turns configured endpoints into addresses (the system resolver; tests may stand in their own).
+    public let resolve: @Sendable (HostPort) throws -> [SocketAddress]
 
-    public init(config: SidecarConfig, stats: ProxyStats) throws {
+    public init(config: SidecarConfig, stats: ProxyStats,
+                resolve: @escaping @Sendable (HostPort) throws -> [SocketAddress] = EndpointResolver.resolve) throws {
         self.stats = stats
-        self.current = ManagedAtomic(try Self.compile(config, version: 1, stats: stats))
+        self.resolve = resolve
+        self.current = ManagedAtomic(try Self.compile(config, version: 1, stats: stats, states: endpointStates, resolve: resolve))
     }
 
     public var snapshot: RuntimeSnapshot {
@@ -24,15 +30,22 @@ public final class ConfigStore: Sendable {
     /// Compiles and swaps in `config`; on failure the running snapshot stays.
     @discardableResult
     public func apply(_ config: SidecarConfig) throws -> RuntimeSnapshot {
-        let next = try Self.compile(config, version: snapshot.version + 1, stats: stats)
+        let next = try Self.compile(config, version: snapshot.version + 1, stats: stats, states: endpointStates, resolve: resolve)
         current.store(next, ordering: .releasing)
+        forgetRemovedEndpoints()
         return next
     }
 
-    static func compile(_ config: SidecarConfig, version: Int, stats: ProxyStats) throws -> RuntimeSnapshot {
-        try RuntimeSnapshot(config: config, version: version, stats: stats, resolve: EndpointResolver.resolve) { path in
+    /// Drops the states of endpoints no running cluster has any more.
+    public func forgetRemovedEndpoints() {
+        endpointStates.retain(only: snapshot.endpointStateKeys)
+    }
+
+    static func compile(_ config: SidecarConfig, version: Int, stats: ProxyStats, states: EndpointStates,
+                        resolve: (HostPort) throws -> [SocketAddress]) throws -> RuntimeSnapshot {
+        try RuntimeSnapshot(config: config, version: version, stats: stats, resolve: resolve, endpointsFile: { path in
             (try? EndpointsFile.load(path)) ?? []
-        }
+        }, endpointStates: states)
     }
 }
 

@@ -46,6 +46,8 @@ final class ProxiedRequest {
     /// The status of a gRPC "trailers-only" upstream response, sent downstream as trailers (the HTTP/2
     /// codec cannot end a stream on its first HEADERS frame, and a status-less end reads as UNKNOWN).
     var grpcStatusFromHead: HTTPHeaders?
+    /// A session cookie the proxy chose for this client (cookie hash policy with a ttl), sent back with the response.
+    var setCookie: String?
 
     init(listener: ListenerRuntime, route: Route, cluster: ClusterRuntime, endpoint: Endpoint, upstreamHead: HTTPRequestHead,
          downstreamHead: HTTPRequestHead, headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline, upgrade: String?) {
@@ -318,7 +320,15 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
         let cluster = route.destination.pick(random: local.random.next())
-        let hashKey = cluster.config.loadBalancer.hashPolicy?.key(headers: head.headers, clientAddress: clientAddress)
+        let hashPolicy = cluster.config.loadBalancer.hashPolicy
+        var hashKey = hashPolicy?.key(headers: head.headers, clientAddress: clientAddress)
+        var setCookie: String?
+        if hashKey == nil, case .cookie(let name, let ttl?) = hashPolicy {
+            // No session cookie yet: choose one, hash it as its later requests will be, and hand it out.
+            let value = String(local.random.next(), radix: 16)
+            hashKey = StableHash.of(value)
+            setCookie = "\(name)=\(value); Max-Age=\(ttl.components.seconds); Path=/; HttpOnly"
+        }
         guard let endpoint = local.pickEndpoint(in: cluster, now: start, hashKey: hashKey) else {
             localReply(.noHealthyUpstream, for: head, listener: listener, requestComplete: false, start: start)
             return
@@ -344,6 +354,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             listener: listener, route: route, cluster: cluster, endpoint: endpoint, upstreamHead: upstreamHead, downstreamHead: head,
             headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
         )
+        request.setCookie = setCookie
         let timeout = route.timeout ?? cluster.config.timeout
         request.owner = self
         request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(timeout.nanoseconds), handler: request)
@@ -470,6 +481,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         request.cluster.stats.recordResponse(status: Int(head.status.code))
         var response = head
         response.version = request.downstreamVersion
+        if let drain = response.headers.first(name: EndpointDrain.header) {
+            // The endpoint is going away: no new requests for it; this one and others in flight finish.
+            response.headers.remove(name: EndpointDrain.header)
+            if drain.lowercased() == "true" { EndpointDrain.start(request.endpoint, in: request.cluster) }
+        }
+        if let cookie = request.setCookie { response.headers.add(name: "set-cookie", value: cookie) }
         let elapsed = (NIODeadline.now() - request.start).nanoseconds / 1_000_000
         ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsed, addVia: request.listener.config.addVia)
         if head.status == .switchingProtocols {

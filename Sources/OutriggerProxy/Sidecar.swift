@@ -16,6 +16,7 @@ public final class Sidecar: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let locals: EventLoopLocals
     private let connections = ConnectionTracker()
+    private let healthChecks: HealthCheckSupervisor
     private let logger: Logger
     private let configPath: String?
     private let state = NIOLockedValueBox(MutableState())
@@ -38,17 +39,21 @@ public final class Sidecar: Sendable {
         var endpointsFileStamps: [String: FileStamp] = [:]
     }
 
-    private init(config: SidecarConfig, configPath: String?, logger: Logger) throws {
-        self.configStore = try ConfigStore(config: config, stats: ProxyStats())
+    private init(config: SidecarConfig, configPath: String?, logger: Logger,
+                 resolve: @escaping @Sendable (HostPort) throws -> [SocketAddress]) throws {
+        self.configStore = try ConfigStore(config: config, stats: ProxyStats(), resolve: resolve)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.concurrency ?? System.coreCount)
         self.locals = EventLoopLocals(group: group)
         self.logger = logger
+        self.healthChecks = HealthCheckSupervisor(group: group, logger: logger)
         self.configPath = configPath
     }
 
     /// Compiles `config`, binds its listeners and admin, and starts serving.
-    public static func start(config: SidecarConfig, configPath: String? = nil, logger: Logger) async throws -> Sidecar {
-        let sidecar = try Sidecar(config: config, configPath: configPath, logger: logger)
+    /// - Parameter resolve: turns endpoint names into addresses (the system resolver unless a test stands in).
+    public static func start(config: SidecarConfig, configPath: String? = nil, logger: Logger,
+                             resolve: @escaping @Sendable (HostPort) throws -> [SocketAddress] = EndpointResolver.resolve) async throws -> Sidecar {
+        let sidecar = try Sidecar(config: config, configPath: configPath, logger: logger, resolve: resolve)
         do {
             try await sidecar.bindListeners(for: config)
             try await sidecar.bindAdmin(config.admin)
@@ -58,6 +63,7 @@ public final class Sidecar: Sendable {
         }
         sidecar.state.withLockedValue { $0.fileStamp = configPath.flatMap(FileStamp.init(path:)) }
         sidecar.warnAboutUnresolvedEndpoints()
+        sidecar.healthChecks.reconcile(sidecar.configStore.snapshot)
         return sidecar
     }
 
@@ -83,7 +89,7 @@ public final class Sidecar: Sendable {
                 logger.warning("concurrency changes take effect at the next start", metadata: ["running": "\(running.concurrency.map(String.init) ?? "cores")"])
             }
             // Compile first: a config that does not compile touches nothing.
-            _ = try ConfigStore.compile(config, version: 0, stats: configStore.stats)
+            _ = try ConfigStore.compile(config, version: 0, stats: configStore.stats, states: EndpointStates(), resolve: configStore.resolve)
             // Only the address and TLS settings live in a listener's socket; routes and limits are read
             // from the snapshot per request, so changing them keeps the socket (and its port).
             let previous = state.withLockedValue { $0.listeners }
@@ -106,6 +112,7 @@ public final class Sidecar: Sendable {
                 throw error
             }
             try configStore.apply(config)
+            healthChecks.reconcile(configStore.snapshot)
             warnAboutUnresolvedEndpoints()
             for listener in closing.values { try? await listener.channel.close() }
             for listener in late {
@@ -180,7 +187,7 @@ public final class Sidecar: Sendable {
                 continue
             }
             state.withLockedValue { _ = $0.endpointsFileErrors.removeValue(forKey: cluster.name) }
-            let describe = { (list: [EndpointsFile.Entry]) in list.map { "\($0.endpoint) \($0.weight)" } }
+            let describe = { (list: [EndpointsFile.Entry]) in list.map { "\($0.endpoint) \($0.metadata)" } }
             guard describe(entries) != describe(cluster.fileEntries) else { continue }
             cluster.fileEntries = entries
             swapEndpoints(of: cluster)
@@ -198,7 +205,8 @@ public final class Sidecar: Sendable {
     /// Resolves the cluster's configured and file endpoints and swaps in the result if it changed.
     private func swapEndpoints(of cluster: ClusterRuntime) {
         var failures: [String] = []
-        let endpoints = RuntimeSnapshot.endpoints(of: cluster.configWithFileEndpoints, resolve: EndpointResolver.resolve) { endpoint, error in
+        let endpoints = RuntimeSnapshot.endpoints(of: cluster.configWithFileEndpoints, resolve: configStore.resolve,
+                                                  states: configStore.endpointStates) { endpoint, error in
             failures.append("\(endpoint): \(error)")
         }
         if !failures.isEmpty {
@@ -206,9 +214,11 @@ public final class Sidecar: Sendable {
             logger.warning("cannot resolve endpoints; keeping the last addresses", metadata: ["cluster": "\(cluster.name)", "errors": "\(failures)"])
             return
         }
-        let identities = { (list: [Endpoint]) in list.map { "\($0.poolKey)#\($0.weight)" } }
+        let identities = { (list: [Endpoint]) in list.map { "\($0.poolKey)#\($0.weight)#\($0.zone ?? "")#\($0.priority)" } }
         if identities(endpoints) != identities(cluster.endpoints) {
             cluster.replaceEndpoints(endpoints)
+            configStore.forgetRemovedEndpoints()
+            healthChecks.reconcile(configStore.snapshot)
             logger.info("endpoints changed", metadata: ["cluster": "\(cluster.name)", "endpoints": "\(endpoints)"])
         }
     }
@@ -247,6 +257,7 @@ public final class Sidecar: Sendable {
     }
 
     private func closeEverything() async {
+        healthChecks.stopAll()
         connections.closeAll()
         locals.forEach { $0.closeIdleConnections() }
         let (listeners, admin) = state.withLockedValue { ($0.listeners.values.map(\.channel), $0.admin?.channel) }

@@ -18,23 +18,63 @@ struct LeaseTicket {
     func cancel() { cancelAction() }
 }
 
-/// One cluster's balancer on one event loop.
-final class BalancerBox {
-    var balancer: LoadBalancer
+/// One cluster's endpoint selection on one event loop: the current plan (which endpoints may be picked,
+/// grouped by priority and zone, with their weights), a balancer per group, and the loads they share.
+/// A class so a pick mutates it in place (a struct in a dictionary is copied out and back by some accessors).
+final class ClusterSelection {
+    private var balancers: [LoadBalancer] = []
+    private var groups: [SelectionPlan.Group] = []
+    var loads: EndpointLoads
+    /// What the plan was made from: rebuilt when the endpoint set, the states' epoch or the clock says so.
+    private var source: EndpointSet?
+    private var epoch = -1
+    private var reviewAt: UInt64 = 0
+    private let config: LoadBalancerConfig
+    private let stagger: Int
 
-    init(_ balancer: LoadBalancer) {
-        self.balancer = balancer
+    init(_ config: LoadBalancerConfig, stagger: Int) {
+        self.config = config
+        self.stagger = stagger
+        self.loads = EndpointLoads(config)
+    }
+
+    func pick(in cluster: ClusterRuntime, now: UInt64, random: inout FastRandom, hashKey: UInt64?) -> Endpoint? {
+        let set = cluster.currentEndpointSet
+        let currentEpoch = cluster.endpointStates.selectionEpoch.load(ordering: .acquiring)
+        if set !== source || currentEpoch != epoch || now >= reviewAt {
+            replan(cluster, set: set, epoch: currentEpoch, now: now)
+        }
+        switch groups.count {
+        case 0:
+            return nil
+        case 1:
+            return balancers[0].pick(from: groups[0].candidates, loads: loads, now: now, random: &random, hashKey: hashKey)
+        default:
+            let draw = Double(random.next() >> 11) / Double(1 << 53)
+            let index = groups.firstIndex { draw < $0.upTo } ?? groups.count - 1
+            return balancers[index].pick(from: groups[index].candidates, loads: loads, now: now, random: &random, hashKey: hashKey)
+        }
+    }
+
+    private func replan(_ cluster: ClusterRuntime, set: EndpointSet, epoch: Int, now: UInt64) {
+        let plan = SelectionPlan(endpoints: set.endpoints, config: config, localZone: cluster.localZone, now: now)
+        groups = plan.groups
+        while balancers.count < groups.count { balancers.append(LoadBalancer(config, stagger: stagger)) }
+        if balancers.count > groups.count { balancers.removeLast(balancers.count - groups.count) }
+        if set !== source { loads.prune(keeping: set.endpoints) }
+        source = set
+        self.epoch = epoch
+        reviewAt = plan.reviewAt
+        cluster.stats.panicMode.store(plan.panic, ordering: .relaxed)
     }
 }
 
-/// Everything one event loop owns for forwarding: its upstream pools, balancer state and random source.
+/// Everything one event loop owns for forwarding: its upstream pools, endpoint selection and random source.
 /// Touched only on its event loop, so nothing here takes a lock.
 final class LoopLocalState {
     let eventLoop: any EventLoop
     var random: FastRandom
-    /// Boxed so a pick mutates the balancer in place: a struct in a dictionary is copied out and back by
-    /// some accessors, and its arrays with it (an allocation per request).
-    private var balancers: [ObjectIdentifier: BalancerBox] = [:]
+    private var selections: [ObjectIdentifier: ClusterSelection] = [:]
     private var http1Pools: [String: HTTP1EndpointPool] = [:]
     private var http2Connections: [String: HTTP2EndpointConnection] = [:]
     /// The same pools by `Endpoint.id`, the lookup every request makes.
@@ -49,32 +89,36 @@ final class LoopLocalState {
 
     func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline, hashKey: UInt64?) -> Endpoint? {
         let key = ObjectIdentifier(cluster)
-        let box: BalancerBox
-        if let existing = balancers[key] {
-            box = existing
+        let selection: ClusterSelection
+        if let existing = selections[key] {
+            selection = existing
         } else {
-            // A new snapshot brings new cluster objects; forget balancers of clusters no longer in use.
-            if balancers.count > 1024 { balancers.removeAll() }
-            box = BalancerBox(LoadBalancer(cluster.config.loadBalancer, stagger: loopIndex))
-            balancers[key] = box
+            // A new snapshot brings new cluster objects; forget selections of clusters no longer in use.
+            if selections.count > 1024 { selections.removeAll() }
+            selection = ClusterSelection(cluster.config.loadBalancer, stagger: loopIndex)
+            selections[key] = selection
         }
-        return box.balancer.pick(from: cluster.currentEndpointSet, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
+        return selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
     }
 
-    /// A request was sent to `endpoint` (least_request and peak_ewma count it).
+    /// A request was sent to `endpoint` (least_request and peak_ewma count it; `/clusters` shows it).
     func requestStarted(in cluster: ClusterRuntime, to endpoint: Endpoint, now: NIODeadline) {
-        balancers[ObjectIdentifier(cluster)]?.balancer.requestStarted(endpoint, now: now.uptimeNanoseconds)
+        endpoint.state.activeRequests.increment()
+        selections[ObjectIdentifier(cluster)]?.loads.requestStarted(endpoint, now: now.uptimeNanoseconds)
     }
 
     /// The response head of a request to `endpoint` arrived (peak_ewma's latency sample).
     func responseStarted(in cluster: ClusterRuntime, from endpoint: Endpoint, sentAt: NIODeadline, now: NIODeadline) {
         let rtt = now.uptimeNanoseconds &- sentAt.uptimeNanoseconds
-        balancers[ObjectIdentifier(cluster)]?.balancer.responseStarted(endpoint, rtt: rtt, now: now.uptimeNanoseconds)
+        if let estimate = selections[ObjectIdentifier(cluster)]?.loads.responseStarted(endpoint, rtt: rtt, now: now.uptimeNanoseconds) {
+            endpoint.state.publishLatencyEstimate(UInt64(estimate))
+        }
     }
 
     /// A request to `endpoint` ended, whatever its outcome.
     func requestEnded(in cluster: ClusterRuntime, to endpoint: Endpoint) {
-        balancers[ObjectIdentifier(cluster)]?.balancer.requestEnded(endpoint)
+        endpoint.state.activeRequests.decrement()
+        selections[ObjectIdentifier(cluster)]?.loads.requestEnded(endpoint)
     }
 
     /// Finds an upstream for `requester`: now (synchronously) or later, through its callbacks.

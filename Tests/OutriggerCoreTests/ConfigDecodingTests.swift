@@ -62,7 +62,7 @@ struct ConfigDecodingTests {
 
         let cluster = config.clusters[1]
         #expect(cluster.endpoints == [HostPort(host: "127.0.0.1", port: 9001), HostPort(host: "::1", port: 9002)])
-        #expect(cluster.endpointWeights == [HostPort(host: "::1", port: 9002): 3])
+        #expect(cluster.endpointMetadata == [HostPort(host: "::1", port: 9002): EndpointMetadata(weight: 3)])
         #expect(cluster.upstreamProtocol == .http2)
         #expect(cluster.connectTimeout == .milliseconds(250))
         #expect(cluster.timeout == .seconds(30))

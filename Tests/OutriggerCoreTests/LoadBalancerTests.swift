@@ -4,6 +4,26 @@ import OutriggerConfig
 @testable import OutriggerCore
 import Testing
 
+/// A balancer with the loads it reads, as one event loop's `ClusterSelection` holds them.
+struct Balancer {
+    var balancer: LoadBalancer
+    var loads: EndpointLoads
+
+    init(_ config: LoadBalancerConfig, stagger: Int = 0) {
+        balancer = LoadBalancer(config, stagger: stagger)
+        loads = EndpointLoads(config)
+    }
+
+    mutating func pick(from set: EndpointSet, now: UInt64, random: inout FastRandom, hashKey: UInt64? = nil) -> Endpoint? {
+        balancer.pick(from: set, loads: loads, now: now, random: &random, hashKey: hashKey)
+    }
+
+    mutating func requestStarted(_ endpoint: Endpoint, now: UInt64) { loads.requestStarted(endpoint, now: now) }
+    mutating func responseStarted(_ endpoint: Endpoint, rtt: UInt64, now: UInt64) { loads.responseStarted(endpoint, rtt: rtt, now: now) }
+    mutating func requestEnded(_ endpoint: Endpoint) { loads.requestEnded(endpoint) }
+    func activeRequests(_ endpoint: Endpoint) -> Int { loads.activeRequests(endpoint) }
+}
+
 @Suite("Load balancers")
 struct LoadBalancerTests {
     static let cluster = ClusterConfig(name: "c", endpoints: [HostPort(host: "127.0.0.1", port: 1)])
@@ -12,11 +32,11 @@ struct LoadBalancerTests {
     static func endpoints(_ weights: [Int]) -> EndpointSet {
         EndpointSet(weights.enumerated().map { index, weight in
             Endpoint(configured: HostPort(host: "127.0.0.1", port: index + 1),
-                     address: try! SocketAddress(ipAddress: "127.0.0.1", port: index + 1), cluster: cluster, weight: weight)
+                     address: try! SocketAddress(ipAddress: "127.0.0.1", port: index + 1), cluster: cluster, metadata: EndpointMetadata(weight: weight))
         })
     }
 
-    static func picks(_ balancer: inout LoadBalancer, _ set: EndpointSet, count: Int, seed: UInt64 = 7, now: UInt64 = 0) -> [Int] {
+    static func picks(_ balancer: inout Balancer, _ set: EndpointSet, count: Int, seed: UInt64 = 7, now: UInt64 = 0) -> [Int] {
         var random = FastRandom(seed: seed)
         return (0..<count).map { _ in balancer.pick(from: set, now: now, random: &random)!.configured.port }
     }
@@ -27,9 +47,9 @@ struct LoadBalancerTests {
 
     @Test func roundRobinRotatesStrictlyWithEqualWeights() {
         let set = Self.endpoints([1, 1, 1])
-        var balancer = LoadBalancer(LoadBalancerConfig())
+        var balancer = Balancer(LoadBalancerConfig())
         #expect(Self.picks(&balancer, set, count: 7) == [1, 2, 3, 1, 2, 3, 1])
-        var staggered = LoadBalancer(LoadBalancerConfig(), stagger: 1)
+        var staggered = Balancer(LoadBalancerConfig(), stagger: 1)
         #expect(Self.picks(&staggered, set, count: 3) == [2, 3, 1], "each event loop starts elsewhere")
         var random = FastRandom(seed: 1)
         #expect(balancer.pick(from: EndpointSet([]), now: 0, random: &random) == nil)
@@ -39,7 +59,7 @@ struct LoadBalancerTests {
 
     @Test func roundRobinHonoursWeightsExactlyAndSpreadsThem() {
         let set = Self.endpoints([5, 1, 1])
-        var balancer = LoadBalancer(LoadBalancerConfig())
+        var balancer = Balancer(LoadBalancerConfig())
         let cycle = Self.picks(&balancer, set, count: 7)
         #expect(cycle == [1, 1, 2, 1, 3, 1, 1], "smooth: the heavy endpoint's picks are interleaved, not a burst of 5")
         let many = Self.picks(&balancer, set, count: 700)
@@ -49,17 +69,17 @@ struct LoadBalancerTests {
 
     @Test func randomFollowsWeights() {
         let set = Self.endpoints([1, 3])
-        var balancer = LoadBalancer(LoadBalancerConfig(policy: .random))
+        var balancer = Balancer(LoadBalancerConfig(policy: .random))
         let shares = Self.shares(Self.picks(&balancer, set, count: 20_000), of: 2)
         #expect(abs(shares[1] - 0.75) < 0.02, "share of the weight-3 endpoint: \(shares[1])")
-        var equal = LoadBalancer(LoadBalancerConfig(policy: .random))
+        var equal = Balancer(LoadBalancerConfig(policy: .random))
         let equalShares = Self.shares(Self.picks(&equal, Self.endpoints([1, 1, 1, 1]), count: 20_000), of: 4)
         #expect(equalShares.allSatisfy { abs($0 - 0.25) < 0.02 }, "\(equalShares)")
     }
 
     @Test func leastRequestAvoidsBusyEndpoints() {
         let set = Self.endpoints([1, 1, 1])
-        var balancer = LoadBalancer(LoadBalancerConfig(policy: .leastRequest))
+        var balancer = Balancer(LoadBalancerConfig(policy: .leastRequest))
         var random = FastRandom(seed: 3)
         _ = balancer.pick(from: set, now: 0, random: &random)
         for _ in 0..<5 { balancer.requestStarted(set.endpoints[0], now: 0) }
@@ -74,7 +94,7 @@ struct LoadBalancerTests {
     @Test func leastRequestWeighsLoadByWeight() {
         // Endpoint 1 (weight 4) with 2 in flight still beats endpoint 2 (weight 1) with 1: 3/4 < 2/1.
         let set = Self.endpoints([4, 1])
-        var balancer = LoadBalancer(LoadBalancerConfig(policy: .leastRequest))
+        var balancer = Balancer(LoadBalancerConfig(policy: .leastRequest))
         _ = Self.picks(&balancer, set, count: 1)
         balancer.requestStarted(set.endpoints[0], now: 0)
         balancer.requestStarted(set.endpoints[0], now: 0)
@@ -85,7 +105,7 @@ struct LoadBalancerTests {
     @Test func peakEWMAAvoidsASlowEndpointAndRetriesItLater() {
         let set = Self.endpoints([1, 1, 1])
         let config = LoadBalancerConfig(policy: .peakEWMA, decay: .seconds(10), defaultRTT: .milliseconds(30))
-        var balancer = LoadBalancer(config)
+        var balancer = Balancer(config)
         let ms: UInt64 = 1_000_000
         var now: UInt64 = 1_000 * ms
         _ = Self.picks(&balancer, set, count: 1, now: now)
@@ -130,7 +150,7 @@ struct LoadBalancerTests {
 @Suite("Consistent hashing")
 struct ConsistentHashTests {
     static func assignments(_ policy: LoadBalancerConfig.Policy, _ set: EndpointSet, keys: Range<Int> = 0..<20_000) -> [Int] {
-        var balancer = LoadBalancer(LoadBalancerConfig(policy: policy, hashPolicy: .header("x-user")))
+        var balancer = Balancer(LoadBalancerConfig(policy: policy, hashPolicy: .header("x-user")))
         var random = FastRandom(seed: 1)
         return keys.map { key in balancer.pick(from: set, now: 0, random: &random, hashKey: StableHash.of("user-\(key)"))!.configured.port }
     }
@@ -162,7 +182,7 @@ struct ConsistentHashTests {
 
     @Test func maglevSharesAreEvenToOneSlotAndFollowWeights() {
         let set = LoadBalancerTests.endpoints(Array(repeating: 1, count: 7))
-        var balancer = LoadBalancer(LoadBalancerConfig(policy: .maglev, hashPolicy: .clientAddress, maglevTableSize: 65537))
+        var balancer = Balancer(LoadBalancerConfig(policy: .maglev, hashPolicy: .clientAddress, maglevTableSize: 65537))
         var random = FastRandom(seed: 1)
         _ = balancer.pick(from: set, now: 0, random: &random, hashKey: 0)
         // Every slot of the table, as keys 0..<65537 map one to one onto slots.
@@ -171,7 +191,7 @@ struct ConsistentHashTests {
         #expect(counts.values.max()! - counts.values.min()! <= 1, "\(counts)")
 
         let weighted = LoadBalancerTests.endpoints([1, 3])
-        var weightedBalancer = LoadBalancer(LoadBalancerConfig(policy: .maglev, hashPolicy: .clientAddress, maglevTableSize: 10007))
+        var weightedBalancer = Balancer(LoadBalancerConfig(policy: .maglev, hashPolicy: .clientAddress, maglevTableSize: 10007))
         var weightedCounts = [Int: Int]()
         for key in 0..<UInt64(10007) {
             weightedCounts[weightedBalancer.pick(from: weighted, now: 0, random: &random, hashKey: key)!.configured.port, default: 0] += 1
@@ -191,7 +211,7 @@ struct ConsistentHashTests {
         #expect(LoadBalancerConfig.HashPolicy.cookie("missing").key(headers: headers, clientAddress: nil) == nil)
         #expect(LoadBalancerConfig.HashPolicy.clientAddress.key(headers: headers, clientAddress: "10.0.0.7") == StableHash.of("10.0.0.7"))
         var random = FastRandom(seed: 1)
-        var balancer = LoadBalancer(LoadBalancerConfig(policy: .ringHash, hashPolicy: .header("x-user")))
+        var balancer = Balancer(LoadBalancerConfig(policy: .ringHash, hashPolicy: .header("x-user")))
         let set = LoadBalancerTests.endpoints([1, 1, 1])
         let picks = Set((0..<300).map { _ in balancer.pick(from: set, now: 0, random: &random, hashKey: nil)!.configured.port })
         #expect(picks == [1, 2, 3], "no key: spread at random")

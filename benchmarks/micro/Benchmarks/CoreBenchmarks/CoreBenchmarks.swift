@@ -108,19 +108,29 @@ let benchmarks: @Sendable () -> Void = {
         for policy in LoadBalancerConfig.Policy.allCases {
             Benchmark("LoadBalancer \(policy.rawValue) pick, \(count) endpoints", configuration: perCall) { benchmark in
                 let hashPolicy: LoadBalancerConfig.HashPolicy? = policy.isConsistentHash ? .header("x-user") : nil
-                var balancer = LoadBalancer(LoadBalancerConfig(policy: policy, hashPolicy: hashPolicy))
+                let config = LoadBalancerConfig(policy: policy, hashPolicy: hashPolicy)
+                var balancer = LoadBalancer(config)
+                var loads = EndpointLoads(config)
                 var random = FastRandom(seed: 1)
                 var now: UInt64 = 1_000_000_000
-                _ = balancer.pick(from: set, now: now, random: &random, hashKey: 0)  // builds rings and tables, unmeasured
+                _ = balancer.pick(from: set, loads: loads, now: now, random: &random, hashKey: 0)  // builds rings and tables, unmeasured
                 benchmark.startMeasurement()
                 for _ in benchmark.scaledIterations {
                     now &+= 50_000
-                    let endpoint = balancer.pick(from: set, now: now, random: &random, hashKey: StableHash.mix(now))!
-                    balancer.requestStarted(endpoint, now: now)
-                    balancer.responseStarted(endpoint, rtt: 400_000, now: now)
-                    balancer.requestEnded(endpoint)
+                    let endpoint = balancer.pick(from: set, loads: loads, now: now, random: &random, hashKey: StableHash.mix(now))!
+                    loads.requestStarted(endpoint, now: now)
+                    loads.responseStarted(endpoint, rtt: 400_000, now: now)
+                    loads.requestEnded(endpoint)
                 }
                 benchmark.stopMeasurement()
+            }
+        }
+        // What a health change, drain or slow-start step costs each event loop: a new plan (priorities,
+        // zones, panic, weights), made once per change, never per request.
+        Benchmark("SelectionPlan, \(count) endpoints in 2 priorities and 3 zones", configuration: perCall) { benchmark in
+            let config = LoadBalancerConfig(slowStart: .init(window: .seconds(30)))
+            for _ in benchmark.scaledIterations {
+                blackHole(SelectionPlan(endpoints: set.endpoints, config: config, localZone: "zone-1", now: 2_000_000_000))
             }
         }
     }
@@ -134,7 +144,8 @@ enum BalancerFixture {
             do {
                 let address = try SocketAddress(ipAddress: "10.0.\(index / 256).\(index % 256)", port: 8080)
                 return Endpoint(configured: HostPort(host: "10.0.\(index / 256).\(index % 256)", port: 8080), address: address,
-                                cluster: config, weight: index % 3 + 1)
+                                cluster: config,
+                                metadata: EndpointMetadata(weight: index % 3 + 1, zone: "zone-\(index % 3)", priority: index % 2))
             } catch {
                 fatalError("endpoint: \(error)")
             }

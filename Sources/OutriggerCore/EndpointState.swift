@@ -1,0 +1,121 @@
+import Atomics
+import NIOConcurrencyHelpers
+
+/// What active health checking last concluded about an endpoint.
+public enum EndpointHealth: UInt8, Sendable, CustomStringConvertible {
+    /// Not checked (no health checks, or none finished yet): counts as healthy.
+    case unchecked = 0
+    case healthy = 1
+    case unhealthy = 2
+
+    public var description: String {
+        switch self {
+        case .unchecked: "unchecked"
+        case .healthy: "healthy"
+        case .unhealthy: "unhealthy"
+        }
+    }
+}
+
+/// An endpoint's shared, mutable state: health, drain, and what `/clusters` shows. One per endpoint per
+/// process (kept across DNS changes and reloads while the endpoint stays), written by its health checker
+/// and by responses on any event loop, read by every loop's balancer. Every change that alters which
+/// endpoints may be picked bumps the shared `selectionEpoch`, so balancers rebuild only then.
+public final class EndpointState: Sendable {
+    private let healthValue = ManagedAtomic<UInt8>(EndpointHealth.unchecked.rawValue)
+    /// Uptime nanoseconds until which the endpoint drains (0: not draining; `.max`: until told otherwise).
+    private let drainingUntilValue = ManagedAtomic<UInt64>(0)
+    /// When it last became eligible (added, recovered or undrained): slow start ramps from here.
+    private let readySinceValue: ManagedAtomic<UInt64>
+    private let latencyEstimateNanos = ManagedAtomic<UInt64>(0)
+    private let selectionEpoch: ManagedAtomic<Int>
+    /// Requests in flight to it, from every event loop.
+    public let activeRequests = Gauge()
+    public let healthChecksPassed = Counter()
+    public let healthChecksFailed = Counter()
+
+    public init(now: UInt64, selectionEpoch: ManagedAtomic<Int> = ManagedAtomic(0)) {
+        self.readySinceValue = ManagedAtomic(now)
+        self.selectionEpoch = selectionEpoch
+    }
+
+    public var health: EndpointHealth { EndpointHealth(rawValue: healthValue.load(ordering: .relaxed)) ?? .unchecked }
+    public var readySince: UInt64 { readySinceValue.load(ordering: .relaxed) }
+    public var drainingUntil: UInt64 { drainingUntilValue.load(ordering: .relaxed) }
+
+    public func isDraining(now: UInt64) -> Bool { now < drainingUntil }
+
+    /// May a balancer pick it (health and drain; outlier ejection and breakers come on top)?
+    public func isEligible(now: UInt64) -> Bool { health != .unhealthy && !isDraining(now: now) }
+
+    /// Records a health verdict; returns the previous one when it changed.
+    @discardableResult
+    public func setHealth(_ health: EndpointHealth, now: UInt64) -> EndpointHealth? {
+        let previous = EndpointHealth(rawValue: healthValue.exchange(health.rawValue, ordering: .relaxed)) ?? .unchecked
+        guard previous != health else { return nil }
+        if previous == .unhealthy { readySinceValue.store(now, ordering: .relaxed) }
+        if previous == .unhealthy || health == .unhealthy { bumpEpoch() }
+        return previous
+    }
+
+    /// No new requests until `until` (uptime ns; `.max` for an admin drain). Returns true if it was not draining.
+    @discardableResult
+    public func drain(until: UInt64, now: UInt64) -> Bool {
+        let previous = drainingUntilValue.exchange(until, ordering: .relaxed)
+        // Extending a drain needs no new plan: a plan reviews itself when the drain it saw ends.
+        guard previous <= now else { return false }
+        bumpEpoch()
+        return true
+    }
+
+    /// Ends a drain (a passing health check without the drain header, or an admin call).
+    @discardableResult
+    public func undrain(now: UInt64) -> Bool {
+        let previous = drainingUntilValue.exchange(0, ordering: .relaxed)
+        guard previous > now else { return false }
+        readySinceValue.store(now, ordering: .relaxed)
+        bumpEpoch()
+        return true
+    }
+
+    /// The latest peak-EWMA latency estimate any event loop published (for `/clusters`; 0: none).
+    public var latencyEstimate: UInt64 { latencyEstimateNanos.load(ordering: .relaxed) }
+
+    public func publishLatencyEstimate(_ nanoseconds: UInt64) {
+        latencyEstimateNanos.store(nanoseconds, ordering: .relaxed)
+    }
+
+    private func bumpEpoch() {
+        selectionEpoch.wrappingIncrement(ordering: .releasing)
+    }
+}
+
+/// Every endpoint's `EndpointState` in the process, by cluster and address, so that health and drain
+/// outlive the `Endpoint` objects a DNS change or a reload replaces.
+public final class EndpointStates: Sendable {
+    /// Bumped by every state change that alters selection; balancers compare it on each pick.
+    public let selectionEpoch = ManagedAtomic<Int>(0)
+    private let states = NIOLockedValueBox<[String: EndpointState]>([:])
+
+    public init() {}
+
+    public static func key(cluster: String, address: String, port: Int) -> String { "\(cluster)|\(address)|\(port)" }
+
+    /// The state for `key`, created (ready since `now`) if it is new.
+    public func state(for key: String, now: UInt64) -> EndpointState {
+        states.withLockedValue { all in
+            if let existing = all[key] { return existing }
+            let created = EndpointState(now: now, selectionEpoch: selectionEpoch)
+            all[key] = created
+            // A new endpoint changes selection as soon as it is in a set; the set's identity says so already.
+            return created
+        }
+    }
+
+    /// Forgets endpoints no longer in any cluster (an endpoint that comes back starts afresh).
+    public func retain(only keys: Set<String>) {
+        states.withLockedValue { all in all = all.filter { keys.contains($0.key) } }
+    }
+
+    public var count: Int { states.withLockedValue { $0.count } }
+}
