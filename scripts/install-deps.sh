@@ -16,10 +16,12 @@ if [ "${1:-}" = "--bench" ]; then
   command -v nginx >/dev/null || want+=(nginx)
 fi
 
-# Python's h2 (HTTP/2 that real clients refuse to send) and grpcio (a real gRPC client and server).
+# Python's h2 (HTTP/2 that real clients refuse to send), grpcio (a real gRPC client and server) and its
+# standard health service (grpc.health.v1, for the gRPC health-check tests).
 python_want=()
 python3 -c "import h2" 2>/dev/null || python_want+=(h2)
 python3 -c "import grpc" 2>/dev/null || python_want+=(grpcio)
+python3 -c "import grpc_health.v1.health" 2>/dev/null || python_want+=(grpcio-health-checking)
 if [ ${#python_want[@]} -gt 0 ]; then
   echo "install-deps: installing python ${python_want[*]}" >&2
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_want[@]}" \

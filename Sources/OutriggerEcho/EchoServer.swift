@@ -18,6 +18,10 @@ import OutriggerProxy
 /// | `close=1` / `x-echo-close` | answer, then close the connection |
 /// | `trailers=1` / `x-echo-trailers` | end the response with trailers (`x-echo-trailer: done`) |
 ///
+/// `GET /healthz` answers 200 while the server is healthy and 503 once `setHealthy(false)` was called;
+/// after `setDraining(true)` every response carries `x-outrigger-drain: true` (how an instance being
+/// replaced tells sidecars to stop sending it new requests).
+///
 /// An HTTP/1.1 request with `Connection: upgrade` and `Upgrade: P` gets `101 Switching Protocols`, after
 /// which every byte received is sent back as it came (a tunnel echo; no WebSocket framing).
 ///
@@ -80,6 +84,16 @@ public final class EchoServer: Sendable {
         }
     }
 
+    /// Health checks of `/healthz` pass (true) or get 503 (false).
+    public func setHealthy(_ healthy: Bool) {
+        counter.healthy.store(healthy, ordering: .relaxed)
+    }
+
+    /// Every response asks sidecars to drain this instance (true), or stops asking (false).
+    public func setDraining(_ draining: Bool) {
+        counter.draining.store(draining, ordering: .relaxed)
+    }
+
     public func stop() async {
         try? await channel.close()
         try? await group.shutdownGracefully()
@@ -93,6 +107,8 @@ public final class EchoServer: Sendable {
 /// What every connection of one server shares: its base delay and its request count.
 final class EchoCounter: Sendable {
     let served = ManagedAtomic(0)
+    let healthy = ManagedAtomic(true)
+    let draining = ManagedAtomic(false)
     let baseDelayMilliseconds: Int
 
     init(baseDelayMilliseconds: Int) {
@@ -211,7 +227,10 @@ final class EchoHandler: ChannelInboundHandler, RemovableChannelHandler {
             body = buffer
         }
         if instructions.close && protocolName == "HTTP/1.1" { headers.add(name: "connection", value: "close") }
-        let status = HTTPResponseStatus(statusCode: instructions.status)
+        if counter.draining.load(ordering: .relaxed) { headers.add(name: "x-outrigger-drain", value: "true") }
+        var statusCode = instructions.status
+        if head.uri == "/healthz" && !counter.healthy.load(ordering: .relaxed) { statusCode = 503 }
+        let status = HTTPResponseStatus(statusCode: statusCode)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         if let body, head.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         if head.method == .HEAD { remaining = 0 }

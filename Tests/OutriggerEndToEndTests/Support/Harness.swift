@@ -125,6 +125,12 @@ final class RefusingPort: @unchecked Sendable {
         port = Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// From now on the port accepts connections (the kernel completes handshakes into the accept queue)
+    /// without anybody reading them: enough for a TCP health check to pass, with no moment the port is free.
+    func startListening() {
+        listen(descriptor, 16)
+    }
+
     func close() {
         if descriptor >= 0 { Glibc.close(descriptor) }
         descriptor = -1
