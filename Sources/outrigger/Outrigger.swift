@@ -86,6 +86,9 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Quick start, ring_hash and maglev: the hash key, header:NAME, cookie:NAME or client-address.")
     var hashOn: String?
 
+    @Option(help: "Quick start: check every upstream's health, http:/PATH, tcp or grpc[:SERVICE] (every 5 s; 3 failures take it out, 2 passes bring it back).")
+    var healthCheck: String?
+
     @Option(help: "Admin listener HOST:PORT (default 127.0.0.1:15000; overrides the config file's).")
     var admin: HostPort?
 
@@ -107,32 +110,23 @@ struct Proxy: AsyncParsableCommand {
         if configPath != nil && (listen != nil || upstream != nil) {
             throw ValidationError("--config and quick-start flags (--listen, --upstream, --lb) do not mix")
         }
-        if lb?.isConsistentHash == true && hashOn.flatMap(Self.hashPolicy) == nil {
+        if lb?.isConsistentHash == true && hashOn.flatMap(QuickStartFlag.hashPolicy) == nil {
             throw ValidationError("--lb \(lb!.rawValue) needs --hash-on header:NAME, cookie:NAME or client-address")
         }
         if hashOn != nil && lb?.isConsistentHash != true {
             throw ValidationError("--hash-on applies to --lb ring_hash and maglev only")
         }
-        if configPath != nil && lb != nil {
-            throw ValidationError("--config and quick-start flags (--listen, --upstream, --lb) do not mix")
+        if configPath != nil && (lb != nil || healthCheck != nil) {
+            throw ValidationError("--config and quick-start flags (--listen, --upstream, --lb, --health-check) do not mix")
+        }
+        if let healthCheck, QuickStartFlag.healthCheck(healthCheck) == nil {
+            throw ValidationError("--health-check: expected http:/PATH, tcp or grpc[:SERVICE], found '\(healthCheck)'")
         }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if let upstream {
             for item in upstream.split(separator: ",") where HostPort(parsing: String(item)) == nil {
                 throw ValidationError("--upstream: expected HOST:PORT, found '\(item)'")
             }
-        }
-    }
-
-    /// `header:NAME`, `cookie:NAME` or `client-address`.
-    static func hashPolicy(_ text: String) -> LoadBalancerConfig.HashPolicy? {
-        if text == "client-address" { return .clientAddress }
-        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
-        guard parts.count == 2, !parts[1].isEmpty else { return nil }
-        switch parts[0] {
-        case "header": return HTTPToken.isToken(parts[1]) ? .header(parts[1].lowercased()) : nil
-        case "cookie": return .cookie(parts[1])
-        default: return nil
         }
     }
 
@@ -151,7 +145,8 @@ struct Proxy: AsyncParsableCommand {
             config = SidecarConfig.quickStart(listen: listen!, upstreams: upstreams, admin: AdminConfig.defaultAddress,
                                               concurrency: nil, upstreamProtocol: upstreamProtocol,
                                               loadBalancer: LoadBalancerConfig(policy: lb ?? .roundRobin,
-                                                                               hashPolicy: hashOn.flatMap(Self.hashPolicy)))
+                                                                               hashPolicy: hashOn.flatMap(QuickStartFlag.hashPolicy)),
+                                              healthCheck: healthCheck.flatMap(QuickStartFlag.healthCheck))
         }
         if let admin { config.admin = AdminConfig(address: admin) }
         if noAdmin { config.admin = nil }

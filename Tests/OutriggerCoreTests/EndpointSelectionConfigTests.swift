@@ -98,4 +98,18 @@ struct EndpointSelectionConfigTests {
         let issues = ConfigDecodingTests.clusterIssues(endpoints: "[{address: 127.0.0.1:8080, priority: -1, zone: ''}]")
         #expect(issues.map(\.keyPath).sorted() == ["clusters[0].endpoints[0].priority", "clusters[0].endpoints[0].zone"], "\(issues)")
     }
+
+    @Test func quickStartFlags() {
+        #expect(QuickStartFlag.healthCheck("http:/healthz") == HealthCheckConfig(kind: .http, path: "/healthz"))
+        #expect(QuickStartFlag.healthCheck("tcp") == HealthCheckConfig(kind: .tcp))
+        #expect(QuickStartFlag.healthCheck("grpc") == HealthCheckConfig(kind: .grpc))
+        #expect(QuickStartFlag.healthCheck("grpc:users.v1.Users") == HealthCheckConfig(kind: .grpc, service: "users.v1.Users"))
+        #expect(QuickStartFlag.healthCheck("http:healthz") == nil)
+        #expect(QuickStartFlag.healthCheck("udp") == nil)
+        #expect(QuickStartFlag.hashPolicy("header:X-User") == .header("x-user"))
+        #expect(QuickStartFlag.hashPolicy("cookie:session") == .cookie("session"))
+        #expect(QuickStartFlag.hashPolicy("client-address") == .clientAddress)
+        #expect(QuickStartFlag.hashPolicy("header:") == nil)
+        #expect(QuickStartFlag.hashPolicy("path:/x") == nil)
+    }
 }

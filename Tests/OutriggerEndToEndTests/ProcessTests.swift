@@ -90,6 +90,28 @@ struct ProcessTests {
         #expect(keyless.stderr.contains("--lb maglev needs --hash-on header:NAME, cookie:NAME or client-address"))
     }
 
+    @Test func quickStartHealthChecksItsUpstreams() async throws {
+        let (echo, echoPort) = try await Self.startEcho(name: "up")
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        let (proxy, port, admin) = try await Self.startProxy([
+            "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort),127.0.0.1:\(refusing.port)", "--admin", "127.0.0.1:0",
+            "--health-check", "http:/healthz",
+        ])
+        defer { proxy.kill(); echo.kill() }
+        // The first check decides at once: the refusing endpoint is out, the echo in.
+        try await waitUntil {
+            let clusters = try await fetch("http://127.0.0.1:\(admin)/clusters").body
+            return clusters.components(separatedBy: "\"health\" : \"unhealthy\"").count == 2
+                && clusters.components(separatedBy: "\"health\" : \"healthy\"").count == 2
+        }
+        for _ in 0..<6 { #expect(try await fetch("http://127.0.0.1:\(port)/").status == 200, "no request goes to the refusing endpoint") }
+
+        let bad = try await run(try outriggerExecutable(), ["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--health-check", "http:healthz"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("--health-check: expected http:/PATH, tcp or grpc[:SERVICE], found 'http:healthz'"))
+    }
+
     @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
         let (echo, echoPort) = try await Self.startEcho(name: "drain")
         let (proxy, port, admin) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort)", "--admin", "127.0.0.1:0"])
