@@ -42,7 +42,7 @@ struct Demo: AsyncParsableCommand {
                 )
             ],
             clusters: [
-                ClusterConfig(name: "echo", endpoints: endpoints),
+                ClusterConfig(name: "echo", endpoints: endpoints, healthCheck: HealthCheckConfig(kind: .http, path: "/healthz")),
                 ClusterConfig(name: "echo-a-only", endpoints: [endpoints[0]]),
             ]
         )
@@ -60,6 +60,7 @@ struct Demo: AsyncParsableCommand {
           curl -si '\(base)/boom?reset=1'                    # the upstream resets: 502 with x-outrigger-reason
           curl -s http://\(admin)/stats/prometheus | grep outrigger_
           curl -s http://\(admin)/config_dump
+          curl -s http://\(admin)/clusters                     # each endpoint's health, drain, load
 
         Admin: http://\(admin)/  — Ctrl-C drains and stops.
 
