@@ -112,7 +112,7 @@ public final class Sidecar: Sendable {
                 throw error
             }
             try configStore.apply(config)
-            healthChecks.reconcile(configStore.snapshot)
+            endpointsChanged()
             warnAboutUnresolvedEndpoints()
             for listener in closing.values { try? await listener.channel.close() }
             for listener in late {
@@ -218,9 +218,18 @@ public final class Sidecar: Sendable {
         if identities(endpoints) != identities(cluster.endpoints) {
             cluster.replaceEndpoints(endpoints)
             configStore.forgetRemovedEndpoints()
-            healthChecks.reconcile(configStore.snapshot)
+            endpointsChanged()
             logger.info("endpoints changed", metadata: ["cluster": "\(cluster.name)", "endpoints": "\(endpoints)"])
         }
+    }
+
+    /// After any change of endpoints: health checkers follow, and pools of endpoints that left retire
+    /// (idle connections close now, busy ones after their exchange).
+    private func endpointsChanged() {
+        let snapshot = configStore.snapshot
+        healthChecks.reconcile(snapshot)
+        let keys = Set(snapshot.clusters.values.flatMap { $0.endpoints.map(\.poolKey) })
+        locals.forEach { $0.retirePools(keeping: keys) }
     }
 
     private func warnAboutUnresolvedEndpoints() {

@@ -156,8 +156,21 @@ final class LoopLocalState {
     }
 
     private func forget(_ pool: HTTP1EndpointPool) {
-        http1Pools[pool.key] = nil
+        if http1Pools[pool.key] === pool { http1Pools[pool.key] = nil }
         http1PoolsByEndpoint = http1PoolsByEndpoint.filter { $0.value !== pool }
+    }
+
+    /// Endpoints left their clusters (DNS, endpoints file, reload): their idle connections close now and busy
+    /// ones when their exchange ends; requests in flight finish. `keeping` holds the pool keys still in use.
+    func retirePools(keeping: Set<String>) {
+        for (key, pool) in http1Pools where !keeping.contains(key) {
+            forget(pool)
+            pool.retire()
+        }
+        for (key, connection) in http2Connections where !keeping.contains(key) {
+            http2Connections[key] = nil
+            connection.retire()
+        }
     }
 
     /// Closes every idle upstream connection (shutdown).
@@ -209,6 +222,8 @@ final class HTTP1EndpointPool {
     private var waiters: [Int: any UpstreamLeaseRequester] = [:]
     private var nextID = 0
     private let becameEmpty: (HTTP1EndpointPool) -> Void
+    /// Its endpoint left: connections close as soon as they are idle.
+    private var retired = false
 
     var key: String { target.key }
     private var eventLoop: any EventLoop { target.eventLoop }
@@ -281,7 +296,7 @@ final class HTTP1EndpointPool {
     }
 
     private func released(_ handler: UpstreamExchangeHandler, reusable: Bool) {
-        switch state.released(handler.id, reusable: reusable) {
+        switch state.released(handler.id, reusable: reusable && !retired) {
         case .keepIdle:
             handler.idleSince = .now()
             if idleSweep == nil { armIdleSweep(at: handler.idleSince + target.idleTimeout) }
@@ -347,6 +362,11 @@ final class HTTP1EndpointPool {
             connections[id]?.channel?.close(promise: nil)
         }
     }
+
+    func retire() {
+        retired = true
+        closeIdle()
+    }
 }
 
 /// One endpoint's multiplexed HTTP/2 connection on one event loop; each request is a stream.
@@ -362,6 +382,8 @@ final class HTTP2EndpointConnection {
 
     private var state: State = .disconnected
     private var activeStreams = 0
+    /// Its endpoint left: the connection closes once no stream is open.
+    private var retired = false
     private var idleTimer: Scheduled<Void>?
     private var nextID = 0
 
@@ -477,6 +499,10 @@ final class HTTP2EndpointConnection {
 
     private func armIdleTimerIfIdle() {
         guard activeStreams == 0, case .ready(let channel, _) = state else { return }
+        if retired {
+            channel.close(promise: nil)
+            return
+        }
         idleTimer?.cancel()
         idleTimer = eventLoop.assumeIsolated().scheduleTask(in: target.idleTimeout) {
             channel.close(promise: nil)
@@ -486,5 +512,11 @@ final class HTTP2EndpointConnection {
     func closeIfIdle() {
         guard activeStreams == 0, case .ready(let channel, _) = state else { return }
         channel.close(promise: nil)
+    }
+
+    /// Its endpoint left: close once no stream is open.
+    func retire() {
+        retired = true
+        closeIfIdle()
     }
 }

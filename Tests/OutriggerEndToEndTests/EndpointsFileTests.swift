@@ -39,6 +39,21 @@ struct EndpointsFileEndToEndTests {
         }
     }
 
+    @Test func aRemovedEndpointsIdleConnectionsClose() async throws {
+        try await Self.withFileHarness { harness, write in
+            let b = "127.0.0.1:\(harness.echoes[1].localAddress.port!)"
+            let connections = harness.sidecar.configStore.stats.cluster("discovered").connectionsActive
+            #expect(try await fetch(harness.url + "/").echo?.server == "echo-0")
+            #expect(connections.current == 1, "the connection to echo-0 stays pooled")
+            try write("\(b)\n")
+            harness.sidecar.refreshEndpointsFiles()
+            // Long before the pool's 60 s idle timeout: the endpoint left, so its idle connection goes now.
+            try await waitUntil { connections.current == 0 }
+            #expect(try await fetch(harness.url + "/").echo?.server == "echo-1")
+            #expect(connections.current == 1)
+        }
+    }
+
     @Test func churnUnderLoadDropsNoRequest() async throws {
         try await Self.withFileHarness { harness, write in
             let (a, b) = ("127.0.0.1:\(harness.echoes[0].localAddress.port!)", "127.0.0.1:\(harness.echoes[1].localAddress.port!)")
