@@ -35,3 +35,23 @@ public struct ConfigErrors: Error, Sendable, CustomStringConvertible {
         issues.map(\.description).joined(separator: "\n")
     }
 }
+
+/// Where one cluster endpoint is written in a config file.
+public struct EndpointSite: Sendable, Hashable {
+    public var cluster: String
+    public var endpoint: HostPort
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var keyPath: String
+
+    /// A warning about this endpoint, in the `file:line:column: key.path: message` shape of config errors.
+    public func warning(_ message: String) -> String {
+        "\(file):\(line):\(column): \(keyPath): warning: \(message)"
+    }
+
+    /// What to say of an endpoint whose name does not resolve (not an error: DNS may catch up).
+    public static func doesNotResolve(_ endpoint: HostPort, cluster: String, error: String, retryEvery: Duration) -> String {
+        "'\(endpoint)' does not resolve (\(error)); cluster '\(cluster)' starts without it and tries again every \(ConfigDuration.format(retryEvery))"
+    }
+}

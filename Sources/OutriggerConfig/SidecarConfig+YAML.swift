@@ -14,6 +14,14 @@ extension SidecarConfig {
         return try decode(yaml: text, file: path)
     }
 
+    /// Where every cluster endpoint is written in a valid config file (empty if it is not valid).
+    public static func endpointSites(contentsOf path: String) -> [EndpointSite] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let root = try? Yams.compose(yaml: text) else { return [] }
+        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: path))
+        _ = decoder.decodeSidecar(root)
+        return decoder.reader.issues.isEmpty ? decoder.reader.endpointSites : []
+    }
+
     /// Decodes and validates YAML text; `file` names it in errors.
     public static func decode(yaml text: String, file: String) throws(ConfigErrors) -> SidecarConfig {
         let root: Node?
@@ -377,7 +385,13 @@ struct SidecarConfigDecoder {
         if let node = endpointsNode, let items = reader.sequence(node, fields.path("endpoints")) {
             if items.isEmpty && endpointsFile == nil { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
             for (index, item) in items.enumerated() {
-                guard let (address, metadata) = decodeEndpoint(item, fields.path("endpoints") + "[\(index)]") else { continue }
+                let itemPath = fields.path("endpoints") + "[\(index)]"
+                guard let (address, metadata) = decodeEndpoint(item, itemPath) else { continue }
+                if let name {
+                    let mark = item.mark
+                    reader.endpointSites.append(EndpointSite(cluster: name, endpoint: address, file: reader.file, line: mark?.line ?? 1,
+                                                             column: mark?.column ?? 1, keyPath: itemPath))
+                }
                 endpoints.append(address)
                 if metadata != .default { endpointMetadata[address] = metadata }
             }

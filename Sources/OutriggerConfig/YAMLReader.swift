@@ -5,6 +5,9 @@ import Yams
 final class YAMLReader {
     let file: String
     private(set) var issues: [ConfigIssue] = []
+    /// Where each cluster's endpoints were written (for warnings about them later, such as a name that
+    /// does not resolve).
+    var endpointSites: [EndpointSite] = []
 
     init(file: String) {
         self.file = file

@@ -92,5 +92,10 @@ public struct EndpointResolutionError: Error, CustomStringConvertible {
     public var host: String
     public var message: String
 
+    public init(host: String, message: String) {
+        self.host = host
+        self.message = message
+    }
+
     public var description: String { "cannot resolve '\(host)': \(message)" }
 }

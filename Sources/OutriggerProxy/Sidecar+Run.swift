@@ -20,7 +20,7 @@ extension Sidecar {
         }
         let watcher = Task {
             while !Task.isCancelled {
-                try? await Task.sleep(for: watchInterval)
+                do { try await Task.sleep(for: watchInterval) } catch { break }
                 await reloadIfFileChanged()
                 refreshEndpointsFiles()
             }
@@ -28,7 +28,7 @@ extension Sidecar {
         let resolver = Task {
             while !Task.isCancelled {
                 let interval = configStore.snapshot.config.clusters.map(\.dnsRefreshInterval).min() ?? .seconds(30)
-                try? await Task.sleep(for: interval)
+                do { try await Task.sleep(for: interval) } catch { break }
                 refreshEndpoints()
             }
         }

@@ -35,6 +35,8 @@ public final class Sidecar: Sendable {
         var fileStamp: FileStamp?
         /// The last complaint about each cluster's endpoints file, so it is logged once, not every second.
         var endpointsFileErrors: [String: String] = [:]
+        /// The last DNS failures of each cluster, so they are logged when they change, not every refresh.
+        var resolutionErrors: [String: String] = [:]
         /// What each endpoints file looked like when last read.
         var endpointsFileStamps: [String: FileStamp] = [:]
     }
@@ -204,15 +206,25 @@ public final class Sidecar: Sendable {
 
     /// Resolves the cluster's configured and file endpoints and swaps in the result if it changed.
     private func swapEndpoints(of cluster: ClusterRuntime) {
-        var failures: [String] = []
-        let endpoints = RuntimeSnapshot.endpoints(of: cluster.configWithFileEndpoints, resolve: configStore.resolve,
+        var failed: [HostPort: String] = [:]
+        var endpoints = RuntimeSnapshot.endpoints(of: cluster.configWithFileEndpoints, resolve: configStore.resolve,
                                                   states: configStore.endpointStates) { endpoint, error in
-            failures.append("\(endpoint): \(error)")
+            failed[endpoint] = "\(error)"
         }
-        if !failures.isEmpty {
-            // A lookup that fails now keeps what it resolved to before (DNS hiccups must not drain a cluster).
-            logger.warning("cannot resolve endpoints; keeping the last addresses", metadata: ["cluster": "\(cluster.name)", "errors": "\(failures)"])
-            return
+        // A name whose lookup fails now keeps what it resolved to before (DNS hiccups must not drain a
+        // cluster); the other names' changes still apply. Said once per change of what fails.
+        endpoints += cluster.endpoints.filter { failed[$0.configured] != nil }
+        let failures = failed.map { "\($0.key): \($0.value)" }.sorted().joined(separator: "; ")
+        let isNew = state.withLockedValue { state in
+            failures.isEmpty ? state.resolutionErrors.removeValue(forKey: cluster.name) != nil
+                : state.resolutionErrors.updateValue(failures, forKey: cluster.name) != failures
+        }
+        if isNew {
+            if failures.isEmpty {
+                logger.info("endpoints resolve again", metadata: ["cluster": "\(cluster.name)"])
+            } else {
+                logger.warning("cannot resolve endpoints; keeping their last addresses", metadata: ["cluster": "\(cluster.name)", "errors": "\(failures)"])
+            }
         }
         let identities = { (list: [Endpoint]) in list.map { "\($0.poolKey)#\($0.weight)#\($0.zone ?? "")#\($0.priority)" } }
         if identities(endpoints) != identities(cluster.endpoints) {
@@ -238,9 +250,14 @@ public final class Sidecar: Sendable {
             logger.warning("endpoints file not found; the cluster starts without its endpoints and picks them up when it appears",
                            metadata: ["cluster": "\(cluster.name)", "file": "\(path)"])
         }
-        for failure in configStore.snapshot.unresolved {
-            logger.warning("endpoint does not resolve; the cluster starts without it and retries on its refresh interval",
-                           metadata: ["cluster": "\(failure.cluster)", "endpoint": "\(failure.endpoint)", "error": "\(failure.error)"])
+        let snapshot = configStore.snapshot
+        guard !snapshot.unresolved.isEmpty else { return }
+        let sites = configPath.map(SidecarConfig.endpointSites(contentsOf:)) ?? []
+        for failure in snapshot.unresolved {
+            let refresh = snapshot.clusters[failure.cluster]?.config.dnsRefreshInterval ?? ClusterConfig.defaultDNSRefreshInterval
+            let message = EndpointSite.doesNotResolve(failure.endpoint, cluster: failure.cluster, error: failure.error, retryEvery: refresh)
+            let site = sites.first { $0.cluster == failure.cluster && $0.endpoint == failure.endpoint }
+            logger.warning("\(site.map { $0.warning(message) } ?? message)")
         }
     }
 

@@ -170,7 +170,10 @@ struct Proxy: AsyncParsableCommand {
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check sidecar config files, like nginx -t.",
-        discussion: "Prints every error as FILE:LINE:COLUMN: KEY.PATH: what was expected. Exit status 0 when all files are valid, 1 otherwise."
+        discussion: """
+        Prints every error as FILE:LINE:COLUMN: KEY.PATH: what was expected. Exit status 0 when all files are valid, 1 otherwise.
+        Endpoint names that do not resolve now are warnings (the sidecar starts without them and keeps resolving).
+        """
     )
 
     @Argument(help: "Config files to check.")
@@ -180,7 +183,15 @@ struct Validate: ParsableCommand {
         var failed = false
         for file in files {
             do {
-                _ = try SidecarConfig.load(contentsOf: file)
+                let config = try SidecarConfig.load(contentsOf: file)
+                for site in SidecarConfig.endpointSites(contentsOf: file) where !site.endpoint.isIPLiteral {
+                    do {
+                        _ = try EndpointResolver.resolve(site.endpoint)
+                    } catch {
+                        let refresh = config.clusters.first { $0.name == site.cluster }?.dnsRefreshInterval ?? ClusterConfig.defaultDNSRefreshInterval
+                        print(site.warning(EndpointSite.doesNotResolve(site.endpoint, cluster: site.cluster, error: "\(error)", retryEvery: refresh)))
+                    }
+                }
                 print("\(file): ok")
             } catch {
                 failed = true

@@ -236,4 +236,42 @@ struct HealthCheckingTests {
         await first.stop()
         await second.stop()
     }
+
+    @Test func aNameThatDoesNotResolveIsWaitedFor() async throws {
+        let first = try await EchoServer.start(host: "127.0.0.1", port: 0, name: "echo-0")
+        let port = first.localAddress.port!
+        let second = try await EchoServer.start(host: "127.0.0.2", port: port, name: "echo-1")
+        // users-a resolves from the start; users-b not yet; later users-a stops resolving.
+        let answers = NIOLockedValueBox<[String: String]>(["users-a.mesh.test": "127.0.0.1"])
+        let config = Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+            ClusterConfig(name: "c", endpoints: [HostPort(host: "users-a.mesh.test", port: port), HostPort(host: "users-b.mesh.test", port: port)]),
+        ])
+        let sidecar = try await Sidecar.start(config: config, logger: Harness.quietLogger) { endpoint in
+            guard let ip = answers.withLockedValue({ $0[endpoint.host] }) else {
+                throw EndpointResolutionError(host: endpoint.host, message: "Name or service not known")
+            }
+            return [try SocketAddress(ipAddress: ip, port: endpoint.port)]
+        }
+        do {
+            let url = "http://127.0.0.1:\(sidecar.listenerAddresses.values.first!.port!)/"
+            let servers = { () async throws -> Set<String> in
+                var seen: Set<String> = []
+                for _ in 0..<10 { seen.insert(try await fetch(url).echo?.server ?? "none") }
+                return seen
+            }
+            #expect(sidecar.configStore.snapshot.unresolved.map { $0.endpoint.host } == ["users-b.mesh.test"], "reported")
+            #expect(try await servers() == ["echo-0"], "started without the name that does not resolve")
+            answers.withLockedValue { $0["users-b.mesh.test"] = "127.0.0.2" }
+            sidecar.refreshEndpoints()
+            #expect(try await servers() == ["echo-0", "echo-1"], "picked up once it resolves")
+            answers.withLockedValue { $0["users-a.mesh.test"] = nil }
+            sidecar.refreshEndpoints()
+            #expect(try await servers() == ["echo-0", "echo-1"], "a name that stops resolving keeps its last addresses")
+        } catch {
+            Issue.record("\(error)")
+        }
+        await sidecar.shutdown()
+        await first.stop()
+        await second.stop()
+    }
 }
