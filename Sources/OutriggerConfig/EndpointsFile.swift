@@ -1,5 +1,4 @@
 import Foundation
-import Yams
 
 /// The simplest dynamic endpoint source: a file listing a cluster's endpoints. The sidecar reads it at start
 /// and on every change, and the cluster's endpoints change without a reload and without dropping a request.
@@ -51,15 +50,7 @@ public enum EndpointsFile {
     }
 
     private static func parseYAML(_ text: String, file: String) throws(ConfigErrors) -> [Entry] {
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            throw ConfigErrors([SidecarConfigDecoder.issue(for: error, file: file)])
-        } catch {
-            throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "invalid YAML: \(error)")])
-        }
-        guard let root else { return [] }
+        guard let root = try SidecarConfigDecoder.compose(text, file: file) else { return [] }
         let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file))
         let reader = decoder.reader
         var list = root

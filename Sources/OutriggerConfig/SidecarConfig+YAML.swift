@@ -24,15 +24,7 @@ extension SidecarConfig {
 
     /// Decodes and validates YAML text; `file` names it in errors.
     public static func decode(yaml text: String, file: String) throws(ConfigErrors) -> SidecarConfig {
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            throw ConfigErrors([SidecarConfigDecoder.issue(for: error, file: file)])
-        } catch {
-            throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "invalid YAML: \(error)")])
-        }
-        guard let root else {
+        guard let root = try SidecarConfigDecoder.compose(text, file: file) else {
             throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "the file is empty; expected a mapping with listeners and clusters")])
         }
         let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file))
@@ -50,6 +42,17 @@ struct SidecarConfigDecoder {
 
     init(reader: YAMLReader) {
         self.reader = reader
+    }
+
+    /// The YAML node tree of `text` (nil for an empty document); syntax errors carry their position.
+    static func compose(_ text: String, file: String) throws(ConfigErrors) -> Node? {
+        do {
+            return try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigErrors([issue(for: error, file: file)])
+        } catch {
+            throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "invalid YAML: \(error)")])
+        }
     }
 
     static func issue(for error: YamlError, file: String) -> ConfigIssue {
