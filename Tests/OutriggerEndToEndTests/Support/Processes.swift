@@ -42,19 +42,14 @@ func outriggerExecutable() throws -> String {
 /// Runs a tool to completion and collects its output. Output is read while it runs, so a large output
 /// cannot fill a pipe and stall the child.
 func run(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : try which(tool))
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     let stdout = OutputCollector()
     let stderr = OutputCollector()
-    process.standardOutput = stdout.pipe
-    process.standardError = stderr.pipe
-    process.standardInput = FileHandle.nullDevice
-    let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-        process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-        do { try launch(process) } catch { continuation.resume(throwing: error) }
-    }
+    let child = try SpawnedProcess(tool.hasPrefix("/") ? tool : try which(tool), arguments,
+                                   environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+                                   stdout: stdout.writeEnd, stderr: stderr.writeEnd)
+    stdout.closeWriteEnd()
+    stderr.closeWriteEnd()
+    let status = await child.exitStatus()
     return ProcessResult(status: status, stdout: await stdout.finish(), stderr: await stderr.finish())
 }
 
@@ -63,17 +58,92 @@ func curl(_ arguments: [String]) async throws -> ProcessResult {
     try await run("curl", ["-sS", "--max-time", "60"] + arguments)
 }
 
-/// Starts a process, one at a time: Foundation's `Process.run()` on Linux is not safe to call from several
-/// threads at once (a test run crashed inside it, copying the environment, while tests spawned curl in
-/// parallel).
-private let launchLock = NSLock()
+/// A child process started with `posix_spawn`. Not Foundation's `Process`: on Linux its `run()` copies whole
+/// 256-byte `d_name` fields of `/proc/self/fd` entries and crashes when one ends a page
+/// (swift-corelibs-foundation PR #5472, fixed after Swift 6.3.1) — about one test run in ten here.
+/// Signals are reset to their defaults in the child, stdin is /dev/null, stdout/stderr go where asked.
+final class SpawnedProcess: @unchecked Sendable {
+    // `@unchecked`: `status` is written once, by the reaping thread, under `lock`.
+    let pid: pid_t
+    private let lock = NSLock()
+    private var status: Int32?
+    private var waiting: [CheckedContinuation<Int32, Never>] = []
 
-func launch(_ process: Process) throws {
-    launchLock.lock()
-    defer { launchLock.unlock() }
-    try process.run()
+    struct SpawnError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    init(_ path: String, _ arguments: [String], environment: [String: String], stdout: Int32, stderr: Int32) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, stdout, 1)
+        posix_spawn_file_actions_adddup2(&actions, stderr, 2)
+        // Nothing else of this process (sockets, other children's pipes) leaks into the child.
+        if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, 3) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var all = sigset_t()
+        sigfillset(&all)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var spawned = pid_t()
+        let result = posix_spawn(&spawned, path, &actions, &attributes, argv, envp)
+        guard result == 0 else { throw SpawnError(description: "cannot start \(path): \(String(cString: strerror(result)))") }
+        self.pid = spawned
+        let pid = spawned
+        Thread.detachNewThread { [self] in
+            var raw: Int32 = 0
+            while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+            // Exited: its code; killed by a signal: 128 + the signal, as shells report it.
+            let code = raw & 0x7F == 0 ? (raw >> 8) & 0xFF : 128 + (raw & 0x7F)
+            let continuations = lock.withLock {
+                status = code
+                defer { waiting = [] }
+                return waiting
+            }
+            for continuation in continuations { continuation.resume(returning: code) }
+        }
+    }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), which Swift's Glibc module does not export.
+    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
+
+    var isRunning: Bool { lock.withLock { status == nil } }
+
+    func exitStatus() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let known: Int32? = lock.withLock {
+                if let status { return status }
+                waiting.append(continuation)
+                return nil
+            }
+            if let known { continuation.resume(returning: known) }
+        }
+    }
+
+    func signal(_ number: Int32) {
+        // Only while not reaped: after that the pid may belong to another process.
+        lock.withLock { if status == nil { _ = Glibc.kill(pid, number) } }
+    }
 }
 
+/// A pipe whose read end is drained on a background thread from the start, and whose write end is handed
+/// to a child (children get no other descriptor of ours, so the end of output comes when the child exits).
 /// Reads a descriptor until end of file, handing over each chunk, with read(2) retried when a signal
 /// interrupts it: Foundation's `readDataToEndOfFile`/`availableData` trap on EINTR, which the signals
 /// of the child processes these tests run and stop can cause.
@@ -91,19 +161,34 @@ func readChunks(_ descriptor: Int32, _ chunk: (Data) -> Void) {
     }
 }
 
-/// Drains a pipe on a background thread from the start.
 final class OutputCollector: @unchecked Sendable {
     // `@unchecked`: `data` is written by the reading thread only, and read after it finished.
-    let pipe = Pipe()
+    let writeEnd: Int32
+    private let readEnd: Int32
     private var data = Data()
     private let done = DispatchSemaphore(value: 0)
 
-    init() {
-        let descriptor = pipe.fileHandleForReading.fileDescriptor
+    /// Chunks go to `lines` when given (read live), or are kept for `finish`.
+    init(_ lines: LineCollector? = nil) {
+        var descriptors: [Int32] = [0, 0]
+        precondition(pipe(&descriptors) == 0, "pipe: errno \(errno)")
+        readEnd = descriptors[0]
+        writeEnd = descriptors[1]
+        // Children get the write end through dup2; the originals stay ours (for a libc without closefrom).
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
         Thread.detachNewThread { [self] in
-            readChunks(descriptor) { self.data.append($0) }
+            readChunks(readEnd) { chunk in
+                if let lines { lines.append(chunk) } else { self.data.append(chunk) }
+            }
+            Glibc.close(readEnd)
             self.done.signal()
         }
+    }
+
+    /// The child has its copy: without closing ours, the reader would never see the end of the output.
+    func closeWriteEnd() {
+        Glibc.close(writeEnd)
     }
 
     func finish() async -> String {
@@ -117,28 +202,19 @@ final class OutputCollector: @unchecked Sendable {
 }
 
 /// A long-running child (the real `outrigger` binary) that is killed when the test lets go of it.
-final class ChildProcess: @unchecked Sendable {
-    // `@unchecked`: the Process is started once, then only signalled and waited on.
-    let process = Process()
-    private let output = Pipe()
+final class ChildProcess: Sendable {
+    private let child: SpawnedProcess
     private let lines = LineCollector()
 
     init(_ executable: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["SWIFT_BACKTRACE"] = "enable=no"
-        process.environment = environment
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        let lines = self.lines
-        let descriptor = output.fileHandleForReading.fileDescriptor
-        try launch(process)
-        Thread.detachNewThread { readChunks(descriptor) { lines.append($0) } }
+        let output = OutputCollector(lines)
+        child = try SpawnedProcess(executable, arguments, environment: environment, stdout: output.writeEnd, stderr: output.writeEnd)
+        output.closeWriteEnd()
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { child.pid }
     var text: String { lines.text }
 
     /// Waits until the output contains `needle` (the child announces its ports and state changes).
@@ -154,20 +230,15 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     func signal(_ number: Int32) {
-        Foundation.kill(process.processIdentifier, number)
+        child.signal(number)
     }
 
     func kill() {
-        if process.isRunning { signal(SIGKILL) }
+        child.signal(SIGKILL)
     }
 
     func waitForExit() async -> Int32 {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                self.process.waitUntilExit()
-                continuation.resume(returning: self.process.terminationStatus)
-            }
-        }
+        await child.exitStatus()
     }
 
     /// Resident memory in KiB, now and at its peak, from /proc.
@@ -181,7 +252,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     deinit {
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        child.signal(SIGKILL)
     }
 }
 
