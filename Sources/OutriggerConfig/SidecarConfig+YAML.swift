@@ -213,7 +213,8 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeRoute(_ node: Node, _ path: String) -> RouteConfig? {
-        let allowed = ["name", "match", "cluster", "weightedClusters", "prefixRewrite", "hostRewrite", "timeout", "requestHeaders", "responseHeaders"]
+        let allowed = ["name", "match", "cluster", "weightedClusters", "prefixRewrite", "hostRewrite", "timeout", "requestHeaders", "responseHeaders",
+                       "retries"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = fields["name"].flatMap { reader.string($0, fields.path("name")) }
         let match = fields["match"].map { decodeMatch($0, fields.path("match")) } ?? RouteMatchConfig()
@@ -242,10 +243,11 @@ struct SidecarConfigDecoder {
         let timeout = fields["timeout"].flatMap { reader.duration($0, fields.path("timeout")) }
         let requestHeaders = fields["requestHeaders"].map { decodeMutations($0, fields.path("requestHeaders")) } ?? HeaderMutations()
         let responseHeaders = fields["responseHeaders"].map { decodeMutations($0, fields.path("responseHeaders")) } ?? HeaderMutations()
+        let retries = fields["retries"].flatMap { decodeRetryPolicy($0, fields.path("retries")) } ?? .none
         guard let destination else { return nil }
         return RouteConfig(
             name: name, match: match, destination: destination, prefixRewrite: prefixRewrite, hostRewrite: hostRewrite,
-            timeout: timeout, requestHeaders: requestHeaders, responseHeaders: responseHeaders
+            timeout: timeout, requestHeaders: requestHeaders, responseHeaders: responseHeaders, retries: retries
         )
     }
 
@@ -365,7 +367,7 @@ struct SidecarConfigDecoder {
 
     private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
         let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool",
-                       "healthChecks", "endpointDrainTimeout"]
+                       "healthChecks", "endpointDrainTimeout", "retryBudget"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
@@ -483,6 +485,7 @@ struct SidecarConfigDecoder {
         }
         let healthCheck = fields["healthChecks"].flatMap { decodeHealthCheck($0, fields.path("healthChecks")) }
         let endpointDrainTimeout = fields["endpointDrainTimeout"].flatMap { reader.duration($0, fields.path("endpointDrainTimeout")) }
+        let retryBudget = fields["retryBudget"].flatMap { decodeRetryBudget($0, fields.path("retryBudget")) } ?? RetryBudgetConfig()
         guard let name else { return nil }
         return ClusterConfig(
             name: name,
@@ -496,8 +499,81 @@ struct SidecarConfigDecoder {
             loadBalancer: loadBalancer,
             pool: pool,
             healthCheck: healthCheck,
-            endpointDrainTimeout: endpointDrainTimeout ?? ClusterConfig.defaultEndpointDrainTimeout
+            endpointDrainTimeout: endpointDrainTimeout ?? ClusterConfig.defaultEndpointDrainTimeout,
+            retryBudget: retryBudget
         )
+    }
+
+    private func decodeRetryBudget(_ node: Node, _ path: String) -> RetryBudgetConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["percent", "minRetriesPerSecond", "window", "maxActiveRetries"]) else { return nil }
+        var budget = RetryBudgetConfig()
+        if let node = fields["percent"], let value = reader.int(node, fields.path("percent"), range: 0...1000) { budget.percent = value }
+        if let node = fields["minRetriesPerSecond"], let value = reader.int(node, fields.path("minRetriesPerSecond"), range: 0...1_000_000) {
+            budget.minRetriesPerSecond = value
+        }
+        if let value = fields["window"].flatMap({ reader.duration($0, fields.path("window")) }) {
+            if value >= .seconds(1) && value <= .seconds(300) { budget.window = value } else {
+                reader.report(fields["window"], fields.path("window"), "expected a window from 1s to 5m, found '\(ConfigDuration.format(value))'")
+            }
+        }
+        if let node = fields["maxActiveRetries"], let value = reader.int(node, fields.path("maxActiveRetries"), range: 0...1_000_000) {
+            budget.maxActiveRetries = value
+        }
+        return budget
+    }
+
+    func decodeRetryPolicy(_ node: Node, _ path: String) -> RetryPolicy? {
+        let allowed = ["attempts", "retryOn", "retriableStatusCodes", "perTryTimeout", "backoff", "retryAfterMax", "replayBufferBytes", "retryNonIdempotent"]
+        guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
+        let valid = reader.issues.count
+        var policy = RetryPolicy(attempts: 2, retryOn: [.fiveXX, .reset, .connectFailure, .refusedStream])
+        if let node = fields["attempts"], let value = reader.int(node, fields.path("attempts"), range: 1...10) { policy.attempts = value }
+        if let node = fields["retryOn"] {
+            // A list, or Envoy's comma-separated string.
+            let items: [(Node, String)]
+            if case .scalar(let scalar) = node {
+                items = scalar.string.split(separator: ",").map { (node, $0.trimmingCharacters(in: .whitespaces)) }
+            } else {
+                items = (reader.sequence(node, fields.path("retryOn")) ?? []).compactMap { item in
+                    reader.string(item, fields.path("retryOn")).map { (item, $0) }
+                }
+            }
+            var conditions: Set<RetryPolicy.Condition> = []
+            for (item, token) in items {
+                if let condition = RetryPolicy.Condition(rawValue: token) { conditions.insert(condition); continue }
+                var message = "unknown retryOn condition '\(token)'"
+                let names = RetryPolicy.Condition.allCases.map(\.rawValue)
+                if let suggestion = YAMLReader.closest(to: token, among: names) { message += "; did you mean '\(suggestion)'?" } else {
+                    message += "; expected \(names.joined(separator: ", "))"
+                }
+                reader.report(item, fields.path("retryOn"), message)
+            }
+            policy.retryOn = conditions
+        }
+        if let node = fields["retriableStatusCodes"], let items = reader.sequence(node, fields.path("retriableStatusCodes")) {
+            policy.retriableStatusCodes = Set(items.enumerated().compactMap { index, item in
+                reader.int(item, fields.path("retriableStatusCodes") + "[\(index)]", range: 100...599)
+            })
+            if !policy.retryOn.contains(.retriableStatusCodes) { policy.retryOn.insert(.retriableStatusCodes) }
+        } else if policy.retryOn.contains(.retriableStatusCodes), let node = fields["retryOn"] {
+            reader.report(node, fields.path("retryOn"), "retriable-status-codes needs a retriableStatusCodes list")
+        }
+        policy.perTryTimeout = fields["perTryTimeout"].flatMap { reader.duration($0, fields.path("perTryTimeout")) }
+        if let node = fields["backoff"], let backoff = reader.fields(node, fields.path("backoff"), allowed: ["base", "max"]) {
+            if let value = backoff["base"].flatMap({ reader.duration($0, backoff.path("base")) }) { policy.backoffBase = value }
+            if let value = backoff["max"].flatMap({ reader.duration($0, backoff.path("max")) }) { policy.backoffMax = value }
+            if policy.backoffMax < policy.backoffBase {
+                reader.report(node, backoff.path("max"), "expected a max no shorter than the base (\(ConfigDuration.format(policy.backoffBase)))")
+            }
+        }
+        if let value = fields["retryAfterMax"].flatMap({ reader.duration($0, fields.path("retryAfterMax")) }) { policy.retryAfterMax = value }
+        if let node = fields["replayBufferBytes"], let value = reader.byteSize(node, fields.path("replayBufferBytes")) {
+            policy.replayBufferBytes = value
+        }
+        if let node = fields["retryNonIdempotent"], let value = reader.bool(node, fields.path("retryNonIdempotent")) {
+            policy.retryNonIdempotent = value
+        }
+        return reader.issues.count == valid ? policy : nil
     }
 
     /// One endpoint: `HOST:PORT`, or `{address: HOST:PORT, weight: N, zone: Z, priority: P}` (clusters and

@@ -130,6 +130,7 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
     public var timeout: Duration?
     public var requestHeaders: HeaderMutations
     public var responseHeaders: HeaderMutations
+    public var retries: RetryPolicy
 
     public init(
         name: String? = nil,
@@ -139,8 +140,10 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
         hostRewrite: String? = nil,
         timeout: Duration? = nil,
         requestHeaders: HeaderMutations = HeaderMutations(),
-        responseHeaders: HeaderMutations = HeaderMutations()
+        responseHeaders: HeaderMutations = HeaderMutations(),
+        retries: RetryPolicy = .none
     ) {
+        self.retries = retries
         self.name = name
         self.match = match
         self.destination = destination
@@ -153,7 +156,7 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, match, cluster, weightedClusters, prefixRewrite, hostRewrite, timeout
-        case requestHeaders, responseHeaders
+        case requestHeaders, responseHeaders, retries
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -166,6 +169,7 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
         }
         try container.encodeIfPresent(prefixRewrite, forKey: .prefixRewrite)
         try container.encodeIfPresent(hostRewrite, forKey: .hostRewrite)
+        if retries != .none { try container.encode(retries, forKey: .retries) }
         try container.encodeIfPresent(timeout.map(ConfigDuration.format), forKey: .timeout)
         if !requestHeaders.isEmpty { try container.encode(requestHeaders, forKey: .requestHeaders) }
         if !responseHeaders.isEmpty { try container.encode(responseHeaders, forKey: .responseHeaders) }
@@ -463,6 +467,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public var pool: PoolConfig
     /// Active health checking of every endpoint; nil: none (endpoints count as healthy).
     public var healthCheck: HealthCheckConfig?
+    public var retryBudget: RetryBudgetConfig
     /// How long an endpoint that answered `x-outrigger-drain: true` gets no new requests, unless a passing
     /// health check (without the header) or an admin call ends it sooner.
     public var endpointDrainTimeout: Duration
@@ -484,8 +489,10 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         loadBalancer: LoadBalancerConfig = LoadBalancerConfig(),
         pool: PoolConfig = PoolConfig(),
         healthCheck: HealthCheckConfig? = nil,
-        endpointDrainTimeout: Duration = ClusterConfig.defaultEndpointDrainTimeout
+        endpointDrainTimeout: Duration = ClusterConfig.defaultEndpointDrainTimeout,
+        retryBudget: RetryBudgetConfig = RetryBudgetConfig()
     ) {
+        self.retryBudget = retryBudget
         self.healthCheck = healthCheck
         self.endpointDrainTimeout = endpointDrainTimeout
         self.name = name
@@ -502,7 +509,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, endpoints, endpointsFile, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
-        case healthChecks, endpointDrainTimeout
+        case healthChecks, endpointDrainTimeout, retryBudget
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -521,6 +528,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encode(pool, forKey: .pool)
         try container.encodeIfPresent(healthCheck, forKey: .healthChecks)
         try container.encode(ConfigDuration.format(endpointDrainTimeout), forKey: .endpointDrainTimeout)
+        try container.encode(retryBudget, forKey: .retryBudget)
     }
 }
 

@@ -1,0 +1,117 @@
+/// When and how a route's requests are tried again (`retries` on a route).
+public struct RetryPolicy: Sendable, Hashable, Encodable {
+    /// What makes an attempt worth another (Envoy's names; gRPC ones read the status from headers and trailers).
+    public enum Condition: String, Sendable, Hashable, Encodable, CaseIterable, Comparable {
+        case fiveXX = "5xx"
+        /// 502, 503, 504.
+        case gatewayError = "gateway-error"
+        /// The connection or stream broke before a response head.
+        case reset
+        case connectFailure = "connect-failure"
+        /// HTTP/2 REFUSED_STREAM (the upstream never processed it).
+        case refusedStream = "refused-stream"
+        /// A status in `retriableStatusCodes`.
+        case retriableStatusCodes = "retriable-status-codes"
+        case cancelled
+        case deadlineExceeded = "deadline-exceeded"
+        case `internal`
+        case resourceExhausted = "resource-exhausted"
+        case unavailable
+
+        public static func < (lhs: Condition, rhs: Condition) -> Bool { lhs.rawValue < rhs.rawValue }
+
+        /// The gRPC status code this condition retries, if it is a gRPC one.
+        public var grpcStatus: Int? {
+            switch self {
+            case .cancelled: 1
+            case .deadlineExceeded: 4
+            case .resourceExhausted: 8
+            case .internal: 13
+            case .unavailable: 14
+            default: nil
+            }
+        }
+    }
+
+    /// Tries in all, the first included (1: never retried).
+    public var attempts: Int
+    public var retryOn: Set<Condition>
+    public var retriableStatusCodes: Set<Int>
+    /// Each try's own timeout (nil: only the route timeout).
+    public var perTryTimeout: Duration?
+    /// Fully jittered exponential backoff: before retry n, a random wait in [0, min(max, base × 2^(n-1))).
+    public var backoffBase: Duration
+    public var backoffMax: Duration
+    /// A `Retry-After` answer is waited for, up to this long; longer ones are not retried.
+    public var retryAfterMax: Duration
+    /// Request bodies are kept up to this size for replay; a larger one is not retried.
+    public var replayBufferBytes: Int
+    /// Retry requests that may have reached the upstream even if not idempotent (POST, PATCH).
+    public var retryNonIdempotent: Bool
+
+    public static let defaultBackoffBase: Duration = .milliseconds(25)
+    public static let defaultBackoffMax: Duration = .milliseconds(250)
+    public static let defaultRetryAfterMax: Duration = .seconds(1)
+    public static let defaultReplayBufferBytes = 64 * 1024
+    /// Without a `retries` block: one try, except the transparent retry of a request that provably never
+    /// reached the upstream (connect failure, refused stream).
+    public static let none = RetryPolicy(attempts: 1, retryOn: [])
+
+    public init(attempts: Int, retryOn: Set<Condition>, retriableStatusCodes: Set<Int> = [], perTryTimeout: Duration? = nil,
+                backoffBase: Duration = RetryPolicy.defaultBackoffBase, backoffMax: Duration = RetryPolicy.defaultBackoffMax,
+                retryAfterMax: Duration = RetryPolicy.defaultRetryAfterMax, replayBufferBytes: Int = RetryPolicy.defaultReplayBufferBytes,
+                retryNonIdempotent: Bool = false) {
+        self.attempts = attempts
+        self.retryOn = retryOn
+        self.retriableStatusCodes = retriableStatusCodes
+        self.perTryTimeout = perTryTimeout
+        self.backoffBase = backoffBase
+        self.backoffMax = backoffMax
+        self.retryAfterMax = retryAfterMax
+        self.replayBufferBytes = replayBufferBytes
+        self.retryNonIdempotent = retryNonIdempotent
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case attempts, retryOn, retriableStatusCodes, perTryTimeout, backoff, retryAfterMax, replayBufferBytes, retryNonIdempotent
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(attempts, forKey: .attempts)
+        try container.encode(retryOn.sorted().map(\.rawValue), forKey: .retryOn)
+        if !retriableStatusCodes.isEmpty { try container.encode(retriableStatusCodes.sorted(), forKey: .retriableStatusCodes) }
+        try container.encodeIfPresent(perTryTimeout.map(ConfigDuration.format), forKey: .perTryTimeout)
+        try container.encode(["base": ConfigDuration.format(backoffBase), "max": ConfigDuration.format(backoffMax)], forKey: .backoff)
+        try container.encode(ConfigDuration.format(retryAfterMax), forKey: .retryAfterMax)
+        try container.encode(replayBufferBytes, forKey: .replayBufferBytes)
+        try container.encode(retryNonIdempotent, forKey: .retryNonIdempotent)
+    }
+}
+
+/// A cluster's retry budget: retries stay under `percent` % of requests over `window`, plus
+/// `minRetriesPerSecond`, so a failing cluster sees at most ~(1 + percent/100)× the offered load.
+public struct RetryBudgetConfig: Sendable, Hashable, Encodable {
+    public var percent: Int
+    public var minRetriesPerSecond: Int
+    public var window: Duration
+    /// Retries in flight at once, across the cluster (Envoy's `max_retries` limit).
+    public var maxActiveRetries: Int
+
+    public init(percent: Int = 20, minRetriesPerSecond: Int = 10, window: Duration = .seconds(10), maxActiveRetries: Int = 64) {
+        self.percent = percent
+        self.minRetriesPerSecond = minRetriesPerSecond
+        self.window = window
+        self.maxActiveRetries = maxActiveRetries
+    }
+
+    enum CodingKeys: String, CodingKey { case percent, minRetriesPerSecond, window, maxActiveRetries }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(percent, forKey: .percent)
+        try container.encode(minRetriesPerSecond, forKey: .minRetriesPerSecond)
+        try container.encode(ConfigDuration.format(window), forKey: .window)
+        try container.encode(maxActiveRetries, forKey: .maxActiveRetries)
+    }
+}

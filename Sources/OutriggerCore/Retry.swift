@@ -1,0 +1,136 @@
+import NIOHTTP1
+import OutriggerConfig
+
+/// How one attempt at a request ended, as far as retrying is concerned.
+public enum AttemptOutcome: Sendable, Equatable {
+    /// No connection could be made: the request never left.
+    case connectFailure
+    /// HTTP/2 REFUSED_STREAM: the upstream did not process it.
+    case refusedStream
+    /// The connection or stream broke before a response head.
+    case reset
+    /// The per-try timeout expired before a response head.
+    case perTryTimeout
+    /// A response head arrived (the gRPC status when the head carries one; Retry-After in seconds).
+    case response(status: Int, grpcStatus: Int?, retryAfterSeconds: Int?)
+
+    /// The request provably never reached the upstream application: safe to resend whatever its method.
+    public var neverReachedUpstream: Bool {
+        self == .connectFailure || self == .refusedStream
+    }
+}
+
+/// The retry decision for one attempt: a pure function of the policy, the outcome and the request.
+public enum RetryDecision: Equatable, Sendable {
+    /// Try again after `delay` nanoseconds; `reason` names the condition (for stats and logs).
+    case retry(after: Int64, reason: String)
+    /// Do not; `reason` says why not when a condition matched (nil when nothing asked for a retry).
+    case stop(reason: String?)
+
+    /// - Parameters:
+    ///   - triesSoFar: attempts made, this one included.
+    ///   - idempotent: the method is idempotent or the request carries `Idempotency-Key`.
+    ///   - replayable: the whole body so far is still held for replay.
+    ///   - budgetAllows: the cluster's retry budget (checked last, only when everything else says retry).
+    public static func decide(policy: RetryPolicy, outcome: AttemptOutcome, triesSoFar: Int, idempotent: Bool, replayable: Bool,
+                              random: inout FastRandom, budgetAllows: () -> Bool) -> RetryDecision {
+        guard let condition = matchedCondition(policy, outcome) else { return .stop(reason: nil) }
+        guard triesSoFar < policy.attempts else { return .stop(reason: "attempts") }
+        guard outcome.neverReachedUpstream || idempotent || policy.retryNonIdempotent else { return .stop(reason: "not_idempotent") }
+        guard replayable else { return .stop(reason: "body_too_large") }
+        var delay = backoff(retry: triesSoFar, base: policy.backoffBase, max: policy.backoffMax, random: &random)
+        if case .response(_, _, let retryAfter?) = outcome {
+            let wanted = Int64(retryAfter) * 1_000_000_000
+            guard wanted <= policy.retryAfterMax.nanoseconds else { return .stop(reason: "retry_after") }
+            delay = max(delay, wanted)
+        }
+        guard budgetAllows() else { return .stop(reason: "budget") }
+        return .retry(after: delay, reason: condition.rawValue)
+    }
+
+    /// The first of the policy's conditions the outcome meets.
+    static func matchedCondition(_ policy: RetryPolicy, _ outcome: AttemptOutcome) -> RetryPolicy.Condition? {
+        let on = policy.retryOn
+        switch outcome {
+        case .connectFailure:
+            return on.contains(.connectFailure) ? .connectFailure : on.contains(.gatewayError) ? .gatewayError : nil
+        case .refusedStream:
+            return on.contains(.refusedStream) ? .refusedStream : on.contains(.reset) ? .reset : nil
+        case .reset:
+            return on.contains(.reset) ? .reset : on.contains(.gatewayError) ? .gatewayError : nil
+        case .perTryTimeout:
+            return on.contains(.fiveXX) ? .fiveXX : on.contains(.gatewayError) ? .gatewayError : nil
+        case .response(let status, let grpcStatus, _):
+            if let grpcStatus, let condition = on.first(where: { $0.grpcStatus == grpcStatus }) { return condition }
+            if status >= 500 && on.contains(.fiveXX) { return .fiveXX }
+            if [502, 503, 504].contains(status) && on.contains(.gatewayError) { return .gatewayError }
+            if on.contains(.retriableStatusCodes) && policy.retriableStatusCodes.contains(status) { return .retriableStatusCodes }
+            return nil
+        }
+    }
+
+    /// Fully jittered exponential backoff, in nanoseconds: uniform in [0, min(max, base × 2^(retry-1))).
+    public static func backoff(retry: Int, base: Duration, max: Duration, random: inout FastRandom) -> Int64 {
+        let exponent = min(retry - 1, 30)
+        let ceiling = min(max.nanoseconds, base.nanoseconds << Int64(exponent))
+        return ceiling > 0 ? Int64(random.next() % UInt64(ceiling)) : 0
+    }
+
+    /// RFC 9110 §9.2.2 idempotent methods, or a request that says it may be repeated.
+    public static func isIdempotent(_ head: HTTPRequestHead) -> Bool {
+        switch head.method {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: return true
+        default: return head.headers.contains(name: "idempotency-key")
+        }
+    }
+}
+
+/// One event loop's share of a cluster's retry budget: retries over the last `window` stay under
+/// `percent` % of the requests in it plus `minRetriesPerSecond` (divided among the loops), counted in
+/// one-second buckets. Per loop so the request path takes no lock; the loops' shares add up to the budget.
+public struct RetryBudget: Sendable {
+    private let percent: Int
+    private let floor: Double
+    private var seconds: [UInt64]
+    private var requests: [Int]
+    private var retries: [Int]
+
+    public init(_ config: RetryBudgetConfig, loops: Int = 1) {
+        let window = max(Int(config.window.components.seconds), 1)
+        percent = config.percent
+        floor = Double(config.minRetriesPerSecond * window) / Double(max(loops, 1))
+        seconds = Array(repeating: .max, count: window)
+        requests = Array(repeating: 0, count: window)
+        retries = Array(repeating: 0, count: window)
+    }
+
+    /// A request (not a retry) was sent.
+    public mutating func recordRequest(now: UInt64) {
+        requests[bucket(now)] += 1
+    }
+
+    /// Takes one retry from the budget if it has one.
+    public mutating func withdraw(now: UInt64) -> Bool {
+        _ = bucket(now)
+        let second = now / 1_000_000_000
+        var sent = 0, retried = 0
+        for index in seconds.indices where seconds[index] != .max && second - seconds[index] < UInt64(seconds.count) {
+            sent += requests[index]
+            retried += retries[index]
+        }
+        guard Double(retried) < Double(sent * percent) / 100 + floor else { return false }
+        retries[bucket(now)] += 1
+        return true
+    }
+
+    private mutating func bucket(_ now: UInt64) -> Int {
+        let second = now / 1_000_000_000
+        let index = Int(second % UInt64(seconds.count))
+        if seconds[index] != second {
+            seconds[index] = second
+            requests[index] = 0
+            retries[index] = 0
+        }
+        return index
+    }
+}

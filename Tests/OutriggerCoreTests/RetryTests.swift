@@ -1,0 +1,155 @@
+import NIOHTTP1
+import OutriggerConfig
+@testable import OutriggerCore
+import Testing
+
+@Suite("Retries: conditions, safety, backoff, budget")
+struct RetryTests {
+    static let policy = RetryPolicy(attempts: 3, retryOn: [.fiveXX, .reset, .connectFailure, .unavailable])
+
+    static func decide(_ outcome: AttemptOutcome, policy: RetryPolicy = policy, tries: Int = 1, idempotent: Bool = true,
+                       replayable: Bool = true, budget: Bool = true) -> RetryDecision {
+        var random = FastRandom(seed: 1)
+        return RetryDecision.decide(policy: policy, outcome: outcome, triesSoFar: tries, idempotent: idempotent, replayable: replayable,
+                                    random: &random) { budget }
+    }
+
+    static func isRetry(_ decision: RetryDecision) -> Bool {
+        if case .retry = decision { return true }
+        return false
+    }
+
+    @Test func conditionsMatchOutcomes() {
+        #expect(Self.isRetry(Self.decide(.response(status: 503, grpcStatus: nil, retryAfterSeconds: nil))))
+        #expect(Self.decide(.response(status: 404, grpcStatus: nil, retryAfterSeconds: nil)) == .stop(reason: nil))
+        #expect(Self.isRetry(Self.decide(.reset)))
+        #expect(Self.isRetry(Self.decide(.connectFailure)))
+        #expect(Self.isRetry(Self.decide(.response(status: 200, grpcStatus: 14, retryAfterSeconds: nil))), "gRPC UNAVAILABLE")
+        #expect(Self.decide(.response(status: 200, grpcStatus: 8, retryAfterSeconds: nil)) == .stop(reason: nil), "not asked for")
+        let gateway = RetryPolicy(attempts: 2, retryOn: [.gatewayError])
+        #expect(Self.isRetry(Self.decide(.response(status: 502, grpcStatus: nil, retryAfterSeconds: nil), policy: gateway)))
+        #expect(Self.decide(.response(status: 500, grpcStatus: nil, retryAfterSeconds: nil), policy: gateway) == .stop(reason: nil))
+        let codes = RetryPolicy(attempts: 2, retryOn: [.retriableStatusCodes], retriableStatusCodes: [409])
+        #expect(Self.isRetry(Self.decide(.response(status: 409, grpcStatus: nil, retryAfterSeconds: nil), policy: codes)))
+    }
+
+    @Test func attemptsSafetyReplayAndBudgetStopRetries() {
+        let failure = AttemptOutcome.response(status: 500, grpcStatus: nil, retryAfterSeconds: nil)
+        #expect(Self.isRetry(Self.decide(failure, tries: 2)))
+        #expect(Self.decide(failure, tries: 3) == .stop(reason: "attempts"))
+        #expect(Self.decide(failure, idempotent: false) == .stop(reason: "not_idempotent"), "a POST that reached the upstream is not resent")
+        #expect(Self.isRetry(Self.decide(.connectFailure, idempotent: false)), "one that never left is")
+        var optIn = Self.policy
+        optIn.retryNonIdempotent = true
+        #expect(Self.isRetry(Self.decide(failure, policy: optIn, idempotent: false)))
+        #expect(Self.decide(failure, replayable: false) == .stop(reason: "body_too_large"))
+        #expect(Self.decide(failure, budget: false) == .stop(reason: "budget"))
+    }
+
+    @Test func idempotency() {
+        #expect(RetryDecision.isIdempotent(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")))
+        #expect(RetryDecision.isIdempotent(HTTPRequestHead(version: .http1_1, method: .PUT, uri: "/")))
+        #expect(!RetryDecision.isIdempotent(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/")))
+        #expect(RetryDecision.isIdempotent(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: ["Idempotency-Key": "a1"])))
+    }
+
+    @Test func backoffIsFullyJitteredAndCapped() {
+        var random = FastRandom(seed: 5)
+        let base = Duration.milliseconds(25), cap = Duration.milliseconds(250)
+        for retry in 1...8 {
+            let ceiling = min(250_000_000, 25_000_000 << Int64(retry - 1))
+            let delays = (0..<500).map { _ in RetryDecision.backoff(retry: retry, base: base, max: cap, random: &random) }
+            #expect(delays.allSatisfy { $0 >= 0 && $0 < ceiling }, "retry \(retry)")
+            #expect(Double(delays.max()!) > Double(ceiling) * 0.9 && Double(delays.min()!) < Double(ceiling) * 0.1, "spread over the whole range")
+        }
+    }
+
+    @Test func retryAfterIsHonouredUpToItsCap() {
+        var policy = Self.policy
+        policy.retryAfterMax = .seconds(2)
+        let soon = Self.decide(.response(status: 503, grpcStatus: nil, retryAfterSeconds: 1), policy: policy)
+        #expect(soon == .retry(after: 1_000_000_000, reason: "5xx"))
+        #expect(Self.decide(.response(status: 503, grpcStatus: nil, retryAfterSeconds: 5), policy: policy) == .stop(reason: "retry_after"))
+    }
+
+    @Test func budgetAllowsAShareOfRequestsPlusAFloor() {
+        let second: UInt64 = 1_000_000_000
+        var budget = RetryBudget(RetryBudgetConfig(percent: 20, minRetriesPerSecond: 1, window: .seconds(10)))
+        var now = 100 * second
+        // The floor alone: 1/s over a 10 s window = 10 retries before any request.
+        let floorOnly = (0..<20).filter { _ in budget.withdraw(now: now) }.count
+        #expect(floorOnly == 10)
+        // 100 requests: 20 % more.
+        for _ in 0..<100 { budget.recordRequest(now: now) }
+        #expect((0..<40).filter { _ in budget.withdraw(now: now) }.count == 20)
+        // Eleven seconds later the window has forgotten it all.
+        now += 11 * second
+        #expect((0..<40).filter { _ in budget.withdraw(now: now) }.count == 10)
+        // Shared by two loops, each gets half the floor.
+        var half = RetryBudget(RetryBudgetConfig(percent: 0, minRetriesPerSecond: 1, window: .seconds(10)), loops: 2)
+        #expect((0..<20).filter { _ in half.withdraw(now: now) }.count == 5)
+    }
+
+    @Test func budgetCapsAmplificationAtFullFailure() {
+        // Every request fails and asks for a retry: sent = requests + retries stays near 1.2× (plus the floor).
+        var budget = RetryBudget(RetryBudgetConfig(percent: 20, minRetriesPerSecond: 10, window: .seconds(10)))
+        var sent = 0
+        let requests = 10_000
+        for index in 0..<requests {
+            let now = UInt64(index) * 10_000_000  // 100 requests per second for 100 s
+            budget.recordRequest(now: now)
+            sent += 1
+            var tries = 1
+            while tries < 3, budget.withdraw(now: now) {
+                sent += 1
+                tries += 1
+            }
+        }
+        let amplification = Double(sent) / Double(requests)
+        #expect(amplification < 1.2 + 10.0 / 100 + 0.01, "\(amplification)")
+        #expect(amplification > 1.19)
+    }
+}
+
+@Suite("Config: retries")
+struct RetryConfigTests {
+    static func route(_ retries: String) throws(ConfigErrors) -> RouteConfig {
+        try SidecarConfig.decode(yaml: """
+        listeners: [{name: in, address: 127.0.0.1:0, routes: [{cluster: c, retries: \(retries)}]}]
+        clusters: [{name: c, endpoints: [127.0.0.1:1]}]
+        """, file: "r.yaml").listeners[0].virtualHosts[0].routes[0]
+    }
+
+    static func issues(_ retries: String) -> [ConfigIssue] {
+        do {
+            _ = try route(retries)
+            return []
+        } catch {
+            return error.issues
+        }
+    }
+
+    @Test func decodesAPolicy() throws {
+        let policy = try Self.route("{attempts: 3, retryOn: '5xx,reset', perTryTimeout: 500ms, backoff: {base: 10ms, max: 100ms}}").retries
+        #expect(policy.attempts == 3 && policy.retryOn == [.fiveXX, .reset] && policy.perTryTimeout == .milliseconds(500))
+        #expect(policy.backoffBase == .milliseconds(10) && policy.backoffMax == .milliseconds(100))
+        let listed = try Self.route("{retryOn: [gateway-error, unavailable], retriableStatusCodes: [409]}").retries
+        #expect(listed.retryOn == [.gatewayError, .unavailable, .retriableStatusCodes] && listed.retriableStatusCodes == [409])
+        #expect(listed.attempts == 2, "default: one retry")
+        #expect(try Self.route("{}").retries.retryOn == [.fiveXX, .reset, .connectFailure, .refusedStream])
+    }
+
+    @Test(arguments: [
+        ("{attempts: 0}", "listeners[0].routes[0].retries.attempts", "expected an integer in 1...10, found 0"),
+        ("{retryOn: '5xx,resett'}", "listeners[0].routes[0].retries.retryOn", "unknown retryOn condition 'resett'; did you mean 'reset'?"),
+        ("{perTryTimeout: 0s}", "listeners[0].routes[0].retries.perTryTimeout", "expected a duration greater than zero"),
+        ("{backoff: {base: 1s, max: 100ms}}", "listeners[0].routes[0].retries.backoff.max", "expected a max no shorter than the base"),
+        ("{retryOn: [retriable-status-codes]}", "listeners[0].routes[0].retries.retryOn", "retriable-status-codes needs a retriableStatusCodes list"),
+        ("{retriableStatusCodes: [700]}", "listeners[0].routes[0].retries.retriableStatusCodes[0]", "expected an integer in 100...599"),
+    ])
+    func impossiblePoliciesAreErrors(yaml: String, path: String, message: String) {
+        let issues = Self.issues(yaml)
+        #expect(issues.map(\.keyPath).contains(path), "\(issues)")
+        #expect(issues.contains { $0.message.hasPrefix(message) }, "\(issues.map(\.message))")
+    }
+}
