@@ -84,6 +84,7 @@ public final class Route: Sendable {
     public let timeout: Duration?
     public let requestHeaders: HeaderMutations
     public let responseHeaders: HeaderMutations
+    public let retries: RetryPolicy
 
     enum PathMatch: Sendable {
         case prefix(String)
@@ -107,6 +108,7 @@ public final class Route: Sendable {
         self.timeout = config.timeout
         self.requestHeaders = config.requestHeaders
         self.responseHeaders = config.responseHeaders
+        self.retries = config.retries
     }
 
     /// Paths and header values compare as bytes, as HTTP defines them (and ~4× faster than `String`'s

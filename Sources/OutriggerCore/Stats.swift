@@ -144,6 +144,9 @@ public final class ClusterStats: Sendable {
     public let endpointsMarkedHealthy = Counter()
     /// Drains started by an endpoint's `x-outrigger-drain: true` or an admin call.
     public let endpointDrains = Counter()
+    /// Attempts after the first, and retries the budget refused.
+    public let retries = Counter()
+    public let retryBudgetExhausted = Counter()
 
     init(name: String) {
         self.name = name

@@ -38,6 +38,10 @@ extension ProxyStats {
         for c in clusters { sample("outrigger_upstream_connections_active", [("cluster", c.name)], c.connectionsActive.current) }
         family("outrigger_upstream_connect_failures_total", "counter", "Upstream connection attempts that failed or timed out.")
         for c in clusters { sample("outrigger_upstream_connect_failures_total", [("cluster", c.name)], c.connectFailures.current) }
+        family("outrigger_upstream_retries_total", "counter", "Attempts after a request's first.")
+        for c in clusters { sample("outrigger_upstream_retries_total", [("cluster", c.name)], c.retries.current) }
+        family("outrigger_retry_budget_exhausted_total", "counter", "Retries refused because the cluster's retry budget was spent.")
+        for c in clusters { sample("outrigger_retry_budget_exhausted_total", [("cluster", c.name)], c.retryBudgetExhausted.current) }
         family("outrigger_lb_panic_mode", "gauge", "1 while a priority level has fewer healthy endpoints than the panic threshold (all are used).")
         for c in clusters { sample("outrigger_lb_panic_mode", [("cluster", c.name)], c.panicMode.load(ordering: .relaxed) ? 1 : 0) }
         family("outrigger_health_checks_total", "counter", "Active health checks, by result.")
@@ -105,6 +109,8 @@ extension ProxyStats {
                 "connections_active": c.connectionsActive.current,
                 "connect_failures": c.connectFailures.current,
                 "lb_panic_mode": c.panicMode.load(ordering: .relaxed),
+                "retries": c.retries.current,
+                "retry_budget_exhausted": c.retryBudgetExhausted.current,
                 "health_checks_passed": c.healthChecksPassed.current,
                 "health_checks_failed": c.healthChecksFailed.current,
                 "endpoints_marked_unhealthy": c.endpointsMarkedUnhealthy.current,

@@ -19,6 +19,7 @@ import OutriggerProxy
 /// | `trailers=1` / `x-echo-trailers` | end the response with trailers (`x-echo-trailer: done`) |
 ///
 /// `GET /healthz` answers 200 while the server is healthy and 503 once `setHealthy(false)` was called;
+/// `setFailing(status:)` makes every other request get that status;
 /// after `setDraining(true)` every response carries `x-outrigger-drain: true` (how an instance being
 /// replaced tells sidecars to stop sending it new requests).
 ///
@@ -89,6 +90,12 @@ public final class EchoServer: Sendable {
         counter.healthy.store(healthy, ordering: .relaxed)
     }
 
+    /// Every request is answered with `status` (a failing instance, for retry and outlier tests), or as
+    /// it asks again (nil). `/healthz` is not affected.
+    public func setFailing(status: Int?) {
+        counter.failingStatus.store(status ?? 0, ordering: .relaxed)
+    }
+
     /// Every response asks sidecars to drain this instance (true), or stops asking (false).
     public func setDraining(_ draining: Bool) {
         counter.draining.store(draining, ordering: .relaxed)
@@ -109,6 +116,8 @@ final class EchoCounter: Sendable {
     let served = ManagedAtomic(0)
     let healthy = ManagedAtomic(true)
     let draining = ManagedAtomic(false)
+    /// 0: answer as asked; otherwise every request gets this status.
+    let failingStatus = ManagedAtomic(0)
     let baseDelayMilliseconds: Int
 
     init(baseDelayMilliseconds: Int) {
@@ -229,6 +238,8 @@ final class EchoHandler: ChannelInboundHandler, RemovableChannelHandler {
         if instructions.close && protocolName == "HTTP/1.1" { headers.add(name: "connection", value: "close") }
         if counter.draining.load(ordering: .relaxed) { headers.add(name: "x-outrigger-drain", value: "true") }
         var statusCode = instructions.status
+        let failing = counter.failingStatus.load(ordering: .relaxed)
+        if failing != 0 && head.uri != "/healthz" { statusCode = failing }
         if head.uri == "/healthz" && !counter.healthy.load(ordering: .relaxed) { statusCode = 503 }
         let status = HTTPResponseStatus(statusCode: statusCode)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)

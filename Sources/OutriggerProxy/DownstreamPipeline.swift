@@ -89,8 +89,9 @@ final class EventLoopLocals: Sendable {
 
     init(group: any EventLoopGroup) {
         var states: [ObjectIdentifier: Owned] = [:]
-        for (index, loop) in group.makeIterator().enumerated() {
-            states[ObjectIdentifier(loop)] = Owned(state: LoopLocalState(eventLoop: loop, loopIndex: index), eventLoop: loop)
+        let loops = Array(group.makeIterator())
+        for (index, loop) in loops.enumerated() {
+            states[ObjectIdentifier(loop)] = Owned(state: LoopLocalState(eventLoop: loop, loopIndex: index, loopCount: loops.count), eventLoop: loop)
         }
         self.states = states
     }

@@ -14,8 +14,21 @@ final class ProxiedRequest {
     let listener: ListenerRuntime
     let route: Route
     let cluster: ClusterRuntime
-    /// The endpoint the balancer picked; its load counts this request until the request leaves the cluster.
-    let endpoint: Endpoint
+    /// The endpoint of the current attempt; its load counts this request while `atEndpoint`.
+    var endpoint: Endpoint
+    var atEndpoint = true
+    /// Attempts so far, this one included, and the endpoints they went to.
+    var tries = 1
+    var triedEndpointIDs: [Int]
+    /// GET, PUT… or `Idempotency-Key`: may be resent even after it reached an upstream.
+    let idempotent: Bool
+    /// Every part sent upstream so far, kept to replay on a retry while within the route's replay buffer
+    /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
+    var replay: [HTTPClientRequestPart]?
+    var replayBytes = 0
+    /// A retry waiting out its backoff, and the current attempt's per-try timer.
+    var retryDelay: Scheduled<Void>?
+    var perTryTimer: Scheduled<Void>?
     var upstreamHead: HTTPRequestHead
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
@@ -56,6 +69,9 @@ final class ProxiedRequest {
         self.route = route
         self.cluster = cluster
         self.endpoint = endpoint
+        self.triedEndpointIDs = [endpoint.id]
+        self.idempotent = RetryDecision.isIdempotent(downstreamHead)
+        self.replay = route.retries.attempts > 1 ? [] : nil
         self.upstreamHead = upstreamHead
         self.downstreamVersion = downstreamHead.version
         self.isHEAD = downstreamHead.method == .HEAD
@@ -364,8 +380,93 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         cluster.stats.requestsActive.increment()
         local.requestStarted(in: cluster, to: endpoint, now: start)
+        local.requestRouted(to: cluster, now: start)
+        if route.retries.attempts > 1 { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
         state = .leasing(request)
-        request.ticket = local.acquire(cluster: cluster, endpoint: endpoint, for: request)
+        startAttempt(request)
+    }
+
+    // MARK: Attempts and retries
+
+    /// Leases an upstream for the request's current attempt and arms its per-try timer.
+    private func startAttempt(_ request: ProxiedRequest) {
+        if let perTry = request.route.retries.perTryTimeout {
+            request.perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(perTry.nanoseconds)) { [weak self, weak request] in
+                guard let self, let request else { return }
+                self.perTryTimeoutFired(request)
+            }
+        }
+        request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
+    }
+
+    private func perTryTimeoutFired(_ request: ProxiedRequest) {
+        switch state {
+        case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
+            guard !request.responseStarted else { return }
+            if !retry(request, after: .perTryTimeout) {
+                request.cluster.stats.requestFailures.increment()
+                abandonUpstream()
+                localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
+            }
+        default:
+            break
+        }
+    }
+
+    /// An attempt failed before anything of its response went downstream. Retries when the route's policy,
+    /// the request's safety and the cluster's budget allow; returns false (nothing done) otherwise.
+    private func retry(_ request: ProxiedRequest, after outcome: AttemptOutcome) -> Bool {
+        guard request.replay != nil || outcome.neverReachedUpstream && request.route.retries.attempts > 1 else { return false }
+        let now = NIODeadline.now()
+        let decision = RetryDecision.decide(
+            policy: request.route.retries, outcome: outcome, triesSoFar: request.tries, idempotent: request.idempotent,
+            // A connection that never opened sent nothing: what was read is all still in `buffered`.
+            replayable: request.replay != nil || outcome == .connectFailure, random: &local.random
+        ) { local.withdrawRetry(from: request.cluster, now: now) }
+        guard case .retry(let delay, _) = decision else {
+            if decision == .stop(reason: "budget") { request.cluster.stats.retryBudgetExhausted.increment() }
+            return false
+        }
+        // Let go of this attempt: its connection closes (its state is unknown) and its endpoint's load drops.
+        request.perTryTimer?.cancel()
+        request.perTryTimer = nil
+        switch state {
+        case .proxying(_, let upstream): upstream.abort()
+        default:
+            request.ticket?.cancel()
+            request.ticket = nil
+        }
+        if request.atEndpoint {
+            request.atEndpoint = false
+            local.requestEnded(in: request.cluster, to: request.endpoint)
+        }
+        request.cluster.stats.retries.increment()
+        state = .leasing(request)
+        request.retryDelay = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { [weak self, weak request] in
+            guard let self, let request else { return }
+            self.startRetry(request)
+        }
+        return true
+    }
+
+    private func startRetry(_ request: ProxiedRequest) {
+        guard case .leasing(let current) = state, current === request else { return }
+        request.retryDelay = nil
+        let now = NIODeadline.now()
+        guard let endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: request.triedEndpointIDs) else {
+            localReply(.noHealthyUpstream, request: request, requestComplete: request.requestComplete)
+            return
+        }
+        request.tries += 1
+        request.endpoint = endpoint
+        request.triedEndpointIDs.append(endpoint.id)
+        request.atEndpoint = true
+        local.requestStarted(in: request.cluster, to: endpoint, now: now)
+        request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: String(request.tries))
+        // The whole request again: its head (unless still held for framing) and every part sent so far.
+        request.headPending = !request.headHeldForFraming
+        if let replay = request.replay { request.buffered = replay }
+        startAttempt(request)
     }
 
     /// This listener in the running snapshot; looked up again only when the snapshot changed.
@@ -414,6 +515,14 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             if case .body = part { chunked = true }
             releaseHeldHead(of: request, chunked: chunked)
         }
+        if request.replay != nil {
+            if case .body(.byteBuffer(let body)) = part { request.replayBytes += body.readableBytes }
+            if request.replayBytes > request.route.retries.replayBufferBytes {
+                request.replay = nil  // too big to replay: this request will not be retried
+            } else {
+                request.replay!.append(part)
+            }
+        }
         switch state {
         case .proxying(_, let upstream): upstream.send(part)
         default: request.buffered.append(part)
@@ -455,6 +564,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     fileprivate func upstreamLeaseFailed(_ reason: LocalReplyReason, for leased: ProxiedRequest) {
         guard case .leasing(let request) = state, request === leased else { return }
         request.ticket = nil
+        if reason == .connectFailure, retry(request, after: .connectFailure) { return }
         localReply(reason, request: request, requestComplete: request.requestComplete)
     }
 
@@ -475,10 +585,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             localReply(.upstreamProtocolError, request: request, requestComplete: request.requestComplete)
             return
         }
+        request.cluster.stats.recordResponse(status: Int(head.status.code))
+        if request.replay != nil, head.status != .switchingProtocols {
+            let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
+            let retryAfter = head.headers.first(name: "retry-after").flatMap(Int.init)
+            if retry(request, after: .response(status: Int(head.status.code), grpcStatus: grpcStatus, retryAfterSeconds: retryAfter)) { return }
+        }
+        request.perTryTimer?.cancel()
+        request.perTryTimer = nil
         request.timeout?.cancel()
         request.timeout = nil
         request.responseStarted = true
-        request.cluster.stats.recordResponse(status: Int(head.status.code))
         var response = head
         response.version = request.downstreamVersion
         if let drain = response.headers.first(name: EndpointDrain.header) {
@@ -546,6 +663,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             context.close(promise: nil)
             return
         }
+        if failure == .reset, retry(request, after: .reset) { return }
         localReply(failure == .protocolError ? .upstreamProtocolError : .upstreamReset, request: request, requestComplete: request.requestComplete)
     }
 
@@ -685,7 +803,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func leaveCluster(_ request: ProxiedRequest) {
         request.cluster.stats.requestsActive.decrement()
         request.listener.stats.requestsActive.decrement()
-        local.requestEnded(in: request.cluster, to: request.endpoint)
+        request.perTryTimer?.cancel()
+        request.retryDelay?.cancel()
+        if request.atEndpoint {
+            request.atEndpoint = false
+            local.requestEnded(in: request.cluster, to: request.endpoint)
+        }
     }
 
     /// Answers for a request that was routed (cluster stats are already counting it).

@@ -25,6 +25,8 @@ final class ClusterSelection {
     private var balancers: [LoadBalancer] = []
     private var groups: [SelectionPlan.Group] = []
     var loads: EndpointLoads
+    /// This loop's share of the cluster's retry budget.
+    var retryBudget: RetryBudget
     /// What the plan was made from: rebuilt when the endpoint set, the states' epoch or the clock says so.
     private var source: EndpointSet?
     private var epoch = -1
@@ -32,10 +34,11 @@ final class ClusterSelection {
     private let config: LoadBalancerConfig
     private let stagger: Int
 
-    init(_ config: LoadBalancerConfig, stagger: Int) {
+    init(_ config: LoadBalancerConfig, budget: RetryBudgetConfig, loops: Int, stagger: Int) {
         self.config = config
         self.stagger = stagger
         self.loads = EndpointLoads(config)
+        self.retryBudget = RetryBudget(budget, loops: loops)
     }
 
     func pick(in cluster: ClusterRuntime, now: UInt64, random: inout FastRandom, hashKey: UInt64?) -> Endpoint? {
@@ -80,25 +83,46 @@ final class LoopLocalState {
     /// The same pools by `Endpoint.id`, the lookup every request makes.
     private var http1PoolsByEndpoint: [Int: HTTP1EndpointPool] = [:]
     private let loopIndex: Int
+    private let loopCount: Int
 
-    init(eventLoop: any EventLoop, loopIndex: Int) {
+    init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int) {
         self.eventLoop = eventLoop
         self.loopIndex = loopIndex
+        self.loopCount = loopCount
         self.random = FastRandom()
     }
 
-    func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline, hashKey: UInt64?) -> Endpoint? {
+    private func selection(for cluster: ClusterRuntime) -> ClusterSelection {
         let key = ObjectIdentifier(cluster)
-        let selection: ClusterSelection
-        if let existing = selections[key] {
-            selection = existing
-        } else {
-            // A new snapshot brings new cluster objects; forget selections of clusters no longer in use.
-            if selections.count > 1024 { selections.removeAll() }
-            selection = ClusterSelection(cluster.config.loadBalancer, stagger: loopIndex)
-            selections[key] = selection
+        if let existing = selections[key] { return existing }
+        // A new snapshot brings new cluster objects; forget selections of clusters no longer in use.
+        if selections.count > 1024 { selections.removeAll() }
+        let created = ClusterSelection(cluster.config.loadBalancer, budget: cluster.config.retryBudget, loops: loopCount, stagger: loopIndex)
+        selections[key] = created
+        return created
+    }
+
+    func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline, hashKey: UInt64?) -> Endpoint? {
+        selection(for: cluster).pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
+    }
+
+    /// A retry's endpoint: another than those already tried when the cluster has another eligible one.
+    func pickRetryEndpoint(in cluster: ClusterRuntime, now: NIODeadline, avoiding tried: [Int]) -> Endpoint? {
+        var pick = pickEndpoint(in: cluster, now: now, hashKey: nil)
+        for _ in 0..<4 where pick.map({ tried.contains($0.id) }) == true {
+            pick = pickEndpoint(in: cluster, now: now, hashKey: nil)
         }
-        return selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
+        return pick
+    }
+
+    /// A request (not a retry) went to `cluster`: it adds to the retry budget.
+    func requestRouted(to cluster: ClusterRuntime, now: NIODeadline) {
+        selection(for: cluster).retryBudget.recordRequest(now: now.uptimeNanoseconds)
+    }
+
+    /// Takes a retry from the cluster's budget (this loop's share), if one is left.
+    func withdrawRetry(from cluster: ClusterRuntime, now: NIODeadline) -> Bool {
+        selection(for: cluster).retryBudget.withdraw(now: now.uptimeNanoseconds)
     }
 
     /// A request was sent to `endpoint` (least_request and peak_ewma count it; `/clusters` shows it).

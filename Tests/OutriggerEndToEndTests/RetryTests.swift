@@ -1,0 +1,99 @@
+import Foundation
+import OutriggerConfig
+import Testing
+
+@Suite("Retries, end to end")
+struct RetryEndToEndTests {
+    static func config(_ endpoints: [HostPort], retries: RetryPolicy, budget: RetryBudgetConfig = RetryBudgetConfig()) -> SidecarConfig {
+        Harness.config(routes: [RouteConfig(destination: .cluster("c"), retries: retries)],
+                       clusters: [ClusterConfig(name: "c", endpoints: endpoints, retryBudget: budget)])
+    }
+
+    @Test func getsAreRetriedToSuccessOnAnotherEndpoint() async throws {
+        try await withHarness(echoes: 2) { endpoints in
+            Self.config(endpoints, retries: RetryPolicy(attempts: 2, retryOn: [.fiveXX]))
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 503)
+            var attempts: [String] = []
+            for _ in 0..<20 {
+                let result = try await fetch(harness.url + "/")
+                #expect(result.status == 200, "every GET ends on the healthy endpoint")
+                #expect(result.echo?.server == "echo-1")
+                attempts.append(result.echo?.headers["x-outrigger-attempt"] ?? "none")
+            }
+            #expect(attempts.contains("2"), "retried requests say which attempt they are: \(attempts)")
+            #expect(harness.echoes[0].requestsServed == attempts.filter { $0 == "2" }.count, "each failure was one retry")
+            let prometheus = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(prometheus.contains("outrigger_upstream_retries_total{cluster=\"c\"} \(harness.echoes[0].requestsServed)"))
+        }
+    }
+
+    @Test func aPostThatReachedTheUpstreamIsNeverResent() async throws {
+        try await withHarness(echoes: 2) { endpoints in
+            Self.config(endpoints, retries: RetryPolicy(attempts: 3, retryOn: [.fiveXX]))
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 500)
+            var statuses: [Int] = []
+            for _ in 0..<20 {
+                statuses.append(try await fetch(harness.url + "/", ["-X", "POST", "--data", "order=1"]).status)
+            }
+            let served = harness.echoes.map(\.requestsServed)
+            #expect(served.reduce(0, +) == 20, "one upstream request per POST, never two: \(served)")
+            #expect(statuses.filter { $0 == 500 }.count == served[0], "the failure is passed back, not retried")
+            // With an Idempotency-Key the client says it may be repeated.
+            for _ in 0..<10 {
+                #expect(try await fetch(harness.url + "/", ["-X", "POST", "--data", "x", "-H", "Idempotency-Key: k1"]).status == 200)
+            }
+        }
+    }
+
+    @Test func aRequestThatNeverLeftIsRetriedWhateverItsMethod() async throws {
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        try await withHarness(echoes: 1) { endpoints in
+            Self.config([HostPort(host: "127.0.0.1", port: refusing.port)] + endpoints,
+                        retries: RetryPolicy(attempts: 2, retryOn: [.connectFailure]))
+        } _: { (harness: Harness) async throws in
+            for _ in 0..<10 {
+                let result = try await fetch(harness.url + "/", ["-X", "POST", "--data-binary", String(repeating: "b", count: 100_000)])
+                #expect(result.status == 200)
+                #expect(result.echo?.bodyBytes == 100_000, "the body outgrew the replay buffer, but nothing had been sent")
+            }
+            #expect(harness.echoes[0].requestsServed == 10)
+        }
+    }
+
+    @Test func theBudgetCapsAmplificationWhenEverythingFails() async throws {
+        let requests = 200
+        try await withHarness(echoes: 2) { endpoints in
+            Self.config(endpoints, retries: RetryPolicy(attempts: 3, retryOn: [.fiveXX], backoffBase: .milliseconds(1), backoffMax: .milliseconds(2)),
+                        budget: RetryBudgetConfig(percent: 20, minRetriesPerSecond: 1, window: .seconds(10)))
+        } _: { (harness: Harness) async throws in
+            for echo in harness.echoes { echo.setFailing(status: 503) }
+            let result = try await run(try outriggerExecutable(), ["bench", harness.url + "/", "--rate", "200", "-c", "4",
+                                                                    "--duration", "1s", "--warmup", "0s", "--json", "/dev/stdout"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let served = harness.echoes.map(\.requestsServed).reduce(0, +)
+            let amplification = Double(served) / Double(requests)
+            print("retry amplification at 100 % failure (3 attempts allowed, budget 20 % + 1/s): \(amplification)")
+            // Without the budget every request would be tried 3 times (3.0×).
+            #expect(amplification >= 1.1 && amplification <= 1.2 + 10.0 / Double(requests) + 0.02, "\(served) upstream requests for \(requests)")
+            let prometheus = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(!prometheus.contains("outrigger_retry_budget_exhausted_total{cluster=\"c\"} 0"), "refusals are counted")
+        }
+    }
+
+    @Test func aSlowAttemptIsCutByThePerTryTimeoutAndRetried() async throws {
+        try await withHarness(echoes: 2, echoDelays: [.seconds(5)]) { endpoints in
+            Self.config(endpoints, retries: RetryPolicy(attempts: 2, retryOn: [.fiveXX], perTryTimeout: .milliseconds(300)))
+        } _: { (harness: Harness) async throws in
+            for _ in 0..<4 {
+                let started = ContinuousClock.now
+                let result = try await fetch(harness.url + "/")
+                #expect(result.status == 200)
+                #expect(result.echo?.server == "echo-1")
+                #expect(ContinuousClock.now - started < .seconds(4), "long before the slow endpoint's 5 s")
+            }
+        }
+    }
+}
