@@ -115,3 +115,38 @@ public struct RetryBudgetConfig: Sendable, Hashable, Encodable {
         try container.encode(maxActiveRetries, forKey: .maxActiveRetries)
     }
 }
+
+/// Passive health: endpoints that fail in a row are ejected (taken out of selection) for a while.
+public struct OutlierDetectionConfig: Sendable, Hashable, Encodable {
+    /// 5xx answers and local failures (connect failure, reset, timeout) in a row that eject (0: off).
+    public var consecutive5xx: Int
+    /// 502/503/504 and local failures in a row that eject (0: off).
+    public var consecutiveGatewayFailure: Int
+    /// An ejection lasts base × the times the endpoint was ejected, at most `maxEjectionTime`.
+    public var baseEjectionTime: Duration
+    public var maxEjectionTime: Duration
+    /// At most this percentage of the cluster's endpoints (rounded down) is ejected at once; 0: never.
+    public var maxEjectionPercent: Int
+
+    public init(consecutive5xx: Int = 5, consecutiveGatewayFailure: Int = 0, baseEjectionTime: Duration = .seconds(30),
+                maxEjectionTime: Duration = .seconds(300), maxEjectionPercent: Int = 50) {
+        self.consecutive5xx = consecutive5xx
+        self.consecutiveGatewayFailure = consecutiveGatewayFailure
+        self.baseEjectionTime = baseEjectionTime
+        self.maxEjectionTime = maxEjectionTime
+        self.maxEjectionPercent = maxEjectionPercent
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case consecutive5xx, consecutiveGatewayFailure, baseEjectionTime, maxEjectionTime, maxEjectionPercent
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(consecutive5xx, forKey: .consecutive5xx)
+        try container.encode(consecutiveGatewayFailure, forKey: .consecutiveGatewayFailure)
+        try container.encode(ConfigDuration.format(baseEjectionTime), forKey: .baseEjectionTime)
+        try container.encode(ConfigDuration.format(maxEjectionTime), forKey: .maxEjectionTime)
+        try container.encode(maxEjectionPercent, forKey: .maxEjectionPercent)
+    }
+}

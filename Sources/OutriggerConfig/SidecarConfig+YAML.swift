@@ -367,7 +367,7 @@ struct SidecarConfigDecoder {
 
     private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
         let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool",
-                       "healthChecks", "endpointDrainTimeout", "retryBudget"]
+                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
@@ -486,6 +486,7 @@ struct SidecarConfigDecoder {
         let healthCheck = fields["healthChecks"].flatMap { decodeHealthCheck($0, fields.path("healthChecks")) }
         let endpointDrainTimeout = fields["endpointDrainTimeout"].flatMap { reader.duration($0, fields.path("endpointDrainTimeout")) }
         let retryBudget = fields["retryBudget"].flatMap { decodeRetryBudget($0, fields.path("retryBudget")) } ?? RetryBudgetConfig()
+        let outlierDetection = fields["outlierDetection"].flatMap { decodeOutlierDetection($0, fields.path("outlierDetection")) }
         guard let name else { return nil }
         return ClusterConfig(
             name: name,
@@ -500,8 +501,30 @@ struct SidecarConfigDecoder {
             pool: pool,
             healthCheck: healthCheck,
             endpointDrainTimeout: endpointDrainTimeout ?? ClusterConfig.defaultEndpointDrainTimeout,
-            retryBudget: retryBudget
+            retryBudget: retryBudget,
+            outlierDetection: outlierDetection
         )
+    }
+
+    private func decodeOutlierDetection(_ node: Node, _ path: String) -> OutlierDetectionConfig? {
+        let allowed = ["consecutive5xx", "consecutiveGatewayFailure", "baseEjectionTime", "maxEjectionTime", "maxEjectionPercent"]
+        guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
+        var config = OutlierDetectionConfig()
+        if let node = fields["consecutive5xx"], let value = reader.int(node, fields.path("consecutive5xx"), range: 0...1000) {
+            config.consecutive5xx = value
+        }
+        if let node = fields["consecutiveGatewayFailure"], let value = reader.int(node, fields.path("consecutiveGatewayFailure"), range: 0...1000) {
+            config.consecutiveGatewayFailure = value
+        }
+        if let value = fields["baseEjectionTime"].flatMap({ reader.duration($0, fields.path("baseEjectionTime")) }) { config.baseEjectionTime = value }
+        if let value = fields["maxEjectionTime"].flatMap({ reader.duration($0, fields.path("maxEjectionTime")) }) { config.maxEjectionTime = value }
+        if config.maxEjectionTime < config.baseEjectionTime, let node = fields["maxEjectionTime"] ?? fields["baseEjectionTime"] {
+            reader.report(node, fields.path("maxEjectionTime"), "expected a maxEjectionTime no shorter than baseEjectionTime (\(ConfigDuration.format(config.baseEjectionTime)))")
+        }
+        if let node = fields["maxEjectionPercent"], let value = reader.int(node, fields.path("maxEjectionPercent"), range: 0...100) {
+            config.maxEjectionPercent = value
+        }
+        return config
     }
 
     private func decodeRetryBudget(_ node: Node, _ path: String) -> RetryBudgetConfig? {

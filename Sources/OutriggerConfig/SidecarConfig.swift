@@ -468,6 +468,8 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     /// Active health checking of every endpoint; nil: none (endpoints count as healthy).
     public var healthCheck: HealthCheckConfig?
     public var retryBudget: RetryBudgetConfig
+    /// Off unless set.
+    public var outlierDetection: OutlierDetectionConfig?
     /// How long an endpoint that answered `x-outrigger-drain: true` gets no new requests, unless a passing
     /// health check (without the header) or an admin call ends it sooner.
     public var endpointDrainTimeout: Duration
@@ -490,9 +492,11 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         pool: PoolConfig = PoolConfig(),
         healthCheck: HealthCheckConfig? = nil,
         endpointDrainTimeout: Duration = ClusterConfig.defaultEndpointDrainTimeout,
-        retryBudget: RetryBudgetConfig = RetryBudgetConfig()
+        retryBudget: RetryBudgetConfig = RetryBudgetConfig(),
+        outlierDetection: OutlierDetectionConfig? = nil
     ) {
         self.retryBudget = retryBudget
+        self.outlierDetection = outlierDetection
         self.healthCheck = healthCheck
         self.endpointDrainTimeout = endpointDrainTimeout
         self.name = name
@@ -509,7 +513,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, endpoints, endpointsFile, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
-        case healthChecks, endpointDrainTimeout, retryBudget
+        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -529,6 +533,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encodeIfPresent(healthCheck, forKey: .healthChecks)
         try container.encode(ConfigDuration.format(endpointDrainTimeout), forKey: .endpointDrainTimeout)
         try container.encode(retryBudget, forKey: .retryBudget)
+        try container.encodeIfPresent(outlierDetection, forKey: .outlierDetection)
     }
 }
 

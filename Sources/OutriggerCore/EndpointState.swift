@@ -33,6 +33,11 @@ public final class EndpointState: Sendable {
     public let activeRequests = Gauge()
     public let healthChecksPassed = Counter()
     public let healthChecksFailed = Counter()
+    /// Outlier detection: failures in a row, the ejection in force (uptime ns; 0: none) and how many so far.
+    let consecutive5xx = ManagedAtomic<Int>(0)
+    let consecutiveGatewayFailures = ManagedAtomic<Int>(0)
+    private let ejectedUntilValue = ManagedAtomic<UInt64>(0)
+    public let timesEjected = ManagedAtomic<Int>(0)
 
     public init(now: UInt64, selectionEpoch: ManagedAtomic<Int> = ManagedAtomic(0)) {
         self.readySinceValue = ManagedAtomic(now)
@@ -45,8 +50,21 @@ public final class EndpointState: Sendable {
 
     public func isDraining(now: UInt64) -> Bool { now < drainingUntil }
 
-    /// May a balancer pick it (health and drain; outlier ejection and breakers come on top)?
-    public func isEligible(now: UInt64) -> Bool { health != .unhealthy && !isDraining(now: now) }
+    public var ejectedUntil: UInt64 { ejectedUntilValue.load(ordering: .relaxed) }
+
+    public func isEjected(now: UInt64) -> Bool { now < ejectedUntil }
+
+    /// May a balancer pick it: not unhealthy, not draining, not ejected?
+    public func isEligible(now: UInt64) -> Bool { health != .unhealthy && !isDraining(now: now) && !isEjected(now: now) }
+
+    /// Outlier detection takes it out until `until` (a plan reviews itself when that comes).
+    func eject(until: UInt64) {
+        ejectedUntilValue.store(until, ordering: .relaxed)
+        timesEjected.wrappingIncrement(ordering: .relaxed)
+        consecutive5xx.store(0, ordering: .relaxed)
+        consecutiveGatewayFailures.store(0, ordering: .relaxed)
+        bumpEpoch()
+    }
 
     /// Records a health verdict; returns the previous one when it changed.
     @discardableResult
@@ -96,8 +114,14 @@ public final class EndpointStates: Sendable {
     /// Bumped by every state change that alters selection; balancers compare it on each pick.
     public let selectionEpoch = ManagedAtomic<Int>(0)
     private let states = NIOLockedValueBox<[String: EndpointState]>([:])
+    /// Ejection decisions are made one at a time, so that a cluster's max ejection percentage holds exactly.
+    private let ejectionLock = NIOLock()
 
     public init() {}
+
+    public func withEjectionLock<T>(_ body: () -> T) -> T {
+        ejectionLock.withLock(body)
+    }
 
     public static func key(cluster: String, address: String, port: Int) -> String { "\(cluster)|\(address)|\(port)" }
 

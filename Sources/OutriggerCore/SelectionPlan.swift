@@ -8,7 +8,7 @@ import OutriggerConfig
 /// Which endpoints a cluster's balancer may pick right now, and with what weights: a pure function of the
 /// endpoints' states, the cluster's balancer settings, the sidecar's zone and a clock reading.
 ///
-/// - Only eligible endpoints (not unhealthy, not draining) are candidates.
+/// - Only eligible endpoints (not unhealthy, not draining, not ejected by outlier detection) are candidates.
 /// - Priorities: priority 0 takes min(100 %, 1.4 × its healthy share) of the traffic, priority 1 as much of
 ///   the rest as 1.4 × its healthy share allows, and so on (Envoy's overprovisioning factor); when the
 ///   levels together cannot take 100 %, their shares are scaled up to it. Traffic therefore stays in the
@@ -42,8 +42,10 @@ public struct SelectionPlan: Sendable {
         eligible.reserveCapacity(endpoints.count)
         for endpoint in endpoints {
             eligible.append(endpoint.state.isEligible(now: now))
-            let until = endpoint.state.drainingUntil
-            if until > now { reviewAt = min(reviewAt, until) }
+            // Drains and ejections end by themselves: the plan is made again then.
+            for until in [endpoint.state.drainingUntil, endpoint.state.ejectedUntil] where until > now {
+                reviewAt = min(reviewAt, until)
+            }
         }
         let levels = Set(endpoints.map(\.priority)).sorted()
         var healthShares: [Double] = []

@@ -147,6 +147,9 @@ public final class ClusterStats: Sendable {
     /// Attempts after the first, and retries the budget refused.
     public let retries = Counter()
     public let retryBudgetExhausted = Counter()
+    /// Endpoints ejected by outlier detection, and ejections the max percentage prevented.
+    public let outlierEjections = Counter()
+    public let outlierEjectionsPrevented = Counter()
 
     init(name: String) {
         self.name = name

@@ -42,6 +42,11 @@ extension ProxyStats {
         for c in clusters { sample("outrigger_upstream_retries_total", [("cluster", c.name)], c.retries.current) }
         family("outrigger_retry_budget_exhausted_total", "counter", "Retries refused because the cluster's retry budget was spent.")
         for c in clusters { sample("outrigger_retry_budget_exhausted_total", [("cluster", c.name)], c.retryBudgetExhausted.current) }
+        family("outrigger_outlier_ejections_total", "counter", "Endpoints ejected by outlier detection (result=ejected), or not for the max ejection percent (result=prevented).")
+        for c in clusters {
+            sample("outrigger_outlier_ejections_total", [("cluster", c.name), ("result", "ejected")], c.outlierEjections.current)
+            sample("outrigger_outlier_ejections_total", [("cluster", c.name), ("result", "prevented")], c.outlierEjectionsPrevented.current)
+        }
         family("outrigger_lb_panic_mode", "gauge", "1 while a priority level has fewer healthy endpoints than the panic threshold (all are used).")
         for c in clusters { sample("outrigger_lb_panic_mode", [("cluster", c.name)], c.panicMode.load(ordering: .relaxed) ? 1 : 0) }
         family("outrigger_health_checks_total", "counter", "Active health checks, by result.")
@@ -111,6 +116,8 @@ extension ProxyStats {
                 "lb_panic_mode": c.panicMode.load(ordering: .relaxed),
                 "retries": c.retries.current,
                 "retry_budget_exhausted": c.retryBudgetExhausted.current,
+                "outlier_ejections": c.outlierEjections.current,
+                "outlier_ejections_prevented": c.outlierEjectionsPrevented.current,
                 "health_checks_passed": c.healthChecksPassed.current,
                 "health_checks_failed": c.healthChecksFailed.current,
                 "endpoints_marked_unhealthy": c.endpointsMarkedUnhealthy.current,

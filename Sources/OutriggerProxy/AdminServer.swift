@@ -118,6 +118,8 @@ private final class AdminHandler: ChannelInboundHandler {
                     "address": endpoint.description,
                     "health": state.health.description,
                     "draining": state.isDraining(now: now),
+                    "ejected": state.isEjected(now: now),
+                    "timesEjected": state.timesEjected.load(ordering: .relaxed),
                     "eligible": state.isEligible(now: now),
                     "weight": endpoint.weight,
                     "priority": endpoint.priority,

@@ -403,6 +403,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         switch state {
         case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
             guard !request.responseStarted else { return }
+            recordOutcome(.localFailure, of: request)
             if !retry(request, after: .perTryTimeout) {
                 request.cluster.stats.requestFailures.increment()
                 abandonUpstream()
@@ -411,6 +412,18 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         default:
             break
         }
+    }
+
+    /// Passive health: the try's result counts toward its endpoint's failure streak, which may eject it.
+    private func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
+        guard let config = request.cluster.config.outlierDetection, request.atEndpoint else { return }
+        guard OutlierDetection.record(result, on: request.endpoint.state, config: config),
+              !request.endpoint.state.isEjected(now: NIODeadline.now().uptimeNanoseconds) else { return }
+        let cluster = request.cluster
+        let ejected = cluster.endpointStates.withEjectionLock {
+            OutlierDetection.eject(request.endpoint, among: cluster.endpoints, config: config, now: NIODeadline.now().uptimeNanoseconds)
+        }
+        if ejected != nil { cluster.stats.outlierEjections.increment() } else { cluster.stats.outlierEjectionsPrevented.increment() }
     }
 
     /// An attempt failed before anything of its response went downstream. Retries when the route's policy,
@@ -564,7 +577,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     fileprivate func upstreamLeaseFailed(_ reason: LocalReplyReason, for leased: ProxiedRequest) {
         guard case .leasing(let request) = state, request === leased else { return }
         request.ticket = nil
-        if reason == .connectFailure, retry(request, after: .connectFailure) { return }
+        if reason == .connectFailure {
+            recordOutcome(.localFailure, of: request)
+            if retry(request, after: .connectFailure) { return }
+        }
         localReply(reason, request: request, requestComplete: request.requestComplete)
     }
 
@@ -586,6 +602,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
         request.cluster.stats.recordResponse(status: Int(head.status.code))
+        recordOutcome(head.status.code >= 500 ? .serverError(status: Int(head.status.code)) : .success, of: request)
         if request.replay != nil, head.status != .switchingProtocols {
             let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
             let retryAfter = head.headers.first(name: "retry-after").flatMap(Int.init)
@@ -663,6 +680,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             context.close(promise: nil)
             return
         }
+        recordOutcome(.localFailure, of: request)
         if failure == .reset, retry(request, after: .reset) { return }
         localReply(failure == .protocolError ? .upstreamProtocolError : .upstreamReset, request: request, requestComplete: request.requestComplete)
     }

@@ -153,3 +153,47 @@ struct RetryConfigTests {
         #expect(issues.contains { $0.message.hasPrefix(message) }, "\(issues.map(\.message))")
     }
 }
+
+@Suite("Outlier detection")
+struct OutlierDetectionTests {
+    static let second: UInt64 = 1_000_000_000
+
+    @Test func streaksEjectAndEjectionsGrowAndEnd() {
+        let endpoints = SelectionPlanTests.endpoints(Array(repeating: EndpointMetadata(), count: 4))
+        let config = OutlierDetectionConfig(consecutive5xx: 3, consecutiveGatewayFailure: 0, baseEjectionTime: .seconds(10),
+                                            maxEjectionTime: .seconds(25), maxEjectionPercent: 50)
+        let state = endpoints[0].state
+        #expect(!OutlierDetection.record(.serverError(status: 500), on: state, config: config))
+        #expect(!OutlierDetection.record(.localFailure, on: state, config: config))
+        #expect(!OutlierDetection.record(.success, on: state, config: config), "a success ends the streak")
+        #expect(!OutlierDetection.record(.serverError(status: 500), on: state, config: config))
+        #expect(!OutlierDetection.record(.serverError(status: 503), on: state, config: config))
+        #expect(OutlierDetection.record(.localFailure, on: state, config: config), "three in a row")
+        #expect(OutlierDetection.eject(endpoints[0], among: endpoints, config: config, now: 100 * Self.second) == 110 * Self.second)
+        #expect(!state.isEligible(now: 109 * Self.second) && state.isEligible(now: 110 * Self.second))
+        let plan = SelectionPlan(endpoints: endpoints, config: LoadBalancerConfig(), localZone: nil, now: 100 * Self.second)
+        #expect(!plan.groups[0].candidates.endpoints.contains { $0 === endpoints[0] })
+        #expect(plan.reviewAt == 110 * Self.second, "back by itself when the ejection ends")
+        // Ejected again: base × 2; a third time: capped at 25 s.
+        #expect(OutlierDetection.eject(endpoints[0], among: endpoints, config: config, now: 200 * Self.second) == 220 * Self.second)
+        #expect(OutlierDetection.eject(endpoints[0], among: endpoints, config: config, now: 300 * Self.second) == 325 * Self.second)
+        #expect(OutlierDetection.eject(endpoints[0], among: endpoints, config: config, now: 301 * Self.second) == nil, "already out")
+    }
+
+    @Test func gatewayFailuresCountOnlyGatewayStatuses() {
+        let state = EndpointState(now: 0)
+        let config = OutlierDetectionConfig(consecutive5xx: 0, consecutiveGatewayFailure: 2)
+        #expect(!OutlierDetection.record(.serverError(status: 502), on: state, config: config))
+        #expect(!OutlierDetection.record(.serverError(status: 500), on: state, config: config), "a 500 is no gateway failure")
+        #expect(!OutlierDetection.record(.serverError(status: 504), on: state, config: config))
+        #expect(OutlierDetection.record(.localFailure, on: state, config: config))
+    }
+
+    @Test(arguments: [(0, 10, 0), (10, 10, 1), (34, 3, 1), (50, 4, 2), (100, 3, 3), (10, 9, 0)])
+    func maxEjectionPercentIsHonouredExactly(percent: Int, endpoints count: Int, ejectable: Int) {
+        let endpoints = SelectionPlanTests.endpoints(Array(repeating: EndpointMetadata(), count: count))
+        let config = OutlierDetectionConfig(maxEjectionPercent: percent)
+        let ejected = endpoints.filter { OutlierDetection.eject($0, among: endpoints, config: config, now: Self.second) != nil }.count
+        #expect(ejected == ejectable, "\(percent) % of \(count): \(ejected) ejected")
+    }
+}

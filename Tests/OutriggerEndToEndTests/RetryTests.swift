@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import OutriggerConfig
 import Testing
 
@@ -95,5 +96,75 @@ struct RetryEndToEndTests {
                 #expect(ContinuousClock.now - started < .seconds(4), "long before the slow endpoint's 5 s")
             }
         }
+    }
+}
+
+@Suite("Outlier detection and the chaos scenario, end to end")
+struct OutlierEndToEndTests {
+    /// Requests sent and answered 2xx, from `outrigger bench --json`.
+    static func bench(_ url: String, _ arguments: [String]) async throws -> (sent: Int, ok: Int) {
+        let result = try await run(try outriggerExecutable(), ["bench", url] + arguments + ["--warmup", "0s", "--json", "/dev/stdout"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let number = { (key: String) -> Int in
+            guard let range = result.stdout.range(of: "\"\(key)\" : ") else { return 0 }
+            return Int(result.stdout[range.upperBound...].prefix { $0.isNumber }) ?? 0
+        }
+        return (number("sent"), number("2xx"))
+    }
+
+    @Test func aFailingEndpointIsEjectedUpToTheMaxPercent() async throws {
+        try await withHarness(echoes: 3) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+                ClusterConfig(name: "c", endpoints: endpoints, loadBalancer: LoadBalancerConfig(panicThreshold: 0),
+                              outlierDetection: OutlierDetectionConfig(consecutive5xx: 3, maxEjectionPercent: 34)),
+            ])
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 500)
+            harness.echoes[1].setFailing(status: 500)
+            for _ in 0..<24 { _ = try await fetch(harness.url + "/") }
+            let cluster = try #require(harness.sidecar.configStore.snapshot.clusters["c"])
+            let now = NIODeadline.now().uptimeNanoseconds
+            let ejected = cluster.endpoints.filter { $0.state.isEjected(now: now) }
+            #expect(ejected.count == 1, "34 % of 3 endpoints: exactly one ejected, though two fail")
+            let stats = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(stats.contains("outrigger_outlier_ejections_total{cluster=\"c\",result=\"ejected\"} 1"))
+            #expect(!stats.contains("outrigger_outlier_ejections_total{cluster=\"c\",result=\"prevented\"} 0"))
+            let ejectedServer = ejected[0].configured.port == harness.echoes[0].localAddress.port ? "echo-0" : "echo-1"
+            let servers = try await (0..<12).asyncMap { _ in try await fetch(harness.url + "/").echo?.server ?? "" }
+            #expect(!servers.contains(ejectedServer), "the ejected endpoint gets no requests")
+        }
+    }
+
+    @Test func chaosOneFailingOneSlowOneFine() async throws {
+        try await withHarness(echoes: 3, echoDelays: [.zero, .seconds(2), .zero]) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"), retries: RetryPolicy(
+                attempts: 3, retryOn: [.fiveXX, .reset, .connectFailure], perTryTimeout: .milliseconds(300)))], clusters: [
+                ClusterConfig(name: "c", endpoints: endpoints, loadBalancer: LoadBalancerConfig(panicThreshold: 0),
+                              outlierDetection: OutlierDetectionConfig(consecutive5xx: 3, maxEjectionPercent: 67)),
+            ])
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 503)
+            let through = try await Self.bench(harness.url + "/?size=16", ["--rate", "200", "-c", "32", "--duration", "3s"])
+            // The same load spread over the endpoints directly, as a client without the sidecar would send it.
+            var direct = (sent: 0, ok: 0)
+            for echo in harness.echoes {
+                let part = try await Self.bench("http://127.0.0.1:\(echo.localAddress.port!)/?size=16", ["--rate", "67", "-c", "64", "--duration", "1s"])
+                direct = (direct.sent + part.sent, direct.ok + part.ok)
+            }
+            let throughRate = Double(through.ok) / Double(max(through.sent, 1))
+            let directRate = Double(direct.ok) / Double(max(direct.sent, 1))
+            print("chaos (failing, slow, fine): success through the sidecar \(through.ok)/\(through.sent) = \(throughRate); direct \(direct.ok)/\(direct.sent) = \(directRate)")
+            #expect(through.sent >= 500)
+            #expect(throughRate >= 0.999, "\(through)")
+            #expect(directRate < 0.7, "direct calls see the failing endpoint's errors: \(direct)")
+        }
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
     }
 }

@@ -1,0 +1,52 @@
+import OutriggerConfig
+
+/// How one try went, for passive health (outlier detection).
+public enum AttemptResult: Sendable, Equatable {
+    case success
+    /// A 5xx answer.
+    case serverError(status: Int)
+    /// No answer: connect failure, reset, timeout (counts as a gateway failure).
+    case localFailure
+}
+
+/// Outlier detection: consecutive failures eject an endpoint for base × times ejected (capped), never more
+/// than `maxEjectionPercent` of the cluster at once (rounded down; 0 never ejects). Ejected endpoints are
+/// left out of selection (the panic threshold still applies) and come back when their time is up.
+public enum OutlierDetection {
+    /// Counts `result` against the endpoint; true when a failure streak reached a configured threshold.
+    public static func record(_ result: AttemptResult, on state: EndpointState, config: OutlierDetectionConfig) -> Bool {
+        switch result {
+        case .success:
+            // Most answers: a load, and a store only when a streak ends.
+            if state.consecutive5xx.load(ordering: .relaxed) != 0 { state.consecutive5xx.store(0, ordering: .relaxed) }
+            if state.consecutiveGatewayFailures.load(ordering: .relaxed) != 0 { state.consecutiveGatewayFailures.store(0, ordering: .relaxed) }
+            return false
+        case .serverError(let status):
+            let fives = state.consecutive5xx.wrappingIncrementThenLoad(ordering: .relaxed)
+            let gateway = [502, 503, 504].contains(status)
+                ? state.consecutiveGatewayFailures.wrappingIncrementThenLoad(ordering: .relaxed)
+                : { state.consecutiveGatewayFailures.store(0, ordering: .relaxed); return 0 }()
+            return reached(fives, config.consecutive5xx) || reached(gateway, config.consecutiveGatewayFailure)
+        case .localFailure:
+            let fives = state.consecutive5xx.wrappingIncrementThenLoad(ordering: .relaxed)
+            let gateway = state.consecutiveGatewayFailures.wrappingIncrementThenLoad(ordering: .relaxed)
+            return reached(fives, config.consecutive5xx) || reached(gateway, config.consecutiveGatewayFailure)
+        }
+    }
+
+    private static func reached(_ count: Int, _ threshold: Int) -> Bool { threshold > 0 && count >= threshold }
+
+    /// Ejects `endpoint` if the cluster's maximum allows one more; returns when the ejection ends, or nil.
+    /// Call under `EndpointStates.withEjectionLock`.
+    public static func eject(_ endpoint: Endpoint, among endpoints: [Endpoint], config: OutlierDetectionConfig, now: UInt64) -> UInt64? {
+        guard !endpoint.state.isEjected(now: now) else { return nil }
+        let allowed = endpoints.count * config.maxEjectionPercent / 100
+        let ejected = endpoints.filter { $0.state.isEjected(now: now) }.count
+        guard ejected < allowed else { return nil }
+        let times = endpoint.state.timesEjected.load(ordering: .relaxed) + 1
+        let duration = min(config.baseEjectionTime.nanoseconds * Int64(times), max(config.maxEjectionTime, config.baseEjectionTime).nanoseconds)
+        let until = now + UInt64(duration)
+        endpoint.state.eject(until: until)
+        return until
+    }
+}
