@@ -150,3 +150,25 @@ public struct OutlierDetectionConfig: Sendable, Hashable, Encodable {
         try container.encode(maxEjectionPercent, forKey: .maxEjectionPercent)
     }
 }
+
+/// What a route serves when its cluster has no endpoint to send a request to (degradation).
+public enum RouteFallback: Sendable, Hashable, Encodable {
+    /// Another cluster takes the request.
+    case cluster(String)
+    /// A fixed answer.
+    case response(status: Int, headers: [HeaderValue], body: String)
+
+    enum CodingKeys: String, CodingKey { case cluster, status, headers, body }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .cluster(let name):
+            try container.encode(name, forKey: .cluster)
+        case .response(let status, let headers, let body):
+            try container.encode(status, forKey: .status)
+            try container.encode(Dictionary(headers.map { ($0.name, $0.value) }) { $1 }, forKey: .headers)
+            try container.encode(body, forKey: .body)
+        }
+    }
+}

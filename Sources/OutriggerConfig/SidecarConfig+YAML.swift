@@ -214,7 +214,7 @@ struct SidecarConfigDecoder {
 
     private func decodeRoute(_ node: Node, _ path: String) -> RouteConfig? {
         let allowed = ["name", "match", "cluster", "weightedClusters", "prefixRewrite", "hostRewrite", "timeout", "requestHeaders", "responseHeaders",
-                       "retries"]
+                       "retries", "fallback"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = fields["name"].flatMap { reader.string($0, fields.path("name")) }
         let match = fields["match"].map { decodeMatch($0, fields.path("match")) } ?? RouteMatchConfig()
@@ -244,11 +244,29 @@ struct SidecarConfigDecoder {
         let requestHeaders = fields["requestHeaders"].map { decodeMutations($0, fields.path("requestHeaders")) } ?? HeaderMutations()
         let responseHeaders = fields["responseHeaders"].map { decodeMutations($0, fields.path("responseHeaders")) } ?? HeaderMutations()
         let retries = fields["retries"].flatMap { decodeRetryPolicy($0, fields.path("retries")) } ?? .none
+        let fallback = fields["fallback"].flatMap { decodeFallback($0, fields.path("fallback")) }
         guard let destination else { return nil }
         return RouteConfig(
             name: name, match: match, destination: destination, prefixRewrite: prefixRewrite, hostRewrite: hostRewrite,
-            timeout: timeout, requestHeaders: requestHeaders, responseHeaders: responseHeaders, retries: retries
+            timeout: timeout, requestHeaders: requestHeaders, responseHeaders: responseHeaders, retries: retries, fallback: fallback
         )
+    }
+
+    /// `{cluster: NAME}`, or `{status: N, headers: {NAME: VALUE}, body: TEXT}`.
+    private func decodeFallback(_ node: Node, _ path: String) -> RouteFallback? {
+        guard let fields = reader.fields(node, path, allowed: ["cluster", "status", "headers", "body"]) else { return nil }
+        if let clusterNode = fields["cluster"] {
+            for key in ["status", "headers", "body"] where fields[key] != nil {
+                reader.report(fields[key], fields.path(key), "expected either a fallback cluster or a fallback response, not both")
+            }
+            guard let cluster = reader.string(clusterNode, fields.path("cluster")) else { return nil }
+            references.add(cluster, node: clusterNode, path: fields.path("cluster"))
+            return .cluster(cluster)
+        }
+        guard let status = reader.required(fields, "status").flatMap({ reader.int($0, fields.path("status"), range: 200...599) }) else { return nil }
+        let headers = fields["headers"].map { headerValues($0, fields.path("headers")) } ?? []
+        let body = fields["body"].flatMap { reader.string($0, fields.path("body"), allowEmpty: true) } ?? ""
+        return .response(status: status, headers: headers, body: body)
     }
 
     private func decodeWeightedClusters(_ node: Node, _ path: String) -> RouteDestination? {

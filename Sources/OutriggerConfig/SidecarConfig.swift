@@ -131,6 +131,7 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
     public var requestHeaders: HeaderMutations
     public var responseHeaders: HeaderMutations
     public var retries: RetryPolicy
+    public var fallback: RouteFallback?
 
     public init(
         name: String? = nil,
@@ -141,9 +142,11 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
         timeout: Duration? = nil,
         requestHeaders: HeaderMutations = HeaderMutations(),
         responseHeaders: HeaderMutations = HeaderMutations(),
-        retries: RetryPolicy = .none
+        retries: RetryPolicy = .none,
+        fallback: RouteFallback? = nil
     ) {
         self.retries = retries
+        self.fallback = fallback
         self.name = name
         self.match = match
         self.destination = destination
@@ -156,7 +159,7 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, match, cluster, weightedClusters, prefixRewrite, hostRewrite, timeout
-        case requestHeaders, responseHeaders, retries
+        case requestHeaders, responseHeaders, retries, fallback
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -170,6 +173,8 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
         try container.encodeIfPresent(prefixRewrite, forKey: .prefixRewrite)
         try container.encodeIfPresent(hostRewrite, forKey: .hostRewrite)
         if retries != .none { try container.encode(retries, forKey: .retries) }
+        try container.encodeIfPresent(fallback, forKey: .fallback)
+        try container.encodeIfPresent(fallback, forKey: .fallback)
         try container.encodeIfPresent(timeout.map(ConfigDuration.format), forKey: .timeout)
         if !requestHeaders.isEmpty { try container.encode(requestHeaders, forKey: .requestHeaders) }
         if !responseHeaders.isEmpty { try container.encode(responseHeaders, forKey: .responseHeaders) }

@@ -17,11 +17,13 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
     case bodyTooLarge = "body_too_large"
     case requestTimeout = "request_timeout"
     case draining
+    /// The route's fallback answered (its cluster had no endpoint); also marks responses of a fallback cluster.
+    case fallback
 
     public var status: HTTPResponseStatus {
         switch self {
         case .noRoute: return .notFound
-        case .noHealthyUpstream, .overflow, .connectFailure, .draining: return .serviceUnavailable
+        case .noHealthyUpstream, .overflow, .connectFailure, .draining, .fallback: return .serviceUnavailable
         case .upstreamReset, .upstreamProtocolError: return .badGateway
         case .upstreamTimeout: return .gatewayTimeout
         case .badRequest: return .badRequest
@@ -38,7 +40,7 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .upstreamTimeout, .requestTimeout: return 4  // DEADLINE_EXCEEDED
         case .overflow: return 8  // RESOURCE_EXHAUSTED
         case .badRequest, .headersTooLarge, .bodyTooLarge: return 13  // INTERNAL
-        case .noHealthyUpstream, .connectFailure, .upstreamReset, .upstreamProtocolError, .draining: return 14  // UNAVAILABLE
+        case .noHealthyUpstream, .connectFailure, .upstreamReset, .upstreamProtocolError, .draining, .fallback: return 14  // UNAVAILABLE
         }
     }
 
@@ -57,6 +59,7 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .bodyTooLarge: return "the request body is larger than this listener allows"
         case .requestTimeout: return "the request did not arrive in time"
         case .draining: return "the proxy is shutting down"
+        case .fallback: return "the route's cluster had no endpoint; its fallback answered"
         }
     }
 }

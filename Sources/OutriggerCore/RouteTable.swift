@@ -85,6 +85,13 @@ public final class Route: Sendable {
     public let requestHeaders: HeaderMutations
     public let responseHeaders: HeaderMutations
     public let retries: RetryPolicy
+    public let fallback: Fallback?
+
+    /// A route's fallback with its cluster found.
+    public enum Fallback: Sendable {
+        case cluster(ClusterRuntime)
+        case response(status: Int, headers: [HeaderValue], body: String)
+    }
 
     enum PathMatch: Sendable {
         case prefix(String)
@@ -109,6 +116,15 @@ public final class Route: Sendable {
         self.requestHeaders = config.requestHeaders
         self.responseHeaders = config.responseHeaders
         self.retries = config.retries
+        switch config.fallback {
+        case .cluster(let name)?:
+            guard let cluster = clusters[name] else { throw RuntimeConfigError.unknownCluster(name) }
+            self.fallback = .cluster(cluster)
+        case .response(let status, let headers, let body)?:
+            self.fallback = .response(status: status, headers: headers, body: body)
+        case nil:
+            self.fallback = nil
+        }
     }
 
     /// Paths and header values compare as bytes, as HTTP defines them (and ~4× faster than `String`'s

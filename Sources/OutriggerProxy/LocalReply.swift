@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import OutriggerConfig
 import OutriggerCore
 
 /// The one place a local reply's bytes are decided: status with its reason phrase, `x-outrigger-reason`,
@@ -52,6 +53,31 @@ enum LocalReply {
         if let body, !isHEAD { context.write(wrap(.body(.byteBuffer(body))), promise: nil) }
         let trailers = isGRPC && version.major == 2 ? grpcStatus(for: reason) : nil
         return context.writeAndFlush(wrap(.end(trailers)))
+    }
+}
+
+extension LocalReply {
+    /// Writes a route's fallback response (its own status, headers and body, marked `fallback`).
+    static func writeFallback(
+        status: Int,
+        headers configured: [HeaderValue],
+        body text: String,
+        version: HTTPVersion,
+        isHEAD: Bool,
+        closeConnection: Bool,
+        context: ChannelHandlerContext,
+        wrap: (HTTPServerResponsePart) -> NIOAny
+    ) -> EventLoopFuture<Void> {
+        var headers = HTTPHeaders()
+        for header in configured { headers.add(name: header.name, value: header.value) }
+        if !headers.contains(name: "content-type") { headers.add(name: "content-type", value: "text/plain; charset=utf-8") }
+        headers.replaceOrAdd(name: "content-length", value: String(text.utf8.count))
+        headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue)
+        if closeConnection && version.major == 1 { headers.add(name: "connection", value: "close") }
+        let head = HTTPResponseHead(version: version.major == 2 ? .http2 : .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers)
+        context.write(wrap(.head(head)), promise: nil)
+        if !isHEAD && !text.isEmpty { context.write(wrap(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil) }
+        return context.writeAndFlush(wrap(.end(nil)))
     }
 }
 

@@ -59,6 +59,8 @@ final class ProxiedRequest {
     /// The status of a gRPC "trailers-only" upstream response, sent downstream as trailers (the HTTP/2
     /// codec cannot end a stream on its first HEADERS frame, and a status-less end reads as UNKNOWN).
     var grpcStatusFromHead: HTTPHeaders?
+    /// The route's fallback cluster took the request (its cluster had no endpoint).
+    var viaFallback = false
     /// A session cookie the proxy chose for this client (cookie hash policy with a ttl), sent back with the response.
     var setCookie: String?
 
@@ -335,7 +337,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             localReply(.noRoute, for: head, listener: listener, requestComplete: false, start: start)
             return
         }
-        let cluster = route.destination.pick(random: local.random.next())
+        var cluster = route.destination.pick(random: local.random.next())
         let hashPolicy = cluster.config.loadBalancer.hashPolicy
         var hashKey = hashPolicy?.key(headers: head.headers, clientAddress: clientAddress)
         var setCookie: String?
@@ -345,7 +347,21 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             hashKey = StableHash.of(value)
             setCookie = "\(name)=\(value); Max-Age=\(ttl.components.seconds); Path=/; HttpOnly"
         }
-        guard let endpoint = local.pickEndpoint(in: cluster, now: start, hashKey: hashKey) else {
+        var picked = local.pickEndpoint(in: cluster, now: start, hashKey: hashKey)
+        var viaFallback = false
+        if picked == nil, let fallback = route.fallback {
+            // Degradation: the cluster has no endpoint to offer; the route's fallback answers instead.
+            switch fallback {
+            case .cluster(let other):
+                cluster = other
+                picked = local.pickEndpoint(in: other, now: start, hashKey: nil)
+                viaFallback = true
+            case .response(let status, let headers, let body):
+                fallbackReply(status: status, headers: headers, body: body, for: head, listener: listener, start: start)
+                return
+            }
+        }
+        guard let endpoint = picked else {
             localReply(.noHealthyUpstream, for: head, listener: listener, requestComplete: false, start: start)
             return
         }
@@ -371,6 +387,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
         )
         request.setCookie = setCookie
+        request.viaFallback = viaFallback
         let timeout = route.timeout ?? cluster.config.timeout
         request.owner = self
         request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(timeout.nanoseconds), handler: request)
@@ -621,6 +638,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             if drain.lowercased() == "true" { EndpointDrain.start(request.endpoint, in: request.cluster) }
         }
         if let cookie = request.setCookie { response.headers.add(name: "set-cookie", value: cookie) }
+        if request.viaFallback { response.headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue) }
         let elapsed = (NIODeadline.now() - request.start).nanoseconds / 1_000_000
         ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsed, addVia: request.listener.config.addVia)
         if head.status == .switchingProtocols {
@@ -848,16 +866,28 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
                         keepAlive: keepsConnection(head), requestComplete: requestComplete, listener: listener, start: start)
     }
 
+    /// A route's fixed fallback response, with the bookkeeping of a local reply.
+    private func fallbackReply(status: Int, headers: [HeaderValue], body: String, for head: HTTPRequestHead, listener: ListenerRuntime,
+                               start: NIODeadline) {
+        listener.stats.requestsActive.decrement()
+        writeLocalReply(.fallback, version: head.version, isGRPC: false, isHEAD: head.method == .HEAD, keepAlive: keepsConnection(head),
+                        requestComplete: false, listener: listener, start: start) { close in
+            LocalReply.writeFallback(status: status, headers: headers, body: body, version: head.version, isHEAD: head.method == .HEAD,
+                                     closeConnection: close, context: self.context, wrap: self.wrapOutboundOut)
+        }
+    }
+
     private func writeLocalReply(_ reason: LocalReplyReason, version: HTTPVersion, isGRPC: Bool, isHEAD: Bool, keepAlive: Bool,
-                                 requestComplete: Bool, listener: ListenerRuntime?, start: NIODeadline) {
+                                 requestComplete: Bool, listener: ListenerRuntime?, start: NIODeadline,
+                                 write: ((_ close: Bool) -> EventLoopFuture<Void>)? = nil) {
         configStore.stats.recordLocalReply(reason)
         let micros = (NIODeadline.now() - start).nanoseconds / 1000
         listener?.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
         // An HTTP/1.1 connection whose request body was not read to the end cannot carry another request.
         let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest || closeWhenIdle)
         state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
-        let written = LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
-                                       context: context, wrap: wrapOutboundOut)
+        let written = write?(close) ?? LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
+                                                        context: context, wrap: wrapOutboundOut)
         needsFlush = false
         if close {
             queued.removeAll()

@@ -168,3 +168,51 @@ extension Sequence {
         return results
     }
 }
+
+@Suite("Degradation: route fallbacks, end to end")
+struct FallbackTests {
+    @Test func aStaticFallbackAnswersWhenTheClusterHasNoEndpoint() async throws {
+        try await withHarness(echoes: 1) { _ in
+            Harness.config(routes: [
+                RouteConfig(match: RouteMatchConfig(path: .prefix("/static")), destination: .cluster("empty"),
+                            fallback: .response(status: 200, headers: [HeaderValue(name: "x-degraded", value: "yes")], body: "cached answer\n")),
+                RouteConfig(destination: .cluster("empty"), fallback: .cluster("backup")),
+            ], clusters: [ClusterConfig(name: "empty", endpoints: []), ClusterConfig(name: "backup", endpoints: [])])
+        } _: { (harness: Harness) async throws in
+            let fixed = try await fetch(harness.url + "/static")
+            #expect(fixed.status == 200)
+            #expect(fixed.body == "cached answer\n")
+            #expect(fixed.headers["x-degraded"] == "yes")
+            #expect(fixed.headers["x-outrigger-reason"] == "fallback")
+            // The fallback cluster has no endpoint either: the usual 503.
+            let none = try await fetch(harness.url + "/other")
+            #expect(none.status == 503)
+            #expect(none.headers["x-outrigger-reason"] == "no_healthy_upstream")
+        }
+    }
+
+    @Test func aFallbackClusterTakesTheRequest() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("primary"), fallback: .cluster("backup"))],
+                           clusters: [ClusterConfig(name: "primary", endpoints: []), ClusterConfig(name: "backup", endpoints: endpoints)])
+        } _: { (harness: Harness) async throws in
+            let result = try await fetch(harness.url + "/x")
+            #expect(result.status == 200)
+            #expect(result.echo?.server == "echo-0")
+            #expect(result.headers["x-outrigger-reason"] == "fallback", "the client can tell it was served degraded")
+        }
+    }
+
+    @Test func aFallbackNamingAnUnknownClusterIsAConfigError() {
+        do {
+            _ = try SidecarConfig.decode(yaml: """
+            listeners: [{name: in, address: 127.0.0.1:0, routes: [{cluster: c, fallback: {cluster: bakup}}]}]
+            clusters: [{name: c, endpoints: [127.0.0.1:1]}, {name: backup, endpoints: [127.0.0.1:2]}]
+            """, file: "f.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.issues.map(\.description).contains { $0.contains("listeners[0].routes[0].fallback.cluster: unknown cluster 'bakup'") },
+                    "\(error.issues)")
+        }
+    }
+}
