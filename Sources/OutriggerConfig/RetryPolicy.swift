@@ -95,24 +95,20 @@ public struct RetryBudgetConfig: Sendable, Hashable, Encodable {
     public var percent: Int
     public var minRetriesPerSecond: Int
     public var window: Duration
-    /// Retries in flight at once, across the cluster (Envoy's `max_retries` limit).
-    public var maxActiveRetries: Int
 
-    public init(percent: Int = 20, minRetriesPerSecond: Int = 10, window: Duration = .seconds(10), maxActiveRetries: Int = 64) {
+    public init(percent: Int = 20, minRetriesPerSecond: Int = 10, window: Duration = .seconds(10)) {
         self.percent = percent
         self.minRetriesPerSecond = minRetriesPerSecond
         self.window = window
-        self.maxActiveRetries = maxActiveRetries
     }
 
-    enum CodingKeys: String, CodingKey { case percent, minRetriesPerSecond, window, maxActiveRetries }
+    enum CodingKeys: String, CodingKey { case percent, minRetriesPerSecond, window }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(percent, forKey: .percent)
         try container.encode(minRetriesPerSecond, forKey: .minRetriesPerSecond)
         try container.encode(ConfigDuration.format(window), forKey: .window)
-        try container.encode(maxActiveRetries, forKey: .maxActiveRetries)
     }
 }
 
@@ -170,5 +166,20 @@ public enum RouteFallback: Sendable, Hashable, Encodable {
             try container.encode(Dictionary(headers.map { ($0.name, $0.value) }) { $1 }, forKey: .headers)
             try container.encode(body, forKey: .body)
         }
+    }
+}
+
+/// A cluster's limits (Envoy's circuit-breaker thresholds, named apart from per-endpoint breakers): past one,
+/// a request is answered at once with 503 `overflow` instead of queueing. Connections and pending requests
+/// are limited per endpoint and event loop by the cluster's `pool` settings.
+public struct ClusterLimits: Sendable, Hashable, Encodable {
+    /// Requests in flight to the cluster, across event loops.
+    public var maxRequests: Int
+    /// Retries in flight at once, across event loops; past it a failed try is not retried.
+    public var maxActiveRetries: Int
+
+    public init(maxRequests: Int = 100_000, maxActiveRetries: Int = 64) {
+        self.maxRequests = maxRequests
+        self.maxActiveRetries = maxActiveRetries
     }
 }

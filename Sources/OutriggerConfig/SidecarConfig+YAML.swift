@@ -385,7 +385,7 @@ struct SidecarConfigDecoder {
 
     private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
         let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool",
-                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection"]
+                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection", "limits"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
@@ -505,6 +505,15 @@ struct SidecarConfigDecoder {
         let endpointDrainTimeout = fields["endpointDrainTimeout"].flatMap { reader.duration($0, fields.path("endpointDrainTimeout")) }
         let retryBudget = fields["retryBudget"].flatMap { decodeRetryBudget($0, fields.path("retryBudget")) } ?? RetryBudgetConfig()
         let outlierDetection = fields["outlierDetection"].flatMap { decodeOutlierDetection($0, fields.path("outlierDetection")) }
+        var limits = ClusterLimits()
+        if let node = fields["limits"], let limitFields = reader.fields(node, fields.path("limits"), allowed: ["maxRequests", "maxActiveRetries"]) {
+            if let node = limitFields["maxRequests"], let value = reader.int(node, limitFields.path("maxRequests"), range: 1...10_000_000) {
+                limits.maxRequests = value
+            }
+            if let node = limitFields["maxActiveRetries"], let value = reader.int(node, limitFields.path("maxActiveRetries"), range: 0...10_000_000) {
+                limits.maxActiveRetries = value
+            }
+        }
         guard let name else { return nil }
         return ClusterConfig(
             name: name,
@@ -520,7 +529,8 @@ struct SidecarConfigDecoder {
             healthCheck: healthCheck,
             endpointDrainTimeout: endpointDrainTimeout ?? ClusterConfig.defaultEndpointDrainTimeout,
             retryBudget: retryBudget,
-            outlierDetection: outlierDetection
+            outlierDetection: outlierDetection,
+            limits: limits
         )
     }
 
@@ -546,7 +556,7 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeRetryBudget(_ node: Node, _ path: String) -> RetryBudgetConfig? {
-        guard let fields = reader.fields(node, path, allowed: ["percent", "minRetriesPerSecond", "window", "maxActiveRetries"]) else { return nil }
+        guard let fields = reader.fields(node, path, allowed: ["percent", "minRetriesPerSecond", "window"]) else { return nil }
         var budget = RetryBudgetConfig()
         if let node = fields["percent"], let value = reader.int(node, fields.path("percent"), range: 0...1000) { budget.percent = value }
         if let node = fields["minRetriesPerSecond"], let value = reader.int(node, fields.path("minRetriesPerSecond"), range: 0...1_000_000) {
@@ -556,9 +566,6 @@ struct SidecarConfigDecoder {
             if value >= .seconds(1) && value <= .seconds(300) { budget.window = value } else {
                 reader.report(fields["window"], fields.path("window"), "expected a window from 1s to 5m, found '\(ConfigDuration.format(value))'")
             }
-        }
-        if let node = fields["maxActiveRetries"], let value = reader.int(node, fields.path("maxActiveRetries"), range: 0...1_000_000) {
-            budget.maxActiveRetries = value
         }
         return budget
     }

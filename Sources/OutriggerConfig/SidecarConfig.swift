@@ -475,6 +475,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public var retryBudget: RetryBudgetConfig
     /// Off unless set.
     public var outlierDetection: OutlierDetectionConfig?
+    public var limits: ClusterLimits
     /// How long an endpoint that answered `x-outrigger-drain: true` gets no new requests, unless a passing
     /// health check (without the header) or an admin call ends it sooner.
     public var endpointDrainTimeout: Duration
@@ -498,8 +499,10 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         healthCheck: HealthCheckConfig? = nil,
         endpointDrainTimeout: Duration = ClusterConfig.defaultEndpointDrainTimeout,
         retryBudget: RetryBudgetConfig = RetryBudgetConfig(),
-        outlierDetection: OutlierDetectionConfig? = nil
+        outlierDetection: OutlierDetectionConfig? = nil,
+        limits: ClusterLimits = ClusterLimits()
     ) {
+        self.limits = limits
         self.retryBudget = retryBudget
         self.outlierDetection = outlierDetection
         self.healthCheck = healthCheck
@@ -518,7 +521,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, endpoints, endpointsFile, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
-        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection
+        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection, limits
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -539,6 +542,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(endpointDrainTimeout), forKey: .endpointDrainTimeout)
         try container.encode(retryBudget, forKey: .retryBudget)
         try container.encodeIfPresent(outlierDetection, forKey: .outlierDetection)
+        try container.encode(limits, forKey: .limits)
     }
 }
 

@@ -149,6 +149,10 @@ public final class ClusterStats: Sendable {
     public let retryBudgetExhausted = Counter()
     /// Endpoints ejected by outlier detection, and ejections the max percentage prevented.
     public let outlierEjections = Counter()
+    /// Retries in flight, and requests turned away by each limit.
+    public let activeRetries = Gauge()
+    public let overflowMaxRequests = Counter()
+    public let overflowMaxActiveRetries = Counter()
     public let outlierEjectionsPrevented = Counter()
 
     init(name: String) {

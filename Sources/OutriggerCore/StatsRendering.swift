@@ -42,6 +42,13 @@ extension ProxyStats {
         for c in clusters { sample("outrigger_upstream_retries_total", [("cluster", c.name)], c.retries.current) }
         family("outrigger_retry_budget_exhausted_total", "counter", "Retries refused because the cluster's retry budget was spent.")
         for c in clusters { sample("outrigger_retry_budget_exhausted_total", [("cluster", c.name)], c.retryBudgetExhausted.current) }
+        family("outrigger_upstream_retries_active", "gauge", "Retries in flight.")
+        for c in clusters { sample("outrigger_upstream_retries_active", [("cluster", c.name)], c.activeRetries.current) }
+        family("outrigger_overflow_total", "counter", "Requests or retries turned away by a cluster limit.")
+        for c in clusters {
+            sample("outrigger_overflow_total", [("cluster", c.name), ("limit", "maxRequests")], c.overflowMaxRequests.current)
+            sample("outrigger_overflow_total", [("cluster", c.name), ("limit", "maxActiveRetries")], c.overflowMaxActiveRetries.current)
+        }
         family("outrigger_outlier_ejections_total", "counter", "Endpoints ejected by outlier detection (result=ejected), or not for the max ejection percent (result=prevented).")
         for c in clusters {
             sample("outrigger_outlier_ejections_total", [("cluster", c.name), ("result", "ejected")], c.outlierEjections.current)
@@ -117,6 +124,9 @@ extension ProxyStats {
                 "retries": c.retries.current,
                 "retry_budget_exhausted": c.retryBudgetExhausted.current,
                 "outlier_ejections": c.outlierEjections.current,
+                "retries_active": c.activeRetries.current,
+                "overflow_max_requests": c.overflowMaxRequests.current,
+                "overflow_max_active_retries": c.overflowMaxActiveRetries.current,
                 "outlier_ejections_prevented": c.outlierEjectionsPrevented.current,
                 "health_checks_passed": c.healthChecksPassed.current,
                 "health_checks_failed": c.healthChecksFailed.current,

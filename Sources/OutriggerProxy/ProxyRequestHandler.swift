@@ -26,6 +26,8 @@ final class ProxiedRequest {
     /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
     var replay: [HTTPClientRequestPart]?
     var replayBytes = 0
+    /// Counted in the cluster's active retries (from its first retry until it leaves the cluster).
+    var countsAsRetry = false
     /// A retry waiting out its backoff, and the current attempt's per-try timer.
     var retryDelay: Scheduled<Void>?
     var perTryTimer: Scheduled<Void>?
@@ -347,6 +349,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             hashKey = StableHash.of(value)
             setCookie = "\(name)=\(value); Max-Age=\(ttl.components.seconds); Path=/; HttpOnly"
         }
+        if cluster.stats.requestsActive.current >= cluster.config.limits.maxRequests {
+            cluster.stats.overflowMaxRequests.increment()
+            localReply(.overflow, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
         var picked = local.pickEndpoint(in: cluster, now: start, hashKey: hashKey)
         var viaFallback = false
         if picked == nil, let fallback = route.fallback {
@@ -448,13 +455,23 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func retry(_ request: ProxiedRequest, after outcome: AttemptOutcome) -> Bool {
         guard request.replay != nil || outcome.neverReachedUpstream && request.route.retries.attempts > 1 else { return false }
         let now = NIODeadline.now()
+        var overLimit = false
         let decision = RetryDecision.decide(
             policy: request.route.retries, outcome: outcome, triesSoFar: request.tries, idempotent: request.idempotent,
             // A connection that never opened sent nothing: what was read is all still in `buffered`.
             replayable: request.replay != nil || outcome == .connectFailure, random: &local.random
-        ) { local.withdrawRetry(from: request.cluster, now: now) }
+        ) {
+            // Under the cluster's limit of retries in flight, then within its budget.
+            if !request.countsAsRetry && request.cluster.stats.activeRetries.current >= request.cluster.config.limits.maxActiveRetries {
+                overLimit = true
+                return false
+            }
+            return local.withdrawRetry(from: request.cluster, now: now)
+        }
         guard case .retry(let delay, _) = decision else {
-            if decision == .stop(reason: "budget") { request.cluster.stats.retryBudgetExhausted.increment() }
+            if decision == .stop(reason: "budget") {
+                if overLimit { request.cluster.stats.overflowMaxActiveRetries.increment() } else { request.cluster.stats.retryBudgetExhausted.increment() }
+            }
             return false
         }
         // Let go of this attempt: its connection closes (its state is unknown) and its endpoint's load drops.
@@ -471,6 +488,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             local.requestEnded(in: request.cluster, to: request.endpoint)
         }
         request.cluster.stats.retries.increment()
+        if !request.countsAsRetry {
+            request.countsAsRetry = true
+            request.cluster.stats.activeRetries.increment()
+        }
         state = .leasing(request)
         request.retryDelay = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { [weak self, weak request] in
             guard let self, let request else { return }
@@ -841,6 +862,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         request.listener.stats.requestsActive.decrement()
         request.perTryTimer?.cancel()
         request.retryDelay?.cancel()
+        if request.countsAsRetry {
+            request.countsAsRetry = false
+            request.cluster.stats.activeRetries.decrement()
+        }
         if request.atEndpoint {
             request.atEndpoint = false
             local.requestEnded(in: request.cluster, to: request.endpoint)

@@ -216,3 +216,41 @@ struct FallbackTests {
         }
     }
 }
+
+@Suite("Cluster limits, end to end")
+struct LimitTests {
+    @Test func requestsPastMaxRequestsOverflowAtOnce() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
+                           clusters: [ClusterConfig(name: "c", endpoints: endpoints, limits: ClusterLimits(maxRequests: 2))])
+        } _: { (harness: Harness) async throws in
+            let active = harness.sidecar.configStore.stats.cluster("c").requestsActive
+            async let first = fetch(harness.url + "/?delay=5000")
+            async let second = fetch(harness.url + "/?delay=5000")
+            try await waitUntil { active.current == 2 }
+            let started = ContinuousClock.now
+            let third = try await fetch(harness.url + "/")
+            #expect(third.status == 503)
+            #expect(third.headers["x-outrigger-reason"] == "overflow")
+            #expect(ContinuousClock.now - started < .seconds(4), "turned away at once, not queued")
+            let (a, b) = try await (first, second)
+            #expect(a.status == 200 && b.status == 200)
+            #expect(try await fetch(harness.adminURL + "/stats/prometheus").body
+                .contains("outrigger_overflow_total{cluster=\"c\",limit=\"maxRequests\"} 1"))
+        }
+    }
+
+    @Test func retriesPastMaxActiveRetriesAreNotMade() async throws {
+        try await withHarness(echoes: 2) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"), retries: RetryPolicy(attempts: 2, retryOn: [.fiveXX]))],
+                           clusters: [ClusterConfig(name: "c", endpoints: endpoints, limits: ClusterLimits(maxActiveRetries: 0))])
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 503)
+            let statuses = try await (0..<10).asyncMap { _ in try await fetch(harness.url + "/").status }
+            #expect(statuses.filter { $0 == 503 }.count == 5, "no retry for the failures: \(statuses)")
+            let prometheus = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(prometheus.contains("outrigger_overflow_total{cluster=\"c\",limit=\"maxActiveRetries\"} 5"))
+            #expect(prometheus.contains("outrigger_upstream_retries_total{cluster=\"c\"} 0"))
+        }
+    }
+}
