@@ -26,6 +26,8 @@ final class ProxiedRequest {
     /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
     var replay: [HTTPClientRequestPart]?
     var replayBytes = 0
+    /// Already resent once because a reused pooled connection turned out closed.
+    var retriedStaleConnection = false
     /// Counted in the cluster's active retries (from its first retry until it leaves the cluster).
     var countsAsRetry = false
     /// A retry waiting out its backoff, and the current attempt's per-try timer.
@@ -474,7 +476,13 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             }
             return false
         }
-        // Let go of this attempt: its connection closes (its state is unknown) and its endpoint's load drops.
+        beginRetry(request, after: delay)
+        return true
+    }
+
+    /// Lets go of the current attempt — its connection closes (its state is unknown) and its endpoint's load
+    /// drops — and starts the next after `delay` nanoseconds.
+    private func beginRetry(_ request: ProxiedRequest, after delay: Int64) {
         request.perTryTimer?.cancel()
         request.perTryTimer = nil
         switch state {
@@ -497,7 +505,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             guard let self, let request else { return }
             self.startRetry(request)
         }
-        return true
     }
 
     private func startRetry(_ request: ProxiedRequest) {
@@ -710,7 +717,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
-        guard case .proxying(let request, _) = state else { return }
+        guard case .proxying(let request, let upstream) = state else { return }
+        // A pooled keep-alive connection the upstream had closed while it sat idle: nothing was answered, the
+        // request went nowhere. Sent again once on another connection, even without a retry policy, when
+        // the request is still at hand (no body, or a body kept for replay).
+        if failure == .reset, !request.responseStarted, upstream.exchanges > 1, !request.retriedStaleConnection,
+           request.replay != nil || request.bodyBytes == 0 {
+            request.retriedStaleConnection = true
+            if request.replay == nil { request.replay = request.requestComplete ? [.end(nil)] : [] }
+            beginRetry(request, after: 0)
+            return
+        }
         request.cluster.stats.requestFailures.increment()
         if request.responseStarted {
             // Too late for a local reply: cut the response so the client sees it incomplete.

@@ -55,6 +55,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     let id: Int
     /// When the connection last went back to its pool idle.
     var idleSince = NIODeadline.uptimeNanoseconds(0)
+    /// Exchanges this connection has carried, the current one included: more than one means it was reused
+    /// from the pool (and may have been closed by the upstream while it sat idle).
+    private(set) var exchanges = 0
 
     init(id: Int) {
         self.id = id
@@ -77,6 +80,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     func begin(_ delegate: any UpstreamExchangeDelegate) {
         precondition(isIdle, "an upstream connection carries one exchange at a time")
         self.delegate = delegate
+        exchanges += 1
         state = .active(requestComplete: false, responseComplete: false, reusable: true)
         if readPending, delegate.downstreamIsWritable {
             readPending = false

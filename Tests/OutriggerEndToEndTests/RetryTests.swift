@@ -257,3 +257,33 @@ struct LimitTests {
         }
     }
 }
+
+@Suite("Stale pooled connections, end to end")
+struct StaleConnectionTests {
+    @Test func aRequestOnAConnectionTheUpstreamClosedIsSentAgainOnce() async throws {
+        let upstream = try await OneRequestPerConnectionUpstream.start()
+        do {
+            try await withHarness(echoes: 0) { _ in
+                // No retry policy at all.
+                Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
+                               clusters: [ClusterConfig(name: "c", endpoints: [HostPort(host: "127.0.0.1", port: upstream.port)])])
+            } _: { (harness: Harness) async throws in
+                for round in 1...5 {
+                    let result = try await fetch(harness.url + "/")
+                    #expect(result.status == 200, "round \(round): \(result.headers)")
+                    #expect(result.body == "ok")
+                }
+                // Every request after the first met a closed connection first, then went out on a new one.
+                #expect(upstream.connectionCount == 5)
+                #expect(try await fetch(harness.adminURL + "/stats/prometheus").body.contains("outrigger_upstream_retries_total{cluster=\"c\"} 4"))
+                // A POST with a body and no retry policy is not held for replay: it cannot be sent again.
+                let post = try await fetch(harness.url + "/", ["--data", "x=1"])
+                #expect(post.status == 502)
+                #expect(post.headers["x-outrigger-reason"] == "upstream_reset")
+            }
+        } catch {
+            Issue.record("\(error)")
+        }
+        await upstream.stop()
+    }
+}

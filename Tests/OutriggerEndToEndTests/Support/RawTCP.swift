@@ -148,3 +148,58 @@ final class EarlyResponder: Sendable {
         }
     }
 }
+
+/// An upstream that serves one request per keep-alive connection and then, like a server whose idle
+/// timeout just fired, closes the connection when the next request arrives on it, without answering.
+final class OneRequestPerConnectionUpstream: Sendable {
+    private let channel: Channel
+    private let connections: NIOLockedValueBox<Int>
+    var port: Int { channel.localAddress!.port! }
+    var connectionCount: Int { connections.withLockedValue { $0 } }
+
+    private init(channel: Channel, connections: NIOLockedValueBox<Int>) {
+        self.channel = channel
+        self.connections = connections
+    }
+
+    static func start() async throws -> OneRequestPerConnectionUpstream {
+        let connections = NIOLockedValueBox(0)
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                connections.withLockedValue { $0 += 1 }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AnswerOnceHandler())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return OneRequestPerConnectionUpstream(channel: channel, connections: connections)
+    }
+
+    func stop() async {
+        try? await channel.close()
+    }
+
+    private final class AnswerOnceHandler: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        private var seen: [UInt8] = []
+        private var answered = false
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if answered {
+                context.close(promise: nil)
+                return
+            }
+            seen += unwrapInboundIn(data).readableBytesView
+            guard String(decoding: seen, as: UTF8.self).contains("\r\n\r\n") else { return }
+            answered = true
+            let response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok"
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: Error) {
+            context.close(promise: nil)
+        }
+    }
+}
