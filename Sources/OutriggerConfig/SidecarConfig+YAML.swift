@@ -127,7 +127,8 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
-        let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "virtualHosts", "routes"]
+        let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "trustOverrideHeaders",
+                       "virtualHosts", "routes"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
@@ -140,6 +141,7 @@ struct SidecarConfigDecoder {
         }
         let maxBody = fields["maxRequestBodyBytes"].flatMap { reader.byteSize($0, fields.path("maxRequestBodyBytes")) }
         let addVia = fields["addVia"].flatMap { reader.bool($0, fields.path("addVia")) }
+        let trustOverrides = fields["trustOverrideHeaders"].flatMap { reader.bool($0, fields.path("trustOverrideHeaders")) }
         var virtualHosts: [VirtualHostConfig] = []
         switch (fields["virtualHosts"], fields["routes"]) {
         case (.some(let node), .some):
@@ -164,6 +166,7 @@ struct SidecarConfigDecoder {
             maxRequestHeadersBytes: maxHeaders ?? ListenerConfig.defaultMaxRequestHeadersBytes,
             maxRequestBodyBytes: maxBody,
             addVia: addVia ?? false,
+            trustOverrideHeaders: trustOverrides ?? false,
             virtualHosts: virtualHosts
         )
     }

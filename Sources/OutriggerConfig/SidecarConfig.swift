@@ -70,9 +70,15 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     public var maxRequestBodyBytes: Int?
     /// Adds `via: 1.1 outrigger` (HTTP/1.1) or `via: 2 outrigger` to proxied requests and responses.
     public var addVia: Bool
+    /// Honour the local service's `x-outrigger-*` override headers (timeouts, retries). Outbound listeners
+    /// always do; an inbound one strips them unless told to trust its clients.
+    public var trustOverrideHeaders: Bool
     public var virtualHosts: [VirtualHostConfig]
 
     public static let defaultMaxRequestHeadersBytes = 60 * 1024
+
+    /// Whether requests on this listener may override timeouts and retries with headers.
+    public var honoursOverrideHeaders: Bool { direction == .outbound || trustOverrideHeaders }
 
     public init(
         name: String,
@@ -82,8 +88,10 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         maxRequestHeadersBytes: Int = ListenerConfig.defaultMaxRequestHeadersBytes,
         maxRequestBodyBytes: Int? = nil,
         addVia: Bool = false,
+        trustOverrideHeaders: Bool = false,
         virtualHosts: [VirtualHostConfig]
     ) {
+        self.trustOverrideHeaders = trustOverrideHeaders
         self.name = name
         self.address = address
         self.direction = direction

@@ -118,6 +118,8 @@ public final class ListenerStats: Sendable {
     public let requestsActive = Gauge()
     /// From the request head's arrival to the end of the response, for every request (proxied or local).
     public let requestDuration = LatencyHistogram()
+    /// `x-outrigger-*` override headers with values that could not be used (ignored).
+    public let malformedOverrideHeaders = Counter()
 
     init(name: String) {
         self.name = name

@@ -21,6 +21,8 @@ extension ProxyStats {
         for l in listeners { sample("outrigger_downstream_requests_total", [("listener", l.name)], l.requestsTotal.current) }
         family("outrigger_downstream_requests_active", "gauge", "Downstream requests in flight.")
         for l in listeners { sample("outrigger_downstream_requests_active", [("listener", l.name)], l.requestsActive.current) }
+        family("outrigger_override_headers_malformed_total", "counter", "x-outrigger-* override headers ignored for a value that could not be used.")
+        for l in listeners { sample("outrigger_override_headers_malformed_total", [("listener", l.name)], l.malformedOverrideHeaders.current) }
 
         family("outrigger_upstream_responses_total", "counter", "Responses received from upstream endpoints, by status class.")
         for c in clusters {
@@ -100,6 +102,7 @@ extension ProxyStats {
                 "connections_active": l.connectionsActive.current,
                 "requests_total": l.requestsTotal.current,
                 "requests_active": l.requestsActive.current,
+                "override_headers_malformed": l.malformedOverrideHeaders.current,
                 "request_duration_ms": [
                     "count": snapshot.count,
                     "p50": snapshot.quantile(0.5) * 1000,

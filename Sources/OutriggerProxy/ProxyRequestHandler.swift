@@ -22,6 +22,9 @@ final class ProxiedRequest {
     var triedEndpointIDs: [Int]
     /// GET, PUT… or `Idempotency-Key`: may be resent even after it reached an upstream.
     let idempotent: Bool
+    /// The route's retry policy and timeout, with the request's override headers applied.
+    var retryPolicy: RetryPolicy
+    var routeTimeout: Duration = .zero
     /// Every part sent upstream so far, kept to replay on a retry while within the route's replay buffer
     /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
     var replay: [HTTPClientRequestPart]?
@@ -68,7 +71,7 @@ final class ProxiedRequest {
     /// A session cookie the proxy chose for this client (cookie hash policy with a ttl), sent back with the response.
     var setCookie: String?
 
-    init(listener: ListenerRuntime, route: Route, cluster: ClusterRuntime, endpoint: Endpoint, upstreamHead: HTTPRequestHead,
+    init(listener: ListenerRuntime, route: Route, retryPolicy: RetryPolicy, cluster: ClusterRuntime, endpoint: Endpoint, upstreamHead: HTTPRequestHead,
          downstreamHead: HTTPRequestHead, headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline, upgrade: String?) {
         self.upgrade = upgrade
         self.listener = listener
@@ -77,7 +80,8 @@ final class ProxiedRequest {
         self.endpoint = endpoint
         self.triedEndpointIDs = [endpoint.id]
         self.idempotent = RetryDecision.isIdempotent(downstreamHead)
-        self.replay = route.retries.attempts > 1 ? [] : nil
+        self.retryPolicy = retryPolicy
+        self.replay = retryPolicy.attempts > 1 ? [] : nil
         self.upstreamHead = upstreamHead
         self.downstreamVersion = downstreamHead.version
         self.isHEAD = downstreamHead.method == .HEAD
@@ -376,6 +380,18 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
 
         var upstreamHead = head
+        // Override headers: honoured from the local service (outbound, or a trusted inbound listener), never
+        // forwarded.
+        var overrides: RequestOverrides?
+        if RequestOverrides.anyPresent(in: head.headers) {
+            if listener.config.honoursOverrideHeaders {
+                let parsed = RequestOverrides(head.headers)
+                if parsed.malformed > 0 { listener.stats.malformedOverrideHeaders.increment(by: parsed.malformed) }
+                overrides = parsed
+            }
+            for name in RequestOverrides.names { upstreamHead.headers.remove(name: name) }
+        }
+        let retryPolicy = overrides.map { $0.applied(to: route.retries) } ?? route.retries
         // The sidecar answers `100-continue` itself, once it knows the request will be forwarded.
         let expectsContinue = upstreamHead.headers.first(name: "expect")?.lowercased() == "100-continue"
         if expectsContinue { upstreamHead.headers.remove(name: "expect") }
@@ -392,12 +408,14 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let holdHead = downstreamProtocol == .http2 && cluster.config.upstreamProtocol == .http1
             && !upstreamHead.headers.contains(name: "content-length")
         let request = ProxiedRequest(
-            listener: listener, route: route, cluster: cluster, endpoint: endpoint, upstreamHead: upstreamHead, downstreamHead: head,
+            listener: listener, route: route, retryPolicy: retryPolicy, cluster: cluster, endpoint: endpoint, upstreamHead: upstreamHead,
+            downstreamHead: head,
             headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
         )
         request.setCookie = setCookie
         request.viaFallback = viaFallback
-        let timeout = route.timeout ?? cluster.config.timeout
+        let timeout = overrides?.timeout ?? route.timeout ?? cluster.config.timeout
+        request.routeTimeout = timeout
         request.owner = self
         request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(timeout.nanoseconds), handler: request)
         if expectsContinue {
@@ -407,7 +425,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         cluster.stats.requestsActive.increment()
         local.requestStarted(in: cluster, to: endpoint, now: start)
         local.requestRouted(to: cluster, now: start)
-        if route.retries.attempts > 1 { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
+        if retryPolicy.attempts > 1 { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
         state = .leasing(request)
         startAttempt(request)
     }
@@ -416,7 +434,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// Leases an upstream for the request's current attempt and arms its per-try timer.
     private func startAttempt(_ request: ProxiedRequest) {
-        if let perTry = request.route.retries.perTryTimeout {
+        // The callee may give up early: it hears how long this try can still take.
+        let elapsed = NIODeadline.now() - request.start
+        var expected = request.routeTimeout.nanoseconds - elapsed.nanoseconds
+        if let perTry = request.retryPolicy.perTryTimeout { expected = min(expected, perTry.nanoseconds) }
+        request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: String(max(expected / 1_000_000, 0)))
+        if let perTry = request.retryPolicy.perTryTimeout {
             request.perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(perTry.nanoseconds)) { [weak self, weak request] in
                 guard let self, let request else { return }
                 self.perTryTimeoutFired(request)
@@ -455,11 +478,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// An attempt failed before anything of its response went downstream. Retries when the route's policy,
     /// the request's safety and the cluster's budget allow; returns false (nothing done) otherwise.
     private func retry(_ request: ProxiedRequest, after outcome: AttemptOutcome) -> Bool {
-        guard request.replay != nil || outcome.neverReachedUpstream && request.route.retries.attempts > 1 else { return false }
+        guard request.replay != nil || outcome.neverReachedUpstream && request.retryPolicy.attempts > 1 else { return false }
         let now = NIODeadline.now()
         var overLimit = false
         let decision = RetryDecision.decide(
-            policy: request.route.retries, outcome: outcome, triesSoFar: request.tries, idempotent: request.idempotent,
+            policy: request.retryPolicy, outcome: outcome, triesSoFar: request.tries, idempotent: request.idempotent,
             // A connection that never opened sent nothing: what was read is all still in `buffered`.
             replayable: request.replay != nil || outcome == .connectFailure, random: &local.random
         ) {
@@ -575,7 +598,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         if request.replay != nil {
             if case .body(.byteBuffer(let body)) = part { request.replayBytes += body.readableBytes }
-            if request.replayBytes > request.route.retries.replayBufferBytes {
+            if request.replayBytes > request.retryPolicy.replayBufferBytes {
                 request.replay = nil  // too big to replay: this request will not be retried
             } else {
                 request.replay!.append(part)

@@ -197,3 +197,29 @@ struct OutlierDetectionTests {
         #expect(ejected == ejectable, "\(percent) % of \(count): \(ejected) ejected")
     }
 }
+
+@Suite("Per-request override headers")
+struct RequestOverridesTests {
+    @Test func parsesAndApplies() {
+        let headers: HTTPHeaders = ["X-Outrigger-Timeout-Ms": "1500", "x-outrigger-per-try-timeout-ms": " 200 ",
+                                    "x-outrigger-retry-on": "5xx, reset", "x-outrigger-max-retries": "2"]
+        #expect(RequestOverrides.anyPresent(in: headers))
+        #expect(!RequestOverrides.anyPresent(in: ["x-outrigge": "1", "x-request-id": "a"]))
+        let overrides = RequestOverrides(headers)
+        #expect(overrides.timeout == .milliseconds(1500) && overrides.perTryTimeout == .milliseconds(200))
+        #expect(overrides.retryOn == [.fiveXX, .reset] && overrides.maxRetries == 2 && overrides.malformed == 0)
+        let policy = overrides.applied(to: .none)
+        #expect(policy.attempts == 3 && policy.retryOn == [.fiveXX, .reset] && policy.perTryTimeout == .milliseconds(200))
+        let conditionsOnly = RequestOverrides(["x-outrigger-retry-on": "gateway-error"]).applied(to: .none)
+        #expect(conditionsOnly.attempts == 2, "asking for conditions asks for a retry")
+        let none = RequestOverrides(["x-outrigger-max-retries": "0"]).applied(to: RetryPolicy(attempts: 3, retryOn: [.fiveXX]))
+        #expect(none.attempts == 1, "max retries 0 turns the route's retries off")
+    }
+
+    @Test func malformedValuesAreIgnoredAndCounted() {
+        let overrides = RequestOverrides(["x-outrigger-timeout-ms": "soon", "x-outrigger-per-try-timeout-ms": "0",
+                                          "x-outrigger-retry-on": "5xx,sometimes", "x-outrigger-max-retries": "99"])
+        #expect(overrides == { var expected = RequestOverrides(); expected.malformed = 4; return expected }())
+        #expect(overrides.applied(to: .none) == .none)
+    }
+}

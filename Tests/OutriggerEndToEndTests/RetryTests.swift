@@ -287,3 +287,46 @@ struct StaleConnectionTests {
         await upstream.stop()
     }
 }
+
+@Suite("Per-request override headers, end to end")
+struct OverrideHeaderTests {
+    static func config(_ endpoints: [HostPort], direction: ListenerConfig.Direction, trust: Bool = false) -> SidecarConfig {
+        Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints)]) { listener in
+            listener.direction = direction
+            listener.trustOverrideHeaders = trust
+        }
+    }
+
+    @Test func theLocalServiceOverridesTimeoutsAndRetriesOnTheOutboundListener() async throws {
+        try await withHarness(echoes: 2) { endpoints in Self.config(endpoints, direction: .outbound) } _: { (harness: Harness) async throws in
+            let started = ContinuousClock.now
+            let slow = try await fetch(harness.url + "/?delay=5000", ["-H", "x-outrigger-timeout-ms: 300"])
+            #expect(slow.status == 504)
+            #expect(ContinuousClock.now - started < .seconds(4), "the override, not the 15 s route timeout")
+            let plain = try await fetch(harness.url + "/", ["-H", "x-outrigger-timeout-ms: 2000"])
+            #expect(plain.echo?.headers["x-outrigger-timeout-ms"] == nil, "never forwarded")
+            let expected = Int(plain.echo?.headers["x-outrigger-expected-timeout-ms"] ?? "") ?? -1
+            #expect(expected > 1000 && expected <= 2000, "the callee hears how long it has: \(expected)")
+
+            harness.echoes[0].setFailing(status: 503)
+            for _ in 0..<8 {
+                let result = try await fetch(harness.url + "/", ["-H", "x-outrigger-retry-on: 5xx", "-H", "x-outrigger-max-retries: 1"])
+                #expect(result.status == 200, "retried although the route has no retry policy")
+            }
+            _ = try await fetch(harness.url + "/", ["-H", "x-outrigger-timeout-ms: later"])
+            #expect(try await fetch(harness.adminURL + "/stats/prometheus").body
+                .contains("outrigger_override_headers_malformed_total{listener=\"main\"} 1"))
+        }
+    }
+
+    @Test func anInboundListenerStripsThemUnlessItTrustsItsClients() async throws {
+        try await withHarness(echoes: 1) { endpoints in Self.config(endpoints, direction: .inbound) } _: { (harness: Harness) async throws in
+            let result = try await fetch(harness.url + "/?delay=600", ["-H", "x-outrigger-timeout-ms: 100"])
+            #expect(result.status == 200, "not honoured from outside")
+            #expect(result.echo?.headers["x-outrigger-timeout-ms"] == nil, "and not forwarded either")
+        }
+        try await withHarness(echoes: 1) { endpoints in Self.config(endpoints, direction: .inbound, trust: true) } _: { (harness: Harness) async throws in
+            #expect(try await fetch(harness.url + "/?delay=3000", ["-H", "x-outrigger-timeout-ms: 100"]).status == 504)
+        }
+    }
+}
