@@ -128,7 +128,7 @@ struct SidecarConfigDecoder {
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "trustOverrideHeaders",
-                       "virtualHosts", "routes"]
+                       "requestHeadersTimeout", "idleTimeout", "virtualHosts", "routes"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
@@ -142,6 +142,8 @@ struct SidecarConfigDecoder {
         let maxBody = fields["maxRequestBodyBytes"].flatMap { reader.byteSize($0, fields.path("maxRequestBodyBytes")) }
         let addVia = fields["addVia"].flatMap { reader.bool($0, fields.path("addVia")) }
         let trustOverrides = fields["trustOverrideHeaders"].flatMap { reader.bool($0, fields.path("trustOverrideHeaders")) }
+        let headersTimeout = fields["requestHeadersTimeout"].flatMap { reader.duration($0, fields.path("requestHeadersTimeout")) }
+        let idleTimeout = fields["idleTimeout"].flatMap { reader.duration($0, fields.path("idleTimeout")) }
         var virtualHosts: [VirtualHostConfig] = []
         switch (fields["virtualHosts"], fields["routes"]) {
         case (.some(let node), .some):
@@ -167,6 +169,8 @@ struct SidecarConfigDecoder {
             maxRequestBodyBytes: maxBody,
             addVia: addVia ?? false,
             trustOverrideHeaders: trustOverrides ?? false,
+            requestHeadersTimeout: headersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
+            idleTimeout: idleTimeout ?? ListenerConfig.defaultIdleTimeout,
             virtualHosts: virtualHosts
         )
     }

@@ -73,7 +73,14 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     /// Honour the local service's `x-outrigger-*` override headers (timeouts, retries). Outbound listeners
     /// always do; an inbound one strips them unless told to trust its clients.
     public var trustOverrideHeaders: Bool
+    /// HTTP/1.1: a request's head must arrive within this of its first byte (→ 408, close).
+    public var requestHeadersTimeout: Duration
+    /// HTTP/1.1: a connection with nothing in flight closes after this.
+    public var idleTimeout: Duration
     public var virtualHosts: [VirtualHostConfig]
+
+    public static let defaultRequestHeadersTimeout: Duration = .seconds(10)
+    public static let defaultIdleTimeout: Duration = .seconds(300)
 
     public static let defaultMaxRequestHeadersBytes = 60 * 1024
 
@@ -89,9 +96,13 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         maxRequestBodyBytes: Int? = nil,
         addVia: Bool = false,
         trustOverrideHeaders: Bool = false,
+        requestHeadersTimeout: Duration = ListenerConfig.defaultRequestHeadersTimeout,
+        idleTimeout: Duration = ListenerConfig.defaultIdleTimeout,
         virtualHosts: [VirtualHostConfig]
     ) {
         self.trustOverrideHeaders = trustOverrideHeaders
+        self.requestHeadersTimeout = requestHeadersTimeout
+        self.idleTimeout = idleTimeout
         self.name = name
         self.address = address
         self.direction = direction

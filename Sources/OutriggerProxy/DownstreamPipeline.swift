@@ -3,6 +3,7 @@ import NIOHTTP1
 import NIOHTTP2
 import NIOSSL
 import NIOTLS
+import OutriggerConfig
 import OutriggerCore
 
 /// Builds the pipeline of an accepted downstream connection: TLS with ALPN, or plaintext with HTTP/2
@@ -41,7 +42,13 @@ struct DownstreamPipeline: Sendable {
         var encoder = HTTPResponseEncoder.Configuration()
         encoder.automaticallySetFramingHeaders = false
         try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
+        let listener = configStore.snapshot.listeners[listenerName]?.config
+        let timeouts = DownstreamTimeoutHandler(
+            requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
+            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout, stats: configStore.stats)
+        try sync.addHandler(ClientBytesWatcher(timeouts))
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        try sync.addHandler(timeouts)
         // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
         // stop reading during every request, two epoll_ctl calls each.
         try sync.addHandler(HTTP1ProtocolErrorHandler(stats: configStore.stats))

@@ -806,6 +806,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             try pipeline.addHandler(downstreamRelay)
             pipeline.removeHandler(try pipeline.handler(type: HTTP1ProtocolErrorHandler.self), promise: nil)
             pipeline.removeHandler(try pipeline.handler(type: HTTPResponseEncoder.self), promise: nil)
+            // A tunnel has no requests to time: its bytes are the application's.
+            pipeline.removeHandler(try pipeline.handler(type: DownstreamTimeoutHandler.self), promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: ClientBytesWatcher.self), promise: nil)
             pipeline.removeHandler(context: context, promise: nil)
             // The decoder goes last: bytes the client sent after the upgrade request go on to the relay.
             pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)

@@ -223,3 +223,34 @@ struct RequestOverridesTests {
         #expect(overrides.applied(to: .none) == .none)
     }
 }
+
+@Suite("Downstream timeouts")
+struct DownstreamTimeoutsTests {
+    static let ms: UInt64 = 1_000_000
+
+    @Test func slowHeadersGet408AtTheirDeadline() {
+        var timeouts = DownstreamTimeouts(requestHeadersTimeout: .milliseconds(100), idleTimeout: .seconds(1), now: 0)
+        #expect(timeouts.check(now: 0) == .checkAgain(at: 25 * Self.ms), "idle: looked at again within ¼ of the headers timeout")
+        timeouts.bytesArrived(now: 10 * Self.ms)
+        timeouts.bytesArrived(now: 50 * Self.ms)
+        #expect(timeouts.check(now: 60 * Self.ms) == .checkAgain(at: 110 * Self.ms), "from the first byte, not the last")
+        #expect(timeouts.check(now: 110 * Self.ms) == .requestTimeout)
+    }
+
+    @Test func aRequestInFlightIsNotTimedHereAndIdleCountsFromItsEnd() {
+        var timeouts = DownstreamTimeouts(requestHeadersTimeout: .milliseconds(100), idleTimeout: .seconds(1), now: 0)
+        timeouts.bytesArrived(now: 10 * Self.ms)
+        timeouts.headReceived()
+        timeouts.bytesArrived(now: 20 * Self.ms)  // its body
+        #expect(timeouts.check(now: 5000 * Self.ms) == .checkAgain(at: 5100 * Self.ms), "a slow upstream is the route timeout's business")
+        timeouts.responseEnded(now: 6000 * Self.ms)
+        #expect(timeouts.check(now: 6999 * Self.ms) == .checkAgain(at: 7000 * Self.ms))
+        #expect(timeouts.check(now: 6100 * Self.ms) == .checkAgain(at: 6125 * Self.ms))
+        #expect(timeouts.check(now: 7000 * Self.ms) == .closeIdle)
+        // Pipelined: two heads, one response: still busy.
+        timeouts.headReceived()
+        timeouts.headReceived()
+        timeouts.responseEnded(now: 8000 * Self.ms)
+        #expect(timeouts.check(now: 20000 * Self.ms) != .closeIdle)
+    }
+}

@@ -330,3 +330,33 @@ struct OverrideHeaderTests {
         }
     }
 }
+
+@Suite("Downstream timeouts, end to end")
+struct DownstreamTimeoutTests {
+    static func config(_ endpoints: [HostPort]) -> SidecarConfig {
+        Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints)]) { listener in
+            listener.requestHeadersTimeout = .milliseconds(300)
+            listener.idleTimeout = .milliseconds(500)
+        }
+    }
+
+    @Test func aClientThatNeverFinishesItsHeadersGets408() async throws {
+        try await withHarness(echoes: 1) { endpoints in Self.config(endpoints) } _: { (harness: Harness) async throws in
+            let started = ContinuousClock.now
+            let reply = try await RawTCP.exchange(port: harness.port, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            #expect(reply.closedByPeer)
+            #expect(reply.statusLines.first?.hasPrefix("HTTP/1.1 408") == true, "\(reply.text)")
+            #expect(reply.text.lowercased().contains("x-outrigger-reason: request_timeout"))
+            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(harness.echoes[0].requestsServed == 0)
+        }
+    }
+
+    @Test func anIdleConnectionIsClosed() async throws {
+        try await withHarness(echoes: 1) { endpoints in Self.config(endpoints) } _: { (harness: Harness) async throws in
+            let reply = try await RawTCP.exchange(port: harness.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(reply.closedByPeer, "closed after its idle timeout, with no request in flight")
+            #expect(reply.statusLines == ["HTTP/1.1 200 OK"], "the request was answered first")
+        }
+    }
+}
