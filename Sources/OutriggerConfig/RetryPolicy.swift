@@ -183,3 +183,44 @@ public struct ClusterLimits: Sendable, Hashable, Encodable {
         self.maxActiveRetries = maxActiveRetries
     }
 }
+
+/// Per-endpoint circuit breakers (`breakers` on a cluster; off without it).
+public struct BreakerConfig: Sendable, Hashable, Encodable {
+    /// Failures in a row that open the breaker (0: only the rate counts).
+    public var consecutiveFailures: Int
+    /// A failure rate (percent) over `window` that opens it once `minimumRequests` were seen (0: off).
+    public var failureRatePercent: Int
+    public var minimumRequests: Int
+    public var window: Duration
+    /// The first open time; each reopening doubles it, up to `maxOpenTime` (plus up to 10 % jitter).
+    public var openTime: Duration
+    public var maxOpenTime: Duration
+    /// Probe requests admitted at once while half-open.
+    public var halfOpenRequests: Int
+
+    public init(consecutiveFailures: Int = 5, failureRatePercent: Int = 50, minimumRequests: Int = 20, window: Duration = .seconds(10),
+                openTime: Duration = .seconds(5), maxOpenTime: Duration = .seconds(60), halfOpenRequests: Int = 1) {
+        self.consecutiveFailures = consecutiveFailures
+        self.failureRatePercent = failureRatePercent
+        self.minimumRequests = minimumRequests
+        self.window = window
+        self.openTime = openTime
+        self.maxOpenTime = maxOpenTime
+        self.halfOpenRequests = halfOpenRequests
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case consecutiveFailures, failureRatePercent, minimumRequests, window, openTime, maxOpenTime, halfOpenRequests
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(consecutiveFailures, forKey: .consecutiveFailures)
+        try container.encode(failureRatePercent, forKey: .failureRatePercent)
+        try container.encode(minimumRequests, forKey: .minimumRequests)
+        try container.encode(ConfigDuration.format(window), forKey: .window)
+        try container.encode(ConfigDuration.format(openTime), forKey: .openTime)
+        try container.encode(ConfigDuration.format(maxOpenTime), forKey: .maxOpenTime)
+        try container.encode(halfOpenRequests, forKey: .halfOpenRequests)
+    }
+}

@@ -392,7 +392,7 @@ struct SidecarConfigDecoder {
 
     private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
         let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool",
-                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection", "limits"]
+                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection", "limits", "breakers"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
@@ -512,6 +512,7 @@ struct SidecarConfigDecoder {
         let endpointDrainTimeout = fields["endpointDrainTimeout"].flatMap { reader.duration($0, fields.path("endpointDrainTimeout")) }
         let retryBudget = fields["retryBudget"].flatMap { decodeRetryBudget($0, fields.path("retryBudget")) } ?? RetryBudgetConfig()
         let outlierDetection = fields["outlierDetection"].flatMap { decodeOutlierDetection($0, fields.path("outlierDetection")) }
+        let breakers = fields["breakers"].flatMap { decodeBreakers($0, fields.path("breakers")) }
         var limits = ClusterLimits()
         if let node = fields["limits"], let limitFields = reader.fields(node, fields.path("limits"), allowed: ["maxRequests", "maxActiveRetries"]) {
             if let node = limitFields["maxRequests"], let value = reader.int(node, limitFields.path("maxRequests"), range: 1...10_000_000) {
@@ -537,8 +538,35 @@ struct SidecarConfigDecoder {
             endpointDrainTimeout: endpointDrainTimeout ?? ClusterConfig.defaultEndpointDrainTimeout,
             retryBudget: retryBudget,
             outlierDetection: outlierDetection,
-            limits: limits
+            limits: limits,
+            breakers: breakers
         )
+    }
+
+    private func decodeBreakers(_ node: Node, _ path: String) -> BreakerConfig? {
+        let allowed = ["consecutiveFailures", "failureRatePercent", "minimumRequests", "window", "openTime", "maxOpenTime", "halfOpenRequests"]
+        guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
+        let valid = reader.issues.count
+        var config = BreakerConfig()
+        func int(_ key: String, _ range: ClosedRange<Int>) -> Int? { fields[key].flatMap { reader.int($0, fields.path(key), range: range) } }
+        if let value = int("consecutiveFailures", 0...100_000) { config.consecutiveFailures = value }
+        if let value = int("failureRatePercent", 0...100) { config.failureRatePercent = value }
+        if let value = int("minimumRequests", 1...1_000_000) { config.minimumRequests = value }
+        if let value = int("halfOpenRequests", 1...10_000) { config.halfOpenRequests = value }
+        if let value = fields["window"].flatMap({ reader.duration($0, fields.path("window")) }) {
+            if value >= .seconds(1) { config.window = value } else {
+                reader.report(fields["window"], fields.path("window"), "expected a window of at least 1s")
+            }
+        }
+        if let value = fields["openTime"].flatMap({ reader.duration($0, fields.path("openTime")) }) { config.openTime = value }
+        if let value = fields["maxOpenTime"].flatMap({ reader.duration($0, fields.path("maxOpenTime")) }) { config.maxOpenTime = value }
+        if config.maxOpenTime < config.openTime, let node = fields["maxOpenTime"] ?? fields["openTime"] {
+            reader.report(node, fields.path("maxOpenTime"), "expected a maxOpenTime no shorter than openTime (\(ConfigDuration.format(config.openTime)))")
+        }
+        if config.consecutiveFailures == 0 && config.failureRatePercent == 0 {
+            reader.report(node, path, "expected consecutiveFailures or failureRatePercent above 0: this breaker could never open")
+        }
+        return reader.issues.count == valid ? config : nil
     }
 
     private func decodeOutlierDetection(_ node: Node, _ path: String) -> OutlierDetectionConfig? {

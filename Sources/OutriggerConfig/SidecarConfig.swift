@@ -495,6 +495,8 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     /// Off unless set.
     public var outlierDetection: OutlierDetectionConfig?
     public var limits: ClusterLimits
+    /// Per-endpoint circuit breakers; off unless set.
+    public var breakers: BreakerConfig?
     /// How long an endpoint that answered `x-outrigger-drain: true` gets no new requests, unless a passing
     /// health check (without the header) or an admin call ends it sooner.
     public var endpointDrainTimeout: Duration
@@ -519,9 +521,11 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         endpointDrainTimeout: Duration = ClusterConfig.defaultEndpointDrainTimeout,
         retryBudget: RetryBudgetConfig = RetryBudgetConfig(),
         outlierDetection: OutlierDetectionConfig? = nil,
-        limits: ClusterLimits = ClusterLimits()
+        limits: ClusterLimits = ClusterLimits(),
+        breakers: BreakerConfig? = nil
     ) {
         self.limits = limits
+        self.breakers = breakers
         self.retryBudget = retryBudget
         self.outlierDetection = outlierDetection
         self.healthCheck = healthCheck
@@ -540,7 +544,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, endpoints, endpointsFile, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
-        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection, limits
+        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection, limits, breakers
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -562,6 +566,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encode(retryBudget, forKey: .retryBudget)
         try container.encodeIfPresent(outlierDetection, forKey: .outlierDetection)
         try container.encode(limits, forKey: .limits)
+        try container.encodeIfPresent(breakers, forKey: .breakers)
     }
 }
 

@@ -1,5 +1,6 @@
 import Atomics
 import NIOConcurrencyHelpers
+import OutriggerConfig
 
 /// What active health checking last concluded about an endpoint.
 public enum EndpointHealth: UInt8, Sendable, CustomStringConvertible {
@@ -38,6 +39,10 @@ public final class EndpointState: Sendable {
     let consecutiveGatewayFailures = ManagedAtomic<Int>(0)
     private let ejectedUntilValue = ManagedAtomic<UInt64>(0)
     public let timesEjected = ManagedAtomic<Int>(0)
+    /// The circuit breaker (created on first use, with its cluster's settings), and until when it is open
+    /// (uptime ns; 0: not open) for selection plans to read without the lock.
+    private let breaker = NIOLockedValueBox<CircuitBreaker?>(nil)
+    private let breakerOpenUntilValue = ManagedAtomic<UInt64>(0)
 
     public init(now: UInt64, selectionEpoch: ManagedAtomic<Int> = ManagedAtomic(0)) {
         self.readySinceValue = ManagedAtomic(now)
@@ -54,8 +59,28 @@ public final class EndpointState: Sendable {
 
     public func isEjected(now: UInt64) -> Bool { now < ejectedUntil }
 
-    /// May a balancer pick it: not unhealthy, not draining, not ejected?
-    public func isEligible(now: UInt64) -> Bool { health != .unhealthy && !isDraining(now: now) && !isEjected(now: now) }
+    public var breakerOpenUntil: UInt64 { breakerOpenUntilValue.load(ordering: .relaxed) }
+
+    /// May a balancer pick it: not unhealthy, not draining, not ejected, its breaker not open?
+    public func isEligible(now: UInt64) -> Bool {
+        health != .unhealthy && !isDraining(now: now) && !isEjected(now: now) && now >= breakerOpenUntil
+    }
+
+    /// Runs `body` on the endpoint's breaker (made with `config`, or remade if the settings changed);
+    /// publishes an opening or closing to selection plans.
+    public func withBreaker<T>(_ config: BreakerConfig, _ body: (inout CircuitBreaker) -> T) -> T {
+        let (result, state) = breaker.withLockedValue { stored -> (T, CircuitBreaker.State) in
+            if stored?.config != config { stored = CircuitBreaker(config) }
+            let result = body(&stored!)
+            return (result, stored!.state)
+        }
+        let until: UInt64 = if case .open(let until) = state { until } else { 0 }
+        if breakerOpenUntilValue.exchange(until, ordering: .relaxed) != until { bumpEpoch() }
+        return result
+    }
+
+    /// The breaker's state, for `/clusters` (nil: never used).
+    public var breakerState: CircuitBreaker.State? { breaker.withLockedValue { $0?.state } }
 
     /// Outlier detection takes it out until `until` (a plan reviews itself when that comes).
     func eject(until: UInt64) {

@@ -17,13 +17,15 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
     case bodyTooLarge = "body_too_large"
     case requestTimeout = "request_timeout"
     case draining
+    /// Every endpoint the balancer offered has its circuit breaker open (or half-open with its probes out).
+    case breakerOpen = "breaker_open"
     /// The route's fallback answered (its cluster had no endpoint); also marks responses of a fallback cluster.
     case fallback
 
     public var status: HTTPResponseStatus {
         switch self {
         case .noRoute: return .notFound
-        case .noHealthyUpstream, .overflow, .connectFailure, .draining, .fallback: return .serviceUnavailable
+        case .noHealthyUpstream, .overflow, .connectFailure, .draining, .fallback, .breakerOpen: return .serviceUnavailable
         case .upstreamReset, .upstreamProtocolError: return .badGateway
         case .upstreamTimeout: return .gatewayTimeout
         case .badRequest: return .badRequest
@@ -40,7 +42,7 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .upstreamTimeout, .requestTimeout: return 4  // DEADLINE_EXCEEDED
         case .overflow: return 8  // RESOURCE_EXHAUSTED
         case .badRequest, .headersTooLarge, .bodyTooLarge: return 13  // INTERNAL
-        case .noHealthyUpstream, .connectFailure, .upstreamReset, .upstreamProtocolError, .draining, .fallback: return 14  // UNAVAILABLE
+        case .noHealthyUpstream, .connectFailure, .upstreamReset, .upstreamProtocolError, .draining, .fallback, .breakerOpen: return 14  // UNAVAILABLE
         }
     }
 
@@ -60,6 +62,7 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .requestTimeout: return "the request did not arrive in time"
         case .draining: return "the proxy is shutting down"
         case .fallback: return "the route's cluster had no endpoint; its fallback answered"
+        case .breakerOpen: return "the circuit breakers of the cluster's endpoints are open"
         }
     }
 }

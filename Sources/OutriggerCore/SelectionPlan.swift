@@ -43,7 +43,7 @@ public struct SelectionPlan: Sendable {
         for endpoint in endpoints {
             eligible.append(endpoint.state.isEligible(now: now))
             // Drains and ejections end by themselves: the plan is made again then.
-            for until in [endpoint.state.drainingUntil, endpoint.state.ejectedUntil] where until > now {
+            for until in [endpoint.state.drainingUntil, endpoint.state.ejectedUntil, endpoint.state.breakerOpenUntil] where until > now {
                 reviewAt = min(reviewAt, until)
             }
         }

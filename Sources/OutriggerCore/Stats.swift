@@ -151,6 +151,9 @@ public final class ClusterStats: Sendable {
     public let retryBudgetExhausted = Counter()
     /// Endpoints ejected by outlier detection, and ejections the max percentage prevented.
     public let outlierEjections = Counter()
+    /// Breaker transitions: opened (from closed or half-open) and closed again.
+    public let breakersOpened = Counter()
+    public let breakersClosed = Counter()
     /// Retries in flight, and requests turned away by each limit.
     public let activeRetries = Gauge()
     public let overflowMaxRequests = Counter()

@@ -51,6 +51,11 @@ extension ProxyStats {
             sample("outrigger_overflow_total", [("cluster", c.name), ("limit", "maxRequests")], c.overflowMaxRequests.current)
             sample("outrigger_overflow_total", [("cluster", c.name), ("limit", "maxActiveRetries")], c.overflowMaxActiveRetries.current)
         }
+        family("outrigger_breaker_transitions_total", "counter", "Endpoint circuit breakers opened or closed.")
+        for c in clusters {
+            sample("outrigger_breaker_transitions_total", [("cluster", c.name), ("to", "open")], c.breakersOpened.current)
+            sample("outrigger_breaker_transitions_total", [("cluster", c.name), ("to", "closed")], c.breakersClosed.current)
+        }
         family("outrigger_outlier_ejections_total", "counter", "Endpoints ejected by outlier detection (result=ejected), or not for the max ejection percent (result=prevented).")
         for c in clusters {
             sample("outrigger_outlier_ejections_total", [("cluster", c.name), ("result", "ejected")], c.outlierEjections.current)
@@ -128,6 +133,8 @@ extension ProxyStats {
                 "retry_budget_exhausted": c.retryBudgetExhausted.current,
                 "outlier_ejections": c.outlierEjections.current,
                 "retries_active": c.activeRetries.current,
+                "breakers_opened": c.breakersOpened.current,
+                "breakers_closed": c.breakersClosed.current,
                 "overflow_max_requests": c.overflowMaxRequests.current,
                 "overflow_max_active_retries": c.overflowMaxActiveRetries.current,
                 "outlier_ejections_prevented": c.outlierEjectionsPrevented.current,

@@ -120,6 +120,13 @@ private final class AdminHandler: ChannelInboundHandler {
                     "draining": state.isDraining(now: now),
                     "ejected": state.isEjected(now: now),
                     "timesEjected": state.timesEjected.load(ordering: .relaxed),
+                    "breaker": state.breakerState.map { breaker -> String in
+                        switch breaker {
+                        case .closed: "closed"
+                        case .open: "open"
+                        case .halfOpen: "half_open"
+                        }
+                    } ?? "closed",
                     "eligible": state.isEligible(now: now),
                     "weight": endpoint.weight,
                     "priority": endpoint.priority,

@@ -29,6 +29,8 @@ final class ProxiedRequest {
     /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
     var replay: [HTTPClientRequestPart]?
     var replayBytes = 0
+    /// The current try was admitted by its endpoint's circuit breaker and owes it a verdict.
+    var owesBreakerVerdict = false
     /// Already resent once because a reused pooled connection turned out closed.
     var retriedStaleConnection = false
     /// Counted in the cluster's active retries (from its first retry until it leaves the cluster).
@@ -374,9 +376,16 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
                 return
             }
         }
-        guard let endpoint = picked else {
-            localReply(.noHealthyUpstream, for: head, listener: listener, requestComplete: false, start: start)
+        guard var endpoint = picked else {
+            localReply(Self.noEndpointReason(cluster, now: start), for: head, listener: listener, requestComplete: false, start: start)
             return
+        }
+        if cluster.config.breakers != nil {
+            guard let admitted = admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) else {
+                localReply(.breakerOpen, for: head, listener: listener, requestComplete: false, start: start)
+                return
+            }
+            endpoint = admitted
         }
 
         var upstreamHead = head
@@ -414,6 +423,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         )
         request.setCookie = setCookie
         request.viaFallback = viaFallback
+        request.owesBreakerVerdict = cluster.config.breakers != nil
         let timeout = overrides?.timeout ?? route.timeout ?? cluster.config.timeout
         request.routeTimeout = timeout
         request.owner = self
@@ -463,8 +473,43 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
     }
 
-    /// Passive health: the try's result counts toward its endpoint's failure streak, which may eject it.
+    /// Why a cluster offered no endpoint: their breakers are open, or there is none that is healthy.
+    static func noEndpointReason(_ cluster: ClusterRuntime, now: NIODeadline) -> LocalReplyReason {
+        guard cluster.config.breakers != nil else { return .noHealthyUpstream }
+        let time = now.uptimeNanoseconds
+        return cluster.endpoints.contains { $0.state.breakerOpenUntil > time } ? .breakerOpen : .noHealthyUpstream
+    }
+
+    /// The endpoint's breaker admits the request, or another endpoint's does (a few picks); nil when none.
+    private func admitThroughBreaker(_ first: Endpoint, in cluster: ClusterRuntime, now: NIODeadline, tried: [Int]) -> Endpoint? {
+        guard let config = cluster.config.breakers else { return first }
+        var candidate: Endpoint? = first
+        var seen = tried
+        for _ in 0..<4 {
+            guard let endpoint = candidate else { return nil }
+            if endpoint.state.withBreaker(config, { $0.admit(now: now.uptimeNanoseconds) }) { return endpoint }
+            seen.append(endpoint.id)
+            candidate = local.pickRetryEndpoint(in: cluster, now: now, avoiding: seen)
+            if let next = candidate, seen.contains(next.id) { return nil }
+        }
+        return nil
+    }
+
+    /// Passive health: the try's result counts toward its endpoint's failure streak, which may eject it,
+    /// and goes to its circuit breaker.
     private func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
+        if request.owesBreakerVerdict, let config = request.cluster.config.breakers {
+            request.owesBreakerVerdict = false
+            let stats = request.cluster.stats
+            let transition = request.endpoint.state.withBreaker(config) { breaker in
+                breaker.record(success: result == .success, now: NIODeadline.now().uptimeNanoseconds, random: &local.random)
+            }
+            switch transition {
+            case .open?: stats.breakersOpened.increment()
+            case .closed?: stats.breakersClosed.increment()
+            default: break
+            }
+        }
         guard let config = request.cluster.config.outlierDetection, request.atEndpoint else { return }
         guard OutlierDetection.record(result, on: request.endpoint.state, config: config),
               !request.endpoint.state.isEjected(now: NIODeadline.now().uptimeNanoseconds) else { return }
@@ -506,6 +551,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// Lets go of the current attempt — its connection closes (its state is unknown) and its endpoint's load
     /// drops — and starts the next after `delay` nanoseconds.
     private func beginRetry(_ request: ProxiedRequest, after delay: Int64) {
+        if request.owesBreakerVerdict, let config = request.cluster.config.breakers {
+            request.owesBreakerVerdict = false
+            request.endpoint.state.withBreaker(config) { $0.abandon() }
+        }
         request.perTryTimer?.cancel()
         request.perTryTimer = nil
         switch state {
@@ -534,9 +583,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         guard case .leasing(let current) = state, current === request else { return }
         request.retryDelay = nil
         let now = NIODeadline.now()
-        guard let endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: request.triedEndpointIDs) else {
+        guard var endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: request.triedEndpointIDs) else {
             localReply(.noHealthyUpstream, request: request, requestComplete: request.requestComplete)
             return
+        }
+        if request.cluster.config.breakers != nil {
+            guard let admitted = admitThroughBreaker(endpoint, in: request.cluster, now: now, tried: request.triedEndpointIDs) else {
+                localReply(.breakerOpen, request: request, requestComplete: request.requestComplete)
+                return
+            }
+            endpoint = admitted
+            request.owesBreakerVerdict = true
         }
         request.tries += 1
         request.endpoint = endpoint
@@ -908,6 +965,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if request.countsAsRetry {
             request.countsAsRetry = false
             request.cluster.stats.activeRetries.decrement()
+        }
+        if request.owesBreakerVerdict, let config = request.cluster.config.breakers {
+            // Ended without a verdict (the client left, the route timed out): its probe slot is free again.
+            request.owesBreakerVerdict = false
+            request.endpoint.state.withBreaker(config) { $0.abandon() }
         }
         if request.atEndpoint {
             request.atEndpoint = false

@@ -254,3 +254,59 @@ struct DownstreamTimeoutsTests {
         #expect(timeouts.check(now: 20000 * Self.ms) != .closeIdle)
     }
 }
+
+@Suite("Circuit breakers")
+struct CircuitBreakerTests {
+    static let second: UInt64 = 1_000_000_000
+
+    @Test func consecutiveFailuresOpenThenHalfOpenProbesCloseOrReopen() {
+        var random = FastRandom(seed: 3)
+        var breaker = CircuitBreaker(BreakerConfig(consecutiveFailures: 3, failureRatePercent: 0, openTime: .seconds(10), maxOpenTime: .seconds(30),
+                                                   halfOpenRequests: 1))
+        let now = 100 * Self.second
+        let admitted1 = breaker.admit(now: now)
+        #expect(admitted1)
+        #expect(breaker.record(success: false, now: now, random: &random) == nil)
+        #expect(breaker.record(success: false, now: now, random: &random) == nil)
+        guard case .open(let until)? = breaker.record(success: false, now: now, random: &random) else {
+            Issue.record("expected open")
+            return
+        }
+        #expect(until >= now + 10 * Self.second && until < now + 11 * Self.second, "open time plus at most 10 % jitter")
+        let admitted2 = breaker.admit(now: until - 1)
+        #expect(!admitted2)
+        let admitted3 = breaker.admit(now: until)
+        #expect(admitted3, "half-open: one probe")
+        let admitted4 = breaker.admit(now: until)
+        #expect(!admitted4, "only one at a time")
+        guard case .open(let again)? = breaker.record(success: false, now: until, random: &random) else {
+            Issue.record("a failed probe opens it again")
+            return
+        }
+        #expect(again - until >= 20 * Self.second && again - until < 22 * Self.second, "twice as long")
+        let admitted5 = breaker.admit(now: again)
+        #expect(admitted5)
+        breaker.abandon()
+        let admitted6 = breaker.admit(now: again)
+        #expect(admitted6, "an abandoned probe frees its slot")
+        #expect(breaker.record(success: true, now: again, random: &random) == .closed)
+        let both = (breaker.admit(now: again), breaker.admit(now: again))
+        #expect(both.0 && both.1, "closed: everything goes")
+    }
+
+    @Test func aFailureRateOverTheWindowOpensOnceTheVolumeIsThere() {
+        var random = FastRandom(seed: 3)
+        var breaker = CircuitBreaker(BreakerConfig(consecutiveFailures: 0, failureRatePercent: 50, minimumRequests: 10, window: .seconds(10)))
+        let now = 100 * Self.second
+        // Alternating: 50 % failures, but no streak.
+        var opened = false
+        for index in 0..<9 { opened = opened || breaker.record(success: index % 2 == 1, now: now, random: &random) != nil }
+        #expect(!opened, "under the minimum volume")
+        #expect(breaker.record(success: false, now: now, random: &random) != nil, "10 requests, 5 failed: 50 %")
+        // Old failures leave the window.
+        var fresh = CircuitBreaker(BreakerConfig(consecutiveFailures: 0, failureRatePercent: 50, minimumRequests: 4, window: .seconds(10)))
+        for _ in 0..<3 { _ = fresh.record(success: false, now: now, random: &random) }
+        for _ in 0..<4 { _ = fresh.record(success: true, now: now + 20 * Self.second, random: &random) }
+        #expect(fresh.record(success: false, now: now + 20 * Self.second, random: &random) == nil, "1 of 5 in the window")
+    }
+}

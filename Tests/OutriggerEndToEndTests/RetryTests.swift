@@ -360,3 +360,56 @@ struct DownstreamTimeoutTests {
         }
     }
 }
+
+@Suite("Circuit breakers, end to end")
+struct BreakerEndToEndTests {
+    @Test func aFailingEndpointsBreakerOpensHalfOpensAndCloses() async throws {
+        try await withHarness(echoes: 2) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+                ClusterConfig(name: "c", endpoints: endpoints, loadBalancer: LoadBalancerConfig(panicThreshold: 0),
+                              // Open for 4 s: far longer than the checks below take on a busy machine.
+                              breakers: BreakerConfig(consecutiveFailures: 3, failureRatePercent: 0, openTime: .seconds(4),
+                                                      maxOpenTime: .seconds(4))),
+            ])
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 503)
+            let breakerOf = { () -> String in
+                let clusters = try await fetch(harness.adminURL + "/clusters").body
+                return clusters.contains("\"breaker\" : \"open\"") ? "open" : "not open"
+            }
+            // Round robin: every other request goes to echo-0 until its third failure opens its breaker.
+            let first = try await (0..<6).asyncMap { _ in try await fetch(harness.url + "/").status }
+            #expect(first.filter { $0 == 503 }.count == 3)
+            #expect(try await breakerOf() == "open")
+            let served = harness.echoes[0].requestsServed
+            for _ in 0..<6 { #expect(try await fetch(harness.url + "/").status == 200, "only the closed endpoint is used") }
+            #expect(harness.echoes[0].requestsServed == served)
+
+            harness.echoes[0].setFailing(status: nil)
+            // After the open time a probe is let through; it succeeds and the breaker closes.
+            try await waitUntil {
+                _ = try await fetch(harness.url + "/")
+                return try await fetch(harness.adminURL + "/stats/prometheus").body
+                    .contains("outrigger_breaker_transitions_total{cluster=\"c\",to=\"closed\"} 1")
+            }
+            #expect(harness.echoes[0].requestsServed > served)
+        }
+    }
+
+    @Test func whenEveryBreakerIsOpenTheAnswerSaysSo() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+                ClusterConfig(name: "c", endpoints: endpoints,
+                              breakers: BreakerConfig(consecutiveFailures: 2, failureRatePercent: 0, openTime: .seconds(30))),
+            ])
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 500)
+            #expect(try await fetch(harness.url + "/").status == 500)
+            #expect(try await fetch(harness.url + "/").status == 500)
+            let refused = try await fetch(harness.url + "/")
+            #expect(refused.status == 503)
+            #expect(refused.headers["x-outrigger-reason"] == "breaker_open")
+            #expect(harness.echoes[0].requestsServed == 2)
+        }
+    }
+}
