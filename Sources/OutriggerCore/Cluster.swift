@@ -77,10 +77,24 @@ public final class ClusterRuntime: Sendable {
 
     /// The process's endpoint states; their epoch tells balancers when to look at them again.
     public let endpointStates: EndpointStates
+    /// Settings every request reads, copied out of `config` once (reading them through the struct can
+    /// copy it, with a retain per reference it holds).
+    public let hashPolicy: LoadBalancerConfig.HashPolicy?
+    public let limits: ClusterLimits
+    public let breakers: BreakerConfig?
+    public let outlierDetection: OutlierDetectionConfig?
+    public let upstreamProtocol: ClusterConfig.UpstreamProtocol
+    public let timeout: Duration
 
     public init(config: ClusterConfig, endpoints: [Endpoint], stats: ClusterStats, fileEntries: [EndpointsFile.Entry] = [],
                 localZone: String? = nil, endpointStates: EndpointStates = EndpointStates()) {
         self.config = config
+        self.hashPolicy = config.loadBalancer.hashPolicy
+        self.limits = config.limits
+        self.breakers = config.breakers
+        self.outlierDetection = config.outlierDetection
+        self.upstreamProtocol = config.upstreamProtocol
+        self.timeout = config.timeout
         self.endpointStates = endpointStates
         self.localZone = localZone
         self.stats = stats

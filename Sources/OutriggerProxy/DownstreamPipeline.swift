@@ -43,16 +43,15 @@ struct DownstreamPipeline: Sendable {
         encoder.automaticallySetFramingHeaders = false
         try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
         let listener = configStore.snapshot.listeners[listenerName]?.config
-        let timeouts = DownstreamTimeoutHandler(
+        let timeouts = DownstreamTimeoutWatcher(
             requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
             idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout, stats: configStore.stats)
-        try sync.addHandler(ClientBytesWatcher(timeouts))
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         try sync.addHandler(timeouts)
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
         // stop reading during every request, two epoll_ctl calls each.
         try sync.addHandler(HTTP1ProtocolErrorHandler(stats: configStore.stats))
-        try sync.addHandler(makeProxyHandler(channel, protocol: .http1, scheme: scheme))
+        try sync.addHandler(makeProxyHandler(channel, protocol: .http1, scheme: scheme, timeouts: timeouts))
     }
 
     func configureHTTP2(_ channel: Channel, scheme: String) throws {
@@ -75,10 +74,11 @@ struct DownstreamPipeline: Sendable {
         }
     }
 
-    private func makeProxyHandler(_ channel: Channel, protocol downstreamProtocol: DownstreamProtocol, scheme: String) -> ProxyRequestHandler {
+    private func makeProxyHandler(_ channel: Channel, protocol downstreamProtocol: DownstreamProtocol, scheme: String,
+                                  timeouts: DownstreamTimeoutWatcher? = nil) -> ProxyRequestHandler {
         ProxyRequestHandler(
             listenerName: listenerName, configStore: configStore, local: locals.state(for: channel.eventLoop),
-            downstreamProtocol: downstreamProtocol, scheme: scheme
+            downstreamProtocol: downstreamProtocol, scheme: scheme, timeouts: timeouts
         )
     }
 }

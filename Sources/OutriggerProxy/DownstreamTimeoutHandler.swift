@@ -3,14 +3,13 @@ import NIOHTTP1
 import OutriggerCore
 
 /// Enforces a downstream HTTP/1.1 connection's request-headers and idle timeouts (`DownstreamTimeouts`
-/// decides; this keeps one timer per connection, re-armed only when it fires, never per request).
-/// Sits after the request decoder, seeing heads come in and responses go out; `ClientBytesWatcher`, before
-/// the decoder, tells it when the first byte of a request arrives.
-final class DownstreamTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+/// decides; this keeps one timer per connection, re-armed only when it fires, never per request). Sits
+/// before the request decoder, where it sees a request's first bytes arrive; `ProxyRequestHandler` tells it
+/// when a head was parsed and when a response ended (direct calls, no extra pipeline hop per part).
+final class DownstreamTimeoutWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private var timeouts: DownstreamTimeouts
     private var timer: Scheduled<Void>?
@@ -30,21 +29,21 @@ final class DownstreamTimeoutHandler: ChannelDuplexHandler, RemovableChannelHand
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
+        timer = nil
         self.context = nil
     }
 
-    func bytesArrived() {
-        timeouts.bytesArrived(now: NIODeadline.now().uptimeNanoseconds)
-    }
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) { timeouts.headReceived() }
+        timeouts.bytesArrived(now: NIODeadline.now().uptimeNanoseconds)
         context.fireChannelRead(data)
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { timeouts.responseEnded(now: NIODeadline.now().uptimeNanoseconds) }
-        context.write(data, promise: promise)
+    func headReceived() {
+        timeouts.headReceived()
+    }
+
+    func responseEnded() {
+        timeouts.responseEnded(now: NIODeadline.now().uptimeNanoseconds)
     }
 
     private func check() {
@@ -55,29 +54,18 @@ final class DownstreamTimeoutHandler: ChannelDuplexHandler, RemovableChannelHand
         case .closeIdle:
             context.close(promise: nil)
         case .requestTimeout:
-            // The client is still sending its head: answer 408 and close.
+            // The client is still sending its head: answer 408 (as encoded bytes: this sits before the
+            // HTTP codec) and close.
             stats.recordLocalReply(.requestTimeout)
-            let written = LocalReply.write(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true,
-                                           context: context, wrap: wrapOutboundOut)
-            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            let body = LocalReply.body(for: .requestTimeout, isGRPC: false, allocator: context.channel.allocator)
+            let head = LocalReply.head(for: .requestTimeout, version: .http1_1, isGRPC: false, closeConnection: true,
+                                       bodyLength: body?.readableBytes ?? 0)
+            var bytes = context.channel.allocator.buffer(capacity: 256)
+            bytes.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n")
+            for (name, value) in head.headers { bytes.writeString("\(name): \(value)\r\n") }
+            bytes.writeString("\r\n")
+            if var body { bytes.writeBuffer(&body) }
+            context.writeAndFlush(wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
-    }
-}
-
-/// Sees a downstream connection's raw bytes before the decoder, to tell the timeout handler when a
-/// request starts arriving.
-final class ClientBytesWatcher: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
-    private let timeouts: DownstreamTimeoutHandler
-
-    init(_ timeouts: DownstreamTimeoutHandler) {
-        self.timeouts = timeouts
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        timeouts.bytesArrived()
-        context.fireChannelRead(data)
     }
 }

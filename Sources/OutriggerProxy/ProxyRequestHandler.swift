@@ -17,7 +17,7 @@ final class ProxiedRequest {
     /// The endpoint of the current attempt; its load counts this request while `atEndpoint`.
     var endpoint: Endpoint
     var atEndpoint = true
-    /// Attempts so far, this one included, and the endpoints they went to.
+    /// Attempts so far, this one included, and the endpoints they went to (filled at the first retry).
     var tries = 1
     var triedEndpointIDs: [Int]
     /// GET, PUT… or `Idempotency-Key`: may be resent even after it reached an upstream.
@@ -80,7 +80,7 @@ final class ProxiedRequest {
         self.route = route
         self.cluster = cluster
         self.endpoint = endpoint
-        self.triedEndpointIDs = [endpoint.id]
+        self.triedEndpointIDs = []
         self.idempotent = RetryDecision.isIdempotent(downstreamHead)
         self.retryPolicy = retryPolicy
         self.replay = retryPolicy.attempts > 1 ? [] : nil
@@ -158,7 +158,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private var closeWhenIdle = false
     private var cachedListener: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
 
-    init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String) {
+    /// HTTP/1.1: the connection's request-headers and idle timeouts, told of heads and response ends.
+    private let timeouts: DownstreamTimeoutWatcher?
+
+    init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
+         timeouts: DownstreamTimeoutWatcher? = nil) {
+        self.timeouts = timeouts
         self.listenerName = listenerName
         self.configStore = configStore
         self.local = local
@@ -320,6 +325,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     private func requestHead(_ head: HTTPRequestHead) {
+        timeouts?.headReceived()
         guard case .idle = state else {
             // Heads arriving mid-request are queued (`mustQueue`), so this cannot happen; close if it does.
             context.close(promise: nil)
@@ -348,7 +354,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
         var cluster = route.destination.pick(random: local.random.next())
-        let hashPolicy = cluster.config.loadBalancer.hashPolicy
+        let hashPolicy = cluster.hashPolicy
         var hashKey = hashPolicy?.key(headers: head.headers, clientAddress: clientAddress)
         var setCookie: String?
         if hashKey == nil, case .cookie(let name, let ttl?) = hashPolicy {
@@ -357,7 +363,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             hashKey = StableHash.of(value)
             setCookie = "\(name)=\(value); Max-Age=\(ttl.components.seconds); Path=/; HttpOnly"
         }
-        if cluster.stats.requestsActive.current >= cluster.config.limits.maxRequests {
+        if cluster.stats.requestsActive.current >= cluster.limits.maxRequests {
             cluster.stats.overflowMaxRequests.increment()
             localReply(.overflow, for: head, listener: listener, requestComplete: false, start: start)
             return
@@ -380,7 +386,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             localReply(Self.noEndpointReason(cluster, now: start), for: head, listener: listener, requestComplete: false, start: start)
             return
         }
-        if cluster.config.breakers != nil {
+        if cluster.breakers != nil {
             guard let admitted = admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) else {
                 localReply(.breakerOpen, for: head, listener: listener, requestComplete: false, start: start)
                 return
@@ -409,12 +415,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             addVia: listener.config.addVia, random: &local.random
         )
         // HTTP/1.1 Upgrade (WebSocket…) is tunnelled to an HTTP/1.1 upstream; `h2c` never is (RFC 9113 §3.1).
-        let upgrade = Self.tunnelableUpgrade(head, downstream: downstreamProtocol, upstream: cluster.config.upstreamProtocol)
+        let upgrade = Self.tunnelableUpgrade(head, downstream: downstreamProtocol, upstream: cluster.upstreamProtocol)
         if let upgrade {
             upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
             upstreamHead.headers.replaceOrAdd(name: "upgrade", value: upgrade)
         }
-        let holdHead = downstreamProtocol == .http2 && cluster.config.upstreamProtocol == .http1
+        let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
             && !upstreamHead.headers.contains(name: "content-length")
         let request = ProxiedRequest(
             listener: listener, route: route, retryPolicy: retryPolicy, cluster: cluster, endpoint: endpoint, upstreamHead: upstreamHead,
@@ -423,8 +429,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         )
         request.setCookie = setCookie
         request.viaFallback = viaFallback
-        request.owesBreakerVerdict = cluster.config.breakers != nil
-        let timeout = overrides?.timeout ?? route.timeout ?? cluster.config.timeout
+        request.owesBreakerVerdict = cluster.breakers != nil
+        let timeout = overrides?.timeout ?? route.timeout ?? cluster.timeout
         request.routeTimeout = timeout
         request.owner = self
         request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(timeout.nanoseconds), handler: request)
@@ -434,7 +440,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         cluster.stats.requestsActive.increment()
         local.requestStarted(in: cluster, to: endpoint, now: start)
-        local.requestRouted(to: cluster, now: start)
         if retryPolicy.attempts > 1 { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
         state = .leasing(request)
         startAttempt(request)
@@ -448,7 +453,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let elapsed = NIODeadline.now() - request.start
         var expected = request.routeTimeout.nanoseconds - elapsed.nanoseconds
         if let perTry = request.retryPolicy.perTryTimeout { expected = min(expected, perTry.nanoseconds) }
-        request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: String(max(expected / 1_000_000, 0)))
+        let milliseconds = String(max(expected / 1_000_000, 0))
+        if request.tries == 1 {
+            request.upstreamHead.headers.add(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
+        } else {
+            request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
+        }
         if let perTry = request.retryPolicy.perTryTimeout {
             request.perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(perTry.nanoseconds)) { [weak self, weak request] in
                 guard let self, let request else { return }
@@ -475,14 +485,14 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// Why a cluster offered no endpoint: their breakers are open, or there is none that is healthy.
     static func noEndpointReason(_ cluster: ClusterRuntime, now: NIODeadline) -> LocalReplyReason {
-        guard cluster.config.breakers != nil else { return .noHealthyUpstream }
+        guard cluster.breakers != nil else { return .noHealthyUpstream }
         let time = now.uptimeNanoseconds
         return cluster.endpoints.contains { $0.state.breakerOpenUntil > time } ? .breakerOpen : .noHealthyUpstream
     }
 
     /// The endpoint's breaker admits the request, or another endpoint's does (a few picks); nil when none.
     private func admitThroughBreaker(_ first: Endpoint, in cluster: ClusterRuntime, now: NIODeadline, tried: [Int]) -> Endpoint? {
-        guard let config = cluster.config.breakers else { return first }
+        guard let config = cluster.breakers else { return first }
         var candidate: Endpoint? = first
         var seen = tried
         for _ in 0..<4 {
@@ -498,7 +508,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// Passive health: the try's result counts toward its endpoint's failure streak, which may eject it,
     /// and goes to its circuit breaker.
     private func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
-        if request.owesBreakerVerdict, let config = request.cluster.config.breakers {
+        if request.owesBreakerVerdict, let config = request.cluster.breakers {
             request.owesBreakerVerdict = false
             let stats = request.cluster.stats
             let transition = request.endpoint.state.withBreaker(config) { breaker in
@@ -510,7 +520,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             default: break
             }
         }
-        guard let config = request.cluster.config.outlierDetection, request.atEndpoint else { return }
+        guard let config = request.cluster.outlierDetection, request.atEndpoint else { return }
         guard OutlierDetection.record(result, on: request.endpoint.state, config: config),
               !request.endpoint.state.isEjected(now: NIODeadline.now().uptimeNanoseconds) else { return }
         let cluster = request.cluster
@@ -532,7 +542,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             replayable: request.replay != nil || outcome == .connectFailure, random: &local.random
         ) {
             // Under the cluster's limit of retries in flight, then within its budget.
-            if !request.countsAsRetry && request.cluster.stats.activeRetries.current >= request.cluster.config.limits.maxActiveRetries {
+            if !request.countsAsRetry && request.cluster.stats.activeRetries.current >= request.cluster.limits.maxActiveRetries {
                 overLimit = true
                 return false
             }
@@ -551,7 +561,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// Lets go of the current attempt — its connection closes (its state is unknown) and its endpoint's load
     /// drops — and starts the next after `delay` nanoseconds.
     private func beginRetry(_ request: ProxiedRequest, after delay: Int64) {
-        if request.owesBreakerVerdict, let config = request.cluster.config.breakers {
+        if request.owesBreakerVerdict, let config = request.cluster.breakers {
             request.owesBreakerVerdict = false
             request.endpoint.state.withBreaker(config) { $0.abandon() }
         }
@@ -583,11 +593,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         guard case .leasing(let current) = state, current === request else { return }
         request.retryDelay = nil
         let now = NIODeadline.now()
+        if request.triedEndpointIDs.isEmpty { request.triedEndpointIDs.append(request.endpoint.id) }
         guard var endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: request.triedEndpointIDs) else {
             localReply(.noHealthyUpstream, request: request, requestComplete: request.requestComplete)
             return
         }
-        if request.cluster.config.breakers != nil {
+        if request.cluster.breakers != nil {
             guard let admitted = admitThroughBreaker(endpoint, in: request.cluster, now: now, tried: request.triedEndpointIDs) else {
                 localReply(.breakerOpen, request: request, requestComplete: request.requestComplete)
                 return
@@ -787,6 +798,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             trailers!.add(contentsOf: status)
         }
         let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+        timeouts?.responseEnded()
         needsFlush = false
         if closeAfter { closeAfterWrite(written) }
         deliverPendingRead()
@@ -864,8 +876,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             pipeline.removeHandler(try pipeline.handler(type: HTTP1ProtocolErrorHandler.self), promise: nil)
             pipeline.removeHandler(try pipeline.handler(type: HTTPResponseEncoder.self), promise: nil)
             // A tunnel has no requests to time: its bytes are the application's.
-            pipeline.removeHandler(try pipeline.handler(type: DownstreamTimeoutHandler.self), promise: nil)
-            pipeline.removeHandler(try pipeline.handler(type: ClientBytesWatcher.self), promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: DownstreamTimeoutWatcher.self), promise: nil)
             pipeline.removeHandler(context: context, promise: nil)
             // The decoder goes last: bytes the client sent after the upgrade request go on to the relay.
             pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)
@@ -966,7 +977,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             request.countsAsRetry = false
             request.cluster.stats.activeRetries.decrement()
         }
-        if request.owesBreakerVerdict, let config = request.cluster.config.breakers {
+        if request.owesBreakerVerdict, let config = request.cluster.breakers {
             // Ended without a verdict (the client left, the route timed out): its probe slot is free again.
             request.owesBreakerVerdict = false
             request.endpoint.state.withBreaker(config) { $0.abandon() }
@@ -1018,6 +1029,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
         let written = write?(close) ?? LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
                                                         context: context, wrap: wrapOutboundOut)
+        timeouts?.responseEnded()
         needsFlush = false
         if close {
             queued.removeAll()

@@ -102,22 +102,21 @@ final class LoopLocalState {
         return created
     }
 
+    /// A new request's endpoint; the request also counts toward the cluster's retry budget.
     func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline, hashKey: UInt64?) -> Endpoint? {
-        selection(for: cluster).pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
+        let selection = selection(for: cluster)
+        selection.retryBudget.recordRequest(now: now.uptimeNanoseconds)
+        return selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
     }
 
     /// A retry's endpoint: another than those already tried when the cluster has another eligible one.
     func pickRetryEndpoint(in cluster: ClusterRuntime, now: NIODeadline, avoiding tried: [Int]) -> Endpoint? {
-        var pick = pickEndpoint(in: cluster, now: now, hashKey: nil)
+        let selection = selection(for: cluster)
+        var pick = selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: nil)
         for _ in 0..<4 where pick.map({ tried.contains($0.id) }) == true {
-            pick = pickEndpoint(in: cluster, now: now, hashKey: nil)
+            pick = selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: nil)
         }
         return pick
-    }
-
-    /// A request (not a retry) went to `cluster`: it adds to the retry budget.
-    func requestRouted(to cluster: ClusterRuntime, now: NIODeadline) {
-        selection(for: cluster).retryBudget.recordRequest(now: now.uptimeNanoseconds)
     }
 
     /// Takes a retry from the cluster's budget (this loop's share), if one is left.
