@@ -41,12 +41,13 @@ struct DownstreamPipeline: Sendable {
         // Framing is set by ProxyRequestHandler and LocalReply: only they know when a response answers HEAD.
         var encoder = HTTPResponseEncoder.Configuration()
         encoder.automaticallySetFramingHeaders = false
-        try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
         let listener = configStore.snapshot.listeners[listenerName]?.config
         let timeouts = DownstreamTimeoutWatcher(
             requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
             idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout, stats: configStore.stats)
+        // Nearest the socket: it sees raw bytes come in, and its own 408 (bytes) goes out past the encoder.
         try sync.addHandler(timeouts)
+        try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
         // stop reading during every request, two epoll_ctl calls each.
