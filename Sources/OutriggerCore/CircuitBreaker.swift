@@ -17,17 +17,12 @@ public struct CircuitBreaker: Sendable {
     private var consecutiveFailures = 0
     private var timesOpened = 0
     private var probesInFlight = 0
-    /// Per-second buckets over the window: second, successes, failures.
-    private var seconds: [UInt64]
-    private var successes: [Int]
-    private var failures: [Int]
+    /// Successes (first) and failures (second) over the window.
+    private var counts: SlidingWindowCounts
 
     public init(_ config: BreakerConfig) {
         self.config = config
-        let window = max(Int(config.window.components.seconds), 1)
-        seconds = Array(repeating: .max, count: window)
-        successes = Array(repeating: 0, count: window)
-        failures = Array(repeating: 0, count: window)
+        counts = SlidingWindowCounts(windowSeconds: Int(config.window.components.seconds))
     }
 
     /// May a request go to the endpoint now? (Half-open: counts it as a probe.)
@@ -56,7 +51,7 @@ public struct CircuitBreaker: Sendable {
             if success {
                 state = .closed
                 consecutiveFailures = 0
-                clearWindow()
+                counts.clear()
             } else {
                 open(now: now, random: &random)
             }
@@ -64,14 +59,13 @@ public struct CircuitBreaker: Sendable {
         case .open:
             return nil  // a request admitted before it opened
         case .closed:
-            let index = bucket(now)
             if success {
                 consecutiveFailures = 0
-                successes[index] += 1
+                counts.add(first: 1, now: now)
                 return nil
             }
             consecutiveFailures += 1
-            failures[index] += 1
+            counts.add(second: 1, now: now)
             if config.consecutiveFailures > 0 && consecutiveFailures >= config.consecutiveFailures || rateExceeded(now: now) {
                 open(now: now, random: &random)
                 return state
@@ -82,12 +76,7 @@ public struct CircuitBreaker: Sendable {
 
     private func rateExceeded(now: UInt64) -> Bool {
         guard config.failureRatePercent > 0 else { return false }
-        let second = now / 1_000_000_000
-        var ok = 0, failed = 0
-        for index in seconds.indices where seconds[index] != .max && second - seconds[index] < UInt64(seconds.count) {
-            ok += successes[index]
-            failed += failures[index]
-        }
+        let (ok, failed) = counts.totals(now: now)
         let volume = ok + failed
         return volume >= config.minimumRequests && failed * 100 >= config.failureRatePercent * volume
     }
@@ -99,21 +88,6 @@ public struct CircuitBreaker: Sendable {
         let jitter = capped / 10 > 0 ? Int64(random.next() % UInt64(capped / 10)) : 0
         state = .open(until: now + UInt64(capped + jitter))
         consecutiveFailures = 0
-        clearWindow()
-    }
-
-    private mutating func clearWindow() {
-        for index in seconds.indices { seconds[index] = .max }
-    }
-
-    private mutating func bucket(_ now: UInt64) -> Int {
-        let second = now / 1_000_000_000
-        let index = Int(second % UInt64(seconds.count))
-        if seconds[index] != second {
-            seconds[index] = second
-            successes[index] = 0
-            failures[index] = 0
-        }
-        return index
+        counts.clear()
     }
 }

@@ -91,46 +91,26 @@ public enum RetryDecision: Equatable, Sendable {
 public struct RetryBudget: Sendable {
     private let percent: Int
     private let floor: Double
-    private var seconds: [UInt64]
-    private var requests: [Int]
-    private var retries: [Int]
+    /// Requests (first) and retries (second).
+    private var counts: SlidingWindowCounts
 
     public init(_ config: RetryBudgetConfig, loops: Int = 1) {
         let window = max(Int(config.window.components.seconds), 1)
         percent = config.percent
         floor = Double(config.minRetriesPerSecond * window) / Double(max(loops, 1))
-        seconds = Array(repeating: .max, count: window)
-        requests = Array(repeating: 0, count: window)
-        retries = Array(repeating: 0, count: window)
+        counts = SlidingWindowCounts(windowSeconds: window)
     }
 
     /// A request (not a retry) was sent.
     public mutating func recordRequest(now: UInt64) {
-        requests[bucket(now)] += 1
+        counts.add(first: 1, now: now)
     }
 
     /// Takes one retry from the budget if it has one.
     public mutating func withdraw(now: UInt64) -> Bool {
-        _ = bucket(now)
-        let second = now / 1_000_000_000
-        var sent = 0, retried = 0
-        for index in seconds.indices where seconds[index] != .max && second - seconds[index] < UInt64(seconds.count) {
-            sent += requests[index]
-            retried += retries[index]
-        }
+        let (sent, retried) = counts.totals(now: now)
         guard Double(retried) < Double(sent * percent) / 100 + floor else { return false }
-        retries[bucket(now)] += 1
+        counts.add(second: 1, now: now)
         return true
-    }
-
-    private mutating func bucket(_ now: UInt64) -> Int {
-        let second = now / 1_000_000_000
-        let index = Int(second % UInt64(seconds.count))
-        if seconds[index] != second {
-            seconds[index] = second
-            requests[index] = 0
-            retries[index] = 0
-        }
-        return index
     }
 }
