@@ -392,7 +392,7 @@ struct SidecarConfigDecoder {
 
     private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
         let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool",
-                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection", "limits", "breakers"]
+                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection", "limits", "breakers", "streamIdleTimeout"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
@@ -513,6 +513,7 @@ struct SidecarConfigDecoder {
         let retryBudget = fields["retryBudget"].flatMap { decodeRetryBudget($0, fields.path("retryBudget")) } ?? RetryBudgetConfig()
         let outlierDetection = fields["outlierDetection"].flatMap { decodeOutlierDetection($0, fields.path("outlierDetection")) }
         let breakers = fields["breakers"].flatMap { decodeBreakers($0, fields.path("breakers")) }
+        let streamIdleTimeout = fields["streamIdleTimeout"].flatMap { reader.duration($0, fields.path("streamIdleTimeout")) }
         var limits = ClusterLimits()
         if let node = fields["limits"], let limitFields = reader.fields(node, fields.path("limits"), allowed: ["maxRequests", "maxActiveRetries"]) {
             if let node = limitFields["maxRequests"], let value = reader.int(node, limitFields.path("maxRequests"), range: 1...10_000_000) {
@@ -539,7 +540,8 @@ struct SidecarConfigDecoder {
             retryBudget: retryBudget,
             outlierDetection: outlierDetection,
             limits: limits,
-            breakers: breakers
+            breakers: breakers,
+            streamIdleTimeout: streamIdleTimeout ?? ClusterConfig.defaultStreamIdleTimeout
         )
     }
 

@@ -497,6 +497,10 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public var limits: ClusterLimits
     /// Per-endpoint circuit breakers; off unless set.
     public var breakers: BreakerConfig?
+    /// A response whose body makes no progress for this long is cut (between `streamIdleTimeout` and twice it).
+    public var streamIdleTimeout: Duration
+
+    public static let defaultStreamIdleTimeout: Duration = .seconds(300)
     /// How long an endpoint that answered `x-outrigger-drain: true` gets no new requests, unless a passing
     /// health check (without the header) or an admin call ends it sooner.
     public var endpointDrainTimeout: Duration
@@ -522,8 +526,10 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         retryBudget: RetryBudgetConfig = RetryBudgetConfig(),
         outlierDetection: OutlierDetectionConfig? = nil,
         limits: ClusterLimits = ClusterLimits(),
-        breakers: BreakerConfig? = nil
+        breakers: BreakerConfig? = nil,
+        streamIdleTimeout: Duration = ClusterConfig.defaultStreamIdleTimeout
     ) {
+        self.streamIdleTimeout = streamIdleTimeout
         self.limits = limits
         self.breakers = breakers
         self.retryBudget = retryBudget
@@ -544,7 +550,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, endpoints, endpointsFile, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
-        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection, limits, breakers
+        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection, limits, breakers, streamIdleTimeout
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -567,6 +573,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encodeIfPresent(outlierDetection, forKey: .outlierDetection)
         try container.encode(limits, forKey: .limits)
         try container.encodeIfPresent(breakers, forKey: .breakers)
+        try container.encode(ConfigDuration.format(streamIdleTimeout), forKey: .streamIdleTimeout)
     }
 }
 

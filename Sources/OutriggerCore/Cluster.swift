@@ -85,6 +85,7 @@ public final class ClusterRuntime: Sendable {
     public let outlierDetection: OutlierDetectionConfig?
     public let upstreamProtocol: ClusterConfig.UpstreamProtocol
     public let timeout: Duration
+    public let streamIdleTimeout: Duration
 
     public init(config: ClusterConfig, endpoints: [Endpoint], stats: ClusterStats, fileEntries: [EndpointsFile.Entry] = [],
                 localZone: String? = nil, endpointStates: EndpointStates = EndpointStates()) {
@@ -95,6 +96,7 @@ public final class ClusterRuntime: Sendable {
         self.outlierDetection = config.outlierDetection
         self.upstreamProtocol = config.upstreamProtocol
         self.timeout = config.timeout
+        self.streamIdleTimeout = config.streamIdleTimeout
         self.endpointStates = endpointStates
         self.localZone = localZone
         self.stats = stats

@@ -55,7 +55,11 @@ final class ProxiedRequest {
     var responseStarted = false
     var responseComplete = false
     var bodyBytes = 0
-    /// The route timeout; `ProxiedRequest` is its own callback handler, so arming it allocates no closure.
+    /// Response body parts relayed, and the count when the stream-idle timer last looked.
+    var responseParts = 0
+    var responsePartsSeen = -1
+    /// The route timeout, then (once the response started) the stream-idle timer; `ProxiedRequest` is its own
+    /// callback handler, so arming it allocates no closure.
     var timeout: NIOScheduledCallback?
     weak var owner: ProxyRequestHandler?
     var ticket: LeaseTicket?
@@ -749,6 +753,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         request.timeout?.cancel()
         request.timeout = nil
         request.responseStarted = true
+        if head.status != .switchingProtocols {
+            // From here the same timer watches the body: cut if it makes no progress for a stream-idle period.
+            request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
+                in: .nanoseconds(request.cluster.streamIdleTimeout.nanoseconds), handler: request)
+        }
         var response = head
         response.version = request.downstreamVersion
         if let drain = response.headers.first(name: EndpointDrain.header) {
@@ -772,7 +781,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
-        guard case .proxying = state else { return }
+        guard case .proxying(let request, _) = state else { return }
+        request.responseParts &+= 1
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         needsFlush = true
     }
@@ -920,8 +930,21 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     fileprivate func routeTimeoutFired(_ request: ProxiedRequest) {
         switch state {
+        case .proxying(let current, let upstream) where current === request && request.responseStarted:
+            // Stream idle: no body part since the last look (one period) → cut the response; else look again.
+            guard request.responseParts == request.responsePartsSeen else {
+                request.responsePartsSeen = request.responseParts
+                request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
+                    in: .nanoseconds(request.cluster.streamIdleTimeout.nanoseconds), handler: request)
+                return
+            }
+            request.cluster.stats.requestFailures.increment()
+            upstream.abort()
+            request.responseComplete = true
+            recordFinished(request)
+            state = .closing
+            context.close(promise: nil)
         case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
-            guard !request.responseStarted else { return }
             request.cluster.stats.requestFailures.increment()
             abandonUpstream()
             localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)

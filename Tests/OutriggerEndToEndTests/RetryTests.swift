@@ -413,3 +413,26 @@ struct BreakerEndToEndTests {
         }
     }
 }
+
+@Suite("Stream idle timeout, end to end")
+struct StreamIdleTests {
+    @Test func aStalledResponseIsCut() async throws {
+        let upstream = try await StallingUpstream.start()
+        do {
+            try await withHarness(echoes: 0) { _ in
+                Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+                    ClusterConfig(name: "c", endpoints: [HostPort(host: "127.0.0.1", port: upstream.port)], streamIdleTimeout: .milliseconds(300)),
+                ])
+            } _: { (harness: Harness) async throws in
+                let started = ContinuousClock.now
+                let reply = try await RawTCP.exchange(port: harness.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(reply.closedByPeer, "the client sees the response cut, not a hang")
+                #expect(reply.text.contains("first bytes"))
+                #expect(ContinuousClock.now - started < .seconds(10), "between one and two stream-idle periods")
+            }
+        } catch {
+            Issue.record("\(error)")
+        }
+        await upstream.stop()
+    }
+}

@@ -203,3 +203,42 @@ final class OneRequestPerConnectionUpstream: Sendable {
         }
     }
 }
+
+/// An upstream that answers with a head and the first bytes of a longer body, then stalls (never closes).
+final class StallingUpstream: Sendable {
+    private let channel: Channel
+    var port: Int { channel.localAddress!.port! }
+
+    private init(channel: Channel) {
+        self.channel = channel
+    }
+
+    static func start() async throws -> StallingUpstream {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(StallHandler())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return StallingUpstream(channel: channel)
+    }
+
+    func stop() async {
+        try? await channel.close()
+    }
+
+    private final class StallHandler: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        private var answered = false
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard !answered else { return }
+            answered = true
+            let response = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nfirst bytes"
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
+        }
+    }
+}
