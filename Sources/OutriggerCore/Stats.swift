@@ -1,5 +1,6 @@
 import Atomics
 import NIOConcurrencyHelpers
+import OutriggerConfig
 
 /// A monotonically increasing count, safe to bump from any event loop.
 public final class Counter: Sendable {
@@ -146,8 +147,11 @@ public final class ClusterStats: Sendable {
     public let endpointsMarkedHealthy = Counter()
     /// Drains started by an endpoint's `x-outrigger-drain: true` or an admin call.
     public let endpointDrains = Counter()
-    /// Attempts after the first, and retries the budget refused.
+    /// Attempts after the first (in all, and by the condition that asked for them), and retries the budget refused.
     public let retries = Counter()
+    public let retriesByReason: [String: Counter] = Dictionary(
+        uniqueKeysWithValues: (RetryPolicy.Condition.allCases.map(\.rawValue) + [ClusterStats.staleConnection]).map { ($0, Counter()) })
+    public static let staleConnection = "stale-connection"
     public let retryBudgetExhausted = Counter()
     /// Endpoints ejected by outlier detection, and ejections the max percentage prevented.
     public let outlierEjections = Counter()

@@ -42,6 +42,12 @@ extension ProxyStats {
         for c in clusters { sample("outrigger_upstream_connect_failures_total", [("cluster", c.name)], c.connectFailures.current) }
         family("outrigger_upstream_retries_total", "counter", "Attempts after a request's first.")
         for c in clusters { sample("outrigger_upstream_retries_total", [("cluster", c.name)], c.retries.current) }
+        family("outrigger_upstream_retries_by_reason_total", "counter", "Retries by the condition that asked for them.")
+        for c in clusters {
+            for (reason, counter) in c.retriesByReason.sorted(by: { $0.key < $1.key }) {
+                sample("outrigger_upstream_retries_by_reason_total", [("cluster", c.name), ("reason", reason)], counter.current)
+            }
+        }
         family("outrigger_retry_budget_exhausted_total", "counter", "Retries refused because the cluster's retry budget was spent.")
         for c in clusters { sample("outrigger_retry_budget_exhausted_total", [("cluster", c.name)], c.retryBudgetExhausted.current) }
         family("outrigger_upstream_retries_active", "gauge", "Retries in flight.")
@@ -130,6 +136,7 @@ extension ProxyStats {
                 "connect_failures": c.connectFailures.current,
                 "lb_panic_mode": c.panicMode.load(ordering: .relaxed),
                 "retries": c.retries.current,
+                "retries_by_reason": c.retriesByReason.mapValues(\.current),
                 "retry_budget_exhausted": c.retryBudgetExhausted.current,
                 "outlier_ejections": c.outlierEjections.current,
                 "retries_active": c.activeRetries.current,

@@ -552,19 +552,19 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             }
             return local.withdrawRetry(from: request.cluster, now: now)
         }
-        guard case .retry(let delay, _) = decision else {
+        guard case .retry(let delay, let reason) = decision else {
             if decision == .stop(reason: "budget") {
                 if overLimit { request.cluster.stats.overflowMaxActiveRetries.increment() } else { request.cluster.stats.retryBudgetExhausted.increment() }
             }
             return false
         }
-        beginRetry(request, after: delay)
+        beginRetry(request, after: delay, reason: reason)
         return true
     }
 
     /// Lets go of the current attempt — its connection closes (its state is unknown) and its endpoint's load
     /// drops — and starts the next after `delay` nanoseconds.
-    private func beginRetry(_ request: ProxiedRequest, after delay: Int64) {
+    private func beginRetry(_ request: ProxiedRequest, after delay: Int64, reason: String) {
         if request.owesBreakerVerdict, let config = request.cluster.breakers {
             request.owesBreakerVerdict = false
             request.endpoint.state.withBreaker(config) { $0.abandon() }
@@ -582,6 +582,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             local.requestEnded(in: request.cluster, to: request.endpoint)
         }
         request.cluster.stats.retries.increment()
+        request.cluster.stats.retriesByReason[reason]?.increment()
         if !request.countsAsRetry {
             request.countsAsRetry = true
             request.cluster.stats.activeRetries.increment()
@@ -827,7 +828,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
            request.replay != nil || request.bodyBytes == 0 {
             request.retriedStaleConnection = true
             if request.replay == nil { request.replay = request.requestComplete ? [.end(nil)] : [] }
-            beginRetry(request, after: 0)
+            beginRetry(request, after: 0, reason: ClusterStats.staleConnection)
             return
         }
         request.cluster.stats.requestFailures.increment()

@@ -26,6 +26,7 @@ struct RetryEndToEndTests {
             #expect(harness.echoes[0].requestsServed == attempts.filter { $0 == "2" }.count, "each failure was one retry")
             let prometheus = try await fetch(harness.adminURL + "/stats/prometheus").body
             #expect(prometheus.contains("outrigger_upstream_retries_total{cluster=\"c\"} \(harness.echoes[0].requestsServed)"))
+            #expect(prometheus.contains("outrigger_upstream_retries_by_reason_total{cluster=\"c\",reason=\"5xx\"} \(harness.echoes[0].requestsServed)"))
         }
     }
 
@@ -275,7 +276,9 @@ struct StaleConnectionTests {
                 }
                 // Every request after the first met a closed connection first, then went out on a new one.
                 #expect(upstream.connectionCount == 5)
-                #expect(try await fetch(harness.adminURL + "/stats/prometheus").body.contains("outrigger_upstream_retries_total{cluster=\"c\"} 4"))
+                let prometheus = try await fetch(harness.adminURL + "/stats/prometheus").body
+                #expect(prometheus.contains("outrigger_upstream_retries_total{cluster=\"c\"} 4"))
+                #expect(prometheus.contains("outrigger_upstream_retries_by_reason_total{cluster=\"c\",reason=\"stale-connection\"} 4"))
                 // A POST with a body and no retry policy is not held for replay: it cannot be sent again.
                 let post = try await fetch(harness.url + "/", ["--data", "x=1"])
                 #expect(post.status == 502)
