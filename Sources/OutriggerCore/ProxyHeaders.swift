@@ -67,6 +67,8 @@ public enum ProxyHeaders {
         random: inout FastRandom
     ) -> String {
         let chunked = head.headers[canonicalForm: "transfer-encoding"].last.map { $0.lowercased() == "chunked" } ?? false
+        // Room for what the proxy adds (forwarding headers, request id, trace, expected timeout): one growth.
+        head.headers.reserveCapacity(head.headers.count + 8)
         removeHopByHop(&head.headers)
         // Keep framing: a chunked body stays chunked on an HTTP/1.1 upstream; NIO's encoder writes the chunks.
         if chunked && !head.headers.contains(name: "content-length") {

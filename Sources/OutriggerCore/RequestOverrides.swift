@@ -21,12 +21,13 @@ public struct RequestOverrides: Equatable, Sendable {
 
     public init() {}
 
+    private static let overridePrefix: [UInt8] = Array("x-outrigger-".utf8)
+
     /// Is any `x-outrigger-` header present? (One pass over the names, no allocation: most requests have none.)
     public static func anyPresent(in headers: HTTPHeaders) -> Bool {
-        let prefix = Array("x-outrigger-".utf8)
-        return headers.contains { name, _ in
+        headers.contains { name, _ in
             var utf8 = name.utf8.makeIterator()
-            for expected in prefix {
+            for expected in overridePrefix {
                 guard let byte = utf8.next(), byte | 0x20 == expected | 0x20 else { return false }
             }
             return true
