@@ -36,7 +36,10 @@ public enum RetryDecision: Equatable, Sendable {
                               random: inout FastRandom, budgetAllows: () -> Bool) -> RetryDecision {
         guard let condition = matchedCondition(policy, outcome) else { return .stop(reason: nil) }
         guard triesSoFar < policy.attempts else { return .stop(reason: "attempts") }
-        guard outcome.neverReachedUpstream || idempotent || policy.retryNonIdempotent else { return .stop(reason: "not_idempotent") }
+        // A gRPC status the route lists is its opt-in for gRPC calls (always POSTs), as gRPC's own retry policy
+        // retries the statuses its service config lists.
+        let optedIn = policy.retryNonIdempotent || condition.grpcStatus != nil
+        guard outcome.neverReachedUpstream || idempotent || optedIn else { return .stop(reason: "not_idempotent") }
         guard replayable else { return .stop(reason: "body_too_large") }
         var delay = backoff(retry: triesSoFar, base: policy.backoffBase, max: policy.backoffMax, random: &random)
         if case .response(_, _, let retryAfter?) = outcome {

@@ -31,6 +31,9 @@ final class ProxiedRequest {
     var replayBytes = 0
     /// The current try was admitted by its endpoint's circuit breaker and owes it a verdict.
     var owesBreakerVerdict = false
+    /// A gRPC response held until its trailers say whether to retry: its head and body parts so far.
+    var heldResponse: (head: HTTPResponseHead, body: [ByteBuffer])?
+    var heldBytes = 0
     /// Already resent once because a reused pooled connection turned out closed.
     var retriedStaleConnection = false
     /// Counted in the cluster's active retries (from its first retry until it leaves the cluster).
@@ -571,6 +574,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         request.perTryTimer?.cancel()
         request.perTryTimer = nil
+        request.heldResponse = nil
+        request.heldBytes = 0
         switch state {
         case .proxying(_, let upstream): upstream.abort()
         default:
@@ -748,7 +753,18 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
             let retryAfter = head.headers.first(name: "retry-after").flatMap(Int.init)
             if retry(request, after: .response(status: Int(head.status.code), grpcStatus: grpcStatus, retryAfterSeconds: retryAfter)) { return }
+            // A gRPC answer whose status will come in its trailers: held (up to the replay buffer) so that a
+            // status the route retries on can still be retried — what Envoy cannot do.
+            if request.isGRPC, grpcStatus == nil, head.status == .ok, request.retryPolicy.retryOn.contains(where: { $0.grpcStatus != nil }) {
+                request.heldResponse = (head, [])
+                return
+            }
         }
+        commitResponseHead(head, of: request)
+    }
+
+    /// From here the response goes to the client: timers switch to watching the body, and the head is written.
+    private func commitResponseHead(_ head: HTTPResponseHead, of request: ProxiedRequest) {
         request.perTryTimer?.cancel()
         request.perTryTimer = nil
         request.timeout?.cancel()
@@ -784,12 +800,38 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard case .proxying(let request, _) = state else { return }
         request.responseParts &+= 1
+        if request.heldResponse != nil {
+            request.heldResponse!.body.append(body)
+            request.heldBytes += body.readableBytes
+            // Too much to hold: it goes out as it comes, and can no longer be retried.
+            if request.heldBytes > request.retryPolicy.replayBufferBytes { releaseHeldResponse(of: request) }
+            return
+        }
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        needsFlush = true
+    }
+
+    /// Writes a held response's head and body parts.
+    private func releaseHeldResponse(of request: ProxiedRequest) {
+        guard let (head, parts) = request.heldResponse else { return }
+        request.heldResponse = nil
+        commitResponseHead(head, of: request)
+        for part in parts { context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil) }
         needsFlush = true
     }
 
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
         guard case .proxying(let request, let upstream) = state else { return }
+        if request.heldResponse != nil {
+            let grpcStatus = trailers?.first(name: "grpc-status").flatMap(Int.init)
+            if let grpcStatus, grpcStatus != 0,
+               retry(request, after: .response(status: 200, grpcStatus: grpcStatus, retryAfterSeconds: nil)) {
+                request.heldResponse = nil
+                request.heldBytes = 0
+                return
+            }
+            releaseHeldResponse(of: request)
+        }
         if request.switchingProtocols {
             startTunnel(request, upstream: upstream)
             return

@@ -39,6 +39,8 @@ struct RetryTests {
         #expect(Self.decide(failure, tries: 3) == .stop(reason: "attempts"))
         #expect(Self.decide(failure, idempotent: false) == .stop(reason: "not_idempotent"), "a POST that reached the upstream is not resent")
         #expect(Self.isRetry(Self.decide(.connectFailure, idempotent: false)), "one that never left is")
+        #expect(Self.isRetry(Self.decide(.response(status: 200, grpcStatus: 14, retryAfterSeconds: nil), idempotent: false)),
+                "a gRPC status the route lists is its opt-in for gRPC calls (POSTs)")
         var optIn = Self.policy
         optIn.retryNonIdempotent = true
         #expect(Self.isRetry(Self.decide(failure, policy: optIn, idempotent: false)))

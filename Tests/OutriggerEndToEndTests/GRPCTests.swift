@@ -49,3 +49,32 @@ struct GRPCTests {
         }
     }
 }
+
+@Suite("gRPC retries on the status in the trailers, end to end (grpcio)")
+struct GRPCTrailerRetryTests {
+    @Test func unavailableInTheTrailersIsRetriedOnAnotherEndpoint() async throws {
+        let flaky = try ChildProcess(try which("python3"), [GRPCTests.script, "flaky"])
+        defer { flaky.kill() }
+        let good = try ChildProcess(try which("python3"), [GRPCTests.script, "server"])
+        defer { good.kill() }
+        let flakyPort = try ProcessTests.port(in: try await flaky.waitForOutput(containing: "port "), after: "port ")
+        let goodPort = try ProcessTests.port(in: try await good.waitForOutput(containing: "port "), after: "port ")
+        for retries in [false, true] {
+            try await withHarness(echoes: 0) { _ in
+                Harness.config(routes: [RouteConfig(destination: .cluster("grpc"),
+                                                    retries: retries ? RetryPolicy(attempts: 2, retryOn: [.unavailable]) : .none)],
+                               clusters: [ClusterConfig(name: "grpc", endpoints: [HostPort(host: "127.0.0.1", port: flakyPort),
+                                                                                  HostPort(host: "127.0.0.1", port: goodPort)],
+                                                        upstreamProtocol: .http2)])
+            } _: { (harness: Harness) async throws in
+                let result = try await run("python3", [GRPCTests.script, "unary-many", "127.0.0.1:\(harness.port)", "10"])
+                let codes = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])["codes"] as? [String: Int]
+                if retries {
+                    #expect(codes == ["OK": 10], "UNAVAILABLE in the trailers is retried: \(result.stdout) \(result.stderr)")
+                } else {
+                    #expect(codes?["UNAVAILABLE"] == 5, "without a policy the flaky endpoint's answers reach the client: \(result.stdout)")
+                }
+            }
+        }
+    }
+}

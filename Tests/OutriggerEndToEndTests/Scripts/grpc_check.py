@@ -4,6 +4,8 @@
   grpc_check.py server            serves test.Echo on 127.0.0.1:<free port>, prints "port N", runs until killed
   grpc_check.py client HOST:PORT  calls every method through HOST:PORT, prints the outcomes as JSON
   grpc_check.py status HOST:PORT  one unary call; prints {"code": "..."} (for local replies)
+  grpc_check.py flaky             like server, but Unary sends its headers, then fails UNAVAILABLE in the trailers
+  grpc_check.py unary-many HOST:PORT N   N unary calls; prints {"codes": {...}}
 """
 import json
 import sys
@@ -29,14 +31,20 @@ def bidi(requests, context):
         yield request.upper()
 
 
+def flaky_unary(request, context):
+    # Headers first, so the status can only come in the trailers (not a trailers-only answer).
+    context.send_initial_metadata((("x-server", "flaky"),))
+    context.abort(grpc.StatusCode.UNAVAILABLE, "try another instance")
+
+
 def fail(request, context):
     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "told to fail")
 
 
-def serve():
+def serve(flaky=False):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     handlers = {
-        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Unary": grpc.unary_unary_rpc_method_handler(flaky_unary if flaky else unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
@@ -76,5 +84,19 @@ def status(target):
     print(json.dumps({"code": code, "details": details}))
 
 
+def unary_many(target, count):
+    channel = grpc.insecure_channel(target)
+    codes = {}
+    for _ in range(count):
+        try:
+            channel.unary_unary("/test.Echo/Unary")(b"x", timeout=20)
+            code = "OK"
+        except grpc.RpcError as error:
+            code = error.code().name
+        codes[code] = codes.get(code, 0) + 1
+    print(json.dumps({"codes": codes}))
+
+
 if __name__ == "__main__":
-    {"server": lambda: serve(), "client": lambda: client(sys.argv[2]), "status": lambda: status(sys.argv[2])}[sys.argv[1]]()
+    {"server": lambda: serve(), "flaky": lambda: serve(flaky=True), "client": lambda: client(sys.argv[2]),
+     "status": lambda: status(sys.argv[2]), "unary-many": lambda: unary_many(sys.argv[2], int(sys.argv[3]))}[sys.argv[1]]()
