@@ -883,6 +883,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         recordOutcome(.localFailure, of: request)
         if failure == .reset, retry(request, after: .reset) { return }
+        if failure == .refusedStream, retry(request, after: .refusedStream) { return }
         localReply(failure == .protocolError ? .upstreamProtocolError : .upstreamReset, request: request, requestComplete: request.requestComplete)
     }
 

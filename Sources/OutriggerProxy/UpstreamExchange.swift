@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import OutriggerCore
 
 /// How an upstream exchange ended badly, before or during the response.
@@ -8,6 +9,8 @@ enum UpstreamFailure: Error, Equatable {
     case reset
     /// The upstream sent something that is not valid HTTP.
     case protocolError
+    /// HTTP/2 REFUSED_STREAM: the request was not processed and may be sent again, whatever its method.
+    case refusedStream
 }
 
 /// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same
@@ -211,7 +214,12 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        fail(error is HTTPParserError ? .protocolError : .reset)
+        if let closed = error as? NIOHTTP2Errors.StreamClosed, closed.errorCode == .refusedStream {
+            // RST_STREAM REFUSED_STREAM: the upstream did not process the request (RFC 9113 §8.7).
+            fail(.refusedStream)
+        } else {
+            fail(error is HTTPParserError ? .protocolError : .reset)
+        }
         context.close(promise: nil)
     }
 

@@ -439,3 +439,27 @@ struct StreamIdleTests {
         await upstream.stop()
     }
 }
+
+@Suite("HTTP/2 REFUSED_STREAM, end to end")
+struct RefusedStreamTests {
+    @Test func aRefusedStreamIsSentAgainEvenForAPost() async throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_refusing_server.py").path
+        let server = try ChildProcess(try which("python3"), [script])
+        defer { server.kill() }
+        let port = try ProcessTests.port(in: try await server.waitForOutput(containing: "port "), after: "port ")
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("h2"), retries: RetryPolicy(attempts: 2, retryOn: [.refusedStream]))],
+                           clusters: [ClusterConfig(name: "h2", endpoints: [HostPort(host: "127.0.0.1", port: port)], upstreamProtocol: .http2)])
+        } _: { (harness: Harness) async throws in
+            var processed: [String] = []
+            for _ in 0..<6 {
+                let result = try await fetch(harness.url + "/orders", ["-X", "POST", "--data", "item=1"])
+                #expect(result.status == 200, "refused, then sent again: \(result.headers)")
+                processed.append(result.body)
+            }
+            #expect(processed == ["1", "2", "3", "4", "5", "6"], "each POST processed exactly once")
+            #expect(try await fetch(harness.adminURL + "/stats/prometheus").body
+                .contains("outrigger_upstream_retries_by_reason_total{cluster=\"h2\",reason=\"refused-stream\"} 6"))
+        }
+    }
+}

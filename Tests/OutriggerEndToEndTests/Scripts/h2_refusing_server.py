@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""An HTTP/2 (h2c prior knowledge) server that refuses every other stream with RST_STREAM REFUSED_STREAM
+and answers the others 200 with the number of requests it processed so far.
+
+  h2_refusing_server.py   listens on 127.0.0.1:<free port>, prints "port N", runs until killed;
+                          prints "processed N" after each request it answered (a refused one is never processed)
+"""
+import socket
+import sys
+import threading
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.errors
+
+lock = threading.Lock()
+state = {"streams": 0, "processed": 0}
+
+
+def serve_connection(sock):
+    connection = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+    connection.initiate_connection()
+    sock.sendall(connection.data_to_send())
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                with lock:
+                    state["streams"] += 1
+                    refuse = state["streams"] % 2 == 1
+                if refuse:
+                    connection.reset_stream(event.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            elif isinstance(event, h2.events.StreamEnded):
+                if event.stream_id in connection.streams and not connection.streams[event.stream_id].closed:
+                    with lock:
+                        state["processed"] += 1
+                        body = str(state["processed"]).encode()
+                    connection.send_headers(event.stream_id, [(":status", "200"), ("content-length", str(len(body)))])
+                    connection.send_data(event.stream_id, body, end_stream=True)
+                    print("processed %d" % state["processed"], flush=True)
+            elif isinstance(event, h2.events.DataReceived):
+                connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        sock.sendall(connection.data_to_send())
+
+
+def main():
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    print("port %d" % listener.getsockname()[1], flush=True)
+    while True:
+        sock, _ = listener.accept()
+        threading.Thread(target=serve_connection, args=(sock,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
