@@ -123,9 +123,21 @@ public struct OutlierDetectionConfig: Sendable, Hashable, Encodable {
     public var maxEjectionTime: Duration
     /// At most this percentage of the cluster's endpoints (rounded down) is ejected at once; 0: never.
     public var maxEjectionPercent: Int
+    /// Failure-percentage ejection, judged every `interval`: an endpoint with at least `failurePercentageRequestVolume`
+    /// requests in it, failing at least `failurePercentageThreshold` % of them (0: off), is ejected — when at least
+    /// `failurePercentageMinimumHosts` endpoints had that volume.
+    public var interval: Duration
+    public var failurePercentageThreshold: Int
+    public var failurePercentageMinimumHosts: Int
+    public var failurePercentageRequestVolume: Int
 
     public init(consecutive5xx: Int = 5, consecutiveGatewayFailure: Int = 0, baseEjectionTime: Duration = .seconds(30),
-                maxEjectionTime: Duration = .seconds(300), maxEjectionPercent: Int = 50) {
+                maxEjectionTime: Duration = .seconds(300), maxEjectionPercent: Int = 50, interval: Duration = .seconds(10),
+                failurePercentageThreshold: Int = 0, failurePercentageMinimumHosts: Int = 5, failurePercentageRequestVolume: Int = 50) {
+        self.interval = interval
+        self.failurePercentageThreshold = failurePercentageThreshold
+        self.failurePercentageMinimumHosts = failurePercentageMinimumHosts
+        self.failurePercentageRequestVolume = failurePercentageRequestVolume
         self.consecutive5xx = consecutive5xx
         self.consecutiveGatewayFailure = consecutiveGatewayFailure
         self.baseEjectionTime = baseEjectionTime
@@ -135,6 +147,7 @@ public struct OutlierDetectionConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case consecutive5xx, consecutiveGatewayFailure, baseEjectionTime, maxEjectionTime, maxEjectionPercent
+        case interval, failurePercentageThreshold, failurePercentageMinimumHosts, failurePercentageRequestVolume
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -144,6 +157,10 @@ public struct OutlierDetectionConfig: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(baseEjectionTime), forKey: .baseEjectionTime)
         try container.encode(ConfigDuration.format(maxEjectionTime), forKey: .maxEjectionTime)
         try container.encode(maxEjectionPercent, forKey: .maxEjectionPercent)
+        try container.encode(ConfigDuration.format(interval), forKey: .interval)
+        try container.encode(failurePercentageThreshold, forKey: .failurePercentageThreshold)
+        try container.encode(failurePercentageMinimumHosts, forKey: .failurePercentageMinimumHosts)
+        try container.encode(failurePercentageRequestVolume, forKey: .failurePercentageRequestVolume)
     }
 }
 

@@ -572,7 +572,8 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeOutlierDetection(_ node: Node, _ path: String) -> OutlierDetectionConfig? {
-        let allowed = ["consecutive5xx", "consecutiveGatewayFailure", "baseEjectionTime", "maxEjectionTime", "maxEjectionPercent"]
+        let allowed = ["consecutive5xx", "consecutiveGatewayFailure", "baseEjectionTime", "maxEjectionTime", "maxEjectionPercent",
+                       "interval", "failurePercentageThreshold", "failurePercentageMinimumHosts", "failurePercentageRequestVolume"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         var config = OutlierDetectionConfig()
         if let node = fields["consecutive5xx"], let value = reader.int(node, fields.path("consecutive5xx"), range: 0...1000) {
@@ -588,6 +589,16 @@ struct SidecarConfigDecoder {
         }
         if let node = fields["maxEjectionPercent"], let value = reader.int(node, fields.path("maxEjectionPercent"), range: 0...100) {
             config.maxEjectionPercent = value
+        }
+        if let value = fields["interval"].flatMap({ reader.duration($0, fields.path("interval")) }) { config.interval = value }
+        if let node = fields["failurePercentageThreshold"], let value = reader.int(node, fields.path("failurePercentageThreshold"), range: 0...100) {
+            config.failurePercentageThreshold = value
+        }
+        if let node = fields["failurePercentageMinimumHosts"], let value = reader.int(node, fields.path("failurePercentageMinimumHosts"), range: 1...100_000) {
+            config.failurePercentageMinimumHosts = value
+        }
+        if let node = fields["failurePercentageRequestVolume"], let value = reader.int(node, fields.path("failurePercentageRequestVolume"), range: 1...10_000_000) {
+            config.failurePercentageRequestVolume = value
         }
         return config
     }

@@ -37,6 +37,9 @@ public final class EndpointState: Sendable {
     /// Outlier detection: failures in a row, the ejection in force (uptime ns; 0: none) and how many so far.
     let consecutive5xx = ManagedAtomic<Int>(0)
     let consecutiveGatewayFailures = ManagedAtomic<Int>(0)
+    /// Requests and failures since the last failure-percentage sweep.
+    let intervalRequests = ManagedAtomic<Int>(0)
+    let intervalFailures = ManagedAtomic<Int>(0)
     private let ejectedUntilValue = ManagedAtomic<UInt64>(0)
     public let timesEjected = ManagedAtomic<Int>(0)
     /// The circuit breaker (created on first use, with its cluster's settings), and until when it is open

@@ -15,6 +15,10 @@ public enum AttemptResult: Sendable, Equatable {
 public enum OutlierDetection {
     /// Counts `result` against the endpoint; true when a failure streak reached a configured threshold.
     public static func record(_ result: AttemptResult, on state: EndpointState, config: OutlierDetectionConfig) -> Bool {
+        if config.failurePercentageThreshold > 0 {
+            state.intervalRequests.wrappingIncrement(ordering: .relaxed)
+            if result != .success { state.intervalFailures.wrappingIncrement(ordering: .relaxed) }
+        }
         switch result {
         case .success:
             // Most answers: a load, and a store only when a streak ends.
@@ -35,6 +39,30 @@ public enum OutlierDetection {
     }
 
     private static func reached(_ count: Int, _ threshold: Int) -> Bool { threshold > 0 && count >= threshold }
+
+    /// Failure-percentage outliers among per-endpoint (requests, failures) over an interval: the indices of
+    /// those with enough volume failing at least the threshold, when enough endpoints had the volume.
+    public static func failurePercentageOutliers(_ samples: [(requests: Int, failures: Int)], config: OutlierDetectionConfig) -> [Int] {
+        guard config.failurePercentageThreshold > 0 else { return [] }
+        let qualified = samples.indices.filter { samples[$0].requests >= config.failurePercentageRequestVolume }
+        guard qualified.count >= config.failurePercentageMinimumHosts else { return [] }
+        return qualified.filter { samples[$0].failures * 100 >= config.failurePercentageThreshold * samples[$0].requests }
+    }
+
+    /// The interval's counts of `endpoints`, read and reset, then the failure-percentage outliers ejected as
+    /// far as the max percentage allows; returns how many were ejected.
+    @discardableResult
+    public static func sweep(_ endpoints: [Endpoint], config: OutlierDetectionConfig, states: EndpointStates, now: UInt64) -> Int {
+        let samples = endpoints.map { endpoint in
+            (requests: endpoint.state.intervalRequests.exchange(0, ordering: .relaxed),
+             failures: endpoint.state.intervalFailures.exchange(0, ordering: .relaxed))
+        }
+        let outliers = failurePercentageOutliers(samples, config: config)
+        guard !outliers.isEmpty else { return 0 }
+        return states.withEjectionLock {
+            outliers.filter { eject(endpoints[$0], among: endpoints, config: config, now: now) != nil }.count
+        }
+    }
 
     /// Ejects `endpoint` if the cluster's maximum allows one more; returns when the ejection ends, or nil.
     /// Call under `EndpointStates.withEjectionLock`.

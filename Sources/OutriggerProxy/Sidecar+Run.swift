@@ -23,6 +23,7 @@ extension Sidecar {
                 do { try await Task.sleep(for: watchInterval) } catch { break }
                 await reloadIfFileChanged()
                 refreshEndpointsFiles()
+                sweepOutliers()
             }
         }
         let resolver = Task {

@@ -35,6 +35,8 @@ public final class Sidecar: Sendable {
         var fileStamp: FileStamp?
         /// The last complaint about each cluster's endpoints file, so it is logged once, not every second.
         var endpointsFileErrors: [String: String] = [:]
+        /// When each cluster's failure-percentage sweep is next due (uptime ns).
+        var outlierSweeps: [String: UInt64] = [:]
         /// The last DNS failures of each cluster, so they are logged when they change, not every refresh.
         var resolutionErrors: [String: String] = [:]
         /// What each endpoints file looked like when last read.
@@ -193,6 +195,31 @@ public final class Sidecar: Sendable {
             guard describe(entries) != describe(cluster.fileEntries) else { continue }
             cluster.fileEntries = entries
             swapEndpoints(of: cluster)
+        }
+    }
+
+    /// Failure-percentage outlier detection: every cluster whose interval is up has its endpoints' counts
+    /// judged (and reset). Called every watch tick; tests call it directly.
+    public func sweepOutliers(force: Bool = false) {
+        let now = NIODeadline.now().uptimeNanoseconds
+        for cluster in configStore.snapshot.clusters.values {
+            guard let config = cluster.outlierDetection, config.failurePercentageThreshold > 0 else { continue }
+            let due = state.withLockedValue { state -> Bool in
+                guard let next = state.outlierSweeps[cluster.name] else {
+                    // The first interval starts now.
+                    state.outlierSweeps[cluster.name] = now + UInt64(config.interval.nanoseconds)
+                    return force
+                }
+                guard force || now >= next else { return false }
+                state.outlierSweeps[cluster.name] = now + UInt64(config.interval.nanoseconds)
+                return true
+            }
+            guard due else { continue }
+            let ejected = OutlierDetection.sweep(cluster.endpoints, config: config, states: configStore.endpointStates, now: now)
+            if ejected > 0 {
+                cluster.stats.outlierEjections.increment(by: ejected)
+                logger.warning("endpoints ejected for their failure percentage", metadata: ["cluster": "\(cluster.name)", "ejected": "\(ejected)"])
+            }
         }
     }
 

@@ -312,3 +312,16 @@ struct CircuitBreakerTests {
         #expect(fresh.record(success: false, now: now + 20 * Self.second, random: &random) == nil, "1 of 5 in the window")
     }
 }
+
+@Suite("Failure-percentage ejection")
+struct FailurePercentageTests {
+    @Test func outliersNeedVolumeAndEnoughHosts() {
+        let config = OutlierDetectionConfig(failurePercentageThreshold: 50, failurePercentageMinimumHosts: 3, failurePercentageRequestVolume: 10)
+        let samples = [(requests: 20, failures: 12), (requests: 20, failures: 1), (requests: 20, failures: 0), (requests: 5, failures: 5)]
+        #expect(OutlierDetection.failurePercentageOutliers(samples, config: config) == [0], "the last lacks volume")
+        #expect(OutlierDetection.failurePercentageOutliers(Array(samples.prefix(2)), config: config) == [], "too few hosts with volume")
+        var off = config
+        off.failurePercentageThreshold = 0
+        #expect(OutlierDetection.failurePercentageOutliers(samples, config: off) == [])
+    }
+}

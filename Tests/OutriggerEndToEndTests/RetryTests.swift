@@ -463,3 +463,25 @@ struct RefusedStreamTests {
         }
     }
 }
+
+@Suite("Failure-percentage ejection, end to end")
+struct FailurePercentageEndToEndTests {
+    @Test func anEndpointFailingTooOftenIsEjectedAtTheSweep() async throws {
+        try await withHarness(echoes: 3) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+                ClusterConfig(name: "c", endpoints: endpoints, loadBalancer: LoadBalancerConfig(panicThreshold: 0),
+                              outlierDetection: OutlierDetectionConfig(consecutive5xx: 0, maxEjectionPercent: 50, failurePercentageThreshold: 50,
+                                                                       failurePercentageMinimumHosts: 3, failurePercentageRequestVolume: 10)),
+            ])
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 500)
+            for _ in 0..<36 { _ = try await fetch(harness.url + "/") }
+            harness.sidecar.sweepOutliers(force: true)
+            let served = harness.echoes[0].requestsServed
+            #expect(served == 12, "round robin sent it a third")
+            let after = try await (0..<9).asyncMap { _ in try await fetch(harness.url + "/").status }
+            #expect(after.allSatisfy { $0 == 200 }, "ejected for failing 100 % of its 12 requests: \(after)")
+            #expect(harness.echoes[0].requestsServed == served)
+        }
+    }
+}
