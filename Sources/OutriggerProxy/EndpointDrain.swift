@@ -8,10 +8,10 @@ enum EndpointDrain {
     static let header = "x-outrigger-drain"
 
     static func start(_ endpoint: Endpoint, in cluster: ClusterRuntime, until: UInt64? = nil) {
-        start(endpoint, in: cluster.name, stats: cluster.stats, timeout: cluster.config.endpointDrainTimeout, until: until)
+        start(endpoint, stats: cluster.stats, timeout: cluster.config.endpointDrainTimeout, until: until)
     }
 
-    static func start(_ endpoint: Endpoint, in cluster: String, stats: ClusterStats, timeout: Duration, until: UInt64? = nil) {
+    static func start(_ endpoint: Endpoint, stats: ClusterStats, timeout: Duration, until: UInt64? = nil) {
         let now = NIODeadline.now().uptimeNanoseconds
         let end = until ?? now + UInt64(timeout.nanoseconds)
         // Every draining response extends the drain; only the first one counts as a new drain.

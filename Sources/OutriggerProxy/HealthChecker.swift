@@ -84,7 +84,7 @@ final class HealthChecker: @unchecked Sendable {
         }
         switch result.drain {
         case true?:
-            EndpointDrain.start(endpoint, in: clusterName, stats: stats, timeout: drainTimeout)
+            EndpointDrain.start(endpoint, stats: stats, timeout: drainTimeout)
         case false? where result.passed && state.drainingUntil != .max:
             // The endpoint answers again without asking to drain (a new instance): end a drain it asked for
             // (an admin drain stays until the admin ends it).

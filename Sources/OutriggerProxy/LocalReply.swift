@@ -49,9 +49,15 @@ enum LocalReply {
     ) -> EventLoopFuture<Void> {
         let body = Self.body(for: reason, isGRPC: isGRPC, allocator: context.channel.allocator)
         let head = Self.head(for: reason, version: version, isGRPC: isGRPC, closeConnection: closeConnection, bodyLength: body?.readableBytes ?? 0)
-        context.write(wrap(.head(head)), promise: nil)
-        if let body, !isHEAD { context.write(wrap(.body(.byteBuffer(body))), promise: nil) }
         let trailers = isGRPC && version.major == 2 ? grpcStatus(for: reason) : nil
+        return writeParts(head, body: body, trailers: trailers, isHEAD: isHEAD, context: context, wrap: wrap)
+    }
+
+    /// Head, body (not for HEAD) and end, flushed: the one way a reply the proxy makes itself goes out.
+    private static func writeParts(_ head: HTTPResponseHead, body: ByteBuffer?, trailers: HTTPHeaders?, isHEAD: Bool,
+                                   context: ChannelHandlerContext, wrap: (HTTPServerResponsePart) -> NIOAny) -> EventLoopFuture<Void> {
+        context.write(wrap(.head(head)), promise: nil)
+        if let body, !isHEAD, body.readableBytes > 0 { context.write(wrap(.body(.byteBuffer(body))), promise: nil) }
         return context.writeAndFlush(wrap(.end(trailers)))
     }
 }
@@ -75,9 +81,7 @@ extension LocalReply {
         headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue)
         if closeConnection && version.major == 1 { headers.add(name: "connection", value: "close") }
         let head = HTTPResponseHead(version: version.major == 2 ? .http2 : .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers)
-        context.write(wrap(.head(head)), promise: nil)
-        if !isHEAD && !text.isEmpty { context.write(wrap(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil) }
-        return context.writeAndFlush(wrap(.end(nil)))
+        return writeParts(head, body: context.channel.allocator.buffer(string: text), trailers: nil, isHEAD: isHEAD, context: context, wrap: wrap)
     }
 }
 

@@ -139,6 +139,26 @@ struct HealthCheckingTests {
         }
     }
 
+    @Test func priorityFailoverFollowsHealth() async throws {
+        try await withHarness(echoes: 3) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+                ClusterConfig(name: "c", endpoints: endpoints, endpointMetadata: [
+                    endpoints[1]: EndpointMetadata(priority: 1), endpoints[2]: EndpointMetadata(priority: 1),
+                ], loadBalancer: LoadBalancerConfig(panicThreshold: 0), healthCheck: Self.fastChecks),
+            ])
+        } _: { (harness: Harness) async throws in
+            let state = { (index: Int) in Self.endpoint(harness, index).state }
+            try await waitUntil { (0..<3).allSatisfy { state($0).health == .healthy } }
+            #expect(Set(try await Self.servers(harness, count: 12)) == ["echo-0"], "priority 0 takes everything while healthy")
+            harness.echoes[0].setHealthy(false)
+            try await waitUntil { state(0).health == .unhealthy }
+            #expect(Set(try await Self.servers(harness, count: 12)) == ["echo-1", "echo-2"], "spilled to priority 1")
+            harness.echoes[0].setHealthy(true)
+            try await waitUntil { state(0).health == .healthy }
+            #expect(Set(try await Self.servers(harness, count: 12)) == ["echo-0"], "back to priority 0")
+        }
+    }
+
     @Test func anEndpointDrainsItselfUnderLoadWithoutLosingARequest() async throws {
         try await withHarness(echoes: 2) { endpoints in
             Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints)])

@@ -47,6 +47,21 @@ enum RawTCP {
     }
 }
 
+/// A loopback server on port 0 whose every accepted connection gets a fresh handler from `makeHandler`
+/// (after `accepted`, which sees each connection first).
+func loopbackServer(accepted: @escaping @Sendable (Channel) -> Void = { _ in },
+                    _ makeHandler: @escaping @Sendable () -> any ChannelHandler) async throws -> Channel {
+    try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .childChannelInitializer { channel in
+            accepted(channel)
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(makeHandler())
+            }
+        }
+        .bind(host: "127.0.0.1", port: 0)
+        .get()
+}
+
 /// An upstream that records every byte it receives and answers nothing: proves what reached it.
 final class RecordingUpstream: Sendable {
     private let channel: Channel
@@ -66,15 +81,7 @@ final class RecordingUpstream: Sendable {
     static func start() async throws -> RecordingUpstream {
         let received = NIOLockedValueBox<[UInt8]>([])
         let connections = NIOLockedValueBox(0)
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                connections.withLockedValue { $0 += 1 }
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteCollector(received))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
+        let channel = try await loopbackServer(accepted: { _ in connections.withLockedValue { $0 += 1 } }) { ByteCollector(received) }
         return RecordingUpstream(channel: channel, received: received, connections: connections)
     }
 
@@ -113,14 +120,7 @@ final class EarlyResponder: Sendable {
     }
 
     static func start(response: String) async throws -> EarlyResponder {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AnswerOnce(response: response))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
+        let channel = try await loopbackServer { AnswerOnce(response: response) }
         return EarlyResponder(channel: channel)
     }
 
@@ -164,15 +164,7 @@ final class OneRequestPerConnectionUpstream: Sendable {
 
     static func start() async throws -> OneRequestPerConnectionUpstream {
         let connections = NIOLockedValueBox(0)
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                connections.withLockedValue { $0 += 1 }
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AnswerOnceHandler())
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
+        let channel = try await loopbackServer(accepted: { _ in connections.withLockedValue { $0 += 1 } }) { AnswerOnceHandler() }
         return OneRequestPerConnectionUpstream(channel: channel, connections: connections)
     }
 
@@ -214,14 +206,7 @@ final class StallingUpstream: Sendable {
     }
 
     static func start() async throws -> StallingUpstream {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(StallHandler())
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
+        let channel = try await loopbackServer { StallHandler() }
         return StallingUpstream(channel: channel)
     }
 
