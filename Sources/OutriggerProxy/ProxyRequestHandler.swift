@@ -34,8 +34,9 @@ final class ProxiedRequest {
     /// A gRPC response held until its trailers say whether to retry: its head and body parts so far.
     var heldResponse: (head: HTTPResponseHead, body: [ByteBuffer])?
     var heldBytes = 0
-    /// Already resent once because a reused pooled connection turned out closed.
-    var retriedStaleConnection = false
+    /// Already resent once without a policy: a reused pooled connection turned out closed, or HTTP/2 refused
+    /// the stream (REFUSED_STREAM, or past a GOAWAY's last stream id).
+    var usedTransparentRetry = false
     /// Counted in the cluster's active retries (from its first retry until it leaves the cluster).
     var countsAsRetry = false
     /// A retry waiting out its backoff, and the current attempt's per-try timer.
@@ -863,14 +864,16 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     func upstreamFailed(_ failure: UpstreamFailure) {
         guard case .proxying(let request, let upstream) = state else { return }
-        // A pooled keep-alive connection the upstream had closed while it sat idle: nothing was answered, the
-        // request went nowhere. Sent again once on another connection, even without a retry policy, when
-        // the request is still at hand (no body, or a body kept for replay).
-        if failure == .reset, !request.responseStarted, upstream.exchanges > 1, !request.retriedStaleConnection,
+        // The request provably went nowhere: a pooled keep-alive connection the upstream had closed while it sat
+        // idle, or an HTTP/2 stream the upstream refused (REFUSED_STREAM, or past its GOAWAY's last stream id).
+        // Sent again once on another connection, even without a retry policy, when the request is still at
+        // hand (no body, or a body kept for replay).
+        let staleConnection = failure == .reset && upstream.exchanges > 1
+        if staleConnection || failure == .refusedStream, !request.responseStarted, !request.usedTransparentRetry,
            request.replay != nil || request.bodyBytes == 0 {
-            request.retriedStaleConnection = true
+            request.usedTransparentRetry = true
             if request.replay == nil { request.replay = request.requestComplete ? [.end(nil)] : [] }
-            beginRetry(request, after: 0, reason: ClusterStats.staleConnection)
+            beginRetry(request, after: 0, reason: staleConnection ? ClusterStats.staleConnection : RetryPolicy.Condition.refusedStream.rawValue)
             return
         }
         request.cluster.stats.requestFailures.increment()

@@ -9,7 +9,8 @@ enum UpstreamFailure: Error, Equatable {
     case reset
     /// The upstream sent something that is not valid HTTP.
     case protocolError
-    /// HTTP/2 REFUSED_STREAM: the request was not processed and may be sent again, whatever its method.
+    /// HTTP/2 REFUSED_STREAM, or a stream past the last id of the upstream's GOAWAY: the request was not
+    /// processed and may be sent again, whatever its method.
     case refusedStream
 }
 
@@ -55,6 +56,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     var closed: ((UpstreamExchangeHandler) -> Void)?
     /// Called when the connection leaves its pool to carry a tunnel.
     var detached: ((UpstreamExchangeHandler) -> Void)?
+    /// HTTP/2: whether a stream closed with this id was past the last id of a GOAWAY (NIO closes those with
+    /// CANCEL, the code a peer's own RST_STREAM may carry after processing, so the connection is asked).
+    var refusedByGoAway: ((HTTP2StreamID) -> Bool)?
     let id: Int
     /// When the connection last went back to its pool idle.
     var idleSince = NIODeadline.uptimeNanoseconds(0)
@@ -214,8 +218,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let closed = error as? NIOHTTP2Errors.StreamClosed, closed.errorCode == .refusedStream {
-            // RST_STREAM REFUSED_STREAM: the upstream did not process the request (RFC 9113 §8.7).
+        if let closed = error as? NIOHTTP2Errors.StreamClosed,
+           closed.errorCode == .refusedStream || refusedByGoAway?(closed.streamID) == true {
+            // REFUSED_STREAM, or past the GOAWAY's last stream id: the upstream did not process it (RFC 9113 §8.7, §6.8).
             fail(.refusedStream)
         } else {
             fail(error is HTTPParserError ? .protocolError : .reset)

@@ -170,7 +170,8 @@ final class LoopLocalState {
             } else {
                 let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats)
                 connection = HTTP2EndpointConnection(target: target) { [weak self] connection in
-                    self?.http2Connections[connection.key] = nil
+                    // A connection that got a GOAWAY may end after its successor took its place.
+                    if self?.http2Connections[connection.key] === connection { self?.http2Connections[connection.key] = nil }
                 }
                 http2Connections[endpoint.poolKey] = connection
             }
@@ -409,6 +410,8 @@ final class HTTP2EndpointConnection {
     private var retired = false
     private var idleTimer: Scheduled<Void>?
     private var nextID = 0
+    /// The upstream sent GOAWAY: streams past this id were not processed.
+    private var goAwayLastStreamID: HTTP2StreamID?
 
     var key: String { target.key }
     private var eventLoop: any EventLoop { target.eventLoop }
@@ -440,6 +443,8 @@ final class HTTP2EndpointConnection {
     }
 
     private func connect() {
+        let goAwayWatcher = NIOLoopBound(GoAwayWatcher(), eventLoop: eventLoop)
+        goAwayWatcher.value.received = { [weak self] lastStreamID in self?.goAwayReceived(lastStreamID: lastStreamID) }
         target.connect { channel in
             _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                 mode: .client,
@@ -449,6 +454,7 @@ final class HTTP2EndpointConnection {
                 // Servers do not open streams towards us (no server push): refuse them.
                 stream.close()
             }
+            try channel.pipeline.syncOperations.addHandler(goAwayWatcher.value)
         }.flatMapThrowing { channel in
             (channel, try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer())
         }.assumeIsolated().whenComplete { result in
@@ -495,6 +501,7 @@ final class HTTP2EndpointConnection {
             }
         }
         handler.exchangeFinished = { handler, _ in handler.channel?.close(promise: nil) }
+        handler.refusedByGoAway = { [weak self] streamID in self?.goAwayLastStreamID.map { streamID > $0 } ?? false }
         handler.closed = { [weak self] _ in
             guard let self else { return }
             self.activeStreams -= 1
@@ -541,5 +548,28 @@ final class HTTP2EndpointConnection {
     func retire() {
         retired = true
         closeIfIdle()
+    }
+
+    /// The upstream is going away: streams past its last id were refused (and are sent again elsewhere), the
+    /// others finish here, and new requests open a new connection.
+    private func goAwayReceived(lastStreamID: HTTP2StreamID) {
+        goAwayLastStreamID = min(goAwayLastStreamID ?? lastStreamID, lastStreamID)
+        guard !retired else { return }
+        becameEmpty(self)
+        retire()
+    }
+}
+
+/// Tells its connection of a GOAWAY from the upstream (frames on stream 0 come past the HTTP/2 handler).
+final class GoAwayWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame
+
+    /// Called with the last stream id the upstream says it processes; it comes before the streams past it
+    /// are closed (NIO forwards the frame, then delivers the closures).
+    var received: ((HTTP2StreamID) -> Void)?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .goAway(let lastStreamID, _, _) = unwrapInboundIn(data).payload { received?(lastStreamID) }
+        context.fireChannelRead(data)
     }
 }

@@ -440,13 +440,23 @@ struct StreamIdleTests {
     }
 }
 
+/// `Scripts/h2_refusing_server.py` in `mode` (nil: RST_STREAM REFUSED_STREAM every other stream), and its port.
+private func startRefusingH2Server(mode: String? = nil) async throws -> (ChildProcess, Int) {
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_refusing_server.py").path
+    let server = try ChildProcess(try which("python3"), [script] + (mode.map { [$0] } ?? []))
+    do {
+        return (server, try ProcessTests.port(in: try await server.waitForOutput(containing: "port "), after: "port "))
+    } catch {
+        server.kill()
+        throw error
+    }
+}
+
 @Suite("HTTP/2 REFUSED_STREAM, end to end")
 struct RefusedStreamTests {
     @Test func aRefusedStreamIsSentAgainEvenForAPost() async throws {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_refusing_server.py").path
-        let server = try ChildProcess(try which("python3"), [script])
+        let (server, port) = try await startRefusingH2Server()
         defer { server.kill() }
-        let port = try ProcessTests.port(in: try await server.waitForOutput(containing: "port "), after: "port ")
         try await withHarness(echoes: 0) { _ in
             Harness.config(routes: [RouteConfig(destination: .cluster("h2"), retries: RetryPolicy(attempts: 2, retryOn: [.refusedStream]))],
                            clusters: [ClusterConfig(name: "h2", endpoints: [HostPort(host: "127.0.0.1", port: port)], upstreamProtocol: .http2)])
@@ -460,6 +470,31 @@ struct RefusedStreamTests {
             #expect(processed == ["1", "2", "3", "4", "5", "6"], "each POST processed exactly once")
             #expect(try await fetch(harness.adminURL + "/stats/prometheus").body
                 .contains("outrigger_upstream_retries_by_reason_total{cluster=\"h2\",reason=\"refused-stream\"} 6"))
+        }
+    }
+}
+
+@Suite("HTTP/2 GOAWAY, end to end")
+struct GoAwayTests {
+    @Test func aStreamPastTheLastIdOfAGoAwayIsSentAgainOnANewConnection() async throws {
+        let (server, port) = try await startRefusingH2Server(mode: "goaway")
+        defer { server.kill() }
+        // The route retries gateway errors only: a refused stream is resent because it provably was not processed.
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("h2"), retries: RetryPolicy(attempts: 2, retryOn: [.gatewayError]))],
+                           clusters: [ClusterConfig(name: "h2", endpoints: [HostPort(host: "127.0.0.1", port: port)], upstreamProtocol: .http2)])
+        } _: { (harness: Harness) async throws in
+            var processed: [String] = []
+            for index in 0..<6 {
+                let result = try await fetch(harness.url + "/orders", index % 2 == 0 ? [] : ["-X", "POST", "--data", "item=1"])
+                #expect(result.status == 200, "sent again on a new connection: \(result.headers)")
+                processed.append(result.body)
+            }
+            #expect(processed == ["1", "2", "3", "4", "5", "6"], "each request processed exactly once")
+            let stats = try await fetch(harness.adminURL + "/stats/prometheus").body
+            let refused = stats.split(separator: "\n").first { $0.hasPrefix("outrigger_upstream_retries_by_reason_total{cluster=\"h2\",reason=\"refused-stream\"}") }
+            // One event loop: each new connection serves one request and refuses the next, which opens another.
+            #expect(refused?.hasSuffix(" 5") == true, "\(refused ?? "none")")
         }
     }
 }
