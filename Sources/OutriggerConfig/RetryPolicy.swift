@@ -130,10 +130,23 @@ public struct OutlierDetectionConfig: Sendable, Hashable, Encodable {
     public var failurePercentageThreshold: Int
     public var failurePercentageMinimumHosts: Int
     public var failurePercentageRequestVolume: Int
+    /// Success-rate ejection, judged every `interval` as Envoy does: among the endpoints with at least
+    /// `successRateRequestVolume` requests in it — when there are at least `successRateMinimumHosts` — one whose
+    /// success rate is below mean − stdev × `successRateStdevFactor` / 1000 is ejected (0: off).
+    public var successRateStdevFactor: Int
+    public var successRateMinimumHosts: Int
+    public var successRateRequestVolume: Int
+
+    /// Whether the interval's per-endpoint request and failure counts are needed.
+    public var judgesIntervals: Bool { failurePercentageThreshold > 0 || successRateStdevFactor > 0 }
 
     public init(consecutive5xx: Int = 5, consecutiveGatewayFailure: Int = 0, baseEjectionTime: Duration = .seconds(30),
                 maxEjectionTime: Duration = .seconds(300), maxEjectionPercent: Int = 50, interval: Duration = .seconds(10),
-                failurePercentageThreshold: Int = 0, failurePercentageMinimumHosts: Int = 5, failurePercentageRequestVolume: Int = 50) {
+                failurePercentageThreshold: Int = 0, failurePercentageMinimumHosts: Int = 5, failurePercentageRequestVolume: Int = 50,
+                successRateStdevFactor: Int = 1900, successRateMinimumHosts: Int = 5, successRateRequestVolume: Int = 100) {
+        self.successRateStdevFactor = successRateStdevFactor
+        self.successRateMinimumHosts = successRateMinimumHosts
+        self.successRateRequestVolume = successRateRequestVolume
         self.interval = interval
         self.failurePercentageThreshold = failurePercentageThreshold
         self.failurePercentageMinimumHosts = failurePercentageMinimumHosts
@@ -148,6 +161,7 @@ public struct OutlierDetectionConfig: Sendable, Hashable, Encodable {
     enum CodingKeys: String, CodingKey {
         case consecutive5xx, consecutiveGatewayFailure, baseEjectionTime, maxEjectionTime, maxEjectionPercent
         case interval, failurePercentageThreshold, failurePercentageMinimumHosts, failurePercentageRequestVolume
+        case successRateStdevFactor, successRateMinimumHosts, successRateRequestVolume
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -161,6 +175,9 @@ public struct OutlierDetectionConfig: Sendable, Hashable, Encodable {
         try container.encode(failurePercentageThreshold, forKey: .failurePercentageThreshold)
         try container.encode(failurePercentageMinimumHosts, forKey: .failurePercentageMinimumHosts)
         try container.encode(failurePercentageRequestVolume, forKey: .failurePercentageRequestVolume)
+        try container.encode(successRateStdevFactor, forKey: .successRateStdevFactor)
+        try container.encode(successRateMinimumHosts, forKey: .successRateMinimumHosts)
+        try container.encode(successRateRequestVolume, forKey: .successRateRequestVolume)
     }
 }
 
@@ -194,10 +211,18 @@ public struct ClusterLimits: Sendable, Hashable, Encodable {
     public var maxRequests: Int
     /// Retries in flight at once, across event loops; past it a failed try is not retried.
     public var maxActiveRetries: Int
+    /// Upstream connections open or opening, across endpoints and event loops. At the limit a request waits
+    /// for one of its endpoint pool's connections, or overflows when that pool has none.
+    public var maxConnections: Int
+    /// Requests waiting for a connection, across endpoints and event loops (each pool also has its own cap,
+    /// `pool.maxPendingRequests`).
+    public var maxPendingRequests: Int
 
-    public init(maxRequests: Int = 100_000, maxActiveRetries: Int = 64) {
+    public init(maxRequests: Int = 100_000, maxActiveRetries: Int = 64, maxConnections: Int = 100_000, maxPendingRequests: Int = 100_000) {
         self.maxRequests = maxRequests
         self.maxActiveRetries = maxActiveRetries
+        self.maxConnections = maxConnections
+        self.maxPendingRequests = maxPendingRequests
     }
 }
 

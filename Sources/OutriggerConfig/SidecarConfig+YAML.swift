@@ -485,9 +485,7 @@ struct SidecarConfigDecoder {
                 guard let value = reader.duration(node, lb.path(key)) else { continue }
                 if key == "decay" { loadBalancer.decay = value } else { loadBalancer.defaultRTT = value }
             }
-            if let node = lb["panicThreshold"], let value = reader.int(node, lb.path("panicThreshold"), range: 0...100) {
-                loadBalancer.panicThreshold = value
-            }
+            if let value = reader.int(lb, "panicThreshold", range: 0...100) { loadBalancer.panicThreshold = value }
             if let node = lb["slowStart"] {
                 if loadBalancer.policy.isConsistentHash {
                     reader.report(node, lb.path("slowStart"), "slowStart applies to round_robin, random, least_request and peak_ewma, not \(loadBalancer.policy.rawValue)")
@@ -498,12 +496,8 @@ struct SidecarConfigDecoder {
         }
         var pool = PoolConfig()
         if let node = fields["pool"], let poolFields = reader.fields(node, fields.path("pool"), allowed: ["maxConnectionsPerEndpoint", "maxPendingRequests", "idleTimeout"]) {
-            if let node = poolFields["maxConnectionsPerEndpoint"], let value = reader.int(node, poolFields.path("maxConnectionsPerEndpoint"), range: 1...1_000_000) {
-                pool.maxConnectionsPerEndpoint = value
-            }
-            if let node = poolFields["maxPendingRequests"], let value = reader.int(node, poolFields.path("maxPendingRequests"), range: 0...1_000_000) {
-                pool.maxPendingRequests = value
-            }
+            if let value = reader.int(poolFields, "maxConnectionsPerEndpoint", range: 1...1_000_000) { pool.maxConnectionsPerEndpoint = value }
+            if let value = reader.int(poolFields, "maxPendingRequests", range: 0...1_000_000) { pool.maxPendingRequests = value }
             if let node = poolFields["idleTimeout"], let value = reader.duration(node, poolFields.path("idleTimeout")) {
                 pool.idleTimeout = value
             }
@@ -515,13 +509,11 @@ struct SidecarConfigDecoder {
         let breakers = fields["breakers"].flatMap { decodeBreakers($0, fields.path("breakers")) }
         let streamIdleTimeout = fields["streamIdleTimeout"].flatMap { reader.duration($0, fields.path("streamIdleTimeout")) }
         var limits = ClusterLimits()
-        if let node = fields["limits"], let limitFields = reader.fields(node, fields.path("limits"), allowed: ["maxRequests", "maxActiveRetries"]) {
-            if let node = limitFields["maxRequests"], let value = reader.int(node, limitFields.path("maxRequests"), range: 1...10_000_000) {
-                limits.maxRequests = value
-            }
-            if let node = limitFields["maxActiveRetries"], let value = reader.int(node, limitFields.path("maxActiveRetries"), range: 0...10_000_000) {
-                limits.maxActiveRetries = value
-            }
+        if let node = fields["limits"], let limitFields = reader.fields(node, fields.path("limits"), allowed: ["maxRequests", "maxActiveRetries", "maxConnections", "maxPendingRequests"]) {
+            if let value = reader.int(limitFields, "maxRequests", range: 1...10_000_000) { limits.maxRequests = value }
+            if let value = reader.int(limitFields, "maxActiveRetries", range: 0...10_000_000) { limits.maxActiveRetries = value }
+            if let value = reader.int(limitFields, "maxConnections", range: 1...10_000_000) { limits.maxConnections = value }
+            if let value = reader.int(limitFields, "maxPendingRequests", range: 0...10_000_000) { limits.maxPendingRequests = value }
         }
         guard let name else { return nil }
         return ClusterConfig(
@@ -573,43 +565,33 @@ struct SidecarConfigDecoder {
 
     private func decodeOutlierDetection(_ node: Node, _ path: String) -> OutlierDetectionConfig? {
         let allowed = ["consecutive5xx", "consecutiveGatewayFailure", "baseEjectionTime", "maxEjectionTime", "maxEjectionPercent",
-                       "interval", "failurePercentageThreshold", "failurePercentageMinimumHosts", "failurePercentageRequestVolume"]
+                       "interval", "failurePercentageThreshold", "failurePercentageMinimumHosts", "failurePercentageRequestVolume",
+                       "successRateStdevFactor", "successRateMinimumHosts", "successRateRequestVolume"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         var config = OutlierDetectionConfig()
-        if let node = fields["consecutive5xx"], let value = reader.int(node, fields.path("consecutive5xx"), range: 0...1000) {
-            config.consecutive5xx = value
-        }
-        if let node = fields["consecutiveGatewayFailure"], let value = reader.int(node, fields.path("consecutiveGatewayFailure"), range: 0...1000) {
-            config.consecutiveGatewayFailure = value
-        }
+        if let value = reader.int(fields, "consecutive5xx", range: 0...1000) { config.consecutive5xx = value }
+        if let value = reader.int(fields, "consecutiveGatewayFailure", range: 0...1000) { config.consecutiveGatewayFailure = value }
         if let value = fields["baseEjectionTime"].flatMap({ reader.duration($0, fields.path("baseEjectionTime")) }) { config.baseEjectionTime = value }
         if let value = fields["maxEjectionTime"].flatMap({ reader.duration($0, fields.path("maxEjectionTime")) }) { config.maxEjectionTime = value }
         if config.maxEjectionTime < config.baseEjectionTime, let node = fields["maxEjectionTime"] ?? fields["baseEjectionTime"] {
             reader.report(node, fields.path("maxEjectionTime"), "expected a maxEjectionTime no shorter than baseEjectionTime (\(ConfigDuration.format(config.baseEjectionTime)))")
         }
-        if let node = fields["maxEjectionPercent"], let value = reader.int(node, fields.path("maxEjectionPercent"), range: 0...100) {
-            config.maxEjectionPercent = value
-        }
+        if let value = reader.int(fields, "maxEjectionPercent", range: 0...100) { config.maxEjectionPercent = value }
         if let value = fields["interval"].flatMap({ reader.duration($0, fields.path("interval")) }) { config.interval = value }
-        if let node = fields["failurePercentageThreshold"], let value = reader.int(node, fields.path("failurePercentageThreshold"), range: 0...100) {
-            config.failurePercentageThreshold = value
-        }
-        if let node = fields["failurePercentageMinimumHosts"], let value = reader.int(node, fields.path("failurePercentageMinimumHosts"), range: 1...100_000) {
-            config.failurePercentageMinimumHosts = value
-        }
-        if let node = fields["failurePercentageRequestVolume"], let value = reader.int(node, fields.path("failurePercentageRequestVolume"), range: 1...10_000_000) {
-            config.failurePercentageRequestVolume = value
-        }
+        if let value = reader.int(fields, "failurePercentageThreshold", range: 0...100) { config.failurePercentageThreshold = value }
+        if let value = reader.int(fields, "failurePercentageMinimumHosts", range: 1...100_000) { config.failurePercentageMinimumHosts = value }
+        if let value = reader.int(fields, "failurePercentageRequestVolume", range: 1...10_000_000) { config.failurePercentageRequestVolume = value }
+        if let value = reader.int(fields, "successRateStdevFactor", range: 0...100_000) { config.successRateStdevFactor = value }
+        if let value = reader.int(fields, "successRateMinimumHosts", range: 1...100_000) { config.successRateMinimumHosts = value }
+        if let value = reader.int(fields, "successRateRequestVolume", range: 1...10_000_000) { config.successRateRequestVolume = value }
         return config
     }
 
     private func decodeRetryBudget(_ node: Node, _ path: String) -> RetryBudgetConfig? {
         guard let fields = reader.fields(node, path, allowed: ["percent", "minRetriesPerSecond", "window"]) else { return nil }
         var budget = RetryBudgetConfig()
-        if let node = fields["percent"], let value = reader.int(node, fields.path("percent"), range: 0...1000) { budget.percent = value }
-        if let node = fields["minRetriesPerSecond"], let value = reader.int(node, fields.path("minRetriesPerSecond"), range: 0...1_000_000) {
-            budget.minRetriesPerSecond = value
-        }
+        if let value = reader.int(fields, "percent", range: 0...1000) { budget.percent = value }
+        if let value = reader.int(fields, "minRetriesPerSecond", range: 0...1_000_000) { budget.minRetriesPerSecond = value }
         if let value = fields["window"].flatMap({ reader.duration($0, fields.path("window")) }) {
             if value >= .seconds(1) && value <= .seconds(300) { budget.window = value } else {
                 reader.report(fields["window"], fields.path("window"), "expected a window from 1s to 5m, found '\(ConfigDuration.format(value))'")
@@ -623,7 +605,7 @@ struct SidecarConfigDecoder {
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let valid = reader.issues.count
         var policy = RetryPolicy(attempts: 2, retryOn: [.fiveXX, .reset, .connectFailure, .refusedStream])
-        if let node = fields["attempts"], let value = reader.int(node, fields.path("attempts"), range: 1...10) { policy.attempts = value }
+        if let value = reader.int(fields, "attempts", range: 1...10) { policy.attempts = value }
         if let node = fields["retryOn"] {
             // A list, or Envoy's comma-separated string.
             let items: [(Node, String)]
@@ -709,9 +691,7 @@ struct SidecarConfigDecoder {
                 reader.report(node, fields.path("aggression"), "expected a number greater than 0 (1 ramps linearly), found \(reader.describe(node))")
             }
         }
-        if let node = fields["minWeightPercent"], let value = reader.int(node, fields.path("minWeightPercent"), range: 1...100) {
-            slowStart.minWeightPercent = value
-        }
+        if let value = reader.int(fields, "minWeightPercent", range: 1...100) { slowStart.minWeightPercent = value }
         return slowStart
     }
 
@@ -738,12 +718,8 @@ struct SidecarConfigDecoder {
         if let value = fields["timeout"].flatMap({ reader.duration($0, fields.path("timeout")) }) { check.timeout = value }
         if let value = fields["initialJitter"].flatMap({ reader.duration($0, fields.path("initialJitter")) }) { check.initialJitter = value }
         if let value = fields["jitter"].flatMap({ reader.duration($0, fields.path("jitter")) }) { check.jitter = value }
-        if let node = fields["healthyThreshold"], let value = reader.int(node, fields.path("healthyThreshold"), range: 1...1000) {
-            check.healthyThreshold = value
-        }
-        if let node = fields["unhealthyThreshold"], let value = reader.int(node, fields.path("unhealthyThreshold"), range: 1...1000) {
-            check.unhealthyThreshold = value
-        }
+        if let value = reader.int(fields, "healthyThreshold", range: 1...1000) { check.healthyThreshold = value }
+        if let value = reader.int(fields, "unhealthyThreshold", range: 1...1000) { check.unhealthyThreshold = value }
         if kind == .http {
             if let node = reader.required(fields, "path"), let value = reader.string(node, fields.path("path")) {
                 if value.hasPrefix("/") && !value.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) { check.path = value } else {

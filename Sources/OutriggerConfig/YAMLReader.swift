@@ -88,6 +88,11 @@ final class YAMLReader {
         return scalar.string
     }
 
+    /// The integer at `key` of `fields`, if the key is there and its value fits.
+    func int(_ fields: Fields, _ key: String, range: ClosedRange<Int>) -> Int? {
+        fields[key].flatMap { int($0, fields.path(key), range: range) }
+    }
+
     func int(_ node: Node, _ path: String, range: ClosedRange<Int>) -> Int? {
         guard case .scalar(let scalar) = node, let value = Int(scalar.string) else {
             report(node, path, "expected an integer, found \(describe(node))")

@@ -15,7 +15,7 @@ public enum AttemptResult: Sendable, Equatable {
 public enum OutlierDetection {
     /// Counts `result` against the endpoint; true when a failure streak reached a configured threshold.
     public static func record(_ result: AttemptResult, on state: EndpointState, config: OutlierDetectionConfig) -> Bool {
-        if config.failurePercentageThreshold > 0 {
+        if config.judgesIntervals {
             state.intervalRequests.wrappingIncrement(ordering: .relaxed)
             if result != .success { state.intervalFailures.wrappingIncrement(ordering: .relaxed) }
         }
@@ -49,16 +49,32 @@ public enum OutlierDetection {
         return qualified.filter { samples[$0].failures * 100 >= config.failurePercentageThreshold * samples[$0].requests }
     }
 
-    /// The interval's counts of `endpoints`, read and reset, then the failure-percentage outliers ejected as
-    /// far as the max percentage allows; returns how many were ejected.
+    /// Success-rate outliers (Envoy's rule): among the endpoints with enough volume, when there are enough of
+    /// them, those whose success rate is below the mean by more than `successRateStdevFactor` / 1000 standard
+    /// deviations.
+    public static func successRateOutliers(_ samples: [(requests: Int, failures: Int)], config: OutlierDetectionConfig) -> [Int] {
+        guard config.successRateStdevFactor > 0 else { return [] }
+        let qualified = samples.indices.filter { samples[$0].requests >= config.successRateRequestVolume }
+        guard qualified.count >= config.successRateMinimumHosts, !qualified.isEmpty else { return [] }
+        let rates = qualified.map { 100 * Double(samples[$0].requests - samples[$0].failures) / Double(samples[$0].requests) }
+        let mean = rates.reduce(0, +) / Double(rates.count)
+        let variance = rates.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(rates.count)
+        let threshold = mean - variance.squareRoot() * Double(config.successRateStdevFactor) / 1000
+        return zip(qualified, rates).filter { $0.1 < threshold }.map(\.0)
+    }
+
+    /// The interval's counts of `endpoints`, read and reset, then the failure-percentage and success-rate
+    /// outliers ejected as far as the max percentage allows (worst success rate first); returns how many were
+    /// ejected.
     @discardableResult
     public static func sweep(_ endpoints: [Endpoint], config: OutlierDetectionConfig, states: EndpointStates, now: UInt64) -> Int {
         let samples = endpoints.map { endpoint in
             (requests: endpoint.state.intervalRequests.exchange(0, ordering: .relaxed),
              failures: endpoint.state.intervalFailures.exchange(0, ordering: .relaxed))
         }
-        let outliers = failurePercentageOutliers(samples, config: config)
-        guard !outliers.isEmpty else { return 0 }
+        let flagged = Set(failurePercentageOutliers(samples, config: config)).union(successRateOutliers(samples, config: config))
+        guard !flagged.isEmpty else { return 0 }
+        let outliers = flagged.sorted { samples[$0].failures * samples[$1].requests > samples[$1].failures * samples[$0].requests }
         return states.withEjectionLock {
             outliers.filter { eject(endpoints[$0], among: endpoints, config: config, now: now) != nil }.count
         }

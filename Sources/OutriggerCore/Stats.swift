@@ -25,6 +25,17 @@ public final class Gauge: Sendable {
     @inline(__always) public func increment() { value.wrappingIncrement(ordering: .relaxed) }
     @inline(__always) public func decrement() { value.wrappingDecrement(ordering: .relaxed) }
     public var current: Int { value.load(ordering: .relaxed) }
+
+    /// Takes one more only while under `limit` (a limit shared by every event loop, never overshot).
+    public func increment(below limit: Int) -> Bool {
+        var seen = value.load(ordering: .relaxed)
+        while seen < limit {
+            let (exchanged, original) = value.weakCompareExchange(expected: seen, desired: seen + 1, ordering: .relaxed)
+            if exchanged { return true }
+            seen = original
+        }
+        return false
+    }
 }
 
 /// Request durations, in two shapes: Prometheus' fixed `le` buckets, and fine log-linear buckets
@@ -162,6 +173,12 @@ public final class ClusterStats: Sendable {
     public let activeRetries = Gauge()
     public let overflowMaxRequests = Counter()
     public let overflowMaxActiveRetries = Counter()
+    public let overflowMaxConnections = Counter()
+    public let overflowMaxPendingRequests = Counter()
+    /// Connections open or opening, against `limits.maxConnections`.
+    public let connectionSlots = Gauge()
+    /// Requests waiting for a connection, against `limits.maxPendingRequests`.
+    public let pendingRequests = Gauge()
     public let outlierEjectionsPrevented = Counter()
 
     init(name: String) {

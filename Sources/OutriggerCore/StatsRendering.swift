@@ -56,7 +56,11 @@ extension ProxyStats {
         for c in clusters {
             sample("outrigger_overflow_total", [("cluster", c.name), ("limit", "maxRequests")], c.overflowMaxRequests.current)
             sample("outrigger_overflow_total", [("cluster", c.name), ("limit", "maxActiveRetries")], c.overflowMaxActiveRetries.current)
+            sample("outrigger_overflow_total", [("cluster", c.name), ("limit", "maxConnections")], c.overflowMaxConnections.current)
+            sample("outrigger_overflow_total", [("cluster", c.name), ("limit", "maxPendingRequests")], c.overflowMaxPendingRequests.current)
         }
+        family("outrigger_upstream_requests_pending", "gauge", "Requests waiting for an upstream connection.")
+        for c in clusters { sample("outrigger_upstream_requests_pending", [("cluster", c.name)], c.pendingRequests.current) }
         family("outrigger_breaker_transitions_total", "counter", "Endpoint circuit breakers opened or closed.")
         for c in clusters {
             sample("outrigger_breaker_transitions_total", [("cluster", c.name), ("to", "open")], c.breakersOpened.current)
@@ -144,6 +148,9 @@ extension ProxyStats {
                 "breakers_closed": c.breakersClosed.current,
                 "overflow_max_requests": c.overflowMaxRequests.current,
                 "overflow_max_active_retries": c.overflowMaxActiveRetries.current,
+                "overflow_max_connections": c.overflowMaxConnections.current,
+                "overflow_max_pending_requests": c.overflowMaxPendingRequests.current,
+                "requests_pending": c.pendingRequests.current,
                 "outlier_ejections_prevented": c.outlierEjectionsPrevented.current,
                 "health_checks_passed": c.healthChecksPassed.current,
                 "health_checks_failed": c.healthChecksFailed.current,

@@ -198,12 +198,12 @@ public final class Sidecar: Sendable {
         }
     }
 
-    /// Failure-percentage outlier detection: every cluster whose interval is up has its endpoints' counts
-    /// judged (and reset). Called every watch tick; tests call it directly.
+    /// Failure-percentage and success-rate outlier detection: every cluster whose interval is up has its
+    /// endpoints' counts judged (and reset). Called every watch tick; tests call it directly.
     public func sweepOutliers(force: Bool = false) {
         let now = NIODeadline.now().uptimeNanoseconds
         for cluster in configStore.snapshot.clusters.values {
-            guard let config = cluster.outlierDetection, config.failurePercentageThreshold > 0 else { continue }
+            guard let config = cluster.outlierDetection, config.judgesIntervals else { continue }
             let due = state.withLockedValue { state -> Bool in
                 guard let next = state.outlierSweeps[cluster.name] else {
                     // The first interval starts now.
@@ -218,7 +218,7 @@ public final class Sidecar: Sendable {
             let ejected = OutlierDetection.sweep(cluster.endpoints, config: config, states: configStore.endpointStates, now: now)
             if ejected > 0 {
                 cluster.stats.outlierEjections.increment(by: ejected)
-                logger.warning("endpoints ejected for their failure percentage", metadata: ["cluster": "\(cluster.name)", "ejected": "\(ejected)"])
+                logger.warning("endpoints ejected for their failure percentage or success rate", metadata: ["cluster": "\(cluster.name)", "ejected": "\(ejected)"])
             }
         }
     }

@@ -212,6 +212,8 @@ struct UpstreamTarget {
     let connectTimeout: Duration
     let idleTimeout: TimeAmount
     let stats: ClusterStats
+    /// The cluster-wide limits every pool of the cluster counts against.
+    let limits: ClusterLimits
 
     init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats) {
         self.key = endpoint.poolKey
@@ -220,6 +222,7 @@ struct UpstreamTarget {
         self.connectTimeout = cluster.connectTimeout
         self.idleTimeout = .nanoseconds(cluster.pool.idleTimeout.nanoseconds)
         self.stats = stats
+        self.limits = cluster.limits
     }
 
     /// Opens a TCP connection to the endpoint and lets `configure` set up its pipeline.
@@ -252,6 +255,7 @@ final class HTTP1EndpointPool {
     var key: String { target.key }
     private var eventLoop: any EventLoop { target.eventLoop }
     private var stats: ClusterStats { target.stats }
+    private var limits: ClusterLimits { target.limits }
 
     init(target: UpstreamTarget, cluster: ClusterConfig, becameEmpty: @escaping (HTTP1EndpointPool) -> Void) {
         self.target = target
@@ -262,22 +266,42 @@ final class HTTP1EndpointPool {
     func lease(for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
         nextID += 1
         let waiterID = nextID
-        switch state.leaseRequested(waiterID) {
+        let slots = stats.connectionSlots, maxConnections = limits.maxConnections
+        switch state.leaseRequested(waiterID, reserveConnection: { slots.increment(below: maxConnections) }) {
         case .use(let connectionID):
             requester.upstreamLeased(connections[connectionID]!)
             return nil
         case .connect:
             return connect(for: requester)
         case .wait:
+            guard stats.pendingRequests.increment(below: limits.maxPendingRequests) else {
+                state.waiterCancelled(waiterID)
+                stats.overflowMaxPendingRequests.increment()
+                requester.upstreamLeaseFailed(.overflow)
+                return nil
+            }
             waiters[waiterID] = requester
             return LeaseTicket { [weak self] in
-                guard let self, self.waiters.removeValue(forKey: waiterID) != nil else { return }
+                guard let self, self.takeWaiter(waiterID) != nil else { return }
                 self.state.waiterCancelled(waiterID)
             }
-        case .overflow:
+        case .overflow(let limit):
+            (limit == .connections ? stats.overflowMaxConnections : stats.overflowMaxPendingRequests).increment()
             requester.upstreamLeaseFailed(.overflow)
             return nil
         }
+    }
+
+    /// A waiting request leaves the queue (served, gone, or turned away).
+    private func takeWaiter(_ waiterID: Int) -> (any UpstreamLeaseRequester)? {
+        guard let requester = waiters.removeValue(forKey: waiterID) else { return nil }
+        stats.pendingRequests.decrement()
+        return requester
+    }
+
+    /// Gives back a connection's cluster-wide slot (it failed to open, or closed).
+    private func freeConnectionSlot() {
+        stats.connectionSlots.decrement()
     }
 
     private func connect(for requester: any UpstreamLeaseRequester) -> LeaseTicket {
@@ -308,7 +332,8 @@ final class HTTP1EndpointPool {
                 }
             case .failure:
                 self.stats.connectFailures.increment()
-                let followUp = self.state.connectFailed()
+                self.freeConnectionSlot()
+                let followUp = self.state.connectFailed(reserveConnection: self.reserveConnection)
                 if let waiting = requester {
                     requester = nil
                     waiting.upstreamLeaseFailed(.connectFailure)
@@ -320,12 +345,12 @@ final class HTTP1EndpointPool {
     }
 
     private func released(_ handler: UpstreamExchangeHandler, reusable: Bool) {
-        switch state.released(handler.id, reusable: reusable && !retired) {
+        switch state.released(handler.id, reusable: reusable && !retired, reserveConnection: reserveConnection) {
         case .keepIdle:
             handler.idleSince = .now()
             if idleSweep == nil { armIdleSweep(at: handler.idleSince + target.idleTimeout) }
         case .handOver(let waiterID):
-            waiters.removeValue(forKey: waiterID)?.upstreamLeased(handler)
+            takeWaiter(waiterID)?.upstreamLeased(handler)
         case .close(let followUp):
             handler.channel?.close(promise: nil)
             perform(followUp)
@@ -334,28 +359,52 @@ final class HTTP1EndpointPool {
 
     private func connectionClosed(_ handler: UpstreamExchangeHandler) {
         stats.connectionsActive.decrement()
+        freeConnectionSlot()
         connections[handler.id] = nil
-        perform(state.idleConnectionClosed(handler.id))
+        perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
         if state.isEmpty { becameEmpty(self) }
     }
 
-    /// The connection now carries a tunnel: it leaves the pool, but is counted until it closes.
+    /// The connection now carries a tunnel: it leaves the pool, but is counted (and holds its cluster-wide
+    /// slot) until it closes.
     private func connectionDetached(_ handler: UpstreamExchangeHandler) {
         connections[handler.id] = nil
-        perform(state.idleConnectionClosed(handler.id))
+        perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
         let stats = self.stats
-        handler.channel?.closeFuture.whenComplete { _ in stats.connectionsActive.decrement() }
+        handler.channel?.closeFuture.whenComplete { _ in
+            stats.connectionsActive.decrement()
+            stats.connectionSlots.decrement()
+        }
         if state.isEmpty { becameEmpty(self) }
+    }
+
+    /// Takes a cluster-wide connection slot if one is free.
+    private func reserveConnection() -> Bool {
+        stats.connectionSlots.increment(below: limits.maxConnections)
     }
 
     private func perform(_ followUp: HTTP1PoolStateMachine.FollowUp) {
         var followUp = followUp
-        while case .connect(let waiterID) = followUp {
-            if let requester = waiters.removeValue(forKey: waiterID) {
-                _ = connect(for: requester)
+        while true {
+            switch followUp {
+            case .none:
+                return
+            case .connect(let waiterID):
+                if let requester = takeWaiter(waiterID) {
+                    _ = connect(for: requester)
+                    return
+                }
+                // The waiter had left: give the reservation back.
+                freeConnectionSlot()
+                followUp = state.connectFailed(reserveConnection: reserveConnection)
+            case .overflow(let waiterIDs):
+                for waiterID in waiterIDs {
+                    guard let requester = takeWaiter(waiterID) else { continue }
+                    stats.overflowMaxConnections.increment()
+                    requester.upstreamLeaseFailed(.overflow)
+                }
                 return
             }
-            followUp = state.connectFailed()  // the waiter had left: give the reservation back
         }
     }
 
@@ -416,6 +465,7 @@ final class HTTP2EndpointConnection {
     var key: String { target.key }
     private var eventLoop: any EventLoop { target.eventLoop }
     private var stats: ClusterStats { target.stats }
+    private var limits: ClusterLimits { target.limits }
 
     init(target: UpstreamTarget, becameEmpty: @escaping (HTTP2EndpointConnection) -> Void) {
         self.target = target
@@ -443,6 +493,17 @@ final class HTTP2EndpointConnection {
     }
 
     private func connect() {
+        guard stats.connectionSlots.increment(below: limits.maxConnections) else {
+            // The cluster's connections are all taken: the requests waiting for this one overflow.
+            guard case .connecting(let waiting) = state else { return }
+            state = .disconnected
+            for requester in waiting.values {
+                stats.overflowMaxConnections.increment()
+                requester.upstreamLeaseFailed(.overflow)
+            }
+            becameEmpty(self)
+            return
+        }
         let goAwayWatcher = NIOLoopBound(GoAwayWatcher(), eventLoop: eventLoop)
         goAwayWatcher.value.received = { [weak self] lastStreamID in self?.goAwayReceived(lastStreamID: lastStreamID) }
         target.connect { channel in
@@ -466,6 +527,7 @@ final class HTTP2EndpointConnection {
                 self.state = .ready(channel, multiplexer)
                 channel.closeFuture.assumeIsolated().whenComplete { _ in
                     self.stats.connectionsActive.decrement()
+                    self.stats.connectionSlots.decrement()
                     if case .ready(let current, _) = self.state, current === channel {
                         self.state = .disconnected
                         self.idleTimer?.cancel()
@@ -476,6 +538,7 @@ final class HTTP2EndpointConnection {
                 self.armIdleTimerIfIdle()
             case .failure:
                 self.stats.connectFailures.increment()
+                self.stats.connectionSlots.decrement()
                 self.state = .disconnected
                 for requester in waiting.values { requester.upstreamLeaseFailed(.connectFailure) }
                 self.becameEmpty(self)

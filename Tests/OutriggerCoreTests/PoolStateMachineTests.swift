@@ -22,7 +22,7 @@ struct PoolStateMachineTests {
         pool.connectSucceeded(10)
         #expect(pool.leaseRequested(2) == .wait)
         #expect(pool.leaseRequested(3) == .wait)
-        #expect(pool.leaseRequested(4) == .overflow)
+        #expect(pool.leaseRequested(4) == .overflow(.pendingRequests))
         #expect(pool.released(10, reusable: true) == .handOver(to: 2), "waiters are served in order")
         #expect(pool.released(10, reusable: true) == .handOver(to: 3))
         #expect(pool.released(10, reusable: true) == .keepIdle)
@@ -64,6 +64,38 @@ struct PoolStateMachineTests {
         _ = pool.released(10, reusable: true)
         #expect(pool.idleConnectionClosed(10) == .none)
         #expect(pool.leaseRequested(2) == .connect)
+    }
+
+    @Test func theClusterWideConnectionLimitMakesRequestsWaitForThisPoolsConnections() {
+        var pool = HTTP1PoolStateMachine(maxConnections: 4, maxPending: 4)
+        var clusterSlots = 1  // other pools hold the rest of the cluster's connections
+        let reserve = { () -> Bool in
+            guard clusterSlots > 0 else { return false }
+            clusterSlots -= 1
+            return true
+        }
+        #expect(pool.leaseRequested(1, reserveConnection: reserve) == .connect)
+        pool.connectSucceeded(10)
+        #expect(pool.leaseRequested(2, reserveConnection: reserve) == .wait, "the cluster is full: wait for connection 10")
+        #expect(pool.released(10, reusable: true, reserveConnection: reserve) == .handOver(to: 2))
+        // Connection 10 turns out unusable: it still holds its slot while it closes, so the waiter waits…
+        #expect(pool.leaseRequested(3, reserveConnection: reserve) == .wait)
+        #expect(pool.released(10, reusable: false, reserveConnection: reserve) == .close(then: .none))
+        // …and gets a new connection once it has closed and given its slot back.
+        clusterSlots += 1
+        #expect(pool.idleConnectionClosed(10, reserveConnection: reserve) == .connect(for: 3))
+    }
+
+    @Test func withNoConnectionToWaitForTheClusterLimitOverflowsAtOnce() {
+        var pool = HTTP1PoolStateMachine(maxConnections: 4, maxPending: 4)
+        #expect(pool.leaseRequested(1, reserveConnection: { false }) == .overflow(.connections))
+        #expect(pool.isEmpty)
+        // Waiters left without a connection when the last one fails to open, and the cluster has no room.
+        #expect(pool.leaseRequested(2) == .connect)
+        #expect(pool.leaseRequested(3, reserveConnection: { false }) == .wait)
+        #expect(pool.leaseRequested(4, reserveConnection: { false }) == .wait)
+        #expect(pool.connectFailed(reserveConnection: { false }) == .overflow([3, 4]))
+        #expect(pool.isEmpty)
     }
 
     @Test func drainIdleReturnsEveryIdleConnection() {

@@ -156,6 +156,83 @@ struct RetryConfigTests {
     }
 }
 
+@Suite("Config: cluster resilience")
+struct ClusterResilienceConfigTests {
+    static func decode(cluster extra: String, route: String = "") throws(ConfigErrors) -> SidecarConfig {
+        try SidecarConfig.decode(yaml: """
+        listeners: [{name: in, address: 127.0.0.1:0, routes: [{cluster: c\(route)}]}]
+        clusters:
+          - name: c
+            endpoints: [127.0.0.1:1]
+        \(extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+        """, file: "c.yaml")
+    }
+
+    @Test func decodesEveryBlock() throws {
+        let config = try Self.decode(cluster: """
+        outlierDetection: {consecutive5xx: 3, maxEjectionPercent: 30, interval: 5s, failurePercentageThreshold: 80,
+                           successRateStdevFactor: 1500, successRateMinimumHosts: 3, successRateRequestVolume: 20}
+        breakers: {consecutiveFailures: 4, openTime: 2s, maxOpenTime: 20s, halfOpenRequests: 2}
+        limits: {maxRequests: 100, maxActiveRetries: 5, maxConnections: 50, maxPendingRequests: 10}
+        retryBudget: {percent: 10, minRetriesPerSecond: 1, window: 5s}
+        """, route: ", fallback: {status: 200, body: cached}")
+        let cluster = config.clusters[0]
+        let outliers = try #require(cluster.outlierDetection)
+        #expect(outliers.consecutive5xx == 3 && outliers.maxEjectionPercent == 30 && outliers.interval == .seconds(5))
+        #expect(outliers.failurePercentageThreshold == 80)
+        #expect(outliers.successRateStdevFactor == 1500 && outliers.successRateMinimumHosts == 3 && outliers.successRateRequestVolume == 20)
+        #expect(cluster.breakers?.consecutiveFailures == 4 && cluster.breakers?.halfOpenRequests == 2)
+        #expect(cluster.limits == ClusterLimits(maxRequests: 100, maxActiveRetries: 5, maxConnections: 50, maxPendingRequests: 10))
+        #expect(cluster.retryBudget.percent == 10 && cluster.retryBudget.window == .seconds(5))
+        #expect(config.listeners[0].virtualHosts[0].routes[0].fallback == .response(status: 200, headers: [], body: "cached"))
+    }
+
+    @Test(arguments: [
+        ("outlierDetection: {maxEjectionPercent: 101}", "", "clusters[0].outlierDetection.maxEjectionPercent", "expected an integer in 0...100"),
+        ("outlierDetection: {successRateStdevFactor: -1}", "", "clusters[0].outlierDetection.successRateStdevFactor", "expected an integer in 0...100000"),
+        ("outlierDetection: {baseEjectionTime: 0s}", "", "clusters[0].outlierDetection.baseEjectionTime", "expected a duration greater than zero"),
+        ("breakers: {openTime: -1s}", "", "clusters[0].breakers.openTime", "expected a duration"),
+        ("limits: {maxRequests: 0}", "", "clusters[0].limits.maxRequests", "expected an integer in 1..."),
+        ("limits: {maxConnections: 0}", "", "clusters[0].limits.maxConnections", "expected an integer in 1..."),
+        ("limits: {maxPendingRequests: -1}", "", "clusters[0].limits.maxPendingRequests", "expected an integer in 0..."),
+        ("retryBudget: {percent: -5}", "", "clusters[0].retryBudget.percent", "expected an integer in 0...1000"),
+        ("", ", fallback: {cluster: nowhere}", "listeners[0].routes[0].fallback.cluster", "unknown cluster 'nowhere'"),
+    ])
+    func impossibleValuesAreErrorsWithTheirKeyPathAndLine(cluster: String, route: String, path: String, message: String) {
+        do {
+            _ = try Self.decode(cluster: cluster, route: route)
+            Issue.record("decoded")
+        } catch {
+            let issue = error.issues.first { $0.keyPath == path }
+            #expect(issue != nil, "\(error.issues)")
+            #expect(issue?.message.hasPrefix(message) == true, "\(error.issues.map(\.message))")
+            #expect(issue?.line == (route.isEmpty ? 5 : 1), "\(error.issues)")
+        }
+    }
+}
+
+@Suite("Success-rate ejection")
+struct SuccessRateTests {
+    @Test func anEndpointFarBelowTheMeanIsAnOutlier() {
+        let config = OutlierDetectionConfig(successRateMinimumHosts: 5, successRateRequestVolume: 100)
+        // Rates 100, 99, 100, 98, 40: mean 87.4, stdev 23.7, threshold 87.4 − 1.9 × 23.7 = 42.3.
+        let samples = [(requests: 100, failures: 0), (requests: 100, failures: 1), (requests: 100, failures: 0),
+                       (requests: 100, failures: 2), (requests: 100, failures: 60)]
+        #expect(OutlierDetection.successRateOutliers(samples, config: config) == [4])
+        #expect(OutlierDetection.successRateOutliers(samples + [(requests: 99, failures: 99)], config: config) == [4], "the last lacks volume")
+        #expect(OutlierDetection.successRateOutliers(Array(samples.prefix(4)) + [(requests: 50, failures: 50)], config: config) == [],
+                "too few hosts with volume")
+        let even = Array(repeating: (requests: 100, failures: 30), count: 5)
+        #expect(OutlierDetection.successRateOutliers(even, config: config) == [], "all alike: nobody is an outlier")
+        var off = config
+        off.successRateStdevFactor = 0
+        #expect(OutlierDetection.successRateOutliers(samples, config: off) == [])
+        var strict = config
+        strict.successRateStdevFactor = 1000  // threshold 87.4 − 23.7 = 63.7
+        #expect(OutlierDetection.successRateOutliers(samples, config: strict) == [4])
+    }
+}
+
 @Suite("Outlier detection")
 struct OutlierDetectionTests {
     static let second: UInt64 = 1_000_000_000

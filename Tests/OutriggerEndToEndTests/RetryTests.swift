@@ -244,6 +244,48 @@ struct LimitTests {
         }
     }
 
+    @Test func atMaxConnectionsRequestsWaitForAConnectionUpToMaxPendingRequests() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
+                           clusters: [ClusterConfig(name: "c", endpoints: endpoints,
+                                                    limits: ClusterLimits(maxConnections: 2, maxPendingRequests: 1))])
+        } _: { (harness: Harness) async throws in
+            let stats = harness.sidecar.configStore.stats.cluster("c")
+            async let first = fetch(harness.url + "/?delay=2000")
+            async let second = fetch(harness.url + "/?delay=2000")
+            try await waitUntil { stats.connectionsActive.current == 2 }
+            async let third = fetch(harness.url + "/waited")
+            try await waitUntil { stats.pendingRequests.current == 1 }
+            let started = ContinuousClock.now
+            let fourth = try await fetch(harness.url + "/")
+            #expect(fourth.status == 503 && fourth.headers["x-outrigger-reason"] == "overflow", "the queue is full")
+            #expect(ContinuousClock.now - started < .seconds(1.5), "turned away at once")
+            let (a, b, c) = try await (first, second, third)
+            #expect(a.status == 200 && b.status == 200 && c.status == 200, "the waiter got a connection when one was free")
+            #expect(stats.connectionsActive.current == 2, "never more than maxConnections")
+            let prometheus = try await fetch(harness.adminURL + "/stats/prometheus").body
+            #expect(prometheus.contains("outrigger_overflow_total{cluster=\"c\",limit=\"maxPendingRequests\"} 1"))
+            #expect(prometheus.contains("outrigger_upstream_requests_pending{cluster=\"c\"} 0"))
+        }
+    }
+
+    @Test func atMaxConnectionsAnEndpointWithoutAConnectionOverflowsAtOnce() async throws {
+        try await withHarness(echoes: 2) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
+                           clusters: [ClusterConfig(name: "c", endpoints: endpoints, limits: ClusterLimits(maxConnections: 1))])
+        } _: { (harness: Harness) async throws in
+            let stats = harness.sidecar.configStore.stats.cluster("c")
+            async let first = fetch(harness.url + "/?delay=2000")
+            try await waitUntil { stats.connectionsActive.current == 1 }
+            // Round robin sends the next to the other endpoint, whose pool has no connection to wait for.
+            let second = try await fetch(harness.url + "/")
+            #expect(second.status == 503 && second.headers["x-outrigger-reason"] == "overflow")
+            #expect(try await first.status == 200)
+            #expect(stats.overflowMaxConnections.current == 1)
+            #expect(harness.echoes[1].requestsServed == 0)
+        }
+    }
+
     @Test func retriesPastMaxActiveRetriesAreNotMade() async throws {
         try await withHarness(echoes: 2) { endpoints in
             Harness.config(routes: [RouteConfig(destination: .cluster("c"), retries: RetryPolicy(attempts: 2, retryOn: [.fiveXX]))],
@@ -499,8 +541,8 @@ struct GoAwayTests {
     }
 }
 
-@Suite("Failure-percentage ejection, end to end")
-struct FailurePercentageEndToEndTests {
+@Suite("Failure-percentage and success-rate ejection, end to end")
+struct IntervalEjectionEndToEndTests {
     @Test func anEndpointFailingTooOftenIsEjectedAtTheSweep() async throws {
         try await withHarness(echoes: 3) { endpoints in
             Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
@@ -517,6 +559,26 @@ struct FailurePercentageEndToEndTests {
             let after = try await (0..<9).asyncMap { _ in try await fetch(harness.url + "/").status }
             #expect(after.allSatisfy { $0 == 200 }, "ejected for failing 100 % of its 12 requests: \(after)")
             #expect(harness.echoes[0].requestsServed == served)
+        }
+    }
+
+    @Test func anEndpointWhoseSuccessRateIsFarBelowTheOthersIsEjectedAtTheSweep() async throws {
+        try await withHarness(echoes: 5) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+                ClusterConfig(name: "c", endpoints: endpoints,
+                              outlierDetection: OutlierDetectionConfig(consecutive5xx: 0, maxEjectionPercent: 20,
+                                                                       successRateMinimumHosts: 5, successRateRequestVolume: 10)),
+            ])
+        } _: { (harness: Harness) async throws in
+            harness.echoes[0].setFailing(status: 500)
+            for _ in 0..<50 { _ = try await fetch(harness.url + "/") }
+            #expect(harness.echoes[0].requestsServed == 10, "round robin sent it a fifth")
+            harness.sidecar.sweepOutliers(force: true)
+            // Success rates 0, 100, 100, 100, 100: mean 80, stdev 40, threshold 80 − 1.9 × 40 = 4.
+            let after = try await (0..<8).asyncMap { _ in try await fetch(harness.url + "/").status }
+            #expect(after.allSatisfy { $0 == 200 }, "ejected for its success rate: \(after)")
+            #expect(harness.echoes[0].requestsServed == 10)
+            #expect(harness.sidecar.configStore.stats.cluster("c").outlierEjections.current == 1)
         }
     }
 }
