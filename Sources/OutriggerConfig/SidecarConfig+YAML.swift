@@ -128,7 +128,7 @@ struct SidecarConfigDecoder {
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "trustOverrideHeaders",
-                       "requestHeadersTimeout", "idleTimeout", "virtualHosts", "routes"]
+                       "requestHeadersTimeout", "idleTimeout", "accessLog", "virtualHosts", "routes"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
@@ -144,6 +144,7 @@ struct SidecarConfigDecoder {
         let trustOverrides = fields["trustOverrideHeaders"].flatMap { reader.bool($0, fields.path("trustOverrideHeaders")) }
         let headersTimeout = fields["requestHeadersTimeout"].flatMap { reader.duration($0, fields.path("requestHeadersTimeout")) }
         let idleTimeout = fields["idleTimeout"].flatMap { reader.duration($0, fields.path("idleTimeout")) }
+        let accessLog = fields["accessLog"].flatMap { decodeAccessLog($0, fields.path("accessLog")) }
         var virtualHosts: [VirtualHostConfig] = []
         switch (fields["virtualHosts"], fields["routes"]) {
         case (.some(let node), .some):
@@ -171,8 +172,29 @@ struct SidecarConfigDecoder {
             trustOverrideHeaders: trustOverrides ?? false,
             requestHeadersTimeout: headersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
             idleTimeout: idleTimeout ?? ListenerConfig.defaultIdleTimeout,
+            accessLog: accessLog,
             virtualHosts: virtualHosts
         )
+    }
+
+    /// `{path: stdout | stderr | FILE, format: text | json}`; a relative file is next to the config file, like
+    /// the other files it names. Whether the file can be opened is found when the listener starts.
+    private func decodeAccessLog(_ node: Node, _ path: String) -> AccessLogConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["path", "format"]) else { return nil }
+        let format = fields["format"].flatMap { reader.oneOf($0, fields.path("format"), AccessLogConfig.Format.self) }
+        guard let pathNode = reader.required(fields, "path"), let file = reader.string(pathNode, fields.path("path")) else { return nil }
+        guard !file.contains("\0") else {
+            reader.report(pathNode, fields.path("path"), "expected a file path without NUL")
+            return nil
+        }
+        let resolved: String
+        switch file {
+        case AccessLogConfig.standardOutput, AccessLogConfig.standardError:
+            resolved = file
+        default:
+            resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: reader.file).deletingLastPathComponent().appendingPathComponent(file).path
+        }
+        return AccessLogConfig(path: resolved, format: format ?? .text)
     }
 
     private func decodeTLS(_ node: Node, _ path: String) -> TLSConfig? {

@@ -77,6 +77,8 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     public var requestHeadersTimeout: Duration
     /// HTTP/1.1: a connection with nothing in flight closes after this.
     public var idleTimeout: Duration
+    /// One line per request, written off the event loops; nil: no access log.
+    public var accessLog: AccessLogConfig?
     public var virtualHosts: [VirtualHostConfig]
 
     public static let defaultRequestHeadersTimeout: Duration = .seconds(10)
@@ -98,8 +100,10 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         trustOverrideHeaders: Bool = false,
         requestHeadersTimeout: Duration = ListenerConfig.defaultRequestHeadersTimeout,
         idleTimeout: Duration = ListenerConfig.defaultIdleTimeout,
+        accessLog: AccessLogConfig? = nil,
         virtualHosts: [VirtualHostConfig]
     ) {
+        self.accessLog = accessLog
         self.trustOverrideHeaders = trustOverrideHeaders
         self.requestHeadersTimeout = requestHeadersTimeout
         self.idleTimeout = idleTimeout
@@ -111,6 +115,28 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         self.maxRequestBodyBytes = maxRequestBodyBytes
         self.addVia = addVia
         self.virtualHosts = virtualHosts
+    }
+}
+
+/// Where a listener writes its access log, one line per request, and in which shape.
+public struct AccessLogConfig: Sendable, Hashable, Encodable {
+    public enum Format: String, Sendable, Hashable, Encodable, CaseIterable {
+        /// Space-separated, Envoy-like, for people and `grep`.
+        case text
+        /// One JSON object per line, for log shippers.
+        case json
+    }
+
+    /// `stdout`, `stderr`, or a file (absolute once decoded from YAML).
+    public var path: String
+    public var format: Format
+
+    public static let standardOutput = "stdout"
+    public static let standardError = "stderr"
+
+    public init(path: String, format: Format = .text) {
+        self.path = path
+        self.format = format
     }
 }
 

@@ -175,6 +175,54 @@ struct ConfigDecodingTests {
         #expect(issues.first?.line == 5)
     }
 
+    @Test func accessLogDecodesWithTextByDefaultAndAFileNextToTheConfig() throws {
+        let config = try SidecarConfig.decode(yaml: """
+        listeners:
+          - {name: a, address: 127.0.0.1:1, routes: [{cluster: local}], accessLog: {path: /var/log/outrigger/a.log, format: json}}
+          - {name: b, address: 127.0.0.1:2, routes: [{cluster: local}], accessLog: {path: stdout}}
+          - {name: c, address: 127.0.0.1:3, routes: [{cluster: local}], accessLog: {path: logs/c.log, format: text}}
+          - {name: d, address: 127.0.0.1:4, routes: [{cluster: local}]}
+        \(Self.minimalClusters)
+        """, file: "/etc/outrigger/sidecar.yaml")
+        #expect(config.listeners.map(\.accessLog) == [
+            AccessLogConfig(path: "/var/log/outrigger/a.log", format: .json),
+            AccessLogConfig(path: "stdout", format: .text),
+            AccessLogConfig(path: "/etc/outrigger/logs/c.log", format: .text),
+            nil,
+        ])
+
+        let json = try JSONEncoder().encode(config)
+        let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        let listeners = try #require(object["listeners"] as? [[String: Any]])
+        #expect(listeners[0]["accessLog"] as? [String: String] == ["path": "/var/log/outrigger/a.log", "format": "json"], "/config_dump shows it")
+        #expect(listeners[3]["accessLog"] == nil)
+    }
+
+    @Test(arguments: [
+        ("{path: stdout, format: xml}", "listeners[0].accessLog.format", "expected one of text, json, found 'xml'"),
+        ("{path: stdout, format: [json]}", "listeners[0].accessLog.format", "expected a string, found a list"),
+        ("{path: ''}", "listeners[0].accessLog.path", "expected a non-empty string"),
+        ("{path: ~}", "listeners[0].accessLog.path", "expected a string, found nothing"),
+        ("{path: {file: a.log}}", "listeners[0].accessLog.path", "expected a string, found a mapping"),
+        ("{path: \"a\\0b.log\"}", "listeners[0].accessLog.path", "expected a file path without NUL"),
+        ("{format: json}", "listeners[0].accessLog.path", "missing required key 'path'"),
+        ("{path: stdout, fromat: json}", "listeners[0].accessLog.fromat", "unknown key 'fromat'; did you mean 'format'?"),
+        ("stdout", "listeners[0].accessLog", "expected a mapping with keys path, format, found 'stdout'"),
+    ])
+    func badAccessLogSettings(value: String, path: String, message: String) {
+        let issues = Self.issues("""
+        listeners:
+          - name: in
+            address: 127.0.0.1:15006
+            accessLog: \(value)
+            routes: [{cluster: local}]
+        \(Self.minimalClusters)
+        """)
+        #expect(issues.map(\.keyPath) == [path], "\(issues)")
+        #expect(issues.first?.message == message)
+        #expect(issues.first?.line == 4)
+    }
+
     @Test func endpointsFileIsResolvedNextToTheConfigAndCheckedWhenPresent() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-ef-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
