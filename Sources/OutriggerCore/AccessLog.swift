@@ -179,6 +179,13 @@ public enum AccessLogFormatter {
     }
 
     private static func appendTextEscaped(_ value: String, to buffer: inout [UInt8]) {
+        appendEscaped(value, controlPrefix: #"\x"#, to: &buffer)
+    }
+
+    /// The escapes both formats share: `"` and `\` backslashed, `\n` `\r` `\t`, other control bytes and DEL
+    /// as `controlPrefix` and two hex digits (DEL need not be escaped in JSON; it is, so a log viewed in a
+    /// terminal stays inert). Other UTF-8 passes through.
+    private static func appendEscaped(_ value: String, controlPrefix: String, to buffer: inout [UInt8]) {
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
@@ -188,7 +195,7 @@ public enum AccessLogFormatter {
             case UInt8(ascii: "\r"): buffer.append(contentsOf: #"\r"#.utf8)
             case UInt8(ascii: "\t"): buffer.append(contentsOf: #"\t"#.utf8)
             case 0x00..<0x20, 0x7F:
-                buffer.append(contentsOf: #"\x"#.utf8)
+                buffer.append(contentsOf: controlPrefix.utf8)
                 appendHexByte(byte, to: &buffer)
             default:
                 buffer.append(byte)
@@ -247,22 +254,7 @@ public enum AccessLogFormatter {
             return
         }
         buffer.append(UInt8(ascii: "\""))
-        for byte in value.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                buffer.append(UInt8(ascii: "\\"))
-                buffer.append(byte)
-            case UInt8(ascii: "\n"): buffer.append(contentsOf: #"\n"#.utf8)
-            case UInt8(ascii: "\r"): buffer.append(contentsOf: #"\r"#.utf8)
-            case UInt8(ascii: "\t"): buffer.append(contentsOf: #"\t"#.utf8)
-            // DEL need not be escaped in JSON; it is, so a log viewed in a terminal stays inert.
-            case 0x00..<0x20, 0x7F:
-                buffer.append(contentsOf: #"\u00"#.utf8)
-                appendHexByte(byte, to: &buffer)
-            default:
-                buffer.append(byte)
-            }
-        }
+        appendEscaped(value, controlPrefix: #"\u00"#, to: &buffer)
         buffer.append(UInt8(ascii: "\""))
     }
 

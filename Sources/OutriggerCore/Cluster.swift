@@ -22,6 +22,8 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     public let state: EndpointState
     /// Finds `state` again after a DNS change or reload: cluster, address and port.
     public let stateKey: String
+    /// `IP:PORT`, as access logs name it.
+    public let addressText: String
 
     private static let nextID = ManagedAtomic<Int>(0)
 
@@ -33,6 +35,7 @@ public final class Endpoint: Sendable, CustomStringConvertible {
         self.zone = metadata.zone
         self.priority = metadata.priority
         let ip = address.ipAddress ?? configured.host
+        self.addressText = ip.contains(":") ? "[\(ip)]:\(configured.port)" : "\(ip):\(configured.port)"
         self.stateKey = EndpointStates.key(cluster: cluster.name, address: ip, port: configured.port)
         self.state = state ?? EndpointState(now: NIODeadline.now().uptimeNanoseconds)
         // Pool settings are part of the key: a reload that changes them starts fresh pools, and the old

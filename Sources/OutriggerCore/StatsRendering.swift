@@ -169,7 +169,7 @@ extension ProxyStats {
         ]
     }
 
-    private static func labelText(_ labels: [(String, String)]) -> String {
+    public static func labelText(_ labels: [(String, String)]) -> String {
         labels.map { name, value in
             let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
                 .replacingOccurrences(of: "\n", with: "\\n")

@@ -375,3 +375,12 @@ public final class AccessLogBuffer {
 
 @available(*, unavailable)
 extension AccessLogBuffer: Sendable {}
+
+/// The wall clock, for the times access log lines show (request timing uses the monotonic `NIODeadline`).
+enum WallClock {
+    static func milliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+}

@@ -30,7 +30,22 @@ final class AdminServer: Sendable {
 /// What the admin endpoints read from the running sidecar.
 struct SidecarState: Sendable {
     let configStore: ConfigStore
+    let accessLogs: AccessLogSinks
     let isDraining: @Sendable () -> Bool
+
+    /// Access log destinations' losses, in Prometheus text.
+    func accessLogPrometheusText() -> String {
+        let sinks = accessLogs.all.sorted { $0.path < $1.path }
+        var out = ""
+        for (name, help, value) in [
+            ("outrigger_access_log_dropped_lines_total", "Access log lines dropped (the writer fell 8 MiB behind, or a write failed).", \AccessLogSink.droppedLines),
+            ("outrigger_access_log_write_errors_total", "Access log writes that failed.", \AccessLogSink.writeErrors),
+        ] {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n"
+            for sink in sinks { out += "\(name){\(ProxyStats.labelText([("path", sink.path)]))} \(sink[keyPath: value])\n" }
+        }
+        return out
+    }
 }
 
 private final class AdminHandler: ChannelInboundHandler {
@@ -88,9 +103,13 @@ private final class AdminHandler: ChannelInboundHandler {
         case "/live":
             return (.ok, "text/plain", "live\n")
         case "/stats":
-            return (.ok, "application/json", json(sidecar.configStore.stats.jsonObject()))
+            var stats = sidecar.configStore.stats.jsonObject()
+            stats["access_logs"] = Dictionary(uniqueKeysWithValues: sidecar.accessLogs.all.map {
+                ($0.path, ["dropped_lines": $0.droppedLines, "dropped_bytes": $0.droppedBytes, "write_errors": $0.writeErrors])
+            })
+            return (.ok, "application/json", json(stats))
         case "/stats/prometheus":
-            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText())
+            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText() + sidecar.accessLogPrometheusText())
         case "/config_dump":
             let snapshot = sidecar.configStore.snapshot
             let encoder = JSONEncoder()

@@ -95,11 +95,12 @@ final class EventLoopLocals: Sendable {
 
     private let states: [ObjectIdentifier: Owned]
 
-    init(group: any EventLoopGroup) {
+    init(group: any EventLoopGroup, accessLogs: AccessLogSinks) {
         var states: [ObjectIdentifier: Owned] = [:]
         let loops = Array(group.makeIterator())
         for (index, loop) in loops.enumerated() {
-            states[ObjectIdentifier(loop)] = Owned(state: LoopLocalState(eventLoop: loop, loopIndex: index, loopCount: loops.count), eventLoop: loop)
+            let state = LoopLocalState(eventLoop: loop, loopIndex: index, loopCount: loops.count, accessLogs: accessLogs)
+            states[ObjectIdentifier(loop)] = Owned(state: state, eventLoop: loop)
         }
         self.states = states
     }
@@ -112,6 +113,13 @@ final class EventLoopLocals: Sendable {
     func forEach(_ body: @escaping @Sendable (LoopLocalState) -> Void) {
         for owned in states.values {
             owned.eventLoop.execute { body(owned.state) }
+        }
+    }
+
+    /// Runs `body` on every loop with its state, and returns when all have.
+    func forEachAndWait(_ body: @escaping @Sendable (LoopLocalState) -> Void) async {
+        for owned in states.values {
+            try? await owned.eventLoop.submit { body(owned.state) }.get()
         }
     }
 }

@@ -80,6 +80,13 @@ final class ProxiedRequest {
     var viaFallback = false
     /// A session cookie the proxy chose for this client (cookie hash policy with a ttl), sent back with the response.
     var setCookie: String?
+    /// For the access log (kept only when the listener has one): the request as it arrived, and what was
+    /// decided on its way — retries and why, why one was not made, fallback, drain — in order.
+    var accessLogHead: HTTPRequestHead?
+    var decisions: [String] = []
+    var responseStatus = 0
+    var responseBodyBytes = 0
+    var upstreamServiceMicroseconds: Int64?
 
     init(listener: ListenerRuntime, route: Route, retryPolicy: RetryPolicy, cluster: ClusterRuntime, endpoint: Endpoint, upstreamHead: HTTPRequestHead,
          downstreamHead: HTTPRequestHead, headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline, upgrade: String?) {
@@ -165,6 +172,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// Shutdown asked this connection to finish: it closes once the request in flight is answered.
     private var closeWhenIdle = false
     private var cachedListener: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
+    /// This loop's access log batch for the listener, if it has an access log.
+    private var accessLog: (buffer: AccessLogBuffer, format: AccessLogConfig.Format)?
 
     /// HTTP/1.1: the connection's request-headers and idle timeouts, told of heads and response ends.
     private let timeouts: DownstreamTimeoutWatcher?
@@ -319,6 +328,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logClientGone(as: "downstream_error")
         abandonUpstream()
         state = .closing
         queued.removeAll()
@@ -327,6 +337,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        logClientGone(as: "client_closed")
         abandonUpstream()
         state = .closing
         context.fireChannelInactive()
@@ -437,6 +448,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         )
         request.setCookie = setCookie
         request.viaFallback = viaFallback
+        if accessLog != nil {
+            request.accessLogHead = head
+            if viaFallback { request.decisions.append("fallback:\(cluster.name)") }
+        }
         request.owesBreakerVerdict = cluster.breakers != nil
         let timeout = overrides?.timeout ?? route.timeout ?? cluster.timeout
         request.routeTimeout = timeout
@@ -560,6 +575,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             if decision == .stop(reason: "budget") {
                 if overLimit { request.cluster.stats.overflowMaxActiveRetries.increment() } else { request.cluster.stats.retryBudgetExhausted.increment() }
             }
+            if request.accessLogHead != nil, case .stop(let why?) = decision {
+                request.decisions.append("no_retry:" + (overLimit ? "maxActiveRetries" : why))
+            }
             return false
         }
         beginRetry(request, after: delay, reason: reason)
@@ -589,6 +607,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         request.cluster.stats.retries.increment()
         request.cluster.stats.retriesByReason[reason]?.increment()
+        if request.accessLogHead != nil { request.decisions.append("retry:" + reason) }
         if !request.countsAsRetry {
             request.countsAsRetry = true
             request.cluster.stats.activeRetries.increment()
@@ -635,6 +654,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if let cached = cachedListener, cached.snapshot === snapshot { return cached.listener }
         guard let listener = snapshot.listeners[listenerName] else { return nil }
         cachedListener = (snapshot, listener)
+        accessLog = listener.config.accessLog.flatMap { config in local.accessLog(config).map { ($0, config.format) } }
         return listener
     }
 
@@ -781,12 +801,18 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if let drain = response.headers.first(name: EndpointDrain.header) {
             // The endpoint is going away: no new requests for it; this one and others in flight finish.
             response.headers.remove(name: EndpointDrain.header)
-            if drain.lowercased() == "true" { EndpointDrain.start(request.endpoint, in: request.cluster) }
+            if drain.lowercased() == "true" {
+                EndpointDrain.start(request.endpoint, in: request.cluster)
+                if request.accessLogHead != nil { request.decisions.append("endpoint_drain") }
+            }
         }
         if let cookie = request.setCookie { response.headers.add(name: "set-cookie", value: cookie) }
         if request.viaFallback { response.headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue) }
-        let elapsed = (NIODeadline.now() - request.start).nanoseconds / 1_000_000
-        ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsed, addVia: request.listener.config.addVia)
+        let elapsedMicroseconds = (NIODeadline.now() - request.start).nanoseconds / 1000
+        request.responseStatus = Int(head.status.code)
+        request.upstreamServiceMicroseconds = elapsedMicroseconds
+        ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsedMicroseconds / 1000,
+                                               addVia: request.listener.config.addVia)
         if head.status == .switchingProtocols {
             request.switchingProtocols = true
             response.headers.replaceOrAdd(name: "connection", value: "upgrade")
@@ -801,6 +827,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard case .proxying(let request, _) = state else { return }
         request.responseParts &+= 1
+        request.responseBodyBytes &+= body.readableBytes
         if request.heldResponse != nil {
             request.heldResponse!.body.append(body)
             request.heldBytes += body.readableBytes
@@ -879,6 +906,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         request.cluster.stats.requestFailures.increment()
         if request.responseStarted {
             // Too late for a local reply: cut the response so the client sees it incomplete.
+            if request.accessLogHead != nil { request.decisions.append(LocalReplyReason.upstreamReset.rawValue) }
             recordFinished(request)
             state = .closing
             context.close(promise: nil)
@@ -988,6 +1016,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             request.cluster.stats.requestFailures.increment()
             upstream.abort()
             request.responseComplete = true
+            if request.accessLogHead != nil { request.decisions.append("stream_idle_timeout") }
             recordFinished(request)
             state = .closing
             context.close(promise: nil)
@@ -1006,11 +1035,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if !(closeWhenIdle && downstreamProtocol == .http1) { becameIdle() }
     }
 
-    /// Stats for a request whose response ended (relayed or cut).
+    /// Stats and the access log line for a request whose response ended (relayed or cut).
     private func recordFinished(_ request: ProxiedRequest) {
         leaveCluster(request)
         let micros = (NIODeadline.now() - request.start).nanoseconds / 1000
         request.listener.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
+        logAccess(request, status: request.responseStatus)
     }
 
     /// Lets go of the upstream side of the current request, whatever stage it is in.
@@ -1065,6 +1095,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             leaveCluster(request)
         }
         request.timeout?.cancel()
+        // A gRPC call's local reply is a trailers-only 200 carrying the matching grpc-status.
+        logAccess(request, status: request.isGRPC ? 200 : Int(reason.status.code), finalReason: reason.rawValue)
         writeLocalReply(reason, version: request.downstreamVersion, isGRPC: request.isGRPC, isHEAD: request.isHEAD,
                         keepAlive: request.keepAlive, requestComplete: requestComplete, listener: request.listener, start: request.start)
     }
@@ -1073,6 +1105,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func localReply(_ reason: LocalReplyReason, for head: HTTPRequestHead, listener: ListenerRuntime?,
                             requestComplete: Bool, start: NIODeadline = .now()) {
         listener?.stats.requestsActive.decrement()
+        logAccess(head, status: head.isGRPC ? 200 : Int(reason.status.code), reason: reason.rawValue, start: start)
         writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method == .HEAD,
                         keepAlive: keepsConnection(head), requestComplete: requestComplete, listener: listener, start: start)
     }
@@ -1081,6 +1114,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func fallbackReply(status: Int, headers: [HeaderValue], body: String, for head: HTTPRequestHead, listener: ListenerRuntime,
                                start: NIODeadline) {
         listener.stats.requestsActive.decrement()
+        logAccess(head, status: status, reason: LocalReplyReason.fallback.rawValue, start: start)
         writeLocalReply(.fallback, version: head.version, isGRPC: false, isHEAD: head.method == .HEAD, keepAlive: keepsConnection(head),
                         requestComplete: false, listener: listener, start: start) { close in
             LocalReply.writeFallback(status: status, headers: headers, body: body, version: head.version, isHEAD: head.method == .HEAD,
@@ -1108,6 +1142,53 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             becameIdle()
         }
         deliverPendingRead()
+    }
+
+    // MARK: Access log
+
+    /// The line for a routed request: its decisions, then `finalReason` (a local reply's), or `-` for none.
+    private func logAccess(_ request: ProxiedRequest, status: Int, finalReason: String? = nil) {
+        guard let accessLog, let head = request.accessLogHead else { return }
+        if let finalReason { request.decisions.append(finalReason) }
+        let reason = request.decisions.isEmpty ? "-" : request.decisions.joined(separator: ",")
+        let duration = (NIODeadline.now() - request.start).nanoseconds / 1000
+        accessLog.buffer.append(AccessLogEntry(
+            startEpochMilliseconds: WallClock.milliseconds() - duration / 1000, clientAddress: clientAddress,
+            method: head.method.rawValue, path: head.uri, protocolName: Self.protocolName(head.version), status: status, reason: reason,
+            route: request.route.name, cluster: request.cluster.name, endpoint: request.endpoint.addressText, attempts: request.tries,
+            durationMicroseconds: duration, upstreamServiceMicroseconds: request.upstreamServiceMicroseconds,
+            bytesReceived: request.bodyBytes, bytesSent: request.responseBodyBytes,
+            requestID: request.upstreamHead.headers.first(name: "x-request-id"), userAgent: head.headers.first(name: "user-agent")
+        ), format: accessLog.format)
+    }
+
+    /// The line for a request answered before it was routed to a cluster.
+    private func logAccess(_ head: HTTPRequestHead, status: Int, reason: String, start: NIODeadline) {
+        guard let accessLog else { return }
+        let duration = (NIODeadline.now() - start).nanoseconds / 1000
+        accessLog.buffer.append(AccessLogEntry(
+            startEpochMilliseconds: WallClock.milliseconds() - duration / 1000, clientAddress: clientAddress,
+            method: head.method.rawValue, path: head.uri, protocolName: Self.protocolName(head.version), status: status, reason: reason,
+            durationMicroseconds: duration, requestID: head.headers.first(name: "x-request-id"), userAgent: head.headers.first(name: "user-agent")
+        ), format: accessLog.format)
+    }
+
+    /// The client left (or its connection failed) while its request was in flight: logged with what it got.
+    private func logClientGone(as reason: String) {
+        switch state {
+        case .leasing(let request), .proxying(let request, _):
+            if !request.responseComplete { logAccess(request, status: request.responseStatus, finalReason: reason) }
+        default:
+            break
+        }
+    }
+
+    static func protocolName(_ version: HTTPVersion) -> String {
+        switch (version.major, version.minor) {
+        case (2, _): "HTTP/2"
+        case (1, 0): "HTTP/1.0"
+        default: "HTTP/1.1"
+        }
     }
 
     private func closeAfterWrite(_ written: EventLoopFuture<Void>) {

@@ -15,6 +15,8 @@ public final class Sidecar: Sendable {
     public let configStore: ConfigStore
     private let group: MultiThreadedEventLoopGroup
     private let locals: EventLoopLocals
+    /// Every listener's access log destination, opened when a config names it, closed at shutdown.
+    private let accessLogs: AccessLogSinks
     private let connections = ConnectionTracker()
     private let healthChecks: HealthCheckSupervisor
     private let logger: Logger
@@ -46,8 +48,10 @@ public final class Sidecar: Sendable {
     private init(config: SidecarConfig, configPath: String?, logger: Logger,
                  resolve: @escaping @Sendable (HostPort) throws -> [SocketAddress]) throws {
         self.configStore = try ConfigStore(config: config, stats: ProxyStats(), resolve: resolve)
+        self.accessLogs = AccessLogSinks()
+        try Self.openAccessLogs(of: config, in: accessLogs)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.concurrency ?? System.coreCount)
-        self.locals = EventLoopLocals(group: group)
+        self.locals = EventLoopLocals(group: group, accessLogs: accessLogs)
         self.logger = logger
         self.healthChecks = HealthCheckSupervisor(group: group, logger: logger)
         self.configPath = configPath
@@ -94,6 +98,9 @@ public final class Sidecar: Sendable {
             }
             // Compile first: a config that does not compile touches nothing.
             _ = try ConfigStore.compile(config, version: 0, stats: configStore.stats, states: EndpointStates(), resolve: configStore.resolve)
+            // A new access log destination that cannot be opened rejects the config (those already open stay
+            // open until shutdown, so event loops never see a closed one).
+            try Self.openAccessLogs(of: config, in: accessLogs)
             // Only the address and TLS settings live in a listener's socket; routes and limits are read
             // from the snapshot per request, so changing them keeps the socket (and its port).
             let previous = state.withLockedValue { $0.listeners }
@@ -139,8 +146,12 @@ public final class Sidecar: Sendable {
     }
 
     /// Reads the config file again and applies it; a bad file is logged and the running config stays.
+    /// Access log files are reopened first (log rotation moves them, then sends SIGHUP).
     @discardableResult
     public func reload() async -> Bool {
+        do { try await accessLogs.reopenAll() } catch {
+            logger.error("cannot reopen an access log", metadata: ["error": "\(error)"])
+        }
         guard let configPath else { return false }
         state.withLockedValue { $0.fileStamp = FileStamp(path: configPath) }
         do {
@@ -313,10 +324,20 @@ public final class Sidecar: Sendable {
         healthChecks.stopAll()
         connections.closeAll()
         locals.forEach { $0.closeIdleConnections() }
+        await locals.forEachAndWait { $0.flushAccessLogs() }
+        await accessLogs.close()
         let (listeners, admin) = state.withLockedValue { ($0.listeners.values.map(\.channel), $0.admin?.channel) }
         for channel in listeners { try? await channel.close() }
         try? await admin?.close()
         try? await group.shutdownGracefully()
+    }
+
+    /// Opens the destination of every listener's access log that is not open yet.
+    private static func openAccessLogs(of config: SidecarConfig, in sinks: AccessLogSinks) throws {
+        for listener in config.listeners {
+            guard let accessLog = listener.accessLog else { continue }
+            _ = try sinks.sink(for: accessLog.path)
+        }
     }
 
     // MARK: Binding
@@ -349,7 +370,7 @@ public final class Sidecar: Sendable {
 
     private func bindAdmin(_ admin: AdminConfig?) async throws {
         guard let admin else { return }
-        let server = AdminServer(sidecar: SidecarState(configStore: configStore, isDraining: { [weak self] in self?.isDraining ?? true }))
+        let server = AdminServer(sidecar: SidecarState(configStore: configStore, accessLogs: accessLogs, isDraining: { [weak self] in self?.isDraining ?? true }))
         let address = try SocketAddress.makeAddressResolvingHost(admin.address.host, port: admin.address.port)
         let channel = try await server.bind(to: address, group: group)
         state.withLockedValue { $0.admin = (admin, channel) }

@@ -84,12 +84,31 @@ final class LoopLocalState {
     private var http1PoolsByEndpoint: [Int: HTTP1EndpointPool] = [:]
     private let loopIndex: Int
     private let loopCount: Int
+    /// The process's access log destinations, and this loop's batch for each (by path).
+    private let accessLogSinks: AccessLogSinks
+    private var accessLogs: [String: AccessLogBuffer] = [:]
 
-    init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int) {
+    init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int, accessLogs: AccessLogSinks) {
         self.eventLoop = eventLoop
         self.loopIndex = loopIndex
         self.loopCount = loopCount
+        self.accessLogSinks = accessLogs
         self.random = FastRandom()
+    }
+
+    /// This loop's batch of lines for `config`'s destination (opened by the sidecar when the config loaded,
+    /// so this only looks it up); nil if it cannot be had.
+    func accessLog(_ config: AccessLogConfig) -> AccessLogBuffer? {
+        if let buffer = accessLogs[config.path] { return buffer }
+        guard let sink = try? accessLogSinks.sink(for: config.path) else { return nil }
+        let buffer = AccessLogBuffer(sink: sink, eventLoop: eventLoop)
+        accessLogs[config.path] = buffer
+        return buffer
+    }
+
+    /// Hands every batched access log line to its destination (shutdown).
+    func flushAccessLogs() {
+        for buffer in accessLogs.values { buffer.flush() }
     }
 
     private func selection(for cluster: ClusterRuntime) -> ClusterSelection {

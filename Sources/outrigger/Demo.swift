@@ -32,7 +32,7 @@ struct Demo: AsyncParsableCommand {
             admin: AdminConfig(address: admin),
             listeners: [
                 ListenerConfig(
-                    name: "demo", address: listen, direction: .outbound,
+                    name: "demo", address: listen, direction: .outbound, accessLog: AccessLogConfig(path: AccessLogConfig.standardOutput),
                     virtualHosts: [
                         VirtualHostConfig(name: "demo", domains: ["*"], routes: [
                             RouteConfig(name: "only-a", match: RouteMatchConfig(path: .prefix("/a/")), destination: .cluster("echo-a-only"), prefixRewrite: "/"),

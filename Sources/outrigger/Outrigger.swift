@@ -89,6 +89,9 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Quick start: check every upstream's health, http:/PATH, tcp or grpc[:SERVICE] (every 5 s; 3 failures take it out, 2 passes bring it back).")
     var healthCheck: String?
 
+    @Option(help: "Write an access log line per request to PATH (stdout, stderr or a file) in text, for every listener that has none.")
+    var accessLog: String?
+
     @Option(help: "Admin listener HOST:PORT (default 127.0.0.1:15000; overrides the config file's).")
     var admin: HostPort?
 
@@ -147,6 +150,11 @@ struct Proxy: AsyncParsableCommand {
                                               loadBalancer: LoadBalancerConfig(policy: lb ?? .roundRobin,
                                                                                hashPolicy: hashOn.flatMap(QuickStartFlag.hashPolicy)),
                                               healthCheck: healthCheck.flatMap(QuickStartFlag.healthCheck))
+        }
+        if let accessLog {
+            for index in config.listeners.indices where config.listeners[index].accessLog == nil {
+                config.listeners[index].accessLog = AccessLogConfig(path: accessLog)
+            }
         }
         if let admin { config.admin = AdminConfig(address: admin) }
         if noAdmin { config.admin = nil }
