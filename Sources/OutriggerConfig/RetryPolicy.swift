@@ -48,6 +48,10 @@ public struct RetryPolicy: Sendable, Hashable, Encodable {
     public var replayBufferBytes: Int
     /// Retry requests that may have reached the upstream even if not idempotent (POST, PATCH).
     public var retryNonIdempotent: Bool
+    /// When a try's `perTryTimeout` passes, the next try races it instead of replacing it: the first answer
+    /// the route would not retry wins and the other is cancelled (needs `perTryTimeout`; a request still
+    /// sending its body is retried as usual).
+    public var hedgeOnPerTryTimeout: Bool
 
     public static let defaultBackoffBase: Duration = .milliseconds(25)
     public static let defaultBackoffMax: Duration = .milliseconds(250)
@@ -60,7 +64,7 @@ public struct RetryPolicy: Sendable, Hashable, Encodable {
     public init(attempts: Int, retryOn: Set<Condition>, retriableStatusCodes: Set<Int> = [], perTryTimeout: Duration? = nil,
                 backoffBase: Duration = RetryPolicy.defaultBackoffBase, backoffMax: Duration = RetryPolicy.defaultBackoffMax,
                 retryAfterMax: Duration = RetryPolicy.defaultRetryAfterMax, replayBufferBytes: Int = RetryPolicy.defaultReplayBufferBytes,
-                retryNonIdempotent: Bool = false) {
+                retryNonIdempotent: Bool = false, hedgeOnPerTryTimeout: Bool = false) {
         self.attempts = attempts
         self.retryOn = retryOn
         self.retriableStatusCodes = retriableStatusCodes
@@ -70,10 +74,12 @@ public struct RetryPolicy: Sendable, Hashable, Encodable {
         self.retryAfterMax = retryAfterMax
         self.replayBufferBytes = replayBufferBytes
         self.retryNonIdempotent = retryNonIdempotent
+        self.hedgeOnPerTryTimeout = hedgeOnPerTryTimeout
     }
 
     enum CodingKeys: String, CodingKey {
         case attempts, retryOn, retriableStatusCodes, perTryTimeout, backoff, retryAfterMax, replayBufferBytes, retryNonIdempotent
+        case hedgeOnPerTryTimeout
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -86,6 +92,7 @@ public struct RetryPolicy: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(retryAfterMax), forKey: .retryAfterMax)
         try container.encode(replayBufferBytes, forKey: .replayBufferBytes)
         try container.encode(retryNonIdempotent, forKey: .retryNonIdempotent)
+        try container.encode(hedgeOnPerTryTimeout, forKey: .hedgeOnPerTryTimeout)
     }
 }
 

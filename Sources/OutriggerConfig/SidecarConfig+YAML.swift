@@ -623,7 +623,8 @@ struct SidecarConfigDecoder {
     }
 
     func decodeRetryPolicy(_ node: Node, _ path: String) -> RetryPolicy? {
-        let allowed = ["attempts", "retryOn", "retriableStatusCodes", "perTryTimeout", "backoff", "retryAfterMax", "replayBufferBytes", "retryNonIdempotent"]
+        let allowed = ["attempts", "retryOn", "retriableStatusCodes", "perTryTimeout", "backoff", "retryAfterMax", "replayBufferBytes", "retryNonIdempotent",
+                       "hedgeOnPerTryTimeout"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let valid = reader.issues.count
         var policy = RetryPolicy(attempts: 2, retryOn: [.fiveXX, .reset, .connectFailure, .refusedStream])
@@ -672,6 +673,12 @@ struct SidecarConfigDecoder {
         }
         if let node = fields["retryNonIdempotent"], let value = reader.bool(node, fields.path("retryNonIdempotent")) {
             policy.retryNonIdempotent = value
+        }
+        if let node = fields["hedgeOnPerTryTimeout"], let value = reader.bool(node, fields.path("hedgeOnPerTryTimeout")) {
+            policy.hedgeOnPerTryTimeout = value
+            if value && policy.perTryTimeout == nil {
+                reader.report(node, fields.path("hedgeOnPerTryTimeout"), "hedgeOnPerTryTimeout needs a perTryTimeout")
+            }
         }
         return reader.issues.count == valid ? policy : nil
     }

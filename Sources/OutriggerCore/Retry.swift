@@ -52,7 +52,7 @@ public enum RetryDecision: Equatable, Sendable {
     }
 
     /// The first of the policy's conditions the outcome meets.
-    static func matchedCondition(_ policy: RetryPolicy, _ outcome: AttemptOutcome) -> RetryPolicy.Condition? {
+    public static func matchedCondition(_ policy: RetryPolicy, _ outcome: AttemptOutcome) -> RetryPolicy.Condition? {
         let on = policy.retryOn
         switch outcome {
         case .connectFailure:

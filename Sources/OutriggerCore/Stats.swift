@@ -161,8 +161,10 @@ public final class ClusterStats: Sendable {
     /// Attempts after the first (in all, and by the condition that asked for them), and retries the budget refused.
     public let retries = Counter()
     public let retriesByReason: [String: Counter] = Dictionary(
-        uniqueKeysWithValues: (RetryPolicy.Condition.allCases.map(\.rawValue) + [ClusterStats.staleConnection]).map { ($0, Counter()) })
+        uniqueKeysWithValues: (RetryPolicy.Condition.allCases.map(\.rawValue) + [ClusterStats.staleConnection, ClusterStats.hedge]).map { ($0, Counter()) })
     public static let staleConnection = "stale-connection"
+    /// A try started to race one past its per-try timeout (`hedgeOnPerTryTimeout`).
+    public static let hedge = "hedge"
     public let retryBudgetExhausted = Counter()
     /// Endpoints ejected by outlier detection, and ejections the max percentage prevented.
     public let outlierEjections = Counter()

@@ -96,6 +96,11 @@ public final class EchoServer: Sendable {
         counter.failingStatus.store(status ?? 0, ordering: .relaxed)
     }
 
+    /// Every response from now on waits `delay` more (a slow instance, or a fast one again with `.zero`).
+    public func setDelay(_ delay: Duration) {
+        counter.baseDelay.store(Int(delay.nanoseconds / 1_000_000), ordering: .relaxed)
+    }
+
     /// Every response asks sidecars to drain this instance (true), or stops asking (false).
     public func setDraining(_ draining: Bool) {
         counter.draining.store(draining, ordering: .relaxed)
@@ -118,10 +123,11 @@ final class EchoCounter: Sendable {
     let draining = ManagedAtomic(false)
     /// 0: answer as asked; otherwise every request gets this status.
     let failingStatus = ManagedAtomic(0)
-    let baseDelayMilliseconds: Int
+    let baseDelay: ManagedAtomic<Int>
+    var baseDelayMilliseconds: Int { baseDelay.load(ordering: .relaxed) }
 
     init(baseDelayMilliseconds: Int) {
-        self.baseDelayMilliseconds = baseDelayMilliseconds
+        self.baseDelay = ManagedAtomic(baseDelayMilliseconds)
     }
 }
 

@@ -39,6 +39,8 @@ final class ProxiedRequest {
     var usedTransparentRetry = false
     /// Counted in the cluster's active retries (from its first retry until it leaves the cluster).
     var countsAsRetry = false
+    /// An earlier try still racing the current one (`hedgeOnPerTryTimeout`).
+    var hedge: HedgedAttempt?
     /// A retry waiting out its backoff, and the current attempt's per-try timer.
     var retryDelay: Scheduled<Void>?
     var perTryTimer: Scheduled<Void>?
@@ -130,6 +132,40 @@ extension ProxiedRequest: UpstreamLeaseRequester {
     func upstreamLeaseFailed(_ reason: LocalReplyReason) {
         owner?.upstreamLeaseFailed(reason, for: self)
     }
+}
+
+/// An earlier try left running when its per-try timeout started a hedge: it keeps its upstream, its endpoint's
+/// load and its breaker debt, and tells the handler how it ends. If its answer wins, the request takes it back.
+final class HedgedAttempt: UpstreamExchangeDelegate {
+    let upstream: UpstreamExchangeHandler
+    let endpoint: Endpoint
+    let owesBreakerVerdict: Bool
+    weak var owner: ProxyRequestHandler?
+
+    init(upstream: UpstreamExchangeHandler, endpoint: Endpoint, owesBreakerVerdict: Bool, owner: ProxyRequestHandler) {
+        self.upstream = upstream
+        self.endpoint = endpoint
+        self.owesBreakerVerdict = owesBreakerVerdict
+        self.owner = owner
+    }
+
+    /// A head is small and decides the race: always read it.
+    var downstreamIsWritable: Bool { true }
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        guard let owner else { return upstream.abort() }
+        owner.hedgeAnswered(self, head: head)
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        owner?.hedgeFailed(self)
+    }
+
+    // Body and end reach the request's handler itself once this try has won (the upstream is retargeted).
+    func upstreamResponseBody(_ body: ByteBuffer) {}
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {}
+    func upstreamReadComplete() {}
+    func upstreamWritabilityChanged(isWritable: Bool) {}
 }
 
 /// The end of a downstream pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the HTTP/1
@@ -495,8 +531,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         switch state {
         case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
             guard !request.responseStarted else { return }
-            recordOutcome(.localFailure, of: request)
-            if !retry(request, after: .perTryTimeout) {
+            // A hedge leaves the try running: its verdict waits for its end.
+            var hedging: UpstreamExchangeHandler?
+            if case .proxying(_, let upstream) = state, mayHedge(request) { hedging = upstream }
+            if hedging == nil { recordOutcome(.localFailure, of: request) }
+            if !retry(request, after: .perTryTimeout, hedging: hedging) {
+                if hedging != nil { recordOutcome(.localFailure, of: request) }
                 request.cluster.stats.requestFailures.increment()
                 abandonUpstream()
                 localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
@@ -531,31 +571,38 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// Passive health: the try's result counts toward its endpoint's failure streak, which may eject it,
     /// and goes to its circuit breaker.
     private func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
-        if request.owesBreakerVerdict, let config = request.cluster.breakers {
-            request.owesBreakerVerdict = false
-            let stats = request.cluster.stats
-            let transition = request.endpoint.state.withBreaker(config) { breaker in
+        let owed = request.owesBreakerVerdict
+        request.owesBreakerVerdict = false
+        recordOutcome(result, at: request.endpoint, in: request.cluster, owesBreakerVerdict: owed, countsForOutliers: request.atEndpoint)
+    }
+
+    private func recordOutcome(_ result: AttemptResult, at endpoint: Endpoint, in cluster: ClusterRuntime, owesBreakerVerdict: Bool,
+                               countsForOutliers: Bool) {
+        if owesBreakerVerdict, let config = cluster.breakers {
+            let transition = endpoint.state.withBreaker(config) { breaker in
                 breaker.record(success: result == .success, now: NIODeadline.now().uptimeNanoseconds, random: &local.random)
             }
             switch transition {
-            case .open?: stats.breakersOpened.increment()
-            case .closed?: stats.breakersClosed.increment()
+            case .open?: cluster.stats.breakersOpened.increment()
+            case .closed?: cluster.stats.breakersClosed.increment()
             default: break
             }
         }
-        guard let config = request.cluster.outlierDetection, request.atEndpoint else { return }
-        guard OutlierDetection.record(result, on: request.endpoint.state, config: config),
-              !request.endpoint.state.isEjected(now: NIODeadline.now().uptimeNanoseconds) else { return }
-        let cluster = request.cluster
+        guard let config = cluster.outlierDetection, countsForOutliers else { return }
+        guard OutlierDetection.record(result, on: endpoint.state, config: config),
+              !endpoint.state.isEjected(now: NIODeadline.now().uptimeNanoseconds) else { return }
         let ejected = cluster.endpointStates.withEjectionLock {
-            OutlierDetection.eject(request.endpoint, among: cluster.endpoints, config: config, now: NIODeadline.now().uptimeNanoseconds)
+            OutlierDetection.eject(endpoint, among: cluster.endpoints, config: config, now: NIODeadline.now().uptimeNanoseconds)
         }
         if ejected != nil { cluster.stats.outlierEjections.increment() } else { cluster.stats.outlierEjectionsPrevented.increment() }
     }
 
-    /// An attempt failed before anything of its response went downstream. Retries when the route's policy,
-    /// the request's safety and the cluster's budget allow; returns false (nothing done) otherwise.
-    private func retry(_ request: ProxiedRequest, after outcome: AttemptOutcome) -> Bool {
+    /// An attempt failed before anything of its response went downstream. A hedged try still running takes
+    /// over; otherwise retries when the route's policy, the request's safety and the cluster's budget allow.
+    /// Returns false (nothing done) when neither. With `hedging`, the retry races that upstream's try instead
+    /// of replacing it.
+    private func retry(_ request: ProxiedRequest, after outcome: AttemptOutcome, hedging: UpstreamExchangeHandler? = nil) -> Bool {
+        if resumeHedge(request) { return true }
         guard request.replay != nil || outcome.neverReachedUpstream && request.retryPolicy.attempts > 1 else { return false }
         let now = NIODeadline.now()
         var overLimit = false
@@ -580,19 +627,37 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             }
             return false
         }
-        beginRetry(request, after: delay, reason: reason)
+        if let hedging {
+            beginHedge(request, leaving: hedging)
+        } else {
+            beginRetry(request, after: delay, reason: reason)
+        }
         return true
     }
 
     /// Lets go of the current attempt — its connection closes (its state is unknown) and its endpoint's load
     /// drops — and starts the next after `delay` nanoseconds.
     private func beginRetry(_ request: ProxiedRequest, after delay: Int64, reason: String) {
+        endCurrentTry(request)
+        countRetry(request, reason: reason)
+        state = .leasing(request)
+        request.retryDelay = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { [weak self, weak request] in
+            guard let self, let request else { return }
+            self.startRetry(request)
+        }
+    }
+
+    /// Lets go of the current try: its connection (closed: its state is unknown) or lease, its timers, its
+    /// endpoint's load and its breaker's probe slot.
+    private func endCurrentTry(_ request: ProxiedRequest) {
         if request.owesBreakerVerdict, let config = request.cluster.breakers {
             request.owesBreakerVerdict = false
             request.endpoint.state.withBreaker(config) { $0.abandon() }
         }
         request.perTryTimer?.cancel()
         request.perTryTimer = nil
+        request.retryDelay?.cancel()
+        request.retryDelay = nil
         request.heldResponse = nil
         request.heldBytes = 0
         switch state {
@@ -605,17 +670,15 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             request.atEndpoint = false
             local.requestEnded(in: request.cluster, to: request.endpoint)
         }
+    }
+
+    private func countRetry(_ request: ProxiedRequest, reason: String) {
         request.cluster.stats.retries.increment()
         request.cluster.stats.retriesByReason[reason]?.increment()
         if request.accessLogHead != nil { request.decisions.append("retry:" + reason) }
         if !request.countsAsRetry {
             request.countsAsRetry = true
             request.cluster.stats.activeRetries.increment()
-        }
-        state = .leasing(request)
-        request.retryDelay = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { [weak self, weak request] in
-            guard let self, let request else { return }
-            self.startRetry(request)
         }
     }
 
@@ -625,11 +688,13 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let now = NIODeadline.now()
         if request.triedEndpointIDs.isEmpty { request.triedEndpointIDs.append(request.endpoint.id) }
         guard var endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: request.triedEndpointIDs) else {
+            if resumeHedge(request) { return }
             localReply(.noHealthyUpstream, request: request, requestComplete: request.requestComplete)
             return
         }
         if request.cluster.breakers != nil {
             guard let admitted = admitThroughBreaker(endpoint, in: request.cluster, now: now, tried: request.triedEndpointIDs) else {
+                if resumeHedge(request) { return }
                 localReply(.breakerOpen, request: request, requestComplete: request.requestComplete)
                 return
             }
@@ -646,6 +711,85 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         request.headPending = !request.headHeldForFraming
         if let replay = request.replay { request.buffered = replay }
         startAttempt(request)
+    }
+
+    // MARK: Hedging
+
+    /// Whether a try past its per-try timeout is left running while another races it (`hedgeOnPerTryTimeout`;
+    /// the policy, safety and budget then decide as for a retry): one hedge at a time, for a request whose
+    /// body is all sent and that is no upgrade.
+    private func mayHedge(_ request: ProxiedRequest) -> Bool {
+        request.retryPolicy.hedgeOnPerTryTimeout && request.hedge == nil && request.requestComplete && request.upgrade == nil
+            && request.heldResponse == nil
+    }
+
+    private func beginHedge(_ request: ProxiedRequest, leaving upstream: UpstreamExchangeHandler) {
+        let hedge = HedgedAttempt(upstream: upstream, endpoint: request.endpoint, owesBreakerVerdict: request.owesBreakerVerdict, owner: self)
+        upstream.retarget(to: hedge)
+        request.hedge = hedge
+        // Its endpoint's load and breaker debt go with it.
+        request.owesBreakerVerdict = false
+        request.atEndpoint = false
+        request.perTryTimer = nil
+        countRetry(request, reason: ClusterStats.hedge)
+        state = .leasing(request)
+        startRetry(request)
+    }
+
+    /// The current try is over (it failed, or the hedged one answered first): the hedged try becomes the
+    /// request's try again. False when there is none.
+    private func resumeHedge(_ request: ProxiedRequest) -> Bool {
+        guard let hedge = request.hedge else { return false }
+        request.hedge = nil
+        endCurrentTry(request)
+        request.endpoint = hedge.endpoint
+        request.atEndpoint = true
+        request.owesBreakerVerdict = hedge.owesBreakerVerdict
+        hedge.upstream.retarget(to: self)
+        state = .proxying(request, hedge.upstream)
+        return true
+    }
+
+    /// Lets go of the hedged try: it lost the race (`result` nil), or it ended with `result`.
+    private func dropHedge(_ request: ProxiedRequest, result: AttemptResult?) {
+        guard let hedge = request.hedge else { return }
+        request.hedge = nil
+        hedge.upstream.abort()
+        local.requestEnded(in: request.cluster, to: hedge.endpoint)
+        if let result {
+            recordOutcome(result, at: hedge.endpoint, in: request.cluster, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true)
+        } else if hedge.owesBreakerVerdict, let config = request.cluster.breakers {
+            hedge.endpoint.state.withBreaker(config) { $0.abandon() }
+        }
+    }
+
+    /// The request in flight, whatever stage it is in.
+    private var requestInFlight: ProxiedRequest? {
+        switch state {
+        case .leasing(let request), .proxying(let request, _): request
+        default: nil
+        }
+    }
+
+    /// The hedged try answered. An answer the route would retry ends it (the current try carries on); any
+    /// other wins: the current try is cancelled and the answer goes on as the request's.
+    fileprivate func hedgeAnswered(_ hedge: HedgedAttempt, head: HTTPResponseHead) {
+        guard let request = requestInFlight, request.hedge === hedge else { return hedge.upstream.abort() }
+        if head.status.code < 200 { return }  // informational: the final answer is still to come
+        let status = Int(head.status.code)
+        let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
+        if RetryDecision.matchedCondition(request.retryPolicy, .response(status: status, grpcStatus: grpcStatus, retryAfterSeconds: nil)) != nil {
+            dropHedge(request, result: status >= 500 ? .serverError(status: status) : .success)
+            return
+        }
+        if request.accessLogHead != nil { request.decisions.append("hedge_answered_first") }
+        _ = resumeHedge(request)
+        upstreamResponseHead(head)
+    }
+
+    fileprivate func hedgeFailed(_ hedge: HedgedAttempt) {
+        guard let request = requestInFlight, request.hedge === hedge else { return }
+        dropHedge(request, result: .localFailure)
     }
 
     /// This listener in the running snapshot; looked up again only when the snapshot changed.
@@ -748,6 +892,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             recordOutcome(.localFailure, of: request)
             if retry(request, after: .connectFailure) { return }
         }
+        if resumeHedge(request) { return }
         localReply(reason, request: request, requestComplete: request.requestComplete)
     }
 
@@ -770,6 +915,13 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         request.cluster.stats.recordResponse(status: Int(head.status.code))
         recordOutcome(head.status.code >= 500 ? .serverError(status: Int(head.status.code)) : .success, of: request)
+        if request.hedge != nil, head.status != .switchingProtocols {
+            let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
+            let outcome = AttemptOutcome.response(status: Int(head.status.code), grpcStatus: grpcStatus, retryAfterSeconds: nil)
+            // An answer the route would retry: wait for the hedged try instead. Any other wins the race.
+            if RetryDecision.matchedCondition(request.retryPolicy, outcome) != nil, resumeHedge(request) { return }
+            dropHedge(request, result: nil)
+        }
         if request.replay != nil, head.status != .switchingProtocols {
             let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
             let retryAfter = head.headers.first(name: "retry-after").flatMap(Int.init)
@@ -786,6 +938,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// From here the response goes to the client: timers switch to watching the body, and the head is written.
     private func commitResponseHead(_ head: HTTPResponseHead, of request: ProxiedRequest) {
+        dropHedge(request, result: nil)
         request.perTryTimer?.cancel()
         request.perTryTimer = nil
         request.timeout?.cancel()
@@ -913,6 +1066,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
         recordOutcome(.localFailure, of: request)
+        if resumeHedge(request) { return }
         if failure == .reset, retry(request, after: .reset) { return }
         if failure == .refusedStream, retry(request, after: .refusedStream) { return }
         localReply(failure == .protocolError ? .upstreamProtocolError : .upstreamReset, request: request, requestComplete: request.requestComplete)
@@ -1069,6 +1223,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// The request no longer counts as active: in the listener's and cluster's gauges, and in the load the
     /// balancer sees on its endpoint. Called once per routed request.
     private func leaveCluster(_ request: ProxiedRequest) {
+        dropHedge(request, result: nil)
         request.cluster.stats.requestsActive.decrement()
         request.listener.stats.requestsActive.decrement()
         request.perTryTimer?.cancel()

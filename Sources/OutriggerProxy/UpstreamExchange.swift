@@ -95,6 +95,13 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
     }
 
+    /// Hands the exchange in progress to another delegate: a hedged attempt left running answers to its own
+    /// watcher, and to its request again if it wins the race.
+    func retarget(to delegate: any UpstreamExchangeDelegate) {
+        guard case .active = state else { return }
+        self.delegate = delegate
+    }
+
     func send(_ part: HTTPClientRequestPart) {
         guard let context, case .active(let requestComplete, let responseComplete, var reusable) = state else { return }
         if case .head(let head) = part, !head.isKeepAlive { reusable = false }

@@ -135,6 +135,8 @@ struct RetryConfigTests {
         let policy = try Self.route("{attempts: 3, retryOn: '5xx,reset', perTryTimeout: 500ms, backoff: {base: 10ms, max: 100ms}}").retries
         #expect(policy.attempts == 3 && policy.retryOn == [.fiveXX, .reset] && policy.perTryTimeout == .milliseconds(500))
         #expect(policy.backoffBase == .milliseconds(10) && policy.backoffMax == .milliseconds(100))
+        #expect(!policy.hedgeOnPerTryTimeout)
+        #expect(try Self.route("{perTryTimeout: 100ms, hedgeOnPerTryTimeout: true}").retries.hedgeOnPerTryTimeout)
         let listed = try Self.route("{retryOn: [gateway-error, unavailable], retriableStatusCodes: [409]}").retries
         #expect(listed.retryOn == [.gatewayError, .unavailable, .retriableStatusCodes] && listed.retriableStatusCodes == [409])
         #expect(listed.attempts == 2, "default: one retry")
@@ -148,6 +150,7 @@ struct RetryConfigTests {
         ("{backoff: {base: 1s, max: 100ms}}", "listeners[0].routes[0].retries.backoff.max", "expected a max no shorter than the base"),
         ("{retryOn: [retriable-status-codes]}", "listeners[0].routes[0].retries.retryOn", "retriable-status-codes needs a retriableStatusCodes list"),
         ("{retriableStatusCodes: [700]}", "listeners[0].routes[0].retries.retriableStatusCodes[0]", "expected an integer in 100...599"),
+        ("{hedgeOnPerTryTimeout: true}", "listeners[0].routes[0].retries.hedgeOnPerTryTimeout", "hedgeOnPerTryTimeout needs a perTryTimeout"),
     ])
     func impossiblePoliciesAreErrors(yaml: String, path: String, message: String) {
         let issues = Self.issues(yaml)
