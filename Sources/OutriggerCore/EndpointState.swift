@@ -32,6 +32,8 @@ public final class EndpointState: Sendable {
     private let selectionEpoch: ManagedAtomic<Int>
     /// Requests in flight to it, from every event loop.
     public let activeRequests = Gauge()
+    /// Tries sent to it (first tries, retries and hedges), from every event loop.
+    public let attempts = Counter()
     public let healthChecksPassed = Counter()
     public let healthChecksFailed = Counter()
     /// Outlier detection: failures in a row, the ejection in force (uptime ns; 0: none) and how many so far.

@@ -169,6 +169,37 @@ extension ProxyStats {
         ]
     }
 
+    /// The per-endpoint families, read from the running clusters' endpoint states (which live with the
+    /// endpoints, not in `ProxyStats`), in Prometheus text.
+    public static func endpointPrometheusText(_ clusters: [ClusterRuntime], now: UInt64) -> String {
+        var out = ""
+        let families: [(name: String, type: String, help: String, value: (Endpoint) -> Int)] = [
+            ("outrigger_endpoint_attempts_total", "counter", "Tries sent to the endpoint (first tries, retries and hedges).",
+             { $0.state.attempts.current }),
+            ("outrigger_endpoint_requests_active", "gauge", "Requests in flight to the endpoint.", { max($0.state.activeRequests.current, 0) }),
+            ("outrigger_endpoint_healthy", "gauge", "0 while active health checks hold the endpoint unhealthy, else 1.",
+             { $0.state.health == .unhealthy ? 0 : 1 }),
+            ("outrigger_endpoint_ejected", "gauge", "1 while outlier detection has the endpoint ejected.", { $0.state.isEjected(now: now) ? 1 : 0 }),
+            ("outrigger_endpoint_breaker_open", "gauge", "1 while the endpoint's circuit breaker is open (half-open probes not yet due).",
+             { now < $0.state.breakerOpenUntil ? 1 : 0 }),
+        ]
+        for family in families {
+            out += "# HELP \(family.name) \(family.help)\n# TYPE \(family.name) \(family.type)\n"
+            for cluster in clusters {
+                for endpoint in cluster.endpoints {
+                    out += "\(family.name){\(labelText([("cluster", cluster.name), ("endpoint", endpoint.addressText)]))} \(family.value(endpoint))\n"
+                }
+            }
+        }
+        out += "# HELP outrigger_outlier_ejections_active Endpoints ejected by outlier detection now.\n"
+        out += "# TYPE outrigger_outlier_ejections_active gauge\n"
+        for cluster in clusters {
+            let ejected = cluster.endpoints.filter { $0.state.isEjected(now: now) }.count
+            out += "outrigger_outlier_ejections_active{\(labelText([("cluster", cluster.name)]))} \(ejected)\n"
+        }
+        return out
+    }
+
     public static func labelText(_ labels: [(String, String)]) -> String {
         labels.map { name, value in
             let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")

@@ -109,7 +109,9 @@ private final class AdminHandler: ChannelInboundHandler {
             })
             return (.ok, "application/json", json(stats))
         case "/stats/prometheus":
-            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText() + sidecar.accessLogPrometheusText())
+            let clusters = sidecar.configStore.snapshot.clusters.values.sorted { $0.name < $1.name }
+            let endpoints = ProxyStats.endpointPrometheusText(clusters, now: NIODeadline.now().uptimeNanoseconds)
+            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText() + endpoints + sidecar.accessLogPrometheusText())
         case "/config_dump":
             let snapshot = sidecar.configStore.snapshot
             let encoder = JSONEncoder()
@@ -150,6 +152,7 @@ private final class AdminHandler: ChannelInboundHandler {
                     "weight": endpoint.weight,
                     "priority": endpoint.priority,
                     "activeRequests": max(state.activeRequests.current, 0),
+                    "attempts": state.attempts.current,
                     "healthChecks": ["passed": state.healthChecksPassed.current, "failed": state.healthChecksFailed.current],
                 ]
                 object["zone"] = endpoint.zone ?? NSNull()

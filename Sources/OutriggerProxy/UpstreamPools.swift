@@ -146,6 +146,7 @@ final class LoopLocalState {
     /// A request was sent to `endpoint` (least_request and peak_ewma count it; `/clusters` shows it).
     func requestStarted(in cluster: ClusterRuntime, to endpoint: Endpoint, now: NIODeadline) {
         endpoint.state.activeRequests.increment()
+        endpoint.state.attempts.increment()
         selections[ObjectIdentifier(cluster)]?.loads.requestStarted(endpoint, now: now.uptimeNanoseconds)
     }
 

@@ -425,6 +425,8 @@ struct BreakerEndToEndTests {
             let first = try await (0..<6).asyncMap { _ in try await fetch(harness.url + "/").status }
             #expect(first.filter { $0 == 503 }.count == 3)
             #expect(try await breakerOf() == "open")
+            #expect(try await fetch(harness.adminURL + "/stats/prometheus").body
+                .contains("outrigger_endpoint_breaker_open{cluster=\"c\",endpoint=\"127.0.0.1:\(harness.echoes[0].localAddress.port!)\"} 1"))
             let openedBy = ContinuousClock.now
             let served = harness.echoes[0].requestsServed
             let whileOpen = try await (0..<6).asyncMap { _ in try await fetch(harness.url + "/").status }
@@ -583,6 +585,13 @@ struct IntervalEjectionEndToEndTests {
             #expect(after.allSatisfy { $0 == 200 }, "ejected for its success rate: \(after)")
             #expect(harness.echoes[0].requestsServed == 10)
             #expect(harness.sidecar.configStore.stats.cluster("c").outlierEjections.current == 1)
+            let prometheus = try await fetch(harness.adminURL + "/stats/prometheus").body
+            let ejected = "127.0.0.1:\(harness.echoes[0].localAddress.port!)"
+            #expect(prometheus.contains("outrigger_endpoint_ejected{cluster=\"c\",endpoint=\"\(ejected)\"} 1"))
+            #expect(prometheus.contains("outrigger_endpoint_attempts_total{cluster=\"c\",endpoint=\"\(ejected)\"} 10"))
+            #expect(prometheus.contains("outrigger_outlier_ejections_active{cluster=\"c\"} 1"))
+            let fine = "127.0.0.1:\(harness.echoes[1].localAddress.port!)"
+            #expect(prometheus.contains("outrigger_endpoint_ejected{cluster=\"c\",endpoint=\"\(fine)\"} 0"))
         }
     }
 }
