@@ -15,6 +15,7 @@ import OutriggerProxy
 /// | `delay=MS` / `x-echo-delay` | wait MS milliseconds before answering |
 /// | `size=N` / `x-echo-size` | answer with an N-byte body (streamed, with backpressure) instead of JSON |
 /// | `reset=1` / `x-echo-reset` | close the connection (HTTP/2: reset the stream) instead of answering |
+/// | `resetAfter=N` / `x-echo-resetafter` | send the head and N bytes of the body, then close (HTTP/2: reset) mid-body |
 /// | `close=1` / `x-echo-close` | answer, then close the connection |
 /// | `trailers=1` / `x-echo-trailers` | end the response with trailers (`x-echo-trailer: done`) |
 ///
@@ -137,6 +138,7 @@ struct EchoInstructions {
     var delayMilliseconds = 0
     var bodySize: Int?
     var reset = false
+    var resetAfterBytes: Int?
     var close = false
     var trailers = false
 
@@ -155,6 +157,7 @@ struct EchoInstructions {
         delayMilliseconds = values["delay"].flatMap(Int.init) ?? 0
         bodySize = values["size"].flatMap(Int.init)
         reset = values["reset"] == "1" || values["reset"] == "true"
+        resetAfterBytes = (values["resetAfter"] ?? values["resetafter"]).flatMap(Int.init)
         close = values["close"] == "1" || values["close"] == "true"
         trailers = values["trailers"] == "1" || values["trailers"] == "true"
     }
@@ -249,6 +252,16 @@ final class EchoHandler: ChannelInboundHandler, RemovableChannelHandler {
         if head.uri == "/healthz" && !counter.healthy.load(ordering: .relaxed) { statusCode = 503 }
         let status = HTTPResponseStatus(statusCode: statusCode)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if let cut = instructions.resetAfterBytes {
+            // The response breaks off: the head, `cut` bytes of its body, then the connection (or stream) goes.
+            let partial = body.map { $0.getSlice(at: $0.readerIndex, length: min(cut, $0.readableBytes))! }
+                ?? Self.chunk.getSlice(at: 0, length: min(cut, remaining, Self.chunk.readableBytes))!
+            remaining = 0
+            if partial.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(partial))), promise: nil) }
+            context.flush()
+            context.close(promise: nil)
+            return
+        }
         if let body, head.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         if head.method == .HEAD { remaining = 0 }
         var trailers: HTTPHeaders?

@@ -596,6 +596,35 @@ struct IntervalEjectionEndToEndTests {
     }
 }
 
+@Suite("Upstream reset mid-body, end to end")
+struct MidBodyResetTests {
+    @Test func aResponseCutAfterItStartedIsCutForTheClientAndNeverRetried() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-cut-\(UUID()).log").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await withHarness(echoes: 2) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"), retries: RetryPolicy(attempts: 3, retryOn: [.reset, .fiveXX]))],
+                           clusters: [ClusterConfig(name: "c", endpoints: endpoints)]) { listener in
+                listener.accessLog = AccessLogConfig(path: path, format: .json)
+            }
+        } _: { (harness: Harness) async throws in
+            // 100 of 100,000 bytes, then the upstream closes: too late to retry, the client must see it incomplete.
+            let http1 = try await curl(["-o", "/dev/null", "-w", "%{http_code} %{size_download}", harness.url + "/big?size=100000&resetAfter=100"])
+            #expect(http1.status == 18, "curl: transfer closed with data outstanding: \(http1.stderr)")
+            #expect(http1.stdout.hasPrefix("200 "), "\(http1.stdout)")
+            let http2 = try await curl(["--http2-prior-knowledge", "-o", "/dev/null", harness.url + "/big?size=100000&resetAfter=100"])
+            #expect(http2.status != 0, "an HTTP/2 client sees its stream reset, not a complete answer")
+            #expect(harness.echoes.map(\.requestsServed).reduce(0, +) == 2, "each sent once: a started response is never retried")
+            let stats = harness.sidecar.configStore.stats.cluster("c")
+            #expect(stats.retries.current == 0 && stats.requestFailures.current == 2)
+            let lines = try await AccessLogEndToEndTests.lines(in: path, count: 2)
+            #expect(lines.map { $0["reason"] as? String } == ["upstream_reset", "upstream_reset"], "\(lines)")
+            #expect(lines.allSatisfy { $0["status"] as? Int == 200 && $0["bytes_sent"] as? Int == 100 }, "\(lines)")
+            // The connection the client used for HTTP/1.1 was closed too; the sidecar still serves.
+            #expect(try await fetch(harness.url + "/").status == 200)
+        }
+    }
+}
+
 @Suite("Hedging, end to end")
 struct HedgingTests {
     @Test func theFirstAnswerTheRouteWouldNotRetryWinsWhicheverTryItCameFrom() async throws {
