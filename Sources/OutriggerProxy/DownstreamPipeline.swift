@@ -44,8 +44,8 @@ struct DownstreamPipeline: Sendable {
         let listener = configStore.snapshot.listeners[listenerName]?.config
         let timeouts = DownstreamTimeoutWatcher(
             requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
-            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout, stats: configStore.stats)
-        // Nearest the socket: it sees raw bytes come in, and its own 408 (bytes) goes out past the encoder.
+            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout)
+        // Nearest the socket: it sees raw bytes come in (its 408 is written by ProxyRequestHandler).
         try sync.addHandler(timeouts)
         try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))

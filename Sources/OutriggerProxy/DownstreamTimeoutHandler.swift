@@ -2,6 +2,10 @@ import NIOCore
 import NIOHTTP1
 import OutriggerCore
 
+/// Told down the pipeline when a client took longer than `requestHeadersTimeout` to send a request's head:
+/// `ProxyRequestHandler` answers 408 through the response encoder, like every other local reply.
+struct RequestHeadersTimedOut {}
+
 /// Enforces a downstream HTTP/1.1 connection's request-headers and idle timeouts (`DownstreamTimeouts`
 /// decides; this keeps one timer per connection, re-armed only when it fires, never per request). Sits
 /// before the request decoder, where it sees a request's first bytes arrive; `ProxyRequestHandler` tells it
@@ -9,17 +13,14 @@ import OutriggerCore
 final class DownstreamTimeoutWatcher: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundOut = ByteBuffer
 
     private var timeouts: DownstreamTimeouts
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
-    private let stats: ProxyStats
 
-    init(requestHeadersTimeout: Duration, idleTimeout: Duration, stats: ProxyStats) {
+    init(requestHeadersTimeout: Duration, idleTimeout: Duration) {
         self.timeouts = DownstreamTimeouts(requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout,
                                            now: NIODeadline.now().uptimeNanoseconds)
-        self.stats = stats
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -54,18 +55,8 @@ final class DownstreamTimeoutWatcher: ChannelInboundHandler, RemovableChannelHan
         case .closeIdle:
             context.close(promise: nil)
         case .requestTimeout:
-            // The client is still sending its head: answer 408 (as encoded bytes: this sits before the
-            // HTTP codec) and close.
-            stats.recordLocalReply(.requestTimeout)
-            let body = LocalReply.body(for: .requestTimeout, isGRPC: false, allocator: context.channel.allocator)
-            let head = LocalReply.head(for: .requestTimeout, version: .http1_1, isGRPC: false, closeConnection: true,
-                                       bodyLength: body?.readableBytes ?? 0)
-            var bytes = context.channel.allocator.buffer(capacity: 256)
-            bytes.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n")
-            for (name, value) in head.headers { bytes.writeString("\(name): \(value)\r\n") }
-            bytes.writeString("\r\n")
-            if var body { bytes.writeBuffer(&body) }
-            context.writeAndFlush(wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            // The client is still sending its head: the request handler answers 408 and closes.
+            context.fireUserInboundEventTriggered(RequestHeadersTimedOut())
         }
     }
 }

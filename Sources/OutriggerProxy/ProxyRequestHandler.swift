@@ -305,6 +305,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is RequestHeadersTimedOut {
+            requestHeadersTimedOut()
+            return
+        }
         if event is DropLastQueuedRequest {
             while let part = queued.popLast() {
                 if case .body(let body) = part { queuedBytes -= body.readableBytes }
@@ -377,6 +381,28 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         abandonUpstream()
         state = .closing
         context.fireChannelInactive()
+    }
+
+    /// The client is still sending a request's head past `requestHeadersTimeout` (nothing is in flight):
+    /// 408 `request_timeout`, and the connection closes.
+    private func requestHeadersTimedOut() {
+        switch state {
+        case .idle, .discardingRequestBody: break
+        case .leasing, .proxying, .closing: return
+        }
+        configStore.stats.recordLocalReply(.requestTimeout)
+        _ = currentListener()  // its access log, if the connection's first request is the one timing out
+        if let accessLog {
+            accessLog.buffer.append(AccessLogEntry(
+                startEpochMilliseconds: WallClock.milliseconds(), clientAddress: clientAddress, method: "-", path: "-",
+                protocolName: "HTTP/1.1", status: Int(LocalReplyReason.requestTimeout.status.code),
+                reason: LocalReplyReason.requestTimeout.rawValue, durationMicroseconds: 0
+            ), format: accessLog.format)
+        }
+        state = .closing
+        queued.removeAll()
+        closeAfterWrite(LocalReply.write(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true,
+                                         context: context, wrap: wrapOutboundOut))
     }
 
     private func requestHead(_ head: HTTPRequestHead) {

@@ -385,7 +385,13 @@ struct DownstreamTimeoutTests {
     }
 
     @Test func aClientThatNeverFinishesItsHeadersGets408() async throws {
-        try await withHarness(echoes: 1) { endpoints in Self.config(endpoints) } _: { (harness: Harness) async throws in
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-408-\(UUID()).log").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await withHarness(echoes: 1) { endpoints in
+            var config = Self.config(endpoints)
+            config.listeners[0].accessLog = AccessLogConfig(path: path, format: .json)
+            return config
+        } _: { (harness: Harness) async throws in
             let started = ContinuousClock.now
             let reply = try await RawTCP.exchange(port: harness.port, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             #expect(reply.closedByPeer)
@@ -393,6 +399,8 @@ struct DownstreamTimeoutTests {
             #expect(reply.text.lowercased().contains("x-outrigger-reason: request_timeout"))
             #expect(ContinuousClock.now - started < .seconds(10))
             #expect(harness.echoes[0].requestsServed == 0)
+            let line = try await AccessLogEndToEndTests.lines(in: path, count: 1).first
+            #expect(line?["status"] as? Int == 408 && line?["reason"] as? String == "request_timeout", "\(String(describing: line))")
         }
     }
 
