@@ -64,8 +64,9 @@ final class ProxiedRequest {
     /// Response body parts relayed, and the count when the stream-idle timer last looked.
     var responseParts = 0
     var responsePartsSeen = -1
-    /// The route timeout, then (once the response started) the stream-idle timer; `ProxiedRequest` is its own
-    /// callback handler, so arming it allocates no closure.
+    /// The route timeout; once the response started, the same timer, when it fires, watches the body as the
+    /// stream-idle timer (so a request arms one timer, not two). `ProxiedRequest` is its own callback
+    /// handler, so arming it allocates no closure.
     var timeout: NIOScheduledCallback?
     weak var owner: ProxyRequestHandler?
     var ticket: LeaseTicket?
@@ -967,14 +968,19 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         dropHedge(request, result: nil)
         request.perTryTimer?.cancel()
         request.perTryTimer = nil
-        request.timeout?.cancel()
-        request.timeout = nil
         request.responseStarted = true
-        if head.status != .switchingProtocols {
-            // From here the same timer watches the body: cut if it makes no progress for a stream-idle period.
-            request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
-                in: .nanoseconds(request.cluster.streamIdleTimeout.nanoseconds), handler: request)
+        let now = NIODeadline.now()
+        let streamIdle = request.cluster.streamIdleTimeout.nanoseconds
+        if head.status == .switchingProtocols {
+            // A tunnel's bytes are the application's: no timer.
+            request.timeout?.cancel()
+            request.timeout = nil
+        } else if (now + .nanoseconds(streamIdle)).uptimeNanoseconds < request.start.uptimeNanoseconds + UInt64(request.routeTimeout.nanoseconds) {
+            // A stream-idle period shorter than what is left of the route timeout: the body is looked at sooner.
+            request.timeout?.cancel()
+            request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(streamIdle), handler: request)
         }
+        // Otherwise the route timer stays: when it fires it looks at the body's progress (stream idle).
         var response = head
         response.version = request.downstreamVersion
         if let drain = response.headers.first(name: EndpointDrain.header) {
@@ -987,7 +993,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         if let cookie = request.setCookie { response.headers.add(name: "set-cookie", value: cookie) }
         if request.viaFallback { response.headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue) }
-        let elapsedMicroseconds = (NIODeadline.now() - request.start).nanoseconds / 1000
+        let elapsedMicroseconds = (now - request.start).nanoseconds / 1000
         request.responseStatus = Int(head.status.code)
         request.upstreamServiceMicroseconds = elapsedMicroseconds
         ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsedMicroseconds / 1000,
@@ -1186,7 +1192,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     fileprivate func routeTimeoutFired(_ request: ProxiedRequest) {
         switch state {
         case .proxying(let current, let upstream) where current === request && request.responseStarted:
-            // Stream idle: no body part since the last look (one period) → cut the response; else look again.
+            // Stream idle: no body part since the last look (one period; the first look is at the route
+            // timeout's deadline) → cut the response; else look again a period later.
             guard request.responseParts == request.responsePartsSeen else {
                 request.responsePartsSeen = request.responseParts
                 request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
