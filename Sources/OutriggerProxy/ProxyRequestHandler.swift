@@ -159,7 +159,7 @@ final class HedgedAttempt: UpstreamExchangeDelegate {
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
-        owner?.hedgeFailed(self)
+        owner?.hedgeFailed(self, failure: failure)
     }
 
     // Body and end reach the request's handler itself once this try has won (the upstream is retargeted).
@@ -814,9 +814,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         upstreamResponseHead(head)
     }
 
-    fileprivate func hedgeFailed(_ hedge: HedgedAttempt) {
+    fileprivate func hedgeFailed(_ hedge: HedgedAttempt, failure: UpstreamFailure) {
         guard let request = requestInFlight, request.hedge === hedge else { return }
-        dropHedge(request, result: .localFailure)
+        // A refused stream (REFUSED_STREAM, past a GOAWAY) was not processed: no mark against the endpoint.
+        dropHedge(request, result: failure == .refusedStream ? nil : .localFailure)
     }
 
     /// This listener in the running snapshot; looked up again only when the snapshot changed.
@@ -852,6 +853,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             if request.responseComplete { finishRequest(request) }
         case .discardingRequestBody:
             state = .idle
+            timeouts?.responseEnded()
             becameIdle()
             deliverPendingRead()
         case .idle, .closing:
@@ -1012,7 +1014,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard case .proxying(let request, _) = state else { return }
         request.responseParts &+= 1
-        request.responseBodyBytes &+= body.readableBytes
         if request.heldResponse != nil {
             request.heldResponse!.body.append(body)
             request.heldBytes += body.readableBytes
@@ -1020,6 +1021,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             if request.heldBytes > request.retryPolicy.replayBufferBytes { releaseHeldResponse(of: request) }
             return
         }
+        request.responseBodyBytes &+= body.readableBytes
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         needsFlush = true
     }
@@ -1029,7 +1031,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         guard let (head, parts) = request.heldResponse else { return }
         request.heldResponse = nil
         commitResponseHead(head, of: request)
-        for part in parts { context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil) }
+        for part in parts {
+            request.responseBodyBytes &+= part.readableBytes
+            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+        }
         needsFlush = true
     }
 
@@ -1064,7 +1069,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             trailers!.add(contentsOf: status)
         }
         let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
-        timeouts?.responseEnded()
+        // While the rest of its body is still coming (to be dropped), the request is not over for the
+        // timeouts: those bytes are no new head.
+        if request.requestComplete { timeouts?.responseEnded() }
         needsFlush = false
         if closeAfter { closeAfterWrite(written) }
         deliverPendingRead()

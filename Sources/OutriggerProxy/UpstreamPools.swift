@@ -82,6 +82,8 @@ final class LoopLocalState {
     private var http2Connections: [String: HTTP2EndpointConnection] = [:]
     /// The same pools by `Endpoint.id`, the lookup every request makes.
     private var http1PoolsByEndpoint: [Int: HTTP1EndpointPool] = [:]
+    /// Pools of endpoints that left, kept until their connections have closed.
+    private var retiringHTTP1Pools: [ObjectIdentifier: HTTP1EndpointPool] = [:]
     private let loopIndex: Int
     private let loopCount: Int
     /// The process's access log destinations, and this loop's batch for each (by path).
@@ -202,6 +204,7 @@ final class LoopLocalState {
     private func forget(_ pool: HTTP1EndpointPool) {
         if http1Pools[pool.key] === pool { http1Pools[pool.key] = nil }
         http1PoolsByEndpoint = http1PoolsByEndpoint.filter { $0.value !== pool }
+        retiringHTTP1Pools[ObjectIdentifier(pool)] = nil
     }
 
     /// Endpoints left their clusters (DNS, endpoints file, reload): their idle connections close now and busy
@@ -209,6 +212,9 @@ final class LoopLocalState {
     func retirePools(keeping: Set<String>) {
         for (key, pool) in http1Pools where !keeping.contains(key) {
             forget(pool)
+            // Held until its last connection closed (it says so through `becameEmpty`): its busy connections
+            // still have to be closed, and their cluster-wide slots given back.
+            retiringHTTP1Pools[ObjectIdentifier(pool)] = pool
             pool.retire()
         }
         for (key, connection) in http2Connections where !keeping.contains(key) {
@@ -459,6 +465,7 @@ final class HTTP1EndpointPool {
     func retire() {
         retired = true
         closeIdle()
+        if state.isEmpty { becameEmpty(self) }
     }
 }
 
