@@ -168,6 +168,11 @@ public final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandle
 /// Tells `ProxyRequestHandler` that the last pipelined request it queued is broken and will not be sent.
 struct DropLastQueuedRequest {}
 
+/// Tells `ProxyRequestHandler` that a request the parser rejected was answered (400 or 431), for its access log.
+struct ProtocolErrorAnswered {
+    let reason: LocalReplyReason
+}
+
 /// RFC 9113 §5.4.1: after sending GOAWAY for a connection error, an endpoint MUST close the connection.
 /// NIO's HTTP/2 handler sends the GOAWAY; this handler, between it and the socket, follows the frames it
 /// writes (header, then payload length) and closes the connection once a GOAWAY with an error is out.
@@ -310,6 +315,7 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
 
     private func writeReply(_ reason: LocalReplyReason, context: ChannelHandlerContext) {
         stats.recordLocalReply(reason)
+        context.fireUserInboundEventTriggered(ProtocolErrorAnswered(reason: reason))
         let body = LocalReply.body(for: reason, isGRPC: false, allocator: context.channel.allocator)!
         let head = LocalReply.head(for: reason, version: .http1_1, isGRPC: false, closeConnection: true, bodyLength: body.readableBytes)
         context.write(wrapOutboundOut(.head(head)), promise: nil)

@@ -214,6 +214,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// HTTP/1.1: the connection's request-headers and idle timeouts, told of heads and response ends.
     private let timeouts: DownstreamTimeoutWatcher?
+    /// The request the parser broke off was logged (its 400/431 needs no line of its own).
+    private var loggedProtocolError = false
 
     init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
          timeouts: DownstreamTimeoutWatcher? = nil) {
@@ -310,6 +312,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             requestHeadersTimedOut()
             return
         }
+        if let answered = event as? ProtocolErrorAnswered {
+            // The request the parser broke off, if it was in flight, was logged by `errorCaught`.
+            if !loggedProtocolError { logLocalReplyWithoutRequest(answered.reason) }
+            return
+        }
         if event is DropLastQueuedRequest {
             while let part = queued.popLast() {
                 if case .body(let body) = part { queuedBytes -= body.readableBytes }
@@ -369,7 +376,13 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        logClientGone(as: "downstream_error")
+        if downstreamProtocol == .http1, let parserError = error as? HTTPParserError {
+            // `HTTP1ProtocolErrorHandler` answers it: logged with the answer's reason.
+            let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+            loggedProtocolError = logClientGone(as: reason.rawValue, status: Int(reason.status.code))
+        } else {
+            logClientGone(as: "downstream_error")
+        }
         abandonUpstream()
         state = .closing
         queued.removeAll()
@@ -392,14 +405,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         case .leasing, .proxying, .closing: return
         }
         configStore.stats.recordLocalReply(.requestTimeout)
-        _ = currentListener()  // its access log, if the connection's first request is the one timing out
-        if let accessLog {
-            accessLog.buffer.append(AccessLogEntry(
-                startEpochMilliseconds: WallClock.milliseconds(), clientAddress: clientAddress, method: "-", path: "-",
-                protocolName: "HTTP/1.1", status: Int(LocalReplyReason.requestTimeout.status.code),
-                reason: LocalReplyReason.requestTimeout.rawValue, durationMicroseconds: 0
-            ), format: accessLog.format)
-        }
+        logLocalReplyWithoutRequest(.requestTimeout)
         state = .closing
         queued.removeAll()
         closeAfterWrite(LocalReply.write(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true,
@@ -1368,14 +1374,28 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         ), format: accessLog.format)
     }
 
-    /// The client left (or its connection failed) while its request was in flight: logged with what it got.
-    private func logClientGone(as reason: String) {
+    /// The client left (or its connection failed) while its request was in flight: logged with what it got
+    /// (or `status`). Returns whether a line was written.
+    @discardableResult
+    private func logClientGone(as reason: String, status: Int? = nil) -> Bool {
         switch state {
         case .leasing(let request), .proxying(let request, _):
-            if !request.responseComplete { logAccess(request, status: request.responseStatus, finalReason: reason) }
+            guard !request.responseComplete, request.accessLogHead != nil else { return false }
+            logAccess(request, status: status ?? request.responseStatus, finalReason: reason)
+            return true
         default:
-            break
+            return false
         }
+    }
+
+    /// A line for a local reply to a request never parsed whole (HTTP/1.1: a head too slow, or broken).
+    private func logLocalReplyWithoutRequest(_ reason: LocalReplyReason) {
+        _ = currentListener()  // its access log, if the connection's first request is the one answered
+        guard let accessLog else { return }
+        accessLog.buffer.append(AccessLogEntry(
+            startEpochMilliseconds: WallClock.milliseconds(), clientAddress: clientAddress, method: "-", path: "-",
+            protocolName: "HTTP/1.1", status: Int(reason.status.code), reason: reason.rawValue, durationMicroseconds: 0
+        ), format: accessLog.format)
     }
 
     static func protocolName(_ version: HTTPVersion) -> String {

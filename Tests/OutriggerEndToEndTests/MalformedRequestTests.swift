@@ -17,14 +17,21 @@ struct MalformedRequestTests {
     func badRequestIs400AndClosedWithNothingUpstream(_ name: String, request: String) async throws {
         let upstream = try await RecordingUpstream.start()
         defer { Task { await upstream.stop() } }
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-400-\(UUID()).log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
         try await withHarness(echoes: 0) { _ in
-            Harness.defaultConfig([HostPort(host: "127.0.0.1", port: upstream.port)])
+            var config = Harness.defaultConfig([HostPort(host: "127.0.0.1", port: upstream.port)])
+            config.listeners[0].accessLog = AccessLogConfig(path: log, format: .json)
+            return config
         } _: { (harness: Harness) async throws in
             let reply = try await RawTCP.exchange(port: harness.port, request)
             #expect(reply.statusLines == ["HTTP/1.1 400 Bad Request"], "\(name)")
             #expect(reply.text.contains("x-outrigger-reason: bad_request"))
             #expect(reply.closedByPeer, "\(name): the connection is closed")
             #expect(upstream.receivedBytes == 0, "\(name): nothing is sent upstream")
+            // One access log line, whether the head was broken or the body of a request in flight.
+            let lines = try await AccessLogEndToEndTests.lines(in: log, count: 1)
+            #expect(lines.count == 1 && lines[0]["status"] as? Int == 400 && lines[0]["reason"] as? String == "bad_request", "\(name): \(lines)")
         }
     }
 
