@@ -1,35 +1,43 @@
 import Foundation
 import Yams
 
+/// A config file's settings, and where each cluster endpoint is written in it (to place warnings about names
+/// that do not resolve, which are no errors).
+public struct LoadedSidecarConfig: Sendable {
+    public var config: SidecarConfig
+    public var endpointSites: [EndpointSite]
+}
+
 extension SidecarConfig {
     /// Reads and validates a sidecar config file.
     /// - Throws: `ConfigErrors` listing every problem, each with file:line:column and key path.
     public static func load(contentsOf path: String) throws(ConfigErrors) -> SidecarConfig {
+        try loadWithEndpointSites(contentsOf: path).config
+    }
+
+    /// Reads and validates a sidecar config file, keeping where its endpoints are written.
+    public static func loadWithEndpointSites(contentsOf path: String) throws(ConfigErrors) -> LoadedSidecarConfig {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw ConfigErrors([ConfigIssue(file: path, line: 1, column: 1, keyPath: "", message: "cannot read file: \(error.localizedDescription)")])
         }
-        return try decode(yaml: text, file: path)
-    }
-
-    /// Where every cluster endpoint is written in a valid config file (empty if it is not valid).
-    public static func endpointSites(contentsOf path: String) -> [EndpointSite] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let root = try? Yams.compose(yaml: text) else { return [] }
-        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: path))
-        _ = decoder.decodeSidecar(root)
-        return decoder.reader.issues.isEmpty ? decoder.reader.endpointSites : []
+        return try decodeWithEndpointSites(yaml: text, file: path)
     }
 
     /// Decodes and validates YAML text; `file` names it in errors.
     public static func decode(yaml text: String, file: String) throws(ConfigErrors) -> SidecarConfig {
+        try decodeWithEndpointSites(yaml: text, file: file).config
+    }
+
+    static func decodeWithEndpointSites(yaml text: String, file: String) throws(ConfigErrors) -> LoadedSidecarConfig {
         guard let root = try SidecarConfigDecoder.compose(text, file: file) else {
             throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "the file is empty; expected a mapping with listeners and clusters")])
         }
         let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file))
         let config = decoder.decodeSidecar(root)
-        if let config, decoder.reader.issues.isEmpty { return config }
+        if let config, decoder.reader.issues.isEmpty { return LoadedSidecarConfig(config: config, endpointSites: decoder.reader.endpointSites) }
         throw ConfigErrors(decoder.reader.issues.sorted { ($0.line, $0.column) < ($1.line, $1.column) })
     }
 }

@@ -17,6 +17,8 @@ public final class Sidecar: Sendable {
     private let locals: EventLoopLocals
     /// Every listener's access log destination, opened when a config names it, closed at shutdown.
     private let accessLogs: AccessLogSinks
+    /// The command line's flags, applied to the file's config at every reload.
+    private let overrides: @Sendable (inout SidecarConfig) -> Void
     private let connections = ConnectionTracker()
     private let healthChecks: HealthCheckSupervisor
     private let logger: Logger
@@ -43,10 +45,13 @@ public final class Sidecar: Sendable {
         var resolutionErrors: [String: String] = [:]
         /// What each endpoints file looked like when last read.
         var endpointsFileStamps: [String: FileStamp] = [:]
+        /// Where the running config file writes each endpoint (for warnings about names that do not resolve).
+        var endpointSites: [EndpointSite] = []
     }
 
-    private init(config: SidecarConfig, configPath: String?, logger: Logger,
+    private init(config: SidecarConfig, configPath: String?, overrides: @escaping @Sendable (inout SidecarConfig) -> Void, logger: Logger,
                  resolve: @escaping @Sendable (HostPort) throws -> [SocketAddress]) throws {
+        self.overrides = overrides
         self.configStore = try ConfigStore(config: config, stats: ProxyStats(), resolve: resolve)
         self.accessLogs = AccessLogSinks()
         try Self.openAccessLogs(of: config, in: accessLogs)
@@ -58,10 +63,15 @@ public final class Sidecar: Sendable {
     }
 
     /// Compiles `config`, binds its listeners and admin, and starts serving.
-    /// - Parameter resolve: turns endpoint names into addresses (the system resolver unless a test stands in).
-    public static func start(config: SidecarConfig, configPath: String? = nil, logger: Logger,
+    /// - Parameters:
+    ///   - endpointSites: where `configPath` writes each endpoint, as its load found them.
+    ///   - overrides: applied to the file's config at every reload (the command line's flags).
+    ///   - resolve: turns endpoint names into addresses (the system resolver unless a test stands in).
+    public static func start(config: SidecarConfig, configPath: String? = nil, endpointSites: [EndpointSite] = [],
+                             overrides: @escaping @Sendable (inout SidecarConfig) -> Void = { _ in }, logger: Logger,
                              resolve: @escaping @Sendable (HostPort) throws -> [SocketAddress] = EndpointResolver.resolve) async throws -> Sidecar {
-        let sidecar = try Sidecar(config: config, configPath: configPath, logger: logger, resolve: resolve)
+        let sidecar = try Sidecar(config: config, configPath: configPath, overrides: overrides, logger: logger, resolve: resolve)
+        sidecar.state.withLockedValue { $0.endpointSites = endpointSites }
         do {
             try await sidecar.bindListeners(for: config)
             try await sidecar.bindAdmin(config.admin)
@@ -90,7 +100,7 @@ public final class Sidecar: Sendable {
 
     /// Validates and applies a new config: binds new listeners, swaps the snapshot atomically, closes
     /// listeners that went away. On any error nothing changes and the error is thrown.
-    public func apply(_ config: SidecarConfig) async throws {
+    public func apply(_ config: SidecarConfig, endpointSites: [EndpointSite] = []) async throws {
         try await withReloadLock {
             let running = configStore.snapshot.config
             if config.concurrency != running.concurrency {
@@ -123,6 +133,7 @@ public final class Sidecar: Sendable {
                 throw error
             }
             try configStore.apply(config)
+            state.withLockedValue { $0.endpointSites = endpointSites }
             endpointsChanged()
             warnAboutUnresolvedEndpoints()
             for listener in closing.values { try? await listener.channel.close() }
@@ -155,8 +166,9 @@ public final class Sidecar: Sendable {
         guard let configPath else { return false }
         state.withLockedValue { $0.fileStamp = FileStamp(path: configPath) }
         do {
-            let config = try SidecarConfig.load(contentsOf: configPath)
-            try await apply(config)
+            var loaded = try SidecarConfig.loadWithEndpointSites(contentsOf: configPath)
+            overrides(&loaded.config)
+            try await apply(loaded.config, endpointSites: loaded.endpointSites)
             configStore.stats.configReloadSuccesses.increment()
             logger.info("config reloaded", metadata: ["file": "\(configPath)", "version": "\(configStore.snapshot.version)"])
             return true
@@ -290,7 +302,7 @@ public final class Sidecar: Sendable {
         }
         let snapshot = configStore.snapshot
         guard !snapshot.unresolved.isEmpty else { return }
-        let sites = configPath.map(SidecarConfig.endpointSites(contentsOf:)) ?? []
+        let sites = state.withLockedValue { $0.endpointSites }
         for failure in snapshot.unresolved {
             let refresh = snapshot.clusters[failure.cluster]?.config.dnsRefreshInterval ?? ClusterConfig.defaultDNSRefreshInterval
             let message = EndpointSite.doesNotResolve(failure.endpoint, cluster: failure.cluster, error: failure.error, retryEvery: refresh)

@@ -136,9 +136,12 @@ struct Proxy: AsyncParsableCommand {
     func run() async throws {
         let logger = logging.bootstrap(label: "outrigger")
         var config: SidecarConfig
+        var endpointSites: [EndpointSite] = []
         if let configPath {
             do {
-                config = try SidecarConfig.load(contentsOf: configPath)
+                let loaded = try SidecarConfig.loadWithEndpointSites(contentsOf: configPath)
+                config = loaded.config
+                endpointSites = loaded.endpointSites
             } catch {
                 FileHandle.standardError.write(Data("\(error)\nrefusing to start: \(configPath) is invalid\n".utf8))
                 throw ExitCode(2)
@@ -151,17 +154,23 @@ struct Proxy: AsyncParsableCommand {
                                                                                hashPolicy: hashOn.flatMap(QuickStartFlag.hashPolicy)),
                                               healthCheck: healthCheck.flatMap(QuickStartFlag.healthCheck))
         }
-        if let accessLog {
-            for index in config.listeners.indices where config.listeners[index].accessLog == nil {
-                config.listeners[index].accessLog = AccessLogConfig(path: accessLog)
+        // The flags win over the file, at start and at every reload.
+        let (accessLog, admin, noAdmin, concurrency) = (self.accessLog, self.admin, self.noAdmin, self.concurrency)
+        let overrides: @Sendable (inout SidecarConfig) -> Void = { config in
+            if let accessLog {
+                for index in config.listeners.indices where config.listeners[index].accessLog == nil {
+                    config.listeners[index].accessLog = AccessLogConfig(path: accessLog)
+                }
             }
+            if let admin { config.admin = AdminConfig(address: admin) }
+            if noAdmin { config.admin = nil }
+            if let concurrency { config.concurrency = concurrency }
         }
-        if let admin { config.admin = AdminConfig(address: admin) }
-        if noAdmin { config.admin = nil }
-        if let concurrency { config.concurrency = concurrency }
+        overrides(&config)
         let sidecar: Sidecar
         do {
-            sidecar = try await Sidecar.start(config: config, configPath: configPath, logger: logger)
+            sidecar = try await Sidecar.start(config: config, configPath: configPath, endpointSites: endpointSites, overrides: overrides,
+                                              logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
@@ -191,8 +200,9 @@ struct Validate: ParsableCommand {
         var failed = false
         for file in files {
             do {
-                let config = try SidecarConfig.load(contentsOf: file)
-                for site in SidecarConfig.endpointSites(contentsOf: file) where !site.endpoint.isIPLiteral {
+                let loaded = try SidecarConfig.loadWithEndpointSites(contentsOf: file)
+                let config = loaded.config
+                for site in loaded.endpointSites where !site.endpoint.isIPLiteral {
                     do {
                         _ = try EndpointResolver.resolve(site.endpoint)
                     } catch {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import OutriggerConfig
@@ -257,6 +258,37 @@ struct HealthCheckingTests {
         await second.stop()
     }
 
+    @Test func aNameThatDoesNotResolveIsWarnedAboutAtItsPlaceInTheConfigFile() async throws {
+        let file = try ConfigFile()
+        try file.write("""
+        listeners: [{name: in, address: 127.0.0.1:0, routes: [{cluster: c}]}]
+        clusters:
+          - name: c
+            endpoints:
+              - 127.0.0.1:1
+              - users-b.mesh.test:8080
+        """)
+        let loaded = try SidecarConfig.loadWithEndpointSites(contentsOf: file.path)
+        let log = CapturedLog()
+        let sidecar = try await Sidecar.start(config: loaded.config, configPath: file.path, endpointSites: loaded.endpointSites,
+                                              logger: log.logger) { endpoint in
+            guard endpoint.host == "127.0.0.1" else { throw EndpointResolutionError(host: endpoint.host, message: "Name or service not known") }
+            return [try SocketAddress(ipAddress: endpoint.host, port: endpoint.port)]
+        }
+        #expect(log.messages.contains { $0.hasPrefix("\(file.path):6:9: clusters[0].endpoints[1]: warning: 'users-b.mesh.test:8080' does not resolve") },
+                "\(log.messages)")
+        // A reload reads the file once more, and its warning keeps the place.
+        try file.write("""
+        listeners: [{name: in, address: 127.0.0.1:0, routes: [{cluster: c}]}]
+        clusters:
+          - name: c
+            endpoints: [users-b.mesh.test:8080]
+        """)
+        #expect(await sidecar.reload())
+        #expect(log.messages.contains { $0.hasPrefix("\(file.path):4:17: clusters[0].endpoints[0]: warning:") }, "\(log.messages)")
+        await sidecar.shutdown()
+    }
+
     @Test func aNameThatDoesNotResolveIsWaitedFor() async throws {
         let first = try await EchoServer.start(host: "127.0.0.1", port: 0, name: "echo-0")
         let port = first.localAddress.port!
@@ -293,5 +325,32 @@ struct HealthCheckingTests {
         await sidecar.shutdown()
         await first.stop()
         await second.stop()
+    }
+}
+
+/// A logger that keeps every message, for tests that check what was said.
+final class CapturedLog: Sendable {
+    private let box = NIOLockedValueBox<[String]>([])
+
+    var messages: [String] { box.withLockedValue { $0 } }
+
+    var logger: Logger {
+        let box = self.box
+        return Logger(label: "captured") { _ in CapturingHandler(box: box) }
+    }
+
+    private struct CapturingHandler: LogHandler {
+        let box: NIOLockedValueBox<[String]>
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            box.withLockedValue { $0.append(event.message.description) }
+        }
     }
 }

@@ -131,7 +131,9 @@ struct ProcessTests {
         let (echoB, portB) = try await Self.startEcho(name: "b")
         let file = try ConfigFile()
         try file.write(ConfigFile.yaml(cluster: "a", clusters: ["a": portA, "b": portB]))
-        let (proxy, port, _) = try await Self.startProxy(["--config", file.path, "--watch-interval-milliseconds", "50"], listener: "main")
+        let accessLog = file.path + ".access.log"
+        let (proxy, port, _) = try await Self.startProxy(["--config", file.path, "--watch-interval-milliseconds", "50", "--access-log", accessLog],
+                                                         listener: "main")
         defer { proxy.kill(); echoA.kill(); echoB.kill() }
         #expect(try await fetch("http://127.0.0.1:\(port)/").echo?.server == "a")
 
@@ -151,6 +153,8 @@ struct ProcessTests {
         proxy.signal(SIGHUP)
         try await proxy.waitForOutput(containing: "config reloaded", count: 3)
         #expect(try await fetch("http://127.0.0.1:\(port)/").echo?.server == "a")
+        // The command line's --access-log outlives the reloads: every request has its line.
+        try await waitUntil { ((try? String(contentsOfFile: accessLog, encoding: .utf8)) ?? "").split(separator: "\n").count == 4 }
     }
 
     /// Per-request state must not outlive its request: a leak of even a few hundred bytes per HTTP/2
