@@ -68,6 +68,32 @@ struct EndpointsFileEndToEndTests {
         }
     }
 
+    @Test func aNewEndpointStartsSlowUnderSlowStart() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-endpoints-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try await withHarness(echoes: 3) { endpoints in
+            try "\(endpoints[0])\n\(endpoints[1])\n".write(to: file, atomically: true, encoding: .utf8)
+            return Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [
+                ClusterConfig(name: "c", endpoints: [], endpointsFile: file.path,
+                              loadBalancer: LoadBalancerConfig(slowStart: .init(window: .seconds(10), aggression: 1, minWeightPercent: 10))),
+            ])
+        } _: { (harness: Harness) async throws in
+            // Endpoints present at start are all new alike (as in Envoy): let their window pass first.
+            try await Task.sleep(for: .milliseconds(10_100))
+            let newcomer = harness.echoes[2]
+            try "127.0.0.1:\(harness.echoes[0].localAddress.port!)\n127.0.0.1:\(harness.echoes[1].localAddress.port!)\n127.0.0.1:\(newcomer.localAddress.port!)\n"
+                .write(to: file, atomically: true, encoding: .utf8)
+            harness.sidecar.refreshEndpointsFiles()
+            // One client process for all 105 (not one curl each): they take well under the window even on a busy machine.
+            let load = try await run("h2load", ["--h1", "-n", "105", "-c", "1", harness.url + "/"])
+            #expect(load.stdout.contains("105 succeeded"), "\(load.stdout)")
+            // Weights 100, 100 and, for the newcomer, max(10 %, age / 10 s): a handful of 105, where round robin alone
+            // would give it 35.
+            print("slow start: the newcomer got \(newcomer.requestsServed) of 105")
+            #expect((1...20).contains(newcomer.requestsServed), "the newcomer got \(newcomer.requestsServed) of 105")
+        }
+    }
+
     @Test func churnUnderLoadDropsNoRequest() async throws {
         try await Self.withFileHarness { harness, write in
             let (a, b) = ("127.0.0.1:\(harness.echoes[0].localAddress.port!)", "127.0.0.1:\(harness.echoes[1].localAddress.port!)")
