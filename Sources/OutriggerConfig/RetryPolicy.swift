@@ -3,7 +3,7 @@ public struct RetryPolicy: Sendable, Hashable, Encodable {
     /// What makes an attempt worth another (Envoy's names; gRPC ones read the status from headers and trailers).
     public enum Condition: String, Sendable, Hashable, Encodable, CaseIterable, Comparable {
         case fiveXX = "5xx"
-        /// 502, 503, 504.
+        /// 502, 503, 504 (`isGatewayError`).
         case gatewayError = "gateway-error"
         /// The connection or stream broke before a response head.
         case reset
@@ -19,6 +19,9 @@ public struct RetryPolicy: Sendable, Hashable, Encodable {
         case unavailable
 
         public static func < (lhs: Condition, rhs: Condition) -> Bool { lhs.rawValue < rhs.rawValue }
+
+        /// 502, 503 and 504: what `gateway-error` and outlier detection's gateway failures count.
+        public static func isGatewayError(_ status: Int) -> Bool { (502...504).contains(status) }
 
         /// The gRPC status code this condition retries, if it is a gRPC one.
         public var grpcStatus: Int? {

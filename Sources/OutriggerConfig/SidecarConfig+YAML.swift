@@ -83,7 +83,7 @@ struct SidecarConfigDecoder {
             admin = decodeAdmin(node, fields.path("admin"))
         }
         let concurrency = fields["concurrency"].flatMap { reader.int($0, fields.path("concurrency"), range: 1...1024) }
-        let drainTimeout = fields["drainTimeout"].flatMap { reader.duration($0, fields.path("drainTimeout")) }
+        let drainTimeout = reader.duration(fields, "drainTimeout")
         let zone = fields["zone"].flatMap { reader.string($0, fields.path("zone")) }
         var listeners: [ListenerConfig] = []
         if let node = reader.required(fields, "listeners"), let items = reader.sequence(node, "listeners") {
@@ -148,10 +148,10 @@ struct SidecarConfigDecoder {
             reader.report(node, fields.path("maxRequestHeadersBytes"), "expected at most 80KiB, found \(maxHeaders) bytes")
         }
         let maxBody = fields["maxRequestBodyBytes"].flatMap { reader.byteSize($0, fields.path("maxRequestBodyBytes")) }
-        let addVia = fields["addVia"].flatMap { reader.bool($0, fields.path("addVia")) }
-        let trustOverrides = fields["trustOverrideHeaders"].flatMap { reader.bool($0, fields.path("trustOverrideHeaders")) }
-        let headersTimeout = fields["requestHeadersTimeout"].flatMap { reader.duration($0, fields.path("requestHeadersTimeout")) }
-        let idleTimeout = fields["idleTimeout"].flatMap { reader.duration($0, fields.path("idleTimeout")) }
+        let addVia = reader.bool(fields, "addVia")
+        let trustOverrides = reader.bool(fields, "trustOverrideHeaders")
+        let headersTimeout = reader.duration(fields, "requestHeadersTimeout")
+        let idleTimeout = reader.duration(fields, "idleTimeout")
         let accessLog = fields["accessLog"].flatMap { decodeAccessLog($0, fields.path("accessLog")) }
         var virtualHosts: [VirtualHostConfig] = []
         switch (fields["virtualHosts"], fields["routes"]) {
@@ -277,7 +277,7 @@ struct SidecarConfigDecoder {
             reader.report(node, fields.path("prefixRewrite"), "expected a route matching 'prefix' or 'path'; a regex route has no prefix to rewrite")
         }
         let hostRewrite = fields["hostRewrite"].flatMap { reader.string($0, fields.path("hostRewrite")) }
-        let timeout = fields["timeout"].flatMap { reader.duration($0, fields.path("timeout")) }
+        let timeout = reader.duration(fields, "timeout")
         let requestHeaders = fields["requestHeaders"].map { decodeMutations($0, fields.path("requestHeaders")) } ?? HeaderMutations()
         let responseHeaders = fields["responseHeaders"].map { decodeMutations($0, fields.path("responseHeaders")) } ?? HeaderMutations()
         let retries = fields["retries"].flatMap { decodeRetryPolicy($0, fields.path("retries")) } ?? .none
@@ -457,9 +457,9 @@ struct SidecarConfigDecoder {
             }
         }
         let upstreamProtocol = fields["protocol"].flatMap { reader.oneOf($0, fields.path("protocol"), ClusterConfig.UpstreamProtocol.self) }
-        let connectTimeout = fields["connectTimeout"].flatMap { reader.duration($0, fields.path("connectTimeout")) }
-        let timeout = fields["timeout"].flatMap { reader.duration($0, fields.path("timeout")) }
-        let dnsRefresh = fields["dnsRefreshInterval"].flatMap { reader.duration($0, fields.path("dnsRefreshInterval")) }
+        let connectTimeout = reader.duration(fields, "connectTimeout")
+        let timeout = reader.duration(fields, "timeout")
+        let dnsRefresh = reader.duration(fields, "dnsRefreshInterval")
         var loadBalancer = LoadBalancerConfig()
         if let node = fields["loadBalancer"],
            let lb = reader.fields(node, fields.path("loadBalancer"), allowed: ["policy", "decay", "defaultRTT", "hashPolicy", "tableSize", "panicThreshold", "slowStart"]) {
@@ -481,7 +481,7 @@ struct SidecarConfigDecoder {
                         }
                     } else if let name = hash["cookie"].flatMap({ reader.string($0, hash.path("cookie")) }) {
                         if HTTPToken.isToken(name) {
-                            loadBalancer.hashPolicy = .cookie(name, ttl: hash["ttl"].flatMap { reader.duration($0, hash.path("ttl")) })
+                            loadBalancer.hashPolicy = .cookie(name, ttl: reader.duration(hash, "ttl"))
                         } else {
                             reader.report(hash["cookie"]!, hash.path("cookie"), "expected a cookie name, found '\(name)'")
                         }
@@ -528,16 +528,16 @@ struct SidecarConfigDecoder {
         if let node = fields["pool"], let poolFields = reader.fields(node, fields.path("pool"), allowed: ["maxConnectionsPerEndpoint", "maxPendingRequests", "idleTimeout"]) {
             if let value = reader.int(poolFields, "maxConnectionsPerEndpoint", range: 1...1_000_000) { pool.maxConnectionsPerEndpoint = value }
             if let value = reader.int(poolFields, "maxPendingRequests", range: 0...1_000_000) { pool.maxPendingRequests = value }
-            if let node = poolFields["idleTimeout"], let value = reader.duration(node, poolFields.path("idleTimeout")) {
+            if let value = reader.duration(poolFields, "idleTimeout") {
                 pool.idleTimeout = value
             }
         }
         let healthCheck = fields["healthChecks"].flatMap { decodeHealthCheck($0, fields.path("healthChecks")) }
-        let endpointDrainTimeout = fields["endpointDrainTimeout"].flatMap { reader.duration($0, fields.path("endpointDrainTimeout")) }
+        let endpointDrainTimeout = reader.duration(fields, "endpointDrainTimeout")
         let retryBudget = fields["retryBudget"].flatMap { decodeRetryBudget($0, fields.path("retryBudget")) } ?? RetryBudgetConfig()
         let outlierDetection = fields["outlierDetection"].flatMap { decodeOutlierDetection($0, fields.path("outlierDetection")) }
         let breakers = fields["breakers"].flatMap { decodeBreakers($0, fields.path("breakers")) }
-        let streamIdleTimeout = fields["streamIdleTimeout"].flatMap { reader.duration($0, fields.path("streamIdleTimeout")) }
+        let streamIdleTimeout = reader.duration(fields, "streamIdleTimeout")
         var limits = ClusterLimits()
         if let node = fields["limits"], let limitFields = reader.fields(node, fields.path("limits"), allowed: ["maxRequests", "maxActiveRetries", "maxConnections", "maxPendingRequests"]) {
             if let value = reader.int(limitFields, "maxRequests", range: 1...10_000_000) { limits.maxRequests = value }
@@ -572,18 +572,17 @@ struct SidecarConfigDecoder {
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let valid = reader.issues.count
         var config = BreakerConfig()
-        func int(_ key: String, _ range: ClosedRange<Int>) -> Int? { fields[key].flatMap { reader.int($0, fields.path(key), range: range) } }
-        if let value = int("consecutiveFailures", 0...100_000) { config.consecutiveFailures = value }
-        if let value = int("failureRatePercent", 0...100) { config.failureRatePercent = value }
-        if let value = int("minimumRequests", 1...1_000_000) { config.minimumRequests = value }
-        if let value = int("halfOpenRequests", 1...10_000) { config.halfOpenRequests = value }
-        if let value = fields["window"].flatMap({ reader.duration($0, fields.path("window")) }) {
+        if let value = reader.int(fields, "consecutiveFailures", range: 0...100_000) { config.consecutiveFailures = value }
+        if let value = reader.int(fields, "failureRatePercent", range: 0...100) { config.failureRatePercent = value }
+        if let value = reader.int(fields, "minimumRequests", range: 1...1_000_000) { config.minimumRequests = value }
+        if let value = reader.int(fields, "halfOpenRequests", range: 1...10_000) { config.halfOpenRequests = value }
+        if let value = reader.duration(fields, "window") {
             if value >= .seconds(1) { config.window = value } else {
                 reader.report(fields["window"], fields.path("window"), "expected a window of at least 1s")
             }
         }
-        if let value = fields["openTime"].flatMap({ reader.duration($0, fields.path("openTime")) }) { config.openTime = value }
-        if let value = fields["maxOpenTime"].flatMap({ reader.duration($0, fields.path("maxOpenTime")) }) { config.maxOpenTime = value }
+        if let value = reader.duration(fields, "openTime") { config.openTime = value }
+        if let value = reader.duration(fields, "maxOpenTime") { config.maxOpenTime = value }
         if config.maxOpenTime < config.openTime, let node = fields["maxOpenTime"] ?? fields["openTime"] {
             reader.report(node, fields.path("maxOpenTime"), "expected a maxOpenTime no shorter than openTime (\(ConfigDuration.format(config.openTime)))")
         }
@@ -601,13 +600,13 @@ struct SidecarConfigDecoder {
         var config = OutlierDetectionConfig()
         if let value = reader.int(fields, "consecutive5xx", range: 0...1000) { config.consecutive5xx = value }
         if let value = reader.int(fields, "consecutiveGatewayFailure", range: 0...1000) { config.consecutiveGatewayFailure = value }
-        if let value = fields["baseEjectionTime"].flatMap({ reader.duration($0, fields.path("baseEjectionTime")) }) { config.baseEjectionTime = value }
-        if let value = fields["maxEjectionTime"].flatMap({ reader.duration($0, fields.path("maxEjectionTime")) }) { config.maxEjectionTime = value }
+        if let value = reader.duration(fields, "baseEjectionTime") { config.baseEjectionTime = value }
+        if let value = reader.duration(fields, "maxEjectionTime") { config.maxEjectionTime = value }
         if config.maxEjectionTime < config.baseEjectionTime, let node = fields["maxEjectionTime"] ?? fields["baseEjectionTime"] {
             reader.report(node, fields.path("maxEjectionTime"), "expected a maxEjectionTime no shorter than baseEjectionTime (\(ConfigDuration.format(config.baseEjectionTime)))")
         }
         if let value = reader.int(fields, "maxEjectionPercent", range: 0...100) { config.maxEjectionPercent = value }
-        if let value = fields["interval"].flatMap({ reader.duration($0, fields.path("interval")) }) { config.interval = value }
+        if let value = reader.duration(fields, "interval") { config.interval = value }
         if let value = reader.int(fields, "failurePercentageThreshold", range: 0...100) { config.failurePercentageThreshold = value }
         if let value = reader.int(fields, "failurePercentageMinimumHosts", range: 1...100_000) { config.failurePercentageMinimumHosts = value }
         if let value = reader.int(fields, "failurePercentageRequestVolume", range: 1...10_000_000) { config.failurePercentageRequestVolume = value }
@@ -622,7 +621,7 @@ struct SidecarConfigDecoder {
         var budget = RetryBudgetConfig()
         if let value = reader.int(fields, "percent", range: 0...1000) { budget.percent = value }
         if let value = reader.int(fields, "minRetriesPerSecond", range: 0...1_000_000) { budget.minRetriesPerSecond = value }
-        if let value = fields["window"].flatMap({ reader.duration($0, fields.path("window")) }) {
+        if let value = reader.duration(fields, "window") {
             if value >= .seconds(1) && value <= .seconds(300) { budget.window = value } else {
                 reader.report(fields["window"], fields.path("window"), "expected a window from 1s to 5m, found '\(ConfigDuration.format(value))'")
             }
@@ -667,25 +666,25 @@ struct SidecarConfigDecoder {
         } else if policy.retryOn.contains(.retriableStatusCodes), let node = fields["retryOn"] {
             reader.report(node, fields.path("retryOn"), "retriable-status-codes needs a retriableStatusCodes list")
         }
-        policy.perTryTimeout = fields["perTryTimeout"].flatMap { reader.duration($0, fields.path("perTryTimeout")) }
+        policy.perTryTimeout = reader.duration(fields, "perTryTimeout")
         if let node = fields["backoff"], let backoff = reader.fields(node, fields.path("backoff"), allowed: ["base", "max"]) {
-            if let value = backoff["base"].flatMap({ reader.duration($0, backoff.path("base")) }) { policy.backoffBase = value }
-            if let value = backoff["max"].flatMap({ reader.duration($0, backoff.path("max")) }) { policy.backoffMax = value }
+            if let value = reader.duration(backoff, "base") { policy.backoffBase = value }
+            if let value = reader.duration(backoff, "max") { policy.backoffMax = value }
             if policy.backoffMax < policy.backoffBase {
                 reader.report(node, backoff.path("max"), "expected a max no shorter than the base (\(ConfigDuration.format(policy.backoffBase)))")
             }
         }
-        if let value = fields["retryAfterMax"].flatMap({ reader.duration($0, fields.path("retryAfterMax")) }) { policy.retryAfterMax = value }
+        if let value = reader.duration(fields, "retryAfterMax") { policy.retryAfterMax = value }
         if let node = fields["replayBufferBytes"], let value = reader.byteSize(node, fields.path("replayBufferBytes")) {
             policy.replayBufferBytes = value
         }
-        if let node = fields["retryNonIdempotent"], let value = reader.bool(node, fields.path("retryNonIdempotent")) {
+        if let value = reader.bool(fields, "retryNonIdempotent") {
             policy.retryNonIdempotent = value
         }
-        if let node = fields["hedgeOnPerTryTimeout"], let value = reader.bool(node, fields.path("hedgeOnPerTryTimeout")) {
+        if let value = reader.bool(fields, "hedgeOnPerTryTimeout") {
             policy.hedgeOnPerTryTimeout = value
             if value && policy.perTryTimeout == nil {
-                reader.report(node, fields.path("hedgeOnPerTryTimeout"), "hedgeOnPerTryTimeout needs a perTryTimeout")
+                reader.report(fields["hedgeOnPerTryTimeout"], fields.path("hedgeOnPerTryTimeout"), "hedgeOnPerTryTimeout needs a perTryTimeout")
             }
         }
         return reader.issues.count == valid ? policy : nil
@@ -750,11 +749,11 @@ struct SidecarConfigDecoder {
         for key in foreign where fields[key] != nil {
             reader.report(fields[key], fields.path(key), "\(key) does not apply to a \(kind.rawValue) health check")
         }
-        if let value = fields["interval"].flatMap({ reader.duration($0, fields.path("interval")) }) { check.interval = value }
-        check.unhealthyInterval = fields["unhealthyInterval"].flatMap { reader.duration($0, fields.path("unhealthyInterval")) }
-        if let value = fields["timeout"].flatMap({ reader.duration($0, fields.path("timeout")) }) { check.timeout = value }
-        if let value = fields["initialJitter"].flatMap({ reader.duration($0, fields.path("initialJitter")) }) { check.initialJitter = value }
-        if let value = fields["jitter"].flatMap({ reader.duration($0, fields.path("jitter")) }) { check.jitter = value }
+        if let value = reader.duration(fields, "interval") { check.interval = value }
+        check.unhealthyInterval = reader.duration(fields, "unhealthyInterval")
+        if let value = reader.duration(fields, "timeout") { check.timeout = value }
+        if let value = reader.duration(fields, "initialJitter") { check.initialJitter = value }
+        if let value = reader.duration(fields, "jitter") { check.jitter = value }
         if let value = reader.int(fields, "healthyThreshold", range: 1...1000) { check.healthyThreshold = value }
         if let value = reader.int(fields, "unhealthyThreshold", range: 1...1000) { check.unhealthyThreshold = value }
         if kind == .http {

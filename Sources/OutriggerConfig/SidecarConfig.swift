@@ -219,7 +219,6 @@ public struct RouteConfig: Sendable, Hashable, Encodable {
         try container.encodeIfPresent(hostRewrite, forKey: .hostRewrite)
         if retries != .none { try container.encode(retries, forKey: .retries) }
         try container.encodeIfPresent(fallback, forKey: .fallback)
-        try container.encodeIfPresent(fallback, forKey: .fallback)
         try container.encodeIfPresent(timeout.map(ConfigDuration.format), forKey: .timeout)
         if !requestHeaders.isEmpty { try container.encode(requestHeaders, forKey: .requestHeaders) }
         if !responseHeaders.isEmpty { try container.encode(responseHeaders, forKey: .responseHeaders) }

@@ -93,6 +93,16 @@ final class YAMLReader {
         fields[key].flatMap { int($0, fields.path(key), range: range) }
     }
 
+    /// The duration at `key` of `fields`, if the key is there and its value is one.
+    func duration(_ fields: Fields, _ key: String) -> Duration? {
+        fields[key].flatMap { duration($0, fields.path(key)) }
+    }
+
+    /// The boolean at `key` of `fields`, if the key is there and its value is one.
+    func bool(_ fields: Fields, _ key: String) -> Bool? {
+        fields[key].flatMap { bool($0, fields.path(key)) }
+    }
+
     func int(_ node: Node, _ path: String, range: ClosedRange<Int>) -> Int? {
         guard case .scalar(let scalar) = node, let value = Int(scalar.string) else {
             report(node, path, "expected an integer, found \(describe(node))")

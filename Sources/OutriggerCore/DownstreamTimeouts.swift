@@ -27,6 +27,10 @@ public struct DownstreamTimeouts: Sendable {
         idleSince = now
     }
 
+    /// Whether arriving bytes would start a head's clock (nothing in flight, no head started): only then
+    /// does `bytesArrived` need the time.
+    public var awaitsHead: Bool { headStartedAt == nil && outstanding == 0 }
+
     /// Bytes arrived from the client.
     public mutating func bytesArrived(now: UInt64) {
         if headStartedAt == nil, outstanding == 0 { headStartedAt = now }

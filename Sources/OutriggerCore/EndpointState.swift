@@ -80,7 +80,11 @@ public final class EndpointState: Sendable {
             return (result, stored!.state)
         }
         let until: UInt64 = if case .open(let until) = state { until } else { 0 }
-        if breakerOpenUntilValue.exchange(until, ordering: .relaxed) != until { bumpEpoch() }
+        // Written only on a change: every event loop reads this line, and most calls change nothing.
+        if breakerOpenUntilValue.load(ordering: .relaxed) != until {
+            breakerOpenUntilValue.store(until, ordering: .relaxed)
+            bumpEpoch()
+        }
         return result
     }
 

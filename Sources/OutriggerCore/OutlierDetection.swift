@@ -27,9 +27,12 @@ public enum OutlierDetection {
             return false
         case .serverError(let status):
             let fives = state.consecutive5xx.wrappingIncrementThenLoad(ordering: .relaxed)
-            let gateway = [502, 503, 504].contains(status)
-                ? state.consecutiveGatewayFailures.wrappingIncrementThenLoad(ordering: .relaxed)
-                : { state.consecutiveGatewayFailures.store(0, ordering: .relaxed); return 0 }()
+            var gateway = 0
+            if RetryPolicy.Condition.isGatewayError(status) {
+                gateway = state.consecutiveGatewayFailures.wrappingIncrementThenLoad(ordering: .relaxed)
+            } else {
+                state.consecutiveGatewayFailures.store(0, ordering: .relaxed)
+            }
             return reached(fives, config.consecutive5xx) || reached(gateway, config.consecutiveGatewayFailure)
         case .localFailure:
             let fives = state.consecutive5xx.wrappingIncrementThenLoad(ordering: .relaxed)

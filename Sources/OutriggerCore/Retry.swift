@@ -31,9 +31,10 @@ public enum RetryDecision: Equatable, Sendable {
     ///   - triesSoFar: attempts made, this one included.
     ///   - idempotent: the method is idempotent or the request carries `Idempotency-Key`.
     ///   - replayable: the whole body so far is still held for replay.
-    ///   - budgetAllows: the cluster's retry budget (checked last, only when everything else says retry).
+    ///   - budgetRefusal: why the cluster's limits refuse a retry (`budget`, `maxActiveRetries`), nil when they
+    ///     allow it; asked last, only when everything else says retry (asking may spend budget).
     public static func decide(policy: RetryPolicy, outcome: AttemptOutcome, triesSoFar: Int, idempotent: Bool, replayable: Bool,
-                              random: inout FastRandom, budgetAllows: () -> Bool) -> RetryDecision {
+                              random: inout FastRandom, budgetRefusal: () -> String?) -> RetryDecision {
         guard let condition = matchedCondition(policy, outcome) else { return .stop(reason: nil) }
         guard triesSoFar < policy.attempts else { return .stop(reason: "attempts") }
         // A gRPC status the route lists is its opt-in for gRPC calls (always POSTs), as gRPC's own retry policy
@@ -47,7 +48,7 @@ public enum RetryDecision: Equatable, Sendable {
             guard wanted <= policy.retryAfterMax.nanoseconds else { return .stop(reason: "retry_after") }
             delay = max(delay, wanted)
         }
-        guard budgetAllows() else { return .stop(reason: "budget") }
+        if let refusal = budgetRefusal() { return .stop(reason: refusal) }
         return .retry(after: delay, reason: condition.rawValue)
     }
 
@@ -66,7 +67,7 @@ public enum RetryDecision: Equatable, Sendable {
         case .response(let status, let grpcStatus, _):
             if let grpcStatus, let condition = on.first(where: { $0.grpcStatus == grpcStatus }) { return condition }
             if status >= 500 && on.contains(.fiveXX) { return .fiveXX }
-            if [502, 503, 504].contains(status) && on.contains(.gatewayError) { return .gatewayError }
+            if RetryPolicy.Condition.isGatewayError(status) && on.contains(.gatewayError) { return .gatewayError }
             if on.contains(.retriableStatusCodes) && policy.retriableStatusCodes.contains(status) { return .retriableStatusCodes }
             return nil
         }

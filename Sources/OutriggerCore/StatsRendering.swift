@@ -1,15 +1,39 @@
 import Foundation
 
+/// Prometheus text exposition (version 0.0.4), written family by family: the one writer every stats page
+/// (`ProxyStats`, per-endpoint states, access log sinks) uses.
+public struct PrometheusText {
+    public private(set) var text = ""
+
+    public init() {}
+
+    public mutating func family(_ name: String, _ type: String, _ help: String) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    public mutating func sample(_ name: String, _ labels: [(String, String)], _ value: String) {
+        text += "\(name){\(Self.labelText(labels))} \(value)\n"
+    }
+
+    public mutating func sample(_ name: String, _ labels: [(String, String)], _ value: Int) {
+        sample(name, labels, String(value))
+    }
+
+    static func labelText(_ labels: [(String, String)]) -> String {
+        labels.map { name, value in
+            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n")
+            return "\(name)=\"\(escaped)\""
+        }.joined(separator: ",")
+    }
+}
+
 extension ProxyStats {
     /// The Prometheus text exposition format (version 0.0.4).
     public func prometheusText() -> String {
-        var out = ""
-        func family(_ name: String, _ type: String, _ help: String) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-        }
-        func sample(_ name: String, _ labels: [(String, String)], _ value: Int) {
-            out += "\(name){\(Self.labelText(labels))} \(value)\n"
-        }
+        var out = PrometheusText()
+        func family(_ name: String, _ type: String, _ help: String) { out.family(name, type, help) }
+        func sample(_ name: String, _ labels: [(String, String)], _ value: Int) { out.sample(name, labels, value) }
         let listeners = allListeners
         let clusters = allClusters
 
@@ -98,13 +122,13 @@ extension ProxyStats {
         for l in listeners {
             let snapshot = l.requestDuration.snapshot()
             for (index, bound) in LatencyHistogram.prometheusBounds.enumerated() {
-                out += "outrigger_request_duration_seconds_bucket{\(Self.labelText([("listener", l.name), ("le", Self.number(bound))]))} \(snapshot.cumulativeBuckets[index])\n"
+                sample("outrigger_request_duration_seconds_bucket", [("listener", l.name), ("le", Self.number(bound))], snapshot.cumulativeBuckets[index])
             }
-            out += "outrigger_request_duration_seconds_bucket{\(Self.labelText([("listener", l.name), ("le", "+Inf")]))} \(snapshot.count)\n"
-            out += "outrigger_request_duration_seconds_sum{\(Self.labelText([("listener", l.name)]))} \(Self.number(snapshot.sumSeconds))\n"
-            out += "outrigger_request_duration_seconds_count{\(Self.labelText([("listener", l.name)]))} \(snapshot.count)\n"
+            sample("outrigger_request_duration_seconds_bucket", [("listener", l.name), ("le", "+Inf")], snapshot.count)
+            out.sample("outrigger_request_duration_seconds_sum", [("listener", l.name)], Self.number(snapshot.sumSeconds))
+            sample("outrigger_request_duration_seconds_count", [("listener", l.name)], snapshot.count)
         }
-        return out
+        return out.text
     }
 
     /// The same numbers as JSON-ready dictionaries, with latency percentiles.
@@ -172,7 +196,7 @@ extension ProxyStats {
     /// The per-endpoint families, read from the running clusters' endpoint states (which live with the
     /// endpoints, not in `ProxyStats`), in Prometheus text.
     public static func endpointPrometheusText(_ clusters: [ClusterRuntime], now: UInt64) -> String {
-        var out = ""
+        var out = PrometheusText()
         let families: [(name: String, type: String, help: String, value: (Endpoint) -> Int)] = [
             ("outrigger_endpoint_attempts_total", "counter", "Tries sent to the endpoint (first tries, retries and hedges).",
              { $0.state.attempts.current }),
@@ -184,28 +208,18 @@ extension ProxyStats {
              { now < $0.state.breakerOpenUntil ? 1 : 0 }),
         ]
         for family in families {
-            out += "# HELP \(family.name) \(family.help)\n# TYPE \(family.name) \(family.type)\n"
+            out.family(family.name, family.type, family.help)
             for cluster in clusters {
                 for endpoint in cluster.endpoints {
-                    out += "\(family.name){\(labelText([("cluster", cluster.name), ("endpoint", endpoint.addressText)]))} \(family.value(endpoint))\n"
+                    out.sample(family.name, [("cluster", cluster.name), ("endpoint", endpoint.addressText)], family.value(endpoint))
                 }
             }
         }
-        out += "# HELP outrigger_outlier_ejections_active Endpoints ejected by outlier detection now.\n"
-        out += "# TYPE outrigger_outlier_ejections_active gauge\n"
+        out.family("outrigger_outlier_ejections_active", "gauge", "Endpoints ejected by outlier detection now.")
         for cluster in clusters {
-            let ejected = cluster.endpoints.filter { $0.state.isEjected(now: now) }.count
-            out += "outrigger_outlier_ejections_active{\(labelText([("cluster", cluster.name)]))} \(ejected)\n"
+            out.sample("outrigger_outlier_ejections_active", [("cluster", cluster.name)], cluster.endpoints.filter { $0.state.isEjected(now: now) }.count)
         }
-        return out
-    }
-
-    public static func labelText(_ labels: [(String, String)]) -> String {
-        labels.map { name, value in
-            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-                .replacingOccurrences(of: "\n", with: "\\n")
-            return "\(name)=\"\(escaped)\""
-        }.joined(separator: ",")
+        return out.text
     }
 
     private static func number(_ value: Double) -> String {

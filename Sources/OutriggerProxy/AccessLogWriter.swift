@@ -297,19 +297,13 @@ public final class AccessLogSinks: Sendable {
         for sink in all { await sink.flushAndWait() }
     }
 
-    /// Closes the sinks no listener uses any more (after a reload); a buffer still holding one drops into it.
-    public func close(keeping paths: Set<String>) async {
-        let unused = sinks.withLockedValue { sinks -> [AccessLogSink] in
-            let unused = sinks.filter { !paths.contains($0.key) }
-            for path in unused.keys { sinks[path] = nil }
-            return Array(unused.values)
-        }
-        for sink in unused { await sink.close() }
-    }
-
     /// Writes what was handed over and closes every sink (shutdown).
     public func close() async {
-        await close(keeping: [])
+        let all = sinks.withLockedValue { sinks -> [AccessLogSink] in
+            defer { sinks.removeAll() }
+            return Array(sinks.values)
+        }
+        for sink in all { await sink.close() }
     }
 }
 

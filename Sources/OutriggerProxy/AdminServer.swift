@@ -36,15 +36,15 @@ struct SidecarState: Sendable {
     /// Access log destinations' losses, in Prometheus text.
     func accessLogPrometheusText() -> String {
         let sinks = accessLogs.all.sorted { $0.path < $1.path }
-        var out = ""
+        var out = PrometheusText()
         for (name, help, value) in [
             ("outrigger_access_log_dropped_lines_total", "Access log lines dropped (the writer fell 8 MiB behind, or a write failed).", \AccessLogSink.droppedLines),
             ("outrigger_access_log_write_errors_total", "Access log writes that failed.", \AccessLogSink.writeErrors),
         ] {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n"
-            for sink in sinks { out += "\(name){\(ProxyStats.labelText([("path", sink.path)]))} \(sink[keyPath: value])\n" }
+            out.family(name, "counter", help)
+            for sink in sinks { out.sample(name, [("path", sink.path)], sink[keyPath: value]) }
         }
-        return out
+        return out.text
     }
 }
 

@@ -316,12 +316,7 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
     private func writeReply(_ reason: LocalReplyReason, context: ChannelHandlerContext) {
         stats.recordLocalReply(reason)
         context.fireUserInboundEventTriggered(ProtocolErrorAnswered(reason: reason))
-        let body = LocalReply.body(for: reason, isGRPC: false, allocator: context.channel.allocator)!
-        let head = LocalReply.head(for: reason, version: .http1_1, isGRPC: false, closeConnection: true, bodyLength: body.readableBytes)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        LocalReply.write(reason, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true, context: context, wrap: wrapOutboundOut)
+            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }

@@ -35,7 +35,7 @@ final class DownstreamTimeoutWatcher: ChannelInboundHandler, RemovableChannelHan
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        timeouts.bytesArrived(now: NIODeadline.now().uptimeNanoseconds)
+        if timeouts.awaitsHead { timeouts.bytesArrived(now: NIODeadline.now().uptimeNanoseconds) }
         context.fireChannelRead(data)
     }
 

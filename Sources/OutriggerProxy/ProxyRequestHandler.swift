@@ -404,12 +404,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         case .idle, .discardingRequestBody: break
         case .leasing, .proxying, .closing: return
         }
-        configStore.stats.recordLocalReply(.requestTimeout)
         logLocalReplyWithoutRequest(.requestTimeout)
-        state = .closing
-        queued.removeAll()
-        closeAfterWrite(LocalReply.write(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true,
-                                         context: context, wrap: wrapOutboundOut))
+        writeLocalReply(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, keepAlive: false, requestComplete: false,
+                        listener: nil, start: .now())
     }
 
     private func requestHead(_ head: HTTPRequestHead) {
@@ -541,9 +538,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// Leases an upstream for the request's current attempt and arms its per-try timer.
     private func startAttempt(_ request: ProxiedRequest) {
-        // The callee may give up early: it hears how long this try can still take.
-        let elapsed = NIODeadline.now() - request.start
-        var expected = request.routeTimeout.nanoseconds - elapsed.nanoseconds
+        // The callee may give up early: it hears how long this try can still take (a first try starts as the
+        // request does: no clock read).
+        let elapsed = request.tries == 1 ? 0 : (NIODeadline.now() - request.start).nanoseconds
+        var expected = request.routeTimeout.nanoseconds - elapsed
         if let perTry = request.retryPolicy.perTryTimeout { expected = min(expected, perTry.nanoseconds) }
         let milliseconds = String(max(expected / 1_000_000, 0))
         if request.tries == 1 {
@@ -612,8 +610,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func recordOutcome(_ result: AttemptResult, at endpoint: Endpoint, in cluster: ClusterRuntime, owesBreakerVerdict: Bool,
                                countsForOutliers: Bool) {
         if owesBreakerVerdict, let config = cluster.breakers {
+            let now = NIODeadline.now().uptimeNanoseconds
             let transition = endpoint.state.withBreaker(config) { breaker in
-                breaker.record(success: result == .success, now: NIODeadline.now().uptimeNanoseconds, random: &local.random)
+                breaker.record(success: result == .success, now: now, random: &local.random)
             }
             switch transition {
             case .open?: cluster.stats.breakersOpened.increment()
@@ -621,11 +620,13 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             default: break
             }
         }
-        guard let config = cluster.outlierDetection, countsForOutliers else { return }
-        guard OutlierDetection.record(result, on: endpoint.state, config: config),
-              !endpoint.state.isEjected(now: NIODeadline.now().uptimeNanoseconds) else { return }
+        // The clock is read only when a failure streak reached its threshold (rarely).
+        guard countsForOutliers, let config = cluster.outlierDetection, OutlierDetection.record(result, on: endpoint.state, config: config)
+        else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        guard !endpoint.state.isEjected(now: now) else { return }
         let ejected = cluster.endpointStates.withEjectionLock {
-            OutlierDetection.eject(endpoint, among: cluster.endpoints, config: config, now: NIODeadline.now().uptimeNanoseconds)
+            OutlierDetection.eject(endpoint, among: cluster.endpoints, config: config, now: now)
         }
         if ejected != nil { cluster.stats.outlierEjections.increment() } else { cluster.stats.outlierEjectionsPrevented.increment() }
     }
@@ -638,7 +639,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if resumeHedge(request) { return true }
         guard request.replay != nil || outcome.neverReachedUpstream && request.retryPolicy.attempts > 1 else { return false }
         let now = NIODeadline.now()
-        var overLimit = false
         let decision = RetryDecision.decide(
             policy: request.retryPolicy, outcome: outcome, triesSoFar: request.tries, idempotent: request.idempotent,
             // A connection that never opened sent nothing: what was read is all still in `buffered`.
@@ -646,18 +646,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         ) {
             // Under the cluster's limit of retries in flight, then within its budget.
             if !request.countsAsRetry && request.cluster.stats.activeRetries.current >= request.cluster.limits.maxActiveRetries {
-                overLimit = true
-                return false
+                request.cluster.stats.overflowMaxActiveRetries.increment()
+                return "maxActiveRetries"
             }
-            return local.withdrawRetry(from: request.cluster, now: now)
+            guard local.withdrawRetry(from: request.cluster, now: now) else {
+                request.cluster.stats.retryBudgetExhausted.increment()
+                return "budget"
+            }
+            return nil
         }
         guard case .retry(let delay, let reason) = decision else {
-            if decision == .stop(reason: "budget") {
-                if overLimit { request.cluster.stats.overflowMaxActiveRetries.increment() } else { request.cluster.stats.retryBudgetExhausted.increment() }
-            }
-            if request.accessLogHead != nil, case .stop(let why?) = decision {
-                request.decisions.append("no_retry:" + (overLimit ? "maxActiveRetries" : why))
-            }
+            if request.accessLogHead != nil, case .stop(let why?) = decision { request.decisions.append("no_retry:" + why) }
             return false
         }
         if let hedging {
@@ -683,14 +682,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// Lets go of the current try: its connection (closed: its state is unknown) or lease, its timers, its
     /// endpoint's load and its breaker's probe slot.
     private func endCurrentTry(_ request: ProxiedRequest) {
-        if request.owesBreakerVerdict, let config = request.cluster.breakers {
-            request.owesBreakerVerdict = false
-            request.endpoint.state.withBreaker(config) { $0.abandon() }
-        }
-        request.perTryTimer?.cancel()
-        request.perTryTimer = nil
-        request.retryDelay?.cancel()
-        request.retryDelay = nil
+        releaseTry(request)
         request.heldResponse = nil
         request.heldBytes = 0
         switch state {
@@ -699,10 +691,29 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             request.ticket?.cancel()
             request.ticket = nil
         }
+    }
+
+    /// What the current try holds besides its connection: its timers, its breaker's probe slot (when it ends
+    /// without a verdict) and its endpoint's load.
+    private func releaseTry(_ request: ProxiedRequest) {
+        request.perTryTimer?.cancel()
+        request.perTryTimer = nil
+        request.retryDelay?.cancel()
+        request.retryDelay = nil
+        if request.owesBreakerVerdict {
+            request.owesBreakerVerdict = false
+            abandonBreakerProbe(at: request.endpoint, in: request.cluster)
+        }
         if request.atEndpoint {
             request.atEndpoint = false
             local.requestEnded(in: request.cluster, to: request.endpoint)
         }
+    }
+
+    /// A try admitted by `endpoint`'s breaker ended without a verdict: its probe slot is free again.
+    private func abandonBreakerProbe(at endpoint: Endpoint, in cluster: ClusterRuntime) {
+        guard let config = cluster.breakers else { return }
+        endpoint.state.withBreaker(config) { $0.abandon() }
     }
 
     private func countRetry(_ request: ProxiedRequest, reason: String) {
@@ -791,8 +802,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         local.requestEnded(in: request.cluster, to: hedge.endpoint)
         if let result {
             recordOutcome(result, at: hedge.endpoint, in: request.cluster, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true)
-        } else if hedge.owesBreakerVerdict, let config = request.cluster.breakers {
-            hedge.endpoint.state.withBreaker(config) { $0.abandon() }
+        } else if hedge.owesBreakerVerdict {
+            abandonBreakerProbe(at: hedge.endpoint, in: request.cluster)
         }
     }
 
@@ -810,8 +821,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         guard let request = requestInFlight, request.hedge === hedge else { return hedge.upstream.abort() }
         if head.status.code < 200 { return }  // informational: the final answer is still to come
         let status = Int(head.status.code)
-        let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
-        if RetryDecision.matchedCondition(request.retryPolicy, .response(status: status, grpcStatus: grpcStatus, retryAfterSeconds: nil)) != nil {
+        if RetryDecision.matchedCondition(request.retryPolicy, Self.outcome(of: head, isGRPC: request.isGRPC)) != nil {
             dropHedge(request, result: status >= 500 ? .serverError(status: status) : .success)
             return
         }
@@ -940,7 +950,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         // Informational responses (an HTTP/2 upstream's 103) are dropped, as the HTTP/1.1 decoder does;
         // the sidecar answers `100-continue` itself.
         if head.status.code < 200 && head.status != .switchingProtocols { return }
-        local.responseStarted(in: request.cluster, from: request.endpoint, sentAt: request.start, now: .now())
+        let now = NIODeadline.now()
+        local.responseStarted(in: request.cluster, from: request.endpoint, sentAt: request.start, now: now)
         if head.status == .switchingProtocols && request.upgrade == nil {
             // A 101 nobody asked for: the upstream is out of step.
             request.cluster.stats.requestFailures.increment()
@@ -950,34 +961,39 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         request.cluster.stats.recordResponse(status: Int(head.status.code))
         recordOutcome(head.status.code >= 500 ? .serverError(status: Int(head.status.code)) : .success, of: request)
-        if request.hedge != nil, head.status != .switchingProtocols {
-            let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
-            let outcome = AttemptOutcome.response(status: Int(head.status.code), grpcStatus: grpcStatus, retryAfterSeconds: nil)
-            // An answer the route would retry: wait for the hedged try instead. Any other wins the race.
-            if RetryDecision.matchedCondition(request.retryPolicy, outcome) != nil, resumeHedge(request) { return }
-            dropHedge(request, result: nil)
-        }
-        if request.replay != nil, head.status != .switchingProtocols {
-            let grpcStatus = request.isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil
-            let retryAfter = head.headers.first(name: "retry-after").flatMap(Int.init)
-            if retry(request, after: .response(status: Int(head.status.code), grpcStatus: grpcStatus, retryAfterSeconds: retryAfter)) { return }
-            // A gRPC answer whose status will come in its trailers: held (up to the replay buffer) so that a
-            // status the route retries on can still be retried — what Envoy cannot do.
-            if request.isGRPC, grpcStatus == nil, head.status == .ok, request.retryPolicy.retryOn.contains(where: { $0.grpcStatus != nil }) {
-                request.heldResponse = (head, [])
-                return
+        if head.status != .switchingProtocols, request.hedge != nil || request.replay != nil {
+            let outcome = Self.outcome(of: head, isGRPC: request.isGRPC)
+            if request.hedge != nil {
+                // An answer the route would retry: wait for the hedged try instead. Any other wins the race.
+                if RetryDecision.matchedCondition(request.retryPolicy, outcome) != nil, resumeHedge(request) { return }
+                dropHedge(request, result: nil)
+            }
+            if request.replay != nil {
+                if retry(request, after: outcome) { return }
+                // A gRPC answer whose status will come in its trailers: held (up to the replay buffer) so that a
+                // status the route retries on can still be retried — what Envoy cannot do.
+                if request.isGRPC, case .response(_, nil, _) = outcome, head.status == .ok,
+                   request.retryPolicy.retryOn.contains(where: { $0.grpcStatus != nil }) {
+                    request.heldResponse = (head, [])
+                    return
+                }
             }
         }
-        commitResponseHead(head, of: request)
+        commitResponseHead(head, of: request, now: now)
+    }
+
+    /// What an answer's head says of its try, as the retry rules read it.
+    static func outcome(of head: HTTPResponseHead, isGRPC: Bool) -> AttemptOutcome {
+        .response(status: Int(head.status.code), grpcStatus: isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil,
+                  retryAfterSeconds: head.headers.first(name: "retry-after").flatMap(Int.init))
     }
 
     /// From here the response goes to the client: timers switch to watching the body, and the head is written.
-    private func commitResponseHead(_ head: HTTPResponseHead, of request: ProxiedRequest) {
+    private func commitResponseHead(_ head: HTTPResponseHead, of request: ProxiedRequest, now: NIODeadline) {
         dropHedge(request, result: nil)
         request.perTryTimer?.cancel()
         request.perTryTimer = nil
         request.responseStarted = true
-        let now = NIODeadline.now()
         let streamIdle = request.cluster.streamIdleTimeout.nanoseconds
         if head.status == .switchingProtocols {
             // A tunnel's bytes are the application's: no timer.
@@ -1036,7 +1052,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func releaseHeldResponse(of request: ProxiedRequest) {
         guard let (head, parts) = request.heldResponse else { return }
         request.heldResponse = nil
-        commitResponseHead(head, of: request)
+        commitResponseHead(head, of: request, now: .now())
         for part in parts {
             request.responseBodyBytes &+= part.readableBytes
             context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
@@ -1272,21 +1288,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         dropHedge(request, result: nil)
         request.cluster.stats.requestsActive.decrement()
         request.listener.stats.requestsActive.decrement()
-        request.perTryTimer?.cancel()
-        request.retryDelay?.cancel()
         if request.countsAsRetry {
             request.countsAsRetry = false
             request.cluster.stats.activeRetries.decrement()
         }
-        if request.owesBreakerVerdict, let config = request.cluster.breakers {
-            // Ended without a verdict (the client left, the route timed out): its probe slot is free again.
-            request.owesBreakerVerdict = false
-            request.endpoint.state.withBreaker(config) { $0.abandon() }
-        }
-        if request.atEndpoint {
-            request.atEndpoint = false
-            local.requestEnded(in: request.cluster, to: request.endpoint)
-        }
+        // Ended without a verdict (the client left, the route timed out): the probe slot is released too.
+        releaseTry(request)
     }
 
     /// Answers for a request that was routed (cluster stats are already counting it).
@@ -1349,28 +1356,29 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// The line for a routed request: its decisions, then `finalReason` (a local reply's), or `-` for none.
     private func logAccess(_ request: ProxiedRequest, status: Int, finalReason: String? = nil) {
-        guard let accessLog, let head = request.accessLogHead else { return }
+        guard accessLog != nil, let head = request.accessLogHead else { return }
         if let finalReason { request.decisions.append(finalReason) }
         let reason = request.decisions.isEmpty ? "-" : request.decisions.joined(separator: ",")
-        let duration = (NIODeadline.now() - request.start).nanoseconds / 1000
-        accessLog.buffer.append(AccessLogEntry(
-            startEpochMilliseconds: WallClock.milliseconds() - duration / 1000, clientAddress: clientAddress,
-            method: head.method.rawValue, path: head.uri, protocolName: Self.protocolName(head.version), status: status, reason: reason,
-            route: request.route.name, cluster: request.cluster.name, endpoint: request.endpoint.addressText, attempts: request.tries,
-            durationMicroseconds: duration, upstreamServiceMicroseconds: request.upstreamServiceMicroseconds,
-            bytesReceived: request.bodyBytes, bytesSent: request.responseBodyBytes,
-            requestID: request.upstreamHead.headers.first(name: "x-request-id"), userAgent: head.headers.first(name: "user-agent")
-        ), format: accessLog.format)
+        appendAccessLogLine(head: head, status: status, reason: reason, start: request.start, request: request)
     }
 
     /// The line for a request answered before it was routed to a cluster.
     private func logAccess(_ head: HTTPRequestHead, status: Int, reason: String, start: NIODeadline) {
+        appendAccessLogLine(head: head, status: status, reason: reason, start: start, request: nil)
+    }
+
+    /// One access log line: what is known of the request (`head` nil: never parsed whole) and, once routed, of
+    /// its tries.
+    private func appendAccessLogLine(head: HTTPRequestHead?, status: Int, reason: String, start: NIODeadline?, request: ProxiedRequest?) {
         guard let accessLog else { return }
-        let duration = (NIODeadline.now() - start).nanoseconds / 1000
+        let duration = start.map { (NIODeadline.now() - $0).nanoseconds / 1000 } ?? 0
         accessLog.buffer.append(AccessLogEntry(
             startEpochMilliseconds: WallClock.milliseconds() - duration / 1000, clientAddress: clientAddress,
-            method: head.method.rawValue, path: head.uri, protocolName: Self.protocolName(head.version), status: status, reason: reason,
-            durationMicroseconds: duration, requestID: head.headers.first(name: "x-request-id"), userAgent: head.headers.first(name: "user-agent")
+            method: head?.method.rawValue ?? "-", path: head?.uri ?? "-", protocolName: head.map { Self.protocolName($0.version) } ?? "HTTP/1.1",
+            status: status, reason: reason, route: request?.route.name, cluster: request?.cluster.name, endpoint: request?.endpoint.addressText,
+            attempts: request?.tries ?? 0, durationMicroseconds: duration, upstreamServiceMicroseconds: request?.upstreamServiceMicroseconds,
+            bytesReceived: request?.bodyBytes ?? 0, bytesSent: request?.responseBodyBytes ?? 0,
+            requestID: (request?.upstreamHead.headers ?? head?.headers)?.first(name: "x-request-id"), userAgent: head?.headers.first(name: "user-agent")
         ), format: accessLog.format)
     }
 
@@ -1391,11 +1399,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// A line for a local reply to a request never parsed whole (HTTP/1.1: a head too slow, or broken).
     private func logLocalReplyWithoutRequest(_ reason: LocalReplyReason) {
         _ = currentListener()  // its access log, if the connection's first request is the one answered
-        guard let accessLog else { return }
-        accessLog.buffer.append(AccessLogEntry(
-            startEpochMilliseconds: WallClock.milliseconds(), clientAddress: clientAddress, method: "-", path: "-",
-            protocolName: "HTTP/1.1", status: Int(reason.status.code), reason: reason.rawValue, durationMicroseconds: 0
-        ), format: accessLog.format)
+        appendAccessLogLine(head: nil, status: Int(reason.status.code), reason: reason.rawValue, start: nil, request: nil)
     }
 
     static func protocolName(_ version: HTTPVersion) -> String {

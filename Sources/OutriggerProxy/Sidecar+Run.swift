@@ -35,6 +35,7 @@ extension Sidecar {
         }
         for await number in signals {
             if number == SIGHUP {
+                await reopenAccessLogs()
                 await reload()
                 continue
             }

@@ -157,12 +157,8 @@ public final class Sidecar: Sendable {
     }
 
     /// Reads the config file again and applies it; a bad file is logged and the running config stays.
-    /// Access log files are reopened first (log rotation moves them, then sends SIGHUP).
     @discardableResult
     public func reload() async -> Bool {
-        do { try await accessLogs.reopenAll() } catch {
-            logger.error("cannot reopen an access log", metadata: ["error": "\(error)"])
-        }
         guard let configPath else { return false }
         state.withLockedValue { $0.fileStamp = FileStamp(path: configPath) }
         do {
@@ -176,6 +172,13 @@ public final class Sidecar: Sendable {
             configStore.stats.configReloadFailures.increment()
             logger.error("config rejected; keeping the running config (version \(configStore.snapshot.version))\n\(error)", metadata: ["file": "\(configPath)"])
             return false
+        }
+    }
+
+    /// Closes and reopens every access log file: log rotation moves them, then sends SIGHUP.
+    public func reopenAccessLogs() async {
+        do { try await accessLogs.reopenAll() } catch {
+            logger.error("cannot reopen an access log", metadata: ["error": "\(error)"])
         }
     }
 

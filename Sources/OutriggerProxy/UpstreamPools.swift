@@ -292,8 +292,7 @@ final class HTTP1EndpointPool {
     func lease(for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
         nextID += 1
         let waiterID = nextID
-        let slots = stats.connectionSlots, maxConnections = limits.maxConnections
-        switch state.leaseRequested(waiterID, reserveConnection: { slots.increment(below: maxConnections) }) {
+        switch state.leaseRequested(waiterID, reserveConnection: reserveConnection) {
         case .use(let connectionID):
             requester.upstreamLeased(connections[connectionID]!)
             return nil
@@ -488,6 +487,10 @@ final class HTTP2EndpointConnection {
     private var nextID = 0
     /// The upstream sent GOAWAY: streams past this id were not processed.
     private var goAwayLastStreamID: HTTP2StreamID?
+    /// Asked by each stream whose close might be a GOAWAY's (one closure for all of them).
+    private lazy var refusedByGoAway: (HTTP2StreamID) -> Bool = { [weak self] streamID in
+        self?.goAwayLastStreamID.map { streamID > $0 } ?? false
+    }
 
     var key: String { target.key }
     private var eventLoop: any EventLoop { target.eventLoop }
@@ -591,7 +594,7 @@ final class HTTP2EndpointConnection {
             }
         }
         handler.exchangeFinished = { handler, _ in handler.channel?.close(promise: nil) }
-        handler.refusedByGoAway = { [weak self] streamID in self?.goAwayLastStreamID.map { streamID > $0 } ?? false }
+        handler.refusedByGoAway = refusedByGoAway
         handler.closed = { [weak self] _ in
             guard let self else { return }
             self.activeStreams -= 1

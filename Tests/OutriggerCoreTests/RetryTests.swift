@@ -11,7 +11,7 @@ struct RetryTests {
                        replayable: Bool = true, budget: Bool = true) -> RetryDecision {
         var random = FastRandom(seed: 1)
         return RetryDecision.decide(policy: policy, outcome: outcome, triesSoFar: tries, idempotent: idempotent, replayable: replayable,
-                                    random: &random) { budget }
+                                    random: &random) { budget ? nil : "budget" }
     }
 
     static func isRetry(_ decision: RetryDecision) -> Bool {
