@@ -282,6 +282,9 @@ final class HTTP1EndpointPool {
     private var eventLoop: any EventLoop { target.eventLoop }
     private var stats: ClusterStats { target.stats }
     private var limits: ClusterLimits { target.limits }
+    /// Nothing open, opening or waiting — connections being closed included (`drainIdle` already forgot them
+    /// in the state machine, but their close still has to be counted here).
+    private var isEmpty: Bool { state.isEmpty && connections.isEmpty }
 
     init(target: UpstreamTarget, cluster: ClusterConfig, becameEmpty: @escaping (HTTP1EndpointPool) -> Void) {
         self.target = target
@@ -387,7 +390,7 @@ final class HTTP1EndpointPool {
         freeConnectionSlot()
         connections[handler.id] = nil
         perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
-        if state.isEmpty { becameEmpty(self) }
+        if isEmpty { becameEmpty(self) }
     }
 
     /// The connection now carries a tunnel: it leaves the pool, but is counted (and holds its cluster-wide
@@ -400,7 +403,7 @@ final class HTTP1EndpointPool {
             stats.connectionsActive.decrement()
             stats.connectionSlots.decrement()
         }
-        if state.isEmpty { becameEmpty(self) }
+        if isEmpty { becameEmpty(self) }
     }
 
     /// Takes a cluster-wide connection slot if one is free.
@@ -464,7 +467,7 @@ final class HTTP1EndpointPool {
     func retire() {
         retired = true
         closeIdle()
-        if state.isEmpty { becameEmpty(self) }
+        if isEmpty { becameEmpty(self) }
     }
 }
 

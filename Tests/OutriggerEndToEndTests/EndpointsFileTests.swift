@@ -58,12 +58,13 @@ struct EndpointsFileEndToEndTests {
         try await Self.withFileHarness { harness, write in
             let b = "127.0.0.1:\(harness.echoes[1].localAddress.port!)"
             let stats = harness.sidecar.configStore.stats.cluster("discovered")
-            async let inFlight = fetch(harness.url + "/?delay=1000")
-            try await waitUntil { stats.connectionsActive.current == 1 && stats.requestsActive.current == 1 }
+            // 3 s: the request is surely still in flight when the endpoint leaves, however busy the machine.
+            let inFlight = Task { try await fetch(harness.url + "/?delay=3000") }
+            try await waitUntil(timeout: .seconds(21)) { stats.connectionsActive.current == 1 && stats.requestsActive.current == 1 }
             try write("\(b)\n")
             harness.sidecar.refreshEndpointsFiles()
-            #expect(try await inFlight.echo?.server == "echo-0", "a request in flight finishes on the endpoint that left")
-            try await waitUntil { stats.connectionsActive.current == 0 && stats.connectionSlots.current == 0 }
+            #expect(try await inFlight.value.echo?.server == "echo-0", "a request in flight finishes on the endpoint that left")
+            try await waitUntil(timeout: .seconds(22)) { stats.connectionsActive.current == 0 && stats.connectionSlots.current == 0 }
             #expect(try await fetch(harness.url + "/").echo?.server == "echo-1")
         }
     }
