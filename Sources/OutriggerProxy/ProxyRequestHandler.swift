@@ -68,6 +68,12 @@ final class ProxiedRequest {
     /// stream-idle timer (so a request arms one timer, not two). `ProxiedRequest` is its own callback
     /// handler, so arming it allocates no closure.
     var timeout: NIOScheduledCallback?
+    /// When the route timeout runs out: `routeTimeout` after the request's end (Envoy's rule: an upload is
+    /// not part of it). Nil until the end arrives; meanwhile the timer is armed from the request's start and,
+    /// should it fire while the body is still flowing upstream, watches the upload's progress instead.
+    var routeDeadline: NIODeadline?
+    /// Request body bytes when the timer last looked at an unfinished upload (-1: it has not looked).
+    var uploadBytesSeen = -1
     weak var owner: ProxyRequestHandler?
     var ticket: LeaseTicket?
     /// The `Upgrade` value of an HTTP/1.1 upgrade request (WebSocket…) that may be tunnelled; nil otherwise.
@@ -522,7 +528,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let timeout = overrides?.timeout ?? route.timeout ?? cluster.timeout
         request.routeTimeout = timeout
         request.owner = self
-        request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(timeout.nanoseconds), handler: request)
+        scheduleRouteTimer(request, in: timeout.nanoseconds)
         if expectsContinue {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
             needsFlush = true
@@ -538,10 +544,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// Leases an upstream for the request's current attempt and arms its per-try timer.
     private func startAttempt(_ request: ProxiedRequest) {
-        // The callee may give up early: it hears how long this try can still take (a first try starts as the
-        // request does: no clock read).
-        let elapsed = request.tries == 1 ? 0 : (NIODeadline.now() - request.start).nanoseconds
-        var expected = request.routeTimeout.nanoseconds - elapsed
+        // The callee may give up early: it hears how long this try can still take (the whole route timeout
+        // until the request has ended: no clock read for a first try).
+        var expected = request.routeTimeout.nanoseconds
+        if request.tries > 1, let deadline = request.routeDeadline { expected = (deadline - NIODeadline.now()).nanoseconds }
         if let perTry = request.retryPolicy.perTryTimeout { expected = min(expected, perTry.nanoseconds) }
         let milliseconds = String(max(expected / 1_000_000, 0))
         if request.tries == 1 {
@@ -549,13 +555,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         } else {
             request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         }
-        if let perTry = request.retryPolicy.perTryTimeout {
-            request.perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(perTry.nanoseconds)) { [weak self, weak request] in
-                guard let self, let request else { return }
-                self.perTryTimeoutFired(request)
-            }
-        }
+        // Like the route timeout, a try's timeout counts from the request's end.
+        if request.requestComplete { armPerTryTimer(request) }
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
+    }
+
+    private func armPerTryTimer(_ request: ProxiedRequest) {
+        guard let perTry = request.retryPolicy.perTryTimeout else { return }
+        request.perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(perTry.nanoseconds)) { [weak self, weak request] in
+            guard let self, let request else { return }
+            self.perTryTimeoutFired(request)
+        }
     }
 
     private func perTryTimeoutFired(_ request: ProxiedRequest) {
@@ -865,6 +875,15 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         switch state {
         case .leasing(let request), .proxying(let request, _):
             request.requestComplete = true
+            // The route timeout runs from here (a request without a body ends as it starts: no clock read).
+            let ended = request.bodyBytes == 0 ? request.start : NIODeadline.now()
+            request.routeDeadline = ended + .nanoseconds(request.routeTimeout.nanoseconds)
+            if !request.responseStarted {
+                // The timer watched the upload's progress: it times the response now.
+                if request.uploadBytesSeen >= 0 { scheduleRouteTimer(request, in: request.routeTimeout.nanoseconds) }
+                // The first try's timeout starts now (a retry waiting out its backoff arms its own).
+                if request.perTryTimer == nil, request.retryDelay == nil, request.hedge == nil { armPerTryTimer(request) }
+            }
             forward(.end(trailers), of: request)
             if request.responseComplete { finishRequest(request) }
         case .discardingRequestBody:
@@ -999,10 +1018,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             // A tunnel's bytes are the application's: no timer.
             request.timeout?.cancel()
             request.timeout = nil
-        } else if (now + .nanoseconds(streamIdle)).uptimeNanoseconds < request.start.uptimeNanoseconds + UInt64(request.routeTimeout.nanoseconds) {
+        } else if now + .nanoseconds(streamIdle) < request.routeDeadline ?? request.start + .nanoseconds(request.routeTimeout.nanoseconds) {
             // A stream-idle period shorter than what is left of the route timeout: the body is looked at sooner.
-            request.timeout?.cancel()
-            request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(streamIdle), handler: request)
+            scheduleRouteTimer(request, in: streamIdle)
         }
         // Otherwise the route timer stays: when it fires it looks at the body's progress (stream idle).
         var response = head
@@ -1225,8 +1243,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             // timeout's deadline) → cut the response; else look again a period later.
             guard request.responseParts == request.responsePartsSeen else {
                 request.responsePartsSeen = request.responseParts
-                request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
-                    in: .nanoseconds(request.cluster.streamIdleTimeout.nanoseconds), handler: request)
+                scheduleRouteTimer(request, in: request.cluster.streamIdleTimeout.nanoseconds)
                 return
             }
             request.cluster.stats.requestFailures.increment()
@@ -1236,13 +1253,39 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             recordFinished(request)
             state = .closing
             context.close(promise: nil)
+        case .proxying(let current, _) where current === request && !request.requestComplete:
+            // The body is still flowing upstream: the route timeout waits for its end. An upload that made no
+            // progress for a stream-idle period is cut — the client's stall (408), or the upstream's when it
+            // stopped reading (504).
+            guard request.bodyBytes == request.uploadBytesSeen else {
+                request.uploadBytesSeen = request.bodyBytes
+                scheduleRouteTimer(request, in: request.cluster.streamIdleTimeout.nanoseconds)
+                return
+            }
+            let upstreamStalled = readPending
+            if upstreamStalled { request.cluster.stats.requestFailures.increment() }
+            abandonUpstream()
+            localReply(upstreamStalled ? .upstreamTimeout : .requestTimeout, request: request, requestComplete: false)
         case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
+            // Armed from the request's start: the deadline counts from its end.
+            if let deadline = request.routeDeadline {
+                let left = (deadline - NIODeadline.now()).nanoseconds
+                if left > 0 {
+                    scheduleRouteTimer(request, in: left)
+                    return
+                }
+            }
             request.cluster.stats.requestFailures.increment()
             abandonUpstream()
             localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
         default:
             break
         }
+    }
+
+    private func scheduleRouteTimer(_ request: ProxiedRequest, in nanoseconds: Int64) {
+        request.timeout?.cancel()
+        request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(nanoseconds), handler: request)
     }
 
     private func finishRequest(_ request: ProxiedRequest) {

@@ -497,6 +497,76 @@ struct StreamIdleTests {
     }
 }
 
+@Suite("Timeouts and slow uploads, end to end")
+struct UploadTimeoutTests {
+    /// A POST of 30 bytes: the head, then three parts `gap` apart.
+    static func slowUpload(port: Int, gap: Duration) async throws -> RawTCP.Reply {
+        let head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\nConnection: close\r\n\r\n"
+        return try await RawTCP.exchange(port: port, parts: [ByteBuffer(string: head)] + (0..<3).map { _ in ByteBuffer(repeating: UInt8(ascii: "a"), count: 10) },
+                                         gap: gap)
+    }
+
+    @Test func theRouteAndPerTryTimeoutsCountFromTheRequestsEnd() async throws {
+        try await withHarness(echoes: 2) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"),
+                                                retries: RetryPolicy(attempts: 2, retryOn: [.fiveXX], perTryTimeout: .seconds(2)))],
+                           clusters: [ClusterConfig(name: "c", endpoints: endpoints, timeout: .milliseconds(2500))])
+        } _: { (harness: Harness) async throws in
+            // The upload takes ≥ 3 s, longer than either timeout: both wait for its end, as in Envoy. (Seconds,
+            // not milliseconds: the answer after the end must come within them however busy the machine.)
+            let reply = try await Self.slowUpload(port: harness.port, gap: .seconds(1))
+            #expect(reply.statusLines.first?.hasPrefix("HTTP/1.1 200") == true, "\(reply.text)")
+            #expect(reply.text.contains("\"bodyBytes\":30"))
+            #expect(reply.text.contains("\"x-outrigger-attempt\":\"1\""), "the first try, not cut by its per-try timeout")
+            #expect(harness.echoes.map(\.requestsServed).reduce(0, +) == 1)
+            // A response that does not come in time after the request's end is still cut by them.
+            let slow = try await fetch(harness.url + "/?delay=20000")
+            #expect(slow.status == 504 && slow.headers["x-outrigger-reason"] == "upstream_timeout")
+        }
+    }
+
+    @Test func anUploadThatStallsIsCutAfterAStreamIdlePeriod() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
+                           clusters: [ClusterConfig(name: "c", endpoints: endpoints, timeout: .milliseconds(200), streamIdleTimeout: .milliseconds(300))])
+        } _: { (harness: Harness) async throws in
+            // 10 of 100 bytes, then nothing: the client's stall.
+            let head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"
+            let reply = try await RawTCP.exchange(port: harness.port, head)
+            #expect(reply.closedByPeer)
+            #expect(reply.statusLines.first?.hasPrefix("HTTP/1.1 408") == true, "\(reply.text)")
+            #expect(reply.text.lowercased().contains("x-outrigger-reason: request_timeout"))
+        }
+    }
+
+    @Test func anUploadTheUpstreamStopsReadingIsCutAsAnUpstreamTimeout() async throws {
+        // Accepts connections and never reads them.
+        let deaf = try await loopbackServer(accepted: { channel in try? channel.syncOptions?.setOption(.autoRead, value: false) }) {
+            DiscardingHandler()
+        }
+        defer { deaf.close(promise: nil) }
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
+                           clusters: [ClusterConfig(name: "c", endpoints: [HostPort(host: "127.0.0.1", port: deaf.localAddress!.port!)],
+                                                    timeout: .milliseconds(200), streamIdleTimeout: .seconds(2))])
+        } _: { (harness: Harness) async throws in
+            // Far more than the socket buffers on the way hold: the client is sending, the upstream is not taking.
+            // (A 2 s idle period: a client starved by a busy machine is not taken for one that stalled.)
+            let size = 64 << 20
+            let head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: \(size)\r\n\r\n"
+            let reply = try await RawTCP.exchange(port: harness.port, parts: [ByteBuffer(string: head), ByteBuffer(repeating: 0, count: size)],
+                                                  gap: .zero)
+            #expect(reply.statusLines.first?.hasPrefix("HTTP/1.1 504") == true, "\(reply.text)")
+            #expect(reply.text.lowercased().contains("x-outrigger-reason: upstream_timeout"))
+        }
+    }
+}
+
+/// Reads nothing it is given to read (with `autoRead` off it is given nothing).
+private final class DiscardingHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+}
+
 /// `Scripts/h2_refusing_server.py` in `mode` (nil: RST_STREAM REFUSED_STREAM every other stream), and its port.
 private func startRefusingH2Server(mode: String? = nil) async throws -> (ChildProcess, Int) {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_refusing_server.py").path

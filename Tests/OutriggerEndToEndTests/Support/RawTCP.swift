@@ -21,6 +21,12 @@ enum RawTCP {
     /// Sends `request`, then reads until the peer closes or `timeout` passes (a safety net, not a wait:
     /// the tests that use it expect the peer to close).
     static func exchange(port: Int, _ request: [UInt8], timeout: Duration = .seconds(20)) async throws -> Reply {
+        try await exchange(port: port, parts: [ByteBuffer(bytes: request)], gap: .zero, timeout: timeout)
+    }
+
+    /// Sends `parts` one after another, `gap` apart (a slow client), then reads until the peer closes or
+    /// `timeout` passes. Writes are not waited for: a peer that stops reading leaves them pending.
+    static func exchange(port: Int, parts: [ByteBuffer], gap: Duration, timeout: Duration = .seconds(20)) async throws -> Reply {
         let collector = NIOLockedValueBox<[UInt8]>([])
         let timedOut = NIOLockedValueBox(false)
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -35,7 +41,10 @@ enum RawTCP {
             timedOut.withLockedValue { $0 = true }
             channel.close(promise: nil)
         }
-        try await channel.writeAndFlush(ByteBuffer(bytes: request))
+        for (index, part) in parts.enumerated() {
+            if index > 0 { try await Task.sleep(for: gap) }
+            channel.writeAndFlush(part, promise: nil)
+        }
         try await channel.closeFuture.get()
         timer.cancel()
         let bytes = collector.withLockedValue { $0 }
