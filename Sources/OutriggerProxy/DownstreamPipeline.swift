@@ -62,6 +62,7 @@ struct DownstreamPipeline: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
         ]
+        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server,
@@ -318,5 +319,38 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
         context.fireUserInboundEventTriggered(ProtocolErrorAnswered(reason: reason))
         LocalReply.write(reason, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true, context: context, wrap: wrapOutboundOut)
             .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+}
+
+/// Flushes a connection at most once per event-loop tick. An HTTP/2 connection's streams are answered by
+/// different upstream connections, each of whose read events would flush the whole connection — one
+/// `write` system call per response. Deferred to the tick's task phase (after every ready socket has been
+/// read), the responses that came in together leave in one write.
+public final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
+    public typealias OutboundIn = NIOAny
+    public typealias OutboundOut = NIOAny
+
+    private var flushPending = false
+
+    public init() {}
+
+    public func flush(context: ChannelHandlerContext) {
+        guard !flushPending else { return }
+        flushPending = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushNow(context: context)
+        }
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        // What was written before a close goes out first (a GOAWAY, the last responses).
+        flushNow(context: context)
+        context.close(mode: mode, promise: promise)
+    }
+
+    private func flushNow(context: ChannelHandlerContext) {
+        guard flushPending else { return }
+        flushPending = false
+        context.flush()
     }
 }
