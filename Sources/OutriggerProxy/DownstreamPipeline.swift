@@ -326,7 +326,7 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
 /// different upstream connections, each of whose read events would flush the whole connection — one
 /// `write` system call per response. Deferred to the tick's task phase (after every ready socket has been
 /// read), the responses that came in together leave in one write.
-public final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
+public final class FlushCoalescer: ChannelOutboundHandler {
     public typealias OutboundIn = NIOAny
     public typealias OutboundOut = NIOAny
 
