@@ -56,7 +56,7 @@ struct DownstreamPipeline: Sendable {
     }
 
     func configureHTTP2(_ channel: Channel, scheme: String) throws {
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        var connection = NIOHTTP2Handler.ConnectionConfiguration.proxyConnection
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
@@ -168,6 +168,17 @@ public final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandle
 
 /// Tells `ProxyRequestHandler` that the last pipelined request it queued is broken and will not be sent.
 struct DropLastQueuedRequest {}
+
+extension NIOHTTP2Handler.ConnectionConfiguration {
+    /// NIO's defaults, but remembering the last 1,024 streams this side reset (not 32): a proxy resets many
+    /// at once (a client that leaves takes all its streams' upstream streams with it), and frames the peer
+    /// sent before it saw a reset must be ignored, not taken for a protocol error that ends the connection.
+    static var proxyConnection: Self {
+        var configuration = Self()
+        configuration.maximumRecentlyResetStreams = 1024
+        return configuration
+    }
+}
 
 /// Tells `ProxyRequestHandler` that a request the parser rejected was answered (400 or 431), for its access log.
 struct ProtocolErrorAnswered {

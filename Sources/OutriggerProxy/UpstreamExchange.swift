@@ -52,6 +52,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Called once per exchange when both directions are done; `reusable` says whether the connection can
     /// carry another exchange.
     var exchangeFinished: ((UpstreamExchangeHandler, _ reusable: Bool) -> Void)?
+    /// The last exchange ended on the wire: the request was all sent and the response all received. (An
+    /// HTTP/2 stream in that state is closed by the protocol.)
+    private(set) var completedOnTheWire = false
     /// Called once when the channel closes.
     var closed: ((UpstreamExchangeHandler) -> Void)?
     /// Called when the connection leaves its pool to carry a tunnel.
@@ -88,6 +91,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         precondition(isIdle, "an upstream connection carries one exchange at a time")
         self.delegate = delegate
         exchanges += 1
+        completedOnTheWire = false
         state = .active(requestComplete: false, responseComplete: false, reusable: true)
         if readPending, delegate.downstreamIsWritable {
             readPending = false
@@ -192,6 +196,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
             // A response that ends before its request was fully sent leaves the connection unusable: the
             // exchange ends now (the pool closes it) rather than waiting for a body nobody will send.
             state = .active(requestComplete: true, responseComplete: true, reusable: reusable && requestComplete)
+            completedOnTheWire = requestComplete
             delegate.upstreamResponseEnd(trailers)
             finishExchange()
         }

@@ -540,9 +540,11 @@ final class HTTP2EndpointConnection {
         let goAwayWatcher = NIOLoopBound(GoAwayWatcher(), eventLoop: eventLoop)
         goAwayWatcher.value.received = { [weak self] lastStreamID in self?.goAwayReceived(lastStreamID: lastStreamID) }
         target.connect { channel in
+            // A connection error (we sent GOAWAY) closes the connection, so the next request opens a new one.
+            try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
             _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                 mode: .client,
-                connectionConfiguration: .init(),
+                connectionConfiguration: .proxyConnection,
                 streamConfiguration: .init()
             ) { stream in
                 // Servers do not open streams towards us (no server push): refuse them.
@@ -596,7 +598,13 @@ final class HTTP2EndpointConnection {
                 ])
             }
         }
-        handler.exchangeFinished = { handler, _ in handler.channel?.close(promise: nil) }
+        // A stream whose request and response both ended is closed by the protocol, and NIO closes its channel.
+        // Closing it here too would send RST_STREAM for a closed stream, which a server counts against its
+        // client (NIO's, after 200, ends the connection with GOAWAY ENHANCE_YOUR_CALM). Any other ending —
+        // an aborted exchange, an early response, a stream leased too late — resets it.
+        handler.exchangeFinished = { handler, _ in
+            if !handler.completedOnTheWire { handler.channel?.close(promise: nil) }
+        }
         handler.refusedByGoAway = refusedByGoAway
         handler.closed = { [weak self] _ in
             guard let self else { return }

@@ -46,6 +46,25 @@ struct HTTP2ProxyTests {
                        clusters: [ClusterConfig(name: "h2", endpoints: endpoints, upstreamProtocol: .http2)])
     }
 
+    /// A finished stream is closed by the protocol: the sidecar sends no RST_STREAM for it. (It did, and a NIO
+    /// server ends a connection whose client caused 200 stream errors: GOAWAY ENHANCE_YOUR_CALM, in-flight
+    /// streams resent, a new connection every ~200 requests.) A client that leaves with streams in flight
+    /// gets them reset upstream, and the connection keeps serving.
+    @Test func anHTTP2UpstreamConnectionCarriesManyStreamsAndSurvivesAClientLeavingMidFlight() async throws {
+        try await withHarness(echoes: 1) { endpoints in Self.h2Upstream(endpoints) } _: { (harness: Harness) async throws in
+            let stats = harness.sidecar.configStore.stats.cluster("h2")
+            let load = try await run("h2load", ["-n", "600", "-c", "2", "-m", "8", harness.url + "/?size=64"])
+            #expect(load.stdout.contains("600 succeeded"), "\(load.stdout)")
+            #expect(stats.connectionsTotal.current == 1, "one connection carried all 600 (the server never sent GOAWAY)")
+            #expect(stats.retriesByReason["refused-stream"]?.current == 0)
+            // Cut off mid-flight: its streams are reset upstream; the server's frames already on their way are
+            // ignored, not taken for a protocol error.
+            _ = try await run("h2load", ["-D", "1", "-c", "4", "-m", "16", harness.url + "/?size=64"])
+            #expect(try await fetch(harness.url + "/after").status == 200)
+            #expect(stats.connectionsTotal.current == 1)
+        }
+    }
+
     @Test func h2cPriorKnowledgeToHTTP1Upstream() async throws {
         try await withHarness { harness in
             let response = try await fetch(harness.url + "/h2?q=1", ["--http2-prior-knowledge", "-H", "X-Request-Id: h2-id"])
