@@ -508,7 +508,8 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public var endpointsFile: String?
     public var upstreamProtocol: UpstreamProtocol
     public var connectTimeout: Duration
-    /// The route timeout: from the request's arrival to the end of the response head.
+    /// The route timeout: from the end of the request (an upload is timed by its progress instead) to the
+    /// response head.
     public var timeout: Duration
     /// How often hostnames among the endpoints are resolved again.
     public var dnsRefreshInterval: Duration

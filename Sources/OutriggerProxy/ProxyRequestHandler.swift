@@ -69,8 +69,9 @@ final class ProxiedRequest {
     /// handler, so arming it allocates no closure.
     var timeout: NIOScheduledCallback?
     /// When the route timeout runs out: `routeTimeout` after the request's end (Envoy's rule: an upload is
-    /// not part of it). Nil until the end arrives; meanwhile the timer is armed from the request's start and,
-    /// should it fire while the body is still flowing upstream, watches the upload's progress instead.
+    /// not part of it). Nil until the end arrives (or for good when the response started first); meanwhile the
+    /// timer is armed from the request's start and, should it fire while the body is still flowing upstream,
+    /// watches the upload's progress instead.
     var routeDeadline: NIODeadline?
     /// Request body bytes when the timer last looked at an unfinished upload (-1: it has not looked).
     var uploadBytesSeen = -1
@@ -121,6 +122,7 @@ final class ProxiedRequest {
 
 extension ProxiedRequest: NIOScheduledCallbackHandler {
     func handleScheduledCallback(eventLoop: some EventLoop) {
+        timeout = nil  // fired: nothing to cancel (a cancel searches the loop's whole timer queue)
         owner?.routeTimeoutFired(self)
     }
 }
@@ -875,14 +877,13 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         switch state {
         case .leasing(let request), .proxying(let request, _):
             request.requestComplete = true
-            // The route timeout runs from here (a request without a body ends as it starts: no clock read).
-            let ended = request.bodyBytes == 0 ? request.start : NIODeadline.now()
-            request.routeDeadline = ended + .nanoseconds(request.routeTimeout.nanoseconds)
             if !request.responseStarted {
+                // The route timeout runs from here.
+                request.routeDeadline = NIODeadline.now() + .nanoseconds(request.routeTimeout.nanoseconds)
                 // The timer watched the upload's progress: it times the response now.
                 if request.uploadBytesSeen >= 0 { scheduleRouteTimer(request, in: request.routeTimeout.nanoseconds) }
                 // The first try's timeout starts now (a retry waiting out its backoff arms its own).
-                if request.perTryTimer == nil, request.retryDelay == nil, request.hedge == nil { armPerTryTimer(request) }
+                if request.retryDelay == nil { armPerTryTimer(request) }
             }
             forward(.end(trailers), of: request)
             if request.responseComplete { finishRequest(request) }
@@ -1289,7 +1290,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     private func finishRequest(_ request: ProxiedRequest) {
-        request.timeout?.cancel()
         state = .idle
         if !(closeWhenIdle && downstreamProtocol == .http1) { becameIdle() }
     }
@@ -1306,12 +1306,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func abandonUpstream() {
         switch state {
         case .leasing(let request):
-            request.timeout?.cancel()
             request.ticket?.cancel()
             request.ticket = nil
             if !request.responseComplete { recordAbandoned(request) }
         case .proxying(let request, let upstream):
-            request.timeout?.cancel()
             upstream.abort()
             if !request.responseComplete { recordAbandoned(request) }
         default:
@@ -1328,6 +1326,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// The request no longer counts as active: in the listener's and cluster's gauges, and in the load the
     /// balancer sees on its endpoint. Called once per routed request.
     private func leaveCluster(_ request: ProxiedRequest) {
+        // The route timer ends with the request (a response that ends before its upload does not leave it armed).
+        request.timeout?.cancel()
+        request.timeout = nil
         dropHedge(request, result: nil)
         request.cluster.stats.requestsActive.decrement()
         request.listener.stats.requestsActive.decrement()
@@ -1345,7 +1346,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             request.responseComplete = true
             leaveCluster(request)
         }
-        request.timeout?.cancel()
         // A gRPC call's local reply is a trailers-only 200 carrying the matching grpc-status.
         logAccess(request, status: request.isGRPC ? 200 : Int(reason.status.code), finalReason: reason.rawValue)
         writeLocalReply(reason, version: request.downstreamVersion, isGRPC: request.isGRPC, isHEAD: request.isHEAD,

@@ -50,11 +50,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     private var readPending = false
     private var needsFlush = false
     /// Called once per exchange when both directions are done; `reusable` says whether the connection can
-    /// carry another exchange.
-    var exchangeFinished: ((UpstreamExchangeHandler, _ reusable: Bool) -> Void)?
-    /// The last exchange ended on the wire: the request was all sent and the response all received. (An
-    /// HTTP/2 stream in that state is closed by the protocol.)
-    private(set) var completedOnTheWire = false
+    /// carry another exchange, `completedOnTheWire` whether the request was all sent and the response all
+    /// received (an HTTP/2 stream in that state is closed by the protocol) rather than cut short.
+    var exchangeFinished: ((UpstreamExchangeHandler, _ reusable: Bool, _ completedOnTheWire: Bool) -> Void)?
     /// Called once when the channel closes.
     var closed: ((UpstreamExchangeHandler) -> Void)?
     /// Called when the connection leaves its pool to carry a tunnel.
@@ -91,7 +89,6 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         precondition(isIdle, "an upstream connection carries one exchange at a time")
         self.delegate = delegate
         exchanges += 1
-        completedOnTheWire = false
         state = .active(requestComplete: false, responseComplete: false, reusable: true)
         if readPending, delegate.downstreamIsWritable {
             readPending = false
@@ -114,7 +111,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         state = .active(requestComplete: complete, responseComplete: responseComplete, reusable: reusable)
         context.write(wrapOutboundOut(part), promise: nil)
         needsFlush = true
-        if complete && responseComplete { finishExchange() }
+        if complete && responseComplete { finishExchange(completedOnTheWire: true) }
     }
 
     func flush() {
@@ -169,11 +166,11 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: nil)
     }
 
-    private func finishExchange() {
+    private func finishExchange(completedOnTheWire: Bool = false) {
         guard case .active(_, _, let reusable) = state else { return }
         state = .idle
         delegate = nil
-        exchangeFinished?(self, reusable)
+        exchangeFinished?(self, reusable, completedOnTheWire)
     }
 
     // MARK: Channel events
@@ -196,9 +193,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
             // A response that ends before its request was fully sent leaves the connection unusable: the
             // exchange ends now (the pool closes it) rather than waiting for a body nobody will send.
             state = .active(requestComplete: true, responseComplete: true, reusable: reusable && requestComplete)
-            completedOnTheWire = requestComplete
             delegate.upstreamResponseEnd(trailers)
-            finishExchange()
+            finishExchange(completedOnTheWire: requestComplete)
         }
     }
 

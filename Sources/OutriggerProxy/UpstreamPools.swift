@@ -348,7 +348,7 @@ final class HTTP1EndpointPool {
                 self.stats.connectionsActive.increment()
                 self.connections[handler.id] = handler
                 self.state.connectSucceeded(handler.id)
-                handler.exchangeFinished = { [weak self] handler, reusable in self?.released(handler, reusable: reusable) }
+                handler.exchangeFinished = { [weak self] handler, reusable, _ in self?.released(handler, reusable: reusable) }
                 handler.closed = { [weak self] handler in self?.connectionClosed(handler) }
                 handler.detached = { [weak self] handler in self?.connectionDetached(handler) }
                 if let waiting = requester {
@@ -602,8 +602,8 @@ final class HTTP2EndpointConnection {
         // Closing it here too would send RST_STREAM for a closed stream, which a server counts against its
         // client (NIO's, after 200, ends the connection with GOAWAY ENHANCE_YOUR_CALM). Any other ending —
         // an aborted exchange, an early response, a stream leased too late — resets it.
-        handler.exchangeFinished = { handler, _ in
-            if !handler.completedOnTheWire { handler.channel?.close(promise: nil) }
+        handler.exchangeFinished = { handler, _, completedOnTheWire in
+            if !completedOnTheWire { handler.channel?.close(promise: nil) }
         }
         handler.refusedByGoAway = refusedByGoAway
         handler.closed = { [weak self] _ in
