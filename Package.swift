@@ -26,6 +26,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.0"),
     ],
     targets: [
         // Config: YAML → validated value types. No networking.
@@ -63,6 +67,36 @@ let package = Package(
             ],
             swiftSettings: hotPathSettings
         ),
+        // XDS: Envoy's xDS v3 messages (the subset we speak, generated from Protos/ and committed) and the one
+        // place where they are mapped to and from our config. No networking.
+        .target(
+            name: "OutriggerXDS",
+            dependencies: [
+                "OutriggerConfig",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ],
+            exclude: ["Generated/README.md"]
+        ),
+        // Control: the control plane (`outrigger control`: mesh file, per-node views, the ADS server) and the
+        // sidecar's ADS client, both over grpc-swift-2's HTTP/2 transport.
+        .target(
+            name: "OutriggerControl",
+            dependencies: [
+                "OutriggerXDS",
+                "OutriggerConfig",
+                "OutriggerProxy",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Echo: the built-in demo/test upstream.
         .target(
             name: "OutriggerEcho",
@@ -98,6 +132,7 @@ let package = Package(
                 "OutriggerProxy",
                 "OutriggerConfig",
                 "OutriggerEcho",
+                "OutriggerControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -105,13 +140,13 @@ let package = Package(
         ),
         .testTarget(
             name: "OutriggerCoreTests",
-            dependencies: ["OutriggerCore", "OutriggerConfig", "OutriggerBench"],
+            dependencies: ["OutriggerCore", "OutriggerConfig", "OutriggerBench", "OutriggerXDS", "OutriggerControl"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "OutriggerEndToEndTests",
             dependencies: [
-                "OutriggerProxy", "OutriggerEcho", "OutriggerConfig", "OutriggerCore",
+                "OutriggerProxy", "OutriggerEcho", "OutriggerConfig", "OutriggerCore", "OutriggerXDS", "OutriggerControl",
                 // Built so the tests that drive the real process (signals, exit codes, memory) can run it.
                 "outrigger",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -17,18 +17,23 @@ extension SidecarConfig {
 
     /// Reads and validates a sidecar config file, keeping where its endpoints are written.
     public static func loadWithEndpointSites(contentsOf path: String) throws(ConfigErrors) -> LoadedSidecarConfig {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigErrors([ConfigIssue(file: path, line: 1, column: 1, keyPath: "", message: "cannot read file: \(error.localizedDescription)")])
-        }
-        return try decodeWithEndpointSites(yaml: text, file: path)
+        try decodeWithEndpointSites(yaml: try SidecarConfigDecoder.read(path), file: path)
     }
 
     /// Decodes and validates YAML text; `file` names it in errors.
     public static func decode(yaml text: String, file: String) throws(ConfigErrors) -> SidecarConfig {
         try decodeWithEndpointSites(yaml: text, file: file).config
+    }
+
+    /// Decodes and validates a config document built in memory rather than read from a file (the xDS client
+    /// translates pushed resources into one), with the same validation as a file. `source` names it in
+    /// errors; its nodes have no positions, so errors are told apart by key path. A cluster may have no
+    /// endpoints: a control plane sends a service before any instance of it is up.
+    public static func decode(document root: Node, source: String) throws(ConfigErrors) -> SidecarConfig {
+        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: source), endpointsMayBeEmpty: true)
+        let config = decoder.decodeSidecar(root)
+        if let config, decoder.reader.issues.isEmpty { return config }
+        throw ConfigErrors(decoder.reader.issues)
     }
 
     static func decodeWithEndpointSites(yaml text: String, file: String) throws(ConfigErrors) -> LoadedSidecarConfig {
@@ -47,9 +52,21 @@ struct SidecarConfigDecoder {
     let reader: YAMLReader
     /// Cluster names referenced by routes, checked once every cluster is known.
     private let references = ReferenceList()
+    /// True for documents from a control plane, whose clusters may be waiting for their first endpoint.
+    private let endpointsMayBeEmpty: Bool
 
-    init(reader: YAMLReader) {
+    init(reader: YAMLReader, endpointsMayBeEmpty: Bool = false) {
         self.reader = reader
+        self.endpointsMayBeEmpty = endpointsMayBeEmpty
+    }
+
+    /// A config file's text; one that cannot be read is an issue at its first line.
+    static func read(_ path: String) throws(ConfigErrors) -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigErrors([ConfigIssue(file: path, line: 1, column: 1, keyPath: "", message: "cannot read file: \(error.localizedDescription)")])
+        }
     }
 
     /// The YAML node tree of `text` (nil for an empty document); syntax errors carry their position.
@@ -116,6 +133,43 @@ struct SidecarConfigDecoder {
             listeners: listeners,
             clusters: clusters
         )
+    }
+
+    /// `services:` — each item a cluster's keys (its traffic policy and static endpoints) plus `domains` and
+    /// `routes`, whose destinations name services.
+    func decodeMesh(_ root: Node) -> MeshConfig? {
+        guard let fields = reader.fields(root, "", allowed: ["services"]) else { return nil }
+        var services: [MeshConfig.Service] = []
+        if let node = reader.required(fields, "services"), let items = reader.sequence(node, "services") {
+            for (index, item) in items.enumerated() {
+                let path = "services[\(index)]"
+                guard case .mapping(let mapping) = item else {
+                    reader.report(item, path, "expected a mapping with a service's name, endpoints, policy and routes, found \(reader.describe(item))")
+                    continue
+                }
+                // The cluster's own keys go to the cluster decoder, with their positions.
+                let own = ["domains", "routes"]
+                let clusterPairs = mapping.filter { key, _ in !own.contains(key.scalar?.string ?? "") }
+                let clusterNode = Node.mapping(.init(clusterPairs.map { ($0.key, $0.value) }, mapping.tag, mapping.style, mapping.mark))
+                let cluster = decodeCluster(clusterNode, path)
+                let routesNode = mapping.first { $0.key.scalar?.string == "routes" }?.value
+                let domainsNode = mapping.first { $0.key.scalar?.string == "domains" }?.value
+                let routes = routesNode.flatMap { decodeRoutes($0, path + ".routes") }
+                var domains: [String]?
+                if let domainsNode, let list = reader.sequence(domainsNode, path + ".domains") {
+                    domains = list.enumerated().compactMap { reader.string($1, path + ".domains[\($0)]")?.lowercased() }
+                }
+                if let cluster { services.append(MeshConfig.Service(cluster: cluster, domains: domains, routes: routes)) }
+            }
+            reportDuplicates(items, services.map(\.name), path: "services", what: "service name")
+        }
+        let known = Set(services.map(\.name))
+        for reference in references.items where !known.contains(reference.name) {
+            var message = "unknown service '\(reference.name)'"
+            if let suggestion = YAMLReader.closest(to: reference.name, among: known.sorted()) { message += "; did you mean '\(suggestion)'?" }
+            reader.report(reference.node, reference.path, message)
+        }
+        return MeshConfig(services: services)
     }
 
     private func reportDuplicates(_ items: [Node], _ names: [String], path: String, what: String) {
@@ -441,9 +495,9 @@ struct SidecarConfigDecoder {
                 }
             }
         }
-        let endpointsNode = endpointsFile == nil ? reader.required(fields, "endpoints") : fields["endpoints"]
+        let endpointsNode = endpointsFile == nil && !endpointsMayBeEmpty ? reader.required(fields, "endpoints") : fields["endpoints"]
         if let node = endpointsNode, let items = reader.sequence(node, fields.path("endpoints")) {
-            if items.isEmpty && endpointsFile == nil { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
+            if items.isEmpty && endpointsFile == nil && !endpointsMayBeEmpty { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
             for (index, item) in items.enumerated() {
                 let itemPath = fields.path("endpoints") + "[\(index)]"
                 guard let (address, metadata) = decodeEndpoint(item, itemPath) else { continue }

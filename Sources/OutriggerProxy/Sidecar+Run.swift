@@ -6,18 +6,7 @@ extension Sidecar {
     /// it; endpoints files are read again on the same tick; hostname endpoints are resolved again on each
     /// cluster's interval.
     public func runUntilStopped(watchInterval: Duration = .seconds(1)) async {
-        let signals = AsyncStream<Int32> { continuation in
-            var sources: [DispatchSourceSignal] = []
-            for number in [SIGHUP, SIGTERM, SIGINT] {
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-                source.setEventHandler { continuation.yield(number) }
-                source.resume()
-                sources.append(source)
-            }
-            let keep = SignalSources(sources)
-            continuation.onTermination = { _ in keep.cancel() }
-        }
+        let signals = ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT])
         let watcher = Task {
             while !Task.isCancelled {
                 do { try await Task.sleep(for: watchInterval) } catch { break }
@@ -44,6 +33,24 @@ extension Sidecar {
         watcher.cancel()
         resolver.cancel()
         await shutdown()
+    }
+}
+
+/// Process signals as an async sequence: each delivery of one of `numbers` (ignored by default meanwhile).
+public enum ProcessSignals {
+    public static func stream(_ numbers: [Int32]) -> AsyncStream<Int32> {
+        AsyncStream { continuation in
+            var sources: [DispatchSourceSignal] = []
+            for number in numbers {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { continuation.yield(number) }
+                source.resume()
+                sources.append(source)
+            }
+            let keep = SignalSources(sources)
+            continuation.onTermination = { _ in keep.cancel() }
+        }
     }
 }
 

@@ -30,6 +30,14 @@ public final class Sidecar: Sendable {
     private struct BoundListener {
         var config: ListenerConfig
         var channel: Channel
+
+        /// True when `next` names the port this listener got for port 0 (a control plane echoes the
+        /// address the sidecar reported), so the socket stays.
+        func isBound(at next: ListenerConfig) -> Bool {
+            guard config.address.port == 0, next.address.port != 0, config.tls == next.tls,
+                  let local = channel.localAddress else { return false }
+            return local.port == next.address.port && (local.ipAddress == next.address.host || config.address.host == next.address.host)
+        }
     }
 
     private struct MutableState {
@@ -117,7 +125,7 @@ public final class Sidecar: Sendable {
             let newNames = Set(config.listeners.map(\.name))
             let closing = previous.filter { name, bound in
                 guard let next = config.listeners.first(where: { $0.name == name }) else { return true }
-                return !bound.config.hasSameSocket(as: next)
+                return !bound.config.hasSameSocket(as: next) && !bound.isBound(at: next)
             }
             let needSocket = config.listeners.filter { previous[$0.name] == nil || closing[$0.name] != nil }
             // An address a closing listener still holds can only be bound once that one is closed.
@@ -418,12 +426,12 @@ extension ListenerConfig {
 }
 
 /// Enough of a file's identity to notice an edit or a replace-by-rename.
-struct FileStamp: Equatable, Sendable {
+public struct FileStamp: Equatable, Sendable {
     let size: Int
     let modified: Date
     let inode: Int
 
-    init?(path: String) {
+    public init?(path: String) {
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return nil }
         size = (attributes[.size] as? NSNumber)?.intValue ?? 0
         modified = attributes[.modificationDate] as? Date ?? .distantPast

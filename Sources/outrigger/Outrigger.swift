@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import OutriggerConfig
+import OutriggerControl
 import OutriggerEcho
 import OutriggerProxy
 
@@ -11,7 +12,7 @@ struct Outrigger: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "outrigger",
         abstract: "A service-mesh sidecar proxy: retries, timeouts, load balancing and stats for HTTP/1.1 and HTTP/2.",
-        subcommands: [Proxy.self, Validate.self, Echo.self, Demo.self, Bench.self]
+        subcommands: [Proxy.self, Control.self, Validate.self, Echo.self, Demo.self, Bench.self]
     )
 }
 
@@ -101,14 +102,48 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Event loops (default: one per core; overrides the config file's).")
     var concurrency: Int?
 
+    @Option(help: "Follow a control plane (xDS over gRPC): HOST:PORT[,HOST:PORT...], tried in turn. Needs --node and --service; --config, if given, is only the start-up config.")
+    var control: String?
+
+    @Option(help: "With --control: this sidecar's node id (unique in the mesh).")
+    var node: String?
+
+    @Option(help: "With --control: the service this sidecar fronts.")
+    var service: String?
+
+    @Option(help: "With --control: where the local service listens; the inbound listener forwards to it.")
+    var app: HostPort?
+
+    @Option(help: "With --control and no --config: the outbound listener (the app's calls to other services).")
+    var outbound: HostPort = HostPort(host: "127.0.0.1", port: 15001)
+
+    @Option(help: "With --control and no --config: the inbound listener (calls to this service), served when --app is given.")
+    var inbound: HostPort = HostPort(host: "127.0.0.1", port: 15006)
+
+    @Option(help: "With --control: this sidecar's zone.")
+    var zone: String?
+
     @Option(help: ArgumentHelp("How often the config file is checked for changes, in milliseconds.", visibility: .hidden))
     var watchIntervalMilliseconds: Int64 = 1000
 
     @OptionGroup var logging: LoggingOptions
 
+    var controlAddresses: [HostPort] {
+        control?.split(separator: ",").compactMap { HostPort(parsing: String($0)) } ?? []
+    }
+
     func validate() throws {
-        if configPath == nil && (listen == nil || upstream == nil) {
-            throw ValidationError("give --config FILE, or --listen HOST:PORT and --upstream HOST:PORT[,...]")
+        if let control {
+            for item in control.split(separator: ",") where HostPort(parsing: String(item)) == nil {
+                throw ValidationError("--control: expected HOST:PORT, found '\(item)'")
+            }
+            if node == nil || service == nil { throw ValidationError("--control needs --node ID and --service NAME") }
+            if listen != nil || upstream != nil { throw ValidationError("--control and quick-start flags (--listen, --upstream) do not mix") }
+        } else if node != nil || service != nil || app != nil {
+            throw ValidationError("--node, --service and --app go with --control")
+        }
+        if configPath == nil && control == nil && (listen == nil || upstream == nil) {
+            throw ValidationError("give --config FILE, --control HOST:PORT, or --listen HOST:PORT and --upstream HOST:PORT[,...]")
         }
         if configPath != nil && (listen != nil || upstream != nil) {
             throw ValidationError("--config and quick-start flags (--listen, --upstream, --lb) do not mix")
@@ -146,6 +181,11 @@ struct Proxy: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("\(error)\nrefusing to start: \(configPath) is invalid\n".utf8))
                 throw ExitCode(2)
             }
+        } else if control != nil {
+            // Listeners with no routes (404 no_route) until the first push.
+            var listeners = [ListenerConfig(name: MeshView.outboundListener, address: outbound, direction: .outbound, virtualHosts: [])]
+            if app != nil { listeners.append(ListenerConfig(name: MeshView.inboundListener, address: inbound, direction: .inbound, virtualHosts: [])) }
+            config = SidecarConfig(zone: zone, listeners: listeners, clusters: [])
         } else {
             let upstreams = upstream!.split(separator: ",").compactMap { HostPort(parsing: String($0)) }
             config = SidecarConfig.quickStart(listen: listen!, upstreams: upstreams, admin: AdminConfig.defaultAddress,
@@ -169,8 +209,9 @@ struct Proxy: AsyncParsableCommand {
         overrides(&config)
         let sidecar: Sidecar
         do {
-            sidecar = try await Sidecar.start(config: config, configPath: configPath, endpointSites: endpointSites, overrides: overrides,
-                                              logger: logger)
+            // Under a control plane the file is only the start-up config: pushes, not edits, change it.
+            sidecar = try await Sidecar.start(config: config, configPath: control == nil ? configPath : nil, endpointSites: endpointSites,
+                                              overrides: overrides, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
@@ -179,14 +220,24 @@ struct Proxy: AsyncParsableCommand {
             announce("outrigger: listener \(name) on \(address.hostPort)")
         }
         if let admin = sidecar.adminAddress { announce("outrigger: admin on \(admin.hostPort)") }
+        var following: Task<Void, Never>?
+        if control != nil, let node, let service {
+            let listeners = sidecar.listenerAddresses.compactMapValues { address in
+                address.port.map { HostPort(host: address.ipAddress ?? "127.0.0.1", port: $0) }
+            }
+            let identity = SidecarIdentity(node: node, service: service, zone: zone ?? config.zone, listeners: listeners, app: app)
+            let client = ControlPlaneClient(addresses: controlAddresses, identity: identity, sidecar: sidecar, base: config, logger: logger)
+            following = Task { await client.run() }
+        }
         await sidecar.runUntilStopped(watchInterval: .milliseconds(watchIntervalMilliseconds))
+        following?.cancel()
         logger.info("drained; exiting")
     }
 }
 
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check sidecar config files, like nginx -t.",
+        abstract: "Check sidecar config files and control-plane mesh files, like nginx -t.",
         discussion: """
         Prints every error as FILE:LINE:COLUMN: KEY.PATH: what was expected. Exit status 0 when all files are valid, 1 otherwise.
         Endpoint names that do not resolve now are warnings (the sidecar starts without them and keeps resolving).
@@ -199,6 +250,17 @@ struct Validate: ParsableCommand {
     func run() throws {
         var failed = false
         for file in files {
+            // A mesh file (the control plane's) has top-level `services`; a sidecar file has `listeners`.
+            if let text = try? String(contentsOfFile: file, encoding: .utf8), text.split(separator: "\n").contains(where: { $0.hasPrefix("services:") }) {
+                do {
+                    _ = try MeshConfig.decode(yaml: text, file: file)
+                    print("\(file): ok (mesh)")
+                } catch {
+                    failed = true
+                    print(error.description)
+                }
+                continue
+            }
             do {
                 let loaded = try SidecarConfig.loadWithEndpointSites(contentsOf: file)
                 let config = loaded.config

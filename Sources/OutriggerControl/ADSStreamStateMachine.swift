@@ -1,0 +1,160 @@
+import OutriggerXDS
+import SwiftProtobuf
+
+/// One sidecar's ADS stream as the control plane sees it (state of the world, pure): what it subscribed to,
+/// what was sent with which version and nonce, what it ACKed or NACKed. Requests and snapshot changes go in;
+/// responses to send come out, in make-before-break order.
+///
+/// The protocol's rules (Envoy's xDS protocol document): a request whose nonce is not the last one sent for
+/// its type is stale and ignored; one with `error_detail` NACKs the version sent with that nonce, which is
+/// then never sent to this stream again; otherwise it ACKs it. Versions are content hashes, so an unchanged
+/// set is never re-sent.
+public struct ADSStreamStateMachine: Sendable {
+    /// A request as the state machine needs it.
+    public struct Request: Sendable, Hashable {
+        public var type: XDSType
+        public var versionInfo: String
+        public var nonce: String
+        public var resourceNames: [String]
+        /// Set on a NACK.
+        public var error: String?
+
+        public init(type: XDSType, versionInfo: String = "", nonce: String = "", resourceNames: [String] = [], error: String? = nil) {
+            self.type = type
+            self.versionInfo = versionInfo
+            self.nonce = nonce
+            self.resourceNames = resourceNames
+            self.error = error
+        }
+    }
+
+    /// A response to write.
+    public struct Response: Sendable, Hashable {
+        public var type: XDSType
+        public var version: String
+        public var nonce: String
+        public var resources: [XDSResource]
+    }
+
+    public enum Event: Sendable, Hashable {
+        case acked(XDSType, version: String)
+        case nacked(XDSType, version: String, message: String)
+    }
+
+    struct Sent: Sendable {
+        var version: String
+        var nonce: String
+        var names: [String]
+        var resources: [String: XDSResource]
+    }
+
+    struct TypeState: Sendable {
+        /// nil: not subscribed yet. Empty: every resource of the type (wildcard).
+        var names: [String]?
+        var sent: Sent?
+        var acked: String?
+        var nacked: (version: String, message: String)?
+    }
+
+    private var types: [XDSType: TypeState] = [:]
+    private var snapshot: [XDSType: [String: XDSResource]] = [:]
+    private var nonces: UInt64 = 0
+    /// Nothing is sent before the node's first snapshot (it needs the node's identity, from its first request).
+    private var hasSnapshot = false
+
+    public init() {}
+
+    /// The last version each type was ACKed at, and the last NACK.
+    public func status(of type: XDSType) -> (sent: String?, acked: String?, nacked: (version: String, message: String)?) {
+        let state = types[type]
+        return (state?.sent?.version, state?.acked, state?.nacked)
+    }
+
+    /// A request arrived: record its ACK or NACK, follow its subscription, and send what it now lacks.
+    public mutating func received(_ request: Request) -> (events: [Event], responses: [Response]) {
+        var state = types[request.type] ?? TypeState()
+        var events: [Event] = []
+        if !request.nonce.isEmpty {
+            guard let sent = state.sent, sent.nonce == request.nonce else { return ([], []) }  // stale
+            if let error = request.error {
+                state.nacked = (sent.version, error)
+                events.append(.nacked(request.type, version: sent.version, message: error))
+            } else {
+                state.acked = sent.version
+                events.append(.acked(request.type, version: sent.version))
+            }
+        }
+        state.names = request.resourceNames
+        types[request.type] = state
+        return (events, pushes())
+    }
+
+    /// The node's resources changed: send every subscribed type whose content changed.
+    public mutating func snapshotChanged(_ resources: [XDSType: [String: XDSResource]]) -> [Response] {
+        snapshot = resources
+        hasSnapshot = true
+        return pushes()
+    }
+
+    /// What to send now. Clusters and endpoints go before the listeners and routes that use them; when
+    /// clusters go away while routes change too, the routes go first with the old clusters still there:
+    /// clusters are sent as the union of old and new, then routes, then the clusters without the removed ones.
+    mutating func pushes() -> [Response] {
+        guard hasSnapshot else { return [] }
+        var responses: [Response] = []
+        let clustersRemoved = due(.cluster).map { next in
+            Set(types[.cluster]?.sent?.resources.keys.map { $0 } ?? []).subtracting(next.keys)
+        } ?? []
+        if !clustersRemoved.isEmpty && (due(.listener) != nil || due(.route) != nil), let next = due(.cluster),
+           let old = types[.cluster]?.sent?.resources {
+            responses += send(.cluster, next.merging(old) { new, _ in new })
+            if let endpoints = due(.endpoints) { responses += send(.endpoints, endpoints) }
+            for type in [XDSType.listener, .route] { if let next = due(type) { responses += send(type, next) } }
+            if let next = due(.cluster) { responses += send(.cluster, next) }
+            return responses
+        }
+        for type in XDSType.allCases.sorted() {
+            if let next = due(type) { responses += send(type, next) }
+        }
+        return responses
+    }
+
+    /// The resources of `type` this stream should have, when that differs from what it has and was not NACKed.
+    func due(_ type: XDSType) -> [String: XDSResource]? {
+        guard let state = types[type], let names = state.names else { return nil }
+        let all = snapshot[type] ?? [:]
+        let wanted = names.isEmpty ? all : all.filter { names.contains($0.key) }
+        let version = Self.version(of: wanted)
+        if let sent = state.sent, sent.version == version, sent.names == names { return nil }
+        if let nacked = state.nacked, nacked.version == version { return nil }
+        return wanted
+    }
+
+    mutating func send(_ type: XDSType, _ resources: [String: XDSResource]) -> [Response] {
+        nonces += 1
+        let version = Self.version(of: resources)
+        let nonce = String(nonces)
+        let names = types[type]?.names ?? []
+        types[type]?.sent = Sent(version: version, nonce: nonce, names: names, resources: resources)
+        return [Response(type: type, version: version, nonce: nonce, resources: resources.keys.sorted().map { resources[$0]! })]
+    }
+
+    /// A content hash (FNV-1a, 64 bits) of the resources' names and bytes, in name order.
+    public static func version(of resources: [String: XDSResource]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ bytes: some Sequence<UInt8>) {
+            for byte in bytes {
+                hash ^= UInt64(byte)
+                hash = hash &* 0x0000_0100_0000_01b3
+            }
+        }
+        for name in resources.keys.sorted() {
+            mix(name.utf8)
+            mix([0])
+            mix(resources[name]!.body.value)
+            mix([0])
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

@@ -1,0 +1,246 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import NIOConcurrencyHelpers
+import OutriggerConfig
+import OutriggerProxy
+import OutriggerXDS
+import SwiftProtobuf
+
+/// What a sidecar holds of the control plane's pushes (pure): the resources it accepted, per type the version
+/// and the last nonce, and what it subscribes to. A response is checked against the accepted resources of
+/// the other types: when every listener's routes and every cluster's endpoints are there it is decoded into
+/// a whole config (the same validation as a file) to apply; while some are still on their way it is held
+/// (checked resource by resource, ACKed, applied once the rest arrives).
+public struct XDSClientState: Sendable {
+    public enum Decision: Sendable {
+        /// Apply this config, then `commit` and ACK.
+        case apply(SidecarConfig)
+        /// Valid so far; ACK and wait for the resources it names.
+        case hold
+        /// NACK, keep everything as it was.
+        case reject(XDSRejection)
+    }
+
+    public private(set) var accepted = XDSDecoder()
+    public private(set) var versions: [XDSType: String] = [:]
+    public private(set) var nonces: [XDSType: String] = [:]
+    /// Endpoints and routes are subscribed by name; clusters and listeners by wildcard (empty).
+    public private(set) var names: [XDSType: [String]] = [:]
+    private var candidate: (XDSDecoder, XDSType, String)?
+
+    public init() {}
+
+    /// A response arrived: what to do with it.
+    public mutating func received(type: XDSType, version: String, nonce: String, resources: [Google_Protobuf_Any], base: SidecarConfig) -> Decision {
+        nonces[type] = nonce
+        var next = accepted
+        var byName: [String: Google_Protobuf_Any] = [:]
+        do throws(XDSRejection) {
+            for body in resources {
+                let name = try Self.name(of: body, type: type)
+                guard byName[name] == nil else { throw XDSRejection(type: type, name: name, message: "sent twice in one response") }
+                byName[name] = body
+            }
+            next[type] = byName
+            candidate = (next, type, version)
+            guard try next.isComplete() else {
+                try next.checkEach()
+                return .hold
+            }
+            return .apply(try next.config(base: base))
+        } catch {
+            candidate = nil
+            return .reject(error)
+        }
+    }
+
+    /// The last `received` response was applied (or held): it becomes the accepted state.
+    public mutating func commit() {
+        guard let (next, type, version) = candidate else { return }
+        accepted = next
+        versions[type] = version
+        candidate = nil
+    }
+
+    /// The subscriptions the accepted resources call for that differ from the current ones: endpoints of every
+    /// cluster, routes of every listener.
+    public mutating func subscriptionChanges() -> [XDSType: [String]] {
+        var changes: [XDSType: [String]] = [:]
+        let wanted: [XDSType: [String]] = [.endpoints: accepted.clusters.keys.sorted(), .route: (try? accepted.routeNames()) ?? []]
+        // An empty list would be a wildcard subscription: a type is first asked for once it has names.
+        for (type, list) in wanted where names[type] != list && !(names[type] == nil && list.isEmpty) {
+            names[type] = list
+            changes[type] = list
+        }
+        return changes
+    }
+
+    static func name(of body: Google_Protobuf_Any, type: XDSType) throws(XDSRejection) -> String {
+        guard body.typeURL == type.rawValue else {
+            throw XDSRejection(type: type, name: "?", message: "a \(type.shortName) response carried a \(body.typeURL)")
+        }
+        do {
+            switch type {
+            case .listener: return try Envoy_Config_Listener_V3_Listener(serializedBytes: body.value).name
+            case .route: return try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: body.value).name
+            case .cluster: return try Envoy_Config_Cluster_V3_Cluster(serializedBytes: body.value).name
+            case .endpoints: return try Envoy_Config_Endpoint_V3_ClusterLoadAssignment(serializedBytes: body.value).clusterName
+            }
+        } catch {
+            throw XDSRejection(type: type, name: "?", message: "cannot decode: \(error)")
+        }
+    }
+}
+
+/// The sidecar's side of the control plane: one ADS stream at a time to one of `addresses`, reconnecting with
+/// jittered exponential backoff across all of them. Each push is validated and applied through
+/// `Sidecar.apply` (the same atomic swap as a file reload), then ACKed; a refused one is NACKed with the
+/// resource and field, and the running config stays. A lost control plane changes nothing (fail static).
+public final class ControlPlaneClient: Sendable {
+    private let addresses: [HostPort]
+    private let identity: SidecarIdentity
+    private let sidecar: Sidecar
+    private let base: SidecarConfig
+    private let logger: Logger
+    private let state = NIOLockedValueBox(XDSClientState())
+    /// Connected now, pushes applied and refused, when the last was applied (for stats and `/config_dump`).
+    private let counters = NIOLockedValueBox(Counters())
+
+    public struct Counters: Sendable {
+        public var connected = false
+        public var accepted = 0
+        public var rejected = 0
+        public var lastRejection: String?
+    }
+
+    public init(addresses: [HostPort], identity: SidecarIdentity, sidecar: Sidecar, base: SidecarConfig, logger: Logger) {
+        self.addresses = addresses
+        self.identity = identity
+        self.sidecar = sidecar
+        self.base = base
+        self.logger = logger
+    }
+
+    public var status: Counters { counters.withLockedValue { $0 } }
+
+    /// Streams until cancelled, reconnecting after every failure.
+    public func run() async {
+        var failures = 0
+        var index = 0
+        while !Task.isCancelled {
+            let address = addresses[index % addresses.count]
+            index += 1
+            let connected = NIOLockedValueBox(false)
+            do {
+                try await stream(to: address) { connected.withLockedValue { $0 = true } }
+            } catch {
+                if Task.isCancelled { break }
+                logger.warning("control plane stream ended; serving the last accepted config", metadata: ["address": "\(address)", "error": "\(error)"])
+            }
+            counters.withLockedValue { $0.connected = false }
+            failures = connected.withLockedValue { $0 } ? 1 : failures + 1
+            // Full jitter over an exponential ceiling: 100 ms doubling to 10 s.
+            let ceiling = min(10_000, 100 << min(failures, 7))
+            try? await Task.sleep(for: .milliseconds(Int.random(in: ceiling / 2...ceiling)))
+        }
+    }
+
+    private func stream(to address: HostPort, connected: @escaping @Sendable () -> Void) async throws {
+        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: address.host, port: address.port), transportSecurity: .plaintext)
+        try await withGRPCClient(transport: transport) { client in
+            let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: client)
+            let (outbox, send) = AsyncStream<Envoy_Service_Discovery_V3_DiscoveryRequest>.makeStream()
+            // Clusters and listeners by wildcard; endpoints and routes by the names already held (a reconnect).
+            let resume = state.withLockedValue { state in (state.versions, state.names) }
+            var first = true
+            for type in [XDSType.cluster, .listener, .endpoints, .route] {
+                let names = resume.1[type] ?? []
+                if (type == .endpoints || type == .route) && names.isEmpty { continue }
+                var request = request(type, version: resume.0[type] ?? "", nonce: "", names: names)
+                if first { request.node = node(); first = false }
+                send.yield(request)
+            }
+            try await ads.streamAggregatedResources(requestProducer: { writer in
+                for await request in outbox { try await writer.write(request) }
+            }, onResponse: { response in
+                connected()
+                self.counters.withLockedValue { $0.connected = true }
+                defer { send.finish() }
+                for try await message in response.messages {
+                    for request in await self.handle(message) { send.yield(request) }
+                }
+            })
+        }
+    }
+
+    /// Decides, applies, and answers one response (its ACK or NACK, then any new subscriptions).
+    private func handle(_ message: Envoy_Service_Discovery_V3_DiscoveryResponse) async -> [Envoy_Service_Discovery_V3_DiscoveryRequest] {
+        guard let type = XDSType(rawValue: message.typeURL) else {
+            var nack = request(.cluster, version: "", nonce: message.nonce, names: [])
+            nack.typeURL = message.typeURL
+            nack.errorDetail.code = 12  // UNIMPLEMENTED
+            nack.errorDetail.message = "resource type \(message.typeURL) is not implemented"
+            return [nack]
+        }
+        let decision = state.withLockedValue { $0.received(type: type, version: message.versionInfo, nonce: message.nonce, resources: message.resources, base: base) }
+        var refusal: String?
+        switch decision {
+        case .apply(let config):
+            do {
+                try await sidecar.apply(config)
+                logger.info("control plane config applied", metadata: ["type": "\(type.shortName)", "version": "\(message.versionInfo)"])
+            } catch {
+                refusal = "\(type.shortName): cannot apply: \(error)"
+            }
+        case .hold:
+            break
+        case .reject(let rejection):
+            refusal = rejection.description
+        }
+        if let refusal {
+            logger.error("control plane push refused; keeping the running config\n\(refusal)", metadata: ["version": "\(message.versionInfo)"])
+            counters.withLockedValue { $0.rejected += 1; $0.lastRejection = refusal }
+            let (version, names) = state.withLockedValue { ($0.versions[type] ?? "", $0.names[type] ?? []) }
+            var nack = request(type, version: version, nonce: message.nonce, names: names)
+            nack.errorDetail.code = 3  // INVALID_ARGUMENT
+            nack.errorDetail.message = refusal
+            return [nack]
+        }
+        counters.withLockedValue { $0.accepted += 1 }
+        let (names, changes, versions, nonces) = state.withLockedValue { state in
+            state.commit()
+            let changes = state.subscriptionChanges()
+            return (state.names[type] ?? [], changes, state.versions, state.nonces)
+        }
+        var requests = [request(type, version: message.versionInfo, nonce: message.nonce, names: names)]
+        for (changed, list) in changes.sorted(by: { $0.key < $1.key }) {
+            requests.append(request(changed, version: versions[changed] ?? "", nonce: nonces[changed] ?? "", names: list))
+        }
+        return requests
+    }
+
+    private func request(_ type: XDSType, version: String, nonce: String, names: [String]) -> Envoy_Service_Discovery_V3_DiscoveryRequest {
+        var request = Envoy_Service_Discovery_V3_DiscoveryRequest()
+        request.typeURL = type.rawValue
+        request.versionInfo = version
+        request.responseNonce = nonce
+        request.resourceNames = names
+        return request
+    }
+
+    private func node() -> Envoy_Config_Core_V3_Node {
+        var node = Envoy_Config_Core_V3_Node()
+        node.id = identity.node
+        node.cluster = identity.service
+        node.userAgentName = "outrigger"
+        if let zone = identity.zone { node.locality.zone = zone }
+        var listeners = Google_Protobuf_Struct()
+        for (name, address) in identity.listeners { listeners.fields[name] = Google_Protobuf_Value(stringValue: address.description) }
+        node.metadata.fields[NodeMetadata.service] = Google_Protobuf_Value(stringValue: identity.service)
+        node.metadata.fields[NodeMetadata.listeners] = Google_Protobuf_Value(structValue: listeners)
+        if let app = identity.app { node.metadata.fields[NodeMetadata.app] = Google_Protobuf_Value(stringValue: app.description) }
+        return node
+    }
+}

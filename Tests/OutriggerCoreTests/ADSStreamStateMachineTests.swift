@@ -1,0 +1,105 @@
+import Foundation
+import OutriggerControl
+import OutriggerXDS
+import SwiftProtobuf
+import Testing
+
+@Suite("ADS stream state machine (state of the world)")
+struct ADSStreamStateMachineTests {
+    typealias Machine = ADSStreamStateMachine
+
+    static func resource(_ type: XDSType, _ name: String, _ content: String = "") -> XDSResource {
+        var body = Google_Protobuf_Any()
+        body.typeURL = type.rawValue
+        body.value = Data((name + content).utf8)
+        return XDSResource(type: type, name: name, body: body)
+    }
+
+    static func snapshot(clusters: [String], routes: String = "v1") -> [XDSType: [String: XDSResource]] {
+        var snapshot: [XDSType: [String: XDSResource]] = [:]
+        snapshot[.cluster] = Dictionary(uniqueKeysWithValues: clusters.map { ($0, resource(.cluster, $0)) })
+        snapshot[.endpoints] = Dictionary(uniqueKeysWithValues: clusters.map { ($0, resource(.endpoints, $0)) })
+        snapshot[.listener] = ["outbound": resource(.listener, "outbound")]
+        snapshot[.route] = ["outbound": resource(.route, "outbound", routes)]
+        return snapshot
+    }
+
+    /// A machine subscribed to all four types, with everything sent and ACKed.
+    static func synced(_ snapshot: [XDSType: [String: XDSResource]]) -> (Machine, [XDSType: Machine.Response]) {
+        var machine = Machine()
+        var last: [XDSType: Machine.Response] = [:]
+        _ = machine.snapshotChanged(snapshot)
+        for type in XDSType.allCases {
+            let names = (type == .endpoints || type == .route) ? snapshot[type]!.keys.sorted() : []
+            for response in machine.received(Machine.Request(type: type, resourceNames: names)).responses { last[response.type] = response }
+        }
+        for response in last.values {
+            _ = machine.received(Machine.Request(type: response.type, versionInfo: response.version, nonce: response.nonce,
+                                                 resourceNames: (response.type == .endpoints || response.type == .route) ? response.resources.map(\.name) : []))
+        }
+        return (machine, last)
+    }
+
+    @Test func nothingIsSentBeforeTheFirstSnapshotThenEachSubscribedTypeOnce() {
+        var machine = Machine()
+        #expect(machine.received(Machine.Request(type: .cluster)).responses.isEmpty)
+        let sent = machine.snapshotChanged(Self.snapshot(clusters: ["a", "b"]))
+        #expect(sent.map(\.type) == [.cluster])
+        #expect(sent[0].resources.map(\.name) == ["a", "b"])
+        // The same content again sends nothing.
+        #expect(machine.snapshotChanged(Self.snapshot(clusters: ["a", "b"])).isEmpty)
+        // Endpoints are sent for the names asked for only.
+        let endpoints = machine.received(Machine.Request(type: .endpoints, resourceNames: ["b"])).responses
+        #expect(endpoints.map { $0.resources.map(\.name) } == [["b"]])
+    }
+
+    @Test func acksAndNacksAreRecordedAndANackedVersionIsNeverResent() {
+        var machine = Machine()
+        _ = machine.snapshotChanged(Self.snapshot(clusters: ["a"]))
+        let first = machine.received(Machine.Request(type: .cluster)).responses[0]
+        let ack = machine.received(Machine.Request(type: .cluster, versionInfo: first.version, nonce: first.nonce))
+        #expect(ack.events == [.acked(.cluster, version: first.version)])
+        #expect(ack.responses.isEmpty)
+
+        let second = machine.snapshotChanged(Self.snapshot(clusters: ["a", "bad"]))[0]
+        let nack = machine.received(Machine.Request(type: .cluster, versionInfo: first.version, nonce: second.nonce, error: "Cluster 'bad': no"))
+        #expect(nack.events == [.nacked(.cluster, version: second.version, message: "Cluster 'bad': no")])
+        #expect(nack.responses.isEmpty, "the NACKed version is not sent again")
+        #expect(machine.snapshotChanged(Self.snapshot(clusters: ["a", "bad"])).isEmpty)
+        #expect(machine.status(of: .cluster).acked == first.version)
+        // A new version goes out.
+        #expect(machine.snapshotChanged(Self.snapshot(clusters: ["a", "good"])).map(\.type) == [.cluster])
+    }
+
+    @Test func aStaleNonceIsIgnored() {
+        var machine = Machine()
+        _ = machine.snapshotChanged(Self.snapshot(clusters: ["a"]))
+        let first = machine.received(Machine.Request(type: .cluster)).responses[0]
+        let second = machine.snapshotChanged(Self.snapshot(clusters: ["a", "b"]))[0]
+        let stale = machine.received(Machine.Request(type: .cluster, versionInfo: first.version, nonce: first.nonce, error: "late"))
+        #expect(stale.events.isEmpty && stale.responses.isEmpty)
+        #expect(machine.received(Machine.Request(type: .cluster, versionInfo: second.version, nonce: second.nonce)).events == [.acked(.cluster, version: second.version)])
+    }
+
+    @Test func clustersGoBeforeTheRoutesThatUseThem() {
+        var (machine, _) = Self.synced(Self.snapshot(clusters: ["a"]))
+        let sent = machine.snapshotChanged(Self.snapshot(clusters: ["a", "b"], routes: "to-b"))
+        #expect(sent.map(\.type) == [.cluster, .route], "the endpoints of b follow once the sidecar asks for them by name")
+        #expect(sent[0].resources.map(\.name) == ["a", "b"])
+    }
+
+    @Test func aRemovedClusterGoesLastAfterTheRoutesThatStoppedUsingIt() {
+        var (machine, _) = Self.synced(Self.snapshot(clusters: ["a", "old"]))
+        let sent = machine.snapshotChanged(Self.snapshot(clusters: ["a", "new"], routes: "to-new"))
+        #expect(sent.map(\.type) == [.cluster, .endpoints, .route, .cluster])
+        #expect(sent[0].resources.map(\.name) == ["a", "new", "old"], "first the union: new added, old still there")
+        #expect(sent[3].resources.map(\.name) == ["a", "new"], "old removed once the routes no longer use it")
+    }
+
+    @Test func versionsAreContentHashes() {
+        let one = ["a": Self.resource(.cluster, "a")]
+        #expect(Machine.version(of: one) == Machine.version(of: one))
+        #expect(Machine.version(of: one) != Machine.version(of: ["a": Self.resource(.cluster, "a", "changed")]))
+        #expect(Machine.version(of: one).count == 16)
+    }
+}

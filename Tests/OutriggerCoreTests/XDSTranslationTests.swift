@@ -1,0 +1,186 @@
+import Foundation
+import OutriggerConfig
+import OutriggerControl
+import OutriggerXDS
+import SwiftProtobuf
+import Testing
+
+@Suite("xDS translation: our config to Envoy's resources and back")
+struct XDSTranslationTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static let sample = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("config/sidecar.yaml").path
+
+    /// Every resource of a config, loaded into a decoder as a sidecar would hold them.
+    static func decoder(for config: SidecarConfig) throws -> XDSDecoder {
+        var decoder = XDSDecoder()
+        for resource in try XDSEncoder.resources(listeners: config.listeners, clusters: config.clusters) {
+            decoder[resource.type][resource.name] = resource.body
+        }
+        return decoder
+    }
+
+    static func sorted(_ config: SidecarConfig) -> SidecarConfig {
+        var config = config
+        config.listeners.sort { $0.name < $1.name }
+        config.clusters.sort { $0.name < $1.name }
+        return config
+    }
+
+    @Test(arguments: ["sample", "fixture", "policies"])
+    func aConfigSurvivesTheRoundTrip(_ which: String) throws {
+        let original: SidecarConfig = switch which {
+        case "sample": try SidecarConfig.load(contentsOf: Self.sample)
+        case "fixture": try SidecarConfig.load(contentsOf: Self.fixtures.appendingPathComponent("valid-sidecar.yaml").path)
+        default: try SidecarConfig.decode(yaml: Self.policies, file: "policies.yaml")
+        }
+        let decoder = try Self.decoder(for: original)
+        #expect(try decoder.isComplete())
+        let back = try decoder.config(base: original)
+        #expect(Self.sorted(back) == Self.sorted(original))
+    }
+
+    static let policies = """
+    listeners:
+      - name: out
+        address: 127.0.0.1:15001
+        direction: outbound
+        maxRequestHeadersBytes: 10000
+        maxRequestBodyBytes: 1MiB
+        trustOverrideHeaders: true
+        requestHeadersTimeout: 3s
+        idleTimeout: 90s
+        routes:
+          - name: api
+            match:
+              regex: "^/api/v[0-9]+/.*"
+              methods: [GET, HEAD]
+              headers:
+                - {name: x-absent, present: false}
+                - {name: x-prefix, prefix: abc}
+            cluster: api
+            hostRewrite: api.internal
+            timeout: 2s
+            retries:
+              attempts: 3
+              retryOn: [5xx, reset, unavailable]
+              retriableStatusCodes: [409]
+              perTryTimeout: 500ms
+              backoff: {base: 10ms, max: 100ms}
+              retryAfterMax: 2s
+              replayBufferBytes: 4096
+              retryNonIdempotent: true
+              hedgeOnPerTryTimeout: true
+            fallback: {status: 503, headers: {x-why: degraded}, body: sorry}
+            requestHeaders: {add: {x-a: "1"}, set: {x-b: "2"}, remove: [x-c]}
+          - match: {path: /exact, methods: [POST]}
+            prefixRewrite: /other
+            cluster: hashed
+            fallback: {cluster: api}
+    clusters:
+      - name: api
+        protocol: http2
+        endpoints:
+          - {address: 127.0.0.1:9001, weight: 3, zone: a}
+          - {address: 127.0.0.1:9002, zone: b, priority: 1}
+        connectTimeout: 300ms
+        timeout: 7s
+        loadBalancer: {policy: peak_ewma, decay: 5s, defaultRTT: 20ms, panicThreshold: 30, slowStart: {window: 30s, aggression: 1.5, minWeightPercent: 20}}
+        pool: {maxConnectionsPerEndpoint: 8, maxPendingRequests: 16, idleTimeout: 20s}
+        healthChecks: {type: http, path: /healthz, method: HEAD, host: api, expectedStatuses: ["200", "204-206"], bodyContains: ok, interval: 2s, unhealthyInterval: 4s, timeout: 500ms, jitter: 100ms, initialJitter: 1s, healthyThreshold: 3, unhealthyThreshold: 4}
+        endpointDrainTimeout: 20s
+        retryBudget: {percent: 30, minRetriesPerSecond: 5, window: 20s}
+        outlierDetection: {consecutive5xx: 4, consecutiveGatewayFailure: 2, baseEjectionTime: 10s, maxEjectionTime: 100s, maxEjectionPercent: 40, interval: 5s, failurePercentageThreshold: 70, successRateStdevFactor: 1500}
+        limits: {maxRequests: 500, maxActiveRetries: 7, maxConnections: 90, maxPendingRequests: 80}
+        breakers: {consecutiveFailures: 4, failureRatePercent: 50, minimumRequests: 10, window: 5s, openTime: 2s, maxOpenTime: 20s, halfOpenRequests: 2}
+        streamIdleTimeout: 40s
+      - name: hashed
+        endpoints: [127.0.0.1:9003]
+        loadBalancer: {policy: maglev, tableSize: 65537, hashPolicy: {cookie: session, ttl: 1h}}
+        healthChecks: {type: grpc, service: api.v1, host: api}
+    """
+
+    @Test func aFieldWeDoNotImplementIsRefusedByNumber() throws {
+        let config = try SidecarConfig.decode(yaml: Self.policies, file: "policies.yaml")
+        var decoder = try Self.decoder(for: config)
+        // Field 38 of Cluster is cluster_type (a custom cluster), which we do not declare.
+        var bytes = [UInt8](decoder.clusters["api"]!.value)
+        bytes += [0xB2, 0x02, 0x00]  // tag (38 << 3 | 2) as a varint, length 0
+        decoder.clusters["api"]!.value = Data(bytes)
+        #expect(throws: XDSRejection(type: .cluster, name: "api", message: "field 38 of envoy.config.cluster.v3.Cluster is not implemented by Outrigger")) {
+            try decoder.config(base: config)
+        }
+    }
+
+    @Test func invalidValuesAreRefusedWithTheResourceAndKey() throws {
+        var config = try SidecarConfig.decode(yaml: Self.policies, file: "policies.yaml")
+        config.clusters[0].outlierDetection?.maxEjectionPercent = 150
+        let decoder = try Self.decoder(for: config)
+        let rejection = try #require(throws: XDSRejection.self) { try decoder.config(base: config) }
+        #expect(rejection.type == .cluster)
+        #expect(rejection.name == "api")
+        #expect(rejection.message == "outlierDetection.maxEjectionPercent: expected an integer in 0...100, found 150", "\(rejection)")
+    }
+
+    @Test func aRouteToAClusterNotSentIsRefused() throws {
+        let config = try SidecarConfig.decode(yaml: Self.policies, file: "policies.yaml")
+        var decoder = try Self.decoder(for: config)
+        decoder.clusters["hashed"] = nil
+        decoder.endpoints["hashed"] = nil
+        let rejection = try #require(throws: XDSRejection.self) { try decoder.config(base: config) }
+        #expect(rejection.type == .route)
+        #expect(rejection.name == "out")
+        #expect(rejection.message.contains("unknown cluster 'hashed'"), "\(rejection)")
+    }
+
+    @Test func aListenerWaitsForItsRoutes() throws {
+        let config = try SidecarConfig.decode(yaml: Self.policies, file: "policies.yaml")
+        var decoder = try Self.decoder(for: config)
+        decoder.routes = [:]
+        #expect(try decoder.isComplete() == false)
+        #expect(try decoder.routeNames() == ["out"])
+        try decoder.checkEach()
+    }
+
+    @Test func meshFileErrorsHaveLineAndKeyPath() throws {
+        let yaml = """
+        services:
+          - name: users
+            endpoints: [127.0.0.1:9001]
+            routes:
+              - cluster: userz
+          - name: orders
+            outlierDetection: {maxEjectionPercent: 101}
+        """
+        let errors = try #require(throws: ConfigErrors.self) { try MeshConfig.decode(yaml: yaml, file: "mesh.yaml") }
+        #expect(errors.issues.map(\.description) == [
+            "mesh.yaml:5:18: services[0].routes[0].cluster: unknown service 'userz'; did you mean 'users'?",
+            "mesh.yaml:7:44: services[1].outlierDetection.maxEjectionPercent: expected an integer in 0...100, found 101",
+        ])
+    }
+
+    @Test func aSidecarsViewRoutesToEveryServiceAndItsAppInbound() throws {
+        let mesh = try MeshConfig.decode(yaml: """
+        services:
+          - name: users
+            endpoints: [127.0.0.1:9001]
+          - name: web
+            endpoints: []
+        """, file: "mesh.yaml")
+        let web = SidecarIdentity(node: "web-1", service: "web", listeners: ["outbound": HostPort(host: "127.0.0.1", port: 15001),
+                                                                             "inbound": HostPort(host: "127.0.0.1", port: 15006)],
+                                  app: HostPort(host: "127.0.0.1", port: 8080))
+        let view = MeshView.config(mesh: mesh, registered: ["web": [HostPort(host: "127.0.0.1", port: 15006)]], for: web)
+        #expect(view.listeners.map(\.name) == ["outbound", "inbound"])
+        #expect(view.listeners[0].virtualHosts.map(\.domains) == [["users"], ["web"]])
+        #expect(view.clusters.map(\.name) == ["users", "web", "inbound|web"])
+        #expect(view.clusters[1].endpoints == [HostPort(host: "127.0.0.1", port: 15006)], "registered sidecars are endpoints of their service")
+        #expect(view.clusters[2].endpoints == [HostPort(host: "127.0.0.1", port: 8080)])
+        // Everything it is sent decodes as a valid sidecar config.
+        let resources = try MeshView.resources(mesh: mesh, registered: [:], for: web)
+        var decoder = XDSDecoder()
+        for (type, byName) in resources { decoder[type] = byName.mapValues(\.body) }
+        let config = try decoder.config(base: SidecarConfig(listeners: [], clusters: []))
+        #expect(config.listeners.count == 2)
+    }
+}
