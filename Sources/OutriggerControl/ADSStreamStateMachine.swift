@@ -70,6 +70,14 @@ public struct ADSStreamStateMachine: Sendable {
         return (state?.sent?.version, state?.acked, state?.nacked)
     }
 
+    /// True when the sidecar has answered (ACK or NACK) everything sent to it.
+    public var isSynced: Bool {
+        types.values.allSatisfy { state in
+            guard let sent = state.sent else { return true }
+            return state.acked == sent.version || state.nacked?.version == sent.version
+        }
+    }
+
     /// A request arrived: record its ACK or NACK, follow its subscription, and send what it now lacks.
     public mutating func received(_ request: Request) -> (events: [Event], responses: [Response]) {
         var state = types[request.type] ?? TypeState()

@@ -9,14 +9,23 @@ import SwiftProtobuf
 
 /// `outrigger control`: serves every sidecar its view of the mesh over ADS (state of the world), keeps
 /// connected sidecars registered as endpoints of their service, and pushes again when the mesh file or the
-/// registrations change. The mesh file is the store: one narrow seam (`reload`) that an etcd store can sit behind.
+/// registrations change. The mesh file is the store: one narrow seam (`apply`/`reload`) that an etcd store
+/// can sit behind.
 public final class ControlPlane: Sendable {
-    /// What a connected stream needs from the plane: its identity, and where to send new snapshots.
+    /// A view handed to a stream, with the change it answers (for convergence).
+    struct Push: Sendable {
+        var resources: [XDSType: [String: XDSResource]]
+        /// When the change this view carries was made (the first change of a debounced burst).
+        var changedAt: ContinuousClock.Instant
+    }
+
+    /// What a connected stream needs from the plane: its identity, and where to send new views.
     struct Stream: Sendable {
         var identity: SidecarIdentity
-        var connectedAt: ContinuousClock.Instant
-        var push: AsyncStream<[XDSType: [String: XDSResource]]>.Continuation
+        var connectedAt: Date
+        var push: AsyncStream<Push>.Continuation
         var status: [XDSType: TypeStatus] = [:]
+        var draining = false
     }
 
     /// Per type, for status: what was sent and ACKed, and the last NACK.
@@ -26,15 +35,32 @@ public final class ControlPlane: Sendable {
         public var nack: String?
     }
 
+    /// One connected sidecar, for `/status` and `outrigger control status`.
+    public struct SidecarStatus: Sendable {
+        public var identity: SidecarIdentity
+        public var connectedAt: Date
+        public var draining: Bool
+        public var types: [XDSType: TypeStatus]
+
+        /// SYNCED (every type ACKed at the version sent), NACKED (the last answer to some type was a NACK) or STALE.
+        public var sync: String {
+            if types.values.contains(where: { $0.nack != nil }) { return "NACKED" }
+            return types.values.allSatisfy { $0.sent == nil || $0.sent == $0.acked } ? "SYNCED" : "STALE"
+        }
+    }
+
     struct State: Sendable {
         var mesh: MeshConfig
         var streams: [UInt64: Stream] = [:]
         var nextStream: UInt64 = 0
         /// Sidecars registered as endpoints, by service then node; kept for `registrationGrace` after their stream ends.
         var registered: [String: [String: HostPort]] = [:]
-        /// When a gone sidecar's registration is removed, by node.
+        /// Nodes whose registration is removed once their grace passes, with the generation that scheduled it.
         var leaving: [String: (service: String, generation: UInt64)] = [:]
         var generation: UInt64 = 0
+        /// The first change not pushed yet, and the last (debounce).
+        var pendingSince: ContinuousClock.Instant?
+        var lastChange: ContinuousClock.Instant?
     }
 
     private let state: NIOLockedValueBox<State>
@@ -42,11 +68,18 @@ public final class ControlPlane: Sendable {
     private let logger: Logger
     /// How long a sidecar whose stream ended stays an endpoint (a reconnect within it changes nothing).
     let registrationGrace: Duration
+    /// Changes closer together than this are pushed as one; a burst is pushed at most `debounceMax` after it began.
+    let debounce: Duration
+    let debounceMax: Duration
+    public let metrics = ControlPlaneMetrics()
 
-    public init(mesh: MeshConfig, meshPath: String?, registrationGrace: Duration = .seconds(5), logger: Logger) {
+    public init(mesh: MeshConfig, meshPath: String?, registrationGrace: Duration = .seconds(5), debounce: Duration = .milliseconds(100),
+                debounceMax: Duration = .seconds(1), logger: Logger) {
         self.state = NIOLockedValueBox(State(mesh: mesh))
         self.meshPath = meshPath
         self.registrationGrace = registrationGrace
+        self.debounce = debounce
+        self.debounceMax = debounceMax
         self.logger = logger
     }
 
@@ -62,35 +95,56 @@ public final class ControlPlane: Sendable {
             logger.info("mesh reloaded", metadata: ["file": "\(meshPath)"])
             return true
         } catch {
+            metrics.meshRejected.add(1)
             logger.error("mesh rejected; keeping the running mesh\n\(error)", metadata: ["file": "\(meshPath)"])
             return false
         }
     }
 
-    /// Swaps in `mesh` and pushes every sidecar its new view.
+    /// Swaps in `mesh`; every sidecar gets its new view (debounced).
     public func apply(_ mesh: MeshConfig) {
         state.withLockedValue { $0.mesh = mesh }
-        pushAll()
+        changed()
     }
 
-    /// Per connected sidecar: node, service, and per type the versions sent and ACKed and the last NACK.
-    public func status() -> [(identity: SidecarIdentity, status: [XDSType: TypeStatus])] {
-        state.withLockedValue { state in state.streams.values.map { ($0.identity, $0.status) }.sorted { $0.identity.node < $1.identity.node } }
+    /// Every connected sidecar, by node.
+    public func status() -> [SidecarStatus] {
+        state.withLockedValue { state in
+            state.streams.values.map { SidecarStatus(identity: $0.identity, connectedAt: $0.connectedAt, draining: $0.draining, types: $0.status) }
+                .sorted { $0.identity.node < $1.identity.node }
+        }
     }
 
     // MARK: Streams
 
-    func open(_ identity: SidecarIdentity) -> (id: UInt64, pushes: AsyncStream<[XDSType: [String: XDSResource]]>) {
-        let (pushes, continuation) = AsyncStream<[XDSType: [String: XDSResource]]>.makeStream()
-        let id = state.withLockedValue { state -> UInt64 in
+    func open(_ identity: SidecarIdentity) -> (id: UInt64, pushes: AsyncStream<Push>) {
+        let (pushes, continuation) = AsyncStream<Push>.makeStream()
+        let (id, mesh, registered, registers) = state.withLockedValue { state in
             state.nextStream += 1
-            state.streams[state.nextStream] = Stream(identity: identity, connectedAt: .now, push: continuation)
+            let sameNode = state.streams.filter { $0.value.identity.node == identity.node }
+            state.streams[state.nextStream] = Stream(identity: identity, connectedAt: Date(), push: continuation)
             state.leaving[identity.node] = nil
-            if let address = identity.inboundAddress { state.registered[identity.service, default: [:]][identity.node] = address }
-            return state.nextStream
+            var registers = false
+            if let address = identity.inboundAddress, state.registered[identity.service]?[identity.node] != address {
+                state.registered[identity.service, default: [:]][identity.node] = address
+                registers = true
+            }
+            if !sameNode.isEmpty {
+                // A node id is one sidecar: a second stream with it replaces the first (a reconnect that beat
+                // the old stream's end, or a misconfigured twin, which then fights for it visibly in the log).
+                for (other, _) in sameNode { state.streams[other]?.push.finish() }
+            }
+            return (state.nextStream, state.mesh, state.registered, registers)
         }
+        metrics.connected.add(1)
         logger.info("sidecar connected", metadata: ["node": "\(identity.node)", "service": "\(identity.service)"])
-        pushAll()
+        // Its own view at once; everyone else's (it may be a new endpoint of theirs) with the next debounced push.
+        do {
+            continuation.yield(Push(resources: try MeshView.resources(mesh: mesh, registered: Self.lists(registered), for: identity), changedAt: .now))
+        } catch {
+            logger.error("cannot build a sidecar's view", metadata: ["node": "\(identity.node)", "error": "\(error)"])
+        }
+        if registers { changed() }
         return (id, pushes)
     }
 
@@ -104,18 +158,35 @@ public final class ControlPlane: Sendable {
             state.leaving[stream.identity.node] = (stream.identity.service, state.generation)
             return (stream.identity, state.generation)
         }
+        metrics.connected.add(-1)
         guard let (identity, generation) = gone else { return }
         logger.info("sidecar disconnected", metadata: ["node": "\(identity.node)"])
         Task { [registrationGrace] in
             try? await Task.sleep(for: registrationGrace)
-            let removed = self.state.withLockedValue { state -> Bool in
-                guard let leaving = state.leaving[identity.node], leaving.generation == generation else { return false }
-                state.leaving[identity.node] = nil
-                state.registered[leaving.service]?[identity.node] = nil
-                return true
-            }
-            if removed { self.pushAll() }
+            self.deregister(identity.node, ifGeneration: generation)
         }
+    }
+
+    private func deregister(_ node: String, ifGeneration generation: UInt64?) {
+        let removed = state.withLockedValue { state -> Bool in
+            guard let leaving = state.leaving[node], generation == nil || leaving.generation == generation else { return false }
+            state.leaving[node] = nil
+            return state.registered[leaving.service]?.removeValue(forKey: node) != nil
+        }
+        if removed { changed() }
+    }
+
+    /// A sidecar said it is draining (its node metadata in a later request): it stops being an endpoint now,
+    /// so callers stop picking it before it closes.
+    func draining(_ id: UInt64) {
+        let service = state.withLockedValue { state -> String? in
+            guard let stream = state.streams[id], !stream.draining else { return nil }
+            state.streams[id]?.draining = true
+            return state.registered[stream.identity.service]?.removeValue(forKey: stream.identity.node) != nil ? stream.identity.service : nil
+        }
+        guard let service else { return }
+        logger.info("sidecar draining; removed from its service's endpoints", metadata: ["service": "\(service)"])
+        changed()
     }
 
     func record(_ id: UInt64, _ event: ADSStreamStateMachine.Event) {
@@ -128,33 +199,69 @@ public final class ControlPlane: Sendable {
                 state.streams[id]?.status[type, default: TypeStatus()].nack = "\(version): \(message)"
             }
         }
-        if case .nacked(let type, let version, let message) = event {
+        switch event {
+        case .acked: metrics.acks.add(1)
+        case .nacked(let type, let version, let message):
+            metrics.nacks.add(1)
             let node = state.withLockedValue { $0.streams[id]?.identity.node ?? "?" }
             logger.warning("sidecar refused a push", metadata: ["node": "\(node)", "type": "\(type.shortName)", "version": "\(version)", "error": "\(message)"])
         }
     }
 
     func sent(_ id: UInt64, _ type: XDSType, version: String) {
+        metrics.responses.add(1)
         state.withLockedValue { $0.streams[id]?.status[type, default: TypeStatus()].sent = version }
     }
 
-    /// Computes each connected sidecar's view and hands it to its stream (which sends only what changed).
-    func pushAll() {
-        let (mesh, registered, streams) = state.withLockedValue { state in
-            (state.mesh, state.registered.mapValues { $0.values.sorted { $0.description < $1.description } }, state.streams)
+    /// The mesh or the registrations changed: push once no change came for `debounce`, or `debounceMax` after
+    /// the burst began, whichever is first.
+    func changed() {
+        let now = ContinuousClock.now
+        let start = state.withLockedValue { state -> Bool in
+            state.lastChange = now
+            guard state.pendingSince == nil else { return false }
+            state.pendingSince = now
+            return true
         }
+        guard start else { return }
+        Task {
+            while true {
+                let due = self.state.withLockedValue { state -> ContinuousClock.Instant? in
+                    guard let since = state.pendingSince, let last = state.lastChange else { return nil }
+                    return min(last + self.debounce, since + self.debounceMax)
+                }
+                guard let due else { return }
+                if ContinuousClock.now >= due { break }
+                try? await Task.sleep(until: due, clock: .continuous)
+            }
+            let since = self.state.withLockedValue { state -> ContinuousClock.Instant? in
+                defer { state.pendingSince = nil }
+                return state.pendingSince
+            }
+            self.pushAll(changedAt: since ?? .now)
+        }
+    }
+
+    /// Computes each connected sidecar's view and hands it to its stream (which sends only what changed).
+    func pushAll(changedAt: ContinuousClock.Instant) {
+        let (mesh, registered, streams) = state.withLockedValue { state in (state.mesh, Self.lists(state.registered), state.streams) }
+        metrics.pushes.add(1)
         for stream in streams.values {
             do {
-                stream.push.yield(try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity))
+                stream.push.yield(Push(resources: try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity), changedAt: changedAt))
             } catch {
                 logger.error("cannot build a sidecar's view", metadata: ["node": "\(stream.identity.node)", "error": "\(error)"])
             }
         }
     }
 
+    private static func lists(_ registered: [String: [String: HostPort]]) -> [String: [HostPort]] {
+        registered.mapValues { $0.values.sorted { $0.description < $1.description } }
+    }
+
     // MARK: Serving
 
-    /// Serves ADS on `address` until the task is cancelled; `onListening` gets the bound port.
+    /// Serves ADS on `host:port` until the task is cancelled; `onListening` gets the bound port.
     public func serve(host: String, port: Int, onListening: @Sendable (Int) -> Void = { _ in }) async throws {
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: host, port: port), transportSecurity: .plaintext)
         let server = GRPCServer(transport: transport, services: [AggregatedDiscoveryService(plane: self)])
@@ -167,13 +274,13 @@ public final class ControlPlane: Sendable {
 }
 
 /// The ADS endpoint: one task per sidecar stream, driving its `ADSStreamStateMachine` with the sidecar's
-/// requests and the plane's snapshots, and writing the responses it asks for.
+/// requests and the plane's views, and writing the responses it asks for.
 struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscoveryService.SimpleServiceProtocol {
     let plane: ControlPlane
 
     enum Input: Sendable {
         case request(Envoy_Service_Discovery_V3_DiscoveryRequest)
-        case snapshot([XDSType: [String: XDSResource]])
+        case push(ControlPlane.Push)
         case ended
     }
 
@@ -193,27 +300,40 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                 input.yield(.ended)
             }
             var machine = ADSStreamStateMachine()
+            /// The change the last view carried, until the sidecar has answered all of it.
+            var converging: ContinuousClock.Instant?
             for await next in inputs {
                 let responses: [ADSStreamStateMachine.Response]
                 switch next {
                 case .request(let message):
-                    if opened == nil {
+                    let id: UInt64
+                    if let opened {
+                        id = opened
+                    } else {
                         // The first request names the node; its view is computed and pushed from then on.
-                        let (id, pushes) = plane.open(try Self.identity(of: message.node))
-                        opened = id
+                        let (newID, pushes) = plane.open(try Self.identity(of: message.node))
+                        opened = newID
+                        id = newID
                         group.addTask {
-                            for await snapshot in pushes { input.yield(.snapshot(snapshot)) }
+                            for await push in pushes { input.yield(.push(push)) }
+                            input.yield(.ended)  // replaced by a newer stream of the same node
                         }
                     }
+                    if message.node.metadata.fields[NodeMetadata.draining]?.boolValue == true { plane.draining(id) }
                     guard let type = XDSType(rawValue: message.typeURL) else { continue }  // types we do not serve are ignored, as Envoy's servers do
                     let parsed = ADSStreamStateMachine.Request(type: type, versionInfo: message.versionInfo, nonce: message.responseNonce,
                                                                resourceNames: message.resourceNames,
                                                                error: message.hasErrorDetail ? message.errorDetail.message : nil)
                     let (events, out) = machine.received(parsed)
-                    for event in events { plane.record(opened!, event) }
+                    for event in events { plane.record(id, event) }
                     responses = out
-                case .snapshot(let resources):
-                    responses = machine.snapshotChanged(resources)
+                    if !events.isEmpty, machine.isSynced, let since = converging {
+                        plane.metrics.convergence.observe(ContinuousClock.now - since)
+                        converging = nil
+                    }
+                case .push(let push):
+                    responses = machine.snapshotChanged(push.resources)
+                    if !responses.isEmpty && converging == nil { converging = push.changedAt }
                 case .ended:
                     group.cancelAll()
                     return
@@ -240,7 +360,8 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
         throw RPCError(code: .unimplemented, message: "outrigger control serves state-of-the-world ADS (StreamAggregatedResources) only")
     }
 
-    /// The sidecar's identity from its node: id, service (metadata `service`, else `cluster`), listeners and app.
+    /// The sidecar's identity from its node: id, service (metadata `outrigger.service`, else `cluster`),
+    /// listeners and app.
     static func identity(of node: Envoy_Config_Core_V3_Node) throws -> SidecarIdentity {
         guard !node.id.isEmpty else { throw RPCError(code: .invalidArgument, message: "the first DiscoveryRequest must carry node.id") }
         let fields = node.metadata.fields
@@ -265,4 +386,6 @@ public enum NodeMetadata {
     /// A struct: listener name → its bound HOST:PORT.
     public static let listeners = "outrigger.listeners"
     public static let app = "outrigger.app"
+    /// True in a request sent when the sidecar starts draining (SIGTERM).
+    public static let draining = "outrigger.draining"
 }

@@ -77,6 +77,32 @@ public struct XDSClientState: Sendable {
         return changes
     }
 
+    /// The accepted resources and versions, to write to disk.
+    public var persisted: Outrigger_V1_PersistedState {
+        var state = Outrigger_V1_PersistedState()
+        state.types = XDSType.allCases.sorted().map { type in
+            var entry = Outrigger_V1_PersistedState.TypeMessage()
+            entry.typeURL = type.rawValue
+            entry.version = versions[type] ?? ""
+            entry.resources = accepted[type].keys.sorted().map { accepted[type][$0]! }
+            return entry
+        }
+        return state
+    }
+
+    /// Starts from persisted resources (the control plane's last accepted pushes), if they still make a valid config.
+    public static func restoring(_ persisted: Outrigger_V1_PersistedState, base: SidecarConfig) throws(XDSRejection) -> (XDSClientState, SidecarConfig) {
+        var state = XDSClientState()
+        for entry in persisted.types {
+            guard let type = XDSType(rawValue: entry.typeURL) else { continue }
+            for body in entry.resources { state.accepted[type][try name(of: body, type: type)] = body }
+            if !entry.version.isEmpty { state.versions[type] = entry.version }
+        }
+        let config = try state.accepted.config(base: base)
+        _ = state.subscriptionChanges()
+        return (state, config)
+    }
+
     static func name(of body: Google_Protobuf_Any, type: XDSType) throws(XDSRejection) -> String {
         guard body.typeURL == type.rawValue else {
             throw XDSRejection(type: type, name: "?", message: "a \(type.shortName) response carried a \(body.typeURL)")
@@ -105,6 +131,11 @@ public final class ControlPlaneClient: Sendable {
     private let base: SidecarConfig
     private let logger: Logger
     private let state = NIOLockedValueBox(XDSClientState())
+    /// Where the last accepted config is kept (nil: nowhere).
+    private let stateFile: String?
+    /// The open stream's outbox, for the drain notice.
+    private let outbox = NIOLockedValueBox<AsyncStream<Envoy_Service_Discovery_V3_DiscoveryRequest>.Continuation?>(nil)
+    private let isDraining = NIOLockedValueBox(false)
     /// Connected now, pushes applied and refused, when the last was applied (for stats and `/config_dump`).
     private let counters = NIOLockedValueBox(Counters())
 
@@ -115,12 +146,61 @@ public final class ControlPlaneClient: Sendable {
         public var lastRejection: String?
     }
 
-    public init(addresses: [HostPort], identity: SidecarIdentity, sidecar: Sidecar, base: SidecarConfig, logger: Logger) {
+    /// - Parameter stateDirectory: where the last accepted config is persisted (written atomically after each
+    ///   applied push) and read back by `restore`.
+    public init(addresses: [HostPort], identity: SidecarIdentity, sidecar: Sidecar, base: SidecarConfig, stateDirectory: String? = nil,
+                logger: Logger) {
         self.addresses = addresses
         self.identity = identity
         self.sidecar = sidecar
         self.base = base
+        self.stateFile = stateDirectory.map { URL(fileURLWithPath: $0).appendingPathComponent("xds-state.pb").path }
         self.logger = logger
+    }
+
+    /// Applies the persisted config, if there is one and it is still valid: a sidecar restarted while its
+    /// control plane is down serves what it last accepted. Returns whether it did.
+    @discardableResult
+    public func restore() async -> Bool {
+        guard let stateFile, let data = FileManager.default.contents(atPath: stateFile) else {
+            logger.notice("no persisted control-plane config; serving the start-up config until the control plane answers")
+            return false
+        }
+        do {
+            let persisted = try Outrigger_V1_PersistedState(serializedBytes: data)
+            let (restored, config) = try XDSClientState.restoring(persisted, base: base)
+            try await sidecar.apply(config)
+            state.withLockedValue { $0 = restored }
+            logger.notice("serving the persisted control-plane config until the control plane answers", metadata: ["file": "\(stateFile)"])
+            return true
+        } catch {
+            logger.error("the persisted control-plane config is unusable; serving the start-up config", metadata: ["file": "\(stateFile)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Tells the control plane this sidecar is draining (its node metadata, on the open stream), so it stops
+    /// being an endpoint of its service before it closes.
+    public func announceDraining() {
+        isDraining.withLockedValue { $0 = true }
+        let request = state.withLockedValue { state in
+            self.request(.cluster, version: state.versions[.cluster] ?? "", nonce: state.nonces[.cluster] ?? "", names: [])
+        }
+        var notice = request
+        notice.node = node()
+        outbox.withLockedValue { _ = $0?.yield(notice) }
+    }
+
+    private func persist() {
+        guard let stateFile else { return }
+        do {
+            let bytes: [UInt8] = try state.withLockedValue { $0.persisted }.serializedBytes()
+            let temporary = stateFile + ".tmp"
+            try Data(bytes).write(to: URL(fileURLWithPath: temporary))
+            guard rename(temporary, stateFile) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        } catch {
+            logger.error("cannot persist the control-plane config", metadata: ["file": "\(stateFile)", "error": "\(error)"])
+        }
     }
 
     public var status: Counters { counters.withLockedValue { $0 } }
@@ -152,6 +232,8 @@ public final class ControlPlaneClient: Sendable {
         try await withGRPCClient(transport: transport) { client in
             let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: client)
             let (outbox, send) = AsyncStream<Envoy_Service_Discovery_V3_DiscoveryRequest>.makeStream()
+            self.outbox.withLockedValue { $0 = send }
+            defer { self.outbox.withLockedValue { $0 = nil } }
             // Clusters and listeners by wildcard; endpoints and routes by the names already held (a reconnect).
             let resume = state.withLockedValue { state in (state.versions, state.names) }
             var first = true
@@ -186,10 +268,12 @@ public final class ControlPlaneClient: Sendable {
         }
         let decision = state.withLockedValue { $0.received(type: type, version: message.versionInfo, nonce: message.nonce, resources: message.resources, base: base) }
         var refusal: String?
+        var applied = false
         switch decision {
         case .apply(let config):
             do {
                 try await sidecar.apply(config)
+                applied = true
                 logger.info("control plane config applied", metadata: ["type": "\(type.shortName)", "version": "\(message.versionInfo)"])
             } catch {
                 refusal = "\(type.shortName): cannot apply: \(error)"
@@ -214,6 +298,7 @@ public final class ControlPlaneClient: Sendable {
             let changes = state.subscriptionChanges()
             return (state.names[type] ?? [], changes, state.versions, state.nonces)
         }
+        if applied { persist() }
         var requests = [request(type, version: message.versionInfo, nonce: message.nonce, names: names)]
         for (changed, list) in changes.sorted(by: { $0.key < $1.key }) {
             requests.append(request(changed, version: versions[changed] ?? "", nonce: nonces[changed] ?? "", names: list))
@@ -241,6 +326,7 @@ public final class ControlPlaneClient: Sendable {
         node.metadata.fields[NodeMetadata.service] = Google_Protobuf_Value(stringValue: identity.service)
         node.metadata.fields[NodeMetadata.listeners] = Google_Protobuf_Value(structValue: listeners)
         if let app = identity.app { node.metadata.fields[NodeMetadata.app] = Google_Protobuf_Value(stringValue: app.description) }
+        if isDraining.withLockedValue({ $0 }) { node.metadata.fields[NodeMetadata.draining] = Google_Protobuf_Value(boolValue: true) }
         return node
     }
 }

@@ -1,5 +1,6 @@
 import OutriggerConfig
 import OutriggerXDS
+import SwiftProtobuf
 
 /// What a sidecar says of itself when it connects (its xDS node): who it is, which service it fronts, and
 /// where its listeners and local app are.
@@ -63,13 +64,24 @@ public enum MeshView {
         return (listeners, clusters)
     }
 
-    /// The view as xDS resources, by type and name.
+    /// The view as xDS resources, by type and name. A node with no listeners is a proxyless gRPC client
+    /// (grpcio's `xds:///SERVICE`): it gets an API listener and a route configuration per service, each named
+    /// after the service, instead of socket listeners.
     public static func resources(mesh: MeshConfig, registered: [String: [HostPort]], for sidecar: SidecarIdentity) throws -> [XDSType: [String: XDSResource]] {
         let view = config(mesh: mesh, registered: registered, for: sidecar)
         var byType: [XDSType: [String: XDSResource]] = [:]
         for type in XDSType.allCases { byType[type] = [:] }
         for resource in try XDSEncoder.resources(listeners: view.listeners, clusters: view.clusters) {
             byType[resource.type, default: [:]][resource.name] = resource
+        }
+        if sidecar.listeners.isEmpty {
+            for service in mesh.services {
+                let host = VirtualHostConfig(name: service.name, domains: service.domains, routes: service.routes)
+                byType[.listener]![service.name] = XDSResource(type: .listener, name: service.name,
+                                                               body: try Google_Protobuf_Any(message: try XDSEncoder.apiListener(service.name)))
+                byType[.route]![service.name] = XDSResource(type: .route, name: service.name,
+                                                            body: try Google_Protobuf_Any(message: try XDSEncoder.routeConfiguration(name: service.name, [host])))
+            }
         }
         return byType
     }

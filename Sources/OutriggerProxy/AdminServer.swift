@@ -13,17 +13,36 @@ final class AdminServer: Sendable {
     }
 
     func bind(to address: SocketAddress, group: any EventLoopGroup) async throws -> Channel {
-        let sidecar = self.sidecar
-        return try await ServerBootstrap(group: group)
+        let endpoints = AdminEndpoints(sidecar: sidecar)
+        return try await PlainHTTPServer.bind(to: address, group: group) { endpoints.respond(to: $0) }
+    }
+}
+
+/// A small HTTP/1.1 server for admin pages: each request's head is answered by `respond` with a status, a
+/// content type and a body (bodies of requests are ignored). Used by the sidecar's and the control plane's admin.
+public enum PlainHTTPServer {
+    public typealias Respond = @Sendable (HTTPRequestHead) -> (HTTPResponseStatus, String, String)
+
+    public static func bind(to address: SocketAddress, group: any EventLoopGroup, respond: @escaping Respond) async throws -> Channel {
+        try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(sidecar: sidecar))
+                    try channel.pipeline.syncOperations.addHandler(PlainHTTPHandler(respond: respond))
                 }
             }
             .bind(to: address)
             .get()
+    }
+
+    /// The path of a request target, without its query.
+    public static func path(of uri: String) -> String { String(ProxyHeaders.path(of: uri)) }
+
+    /// Pretty JSON with sorted keys, and a final newline.
+    public static func json(_ object: Any) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return "{}" }
+        return (String(data: data, encoding: .utf8) ?? "{}") + "\n"
     }
 }
 
@@ -48,15 +67,15 @@ struct SidecarState: Sendable {
     }
 }
 
-private final class AdminHandler: ChannelInboundHandler {
+private final class PlainHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let sidecar: SidecarState
+    private let respond: PlainHTTPServer.Respond
     private var head: HTTPRequestHead?
 
-    init(sidecar: SidecarState) {
-        self.sidecar = sidecar
+    init(respond: @escaping PlainHTTPServer.Respond) {
+        self.respond = respond
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -66,7 +85,7 @@ private final class AdminHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            let (status, contentType, body) = respond(to: head)
+            let (status, contentType, body) = respond(head)
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: contentType)
             headers.add(name: "content-length", value: String(body.utf8.count))
@@ -82,8 +101,13 @@ private final class AdminHandler: ChannelInboundHandler {
             }
         }
     }
+}
 
-    private func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, String, String) {
+/// The sidecar's admin pages.
+private struct AdminEndpoints: Sendable {
+    let sidecar: SidecarState
+
+    func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, String, String) {
         let path = String(ProxyHeaders.path(of: head.uri))
         let readOnly: Set<String> = ["/", "/ready", "/live", "/stats", "/stats/prometheus", "/config_dump", "/clusters"]
         let mutating: Set<String> = ["/endpoints/drain", "/endpoints/undrain"]
@@ -194,8 +218,5 @@ private final class AdminHandler: ChannelInboundHandler {
         return (.ok, "text/plain", "\(drain ? "draining" : "undrained") \(matches.map(\.description).joined(separator: ", ")) in \(clusterName)\n")
     }
 
-    private func json(_ object: Any) -> String {
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return "{}" }
-        return (String(data: data, encoding: .utf8) ?? "{}") + "\n"
-    }
+    private func json(_ object: Any) -> String { PlainHTTPServer.json(object) }
 }

@@ -5,7 +5,9 @@ extension Sidecar {
     /// Runs until SIGTERM or SIGINT, then drains and returns. SIGHUP and edits to the config file reload
     /// it; endpoints files are read again on the same tick; hostname endpoints are resolved again on each
     /// cluster's interval.
-    public func runUntilStopped(watchInterval: Duration = .seconds(1)) async {
+    /// - Parameter beforeDrain: runs when SIGTERM or SIGINT arrives, before the sidecar stops accepting (a
+    ///   control-plane client announces the drain there, so callers stop picking this sidecar first).
+    public func runUntilStopped(watchInterval: Duration = .seconds(1), beforeDrain: @Sendable () async -> Void = {}) async {
         let signals = ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT])
         let watcher = Task {
             while !Task.isCancelled {
@@ -30,6 +32,7 @@ extension Sidecar {
             }
             break
         }
+        await beforeDrain()
         watcher.cancel()
         resolver.cancel()
         await shutdown()

@@ -80,15 +80,7 @@ public enum XDSEncoder {
     // MARK: Listeners
 
     public static func listener(_ config: ListenerConfig) throws -> Envoy_Config_Listener_V3_Listener {
-        var manager = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager()
-        manager.statPrefix = config.name
-        manager.rds.routeConfigName = config.name
-        manager.rds.configSource.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
-        manager.rds.configSource.resourceApiVersion = .v3
-        var router = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
-        router.name = XDSNames.router
-        router.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Router_V3_Router())
-        manager.httpFilters = [router]
+        var manager = try connectionManager(config.name)
         manager.maxRequestHeadersKb = Google_Protobuf_UInt32Value(UInt32((config.maxRequestHeadersBytes + 1023) / 1024))
         manager.requestHeadersTimeout = protoDuration(config.requestHeadersTimeout)
 
@@ -123,10 +115,35 @@ public enum XDSEncoder {
         return listener
     }
 
+    /// A listener for a proxyless gRPC client (`xds:///NAME`): no socket, only the routes of RouteConfiguration `NAME`.
+    public static func apiListener(_ name: String) throws -> Envoy_Config_Listener_V3_Listener {
+        var listener = Envoy_Config_Listener_V3_Listener()
+        listener.name = name
+        listener.apiListener.apiListener = try Google_Protobuf_Any(message: try connectionManager(name))
+        return listener
+    }
+
+    static func connectionManager(_ name: String) throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager {
+        var manager = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager()
+        manager.statPrefix = name
+        manager.rds.routeConfigName = name
+        manager.rds.configSource.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
+        manager.rds.configSource.resourceApiVersion = .v3
+        var router = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
+        router.name = XDSNames.router
+        router.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Router_V3_Router())
+        manager.httpFilters = [router]
+        return manager
+    }
+
     public static func routeConfiguration(_ config: ListenerConfig) throws -> Envoy_Config_Route_V3_RouteConfiguration {
+        try routeConfiguration(name: config.name, config.virtualHosts)
+    }
+
+    public static func routeConfiguration(name: String, _ hosts: [VirtualHostConfig]) throws -> Envoy_Config_Route_V3_RouteConfiguration {
         var routes = Envoy_Config_Route_V3_RouteConfiguration()
-        routes.name = config.name
-        routes.virtualHosts = try config.virtualHosts.map { host in
+        routes.name = name
+        routes.virtualHosts = try hosts.map { host in
             var virtualHost = Envoy_Config_Route_V3_VirtualHost()
             virtualHost.name = host.name
             virtualHost.domains = host.domains
@@ -403,11 +420,17 @@ public enum XDSEncoder {
                 groups[index].lbEndpoints.append(entry)
             } else {
                 var group = Envoy_Config_Endpoint_V3_LocalityLbEndpoints()
+                // Always present (gRPC clients refuse a group without one), zone empty when none is given.
+                group.locality = Envoy_Config_Core_V3_Locality()
                 if !zone.isEmpty { group.locality.zone = zone }
                 group.priority = UInt32(metadata.priority)
                 group.lbEndpoints = [entry]
                 groups.append(group)
             }
+        }
+        // A locality's weight is its endpoints' weights together (gRPC clients skip localities without one).
+        for index in groups.indices {
+            groups[index].loadBalancingWeight = Google_Protobuf_UInt32Value(groups[index].lbEndpoints.reduce(0) { $0 + $1.loadBalancingWeight.value })
         }
         assignment.endpoints = groups
         return assignment

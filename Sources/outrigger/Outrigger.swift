@@ -123,6 +123,12 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "With --control: this sidecar's zone.")
     var zone: String?
 
+    @Option(help: "With --control: keep the last accepted config in this directory, and start from it while the control plane is down.")
+    var stateDir: String?
+
+    @Option(help: "With --control: on SIGTERM, how long to wait after telling the control plane this sidecar is draining (so callers stop picking it) before closing, in milliseconds.")
+    var drainNoticeMilliseconds: Int64 = 1000
+
     @Option(help: ArgumentHelp("How often the config file is checked for changes, in milliseconds.", visibility: .hidden))
     var watchIntervalMilliseconds: Int64 = 1000
 
@@ -139,8 +145,8 @@ struct Proxy: AsyncParsableCommand {
             }
             if node == nil || service == nil { throw ValidationError("--control needs --node ID and --service NAME") }
             if listen != nil || upstream != nil { throw ValidationError("--control and quick-start flags (--listen, --upstream) do not mix") }
-        } else if node != nil || service != nil || app != nil {
-            throw ValidationError("--node, --service and --app go with --control")
+        } else if node != nil || service != nil || app != nil || stateDir != nil {
+            throw ValidationError("--node, --service, --app and --state-dir go with --control")
         }
         if configPath == nil && control == nil && (listen == nil || upstream == nil) {
             throw ValidationError("give --config FILE, --control HOST:PORT, or --listen HOST:PORT and --upstream HOST:PORT[,...]")
@@ -221,15 +227,25 @@ struct Proxy: AsyncParsableCommand {
         }
         if let admin = sidecar.adminAddress { announce("outrigger: admin on \(admin.hostPort)") }
         var following: Task<Void, Never>?
+        var controlClient: ControlPlaneClient?
         if control != nil, let node, let service {
             let listeners = sidecar.listenerAddresses.compactMapValues { address in
                 address.port.map { HostPort(host: address.ipAddress ?? "127.0.0.1", port: $0) }
             }
             let identity = SidecarIdentity(node: node, service: service, zone: zone ?? config.zone, listeners: listeners, app: app)
-            let client = ControlPlaneClient(addresses: controlAddresses, identity: identity, sidecar: sidecar, base: config, logger: logger)
+            if let stateDir { try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true) }
+            let client = ControlPlaneClient(addresses: controlAddresses, identity: identity, sidecar: sidecar, base: config,
+                                            stateDirectory: stateDir, logger: logger)
+            await client.restore()
             following = Task { await client.run() }
+            controlClient = client
         }
-        await sidecar.runUntilStopped(watchInterval: .milliseconds(watchIntervalMilliseconds))
+        let (notice, announcer) = (Duration.milliseconds(drainNoticeMilliseconds), controlClient)
+        await sidecar.runUntilStopped(watchInterval: .milliseconds(watchIntervalMilliseconds)) {
+            guard let announcer else { return }
+            announcer.announceDraining()
+            try? await Task.sleep(for: notice)
+        }
         following?.cancel()
         logger.info("drained; exiting")
     }

@@ -105,7 +105,7 @@ struct ControlPlaneTests {
             let refusal = try #require(mesh.client.status.lastRejection)
             #expect(refusal == "Cluster 'users-v1': outlierDetection.maxEjectionPercent: expected an integer in 0...100, found 150", "\(refusal)")
             try await mesh.eventually("the control plane records the NACK") {
-                mesh.plane.status().first?.status[.cluster]?.nack?.contains("maxEjectionPercent") == true
+                mesh.plane.status().first?.types[.cluster]?.nack?.contains("maxEjectionPercent") == true
             }
             #expect(mesh.plane.status().first?.identity.node == "web-1")
             #expect(try await mesh.answer(host: "users") == "echo-1", "the last accepted config still serves")
@@ -139,5 +139,104 @@ struct XDSWireCompatibilityTests {
         let result = try await run("python3", [here.appendingPathComponent("Scripts/xds_wire_compat.py").path, protos])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.contains("0 differ from Envoy's"), "\(result.stdout)")
+    }
+}
+
+@Suite("Peers nobody here wrote: grpcio's xDS client follows outrigger control; Envoy's types drive our sidecar")
+struct XDSPeerTests {
+    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
+    static let peer = scripts.appendingPathComponent("xds_grpc_peer.py").path
+    static let reference = scripts.appendingPathComponent("xds_reference_server.py").path
+
+    static func startPlane(_ mesh: MeshConfig) async throws -> (ControlPlane, Int, Task<Void, Never>) {
+        let plane = ControlPlane(mesh: mesh, meshPath: nil, registrationGrace: .milliseconds(200), logger: Harness.quietLogger)
+        let (ports, portSink) = AsyncStream<Int>.makeStream()
+        let serving = Task { _ = try? await plane.serve(host: "127.0.0.1", port: 0) { portSink.yield($0) } }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw SetupError(description: "the control plane did not start") }
+        return (plane, port, serving)
+    }
+
+    @Test func grpcioResolvesAServiceThroughOurControlPlaneAndFollowsAPushedChange() async throws {
+        let alpha = try ChildProcess(try which("python3"), [Self.peer, "server", "alpha"])
+        defer { alpha.kill() }
+        let beta = try ChildProcess(try which("python3"), [Self.peer, "server", "beta"])
+        defer { beta.kill() }
+        let alphaPort = try ProcessTests.port(in: try await alpha.waitForOutput(containing: "port "), after: "port ")
+        let betaPort = try ProcessTests.port(in: try await beta.waitForOutput(containing: "port "), after: "port ")
+        func mesh(_ ports: [Int]) -> MeshConfig {
+            MeshConfig(services: [MeshConfig.Service(cluster: ClusterConfig(name: "echo", endpoints: ports.map { HostPort(host: "127.0.0.1", port: $0) },
+                                                                            upstreamProtocol: .http2))])
+        }
+        let (plane, port, serving) = try await Self.startPlane(mesh([alphaPort, betaPort]))
+        defer { serving.cancel() }
+
+        let spread = try await run("python3", [Self.peer, "call", "127.0.0.1:\(port)", "echo", "20"])
+        let answers = try #require(try JSONSerialization.jsonObject(with: Data(spread.stdout.utf8)) as? [String: Any])["answers"] as? [String: Int]
+        #expect(answers?["alpha"] ?? 0 >= 5 && answers?["beta"] ?? 0 >= 5, "round robin over our endpoints: \(spread.stdout) \(spread.stderr)")
+        #expect(plane.metrics.nacks.current == 0 && plane.metrics.acks.current >= 4, "grpcio ACKed every type: \(plane.metrics.prometheusText())")
+
+        // A pushed change (alpha removed) moves a running client's traffic.
+        let watch = try ChildProcess(try which("python3"), [Self.peer, "watch", "127.0.0.1:\(port)", "echo", "8"])
+        defer { watch.kill() }
+        try await watch.waitForOutput(containing: "\"t\": 1")
+        plane.apply(mesh([betaPort]))
+        let text = try await watch.waitForOutput(containing: "\"t\": 7")
+        let last = try #require(text.split(separator: "\n").last { $0.contains("\"t\": 7") })
+        let lastAnswers = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])["answers"] as? [String: Int]
+        #expect(lastAnswers?.keys.sorted() == ["beta"], "after the push only beta answers: \(text)")
+    }
+
+    @Test func envoysOwnMessagesConfigureOurSidecarAndANackReachesTheServer() async throws {
+        let echo = try await EchoServer.start(host: "127.0.0.1", port: 0, name: "backend-0")
+        let base = SidecarConfig(admin: nil, concurrency: 1, drainTimeout: .seconds(2),
+                                 listeners: [ListenerConfig(name: "outbound", address: HostPort(host: "127.0.0.1", port: 0), direction: .outbound, virtualHosts: [])],
+                                 clusters: [])
+        let sidecar = try await Sidecar.start(config: base, logger: Harness.quietLogger)
+        let listenerPort = sidecar.listenerAddresses["outbound"]!.port!
+        let spec = try ConfigFile()
+        func write(extraField: Bool) throws {
+            let object: [String: Any] = [
+                "listeners": [["name": "outbound", "address": "127.0.0.1:\(listenerPort)", "direction": "OUTBOUND",
+                               "virtual_hosts": [["name": "all", "domains": ["*"], "routes": [["prefix": "/", "cluster": "backend"]]]]]],
+                "clusters": [["name": "backend", "endpoints": ["127.0.0.1:\(echo.localAddress.port!)"], "extra_field": extraField]],
+            ]
+            try spec.write(String(data: try JSONSerialization.data(withJSONObject: object), encoding: .utf8)!)
+        }
+        try write(extraField: false)
+        let server = try ChildProcess(try which("python3"), [Self.reference, "serve", spec.path])
+        let serverPort = try ProcessTests.port(in: try await server.waitForOutput(containing: "port "), after: "port ")
+        let client = ControlPlaneClient(addresses: [HostPort(host: "127.0.0.1", port: serverPort)],
+                                        identity: SidecarIdentity(node: "sidecar-1", service: "web", listeners: ["outbound": HostPort(host: "127.0.0.1", port: listenerPort)]),
+                                        sidecar: sidecar, base: base, logger: Harness.quietLogger)
+        let following = Task { await client.run() }
+        do {
+            let deadline = ContinuousClock.now + .seconds(20)
+            var answer = ""
+            while ContinuousClock.now < deadline {
+                answer = try await curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(listenerPort)/"]).stdout
+                if answer == "200" { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(answer == "200", "the reference server's Listener, RouteConfiguration, Cluster and ClusterLoadAssignment route to the echo")
+            try await server.waitForOutput(containing: "\"type\": \"ClusterLoadAssignment\", \"version\": \"1\"")
+
+            try write(extraField: true)
+            let log = try await server.waitForOutput(containing: "not implemented by Outrigger")
+            let nack = try #require(log.split(separator: "\n").first { $0.contains("not implemented by Outrigger") })
+            #expect(nack.contains("Cluster 'backend': field 39 of envoy.config.cluster.v3.Cluster is not implemented by Outrigger"), "\(nack)")
+            #expect(nack.contains("\"version\": \"1\""), "a NACK carries the last accepted version: \(nack)")
+            #expect(try await curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(listenerPort)/"]).stdout == "200")
+        } catch {
+            following.cancel()
+            server.kill()
+            await sidecar.shutdown()
+            await echo.stop()
+            throw error
+        }
+        following.cancel()
+        server.kill()
+        await sidecar.shutdown()
+        await echo.stop()
     }
 }

@@ -1,0 +1,41 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import OutriggerProxy
+
+extension ControlPlane {
+    /// The control plane's admin: `/status` (JSON), `/metrics` (Prometheus text), `/ready`, `/live`.
+    public func bindAdmin(host: String, port: Int) async throws -> Channel {
+        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        return try await PlainHTTPServer.bind(to: address, group: MultiThreadedEventLoopGroup.singleton) { head in
+            let path = PlainHTTPServer.path(of: head.uri)
+            guard head.method == .GET || head.method == .HEAD else { return (.methodNotAllowed, "text/plain", "\(path) takes GET\n") }
+            switch path {
+            case "/status": return (.ok, "application/json", PlainHTTPServer.json(self.statusObject()))
+            case "/metrics": return (.ok, "text/plain; version=0.0.4", self.metrics.prometheusText())
+            case "/ready", "/live": return (.ok, "text/plain", "\(path.dropFirst())\n")
+            case "/": return (.ok, "text/plain", "outrigger control admin\n  GET /status\n  GET /metrics\n  GET /ready\n  GET /live\n")
+            default: return (.notFound, "text/plain", "unknown admin path \(path); try /\n")
+            }
+        }
+    }
+
+    /// GETs `path` from an admin listener (for `outrigger control status`): the status and the body.
+    public static func fetch(host: String, port: Int, path: String) async throws -> (Int, String) {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n"))
+            var response = ""
+            for try await chunk in inbound { response += String(buffer: chunk) }
+            guard let split = response.range(of: "\r\n\r\n") else { return (0, response) }
+            let status = Int(response[..<split.lowerBound].split(separator: " ").dropFirst().first ?? "") ?? 0
+            return (status, String(response[split.upperBound...]))
+        }
+    }
+}
