@@ -4,7 +4,7 @@ BUILD_FLAGS ?=
 # Release builds drop exclusivity checks in every module, dependencies included (~3 % of a relay's CPU).
 RELEASE_FLAGS ?= -c release -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test build release bench bench-quick microbench clean
+.PHONY: run test build release bench bench-quick bench-control microbench clean
 
 ## make run: build and start the demo (a sidecar in front of two echo upstreams).
 run: build
@@ -32,6 +32,11 @@ bench: release
 bench-quick: release
 	scripts/install-deps.sh --bench
 	scripts/bench.py --quick
+
+## make bench-control: outrigger control's convergence (mesh change to every sidecar's ACK) at 100, 1,000 and
+## 5,000 simulated sidecars, its CPU per change and memory. Writes benchmarks/results/control-<time>.{json,md}.
+bench-control: release
+	scripts/control_bench.py
 
 ## make microbench: microbenchmarks (route matching, config decode, headers, allocations per request); separate package in benchmarks/micro.
 microbench:

@@ -103,7 +103,12 @@ final class LoadCoordinator {
     private let progress: @Sendable (String) -> Void
     private var scheduler: LoadScheduler
     private var results = BenchResults()
-    private let measureFrom: UInt64
+    private var measureFrom: UInt64
+    /// Closed loop: the window opens when the first connection is ready (as wrk's and h2load's clocks start
+    /// once they have connected), so time spent starting up and connecting on a busy machine is not in it.
+    private var windowOpen = false
+    /// When a request was last sent or ended, or a connection opened or closed (for the backstop).
+    private var lastActivity: UInt64 = NIODeadline.now().uptimeNanoseconds
     private var active = 0
     private var finished = false
     /// When the last measured request ended: a target that fell behind finishes after the schedule does.
@@ -134,6 +139,24 @@ final class LoadCoordinator {
     func start() {
         for _ in 0..<options.connections { connect() }
         reportProgressInASecond()
+        scheduleBackstop()
+    }
+
+    /// A backstop: once the schedule is over, a run in which nothing has happened (no request sent or ended,
+    /// no connection opened or closed) for a request timeout and 2 s ends (seen twice under heavy load: every
+    /// connection gone, no timer left, the run waiting forever). A run still making progress is never cut.
+    private func scheduleBackstop() {
+        // Holds the coordinator strongly: with no connection left to hold it, it must still finish the run.
+        eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in
+            guard !self.finished else { return }
+            let now = NIODeadline.now().uptimeNanoseconds
+            if now > self.scheduler.end && now - self.lastActivity > self.options.timeout.unsignedNanoseconds + 2_000_000_000 {
+                self.progress("nothing happened for the request timeout after the schedule ended; \(self.active) connections unaccounted for")
+                self.finish()
+            } else {
+                self.scheduleBackstop()
+            }
+        }
     }
 
     private func reportProgressInASecond() {
@@ -197,6 +220,7 @@ final class LoadCoordinator {
     private func connectFailed() {
         active -= 1
         let now = NIODeadline.now().uptimeNanoseconds
+        lastActivity = now
         if now >= measureFrom { results.record(.connectError, latencyMicroseconds: nil) }
         if now < scheduler.end {
             // Try again shortly; a refused port must not spin.
@@ -236,6 +260,12 @@ final class LoadCoordinator {
     /// A connection is ready for its next request.
     func connectionFree(_ connection: any BenchWorker) {
         let now = NIODeadline.now().uptimeNanoseconds
+        lastActivity = now
+        if options.rate == nil && !windowOpen {
+            windowOpen = true
+            measureFrom = now + options.warmup.unsignedNanoseconds
+            scheduler = LoadScheduler(rate: nil, start: now, duration: (options.warmup + options.duration).unsignedNanoseconds)
+        }
         switch scheduler.connectionFree(now: now) {
         case .send(let intended):
             if intended >= measureFrom { results.sent += 1 }
@@ -252,8 +282,9 @@ final class LoadCoordinator {
 
     /// A request ended; `intended` is when it was meant to be sent.
     func requestEnded(_ outcome: RequestOutcome, intended: UInt64) {
-        guard intended >= measureFrom else { return }
         let now = NIODeadline.now().uptimeNanoseconds
+        lastActivity = now
+        guard intended >= measureFrom else { return }
         if options.rate == nil && now >= scheduler.end {
             // Closed loop measures a fixed window, as wrk and h2load do.
             results.unfinished += 1
@@ -266,6 +297,7 @@ final class LoadCoordinator {
     /// A connection closed; a replacement is opened while the test runs.
     func connectionClosed(wanted: Bool) {
         active -= 1
+        lastActivity = NIODeadline.now().uptimeNanoseconds
         if !wanted && NIODeadline.now().uptimeNanoseconds < scheduler.end {
             connect()
         } else {
@@ -274,7 +306,12 @@ final class LoadCoordinator {
     }
 
     private func finishIfIdle() {
-        guard active == 0, !finished else { return }
+        guard active == 0 else { return }
+        finish()
+    }
+
+    private func finish() {
+        guard !finished else { return }
         finished = true
         progressTask?.cancel()
         let scheduled = Double(options.duration.unsignedNanoseconds) / 1e9

@@ -41,7 +41,7 @@ public struct MeshConfig: Sendable, Hashable {
         guard let root = try SidecarConfigDecoder.compose(text, file: file) else {
             throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "the file is empty; expected a mapping with services")])
         }
-        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file), endpointsMayBeEmpty: true)
+        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file), fromControlPlane: true)
         let mesh = decoder.decodeMesh(root)
         if let mesh, decoder.reader.issues.isEmpty { return mesh }
         throw ConfigErrors(decoder.reader.issues.sorted { ($0.line, $0.column) < ($1.line, $1.column) })

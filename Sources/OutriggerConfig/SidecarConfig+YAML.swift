@@ -28,9 +28,10 @@ extension SidecarConfig {
     /// Decodes and validates a config document built in memory rather than read from a file (the xDS client
     /// translates pushed resources into one), with the same validation as a file. `source` names it in
     /// errors; its nodes have no positions, so errors are told apart by key path. A cluster may have no
-    /// endpoints: a control plane sends a service before any instance of it is up.
+    /// endpoints (a control plane sends a service before any instance of it is up), and there may be no
+    /// listener yet (clusters arrive first).
     public static func decode(document root: Node, source: String) throws(ConfigErrors) -> SidecarConfig {
-        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: source), endpointsMayBeEmpty: true)
+        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: source), fromControlPlane: true)
         let config = decoder.decodeSidecar(root)
         if let config, decoder.reader.issues.isEmpty { return config }
         throw ConfigErrors(decoder.reader.issues)
@@ -52,12 +53,13 @@ struct SidecarConfigDecoder {
     let reader: YAMLReader
     /// Cluster names referenced by routes, checked once every cluster is known.
     private let references = ReferenceList()
-    /// True for documents from a control plane, whose clusters may be waiting for their first endpoint.
-    private let endpointsMayBeEmpty: Bool
+    /// True for documents from a control plane (and its mesh file): a cluster may be waiting for its first
+    /// endpoint, and a sidecar may have clusters before any listener.
+    private let fromControlPlane: Bool
 
-    init(reader: YAMLReader, endpointsMayBeEmpty: Bool = false) {
+    init(reader: YAMLReader, fromControlPlane: Bool = false) {
         self.reader = reader
-        self.endpointsMayBeEmpty = endpointsMayBeEmpty
+        self.fromControlPlane = fromControlPlane
     }
 
     /// A config file's text; one that cannot be read is an issue at its first line.
@@ -104,7 +106,7 @@ struct SidecarConfigDecoder {
         let zone = fields["zone"].flatMap { reader.string($0, fields.path("zone")) }
         var listeners: [ListenerConfig] = []
         if let node = reader.required(fields, "listeners"), let items = reader.sequence(node, "listeners") {
-            if items.isEmpty { reader.report(node, "listeners", "expected at least one listener") }
+            if items.isEmpty && !fromControlPlane { reader.report(node, "listeners", "expected at least one listener") }
             listeners = items.enumerated().compactMap { decodeListener($1, "listeners[\($0)]") }
             reportDuplicates(items, listeners.map(\.name), path: "listeners", what: "listener name")
             // Port 0 asks the system for any free port, so it never collides.
@@ -151,14 +153,15 @@ struct SidecarConfigDecoder {
                 let own = ["domains", "routes"]
                 let clusterPairs = mapping.filter { key, _ in !own.contains(key.scalar?.string ?? "") }
                 let clusterNode = Node.mapping(.init(clusterPairs.map { ($0.key, $0.value) }, mapping.tag, mapping.style, mapping.mark))
+                if let file = mapping.first(where: { $0.key.scalar?.string == "endpointsFile" }) {
+                    reader.report(file.value, path + ".endpointsFile", "a service's endpoints are listed or registered; an endpoints file is a sidecar's own")
+                }
                 let cluster = decodeCluster(clusterNode, path)
                 let routesNode = mapping.first { $0.key.scalar?.string == "routes" }?.value
                 let domainsNode = mapping.first { $0.key.scalar?.string == "domains" }?.value
                 let routes = routesNode.flatMap { decodeRoutes($0, path + ".routes") }
                 var domains: [String]?
-                if let domainsNode, let list = reader.sequence(domainsNode, path + ".domains") {
-                    domains = list.enumerated().compactMap { reader.string($1, path + ".domains[\($0)]")?.lowercased() }
-                }
+                if let domainsNode { domains = decodeDomains(domainsNode, path + ".domains") }
                 if let cluster { services.append(MeshConfig.Service(cluster: cluster, domains: domains, routes: routes)) }
             }
             reportDuplicates(items, services.map(\.name), path: "services", what: "service name")
@@ -280,22 +283,27 @@ struct SidecarConfigDecoder {
     private func decodeVirtualHost(_ node: Node, _ path: String) -> VirtualHostConfig? {
         guard let fields = reader.fields(node, path, allowed: ["name", "domains", "routes"]) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
-        var domains: [String] = []
-        if let node = reader.required(fields, "domains"), let items = reader.sequence(node, fields.path("domains")) {
-            if items.isEmpty { reader.report(node, fields.path("domains"), "expected at least one domain (use '*' for any)") }
-            for (index, item) in items.enumerated() {
-                let itemPath = fields.path("domains") + "[\(index)]"
-                guard let domain = reader.string(item, itemPath) else { continue }
-                if domain != "*", domain.dropFirst(domain.hasPrefix("*.") ? 2 : 0).contains("*") {
-                    reader.report(item, itemPath, "expected 'example.com', '*.example.com' or '*', found '\(domain)'")
-                    continue
-                }
-                domains.append(domain.lowercased())
-            }
-        }
+        let domains = reader.required(fields, "domains").map { decodeDomains($0, fields.path("domains")) } ?? []
         let routes = reader.required(fields, "routes").flatMap { decodeRoutes($0, fields.path("routes")) }
         guard let name, let routes else { return nil }
         return VirtualHostConfig(name: name, domains: domains, routes: routes)
+    }
+
+    /// `[example.com, "*.example.com", "*"]`, at least one, lower-cased.
+    private func decodeDomains(_ node: Node, _ path: String) -> [String] {
+        guard let items = reader.sequence(node, path) else { return [] }
+        if items.isEmpty { reader.report(node, path, "expected at least one domain (use '*' for any)") }
+        var domains: [String] = []
+        for (index, item) in items.enumerated() {
+            let itemPath = path + "[\(index)]"
+            guard let domain = reader.string(item, itemPath) else { continue }
+            if domain != "*", domain.dropFirst(domain.hasPrefix("*.") ? 2 : 0).contains("*") {
+                reader.report(item, itemPath, "expected 'example.com', '*.example.com' or '*', found '\(domain)'")
+                continue
+            }
+            domains.append(domain.lowercased())
+        }
+        return domains
     }
 
     private func decodeRoutes(_ node: Node, _ path: String) -> [RouteConfig]? {
@@ -495,9 +503,9 @@ struct SidecarConfigDecoder {
                 }
             }
         }
-        let endpointsNode = endpointsFile == nil && !endpointsMayBeEmpty ? reader.required(fields, "endpoints") : fields["endpoints"]
+        let endpointsNode = endpointsFile == nil && !fromControlPlane ? reader.required(fields, "endpoints") : fields["endpoints"]
         if let node = endpointsNode, let items = reader.sequence(node, fields.path("endpoints")) {
-            if items.isEmpty && endpointsFile == nil && !endpointsMayBeEmpty { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
+            if items.isEmpty && endpointsFile == nil && !fromControlPlane { reader.report(node, fields.path("endpoints"), "expected at least one endpoint HOST:PORT") }
             for (index, item) in items.enumerated() {
                 let itemPath = fields.path("endpoints") + "[\(index)]"
                 guard let (address, metadata) = decodeEndpoint(item, itemPath) else { continue }

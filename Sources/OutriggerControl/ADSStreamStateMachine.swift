@@ -58,11 +58,17 @@ public struct ADSStreamStateMachine: Sendable {
 
     private var types: [XDSType: TypeState] = [:]
     private var snapshot: [XDSType: [String: XDSResource]] = [:]
+    /// The version of each type's whole set in `snapshot`, hashed once by whoever shares the snapshot.
+    private var snapshotVersions: [XDSType: String] = [:]
     private var nonces: UInt64 = 0
+    private let noncePrefix: String
     /// Nothing is sent before the node's first snapshot (it needs the node's identity, from its first request).
     private var hasSnapshot = false
 
-    public init() {}
+    /// Starts every nonce with `noncePrefix`, so nonces of different streams never match.
+    public init(noncePrefix: String = "") {
+        self.noncePrefix = noncePrefix
+    }
 
     /// The last version each type was ACKed at, and the last NACK.
     public func status(of type: XDSType) -> (sent: String?, acked: String?, nacked: (version: String, message: String)?) {
@@ -87,10 +93,12 @@ public struct ADSStreamStateMachine: Sendable {
             if let error = request.error {
                 state.nacked = (sent.version, error)
                 events.append(.nacked(request.type, version: sent.version, message: error))
-            } else {
+            } else if request.versionInfo == sent.version {
                 state.acked = sent.version
                 events.append(.acked(request.type, version: sent.version))
             }
+            // Otherwise the request only changes the subscription (it still carries the version accepted
+            // before a NACK): it is no ACK of what was sent.
         }
         state.names = request.resourceNames
         types[request.type] = state
@@ -98,8 +106,11 @@ public struct ADSStreamStateMachine: Sendable {
     }
 
     /// The node's resources changed: send every subscribed type whose content changed.
-    public mutating func snapshotChanged(_ resources: [XDSType: [String: XDSResource]]) -> [Response] {
+    /// - Parameter versions: each type's `version(of:)` for its whole set, when the caller has it (a snapshot
+    ///   shared by many streams is hashed once).
+    public mutating func snapshotChanged(_ resources: [XDSType: [String: XDSResource]], versions: [XDSType: String]? = nil) -> [Response] {
         snapshot = resources
+        snapshotVersions = versions ?? [:]
         hasSnapshot = true
         return pushes()
     }
@@ -131,8 +142,11 @@ public struct ADSStreamStateMachine: Sendable {
     func due(_ type: XDSType) -> [String: XDSResource]? {
         guard let state = types[type], let names = state.names else { return nil }
         let all = snapshot[type] ?? [:]
-        let wanted = names.isEmpty ? all : all.filter { names.contains($0.key) }
-        let version = Self.version(of: wanted)
+        // Listeners and clusters: no names is every one (wildcard). Endpoints and routes: the names asked for
+        // ("*" asks for all); no names is none.
+        let wildcard = names.contains("*") || (names.isEmpty && (type == .listener || type == .cluster))
+        let wanted = wildcard ? all : all.filter { names.contains($0.key) }
+        let version = wanted.count == all.count ? snapshotVersions[type] ?? Self.version(of: wanted) : Self.version(of: wanted)
         if let sent = state.sent, sent.version == version, sent.names == names { return nil }
         if let nacked = state.nacked, nacked.version == version { return nil }
         return wanted
@@ -140,8 +154,10 @@ public struct ADSStreamStateMachine: Sendable {
 
     mutating func send(_ type: XDSType, _ resources: [String: XDSResource]) -> [Response] {
         nonces += 1
-        let version = Self.version(of: resources)
-        let nonce = String(nonces)
+        let all = snapshot[type] ?? [:]
+        let version = resources.count == all.count && resources.keys.allSatisfy({ all[$0] != nil }) ? snapshotVersions[type] ?? Self.version(of: resources)
+            : Self.version(of: resources)
+        let nonce = noncePrefix + String(nonces)
         let names = types[type]?.names ?? []
         types[type]?.sent = Sent(version: version, nonce: nonce, names: names, resources: resources)
         return [Response(type: type, version: version, nonce: nonce, resources: resources.keys.sorted().map { resources[$0]! })]

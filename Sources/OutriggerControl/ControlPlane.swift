@@ -4,6 +4,7 @@ import GRPCNIOTransportHTTP2
 import Logging
 import NIOConcurrencyHelpers
 import OutriggerConfig
+import OutriggerProxy
 import OutriggerXDS
 import SwiftProtobuf
 
@@ -15,8 +16,12 @@ public final class ControlPlane: Sendable {
     /// A view handed to a stream, with the change it answers (for convergence).
     struct Push: Sendable {
         var resources: [XDSType: [String: XDSResource]]
+        /// Each type's version (content hash) of its whole set, computed once per distinct view.
+        var versions: [XDSType: String]
         /// When the change this view carries was made (the first change of a debounced burst).
         var changedAt: ContinuousClock.Instant
+        /// Pushes are numbered as they are computed; a stream drops one older than what it already has.
+        var generation: UInt64 = 0
     }
 
     /// What a connected stream needs from the plane: its identity, and where to send new views.
@@ -58,6 +63,8 @@ public final class ControlPlane: Sendable {
         /// Nodes whose registration is removed once their grace passes, with the generation that scheduled it.
         var leaving: [String: (service: String, generation: UInt64)] = [:]
         var generation: UInt64 = 0
+        /// The number of the last push computed.
+        var pushes: UInt64 = 0
         /// The first change not pushed yet, and the last (debounce).
         var pendingSince: ContinuousClock.Instant?
         var lastChange: ContinuousClock.Instant?
@@ -91,6 +98,7 @@ public final class ControlPlane: Sendable {
         guard let meshPath else { return false }
         do {
             let mesh = try MeshConfig.load(contentsOf: meshPath)
+            try MeshView.check(mesh)
             apply(mesh)
             logger.info("mesh reloaded", metadata: ["file": "\(meshPath)"])
             return true
@@ -98,6 +106,20 @@ public final class ControlPlane: Sendable {
             metrics.meshRejected.add(1)
             logger.error("mesh rejected; keeping the running mesh\n\(error)", metadata: ["file": "\(meshPath)"])
             return false
+        }
+    }
+
+    /// Reloads the mesh file whenever its size, modification time or inode changes, until cancelled.
+    public func watchMeshFile(every interval: Duration) async {
+        guard let meshPath else { return }
+        var stamp = FileStamp(path: meshPath)
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let now = FileStamp(path: meshPath)
+            if now != stamp, now != nil {
+                stamp = now
+                reload()
+            }
         }
     }
 
@@ -118,29 +140,36 @@ public final class ControlPlane: Sendable {
     // MARK: Streams
 
     func open(_ identity: SidecarIdentity) -> (id: UInt64, pushes: AsyncStream<Push>) {
-        let (pushes, continuation) = AsyncStream<Push>.makeStream()
-        let (id, mesh, registered, registers) = state.withLockedValue { state in
+        // Only the newest view matters to a stream: an older one still buffered is replaced.
+        let (pushes, continuation) = AsyncStream<Push>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let (id, mesh, registered, registers, twin, generation) = state.withLockedValue { state in
             state.nextStream += 1
+            state.pushes += 1
             let sameNode = state.streams.filter { $0.value.identity.node == identity.node }
             state.streams[state.nextStream] = Stream(identity: identity, connectedAt: Date(), push: continuation)
             state.leaving[identity.node] = nil
             var registers = false
+            // A node that comes back as another service leaves the old one.
+            for service in state.registered.keys where service != identity.service {
+                if state.registered[service]?.removeValue(forKey: identity.node) != nil { registers = true }
+            }
             if let address = identity.inboundAddress, state.registered[identity.service]?[identity.node] != address {
                 state.registered[identity.service, default: [:]][identity.node] = address
                 registers = true
             }
-            if !sameNode.isEmpty {
-                // A node id is one sidecar: a second stream with it replaces the first (a reconnect that beat
-                // the old stream's end, or a misconfigured twin, which then fights for it visibly in the log).
-                for (other, _) in sameNode { state.streams[other]?.push.finish() }
-            }
-            return (state.nextStream, state.mesh, state.registered, registers)
+            return (state.nextStream, state.mesh, state.registered, registers, !sameNode.isEmpty, state.pushes)
+        }
+        if twin {
+            // A reconnect that beat the old stream's end, or two sidecars given one id. Both are served; the
+            // registration is the newest one's, and stays while either is connected.
+            logger.warning("a second stream for a node id already connected; both are served, the newest registers", metadata: ["node": "\(identity.node)"])
         }
         metrics.connected.add(1)
         logger.info("sidecar connected", metadata: ["node": "\(identity.node)", "service": "\(identity.service)"])
         // Its own view at once; everyone else's (it may be a new endpoint of theirs) with the next debounced push.
         do {
-            continuation.yield(Push(resources: try MeshView.resources(mesh: mesh, registered: Self.lists(registered), for: identity), changedAt: .now))
+            continuation.yield(Self.push(try MeshView.resources(mesh: mesh, registered: Self.lists(registered), for: identity), changedAt: .now,
+                                         generation: generation))
         } catch {
             logger.error("cannot build a sidecar's view", metadata: ["node": "\(identity.node)", "error": "\(error)"])
         }
@@ -244,15 +273,29 @@ public final class ControlPlane: Sendable {
 
     /// Computes each connected sidecar's view and hands it to its stream (which sends only what changed).
     func pushAll(changedAt: ContinuousClock.Instant) {
-        let (mesh, registered, streams) = state.withLockedValue { state in (state.mesh, Self.lists(state.registered), state.streams) }
+        let (mesh, registered, streams, generation) = state.withLockedValue { state in
+            state.pushes += 1
+            return (state.mesh, Self.lists(state.registered), state.streams, state.pushes)
+        }
         metrics.pushes.add(1)
+        // Sidecars that differ only in node id see the same thing: each distinct view is built once per push.
+        var views: [SidecarIdentity: Push] = [:]
         for stream in streams.values {
+            var shape = stream.identity
+            shape.node = ""
             do {
-                stream.push.yield(Push(resources: try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity), changedAt: changedAt))
+                let push = try views[shape] ?? Self.push(try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity),
+                                                         changedAt: changedAt, generation: generation)
+                views[shape] = push
+                stream.push.yield(push)
             } catch {
                 logger.error("cannot build a sidecar's view", metadata: ["node": "\(stream.identity.node)", "error": "\(error)"])
             }
         }
+    }
+
+    static func push(_ resources: [XDSType: [String: XDSResource]], changedAt: ContinuousClock.Instant, generation: UInt64) -> Push {
+        Push(resources: resources, versions: resources.mapValues(ADSStreamStateMachine.version(of:)), changedAt: changedAt, generation: generation)
     }
 
     private static func lists(_ registered: [String: [String: HostPort]]) -> [String: [HostPort]] {
@@ -262,8 +305,17 @@ public final class ControlPlane: Sendable {
     // MARK: Serving
 
     /// Serves ADS on `host:port` until the task is cancelled; `onListening` gets the bound port.
-    public func serve(host: String, port: Int, onListening: @Sendable (Int) -> Void = { _ in }) async throws {
-        let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: host, port: port), transportSecurity: .plaintext)
+    /// - Parameter tls: the server's certificate chain and private key (PEM files): xDS over TLS.
+    public func serve(host: String, port: Int, tls: OutriggerConfig.TLSConfig? = nil, onListening: @Sendable (Int) -> Void = { _ in }) async throws {
+        let security: HTTP2ServerTransport.Posix.TransportSecurity = tls.map { tls in
+            .tls(certificateChain: [.file(path: tls.certificate, format: .pem)], privateKey: .file(path: tls.privateKey, format: .pem))
+        } ?? .plaintext
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        // PINGs notice a sidecar that vanished without closing its connection (its registration then ends);
+        // sidecars ping every 10 s while their stream is open.
+        config.connection.keepalive = .init(time: .seconds(30), timeout: .seconds(10),
+                                            clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(5), allowWithoutCalls: true))
+        let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: host, port: port), transportSecurity: security, config: config)
         let server = GRPCServer(transport: transport, services: [AggregatedDiscoveryService(plane: self)])
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
@@ -282,6 +334,8 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
         case request(Envoy_Service_Discovery_V3_DiscoveryRequest)
         case push(ControlPlane.Push)
         case ended
+        /// The request stream broke: bytes that are no DiscoveryRequest, a message over the size limit.
+        case failed(any Error)
     }
 
     func streamAggregatedResources(
@@ -296,12 +350,15 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
             group.addTask {
                 do {
                     for try await next in request { input.yield(.request(next)) }
-                } catch {}
-                input.yield(.ended)
+                    input.yield(.ended)
+                } catch {
+                    input.yield(.failed(error))
+                }
             }
             var machine = ADSStreamStateMachine()
             /// The change the last view carried, until the sidecar has answered all of it.
             var converging: ContinuousClock.Instant?
+            var lastGeneration: UInt64 = 0
             for await next in inputs {
                 let responses: [ADSStreamStateMachine.Response]
                 switch next {
@@ -311,9 +368,10 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                         id = opened
                     } else {
                         // The first request names the node; its view is computed and pushed from then on.
-                        let (newID, pushes) = plane.open(try Self.identity(of: message.node))
+                        let (newID, pushes) = plane.open(try Self.identity(of: message.node, peer: context.remotePeer))
                         opened = newID
                         id = newID
+                        machine = ADSStreamStateMachine(noncePrefix: "\(newID)-")
                         group.addTask {
                             for await push in pushes { input.yield(.push(push)) }
                             input.yield(.ended)  // replaced by a newer stream of the same node
@@ -332,11 +390,17 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                         converging = nil
                     }
                 case .push(let push):
-                    responses = machine.snapshotChanged(push.resources)
+                    guard push.generation > lastGeneration else { continue }
+                    lastGeneration = push.generation
+                    responses = machine.snapshotChanged(push.resources, versions: push.versions)
                     if !responses.isEmpty && converging == nil { converging = push.changedAt }
                 case .ended:
                     group.cancelAll()
                     return
+                case .failed(let error):
+                    group.cancelAll()
+                    // Only this stream ends, with a status that says why.
+                    throw error as? RPCError ?? RPCError(code: .invalidArgument, message: "cannot read the DiscoveryRequest stream: \(error)")
                 }
                 for out in responses {
                     var message = Envoy_Service_Discovery_V3_DiscoveryResponse()
@@ -362,7 +426,7 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
 
     /// The sidecar's identity from its node: id, service (metadata `outrigger.service`, else `cluster`),
     /// listeners and app.
-    static func identity(of node: Envoy_Config_Core_V3_Node) throws -> SidecarIdentity {
+    static func identity(of node: Envoy_Config_Core_V3_Node, peer: String = "") throws -> SidecarIdentity {
         guard !node.id.isEmpty else { throw RPCError(code: .invalidArgument, message: "the first DiscoveryRequest must carry node.id") }
         let fields = node.metadata.fields
         let service = fields[NodeMetadata.service]?.stringValue ?? node.cluster
@@ -372,12 +436,26 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
             guard let address = HostPort(parsing: value.stringValue) else {
                 throw RPCError(code: .invalidArgument, message: "node '\(node.id)': metadata \(NodeMetadata.listeners).\(name): expected HOST:PORT, found '\(value.stringValue)'")
             }
-            listeners[name] = address
+            listeners[name] = address.isUnspecified ? Self.peerAddress(peer).map { HostPort(host: $0, port: address.port) } ?? address : address
         }
         let app = fields[NodeMetadata.app].flatMap { HostPort(parsing: $0.stringValue) }
         let zone = node.locality.zone.isEmpty ? nil : node.locality.zone
         return SidecarIdentity(node: node.id, service: service, zone: zone, listeners: listeners, app: app)
     }
+}
+
+extension AggregatedDiscoveryService {
+    /// The IP of a gRPC peer (`ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000`): where a sidecar that listens on every
+    /// address is reached.
+    static func peerAddress(_ peer: String) -> String? {
+        guard let colon = peer.firstIndex(of: ":") else { return nil }
+        return HostPort(parsing: String(peer[peer.index(after: colon)...]))?.host
+    }
+}
+
+extension HostPort {
+    /// 0.0.0.0 or ::, which a listener binds to mean every address and a caller cannot use.
+    var isUnspecified: Bool { host == "0.0.0.0" || host == "::" }
 }
 
 /// The keys of an Outrigger sidecar's node metadata.

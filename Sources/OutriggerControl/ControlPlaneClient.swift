@@ -43,7 +43,12 @@ public struct XDSClientState: Sendable {
                 guard byName[name] == nil else { throw XDSRejection(type: type, name: name, message: "sent twice in one response") }
                 byName[name] = body
             }
-            next[type] = byName
+            if type == .endpoints || type == .route {
+                // Named subscriptions: a response may carry only what changed; the rest stays as accepted.
+                next[type] = accepted[type].merging(byName) { _, new in new }
+            } else {
+                next[type] = byName  // clusters and listeners: every response is the whole set
+            }
             candidate = (next, type, version)
             guard try next.isComplete() else {
                 try next.checkEach()
@@ -68,13 +73,19 @@ public struct XDSClientState: Sendable {
     /// cluster, routes of every listener.
     public mutating func subscriptionChanges() -> [XDSType: [String]] {
         var changes: [XDSType: [String]] = [:]
-        let wanted: [XDSType: [String]] = [.endpoints: accepted.clusters.keys.sorted(), .route: (try? accepted.routeNames()) ?? []]
-        // An empty list would be a wildcard subscription: a type is first asked for once it has names.
+        let wanted: [XDSType: [String]] = [.endpoints: (try? accepted.endpointNames()) ?? [], .route: (try? accepted.routeNames()) ?? []]
+        // A type is first asked for once it has names.
         for (type, list) in wanted where names[type] != list && !(names[type] == nil && list.isEmpty) {
             names[type] = list
             changes[type] = list
+            accepted[type] = accepted[type].filter { list.contains($0.key) }  // unsubscribed: gone
         }
         return changes
+    }
+
+    /// A new stream: nonces of the last one mean nothing to it.
+    public mutating func streamStarted() {
+        nonces = [:]
     }
 
     /// The accepted resources and versions, to write to disk.
@@ -126,6 +137,8 @@ public struct XDSClientState: Sendable {
 /// resource and field, and the running config stays. A lost control plane changes nothing (fail static).
 public final class ControlPlaneClient: Sendable {
     private let addresses: [HostPort]
+    private let overrides: @Sendable (inout SidecarConfig) -> Void
+    private let trustedCertificates: String?
     private let identity: SidecarIdentity
     private let sidecar: Sidecar
     private let base: SidecarConfig
@@ -144,18 +157,66 @@ public final class ControlPlaneClient: Sendable {
         public var accepted = 0
         public var rejected = 0
         public var lastRejection: String?
+        /// Streams that ended or could not be opened.
+        public var streamFailures = 0
+        public var lastAppliedAt: ContinuousClock.Instant?
     }
 
     /// - Parameter stateDirectory: where the last accepted config is persisted (written atomically after each
     ///   applied push) and read back by `restore`.
+    /// - Parameter overrides: applied to every config before it is applied (the command line's flags, such as
+    ///   `--access-log`, win over pushes as they win over files).
+    /// - Parameter trustedCertificates: a PEM bundle of the CAs the control plane's certificate must chain to:
+    ///   xDS over TLS (nil: plaintext).
     public init(addresses: [HostPort], identity: SidecarIdentity, sidecar: Sidecar, base: SidecarConfig, stateDirectory: String? = nil,
-                logger: Logger) {
+                trustedCertificates: String? = nil, overrides: @escaping @Sendable (inout SidecarConfig) -> Void = { _ in }, logger: Logger) {
+        self.trustedCertificates = trustedCertificates
+        self.overrides = overrides
         self.addresses = addresses
         self.identity = identity
         self.sidecar = sidecar
         self.base = base
         self.stateFile = stateDirectory.map { URL(fileURLWithPath: $0).appendingPathComponent("xds-state.pb").path }
         self.logger = logger
+        sidecar.setAdminExtension { [weak self] in
+            self?.adminExtension() ?? AdminExtension(prometheusText: "", configDumpKey: "controlPlane", configDumpJSON: "null")
+        }
+    }
+
+    /// `outrigger_control_*` stats, and for `/config_dump` each accepted resource's version and source and the last NACK.
+    func adminExtension() -> AdminExtension {
+        let counters = status
+        let (versions, accepted) = state.withLockedValue { ($0.versions, $0.accepted) }
+        let age = counters.lastAppliedAt.map { ContinuousClock.now - $0 }.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        var text = """
+        # HELP outrigger_control_connected Whether the stream to the control plane is open.
+        # TYPE outrigger_control_connected gauge
+        outrigger_control_connected \(counters.connected ? 1 : 0)
+        # HELP outrigger_control_updates_total Control-plane pushes applied or held (accepted) and refused (rejected, NACKed).
+        # TYPE outrigger_control_updates_total counter
+        outrigger_control_updates_total{result="accepted"} \(counters.accepted)
+        outrigger_control_updates_total{result="rejected"} \(counters.rejected)
+        # HELP outrigger_control_stream_failures_total Streams to the control plane that ended or could not be opened.
+        # TYPE outrigger_control_stream_failures_total counter
+        outrigger_control_stream_failures_total \(counters.streamFailures)
+
+        """
+        if let age {
+            text += "# HELP outrigger_control_last_update_age_seconds Time since a push was last applied.\n"
+            text += "# TYPE outrigger_control_last_update_age_seconds gauge\noutrigger_control_last_update_age_seconds \(age)\n"
+        }
+        var types: [String: Any] = [:]
+        for type in XDSType.allCases.sorted() {
+            types[type.shortName] = ["version": versions[type] ?? "", "resources": accepted[type].keys.sorted()]
+        }
+        let object: [String: Any] = [
+            "source": addresses.map(\.description).joined(separator: ","),
+            "node": identity.node,
+            "connected": counters.connected,
+            "types": types,
+            "lastNack": counters.lastRejection.map { $0 as Any } ?? NSNull(),
+        ]
+        return AdminExtension(prometheusText: text, configDumpKey: "controlPlane", configDumpJSON: PlainHTTPServer.json(object))
     }
 
     /// Applies the persisted config, if there is one and it is still valid: a sidecar restarted while its
@@ -168,7 +229,12 @@ public final class ControlPlaneClient: Sendable {
         }
         do {
             let persisted = try Outrigger_V1_PersistedState(serializedBytes: data)
-            let (restored, config) = try XDSClientState.restoring(persisted, base: base)
+            var (restored, config) = try XDSClientState.restoring(persisted, base: base)
+            // Listeners stay where this process bound them (the persisted ones may name a port of the last one).
+            for index in config.listeners.indices {
+                if let address = identity.listeners[config.listeners[index].name] { config.listeners[index].address = address }
+            }
+            overrides(&config)
             try await sidecar.apply(config)
             state.withLockedValue { $0 = restored }
             logger.notice("serving the persisted control-plane config until the control plane answers", metadata: ["file": "\(stateFile)"])
@@ -219,7 +285,7 @@ public final class ControlPlaneClient: Sendable {
                 if Task.isCancelled { break }
                 logger.warning("control plane stream ended; serving the last accepted config", metadata: ["address": "\(address)", "error": "\(error)"])
             }
-            counters.withLockedValue { $0.connected = false }
+            counters.withLockedValue { $0.connected = false; $0.streamFailures += 1 }
             failures = connected.withLockedValue { $0 } ? 1 : failures + 1
             // Full jitter over an exponential ceiling: 100 ms doubling to 10 s.
             let ceiling = min(10_000, 100 << min(failures, 7))
@@ -228,14 +294,24 @@ public final class ControlPlaneClient: Sendable {
     }
 
     private func stream(to address: HostPort, connected: @escaping @Sendable () -> Void) async throws {
-        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: address.host, port: address.port), transportSecurity: .plaintext)
+        var security = HTTP2ClientTransport.Posix.TransportSecurity.plaintext
+        if let trustedCertificates {
+            security = .tls { $0.trustRoots = .certificates([.file(path: trustedCertificates, format: .pem)]) }
+        }
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        // HTTP/2 PINGs notice a control plane that vanished without closing the connection.
+        config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: false)
+        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: address.host, port: address.port), transportSecurity: security, config: config)
         try await withGRPCClient(transport: transport) { client in
             let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: client)
             let (outbox, send) = AsyncStream<Envoy_Service_Discovery_V3_DiscoveryRequest>.makeStream()
             self.outbox.withLockedValue { $0 = send }
             defer { self.outbox.withLockedValue { $0 = nil } }
             // Clusters and listeners by wildcard; endpoints and routes by the names already held (a reconnect).
-            let resume = state.withLockedValue { state in (state.versions, state.names) }
+            let resume = state.withLockedValue { state in
+                state.streamStarted()
+                return (state.versions, state.names)
+            }
             var first = true
             for type in [XDSType.cluster, .listener, .endpoints, .route] {
                 let names = resume.1[type] ?? []
@@ -247,10 +323,15 @@ public final class ControlPlaneClient: Sendable {
             try await ads.streamAggregatedResources(requestProducer: { writer in
                 for await request in outbox { try await writer.write(request) }
             }, onResponse: { response in
-                connected()
-                self.counters.withLockedValue { $0.connected = true }
                 defer { send.finish() }
+                var first = true
                 for try await message in response.messages {
+                    if first {
+                        // Connected once the control plane has answered (a call it refused at once is no connection).
+                        first = false
+                        connected()
+                        self.counters.withLockedValue { $0.connected = true }
+                    }
                     for request in await self.handle(message) { send.yield(request) }
                 }
             })
@@ -270,10 +351,12 @@ public final class ControlPlaneClient: Sendable {
         var refusal: String?
         var applied = false
         switch decision {
-        case .apply(let config):
+        case .apply(var config):
+            overrides(&config)
             do {
                 try await sidecar.apply(config)
                 applied = true
+                counters.withLockedValue { $0.lastAppliedAt = .now }
                 logger.info("control plane config applied", metadata: ["type": "\(type.shortName)", "version": "\(message.versionInfo)"])
             } catch {
                 refusal = "\(type.shortName): cannot apply: \(error)"

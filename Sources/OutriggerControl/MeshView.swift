@@ -64,6 +64,17 @@ public enum MeshView {
         return (listeners, clusters)
     }
 
+    /// Builds the view of a typical sidecar (outbound and inbound listeners, an app) and decodes it as a sidecar
+    /// would: a mesh that every sidecar would refuse is refused before it is pushed.
+    public static func check(_ mesh: MeshConfig) throws {
+        let probe = SidecarIdentity(node: "check", service: mesh.services.first?.name ?? "check",
+                                    listeners: [outboundListener: HostPort(host: "127.0.0.1", port: 15001), inboundListener: HostPort(host: "127.0.0.1", port: 15006)],
+                                    app: HostPort(host: "127.0.0.1", port: 8080))
+        var decoder = XDSDecoder()
+        for (type, byName) in try resources(mesh: mesh, registered: [:], for: probe) { decoder[type] = byName.mapValues(\.body) }
+        _ = try decoder.config(base: SidecarConfig(listeners: [], clusters: []))
+    }
+
     /// The view as xDS resources, by type and name. A node with no listeners is a proxyless gRPC client
     /// (grpcio's `xds:///SERVICE`): it gets an API listener and a route configuration per service, each named
     /// after the service, instead of socket listeners.

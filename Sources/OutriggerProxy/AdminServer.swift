@@ -46,11 +46,27 @@ public enum PlainHTTPServer {
     }
 }
 
+/// What another component adds to a sidecar's admin pages (`Sidecar.setAdminExtension`).
+public struct AdminExtension: Sendable {
+    /// Appended to `/stats/prometheus`.
+    public var prometheusText: String
+    /// A key and a JSON value added to `/config_dump`'s top-level object.
+    public var configDumpKey: String
+    public var configDumpJSON: String
+
+    public init(prometheusText: String, configDumpKey: String, configDumpJSON: String) {
+        self.prometheusText = prometheusText
+        self.configDumpKey = configDumpKey
+        self.configDumpJSON = configDumpJSON
+    }
+}
+
 /// What the admin endpoints read from the running sidecar.
 struct SidecarState: Sendable {
     let configStore: ConfigStore
     let accessLogs: AccessLogSinks
     let isDraining: @Sendable () -> Bool
+    let extensions: @Sendable () -> AdminExtension?
 
     /// Access log destinations' losses, in Prometheus text.
     func accessLogPrometheusText() -> String {
@@ -135,13 +151,15 @@ private struct AdminEndpoints: Sendable {
         case "/stats/prometheus":
             let clusters = sidecar.configStore.snapshot.clusters.values.sorted { $0.name < $1.name }
             let endpoints = ProxyStats.endpointPrometheusText(clusters, now: NIODeadline.now().uptimeNanoseconds)
-            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText() + endpoints + sidecar.accessLogPrometheusText())
+            let extra = sidecar.extensions()?.prometheusText ?? ""
+            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText() + endpoints + sidecar.accessLogPrometheusText() + extra)
         case "/config_dump":
             let snapshot = sidecar.configStore.snapshot
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             let config = (try? encoder.encode(snapshot.config)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
-            return (.ok, "application/json", "{\n\"version\": \(snapshot.version),\n\"config\": \(config)\n}\n")
+            let extra = sidecar.extensions().map { ",\n\"\($0.configDumpKey)\": \($0.configDumpJSON)" } ?? ""
+            return (.ok, "application/json", "{\n\"version\": \(snapshot.version),\n\"config\": \(config)\(extra)\n}\n")
         case "/clusters":
             return (.ok, "application/json", json(clustersObject()))
         default:

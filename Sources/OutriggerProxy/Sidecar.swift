@@ -24,6 +24,8 @@ public final class Sidecar: Sendable {
     private let logger: Logger
     private let configPath: String?
     private let state = NIOLockedValueBox(MutableState())
+    /// What a component beside the sidecar (the control-plane client) adds to the admin pages.
+    private let adminExtension = NIOLockedValueBox<(@Sendable () -> AdminExtension)?>(nil)
     /// Set while a reload runs: reloads (SIGHUP, file watch, API) never interleave.
     private let reloading = NIOLockedValueBox(false)
 
@@ -103,6 +105,11 @@ public final class Sidecar: Sendable {
     }
 
     public var isDraining: Bool { state.withLockedValue { $0.draining } }
+
+    /// Adds to the admin pages: Prometheus text to `/stats/prometheus` and a JSON object to `/config_dump`.
+    public func setAdminExtension(_ provider: @escaping @Sendable () -> AdminExtension) {
+        adminExtension.withLockedValue { $0 = provider }
+    }
 
     // MARK: Reload
 
@@ -393,7 +400,8 @@ public final class Sidecar: Sendable {
 
     private func bindAdmin(_ admin: AdminConfig?) async throws {
         guard let admin else { return }
-        let server = AdminServer(sidecar: SidecarState(configStore: configStore, accessLogs: accessLogs, isDraining: { [weak self] in self?.isDraining ?? true }))
+        let server = AdminServer(sidecar: SidecarState(configStore: configStore, accessLogs: accessLogs, isDraining: { [weak self] in self?.isDraining ?? true },
+                                                       extensions: { [weak self] in self?.adminExtension.withLockedValue { $0?() } ?? nil }))
         let address = try SocketAddress.makeAddressResolvingHost(admin.address.host, port: admin.address.port)
         let channel = try await server.bind(to: address, group: group)
         state.withLockedValue { $0.admin = (admin, channel) }

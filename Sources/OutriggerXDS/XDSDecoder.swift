@@ -60,9 +60,34 @@ public struct XDSDecoder: Sendable {
         return names
     }
 
-    /// Whether every route configuration the listeners name and every cluster's endpoints have arrived.
+    /// The ClusterLoadAssignments the EDS clusters name (what to subscribe to over EDS): each cluster's
+    /// `eds_cluster_config.service_name`, or its own name. A STATIC cluster carries its endpoints itself.
+    public func endpointNames() throws(XDSRejection) -> [String] {
+        var names: [String] = []
+        for name in clusters.keys.sorted() {
+            if let endpointsName = try Self.endpointsName(of: Self.unpack(clusters[name]!, as: Envoy_Config_Cluster_V3_Cluster.self, type: .cluster, name: name)) {
+                names.append(endpointsName)
+            }
+        }
+        return names
+    }
+
+    static func endpointsName(of cluster: Envoy_Config_Cluster_V3_Cluster) -> String? {
+        guard case .type(.eds)? = cluster.clusterDiscoveryType else { return nil }
+        return cluster.edsClusterConfig.serviceName.isEmpty ? cluster.name : cluster.edsClusterConfig.serviceName
+    }
+
+    /// Whether every route configuration the listeners name and every EDS cluster's endpoints have arrived.
     public func isComplete() throws(XDSRejection) -> Bool {
-        try routeNames().allSatisfy { routes[$0] != nil } && clusters.keys.allSatisfy { endpoints[$0] != nil }
+        let routeNames = try routeNames()
+        let endpointNames = try endpointNames()
+        return routeNames.allSatisfy { routes[$0] != nil } && endpointNames.allSatisfy { endpoints[$0] != nil }
+    }
+
+    /// The ClusterLoadAssignment an EDS cluster names, if it has arrived.
+    func assignment(for cluster: Envoy_Config_Cluster_V3_Cluster) throws(XDSRejection) -> Envoy_Config_Endpoint_V3_ClusterLoadAssignment? {
+        guard let name = Self.endpointsName(of: cluster), let body = endpoints[name] else { return nil }
+        return try Self.unpack(body, as: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.self, type: .endpoints, name: name)
     }
 
     /// Checks each resource on its own (while others it names are still on their way).
@@ -85,10 +110,7 @@ public struct XDSDecoder: Sendable {
         }
         for (name, body) in clusters {
             let cluster = try Self.unpack(body, as: Envoy_Config_Cluster_V3_Cluster.self, type: .cluster, name: name)
-            let assignment = try endpoints[name].map { body throws(XDSRejection) in
-                try Self.unpack(body, as: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.self, type: .endpoints, name: name)
-            }
-            _ = try Self.clusterDocument(cluster, assignment)
+            _ = try Self.clusterDocument(cluster, try assignment(for: cluster))
         }
     }
 
@@ -114,10 +136,7 @@ public struct XDSDecoder: Sendable {
         var clusterDocuments: [Node] = []
         for name in clusterNames {
             let cluster = try Self.unpack(clusters[name]!, as: Envoy_Config_Cluster_V3_Cluster.self, type: .cluster, name: name)
-            let assignment = try endpoints[name].map { body throws(XDSRejection) in
-                try Self.unpack(body, as: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.self, type: .endpoints, name: name)
-            }
-            clusterDocuments.append(try Self.clusterDocument(cluster, assignment))
+            clusterDocuments.append(try Self.clusterDocument(cluster, try assignment(for: cluster)))
         }
         let document = Document()
         document["listeners"] = .sequence(.init(listenerDocuments))
@@ -178,6 +197,9 @@ public struct XDSDecoder: Sendable {
         guard case .typedConfig(let typed) = filter.configType else { throw refuse("filter_chains[0].filters[0]: expected a typed_config") }
         let manager = try unpack(typed, as: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.self,
                                  type: .listener, name: name, field: "filter_chains[0].filters[0].typed_config")
+        if manager.codecType != .auto { throw refuse("http_connection_manager.codec_type: every listener serves HTTP/1.1 and HTTP/2 (AUTO); \(manager.codecType) is not implemented") }
+        if !manager.via.isEmpty { throw refuse("http_connection_manager.via: not implemented (outrigger.v1 ListenerOptions.add_via adds a Via header)") }
+        if manager.hasStreamIdleTimeout { throw refuse("http_connection_manager.stream_idle_timeout: not implemented per listener (outrigger.v1 ClusterOptions.stream_idle_timeout is per cluster)") }
         for (index, httpFilter) in manager.httpFilters.enumerated() where httpFilter.name != XDSNames.router && !httpFilter.isOptional {
             throw refuse("http_filters[\(index)]: filter '\(httpFilter.name)' is not implemented (only \(XDSNames.router))")
         }
@@ -195,8 +217,8 @@ public struct XDSDecoder: Sendable {
         let options = try self.options(listener.metadata, as: Outrigger_V1_ListenerOptions.self, type: .listener, name: listener.name)
         let document = Document()
         document["name"] = string(listener.name)
-        guard case .socketAddress(let socket)? = listener.address.address, case .portValue(let port)? = socket.portSpecifier else {
-            throw refuse("address: expected a socket_address with a port_value")
+        guard case .socketAddress(let socket)? = listener.address.address, case .portValue(let port)? = socket.portSpecifier, socket.protocol == .tcp else {
+            throw refuse("address: expected a TCP socket_address with a port_value")
         }
         document["address"] = string(HostPort(host: socket.address, port: Int(port)).description)
         document["direction"] = string(listener.trafficDirection == .outbound ? "outbound" : "inbound")
@@ -406,8 +428,8 @@ public struct XDSDecoder: Sendable {
         let sourced = discovery == .eds ? assignment : cluster.loadAssignment
         for group in sourced?.endpoints ?? [] {
             for entry in group.lbEndpoints {
-                guard case .socketAddress(let socket)? = entry.endpoint.address.address, case .portValue(let port)? = socket.portSpecifier else {
-                    throw XDSRejection(type: .endpoints, name: cluster.name, message: "lb_endpoints: expected a socket_address with a port_value")
+                guard case .socketAddress(let socket)? = entry.endpoint.address.address, case .portValue(let port)? = socket.portSpecifier, socket.protocol == .tcp else {
+                    throw XDSRejection(type: .endpoints, name: cluster.name, message: "lb_endpoints: expected a TCP socket_address with a port_value")
                 }
                 if entry.healthStatus == .unhealthy || entry.healthStatus == .draining || entry.healthStatus == .timeout { continue }
                 let endpoint = Document()
@@ -419,7 +441,13 @@ public struct XDSDecoder: Sendable {
             }
         }
         document["endpoints"] = .sequence(.init(endpoints))
-        if cluster.hasHTTP2ProtocolOptions { document["protocol"] = string("http2") }
+        if cluster.hasHTTP2ProtocolOptions {
+            if cluster.http2ProtocolOptions.hasMaxConcurrentStreams { throw refuse("http2_protocol_options.max_concurrent_streams: not implemented") }
+            document["protocol"] = string("http2")
+        }
+        if case .leastRequestLbConfig(let config)? = cluster.lbConfig, config.hasChoiceCount, config.choiceCount.value != 2 {
+            throw refuse("least_request_lb_config.choice_count: only 2 (power of two choices) is implemented")
+        }
         if cluster.hasConnectTimeout { document["connectTimeout"] = duration(cluster.connectTimeout) }
         if options.hasTimeout { document["timeout"] = duration(options.timeout) }
         if cluster.hasDnsRefreshRate { document["dnsRefreshInterval"] = duration(cluster.dnsRefreshRate) }
@@ -585,8 +613,11 @@ public struct XDSDecoder: Sendable {
         do {
             let message = try M(serializedBytes: body.value)
             let known: M = try M(serializedBytes: body.value, options: { var options = BinaryDecodingOptions(); options.discardUnknownFields = true; return options }())
-            let knownSize = try known.serializedBytes() as [UInt8]
-            if knownSize.count != body.value.count {
+            // Both encoded again by us (so a peer's non-canonical encoding does not matter): only unknown fields,
+            // at any depth, make the first longer.
+            let withUnknown: [UInt8] = try message.serializedBytes()
+            let knownOnly: [UInt8] = try known.serializedBytes()
+            if withUnknown.count != knownOnly.count {
                 throw XDSRejection(type: type, name: name, message: "\(place)\(unknownFields(of: message)) not implemented by Outrigger")
             }
             return message

@@ -9,7 +9,7 @@ import OutriggerProxy
 struct Control: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the control plane: serve every sidecar its view of the mesh over xDS (ADS).",
-        subcommands: [Serve.self, Status.self],
+        subcommands: [Serve.self, Status.self, Simulate.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -33,6 +33,12 @@ extension Control {
         @Option(help: "Address for xDS (gRPC), HOST:PORT.")
         var listen: HostPort = HostPort(host: "127.0.0.1", port: 15010)
 
+        @Option(help: "xDS over TLS: the control plane's certificate chain (PEM); sidecars verify it with --control-ca.")
+        var tlsCertificate: String?
+
+        @Option(help: "xDS over TLS: the private key of --tls-certificate (PEM).")
+        var tlsPrivateKey: String?
+
         @Option(help: "Admin listener HOST:PORT: /status (JSON), /metrics (Prometheus).")
         var admin: HostPort = HostPort(host: "127.0.0.1", port: 15014)
 
@@ -52,13 +58,21 @@ extension Control {
             let meshConfig: MeshConfig
             do {
                 meshConfig = try MeshConfig.load(contentsOf: mesh)
+                try MeshView.check(meshConfig)
             } catch {
                 FileHandle.standardError.write(Data("\(error)\nrefusing to start: \(mesh) is invalid\n".utf8))
                 throw ExitCode(2)
             }
             let plane = ControlPlane(mesh: meshConfig, meshPath: mesh, registrationGrace: .milliseconds(registrationGraceMilliseconds), logger: logger)
-            let meshPath = mesh
             let interval = watchIntervalMilliseconds
+            let tls: TLSConfig?
+            switch (tlsCertificate, tlsPrivateKey) {
+            case (.some(let certificate), .some(let key)): tls = TLSConfig(certificate: certificate, privateKey: key)
+            case (nil, nil): tls = nil
+            default:
+                FileHandle.standardError.write(Data("--tls-certificate and --tls-private-key go together\n".utf8))
+                throw ExitCode(2)
+            }
             if !noAdmin {
                 do {
                     let channel = try await plane.bindAdmin(host: admin.host, port: admin.port)
@@ -70,21 +84,11 @@ extension Control {
             }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    try await plane.serve(host: listen.host, port: listen.port) { port in
+                    try await plane.serve(host: listen.host, port: listen.port, tls: tls) { port in
                         announce("outrigger control: xds on \(HostPort(host: listen.host, port: port))")
                     }
                 }
-                group.addTask {
-                    var stamp = FileStamp(path: meshPath)
-                    while !Task.isCancelled {
-                        try await Task.sleep(for: .milliseconds(interval))
-                        let now = FileStamp(path: meshPath)
-                        if now != stamp, now != nil {
-                            stamp = now
-                            plane.reload()
-                        }
-                    }
-                }
+                group.addTask { await plane.watchMeshFile(every: .milliseconds(interval)) }
                 group.addTask {
                     for await number in ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT]) {
                         if number == SIGHUP { plane.reload(); continue }
@@ -119,6 +123,56 @@ extension Control {
                 throw ExitCode(1)
             }
             print(json ? body : ControlPlane.statusTable(object), terminator: "")
+        }
+    }
+
+    /// `outrigger control simulate`: N sidecars against a running control plane, timing mesh changes.
+    struct Simulate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Open N ADS streams that behave like sidecars (one connection each; decode, ACK) and time mesh changes.",
+            discussion: """
+            Against a running `outrigger control --mesh FILE`: writes FILE (SERVICES services and a route split
+            between two of them), sends the control plane SIGHUP, then CHANGES times moves the split, timing each
+            from the write to every simulated sidecar's ACK of the new routes (debounce included). Reports
+            p50/p99/max per change, the control plane's CPU seconds per change and its RSS (from /proc).
+            """
+        )
+
+        @Option(help: "The control plane's xDS address, HOST:PORT.")
+        var control: HostPort
+
+        @Option(help: "The control plane's process id (it is sent SIGHUP after each mesh edit; its CPU and memory are read).")
+        var controlPid: Int32
+
+        @Option(help: "The control plane's mesh file, rewritten by the simulation.")
+        var mesh: String
+
+        @Option(help: "Simulated sidecars.")
+        var sidecars: Int = 100
+
+        @Option(help: "Services in the mesh (one cluster each for every sidecar).")
+        var services: Int = 20
+
+        @Option(help: "Mesh changes to time.")
+        var changes: Int = 5
+
+        @Option(help: "Also write the report as JSON to this file.")
+        var json: String?
+
+        func run() async throws {
+            let simulator = ControlPlaneSimulator(control: control, sidecars: sidecars)
+            let report = try await simulator.run(meshPath: mesh, services: services, changes: changes, controlPID: controlPid)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = try encoder.encode(report)
+            if let json { try data.write(to: URL(fileURLWithPath: json)) }
+            var lines = ["outrigger control simulate: \(sidecars) sidecars, \(services) services, connected and synced in \(String(format: "%.2f", report.connectSeconds)) s"]
+            for (index, change) in report.changes.enumerated() {
+                lines.append(String(format: "change %d: p50 %.1f ms  p99 %.1f ms  max %.1f ms  (%d sidecars)  control plane CPU %.3f s",
+                                    index + 1, change.p50Milliseconds, change.p99Milliseconds, change.maxMilliseconds, change.converged, change.controlCPUSeconds))
+            }
+            lines.append(String(format: "control plane RSS %.1f MiB (peak %.1f MiB); simulator RSS %.1f MiB", report.controlRSSMiB, report.controlPeakRSSMiB, report.simulatorRSSMiB))
+            announce(lines.joined(separator: "\n"))
         }
     }
 }

@@ -1,71 +1,144 @@
 import ArgumentParser
 import Foundation
+import Logging
 import OutriggerConfig
+import OutriggerControl
 import OutriggerEcho
 import OutriggerProxy
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a sidecar in front of two built-in echo upstreams (what `make run` runs).",
-        discussion: "Nothing to configure: the config is embedded. Prints the commands to try."
+        abstract: "Start a small mesh on this machine (what `make run` runs).",
+        discussion: """
+        Nothing to configure: a control plane with an embedded mesh file, two services — users (two instances)
+        and orders (one) — each instance an echo app behind its own sidecar, and a caller's sidecar (web) whose
+        outbound listener routes to both by host name. Edit the printed mesh file to push a change live.
+        """
     )
 
-    @Option(help: "Where the sidecar listens.")
+    @Option(help: "The caller's outbound listener.")
     var listen: HostPort = HostPort(host: "127.0.0.1", port: 15001)
 
-    @Option(help: "Admin listener.")
+    @Option(help: "The control plane's xDS address.")
+    var control: HostPort = HostPort(host: "127.0.0.1", port: 15010)
+
+    @Option(help: "The control plane's admin (/status, /metrics).")
+    var controlAdmin: HostPort = HostPort(host: "127.0.0.1", port: 15014)
+
+    @Option(help: "The caller sidecar's admin listener.")
     var admin: HostPort = AdminConfig.defaultAddress
 
-    @Option(help: "First port of the two echo upstreams.")
+    @Option(help: "First port of the three echo apps.")
     var echoPort: Int = 18081
 
     @OptionGroup var logging: LoggingOptions
 
+    static let mesh = """
+    # The demo mesh. Edit and save: the control plane pushes the change to every sidecar within a second.
+    # Try: give users a canary split (uncomment the routes below), or add retries to orders.
+    services:
+      - name: users
+        endpoints: []              # its instances register themselves: two sidecars of service 'users'
+        loadBalancer: {policy: round_robin}
+        # routes:
+        #   - weightedClusters:
+        #       - {cluster: users, weight: 50}
+        #       - {cluster: orders, weight: 50}
+      - name: orders
+        endpoints: []
+        routes:
+          - timeout: 2s
+            cluster: orders
+    """
+
     func run() async throws {
         let logger = logging.bootstrap(label: "outrigger")
-        let echoes = [
-            try await EchoServer.start(host: "127.0.0.1", port: echoPort, name: "echo-a"),
-            try await EchoServer.start(host: "127.0.0.1", port: echoPort + 1, name: "echo-b"),
-        ]
-        let endpoints = [HostPort(host: "127.0.0.1", port: echoPort), HostPort(host: "127.0.0.1", port: echoPort + 1)]
-        let config = SidecarConfig(
-            admin: AdminConfig(address: admin),
-            listeners: [
-                ListenerConfig(
-                    name: "demo", address: listen, direction: .outbound, accessLog: AccessLogConfig(path: AccessLogConfig.standardOutput),
-                    virtualHosts: [
-                        VirtualHostConfig(name: "demo", domains: ["*"], routes: [
-                            RouteConfig(name: "only-a", match: RouteMatchConfig(path: .prefix("/a/")), destination: .cluster("echo-a-only"), prefixRewrite: "/"),
-                            RouteConfig(name: "default", destination: .cluster("echo")),
-                        ])
-                    ]
-                )
-            ],
-            clusters: [
-                ClusterConfig(name: "echo", endpoints: endpoints, healthCheck: HealthCheckConfig(kind: .http, path: "/healthz")),
-                ClusterConfig(name: "echo-a-only", endpoints: [endpoints[0]]),
-            ]
-        )
-        let sidecar = try await Sidecar.start(config: config, logger: logger)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-demo-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let meshPath = directory.appendingPathComponent("mesh.yaml").path
+        try Self.mesh.write(toFile: meshPath, atomically: true, encoding: .utf8)
+
+        let plane = ControlPlane(mesh: try MeshConfig.load(contentsOf: meshPath), meshPath: meshPath, registrationGrace: .seconds(2),
+                                 logger: Logger(label: "outrigger.control"))
+        _ = try await plane.bindAdmin(host: controlAdmin.host, port: controlAdmin.port)
+        let (ready, readySink) = AsyncStream<Int>.makeStream()
+        let serving = Task {
+            do {
+                try await plane.serve(host: control.host, port: control.port) { readySink.yield($0) }
+            } catch {
+                logger.critical("the control plane stopped: \(error)")
+                readySink.finish()
+            }
+        }
+        var waitForPlane = ready.makeAsyncIterator()
+        guard await waitForPlane.next() != nil else { throw ExitCode(1) }
+        let watching = Task { await plane.watchMeshFile(every: .seconds(1)) }
+
+        // The apps, each behind its own sidecar (inbound listener only; they register with the control plane).
+        let instances = [("users", "users-1"), ("users", "users-2"), ("orders", "orders-1")]
+        var echoes: [EchoServer] = []
+        var sidecars: [Sidecar] = []
+        var following: [Task<Void, Never>] = []
+        for (index, (service, node)) in instances.enumerated() {
+            let echo = try await EchoServer.start(host: "127.0.0.1", port: echoPort + index, name: node)
+            echoes.append(echo)
+            let base = SidecarConfig(admin: nil, concurrency: 1, listeners: [
+                ListenerConfig(name: MeshView.inboundListener, address: HostPort(host: "127.0.0.1", port: 0), direction: .inbound, virtualHosts: []),
+            ], clusters: [])
+            let sidecar = try await Sidecar.start(config: base, logger: Logger(label: "outrigger.\(node)"))
+            sidecars.append(sidecar)
+            let client = ControlPlaneClient(addresses: [control], identity: SidecarIdentity(
+                node: node, service: service, listeners: Self.bound(sidecar), app: HostPort(host: "127.0.0.1", port: echoPort + index)),
+                sidecar: sidecar, base: base, logger: Logger(label: "outrigger.\(node)"))
+            following.append(Task { await client.run() })
+        }
+
+        // The caller's sidecar: its outbound listener is where the app 'web' would send its calls.
+        let callerBase = SidecarConfig(admin: AdminConfig(address: admin), listeners: [
+            ListenerConfig(name: MeshView.outboundListener, address: listen, direction: .outbound,
+                           accessLog: AccessLogConfig(path: AccessLogConfig.standardOutput), virtualHosts: []),
+        ], clusters: [])
+        let caller = try await Sidecar.start(config: callerBase, logger: logger)
+        let callerClient = ControlPlaneClient(addresses: [control], identity: SidecarIdentity(node: "web-1", service: "web", listeners: Self.bound(caller)),
+                                              sidecar: caller, base: callerBase, overrides: { config in
+                                                  // A line per request on stdout, whatever the pushes say.
+                                                  for index in config.listeners.indices { config.listeners[index].accessLog = AccessLogConfig(path: AccessLogConfig.standardOutput) }
+                                              }, logger: logger)
+        following.append(Task { await callerClient.run() })
+
         let base = "http://\(listen)"
         announce("""
 
-        Outrigger demo: a sidecar on \(listen) in front of echo-a (:\(echoPort)) and echo-b (:\(echoPort + 1)).
+        Outrigger demo: a control plane (xDS on \(control)) and four sidecars in one process.
+          users  = users-1, users-2 (echo apps on :\(echoPort), :\(echoPort + 1), each behind its own sidecar)
+          orders = orders-1 (echo app on :\(echoPort + 2), behind its sidecar)
+          web    = the caller; its sidecar's outbound listener is \(listen)
 
-          curl -s \(base)/hello                              # round robin: run it twice, see x-echo-server flip
-          curl -s --http2-prior-knowledge \(base)/hello      # the same over HTTP/2 (h2c)
-          curl -si \(base)/a/anything                        # prefix route: only echo-a, path rewritten to /anything
-          curl -si '\(base)/slow?delay=300'                  # the upstream waits 300 ms
-          curl -si '\(base)/fail?status=503'                 # the upstream answers 503
-          curl -si '\(base)/boom?reset=1'                    # the upstream resets: 502 with x-outrigger-reason
-          curl -s http://\(admin)/stats/prometheus | grep outrigger_
-          curl -s http://\(admin)/config_dump
-          curl -s http://\(admin)/clusters                     # each endpoint's health, drain, load
+          curl -s -H 'Host: users' \(base)/hello            # round robin over users' two instances: run it twice
+          curl -s -H 'Host: orders' \(base)/hello           # orders
+          curl -s --http2-prior-knowledge -H 'Host: users' \(base)/hello
+          curl -si -H 'Host: nobody' \(base)/                # 404 no_route: no such service
+          .build/debug/outrigger control status --admin \(controlAdmin)   # every sidecar: SYNCED, versions
+          curl -s http://\(controlAdmin)/metrics             # pushes, ACKs, NACKs, convergence histogram
+          curl -s http://\(admin)/config_dump               # what the caller's sidecar was pushed
 
-        Admin: http://\(admin)/  — Ctrl-C drains and stops.
+        Push a change live: edit \(meshPath)
+        (uncomment the canary split under users, save, and curl users again; a mistake is refused and logged).
+
+        Ctrl-C drains and stops.
 
         """)
-        await sidecar.runUntilStopped()
+        await caller.runUntilStopped()
+        for task in following { task.cancel() }
+        watching.cancel()
+        serving.cancel()
+        for sidecar in sidecars { await sidecar.shutdown() }
         for echo in echoes { await echo.stop() }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// A sidecar's listeners where they are bound.
+    static func bound(_ sidecar: Sidecar) -> [String: HostPort] {
+        sidecar.listenerAddresses.compactMapValues { address in address.port.map { HostPort(host: address.ipAddress ?? "127.0.0.1", port: $0) } }
     }
 }

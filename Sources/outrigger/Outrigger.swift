@@ -123,6 +123,9 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "With --control: this sidecar's zone.")
     var zone: String?
 
+    @Option(help: "With --control: xDS over TLS, verifying the control plane's certificate against this CA bundle (PEM).")
+    var controlCa: String?
+
     @Option(help: "With --control: keep the last accepted config in this directory, and start from it while the control plane is down.")
     var stateDir: String?
 
@@ -145,8 +148,8 @@ struct Proxy: AsyncParsableCommand {
             }
             if node == nil || service == nil { throw ValidationError("--control needs --node ID and --service NAME") }
             if listen != nil || upstream != nil { throw ValidationError("--control and quick-start flags (--listen, --upstream) do not mix") }
-        } else if node != nil || service != nil || app != nil || stateDir != nil {
-            throw ValidationError("--node, --service, --app and --state-dir go with --control")
+        } else if node != nil || service != nil || app != nil || stateDir != nil || controlCa != nil {
+            throw ValidationError("--node, --service, --app, --state-dir and --control-ca go with --control")
         }
         if configPath == nil && control == nil && (listen == nil || upstream == nil) {
             throw ValidationError("give --config FILE, --control HOST:PORT, or --listen HOST:PORT and --upstream HOST:PORT[,...]")
@@ -235,7 +238,7 @@ struct Proxy: AsyncParsableCommand {
             let identity = SidecarIdentity(node: node, service: service, zone: zone ?? config.zone, listeners: listeners, app: app)
             if let stateDir { try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true) }
             let client = ControlPlaneClient(addresses: controlAddresses, identity: identity, sidecar: sidecar, base: config,
-                                            stateDirectory: stateDir, logger: logger)
+                                            stateDirectory: stateDir, trustedCertificates: controlCa, overrides: overrides, logger: logger)
             await client.restore()
             following = Task { await client.run() }
             controlClient = client

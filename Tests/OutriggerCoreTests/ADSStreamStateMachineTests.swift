@@ -71,6 +71,30 @@ struct ADSStreamStateMachineTests {
         #expect(machine.snapshotChanged(Self.snapshot(clusters: ["a", "good"])).map(\.type) == [.cluster])
     }
 
+    @Test func aSubscriptionChangeAfterANackIsNoAck() {
+        var machine = Machine(noncePrefix: "7-")
+        _ = machine.snapshotChanged(Self.snapshot(clusters: ["a"]))
+        let first = machine.received(Machine.Request(type: .cluster)).responses[0]
+        #expect(first.nonce == "7-1", "nonces carry the stream's prefix")
+        _ = machine.received(Machine.Request(type: .cluster, versionInfo: first.version, nonce: first.nonce))
+        let second = machine.snapshotChanged(Self.snapshot(clusters: ["a", "bad"]))[0]
+        _ = machine.received(Machine.Request(type: .cluster, versionInfo: first.version, nonce: second.nonce, error: "no"))
+        // The sidecar asks again with its accepted (old) version and the same nonce: still not ACKed.
+        let again = machine.received(Machine.Request(type: .cluster, versionInfo: first.version, nonce: second.nonce))
+        #expect(again.events.isEmpty)
+        #expect(machine.status(of: .cluster).acked == first.version && machine.status(of: .cluster).nacked?.version == second.version)
+        #expect(machine.isSynced, "a NACKed version counts as answered")
+    }
+
+    @Test func endpointsWithoutNamesAreNoneAndAStarIsAll() {
+        var machine = Machine()
+        _ = machine.snapshotChanged(Self.snapshot(clusters: ["a", "b"]))
+        let none = machine.received(Machine.Request(type: .endpoints, resourceNames: [])).responses
+        #expect(none.map { $0.resources.count } == [0])
+        let all = machine.received(Machine.Request(type: .endpoints, resourceNames: ["*"])).responses
+        #expect(all.map { $0.resources.map(\.name) } == [["a", "b"]])
+    }
+
     @Test func aStaleNonceIsIgnored() {
         var machine = Machine()
         _ = machine.snapshotChanged(Self.snapshot(clusters: ["a"]))

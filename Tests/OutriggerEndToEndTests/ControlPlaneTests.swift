@@ -13,8 +13,10 @@ final class MeshHarness: Sendable {
     let sidecar: Sidecar
     let client: ControlPlaneClient
     let tasks: [Task<Void, Never>]
+    let xdsPort: Int
 
-    private init(plane: ControlPlane, echoes: [EchoServer], sidecar: Sidecar, client: ControlPlaneClient, tasks: [Task<Void, Never>]) {
+    private init(plane: ControlPlane, echoes: [EchoServer], sidecar: Sidecar, client: ControlPlaneClient, tasks: [Task<Void, Never>], xdsPort: Int) {
+        self.xdsPort = xdsPort
         self.plane = plane
         self.echoes = echoes
         self.sidecar = sidecar
@@ -22,13 +24,13 @@ final class MeshHarness: Sendable {
         self.tasks = tasks
     }
 
-    static func start(echoes count: Int, mesh: ([HostPort]) throws -> MeshConfig) async throws -> MeshHarness {
+    static func start(echoes count: Int, tls: TLSConfig? = nil, trust: String? = nil, mesh: ([HostPort]) throws -> MeshConfig) async throws -> MeshHarness {
         var echoes: [EchoServer] = []
         for index in 0..<count { echoes.append(try await EchoServer.start(host: "127.0.0.1", port: 0, name: "echo-\(index)")) }
         let endpoints = echoes.map { HostPort(host: "127.0.0.1", port: $0.localAddress.port!) }
         let plane = ControlPlane(mesh: try mesh(endpoints), meshPath: nil, registrationGrace: .milliseconds(200), logger: Harness.quietLogger)
         let (ports, portSink) = AsyncStream<Int>.makeStream()
-        let serving = Task { _ = try? await plane.serve(host: "127.0.0.1", port: 0) { portSink.yield($0) } }
+        let serving = Task { _ = try? await plane.serve(host: "127.0.0.1", port: 0, tls: tls) { portSink.yield($0) } }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw SetupError(description: "the control plane did not start") }
         let base = SidecarConfig(admin: AdminConfig(address: HostPort(host: "127.0.0.1", port: 0)), concurrency: 1, drainTimeout: .seconds(2),
@@ -39,9 +41,9 @@ final class MeshHarness: Sendable {
         let listeners = sidecar.listenerAddresses.mapValues { HostPort(host: "127.0.0.1", port: $0.port!) }
         let client = ControlPlaneClient(addresses: [HostPort(host: "127.0.0.1", port: port)],
                                         identity: SidecarIdentity(node: "web-1", service: "web", listeners: listeners),
-                                        sidecar: sidecar, base: base, logger: Harness.quietLogger)
+                                        sidecar: sidecar, base: base, trustedCertificates: trust, logger: Harness.quietLogger)
         let following = Task { await client.run() }
-        return MeshHarness(plane: plane, echoes: echoes, sidecar: sidecar, client: client, tasks: [serving, following])
+        return MeshHarness(plane: plane, echoes: echoes, sidecar: sidecar, client: client, tasks: [serving, following], xdsPort: port)
     }
 
     var outboundURL: String { "http://127.0.0.1:\(sidecar.listenerAddresses[MeshView.outboundListener]!.port!)" }
@@ -109,6 +111,85 @@ struct ControlPlaneTests {
             }
             #expect(mesh.plane.status().first?.identity.node == "web-1")
             #expect(try await mesh.answer(host: "users") == "echo-1", "the last accepted config still serves")
+
+            // The sidecar's admin says where its config came from and what it refused.
+            let admin = "http://127.0.0.1:\(mesh.sidecar.adminAddress!.port!)"
+            let dump = try await curl([admin + "/config_dump"]).stdout
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [String: Any])
+            let control = try #require(object["controlPlane"] as? [String: Any])
+            #expect((control["lastNack"] as? String)?.contains("maxEjectionPercent") == true, "\(control)")
+            #expect(((control["types"] as? [String: Any])?["Cluster"] as? [String: Any])?["resources"] as? [String] == ["users", "users-v1", "users-v2"])
+            let stats = try await curl([admin + "/stats/prometheus"]).stdout
+            #expect(stats.contains("outrigger_control_updates_total{result=\"rejected\"} 1\n"), "\(stats.suffix(800))")
+            #expect(stats.contains("outrigger_control_connected 1\n"))
+        } catch {
+            await mesh.stop()
+            throw error
+        }
+        await mesh.stop()
+    }
+
+    @Test func xdsOverTLSIsVerifiedAgainstTheGivenCA() async throws {
+        let certificate = try await makeTestCertificate()
+        let mesh = try await MeshHarness.start(echoes: 2, tls: certificate, trust: certificate.certificate) { Self.mesh($0) }
+        do {
+            try await mesh.eventually("the first push arrives over TLS") { try await mesh.answer(host: "users") == "echo-0" }
+        } catch {
+            await mesh.stop()
+            throw error
+        }
+        await mesh.stop()
+        // A sidecar that does not trust the certificate never takes a push from it.
+        let other = try await makeTestCertificate()
+        let untrusting = try await MeshHarness.start(echoes: 2, tls: certificate, trust: other.certificate) { Self.mesh($0) }
+        try await untrusting.eventually("its handshakes fail twice") { untrusting.client.status.streamFailures >= 2 }
+        #expect(untrusting.client.status.accepted == 0 && !untrusting.client.status.connected)
+        #expect(try await untrusting.answer(host: "users").contains("404"), "it keeps its start-up config (no routes)")
+        await untrusting.stop()
+    }
+
+    @Test func badInputOnTheStreamHurtsOnlyThatStream() async throws {
+        let mesh = try await MeshHarness.start(echoes: 2) { Self.mesh($0) }
+        do {
+            try await mesh.eventually("the first push arrives") { try await mesh.answer(host: "users") == "echo-0" }
+            let script = XDSPeerTests.peer
+            func abuse(_ kind: String) async throws -> [String: Any] {
+                let result = try await run("python3", [script, "abuse", "127.0.0.1:\(mesh.xdsPort)", kind])
+                return try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)\(result.stderr)")
+            }
+            let garbage = try await abuse("garbage")
+            #expect(garbage["code"] as? String == "INVALID_ARGUMENT" && garbage["responses"] as? Int == 0, "bytes that are no DiscoveryRequest end that stream: \(garbage)")
+            let oversized = try await abuse("oversized")
+            // The server refuses it (RESOURCE_EXHAUSTED), or ends the stream while the client is still sending.
+            #expect(["RESOURCE_EXHAUSTED", "CANCELLED"].contains(oversized["code"] as? String) && oversized["responses"] as? Int == 0,
+                    "a message over 4 MiB is refused: \(oversized)")
+            let silent = try await abuse("silent")
+            #expect(silent["responses"] as? Int == 1, "a client that never ACKs still got its clusters: \(silent)")
+
+            // The well-behaved sidecar is untouched and still follows pushes.
+            let endpoints = mesh.echoes.map { HostPort(host: "127.0.0.1", port: $0.localAddress.port!) }
+            mesh.plane.apply(Self.mesh(endpoints, usersTo: "users-v2"))
+            try await mesh.eventually("the next push still arrives") { try await mesh.answer(host: "users") == "echo-1" }
+        } catch {
+            await mesh.stop()
+            throw error
+        }
+        await mesh.stop()
+    }
+
+    @Test func aNodeIdUsedTwiceIsServedTwiceAndTheNewestRegisters() async throws {
+        let mesh = try await MeshHarness.start(echoes: 2) { Self.mesh($0) }
+        do {
+            try await mesh.eventually("the first push arrives") { try await mesh.answer(host: "users") == "echo-0" }
+            let twin = ControlPlaneClient(addresses: [HostPort(host: "127.0.0.1", port: mesh.xdsPort)],
+                                          identity: SidecarIdentity(node: "web-1", service: "web", listeners: [
+                                              MeshView.outboundListener: HostPort(host: "127.0.0.1", port: mesh.sidecar.listenerAddresses[MeshView.outboundListener]!.port!),
+                                          ]),
+                                          sidecar: mesh.sidecar, base: SidecarConfig(admin: AdminConfig(address: HostPort(host: "127.0.0.1", port: 0)), concurrency: 1, drainTimeout: .seconds(2), listeners: [], clusters: []), logger: Harness.quietLogger)
+            let following = Task { await twin.run() }
+            defer { following.cancel() }
+            try await mesh.eventually("both streams of web-1 are served") { mesh.plane.status().filter { $0.identity.node == "web-1" }.count == 2 }
+            #expect(try await mesh.answer(host: "users") == "echo-0", "the first is unaffected")
         } catch {
             await mesh.stop()
             throw error

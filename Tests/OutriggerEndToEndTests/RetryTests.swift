@@ -431,12 +431,14 @@ struct BreakerEndToEndTests {
                 return clusters.contains("\"breaker\" : \"open\"") ? "open" : "not open"
             }
             // Round robin: every other request goes to echo-0 until its third failure opens its breaker.
+            // The breaker opens during these requests (at the third failure), so no earlier than this reading:
+            // time since it bounds how long the breaker has been open.
+            let openedBy = ContinuousClock.now
             let first = try await (0..<6).asyncMap { _ in try await fetch(harness.url + "/").status }
             #expect(first.filter { $0 == 503 }.count == 3)
             #expect(try await breakerOf() == "open")
             #expect(try await fetch(harness.adminURL + "/stats/prometheus").body
                 .contains("outrigger_endpoint_breaker_open{cluster=\"c\",endpoint=\"127.0.0.1:\(harness.echoes[0].localAddress.port!)\"} 1"))
-            let openedBy = ContinuousClock.now
             let served = harness.echoes[0].requestsServed
             let whileOpen = try await (0..<6).asyncMap { _ in try await fetch(harness.url + "/").status }
             // Judged only if the breaker is surely still open (the suite can slow six requests past 8 s).

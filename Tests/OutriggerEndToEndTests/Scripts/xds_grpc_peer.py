@@ -15,6 +15,11 @@
   xds_grpc_peer.py watch XDS_HOST:PORT TARGET SECONDS [NODE_ID]
       Like call, but calls every 20 ms for SECONDS seconds and prints one JSON line per second,
       {"t": i, "answers": {...}, "errors": {...}}, counting only that second's calls.
+
+  xds_grpc_peer.py abuse XDS_HOST:PORT garbage|oversized|silent
+      Bad input for an ADS server, over a plain grpcio channel and raw bytes: "garbage" sends bytes that are
+      no DiscoveryRequest; "oversized" one 5 MiB message; "silent" a valid first request (node "silent-1"),
+      then holds the stream 3 s without ever ACKing. Prints {"code": STATUS_CODE_NAME, "responses": N}.
 """
 import json
 import os
@@ -87,6 +92,40 @@ def watch(xds_address, target, seconds, node_id):
         print(json.dumps({"t": second, "answers": answers, "errors": errors}), flush=True)
 
 
+def abuse(xds_address, kind):
+    import grpc
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    channel = grpc.insecure_channel(xds_address)
+    method = channel.stream_stream("/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+                                   request_serializer=None, response_deserializer=None)
+    if kind == "garbage":
+        messages = [b"\xff\xff\xff\xff not a protobuf"]
+    elif kind == "oversized":
+        request = discovery_pb2.DiscoveryRequest(type_url="x" * (5 << 20))
+        request.node.id = "huge-1"
+        messages = [request.SerializeToString()]
+    else:
+        request = discovery_pb2.DiscoveryRequest(type_url="type.googleapis.com/envoy.config.cluster.v3.Cluster")
+        request.node.id = "silent-1"
+        request.node.cluster = "silent"
+        messages = [request.SerializeToString()]
+
+    def requests():
+        yield from messages
+        if kind == "silent":
+            time.sleep(3)
+
+    responses = 0
+    code = "OK"
+    try:
+        for _ in method(requests(), timeout=10):
+            responses += 1
+    except grpc.RpcError as error:
+        code = error.code().name
+    print(json.dumps({"code": code, "responses": responses}), flush=True)
+
+
 def main():
     args = sys.argv[1:]
     if len(args) == 2 and args[0] == "server":
@@ -95,6 +134,8 @@ def main():
         node_id = args[4] if len(args) == 5 else "grpc-client-1"
         mode = call if args[0] == "call" else watch
         mode(args[1], args[2], int(args[3]), node_id)
+    elif len(args) == 3 and args[0] == "abuse":
+        abuse(args[1], args[2])
     else:
         sys.exit(__doc__)
 

@@ -1,0 +1,196 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import NIOConcurrencyHelpers
+import NIOPosix
+import OutriggerConfig
+import OutriggerXDS
+import SwiftProtobuf
+
+/// `outrigger control simulate`: N sidecars, one ADS stream on its own connection each, that subscribe like a
+/// sidecar (clusters and listeners by wildcard, then endpoints and routes by name), decode every resource they
+/// are sent into Envoy's message types, and ACK. The driver edits the mesh file, signals the control plane
+/// (SIGHUP) and times how long until every sidecar has ACKed the new routes.
+public final class ControlPlaneSimulator: Sendable {
+    /// What one simulated sidecar saw last of its routes.
+    struct RouteState: Sendable {
+        var version = ""
+        var ackedAt = ContinuousClock.now
+    }
+
+    public struct ChangeResult: Sendable, Codable {
+        public var p50Milliseconds: Double
+        public var p99Milliseconds: Double
+        public var maxMilliseconds: Double
+        public var converged: Int
+        /// CPU seconds the control plane spent on this change (from its /proc/PID/stat).
+        public var controlCPUSeconds: Double
+    }
+
+    public struct Report: Sendable, Codable {
+        public var sidecars: Int
+        public var services: Int
+        public var connectSeconds: Double
+        public var changes: [ChangeResult]
+        public var controlRSSMiB: Double
+        public var controlPeakRSSMiB: Double
+        public var simulatorRSSMiB: Double
+    }
+
+    private let control: HostPort
+    private let count: Int
+    private let routes: [NIOLockedValueBox<RouteState>]
+    private let group: MultiThreadedEventLoopGroup
+
+    public init(control: HostPort, sidecars: Int) {
+        self.control = control
+        self.count = sidecars
+        self.routes = (0..<sidecars).map { _ in NIOLockedValueBox(RouteState()) }
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    }
+
+    /// The mesh the simulation edits: `services` services of two endpoints each; change `round` moves the
+    /// first service's route between two weight splits.
+    public static func mesh(services: Int, round: Int) -> String {
+        var text = "services:\n"
+        for index in 0..<services {
+            text += "  - name: svc-\(index)\n    endpoints: [127.0.0.1:\(20000 + 2 * index), 127.0.0.1:\(20001 + 2 * index)]\n"
+        }
+        let weight = round % 2 == 0 ? 90 : 10
+        text += "  - name: svc-canary\n    endpoints: [127.0.0.1:19999]\n"
+        text += "  - name: front\n    endpoints: []\n    routes:\n      - weightedClusters:\n"
+        text += "          - {cluster: svc-0, weight: \(weight)}\n          - {cluster: svc-canary, weight: \(100 - weight)}\n"
+        return text
+    }
+
+    /// Runs the simulation: connects every sidecar, then `changes` mesh edits, each timed to the last ACK.
+    public func run(meshPath: String, services: Int, changes: Int, controlPID: Int32) async throws -> Report {
+        try Self.mesh(services: services, round: 0).write(toFile: meshPath, atomically: true, encoding: .utf8)
+        kill(controlPID, SIGHUP)
+        try await Task.sleep(for: .milliseconds(300))
+        let started = ContinuousClock.now
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<count {
+                group.addTask { try await self.stream(index) }
+            }
+            // Connected and synced: every sidecar has some routes.
+            try await waitUntil(timeout: .seconds(120)) { self.routes.allSatisfy { !$0.withLockedValue { $0.version }.isEmpty } }
+            let connectSeconds = Self.seconds(ContinuousClock.now - started)
+            var results: [ChangeResult] = []
+            for round in 1...max(changes, 1) {
+                let before = routes.map { $0.withLockedValue { $0.version } }
+                let cpuBefore = Self.cpuSeconds(pid: controlPID)
+                try Self.mesh(services: services, round: round).write(toFile: meshPath, atomically: true, encoding: .utf8)
+                let changedAt = ContinuousClock.now
+                kill(controlPID, SIGHUP)
+                try await waitUntil(timeout: .seconds(60)) {
+                    zip(self.routes, before).allSatisfy { route, old in route.withLockedValue { $0.version } != old }
+                }
+                var latencies = routes.map { Self.seconds($0.withLockedValue { $0.ackedAt } - changedAt) * 1000 }.sorted()
+                if latencies.isEmpty { latencies = [0] }
+                results.append(ChangeResult(p50Milliseconds: latencies[latencies.count / 2],
+                                            p99Milliseconds: latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))],
+                                            maxMilliseconds: latencies.last!, converged: latencies.count,
+                                            controlCPUSeconds: Self.cpuSeconds(pid: controlPID) - cpuBefore))
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            group.cancelAll()
+            let memory = Self.memoryMiB(pid: controlPID)
+            return Report(sidecars: count, services: services, connectSeconds: connectSeconds, changes: results,
+                          controlRSSMiB: memory.resident, controlPeakRSSMiB: memory.peak, simulatorRSSMiB: Self.memoryMiB(pid: getpid()).resident)
+        }
+    }
+
+    /// One simulated sidecar's stream, until cancelled.
+    private func stream(_ index: Int) async throws {
+        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: control.host, port: control.port), transportSecurity: .plaintext,
+                                                       eventLoopGroup: group)
+        try await withGRPCClient(transport: transport) { client in
+            let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: client)
+            let (outbox, send) = AsyncStream<Envoy_Service_Discovery_V3_DiscoveryRequest>.makeStream()
+            var first = Envoy_Service_Discovery_V3_DiscoveryRequest()
+            first.node.id = "sim-\(index)"
+            first.node.cluster = "sim"
+            var listeners = Google_Protobuf_Struct()
+            listeners.fields[MeshView.outboundListener] = Google_Protobuf_Value(stringValue: "127.0.0.1:15001")
+            first.node.metadata.fields[NodeMetadata.listeners] = Google_Protobuf_Value(structValue: listeners)
+            first.typeURL = XDSType.cluster.rawValue
+            send.yield(first)
+            var listenerRequest = Envoy_Service_Discovery_V3_DiscoveryRequest()
+            listenerRequest.typeURL = XDSType.listener.rawValue
+            send.yield(listenerRequest)
+            try await ads.streamAggregatedResources(requestProducer: { writer in
+                for await request in outbox { try await writer.write(request) }
+            }, onResponse: { response in
+                defer { send.finish() }
+                for try await message in response.messages {
+                    guard let type = XDSType(rawValue: message.typeURL) else { continue }
+                    var names: [String] = []
+                    // Decode every resource, as a sidecar would before validating it.
+                    for body in message.resources {
+                        names.append(try XDSClientState.name(of: body, type: type))
+                    }
+                    var ack = Envoy_Service_Discovery_V3_DiscoveryRequest()
+                    ack.typeURL = message.typeURL
+                    ack.versionInfo = message.versionInfo
+                    ack.responseNonce = message.nonce
+                    if type == .endpoints || type == .route { ack.resourceNames = names.sorted() }
+                    send.yield(ack)
+                    switch type {
+                    case .cluster:
+                        var endpoints = Envoy_Service_Discovery_V3_DiscoveryRequest()
+                        endpoints.typeURL = XDSType.endpoints.rawValue
+                        endpoints.resourceNames = names.sorted()
+                        send.yield(endpoints)
+                    case .listener:
+                        var routes = Envoy_Service_Discovery_V3_DiscoveryRequest()
+                        routes.typeURL = XDSType.route.rawValue
+                        routes.resourceNames = names.sorted()
+                        send.yield(routes)
+                    case .route:
+                        let now = ContinuousClock.now
+                        self.routes[index].withLockedValue { $0 = RouteState(version: message.versionInfo, ackedAt: now) }
+                    case .endpoints:
+                        break
+                    }
+                }
+            })
+        }
+    }
+
+    private func waitUntil(timeout: Duration, _ condition: @Sendable () -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition() {
+            guard ContinuousClock.now < deadline else { throw SimulationTimeout() }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    struct SimulationTimeout: Error, CustomStringConvertible {
+        var description: String { "the simulated sidecars did not all converge in time" }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    /// User + system CPU seconds of a process.
+    static func cpuSeconds(pid: Int32) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3; utime and stime are fields 14 and 15.
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Resident and peak resident memory of a process.
+    static func memoryMiB(pid: Int32) -> (resident: Double, peak: Double) {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
+        func field(_ name: String) -> Double {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return (Double(line.split(separator: " ").dropFirst().first { !$0.isEmpty }.map(String.init) ?? "") ?? 0) / 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+}
