@@ -71,10 +71,22 @@ public final class ControlPlaneSimulator: Sendable {
         let started = ContinuousClock.now
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<count {
-                group.addTask { try await self.stream(index) }
+                group.addTask {
+                    // As a sidecar does: a stream that fails (5,000 connecting at once overflow the listen
+                    // backlog) is opened again.
+                    while !Task.isCancelled {
+                        do { try await self.stream(index) } catch {}
+                        try? await Task.sleep(for: .milliseconds(Int.random(in: 100...300)))
+                    }
+                }
             }
             // Connected and synced: every sidecar has some routes.
-            try await waitUntil(timeout: .seconds(120)) { self.routes.allSatisfy { !$0.withLockedValue { $0.version }.isEmpty } }
+            do {
+                try await waitUntil(timeout: .seconds(120)) { self.routes.allSatisfy { !$0.withLockedValue { $0.version }.isEmpty } }
+            } catch {
+                let synced = routes.filter { !$0.withLockedValue { $0.version }.isEmpty }.count
+                throw SimulationTimeout(detail: "\(synced) of \(count) sidecars synced after 120 s")
+            }
             let connectSeconds = Self.seconds(ContinuousClock.now - started)
             var results: [ChangeResult] = []
             for round in 1...max(changes, 1) {
@@ -83,8 +95,13 @@ public final class ControlPlaneSimulator: Sendable {
                 try Self.mesh(services: services, round: round).write(toFile: meshPath, atomically: true, encoding: .utf8)
                 let changedAt = ContinuousClock.now
                 kill(controlPID, SIGHUP)
-                try await waitUntil(timeout: .seconds(60)) {
-                    zip(self.routes, before).allSatisfy { route, old in route.withLockedValue { $0.version } != old }
+                do {
+                    try await waitUntil(timeout: .seconds(60)) {
+                        zip(self.routes, before).allSatisfy { route, old in route.withLockedValue { $0.version } != old }
+                    }
+                } catch {
+                    let converged = zip(self.routes, before).filter { route, old in route.withLockedValue { $0.version } != old }.count
+                    throw SimulationTimeout(detail: "change \(round): \(converged) of \(count) sidecars have the new routes after 60 s")
                 }
                 var latencies = routes.map { Self.seconds($0.withLockedValue { $0.ackedAt } - changedAt) * 1000 }.sorted()
                 if latencies.isEmpty { latencies = [0] }
@@ -161,13 +178,14 @@ public final class ControlPlaneSimulator: Sendable {
     private func waitUntil(timeout: Duration, _ condition: @Sendable () -> Bool) async throws {
         let deadline = ContinuousClock.now + timeout
         while !condition() {
-            guard ContinuousClock.now < deadline else { throw SimulationTimeout() }
+            guard ContinuousClock.now < deadline else { throw SimulationTimeout(detail: "") }
             try await Task.sleep(for: .milliseconds(2))
         }
     }
 
     struct SimulationTimeout: Error, CustomStringConvertible {
-        var description: String { "the simulated sidecars did not all converge in time" }
+        var detail: String
+        var description: String { "the simulated sidecars did not all converge in time: \(detail)" }
     }
 
     static func seconds(_ duration: Duration) -> Double {

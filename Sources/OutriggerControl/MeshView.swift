@@ -89,9 +89,9 @@ public enum MeshView {
             for service in mesh.services {
                 let host = VirtualHostConfig(name: service.name, domains: service.domains, routes: service.routes)
                 byType[.listener]![service.name] = XDSResource(type: .listener, name: service.name,
-                                                               body: try Google_Protobuf_Any(message: try XDSEncoder.apiListener(service.name)))
+                                                               body: try XDSEncoder.pack(try XDSEncoder.apiListener(service.name)))
                 byType[.route]![service.name] = XDSResource(type: .route, name: service.name,
-                                                            body: try Google_Protobuf_Any(message: try XDSEncoder.routeConfiguration(name: service.name, [host])))
+                                                            body: try XDSEncoder.pack(try XDSEncoder.routeConfiguration(name: service.name, [host])))
             }
         }
         return byType

@@ -1,3 +1,4 @@
+import Foundation
 import OutriggerConfig
 import SwiftProtobuf
 
@@ -67,12 +68,12 @@ public enum XDSEncoder {
     public static func resources(listeners: [ListenerConfig], clusters: [ClusterConfig]) throws -> [XDSResource] {
         var resources: [XDSResource] = []
         for cluster in clusters {
-            resources.append(XDSResource(type: .cluster, name: cluster.name, body: try Google_Protobuf_Any(message: try self.cluster(cluster))))
-            resources.append(XDSResource(type: .endpoints, name: cluster.name, body: try Google_Protobuf_Any(message: loadAssignment(cluster))))
+            resources.append(XDSResource(type: .cluster, name: cluster.name, body: try XDSEncoder.pack(try self.cluster(cluster))))
+            resources.append(XDSResource(type: .endpoints, name: cluster.name, body: try XDSEncoder.pack(loadAssignment(cluster))))
         }
         for listener in listeners {
-            resources.append(XDSResource(type: .listener, name: listener.name, body: try Google_Protobuf_Any(message: try self.listener(listener))))
-            resources.append(XDSResource(type: .route, name: listener.name, body: try Google_Protobuf_Any(message: routeConfiguration(listener))))
+            resources.append(XDSResource(type: .listener, name: listener.name, body: try XDSEncoder.pack(try self.listener(listener))))
+            resources.append(XDSResource(type: .route, name: listener.name, body: try XDSEncoder.pack(routeConfiguration(listener))))
         }
         return resources
     }
@@ -86,7 +87,7 @@ public enum XDSEncoder {
 
         var filter = Envoy_Config_Listener_V3_Filter()
         filter.name = XDSNames.httpConnectionManager
-        filter.typedConfig = try Google_Protobuf_Any(message: manager)
+        filter.typedConfig = try XDSEncoder.pack(manager)
         var chain = Envoy_Config_Listener_V3_FilterChain()
         chain.filters = [filter]
 
@@ -119,7 +120,7 @@ public enum XDSEncoder {
     public static func apiListener(_ name: String) throws -> Envoy_Config_Listener_V3_Listener {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = name
-        listener.apiListener.apiListener = try Google_Protobuf_Any(message: try connectionManager(name))
+        listener.apiListener.apiListener = try XDSEncoder.pack(try connectionManager(name))
         return listener
     }
 
@@ -131,7 +132,7 @@ public enum XDSEncoder {
         manager.rds.configSource.resourceApiVersion = .v3
         var router = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
         router.name = XDSNames.router
-        router.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Router_V3_Router())
+        router.typedConfig = try XDSEncoder.pack(Envoy_Extensions_Filters_Http_Router_V3_Router())
         manager.httpFilters = [router]
         return manager
     }
@@ -447,8 +448,17 @@ public enum XDSEncoder {
 
     static func metadata(_ options: some SwiftProtobuf.Message) throws -> Envoy_Config_Core_V3_Metadata {
         var metadata = Envoy_Config_Core_V3_Metadata()
-        metadata.typedFilterMetadata[XDSNames.options] = try Google_Protobuf_Any(message: options)
+        metadata.typedFilterMetadata[XDSNames.options] = try XDSEncoder.pack(options)
         return metadata
+    }
+
+    /// `message` in an Any, serialized now: an Any made with `Google_Protobuf_Any(message:)` keeps the message
+    /// and encodes it again every time it is written (once per sidecar per push).
+    public static func pack(_ message: some SwiftProtobuf.Message) throws -> Google_Protobuf_Any {
+        var any = Google_Protobuf_Any()
+        any.typeURL = "type.googleapis.com/" + type(of: message).protoMessageName
+        any.value = Data(try message.serializedBytes() as [UInt8])
+        return any
     }
 
     public static func protoDuration(_ duration: Duration) -> Google_Protobuf_Duration {

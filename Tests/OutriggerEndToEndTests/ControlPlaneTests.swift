@@ -28,11 +28,7 @@ final class MeshHarness: Sendable {
         var echoes: [EchoServer] = []
         for index in 0..<count { echoes.append(try await EchoServer.start(host: "127.0.0.1", port: 0, name: "echo-\(index)")) }
         let endpoints = echoes.map { HostPort(host: "127.0.0.1", port: $0.localAddress.port!) }
-        let plane = ControlPlane(mesh: try mesh(endpoints), meshPath: nil, registrationGrace: .milliseconds(200), logger: Harness.quietLogger)
-        let (ports, portSink) = AsyncStream<Int>.makeStream()
-        let serving = Task { _ = try? await plane.serve(host: "127.0.0.1", port: 0, tls: tls) { portSink.yield($0) } }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw SetupError(description: "the control plane did not start") }
+        let (plane, port, serving) = try await XDSPeerTests.startPlane(try mesh(endpoints), tls: tls)
         let base = SidecarConfig(admin: AdminConfig(address: HostPort(host: "127.0.0.1", port: 0)), concurrency: 1, drainTimeout: .seconds(2),
                                  listeners: [ListenerConfig(name: MeshView.outboundListener, address: HostPort(host: "127.0.0.1", port: 0),
                                                             direction: .outbound, virtualHosts: [])],
@@ -229,10 +225,11 @@ struct XDSPeerTests {
     static let peer = scripts.appendingPathComponent("xds_grpc_peer.py").path
     static let reference = scripts.appendingPathComponent("xds_reference_server.py").path
 
-    static func startPlane(_ mesh: MeshConfig) async throws -> (ControlPlane, Int, Task<Void, Never>) {
+    /// A control plane serving `mesh` on a port of its own, in this process.
+    static func startPlane(_ mesh: MeshConfig, tls: TLSConfig? = nil) async throws -> (ControlPlane, Int, Task<Void, Never>) {
         let plane = ControlPlane(mesh: mesh, meshPath: nil, registrationGrace: .milliseconds(200), logger: Harness.quietLogger)
         let (ports, portSink) = AsyncStream<Int>.makeStream()
-        let serving = Task { _ = try? await plane.serve(host: "127.0.0.1", port: 0) { portSink.yield($0) } }
+        let serving = Task { _ = try? await plane.serve(host: "127.0.0.1", port: 0, tls: tls) { portSink.yield($0) } }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw SetupError(description: "the control plane did not start") }
         return (plane, port, serving)
