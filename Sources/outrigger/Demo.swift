@@ -65,6 +65,8 @@ struct Demo: AsyncParsableCommand {
         let serving = Task {
             do {
                 try await plane.serve(host: control.host, port: control.port) { readySink.yield($0) }
+            } catch where Task.isCancelled {
+                // Ctrl-C: the demo is stopping.
             } catch {
                 logger.critical("the control plane stopped: \(error)")
                 readySink.finish()
