@@ -32,9 +32,55 @@ public struct MeshConfig: Sendable, Hashable {
         services.first { $0.name == name }
     }
 
-    /// Reads and validates a mesh file; errors carry file:line:column and key path, as a sidecar file's do.
+    /// Reads and validates a mesh file, or every `*.yaml`/`*.yml` file of a directory (one mesh: routes may
+    /// name services of other files; a service defined twice is an error). Errors carry file:line:column and
+    /// key path, as a sidecar file's do.
     public static func load(contentsOf path: String) throws(ConfigErrors) -> MeshConfig {
-        try decode(yaml: try SidecarConfigDecoder.read(path), file: path)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            return try decode(yaml: try SidecarConfigDecoder.read(path), file: path)
+        }
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+        guard !names.isEmpty else {
+            throw ConfigErrors([ConfigIssue(file: path, line: 1, column: 1, keyPath: "", message: "the directory has no .yaml or .yml file")])
+        }
+        let files = names.map { URL(fileURLWithPath: path).appendingPathComponent($0).path }
+        var roots: [(file: String, root: Node)] = []
+        var issues: [ConfigIssue] = []
+        for file in files {
+            do {
+                guard let root = try SidecarConfigDecoder.compose(try SidecarConfigDecoder.read(file), file: file) else {
+                    issues.append(ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "the file is empty; expected a mapping with services"))
+                    continue
+                }
+                roots.append((file, root))
+            } catch {
+                issues += error.issues
+            }
+        }
+        // Where each service is defined, so routes may cross files and a second definition is caught.
+        var definedIn: [String: String] = [:]
+        for (file, root) in roots {
+            for item in root.mapping?["services"]?.sequence ?? [] {
+                guard let name = item.mapping?["name"]?.scalar?.string else { continue }
+                if let first = definedIn[name], first != file {
+                    let mark = item.mapping?["name"]?.mark
+                    issues.append(ConfigIssue(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, keyPath: "services",
+                                              message: "service '\(name)' is already defined in \(first)"))
+                } else {
+                    definedIn[name] = file
+                }
+            }
+        }
+        var services: [Service] = []
+        for (file, root) in roots {
+            let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file), fromControlPlane: true)
+            let mesh = decoder.decodeMesh(root, elsewhere: Set(definedIn.filter { $0.value != file }.keys))
+            issues += decoder.reader.issues
+            services += mesh?.services ?? []
+        }
+        if !issues.isEmpty { throw ConfigErrors(issues) }
+        return MeshConfig(services: services)
     }
 
     public static func decode(yaml text: String, file: String) throws(ConfigErrors) -> MeshConfig {

@@ -94,7 +94,7 @@ struct SidecarConfigDecoder {
     }
 
     func decodeSidecar(_ root: Node) -> SidecarConfig? {
-        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "listeners", "clusters"]) else {
+        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "listeners", "clusters", "controlPlane"]) else {
             return nil
         }
         var admin: AdminConfig? = AdminConfig()
@@ -127,7 +127,7 @@ struct SidecarConfigDecoder {
             }
             reader.report(reference.node, reference.path, message)
         }
-        return SidecarConfig(
+        var config = SidecarConfig(
             admin: admin,
             concurrency: concurrency,
             drainTimeout: drainTimeout ?? SidecarConfig.defaultDrainTimeout,
@@ -135,11 +135,33 @@ struct SidecarConfigDecoder {
             listeners: listeners,
             clusters: clusters
         )
+        config.controlPlane = fields["controlPlane"].flatMap { decodeControlPlane($0, "controlPlane") }
+        return config
+    }
+
+    /// `{addresses: [HOST:PORT, …], node: ID, service: NAME, app: HOST:PORT, stateDir: DIR, ca: FILE, drainNotice: 1s}`.
+    private func decodeControlPlane(_ node: Node, _ path: String) -> ControlPlaneConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["addresses", "node", "service", "app", "stateDir", "ca", "drainNotice"]) else { return nil }
+        var addresses: [HostPort] = []
+        if let list = reader.required(fields, "addresses"), let items = reader.sequence(list, fields.path("addresses")) {
+            if items.isEmpty { reader.report(list, fields.path("addresses"), "expected at least one control plane HOST:PORT") }
+            addresses = items.enumerated().compactMap { reader.hostPort($1, fields.path("addresses") + "[\($0)]") }
+        }
+        let nodeID = reader.required(fields, "node").flatMap { reader.string($0, fields.path("node")) }
+        let service = reader.required(fields, "service").flatMap { reader.string($0, fields.path("service")) }
+        let app = fields["app"].flatMap { reader.hostPort($0, fields.path("app")) }
+        let stateDirectory = fields["stateDir"].flatMap { reader.string($0, fields.path("stateDir")) }
+        let ca = fields["ca"].flatMap { readableFile($0, fields.path("ca")) }
+        let drainNotice = reader.duration(fields, "drainNotice")
+        guard let nodeID, let service, !addresses.isEmpty else { return nil }
+        return ControlPlaneConfig(addresses: addresses, node: nodeID, service: service, app: app, stateDirectory: stateDirectory,
+                                  trustedCertificates: ca, drainNotice: drainNotice ?? ControlPlaneConfig.defaultDrainNotice)
     }
 
     /// `services:` — each item a cluster's keys (its traffic policy and static endpoints) plus `domains` and
     /// `routes`, whose destinations name services.
-    func decodeMesh(_ root: Node) -> MeshConfig? {
+    /// - Parameter elsewhere: services other files of the same mesh define (routes may name them).
+    func decodeMesh(_ root: Node, elsewhere: Set<String> = []) -> MeshConfig? {
         guard let fields = reader.fields(root, "", allowed: ["services"]) else { return nil }
         var services: [MeshConfig.Service] = []
         if let node = reader.required(fields, "services"), let items = reader.sequence(node, "services") {
@@ -166,7 +188,7 @@ struct SidecarConfigDecoder {
             }
             reportDuplicates(items, services.map(\.name), path: "services", what: "service name")
         }
-        let known = Set(services.map(\.name))
+        let known = Set(services.map(\.name)).union(elsewhere)
         for reference in references.items where !known.contains(reference.name) {
             var message = "unknown service '\(reference.name)'"
             if let suggestion = YAMLReader.closest(to: reference.name, among: known.sorted()) { message += "; did you mean '\(suggestion)'?" }

@@ -10,6 +10,9 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
     public var zone: String?
     public var listeners: [ListenerConfig]
     public var clusters: [ClusterConfig]
+    /// Follow a control plane: its pushes then replace the listeners and clusters above, which serve until
+    /// the first push (or the persisted last one) arrives.
+    public var controlPlane: ControlPlaneConfig?
 
     public static let defaultDrainTimeout: Duration = .seconds(10)
 
@@ -30,7 +33,7 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case admin, concurrency, drainTimeout, zone, listeners, clusters
+        case admin, concurrency, drainTimeout, zone, listeners, clusters, controlPlane
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -41,6 +44,49 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         try container.encodeIfPresent(zone, forKey: .zone)
         try container.encode(listeners, forKey: .listeners)
         try container.encode(clusters, forKey: .clusters)
+        try container.encodeIfPresent(controlPlane, forKey: .controlPlane)
+    }
+}
+
+/// `controlPlane:` in a sidecar file, the same settings as `proxy --control … --node … --service …`.
+public struct ControlPlaneConfig: Sendable, Hashable, Encodable {
+    /// Tried in turn, with jittered exponential backoff.
+    public var addresses: [HostPort]
+    public var node: String
+    public var service: String
+    /// Where the inbound listener forwards to: the service's own process.
+    public var app: HostPort?
+    /// Where the last accepted config is kept, to start from while the control plane is down.
+    public var stateDirectory: String?
+    /// A PEM CA bundle: xDS over TLS, the control plane's certificate verified against it.
+    public var trustedCertificates: String?
+    /// On SIGTERM, how long to wait after telling the control plane this sidecar is draining.
+    public var drainNotice: Duration
+
+    public static let defaultDrainNotice: Duration = .seconds(1)
+
+    public init(addresses: [HostPort], node: String, service: String, app: HostPort? = nil, stateDirectory: String? = nil,
+                trustedCertificates: String? = nil, drainNotice: Duration = ControlPlaneConfig.defaultDrainNotice) {
+        self.addresses = addresses
+        self.node = node
+        self.service = service
+        self.app = app
+        self.stateDirectory = stateDirectory
+        self.trustedCertificates = trustedCertificates
+        self.drainNotice = drainNotice
+    }
+
+    enum CodingKeys: String, CodingKey { case addresses, node, service, app, stateDir, ca, drainNotice }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(addresses, forKey: .addresses)
+        try container.encode(node, forKey: .node)
+        try container.encode(service, forKey: .service)
+        try container.encodeIfPresent(app, forKey: .app)
+        try container.encodeIfPresent(stateDirectory, forKey: .stateDir)
+        try container.encodeIfPresent(trustedCertificates, forKey: .ca)
+        try container.encode(ConfigDuration.format(drainNotice), forKey: .drainNotice)
     }
 }
 

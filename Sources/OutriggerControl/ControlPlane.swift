@@ -112,15 +112,21 @@ public final class ControlPlane: Sendable {
     /// Reloads the mesh file whenever its size, modification time or inode changes, until cancelled.
     public func watchMeshFile(every interval: Duration) async {
         guard let meshPath else { return }
-        var stamp = FileStamp(path: meshPath)
+        var stamp = Self.stamps(meshPath)
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
-            let now = FileStamp(path: meshPath)
-            if now != stamp, now != nil {
+            let now = Self.stamps(meshPath)
+            if now != stamp, now.first != nil {
                 stamp = now
                 reload()
             }
         }
+    }
+
+    /// The mesh file's stamp, or a directory's and each of its files'.
+    static func stamps(_ path: String) -> [FileStamp?] {
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+        return [FileStamp(path: path)] + files.map { FileStamp(path: URL(fileURLWithPath: path).appendingPathComponent($0).path) }
     }
 
     /// Swaps in `mesh`; every sidecar gets its new view (debounced).

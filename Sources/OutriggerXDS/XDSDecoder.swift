@@ -155,6 +155,7 @@ public struct XDSDecoder: Sendable {
         decoded.concurrency = base.concurrency
         decoded.drainTimeout = base.drainTimeout
         decoded.zone = base.zone
+        decoded.controlPlane = base.controlPlane
         return decoded
     }
 

@@ -27,7 +27,7 @@ extension Control {
             """
         )
 
-        @Option(help: "The mesh file (YAML): services, their traffic policy and routes.")
+        @Option(help: "The mesh: a YAML file, or a directory whose .yaml files together are one mesh (services, their traffic policy and routes).")
         var mesh: String
 
         @Option(help: "Address for xDS (gRPC), HOST:PORT.")

@@ -137,10 +137,6 @@ struct Proxy: AsyncParsableCommand {
 
     @OptionGroup var logging: LoggingOptions
 
-    var controlAddresses: [HostPort] {
-        control?.split(separator: ",").compactMap { HostPort(parsing: String($0)) } ?? []
-    }
-
     func validate() throws {
         if let control {
             for item in control.split(separator: ",") where HostPort(parsing: String(item)) == nil {
@@ -203,6 +199,14 @@ struct Proxy: AsyncParsableCommand {
                                                                                hashPolicy: hashOn.flatMap(QuickStartFlag.hashPolicy)),
                                               healthCheck: healthCheck.flatMap(QuickStartFlag.healthCheck))
         }
+        // The control plane to follow: the flags', else the file's `controlPlane`.
+        var following = config.controlPlane
+        if let control, let node, let service {
+            following = ControlPlaneConfig(addresses: control.split(separator: ",").compactMap { HostPort(parsing: String($0)) }, node: node,
+                                           service: service, app: app, stateDirectory: stateDir, trustedCertificates: controlCa,
+                                           drainNotice: .milliseconds(drainNoticeMilliseconds))
+        }
+        config.controlPlane = following
         // The flags win over the file, at start and at every reload.
         let (accessLog, admin, noAdmin, concurrency) = (self.accessLog, self.admin, self.noAdmin, self.concurrency)
         let overrides: @Sendable (inout SidecarConfig) -> Void = { config in
@@ -219,7 +223,7 @@ struct Proxy: AsyncParsableCommand {
         let sidecar: Sidecar
         do {
             // Under a control plane the file is only the start-up config: pushes, not edits, change it.
-            sidecar = try await Sidecar.start(config: config, configPath: control == nil ? configPath : nil, endpointSites: endpointSites,
+            sidecar = try await Sidecar.start(config: config, configPath: following == nil ? configPath : nil, endpointSites: endpointSites,
                                               overrides: overrides, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
@@ -229,27 +233,28 @@ struct Proxy: AsyncParsableCommand {
             announce("outrigger: listener \(name) on \(address.hostPort)")
         }
         if let admin = sidecar.adminAddress { announce("outrigger: admin on \(admin.hostPort)") }
-        var following: Task<Void, Never>?
+        var streaming: Task<Void, Never>?
         var controlClient: ControlPlaneClient?
-        if control != nil, let node, let service {
+        if let following {
             let listeners = sidecar.listenerAddresses.compactMapValues { address in
                 address.port.map { HostPort(host: address.ipAddress ?? "127.0.0.1", port: $0) }
             }
-            let identity = SidecarIdentity(node: node, service: service, zone: zone ?? config.zone, listeners: listeners, app: app)
-            if let stateDir { try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true) }
-            let client = ControlPlaneClient(addresses: controlAddresses, identity: identity, sidecar: sidecar, base: config,
-                                            stateDirectory: stateDir, trustedCertificates: controlCa, overrides: overrides, logger: logger)
+            let identity = SidecarIdentity(node: following.node, service: following.service, zone: zone ?? config.zone, listeners: listeners, app: following.app)
+            if let directory = following.stateDirectory { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+            let client = ControlPlaneClient(addresses: following.addresses, identity: identity, sidecar: sidecar, base: config,
+                                            stateDirectory: following.stateDirectory, trustedCertificates: following.trustedCertificates,
+                                            overrides: overrides, logger: logger)
             await client.restore()
-            following = Task { await client.run() }
+            streaming = Task { await client.run() }
             controlClient = client
         }
-        let (notice, announcer) = (Duration.milliseconds(drainNoticeMilliseconds), controlClient)
+        let (notice, announcer) = (following?.drainNotice ?? .zero, controlClient)
         await sidecar.runUntilStopped(watchInterval: .milliseconds(watchIntervalMilliseconds)) {
             guard let announcer else { return }
             announcer.announceDraining()
             try? await Task.sleep(for: notice)
         }
-        following?.cancel()
+        streaming?.cancel()
         logger.info("drained; exiting")
     }
 }

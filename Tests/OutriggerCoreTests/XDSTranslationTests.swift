@@ -142,6 +142,57 @@ struct XDSTranslationTests {
         try decoder.checkEach()
     }
 
+    @Test func aSidecarFileCanNameItsControlPlane() throws {
+        let config = try SidecarConfig.decode(yaml: """
+        listeners: [{name: outbound, address: 127.0.0.1:0, direction: outbound, routes: []}]
+        controlPlane:
+          addresses: [127.0.0.1:15010, 127.0.0.2:15010]
+          node: web-1
+          service: web
+          app: 127.0.0.1:8080
+          stateDir: /var/lib/outrigger
+          drainNotice: 2s
+        """, file: "sidecar.yaml")
+        #expect(config.controlPlane == ControlPlaneConfig(addresses: [HostPort(host: "127.0.0.1", port: 15010), HostPort(host: "127.0.0.2", port: 15010)],
+                                                          node: "web-1", service: "web", app: HostPort(host: "127.0.0.1", port: 8080),
+                                                          stateDirectory: "/var/lib/outrigger", drainNotice: .seconds(2)))
+        let errors = try #require(throws: ConfigErrors.self) {
+            try SidecarConfig.decode(yaml: """
+            listeners: [{name: outbound, address: 127.0.0.1:0, routes: []}]
+            controlPlane:
+              addresses: [nowhere]
+              service: web
+              ca: /does/not/exist.pem
+            """, file: "sidecar.yaml")
+        }
+        #expect(errors.issues.map(\.description) == [
+            "sidecar.yaml:3:3: controlPlane.node: missing required key 'node'",
+            "sidecar.yaml:3:15: controlPlane.addresses[0]: expected HOST:PORT such as 127.0.0.1:8080 or [::1]:8080, found 'nowhere'",
+            "sidecar.yaml:5:7: controlPlane.ca: expected a readable PEM file, but '/does/not/exist.pem' cannot be read",
+        ])
+    }
+
+    @Test func aMeshDirectoryIsOneMesh() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-mesh-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "services:\n  - name: users\n    endpoints: [127.0.0.1:9001]\n    routes: [{cluster: orders}]\n"
+            .write(to: directory.appendingPathComponent("a.yaml"), atomically: true, encoding: .utf8)
+        try "services:\n  - name: orders\n    endpoints: [127.0.0.1:9002]\n"
+            .write(to: directory.appendingPathComponent("b.yaml"), atomically: true, encoding: .utf8)
+        let mesh = try MeshConfig.load(contentsOf: directory.path)
+        #expect(mesh.services.map(\.name) == ["users", "orders"], "a route may name a service of another file")
+
+        try "services:\n  - name: users\n    endpoints: []\n    routes: [{cluster: nobody}]\n"
+            .write(to: directory.appendingPathComponent("c.yaml"), atomically: true, encoding: .utf8)
+        let errors = try #require(throws: ConfigErrors.self) { try MeshConfig.load(contentsOf: directory.path) }
+        let c = directory.appendingPathComponent("c.yaml").path
+        #expect(errors.issues.map(\.description) == [
+            "\(c):2:11: services: service 'users' is already defined in \(directory.appendingPathComponent("a.yaml").path)",
+            "\(c):4:24: services[0].routes[0].cluster: unknown service 'nobody'",
+        ])
+    }
+
     @Test func meshFileErrorsHaveLineAndKeyPath() throws {
         let yaml = """
         services:

@@ -173,6 +173,25 @@ struct ControlPlaneTests {
         await mesh.stop()
     }
 
+    @Test func tenThousandResourcesReachASidecar() async throws {
+        // 2,500 services: 2,500 clusters, 2,500 ClusterLoadAssignments, 2,500 virtual hosts in one route
+        // configuration... and the 4 types of the sidecar's listener: 10,002 resources and hosts in all.
+        let mesh = try await MeshHarness.start(echoes: 1) { endpoints in
+            MeshConfig(services: (0..<2_500).map { index in
+                MeshConfig.Service(cluster: ClusterConfig(name: "svc-\(index)", endpoints: [endpoints[0]]))
+            })
+        }
+        do {
+            try await mesh.eventually("every service is routable", timeout: .seconds(120)) { try await mesh.answer(host: "svc-2499") == "echo-0" }
+            #expect(try await mesh.answer(host: "svc-0") == "echo-0")
+            #expect(mesh.client.status.rejected == 0)
+        } catch {
+            await mesh.stop()
+            throw error
+        }
+        await mesh.stop()
+    }
+
     @Test func aNodeIdUsedTwiceIsServedTwiceAndTheNewestRegisters() async throws {
         let mesh = try await MeshHarness.start(echoes: 2) { Self.mesh($0) }
         do {

@@ -102,7 +102,16 @@ struct MeshProcessTests {
             users.append(try await Self.startSidecar(node: "users-\(index + 1)", service: "users", control: xds, app: apps[index].localAddress.port!,
                                                      stateDir: stateDirs[index]))
         }
-        web = try await Self.startSidecar(node: "web-1", service: "web", control: xds)
+        // The caller names its control plane in its config file (the others on the command line).
+        let webConfig = try ConfigFile()
+        try webConfig.write("""
+        admin: {address: 127.0.0.1:0}
+        listeners: [{name: outbound, address: 127.0.0.1:0, direction: outbound, routes: []}]
+        controlPlane: {addresses: [127.0.0.1:\(xds)], node: web-1, service: web}
+        """)
+        let webProcess = try ChildProcess(try outriggerExecutable(), ["proxy", "--config", webConfig.path, "--concurrency", "1"])
+        let webText = try await webProcess.waitForOutput(containing: "listener outbound on")
+        web = SidecarProcess(process: webProcess, outbound: try ProcessTests.port(in: webText, after: "listener outbound on 127.0.0.1:"), inbound: nil)
         let caller = web!.outbound
 
         // Registration: both instances of users are endpoints of it for the caller.
