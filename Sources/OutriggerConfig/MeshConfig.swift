@@ -40,11 +40,10 @@ public struct MeshConfig: Sendable, Hashable {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
             return try decode(yaml: try SidecarConfigDecoder.read(path), file: path)
         }
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
-        guard !names.isEmpty else {
+        let files = files(in: path)
+        guard !files.isEmpty else {
             throw ConfigErrors([ConfigIssue(file: path, line: 1, column: 1, keyPath: "", message: "the directory has no .yaml or .yml file")])
         }
-        let files = names.map { URL(fileURLWithPath: path).appendingPathComponent($0).path }
         var roots: [(file: String, root: Node)] = []
         var issues: [ConfigIssue] = []
         for file in files {
@@ -81,6 +80,12 @@ public struct MeshConfig: Sendable, Hashable {
         }
         if !issues.isEmpty { throw ConfigErrors(issues) }
         return MeshConfig(services: services)
+    }
+
+    /// The mesh files of a directory (`*.yaml`, `*.yml`), in name order; none for a file.
+    public static func files(in directory: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+            .map { URL(fileURLWithPath: directory).appendingPathComponent($0).path }
     }
 
     public static func decode(yaml text: String, file: String) throws(ConfigErrors) -> MeshConfig {

@@ -125,8 +125,7 @@ public final class ControlPlane: Sendable {
 
     /// The mesh file's stamp, or a directory's and each of its files'.
     static func stamps(_ path: String) -> [FileStamp?] {
-        let files = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
-        return [FileStamp(path: path)] + files.map { FileStamp(path: URL(fileURLWithPath: path).appendingPathComponent($0).path) }
+        [FileStamp(path: path)] + MeshConfig.files(in: path).map(FileStamp.init(path:))
     }
 
     /// Swaps in `mesh`; every sidecar gets its new view (debounced).

@@ -187,7 +187,7 @@ public final class ControlPlaneClient: Sendable {
     func adminExtension() -> AdminExtension {
         let counters = status
         let (versions, accepted) = state.withLockedValue { ($0.versions, $0.accepted) }
-        let age = counters.lastAppliedAt.map { ContinuousClock.now - $0 }.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        let age = counters.lastAppliedAt.map { ContinuousClock.now - $0 }.map(\.inSeconds)
         var text = """
         # HELP outrigger_control_connected Whether the stream to the control plane is open.
         # TYPE outrigger_control_connected gauge

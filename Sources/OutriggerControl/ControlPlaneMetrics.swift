@@ -24,7 +24,7 @@ public final class ControlPlaneMetrics: Sendable {
         private let keep = 100_000
 
         public func observe(_ duration: Duration) {
-            let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+            let seconds = duration.inSeconds
             state.withLockedValue { state in
                 for (index, bound) in Self.buckets.enumerated() where seconds <= bound { state.counts[index] += 1 }
                 state.count += 1
@@ -124,4 +124,9 @@ extension ControlPlane {
         if !errors.isEmpty { text += "\n" + errors.joined(separator: "\n") + "\n" }
         return text
     }
+}
+
+extension Duration {
+    /// Seconds as a floating-point number (for stats and reports).
+    var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

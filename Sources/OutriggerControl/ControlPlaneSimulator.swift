@@ -87,7 +87,7 @@ public final class ControlPlaneSimulator: Sendable {
                 let synced = routes.filter { !$0.withLockedValue { $0.version }.isEmpty }.count
                 throw SimulationTimeout(detail: "\(synced) of \(count) sidecars synced after 120 s")
             }
-            let connectSeconds = Self.seconds(ContinuousClock.now - started)
+            let connectSeconds = (ContinuousClock.now - started).inSeconds
             var results: [ChangeResult] = []
             for round in 1...max(changes, 1) {
                 let before = routes.map { $0.withLockedValue { $0.version } }
@@ -103,7 +103,7 @@ public final class ControlPlaneSimulator: Sendable {
                     let converged = zip(self.routes, before).filter { route, old in route.withLockedValue { $0.version } != old }.count
                     throw SimulationTimeout(detail: "change \(round): \(converged) of \(count) sidecars have the new routes after 60 s")
                 }
-                var latencies = routes.map { Self.seconds($0.withLockedValue { $0.ackedAt } - changedAt) * 1000 }.sorted()
+                var latencies = routes.map { ($0.withLockedValue { $0.ackedAt } - changedAt).inSeconds * 1000 }.sorted()
                 if latencies.isEmpty { latencies = [0] }
                 results.append(ChangeResult(p50Milliseconds: latencies[latencies.count / 2],
                                             p99Milliseconds: latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))],
@@ -188,9 +188,6 @@ public final class ControlPlaneSimulator: Sendable {
         var description: String { "the simulated sidecars did not all converge in time: \(detail)" }
     }
 
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 
     /// User + system CPU seconds of a process.
     static func cpuSeconds(pid: Int32) -> Double {

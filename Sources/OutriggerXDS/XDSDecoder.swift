@@ -84,6 +84,13 @@ public struct XDSDecoder: Sendable {
         return routeNames.allSatisfy { routes[$0] != nil } && endpointNames.allSatisfy { endpoints[$0] != nil }
     }
 
+    /// A listener's routes: inline, or the RouteConfiguration it names, if that has arrived.
+    func routeConfiguration(of manager: ConnectionManager) throws(XDSRejection) -> Envoy_Config_Route_V3_RouteConfiguration? {
+        if let inline = manager.inlineRoutes { return inline }
+        guard let name = manager.routeName, let body = routes[name] else { return nil }
+        return try Self.unpack(body, as: Envoy_Config_Route_V3_RouteConfiguration.self, type: .route, name: name)
+    }
+
     /// The ClusterLoadAssignment an EDS cluster names, if it has arrived.
     func assignment(for cluster: Envoy_Config_Cluster_V3_Cluster) throws(XDSRejection) -> Envoy_Config_Endpoint_V3_ClusterLoadAssignment? {
         guard let name = Self.endpointsName(of: cluster), let body = endpoints[name] else { return nil }
@@ -94,11 +101,9 @@ public struct XDSDecoder: Sendable {
     public func checkEach() throws(XDSRejection) {
         for (name, body) in listeners {
             let manager = try Self.connectionManager(of: body, name: name)
-            var routeConfiguration = manager.inlineRoutes
-            if let routeName = manager.routeName, let body = routes[routeName] {
-                routeConfiguration = try Self.unpack(body, as: Envoy_Config_Route_V3_RouteConfiguration.self, type: .route, name: routeName)
+            if let routeConfiguration = try routeConfiguration(of: manager) {
+                _ = try Self.listenerDocument(manager.listener, manager.connectionManager, routeConfiguration)
             }
-            if let routeConfiguration { _ = try Self.listenerDocument(manager.listener, manager.connectionManager, routeConfiguration) }
         }
         for (name, body) in routes {
             let routes = try Self.unpack(body, as: Envoy_Config_Route_V3_RouteConfiguration.self, type: .route, name: name)
@@ -121,12 +126,7 @@ public struct XDSDecoder: Sendable {
         var routeOwners: [String] = []
         for name in listenerNames {
             let manager = try Self.connectionManager(of: listeners[name]!, name: name)
-            let routeConfiguration: Envoy_Config_Route_V3_RouteConfiguration
-            if let inline = manager.inlineRoutes {
-                routeConfiguration = inline
-            } else if let routeName = manager.routeName, let body = routes[routeName] {
-                routeConfiguration = try Self.unpack(body, as: Envoy_Config_Route_V3_RouteConfiguration.self, type: .route, name: routeName)
-            } else {
+            guard let routeConfiguration = try routeConfiguration(of: manager) else {
                 throw XDSRejection(type: .listener, name: name, message: "route configuration '\(manager.routeName ?? "")' has not arrived")
             }
             routeOwners.append(manager.routeName ?? name)
