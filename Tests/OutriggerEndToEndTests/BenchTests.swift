@@ -95,7 +95,7 @@ struct BenchCommandTests {
             let wrkRate = try #require(Self.number(after: "Requests/sec:", in: wrk.stdout))
             let wrkTypical = try #require(Self.wrkMilliseconds(after: "50%", in: wrk.stdout))
             #expect(h1.status == 0, "\(h1.stderr)")
-            try Self.expectAgreement(h1Report, rate: wrkRate, typicalMilliseconds: wrkTypical, tool: "wrk")
+            try Self.expectAgreement(h1Report, rate: wrkRate, typicalMilliseconds: wrkTypical, tool: "wrk", inFlight: 8)
 
             let log = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-h2load-\(UUID().uuidString).log").path
             defer { try? FileManager.default.removeItem(atPath: log) }
@@ -105,16 +105,18 @@ struct BenchCommandTests {
             let h2loadRate = try #require(Self.number(after: "finished in", in: h2load.stdout, skippingTo: ", "))
             let h2loadTypical = try #require(Self.h2loadMedianMilliseconds(logFile: log))
             #expect(h2.status == 0, "\(h2.stderr)")
-            try Self.expectAgreement(h2Report, rate: h2loadRate, typicalMilliseconds: h2loadTypical, tool: "h2load")
+            try Self.expectAgreement(h2Report, rate: h2loadRate, typicalMilliseconds: h2loadTypical, tool: "h2load", inFlight: 8)
         }
     }
 
-    /// Our req/s and p50 against another tool's req/s and median latency.
-    static func expectAgreement(_ report: [String: Any], rate: Double, typicalMilliseconds: Double, tool: String) throws {
+    /// Our req/s and p50 against another tool's req/s and median latency. With 1.2 s requests in a 3 s window,
+    /// counts come in rounds of `inFlight`: one round landing on the other side of a window's edge (a busy
+    /// machine starts one tool a little later) moves a rate by `inFlight / 3 s`, so that much may differ.
+    static func expectAgreement(_ report: [String: Any], rate: Double, typicalMilliseconds: Double, tool: String, inFlight: Int) throws {
         let ourRate = try #require(report["achievedRate"] as? Double)
         let ourMedian = try #require((report["latencyMilliseconds"] as? [String: Double])?["p50"])
         #expect(report["failed"] as? Int == 0)
-        #expect(abs(ourRate - rate) / rate < 0.2, "req/s: ours \(ourRate), \(tool) \(rate)")
+        #expect(abs(ourRate - rate) <= max(0.2 * rate, Double(inFlight) / 3) + 0.01, "req/s: ours \(ourRate), \(tool) \(rate)")
         #expect(abs(ourMedian - typicalMilliseconds) / typicalMilliseconds < 0.2, "p50 ms: ours \(ourMedian), \(tool) \(typicalMilliseconds)")
         #expect(ourMedian >= 1200 && typicalMilliseconds >= 1200, "the upstream's 1.2 s delay is a floor for both")
     }
