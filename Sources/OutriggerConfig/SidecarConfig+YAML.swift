@@ -94,7 +94,7 @@ struct SidecarConfigDecoder {
     }
 
     func decodeSidecar(_ root: Node) -> SidecarConfig? {
-        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "listeners", "clusters", "controlPlane"]) else {
+        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "maxConnections", "listeners", "clusters", "controlPlane"]) else {
             return nil
         }
         var admin: AdminConfig? = AdminConfig()
@@ -104,6 +104,7 @@ struct SidecarConfigDecoder {
         let concurrency = fields["concurrency"].flatMap { reader.int($0, fields.path("concurrency"), range: 1...1024) }
         let drainTimeout = reader.duration(fields, "drainTimeout")
         let zone = fields["zone"].flatMap { reader.string($0, fields.path("zone")) }
+        let maxConnections = fields["maxConnections"].flatMap { reader.int($0, fields.path("maxConnections"), range: 1...10_000_000) }
         var listeners: [ListenerConfig] = []
         if let node = reader.required(fields, "listeners"), let items = reader.sequence(node, "listeners") {
             if items.isEmpty && !fromControlPlane { reader.report(node, "listeners", "expected at least one listener") }
@@ -132,6 +133,7 @@ struct SidecarConfigDecoder {
             concurrency: concurrency,
             drainTimeout: drainTimeout ?? SidecarConfig.defaultDrainTimeout,
             zone: zone,
+            maxConnections: maxConnections,
             listeners: listeners,
             clusters: clusters
         )
@@ -215,7 +217,7 @@ struct SidecarConfigDecoder {
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "trustOverrideHeaders",
-                       "requestHeadersTimeout", "idleTimeout", "accessLog", "virtualHosts", "routes"]
+                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "maxConnections", "accessLog", "virtualHosts", "routes"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
@@ -229,8 +231,10 @@ struct SidecarConfigDecoder {
         let maxBody = fields["maxRequestBodyBytes"].flatMap { reader.byteSize($0, fields.path("maxRequestBodyBytes")) }
         let addVia = reader.bool(fields, "addVia")
         let trustOverrides = reader.bool(fields, "trustOverrideHeaders")
+        let handshakeTimeout = reader.duration(fields, "handshakeTimeout")
         let headersTimeout = reader.duration(fields, "requestHeadersTimeout")
         let idleTimeout = reader.duration(fields, "idleTimeout")
+        let maxConnections = fields["maxConnections"].flatMap { reader.int($0, fields.path("maxConnections"), range: 1...10_000_000) }
         let accessLog = fields["accessLog"].flatMap { decodeAccessLog($0, fields.path("accessLog")) }
         var virtualHosts: [VirtualHostConfig] = []
         switch (fields["virtualHosts"], fields["routes"]) {
@@ -257,8 +261,10 @@ struct SidecarConfigDecoder {
             maxRequestBodyBytes: maxBody,
             addVia: addVia ?? false,
             trustOverrideHeaders: trustOverrides ?? false,
+            handshakeTimeout: handshakeTimeout ?? ListenerConfig.defaultHandshakeTimeout,
             requestHeadersTimeout: headersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
             idleTimeout: idleTimeout ?? ListenerConfig.defaultIdleTimeout,
+            maxConnections: maxConnections,
             accessLog: accessLog,
             virtualHosts: virtualHosts
         )
@@ -285,11 +291,28 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeTLS(_ node: Node, _ path: String) -> TLSConfig? {
-        guard let fields = reader.fields(node, path, allowed: ["certificate", "privateKey"]) else { return nil }
+        guard let fields = reader.fields(node, path, allowed: ["certificate", "privateKey", "minVersion", "cipherSuites"]) else { return nil }
         let certificate = reader.required(fields, "certificate").flatMap { readableFile($0, fields.path("certificate")) }
         let key = reader.required(fields, "privateKey").flatMap { readableFile($0, fields.path("privateKey")) }
+        let minVersion = fields["minVersion"].flatMap { reader.oneOf($0, fields.path("minVersion"), TLSConfig.MinimumVersion.self) }
+        var cipherSuites: [String]?
+        if let node = fields["cipherSuites"], let items = reader.sequence(node, fields.path("cipherSuites")) {
+            if items.isEmpty { reader.report(node, fields.path("cipherSuites"), "expected at least one cipher suite") }
+            cipherSuites = items.enumerated().compactMap { index, item in
+                let itemPath = fields.path("cipherSuites") + "[\(index)]"
+                guard let name = reader.string(item, itemPath) else { return nil }
+                guard TLSConfig.knownCipherSuites.contains(name) else {
+                    var message = "expected a TLS 1.2 cipher suite (\(TLSConfig.knownCipherSuites.joined(separator: ", "))), found '\(name)'"
+                    if let suggestion = YAMLReader.closest(to: name, among: TLSConfig.knownCipherSuites) { message += "; did you mean '\(suggestion)'?" }
+                    reader.report(item, itemPath, message)
+                    return nil
+                }
+                return name
+            }
+        }
         guard let certificate, let key else { return nil }
-        return TLSConfig(certificate: certificate, privateKey: key)
+        return TLSConfig(certificate: certificate, privateKey: key, minVersion: minVersion ?? .tls12,
+                         cipherSuites: cipherSuites ?? TLSConfig.defaultCipherSuites)
     }
 
     private func readableFile(_ node: Node, _ path: String) -> String? {

@@ -8,6 +8,10 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
     public var drainTimeout: Duration
     /// The sidecar's own zone: balancers keep traffic among endpoints in it while enough are healthy.
     public var zone: String?
+    /// Downstream connections open at once on all listeners together; one more is closed as soon as it is
+    /// accepted. nil: half the process's file-descriptor limit (each may need an upstream connection too),
+    /// so the admin and upstream connections always have descriptors left.
+    public var maxConnections: Int?
     public var listeners: [ListenerConfig]
     public var clusters: [ClusterConfig]
     /// Follow a control plane: its pushes then replace the listeners and clusters above, which serve until
@@ -21,6 +25,7 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         concurrency: Int? = nil,
         drainTimeout: Duration = SidecarConfig.defaultDrainTimeout,
         zone: String? = nil,
+        maxConnections: Int? = nil,
         listeners: [ListenerConfig],
         clusters: [ClusterConfig]
     ) {
@@ -28,12 +33,13 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         self.concurrency = concurrency
         self.drainTimeout = drainTimeout
         self.zone = zone
+        self.maxConnections = maxConnections
         self.listeners = listeners
         self.clusters = clusters
     }
 
     enum CodingKeys: String, CodingKey {
-        case admin, concurrency, drainTimeout, zone, listeners, clusters, controlPlane
+        case admin, concurrency, drainTimeout, zone, maxConnections, listeners, clusters, controlPlane
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -42,6 +48,7 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         try container.encodeIfPresent(concurrency, forKey: .concurrency)
         try container.encode(ConfigDuration.format(drainTimeout), forKey: .drainTimeout)
         try container.encodeIfPresent(zone, forKey: .zone)
+        try container.encodeIfPresent(maxConnections, forKey: .maxConnections)
         try container.encode(listeners, forKey: .listeners)
         try container.encode(clusters, forKey: .clusters)
         try container.encodeIfPresent(controlPlane, forKey: .controlPlane)
@@ -119,14 +126,22 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     /// Honour the local service's `x-outrigger-*` override headers (timeouts, retries). Outbound listeners
     /// always do; an inbound one strips them unless told to trust its clients.
     public var trustOverrideHeaders: Bool
-    /// HTTP/1.1: a request's head must arrive within this of its first byte (→ 408, close).
+    /// From accept until the protocol is known (the TLS handshake done, or enough bytes to tell HTTP/1.1 from
+    /// HTTP/2): a connection that takes longer is closed.
+    public var handshakeTimeout: Duration
+    /// HTTP/1.1: a request's head must arrive within this of its first byte (→ 408, close). HTTP/2: a header
+    /// block begun must be finished within this (→ close).
     public var requestHeadersTimeout: Duration
-    /// HTTP/1.1: a connection with nothing in flight closes after this.
+    /// A connection with nothing in flight closes after this (HTTP/2: no open stream; with a GOAWAY).
     public var idleTimeout: Duration
+    /// Connections open at once on this listener; one more is closed as soon as it is accepted. nil: only
+    /// the process-wide limit.
+    public var maxConnections: Int?
     /// One line per request, written off the event loops; nil: no access log.
     public var accessLog: AccessLogConfig?
     public var virtualHosts: [VirtualHostConfig]
 
+    public static let defaultHandshakeTimeout: Duration = .seconds(10)
     public static let defaultRequestHeadersTimeout: Duration = .seconds(10)
     public static let defaultIdleTimeout: Duration = .seconds(300)
 
@@ -144,15 +159,19 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         maxRequestBodyBytes: Int? = nil,
         addVia: Bool = false,
         trustOverrideHeaders: Bool = false,
+        handshakeTimeout: Duration = ListenerConfig.defaultHandshakeTimeout,
         requestHeadersTimeout: Duration = ListenerConfig.defaultRequestHeadersTimeout,
         idleTimeout: Duration = ListenerConfig.defaultIdleTimeout,
+        maxConnections: Int? = nil,
         accessLog: AccessLogConfig? = nil,
         virtualHosts: [VirtualHostConfig]
     ) {
         self.accessLog = accessLog
         self.trustOverrideHeaders = trustOverrideHeaders
+        self.handshakeTimeout = handshakeTimeout
         self.requestHeadersTimeout = requestHeadersTimeout
         self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
         self.name = name
         self.address = address
         self.direction = direction
@@ -161,6 +180,29 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         self.maxRequestBodyBytes = maxRequestBodyBytes
         self.addVia = addVia
         self.virtualHosts = virtualHosts
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, address, direction, tls, maxRequestHeadersBytes, maxRequestBodyBytes, addVia, trustOverrideHeaders,
+             handshakeTimeout, requestHeadersTimeout, idleTimeout, maxConnections, accessLog, virtualHosts
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(address, forKey: .address)
+        try container.encode(direction, forKey: .direction)
+        try container.encodeIfPresent(tls, forKey: .tls)
+        try container.encode(maxRequestHeadersBytes, forKey: .maxRequestHeadersBytes)
+        try container.encodeIfPresent(maxRequestBodyBytes, forKey: .maxRequestBodyBytes)
+        try container.encode(addVia, forKey: .addVia)
+        try container.encode(trustOverrideHeaders, forKey: .trustOverrideHeaders)
+        try container.encode(ConfigDuration.format(handshakeTimeout), forKey: .handshakeTimeout)
+        try container.encode(ConfigDuration.format(requestHeadersTimeout), forKey: .requestHeadersTimeout)
+        try container.encode(ConfigDuration.format(idleTimeout), forKey: .idleTimeout)
+        try container.encodeIfPresent(maxConnections, forKey: .maxConnections)
+        try container.encodeIfPresent(accessLog, forKey: .accessLog)
+        try container.encode(virtualHosts, forKey: .virtualHosts)
     }
 }
 
@@ -187,14 +229,41 @@ public struct AccessLogConfig: Sendable, Hashable, Encodable {
 }
 
 public struct TLSConfig: Sendable, Hashable, Encodable {
+    /// The oldest protocol version a client may use.
+    public enum MinimumVersion: String, Sendable, Hashable, Encodable, CaseIterable {
+        case tls12 = "TLS1.2"
+        case tls13 = "TLS1.3"
+    }
+
     /// PEM certificate chain file.
     public var certificate: String
     /// PEM private key file.
     public var privateKey: String
+    public var minVersion: MinimumVersion
+    /// The TLS 1.2 cipher suites offered, by their OpenSSL names, in order of preference (TLS 1.3 has only AEAD
+    /// suites, always on).
+    public var cipherSuites: [String]
 
-    public init(certificate: String, privateKey: String) {
+    /// Forward-secret AEAD suites only: no CBC, no RSA key exchange (Mozilla's "intermediate" profile).
+    public static let defaultCipherSuites = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+
+    /// The TLS 1.2 suites the TLS library (BoringSSL) offers: the defaults, and older ones an operator may add
+    /// for old clients, knowingly.
+    public static let knownCipherSuites = defaultCipherSuites + [
+        "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+        "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA",
+    ]
+
+    public init(certificate: String, privateKey: String, minVersion: MinimumVersion = .tls12,
+                cipherSuites: [String] = TLSConfig.defaultCipherSuites) {
         self.certificate = certificate
         self.privateKey = privateKey
+        self.minVersion = minVersion
+        self.cipherSuites = cipherSuites
     }
 }
 

@@ -132,6 +132,12 @@ public final class ListenerStats: Sendable {
     public let requestDuration = LatencyHistogram()
     /// `x-outrigger-*` override headers with values that could not be used (ignored).
     public let malformedOverrideHeaders = Counter()
+    /// Connections the proxy closed on its own, by why.
+    public let connectionsClosed: [Counter] = DownstreamConnectionCloseReason.allCases.map { _ in Counter() }
+
+    public func recordClose(_ reason: DownstreamConnectionCloseReason) {
+        connectionsClosed[DownstreamConnectionCloseReason.allCases.firstIndex(of: reason)!].increment()
+    }
 
     init(name: String) {
         self.name = name
@@ -202,6 +208,8 @@ public final class ProxyStats: Sendable {
     private let localReplies: [Counter] = LocalReplyReason.allCases.map { _ in Counter() }
     public let configReloadSuccesses = Counter()
     public let configReloadFailures = Counter()
+    /// Downstream connections open now on every listener: what the process-wide `maxConnections` limits.
+    public let downstreamConnectionsActive = Gauge()
 
     public init() {}
 

@@ -41,6 +41,12 @@ extension ProxyStats {
         for l in listeners { sample("outrigger_downstream_connections_total", [("listener", l.name)], l.connectionsTotal.current) }
         family("outrigger_downstream_connections_active", "gauge", "Downstream connections open now.")
         for l in listeners { sample("outrigger_downstream_connections_active", [("listener", l.name)], l.connectionsActive.current) }
+        family("outrigger_downstream_connections_closed_total", "counter", "Downstream connections the proxy closed or refused on its own, by reason.")
+        for l in listeners {
+            for (reason, counter) in zip(DownstreamConnectionCloseReason.allCases, l.connectionsClosed) {
+                sample("outrigger_downstream_connections_closed_total", [("listener", l.name), ("reason", reason.rawValue)], counter.current)
+            }
+        }
         family("outrigger_downstream_requests_total", "counter", "Downstream requests received (HTTP/1.1 requests and HTTP/2 streams).")
         for l in listeners { sample("outrigger_downstream_requests_total", [("listener", l.name)], l.requestsTotal.current) }
         family("outrigger_downstream_requests_active", "gauge", "Downstream requests in flight.")
@@ -142,6 +148,7 @@ extension ProxyStats {
                 "requests_total": l.requestsTotal.current,
                 "requests_active": l.requestsActive.current,
                 "override_headers_malformed": l.malformedOverrideHeaders.current,
+                "connections_closed": Dictionary(uniqueKeysWithValues: zip(DownstreamConnectionCloseReason.allCases.map(\.rawValue), l.connectionsClosed.map(\.current))),
                 "request_duration_ms": [
                     "count": snapshot.count,
                     "p50": snapshot.quantile(0.5) * 1000,

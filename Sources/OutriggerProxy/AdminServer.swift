@@ -20,20 +20,46 @@ final class AdminServer: Sendable {
 
 /// A small HTTP/1.1 server for admin pages: each request's head is answered by `respond` with a status, a
 /// content type and a body (bodies of requests are ignored). Used by the sidecar's and the control plane's admin.
+/// Under the same defences as a listener: at most `maxConnections` open (more are closed at once), a request
+/// head within 10 s of its first byte (→ 408), an idle connection closed after a minute, and accepting paused
+/// while the process is out of file descriptors.
 public enum PlainHTTPServer {
     public typealias Respond = @Sendable (HTTPRequestHead) -> (HTTPResponseStatus, String, String)
 
+    public static let maxConnections = 64
+    public static let requestHeadersTimeout: Duration = .seconds(10)
+    public static let idleTimeout: Duration = .seconds(60)
+
     public static func bind(to address: SocketAddress, group: any EventLoopGroup, respond: @escaping Respond) async throws -> Channel {
-        try await ServerBootstrap(group: group)
+        let open = Gauge()
+        return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer(backOffAtDescriptorExhaustion)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(PlainHTTPHandler(respond: respond))
+                    guard open.increment(below: maxConnections) else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in open.decrement() }
+                    let timeouts = DownstreamTimeoutWatcher(requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout, stats: nil)
+                    try channel.pipeline.syncOperations.addHandler(timeouts)
+                    // Each request is answered as its end is read, so pipelined ones stay in order without NIO's
+                    // pipelining handler (which would also refuse the 408 written with no request in flight).
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(PlainHTTPHandler(respond: respond, timeouts: timeouts))
                 }
             }
             .bind(to: address)
             .get()
+    }
+
+    /// A listening socket's initializer: when accept fails for want of file descriptors (EMFILE, ENFILE), stop
+    /// accepting for a moment instead of retrying at once, which spins a core and starves every connection.
+    @Sendable public static func backOffAtDescriptorExhaustion(_ channel: Channel) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(AcceptPause())
+        }
     }
 
     /// The path of a request target, without its query.
@@ -88,15 +114,31 @@ private final class PlainHTTPHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let respond: PlainHTTPServer.Respond
+    private let timeouts: DownstreamTimeoutWatcher
     private var head: HTTPRequestHead?
 
-    init(respond: @escaping PlainHTTPServer.Respond) {
+    init(respond: @escaping PlainHTTPServer.Respond, timeouts: DownstreamTimeoutWatcher) {
         self.respond = respond
+        self.timeouts = timeouts
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is RequestHeadersTimedOut else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-length", value: "0")
+        headers.add(name: "connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .requestTimeout, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let head): self.head = head
+        case .head(let head):
+            self.head = head
+            timeouts.headReceived()
         case .body: break
         case .end:
             guard let head else { return }
@@ -112,6 +154,7 @@ private final class PlainHTTPHandler: ChannelInboundHandler {
                 context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
             }
             let keepAlive = head.isKeepAlive
+            timeouts.responseEnded()
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 if !keepAlive { context.close(promise: nil) }
             }

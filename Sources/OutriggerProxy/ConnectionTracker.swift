@@ -2,19 +2,37 @@ import NIOConcurrencyHelpers
 import NIOCore
 import OutriggerCore
 
-/// Knows every open downstream connection, so shutdown can drain them and stats can count them.
+/// Admits downstream connections under the listener's and the process's connection limits, and knows every
+/// open one, so shutdown can drain them and stats can count them.
 final class ConnectionTracker: Sendable {
     private let channels = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
+    /// The process-wide limit when the config sets none: half the file-descriptor limit, since each
+    /// downstream connection may hold an upstream one; the rest serves the admin, upstreams and logs.
+    let defaultProcessLimit = max(ProcessLimits.fileDescriptorLimit / 2, 16)
 
-    func track(_ channel: Channel, listenerStats: ListenerStats) {
+    /// Takes a just-accepted connection if both limits allow, and tracks it; otherwise closes it at once
+    /// (counted by why) and returns false. The counts are shared by every event loop and never overshoot.
+    func admit(_ channel: Channel, listenerStats: ListenerStats, processStats: ProxyStats, listenerLimit: Int?, processLimit: Int) -> Bool {
+        guard processStats.downstreamConnectionsActive.increment(below: processLimit) else {
+            listenerStats.recordClose(.processLimit)
+            channel.close(promise: nil)
+            return false
+        }
+        guard listenerStats.connectionsActive.increment(below: listenerLimit ?? .max) else {
+            processStats.downstreamConnectionsActive.decrement()
+            listenerStats.recordClose(.listenerLimit)
+            channel.close(promise: nil)
+            return false
+        }
+        listenerStats.connectionsTotal.increment()
         let id = ObjectIdentifier(channel)
         channels.withLockedValue { $0[id] = channel }
-        listenerStats.connectionsTotal.increment()
-        listenerStats.connectionsActive.increment()
         channel.closeFuture.whenComplete { [channels] _ in
             listenerStats.connectionsActive.decrement()
+            processStats.downstreamConnectionsActive.decrement()
             channels.withLockedValue { $0[id] = nil }
         }
+        return true
     }
 
     var count: Int { channels.withLockedValue { $0.count } }

@@ -13,16 +13,24 @@ struct DownstreamPipeline: Sendable {
     let listenerName: String
     let configStore: ConfigStore
     let locals: EventLoopLocals
-    let tls: NIOSSLContext?
+    let tls: ListenerTLS?
     let connections: ConnectionTracker
 
     func configure(_ channel: Channel) throws {
         let sync = channel.pipeline.syncOperations
-        connections.track(channel, listenerStats: configStore.stats.listener(listenerName))
+        let listenerStats = configStore.stats.listener(listenerName)
+        let snapshot = configStore.snapshot
+        let listener = snapshot.listeners[listenerName]?.config
+        guard connections.admit(channel, listenerStats: listenerStats, processStats: configStore.stats,
+                                listenerLimit: listener?.maxConnections, processLimit: snapshot.config.maxConnections ?? connections.defaultProcessLimit)
+        else { return }
+        let handshake = HandshakeTimeoutHandler(timeout: listener?.handshakeTimeout ?? ListenerConfig.defaultHandshakeTimeout, stats: listenerStats)
+        try sync.addHandler(handshake)
         if let tls {
-            try sync.addHandler(NIOSSLServerHandler(context: tls))
+            try sync.addHandler(NIOSSLServerHandler(context: tls.context))
             try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                 channel.eventLoop.makeCompletedFuture {
+                    handshake.protocolChosen()
                     switch result {
                     case .negotiated("h2"): try self.configureHTTP2(channel, scheme: "https")
                     default: try self.configureHTTP1(channel, scheme: "https")
@@ -31,6 +39,7 @@ struct DownstreamPipeline: Sendable {
             })
         } else {
             try sync.addHandler(PrefaceSniffer { channel, isHTTP2 in
+                handshake.protocolChosen()
                 if isHTTP2 { try self.configureHTTP2(channel, scheme: "http") } else { try self.configureHTTP1(channel, scheme: "http") }
             })
         }
@@ -44,7 +53,8 @@ struct DownstreamPipeline: Sendable {
         let listener = configStore.snapshot.listeners[listenerName]?.config
         let timeouts = DownstreamTimeoutWatcher(
             requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
-            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout)
+            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout,
+            stats: configStore.stats.listener(listenerName))
         // Nearest the socket: it sees raw bytes come in (its 408 is written by ProxyRequestHandler).
         try sync.addHandler(timeouts)
         try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
@@ -62,14 +72,23 @@ struct DownstreamPipeline: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
         ]
+        let listener = configStore.snapshot.listeners[listenerName]?.config
+        let timeouts = NIOLoopBound(HTTP2ConnectionTimeoutWatcher(
+            requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
+            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout,
+            stats: configStore.stats.listener(listenerName)), eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
+        try channel.pipeline.syncOperations.addHandler(timeouts.value)
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: connection,
             streamConfiguration: .init()
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
+                let watcher = timeouts.value
+                watcher.streamOpened()
+                stream.closeFuture.assumeIsolated().whenComplete { _ in watcher.streamClosed() }
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                 try stream.pipeline.syncOperations.addHandler(self.makeProxyHandler(stream, protocol: .http2, scheme: scheme))
             }
@@ -192,8 +211,7 @@ final class HTTP2ConnectionErrorCloser: ChannelOutboundHandler, RemovableChannel
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
-    /// Payload bytes of the current frame still to pass before the next frame header.
-    private var remaining = 0
+    private var scanner = HTTP2FrameHeaderScanner()
     private var closing = false
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -212,35 +230,21 @@ final class HTTP2ConnectionErrorCloser: ChannelOutboundHandler, RemovableChannel
                 return
             }
         case .fileRegion(let region):
-            remaining = max(remaining - region.readableBytes, 0)
+            scanner.skip(region.readableBytes)
         }
         context.write(data, promise: promise)
     }
 
     /// Walks the frame headers in `buffer`; true when one is a GOAWAY whose error code is not NO_ERROR.
     private func scanForGoAwayWithError(_ buffer: ByteBuffer) -> Bool {
-        var offset = buffer.readerIndex
-        let end = buffer.writerIndex
-        while offset < end {
-            if remaining > 0 {
-                let skipped = min(remaining, end - offset)
-                remaining -= skipped
-                offset += skipped
-                continue
+        var found = false
+        scanner.scan(buffer) { frame, payload in
+            // NIO writes a GOAWAY's header and payload together: last stream id, then the error code.
+            if frame.type == HTTP2FrameHeaderScanner.FrameHeader.goAway, let code = buffer.getInteger(at: payload + 4, as: UInt32.self), code != 0 {
+                found = true
             }
-            guard end - offset >= 9,
-                  let high = buffer.getInteger(at: offset, as: UInt8.self),
-                  let low = buffer.getInteger(at: offset + 1, as: UInt16.self),
-                  let type = buffer.getInteger(at: offset + 3, as: UInt8.self)
-            else { return false }  // NIO writes whole frame headers; anything else is not ours to judge
-            let length = Int(high) << 16 | Int(low)
-            if type == 0x7, let code = buffer.getInteger(at: offset + 13, as: UInt32.self), code != 0 {
-                return true
-            }
-            offset += 9
-            remaining = length
         }
-        return false
+        return found
     }
 }
 

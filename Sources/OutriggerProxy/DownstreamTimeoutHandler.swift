@@ -17,10 +17,12 @@ final class DownstreamTimeoutWatcher: ChannelInboundHandler, RemovableChannelHan
     private var timeouts: DownstreamTimeouts
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
+    private let stats: ListenerStats?
 
-    init(requestHeadersTimeout: Duration, idleTimeout: Duration) {
+    init(requestHeadersTimeout: Duration, idleTimeout: Duration, stats: ListenerStats?) {
         self.timeouts = DownstreamTimeouts(requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout,
                                            now: NIODeadline.now().uptimeNanoseconds)
+        self.stats = stats
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -53,8 +55,10 @@ final class DownstreamTimeoutWatcher: ChannelInboundHandler, RemovableChannelHan
         case .checkAgain(let at):
             timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: .uptimeNanoseconds(at)) { [weak self] in self?.check() }
         case .closeIdle:
+            stats?.recordClose(.idleTimeout)
             context.close(promise: nil)
         case .requestTimeout:
+            stats?.recordClose(.requestHeadersTimeout)
             // The client is still sending its head: the request handler answers 408 and closes.
             context.fireUserInboundEventTriggered(RequestHeadersTimedOut())
         }

@@ -3,7 +3,7 @@ import Foundation
 
 extension Sidecar {
     /// Runs until SIGTERM or SIGINT, then drains and returns. SIGHUP and edits to the config file reload
-    /// it; endpoints files are read again on the same tick; hostname endpoints are resolved again on each
+    /// it; endpoints files and TLS certificates changed in place are read again on the same tick; hostname endpoints are resolved again on each
     /// cluster's interval.
     /// - Parameter beforeDrain: runs when SIGTERM or SIGINT arrives, before the sidecar stops accepting (a
     ///   control-plane client announces the drain there, so callers stop picking this sidecar first).
@@ -14,6 +14,7 @@ extension Sidecar {
                 do { try await Task.sleep(for: watchInterval) } catch { break }
                 await reloadIfFileChanged()
                 refreshEndpointsFiles()
+                refreshTLSCertificates()
                 sweepOutliers()
             }
         }

@@ -32,6 +32,7 @@ public final class Sidecar: Sendable {
     private struct BoundListener {
         var config: ListenerConfig
         var channel: Channel
+        var tls: ListenerTLS?
 
         /// True when `next` names the port this listener got for port 0 (a control plane echoes the
         /// address the sidecar reported), so the socket stays.
@@ -90,6 +91,9 @@ public final class Sidecar: Sendable {
             throw error
         }
         sidecar.state.withLockedValue { $0.fileStamp = configPath.flatMap(FileStamp.init(path:)) }
+        let limit = config.maxConnections.map { "\($0) (maxConnections)" }
+            ?? "\(sidecar.connections.defaultProcessLimit) (half the file-descriptor limit, \(ProcessLimits.fileDescriptorLimit))"
+        logger.info("downstream connections limited to \(limit)")
         sidecar.warnAboutUnresolvedEndpoints()
         sidecar.healthChecks.reconcile(sidecar.configStore.snapshot)
         return sidecar
@@ -380,13 +384,15 @@ public final class Sidecar: Sendable {
     }
 
     private func bind(_ listener: ListenerConfig) async throws -> BoundListener {
+        let tls = try listener.tls.map(ListenerTLS.init)
         let pipeline = DownstreamPipeline(
             listenerName: listener.name, configStore: configStore, locals: locals,
-            tls: try listener.tls.map(Self.makeTLSContext), connections: connections
+            tls: tls, connections: connections
         )
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer(PlainHTTPServer.backOffAtDescriptorExhaustion)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
@@ -395,7 +401,7 @@ public final class Sidecar: Sendable {
             .bind(host: listener.address.host, port: listener.address.port)
             .get()
         logger.info("listening", metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress?.description ?? "?")", "tls": "\(listener.tls != nil)"])
-        return BoundListener(config: listener, channel: channel)
+        return BoundListener(config: listener, channel: channel, tls: tls)
     }
 
     private func bindAdmin(_ admin: AdminConfig?) async throws {
@@ -408,12 +414,19 @@ public final class Sidecar: Sendable {
         logger.info("admin listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
     }
 
-    static func makeTLSContext(_ tls: TLSConfig) throws -> NIOSSLContext {
-        let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate)
-        let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
-        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
-        configuration.applicationProtocols = ["h2", "http/1.1"]
-        return try NIOSSLContext(configuration: configuration)
+    /// Reloads the certificate and key of each TLS listener whose files changed in place (the watch tick
+    /// calls it; a changed path is a config change, which rebinds the listener instead).
+    public func refreshTLSCertificates() {
+        for (name, listener) in state.withLockedValue({ $0.listeners }) {
+            switch listener.tls?.refreshIfFilesChanged() {
+            case .success?:
+                logger.info("certificate reloaded", metadata: ["listener": "\(name)", "certificate": "\(listener.config.tls?.certificate ?? "")"])
+            case .failure(let error)?:
+                logger.error("certificate or key unusable; keeping the last good ones", metadata: ["listener": "\(name)", "error": "\(error)"])
+            case nil:
+                break
+            }
+        }
     }
 
     private func withReloadLock<T>(_ body: () async throws -> T) async throws -> T {

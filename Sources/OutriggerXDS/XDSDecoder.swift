@@ -230,6 +230,8 @@ public struct XDSDecoder: Sendable {
         }
         if manager.hasRequestHeadersTimeout { document["requestHeadersTimeout"] = duration(manager.requestHeadersTimeout) }
         if options.hasIdleTimeout { document["idleTimeout"] = duration(options.idleTimeout) }
+        if options.hasHandshakeTimeout { document["handshakeTimeout"] = duration(options.handshakeTimeout) }
+        if options.hasMaxConnections { document["maxConnections"] = number(options.maxConnections.value) }
         if options.hasMaxRequestBodyBytes { document["maxRequestBodyBytes"] = number(options.maxRequestBodyBytes.value) }
         if options.addVia { document["addVia"] = bool(true) }
         if options.trustOverrideHeaders { document["trustOverrideHeaders"] = bool(true) }
@@ -243,6 +245,8 @@ public struct XDSDecoder: Sendable {
             let tls = Document()
             tls["certificate"] = string(options.tlsCertificatePath)
             tls["privateKey"] = string(options.tlsPrivateKeyPath)
+            if !options.tlsMinVersion.isEmpty { tls["minVersion"] = string(options.tlsMinVersion) }
+            if !options.tlsCipherSuites.isEmpty { tls["cipherSuites"] = .sequence(.init(options.tlsCipherSuites.map { string($0) })) }
             document["tls"] = tls.node
         }
         var hosts: [Node] = []

@@ -96,6 +96,8 @@ public enum XDSEncoder {
         options.trustOverrideHeaders = config.trustOverrideHeaders
         if let bytes = config.maxRequestBodyBytes { options.maxRequestBodyBytes = Google_Protobuf_UInt64Value(UInt64(bytes)) }
         options.idleTimeout = protoDuration(config.idleTimeout)
+        options.handshakeTimeout = protoDuration(config.handshakeTimeout)
+        if let limit = config.maxConnections { options.maxConnections = Google_Protobuf_UInt32Value(UInt32(limit)) }
         options.maxRequestHeadersBytes = UInt32(config.maxRequestHeadersBytes)
         if let log = config.accessLog {
             options.accessLog.path = log.path
@@ -104,6 +106,8 @@ public enum XDSEncoder {
         if let tls = config.tls {
             options.tlsCertificatePath = tls.certificate
             options.tlsPrivateKeyPath = tls.privateKey
+            options.tlsMinVersion = tls.minVersion.rawValue
+            options.tlsCipherSuites = tls.cipherSuites
         }
 
         var listener = Envoy_Config_Listener_V3_Listener()

@@ -175,6 +175,8 @@ struct Proxy: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logging.bootstrap(label: "outrigger")
+        // Connections are file descriptors: take all the system allows (the default maxConnections is half).
+        ProcessLimits.raiseFileDescriptorLimit()
         var config: SidecarConfig
         var endpointSites: [EndpointSite] = []
         if let configPath {

@@ -113,6 +113,7 @@ struct ConfigDecodingTests {
         ("drainTimeout: 10", "drainTimeout", "expected a duration such as 250ms, 5s or 1m, found '10'"),
         ("drainTimeout: 0s", "drainTimeout", "expected a duration greater than zero, found '0s'"),
         ("admin: {address: nowhere}", "admin.address", "expected HOST:PORT such as 127.0.0.1:8080 or [::1]:8080, found 'nowhere'"),
+        ("maxConnections: 0", "maxConnections", "expected an integer in 1...10000000, found 0"),
     ])
     func wrongTypesAndImpossibleValues(line: String, path: String, message: String) {
         let issues = Self.issues("""
@@ -173,6 +174,41 @@ struct ConfigDecodingTests {
         #expect(issues.map(\.keyPath) == [path], "\(issues)")
         #expect(issues.first.map { $0.message.hasPrefix(message) } == true, "\(issues.map(\.message))")
         #expect(issues.first?.line == 5)
+    }
+
+    @Test func connectionDefencesAndTLSPolicyDecode() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certificate = directory.appendingPathComponent("cert.pem").path
+        let key = directory.appendingPathComponent("key.pem").path
+        try "pem\n".write(toFile: certificate, atomically: true, encoding: .utf8)
+        try "pem\n".write(toFile: key, atomically: true, encoding: .utf8)
+        func yaml(_ tls: String) -> String {
+            """
+            maxConnections: 5000
+            listeners:
+              - name: in
+                address: 127.0.0.1:15006
+                handshakeTimeout: 2s
+                maxConnections: 100
+                tls: {certificate: \(certificate), privateKey: \(key)\(tls)}
+                routes: [{cluster: local}]
+            \(Self.minimalClusters)
+            """
+        }
+        let config = try SidecarConfig.decode(yaml: yaml(", minVersion: TLS1.3, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]"), file: "test.yaml")
+        #expect(config.maxConnections == 5000)
+        #expect(config.listeners[0].handshakeTimeout == .seconds(2) && config.listeners[0].maxConnections == 100)
+        #expect(config.listeners[0].tls?.minVersion == .tls13 && config.listeners[0].tls?.cipherSuites == ["ECDHE-RSA-AES128-GCM-SHA256"])
+        let defaults = try SidecarConfig.decode(yaml: yaml(""), file: "test.yaml")
+        #expect(defaults.listeners[0].tls?.minVersion == .tls12 && defaults.listeners[0].tls?.cipherSuites == TLSConfig.defaultCipherSuites)
+
+        let version = Self.issues(yaml(", minVersion: TLS1.1"))
+        #expect(version.map(\.keyPath) == ["listeners[0].tls.minVersion"] && version.first?.message.hasPrefix("expected one of TLS1.2, TLS1.3, found 'TLS1.1'") == true, "\(version)")
+        let suite = Self.issues(yaml(", cipherSuites: [ECDHE-RSA-AES128-GCM-SHA265]"))
+        #expect(suite.map(\.keyPath) == ["listeners[0].tls.cipherSuites[0]"], "\(suite)")
+        #expect(suite.first?.message.hasSuffix("found 'ECDHE-RSA-AES128-GCM-SHA265'; did you mean 'ECDHE-RSA-AES128-GCM-SHA256'?") == true, "\(suite)")
     }
 
     @Test func accessLogDecodesWithTextByDefaultAndAFileNextToTheConfig() throws {

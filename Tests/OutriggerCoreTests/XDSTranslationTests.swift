@@ -50,6 +50,8 @@ struct XDSTranslationTests {
         trustOverrideHeaders: true
         requestHeadersTimeout: 3s
         idleTimeout: 90s
+        handshakeTimeout: 4s
+        maxConnections: 500
         routes:
           - name: api
             match:

@@ -79,6 +79,31 @@ public nonisolated struct Outrigger_V1_ListenerOptions: Sendable {
   /// Exact, where HttpConnectionManager.max_request_headers_kb can only say whole KiB.
   public var maxRequestHeadersBytes: UInt32 = 0
 
+  /// From accept until the protocol is known (TLS handshake, HTTP/1.1 or HTTP/2 told apart).
+  public var handshakeTimeout: SwiftProtobuf.Google_Protobuf_Duration {
+    get {_handshakeTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
+    set {_handshakeTimeout = newValue}
+  }
+  /// Returns true if `handshakeTimeout` has been explicitly set.
+  public var hasHandshakeTimeout: Bool {self._handshakeTimeout != nil}
+  /// Clears the value of `handshakeTimeout`. Subsequent reads from it will return its default value.
+  public mutating func clearHandshakeTimeout() {self._handshakeTimeout = nil}
+
+  /// Connections open at once on the listener; absent: only the process-wide limit.
+  public var maxConnections: SwiftProtobuf.Google_Protobuf_UInt32Value {
+    get {_maxConnections ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
+    set {_maxConnections = newValue}
+  }
+  /// Returns true if `maxConnections` has been explicitly set.
+  public var hasMaxConnections: Bool {self._maxConnections != nil}
+  /// Clears the value of `maxConnections`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxConnections() {self._maxConnections = nil}
+
+  /// A TLS listener's oldest protocol version ("TLS1.2", "TLS1.3") and TLS 1.2 cipher suites (OpenSSL names).
+  public var tlsMinVersion: String = String()
+
+  public var tlsCipherSuites: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -86,6 +111,8 @@ public nonisolated struct Outrigger_V1_ListenerOptions: Sendable {
   fileprivate var _maxRequestBodyBytes: SwiftProtobuf.Google_Protobuf_UInt64Value? = nil
   fileprivate var _idleTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
   fileprivate var _accessLog: Outrigger_V1_AccessLog? = nil
+  fileprivate var _handshakeTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
+  fileprivate var _maxConnections: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
 }
 
 public nonisolated struct Outrigger_V1_Header: Sendable {
@@ -527,7 +554,7 @@ nonisolated extension Outrigger_V1_AccessLog: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Outrigger_V1_ListenerOptions: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListenerOptions"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}add_via\0\u{3}trust_override_headers\0\u{3}max_request_body_bytes\0\u{3}idle_timeout\0\u{3}access_log\0\u{3}tls_certificate_path\0\u{3}tls_private_key_path\0\u{3}max_request_headers_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}add_via\0\u{3}trust_override_headers\0\u{3}max_request_body_bytes\0\u{3}idle_timeout\0\u{3}access_log\0\u{3}tls_certificate_path\0\u{3}tls_private_key_path\0\u{3}max_request_headers_bytes\0\u{3}handshake_timeout\0\u{3}max_connections\0\u{3}tls_min_version\0\u{3}tls_cipher_suites\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -543,6 +570,10 @@ nonisolated extension Outrigger_V1_ListenerOptions: SwiftProtobuf.Message, Swift
       case 6: try { try decoder.decodeSingularStringField(value: &self.tlsCertificatePath) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.tlsPrivateKeyPath) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.maxRequestHeadersBytes) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._handshakeTimeout) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._maxConnections) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.tlsMinVersion) }()
+      case 12: try { try decoder.decodeRepeatedStringField(value: &self.tlsCipherSuites) }()
       default: break
       }
     }
@@ -577,6 +608,18 @@ nonisolated extension Outrigger_V1_ListenerOptions: SwiftProtobuf.Message, Swift
     if self.maxRequestHeadersBytes != 0 {
       try visitor.visitSingularUInt32Field(value: self.maxRequestHeadersBytes, fieldNumber: 8)
     }
+    try { if let v = self._handshakeTimeout {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._maxConnections {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
+    if !self.tlsMinVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.tlsMinVersion, fieldNumber: 11)
+    }
+    if !self.tlsCipherSuites.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tlsCipherSuites, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -589,6 +632,10 @@ nonisolated extension Outrigger_V1_ListenerOptions: SwiftProtobuf.Message, Swift
     if lhs.tlsCertificatePath != rhs.tlsCertificatePath {return false}
     if lhs.tlsPrivateKeyPath != rhs.tlsPrivateKeyPath {return false}
     if lhs.maxRequestHeadersBytes != rhs.maxRequestHeadersBytes {return false}
+    if lhs._handshakeTimeout != rhs._handshakeTimeout {return false}
+    if lhs._maxConnections != rhs._maxConnections {return false}
+    if lhs.tlsMinVersion != rhs.tlsMinVersion {return false}
+    if lhs.tlsCipherSuites != rhs.tlsCipherSuites {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

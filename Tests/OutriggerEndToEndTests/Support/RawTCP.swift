@@ -236,3 +236,49 @@ final class StallingUpstream: Sendable {
         }
     }
 }
+
+/// A raw connection the test keeps open: bytes sent when asked, every byte received collected, and a wait for
+/// the peer to close it (with a safety net, after which the test closes it itself).
+final class HeldConnection: Sendable {
+    private let channel: Channel
+    private let received: NIOLockedValueBox<[UInt8]>
+    private let closedByTest = NIOLockedValueBox(false)
+
+    private init(channel: Channel, received: NIOLockedValueBox<[UInt8]>) {
+        self.channel = channel
+        self.received = received
+    }
+
+    static func open(port: Int) async throws -> HeldConnection {
+        let received = NIOLockedValueBox<[UInt8]>([])
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ByteCollector(received)) }
+            }
+            .connect(host: "127.0.0.1", port: port)
+            .get()
+        return HeldConnection(channel: channel, received: received)
+    }
+
+    var bytes: [UInt8] { received.withLockedValue { $0 } }
+
+    func send(_ bytes: [UInt8]) {
+        channel.writeAndFlush(ByteBuffer(bytes: bytes), promise: nil)
+    }
+
+    /// Waits for the peer to close the connection: true when it did, false when `timeout` passed first.
+    func closedByPeer(within timeout: Duration = .seconds(20)) async throws -> Bool {
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) { [channel, closedByTest] in
+            closedByTest.withLockedValue { $0 = true }
+            channel.close(promise: nil)
+        }
+        try await channel.closeFuture.get()
+        timer.cancel()
+        return !closedByTest.withLockedValue { $0 }
+    }
+
+    func close() async {
+        closedByTest.withLockedValue { $0 = true }
+        try? await channel.close()
+    }
+}

@@ -1,0 +1,208 @@
+import Foundation
+import NIOCore
+import OutriggerConfig
+import OutriggerCore
+import Testing
+
+/// Connections that send nothing, or not enough, are closed; connection limits hold per listener and per process.
+@Suite("Connection-level defences, end to end")
+struct ConnectionDefenceTests {
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    static let emptySettings: [UInt8] = [0, 0, 0, 0x4, 0, 0, 0, 0, 0]
+    /// HPACK: :method GET, :scheme http, :path /, :authority 127.0.0.1 (literal, indexed name).
+    static let requestBlock: [UInt8] = [0x82, 0x86, 0x84, 0x01, 0x09] + Array("127.0.0.1".utf8)
+
+    static func headersFrame(stream: UInt8, flags: UInt8) -> [UInt8] {
+        [0, 0, UInt8(requestBlock.count), 0x1, flags, 0, 0, 0, stream] + requestBlock
+    }
+
+    /// Short timeouts, so the tests wait for the proxy's own timers, not for minutes; long enough for a client
+    /// that does its part to do it on a busy machine (a TLS handshake in a debug build takes a while).
+    static func config(_ endpoints: [HostPort], tls: TLSConfig? = nil, handshakeTimeout: Duration = .seconds(1), maxConnections: Int? = nil) -> SidecarConfig {
+        Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints)]) { listener in
+            listener.tls = tls
+            listener.handshakeTimeout = handshakeTimeout
+            listener.requestHeadersTimeout = .milliseconds(300)
+            listener.idleTimeout = .milliseconds(600)
+            listener.maxConnections = maxConnections
+        }
+    }
+
+    /// The frames in bytes a server sent: (type, flags, stream id, payload).
+    static func frames(in bytes: [UInt8]) -> [(type: UInt8, payload: [UInt8])] {
+        var scanner = HTTP2FrameHeaderScanner()
+        let buffer = ByteBuffer(bytes: bytes)
+        var frames: [(UInt8, [UInt8])] = []
+        scanner.scan(buffer) { header, payload in
+            frames.append((header.type, buffer.getBytes(at: payload, length: min(header.length, buffer.writerIndex - payload)) ?? []))
+        }
+        return frames
+    }
+
+    static func closedCount(_ harness: Harness, _ reason: DownstreamConnectionCloseReason, listener: String = "main") async throws -> String {
+        let text = try await fetch(harness.adminURL + "/stats/prometheus").body
+        let prefix = "outrigger_downstream_connections_closed_total{listener=\"\(listener)\",reason=\"\(reason.rawValue)\"} "
+        return text.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) } ?? "absent"
+    }
+
+    @Test func silentAndHalfSentConnectionsAreClosedByTheHandshakeTimeout() async throws {
+        try await withHarness(echoes: 1) { Self.config($0) } _: { (harness: Harness) async throws in
+            let silent = try await HeldConnection.open(port: harness.port)
+            let halfPreface = try await HeldConnection.open(port: harness.port)
+            halfPreface.send(Array(Self.preface.prefix(10)))
+            #expect(try await silent.closedByPeer(), "a connection that sends nothing is closed")
+            #expect(try await halfPreface.closedByPeer(), "part of the HTTP/2 preface is not enough")
+            #expect(silent.bytes.isEmpty && halfPreface.bytes.isEmpty)
+            #expect(try await Self.closedCount(harness, .handshakeTimeout) == "2")
+            #expect(try await fetch(harness.url).status == 200, "the listener still serves")
+        }
+    }
+
+    @Test func tlsClientsThatNeverFinishTheHandshakeAreClosed() async throws {
+        let tls = try await makeTestCertificate()
+        try await withHarness(echoes: 1) { Self.config($0, tls: tls, handshakeTimeout: .seconds(2)) } _: { (harness: Harness) async throws in
+            let silent = try await HeldConnection.open(port: harness.port)
+            let halfHello = try await HeldConnection.open(port: harness.port)
+            halfHello.send([0x16, 0x03, 0x01, 0x01, 0x00, 0x01, 0x00, 0x00])  // a record header and the start of a ClientHello
+            #expect(try await silent.closedByPeer())
+            #expect(try await halfHello.closedByPeer())
+            #expect(try await Self.closedCount(harness, .handshakeTimeout) == "2")
+            let served = try await fetch(harness.url.replacingOccurrences(of: "http:", with: "https:"), ["--cacert", tls.certificate])
+            #expect(served.status == 200, "a client that completes its handshake is served")
+        }
+    }
+
+    @Test func anIdleHTTP2ConnectionGetsAGoAwayNamingItsLastStreamAndIsClosed() async throws {
+        try await withHarness(echoes: 1) { Self.config($0, handshakeTimeout: .seconds(60)) } _: { (harness: Harness) async throws in
+            // After one request: idle once its stream closed.
+            let used = try await HeldConnection.open(port: harness.port)
+            used.send(Self.preface + Self.emptySettings + Self.headersFrame(stream: 1, flags: 0x5))
+            // Only the preface and SETTINGS, then nothing.
+            let unused = try await HeldConnection.open(port: harness.port)
+            unused.send(Self.preface + Self.emptySettings)
+            #expect(try await used.closedByPeer())
+            #expect(try await unused.closedByPeer())
+            let frames = Self.frames(in: used.bytes)
+            #expect(frames.contains { $0.type == 0x1 }, "the request was answered: \(frames.map(\.type))")
+            let goAway = frames.last { $0.type == 0x7 }
+            #expect(goAway?.payload.prefix(8) == [0, 0, 0, 1, 0, 0, 0, 0], "GOAWAY, last stream 1, NO_ERROR: \(frames.map(\.type))")
+            #expect(Self.frames(in: unused.bytes).last?.type == 0x7)
+            #expect(try await Self.closedCount(harness, .idleTimeout) == "2")
+        }
+    }
+
+    @Test func aHeaderBlockLeftUnfinishedClosesTheConnection() async throws {
+        try await withHarness(echoes: 1) { Self.config($0, handshakeTimeout: .seconds(60)) } _: { (harness: Harness) async throws in
+            // HEADERS without END_HEADERS; its CONTINUATION never comes (no other frame may come between: RFC 9113 §6.10).
+            let connection = try await HeldConnection.open(port: harness.port)
+            connection.send(Self.preface + Self.emptySettings + Self.headersFrame(stream: 1, flags: 0x1))
+            #expect(try await connection.closedByPeer())
+            #expect(try await Self.closedCount(harness, .requestHeadersTimeout) == "1")
+            #expect(harness.echoes[0].requestsServed == 0)
+        }
+    }
+
+    @Test func aPartialRequestOnTheAdminPortGets408() async throws {
+        try await withHarness(echoes: 1) { Self.config($0) } _: { (harness: Harness) async throws in
+            let reply = try await RawTCP.exchange(port: harness.adminPort, "GET /stats HTTP/1.1\r\nHost: x\r\nX-Slow: ", timeout: .seconds(30))
+            #expect(reply.closedByPeer)
+            #expect(reply.statusLines.first?.hasPrefix("HTTP/1.1 408") == true, "\(reply.text)")
+        }
+    }
+
+    @Test func aListenerAtItsConnectionLimitClosesNewConnectionsAndTheAdminStillAnswers() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            var config = Self.config(endpoints, handshakeTimeout: .seconds(60), maxConnections: 2)
+            config.listeners[0].idleTimeout = .seconds(60)
+            return config
+        } _: { (harness: Harness) async throws in
+            let first = try await HeldConnection.open(port: harness.port)
+            let second = try await HeldConnection.open(port: harness.port)
+            try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"connections_active\" : 2") }
+            let third = try await HeldConnection.open(port: harness.port)
+            #expect(try await third.closedByPeer(), "over the limit: closed at once")
+            #expect(try await Self.closedCount(harness, .listenerLimit) == "1")
+            await first.close()
+            try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"connections_active\" : 1") }
+            #expect(try await fetch(harness.url).status == 200, "a slot freed is used again")
+            await second.close()
+        }
+    }
+
+    @Test func theProcessLimitHoldsAcrossListeners() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            var config = Self.config(endpoints, handshakeTimeout: .seconds(60))
+            var second = config.listeners[0]
+            second.name = "second"
+            config.listeners.append(second)
+            config.maxConnections = 1
+            return config
+        } _: { (harness: Harness) async throws in
+            let held = try await HeldConnection.open(port: harness.port(of: "main"))
+            try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"connections_active\" : 1") }
+            let refused = try await HeldConnection.open(port: harness.port(of: "second"))
+            #expect(try await refused.closedByPeer())
+            #expect(try await Self.closedCount(harness, .processLimit, listener: "second") == "1")
+            await held.close()
+        }
+    }
+}
+
+/// The real process at its file-descriptor limit.
+@Suite("Connection limits at the file-descriptor limit, end to end (real process)")
+struct DescriptorLimitTests {
+    static let descriptorLimit = 96
+
+    /// `outrigger proxy` with at most `descriptorLimit` file descriptors, from a config file that may set `maxConnections`.
+    static func startProxy(echoPort: Int, maxConnections: Int?) async throws -> (ChildProcess, port: Int, admin: Int, file: ConfigFile) {
+        let file = try ConfigFile()
+        // Connections held open without a byte must outlast the test however slowly it opens them.
+        var yaml = ConfigFile.yaml(cluster: "a", clusters: ["a": echoPort])
+            .replacingOccurrences(of: "    address: 127.0.0.1:0\n", with: "    address: 127.0.0.1:0\n    handshakeTimeout: 5m\n")
+        if let maxConnections { yaml = "maxConnections: \(maxConnections)\n" + yaml }
+        try file.write(yaml)
+        // The shell's exec keeps the process id (prlimit would fork): the CPU read below is the proxy's.
+        let proxy = try ChildProcess("/bin/sh", ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" proxy --config \"$1\"", try outriggerExecutable(), file.path])
+        let text = try await proxy.waitForOutput(containing: "outrigger: admin on")
+        return (proxy, try ProcessTests.port(in: text, after: "listener main on 127.0.0.1:"), try ProcessTests.port(in: text, after: "admin on 127.0.0.1:"), file)
+    }
+
+    /// CPU seconds the process used so far (user + system), from /proc.
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        // Fields after the command name (which ends at the last ')'): utime and stime are the 12th and 13th.
+        let fields = stat[(stat.lastIndex(of: ")").map { stat.index($0, offsetBy: 2) } ?? stat.startIndex)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    @Test func byDefaultHalfTheDescriptorsServeClientsAndTheAdminKeepsAnswering() async throws {
+        let (echo, echoPort) = try await ProcessTests.startEcho(name: "fd")
+        let (proxy, port, admin, _) = try await Self.startProxy(echoPort: echoPort, maxConnections: nil)
+        defer { proxy.kill(); echo.kill() }
+        #expect(proxy.text.contains("downstream connections limited to \(Self.descriptorLimit / 2)"), "\(proxy.text)")
+        var held: [HeldConnection] = []
+        for _ in 0..<(Self.descriptorLimit / 2 + 10) { held.append(try await HeldConnection.open(port: port)) }
+        try await waitUntil { try await fetch("http://127.0.0.1:\(admin)/stats/prometheus").body.contains("reason=\"process_limit\"} 10\n") }
+        #expect(try await fetch("http://127.0.0.1:\(admin)/ready").status == 200, "the admin answers at the limit")
+        for connection in held { await connection.close() }
+        try await waitUntil { (try? await fetch("http://127.0.0.1:\(port)/"))?.status == 200 }
+    }
+
+    @Test func atDescriptorExhaustionAcceptingBacksOffInsteadOfSpinning() async throws {
+        let (echo, echoPort) = try await ProcessTests.startEcho(name: "emfile")
+        // A limit above what the descriptors allow: accept itself fails (EMFILE).
+        let (proxy, port, _, _) = try await Self.startProxy(echoPort: echoPort, maxConnections: 10_000)
+        defer { proxy.kill(); echo.kill() }
+        var held: [HeldConnection] = []
+        for _ in 0..<(Self.descriptorLimit + 20) { held.append(try await HeldConnection.open(port: port)) }
+        // The backlog holds the connections accept could not take; a spinning accept loop burns a core meanwhile.
+        try await Task.sleep(for: .seconds(1))
+        let before = Self.cpuSeconds(proxy.pid)
+        try await Task.sleep(for: .seconds(2))
+        let used = Self.cpuSeconds(proxy.pid) - before
+        #expect(used < 0.5, "\(used) CPU seconds in 2 s at EMFILE")
+        for connection in held { await connection.close() }
+        try await waitUntil { (try? await fetch("http://127.0.0.1:\(port)/"))?.status == 200 }
+    }
+}
