@@ -209,10 +209,18 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeAdmin(_ node: Node, _ path: String) -> AdminConfig? {
-        guard let fields = reader.fields(node, path, allowed: ["address", "enabled"]) else { return nil }
+        guard let fields = reader.fields(node, path, allowed: ["address", "enabled", "tokenFile"]) else { return nil }
         if let enabled = fields["enabled"], reader.bool(enabled, fields.path("enabled")) == false { return nil }
         let address = fields["address"].flatMap { reader.hostPort($0, fields.path("address")) }
-        return AdminConfig(address: address ?? AdminConfig.defaultAddress)
+        var tokenFile: String?
+        if let node = fields["tokenFile"], let file = readableFile(node, fields.path("tokenFile"), what: "a readable file holding the admin token") {
+            let token = (try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            if token.count < 16 {
+                reader.report(node, fields.path("tokenFile"), "expected a token of at least 16 characters in '\(file)', found \(token.count)")
+            }
+            tokenFile = file
+        }
+        return AdminConfig(address: address ?? AdminConfig.defaultAddress, tokenFile: tokenFile)
     }
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
@@ -315,11 +323,11 @@ struct SidecarConfigDecoder {
                          cipherSuites: cipherSuites ?? TLSConfig.defaultCipherSuites)
     }
 
-    private func readableFile(_ node: Node, _ path: String) -> String? {
+    private func readableFile(_ node: Node, _ path: String, what: String = "a readable PEM file") -> String? {
         guard let file = reader.string(node, path) else { return nil }
         let resolved = file.hasPrefix("/") ? file : (URL(fileURLWithPath: reader.file).deletingLastPathComponent().appendingPathComponent(file).path)
         guard FileManager.default.isReadableFile(atPath: resolved) else {
-            reader.report(node, path, "expected a readable PEM file, but '\(resolved)' cannot be read")
+            reader.report(node, path, "expected \(what), but '\(resolved)' cannot be read")
             return nil
         }
         return resolved

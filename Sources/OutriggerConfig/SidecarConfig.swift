@@ -99,11 +99,20 @@ public struct ControlPlaneConfig: Sendable, Hashable, Encodable {
 
 public struct AdminConfig: Sendable, Hashable, Encodable {
     public var address: HostPort
+    /// A file holding the token that changes (`POST /endpoints/drain`, …) must carry as
+    /// `Authorization: Bearer TOKEN`. Required for changes when the admin listens beyond loopback.
+    public var tokenFile: String?
 
     public static let defaultAddress = HostPort(host: "127.0.0.1", port: 15000)
 
-    public init(address: HostPort = AdminConfig.defaultAddress) {
+    public init(address: HostPort = AdminConfig.defaultAddress, tokenFile: String? = nil) {
         self.address = address
+        self.tokenFile = tokenFile
+    }
+
+    /// Whether only this machine can reach the admin (127.0.0.0/8, ::1, localhost).
+    public var isLoopback: Bool {
+        address.host == "localhost" || address.host == "::1" || address.host.hasPrefix("127.")
     }
 }
 

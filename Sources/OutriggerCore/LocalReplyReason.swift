@@ -13,6 +13,8 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
     case upstreamTimeout = "upstream_timeout"
     case upstreamProtocolError = "upstream_protocol_error"
     case badRequest = "bad_request"
+    /// No Host on HTTP/1.1, several, a malformed one, or (HTTP/2) a `host` that disagrees with `:authority`.
+    case invalidHost = "invalid_host"
     case headersTooLarge = "headers_too_large"
     case bodyTooLarge = "body_too_large"
     case requestTimeout = "request_timeout"
@@ -28,7 +30,7 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .noHealthyUpstream, .overflow, .connectFailure, .draining, .fallback, .breakerOpen: return .serviceUnavailable
         case .upstreamReset, .upstreamProtocolError: return .badGateway
         case .upstreamTimeout: return .gatewayTimeout
-        case .badRequest: return .badRequest
+        case .badRequest, .invalidHost: return .badRequest
         case .headersTooLarge: return .requestHeaderFieldsTooLarge
         case .bodyTooLarge: return .payloadTooLarge
         case .requestTimeout: return .requestTimeout
@@ -41,7 +43,7 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .noRoute: return 12  // UNIMPLEMENTED
         case .upstreamTimeout, .requestTimeout: return 4  // DEADLINE_EXCEEDED
         case .overflow: return 8  // RESOURCE_EXHAUSTED
-        case .badRequest, .headersTooLarge, .bodyTooLarge: return 13  // INTERNAL
+        case .badRequest, .invalidHost, .headersTooLarge, .bodyTooLarge: return 13  // INTERNAL
         case .noHealthyUpstream, .connectFailure, .upstreamReset, .upstreamProtocolError, .draining, .fallback, .breakerOpen: return 14  // UNAVAILABLE
         }
     }
@@ -57,6 +59,7 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .upstreamTimeout: return "the upstream did not respond in time"
         case .upstreamProtocolError: return "the upstream sent an invalid response"
         case .badRequest: return "the request is not valid HTTP"
+        case .invalidHost: return "the request needs exactly one valid Host (and, over HTTP/2, one that agrees with :authority)"
         case .headersTooLarge: return "the request headers are larger than this listener allows"
         case .bodyTooLarge: return "the request body is larger than this listener allows"
         case .requestTimeout: return "the request did not arrive in time"

@@ -136,6 +136,60 @@ public enum ProxyHeaders {
         }
     }
 
+    /// Whether a request's Host is one a proxy may route by and forward (RFC 9112 §3.2, RFC 9113 §8.3.1):
+    /// exactly one on HTTP/1.1 (none is allowed on HTTP/1.0), every value the same on HTTP/2 (where it came
+    /// from `:authority` or a `host` field), and each a valid `uri-host[:port]`. Otherwise routing could use
+    /// one value while the upstream reads another.
+    public static func hasValidHost(_ headers: HTTPHeaders, version: HTTPVersion) -> Bool {
+        var first: String?
+        var count = 0
+        for (name, value) in headers where name.utf8.count == 4 && name.lowercased() == "host" {
+            count += 1
+            guard isValidHost(value) else { return false }
+            if let first {
+                guard version.major >= 2, value == first else { return false }
+            } else {
+                first = value
+            }
+        }
+        return count > 0 || version.major != 1 || version.minor == 0
+    }
+
+    /// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): a bracketed IPv6 literal or a reg-name / IPv4 address of
+    /// unreserved, percent-encoded and sub-delimiter characters; an empty value is allowed (no authority).
+    public static func isValidHost(_ value: String) -> Bool {
+        var bytes = value.utf8[...]
+        if bytes.first == UInt8(ascii: "[") {
+            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else { return false }
+            let literal = bytes[bytes.index(after: bytes.startIndex)..<close]
+            guard !literal.isEmpty, literal.allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }) else { return false }
+            bytes = bytes[bytes.index(after: close)...]
+        } else {
+            let name = bytes.prefix { $0 != UInt8(ascii: ":") }
+            guard name.allSatisfy(isRegNameByte) else { return false }
+            bytes = bytes[name.endIndex...]
+        }
+        guard let colon = bytes.first else { return true }
+        guard colon == UInt8(ascii: ":") else { return false }
+        let port = bytes.dropFirst()
+        return port.count <= 5 && port.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+    }
+
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte | 0x20 >= UInt8(ascii: "a") && byte | 0x20 <= UInt8(ascii: "f"))
+    }
+
+    /// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
+    private static func isRegNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"),
+             UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="): return true
+        default: return false
+        }
+    }
+
     /// The path of a request target without its query (`/a/b?x=1` → `/a/b`).
     @inline(__always)
     public static func path(of uri: String) -> Substring {

@@ -93,6 +93,7 @@ struct SidecarState: Sendable {
     let accessLogs: AccessLogSinks
     let isDraining: @Sendable () -> Bool
     let extensions: @Sendable () -> AdminExtension?
+    let mutationGuard: AdminMutationGuard
 
     /// Access log destinations' losses, in Prometheus text.
     func accessLogPrometheusText() -> String {
@@ -172,6 +173,9 @@ private struct AdminEndpoints: Sendable {
         let mutating: Set<String> = ["/endpoints/drain", "/endpoints/undrain"]
         if mutating.contains(path) {
             guard head.method == .POST else { return (.methodNotAllowed, "text/plain", "\(path) takes POST\n") }
+            if let refusal = sidecar.mutationGuard.check(head.headers) {
+                return (refusal.status, "text/plain", refusal.explanation + "\n")
+            }
             return setDrain(path == "/endpoints/drain", query: URLComponents(string: head.uri)?.queryItems ?? [])
         }
         guard readOnly.contains(path) else {

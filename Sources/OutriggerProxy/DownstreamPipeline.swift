@@ -89,8 +89,10 @@ struct DownstreamPipeline: Sendable {
                 let watcher = timeouts.value
                 watcher.streamOpened()
                 stream.closeFuture.assumeIsolated().whenComplete { _ in watcher.streamClosed() }
+                let proxy = self.makeProxyHandler(stream, protocol: .http2, scheme: scheme)
+                try stream.pipeline.syncOperations.addHandler(HTTP2AuthorityCheck(proxy))
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                try stream.pipeline.syncOperations.addHandler(self.makeProxyHandler(stream, protocol: .http2, scheme: scheme))
+                try stream.pipeline.syncOperations.addHandler(proxy)
             }
         }
     }
@@ -182,6 +184,34 @@ public final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandle
         context.fireChannelRead(wrapInboundOut(data))
         context.fireChannelReadComplete()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// RFC 9113 §8.3.1: a request whose `host` field names another authority than its `:authority` is
+/// malformed. NIO's HTTP/2-to-HTTP/1 codec keeps `host` and drops `:authority` when both are there, so the
+/// comparison happens before it, on the stream's first HEADERS; the request handler answers 400 `invalid_host`.
+/// Removes itself after the first HEADERS.
+final class HTTP2AuthorityCheck: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias InboundOut = HTTP2Frame.FramePayload
+
+    private let proxy: ProxyRequestHandler
+
+    init(_ proxy: ProxyRequestHandler) {
+        self.proxy = proxy
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .headers(let headers) = unwrapInboundIn(data) {
+            if let authority = headers.headers.first(name: ":authority"),
+               headers.headers[canonicalForm: "host"].contains(where: { $0 != authority }) {
+                proxy.hostDisagreesWithAuthority = true
+            }
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
     }
 }
 

@@ -216,6 +216,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private static let maxQueuedBytes = 64 * 1024
     /// Shutdown asked this connection to finish: it closes once the request in flight is answered.
     private var closeWhenIdle = false
+    /// HTTP/2: the stream's `host` field named another authority than `:authority` (`HTTP2AuthorityCheck`).
+    var hostDisagreesWithAuthority = false
     private var cachedListener: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
     /// This loop's access log batch for the listener, if it has an access log.
     private var accessLog: (buffer: AccessLogBuffer, format: AccessLogConfig.Format)?
@@ -439,6 +441,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if let limit = listener.config.maxRequestBodyBytes,
            let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
             localReply(.bodyTooLarge, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        if hostDisagreesWithAuthority || !ProxyHeaders.hasValidHost(head.headers, version: head.version) {
+            localReply(.invalidHost, for: head, listener: listener, requestComplete: false, start: start)
             return
         }
         let host = head.headers.first(name: "host") ?? ""
@@ -1380,7 +1386,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let micros = (NIODeadline.now() - start).nanoseconds / 1000
         listener?.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
         // An HTTP/1.1 connection whose request body was not read to the end cannot carry another request.
-        let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest || closeWhenIdle)
+        let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest || reason == .invalidHost || closeWhenIdle)
         state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
         let written = write?(close) ?? LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
                                                         context: context, wrap: wrapOutboundOut)

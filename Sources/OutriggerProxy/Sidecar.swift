@@ -406,8 +406,17 @@ public final class Sidecar: Sendable {
 
     private func bindAdmin(_ admin: AdminConfig?) async throws {
         guard let admin else { return }
+        var token: String?
+        if let file = admin.tokenFile {
+            token = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if !admin.isLoopback {
+            let changes = token == nil ? "changes (POST /endpoints/drain) are refused until admin.tokenFile is set" : "changes need its token"
+            logger.warning("the admin listens on \(admin.address), beyond loopback: anyone who can connect reads /config_dump and /stats; \(changes)")
+        }
         let server = AdminServer(sidecar: SidecarState(configStore: configStore, accessLogs: accessLogs, isDraining: { [weak self] in self?.isDraining ?? true },
-                                                       extensions: { [weak self] in self?.adminExtension.withLockedValue { $0?() } ?? nil }))
+                                                       extensions: { [weak self] in self?.adminExtension.withLockedValue { $0?() } ?? nil },
+                                                       mutationGuard: AdminMutationGuard(token: token, loopback: admin.isLoopback)))
         let address = try SocketAddress.makeAddressResolvingHost(admin.address.host, port: admin.address.port)
         let channel = try await server.bind(to: address, group: group)
         state.withLockedValue { $0.admin = (admin, channel) }

@@ -206,3 +206,41 @@ struct DescriptorLimitTests {
         try await waitUntil { (try? await fetch("http://127.0.0.1:\(port)/"))?.status == 200 }
     }
 }
+
+/// Requests whose Host is missing, doubled or malformed are refused before routing, and nothing goes upstream.
+@Suite("Host validation, end to end")
+struct HostValidationEndToEndTests {
+    @Test(arguments: [
+        ("GET / HTTP/1.1\r\n\r\n", "no Host"),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Host lines"),
+        ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "a space in Host"),
+    ])
+    func badHostsAreRefusedWith400(request: String, what: String) async throws {
+        try await withHarness(echoes: 1) { (harness: Harness) async throws in
+            let reply = try await RawTCP.exchange(port: harness.port, request)
+            #expect(reply.statusLines.first?.hasPrefix("HTTP/1.1 400") == true, "\(what): \(reply.text)")
+            #expect(reply.text.lowercased().contains("x-outrigger-reason: invalid_host"), "\(what)")
+            #expect(reply.closedByPeer, "\(what): the connection closes")
+            #expect(harness.echoes[0].requestsServed == 0, "\(what): nothing reached the upstream")
+        }
+    }
+
+    @Test func http10WithoutHostIsServed() async throws {
+        try await withHarness(echoes: 1) { (harness: Harness) async throws in
+            let reply = try await RawTCP.exchange(port: harness.port, "GET / HTTP/1.0\r\n\r\n")
+            #expect(reply.statusLines.first?.hasPrefix("HTTP/1.0 200") == true, "\(reply.text)")
+        }
+    }
+
+    @Test func http2HostMustAgreeWithAuthority() async throws {
+        try await withHarness(echoes: 1) { (harness: Harness) async throws in
+            let base = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a.example")]
+            let disagreeing = try await rawHTTP2(port: harness.port, headers: base + [("host", "b.example")])
+            #expect(disagreeing["status"] as? Int == 400, "\(disagreeing)")
+            #expect((disagreeing["headers"] as? [String: String])?["x-outrigger-reason"] == "invalid_host")
+            #expect(harness.echoes[0].requestsServed == 0)
+            let agreeing = try await rawHTTP2(port: harness.port, headers: base + [("host", "a.example")])
+            #expect(agreeing["status"] as? Int == 200, "\(agreeing)")
+        }
+    }
+}

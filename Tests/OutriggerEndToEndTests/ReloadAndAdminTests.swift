@@ -36,8 +36,10 @@ struct ConfigFile {
         clusters:
 
         """
+        // A 10 s connect timeout: with the whole suite running on two cores, an in-process upstream's accept
+        // can lag past the default 1 s (a clean CI run saw `503 connect_failure` in the reload-under-load test).
         for (name, port) in clusters.sorted(by: { $0.key < $1.key }) {
-            text += "  - {name: \(name), endpoints: [127.0.0.1:\(port)]}\n"
+            text += "  - {name: \(name), endpoints: [127.0.0.1:\(port)], connectTimeout: 10s}\n"
         }
         return text
     }

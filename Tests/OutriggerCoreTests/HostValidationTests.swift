@@ -1,0 +1,36 @@
+import NIOHTTP1
+import OutriggerCore
+import Testing
+
+@Suite("Host validation (RFC 9112 §3.2, RFC 9113 §8.3.1)")
+struct HostValidationTests {
+    static func headers(_ hosts: [String]) -> HTTPHeaders {
+        HTTPHeaders([("accept", "*/*")] + hosts.map { ("Host", $0) })
+    }
+
+    @Test(arguments: [
+        ("example.com", true), ("example.com:8080", true), ("127.0.0.1", true), ("[::1]:443", true), ("[2001:db8::1]", true),
+        ("", true), ("xn--bcher-kva.example", true), ("a_b.internal", true),
+        ("a b", false), ("example.com:", true), ("example.com:80a", false), ("example.com:123456", false),
+        ("[::1", false), ("[]", false), ("exa/mple", false), ("a@b", false), ("[::1]x", false), ("é.example", false),
+    ])
+    func hostValues(value: String, valid: Bool) {
+        #expect(ProxyHeaders.isValidHost(value) == valid, "\(value)")
+    }
+
+    @Test func http11NeedsExactlyOneHostAndHTTP10MayHaveNone() {
+        #expect(ProxyHeaders.hasValidHost(Self.headers(["a"]), version: .http1_1))
+        #expect(!ProxyHeaders.hasValidHost(Self.headers([]), version: .http1_1), "no Host")
+        #expect(!ProxyHeaders.hasValidHost(Self.headers(["a", "a"]), version: .http1_1), "two Host lines, even equal")
+        #expect(!ProxyHeaders.hasValidHost(Self.headers(["a b"]), version: .http1_1))
+        #expect(ProxyHeaders.hasValidHost(Self.headers([]), version: .http1_0))
+        #expect(!ProxyHeaders.hasValidHost(Self.headers(["a", "b"]), version: .http1_0))
+    }
+
+    @Test func http2HostsMustAgree() {
+        let http2 = HTTPVersion(major: 2, minor: 0)
+        #expect(ProxyHeaders.hasValidHost(Self.headers([]), version: http2), ":authority may be absent")
+        #expect(ProxyHeaders.hasValidHost(Self.headers(["a", "a"]), version: http2))
+        #expect(!ProxyHeaders.hasValidHost(Self.headers(["a", "b"]), version: http2))
+    }
+}
