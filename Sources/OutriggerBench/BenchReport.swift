@@ -45,6 +45,10 @@ public struct BenchResults: Sendable {
 
     public var completed: Int { outcomes.filter { !$0.key.isFailure }.values.reduce(0, +) }
     public var failed: Int { outcomes.filter { $0.key.isFailure }.values.reduce(0, +) }
+    /// Requests answered with any status (5xx included): zero means the target never answered.
+    public var answered: Int {
+        outcomes.filter { ![.timeout, .reset, .connectError].contains($0.key) }.values.reduce(0, +)
+    }
 
     public var achievedRate: Double { measuredSeconds > 0 ? Double(completed + failed) / measuredSeconds : 0 }
 

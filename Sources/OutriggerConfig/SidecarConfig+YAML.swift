@@ -112,6 +112,7 @@ struct SidecarConfigDecoder {
             reportDuplicates(items, listeners.map(\.name), path: "listeners", what: "listener name")
             // Port 0 asks the system for any free port, so it never collides.
             reportDuplicates(items, listeners.map { $0.address.port == 0 ? "\(UUID())" : $0.address.description }, path: "listeners", what: "listener address")
+            reportWildcardOverlaps(items, listeners)
         }
         var clusters: [ClusterConfig] = []
         if let node = fields["clusters"], let items = reader.sequence(node, "clusters") {
@@ -197,6 +198,21 @@ struct SidecarConfigDecoder {
             reader.report(reference.node, reference.path, message)
         }
         return MeshConfig(services: services)
+    }
+
+    /// A listener on a wildcard address (0.0.0.0, ::) takes its port on every address: another listener on the
+    /// same port, whatever its address, cannot bind.
+    private func reportWildcardOverlaps(_ items: [Node], _ listeners: [ListenerConfig]) {
+        guard items.count == listeners.count else { return }
+        let wildcards: Set<String> = ["0.0.0.0", "::", "[::]"]
+        for (index, listener) in listeners.enumerated() where listener.address.port != 0 {
+            guard let earlier = listeners[..<index].firstIndex(where: { other in
+                other.address.port == listener.address.port && other.address != listener.address
+                    && (wildcards.contains(other.address.host) || wildcards.contains(listener.address.host))
+            }) else { continue }
+            reader.report(items[index], "listeners[\(index)].address",
+                          "port \(listener.address.port) is also taken by listeners[\(earlier)] (\(listeners[earlier].address)); a wildcard address holds the port on every address, so only one of them can bind")
+        }
     }
 
     private func reportDuplicates(_ items: [Node], _ names: [String], path: String, what: String) {

@@ -346,10 +346,16 @@ public final class Sidecar: Sendable {
         for channel in listeners { try? await channel.close() }
         connections.quiesceAll()
         let deadline = ContinuousClock.now + configStore.snapshot.config.drainTimeout
+        var active = 0
         while connections.count > 0, ContinuousClock.now < deadline {
-            let active = configStore.stats.allListeners.reduce(0) { $0 + $1.requestsActive.current }
+            active = configStore.stats.allListeners.reduce(0) { $0 + $1.requestsActive.current }
             if active == 0 { break }
             try? await Task.sleep(for: .milliseconds(20))
+        }
+        if active > 0 {
+            logger.warning("drain timeout (\(ConfigDuration.format(configStore.snapshot.config.drainTimeout))) reached: cutting \(active) requests still in flight on \(connections.count) connections")
+        } else {
+            logger.info("drained: no request in flight")
         }
         await closeEverything()
     }
@@ -389,7 +395,9 @@ public final class Sidecar: Sendable {
             listenerName: listener.name, configStore: configStore, locals: locals,
             tls: tls, connections: connections
         )
-        let channel = try await ServerBootstrap(group: group)
+        let channel: Channel
+        do {
+            channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer(PlainHTTPServer.backOffAtDescriptorExhaustion)
@@ -400,6 +408,9 @@ public final class Sidecar: Sendable {
             }
             .bind(host: listener.address.host, port: listener.address.port)
             .get()
+        } catch {
+            throw BindError(what: "listener '\(listener.name)'", address: listener.address, underlying: error)
+        }
         logger.info("listening", metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress?.description ?? "?")", "tls": "\(listener.tls != nil)"])
         return BoundListener(config: listener, channel: channel, tls: tls)
     }
@@ -417,8 +428,13 @@ public final class Sidecar: Sendable {
         let server = AdminServer(sidecar: SidecarState(configStore: configStore, accessLogs: accessLogs, isDraining: { [weak self] in self?.isDraining ?? true },
                                                        extensions: { [weak self] in self?.adminExtension.withLockedValue { $0?() } ?? nil },
                                                        mutationGuard: AdminMutationGuard(token: token, loopback: admin.isLoopback)))
-        let address = try SocketAddress.makeAddressResolvingHost(admin.address.host, port: admin.address.port)
-        let channel = try await server.bind(to: address, group: group)
+        let channel: Channel
+        do {
+            let address = try SocketAddress.makeAddressResolvingHost(admin.address.host, port: admin.address.port)
+            channel = try await server.bind(to: address, group: group)
+        } catch {
+            throw BindError(what: "the admin", address: admin.address, underlying: error)
+        }
         state.withLockedValue { $0.admin = (admin, channel) }
         logger.info("admin listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
     }
@@ -452,6 +468,23 @@ extension ListenerConfig {
     /// True when `other` can be served by this listener's socket: same address, same TLS settings.
     func hasSameSocket(as other: ListenerConfig) -> Bool {
         address == other.address && tls == other.tls
+    }
+}
+
+/// A listening socket that could not be opened, said as an operator needs it: which one, where, and why.
+public struct BindError: Error, CustomStringConvertible {
+    public let what: String
+    public let address: HostPort
+    public let underlying: any Error
+
+    public var description: String {
+        let reason: String
+        if let io = underlying as? IOError {
+            reason = "\(String(cString: strerror(io.errnoCode))) (errno \(io.errnoCode))"
+        } else {
+            reason = "\(underlying)"
+        }
+        return "cannot bind \(what) to \(address): \(reason)"
     }
 }
 

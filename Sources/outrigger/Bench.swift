@@ -106,5 +106,10 @@ struct Bench: AsyncParsableCommand {
         }
         announce(results.table(title: "outrigger bench: \(url) (\(mode))"))
         if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
+        if results.answered == 0 {
+            // A run where nothing got an answer (refused, reset, timed out) is a failed run, for scripts as for people.
+            FileHandle.standardError.write(Data("outrigger bench: no request got a response\n".utf8))
+            throw ExitCode(1)
+        }
     }
 }

@@ -12,6 +12,7 @@ struct Outrigger: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "outrigger",
         abstract: "A service-mesh sidecar proxy: retries, timeouts, load balancing and stats for HTTP/1.1 and HTTP/2.",
+        version: "outrigger 0.1.0",
         subcommands: [Proxy.self, Control.self, Validate.self, Echo.self, Demo.self, Bench.self]
     )
 }
@@ -338,6 +339,14 @@ struct Echo: AsyncParsableCommand {
         let server = try await EchoServer.start(host: listen.host, port: listen.port, name: name ?? listen.description,
                                                 threads: threads, delay: .milliseconds(delay))
         announce("outrigger echo: listening on \(server.localAddress.hostPort)")
+        // SIGTERM and SIGINT stop it cleanly (exit 0), as process supervisors expect.
+        let stopping = Task {
+            for await _ in ProcessSignals.stream([SIGTERM, SIGINT]) {
+                await server.stop()
+                break
+            }
+        }
         await server.waitUntilClosed()
+        stopping.cancel()
     }
 }

@@ -211,6 +211,19 @@ struct ConfigDecodingTests {
         #expect(suite.first?.message.hasSuffix("found 'ECDHE-RSA-AES128-GCM-SHA265'; did you mean 'ECDHE-RSA-AES128-GCM-SHA256'?") == true, "\(suite)")
     }
 
+    @Test func aWildcardAndASpecificAddressOnOnePortAreAnError() {
+        let issues = Self.issues("""
+        listeners:
+          - {name: all, address: 0.0.0.0:15006, routes: [{cluster: local}]}
+          - {name: loopback, address: 127.0.0.1:15006, routes: [{cluster: local}]}
+          - {name: other, address: 127.0.0.1:15007, routes: [{cluster: local}]}
+        \(Self.minimalClusters)
+        """)
+        #expect(issues.map(\.keyPath) == ["listeners[1].address"], "\(issues)")
+        #expect(issues.first?.line == 3)
+        #expect(issues.first?.message.hasPrefix("port 15006 is also taken by listeners[0] (0.0.0.0:15006)") == true, "\(issues)")
+    }
+
     @Test func accessLogDecodesWithTextByDefaultAndAFileNextToTheConfig() throws {
         let config = try SidecarConfig.decode(yaml: """
         listeners:

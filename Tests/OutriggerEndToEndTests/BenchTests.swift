@@ -73,7 +73,8 @@ struct BenchCommandTests {
         let refusing = try RefusingPort()
         defer { refusing.close() }
         let (refused, refusedReport) = try await Self.bench(["http://127.0.0.1:\(refusing.port)/", "--max", "--duration", "500ms", "--warmup", "0s", "-c", "1"])
-        #expect(refused.status == 0)
+        #expect(refused.status == 1, "a run in which nothing answered fails: \(refused.stderr)")
+        #expect(refused.stderr.contains("no request got a response"), "\(refused.stderr)")
         #expect(((refusedReport["outcomes"] as? [String: Int])?["connect_error"] ?? 0) > 0)
     }
 

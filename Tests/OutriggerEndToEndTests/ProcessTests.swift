@@ -112,6 +112,19 @@ struct ProcessTests {
         #expect(bad.stderr.contains("--health-check: expected http:/PATH, tcp or grpc[:SERVICE], found 'http:healthz'"))
     }
 
+    @Test func aTakenPortIsNamedWithItsListenerAndEchoStopsCleanly() async throws {
+        // The echo holds a port; the proxy's admin asks for the same one.
+        let (echo, echoPort) = try await Self.startEcho(name: "taken")
+        let proxy = try ChildProcess(try outriggerExecutable(), ["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort)",
+                                                                  "--admin", "127.0.0.1:\(echoPort)"])
+        #expect(await proxy.waitForExit() == 1)
+        #expect(proxy.text.contains("cannot bind the admin to 127.0.0.1:\(echoPort): Address already in use (errno 98)"), "\(proxy.text)")
+        echo.signal(SIGTERM)
+        #expect(await echo.waitForExit() == 0, "outrigger echo exits 0 on SIGTERM")
+        let version = try await run(try outriggerExecutable(), ["--version"])
+        #expect(version.status == 0 && version.stdout.hasPrefix("outrigger "), "\(version)")
+    }
+
     @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
         let (echo, echoPort) = try await Self.startEcho(name: "drain")
         let (proxy, port, admin) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort)", "--admin", "127.0.0.1:0"])
