@@ -883,8 +883,8 @@ struct SidecarConfigDecoder {
         if let value = reader.duration(fields, "interval") { check.interval = value }
         check.unhealthyInterval = reader.duration(fields, "unhealthyInterval")
         if let value = reader.duration(fields, "timeout") { check.timeout = value }
-        if let value = reader.duration(fields, "initialJitter") { check.initialJitter = value }
-        if let value = reader.duration(fields, "jitter") { check.jitter = value }
+        if let value = reader.duration(fields, "initialJitter", allowZero: true) { check.initialJitter = value }
+        if let value = reader.duration(fields, "jitter", allowZero: true) { check.jitter = value }
         if let value = reader.int(fields, "healthyThreshold", range: 1...1000) { check.healthyThreshold = value }
         if let value = reader.int(fields, "unhealthyThreshold", range: 1...1000) { check.unhealthyThreshold = value }
         if kind == .http {

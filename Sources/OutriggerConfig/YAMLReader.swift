@@ -94,8 +94,8 @@ final class YAMLReader {
     }
 
     /// The duration at `key` of `fields`, if the key is there and its value is one.
-    func duration(_ fields: Fields, _ key: String) -> Duration? {
-        fields[key].flatMap { duration($0, fields.path(key)) }
+    func duration(_ fields: Fields, _ key: String, allowZero: Bool = false) -> Duration? {
+        fields[key].flatMap { duration($0, fields.path(key), allowZero: allowZero) }
     }
 
     /// The boolean at `key` of `fields`, if the key is there and its value is one.
@@ -130,12 +130,13 @@ final class YAMLReader {
     }
 
     /// A positive duration such as `250ms` or `5s`.
-    func duration(_ node: Node, _ path: String) -> Duration? {
+    /// - Parameter allowZero: for settings where zero means "none" (a jitter), not "never" or "at once".
+    func duration(_ node: Node, _ path: String, allowZero: Bool = false) -> Duration? {
         guard case .scalar(let scalar) = node, let value = ConfigDuration.parse(scalar.string) else {
             report(node, path, "expected a duration such as 250ms, 5s or 1m, found \(describe(node))")
             return nil
         }
-        guard value > .zero else {
+        guard value > .zero || (allowZero && value == .zero) else {
             report(node, path, "expected a duration greater than zero, found '\(scalar.string)'")
             return nil
         }

@@ -105,7 +105,8 @@ struct OutlierEndToEndTests {
     /// Requests sent and answered 2xx, from `outrigger bench --json`.
     static func bench(_ url: String, _ arguments: [String]) async throws -> (sent: Int, ok: Int, outcomes: String) {
         let result = try await run(try outriggerExecutable(), ["bench", url] + arguments + ["--warmup", "0s", "--json", "/dev/stdout"])
-        #expect(result.status == 0, "\(result.stderr)")
+        // Exit 1 is bench saying nothing answered: what the slow endpoint does, called directly, within its timeout.
+        #expect(result.status == 0 || result.stderr.contains("no request got a response"), "\(result.stderr)")
         let number = { (key: String) -> Int in
             guard let range = result.stdout.range(of: "\"\(key)\" : ") else { return 0 }
             return Int(result.stdout[range.upperBound...].prefix { $0.isNumber }) ?? 0
