@@ -64,11 +64,38 @@ struct SidecarConfigDecoder {
 
     /// A config file's text; one that cannot be read is an issue at its first line.
     static func read(_ path: String) throws(ConfigErrors) -> String {
-        do {
-            return try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigErrors([ConfigIssue(file: path, line: 1, column: 1, keyPath: "", message: "cannot read file: \(error.localizedDescription)")])
+        func refuse(_ message: String, line: Int = 1, column: Int = 1) -> ConfigErrors {
+            ConfigErrors([ConfigIssue(file: path, line: line, column: column, keyPath: "", message: message)])
         }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw refuse("no such file") }
+        guard !isDirectory.boolValue else { throw refuse("is a directory; expected a YAML file") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw refuse("cannot be read (permissions?)") }
+        guard let text = String(data: data, encoding: .utf8) else {
+            let (offset, line, column) = firstInvalidUTF8(Array(data))
+            throw refuse(String(format: "not UTF-8 text: byte 0x%02X at line %d, column %d; config files are UTF-8", data[offset], line, column),
+                         line: line, column: column)
+        }
+        return text
+    }
+
+    /// The byte offset, line and column of the first byte that is not part of valid UTF-8.
+    static func firstInvalidUTF8(_ bytes: [UInt8]) -> (offset: Int, line: Int, column: Int) {
+        var parser = Unicode.UTF8.ForwardParser()
+        var iterator = bytes.makeIterator()
+        var offset = 0
+        loop: while true {
+            switch parser.parseScalar(from: &iterator) {
+            case .valid(let scalar): offset += scalar.count
+            case .error(let length): _ = length; break loop
+            case .emptyInput: break loop
+            }
+        }
+        offset = min(offset, max(bytes.count - 1, 0))
+        let before = bytes[..<offset]
+        let line = before.filter { $0 == UInt8(ascii: "\n") }.count + 1
+        let lineStart = before.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
+        return (offset, line, offset - lineStart + 1)
     }
 
     /// The YAML node tree of `text` (nil for an empty document); syntax errors carry their position.
@@ -76,10 +103,30 @@ struct SidecarConfigDecoder {
         do {
             return try Yams.compose(yaml: text)
         } catch let error as YamlError {
+            if let duplicate = duplicateKeyIssue(error, text: text, file: file) { throw ConfigErrors([duplicate]) }
             throw ConfigErrors([issue(for: error, file: file)])
         } catch {
             throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "invalid YAML: \(error)")])
         }
+    }
+
+    /// Yams reports a duplicate key at the start of its mapping; this finds the key's second line at the
+    /// indentation of its first, which is where a person looks.
+    static func duplicateKeyIssue(_ error: YamlError, text: String, file: String) -> ConfigIssue? {
+        guard case .duplicatedKeysInMapping(let duplicates, _) = error, let key = duplicates.sorted().first else { return nil }
+        var first: (line: Int, indent: Int)?
+        for (index, line) in text.components(separatedBy: "\n").enumerated() {
+            var body = Substring(line)
+            let indent = body.prefix { $0 == " " || $0 == "-" }.count
+            body = body.dropFirst(indent)
+            guard body.hasPrefix(key + ":") || body.hasPrefix("\"\(key)\":") || body.hasPrefix("'\(key)':") else { continue }
+            if let first, first.indent == indent {
+                return ConfigIssue(file: file, line: index + 1, column: indent + 1, keyPath: "",
+                                   message: "duplicate key '\(key)' (first at line \(first.line))")
+            }
+            if first == nil { first = (index + 1, indent) }
+        }
+        return nil
     }
 
     static func issue(for error: YamlError, file: String) -> ConfigIssue {

@@ -379,8 +379,34 @@ struct ConfigDecodingTests {
         #expect(Self.issues("").first?.message.contains("empty") == true)
     }
 
-    @Test func missingFileIsAnError() {
-        #expect(throws: ConfigErrors.self) { try SidecarConfig.load(contentsOf: "/nonexistent/sidecar.yaml") }
+    @Test func fileLevelErrorsSayWhatAndWhere() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-files-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func issue(_ path: String) -> String {
+            do {
+                _ = try SidecarConfig.load(contentsOf: path)
+                return "accepted"
+            } catch {
+                return error.issues.map(\.description).joined(separator: "\n")
+            }
+        }
+        #expect(issue("/nonexistent/sidecar.yaml") == "/nonexistent/sidecar.yaml:1:1: no such file")
+        #expect(issue(directory.path) == "\(directory.path):1:1: is a directory; expected a YAML file")
+        let latin1 = directory.appendingPathComponent("latin1.yaml")
+        try Data("listeners:\n  - name: caf".utf8 + [0xE9] + Data("\n".utf8)).write(to: latin1)
+        #expect(issue(latin1.path) == "\(latin1.path):2:14: not UTF-8 text: byte 0xE9 at line 2, column 14; config files are UTF-8")
+        let duplicate = directory.appendingPathComponent("duplicate.yaml")
+        try """
+        listeners:
+          - name: a
+            address: 127.0.0.1:1
+            routes: [{cluster: c}]
+            name: b
+        clusters: [{name: c, endpoints: [127.0.0.1:2]}]
+
+        """.write(to: duplicate, atomically: true, encoding: .utf8)
+        #expect(issue(duplicate.path) == "\(duplicate.path):5:5: duplicate key 'name' (first at line 2)")
     }
 
     @Test(arguments: [
