@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need, only when missing.
 # Debian packages: curl (HTTP/1.1, h2c, TLS+ALPN client), nghttp2-client (nghttp, h2load), wrk (the bench
-# tool is validated against it and h2load), openssl (test certificates); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
+# tool is validated against it and h2load), openssl (test certificates), testssl.sh (a TLS listener's policy
+# checked as an auditor would); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
 set -euo pipefail
 
 want=()
@@ -10,6 +11,7 @@ command -v nghttp >/dev/null || want+=(nghttp2-client)
 command -v h2load >/dev/null || want+=(nghttp2-client)
 command -v openssl >/dev/null || want+=(openssl)
 command -v wrk >/dev/null || want+=(wrk)
+command -v testssl >/dev/null || want+=(testssl.sh)
 if [ "${1:-}" = "--bench" ]; then
   PATH="$PATH:/usr/sbin:/sbin"
   command -v haproxy >/dev/null || want+=(haproxy)

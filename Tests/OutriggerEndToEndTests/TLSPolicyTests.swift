@@ -42,6 +42,23 @@ struct TLSPolicyTests {
         }
     }
 
+    /// testssl.sh (protocols, cipher categories, forward secrecy, known vulnerabilities) finds nothing to flag in
+    /// the default policy: every finding is OK or INFO, none LOW, MEDIUM, HIGH or CRITICAL.
+    @Test func testsslFindsNothingToFlag() async throws {
+        try await withTLSHarness { harness, _ in
+            let report = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-testssl-\(UUID().uuidString).json").path
+            defer { try? FileManager.default.removeItem(atPath: report) }
+            let result = try await run("testssl", ["--quiet", "--color", "0", "--warnings", "batch", "-p", "-s", "-f", "-U",
+                                                   "--jsonfile", report, "127.0.0.1:\(harness.port)"])
+            let findings = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [[String: Any]],
+                                        "\(result.stdout.suffix(2000))")
+            #expect(findings.count > 20, "testssl ran its checks: \(findings.count) findings")
+            let flagged = findings.filter { ["LOW", "MEDIUM", "HIGH", "CRITICAL"].contains($0["severity"] as? String ?? "") }
+            #expect(flagged.isEmpty, "\(flagged.map { "\($0["id"] ?? "?"): \($0["finding"] ?? "")" })")
+            #expect(findings.contains { $0["id"] as? String == "TLS1" && ($0["finding"] as? String)?.hasPrefix("not offered") == true })
+        }
+    }
+
     @Test func minVersionAndCipherSuitesAreConfigurable() async throws {
         var tls = try await makeTestCertificate()
         tls.minVersion = .tls13
