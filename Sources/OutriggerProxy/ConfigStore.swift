@@ -15,6 +15,9 @@ public final class ConfigStore: Sendable {
     public let endpointStates = EndpointStates()
     /// Turns configured endpoints into addresses (the system resolver; tests may stand in their own).
     public let resolve: @Sendable (HostPort) throws -> [SocketAddress]
+    /// Set when shutdown's drain timeout ran out with requests in flight: a connection closed from then on
+    /// was cut by the proxy, not by its client (the access log says `drain_timeout`).
+    public let drainDeadlinePassed = ManagedAtomic(false)
 
     public init(config: SidecarConfig, stats: ProxyStats,
                 resolve: @escaping @Sendable (HostPort) throws -> [SocketAddress] = EndpointResolver.resolve) throws {

@@ -401,7 +401,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        logClientGone(as: "client_closed")
+        logClientGone(as: configStore.drainDeadlinePassed.load(ordering: .relaxed) ? "drain_timeout" : "client_closed")
         abandonUpstream()
         state = .closing
         context.fireChannelInactive()

@@ -353,6 +353,7 @@ public final class Sidecar: Sendable {
             try? await Task.sleep(for: .milliseconds(20))
         }
         if active > 0 {
+            configStore.drainDeadlinePassed.store(true, ordering: .relaxed)
             logger.warning("drain timeout (\(ConfigDuration.format(configStore.snapshot.config.drainTimeout))) reached: cutting \(active) requests still in flight on \(connections.count) connections")
         } else {
             logger.info("drained: no request in flight")

@@ -19,6 +19,24 @@ struct AccessLogEndToEndTests {
         return lines
     }
 
+    @Test func aRequestCutByTheDrainTimeoutIsLoggedAsSuch() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-drain-\(UUID()).log").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await withHarness(echoes: 1) { endpoints in
+            var config = Harness.defaultConfig(endpoints)
+            config.drainTimeout = .milliseconds(300)
+            config.listeners[0].accessLog = AccessLogConfig(path: path, format: .json)
+            return config
+        } _: { (harness: Harness) async throws in
+            async let slow = curl(["-o", "/dev/null", "-w", "%{http_code}", harness.url + "/?delay=20000"])
+            try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"requests_active\" : 1") }
+            await harness.sidecar.shutdown()
+            #expect(try await slow.stdout == "000", "cut, not answered")
+            let line = try await Self.lines(in: path, count: 1).first
+            #expect(line?["reason"] as? String == "drain_timeout", "\(String(describing: line))")
+        }
+    }
+
     @Test func everyRequestHasALineWithItsDecisionsInTheReasonField() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-access-\(UUID()).log").path
         defer { try? FileManager.default.removeItem(atPath: path) }
