@@ -59,6 +59,7 @@ public struct AdminMutationGuard: Sendable {
         var name = Substring(host)
         if name.hasPrefix("[") { return name.contains("]") }
         if let colon = name.lastIndex(of: ":") { name = name[..<colon] }
-        return name == "localhost" || (name.split(separator: ".").count == 4 && name.split(separator: ".").allSatisfy { UInt8($0) != nil })
+        let octets = name.split(separator: ".", omittingEmptySubsequences: false)
+        return name == "localhost" || (octets.count == 4 && octets.allSatisfy { UInt8($0) != nil })
     }
 }

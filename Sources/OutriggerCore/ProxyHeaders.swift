@@ -143,7 +143,7 @@ public enum ProxyHeaders {
     public static func hasValidHost(_ headers: HTTPHeaders, version: HTTPVersion) -> Bool {
         var first: String?
         var count = 0
-        for (name, value) in headers where name.utf8.count == 4 && name.lowercased() == "host" {
+        for (name, value) in headers where isHost(name) {
             count += 1
             guard isValidHost(value) else { return false }
             if let first {
@@ -153,6 +153,11 @@ public enum ProxyHeaders {
             }
         }
         return count > 0 || version.major != 1 || version.minor == 0
+    }
+
+    /// `name` is "host" in any case, without allocating (it runs for every header of every request).
+    private static func isHost(_ name: String) -> Bool {
+        name.utf8.count == 4 && name.utf8.elementsEqual("host".utf8) { $0 | 0x20 == $1 }
     }
 
     /// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): a bracketed IPv6 literal or a reg-name / IPv4 address of

@@ -34,7 +34,7 @@ public enum PlainHTTPServer {
         let open = Gauge()
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer(backOffAtDescriptorExhaustion)
+            .serverChannelInitializer(AcceptPause.install)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard open.increment(below: maxConnections) else {
@@ -52,14 +52,6 @@ public enum PlainHTTPServer {
             }
             .bind(to: address)
             .get()
-    }
-
-    /// A listening socket's initializer: when accept fails for want of file descriptors (EMFILE, ENFILE), stop
-    /// accepting for a moment instead of retrying at once, which spins a core and starves every connection.
-    @Sendable public static func backOffAtDescriptorExhaustion(_ channel: Channel) -> EventLoopFuture<Void> {
-        channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(AcceptPause())
-        }
     }
 
     /// The path of a request target, without its query.

@@ -150,6 +150,11 @@ final class AcceptPause: ChannelInboundHandler, RemovableChannelHandler {
         self.pause = pause
     }
 
+    /// A listening socket's initializer (`ServerBootstrap.serverChannelInitializer`) that adds one.
+    @Sendable static func install(_ channel: Channel) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(AcceptPause()) }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let error = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.errnoCode), resume == nil,
            let options = context.channel.syncOptions, (try? options.setOption(.autoRead, value: false)) != nil {

@@ -26,35 +26,44 @@ struct DownstreamPipeline: Sendable {
         else { return }
         let handshake = HandshakeTimeoutHandler(timeout: listener?.handshakeTimeout ?? ListenerConfig.defaultHandshakeTimeout, stats: listenerStats)
         try sync.addHandler(handshake)
+        // Read once per connection; the protocol's pipeline is built from them once it is known.
+        let settings = ConnectionSettings(
+            stats: listenerStats,
+            requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
+            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout)
         if let tls {
             try sync.addHandler(NIOSSLServerHandler(context: tls.context))
             try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                 channel.eventLoop.makeCompletedFuture {
                     handshake.protocolChosen()
                     switch result {
-                    case .negotiated("h2"): try self.configureHTTP2(channel, scheme: "https")
-                    default: try self.configureHTTP1(channel, scheme: "https")
+                    case .negotiated("h2"): try self.configureHTTP2(channel, scheme: "https", settings)
+                    default: try self.configureHTTP1(channel, scheme: "https", settings)
                     }
                 }
             })
         } else {
             try sync.addHandler(PrefaceSniffer { channel, isHTTP2 in
                 handshake.protocolChosen()
-                if isHTTP2 { try self.configureHTTP2(channel, scheme: "http") } else { try self.configureHTTP1(channel, scheme: "http") }
+                if isHTTP2 { try self.configureHTTP2(channel, scheme: "http", settings) } else { try self.configureHTTP1(channel, scheme: "http", settings) }
             })
         }
     }
 
-    func configureHTTP1(_ channel: Channel, scheme: String) throws {
+    /// What a connection's protocol pipeline takes from its listener, read once at accept.
+    struct ConnectionSettings {
+        let stats: ListenerStats
+        let requestHeadersTimeout: Duration
+        let idleTimeout: Duration
+    }
+
+    func configureHTTP1(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {
         let sync = channel.pipeline.syncOperations
         // Framing is set by ProxyRequestHandler and LocalReply: only they know when a response answers HEAD.
         var encoder = HTTPResponseEncoder.Configuration()
         encoder.automaticallySetFramingHeaders = false
-        let listener = configStore.snapshot.listeners[listenerName]?.config
-        let timeouts = DownstreamTimeoutWatcher(
-            requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
-            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout,
-            stats: configStore.stats.listener(listenerName))
+        let timeouts = DownstreamTimeoutWatcher(requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout,
+                                                stats: settings.stats)
         // Nearest the socket: it sees raw bytes come in (its 408 is written by ProxyRequestHandler).
         try sync.addHandler(timeouts)
         try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
@@ -65,18 +74,15 @@ struct DownstreamPipeline: Sendable {
         try sync.addHandler(makeProxyHandler(channel, protocol: .http1, scheme: scheme, timeouts: timeouts))
     }
 
-    func configureHTTP2(_ channel: Channel, scheme: String) throws {
+    func configureHTTP2(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration.proxyConnection
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
         ]
-        let listener = configStore.snapshot.listeners[listenerName]?.config
         let timeouts = NIOLoopBound(HTTP2ConnectionTimeoutWatcher(
-            requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
-            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout,
-            stats: configStore.stats.listener(listenerName)), eventLoop: channel.eventLoop)
+            requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout, stats: settings.stats), eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
         try channel.pipeline.syncOperations.addHandler(timeouts.value)

@@ -401,7 +401,7 @@ public final class Sidecar: Sendable {
             channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer(PlainHTTPServer.backOffAtDescriptorExhaustion)
+            .serverChannelInitializer(AcceptPause.install)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
