@@ -288,7 +288,7 @@ struct SidecarConfigDecoder {
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "trustOverrideHeaders",
-                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "maxConnections", "accessLog", "virtualHosts", "routes"]
+                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "maxConnections", "rapidReset", "accessLog", "virtualHosts", "routes"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
@@ -306,6 +306,7 @@ struct SidecarConfigDecoder {
         let headersTimeout = reader.duration(fields, "requestHeadersTimeout")
         let idleTimeout = reader.duration(fields, "idleTimeout")
         let maxConnections = fields["maxConnections"].flatMap { reader.int($0, fields.path("maxConnections"), range: 1...10_000_000) }
+        let rapidReset = fields["rapidReset"].flatMap { decodeRapidReset($0, fields.path("rapidReset")) }
         let accessLog = fields["accessLog"].flatMap { decodeAccessLog($0, fields.path("accessLog")) }
         var virtualHosts: [VirtualHostConfig] = []
         switch (fields["virtualHosts"], fields["routes"]) {
@@ -336,9 +337,20 @@ struct SidecarConfigDecoder {
             requestHeadersTimeout: headersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
             idleTimeout: idleTimeout ?? ListenerConfig.defaultIdleTimeout,
             maxConnections: maxConnections,
+            rapidReset: rapidReset ?? RapidResetConfig(),
             accessLog: accessLog,
             virtualHosts: virtualHosts
         )
+    }
+
+    /// `{maxResetsPerAddress: N, window: DURATION, refuseFor: DURATION}`, each optional.
+    private func decodeRapidReset(_ node: Node, _ path: String) -> RapidResetConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["maxResetsPerAddress", "window", "refuseFor"]) else { return nil }
+        var config = RapidResetConfig()
+        if let value = reader.int(fields, "maxResetsPerAddress", range: 0...100_000_000) { config.maxResetsPerAddress = value }
+        if let value = reader.duration(fields, "window") { config.window = value }
+        if let value = reader.duration(fields, "refuseFor") { config.refuseFor = value }
+        return config
     }
 
     /// `{path: stdout | stderr | FILE, format: text | json}`; a relative file is next to the config file, like

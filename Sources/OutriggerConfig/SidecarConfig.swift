@@ -146,6 +146,8 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     /// Connections open at once on this listener; one more is closed as soon as it is accepted. nil: only
     /// the process-wide limit.
     public var maxConnections: Int?
+    /// HTTP/2 streams reset by one client address, counted across its connections.
+    public var rapidReset: RapidResetConfig
     /// One line per request, written off the event loops; nil: no access log.
     public var accessLog: AccessLogConfig?
     public var virtualHosts: [VirtualHostConfig]
@@ -172,9 +174,11 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         requestHeadersTimeout: Duration = ListenerConfig.defaultRequestHeadersTimeout,
         idleTimeout: Duration = ListenerConfig.defaultIdleTimeout,
         maxConnections: Int? = nil,
+        rapidReset: RapidResetConfig = RapidResetConfig(),
         accessLog: AccessLogConfig? = nil,
         virtualHosts: [VirtualHostConfig]
     ) {
+        self.rapidReset = rapidReset
         self.accessLog = accessLog
         self.trustOverrideHeaders = trustOverrideHeaders
         self.handshakeTimeout = handshakeTimeout
@@ -193,7 +197,7 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, address, direction, tls, maxRequestHeadersBytes, maxRequestBodyBytes, addVia, trustOverrideHeaders,
-             handshakeTimeout, requestHeadersTimeout, idleTimeout, maxConnections, accessLog, virtualHosts
+             handshakeTimeout, requestHeadersTimeout, idleTimeout, maxConnections, rapidReset, accessLog, virtualHosts
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -210,8 +214,35 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(requestHeadersTimeout), forKey: .requestHeadersTimeout)
         try container.encode(ConfigDuration.format(idleTimeout), forKey: .idleTimeout)
         try container.encodeIfPresent(maxConnections, forKey: .maxConnections)
+        try container.encode(rapidReset, forKey: .rapidReset)
         try container.encodeIfPresent(accessLog, forKey: .accessLog)
         try container.encode(virtualHosts, forKey: .virtualHosts)
+    }
+}
+
+/// The HTTP/2 rapid-reset defence across connections (CVE-2023-44487): a client address that, over `window`,
+/// resets more than `maxResetsPerAddress` streams, and at least half the streams it opened, has its
+/// connections refused for `refuseFor` (its open ones get a GOAWAY). One connection alone is already limited
+/// to 200 resets per 30 s by the HTTP/2 codec.
+public struct RapidResetConfig: Sendable, Hashable, Encodable {
+    /// 0 turns the defence off.
+    public var maxResetsPerAddress: Int
+    public var window: Duration
+    public var refuseFor: Duration
+
+    public init(maxResetsPerAddress: Int = 1000, window: Duration = .seconds(30), refuseFor: Duration = .seconds(60)) {
+        self.maxResetsPerAddress = maxResetsPerAddress
+        self.window = window
+        self.refuseFor = refuseFor
+    }
+
+    enum CodingKeys: String, CodingKey { case maxResetsPerAddress, window, refuseFor }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(maxResetsPerAddress, forKey: .maxResetsPerAddress)
+        try container.encode(ConfigDuration.format(window), forKey: .window)
+        try container.encode(ConfigDuration.format(refuseFor), forKey: .refuseFor)
     }
 }
 

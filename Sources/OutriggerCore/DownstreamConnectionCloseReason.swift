@@ -11,4 +11,7 @@ public enum DownstreamConnectionCloseReason: String, CaseIterable, Sendable {
     case idleTimeout = "idle_timeout"
     /// An HTTP/1.1 request head, or an HTTP/2 header block, unfinished after `requestHeadersTimeout`.
     case requestHeadersTimeout = "request_headers_timeout"
+    /// An HTTP/2 client address that reset too many streams (`rapidReset`): its connections get a GOAWAY, and
+    /// new ones are closed at accept while it is refused.
+    case rapidReset = "rapid_reset"
 }

@@ -19,6 +19,7 @@ public struct HTTP2FrameHeaderScanner: Sendable {
         }
 
         public static let headers: UInt8 = 0x1
+        public static let rstStream: UInt8 = 0x3
         public static let pushPromise: UInt8 = 0x5
         public static let goAway: UInt8 = 0x7
         public static let continuation: UInt8 = 0x9

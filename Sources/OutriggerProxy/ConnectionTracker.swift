@@ -9,10 +9,19 @@ final class ConnectionTracker: Sendable {
     /// The process-wide limit when the config sets none: half the file-descriptor limit, since each
     /// downstream connection may hold an upstream one; the rest serves the admin, upstreams and logs.
     let defaultProcessLimit = max(ProcessLimits.fileDescriptorLimit / 2, 16)
+    /// HTTP/2 client addresses refused for resetting too many streams.
+    let resets = ClientResetGuard()
 
-    /// Takes a just-accepted connection if both limits allow, and tracks it; otherwise closes it at once
-    /// (counted by why) and returns false. The counts are shared by every event loop and never overshoot.
-    func admit(_ channel: Channel, listenerStats: ListenerStats, processStats: ProxyStats, listenerLimit: Int?, processLimit: Int) -> Bool {
+    /// Takes a just-accepted connection if its client is not refused and both limits allow, and tracks it;
+    /// otherwise closes it at once (counted by why) and returns false. The counts are shared by every event
+    /// loop and never overshoot.
+    func admit(_ channel: Channel, client: ClientResetGuard.Client?, listenerStats: ListenerStats, processStats: ProxyStats,
+               listenerLimit: Int?, processLimit: Int) -> Bool {
+        if let client, !resets.admits(client) {
+            listenerStats.recordClose(.rapidReset)
+            channel.close(promise: nil)
+            return false
+        }
         guard processStats.downstreamConnectionsActive.increment(below: processLimit) else {
             listenerStats.recordClose(.processLimit)
             channel.close(promise: nil)

@@ -45,14 +45,18 @@ final class HandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelHand
     }
 }
 
-/// Enforces a downstream HTTP/2 connection's idle and header-block timeouts (`HTTP2ConnectionTimeouts`
-/// decides; one timer per connection). Sits between the socket and NIO's HTTP/2 handler, where it sees the
-/// frame headers go by (`HTTP2FrameHeaderScanner`); the stream initializer tells it of streams opening and
-/// closing. Idle: a GOAWAY (NO_ERROR, naming the last stream the client opened: RFC 9113 §6.8) and a close. A
-/// header block left unfinished: the connection is closed.
-final class HTTP2ConnectionTimeoutWatcher: ChannelInboundHandler, RemovableChannelHandler {
+/// Watches a downstream HTTP/2 connection's inbound frame headers (`HTTP2FrameHeaderScanner`), between the
+/// socket and NIO's HTTP/2 handler:
+/// - its idle and header-block timeouts (`HTTP2ConnectionTimeouts` decides; one timer per connection). Idle:
+///   a GOAWAY (NO_ERROR, naming the last stream the client opened: RFC 9113 §6.8) and a close. A header block
+///   left unfinished: the connection is closed. The stream initializer tells it of streams opening and closing;
+/// - the streams its client opens and resets, reported to the process's `ClientResetGuard` every 50 resets
+///   and at close (with or without resets). When the client's address is refused: a GOAWAY ENHANCE_YOUR_CALM and a close.
+final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    /// Adds (streams opened, streams reset) to the client's count; true when the client is now refused.
+    typealias ResetReporter = (_ streams: Int, _ resets: Int) -> Bool
 
     private var timeouts: HTTP2ConnectionTimeouts
     private var scanner = HTTP2FrameHeaderScanner(skippingPreface: 24)
@@ -63,11 +67,21 @@ final class HTTP2ConnectionTimeoutWatcher: ChannelInboundHandler, RemovableChann
     private var closing = false
     /// The highest stream id the client opened (HEADERS seen), for the GOAWAY.
     private var lastClientStream: UInt32 = 0
+    private let reportResets: ResetReporter?
+    /// Streams the client opened and reset since the last report.
+    private var streamsOpened = 0
+    private var streamsReset = 0
+    private static let resetsPerReport = 50
+    /// The streams the client reset in the read being handled (NIO's HTTP/2 handler hands a stream its
+    /// HEADERS only when the read ends, or when the stream closes: a request whose stream is in here is
+    /// already cancelled when it arrives).
+    private var resetThisRead: [UInt32] = []
 
-    init(requestHeadersTimeout: Duration, idleTimeout: Duration, stats: ListenerStats) {
+    init(requestHeadersTimeout: Duration, idleTimeout: Duration, stats: ListenerStats, reportResets: ResetReporter? = nil) {
         self.timeouts = HTTP2ConnectionTimeouts(requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout,
                                                 now: NIODeadline.now().uptimeNanoseconds)
         self.stats = stats
+        self.reportResets = reportResets
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -82,10 +96,18 @@ final class HTTP2ConnectionTimeoutWatcher: ChannelInboundHandler, RemovableChann
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         var earliest = UInt64.max
         scanner.scan(unwrapInboundIn(data)) { frame, _ in
-            if frame.type == HTTP2FrameHeaderScanner.FrameHeader.headers, frame.streamID % 2 == 1 {
-                lastClientStream = max(lastClientStream, frame.streamID)
+            switch frame.type {
+            case HTTP2FrameHeaderScanner.FrameHeader.headers where frame.streamID % 2 == 1 && frame.streamID > lastClientStream:
+                lastClientStream = frame.streamID
+                streamsOpened += 1
+            case HTTP2FrameHeaderScanner.FrameHeader.rstStream:
+                streamsReset += 1
+                resetThisRead.append(frame.streamID)
+            default:
+                break
             }
             if frame.startsUnfinishedHeaderBlock {
                 earliest = min(earliest, timeouts.headerBlockStarted(now: NIODeadline.now().uptimeNanoseconds))
@@ -93,8 +115,30 @@ final class HTTP2ConnectionTimeoutWatcher: ChannelInboundHandler, RemovableChann
                 timeouts.headerBlockEnded()
             }
         }
+        if streamsReset >= Self.resetsPerReport, report() {
+            refuse(context: context)
+            return
+        }
         if earliest < timerDeadline { arm(at: earliest) }
         context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // The streams are handed their frames during this call.
+        context.fireChannelReadComplete()
+        resetThisRead.removeAll(keepingCapacity: true)
+    }
+
+    /// Whether `stream`'s client reset it in the read being handled.
+    func resetInThisRead(_ stream: Channel) -> Bool {
+        guard !resetThisRead.isEmpty, let id = try? stream.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID) else { return false }
+        return resetThisRead.contains(UInt32(Int(id)))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Its streams count even without a reset: they are what a busy client's few resets are weighed against.
+        if streamsReset > 0 || streamsOpened > 0 { _ = report() }
+        context.fireChannelInactive()
     }
 
     func streamOpened() {
@@ -105,6 +149,30 @@ final class HTTP2ConnectionTimeoutWatcher: ChannelInboundHandler, RemovableChann
         timeouts.streamClosed(now: NIODeadline.now().uptimeNanoseconds)
     }
 
+    /// Hands the counts since the last report to the guard; true when the client is now refused.
+    private func report() -> Bool {
+        guard let reportResets else { return false }
+        defer {
+            streamsOpened = 0
+            streamsReset = 0
+        }
+        return reportResets(streamsOpened, streamsReset)
+    }
+
+    /// The client's address resets too many streams: what it sent with this read is not read, and the
+    /// connection ends with a GOAWAY ENHANCE_YOUR_CALM (streams in flight are reset by the close).
+    private func refuse(context: ChannelHandlerContext) {
+        closing = true
+        stats.recordClose(.rapidReset)
+        goAway(.enhanceYourCalm, context: context)
+    }
+
+    /// Through NIO's HTTP/2 handler (after this one), which encodes it; then closed.
+    private func goAway(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastClientStream)), errorCode: code, opaqueData: nil))
+        context.channel.writeAndFlush(goAway).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
     private func check() {
         guard let context, !closing else { return }
         switch timeouts.check(now: NIODeadline.now().uptimeNanoseconds) {
@@ -113,9 +181,7 @@ final class HTTP2ConnectionTimeoutWatcher: ChannelInboundHandler, RemovableChann
         case .closeIdle:
             closing = true
             stats.recordClose(.idleTimeout)
-            // Through NIO's HTTP/2 handler (after this one), which encodes it; then closed.
-            let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastClientStream)), errorCode: .noError, opaqueData: nil))
-            context.channel.writeAndFlush(goAway).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            goAway(.noError, context: context)
         case .headerBlockTimedOut:
             closing = true
             stats.recordClose(.requestHeadersTimeout)

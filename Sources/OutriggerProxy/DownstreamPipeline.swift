@@ -21,7 +21,8 @@ struct DownstreamPipeline: Sendable {
         let listenerStats = configStore.stats.listener(listenerName)
         let snapshot = configStore.snapshot
         let listener = snapshot.listeners[listenerName]?.config
-        guard connections.admit(channel, listenerStats: listenerStats, processStats: configStore.stats,
+        let client = ClientResetGuard.Client(listener: listenerName, address: channel.remoteAddress)
+        guard connections.admit(channel, client: client, listenerStats: listenerStats, processStats: configStore.stats,
                                 listenerLimit: listener?.maxConnections, processLimit: snapshot.config.maxConnections ?? connections.defaultProcessLimit)
         else { return }
         let handshake = HandshakeTimeoutHandler(timeout: listener?.handshakeTimeout ?? ListenerConfig.defaultHandshakeTimeout, stats: listenerStats)
@@ -30,7 +31,9 @@ struct DownstreamPipeline: Sendable {
         let settings = ConnectionSettings(
             stats: listenerStats,
             requestHeadersTimeout: listener?.requestHeadersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
-            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout)
+            idleTimeout: listener?.idleTimeout ?? ListenerConfig.defaultIdleTimeout,
+            client: client,
+            rapidReset: listener?.rapidReset ?? RapidResetConfig())
         if let tls {
             try sync.addHandler(NIOSSLServerHandler(context: tls.context))
             try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
@@ -55,6 +58,9 @@ struct DownstreamPipeline: Sendable {
         let stats: ListenerStats
         let requestHeadersTimeout: Duration
         let idleTimeout: Duration
+        /// Who the connection's stream resets count against, and the limits they count under.
+        let client: ClientResetGuard.Client?
+        let rapidReset: RapidResetConfig
     }
 
     func configureHTTP1(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {
@@ -81,8 +87,14 @@ struct DownstreamPipeline: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
         ]
-        let timeouts = NIOLoopBound(HTTP2ConnectionTimeoutWatcher(
-            requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout, stats: settings.stats), eventLoop: channel.eventLoop)
+        var reportResets: HTTP2ConnectionWatcher.ResetReporter?
+        if let client = settings.client, settings.rapidReset.maxResetsPerAddress > 0 {
+            let limits = settings.rapidReset
+            reportResets = { [resets = connections.resets] streams, reset in resets.record(client, streams: streams, resets: reset, limits: limits) }
+        }
+        let timeouts = NIOLoopBound(HTTP2ConnectionWatcher(
+            requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout, stats: settings.stats,
+            reportResets: reportResets), eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
         try channel.pipeline.syncOperations.addHandler(timeouts.value)
@@ -95,7 +107,7 @@ struct DownstreamPipeline: Sendable {
                 let watcher = timeouts.value
                 watcher.streamOpened()
                 stream.closeFuture.assumeIsolated().whenComplete { _ in watcher.streamClosed() }
-                let proxy = self.makeProxyHandler(stream, protocol: .http2, scheme: scheme)
+                let proxy = self.makeProxyHandler(stream, protocol: .http2, scheme: scheme, http2Connection: watcher)
                 try stream.pipeline.syncOperations.addHandler(HTTP2AuthorityCheck(proxy))
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                 try stream.pipeline.syncOperations.addHandler(proxy)
@@ -104,10 +116,10 @@ struct DownstreamPipeline: Sendable {
     }
 
     private func makeProxyHandler(_ channel: Channel, protocol downstreamProtocol: DownstreamProtocol, scheme: String,
-                                  timeouts: DownstreamTimeoutWatcher? = nil) -> ProxyRequestHandler {
+                                  timeouts: DownstreamTimeoutWatcher? = nil, http2Connection: HTTP2ConnectionWatcher? = nil) -> ProxyRequestHandler {
         ProxyRequestHandler(
             listenerName: listenerName, configStore: configStore, local: locals.state(for: channel.eventLoop),
-            downstreamProtocol: downstreamProtocol, scheme: scheme, timeouts: timeouts
+            downstreamProtocol: downstreamProtocol, scheme: scheme, timeouts: timeouts, http2Connection: http2Connection
         )
     }
 }

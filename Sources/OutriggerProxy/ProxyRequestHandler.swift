@@ -218,6 +218,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private var closeWhenIdle = false
     /// HTTP/2: the stream's `host` field named another authority than `:authority` (`HTTP2AuthorityCheck`).
     var hostDisagreesWithAuthority = false
+    /// HTTP/2: the connection's frame watcher, which knows the streams its client reset in the current read.
+    private let http2Connection: HTTP2ConnectionWatcher?
     private var cachedListener: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
     /// This loop's access log batch for the listener, if it has an access log.
     private var accessLog: (buffer: AccessLogBuffer, format: AccessLogConfig.Format)?
@@ -228,8 +230,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private var loggedProtocolError = false
 
     init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
-         timeouts: DownstreamTimeoutWatcher? = nil) {
+         timeouts: DownstreamTimeoutWatcher? = nil, http2Connection: HTTP2ConnectionWatcher? = nil) {
         self.timeouts = timeouts
+        self.http2Connection = http2Connection
         self.listenerName = listenerName
         self.configStore = configStore
         self.local = local
@@ -545,6 +548,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         local.requestStarted(in: cluster, to: endpoint, now: start)
         if retryPolicy.attempts > 1 { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
         state = .leasing(request)
+        if let connection = http2Connection, connection.resetInThisRead(context.channel) {
+            // The client reset the stream in the read that opened it (rapid reset): the stream closes as soon
+            // as this returns, and nothing goes upstream, no request and no connection.
+            return
+        }
         startAttempt(request)
     }
 
@@ -570,6 +578,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     private func armPerTryTimer(_ request: ProxiedRequest) {
         guard let perTry = request.retryPolicy.perTryTimeout else { return }
+        request.perTryTimer?.cancel()
         request.perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(perTry.nanoseconds)) { [weak self, weak request] in
             guard let self, let request else { return }
             self.perTryTimeoutFired(request)

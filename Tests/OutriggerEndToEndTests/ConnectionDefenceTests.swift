@@ -244,3 +244,61 @@ struct HostValidationEndToEndTests {
         }
     }
 }
+
+/// Runs `Scripts/h2_rapid_reset.py`: `connections` connections in turn from `source`, each sending `streams`
+/// HEADERS, each followed at once by its RST_STREAM.
+func rapidReset(port: Int, connections: Int, streams: Int, from source: String) async throws -> (resets: Int, served: Int, refused: Int, goAways: [String: Int]) {
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_rapid_reset.py").path
+    let result = try await run("python3", [script, String(port), String(connections), String(streams), source])
+    guard result.status == 0, let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+          let resets = object["resets"] as? Int, let served = object["served"] as? Int, let refused = object["refused"] as? Int else {
+        throw CurlFailure(status: result.status, stderr: result.stderr + result.stdout)
+    }
+    return (resets, served, refused, object["goaways"] as? [String: Int] ?? [:])
+}
+
+@Suite("Rapid reset across reconnects, end to end")
+struct RapidResetTests {
+    /// CVE-2023-44487 spread over connections, each under the codec's per-connection limit (200): the address
+    /// is refused once it passes `maxResetsPerAddress`, its streams cost the upstream (almost) nothing, and
+    /// other clients are served throughout.
+    @Test func anAddressResettingStreamsAcrossConnectionsIsRefusedAndOthersAreServed() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints)]) { listener in
+                listener.rapidReset = RapidResetConfig(maxResetsPerAddress: 300, window: .seconds(60), refuseFor: .seconds(600))
+            }
+        } _: { (harness: Harness) async throws in
+            let attack = try await rapidReset(port: harness.port, connections: 8, streams: 100, from: "127.0.0.2")
+            #expect(attack.resets == 800)
+            #expect(attack.refused >= 1 && attack.served <= 5, "the address is refused after about 300 resets: \(attack)")
+            let refusedNow = try await rapidReset(port: harness.port, connections: 1, streams: 1, from: "127.0.0.2")
+            #expect(refusedNow.refused == 1, "still refused: \(refusedNow)")
+            let closed = try await ConnectionDefenceTests.closedCount(harness, .rapidReset)
+            #expect((Int(closed) ?? 0) >= attack.refused + 1, "counted: \(closed)")
+            // A stream reset in the read that opened it is never sent upstream; only a HEADERS and its
+            // RST_STREAM split between two reads can reach it.
+            #expect(harness.echoes[0].requestsServed <= attack.resets / 20, "requests that reached the upstream: \(harness.echoes[0].requestsServed)")
+            // Another address is served, over HTTP/2 and HTTP/1.1.
+            let other = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a")])
+            #expect(other["status"] as? Int == 200, "\(other)")
+            #expect(try await fetch(harness.url).status == 200)
+        }
+    }
+
+    /// A busy client whose few cancellations add up past the limit is not refused: fewer than half its streams were reset.
+    @Test func aClientThatResetsAFewOfManyStreamsIsNotRefused() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints)]) { listener in
+                listener.rapidReset = RapidResetConfig(maxResetsPerAddress: 50, window: .seconds(60), refuseFor: .seconds(600))
+            }
+        } _: { (harness: Harness) async throws in
+            // 400 requests answered, on 4 connections (h2load: -n total, -c connections).
+            let load = try await run("h2load", ["-n", "400", "-c", "4", "-m", "10", harness.url + "/"])
+            #expect(load.status == 0 && load.stdout.contains("400 succeeded"), "\(load.stdout)")
+            // Then 60 resets: more than the limit, but 60 of 460 streams.
+            let resets = try await rapidReset(port: harness.port, connections: 2, streams: 30, from: "127.0.0.1")
+            #expect(resets.refused == 0 && resets.goAways.isEmpty, "\(resets)")
+            #expect(try await fetch(harness.url).status == 200)
+        }
+    }
+}
