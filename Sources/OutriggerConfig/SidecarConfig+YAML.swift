@@ -374,7 +374,7 @@ struct SidecarConfigDecoder {
     }
 
     private func decodeTLS(_ node: Node, _ path: String) -> TLSConfig? {
-        guard let fields = reader.fields(node, path, allowed: ["certificate", "privateKey", "minVersion", "cipherSuites"]) else { return nil }
+        guard let fields = reader.fields(node, path, allowed: ["certificate", "privateKey", "minVersion", "cipherSuites", "clientCertificates"]) else { return nil }
         let certificate = reader.required(fields, "certificate").flatMap { readableFile($0, fields.path("certificate")) }
         let key = reader.required(fields, "privateKey").flatMap { readableFile($0, fields.path("privateKey")) }
         let minVersion = fields["minVersion"].flatMap { reader.oneOf($0, fields.path("minVersion"), TLSConfig.MinimumVersion.self) }
@@ -393,9 +393,52 @@ struct SidecarConfigDecoder {
                 return name
             }
         }
+        var clientCertificates: TLSConfig.ClientCertificateConfig?
+        if let node = fields["clientCertificates"], let clientFields = reader.fields(node, fields.path("clientCertificates"), allowed: ["caFile", "subjectAltNames"]) {
+            let caFile = reader.required(clientFields, "caFile").flatMap { readableFile($0, clientFields.path("caFile")) }
+            let names = clientFields["subjectAltNames"].flatMap { decodeSubjectAltNames($0, clientFields.path("subjectAltNames")) }
+            if let caFile { clientCertificates = TLSConfig.ClientCertificateConfig(caFile: caFile, subjectAltNames: names ?? []) }
+        }
         guard let certificate, let key else { return nil }
         return TLSConfig(certificate: certificate, privateKey: key, minVersion: minVersion ?? .tls12,
-                         cipherSuites: cipherSuites ?? TLSConfig.defaultCipherSuites)
+                         cipherSuites: cipherSuites ?? TLSConfig.defaultCipherSuites, clientCertificates: clientCertificates)
+    }
+
+    /// A cluster's `tls`: `{sni, caFile, certificate, privateKey, subjectAltNames, insecureSkipVerify, minVersion}`, each optional.
+    private func decodeUpstreamTLS(_ node: Node, _ path: String) -> UpstreamTLSConfig? {
+        let allowed = ["sni", "caFile", "certificate", "privateKey", "subjectAltNames", "insecureSkipVerify", "minVersion"]
+        guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
+        var config = UpstreamTLSConfig()
+        config.sni = fields["sni"].flatMap { reader.string($0, fields.path("sni")) }
+        config.caFile = fields["caFile"].flatMap { readableFile($0, fields.path("caFile")) }
+        config.certificate = fields["certificate"].flatMap { readableFile($0, fields.path("certificate")) }
+        config.privateKey = fields["privateKey"].flatMap { readableFile($0, fields.path("privateKey")) }
+        config.subjectAltNames = fields["subjectAltNames"].flatMap { decodeSubjectAltNames($0, fields.path("subjectAltNames")) } ?? []
+        config.insecureSkipVerify = reader.bool(fields, "insecureSkipVerify") ?? false
+        config.minVersion = fields["minVersion"].flatMap { reader.oneOf($0, fields.path("minVersion"), TLSConfig.MinimumVersion.self) } ?? .tls12
+        switch (fields["certificate"], fields["privateKey"]) {
+        case (.some, nil): reader.report(node, path, "expected 'privateKey' with 'certificate' (a client certificate needs its key)")
+        case (nil, .some): reader.report(node, path, "expected 'certificate' with 'privateKey'")
+        default: break
+        }
+        if config.insecureSkipVerify, let node = fields["insecureSkipVerify"], fields["caFile"] != nil || fields["subjectAltNames"] != nil {
+            reader.report(node, fields.path("insecureSkipVerify"), "expected no 'caFile' or 'subjectAltNames' with insecureSkipVerify: true (nothing would be verified)")
+        }
+        return config
+    }
+
+    /// A list of names: `spiffe://…` and other URIs, or DNS names.
+    private func decodeSubjectAltNames(_ node: Node, _ path: String) -> [String]? {
+        guard let items = reader.sequence(node, path) else { return nil }
+        if items.isEmpty { reader.report(node, path, "expected at least one name (a URI such as spiffe://mesh/sa/name, or a DNS name)") }
+        return items.enumerated().compactMap { index, item in
+            guard let name = reader.string(item, path + "[\(index)]") else { return nil }
+            if name.isEmpty || name.contains(" ") {
+                reader.report(item, path + "[\(index)]", "expected a URI or DNS name, found '\(name)'")
+                return nil
+            }
+            return name
+        }
     }
 
     private func readableFile(_ node: Node, _ path: String, what: String = "a readable PEM file") -> String? {
@@ -612,7 +655,7 @@ struct SidecarConfigDecoder {
 
     private func decodeCluster(_ node: Node, _ path: String) -> ClusterConfig? {
         let allowed = ["name", "endpoints", "endpointsFile", "protocol", "connectTimeout", "timeout", "dnsRefreshInterval", "loadBalancer", "pool",
-                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection", "limits", "breakers", "streamIdleTimeout"]
+                       "healthChecks", "endpointDrainTimeout", "retryBudget", "outlierDetection", "limits", "breakers", "streamIdleTimeout", "tls"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         var endpoints: [HostPort] = []
@@ -728,6 +771,7 @@ struct SidecarConfigDecoder {
         let outlierDetection = fields["outlierDetection"].flatMap { decodeOutlierDetection($0, fields.path("outlierDetection")) }
         let breakers = fields["breakers"].flatMap { decodeBreakers($0, fields.path("breakers")) }
         let streamIdleTimeout = reader.duration(fields, "streamIdleTimeout")
+        let tls = fields["tls"].flatMap { decodeUpstreamTLS($0, fields.path("tls")) }
         var limits = ClusterLimits()
         if let node = fields["limits"], let limitFields = reader.fields(node, fields.path("limits"), allowed: ["maxRequests", "maxActiveRetries", "maxConnections", "maxPendingRequests"]) {
             if let value = reader.int(limitFields, "maxRequests", range: 1...10_000_000) { limits.maxRequests = value }
@@ -753,7 +797,8 @@ struct SidecarConfigDecoder {
             outlierDetection: outlierDetection,
             limits: limits,
             breakers: breakers,
-            streamIdleTimeout: streamIdleTimeout ?? ClusterConfig.defaultStreamIdleTimeout
+            streamIdleTimeout: streamIdleTimeout ?? ClusterConfig.defaultStreamIdleTimeout,
+            tls: tls
         )
     }
 

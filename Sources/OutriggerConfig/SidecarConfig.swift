@@ -283,6 +283,22 @@ public struct TLSConfig: Sendable, Hashable, Encodable {
     /// The TLS 1.2 cipher suites offered, by their OpenSSL names, in order of preference (TLS 1.3 has only AEAD
     /// suites, always on).
     public var cipherSuites: [String]
+    /// mTLS: clients must present a certificate that chains to `caFile` (and carries one of `subjectAltNames`,
+    /// when given); nil: no client certificate is asked for.
+    public var clientCertificates: ClientCertificateConfig?
+
+    public struct ClientCertificateConfig: Sendable, Hashable, Encodable {
+        /// PEM bundle of the CAs a client certificate must chain to.
+        public var caFile: String
+        /// A client certificate must carry one of these subject alternative names (URI, e.g. a SPIFFE id, or
+        /// DNS); empty: any certificate from the CAs.
+        public var subjectAltNames: [String]
+
+        public init(caFile: String, subjectAltNames: [String] = []) {
+            self.caFile = caFile
+            self.subjectAltNames = subjectAltNames
+        }
+    }
 
     /// Forward-secret AEAD suites only: no CBC, no RSA key exchange (Mozilla's "intermediate" profile).
     public static let defaultCipherSuites = [
@@ -299,7 +315,8 @@ public struct TLSConfig: Sendable, Hashable, Encodable {
     ]
 
     public init(certificate: String, privateKey: String, minVersion: MinimumVersion = .tls12,
-                cipherSuites: [String] = TLSConfig.defaultCipherSuites) {
+                cipherSuites: [String] = TLSConfig.defaultCipherSuites, clientCertificates: ClientCertificateConfig? = nil) {
+        self.clientCertificates = clientCertificates
         self.certificate = certificate
         self.privateKey = privateKey
         self.minVersion = minVersion
@@ -680,6 +697,8 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
     public var breakers: BreakerConfig?
     /// A response whose body makes no progress for this long is cut (between `streamIdleTimeout` and twice it).
     public var streamIdleTimeout: Duration
+    /// TLS to the endpoints (and their health checks); nil: plaintext.
+    public var tls: UpstreamTLSConfig?
 
     public static let defaultStreamIdleTimeout: Duration = .seconds(300)
     /// How long an endpoint that answered `x-outrigger-drain: true` gets no new requests, unless a passing
@@ -708,9 +727,11 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         outlierDetection: OutlierDetectionConfig? = nil,
         limits: ClusterLimits = ClusterLimits(),
         breakers: BreakerConfig? = nil,
-        streamIdleTimeout: Duration = ClusterConfig.defaultStreamIdleTimeout
+        streamIdleTimeout: Duration = ClusterConfig.defaultStreamIdleTimeout,
+        tls: UpstreamTLSConfig? = nil
     ) {
         self.streamIdleTimeout = streamIdleTimeout
+        self.tls = tls
         self.limits = limits
         self.breakers = breakers
         self.retryBudget = retryBudget
@@ -731,7 +752,7 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, endpoints, endpointsFile, `protocol`, connectTimeout, timeout, dnsRefreshInterval, loadBalancer, pool
-        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection, limits, breakers, streamIdleTimeout
+        case healthChecks, endpointDrainTimeout, retryBudget, outlierDetection, limits, breakers, streamIdleTimeout, tls
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -755,6 +776,39 @@ public struct ClusterConfig: Sendable, Hashable, Encodable {
         try container.encode(limits, forKey: .limits)
         try container.encodeIfPresent(breakers, forKey: .breakers)
         try container.encode(ConfigDuration.format(streamIdleTimeout), forKey: .streamIdleTimeout)
+        try container.encodeIfPresent(tls, forKey: .tls)
+    }
+}
+
+/// TLS from a cluster to its endpoints: the upstream's certificate verified against `caFile` (or the system's
+/// roots), and either its name (`sni`, or the endpoint's hostname) or one of `subjectAltNames` (SPIFFE URIs such
+/// as `spiffe://mesh/ns/default/sa/payments`, or DNS names), an optional client certificate (mTLS), and ALPN
+/// offering the cluster's protocol (`h2` or `http/1.1`).
+public struct UpstreamTLSConfig: Sendable, Hashable, Encodable {
+    /// The server name sent (SNI) and, without `subjectAltNames`, verified; nil: the endpoint's hostname (none
+    /// for an IP address).
+    public var sni: String?
+    /// PEM bundle of the CAs the upstream's certificate must chain to; nil: the system's.
+    public var caFile: String?
+    /// The client certificate chain and key presented to the upstream (mTLS); both or neither.
+    public var certificate: String?
+    public var privateKey: String?
+    /// The upstream's certificate must carry one of these subject alternative names (URI or DNS); the name
+    /// is then not checked against `sni`. Empty: the name is.
+    public var subjectAltNames: [String]
+    /// No verification of the upstream's certificate at all (testing only; logged at start).
+    public var insecureSkipVerify: Bool
+    public var minVersion: TLSConfig.MinimumVersion
+
+    public init(sni: String? = nil, caFile: String? = nil, certificate: String? = nil, privateKey: String? = nil,
+                subjectAltNames: [String] = [], insecureSkipVerify: Bool = false, minVersion: TLSConfig.MinimumVersion = .tls12) {
+        self.sni = sni
+        self.caFile = caFile
+        self.certificate = certificate
+        self.privateKey = privateKey
+        self.subjectAltNames = subjectAltNames
+        self.insecureSkipVerify = insecureSkipVerify
+        self.minVersion = minVersion
     }
 }
 

@@ -38,11 +38,12 @@ public final class Endpoint: Sendable, CustomStringConvertible {
         self.addressText = ip.contains(":") ? "[\(ip)]:\(configured.port)" : "\(ip):\(configured.port)"
         self.stateKey = EndpointStates.key(cluster: cluster.name, address: ip, port: configured.port)
         self.state = state ?? EndpointState(now: NIODeadline.now().uptimeNanoseconds)
-        // Pool settings are part of the key: a reload that changes them starts fresh pools, and the old
-        // ones close as their connections go idle.
+        // Pool and TLS settings are part of the key: a reload that changes them starts fresh pools, and the
+        // old ones close as their connections go idle.
         let pool = cluster.pool
         self.poolKey = "\(cluster.name)|\(cluster.upstreamProtocol.rawValue)|\(ip)|\(configured.port)|"
             + "\(pool.maxConnectionsPerEndpoint)|\(pool.maxPendingRequests)|\(pool.idleTimeout)|\(cluster.connectTimeout)"
+            + (cluster.tls.map { "|\($0)" } ?? "")
         self.id = Self.nextID.wrappingIncrementThenLoad(ordering: .relaxed)
     }
 

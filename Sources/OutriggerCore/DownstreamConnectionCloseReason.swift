@@ -14,4 +14,6 @@ public enum DownstreamConnectionCloseReason: String, CaseIterable, Sendable {
     /// An HTTP/2 client address that reset too many streams (`rapidReset`): its connections get a GOAWAY, and
     /// new ones are closed at accept while it is refused.
     case rapidReset = "rapid_reset"
+    /// mTLS: the client's certificate (from the listener's CAs) carries none of `clientCertificates.subjectAltNames`.
+    case clientCertificateRejected = "client_certificate_rejected"
 }

@@ -39,6 +39,11 @@ struct DownstreamPipeline: Sendable {
             try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                 channel.eventLoop.makeCompletedFuture {
                     handshake.protocolChosen()
+                    guard tls.admitsPeer(of: channel) else {
+                        listenerStats.recordClose(.clientCertificateRejected)
+                        channel.close(promise: nil)
+                        return
+                    }
                     switch result {
                     case .negotiated("h2"): try self.configureHTTP2(channel, scheme: "https", settings)
                     default: try self.configureHTTP1(channel, scheme: "https", settings)
@@ -135,11 +140,11 @@ final class EventLoopLocals: Sendable {
 
     private let states: [ObjectIdentifier: Owned]
 
-    init(group: any EventLoopGroup, accessLogs: AccessLogSinks) {
+    init(group: any EventLoopGroup, accessLogs: AccessLogSinks, tlsContexts: UpstreamTLSContexts) {
         var states: [ObjectIdentifier: Owned] = [:]
         let loops = Array(group.makeIterator())
         for (index, loop) in loops.enumerated() {
-            let state = LoopLocalState(eventLoop: loop, loopIndex: index, loopCount: loops.count, accessLogs: accessLogs)
+            let state = LoopLocalState(eventLoop: loop, loopIndex: index, loopCount: loops.count, accessLogs: accessLogs, tlsContexts: tlsContexts)
             states[ObjectIdentifier(loop)] = Owned(state: state, eventLoop: loop)
         }
         self.states = states

@@ -32,7 +32,13 @@ final class HealthChecker: @unchecked Sendable {
     private var next: Scheduled<Void>?
     private var stopped = false
 
-    init(endpoint: Endpoint, cluster: ClusterRuntime, config: HealthCheckConfig, eventLoop: any EventLoop, logger: Logger) {
+    /// The cluster's TLS, which its probes (HTTP and gRPC) speak too.
+    private let tls: UpstreamTLSConfig?
+    private let tlsContexts: UpstreamTLSContexts
+
+    init(endpoint: Endpoint, cluster: ClusterRuntime, config: HealthCheckConfig, eventLoop: any EventLoop, tlsContexts: UpstreamTLSContexts, logger: Logger) {
+        self.tls = cluster.config.tls
+        self.tlsContexts = tlsContexts
         self.endpoint = endpoint
         self.clusterName = cluster.name
         self.stats = cluster.stats
@@ -65,7 +71,15 @@ final class HealthChecker: @unchecked Sendable {
     private func check() {
         guard !stopped else { return }
         // The probe's future never fails: every failure is a failed check.
-        HealthProbe.run(machine.config, endpoint: endpoint, on: eventLoop).whenSuccess { result in
+        var tlsSettings: UpstreamTLSSettings?
+        if let tls, machine.config.kind != .tcp {
+            // A probe speaks HTTP/1.1 (http) or HTTP/2 (grpc) whatever the cluster's requests do.
+            let upstreamProtocol: ClusterConfig.UpstreamProtocol = machine.config.kind == .grpc ? .http2 : .http1
+            if let context = try? tlsContexts.context(for: tls, upstreamProtocol: upstreamProtocol) {
+                tlsSettings = UpstreamTLSSettings(context: context, tls: tls, endpointHost: endpoint.configured.host, upstreamProtocol: upstreamProtocol)
+            }
+        }
+        HealthProbe.run(machine.config, endpoint: endpoint, on: eventLoop, tls: tlsSettings).whenSuccess { result in
             self.record(result)
             self.schedule(in: self.machine.nextDelay(random: &self.random))
         }
@@ -110,7 +124,8 @@ final class HealthChecker: @unchecked Sendable {
 
 /// One probe of each kind, failing (not throwing) on timeout, refusal or a wrong answer.
 enum HealthProbe {
-    static func run(_ config: HealthCheckConfig, endpoint: Endpoint, on eventLoop: any EventLoop) -> EventLoopFuture<HealthProbeResult> {
+    static func run(_ config: HealthCheckConfig, endpoint: Endpoint, on eventLoop: any EventLoop,
+                    tls: UpstreamTLSSettings? = nil) -> EventLoopFuture<HealthProbeResult> {
         let promise = eventLoop.makePromise(of: HealthProbeResult.self)
         let timeout = TimeAmount.nanoseconds(config.timeout.nanoseconds)
         let authority = config.host ?? endpoint.configured.description
@@ -126,8 +141,14 @@ enum HealthProbe {
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
+            .channelInitializer { [tls = tls.map { NIOLoopBound($0, eventLoop: eventLoop) }] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        // A handshake that fails closes the connection; the probe fails with why.
+                        let established = channel.eventLoop.makePromise(of: Void.self)
+                        established.futureResult.whenFailure { promise.fail(HealthProbeError("TLS: \($0)")) }
+                        try tls.value.addHandlers(to: channel, timeout: timeout, established: established)
+                    }
                     switch config.kind {
                     case .tcp:
                         break
@@ -291,12 +312,15 @@ private final class GRPCProbeHandler: ChannelInboundHandler {
 /// Keeps exactly one checker per endpoint of every cluster that has health checks: started for endpoints
 /// that appear, stopped for those that leave, restarted when the cluster's check settings change.
 final class HealthCheckSupervisor: Sendable {
-    private let checkers = NIOLockedValueBox<[String: (config: HealthCheckConfig, checker: HealthChecker)]>([:])
+    /// A checker per endpoint, with what it was started with (a change restarts it).
+    private let checkers = NIOLockedValueBox<[String: (config: HealthCheckConfig, tls: UpstreamTLSConfig?, checker: HealthChecker)]>([:])
     private let group: any EventLoopGroup
+    private let tlsContexts: UpstreamTLSContexts
     private let logger: Logger
 
-    init(group: any EventLoopGroup, logger: Logger) {
+    init(group: any EventLoopGroup, tlsContexts: UpstreamTLSContexts, logger: Logger) {
         self.group = group
+        self.tlsContexts = tlsContexts
         self.logger = logger
     }
 
@@ -310,14 +334,15 @@ final class HealthCheckSupervisor: Sendable {
         var started: [HealthChecker] = []
         var stopped: [(HealthChecker, forget: Bool)] = []
         checkers.withLockedValue { running in
-            for (key, entry) in running where wanted[key]?.0 != entry.config {
+            for (key, entry) in running where wanted[key]?.0 != entry.config || wanted[key]?.2.config.tls != entry.tls {
                 // Gone (its state is forgotten with it) or checked differently now (the new checker decides).
                 stopped.append((entry.checker, forget: wanted[key] == nil))
                 running[key] = nil
             }
             for (key, (config, endpoint, cluster)) in wanted where running[key] == nil {
-                let checker = HealthChecker(endpoint: endpoint, cluster: cluster, config: config, eventLoop: group.next(), logger: logger)
-                running[key] = (config, checker)
+                let checker = HealthChecker(endpoint: endpoint, cluster: cluster, config: config, eventLoop: group.next(),
+                                            tlsContexts: tlsContexts, logger: logger)
+                running[key] = (config, cluster.config.tls, checker)
                 started.append(checker)
             }
         }

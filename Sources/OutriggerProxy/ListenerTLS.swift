@@ -1,10 +1,11 @@
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOSSL
 import OutriggerConfig
 
-/// A TLS listener's context. Each new connection takes the current one; when the certificate or key file
-/// changes in place (a rotation that keeps the paths), `refreshIfFilesChanged` builds a new context and later
-/// connections use it. A pair of files that does not load keeps the last good context.
+/// A TLS listener's context. Each new connection takes the current one; when the certificate, key or client
+/// CA file changes in place (a rotation that keeps the paths), `refreshIfFilesChanged` builds a new context and
+/// later connections use it. Files that do not load keep the last good context.
 final class ListenerTLS: Sendable {
     let config: TLSConfig
     private let state: NIOLockedValueBox<(context: NIOSSLContext, stamps: [FileStamp?])>
@@ -45,10 +46,26 @@ final class ListenerTLS: Sendable {
         configuration.applicationProtocols = ["h2", "http/1.1"]
         configuration.minimumTLSVersion = tls.minVersion == .tls13 ? .tlsv13 : .tlsv12
         configuration.cipherSuites = tls.cipherSuites.joined(separator: ":")
+        if let clients = tls.clientCertificates {
+            // A client must present a certificate from these CAs (the handshake fails otherwise); which
+            // names it must carry is checked once the handshake is done (`admitsPeer`).
+            let roots = try NIOSSLCertificate.fromPEMFile(clients.caFile)
+            guard !roots.isEmpty else { throw PEMFileError(file: clients.caFile) }
+            configuration.trustRoots = .certificates(roots)
+            configuration.certificateVerification = .noHostnameVerification
+        }
         return try NIOSSLContext(configuration: configuration)
     }
 
+    /// Whether a connection whose handshake just completed may go on: without required client names, yes;
+    /// with them, when the client's certificate carries one.
+    func admitsPeer(of channel: Channel) -> Bool {
+        guard let allowed = config.clientCertificates?.subjectAltNames, !allowed.isEmpty else { return true }
+        guard let certificate = try? channel.pipeline.syncOperations.nioSSL_peerCertificate() else { return false }
+        return PeerIdentity.carriesOne(of: allowed, certificate)
+    }
+
     private static func stamps(_ tls: TLSConfig) -> [FileStamp?] {
-        [FileStamp(path: tls.certificate), FileStamp(path: tls.privateKey)]
+        [FileStamp(path: tls.certificate), FileStamp(path: tls.privateKey), tls.clientCertificates.flatMap { FileStamp(path: $0.caFile) }]
     }
 }

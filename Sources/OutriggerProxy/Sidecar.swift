@@ -20,6 +20,8 @@ public final class Sidecar: Sendable {
     /// The command line's flags, applied to the file's config at every reload.
     private let overrides: @Sendable (inout SidecarConfig) -> Void
     private let connections = ConnectionTracker()
+    /// The client TLS contexts of clusters with `tls`.
+    private let upstreamTLS = UpstreamTLSContexts()
     private let healthChecks: HealthCheckSupervisor
     private let logger: Logger
     private let configPath: String?
@@ -66,10 +68,12 @@ public final class Sidecar: Sendable {
         self.configStore = try ConfigStore(config: config, stats: ProxyStats(), resolve: resolve)
         self.accessLogs = AccessLogSinks()
         try Self.openAccessLogs(of: config, in: accessLogs)
+        try upstreamTLS.prepare(config.clusters)
+        Self.warnAboutUnverifiedUpstreams(config, logger: logger)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.concurrency ?? System.coreCount)
-        self.locals = EventLoopLocals(group: group, accessLogs: accessLogs)
+        self.locals = EventLoopLocals(group: group, accessLogs: accessLogs, tlsContexts: upstreamTLS)
         self.logger = logger
-        self.healthChecks = HealthCheckSupervisor(group: group, logger: logger)
+        self.healthChecks = HealthCheckSupervisor(group: group, tlsContexts: upstreamTLS, logger: logger)
         self.configPath = configPath
     }
 
@@ -130,6 +134,9 @@ public final class Sidecar: Sendable {
             // A new access log destination that cannot be opened rejects the config (those already open stay
             // open until shutdown, so event loops never see a closed one).
             try Self.openAccessLogs(of: config, in: accessLogs)
+            // A cluster whose TLS files do not load rejects the config too.
+            try upstreamTLS.prepare(config.clusters)
+            Self.warnAboutUnverifiedUpstreams(config, logger: logger)
             // Only the address and TLS settings live in a listener's socket; routes and limits are read
             // from the snapshot per request, so changing them keeps the socket (and its port).
             let previous = state.withLockedValue { $0.listeners }
@@ -440,9 +447,19 @@ public final class Sidecar: Sendable {
         logger.info("admin listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
     }
 
+    private static func warnAboutUnverifiedUpstreams(_ config: SidecarConfig, logger: Logger) {
+        for cluster in config.clusters where cluster.tls?.insecureSkipVerify == true {
+            logger.warning("cluster '\(cluster.name)' does not verify its upstreams' certificates (tls.insecureSkipVerify): anyone on the path can pose as them")
+        }
+    }
+
     /// Reloads the certificate and key of each TLS listener whose files changed in place (the watch tick
-    /// calls it; a changed path is a config change, which rebinds the listener instead).
+    /// calls it; a changed path is a config change, which rebinds the listener instead), and the CA bundles
+    /// and client certificates of clusters with `tls`.
     public func refreshTLSCertificates() {
+        for (tls, error) in upstreamTLS.refreshIfFilesChanged() {
+            logger.error("upstream TLS files unusable; keeping the last good ones", metadata: ["caFile": "\(tls.caFile ?? "")", "certificate": "\(tls.certificate ?? "")", "error": "\(error)"])
+        }
         for (name, listener) in state.withLockedValue({ $0.listeners }) {
             switch listener.tls?.refreshIfFilesChanged() {
             case .success?:

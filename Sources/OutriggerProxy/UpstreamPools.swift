@@ -90,7 +90,11 @@ final class LoopLocalState {
     private let accessLogSinks: AccessLogSinks
     private var accessLogs: [String: AccessLogBuffer] = [:]
 
-    init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int, accessLogs: AccessLogSinks) {
+    /// The process's client TLS contexts, for clusters with `tls`.
+    let tlsContexts: UpstreamTLSContexts
+
+    init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int, accessLogs: AccessLogSinks, tlsContexts: UpstreamTLSContexts) {
+        self.tlsContexts = tlsContexts
         self.eventLoop = eventLoop
         self.loopIndex = loopIndex
         self.loopCount = loopCount
@@ -177,7 +181,7 @@ final class LoopLocalState {
             if let existing = http1Pools[endpoint.poolKey] {
                 pool = existing
             } else {
-                let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats)
+                let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats, tlsContexts: tlsContexts)
                 pool = HTTP1EndpointPool(target: target, cluster: cluster.config) { [weak self] pool in
                     self?.forget(pool)
                 }
@@ -190,7 +194,7 @@ final class LoopLocalState {
             if let existing = http2Connections[endpoint.poolKey] {
                 connection = existing
             } else {
-                let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats)
+                let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats, tlsContexts: tlsContexts)
                 connection = HTTP2EndpointConnection(target: target) { [weak self] connection in
                     // A connection that got a GOAWAY may end after its successor took its place.
                     if self?.http2Connections[connection.key] === connection { self?.http2Connections[connection.key] = nil }
@@ -240,8 +244,12 @@ struct UpstreamTarget {
     let stats: ClusterStats
     /// The cluster-wide limits every pool of the cluster counts against.
     let limits: ClusterLimits
+    /// TLS to the endpoint, when the cluster has `tls`.
+    let tls: (config: UpstreamTLSConfig, contexts: UpstreamTLSContexts)?
+    let upstreamProtocol: ClusterConfig.UpstreamProtocol
+    let endpointHost: String
 
-    init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats) {
+    init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats, tlsContexts: UpstreamTLSContexts) {
         self.key = endpoint.poolKey
         self.eventLoop = eventLoop
         self.address = endpoint.address
@@ -249,17 +257,41 @@ struct UpstreamTarget {
         self.idleTimeout = .nanoseconds(cluster.pool.idleTimeout.nanoseconds)
         self.stats = stats
         self.limits = cluster.limits
+        self.tls = cluster.tls.map { ($0, tlsContexts) }
+        self.upstreamProtocol = cluster.upstreamProtocol
+        self.endpointHost = endpoint.configured.host
     }
 
-    /// Opens a TCP connection to the endpoint and lets `configure` set up its pipeline.
+    /// Opens a TCP connection to the endpoint (and, for a TLS cluster, completes and checks the handshake,
+    /// within the same connect timeout) and lets `configure` set up its pipeline.
     func connect(configure: @escaping @Sendable (Channel) throws -> Void) -> EventLoopFuture<Channel> {
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(.nanoseconds(connectTimeout.nanoseconds))
+        let timeout = TimeAmount.nanoseconds(connectTimeout.nanoseconds)
+        var settings: UpstreamTLSSettings?
+        if let tls {
+            do {
+                let context = try tls.contexts.context(for: tls.config, upstreamProtocol: upstreamProtocol)
+                settings = UpstreamTLSSettings(context: context, tls: tls.config, endpointHost: endpointHost, upstreamProtocol: upstreamProtocol)
+            } catch {
+                return eventLoop.makeFailedFuture(error)
+            }
+        }
+        let established = settings == nil ? nil : eventLoop.makePromise(of: Void.self)
+        let tlsSettings = settings.map { NIOLoopBound($0, eventLoop: eventLoop) }
+        let connecting = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try configure(channel) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let tlsSettings, let established { try tlsSettings.value.addHandlers(to: channel, timeout: timeout, established: established) }
+                    try configure(channel)
+                }
             }
             .connect(to: address)
+        guard let established else { return connecting }
+        connecting.whenFailure { established.fail($0) }
+        return connecting.flatMap { channel in
+            established.futureResult.map { channel }
+        }
     }
 }
 

@@ -211,6 +211,47 @@ struct ConfigDecodingTests {
         #expect(suite.first?.message.hasSuffix("found 'ECDHE-RSA-AES128-GCM-SHA265'; did you mean 'ECDHE-RSA-AES128-GCM-SHA256'?") == true, "\(suite)")
     }
 
+    @Test func upstreamTLSAndClientCertificatesDecodeAndTheirMistakesAreNamed() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for name in ["cert.pem", "key.pem", "ca.pem"] {
+            try "pem\n".write(toFile: directory.appendingPathComponent(name).path, atomically: true, encoding: .utf8)
+        }
+        let path = directory.path
+        func yaml(listener: String = "", cluster: String) -> String {
+            """
+            listeners:
+              - name: in
+                address: 127.0.0.1:15006
+                tls: {certificate: \(path)/cert.pem, privateKey: \(path)/key.pem\(listener)}
+                routes: [{cluster: up}]
+            clusters:
+              - name: up
+                endpoints: [127.0.0.1:8443]
+                protocol: http2
+                tls: \(cluster)
+            """
+        }
+        let config = try SidecarConfig.decode(yaml: yaml(
+            listener: ", clientCertificates: {caFile: \(path)/ca.pem, subjectAltNames: [spiffe://mesh/sa/web]}",
+            cluster: "{sni: api.internal, caFile: \(path)/ca.pem, certificate: \(path)/cert.pem, privateKey: \(path)/key.pem, subjectAltNames: [spiffe://mesh/sa/api]}"),
+            file: "test.yaml")
+        #expect(config.listeners[0].tls?.clientCertificates == TLSConfig.ClientCertificateConfig(caFile: "\(path)/ca.pem", subjectAltNames: ["spiffe://mesh/sa/web"]))
+        #expect(config.clusters[0].tls == UpstreamTLSConfig(sni: "api.internal", caFile: "\(path)/ca.pem", certificate: "\(path)/cert.pem",
+                                                             privateKey: "\(path)/key.pem", subjectAltNames: ["spiffe://mesh/sa/api"]))
+        #expect(try SidecarConfig.decode(yaml: yaml(cluster: "{}"), file: "test.yaml").clusters[0].tls == UpstreamTLSConfig())
+
+        let halfPair = Self.issues(yaml(cluster: "{certificate: \(path)/cert.pem}"))
+        #expect(halfPair.map(\.keyPath) == ["clusters[0].tls"] && halfPair.first?.message.contains("'privateKey'") == true, "\(halfPair)")
+        let missing = Self.issues(yaml(cluster: "{caFile: \(path)/nope.pem}"))
+        #expect(missing.map(\.keyPath) == ["clusters[0].tls.caFile"], "\(missing)")
+        let contradiction = Self.issues(yaml(cluster: "{insecureSkipVerify: true, subjectAltNames: [spiffe://x]}"))
+        #expect(contradiction.map(\.keyPath) == ["clusters[0].tls.insecureSkipVerify"], "\(contradiction)")
+        let noCA = Self.issues(yaml(listener: ", clientCertificates: {subjectAltNames: [spiffe://x]}", cluster: "{}"))
+        #expect(noCA.map(\.keyPath) == ["listeners[0].tls.clientCertificates.caFile"] && noCA.first?.message.contains("caFile") == true, "\(noCA)")
+    }
+
     @Test func aWildcardAndASpecificAddressOnOnePortAreAnError() {
         let issues = Self.issues("""
         listeners:

@@ -3,7 +3,7 @@ import OutriggerConfig
 import Testing
 
 /// Every YAML block in README.md is a config a reader may copy: each must validate as it stands. Files it
-/// names (certificates, keys, the admin token, the control plane's CA) are made, empty but for a token, in a
+/// names (certificates, keys, CA bundles, the admin token) are made, empty but for a token, in a
 /// temporary directory the block is decoded from; a fragment without `listeners` is completed with one.
 @Suite("README examples")
 struct ReadmeExamplesTests {
@@ -35,7 +35,7 @@ struct ReadmeExamplesTests {
             defer { try? FileManager.default.removeItem(at: directory) }
             var text = block.text
             // Files the block names: made where it expects them (absolute paths moved under the directory).
-            let pattern = try NSRegularExpression(pattern: "(certificate|privateKey|tokenFile|ca): ([^\\s,}#]+)")
+            let pattern = try NSRegularExpression(pattern: "(certificate|privateKey|tokenFile|ca|caFile): ([^\\s,}#]+)")
             for match in pattern.matches(in: text, range: NSRange(text.startIndex..., in: text)).reversed() {
                 let range = Range(match.range(at: 2), in: text)!
                 let path = String(text[range])
