@@ -288,7 +288,7 @@ struct SidecarConfigDecoder {
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "trustOverrideHeaders",
-                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "maxConnections", "rapidReset", "accessLog", "virtualHosts", "routes"]
+                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "sendTimeout", "maxConnections", "rapidReset", "accessLog", "virtualHosts", "routes"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
@@ -305,6 +305,7 @@ struct SidecarConfigDecoder {
         let handshakeTimeout = reader.duration(fields, "handshakeTimeout")
         let headersTimeout = reader.duration(fields, "requestHeadersTimeout")
         let idleTimeout = reader.duration(fields, "idleTimeout")
+        let sendTimeout = reader.duration(fields, "sendTimeout")
         let maxConnections = fields["maxConnections"].flatMap { reader.int($0, fields.path("maxConnections"), range: 1...10_000_000) }
         let rapidReset = fields["rapidReset"].flatMap { decodeRapidReset($0, fields.path("rapidReset")) }
         let accessLog = fields["accessLog"].flatMap { decodeAccessLog($0, fields.path("accessLog")) }
@@ -336,6 +337,7 @@ struct SidecarConfigDecoder {
             handshakeTimeout: handshakeTimeout ?? ListenerConfig.defaultHandshakeTimeout,
             requestHeadersTimeout: headersTimeout ?? ListenerConfig.defaultRequestHeadersTimeout,
             idleTimeout: idleTimeout ?? ListenerConfig.defaultIdleTimeout,
+            sendTimeout: sendTimeout ?? ListenerConfig.defaultSendTimeout,
             maxConnections: maxConnections,
             rapidReset: rapidReset ?? RapidResetConfig(),
             accessLog: accessLog,

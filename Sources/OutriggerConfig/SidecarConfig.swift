@@ -143,6 +143,9 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     public var requestHeadersTimeout: Duration
     /// A connection with nothing in flight closes after this (HTTP/2: no open stream; with a GOAWAY).
     public var idleTimeout: Duration
+    /// A client that takes no response bytes for this long (the proxy's buffer and the kernel's both full) is
+    /// cut: its connection reset (HTTP/2: its stream), the upstream exchange aborted. Like nginx's `send_timeout`.
+    public var sendTimeout: Duration
     /// Connections open at once on this listener; one more is closed as soon as it is accepted. nil: only
     /// the process-wide limit.
     public var maxConnections: Int?
@@ -155,6 +158,7 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     public static let defaultHandshakeTimeout: Duration = .seconds(10)
     public static let defaultRequestHeadersTimeout: Duration = .seconds(10)
     public static let defaultIdleTimeout: Duration = .seconds(300)
+    public static let defaultSendTimeout: Duration = .seconds(60)
 
     public static let defaultMaxRequestHeadersBytes = 60 * 1024
 
@@ -173,6 +177,7 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         handshakeTimeout: Duration = ListenerConfig.defaultHandshakeTimeout,
         requestHeadersTimeout: Duration = ListenerConfig.defaultRequestHeadersTimeout,
         idleTimeout: Duration = ListenerConfig.defaultIdleTimeout,
+        sendTimeout: Duration = ListenerConfig.defaultSendTimeout,
         maxConnections: Int? = nil,
         rapidReset: RapidResetConfig = RapidResetConfig(),
         accessLog: AccessLogConfig? = nil,
@@ -184,6 +189,7 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         self.handshakeTimeout = handshakeTimeout
         self.requestHeadersTimeout = requestHeadersTimeout
         self.idleTimeout = idleTimeout
+        self.sendTimeout = sendTimeout
         self.maxConnections = maxConnections
         self.name = name
         self.address = address
@@ -197,7 +203,7 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, address, direction, tls, maxRequestHeadersBytes, maxRequestBodyBytes, addVia, trustOverrideHeaders,
-             handshakeTimeout, requestHeadersTimeout, idleTimeout, maxConnections, rapidReset, accessLog, virtualHosts
+             handshakeTimeout, requestHeadersTimeout, idleTimeout, sendTimeout, maxConnections, rapidReset, accessLog, virtualHosts
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -213,6 +219,7 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(handshakeTimeout), forKey: .handshakeTimeout)
         try container.encode(ConfigDuration.format(requestHeadersTimeout), forKey: .requestHeadersTimeout)
         try container.encode(ConfigDuration.format(idleTimeout), forKey: .idleTimeout)
+        try container.encode(ConfigDuration.format(sendTimeout), forKey: .sendTimeout)
         try container.encodeIfPresent(maxConnections, forKey: .maxConnections)
         try container.encode(rapidReset, forKey: .rapidReset)
         try container.encodeIfPresent(accessLog, forKey: .accessLog)

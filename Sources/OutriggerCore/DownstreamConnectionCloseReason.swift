@@ -16,4 +16,6 @@ public enum DownstreamConnectionCloseReason: String, CaseIterable, Sendable {
     case rapidReset = "rapid_reset"
     /// mTLS: the client's certificate (from the listener's CAs) carries none of `clientCertificates.subjectAltNames`.
     case clientCertificateRejected = "client_certificate_rejected"
+    /// The client took no response bytes for `sendTimeout`: reset (HTTP/2: the stream is reset, and counted here).
+    case sendTimeout = "send_timeout"
 }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import NIOHTTP1
 import OutriggerConfig
@@ -75,6 +80,8 @@ final class ProxiedRequest {
     var routeDeadline: NIODeadline?
     /// Request body bytes when the timer last looked at an unfinished upload (-1: it has not looked).
     var uploadBytesSeen = -1
+    /// Since when the client has taken no response bytes (the downstream is unwritable); nil while it takes them.
+    var downstreamStalledSince: NIODeadline?
     weak var owner: ProxyRequestHandler?
     var ticket: LeaseTicket?
     /// The `Upgrade` value of an HTTP/1.1 upgrade request (WebSocket…) that may be tunnelled; nil otherwise.
@@ -382,8 +389,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, case .proxying(_, let upstream) = state {
-            upstream.downstreamBecameWritable()
+        if case .proxying(let request, let upstream) = state {
+            if context.channel.isWritable {
+                request.downstreamStalledSince = nil
+                upstream.downstreamBecameWritable()
+            } else if request.responseStarted, request.downstreamStalledSince == nil {
+                // The client takes no more for now; taking nothing for `sendTimeout` cuts it. The route
+                // timer, which watches the response, looks then.
+                request.downstreamStalledSince = .now()
+                let sendTimeout = request.listener.config.sendTimeout.nanoseconds
+                scheduleRouteTimer(request, in: min(sendTimeout, request.cluster.streamIdleTimeout.nanoseconds))
+            }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -1255,6 +1271,16 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     fileprivate func routeTimeoutFired(_ request: ProxiedRequest) {
         switch state {
         case .proxying(let current, let upstream) where current === request && request.responseStarted:
+            if let stalledSince = request.downstreamStalledSince {
+                // The client is the side that stalls: the send timeout decides, not the upstream's progress.
+                let left = request.listener.config.sendTimeout.nanoseconds - (NIODeadline.now() - stalledSince).nanoseconds
+                if left > 0 {
+                    scheduleRouteTimer(request, in: left)
+                } else {
+                    cutSlowReader(request, upstream: upstream)
+                }
+                return
+            }
             // Stream idle: no body part since the last look (one period; the first look is at the route
             // timeout's deadline) → cut the response; else look again a period later.
             guard request.responseParts == request.responsePartsSeen else {
@@ -1296,6 +1322,24 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
         default:
             break
+        }
+    }
+
+    /// The client took no response bytes for `sendTimeout`: the exchange is aborted and the client cut —
+    /// an HTTP/1.1 connection reset (SO_LINGER 0: the kernel drops what it still queues for it, rather than
+    /// holding it for a reader that may never come), an HTTP/2 stream reset.
+    private func cutSlowReader(_ request: ProxiedRequest, upstream: UpstreamExchangeHandler) {
+        request.listener.stats.recordClose(.sendTimeout)
+        upstream.abort()
+        request.responseComplete = true
+        if request.accessLogHead != nil { request.decisions.append("send_timeout") }
+        recordFinished(request)
+        state = .closing
+        if downstreamProtocol == .http1, let socket = context.channel as? SocketOptionProvider {
+            let channel = context.channel
+            socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
         }
     }
 

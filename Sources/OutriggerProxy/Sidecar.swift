@@ -410,7 +410,9 @@ public final class Sidecar: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer(AcceptPause.install)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
+            // A connection keeps one receive buffer per read of a burst for its life (see UpstreamTarget).
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator.bounded)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try pipeline.configure(channel) }
             }

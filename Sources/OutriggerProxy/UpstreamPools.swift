@@ -234,6 +234,11 @@ final class LoopLocalState {
     }
 }
 
+extension AdaptiveRecvByteBufferAllocator {
+    /// NIO's adaptive sizing, up to 32 KiB a read (not 64 KiB): every connection keeps its grown buffers.
+    static let bounded = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 32 * 1024)
+}
+
 /// Where and how a pool connects: one endpoint, on one event loop, with its cluster's settings.
 struct UpstreamTarget {
     let key: String
@@ -280,6 +285,11 @@ struct UpstreamTarget {
         let connecting = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // What a response body may pin while its client reads slowly: the reads of one burst are written
+            // downstream before reading stops, and a channel keeps one receive buffer per read of a burst for
+            // its life (NIO's defaults, 4 × up to 64 KiB, held 262 KiB per slow client).
+            .channelOption(.maxMessagesPerRead, value: 2)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator.bounded)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tlsSettings, let established { try tlsSettings.value.addHandlers(to: channel, timeout: timeout, established: established) }

@@ -102,6 +102,30 @@ struct ConnectionDefenceTests {
         }
     }
 
+    /// A client that stops reading a large response is cut once it has taken nothing for `sendTimeout`; one
+    /// that reads is not.
+    @Test func aClientThatStopsReadingIsCutAfterTheSendTimeout() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            var config = Self.config(endpoints, handshakeTimeout: .seconds(60))
+            config.listeners[0].sendTimeout = .seconds(1)
+            config.listeners[0].idleTimeout = .seconds(60)
+            return config
+        } _: { (harness: Harness) async throws in
+            let stalled = try await HeldConnection.open(port: harness.port, reading: false)
+            stalled.send(Array("GET /?size=268435456 HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
+            #expect(try await stalled.closedByPeer(within: .seconds(60)), "cut")
+            #expect(try await Self.closedCount(harness, .sendTimeout) == "1")
+            // HTTP/2: a stream whose client gives no flow-control credit back is reset; the connection stays.
+            let stream = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":path", "/?size=16777216"), (":authority", "a")],
+                                            stopReading: true)
+            #expect(stream["status"] as? Int == 200 && stream["reset"] as? Int == 8, "CANCEL: \(stream)")
+            #expect(try await Self.closedCount(harness, .sendTimeout) == "2")
+            let reader = try await curl(["-o", "/dev/null", "-w", "%{http_code} %{size_download}", harness.url + "/?size=16777216"])
+            #expect(reader.stdout == "200 16777216", "\(reader.stdout) \(reader.stderr)")
+            #expect(try await Self.closedCount(harness, .sendTimeout) == "2")
+        }
+    }
+
     @Test func aPartialRequestOnTheAdminPortGets408() async throws {
         try await withHarness(echoes: 1) { Self.config($0) } _: { (harness: Harness) async throws in
             let reply = try await RawTCP.exchange(port: harness.adminPort, "GET /stats HTTP/1.1\r\nHost: x\r\nX-Slow: ", timeout: .seconds(30))

@@ -3,10 +3,11 @@ import OutriggerConfig
 import Testing
 
 /// Runs `Scripts/h2_request.py`: one HTTP/2 request with exactly these headers, valid or not.
-func rawHTTP2(port: Int, headers: [(String, String)], bodyBytes: Int = 0, afterSettings: Bool = false) async throws -> [String: Any] {
+func rawHTTP2(port: Int, headers: [(String, String)], bodyBytes: Int = 0, afterSettings: Bool = false, stopReading: Bool = false) async throws -> [String: Any] {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_request.py").path
     let json = String(decoding: try JSONSerialization.data(withJSONObject: headers.map { [$0.0, $0.1] }), as: UTF8.self)
-    let result = try await run("python3", [script, String(port), json, String(bodyBytes)] + (afterSettings ? ["--after-settings"] : []))
+    let result = try await run("python3", [script, String(port), json, String(bodyBytes)] + (afterSettings ? ["--after-settings"] : [])
+                                   + (stopReading ? ["--stop-reading"] : []))
     guard result.status == 0, let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else {
         throw CurlFailure(status: result.status, stderr: result.stderr + result.stdout)
     }

@@ -3,7 +3,8 @@
 prints what came back as JSON: {"status": N, "headers": {...}, "trailers": {...}, "body": n} or {"reset": CODE} or
 {"goaway": CODE}. Used by the end-to-end tests to send what well-behaved clients refuse to send.
 
-usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--after-settings]
+usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--after-settings] [--stop-reading]
+--stop-reading: never give flow-control credit back (a client that stopped reading the response).
 HEADERS_JSON is a list of [name, value] pairs, pseudo-headers included, sent in order.
 """
 import json
@@ -56,7 +57,8 @@ def main():
                 result["trailers"] = {k.decode(): v.decode() for k, v in event.headers}
             elif isinstance(event, h2.events.DataReceived):
                 received += len(event.data)
-                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if "--stop-reading" not in sys.argv:
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
                 done = True
             elif isinstance(event, h2.events.StreamReset):

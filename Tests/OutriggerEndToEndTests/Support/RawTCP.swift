@@ -249,9 +249,13 @@ final class HeldConnection: Sendable {
         self.received = received
     }
 
-    static func open(port: Int) async throws -> HeldConnection {
+    /// - Parameter reading: false: nothing is ever read (a small receive buffer, soon full), as a client that
+    ///   stopped reading; a reset by the peer is still seen.
+    static func open(port: Int, reading: Bool = true) async throws -> HeldConnection {
         let received = NIOLockedValueBox<[UInt8]>([])
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.autoRead, value: reading)
+            .channelOption(.socketOption(.so_rcvbuf), value: reading ? 128 * 1024 : 4096)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ByteCollector(received)) }
             }
