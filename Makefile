@@ -4,7 +4,7 @@ BUILD_FLAGS ?=
 # Release builds drop exclusivity checks in every module, dependencies included (~3 % of a relay's CPU).
 RELEASE_FLAGS ?= -c release -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test build release bench bench-quick bench-control microbench clean
+.PHONY: run test build release bench bench-quick bench-control soak microbench clean
 
 ## make run: build and start the demo (a sidecar in front of two echo upstreams).
 run: build
@@ -37,6 +37,14 @@ bench-quick: release
 ## 5,000 simulated sidecars, its CPU per change and memory. Writes benchmarks/results/control-<time>.{json,md}.
 bench-control: release
 	scripts/control_bench.py
+
+## make soak: the connection-level defences measured (~14 minutes): idle connections held at maxConnections
+## with the admin answering, memory per slow reader, rapid-reset requests reaching the upstream per 1,000
+## resets, and 10 minutes at half the maximum rate with resident memory sampled. Writes
+## benchmarks/results/soak-<time>.{json,md}.
+soak: release
+	scripts/install-deps.sh --bench
+	scripts/soak.py
 
 ## make microbench: microbenchmarks (route matching, config decode, headers, allocations per request); separate package in benchmarks/micro.
 microbench:

@@ -1155,11 +1155,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     func upstreamFailed(_ failure: UpstreamFailure) {
         guard case .proxying(let request, let upstream) = state else { return }
-        // The request provably went nowhere: a pooled keep-alive connection the upstream had closed while it sat
-        // idle, or an HTTP/2 stream the upstream refused (REFUSED_STREAM, or past its GOAWAY's last stream id).
-        // Sent again once on another connection, even without a retry policy, when the request is still at
-        // hand (no body, or a body kept for replay).
-        let staleConnection = failure == .reset && upstream.exchanges > 1
+        // The request went nowhere: a pooled keep-alive connection the upstream had closed while it sat idle (a
+        // clean close, before any byte of the response; a reset is the upstream aborting a request it had, and
+        // is left to the retry policy), or an HTTP/2 stream the upstream refused (REFUSED_STREAM, or past its
+        // GOAWAY's last stream id). Sent again once on another connection, even without a retry policy, when
+        // the request is still at hand (no body, or a body kept for replay).
+        let staleConnection = failure == .closed && upstream.exchanges > 1
         if staleConnection || failure == .refusedStream, !request.responseStarted, !request.usedTransparentRetry,
            request.replay != nil || request.bodyBytes == 0 {
             request.usedTransparentRetry = true
@@ -1178,7 +1179,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         recordOutcome(.localFailure, of: request)
         if resumeHedge(request) { return }
-        if failure == .reset, retry(request, after: .reset) { return }
+        if failure == .reset || failure == .closed, retry(request, after: .reset) { return }
         if failure == .refusedStream, retry(request, after: .refusedStream) { return }
         localReply(failure == .protocolError ? .upstreamProtocolError : .upstreamReset, request: request, requestComplete: request.requestComplete)
     }

@@ -5,8 +5,11 @@ import OutriggerCore
 
 /// How an upstream exchange ended badly, before or during the response.
 enum UpstreamFailure: Error, Equatable {
-    /// The connection or stream closed before the response was complete.
+    /// The connection was reset (an error such as ECONNRESET; HTTP/2: the stream reset) before the response
+    /// was complete.
     case reset
+    /// The connection (or stream) was closed cleanly, without an error, before the response was complete.
+    case closed
     /// The upstream sent something that is not valid HTTP.
     case protocolError
     /// HTTP/2 REFUSED_STREAM, or a stream past the last id of the upstream's GOAWAY: the request was not
@@ -218,7 +221,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail(.reset)
+        // After an error, `errorCaught` has already failed the exchange with it.
+        fail(.closed)
         state = .closed
         closed?(self)
         closed = nil

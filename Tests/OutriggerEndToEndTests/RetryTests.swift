@@ -335,6 +335,27 @@ struct StaleConnectionTests {
         }
         await upstream.stop()
     }
+
+    /// A reused connection reset (not closed) by the upstream after it read the request is the upstream
+    /// aborting it: not sent again for free as a stale connection; without a retry policy, 502.
+    @Test func aResetOnAReusedConnectionIsNotTakenForAStaleOne() async throws {
+        let upstream = try await OneRequestPerConnectionUpstream.start(resetting: true)
+        do {
+            try await withHarness(echoes: 0) { _ in
+                Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
+                               clusters: [ClusterConfig(name: "c", endpoints: [HostPort(host: "127.0.0.1", port: upstream.port)])])
+            } _: { (harness: Harness) async throws in
+                #expect(try await fetch(harness.url + "/").status == 200)
+                let second = try await fetch(harness.url + "/")
+                #expect(second.status == 502 && second.headers["x-outrigger-reason"] == "upstream_reset", "\(second.statusLine)")
+                let prometheus = try await fetch(harness.adminURL + "/stats/prometheus").body
+                #expect(prometheus.contains("outrigger_upstream_retries_total{cluster=\"c\"} 0"), "no retry")
+            }
+        } catch {
+            Issue.record("\(error)")
+        }
+        await upstream.stop()
+    }
 }
 
 @Suite("Per-request override headers, end to end")

@@ -171,9 +171,11 @@ final class OneRequestPerConnectionUpstream: Sendable {
         self.connections = connections
     }
 
-    static func start() async throws -> OneRequestPerConnectionUpstream {
+    /// - Parameter resetting: a later request is answered with a reset (SO_LINGER 0), not a clean close: the
+    ///   upstream aborting a request it read, rather than a keep-alive connection it had closed.
+    static func start(resetting: Bool = false) async throws -> OneRequestPerConnectionUpstream {
         let connections = NIOLockedValueBox(0)
-        let channel = try await loopbackServer(accepted: { _ in connections.withLockedValue { $0 += 1 } }) { AnswerOnceHandler() }
+        let channel = try await loopbackServer(accepted: { _ in connections.withLockedValue { $0 += 1 } }) { AnswerOnceHandler(resetting: resetting) }
         return OneRequestPerConnectionUpstream(channel: channel, connections: connections)
     }
 
@@ -186,10 +188,20 @@ final class OneRequestPerConnectionUpstream: Sendable {
         typealias OutboundOut = ByteBuffer
         private var seen: [UInt8] = []
         private var answered = false
+        private let resetting: Bool
+
+        init(resetting: Bool) {
+            self.resetting = resetting
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             if answered {
-                context.close(promise: nil)
+                if resetting, let socket = context.channel as? SocketOptionProvider {
+                    let channel = context.channel
+                    socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+                } else {
+                    context.close(promise: nil)
+                }
                 return
             }
             seen += unwrapInboundIn(data).readableBytesView
