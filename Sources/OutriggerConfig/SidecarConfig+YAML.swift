@@ -371,6 +371,19 @@ struct SidecarConfigDecoder {
             resolved = file
         default:
             resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: reader.file).deletingLastPathComponent().appendingPathComponent(file).path
+            // What would stop the listener from starting is said here, where `validate` sees it too.
+            let directory = URL(fileURLWithPath: resolved).deletingLastPathComponent().path
+            var isDirectory: ObjCBool = false
+            if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) || !isDirectory.boolValue {
+                reader.report(pathNode, fields.path("path"), "expected a file in an existing directory, but '\(directory)' is not a directory")
+                return nil
+            }
+            let writable = FileManager.default.fileExists(atPath: resolved)
+                ? FileManager.default.isWritableFile(atPath: resolved) : FileManager.default.isWritableFile(atPath: directory)
+            if !writable {
+                reader.report(pathNode, fields.path("path"), "expected a file this process may write, but '\(resolved)' cannot be written")
+                return nil
+            }
         }
         return AccessLogConfig(path: resolved, format: format ?? .text)
     }

@@ -211,6 +211,19 @@ struct ConfigDecodingTests {
         #expect(suite.first?.message.hasSuffix("found 'ECDHE-RSA-AES128-GCM-SHA265'; did you mean 'ECDHE-RSA-AES128-GCM-SHA256'?") == true, "\(suite)")
     }
 
+    @Test func anAccessLogInAMissingDirectoryIsAnError() {
+        let issues = Self.issues("""
+        listeners:
+          - name: in
+            address: 127.0.0.1:15006
+            accessLog: {path: /nonexistent-\(UUID().uuidString)/access.log}
+            routes: [{cluster: local}]
+        \(Self.minimalClusters)
+        """)
+        #expect(issues.map(\.keyPath) == ["listeners[0].accessLog.path"], "\(issues)")
+        #expect(issues.first?.message.contains("is not a directory") == true, "\(issues)")
+    }
+
     @Test func upstreamTLSAndClientCertificatesDecodeAndTheirMistakesAreNamed() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -266,25 +279,28 @@ struct ConfigDecodingTests {
     }
 
     @Test func accessLogDecodesWithTextByDefaultAndAFileNextToTheConfig() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-logs-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let config = try SidecarConfig.decode(yaml: """
         listeners:
-          - {name: a, address: 127.0.0.1:1, routes: [{cluster: local}], accessLog: {path: /var/log/outrigger/a.log, format: json}}
+          - {name: a, address: 127.0.0.1:1, routes: [{cluster: local}], accessLog: {path: \(directory)/a.log, format: json}}
           - {name: b, address: 127.0.0.1:2, routes: [{cluster: local}], accessLog: {path: stdout}}
           - {name: c, address: 127.0.0.1:3, routes: [{cluster: local}], accessLog: {path: logs/c.log, format: text}}
           - {name: d, address: 127.0.0.1:4, routes: [{cluster: local}]}
         \(Self.minimalClusters)
-        """, file: "/etc/outrigger/sidecar.yaml")
+        """, file: directory + "/sidecar.yaml")
         #expect(config.listeners.map(\.accessLog) == [
-            AccessLogConfig(path: "/var/log/outrigger/a.log", format: .json),
+            AccessLogConfig(path: "\(directory)/a.log", format: .json),
             AccessLogConfig(path: "stdout", format: .text),
-            AccessLogConfig(path: "/etc/outrigger/logs/c.log", format: .text),
+            AccessLogConfig(path: "\(directory)/logs/c.log", format: .text),
             nil,
         ])
 
         let json = try JSONEncoder().encode(config)
         let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
         let listeners = try #require(object["listeners"] as? [[String: Any]])
-        #expect(listeners[0]["accessLog"] as? [String: String] == ["path": "/var/log/outrigger/a.log", "format": "json"], "/config_dump shows it")
+        #expect(listeners[0]["accessLog"] as? [String: String] == ["path": "\(directory)/a.log", "format": "json"], "/config_dump shows it")
         #expect(listeners[3]["accessLog"] == nil)
     }
 
