@@ -141,7 +141,7 @@ struct SidecarConfigDecoder {
     }
 
     func decodeSidecar(_ root: Node) -> SidecarConfig? {
-        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "maxConnections", "listeners", "clusters", "controlPlane"]) else {
+        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "maxConnections", "overload", "listeners", "clusters", "controlPlane"]) else {
             return nil
         }
         var admin: AdminConfig? = AdminConfig()
@@ -186,6 +186,7 @@ struct SidecarConfigDecoder {
             clusters: clusters
         )
         config.controlPlane = fields["controlPlane"].flatMap { decodeControlPlane($0, "controlPlane") }
+        if let node = fields["overload"], let overload = decodeOverload(node, "overload") { config.overload = overload }
         return config
     }
 
@@ -288,7 +289,7 @@ struct SidecarConfigDecoder {
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "trustOverrideHeaders",
-                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "sendTimeout", "maxConnections", "rapidReset", "accessLog", "virtualHosts", "routes"]
+                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "sendTimeout", "maxConnections", "rapidReset", "overloadPriority", "accessLog", "virtualHosts", "routes"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
@@ -308,6 +309,7 @@ struct SidecarConfigDecoder {
         let sendTimeout = reader.duration(fields, "sendTimeout")
         let maxConnections = fields["maxConnections"].flatMap { reader.int($0, fields.path("maxConnections"), range: 1...10_000_000) }
         let rapidReset = fields["rapidReset"].flatMap { decodeRapidReset($0, fields.path("rapidReset")) }
+        let overloadPriority = fields["overloadPriority"].flatMap { reader.oneOf($0, fields.path("overloadPriority"), ListenerConfig.OverloadPriority.self) }
         let accessLog = fields["accessLog"].flatMap { decodeAccessLog($0, fields.path("accessLog")) }
         var virtualHosts: [VirtualHostConfig] = []
         switch (fields["virtualHosts"], fields["routes"]) {
@@ -340,9 +342,34 @@ struct SidecarConfigDecoder {
             sendTimeout: sendTimeout ?? ListenerConfig.defaultSendTimeout,
             maxConnections: maxConnections,
             rapidReset: rapidReset ?? RapidResetConfig(),
+            overloadPriority: overloadPriority ?? .normal,
             accessLog: accessLog,
             virtualHosts: virtualHosts
         )
+    }
+
+    /// `overload: {interval, maxMemory, maxActiveRequests, maxEventLoopDelay, disableKeepAliveAt, refuseRequestsAt, stopAcceptingAt}`.
+    private func decodeOverload(_ node: Node, _ path: String) -> OverloadConfig? {
+        let allowed = ["interval", "maxMemory", "maxActiveRequests", "maxEventLoopDelay", "disableKeepAliveAt", "refuseRequestsAt", "stopAcceptingAt"]
+        guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
+        var config = OverloadConfig()
+        if let value = reader.duration(fields, "interval") { config.interval = value }
+        config.maxMemoryBytes = fields["maxMemory"].flatMap { reader.byteSize($0, fields.path("maxMemory")) }
+        config.maxActiveRequests = fields["maxActiveRequests"].flatMap { reader.int($0, fields.path("maxActiveRequests"), range: 1...100_000_000) }
+        config.maxEventLoopDelay = reader.duration(fields, "maxEventLoopDelay")
+        for (key, keyPath) in [("disableKeepAliveAt", \OverloadConfig.disableKeepAliveAt), ("refuseRequestsAt", \.refuseRequestsAt),
+                               ("stopAcceptingAt", \.stopAcceptingAt)] {
+            guard let node = fields[key] else { continue }
+            guard let value = Double(node.scalar?.string ?? ""), value > 0, value <= 10 else {
+                reader.report(node, fields.path(key), "expected a fraction of the limits such as 0.95 (above 0; 1 is at the limit)")
+                continue
+            }
+            config[keyPath: keyPath] = value
+        }
+        if config.disableKeepAliveAt > config.refuseRequestsAt || config.refuseRequestsAt > config.stopAcceptingAt {
+            reader.report(node, path, "expected disableKeepAliveAt ≤ refuseRequestsAt ≤ stopAcceptingAt (each step after the one before)")
+        }
+        return config
     }
 
     /// `{maxResetsPerAddress: N, window: DURATION, refuseFor: DURATION}`, each optional.

@@ -17,6 +17,8 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
     /// Follow a control plane: its pushes then replace the listeners and clusters above, which serve until
     /// the first push (or the persisted last one) arrives.
     public var controlPlane: ControlPlaneConfig?
+    /// Limits the process is watched against, and the steps taken as it nears them.
+    public var overload: OverloadConfig
 
     public static let defaultDrainTimeout: Duration = .seconds(10)
 
@@ -26,9 +28,11 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         drainTimeout: Duration = SidecarConfig.defaultDrainTimeout,
         zone: String? = nil,
         maxConnections: Int? = nil,
+        overload: OverloadConfig = OverloadConfig(),
         listeners: [ListenerConfig],
         clusters: [ClusterConfig]
     ) {
+        self.overload = overload
         self.admin = admin
         self.concurrency = concurrency
         self.drainTimeout = drainTimeout
@@ -39,7 +43,7 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case admin, concurrency, drainTimeout, zone, maxConnections, listeners, clusters, controlPlane
+        case admin, concurrency, drainTimeout, zone, maxConnections, overload, listeners, clusters, controlPlane
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -49,9 +53,57 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(drainTimeout), forKey: .drainTimeout)
         try container.encodeIfPresent(zone, forKey: .zone)
         try container.encodeIfPresent(maxConnections, forKey: .maxConnections)
+        try container.encode(overload, forKey: .overload)
         try container.encode(listeners, forKey: .listeners)
         try container.encode(clusters, forKey: .clusters)
         try container.encodeIfPresent(controlPlane, forKey: .controlPlane)
+    }
+}
+
+/// The overload manager's settings: what the process is watched against (each limit optional; the process's
+/// `maxConnections` always counts), and the pressure — the highest reading as a fraction of its limit — at
+/// which each step is taken. A listener with `overloadPriority: low` takes each step 5 points earlier, `high`
+/// 5 points later; each is undone 5 points below where it was taken.
+public struct OverloadConfig: Sendable, Hashable, Encodable {
+    public var interval: Duration
+    /// Resident memory of the process, bytes.
+    public var maxMemoryBytes: Int?
+    /// Requests in flight on all listeners together.
+    public var maxActiveRequests: Int?
+    /// How late a task given to an event loop runs.
+    public var maxEventLoopDelay: Duration?
+    /// HTTP/1.1 connections close after their response (`connection: close`).
+    public var disableKeepAliveAt: Double
+    /// New requests are answered 503 `overload`.
+    public var refuseRequestsAt: Double
+    /// Listeners stop accepting connections (they wait in the kernel's backlog).
+    public var stopAcceptingAt: Double
+
+    public init(interval: Duration = .milliseconds(250), maxMemoryBytes: Int? = nil, maxActiveRequests: Int? = nil,
+                maxEventLoopDelay: Duration? = nil, disableKeepAliveAt: Double = 0.90, refuseRequestsAt: Double = 0.95,
+                stopAcceptingAt: Double = 0.98) {
+        self.interval = interval
+        self.maxMemoryBytes = maxMemoryBytes
+        self.maxActiveRequests = maxActiveRequests
+        self.maxEventLoopDelay = maxEventLoopDelay
+        self.disableKeepAliveAt = disableKeepAliveAt
+        self.refuseRequestsAt = refuseRequestsAt
+        self.stopAcceptingAt = stopAcceptingAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case interval, maxMemory, maxActiveRequests, maxEventLoopDelay, disableKeepAliveAt, refuseRequestsAt, stopAcceptingAt
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(ConfigDuration.format(interval), forKey: .interval)
+        try container.encodeIfPresent(maxMemoryBytes, forKey: .maxMemory)
+        try container.encodeIfPresent(maxActiveRequests, forKey: .maxActiveRequests)
+        try container.encodeIfPresent(maxEventLoopDelay.map(ConfigDuration.format), forKey: .maxEventLoopDelay)
+        try container.encode(disableKeepAliveAt, forKey: .disableKeepAliveAt)
+        try container.encode(refuseRequestsAt, forKey: .refuseRequestsAt)
+        try container.encode(stopAcceptingAt, forKey: .stopAcceptingAt)
     }
 }
 
@@ -151,6 +203,12 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     public var maxConnections: Int?
     /// HTTP/2 streams reset by one client address, counted across its connections.
     public var rapidReset: RapidResetConfig
+    /// Under overload, a `low` listener is shed first, a `high` one last.
+    public var overloadPriority: OverloadPriority
+
+    public enum OverloadPriority: String, Sendable, Hashable, Encodable, CaseIterable {
+        case low, normal, high
+    }
     /// One line per request, written off the event loops; nil: no access log.
     public var accessLog: AccessLogConfig?
     public var virtualHosts: [VirtualHostConfig]
@@ -180,10 +238,12 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         sendTimeout: Duration = ListenerConfig.defaultSendTimeout,
         maxConnections: Int? = nil,
         rapidReset: RapidResetConfig = RapidResetConfig(),
+        overloadPriority: OverloadPriority = .normal,
         accessLog: AccessLogConfig? = nil,
         virtualHosts: [VirtualHostConfig]
     ) {
         self.rapidReset = rapidReset
+        self.overloadPriority = overloadPriority
         self.accessLog = accessLog
         self.trustOverrideHeaders = trustOverrideHeaders
         self.handshakeTimeout = handshakeTimeout
@@ -203,7 +263,7 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, address, direction, tls, maxRequestHeadersBytes, maxRequestBodyBytes, addVia, trustOverrideHeaders,
-             handshakeTimeout, requestHeadersTimeout, idleTimeout, sendTimeout, maxConnections, rapidReset, accessLog, virtualHosts
+             handshakeTimeout, requestHeadersTimeout, idleTimeout, sendTimeout, maxConnections, rapidReset, overloadPriority, accessLog, virtualHosts
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -222,6 +282,7 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         try container.encode(ConfigDuration.format(sendTimeout), forKey: .sendTimeout)
         try container.encodeIfPresent(maxConnections, forKey: .maxConnections)
         try container.encode(rapidReset, forKey: .rapidReset)
+        try container.encode(overloadPriority, forKey: .overloadPriority)
         try container.encodeIfPresent(accessLog, forKey: .accessLog)
         try container.encode(virtualHosts, forKey: .virtualHosts)
     }

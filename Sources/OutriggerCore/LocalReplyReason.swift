@@ -23,11 +23,13 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
     case breakerOpen = "breaker_open"
     /// The route's fallback answered (its cluster had no endpoint); also marks responses of a fallback cluster.
     case fallback
+    /// The overload manager sheds new requests on this listener.
+    case overload
 
     public var status: HTTPResponseStatus {
         switch self {
         case .noRoute: return .notFound
-        case .noHealthyUpstream, .overflow, .connectFailure, .draining, .fallback, .breakerOpen: return .serviceUnavailable
+        case .noHealthyUpstream, .overflow, .connectFailure, .draining, .fallback, .breakerOpen, .overload: return .serviceUnavailable
         case .upstreamReset, .upstreamProtocolError: return .badGateway
         case .upstreamTimeout: return .gatewayTimeout
         case .badRequest, .invalidHost: return .badRequest
@@ -44,7 +46,8 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .upstreamTimeout, .requestTimeout: return 4  // DEADLINE_EXCEEDED
         case .overflow: return 8  // RESOURCE_EXHAUSTED
         case .badRequest, .invalidHost, .headersTooLarge, .bodyTooLarge: return 13  // INTERNAL
-        case .noHealthyUpstream, .connectFailure, .upstreamReset, .upstreamProtocolError, .draining, .fallback, .breakerOpen: return 14  // UNAVAILABLE
+        case .noHealthyUpstream, .connectFailure, .upstreamReset, .upstreamProtocolError, .draining, .fallback, .breakerOpen, .overload:
+            return 14  // UNAVAILABLE
         }
     }
 
@@ -66,6 +69,7 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
         case .draining: return "the proxy is shutting down"
         case .fallback: return "the route's cluster had no endpoint; its fallback answered"
         case .breakerOpen: return "the circuit breakers of the cluster's endpoints are open"
+        case .overload: return "the proxy is overloaded and sheds new requests"
         }
     }
 }

@@ -26,6 +26,8 @@ public final class Gauge: Sendable {
     @inline(__always) public func decrement() { value.wrappingDecrement(ordering: .relaxed) }
     public var current: Int { value.load(ordering: .relaxed) }
 
+    public func set(_ newValue: Int) { value.store(newValue, ordering: .relaxed) }
+
     /// Takes one more only while under `limit` (a limit shared by every event loop, never overshot).
     public func increment(below limit: Int) -> Bool {
         var seen = value.load(ordering: .relaxed)
@@ -134,6 +136,10 @@ public final class ListenerStats: Sendable {
     public let malformedOverrideHeaders = Counter()
     /// Connections the proxy closed on its own, by why.
     public let connectionsClosed: [Counter] = DownstreamConnectionCloseReason.allCases.map { _ in Counter() }
+    /// The overload manager's step for this listener (an `OverloadLevel`), read by every request.
+    public let overloadLevelValue = Gauge()
+
+    @inline(__always) public var overloadLevel: OverloadLevel { OverloadLevel(rawValue: overloadLevelValue.current) ?? .normal }
 
     public func recordClose(_ reason: DownstreamConnectionCloseReason) {
         connectionsClosed[DownstreamConnectionCloseReason.allCases.firstIndex(of: reason)!].increment()
@@ -210,6 +216,9 @@ public final class ProxyStats: Sendable {
     public let configReloadFailures = Counter()
     /// Downstream connections open now on every listener: what the process-wide `maxConnections` limits.
     public let downstreamConnectionsActive = Gauge()
+    /// The overload manager's last look: each resource's pressure (reading / limit), and how many looks.
+    public let overloadPressures = NIOLockedValueBox<[(resource: String, pressure: Double)]>([])
+    public let overloadChecks = Counter()
 
     public init() {}
 

@@ -12,7 +12,7 @@ public struct PrometheusText {
     }
 
     public mutating func sample(_ name: String, _ labels: [(String, String)], _ value: String) {
-        text += "\(name){\(Self.labelText(labels))} \(value)\n"
+        text += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(Self.labelText(labels))} \(value)\n"
     }
 
     public mutating func sample(_ name: String, _ labels: [(String, String)], _ value: Int) {
@@ -47,6 +47,14 @@ extension ProxyStats {
                 sample("outrigger_downstream_connections_closed_total", [("listener", l.name), ("reason", reason.rawValue)], counter.current)
             }
         }
+        family("outrigger_overload_level", "gauge", "The overload manager's step for each listener: 0 normal, 1 keep-alive disabled, 2 refusing requests, 3 not accepting.")
+        for l in listeners { sample("outrigger_overload_level", [("listener", l.name)], l.overloadLevelValue.current) }
+        family("outrigger_overload_pressure", "gauge", "Each watched resource's reading as a fraction of its limit, at the last look.")
+        for (resource, pressure) in overloadPressures.withLockedValue({ $0 }) {
+            out.sample("outrigger_overload_pressure", [("resource", resource)], String(format: "%.4f", pressure))
+        }
+        family("outrigger_overload_checks_total", "counter", "Looks the overload manager took at the process.")
+        out.sample("outrigger_overload_checks_total", [], overloadChecks.current)
         family("outrigger_downstream_requests_total", "counter", "Downstream requests received (HTTP/1.1 requests and HTTP/2 streams).")
         for l in listeners { sample("outrigger_downstream_requests_total", [("listener", l.name)], l.requestsTotal.current) }
         family("outrigger_downstream_requests_active", "gauge", "Downstream requests in flight.")
@@ -149,6 +157,7 @@ extension ProxyStats {
                 "requests_active": l.requestsActive.current,
                 "override_headers_malformed": l.malformedOverrideHeaders.current,
                 "connections_closed": Dictionary(uniqueKeysWithValues: zip(DownstreamConnectionCloseReason.allCases.map(\.rawValue), l.connectionsClosed.map(\.current))),
+                "overload_level": l.overloadLevel.name,
                 "request_duration_ms": [
                     "count": snapshot.count,
                     "p50": snapshot.quantile(0.5) * 1000,
@@ -197,6 +206,7 @@ extension ProxyStats {
             "clusters": clusters,
             "local_replies": localReplies,
             "config_reloads": ["success": configReloadSuccesses.current, "failure": configReloadFailures.current],
+            "overload_pressure": Dictionary(overloadPressures.withLockedValue { $0 }.map { ($0.resource, $0.pressure) }, uniquingKeysWith: { $1 }),
         ]
     }
 

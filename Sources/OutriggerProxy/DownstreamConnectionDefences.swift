@@ -76,6 +76,9 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
     /// HEADERS only when the read ends, or when the stream closes: a request whose stream is in here is
     /// already cancelled when it arrives).
     private var resetThisRead: [UInt32] = []
+    /// Streams open now, and whether a graceful GOAWAY was sent (the connection closes when none is left).
+    private var openStreams = 0
+    private var goingAway = false
 
     init(requestHeadersTimeout: Duration, idleTimeout: Duration, stats: ListenerStats, reportResets: ResetReporter? = nil) {
         self.timeouts = HTTP2ConnectionTimeouts(requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout,
@@ -142,11 +145,26 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func streamOpened() {
+        openStreams += 1
         timeouts.streamOpened()
     }
 
     func streamClosed() {
+        openStreams -= 1
         timeouts.streamClosed(now: NIODeadline.now().uptimeNanoseconds)
+        if goingAway, openStreams == 0, let context {
+            closing = true
+            context.close(promise: nil)
+        }
+    }
+
+    /// Overload: tells the client to open no more streams on this connection (GOAWAY NO_ERROR naming its last
+    /// stream, RFC 9113 §6.8), once; the connection closes when its open streams are done.
+    func goAwayGracefully() {
+        guard !goingAway, !closing, let context else { return }
+        goingAway = true
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastClientStream)), errorCode: .noError, opaqueData: nil))
+        context.channel.writeAndFlush(goAway, promise: nil)
     }
 
     /// Hands the counts since the last report to the guard; true when the client is now refused.

@@ -452,6 +452,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let start = NIODeadline.now()
         listener.stats.requestsTotal.increment()
         listener.stats.requestsActive.increment()
+        if listener.stats.overloadLevel >= .refusingRequests {
+            // HTTP/2: the client is told to take its next streams elsewhere.
+            http2Connection?.goAwayGracefully()
+            localReply(.overload, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
 
         if Self.headSize(head) > listener.config.maxRequestHeadersBytes {
             localReply(.headersTooLarge, for: head, listener: listener, requestComplete: false, start: start)
@@ -1253,6 +1259,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// the connection closes after the response.
     private func keepsConnection(_ head: HTTPRequestHead) -> Bool {
         guard downstreamProtocol == .http1 else { return true }
+        // Under overload, connections close after their response.
+        if let listener = cachedListener?.listener, listener.stats.overloadLevel >= .keepAliveDisabled { return false }
         let upgrades = head.method == .CONNECT || (head.headers.contains(name: "upgrade")
             && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" })
         return head.isKeepAlive && !upgrades

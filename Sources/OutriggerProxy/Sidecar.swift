@@ -60,6 +60,7 @@ public final class Sidecar: Sendable {
         var endpointsFileStamps: [String: FileStamp] = [:]
         /// Where the running config file writes each endpoint (for warnings about names that do not resolve).
         var endpointSites: [EndpointSite] = []
+        var overload: OverloadManager?
     }
 
     private init(config: SidecarConfig, configPath: String?, overrides: @escaping @Sendable (inout SidecarConfig) -> Void, logger: Logger,
@@ -100,6 +101,7 @@ public final class Sidecar: Sendable {
         logger.info("downstream connections limited to \(limit)")
         sidecar.warnAboutUnresolvedEndpoints()
         sidecar.healthChecks.reconcile(sidecar.configStore.snapshot)
+        sidecar.startOverloadManager()
         return sidecar
     }
 
@@ -340,6 +342,22 @@ public final class Sidecar: Sendable {
         }
     }
 
+    private func startOverloadManager() {
+        let manager = OverloadManager(
+            configStore: configStore, group: group,
+            connectionLimit: { [weak self] in
+                guard let self else { return .max }
+                return self.configStore.snapshot.config.maxConnections ?? self.connections.defaultProcessLimit
+            },
+            setAccepting: { [weak self] name, accepting in
+                guard let channel = self?.state.withLockedValue({ $0.listeners[name]?.channel }) else { return }
+                channel.setOption(.autoRead, value: accepting).whenFailure { _ in }
+            },
+            logger: logger)
+        state.withLockedValue { $0.overload = manager }
+        manager.start()
+    }
+
     // MARK: Shutdown
 
     /// Stops accepting, lets requests in flight finish within the drain timeout, then closes everything.
@@ -353,12 +371,12 @@ public final class Sidecar: Sendable {
         for channel in listeners { try? await channel.close() }
         connections.quiesceAll()
         let deadline = ContinuousClock.now + configStore.snapshot.config.drainTimeout
-        var active = 0
-        while connections.count > 0, ContinuousClock.now < deadline {
-            active = configStore.stats.allListeners.reduce(0) { $0 + $1.requestsActive.current }
-            if active == 0 { break }
+        func requestsInFlight() -> Int { configStore.stats.allListeners.reduce(0) { $0 + $1.requestsActive.current } }
+        while connections.count > 0, ContinuousClock.now < deadline, requestsInFlight() > 0 {
             try? await Task.sleep(for: .milliseconds(20))
         }
+        // Counted now, not before the last wait: connections that closed meanwhile took their requests along.
+        let active = connections.count > 0 ? requestsInFlight() : 0
         if active > 0 {
             configStore.drainDeadlinePassed.store(true, ordering: .relaxed)
             logger.warning("drain timeout (\(ConfigDuration.format(configStore.snapshot.config.drainTimeout))) reached: cutting \(active) requests still in flight on \(connections.count) connections")
@@ -369,6 +387,7 @@ public final class Sidecar: Sendable {
     }
 
     private func closeEverything() async {
+        state.withLockedValue { $0.overload }?.stop()
         healthChecks.stopAll()
         connections.closeAll()
         locals.forEach { $0.closeIdleConnections() }
@@ -413,6 +432,8 @@ public final class Sidecar: Sendable {
             // A connection keeps one receive buffer per read of a burst for its life (see UpstreamTarget).
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator.bounded)
+            // Unwritable (upstream reading paused) past 32 KiB waiting, not NIO's 64 KiB: what a slow reader pins.
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 16 * 1024, high: 32 * 1024))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try pipeline.configure(channel) }
             }

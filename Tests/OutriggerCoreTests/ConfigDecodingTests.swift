@@ -211,6 +211,26 @@ struct ConfigDecodingTests {
         #expect(suite.first?.message.hasSuffix("found 'ECDHE-RSA-AES128-GCM-SHA265'; did you mean 'ECDHE-RSA-AES128-GCM-SHA256'?") == true, "\(suite)")
     }
 
+    @Test func overloadSettingsDecodeAndTheirStepsMustBeInOrder() throws {
+        func yaml(_ overload: String) -> String {
+            """
+            overload: \(overload)
+            listeners:
+              - {name: in, address: 127.0.0.1:15006, overloadPriority: low, routes: [{cluster: local}]}
+            \(Self.minimalClusters)
+            """
+        }
+        let config = try SidecarConfig.decode(yaml: yaml("{interval: 100ms, maxMemory: 512MiB, maxActiveRequests: 1000, maxEventLoopDelay: 200ms, refuseRequestsAt: 0.97}"),
+                                              file: "test.yaml")
+        #expect(config.overload == OverloadConfig(interval: .milliseconds(100), maxMemoryBytes: 512 * 1024 * 1024, maxActiveRequests: 1000,
+                                                  maxEventLoopDelay: .milliseconds(200), refuseRequestsAt: 0.97))
+        #expect(config.listeners[0].overloadPriority == .low)
+        let order = Self.issues(yaml("{disableKeepAliveAt: 0.99}"))
+        #expect(order.map(\.keyPath) == ["overload"] && order.first?.message.contains("disableKeepAliveAt ≤ refuseRequestsAt") == true, "\(order)")
+        let fraction = Self.issues(yaml("{stopAcceptingAt: lots}"))
+        #expect(fraction.map(\.keyPath) == ["overload.stopAcceptingAt"], "\(fraction)")
+    }
+
     @Test func anAccessLogInAMissingDirectoryIsAnError() {
         let issues = Self.issues("""
         listeners:
