@@ -90,7 +90,7 @@ public final class Sidecar: Sendable {
         sidecar.state.withLockedValue { $0.endpointSites = endpointSites }
         do {
             try await sidecar.bindListeners(for: config)
-            try await sidecar.bindAdmin(config.admin)
+            try await sidecar.bindAdmin(config.admin, logLevel: .debug)
         } catch {
             await sidecar.closeEverything()
             throw error
@@ -411,12 +411,13 @@ public final class Sidecar: Sendable {
 
     private func bindListeners(for config: SidecarConfig) async throws {
         for listener in config.listeners {
-            let bound = try await bind(listener)
+            // At start the command line announces each listener with its address: logged once, not twice.
+            let bound = try await bind(listener, logLevel: .debug)
             state.withLockedValue { $0.listeners[listener.name] = bound }
         }
     }
 
-    private func bind(_ listener: ListenerConfig) async throws -> BoundListener {
+    private func bind(_ listener: ListenerConfig, logLevel: Logger.Level = .info) async throws -> BoundListener {
         let tls = try listener.tls.map(ListenerTLS.init)
         let pipeline = DownstreamPipeline(
             listenerName: listener.name, configStore: configStore, locals: locals,
@@ -442,11 +443,12 @@ public final class Sidecar: Sendable {
         } catch {
             throw BindError(what: "listener '\(listener.name)'", address: listener.address, underlying: error)
         }
-        logger.info("listening", metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress?.description ?? "?")", "tls": "\(listener.tls != nil)"])
+        logger.log(level: logLevel, "listening", metadata: ["listener": "\(listener.name)", "address": "\(listener.address.host):\(channel.localAddress?.port ?? listener.address.port)",
+                                                           "tls": "\(listener.tls != nil)"])
         return BoundListener(config: listener, channel: channel, tls: tls)
     }
 
-    private func bindAdmin(_ admin: AdminConfig?) async throws {
+    private func bindAdmin(_ admin: AdminConfig?, logLevel: Logger.Level = .info) async throws {
         guard let admin else { return }
         var token: String?
         if let file = admin.tokenFile {
@@ -467,7 +469,7 @@ public final class Sidecar: Sendable {
             throw BindError(what: "the admin", address: admin.address, underlying: error)
         }
         state.withLockedValue { $0.admin = (admin, channel) }
-        logger.info("admin listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
+        logger.log(level: logLevel, "admin listening", metadata: ["address": "\(admin.address.host):\(channel.localAddress?.port ?? admin.address.port)"])
     }
 
     private static func warnAboutUnverifiedUpstreams(_ config: SidecarConfig, logger: Logger) {
