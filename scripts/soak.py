@@ -73,7 +73,7 @@ class Lab:
     def __init__(self, work, listener_extra="", clusters_extra="", routes=None):
         self.work = work
         self.echo_port, self.port, self.admin_port = free_port(), free_port(), free_port()
-        self.echo = Service("echo", [str(BINARY), "echo", "--port", str(self.echo_port)], work)
+        self.echo = Service("echo", [str(BINARY), "echo", "--listen", f"127.0.0.1:{self.echo_port}", "--threads", "1"], work)
         wait_for_port(self.echo_port, self.echo.process, "echo")
         routes = routes or "      - cluster: echo\n"
         config = work / f"sidecar-{self.port}.yaml"
@@ -187,11 +187,14 @@ def slow_readers(work, clients, size, send_timeout):
         lab.stop()
 
 
-def rapid_reset(work, connections, streams):
+def rapid_reset(work, connections, streams, ledger=True):
+    """With the per-address ledger, and without it (every connection served: what reaches the upstream then
+    is what a stream reset in the read that opened it still costs)."""
     upstream = CountingUpstream()
     routes = "      - match: {prefix: /attack}\n        cluster: counted\n      - cluster: echo\n"
     clusters = f"  - name: counted\n    endpoints: [127.0.0.1:{upstream.port}]\n"
-    lab = Lab(work, routes=routes, clusters_extra=clusters)
+    listener_extra = "" if ledger else "    rapidReset: {maxResetsPerAddress: 0}\n"
+    lab = Lab(work, listener_extra=listener_extra, routes=routes, clusters_extra=clusters)
     try:
         settle()
         bystander = work / "bystander.json"
@@ -208,7 +211,7 @@ def rapid_reset(work, connections, streams):
         attack = json.loads(result.stdout)
         legit = json.loads(bystander.read_text())
         resets = attack["resets"]
-        return {"connections": connections, "streams_per_connection": streams, "resets_sent": resets,
+        return {"connections": connections, "streams_per_connection": streams, "resets_sent": attack["sent"], "resets_read": resets,
                 "attack_seconds": round(attack_seconds, 1), "connections_served": attack["served"],
                 "connections_refused": attack["refused"], "goaways": attack["goaways"],
                 "upstream_requests": upstream.requests, "upstream_connections": upstream.connections,
@@ -224,7 +227,7 @@ def rapid_reset(work, connections, streams):
 ATTACK = """
 import runpy, sys
 script, port, connections, streams = sys.argv[1:5]
-sys.argv = [script, port, connections, streams, "127.0.0.2"]
+sys.argv = [script, port, connections, streams, "127.0.0.2", "/attack"]
 runpy.run_path(script, run_name="__main__")
 """
 
@@ -259,8 +262,15 @@ def soak(work, minutes):
 
 
 def render(report):
-    i, s, r, k = report["idle_at_limit"], report["slow_readers"], report["rapid_reset"], report["soak"]
-    b = r["bystander"]
+    i, s, k = report["idle_at_limit"], report["slow_readers"], report["soak"]
+
+    def reset_row(name, r):
+        b = r["bystander"]
+        return (f"| {name} | {r['resets_sent']} resets sent on {r['connections']} connections in {r['attack_seconds']} s, {r['resets_read']} of them on "
+                f"connections the sidecar served: {r['upstream_requests_per_1000_resets']} upstream requests per 1,000 of those "
+                f"({r['upstream_requests']} requests, {r['upstream_connections']} upstream connections); {r['connections_served']} connections served, "
+                f"{r['connections_refused']} refused; bystander at 200 req/s: {b['completed']} ok, {b['failed']} failed, p50 {b['p50_ms']} ms, "
+                f"p99 {b['p99_ms']} ms, max {b['max_ms']} ms |")
     return f"""# Soak and defences — {report['time']}
 
 Release build, 1 event loop, this machine ({report['machine']}).
@@ -269,7 +279,8 @@ Release build, 1 event loop, this machine ({report['machine']}).
 |---|---|
 | idle connections at the limit | {i['held']} held at maxConnections {i['limit']}, {i['refused']} over it closed at accept; admin `/stats` p50 {i['admin_stats_p50_ms']} ms, max {i['admin_stats_max_ms']} ms; {i['kib_per_idle_connection']} KiB RSS per idle connection |
 | slow readers | {s['clients']} clients stalled on {s['response_bytes'] // 1048576} MiB: {s['kib_per_stalled_client']} KiB RSS each; {int(s['cut_by_send_timeout'])} cut after sendTimeout {s['send_timeout_s']} s; RSS {s['rss_before_kib']} → {s['rss_stalled_kib']} → {s['rss_after_cut_kib']} KiB |
-| rapid reset | {r['resets_sent']} resets on {r['connections']} connections in {r['attack_seconds']} s: {r['upstream_requests_per_1000_resets']} upstream requests per 1,000 resets ({r['upstream_requests']} requests, {r['upstream_connections']} upstream connections); {r['connections_served']} connections served, {r['connections_refused']} refused; bystander at 200 req/s: {b['completed']} ok, {b['failed']} failed, p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms, max {b['max_ms']} ms |
+{reset_row('rapid reset', report['rapid_reset'])}
+{reset_row('rapid reset, ledger off (maxResetsPerAddress: 0)', report['rapid_reset_ledger_off'])}
 | soak | {k['minutes']} min at {k['rate']} req/s (half of {k['max_rate']}): {k['completed']} ok, {k['failed']} failed, p99 {k['p99_ms']} ms; RSS after the first minute {k['rss_after_warmup_kib']} KiB, at the end {k['rss_end_kib']} KiB (growth {k['growth_after_warmup_kib']} KiB, max {k['rss_max_after_warmup_kib']} KiB) |
 """
 
@@ -293,6 +304,7 @@ def main():
         report["slow_readers"] = slow_readers(work, 500, 4 * 1048576, 20)
         log("soak: rapid reset across reconnects")
         report["rapid_reset"] = rapid_reset(work, 200, 199)
+        report["rapid_reset_ledger_off"] = rapid_reset(work, 200, 199, ledger=False)
         log(f"soak: {args.minutes} minutes at half the maximum rate")
         report["soak"] = soak(work, args.minutes)
     out = Path(args.out)

@@ -271,14 +271,15 @@ struct HostValidationEndToEndTests {
 
 /// Runs `Scripts/h2_rapid_reset.py`: `connections` connections in turn from `source`, each sending `streams`
 /// HEADERS, each followed at once by its RST_STREAM.
-func rapidReset(port: Int, connections: Int, streams: Int, from source: String) async throws -> (resets: Int, served: Int, refused: Int, goAways: [String: Int]) {
+func rapidReset(port: Int, connections: Int, streams: Int, from source: String) async throws -> (sent: Int, resets: Int, served: Int, refused: Int, goAways: [String: Int]) {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_rapid_reset.py").path
     let result = try await run("python3", [script, String(port), String(connections), String(streams), source])
     guard result.status == 0, let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-          let resets = object["resets"] as? Int, let served = object["served"] as? Int, let refused = object["refused"] as? Int else {
+          let sent = object["sent"] as? Int, let resets = object["resets"] as? Int, let served = object["served"] as? Int,
+          let refused = object["refused"] as? Int else {
         throw CurlFailure(status: result.status, stderr: result.stderr + result.stdout)
     }
-    return (resets, served, refused, object["goaways"] as? [String: Int] ?? [:])
+    return (sent, resets, served, refused, object["goaways"] as? [String: Int] ?? [:])
 }
 
 @Suite("Rapid reset across reconnects, end to end")
@@ -293,7 +294,7 @@ struct RapidResetTests {
             }
         } _: { (harness: Harness) async throws in
             let attack = try await rapidReset(port: harness.port, connections: 8, streams: 100, from: "127.0.0.2")
-            #expect(attack.resets == 800)
+            #expect(attack.sent == 800 && attack.resets >= 300, "\(attack)")
             #expect(attack.refused >= 1 && attack.served <= 5, "the address is refused after about 300 resets: \(attack)")
             let refusedNow = try await rapidReset(port: harness.port, connections: 1, streams: 1, from: "127.0.0.2")
             #expect(refusedNow.refused == 1, "still refused: \(refusedNow)")

