@@ -229,6 +229,10 @@ struct SidecarConfigDecoder {
                 if let file = mapping.first(where: { $0.key.scalar?.string == "endpointsFile" }) {
                     reader.report(file.value, path + ".endpointsFile", "a service's endpoints are listed or registered; an endpoints file is a sidecar's own")
                 }
+                if let tls = mapping.first(where: { $0.key.scalar?.string == "tls" }) {
+                    // Its files are on this machine, not the sidecars'; identities issued by the control plane come later.
+                    reader.report(tls.value, path + ".tls", "upstream TLS is set in each sidecar's own file (its CA, certificate and key are files on that machine); a mesh file cannot carry it yet")
+                }
                 let cluster = decodeCluster(clusterNode, path)
                 let routesNode = mapping.first { $0.key.scalar?.string == "routes" }?.value
                 let domainsNode = mapping.first { $0.key.scalar?.string == "domains" }?.value

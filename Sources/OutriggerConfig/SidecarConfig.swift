@@ -289,8 +289,9 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
 }
 
 /// The HTTP/2 rapid-reset defence across connections (CVE-2023-44487): a client address that, over `window`,
-/// resets more than `maxResetsPerAddress` streams, and at least half the streams it opened, has its
-/// connections refused for `refuseFor` (its open ones get a GOAWAY). One connection alone is already limited
+/// resets more than `maxResetsPerAddress` streams, and at least three quarters of the streams it opened, has
+/// its connections refused for `refuseFor` (an open one gets a GOAWAY when it next reports: at once for the one
+/// that crossed the limit, after its next 50 resets for the others). One connection alone is already limited
 /// to 200 resets per 30 s by the HTTP/2 codec.
 public struct RapidResetConfig: Sendable, Hashable, Encodable {
     /// 0 turns the defence off.

@@ -51,7 +51,8 @@ final class HandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelHand
 ///   a GOAWAY (NO_ERROR, naming the last stream the client opened: RFC 9113 §6.8) and a close. A header block
 ///   left unfinished: the connection is closed. The stream initializer tells it of streams opening and closing;
 /// - the streams its client opens and resets, reported to the process's `ClientResetGuard` every 50 resets
-///   and at close (with or without resets). When the client's address is refused: a GOAWAY ENHANCE_YOUR_CALM and a close.
+///   and at close (with or without resets). When a report finds the client's address refused: a GOAWAY
+///   ENHANCE_YOUR_CALM and a close.
 final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -189,7 +190,12 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
     private func goAway(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
         let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastClientStream)), errorCode: code, opaqueData: nil))
         context.channel.writeAndFlush(goAway).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        // A client that reads nothing never lets the GOAWAY out: closed anyway.
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: Self.goAwayGrace) { channel.close(promise: nil) }
     }
+
+    static let goAwayGrace: TimeAmount = .seconds(2)
 
     private func check() {
         guard let context, !closing else { return }
@@ -217,6 +223,59 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 }
+
+/// Cuts a downstream channel that takes no bytes for the listener's `sendTimeout`: it stayed unwritable (more
+/// than the high water mark waiting, the kernel's buffer full) that long, whatever request it is on — or none,
+/// with a response's tail still queued. An HTTP/1.1 or HTTP/2 connection is reset (SO_LINGER 0: the kernel
+/// drops what it still queues for a reader that may never come); an HTTP/2 stream is reset (RST_STREAM). The
+/// request handler hears `SendTimedOut` first, for its access log. Like nginx's `send_timeout`.
+final class SendTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias InboundOut = NIOAny
+
+    private let timeout: TimeAmount
+    private let stats: ListenerStats
+    /// A connection (reset its socket), not an HTTP/2 stream (closing it resets the stream).
+    private let isConnection: Bool
+    private var timer: Scheduled<Void>?
+
+    init(timeout: Duration, stats: ListenerStats, isConnection: Bool) {
+        self.timeout = .nanoseconds(timeout.nanoseconds)
+        self.stats = stats
+        self.isConnection = isConnection
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            timer?.cancel()
+            timer = nil
+        } else if timer == nil {
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in self?.timedOut(context: context) }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    private func timedOut(context: ChannelHandlerContext) {
+        timer = nil
+        guard context.channel.isActive, !context.channel.isWritable else { return }
+        stats.recordClose(.sendTimeout)
+        context.fireUserInboundEventTriggered(SendTimedOut())
+        if isConnection, let socket = context.channel as? SocketOptionProvider {
+            let channel = context.channel
+            socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// Told to the request handler when `SendTimeoutHandler` is about to cut its client.
+struct SendTimedOut {}
 
 /// On a listening socket: when accept fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), stops
 /// accepting for `pause`, then accepts again. NIO's `AcceptBackoffHandler` cannot do it when no accept of the

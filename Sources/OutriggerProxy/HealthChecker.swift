@@ -75,8 +75,14 @@ final class HealthChecker: @unchecked Sendable {
         if let tls, machine.config.kind != .tcp {
             // A probe speaks HTTP/1.1 (http) or HTTP/2 (grpc) whatever the cluster's requests do.
             let upstreamProtocol: ClusterConfig.UpstreamProtocol = machine.config.kind == .grpc ? .http2 : .http1
-            if let context = try? tlsContexts.context(for: tls, upstreamProtocol: upstreamProtocol) {
+            do {
+                let context = try tlsContexts.context(for: tls, upstreamProtocol: upstreamProtocol)
                 tlsSettings = UpstreamTLSSettings(context: context, tls: tls, endpointHost: endpoint.configured.host, upstreamProtocol: upstreamProtocol)
+            } catch {
+                // Never in plaintext to a TLS upstream: the check fails, saying why.
+                record(HealthProbeResult(passed: false, drain: nil, detail: "TLS: \(error)"))
+                schedule(in: machine.nextDelay(random: &random))
+                return
             }
         }
         HealthProbe.run(machine.config, endpoint: endpoint, on: eventLoop, tls: tlsSettings).whenSuccess { result in

@@ -67,6 +67,8 @@ final class OverloadManager: Sendable {
             let listenerStats = stats.listener(listener.name)
             let current = listenerStats.overloadLevel
             let next = OverloadPolicy.level(after: current, pressures: pressures, priority: listener.overloadPriority, config: config)
+            // Said again each look while it lasts: an accept back-off or a reload's new socket accepts again.
+            if next == .notAccepting { setAccepting(listener.name, false) }
             guard next != current else { continue }
             listenerStats.overloadLevelValue.set(next.rawValue)
             let metadata: Logger.Metadata = ["listener": "\(listener.name)", "level": "\(next.name)",
@@ -76,7 +78,7 @@ final class OverloadManager: Sendable {
             } else {
                 logger.info("overload eased", metadata: metadata)
             }
-            if (current == .notAccepting) != (next == .notAccepting) { setAccepting(listener.name, next != .notAccepting) }
+            if current == .notAccepting { setAccepting(listener.name, true) }
         }
         probeLoops()
     }

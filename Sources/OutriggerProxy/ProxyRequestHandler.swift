@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOCore
 import NIOHTTP1
 import OutriggerConfig
@@ -80,8 +75,6 @@ final class ProxiedRequest {
     var routeDeadline: NIODeadline?
     /// Request body bytes when the timer last looked at an unfinished upload (-1: it has not looked).
     var uploadBytesSeen = -1
-    /// Since when the client has taken no response bytes (the downstream is unwritable); nil while it takes them.
-    var downstreamStalledSince: NIODeadline?
     weak var owner: ProxyRequestHandler?
     var ticket: LeaseTicket?
     /// The `Upgrade` value of an HTTP/1.1 upgrade request (WebSocket…) that may be tunnelled; nil otherwise.
@@ -332,6 +325,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             requestHeadersTimedOut()
             return
         }
+        if event is SendTimedOut {
+            // `SendTimeoutHandler` cuts the client next: the exchange ends here, logged as such.
+            if case .proxying(let request, let upstream) = state, !request.responseComplete {
+                upstream.abort()
+                request.responseComplete = true
+                if request.accessLogHead != nil { request.decisions.append("send_timeout") }
+                recordFinished(request)
+            }
+            state = .closing
+            return
+        }
         if let answered = event as? ProtocolErrorAnswered {
             // The request the parser broke off, if it was in flight, was logged by `errorCaught`.
             if !loggedProtocolError { logLocalReplyWithoutRequest(answered.reason) }
@@ -389,17 +393,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if case .proxying(let request, let upstream) = state {
-            if context.channel.isWritable {
-                request.downstreamStalledSince = nil
-                upstream.downstreamBecameWritable()
-            } else if request.responseStarted, request.downstreamStalledSince == nil {
-                // The client takes no more for now; taking nothing for `sendTimeout` cuts it. The route
-                // timer, which watches the response, looks then.
-                request.downstreamStalledSince = .now()
-                let sendTimeout = request.listener.config.sendTimeout.nanoseconds
-                scheduleRouteTimer(request, in: min(sendTimeout, request.cluster.streamIdleTimeout.nanoseconds))
-            }
+        if context.channel.isWritable, case .proxying(_, let upstream) = state {
+            upstream.downstreamBecameWritable()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -1280,14 +1275,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     fileprivate func routeTimeoutFired(_ request: ProxiedRequest) {
         switch state {
         case .proxying(let current, let upstream) where current === request && request.responseStarted:
-            if let stalledSince = request.downstreamStalledSince {
-                // The client is the side that stalls: the send timeout decides, not the upstream's progress.
-                let left = request.listener.config.sendTimeout.nanoseconds - (NIODeadline.now() - stalledSince).nanoseconds
-                if left > 0 {
-                    scheduleRouteTimer(request, in: left)
-                } else {
-                    cutSlowReader(request, upstream: upstream)
-                }
+            if !context.channel.isWritable {
+                // The client is the side that stalls (the upstream waits for it): its send timeout
+                // (`SendTimeoutHandler`) decides, not the upstream's progress.
+                scheduleRouteTimer(request, in: request.cluster.streamIdleTimeout.nanoseconds)
                 return
             }
             // Stream idle: no body part since the last look (one period; the first look is at the route
@@ -1331,24 +1322,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
         default:
             break
-        }
-    }
-
-    /// The client took no response bytes for `sendTimeout`: the exchange is aborted and the client cut —
-    /// an HTTP/1.1 connection reset (SO_LINGER 0: the kernel drops what it still queues for it, rather than
-    /// holding it for a reader that may never come), an HTTP/2 stream reset.
-    private func cutSlowReader(_ request: ProxiedRequest, upstream: UpstreamExchangeHandler) {
-        request.listener.stats.recordClose(.sendTimeout)
-        upstream.abort()
-        request.responseComplete = true
-        if request.accessLogHead != nil { request.decisions.append("send_timeout") }
-        recordFinished(request)
-        state = .closing
-        if downstreamProtocol == .http1, let socket = context.channel as? SocketOptionProvider {
-            let channel = context.channel
-            socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            context.close(promise: nil)
         }
     }
 

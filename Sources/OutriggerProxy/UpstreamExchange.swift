@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
@@ -235,7 +236,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
             // REFUSED_STREAM, or past the GOAWAY's last stream id: the upstream did not process it (RFC 9113 §8.7, §6.8).
             fail(.refusedStream)
         } else {
-            fail(error is HTTPParserError ? .protocolError : .reset)
+            // A TLS peer that closes without close_notify closed all the same (as plaintext FIN): `.closed`.
+            let closedUncleanly = (error as? NIOSSLError) == .uncleanShutdown
+            fail(error is HTTPParserError ? .protocolError : closedUncleanly ? .closed : .reset)
         }
         context.close(promise: nil)
     }

@@ -21,8 +21,10 @@ final class UpstreamTLSContexts: Sendable {
 
     private let entries = NIOLockedValueBox<[Key: Entry]>([:])
 
-    /// Builds what `clusters` need and is not built yet.
+    /// Builds what `clusters` need and is not built yet, and forgets what no cluster of theirs uses.
     func prepare(_ clusters: [ClusterConfig]) throws {
+        let used = Set(clusters.compactMap { cluster in cluster.tls.map { Key(tls: $0, upstreamProtocol: cluster.upstreamProtocol) } })
+        entries.withLockedValue { entries in entries = entries.filter { used.contains($0.key) } }
         for cluster in clusters {
             guard let tls = cluster.tls else { continue }
             let key = Key(tls: tls, upstreamProtocol: cluster.upstreamProtocol)

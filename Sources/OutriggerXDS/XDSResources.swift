@@ -280,6 +280,9 @@ public enum XDSEncoder {
         if let file = config.endpointsFile {
             throw XDSEncodingError(description: "cluster '\(config.name)': endpointsFile '\(file)' is a file on this machine; a cluster sent over xDS lists its endpoints")
         }
+        if config.tls != nil {
+            throw XDSEncodingError(description: "cluster '\(config.name)': tls names files on this machine; upstream TLS over xDS is not carried yet")
+        }
         var cluster = Envoy_Config_Cluster_V3_Cluster()
         cluster.name = config.name
         cluster.type = .eds

@@ -17,18 +17,24 @@ struct ClientResetLedgerTests {
         #expect(ledger.record("a", streams: 1, resets: 1, now: now, limits: Self.limits) == .refused(until: now + 30 * Self.second))
         #expect(!ledger.admits("a", now: now + 29 * Self.second))
         #expect(ledger.admits("b", now: now), "another address is not concerned")
-        // Resets reported by connections still open while refused do not extend the refusal.
-        #expect(ledger.record("a", streams: 5, resets: 5, now: now + Self.second, limits: Self.limits) == .refused(until: now + 30 * Self.second))
+        // Resets reported by connections still open while refused neither extend the refusal nor count after it.
+        #expect(ledger.record("a", streams: 500, resets: 500, now: now + Self.second, limits: Self.limits) == .refused(until: now + 30 * Self.second))
         #expect(ledger.admits("a", now: now + 30 * Self.second))
         // Counting started over: the same pace is welcome for another 100 resets.
         #expect(ledger.record("a", streams: 100, resets: 100, now: now + 31 * Self.second, limits: Self.limits) == .welcome)
     }
 
-    @Test func resetsOfLessThanHalfTheStreamsAreWelcome() {
+    @Test func resetsOfLessThanThreeQuartersOfTheStreamsAreWelcome() {
         var ledger = ClientResetLedger<String>()
+        // A report without a reset does not bring an address in …
         #expect(ledger.record("busy", streams: 1_000, resets: 0, now: 0, limits: Self.limits) == .welcome)
-        #expect(ledger.record("busy", streams: 300, resets: 400, now: Self.second, limits: Self.limits) == .welcome, "400 of 1,300")
-        #expect(ledger.record("busy", streams: 500, resets: 500, now: 2 * Self.second, limits: Self.limits) != .welcome, "900 of 1,800")
+        #expect(ledger.trackedCount == 0)
+        // … but counts once it is in.
+        #expect(ledger.record("busy", streams: 100, resets: 50, now: 0, limits: Self.limits) == .welcome)
+        #expect(ledger.record("busy", streams: 1_000, resets: 0, now: Self.second, limits: Self.limits) == .welcome)
+        // Hedging every request cancels half: 650 of 1,300 — welcome, though past 100.
+        #expect(ledger.record("busy", streams: 200, resets: 600, now: Self.second, limits: Self.limits) == .welcome, "650 of 1,300")
+        #expect(ledger.record("busy", streams: 2_000, resets: 2_600, now: 2 * Self.second, limits: Self.limits) != .welcome, "3,250 of 3,300")
     }
 
     @Test func theWindowSlides() {
@@ -61,5 +67,9 @@ struct ClientResetLedgerTests {
         // Two windows later the old entries are swept to make room.
         #expect(ledger.record(3, streams: 500, resets: 500, now: 21 * Self.second, limits: Self.limits) != .welcome)
         #expect(ledger.trackedCount == 1)
+        // Full again: the next sweep waits a window, whoever comes meanwhile.
+        for client in 4..<6 { _ = ledger.record(client, streams: 1, resets: 1, now: 22 * Self.second, limits: Self.limits) }
+        #expect(ledger.trackedCount == 3)
+        #expect(ledger.record(9, streams: 500, resets: 500, now: 23 * Self.second, limits: Self.limits) == .welcome, "not tracked: no sweep yet")
     }
 }

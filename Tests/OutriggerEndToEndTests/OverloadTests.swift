@@ -10,7 +10,7 @@ import Testing
 struct OverloadTests {
     static func config(_ endpoints: [HostPort], maxActiveRequests: Int, stopAcceptingAt: Double) -> SidecarConfig {
         var config = Harness.config(routes: [RouteConfig(destination: .cluster("c"))],
-                                    clusters: [ClusterConfig(name: "c", endpoints: endpoints, timeout: .seconds(60))])
+                                    clusters: [ClusterConfig(name: "c", endpoints: endpoints, connectTimeout: .seconds(10), timeout: .seconds(60))])
         config.overload = OverloadConfig(interval: .milliseconds(20), maxActiveRequests: maxActiveRequests,
                                          disableKeepAliveAt: 0.5, refuseRequestsAt: 0.9, stopAcceptingAt: stopAcceptingAt)
         return config
