@@ -79,7 +79,7 @@ struct DownstreamPipeline: Sendable {
                                                 stats: settings.stats)
         // Nearest the socket: it sees raw bytes come in (its 408 is written by ProxyRequestHandler).
         try sync.addHandler(timeouts)
-        try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats, isConnection: true))
+        try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
         try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
@@ -107,7 +107,7 @@ struct DownstreamPipeline: Sendable {
         try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
         try channel.pipeline.syncOperations.addHandler(timeouts.value)
         // The whole connection takes nothing (the client stopped reading its socket): reset.
-        try channel.pipeline.syncOperations.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats, isConnection: true))
+        try channel.pipeline.syncOperations.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: connection,
@@ -118,8 +118,6 @@ struct DownstreamPipeline: Sendable {
                 watcher.streamOpened()
                 stream.closeFuture.assumeIsolated().whenComplete { _ in watcher.streamClosed() }
                 let proxy = self.makeProxyHandler(stream, protocol: .http2, scheme: scheme, http2Connection: watcher)
-                // One stream takes nothing (no flow-control credit back): the stream is reset.
-                try stream.pipeline.syncOperations.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats, isConnection: false))
                 try stream.pipeline.syncOperations.addHandler(HTTP2AuthorityCheck(proxy))
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                 try stream.pipeline.syncOperations.addHandler(proxy)

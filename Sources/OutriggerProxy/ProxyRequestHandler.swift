@@ -220,6 +220,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     var hostDisagreesWithAuthority = false
     /// HTTP/2: the connection's frame watcher, which knows the streams its client reset in the current read.
     private let http2Connection: HTTP2ConnectionWatcher?
+    /// HTTP/2: the stream's send timeout.
+    private var sendStall = SendStallTimer()
     private var cachedListener: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
     /// This loop's access log batch for the listener, if it has an access log.
     private var accessLog: (buffer: AccessLogBuffer, format: AccessLogConfig.Format)?
@@ -248,6 +250,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        sendStall.cancel()
         // The context holds this handler: keeping it past removal would leak both (one per HTTP/2 stream).
         self.context = nil
     }
@@ -326,14 +329,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
         if event is SendTimedOut {
-            // `SendTimeoutHandler` cuts the client next: the exchange ends here, logged as such.
-            if case .proxying(let request, let upstream) = state, !request.responseComplete {
-                upstream.abort()
-                request.responseComplete = true
-                if request.accessLogHead != nil { request.decisions.append("send_timeout") }
-                recordFinished(request)
-            }
-            state = .closing
+            sendTimedOut()
             return
         }
         if let answered = event as? ProtocolErrorAnswered {
@@ -393,10 +389,37 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if downstreamProtocol == .http2 {
+            // A stream that takes nothing (its client gives no flow-control credit back) is reset after the
+            // send timeout; a whole connection's stall is `SendTimeoutHandler`'s.
+            let timeout = cachedListener?.listener.config.sendTimeout ?? ListenerConfig.defaultSendTimeout
+            sendStall.writabilityChanged(to: context.channel.isWritable, timeout: .nanoseconds(timeout.nanoseconds), eventLoop: context.eventLoop) {
+                [weak self] in self?.streamSendTimedOut()
+            }
+        }
         if context.channel.isWritable, case .proxying(_, let upstream) = state {
             upstream.downstreamBecameWritable()
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    private func streamSendTimedOut() {
+        sendStall.fired()
+        guard let context, context.channel.isActive, !context.channel.isWritable else { return }
+        currentListener()?.stats.recordClose(.sendTimeout)
+        sendTimedOut()
+        context.close(promise: nil)
+    }
+
+    /// The client took nothing for the send timeout and is cut next: the exchange ends here, logged as such.
+    private func sendTimedOut() {
+        if case .proxying(let request, let upstream) = state, !request.responseComplete {
+            upstream.abort()
+            request.responseComplete = true
+            if request.accessLogHead != nil { request.decisions.append("send_timeout") }
+            recordFinished(request)
+        }
+        state = .closing
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
