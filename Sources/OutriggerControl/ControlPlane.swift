@@ -10,8 +10,8 @@ import SwiftProtobuf
 
 /// `outrigger control`: serves every sidecar its view of the mesh over ADS (state of the world), keeps
 /// connected sidecars registered as endpoints of their service, and pushes again when the mesh file or the
-/// registrations change. The mesh file is the store: one narrow seam (`apply`/`reload`) that an etcd store
-/// can sit behind.
+/// registrations change. The mesh comes from a `MeshStore` (the mesh file today), through one narrow seam:
+/// `reload` reads its snapshot, `follow` waits for its changes.
 public final class ControlPlane: Sendable {
     /// A view handed to a stream, with the change it answers (for convergence).
     struct Push: Sendable {
@@ -56,6 +56,8 @@ public final class ControlPlane: Sendable {
 
     struct State: Sendable {
         var mesh: MeshConfig
+        /// The store's version of `mesh` (nil: not from the store).
+        var meshVersion: String?
         var streams: [UInt64: Stream] = [:]
         var nextStream: UInt64 = 0
         /// Sidecars registered as endpoints, by service then node; kept for `registrationGrace` after their stream ends.
@@ -71,7 +73,7 @@ public final class ControlPlane: Sendable {
     }
 
     private let state: NIOLockedValueBox<State>
-    private let meshPath: String?
+    private let store: (any MeshStore)?
     private let logger: Logger
     /// How long a sidecar whose stream ended stays an endpoint (a reconnect within it changes nothing).
     let registrationGrace: Duration
@@ -80,10 +82,13 @@ public final class ControlPlane: Sendable {
     let debounceMax: Duration
     public let metrics = ControlPlaneMetrics()
 
-    public init(mesh: MeshConfig, meshPath: String?, registrationGrace: Duration = .seconds(5), debounce: Duration = .milliseconds(100),
-                debounceMax: Duration = .seconds(1), logger: Logger) {
-        self.state = NIOLockedValueBox(State(mesh: mesh))
-        self.meshPath = meshPath
+    /// - Parameters:
+    ///   - mesh: what to serve first; `version`: its version in `store`, when it came from there.
+    ///   - store: where `reload` and `follow` read the mesh; nil: only `apply` changes it.
+    public init(mesh: MeshConfig, version: String? = nil, store: (any MeshStore)? = nil, registrationGrace: Duration = .seconds(5),
+                debounce: Duration = .milliseconds(100), debounceMax: Duration = .seconds(1), logger: Logger) {
+        self.state = NIOLockedValueBox(State(mesh: mesh, meshVersion: version))
+        self.store = store
         self.registrationGrace = registrationGrace
         self.debounce = debounce
         self.debounceMax = debounceMax
@@ -92,45 +97,42 @@ public final class ControlPlane: Sendable {
 
     public var mesh: MeshConfig { state.withLockedValue { $0.mesh } }
 
-    /// Reads the mesh file again; a bad one is logged and the running mesh kept.
+    /// Reads the store's mesh again; a broken one is logged and the running mesh kept, the same version is
+    /// not applied again.
     @discardableResult
     public func reload() -> Bool {
-        guard let meshPath else { return false }
+        guard let store else { return false }
         do {
-            let mesh = try MeshConfig.load(contentsOf: meshPath)
-            try MeshView.check(mesh)
-            apply(mesh)
-            logger.info("mesh reloaded", metadata: ["file": "\(meshPath)"])
+            let snapshot = try store.snapshot()
+            guard snapshot.version != state.withLockedValue({ $0.meshVersion }) else { return true }
+            apply(snapshot.mesh, version: snapshot.version)
+            logger.info("mesh reloaded", metadata: ["store": "\(store.description)", "version": "\(snapshot.version)"])
             return true
         } catch {
             metrics.meshRejected.add(1)
-            logger.error("mesh rejected; keeping the running mesh\n\(error)", metadata: ["file": "\(meshPath)"])
+            logger.error("mesh rejected; keeping the running mesh\n\(error)", metadata: ["store": "\(store.description)"])
             return false
         }
     }
 
-    /// Reloads the mesh file whenever its size, modification time or inode changes, until cancelled.
-    public func watchMeshFile(every interval: Duration) async {
-        guard let meshPath else { return }
-        var stamp = Self.stamps(meshPath)
+    /// Reloads whenever the store's content changes, until cancelled. A broken mesh is tried once per change
+    /// (the follower waits on what it saw, not on what it applied).
+    public func follow() async {
+        guard let store else { return }
+        var seen = state.withLockedValue { $0.meshVersion } ?? store.currentVersion()
         while !Task.isCancelled {
-            do { try await Task.sleep(for: interval) } catch { return }
-            let now = Self.stamps(meshPath)
-            if now != stamp, now.first != nil {
-                stamp = now
-                reload()
-            }
+            do { try await store.waitForChange(after: seen) } catch { return }
+            seen = store.currentVersion()
+            reload()
         }
     }
 
-    /// The mesh file's stamp, or a directory's and each of its files'.
-    static func stamps(_ path: String) -> [FileStamp?] {
-        [FileStamp(path: path)] + MeshConfig.files(in: path).map(FileStamp.init(path:))
-    }
-
-    /// Swaps in `mesh`; every sidecar gets its new view (debounced).
-    public func apply(_ mesh: MeshConfig) {
-        state.withLockedValue { $0.mesh = mesh }
+    /// Swaps in `mesh` (of the store's `version`, when from there); every sidecar gets its new view (debounced).
+    public func apply(_ mesh: MeshConfig, version: String? = nil) {
+        state.withLockedValue { state in
+            state.mesh = mesh
+            state.meshVersion = version
+        }
         changed()
     }
 

@@ -55,16 +55,16 @@ extension Control {
 
         func run() async throws {
             let logger = logging.bootstrap(label: "outrigger.control")
-            let meshConfig: MeshConfig
+            let store = MeshFileStore(path: mesh, pollInterval: .milliseconds(watchIntervalMilliseconds))
+            let snapshot: MeshSnapshot
             do {
-                meshConfig = try MeshConfig.load(contentsOf: mesh)
-                try MeshView.check(meshConfig)
+                snapshot = try store.snapshot()
             } catch {
                 FileHandle.standardError.write(Data("\(error)\nrefusing to start: \(mesh) is invalid\n".utf8))
                 throw ExitCode(2)
             }
-            let plane = ControlPlane(mesh: meshConfig, meshPath: mesh, registrationGrace: .milliseconds(registrationGraceMilliseconds), logger: logger)
-            let interval = watchIntervalMilliseconds
+            let plane = ControlPlane(mesh: snapshot.mesh, version: snapshot.version, store: store,
+                                     registrationGrace: .milliseconds(registrationGraceMilliseconds), logger: logger)
             let tls: TLSConfig?
             switch (tlsCertificate, tlsPrivateKey) {
             case (.some(let certificate), .some(let key)): tls = TLSConfig(certificate: certificate, privateKey: key)
@@ -88,7 +88,7 @@ extension Control {
                         announce("outrigger control: xds on \(HostPort(host: listen.host, port: port))")
                     }
                 }
-                group.addTask { await plane.watchMeshFile(every: .milliseconds(interval)) }
+                group.addTask { await plane.follow() }
                 group.addTask {
                     for await number in ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT]) {
                         if number == SIGHUP { plane.reload(); continue }

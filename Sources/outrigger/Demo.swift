@@ -58,7 +58,9 @@ struct Demo: AsyncParsableCommand {
         let meshPath = directory.appendingPathComponent("mesh.yaml").path
         try Self.mesh.write(toFile: meshPath, atomically: true, encoding: .utf8)
 
-        let plane = ControlPlane(mesh: try MeshConfig.load(contentsOf: meshPath), meshPath: meshPath, registrationGrace: .seconds(2),
+        let store = MeshFileStore(path: meshPath)
+        let snapshot = try store.snapshot()
+        let plane = ControlPlane(mesh: snapshot.mesh, version: snapshot.version, store: store, registrationGrace: .seconds(2),
                                  logger: Logger(label: "outrigger.control"))
         _ = try await plane.bindAdmin(host: controlAdmin.host, port: controlAdmin.port)
         let (ready, readySink) = AsyncStream<Int>.makeStream()
@@ -74,7 +76,7 @@ struct Demo: AsyncParsableCommand {
         }
         var waitForPlane = ready.makeAsyncIterator()
         guard await waitForPlane.next() != nil else { throw ExitCode(1) }
-        let watching = Task { await plane.watchMeshFile(every: .seconds(1)) }
+        let watching = Task { await plane.follow() }
 
         // The apps, each behind its own sidecar (inbound listener only; they register with the control plane).
         let instances = [("users", "users-1"), ("users", "users-2"), ("orders", "orders-1")]

@@ -71,6 +71,44 @@ final class MeshHarness: Sendable {
     }
 }
 
+@Suite("The mesh store seam")
+struct MeshStoreTests {
+    /// The file store versions by content: a rewrite with the same bytes is no change, an edit is a new version
+    /// (one made before the follower waits is not missed), a broken edit is refused and the running mesh kept.
+    @Test func theFileStoreVersionsByContentAndTheControlPlaneFollowsIt() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("mesh.yaml").path
+        let first = "services:\n  - name: users\n    endpoints: [127.0.0.1:9001]\n"
+        try first.write(toFile: file, atomically: true, encoding: .utf8)
+        let store = MeshFileStore(path: file, pollInterval: .milliseconds(10))
+        let snapshot = try store.snapshot()
+        let plane = ControlPlane(mesh: snapshot.mesh, version: snapshot.version, store: store, logger: Harness.quietLogger)
+
+        try first.write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try store.snapshot().version == snapshot.version, "the same bytes, the same version")
+        #expect(plane.reload() && plane.metrics.meshRejected.current == 0)
+
+        // Edited before anyone waits: the wait returns at once.
+        try "services:\n  - name: users\n    endpoints: [127.0.0.1:9002]\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try await store.waitForChange(after: snapshot.version)
+        let following = Task { await plane.follow() }
+        defer { following.cancel() }
+        try await waitUntil { plane.mesh.services.first?.cluster.endpoints == [HostPort(host: "127.0.0.1", port: 9002)] }
+        #expect(try store.snapshot().version != snapshot.version)
+
+        try "services:\n  - name: users\n    endpoints: [127.0.0.1:9003]\n    bogus: 1\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(throws: (any Error).self) { try store.snapshot() }
+        try await waitUntil { plane.metrics.meshRejected.current >= 1 }
+        #expect(plane.mesh.services.first?.cluster.endpoints == [HostPort(host: "127.0.0.1", port: 9002)], "the running mesh is kept")
+        // Tried once for that edit, not again and again while it stayed: the next good edit finds one rejection.
+        try "services:\n  - name: users\n    endpoints: [127.0.0.1:9004]\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try await waitUntil { plane.mesh.services.first?.cluster.endpoints == [HostPort(host: "127.0.0.1", port: 9004)] }
+        #expect(plane.metrics.meshRejected.current == 1)
+    }
+}
+
 @Suite("Control plane: a sidecar follows outrigger control over ADS, end to end")
 struct ControlPlaneTests {
     static func mesh(_ endpoints: [HostPort], usersTo: String = "users-v1") -> MeshConfig {
@@ -227,7 +265,7 @@ struct XDSPeerTests {
 
     /// A control plane serving `mesh` on a port of its own, in this process.
     static func startPlane(_ mesh: MeshConfig, tls: TLSConfig? = nil) async throws -> (ControlPlane, Int, Task<Void, Never>) {
-        let plane = ControlPlane(mesh: mesh, meshPath: nil, registrationGrace: .milliseconds(200), logger: Harness.quietLogger)
+        let plane = ControlPlane(mesh: mesh, registrationGrace: .milliseconds(200), logger: Harness.quietLogger)
         let (ports, portSink) = AsyncStream<Int>.makeStream()
         let serving = Task { _ = try? await plane.serve(host: "127.0.0.1", port: 0, tls: tls) { portSink.yield($0) } }
         var iterator = ports.makeAsyncIterator()

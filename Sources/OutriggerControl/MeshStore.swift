@@ -1,0 +1,86 @@
+import Foundation
+import OutriggerConfig
+import OutriggerCore
+import OutriggerProxy
+
+/// A mesh as a store holds it: validated, with a version that changes whenever its content does.
+public struct MeshSnapshot: Sendable {
+    public let mesh: MeshConfig
+    public let version: String
+
+    public init(mesh: MeshConfig, version: String) {
+        self.mesh = mesh
+        self.version = version
+    }
+}
+
+/// Where the control plane's mesh comes from: the one seam between `ControlPlane` and its store. A store gives
+/// the current mesh as a versioned snapshot, and says when a newer one may be there. The mesh file (or
+/// directory) is the store today (`MeshFileStore`); replicas over etcd (issue 14) sit behind the same seam.
+public protocol MeshStore: Sendable {
+    /// What the store names itself in logs (a file path, an etcd prefix).
+    var description: String { get }
+    /// Reads the current mesh and validates it; a store that holds a broken mesh throws, saying where and why.
+    func snapshot() throws -> MeshSnapshot
+    /// The version of what the store holds now, valid or not (no validation): what a follower has seen.
+    func currentVersion() -> String
+    /// Returns once the store may hold a snapshot other than `version` (it may be the same: callers compare).
+    /// Throws when cancelled.
+    func waitForChange(after version: String) async throws
+}
+
+/// The mesh file, or a directory of them: polled for changes (size, modification time, inode of each file),
+/// and a change is one of content: a snapshot's version is a hash of the files' bytes, so touching a file
+/// without changing it changes nothing.
+public struct MeshFileStore: MeshStore {
+    public let path: String
+    public let pollInterval: Duration
+
+    public init(path: String, pollInterval: Duration = .seconds(1)) {
+        self.path = path
+        self.pollInterval = pollInterval
+    }
+
+    public var description: String { path }
+
+    public func snapshot() throws -> MeshSnapshot {
+        let mesh = try MeshConfig.load(contentsOf: path)
+        try MeshView.check(mesh)
+        return MeshSnapshot(mesh: mesh, version: contentVersion())
+    }
+
+    public func waitForChange(after version: String) async throws {
+        // An edit made since `version` was read is not missed: the content is compared first.
+        var stamps = Self.stamps(path)
+        if contentVersion() != version { return }
+        while true {
+            try await Task.sleep(for: pollInterval)
+            let now = Self.stamps(path)
+            // A file being replaced may be missing for a moment: wait for it. A rewrite with the same bytes
+            // (a touch) is not a change.
+            guard now != stamps, now.first != nil else { continue }
+            stamps = now
+            if contentVersion() != version { return }
+        }
+    }
+
+    public func currentVersion() -> String {
+        contentVersion()
+    }
+
+    /// The files' bytes hashed, in path order.
+    private func contentVersion() -> String {
+        let files = [path] + MeshConfig.files(in: path)
+        var hash: UInt64 = 0
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: file) else { continue }
+            hash = StableHash.mix(hash ^ StableHash.of(file) ^ StableHash.of(String(decoding: data, as: UTF8.self)))
+        }
+        return String(hash, radix: 16)
+    }
+
+    /// The mesh file's stamp, or a directory's and each of its files'.
+    static func stamps(_ path: String) -> [FileStamp?] {
+        [FileStamp(path: path)] + MeshConfig.files(in: path).map(FileStamp.init(path:))
+    }
+}
