@@ -38,9 +38,12 @@ public struct OverloadReadings: Equatable, Sendable {
         self.eventLoopDelayNanoseconds = eventLoopDelayNanoseconds
     }
 
+    /// The resource names, as stats label them.
+    public static let connectionsResource = "connections"
+
     /// Each resource's pressure, by the name stats give it.
     public func pressures(_ config: OverloadConfig, connectionLimit: Int) -> [(resource: String, pressure: Double)] {
-        var pressures: [(String, Double)] = [("connections", Double(connections) / Double(max(connectionLimit, 1)))]
+        var pressures: [(String, Double)] = [(Self.connectionsResource, Double(connections) / Double(max(connectionLimit, 1)))]
         if let limit = config.maxActiveRequests { pressures.append(("active_requests", Double(activeRequests) / Double(limit))) }
         if let limit = config.maxMemoryBytes, let memoryBytes { pressures.append(("memory", Double(memoryBytes) / Double(limit))) }
         if let limit = config.maxEventLoopDelay {
@@ -68,7 +71,7 @@ public enum OverloadPolicy {
         case .high: shift = priorityShift
         }
         let highest = pressures.map(\.pressure).max() ?? 0
-        let highestButConnections = pressures.filter { $0.resource != "connections" }.map(\.pressure).max() ?? 0
+        let highestButConnections = pressures.filter { $0.resource != OverloadReadings.connectionsResource }.map(\.pressure).max() ?? 0
         let thresholds: [(OverloadLevel, Double, Double)] = [
             (.notAccepting, config.stopAcceptingAt + shift, highestButConnections),
             (.refusingRequests, config.refuseRequestsAt + shift, highestButConnections),

@@ -222,6 +222,9 @@ public final class ProxyStats: Sendable {
 
     public init() {}
 
+    /// Requests in flight on every listener together.
+    public var requestsActive: Int { allListeners.reduce(0) { $0 + $1.requestsActive.current } }
+
     public func listener(_ name: String) -> ListenerStats {
         listeners.withLockedValue { all in
             if let existing = all[name] { return existing }

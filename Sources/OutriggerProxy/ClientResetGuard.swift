@@ -22,14 +22,16 @@ final class ClientResetGuard: Sendable {
                 high = 0
                 low = UInt64(UInt32(bigEndian: v4.address.sin_addr.s_addr))
             case .v6(let v6):
-                var bytes = [UInt8](repeating: 0, count: 16)
-                withUnsafeBytes(of: v6.address.sin6_addr) { bytes = Array($0) }
-                if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
+                // The 16 bytes as two big-endian words.
+                let (first, second) = withUnsafeBytes(of: v6.address.sin6_addr) { bytes in
+                    (UInt64(bigEndian: bytes.loadUnaligned(as: UInt64.self)), UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+                }
+                if first == 0, second >> 32 == 0xFFFF {
                     // IPv4-mapped (a dual-stack listener): the IPv4 address, as if it came over IPv4.
                     high = 0
-                    low = bytes[12..<16].reduce(0) { $0 << 8 | UInt64($1) }
+                    low = second & 0xFFFF_FFFF
                 } else {
-                    high = bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
+                    high = first
                     low = .max  // the /64: the interface id is not counted
                 }
             default:

@@ -49,9 +49,7 @@ final class ListenerTLS: Sendable {
         if let clients = tls.clientCertificates {
             // A client must present a certificate from these CAs (the handshake fails otherwise); which
             // names it must carry is checked once the handshake is done (`admitsPeer`).
-            let roots = try NIOSSLCertificate.fromPEMFile(clients.caFile)
-            guard !roots.isEmpty else { throw PEMFileError(file: clients.caFile) }
-            configuration.trustRoots = .certificates(roots)
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.nonEmpty(fromPEMFile: clients.caFile))
             configuration.certificateVerification = .noHostnameVerification
         }
         return try NIOSSLContext(configuration: configuration)

@@ -57,7 +57,7 @@ final class OverloadManager: Sendable {
         let stats = configStore.stats
         let readings = OverloadReadings(
             memoryBytes: Self.residentMemoryBytes(),
-            activeRequests: stats.allListeners.reduce(0) { $0 + $1.requestsActive.current },
+            activeRequests: stats.requestsActive,
             connections: stats.downstreamConnectionsActive.current,
             eventLoopDelayNanoseconds: loopDelays.map { $0.load(ordering: .relaxed) }.max() ?? 0)
         let pressures = readings.pressures(config, connectionLimit: connectionLimit())

@@ -371,12 +371,11 @@ public final class Sidecar: Sendable {
         for channel in listeners { try? await channel.close() }
         connections.quiesceAll()
         let deadline = ContinuousClock.now + configStore.snapshot.config.drainTimeout
-        func requestsInFlight() -> Int { configStore.stats.allListeners.reduce(0) { $0 + $1.requestsActive.current } }
-        while connections.count > 0, ContinuousClock.now < deadline, requestsInFlight() > 0 {
+        while connections.count > 0, ContinuousClock.now < deadline, configStore.stats.requestsActive > 0 {
             try? await Task.sleep(for: .milliseconds(20))
         }
         // Counted now, not before the last wait: connections that closed meanwhile took their requests along.
-        let active = connections.count > 0 ? requestsInFlight() : 0
+        let active = connections.count > 0 ? configStore.stats.requestsActive : 0
         if active > 0 {
             configStore.drainDeadlinePassed.store(true, ordering: .relaxed)
             logger.warning("drain timeout (\(ConfigDuration.format(configStore.snapshot.config.drainTimeout))) reached: cutting \(active) requests still in flight on \(connections.count) connections")

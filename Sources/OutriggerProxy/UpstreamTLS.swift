@@ -28,10 +28,8 @@ final class UpstreamTLSContexts: Sendable {
         for cluster in clusters {
             guard let tls = cluster.tls else { continue }
             let key = Key(tls: tls, upstreamProtocol: cluster.upstreamProtocol)
-            guard entries.withLockedValue({ $0[key] }) == nil else { continue }
             do {
-                let entry = Entry(context: try Self.makeContext(key), stamps: Self.stamps(tls))
-                entries.withLockedValue { $0[key] = entry }
+                _ = try context(for: tls, upstreamProtocol: key.upstreamProtocol)
             } catch {
                 throw UpstreamTLSError(cluster: cluster.name, underlying: error)
             }
@@ -78,7 +76,7 @@ final class UpstreamTLSContexts: Sendable {
         configuration.minimumTLSVersion = tls.minVersion == .tls13 ? .tlsv13 : .tlsv12
         configuration.cipherSuites = TLSConfig.defaultCipherSuites.joined(separator: ":")
         if let caFile = tls.caFile {
-            configuration.trustRoots = .certificates(try Self.certificates(caFile))
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.nonEmpty(fromPEMFile: caFile))
         }
         if tls.insecureSkipVerify {
             configuration.certificateVerification = .none
@@ -87,16 +85,10 @@ final class UpstreamTLSContexts: Sendable {
             configuration.certificateVerification = .noHostnameVerification
         }
         if let certificate = tls.certificate, let key = tls.privateKey {
-            configuration.certificateChain = try Self.certificates(certificate).map { .certificate($0) }
+            configuration.certificateChain = try NIOSSLCertificate.nonEmpty(fromPEMFile: certificate).map { .certificate($0) }
             configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
         }
         return try NIOSSLContext(configuration: configuration)
-    }
-
-    private static func certificates(_ file: String) throws -> [NIOSSLCertificate] {
-        let certificates = try NIOSSLCertificate.fromPEMFile(file)
-        guard !certificates.isEmpty else { throw PEMFileError(file: file) }
-        return certificates
     }
 
     private static func stamps(_ tls: UpstreamTLSConfig) -> [FileStamp?] {
@@ -108,6 +100,15 @@ struct UpstreamTLSError: Error, CustomStringConvertible {
     let cluster: String
     let underlying: Error
     var description: String { "cluster '\(cluster)': its tls files do not load: \(underlying)" }
+}
+
+extension NIOSSLCertificate {
+    /// The certificates of a PEM file, which must hold at least one (an empty file is an error, not no CA).
+    static func nonEmpty(fromPEMFile file: String) throws -> [NIOSSLCertificate] {
+        let certificates = try fromPEMFile(file)
+        guard !certificates.isEmpty else { throw PEMFileError(file: file) }
+        return certificates
+    }
 }
 
 struct PEMFileError: Error, CustomStringConvertible {

@@ -286,15 +286,19 @@ func rapidReset(port: Int, connections: Int, streams: Int, from source: String) 
 
 @Suite("Rapid reset across reconnects, end to end")
 struct RapidResetTests {
+    static func config(_ endpoints: [HostPort], maxResetsPerAddress: Int) -> SidecarConfig {
+        var config = ConnectionDefenceTests.config(endpoints, handshakeTimeout: .seconds(60))
+        config.listeners[0].rapidReset = RapidResetConfig(maxResetsPerAddress: maxResetsPerAddress, window: .seconds(60), refuseFor: .seconds(600))
+        config.listeners[0].idleTimeout = .seconds(60)
+        config.listeners[0].requestHeadersTimeout = .seconds(10)
+        return config
+    }
+
     /// CVE-2023-44487 spread over connections, each under the codec's per-connection limit (200): the address
     /// is refused once it passes `maxResetsPerAddress`, its streams cost the upstream (almost) nothing, and
     /// other clients are served throughout.
     @Test func anAddressResettingStreamsAcrossConnectionsIsRefusedAndOthersAreServed() async throws {
-        try await withHarness(echoes: 1) { endpoints in
-            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints, connectTimeout: .seconds(10))]) { listener in
-                listener.rapidReset = RapidResetConfig(maxResetsPerAddress: 300, window: .seconds(60), refuseFor: .seconds(600))
-            }
-        } _: { (harness: Harness) async throws in
+        try await withHarness(echoes: 1) { Self.config($0, maxResetsPerAddress: 300) } _: { (harness: Harness) async throws in
             let attack = try await rapidReset(port: harness.port, connections: 8, streams: 100, from: "127.0.0.2")
             #expect(attack.sent == 800 && attack.resets >= 300, "\(attack)")
             #expect(attack.refused >= 1 && attack.served <= 5, "the address is refused after about 300 resets: \(attack)")
@@ -315,11 +319,7 @@ struct RapidResetTests {
     /// A busy client whose cancellations add up past the limit is not refused: fewer than three quarters of its
     /// streams were reset.
     @Test func aClientThatResetsAFewOfManyStreamsIsNotRefused() async throws {
-        try await withHarness(echoes: 1) { endpoints in
-            Harness.config(routes: [RouteConfig(destination: .cluster("c"))], clusters: [ClusterConfig(name: "c", endpoints: endpoints, connectTimeout: .seconds(10))]) { listener in
-                listener.rapidReset = RapidResetConfig(maxResetsPerAddress: 50, window: .seconds(60), refuseFor: .seconds(600))
-            }
-        } _: { (harness: Harness) async throws in
+        try await withHarness(echoes: 1) { Self.config($0, maxResetsPerAddress: 50) } _: { (harness: Harness) async throws in
             // 30 resets (the address is counted from its first), then 400 requests answered on 4 connections
             // (h2load: -n total, -c connections), then 60 resets: 90, more than the limit, but of 490 streams.
             let first = try await rapidReset(port: harness.port, connections: 1, streams: 30, from: "127.0.0.1")
