@@ -136,6 +136,7 @@ struct ProcessTests {
         let response = try await slow
         #expect(response.status == 200, "the request in flight finishes")
         #expect(await proxy.waitForExit() == 0)
+        #expect(proxy.text.components(separatedBy: "quickstart").count == 2, "startup names the listener once: \(proxy.text)")
         #expect(try await curl(["http://127.0.0.1:\(port)/"]).status != 0, "nothing listens after exit")
     }
 
