@@ -20,8 +20,8 @@ struct OverloadTests {
 
     @Test func requestsPastTheLimitAreShedAndServedAgainOnceThePressureFalls() async throws {
         try await withHarness(echoes: 1) { Self.config($0, maxActiveRequests: 2, stopAcceptingAt: 5) } _: { (harness: Harness) async throws in
-            async let slow1 = fetch(harness.url + "/?delay=6000")
-            async let slow2 = fetch(harness.url + "/?delay=6000")
+            async let slow1 = fetch(harness.url + "/?delay=15000")
+            async let slow2 = fetch(harness.url + "/?delay=15000")
             try await waitUntil { Self.level(harness) == .refusingRequests }
             let shed = try await fetch(harness.url + "/")
             #expect(shed.status == 503 && shed.headers["x-outrigger-reason"] == "overload", "\(shed.statusLine)")
@@ -46,7 +46,7 @@ struct OverloadTests {
     @Test func atTheLastStepTheListenerStopsAcceptingAndTheAdminStillAnswers() async throws {
         try await withHarness(echoes: 1) { Self.config($0, maxActiveRequests: 1, stopAcceptingAt: 1.0) } _: { (harness: Harness) async throws in
             let stats = harness.sidecar.configStore.stats
-            async let slow = fetch(harness.url + "/?delay=6000")
+            async let slow = fetch(harness.url + "/?delay=15000")
             try await waitUntil { Self.level(harness) == .notAccepting }
             let accepted = stats.listener("main").connectionsTotal.current
             // Connected (the kernel's backlog takes it), but not accepted while the pressure holds.
