@@ -73,7 +73,7 @@ public struct MeshConfig: Sendable, Hashable {
         }
         var services: [Service] = []
         for (file, root) in roots {
-            let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file), fromControlPlane: true)
+            let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file), filesOnSidecars: true)
             let mesh = decoder.decodeMesh(root, elsewhere: Set(definedIn.filter { $0.value != file }.keys))
             issues += decoder.reader.issues
             services += mesh?.services ?? []
@@ -92,7 +92,7 @@ public struct MeshConfig: Sendable, Hashable {
         guard let root = try SidecarConfigDecoder.compose(text, file: file) else {
             throw ConfigErrors([ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "the file is empty; expected a mapping with services")])
         }
-        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file), fromControlPlane: true)
+        let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file), filesOnSidecars: true)
         let mesh = decoder.decodeMesh(root)
         if let mesh, decoder.reader.issues.isEmpty { return mesh }
         throw ConfigErrors(decoder.reader.issues.sorted { ($0.line, $0.column) < ($1.line, $1.column) })

@@ -56,10 +56,14 @@ struct SidecarConfigDecoder {
     /// True for documents from a control plane (and its mesh file): a cluster may be waiting for its first
     /// endpoint, and a sidecar may have clusters before any listener.
     private let fromControlPlane: Bool
+    /// True for a mesh file: the files it names (a cluster's CA, certificate and key) are read on each
+    /// sidecar's machine, not this one, so they must be absolute paths and are not looked for here.
+    private let filesOnSidecars: Bool
 
-    init(reader: YAMLReader, fromControlPlane: Bool = false) {
+    init(reader: YAMLReader, fromControlPlane: Bool = false, filesOnSidecars: Bool = false) {
         self.reader = reader
-        self.fromControlPlane = fromControlPlane
+        self.fromControlPlane = fromControlPlane || filesOnSidecars
+        self.filesOnSidecars = filesOnSidecars
     }
 
     /// A config file's text; one that cannot be read is an issue at its first line.
@@ -228,10 +232,6 @@ struct SidecarConfigDecoder {
                 let clusterNode = Node.mapping(.init(clusterPairs.map { ($0.key, $0.value) }, mapping.tag, mapping.style, mapping.mark))
                 if let file = mapping.first(where: { $0.key.scalar?.string == "endpointsFile" }) {
                     reader.report(file.value, path + ".endpointsFile", "a service's endpoints are listed or registered; an endpoints file is a sidecar's own")
-                }
-                if let tls = mapping.first(where: { $0.key.scalar?.string == "tls" }) {
-                    // Its files are on this machine, not the sidecars'; identities issued by the control plane come later.
-                    reader.report(tls.value, path + ".tls", "upstream TLS is set in each sidecar's own file (its CA, certificate and key are files on that machine); a mesh file cannot carry it yet")
                 }
                 let cluster = decodeCluster(clusterNode, path)
                 let routesNode = mapping.first { $0.key.scalar?.string == "routes" }?.value
@@ -489,6 +489,13 @@ struct SidecarConfigDecoder {
 
     private func readableFile(_ node: Node, _ path: String, what: String = "a readable PEM file") -> String? {
         guard let file = reader.string(node, path) else { return nil }
+        if filesOnSidecars {
+            guard file.hasPrefix("/") else {
+                reader.report(node, path, "expected an absolute path (a mesh file's files are read on each sidecar's machine), found '\(file)'")
+                return nil
+            }
+            return file
+        }
         let resolved = file.hasPrefix("/") ? file : (URL(fileURLWithPath: reader.file).deletingLastPathComponent().appendingPathComponent(file).path)
         guard FileManager.default.isReadableFile(atPath: resolved) else {
             reader.report(node, path, "expected \(what), but '\(resolved)' cannot be read")

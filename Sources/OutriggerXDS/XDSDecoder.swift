@@ -247,8 +247,25 @@ public struct XDSDecoder: Sendable {
             tls["privateKey"] = string(options.tlsPrivateKeyPath)
             if !options.tlsMinVersion.isEmpty { tls["minVersion"] = string(options.tlsMinVersion) }
             if !options.tlsCipherSuites.isEmpty { tls["cipherSuites"] = .sequence(.init(options.tlsCipherSuites.map { string($0) })) }
+            if !options.tlsClientCaPath.isEmpty {
+                let clients = Document()
+                clients["caFile"] = string(options.tlsClientCaPath)
+                if !options.tlsClientSubjectAltNames.isEmpty {
+                    clients["subjectAltNames"] = .sequence(.init(options.tlsClientSubjectAltNames.map { string($0) }))
+                }
+                tls["clientCertificates"] = clients.node
+            }
             document["tls"] = tls.node
         }
+        if options.hasSendTimeout { document["sendTimeout"] = duration(options.sendTimeout) }
+        if options.hasRapidReset {
+            let rapidReset = Document()
+            rapidReset["maxResetsPerAddress"] = number(options.rapidReset.maxResetsPerAddress)
+            if options.rapidReset.hasWindow { rapidReset["window"] = duration(options.rapidReset.window) }
+            if options.rapidReset.hasRefuseFor { rapidReset["refuseFor"] = duration(options.rapidReset.refuseFor) }
+            document["rapidReset"] = rapidReset.node
+        }
+        if !options.overloadPriority.isEmpty { document["overloadPriority"] = string(options.overloadPriority) }
         var hosts: [Node] = []
         for host in routes.virtualHosts {
             let hostDocument = Document()
@@ -450,6 +467,9 @@ public struct XDSDecoder: Sendable {
             if cluster.http2ProtocolOptions.hasMaxConcurrentStreams { throw refuse("http2_protocol_options.max_concurrent_streams: not implemented") }
             document["protocol"] = string("http2")
         }
+        if cluster.hasTransportSocket {
+            document["tls"] = try upstreamTLSDocument(cluster.transportSocket, cluster: cluster.name)
+        }
         if case .leastRequestLbConfig(let config)? = cluster.lbConfig, config.hasChoiceCount, config.choiceCount.value != 2 {
             throw refuse("least_request_lb_config.choice_count: only 2 (power of two choices) is implemented")
         }
@@ -569,6 +589,52 @@ public struct XDSDecoder: Sendable {
         return document.node
     }
 
+    /// A cluster's `transport_socket` (Envoy's UpstreamTlsContext) as its `tls`: files on this machine, the CA
+    /// (or the system's roots), the names expected and the oldest version. No validation context is Envoy's
+    /// "verify nothing", said as `insecureSkipVerify`.
+    static func upstreamTLSDocument(_ socket: Envoy_Config_Core_V3_TransportSocket, cluster: String) throws(XDSRejection) -> Node {
+        func refuse(_ message: String) -> XDSRejection { XDSRejection(type: .cluster, name: cluster, message: "transport_socket\(message)") }
+        guard socket.name == XDSNames.tlsTransportSocket, case .typedConfig(let typed)? = socket.configType else {
+            throw refuse(": only \(XDSNames.tlsTransportSocket) with a typed_config (UpstreamTlsContext) is implemented")
+        }
+        let context = try unpack(typed, as: Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext.self, type: .cluster, name: cluster,
+                                 field: "transport_socket.typed_config")
+        let common = context.commonTlsContext
+        let document = Document()
+        if !context.sni.isEmpty { document["sni"] = string(context.sni) }
+        switch common.tlsParams.tlsMinimumProtocolVersion {
+        case .tlsAuto, .tlsv12: break
+        case .tlsv13: document["minVersion"] = string(TLSConfig.MinimumVersion.tls13.rawValue)
+        default: throw refuse(".common_tls_context.tls_params.tls_minimum_protocol_version: TLS 1.2 is the oldest allowed")
+        }
+        guard common.tlsCertificates.count <= 1 else { throw refuse(".common_tls_context.tls_certificates: at most one client certificate is implemented") }
+        if let pair = common.tlsCertificates.first {
+            guard case .filename(let chain)? = pair.certificateChain.specifier, case .filename(let key)? = pair.privateKey.specifier else {
+                throw refuse(".common_tls_context.tls_certificates[0]: expected certificate_chain and private_key as filenames")
+            }
+            document["certificate"] = string(chain)
+            document["privateKey"] = string(key)
+        }
+        if case .validationContext(let validation)? = common.validationContextType {
+            if case .filename(let ca)? = validation.trustedCa.specifier {
+                document["caFile"] = string(ca)
+            } else if !validation.hasSystemRootCerts {
+                throw refuse(".common_tls_context.validation_context: expected trusted_ca (a filename) or system_root_certs")
+            }
+            var names: [Node] = []
+            for (index, matcher) in validation.matchTypedSubjectAltNames.enumerated() {
+                guard matcher.sanType == .uri || matcher.sanType == .dns, case .exact(let name)? = matcher.matcher.matchPattern, !matcher.matcher.ignoreCase else {
+                    throw refuse(".common_tls_context.validation_context.match_typed_subject_alt_names[\(index)]: only URI and DNS names matched exactly are implemented")
+                }
+                names.append(string(name))
+            }
+            if !names.isEmpty { document["subjectAltNames"] = .sequence(.init(names)) }
+        } else {
+            document["insecureSkipVerify"] = bool(true)
+        }
+        return document.node
+    }
+
     static func healthCheckDocument(_ check: Envoy_Config_Core_V3_HealthCheck, _ extra: Outrigger_V1_ClusterOptions.HealthCheck,
                                     refuse: (String) -> XDSRejection) throws(XDSRejection) -> Node {
         let document = Document()
@@ -615,40 +681,22 @@ public struct XDSDecoder: Sendable {
         guard body.typeURL == expected else {
             throw XDSRejection(type: type, name: name, message: "\(place)expected \(expected), found \(body.typeURL)")
         }
+        let message: M
         do {
-            let message = try M(serializedBytes: body.value)
-            let known: M = try M(serializedBytes: body.value, options: { var options = BinaryDecodingOptions(); options.discardUnknownFields = true; return options }())
-            // Both encoded again by us (so a peer's non-canonical encoding does not matter): only unknown fields,
-            // at any depth, make the first longer.
-            let withUnknown: [UInt8] = try message.serializedBytes()
-            let knownOnly: [UInt8] = try known.serializedBytes()
-            if withUnknown.count != knownOnly.count {
-                throw XDSRejection(type: type, name: name, message: "\(place)\(unknownFields(of: message)) not implemented by Outrigger")
-            }
-            return message
-        } catch let rejection as XDSRejection {
-            throw rejection
+            message = try M(serializedBytes: body.value)
         } catch {
             throw XDSRejection(type: type, name: name, message: "\(place)cannot decode \(M.protoMessageName): \(error)")
         }
-    }
-
-    /// "field 37 of envoy.config.cluster.v3.Cluster", or a nested message's fields.
-    static func unknownFields<M: SwiftProtobuf.Message>(of message: M) -> String {
-        var numbers: [UInt64] = []
-        var bytes = message.unknownFields.data[...]
-        while let key = readVarint(&bytes) {
-            numbers.append(key >> 3)
-            switch key & 7 {
-            case 0: _ = readVarint(&bytes)
-            case 1: bytes = bytes.dropFirst(8)
-            case 2: let length = Int(readVarint(&bytes) ?? 0); bytes = bytes.dropFirst(length)
-            case 5: bytes = bytes.dropFirst(4)
-            default: bytes = bytes.dropFirst(bytes.count)
-            }
+        // Decoded once; one walk finds a field this build does not declare, at any depth (an `Any` inside is
+        // checked when it is unpacked in turn).
+        var finder = UnknownFieldFinder(current: M.protoMessageName)
+        try? message.traverse(visitor: &finder)
+        if let (owner, numbers) = finder.found {
+            let fields = numbers.map(String.init).joined(separator: ", ")
+            throw XDSRejection(type: type, name: name,
+                               message: "\(place)field\(numbers.count == 1 ? "" : "s") \(fields) of \(owner) \(numbers.count == 1 ? "is" : "are") not implemented by Outrigger")
         }
-        if numbers.isEmpty { return "a nested message of \(M.protoMessageName) has fields that are" }
-        return "field\(numbers.count == 1 ? "" : "s") \(numbers.map(String.init).joined(separator: ", ")) of \(M.protoMessageName) \(numbers.count == 1 ? "is" : "are")"
+        return message
     }
 
     static func readVarint(_ bytes: inout Data.SubSequence) -> UInt64? {
@@ -683,6 +731,56 @@ public struct XDSDecoder: Sendable {
         let nanoseconds = value.seconds * 1_000_000_000 + Int64(value.nanos)
         return .scalar(.init(ConfigDuration.format(.nanoseconds(nanoseconds))))
     }
+}
+
+/// Walks a decoded message for fields this build does not declare (kept by the decoder as unknown fields):
+/// the first message that has some, by name, and their numbers.
+struct UnknownFieldFinder: Visitor {
+    var current: String
+    var found: (message: String, numbers: [UInt64])?
+
+    mutating func visitUnknown(bytes: Data) throws {
+        guard found == nil, !bytes.isEmpty else { return }
+        var numbers: [UInt64] = []
+        var rest = bytes[...]
+        while let key = XDSDecoder.readVarint(&rest) {
+            numbers.append(key >> 3)
+            switch key & 7 {
+            case 0: _ = XDSDecoder.readVarint(&rest)
+            case 1: rest = rest.dropFirst(8)
+            case 2: let length = Int(XDSDecoder.readVarint(&rest) ?? 0); rest = rest.dropFirst(length)
+            case 5: rest = rest.dropFirst(4)
+            default: rest = rest.dropFirst(rest.count)
+            }
+        }
+        found = (current, numbers)
+    }
+
+    mutating func visitSingularMessageField<M: Message>(value: M, fieldNumber: Int) throws {
+        guard found == nil else { return }
+        let outer = current
+        current = M.protoMessageName
+        try value.traverse(visitor: &self)
+        current = outer
+    }
+
+    mutating func visitMapField<KeyType, ValueType>(fieldType: _ProtobufMessageMap<KeyType, ValueType>.Type,
+                                                     value: _ProtobufMessageMap<KeyType, ValueType>.BaseType, fieldNumber: Int) throws {
+        for message in value.values { try visitSingularMessageField(value: message, fieldNumber: fieldNumber) }
+    }
+
+    mutating func visitMapField<KeyType, ValueType: MapValueType>(fieldType: _ProtobufMap<KeyType, ValueType>.Type,
+                                                                   value: _ProtobufMap<KeyType, ValueType>.BaseType, fieldNumber: Int) throws {}
+    mutating func visitMapField<KeyType, ValueType>(fieldType: _ProtobufEnumMap<KeyType, ValueType>.Type,
+                                                     value: _ProtobufEnumMap<KeyType, ValueType>.BaseType, fieldNumber: Int) throws
+    where ValueType.RawValue == Int {}
+    mutating func visitSingularDoubleField(value: Double, fieldNumber: Int) throws {}
+    mutating func visitSingularInt64Field(value: Int64, fieldNumber: Int) throws {}
+    mutating func visitSingularUInt64Field(value: UInt64, fieldNumber: Int) throws {}
+    mutating func visitSingularBoolField(value: Bool, fieldNumber: Int) throws {}
+    mutating func visitSingularStringField(value: String, fieldNumber: Int) throws {}
+    mutating func visitSingularBytesField(value: Data, fieldNumber: Int) throws {}
+    mutating func visitSingularEnumField<E: Enum>(value: E, fieldNumber: Int) throws {}
 }
 
 /// A mapping under construction, keys in insertion order.

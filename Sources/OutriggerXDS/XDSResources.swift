@@ -50,6 +50,8 @@ public struct XDSResource: Sendable, Hashable {
 public enum XDSNames {
     public static let httpConnectionManager = "envoy.filters.network.http_connection_manager"
     public static let router = "envoy.filters.http.router"
+    /// A cluster's `transport_socket` for upstream TLS.
+    public static let tlsTransportSocket = "envoy.transport_sockets.tls"
     /// The `typed_filter_metadata` key of the `outrigger.v1` options on listeners, routes and clusters.
     public static let options = "outrigger.v1"
 }
@@ -108,7 +110,16 @@ public enum XDSEncoder {
             options.tlsPrivateKeyPath = tls.privateKey
             options.tlsMinVersion = tls.minVersion.rawValue
             options.tlsCipherSuites = tls.cipherSuites
+            if let clients = tls.clientCertificates {
+                options.tlsClientCaPath = clients.caFile
+                options.tlsClientSubjectAltNames = clients.subjectAltNames
+            }
         }
+        options.sendTimeout = protoDuration(config.sendTimeout)
+        options.rapidReset.maxResetsPerAddress = UInt32(config.rapidReset.maxResetsPerAddress)
+        options.rapidReset.window = protoDuration(config.rapidReset.window)
+        options.rapidReset.refuseFor = protoDuration(config.rapidReset.refuseFor)
+        options.overloadPriority = config.overloadPriority.rawValue
 
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = config.name
@@ -276,12 +287,42 @@ public enum XDSEncoder {
 
     // MARK: Clusters
 
+    /// A cluster's `tls` as Envoy's UpstreamTlsContext: the files are paths on the sidecar's machine. Without a
+    /// CA file the system's roots verify (`system_root_certs`); `insecureSkipVerify` is no validation context
+    /// at all (Envoy's meaning of its absence).
+    static func upstreamTLS(_ tls: UpstreamTLSConfig) -> Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext {
+        var context = Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext()
+        if let sni = tls.sni { context.sni = sni }
+        var common = Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext()
+        common.tlsParams.tlsMinimumProtocolVersion = tls.minVersion == .tls13 ? .tlsv13 : .tlsv12
+        if let certificate = tls.certificate, let key = tls.privateKey {
+            var pair = Envoy_Extensions_TransportSockets_Tls_V3_TlsCertificate()
+            pair.certificateChain.filename = certificate
+            pair.privateKey.filename = key
+            common.tlsCertificates = [pair]
+        }
+        if !tls.insecureSkipVerify {
+            var validation = Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext()
+            if let ca = tls.caFile {
+                validation.trustedCa.filename = ca
+            } else {
+                validation.systemRootCerts = .init()
+            }
+            validation.matchTypedSubjectAltNames = tls.subjectAltNames.map { name in
+                var matcher = Envoy_Extensions_TransportSockets_Tls_V3_SubjectAltNameMatcher()
+                matcher.sanType = name.contains(":") ? .uri : .dns
+                matcher.matcher.exact = name
+                return matcher
+            }
+            common.validationContext = validation
+        }
+        context.commonTlsContext = common
+        return context
+    }
+
     public static func cluster(_ config: ClusterConfig) throws -> Envoy_Config_Cluster_V3_Cluster {
         if let file = config.endpointsFile {
             throw XDSEncodingError(description: "cluster '\(config.name)': endpointsFile '\(file)' is a file on this machine; a cluster sent over xDS lists its endpoints")
-        }
-        if config.tls != nil {
-            throw XDSEncodingError(description: "cluster '\(config.name)': tls names files on this machine; upstream TLS over xDS is not carried yet")
         }
         var cluster = Envoy_Config_Cluster_V3_Cluster()
         cluster.name = config.name
@@ -291,6 +332,10 @@ public enum XDSEncoder {
         cluster.connectTimeout = protoDuration(config.connectTimeout)
         cluster.dnsRefreshRate = protoDuration(config.dnsRefreshInterval)
         if config.upstreamProtocol == .http2 { cluster.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions() }
+        if let tls = config.tls {
+            cluster.transportSocket.name = XDSNames.tlsTransportSocket
+            cluster.transportSocket.typedConfig = try XDSEncoder.pack(upstreamTLS(tls))
+        }
 
         var options = Outrigger_V1_ClusterOptions()
         let balancer = config.loadBalancer

@@ -1,5 +1,6 @@
 import Foundation
 import OutriggerConfig
+import OutriggerControl
 import OutriggerCore
 import OutriggerProxy
 import Testing
@@ -97,6 +98,35 @@ struct MutualTLSTests {
                 throw error
             }
             await caller.shutdown()
+        }
+    }
+
+    /// The same mTLS said once in the mesh: the control plane pushes the service's `tls` (Envoy's
+    /// UpstreamTlsContext with file names) and the sidecar following it reads the files on its machine. A pushed
+    /// identity the callee does not have is a 503, as from a file.
+    @Test func theControlPlanePushesAServicesMutualTLS() async throws {
+        let pki = try await TestPKI.make()
+        let server = try await Self.calleeCertificate(pki)
+        let client = try await pki.issue("frontend", sans: ["URI:\(Self.frontendID)"])
+        try await withHarness(echoes: 1) { Self.callee(pki, server, $0) } _: { (harness: Harness) async throws in
+            func service(_ name: String, expecting identity: String) -> MeshConfig.Service {
+                MeshConfig.Service(cluster: ClusterConfig(
+                    name: name, endpoints: [HostPort(host: "127.0.0.1", port: harness.port)], connectTimeout: .seconds(10),
+                    tls: UpstreamTLSConfig(caFile: pki.caCertificate, certificate: client.certificate, privateKey: client.key, subjectAltNames: [identity])))
+            }
+            let mesh = try await MeshHarness.start(echoes: 0) { _ in
+                MeshConfig(services: [service("backend", expecting: Self.backendID), service("impostor", expecting: "spiffe://test.mesh/ns/default/sa/other")])
+            }
+            do {
+                try await mesh.eventually("the pushed cluster answers over mTLS") { try await mesh.answer(host: "backend") == "echo-0" }
+                let refused = try await curl(["-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: impostor", mesh.outboundURL + "/"])
+                #expect(refused.stdout == "503", "the callee's certificate does not carry the pushed identity")
+                #expect(harness.echoes[0].requestsServed >= 1)
+            } catch {
+                await mesh.stop()
+                throw error
+            }
+            await mesh.stop()
         }
     }
 

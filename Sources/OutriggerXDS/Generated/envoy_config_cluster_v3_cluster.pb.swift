@@ -391,6 +391,15 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  public var transportSocket: Envoy_Config_Core_V3_TransportSocket {
+    get {_storage._transportSocket ?? Envoy_Config_Core_V3_TransportSocket()}
+    set {_uniqueStorage()._transportSocket = newValue}
+  }
+  /// Returns true if `transportSocket` has been explicitly set.
+  public var hasTransportSocket: Bool {_storage._transportSocket != nil}
+  /// Clears the value of `transportSocket`. Subsequent reads from it will return its default value.
+  public mutating func clearTransportSocket() {_uniqueStorage()._transportSocket = nil}
+
   public var loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment {
     get {_storage._loadAssignment ?? Envoy_Config_Endpoint_V3_ClusterLoadAssignment()}
     set {_uniqueStorage()._loadAssignment = newValue}
@@ -890,7 +899,7 @@ nonisolated extension Envoy_Config_Cluster_V3_OutlierDetection: SwiftProtobuf.Me
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Cluster"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{4}http2_protocol_options\0\u{4}\u{2}dns_refresh_rate\0\u{4}\u{3}outlier_detection\0\u{2}\u{6}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{6}load_assignment\0\u{4}\u{4}least_request_lb_config\0\u{4}\u{f}maglev_lb_config\0\u{4}\u{4}round_robin_lb_config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{4}http2_protocol_options\0\u{4}\u{2}dns_refresh_rate\0\u{4}\u{3}outlier_detection\0\u{4}\u{5}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{6}load_assignment\0\u{4}\u{4}least_request_lb_config\0\u{4}\u{f}maglev_lb_config\0\u{4}\u{4}round_robin_lb_config\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -906,6 +915,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _lbConfig: Envoy_Config_Cluster_V3_Cluster.OneOf_LbConfig?
     var _commonLbConfig: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig? = nil
     var _metadata: Envoy_Config_Core_V3_Metadata? = nil
+    var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
     var _loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment? = nil
 
       // This property is used as the initial default value for new instances of the type.
@@ -930,6 +940,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _lbConfig = source._lbConfig
       _commonLbConfig = source._commonLbConfig
       _metadata = source._metadata
+      _transportSocket = source._transportSocket
       _loadAssignment = source._loadAssignment
     }
   }
@@ -966,6 +977,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 14: try { try decoder.decodeSingularMessageField(value: &_storage._http2ProtocolOptions) }()
         case 16: try { try decoder.decodeSingularMessageField(value: &_storage._dnsRefreshRate) }()
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._outlierDetection) }()
+        case 24: try { try decoder.decodeSingularMessageField(value: &_storage._transportSocket) }()
         case 25: try { try decoder.decodeSingularMessageField(value: &_storage._metadata) }()
         case 27: try { try decoder.decodeSingularMessageField(value: &_storage._commonLbConfig) }()
         case 33: try { try decoder.decodeSingularMessageField(value: &_storage._loadAssignment) }()
@@ -1050,6 +1062,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       try { if let v = _storage._outlierDetection {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
       } }()
+      try { if let v = _storage._transportSocket {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+      } }()
       try { if let v = _storage._metadata {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
       } }()
@@ -1096,6 +1111,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._lbConfig != rhs_storage._lbConfig {return false}
         if _storage._commonLbConfig != rhs_storage._commonLbConfig {return false}
         if _storage._metadata != rhs_storage._metadata {return false}
+        if _storage._transportSocket != rhs_storage._transportSocket {return false}
         if _storage._loadAssignment != rhs_storage._loadAssignment {return false}
         return true
       }

@@ -35,84 +35,172 @@ public nonisolated struct Outrigger_V1_AccessLog: Sendable {
   public init() {}
 }
 
-public nonisolated struct Outrigger_V1_ListenerOptions: Sendable {
+public nonisolated struct Outrigger_V1_ListenerOptions: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var addVia: Bool = false
+  public var addVia: Bool {
+    get {_storage._addVia}
+    set {_uniqueStorage()._addVia = newValue}
+  }
 
-  public var trustOverrideHeaders: Bool = false
+  public var trustOverrideHeaders: Bool {
+    get {_storage._trustOverrideHeaders}
+    set {_uniqueStorage()._trustOverrideHeaders = newValue}
+  }
 
   public var maxRequestBodyBytes: SwiftProtobuf.Google_Protobuf_UInt64Value {
-    get {_maxRequestBodyBytes ?? SwiftProtobuf.Google_Protobuf_UInt64Value()}
-    set {_maxRequestBodyBytes = newValue}
+    get {_storage._maxRequestBodyBytes ?? SwiftProtobuf.Google_Protobuf_UInt64Value()}
+    set {_uniqueStorage()._maxRequestBodyBytes = newValue}
   }
   /// Returns true if `maxRequestBodyBytes` has been explicitly set.
-  public var hasMaxRequestBodyBytes: Bool {self._maxRequestBodyBytes != nil}
+  public var hasMaxRequestBodyBytes: Bool {_storage._maxRequestBodyBytes != nil}
   /// Clears the value of `maxRequestBodyBytes`. Subsequent reads from it will return its default value.
-  public mutating func clearMaxRequestBodyBytes() {self._maxRequestBodyBytes = nil}
+  public mutating func clearMaxRequestBodyBytes() {_uniqueStorage()._maxRequestBodyBytes = nil}
 
   public var idleTimeout: SwiftProtobuf.Google_Protobuf_Duration {
-    get {_idleTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
-    set {_idleTimeout = newValue}
+    get {_storage._idleTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
+    set {_uniqueStorage()._idleTimeout = newValue}
   }
   /// Returns true if `idleTimeout` has been explicitly set.
-  public var hasIdleTimeout: Bool {self._idleTimeout != nil}
+  public var hasIdleTimeout: Bool {_storage._idleTimeout != nil}
   /// Clears the value of `idleTimeout`. Subsequent reads from it will return its default value.
-  public mutating func clearIdleTimeout() {self._idleTimeout = nil}
+  public mutating func clearIdleTimeout() {_uniqueStorage()._idleTimeout = nil}
 
   public var accessLog: Outrigger_V1_AccessLog {
-    get {_accessLog ?? Outrigger_V1_AccessLog()}
-    set {_accessLog = newValue}
+    get {_storage._accessLog ?? Outrigger_V1_AccessLog()}
+    set {_uniqueStorage()._accessLog = newValue}
   }
   /// Returns true if `accessLog` has been explicitly set.
-  public var hasAccessLog: Bool {self._accessLog != nil}
+  public var hasAccessLog: Bool {_storage._accessLog != nil}
   /// Clears the value of `accessLog`. Subsequent reads from it will return its default value.
-  public mutating func clearAccessLog() {self._accessLog = nil}
+  public mutating func clearAccessLog() {_uniqueStorage()._accessLog = nil}
 
   /// A TLS listener's certificate chain and private key, as files on the sidecar's machine.
-  public var tlsCertificatePath: String = String()
+  public var tlsCertificatePath: String {
+    get {_storage._tlsCertificatePath}
+    set {_uniqueStorage()._tlsCertificatePath = newValue}
+  }
 
-  public var tlsPrivateKeyPath: String = String()
+  public var tlsPrivateKeyPath: String {
+    get {_storage._tlsPrivateKeyPath}
+    set {_uniqueStorage()._tlsPrivateKeyPath = newValue}
+  }
 
   /// Exact, where HttpConnectionManager.max_request_headers_kb can only say whole KiB.
-  public var maxRequestHeadersBytes: UInt32 = 0
+  public var maxRequestHeadersBytes: UInt32 {
+    get {_storage._maxRequestHeadersBytes}
+    set {_uniqueStorage()._maxRequestHeadersBytes = newValue}
+  }
 
   /// From accept until the protocol is known (TLS handshake, HTTP/1.1 or HTTP/2 told apart).
   public var handshakeTimeout: SwiftProtobuf.Google_Protobuf_Duration {
-    get {_handshakeTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
-    set {_handshakeTimeout = newValue}
+    get {_storage._handshakeTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
+    set {_uniqueStorage()._handshakeTimeout = newValue}
   }
   /// Returns true if `handshakeTimeout` has been explicitly set.
-  public var hasHandshakeTimeout: Bool {self._handshakeTimeout != nil}
+  public var hasHandshakeTimeout: Bool {_storage._handshakeTimeout != nil}
   /// Clears the value of `handshakeTimeout`. Subsequent reads from it will return its default value.
-  public mutating func clearHandshakeTimeout() {self._handshakeTimeout = nil}
+  public mutating func clearHandshakeTimeout() {_uniqueStorage()._handshakeTimeout = nil}
 
   /// Connections open at once on the listener; absent: only the process-wide limit.
   public var maxConnections: SwiftProtobuf.Google_Protobuf_UInt32Value {
-    get {_maxConnections ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
-    set {_maxConnections = newValue}
+    get {_storage._maxConnections ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
+    set {_uniqueStorage()._maxConnections = newValue}
   }
   /// Returns true if `maxConnections` has been explicitly set.
-  public var hasMaxConnections: Bool {self._maxConnections != nil}
+  public var hasMaxConnections: Bool {_storage._maxConnections != nil}
   /// Clears the value of `maxConnections`. Subsequent reads from it will return its default value.
-  public mutating func clearMaxConnections() {self._maxConnections = nil}
+  public mutating func clearMaxConnections() {_uniqueStorage()._maxConnections = nil}
 
   /// A TLS listener's oldest protocol version ("TLS1.2", "TLS1.3") and TLS 1.2 cipher suites (OpenSSL names).
-  public var tlsMinVersion: String = String()
+  public var tlsMinVersion: String {
+    get {_storage._tlsMinVersion}
+    set {_uniqueStorage()._tlsMinVersion = newValue}
+  }
 
-  public var tlsCipherSuites: [String] = []
+  public var tlsCipherSuites: [String] {
+    get {_storage._tlsCipherSuites}
+    set {_uniqueStorage()._tlsCipherSuites = newValue}
+  }
+
+  /// How long a write to the client may wait for it to read.
+  public var sendTimeout: SwiftProtobuf.Google_Protobuf_Duration {
+    get {_storage._sendTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
+    set {_uniqueStorage()._sendTimeout = newValue}
+  }
+  /// Returns true if `sendTimeout` has been explicitly set.
+  public var hasSendTimeout: Bool {_storage._sendTimeout != nil}
+  /// Clears the value of `sendTimeout`. Subsequent reads from it will return its default value.
+  public mutating func clearSendTimeout() {_uniqueStorage()._sendTimeout = nil}
+
+  public var rapidReset: Outrigger_V1_ListenerOptions.RapidReset {
+    get {_storage._rapidReset ?? Outrigger_V1_ListenerOptions.RapidReset()}
+    set {_uniqueStorage()._rapidReset = newValue}
+  }
+  /// Returns true if `rapidReset` has been explicitly set.
+  public var hasRapidReset: Bool {_storage._rapidReset != nil}
+  /// Clears the value of `rapidReset`. Subsequent reads from it will return its default value.
+  public mutating func clearRapidReset() {_uniqueStorage()._rapidReset = nil}
+
+  /// "low", "normal" or "high": what the overload manager sheds first.
+  public var overloadPriority: String {
+    get {_storage._overloadPriority}
+    set {_uniqueStorage()._overloadPriority = newValue}
+  }
+
+  /// A TLS listener that requires client certificates: the CA bundle they must chain to (a file on the
+  /// sidecar's machine) and, optionally, the subject alternative names one of which they must carry.
+  public var tlsClientCaPath: String {
+    get {_storage._tlsClientCaPath}
+    set {_uniqueStorage()._tlsClientCaPath = newValue}
+  }
+
+  public var tlsClientSubjectAltNames: [String] {
+    get {_storage._tlsClientSubjectAltNames}
+    set {_uniqueStorage()._tlsClientSubjectAltNames = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
+  public nonisolated struct RapidReset: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    /// 0 turns the defence off.
+    public var maxResetsPerAddress: UInt32 = 0
+
+    public var window: SwiftProtobuf.Google_Protobuf_Duration {
+      get {_window ?? SwiftProtobuf.Google_Protobuf_Duration()}
+      set {_window = newValue}
+    }
+    /// Returns true if `window` has been explicitly set.
+    public var hasWindow: Bool {self._window != nil}
+    /// Clears the value of `window`. Subsequent reads from it will return its default value.
+    public mutating func clearWindow() {self._window = nil}
+
+    public var refuseFor: SwiftProtobuf.Google_Protobuf_Duration {
+      get {_refuseFor ?? SwiftProtobuf.Google_Protobuf_Duration()}
+      set {_refuseFor = newValue}
+    }
+    /// Returns true if `refuseFor` has been explicitly set.
+    public var hasRefuseFor: Bool {self._refuseFor != nil}
+    /// Clears the value of `refuseFor`. Subsequent reads from it will return its default value.
+    public mutating func clearRefuseFor() {self._refuseFor = nil}
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    fileprivate var _window: SwiftProtobuf.Google_Protobuf_Duration? = nil
+    fileprivate var _refuseFor: SwiftProtobuf.Google_Protobuf_Duration? = nil
+  }
+
   public init() {}
 
-  fileprivate var _maxRequestBodyBytes: SwiftProtobuf.Google_Protobuf_UInt64Value? = nil
-  fileprivate var _idleTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
-  fileprivate var _accessLog: Outrigger_V1_AccessLog? = nil
-  fileprivate var _handshakeTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
-  fileprivate var _maxConnections: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Outrigger_V1_Header: Sendable {
@@ -554,7 +642,189 @@ nonisolated extension Outrigger_V1_AccessLog: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Outrigger_V1_ListenerOptions: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListenerOptions"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}add_via\0\u{3}trust_override_headers\0\u{3}max_request_body_bytes\0\u{3}idle_timeout\0\u{3}access_log\0\u{3}tls_certificate_path\0\u{3}tls_private_key_path\0\u{3}max_request_headers_bytes\0\u{3}handshake_timeout\0\u{3}max_connections\0\u{3}tls_min_version\0\u{3}tls_cipher_suites\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}add_via\0\u{3}trust_override_headers\0\u{3}max_request_body_bytes\0\u{3}idle_timeout\0\u{3}access_log\0\u{3}tls_certificate_path\0\u{3}tls_private_key_path\0\u{3}max_request_headers_bytes\0\u{3}handshake_timeout\0\u{3}max_connections\0\u{3}tls_min_version\0\u{3}tls_cipher_suites\0\u{3}send_timeout\0\u{3}rapid_reset\0\u{3}overload_priority\0\u{3}tls_client_ca_path\0\u{3}tls_client_subject_alt_names\0")
+
+  fileprivate class _StorageClass {
+    var _addVia: Bool = false
+    var _trustOverrideHeaders: Bool = false
+    var _maxRequestBodyBytes: SwiftProtobuf.Google_Protobuf_UInt64Value? = nil
+    var _idleTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
+    var _accessLog: Outrigger_V1_AccessLog? = nil
+    var _tlsCertificatePath: String = String()
+    var _tlsPrivateKeyPath: String = String()
+    var _maxRequestHeadersBytes: UInt32 = 0
+    var _handshakeTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
+    var _maxConnections: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
+    var _tlsMinVersion: String = String()
+    var _tlsCipherSuites: [String] = []
+    var _sendTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
+    var _rapidReset: Outrigger_V1_ListenerOptions.RapidReset? = nil
+    var _overloadPriority: String = String()
+    var _tlsClientCaPath: String = String()
+    var _tlsClientSubjectAltNames: [String] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _addVia = source._addVia
+      _trustOverrideHeaders = source._trustOverrideHeaders
+      _maxRequestBodyBytes = source._maxRequestBodyBytes
+      _idleTimeout = source._idleTimeout
+      _accessLog = source._accessLog
+      _tlsCertificatePath = source._tlsCertificatePath
+      _tlsPrivateKeyPath = source._tlsPrivateKeyPath
+      _maxRequestHeadersBytes = source._maxRequestHeadersBytes
+      _handshakeTimeout = source._handshakeTimeout
+      _maxConnections = source._maxConnections
+      _tlsMinVersion = source._tlsMinVersion
+      _tlsCipherSuites = source._tlsCipherSuites
+      _sendTimeout = source._sendTimeout
+      _rapidReset = source._rapidReset
+      _overloadPriority = source._overloadPriority
+      _tlsClientCaPath = source._tlsClientCaPath
+      _tlsClientSubjectAltNames = source._tlsClientSubjectAltNames
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularBoolField(value: &_storage._addVia) }()
+        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._trustOverrideHeaders) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._maxRequestBodyBytes) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._idleTimeout) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._accessLog) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._tlsCertificatePath) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._tlsPrivateKeyPath) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxRequestHeadersBytes) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._handshakeTimeout) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._maxConnections) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._tlsMinVersion) }()
+        case 12: try { try decoder.decodeRepeatedStringField(value: &_storage._tlsCipherSuites) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._sendTimeout) }()
+        case 14: try { try decoder.decodeSingularMessageField(value: &_storage._rapidReset) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._overloadPriority) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._tlsClientCaPath) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._tlsClientSubjectAltNames) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._addVia != false {
+        try visitor.visitSingularBoolField(value: _storage._addVia, fieldNumber: 1)
+      }
+      if _storage._trustOverrideHeaders != false {
+        try visitor.visitSingularBoolField(value: _storage._trustOverrideHeaders, fieldNumber: 2)
+      }
+      try { if let v = _storage._maxRequestBodyBytes {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._idleTimeout {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._accessLog {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._tlsCertificatePath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tlsCertificatePath, fieldNumber: 6)
+      }
+      if !_storage._tlsPrivateKeyPath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tlsPrivateKeyPath, fieldNumber: 7)
+      }
+      if _storage._maxRequestHeadersBytes != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxRequestHeadersBytes, fieldNumber: 8)
+      }
+      try { if let v = _storage._handshakeTimeout {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+      try { if let v = _storage._maxConnections {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
+      if !_storage._tlsMinVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tlsMinVersion, fieldNumber: 11)
+      }
+      if !_storage._tlsCipherSuites.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._tlsCipherSuites, fieldNumber: 12)
+      }
+      try { if let v = _storage._sendTimeout {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
+      try { if let v = _storage._rapidReset {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      } }()
+      if !_storage._overloadPriority.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._overloadPriority, fieldNumber: 15)
+      }
+      if !_storage._tlsClientCaPath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tlsClientCaPath, fieldNumber: 16)
+      }
+      if !_storage._tlsClientSubjectAltNames.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._tlsClientSubjectAltNames, fieldNumber: 17)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Outrigger_V1_ListenerOptions, rhs: Outrigger_V1_ListenerOptions) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._addVia != rhs_storage._addVia {return false}
+        if _storage._trustOverrideHeaders != rhs_storage._trustOverrideHeaders {return false}
+        if _storage._maxRequestBodyBytes != rhs_storage._maxRequestBodyBytes {return false}
+        if _storage._idleTimeout != rhs_storage._idleTimeout {return false}
+        if _storage._accessLog != rhs_storage._accessLog {return false}
+        if _storage._tlsCertificatePath != rhs_storage._tlsCertificatePath {return false}
+        if _storage._tlsPrivateKeyPath != rhs_storage._tlsPrivateKeyPath {return false}
+        if _storage._maxRequestHeadersBytes != rhs_storage._maxRequestHeadersBytes {return false}
+        if _storage._handshakeTimeout != rhs_storage._handshakeTimeout {return false}
+        if _storage._maxConnections != rhs_storage._maxConnections {return false}
+        if _storage._tlsMinVersion != rhs_storage._tlsMinVersion {return false}
+        if _storage._tlsCipherSuites != rhs_storage._tlsCipherSuites {return false}
+        if _storage._sendTimeout != rhs_storage._sendTimeout {return false}
+        if _storage._rapidReset != rhs_storage._rapidReset {return false}
+        if _storage._overloadPriority != rhs_storage._overloadPriority {return false}
+        if _storage._tlsClientCaPath != rhs_storage._tlsClientCaPath {return false}
+        if _storage._tlsClientSubjectAltNames != rhs_storage._tlsClientSubjectAltNames {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Outrigger_V1_ListenerOptions.RapidReset: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Outrigger_V1_ListenerOptions.protoMessageName + ".RapidReset"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_resets_per_address\0\u{1}window\0\u{3}refuse_for\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -562,18 +832,9 @@ nonisolated extension Outrigger_V1_ListenerOptions: SwiftProtobuf.Message, Swift
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularBoolField(value: &self.addVia) }()
-      case 2: try { try decoder.decodeSingularBoolField(value: &self.trustOverrideHeaders) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._maxRequestBodyBytes) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._idleTimeout) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._accessLog) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.tlsCertificatePath) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.tlsPrivateKeyPath) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.maxRequestHeadersBytes) }()
-      case 9: try { try decoder.decodeSingularMessageField(value: &self._handshakeTimeout) }()
-      case 10: try { try decoder.decodeSingularMessageField(value: &self._maxConnections) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.tlsMinVersion) }()
-      case 12: try { try decoder.decodeRepeatedStringField(value: &self.tlsCipherSuites) }()
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.maxResetsPerAddress) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._window) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._refuseFor) }()
       default: break
       }
     }
@@ -584,58 +845,22 @@ nonisolated extension Outrigger_V1_ListenerOptions: SwiftProtobuf.Message, Swift
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    if self.addVia != false {
-      try visitor.visitSingularBoolField(value: self.addVia, fieldNumber: 1)
+    if self.maxResetsPerAddress != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxResetsPerAddress, fieldNumber: 1)
     }
-    if self.trustOverrideHeaders != false {
-      try visitor.visitSingularBoolField(value: self.trustOverrideHeaders, fieldNumber: 2)
-    }
-    try { if let v = self._maxRequestBodyBytes {
+    try { if let v = self._window {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._refuseFor {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
-    try { if let v = self._idleTimeout {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
-    try { if let v = self._accessLog {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if !self.tlsCertificatePath.isEmpty {
-      try visitor.visitSingularStringField(value: self.tlsCertificatePath, fieldNumber: 6)
-    }
-    if !self.tlsPrivateKeyPath.isEmpty {
-      try visitor.visitSingularStringField(value: self.tlsPrivateKeyPath, fieldNumber: 7)
-    }
-    if self.maxRequestHeadersBytes != 0 {
-      try visitor.visitSingularUInt32Field(value: self.maxRequestHeadersBytes, fieldNumber: 8)
-    }
-    try { if let v = self._handshakeTimeout {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
-    } }()
-    try { if let v = self._maxConnections {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    } }()
-    if !self.tlsMinVersion.isEmpty {
-      try visitor.visitSingularStringField(value: self.tlsMinVersion, fieldNumber: 11)
-    }
-    if !self.tlsCipherSuites.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.tlsCipherSuites, fieldNumber: 12)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Outrigger_V1_ListenerOptions, rhs: Outrigger_V1_ListenerOptions) -> Bool {
-    if lhs.addVia != rhs.addVia {return false}
-    if lhs.trustOverrideHeaders != rhs.trustOverrideHeaders {return false}
-    if lhs._maxRequestBodyBytes != rhs._maxRequestBodyBytes {return false}
-    if lhs._idleTimeout != rhs._idleTimeout {return false}
-    if lhs._accessLog != rhs._accessLog {return false}
-    if lhs.tlsCertificatePath != rhs.tlsCertificatePath {return false}
-    if lhs.tlsPrivateKeyPath != rhs.tlsPrivateKeyPath {return false}
-    if lhs.maxRequestHeadersBytes != rhs.maxRequestHeadersBytes {return false}
-    if lhs._handshakeTimeout != rhs._handshakeTimeout {return false}
-    if lhs._maxConnections != rhs._maxConnections {return false}
-    if lhs.tlsMinVersion != rhs.tlsMinVersion {return false}
-    if lhs.tlsCipherSuites != rhs.tlsCipherSuites {return false}
+  public static func ==(lhs: Outrigger_V1_ListenerOptions.RapidReset, rhs: Outrigger_V1_ListenerOptions.RapidReset) -> Bool {
+    if lhs.maxResetsPerAddress != rhs.maxResetsPerAddress {return false}
+    if lhs._window != rhs._window {return false}
+    if lhs._refuseFor != rhs._refuseFor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

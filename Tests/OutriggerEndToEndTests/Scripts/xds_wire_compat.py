@@ -33,6 +33,8 @@ ENVOY_MODULES = [
     "envoy.config.cluster.v3.outlier_detection_pb2",
     "envoy.config.endpoint.v3.endpoint_pb2",
     "envoy.config.endpoint.v3.endpoint_components_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.common_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
     "envoy.type.matcher.v3.regex_pb2",
     "envoy.type.matcher.v3.string_pb2",
     "envoy.type.v3.percent_pb2",
