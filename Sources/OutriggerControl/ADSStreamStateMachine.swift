@@ -145,7 +145,11 @@ public struct ADSStreamStateMachine: Sendable {
         // Listeners and clusters: no names is every one (wildcard). Endpoints and routes: the names asked for
         // ("*" asks for all); no names is none.
         let wildcard = names.contains("*") || (names.isEmpty && (type == .listener || type == .cluster))
-        let wanted = wildcard ? all : all.filter { names.contains($0.key) }
+        var wanted = all
+        if !wildcard {
+            wanted = [:]
+            for name in names { if let resource = all[name] { wanted[name] = resource } }
+        }
         let version = wanted.count == all.count ? snapshotVersions[type] ?? Self.version(of: wanted) : Self.version(of: wanted)
         if let sent = state.sent, sent.version == version, sent.names == names { return nil }
         if let nacked = state.nacked, nacked.version == version { return nil }

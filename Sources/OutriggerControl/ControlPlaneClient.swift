@@ -39,7 +39,7 @@ public struct XDSClientState: Sendable {
         var byName: [String: Google_Protobuf_Any] = [:]
         do throws(XDSRejection) {
             for body in resources {
-                let name = try Self.name(of: body, type: type)
+                let name = try XDSDecoder.name(of: body, type: type)
                 guard byName[name] == nil else { throw XDSRejection(type: type, name: name, message: "sent twice in one response") }
                 byName[name] = body
             }
@@ -51,7 +51,7 @@ public struct XDSClientState: Sendable {
             }
             candidate = (next, type, version)
             guard try next.isComplete() else {
-                try next.checkEach()
+                try next.checkEach(arrived: type, names: Set(byName.keys))
                 return .hold
             }
             return .apply(try next.config(base: base))
@@ -106,28 +106,12 @@ public struct XDSClientState: Sendable {
         var state = XDSClientState()
         for entry in persisted.types {
             guard let type = XDSType(rawValue: entry.typeURL) else { continue }
-            for body in entry.resources { state.accepted[type][try name(of: body, type: type)] = body }
+            for body in entry.resources { state.accepted[type][try XDSDecoder.name(of: body, type: type)] = body }
             if !entry.version.isEmpty { state.versions[type] = entry.version }
         }
         let config = try state.accepted.config(base: base)
         _ = state.subscriptionChanges()
         return (state, config)
-    }
-
-    static func name(of body: Google_Protobuf_Any, type: XDSType) throws(XDSRejection) -> String {
-        guard body.typeURL == type.rawValue else {
-            throw XDSRejection(type: type, name: "?", message: "a \(type.shortName) response carried a \(body.typeURL)")
-        }
-        do {
-            switch type {
-            case .listener: return try Envoy_Config_Listener_V3_Listener(serializedBytes: body.value).name
-            case .route: return try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: body.value).name
-            case .cluster: return try Envoy_Config_Cluster_V3_Cluster(serializedBytes: body.value).name
-            case .endpoints: return try Envoy_Config_Endpoint_V3_ClusterLoadAssignment(serializedBytes: body.value).clusterName
-            }
-        } catch {
-            throw XDSRejection(type: type, name: "?", message: "cannot decode: \(error)")
-        }
     }
 }
 

@@ -145,7 +145,7 @@ public final class ControlPlaneSimulator: Sendable {
                     var names: [String] = []
                     // Decode every resource, as a sidecar would before validating it.
                     for body in message.resources {
-                        names.append(try XDSClientState.name(of: body, type: type))
+                        names.append(try XDSDecoder.uncheckedName(of: body, type: type))
                     }
                     var ack = Envoy_Service_Discovery_V3_DiscoveryRequest()
                     ack.typeURL = message.typeURL

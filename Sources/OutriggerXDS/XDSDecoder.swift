@@ -72,6 +72,47 @@ public struct XDSDecoder: Sendable {
         return names
     }
 
+    /// A resource's name, decoded (once: what is checked here is not decoded again) and checked as every
+    /// resource is: a resource with a field this build does not declare is refused by its name.
+    public static func name(of body: Google_Protobuf_Any, type: XDSType) throws(XDSRejection) -> String {
+        guard body.typeURL == type.rawValue else {
+            throw XDSRejection(type: type, name: "?", message: "a \(type.shortName) response carried a \(body.typeURL)")
+        }
+        func named(_ name: String) throws(XDSRejection) -> String {
+            switch type {
+            case .listener: try unpack(body, as: Envoy_Config_Listener_V3_Listener.self, type: type, name: name).name
+            case .route: try unpack(body, as: Envoy_Config_Route_V3_RouteConfiguration.self, type: type, name: name).name
+            case .cluster: try unpack(body, as: Envoy_Config_Cluster_V3_Cluster.self, type: type, name: name).name
+            case .endpoints: try unpack(body, as: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.self, type: type, name: name).clusterName
+            }
+        }
+        do {
+            return try named("?")
+        } catch {
+            // Refused: say which resource, if its bytes give its name.
+            let name = (try? uncheckedName(of: body, type: type)) ?? "?"
+            throw XDSRejection(type: type, name: name, message: error.message)
+        }
+    }
+
+    /// A resource's name from its bytes alone, its fields not checked (the control-plane simulator's sidecars
+    /// decode each resource this way, each on its own).
+    public static func uncheckedName(of body: Google_Protobuf_Any, type: XDSType) throws(XDSRejection) -> String {
+        guard body.typeURL == type.rawValue else {
+            throw XDSRejection(type: type, name: "?", message: "a \(type.shortName) response carried a \(body.typeURL)")
+        }
+        do {
+            switch type {
+            case .listener: return try Envoy_Config_Listener_V3_Listener(serializedBytes: body.value).name
+            case .route: return try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: body.value).name
+            case .cluster: return try Envoy_Config_Cluster_V3_Cluster(serializedBytes: body.value).name
+            case .endpoints: return try Envoy_Config_Endpoint_V3_ClusterLoadAssignment(serializedBytes: body.value).clusterName
+            }
+        } catch {
+            throw XDSRejection(type: type, name: "?", message: "cannot decode: \(error)")
+        }
+    }
+
     static func endpointsName(of cluster: Envoy_Config_Cluster_V3_Cluster) -> String? {
         guard case .type(.eds)? = cluster.clusterDiscoveryType else { return nil }
         return cluster.edsClusterConfig.serviceName.isEmpty ? cluster.name : cluster.edsClusterConfig.serviceName
@@ -97,15 +138,18 @@ public struct XDSDecoder: Sendable {
         return try Self.unpack(body, as: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.self, type: .endpoints, name: name)
     }
 
-    /// Checks each resource on its own (while others it names are still on their way).
-    public func checkEach() throws(XDSRejection) {
+    /// Checks on its own each resource a response of `type` brought or changed (named `names`), while others
+    /// they name are still on their way: the listeners and clusters themselves, the listeners whose routes and
+    /// the clusters whose endpoints they are. What was accepted before was checked then.
+    public func checkEach(arrived type: XDSType, names: Set<String>) throws(XDSRejection) {
         for (name, body) in listeners {
             let manager = try Self.connectionManager(of: body, name: name)
+            guard type == .listener && names.contains(name) || type == .route && manager.routeName.map(names.contains) == true else { continue }
             if let routeConfiguration = try routeConfiguration(of: manager) {
                 _ = try Self.listenerDocument(manager.listener, manager.connectionManager, routeConfiguration)
             }
         }
-        for (name, body) in routes {
+        for (name, body) in routes where type == .route && names.contains(name) {
             let routes = try Self.unpack(body, as: Envoy_Config_Route_V3_RouteConfiguration.self, type: .route, name: name)
             for host in routes.virtualHosts {
                 for (index, route) in host.routes.enumerated() {
@@ -113,14 +157,16 @@ public struct XDSDecoder: Sendable {
                 }
             }
         }
-        for (name, body) in clusters {
+        for (name, body) in clusters where type == .cluster || type == .endpoints {
             let cluster = try Self.unpack(body, as: Envoy_Config_Cluster_V3_Cluster.self, type: .cluster, name: name)
+            guard type == .cluster && names.contains(name) || type == .endpoints && Self.endpointsName(of: cluster).map(names.contains) == true else { continue }
             _ = try Self.clusterDocument(cluster, try assignment(for: cluster))
         }
     }
 
     /// The config these resources say, on top of `base` (the sidecar's own admin, concurrency, drain and zone).
     public func config(base: SidecarConfig) throws(XDSRejection) -> SidecarConfig {
+        defer { Self.decoded.rotate() }
         var listenerDocuments: [Node] = []
         let listenerNames = listeners.keys.sorted()
         var routeOwners: [String] = []
@@ -139,8 +185,8 @@ public struct XDSDecoder: Sendable {
             clusterDocuments.append(try Self.clusterDocument(cluster, try assignment(for: cluster)))
         }
         let document = Document()
-        document["listeners"] = .sequence(.init(listenerDocuments))
-        document["clusters"] = .sequence(.init(clusterDocuments))
+        document["listeners"] = Self.sequence(listenerDocuments)
+        document["clusters"] = Self.sequence(clusterDocuments)
         var decoded: SidecarConfig
         do {
             decoded = try SidecarConfig.decode(document: document.node, source: "xds")
@@ -246,12 +292,12 @@ public struct XDSDecoder: Sendable {
             tls["certificate"] = string(options.tlsCertificatePath)
             tls["privateKey"] = string(options.tlsPrivateKeyPath)
             if !options.tlsMinVersion.isEmpty { tls["minVersion"] = string(options.tlsMinVersion) }
-            if !options.tlsCipherSuites.isEmpty { tls["cipherSuites"] = .sequence(.init(options.tlsCipherSuites.map { string($0) })) }
+            if !options.tlsCipherSuites.isEmpty { tls["cipherSuites"] = sequence(options.tlsCipherSuites.map { string($0) }) }
             if !options.tlsClientCaPath.isEmpty {
                 let clients = Document()
                 clients["caFile"] = string(options.tlsClientCaPath)
                 if !options.tlsClientSubjectAltNames.isEmpty {
-                    clients["subjectAltNames"] = .sequence(.init(options.tlsClientSubjectAltNames.map { string($0) }))
+                    clients["subjectAltNames"] = sequence(options.tlsClientSubjectAltNames.map { string($0) })
                 }
                 tls["clientCertificates"] = clients.node
             }
@@ -270,15 +316,15 @@ public struct XDSDecoder: Sendable {
         for host in routes.virtualHosts {
             let hostDocument = Document()
             hostDocument["name"] = string(host.name)
-            hostDocument["domains"] = .sequence(.init(host.domains.map(string)))
+            hostDocument["domains"] = sequence(host.domains.map(string))
             var routeDocuments: [Node] = []
             for (index, route) in host.routes.enumerated() {
                 routeDocuments.append(try routeDocument(route, routes: routes.name, where: "virtual_hosts['\(host.name)'].routes[\(index)]"))
             }
-            hostDocument["routes"] = .sequence(.init(routeDocuments))
+            hostDocument["routes"] = sequence(routeDocuments)
             hosts.append(hostDocument.node)
         }
-        document["virtualHosts"] = .sequence(.init(hosts))
+        document["virtualHosts"] = sequence(hosts)
         return document.node
     }
 
@@ -300,7 +346,7 @@ public struct XDSDecoder: Sendable {
         for (index, matcher) in route.match.headers.enumerated() {
             let field = "match.headers[\(index)]"
             if matcher.name == ":method" {
-                match["methods"] = .sequence(.init(try methods(matcher, refuse: { refuse("\(field): \($0)") }).map(string)))
+                match["methods"] = sequence(try methods(matcher, refuse: { refuse("\(field): \($0)") }).map(string))
                 continue
             }
             let header = Document()
@@ -323,7 +369,7 @@ public struct XDSDecoder: Sendable {
             }
             headers.append(header.node)
         }
-        if !headers.isEmpty { match["headers"] = .sequence(.init(headers)) }
+        if !headers.isEmpty { match["headers"] = sequence(headers) }
         document["match"] = match.node
 
         guard case .route(let action)? = route.action else {
@@ -332,12 +378,12 @@ public struct XDSDecoder: Sendable {
         switch action.clusterSpecifier {
         case .cluster(let name): document["cluster"] = string(name)
         case .weightedClusters(let weighted):
-            document["weightedClusters"] = .sequence(.init(weighted.clusters.map { choice in
+            document["weightedClusters"] = sequence(weighted.clusters.map { choice in
                 let entry = Document()
                 entry["cluster"] = string(choice.name)
                 entry["weight"] = number(choice.hasWeight ? choice.weight.value : 0)
                 return entry.node
-            }))
+            })
         case nil: throw refuse("route.cluster_specifier: expected cluster or weighted_clusters")
         }
         if !action.prefixRewrite.isEmpty { document["prefixRewrite"] = string(action.prefixRewrite) }
@@ -350,8 +396,8 @@ public struct XDSDecoder: Sendable {
             let retries = Document()
             retries["attempts"] = number((policy.hasNumRetries ? policy.numRetries.value : 1) + 1)
             let conditions = policy.retryOn.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            retries["retryOn"] = .sequence(.init(conditions.map(string)))
-            if !policy.retriableStatusCodes.isEmpty { retries["retriableStatusCodes"] = .sequence(.init(policy.retriableStatusCodes.map(number))) }
+            retries["retryOn"] = sequence(conditions.map(string))
+            if !policy.retriableStatusCodes.isEmpty { retries["retriableStatusCodes"] = sequence(policy.retriableStatusCodes.map(number)) }
             if policy.hasPerTryTimeout { retries["perTryTimeout"] = duration(policy.perTryTimeout) }
             if policy.hasRetryBackOff {
                 let backoff = Document()
@@ -431,7 +477,7 @@ public struct XDSDecoder: Sendable {
         }
         if !appended.isEmpty { mutations["add"] = appended.node }
         if !replaced.isEmpty { mutations["set"] = replaced.node }
-        if !remove.isEmpty { mutations["remove"] = .sequence(.init(remove.map(string))) }
+        if !remove.isEmpty { mutations["remove"] = sequence(remove.map(string)) }
         return mutations.node
     }
 
@@ -462,7 +508,7 @@ public struct XDSDecoder: Sendable {
                 endpoints.append(endpoint.node)
             }
         }
-        document["endpoints"] = .sequence(.init(endpoints))
+        document["endpoints"] = sequence(endpoints)
         if cluster.hasHTTP2ProtocolOptions {
             if cluster.http2ProtocolOptions.hasMaxConcurrentStreams { throw refuse("http2_protocol_options.max_concurrent_streams: not implemented") }
             document["protocol"] = string("http2")
@@ -628,7 +674,7 @@ public struct XDSDecoder: Sendable {
                 }
                 names.append(string(name))
             }
-            if !names.isEmpty { document["subjectAltNames"] = .sequence(.init(names)) }
+            if !names.isEmpty { document["subjectAltNames"] = sequence(names) }
         } else {
             document["insecureSkipVerify"] = bool(true)
         }
@@ -646,10 +692,10 @@ public struct XDSDecoder: Sendable {
             if !extra.method.isEmpty { document["method"] = string(extra.method) }
             if !extra.bodyContains.isEmpty { document["bodyContains"] = string(extra.bodyContains) }
             if !http.expectedStatuses.isEmpty {
-                document["expectedStatuses"] = .sequence(.init(http.expectedStatuses.map { range in
+                document["expectedStatuses"] = sequence(http.expectedStatuses.map { range in
                     let last = range.end - 1
                     return string(range.start == last ? "\(range.start)" : "\(range.start)-\(last)")
-                }))
+                })
             }
         case .tcpHealthCheck:
             document["type"] = string("tcp")
@@ -674,13 +720,17 @@ public struct XDSDecoder: Sendable {
 
     /// Unpacks `body` as `M`, refusing another type and any field this build does not know: a field we do not
     /// implement must not be silently ignored when it would change behaviour.
-    static func unpack<M: SwiftProtobuf.Message>(_ body: Google_Protobuf_Any, as: M.Type, type: XDSType, name: String,
+    static let decoded = DecodedMessages()
+
+    static func unpack<M: SwiftProtobuf.Message & Sendable>(_ body: Google_Protobuf_Any, as: M.Type, type: XDSType, name: String,
                                                  field: String? = nil) throws(XDSRejection) -> M {
         let place = field.map { "\($0): " } ?? ""
         let expected = "type.googleapis.com/" + M.protoMessageName
         guard body.typeURL == expected else {
             throw XDSRejection(type: type, name: name, message: "\(place)expected \(expected), found \(body.typeURL)")
         }
+        let key = DecodedMessages.Key(type: ObjectIdentifier(M.self), bytes: body.value)
+        if let known = decoded.message(key, as: M.self) { return known }
         let message: M
         do {
             message = try M(serializedBytes: body.value)
@@ -696,6 +746,7 @@ public struct XDSDecoder: Sendable {
             throw XDSRejection(type: type, name: name,
                                message: "\(place)field\(numbers.count == 1 ? "" : "s") \(fields) of \(owner) \(numbers.count == 1 ? "is" : "are") not implemented by Outrigger")
         }
+        decoded.remember(message, for: key)
         return message
     }
 
@@ -712,7 +763,7 @@ public struct XDSDecoder: Sendable {
         return nil
     }
 
-    static func options<M: SwiftProtobuf.Message>(_ metadata: Envoy_Config_Core_V3_Metadata, as: M.Type, type: XDSType, name: String) throws(XDSRejection) -> M {
+    static func options<M: SwiftProtobuf.Message & Sendable>(_ metadata: Envoy_Config_Core_V3_Metadata, as: M.Type, type: XDSType, name: String) throws(XDSRejection) -> M {
         guard let body = metadata.typedFilterMetadata[XDSNames.options] else { return M() }
         return try unpack(body, as: M.self, type: type, name: name, field: "metadata.typed_filter_metadata['\(XDSNames.options)']")
     }
@@ -721,15 +772,27 @@ public struct XDSDecoder: Sendable {
 
     static func string(_ text: String) -> Node { string(text, allowEmpty: false) }
 
-    static func string(_ text: String, allowEmpty: Bool) -> Node { .scalar(.init(text, .implicit, .singleQuoted)) }
+    static func string(_ text: String, allowEmpty: Bool) -> Node { .scalar(.init(text, implicitTag(), .singleQuoted)) }
 
-    static func number(_ value: some BinaryInteger) -> Node { .scalar(.init("\(value)")) }
+    static func number(_ value: some BinaryInteger) -> Node { plain("\(value)") }
 
-    static func bool(_ value: Bool) -> Node { .scalar(.init(value ? "true" : "false")) }
+    static func bool(_ value: Bool) -> Node { plain(value ? "true" : "false") }
+
+    static func sequence(_ items: [Node]) -> Node { .sequence(.init(items, implicitTag())) }
+
+    static func plain(_ text: String) -> Node { .scalar(.init(text, implicitTag())) }
+
+    /// Yams' `Tag.implicit` builds a new resolver and constructor (a few dictionaries) for every node; a
+    /// translated push makes hundreds of thousands of nodes. A tag is resolved in place, so each node gets its
+    /// own, sharing these two (never changed after they are made).
+    private static let resolver = Resolver.default
+    nonisolated(unsafe) private static let constructor = Constructor.default
+
+    static func implicitTag() -> Tag { Tag(.implicit, resolver, constructor) }
 
     static func duration(_ value: Google_Protobuf_Duration) -> Node {
         let nanoseconds = value.seconds * 1_000_000_000 + Int64(value.nanos)
-        return .scalar(.init(ConfigDuration.format(.nanoseconds(nanoseconds))))
+        return plain(ConfigDuration.format(.nanoseconds(nanoseconds)))
     }
 }
 
@@ -786,16 +849,24 @@ struct UnknownFieldFinder: Visitor {
 /// A mapping under construction, keys in insertion order.
 final class Document {
     private var pairs: [(Node, Node)] = []
+    private var index: [String: Int] = [:]
 
     subscript(key: String) -> Node? {
-        get { pairs.first { $0.0.scalar?.string == key }?.1 }
+        get { index[key].map { pairs[$0].1 } }
         set {
-            pairs.removeAll { $0.0.scalar?.string == key }
-            if let newValue { pairs.append((.scalar(.init(key)), newValue)) }
+            if let at = index[key] {
+                pairs.remove(at: at)
+                index = [:]
+                for (position, pair) in pairs.enumerated() { index[pair.0.scalar!.string] = position }
+            }
+            if let newValue {
+                index[key] = pairs.count
+                pairs.append((XDSDecoder.plain(key), newValue))
+            }
         }
     }
 
     var isEmpty: Bool { pairs.isEmpty }
 
-    var node: Node { .mapping(.init(pairs)) }
+    var node: Node { .mapping(.init(pairs, XDSDecoder.implicitTag())) }
 }

@@ -218,7 +218,7 @@ struct XDSTranslationTests {
         decoder.routes = [:]
         #expect(try decoder.isComplete() == false)
         #expect(try decoder.routeNames() == ["out"])
-        try decoder.checkEach()
+        try decoder.checkEach(arrived: .listener, names: ["out"])
     }
 
     @Test func aSidecarFileCanNameItsControlPlane() throws {
