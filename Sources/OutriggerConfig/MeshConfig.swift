@@ -36,23 +36,51 @@ public struct MeshConfig: Sendable, Hashable {
     /// name services of other files; a service defined twice is an error). Errors carry file:line:column and
     /// key path, as a sidecar file's do.
     public static func load(contentsOf path: String) throws(ConfigErrors) -> MeshConfig {
+        try load(try read(path), path: path)
+    }
+
+    /// One mesh file's text, as read.
+    public struct Source: Sendable, Hashable {
+        public let file: String
+        public let text: String
+    }
+
+    /// The mesh file's text, or each mesh file's of a directory in name order: read once, so what is decoded
+    /// and what is hashed for a version are the same bytes.
+    public static func read(_ path: String) throws(ConfigErrors) -> [Source] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            return try decode(yaml: try SidecarConfigDecoder.read(path), file: path)
+            return [Source(file: path, text: try SidecarConfigDecoder.read(path))]
         }
         let files = files(in: path)
         guard !files.isEmpty else {
             throw ConfigErrors([ConfigIssue(file: path, line: 1, column: 1, keyPath: "", message: "the directory has no .yaml or .yml file")])
         }
-        var roots: [(file: String, root: Node)] = []
+        var sources: [Source] = []
         var issues: [ConfigIssue] = []
         for file in files {
             do {
-                guard let root = try SidecarConfigDecoder.compose(try SidecarConfigDecoder.read(file), file: file) else {
-                    issues.append(ConfigIssue(file: file, line: 1, column: 1, keyPath: "", message: "the file is empty; expected a mapping with services"))
+                sources.append(Source(file: file, text: try SidecarConfigDecoder.read(file)))
+            } catch {
+                issues += error.issues
+            }
+        }
+        if !issues.isEmpty { throw ConfigErrors(issues) }
+        return sources
+    }
+
+    /// Decodes and validates the mesh `read(path)` gave.
+    public static func load(_ sources: [Source], path: String) throws(ConfigErrors) -> MeshConfig {
+        if sources.count == 1 && sources[0].file == path { return try decode(yaml: sources[0].text, file: path) }
+        var roots: [(file: String, root: Node)] = []
+        var issues: [ConfigIssue] = []
+        for source in sources {
+            do {
+                guard let root = try SidecarConfigDecoder.compose(source.text, file: source.file) else {
+                    issues.append(ConfigIssue(file: source.file, line: 1, column: 1, keyPath: "", message: "the file is empty; expected a mapping with services"))
                     continue
                 }
-                roots.append((file, root))
+                roots.append((source.file, root))
             } catch {
                 issues += error.issues
             }

@@ -44,9 +44,12 @@ public struct MeshFileStore: MeshStore {
     public var description: String { path }
 
     public func snapshot() throws -> MeshSnapshot {
-        let mesh = try MeshConfig.load(contentsOf: path)
+        // Read once: a save between decoding and hashing would give the old mesh the new content's version,
+        // and the change would never be followed.
+        let sources = try MeshConfig.read(path)
+        let mesh = try MeshConfig.load(sources, path: path)
         try MeshView.check(mesh)
-        return MeshSnapshot(mesh: mesh, version: contentVersion())
+        return MeshSnapshot(mesh: mesh, version: Self.version(of: sources.map { ($0.file, $0.text) }))
     }
 
     public func waitForChange(after version: String) async throws {
@@ -68,14 +71,18 @@ public struct MeshFileStore: MeshStore {
         contentVersion()
     }
 
-    /// The files' bytes hashed, in path order.
+    /// The version of what the files hold now, readable as a mesh or not.
     private func contentVersion() -> String {
         let files = [path] + MeshConfig.files(in: path)
+        return Self.version(of: files.compactMap { file in
+            FileManager.default.contents(atPath: file).map { (file, String(decoding: $0, as: UTF8.self)) }
+        })
+    }
+
+    /// The files' names and texts hashed, in path order.
+    static func version(of files: [(name: String, text: String)]) -> String {
         var hash: UInt64 = 0
-        for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else { continue }
-            hash = StableHash.mix(hash ^ StableHash.of(file) ^ StableHash.of(String(decoding: data, as: UTF8.self)))
-        }
+        for (name, text) in files { hash = StableHash.mix(hash ^ StableHash.of(name) ^ StableHash.of(text)) }
         return String(hash, radix: 16)
     }
 
