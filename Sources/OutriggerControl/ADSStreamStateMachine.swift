@@ -167,7 +167,7 @@ public struct ADSStreamStateMachine: Sendable {
         return [Response(type: type, version: version, nonce: nonce, resources: resources.keys.sorted().map { resources[$0]! })]
     }
 
-    /// A content hash (FNV-1a, 64 bits) of the resources' names and bytes, in name order.
+    /// A content hash (FNV-1a, 64 bits) of the resources' names and bytes (each body's own digest), in name order.
     public static func version(of resources: [String: XDSResource]) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         func mix(_ bytes: some Sequence<UInt8>) {
@@ -179,8 +179,7 @@ public struct ADSStreamStateMachine: Sendable {
         for name in resources.keys.sorted() {
             mix(name.utf8)
             mix([0])
-            mix(resources[name]!.body.value)
-            mix([0])
+            withUnsafeBytes(of: resources[name]!.digest.littleEndian) { mix($0) }
         }
         let hex = String(hash, radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex

@@ -3,6 +3,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import OutriggerConfig
 import OutriggerProxy
 import OutriggerXDS
@@ -311,6 +312,9 @@ public final class ControlPlane: Sendable {
 
     // MARK: Serving
 
+    /// The listen backlog of the ADS port (Linux caps it at `net.core.somaxconn`, 4,096 by default).
+    static let listenBacklog: Int32 = 4096
+
     /// Serves ADS on `host:port` until the task is cancelled; `onListening` gets the bound port.
     /// - Parameter tls: the server's certificate chain and private key (PEM files): xDS over TLS.
     public func serve(host: String, port: Int, tls: OutriggerConfig.TLSConfig? = nil, onListening: @Sendable (Int) -> Void = { _ in }) async throws {
@@ -322,6 +326,12 @@ public final class ControlPlane: Sendable {
         // sidecars ping every 10 s while their stream is open.
         config.connection.keepalive = .init(time: .seconds(30), timeout: .seconds(10),
                                             clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(5), allowWithoutCalls: true))
+        // A fleet reconnecting at once (a control-plane restart) overflows NIO's default listen backlog of 128:
+        // the dropped SYNs wait out the kernel's retransmission backoff (1 s, 3 s, 7 s…), so 5,000 sidecars took
+        // two minutes to connect. The transport sets no backlog; its listener callback runs before the listen.
+        config.channelDebuggingCallbacks.onBindTCPListener = { channel in
+            channel.setOption(ChannelOptions.backlog, value: Self.listenBacklog)
+        }
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: host, port: port), transportSecurity: security, config: config)
         let server = GRPCServer(transport: transport, services: [AggregatedDiscoveryService(plane: self)])
         try await withThrowingDiscardingTaskGroup { group in

@@ -35,14 +35,20 @@ public enum XDSType: String, Sendable, Hashable, CaseIterable, Comparable {
 
 /// One named resource, serialized once and shared by every node that gets it.
 public struct XDSResource: Sendable, Hashable {
-    public var type: XDSType
-    public var name: String
-    public var body: Google_Protobuf_Any
+    public let type: XDSType
+    public let name: String
+    public let body: Google_Protobuf_Any
+    /// FNV-1a (64 bits) of the body's bytes, computed once: a version over many resources mixes these, not
+    /// every byte again for every sidecar.
+    public let digest: UInt64
 
     public init(type: XDSType, name: String, body: Google_Protobuf_Any) {
         self.type = type
         self.name = name
         self.body = body
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in body.value { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        digest = hash
     }
 }
 

@@ -233,6 +233,16 @@ struct ControlPlaneTests {
         await mesh.stop()
     }
 
+    /// A fleet reconnecting at once is not left to the kernel's SYN retransmissions: the ADS port listens with a
+    /// backlog of 4,096 (NIO's default is 128). `ss` shows a listening socket's backlog as its Send-Q.
+    @Test func theADSPortTakesAFleetReconnectingAtOnce() async throws {
+        let (_, port, serving) = try await XDSPeerTests.startPlane(Self.mesh([HostPort(host: "127.0.0.1", port: 1), HostPort(host: "127.0.0.1", port: 2)]))
+        defer { serving.cancel() }
+        let listing = try await run("ss", ["-Hltn", "sport = :\(port)"])
+        let columns = listing.stdout.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(columns.count >= 3 && columns[2] == "4096", "State Recv-Q Send-Q …: \(listing.stdout)\(listing.stderr)")
+    }
+
     @Test func aNodeIdUsedTwiceIsServedTwiceAndTheNewestRegisters() async throws {
         let mesh = try await MeshHarness.start(echoes: 2) { Self.mesh($0) }
         do {
@@ -349,7 +359,8 @@ struct XDSPeerTests {
                                         sidecar: sidecar, base: base, logger: Harness.quietLogger)
         let following = Task { await client.run() }
         do {
-            let deadline = ContinuousClock.now + .seconds(20)
+            // Generous: a suite that loads both cores (the 10,000-resource push) slows the Python server too.
+            let deadline = ContinuousClock.now + .seconds(60)
             var answer = ""
             while ContinuousClock.now < deadline {
                 answer = try await curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(listenerPort)/"]).stdout
