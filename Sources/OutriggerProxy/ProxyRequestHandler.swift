@@ -605,8 +605,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         var expected = request.routeTimeout.nanoseconds
         if request.tries > 1, let deadline = request.routeDeadline { expected = (deadline - NIODeadline.now()).nanoseconds }
         if let perTry = request.retryPolicy.perTryTimeout { expected = min(expected, perTry.nanoseconds) }
+        // A caller's sidecar may have said already how long it waits (the header arrives through a second
+        // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
+        let given = request.tries == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
+        if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 { expected = min(expected, callerMilliseconds * 1_000_000) }
         let milliseconds = String(max(expected / 1_000_000, 0))
-        if request.tries == 1 {
+        if request.tries == 1 && given == nil {
             request.upstreamHead.headers.add(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         } else {
             request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)

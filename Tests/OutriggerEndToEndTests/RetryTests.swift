@@ -396,6 +396,19 @@ struct OverrideHeaderTests {
         }
     }
 
+    /// Through two sidecars (the caller's outbound, the callee's inbound) the callee hears one expected timeout,
+    /// the shorter of the two hops' (the header was appended a second time).
+    @Test func theCalleeHearsOneExpectedTimeoutThroughTwoSidecars() async throws {
+        try await withHarness(echoes: 1) { endpoints in Self.config(endpoints, direction: .inbound) } _: { (harness: Harness) async throws in
+            let shorter = try await fetch(harness.url + "/", ["-H", "x-outrigger-expected-timeout-ms: 1234"])
+            #expect(shorter.echo?.headers["x-outrigger-expected-timeout-ms"] == "1234", "the caller's, shorter than the 15 s route timeout")
+            let longer = try await fetch(harness.url + "/", ["-H", "x-outrigger-expected-timeout-ms: 999999"])
+            #expect(longer.echo?.headers["x-outrigger-expected-timeout-ms"] == "15000", "this hop's route timeout, shorter")
+            let garbage = try await fetch(harness.url + "/", ["-H", "x-outrigger-expected-timeout-ms: soon"])
+            #expect(garbage.echo?.headers["x-outrigger-expected-timeout-ms"] == "15000", "an unreadable value is replaced")
+        }
+    }
+
     @Test func anInboundListenerStripsThemUnlessItTrustsItsClients() async throws {
         try await withHarness(echoes: 1) { endpoints in Self.config(endpoints, direction: .inbound) } _: { (harness: Harness) async throws in
             let result = try await fetch(harness.url + "/?delay=600", ["-H", "x-outrigger-timeout-ms: 100"])
