@@ -95,7 +95,8 @@ public enum ProxyHeaders {
         if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }
         if let host = route.hostRewrite { head.headers.replaceOrAdd(name: "host", value: host) }
         route.requestHeaders.apply(to: &head.headers)
-        head.version = .http1_1
+        // The head's method, URI and version share storage with the downstream head: set only when it differs.
+        if head.version != .http1_1 { head.version = .http1_1 }
         return requestID
     }
 

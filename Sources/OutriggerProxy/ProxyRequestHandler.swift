@@ -536,39 +536,40 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             endpoint = admitted
         }
 
-        var upstreamHead = head
         // Override headers: honoured from the local service (outbound, or a trusted inbound listener), never
         // forwarded.
         var overrides: RequestOverrides?
-        if RequestOverrides.anyPresent(in: head.headers) {
-            if listener.config.honoursOverrideHeaders {
-                let parsed = RequestOverrides(head.headers)
-                if parsed.malformed > 0 { listener.stats.malformedOverrideHeaders.increment(by: parsed.malformed) }
-                overrides = parsed
-            }
-            for name in RequestOverrides.names { upstreamHead.headers.remove(name: name) }
+        let overridesPresent = RequestOverrides.anyPresent(in: head.headers)
+        if overridesPresent && listener.config.honoursOverrideHeaders {
+            let parsed = RequestOverrides(head.headers)
+            if parsed.malformed > 0 { listener.stats.malformedOverrideHeaders.increment(by: parsed.malformed) }
+            overrides = parsed
         }
         let retryPolicy = overrides.map { $0.applied(to: route.retries) } ?? route.retries
         // The sidecar answers `100-continue` itself, once it knows the request will be forwarded.
-        let expectsContinue = upstreamHead.headers.first(name: "expect")?.lowercased() == "100-continue"
-        if expectsContinue { upstreamHead.headers.remove(name: "expect") }
-        ProxyHeaders.prepareUpstreamRequest(
-            &upstreamHead, route: route, clientAddress: clientAddress, scheme: scheme,
-            addVia: listener.config.addVia, random: &local.random
-        )
+        let expectsContinue = head.headers.first(name: "expect")?.lowercased() == "100-continue"
         // HTTP/1.1 Upgrade (WebSocket…) is tunnelled to an HTTP/1.1 upstream; `h2c` never is (RFC 9113 §3.1).
         let upgrade = Self.tunnelableUpgrade(head, downstream: downstreamProtocol, upstream: cluster.upstreamProtocol)
-        if let upgrade {
-            upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
-            upstreamHead.headers.replaceOrAdd(name: "upgrade", value: upgrade)
-        }
         let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
-            && !upstreamHead.headers.contains(name: "content-length")
+            && !head.headers.contains(name: "content-length")
         let request = ProxiedRequest(
-            listener: listener, route: route, retryPolicy: retryPolicy, cluster: cluster, endpoint: endpoint, upstreamHead: upstreamHead,
+            listener: listener, route: route, retryPolicy: retryPolicy, cluster: cluster, endpoint: endpoint, upstreamHead: head,
             downstreamHead: head,
             headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
         )
+        // The upstream head is built in place, in the request: its headers are copied from the downstream head
+        // once (with room for what is added), and every later change (the attempt, the expected timeout) finds
+        // them unshared.
+        if overridesPresent { for name in RequestOverrides.names { request.upstreamHead.headers.remove(name: name) } }
+        if expectsContinue { request.upstreamHead.headers.remove(name: "expect") }
+        ProxyHeaders.prepareUpstreamRequest(
+            &request.upstreamHead, route: route, clientAddress: clientAddress, scheme: scheme,
+            addVia: listener.config.addVia, random: &local.random
+        )
+        if let upgrade {
+            request.upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
+            request.upstreamHead.headers.replaceOrAdd(name: "upgrade", value: upgrade)
+        }
         request.setCookie = setCookie
         request.viaFallback = viaFallback
         if accessLog != nil {
@@ -1084,7 +1085,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         // Otherwise the route timer stays: when it fires it looks at the body's progress (stream idle).
         var response = head
-        response.version = request.downstreamVersion
+        if response.version != request.downstreamVersion { response.version = request.downstreamVersion }
         if let drain = response.headers.first(name: EndpointDrain.header) {
             // The endpoint is going away: no new requests for it; this one and others in flight finish.
             response.headers.remove(name: EndpointDrain.header)
@@ -1168,12 +1169,16 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             trailers = (trailers ?? HTTPHeaders())
             trailers!.add(contentsOf: status)
         }
-        let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+        // A future only when something waits for the write (a promise is an allocation per response).
+        if closeAfter {
+            closeAfterWrite(context.writeAndFlush(wrapOutboundOut(.end(trailers))))
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+        }
         // While the rest of its body is still coming (to be dropped), the request is not over for the
         // timeouts: those bytes are no new head.
         if request.requestComplete { timeouts?.responseEnded() }
         needsFlush = false
-        if closeAfter { closeAfterWrite(written) }
         deliverPendingRead()
     }
 
