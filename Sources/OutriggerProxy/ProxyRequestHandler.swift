@@ -1170,8 +1170,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             trailers!.add(contentsOf: status)
         }
         // A future only when something waits for the write (a promise is an allocation per response).
+        var written: EventLoopFuture<Void>?
         if closeAfter {
-            closeAfterWrite(context.writeAndFlush(wrapOutboundOut(.end(trailers))))
+            written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
         }
@@ -1179,6 +1180,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         // timeouts: those bytes are no new head.
         if request.requestComplete { timeouts?.responseEnded() }
         needsFlush = false
+        // Last: a write already done closes at once.
+        if let written { closeAfterWrite(written) }
         deliverPendingRead()
     }
 
