@@ -150,7 +150,7 @@ public struct ADSStreamStateMachine: Sendable {
             wanted = [:]
             for name in names { if let resource = all[name] { wanted[name] = resource } }
         }
-        let version = wanted.count == all.count ? snapshotVersions[type] ?? Self.version(of: wanted) : Self.version(of: wanted)
+        let version = version(of: wanted, type)
         if let sent = state.sent, sent.version == version, sent.names == names { return nil }
         if let nacked = state.nacked, nacked.version == version { return nil }
         return wanted
@@ -158,29 +158,30 @@ public struct ADSStreamStateMachine: Sendable {
 
     mutating func send(_ type: XDSType, _ resources: [String: XDSResource]) -> [Response] {
         nonces += 1
-        let all = snapshot[type] ?? [:]
-        let version = resources.count == all.count && resources.keys.allSatisfy({ all[$0] != nil }) ? snapshotVersions[type] ?? Self.version(of: resources)
-            : Self.version(of: resources)
+        let version = version(of: resources, type)
         let nonce = noncePrefix + String(nonces)
         let names = types[type]?.names ?? []
         types[type]?.sent = Sent(version: version, nonce: nonce, names: names, resources: resources)
         return [Response(type: type, version: version, nonce: nonce, resources: resources.keys.sorted().map { resources[$0]! })]
     }
 
+    /// The version of `resources` of `type`: the snapshot's, hashed once for every stream, when they are its
+    /// whole set; their own hash otherwise.
+    private func version(of resources: [String: XDSResource], _ type: XDSType) -> String {
+        let all = snapshot[type] ?? [:]
+        if resources.count == all.count, let whole = snapshotVersions[type], resources.keys.allSatisfy({ all[$0] != nil }) { return whole }
+        return Self.version(of: resources)
+    }
+
     /// A content hash (FNV-1a, 64 bits) of the resources' names and bytes (each body's own digest), in name order.
     public static func version(of resources: [String: XDSResource]) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix(_ bytes: some Sequence<UInt8>) {
-            for byte in bytes {
-                hash ^= UInt64(byte)
-                hash = hash &* 0x0000_0100_0000_01b3
-            }
-        }
+        var hasher = FNV1a()
         for name in resources.keys.sorted() {
-            mix(name.utf8)
-            mix([0])
-            withUnsafeBytes(of: resources[name]!.digest.littleEndian) { mix($0) }
+            hasher.add(name.utf8)
+            hasher.add([0])
+            withUnsafeBytes(of: resources[name]!.digest.littleEndian) { hasher.add($0) }
         }
+        let hash = hasher.value
         let hex = String(hash, radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex
     }

@@ -11,15 +11,13 @@ final class DecodedMessages: Sendable {
     struct Key: Hashable, Sendable {
         let type: ObjectIdentifier
         let bytes: Data
-        /// FNV-1a over every byte (Data's own hash looks at a prefix only, and resources share long prefixes).
+        /// Over every byte (Data's own hash looks at a prefix only, and resources share long prefixes).
         let digest: UInt64
 
         init(type: ObjectIdentifier, bytes: Data) {
             self.type = type
             self.bytes = bytes
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            digest = hash
+            digest = FNV1a.hash(bytes)
         }
 
         func hash(into hasher: inout Hasher) {

@@ -75,22 +75,11 @@ public struct XDSDecoder: Sendable {
     /// A resource's name, decoded (once: what is checked here is not decoded again) and checked as every
     /// resource is: a resource with a field this build does not declare is refused by its name.
     public static func name(of body: Google_Protobuf_Any, type: XDSType) throws(XDSRejection) -> String {
-        guard body.typeURL == type.rawValue else {
-            throw XDSRejection(type: type, name: "?", message: "a \(type.shortName) response carried a \(body.typeURL)")
-        }
-        func named(_ name: String) throws(XDSRejection) -> String {
-            switch type {
-            case .listener: try unpack(body, as: Envoy_Config_Listener_V3_Listener.self, type: type, name: name).name
-            case .route: try unpack(body, as: Envoy_Config_Route_V3_RouteConfiguration.self, type: type, name: name).name
-            case .cluster: try unpack(body, as: Envoy_Config_Cluster_V3_Cluster.self, type: type, name: name).name
-            case .endpoints: try unpack(body, as: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.self, type: type, name: name).clusterName
-            }
-        }
         do {
-            return try named("?")
+            return try resourceName(body, type: type, checked: true)
         } catch {
             // Refused: say which resource, if its bytes give its name.
-            let name = (try? uncheckedName(of: body, type: type)) ?? "?"
+            let name = (try? resourceName(body, type: type, checked: false)) ?? "?"
             throw XDSRejection(type: type, name: name, message: error.message)
         }
     }
@@ -98,18 +87,26 @@ public struct XDSDecoder: Sendable {
     /// A resource's name from its bytes alone, its fields not checked (the control-plane simulator's sidecars
     /// decode each resource this way, each on its own).
     public static func uncheckedName(of body: Google_Protobuf_Any, type: XDSType) throws(XDSRejection) -> String {
+        try resourceName(body, type: type, checked: false)
+    }
+
+    private static func resourceName(_ body: Google_Protobuf_Any, type: XDSType, checked: Bool) throws(XDSRejection) -> String {
         guard body.typeURL == type.rawValue else {
             throw XDSRejection(type: type, name: "?", message: "a \(type.shortName) response carried a \(body.typeURL)")
         }
-        do {
-            switch type {
-            case .listener: return try Envoy_Config_Listener_V3_Listener(serializedBytes: body.value).name
-            case .route: return try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: body.value).name
-            case .cluster: return try Envoy_Config_Cluster_V3_Cluster(serializedBytes: body.value).name
-            case .endpoints: return try Envoy_Config_Endpoint_V3_ClusterLoadAssignment(serializedBytes: body.value).clusterName
+        func read<M: SwiftProtobuf.Message & Sendable>(_: M.Type, _ name: (M) -> String) throws(XDSRejection) -> String {
+            if checked { return name(try unpack(body, as: M.self, type: type, name: "?")) }
+            do {
+                return name(try M(serializedBytes: body.value))
+            } catch {
+                throw XDSRejection(type: type, name: "?", message: "cannot decode: \(error)")
             }
-        } catch {
-            throw XDSRejection(type: type, name: "?", message: "cannot decode: \(error)")
+        }
+        switch type {
+        case .listener: return try read(Envoy_Config_Listener_V3_Listener.self) { $0.name }
+        case .route: return try read(Envoy_Config_Route_V3_RouteConfiguration.self) { $0.name }
+        case .cluster: return try read(Envoy_Config_Cluster_V3_Cluster.self) { $0.name }
+        case .endpoints: return try read(Envoy_Config_Endpoint_V3_ClusterLoadAssignment.self) { $0.clusterName }
         }
     }
 
@@ -142,7 +139,7 @@ public struct XDSDecoder: Sendable {
     /// they name are still on their way: the listeners and clusters themselves, the listeners whose routes and
     /// the clusters whose endpoints they are. What was accepted before was checked then.
     public func checkEach(arrived type: XDSType, names: Set<String>) throws(XDSRejection) {
-        for (name, body) in listeners {
+        for (name, body) in listeners where type == .listener || type == .route {
             let manager = try Self.connectionManager(of: body, name: name)
             guard type == .listener && names.contains(name) || type == .route && manager.routeName.map(names.contains) == true else { continue }
             if let routeConfiguration = try routeConfiguration(of: manager) {

@@ -38,7 +38,7 @@ public struct XDSResource: Sendable, Hashable {
     public let type: XDSType
     public let name: String
     public let body: Google_Protobuf_Any
-    /// FNV-1a (64 bits) of the body's bytes, computed once: a version over many resources mixes these, not
+    /// The body's bytes hashed (`FNV1a`) once: a version over many resources mixes these, not
     /// every byte again for every sidecar.
     public let digest: UInt64
 
@@ -46,9 +46,7 @@ public struct XDSResource: Sendable, Hashable {
         self.type = type
         self.name = name
         self.body = body
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in body.value { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        digest = hash
+        digest = FNV1a.hash(body.value)
     }
 }
 
