@@ -22,9 +22,8 @@ final class ProxiedRequest {
     var triedEndpointIDs: [Int]
     /// GET, PUT… or `Idempotency-Key`: may be resent even after it reached an upstream.
     let idempotent: Bool
-    /// The route's retry policy and timeout, with the request's override headers applied.
+    /// The route's retry policy, with the request's override headers applied.
     var retryPolicy: RetryPolicy
-    var routeTimeout: Duration = .zero
     /// Every part sent upstream so far, kept to replay on a retry while within the route's replay buffer
     /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
     var replay: [HTTPClientRequestPart]?
@@ -41,9 +40,6 @@ final class ProxiedRequest {
     var countsAsRetry = false
     /// An earlier try still racing the current one (`hedgeOnPerTryTimeout`).
     var hedge: HedgedAttempt?
-    /// A retry waiting out its backoff, and the current attempt's per-try timer.
-    var retryDelay: Scheduled<Void>?
-    var perTryTimer: Scheduled<Void>?
     var upstreamHead: HTTPRequestHead
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
@@ -61,20 +57,13 @@ final class ProxiedRequest {
     var responseStarted = false
     var responseComplete = false
     var bodyBytes = 0
-    /// Response body parts relayed, and the count when the stream-idle timer last looked.
+    /// Response body parts relayed (the stream-idle look compares them).
     var responseParts = 0
-    var responsePartsSeen = -1
-    /// The route timeout; once the response started, the same timer, when it fires, watches the body as the
-    /// stream-idle timer (so a request arms one timer, not two). `ProxiedRequest` is its own callback
-    /// handler, so arming it allocates no closure.
-    var timeout: NIOScheduledCallback?
-    /// When the route timeout runs out: `routeTimeout` after the request's end (Envoy's rule: an upload is
-    /// not part of it). Nil until the end arrives (or for good when the response started first); meanwhile the
-    /// timer is armed from the request's start and, should it fire while the body is still flowing upstream,
-    /// watches the upload's progress instead.
-    var routeDeadline: NIODeadline?
-    /// Request body bytes when the timer last looked at an unfinished upload (-1: it has not looked).
-    var uploadBytesSeen = -1
+    /// The route timeout, the upload's and the response's progress, the per-try timeout and a retry's backoff
+    /// (the pure `ExchangeTimer`), behind one timer: `ProxiedRequest` is its own callback handler, so arming
+    /// it allocates no closure.
+    var timer: ExchangeTimer
+    var scheduledTimer: NIOScheduledCallback?
     weak var owner: ProxyRequestHandler?
     var ticket: LeaseTicket?
     /// The `Upgrade` value of an HTTP/1.1 upgrade request (WebSocket…) that may be tunnelled; nil otherwise.
@@ -98,8 +87,9 @@ final class ProxiedRequest {
     var responseBodyBytes = 0
     var upstreamServiceMicroseconds: Int64?
 
-    init(listener: ListenerRuntime, route: Route, retryPolicy: RetryPolicy, cluster: ClusterRuntime, endpoint: Endpoint, upstreamHead: HTTPRequestHead,
-         downstreamHead: HTTPRequestHead, headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline, upgrade: String?) {
+    init(listener: ListenerRuntime, route: Route, retryPolicy: RetryPolicy, routeTimeout: Duration, cluster: ClusterRuntime, endpoint: Endpoint,
+         upstreamHead: HTTPRequestHead, downstreamHead: HTTPRequestHead, headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline,
+         upgrade: String?) {
         self.upgrade = upgrade
         self.listener = listener
         self.route = route
@@ -117,13 +107,15 @@ final class ProxiedRequest {
         self.headHeldForFraming = headHeldForFraming
         self.start = start
         self.headPending = !headHeldForFraming
+        timer = ExchangeTimer(start: start.uptimeNanoseconds, routeTimeout: routeTimeout, streamIdleTimeout: cluster.streamIdleTimeout,
+                              perTryTimeout: retryPolicy.perTryTimeout)
     }
 }
 
 extension ProxiedRequest: NIOScheduledCallbackHandler {
     func handleScheduledCallback(eventLoop: some EventLoop) {
-        timeout = nil  // fired: nothing to cancel (a cancel searches the loop's whole timer queue)
-        owner?.routeTimeoutFired(self)
+        scheduledTimer = nil  // fired: nothing to cancel (a cancel searches the loop's whole timer queue)
+        owner?.timerFired(self)
     }
 }
 
@@ -553,9 +545,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
             && !head.headers.contains(name: "content-length")
         let request = ProxiedRequest(
-            listener: listener, route: route, retryPolicy: retryPolicy, cluster: cluster, endpoint: endpoint, upstreamHead: head,
-            downstreamHead: head,
-            headHeldForFraming: holdHead, keepAlive: keepsConnection(head), start: start, upgrade: upgrade
+            listener: listener, route: route, retryPolicy: retryPolicy, routeTimeout: overrides?.timeout ?? route.timeout ?? cluster.timeout,
+            cluster: cluster, endpoint: endpoint, upstreamHead: head, downstreamHead: head, headHeldForFraming: holdHead,
+            keepAlive: keepsConnection(head), start: start, upgrade: upgrade
         )
         // The upstream head is built in place, in the request: its headers are copied from the downstream head
         // once (with room for what is added), and every later change (the attempt, the expected timeout) finds
@@ -577,10 +569,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             if viaFallback { request.decisions.append("fallback:\(cluster.name)") }
         }
         request.owesBreakerVerdict = cluster.breakers != nil
-        let timeout = overrides?.timeout ?? route.timeout ?? cluster.timeout
-        request.routeTimeout = timeout
         request.owner = self
-        scheduleRouteTimer(request, in: timeout.nanoseconds)
+        apply(request.timer.settle(), to: request)
         if expectsContinue {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
             needsFlush = true
@@ -603,9 +593,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private func startAttempt(_ request: ProxiedRequest) {
         // The callee may give up early: it hears how long this try can still take (the whole route timeout
         // until the request has ended: no clock read for a first try).
-        var expected = request.routeTimeout.nanoseconds
-        if request.tries > 1, let deadline = request.routeDeadline { expected = (deadline - NIODeadline.now()).nanoseconds }
-        if let perTry = request.retryPolicy.perTryTimeout { expected = min(expected, perTry.nanoseconds) }
+        var now = request.start.uptimeNanoseconds
+        if request.tries > 1 || request.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
+        var expected = Int64(request.timer.timeLeftForTry(now: now))
         // A caller's sidecar may have said already how long it waits (the header arrives through a second
         // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
         let given = request.tries == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
@@ -617,35 +607,20 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         }
         // Like the route timeout, a try's timeout counts from the request's end.
-        if request.requestComplete { armPerTryTimer(request) }
+        apply(request.timer.tryStarted(now: now), to: request)
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
     }
 
-    private func armPerTryTimer(_ request: ProxiedRequest) {
-        guard let perTry = request.retryPolicy.perTryTimeout else { return }
-        request.perTryTimer?.cancel()
-        request.perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(perTry.nanoseconds)) { [weak self, weak request] in
-            guard let self, let request else { return }
-            self.perTryTimeoutFired(request)
-        }
-    }
-
     private func perTryTimeoutFired(_ request: ProxiedRequest) {
-        switch state {
-        case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
-            guard !request.responseStarted else { return }
-            // A hedge leaves the try running: its verdict waits for its end.
-            var hedging: UpstreamExchangeHandler?
-            if case .proxying(_, let upstream) = state, mayHedge(request) { hedging = upstream }
-            if hedging == nil { recordOutcome(.localFailure, of: request) }
-            if !retry(request, after: .perTryTimeout, hedging: hedging) {
-                if hedging != nil { recordOutcome(.localFailure, of: request) }
-                request.cluster.stats.requestFailures.increment()
-                abandonUpstream()
-                localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
-            }
-        default:
-            break
+        // A hedge leaves the try running: its verdict waits for its end.
+        var hedging: UpstreamExchangeHandler?
+        if case .proxying(_, let upstream) = state, mayHedge(request) { hedging = upstream }
+        if hedging == nil { recordOutcome(.localFailure, of: request) }
+        if !retry(request, after: .perTryTimeout, hedging: hedging) {
+            if hedging != nil { recordOutcome(.localFailure, of: request) }
+            request.cluster.stats.requestFailures.increment()
+            abandonUpstream()
+            localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
         }
     }
 
@@ -745,10 +720,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         endCurrentTry(request)
         countRetry(request, reason: reason)
         state = .leasing(request)
-        request.retryDelay = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { [weak self, weak request] in
-            guard let self, let request else { return }
-            self.startRetry(request)
-        }
+        apply(request.timer.backoffStarted(now: NIODeadline.now().uptimeNanoseconds, delay: UInt64(max(delay, 0))), to: request)
     }
 
     /// Lets go of the current try: its connection (closed: its state is unknown) or lease, its timers, its
@@ -768,10 +740,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// What the current try holds besides its connection: its timers, its breaker's probe slot (when it ends
     /// without a verdict) and its endpoint's load.
     private func releaseTry(_ request: ProxiedRequest) {
-        request.perTryTimer?.cancel()
-        request.perTryTimer = nil
-        request.retryDelay?.cancel()
-        request.retryDelay = nil
+        request.timer.tryEnded()
         if request.owesBreakerVerdict {
             request.owesBreakerVerdict = false
             abandonBreakerProbe(at: request.endpoint, in: request.cluster)
@@ -800,7 +769,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     private func startRetry(_ request: ProxiedRequest) {
         guard case .leasing(let current) = state, current === request else { return }
-        request.retryDelay = nil
         let now = NIODeadline.now()
         if request.triedEndpointIDs.isEmpty { request.triedEndpointIDs.append(request.endpoint.id) }
         guard var endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: request.triedEndpointIDs) else {
@@ -846,7 +814,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         // Its endpoint's load and breaker debt go with it.
         request.owesBreakerVerdict = false
         request.atEndpoint = false
-        request.perTryTimer = nil
         countRetry(request, reason: ClusterStats.hedge)
         state = .leasing(request)
         startRetry(request)
@@ -937,14 +904,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         switch state {
         case .leasing(let request), .proxying(let request, _):
             request.requestComplete = true
-            if !request.responseStarted {
-                // The route timeout runs from here.
-                request.routeDeadline = NIODeadline.now() + .nanoseconds(request.routeTimeout.nanoseconds)
-                // The timer watched the upload's progress: it times the response now.
-                if request.uploadBytesSeen >= 0 { scheduleRouteTimer(request, in: request.routeTimeout.nanoseconds) }
-                // The first try's timeout starts now (a retry waiting out its backoff arms its own).
-                if request.retryDelay == nil { armPerTryTimer(request) }
-            }
+            // The route timeout and the try's run from here.
+            if !request.responseStarted { apply(request.timer.requestEnded(now: NIODeadline.now().uptimeNanoseconds), to: request) }
             forward(.end(trailers), of: request)
             if request.responseComplete { finishRequest(request) }
         case .discardingRequestBody:
@@ -1071,19 +1032,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// From here the response goes to the client: timers switch to watching the body, and the head is written.
     private func commitResponseHead(_ head: HTTPResponseHead, of request: ProxiedRequest, now: NIODeadline) {
         dropHedge(request, result: nil)
-        request.perTryTimer?.cancel()
-        request.perTryTimer = nil
         request.responseStarted = true
-        let streamIdle = request.cluster.streamIdleTimeout.nanoseconds
-        if head.status == .switchingProtocols {
-            // A tunnel's bytes are the application's: no timer.
-            request.timeout?.cancel()
-            request.timeout = nil
-        } else if now + .nanoseconds(streamIdle) < request.routeDeadline ?? request.start + .nanoseconds(request.routeTimeout.nanoseconds) {
-            // A stream-idle period shorter than what is left of the route timeout: the body is looked at sooner.
-            scheduleRouteTimer(request, in: streamIdle)
-        }
-        // Otherwise the route timer stays: when it fires it looks at the body's progress (stream idle).
+        // The timer watches the body's progress now (stream idle); a tunnel's bytes are the application's.
+        apply(request.timer.responseStarted(now: now.uptimeNanoseconds, tunnel: head.status == .switchingProtocols), to: request)
         var response = head
         if response.version != request.downstreamVersion { response.version = request.downstreamVersion }
         if let drain = response.headers.first(name: EndpointDrain.header) {
@@ -1307,62 +1258,65 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     // MARK: Timeouts and endings
 
-    fileprivate func routeTimeoutFired(_ request: ProxiedRequest) {
+    fileprivate func timerFired(_ request: ProxiedRequest) {
+        let upstream: UpstreamExchangeHandler?
         switch state {
-        case .proxying(let current, let upstream) where current === request && request.responseStarted:
-            if !context.channel.isWritable {
-                // The client is the side that stalls (the upstream waits for it): its send timeout
-                // (`SendTimeoutHandler`) decides, not the upstream's progress.
-                scheduleRouteTimer(request, in: request.cluster.streamIdleTimeout.nanoseconds)
-                return
-            }
-            // Stream idle: no body part since the last look (one period; the first look is at the route
-            // timeout's deadline) → cut the response; else look again a period later.
-            guard request.responseParts == request.responsePartsSeen else {
-                request.responsePartsSeen = request.responseParts
-                scheduleRouteTimer(request, in: request.cluster.streamIdleTimeout.nanoseconds)
-                return
-            }
+        case .leasing(let current) where current === request: upstream = nil
+        case .proxying(let current, let leased) where current === request: upstream = leased
+        default: return
+        }
+        let progress = ExchangeTimer.Progress(requestBodyBytes: request.bodyBytes, responseParts: request.responseParts,
+                                              upstreamTakesBody: upstream != nil, downstreamWritable: context.channel.isWritable)
+        switch request.timer.fired(now: NIODeadline.now().uptimeNanoseconds, progress: progress) {
+        case .nothingDue(let action):
+            apply(action, to: request)
+        case .expired(let expiry):
+            timedOut(expiry, request, upstream: upstream)
+            if requestInFlight === request { apply(request.timer.settle(), to: request) }
+        }
+    }
+
+    private func timedOut(_ expiry: ExchangeTimer.Expiry, _ request: ProxiedRequest, upstream: UpstreamExchangeHandler?) {
+        switch expiry {
+        case .backoffOver:
+            startRetry(request)
+        case .perTryTimeout:
+            perTryTimeoutFired(request)
+        case .routeTimeout:
             request.cluster.stats.requestFailures.increment()
-            upstream.abort()
+            abandonUpstream()
+            localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
+        case .uploadStalled:
+            // The upload made no progress for a stream-idle period: the client's stall (408), or the upstream's
+            // when it stopped reading (504).
+            let upstreamStalled = readPending
+            if upstreamStalled { request.cluster.stats.requestFailures.increment() }
+            abandonUpstream()
+            localReply(upstreamStalled ? .upstreamTimeout : .requestTimeout, request: request, requestComplete: false)
+        case .responseStalled:
+            // Stream idle: too late for a local reply, the response is cut.
+            request.cluster.stats.requestFailures.increment()
+            upstream?.abort()
             request.responseComplete = true
             if request.accessLogHead != nil { request.decisions.append("stream_idle_timeout") }
             recordFinished(request)
             state = .closing
             context.close(promise: nil)
-        case .proxying(let current, _) where current === request && !request.requestComplete:
-            // The body is still flowing upstream: the route timeout waits for its end. An upload that made no
-            // progress for a stream-idle period is cut — the client's stall (408), or the upstream's when it
-            // stopped reading (504).
-            guard request.bodyBytes == request.uploadBytesSeen else {
-                request.uploadBytesSeen = request.bodyBytes
-                scheduleRouteTimer(request, in: request.cluster.streamIdleTimeout.nanoseconds)
-                return
-            }
-            let upstreamStalled = readPending
-            if upstreamStalled { request.cluster.stats.requestFailures.increment() }
-            abandonUpstream()
-            localReply(upstreamStalled ? .upstreamTimeout : .requestTimeout, request: request, requestComplete: false)
-        case .leasing(let current) where current === request, .proxying(let current, _) where current === request:
-            // Armed from the request's start: the deadline counts from its end.
-            if let deadline = request.routeDeadline {
-                let left = (deadline - NIODeadline.now()).nanoseconds
-                if left > 0 {
-                    scheduleRouteTimer(request, in: left)
-                    return
-                }
-            }
-            request.cluster.stats.requestFailures.increment()
-            abandonUpstream()
-            localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
-        default:
-            break
         }
     }
 
-    private func scheduleRouteTimer(_ request: ProxiedRequest, in nanoseconds: Int64) {
-        request.timeout?.cancel()
-        request.timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(in: .nanoseconds(nanoseconds), handler: request)
+    private func apply(_ action: ExchangeTimer.Action, to request: ProxiedRequest) {
+        switch action {
+        case .none:
+            break
+        case .arm(let time):
+            request.scheduledTimer?.cancel()
+            request.scheduledTimer = try? context.eventLoop.assumeIsolated().scheduleCallback(
+                at: .uptimeNanoseconds(time), handler: request)
+        case .cancel:
+            request.scheduledTimer?.cancel()
+            request.scheduledTimer = nil
+        }
     }
 
     private func finishRequest(_ request: ProxiedRequest) {
@@ -1402,9 +1356,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// The request no longer counts as active: in the listener's and cluster's gauges, and in the load the
     /// balancer sees on its endpoint. Called once per routed request.
     private func leaveCluster(_ request: ProxiedRequest) {
-        // The route timer ends with the request (a response that ends before its upload does not leave it armed).
-        request.timeout?.cancel()
-        request.timeout = nil
+        // The timer ends with the request (a response that ends before its upload does not leave it armed).
+        apply(request.timer.finished(), to: request)
         dropHedge(request, result: nil)
         request.cluster.stats.requestsActive.decrement()
         request.listener.stats.requestsActive.decrement()
