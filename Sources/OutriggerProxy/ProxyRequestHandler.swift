@@ -469,7 +469,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
 
-        if Self.headSize(head) > listener.config.maxRequestHeadersBytes {
+        if HTTP1Rules.headSize(head) > listener.config.maxRequestHeadersBytes {
             localReply(.headersTooLarge, for: head, listener: listener, requestComplete: false, start: start)
             return
         }
@@ -517,7 +517,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             }
         }
         guard var endpoint = picked else {
-            localReply(Self.noEndpointReason(cluster, now: start), for: head, listener: listener, requestComplete: false, start: start)
+            localReply(cluster.noEndpointReason(now: start.uptimeNanoseconds), for: head, listener: listener, requestComplete: false, start: start)
             return
         }
         if cluster.breakers != nil {
@@ -541,7 +541,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         // The sidecar answers `100-continue` itself, once it knows the request will be forwarded.
         let expectsContinue = head.headers.first(name: "expect")?.lowercased() == "100-continue"
         // HTTP/1.1 Upgrade (WebSocket…) is tunnelled to an HTTP/1.1 upstream; `h2c` never is (RFC 9113 §3.1).
-        let upgrade = Self.tunnelableUpgrade(head, downstream: downstreamProtocol, upstream: cluster.upstreamProtocol)
+        let upgrade = HTTP1Rules.tunnelableUpgrade(head, http1BothSides: downstreamProtocol == .http1 && cluster.upstreamProtocol == .http1)
         let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
             && !head.headers.contains(name: "content-length")
         let request = ProxiedRequest(
@@ -624,13 +624,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
     }
 
-    /// Why a cluster offered no endpoint: their breakers are open, or there is none that is healthy.
-    static func noEndpointReason(_ cluster: ClusterRuntime, now: NIODeadline) -> LocalReplyReason {
-        guard cluster.breakers != nil else { return .noHealthyUpstream }
-        let time = now.uptimeNanoseconds
-        return cluster.endpoints.contains { $0.state.breakerOpenUntil > time } ? .breakerOpen : .noHealthyUpstream
-    }
-
     /// The endpoint's breaker admits the request, or another endpoint's does (a few picks); nil when none.
     private func admitThroughBreaker(_ first: Endpoint, in cluster: ClusterRuntime, now: NIODeadline, tried: [Int]) -> Endpoint? {
         guard let config = cluster.breakers else { return first }
@@ -646,37 +639,15 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         return nil
     }
 
-    /// Passive health: the try's result counts toward its endpoint's failure streak, which may eject it,
-    /// and goes to its circuit breaker.
+    /// Passive health: the try's result goes to its endpoint's breaker (once) and failure streak.
     private func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
         let owed = request.owesBreakerVerdict
         request.owesBreakerVerdict = false
-        recordOutcome(result, at: request.endpoint, in: request.cluster, owesBreakerVerdict: owed, countsForOutliers: request.atEndpoint)
+        request.cluster.recordTry(result, at: request.endpoint, owesBreakerVerdict: owed, countsForOutliers: request.atEndpoint,
+                                  random: &local.random, clock: Self.uptime)
     }
 
-    private func recordOutcome(_ result: AttemptResult, at endpoint: Endpoint, in cluster: ClusterRuntime, owesBreakerVerdict: Bool,
-                               countsForOutliers: Bool) {
-        if owesBreakerVerdict, let config = cluster.breakers {
-            let now = NIODeadline.now().uptimeNanoseconds
-            let transition = endpoint.state.withBreaker(config) { breaker in
-                breaker.record(success: result == .success, now: now, random: &local.random)
-            }
-            switch transition {
-            case .open?: cluster.stats.breakersOpened.increment()
-            case .closed?: cluster.stats.breakersClosed.increment()
-            default: break
-            }
-        }
-        // The clock is read only when a failure streak reached its threshold (rarely).
-        guard countsForOutliers, let config = cluster.outlierDetection, OutlierDetection.record(result, on: endpoint.state, config: config)
-        else { return }
-        let now = NIODeadline.now().uptimeNanoseconds
-        guard !endpoint.state.isEjected(now: now) else { return }
-        let ejected = cluster.endpointStates.withEjectionLock {
-            OutlierDetection.eject(endpoint, among: cluster.endpoints, config: config, now: now)
-        }
-        if ejected != nil { cluster.stats.outlierEjections.increment() } else { cluster.stats.outlierEjectionsPrevented.increment() }
-    }
+    private static func uptime() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     /// An attempt failed before anything of its response went downstream. A hedged try still running takes
     /// over; otherwise retries when the route's policy, the request's safety and the cluster's budget allow.
@@ -743,18 +714,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         request.timer.tryEnded()
         if request.owesBreakerVerdict {
             request.owesBreakerVerdict = false
-            abandonBreakerProbe(at: request.endpoint, in: request.cluster)
+            request.cluster.abandonBreakerProbe(at: request.endpoint)
         }
         if request.atEndpoint {
             request.atEndpoint = false
             local.requestEnded(in: request.cluster, to: request.endpoint)
         }
-    }
-
-    /// A try admitted by `endpoint`'s breaker ended without a verdict: its probe slot is free again.
-    private func abandonBreakerProbe(at endpoint: Endpoint, in cluster: ClusterRuntime) {
-        guard let config = cluster.breakers else { return }
-        endpoint.state.withBreaker(config) { $0.abandon() }
     }
 
     private func countRetry(_ request: ProxiedRequest, reason: String) {
@@ -840,9 +805,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         hedge.upstream.abort()
         local.requestEnded(in: request.cluster, to: hedge.endpoint)
         if let result {
-            recordOutcome(result, at: hedge.endpoint, in: request.cluster, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true)
+            request.cluster.recordTry(result, at: hedge.endpoint, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true,
+                                      random: &local.random, clock: Self.uptime)
         } else if hedge.owesBreakerVerdict {
-            abandonBreakerProbe(at: hedge.endpoint, in: request.cluster)
+            request.cluster.abandonBreakerProbe(at: hedge.endpoint)
         }
     }
 
@@ -860,7 +826,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         guard let request = requestInFlight, request.hedge === hedge else { return hedge.upstream.abort() }
         if head.status.code < 200 { return }  // informational: the final answer is still to come
         let status = Int(head.status.code)
-        if RetryDecision.matchedCondition(request.retryPolicy, Self.outcome(of: head, isGRPC: request.isGRPC)) != nil {
+        if RetryDecision.matchedCondition(request.retryPolicy, AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)) != nil {
             dropHedge(request, result: status >= 500 ? .serverError(status: status) : .success)
             return
         }
@@ -1001,9 +967,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             return
         }
         request.cluster.stats.recordResponse(status: Int(head.status.code))
-        recordOutcome(head.status.code >= 500 ? .serverError(status: Int(head.status.code)) : .success, of: request)
+        recordOutcome(AttemptResult(status: Int(head.status.code)), of: request)
         if head.status != .switchingProtocols, request.hedge != nil || request.replay != nil {
-            let outcome = Self.outcome(of: head, isGRPC: request.isGRPC)
+            let outcome = AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)
             if request.hedge != nil {
                 // An answer the route would retry: wait for the hedged try instead. Any other wins the race.
                 if RetryDecision.matchedCondition(request.retryPolicy, outcome) != nil, resumeHedge(request) { return }
@@ -1021,12 +987,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             }
         }
         commitResponseHead(head, of: request, now: now)
-    }
-
-    /// What an answer's head says of its try, as the retry rules read it.
-    static func outcome(of head: HTTPResponseHead, isGRPC: Bool) -> AttemptOutcome {
-        .response(status: Int(head.status.code), grpcStatus: isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil,
-                  retryAfterSeconds: head.headers.first(name: "retry-after").flatMap(Int.init))
     }
 
     /// From here the response goes to the client: timers switch to watching the body, and the head is written.
@@ -1057,8 +1017,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             response.headers.replaceOrAdd(name: "connection", value: "upgrade")
             response.headers.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? request.upgrade ?? "")
         }
-        if downstreamProtocol == .http1 { frameHTTP1Response(&response, for: request) }
-        if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = Self.takeGRPCStatus(from: &response.headers) }
+        if downstreamProtocol == .http1 {
+            request.closesConnection = HTTP1Rules.frame(&response, answering: request.isHEAD ? .HEAD : .GET, clientVersion: request.downstreamVersion,
+                                                        keepAlive: request.keepAlive, closing: closeWhenIdle)
+        }
+        if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = response.headers.takeGRPCStatus() }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         needsFlush = true
     }
@@ -1175,28 +1138,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if isWritable { deliverPendingRead() }
     }
 
-    /// HTTP/1.1 framing of a relayed response, decided here rather than by the encoder (which cannot
-    /// know a response answers HEAD): a body without `content-length` is chunked for HTTP/1.1 clients
-    /// and delimited by closing the connection for HTTP/1.0 ones.
-    private func frameHTTP1Response(_ response: inout HTTPResponseHead, for request: ProxiedRequest) {
-        let code = response.status.code
-        let hasBody = !request.isHEAD && code >= 200 && code != 204 && code != 304
-        let hasLength = response.headers.contains(name: "content-length")
-        if hasBody && !hasLength {
-            if request.downstreamVersion.minor >= 1 {
-                response.headers.add(name: "transfer-encoding", value: "chunked")
-            } else {
-                request.closesConnection = true
-            }
-        }
-        if !request.keepAlive || closeWhenIdle { request.closesConnection = true }
-        if request.closesConnection {
-            response.headers.replaceOrAdd(name: "connection", value: "close")
-        } else if request.downstreamVersion.minor == 0 {
-            response.headers.replaceOrAdd(name: "connection", value: "keep-alive")
-        }
-    }
-
     // MARK: Tunnels
 
     /// Both HTTP/1.1 connections stop being HTTP: their codecs leave and a relay pair carries the bytes.
@@ -1224,36 +1165,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
     }
 
-    /// Removes and returns `grpc-status`, `grpc-message` and `grpc-status-details-bin`, if present.
-    static func takeGRPCStatus(from headers: inout HTTPHeaders) -> HTTPHeaders? {
-        guard headers.contains(name: "grpc-status") else { return nil }
-        var status = HTTPHeaders()
-        for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
-            for value in headers[name] { status.add(name: name, value: value) }
-            headers.remove(name: name)
-        }
-        return status
-    }
-
-    /// Whether the connection can carry another request after this one. NIO's HTTP/1.1 parser stops at
-    /// an upgrade request (`Connection: upgrade` with `Upgrade`, or CONNECT); unless it becomes a tunnel,
-    /// the connection closes after the response.
+    /// Whether the connection can carry another request after this one (HTTP/1.1; under overload, none does).
     private func keepsConnection(_ head: HTTPRequestHead) -> Bool {
         guard downstreamProtocol == .http1 else { return true }
-        // Under overload, connections close after their response.
         if let listener = cachedListener?.listener, listener.stats.overloadLevel >= .keepAliveDisabled { return false }
-        let upgrades = head.method == .CONNECT || (head.headers.contains(name: "upgrade")
-            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" })
-        return head.isKeepAlive && !upgrades
-    }
-
-    /// The `Upgrade` protocol of a request that can be tunnelled, or nil.
-    static func tunnelableUpgrade(_ head: HTTPRequestHead, downstream: DownstreamProtocol, upstream: ClusterConfig.UpstreamProtocol) -> String? {
-        guard downstream == .http1, upstream == .http1, let upgrade = head.headers.first(name: "upgrade"),
-              upgrade.lowercased() != "h2c",
-              head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" })
-        else { return nil }
-        return upgrade
+        return HTTP1Rules.keepsConnection(head)
     }
 
     // MARK: Timeouts and endings
@@ -1446,7 +1362,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         let duration = start.map { (NIODeadline.now() - $0).nanoseconds / 1000 } ?? 0
         accessLog.buffer.append(AccessLogEntry(
             startEpochMilliseconds: WallClock.milliseconds() - duration / 1000, clientAddress: clientAddress,
-            method: head?.method.rawValue ?? "-", path: head?.uri ?? "-", protocolName: head.map { Self.protocolName($0.version) } ?? "HTTP/1.1",
+            method: head?.method.rawValue ?? "-", path: head?.uri ?? "-", protocolName: head.map { HTTP1Rules.protocolName($0.version) } ?? "HTTP/1.1",
             status: status, reason: reason, route: request?.route.name, cluster: request?.cluster.name, endpoint: request?.endpoint.addressText,
             attempts: request?.tries ?? 0, durationMicroseconds: duration, upstreamServiceMicroseconds: request?.upstreamServiceMicroseconds,
             bytesReceived: request?.bodyBytes ?? 0, bytesSent: request?.responseBodyBytes ?? 0,
@@ -1474,14 +1390,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         appendAccessLogLine(head: nil, status: Int(reason.status.code), reason: reason.rawValue, start: nil, request: nil)
     }
 
-    static func protocolName(_ version: HTTPVersion) -> String {
-        switch (version.major, version.minor) {
-        case (2, _): "HTTP/2"
-        case (1, 0): "HTTP/1.0"
-        default: "HTTP/1.1"
-        }
-    }
-
     private func closeAfterWrite(_ written: EventLoopFuture<Void>) {
         let context = self.context!
         written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
@@ -1497,12 +1405,5 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         guard readPending, mayRead else { return }
         readPending = false
         context.read()
-    }
-
-    /// Request line and header bytes as they were on the wire (near enough for a limit).
-    static func headSize(_ head: HTTPRequestHead) -> Int {
-        var size = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
-        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
-        return size
     }
 }

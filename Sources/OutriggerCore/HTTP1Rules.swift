@@ -1,0 +1,93 @@
+import NIOHTTP1
+import OutriggerConfig
+
+/// The HTTP/1.x rules the proxy applies itself, pure over heads: framing a relayed response, whether a connection
+/// carries another request, which upgrades become tunnels, and how big a head was.
+public enum HTTP1Rules {
+    /// Frames a relayed response for an HTTP/1.x client — decided here, not by NIO's encoder, which cannot know a
+    /// response answers HEAD: a body without `content-length` is chunked for HTTP/1.1 clients and delimited by the
+    /// connection's close for HTTP/1.0 ones; `connection: close` when the connection ends after it (`closing`: it
+    /// must anyway), `keep-alive` to an HTTP/1.0 client whose connection stays. Returns whether it closes.
+    public static func frame(_ response: inout HTTPResponseHead, answering method: HTTPMethod, clientVersion: HTTPVersion,
+                             keepAlive: Bool, closing: Bool) -> Bool {
+        let code = response.status.code
+        let hasBody = method != .HEAD && code >= 200 && code != 204 && code != 304
+        var closes = closing || !keepAlive
+        if hasBody && !response.headers.contains(name: "content-length") {
+            if clientVersion.minor >= 1 {
+                response.headers.add(name: "transfer-encoding", value: "chunked")
+            } else {
+                closes = true
+            }
+        }
+        if closes {
+            response.headers.replaceOrAdd(name: "connection", value: "close")
+        } else if clientVersion.minor == 0 {
+            response.headers.replaceOrAdd(name: "connection", value: "keep-alive")
+        }
+        return closes
+    }
+
+    /// Whether the request lets its connection carry another one. NIO's HTTP/1.1 parser stops at an upgrade request
+    /// (`Connection: upgrade` with `Upgrade`, or CONNECT): unless it becomes a tunnel, the connection closes after it.
+    public static func keepsConnection(_ head: HTTPRequestHead) -> Bool {
+        let upgrades = head.method == .CONNECT || (head.headers.contains(name: "upgrade") && asksForUpgrade(head))
+        return head.isKeepAlive && !upgrades
+    }
+
+    /// The `Upgrade` protocol of a request that can be tunnelled (HTTP/1.1 on both sides; never `h2c`, RFC 9113
+    /// §3.1), or nil.
+    public static func tunnelableUpgrade(_ head: HTTPRequestHead, http1BothSides: Bool) -> String? {
+        guard http1BothSides, let upgrade = head.headers.first(name: "upgrade"), upgrade.lowercased() != "h2c", asksForUpgrade(head)
+        else { return nil }
+        return upgrade
+    }
+
+    /// Request line and header bytes as they were on the wire (near enough for a limit).
+    public static func headSize(_ head: HTTPRequestHead) -> Int {
+        var size = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
+        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
+        return size
+    }
+
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`, as the access log names them.
+    public static func protocolName(_ version: HTTPVersion) -> String {
+        switch (version.major, version.minor) {
+        case (2, _): "HTTP/2"
+        case (1, 0): "HTTP/1.0"
+        default: "HTTP/1.1"
+        }
+    }
+
+    private static func asksForUpgrade(_ head: HTTPRequestHead) -> Bool {
+        head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+    }
+}
+
+extension AttemptOutcome {
+    /// What an answer's head says of its try, as the retry rules read it.
+    public init(responseHead head: HTTPResponseHead, isGRPC: Bool) {
+        self = .response(status: Int(head.status.code), grpcStatus: isGRPC ? head.headers.first(name: "grpc-status").flatMap(Int.init) : nil,
+                         retryAfterSeconds: head.headers.first(name: "retry-after").flatMap(Int.init))
+    }
+}
+
+extension AttemptResult {
+    /// What an answer's status says of its endpoint's health.
+    public init(status: Int) {
+        self = status >= 500 ? .serverError(status: status) : .success
+    }
+}
+
+extension HTTPHeaders {
+    /// Removes and returns `grpc-status`, `grpc-message` and `grpc-status-details-bin`, if a status is present.
+    public mutating func takeGRPCStatus() -> HTTPHeaders? {
+        guard contains(name: "grpc-status") else { return nil }
+        var status = HTTPHeaders()
+        for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+            for value in self[name] { status.add(name: name, value: value) }
+            remove(name: name)
+        }
+        return status
+    }
+}
