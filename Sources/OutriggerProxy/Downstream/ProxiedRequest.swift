@@ -1,0 +1,130 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerConfig
+import OutriggerCore
+
+/// One request being proxied: what was decided for it and how far it got.
+final class ProxiedRequest {
+    let listener: ListenerRuntime
+    let route: Route
+    let cluster: ClusterRuntime
+    /// The endpoint of the current attempt; its load counts this request while `atEndpoint`.
+    var endpoint: Endpoint
+    var atEndpoint = true
+    /// Attempts so far, this one included, and the endpoints they went to (filled at the first retry).
+    var tries = 1
+    var triedEndpointIDs: [Int]
+    /// GET, PUT… or `Idempotency-Key`: may be resent even after it reached an upstream.
+    let idempotent: Bool
+    /// The route's retry policy, with the request's override headers applied.
+    var retryPolicy: RetryPolicy
+    /// Every part sent upstream so far, kept to replay on a retry while within the route's replay buffer
+    /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
+    var replay: [HTTPClientRequestPart]?
+    var replayBytes = 0
+    /// The current try was admitted by its endpoint's circuit breaker and owes it a verdict.
+    var owesBreakerVerdict = false
+    /// A gRPC response held until its trailers say whether to retry: its head and body parts so far.
+    var heldResponse: (head: HTTPResponseHead, body: [ByteBuffer])?
+    var heldBytes = 0
+    /// Already resent once without a policy: a reused pooled connection turned out closed, or HTTP/2 refused
+    /// the stream (REFUSED_STREAM, or past a GOAWAY's last stream id).
+    var usedTransparentRetry = false
+    /// Counted in the cluster's active retries (from its first retry until it leaves the cluster).
+    var countsAsRetry = false
+    /// An earlier try still racing the current one (`hedgeOnPerTryTimeout`).
+    var hedge: HedgedAttempt?
+    var upstreamHead: HTTPRequestHead
+    let downstreamVersion: HTTPVersion
+    let isHEAD: Bool
+    let isGRPC: Bool
+    let keepAlive: Bool
+    let start: NIODeadline
+    /// The head is ready to go and waits for an upstream.
+    var headPending: Bool
+    /// Body parts kept until an upstream is leased (one read burst at most: reading pauses meanwhile).
+    var buffered: [HTTPClientRequestPart] = []
+    /// HTTP/2 requests without content-length: the head waits for the next part, which tells whether a
+    /// body follows, so an HTTP/1.1 upstream gets the right framing.
+    var headHeldForFraming: Bool
+    var requestComplete = false
+    var responseStarted = false
+    var responseComplete = false
+    var bodyBytes = 0
+    /// Response body parts relayed (the stream-idle look compares them).
+    var responseParts = 0
+    /// The route timeout, the upload's and the response's progress, the per-try timeout and a retry's backoff
+    /// (the pure `ExchangeTimer`), behind one timer: `ProxiedRequest` is its own callback handler, so arming
+    /// it allocates no closure.
+    var timer: ExchangeTimer
+    var scheduledTimer: NIOScheduledCallback?
+    weak var owner: ProxyRequestHandler?
+    var ticket: LeaseTicket?
+    /// The `Upgrade` value of an HTTP/1.1 upgrade request (WebSocket…) that may be tunnelled; nil otherwise.
+    let upgrade: String?
+    /// The upstream answered `101 Switching Protocols`: at the response's end both sides become a tunnel.
+    var switchingProtocols = false
+    /// The downstream HTTP/1.1 connection closes after this response.
+    var closesConnection = false
+    /// The status of a gRPC "trailers-only" upstream response, sent downstream as trailers (the HTTP/2
+    /// codec cannot end a stream on its first HEADERS frame, and a status-less end reads as UNKNOWN).
+    var grpcStatusFromHead: HTTPHeaders?
+    /// The route's fallback cluster took the request (its cluster had no endpoint).
+    var viaFallback = false
+    /// A session cookie the proxy chose for this client (cookie hash policy with a ttl), sent back with the response.
+    var setCookie: String?
+    /// For the access log (kept only when the listener has one): the request as it arrived, and what was
+    /// decided on its way — retries and why, why one was not made, fallback, drain — in order.
+    var accessLogHead: HTTPRequestHead?
+    var decisions: [String] = []
+    var responseStatus = 0
+    var responseBodyBytes = 0
+    var upstreamServiceMicroseconds: Int64?
+
+    init(listener: ListenerRuntime, route: Route, retryPolicy: RetryPolicy, routeTimeout: Duration, cluster: ClusterRuntime, endpoint: Endpoint,
+         upstreamHead: HTTPRequestHead, downstreamHead: HTTPRequestHead, headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline,
+         upgrade: String?) {
+        self.upgrade = upgrade
+        self.listener = listener
+        self.route = route
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.triedEndpointIDs = []
+        self.idempotent = RetryDecision.isIdempotent(downstreamHead)
+        self.retryPolicy = retryPolicy
+        self.replay = retryPolicy.attempts > 1 ? [] : nil
+        self.upstreamHead = upstreamHead
+        self.downstreamVersion = downstreamHead.version
+        self.isHEAD = downstreamHead.method == .HEAD
+        self.isGRPC = downstreamHead.isGRPC
+        self.keepAlive = keepAlive
+        self.headHeldForFraming = headHeldForFraming
+        self.start = start
+        self.headPending = !headHeldForFraming
+        timer = ExchangeTimer(start: start.uptimeNanoseconds, routeTimeout: routeTimeout, streamIdleTimeout: cluster.streamIdleTimeout,
+                              perTryTimeout: retryPolicy.perTryTimeout)
+    }
+}
+
+extension ProxiedRequest: NIOScheduledCallbackHandler {
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        scheduledTimer = nil  // fired: nothing to cancel (a cancel searches the loop's whole timer queue)
+        owner?.timerFired(self)
+    }
+}
+
+/// The lease is for this request, not for whatever the connection is doing when it arrives: a late
+/// lease for a request that already ended is handed back, never given to the next request.
+extension ProxiedRequest: UpstreamLeaseRequester {
+    func upstreamLeased(_ upstream: UpstreamExchangeHandler) {
+        guard let owner else {
+            upstream.releaseUnused()
+            return
+        }
+        owner.upstreamLeased(upstream, for: self)
+    }
+
+    func upstreamLeaseFailed(_ reason: LocalReplyReason) {
+        owner?.upstreamLeaseFailed(reason, for: self)
+    }
+}

@@ -1,0 +1,261 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerConfig
+import OutriggerCore
+
+/// A request's tries: starting one, passive health, retries and hedging.
+extension ProxyRequestHandler {
+    // MARK: Attempts and retries
+
+    /// Leases an upstream for the request's current attempt and arms its per-try timer.
+    func startAttempt(_ request: ProxiedRequest) {
+        // The callee may give up early: it hears how long this try can still take (the whole route timeout
+        // until the request has ended: no clock read for a first try).
+        var now = request.start.uptimeNanoseconds
+        if request.tries > 1 || request.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
+        var expected = Int64(request.timer.timeLeftForTry(now: now))
+        // A caller's sidecar may have said already how long it waits (the header arrives through a second
+        // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
+        let given = request.tries == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
+        if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 { expected = min(expected, callerMilliseconds * 1_000_000) }
+        let milliseconds = String(max(expected / 1_000_000, 0))
+        if request.tries == 1 && given == nil {
+            request.upstreamHead.headers.add(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
+        } else {
+            request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
+        }
+        // Like the route timeout, a try's timeout counts from the request's end.
+        apply(request.timer.tryStarted(now: now), to: request)
+        request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
+    }
+
+    func perTryTimeoutFired(_ request: ProxiedRequest) {
+        // A hedge leaves the try running: its verdict waits for its end.
+        var hedging: UpstreamExchangeHandler?
+        if case .proxying(_, let upstream) = state, mayHedge(request) { hedging = upstream }
+        if hedging == nil { recordOutcome(.localFailure, of: request) }
+        if !retry(request, after: .perTryTimeout, hedging: hedging) {
+            if hedging != nil { recordOutcome(.localFailure, of: request) }
+            request.cluster.stats.requestFailures.increment()
+            abandonUpstream()
+            localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
+        }
+    }
+
+    /// The endpoint's breaker admits the request, or another endpoint's does (a few picks); nil when none.
+    func admitThroughBreaker(_ first: Endpoint, in cluster: ClusterRuntime, now: NIODeadline, tried: [Int]) -> Endpoint? {
+        guard let config = cluster.breakers else { return first }
+        var candidate: Endpoint? = first
+        var seen = tried
+        for _ in 0..<4 {
+            guard let endpoint = candidate else { return nil }
+            if endpoint.state.withBreaker(config, { $0.admit(now: now.uptimeNanoseconds) }) { return endpoint }
+            seen.append(endpoint.id)
+            candidate = local.pickRetryEndpoint(in: cluster, now: now, avoiding: seen)
+            if let next = candidate, seen.contains(next.id) { return nil }
+        }
+        return nil
+    }
+
+    /// Passive health: the try's result goes to its endpoint's breaker (once) and failure streak.
+    func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
+        let owed = request.owesBreakerVerdict
+        request.owesBreakerVerdict = false
+        request.cluster.recordTry(result, at: request.endpoint, owesBreakerVerdict: owed, countsForOutliers: request.atEndpoint,
+                                  random: &local.random, clock: Self.uptime)
+    }
+
+    private static func uptime() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    /// An attempt failed before anything of its response went downstream. A hedged try still running takes
+    /// over; otherwise retries when the route's policy, the request's safety and the cluster's budget allow.
+    /// Returns false (nothing done) when neither. With `hedging`, the retry races that upstream's try instead
+    /// of replacing it.
+    func retry(_ request: ProxiedRequest, after outcome: AttemptOutcome, hedging: UpstreamExchangeHandler? = nil) -> Bool {
+        if resumeHedge(request) { return true }
+        guard request.replay != nil || outcome.neverReachedUpstream && request.retryPolicy.attempts > 1 else { return false }
+        let now = NIODeadline.now()
+        let decision = RetryDecision.decide(
+            policy: request.retryPolicy, outcome: outcome, triesSoFar: request.tries, idempotent: request.idempotent,
+            // A connection that never opened sent nothing: what was read is all still in `buffered`.
+            replayable: request.replay != nil || outcome == .connectFailure, random: &local.random
+        ) {
+            // Under the cluster's limit of retries in flight, then within its budget.
+            if !request.countsAsRetry && request.cluster.stats.activeRetries.current >= request.cluster.limits.maxActiveRetries {
+                request.cluster.stats.overflowMaxActiveRetries.increment()
+                return "maxActiveRetries"
+            }
+            guard local.withdrawRetry(from: request.cluster, now: now) else {
+                request.cluster.stats.retryBudgetExhausted.increment()
+                return "budget"
+            }
+            return nil
+        }
+        guard case .retry(let delay, let reason) = decision else {
+            if request.accessLogHead != nil, case .stop(let why?) = decision { request.decisions.append("no_retry:" + why) }
+            return false
+        }
+        if let hedging {
+            beginHedge(request, leaving: hedging)
+        } else {
+            beginRetry(request, after: delay, reason: reason)
+        }
+        return true
+    }
+
+    /// Lets go of the current attempt — its connection closes (its state is unknown) and its endpoint's load
+    /// drops — and starts the next after `delay` nanoseconds.
+    func beginRetry(_ request: ProxiedRequest, after delay: Int64, reason: String) {
+        endCurrentTry(request)
+        countRetry(request, reason: reason)
+        state = .leasing(request)
+        apply(request.timer.backoffStarted(now: NIODeadline.now().uptimeNanoseconds, delay: UInt64(max(delay, 0))), to: request)
+    }
+
+    /// Lets go of the current try: its connection (closed: its state is unknown) or lease, its timers, its
+    /// endpoint's load and its breaker's probe slot.
+    private func endCurrentTry(_ request: ProxiedRequest) {
+        releaseTry(request)
+        request.heldResponse = nil
+        request.heldBytes = 0
+        switch state {
+        case .proxying(_, let upstream): upstream.abort()
+        default:
+            request.ticket?.cancel()
+            request.ticket = nil
+        }
+    }
+
+    /// What the current try holds besides its connection: its timers, its breaker's probe slot (when it ends
+    /// without a verdict) and its endpoint's load.
+    func releaseTry(_ request: ProxiedRequest) {
+        request.timer.tryEnded()
+        if request.owesBreakerVerdict {
+            request.owesBreakerVerdict = false
+            request.cluster.abandonBreakerProbe(at: request.endpoint)
+        }
+        if request.atEndpoint {
+            request.atEndpoint = false
+            local.requestEnded(in: request.cluster, to: request.endpoint)
+        }
+    }
+
+    private func countRetry(_ request: ProxiedRequest, reason: String) {
+        request.cluster.stats.retries.increment()
+        request.cluster.stats.retriesByReason[reason]?.increment()
+        if request.accessLogHead != nil { request.decisions.append("retry:" + reason) }
+        if !request.countsAsRetry {
+            request.countsAsRetry = true
+            request.cluster.stats.activeRetries.increment()
+        }
+    }
+
+    func startRetry(_ request: ProxiedRequest) {
+        guard case .leasing(let current) = state, current === request else { return }
+        let now = NIODeadline.now()
+        if request.triedEndpointIDs.isEmpty { request.triedEndpointIDs.append(request.endpoint.id) }
+        guard var endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: request.triedEndpointIDs) else {
+            if resumeHedge(request) { return }
+            localReply(.noHealthyUpstream, request: request, requestComplete: request.requestComplete)
+            return
+        }
+        if request.cluster.breakers != nil {
+            guard let admitted = admitThroughBreaker(endpoint, in: request.cluster, now: now, tried: request.triedEndpointIDs) else {
+                if resumeHedge(request) { return }
+                localReply(.breakerOpen, request: request, requestComplete: request.requestComplete)
+                return
+            }
+            endpoint = admitted
+            request.owesBreakerVerdict = true
+        }
+        request.tries += 1
+        request.endpoint = endpoint
+        request.triedEndpointIDs.append(endpoint.id)
+        request.atEndpoint = true
+        local.requestStarted(in: request.cluster, to: endpoint, now: now)
+        request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: String(request.tries))
+        // The whole request again: its head (unless still held for framing) and every part sent so far.
+        request.headPending = !request.headHeldForFraming
+        if let replay = request.replay { request.buffered = replay }
+        startAttempt(request)
+    }
+
+    // MARK: Hedging
+
+    /// Whether a try past its per-try timeout is left running while another races it (`hedgeOnPerTryTimeout`;
+    /// the policy, safety and budget then decide as for a retry): one hedge at a time, for a request whose
+    /// body is all sent and that is no upgrade.
+    private func mayHedge(_ request: ProxiedRequest) -> Bool {
+        request.retryPolicy.hedgeOnPerTryTimeout && request.hedge == nil && request.requestComplete && request.upgrade == nil
+            && request.heldResponse == nil
+    }
+
+    private func beginHedge(_ request: ProxiedRequest, leaving upstream: UpstreamExchangeHandler) {
+        let hedge = HedgedAttempt(upstream: upstream, endpoint: request.endpoint, owesBreakerVerdict: request.owesBreakerVerdict, owner: self)
+        upstream.retarget(to: hedge)
+        request.hedge = hedge
+        // Its endpoint's load and breaker debt go with it.
+        request.owesBreakerVerdict = false
+        request.atEndpoint = false
+        countRetry(request, reason: ClusterStats.hedge)
+        state = .leasing(request)
+        startRetry(request)
+    }
+
+    /// The current try is over (it failed, or the hedged one answered first): the hedged try becomes the
+    /// request's try again. False when there is none.
+    func resumeHedge(_ request: ProxiedRequest) -> Bool {
+        guard let hedge = request.hedge else { return false }
+        request.hedge = nil
+        endCurrentTry(request)
+        request.endpoint = hedge.endpoint
+        request.atEndpoint = true
+        request.owesBreakerVerdict = hedge.owesBreakerVerdict
+        hedge.upstream.retarget(to: self)
+        state = .proxying(request, hedge.upstream)
+        return true
+    }
+
+    /// Lets go of the hedged try: it lost the race (`result` nil), or it ended with `result`.
+    func dropHedge(_ request: ProxiedRequest, result: AttemptResult?) {
+        guard let hedge = request.hedge else { return }
+        request.hedge = nil
+        hedge.upstream.abort()
+        local.requestEnded(in: request.cluster, to: hedge.endpoint)
+        if let result {
+            request.cluster.recordTry(result, at: hedge.endpoint, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true,
+                                      random: &local.random, clock: Self.uptime)
+        } else if hedge.owesBreakerVerdict {
+            request.cluster.abandonBreakerProbe(at: hedge.endpoint)
+        }
+    }
+
+    /// The request in flight, whatever stage it is in.
+    var requestInFlight: ProxiedRequest? {
+        switch state {
+        case .leasing(let request), .proxying(let request, _): request
+        default: nil
+        }
+    }
+
+    /// The hedged try answered. An answer the route would retry ends it (the current try carries on); any
+    /// other wins: the current try is cancelled and the answer goes on as the request's.
+    func hedgeAnswered(_ hedge: HedgedAttempt, head: HTTPResponseHead) {
+        guard let request = requestInFlight, request.hedge === hedge else { return hedge.upstream.abort() }
+        if head.status.code < 200 { return }  // informational: the final answer is still to come
+        let status = Int(head.status.code)
+        if RetryDecision.matchedCondition(request.retryPolicy, AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)) != nil {
+            dropHedge(request, result: status >= 500 ? .serverError(status: status) : .success)
+            return
+        }
+        if request.accessLogHead != nil { request.decisions.append("hedge_answered_first") }
+        _ = resumeHedge(request)
+        upstreamResponseHead(head)
+    }
+
+    func hedgeFailed(_ hedge: HedgedAttempt, failure: UpstreamFailure) {
+        guard let request = requestInFlight, request.hedge === hedge else { return }
+        // A refused stream (REFUSED_STREAM, past a GOAWAY) was not processed: no mark against the endpoint.
+        dropHedge(request, result: failure == .refusedStream ? nil : .localFailure)
+    }
+}

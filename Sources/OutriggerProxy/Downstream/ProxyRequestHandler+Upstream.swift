@@ -1,0 +1,264 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerConfig
+import OutriggerCore
+
+/// The upstream side: leases, the response relayed (or held), and tunnels.
+extension ProxyRequestHandler {
+    // MARK: Upstream lease
+
+    func upstreamLeased(_ upstream: UpstreamExchangeHandler, for leased: ProxiedRequest) {
+        guard case .leasing(let request) = state, request === leased else {
+            // The request ended while we waited; the connection goes back unused.
+            upstream.releaseUnused()
+            return
+        }
+        request.ticket = nil
+        state = .proxying(request, upstream)
+        upstream.begin(self)
+        if request.headPending {
+            request.headPending = false
+            upstream.send(.head(request.upstreamHead))
+        }
+        let buffered = request.buffered
+        request.buffered = []
+        for part in buffered { upstream.send(part) }
+        upstream.flush()
+        deliverPendingRead()
+    }
+
+    func upstreamLeaseFailed(_ reason: LocalReplyReason, for leased: ProxiedRequest) {
+        guard case .leasing(let request) = state, request === leased else { return }
+        request.ticket = nil
+        if reason == .connectFailure {
+            recordOutcome(.localFailure, of: request)
+            if retry(request, after: .connectFailure) { return }
+        }
+        if resumeHedge(request) { return }
+        localReply(reason, request: request, requestComplete: request.requestComplete)
+    }
+
+    // MARK: Upstream exchange
+
+    var downstreamIsWritable: Bool { context?.channel.isWritable ?? false }
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        guard case .proxying(let request, _) = state else { return }
+        // Informational responses (an HTTP/2 upstream's 103) are dropped, as the HTTP/1.1 decoder does;
+        // the sidecar answers `100-continue` itself.
+        if head.status.code < 200 && head.status != .switchingProtocols { return }
+        let now = NIODeadline.now()
+        local.responseStarted(in: request.cluster, from: request.endpoint, sentAt: request.start, now: now)
+        if head.status == .switchingProtocols && request.upgrade == nil {
+            // A 101 nobody asked for: the upstream is out of step.
+            request.cluster.stats.requestFailures.increment()
+            abandonUpstream()
+            localReply(.upstreamProtocolError, request: request, requestComplete: request.requestComplete)
+            return
+        }
+        request.cluster.stats.recordResponse(status: Int(head.status.code))
+        recordOutcome(AttemptResult(status: Int(head.status.code)), of: request)
+        if head.status != .switchingProtocols, request.hedge != nil || request.replay != nil {
+            let outcome = AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)
+            if request.hedge != nil {
+                // An answer the route would retry: wait for the hedged try instead. Any other wins the race.
+                if RetryDecision.matchedCondition(request.retryPolicy, outcome) != nil, resumeHedge(request) { return }
+                dropHedge(request, result: nil)
+            }
+            if request.replay != nil {
+                if retry(request, after: outcome) { return }
+                // A gRPC answer whose status will come in its trailers: held (up to the replay buffer) so that a
+                // status the route retries on can still be retried — what Envoy cannot do.
+                if request.isGRPC, case .response(_, nil, _) = outcome, head.status == .ok,
+                   request.retryPolicy.retryOn.contains(where: { $0.grpcStatus != nil }) {
+                    request.heldResponse = (head, [])
+                    return
+                }
+            }
+        }
+        commitResponseHead(head, of: request, now: now)
+    }
+
+    /// From here the response goes to the client: timers switch to watching the body, and the head is written.
+    private func commitResponseHead(_ head: HTTPResponseHead, of request: ProxiedRequest, now: NIODeadline) {
+        dropHedge(request, result: nil)
+        request.responseStarted = true
+        // The timer watches the body's progress now (stream idle); a tunnel's bytes are the application's.
+        apply(request.timer.responseStarted(now: now.uptimeNanoseconds, tunnel: head.status == .switchingProtocols), to: request)
+        var response = head
+        if response.version != request.downstreamVersion { response.version = request.downstreamVersion }
+        if let drain = response.headers.first(name: EndpointDrain.header) {
+            // The endpoint is going away: no new requests for it; this one and others in flight finish.
+            response.headers.remove(name: EndpointDrain.header)
+            if drain.lowercased() == "true" {
+                EndpointDrain.start(request.endpoint, in: request.cluster)
+                if request.accessLogHead != nil { request.decisions.append("endpoint_drain") }
+            }
+        }
+        if let cookie = request.setCookie { response.headers.add(name: "set-cookie", value: cookie) }
+        if request.viaFallback { response.headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue) }
+        let elapsedMicroseconds = (now - request.start).nanoseconds / 1000
+        request.responseStatus = Int(head.status.code)
+        request.upstreamServiceMicroseconds = elapsedMicroseconds
+        ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsedMicroseconds / 1000,
+                                               addVia: request.listener.config.addVia)
+        if head.status == .switchingProtocols {
+            request.switchingProtocols = true
+            response.headers.replaceOrAdd(name: "connection", value: "upgrade")
+            response.headers.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? request.upgrade ?? "")
+        }
+        if downstreamProtocol == .http1 {
+            request.closesConnection = HTTP1Rules.frame(&response, answering: request.isHEAD ? .HEAD : .GET, clientVersion: request.downstreamVersion,
+                                                        keepAlive: request.keepAlive, closing: closeWhenIdle)
+        }
+        if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = response.headers.takeGRPCStatus() }
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        needsFlush = true
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        guard case .proxying(let request, _) = state else { return }
+        request.responseParts &+= 1
+        if request.heldResponse != nil {
+            request.heldResponse!.body.append(body)
+            request.heldBytes += body.readableBytes
+            // Too much to hold: it goes out as it comes, and can no longer be retried.
+            if request.heldBytes > request.retryPolicy.replayBufferBytes { releaseHeldResponse(of: request) }
+            return
+        }
+        request.responseBodyBytes &+= body.readableBytes
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        needsFlush = true
+    }
+
+    /// Writes a held response's head and body parts.
+    private func releaseHeldResponse(of request: ProxiedRequest) {
+        guard let (head, parts) = request.heldResponse else { return }
+        request.heldResponse = nil
+        commitResponseHead(head, of: request, now: .now())
+        for part in parts {
+            request.responseBodyBytes &+= part.readableBytes
+            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+        }
+        needsFlush = true
+    }
+
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
+        guard case .proxying(let request, let upstream) = state else { return }
+        if request.heldResponse != nil {
+            let grpcStatus = trailers?.first(name: "grpc-status").flatMap(Int.init)
+            if let grpcStatus, grpcStatus != 0,
+               retry(request, after: .response(status: 200, grpcStatus: grpcStatus, retryAfterSeconds: nil)) {
+                request.heldResponse = nil
+                request.heldBytes = 0
+                return
+            }
+            releaseHeldResponse(of: request)
+        }
+        if request.switchingProtocols {
+            startTunnel(request, upstream: upstream)
+            return
+        }
+        request.responseComplete = true
+        recordFinished(request)
+        if request.requestComplete {
+            finishRequest(request)
+        } else {
+            // The upstream answered before the whole body arrived; the rest is dropped.
+            state = .discardingRequestBody
+        }
+        let closeAfter = request.closesConnection && downstreamProtocol == .http1
+        var trailers = trailers
+        if let status = request.grpcStatusFromHead {
+            trailers = (trailers ?? HTTPHeaders())
+            trailers!.add(contentsOf: status)
+        }
+        // A future only when something waits for the write (a promise is an allocation per response).
+        var written: EventLoopFuture<Void>?
+        if closeAfter {
+            written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+        }
+        // While the rest of its body is still coming (to be dropped), the request is not over for the
+        // timeouts: those bytes are no new head.
+        if request.requestComplete { timeouts?.responseEnded() }
+        needsFlush = false
+        // Last: a write already done closes at once.
+        if let written { closeAfterWrite(written) }
+        deliverPendingRead()
+    }
+
+    func upstreamReadComplete() {
+        flushIfNeeded()
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        guard case .proxying(let request, let upstream) = state else { return }
+        // The request went nowhere: a pooled keep-alive connection the upstream had closed while it sat idle (a
+        // clean close, before any byte of the response; a reset is the upstream aborting a request it had, and
+        // is left to the retry policy), or an HTTP/2 stream the upstream refused (REFUSED_STREAM, or past its
+        // GOAWAY's last stream id). Sent again once on another connection, even without a retry policy, when
+        // the request is still at hand (no body, or a body kept for replay).
+        let staleConnection = failure == .closed && upstream.exchanges > 1
+        if staleConnection || failure == .refusedStream, !request.responseStarted, !request.usedTransparentRetry,
+           request.replay != nil || request.bodyBytes == 0 {
+            request.usedTransparentRetry = true
+            if request.replay == nil { request.replay = request.requestComplete ? [.end(nil)] : [] }
+            beginRetry(request, after: 0, reason: staleConnection ? ClusterStats.staleConnection : RetryPolicy.Condition.refusedStream.rawValue)
+            return
+        }
+        request.cluster.stats.requestFailures.increment()
+        if request.responseStarted {
+            // Too late for a local reply: cut the response so the client sees it incomplete.
+            if request.accessLogHead != nil { request.decisions.append(LocalReplyReason.upstreamReset.rawValue) }
+            recordFinished(request)
+            state = .closing
+            context.close(promise: nil)
+            return
+        }
+        recordOutcome(.localFailure, of: request)
+        if resumeHedge(request) { return }
+        if failure == .reset || failure == .closed, retry(request, after: .reset) { return }
+        if failure == .refusedStream, retry(request, after: .refusedStream) { return }
+        localReply(failure == .protocolError ? .upstreamProtocolError : .upstreamReset, request: request, requestComplete: request.requestComplete)
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable { deliverPendingRead() }
+    }
+
+    // MARK: Tunnels
+
+    /// Both HTTP/1.1 connections stop being HTTP: their codecs leave and a relay pair carries the bytes.
+    private func startTunnel(_ request: ProxiedRequest, upstream: UpstreamExchangeHandler) {
+        request.responseComplete = true
+        recordFinished(request)
+        state = .closing
+        let context = self.context!
+        let (downstreamRelay, upstreamRelay) = TunnelRelay.pair()
+        do {
+            context.flush()
+            try upstream.switchToTunnel(upstreamRelay)
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandler(downstreamRelay)
+            pipeline.removeHandler(try pipeline.handler(type: HTTP1ProtocolErrorHandler.self), promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: HTTPResponseEncoder.self), promise: nil)
+            // A tunnel has no requests to time: its bytes are the application's.
+            pipeline.removeHandler(try pipeline.handler(type: DownstreamTimeoutWatcher.self), promise: nil)
+            pipeline.removeHandler(context: context, promise: nil)
+            // The decoder goes last: bytes the client sent after the upgrade request go on to the relay.
+            pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)
+        } catch {
+            upstream.channel?.close(promise: nil)
+            context.close(promise: nil)
+        }
+    }
+
+    /// Whether the connection can carry another request after this one (HTTP/1.1; under overload, none does).
+    func keepsConnection(_ head: HTTPRequestHead) -> Bool {
+        guard downstreamProtocol == .http1 else { return true }
+        if let listener = cachedListener?.listener, listener.stats.overloadLevel >= .keepAliveDisabled { return false }
+        return HTTP1Rules.keepsConnection(head)
+    }
+}

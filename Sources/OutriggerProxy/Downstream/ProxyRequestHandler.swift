@@ -1,0 +1,504 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerConfig
+import OutriggerCore
+
+/// Which wire protocol a downstream request arrived on.
+enum DownstreamProtocol {
+    case http1
+    case http2
+}
+
+/// The end of a downstream pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the HTTP/1
+/// codec): routes each request, leases an upstream on this event loop and relays both ways with
+/// backpressure, or answers locally with a reason.
+final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamExchangeDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    enum State {
+        /// Between requests.
+        case idle
+        /// Routed; waiting for a connection or stream.
+        case leasing(ProxiedRequest)
+        /// Relaying to and from an upstream.
+        case proxying(ProxiedRequest, UpstreamExchangeHandler)
+        /// The response is done (relayed or local); what is left of the request body is dropped.
+        case discardingRequestBody
+        /// A local reply ended the connection's usefulness; waiting for the close.
+        case closing
+    }
+
+    private let listenerName: String
+    let configStore: ConfigStore
+    let local: LoopLocalState
+    let downstreamProtocol: DownstreamProtocol
+    private let scheme: String
+    var state: State = .idle
+    var context: ChannelHandlerContext!
+    var clientAddress: String?
+    var readPending = false
+    var needsFlush = false
+    /// HTTP/1.1 pipelining: parts of requests that arrived while an earlier one was in flight, replayed in
+    /// order once it is answered. Reading goes on meanwhile (stopping it costs two epoll_ctl calls per
+    /// request), up to `maxQueuedBytes`.
+    var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var queuedBytes = 0
+    private static let maxQueuedBytes = 64 * 1024
+    /// Shutdown asked this connection to finish: it closes once the request in flight is answered.
+    var closeWhenIdle = false
+    /// HTTP/2: the stream's `host` field named another authority than `:authority` (`HTTP2AuthorityCheck`).
+    var hostDisagreesWithAuthority = false
+    /// HTTP/2: the connection's frame watcher, which knows the streams its client reset in the current read.
+    private let http2Connection: HTTP2ConnectionWatcher?
+    /// HTTP/2: the stream's send timeout.
+    private var sendStall = SendStallTimer()
+    var cachedListener: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
+    /// This loop's access log batch for the listener, if it has an access log.
+    var accessLog: (buffer: AccessLogBuffer, format: AccessLogConfig.Format)?
+
+    /// HTTP/1.1: the connection's request-headers and idle timeouts, told of heads and response ends.
+    let timeouts: DownstreamTimeoutWatcher?
+    /// The request the parser broke off was logged (its 400/431 needs no line of its own).
+    private var loggedProtocolError = false
+
+    init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
+         timeouts: DownstreamTimeoutWatcher? = nil, http2Connection: HTTP2ConnectionWatcher? = nil) {
+        self.timeouts = timeouts
+        self.http2Connection = http2Connection
+        self.listenerName = listenerName
+        self.configStore = configStore
+        self.local = local
+        self.downstreamProtocol = downstreamProtocol
+        self.scheme = scheme
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        // HTTP/2 streams are child channels: the client is the parent connection's peer.
+        let remote = context.channel.remoteAddress ?? context.channel.parent?.remoteAddress
+        clientAddress = remote?.ipAddress
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        sendStall.cancel()
+        // The context holds this handler: keeping it past removal would leak both (one per HTTP/2 stream).
+        self.context = nil
+    }
+
+    // MARK: Downstream events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if downstreamProtocol == .http1, mustQueue(part) {
+            queue(part)
+            return
+        }
+        dispatch(part)
+    }
+
+    private func dispatch(_ part: HTTPServerRequestPart) {
+        switch part {
+        case .head(let head):
+            requestHead(head)
+        case .body(let body):
+            requestBody(body)
+        case .end(let trailers):
+            requestEnd(trailers)
+        }
+    }
+
+    /// A part belongs to a later request when a head arrives before the current request is answered.
+    private func mustQueue(_ part: HTTPServerRequestPart) -> Bool {
+        if !queued.isEmpty { return true }
+        guard case .head = part else { return false }
+        switch state {
+        case .idle, .closing: return false
+        case .leasing, .proxying, .discardingRequestBody: return true
+        }
+    }
+
+    private func queue(_ part: HTTPServerRequestPart) {
+        if case .closing = state { return }
+        if case .body(let body) = part { queuedBytes += body.readableBytes }
+        queued.append(part)
+    }
+
+    /// The request in flight is answered: start on the queued ones (after the current call stack has
+    /// written the previous response's end), or close if shutdown asked for it.
+    func becameIdle() {
+        if closeWhenIdle {
+            state = .closing
+            context.close(promise: nil)
+            return
+        }
+        guard !queued.isEmpty else { return }
+        context.eventLoop.assumeIsolated().execute { [self] in
+            guard context != nil else { return }  // removed from the pipeline meanwhile
+            // One request's parts at a time: the next head waits until this handler is idle again.
+            while let part = queued.first {
+                if case .head = part, !isIdle { break }
+                queued.removeFirst()
+                if case .body(let body) = part { queuedBytes -= body.readableBytes }
+                dispatch(part)
+            }
+            // No read burst ends after this replay, so flush here what it wrote.
+            if case .proxying(_, let upstream) = state { upstream.flush() }
+            flushIfNeeded()
+            deliverPendingRead()
+        }
+    }
+
+    private var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is RequestHeadersTimedOut {
+            requestHeadersTimedOut()
+            return
+        }
+        if event is SendTimedOut {
+            sendTimedOut()
+            return
+        }
+        if let answered = event as? ProtocolErrorAnswered {
+            // The request the parser broke off, if it was in flight, was logged by `errorCaught`.
+            if !loggedProtocolError { logLocalReplyWithoutRequest(answered.reason) }
+            return
+        }
+        if event is DropLastQueuedRequest {
+            while let part = queued.popLast() {
+                if case .body(let body) = part { queuedBytes -= body.readableBytes }
+                if case .head = part { break }
+            }
+            return
+        }
+        guard event is ChannelShouldQuiesceEvent, downstreamProtocol == .http1 else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        closeWhenIdle = true
+        if case .idle = state, queued.isEmpty {
+            state = .closing
+            context.close(promise: nil)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // A held head that saw neither body nor end in this burst has a body coming: send it chunked now,
+        // so a client that waits for the response before sending (gRPC streaming) is not stalled.
+        switch state {
+        case .leasing(let request), .proxying(let request, _):
+            if request.headHeldForFraming { releaseHeldHead(of: request, chunked: true) }
+        default:
+            break
+        }
+        if case .proxying(_, let upstream) = state { upstream.flush() }
+        flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if mayRead {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    /// Reading pauses while no upstream is leased yet, while the upstream cannot take more, and while the
+    /// pipelining queue is full.
+    var mayRead: Bool {
+        if queuedBytes > Self.maxQueuedBytes || queued.count > 64 { return false }
+        switch state {
+        case .leasing: return false
+        case .proxying(_, let upstream): return upstream.isWritable
+        default: return true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if downstreamProtocol == .http2 {
+            // A stream that takes nothing (its client gives no flow-control credit back) is reset after the
+            // send timeout; a whole connection's stall is `SendTimeoutHandler`'s.
+            let timeout = cachedListener?.listener.config.sendTimeout ?? ListenerConfig.defaultSendTimeout
+            sendStall.writabilityChanged(to: context.channel.isWritable, timeout: .nanoseconds(timeout.nanoseconds), eventLoop: context.eventLoop) {
+                [weak self] in self?.streamSendTimedOut()
+            }
+        }
+        if context.channel.isWritable, case .proxying(_, let upstream) = state {
+            upstream.downstreamBecameWritable()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func streamSendTimedOut() {
+        sendStall.fired()
+        guard let context, context.channel.isActive, !context.channel.isWritable else { return }
+        currentListener()?.stats.recordClose(.sendTimeout)
+        sendTimedOut()
+        context.close(promise: nil)
+    }
+
+    /// The client took nothing for the send timeout and is cut next: the exchange ends here, logged as such.
+    private func sendTimedOut() {
+        if case .proxying(let request, let upstream) = state, !request.responseComplete {
+            upstream.abort()
+            request.responseComplete = true
+            if request.accessLogHead != nil { request.decisions.append("send_timeout") }
+            recordFinished(request)
+        }
+        state = .closing
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if downstreamProtocol == .http1, let parserError = error as? HTTPParserError {
+            // `HTTP1ProtocolErrorHandler` answers it: logged with the answer's reason.
+            let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+            loggedProtocolError = logClientGone(as: reason.rawValue, status: Int(reason.status.code))
+        } else {
+            logClientGone(as: "downstream_error")
+        }
+        abandonUpstream()
+        state = .closing
+        queued.removeAll()
+        // HTTP/1.1: `HTTP1ProtocolErrorHandler` answers and closes. HTTP/2: closing the stream resets it.
+        if downstreamProtocol == .http2 { context.close(promise: nil) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        logClientGone(as: configStore.drainDeadlinePassed.load(ordering: .relaxed) ? "drain_timeout" : "client_closed")
+        abandonUpstream()
+        state = .closing
+        context.fireChannelInactive()
+    }
+
+    /// The client is still sending a request's head past `requestHeadersTimeout` (nothing is in flight):
+    /// 408 `request_timeout`, and the connection closes.
+    private func requestHeadersTimedOut() {
+        switch state {
+        case .idle, .discardingRequestBody: break
+        case .leasing, .proxying, .closing: return
+        }
+        logLocalReplyWithoutRequest(.requestTimeout)
+        writeLocalReply(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, keepAlive: false, requestComplete: false,
+                        listener: nil, start: .now())
+    }
+
+    private func requestHead(_ head: HTTPRequestHead) {
+        timeouts?.headReceived()
+        guard case .idle = state else {
+            // Heads arriving mid-request are queued (`mustQueue`), so this cannot happen; close if it does.
+            context.close(promise: nil)
+            return
+        }
+        guard let listener = currentListener() else {
+            localReply(.draining, for: head, listener: nil, requestComplete: false)
+            return
+        }
+        let start = NIODeadline.now()
+        listener.stats.requestsTotal.increment()
+        listener.stats.requestsActive.increment()
+        if listener.stats.overloadLevel >= .refusingRequests {
+            // HTTP/2: the client is told to take its next streams elsewhere.
+            http2Connection?.goAwayGracefully()
+            localReply(.overload, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+
+        if HTTP1Rules.headSize(head) > listener.config.maxRequestHeadersBytes {
+            localReply(.headersTooLarge, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        if let limit = listener.config.maxRequestBodyBytes,
+           let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+            localReply(.bodyTooLarge, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        if hostDisagreesWithAuthority || !ProxyHeaders.hasValidHost(head.headers, version: head.version) {
+            localReply(.invalidHost, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        let host = head.headers.first(name: "host") ?? ""
+        guard let route = listener.routes.route(host: host, path: ProxyHeaders.path(of: head.uri), method: head.method, headers: head.headers) else {
+            localReply(.noRoute, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        var cluster = route.destination.pick(random: local.random.next())
+        let hashPolicy = cluster.hashPolicy
+        var hashKey = hashPolicy?.key(headers: head.headers, clientAddress: clientAddress)
+        var setCookie: String?
+        if hashKey == nil, case .cookie(let name, let ttl?) = hashPolicy {
+            // No session cookie yet: choose one, hash it as its later requests will be, and hand it out.
+            let value = String(local.random.next(), radix: 16)
+            hashKey = StableHash.of(value)
+            setCookie = "\(name)=\(value); Max-Age=\(ttl.components.seconds); Path=/; HttpOnly"
+        }
+        if cluster.stats.requestsActive.current >= cluster.limits.maxRequests {
+            cluster.stats.overflowMaxRequests.increment()
+            localReply(.overflow, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        var picked = local.pickEndpoint(in: cluster, now: start, hashKey: hashKey)
+        var viaFallback = false
+        if picked == nil, let fallback = route.fallback {
+            // Degradation: the cluster has no endpoint to offer; the route's fallback answers instead.
+            switch fallback {
+            case .cluster(let other):
+                cluster = other
+                picked = local.pickEndpoint(in: other, now: start, hashKey: nil)
+                viaFallback = true
+            case .response(let status, let headers, let body):
+                fallbackReply(status: status, headers: headers, body: body, for: head, listener: listener, start: start)
+                return
+            }
+        }
+        guard var endpoint = picked else {
+            localReply(cluster.noEndpointReason(now: start.uptimeNanoseconds), for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        if cluster.breakers != nil {
+            guard let admitted = admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) else {
+                localReply(.breakerOpen, for: head, listener: listener, requestComplete: false, start: start)
+                return
+            }
+            endpoint = admitted
+        }
+
+        // Override headers: honoured from the local service (outbound, or a trusted inbound listener), never
+        // forwarded.
+        var overrides: RequestOverrides?
+        let overridesPresent = RequestOverrides.anyPresent(in: head.headers)
+        if overridesPresent && listener.config.honoursOverrideHeaders {
+            let parsed = RequestOverrides(head.headers)
+            if parsed.malformed > 0 { listener.stats.malformedOverrideHeaders.increment(by: parsed.malformed) }
+            overrides = parsed
+        }
+        let retryPolicy = overrides.map { $0.applied(to: route.retries) } ?? route.retries
+        // The sidecar answers `100-continue` itself, once it knows the request will be forwarded.
+        let expectsContinue = head.headers.first(name: "expect")?.lowercased() == "100-continue"
+        // HTTP/1.1 Upgrade (WebSocket…) is tunnelled to an HTTP/1.1 upstream; `h2c` never is (RFC 9113 §3.1).
+        let upgrade = HTTP1Rules.tunnelableUpgrade(head, http1BothSides: downstreamProtocol == .http1 && cluster.upstreamProtocol == .http1)
+        let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
+            && !head.headers.contains(name: "content-length")
+        let request = ProxiedRequest(
+            listener: listener, route: route, retryPolicy: retryPolicy, routeTimeout: overrides?.timeout ?? route.timeout ?? cluster.timeout,
+            cluster: cluster, endpoint: endpoint, upstreamHead: head, downstreamHead: head, headHeldForFraming: holdHead,
+            keepAlive: keepsConnection(head), start: start, upgrade: upgrade
+        )
+        // The upstream head is built in place, in the request: its headers are copied from the downstream head
+        // once (with room for what is added), and every later change (the attempt, the expected timeout) finds
+        // them unshared.
+        if overridesPresent { for name in RequestOverrides.names { request.upstreamHead.headers.remove(name: name) } }
+        if expectsContinue { request.upstreamHead.headers.remove(name: "expect") }
+        ProxyHeaders.prepareUpstreamRequest(
+            &request.upstreamHead, route: route, clientAddress: clientAddress, scheme: scheme,
+            addVia: listener.config.addVia, random: &local.random
+        )
+        if let upgrade {
+            request.upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
+            request.upstreamHead.headers.replaceOrAdd(name: "upgrade", value: upgrade)
+        }
+        request.setCookie = setCookie
+        request.viaFallback = viaFallback
+        if accessLog != nil {
+            request.accessLogHead = head
+            if viaFallback { request.decisions.append("fallback:\(cluster.name)") }
+        }
+        request.owesBreakerVerdict = cluster.breakers != nil
+        request.owner = self
+        apply(request.timer.settle(), to: request)
+        if expectsContinue {
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            needsFlush = true
+        }
+        cluster.stats.requestsActive.increment()
+        local.requestStarted(in: cluster, to: endpoint, now: start)
+        if retryPolicy.attempts > 1 { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
+        state = .leasing(request)
+        if let connection = http2Connection, connection.resetInThisRead(context.channel) {
+            // The client reset the stream in the read that opened it (rapid reset): the stream closes as soon
+            // as this returns, and nothing goes upstream, no request and no connection.
+            return
+        }
+        startAttempt(request)
+    }
+
+    /// This listener in the running snapshot; looked up again only when the snapshot changed.
+    func currentListener() -> ListenerRuntime? {
+        let snapshot = configStore.snapshot
+        if let cached = cachedListener, cached.snapshot === snapshot { return cached.listener }
+        guard let listener = snapshot.listeners[listenerName] else { return nil }
+        cachedListener = (snapshot, listener)
+        accessLog = listener.config.accessLog.flatMap { config in local.accessLog(config).map { ($0, config.format) } }
+        return listener
+    }
+
+    private func requestBody(_ body: ByteBuffer) {
+        switch state {
+        case .leasing(let request), .proxying(let request, _):
+            request.bodyBytes += body.readableBytes
+            if let limit = request.listener.config.maxRequestBodyBytes, request.bodyBytes > limit, !request.responseStarted {
+                abandonUpstream()
+                localReply(.bodyTooLarge, request: request, requestComplete: false)
+                return
+            }
+            forward(.body(.byteBuffer(body)), of: request)
+        case .idle, .discardingRequestBody, .closing:
+            break
+        }
+    }
+
+    private func requestEnd(_ trailers: HTTPHeaders?) {
+        switch state {
+        case .leasing(let request), .proxying(let request, _):
+            request.requestComplete = true
+            // The route timeout and the try's run from here.
+            if !request.responseStarted { apply(request.timer.requestEnded(now: NIODeadline.now().uptimeNanoseconds), to: request) }
+            forward(.end(trailers), of: request)
+            if request.responseComplete { finishRequest(request) }
+        case .discardingRequestBody:
+            state = .idle
+            timeouts?.responseEnded()
+            becameIdle()
+            deliverPendingRead()
+        case .idle, .closing:
+            break
+        }
+    }
+
+    /// Sends a request part upstream, or keeps it until an upstream is leased.
+    private func forward(_ part: HTTPClientRequestPart, of request: ProxiedRequest) {
+        if request.headHeldForFraming {
+            var chunked = false
+            if case .body = part { chunked = true }
+            releaseHeldHead(of: request, chunked: chunked)
+        }
+        if request.replay != nil {
+            if case .body(.byteBuffer(let body)) = part { request.replayBytes += body.readableBytes }
+            if request.replayBytes > request.retryPolicy.replayBufferBytes {
+                request.replay = nil  // too big to replay: this request will not be retried
+            } else {
+                request.replay!.append(part)
+            }
+        }
+        switch state {
+        case .proxying(_, let upstream): upstream.send(part)
+        default: request.buffered.append(part)
+        }
+    }
+
+    private func releaseHeldHead(of request: ProxiedRequest, chunked: Bool) {
+        request.headHeldForFraming = false
+        if chunked { request.upstreamHead.headers.add(name: "transfer-encoding", value: "chunked") }
+        if case .proxying(_, let upstream) = state {
+            upstream.send(.head(request.upstreamHead))
+        } else {
+            request.headPending = true
+        }
+    }
+
+}

@@ -1,0 +1,37 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerCore
+
+/// An earlier try left running when its per-try timeout started a hedge: it keeps its upstream, its endpoint's
+/// load and its breaker debt, and tells the handler how it ends. If its answer wins, the request takes it back.
+final class HedgedAttempt: UpstreamExchangeDelegate {
+    let upstream: UpstreamExchangeHandler
+    let endpoint: Endpoint
+    let owesBreakerVerdict: Bool
+    weak var owner: ProxyRequestHandler?
+
+    init(upstream: UpstreamExchangeHandler, endpoint: Endpoint, owesBreakerVerdict: Bool, owner: ProxyRequestHandler) {
+        self.upstream = upstream
+        self.endpoint = endpoint
+        self.owesBreakerVerdict = owesBreakerVerdict
+        self.owner = owner
+    }
+
+    /// A head is small and decides the race: always read it.
+    var downstreamIsWritable: Bool { true }
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        guard let owner else { return upstream.abort() }
+        owner.hedgeAnswered(self, head: head)
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        owner?.hedgeFailed(self, failure: failure)
+    }
+
+    // Body and end reach the request's handler itself once this try has won (the upstream is retargeted).
+    func upstreamResponseBody(_ body: ByteBuffer) {}
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {}
+    func upstreamReadComplete() {}
+    func upstreamWritabilityChanged(isWritable: Bool) {}
+}
