@@ -126,3 +126,20 @@ struct HTTP1RulesTests {
         #expect(fresh.stats.outlierEjections.current == 0)
     }
 }
+
+@Suite("A request's one end")
+struct RequestSummaryTests {
+    @Test func whatEachEndingRecords() {
+        let relayed = RequestSummary(.relayed, status: 200, startedAt: 1_000_000, endedAt: 3_500_000)
+        #expect(relayed.durationMicroseconds == 2_500 && relayed.timesAResponse)
+        #expect(relayed.localReplyToCount == nil && relayed.finalReason == nil)
+        let local = RequestSummary(.localReply(.upstreamTimeout), status: 504, startedAt: 0, endedAt: 1_000)
+        #expect(local.timesAResponse && local.localReplyToCount == .upstreamTimeout && local.finalReason == "upstream_timeout")
+        let broken = RequestSummary(.answeredByCodec(.badRequest), status: 400, startedAt: nil, endedAt: 0)
+        #expect(!broken.timesAResponse && broken.localReplyToCount == nil, "the parser's error handler counts its own answers")
+        #expect(broken.finalReason == "bad_request" && broken.durationMicroseconds == 0)
+        let gone = RequestSummary(.clientGone(reason: "client_closed"), status: 0, startedAt: 5, endedAt: 2)
+        #expect(!gone.timesAResponse && gone.finalReason == "client_closed")
+        #expect(gone.durationMicroseconds == 0, "a clock that went backwards is no negative duration")
+    }
+}

@@ -73,12 +73,45 @@ extension ProxyRequestHandler {
         if !(closeWhenIdle && downstreamProtocol == .http1) { becameIdle() }
     }
 
-    /// Stats and the access log line for a request whose response ended (relayed or cut).
+    /// The response ended (relayed whole, or cut): the request leaves the gauges, and ends.
     func recordFinished(_ request: ProxiedRequest) {
         leaveCluster(request)
-        let micros = (NIODeadline.now() - request.start).nanoseconds / 1000
-        request.listener.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
-        logAccess(request, status: request.responseStatus)
+        finished(.relayed, status: request.responseStatus, of: request)
+    }
+
+    /// The one end of a routed request.
+    private func finished(_ ending: RequestSummary.Ending, status: Int, of request: ProxiedRequest) {
+        finished(RequestSummary(ending, status: status, startedAt: request.start.uptimeNanoseconds, endedAt: Self.uptime()),
+                 head: request.accessLogHead, listener: request.listener, request: request)
+    }
+
+    /// The one end of every request, however it ended (relayed, answered here, broken off, left): what records
+    /// requests reads the summary here, once — the listener's duration histogram, the local-reply counters and the
+    /// access log line.
+    private func finished(_ summary: RequestSummary, head: HTTPRequestHead?, listener: ListenerRuntime?, request: ProxiedRequest? = nil) {
+        if summary.timesAResponse { listener?.stats.requestDuration.record(microseconds: UInt64(summary.durationMicroseconds)) }
+        if let reason = summary.localReplyToCount { configStore.stats.recordLocalReply(reason) }
+        appendAccessLogLine(summary, head: head, request: request)
+    }
+
+    /// The request in flight, unless its response ended, ends here (the client left, or its connection failed),
+    /// with what it got (or `status`). Returns whether there was one.
+    @discardableResult
+    func endInFlight(_ ending: RequestSummary.Ending, status: Int? = nil) -> Bool {
+        switch state {
+        case .leasing(let request), .proxying(let request, _):
+            guard !request.responseComplete else { return false }
+            finished(ending, status: status ?? request.responseStatus, of: request)
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// A request never parsed whole (HTTP/1.1: a head too slow, or broken) ends.
+    func endUnparsed(_ ending: RequestSummary.Ending, status: Int) {
+        _ = currentListener()  // its access log, if the connection's first request is the one answered
+        finished(RequestSummary(ending, status: status, startedAt: nil, endedAt: 0), head: nil, listener: nil)
     }
 
     /// Lets go of the upstream side of the current request, whatever stage it is in.
@@ -125,38 +158,36 @@ extension ProxyRequestHandler {
             leaveCluster(request)
         }
         // A gRPC call's local reply is a trailers-only 200 carrying the matching grpc-status.
-        logAccess(request, status: request.isGRPC ? 200 : Int(reason.status.code), finalReason: reason.rawValue)
+        finished(.localReply(reason), status: request.isGRPC ? 200 : Int(reason.status.code), of: request)
         writeLocalReply(reason, version: request.downstreamVersion, isGRPC: request.isGRPC, isHEAD: request.isHEAD,
-                        keepAlive: request.keepAlive, requestComplete: requestComplete, listener: request.listener, start: request.start)
+                        keepAlive: request.keepAlive, requestComplete: requestComplete)
     }
 
     /// Answers for a request that never got as far as a cluster.
     func localReply(_ reason: LocalReplyReason, for head: HTTPRequestHead, listener: ListenerRuntime?,
                             requestComplete: Bool, start: NIODeadline = .now()) {
         listener?.stats.requestsActive.decrement()
-        logAccess(head, status: head.isGRPC ? 200 : Int(reason.status.code), reason: reason.rawValue, start: start)
+        finished(RequestSummary(.localReply(reason), status: head.isGRPC ? 200 : Int(reason.status.code), startedAt: start.uptimeNanoseconds,
+                                endedAt: Self.uptime()), head: head, listener: listener)
         writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method == .HEAD,
-                        keepAlive: keepsConnection(head), requestComplete: requestComplete, listener: listener, start: start)
+                        keepAlive: keepsConnection(head), requestComplete: requestComplete)
     }
 
     /// A route's fixed fallback response, with the bookkeeping of a local reply.
     func fallbackReply(status: Int, headers: [HeaderValue], body: String, for head: HTTPRequestHead, listener: ListenerRuntime,
                                start: NIODeadline) {
         listener.stats.requestsActive.decrement()
-        logAccess(head, status: status, reason: LocalReplyReason.fallback.rawValue, start: start)
+        finished(RequestSummary(.localReply(.fallback), status: status, startedAt: start.uptimeNanoseconds, endedAt: Self.uptime()),
+                 head: head, listener: listener)
         writeLocalReply(.fallback, version: head.version, isGRPC: false, isHEAD: head.method == .HEAD, keepAlive: keepsConnection(head),
-                        requestComplete: false, listener: listener, start: start) { close in
+                        requestComplete: false) { close in
             LocalReply.writeFallback(status: status, headers: headers, body: body, version: head.version, isHEAD: head.method == .HEAD,
                                      closeConnection: close, context: self.context, wrap: self.wrapOutboundOut)
         }
     }
 
     func writeLocalReply(_ reason: LocalReplyReason, version: HTTPVersion, isGRPC: Bool, isHEAD: Bool, keepAlive: Bool,
-                                 requestComplete: Bool, listener: ListenerRuntime?, start: NIODeadline,
-                                 write: ((_ close: Bool) -> EventLoopFuture<Void>)? = nil) {
-        configStore.stats.recordLocalReply(reason)
-        let micros = (NIODeadline.now() - start).nanoseconds / 1000
-        listener?.stats.requestDuration.record(microseconds: UInt64(max(micros, 0)))
+                         requestComplete: Bool, write: ((_ close: Bool) -> EventLoopFuture<Void>)? = nil) {
         // An HTTP/1.1 connection whose request body was not read to the end cannot carry another request.
         let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest || reason == .invalidHost || closeWhenIdle)
         state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
@@ -175,52 +206,26 @@ extension ProxyRequestHandler {
 
     // MARK: Access log
 
-    /// The line for a routed request: its decisions, then `finalReason` (a local reply's), or `-` for none.
-    private func logAccess(_ request: ProxiedRequest, status: Int, finalReason: String? = nil) {
-        guard accessLog != nil, let head = request.accessLogHead else { return }
-        if let finalReason { request.decisions.append(finalReason) }
-        let reason = request.decisions.isEmpty ? "-" : request.decisions.joined(separator: ",")
-        appendAccessLogLine(head: head, status: status, reason: reason, start: request.start, request: request)
-    }
-
-    /// The line for a request answered before it was routed to a cluster.
-    private func logAccess(_ head: HTTPRequestHead, status: Int, reason: String, start: NIODeadline) {
-        appendAccessLogLine(head: head, status: status, reason: reason, start: start, request: nil)
-    }
-
-    /// One access log line: what is known of the request (`head` nil: never parsed whole) and, once routed, of
-    /// its tries.
-    private func appendAccessLogLine(head: HTTPRequestHead?, status: Int, reason: String, start: NIODeadline?, request: ProxiedRequest?) {
+    /// The line of an ended request, if its listener has an access log: what is known of it (`head` nil: never
+    /// parsed whole) and, once routed, of its tries — its decisions, then the summary's final reason.
+    private func appendAccessLogLine(_ summary: RequestSummary, head: HTTPRequestHead?, request: ProxiedRequest?) {
         guard let accessLog else { return }
-        let duration = start.map { (NIODeadline.now() - $0).nanoseconds / 1000 } ?? 0
+        var reason = summary.finalReason ?? "-"
+        if let request {
+            // Routed: logged when its listener had an access log then (the head was kept for it).
+            guard request.accessLogHead != nil else { return }
+            if let final = summary.finalReason { request.decisions.append(final) }
+            reason = request.decisions.isEmpty ? "-" : request.decisions.joined(separator: ",")
+        }
+        let duration = summary.durationMicroseconds
         accessLog.buffer.append(AccessLogEntry(
             startEpochMilliseconds: WallClock.milliseconds() - duration / 1000, clientAddress: clientAddress,
             method: head?.method.rawValue ?? "-", path: head?.uri ?? "-", protocolName: head.map { HTTP1Rules.protocolName($0.version) } ?? "HTTP/1.1",
-            status: status, reason: reason, route: request?.route.name, cluster: request?.cluster.name, endpoint: request?.endpoint.addressText,
+            status: summary.status, reason: reason, route: request?.route.name, cluster: request?.cluster.name, endpoint: request?.endpoint.addressText,
             attempts: request?.tries ?? 0, durationMicroseconds: duration, upstreamServiceMicroseconds: request?.upstreamServiceMicroseconds,
             bytesReceived: request?.bodyBytes ?? 0, bytesSent: request?.responseBodyBytes ?? 0,
             requestID: (request?.upstreamHead.headers ?? head?.headers)?.first(name: "x-request-id"), userAgent: head?.headers.first(name: "user-agent")
         ), format: accessLog.format)
-    }
-
-    /// The client left (or its connection failed) while its request was in flight: logged with what it got
-    /// (or `status`). Returns whether a line was written.
-    @discardableResult
-    func logClientGone(as reason: String, status: Int? = nil) -> Bool {
-        switch state {
-        case .leasing(let request), .proxying(let request, _):
-            guard !request.responseComplete, request.accessLogHead != nil else { return false }
-            logAccess(request, status: status ?? request.responseStatus, finalReason: reason)
-            return true
-        default:
-            return false
-        }
-    }
-
-    /// A line for a local reply to a request never parsed whole (HTTP/1.1: a head too slow, or broken).
-    func logLocalReplyWithoutRequest(_ reason: LocalReplyReason) {
-        _ = currentListener()  // its access log, if the connection's first request is the one answered
-        appendAccessLogLine(head: nil, status: Int(reason.status.code), reason: reason.rawValue, start: nil, request: nil)
     }
 
     func closeAfterWrite(_ written: EventLoopFuture<Void>) {

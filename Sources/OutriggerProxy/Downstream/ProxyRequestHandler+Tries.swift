@@ -65,7 +65,7 @@ extension ProxyRequestHandler {
                                   random: &local.random, clock: Self.uptime)
     }
 
-    private static func uptime() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+    static func uptime() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     /// An attempt failed before anything of its response went downstream. A hedged try still running takes
     /// over; otherwise retries when the route's policy, the request's safety and the cluster's budget allow.

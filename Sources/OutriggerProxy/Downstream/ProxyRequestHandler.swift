@@ -166,7 +166,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         if let answered = event as? ProtocolErrorAnswered {
             // The request the parser broke off, if it was in flight, was logged by `errorCaught`.
-            if !loggedProtocolError { logLocalReplyWithoutRequest(answered.reason) }
+            if !loggedProtocolError { endUnparsed(.answeredByCodec(answered.reason), status: Int(answered.reason.status.code)) }
             return
         }
         if event is DropLastQueuedRequest {
@@ -258,9 +258,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         if downstreamProtocol == .http1, let parserError = error as? HTTPParserError {
             // `HTTP1ProtocolErrorHandler` answers it: logged with the answer's reason.
             let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
-            loggedProtocolError = logClientGone(as: reason.rawValue, status: Int(reason.status.code))
+            loggedProtocolError = endInFlight(.answeredByCodec(reason), status: Int(reason.status.code))
         } else {
-            logClientGone(as: "downstream_error")
+            endInFlight(.clientGone(reason: "downstream_error"))
         }
         abandonUpstream()
         state = .closing
@@ -270,7 +270,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        logClientGone(as: configStore.drainDeadlinePassed.load(ordering: .relaxed) ? "drain_timeout" : "client_closed")
+        endInFlight(.clientGone(reason: configStore.drainDeadlinePassed.load(ordering: .relaxed) ? "drain_timeout" : "client_closed"))
         abandonUpstream()
         state = .closing
         context.fireChannelInactive()
@@ -283,9 +283,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         case .idle, .discardingRequestBody: break
         case .leasing, .proxying, .closing: return
         }
-        logLocalReplyWithoutRequest(.requestTimeout)
-        writeLocalReply(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, keepAlive: false, requestComplete: false,
-                        listener: nil, start: .now())
+        endUnparsed(.localReply(.requestTimeout), status: Int(LocalReplyReason.requestTimeout.status.code))
+        writeLocalReply(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, keepAlive: false, requestComplete: false)
     }
 
     private func requestHead(_ head: HTTPRequestHead) {
