@@ -223,7 +223,7 @@ extension XDSDecoder {
             document["type"] = string("tcp")
         case .grpcHealthCheck(let grpc):
             document["type"] = string("grpc")
-            document["service"] = string(grpc.serviceName, allowEmpty: true)
+            document["service"] = string(grpc.serviceName)
             if !grpc.authority.isEmpty { document["host"] = string(grpc.authority) }
         case nil:
             throw refuse("health_checker: expected http_health_check, tcp_health_check or grpc_health_check")

@@ -135,12 +135,12 @@ extension XDSDecoder {
             case .presentMatch(let present):
                 header["present"] = bool(present != matcher.invertMatch)
             case .exactMatch(let value) where !matcher.invertMatch:
-                header["exact"] = string(value, allowEmpty: true)
+                header["exact"] = string(value)
             case .prefixMatch(let value) where !matcher.invertMatch:
                 header["prefix"] = string(value)
             case .stringMatch(let string) where !matcher.invertMatch && !string.ignoreCase:
                 switch string.matchPattern {
-                case .exact(let value): header["exact"] = self.string(value, allowEmpty: true)
+                case .exact(let value): header["exact"] = self.string(value)
                 case .prefix(let value): header["prefix"] = self.string(value)
                 default: throw refuse("\(field).string_match: only exact and prefix are implemented")
                 }
@@ -207,10 +207,10 @@ extension XDSDecoder {
             fallback["status"] = number(response.status)
             if !response.headers.isEmpty {
                 let headers = Document()
-                for header in response.headers { headers[header.name] = string(header.value, allowEmpty: true) }
+                for header in response.headers { headers[header.name] = string(header.value) }
                 fallback["headers"] = headers.node
             }
-            fallback["body"] = string(response.body, allowEmpty: true)
+            fallback["body"] = string(response.body)
             document["fallback"] = fallback.node
         case nil: break
         }
@@ -250,7 +250,7 @@ extension XDSDecoder {
             let appends = option.hasAppend ? option.append.value : option.appendAction == .appendIfExistsOrAdd
             switch option.appendAction {
             case .appendIfExistsOrAdd, .overwriteIfExistsOrAdd:
-                (appends && option.appendAction == .appendIfExistsOrAdd ? appended : replaced)[option.header.key] = string(option.header.value, allowEmpty: true)
+                (appends && option.appendAction == .appendIfExistsOrAdd ? appended : replaced)[option.header.key] = string(option.header.value)
             default:
                 throw refuse("append_action \(option.appendAction) of '\(option.header.key)' is not implemented")
             }

@@ -275,9 +275,8 @@ public struct XDSDecoder: Sendable {
 
     // MARK: Document pieces
 
-    static func string(_ text: String) -> Node { string(text, allowEmpty: false) }
-
-    static func string(_ text: String, allowEmpty: Bool) -> Node { .scalar(.init(text, implicitTag(), .singleQuoted)) }
+    /// A quoted string. Whether it may be empty is the config reader's rule for its key, as for a file.
+    static func string(_ text: String) -> Node { .scalar(.init(text, implicitTag(), .singleQuoted)) }
 
     static func number(_ value: some BinaryInteger) -> Node { plain("\(value)") }
 
