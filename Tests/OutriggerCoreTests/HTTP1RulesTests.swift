@@ -143,3 +143,19 @@ struct RequestSummaryTests {
         #expect(gone.durationMicroseconds == 0, "a clock that went backwards is no negative duration")
     }
 }
+
+@Suite("HTTP/2 stream placement")
+struct HTTP2StreamPlacementTests {
+    @Test func streamsArePackedAndAFullSetOpensAnotherConnection() {
+        #expect(HTTP2StreamPlacement.place(on: [], mayOpen: true) == .open)
+        #expect(HTTP2StreamPlacement.place(on: [(3, 100), (0, 100)], mayOpen: true) == .existing(0), "the oldest with room")
+        #expect(HTTP2StreamPlacement.place(on: [(1, 1), (0, 1)], mayOpen: true) == .existing(1))
+        #expect(HTTP2StreamPlacement.place(on: [(1, 1), (1, 1)], mayOpen: true) == .open)
+        #expect(HTTP2StreamPlacement.place(on: [(.max, 100)], mayOpen: true) == .open, "after a GOAWAY it takes no more")
+    }
+
+    @Test func withoutAConnectionSlotTheLeastBusyConnectionQueuesTheStream() {
+        #expect(HTTP2StreamPlacement.place(on: [(5, 4), (4, 4), (.max, 4)], mayOpen: false) == .existing(1))
+        #expect(HTTP2StreamPlacement.place(on: [(.max, 4)], mayOpen: false) == .open, "nothing usable: the new one overflows")
+    }
+}

@@ -628,16 +628,21 @@ private final class DiscardingHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 }
 
-/// `Scripts/h2_refusing_server.py` in `mode` (nil: RST_STREAM REFUSED_STREAM every other stream), and its port.
-private func startRefusingH2Server(mode: String? = nil) async throws -> (ChildProcess, Int) {
-    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_refusing_server.py").path
-    let server = try ChildProcess(try which("python3"), [script] + (mode.map { [$0] } ?? []))
+/// Starts a script of `Scripts/` that prints "port N" and runs until killed, and returns it with its port.
+private func startScriptServer(_ name: String, _ arguments: [String] = []) async throws -> (ChildProcess, Int) {
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/\(name)").path
+    let server = try ChildProcess(try which("python3"), [script] + arguments)
     do {
         return (server, try ProcessTests.port(in: try await server.waitForOutput(containing: "port "), after: "port "))
     } catch {
         server.kill()
         throw error
     }
+}
+
+/// `Scripts/h2_refusing_server.py` in `mode` (nil: RST_STREAM REFUSED_STREAM every other stream), and its port.
+private func startRefusingH2Server(mode: String? = nil) async throws -> (ChildProcess, Int) {
+    try await startScriptServer("h2_refusing_server.py", mode.map { [$0] } ?? [])
 }
 
 @Suite("HTTP/2 REFUSED_STREAM, end to end")
@@ -813,6 +818,31 @@ struct HedgingTests {
             #expect(result.status == 504 && result.headers["x-outrigger-reason"] == "upstream_timeout")
             #expect(harness.echoes.map(\.requestsServed).reduce(0, +) <= 1, "sent once")
             #expect(harness.sidecar.configStore.stats.cluster("c").retriesByReason["hedge"]?.current == 0)
+        }
+    }
+}
+
+@Suite("HTTP/2 upstream connections, end to end")
+struct HTTP2UpstreamConnectionTests {
+    /// The upstream allows one stream per connection and answers nothing until it holds two requests: the second
+    /// request must go on a second connection, not wait behind the first on the full one.
+    @Test func aFullConnectionMakesWayForAnotherOne() async throws {
+        let (server, port) = try await startScriptServer("h2_one_stream_server.py", ["2"])
+        defer { server.kill() }
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("h2"))],
+                           clusters: [ClusterConfig(name: "h2", endpoints: [HostPort(host: "127.0.0.1", port: port)], upstreamProtocol: .http2,
+                                                    timeout: .seconds(5))])
+        } _: { (harness: Harness) async throws in
+            async let first = fetch(harness.url + "/first")
+            // The sidecar has applied the upstream's limit (it acknowledged its SETTINGS) and the first stream is open.
+            try await server.waitForOutput(containing: "settings acknowledged")
+            try await server.waitForOutput(containing: "request 1")
+            let second = try await fetch(harness.url + "/second")
+            #expect(second.status == 200 && second.body == "answered", "\(second.headers)")
+            #expect(try await first.status == 200)
+            #expect(server.text.contains("connection 2"))
+            #expect(!server.text.contains("connection 3"), "one more connection, not one per request")
         }
     }
 }

@@ -79,7 +79,7 @@ final class LoopLocalState {
     var random: FastRandom
     private var selections: [ObjectIdentifier: ClusterSelection] = [:]
     private var http1Pools: [String: HTTP1EndpointPool] = [:]
-    private var http2Connections: [String: HTTP2EndpointConnection] = [:]
+    private var http2Pools: [String: HTTP2EndpointPool] = [:]
     /// The same pools by `Endpoint.id`, the lookup every request makes.
     private var http1PoolsByEndpoint: [Int: HTTP1EndpointPool] = [:]
     /// Pools of endpoints that left, kept until their connections have closed.
@@ -190,18 +190,17 @@ final class LoopLocalState {
             http1PoolsByEndpoint[endpoint.id] = pool
             return pool.lease(for: requester)
         case .http2:
-            let connection: HTTP2EndpointConnection
-            if let existing = http2Connections[endpoint.poolKey] {
-                connection = existing
+            let pool: HTTP2EndpointPool
+            if let existing = http2Pools[endpoint.poolKey] {
+                pool = existing
             } else {
                 let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats, tlsContexts: tlsContexts)
-                connection = HTTP2EndpointConnection(target: target) { [weak self] connection in
-                    // A connection that got a GOAWAY may end after its successor took its place.
-                    if self?.http2Connections[connection.key] === connection { self?.http2Connections[connection.key] = nil }
+                pool = HTTP2EndpointPool(target: target) { [weak self] pool in
+                    if self?.http2Pools[pool.key] === pool { self?.http2Pools[pool.key] = nil }
                 }
-                http2Connections[endpoint.poolKey] = connection
+                http2Pools[endpoint.poolKey] = pool
             }
-            return connection.lease(for: requester)
+            return pool.lease(for: requester)
         }
     }
 
@@ -221,16 +220,16 @@ final class LoopLocalState {
             retiringHTTP1Pools[ObjectIdentifier(pool)] = pool
             pool.retire()
         }
-        for (key, connection) in http2Connections where !keeping.contains(key) {
-            http2Connections[key] = nil
-            connection.retire()
+        for (key, pool) in http2Pools where !keeping.contains(key) {
+            http2Pools[key] = nil
+            pool.retire()
         }
     }
 
     /// Closes every idle upstream connection (shutdown).
     func closeIdleConnections() {
         for pool in http1Pools.values { pool.closeIdle() }
-        for connection in http2Connections.values { connection.closeIfIdle() }
+        for pool in http2Pools.values { pool.closeIfIdle() }
     }
 }
 
@@ -513,7 +512,53 @@ final class HTTP1EndpointPool {
     }
 }
 
-/// One endpoint's multiplexed HTTP/2 connection on one event loop; each request is a stream.
+/// One endpoint's HTTP/2 connections on one event loop. A request takes a stream on the oldest connection with room
+/// under the upstream's SETTINGS_MAX_CONCURRENT_STREAMS; when every one is full, another opens (as Envoy's pool
+/// does), unless the cluster's `maxConnections` are all taken: then the least busy connection queues the stream
+/// until one of its streams ends (NIO holds it). A connection that got a GOAWAY or closed leaves the pool; idle
+/// ones close after the pool's idle timeout, so the extra connections of a burst do not stay.
+final class HTTP2EndpointPool {
+    private let target: UpstreamTarget
+    private let becameEmpty: (HTTP2EndpointPool) -> Void
+    private var connections: [HTTP2EndpointConnection] = []
+
+    var key: String { target.key }
+
+    init(target: UpstreamTarget, becameEmpty: @escaping (HTTP2EndpointPool) -> Void) {
+        self.target = target
+        self.becameEmpty = becameEmpty
+    }
+
+    func lease(for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
+        let streams = connections.map { (committed: $0.committedStreams, limit: $0.peerMaxConcurrentStreams) }
+        let slotFree = target.stats.connectionSlots.current < target.limits.maxConnections
+        switch HTTP2StreamPlacement.place(on: streams, mayOpen: slotFree) {
+        case .existing(let index):
+            return connections[index].lease(for: requester)
+        case .open:
+            let connection = HTTP2EndpointConnection(target: target) { [weak self] connection in self?.left(connection) }
+            connections.append(connection)
+            return connection.lease(for: requester)
+        }
+    }
+
+    /// The connection takes no new streams (GOAWAY, closed, failed to open): the pool forgets it.
+    private func left(_ connection: HTTP2EndpointConnection) {
+        connections.removeAll { $0 === connection }
+        if connections.isEmpty { becameEmpty(self) }
+    }
+
+    func closeIfIdle() {
+        for connection in connections { connection.closeIfIdle() }
+    }
+
+    /// Its endpoint left: each connection closes once no stream is open.
+    func retire() {
+        for connection in connections { connection.retire() }
+    }
+}
+
+/// One multiplexed HTTP/2 connection to an endpoint, on one event loop; each request is a stream.
 final class HTTP2EndpointConnection {
     private let target: UpstreamTarget
     private let becameEmpty: (HTTP2EndpointConnection) -> Void
@@ -526,6 +571,8 @@ final class HTTP2EndpointConnection {
 
     private var state: State = .disconnected
     private var activeStreams = 0
+    /// The upstream's SETTINGS_MAX_CONCURRENT_STREAMS (NIO's assumption until its SETTINGS arrive).
+    private(set) var peerMaxConcurrentStreams = 100
     /// Its endpoint left: the connection closes once no stream is open.
     private var retired = false
     private var idleTimer: Scheduled<Void>?
@@ -545,6 +592,16 @@ final class HTTP2EndpointConnection {
     init(target: UpstreamTarget, becameEmpty: @escaping (HTTP2EndpointConnection) -> Void) {
         self.target = target
         self.becameEmpty = becameEmpty
+    }
+
+    /// Streams open or promised (requests waiting for the connection to open); `Int.max` once it takes no more.
+    var committedStreams: Int {
+        if retired || goAwayLastStreamID != nil { return .max }
+        switch state {
+        case .disconnected: return .max
+        case .connecting(let waiting): return waiting.count
+        case .ready: return activeStreams
+        }
     }
 
     func lease(for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
@@ -579,8 +636,9 @@ final class HTTP2EndpointConnection {
             becameEmpty(self)
             return
         }
-        let goAwayWatcher = NIOLoopBound(GoAwayWatcher(), eventLoop: eventLoop)
-        goAwayWatcher.value.received = { [weak self] lastStreamID in self?.goAwayReceived(lastStreamID: lastStreamID) }
+        let frameWatcher = NIOLoopBound(UpstreamConnectionFrameWatcher(), eventLoop: eventLoop)
+        frameWatcher.value.goAwayReceived = { [weak self] lastStreamID in self?.goAwayReceived(lastStreamID: lastStreamID) }
+        frameWatcher.value.maxConcurrentStreamsChanged = { [weak self] limit in self?.peerMaxConcurrentStreams = limit }
         target.connect { channel in
             // A connection error (we sent GOAWAY) closes the connection, so the next request opens a new one.
             try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
@@ -592,7 +650,7 @@ final class HTTP2EndpointConnection {
                 // Servers do not open streams towards us (no server push): refuse them.
                 stream.close()
             }
-            try channel.pipeline.syncOperations.addHandler(goAwayWatcher.value)
+            try channel.pipeline.syncOperations.addHandler(frameWatcher.value)
         }.flatMapThrowing { channel in
             (channel, try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer())
         }.assumeIsolated().whenComplete { result in
@@ -706,16 +764,25 @@ final class HTTP2EndpointConnection {
     }
 }
 
-/// Tells its connection of a GOAWAY from the upstream (frames on stream 0 come past the HTTP/2 handler).
-final class GoAwayWatcher: ChannelInboundHandler, RemovableChannelHandler {
+/// Tells its connection what the upstream says of it on stream 0 (frames there come past the HTTP/2 handler): a
+/// GOAWAY, and its SETTINGS_MAX_CONCURRENT_STREAMS.
+final class UpstreamConnectionFrameWatcher: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame
 
     /// Called with the last stream id the upstream says it processes; it comes before the streams past it
     /// are closed (NIO forwards the frame, then delivers the closures).
-    var received: ((HTTP2StreamID) -> Void)?
+    var goAwayReceived: ((HTTP2StreamID) -> Void)?
+    var maxConcurrentStreamsChanged: ((Int) -> Void)?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .goAway(let lastStreamID, _, _) = unwrapInboundIn(data).payload { received?(lastStreamID) }
+        switch unwrapInboundIn(data).payload {
+        case .goAway(let lastStreamID, _, _):
+            goAwayReceived?(lastStreamID)
+        case .settings(.settings(let settings)):
+            for setting in settings where setting.parameter == .maxConcurrentStreams { maxConcurrentStreamsChanged?(setting.value) }
+        default:
+            break
+        }
         context.fireChannelRead(data)
     }
 }

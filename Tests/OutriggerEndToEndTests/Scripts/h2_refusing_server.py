@@ -10,17 +10,17 @@ others 200 with the number of requests it processed so far.
 Listens on 127.0.0.1:<free port>, prints "port N", runs until killed; prints "connection N" for each
 connection and "processed N" after each request it answered (a refused one is never processed).
 """
-import socket
 import sys
 import threading
 
+from h2_test_server import listen_and_serve
 import h2.config
 import h2.connection
 import h2.events
 import h2.errors
 
 lock = threading.Lock()
-state = {"streams": 0, "processed": 0, "connections": 0}
+state = {"streams": 0, "processed": 0}
 goaway_mode = len(sys.argv) > 1 and sys.argv[1] == "goaway"
 
 
@@ -64,19 +64,5 @@ def serve_connection(sock):
         sock.sendall(connection.data_to_send())
 
 
-def main():
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    print("port %d" % listener.getsockname()[1], flush=True)
-    while True:
-        sock, _ = listener.accept()
-        with lock:
-            state["connections"] += 1
-            print("connection %d" % state["connections"], flush=True)
-        threading.Thread(target=serve_connection, args=(sock,), daemon=True).start()
-
-
 if __name__ == "__main__":
-    main()
+    listen_and_serve(serve_connection)
