@@ -9,12 +9,18 @@ public enum HTTP2StreamPlacement: Equatable, Sendable {
     /// burst's extra connections go idle and close); none with room: a new one when `mayOpen` (the cluster has a
     /// connection slot free), else the least busy one that still takes streams (its stream waits there for one to
     /// end); none at all: a new one (which fails as an overflow if it finds no slot).
-    /// - Parameter connections: per connection, streams open or promised (`Int.max`: it takes no more) and the limit.
-    public static func place(on connections: [(committed: Int, limit: Int)], mayOpen: Bool) -> HTTP2StreamPlacement {
-        if let index = connections.firstIndex(where: { $0.committed < $0.limit }) { return .existing(index) }
-        guard !mayOpen else { return .open }
-        let usable = connections.indices.filter { connections[$0].committed != .max }
-        guard let least = usable.min(by: { connections[$0].committed < connections[$1].committed }) else { return .open }
-        return .existing(least)
+    /// - Parameters:
+    ///   - count: the connections, oldest first; `streams(i)`: streams open or promised on connection `i` (`Int.max`:
+    ///     it takes no more) and its limit. Closures, so a request's placement allocates nothing.
+    ///   - mayOpen: asked only when no connection has room.
+    public static func place(among count: Int, streams: (Int) -> (committed: Int, limit: Int), mayOpen: () -> Bool) -> HTTP2StreamPlacement {
+        var leastBusy: (index: Int, committed: Int)?
+        for index in 0..<count {
+            let (committed, limit) = streams(index)
+            if committed < limit { return .existing(index) }
+            if committed != .max, committed < leastBusy?.committed ?? .max { leastBusy = (index, committed) }
+        }
+        guard !mayOpen(), let leastBusy else { return .open }
+        return .existing(leastBusy.index)
     }
 }

@@ -146,16 +146,20 @@ struct RequestSummaryTests {
 
 @Suite("HTTP/2 stream placement")
 struct HTTP2StreamPlacementTests {
+    static func place(_ connections: [(Int, Int)], mayOpen: Bool) -> HTTP2StreamPlacement {
+        HTTP2StreamPlacement.place(among: connections.count, streams: { connections[$0] }, mayOpen: { mayOpen })
+    }
+
     @Test func streamsArePackedAndAFullSetOpensAnotherConnection() {
-        #expect(HTTP2StreamPlacement.place(on: [], mayOpen: true) == .open)
-        #expect(HTTP2StreamPlacement.place(on: [(3, 100), (0, 100)], mayOpen: true) == .existing(0), "the oldest with room")
-        #expect(HTTP2StreamPlacement.place(on: [(1, 1), (0, 1)], mayOpen: true) == .existing(1))
-        #expect(HTTP2StreamPlacement.place(on: [(1, 1), (1, 1)], mayOpen: true) == .open)
-        #expect(HTTP2StreamPlacement.place(on: [(.max, 100)], mayOpen: true) == .open, "after a GOAWAY it takes no more")
+        #expect(Self.place([], mayOpen: true) == .open)
+        #expect(Self.place([(3, 100), (0, 100)], mayOpen: true) == .existing(0), "the oldest with room")
+        #expect(Self.place([(1, 1), (0, 1)], mayOpen: true) == .existing(1))
+        #expect(Self.place([(1, 1), (1, 1)], mayOpen: true) == .open)
+        #expect(Self.place([(.max, 100)], mayOpen: true) == .open, "after a GOAWAY it takes no more")
     }
 
     @Test func withoutAConnectionSlotTheLeastBusyConnectionQueuesTheStream() {
-        #expect(HTTP2StreamPlacement.place(on: [(5, 4), (4, 4), (.max, 4)], mayOpen: false) == .existing(1))
-        #expect(HTTP2StreamPlacement.place(on: [(.max, 4)], mayOpen: false) == .open, "nothing usable: the new one overflows")
+        #expect(Self.place([(5, 4), (4, 4), (.max, 4)], mayOpen: false) == .existing(1))
+        #expect(Self.place([(.max, 4)], mayOpen: false) == .open, "nothing usable: the new one overflows")
     }
 }

@@ -530,9 +530,12 @@ final class HTTP2EndpointPool {
     }
 
     func lease(for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
-        let streams = connections.map { (committed: $0.committedStreams, limit: $0.peerMaxConcurrentStreams) }
-        let slotFree = target.stats.connectionSlots.current < target.limits.maxConnections
-        switch HTTP2StreamPlacement.place(on: streams, mayOpen: slotFree) {
+        let placement = HTTP2StreamPlacement.place(among: connections.count) { index in
+            (connections[index].committedStreams, connections[index].peerMaxConcurrentStreams)
+        } mayOpen: {
+            target.stats.connectionSlots.current < target.limits.maxConnections
+        }
+        switch placement {
         case .existing(let index):
             return connections[index].lease(for: requester)
         case .open:
