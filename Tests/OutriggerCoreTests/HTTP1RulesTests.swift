@@ -37,7 +37,7 @@ struct HTTP1RulesTests {
         var head = HTTPResponseHead(version: .http1_1, status: c.status)
         if c.contentLength { head.headers.add(name: "content-length", value: "5") }
         head.headers.add(name: "connection", value: "keep-alive")  // the upstream's word on its own connection is replaced
-        let closes = HTTP1Rules.frame(&head, answering: c.method, clientVersion: c.client, keepAlive: c.keepAlive, closing: c.closing)
+        let closes = HTTP1Rules.frame(&head, answersHEAD: c.method == .HEAD, clientVersion: c.client, keepAlive: c.keepAlive, closing: c.closing)
         #expect(closes == c.closes)
         #expect(head.headers.contains(name: "transfer-encoding") == c.chunked)
         #expect(head.headers["connection"] == [c.connection ?? "keep-alive"])

@@ -108,7 +108,7 @@ extension ProxyRequestHandler {
             response.headers.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? request.upgrade ?? "")
         }
         if downstreamProtocol == .http1 {
-            request.closesConnection = HTTP1Rules.frame(&response, answering: request.isHEAD ? .HEAD : .GET, clientVersion: request.downstreamVersion,
+            request.closesConnection = HTTP1Rules.frame(&response, answersHEAD: request.isHEAD, clientVersion: request.downstreamVersion,
                                                         keepAlive: request.keepAlive, closing: closeWhenIdle)
         }
         if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = response.headers.takeGRPCStatus() }

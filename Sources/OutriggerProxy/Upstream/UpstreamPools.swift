@@ -574,7 +574,8 @@ final class HTTP2EndpointConnection {
 
     private var state: State = .disconnected
     private var activeStreams = 0
-    /// The upstream's SETTINGS_MAX_CONCURRENT_STREAMS (NIO's assumption until its SETTINGS arrive).
+    /// The upstream's SETTINGS_MAX_CONCURRENT_STREAMS; until its SETTINGS arrive, 100 (RFC 9113's advised minimum;
+    /// the protocol's own initial value is unlimited).
     private(set) var peerMaxConcurrentStreams = 100
     /// Its endpoint left: the connection closes once no stream is open.
     private var retired = false
