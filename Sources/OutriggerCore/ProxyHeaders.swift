@@ -39,6 +39,13 @@ public enum ProxyHeaders {
     /// without allocating a lower-cased copy.
     private static let hopByHopBytes: [[UInt8]] = (Array(hopByHop) + ["te"]).map { Array($0.utf8) }
 
+    /// Whether a field only means something to one HTTP/1.1 connection (hop-by-hop, or `te`): such fields are
+    /// not sent in HTTP/2 (RFC 9113 §8.2.2). Case-insensitive, without allocating.
+    @inline(__always)
+    public static func isConnectionSpecific(_ name: String) -> Bool {
+        isHopByHopCandidate(name)
+    }
+
     @inline(__always)
     static func isHopByHopCandidate(_ name: String) -> Bool {
         var name = name

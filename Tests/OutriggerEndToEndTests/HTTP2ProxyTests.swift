@@ -192,6 +192,39 @@ struct HTTP2ProxyTests {
         }
     }
 
+    /// A response without a body is one HEADERS frame with END_STREAM; a body's last DATA frame carries
+    /// END_STREAM (no empty DATA frame after it).
+    @Test func responsesEndOnTheirLastFrame() async throws {
+        try await withHarness { harness in
+            let request = [(":scheme", "http"), (":authority", "a"), (":path", "/frames")]
+            let head = try await rawHTTP2(port: harness.port, headers: [(":method", "HEAD")] + request)
+            #expect(head["status"] as? Int == 200, "\(head)")
+            #expect(head["endedWithHeaders"] as? Bool == true, "\(head)")
+            #expect(head["dataFrames"] as? Int == 0, "\(head)")
+            let get = try await rawHTTP2(port: harness.port, headers: [(":method", "GET")] + request)
+            #expect(get["status"] as? Int == 200, "\(get)")
+            #expect(get["endedWithHeaders"] as? Bool == false)
+            #expect(get["dataFrames"] as? Int == 1, "\(get)")
+        }
+    }
+
+    /// The proxy gives flow-control credit back as the upstream takes the bytes: an upload many times the
+    /// stream's and the connection's windows arrives whole, and so does a download.
+    @Test func bodiesLargerThanTheFlowControlWindowsCrossWhole() async throws {
+        try await withHarness { harness in
+            let upload = 3 << 20
+            let posted = try await rawHTTP2(port: harness.port, headers: [(":method", "POST"), (":scheme", "http"), (":authority", "a"), (":path", "/up")],
+                                            bodyBytes: upload)
+            #expect(posted["status"] as? Int == 200, "\(posted)")
+            let echo = try JSONSerialization.jsonObject(with: Data(((posted["text"] as? String) ?? "").utf8)) as? [String: Any]
+            #expect(echo?["bodyBytes"] as? Int == upload, "\(posted)")
+            let download = 5 << 20
+            let fetched = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/down?size=\(download)")])
+            #expect(fetched["status"] as? Int == 200, "\(fetched)")
+            #expect(fetched["body"] as? Int == download)
+        }
+    }
+
     @Test func validRawHTTP2RequestSucceeds() async throws {
         try await withHarness { harness in
             let reply = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/ok"), ("te", "trailers")])

@@ -140,6 +140,26 @@ struct ProcessTests {
         #expect(try await curl(["http://127.0.0.1:\(port)/"]).status != 0, "nothing listens after exit")
     }
 
+    @Test func sigtermSendsHTTP2ClientsAGoAwayAndFinishesTheirStreams() async throws {
+        // The upstream holds its answer until the test lets it go: the request is in flight for as long as needed.
+        let (upstream, upstreamPort) = try await startScriptServer("held_answer_server.py")
+        let (proxy, port, _) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(upstreamPort)", "--admin", "127.0.0.1:0"])
+        defer { proxy.kill(); upstream.kill() }
+        // nghttp, not Python's h2: that one takes any GOAWAY for the end of the connection.
+        async let slow = run("nghttp", ["-v", "http://127.0.0.1:\(port)/held"])
+        try await upstream.waitForOutput(containing: "held 1")
+        proxy.signal(SIGTERM)
+        // Logged once every connection has been asked (its GOAWAY written): only then does the answer come.
+        try await proxy.waitForOutput(containing: "draining: 1 connections asked")
+        #expect(try await fetch("http://127.0.0.1:\(upstreamPort)/release").status == 200)
+        let reply = try await slow
+        #expect(reply.stdout.contains("error_code=NO_ERROR"), "told to open no more streams: \(reply.stdout)")
+        let afterGoAway = try #require(reply.stdout.range(of: "recv GOAWAY")).upperBound
+        #expect(reply.stdout[afterGoAway...].contains(":status: 200"), "the stream in flight finishes: \(reply.stdout)")
+        #expect(reply.status == 0, "\(reply.stderr)")
+        #expect(await proxy.waitForExit() == 0)
+    }
+
     @Test func sighupAndFileChangesReloadTheRunningProcess() async throws {
         let (echoA, portA) = try await Self.startEcho(name: "a")
         let (echoB, portB) = try await Self.startEcho(name: "b")

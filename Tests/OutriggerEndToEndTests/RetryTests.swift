@@ -629,7 +629,7 @@ private final class DiscardingHandler: ChannelInboundHandler {
 }
 
 /// Starts a script of `Scripts/` that prints "port N" and runs until killed, and returns it with its port.
-private func startScriptServer(_ name: String, _ arguments: [String] = []) async throws -> (ChildProcess, Int) {
+func startScriptServer(_ name: String, _ arguments: [String] = []) async throws -> (ChildProcess, Int) {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/\(name)").path
     let server = try ChildProcess(try which("python3"), [script] + arguments)
     do {

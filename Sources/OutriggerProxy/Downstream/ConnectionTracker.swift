@@ -49,11 +49,16 @@ final class ConnectionTracker: Sendable {
     var all: [Channel] { channels.withLockedValue { Array($0.values) } }
 
     /// Asks every connection to finish what it is doing and close (HTTP/1.1 closes after the response in
-    /// flight; idle connections close at once).
-    func quiesceAll() {
-        for channel in all {
-            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+    /// flight, HTTP/2 sends GOAWAY and closes when its streams are done; idle connections close at once), and
+    /// returns once each has been asked. - Returns: how many were.
+    func quiesceAll() async -> Int {
+        let channels = all
+        for channel in channels {
+            try? await channel.eventLoop.submit {
+                channel.pipeline.syncOperations.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            }.get()
         }
+        return channels.count
     }
 
     func closeAll() {

@@ -73,10 +73,6 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
     private var streamsOpened = 0
     private var streamsReset = 0
     private static let resetsPerReport = 50
-    /// The streams the client reset in the read being handled (NIO's HTTP/2 handler hands a stream its
-    /// HEADERS only when the read ends, or when the stream closes: a request whose stream is in here is
-    /// already cancelled when it arrives).
-    private var resetThisRead: [UInt32] = []
     /// Streams open now, and whether a graceful GOAWAY was sent (the connection closes when none is left).
     private var openStreams = 0
     private var goingAway = false
@@ -109,7 +105,6 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
                 streamsOpened += 1
             case HTTP2FrameHeaderScanner.FrameHeader.rstStream:
                 streamsReset += 1
-                resetThisRead.append(frame.streamID)
             default:
                 break
             }
@@ -125,18 +120,6 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
         }
         if earliest < timerDeadline { arm(at: earliest) }
         context.fireChannelRead(data)
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        // The streams are handed their frames during this call.
-        context.fireChannelReadComplete()
-        resetThisRead.removeAll(keepingCapacity: true)
-    }
-
-    /// Whether `stream`'s client reset it in the read being handled.
-    func resetInThisRead(_ stream: Channel) -> Bool {
-        guard !resetThisRead.isEmpty, let id = try? stream.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID) else { return false }
-        return resetThisRead.contains(UInt32(Int(id)))
     }
 
     func channelInactive(context: ChannelHandlerContext) {

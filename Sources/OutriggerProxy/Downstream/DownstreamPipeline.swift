@@ -8,7 +8,8 @@ import OutriggerCore
 
 /// Builds the pipeline of an accepted downstream connection: TLS with ALPN, or plaintext with HTTP/2
 /// prior knowledge told apart from HTTP/1.1 by the connection preface; then the HTTP/1.1 or HTTP/2
-/// codecs and a `ProxyRequestHandler` per connection (HTTP/1.1) or per stream (HTTP/2).
+/// codecs and a `ProxyRequestHandler` per connection (HTTP/1.1), or NIO's HTTP/2 handler and an
+/// `HTTP2DownstreamConnection` that gives each stream a `ProxyRequestHandler` (HTTP/2).
 struct DownstreamPipeline: Sendable {
     let listenerName: String
     let configStore: ConfigStore
@@ -100,36 +101,28 @@ struct DownstreamPipeline: Sendable {
             let limits = settings.rapidReset
             reportResets = { [resets = connections.resets] streams, reset in resets.record(client, streams: streams, resets: reset, limits: limits) }
         }
-        let timeouts = NIOLoopBound(HTTP2ConnectionWatcher(
+        let watcher = HTTP2ConnectionWatcher(
             requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout, stats: settings.stats,
-            reportResets: reportResets), eventLoop: channel.eventLoop)
-        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
-        try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
-        try channel.pipeline.syncOperations.addHandler(timeouts.value)
+            reportResets: reportResets)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(FlushCoalescer())
+        try sync.addHandler(HTTP2ConnectionErrorCloser())
+        try sync.addHandler(watcher)
         // The whole connection takes nothing (the client stopped reading its socket): reset.
-        try channel.pipeline.syncOperations.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
-        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server,
-            connectionConfiguration: connection,
-            streamConfiguration: .init()
-        ) { stream in
-            stream.eventLoop.makeCompletedFuture {
-                let watcher = timeouts.value
-                watcher.streamOpened()
-                stream.closeFuture.assumeIsolated().whenComplete { _ in watcher.streamClosed() }
-                let proxy = self.makeProxyHandler(stream, protocol: .http2, scheme: scheme, http2Connection: watcher)
-                try stream.pipeline.syncOperations.addHandler(HTTP2AuthorityCheck(proxy))
-                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                try stream.pipeline.syncOperations.addHandler(proxy)
-            }
-        }
+        try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
+        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init()))
+        let local = locals.state(for: channel.eventLoop)
+        try sync.addHandler(HTTP2DownstreamConnection(watcher: watcher) { [listenerName, configStore] in
+            ProxyRequestHandler(listenerName: listenerName, configStore: configStore, local: local, downstreamProtocol: .http2,
+                                scheme: scheme, http2Connection: watcher)
+        })
     }
 
     private func makeProxyHandler(_ channel: Channel, protocol downstreamProtocol: DownstreamProtocol, scheme: String,
-                                  timeouts: DownstreamTimeoutWatcher? = nil, http2Connection: HTTP2ConnectionWatcher? = nil) -> ProxyRequestHandler {
+                                  timeouts: DownstreamTimeoutWatcher? = nil) -> ProxyRequestHandler {
         ProxyRequestHandler(
             listenerName: listenerName, configStore: configStore, local: locals.state(for: channel.eventLoop),
-            downstreamProtocol: downstreamProtocol, scheme: scheme, timeouts: timeouts, http2Connection: http2Connection
+            downstreamProtocol: downstreamProtocol, scheme: scheme, timeouts: timeouts
         )
     }
 }
@@ -212,34 +205,6 @@ public final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandle
         context.fireChannelRead(wrapInboundOut(data))
         context.fireChannelReadComplete()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-    }
-}
-
-/// RFC 9113 §8.3.1: a request whose `host` field names another authority than its `:authority` is
-/// malformed. NIO's HTTP/2-to-HTTP/1 codec keeps `host` and drops `:authority` when both are there, so the
-/// comparison happens before it, on the stream's first HEADERS; the request handler answers 400 `invalid_host`.
-/// Removes itself after the first HEADERS.
-final class HTTP2AuthorityCheck: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    typealias InboundOut = HTTP2Frame.FramePayload
-
-    private let proxy: ProxyRequestHandler
-
-    init(_ proxy: ProxyRequestHandler) {
-        self.proxy = proxy
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .headers(let headers) = unwrapInboundIn(data) {
-            if let authority = headers.headers.first(name: ":authority"),
-               headers.headers[canonicalForm: "host"].contains(where: { $0 != authority }) {
-                proxy.hostDisagreesWithAuthority = true
-            }
-            context.fireChannelRead(data)
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            return
-        }
-        context.fireChannelRead(data)
     }
 }
 
@@ -390,7 +355,7 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
     private func writeReply(_ reason: LocalReplyReason, context: ChannelHandlerContext) {
         stats.recordLocalReply(reason)
         context.fireUserInboundEventTriggered(ProtocolErrorAnswered(reason: reason))
-        LocalReply.write(reason, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true, context: context, wrap: wrapOutboundOut)
+        LocalReply.write(reason, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true, to: .http1(context), eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }
@@ -416,8 +381,10 @@ public final class FlushCoalescer: ChannelOutboundHandler {
     }
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        // What was written before a close goes out first (a GOAWAY, the last responses).
-        flushNow(context: context)
+        // What was written before a close goes out first (a GOAWAY, the last responses), flush asked for or not
+        // yet: a close can come from inside NIO's HTTP/2 handler, between its writes and its flush.
+        flushPending = false
+        context.flush()
         context.close(mode: mode, promise: promise)
     }
 

@@ -44,22 +44,27 @@ enum LocalReply {
         isGRPC: Bool,
         isHEAD: Bool,
         closeConnection: Bool,
-        context: ChannelHandlerContext,
-        wrap: (HTTPServerResponsePart) -> NIOAny
+        to downstream: DownstreamSide,
+        eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
-        let body = Self.body(for: reason, isGRPC: isGRPC, allocator: context.channel.allocator)
+        let body = Self.body(for: reason, isGRPC: isGRPC, allocator: allocator)
         let head = Self.head(for: reason, version: version, isGRPC: isGRPC, closeConnection: closeConnection, bodyLength: body?.readableBytes ?? 0)
         let trailers = isGRPC && version.major == 2 ? grpcStatus(for: reason) : nil
-        return writeParts(head, body: body, trailers: trailers, isHEAD: isHEAD, context: context, wrap: wrap)
+        return writeParts(head, body: body, trailers: trailers, isHEAD: isHEAD, to: downstream, eventLoop: eventLoop)
     }
 
     /// Head, body (not for HEAD) and end, flushed: the one way a reply the proxy makes itself goes out.
     private static func writeParts(_ head: HTTPResponseHead, body: ByteBuffer?, trailers: HTTPHeaders?, isHEAD: Bool,
-                                   context: ChannelHandlerContext, wrap: (HTTPServerResponsePart) -> NIOAny) -> EventLoopFuture<Void> {
-        context.write(wrap(.head(head)), promise: nil)
-        if let body, !isHEAD, body.readableBytes > 0 { context.write(wrap(.body(.byteBuffer(body))), promise: nil) }
-        return context.writeAndFlush(wrap(.end(trailers)))
+                                   to downstream: DownstreamSide, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        downstream.write(.head(head))
+        if let body, !isHEAD, body.readableBytes > 0 { downstream.write(.body(.byteBuffer(body))) }
+        let written = eventLoop.makePromise(of: Void.self)
+        downstream.writeAndFlush(.end(trailers), promise: written)
+        return written.futureResult
     }
+
+    /// What local replies' bodies are allocated with (NIO's default allocator, as a channel's is).
+    private static let allocator = ByteBufferAllocator()
 }
 
 extension LocalReply {
@@ -71,8 +76,8 @@ extension LocalReply {
         version: HTTPVersion,
         isHEAD: Bool,
         closeConnection: Bool,
-        context: ChannelHandlerContext,
-        wrap: (HTTPServerResponsePart) -> NIOAny
+        to downstream: DownstreamSide,
+        eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
         var headers = HTTPHeaders()
         for header in configured { headers.add(name: header.name, value: header.value) }
@@ -81,7 +86,7 @@ extension LocalReply {
         headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue)
         if closeConnection && version.major == 1 { headers.add(name: "connection", value: "close") }
         let head = HTTPResponseHead(version: version.major == 2 ? .http2 : .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers)
-        return writeParts(head, body: context.channel.allocator.buffer(string: text), trailers: nil, isHEAD: isHEAD, context: context, wrap: wrap)
+        return writeParts(head, body: allocator.buffer(string: text), trailers: nil, isHEAD: isHEAD, to: downstream, eventLoop: eventLoop)
     }
 }
 

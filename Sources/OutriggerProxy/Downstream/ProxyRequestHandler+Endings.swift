@@ -15,7 +15,7 @@ extension ProxyRequestHandler {
         default: return
         }
         let progress = ExchangeTimer.Progress(requestBodyBytes: request.bodyBytes, responseParts: request.responseParts,
-                                              upstreamTakesBody: upstream != nil, downstreamWritable: context.channel.isWritable)
+                                              upstreamTakesBody: upstream != nil, downstreamWritable: downstream.isWritable)
         switch request.timer.fired(now: NIODeadline.now().uptimeNanoseconds, progress: progress) {
         case .nothingDue(let action):
             apply(action, to: request)
@@ -50,7 +50,7 @@ extension ProxyRequestHandler {
             if request.accessLogHead != nil { request.decisions.append("stream_idle_timeout") }
             recordFinished(request)
             state = .closing
-            context.close(promise: nil)
+            downstream.close()
         }
     }
 
@@ -60,7 +60,7 @@ extension ProxyRequestHandler {
             break
         case .arm(let time):
             request.scheduledTimer?.cancel()
-            request.scheduledTimer = try? context.eventLoop.assumeIsolated().scheduleCallback(
+            request.scheduledTimer = try? local.eventLoop.assumeIsolated().scheduleCallback(
                 at: .uptimeNanoseconds(time), handler: request)
         case .cancel:
             request.scheduledTimer?.cancel()
@@ -182,7 +182,7 @@ extension ProxyRequestHandler {
         writeLocalReply(.fallback, version: head.version, isGRPC: false, isHEAD: head.method == .HEAD, keepAlive: keepsConnection(head),
                         requestComplete: false) { close in
             LocalReply.writeFallback(status: status, headers: headers, body: body, version: head.version, isHEAD: head.method == .HEAD,
-                                     closeConnection: close, context: self.context, wrap: self.wrapOutboundOut)
+                                     closeConnection: close, to: self.downstream, eventLoop: self.local.eventLoop)
         }
     }
 
@@ -192,7 +192,7 @@ extension ProxyRequestHandler {
         let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest || reason == .invalidHost || closeWhenIdle)
         state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
         let written = write?(close) ?? LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
-                                                        context: context, wrap: wrapOutboundOut)
+                                                        to: downstream, eventLoop: local.eventLoop)
         timeouts?.responseEnded()
         needsFlush = false
         if close {
@@ -229,19 +229,19 @@ extension ProxyRequestHandler {
     }
 
     func closeAfterWrite(_ written: EventLoopFuture<Void>) {
-        let context = self.context!
-        written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        let downstream = self.downstream
+        written.assumeIsolated().whenComplete { _ in downstream.close() }
     }
 
     func flushIfNeeded() {
         guard needsFlush else { return }
         needsFlush = false
-        context.flush()
+        downstream.flush()
     }
 
     func deliverPendingRead() {
         guard readPending, mayRead else { return }
         readPending = false
-        context.read()
+        downstream.read()
     }
 }

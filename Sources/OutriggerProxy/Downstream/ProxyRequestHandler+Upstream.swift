@@ -40,7 +40,7 @@ extension ProxyRequestHandler {
 
     // MARK: Upstream exchange
 
-    var downstreamIsWritable: Bool { context?.channel.isWritable ?? false }
+    var downstreamIsWritable: Bool { downstream.isWritable }
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .proxying(let request, _) = state else { return }
@@ -112,7 +112,7 @@ extension ProxyRequestHandler {
                                                         keepAlive: request.keepAlive, closing: closeWhenIdle)
         }
         if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = response.headers.takeGRPCStatus() }
-        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        downstream.write(.head(response))
         needsFlush = true
     }
 
@@ -127,7 +127,7 @@ extension ProxyRequestHandler {
             return
         }
         request.responseBodyBytes &+= body.readableBytes
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        downstream.write(.body(.byteBuffer(body)))
         needsFlush = true
     }
 
@@ -138,7 +138,7 @@ extension ProxyRequestHandler {
         commitResponseHead(head, of: request, now: .now())
         for part in parts {
             request.responseBodyBytes &+= part.readableBytes
-            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+            downstream.write(.body(.byteBuffer(part)))
         }
         needsFlush = true
     }
@@ -176,9 +176,11 @@ extension ProxyRequestHandler {
         // A future only when something waits for the write (a promise is an allocation per response).
         var written: EventLoopFuture<Void>?
         if closeAfter {
-            written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+            let promise = local.eventLoop.makePromise(of: Void.self)
+            downstream.writeAndFlush(.end(trailers), promise: promise)
+            written = promise.futureResult
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            downstream.writeAndFlush(.end(trailers), promise: nil)
         }
         // While the rest of its body is still coming (to be dropped), the request is not over for the
         // timeouts: those bytes are no new head.
@@ -214,7 +216,7 @@ extension ProxyRequestHandler {
             if request.accessLogHead != nil { request.decisions.append(LocalReplyReason.upstreamReset.rawValue) }
             recordFinished(request)
             state = .closing
-            context.close(promise: nil)
+            downstream.close()
             return
         }
         recordOutcome(.localFailure, of: request)
@@ -235,7 +237,10 @@ extension ProxyRequestHandler {
         request.responseComplete = true
         recordFinished(request)
         state = .closing
-        let context = self.context!
+        guard case .http1(let context) = downstream else {  // a tunnel is HTTP/1.1 on both sides
+            upstream.abort()
+            return
+        }
         let (downstreamRelay, upstreamRelay) = TunnelRelay.pair()
         do {
             context.flush()

@@ -9,9 +9,9 @@ enum DownstreamProtocol {
     case http2
 }
 
-/// The end of a downstream pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the HTTP/1
-/// codec): routes each request, leases an upstream on this event loop and relays both ways with
-/// backpressure, or answers locally with a reason.
+/// The exchanges of an HTTP/1.1 connection (the end of its pipeline) or of one HTTP/2 stream (driven by
+/// `HTTP2DownstreamConnection`): routes each request, leases an upstream on this event loop and relays both
+/// ways with backpressure, or answers locally with a reason.
 final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamExchangeDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -36,7 +36,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     let downstreamProtocol: DownstreamProtocol
     private let scheme: String
     var state: State = .idle
-    var context: ChannelHandlerContext!
+    /// Where responses go: set when the handler joins its pipeline or its stream opens.
+    var downstream: DownstreamSide = .detached
     var clientAddress: String?
     var readPending = false
     var needsFlush = false
@@ -48,9 +49,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private static let maxQueuedBytes = 64 * 1024
     /// Shutdown asked this connection to finish: it closes once the request in flight is answered.
     var closeWhenIdle = false
-    /// HTTP/2: the stream's `host` field named another authority than `:authority` (`HTTP2AuthorityCheck`).
+    /// HTTP/2: the stream's `host` field named another authority than `:authority`.
     var hostDisagreesWithAuthority = false
-    /// HTTP/2: the connection's frame watcher, which knows the streams its client reset in the current read.
+    /// HTTP/2: the connection's frame watcher (graceful GOAWAY under overload).
     private let http2Connection: HTTP2ConnectionWatcher?
     /// HTTP/2: the stream's send timeout.
     private var sendStall = SendStallTimer()
@@ -75,22 +76,31 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        // HTTP/2 streams are child channels: the client is the parent connection's peer.
-        let remote = context.channel.remoteAddress ?? context.channel.parent?.remoteAddress
-        clientAddress = remote?.ipAddress
+        attach(.http1(context), clientAddress: context.channel.remoteAddress?.ipAddress)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        detach()
+    }
+
+    func attach(_ downstream: DownstreamSide, clientAddress: String?) {
+        self.downstream = downstream
+        self.clientAddress = clientAddress
+    }
+
+    /// The context (or stream) holds this handler: keeping it past removal would leak both.
+    func detach() {
         sendStall.cancel()
-        // The context holds this handler: keeping it past removal would leak both (one per HTTP/2 stream).
-        self.context = nil
+        downstream = .detached
     }
 
     // MARK: Downstream events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        received(unwrapInboundIn(data))
+    }
+
+    func received(_ part: HTTPServerRequestPart) {
         if downstreamProtocol == .http1, mustQueue(part) {
             queue(part)
             return
@@ -130,12 +140,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     func becameIdle() {
         if closeWhenIdle {
             state = .closing
-            context.close(promise: nil)
+            downstream.close()
             return
         }
         guard !queued.isEmpty else { return }
-        context.eventLoop.assumeIsolated().execute { [self] in
-            guard context != nil else { return }  // removed from the pipeline meanwhile
+        local.eventLoop.assumeIsolated().execute { [self] in
+            guard downstream.isAttached else { return }  // removed from the pipeline meanwhile
             // One request's parts at a time: the next head waits until this handler is idle again.
             while let part = queued.first {
                 if case .head = part, !isIdle { break }
@@ -183,11 +193,17 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         closeWhenIdle = true
         if case .idle = state, queued.isEmpty {
             state = .closing
-            context.close(promise: nil)
+            downstream.close()
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        readComplete()
+        context.fireChannelReadComplete()
+    }
+
+    /// The end of a burst of request parts.
+    func readComplete() {
         // A held head that saw neither body nor end in this burst has a body coming: send it chunked now,
         // so a client that waits for the response before sending (gRPC streaming) is not stalled.
         switch state {
@@ -198,7 +214,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
         if case .proxying(_, let upstream) = state { upstream.flush() }
         flushIfNeeded()
-        context.fireChannelReadComplete()
     }
 
     func read(context: ChannelHandlerContext) {
@@ -221,30 +236,35 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        writabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func writabilityChanged() {
+        let isWritable = downstream.isWritable
         if downstreamProtocol == .http2 {
             // A stream that takes nothing (its client gives no flow-control credit back) is reset after the
             // send timeout; a whole connection's stall is `SendTimeoutHandler`'s.
             let timeout = cachedListener?.listener.config.sendTimeout ?? ListenerConfig.defaultSendTimeout
-            sendStall.writabilityChanged(to: context.channel.isWritable, timeout: .nanoseconds(timeout.nanoseconds), eventLoop: context.eventLoop) {
+            sendStall.writabilityChanged(to: isWritable, timeout: .nanoseconds(timeout.nanoseconds), eventLoop: local.eventLoop) {
                 [weak self] in self?.streamSendTimedOut()
             }
         }
-        if context.channel.isWritable, case .proxying(_, let upstream) = state {
+        if isWritable, case .proxying(_, let upstream) = state {
             upstream.downstreamBecameWritable()
         }
-        context.fireChannelWritabilityChanged()
     }
 
     private func streamSendTimedOut() {
         sendStall.fired()
-        guard let context, context.channel.isActive, !context.channel.isWritable else { return }
+        guard downstream.isActive, !downstream.isWritable else { return }
         currentListener()?.stats.recordClose(.sendTimeout)
         sendTimedOut()
-        context.close(promise: nil)
+        downstream.close()
     }
 
     /// The client took nothing for the send timeout and is cut next: the exchange ends here, logged as such.
-    private func sendTimedOut() {
+    func sendTimedOut() {
         if case .proxying(let request, let upstream) = state, !request.responseComplete {
             upstream.abort()
             request.responseComplete = true
@@ -255,6 +275,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        failed(error)
+    }
+
+    /// The parser (HTTP/1.1) or the stream (HTTP/2) failed.
+    func failed(_ error: Error) {
         if downstreamProtocol == .http1, let parserError = error as? HTTPParserError {
             // `HTTP1ProtocolErrorHandler` answers it: logged with the answer's reason.
             let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
@@ -266,14 +291,19 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         state = .closing
         queued.removeAll()
         // HTTP/1.1: `HTTP1ProtocolErrorHandler` answers and closes. HTTP/2: closing the stream resets it.
-        if downstreamProtocol == .http2 { context.close(promise: nil) }
+        if downstreamProtocol == .http2 { downstream.close() }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        inactive()
+        context.fireChannelInactive()
+    }
+
+    /// The connection (HTTP/1.1) or the stream (HTTP/2) closed.
+    func inactive() {
         endInFlight(.clientGone(reason: configStore.drainDeadlinePassed.load(ordering: .relaxed) ? "drain_timeout" : "client_closed"))
         abandonUpstream()
         state = .closing
-        context.fireChannelInactive()
     }
 
     /// The client is still sending a request's head past `requestHeadersTimeout` (nothing is in flight):
@@ -291,7 +321,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         timeouts?.headReceived()
         guard case .idle = state else {
             // Heads arriving mid-request are queued (`mustQueue`), so this cannot happen; close if it does.
-            context.close(promise: nil)
+            downstream.close()
             return
         }
         guard let listener = currentListener() else {
@@ -411,14 +441,14 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         request.owner = self
         apply(request.timer.settle(), to: request)
         if expectsContinue {
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            downstream.write(.head(HTTPResponseHead(version: head.version, status: .continue)))
             needsFlush = true
         }
         cluster.stats.requestsActive.increment()
         local.requestStarted(in: cluster, to: endpoint, now: start)
         if retryPolicy.attempts > 1 { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
         state = .leasing(request)
-        if let connection = http2Connection, connection.resetInThisRead(context.channel) {
+        if case .http2(let stream) = downstream, stream.resetBeforeItsHead {
             // The client reset the stream in the read that opened it (rapid reset): the stream closes as soon
             // as this returns, and nothing goes upstream, no request and no connection.
             return

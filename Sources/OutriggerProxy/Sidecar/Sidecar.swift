@@ -369,7 +369,8 @@ public final class Sidecar: Sendable {
         guard !alreadyDraining else { return }
         let listeners = state.withLockedValue { $0.listeners.values.map(\.channel) }
         for channel in listeners { try? await channel.close() }
-        connections.quiesceAll()
+        let asked = await connections.quiesceAll()
+        logger.info("draining: \(asked) connections asked to finish their requests")
         let deadline = ContinuousClock.now + configStore.snapshot.config.drainTimeout
         while connections.count > 0, ContinuousClock.now < deadline, configStore.stats.requestsActive > 0 {
             try? await Task.sleep(for: .milliseconds(20))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sends one HTTP/2 (h2c prior knowledge) request with exactly the headers given, valid or not, and
-prints what came back as JSON: {"status": N, "headers": {...}, "trailers": {...}, "body": n} or {"reset": CODE} or
-{"goaway": CODE}. Used by the end-to-end tests to send what well-behaved clients refuse to send.
+prints what came back as JSON: {"status": N, "headers": {...}, "trailers": {...}, "body": n, "dataFrames": n,
+"endedWithHeaders": bool, "text": the body if at most 64 KiB} or {"reset": CODE} or {"goaway": CODE}. A body is sent as flow control allows. Used by the end-to-end tests to send what well-behaved clients refuse to send.
 
 usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--after-settings] [--stop-reading]
 --stop-reading: never give flow-control credit back (a client that stopped reading the response).
@@ -38,13 +38,20 @@ def main():
             sock.sendall(conn.data_to_send())
     stream = conn.get_next_available_stream_id()
     conn.send_headers(stream, headers, end_stream=(body == 0))
-    if body:
-        conn.send_data(stream, b"x" * body, end_stream=True)
-    sock.sendall(conn.data_to_send())
-    result = {}
+    unsent = body
+    result = {"dataFrames": 0}
     received = 0
+    text = bytearray()
     done = False
     while not done:
+        # The body goes out as flow control allows: past the first windows only with the server's updates.
+        while unsent > 0:
+            room = min(unsent, conn.local_flow_control_window(stream), conn.max_outbound_frame_size)
+            if room <= 0:
+                break
+            unsent -= room
+            conn.send_data(stream, b"x" * room, end_stream=(unsent == 0))
+        sock.sendall(conn.data_to_send())
         data = sock.recv(65536)
         if not data:
             result.setdefault("closed", True)
@@ -53,10 +60,14 @@ def main():
             if isinstance(event, h2.events.ResponseReceived):
                 result["status"] = int(dict(event.headers)[b":status"])
                 result["headers"] = {k.decode(): v.decode() for k, v in event.headers}
+                result["endedWithHeaders"] = event.stream_ended is not None
             elif isinstance(event, h2.events.TrailersReceived):
                 result["trailers"] = {k.decode(): v.decode() for k, v in event.headers}
             elif isinstance(event, h2.events.DataReceived):
+                result["dataFrames"] += 1
                 received += len(event.data)
+                if received <= 65536:
+                    text.extend(event.data)
                 if "--stop-reading" not in sys.argv:
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
@@ -69,6 +80,8 @@ def main():
                 done = True
         sock.sendall(conn.data_to_send())
     result["body"] = received
+    if received <= 65536:
+        result["text"] = text.decode("utf-8", "replace")
     print(json.dumps(result))
 
 

@@ -205,11 +205,12 @@ final class OutputCollector: @unchecked Sendable {
 final class ChildProcess: Sendable {
     private let child: SpawnedProcess
     private let lines = LineCollector()
+    private let output: OutputCollector
 
     init(_ executable: String, _ arguments: [String]) throws {
         var environment = ProcessInfo.processInfo.environment
         environment["SWIFT_BACKTRACE"] = "enable=no"
-        let output = OutputCollector(lines)
+        output = OutputCollector(lines)
         child = try SpawnedProcess(executable, arguments, environment: environment, stdout: output.writeEnd, stderr: output.writeEnd)
         output.closeWriteEnd()
     }
@@ -237,8 +238,11 @@ final class ChildProcess: Sendable {
         child.signal(SIGKILL)
     }
 
+    /// The exit status, once the child has exited and all it wrote has been read (`text` is then whole).
     func waitForExit() async -> Int32 {
-        await child.exitStatus()
+        let status = await child.exitStatus()
+        _ = await output.finish()
+        return status
     }
 
     /// Resident memory in KiB, now and at its peak, from /proc.

@@ -1,0 +1,514 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+import OutriggerCore
+
+/// An HTTP/2 client connection at the frame level: sits after NIO's `NIOHTTP2Handler` (which keeps the
+/// protocol's state, HPACK and outbound flow control) and hands each stream's frames, as HTTP request parts, to
+/// the stream's `ProxyRequestHandler` — no child channel, pipeline or HTTP/1 codec pair per stream.
+///
+/// - Heads that arrive in a read are handed on when the read ends, so a stream its client resets in the same
+///   read (rapid reset) is known to be reset before its exchange starts.
+/// - Inbound flow control is ours (`HTTP2InboundWindow`): credit goes back as the exchanges take the bytes.
+/// - A stream is writable while less than `highWatermark` of its response waits to go out, and the connection
+///   is writable.
+final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    /// Connection-level window kept for the client; its streams' are `streamWindowTarget` (NIO's default).
+    static let connectionWindowTarget = 1 << 20
+    static let streamWindowTarget = 65_535
+    /// A stream's response bytes waiting to go out before it stops taking more from its upstream (NIO's
+    /// stream-channel defaults).
+    static let highWatermark = 8_196
+    static let lowWatermark = 4_092
+
+    private let watcher: HTTP2ConnectionWatcher
+    private let makeExchange: () -> ProxyRequestHandler
+    private var context: ChannelHandlerContext?
+    private var clientAddress: String?
+    private var streams: [HTTP2StreamID: HTTP2DownstreamStream] = [:]
+    /// Streams whose head came in the read being handled: started when it ends.
+    private var opened: [HTTP2DownstreamStream] = []
+    /// Streams handed parts in the read being handled: told when it ends.
+    private var touched: [HTTP2DownstreamStream] = []
+    private var window = HTTP2InboundWindow(target: connectionWindowTarget)
+    private(set) var isWritable = true
+
+    init(watcher: HTTP2ConnectionWatcher, makeExchange: @escaping () -> ProxyRequestHandler) {
+        self.watcher = watcher
+        self.makeExchange = makeExchange
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        isWritable = context.channel.isWritable
+        clientAddress = context.channel.remoteAddress?.ipAddress
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        closeAll()
+        self.context = nil
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.payload {
+        case .headers(let headers):
+            if let stream = streams[frame.streamID] {
+                // A second header block is the request's trailers (NIO's state machine allows no other).
+                stream.receive(.end(HTTPHeaders(regularFieldsOf: headers.headers)))
+            } else {
+                open(frame.streamID, headers)
+            }
+        case .data(let data):
+            guard let stream = streams[frame.streamID], case .byteBuffer(let body) = data.data else { return }
+            if body.readableBytes > 0 { stream.receive(.body(body)) }
+            if data.endStream { stream.receive(.end(nil)) }
+        default:
+            break  // SETTINGS, PING, GOAWAY, WINDOW_UPDATE, RST_STREAM: NIO's handler acts on them.
+        }
+    }
+
+    private func open(_ id: HTTP2StreamID, _ block: HTTP2Frame.FramePayload.Headers) {
+        guard let (head, hostDisagrees) = HTTPRequestHead.fromHTTP2(block.headers, endStream: block.endStream) else {
+            // No :method, :path or :scheme (NIO's validation lets CONNECT through without the last two).
+            write(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError)), promise: nil)
+            flush()
+            return
+        }
+        let exchange = makeExchange()
+        let stream = HTTP2DownstreamStream(id: id, connection: self, exchange: exchange, head: head, endStream: block.endStream)
+        exchange.hostDisagreesWithAuthority = hostDisagrees
+        exchange.attach(.http2(stream), clientAddress: clientAddress)
+        streams[id] = stream
+        opened.append(stream)
+        watcher.streamOpened()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        startOpenedStreams()
+        if !touched.isEmpty {
+            let streams = touched
+            touched.removeAll(keepingCapacity: true)
+            for stream in streams { stream.readEnded() }
+        }
+        context.fireChannelReadComplete()
+    }
+
+    private func startOpenedStreams() {
+        guard !opened.isEmpty else { return }
+        let streams = opened
+        opened.removeAll(keepingCapacity: true)
+        for stream in streams { stream.start() }
+    }
+
+    /// `stream` was handed parts in this read.
+    func touched(_ stream: HTTP2DownstreamStream) {
+        touched.append(stream)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let closed as StreamClosedEvent:
+            streams[closed.streamID]?.closed()
+        case let update as NIOHTTP2WindowUpdatedEvent:
+            guard let size = update.inboundWindowSize else { return }
+            if update.streamID == .rootStream {
+                if let increment = window.reported(size: size) { sendWindowUpdate(.rootStream, increment) }
+            } else {
+                streams[update.streamID]?.windowReported(size: size)
+            }
+        case is ChannelShouldQuiesceEvent:
+            // Shutdown: no new streams; the connection closes once the open ones are done.
+            watcher.goAwayGracefully()
+        case is SendTimedOut:
+            // The whole connection is cut for taking nothing: every exchange on it ends here, logged as such.
+            for stream in Array(streams.values) { stream.exchange?.sendTimedOut() }
+            context.fireUserInboundEventTriggered(event)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let streamError = error as? NIOHTTP2Errors.StreamError {
+            // NIO has reset the stream: its exchange ends.
+            streams[streamError.streamID]?.exchange?.failed(streamError)
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        isWritable = context.channel.isWritable
+        for stream in Array(streams.values) { stream.connectionWritabilityChanged() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closeAll()
+        context.fireChannelInactive()
+    }
+
+    private func closeAll() {
+        let unstarted = opened
+        opened.removeAll()
+        touched.removeAll()
+        for stream in Array(streams.values) { stream.closed() }
+        // Their exchanges never saw a head: they only let go of the stream.
+        for stream in unstarted { stream.abandon() }
+    }
+
+    // MARK: Stream bookkeeping and output
+
+    func forget(_ stream: HTTP2DownstreamStream) {
+        guard streams.removeValue(forKey: stream.id) != nil else { return }
+        watcher.streamClosed()
+    }
+
+    func sendWindowUpdate(_ id: HTTP2StreamID, _ increment: Int) {
+        write(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment)), promise: nil)
+        flush()
+    }
+
+    func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>?) {
+        guard let context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        context.write(wrapOutboundOut(frame), promise: promise)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    var eventLoop: (any EventLoop)? { context?.eventLoop }
+}
+
+/// One stream of an `HTTP2DownstreamConnection`: the request parts it holds until its exchange takes them, and
+/// the response, turned into frames — the head held until the next part, so that a response without a body is
+/// one HEADERS frame with END_STREAM, and the last body part carrying END_STREAM.
+final class HTTP2DownstreamStream {
+    let id: HTTP2StreamID
+    private let connection: HTTP2DownstreamConnection
+    private(set) var exchange: ProxyRequestHandler?
+    /// The request head, until the read that brought it ends.
+    private var head: HTTPRequestHead?
+    private var headEndsStream: Bool
+    /// Parts received that the exchange does not take yet (a body while its upstream cannot take more).
+    private var held: [HTTPServerRequestPart] = []
+    private var window = HTTP2InboundWindow(target: HTTP2DownstreamConnection.streamWindowTarget)
+    private var touchedThisRead = false
+    /// The client reset the stream (or NIO did) before its head was handed on: nothing goes upstream.
+    private(set) var resetBeforeItsHead = false
+    private(set) var isClosed = false
+
+    private var responseHead: HTTPResponseHead?
+    private var responseData: ByteBuffer?
+    private var responseEnded = false
+    private var resetSent = false
+    /// Response bytes written to NIO's handler and not yet out (flow control or the socket holds them).
+    private var unsentBytes = 0
+    private var belowWatermark = true
+
+    init(id: HTTP2StreamID, connection: HTTP2DownstreamConnection, exchange: ProxyRequestHandler, head: HTTPRequestHead, endStream: Bool) {
+        self.id = id
+        self.connection = connection
+        self.exchange = exchange
+        self.head = head
+        self.headEndsStream = endStream
+    }
+
+    var isWritable: Bool { belowWatermark && connection.isWritable && !isClosed }
+
+    // MARK: Request
+
+    /// The read that opened the stream ended: the exchange gets its head, and what came with it.
+    func start() {
+        guard let exchange, let head else { return }
+        self.head = nil
+        exchange.received(.head(head))
+        if headEndsStream, exchange === self.exchange { exchange.received(.end(nil)) }
+        deliverHeld()
+        self.exchange?.readComplete()
+        if resetBeforeItsHead { finishClosing() }
+    }
+
+    func receive(_ part: HTTPServerRequestPart) {
+        guard !isClosed, let exchange else { return }
+        if head != nil || !held.isEmpty {
+            hold(part)
+            return
+        }
+        if case .body = part, !exchange.mayRead {
+            hold(part)
+            exchange.readPending = true
+            return
+        }
+        exchange.received(part)
+        if !touchedThisRead {
+            touchedThisRead = true
+            connection.touched(self)
+        }
+    }
+
+    private func hold(_ part: HTTPServerRequestPart) {
+        if case .body(let body) = part { window.held(body.readableBytes) }
+        held.append(part)
+    }
+
+    /// The read ended: the exchange flushes what the parts it was handed made it write.
+    func readEnded() {
+        touchedThisRead = false
+        exchange?.readComplete()
+    }
+
+    /// The exchange asks for more (its upstream can take it): held parts, as far as it takes them.
+    func read() {
+        guard head == nil, !held.isEmpty else { return }
+        if deliverHeld() > 0 { exchange?.readComplete() }
+    }
+
+    /// - Returns: how many parts were handed on.
+    @discardableResult
+    private func deliverHeld() -> Int {
+        var delivered = 0
+        var releasedBytes = 0
+        while !isClosed || resetBeforeItsHead, let exchange, let part = held.first {
+            if case .body(let body) = part {
+                guard exchange.mayRead else {
+                    exchange.readPending = true
+                    break
+                }
+                releasedBytes += body.readableBytes
+            }
+            held.removeFirst()
+            delivered += 1
+            exchange.received(part)
+        }
+        if releasedBytes > 0, !isClosed, let increment = window.released(releasedBytes) {
+            connection.sendWindowUpdate(id, increment)
+        }
+        return delivered
+    }
+
+    func windowReported(size: Int) {
+        if let increment = window.reported(size: size) { connection.sendWindowUpdate(id, increment) }
+    }
+
+    // MARK: Response
+
+    func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
+        guard !isClosed, !resetSent, !responseEnded else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        switch part {
+        case .head(let head) where head.status.code < 200:
+            // Informational (100 Continue): out at once, the final head follows.
+            connection.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: promise)
+        case .head(let head):
+            responseHead = head
+            promise?.succeed(())
+        case .body(.byteBuffer(let body)):
+            sendHeldHead()
+            sendHeldData()
+            responseData = body
+            promise?.succeed(())
+        case .body(.fileRegion):
+            preconditionFailure("HTTP/2 responses are relayed from buffers")
+        case .end(let trailers):
+            responseEnded = true
+            if let trailers {
+                sendHeldHead()
+                sendHeldData()
+                connection.write(frame(.headers(.init(headers: HPACKHeaders(trailers: trailers), endStream: true))), promise: promise)
+            } else if let data = responseData {
+                responseData = nil
+                sendHeldHead()
+                connection.write(frame(.data(.init(data: .byteBuffer(data), endStream: true))), promise: promise)
+            } else if let head = responseHead {
+                responseHead = nil
+                connection.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head), endStream: true))), promise: promise)
+            } else {
+                connection.write(frame(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
+            }
+        }
+    }
+
+    func flush() {
+        sendHeldHead()
+        sendHeldData()
+        connection.flush()
+    }
+
+    private func sendHeldHead() {
+        guard let head = responseHead else { return }
+        responseHead = nil
+        connection.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: nil)
+    }
+
+    /// A body part that is not the last: counted until it is out, for the stream's writability.
+    private func sendHeldData() {
+        guard let data = responseData else { return }
+        responseData = nil
+        let bytes = data.readableBytes
+        guard let eventLoop = connection.eventLoop else { return }
+        let written = eventLoop.makePromise(of: Void.self)
+        unsentBytes += bytes
+        updateWatermark()
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            self.unsentBytes -= bytes
+            self.updateWatermark()
+        }
+        connection.write(frame(.data(.init(data: .byteBuffer(data)))), promise: written)
+    }
+
+    private func updateWatermark() {
+        let wasWritable = isWritable
+        if belowWatermark, unsentBytes > HTTP2DownstreamConnection.highWatermark {
+            belowWatermark = false
+        } else if !belowWatermark, unsentBytes < HTTP2DownstreamConnection.lowWatermark {
+            belowWatermark = true
+        }
+        if isWritable != wasWritable { exchange?.writabilityChanged() }
+    }
+
+    func connectionWritabilityChanged() {
+        if belowWatermark { exchange?.writabilityChanged() }
+    }
+
+    private func frame(_ payload: HTTP2Frame.FramePayload) -> HTTP2Frame {
+        HTTP2Frame(streamID: id, payload: payload)
+    }
+
+    // MARK: Closing
+
+    /// The exchange gives up on the stream: RST_STREAM CANCEL, unless it already closed.
+    func reset() {
+        guard !isClosed, !resetSent else { return }
+        resetSent = true
+        responseHead = nil
+        responseData = nil
+        connection.write(frame(.rstStream(.cancel)), promise: nil)
+        // NIO's handler reports the stream closed while it sends the frame; if it knew the stream no more, it
+        // reports nothing and the stream closes here.
+        connection.flush()
+        closed()
+    }
+
+    /// The stream closed (both sides ended, or a reset either way, or the connection went).
+    func closed() {
+        guard !isClosed else { return }
+        isClosed = true
+        connection.forget(self)
+        if head != nil {
+            // Its head is handed on when the read ends, and tells the exchange the stream is gone.
+            resetBeforeItsHead = true
+            return
+        }
+        finishClosing()
+    }
+
+    /// The connection went before the stream's head was handed on.
+    func abandon() {
+        head = nil
+        finishClosing()
+    }
+
+    private func finishClosing() {
+        held.removeAll()
+        responseHead = nil
+        responseData = nil
+        guard let exchange else { return }
+        self.exchange = nil
+        exchange.inactive()
+        exchange.detach()
+    }
+}
+
+extension HTTPRequestHead {
+    /// An HTTP/2 request's header block as an HTTP/1-shaped head: `:authority` becomes `host` when there is
+    /// none, and whether a `host` disagrees with it is told apart (RFC 9113 §8.3.1: malformed; answered
+    /// 400 `invalid_host`). A request that can carry a body and ended with its headers gets
+    /// `content-length: 0`. Nil when `:method`, `:path` or `:scheme` is missing.
+    static func fromHTTP2(_ block: HPACKHeaders, endStream: Bool) -> (HTTPRequestHead, hostDisagrees: Bool)? {
+        var method: String?
+        var path: String?
+        var authority: String?
+        var hasScheme = false
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(block.count + 1)
+        var sawRegular = false
+        var hostDisagrees = false
+        var hasContentLength = false
+        for (name, value, _) in block {
+            if name.utf8.first == UInt8(ascii: ":") {
+                switch name {
+                case ":method": method = value
+                case ":path": path = value
+                case ":authority": authority = value
+                case ":scheme": hasScheme = true
+                default: break
+                }
+                continue
+            }
+            if !sawRegular {
+                // Pseudo-fields come first (NIO checks it): `host` leads, as an HTTP/1.1 client puts it.
+                sawRegular = true
+                if let authority, !block.contains(name: "host") { headers.add(name: "host", value: authority) }
+            }
+            if name == "host", let authority, value != authority { hostDisagrees = true }
+            if name == "content-length" { hasContentLength = true }
+            headers.add(name: name, value: value)
+        }
+        if !sawRegular, let authority { headers.add(name: "host", value: authority) }
+        guard let method, let path, hasScheme else { return nil }
+        let httpMethod = HTTPMethod(rawValue: method)
+        if endStream, !hasContentLength {
+            switch httpMethod {
+            case .GET, .HEAD, .DELETE, .CONNECT, .TRACE: break
+            default: headers.add(name: "content-length", value: "0")
+            }
+        }
+        return (HTTPRequestHead(version: .http2, method: httpMethod, uri: path, headers: headers), hostDisagrees)
+    }
+}
+
+extension HTTPHeaders {
+    /// A trailer block's fields (pseudo-fields dropped).
+    init(regularFieldsOf block: HPACKHeaders) {
+        self.init()
+        reserveCapacity(block.count)
+        for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") { add(name: name, value: value) }
+    }
+}
+
+extension HPACKHeaders {
+    /// A response head as an HTTP/2 header block: `:status` first, names lower-cased, and the fields that only
+    /// mean something to one HTTP/1.1 connection left out (RFC 9113 §8.2.2).
+    init(responseHead head: HTTPResponseHead) {
+        self.init()
+        reserveCapacity(head.headers.count + 1)
+        add(name: ":status", value: String(head.status.code))
+        appendHTTP2Fields(of: head.headers)
+    }
+
+    init(trailers: HTTPHeaders) {
+        self.init()
+        reserveCapacity(trailers.count)
+        appendHTTP2Fields(of: trailers)
+    }
+
+    private mutating func appendHTTP2Fields(of headers: HTTPHeaders) {
+        for (name, value) in headers where !ProxyHeaders.isConnectionSpecific(name) {
+            add(name: name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) ? name.lowercased() : name, value: value)
+        }
+    }
+}
