@@ -23,7 +23,7 @@ release:
 	$(SWIFT) build $(RELEASE_FLAGS) $(BUILD_FLAGS)
 
 ## make bench: Outrigger vs direct vs HAProxy vs nginx, HTTP/1.1 and h2c, max throughput and latency at
-## fixed rates, 3 interleaved rounds (~20 minutes). Writes benchmarks/results/<time>.{json,md,svg}.
+## fixed rates, 3 interleaved rounds (~25 minutes). Writes benchmarks/results/<time>.{json,md,svg}.
 bench: release
 	scripts/install-deps.sh --bench
 	scripts/bench.py

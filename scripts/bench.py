@@ -7,7 +7,8 @@ HAProxy (nbthread 1) and nginx (worker_processes 1, upstream keepalive). Every r
 interleaved across the targets, round after round, so drift of the machine hits all of them alike.
 
 1. Max throughput, closed loop: HTTP/1.1 with wrk, HTTP/2 (h2c) with h2load; HTTP/1.1 also to the nginx
-   static upstream, so the echo server cannot be what limits the proxies.
+   static upstream, so the echo server cannot be what limits the proxies; HTTP/1.1 and h2c to the echo over
+   HTTP/2 (the gRPC path; Outrigger and HAProxy, nginx has no HTTP/2 upstreams).
 2. Latency at fixed rates, open loop (outrigger bench, coordinated-omission corrected): 1,000 req/s and
    50 % and 75 % of the slowest proxy's max throughput, HTTP/1.1 and h2c; added latency = target - direct.
 3. For each run, CPU seconds per 10,000 requests of the target's processes; peak RSS of each at the end.
@@ -149,7 +150,7 @@ class Lab:
         self.services = {}
         ports = {key: free_port() for key in [
             "echo", "static", "o1", "o1_static", "od", "od_static", "ha_h1", "ha_h2", "ha_static",
-            "ng_h1", "ng_h2", "ng_static", "o1_admin", "od_admin"]}
+            "ng_h1", "ng_h2", "ng_static", "o1_admin", "od_admin", "o1_h2up", "od_h2up", "ha_h2up", "ha_h2up_h2"]}
         self.start("echo", [str(BINARY), "echo", "--listen", f"127.0.0.1:{ports['echo']}", "--threads", "1",
                             "--name", "upstream"], ports["echo"])
         static_body = "x" * body_bytes
@@ -157,8 +158,8 @@ class Lab:
   server {{ listen 127.0.0.1:{ports['static']}; location / {{ return 200 "{static_body}"; }} }}"""))
         self.start("nginx-static", [nginx, "-p", str(work), "-c", str(work / "static.conf"), "-e",
                                     str(work / "static.stderr.log")], ports["static"])
-        for name, concurrency, port, static, admin in [("outrigger-1", "concurrency: 1", "o1", "o1_static", "o1_admin"),
-                                                       ("outrigger-default", "", "od", "od_static", "od_admin")]:
+        for name, concurrency, port, static, admin, h2up in [("outrigger-1", "concurrency: 1", "o1", "o1_static", "o1_admin", "o1_h2up"),
+                                                             ("outrigger-default", "", "od", "od_static", "od_admin", "od_h2up")]:
             config = work / f"{name}.yaml"
             config.write_text(f"""{concurrency}
 admin: {{address: 127.0.0.1:{ports[admin]}}}
@@ -169,13 +170,19 @@ listeners:
   - name: static
     address: 127.0.0.1:{ports[static]}
     routes: [{{cluster: static}}]
+  - name: echo-over-http2
+    address: 127.0.0.1:{ports[h2up]}
+    routes: [{{cluster: echo-http2}}]
 clusters:
   - name: echo
     endpoints: [127.0.0.1:{ports['echo']}]
   - name: static
     endpoints: [127.0.0.1:{ports['static']}]
+  - name: echo-http2
+    protocol: http2
+    endpoints: [127.0.0.1:{ports['echo']}]
 """)
-            self.start(name, [str(BINARY), "proxy", "--config", str(config), "--log-level", "warning"], ports[port], ports[static])
+            self.start(name, [str(BINARY), "proxy", "--config", str(config), "--log-level", "warning"], ports[port], ports[static], ports[h2up])
         (work / "haproxy.cfg").write_text(f"""global
   nbthread 1
   maxconn 8192
@@ -193,12 +200,19 @@ frontend echo
 frontend static
   bind 127.0.0.1:{ports['ha_static']}
   default_backend static
+frontend echo-over-http2
+  bind 127.0.0.1:{ports['ha_h2up']}
+  bind 127.0.0.1:{ports['ha_h2up_h2']} proto h2
+  default_backend echo-http2
 backend echo
   server upstream 127.0.0.1:{ports['echo']}
+backend echo-http2
+  server upstream 127.0.0.1:{ports['echo']} proto h2
 backend static
   server upstream 127.0.0.1:{ports['static']}
 """)
-        self.start("haproxy", [haproxy, "-f", str(work / "haproxy.cfg"), "-db"], ports["ha_h1"], ports["ha_h2"], ports["ha_static"])
+        self.start("haproxy", [haproxy, "-f", str(work / "haproxy.cfg"), "-db"], ports["ha_h1"], ports["ha_h2"], ports["ha_static"],
+                   ports["ha_h2up"], ports["ha_h2up_h2"])
         proxy_location = """location / {{ proxy_pass http://{0}; proxy_http_version 1.1; proxy_set_header Connection ""; }}"""
         (work / "nginx.conf").write_text(nginx_config(work, "nginx", f"""
   upstream echo {{ server 127.0.0.1:{ports['echo']}; keepalive 128; keepalive_requests 10000000; }}
@@ -209,11 +223,16 @@ backend static
         self.start("nginx", [nginx, "-p", str(work), "-c", str(work / "nginx.conf"), "-e",
                              str(work / "nginx.stderr.log")], ports["ng_h1"], ports["ng_h2"], ports["ng_static"])
         # Where each target listens, per kind of run, and whose CPU the run is charged to.
+        # `*-h2up`: the same echo reached over HTTP/2 (the gRPC path); nginx proxies to HTTP/1.1 upstreams only.
         self.targets = {
-            "direct": {"http1": ports["echo"], "h2c": ports["echo"], "static": ports["static"], "service": "echo", "static_service": "nginx-static"},
-            "outrigger-1": {"http1": ports["o1"], "h2c": ports["o1"], "static": ports["o1_static"], "service": "outrigger-1", "static_service": "outrigger-1"},
-            "outrigger-default": {"http1": ports["od"], "h2c": ports["od"], "static": ports["od_static"], "service": "outrigger-default", "static_service": "outrigger-default"},
-            "haproxy": {"http1": ports["ha_h1"], "h2c": ports["ha_h2"], "static": ports["ha_static"], "service": "haproxy", "static_service": "haproxy"},
+            "direct": {"http1": ports["echo"], "h2c": ports["echo"], "static": ports["static"], "http1-h2up": ports["echo"],
+                       "h2c-h2up": ports["echo"], "service": "echo", "static_service": "nginx-static"},
+            "outrigger-1": {"http1": ports["o1"], "h2c": ports["o1"], "static": ports["o1_static"], "http1-h2up": ports["o1_h2up"],
+                            "h2c-h2up": ports["o1_h2up"], "service": "outrigger-1", "static_service": "outrigger-1"},
+            "outrigger-default": {"http1": ports["od"], "h2c": ports["od"], "static": ports["od_static"], "http1-h2up": ports["od_h2up"],
+                                  "h2c-h2up": ports["od_h2up"], "service": "outrigger-default", "static_service": "outrigger-default"},
+            "haproxy": {"http1": ports["ha_h1"], "h2c": ports["ha_h2"], "static": ports["ha_static"], "http1-h2up": ports["ha_h2up"],
+                        "h2c-h2up": ports["ha_h2up_h2"], "service": "haproxy", "static_service": "haproxy"},
             "nginx": {"http1": ports["ng_h1"], "h2c": ports["ng_h2"], "static": ports["ng_static"], "service": "nginx", "static_service": "nginx"},
         }
 
@@ -231,7 +250,7 @@ backend static
 def run_tool(argv, timeout):
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+        raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {(result.stderr + result.stdout).strip()[-500:]} ({' '.join(argv)})")
     return result.stdout
 
 
@@ -241,7 +260,7 @@ def milliseconds(text):
 
 
 def wrk_run(url, connections, seconds):
-    out = run_tool(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url], seconds + 30)
+    out = run_tool(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url], seconds + 30)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
@@ -255,7 +274,7 @@ def wrk_run(url, connections, seconds):
 
 def h2load_run(url, connections, streams, seconds, work):
     log_file = work / "h2load.log"
-    out = run_tool(["h2load", f"-c{connections}", f"-m{streams}", "-D", str(seconds), f"--log-file={log_file}", url],
+    out = run_tool(["h2load", f"-c{connections}", f"-m{streams}", "-D", f"{seconds:g}", f"--log-file={log_file}", url],
                    seconds + 30)
     times = sorted(int(line.split("\t")[2]) / 1000 for line in log_file.read_text().splitlines() if line.strip())
     percentile = lambda p: times[min(len(times) - 1, int(p / 100 * len(times)))] if times else 0.0
@@ -271,7 +290,7 @@ def h2load_run(url, connections, streams, seconds, work):
 def open_loop_run(url, protocol, rate, seconds, warmup, work):
     report = work / "open-loop.json"
     shape = ["-c", "2", "--http2", "-m", "64"] if protocol == "h2c" else ["-c", "64"]
-    run_tool([str(BINARY), "bench", url, "--rate", str(rate), *shape, "--duration", f"{seconds}s",
+    run_tool([str(BINARY), "bench", url, "--rate", str(rate), *shape, "--duration", f"{seconds:g}s",
               "--warmup", f"{warmup}s", "--json", str(report)], seconds + warmup + 30)
     r = json.loads(report.read_text())
     latency = r["latencyMilliseconds"]
@@ -292,7 +311,7 @@ def measured(lab, target, run, service_key="service"):
 def closed_loop_ours(url, protocol, connections, streams, seconds, work):
     report = work / "closed-loop.json"
     shape = ["-c", str(connections)] + (["--http2", "-m", str(streams)] if protocol == "h2c" else [])
-    run_tool([str(BINARY), "bench", url, "--max", *shape, "--duration", f"{seconds}s", "--warmup", "1s",
+    run_tool([str(BINARY), "bench", url, "--max", *shape, "--duration", f"{seconds:g}s", "--warmup", "1s",
               "--json", str(report)], seconds + 40)
     r = json.loads(report.read_text())
     return {"rps": r["achievedRate"], "completed": r["completed"], "errors": r["failed"],
@@ -374,9 +393,14 @@ def main():
         for target in targets:  # warm every path: connections, pools, caches
             wrk_run(url(target, "http1"), 4, 1)
             h2load_run(url(target, "h2c"), 1, 4, 1, work)
+            if "http1-h2up" in lab.targets[target]:
+                wrk_run(url(target, "http1-h2up"), 4, 1)
+                h2load_run(url(target, "h2c-h2up"), 1, 4, 1, work)
         log(f"bench: {rounds} round(s) x {seconds:g} s per run; targets: {', '.join(targets)}")
 
-        closed = {kind: {t: [] for t in targets} for kind in ["http1", "h2c"] + ([] if args.quick else ["http1-static"])}
+        kinds = ["http1", "h2c"] + ([] if args.quick else ["http1-static", "http1-h2up", "h2c-h2up"])
+        # Every target runs every kind but the HTTP/2-upstream ones, which nginx has not.
+        closed = {kind: {t: [] for t in targets if not kind.endswith("-h2up") or kind in lab.targets[t]} for kind in kinds}
         for round_index in range(1, rounds + 1):
             for target in targets:
                 closed["http1"][target].append(measured(lab, target, lambda: wrk_run(url(target, "http1"), args.connections, seconds)))
@@ -384,6 +408,10 @@ def main():
                 if "http1-static" in closed:
                     closed["http1-static"][target].append(measured(
                         lab, target, lambda: wrk_run(url(target, "static"), args.connections, seconds), "static_service"))
+                if target in closed.get("http1-h2up", {}):
+                    closed["http1-h2up"][target].append(measured(lab, target, lambda: wrk_run(url(target, "http1-h2up"), args.connections, seconds)))
+                    closed["h2c-h2up"][target].append(measured(
+                        lab, target, lambda: h2load_run(url(target, "h2c-h2up"), args.h2_connections, args.h2_streams, seconds, work)))
                 log(f"  round {round_index} max {target}: http1 {closed['http1'][target][-1]['rps']:,.0f}, h2c {closed['h2c'][target][-1]['rps']:,.0f} req/s")
         max_throughput = {kind: {t: median_of(runs) for t, runs in per.items()} for kind, per in closed.items()}
 
@@ -444,18 +472,20 @@ def render_markdown(report, targets, proxies):
              "Outrigger-1, HAProxy and nginx use one worker each; outrigger-default one event loop per core.", ""]
     titles = {"http1": f"HTTP/1.1, wrk -c{s['wrk_connections']}, echo upstream",
               "h2c": f"h2c, h2load -c{s['h2load_connections']} -m{s['h2load_streams']}, echo upstream",
-              "http1-static": f"HTTP/1.1, wrk -c{s['wrk_connections']}, nginx static upstream"}
+              "http1-static": f"HTTP/1.1, wrk -c{s['wrk_connections']}, nginx static upstream",
+              "http1-h2up": f"HTTP/1.1 to an HTTP/2 upstream, wrk -c{s['wrk_connections']}, echo upstream over h2c (direct: the echo over HTTP/1.1)",
+              "h2c-h2up": f"h2c to an HTTP/2 upstream (the gRPC path), h2load -c{s['h2load_connections']} -m{s['h2load_streams']}, echo upstream over h2c"}
     lines += ["## Max throughput (closed loop)", ""]
     for kind, per in report["max_throughput"].items():
         lines += [f"### {titles[kind]}", "", "| target | req/s | runs | p50 ms | p99 ms | CPU s / 10k req | vs HAProxy | vs nginx | errors |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for t in targets:
+        for t in per:
             r = per[t]
             cpu = f"{r['cpu_s_per_10k']:.3f}" if r["cpu_s_per_10k"] is not None else ""
             runs = " / ".join(f"{x['rps']:,.0f}" for x in r["runs"])
+            against = lambda other: "" if t == "direct" or other not in per else ratio(r["rps"], per[other]["rps"])
             lines.append(f"| {t} | {r['rps']:,.0f} | {runs} | {r['p50_ms']:.2f} | "
-                         f"{r['p99_ms']:.2f} | {cpu} | {'' if t == 'direct' else ratio(r['rps'], per['haproxy']['rps'])} | "
-                         f"{'' if t == 'direct' else ratio(r['rps'], per['nginx']['rps'])} | {r['errors']} |")
+                         f"{r['p99_ms']:.2f} | {cpu} | {against('haproxy')} | {against('nginx')} | {r['errors']} |")
         lines.append("")
     lines += ["## Latency at fixed rates (open loop, coordinated-omission corrected)", "",
               "Added = the target's percentile minus direct's, same rate. CPU of the target's processes per 10,000 requests.", ""]
