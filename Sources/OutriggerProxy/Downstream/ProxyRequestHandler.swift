@@ -91,6 +91,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     /// The context (or stream) holds this handler: keeping it past removal would leak both.
     func detach() {
         sendStall.cancel()
+        // A request still in the state would keep this handler alive through its owner.
+        requestInFlight?.owner = nil
         downstream = .detached
     }
 
@@ -247,7 +249,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             // send timeout; a whole connection's stall is `SendTimeoutHandler`'s.
             let timeout = cachedListener?.listener.config.sendTimeout ?? ListenerConfig.defaultSendTimeout
             sendStall.writabilityChanged(to: isWritable, timeout: .nanoseconds(timeout.nanoseconds), eventLoop: local.eventLoop) {
-                [weak self] in self?.streamSendTimedOut()
+                [self] in self.streamSendTimedOut()  // strong: cancelled by `detach`; weak would cost a side table (see `ProxiedRequest.owner`)
             }
         }
         if isWritable, case .proxying(_, let upstream) = state {

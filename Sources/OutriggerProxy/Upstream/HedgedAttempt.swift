@@ -8,7 +8,8 @@ final class HedgedAttempt: UpstreamExchangeDelegate {
     let upstream: UpstreamExchangeHandler
     let endpoint: Endpoint
     let owesBreakerVerdict: Bool
-    weak var owner: ProxyRequestHandler?
+    /// Strong, as `ProxiedRequest.owner` (which says why).
+    var owner: ProxyRequestHandler?
 
     init(upstream: UpstreamExchangeHandler, endpoint: Endpoint, owesBreakerVerdict: Bool, owner: ProxyRequestHandler) {
         self.upstream = upstream
