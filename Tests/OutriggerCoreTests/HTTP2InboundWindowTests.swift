@@ -41,3 +41,19 @@ struct HTTP2InboundWindowTests {
         #expect(window.released(10) == nil)
     }
 }
+
+@Suite("HTTP/2 stream send watermark")
+struct SendWatermarkTests {
+    @Test func aStreamStopsAboveTheHighMarkAndResumesBelowTheLowOne() {
+        var mark = SendWatermark(high: 100, low: 50)
+        let atTheMark = mark.queued(100)
+        #expect(!atTheMark && mark.isBelow, "at the mark, not over it")
+        let over = mark.queued(1)
+        #expect(over && !mark.isBelow)
+        let aboveLow = mark.sent(40)  // 61 left: above the low mark, still stopped
+        #expect(!aboveLow && !mark.isBelow)
+        let belowLow = mark.sent(12)  // 49 left
+        #expect(belowLow && mark.isBelow)
+        #expect(mark.unsentBytes == 49)
+    }
+}

@@ -27,15 +27,14 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
 
     private let watcher: HTTP2ConnectionWatcher
     private let makeExchange: () -> ProxyRequestHandler
-    private var context: ChannelHandlerContext?
+    private let output = HTTP2FrameOutput(windowTarget: connectionWindowTarget)
     private var clientAddress: String?
     private var streams: [HTTP2StreamID: HTTP2DownstreamStream] = [:]
     /// Streams whose head came in the read being handled: started when it ends.
     private var opened: [HTTP2DownstreamStream] = []
     /// Streams handed parts in the read being handled: told when it ends.
     private var touched: [HTTP2DownstreamStream] = []
-    private var window = HTTP2InboundWindow(target: connectionWindowTarget)
-    private(set) var isWritable = true
+    var isWritable: Bool { output.isWritable }
 
     init(watcher: HTTP2ConnectionWatcher, makeExchange: @escaping () -> ProxyRequestHandler) {
         self.watcher = watcher
@@ -43,14 +42,13 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        isWritable = context.channel.isWritable
+        output.attach(context)
         clientAddress = context.channel.remoteAddress?.ipAddress
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         closeAll()
-        self.context = nil
+        output.detach()
     }
 
     // MARK: Inbound
@@ -117,12 +115,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         case let closed as StreamClosedEvent:
             streams[closed.streamID]?.closed()
         case let update as NIOHTTP2WindowUpdatedEvent:
-            guard let size = update.inboundWindowSize else { return }
-            if update.streamID == .rootStream {
-                if let increment = window.reported(size: size) { sendWindowUpdate(.rootStream, increment) }
-            } else {
-                streams[update.streamID]?.windowReported(size: size)
-            }
+            if let (id, size) = output.windowUpdated(update) { streams[id]?.windowReported(size: size) }
         case is ChannelShouldQuiesceEvent:
             // Shutdown: no new streams; the connection closes once the open ones are done.
             watcher.goAwayGracefully()
@@ -136,17 +129,11 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let streamError = error as? NIOHTTP2Errors.StreamError {
-            // NIO has reset the stream: its exchange ends.
-            streams[streamError.streamID]?.exchange?.failed(streamError)
-            return
-        }
-        context.fireErrorCaught(error)
+        if !output.streamError(error, streams: streams) { context.fireErrorCaught(error) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        isWritable = context.channel.isWritable
-        for stream in Array(streams.values) { stream.connectionWritabilityChanged() }
+        output.writabilityChanged(streams: streams)
         context.fireChannelWritabilityChanged()
     }
 
@@ -171,30 +158,22 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         watcher.streamClosed()
     }
 
-    func sendWindowUpdate(_ id: HTTP2StreamID, _ increment: Int) {
-        write(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment)), promise: nil)
-        flush()
-    }
-
     func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>?) {
-        guard let context else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
-            return
-        }
-        context.write(wrapOutboundOut(frame), promise: promise)
+        output.write(frame, promise: promise)
     }
 
     func flush() {
-        context?.flush()
+        output.flush()
     }
 
-    var eventLoop: (any EventLoop)? { context?.eventLoop }
+    /// Where the streams write.
+    var frames: HTTP2FrameOutput { output }
 }
 
 /// One stream of an `HTTP2DownstreamConnection`: the request parts it holds until its exchange takes them, and
 /// the response, turned into frames — the head held until the next part, so that a response without a body is
 /// one HEADERS frame with END_STREAM, and the last body part carrying END_STREAM.
-final class HTTP2DownstreamStream {
+final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     let id: HTTP2StreamID
     private let connection: HTTP2DownstreamConnection
     private(set) var exchange: ProxyRequestHandler?
@@ -202,8 +181,7 @@ final class HTTP2DownstreamStream {
     private var head: HTTPRequestHead?
     private var headEndsStream: Bool
     /// Parts received that the exchange does not take yet (a body while its upstream cannot take more).
-    private var held: [HTTPServerRequestPart] = []
-    private var window = HTTP2InboundWindow(target: HTTP2DownstreamConnection.streamWindowTarget)
+    private var held = HTTP2HeldParts<HTTPRequestHead>(windowTarget: HTTP2DownstreamConnection.streamWindowTarget)
     private var touchedThisRead = false
     /// The client reset the stream (or NIO did) before its head was handed on: nothing goes upstream.
     private(set) var resetBeforeItsHead = false
@@ -214,8 +192,7 @@ final class HTTP2DownstreamStream {
     private var responseEnded = false
     private var resetSent = false
     /// Response bytes written to NIO's handler and not yet out (flow control or the socket holds them).
-    private var unsentBytes = 0
-    private var belowWatermark = true
+    private var watermark = SendWatermark(high: HTTP2DownstreamConnection.highWatermark, low: HTTP2DownstreamConnection.lowWatermark)
 
     init(id: HTTP2StreamID, connection: HTTP2DownstreamConnection, exchange: ProxyRequestHandler, head: HTTPRequestHead, endStream: Bool) {
         self.id = id
@@ -225,7 +202,7 @@ final class HTTP2DownstreamStream {
         self.headEndsStream = endStream
     }
 
-    var isWritable: Bool { belowWatermark && connection.isWritable && !isClosed }
+    var isWritable: Bool { watermark.isBelow && connection.isWritable && !isClosed }
 
     // MARK: Request
 
@@ -242,13 +219,10 @@ final class HTTP2DownstreamStream {
 
     func receive(_ part: HTTPServerRequestPart) {
         guard !isClosed, let exchange else { return }
-        if head != nil || !held.isEmpty {
-            hold(part)
-            return
-        }
-        if case .body = part, !exchange.mayRead {
-            hold(part)
-            exchange.readPending = true
+        // Until the head is handed on, everything waits behind it.
+        if head != nil || held.mustHold(part, exchangeTakesBody: exchange.mayRead) {
+            held.hold(part)
+            if head == nil { exchange.holdingReads() }
             return
         }
         exchange.received(part)
@@ -256,11 +230,6 @@ final class HTTP2DownstreamStream {
             touchedThisRead = true
             connection.touched(self)
         }
-    }
-
-    private func hold(_ part: HTTPServerRequestPart) {
-        if case .body(let body) = part { window.held(body.readableBytes) }
-        held.append(part)
     }
 
     /// The read ended: the exchange flushes what the parts it was handed made it write.
@@ -279,27 +248,17 @@ final class HTTP2DownstreamStream {
     @discardableResult
     private func deliverHeld() -> Int {
         var delivered = 0
-        var releasedBytes = 0
-        while !isClosed || resetBeforeItsHead, let exchange, let part = held.first {
-            if case .body(let body) = part {
-                guard exchange.mayRead else {
-                    exchange.readPending = true
-                    break
-                }
-                releasedBytes += body.readableBytes
-            }
-            held.removeFirst()
+        while !isClosed || resetBeforeItsHead, let exchange, let part = held.take(exchangeTakesBody: exchange.mayRead) {
             delivered += 1
             exchange.received(part)
         }
-        if releasedBytes > 0, !isClosed, let increment = window.released(releasedBytes) {
-            connection.sendWindowUpdate(id, increment)
-        }
+        if !held.isEmpty { exchange?.holdingReads() }
+        if !isClosed, let increment = held.creditToReturn() { connection.frames.sendWindowUpdate(id, increment) }
         return delivered
     }
 
     func windowReported(size: Int) {
-        if let increment = window.reported(size: size) { connection.sendWindowUpdate(id, increment) }
+        if let increment = held.windowReported(size: size) { connection.frames.sendWindowUpdate(id, increment) }
     }
 
     // MARK: Response
@@ -312,7 +271,7 @@ final class HTTP2DownstreamStream {
         switch part {
         case .head(let head) where head.status.code < 200:
             // Informational (100 Continue): out at once, the final head follows.
-            connection.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: promise)
+            connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: promise)
         case .head(let head):
             responseHead = head
             promise?.succeed(())
@@ -328,16 +287,16 @@ final class HTTP2DownstreamStream {
             if let trailers {
                 sendHeldHead()
                 sendHeldData()
-                connection.write(frame(.headers(.init(headers: HPACKHeaders(trailers: trailers), endStream: true))), promise: promise)
+                connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(trailers: trailers), endStream: true))), promise: promise)
             } else if let data = responseData {
                 responseData = nil
                 sendHeldHead()
-                connection.write(frame(.data(.init(data: .byteBuffer(data), endStream: true))), promise: promise)
+                connection.frames.write(frame(.data(.init(data: .byteBuffer(data), endStream: true))), promise: promise)
             } else if let head = responseHead {
                 responseHead = nil
-                connection.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head), endStream: true))), promise: promise)
+                connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head), endStream: true))), promise: promise)
             } else {
-                connection.write(frame(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
+                connection.frames.write(frame(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
             }
         }
     }
@@ -345,13 +304,13 @@ final class HTTP2DownstreamStream {
     func flush() {
         sendHeldHead()
         sendHeldData()
-        connection.flush()
+        connection.frames.flush()
     }
 
     private func sendHeldHead() {
         guard let head = responseHead else { return }
         responseHead = nil
-        connection.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: nil)
+        connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: nil)
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.
@@ -359,29 +318,21 @@ final class HTTP2DownstreamStream {
         guard let data = responseData else { return }
         responseData = nil
         let bytes = data.readableBytes
-        guard let eventLoop = connection.eventLoop else { return }
+        guard let eventLoop = connection.frames.eventLoop else { return }
         let written = eventLoop.makePromise(of: Void.self)
-        unsentBytes += bytes
-        updateWatermark()
+        if watermark.queued(bytes), connection.isWritable { exchange?.writabilityChanged() }
         written.futureResult.assumeIsolated().whenComplete { _ in
-            self.unsentBytes -= bytes
-            self.updateWatermark()
+            if self.watermark.sent(bytes), self.connection.isWritable { self.exchange?.writabilityChanged() }
         }
-        connection.write(frame(.data(.init(data: .byteBuffer(data)))), promise: written)
-    }
-
-    private func updateWatermark() {
-        let wasWritable = isWritable
-        if belowWatermark, unsentBytes > HTTP2DownstreamConnection.highWatermark {
-            belowWatermark = false
-        } else if !belowWatermark, unsentBytes < HTTP2DownstreamConnection.lowWatermark {
-            belowWatermark = true
-        }
-        if isWritable != wasWritable { exchange?.writabilityChanged() }
+        connection.frames.write(frame(.data(.init(data: .byteBuffer(data)))), promise: written)
     }
 
     func connectionWritabilityChanged() {
-        if belowWatermark { exchange?.writabilityChanged() }
+        if watermark.isBelow { exchange?.writabilityChanged() }
+    }
+
+    func resetByNIO(_ error: Error) {
+        exchange?.failed(error)
     }
 
     private func frame(_ payload: HTTP2Frame.FramePayload) -> HTTP2Frame {
@@ -396,10 +347,10 @@ final class HTTP2DownstreamStream {
         resetSent = true
         responseHead = nil
         responseData = nil
-        connection.write(frame(.rstStream(.cancel)), promise: nil)
+        connection.frames.write(frame(.rstStream(.cancel)), promise: nil)
         // NIO's handler reports the stream closed while it sends the frame; if it knew the stream no more, it
         // reports nothing and the stream closes here.
-        connection.flush()
+        connection.frames.flush()
         closed()
     }
 

@@ -226,6 +226,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         }
     }
 
+    /// HTTP/2: the stream holds request parts until this handler takes more.
+    func holdingReads() {
+        readPending = true
+    }
+
     /// Reading pauses while no upstream is leased yet, while the upstream cannot take more, and while the
     /// pipelining queue is full.
     var mayRead: Bool {

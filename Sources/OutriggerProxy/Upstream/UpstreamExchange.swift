@@ -33,8 +33,8 @@ protocol UpstreamExchangeDelegate: AnyObject {
     var downstreamIsWritable: Bool { get }
 }
 
-/// Sits last in an upstream channel's pipeline (an HTTP/1.1 connection, or one HTTP/2 stream behind the
-/// HTTP/1 codec) and carries one exchange at a time between the wire and its delegate.
+/// Carries one exchange at a time between the wire and its delegate: last in an upstream HTTP/1.1 connection's
+/// pipeline, or driven by an HTTP/2 stream (`HTTP2UpstreamConnection`).
 final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
@@ -50,7 +50,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     private(set) var state: State = .idle
     private var delegate: (any UpstreamExchangeDelegate)?
-    private var context: ChannelHandlerContext?
+    private var side: UpstreamSide = .detached
     private var readPending = false
     private var needsFlush = false
     /// Called once per exchange when both directions are done; `reusable` says whether the connection can
@@ -61,9 +61,6 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     var closed: ((UpstreamExchangeHandler) -> Void)?
     /// Called when the connection leaves its pool to carry a tunnel.
     var detached: ((UpstreamExchangeHandler) -> Void)?
-    /// HTTP/2: whether a stream closed with this id was past the last id of a GOAWAY (NIO closes those with
-    /// CANCEL, the code a peer's own RST_STREAM may carry after processing, so the connection is asked).
-    var refusedByGoAway: ((HTTP2StreamID) -> Bool)?
     let id: Int
     /// When the connection last went back to its pool idle.
     var idleSince = NIODeadline.uptimeNanoseconds(0)
@@ -75,16 +72,30 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         self.id = id
     }
 
-    var channel: Channel? { context?.channel }
-    var isWritable: Bool { context?.channel.isWritable ?? false }
+    /// An HTTP/1.1 connection's channel (nil for an HTTP/2 stream).
+    var channel: Channel? {
+        if case .http1(let context) = side { return context.channel }
+        return nil
+    }
+    var isWritable: Bool { side.isWritable }
     var isIdle: Bool { if case .idle = state { return true } else { return false } }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
+        side = .http1(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
+        side = .detached
+    }
+
+    /// An HTTP/2 stream carries this exchange.
+    func attach(_ stream: HTTP2UpstreamStream) {
+        side = .http2(stream)
+    }
+
+    /// Closes what carries the exchange: the HTTP/1.1 connection, or the HTTP/2 stream (reset unless it ended).
+    func closeTransport() {
+        side.close()
     }
 
     // MARK: Driven by the downstream side
@@ -96,7 +107,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         state = .active(requestComplete: false, responseComplete: false, reusable: true)
         if readPending, delegate.downstreamIsWritable {
             readPending = false
-            context?.read()
+            side.read()
         }
     }
 
@@ -108,27 +119,27 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func send(_ part: HTTPClientRequestPart) {
-        guard let context, case .active(let requestComplete, let responseComplete, var reusable) = state else { return }
+        guard side.isAttached, case .active(let requestComplete, let responseComplete, var reusable) = state else { return }
         if case .head(let head) = part, !head.isKeepAlive { reusable = false }
         var complete = requestComplete
         if case .end = part { complete = true }
         state = .active(requestComplete: complete, responseComplete: responseComplete, reusable: reusable)
-        context.write(wrapOutboundOut(part), promise: nil)
+        side.write(part)
         needsFlush = true
         if complete && responseComplete { finishExchange(completedOnTheWire: true) }
     }
 
     func flush() {
-        guard needsFlush, let context else { return }
+        guard needsFlush else { return }
         needsFlush = false
-        context.flush()
+        side.flush()
     }
 
     /// The downstream can take more: resume reading the response.
     func downstreamBecameWritable() {
-        guard readPending, let context else { return }
+        guard readPending else { return }
         readPending = false
-        context.read()
+        side.read()
     }
 
     /// A lease that arrived for a request that had already ended: the connection was never used, so
@@ -149,13 +160,13 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
             state = .active(requestComplete: true, responseComplete: true, reusable: false)
             finishExchange()
         }
-        context?.close(promise: nil)
+        side.close()
     }
 
     /// Takes the connection out of HTTP after a `101`: the pool forgets it, and `relay` carries its bytes.
     /// Handlers are swapped so bytes the decoder already holds go to the relay, not lost.
     func switchToTunnel(_ relay: TunnelRelay) throws {
-        guard let context else { throw UpstreamFailure.reset }
+        guard case .http1(let context) = side else { throw UpstreamFailure.reset }
         state = .tunnelled
         delegate = nil
         detached?(self)
@@ -180,10 +191,13 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     // MARK: Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        received(unwrapInboundIn(data))
+    }
+
+    func received(_ part: HTTPClientResponsePart) {
         guard let delegate, case .active(let requestComplete, _, var reusable) = state else {
             // A response nobody asked for: the connection is out of step; drop it.
-            context.close(promise: nil)
+            side.close()
             return
         }
         switch part {
@@ -203,36 +217,65 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        delegate?.upstreamReadComplete()
+        readComplete()
         context.fireChannelReadComplete()
+    }
+
+    func readComplete() {
+        delegate?.upstreamReadComplete()
     }
 
     func read(context: ChannelHandlerContext) {
         // An idle pooled connection keeps reading, so a close from the upstream is seen at once.
-        if let delegate, !delegate.downstreamIsWritable {
-            readPending = true
-        } else {
+        if mayRead {
             context.read()
+        } else {
+            readPending = true
         }
     }
 
+    /// Whether the response may come on: not while the downstream cannot take more.
+    var mayRead: Bool {
+        guard let delegate else { return true }
+        return delegate.downstreamIsWritable
+    }
+
+    /// HTTP/2: the stream holds response parts until the downstream can take them.
+    func holdingReads() {
+        readPending = true
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        writabilityChanged()
         context.fireChannelWritabilityChanged()
     }
 
+    func writabilityChanged() {
+        delegate?.upstreamWritabilityChanged(isWritable: side.isWritable)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        inactive()
+        context.fireChannelInactive()
+    }
+
+    /// The connection (HTTP/1.1) or the stream (HTTP/2) closed.
+    func inactive() {
         // After an error, `errorCaught` has already failed the exchange with it.
         fail(.closed)
         state = .closed
         closed?(self)
         closed = nil
-        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        failed(error)
+    }
+
+    /// The connection failed with `error` (HTTP/1.1), or the stream was reset (HTTP/2: `NIOHTTP2Errors.StreamClosed`).
+    func failed(_ error: Error) {
         if let closed = error as? NIOHTTP2Errors.StreamClosed,
-           closed.errorCode == .refusedStream || refusedByGoAway?(closed.streamID) == true {
+           closed.errorCode == .refusedStream {
             // REFUSED_STREAM, or past the GOAWAY's last stream id: the upstream did not process it (RFC 9113 §8.7, §6.8).
             fail(.refusedStream)
         } else {
@@ -240,7 +283,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
             let closedUncleanly = (error as? NIOSSLError) == .uncleanShutdown
             fail(error is HTTPParserError ? .protocolError : closedUncleanly ? .closed : .reset)
         }
-        context.close(promise: nil)
+        side.close()
     }
 
     private func fail(_ failure: UpstreamFailure) {

@@ -569,7 +569,7 @@ final class HTTP2EndpointConnection {
     private enum State {
         case disconnected
         case connecting([Int: any UpstreamLeaseRequester])
-        case ready(Channel, NIOHTTP2Handler.StreamMultiplexer)
+        case ready(Channel, HTTP2UpstreamConnection)
     }
 
     private var state: State = .disconnected
@@ -583,10 +583,6 @@ final class HTTP2EndpointConnection {
     private var nextID = 0
     /// The upstream sent GOAWAY: streams past this id were not processed.
     private var goAwayLastStreamID: HTTP2StreamID?
-    /// Asked by each stream whose close might be a GOAWAY's (one closure for all of them).
-    private lazy var refusedByGoAway: (HTTP2StreamID) -> Bool = { [weak self] streamID in
-        self?.goAwayLastStreamID.map { streamID > $0 } ?? false
-    }
 
     var key: String { target.key }
     private var eventLoop: any EventLoop { target.eventLoop }
@@ -612,8 +608,8 @@ final class HTTP2EndpointConnection {
         nextID += 1
         let waiterID = nextID
         switch state {
-        case .ready(_, let multiplexer):
-            return openStream(on: multiplexer, for: requester)
+        case .ready(_, let connection):
+            return openStream(on: connection, for: requester)
         case .connecting(var waiting):
             waiting[waiterID] = requester
             state = .connecting(waiting)
@@ -640,30 +636,29 @@ final class HTTP2EndpointConnection {
             becameEmpty(self)
             return
         }
-        let frameWatcher = NIOLoopBound(UpstreamConnectionFrameWatcher(), eventLoop: eventLoop)
-        frameWatcher.value.goAwayReceived = { [weak self] lastStreamID in self?.goAwayReceived(lastStreamID: lastStreamID) }
-        frameWatcher.value.maxConcurrentStreamsChanged = { [weak self] limit in self?.peerMaxConcurrentStreams = limit }
+        let frames = NIOLoopBound(HTTP2UpstreamConnection(scheme: target.tls == nil ? "http" : "https"), eventLoop: eventLoop)
+        frames.value.goAwayReceived = { [weak self] lastStreamID in self?.goAwayReceived(lastStreamID: lastStreamID) }
+        frames.value.maxConcurrentStreamsChanged = { [weak self] limit in self?.peerMaxConcurrentStreams = limit }
         target.connect { channel in
             // A connection error (we sent GOAWAY) closes the connection, so the next request opens a new one.
             try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
-            _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                mode: .client,
-                connectionConfiguration: .proxyConnection,
-                streamConfiguration: .init()
-            ) { stream in
-                // Servers do not open streams towards us (no server push): refuse them.
-                stream.close()
-            }
-            try channel.pipeline.syncOperations.addHandler(frameWatcher.value)
-        }.flatMapThrowing { channel in
-            (channel, try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer())
+            var configuration = NIOHTTP2Handler.ConnectionConfiguration.proxyConnection
+            // No server push: a proxy has no use for it.
+            configuration.initialSettings = nioDefaultSettings + [HTTP2Setting(parameter: .enablePush, value: 0)]
+            try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: configuration, streamConfiguration: .init()))
+            try channel.pipeline.syncOperations.addHandler(frames.value)
+        }.flatMap { channel in
+            // The connect future completes before channelActive has gone down the pipeline, and NIO's HTTP/2
+            // handler sends the connection preface then: streams are opened once it has.
+            channel.eventLoop.submit { channel }
         }.assumeIsolated().whenComplete { result in
             guard case .connecting(let waiting) = self.state else { return }
             switch result {
-            case .success(let (channel, multiplexer)):
+            case .success(let channel):
+                let connection = frames.value
                 self.stats.connectionsTotal.increment()
                 self.stats.connectionsActive.increment()
-                self.state = .ready(channel, multiplexer)
+                self.state = .ready(channel, connection)
                 channel.closeFuture.assumeIsolated().whenComplete { _ in
                     self.stats.connectionsActive.decrement()
                     self.stats.connectionSlots.decrement()
@@ -673,7 +668,7 @@ final class HTTP2EndpointConnection {
                         self.becameEmpty(self)
                     }
                 }
-                for requester in waiting.values { _ = self.openStream(on: multiplexer, for: requester) }
+                for requester in waiting.values { _ = self.openStream(on: connection, for: requester) }
                 self.armIdleTimerIfIdle()
             case .failure:
                 self.stats.connectFailures.increment()
@@ -685,54 +680,27 @@ final class HTTP2EndpointConnection {
         }
     }
 
-    private func openStream(on multiplexer: NIOHTTP2Handler.StreamMultiplexer, for requester: any UpstreamLeaseRequester) -> LeaseTicket {
+    /// Leased at once: the stream is opened on the wire when the request's head is sent.
+    private func openStream(on connection: HTTP2UpstreamConnection, for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
         nextID += 1
         let handler = UpstreamExchangeHandler(id: nextID)
-        var requester: (any UpstreamLeaseRequester)? = requester
+        handler.attach(connection.makeStream(for: handler))
         activeStreams += 1
         idleTimer?.cancel()
         idleTimer = nil
-        let promise = eventLoop.makePromise(of: Channel.self)
-        let loopBoundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
-        multiplexer.createStreamChannel(promise: promise) { stream in
-            stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandlers([
-                    HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http),
-                    loopBoundHandler.value,
-                ])
-            }
-        }
-        // A stream whose request and response both ended is closed by the protocol, and NIO closes its channel.
-        // Closing it here too would send RST_STREAM for a closed stream, which a server counts against its
-        // client (NIO's, after 200, ends the connection with GOAWAY ENHANCE_YOUR_CALM). Any other ending —
-        // an aborted exchange, an early response, a stream leased too late — resets it.
+        // A stream whose request and response both ended is closed by the protocol. Any other ending — an aborted
+        // exchange, an early response, a stream leased too late — resets it (a reset of a closed stream would count
+        // against us at the server: NIO's, after 200, ends the connection with GOAWAY ENHANCE_YOUR_CALM).
         handler.exchangeFinished = { handler, _, completedOnTheWire in
-            if !completedOnTheWire { handler.channel?.close(promise: nil) }
+            if !completedOnTheWire { handler.closeTransport() }
         }
-        handler.refusedByGoAway = refusedByGoAway
         handler.closed = { [weak self] _ in
             guard let self else { return }
             self.activeStreams -= 1
             self.armIdleTimerIfIdle()
         }
-        promise.futureResult.assumeIsolated().whenComplete { result in
-            switch result {
-            case .success(let stream):
-                if let waiting = requester {
-                    requester = nil
-                    waiting.upstreamLeased(handler)
-                } else {
-                    stream.close(promise: nil)
-                }
-            case .failure:
-                self.activeStreams -= 1
-                if let waiting = requester {
-                    requester = nil
-                    waiting.upstreamLeaseFailed(.upstreamReset)
-                }
-            }
-        }
-        return LeaseTicket { requester = nil }
+        requester.upstreamLeased(handler)
+        return nil
     }
 
     private func armIdleTimerIfIdle() {
@@ -765,28 +733,5 @@ final class HTTP2EndpointConnection {
         guard !retired else { return }
         becameEmpty(self)
         retire()
-    }
-}
-
-/// Tells its connection what the upstream says of it on stream 0 (frames there come past the HTTP/2 handler): a
-/// GOAWAY, and its SETTINGS_MAX_CONCURRENT_STREAMS.
-final class UpstreamConnectionFrameWatcher: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTP2Frame
-
-    /// Called with the last stream id the upstream says it processes; it comes before the streams past it
-    /// are closed (NIO forwards the frame, then delivers the closures).
-    var goAwayReceived: ((HTTP2StreamID) -> Void)?
-    var maxConcurrentStreamsChanged: ((Int) -> Void)?
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data).payload {
-        case .goAway(let lastStreamID, _, _):
-            goAwayReceived?(lastStreamID)
-        case .settings(.settings(let settings)):
-            for setting in settings where setting.parameter == .maxConcurrentStreams { maxConcurrentStreamsChanged?(setting.value) }
-        default:
-            break
-        }
-        context.fireChannelRead(data)
     }
 }

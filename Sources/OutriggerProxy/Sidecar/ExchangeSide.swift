@@ -1,0 +1,219 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import OutriggerCore
+
+/// One HTTP/2 stream as an exchange sees it, downstream (`HTTP2DownstreamStream`) or upstream
+/// (`HTTP2UpstreamStream`): it takes the exchange's outgoing HTTP parts and turns them into frames.
+protocol HTTP2ExchangeStream: AnyObject {
+    associatedtype Part
+    /// Less than the high water mark of what was written is still unsent, and the connection takes more.
+    var isWritable: Bool { get }
+    var isClosed: Bool { get }
+    func write(_ part: Part, promise: EventLoopPromise<Void>?)
+    func flush()
+    /// The exchange takes more: parts held back are handed on.
+    func read()
+    /// The exchange gives up: RST_STREAM CANCEL, unless the stream already closed.
+    func reset()
+    /// The connection's writability changed.
+    func connectionWritabilityChanged()
+    /// NIO reset the stream for a protocol error (a `NIOHTTP2Errors.StreamError`).
+    func resetByNIO(_ error: Error)
+}
+
+/// Where an exchange writes and asks for more: the pipeline of an HTTP/1.1 connection (the handler's own
+/// context), or one stream of an HTTP/2 connection. `DownstreamSide` for `ProxyRequestHandler`, `UpstreamSide`
+/// for `UpstreamExchangeHandler`.
+enum ExchangeSide<Stream: HTTP2ExchangeStream> {
+    case http1(ChannelHandlerContext)
+    case http2(Stream)
+    /// Removed from its pipeline, or its stream gone: nothing more goes out.
+    case detached
+
+    var isAttached: Bool {
+        if case .detached = self { return false }
+        return true
+    }
+
+    var isWritable: Bool {
+        switch self {
+        case .http1(let context): return context.channel.isWritable
+        case .http2(let stream): return stream.isWritable
+        case .detached: return false
+        }
+    }
+
+    var isActive: Bool {
+        switch self {
+        case .http1(let context): return context.channel.isActive
+        case .http2(let stream): return !stream.isClosed
+        case .detached: return false
+        }
+    }
+
+    func write(_ part: Stream.Part) {
+        switch self {
+        case .http1(let context): context.write(NIOAny(part), promise: nil)
+        case .http2(let stream): stream.write(part, promise: nil)
+        case .detached: break
+        }
+    }
+
+    func writeAndFlush(_ part: Stream.Part, promise: EventLoopPromise<Void>?) {
+        switch self {
+        case .http1(let context): context.writeAndFlush(NIOAny(part), promise: promise)
+        case .http2(let stream):
+            stream.write(part, promise: promise)
+            stream.flush()
+        case .detached: promise?.fail(ChannelError.ioOnClosedChannel)
+        }
+    }
+
+    func flush() {
+        switch self {
+        case .http1(let context): context.flush()
+        case .http2(let stream): stream.flush()
+        case .detached: break
+        }
+    }
+
+    /// HTTP/1.1: closes the connection. HTTP/2: resets the stream unless it already ended both ways.
+    func close() {
+        switch self {
+        case .http1(let context): context.close(promise: nil)
+        case .http2(let stream): stream.reset()
+        case .detached: break
+        }
+    }
+
+    /// Asks for more: the connection's next read, or the stream's held frames.
+    func read() {
+        switch self {
+        case .http1(let context): context.read()
+        case .http2(let stream): stream.read()
+        case .detached: break
+        }
+    }
+}
+
+typealias DownstreamSide = ExchangeSide<HTTP2DownstreamStream>
+typealias UpstreamSide = ExchangeSide<HTTP2UpstreamStream>
+
+/// What the two frame-level HTTP/2 handlers (`HTTP2DownstreamConnection`, `HTTP2UpstreamConnection`) share: the
+/// way out to NIO's handler before them, the connection's inbound window, and whether the connection takes more.
+/// A class: writing a frame makes NIO report events back into the handler at once (a reentrant call that a
+/// struct's exclusive access would trap on).
+final class HTTP2FrameOutput {
+    private(set) var context: ChannelHandlerContext?
+    private var window: HTTP2InboundWindow
+    private(set) var isWritable = true
+
+    init(windowTarget: Int) {
+        window = HTTP2InboundWindow(target: windowTarget)
+    }
+
+    func attach(_ context: ChannelHandlerContext) {
+        self.context = context
+        isWritable = context.channel.isWritable
+    }
+
+    func detach() {
+        context = nil
+    }
+
+    /// The connection's writability changed: every stream hears of it.
+    func writabilityChanged<Stream: HTTP2ExchangeStream>(streams: [HTTP2StreamID: Stream]) {
+        isWritable = context?.channel.isWritable ?? false
+        for stream in Array(streams.values) { stream.connectionWritabilityChanged() }
+    }
+
+    /// NIO reports a stream error (it has reset the stream): that stream hears of it. - Returns: whether `error` was one.
+    func streamError<Stream: HTTP2ExchangeStream>(_ error: Error, streams: [HTTP2StreamID: Stream]) -> Bool {
+        guard let streamError = error as? NIOHTTP2Errors.StreamError else { return false }
+        streams[streamError.streamID]?.resetByNIO(streamError)
+        return true
+    }
+
+    /// NIO reported a window's size: the connection's is topped up here; a stream's is returned for its stream.
+    func windowUpdated(_ event: NIOHTTP2WindowUpdatedEvent) -> (stream: HTTP2StreamID, size: Int)? {
+        guard let size = event.inboundWindowSize else { return nil }
+        guard event.streamID == .rootStream else { return (event.streamID, size) }
+        if let increment = window.reported(size: size) { sendWindowUpdate(.rootStream, increment) }
+        return nil
+    }
+
+    func sendWindowUpdate(_ id: HTTP2StreamID, _ increment: Int) {
+        write(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment)), promise: nil)
+        flush()
+    }
+
+    func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>?) {
+        guard let context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        context.write(NIOAny(frame), promise: promise)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    var eventLoop: (any EventLoop)? { context?.eventLoop }
+}
+
+/// The parts an HTTP/2 stream received that its exchange does not take yet (a body while the other side cannot
+/// take more), in order, and the flow-control credit they hold back: credit for a body goes back only once it
+/// is handed on (`HTTP2InboundWindow`).
+struct HTTP2HeldParts<Head: Equatable> {
+    typealias Part = HTTPPart<Head, ByteBuffer>
+    private var parts: [Part] = []
+    private var window: HTTP2InboundWindow
+    private var takenBytes = 0
+
+    init(windowTarget: Int) {
+        window = HTTP2InboundWindow(target: windowTarget)
+    }
+
+    var isEmpty: Bool { parts.isEmpty }
+
+    /// Whether `part` must wait: parts are already waiting, or it is a body the exchange does not take now.
+    func mustHold(_ part: Part, exchangeTakesBody: Bool) -> Bool {
+        if !parts.isEmpty { return true }
+        if case .body = part { return !exchangeTakesBody }
+        return false
+    }
+
+    mutating func hold(_ part: Part) {
+        if case .body(let body) = part { window.held(body.readableBytes) }
+        parts.append(part)
+    }
+
+    /// The next part to hand on (removed), unless it is a body and the exchange does not take one now.
+    mutating func take(exchangeTakesBody: Bool) -> Part? {
+        guard let part = parts.first else { return nil }
+        if case .body(let body) = part {
+            guard exchangeTakesBody else { return nil }
+            takenBytes += body.readableBytes
+        }
+        parts.removeFirst()
+        return part
+    }
+
+    /// The credit to give back for the bodies taken since last asked, if an update is due.
+    mutating func creditToReturn() -> Int? {
+        guard takenBytes > 0 else { return nil }
+        defer { takenBytes = 0 }
+        return window.released(takenBytes)
+    }
+
+    /// NIO reported the stream's window. - Returns: the credit to give back, if an update is due.
+    mutating func windowReported(size: Int) -> Int? {
+        window.reported(size: size)
+    }
+
+    mutating func removeAll() {
+        parts.removeAll()
+    }
+}
