@@ -208,10 +208,12 @@ struct HTTP2ProxyTests {
         }
     }
 
-    /// The proxy gives flow-control credit back as the upstream takes the bytes: an upload many times the
-    /// stream's and the connection's windows arrives whole, and so does a download.
-    @Test func bodiesLargerThanTheFlowControlWindowsCrossWhole() async throws {
-        try await withHarness { harness in
+    /// The proxy gives flow-control credit back as the other side takes the bytes: an upload many times the
+    /// stream's and the connection's windows arrives whole, and so does a download — to and from an HTTP/1.1
+    /// upstream, and to and from an HTTP/2 one (both of the proxy's HTTP/2 sides).
+    @Test(arguments: [false, true])
+    func bodiesLargerThanTheFlowControlWindowsCrossWhole(http2Upstream: Bool) async throws {
+        try await withHarness { endpoints in http2Upstream ? Self.h2Upstream(endpoints) : Harness.defaultConfig(endpoints) } _: { (harness: Harness) async throws in
             let upload = 3 << 20
             let posted = try await rawHTTP2(port: harness.port, headers: [(":method", "POST"), (":scheme", "http"), (":authority", "a"), (":path", "/up")],
                                             bodyBytes: upload)

@@ -608,7 +608,12 @@ final class HTTP2EndpointConnection {
         nextID += 1
         let waiterID = nextID
         switch state {
-        case .ready(_, let connection):
+        case .ready(let channel, let connection):
+            guard channel.isActive else {
+                // Closed, and the pool has not heard yet: no stream can open on it.
+                requester.upstreamLeaseFailed(.upstreamReset)
+                return nil
+            }
             return openStream(on: connection, for: requester)
         case .connecting(var waiting):
             waiting[waiterID] = requester
