@@ -7,6 +7,9 @@ public struct SendWatermark: Sendable {
     public private(set) var unsentBytes = 0
     public private(set) var isBelow = true
 
+    /// One proxied HTTP/2 stream, either side: NIO's stream-channel defaults (8,196 / 4,092 bytes).
+    public static var http2Stream: SendWatermark { SendWatermark(high: 8_196, low: 4_092) }
+
     public init(high: Int, low: Int) {
         precondition(low < high)
         self.high = high

@@ -20,21 +20,15 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     /// Connection-level window kept for the client; its streams' are `streamWindowTarget` (NIO's default).
     static let connectionWindowTarget = 1 << 20
     static let streamWindowTarget = 65_535
-    /// A stream's response bytes waiting to go out before it stops taking more from its upstream (NIO's
-    /// stream-channel defaults).
-    static let highWatermark = 8_196
-    static let lowWatermark = 4_092
 
     private let watcher: HTTP2ConnectionWatcher
     private let makeExchange: () -> ProxyRequestHandler
-    private let output = HTTP2FrameOutput(windowTarget: connectionWindowTarget)
+    /// The open streams and the way out; the streams write through it.
+    let frames = HTTP2StreamTable<HTTP2DownstreamStream>(windowTarget: connectionWindowTarget)
     private var clientAddress: String?
-    private var streams: [HTTP2StreamID: HTTP2DownstreamStream] = [:]
     /// Streams whose head came in the read being handled: started when it ends.
     private var opened: [HTTP2DownstreamStream] = []
-    /// Streams handed parts in the read being handled: told when it ends.
-    private var touched: [HTTP2DownstreamStream] = []
-    var isWritable: Bool { output.isWritable }
+    var isWritable: Bool { frames.isWritable }
 
     init(watcher: HTTP2ConnectionWatcher, makeExchange: @escaping () -> ProxyRequestHandler) {
         self.watcher = watcher
@@ -42,13 +36,13 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        output.attach(context)
+        frames.attach(context)
         clientAddress = context.channel.remoteAddress?.ipAddress
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         closeAll()
-        output.detach()
+        frames.detach()
     }
 
     // MARK: Inbound
@@ -57,14 +51,14 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         let frame = unwrapInboundIn(data)
         switch frame.payload {
         case .headers(let headers):
-            if let stream = streams[frame.streamID] {
+            if let stream = frames[frame.streamID] {
                 // A second header block is the request's trailers (NIO's state machine allows no other).
                 stream.receive(.end(HTTPHeaders(regularFieldsOf: headers.headers)))
             } else {
                 open(frame.streamID, headers)
             }
         case .data(let data):
-            guard let stream = streams[frame.streamID], case .byteBuffer(let body) = data.data else { return }
+            guard let stream = frames[frame.streamID], case .byteBuffer(let body) = data.data else { return }
             if body.readableBytes > 0 { stream.receive(.body(body)) }
             if data.endStream { stream.receive(.end(nil)) }
         default:
@@ -75,26 +69,22 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     private func open(_ id: HTTP2StreamID, _ block: HTTP2Frame.FramePayload.Headers) {
         guard let (head, hostDisagrees) = HTTPRequestHead.fromHTTP2(block.headers, endStream: block.endStream) else {
             // No :method, :path or :scheme (NIO's validation lets CONNECT through without the last two).
-            write(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError)), promise: nil)
-            flush()
+            frames.write(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError)), promise: nil)
+            frames.flush()
             return
         }
         let exchange = makeExchange()
         let stream = HTTP2DownstreamStream(id: id, connection: self, exchange: exchange, head: head, endStream: block.endStream)
         exchange.hostDisagreesWithAuthority = hostDisagrees
         exchange.attach(.http2(stream), clientAddress: clientAddress)
-        streams[id] = stream
+        frames.add(stream, as: id)
         opened.append(stream)
         watcher.streamOpened()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         startOpenedStreams()
-        if !touched.isEmpty {
-            let streams = touched
-            touched.removeAll(keepingCapacity: true)
-            for stream in streams { stream.readEnded() }
-        }
+        frames.readEnded()
         context.fireChannelReadComplete()
     }
 
@@ -105,23 +95,15 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         for stream in streams { stream.start() }
     }
 
-    /// `stream` was handed parts in this read.
-    func touched(_ stream: HTTP2DownstreamStream) {
-        touched.append(stream)
-    }
-
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if frames.handle(event) { return }
         switch event {
-        case let closed as StreamClosedEvent:
-            streams[closed.streamID]?.closed()
-        case let update as NIOHTTP2WindowUpdatedEvent:
-            if let (id, size) = output.windowUpdated(update) { streams[id]?.windowReported(size: size) }
         case is ChannelShouldQuiesceEvent:
             // Shutdown: no new streams; the connection closes once the open ones are done.
             watcher.goAwayGracefully()
         case is SendTimedOut:
             // The whole connection is cut for taking nothing: every exchange on it ends here, logged as such.
-            for stream in Array(streams.values) { stream.exchange?.sendTimedOut() }
+            for stream in frames.all { stream.exchange?.sendTimedOut() }
             context.fireUserInboundEventTriggered(event)
         default:
             context.fireUserInboundEventTriggered(event)
@@ -129,11 +111,11 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if !output.streamError(error, streams: streams) { context.fireErrorCaught(error) }
+        if !frames.streamError(error) { context.fireErrorCaught(error) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        output.writabilityChanged(streams: streams)
+        frames.writabilityChanged()
         context.fireChannelWritabilityChanged()
     }
 
@@ -145,29 +127,15 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     private func closeAll() {
         let unstarted = opened
         opened.removeAll()
-        touched.removeAll()
-        for stream in Array(streams.values) { stream.closed() }
+        for stream in frames.closingAll() { stream.closed() }
         // Their exchanges never saw a head: they only let go of the stream.
         for stream in unstarted { stream.abandon() }
     }
 
-    // MARK: Stream bookkeeping and output
-
     func forget(_ stream: HTTP2DownstreamStream) {
-        guard streams.removeValue(forKey: stream.id) != nil else { return }
+        guard frames.remove(stream.id) else { return }
         watcher.streamClosed()
     }
-
-    func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>?) {
-        output.write(frame, promise: promise)
-    }
-
-    func flush() {
-        output.flush()
-    }
-
-    /// Where the streams write.
-    var frames: HTTP2FrameOutput { output }
 }
 
 /// One stream of an `HTTP2DownstreamConnection`: the request parts it holds until its exchange takes them, and
@@ -192,7 +160,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     private var responseEnded = false
     private var resetSent = false
     /// Response bytes written to NIO's handler and not yet out (flow control or the socket holds them).
-    private var watermark = SendWatermark(high: HTTP2DownstreamConnection.highWatermark, low: HTTP2DownstreamConnection.lowWatermark)
+    private var watermark = SendWatermark.http2Stream
 
     init(id: HTTP2StreamID, connection: HTTP2DownstreamConnection, exchange: ProxyRequestHandler, head: HTTPRequestHead, endStream: Bool) {
         self.id = id
@@ -228,7 +196,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         exchange.received(part)
         if !touchedThisRead {
             touchedThisRead = true
-            connection.touched(self)
+            connection.frames.touched(self)
         }
     }
 
@@ -351,6 +319,10 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         // NIO's handler reports the stream closed while it sends the frame; if it knew the stream no more, it
         // reports nothing and the stream closes here.
         connection.frames.flush()
+        closed()
+    }
+
+    func closed(reason: HTTP2ErrorCode?) {
         closed()
     }
 

@@ -20,6 +20,12 @@ protocol HTTP2ExchangeStream: AnyObject {
     func connectionWritabilityChanged()
     /// NIO reset the stream for a protocol error (a `NIOHTTP2Errors.StreamError`).
     func resetByNIO(_ error: Error)
+    /// NIO reported the stream closed: both sides ended (`reason` nil), or a reset either way.
+    func closed(reason: HTTP2ErrorCode?)
+    /// NIO reported the stream's inbound window.
+    func windowReported(size: Int)
+    /// The read that handed the stream parts ended.
+    func readEnded()
 }
 
 /// Where an exchange writes and asks for more: the pipeline of an HTTP/1.1 connection (the handler's own
@@ -101,13 +107,16 @@ typealias DownstreamSide = ExchangeSide<HTTP2DownstreamStream>
 typealias UpstreamSide = ExchangeSide<HTTP2UpstreamStream>
 
 /// What the two frame-level HTTP/2 handlers (`HTTP2DownstreamConnection`, `HTTP2UpstreamConnection`) share: the
-/// way out to NIO's handler before them, the connection's inbound window, and whether the connection takes more.
-/// A class: writing a frame makes NIO report events back into the handler at once (a reentrant call that a
-/// struct's exclusive access would trap on).
-final class HTTP2FrameOutput {
+/// way out to NIO's handler before them, the connection's inbound window, whether the connection takes more,
+/// the open streams by id and the streams handed parts in the read being handled, and the channel events every
+/// stream hears of. A class: writing a frame makes NIO report events back into the handler at once (a reentrant
+/// call that a struct's exclusive access would trap on).
+final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
     private(set) var context: ChannelHandlerContext?
     private var window: HTTP2InboundWindow
     private(set) var isWritable = true
+    private var streams: [HTTP2StreamID: Stream] = [:]
+    private var touched: [Stream] = []
 
     init(windowTarget: Int) {
         window = HTTP2InboundWindow(target: windowTarget)
@@ -122,26 +131,74 @@ final class HTTP2FrameOutput {
         context = nil
     }
 
+    // MARK: Streams
+
+    subscript(id: HTTP2StreamID) -> Stream? { streams[id] }
+
+    var all: [Stream] { Array(streams.values) }
+
+    func add(_ stream: Stream, as id: HTTP2StreamID) {
+        streams[id] = stream
+    }
+
+    /// - Returns: whether the stream was open.
+    @discardableResult
+    func remove(_ id: HTTP2StreamID) -> Bool {
+        streams.removeValue(forKey: id) != nil
+    }
+
+    /// `stream` was handed parts in this read: it hears when the read ends.
+    func touched(_ stream: Stream) {
+        touched.append(stream)
+    }
+
+    func readEnded() {
+        guard !touched.isEmpty else { return }
+        let streams = touched
+        touched.removeAll(keepingCapacity: true)
+        for stream in streams { stream.readEnded() }
+    }
+
+    /// The connection went: the streams still open, for their handler to close; the read's list is dropped.
+    func closingAll() -> [Stream] {
+        touched.removeAll()
+        return all
+    }
+
+    // MARK: Channel events
+
+    /// NIO's stream events: a stream closed, a window's size. - Returns: whether `event` was one.
+    func handle(_ event: Any) -> Bool {
+        switch event {
+        case let closed as StreamClosedEvent:
+            streams[closed.streamID]?.closed(reason: closed.reason)
+        case let update as NIOHTTP2WindowUpdatedEvent:
+            guard let size = update.inboundWindowSize else { return true }
+            if update.streamID != .rootStream {
+                streams[update.streamID]?.windowReported(size: size)
+            } else if let increment = window.reported(size: size) {
+                sendWindowUpdate(.rootStream, increment)
+            }
+        default:
+            return false
+        }
+        return true
+    }
+
     /// The connection's writability changed: every stream hears of it.
-    func writabilityChanged<Stream: HTTP2ExchangeStream>(streams: [HTTP2StreamID: Stream]) {
+    func writabilityChanged() {
         isWritable = context?.channel.isWritable ?? false
-        for stream in Array(streams.values) { stream.connectionWritabilityChanged() }
+        for stream in all { stream.connectionWritabilityChanged() }
     }
 
     /// NIO reports a stream error (it has reset the stream): that stream hears of it. - Returns: whether `error` was one.
-    func streamError<Stream: HTTP2ExchangeStream>(_ error: Error, streams: [HTTP2StreamID: Stream]) -> Bool {
+    func streamError(_ error: Error) -> Bool {
         guard let streamError = error as? NIOHTTP2Errors.StreamError else { return false }
         streams[streamError.streamID]?.resetByNIO(streamError)
         return true
     }
 
-    /// NIO reported a window's size: the connection's is topped up here; a stream's is returned for its stream.
-    func windowUpdated(_ event: NIOHTTP2WindowUpdatedEvent) -> (stream: HTTP2StreamID, size: Int)? {
-        guard let size = event.inboundWindowSize else { return nil }
-        guard event.streamID == .rootStream else { return (event.streamID, size) }
-        if let increment = window.reported(size: size) { sendWindowUpdate(.rootStream, increment) }
-        return nil
-    }
+    // MARK: Output
 
     func sendWindowUpdate(_ id: HTTP2StreamID, _ increment: Int) {
         write(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment)), promise: nil)

@@ -21,24 +21,23 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
     /// Called with the last stream id the upstream says it processes, before the streams past it close.
     var goAwayReceived: ((HTTP2StreamID) -> Void)?
     var maxConcurrentStreamsChanged: ((Int) -> Void)?
-    private let output = HTTP2FrameOutput(windowTarget: connectionWindowTarget)
-    private var streams: [HTTP2StreamID: HTTP2UpstreamStream] = [:]
+    /// The open streams and the way out; the streams write through it.
+    let frames = HTTP2StreamTable<HTTP2UpstreamStream>(windowTarget: connectionWindowTarget)
     private var nextStreamID = HTTP2StreamID(1)
     private var goAwayLastStreamID: HTTP2StreamID?
-    private var touched: [HTTP2UpstreamStream] = []
-    var isWritable: Bool { output.isWritable }
+    var isWritable: Bool { frames.isWritable }
 
     init(scheme: String) {
         self.scheme = scheme
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        output.attach(context)
+        frames.attach(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         closeAll()
-        output.detach()
+        frames.detach()
     }
 
     /// A stream for `exchange`; it gets its id when its head goes out.
@@ -49,7 +48,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
     func assignID(to stream: HTTP2UpstreamStream) -> HTTP2StreamID {
         let id = nextStreamID
         nextStreamID = HTTP2StreamID(Int32(id) + 2)
-        streams[id] = stream
+        frames.add(stream, as: id)
         return id
     }
 
@@ -64,10 +63,10 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
         let frame = unwrapInboundIn(data)
         switch frame.payload {
         case .headers(let headers):
-            streams[frame.streamID]?.receive(headers.headers, endStream: headers.endStream)
+            frames[frame.streamID]?.receive(headers.headers, endStream: headers.endStream)
         case .data(let data):
             guard case .byteBuffer(let body) = data.data else { return }
-            streams[frame.streamID]?.receive(body, endStream: data.endStream)
+            frames[frame.streamID]?.receive(body, endStream: data.endStream)
         case .goAway(let lastStreamID, _, _):
             goAwayLastStreamID = min(goAwayLastStreamID ?? lastStreamID, lastStreamID)
             goAwayReceived?(lastStreamID)
@@ -75,43 +74,28 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
             for setting in settings where setting.parameter == .maxConcurrentStreams { maxConcurrentStreamsChanged?(setting.value) }
         case .pushPromise(let promise):
             // No server push is asked for (SETTINGS_ENABLE_PUSH 0): a promised stream is refused.
-            output.write(HTTP2Frame(streamID: promise.pushedStreamID, payload: .rstStream(.refusedStream)), promise: nil)
-            output.flush()
+            frames.write(HTTP2Frame(streamID: promise.pushedStreamID, payload: .rstStream(.refusedStream)), promise: nil)
+            frames.flush()
         default:
             break
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if !touched.isEmpty {
-            let streams = touched
-            touched.removeAll(keepingCapacity: true)
-            for stream in streams { stream.readEnded() }
-        }
+        frames.readEnded()
         context.fireChannelReadComplete()
     }
 
-    func touched(_ stream: HTTP2UpstreamStream) {
-        touched.append(stream)
-    }
-
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        switch event {
-        case let closed as StreamClosedEvent:
-            streams[closed.streamID]?.closed(reason: closed.reason)
-        case let update as NIOHTTP2WindowUpdatedEvent:
-            if let (id, size) = output.windowUpdated(update) { streams[id]?.windowReported(size: size) }
-        default:
-            context.fireUserInboundEventTriggered(event)
-        }
+        if !frames.handle(event) { context.fireUserInboundEventTriggered(event) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if !output.streamError(error, streams: streams) { context.fireErrorCaught(error) }
+        if !frames.streamError(error) { context.fireErrorCaught(error) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        output.writabilityChanged(streams: streams)
+        frames.writabilityChanged()
         context.fireChannelWritabilityChanged()
     }
 
@@ -121,18 +105,12 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
     }
 
     private func closeAll() {
-        touched.removeAll()
-        for stream in Array(streams.values) { stream.connectionClosed() }
+        for stream in frames.closingAll() { stream.connectionClosed() }
     }
-
-    // MARK: Bookkeeping and output
 
     func forget(_ id: HTTP2StreamID) {
-        streams.removeValue(forKey: id)
+        frames.remove(id)
     }
-
-    /// Where the streams write.
-    var frames: HTTP2FrameOutput { output }
 }
 
 /// One request's stream on an `HTTP2UpstreamConnection`. The request head is held until the next part, so a
@@ -147,7 +125,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
     private var requestData: ByteBuffer?
     private var requestEnded = false
     private var resetSent = false
-    private var watermark = SendWatermark(high: HTTP2DownstreamConnection.highWatermark, low: HTTP2DownstreamConnection.lowWatermark)
+    private var watermark = SendWatermark.http2Stream
 
     private var finalHeadReceived = false
     private var held = HTTP2HeldParts<HTTPResponseHead>(windowTarget: HTTP2UpstreamConnection.streamWindowTarget)
@@ -275,7 +253,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
         exchange.received(part)
         if !touchedThisRead {
             touchedThisRead = true
-            connection.touched(self)
+            connection.frames.touched(self)
         }
     }
 
