@@ -147,7 +147,10 @@ let package = Package(
         ),
         .testTarget(
             name: "OutriggerCoreTests",
-            dependencies: ["OutriggerCore", "OutriggerConfig", "OutriggerBench", "OutriggerXDS", "OutriggerControl"],
+            dependencies: [
+                "OutriggerCore", "OutriggerConfig", "OutriggerBench", "OutriggerXDS", "OutriggerControl",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -107,6 +107,34 @@ struct HTTP1ProxyTests {
         }
     }
 
+    @Test(arguments: [3_000, 300_000])
+    func chunkedResponsesAreFramedWhole(size: Int) async throws {
+        try await withHarness(echoes: 1) { harness in
+            // No content-length (`trailers=1`): the body is chunked as it comes from the upstream, small reads
+            // framed into one buffer with their size line, large ones written as size line, data, CRLF.
+            let reply = try await RawTCP.exchange(port: harness.port, "GET /?size=\(size)&trailers=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            let bytes = reply.bytes
+            let headEnd = try #require(reply.text.range(of: "\r\n\r\n"))
+            #expect(reply.text[..<headEnd.lowerBound].lowercased().contains("transfer-encoding: chunked"))
+            var at = reply.text.utf8.distance(from: reply.text.utf8.startIndex, to: headEnd.upperBound)
+            var body = 0
+            func line() -> String? {
+                guard let end = bytes[at...].firstIndex(of: UInt8(ascii: "\r")), end + 1 < bytes.count, bytes[end + 1] == UInt8(ascii: "\n") else { return nil }
+                defer { at = end + 2 }
+                return String(decoding: bytes[at..<end], as: UTF8.self)
+            }
+            while let chunk = line().flatMap({ Int($0, radix: 16) }), chunk > 0 {
+                #expect(bytes[(at + chunk)...].starts(with: [13, 10]), "a chunk ends with CRLF")
+                body += chunk
+                at += chunk + 2
+            }
+            #expect(body == size)
+            #expect(line() == "x-echo-trailer: done")
+            #expect(line() == "")
+            #expect(at == bytes.count, "nothing after the trailers")
+        }
+    }
+
     @Test func http10ClientsGetFramingTheyCanRead() async throws {
         try await withHarness(echoes: 1) { harness in
             // Without content-length the body ends when the connection closes.

@@ -73,20 +73,21 @@ struct DownstreamPipeline: Sendable {
 
     func configureHTTP1(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {
         let sync = channel.pipeline.syncOperations
-        // Framing is set by ProxyRequestHandler and LocalReply: only they know when a response answers HEAD.
-        var encoder = HTTPResponseEncoder.Configuration()
-        encoder.automaticallySetFramingHeaders = false
         let timeouts = DownstreamTimeoutWatcher(requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout,
                                                 stats: settings.stats)
         // Nearest the socket: it sees raw bytes come in (its 408 is written by ProxyRequestHandler).
         try sync.addHandler(timeouts)
         try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
-        try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
+        // No response encoder: ProxyRequestHandler writes bytes (`HTTP1ResponseWriter`), framed by it and by
+        // LocalReply, as only they know when a response answers HEAD.
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
         // stop reading during every request, two epoll_ctl calls each.
-        try sync.addHandler(HTTP1ProtocolErrorHandler(stats: configStore.stats))
-        try sync.addHandler(makeProxyHandler(channel, protocol: .http1, scheme: scheme, timeouts: timeouts))
+        let protocolErrors = HTTP1ProtocolErrorHandler(stats: configStore.stats)
+        try sync.addHandler(protocolErrors)
+        try sync.addHandler(ProxyRequestHandler(
+            listenerName: listenerName, configStore: configStore, local: locals.state(for: channel.eventLoop),
+            downstreamProtocol: .http1, scheme: scheme, timeouts: timeouts, protocolErrors: protocolErrors))
     }
 
     func configureHTTP2(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {
@@ -118,13 +119,6 @@ struct DownstreamPipeline: Sendable {
         })
     }
 
-    private func makeProxyHandler(_ channel: Channel, protocol downstreamProtocol: DownstreamProtocol, scheme: String,
-                                  timeouts: DownstreamTimeoutWatcher? = nil) -> ProxyRequestHandler {
-        ProxyRequestHandler(
-            listenerName: listenerName, configStore: configStore, local: locals.state(for: channel.eventLoop),
-            downstreamProtocol: downstreamProtocol, scheme: scheme, timeouts: timeouts
-        )
-    }
 }
 
 /// Per-event-loop state, found by event loop. Built once at start; each value is touched only on its loop.
@@ -272,22 +266,20 @@ final class HTTP2ConnectionErrorCloser: ChannelOutboundHandler, RemovableChannel
 }
 
 /// Answers HTTP/1.1 the parser rejected: 400 (431 for oversized headers) with a reason, then closes.
-/// Sits between the decoder and `ProxyRequestHandler`, counting requests one way and responses the
-/// other, so a broken pipelined request is answered only after the responses owed before it.
-final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHandler {
+/// Sits between the decoder and `ProxyRequestHandler`, counting the requests read; the responses written are
+/// counted by the handler's `HTTP1ResponseWriter`, so a broken pipelined request is answered only after the
+/// responses owed before it.
+final class HTTP1ProtocolErrorHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
 
-    /// Requests read whose response has not ended.
-    private var outstanding = 0
+    /// `ProxyRequestHandler`'s writer, while that handler is in the pipeline.
+    var responses: HTTP1ResponseWriter?
+    /// Request heads read.
+    private var requestsRead = 0
     /// A request head was read and its end not yet.
     private var requestOpen = false
-    private var responseStarted = false
     private var failed = false
-    /// The reply to a broken request, written once the responses owed before it have ended.
-    private var pendingReply: LocalReplyReason?
     private let stats: ProxyStats
 
     init(stats: ProxyStats) {
@@ -298,7 +290,7 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
         guard !failed else { return }
         switch unwrapInboundIn(data) {
         case .head:
-            outstanding += 1
+            requestsRead += 1
             requestOpen = true
         case .body: break
         case .end: requestOpen = false
@@ -307,55 +299,39 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        guard let parserError = error as? HTTPParserError else {
+        guard let parserError = error as? HTTPParserError, let responses else {
             context.close(promise: nil)
             return
         }
         guard !failed else { return }
         failed = true
         let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+        let outstanding = requestsRead - responses.responsesEnded
         if outstanding > 1 || (!requestOpen && outstanding > 0) {
             // A later pipelined request is broken: answer the earlier ones first, then this one.
+            var owed = requestsRead
             if requestOpen {
                 // Its head and some body wait in the request handler's queue: they are never forwarded.
-                outstanding -= 1
+                owed -= 1
                 context.fireUserInboundEventTriggered(DropLastQueuedRequest())
             }
-            pendingReply = reason
+            responses.whenResponsesEnded(owed) { [self] in writeReply(reason, context: context) }
             return
         }
         // The broken bytes belong to the request being read: the request handler lets go of it.
         context.fireErrorCaught(error)
-        if responseStarted {
+        if responses.responseStarted {
             context.close(promise: nil)
         } else {
             writeReply(reason, context: context)
         }
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch unwrapOutboundIn(data) {
-        case .head(let head) where head.status.code >= 200:
-            responseStarted = true
-        case .end:
-            responseStarted = false
-            outstanding -= 1
-            context.write(data, promise: promise)
-            if outstanding <= 0, let reason = pendingReply {
-                pendingReply = nil
-                writeReply(reason, context: context)
-            }
-            return
-        default:
-            break
-        }
-        context.write(data, promise: promise)
-    }
-
     private func writeReply(_ reason: LocalReplyReason, context: ChannelHandlerContext) {
+        guard let responses else { return }
         stats.recordLocalReply(reason)
         context.fireUserInboundEventTriggered(ProtocolErrorAnswered(reason: reason))
-        LocalReply.write(reason, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true, to: .http1(context), eventLoop: context.eventLoop)
+        LocalReply.write(reason, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true, to: .http1(responses), eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }

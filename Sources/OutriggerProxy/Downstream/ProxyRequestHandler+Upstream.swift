@@ -237,10 +237,11 @@ extension ProxyRequestHandler {
         request.responseComplete = true
         recordFinished(request)
         state = .closing
-        guard case .http1(let context) = downstream else {  // a tunnel is HTTP/1.1 on both sides
+        guard case .http1(let writer) = downstream else {  // a tunnel is HTTP/1.1 on both sides
             upstream.abort()
             return
         }
+        let context = writer.context
         let (downstreamRelay, upstreamRelay) = TunnelRelay.pair()
         do {
             context.flush()
@@ -248,7 +249,6 @@ extension ProxyRequestHandler {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(downstreamRelay)
             pipeline.removeHandler(try pipeline.handler(type: HTTP1ProtocolErrorHandler.self), promise: nil)
-            pipeline.removeHandler(try pipeline.handler(type: HTTPResponseEncoder.self), promise: nil)
             // A tunnel has no requests to time: its bytes are the application's.
             pipeline.removeHandler(try pipeline.handler(type: DownstreamTimeoutWatcher.self), promise: nil)
             pipeline.removeHandler(context: context, promise: nil)

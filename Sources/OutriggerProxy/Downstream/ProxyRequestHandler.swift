@@ -14,8 +14,8 @@ enum DownstreamProtocol {
 /// ways with backpressure, or answers locally with a reason.
 final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamExchangeDelegate {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
 
     enum State {
         /// Between requests.
@@ -61,12 +61,16 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// HTTP/1.1: the connection's request-headers and idle timeouts, told of heads and response ends.
     let timeouts: DownstreamTimeoutWatcher?
+    /// HTTP/1.1: answers what the parser rejects, after the responses this handler owes before it.
+    private let protocolErrors: HTTP1ProtocolErrorHandler?
     /// The request the parser broke off was logged (its 400/431 needs no line of its own).
     private var loggedProtocolError = false
 
     init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
-         timeouts: DownstreamTimeoutWatcher? = nil, http2Connection: HTTP2ConnectionWatcher? = nil) {
+         timeouts: DownstreamTimeoutWatcher? = nil, protocolErrors: HTTP1ProtocolErrorHandler? = nil,
+         http2Connection: HTTP2ConnectionWatcher? = nil) {
         self.timeouts = timeouts
+        self.protocolErrors = protocolErrors
         self.http2Connection = http2Connection
         self.listenerName = listenerName
         self.configStore = configStore
@@ -76,10 +80,14 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        attach(.http1(context), clientAddress: context.channel.remoteAddress?.ipAddress)
+        let writer = HTTP1ResponseWriter(context: context)
+        protocolErrors?.responses = writer
+        attach(.http1(writer), clientAddress: context.channel.remoteAddress?.ipAddress)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        protocolErrors?.responses?.cancelWaiting()
+        protocolErrors?.responses = nil
         detach()
     }
 

@@ -28,11 +28,31 @@ protocol HTTP2ExchangeStream: AnyObject {
     func readEnded()
 }
 
-/// Where an exchange writes and asks for more: the pipeline of an HTTP/1.1 connection (the handler's own
+/// Where an HTTP/1.1 exchange's parts go: its connection's pipeline, from the exchange handler's own context.
+protocol HTTP1PartOutput: AnyObject {
+    associatedtype Part
+    var context: ChannelHandlerContext { get }
+    func write(_ part: Part, promise: EventLoopPromise<Void>?)
+}
+
+/// Parts written into the pipeline as they are, for NIO's encoder after the handler to turn into bytes.
+final class HTTP1PipelineOutput<Part>: HTTP1PartOutput {
+    let context: ChannelHandlerContext
+
+    init(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func write(_ part: Part, promise: EventLoopPromise<Void>?) {
+        context.write(NIOAny(part), promise: promise)
+    }
+}
+
+/// Where an exchange writes and asks for more: the pipeline of an HTTP/1.1 connection (through the handler's own
 /// context), or one stream of an HTTP/2 connection. `DownstreamSide` for `ProxyRequestHandler`, `UpstreamSide`
 /// for `UpstreamExchangeHandler`.
-enum ExchangeSide<Stream: HTTP2ExchangeStream> {
-    case http1(ChannelHandlerContext)
+enum ExchangeSide<HTTP1: HTTP1PartOutput, Stream: HTTP2ExchangeStream> where HTTP1.Part == Stream.Part {
+    case http1(HTTP1)
     case http2(Stream)
     /// Removed from its pipeline, or its stream gone: nothing more goes out.
     case detached
@@ -44,7 +64,7 @@ enum ExchangeSide<Stream: HTTP2ExchangeStream> {
 
     var isWritable: Bool {
         switch self {
-        case .http1(let context): return context.channel.isWritable
+        case .http1(let output): return output.context.channel.isWritable
         case .http2(let stream): return stream.isWritable
         case .detached: return false
         }
@@ -52,7 +72,7 @@ enum ExchangeSide<Stream: HTTP2ExchangeStream> {
 
     var isActive: Bool {
         switch self {
-        case .http1(let context): return context.channel.isActive
+        case .http1(let output): return output.context.channel.isActive
         case .http2(let stream): return !stream.isClosed
         case .detached: return false
         }
@@ -60,7 +80,7 @@ enum ExchangeSide<Stream: HTTP2ExchangeStream> {
 
     func write(_ part: Stream.Part) {
         switch self {
-        case .http1(let context): context.write(NIOAny(part), promise: nil)
+        case .http1(let output): output.write(part, promise: nil)
         case .http2(let stream): stream.write(part, promise: nil)
         case .detached: break
         }
@@ -68,7 +88,9 @@ enum ExchangeSide<Stream: HTTP2ExchangeStream> {
 
     func writeAndFlush(_ part: Stream.Part, promise: EventLoopPromise<Void>?) {
         switch self {
-        case .http1(let context): context.writeAndFlush(NIOAny(part), promise: promise)
+        case .http1(let output):
+            output.write(part, promise: promise)
+            output.context.flush()
         case .http2(let stream):
             stream.write(part, promise: promise)
             stream.flush()
@@ -78,7 +100,7 @@ enum ExchangeSide<Stream: HTTP2ExchangeStream> {
 
     func flush() {
         switch self {
-        case .http1(let context): context.flush()
+        case .http1(let output): output.context.flush()
         case .http2(let stream): stream.flush()
         case .detached: break
         }
@@ -87,7 +109,7 @@ enum ExchangeSide<Stream: HTTP2ExchangeStream> {
     /// HTTP/1.1: closes the connection. HTTP/2: resets the stream unless it already ended both ways.
     func close() {
         switch self {
-        case .http1(let context): context.close(promise: nil)
+        case .http1(let output): output.context.close(promise: nil)
         case .http2(let stream): stream.reset()
         case .detached: break
         }
@@ -96,15 +118,15 @@ enum ExchangeSide<Stream: HTTP2ExchangeStream> {
     /// Asks for more: the connection's next read, or the stream's held frames.
     func read() {
         switch self {
-        case .http1(let context): context.read()
+        case .http1(let output): output.context.read()
         case .http2(let stream): stream.read()
         case .detached: break
         }
     }
 }
 
-typealias DownstreamSide = ExchangeSide<HTTP2DownstreamStream>
-typealias UpstreamSide = ExchangeSide<HTTP2UpstreamStream>
+typealias DownstreamSide = ExchangeSide<HTTP1ResponseWriter, HTTP2DownstreamStream>
+typealias UpstreamSide = ExchangeSide<HTTP1PipelineOutput<HTTPClientRequestPart>, HTTP2UpstreamStream>
 
 /// What the two frame-level HTTP/2 handlers (`HTTP2DownstreamConnection`, `HTTP2UpstreamConnection`) share: the
 /// way out to NIO's handler before them, the connection's inbound window, whether the connection takes more,

@@ -74,14 +74,14 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     /// An HTTP/1.1 connection's channel (nil for an HTTP/2 stream).
     var channel: Channel? {
-        if case .http1(let context) = side { return context.channel }
+        if case .http1(let output) = side { return output.context.channel }
         return nil
     }
     var isWritable: Bool { side.isWritable }
     var isIdle: Bool { if case .idle = state { return true } else { return false } }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        side = .http1(context)
+        side = .http1(HTTP1PipelineOutput(context: context))
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -166,7 +166,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Takes the connection out of HTTP after a `101`: the pool forgets it, and `relay` carries its bytes.
     /// Handlers are swapped so bytes the decoder already holds go to the relay, not lost.
     func switchToTunnel(_ relay: TunnelRelay) throws {
-        guard case .http1(let context) = side else { throw UpstreamFailure.reset }
+        guard case .http1(let output) = side else { throw UpstreamFailure.reset }
+        let context = output.context
         state = .tunnelled
         delegate = nil
         detached?(self)
