@@ -1,0 +1,167 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import OutriggerConfig
+import OutriggerCore
+
+/// Everything one event loop owns for forwarding: its upstream pools, endpoint selection and random source.
+/// Touched only on its event loop, so nothing here takes a lock.
+final class LoopLocalState {
+    let eventLoop: any EventLoop
+    var random: FastRandom
+    private var selections: [ObjectIdentifier: ClusterSelection] = [:]
+    private var http1Pools: [String: HTTP1EndpointPool] = [:]
+    private var http2Pools: [String: HTTP2EndpointPool] = [:]
+    /// The same pools by `Endpoint.id`, the lookup every request makes.
+    private var http1PoolsByEndpoint: [Int: HTTP1EndpointPool] = [:]
+    /// Pools of endpoints that left, kept until their connections have closed.
+    private var retiringHTTP1Pools: [ObjectIdentifier: HTTP1EndpointPool] = [:]
+    private let loopIndex: Int
+    private let loopCount: Int
+    /// The process's access log destinations, and this loop's batch for each (by path).
+    private let accessLogSinks: AccessLogSinks
+    private var accessLogs: [String: AccessLogBuffer] = [:]
+
+    /// The process's client TLS contexts, for clusters with `tls`.
+    let tlsContexts: UpstreamTLSContexts
+
+    init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int, accessLogs: AccessLogSinks, tlsContexts: UpstreamTLSContexts) {
+        self.tlsContexts = tlsContexts
+        self.eventLoop = eventLoop
+        self.loopIndex = loopIndex
+        self.loopCount = loopCount
+        self.accessLogSinks = accessLogs
+        self.random = FastRandom()
+    }
+
+    /// This loop's batch of lines for `config`'s destination (opened by the sidecar when the config loaded,
+    /// so this only looks it up); nil if it cannot be had.
+    func accessLog(_ config: AccessLogConfig) -> AccessLogBuffer? {
+        if let buffer = accessLogs[config.path] { return buffer }
+        guard let sink = try? accessLogSinks.sink(for: config.path) else { return nil }
+        let buffer = AccessLogBuffer(sink: sink, eventLoop: eventLoop)
+        accessLogs[config.path] = buffer
+        return buffer
+    }
+
+    /// Hands every batched access log line to its destination (shutdown).
+    func flushAccessLogs() {
+        for buffer in accessLogs.values { buffer.flush() }
+    }
+
+    private func selection(for cluster: ClusterRuntime) -> ClusterSelection {
+        let key = ObjectIdentifier(cluster)
+        if let existing = selections[key] { return existing }
+        // A new snapshot brings new cluster objects; forget selections of clusters no longer in use.
+        if selections.count > 1024 { selections.removeAll() }
+        let created = ClusterSelection(cluster.config.loadBalancer, budget: cluster.config.retryBudget, loops: loopCount, stagger: loopIndex)
+        selections[key] = created
+        return created
+    }
+
+    /// A new request's endpoint; the request also counts toward the cluster's retry budget.
+    func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline, hashKey: UInt64?) -> Endpoint? {
+        let selection = selection(for: cluster)
+        selection.retryBudget.recordRequest(now: now.uptimeNanoseconds)
+        return selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
+    }
+
+    /// A retry's endpoint: another than those already tried when the cluster has another eligible one.
+    func pickRetryEndpoint(in cluster: ClusterRuntime, now: NIODeadline, avoiding tried: [Int]) -> Endpoint? {
+        let selection = selection(for: cluster)
+        var pick = selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: nil)
+        for _ in 0..<4 where pick.map({ tried.contains($0.id) }) == true {
+            pick = selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: nil)
+        }
+        return pick
+    }
+
+    /// Takes a retry from the cluster's budget (this loop's share), if one is left.
+    func withdrawRetry(from cluster: ClusterRuntime, now: NIODeadline) -> Bool {
+        selection(for: cluster).retryBudget.withdraw(now: now.uptimeNanoseconds)
+    }
+
+    /// A request was sent to `endpoint` (least_request and peak_ewma count it; `/clusters` shows it).
+    func requestStarted(in cluster: ClusterRuntime, to endpoint: Endpoint, now: NIODeadline) {
+        endpoint.state.activeRequests.increment()
+        endpoint.state.attempts.increment()
+        selections[ObjectIdentifier(cluster)]?.loads.requestStarted(endpoint, now: now.uptimeNanoseconds)
+    }
+
+    /// The response head of a request to `endpoint` arrived (peak_ewma's latency sample).
+    func responseStarted(in cluster: ClusterRuntime, from endpoint: Endpoint, sentAt: NIODeadline, now: NIODeadline) {
+        let rtt = now.uptimeNanoseconds &- sentAt.uptimeNanoseconds
+        if let estimate = selections[ObjectIdentifier(cluster)]?.loads.responseStarted(endpoint, rtt: rtt, now: now.uptimeNanoseconds) {
+            endpoint.state.publishLatencyEstimate(UInt64(estimate))
+        }
+    }
+
+    /// A request to `endpoint` ended, whatever its outcome.
+    func requestEnded(in cluster: ClusterRuntime, to endpoint: Endpoint) {
+        endpoint.state.activeRequests.decrement()
+        selections[ObjectIdentifier(cluster)]?.loads.requestEnded(endpoint)
+    }
+
+    /// Finds an upstream for `requester`: now (synchronously) or later, through its callbacks.
+    func acquire(cluster: ClusterRuntime, endpoint: Endpoint, for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
+        switch cluster.config.upstreamProtocol {
+        case .http1:
+            if let pool = http1PoolsByEndpoint[endpoint.id] {
+                return pool.lease(for: requester)
+            }
+            let pool: HTTP1EndpointPool
+            if let existing = http1Pools[endpoint.poolKey] {
+                pool = existing
+            } else {
+                let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats, tlsContexts: tlsContexts)
+                pool = HTTP1EndpointPool(target: target, cluster: cluster.config) { [weak self] pool in
+                    self?.forget(pool)
+                }
+                http1Pools[endpoint.poolKey] = pool
+            }
+            http1PoolsByEndpoint[endpoint.id] = pool
+            return pool.lease(for: requester)
+        case .http2:
+            let pool: HTTP2EndpointPool
+            if let existing = http2Pools[endpoint.poolKey] {
+                pool = existing
+            } else {
+                let target = UpstreamTarget(eventLoop: eventLoop, endpoint: endpoint, cluster: cluster.config, stats: cluster.stats, tlsContexts: tlsContexts)
+                pool = HTTP2EndpointPool(target: target) { [weak self] pool in
+                    if self?.http2Pools[pool.key] === pool { self?.http2Pools[pool.key] = nil }
+                }
+                http2Pools[endpoint.poolKey] = pool
+            }
+            return pool.lease(for: requester)
+        }
+    }
+
+    private func forget(_ pool: HTTP1EndpointPool) {
+        if http1Pools[pool.key] === pool { http1Pools[pool.key] = nil }
+        http1PoolsByEndpoint = http1PoolsByEndpoint.filter { $0.value !== pool }
+        retiringHTTP1Pools[ObjectIdentifier(pool)] = nil
+    }
+
+    /// Endpoints left their clusters (DNS, endpoints file, reload): their idle connections close now and busy
+    /// ones when their exchange ends; requests in flight finish. `keeping` holds the pool keys still in use.
+    func retirePools(keeping: Set<String>) {
+        for (key, pool) in http1Pools where !keeping.contains(key) {
+            forget(pool)
+            // Held until its last connection closed (it says so through `becameEmpty`): its busy connections
+            // still have to be closed, and their cluster-wide slots given back.
+            retiringHTTP1Pools[ObjectIdentifier(pool)] = pool
+            pool.retire()
+        }
+        for (key, pool) in http2Pools where !keeping.contains(key) {
+            http2Pools[key] = nil
+            pool.retire()
+        }
+    }
+
+    /// Closes every idle upstream connection (shutdown).
+    func closeIdleConnections() {
+        for pool in http1Pools.values { pool.closeIdle() }
+        for pool in http2Pools.values { pool.closeIfIdle() }
+    }
+}

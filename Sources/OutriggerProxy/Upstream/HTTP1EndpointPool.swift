@@ -1,0 +1,214 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import OutriggerConfig
+import OutriggerCore
+
+/// One endpoint's HTTP/1.1 keep-alive connections on one event loop: the I/O shell around
+/// `HTTP1PoolStateMachine`.
+final class HTTP1EndpointPool {
+    private let target: UpstreamTarget
+    private var state: HTTP1PoolStateMachine
+    private var connections: [Int: UpstreamExchangeHandler] = [:]
+    /// One timer per pool closes connections idle longer than `idleTimeout` (a timer per release would
+    /// cost a scheduled task on every request).
+    private var idleSweep: Scheduled<Void>?
+    private var waiters: [Int: any UpstreamLeaseRequester] = [:]
+    private var nextID = 0
+    private let becameEmpty: (HTTP1EndpointPool) -> Void
+    /// Its endpoint left: connections close as soon as they are idle.
+    private var retired = false
+
+    var key: String { target.key }
+    private var eventLoop: any EventLoop { target.eventLoop }
+    private var stats: ClusterStats { target.stats }
+    private var limits: ClusterLimits { target.limits }
+    /// Nothing open, opening or waiting — connections being closed included (`drainIdle` already forgot them
+    /// in the state machine, but their close still has to be counted here).
+    private var isEmpty: Bool { state.isEmpty && connections.isEmpty }
+
+    init(target: UpstreamTarget, cluster: ClusterConfig, becameEmpty: @escaping (HTTP1EndpointPool) -> Void) {
+        self.target = target
+        self.state = HTTP1PoolStateMachine(maxConnections: cluster.pool.maxConnectionsPerEndpoint, maxPending: cluster.pool.maxPendingRequests)
+        self.becameEmpty = becameEmpty
+    }
+
+    func lease(for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
+        nextID += 1
+        let waiterID = nextID
+        switch state.leaseRequested(waiterID, reserveConnection: reserveConnection) {
+        case .use(let connectionID):
+            requester.upstreamLeased(connections[connectionID]!)
+            return nil
+        case .connect:
+            return connect(for: requester)
+        case .wait:
+            guard stats.pendingRequests.increment(below: limits.maxPendingRequests) else {
+                state.waiterCancelled(waiterID)
+                stats.overflowMaxPendingRequests.increment()
+                requester.upstreamLeaseFailed(.overflow)
+                return nil
+            }
+            waiters[waiterID] = requester
+            return LeaseTicket { [weak self] in
+                guard let self, self.takeWaiter(waiterID) != nil else { return }
+                self.state.waiterCancelled(waiterID)
+            }
+        case .overflow(let limit):
+            (limit == .connections ? stats.overflowMaxConnections : stats.overflowMaxPendingRequests).increment()
+            requester.upstreamLeaseFailed(.overflow)
+            return nil
+        }
+    }
+
+    /// A waiting request leaves the queue (served, gone, or turned away).
+    private func takeWaiter(_ waiterID: Int) -> (any UpstreamLeaseRequester)? {
+        guard let requester = waiters.removeValue(forKey: waiterID) else { return nil }
+        stats.pendingRequests.decrement()
+        return requester
+    }
+
+    /// Gives back a connection's cluster-wide slot (it failed to open, or closed).
+    private func freeConnectionSlot() {
+        stats.connectionSlots.decrement()
+    }
+
+    private func connect(for requester: any UpstreamLeaseRequester) -> LeaseTicket {
+        nextID += 1
+        let handler = UpstreamExchangeHandler(id: nextID)
+        var requester: (any UpstreamLeaseRequester)? = requester
+        let ticket = LeaseTicket { requester = nil }
+        let loopBoundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
+        target.connect { channel in
+            try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+            try channel.pipeline.syncOperations.addHandler(loopBoundHandler.value)
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success:
+                self.stats.connectionsTotal.increment()
+                self.stats.connectionsActive.increment()
+                self.connections[handler.id] = handler
+                self.state.connectSucceeded(handler.id)
+                handler.exchangeFinished = { [weak self] handler, reusable, _ in self?.released(handler, reusable: reusable) }
+                handler.closed = { [weak self] handler in self?.connectionClosed(handler) }
+                handler.detached = { [weak self] handler in self?.connectionDetached(handler) }
+                if let waiting = requester {
+                    requester = nil
+                    waiting.upstreamLeased(handler)
+                } else {
+                    // The request went away while we connected: keep the connection for the next one.
+                    self.released(handler, reusable: true)
+                }
+            case .failure:
+                self.stats.connectFailures.increment()
+                self.freeConnectionSlot()
+                let followUp = self.state.connectFailed(reserveConnection: self.reserveConnection)
+                if let waiting = requester {
+                    requester = nil
+                    waiting.upstreamLeaseFailed(.connectFailure)
+                }
+                self.perform(followUp)
+            }
+        }
+        return ticket
+    }
+
+    private func released(_ handler: UpstreamExchangeHandler, reusable: Bool) {
+        switch state.released(handler.id, reusable: reusable && !retired, reserveConnection: reserveConnection) {
+        case .keepIdle:
+            handler.idleSince = .now()
+            if idleSweep == nil { armIdleSweep(at: handler.idleSince + target.idleTimeout) }
+        case .handOver(let waiterID):
+            takeWaiter(waiterID)?.upstreamLeased(handler)
+        case .close(let followUp):
+            handler.channel?.close(promise: nil)
+            perform(followUp)
+        }
+    }
+
+    private func connectionClosed(_ handler: UpstreamExchangeHandler) {
+        stats.connectionsActive.decrement()
+        freeConnectionSlot()
+        connections[handler.id] = nil
+        perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
+        if isEmpty { becameEmpty(self) }
+    }
+
+    /// The connection now carries a tunnel: it leaves the pool, but is counted (and holds its cluster-wide
+    /// slot) until it closes.
+    private func connectionDetached(_ handler: UpstreamExchangeHandler) {
+        connections[handler.id] = nil
+        perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
+        let stats = self.stats
+        handler.channel?.closeFuture.whenComplete { _ in
+            stats.connectionsActive.decrement()
+            stats.connectionSlots.decrement()
+        }
+        if isEmpty { becameEmpty(self) }
+    }
+
+    /// Takes a cluster-wide connection slot if one is free.
+    private func reserveConnection() -> Bool {
+        stats.connectionSlots.increment(below: limits.maxConnections)
+    }
+
+    private func perform(_ followUp: HTTP1PoolStateMachine.FollowUp) {
+        var followUp = followUp
+        while true {
+            switch followUp {
+            case .none:
+                return
+            case .connect(let waiterID):
+                if let requester = takeWaiter(waiterID) {
+                    _ = connect(for: requester)
+                    return
+                }
+                // The waiter had left: give the reservation back.
+                freeConnectionSlot()
+                followUp = state.connectFailed(reserveConnection: reserveConnection)
+            case .overflow(let waiterIDs):
+                for waiterID in waiterIDs {
+                    guard let requester = takeWaiter(waiterID) else { continue }
+                    stats.overflowMaxConnections.increment()
+                    requester.upstreamLeaseFailed(.overflow)
+                }
+                return
+            }
+        }
+    }
+
+    private func armIdleSweep(at deadline: NIODeadline) {
+        idleSweep = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            self?.sweepIdleConnections()
+        }
+    }
+
+    /// Closes the connections idle for `idleTimeout`, and looks again when the next one will be.
+    private func sweepIdleConnections() {
+        idleSweep = nil
+        let now = NIODeadline.now()
+        var next: NIODeadline?
+        for handler in connections.values where handler.isIdle {
+            let expiry = handler.idleSince + target.idleTimeout
+            if expiry <= now {
+                handler.channel?.close(promise: nil)
+            } else {
+                next = min(next ?? expiry, expiry)
+            }
+        }
+        if let next { armIdleSweep(at: next) }
+    }
+
+    func closeIdle() {
+        for id in state.drainIdle() {
+            connections[id]?.channel?.close(promise: nil)
+        }
+    }
+
+    func retire() {
+        retired = true
+        closeIdle()
+        if isEmpty { becameEmpty(self) }
+    }
+}
