@@ -39,6 +39,13 @@ public enum ProxyHeaders {
     /// without allocating a lower-cased copy.
     private static let hopByHopBytes: [[UInt8]] = (Array(hopByHop) + ["te"]).map { Array($0.utf8) }
 
+    /// A field value an HTTP/1.1 message may carry (RFC 9110 §5.5: visible characters, obs-text, space and tab —
+    /// no other control character). HTTP/2 forbids only NUL, CR and LF (RFC 9113 §8.2.1), so a request that came
+    /// over HTTP/2 is checked before it can be forwarded as HTTP/1.1.
+    public static func isValidFieldValue(_ value: String) -> Bool {
+        !value.utf8.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }
+    }
+
     /// Whether a field only means something to one HTTP/1.1 connection (hop-by-hop, or `te`): such fields are
     /// not sent in HTTP/2 (RFC 9113 §8.2.2). Case-insensitive, without allocating.
     @inline(__always)

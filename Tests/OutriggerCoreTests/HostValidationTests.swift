@@ -34,3 +34,14 @@ struct HostValidationTests {
         #expect(!ProxyHeaders.hasValidHost(Self.headers(["a", "b"]), version: http2))
     }
 }
+
+@Suite("Field values an HTTP/1.1 message may carry (RFC 9110 §5.5)")
+struct FieldValueValidationTests {
+    @Test(arguments: [
+        ("text/plain; charset=utf-8", true), ("", true), ("a\tb", true), ("with spaces", true), ("ünïcödé", true), ("~!@#$%^&*()", true),
+        ("a\u{01}b", false), ("\u{7F}", false), ("a\rb", false), ("a\nb", false), ("\u{0}", false), ("\u{1B}[31m", false),
+    ])
+    func fieldValues(_ value: String, _ valid: Bool) {
+        #expect(ProxyHeaders.isValidFieldValue(value) == valid)
+    }
+}

@@ -269,6 +269,21 @@ struct HostValidationEndToEndTests {
             #expect(agreeing["status"] as? Int == 200, "\(agreeing)")
         }
     }
+
+    @Test func http2FieldValuesHTTP1CannotCarryAreRefused() async throws {
+        try await withHarness(echoes: 1) { (harness: Harness) async throws in
+            // HTTP/2 forbids only NUL, CR and LF in a value; the HTTP/1.1 upstream may take no control character.
+            let base = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a")]
+            for value in ["a\u{01}b", "del\u{7F}", "\u{1B}[31m"] {
+                let reply = try await rawHTTP2(port: harness.port, headers: base + [("x-note", value)])
+                #expect(reply["status"] as? Int == 400, "\(reply)")
+                #expect((reply["headers"] as? [String: String])?["x-outrigger-reason"] == "bad_request")
+            }
+            #expect(harness.echoes[0].requestsServed == 0)
+            let tab = try await rawHTTP2(port: harness.port, headers: base + [("x-note", "a\tb")])
+            #expect(tab["status"] as? Int == 200, "a tab is a field value's own character: \(tab)")
+        }
+    }
 }
 
 /// Runs `Scripts/h2_rapid_reset.py`: `connections` connections in turn from `source`, each sending `streams`

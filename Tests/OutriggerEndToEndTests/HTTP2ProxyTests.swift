@@ -227,6 +227,35 @@ struct HTTP2ProxyTests {
         }
     }
 
+    /// A request waits for the cluster's one connection while its whole body and END_STREAM arrive (held, their
+    /// credit held back). Once leased, the body is handed on and its credit is due — but not for the stream, which
+    /// the client has half-closed: NIO refuses that WINDOW_UPDATE as a stream error, and the request was cut with
+    /// RST_STREAM CANCEL (intermittently, under load, before this was fixed).
+    @Test func aBodyHeldPastItsEndStreamIsForwardedWhole() async throws {
+        // The upstream holds its GET answers until told: the one connection stays busy for as long as needed.
+        let (upstream, upstreamPort) = try await startScriptServer("held_answer_server.py")
+        defer { upstream.kill() }
+        let endpoint = HostPort(host: "127.0.0.1", port: upstreamPort)
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("held"))],
+                           clusters: [ClusterConfig(name: "held", endpoints: [endpoint], limits: ClusterLimits(maxConnections: 1))])
+        } _: { (harness: Harness) async throws in
+            let stats = harness.sidecar.configStore.stats.cluster("held")
+            async let first = fetch(harness.url + "/held")
+            try await upstream.waitForOutput(containing: "held 1")
+            // Within the stream's 1 MiB window, and large enough that taking it makes a stream update due.
+            let upload = 1_040_000
+            async let posted = rawHTTP2(port: harness.port, headers: [(":method", "POST"), (":scheme", "http"), (":authority", "a"), (":path", "/up")],
+                                        bodyBytes: upload)
+            try await waitUntil { stats.pendingRequests.current == 1 }
+            #expect(try await fetch("http://127.0.0.1:\(upstreamPort)/release").status == 200)
+            let reply = try await posted
+            #expect(reply["status"] as? Int == 200, "\(reply)")
+            #expect(reply["text"] as? String == String(upload), "\(reply)")
+            #expect(try await first.status == 200)
+        }
+    }
+
     @Test func validRawHTTP2RequestSucceeds() async throws {
         try await withHarness { harness in
             let reply = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/ok"), ("te", "trailers")])

@@ -67,7 +67,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     private func open(_ id: HTTP2StreamID, _ block: HTTP2Frame.FramePayload.Headers) {
-        guard let (head, hostDisagrees) = HTTPRequestHead.fromHTTP2(block.headers, endStream: block.endStream) else {
+        guard let (head, malformed) = HTTPRequestHead.fromHTTP2(block.headers, endStream: block.endStream) else {
             // No :method, :path or :scheme (NIO's validation lets CONNECT through without the last two).
             frames.write(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError)), promise: nil)
             frames.flush()
@@ -75,7 +75,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         }
         let exchange = makeExchange()
         let stream = HTTP2DownstreamStream(id: id, connection: self, exchange: exchange, head: head, endStream: block.endStream)
-        exchange.hostDisagreesWithAuthority = hostDisagrees
+        exchange.malformedHTTP2Head = malformed
         exchange.attach(.http2(stream), clientAddress: clientAddress)
         frames.add(stream, as: id)
         opened.append(stream)
@@ -168,6 +168,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         self.exchange = exchange
         self.head = head
         self.headEndsStream = endStream
+        if endStream { held.peerEndedStream() }
     }
 
     var isWritable: Bool { watermark.isBelow && connection.isWritable && !isClosed }
@@ -187,6 +188,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
 
     func receive(_ part: HTTPServerRequestPart) {
         guard !isClosed, let exchange else { return }
+        if case .end = part { held.peerEndedStream() }
         // Until the head is handed on, everything waits behind it.
         if head != nil || held.mustHold(part, exchangeTakesBody: exchange.mayRead) {
             held.hold(part)
@@ -358,10 +360,11 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
 
 extension HTTPRequestHead {
     /// An HTTP/2 request's header block as an HTTP/1-shaped head: `:authority` becomes `host` when there is
-    /// none, and whether a `host` disagrees with it is told apart (RFC 9113 §8.3.1: malformed; answered
-    /// 400 `invalid_host`). A request that can carry a body and ended with its headers gets
-    /// `content-length: 0`. Nil when `:method`, `:path` or `:scheme` is missing.
-    static func fromHTTP2(_ block: HPACKHeaders, endStream: Bool) -> (HTTPRequestHead, hostDisagrees: Bool)? {
+    /// none. What makes it malformed for a proxy is told apart: a `host` that disagrees with `:authority` (RFC 9113
+    /// §8.3.1; answered 400 `invalid_host`), a field value with a control character HTTP/2 lets through but
+    /// HTTP/1.1 forbids (answered 400 `bad_request`). A request that can carry a body and ended with its headers
+    /// gets `content-length: 0`. Nil when `:method`, `:path` or `:scheme` is missing.
+    static func fromHTTP2(_ block: HPACKHeaders, endStream: Bool) -> (HTTPRequestHead, malformed: LocalReplyReason?)? {
         var method: String?
         var path: String?
         var authority: String?
@@ -369,7 +372,7 @@ extension HTTPRequestHead {
         var headers = HTTPHeaders()
         headers.reserveCapacity(block.count + 1)
         var sawRegular = false
-        var hostDisagrees = false
+        var malformed: LocalReplyReason?
         var hasContentLength = false
         for (name, value, _) in block {
             if name.utf8.first == UInt8(ascii: ":") {
@@ -387,7 +390,8 @@ extension HTTPRequestHead {
                 sawRegular = true
                 if let authority, !block.contains(name: "host") { headers.add(name: "host", value: authority) }
             }
-            if name == "host", let authority, value != authority { hostDisagrees = true }
+            if name == "host", let authority, value != authority { malformed = .invalidHost }
+            if malformed == nil, !ProxyHeaders.isValidFieldValue(value) { malformed = .badRequest }
             if name == "content-length" { hasContentLength = true }
             headers.add(name: name, value: value)
         }
@@ -400,16 +404,19 @@ extension HTTPRequestHead {
             default: headers.add(name: "content-length", value: "0")
             }
         }
-        return (HTTPRequestHead(version: .http2, method: httpMethod, uri: path, headers: headers), hostDisagrees)
+        return (HTTPRequestHead(version: .http2, method: httpMethod, uri: path, headers: headers), malformed)
     }
 }
 
 extension HTTPHeaders {
-    /// A trailer block's fields (pseudo-fields dropped).
+    /// A trailer block's fields (pseudo-fields dropped, and fields whose value HTTP/1.1 could not carry: too late
+    /// for a 400, the body has gone upstream).
     init(regularFieldsOf block: HPACKHeaders) {
         self.init()
         reserveCapacity(block.count)
-        for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") { add(name: name, value: value) }
+        for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") && ProxyHeaders.isValidFieldValue(value) {
+            add(name: name, value: value)
+        }
     }
 }
 

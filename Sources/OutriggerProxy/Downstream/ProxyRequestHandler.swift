@@ -49,8 +49,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     private static let maxQueuedBytes = 64 * 1024
     /// Shutdown asked this connection to finish: it closes once the request in flight is answered.
     var closeWhenIdle = false
-    /// HTTP/2: the stream's `host` field named another authority than `:authority`.
-    var hostDisagreesWithAuthority = false
+    /// HTTP/2: why the stream's head is malformed for a proxy (a `host` naming another authority than
+    /// `:authority`, a field value HTTP/1.1 cannot carry), answered with that reason.
+    var malformedHTTP2Head: LocalReplyReason?
     /// HTTP/2: the connection's frame watcher (graceful GOAWAY under overload).
     private let http2Connection: HTTP2ConnectionWatcher?
     /// HTTP/2: the stream's send timeout.
@@ -362,7 +363,11 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
             localReply(.bodyTooLarge, for: head, listener: listener, requestComplete: false, start: start)
             return
         }
-        if hostDisagreesWithAuthority || !ProxyHeaders.hasValidHost(head.headers, version: head.version) {
+        if let malformed = malformedHTTP2Head {
+            localReply(malformed, for: head, listener: listener, requestComplete: false, start: start)
+            return
+        }
+        if !ProxyHeaders.hasValidHost(head.headers, version: head.version) {
             localReply(.invalidHost, for: head, listener: listener, requestComplete: false, start: start)
             return
         }

@@ -250,6 +250,9 @@ struct HTTP2HeldParts<Head: Equatable> {
     private var parts: [Part] = []
     private var window: HTTP2InboundWindow
     private var takenBytes = 0
+    /// The peer ended the stream (END_STREAM received): its window is over, and NIO refuses a WINDOW_UPDATE for a
+    /// half-closed (remote) stream as a stream error, which would cut an exchange whose body all arrived.
+    private var peerEnded = false
 
     init(windowTarget: Int) {
         window = HTTP2InboundWindow(target: windowTarget)
@@ -280,16 +283,23 @@ struct HTTP2HeldParts<Head: Equatable> {
         return part
     }
 
+    /// The peer's END_STREAM arrived: no credit goes back for this stream any more (the connection's still does).
+    mutating func peerEndedStream() {
+        peerEnded = true
+    }
+
     /// The credit to give back for the bodies taken since last asked, if an update is due.
     mutating func creditToReturn() -> Int? {
         guard takenBytes > 0 else { return nil }
         defer { takenBytes = 0 }
-        return window.released(takenBytes)
+        let increment = window.released(takenBytes)
+        return peerEnded ? nil : increment
     }
 
     /// NIO reported the stream's window. - Returns: the credit to give back, if an update is due.
     mutating func windowReported(size: Int) -> Int? {
-        window.reported(size: size)
+        let increment = window.reported(size: size)
+        return peerEnded ? nil : increment
     }
 
     mutating func removeAll() {

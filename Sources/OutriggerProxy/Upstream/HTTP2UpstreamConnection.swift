@@ -244,6 +244,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
     }
 
     private func deliver(_ part: HTTPClientResponsePart) {
+        if case .end = part { held.peerEndedStream() }
         guard let exchange else { return }
         if held.mustHold(part, exchangeTakesBody: exchange.mayRead) {
             held.hold(part)

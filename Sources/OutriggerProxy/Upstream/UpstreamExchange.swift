@@ -176,9 +176,6 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         try pipeline.addHandler(relay)
         pipeline.removeHandler(context: context, promise: nil)
         pipeline.removeHandler(try pipeline.handler(type: HTTPRequestEncoder.self), promise: nil)
-        if let validator = try? pipeline.handler(type: NIOHTTPRequestHeadersValidator.self) {
-            pipeline.removeHandler(validator, promise: nil)
-        }
         pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: nil)
     }
 

@@ -3,7 +3,8 @@
 flight ends, instead of guessing with a delay.
 
 Listens on 127.0.0.1:<free port> and prints "port N"; prints "held N" when it holds N requests. A request for
-/release answers 200 itself and lets every held request have its 200 (body "released"). Runs until killed.
+/release answers 200 itself and lets every held request have its 200 (body "released"). A POST is answered at
+once with the number of body bytes it carried (content-length or chunked). Runs until killed.
 """
 import http.server
 import socketserver
@@ -27,6 +28,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 print(f"held {state['held']}", flush=True)
             release.wait()
         body = b"released"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        received = 0
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                received += len(self.rfile.read(size))
+                self.rfile.readline()
+        else:
+            received = len(self.rfile.read(int(self.headers.get("content-length", "0"))))
+        body = str(received).encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
