@@ -188,10 +188,8 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
 
     func receive(_ part: HTTPServerRequestPart) {
         guard !isClosed, let exchange else { return }
-        if case .end = part { held.peerEndedStream() }
         // Until the head is handed on, everything waits behind it.
-        if head != nil || held.mustHold(part, exchangeTakesBody: exchange.mayRead) {
-            held.hold(part)
+        guard let part = held.arrived(part, exchangeTakesBody: exchange.mayRead, behindHead: head != nil) else {
             if head == nil { exchange.holdingReads() }
             return
         }

@@ -260,14 +260,22 @@ struct HTTP2HeldParts<Head: Equatable> {
 
     var isEmpty: Bool { parts.isEmpty }
 
-    /// Whether `part` must wait: parts are already waiting, or it is a body the exchange does not take now.
-    func mustHold(_ part: Part, exchangeTakesBody: Bool) -> Bool {
-        if !parts.isEmpty { return true }
-        if case .body = part { return !exchangeTakesBody }
-        return false
+    /// A part the peer sent: returned to be handed on now, or held (nil) when it must wait — parts are already
+    /// waiting, it is a body the exchange does not take now, or `behindHead` (the head is not handed on yet).
+    /// An end is noted either way: the peer has ended the stream.
+    mutating func arrived(_ part: Part, exchangeTakesBody: Bool, behindHead: Bool = false) -> Part? {
+        var mustWait = behindHead || !parts.isEmpty
+        switch part {
+        case .head: break
+        case .body: mustWait = mustWait || !exchangeTakesBody
+        case .end: peerEnded = true
+        }
+        guard mustWait else { return part }
+        hold(part)
+        return nil
     }
 
-    mutating func hold(_ part: Part) {
+    private mutating func hold(_ part: Part) {
         if case .body(let body) = part { window.held(body.readableBytes) }
         parts.append(part)
     }
@@ -283,7 +291,8 @@ struct HTTP2HeldParts<Head: Equatable> {
         return part
     }
 
-    /// The peer's END_STREAM arrived: no credit goes back for this stream any more (the connection's still does).
+    /// The peer's END_STREAM came where no part goes through `arrived` (with the head, or with no exchange to take
+    /// it): no credit goes back for this stream (the connection's still does).
     mutating func peerEndedStream() {
         peerEnded = true
     }

@@ -244,10 +244,11 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
     }
 
     private func deliver(_ part: HTTPClientResponsePart) {
-        if case .end = part { held.peerEndedStream() }
-        guard let exchange else { return }
-        if held.mustHold(part, exchangeTakesBody: exchange.mayRead) {
-            held.hold(part)
+        guard let exchange else {
+            if case .end = part { held.peerEndedStream() }  // nobody takes it, but the stream has ended
+            return
+        }
+        guard let part = held.arrived(part, exchangeTakesBody: exchange.mayRead) else {
             exchange.holdingReads()
             return
         }
