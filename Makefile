@@ -4,7 +4,7 @@ BUILD_FLAGS ?=
 # Release builds drop exclusivity checks in every module, dependencies included (~3 % of a relay's CPU).
 RELEASE_FLAGS ?= -c release -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test build release bench bench-quick bench-control soak microbench clean
+.PHONY: run test build release bench bench-quick bench-control soak microbench fuzz clean
 
 ## make run: build and start the demo (a sidecar in front of two echo upstreams).
 run: build
@@ -50,5 +50,10 @@ soak: release
 microbench:
 	cd benchmarks/micro && $(SWIFT) package --disable-sandbox benchmark --no-progress
 
+## make fuzz: libFuzzer on the HTTP/1.1 response parser against NIO's decoder (FUZZ_SECONDS each, default 300;
+## separate package in fuzz/, built with -sanitize=fuzzer). A find fails the run and is kept as fuzz/crash-<hash>.
+fuzz:
+	scripts/fuzz.sh
+
 clean:
-	rm -rf .build
+	rm -rf .build fuzz/.build

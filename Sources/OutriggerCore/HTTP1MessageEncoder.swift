@@ -1,15 +1,55 @@
 import NIOCore
 import NIOHTTP1
 
-/// An HTTP/1.x response as bytes, written straight into buffers: the bytes NIO's `HTTPResponseEncoder` writes with
-/// `automaticallySetFramingHeaders` off (the head's own `transfer-encoding: chunked` decides whether body parts are
-/// chunked; the proxy frames each response itself, `HTTP1Rules.frame`), without the pipeline hop and the boxed
-/// part each write through an encoder handler costs. Pure: it says what to write; the caller writes it.
+/// An HTTP/1.x message as bytes, written straight into buffers, without the pipeline hop and the boxed part each
+/// write through an encoder handler costs. Pure: it says what to write; the caller writes it.
+/// - Responses: the bytes NIO's `HTTPResponseEncoder` writes with `automaticallySetFramingHeaders` off (the head's own
+///   `transfer-encoding: chunked` decides whether body parts are chunked; the proxy frames each response itself,
+///   `HTTP1Rules.frame`).
+/// - Requests: the bytes NIO's `HTTPRequestEncoder` writes with its defaults (`frameRequest`: framing headers set
+///   from the method, as it does).
 public struct HTTP1MessageEncoder {
-    /// The response being written has a chunked body.
+    /// The message being written has a chunked body.
     public private(set) var isChunked = false
 
     public init() {}
+
+    /// Request line and headers, framed as NIO's request encoder frames them (`frameRequest`).
+    public mutating func encodeHead(_ head: HTTPRequestHead, into buffer: inout ByteBuffer) {
+        var head = head
+        isChunked = Self.frameRequest(&head)
+        buffer.writeString(head.method.rawValue)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(head.uri)
+        buffer.writeInteger(UInt8(ascii: " "))
+        Self.writeVersion(head.version, into: &buffer)
+        buffer.writeStaticString("\r\n")
+        Self.writeHeaders(head.headers, into: &buffer)
+    }
+
+    /// A request's framing headers as NIO's `HTTPRequestEncoder` sets them, and whether its body is chunked: TRACE
+    /// carries no body (both framing headers removed); `content-length` wins over `transfer-encoding`; POST, PUT and
+    /// PATCH without either are chunked (HTTP/1.1); other methods are chunked only when they say so.
+    public static func frameRequest(_ head: inout HTTPRequestHead) -> Bool {
+        if head.method == .TRACE {
+            head.headers.remove(name: "content-length")
+            head.headers.remove(name: "transfer-encoding")
+            return false
+        }
+        if head.headers.contains(name: "content-length") {
+            // NIO removes it unconditionally; a scan when there is none is all it costs.
+            if head.headers.contains(name: "transfer-encoding") { head.headers.remove(name: "transfer-encoding") }
+            return false
+        }
+        guard head.version.major == 1 && head.version.minor >= 1 else { return false }
+        switch head.method {
+        case .POST, .PUT, .PATCH:
+            head.headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            return true
+        default:
+            return head.headers.first(name: "transfer-encoding") == "chunked"
+        }
+    }
 
     /// Status line and headers, and whether the body that follows is chunked.
     public mutating func encodeHead(_ head: HTTPResponseHead, into buffer: inout ByteBuffer) {

@@ -4,8 +4,9 @@ import NIOHTTP1
 import OutriggerCore
 import Testing
 
-/// The proxy's own response encoding writes the bytes NIO's `HTTPResponseEncoder` (framing headers left as they
-/// are) writes for the same parts, which is what it replaced in the HTTP/1.1 downstream pipeline.
+/// The proxy's own message encoding writes the bytes NIO's `HTTPResponseEncoder` (framing headers left as they are)
+/// and `HTTPRequestEncoder` (framing set from the method) write for the same parts: what it replaced in the HTTP/1.1
+/// downstream and upstream pipelines.
 @Suite("HTTP/1 message encoder")
 struct HTTP1MessageEncoderTests {
     struct Case: CustomTestStringConvertible, Sendable {
@@ -39,6 +40,53 @@ struct HTTP1MessageEncoderTests {
     @Test("the same bytes as NIO's encoder", arguments: cases)
     func sameBytesAsNIO(_ example: Case) throws {
         #expect(ours(example) == String(decoding: try nios(example).readableBytesView, as: UTF8.self))
+    }
+
+    struct RequestCase: CustomTestStringConvertible, Sendable {
+        var name: String
+        var head: HTTPRequestHead
+        var bodies: [String] = []
+        var trailers: HTTPHeaders?
+        var testDescription: String { name }
+    }
+
+    static let requestCases: [RequestCase] = [
+        .init(name: "GET", head: .init(version: .http1_1, method: .GET, uri: "/a?b=c", headers: ["host": "x", "x-request-id": "1"])),
+        .init(name: "POST without framing is chunked", head: .init(version: .http1_1, method: .POST, uri: "/", headers: ["host": "x"]),
+              bodies: ["hello", String(repeating: "y", count: 5000)]),
+        .init(name: "POST with content-length", head: .init(version: .http1_1, method: .POST, uri: "/", headers: ["content-length": "3"]), bodies: ["abc"]),
+        .init(name: "PUT with both: content-length wins", head: .init(version: .http1_1, method: .PUT, uri: "/",
+                                                                      headers: ["transfer-encoding": "chunked", "content-length": "3"]), bodies: ["abc"]),
+        .init(name: "PATCH chunked with trailers", head: .init(version: .http1_1, method: .PATCH, uri: "/", headers: ["transfer-encoding": "chunked"]),
+              bodies: ["a", "", "b"], trailers: ["x-sum": "2"]),
+        .init(name: "TRACE carries no body", head: .init(version: .http1_1, method: .TRACE, uri: "/", headers: ["content-length": "0", "transfer-encoding": "chunked"])),
+        .init(name: "GET that says chunked", head: .init(version: .http1_1, method: .GET, uri: "/", headers: ["transfer-encoding": "chunked"]), bodies: ["q"]),
+        .init(name: "DELETE with transfer-encoding other than chunked", head: .init(version: .http1_1, method: .DELETE, uri: "/",
+                                                                                    headers: ["transfer-encoding": "gzip"]), bodies: ["q"]),
+        .init(name: "HTTP/1.0 POST is never chunked", head: .init(version: .http1_0, method: .POST, uri: "/", headers: [:]), bodies: ["old"]),
+        .init(name: "an extension method", head: .init(version: .http1_1, method: .RAW(value: "PURGE"), uri: "*", headers: ["host": "x"])),
+        .init(name: "CONNECT", head: .init(version: .http1_1, method: .CONNECT, uri: "example.com:443", headers: ["host": "example.com:443"])),
+    ]
+
+    @Test("requests: the same bytes as NIO's request encoder", arguments: requestCases)
+    func requestsAsNIO(_ example: RequestCase) throws {
+        var encoder = HTTP1MessageEncoder()
+        var ours = ByteBuffer()
+        encoder.encodeHead(example.head, into: &ours)
+        for body in example.bodies { encoder.encodeBody(ByteBuffer(string: body), into: &ours) }
+        _ = encoder.encodeEnd(trailers: example.trailers, into: &ours)
+
+        let channel = EmbeddedChannel(handler: HTTPRequestEncoder())
+        defer { _ = try? channel.finish() }
+        try channel.writeOutbound(HTTPClientRequestPart.head(example.head))
+        for body in example.bodies { try channel.writeOutbound(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: body)))) }
+        try channel.writeOutbound(HTTPClientRequestPart.end(example.trailers))
+        var nios = ByteBuffer()
+        while let part = try channel.readOutbound(as: IOData.self) {
+            guard case .byteBuffer(var bytes) = part else { continue }
+            nios.writeBuffer(&bytes)
+        }
+        #expect(String(buffer: ours) == String(buffer: nios))
     }
 
     @Test("chunk size lines are lowercase hex")

@@ -329,6 +329,25 @@ struct TunnelTests {
         }
     }
 
+    /// The upstream's first tunnel bytes come in the same write as its `101`: they are read with the response and
+    /// must reach the client, not stay behind in the parser (a server that speaks first, like SMTP or a greeting).
+    @Test func bytesSentWithThe101ReachTheClient() async throws {
+        let upstream = try await EarlyResponder.start(
+            response: "HTTP/1.1 101 Switching Protocols\r\nupgrade: greeting\r\nconnection: upgrade\r\n\r\nHELLO-FROM-UPSTREAM")
+        defer { Task { await upstream.stop() } }
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("greeter"))],
+                           clusters: [ClusterConfig(name: "greeter", endpoints: [HostPort(host: "127.0.0.1", port: upstream.port)])])
+        } _: { (harness: Harness) async throws in
+            let client = try await RawTCP.Connection(port: harness.port)
+            client.send("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: greeting\r\n\r\n")
+            try await waitUntil { client.received.contains("HELLO-FROM-UPSTREAM") }
+            #expect(client.received.hasPrefix("HTTP/1.1 101 Switching Protocols\r\n"))
+            #expect(client.received.hasSuffix("\r\n\r\nHELLO-FROM-UPSTREAM"))
+            await client.close()
+        }
+    }
+
     @Test func h2cUpgradeIsNotTunnelled() async throws {
         try await withHarness(echoes: 1) { harness in
             let reply = try await Self.tunnel(port: harness.port, size: 10, upgrade: "h2c")

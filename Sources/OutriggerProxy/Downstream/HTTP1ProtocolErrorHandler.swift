@@ -55,7 +55,7 @@ final class HTTP1ProtocolErrorHandler: ChannelInboundHandler, RemovableChannelHa
         guard !failed else { return }
         failed = true
         let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
-        let outstanding = requestsRead - responses.responsesEnded
+        let outstanding = requestsRead - responses.messagesEnded
         if outstanding > 1 || (!requestOpen && outstanding > 0) {
             // A later pipelined request is broken: answer the earlier ones first, then this one.
             var owed = requestsRead
@@ -64,12 +64,12 @@ final class HTTP1ProtocolErrorHandler: ChannelInboundHandler, RemovableChannelHa
                 owed -= 1
                 context.fireUserInboundEventTriggered(DropLastQueuedRequest())
             }
-            responses.whenResponsesEnded(owed) { [self] in writeReply(reason, context: context) }
+            responses.whenMessagesEnded(owed) { [self] in writeReply(reason, context: context) }
             return
         }
         // The broken bytes belong to the request being read: the request handler lets go of it.
         context.fireErrorCaught(error)
-        if responses.responseStarted {
+        if responses.messageStarted {
             context.close(promise: nil)
         } else {
             writeReply(reason, context: context)

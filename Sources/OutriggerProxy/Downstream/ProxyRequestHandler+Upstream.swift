@@ -244,8 +244,10 @@ extension ProxyRequestHandler {
         let context = writer.context
         let (downstreamRelay, upstreamRelay) = TunnelRelay.pair()
         do {
+            // What the upstream sent after its `101` in the same read goes first.
+            let early = try upstream.switchToTunnel(upstreamRelay)
+            if early.readableBytes > 0 { context.write(NIOAny(IOData.byteBuffer(early)), promise: nil) }
             context.flush()
-            try upstream.switchToTunnel(upstreamRelay)
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(downstreamRelay)
             pipeline.removeHandler(try pipeline.handler(type: HTTP1ProtocolErrorHandler.self), promise: nil)

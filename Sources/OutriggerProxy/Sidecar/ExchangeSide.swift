@@ -35,19 +35,6 @@ protocol HTTP1PartOutput: AnyObject {
     func write(_ part: Part, promise: EventLoopPromise<Void>?)
 }
 
-/// Parts written into the pipeline as they are, for NIO's encoder after the handler to turn into bytes.
-final class HTTP1PipelineOutput<Part>: HTTP1PartOutput {
-    let context: ChannelHandlerContext
-
-    init(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func write(_ part: Part, promise: EventLoopPromise<Void>?) {
-        context.write(NIOAny(part), promise: promise)
-    }
-}
-
 /// Where an exchange writes and asks for more: the pipeline of an HTTP/1.1 connection (through the handler's own
 /// context), or one stream of an HTTP/2 connection. `DownstreamSide` for `ProxyRequestHandler`, `UpstreamSide`
 /// for `UpstreamExchangeHandler`.
@@ -126,7 +113,7 @@ enum ExchangeSide<HTTP1: HTTP1PartOutput, Stream: HTTP2ExchangeStream> where HTT
 }
 
 typealias DownstreamSide = ExchangeSide<HTTP1ResponseWriter, HTTP2DownstreamStream>
-typealias UpstreamSide = ExchangeSide<HTTP1PipelineOutput<HTTPClientRequestPart>, HTTP2UpstreamStream>
+typealias UpstreamSide = ExchangeSide<HTTP1RequestWriter, HTTP2UpstreamStream>
 
 /// What the two frame-level HTTP/2 handlers (`HTTP2DownstreamConnection`, `HTTP2UpstreamConnection`) share: the
 /// way out to NIO's handler before them, the connection's inbound window, whether the connection takes more,

@@ -33,12 +33,13 @@ protocol UpstreamExchangeDelegate: AnyObject {
     var downstreamIsWritable: Bool { get }
 }
 
-/// Carries one exchange at a time between the wire and its delegate: last in an upstream HTTP/1.1 connection's
-/// pipeline, or driven by an HTTP/2 stream (`HTTP2UpstreamConnection`).
+/// Carries one exchange at a time between the wire and its delegate: the HTTP/1.1 codec of an upstream connection
+/// (the only handler after TLS: requests written as bytes by its `HTTP1RequestWriter`, responses read by its
+/// `HTTP1ResponseParser`), or driven by an HTTP/2 stream (`HTTP2UpstreamConnection`).
 final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     enum State {
         case idle
@@ -53,6 +54,12 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     private var side: UpstreamSide = .detached
     private var readPending = false
     private var needsFlush = false
+    /// HTTP/1.1: the responses' parser, and the bytes received and not yet parsed (a head or chunk size line
+    /// cut by the read; after a `101`, what the tunnel carries on with).
+    private var parser = HTTP1ResponseParser()
+    private var unparsed = UpstreamExchangeHandler.noBytes
+    /// One empty buffer for every handler: letting go of a receive buffer read whole then costs no allocation.
+    private static let noBytes = ByteBuffer()
     /// Called once per exchange when both directions are done; `reusable` says whether the connection can
     /// carry another exchange, `completedOnTheWire` whether the request was all sent and the response all
     /// received (an HTTP/2 stream in that state is closed by the protocol) rather than cut short.
@@ -81,7 +88,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     var isIdle: Bool { if case .idle = state { return true } else { return false } }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        side = .http1(HTTP1PipelineOutput(context: context))
+        side = .http1(HTTP1RequestWriter(context: context))
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -120,7 +127,10 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     func send(_ part: HTTPClientRequestPart) {
         guard side.isAttached, case .active(let requestComplete, let responseComplete, var reusable) = state else { return }
-        if case .head(let head) = part, !head.isKeepAlive { reusable = false }
+        if case .head(let head) = part {
+            if !head.isKeepAlive { reusable = false }
+            parser.expectResponse(to: head.method)
+        }
         var complete = requestComplete
         if case .end = part { complete = true }
         state = .active(requestComplete: complete, responseComplete: responseComplete, reusable: reusable)
@@ -163,20 +173,21 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         side.close()
     }
 
-    /// Takes the connection out of HTTP after a `101`: the pool forgets it, and `relay` carries its bytes.
-    /// Handlers are swapped so bytes the decoder already holds go to the relay, not lost.
-    func switchToTunnel(_ relay: TunnelRelay) throws {
+    /// Takes the connection out of HTTP after a `101`: the pool forgets it, and `relay` carries its bytes from
+    /// now on. Returns the bytes already received after the `101` response, which the caller sends on to its client.
+    func switchToTunnel(_ relay: TunnelRelay) throws -> ByteBuffer {
         guard case .http1(let output) = side else { throw UpstreamFailure.reset }
         let context = output.context
         state = .tunnelled
         delegate = nil
         detached?(self)
         closed = nil
+        let received = unparsed
+        unparsed = Self.noBytes
         let pipeline = context.pipeline.syncOperations
         try pipeline.addHandler(relay)
         pipeline.removeHandler(context: context, promise: nil)
-        pipeline.removeHandler(try pipeline.handler(type: HTTPRequestEncoder.self), promise: nil)
-        pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: nil)
+        return received
     }
 
     private func finishExchange(completedOnTheWire: Bool = false) {
@@ -189,7 +200,26 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     // MARK: Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        received(unwrapInboundIn(data))
+        var bytes = unwrapInboundIn(data)
+        if unparsed.readableBytes == 0 {
+            unparsed = bytes
+        } else {
+            unparsed.writeBuffer(&bytes)
+        }
+        do {
+            while let part = try parser.next(&unparsed) {
+                received(part)
+                // The exchange's end may have turned the connection into a tunnel, or closed it.
+                switch state {
+                case .tunnelled, .closed: return
+                case .idle, .active: continue
+                }
+            }
+        } catch {
+            failed(error)
+        }
+        // Nothing kept of a receive buffer read whole, so the channel can read into it again.
+        if unparsed.readableBytes == 0 { unparsed = Self.noBytes }
     }
 
     func received(_ part: HTTPClientResponsePart) {
@@ -200,7 +230,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
         switch part {
         case .head(let head):
-            if !head.isKeepAlive { reusable = false }
+            if !head.isKeepAlive || parser.bodyEndsAtClose { reusable = false }
             state = .active(requestComplete: requestComplete, responseComplete: false, reusable: reusable)
             delegate.upstreamResponseHead(head)
         case .body(let body):
@@ -259,6 +289,12 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     /// The connection (HTTP/1.1) or the stream (HTTP/2) closed.
     func inactive() {
+        // A body delimited by the connection's close ends here; a response cut short is a protocol error.
+        do {
+            if let part = try parser.connectionClosed(leaving: unparsed) { received(part) }
+        } catch {
+            failed(error)
+        }
         // After an error, `errorCaught` has already failed the exchange with it.
         fail(.closed)
         state = .closed
@@ -279,7 +315,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         } else {
             // A TLS peer that closes without close_notify closed all the same (as plaintext FIN): `.closed`.
             let closedUncleanly = (error as? NIOSSLError) == .uncleanShutdown
-            fail(error is HTTPParserError ? .protocolError : closedUncleanly ? .closed : .reset)
+            fail(error is HTTP1ResponseParser.ParseError ? .protocolError : closedUncleanly ? .closed : .reset)
         }
         side.close()
     }

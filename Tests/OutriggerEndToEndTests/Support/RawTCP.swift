@@ -54,6 +54,33 @@ enum RawTCP {
     static func exchange(port: Int, _ request: String, timeout: Duration = .seconds(20)) async throws -> Reply {
         try await exchange(port: port, Array(request.utf8), timeout: timeout)
     }
+
+    /// A connection left open: what arrived so far can be read at any time (for a tunnel, which does not close).
+    final class Connection: Sendable {
+        private let channel: Channel
+        private let collected: NIOLockedValueBox<[UInt8]>
+
+        init(port: Int) async throws {
+            let collected = NIOLockedValueBox<[UInt8]>([])
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ByteCollector(collected)) }
+                }
+                .connect(host: "127.0.0.1", port: port)
+                .get()
+            self.collected = collected
+        }
+
+        var received: String { String(decoding: collected.withLockedValue { $0 }, as: UTF8.self) }
+
+        func send(_ text: String) {
+            channel.writeAndFlush(ByteBuffer(string: text), promise: nil)
+        }
+
+        func close() async {
+            try? await channel.close()
+        }
+    }
 }
 
 /// A loopback server on port 0 whose every accepted connection gets a fresh handler from `makeHandler`

@@ -1,0 +1,119 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerCore
+
+/// A message head `HTTP1MessageEncoder` writes: a response's (downstream) or a request's (upstream).
+protocol HTTP1WritableHead: Equatable {
+    /// A 1xx response: the final head is still to come.
+    var isInterim: Bool { get }
+    func encode(with encoder: inout HTTP1MessageEncoder, into buffer: inout ByteBuffer)
+}
+
+extension HTTPResponseHead: HTTP1WritableHead {
+    var isInterim: Bool { status.code < 200 }
+    func encode(with encoder: inout HTTP1MessageEncoder, into buffer: inout ByteBuffer) { encoder.encodeHead(self, into: &buffer) }
+}
+
+extension HTTPRequestHead: HTTP1WritableHead {
+    var isInterim: Bool { false }
+    func encode(with encoder: inout HTTP1MessageEncoder, into buffer: inout ByteBuffer) { encoder.encodeHead(self, into: &buffer) }
+}
+
+/// The largest head buffer kept for the next head.
+private let keptHeadCapacity = 4096
+/// Bodies up to this size are framed into one buffer with their chunk size line: one write, not three.
+private let copiedChunkLimit = 4096
+
+/// An HTTP/1.1 connection's responses downstream, written by `ProxyRequestHandler`.
+typealias HTTP1ResponseWriter = HTTP1MessageWriter<HTTPResponseHead>
+/// An upstream HTTP/1.1 connection's requests, written by `UpstreamExchangeHandler`.
+typealias HTTP1RequestWriter = HTTP1MessageWriter<HTTPRequestHead>
+
+/// Writes an HTTP/1.1 connection's messages into its pipeline as bytes (`HTTP1MessageEncoder`), where NIO's
+/// encoders sat: each part is encoded where it is written, with no pipeline hop and no boxed part per write.
+/// It counts the messages it ended: downstream, for `HTTP1ProtocolErrorHandler`'s answer to a broken pipelined
+/// request, which waits for the responses owed before it.
+final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
+    /// The writing handler's (the last in its pipeline): its writes pass every outbound handler.
+    let context: ChannelHandlerContext
+    private var encoder = HTTP1MessageEncoder()
+    /// Messages whose end was written.
+    private(set) var messagesEnded = 0
+    /// A final (non-1xx) head was written and its end not yet.
+    private(set) var messageStarted = false
+    private var afterMessages: (count: Int, action: () -> Void)?
+
+    private var headBuffer: ByteBuffer
+
+    init(context: ChannelHandlerContext) {
+        self.context = context
+        headBuffer = context.channel.allocator.buffer(capacity: 256)
+    }
+
+    func write(_ part: HTTPPart<Head, IOData>, promise: EventLoopPromise<Void>?) {
+        switch part {
+        case .head(let head):
+            if !head.isInterim { messageStarted = true }
+            // The last head's buffer is reused once it is written (the socket no longer holds it): a
+            // keep-alive connection's heads then cost no allocation.
+            headBuffer.clear()
+            head.encode(with: &encoder, into: &headBuffer)
+            context.write(NIOAny(IOData.byteBuffer(headBuffer)), promise: promise)
+            if headBuffer.capacity > keptHeadCapacity {  // an idle connection keeps no large buffer
+                headBuffer = context.channel.allocator.buffer(capacity: 256)
+            }
+        case .body(let body):
+            writeBody(body, promise: promise)
+        case .end(let trailers):
+            if encoder.isChunked || promise != nil {
+                // Unchunked, nothing ends the body on the wire; an empty write still completes the promise in order.
+                var buffer = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
+                _ = encoder.encodeEnd(trailers: trailers, into: &buffer)
+                context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
+            }  // else: unchunked (the encoder has nothing to forget), and no promise to keep
+            messageStarted = false
+            messagesEnded += 1
+            if let after = afterMessages, messagesEnded >= after.count {
+                afterMessages = nil
+                after.action()
+            }
+        }
+    }
+
+    /// Runs `action` once `count` messages have ended on this connection (at once if they have).
+    func whenMessagesEnded(_ count: Int, _ action: @escaping () -> Void) {
+        guard messagesEnded < count else {
+            action()
+            return
+        }
+        afterMessages = (count, action)
+    }
+
+    /// The handler leaves the pipeline: a reply still waiting would keep the error handler (and this) alive.
+    func cancelWaiting() {
+        afterMessages = nil
+    }
+
+    private func writeBody(_ body: IOData, promise: EventLoopPromise<Void>?) {
+        guard encoder.isChunked, body.readableBytes > 0 else {
+            context.write(NIOAny(body), promise: promise)
+            return
+        }
+        if case .byteBuffer(let bytes) = body, bytes.readableBytes <= copiedChunkLimit {
+            var buffer = context.channel.allocator.buffer(capacity: bytes.readableBytes + 12)
+            encoder.encodeBody(bytes, into: &buffer)
+            context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
+            return
+        }
+        // Large (or a file region): size line, the data as it is, then the CRLF kept at the size line's end.
+        var sizeLine = context.channel.allocator.buffer(capacity: 24)
+        HTTP1MessageEncoder.writeChunkSize(body.readableBytes, into: &sizeLine)
+        sizeLine.writeStaticString("\r\n")
+        var crlf = sizeLine
+        crlf.moveReaderIndex(forwardBy: crlf.readableBytes - 2)
+        sizeLine.moveWriterIndex(to: sizeLine.writerIndex - 2)
+        context.write(NIOAny(IOData.byteBuffer(sizeLine)), promise: nil)
+        context.write(NIOAny(body), promise: nil)
+        context.write(NIOAny(IOData.byteBuffer(crlf)), promise: promise)
+    }
+}

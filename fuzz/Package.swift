@@ -1,0 +1,26 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// libFuzzer targets, kept out of the root package: they build only with `-sanitize=fuzzer`. Run with `make fuzz`
+// from the repository root (scripts/fuzz.sh).
+let package = Package(
+    name: "outrigger-fuzz",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        // Named, because a path dependency is otherwise known by its directory name (the checkout's).
+        .package(name: "outrigger", path: ".."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+    ],
+    targets: [
+        // The upstream HTTP/1.1 response parser against NIO's llhttp decoder, on whatever bytes libFuzzer makes.
+        .executableTarget(
+            name: "HTTP1ResponseParserFuzz",
+            dependencies: [
+                .product(name: "OutriggerCore", package: "outrigger"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+    ]
+)
