@@ -12,6 +12,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
     ],
     targets: [
+        // The downstream HTTP/1.1 request parser against NIO's llhttp decoder, on whatever bytes libFuzzer makes.
+        .executableTarget(
+            name: "HTTP1RequestParserFuzz",
+            dependencies: [
+                .product(name: "OutriggerCore", package: "outrigger"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // The upstream HTTP/1.1 response parser against NIO's llhttp decoder, on whatever bytes libFuzzer makes.
         .executableTarget(
             name: "HTTP1ResponseParserFuzz",

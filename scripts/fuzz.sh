@@ -6,9 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-300}"
+# The build plan of a path dependency is not redone when files are added to it: plan again every time.
+rm -f .build/release.yaml
 # lld: the gold linker Debian ships fails on the fuzzer runtime's debug info.
 swift build -c release --sanitize=fuzzer -Xswiftc -use-ld=lld
-for target in HTTP1ResponseParserFuzz; do
+for target in HTTP1RequestParserFuzz HTTP1ResponseParserFuzz; do
     found="../.build/fuzz-corpus/$target"
     mkdir -p "$found"
     # Swift's own crash reporter would take the signal before libFuzzer could save the input.

@@ -301,7 +301,7 @@ struct SidecarConfigDecoder {
         let tls = fields["tls"].flatMap { decodeTLS($0, fields.path("tls")) }
         let maxHeaders = fields["maxRequestHeadersBytes"].flatMap { reader.byteSize($0, fields.path("maxRequestHeadersBytes")) }
         if let maxHeaders, maxHeaders > 80 * 1024, let node = fields["maxRequestHeadersBytes"] {
-            // NIO's HTTP/1.1 parser stops at 80 KiB whatever we configure.
+            // The HTTP/1.1 parser (HTTP1RequestParser) stops at 80 KiB whatever we configure.
             reader.report(node, fields.path("maxRequestHeadersBytes"), "expected at most 80KiB, found \(maxHeaders) bytes")
         }
         let maxBody = fields["maxRequestBodyBytes"].flatMap { reader.byteSize($0, fields.path("maxRequestBodyBytes")) }

@@ -28,7 +28,7 @@ public enum HTTP1Rules {
         return closes
     }
 
-    /// Whether the request lets its connection carry another one. NIO's HTTP/1.1 parser stops at an upgrade request
+    /// Whether the request lets its connection carry another one. The HTTP/1.1 parser stops at an upgrade request
     /// (`Connection: upgrade` with `Upgrade`, or CONNECT): unless it becomes a tunnel, the connection closes after it.
     public static func keepsConnection(_ head: HTTPRequestHead) -> Bool {
         let upgrades = head.method == .CONNECT || (head.headers.contains(name: "upgrade") && asksForUpgrade(head))

@@ -80,7 +80,7 @@ struct DownstreamPipeline: Sendable {
         try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
         // No response encoder: ProxyRequestHandler writes bytes (`HTTP1ResponseWriter`), framed by it and by
         // LocalReply, as only they know when a response answers HEAD.
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        try sync.addHandler(HTTP1RequestDecoder())
         // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
         // stop reading during every request, two epoll_ctl calls each.
         let protocolErrors = HTTP1ProtocolErrorHandler(stats: configStore.stats)

@@ -48,13 +48,13 @@ final class HTTP1ProtocolErrorHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        guard let parserError = error as? HTTPParserError, let responses else {
+        guard let parserError = error as? HTTP1ParseError, let responses else {
             context.close(promise: nil)
             return
         }
         guard !failed else { return }
         failed = true
-        let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+        let reason: LocalReplyReason = parserError == .headTooLarge ? .headersTooLarge : .badRequest
         let outstanding = requestsRead - responses.messagesEnded
         if outstanding > 1 || (!requestOpen && outstanding > 0) {
             // A later pipelined request is broken: answer the earlier ones first, then this one.

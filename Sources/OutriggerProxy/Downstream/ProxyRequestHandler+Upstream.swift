@@ -255,7 +255,7 @@ extension ProxyRequestHandler {
             pipeline.removeHandler(try pipeline.handler(type: DownstreamTimeoutWatcher.self), promise: nil)
             pipeline.removeHandler(context: context, promise: nil)
             // The decoder goes last: bytes the client sent after the upgrade request go on to the relay.
-            pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)
+            pipeline.removeHandler(try pipeline.handler(type: HTTP1RequestDecoder.self), promise: nil)
         } catch {
             upstream.channel?.close(promise: nil)
             context.close(promise: nil)

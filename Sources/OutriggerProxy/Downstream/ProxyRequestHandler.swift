@@ -296,9 +296,9 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// The parser (HTTP/1.1) or the stream (HTTP/2) failed.
     func failed(_ error: Error) {
-        if downstreamProtocol == .http1, let parserError = error as? HTTPParserError {
+        if downstreamProtocol == .http1, let parserError = error as? HTTP1ParseError {
             // `HTTP1ProtocolErrorHandler` answers it: logged with the answer's reason.
-            let reason: LocalReplyReason = parserError == .headerOverflow ? .headersTooLarge : .badRequest
+            let reason: LocalReplyReason = parserError == .headTooLarge ? .headersTooLarge : .badRequest
             loggedProtocolError = endInFlight(.answeredByCodec(reason), status: Int(reason.status.code))
         } else {
             endInFlight(.clientGone(reason: "downstream_error"))

@@ -200,12 +200,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     // MARK: Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
-        if unparsed.readableBytes == 0 {
-            unparsed = bytes
-        } else {
-            unparsed.writeBuffer(&bytes)
-        }
+        unparsed.appendReceived(unwrapInboundIn(data))
         do {
             while let part = try parser.next(&unparsed) {
                 received(part)
@@ -315,7 +310,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         } else {
             // A TLS peer that closes without close_notify closed all the same (as plaintext FIN): `.closed`.
             let closedUncleanly = (error as? NIOSSLError) == .uncleanShutdown
-            fail(error is HTTP1ResponseParser.ParseError ? .protocolError : closedUncleanly ? .closed : .reset)
+            fail(error is HTTP1ParseError ? .protocolError : closedUncleanly ? .closed : .reset)
         }
         side.close()
     }

@@ -16,11 +16,11 @@ struct Reading: Equatable {
     /// Ours stopped at a `101`: what follows is the tunnel's, and how NIO's decoder takes the close after it is not HTTP.
     var upgraded = false
 
-    /// `endsAtClose`: our parser's word that the body ends with the connection, which NIO's head says as not keep-alive.
     /// `answersHEAD`: NIO's head calls a HEAD response without framing headers not keep-alive (llhttp judges it before
     /// it hears there is no body); ours keeps such a connection, so keep-alive is not compared there.
-    /// `endsAtClose`: our parser's word that the body ends with the connection, which NIO's head says as not keep-alive.
-    mutating func note(_ part: HTTPClientResponsePart, body: inout ByteBuffer, trimValues: Bool, endsAtClose: Bool = false, answersHEAD: Bool) {
+    /// `keepAlive`: the reader's verdict on the connection (llhttp's rules, a body that ends with the connection
+    /// included; nil: NIO's, carried by its head).
+    mutating func note(_ part: HTTPClientResponsePart, body: inout ByteBuffer, trimValues: Bool, keepAlive: Bool? = nil, answersHEAD: Bool) {
         func describe(_ headers: HTTPHeaders) -> String {
             headers.map { field in
                 var value = Substring(field.value)
@@ -30,7 +30,7 @@ struct Reading: Equatable {
         }
         switch part {
         case .head(let head):
-            parts.append("\(head.version) \(head.status.code) \(answersHEAD ? "-" : String(head.isKeepAlive && !endsAtClose)) \(describe(head.headers))")
+            parts.append("\(head.version) \(head.status.code) \(answersHEAD ? "-" : String(keepAlive ?? head.isKeepAlive)) \(describe(head.headers))")
         case .body(var bytes):
             body.writeBuffer(&bytes)
         case .end(let trailers):
@@ -55,13 +55,13 @@ func ours(_ bytes: ByteBuffer, method: HTTPMethod, cut: Int) -> Reading {
             offset += length
             unparsed.writeBuffer(&piece)
             while let part = try parser.next(&unparsed) {
-                reading.note(part, body: &body, trimValues: false, endsAtClose: parser.bodyEndsAtClose, answersHEAD: method == .HEAD)
+                reading.note(part, body: &body, trimValues: false, keepAlive: parser.keepsConnection && !parser.bodyEndsAtClose, answersHEAD: method == .HEAD)
                 if case .end = part { parser.expectResponse(to: method) }
             }
         }
         reading.upgraded = parser.isUpgraded
         if !parser.isUpgraded, let part = try parser.connectionClosed(leaving: unparsed) {
-            reading.note(part, body: &body, trimValues: false, endsAtClose: parser.bodyEndsAtClose, answersHEAD: method == .HEAD)
+            reading.note(part, body: &body, trimValues: false, keepAlive: parser.keepsConnection && !parser.bodyEndsAtClose, answersHEAD: method == .HEAD)
         }
     } catch {
         reading.error = "\(error)"

@@ -1,0 +1,320 @@
+import NIOCore
+import NIOHTTP1
+
+/// Why HTTP/1.x bytes could not be read as a message (a request or a response).
+public enum HTTP1ParseError: Error, Equatable {
+    /// The request line or status line.
+    case invalidStartLine
+    case invalidHeader
+    /// The head (or trailer section) is larger than the parser takes: 431 for a request.
+    case headTooLarge
+    case invalidContentLength
+    /// Both `content-length` and `transfer-encoding`, `content-length` twice, or a request whose last transfer coding
+    /// is not `chunked` (its end could not be known).
+    case ambiguousFraming
+    case invalidChunk
+    /// The connection closed in the middle of a message.
+    case truncated
+    /// Bytes after a message that said the connection closes after it.
+    case bytesAfterClose
+}
+
+/// How a message's body is delimited (RFC 9112 §6.3), as its head says.
+enum HTTP1Framing: Equatable {
+    case chunked
+    case untilClose
+    case length(Int)
+}
+
+/// The pieces of HTTP/1.x syntax both parsers read with: byte classes, a head's lines and fields, chunk size lines.
+enum HTTP1Syntax {
+    /// tchar (RFC 9110 §5.6.2).
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        tokenBytes[Int(byte)]
+    }
+
+    private static let tokenBytes: [Bool] = (0..<256).map { value in
+        let byte = UInt8(value)
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        default: return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+
+    /// A field value's bytes: visible ASCII, space, tab and obs-text (RFC 9110 §5.5); no other control byte.
+    static func isFieldValueByte(_ byte: UInt8) -> Bool {
+        byte >= 0x20 ? byte != 0x7F : byte == UInt8(ascii: "\t")
+    }
+
+    static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        for index in 0..<bytes.count where bytes[index] | 0x20 != expected[index] { return false }
+        return true
+    }
+
+    static func trimmingWhitespace(_ bytes: Slice<UnsafeRawBufferPointer>) -> Slice<UnsafeRawBufferPointer> {
+        var start = bytes.startIndex
+        var end = bytes.endIndex
+        while start < end, bytes[start] == UInt8(ascii: " ") || bytes[start] == UInt8(ascii: "\t") { start += 1 }
+        while end > start, bytes[end - 1] == UInt8(ascii: " ") || bytes[end - 1] == UInt8(ascii: "\t") { end -= 1 }
+        return bytes[start..<end]
+    }
+
+    /// `HTTP/1.1` or `HTTP/1.0` (nil for anything else: NIO's decoder refuses other major versions, and no 1.x other
+    /// than these two exists).
+    static func version(_ bytes: Slice<UnsafeRawBufferPointer>) -> HTTPVersion? {
+        guard bytes.count == 8, bytes.starts(with: "HTTP/1.".utf8) else { return nil }
+        switch bytes[bytes.startIndex + 7] {
+        case UInt8(ascii: "1"): return .http1_1
+        case UInt8(ascii: "0"): return .http1_0
+        default: return nil
+        }
+    }
+
+    /// Header (or trailer) lines up to the empty line; each `name: value` with a token name, no whitespace before
+    /// the colon, and the value's surrounding whitespace trimmed.
+    static func parseFields(_ lines: inout HTTP1LineReader, summary: inout HTTP1FieldSummary) throws -> HTTPHeaders {
+        var fields: [(String, String)] = []
+        while let line = try lines.next() {
+            if line.isEmpty { return HTTPHeaders(fields) }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > 0 else { throw HTTP1ParseError.invalidHeader }
+            let name = UnsafeRawBufferPointer(rebasing: line[0..<colon])
+            for byte in name where !isTokenByte(byte) { throw HTTP1ParseError.invalidHeader }
+            let untrimmed = line[(colon + 1)...]
+            let value = UnsafeRawBufferPointer(rebasing: trimmingWhitespace(untrimmed))
+            for byte in value where !isFieldValueByte(byte) { throw HTTP1ParseError.invalidHeader }
+            try summary.note(name: name, value: value, untrimmed: UnsafeRawBufferPointer(rebasing: untrimmed))
+            if fields.isEmpty { fields.reserveCapacity(16) }
+            fields.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        }
+        throw HTTP1ParseError.invalidHeader  // no empty line: cannot happen, the section was found by it
+    }
+
+    /// A chunk's size line at the buffer's start: hex digits, then extensions, then CRLF. Nil while incomplete.
+    static func readChunkSize(_ buffer: inout ByteBuffer) throws -> Int? {
+        let result: (size: Int, length: Int)? = try buffer.withUnsafeReadableBytes { bytes in
+            guard let lineFeed = bytes.firstIndex(of: UInt8(ascii: "\n")) else {
+                guard bytes.count <= maxChunkLineBytes else { throw HTTP1ParseError.invalidChunk }
+                return nil
+            }
+            guard lineFeed >= 2, bytes[lineFeed - 1] == UInt8(ascii: "\r") else { throw HTTP1ParseError.invalidChunk }
+            var size = 0
+            var index = 0
+            while index < lineFeed - 1, let digit = hexValue(bytes[index]) {
+                guard size <= (Int.max >> 5) else { throw HTTP1ParseError.invalidChunk }
+                size = size << 4 | digit
+                index += 1
+            }
+            guard index > 0 else { throw HTTP1ParseError.invalidChunk }
+            guard isChunkExtensions(UnsafeRawBufferPointer(rebasing: bytes[index..<(lineFeed - 1)])) else { throw HTTP1ParseError.invalidChunk }
+            return (size, lineFeed + 1)
+        }
+        guard let result else { return nil }
+        buffer.moveReaderIndex(forwardBy: result.length)
+        return result.size
+    }
+
+    /// The longest chunk size line (with extensions).
+    static let maxChunkLineBytes = 4096
+
+    /// `*( ";" token [ "=" ( token / quoted-string ) ] )` (RFC 9112 §7.1.1, without the optional whitespace).
+    private static func isChunkExtensions(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        func token() -> Bool {
+            let start = index
+            while index < bytes.count, isTokenByte(bytes[index]) { index += 1 }
+            return index > start
+        }
+        while index < bytes.count {
+            guard bytes[index] == UInt8(ascii: ";") else { return false }
+            index += 1
+            guard token() else { return false }
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "=") else { continue }
+            index += 1
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
+                guard token() else { return false }
+                continue
+            }
+            index += 1
+            var closed = false
+            while index < bytes.count, !closed {
+                let byte = bytes[index]
+                index += 1
+                if byte == UInt8(ascii: "\"") {
+                    closed = true
+                } else if byte == UInt8(ascii: "\\") {
+                    guard index < bytes.count, isFieldValueByte(bytes[index]) else { return false }
+                    index += 1
+                } else if !isFieldValueByte(byte) {
+                    return false
+                }
+            }
+            guard closed else { return false }
+        }
+        return true
+    }
+
+    private static func hexValue(_ byte: UInt8) -> Int? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
+        default: nil
+        }
+    }
+
+    /// Digits only, without sign or list (`5, 5` is refused, as llhttp does).
+    static func parseContentLength(_ value: UnsafeRawBufferPointer) throws -> Int {
+        guard !value.isEmpty, value.count <= 18 else { throw HTTP1ParseError.invalidContentLength }
+        var length = 0
+        for byte in value {
+            let digit = byte &- UInt8(ascii: "0")
+            guard digit < 10 else { throw HTTP1ParseError.invalidContentLength }
+            length = length * 10 + Int(digit)
+        }
+        return length
+    }
+}
+
+/// What a head's framing and connection headers said, gathered while its fields are read.
+struct HTTP1FieldSummary {
+    var contentLength: Int?
+    var contentLengths = 0
+    var transferEncodings = 0
+    var lastCodingIsChunked = false
+    private var chunkedSeen = false
+    var connectionClose = false
+    var connectionKeepAlive = false
+    var connectionUpgrade = false
+    var hasUpgrade = false
+
+    /// The body's framing; `withoutFraming` when neither framing header is there (a response: until the close; a
+    /// request: no body).
+    func framing(withoutFraming: HTTP1Framing) throws -> HTTP1Framing {
+        if transferEncodings > 0 {
+            guard contentLengths == 0 else { throw HTTP1ParseError.ambiguousFraming }
+            return lastCodingIsChunked ? .chunked : .untilClose
+        }
+        guard contentLengths <= 1 else { throw HTTP1ParseError.ambiguousFraming }
+        if let contentLength { return .length(contentLength) }
+        return withoutFraming
+    }
+
+    /// Whether the connection may carry another message after this one, by its version and `connection` options.
+    func keepsConnection(_ version: HTTPVersion) -> Bool {
+        version == .http1_1 ? !connectionClose : connectionKeepAlive
+    }
+
+    mutating func note(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, untrimmed: UnsafeRawBufferPointer) throws {
+        if HTTP1Syntax.equalsIgnoringCase(name, "content-length") {
+            // Spaces around the digits only: llhttp refuses a tab there.
+            guard !untrimmed.contains(UInt8(ascii: "\t")) else { throw HTTP1ParseError.invalidContentLength }
+            contentLengths += 1
+            contentLength = try HTTP1Syntax.parseContentLength(value)
+        } else if HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding") {
+            transferEncodings += 1
+            try noteTransferCodings(value)
+        } else if HTTP1Syntax.equalsIgnoringCase(name, "connection") {
+            var rest = value[...]
+            while !rest.isEmpty {
+                let comma = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
+                let option = UnsafeRawBufferPointer(rebasing: HTTP1Syntax.trimmingWhitespace(rest[rest.startIndex..<comma]))
+                if HTTP1Syntax.equalsIgnoringCase(option, "close") { connectionClose = true }
+                if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") { connectionKeepAlive = true }
+                if HTTP1Syntax.equalsIgnoringCase(option, "upgrade") { connectionUpgrade = true }
+                rest = comma < rest.endIndex ? rest[(comma + 1)...] : rest[rest.endIndex...]
+            }
+        } else if HTTP1Syntax.equalsIgnoringCase(name, "upgrade") {
+            hasUpgrade = hasUpgrade || !value.isEmpty  // an empty one asks for nothing (llhttp reads on as HTTP)
+        }
+    }
+
+    /// The comma-separated transfer codings: tokens (no parameters, no empty elements), `chunked` at most once in the
+    /// message; whether the last one is `chunked`.
+    private mutating func noteTransferCodings(_ value: UnsafeRawBufferPointer) throws {
+        var rest = value[...]
+        while true {
+            let comma = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
+            let coding = UnsafeRawBufferPointer(rebasing: HTTP1Syntax.trimmingWhitespace(rest[rest.startIndex..<comma]))
+            guard !coding.isEmpty, coding.allSatisfy(HTTP1Syntax.isTokenByte) else { throw HTTP1ParseError.invalidHeader }
+            lastCodingIsChunked = HTTP1Syntax.equalsIgnoringCase(coding, "chunked")
+            if lastCodingIsChunked {
+                guard !chunkedSeen else { throw HTTP1ParseError.ambiguousFraming }
+                chunkedSeen = true
+            }
+            guard comma < rest.endIndex else { return }
+            rest = rest[(comma + 1)...]  // a trailing comma leaves an empty coding, refused above
+        }
+    }
+}
+
+/// Finds where a head (or trailer section) ends in bytes that may arrive a few at a time, without scanning again what
+/// it scanned before.
+struct HTTP1SectionFinder {
+    /// How far the search got in the bytes not yet consumed.
+    private var scannedBytes = 0
+    let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// The length of the section at the buffer's start, its empty line included, or nil while it is incomplete.
+    /// `mayBeEmpty`: a trailer section may be just the empty line.
+    mutating func length(in buffer: ByteBuffer, mayBeEmpty: Bool) throws -> Int? {
+        let found: Int? = buffer.withUnsafeReadableBytes { bytes in
+            if mayBeEmpty, bytes.count >= 2, bytes[0] == UInt8(ascii: "\r"), bytes[1] == UInt8(ascii: "\n") { return 2 }
+            // An empty line: LF, then CR LF or LF (a bare LF is refused by the line reader).
+            var index = max(scannedBytes, 1)
+            while index < bytes.count {
+                if bytes[index - 1] == UInt8(ascii: "\n") {
+                    if bytes[index] == UInt8(ascii: "\n") { return index + 1 }
+                    if bytes[index] == UInt8(ascii: "\r") {
+                        guard index + 1 < bytes.count else { break }
+                        if bytes[index + 1] == UInt8(ascii: "\n") { return index + 2 }
+                    }
+                }
+                index += 1
+            }
+            scannedBytes = max(index - 1, 0)
+            return nil
+        }
+        if let found {
+            scannedBytes = 0
+            guard found <= limit else { throw HTTP1ParseError.headTooLarge }
+            return found
+        }
+        guard buffer.readableBytes <= limit else { throw HTTP1ParseError.headTooLarge }
+        return nil
+    }
+}
+
+/// The CRLF-ended lines of a complete head, without their CRLF; a bare LF is an error (a CR inside a line is refused
+/// with the other control bytes by the line's reader).
+struct HTTP1LineReader {
+    let bytes: UnsafeRawBufferPointer
+    var position = 0
+
+    mutating func next() throws -> UnsafeRawBufferPointer? {
+        guard position < bytes.count else { return nil }
+        guard let lineFeed = bytes[position...].firstIndex(of: UInt8(ascii: "\n")) else { throw HTTP1ParseError.invalidHeader }
+        guard lineFeed > position, bytes[lineFeed - 1] == UInt8(ascii: "\r") else { throw HTTP1ParseError.invalidHeader }
+        let line = UnsafeRawBufferPointer(rebasing: bytes[position..<(lineFeed - 1)])
+        position = lineFeed + 1
+        return line
+    }
+}
+
+extension ByteBuffer {
+    /// Adds a read's bytes to what was received and not yet parsed: taken as they are when nothing waits (no copy),
+    /// appended otherwise.
+    public mutating func appendReceived(_ bytes: ByteBuffer) {
+        if readableBytes == 0 {
+            self = bytes
+        } else {
+            var bytes = bytes
+            writeBuffer(&bytes)
+        }
+    }
+}
