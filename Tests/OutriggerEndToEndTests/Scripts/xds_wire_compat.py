@@ -47,8 +47,10 @@ def ours(protos_dir):
     files = []
     for root, _, names in os.walk(protos_dir):
         for name in names:
-            if name.endswith(".proto") and "/outrigger/" not in os.path.join(root, name):
-                files.append(os.path.relpath(os.path.join(root, name), protos_dir))
+            relative = os.path.relpath(os.path.join(root, name), protos_dir)
+            # Ours only (outrigger/…, relative to Protos: a checkout may itself live under a directory of that name).
+            if name.endswith(".proto") and not relative.startswith("outrigger" + os.sep):
+                files.append(relative)
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "set.pb")
