@@ -307,6 +307,20 @@ struct HTTP1LineReader {
 }
 
 extension ByteBuffer {
+    /// One empty buffer for every connection's unparsed bytes: letting go of a receive buffer costs no allocation.
+    public static let noBytes = ByteBuffer()
+
+    /// Lets go of a receive buffer whose bytes were all parsed, so the channel can read into it again.
+    public mutating func releaseIfParsed() {
+        if readableBytes == 0 { self = Self.noBytes }
+    }
+
+    /// The bytes not parsed yet (the start of a tunnel's, after an upgrade), leaving none.
+    public mutating func takeUnparsed() -> ByteBuffer {
+        defer { self = Self.noBytes }
+        return self
+    }
+
     /// Adds a read's bytes to what was received and not yet parsed: taken as they are when nothing waits (no copy),
     /// appended otherwise.
     public mutating func appendReceived(_ bytes: ByteBuffer) {

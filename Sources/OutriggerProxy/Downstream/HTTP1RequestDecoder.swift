@@ -12,9 +12,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
 
     private var parser = HTTP1RequestParser()
     /// Bytes received and not yet parsed: a head cut by the read, or what follows an upgrade request.
-    private var unparsed = HTTP1RequestDecoder.noBytes
-    /// One empty buffer for every handler: letting go of a receive buffer read whole then costs no allocation.
-    private static let noBytes = ByteBuffer()
+    private var unparsed = ByteBuffer.noBytes
     /// A parse error was reported, the connection closed, or the handler left: nothing more is parsed.
     private var done = false
 
@@ -30,7 +28,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             done = true
             context.fireErrorCaught(error)
         }
-        if unparsed.readableBytes == 0 && !done { unparsed = Self.noBytes }
+        unparsed.releaseIfParsed()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -52,8 +50,6 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
         // The bytes after an upgrade request are the tunnel's: on to the relay, which is in place by now. (Not when
         // the pipeline is torn down at the close: no tunnel takes them then.)
         guard unparsed.readableBytes > 0, context.channel.isActive else { return }
-        let rest = unparsed
-        unparsed = Self.noBytes
-        context.fireChannelRead(NIOAny(rest))
+        context.fireChannelRead(NIOAny(unparsed.takeUnparsed()))
     }
 }

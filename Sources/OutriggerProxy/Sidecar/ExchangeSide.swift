@@ -44,6 +44,11 @@ enum ExchangeSide<HTTP1: HTTP1PartOutput, Stream: HTTP2ExchangeStream> where HTT
     /// Removed from its pipeline, or its stream gone: nothing more goes out.
     case detached
 
+    var isHTTP1: Bool {
+        if case .http1 = self { return true }
+        return false
+    }
+
     var isAttached: Bool {
         if case .detached = self { return false }
         return true

@@ -57,9 +57,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// HTTP/1.1: the responses' parser, and the bytes received and not yet parsed (a head or chunk size line
     /// cut by the read; after a `101`, what the tunnel carries on with).
     private var parser = HTTP1ResponseParser()
-    private var unparsed = UpstreamExchangeHandler.noBytes
-    /// One empty buffer for every handler: letting go of a receive buffer read whole then costs no allocation.
-    private static let noBytes = ByteBuffer()
+    private var unparsed = ByteBuffer.noBytes
     /// Called once per exchange when both directions are done; `reusable` says whether the connection can
     /// carry another exchange, `completedOnTheWire` whether the request was all sent and the response all
     /// received (an HTTP/2 stream in that state is closed by the protocol) rather than cut short.
@@ -182,8 +180,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         delegate = nil
         detached?(self)
         closed = nil
-        let received = unparsed
-        unparsed = Self.noBytes
+        let received = unparsed.takeUnparsed()
         let pipeline = context.pipeline.syncOperations
         try pipeline.addHandler(relay)
         pipeline.removeHandler(context: context, promise: nil)
@@ -214,7 +211,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
             failed(error)
         }
         // Nothing kept of a receive buffer read whole, so the channel can read into it again.
-        if unparsed.readableBytes == 0 { unparsed = Self.noBytes }
+        unparsed.releaseIfParsed()
     }
 
     func received(_ part: HTTPClientResponsePart) {
@@ -225,7 +222,10 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
         switch part {
         case .head(let head):
-            if !head.isKeepAlive || parser.bodyEndsAtClose { reusable = false }
+            // HTTP/1.1: the parser's verdict, read while it parsed the head (llhttp's rules, as NIO's decoder gave it);
+            // a body delimited by the close ends the connection too.
+            let keepsConnection = side.isHTTP1 ? parser.keepsConnection && !parser.bodyEndsAtClose : head.isKeepAlive
+            if !keepsConnection { reusable = false }
             state = .active(requestComplete: requestComplete, responseComplete: false, reusable: reusable)
             delegate.upstreamResponseHead(head)
         case .body(let body):
