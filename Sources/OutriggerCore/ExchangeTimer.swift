@@ -13,7 +13,7 @@ import OutriggerConfig
 /// - A try's per-try timeout, like the route's, counts from the request's end; a retry's backoff replaces it.
 ///
 /// Every event returns what to do with the one timer. The machine remembers when it is armed: a deadline later
-/// than that is left for the timer to find when it fires (a cancel searches the event loop's timer queue), an
+/// than that is left for the timer to find when it fires (it fires rarely: a response usually ends first), an
 /// earlier one re-arms it. Times are uptime nanoseconds.
 public struct ExchangeTimer: Sendable {
     public enum Action: Equatable, Sendable {

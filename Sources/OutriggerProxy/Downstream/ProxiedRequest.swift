@@ -54,10 +54,9 @@ final class ProxiedRequest {
     /// Response body parts relayed (the stream-idle look compares them).
     var responseParts = 0
     /// The route timeout, the upload's and the response's progress, the per-try timeout and a retry's backoff
-    /// (the pure `ExchangeTimer`), behind one timer: `ProxiedRequest` is its own callback handler, so arming
-    /// it allocates no closure.
+    /// (the pure `ExchangeTimer`), behind one timer in its loop's `LoopTimers`.
     var timer: ExchangeTimer
-    var scheduledTimer: NIOScheduledCallback?
+    var timerHandle: LoopTimers.Handle?
     /// Strong, not weak: a weak reference gives the handler a side table, and then every retain and release of
     /// it takes the runtime's slow path (~3 % of the CPU per request). The cycle handler → request → handler is
     /// cut when the request leaves the handler's state, or by `ProxyRequestHandler.detach`; a late callback finds
@@ -110,9 +109,9 @@ final class ProxiedRequest {
     }
 }
 
-extension ProxiedRequest: NIOScheduledCallbackHandler {
-    func handleScheduledCallback(eventLoop: some EventLoop) {
-        scheduledTimer = nil  // fired: nothing to cancel (a cancel searches the loop's whole timer queue)
+extension ProxiedRequest: LoopTimerTarget {
+    func loopTimerFired() {
+        timerHandle = nil  // fired: nothing to cancel
         owner?.timerFired(self)
     }
 }

@@ -59,12 +59,9 @@ extension ProxyRequestHandler {
         case .none:
             break
         case .arm(let time):
-            request.scheduledTimer?.cancel()
-            request.scheduledTimer = try? local.eventLoop.assumeIsolated().scheduleCallback(
-                at: .uptimeNanoseconds(time), handler: request)
+            local.timers.arm(&request.timerHandle, at: time, for: request)
         case .cancel:
-            request.scheduledTimer?.cancel()
-            request.scheduledTimer = nil
+            local.timers.cancel(&request.timerHandle)
         }
     }
 

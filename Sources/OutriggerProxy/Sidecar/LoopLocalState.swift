@@ -10,6 +10,8 @@ import OutriggerCore
 final class LoopLocalState {
     let eventLoop: any EventLoop
     var random: FastRandom
+    /// The exchanges' timers, behind one NIO timer.
+    let timers: LoopTimers
     private var selections: [ObjectIdentifier: ClusterSelection] = [:]
     private var http1Pools: [String: HTTP1EndpointPool] = [:]
     private var http2Pools: [String: HTTP2EndpointPool] = [:]
@@ -29,6 +31,7 @@ final class LoopLocalState {
     init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int, accessLogs: AccessLogSinks, tlsContexts: UpstreamTLSContexts) {
         self.tlsContexts = tlsContexts
         self.eventLoop = eventLoop
+        self.timers = LoopTimers(eventLoop: eventLoop)
         self.loopIndex = loopIndex
         self.loopCount = loopCount
         self.accessLogSinks = accessLogs
