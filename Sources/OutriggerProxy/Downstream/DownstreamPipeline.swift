@@ -8,7 +8,7 @@ import OutriggerCore
 
 /// Builds the pipeline of an accepted downstream connection: TLS with ALPN, or plaintext with HTTP/2
 /// prior knowledge told apart from HTTP/1.1 by the connection preface; then the HTTP/1.1 or HTTP/2
-/// codecs and a `ProxyRequestHandler` per connection (HTTP/1.1), or NIO's HTTP/2 handler and an
+/// `HTTP1DownstreamConnection` and its `ProxyRequestHandler` (HTTP/1.1), or NIO's HTTP/2 handler and an
 /// `HTTP2DownstreamConnection` that gives each stream a `ProxyRequestHandler` (HTTP/2).
 struct DownstreamPipeline: Sendable {
     let listenerName: String
@@ -78,16 +78,14 @@ struct DownstreamPipeline: Sendable {
         // Nearest the socket: it sees raw bytes come in (its 408 is written by ProxyRequestHandler).
         try sync.addHandler(timeouts)
         try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
-        // No response encoder: ProxyRequestHandler writes bytes (`HTTP1ResponseWriter`), framed by it and by
-        // LocalReply, as only they know when a response answers HEAD.
-        try sync.addHandler(HTTP1RequestDecoder())
-        // Pipelined requests are ordered by ProxyRequestHandler itself: HTTPServerPipelineHandler would
-        // stop reading during every request, two epoll_ctl calls each.
-        let protocolErrors = HTTP1ProtocolErrorHandler(stats: configStore.stats)
-        try sync.addHandler(protocolErrors)
-        try sync.addHandler(ProxyRequestHandler(
+        // No codec: the connection handler parses requests (`HTTP1RequestParser`) and the exchange writes responses
+        // as bytes (`HTTP1ResponseWriter`), framed by it and by LocalReply, as only they know when a response answers
+        // HEAD. Pipelined requests are ordered by the exchange itself: HTTPServerPipelineHandler would stop reading
+        // during every request, two epoll_ctl calls each.
+        let exchange = ProxyRequestHandler(
             listenerName: listenerName, configStore: configStore, local: locals.state(for: channel.eventLoop),
-            downstreamProtocol: .http1, scheme: scheme, timeouts: timeouts, protocolErrors: protocolErrors))
+            downstreamProtocol: .http1, scheme: scheme, timeouts: timeouts)
+        try sync.addHandler(HTTP1DownstreamConnection(exchange: exchange, stats: configStore.stats))
     }
 
     func configureHTTP2(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {

@@ -250,12 +250,10 @@ extension ProxyRequestHandler {
             context.flush()
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(downstreamRelay)
-            pipeline.removeHandler(try pipeline.handler(type: HTTP1ProtocolErrorHandler.self), promise: nil)
             // A tunnel has no requests to time: its bytes are the application's.
             pipeline.removeHandler(try pipeline.handler(type: DownstreamTimeoutWatcher.self), promise: nil)
+            // The connection handler leaves: bytes the client sent after the upgrade request go on to the relay.
             pipeline.removeHandler(context: context, promise: nil)
-            // The decoder goes last: bytes the client sent after the upgrade request go on to the relay.
-            pipeline.removeHandler(try pipeline.handler(type: HTTP1RequestDecoder.self), promise: nil)
         } catch {
             upstream.channel?.close(promise: nil)
             context.close(promise: nil)

@@ -9,13 +9,10 @@ enum DownstreamProtocol {
     case http2
 }
 
-/// The exchanges of an HTTP/1.1 connection (the end of its pipeline) or of one HTTP/2 stream (driven by
-/// `HTTP2DownstreamConnection`): routes each request, leases an upstream on this event loop and relays both
+/// The exchanges of an HTTP/1.1 connection (driven by `HTTP1DownstreamConnection`) or of one HTTP/2 stream (driven
+/// by `HTTP2DownstreamConnection`): routes each request, leases an upstream on this event loop and relays both
 /// ways with backpressure, or answers locally with a reason.
-final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamExchangeDelegate {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = IOData
-    typealias OutboundOut = IOData
+final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     enum State {
         /// Between requests.
@@ -62,16 +59,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// HTTP/1.1: the connection's request-headers and idle timeouts, told of heads and response ends.
     let timeouts: DownstreamTimeoutWatcher?
-    /// HTTP/1.1: answers what the parser rejects, after the responses this handler owes before it.
-    private let protocolErrors: HTTP1ProtocolErrorHandler?
     /// The request the parser broke off was logged (its 400/431 needs no line of its own).
     private var loggedProtocolError = false
 
     init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
-         timeouts: DownstreamTimeoutWatcher? = nil, protocolErrors: HTTP1ProtocolErrorHandler? = nil,
-         http2Connection: HTTP2ConnectionWatcher? = nil) {
+         timeouts: DownstreamTimeoutWatcher? = nil, http2Connection: HTTP2ConnectionWatcher? = nil) {
         self.timeouts = timeouts
-        self.protocolErrors = protocolErrors
         self.http2Connection = http2Connection
         self.listenerName = listenerName
         self.configStore = configStore
@@ -80,24 +73,12 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         self.scheme = scheme
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        let writer = HTTP1ResponseWriter(context: context)
-        protocolErrors?.responses = writer
-        attach(.http1(writer), clientAddress: context.channel.remoteAddress?.ipAddress)
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        protocolErrors?.responses?.cancelWaiting()
-        protocolErrors?.responses = nil
-        detach()
-    }
-
     func attach(_ downstream: DownstreamSide, clientAddress: String?) {
         self.downstream = downstream
         self.clientAddress = clientAddress
     }
 
-    /// The context (or stream) holds this handler: keeping it past removal would leak both.
+    /// The connection handler (or stream) holds this handler: keeping it past removal would leak both.
     func detach() {
         sendStall.cancel()
         // A request still in the state would keep this handler alive through its owner.
@@ -106,10 +87,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
     }
 
     // MARK: Downstream events
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        received(unwrapInboundIn(data))
-    }
 
     func received(_ part: HTTPServerRequestPart) {
         if downstreamProtocol == .http1, mustQueue(part) {
@@ -176,41 +153,27 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         return false
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is RequestHeadersTimedOut {
-            requestHeadersTimedOut()
-            return
+    /// HTTP/1.1: the parser rejected a request and the connection answered it (400 or 431), for the access log.
+    func protocolErrorAnswered(_ reason: LocalReplyReason) {
+        // The request the parser broke off, if it was in flight, was logged by `failed`.
+        if !loggedProtocolError { endUnparsed(.answeredByCodec(reason), status: Int(reason.status.code)) }
+    }
+
+    /// HTTP/1.1: the last pipelined request queued is broken and will not be sent.
+    func dropLastQueuedRequest() {
+        while let part = queued.popLast() {
+            if case .body(let body) = part { queuedBytes -= body.readableBytes }
+            if case .head = part { break }
         }
-        if event is SendTimedOut {
-            sendTimedOut()
-            return
-        }
-        if let answered = event as? ProtocolErrorAnswered {
-            // The request the parser broke off, if it was in flight, was logged by `errorCaught`.
-            if !loggedProtocolError { endUnparsed(.answeredByCodec(answered.reason), status: Int(answered.reason.status.code)) }
-            return
-        }
-        if event is DropLastQueuedRequest {
-            while let part = queued.popLast() {
-                if case .body(let body) = part { queuedBytes -= body.readableBytes }
-                if case .head = part { break }
-            }
-            return
-        }
-        guard event is ChannelShouldQuiesceEvent, downstreamProtocol == .http1 else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
+    }
+
+    /// HTTP/1.1: shutdown asks the connection to finish: it closes once the request in flight is answered.
+    func quiesce() {
         closeWhenIdle = true
         if case .idle = state, queued.isEmpty {
             state = .closing
             downstream.close()
         }
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        readComplete()
-        context.fireChannelReadComplete()
     }
 
     /// The end of a burst of request parts.
@@ -227,14 +190,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         flushIfNeeded()
     }
 
-    func read(context: ChannelHandlerContext) {
-        if mayRead {
-            context.read()
-        } else {
-            readPending = true
-        }
-    }
-
     /// HTTP/2: the stream holds request parts until this handler takes more.
     func holdingReads() {
         readPending = true
@@ -249,11 +204,6 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         case .proxying(_, let upstream): return upstream.isWritable
         default: return true
         }
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        writabilityChanged()
-        context.fireChannelWritabilityChanged()
     }
 
     func writabilityChanged() {
@@ -290,14 +240,10 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         state = .closing
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        failed(error)
-    }
-
     /// The parser (HTTP/1.1) or the stream (HTTP/2) failed.
     func failed(_ error: Error) {
         if downstreamProtocol == .http1, let parserError = error as? HTTP1ParseError {
-            // `HTTP1ProtocolErrorHandler` answers it: logged with the answer's reason.
+            // `HTTP1DownstreamConnection` answers it: logged with the answer's reason.
             let reason: LocalReplyReason = parserError == .headTooLarge ? .headersTooLarge : .badRequest
             loggedProtocolError = endInFlight(.answeredByCodec(reason), status: Int(reason.status.code))
         } else {
@@ -306,13 +252,8 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
         abandonUpstream()
         state = .closing
         queued.removeAll()
-        // HTTP/1.1: `HTTP1ProtocolErrorHandler` answers and closes. HTTP/2: closing the stream resets it.
+        // HTTP/1.1: `HTTP1DownstreamConnection` answers and closes. HTTP/2: closing the stream resets it.
         if downstreamProtocol == .http2 { downstream.close() }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        inactive()
-        context.fireChannelInactive()
     }
 
     /// The connection (HTTP/1.1) or the stream (HTTP/2) closed.
@@ -324,7 +265,7 @@ final class ProxyRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, 
 
     /// The client is still sending a request's head past `requestHeadersTimeout` (nothing is in flight):
     /// 408 `request_timeout`, and the connection closes.
-    private func requestHeadersTimedOut() {
+    func requestHeadersTimedOut() {
         switch state {
         case .idle, .discardingRequestBody: break
         case .leasing, .proxying, .closing: return

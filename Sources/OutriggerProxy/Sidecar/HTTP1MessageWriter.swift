@@ -31,7 +31,7 @@ typealias HTTP1RequestWriter = HTTP1MessageWriter<HTTPRequestHead>
 
 /// Writes an HTTP/1.1 connection's messages into its pipeline as bytes (`HTTP1MessageEncoder`), where NIO's
 /// encoders sat: each part is encoded where it is written, with no pipeline hop and no boxed part per write.
-/// It counts the messages it ended: downstream, for `HTTP1ProtocolErrorHandler`'s answer to a broken pipelined
+/// It counts the messages it ended: downstream, for `HTTP1DownstreamConnection`'s answer to a broken pipelined
 /// request, which waits for the responses owed before it.
 final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
     /// The writing handler's (the last in its pipeline): its writes pass every outbound handler.

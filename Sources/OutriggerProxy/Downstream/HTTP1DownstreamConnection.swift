@@ -1,0 +1,163 @@
+import NIOCore
+import NIOHTTP1
+import OutriggerCore
+
+/// An HTTP/1.1 client connection, at the end of its pipeline: it reads the requests from the bytes with the pure
+/// `HTTP1RequestParser` and hands each part to the connection's exchange (`ProxyRequestHandler`) by a direct call —
+/// no pipeline hop and no boxed part between them, as `HTTP2DownstreamConnection` drives a stream's. It answers what
+/// the parser rejects (400, or 431 past the head limit) after the responses owed before it, holds reads the exchange
+/// cannot take yet, and tells the exchange of the connection's events: read bursts, writability, the send timeout,
+/// shutdown's quiesce, the close. When the connection becomes a tunnel it leaves the pipeline and hands on the bytes
+/// it holds.
+final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    private let exchange: ProxyRequestHandler
+    private let stats: ProxyStats
+    private var parser = HTTP1RequestParser()
+    /// Bytes received and not yet parsed: a head cut by the read, or what follows an upgrade request.
+    private var unparsed = ByteBuffer.noBytes
+    /// A parse error was met, the connection closed, or the handler left: nothing more is parsed.
+    private var parsingStopped = false
+    /// The connection's responses, while this handler is in the pipeline.
+    private var responses: HTTP1ResponseWriter?
+    /// Request heads read.
+    private var requestsRead = 0
+    /// A request head was read and its end not yet.
+    private var requestOpen = false
+
+    init(exchange: ProxyRequestHandler, stats: ProxyStats) {
+        self.exchange = exchange
+        self.stats = stats
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let writer = HTTP1ResponseWriter(context: context)
+        responses = writer
+        exchange.attach(.http1(writer), clientAddress: context.channel.remoteAddress?.ipAddress)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        parsingStopped = true
+        // A reply still waiting would keep this handler (and the writer) alive.
+        responses?.cancelWaiting()
+        responses = nil
+        exchange.detach()
+        // The bytes after an upgrade request are the tunnel's: on to the relay, which is in place by now. (Not when
+        // the pipeline is torn down at the close: no tunnel takes them then.)
+        guard unparsed.readableBytes > 0, context.channel.isActive else { return }
+        context.fireChannelRead(NIOAny(unparsed.takeUnparsed()))
+    }
+
+    // MARK: Requests in
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !parsingStopped else { return }
+        unparsed.appendReceived(unwrapInboundIn(data))
+        do {
+            // A part handed on may close the connection.
+            while !parsingStopped, let part = try parser.next(&unparsed) {
+                hand(part)
+            }
+        } catch {
+            parsingStopped = true
+            rejected(error, context: context)
+        }
+        unparsed.releaseIfParsed()
+    }
+
+    private func hand(_ part: HTTPServerRequestPart) {
+        switch part {
+        case .head:
+            requestsRead += 1
+            requestOpen = true
+        case .body: break
+        case .end: requestOpen = false
+        }
+        exchange.received(part)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        exchange.readComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !parsingStopped {
+            parsingStopped = true
+            // A request cut short by the close is broken (the answer goes nowhere, but the request is logged so).
+            do {
+                if let part = try parser.connectionClosed(leaving: unparsed) { hand(part) }
+            } catch {
+                rejected(error, context: context)
+            }
+        }
+        exchange.inactive()
+    }
+
+    /// The parser refused the bytes: the request they belong to is answered 400 (431 for a head too large) once
+    /// the responses owed before it are written, and the connection closes.
+    private func rejected(_ error: Error, context: ChannelHandlerContext) {
+        guard let parseError = error as? HTTP1ParseError, let responses else {
+            context.close(promise: nil)
+            return
+        }
+        let reason: LocalReplyReason = parseError == .headTooLarge ? .headersTooLarge : .badRequest
+        let outstanding = requestsRead - responses.messagesEnded
+        if outstanding > 1 || (!requestOpen && outstanding > 0) {
+            // A later pipelined request is broken: answer the earlier ones first, then this one.
+            var owed = requestsRead
+            if requestOpen {
+                // Its head and some body wait in the exchange's queue: they are never forwarded.
+                owed -= 1
+                exchange.dropLastQueuedRequest()
+            }
+            responses.whenMessagesEnded(owed) { [self] in answer(reason, context: context) }
+            return
+        }
+        // The broken bytes belong to the request being read: the exchange lets go of it.
+        exchange.failed(error)
+        if responses.messageStarted {
+            context.close(promise: nil)
+        } else {
+            answer(reason, context: context)
+        }
+    }
+
+    private func answer(_ reason: LocalReplyReason, context: ChannelHandlerContext) {
+        guard let responses else { return }
+        stats.recordLocalReply(reason)
+        exchange.protocolErrorAnswered(reason)
+        LocalReply.write(reason, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true, to: .http1(responses), eventLoop: context.eventLoop)
+            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    // MARK: Connection events
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // The socket failed (a reset, TLS): nothing more can be read or written.
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        exchange.writabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is RequestHeadersTimedOut: exchange.requestHeadersTimedOut()
+        case is SendTimedOut: exchange.sendTimedOut()
+        case is ChannelShouldQuiesceEvent: exchange.quiesce()
+        default: context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if exchange.mayRead {
+            context.read()
+        } else {
+            exchange.readPending = true
+        }
+    }
+}
