@@ -59,7 +59,7 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
         do {
             // A part handed on may close the connection.
             while !parsingStopped, let part = try parser.next(&unparsed) {
-                hand(part)
+                hand(consume part)
             }
         } catch {
             parsingStopped = true
@@ -68,7 +68,7 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
         unparsed.releaseIfParsed()
     }
 
-    private func hand(_ part: HTTPServerRequestPart) {
+    private func hand(_ part: consuming HTTPServerRequestPart) {
         switch part {
         case .head:
             requestsRead += 1

@@ -85,21 +85,21 @@ final class ProxiedRequest {
     var upstreamServiceMicroseconds: Int64?
 
     init(listener: ListenerRuntime, route: Route, retryPolicy: RetryPolicy, routeTimeout: Duration, cluster: ClusterRuntime, endpoint: Endpoint,
-         upstreamHead: HTTPRequestHead, downstreamHead: HTTPRequestHead, headHeldForFraming: Bool, keepAlive: Bool, start: NIODeadline,
-         upgrade: String?) {
+         keepAlive: Bool, head: consuming HTTPRequestHead, headHeldForFraming: Bool, start: NIODeadline, upgrade: String?) {
         self.upgrade = upgrade
         self.listener = listener
         self.route = route
         self.cluster = cluster
         self.endpoint = endpoint
         self.triedEndpointIDs = []
-        self.idempotent = RetryDecision.isIdempotent(downstreamHead)
+        self.idempotent = RetryDecision.isIdempotent(head)
         self.retryPolicy = retryPolicy
         self.replay = retryPolicy.attempts > 1 ? [] : nil
-        self.upstreamHead = upstreamHead
-        self.downstreamVersion = downstreamHead.version
-        self.isHEAD = downstreamHead.method == .HEAD
-        self.isGRPC = downstreamHead.isGRPC
+        self.downstreamVersion = head.version
+        self.isHEAD = head.method == .HEAD
+        self.isGRPC = head.isGRPC
+        // The downstream head becomes the upstream one, taken rather than copied: its headers are changed in place.
+        self.upstreamHead = head
         self.keepAlive = keepAlive
         self.headHeldForFraming = headHeldForFraming
         self.start = start

@@ -42,7 +42,7 @@ extension ProxyRequestHandler {
 
     var downstreamIsWritable: Bool { downstream.isWritable }
 
-    func upstreamResponseHead(_ head: HTTPResponseHead) {
+    func upstreamResponseHead(_ head: consuming HTTPResponseHead) {
         guard case .proxying(let request, _) = state else { return }
         // Informational responses (an HTTP/2 upstream's 103) are dropped, as the HTTP/1.1 decoder does;
         // the sidecar answers `100-continue` itself.
@@ -59,7 +59,7 @@ extension ProxyRequestHandler {
         request.cluster.stats.recordResponse(status: Int(head.status.code))
         recordOutcome(AttemptResult(status: Int(head.status.code)), of: request)
         if head.status != .switchingProtocols, request.hedge != nil || request.replay != nil {
-            let outcome = AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)
+            let outcome = AttemptOutcome(responseHead: copy head, isGRPC: request.isGRPC)
             if request.hedge != nil {
                 // An answer the route would retry: wait for the hedged try instead. Any other wins the race.
                 if RetryDecision.matchedCondition(request.retryPolicy, outcome) != nil, resumeHedge(request) { return }
@@ -76,16 +76,20 @@ extension ProxyRequestHandler {
                 }
             }
         }
-        commitResponseHead(head, of: request, now: now)
+        commitResponseHead(consume head, of: request, now: now)
     }
 
     /// From here the response goes to the client: timers switch to watching the body, and the head is written.
-    private func commitResponseHead(_ head: HTTPResponseHead, of request: ProxiedRequest, now: NIODeadline) {
+    private func commitResponseHead(_ head: consuming HTTPResponseHead, of request: ProxiedRequest, now: NIODeadline) {
         dropHedge(request, result: nil)
         request.responseStarted = true
+        let switchingProtocols = head.status == .switchingProtocols
         // The timer watches the body's progress now (stream idle); a tunnel's bytes are the application's.
-        apply(request.timer.responseStarted(now: now.uptimeNanoseconds, tunnel: head.status == .switchingProtocols), to: request)
-        var response = head
+        apply(request.timer.responseStarted(now: now.uptimeNanoseconds, tunnel: switchingProtocols), to: request)
+        // The upstream's `upgrade`, before the hop-by-hop headers go.
+        let upgradeOffered = switchingProtocols ? head.headers.first(name: "upgrade") : nil
+        // Taken, not copied: the headers are changed in place (a copy would cost an array and a retain per field).
+        var response = consume head
         if response.version != request.downstreamVersion { response.version = request.downstreamVersion }
         if let drain = response.headers.first(name: EndpointDrain.header) {
             // The endpoint is going away: no new requests for it; this one and others in flight finish.
@@ -98,14 +102,14 @@ extension ProxyRequestHandler {
         if let cookie = request.setCookie { response.headers.add(name: "set-cookie", value: cookie) }
         if request.viaFallback { response.headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue) }
         let elapsedMicroseconds = (now - request.start).nanoseconds / 1000
-        request.responseStatus = Int(head.status.code)
+        request.responseStatus = Int(response.status.code)
         request.upstreamServiceMicroseconds = elapsedMicroseconds
         ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsedMicroseconds / 1000,
                                                addVia: request.listener.config.addVia)
-        if head.status == .switchingProtocols {
+        if switchingProtocols {
             request.switchingProtocols = true
             response.headers.replaceOrAdd(name: "connection", value: "upgrade")
-            response.headers.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? request.upgrade ?? "")
+            response.headers.replaceOrAdd(name: "upgrade", value: upgradeOffered ?? request.upgrade ?? "")
         }
         if downstreamProtocol == .http1 {
             request.closesConnection = HTTP1Rules.frame(&response, answersHEAD: request.isHEAD, clientVersion: request.downstreamVersion,

@@ -88,7 +88,8 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     // MARK: Downstream events
 
-    func received(_ part: HTTPServerRequestPart) {
+    /// Handed on, not copied, down to the head's upstream copy (`consuming`): its headers stay uniquely owned.
+    func received(_ part: consuming HTTPServerRequestPart) {
         if downstreamProtocol == .http1, mustQueue(part) {
             queue(part)
             return
@@ -96,8 +97,8 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         dispatch(part)
     }
 
-    private func dispatch(_ part: HTTPServerRequestPart) {
-        switch part {
+    private func dispatch(_ part: consuming HTTPServerRequestPart) {
+        switch consume part {
         case .head(let head):
             requestHead(head)
         case .body(let body):
@@ -274,7 +275,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         writeLocalReply(.requestTimeout, version: .http1_1, isGRPC: false, isHEAD: false, keepAlive: false, requestComplete: false)
     }
 
-    private func requestHead(_ head: HTTPRequestHead) {
+    private func requestHead(_ head: consuming HTTPRequestHead) {
         timeouts?.headReceived()
         guard case .idle = state else {
             // Heads arriving mid-request are queued (`mustQueue`), so this cannot happen; close if it does.
@@ -374,14 +375,15 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         let upgrade = HTTP1Rules.tunnelableUpgrade(head, http1BothSides: downstreamProtocol == .http1 && cluster.upstreamProtocol == .http1)
         let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
             && !head.headers.contains(name: "content-length")
+        // The access log keeps the head as it came (its headers are then copied once, when the upstream head changes).
+        let headForLog = accessLog != nil ? copy head : nil
         let request = ProxiedRequest(
             listener: listener, route: route, retryPolicy: retryPolicy, routeTimeout: overrides?.timeout ?? route.timeout ?? cluster.timeout,
-            cluster: cluster, endpoint: endpoint, upstreamHead: head, downstreamHead: head, headHeldForFraming: holdHead,
-            keepAlive: keepsConnection(head), start: start, upgrade: upgrade
+            cluster: cluster, endpoint: endpoint, keepAlive: keepsConnection(head), head: head, headHeldForFraming: holdHead,
+            start: start, upgrade: upgrade
         )
-        // The upstream head is built in place, in the request: its headers are copied from the downstream head
-        // once (with room for what is added), and every later change (the attempt, the expected timeout) finds
-        // them unshared.
+        // The upstream head is built in place, in the request, from the downstream head it took: its headers (read
+        // with room for what is added) are changed without a copy, unless the access log keeps the original.
         if overridesPresent { for name in RequestOverrides.names { request.upstreamHead.headers.remove(name: name) } }
         if expectsContinue { request.upstreamHead.headers.remove(name: "expect") }
         ProxyHeaders.prepareUpstreamRequest(
@@ -394,15 +396,15 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         request.setCookie = setCookie
         request.viaFallback = viaFallback
-        if accessLog != nil {
-            request.accessLogHead = head
+        if let headForLog {
+            request.accessLogHead = headForLog
             if viaFallback { request.decisions.append("fallback:\(cluster.name)") }
         }
         request.owesBreakerVerdict = cluster.breakers != nil
         request.owner = self
         apply(request.timer.settle(), to: request)
         if expectsContinue {
-            downstream.write(.head(HTTPResponseHead(version: head.version, status: .continue)))
+            downstream.write(.head(HTTPResponseHead(version: request.downstreamVersion, status: .continue)))
             needsFlush = true
         }
         cluster.stats.requestsActive.increment()

@@ -21,7 +21,7 @@ final class HedgedAttempt: UpstreamExchangeDelegate {
     /// A head is small and decides the race: always read it.
     var downstreamIsWritable: Bool { true }
 
-    func upstreamResponseHead(_ head: HTTPResponseHead) {
+    func upstreamResponseHead(_ head: consuming HTTPResponseHead) {
         guard let owner else { return upstream.abort() }
         owner.hedgeAnswered(self, head: head)
     }

@@ -21,7 +21,7 @@ enum UpstreamFailure: Error, Equatable {
 /// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same
 /// event loop (pools are per event loop), so calls are direct: no hops, no locks.
 protocol UpstreamExchangeDelegate: AnyObject {
-    func upstreamResponseHead(_ head: HTTPResponseHead)
+    func upstreamResponseHead(_ head: consuming HTTPResponseHead)
     func upstreamResponseBody(_ body: ByteBuffer)
     func upstreamResponseEnd(_ trailers: HTTPHeaders?)
     /// The upstream read burst ended: flush what was written downstream.
@@ -200,7 +200,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         unparsed.appendReceived(unwrapInboundIn(data))
         do {
             while let part = try parser.next(&unparsed) {
-                received(part)
+                // Handed on, not copied: the head's headers stay uniquely owned, so the exchange changes them in place.
+                received(consume part)
                 // The exchange's end may have turned the connection into a tunnel, or closed it.
                 switch state {
                 case .tunnelled, .closed: return
@@ -214,13 +215,13 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         unparsed.releaseIfParsed()
     }
 
-    func received(_ part: HTTPClientResponsePart) {
+    func received(_ part: consuming HTTPClientResponsePart) {
         guard let delegate, case .active(let requestComplete, _, var reusable) = state else {
             // A response nobody asked for: the connection is out of step; drop it.
             side.close()
             return
         }
-        switch part {
+        switch consume part {
         case .head(let head):
             // HTTP/1.1: the parser's verdict, read while it parsed the head (llhttp's rules, as NIO's decoder gave it);
             // a body delimited by the close ends the connection too.
