@@ -4,11 +4,12 @@ import OutriggerCore
 
 /// An HTTP/1.1 client connection, at the end of its pipeline: it reads the requests from the bytes with the pure
 /// `HTTP1RequestParser` and hands each part to the connection's exchange (`ProxyRequestHandler`) by a direct call —
-/// no pipeline hop and no boxed part between them, as `HTTP2DownstreamConnection` drives a stream's. It answers what
-/// the parser rejects (400, or 431 past the head limit) after the responses owed before it, holds reads the exchange
-/// cannot take yet, and tells the exchange of the connection's events: read bursts, writability, the send timeout,
-/// shutdown's quiesce, the close. When the connection becomes a tunnel it leaves the pipeline and hands on the bytes
-/// it holds.
+/// no pipeline hop and no boxed part between them, as `HTTP2DownstreamConnection` drives a stream's. Pipelined
+/// requests wait in its `HTTP1PipelineQueue` until the exchange is free: the exchange answers one request at a time.
+/// It answers what the parser rejects (400, or 431 past the head limit) after the responses owed before it, holds
+/// reads the exchange cannot take yet, and tells the exchange of the connection's events: read bursts, writability,
+/// the send timeout, shutdown's quiesce, the close. When the connection becomes a tunnel it leaves the pipeline and
+/// hands on the bytes it holds.
 final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = IOData
@@ -27,6 +28,8 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
     private var requestsRead = 0
     /// A request head was read and its end not yet.
     private var requestOpen = false
+    private var pipeline = HTTP1PipelineQueue()
+    private var eventLoop: (any EventLoop)?
 
     init(exchange: ProxyRequestHandler, stats: ProxyStats) {
         self.exchange = exchange
@@ -36,7 +39,8 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
     func handlerAdded(context: ChannelHandlerContext) {
         let writer = HTTP1ResponseWriter(context: context)
         responses = writer
-        exchange.attach(.http1(writer), clientAddress: context.channel.remoteAddress?.ipAddress)
+        eventLoop = context.eventLoop
+        exchange.attach(.http1(writer), clientAddress: context.channel.remoteAddress?.ipAddress, http1Connection: self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -76,7 +80,35 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
         case .body: break
         case .end: requestOpen = false
         }
+        if pipeline.mustQueue(part, exchangeBusy: exchange.isBusy) {
+            if !exchange.isClosing { pipeline.append(part) }
+            return
+        }
         exchange.received(part)
+    }
+
+    // MARK: Pipelining
+
+    /// Below the pipelining queue's limits: reading may go on.
+    var queueHasRoom: Bool { pipeline.hasRoom }
+
+    /// The exchange answered its request: the queued requests go on, one at a time, once the current call stack has
+    /// written the previous response's end.
+    func exchangeBecameIdle() {
+        guard !pipeline.isEmpty, let eventLoop else { return }
+        eventLoop.assumeIsolated().execute { [self] in
+            guard responses != nil else { return }  // left the pipeline meanwhile
+            while let part = pipeline.next(exchangeIdle: exchange.isIdle) {
+                exchange.received(part)
+            }
+            // No read burst ends after this replay: what it wrote goes out now.
+            exchange.replayEnded()
+        }
+    }
+
+    /// The connection closes after the response being written: what waits behind it is never answered.
+    func dropQueuedRequests() {
+        pipeline.removeAll()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -109,14 +141,15 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
             // A later pipelined request is broken: answer the earlier ones first, then this one.
             var owed = requestsRead
             if requestOpen {
-                // Its head and some body wait in the exchange's queue: they are never forwarded.
+                // Its head and some body wait in the queue: they are never forwarded.
                 owed -= 1
-                exchange.dropLastQueuedRequest()
+                pipeline.dropLastRequest()
             }
             responses.whenMessagesEnded(owed) { [self] in answer(reason, context: context) }
             return
         }
         // The broken bytes belong to the request being read: the exchange lets go of it.
+        pipeline.removeAll()
         exchange.failed(error)
         if responses.messageStarted {
             context.close(promise: nil)
@@ -148,13 +181,13 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
         switch event {
         case is RequestHeadersTimedOut: exchange.requestHeadersTimedOut()
         case is SendTimedOut: exchange.sendTimedOut()
-        case is ChannelShouldQuiesceEvent: exchange.quiesce()
+        case is ChannelShouldQuiesceEvent: exchange.quiesce(requestsQueued: !pipeline.isEmpty)
         default: context.fireUserInboundEventTriggered(event)
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if exchange.mayRead {
+        if exchange.mayRead {  // which asks `queueHasRoom` too
             context.read()
         } else {
             exchange.readPending = true

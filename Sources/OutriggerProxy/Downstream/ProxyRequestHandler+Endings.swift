@@ -193,7 +193,7 @@ extension ProxyRequestHandler {
         timeouts?.responseEnded()
         needsFlush = false
         if close {
-            queued.removeAll()
+            http1Connection?.dropQueuedRequests()
             closeAfterWrite(written)
         } else if case .idle = state {
             becameIdle()

@@ -38,12 +38,8 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     var clientAddress: String?
     var readPending = false
     var needsFlush = false
-    /// HTTP/1.1 pipelining: parts of requests that arrived while an earlier one was in flight, replayed in
-    /// order once it is answered. Reading goes on meanwhile (stopping it costs two epoll_ctl calls per
-    /// request), up to `maxQueuedBytes`.
-    var queued = CircularBuffer<HTTPServerRequestPart>()
-    private var queuedBytes = 0
-    private static let maxQueuedBytes = 64 * 1024
+    /// HTTP/1.1: the connection that drives this exchange and queues its pipelined requests (set while attached).
+    private(set) var http1Connection: HTTP1DownstreamConnection?
     /// Shutdown asked this connection to finish: it closes once the request in flight is answered.
     var closeWhenIdle = false
     /// HTTP/2: why the stream's head is malformed for a proxy (a `host` naming another authority than
@@ -73,9 +69,10 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         self.scheme = scheme
     }
 
-    func attach(_ downstream: DownstreamSide, clientAddress: String?) {
+    func attach(_ downstream: DownstreamSide, clientAddress: String?, http1Connection: HTTP1DownstreamConnection? = nil) {
         self.downstream = downstream
         self.clientAddress = clientAddress
+        self.http1Connection = http1Connection
     }
 
     /// The connection handler (or stream) holds this handler: keeping it past removal would leak both.
@@ -84,20 +81,15 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         // A request still in the state would keep this handler alive through its owner.
         requestInFlight?.owner = nil
         downstream = .detached
+        http1Connection = nil  // the connection holds this exchange: the cycle ends here
     }
 
     // MARK: Downstream events
 
-    /// Handed on, not copied, down to the head's upstream copy (`consuming`): its headers stay uniquely owned.
+    /// A part of the request in flight, or a head that starts the next (HTTP/1.1 pipelining is the connection's:
+    /// it hands on a head only while `isIdle`). Handed on, not copied, down to the head's upstream copy
+    /// (`consuming`): its headers stay uniquely owned.
     func received(_ part: consuming HTTPServerRequestPart) {
-        if downstreamProtocol == .http1, mustQueue(part) {
-            queue(part)
-            return
-        }
-        dispatch(part)
-    }
-
-    private func dispatch(_ part: consuming HTTPServerRequestPart) {
         switch consume part {
         case .head(let head):
             requestHead(head)
@@ -108,50 +100,41 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
     }
 
-    /// A part belongs to a later request when a head arrives before the current request is answered.
-    private func mustQueue(_ part: HTTPServerRequestPart) -> Bool {
-        if !queued.isEmpty { return true }
-        guard case .head = part else { return false }
-        switch state {
-        case .idle, .closing: return false
-        case .leasing, .proxying, .discardingRequestBody: return true
-        }
-    }
-
-    private func queue(_ part: HTTPServerRequestPart) {
-        if case .closing = state { return }
-        if case .body(let body) = part { queuedBytes += body.readableBytes }
-        queued.append(part)
-    }
-
-    /// The request in flight is answered: start on the queued ones (after the current call stack has
-    /// written the previous response's end), or close if shutdown asked for it.
+    /// The request in flight is answered: the connection starts on the requests it queued, or it closes if
+    /// shutdown asked for it.
     func becameIdle() {
         if closeWhenIdle {
             state = .closing
             downstream.close()
             return
         }
-        guard !queued.isEmpty else { return }
-        local.eventLoop.assumeIsolated().execute { [self] in
-            guard downstream.isAttached else { return }  // removed from the pipeline meanwhile
-            // One request's parts at a time: the next head waits until this handler is idle again.
-            while let part = queued.first {
-                if case .head = part, !isIdle { break }
-                queued.removeFirst()
-                if case .body(let body) = part { queuedBytes -= body.readableBytes }
-                dispatch(part)
-            }
-            // No read burst ends after this replay, so flush here what it wrote.
-            if case .proxying(_, let upstream) = state { upstream.flush() }
-            flushIfNeeded()
-            deliverPendingRead()
+        http1Connection?.exchangeBecameIdle()
+    }
+
+    /// Between requests: the next head may come.
+    var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
+    /// A request is being answered (or its unread body dropped): a head arriving now is a pipelined one.
+    var isBusy: Bool {
+        switch state {
+        case .idle, .closing: return false
+        case .leasing, .proxying, .discardingRequestBody: return true
         }
     }
 
-    private var isIdle: Bool {
-        if case .idle = state { return true }
+    var isClosing: Bool {
+        if case .closing = state { return true }
         return false
+    }
+
+    /// HTTP/1.1: the connection handed on queued parts outside a read burst: what they wrote goes out now.
+    func replayEnded() {
+        if case .proxying(_, let upstream) = state { upstream.flush() }
+        flushIfNeeded()
+        deliverPendingRead()
     }
 
     /// HTTP/1.1: the parser rejected a request and the connection answered it (400 or 431), for the access log.
@@ -160,18 +143,11 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         if !loggedProtocolError { endUnparsed(.answeredByCodec(reason), status: Int(reason.status.code)) }
     }
 
-    /// HTTP/1.1: the last pipelined request queued is broken and will not be sent.
-    func dropLastQueuedRequest() {
-        while let part = queued.popLast() {
-            if case .body(let body) = part { queuedBytes -= body.readableBytes }
-            if case .head = part { break }
-        }
-    }
-
-    /// HTTP/1.1: shutdown asks the connection to finish: it closes once the request in flight is answered.
-    func quiesce() {
+    /// HTTP/1.1: shutdown asks the connection to finish: it closes once the request in flight, and any queued
+    /// behind it, are answered.
+    func quiesce(requestsQueued: Bool) {
         closeWhenIdle = true
-        if case .idle = state, queued.isEmpty {
+        if case .idle = state, !requestsQueued {
             state = .closing
             downstream.close()
         }
@@ -197,9 +173,9 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     }
 
     /// Reading pauses while no upstream is leased yet, while the upstream cannot take more, and while the
-    /// pipelining queue is full.
+    /// connection's pipelining queue is full.
     var mayRead: Bool {
-        if queuedBytes > Self.maxQueuedBytes || queued.count > 64 { return false }
+        if let http1Connection, !http1Connection.queueHasRoom { return false }
         switch state {
         case .leasing: return false
         case .proxying(_, let upstream): return upstream.isWritable
@@ -252,8 +228,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         abandonUpstream()
         state = .closing
-        queued.removeAll()
-        // HTTP/1.1: `HTTP1DownstreamConnection` answers and closes. HTTP/2: closing the stream resets it.
+        // HTTP/1.1: `HTTP1DownstreamConnection` drops what it queued, answers and closes. HTTP/2: closing the stream resets it.
         if downstreamProtocol == .http2 { downstream.close() }
     }
 
@@ -278,7 +253,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     private func requestHead(_ head: consuming HTTPRequestHead) {
         timeouts?.headReceived()
         guard case .idle = state else {
-            // Heads arriving mid-request are queued (`mustQueue`), so this cannot happen; close if it does.
+            // Heads arriving mid-request are queued by the connection, so this cannot happen; close if it does.
             downstream.close()
             return
         }
