@@ -13,25 +13,25 @@ import OutriggerCore
 /// `run` adds the process-level behaviour: SIGHUP and file-change reloads, SIGTERM/SIGINT drain.
 public final class Sidecar: Sendable {
     public let configStore: ConfigStore
-    private let group: MultiThreadedEventLoopGroup
-    private let locals: EventLoopLocals
+    let group: MultiThreadedEventLoopGroup
+    let locals: EventLoopLocals
     /// Every listener's access log destination, opened when a config names it, closed at shutdown.
-    private let accessLogs: AccessLogSinks
+    let accessLogs: AccessLogSinks
     /// The command line's flags, applied to the file's config at every reload.
     private let overrides: @Sendable (inout SidecarConfig) -> Void
-    private let connections = ConnectionTracker()
+    let connections = ConnectionTracker()
     /// The client TLS contexts of clusters with `tls`.
     private let upstreamTLS = UpstreamTLSContexts()
     private let healthChecks: HealthCheckSupervisor
-    private let logger: Logger
+    let logger: Logger
     private let configPath: String?
-    private let state = NIOLockedValueBox(MutableState())
+    let state = NIOLockedValueBox(MutableState())
     /// What a component beside the sidecar (the control-plane client) adds to the admin pages.
-    private let adminExtension = NIOLockedValueBox<(@Sendable () -> AdminExtension)?>(nil)
+    let adminExtension = NIOLockedValueBox<(@Sendable () -> AdminExtension)?>(nil)
     /// Set while a reload runs: reloads (SIGHUP, file watch, API) never interleave.
     private let reloading = NIOLockedValueBox(false)
 
-    private struct BoundListener {
+    struct BoundListener {
         var config: ListenerConfig
         var channel: Channel
         var tls: ListenerTLS?
@@ -45,7 +45,7 @@ public final class Sidecar: Sendable {
         }
     }
 
-    private struct MutableState {
+    struct MutableState {
         var listeners: [String: BoundListener] = [:]
         var admin: (config: AdminConfig, channel: Channel)?
         var draining = false
@@ -407,71 +407,6 @@ public final class Sidecar: Sendable {
         }
     }
 
-    // MARK: Binding
-
-    private func bindListeners(for config: SidecarConfig) async throws {
-        for listener in config.listeners {
-            // At start the command line announces each listener with its address: logged once, not twice.
-            let bound = try await bind(listener, logLevel: .debug)
-            state.withLockedValue { $0.listeners[listener.name] = bound }
-        }
-    }
-
-    private func bind(_ listener: ListenerConfig, logLevel: Logger.Level = .info) async throws -> BoundListener {
-        let tls = try listener.tls.map(ListenerTLS.init)
-        let pipeline = DownstreamPipeline(
-            listenerName: listener.name, configStore: configStore, locals: locals,
-            tls: tls, connections: connections
-        )
-        let channel: Channel
-        do {
-            channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer(AcceptPause.install)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            // A connection keeps one receive buffer per read of a burst for its life (see UpstreamTarget).
-            .childChannelOption(.maxMessagesPerRead, value: 4)
-            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator.bounded)
-            // Unwritable (upstream reading paused) past 32 KiB waiting, not NIO's 64 KiB: what a slow reader pins.
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: 16 * 1024, high: 32 * 1024))
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try pipeline.configure(channel) }
-            }
-            .bind(host: listener.address.host, port: listener.address.port)
-            .get()
-        } catch {
-            throw BindError(what: "listener '\(listener.name)'", address: listener.address, underlying: error)
-        }
-        logger.log(level: logLevel, "listening", metadata: ["listener": "\(listener.name)", "address": "\(listener.address.host):\(channel.localAddress?.port ?? listener.address.port)",
-                                                           "tls": "\(listener.tls != nil)"])
-        return BoundListener(config: listener, channel: channel, tls: tls)
-    }
-
-    private func bindAdmin(_ admin: AdminConfig?, logLevel: Logger.Level = .info) async throws {
-        guard let admin else { return }
-        var token: String?
-        if let file = admin.tokenFile {
-            token = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        if !admin.isLoopback {
-            let changes = token == nil ? "changes (POST /endpoints/drain) are refused until admin.tokenFile is set" : "changes need its token"
-            logger.warning("the admin listens on \(admin.address), beyond loopback: anyone who can connect reads /config_dump and /stats; \(changes)")
-        }
-        let server = AdminServer(sidecar: SidecarState(configStore: configStore, accessLogs: accessLogs, isDraining: { [weak self] in self?.isDraining ?? true },
-                                                       extensions: { [weak self] in self?.adminExtension.withLockedValue { $0?() } ?? nil },
-                                                       mutationGuard: AdminMutationGuard(token: token, loopback: admin.isLoopback)))
-        let channel: Channel
-        do {
-            let address = try SocketAddress.makeAddressResolvingHost(admin.address.host, port: admin.address.port)
-            channel = try await server.bind(to: address, group: group)
-        } catch {
-            throw BindError(what: "the admin", address: admin.address, underlying: error)
-        }
-        state.withLockedValue { $0.admin = (admin, channel) }
-        logger.log(level: logLevel, "admin listening", metadata: ["address": "\(admin.address.host):\(channel.localAddress?.port ?? admin.address.port)"])
-    }
-
     private static func warnAboutUnverifiedUpstreams(_ config: SidecarConfig, logger: Logger) {
         for cluster in config.clusters where cluster.tls?.insecureSkipVerify == true {
             logger.warning("cluster '\(cluster.name)' does not verify its upstreams' certificates (tls.insecureSkipVerify): anyone on the path can pose as them")
@@ -511,36 +446,5 @@ extension ListenerConfig {
     /// True when `other` can be served by this listener's socket: same address, same TLS settings.
     func hasSameSocket(as other: ListenerConfig) -> Bool {
         address == other.address && tls == other.tls
-    }
-}
-
-/// A listening socket that could not be opened, said as an operator needs it: which one, where, and why.
-public struct BindError: Error, CustomStringConvertible {
-    public let what: String
-    public let address: HostPort
-    public let underlying: any Error
-
-    public var description: String {
-        let reason: String
-        if let io = underlying as? IOError {
-            reason = "\(String(cString: strerror(io.errnoCode))) (errno \(io.errnoCode))"
-        } else {
-            reason = "\(underlying)"
-        }
-        return "cannot bind \(what) to \(address): \(reason)"
-    }
-}
-
-/// Enough of a file's identity to notice an edit or a replace-by-rename.
-public struct FileStamp: Equatable, Sendable {
-    let size: Int
-    let modified: Date
-    let inode: Int
-
-    public init?(path: String) {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return nil }
-        size = (attributes[.size] as? NSNumber)?.intValue ?? 0
-        modified = attributes[.modificationDate] as? Date ?? .distantPast
-        inode = (attributes[.systemFileNumber] as? NSNumber)?.intValue ?? 0
     }
 }
