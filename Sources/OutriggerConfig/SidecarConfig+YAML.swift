@@ -293,7 +293,8 @@ struct SidecarConfigDecoder {
 
     private func decodeListener(_ node: Node, _ path: String) -> ListenerConfig? {
         let allowed = ["name", "address", "direction", "tls", "maxRequestHeadersBytes", "maxRequestBodyBytes", "addVia", "trustOverrideHeaders",
-                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "sendTimeout", "maxConnections", "rapidReset", "overloadPriority", "accessLog", "virtualHosts", "routes"]
+                       "handshakeTimeout", "requestHeadersTimeout", "idleTimeout", "sendTimeout", "maxConnections", "rapidReset", "overloadPriority", "accessLog",
+                       "tracing", "virtualHosts", "routes"]
         guard let fields = reader.fields(node, path, allowed: allowed) else { return nil }
         let name = reader.required(fields, "name").flatMap { reader.string($0, fields.path("name")) }
         let address = reader.required(fields, "address").flatMap { reader.hostPort($0, fields.path("address")) }
@@ -315,6 +316,7 @@ struct SidecarConfigDecoder {
         let rapidReset = fields["rapidReset"].flatMap { decodeRapidReset($0, fields.path("rapidReset")) }
         let overloadPriority = fields["overloadPriority"].flatMap { reader.oneOf($0, fields.path("overloadPriority"), ListenerConfig.OverloadPriority.self) }
         let accessLog = fields["accessLog"].flatMap { decodeAccessLog($0, fields.path("accessLog")) }
+        let tracing = fields["tracing"].flatMap { decodeTracing($0, fields.path("tracing")) }
         var virtualHosts: [VirtualHostConfig] = []
         switch (fields["virtualHosts"], fields["routes"]) {
         case (.some(let node), .some):
@@ -348,6 +350,7 @@ struct SidecarConfigDecoder {
             rapidReset: rapidReset ?? RapidResetConfig(),
             overloadPriority: overloadPriority ?? .normal,
             accessLog: accessLog,
+            tracing: tracing ?? TracingConfig(),
             virtualHosts: virtualHosts
         )
     }
@@ -377,6 +380,15 @@ struct SidecarConfigDecoder {
     }
 
     /// `{maxResetsPerAddress: N, window: DURATION, refuseFor: DURATION}`, each optional.
+    /// `{mode: participate | forward, sampleRatio: 0.01 | 1%}`.
+    private func decodeTracing(_ node: Node, _ path: String) -> TracingConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["mode", "sampleRatio"]) else { return nil }
+        var config = TracingConfig()
+        if let mode = fields["mode"].flatMap({ reader.oneOf($0, fields.path("mode"), TracingConfig.Mode.self) }) { config.mode = mode }
+        if let ratio = fields["sampleRatio"].flatMap({ reader.fraction($0, fields.path("sampleRatio")) }) { config.sampleRatio = ratio }
+        return config
+    }
+
     private func decodeRapidReset(_ node: Node, _ path: String) -> RapidResetConfig? {
         guard let fields = reader.fields(node, path, allowed: ["maxResetsPerAddress", "window", "refuseFor"]) else { return nil }
         var config = RapidResetConfig()

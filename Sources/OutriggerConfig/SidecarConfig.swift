@@ -211,6 +211,8 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
     }
     /// One line per request, written off the event loops; nil: no access log.
     public var accessLog: AccessLogConfig?
+    /// Trace-context propagation: join the caller's trace with a span of our own per hop, or pass it untouched.
+    public var tracing: TracingConfig
     public var virtualHosts: [VirtualHostConfig]
 
     public static let defaultHandshakeTimeout: Duration = .seconds(10)
@@ -240,8 +242,10 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         rapidReset: RapidResetConfig = RapidResetConfig(),
         overloadPriority: OverloadPriority = .normal,
         accessLog: AccessLogConfig? = nil,
+        tracing: TracingConfig = TracingConfig(),
         virtualHosts: [VirtualHostConfig]
     ) {
+        self.tracing = tracing
         self.rapidReset = rapidReset
         self.overloadPriority = overloadPriority
         self.accessLog = accessLog
@@ -263,7 +267,8 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, address, direction, tls, maxRequestHeadersBytes, maxRequestBodyBytes, addVia, trustOverrideHeaders,
-             handshakeTimeout, requestHeadersTimeout, idleTimeout, sendTimeout, maxConnections, rapidReset, overloadPriority, accessLog, virtualHosts
+             handshakeTimeout, requestHeadersTimeout, idleTimeout, sendTimeout, maxConnections, rapidReset, overloadPriority, accessLog, tracing,
+             virtualHosts
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -284,7 +289,31 @@ public struct ListenerConfig: Sendable, Hashable, Encodable {
         try container.encode(rapidReset, forKey: .rapidReset)
         try container.encode(overloadPriority, forKey: .overloadPriority)
         try container.encodeIfPresent(accessLog, forKey: .accessLog)
+        try container.encode(tracing, forKey: .tracing)
         try container.encode(virtualHosts, forKey: .virtualHosts)
+    }
+}
+
+/// A listener's part in distributed traces (W3C Trace Context and B3 headers).
+public struct TracingConfig: Sendable, Hashable, Encodable {
+    public enum Mode: String, Sendable, Hashable, Encodable, CaseIterable {
+        /// Join the caller's trace (or start one): a server span per request and a client span per try, each
+        /// upstream request carrying its try's span as the parent (Envoy's and Linkerd's sidecars do the same).
+        case participate
+        /// Pass the trace headers on untouched: the sidecar is invisible in the trace.
+        case forward
+    }
+
+    public var mode: Mode
+    /// At a trace's root (no caller's decision), the share of traces sampled, decided on the trace id so that
+    /// every hop agrees.
+    public var sampleRatio: Double
+
+    public static let defaultSampleRatio = 0.01
+
+    public init(mode: Mode = .participate, sampleRatio: Double = TracingConfig.defaultSampleRatio) {
+        self.mode = mode
+        self.sampleRatio = sampleRatio
     }
 }
 

@@ -115,6 +115,22 @@ final class YAMLReader {
         return value
     }
 
+    /// A share: a number from 0 to 1, or a percentage (`1%`, `0.5%`).
+    func fraction(_ node: Node, _ path: String) -> Double? {
+        guard case .scalar(let scalar) = node else {
+            report(node, path, "expected a share from 0 to 1 or a percentage, found \(describe(node))")
+            return nil
+        }
+        var text = Substring(scalar.string)
+        let isPercentage = text.hasSuffix("%")
+        if isPercentage { text = text.dropLast() }
+        guard let number = Double(text), number.isFinite, number >= 0, number <= (isPercentage ? 100 : 1) else {
+            report(node, path, "expected a share from 0 to 1 or a percentage from 0% to 100%, found '\(scalar.string)'")
+            return nil
+        }
+        return isPercentage ? number / 100 : number
+    }
+
     func bool(_ node: Node, _ path: String) -> Bool? {
         guard case .scalar(let scalar) = node else {
             report(node, path, "expected true or false, found \(describe(node))")

@@ -81,4 +81,6 @@ public enum OutriggerHeader {
     public static let requestID = "x-request-id"
     public static let forwardedFor = "x-forwarded-for"
     public static let forwardedProto = "x-forwarded-proto"
+    /// `x-outrigger-trace: 1` from a trusted side: this request is sampled, whatever the ratio. Never forwarded.
+    public static let forceTrace = "x-outrigger-trace"
 }

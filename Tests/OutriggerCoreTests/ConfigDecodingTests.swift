@@ -231,6 +231,30 @@ struct ConfigDecodingTests {
         #expect(fraction.map(\.keyPath) == ["overload.stopAcceptingAt"], "\(fraction)")
     }
 
+    @Test func tracingDecodesWithItsDefaultsAndItsMistakesAreNamed() throws {
+        func yaml(_ tracing: String) -> String {
+            """
+            listeners:
+              - {name: in, address: 127.0.0.1:15006, \(tracing) routes: [{cluster: local}]}
+            \(Self.minimalClusters)
+            """
+        }
+        let defaults = try SidecarConfig.decode(yaml: yaml(""), file: "test.yaml")
+        #expect(defaults.listeners[0].tracing == TracingConfig(mode: .participate, sampleRatio: 0.01))
+        let forward = try SidecarConfig.decode(yaml: yaml("tracing: {mode: forward, sampleRatio: 0.25},"), file: "test.yaml")
+        #expect(forward.listeners[0].tracing == TracingConfig(mode: .forward, sampleRatio: 0.25))
+        let percent = try SidecarConfig.decode(yaml: yaml("tracing: {sampleRatio: 5%},"), file: "test.yaml")
+        #expect(percent.listeners[0].tracing.sampleRatio == 0.05)
+
+        let ratio = Self.issues(yaml("tracing: {sampleRatio: 2},"))
+        #expect(ratio.map(\.keyPath) == ["listeners[0].tracing.sampleRatio"], "\(ratio)")
+        #expect(ratio.first?.message == "expected a share from 0 to 1 or a percentage from 0% to 100%, found '2'", "\(ratio)")
+        let mode = Self.issues(yaml("tracing: {mode: join},"))
+        #expect(mode.map(\.keyPath) == ["listeners[0].tracing.mode"] && mode.first?.message.hasPrefix("expected one of participate, forward") == true, "\(mode)")
+        let key = Self.issues(yaml("tracing: {sampling: 1},"))
+        #expect(key.map(\.keyPath) == ["listeners[0].tracing.sampling"], "\(key)")
+    }
+
     @Test func anAccessLogInAMissingDirectoryIsAnError() {
         let issues = Self.issues("""
         listeners:

@@ -87,30 +87,6 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
         exchange.received(part)
     }
 
-    // MARK: Pipelining
-
-    /// Below the pipelining queue's limits: reading may go on.
-    var queueHasRoom: Bool { pipeline.hasRoom }
-
-    /// The exchange answered its request: the queued requests go on, one at a time, once the current call stack has
-    /// written the previous response's end.
-    func exchangeBecameIdle() {
-        guard !pipeline.isEmpty, let eventLoop else { return }
-        eventLoop.assumeIsolated().execute { [self] in
-            guard responses != nil else { return }  // left the pipeline meanwhile
-            while let part = pipeline.next(exchangeIdle: exchange.isIdle) {
-                exchange.received(part)
-            }
-            // No read burst ends after this replay: what it wrote goes out now.
-            exchange.replayEnded()
-        }
-    }
-
-    /// The connection closes after the response being written: what waits behind it is never answered.
-    func dropQueuedRequests() {
-        pipeline.removeAll()
-    }
-
     func channelReadComplete(context: ChannelHandlerContext) {
         exchange.readComplete()
     }
@@ -164,6 +140,30 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
         exchange.protocolErrorAnswered(reason)
         LocalReply.write(reason, version: .http1_1, isGRPC: false, isHEAD: false, closeConnection: true, to: .http1(responses), eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    // MARK: Pipelining
+
+    /// Below the pipelining queue's limits: reading may go on.
+    var queueHasRoom: Bool { pipeline.hasRoom }
+
+    /// The exchange answered its request: the queued requests go on, one at a time, once the current call stack has
+    /// written the previous response's end.
+    func exchangeBecameIdle() {
+        guard !pipeline.isEmpty, let eventLoop else { return }
+        eventLoop.assumeIsolated().execute { [self] in
+            guard responses != nil else { return }  // left the pipeline meanwhile
+            while let part = pipeline.next(exchangeIdle: exchange.isIdle) {
+                exchange.received(part)
+            }
+            // No read burst ends after this replay: what it wrote goes out now.
+            exchange.replayEnded()
+        }
+    }
+
+    /// The connection closes after the response being written: what waits behind it is never answered.
+    func dropQueuedRequests() {
+        pipeline.removeAll()
     }
 
     // MARK: Connection events

@@ -35,6 +35,8 @@ final class ProxiedRequest {
     /// An earlier try still racing the current one (`hedgeOnPerTryTimeout`).
     var hedge: HedgedAttempt?
     var upstreamHead: HTTPRequestHead
+    /// Its place in its trace (a listener in `participate` mode): each try writes its own span into `upstreamHead`.
+    var trace: ExchangeTrace?
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
     let isGRPC: Bool

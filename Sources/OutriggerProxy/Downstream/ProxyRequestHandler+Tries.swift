@@ -24,6 +24,8 @@ extension ProxyRequestHandler {
         } else {
             request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         }
+        // Each try is a client span of its own, a child of the request's server span.
+        request.trace?.writeTry(spanID: local.random.nonZero(), into: &request.upstreamHead.headers)
         // Like the route timeout, a try's timeout counts from the request's end.
         apply(request.timer.tryStarted(now: now), to: request)
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)

@@ -143,8 +143,8 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         if !loggedProtocolError { endUnparsed(.answeredByCodec(reason), status: Int(reason.status.code)) }
     }
 
-    /// HTTP/1.1: shutdown asks the connection to finish: it closes once the request in flight, and any queued
-    /// behind it, are answered.
+    /// HTTP/1.1: shutdown asks the connection to finish: between requests it closes at once (unless a queued one is
+    /// about to start), else its response says `connection: close` and the connection closes after it.
     func quiesce(requestsQueued: Bool) {
         closeWhenIdle = true
         if case .idle = state, !requestsQueued {
@@ -365,6 +365,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             &request.upstreamHead, route: route, clientAddress: clientAddress, scheme: scheme,
             addVia: listener.config.addVia, random: &local.random
         )
+        if listener.config.tracing.mode == .participate { joinTrace(request, listener: listener.config) }
         if let upgrade {
             request.upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
             request.upstreamHead.headers.replaceOrAdd(name: "upgrade", value: upgrade)
@@ -392,6 +393,24 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             return
         }
         startAttempt(request)
+    }
+
+    /// The request joins its caller's trace (or starts one) with a server span of ours; `baggage` is kept within
+    /// its limits, and the force header, honoured from a trusted side only, never goes on.
+    private func joinTrace(_ request: ProxiedRequest, listener: ListenerConfig) {
+        let scan = TracePropagation.scan(request.upstreamHead.headers)
+        request.trace = ExchangeTrace(incoming: scan.trace, sampleRatio: listener.tracing.sampleRatio,
+                                      forced: scan.force == "1" && listener.honoursOverrideHeaders, random: &local.random)
+        if scan.force != nil { request.upstreamHead.headers.remove(name: OutriggerHeader.forceTrace) }
+        guard scan.hasBaggage else { return }
+        let values = request.upstreamHead.headers[canonicalForm: TracePropagation.baggage].map(String.init)
+        let bytes = values.reduce(values.count - 1) { $0 + $1.utf8.count }
+        let members = values.reduce(values.count) { count, value in count + value.utf8.count { $0 == UInt8(ascii: ",") } }
+        guard bytes > TracePropagation.maxBaggageBytes || members > TracePropagation.maxBaggageMembers else { return }
+        request.upstreamHead.headers.remove(name: TracePropagation.baggage)
+        if let kept = TracePropagation.trimmedBaggage(values.joined(separator: ",")) {
+            request.upstreamHead.headers.add(name: TracePropagation.baggage, value: kept)
+        }
     }
 
     /// This listener in the running snapshot; looked up again only when the snapshot changed.

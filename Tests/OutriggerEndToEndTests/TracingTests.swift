@@ -1,0 +1,114 @@
+import Foundation
+import OutriggerConfig
+import Testing
+
+/// Trace-context propagation through the sidecar, with the echo upstream saying what it received.
+@Suite("Trace-context propagation, end to end")
+struct TracingTests {
+    static let trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    static let parent = "00f067aa0ba902b7"
+
+    /// A config whose one listener routes to the echoes, with `tracing` and `direction` as given.
+    static func config(_ tracing: TracingConfig, direction: ListenerConfig.Direction = .inbound) -> ([HostPort]) -> SidecarConfig {
+        { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("upstream"))],
+                           clusters: [ClusterConfig(name: "upstream", endpoints: endpoints)]) { listener in
+                listener.tracing = tracing
+                listener.direction = direction
+            }
+        }
+    }
+
+    /// `traceparent`'s four fields.
+    static func fields(_ value: String?) -> [String] {
+        value.map { $0.split(separator: "-").map(String.init) } ?? []
+    }
+
+    @Test func theCallersTraceIsJoinedWithASpanOfOurs() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let echo = try #require(try await fetch(harness.url + "/joined", [
+                "-H", "traceparent: 00-\(Self.trace)-\(Self.parent)-01", "-H", "tracestate: congo=t61rcWkgMzE",
+            ]).echo)
+            let sent = Self.fields(echo.headers["traceparent"])
+            #expect(sent.count == 4 && sent[0] == "00")
+            #expect(sent[1] == Self.trace, "the same trace")
+            #expect(sent[2] != Self.parent && sent[2].count == 16 && sent[2] != String(repeating: "0", count: 16), "our try's span is the parent now")
+            #expect(sent[3] == "01", "the caller's sampling decision is followed")
+            #expect(echo.headers["tracestate"] == "congo=t61rcWkgMzE")
+            #expect(echo.headers["b3"] == nil && echo.headers["x-b3-traceid"] == nil, "answered in the format it came in")
+        }
+    }
+
+    @Test func aRequestWithoutATraceOrWithAnInvalidOneStartsANewTrace() async throws {
+        try await withHarness(echoes: 1, Self.config(TracingConfig(sampleRatio: 1))) { harness in
+            let fresh = try #require(try await fetch(harness.url + "/fresh").echo)
+            let started = Self.fields(fresh.headers["traceparent"])
+            #expect(started.count == 4 && started[1].count == 32 && started[3] == "01", "a root, sampled at ratio 1")
+
+            let broken = try #require(try await fetch(harness.url + "/broken", [
+                "-H", "traceparent: 00-\(Self.trace.uppercased())-\(Self.parent)-01", "-H", "tracestate: a=1",
+            ]).echo)
+            let replaced = Self.fields(broken.headers["traceparent"])
+            #expect(replaced.count == 4 && replaced[1] != Self.trace.uppercased() && replaced[1] != Self.trace)
+            #expect(broken.headers["tracestate"] == nil, "no tracestate without a valid traceparent")
+        }
+        try await withHarness(echoes: 1, Self.config(TracingConfig(sampleRatio: 0))) { harness in
+            let echo = try #require(try await fetch(harness.url + "/unsampled").echo)
+            #expect(Self.fields(echo.headers["traceparent"]).last == "00", "ratio 0: not sampled, still propagated")
+        }
+    }
+
+    @Test func b3InIsB3Out() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let multi = try #require(try await fetch(harness.url + "/multi", [
+                "-H", "X-B3-TraceId: a3ce929d0e0e4736", "-H", "X-B3-SpanId: \(Self.parent)", "-H", "X-B3-Sampled: 1",
+            ]).echo)
+            #expect(multi.headers["x-b3-traceid"] == "a3ce929d0e0e4736", "a 64-bit id stays 64 bits")
+            let span = try #require(multi.headers["x-b3-spanid"])
+            #expect(span.count == 16 && span != Self.parent)
+            #expect(multi.headers["x-b3-parentspanid"]?.count == 16)
+            #expect(multi.headers["x-b3-sampled"] == "1")
+            #expect(multi.headers["traceparent"] == nil)
+
+            let single = try #require(try await fetch(harness.url + "/single", ["-H", "b3: \(Self.trace)-\(Self.parent)-d"]).echo)
+            let parts = try #require(single.headers["b3"]).split(separator: "-").map(String.init)
+            #expect(parts.count == 4 && parts[0] == Self.trace && parts[1] != Self.parent && parts[2] == "d")
+        }
+    }
+
+    @Test func forwardModePassesTheHeadersUntouched() async throws {
+        try await withHarness(echoes: 1, Self.config(TracingConfig(mode: .forward))) { harness in
+            let echo = try #require(try await fetch(harness.url + "/forward", [
+                "-H", "traceparent: 00-\(Self.trace)-\(Self.parent)-01", "-H", "X-B3-TraceId: zz",
+            ]).echo)
+            #expect(echo.headers["traceparent"] == "00-\(Self.trace)-\(Self.parent)-01")
+            #expect(echo.headers["x-b3-traceid"] == "zz")
+            let bare = try #require(try await fetch(harness.url + "/bare").echo)
+            #expect(bare.headers["traceparent"] == nil, "no trace started")
+        }
+    }
+
+    @Test func theForceHeaderSamplesFromATrustedSideOnlyAndIsNeverForwarded() async throws {
+        try await withHarness(echoes: 1, Self.config(TracingConfig(sampleRatio: 0), direction: .outbound)) { harness in
+            let echo = try #require(try await fetch(harness.url + "/forced", ["-H", "x-outrigger-trace: 1"]).echo)
+            #expect(Self.fields(echo.headers["traceparent"]).last == "01", "the local service asked for it")
+            #expect(echo.headers["x-outrigger-trace"] == nil)
+        }
+        try await withHarness(echoes: 1, Self.config(TracingConfig(sampleRatio: 0))) { harness in
+            let echo = try #require(try await fetch(harness.url + "/untrusted", ["-H", "x-outrigger-trace: 1"]).echo)
+            #expect(Self.fields(echo.headers["traceparent"]).last == "00", "an inbound client cannot force sampling")
+            #expect(echo.headers["x-outrigger-trace"] == nil)
+        }
+    }
+
+    @Test func baggageOverItsLimitsIsTrimmedNotRefused() async throws {
+        try await withHarness(echoes: 1) { harness in
+            let baggage = (0..<200).map { "key\($0)=value\($0)" }.joined(separator: ",")
+            let response = try await fetch(harness.url + "/baggage", ["-H", "baggage: \(baggage)"])
+            #expect(response.status == 200)
+            let kept = try #require(response.echo?.headers["baggage"])
+            #expect(kept.split(separator: ",").count == 180)
+            #expect(kept.hasPrefix("key0=value0,"))
+        }
+    }
+}
