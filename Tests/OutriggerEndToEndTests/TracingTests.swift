@@ -76,6 +76,29 @@ struct TracingTests {
         }
     }
 
+    /// Each try is a span of its own: a retried request reaches two upstreams with the same trace and parent sampling
+    /// decision, and two different spans.
+    @Test func aRetriedRequestsTriesCarryTwoSpansOfOneTrace() async throws {
+        let refusing = try await RecordingUpstream.start(answer: "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+        defer { Task { await refusing.stop() } }
+        try await withHarness(echoes: 1) { endpoints in
+            // Round robin starts at the first endpoint: the refusing one takes the first try.
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"), retries: RetryPolicy(attempts: 2, retryOn: [.fiveXX]))],
+                           clusters: [ClusterConfig(name: "c", endpoints: [HostPort(host: "127.0.0.1", port: refusing.port)] + endpoints)])
+        } _: { (harness: Harness) async throws in
+            let echo = try #require(try await fetch(harness.url + "/retried", ["-H", "traceparent: 00-\(Self.trace)-\(Self.parent)-01"]).echo)
+            #expect(echo.headers["x-outrigger-attempt"] == "2")
+            let second = Self.fields(echo.headers["traceparent"])
+            let firstLine = try #require(refusing.receivedText.split(separator: "\r\n").first { $0.lowercased().hasPrefix("traceparent:") })
+            let first = Self.fields(firstLine.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) })
+            #expect(first.count == 4 && second.count == 4)
+            #expect(first[1] == Self.trace && second[1] == Self.trace, "one trace")
+            #expect(first[2] != second[2] && first[2] != Self.parent && second[2] != Self.parent, "a span per try")
+            #expect(first[3] == "01" && second[3] == "01")
+            #expect(refusing.receivedText.components(separatedBy: "traceparent").count == 2, "one traceparent header on the first try")
+        }
+    }
+
     @Test func forwardModePassesTheHeadersUntouched() async throws {
         try await withHarness(echoes: 1, Self.config(TracingConfig(mode: .forward))) { harness in
             let echo = try #require(try await fetch(harness.url + "/forward", [

@@ -106,6 +106,7 @@ final class RecordingUpstream: Sendable {
 
     var port: Int { channel.localAddress!.port! }
     var receivedBytes: Int { received.withLockedValue { $0.count } }
+    var receivedText: String { received.withLockedValue { String(decoding: $0, as: UTF8.self) } }
     var connectionCount: Int { connections.withLockedValue { $0 } }
 
     private init(channel: Channel, received: NIOLockedValueBox<[UInt8]>, connections: NIOLockedValueBox<Int>) {
@@ -114,10 +115,11 @@ final class RecordingUpstream: Sendable {
         self.connections = connections
     }
 
-    static func start() async throws -> RecordingUpstream {
+    /// With `answer`, each read that ends a request head is answered with it (bodiless requests only).
+    static func start(answer: String? = nil) async throws -> RecordingUpstream {
         let received = NIOLockedValueBox<[UInt8]>([])
         let connections = NIOLockedValueBox(0)
-        let channel = try await loopbackServer(accepted: { _ in connections.withLockedValue { $0 += 1 } }) { ByteCollector(received) }
+        let channel = try await loopbackServer(accepted: { _ in connections.withLockedValue { $0 += 1 } }) { ByteCollector(received, answer: answer) }
         return RecordingUpstream(channel: channel, received: received, connections: connections)
     }
 
@@ -130,14 +132,19 @@ final class RecordingUpstream: Sendable {
 private final class ByteCollector: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let bytes: NIOLockedValueBox<[UInt8]>
+    let answer: String?
 
-    init(_ bytes: NIOLockedValueBox<[UInt8]>) {
+    init(_ bytes: NIOLockedValueBox<[UInt8]>, answer: String? = nil) {
         self.bytes = bytes
+        self.answer = answer
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         bytes.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) }
+        if let answer, String(buffer: buffer).hasSuffix("\r\n\r\n") {
+            context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer)), promise: nil)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
