@@ -51,6 +51,18 @@ struct Demo: AsyncParsableCommand {
             cluster: orders
     """
 
+    /// Until `sidecars` sidecars are connected and each has ACKed everything it was sent (or `limit` passes: the demo
+    /// starts anyway, and says so).
+    private static func waitUntilSynced(_ plane: ControlPlane, sidecars: Int, within limit: Duration, logger: Logger) async {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            let status = plane.status()
+            if status.count >= sidecars, status.allSatisfy({ $0.sync == "SYNCED" && $0.types.values.contains { $0.acked != nil } }) { return }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        logger.warning("not every sidecar has its config after \(limit): see `outrigger control status`")
+    }
+
     func run() async throws {
         let logger = logging.bootstrap(label: "outrigger")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-demo-\(getpid())")
@@ -109,6 +121,9 @@ struct Demo: AsyncParsableCommand {
                                                   for index in config.listeners.indices { config.listeners[index].accessLog = AccessLogConfig(path: AccessLogConfig.standardOutput) }
                                               }, logger: logger)
         following.append(Task { await callerClient.run() })
+        // The commands below work as soon as they show: every sidecar has its config first (a request sent the
+        // moment the listener opened could find no route yet).
+        await Self.waitUntilSynced(plane, sidecars: instances.count + 1, within: .seconds(10), logger: logger)
 
         let base = "http://\(listen)"
         announce("""
