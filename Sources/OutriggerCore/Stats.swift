@@ -194,6 +194,10 @@ public final class ClusterStats: Sendable {
     /// Requests waiting for a connection, against `limits.maxPendingRequests`.
     public let pendingRequests = Gauge()
     public let outlierEjectionsPrevented = Counter()
+    /// Routed requests that got a response (relayed or local), head received to response end.
+    public let requestDuration = LatencyHistogram()
+    /// From the request's start to the upstream's response head, for requests whose answer came from an upstream.
+    public let upstreamResponseTime = LatencyHistogram()
 
     init(name: String) {
         self.name = name

@@ -132,24 +132,29 @@ extension ProxyStats {
         sample("outrigger_config_reloads_total", [("result", "success")], configReloadSuccesses.current)
         sample("outrigger_config_reloads_total", [("result", "failure")], configReloadFailures.current)
 
-        family("outrigger_request_duration_seconds", "histogram", "Downstream request duration, head received to response end.")
-        for l in listeners {
-            let snapshot = l.requestDuration.snapshot()
+        func histogram(_ name: String, _ labels: [(String, String)], _ histogram: LatencyHistogram) {
+            let snapshot = histogram.snapshot()
             for (index, bound) in LatencyHistogram.prometheusBounds.enumerated() {
-                sample("outrigger_request_duration_seconds_bucket", [("listener", l.name), ("le", Self.number(bound))], snapshot.cumulativeBuckets[index])
+                sample(name + "_bucket", labels + [("le", Self.number(bound))], snapshot.cumulativeBuckets[index])
             }
-            sample("outrigger_request_duration_seconds_bucket", [("listener", l.name), ("le", "+Inf")], snapshot.count)
-            out.sample("outrigger_request_duration_seconds_sum", [("listener", l.name)], Self.number(snapshot.sumSeconds))
-            sample("outrigger_request_duration_seconds_count", [("listener", l.name)], snapshot.count)
+            sample(name + "_bucket", labels + [("le", "+Inf")], snapshot.count)
+            out.sample(name + "_sum", labels, Self.number(snapshot.sumSeconds))
+            sample(name + "_count", labels, snapshot.count)
         }
+        family("outrigger_request_duration_seconds", "histogram", "Downstream request duration, head received to response end.")
+        for l in listeners { histogram("outrigger_request_duration_seconds", [("listener", l.name)], l.requestDuration) }
+        family("outrigger_cluster_request_duration_seconds", "histogram", "Routed request duration by cluster, head received to response end.")
+        for c in clusters { histogram("outrigger_cluster_request_duration_seconds", [("cluster", c.name)], c.requestDuration) }
+        family("outrigger_cluster_upstream_response_seconds", "histogram",
+               "From the request's start to the upstream's response head, by cluster (retries and backoff included).")
+        for c in clusters { histogram("outrigger_cluster_upstream_response_seconds", [("cluster", c.name)], c.upstreamResponseTime) }
         return out.text
     }
 
     /// The same numbers as JSON-ready dictionaries, with latency percentiles.
     public func jsonObject() -> [String: Any] {
         let listeners: [[String: Any]] = allListeners.map { l in
-            let snapshot = l.requestDuration.snapshot()
-            return [
+            [
                 "name": l.name,
                 "connections_total": l.connectionsTotal.current,
                 "connections_active": l.connectionsActive.current,
@@ -158,13 +163,7 @@ extension ProxyStats {
                 "override_headers_malformed": l.malformedOverrideHeaders.current,
                 "connections_closed": Dictionary(uniqueKeysWithValues: zip(DownstreamConnectionCloseReason.allCases.map(\.rawValue), l.connectionsClosed.map(\.current))),
                 "overload_level": l.overloadLevel.name,
-                "request_duration_ms": [
-                    "count": snapshot.count,
-                    "p50": snapshot.quantile(0.5) * 1000,
-                    "p90": snapshot.quantile(0.9) * 1000,
-                    "p99": snapshot.quantile(0.99) * 1000,
-                    "p99_9": snapshot.quantile(0.999) * 1000,
-                ] as [String: Any],
+                "request_duration_ms": Self.percentiles(l.requestDuration),
             ]
         }
         let clusters: [[String: Any]] = allClusters.map { c in
@@ -197,6 +196,8 @@ extension ProxyStats {
                 "endpoints_marked_unhealthy": c.endpointsMarkedUnhealthy.current,
                 "endpoints_marked_healthy": c.endpointsMarkedHealthy.current,
                 "endpoint_drains": c.endpointDrains.current,
+                "request_duration_ms": Self.percentiles(c.requestDuration),
+                "upstream_response_ms": Self.percentiles(c.upstreamResponseTime),
             ]
         }
         var localReplies: [String: Int] = [:]
@@ -207,6 +208,18 @@ extension ProxyStats {
             "local_replies": localReplies,
             "config_reloads": ["success": configReloadSuccesses.current, "failure": configReloadFailures.current],
             "overload_pressure": Dictionary(overloadPressures.withLockedValue { $0 }.map { ($0.resource, $0.pressure) }, uniquingKeysWith: { $1 }),
+        ]
+    }
+
+    /// A histogram's count and p50/p90/p99/p99.9 in milliseconds, for `/stats`.
+    static func percentiles(_ histogram: LatencyHistogram) -> [String: Any] {
+        let snapshot = histogram.snapshot()
+        return [
+            "count": snapshot.count,
+            "p50": snapshot.quantile(0.5) * 1000,
+            "p90": snapshot.quantile(0.9) * 1000,
+            "p99": snapshot.quantile(0.99) * 1000,
+            "p99_9": snapshot.quantile(0.999) * 1000,
         ]
     }
 

@@ -83,10 +83,17 @@ extension ProxyRequestHandler {
     }
 
     /// The one end of every request, however it ended (relayed, answered here, broken off, left): what records
-    /// requests reads the summary here, once — the listener's duration histogram, the local-reply counters and the
-    /// access log line.
+    /// requests reads the summary here, once — the listener's and the cluster's duration histograms, the upstream
+    /// response time, the local-reply counters and the access log line.
     private func finished(_ summary: RequestSummary, head: HTTPRequestHead?, listener: ListenerRuntime?, request: ProxiedRequest? = nil) {
-        if summary.timesAResponse { listener?.stats.requestDuration.record(microseconds: UInt64(summary.durationMicroseconds)) }
+        if summary.timesAResponse {
+            let microseconds = UInt64(summary.durationMicroseconds)
+            listener?.stats.requestDuration.record(microseconds: microseconds)
+            request?.cluster.stats.requestDuration.record(microseconds: microseconds)
+        }
+        if let request, let upstream = request.upstreamServiceMicroseconds {
+            request.cluster.stats.upstreamResponseTime.record(microseconds: UInt64(max(upstream, 0)))
+        }
         if let reason = summary.localReplyToCount { configStore.stats.recordLocalReply(reason) }
         appendAccessLogLine(summary, head: head, request: request)
     }
