@@ -98,13 +98,16 @@ public enum TracePropagation {
         var parents: [String] = []
         var states: [String] = []
         var singles: [String] = []
+        var multi = B3Fields()
         for (name, value) in headers {
             guard let kind = traceHeaderKind(name) else { continue }
             switch kind {
             case .traceparent: parents.append(value)
             case .tracestate: states.append(value)
             case .b3: singles.append(value)
-            case .b3Multi: formats.insert(.b3Multi)
+            case .b3Multi(let field):
+                formats.insert(.b3Multi)
+                if multi[keyPath: field] == nil { multi[keyPath: field] = value }
             case .force: result.force = value
             case .baggage: result.hasBaggage = true
             }
@@ -118,36 +121,51 @@ public enum TracePropagation {
                                    traceState: states.isEmpty ? nil : trimmedTraceState(states.joined(separator: ",")))
         }
         if chosen == nil, singles.count == 1 { chosen = parseB3Single(singles[0]) }
-        if chosen == nil, formats.contains(.b3Multi) { chosen = parseB3Multi(headers) }
+        if chosen == nil, formats.contains(.b3Multi) { chosen = parseB3Multi(multi) }
         var trace = chosen ?? IncomingTrace(traceID: nil, parentSpanID: nil, sampled: nil, formats: [])
         trace.formats = formats
         result.trace = trace
         return result
     }
 
-    private enum TraceHeaderKind { case traceparent, tracestate, b3, b3Multi, force, baggage }
+    private enum TraceHeaderKind { case traceparent, tracestate, b3, b3Multi(WritableKeyPath<B3Fields, String?>), force, baggage }
+
+    /// The `x-b3-*` values (the first of each), as the one pass over the headers found them.
+    private struct B3Fields {
+        var traceID: String?
+        var spanID: String?
+        var parentSpanID: String?
+        var sampled: String?
+        var flags: String?
+    }
 
     /// Which trace header `name` is, if any: a length and first-byte test before any comparison.
     private static func traceHeaderKind(_ name: String) -> TraceHeaderKind? {
-        let utf8 = name.utf8
-        guard let first = utf8.first else { return nil }
-        switch (first | 0x20, utf8.count) {
-        case (UInt8(ascii: "t"), 10...11):
-            if name.isEqualCaseInsensitiveASCII(traceparent) { return .traceparent }
-            if name.isEqualCaseInsensitiveASCII(tracestate) { return .tracestate }
-        case (UInt8(ascii: "b"), 2):
-            if name.isEqualCaseInsensitiveASCII(b3) { return .b3 }
-        case (UInt8(ascii: "b"), 7):
-            if name.isEqualCaseInsensitiveASCII(baggage) { return .baggage }
-        case (UInt8(ascii: "x"), 10...17):
-            if name.isEqualCaseInsensitiveASCII(b3TraceID) || name.isEqualCaseInsensitiveASCII(b3SpanID)
-                || name.isEqualCaseInsensitiveASCII(b3ParentSpanID) || name.isEqualCaseInsensitiveASCII(b3Sampled)
-                || name.isEqualCaseInsensitiveASCII(b3Flags) { return .b3Multi }
-            if name.isEqualCaseInsensitiveASCII(OutriggerHeader.forceTrace) { return .force }
-        default:
-            break
+        var name = name
+        return name.withUTF8 { utf8 -> TraceHeaderKind? in
+            let bytes = UnsafeRawBufferPointer(utf8)
+            guard let first = bytes.first else { return nil }
+            func isName(_ lowercase: StaticString) -> Bool { HTTP1Syntax.equalsIgnoringCase(bytes, lowercase) }
+            switch (first | 0x20, bytes.count) {
+            case (UInt8(ascii: "t"), 10...11):
+                if isName("traceparent") { return .traceparent }
+                if isName("tracestate") { return .tracestate }
+            case (UInt8(ascii: "b"), 2):
+                if isName("b3") { return .b3 }
+            case (UInt8(ascii: "b"), 7):
+                if isName("baggage") { return .baggage }
+            case (UInt8(ascii: "x"), 10...17):
+                if isName("x-b3-traceid") { return .b3Multi(\.traceID) }
+                if isName("x-b3-spanid") { return .b3Multi(\.spanID) }
+                if isName("x-b3-parentspanid") { return .b3Multi(\.parentSpanID) }
+                if isName("x-b3-sampled") { return .b3Multi(\.sampled) }
+                if isName("x-b3-flags") { return .b3Multi(\.flags) }
+                if isName("x-outrigger-trace") { return .force }  // OutriggerHeader.forceTrace
+            default:
+                break
+            }
+            return nil
         }
-        return nil
     }
 
     /// `traceparent`: version, trace id, parent id and flags as lowercase hex (version 00's layout; a later version
@@ -185,20 +203,20 @@ public enum TracePropagation {
 
     /// `x-b3-*`: trace and span id together (or neither: a sampling decision alone), `x-b3-sampled` `1`/`0` (or
     /// `true`/`false`), `x-b3-flags: 1` for debug.
-    public static func parseB3Multi(_ headers: HTTPHeaders) -> IncomingTrace? {
-        let debug = headers.first(name: b3Flags) == "1"
+    private static func parseB3Multi(_ fields: B3Fields) -> IncomingTrace? {
+        let debug = fields.flags == "1"
         var sampled: Bool? = debug ? true : nil
-        if !debug, let value = headers.first(name: b3Sampled) {
+        if !debug, let value = fields.sampled {
             switch value {
             case "1", "true": sampled = true
             case "0", "false": sampled = false
             default: return nil
             }
         }
-        switch (headers.first(name: b3TraceID), headers.first(name: b3SpanID)) {
+        switch (fields.traceID, fields.spanID) {
         case (let trace?, let span?):
             guard let traceID = b3TraceID(Substring(trace)), let spanID = spanID(Substring(span)) else { return nil }
-            if let parent = headers.first(name: b3ParentSpanID), self.spanID(Substring(parent)) == nil { return nil }
+            if let parent = fields.parentSpanID, self.spanID(Substring(parent)) == nil { return nil }
             return IncomingTrace(traceID: traceID, parentSpanID: spanID, sampled: sampled, debug: debug, formats: .b3Multi)
         case (nil, nil):
             guard sampled != nil else { return nil }
@@ -250,21 +268,27 @@ public enum TracePropagation {
     /// `tracestate` within its limits: at most 32 members (the first ones); past 512 characters, members longer than
     /// 128 go first, then the last ones (W3C Trace Context §3.3.1.5). Empty members are dropped.
     public static func trimmedTraceState(_ value: String) -> String? {
-        var members = value.split(separator: ",").map { $0.trimmingOWS() }.filter { !$0.isEmpty }
-        if members.count > maxTraceStateMembers { members.removeLast(members.count - maxTraceStateMembers) }
-        func length(_ members: [Substring]) -> Int { members.reduce(0) { $0 + $1.utf8.count } + max(members.count - 1, 0) }
-        if length(members) > maxTraceStateLength { members.removeAll { $0.utf8.count > 128 } }
-        while length(members) > maxTraceStateLength { members.removeLast() }
+        var members = listMembers(value, limit: maxTraceStateMembers)
+        if joinedLength(members) > maxTraceStateLength { members.removeAll { $0.utf8.count > 128 } }
+        while joinedLength(members) > maxTraceStateLength { members.removeLast() }
         return members.isEmpty ? nil : members.joined(separator: ",")
     }
 
     /// `baggage` within its limits (180 members, 8,192 bytes): the last members go first; nil when none is left.
     public static func trimmedBaggage(_ value: String) -> String? {
-        var members = value.split(separator: ",").map { $0.trimmingOWS() }.filter { !$0.isEmpty }
-        if members.count > maxBaggageMembers { members.removeLast(members.count - maxBaggageMembers) }
-        var bytes = members.reduce(0) { $0 + $1.utf8.count } + max(members.count - 1, 0)
-        while bytes > maxBaggageBytes, let last = members.popLast() { bytes -= last.utf8.count + (members.isEmpty ? 0 : 1) }
+        var members = listMembers(value, limit: maxBaggageMembers)
+        while joinedLength(members) > maxBaggageBytes { members.removeLast() }
         return members.isEmpty ? nil : members.joined(separator: ",")
+    }
+
+    /// A list header's members: split at commas, optional whitespace trimmed, empty ones dropped, the first `limit`.
+    private static func listMembers(_ value: String, limit: Int) -> [Substring] {
+        Array(value.split(separator: ",").lazy.map { $0.trimmingOWS() }.filter { !$0.isEmpty }.prefix(limit))
+    }
+
+    /// The length of `members` joined with commas.
+    public static func joinedLength<S: StringProtocol>(_ members: [S]) -> Int {
+        members.reduce(max(members.count - 1, 0)) { $0 + $1.utf8.count }
     }
 
     // MARK: Parts
@@ -357,13 +381,5 @@ extension Substring {
         while let first = result.first, first == " " || first == "\t" { result = result.dropFirst() }
         while let last = result.last, last == " " || last == "\t" { result = result.dropLast() }
         return result
-    }
-}
-
-extension String {
-    /// Equal to `lowercase` (lowercase letters, digits and `-`) with ASCII letters compared without case.
-    fileprivate func isEqualCaseInsensitiveASCII(_ lowercase: String) -> Bool {
-        guard utf8.count == lowercase.utf8.count else { return false }
-        return zip(utf8, lowercase.utf8).allSatisfy { $0 | 0x20 == $1 }
     }
 }

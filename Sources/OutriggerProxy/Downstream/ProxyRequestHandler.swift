@@ -403,12 +403,12 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
                                       forced: scan.force == "1" && listener.honoursOverrideHeaders, random: &local.random)
         if scan.force != nil { request.upstreamHead.headers.remove(name: OutriggerHeader.forceTrace) }
         guard scan.hasBaggage else { return }
-        let values = request.upstreamHead.headers[canonicalForm: TracePropagation.baggage].map(String.init)
-        let bytes = values.reduce(values.count - 1) { $0 + $1.utf8.count }
-        let members = values.reduce(values.count) { count, value in count + value.utf8.count { $0 == UInt8(ascii: ",") } }
-        guard bytes > TracePropagation.maxBaggageBytes || members > TracePropagation.maxBaggageMembers else { return }
+        // Every `baggage` header's members, split at commas.
+        let members = request.upstreamHead.headers[canonicalForm: TracePropagation.baggage]
+        guard members.count > TracePropagation.maxBaggageMembers || TracePropagation.joinedLength(members) > TracePropagation.maxBaggageBytes
+        else { return }
         request.upstreamHead.headers.remove(name: TracePropagation.baggage)
-        if let kept = TracePropagation.trimmedBaggage(values.joined(separator: ",")) {
+        if let kept = TracePropagation.trimmedBaggage(members.joined(separator: ",")) {
             request.upstreamHead.headers.add(name: TracePropagation.baggage, value: kept)
         }
     }
