@@ -21,7 +21,7 @@ fi
 
 # Python's h2 (HTTP/2 that real clients refuse to send), grpcio (a real gRPC client and server) and its
 # standard health service (grpc.health.v1, for the gRPC health-check tests), grpcio-tools and xds-protos
-# (our xDS protos checked against Envoy's).
+# (our xDS protos checked against Envoy's), opentelemetry-proto (the OTLP the sidecars export, decoded).
 python_want=()
 python3 -c "import h2" 2>/dev/null || python_want+=(h2)
 python3 -c "import grpc" 2>/dev/null || python_want+=(grpcio)
@@ -29,6 +29,8 @@ python3 -c "import grpc_health.v1.health" 2>/dev/null || python_want+=(grpcio-he
 # protoc in a wheel (compiles our Protos/ for the wire check) and Envoy's own generated xDS types.
 python3 -c "import grpc_tools.protoc" 2>/dev/null || python_want+=(grpcio-tools)
 python3 -c "import envoy.config.cluster.v3.cluster_pb2" 2>/dev/null || python_want+=(xds-protos)
+# OpenTelemetry's generated OTLP types: the test trace collector decodes what the sidecars export with them.
+python3 -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2" 2>/dev/null || python_want+=(opentelemetry-proto)
 if [ ${#python_want[@]} -gt 0 ]; then
   echo "install-deps: installing python ${python_want[*]}" >&2
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_want[@]}" \

@@ -145,7 +145,8 @@ struct SidecarConfigDecoder {
     }
 
     func decodeSidecar(_ root: Node) -> SidecarConfig? {
-        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "maxConnections", "overload", "listeners", "clusters", "controlPlane"]) else {
+        guard let fields = reader.fields(root, "", allowed: ["admin", "concurrency", "drainTimeout", "zone", "maxConnections", "overload", "listeners", "clusters", "controlPlane",
+                                                              "traceExport"]) else {
             return nil
         }
         var admin: AdminConfig? = AdminConfig()
@@ -191,7 +192,32 @@ struct SidecarConfigDecoder {
         )
         config.controlPlane = fields["controlPlane"].flatMap { decodeControlPlane($0, "controlPlane") }
         if let node = fields["overload"], let overload = decodeOverload(node, "overload") { config.overload = overload }
+        config.traceExport = fields["traceExport"].flatMap { decodeTraceExport($0, "traceExport") }
         return config
+    }
+
+    /// `{endpoint: http://HOST:PORT/PATH, format: otlp | zipkin, serviceName, batchSize, maxQueuedSpans, timeout}`.
+    private func decodeTraceExport(_ node: Node, _ path: String) -> TraceExportConfig? {
+        guard let fields = reader.fields(node, path, allowed: ["endpoint", "format", "serviceName", "batchSize", "maxQueuedSpans", "timeout"]) else {
+            return nil
+        }
+        let format = fields["format"].flatMap { reader.oneOf($0, fields.path("format"), TraceExportConfig.Format.self) } ?? .otlp
+        var endpoint: (address: HostPort, path: String)?
+        if let node = reader.required(fields, "endpoint"), let text = reader.string(node, fields.path("endpoint")) {
+            endpoint = TraceExportConfig.parseEndpoint(text, format: format)
+            if endpoint == nil {
+                reader.report(node, fields.path("endpoint"), "expected http://HOST:PORT/PATH such as http://127.0.0.1:4318/v1/traces, found '\(text)'")
+            }
+        }
+        let serviceName = fields["serviceName"].flatMap { reader.string($0, fields.path("serviceName")) }
+        let batchSize = reader.int(fields, "batchSize", range: 1...65_536)
+        let maxQueued = reader.int(fields, "maxQueuedSpans", range: 1...10_000_000)
+        let timeout = reader.duration(fields, "timeout")
+        guard let endpoint else { return nil }
+        return TraceExportConfig(format: format, address: endpoint.address, path: endpoint.path, serviceName: serviceName,
+                                 batchSize: batchSize ?? TraceExportConfig.defaultBatchSize,
+                                 maxQueuedSpans: maxQueued ?? TraceExportConfig.defaultMaxQueuedSpans,
+                                 timeout: timeout ?? TraceExportConfig.defaultTimeout)
     }
 
     /// `{addresses: [HOST:PORT, …], node: ID, service: NAME, app: HOST:PORT, stateDir: DIR, ca: FILE, drainNotice: 1s}`.

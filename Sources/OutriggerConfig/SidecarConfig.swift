@@ -19,6 +19,8 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
     public var controlPlane: ControlPlaneConfig?
     /// Limits the process is watched against, and the steps taken as it nears them.
     public var overload: OverloadConfig
+    /// Where sampled spans are sent (OTLP/HTTP or Zipkin); nil: kept for the admin's `/traces` only.
+    public var traceExport: TraceExportConfig?
 
     public static let defaultDrainTimeout: Duration = .seconds(10)
 
@@ -43,7 +45,7 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case admin, concurrency, drainTimeout, zone, maxConnections, overload, listeners, clusters, controlPlane
+        case admin, concurrency, drainTimeout, zone, maxConnections, overload, listeners, clusters, controlPlane, traceExport
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -57,6 +59,7 @@ public struct SidecarConfig: Sendable, Hashable, Encodable {
         try container.encode(listeners, forKey: .listeners)
         try container.encode(clusters, forKey: .clusters)
         try container.encodeIfPresent(controlPlane, forKey: .controlPlane)
+        try container.encodeIfPresent(traceExport, forKey: .traceExport)
     }
 }
 
@@ -314,6 +317,78 @@ public struct TracingConfig: Sendable, Hashable, Encodable {
     public init(mode: Mode = .participate, sampleRatio: Double = TracingConfig.defaultSampleRatio) {
         self.mode = mode
         self.sampleRatio = sampleRatio
+    }
+}
+
+/// Where and how the sidecar sends its sampled spans: batches POSTed over HTTP/1.1 by a thread of their own, never
+/// holding a request up (a span that finds the queue full is dropped and counted).
+public struct TraceExportConfig: Sendable, Hashable, Encodable {
+    public enum Format: String, Sendable, Hashable, Encodable, CaseIterable {
+        /// OTLP/HTTP, protobuf (`/v1/traces`; an OpenTelemetry collector listens on 4318).
+        case otlp
+        /// Zipkin v2 JSON (`/api/v2/spans`; Zipkin and Jaeger listen on 9411).
+        case zipkin
+    }
+
+    public var format: Format
+    /// The collector's address and the path spans are POSTed to.
+    public var address: HostPort
+    public var path: String
+    /// The resource's `service.name`; nil: the control plane's `service`, else `outrigger`.
+    public var serviceName: String?
+    /// Spans per request to the collector, at most.
+    public var batchSize: Int
+    /// Spans waiting to be sent, at most; more are dropped and counted.
+    public var maxQueuedSpans: Int
+    /// How long one POST may take before it counts as failed (and is retried with backoff).
+    public var timeout: Duration
+
+    public static let defaultBatchSize = 512
+    public static let defaultMaxQueuedSpans = 8192
+    public static let defaultTimeout: Duration = .seconds(5)
+
+    public init(format: Format = .otlp, address: HostPort, path: String? = nil, serviceName: String? = nil,
+                batchSize: Int = TraceExportConfig.defaultBatchSize, maxQueuedSpans: Int = TraceExportConfig.defaultMaxQueuedSpans,
+                timeout: Duration = TraceExportConfig.defaultTimeout) {
+        self.format = format
+        self.address = address
+        self.path = path ?? Self.defaultPath(format)
+        self.serviceName = serviceName
+        self.batchSize = batchSize
+        self.maxQueuedSpans = maxQueuedSpans
+        self.timeout = timeout
+    }
+
+    public static func defaultPath(_ format: Format) -> String {
+        format == .otlp ? "/v1/traces" : "/api/v2/spans"
+    }
+
+    /// `http://HOST:PORT/PATH` as address and path (the port defaults to the format's usual one); nil when it is not.
+    public static func parseEndpoint(_ text: String, format: Format) -> (address: HostPort, path: String)? {
+        guard text.hasPrefix("http://") else { return nil }
+        let rest = text.dropFirst("http://".count)
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = String(rest[..<slash])
+        let path = slash == rest.endIndex ? defaultPath(format) : String(rest[slash...])
+        guard !authority.isEmpty else { return nil }
+        let hasPort = authority.hasPrefix("[") ? authority.contains("]:") : authority.contains(":")
+        let defaultPort = format == .otlp ? 4318 : 9411
+        guard let address = HostPort(parsing: hasPort ? authority : "\(authority):\(defaultPort)") else { return nil }
+        return (address, path)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, endpoint, serviceName, batchSize, maxQueuedSpans, timeout
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(format, forKey: .format)
+        try container.encode("http://\(address)\(path)", forKey: .endpoint)
+        try container.encodeIfPresent(serviceName, forKey: .serviceName)
+        try container.encode(batchSize, forKey: .batchSize)
+        try container.encode(maxQueuedSpans, forKey: .maxQueuedSpans)
+        try container.encode(ConfigDuration.format(timeout), forKey: .timeout)
     }
 }
 

@@ -248,7 +248,7 @@ public enum AccessLogFormatter {
     }
 
     /// A JSON string (RFC 8259 §7), or `null`. Swift strings are valid UTF-8, so non-ASCII passes through as is.
-    private static func appendJSONString(_ value: String?, to buffer: inout [UInt8]) {
+    static func appendJSONString(_ value: String?, to buffer: inout [UInt8]) {
         guard let value else {
             buffer.append(contentsOf: "null".utf8)
             return

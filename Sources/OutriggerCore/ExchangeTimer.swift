@@ -36,6 +36,17 @@ public struct ExchangeTimer: Sendable {
         case uploadStalled
         /// The response's body made no progress for a stream-idle period.
         case responseStalled
+
+        /// The try's `error.type` in its span when this ends it.
+        public var traceName: String {
+            switch self {
+            case .routeTimeout: "upstream_timeout"
+            case .perTryTimeout: "per_try_timeout"
+            case .backoffOver: "backoff_over"
+            case .uploadStalled: "upload_stalled"
+            case .responseStalled: "stream_idle_timeout"
+            }
+        }
     }
 
     public enum Fired: Equatable, Sendable {

@@ -15,6 +15,11 @@ public struct ExchangeTrace: Sendable {
     public let traceState: String?
     /// The formats whose headers the upstream request has: those that came in, then those a try wrote.
     private var present: TraceFormats
+    /// Sampled only: the try running now, and an earlier one still racing it (a hedge).
+    public private(set) var runningTry: TrySpan?
+    public private(set) var hedgedTry: TrySpan?
+    /// Why the next try starts (the retry condition, or `hedge`).
+    private var nextCause: String?
 
     /// - Parameters:
     ///   - incoming: the context the request came with (`TracePropagation.incoming`), nil for none valid.
@@ -33,10 +38,64 @@ public struct ExchangeTrace: Sendable {
         traceState = incoming?.traceState
     }
 
-    /// The upstream request's trace headers for one try, whose client span is `spanID`.
-    public mutating func writeTry(spanID: UInt64, into headers: inout HTTPHeaders) {
+    /// A try starts with client span `spanID`: its trace headers go into the upstream request's, and (sampled) its
+    /// span starts running. A try still running is a hedge's to keep (`hedgeBegan`) or is ended first.
+    public mutating func startTry(spanID: UInt64, attempt: Int, endpoint: String, at now: UInt64, into headers: inout HTTPHeaders) {
         present.formUnion(TracePropagation.write(traceID: traceID, spanID: spanID, parentSpanID: serverSpanID, sampled: sampled, debug: debug,
                                                  formats: formats, traceState: traceState, present: present, into: &headers))
+        guard sampled else { return }
+        runningTry = TrySpan(spanID: spanID, attempt: attempt, startedAt: now, endpoint: endpoint, cause: nextCause)
+        nextCause = nil
+    }
+
+    /// The next try is a retry (or a hedge) for `cause`.
+    public mutating func retrying(for cause: String) {
+        if sampled { nextCause = cause }
+    }
+
+    /// The running try's upstream answered with `status` (or the hedged one, with `hedge`).
+    public mutating func tryAnswered(status: Int, hedge: Bool = false) {
+        if hedge { hedgedTry?.status = status } else { runningTry?.status = status }
+    }
+
+    /// The running try failed for `failure` (the first reason given stands).
+    public mutating func tryFailed(_ failure: String) {
+        guard runningTry != nil, runningTry!.failure == nil else { return }
+        runningTry!.failure = failure
+    }
+
+    /// The running try is over: its span, ended at `now`, or nil when none runs (or the trace is not sampled). A try
+    /// ended without an answer or a failure was cancelled (the request ended, or another try won).
+    public mutating func endTry(at now: UInt64) -> TrySpan? {
+        guard var ended = runningTry else { return nil }
+        runningTry = nil
+        return Self.end(&ended, at: now)
+    }
+
+    /// The running try goes on as a hedge while the next races it.
+    public mutating func hedgeBegan() {
+        hedgedTry = runningTry
+        runningTry = nil
+    }
+
+    /// The hedged try became the request's running try again (the running one ended first).
+    public mutating func hedgeResumed() {
+        runningTry = hedgedTry
+        hedgedTry = nil
+    }
+
+    /// The hedged try is over: lost the race, or failed.
+    public mutating func endHedge(at now: UInt64, failure: String? = nil) -> TrySpan? {
+        guard var ended = hedgedTry else { return nil }
+        hedgedTry = nil
+        if ended.failure == nil { ended.failure = failure }
+        return Self.end(&ended, at: now)
+    }
+
+    private static func end(_ span: inout TrySpan, at now: UInt64) -> TrySpan {
+        span.endedAt = max(now, span.startedAt)
+        if span.status == 0 && span.failure == nil { span.failure = "cancelled" }
+        return span
     }
 }
 

@@ -255,6 +255,36 @@ struct ConfigDecodingTests {
         #expect(key.map(\.keyPath) == ["listeners[0].tracing.sampling"], "\(key)")
     }
 
+    @Test func traceExportDecodesWithItsDefaultsAndItsMistakesAreNamed() throws {
+        func yaml(_ export: String) -> String {
+            """
+            traceExport: \(export)
+            listeners:
+              - {name: in, address: 127.0.0.1:15006, routes: [{cluster: local}]}
+            \(Self.minimalClusters)
+            """
+        }
+        let otlp = try SidecarConfig.decode(yaml: yaml("{endpoint: 'http://collector:4318/v1/traces'}"), file: "test.yaml")
+        #expect(otlp.traceExport == TraceExportConfig(address: HostPort(host: "collector", port: 4318), path: "/v1/traces"))
+        let zipkin = try SidecarConfig.decode(yaml: yaml("{endpoint: 'http://[::1]', format: zipkin, serviceName: web, batchSize: 64, maxQueuedSpans: 100, timeout: 2s}"),
+                                              file: "test.yaml")
+        #expect(zipkin.traceExport == TraceExportConfig(format: .zipkin, address: HostPort(host: "::1", port: 9411), path: "/api/v2/spans",
+                                                        serviceName: "web", batchSize: 64, maxQueuedSpans: 100, timeout: .seconds(2)),
+                "the format's usual port and path")
+        #expect(try SidecarConfig.decode(yaml: yaml("{endpoint: 'http://c'}"), file: "test.yaml").traceExport?.address.port == 4318)
+
+        let https = Self.issues(yaml("{endpoint: 'https://collector:4318'}"))
+        #expect(https.map(\.keyPath) == ["traceExport.endpoint"], "\(https)")
+        #expect(https.first?.message == "expected http://HOST:PORT/PATH such as http://127.0.0.1:4318/v1/traces, found 'https://collector:4318'")
+        #expect(https.first?.line == 1)
+        let missing = Self.issues(yaml("{format: otlp}"))
+        #expect(missing.map(\.keyPath) == ["traceExport.endpoint"] && missing.first?.message == "missing required key 'endpoint'", "\(missing)")
+        let batch = Self.issues(yaml("{endpoint: 'http://c:1', batchSize: 0}"))
+        #expect(batch.map(\.keyPath) == ["traceExport.batchSize"], "\(batch)")
+        let format = Self.issues(yaml("{endpoint: 'http://c:1', format: jaeger}"))
+        #expect(format.map(\.keyPath) == ["traceExport.format"], "\(format)")
+    }
+
     @Test func anAccessLogInAMissingDirectoryIsAnError() {
         let issues = Self.issues("""
         listeners:

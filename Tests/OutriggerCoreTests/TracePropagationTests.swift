@@ -106,7 +106,7 @@ struct TracePropagationTests {
         #expect(exchange.parentSpanID != nil && exchange.sampled, "the caller's decision is followed")
         var headers: HTTPHeaders = ["TraceParent": "00-\(Self.trace)-\(Self.parent)-01", "tracestate": "x=1", "x-b3-traceid": Self.trace,
                                     "x-b3-spanid": Self.parent, "x-b3-sampled": "1", "accept": "*/*"]
-        exchange.writeTry(spanID: 0xABC, into: &headers)
+        exchange.startTry(spanID: 0xABC, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
         #expect(headers[canonicalForm: "traceparent"] == ["00-\(Self.trace)-0000000000000abc-01"])
         #expect(headers["tracestate"] == ["congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"])
         #expect(headers.first(name: "x-b3-traceid") == Self.trace)
@@ -116,7 +116,7 @@ struct TracePropagationTests {
         #expect(headers.first(name: "accept") == "*/*")
 
         // The next try replaces them: one set of trace headers, the new span.
-        exchange.writeTry(spanID: 0xDEF, into: &headers)
+        exchange.startTry(spanID: 0xDEF, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
         #expect(headers[canonicalForm: "traceparent"] == ["00-\(Self.trace)-0000000000000def-01"])
         #expect(headers[canonicalForm: "x-b3-spanid"] == ["0000000000000def"])
         #expect(headers["tracestate"].count == 1)
@@ -138,10 +138,10 @@ struct TracePropagationTests {
 
         var headers = HTTPHeaders()
         var root = ExchangeTrace(incoming: nil, sampleRatio: 1, forced: false, random: &random)
-        root.writeTry(spanID: 1, into: &headers)
+        root.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
         #expect(headers.first(name: "traceparent") == "00-\(root.traceID.hex)-0000000000000001-01")
         #expect(headers.count == 1, "W3C alone, no tracestate")
-        root.writeTry(spanID: 2, into: &headers)
+        root.startTry(spanID: 2, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
         #expect(headers["traceparent"] == ["00-\(root.traceID.hex)-0000000000000002-01"], "a retry's try replaces the first's")
 
         // A B3 decision without ids starts the trace here, answered in B3.
@@ -149,7 +149,7 @@ struct TracePropagationTests {
         var started = ExchangeTrace(incoming: decision, sampleRatio: 1, forced: false, random: &random)
         #expect(!started.sampled && started.parentSpanID == nil)
         var b3Headers: HTTPHeaders = ["b3": "0"]
-        started.writeTry(spanID: 2, into: &b3Headers)
+        started.startTry(spanID: 2, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &b3Headers)
         #expect(b3Headers[canonicalForm: "b3"] == ["\(started.traceID.hex)-0000000000000002-0-\(TraceHex.string(started.serverSpanID))"])
     }
 

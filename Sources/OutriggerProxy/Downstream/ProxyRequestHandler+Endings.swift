@@ -26,6 +26,7 @@ extension ProxyRequestHandler {
     }
 
     private func timedOut(_ expiry: ExchangeTimer.Expiry, _ request: ProxiedRequest, upstream: UpstreamExchangeHandler?) {
+        if expiry != .backoffOver && expiry != .perTryTimeout { request.trace?.tryFailed(expiry.traceName) }
         switch expiry {
         case .backoffOver:
             startRetry(request)
@@ -95,7 +96,31 @@ extension ProxyRequestHandler {
             request.cluster.stats.upstreamResponseTime.record(microseconds: UInt64(max(upstream, 0)))
         }
         if let reason = summary.localReplyToCount { configStore.stats.recordLocalReply(reason) }
+        if let request, request.trace?.sampled == true { recordServerSpan(summary, of: request) }
         appendAccessLogLine(summary, head: head, request: request)
+    }
+
+    // MARK: Spans
+
+    /// A sampled request's server span, at its end (a try still running then, the client having left, ends too).
+    private func recordServerSpan(_ summary: RequestSummary, of request: ProxiedRequest) {
+        if let ended = request.trace?.endTry(at: summary.endedAt) { recordSpan(of: ended, request) }
+        guard let trace = request.trace else { return }
+        let head = request.upstreamHead
+        let facts = ServerSpanFacts(
+            method: head.method.rawValue, target: head.uri, host: head.headers.first(name: "host") ?? "", scheme: scheme,
+            protocolVersion: request.downstreamVersion.major == 2 ? "2" : "1.1", status: summary.status, listener: request.listener.config.name,
+            route: request.route.name, cluster: request.cluster.name, reason: summary.finalReason, tries: request.tries,
+            requestBodyBytes: request.bodyBytes, responseBodyBytes: request.responseBodyBytes, clientAddress: clientAddress,
+            requestID: head.headers.first(name: OutriggerHeader.requestID), startedAt: request.start.uptimeNanoseconds, endedAt: summary.endedAt)
+        local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
+    }
+
+    /// An ended try's client span.
+    func recordSpan(of ended: TrySpan, _ request: ProxiedRequest) {
+        guard let trace = request.trace else { return }
+        local.spans.append(trace.clientSpan(ended, method: request.upstreamHead.method.rawValue, cluster: request.cluster.name,
+                                            epochOffset: WallClock.uptimeToUnixNanoseconds))
     }
 
     /// The request in flight, unless its response ended, ends here (the client left, or its connection failed),

@@ -25,7 +25,8 @@ extension ProxyRequestHandler {
             request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         }
         // Each try is a client span of its own, a child of the request's server span.
-        request.trace?.writeTry(spanID: local.random.nonZero(), into: &request.upstreamHead.headers)
+        request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.tries, endpoint: request.endpoint.addressText, at: now,
+                                into: &request.upstreamHead.headers)
         // Like the route timeout, a try's timeout counts from the request's end.
         apply(request.timer.tryStarted(now: now), to: request)
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
@@ -35,7 +36,10 @@ extension ProxyRequestHandler {
         // A hedge leaves the try running: its verdict waits for its end.
         var hedging: UpstreamExchangeHandler?
         if case .proxying(_, let upstream) = state, mayHedge(request) { hedging = upstream }
-        if hedging == nil { recordOutcome(.localFailure, of: request) }
+        if hedging == nil {
+            recordOutcome(.localFailure, of: request)
+            request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName)
+        }
         if !retry(request, after: .perTryTimeout, hedging: hedging) {
             if hedging != nil { recordOutcome(.localFailure, of: request) }
             request.cluster.stats.requestFailures.increment()
@@ -132,6 +136,7 @@ extension ProxyRequestHandler {
     /// without a verdict) and its endpoint's load.
     func releaseTry(_ request: ProxiedRequest) {
         request.timer.tryEnded()
+        if request.trace?.runningTry != nil, let ended = request.trace?.endTry(at: Self.uptime()) { recordSpan(of: ended, request) }
         if request.owesBreakerVerdict {
             request.owesBreakerVerdict = false
             request.cluster.abandonBreakerProbe(at: request.endpoint)
@@ -146,6 +151,7 @@ extension ProxyRequestHandler {
         request.cluster.stats.retries.increment()
         request.cluster.stats.retriesByReason[reason]?.increment()
         if request.accessLogHead != nil { request.decisions.append("retry:" + reason) }
+        request.trace?.retrying(for: reason)
         if !request.countsAsRetry {
             request.countsAsRetry = true
             request.cluster.stats.activeRetries.increment()
@@ -196,7 +202,8 @@ extension ProxyRequestHandler {
         let hedge = HedgedAttempt(upstream: upstream, endpoint: request.endpoint, owesBreakerVerdict: request.owesBreakerVerdict, owner: self)
         upstream.retarget(to: hedge)
         request.hedge = hedge
-        // Its endpoint's load and breaker debt go with it.
+        // Its endpoint's load, breaker debt and span go with it.
+        request.trace?.hedgeBegan()
         request.owesBreakerVerdict = false
         request.atEndpoint = false
         countRetry(request, reason: ClusterStats.hedge)
@@ -213,15 +220,17 @@ extension ProxyRequestHandler {
         request.endpoint = hedge.endpoint
         request.atEndpoint = true
         request.owesBreakerVerdict = hedge.owesBreakerVerdict
+        request.trace?.hedgeResumed()
         hedge.upstream.retarget(to: self)
         state = .proxying(request, hedge.upstream)
         return true
     }
 
     /// Lets go of the hedged try: it lost the race (`result` nil), or it ended with `result`.
-    func dropHedge(_ request: ProxiedRequest, result: AttemptResult?) {
+    func dropHedge(_ request: ProxiedRequest, result: AttemptResult?, failure: String? = nil) {
         guard let hedge = request.hedge else { return }
         request.hedge = nil
+        if request.trace?.hedgedTry != nil, let ended = request.trace?.endHedge(at: Self.uptime(), failure: failure) { recordSpan(of: ended, request) }
         hedge.upstream.abort()
         local.requestEnded(in: request.cluster, to: hedge.endpoint)
         if let result {
@@ -246,6 +255,7 @@ extension ProxyRequestHandler {
         guard let request = requestInFlight, request.hedge === hedge else { return hedge.upstream.abort() }
         if head.status.code < 200 { return }  // informational: the final answer is still to come
         let status = Int(head.status.code)
+        request.trace?.tryAnswered(status: status, hedge: true)
         if RetryDecision.matchedCondition(request.retryPolicy, AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)) != nil {
             dropHedge(request, result: status >= 500 ? .serverError(status: status) : .success)
             return
@@ -258,6 +268,6 @@ extension ProxyRequestHandler {
     func hedgeFailed(_ hedge: HedgedAttempt, failure: UpstreamFailure) {
         guard let request = requestInFlight, request.hedge === hedge else { return }
         // A refused stream (REFUSED_STREAM, past a GOAWAY) was not processed: no mark against the endpoint.
-        dropHedge(request, result: failure == .refusedStream ? nil : .localFailure)
+        dropHedge(request, result: failure == .refusedStream ? nil : .localFailure, failure: failure.traceName)
     }
 }

@@ -30,6 +30,7 @@ extension ProxyRequestHandler {
     func upstreamLeaseFailed(_ reason: LocalReplyReason, for leased: ProxiedRequest) {
         guard case .leasing(let request) = state, request === leased else { return }
         request.ticket = nil
+        request.trace?.tryFailed(reason.rawValue)
         if reason == .connectFailure {
             recordOutcome(.localFailure, of: request)
             if retry(request, after: .connectFailure) { return }
@@ -48,6 +49,7 @@ extension ProxyRequestHandler {
         // the sidecar answers `100-continue` itself.
         if head.status.code < 200 && head.status != .switchingProtocols { return }
         let now = NIODeadline.now()
+        request.trace?.tryAnswered(status: Int(head.status.code))
         local.responseStarted(in: request.cluster, from: request.endpoint, sentAt: request.start, now: now)
         if head.status == .switchingProtocols && request.upgrade == nil {
             // A 101 nobody asked for: the upstream is out of step.
@@ -201,6 +203,7 @@ extension ProxyRequestHandler {
 
     func upstreamFailed(_ failure: UpstreamFailure) {
         guard case .proxying(let request, let upstream) = state else { return }
+        request.trace?.tryFailed(failure.traceName)
         // The request went nowhere: a pooled keep-alive connection the upstream had closed while it sat idle (a
         // clean close, before any byte of the response; a reset is the upstream aborting a request it had, and
         // is left to the retry policy), or an HTTP/2 stream the upstream refused (REFUSED_STREAM, or past its

@@ -31,7 +31,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     let configStore: ConfigStore
     let local: LoopLocalState
     let downstreamProtocol: DownstreamProtocol
-    private let scheme: String
+    let scheme: String
     var state: State = .idle
     /// Where responses go: set when the handler joins its pipeline or its stream opens.
     var downstream: DownstreamSide = .detached

@@ -370,8 +370,16 @@ public final class AccessLogBuffer {
 @available(*, unavailable)
 extension AccessLogBuffer: Sendable {}
 
-/// The wall clock, for the times access log lines show (request timing uses the monotonic `NIODeadline`).
+/// The wall clock, for the times access log lines and spans show (request timing uses the monotonic `NIODeadline`).
 enum WallClock {
+    /// Added to an uptime (`NIODeadline.uptimeNanoseconds`) gives Unix time in nanoseconds: read once, so a span's
+    /// times come from the monotonic clock the request path reads anyway (a later step of the wall clock is not seen).
+    static let uptimeToUnixNanoseconds: UInt64 = {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec) &- NIODeadline.now().uptimeNanoseconds
+    }()
+
     static func milliseconds() -> Int64 {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)

@@ -83,6 +83,7 @@ public struct AdminExtension: Sendable {
 struct SidecarState: Sendable {
     let configStore: ConfigStore
     let accessLogs: AccessLogSinks
+    let spans: SpanExporter
     let isDraining: @Sendable () -> Bool
     let extensions: @Sendable () -> AdminExtension?
     let mutationGuard: AdminMutationGuard
@@ -99,6 +100,28 @@ struct SidecarState: Sendable {
             for sink in sinks { out.sample(name, [("path", sink.path)], sink[keyPath: value]) }
         }
         return out.text
+    }
+
+    /// The span exporter's figures, in Prometheus text.
+    func spanPrometheusText() -> String {
+        var out = PrometheusText()
+        out.family("outrigger_trace_spans_total", "counter", "Spans of sampled requests by what became of them: recorded (ended), exported (the collector took them), dropped (the export queue was full), failed (the collector refused their batch, or it failed five times).")
+        for (outcome, value) in [("recorded", spans.recorded), ("exported", spans.exported), ("dropped", spans.dropped), ("failed", spans.failed)] {
+            out.sample("outrigger_trace_spans_total", [("outcome", outcome)], value)
+        }
+        out.family("outrigger_trace_export_requests_total", "counter", "Requests to the trace collector by result (failed: no 2xx answer).")
+        out.sample("outrigger_trace_export_requests_total", [("result", "ok")], spans.exportRequestsSucceeded)
+        out.sample("outrigger_trace_export_requests_total", [("result", "failed")], spans.exportRequestsFailed)
+        out.family("outrigger_trace_spans_queued", "gauge", "Spans waiting to be sent to the trace collector.")
+        out.sample("outrigger_trace_spans_queued", [], spans.queued)
+        return out.text
+    }
+
+    /// `/stats`' `tracing` object.
+    func spanStatsObject() -> [String: Any] {
+        ["exporting": spans.isExporting, "recorded": spans.recorded, "exported": spans.exported, "dropped": spans.dropped,
+         "failed": spans.failed, "queued": spans.queued,
+         "export_requests": ["ok": spans.exportRequestsSucceeded, "failed": spans.exportRequestsFailed]]
     }
 }
 
@@ -161,7 +184,7 @@ private struct AdminEndpoints: Sendable {
 
     func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, String, String) {
         let path = String(ProxyHeaders.path(of: head.uri))
-        let readOnly: Set<String> = ["/", "/ready", "/live", "/stats", "/stats/prometheus", "/config_dump", "/clusters"]
+        let readOnly: Set<String> = ["/", "/ready", "/live", "/stats", "/stats/prometheus", "/config_dump", "/clusters", "/traces"]
         let mutating: Set<String> = ["/endpoints/drain", "/endpoints/undrain"]
         if mutating.contains(path) {
             guard head.method == .POST else { return (.methodNotAllowed, "text/plain", "\(path) takes POST\n") }
@@ -186,12 +209,14 @@ private struct AdminEndpoints: Sendable {
             stats["access_logs"] = Dictionary(uniqueKeysWithValues: sidecar.accessLogs.all.map {
                 ($0.path, ["dropped_lines": $0.droppedLines, "dropped_bytes": $0.droppedBytes, "write_errors": $0.writeErrors])
             })
+            stats["tracing"] = sidecar.spanStatsObject()
             return (.ok, "application/json", json(stats))
         case "/stats/prometheus":
             let clusters = sidecar.configStore.snapshot.clusters.values.sorted { $0.name < $1.name }
             let endpoints = ProxyStats.endpointPrometheusText(clusters, now: NIODeadline.now().uptimeNanoseconds)
             let extra = sidecar.extensions()?.prometheusText ?? ""
-            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText() + endpoints + sidecar.accessLogPrometheusText() + extra)
+            return (.ok, "text/plain; version=0.0.4", sidecar.configStore.stats.prometheusText() + endpoints + sidecar.accessLogPrometheusText()
+                    + sidecar.spanPrometheusText() + extra)
         case "/config_dump":
             let snapshot = sidecar.configStore.snapshot
             let encoder = JSONEncoder()
@@ -201,6 +226,9 @@ private struct AdminEndpoints: Sendable {
             return (.ok, "application/json", "{\n\"version\": \(snapshot.version),\n\"config\": \(config)\(extra)\n}\n")
         case "/clusters":
             return (.ok, "application/json", json(clustersObject()))
+        case "/traces":
+            let trace = URLComponents(string: head.uri)?.queryItems?.first { $0.name == "trace" }?.value?.lowercased()
+            return (.ok, "application/json", json(tracesObject(trace: trace)))
         default:
             let index = (readOnly.sorted().filter { $0 != "/" }.map { "  GET \($0)" }
                 + mutating.sorted().map { "  POST \($0)?cluster=NAME&endpoint=HOST:PORT" }).joined(separator: "\n")
@@ -251,6 +279,28 @@ private struct AdminEndpoints: Sendable {
             clusters.append(object)
         }
         return ["clusters": clusters, "zone": snapshot.config.zone ?? NSNull()]
+    }
+
+    /// The last spans ended, newest first (`?trace=ID`: that trace's only).
+    private func tracesObject(trace: String?) -> [String: Any] {
+        let spans = sidecar.spans.recentSpans.filter { trace == nil || $0.traceID.hex == trace }
+        let objects: [[String: Any]] = spans.map { span in
+            var object: [String: Any] = [
+                "traceId": span.traceID.hex, "spanId": TraceHex.string(span.spanID), "kind": span.kind.rawValue, "name": span.name,
+                "startUnixNano": span.startUnixNanoseconds, "durationMicros": span.durationNanoseconds / 1000,
+                "attributes": Dictionary(span.attributes.map { attribute -> (String, Any) in
+                    switch attribute.value {
+                    case .string(let text): (attribute.key, text)
+                    case .int(let number): (attribute.key, number)
+                    case .bool(let flag): (attribute.key, flag)
+                    }
+                }) { first, _ in first },
+            ]
+            object["parentSpanId"] = span.parentSpanID == 0 ? NSNull() : TraceHex.string(span.parentSpanID)
+            object["error"] = span.error ?? NSNull()
+            return object
+        }
+        return ["spans": objects, "kept": SpanExporter.recentCapacity]
     }
 
     /// `POST /endpoints/drain?cluster=C&endpoint=HOST:PORT`: no new requests for it until undrained.

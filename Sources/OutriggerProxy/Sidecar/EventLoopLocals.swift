@@ -17,11 +17,11 @@ final class EventLoopLocals: Sendable {
 
     private let states: [ObjectIdentifier: Owned]
 
-    init(group: any EventLoopGroup, accessLogs: AccessLogSinks, tlsContexts: UpstreamTLSContexts) {
+    init(group: any EventLoopGroup, accessLogs: AccessLogSinks, spans: SpanExporter, tlsContexts: UpstreamTLSContexts) {
         var states: [ObjectIdentifier: Owned] = [:]
         let loops = Array(group.makeIterator())
         for (index, loop) in loops.enumerated() {
-            let state = LoopLocalState(eventLoop: loop, loopIndex: index, loopCount: loops.count, accessLogs: accessLogs, tlsContexts: tlsContexts)
+            let state = LoopLocalState(eventLoop: loop, loopIndex: index, loopCount: loops.count, accessLogs: accessLogs, spans: spans, tlsContexts: tlsContexts)
             states[ObjectIdentifier(loop)] = Owned(state: state, eventLoop: loop)
         }
         self.states = states

@@ -24,11 +24,14 @@ final class LoopLocalState {
     /// The process's access log destinations, and this loop's batch for each (by path).
     private let accessLogSinks: AccessLogSinks
     private var accessLogs: [String: AccessLogBuffer] = [:]
+    /// Spans of sampled requests, on their way to the process's exporter.
+    let spans: SpanBuffer
 
     /// The process's client TLS contexts, for clusters with `tls`.
     let tlsContexts: UpstreamTLSContexts
 
-    init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int, accessLogs: AccessLogSinks, tlsContexts: UpstreamTLSContexts) {
+    init(eventLoop: any EventLoop, loopIndex: Int, loopCount: Int, accessLogs: AccessLogSinks, spans: SpanExporter, tlsContexts: UpstreamTLSContexts) {
+        self.spans = SpanBuffer(exporter: spans, eventLoop: eventLoop)
         self.tlsContexts = tlsContexts
         self.eventLoop = eventLoop
         self.timers = LoopTimers(eventLoop: eventLoop)

@@ -56,7 +56,7 @@ extension Sidecar {
             let changes = token == nil ? "changes (POST /endpoints/drain) are refused until admin.tokenFile is set" : "changes need its token"
             logger.warning("the admin listens on \(admin.address), beyond loopback: anyone who can connect reads /config_dump and /stats; \(changes)")
         }
-        let server = AdminServer(sidecar: SidecarState(configStore: configStore, accessLogs: accessLogs, isDraining: { [weak self] in self?.isDraining ?? true },
+        let server = AdminServer(sidecar: SidecarState(configStore: configStore, accessLogs: accessLogs, spans: spans, isDraining: { [weak self] in self?.isDraining ?? true },
                                                        extensions: { [weak self] in self?.adminExtension.withLockedValue { $0?() } ?? nil },
                                                        mutationGuard: AdminMutationGuard(token: token, loopback: admin.isLoopback)))
         let channel: Channel

@@ -17,6 +17,8 @@ public final class Sidecar: Sendable {
     let locals: EventLoopLocals
     /// Every listener's access log destination, opened when a config names it, closed at shutdown.
     let accessLogs: AccessLogSinks
+    /// Spans of sampled requests: the recent ones for `/traces`, and the export to a collector (`traceExport`).
+    public let spans = SpanExporter()
     /// The command line's flags, applied to the file's config at every reload.
     private let overrides: @Sendable (inout SidecarConfig) -> Void
     let connections = ConnectionTracker()
@@ -72,7 +74,8 @@ public final class Sidecar: Sendable {
         try upstreamTLS.prepare(config.clusters)
         Self.warnAboutUnverifiedUpstreams(config, logger: logger)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.concurrency ?? System.coreCount)
-        self.locals = EventLoopLocals(group: group, accessLogs: accessLogs, tlsContexts: upstreamTLS)
+        self.locals = EventLoopLocals(group: group, accessLogs: accessLogs, spans: spans, tlsContexts: upstreamTLS)
+        Self.configureSpanExport(config, spans)
         self.logger = logger
         self.healthChecks = HealthCheckSupervisor(group: group, tlsContexts: upstreamTLS, logger: logger)
         self.configPath = configPath
@@ -161,6 +164,7 @@ public final class Sidecar: Sendable {
                 throw error
             }
             try configStore.apply(config)
+            Self.configureSpanExport(config, spans)
             state.withLockedValue { $0.endpointSites = endpointSites }
             endpointsChanged()
             warnAboutUnresolvedEndpoints()
@@ -391,12 +395,21 @@ public final class Sidecar: Sendable {
         healthChecks.stopAll()
         connections.closeAll()
         locals.forEach { $0.closeIdleConnections() }
-        await locals.forEachAndWait { $0.flushAccessLogs() }
+        await locals.forEachAndWait { state in
+            state.flushAccessLogs()
+            state.spans.flush()
+        }
         await accessLogs.close()
+        await spans.close(within: configStore.snapshot.config.traceExport?.timeout ?? .zero)
         let (listeners, admin) = state.withLockedValue { ($0.listeners.values.map(\.channel), $0.admin?.channel) }
         for channel in listeners { try? await channel.close() }
         try? await admin?.close()
         try? await group.shutdownGracefully()
+    }
+
+    /// Where spans go, and the service they are of: `traceExport.serviceName`, else the control plane's `service`.
+    private static func configureSpanExport(_ config: SidecarConfig, _ spans: SpanExporter) {
+        spans.configure(config.traceExport, serviceName: config.controlPlane?.service ?? "outrigger", instance: config.controlPlane?.node)
     }
 
     /// Opens the destination of every listener's access log that is not open yet.

@@ -16,6 +16,16 @@ enum UpstreamFailure: Error, Equatable {
     /// HTTP/2 REFUSED_STREAM, or a stream past the last id of the upstream's GOAWAY: the request was not
     /// processed and may be sent again, whatever its method.
     case refusedStream
+
+    /// The try's `error.type` in its span.
+    var traceName: String {
+        switch self {
+        case .reset: "upstream_reset"
+        case .closed: "connection_closed"
+        case .protocolError: "upstream_protocol_error"
+        case .refusedStream: "refused_stream"
+        }
+    }
 }
 
 /// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same

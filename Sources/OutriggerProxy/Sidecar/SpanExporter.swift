@@ -1,0 +1,230 @@
+import Atomics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import OutriggerConfig
+import OutriggerCore
+
+/// The sidecar's spans once their requests ended: the last `recentCapacity` kept for the admin's `/traces`, and,
+/// with `traceExport`, queued and POSTed in batches (OTLP/HTTP protobuf or Zipkin JSON) by a thread of its own.
+/// Event loops hand spans over in batches (`SpanBuffer`) and never wait: past `maxQueuedSpans` a span is dropped
+/// and counted. A batch the collector refuses for a while (connection failed, timeout, 429, 502, 503, 504) is sent
+/// again with exponential backoff, five times at most; then, or on any other refusal, its spans count as failed.
+public final class SpanExporter: Sendable {
+    public static let recentCapacity = 256
+    static let maxSendsPerBatch = 5
+
+    /// What `configure` set: where and how to send, and the resource every batch describes.
+    struct Settings: Sendable, Equatable {
+        var config: TraceExportConfig
+        var resource: [SpanAttribute]
+    }
+
+    private struct State {
+        var settings: Settings?
+        /// The last spans ended, oldest first once `recentStart` is applied.
+        var recent: [SpanRecord] = []
+        var recentStart = 0
+        var queue: [SpanRecord] = []
+        /// A batch is on its way (or waits to be sent again): the next starts when it is done.
+        var sending = false
+        var closed = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+    /// One thread: encodes batches and talks to the collector, so no event loop ever does.
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let poster: SpanPoster
+    private let recordedCount = ManagedAtomic<Int>(0)
+    private let exportedCount = ManagedAtomic<Int>(0)
+    private let droppedCount = ManagedAtomic<Int>(0)
+    private let failedCount = ManagedAtomic<Int>(0)
+    private let postsSucceeded = ManagedAtomic<Int>(0)
+    private let postsFailed = ManagedAtomic<Int>(0)
+
+    public init() {
+        poster = SpanPoster(eventLoop: group.next())
+    }
+
+    deinit {
+        // A sidecar that failed to start never called close().
+        group.shutdownGracefully { _ in }
+    }
+
+    /// Sets (or clears) where spans go. `serviceName` and `instance` describe this sidecar in every batch.
+    public func configure(_ config: TraceExportConfig?, serviceName: String, instance: String?) {
+        let settings = config.map { config -> Settings in
+            var resource = [SpanAttribute("service.name", config.serviceName ?? serviceName)]
+            if let instance { resource.append(SpanAttribute("service.instance.id", instance)) }
+            resource += [SpanAttribute("telemetry.sdk.name", "outrigger"), SpanAttribute("telemetry.sdk.language", "swift")]
+            return Settings(config: config, resource: resource)
+        }
+        state.withLockedValue { state in
+            state.settings = settings
+            if settings == nil { state.queue.removeAll() }
+        }
+    }
+
+    // MARK: Figures
+
+    /// Spans ended and handed over by the event loops.
+    public var recorded: Int { recordedCount.load(ordering: .relaxed) }
+    /// Spans the collector accepted.
+    public var exported: Int { exportedCount.load(ordering: .relaxed) }
+    /// Spans thrown away because the queue was full (the collector is slow or down).
+    public var dropped: Int { droppedCount.load(ordering: .relaxed) }
+    /// Spans given up on: their batch was refused, or failed `maxSendsPerBatch` times.
+    public var failed: Int { failedCount.load(ordering: .relaxed) }
+    public var exportRequestsSucceeded: Int { postsSucceeded.load(ordering: .relaxed) }
+    public var exportRequestsFailed: Int { postsFailed.load(ordering: .relaxed) }
+    public var queued: Int { state.withLockedValue { $0.queue.count } }
+    public var isExporting: Bool { state.withLockedValue { $0.settings != nil } }
+
+    /// The last spans ended, newest first.
+    public var recentSpans: [SpanRecord] {
+        state.withLockedValue { state in
+            Array((state.recent[state.recentStart...] + state.recent[..<state.recentStart]).reversed())
+        }
+    }
+
+    // MARK: Spans in
+
+    /// Takes spans ended on an event loop: kept among the recent ones and queued for the collector. Never blocks
+    /// beyond a short lock.
+    func submit(_ spans: [SpanRecord]) {
+        recordedCount.wrappingIncrement(by: spans.count, ordering: .relaxed)
+        let (startSending, dropped) = state.withLockedValue { state -> (Bool, Int) in
+            for span in spans {
+                if state.recent.count < Self.recentCapacity {
+                    state.recent.append(span)
+                } else {
+                    state.recent[state.recentStart] = span
+                    state.recentStart = (state.recentStart + 1) % Self.recentCapacity
+                }
+            }
+            guard let settings = state.settings, !state.closed else { return (false, 0) }
+            let room = max(settings.config.maxQueuedSpans - state.queue.count, 0)
+            state.queue += spans.prefix(room)
+            guard !state.sending, !state.queue.isEmpty else { return (false, spans.count - min(room, spans.count)) }
+            state.sending = true
+            return (true, spans.count - min(room, spans.count))
+        }
+        if dropped > 0 { droppedCount.wrappingIncrement(by: dropped, ordering: .relaxed) }
+        if startSending { poster.eventLoop.execute { self.sendNextBatch() } }
+    }
+
+    // MARK: Sending (on the exporter's thread)
+
+    /// Takes the next batch off the queue and sends it; stops when the queue is empty.
+    private func sendNextBatch() {
+        let next = state.withLockedValue { state -> (batch: [SpanRecord], settings: Settings)? in
+            guard let settings = state.settings, !state.queue.isEmpty else {
+                state.sending = false
+                return nil
+            }
+            let count = min(settings.config.batchSize, state.queue.count)
+            let batch = Array(state.queue.prefix(count))
+            state.queue.removeFirst(count)
+            return (batch, settings)
+        }
+        guard let next else { return }
+        send(next.batch, settings: next.settings, sendsSoFar: 0)
+    }
+
+    private func send(_ batch: [SpanRecord], settings: Settings, sendsSoFar: Int) {
+        let config = settings.config
+        let body: [UInt8]
+        let contentType: String
+        switch config.format {
+        case .otlp:
+            body = SpanEncoding.otlp(batch, resource: settings.resource, scopeName: "outrigger", scopeVersion: "0.1.0")
+            contentType = "application/x-protobuf"
+        case .zipkin:
+            body = SpanEncoding.zipkin(batch, serviceName: settings.resource.first?.value.description ?? "outrigger")
+            contentType = "application/json"
+        }
+        poster.post(body, contentType: contentType, to: config.address, path: config.path, timeout: config.timeout).whenComplete { result in
+            let status = (try? result.get()) ?? 0
+            if (200..<300).contains(status) {
+                self.postsSucceeded.wrappingIncrement(ordering: .relaxed)
+                self.exportedCount.wrappingIncrement(by: batch.count, ordering: .relaxed)
+                self.sendNextBatch()
+                return
+            }
+            self.postsFailed.wrappingIncrement(ordering: .relaxed)
+            // OTLP/HTTP: these are worth another try; any other answer says the batch itself is refused.
+            let retryable = status == 0 || status == 429 || status == 502 || status == 503 || status == 504
+            let sends = sendsSoFar + 1
+            guard retryable, sends < Self.maxSendsPerBatch, self.isOpen else {
+                self.failedCount.wrappingIncrement(by: batch.count, ordering: .relaxed)
+                self.sendNextBatch()
+                return
+            }
+            // 100 ms, 200 ms, 400 ms, 800 ms, with ±25 % jitter so that sidecars do not retry in step.
+            let delay = Int64(100_000_000) << Int64(sends - 1)
+            let jittered = delay * 3 / 4 + Int64.random(in: 0...(delay / 2))
+            self.poster.eventLoop.scheduleTask(in: .nanoseconds(jittered)) {
+                self.send(batch, settings: self.state.withLockedValue { $0.settings } ?? settings, sendsSoFar: sends)
+            }
+        }
+    }
+
+    private var isOpen: Bool { state.withLockedValue { !$0.closed } }
+
+    // MARK: Shutdown
+
+    /// Sends what is queued, for up to `within`, then stops the exporter's thread; later spans are only kept as recent.
+    public func close(within: Duration) async {
+        let deadline = ContinuousClock.now + within
+        while state.withLockedValue({ $0.sending || (!$0.queue.isEmpty && $0.settings != nil) }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        state.withLockedValue { state in
+            state.closed = true
+            state.queue.removeAll()
+        }
+        try? await poster.eventLoop.submit { self.poster.close() }.get()
+        try? await group.shutdownGracefully()
+    }
+}
+
+/// One event loop's ended spans on their way to the exporter: handed over 64 at a time, or 100 ms after the first of
+/// a batch, so a loop takes the exporter's lock once per batch rather than once per span. Touched only on its loop.
+final class SpanBuffer {
+    static let handOffCount = 64
+    static let flushDelay: TimeAmount = .milliseconds(100)
+
+    private let exporter: SpanExporter
+    private let eventLoop: any EventLoop
+    private var spans: [SpanRecord] = []
+    private var flushScheduled = false
+
+    init(exporter: SpanExporter, eventLoop: any EventLoop) {
+        self.exporter = exporter
+        self.eventLoop = eventLoop
+    }
+
+    func append(_ span: SpanRecord) {
+        spans.append(span)
+        if spans.count >= Self.handOffCount {
+            flush()
+        } else if !flushScheduled {
+            flushScheduled = true
+            eventLoop.assumeIsolated().scheduleTask(in: Self.flushDelay) {
+                self.flushScheduled = false
+                self.flush()
+            }
+        }
+    }
+
+    /// Hands every span over now (the timer, a full batch, shutdown).
+    func flush() {
+        guard !spans.isEmpty else { return }
+        let batch = spans
+        spans = []
+        exporter.submit(batch)
+    }
+}
+
+@available(*, unavailable)
+extension SpanBuffer: Sendable {}

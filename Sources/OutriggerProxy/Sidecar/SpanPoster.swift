@@ -1,0 +1,116 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import OutriggerConfig
+
+/// POSTs span batches to the collector over one kept-alive HTTP/1.1 connection, one request at a time (the
+/// exporter waits for each answer). Touched only on the exporter's thread. A failed, timed-out or closed
+/// connection is opened again for the next request.
+final class SpanPoster: @unchecked Sendable {
+    // @unchecked: everything mutable below is touched on `eventLoop` only (the exporter's one thread).
+    let eventLoop: any EventLoop
+    private var connection: (channel: any Channel, address: HostPort)?
+    /// The request in flight's answer and its deadline: completed once, by the response, the connection's end or
+    /// the deadline, whichever comes first.
+    private var answering: EventLoopPromise<Int>?
+    private var deadline: Scheduled<Void>?
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// Resolves to the collector's response status; 0 when no answer came (connection failed or closed, timeout).
+    func post(_ body: [UInt8], contentType: String, to address: HostPort, path: String, timeout: Duration) -> EventLoopFuture<Int> {
+        let promise = eventLoop.makePromise(of: Int.self)
+        answering = promise
+        deadline = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [self] in
+            finish(0)
+            close()
+        }
+        connected(to: address, timeout: timeout).whenComplete { [self] result in
+            guard answering?.futureResult === promise.futureResult else { return }  // the deadline came first
+            guard case .success(let channel) = result else { return finish(0) }
+            var headers = HTTPHeaders()
+            headers.add(name: "host", value: address.description)
+            headers.add(name: "content-type", value: contentType)
+            headers.add(name: "content-length", value: String(body.count))
+            headers.add(name: "user-agent", value: "outrigger")
+            channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)), promise: nil)
+            channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        }
+        return promise.futureResult
+    }
+
+    func close() {
+        connection?.channel.close(promise: nil)
+        connection = nil
+    }
+
+    /// The request in flight is answered with `status` (0: no answer); nothing when none is in flight.
+    private func finish(_ status: Int) {
+        guard let promise = answering else { return }
+        answering = nil
+        deadline?.cancel()
+        deadline = nil
+        promise.succeed(status)
+    }
+
+    private func connected(to address: HostPort, timeout: Duration) -> EventLoopFuture<any Channel> {
+        if let connection, connection.address == address, connection.channel.isActive {
+            return eventLoop.makeSucceededFuture(connection.channel)
+        }
+        close()
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(.nanoseconds(timeout.nanoseconds))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(SpanResponseHandler { status in self.finish(status) })
+                }
+            }
+            .connect(host: address.host, port: address.port)
+            .map { [self] channel in
+                connection = (channel, address)
+                return channel
+            }
+    }
+}
+
+/// Tells the poster the response status once the response has ended (its body is not needed), or 0 when the
+/// connection goes first. A response asking to close the connection closes it.
+private final class SpanResponseHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let answered: (Int) -> Void
+    private var status = 0
+    private var closeAfter = false
+
+    init(answered: @escaping (Int) -> Void) {
+        self.answered = answered
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = Int(head.status.code)
+            closeAfter = !head.isKeepAlive
+        case .body:
+            break
+        case .end:
+            answered(status)
+            if closeAfter { context.close(promise: nil) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        answered(0)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        answered(0)
+        context.close(promise: nil)
+    }
+}
