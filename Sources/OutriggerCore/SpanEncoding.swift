@@ -9,7 +9,7 @@ public enum SpanEncoding {
         writer.bytes.reserveCapacity(256 + spans.count * 512)
         writer.message(1) { resourceSpans in  // ExportTraceServiceRequest.resource_spans
             resourceSpans.message(1) { resourceMessage in  // ResourceSpans.resource
-                for attribute in resource { resourceMessage.message(1) { $0.keyValue(attribute) } }  // Resource.attributes
+                for attribute in resource { resourceMessage.message(1) { $0.keyValue(attribute.key, attribute.value) } }  // Resource.attributes
             }
             resourceSpans.message(2) { scopeSpans in  // ResourceSpans.scope_spans
                 scopeSpans.message(1) { scope in  // ScopeSpans.scope
@@ -51,14 +51,16 @@ public enum SpanEncoding {
             out.append(contentsOf: #","localEndpoint":{"serviceName":"#.utf8)
             AccessLogFormatter.appendJSONString(serviceName, to: &out)
             out.append(contentsOf: #"},"tags":{"#.utf8)
-            for (tagIndex, attribute) in span.attributes.enumerated() {
-                if tagIndex > 0 { out.append(UInt8(ascii: ",")) }
-                AccessLogFormatter.appendJSONString(attribute.key, to: &out)
+            var tags = 0
+            span.forEachAttribute { key, value in
+                if tags > 0 { out.append(UInt8(ascii: ",")) }
+                tags += 1
+                AccessLogFormatter.appendJSONString(key, to: &out)
                 out.append(UInt8(ascii: ":"))
-                AccessLogFormatter.appendJSONString(attribute.value.description, to: &out)
+                AccessLogFormatter.appendJSONString(value.description, to: &out)
             }
             if let error = span.error {
-                if !span.attributes.isEmpty { out.append(UInt8(ascii: ",")) }
+                if tags > 0 { out.append(UInt8(ascii: ",")) }
                 out.append(contentsOf: #""error":"#.utf8)
                 AccessLogFormatter.appendJSONString(error, to: &out)
             }
@@ -135,13 +137,12 @@ struct ProtobufWriter {
         bytes.replaceSubrange(lengthAt..<(lengthAt + 1), with: prefix.bytes)
     }
 
-    /// `KeyValue { key = 1; AnyValue value = 2 }`, `AnyValue { string_value = 1; bool_value = 2; int_value = 3 }`.
-    mutating func keyValue(_ attribute: SpanAttribute) {
-        string(1, attribute.key)
+    /// `KeyValue { key = 1; AnyValue value = 2 }`, `AnyValue { string_value = 1; int_value = 3 }`.
+    mutating func keyValue(_ key: String, _ attributeValue: SpanAttribute.Value) {
+        string(1, key)
         message(2) { value in
-            switch attribute.value {
+            switch attributeValue {
             case .string(let text): value.string(1, text)
-            case .bool(let flag): value.varintField(2, flag ? 1 : 0)
             case .int(let number): value.varintField(3, UInt64(bitPattern: number))
             }
         }
@@ -157,7 +158,7 @@ struct ProtobufWriter {
         varintField(6, span.kind == .server ? 2 : 3)  // SPAN_KIND_SERVER, SPAN_KIND_CLIENT
         fixed64(7, span.startUnixNanoseconds)
         fixed64(8, span.endUnixNanoseconds)
-        for attribute in span.attributes { message(9) { $0.keyValue(attribute) } }
+        span.forEachAttribute { key, value in message(9) { $0.keyValue(key, value) } }
         if let error = span.error {
             message(15) { status in  // Status { message = 2; code = 3 }
                 status.string(2, error)

@@ -1,43 +1,119 @@
 /// One finished span, as exported (OTLP, Zipkin) and shown by the admin's `/traces`: a request's server span, or
-/// one of its tries' client spans. Attributes follow OpenTelemetry's HTTP semantic conventions, plus ours
-/// (`outrigger.*`).
-public struct SpanRecord: Sendable, Equatable {
+/// one of its tries' client spans. The event loop only stores what it knows (`Details`: retained strings and
+/// numbers); the name and the attributes — OpenTelemetry's HTTP semantic conventions, plus ours (`outrigger.*`) —
+/// are made where the span is read, off the loop.
+public final class SpanRecord: Sendable {
     public enum Kind: String, Sendable {
         case server
         case client
     }
 
-    public var traceID: TraceID
-    public var spanID: UInt64
-    /// 0 at a trace's root.
-    public var parentSpanID: UInt64
-    public var traceState: String?
-    public var kind: Kind
-    public var name: String
-    public var startUnixNanoseconds: UInt64
-    public var endUnixNanoseconds: UInt64
-    public var attributes: [SpanAttribute]
-    /// Why the span is an error (OpenTelemetry's status ERROR and its message); nil: unset.
-    public var error: String?
+    public enum Details: Sendable, Equatable {
+        case server(ServerSpanFacts)
+        case client(TrySpan, method: String, cluster: String)
+    }
 
-    public init(traceID: TraceID, spanID: UInt64, parentSpanID: UInt64, traceState: String? = nil, kind: Kind, name: String,
-                startUnixNanoseconds: UInt64, endUnixNanoseconds: UInt64, attributes: [SpanAttribute], error: String? = nil) {
+    public let traceID: TraceID
+    public let spanID: UInt64
+    /// 0 at a trace's root.
+    public let parentSpanID: UInt64
+    public let traceState: String?
+    public let startUnixNanoseconds: UInt64
+    public let endUnixNanoseconds: UInt64
+    /// A class's one reference: a span is copied (into the loop's batch, the recent ring, the export queue, a batch)
+    /// with one retain, not one per string it holds.
+    public let details: Details
+
+    public init(traceID: TraceID, spanID: UInt64, parentSpanID: UInt64, traceState: String? = nil,
+                startUnixNanoseconds: UInt64, endUnixNanoseconds: UInt64, details: Details) {
         self.traceID = traceID
         self.spanID = spanID
         self.parentSpanID = parentSpanID
         self.traceState = traceState
-        self.kind = kind
-        self.name = name
         self.startUnixNanoseconds = startUnixNanoseconds
         self.endUnixNanoseconds = max(endUnixNanoseconds, startUnixNanoseconds)
-        self.attributes = attributes
-        self.error = error
+        self.details = details
     }
 
     public var durationNanoseconds: UInt64 { endUnixNanoseconds - startUnixNanoseconds }
 
+    public var kind: Kind {
+        if case .server = details { return .server }
+        return .client
+    }
+
+    /// `METHOD route` for a server span, `METHOD cluster` for a try.
+    public var name: String {
+        switch details {
+        case .server(let facts): "\(facts.method) \(facts.route)"
+        case .client(_, let method, let cluster): "\(method) \(cluster)"
+        }
+    }
+
+    /// Why the span is an error (OpenTelemetry's status ERROR and its message); nil: unset. A server span is an
+    /// error for a 5xx or an end without a response (the client left), not for a 4xx (the client's); a try for a
+    /// failure or any 4xx or 5xx answer (OpenTelemetry's rules for server and client spans).
+    public var error: String? {
+        switch details {
+        case .server(let facts):
+            if facts.status >= 500 { return facts.reason ?? "HTTP \(facts.status)" }
+            return facts.status == 0 ? facts.reason ?? "no response" : nil
+        case .client(let ended, _, _):
+            return ended.failure ?? (ended.status >= 400 ? "HTTP \(ended.status)" : nil)
+        }
+    }
+
+    public var attributes: [SpanAttribute] {
+        var attributes: [SpanAttribute] = []
+        forEachAttribute { attributes.append(SpanAttribute($0, $1)) }
+        return attributes
+    }
+
+    /// Each attribute in turn, without an array of them (the encoders' way).
+    public func forEachAttribute(_ body: (String, SpanAttribute.Value) -> Void) {
+        switch details {
+        case .server(let facts):
+            body("http.request.method", .string(facts.method))
+            body("url.path", .string(String(ProxyHeaders.path(of: facts.target))))
+            body("url.scheme", .string(facts.scheme))
+            body("server.address", .string(facts.host))
+            body("network.protocol.version", .string(facts.protocolVersion))
+            body("outrigger.listener", .string(facts.listener))
+            body("outrigger.route", .string(facts.route))
+            body("outrigger.cluster", .string(facts.cluster))
+            body("outrigger.attempts", .int(Int64(facts.tries)))
+            body("http.request.body.size", .int(Int64(facts.requestBodyBytes)))
+            body("http.response.body.size", .int(Int64(facts.responseBodyBytes)))
+            if facts.status > 0 { body("http.response.status_code", .int(Int64(facts.status))) }
+            if let reason = facts.reason { body("outrigger.reason", .string(reason)) }
+            if let client = facts.clientAddress { body("client.address", .string(client)) }
+            if let id = facts.requestID { body("outrigger.request_id", .string(id)) }
+        case .client(let ended, let method, let cluster):
+            body("http.request.method", .string(method))
+            body("outrigger.cluster", .string(cluster))
+            body("outrigger.endpoint", .string(ended.endpoint))
+            body("outrigger.attempt", .int(Int64(ended.attempt)))
+            if let (host, port) = Self.split(ended.endpoint) {
+                body("server.address", .string(host))
+                body("server.port", .int(Int64(port)))
+            }
+            if ended.attempt > 1 { body("http.request.resend_count", .int(Int64(ended.attempt - 1))) }
+            if let cause = ended.cause { body("outrigger.retry_reason", .string(cause)) }
+            if ended.status > 0 { body("http.response.status_code", .int(Int64(ended.status))) }
+            if let failure = ended.failure { body("error.type", .string(failure)) }
+        }
+    }
+
     public func attribute(_ key: String) -> SpanAttribute.Value? {
         attributes.first { $0.key == key }?.value
+    }
+
+    /// `IP:port` or `[IPv6]:port` as host and port.
+    private static func split(_ endpoint: String) -> (String, Int)? {
+        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else { return nil }
+        var host = endpoint[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        return (String(host), port)
     }
 }
 
@@ -45,13 +121,11 @@ public struct SpanAttribute: Sendable, Equatable {
     public enum Value: Sendable, Equatable, CustomStringConvertible {
         case string(String)
         case int(Int64)
-        case bool(Bool)
 
         public var description: String {
             switch self {
             case .string(let value): value
             case .int(let value): String(value)
-            case .bool(let value): value ? "true" : "false"
             }
         }
     }
@@ -95,7 +169,7 @@ public struct TrySpan: Sendable, Equatable {
 }
 
 /// What a request's server span says, gathered by the shell at the request's one end.
-public struct ServerSpanFacts: Sendable {
+public struct ServerSpanFacts: Sendable, Equatable {
     public var method: String
     public var target: String
     public var host: String
@@ -141,61 +215,15 @@ public struct ServerSpanFacts: Sendable {
 }
 
 extension ExchangeTrace {
-    /// The request's server span. Times are uptime nanoseconds, `epochOffset` turns them into Unix time. A 5xx, or
-    /// an end without a response (the client left), is an error; a 4xx is the client's and is not (OpenTelemetry's
-    /// rule for server spans).
+    /// The request's server span. Times are uptime nanoseconds, `epochOffset` turns them into Unix time.
     public func serverSpan(_ facts: ServerSpanFacts, epochOffset: UInt64) -> SpanRecord {
-        var attributes = [
-            SpanAttribute("http.request.method", facts.method),
-            SpanAttribute("url.path", String(ProxyHeaders.path(of: facts.target))),
-            SpanAttribute("url.scheme", facts.scheme),
-            SpanAttribute("server.address", facts.host),
-            SpanAttribute("network.protocol.version", facts.protocolVersion),
-            SpanAttribute("outrigger.listener", facts.listener),
-            SpanAttribute("outrigger.route", facts.route),
-            SpanAttribute("outrigger.cluster", facts.cluster),
-            SpanAttribute("outrigger.attempts", facts.tries),
-            SpanAttribute("http.request.body.size", facts.requestBodyBytes),
-            SpanAttribute("http.response.body.size", facts.responseBodyBytes),
-        ]
-        if facts.status > 0 { attributes.append(SpanAttribute("http.response.status_code", facts.status)) }
-        if let reason = facts.reason { attributes.append(SpanAttribute("outrigger.reason", reason)) }
-        if let client = facts.clientAddress { attributes.append(SpanAttribute("client.address", client)) }
-        if let id = facts.requestID { attributes.append(SpanAttribute("outrigger.request_id", id)) }
-        let error: String? = facts.status >= 500 ? (facts.reason ?? "HTTP \(facts.status)") : (facts.status == 0 ? facts.reason ?? "no response" : nil)
-        return SpanRecord(traceID: traceID, spanID: serverSpanID, parentSpanID: parentSpanID ?? 0, traceState: traceState, kind: .server,
-                          name: "\(facts.method) \(facts.route)", startUnixNanoseconds: facts.startedAt &+ epochOffset,
-                          endUnixNanoseconds: facts.endedAt &+ epochOffset, attributes: attributes, error: error)
+        SpanRecord(traceID: traceID, spanID: serverSpanID, parentSpanID: parentSpanID ?? 0, traceState: traceState,
+                   startUnixNanoseconds: facts.startedAt &+ epochOffset, endUnixNanoseconds: facts.endedAt &+ epochOffset, details: .server(facts))
     }
 
-    /// An ended try's client span, a child of the server span. A failure, or a 4xx or 5xx answer, is an error
-    /// (OpenTelemetry's rule for client spans).
+    /// An ended try's client span, a child of the server span.
     public func clientSpan(_ ended: TrySpan, method: String, cluster: String, epochOffset: UInt64) -> SpanRecord {
-        var attributes = [
-            SpanAttribute("http.request.method", method),
-            SpanAttribute("outrigger.cluster", cluster),
-            SpanAttribute("outrigger.endpoint", ended.endpoint),
-            SpanAttribute("outrigger.attempt", ended.attempt),
-        ]
-        if let (host, port) = Self.split(ended.endpoint) {
-            attributes.append(SpanAttribute("server.address", host))
-            attributes.append(SpanAttribute("server.port", port))
-        }
-        if ended.attempt > 1 { attributes.append(SpanAttribute("http.request.resend_count", ended.attempt - 1)) }
-        if let cause = ended.cause { attributes.append(SpanAttribute("outrigger.retry_reason", cause)) }
-        if ended.status > 0 { attributes.append(SpanAttribute("http.response.status_code", ended.status)) }
-        if let failure = ended.failure { attributes.append(SpanAttribute("error.type", failure)) }
-        let error = ended.failure ?? (ended.status >= 400 ? "HTTP \(ended.status)" : nil)
-        return SpanRecord(traceID: traceID, spanID: ended.spanID, parentSpanID: serverSpanID, kind: .client, name: "\(method) \(cluster)",
-                          startUnixNanoseconds: ended.startedAt &+ epochOffset, endUnixNanoseconds: ended.endedAt &+ epochOffset,
-                          attributes: attributes, error: error)
-    }
-
-    /// `IP:port` or `[IPv6]:port` as host and port.
-    private static func split(_ endpoint: String) -> (String, Int)? {
-        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else { return nil }
-        var host = endpoint[..<colon]
-        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        return (String(host), port)
+        SpanRecord(traceID: traceID, spanID: ended.spanID, parentSpanID: serverSpanID, startUnixNanoseconds: ended.startedAt &+ epochOffset,
+                   endUnixNanoseconds: ended.endedAt &+ epochOffset, details: .client(ended, method: method, cluster: cluster))
     }
 }

@@ -292,7 +292,6 @@ private struct AdminEndpoints: Sendable {
                     switch attribute.value {
                     case .string(let text): (attribute.key, text)
                     case .int(let number): (attribute.key, number)
-                    case .bool(let flag): (attribute.key, flag)
                     }
                 }) { first, _ in first },
             ]

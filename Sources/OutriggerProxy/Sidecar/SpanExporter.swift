@@ -205,6 +205,7 @@ final class SpanBuffer {
     }
 
     func append(_ span: SpanRecord) {
+        if spans.capacity == 0 { spans.reserveCapacity(Self.handOffCount) }
         spans.append(span)
         if spans.count >= Self.handOffCount {
             flush()
