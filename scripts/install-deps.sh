@@ -2,7 +2,8 @@
 # Installs what the tests, the demo and the benchmarks need, only when missing.
 # Debian packages: curl (HTTP/1.1, h2c, TLS+ALPN client), nghttp2-client (nghttp, h2load), wrk (the bench
 # tool is validated against it and h2load), openssl (test certificates), testssl.sh (a TLS listener's policy
-# checked as an auditor would), iproute2 (ss: a listening socket's backlog); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
+# checked as an auditor would), iproute2 (ss: a listening socket's backlog), prometheus (promtool checks the exposition and runs the alert rules'
+# unit tests; the server scrapes a sidecar in a test); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
 set -euo pipefail
 
 want=()
@@ -13,6 +14,7 @@ command -v openssl >/dev/null || want+=(openssl)
 command -v wrk >/dev/null || want+=(wrk)
 command -v testssl >/dev/null || want+=(testssl.sh)
 command -v ss >/dev/null || want+=(iproute2)
+command -v promtool >/dev/null || want+=(prometheus)
 if [ "${1:-}" = "--bench" ]; then
   PATH="$PATH:/usr/sbin:/sbin"
   command -v haproxy >/dev/null || want+=(haproxy)

@@ -245,6 +245,11 @@ extension ProxyStats {
                 }
             }
         }
+        // What alert rules compare latency with (config/alerts.yaml: p99 above half the timeout).
+        out.family("outrigger_cluster_timeout_seconds", "gauge", "The cluster's request timeout (routes without one of their own use it).")
+        for cluster in clusters {
+            out.sample("outrigger_cluster_timeout_seconds", [("cluster", cluster.name)], number(Double(cluster.timeout.nanoseconds) / 1e9))
+        }
         out.family("outrigger_outlier_ejections_active", "gauge", "Endpoints ejected by outlier detection now.")
         for cluster in clusters {
             out.sample("outrigger_outlier_ejections_active", [("cluster", cluster.name)], cluster.endpoints.filter { $0.state.isEjected(now: now) }.count)
