@@ -3,7 +3,7 @@
 # Debian packages: curl (HTTP/1.1, h2c, TLS+ALPN client), nghttp2-client (nghttp, h2load), wrk (the bench
 # tool is validated against it and h2load), openssl (test certificates), testssl.sh (a TLS listener's policy
 # checked as an auditor would), iproute2 (ss: a listening socket's backlog), prometheus (promtool checks the exposition and runs the alert rules'
-# unit tests; the server scrapes a sidecar in a test); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
+# unit tests; the server scrapes a sidecar in a test), chromium-headless-shell (the dashboard in a real browser); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
 set -euo pipefail
 
 want=()
@@ -15,6 +15,7 @@ command -v wrk >/dev/null || want+=(wrk)
 command -v testssl >/dev/null || want+=(testssl.sh)
 command -v ss >/dev/null || want+=(iproute2)
 command -v promtool >/dev/null || want+=(prometheus)
+command -v chromium-headless-shell >/dev/null || want+=(chromium-headless-shell)
 if [ "${1:-}" = "--bench" ]; then
   PATH="$PATH:/usr/sbin:/sbin"
   command -v haproxy >/dev/null || want+=(haproxy)
@@ -33,6 +34,8 @@ python3 -c "import grpc_tools.protoc" 2>/dev/null || python_want+=(grpcio-tools)
 python3 -c "import envoy.config.cluster.v3.cluster_pb2" 2>/dev/null || python_want+=(xds-protos)
 # OpenTelemetry's generated OTLP types: the test trace collector decodes what the sidecars export with them.
 python3 -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2" 2>/dev/null || python_want+=(opentelemetry-proto)
+# Playwright drives Debian's chromium-headless-shell (no browser download) through the admin's /dashboard.
+python3 -c "import playwright.sync_api" 2>/dev/null || python_want+=(playwright)
 if [ ${#python_want[@]} -gt 0 ]; then
   echo "install-deps: installing python ${python_want[*]}" >&2
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_want[@]}" \

@@ -184,7 +184,8 @@ private struct AdminEndpoints: Sendable {
 
     func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, String, String) {
         let path = String(ProxyHeaders.path(of: head.uri))
-        let readOnly: Set<String> = ["/", "/ready", "/live", "/stats", "/stats/prometheus", "/config_dump", "/clusters", "/traces"]
+        let readOnly: Set<String> = ["/", "/ready", "/live", "/stats", "/stats/prometheus", "/config_dump", "/clusters", "/traces", "/dashboard",
+                                       "/dashboard/data"]
         let mutating: Set<String> = ["/endpoints/drain", "/endpoints/undrain"]
         if mutating.contains(path) {
             guard head.method == .POST else { return (.methodNotAllowed, "text/plain", "\(path) takes POST\n") }
@@ -226,6 +227,10 @@ private struct AdminEndpoints: Sendable {
             return (.ok, "application/json", "{\n\"version\": \(snapshot.version),\n\"config\": \(config)\(extra)\n}\n")
         case "/clusters":
             return (.ok, "application/json", json(clustersObject()))
+        case "/dashboard":
+            return (.ok, "text/html; charset=utf-8", DashboardPage.html)
+        case "/dashboard/data":
+            return (.ok, "application/json", json(dashboardData()))
         case "/traces":
             let trace = URLComponents(string: head.uri)?.queryItems?.first { $0.name == "trace" }?.value?.lowercased()
             return (.ok, "application/json", json(tracesObject(trace: trace)))
@@ -279,6 +284,25 @@ private struct AdminEndpoints: Sendable {
             clusters.append(object)
         }
         return ["clusters": clusters, "zone": snapshot.config.zone ?? NSNull()]
+    }
+
+    /// What `/dashboard` polls: the stats, the clusters and endpoints as `/clusters` shows them, each cluster's
+    /// cumulative latency buckets (the page diffs them for recent quantiles), the config version, the control plane's
+    /// status and the spans' figures.
+    private func dashboardData() -> [String: Any] {
+        let snapshot = sidecar.configStore.snapshot
+        var buckets: [String: [Int]] = [:]
+        for cluster in snapshot.clusters.values { buckets[cluster.name] = cluster.stats.requestDuration.snapshot().cumulativeBuckets }
+        let controlPlane = sidecar.extensions().flatMap { try? JSONSerialization.jsonObject(with: Data($0.configDumpJSON.utf8)) }
+        return [
+            "now": WallClock.milliseconds(),
+            "version": snapshot.version,
+            "stats": sidecar.configStore.stats.jsonObject(),
+            "clusters": clustersObject()["clusters"] ?? [],
+            "latency": ["bounds": LatencyHistogram.prometheusBounds, "clusters": buckets],
+            "controlPlane": controlPlane ?? NSNull(),
+            "tracing": sidecar.spanStatsObject(),
+        ]
     }
 
     /// The last spans ended, newest first (`?trace=ID`: that trace's only).

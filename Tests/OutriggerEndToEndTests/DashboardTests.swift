@@ -1,0 +1,55 @@
+import Foundation
+import OutriggerConfig
+import OutriggerProxy
+import Testing
+
+/// The admin's `/dashboard` in a real browser: headless Chromium driven by Playwright (`Scripts/dashboard_check.py`)
+/// while traffic runs through the sidecar.
+@Suite("Dashboard, in a browser")
+struct DashboardTests {
+    @Test func theDashboardShowsTheNumbersMovingUnderLoad() async throws {
+        try await withHarness(echoes: 2) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("users"))], clusters: [ClusterConfig(name: "users", endpoints: endpoints)])
+        } _: { (harness: Harness) async throws in
+            #expect(try await fetch(harness.url + "/x", ["-H", "Host: bad host"]).status == 400)
+            let page = try await fetch(harness.adminURL + "/dashboard")
+            #expect(page.status == 200 && page.headers["content-type"] == "text/html; charset=utf-8")
+            #expect(!page.body.contains("src=") && !page.body.contains("<link") && !page.body.contains("https://"),
+                    "self-contained: no script, style or font loaded from elsewhere")
+
+            let screenshot = FileManager.default.temporaryDirectory.appendingPathComponent("dashboard-\(UUID().uuidString).png")
+            defer { try? FileManager.default.removeItem(at: screenshot) }
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/dashboard_check.py").path
+            let check = try await run("python3", [script, harness.adminURL, harness.url, "users", "2", screenshot.path])
+            #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+            let seen = try #require(check.stdout.split(separator: "\n").first { $0.hasPrefix("ok ") }.flatMap {
+                try JSONSerialization.jsonObject(with: Data($0.dropFirst(3).utf8)) as? [String: Any]
+            })
+            #expect((seen["total"] as? Int ?? 0) > (seen["total_first"] as? Int ?? 0), "the numbers move")
+            #expect((seen["rps"] as? Double ?? 0) > 0)
+            #expect(seen["success"] as? String == "100.00 %")
+            #expect((seen["replies"] as? [String: Int])?["invalid_host"] == 1)
+            #expect(seen["control"] as? String == "none (static config)" && seen["version"] as? String == "1")
+            #expect(seen["charts"] as? Int == 3, "requests/s, success rate and latency")
+            let png = try Data(contentsOf: screenshot)
+            #expect(png.starts(with: [0x89, 0x50, 0x4e, 0x47]) && png.count > 10_000, "a screenshot was saved")
+        }
+    }
+
+    /// The page's data says what the page draws from: the running clusters, their cumulative latency buckets, the
+    /// version and the control plane (none here).
+    @Test func theDashboardDataHasWhatThePageDraws() async throws {
+        try await withHarness(echoes: 1) { harness in
+            #expect(try await fetch(harness.url + "/").status == 200)
+            let body = try await fetch(harness.adminURL + "/dashboard/data").body
+            let data = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+            let latency = try #require(data["latency"] as? [String: Any])
+            let bounds = try #require(latency["bounds"] as? [Double])
+            let buckets = try #require((latency["clusters"] as? [String: [Int]])?.values.first)
+            #expect(buckets.count == bounds.count + 1 && buckets.last == 1, "cumulative, +Inf last: one request")
+            #expect((data["clusters"] as? [[String: Any]])?.first?["endpoints"] != nil)
+            #expect(data["version"] as? Int == 1 && data["controlPlane"] is NSNull)
+            #expect((data["now"] as? Int ?? 0) > 1_700_000_000_000)
+        }
+    }
+}
