@@ -5,7 +5,8 @@ import NIOPosix
 import OutriggerProxy
 
 extension ControlPlane {
-    /// The control plane's admin: `/status` (JSON), `/metrics` (Prometheus text), `/ready`, `/live`.
+    /// The control plane's admin: `/mesh` (the live mesh view), `/status` (JSON, what it polls), `/metrics` (Prometheus
+    /// text), `/ready`, `/live`.
     public func bindAdmin(host: String, port: Int) async throws -> Channel {
         let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
         return try await PlainHTTPServer.bind(to: address, group: MultiThreadedEventLoopGroup.singleton) { head in
@@ -13,9 +14,10 @@ extension ControlPlane {
             guard head.method == .GET || head.method == .HEAD else { return (.methodNotAllowed, "text/plain", "\(path) takes GET\n") }
             switch path {
             case "/status": return (.ok, "application/json", PlainHTTPServer.json(self.statusObject()))
+            case "/mesh": return (.ok, "text/html; charset=utf-8", MeshPage.html)
             case "/metrics": return (.ok, "text/plain; version=0.0.4", self.metrics.prometheusText())
             case "/ready", "/live": return (.ok, "text/plain", "\(path.dropFirst())\n")
-            case "/": return (.ok, "text/plain", "outrigger control admin\n  GET /status\n  GET /metrics\n  GET /ready\n  GET /live\n")
+            case "/": return (.ok, "text/plain", "outrigger control admin\n  GET /mesh\n  GET /status\n  GET /metrics\n  GET /ready\n  GET /live\n")
             default: return (.notFound, "text/plain", "unknown admin path \(path); try /\n")
             }
         }

@@ -95,7 +95,18 @@ extension ControlPlane {
                 "types": types,
             ]
         }
-        return ["sidecars": sidecars, "services": mesh.services.map(\.name)]
+        let recent = metrics.convergence.samples.suffix(1000).map { $0 * 1000 }
+        let sorted = recent.sorted()
+        func percentile(_ q: Double) -> Any { sorted.isEmpty ? NSNull() : sorted[min(Int((q * Double(sorted.count)).rounded(.up)) - 1, sorted.count - 1)] }
+        return [
+            "sidecars": sidecars,
+            "services": mesh.services.map(\.name),
+            "counters": ["pushes": metrics.pushes.current, "responses": metrics.responses.current, "acks": metrics.acks.current,
+                         "nacks": metrics.nacks.current, "meshRejected": metrics.meshRejected.current],
+            // From a mesh change to each sidecar's answer, over the last 1,000 (milliseconds): what the mesh view charts.
+            "convergence": ["count": metrics.convergence.count, "p50Ms": percentile(0.5), "p99Ms": percentile(0.99),
+                            "maxMs": sorted.last.map { $0 as Any } ?? NSNull(), "recentMs": Array(recent.suffix(60))],
+        ]
     }
 
     /// `outrigger control status`: a table like `istioctl proxy-status`, from a `/status` JSON object.

@@ -1,11 +1,12 @@
 import Foundation
 import OutriggerConfig
+import OutriggerControl
 import OutriggerProxy
 import Testing
 
-/// The admin's `/dashboard` in a real browser: headless Chromium driven by Playwright (`Scripts/dashboard_check.py`)
-/// while traffic runs through the sidecar.
-@Suite("Dashboard, in a browser")
+/// The admin's `/dashboard` and the control plane's `/mesh` in a real browser: headless Chromium driven by Playwright
+/// (`Scripts/dashboard_check.py` while traffic runs through the sidecar, `Scripts/mesh_check.py`).
+@Suite("Dashboard and mesh view, in a browser")
 struct DashboardTests {
     @Test func theDashboardShowsTheNumbersMovingUnderLoad() async throws {
         try await withHarness(echoes: 2) { endpoints in
@@ -51,5 +52,44 @@ struct DashboardTests {
             #expect(data["version"] as? Int == 1 && data["controlPlane"] is NSNull)
             #expect((data["now"] as? Int ?? 0) > 1_700_000_000_000)
         }
+    }
+
+    /// The control plane's `/mesh` in a browser: a sidecar shows SYNCED, then NACKED with its refusal once a push it
+    /// refuses arrives, and the convergence of the pushes is drawn.
+    @Test func theMeshViewFollowsASidecarFromSyncedToNacked() async throws {
+        let mesh = try await MeshHarness.start(echoes: 2) { ControlPlaneTests.mesh($0) }
+        let admin = try await mesh.plane.bindAdmin(host: "127.0.0.1", port: 0)
+        let screenshot = FileManager.default.temporaryDirectory.appendingPathComponent("mesh-\(UUID().uuidString).png")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/mesh_check.py").path
+        let browser = try ChildProcess(try which("python3"), [script, "http://127.0.0.1:\(admin.localAddress!.port!)", "web-1", "web", screenshot.path])
+        do {
+            let page = try await fetch("http://127.0.0.1:\(admin.localAddress!.port!)/mesh")
+            #expect(page.status == 200 && page.body.contains("<title>Outrigger mesh</title>") && !page.body.contains("src="))
+            try await browser.waitForOutput(containing: "saw SYNCED")
+            var bad = ControlPlaneTests.mesh(mesh.echoes.map { HostPort(host: "127.0.0.1", port: $0.localAddress.port!) })
+            bad.services[1].cluster.outlierDetection = OutlierDetectionConfig()
+            bad.services[1].cluster.outlierDetection?.maxEjectionPercent = 150
+            mesh.plane.apply(bad)
+            let status = await browser.waitForExit()
+            #expect(status == 0, "\(browser.text)")
+            let seen = try #require(browser.text.split(separator: "\n").first { $0.hasPrefix("ok ") }.flatMap {
+                try JSONSerialization.jsonObject(with: Data($0.dropFirst(3).utf8)) as? [String: Any]
+            })
+            let synced = try #require(seen["synced"] as? [String: Any])
+            #expect(synced["services"] as? String == "1", "web has one sidecar")
+            #expect((synced["bars"] as? Int ?? 0) > 0 && (synced["convergence"] as? String)?.contains("p99") == true, "\(synced)")
+            #expect((seen["nack"] as? String)?.contains("maxEjectionPercent") == true, "\(seen)")
+            #expect(seen["nacked"] as? String == "1")
+            #expect((try? Data(contentsOf: screenshot).count) ?? 0 > 10_000)
+        } catch {
+            browser.kill()
+            try? await admin.close()
+            try? FileManager.default.removeItem(at: screenshot)
+            await mesh.stop()
+            throw error
+        }
+        try? await admin.close()
+        try? FileManager.default.removeItem(at: screenshot)
+        await mesh.stop()
     }
 }

@@ -3,240 +3,200 @@
 /// quantiles from the Prometheus buckets' growth over the last 10 s, as `histogram_quantile` reads them), the
 /// endpoint table, local replies by reason, the config version, the control plane's status and the spans.
 enum DashboardPage {
-    static let html = #"""
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Outrigger sidecar</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-  body { font: 14px/1.4 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d2330; }
-  header { background: #1d2330; color: #fff; padding: 10px 20px; display: flex; gap: 24px; align-items: baseline; flex-wrap: wrap; }
-  header h1 { font-size: 18px; margin: 0; }
-  header span { opacity: .85; }
-  main { padding: 16px 20px; }
-  section { background: #fff; border: 1px solid #dfe3ea; border-radius: 6px; padding: 12px 16px; margin-bottom: 16px; }
-  h2 { font-size: 15px; margin: 0 0 8px; }
-  table { border-collapse: collapse; width: 100%; }
-  th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eef0f4; font-variant-numeric: tabular-nums; }
-  th { font-weight: 600; color: #4a5365; }
-  .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 12px; }
-  .chart { border: 1px solid #eef0f4; border-radius: 4px; padding: 6px; }
-  .chart h3 { font-size: 13px; margin: 0 0 4px; font-weight: 600; }
-  svg { width: 100%; height: 90px; display: block; }
-  polyline { fill: none; stroke-width: 1.5; }
-  .rps { stroke: #2f6fdb; } .success { stroke: #1f9d55; } .p50 { stroke: #8a5cf6; } .p99 { stroke: #e0702b; }
-  .bad { color: #c62828; font-weight: 600; } .ok { color: #1f7a45; } .warn { color: #b26a00; font-weight: 600; }
-  .legend span { margin-right: 10px; font-size: 12px; }
-</style>
-</head>
-<body>
-<header>
-  <h1>Outrigger sidecar</h1>
-  <span>config version <b id="version">…</b></span>
-  <span>control plane <b id="control">…</b></span>
-  <span>spans <b id="spans">…</b></span>
-  <span id="status">connecting…</span>
-</header>
-<main>
-  <section><h2>Clusters (last 10 s)</h2>
-    <table id="clusters"><thead><tr><th>cluster</th><th>req/s</th><th>success</th><th>p50</th><th>p99</th><th>in flight</th><th>requests</th><th>retries</th></tr></thead><tbody></tbody></table>
-  </section>
-  <section><h2>Last five minutes</h2><div class="charts" id="charts"></div></section>
-  <section><h2>Endpoints</h2>
-    <table id="endpoints"><thead><tr><th>cluster</th><th>endpoint</th><th>health</th><th>state</th><th>breaker</th><th>in flight</th><th>latency (EWMA)</th><th>weight</th><th>zone</th></tr></thead><tbody></tbody></table>
-  </section>
-  <section><h2>Local replies</h2>
-    <table id="replies"><thead><tr><th>reason</th><th>total</th><th>per second</th></tr></thead><tbody></tbody></table>
-  </section>
-</main>
-<script>
-"use strict";
-const windowSeconds = 300, quantileWindow = 10;
-const history = [];  // {t, clusters: {name: {total, errors, buckets, active, retries}}, replies: {reason: n}}
-const series = {};   // cluster → [{t, rps, success, p50, p99}]
-const colors = { rps: "#2f6fdb", success: "#1f9d55", p50: "#8a5cf6", p99: "#e0702b" };
+    static let html = AdminPage.html(
+        title: "Outrigger sidecar", dataPath: "/dashboard/data", unreachable: "admin unreachable",
+        style: #"""
+          .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 12px; }
+          .chart { border: 1px solid #eef0f4; border-radius: 4px; padding: 6px; }
+          .chart h3 { font-size: 13px; margin: 0 0 4px; font-weight: 600; }
+          polyline { fill: none; stroke-width: 1.5; }
+          .rps { stroke: #2f6fdb; } .success { stroke: #1f9d55; } .p50 { stroke: #8a5cf6; } .p99 { stroke: #e0702b; }
+          .legend span { margin-right: 10px; font-size: 12px; }
+        """#,
+        header: #"""
+          <span>config version <b id="version">…</b></span>
+          <span>control plane <b id="control">…</b></span>
+          <span>spans <b id="spans">…</b></span>
+        """#,
+        main: #"""
+          <section><h2>Clusters (last 10 s)</h2>
+            <table id="clusters"><thead><tr><th>cluster</th><th>req/s</th><th>success</th><th>p50</th><th>p99</th><th>in flight</th><th>requests</th><th>retries</th></tr></thead><tbody></tbody></table>
+          </section>
+          <section><h2>Last five minutes</h2><div class="charts" id="charts"></div></section>
+          <section><h2>Endpoints</h2>
+            <table id="endpoints"><thead><tr><th>cluster</th><th>endpoint</th><th>health</th><th>state</th><th>breaker</th><th>in flight</th><th>latency (EWMA)</th><th>weight</th><th>zone</th></tr></thead><tbody></tbody></table>
+          </section>
+          <section><h2>Local replies</h2>
+            <table id="replies"><thead><tr><th>reason</th><th>total</th><th>per second</th></tr></thead><tbody></tbody></table>
+          </section>
+        """#,
+        script: #"""
+        const windowSeconds = 300, quantileWindow = 10;
+        const history = [];  // {t, clusters: {name: {total, errors, buckets, active, retries}}, replies: {reason: n}}
+        const series = {};   // cluster → [{t, rps, success, p50, p99}]
+        const colors = { rps: "#2f6fdb", success: "#1f9d55", p50: "#8a5cf6", p99: "#e0702b" };
 
-function text(value) { return value === null || value === undefined || Number.isNaN(value) ? "–" : String(value); }
-function ms(seconds) { return seconds === null ? "–" : (seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1) + " ms"; }
-function cell(row, value, className) { const td = row.insertCell(); td.textContent = value; if (className) td.className = className; return td; }
+        function text(value) { return value === null || value === undefined || Number.isNaN(value) ? "–" : String(value); }
+        function ms(seconds) { return seconds === null ? "–" : (seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1) + " ms"; }
 
-// histogram_quantile over cumulative bucket counts (bounds in seconds, +Inf last), linear within a bucket.
-function quantile(q, bounds, counts) {
-  const total = counts[counts.length - 1];
-  if (!(total > 0)) return null;
-  const rank = q * total;
-  for (let i = 0; i < counts.length; i++) {
-    if (counts[i] >= rank) {
-      if (i === bounds.length) return bounds[bounds.length - 1];
-      const lower = i === 0 ? 0 : bounds[i - 1], below = i === 0 ? 0 : counts[i - 1];
-      const inBucket = counts[i] - below;
-      return inBucket > 0 ? lower + (bounds[i] - lower) * (rank - below) / inBucket : bounds[i];
-    }
-  }
-  return bounds[bounds.length - 1];
-}
+        // histogram_quantile over cumulative bucket counts (bounds in seconds, +Inf last), linear within a bucket.
+        function quantile(q, bounds, counts) {
+          const total = counts[counts.length - 1];
+          if (!(total > 0)) return null;
+          const rank = q * total;
+          for (let i = 0; i < counts.length; i++) {
+            if (counts[i] >= rank) {
+              if (i === bounds.length) return bounds[bounds.length - 1];
+              const lower = i === 0 ? 0 : bounds[i - 1], below = i === 0 ? 0 : counts[i - 1];
+              const inBucket = counts[i] - below;
+              return inBucket > 0 ? lower + (bounds[i] - lower) * (rank - below) / inBucket : bounds[i];
+            }
+          }
+          return bounds[bounds.length - 1];
+        }
 
-function summarize(data) {
-  const stats = {};
-  for (const c of data.stats.clusters) stats[c.name] = c;
-  const clusters = {};
-  for (const c of data.clusters) {
-    const s = stats[c.name];
-    if (!s) continue;
-    const responses = Object.values(s.responses).reduce((a, b) => a + b, 0);
-    clusters[c.name] = {
-      total: responses + s.request_failures, errors: s.responses["5xx"] + s.request_failures,
-      buckets: data.latency.clusters[c.name] || [], active: s.requests_active, retries: s.retries, requests: responses,
-    };
-  }
-  return { t: data.now / 1000, clusters, replies: data.stats.local_replies };
-}
+        function summarize(data) {
+          const stats = {};
+          for (const c of data.stats.clusters) stats[c.name] = c;
+          const clusters = {};
+          for (const c of data.clusters) {
+            const s = stats[c.name];
+            if (!s) continue;
+            const responses = Object.values(s.responses).reduce((a, b) => a + b, 0);
+            clusters[c.name] = {
+              total: responses + s.request_failures, errors: s.responses["5xx"] + s.request_failures,
+              buckets: data.latency.clusters[c.name] || [], active: s.requests_active, retries: s.retries, requests: responses,
+            };
+          }
+          return { t: data.now / 1000, clusters, replies: data.stats.local_replies };
+        }
 
-function update(data) {
-  const now = summarize(data);
-  history.push(now);
-  while (history.length > quantileWindow + 1) history.shift();
-  const previous = history.length > 1 ? history[history.length - 2] : null;
-  const oldest = history[0];
-  const bounds = data.latency.bounds;
-  const body = document.querySelector("#clusters tbody");
-  body.replaceChildren();
-  for (const [name, c] of Object.entries(now.clusters)) {
-    const before = previous && previous.clusters[name];
-    const dt = previous ? Math.max(now.t - previous.t, 0.001) : null;
-    const rps = before ? (c.total - before.total) / dt : null;
-    const old = oldest.clusters[name];
-    const windowTotal = old ? c.total - old.total : 0;
-    const success = old && windowTotal > 0 ? 1 - (c.errors - old.errors) / windowTotal : null;
-    const delta = old && old.buckets.length === c.buckets.length ? c.buckets.map((n, i) => n - old.buckets[i]) : [];
-    const p50 = delta.length ? quantile(0.5, bounds, delta) : null, p99 = delta.length ? quantile(0.99, bounds, delta) : null;
-    (series[name] = series[name] || []).push({ t: now.t, rps, success, p50, p99 });
-    while (series[name].length && series[name][0].t < now.t - windowSeconds) series[name].shift();
-    const row = body.insertRow();
-    row.dataset.cluster = name;
-    cell(row, name);
-    cell(row, rps === null ? "–" : rps.toFixed(1), "rps");
-    cell(row, success === null ? "–" : (success * 100).toFixed(2) + " %", success === null ? "" : success < 0.95 ? "bad" : success < 0.99 ? "warn" : "ok");
-    cell(row, ms(p50), "p50");
-    cell(row, ms(p99), "p99");
-    cell(row, text(c.active));
-    cell(row, text(c.requests), "total");
-    cell(row, text(c.retries));
-  }
-  drawCharts();
-  drawEndpoints(data.clusters);
-  drawReplies(now, previous);
-  document.getElementById("version").textContent = data.version;
-  const cp = data.controlPlane;
-  const control = document.getElementById("control");
-  control.textContent = !cp ? "none (static config)" : !cp.connected ? "STALE (disconnected)" : cp.lastNack ? "NACKED" : "SYNCED";
-  control.className = !cp ? "" : !cp.connected || cp.lastNack ? "bad" : "ok";
-  const t = data.tracing;
-  document.getElementById("spans").textContent = `${t.recorded} recorded, ${t.exported} exported, ${t.dropped + t.failed} lost`;
-  const status = document.getElementById("status");
-  status.textContent = "live · " + new Date(data.now).toLocaleTimeString();
-  status.dataset.updates = String(Number(status.dataset.updates || 0) + 1);
-}
+        function update(data) {
+          const now = summarize(data);
+          history.push(now);
+          while (history.length > quantileWindow + 1) history.shift();
+          const previous = history.length > 1 ? history[history.length - 2] : null;
+          const oldest = history[0];
+          const bounds = data.latency.bounds;
+          const body = document.querySelector("#clusters tbody");
+          body.replaceChildren();
+          for (const [name, c] of Object.entries(now.clusters)) {
+            const before = previous && previous.clusters[name];
+            const dt = previous ? Math.max(now.t - previous.t, 0.001) : null;
+            const rps = before ? (c.total - before.total) / dt : null;
+            const old = oldest.clusters[name];
+            const windowTotal = old ? c.total - old.total : 0;
+            const success = old && windowTotal > 0 ? 1 - (c.errors - old.errors) / windowTotal : null;
+            const delta = old && old.buckets.length === c.buckets.length ? c.buckets.map((n, i) => n - old.buckets[i]) : [];
+            const p50 = delta.length ? quantile(0.5, bounds, delta) : null, p99 = delta.length ? quantile(0.99, bounds, delta) : null;
+            (series[name] = series[name] || []).push({ t: now.t, rps, success, p50, p99 });
+            while (series[name].length && series[name][0].t < now.t - windowSeconds) series[name].shift();
+            const row = body.insertRow();
+            row.dataset.cluster = name;
+            cell(row, name);
+            cell(row, rps === null ? "–" : rps.toFixed(1), "rps");
+            cell(row, success === null ? "–" : (success * 100).toFixed(2) + " %", success === null ? "" : success < 0.95 ? "bad" : success < 0.99 ? "warn" : "ok");
+            cell(row, ms(p50), "p50");
+            cell(row, ms(p99), "p99");
+            cell(row, text(c.active));
+            cell(row, text(c.requests), "total");
+            cell(row, text(c.retries));
+          }
+          drawCharts();
+          drawEndpoints(data.clusters);
+          drawReplies(now, previous);
+          document.getElementById("version").textContent = data.version;
+          const cp = data.controlPlane;
+          const control = document.getElementById("control");
+          control.textContent = !cp ? "none (static config)" : !cp.connected ? "STALE (disconnected)" : cp.lastNack ? "NACKED" : "SYNCED";
+          control.className = !cp ? "" : !cp.connected || cp.lastNack ? "bad" : "ok";
+          const t = data.tracing;
+          document.getElementById("spans").textContent = `${t.recorded} recorded, ${t.exported} exported, ${t.dropped + t.failed} lost`;
+        }
 
-function chart(name, title, lines) {
-  const points = series[name];
-  const wrapper = document.createElement("div");
-  wrapper.className = "chart";
-  const heading = document.createElement("h3");
-  const legend = document.createElement("div");
-  legend.className = "legend";
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", "0 0 300 90");
-  svg.setAttribute("preserveAspectRatio", "none");
-  svg.dataset.cluster = name;
-  svg.dataset.chart = title;
-  const end = points.length ? points[points.length - 1].t : 0;
-  // The width spans what there is, from 30 s up to the five minutes kept.
-  const span = Math.min(windowSeconds, Math.max(30, points.length ? end - points[0].t : 0));
-  heading.textContent = `${name} · ${title} · last ${Math.round(span)} s`;
-  let max = 0;
-  for (const line of lines) for (const p of points) if (p[line.key] !== null) max = Math.max(max, p[line.key]);
-  if (lines[0].key === "success") max = 1;
-  max = max > 0 ? max * 1.1 : 1;
-  for (const line of lines) {
-    const coordinates = points.filter(p => p[line.key] !== null)
-      .map(p => `${(300 - (end - p.t) * 300 / span).toFixed(1)},${(88 - p[line.key] / max * 86).toFixed(1)}`);
-    const polyline = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    polyline.setAttribute("class", line.key);
-    polyline.setAttribute("points", coordinates.join(" "));
-    svg.appendChild(polyline);
-    const last = points.length ? points[points.length - 1][line.key] : null;
-    const label = document.createElement("span");
-    label.className = line.key;
-    label.style.color = colors[line.key];
-    label.textContent = `${line.label}: ${last === null ? "–" : line.format(last)}`;
-    legend.appendChild(label);
-  }
-  wrapper.append(heading, svg, legend);
-  return wrapper;
-}
+        function chart(name, title, lines) {
+          const points = series[name];
+          const wrapper = document.createElement("div");
+          wrapper.className = "chart";
+          const heading = document.createElement("h3");
+          const legend = document.createElement("div");
+          legend.className = "legend";
+          const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+          svg.setAttribute("viewBox", "0 0 300 90");
+          svg.setAttribute("preserveAspectRatio", "none");
+          svg.dataset.cluster = name;
+          svg.dataset.chart = title;
+          const end = points.length ? points[points.length - 1].t : 0;
+          // The width spans what there is, from 30 s up to the five minutes kept.
+          const span = Math.min(windowSeconds, Math.max(30, points.length ? end - points[0].t : 0));
+          heading.textContent = `${name} · ${title} · last ${Math.round(span)} s`;
+          let max = 0;
+          for (const line of lines) for (const p of points) if (p[line.key] !== null) max = Math.max(max, p[line.key]);
+          if (lines[0].key === "success") max = 1;
+          max = max > 0 ? max * 1.1 : 1;
+          for (const line of lines) {
+            const coordinates = points.filter(p => p[line.key] !== null)
+              .map(p => `${(300 - (end - p.t) * 300 / span).toFixed(1)},${(88 - p[line.key] / max * 86).toFixed(1)}`);
+            const polyline = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+            polyline.setAttribute("class", line.key);
+            polyline.setAttribute("points", coordinates.join(" "));
+            svg.appendChild(polyline);
+            const last = points.length ? points[points.length - 1][line.key] : null;
+            const label = document.createElement("span");
+            label.className = line.key;
+            label.style.color = colors[line.key];
+            label.textContent = `${line.label}: ${last === null ? "–" : line.format(last)}`;
+            legend.appendChild(label);
+          }
+          wrapper.append(heading, svg, legend);
+          return wrapper;
+        }
 
-function drawCharts() {
-  const charts = document.getElementById("charts");
-  charts.replaceChildren();
-  for (const name of Object.keys(series)) {
-    charts.appendChild(chart(name, "requests/s", [{ key: "rps", label: "req/s", format: v => v.toFixed(1) }]));
-    charts.appendChild(chart(name, "success rate", [{ key: "success", label: "success", format: v => (v * 100).toFixed(2) + " %" }]));
-    charts.appendChild(chart(name, "latency", [{ key: "p50", label: "p50", format: ms }, { key: "p99", label: "p99", format: ms }]));
-  }
-}
+        function drawCharts() {
+          const charts = document.getElementById("charts");
+          charts.replaceChildren();
+          for (const name of Object.keys(series)) {
+            charts.appendChild(chart(name, "requests/s", [{ key: "rps", label: "req/s", format: v => v.toFixed(1) }]));
+            charts.appendChild(chart(name, "success rate", [{ key: "success", label: "success", format: v => (v * 100).toFixed(2) + " %" }]));
+            charts.appendChild(chart(name, "latency", [{ key: "p50", label: "p50", format: ms }, { key: "p99", label: "p99", format: ms }]));
+          }
+        }
 
-function drawEndpoints(clusters) {
-  const body = document.querySelector("#endpoints tbody");
-  body.replaceChildren();
-  for (const c of clusters) {
-    for (const e of c.endpoints) {
-      const row = body.insertRow();
-      row.dataset.cluster = c.name;
-      cell(row, c.name);
-      cell(row, e.address);
-      cell(row, e.health, e.health === "unhealthy" ? "bad" : "");
-      const state = e.ejected ? "ejected" : e.draining ? "draining" : e.eligible ? "serving" : "not eligible";
-      cell(row, state, state === "serving" ? "ok" : "warn");
-      cell(row, e.breaker, e.breaker === "closed" ? "" : "bad");
-      cell(row, text(e.activeRequests));
-      cell(row, e.latencyEstimateMs === null ? "–" : e.latencyEstimateMs.toFixed(2) + " ms");
-      cell(row, text(e.weight));
-      cell(row, text(e.zone));
-    }
-  }
-}
+        function drawEndpoints(clusters) {
+          const body = document.querySelector("#endpoints tbody");
+          body.replaceChildren();
+          for (const c of clusters) {
+            for (const e of c.endpoints) {
+              const row = body.insertRow();
+              row.dataset.cluster = c.name;
+              cell(row, c.name);
+              cell(row, e.address);
+              cell(row, e.health, e.health === "unhealthy" ? "bad" : "");
+              const state = e.ejected ? "ejected" : e.draining ? "draining" : e.eligible ? "serving" : "not eligible";
+              cell(row, state, state === "serving" ? "ok" : "warn");
+              cell(row, e.breaker, e.breaker === "closed" ? "" : "bad");
+              cell(row, text(e.activeRequests));
+              cell(row, e.latencyEstimateMs === null ? "–" : e.latencyEstimateMs.toFixed(2) + " ms");
+              cell(row, text(e.weight));
+              cell(row, text(e.zone));
+            }
+          }
+        }
 
-function drawReplies(now, previous) {
-  const body = document.querySelector("#replies tbody");
-  body.replaceChildren();
-  const reasons = Object.entries(now.replies).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
-  for (const [reason, count] of reasons) {
-    const row = body.insertRow();
-    row.dataset.reason = reason;
-    cell(row, reason);
-    cell(row, String(count), "count");
-    const rate = previous ? (count - (previous.replies[reason] || 0)) / Math.max(now.t - previous.t, 0.001) : null;
-    cell(row, rate === null ? "–" : rate.toFixed(1));
-  }
-  if (!reasons.length) cell(body.insertRow(), "none");
-}
-
-async function poll() {
-  try {
-    const response = await fetch("/dashboard/data", { cache: "no-store" });
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    update(await response.json());
-  } catch (error) {
-    document.getElementById("status").textContent = "admin unreachable: " + error.message;
-  }
-  setTimeout(poll, 1000);
-}
-poll();
-</script>
-</body>
-</html>
-"""#
+        function drawReplies(now, previous) {
+          const body = document.querySelector("#replies tbody");
+          body.replaceChildren();
+          const reasons = Object.entries(now.replies).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+          for (const [reason, count] of reasons) {
+            const row = body.insertRow();
+            row.dataset.reason = reason;
+            cell(row, reason);
+            cell(row, String(count), "count");
+            const rate = previous ? (count - (previous.replies[reason] || 0)) / Math.max(now.t - previous.t, 0.001) : null;
+            cell(row, rate === null ? "–" : rate.toFixed(1));
+          }
+          if (!reasons.length) cell(body.insertRow(), "none");
+        }
+        """#
+    )
 }

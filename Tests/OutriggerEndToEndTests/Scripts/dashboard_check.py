@@ -10,12 +10,13 @@ Prints "ok" and what it saw, or exits 1 saying what was wrong.
 """
 import http.client
 import json
-import shutil
 import sys
 import threading
 import urllib.parse
 
 from playwright.sync_api import sync_playwright
+
+from headless_page import give_up, open_page
 
 admin, proxy, cluster, endpoint_count, screenshot = sys.argv[1:6]
 endpoint_count = int(endpoint_count)
@@ -46,12 +47,7 @@ for thread in threads:
 
 row = f'#clusters tr[data-cluster="{cluster}"]'
 with sync_playwright() as playwright:
-    executable = shutil.which("chromium-headless-shell") or "/usr/lib/chromium/chromium-headless-shell"
-    browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(admin + "/dashboard")
+    browser, page, errors = open_page(playwright, admin + "/dashboard", {"width": 1280, "height": 1000})
     try:
         # The rate shows once two polls have come; the totals move from poll to poll.
         page.wait_for_function(f"""() => {{
@@ -66,8 +62,8 @@ with sync_playwright() as playwright:
             return line && line.getAttribute('points').split(' ').length >= 3;
         }}""", timeout=20000)
     except Exception as error:  # noqa: BLE001 - any wait that timed out says what the page showed instead
-        page.screenshot(path=screenshot, full_page=True)
-        fail(f"{error}; page shows: {page.text_content('main')[:600]}")
+        stop.set()
+        give_up(page, screenshot, error)
     page.wait_for_timeout(hold * 1000)
     seen = {
         "rps": float(page.text_content(f"{row} td.rps")),
