@@ -150,7 +150,9 @@ class Lab:
         self.services = {}
         ports = {key: free_port() for key in [
             "echo", "static", "o1", "o1_static", "od", "od_static", "ha_h1", "ha_h2", "ha_static",
-            "ng_h1", "ng_h2", "ng_static", "o1_admin", "od_admin", "o1_h2up", "od_h2up", "ha_h2up", "ha_h2up_h2"]}
+            "ng_h1", "ng_h2", "ng_static", "o1_admin", "od_admin", "o1_h2up", "od_h2up", "ha_h2up", "ha_h2up_h2",
+            "o1_untraced", "o1_traced", "trace_sink"]}
+        self.ports = ports
         self.start("echo", [str(BINARY), "echo", "--listen", f"127.0.0.1:{ports['echo']}", "--threads", "1",
                             "--name", "upstream"], ports["echo"])
         static_body = "x" * body_bytes
@@ -158,6 +160,21 @@ class Lab:
   server {{ listen 127.0.0.1:{ports['static']}; location / {{ return 200 "{static_body}"; }} }}"""))
         self.start("nginx-static", [nginx, "-p", str(work), "-c", str(work / "static.conf"), "-e",
                                     str(work / "static.stderr.log")], ports["static"])
+        # Where outrigger-1 sends its spans: a collector of its own (an echo that takes the POSTs), not the upstream.
+        self.start("trace-sink", [str(BINARY), "echo", "--listen", f"127.0.0.1:{ports['trace_sink']}", "--threads", "1",
+                                  "--name", "sink"], ports["trace_sink"])
+        # outrigger-1 also has the echo behind listeners that differ only in tracing: off, and every request sampled
+        # (its own listeners trace at the default 1 %); spans go to the sink.
+        tracing_listeners = f"""
+  - name: echo-untraced
+    address: 127.0.0.1:{ports['o1_untraced']}
+    tracing: {{mode: forward}}
+    routes: [{{cluster: echo}}]
+  - name: echo-traced
+    address: 127.0.0.1:{ports['o1_traced']}
+    tracing: {{sampleRatio: 1}}
+    routes: [{{cluster: echo}}]
+traceExport: {{endpoint: 'http://127.0.0.1:{ports['trace_sink']}/bench?size=0', maxQueuedSpans: 65536}}"""
         for name, concurrency, port, static, admin, h2up in [("outrigger-1", "concurrency: 1", "o1", "o1_static", "o1_admin", "o1_h2up"),
                                                              ("outrigger-default", "", "od", "od_static", "od_admin", "od_h2up")]:
             config = work / f"{name}.yaml"
@@ -181,8 +198,9 @@ clusters:
   - name: echo-http2
     protocol: http2
     endpoints: [127.0.0.1:{ports['echo']}]
-""")
-            self.start(name, [str(BINARY), "proxy", "--config", str(config), "--log-level", "warning"], ports[port], ports[static], ports[h2up])
+""".replace("clusters:", (tracing_listeners.lstrip("\n") + "\nclusters:") if name == "outrigger-1" else "clusters:"))
+            extra = [ports["o1_untraced"], ports["o1_traced"]] if name == "outrigger-1" else []
+            self.start(name, [str(BINARY), "proxy", "--config", str(config), "--log-level", "warning"], ports[port], ports[static], ports[h2up], *extra)
         (work / "haproxy.cfg").write_text(f"""global
   nbthread 1
   maxconn 8192
@@ -415,6 +433,21 @@ def main():
                 log(f"  round {round_index} max {target}: http1 {closed['http1'][target][-1]['rps']:,.0f}, h2c {closed['h2c'][target][-1]['rps']:,.0f} req/s")
         max_throughput = {kind: {t: median_of(runs) for t, runs in per.items()} for kind, per in closed.items()}
 
+        # Tracing's cost: outrigger-1 through listeners that differ only in tracing, interleaved, CPU of the whole process
+        # (the exporter's thread included).
+        tracing_cost = {}
+        if not args.quick:
+            variants = {"off (forward)": "o1_untraced", "1 % (the default)": "o1", "100 %, exported": "o1_traced"}
+            runs = {kind: {v: [] for v in variants} for kind in PROTOCOLS}
+            for round_index in range(1, rounds + 1):
+                for variant, port_key in variants.items():
+                    traced_url = f"http://127.0.0.1:{lab.ports[port_key]}{path}"
+                    runs["http1"][variant].append(measured(lab, "outrigger-1", lambda: wrk_run(traced_url, args.connections, seconds)))
+                    runs["h2c"][variant].append(measured(
+                        lab, "outrigger-1", lambda: h2load_run(traced_url, args.h2_connections, args.h2_streams, seconds, work)))
+                log(f"  round {round_index} tracing: " + ", ".join(f"{v} {runs['http1'][v][-1]['rps']:,.0f}" for v in variants) + " req/s (HTTP/1.1)")
+            tracing_cost = {kind: {v: median_of(r) for v, r in per.items()} for kind, per in runs.items()}
+
         rates = {}
         for protocol in PROTOCOLS:
             slowest = min(max_throughput[protocol][p]["rps"] for p in proxies)
@@ -447,7 +480,7 @@ def main():
                      "h2load_connections": args.h2_connections, "h2load_streams": args.h2_streams,
                      "open_loop_http1_connections": 64, "open_loop_h2c": "2 connections x 64 streams",
                      "response_body_bytes": args.body, "rates": rates},
-        "max_throughput": max_throughput, "fixed_rate": fixed_rate, "peak_rss_kib": peak_rss,
+        "max_throughput": max_throughput, "tracing_cost": tracing_cost, "fixed_rate": fixed_rate, "peak_rss_kib": peak_rss,
         "anonymous_rss_kib_at_end": anonymous_rss,
     }
     out = Path(args.out)
@@ -486,6 +519,20 @@ def render_markdown(report, targets, proxies):
             against = lambda other: "" if t == "direct" or other not in per else ratio(r["rps"], per[other]["rps"])
             lines.append(f"| {t} | {r['rps']:,.0f} | {runs} | {r['p50_ms']:.2f} | "
                          f"{r['p99_ms']:.2f} | {cpu} | {against('haproxy')} | {against('nginx')} | {r['errors']} |")
+        lines.append("")
+    if report.get("tracing_cost"):
+        lines += ["## Tracing's cost (outrigger-1, closed loop)", "",
+                  "The same process through listeners that differ only in tracing: off (`mode: forward`), the default "
+                  "(participate, 1 % of traces sampled at their root) and every request sampled with its spans exported "
+                  "(OTLP to a collector on the same machine). CPU is the whole process's, the exporter's thread included.", "",
+                  "| tracing | HTTP/1.1 req/s | vs off | CPU s / 10k | h2c req/s | vs off | CPU s / 10k |", "|---|---|---|---|---|---|---|"]
+        cost = report["tracing_cost"]
+        off = "off (forward)"
+        for variant in cost["http1"]:
+            h1, h2 = cost["http1"][variant], cost["h2c"][variant]
+            change = lambda r, kind: "" if variant == off else f"{(r['rps'] / cost[kind][off]['rps'] - 1) * 100:+.1f} %"
+            lines.append(f"| {variant} | {h1['rps']:,.0f} | {change(h1, 'http1')} | {h1['cpu_s_per_10k']:.3f} | "
+                         f"{h2['rps']:,.0f} | {change(h2, 'h2c')} | {h2['cpu_s_per_10k']:.3f} |")
         lines.append("")
     lines += ["## Latency at fixed rates (open loop, coordinated-omission corrected)", "",
               "Added = the target's percentile minus direct's, same rate. CPU of the target's processes per 10,000 requests.", ""]
