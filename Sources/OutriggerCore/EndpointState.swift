@@ -34,6 +34,8 @@ public final class EndpointState: Sendable {
     public let activeRequests = Gauge()
     /// Tries sent to it (first tries, retries and hedges), from every event loop.
     public let attempts = Counter()
+    /// Its tries that failed: a 5xx answer, or none (connect failure, reset, timeout).
+    public let failures = Counter()
     public let healthChecksPassed = Counter()
     public let healthChecksFailed = Counter()
     /// Outlier detection: failures in a row, the ejection in force (uptime ns; 0: none) and how many so far.

@@ -7,6 +7,7 @@ extension ClusterRuntime {
     /// a streak reached its threshold (rarely).
     public func recordTry(_ result: AttemptResult, at endpoint: Endpoint, owesBreakerVerdict: Bool, countsForOutliers: Bool,
                           random: inout FastRandom, clock: () -> UInt64) {
+        if result != .success { endpoint.state.failures.increment() }
         if owesBreakerVerdict, let breakers {
             let now = clock()
             let transition = endpoint.state.withBreaker(breakers) { breaker in

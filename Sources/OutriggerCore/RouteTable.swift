@@ -10,7 +10,9 @@ public struct RouteTable: Sendable {
     private let anyHost: Int?
     private let virtualHosts: [[Route]]
 
-    public init(_ virtualHosts: [VirtualHostConfig], clusters: [String: ClusterRuntime]) throws {
+    /// - Parameter stats: each route's latency histograms, by its name (kept across reloads by the caller).
+    public init(_ virtualHosts: [VirtualHostConfig], clusters: [String: ClusterRuntime],
+                stats: (String) -> RouteStats = { RouteStats(listener: "", name: $0) }) throws {
         var exact: [String: Int] = [:]
         var suffixes: [(String, Int)] = []
         var any: Int?
@@ -30,7 +32,7 @@ public struct RouteTable: Sendable {
         self.anyHost = any
         self.virtualHosts = try virtualHosts.map { virtualHost in
             try virtualHost.routes.enumerated().map { index, route in
-                try Route(route, virtualHost: virtualHost.name, index: index, clusters: clusters)
+                try Route(route, virtualHost: virtualHost.name, index: index, clusters: clusters, stats: stats)
             }
         }
     }
@@ -86,6 +88,7 @@ public final class Route: Sendable {
     public let responseHeaders: HeaderMutations
     public let retries: RetryPolicy
     public let fallback: Fallback?
+    public let stats: RouteStats
 
     /// A route's fallback with its cluster found.
     public enum Fallback: Sendable {
@@ -99,8 +102,9 @@ public final class Route: Sendable {
         case regex(RegexBox)
     }
 
-    init(_ config: RouteConfig, virtualHost: String, index: Int, clusters: [String: ClusterRuntime]) throws {
+    init(_ config: RouteConfig, virtualHost: String, index: Int, clusters: [String: ClusterRuntime], stats: (String) -> RouteStats) throws {
         self.name = config.name ?? "\(virtualHost)/\(index)"
+        self.stats = stats(name)
         self.virtualHost = virtualHost
         switch config.match.path {
         case .prefix(let prefix): self.pathMatch = .prefix(prefix)

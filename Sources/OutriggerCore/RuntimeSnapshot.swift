@@ -46,7 +46,7 @@ public final class RuntimeSnapshot: Sendable {
         for listener in config.listeners {
             listeners[listener.name] = ListenerRuntime(
                 config: listener,
-                routes: try RouteTable(listener.virtualHosts, clusters: clusters),
+                routes: try RouteTable(listener.virtualHosts, clusters: clusters, stats: { stats.route(listener: listener.name, name: $0) }),
                 stats: stats.listener(listener.name)
             )
         }

@@ -198,6 +198,9 @@ public final class ClusterStats: Sendable {
     public let requestDuration = LatencyHistogram()
     /// From the request's start to the upstream's response head, for requests whose answer came from an upstream.
     public let upstreamResponseTime = LatencyHistogram()
+    /// Each try, from its start (the request's end for a first try still uploading: its start) to its end: answered,
+    /// failed, or given up for another.
+    public let tryDuration = LatencyHistogram()
 
     init(name: String) {
         self.name = name
@@ -210,11 +213,27 @@ public final class ClusterStats: Sendable {
     }
 }
 
+/// The latency of one route's requests. Kept by listener and route name across config reloads.
+public final class RouteStats: Sendable {
+    public let listener: String
+    public let name: String
+    /// Requests the route took that got a response (relayed or local), head received to response end.
+    public let requestDuration = LatencyHistogram()
+    /// From the request's start to the upstream's response head.
+    public let upstreamResponseTime = LatencyHistogram()
+
+    public init(listener: String, name: String) {
+        self.listener = listener
+        self.name = name
+    }
+}
+
 /// Every stat the sidecar exports. Injected, never global; objects are created at config compile time so
 /// the request path only bumps atomics.
 public final class ProxyStats: Sendable {
     private let listeners = NIOLockedValueBox<[String: ListenerStats]>([:])
     private let clusters = NIOLockedValueBox<[String: ClusterStats]>([:])
+    private let routes = NIOLockedValueBox<[RouteKey: RouteStats]>([:])
     private let localReplies: [Counter] = LocalReplyReason.allCases.map { _ in Counter() }
     public let configReloadSuccesses = Counter()
     public let configReloadFailures = Counter()
@@ -245,6 +264,25 @@ public final class ProxyStats: Sendable {
             all[name] = created
             return created
         }
+    }
+
+    private struct RouteKey: Hashable {
+        var listener: String
+        var route: String
+    }
+
+    public func route(listener: String, name: String) -> RouteStats {
+        routes.withLockedValue { all in
+            let key = RouteKey(listener: listener, route: name)
+            if let existing = all[key] { return existing }
+            let created = RouteStats(listener: listener, name: name)
+            all[key] = created
+            return created
+        }
+    }
+
+    public var allRoutes: [RouteStats] {
+        routes.withLockedValue { $0.values.sorted { ($0.listener, $0.name) < ($1.listener, $1.name) } }
     }
 
     @inline(__always)

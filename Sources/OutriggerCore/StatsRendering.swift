@@ -148,6 +148,13 @@ extension ProxyStats {
         family("outrigger_cluster_upstream_response_seconds", "histogram",
                "From the request's start to the upstream's response head, by cluster (retries and backoff included).")
         for c in clusters { histogram("outrigger_cluster_upstream_response_seconds", [("cluster", c.name)], c.upstreamResponseTime) }
+        family("outrigger_cluster_try_duration_seconds", "histogram", "Each try to the cluster, from its start to its end (answered, failed, or given up).")
+        for c in clusters { histogram("outrigger_cluster_try_duration_seconds", [("cluster", c.name)], c.tryDuration) }
+        let routes = allRoutes
+        family("outrigger_route_request_duration_seconds", "histogram", "Request duration by route, head received to response end.")
+        for r in routes { histogram("outrigger_route_request_duration_seconds", [("listener", r.listener), ("route", r.name)], r.requestDuration) }
+        family("outrigger_route_upstream_response_seconds", "histogram", "From the request's start to the upstream's response head, by route.")
+        for r in routes { histogram("outrigger_route_upstream_response_seconds", [("listener", r.listener), ("route", r.name)], r.upstreamResponseTime) }
         return out.text
     }
 
@@ -198,13 +205,19 @@ extension ProxyStats {
                 "endpoint_drains": c.endpointDrains.current,
                 "request_duration_ms": Self.percentiles(c.requestDuration),
                 "upstream_response_ms": Self.percentiles(c.upstreamResponseTime),
+                "try_duration_ms": Self.percentiles(c.tryDuration),
             ]
         }
         var localReplies: [String: Int] = [:]
         for reason in LocalReplyReason.allCases { localReplies[reason.rawValue] = localReplyCount(reason) }
+        let routes: [[String: Any]] = allRoutes.map { r in
+            ["listener": r.listener, "name": r.name, "request_duration_ms": Self.percentiles(r.requestDuration),
+             "upstream_response_ms": Self.percentiles(r.upstreamResponseTime)]
+        }
         return [
             "listeners": listeners,
             "clusters": clusters,
+            "routes": routes,
             "local_replies": localReplies,
             "config_reloads": ["success": configReloadSuccesses.current, "failure": configReloadFailures.current],
             "overload_pressure": Dictionary(overloadPressures.withLockedValue { $0 }.map { ($0.resource, $0.pressure) }, uniquingKeysWith: { $1 }),
@@ -230,6 +243,8 @@ extension ProxyStats {
         let families: [(name: String, type: String, help: String, value: (Endpoint) -> Int)] = [
             ("outrigger_endpoint_attempts_total", "counter", "Tries sent to the endpoint (first tries, retries and hedges).",
              { $0.state.attempts.current }),
+            ("outrigger_endpoint_failures_total", "counter", "The endpoint's tries that failed: a 5xx answer, or none (connect failure, reset, timeout).",
+             { $0.state.failures.current }),
             ("outrigger_endpoint_requests_active", "gauge", "Requests in flight to the endpoint.", { max($0.state.activeRequests.current, 0) }),
             ("outrigger_endpoint_healthy", "gauge", "0 while active health checks hold the endpoint unhealthy, else 1.",
              { $0.state.health == .unhealthy ? 0 : 1 }),

@@ -31,6 +31,11 @@ struct PrometheusTests {
             #expect(exposition.contains("outrigger_upstream_retries_total{cluster=\"users\"} ") && !exposition.contains("outrigger_upstream_retries_total{cluster=\"users\"} 0"),
                     "the traffic is in it")
             #expect(exposition.contains("outrigger_cluster_timeout_seconds{cluster=\"users\"} 15"))
+            // Each 503 is a failed try of the refusing endpoint, and a try of its own.
+            let stats = harness.sidecar.configStore.stats.cluster("users")
+            let refusingPort = harness.sidecar.configStore.snapshot.clusters["users"]?.endpoints.first?.addressText ?? ""
+            #expect(exposition.contains("outrigger_endpoint_failures_total{cluster=\"users\",endpoint=\"\(refusingPort)\"} \(stats.retries.current)\n"))
+            #expect(exposition.contains("outrigger_cluster_try_duration_seconds_count{cluster=\"users\"} \(4 + stats.retries.current)\n"))
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("exposition-\(UUID().uuidString).txt")
             try exposition.write(to: file, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(at: file) }

@@ -152,6 +152,10 @@ struct ReloadAndAdminTests {
             let clusterDurations = try #require(cluster["request_duration_ms"] as? [String: Any])
             let upstreamTimes = try #require(cluster["upstream_response_ms"] as? [String: Any])
             #expect(clusterDurations["count"] as? Int == 2 && upstreamTimes["count"] as? Int == 2)
+            #expect((cluster["try_duration_ms"] as? [String: Any])?["count"] as? Int == 2, "one try each")
+            let route = try #require((json["routes"] as? [[String: Any]])?.first { $0["listener"] as? String == "quickstart" })
+            #expect((route["request_duration_ms"] as? [String: Any])?["count"] as? Int == 2)
+            #expect((route["upstream_response_ms"] as? [String: Any])?["count"] as? Int == 2)
             let p50 = try #require(clusterDurations["p50"] as? Double)
             #expect(p50 > 0, "the requests took time")
 
@@ -164,6 +168,10 @@ struct ReloadAndAdminTests {
             #expect(prometheus.body.contains("outrigger_cluster_upstream_response_seconds_count{cluster=\"upstream\"} 2\n"))
             #expect(prometheus.body.contains("outrigger_cluster_request_duration_seconds_bucket{cluster=\"upstream\",le=\"+Inf\"} 2\n"))
             #expect(prometheus.body.contains("# TYPE outrigger_cluster_upstream_response_seconds histogram\n"))
+            #expect(prometheus.body.contains("outrigger_cluster_try_duration_seconds_count{cluster=\"upstream\"} 2\n"))
+            let routeName = try #require(route["name"] as? String)
+            #expect(prometheus.body.contains("outrigger_route_request_duration_seconds_count{listener=\"quickstart\",route=\"\(routeName)\"} 2\n"))
+            #expect(prometheus.body.contains("outrigger_route_upstream_response_seconds_count{listener=\"quickstart\",route=\"\(routeName)\"} 2\n"))
 
             #expect(try await fetch(harness.adminURL + "/stats", ["-X", "POST"]).status == 405)
             #expect(try await fetch(harness.adminURL + "/nope").status == 404)

@@ -11,6 +11,8 @@ final class ProxiedRequest {
     /// The endpoint of the current attempt; its load counts this request while `atEndpoint`.
     var endpoint: Endpoint
     var atEndpoint = true
+    /// When the current try started (uptime ns), for the cluster's try-duration histogram.
+    var tryStartedAt: UInt64 = 0
     /// Attempts so far, this one included, and the endpoints they went to (filled at the first retry).
     var tries = 1
     var triedEndpointIDs: [Int]

@@ -91,9 +91,11 @@ extension ProxyRequestHandler {
             let microseconds = UInt64(summary.durationMicroseconds)
             listener?.stats.requestDuration.record(microseconds: microseconds)
             request?.cluster.stats.requestDuration.record(microseconds: microseconds)
+            request?.route.stats.requestDuration.record(microseconds: microseconds)
         }
         if let request, let upstream = request.upstreamServiceMicroseconds {
             request.cluster.stats.upstreamResponseTime.record(microseconds: UInt64(max(upstream, 0)))
+            request.route.stats.upstreamResponseTime.record(microseconds: UInt64(max(upstream, 0)))
         }
         if let reason = summary.localReplyToCount { configStore.stats.recordLocalReply(reason) }
         if let request, request.trace?.sampled == true { recordServerSpan(summary, of: request) }

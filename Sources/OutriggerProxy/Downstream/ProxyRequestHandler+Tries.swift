@@ -28,6 +28,7 @@ extension ProxyRequestHandler {
         request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.tries, endpoint: request.endpoint.addressText, at: now,
                                 into: &request.upstreamHead.headers)
         // Like the route timeout, a try's timeout counts from the request's end.
+        request.tryStartedAt = now
         apply(request.timer.tryStarted(now: now), to: request)
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
     }
@@ -72,6 +73,12 @@ extension ProxyRequestHandler {
     }
 
     static func uptime() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    /// Microseconds from `start` (uptime ns) to now.
+    static func microseconds(since start: UInt64) -> UInt64 {
+        let now = uptime()
+        return now > start ? (now - start) / 1000 : 0
+    }
 
     /// An attempt failed before anything of its response went downstream. A hedged try still running takes
     /// over; otherwise retries when the route's policy, the request's safety and the cluster's budget allow.
@@ -144,6 +151,7 @@ extension ProxyRequestHandler {
         if request.atEndpoint {
             request.atEndpoint = false
             local.requestEnded(in: request.cluster, to: request.endpoint)
+            request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(since: request.tryStartedAt))
         }
     }
 
@@ -199,7 +207,8 @@ extension ProxyRequestHandler {
     }
 
     private func beginHedge(_ request: ProxiedRequest, leaving upstream: UpstreamExchangeHandler) {
-        let hedge = HedgedAttempt(upstream: upstream, endpoint: request.endpoint, owesBreakerVerdict: request.owesBreakerVerdict, owner: self)
+        let hedge = HedgedAttempt(upstream: upstream, endpoint: request.endpoint, owesBreakerVerdict: request.owesBreakerVerdict,
+                                  startedAt: request.tryStartedAt, owner: self)
         upstream.retarget(to: hedge)
         request.hedge = hedge
         // Its endpoint's load, breaker debt and span go with it.
@@ -220,6 +229,7 @@ extension ProxyRequestHandler {
         request.endpoint = hedge.endpoint
         request.atEndpoint = true
         request.owesBreakerVerdict = hedge.owesBreakerVerdict
+        request.tryStartedAt = hedge.startedAt
         request.trace?.hedgeResumed()
         hedge.upstream.retarget(to: self)
         state = .proxying(request, hedge.upstream)
@@ -233,6 +243,7 @@ extension ProxyRequestHandler {
         if request.trace?.hedgedTry != nil, let ended = request.trace?.endHedge(at: Self.uptime(), failure: failure) { recordSpan(of: ended, request) }
         hedge.upstream.abort()
         local.requestEnded(in: request.cluster, to: hedge.endpoint)
+        request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(since: hedge.startedAt))
         if let result {
             request.cluster.recordTry(result, at: hedge.endpoint, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true,
                                       random: &local.random, clock: Self.uptime)

@@ -8,10 +8,13 @@ final class HedgedAttempt: UpstreamExchangeDelegate {
     let upstream: UpstreamExchangeHandler
     let endpoint: Endpoint
     let owesBreakerVerdict: Bool
+    /// When this try started (uptime ns).
+    let startedAt: UInt64
     /// Strong, as `ProxiedRequest.owner` (which says why).
     var owner: ProxyRequestHandler?
 
-    init(upstream: UpstreamExchangeHandler, endpoint: Endpoint, owesBreakerVerdict: Bool, owner: ProxyRequestHandler) {
+    init(upstream: UpstreamExchangeHandler, endpoint: Endpoint, owesBreakerVerdict: Bool, startedAt: UInt64, owner: ProxyRequestHandler) {
+        self.startedAt = startedAt
         self.upstream = upstream
         self.endpoint = endpoint
         self.owesBreakerVerdict = owesBreakerVerdict
