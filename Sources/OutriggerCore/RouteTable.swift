@@ -37,6 +37,9 @@ public struct RouteTable: Sendable {
         }
     }
 
+    /// Every route, virtual host by virtual host, in order.
+    public var allRoutes: [Route] { virtualHosts.flatMap { $0 } }
+
     /// The first route of the matching virtual host that matches, or nil (→ 404 `no_route`).
     /// - Parameters:
     ///   - host: the Host header or `:authority`, any case, with or without a port.

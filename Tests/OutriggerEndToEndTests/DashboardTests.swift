@@ -32,6 +32,8 @@ struct DashboardTests {
             #expect((seen["replies"] as? [String: Int])?["invalid_host"] == 1)
             #expect(seen["control"] as? String == "none (static config)" && seen["version"] as? String == "1")
             #expect(seen["charts"] as? Int == 3, "requests/s, success rate and latency")
+            let route = try #require((seen["routes"] as? [String: [String: Any]])?["all/0"], "\(seen)")
+            #expect((route["total"] as? Int ?? 0) > 0 && (route["p99"] as? String)?.hasSuffix(" ms") == true, "\(route)")
             let png = try Data(contentsOf: screenshot)
             #expect(png.starts(with: [0x89, 0x50, 0x4e, 0x47]) && png.count > 10_000, "a screenshot was saved")
         }

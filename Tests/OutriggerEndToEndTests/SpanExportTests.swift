@@ -224,6 +224,27 @@ struct SpanExportTests {
         }
     }
 
+    /// A collector that takes the connection and never answers: each POST gives up at the export timeout, is counted
+    /// as failed, and requests go on as before.
+    @Test func aCollectorThatNeverAnswersTimesOutWithoutHoldingRequests() async throws {
+        let silent = try RefusingPort()
+        silent.startListening()  // the kernel accepts; nobody reads or answers
+        defer { silent.close() }
+        try await withHarness(echoes: 1) { endpoints in
+            Self.config(endpoints, export: TraceExportConfig(address: HostPort(host: "127.0.0.1", port: silent.port), serviceName: "web",
+                                                             timeout: .milliseconds(100)))
+        } _: { (harness: Harness) async throws in
+            for index in 0..<5 {
+                #expect(try await fetch(harness.url + "/silent/\(index)").status == 200)
+            }
+            try await waitUntil {
+                let stats = try await Self.tracingStats(harness)
+                return stats["recorded"] as? Int == 10 && ((stats["export_requests"] as? [String: Int])?["failed"] ?? 0) >= 2
+            }
+            #expect(try await Self.tracingStats(harness)["exported"] as? Int == 0)
+        }
+    }
+
     static func tracingStats(_ harness: Harness) async throws -> [String: Any] {
         let body = try await fetch(harness.adminURL + "/stats").body
         let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]

@@ -293,6 +293,14 @@ private struct AdminEndpoints: Sendable {
         let snapshot = sidecar.configStore.snapshot
         var buckets: [String: [Int]] = [:]
         for cluster in snapshot.clusters.values { buckets[cluster.name] = cluster.stats.requestDuration.snapshot().cumulativeBuckets }
+        // The running routes' (by listener, in table order), each with its latency buckets.
+        var routes: [[String: Any]] = []
+        for listener in snapshot.listeners.values.sorted(by: { $0.config.name < $1.config.name }) {
+            for route in listener.routes.allRoutes {
+                routes.append(["listener": listener.config.name, "name": route.name,
+                               "buckets": route.stats.requestDuration.snapshot().cumulativeBuckets])
+            }
+        }
         let controlPlane = sidecar.extensions().flatMap { try? JSONSerialization.jsonObject(with: Data($0.configDumpJSON.utf8)) }
         return [
             "now": WallClock.milliseconds(),
@@ -300,6 +308,7 @@ private struct AdminEndpoints: Sendable {
             "stats": sidecar.configStore.stats.jsonObject(),
             "clusters": clustersObject()["clusters"] ?? [],
             "latency": ["bounds": LatencyHistogram.prometheusBounds, "clusters": buckets],
+            "routes": routes,
             "controlPlane": controlPlane ?? NSNull(),
             "tracing": sidecar.spanStatsObject(),
         ]

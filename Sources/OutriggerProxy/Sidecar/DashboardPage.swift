@@ -22,6 +22,9 @@ enum DashboardPage {
           <section><h2>Clusters (last 10 s)</h2>
             <table id="clusters"><thead><tr><th>cluster</th><th>req/s</th><th>success</th><th>p50</th><th>p99</th><th>in flight</th><th>requests</th><th>retries</th></tr></thead><tbody></tbody></table>
           </section>
+          <section><h2>Routes (last 10 s)</h2>
+            <table id="routes"><thead><tr><th>listener</th><th>route</th><th>req/s</th><th>p50</th><th>p99</th><th>requests</th></tr></thead><tbody></tbody></table>
+          </section>
           <section><h2>Last five minutes</h2><div class="charts" id="charts"></div></section>
           <section><h2>Endpoints</h2>
             <table id="endpoints"><thead><tr><th>cluster</th><th>endpoint</th><th>health</th><th>state</th><th>breaker</th><th>in flight</th><th>latency (EWMA)</th><th>weight</th><th>zone</th></tr></thead><tbody></tbody></table>
@@ -68,7 +71,9 @@ enum DashboardPage {
               buckets: data.latency.clusters[c.name] || [], active: s.requests_active, retries: s.retries, requests: responses,
             };
           }
-          return { t: data.now / 1000, clusters, replies: data.stats.local_replies };
+          const routes = {};
+          for (const r of data.routes) routes[r.listener + " " + r.name] = { listener: r.listener, name: r.name, buckets: r.buckets };
+          return { t: data.now / 1000, clusters, routes, replies: data.stats.local_replies };
         }
 
         function update(data) {
@@ -102,6 +107,7 @@ enum DashboardPage {
             cell(row, text(c.requests), "total");
             cell(row, text(c.retries));
           }
+          drawRoutes(now, previous, oldest, bounds);
           drawCharts();
           drawEndpoints(data.clusters);
           drawReplies(now, previous);
@@ -112,6 +118,26 @@ enum DashboardPage {
           control.className = !cp ? "" : !cp.connected || cp.lastNack ? "bad" : "ok";
           const t = data.tracing;
           document.getElementById("spans").textContent = `${t.recorded} recorded, ${t.exported} exported, ${t.dropped + t.failed} lost`;
+        }
+
+        // A route's requests are its histogram's count (the +Inf bucket): its rate, and its quantiles over the window.
+        function drawRoutes(now, previous, oldest, bounds) {
+          const body = document.querySelector("#routes tbody");
+          body.replaceChildren();
+          for (const [key, r] of Object.entries(now.routes)) {
+            const count = r.buckets[r.buckets.length - 1];
+            const before = previous && previous.routes[key], old = oldest.routes[key];
+            const rps = before ? (count - before.buckets[before.buckets.length - 1]) / Math.max(now.t - previous.t, 0.001) : null;
+            const delta = old && old.buckets.length === r.buckets.length ? r.buckets.map((n, i) => n - old.buckets[i]) : [];
+            const row = body.insertRow();
+            row.dataset.route = r.name;
+            cell(row, r.listener);
+            cell(row, r.name);
+            cell(row, rps === null ? "–" : rps.toFixed(1), "rps");
+            cell(row, ms(delta.length ? quantile(0.5, bounds, delta) : null), "p50");
+            cell(row, ms(delta.length ? quantile(0.99, bounds, delta) : null), "p99");
+            cell(row, String(count), "total");
+          }
         }
 
         function chart(name, title, lines) {

@@ -79,6 +79,8 @@ with sync_playwright() as playwright:
         "control": page.text_content("#control"),
         "spans": page.text_content("#spans"),
         "charts": page.locator("svg[data-cluster]").count(),
+        "routes": {r.get_attribute("data-route"): {"total": int(r.locator("td.total").text_content()), "p99": r.locator("td.p99").text_content()}
+                   for r in page.locator("#routes tr[data-route]").all()},
     }
     page.screenshot(path=screenshot, full_page=True)
     browser.close()
