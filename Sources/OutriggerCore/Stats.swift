@@ -44,7 +44,8 @@ public final class Gauge: Sendable {
 /// (8 per power of two of microseconds, ≤ 12.5 % error) from which p50/p90/p99/p99.9 are read.
 public final class LatencyHistogram: Sendable {
     /// Upper bounds in seconds of the Prometheus buckets (`+Inf` is implied).
-    public static let prometheusBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+    /// Up to 120 s, so that half of a long route timeout (the latency alert's threshold) is still below the top bucket.
+    public static let prometheusBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
     private static let prometheusBoundsMicros: [UInt64] = prometheusBounds.map { UInt64($0 * 1_000_000) }
     private static let subBucketBits = 3
     private static let fineBucketCount = 64 << subBucketBits

@@ -32,8 +32,9 @@ struct TraceCollector {
     let process: ChildProcess
     let port: Int
 
-    static func start(refusing: Int = 0) async throws -> TraceCollector {
-        let (process, port) = try await startScriptServer("trace_receiver.py", refusing > 0 ? ["--refuse", String(refusing)] : [])
+    static func start(refusing: Int = 0, closingEachConnection: Bool = false) async throws -> TraceCollector {
+        let (process, port) = try await startScriptServer("trace_receiver.py", (refusing > 0 ? ["--refuse", String(refusing)] : [])
+                                                          + (closingEachConnection ? ["--close"] : []))
         return TraceCollector(process: process, port: port)
     }
 
@@ -135,6 +136,26 @@ struct SpanExportTests {
             #expect(tries[1].attribute("http.response.status_code") == "200" && tries[1].error == nil)
             #expect(tries[0].end <= tries[1].start)
             #expect(server.attribute("outrigger.attempts") == "2" && server.error == nil)
+        }
+    }
+
+    /// A collector that closes the connection after each answer: the next batch (one span each here, so one is always
+    /// waiting) goes out on a new connection, never on the closing one — no send fails, no span is sent twice.
+    @Test func aCollectorClosingEachConnectionGetsEveryBatchOnce() async throws {
+        let collector = try await TraceCollector.start(closingEachConnection: true)
+        defer { collector.process.kill() }
+        try await withHarness(echoes: 1) { endpoints in
+            var export = collector.export(service: "web")
+            export.batchSize = 1
+            return Self.config(endpoints, export: export)
+        } _: { (harness: Harness) async throws in
+            for index in 0..<6 {
+                #expect(try await fetch(harness.url + "/close/\(index)").status == 200)
+            }
+            let spans = try await collector.spans(count: 12)
+            #expect(Set(spans.compactMap(\.spanID)).count == 12 && spans.count == 12, "each once")
+            try await waitUntil { try await Self.tracingStats(harness)["exported"] as? Int == 12 }
+            #expect((try await Self.tracingStats(harness)["export_requests"] as? [String: Int])?["failed"] == 0)
         }
     }
 

@@ -11,8 +11,9 @@ final class ProxiedRequest {
     /// The endpoint of the current attempt; its load counts this request while `atEndpoint`.
     var endpoint: Endpoint
     var atEndpoint = true
-    /// When the current try started (uptime ns), for the cluster's try-duration histogram.
-    var tryStartedAt: UInt64 = 0
+    /// When the current try started (uptime ns), for the cluster's try-duration histogram: the request's start until
+    /// a try starts (a request reset before its first try ends one of no length).
+    var tryStartedAt: UInt64
     /// Attempts so far, this one included, and the endpoints they went to (filled at the first retry).
     var tries = 1
     var triedEndpointIDs: [Int]
@@ -107,6 +108,7 @@ final class ProxiedRequest {
         self.keepAlive = keepAlive
         self.headHeldForFraming = headHeldForFraming
         self.start = start
+        self.tryStartedAt = start.uptimeNanoseconds
         self.headPending = !headHeldForFraming
         timer = ExchangeTimer(start: start.uptimeNanoseconds, routeTimeout: routeTimeout, streamIdleTimeout: cluster.streamIdleTimeout,
                               perTryTimeout: retryPolicy.perTryTimeout)

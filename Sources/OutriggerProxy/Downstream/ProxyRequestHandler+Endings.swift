@@ -26,7 +26,10 @@ extension ProxyRequestHandler {
     }
 
     private func timedOut(_ expiry: ExchangeTimer.Expiry, _ request: ProxiedRequest, upstream: UpstreamExchangeHandler?) {
-        if expiry != .backoffOver && expiry != .perTryTimeout { request.trace?.tryFailed(expiry.traceName) }
+        // The try failed with the expiry, unless the client stalled its upload (the try is then cancelled with it).
+        if expiry == .routeTimeout || expiry == .responseStalled || (expiry == .uploadStalled && readPending) {
+            request.trace?.tryFailed(expiry.traceName)
+        }
         switch expiry {
         case .backoffOver:
             startRetry(request)

@@ -42,7 +42,10 @@ extension ProxyRequestHandler {
             request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName)
         }
         if !retry(request, after: .perTryTimeout, hedging: hedging) {
-            if hedging != nil { recordOutcome(.localFailure, of: request) }
+            if hedging != nil {
+                recordOutcome(.localFailure, of: request)
+                request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName)
+            }
             request.cluster.stats.requestFailures.increment()
             abandonUpstream()
             localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)

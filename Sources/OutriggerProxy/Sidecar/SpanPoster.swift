@@ -10,9 +10,10 @@ final class SpanPoster: @unchecked Sendable {
     // @unchecked: everything mutable below is touched on `eventLoop` only (the exporter's one thread).
     let eventLoop: any EventLoop
     private var connection: (channel: any Channel, address: HostPort)?
-    /// The request in flight's answer and its deadline: completed once, by the response, the connection's end or
-    /// the deadline, whichever comes first.
+    /// The request in flight's answer and its deadline: completed once, by the response, the end of the connection
+    /// it went out on, or the deadline, whichever comes first.
     private var answering: EventLoopPromise<Int>?
+    private var sentOn: (any Channel)?
     private var deadline: Scheduled<Void>?
 
     init(eventLoop: any EventLoop) {
@@ -24,12 +25,14 @@ final class SpanPoster: @unchecked Sendable {
         let promise = eventLoop.makePromise(of: Int.self)
         answering = promise
         deadline = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [self] in
-            finish(0)
+            // The connection goes first: the next batch, sent from the answer's callback, must not go out on it.
             close()
+            finish(0)
         }
         connected(to: address, timeout: timeout).whenComplete { [self] result in
             guard answering?.futureResult === promise.futureResult else { return }  // the deadline came first
             guard case .success(let channel) = result else { return finish(0) }
+            sentOn = channel
             var headers = HTTPHeaders()
             headers.add(name: "host", value: address.description)
             headers.add(name: "content-type", value: contentType)
@@ -47,10 +50,15 @@ final class SpanPoster: @unchecked Sendable {
         connection = nil
     }
 
-    /// The request in flight is answered with `status` (0: no answer); nothing when none is in flight.
-    private func finish(_ status: Int) {
+    /// The request in flight is answered with `status` (0: no answer); nothing when none is in flight. From a
+    /// connection (`channel`), an answer counts only for the request sent on it, and a connection that cannot carry
+    /// another request is let go first — so the next batch, sent from the promise's callback, opens a new one.
+    private func finish(_ status: Int, from channel: (any Channel)? = nil, reusable: Bool = true) {
+        if let channel, !reusable, connection?.channel === channel { connection = nil }
+        if let channel, channel !== sentOn { return }
         guard let promise = answering else { return }
         answering = nil
+        sentOn = nil
         deadline?.cancel()
         deadline = nil
         promise.succeed(status)
@@ -67,7 +75,9 @@ final class SpanPoster: @unchecked Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(SpanResponseHandler { status in self.finish(status) })
+                    try channel.pipeline.syncOperations.addHandler(SpanResponseHandler { status, reusable in
+                        self.finish(status, from: channel, reusable: reusable)
+                    })
                 }
             }
             .connect(host: address.host, port: address.port)
@@ -78,16 +88,19 @@ final class SpanPoster: @unchecked Sendable {
     }
 }
 
-/// Tells the poster the response status once the response has ended (its body is not needed), or 0 when the
-/// connection goes first. A response asking to close the connection closes it.
+/// Tells the poster the response status once the response has ended (its body is not needed), and whether the
+/// connection can carry another request; or 0, once, when the connection fails or ends first. A response asking to
+/// close the connection closes it.
 private final class SpanResponseHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
 
-    private let answered: (Int) -> Void
+    private let answered: (_ status: Int, _ reusable: Bool) -> Void
     private var status = 0
     private var closeAfter = false
+    /// The connection said its last: nothing more is reported.
+    private var done = false
 
-    init(answered: @escaping (Int) -> Void) {
+    init(answered: @escaping (_ status: Int, _ reusable: Bool) -> Void) {
         self.answered = answered
     }
 
@@ -99,18 +112,26 @@ private final class SpanResponseHandler: ChannelInboundHandler {
         case .body:
             break
         case .end:
-            answered(status)
+            guard !done else { return }
+            done = closeAfter
+            answered(status, !closeAfter)
             if closeAfter { context.close(promise: nil) }
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        answered(0)
+        if !done {
+            done = true
+            answered(0, false)
+        }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        answered(0)
+        if !done {
+            done = true
+            answered(0, false)
+        }
         context.close(promise: nil)
     }
 }

@@ -3,7 +3,8 @@
 opentelemetry-proto package, the OpenTelemetry project's own generated types) and Zipkin v2 JSON on
 POST /api/v2/spans, and prints each span it received as one line: `span {json}`.
 
-Usage: trace_receiver.py [--refuse N]   (answer 503 to the first N requests, then accept)
+Usage: trace_receiver.py [--refuse N] [--close]
+  --refuse N: answer 503 to the first N requests, then accept; --close: close the connection after each answer
 Prints "port N" once listening on 127.0.0.1; runs until killed.
 """
 import json
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 refuse = int(sys.argv[sys.argv.index("--refuse") + 1]) if "--refuse" in sys.argv else 0
+close_each = "--close" in sys.argv
 lock = threading.Lock()
 requests_seen = 0
 
@@ -99,6 +101,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("content-type", "application/x-protobuf" if self.path == "/v1/traces" else "application/json")
         self.send_header("content-length", str(len(body)))
+        if close_each:
+            self.send_header("connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
