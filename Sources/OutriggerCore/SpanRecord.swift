@@ -45,7 +45,7 @@ public final class SpanRecord: Sendable {
     /// `METHOD route` for a server span, `METHOD cluster` for a try.
     public var name: String {
         switch details {
-        case .server(let facts): "\(facts.method) \(facts.route)"
+        case .server(let facts): facts.route.isEmpty ? facts.method : "\(facts.method) \(facts.route)"
         case .client(_, let method, let cluster): "\(method) \(cluster)"
         }
     }
@@ -79,8 +79,8 @@ public final class SpanRecord: Sendable {
             body("server.address", .string(facts.host))
             body("network.protocol.version", .string(facts.protocolVersion))
             body("outrigger.listener", .string(facts.listener))
-            body("outrigger.route", .string(facts.route))
-            body("outrigger.cluster", .string(facts.cluster))
+            if !facts.route.isEmpty { body("outrigger.route", .string(facts.route)) }
+            if !facts.cluster.isEmpty { body("outrigger.cluster", .string(facts.cluster)) }
             body("outrigger.attempts", .int(Int64(facts.tries)))
             body("http.request.body.size", .int(Int64(facts.requestBodyBytes)))
             body("http.response.body.size", .int(Int64(facts.responseBodyBytes)))
@@ -178,6 +178,7 @@ public struct ServerSpanFacts: Sendable, Equatable {
     public var protocolVersion: String
     public var status: Int
     public var listener: String
+    /// Empty for a request answered before it was routed.
     public var route: String
     public var cluster: String
     /// Why the proxy answered, or why the exchange ended early (the access log's reason); nil when relayed.

@@ -111,6 +111,23 @@ struct SpanExportTests {
         }
     }
 
+    /// A request answered before any route took it is a server span of its own, with the reason and no try.
+    @Test func aRequestAnsweredBeforeRoutingIsASpanWithItsReason() async throws {
+        let collector = try await TraceCollector.start()
+        defer { collector.process.kill() }
+        try await withHarness(echoes: 1) { endpoints in
+            Self.config(endpoints, export: collector.export(service: "web"))
+        } _: { (harness: Harness) async throws in
+            #expect(try await fetch(harness.url + "/nowhere", ["-H", "Host: bad host"]).status == 400)
+            let spans = try await collector.spans(count: 1)
+            let span = try #require(spans.first)
+            #expect(span.kind == "server" && span.name == "GET" && span.parentSpanID == nil)
+            #expect(span.attribute("outrigger.reason") == "invalid_host" && span.attribute("http.response.status_code") == "400")
+            #expect(span.attribute("outrigger.route") == nil && span.attribute("outrigger.attempts") == "0")
+            #expect(span.error == nil, "a 4xx is the client's")
+        }
+    }
+
     /// A request retried after a 503 has two try spans, siblings under its server span: the first with the 503, the
     /// second with why it was started.
     @Test func aRetriedRequestShowsTwoTrySpans() async throws {

@@ -101,7 +101,11 @@ extension ProxyRequestHandler {
             request.route.stats.upstreamResponseTime.record(microseconds: UInt64(max(upstream, 0)))
         }
         if let reason = summary.localReplyToCount { configStore.stats.recordLocalReply(reason) }
-        if let request, request.trace?.sampled == true { recordServerSpan(summary, of: request) }
+        if let request {
+            if request.trace?.sampled == true { recordServerSpan(summary, of: request) }
+        } else if let head, let listener, listener.config.tracing.mode == .participate {
+            recordUnroutedSpan(summary, head: head, listener: listener)
+        }
         appendAccessLogLine(summary, head: head, request: request)
     }
 
@@ -118,6 +122,19 @@ extension ProxyRequestHandler {
             route: request.route.name, cluster: request.cluster.name, reason: summary.finalReason, tries: request.tries,
             requestBodyBytes: request.bodyBytes, responseBodyBytes: request.responseBodyBytes, clientAddress: clientAddress,
             requestID: head.headers.first(name: OutriggerHeader.requestID), startedAt: request.start.uptimeNanoseconds, endedAt: summary.endedAt)
+        local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
+    }
+
+    /// A request answered before it was routed (no route, an invalid host, a fallback response…) is a server span
+    /// without tries, when its trace is sampled.
+    private func recordUnroutedSpan(_ summary: RequestSummary, head: HTTPRequestHead, listener: ListenerRuntime) {
+        let trace = trace(joining: TracePropagation.scan(head.headers), listener: listener.config)
+        guard trace.sampled else { return }
+        let facts = ServerSpanFacts(
+            method: head.method.rawValue, target: head.uri, host: head.headers.first(name: "host") ?? "", scheme: scheme,
+            protocolVersion: head.version.major == 2 ? "2" : "1.1", status: summary.status, listener: listener.config.name, route: "",
+            cluster: "", reason: summary.finalReason, tries: 0, requestBodyBytes: 0, responseBodyBytes: 0, clientAddress: clientAddress,
+            requestID: head.headers.first(name: OutriggerHeader.requestID), startedAt: summary.startedAt ?? summary.endedAt, endedAt: summary.endedAt)
         local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
     }
 

@@ -399,8 +399,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     /// its limits, and the force header, honoured from a trusted side only, never goes on.
     private func joinTrace(_ request: ProxiedRequest, listener: ListenerConfig) {
         let scan = TracePropagation.scan(request.upstreamHead.headers)
-        request.trace = ExchangeTrace(incoming: scan.trace, sampleRatio: listener.tracing.sampleRatio,
-                                      forced: scan.force == "1" && listener.honoursOverrideHeaders, random: &local.random)
+        request.trace = trace(joining: scan, listener: listener)
         if scan.force != nil { request.upstreamHead.headers.remove(name: OutriggerHeader.forceTrace) }
         guard scan.hasBaggage else { return }
         // Every `baggage` header's members, split at commas.
@@ -411,6 +410,13 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         if let kept = TracePropagation.trimmedBaggage(members.joined(separator: ",")) {
             request.upstreamHead.headers.add(name: TracePropagation.baggage, value: kept)
         }
+    }
+
+    /// The trace a request on `listener` joins (or starts): its caller's sampling decision, else the listener's
+    /// ratio, or the force header from a trusted side.
+    func trace(joining scan: TracePropagation.Scan, listener: ListenerConfig) -> ExchangeTrace {
+        ExchangeTrace(incoming: scan.trace, sampleRatio: listener.tracing.sampleRatio,
+                      forced: scan.force == "1" && listener.honoursOverrideHeaders, random: &local.random)
     }
 
     /// This listener in the running snapshot; looked up again only when the snapshot changed.
