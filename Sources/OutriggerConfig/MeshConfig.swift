@@ -23,9 +23,13 @@ public struct MeshConfig: Sendable, Hashable {
     }
 
     public var services: [Service]
+    /// How every sidecar's listeners take part in traces (`tracing:` at the top of the mesh file); sent in each
+    /// listener's HttpConnectionManager (`tracing.random_sampling`, as Envoy reads it; absent: forward).
+    public var tracing: TracingConfig
 
-    public init(services: [Service]) {
+    public init(services: [Service], tracing: TracingConfig = TracingConfig()) {
         self.services = services
+        self.tracing = tracing
     }
 
     public func service(named name: String) -> Service? {
@@ -100,14 +104,24 @@ public struct MeshConfig: Sendable, Hashable {
             }
         }
         var services: [Service] = []
+        var tracing: (file: String, config: TracingConfig)?
         for (file, root) in roots {
             let decoder = SidecarConfigDecoder(reader: YAMLReader(file: file), filesOnSidecars: true)
             let mesh = decoder.decodeMesh(root, elsewhere: Set(definedIn.filter { $0.value != file }.keys))
             issues += decoder.reader.issues
             services += mesh?.services ?? []
+            // One file of the mesh says how it traces.
+            if let key = root.mapping?.first(where: { $0.key.scalar?.string == "tracing" })?.key, let mesh {
+                if let first = tracing {
+                    issues.append(ConfigIssue(file: file, line: key.mark?.line ?? 1, column: key.mark?.column ?? 1, keyPath: "tracing",
+                                              message: "the mesh's tracing is already set in \(first.file)"))
+                } else {
+                    tracing = (file, mesh.tracing)
+                }
+            }
         }
         if !issues.isEmpty { throw ConfigErrors(issues) }
-        return MeshConfig(services: services)
+        return MeshConfig(services: services, tracing: tracing?.config ?? TracingConfig())
     }
 
     /// The mesh files of a directory (`*.yaml`, `*.yml`), in name order; none for a file.

@@ -243,7 +243,7 @@ struct SidecarConfigDecoder {
     /// `routes`, whose destinations name services.
     /// - Parameter elsewhere: services other files of the same mesh define (routes may name them).
     func decodeMesh(_ root: Node, elsewhere: Set<String> = []) -> MeshConfig? {
-        guard let fields = reader.fields(root, "", allowed: ["services"]) else { return nil }
+        guard let fields = reader.fields(root, "", allowed: ["services", "tracing"]) else { return nil }
         var services: [MeshConfig.Service] = []
         if let node = reader.required(fields, "services"), let items = reader.sequence(node, "services") {
             for (index, item) in items.enumerated() {
@@ -275,7 +275,8 @@ struct SidecarConfigDecoder {
             if let suggestion = YAMLReader.closest(to: reference.name, among: known.sorted()) { message += "; did you mean '\(suggestion)'?" }
             reader.report(reference.node, reference.path, message)
         }
-        return MeshConfig(services: services)
+        let tracing = fields["tracing"].flatMap { decodeTracing($0, "tracing") }
+        return MeshConfig(services: services, tracing: tracing ?? TracingConfig())
     }
 
     /// A listener on a wildcard address (0.0.0.0, ::) takes its port on every address: another listener on the

@@ -46,7 +46,9 @@ public enum MeshView {
         var listeners: [ListenerConfig] = []
         if let address = sidecar.listeners[outboundListener] {
             let hosts = mesh.services.map { VirtualHostConfig(name: $0.name, domains: $0.domains, routes: $0.routes) }
-            listeners.append(ListenerConfig(name: outboundListener, address: address, direction: .outbound, virtualHosts: hosts))
+            var outbound = ListenerConfig(name: outboundListener, address: address, direction: .outbound, virtualHosts: hosts)
+            outbound.tracing = mesh.tracing
+            listeners.append(outbound)
         }
         if let address = sidecar.listeners[inboundListener], let app = sidecar.app {
             let local = localCluster(sidecar.service)
@@ -58,8 +60,10 @@ public enum MeshView {
             cluster.outlierDetection = nil
             clusters.append(cluster)
             let routes = [RouteConfig(destination: .cluster(local))]
-            listeners.append(ListenerConfig(name: inboundListener, address: address, direction: .inbound,
-                                            virtualHosts: [VirtualHostConfig(name: sidecar.service, domains: ["*"], routes: routes)]))
+            var inbound = ListenerConfig(name: inboundListener, address: address, direction: .inbound,
+                                         virtualHosts: [VirtualHostConfig(name: sidecar.service, domains: ["*"], routes: routes)])
+            inbound.tracing = mesh.tracing
+            listeners.append(inbound)
         }
         return (listeners, clusters)
     }

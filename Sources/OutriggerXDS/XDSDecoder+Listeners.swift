@@ -55,6 +55,20 @@ extension XDSDecoder {
             document["maxRequestHeadersBytes"] = number(manager.maxRequestHeadersKb.value * 1024)
         }
         if manager.hasRequestHeadersTimeout { document["requestHeadersTimeout"] = duration(manager.requestHeadersTimeout) }
+        // No tracing block: Envoy would not trace, and the sidecar passes the headers on untouched. With one, it joins
+        // traces and samples roots at random_sampling (Envoy's default: 100 %).
+        let tracing = Document()
+        if manager.hasTracing {
+            let percent = manager.tracing.hasRandomSampling ? manager.tracing.randomSampling.value : 100
+            guard percent.isFinite, (0...100).contains(percent) else {
+                throw refuse("http_connection_manager.tracing.random_sampling: expected a percentage from 0 to 100, found \(percent)")
+            }
+            tracing["mode"] = string(TracingConfig.Mode.participate.rawValue)
+            tracing["sampleRatio"] = string("\(percent)%")
+        } else {
+            tracing["mode"] = string(TracingConfig.Mode.forward.rawValue)
+        }
+        document["tracing"] = tracing.node
         if options.hasIdleTimeout { document["idleTimeout"] = duration(options.idleTimeout) }
         if options.hasHandshakeTimeout { document["handshakeTimeout"] = duration(options.handshakeTimeout) }
         if options.hasMaxConnections { document["maxConnections"] = number(options.maxConnections.value) }

@@ -90,6 +90,12 @@ public enum XDSEncoder {
         var manager = try connectionManager(config.name)
         manager.maxRequestHeadersKb = Google_Protobuf_UInt32Value(UInt32((config.maxRequestHeadersBytes + 1023) / 1024))
         manager.requestHeadersTimeout = protoDuration(config.requestHeadersTimeout)
+        if config.tracing.mode == .participate {
+            // Envoy's reading: a tracing block turns tracing on; random_sampling is the share sampled at a root.
+            var tracing = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.Tracing()
+            tracing.randomSampling.value = config.tracing.sampleRatio * 100
+            manager.tracing = tracing
+        }
 
         var filter = Envoy_Config_Listener_V3_Filter()
         filter.name = XDSNames.httpConnectionManager

@@ -55,6 +55,7 @@ struct XDSTranslationTests {
         sendTimeout: 20s
         rapidReset: {maxResetsPerAddress: 200, window: 10s, refuseFor: 2m}
         overloadPriority: high
+        tracing: {sampleRatio: 25%}
         routes:
           - name: api
             match:
@@ -306,6 +307,35 @@ struct XDSTranslationTests {
         #expect(errors.issues.map(\.description) == [
             "mesh.yaml:4:19: services[0].tls.caFile: expected an absolute path (a mesh file's files are read on each sidecar's machine), found 'ca.pem'",
         ])
+    }
+
+    /// Tracing rides in Envoy's own field: HttpConnectionManager.tracing (random_sampling the share sampled at a root);
+    /// no tracing block means forward, as Envoy would not trace either. The mesh file says it once for every sidecar.
+    @Test func tracingTravelsInTheConnectionManagerAndTheMeshSetsItForEverySidecar() throws {
+        for tracing in [TracingConfig(sampleRatio: 0.25), TracingConfig(mode: .forward), TracingConfig()] {
+            var listener = ListenerConfig(name: "in", address: HostPort(host: "127.0.0.1", port: 15006), virtualHosts: [])
+            listener.tracing = tracing
+            let manager = try XDSEncoder.listener(listener).filterChains[0].filters[0].typedConfig
+            let decoded = try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(unpackingAny: manager)
+            #expect(decoded.hasTracing == (tracing.mode == .participate))
+            if tracing.mode == .participate { #expect(decoded.tracing.randomSampling.value == tracing.sampleRatio * 100) }
+        }
+        let mesh = try MeshConfig.decode(yaml: """
+        tracing: {sampleRatio: 10%}
+        services:
+          - name: users
+            endpoints: [127.0.0.1:9001]
+        """, file: "mesh.yaml")
+        #expect(mesh.tracing == TracingConfig(sampleRatio: 0.1))
+        let web = SidecarIdentity(node: "web-1", service: "users", listeners: ["outbound": HostPort(host: "127.0.0.1", port: 15001),
+                                                                               "inbound": HostPort(host: "127.0.0.1", port: 15006)],
+                                  app: HostPort(host: "127.0.0.1", port: 8080))
+        let resources = try MeshView.resources(mesh: mesh, registered: [:], for: web)
+        var decoder = XDSDecoder()
+        for (type, byName) in resources { decoder[type] = byName.mapValues(\.body) }
+        let config = try decoder.config(base: SidecarConfig(listeners: [], clusters: []))
+        #expect(config.listeners.map(\.tracing) == [TracingConfig(sampleRatio: 0.1), TracingConfig(sampleRatio: 0.1)])
+        #expect(try MeshConfig.decode(yaml: "services: []", file: "m.yaml").tracing == TracingConfig(), "the default: participate, 1 %")
     }
 
     @Test func aSidecarsViewRoutesToEveryServiceAndItsAppInbound() throws {

@@ -101,6 +101,15 @@ public nonisolated struct Envoy_Extensions_Filters_Network_HttpConnectionManager
 
   public var httpFilters: [Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter] = []
 
+  public var tracing: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.Tracing {
+    get {_tracing ?? Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.Tracing()}
+    set {_tracing = newValue}
+  }
+  /// Returns true if `tracing` has been explicitly set.
+  public var hasTracing: Bool {self._tracing != nil}
+  /// Clears the value of `tracing`. Subsequent reads from it will return its default value.
+  public mutating func clearTracing() {self._tracing = nil}
+
   public var via: String = String()
 
   public var streamIdleTimeout: SwiftProtobuf.Google_Protobuf_Duration {
@@ -180,8 +189,50 @@ public nonisolated struct Envoy_Extensions_Filters_Network_HttpConnectionManager
 
   }
 
+  public nonisolated struct Tracing: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var clientSampling: Envoy_Type_V3_Percent {
+      get {_clientSampling ?? Envoy_Type_V3_Percent()}
+      set {_clientSampling = newValue}
+    }
+    /// Returns true if `clientSampling` has been explicitly set.
+    public var hasClientSampling: Bool {self._clientSampling != nil}
+    /// Clears the value of `clientSampling`. Subsequent reads from it will return its default value.
+    public mutating func clearClientSampling() {self._clientSampling = nil}
+
+    public var randomSampling: Envoy_Type_V3_Percent {
+      get {_randomSampling ?? Envoy_Type_V3_Percent()}
+      set {_randomSampling = newValue}
+    }
+    /// Returns true if `randomSampling` has been explicitly set.
+    public var hasRandomSampling: Bool {self._randomSampling != nil}
+    /// Clears the value of `randomSampling`. Subsequent reads from it will return its default value.
+    public mutating func clearRandomSampling() {self._randomSampling = nil}
+
+    public var overallSampling: Envoy_Type_V3_Percent {
+      get {_overallSampling ?? Envoy_Type_V3_Percent()}
+      set {_overallSampling = newValue}
+    }
+    /// Returns true if `overallSampling` has been explicitly set.
+    public var hasOverallSampling: Bool {self._overallSampling != nil}
+    /// Clears the value of `overallSampling`. Subsequent reads from it will return its default value.
+    public mutating func clearOverallSampling() {self._overallSampling = nil}
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    fileprivate var _clientSampling: Envoy_Type_V3_Percent? = nil
+    fileprivate var _randomSampling: Envoy_Type_V3_Percent? = nil
+    fileprivate var _overallSampling: Envoy_Type_V3_Percent? = nil
+  }
+
   public init() {}
 
+  fileprivate var _tracing: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.Tracing? = nil
   fileprivate var _streamIdleTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
   fileprivate var _maxRequestHeadersKb: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
   fileprivate var _requestHeadersTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
@@ -288,7 +339,7 @@ nonisolated extension Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_
 
 nonisolated extension Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HttpConnectionManager"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}codec_type\0\u{3}stat_prefix\0\u{1}rds\0\u{3}route_config\0\u{3}http_filters\0\u{2}\u{11}via\0\u{4}\u{2}stream_idle_timeout\0\u{4}\u{5}max_request_headers_kb\0\u{4}\u{c}request_headers_timeout\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}codec_type\0\u{3}stat_prefix\0\u{1}rds\0\u{3}route_config\0\u{3}http_filters\0\u{2}\u{2}tracing\0\u{2}\u{f}via\0\u{4}\u{2}stream_idle_timeout\0\u{4}\u{5}max_request_headers_kb\0\u{4}\u{c}request_headers_timeout\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -325,6 +376,7 @@ nonisolated extension Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_
         }
       }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.httpFilters) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._tracing) }()
       case 22: try { try decoder.decodeSingularStringField(value: &self.via) }()
       case 24: try { try decoder.decodeSingularMessageField(value: &self._streamIdleTimeout) }()
       case 29: try { try decoder.decodeSingularMessageField(value: &self._maxRequestHeadersKb) }()
@@ -359,6 +411,9 @@ nonisolated extension Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_
     if !self.httpFilters.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.httpFilters, fieldNumber: 5)
     }
+    try { if let v = self._tracing {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     if !self.via.isEmpty {
       try visitor.visitSingularStringField(value: self.via, fieldNumber: 22)
     }
@@ -379,6 +434,7 @@ nonisolated extension Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_
     if lhs.statPrefix != rhs.statPrefix {return false}
     if lhs.routeSpecifier != rhs.routeSpecifier {return false}
     if lhs.httpFilters != rhs.httpFilters {return false}
+    if lhs._tracing != rhs._tracing {return false}
     if lhs.via != rhs.via {return false}
     if lhs._streamIdleTimeout != rhs._streamIdleTimeout {return false}
     if lhs._maxRequestHeadersKb != rhs._maxRequestHeadersKb {return false}
@@ -390,4 +446,48 @@ nonisolated extension Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_
 
 nonisolated extension Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.CodecType: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0AUTO\0\u{1}HTTP1\0\u{1}HTTP2\0\u{1}HTTP3\0")
+}
+
+nonisolated extension Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.Tracing: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.protoMessageName + ".Tracing"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{3}client_sampling\0\u{3}random_sampling\0\u{3}overall_sampling\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._clientSampling) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._randomSampling) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._overallSampling) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._clientSampling {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._randomSampling {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._overallSampling {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.Tracing, rhs: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.Tracing) -> Bool {
+    if lhs._clientSampling != rhs._clientSampling {return false}
+    if lhs._randomSampling != rhs._randomSampling {return false}
+    if lhs._overallSampling != rhs._overallSampling {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
