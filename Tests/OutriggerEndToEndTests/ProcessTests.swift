@@ -126,13 +126,16 @@ struct ProcessTests {
     }
 
     @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
-        let (echo, echoPort) = try await Self.startEcho(name: "drain")
-        let (proxy, port, admin) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(echoPort)", "--admin", "127.0.0.1:0"])
-        defer { proxy.kill(); echo.kill() }
-        // Long enough that the poll below sees it in flight even on a busy machine; well inside the 10 s drain.
-        async let slow = fetch("http://127.0.0.1:\(port)/?delay=5000")
-        try await waitUntil { try await fetch("http://127.0.0.1:\(admin)/stats").body.contains("\"requests_active\" : 1") }
+        // The upstream holds its answer until the test lets it go: the request is in flight for as long as needed (a
+        // fixed delay could end before a busy machine's first look at it).
+        let (upstream, upstreamPort) = try await startScriptServer("held_answer_server.py")
+        let (proxy, port, _) = try await Self.startProxy(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(upstreamPort)", "--admin", "127.0.0.1:0"])
+        defer { proxy.kill(); upstream.kill() }
+        async let slow = fetch("http://127.0.0.1:\(port)/held")
+        try await upstream.waitForOutput(containing: "held 1")
         proxy.signal(SIGTERM)
+        try await proxy.waitForOutput(containing: "draining: 1 connections asked")
+        #expect(try await fetch("http://127.0.0.1:\(upstreamPort)/release").status == 200)
         let response = try await slow
         #expect(response.status == 200, "the request in flight finishes")
         #expect(await proxy.waitForExit() == 0)
