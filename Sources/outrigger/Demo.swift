@@ -141,6 +141,9 @@ struct Demo: AsyncParsableCommand {
           curl -s http://\(controlAdmin)/metrics             # pushes, ACKs, NACKs, convergence histogram
           curl -s http://\(admin)/config_dump               # what the caller's sidecar was pushed
 
+        Open in a browser: http://\(admin)/dashboard (the caller's sidecar, live) and http://\(controlAdmin)/mesh
+        (the mesh as the control plane sees it).
+
         Push a change live: edit \(meshPath)
         (uncomment the canary split under users, save, and curl users again; a mistake is refused and logged).
 

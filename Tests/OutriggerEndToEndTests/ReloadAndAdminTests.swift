@@ -67,9 +67,9 @@ struct ReloadAndAdminTests {
             #expect(try await fetch(harness.url).echo?.server == "echo-0")
 
             // A request in flight during the reload finishes on the config it started with. It stays in flight
-            // long enough for the poll below to see it even on a busy machine.
+            // long enough for the poll below (in-process, no curl to start) to see it even on a busy machine.
             async let inFlight = fetch(harness.url + "/?delay=5000")
-            try await waitUntil { try await fetch(harness.adminURL + "/stats").body.contains("\"requests_active\" : 1") }
+            try await waitUntil { harness.sidecar.configStore.stats.requestsActive == 1 }
             try file.write(ConfigFile.yaml(cluster: "b", clusters: ["a": ports[0], "b": ports[1]]))
             #expect(await harness.sidecar.reload())
             #expect(try await fetch(harness.url).echo?.server == "echo-1")
