@@ -115,13 +115,12 @@ extension ProxyRequestHandler {
     private func recordServerSpan(_ summary: RequestSummary, of request: ProxiedRequest) {
         if let ended = request.trace?.endTry(at: summary.endedAt) { recordSpan(of: ended, request) }
         guard let trace = request.trace else { return }
-        let head = request.upstreamHead
-        let facts = ServerSpanFacts(
-            method: head.method.rawValue, target: head.uri, host: head.headers.first(name: "host") ?? "", scheme: scheme,
-            protocolVersion: request.downstreamVersion.major == 2 ? "2" : "1.1", status: summary.status, listener: request.listener.config.name,
-            route: request.route.name, cluster: request.cluster.name, reason: summary.finalReason, tries: request.tries,
-            requestBodyBytes: request.bodyBytes, responseBodyBytes: request.responseBodyBytes, clientAddress: clientAddress,
-            requestID: head.headers.first(name: OutriggerHeader.requestID), startedAt: request.start.uptimeNanoseconds, endedAt: summary.endedAt)
+        var facts = serverSpanFacts(summary, head: request.upstreamHead, version: request.downstreamVersion, listener: request.listener)
+        facts.route = request.route.name
+        facts.cluster = request.cluster.name
+        facts.tries = request.tries
+        facts.requestBodyBytes = request.bodyBytes
+        facts.responseBodyBytes = request.responseBodyBytes
         local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
     }
 
@@ -130,12 +129,18 @@ extension ProxyRequestHandler {
     private func recordUnroutedSpan(_ summary: RequestSummary, head: HTTPRequestHead, listener: ListenerRuntime) {
         let trace = trace(joining: TracePropagation.scan(head.headers), listener: listener.config)
         guard trace.sampled else { return }
-        let facts = ServerSpanFacts(
+        let facts = serverSpanFacts(summary, head: head, version: head.version, listener: listener)
+        local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
+    }
+
+    /// What every server span says, from the head and the summary: a request not routed (no route, cluster, try or
+    /// body counted); a routed one fills those in.
+    private func serverSpanFacts(_ summary: RequestSummary, head: HTTPRequestHead, version: HTTPVersion, listener: ListenerRuntime) -> ServerSpanFacts {
+        ServerSpanFacts(
             method: head.method.rawValue, target: head.uri, host: head.headers.first(name: "host") ?? "", scheme: scheme,
-            protocolVersion: head.version.major == 2 ? "2" : "1.1", status: summary.status, listener: listener.config.name, route: "",
+            protocolVersion: version.major == 2 ? "2" : "1.1", status: summary.status, listener: listener.config.name, route: "",
             cluster: "", reason: summary.finalReason, tries: 0, requestBodyBytes: 0, responseBodyBytes: 0, clientAddress: clientAddress,
             requestID: head.headers.first(name: OutriggerHeader.requestID), startedAt: summary.startedAt ?? summary.endedAt, endedAt: summary.endedAt)
-        local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
     }
 
     /// An ended try's client span.

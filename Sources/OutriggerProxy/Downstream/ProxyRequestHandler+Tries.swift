@@ -77,10 +77,9 @@ extension ProxyRequestHandler {
 
     static func uptime() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
-    /// Microseconds from `start` (uptime ns) to now.
-    static func microseconds(since start: UInt64) -> UInt64 {
-        let now = uptime()
-        return now > start ? (now - start) / 1000 : 0
+    /// Microseconds from `start` to `end` (uptime ns; 0 when `end` is not later).
+    static func microseconds(from start: UInt64, to end: UInt64) -> UInt64 {
+        end > start ? (end - start) / 1000 : 0
     }
 
     /// An attempt failed before anything of its response went downstream. A hedged try still running takes
@@ -146,7 +145,9 @@ extension ProxyRequestHandler {
     /// without a verdict) and its endpoint's load.
     func releaseTry(_ request: ProxiedRequest) {
         request.timer.tryEnded()
-        if request.trace?.runningTry != nil, let ended = request.trace?.endTry(at: Self.uptime()) { recordSpan(of: ended, request) }
+        // One clock reading ends the try for its span and its duration.
+        let now = request.atEndpoint || request.trace?.runningTry != nil ? Self.uptime() : 0
+        if let ended = request.trace?.endTry(at: now) { recordSpan(of: ended, request) }
         if request.owesBreakerVerdict {
             request.owesBreakerVerdict = false
             request.cluster.abandonBreakerProbe(at: request.endpoint)
@@ -154,7 +155,7 @@ extension ProxyRequestHandler {
         if request.atEndpoint {
             request.atEndpoint = false
             local.requestEnded(in: request.cluster, to: request.endpoint)
-            request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(since: request.tryStartedAt))
+            request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: request.tryStartedAt, to: now))
         }
     }
 
@@ -243,10 +244,11 @@ extension ProxyRequestHandler {
     func dropHedge(_ request: ProxiedRequest, result: AttemptResult?, failure: String? = nil) {
         guard let hedge = request.hedge else { return }
         request.hedge = nil
-        if request.trace?.hedgedTry != nil, let ended = request.trace?.endHedge(at: Self.uptime(), failure: failure) { recordSpan(of: ended, request) }
+        let now = Self.uptime()
+        if let ended = request.trace?.endHedge(at: now, failure: failure) { recordSpan(of: ended, request) }
         hedge.upstream.abort()
         local.requestEnded(in: request.cluster, to: hedge.endpoint)
-        request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(since: hedge.startedAt))
+        request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: hedge.startedAt, to: now))
         if let result {
             request.cluster.recordTry(result, at: hedge.endpoint, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true,
                                       random: &local.random, clock: Self.uptime)

@@ -17,6 +17,7 @@ public final class SpanExporter: Sendable {
     /// What `configure` set: where and how to send, and the resource every batch describes.
     struct Settings: Sendable, Equatable {
         var config: TraceExportConfig
+        var serviceName: String
         var resource: [SpanAttribute]
     }
 
@@ -54,10 +55,11 @@ public final class SpanExporter: Sendable {
     /// Sets (or clears) where spans go. `serviceName` and `instance` describe this sidecar in every batch.
     public func configure(_ config: TraceExportConfig?, serviceName: String, instance: String?) {
         let settings = config.map { config -> Settings in
-            var resource = [SpanAttribute("service.name", config.serviceName ?? serviceName)]
+            let name = config.serviceName ?? serviceName
+            var resource = [SpanAttribute("service.name", name)]
             if let instance { resource.append(SpanAttribute("service.instance.id", instance)) }
             resource += [SpanAttribute("telemetry.sdk.name", "outrigger"), SpanAttribute("telemetry.sdk.language", "swift")]
-            return Settings(config: config, resource: resource)
+            return Settings(config: config, serviceName: name, resource: resource)
         }
         state.withLockedValue { state in
             state.settings = settings
@@ -140,7 +142,7 @@ public final class SpanExporter: Sendable {
             body = SpanEncoding.otlp(batch, resource: settings.resource, scopeName: "outrigger", scopeVersion: "0.1.0")
             contentType = "application/x-protobuf"
         case .zipkin:
-            body = SpanEncoding.zipkin(batch, serviceName: settings.resource.first?.value.description ?? "outrigger")
+            body = SpanEncoding.zipkin(batch, serviceName: settings.serviceName)
             contentType = "application/json"
         }
         poster.post(body, contentType: contentType, to: config.address, path: config.path, timeout: config.timeout).whenComplete { result in
