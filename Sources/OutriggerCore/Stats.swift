@@ -40,90 +40,6 @@ public final class Gauge: Sendable {
     }
 }
 
-/// Request durations, in two shapes: Prometheus' fixed `le` buckets, and fine log-linear buckets
-/// (8 per power of two of microseconds, ≤ 12.5 % error) from which p50/p90/p99/p99.9 are read.
-public final class LatencyHistogram: Sendable {
-    /// Upper bounds in seconds of the Prometheus buckets (`+Inf` is implied).
-    /// Up to 120 s, so that half of a long route timeout (the latency alert's threshold) is still below the top bucket.
-    public static let prometheusBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
-    private static let prometheusBoundsMicros: [UInt64] = prometheusBounds.map { UInt64($0 * 1_000_000) }
-    private static let subBucketBits = 3
-    private static let fineBucketCount = 64 << subBucketBits
-
-    private let coarse: [ManagedAtomic<Int>]
-    private let fine: [ManagedAtomic<Int>]
-    private let sumMicros = ManagedAtomic<Int>(0)
-    private let count = ManagedAtomic<Int>(0)
-
-    public init() {
-        coarse = (0...Self.prometheusBounds.count).map { _ in ManagedAtomic(0) }
-        fine = (0..<Self.fineBucketCount).map { _ in ManagedAtomic(0) }
-    }
-
-    public func record(microseconds: UInt64) {
-        var coarseIndex = Self.prometheusBoundsMicros.count
-        for (index, bound) in Self.prometheusBoundsMicros.enumerated() where microseconds <= bound {
-            coarseIndex = index
-            break
-        }
-        coarse[coarseIndex].wrappingIncrement(ordering: .relaxed)
-        fine[Self.fineIndex(microseconds)].wrappingIncrement(ordering: .relaxed)
-        sumMicros.wrappingIncrement(by: Int(clamping: microseconds), ordering: .relaxed)
-        count.wrappingIncrement(ordering: .relaxed)
-    }
-
-    static func fineIndex(_ value: UInt64) -> Int {
-        if value < (1 << subBucketBits) { return Int(value) }
-        let magnitude = 63 - value.leadingZeroBitCount
-        let subBucket = Int((value >> UInt64(magnitude - subBucketBits)) & ((1 << subBucketBits) - 1))
-        return ((magnitude - subBucketBits + 1) << subBucketBits) + subBucket
-    }
-
-    /// The largest value that lands in fine bucket `index`.
-    static func fineUpperBound(_ index: Int) -> UInt64 {
-        if index < (1 << subBucketBits) { return UInt64(index) }
-        let magnitude = (index >> subBucketBits) + subBucketBits - 1
-        let subBucket = UInt64(index & ((1 << subBucketBits) - 1))
-        let base = UInt64(1) << UInt64(magnitude)
-        let width = UInt64(1) << UInt64(magnitude - subBucketBits)
-        return base + (subBucket + 1) * width - 1
-    }
-
-    public struct Snapshot: Sendable {
-        public var count: Int
-        public var sumSeconds: Double
-        /// Cumulative counts at each `prometheusBounds` entry, then `+Inf`.
-        public var cumulativeBuckets: [Int]
-        fileprivate var fine: [Int]
-
-        /// The value (in seconds) below which `quantile` of the samples fall; 0 with no samples.
-        public func quantile(_ quantile: Double) -> Double {
-            guard count > 0 else { return 0 }
-            let rank = Int((quantile * Double(count)).rounded(.up))
-            var seen = 0
-            for (index, bucketCount) in fine.enumerated() {
-                seen += bucketCount
-                if seen >= max(rank, 1) { return Double(LatencyHistogram.fineUpperBound(index)) / 1_000_000 }
-            }
-            return Double(LatencyHistogram.fineUpperBound(fine.count - 1)) / 1_000_000
-        }
-    }
-
-    public func snapshot() -> Snapshot {
-        var running = 0
-        let cumulative = coarse.map { bucket -> Int in
-            running += bucket.load(ordering: .relaxed)
-            return running
-        }
-        return Snapshot(
-            count: count.load(ordering: .relaxed),
-            sumSeconds: Double(sumMicros.load(ordering: .relaxed)) / 1_000_000,
-            cumulativeBuckets: cumulative,
-            fine: fine.map { $0.load(ordering: .relaxed) }
-        )
-    }
-}
-
 /// Counters for one listener. Kept by name across config reloads.
 public final class ListenerStats: Sendable {
     public let name: String
@@ -132,7 +48,7 @@ public final class ListenerStats: Sendable {
     public let requestsTotal = Counter()
     public let requestsActive = Gauge()
     /// From the request head's arrival to the end of the response, for every request (proxied or local).
-    public let requestDuration = LatencyHistogram()
+    public let requestDuration: LatencyHistogram
     /// `x-outrigger-*` override headers with values that could not be used (ignored).
     public let malformedOverrideHeaders = Counter()
     /// Connections the proxy closed on its own, by why.
@@ -146,8 +62,9 @@ public final class ListenerStats: Sendable {
         connectionsClosed[DownstreamConnectionCloseReason.allCases.firstIndex(of: reason)!].increment()
     }
 
-    init(name: String) {
+    init(name: String, loops: Int) {
         self.name = name
+        requestDuration = LatencyHistogram(loops: loops)
     }
 }
 
@@ -196,15 +113,18 @@ public final class ClusterStats: Sendable {
     public let pendingRequests = Gauge()
     public let outlierEjectionsPrevented = Counter()
     /// Routed requests that got a response (relayed or local), head received to response end.
-    public let requestDuration = LatencyHistogram()
+    public let requestDuration: LatencyHistogram
     /// From the request's start to the upstream's response head, for requests whose answer came from an upstream.
-    public let upstreamResponseTime = LatencyHistogram()
+    public let upstreamResponseTime: LatencyHistogram
     /// Each try, from its start (the request's end for a first try still uploading: its start) to its end: answered,
     /// failed, or given up for another.
-    public let tryDuration = LatencyHistogram()
+    public let tryDuration: LatencyHistogram
 
-    init(name: String) {
+    init(name: String, loops: Int) {
         self.name = name
+        requestDuration = LatencyHistogram(loops: loops)
+        upstreamResponseTime = LatencyHistogram(loops: loops)
+        tryDuration = LatencyHistogram(loops: loops)
     }
 
     @inline(__always)
@@ -219,13 +139,15 @@ public final class RouteStats: Sendable {
     public let listener: String
     public let name: String
     /// Requests the route took that got a response (relayed or local), head received to response end.
-    public let requestDuration = LatencyHistogram()
+    public let requestDuration: LatencyHistogram
     /// From the request's start to the upstream's response head.
-    public let upstreamResponseTime = LatencyHistogram()
+    public let upstreamResponseTime: LatencyHistogram
 
-    public init(listener: String, name: String) {
+    public init(listener: String, name: String, loops: Int = 0) {
         self.listener = listener
         self.name = name
+        requestDuration = LatencyHistogram(loops: loops)
+        upstreamResponseTime = LatencyHistogram(loops: loops)
     }
 }
 
@@ -243,8 +165,13 @@ public final class ProxyStats: Sendable {
     /// The overload manager's last look: each resource's pressure (reading / limit), and how many looks.
     public let overloadPressures = NIOLockedValueBox<[(resource: String, pressure: Double)]>([])
     public let overloadChecks = Counter()
+    /// The event loops that record latencies, each into its own shard of every histogram.
+    public let loops: Int
 
-    public init() {}
+    /// `loops`: how many event loops record (`LatencyHistogram.record(microseconds:loop:)`); 0 when none does.
+    public init(loops: Int = 0) {
+        self.loops = loops
+    }
 
     /// Requests in flight on every listener together.
     public var requestsActive: Int { allListeners.reduce(0) { $0 + $1.requestsActive.current } }
@@ -252,7 +179,7 @@ public final class ProxyStats: Sendable {
     public func listener(_ name: String) -> ListenerStats {
         listeners.withLockedValue { all in
             if let existing = all[name] { return existing }
-            let created = ListenerStats(name: name)
+            let created = ListenerStats(name: name, loops: loops)
             all[name] = created
             return created
         }
@@ -261,7 +188,7 @@ public final class ProxyStats: Sendable {
     public func cluster(_ name: String) -> ClusterStats {
         clusters.withLockedValue { all in
             if let existing = all[name] { return existing }
-            let created = ClusterStats(name: name)
+            let created = ClusterStats(name: name, loops: loops)
             all[name] = created
             return created
         }
@@ -276,7 +203,7 @@ public final class ProxyStats: Sendable {
         routes.withLockedValue { all in
             let key = RouteKey(listener: listener, route: name)
             if let existing = all[key] { return existing }
-            let created = RouteStats(listener: listener, name: name)
+            let created = RouteStats(listener: listener, name: name, loops: loops)
             all[key] = created
             return created
         }

@@ -123,6 +123,37 @@ struct StatsTests {
         #expect(snapshot.cumulativeBuckets.last == 10_000)
     }
 
+    @Test func loopShardsAndTheSharedShardSumIntoOneSnapshot() {
+        let histogram = LatencyHistogram(loops: 2)
+        histogram.record(microseconds: 400, loop: 0)
+        histogram.record(microseconds: 400, loop: 1)
+        histogram.record(microseconds: 3_000, loop: 1)
+        histogram.record(microseconds: 3_000, loop: 7)  // not a loop of this histogram: the shared shard
+        histogram.record(microseconds: 200_000_000)
+        let snapshot = histogram.snapshot()
+        #expect(snapshot.count == 5)
+        #expect(snapshot.cumulativeBuckets[0] == 2, "le=0.0005 s: the two 400 µs samples")
+        #expect(snapshot.cumulativeBuckets[3] == 4, "le=0.005 s: and the two 3 ms ones")
+        #expect(snapshot.cumulativeBuckets[LatencyHistogram.prometheusBounds.count - 1] == 4, "200 s is above the top bound")
+        #expect(snapshot.cumulativeBuckets.last == 5)
+        #expect(abs(snapshot.sumSeconds - 200.0068) < 1e-9)
+        #expect(snapshot.quantile(0.5) * 1_000_000 >= 3_000)
+    }
+
+    @Test func everyBoundLandsInItsOwnPrometheusBucket() {
+        // Each bound, one below and one above: the bucket found from the fine bucket's table entry is the one a
+        // scan of the bounds would find (`le` is inclusive).
+        for (index, bound) in LatencyHistogram.prometheusBounds.enumerated() {
+            let micros = UInt64(bound * 1_000_000)
+            for (value, expected) in [(micros - 1, index), (micros, index), (micros + 1, index + 1)] {
+                let histogram = LatencyHistogram(loops: 1)
+                histogram.record(microseconds: value, loop: 0)
+                let buckets = histogram.snapshot().cumulativeBuckets
+                #expect(buckets.firstIndex(of: 1) == expected, "\(value) µs")
+            }
+        }
+    }
+
     @Test func fineBucketsCoverEveryValue() {
         for value: UInt64 in [0, 1, 7, 8, 9, 15, 16, 100, 1_000_000, UInt64(Int64.max)] {
             let index = LatencyHistogram.fineIndex(value)

@@ -90,15 +90,17 @@ extension ProxyRequestHandler {
     /// requests reads the summary here, once — the listener's and the cluster's duration histograms, the upstream
     /// response time, the local-reply counters and the access log line.
     private func finished(_ summary: RequestSummary, head: HTTPRequestHead?, listener: ListenerRuntime?, request: ProxiedRequest? = nil) {
+        let loop = local.loopIndex
         if summary.timesAResponse {
             let microseconds = UInt64(summary.durationMicroseconds)
-            listener?.stats.requestDuration.record(microseconds: microseconds)
-            request?.cluster.stats.requestDuration.record(microseconds: microseconds)
-            request?.route.stats.requestDuration.record(microseconds: microseconds)
+            listener?.stats.requestDuration.record(microseconds: microseconds, loop: loop)
+            request?.cluster.stats.requestDuration.record(microseconds: microseconds, loop: loop)
+            request?.route.stats.requestDuration.record(microseconds: microseconds, loop: loop)
         }
         if let request, let upstream = request.upstreamServiceMicroseconds {
-            request.cluster.stats.upstreamResponseTime.record(microseconds: UInt64(max(upstream, 0)))
-            request.route.stats.upstreamResponseTime.record(microseconds: UInt64(max(upstream, 0)))
+            let upstreamMicroseconds = UInt64(max(upstream, 0))
+            request.cluster.stats.upstreamResponseTime.record(microseconds: upstreamMicroseconds, loop: loop)
+            request.route.stats.upstreamResponseTime.record(microseconds: upstreamMicroseconds, loop: loop)
         }
         if let reason = summary.localReplyToCount { configStore.stats.recordLocalReply(reason) }
         if let request {

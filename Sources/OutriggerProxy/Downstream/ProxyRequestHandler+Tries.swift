@@ -155,7 +155,7 @@ extension ProxyRequestHandler {
         if request.atEndpoint {
             request.atEndpoint = false
             local.requestEnded(in: request.cluster, to: request.endpoint)
-            request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: request.tryStartedAt, to: now))
+            request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: request.tryStartedAt, to: now), loop: local.loopIndex)
         }
     }
 
@@ -248,7 +248,7 @@ extension ProxyRequestHandler {
         if let ended = request.trace?.endHedge(at: now, failure: failure) { recordSpan(of: ended, request) }
         hedge.upstream.abort()
         local.requestEnded(in: request.cluster, to: hedge.endpoint)
-        request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: hedge.startedAt, to: now))
+        request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: hedge.startedAt, to: now), loop: local.loopIndex)
         if let result {
             request.cluster.recordTry(result, at: hedge.endpoint, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true,
                                       random: &local.random, clock: Self.uptime)

@@ -19,7 +19,8 @@ final class LoopLocalState {
     private var http1PoolsByEndpoint: [Int: HTTP1EndpointPool] = [:]
     /// Pools of endpoints that left, kept until their connections have closed.
     private var retiringHTTP1Pools: [ObjectIdentifier: HTTP1EndpointPool] = [:]
-    private let loopIndex: Int
+    /// This loop's place in the group: its shard of every latency histogram.
+    let loopIndex: Int
     private let loopCount: Int
     /// The process's access log destinations, and this loop's batch for each (by path).
     private let accessLogSinks: AccessLogSinks

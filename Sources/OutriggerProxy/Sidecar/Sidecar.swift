@@ -68,12 +68,13 @@ public final class Sidecar: Sendable {
     private init(config: SidecarConfig, configPath: String?, overrides: @escaping @Sendable (inout SidecarConfig) -> Void, logger: Logger,
                  resolve: @escaping @Sendable (HostPort) throws -> [SocketAddress]) throws {
         self.overrides = overrides
-        self.configStore = try ConfigStore(config: config, stats: ProxyStats(), resolve: resolve)
+        let loopCount = config.concurrency ?? System.coreCount
+        self.configStore = try ConfigStore(config: config, stats: ProxyStats(loops: loopCount), resolve: resolve)
         self.accessLogs = AccessLogSinks()
         try Self.openAccessLogs(of: config, in: accessLogs)
         try upstreamTLS.prepare(config.clusters)
         Self.warnAboutUnverifiedUpstreams(config, logger: logger)
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.concurrency ?? System.coreCount)
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: loopCount)
         self.locals = EventLoopLocals(group: group, accessLogs: accessLogs, spans: spans, tlsContexts: upstreamTLS)
         Self.configureSpanExport(config, spans)
         self.logger = logger
