@@ -196,9 +196,10 @@ struct SidecarConfigDecoder {
         return config
     }
 
-    /// `{endpoint: http://HOST:PORT/PATH, format: otlp | zipkin, serviceName, batchSize, maxQueuedSpans, timeout}`.
+    /// `{endpoint: http://HOST:PORT/PATH, format: otlp | zipkin, serviceName, batchSize, maxQueuedSpans, timeout, flushInterval}`.
     private func decodeTraceExport(_ node: Node, _ path: String) -> TraceExportConfig? {
-        guard let fields = reader.fields(node, path, allowed: ["endpoint", "format", "serviceName", "batchSize", "maxQueuedSpans", "timeout"]) else {
+        guard let fields = reader.fields(node, path, allowed: ["endpoint", "format", "serviceName", "batchSize", "maxQueuedSpans", "timeout",
+                                                               "flushInterval"]) else {
             return nil
         }
         let format = fields["format"].flatMap { reader.oneOf($0, fields.path("format"), TraceExportConfig.Format.self) } ?? .otlp
@@ -213,11 +214,13 @@ struct SidecarConfigDecoder {
         let batchSize = reader.int(fields, "batchSize", range: 1...65_536)
         let maxQueued = reader.int(fields, "maxQueuedSpans", range: 1...10_000_000)
         let timeout = reader.duration(fields, "timeout")
+        let flushInterval = reader.duration(fields, "flushInterval")
         guard let endpoint else { return nil }
         return TraceExportConfig(format: format, address: endpoint.address, path: endpoint.path, serviceName: serviceName,
                                  batchSize: batchSize ?? TraceExportConfig.defaultBatchSize,
                                  maxQueuedSpans: maxQueued ?? TraceExportConfig.defaultMaxQueuedSpans,
-                                 timeout: timeout ?? TraceExportConfig.defaultTimeout)
+                                 timeout: timeout ?? TraceExportConfig.defaultTimeout,
+                                 flushInterval: flushInterval ?? TraceExportConfig.defaultFlushInterval)
     }
 
     /// `{addresses: [HOST:PORT, …], node: ID, service: NAME, app: HOST:PORT, stateDir: DIR, ca: FILE, drainNotice: 1s}`.

@@ -342,14 +342,17 @@ public struct TraceExportConfig: Sendable, Hashable, Encodable {
     public var maxQueuedSpans: Int
     /// How long one POST may take before it counts as failed (and is retried with backoff).
     public var timeout: Duration
+    /// How long spans wait for a full batch: fewer than `batchSize` go once the oldest has waited this long.
+    public var flushInterval: Duration
 
     public static let defaultBatchSize = 512
     public static let defaultMaxQueuedSpans = 8192
     public static let defaultTimeout: Duration = .seconds(5)
+    public static let defaultFlushInterval: Duration = .seconds(1)
 
     public init(format: Format = .otlp, address: HostPort, path: String? = nil, serviceName: String? = nil,
                 batchSize: Int = TraceExportConfig.defaultBatchSize, maxQueuedSpans: Int = TraceExportConfig.defaultMaxQueuedSpans,
-                timeout: Duration = TraceExportConfig.defaultTimeout) {
+                timeout: Duration = TraceExportConfig.defaultTimeout, flushInterval: Duration = TraceExportConfig.defaultFlushInterval) {
         self.format = format
         self.address = address
         self.path = path ?? Self.defaultPath(format)
@@ -357,6 +360,7 @@ public struct TraceExportConfig: Sendable, Hashable, Encodable {
         self.batchSize = batchSize
         self.maxQueuedSpans = maxQueuedSpans
         self.timeout = timeout
+        self.flushInterval = flushInterval
     }
 
     public static func defaultPath(_ format: Format) -> String {

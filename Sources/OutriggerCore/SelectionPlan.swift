@@ -111,13 +111,19 @@ public struct SelectionPlan: Sendable {
         guard let slowStart = config.slowStart else { return endpoints.map(\.weight) }
         let window = UInt64(slowStart.window.nanoseconds)
         return endpoints.map { endpoint in
-            let ready = endpoint.state.readySince
-            let age = now > ready ? now - ready : 0
-            guard age < window else { return endpoint.weight * 100 }
+            guard let factor = slowStartFactor(readySince: endpoint.state.readySince, now: now, slowStart) else { return endpoint.weight * 100 }
             reviewAt = min(reviewAt, now + max(window / slowStartSteps, 1))
-            let ramp = pow(Double(age) / Double(window), 1 / slowStart.aggression)
-            let factor = max(Double(slowStart.minWeightPercent) / 100, ramp)
             return max(1, Int(Double(endpoint.weight * 100) * factor))
         }
+    }
+
+    /// The share of its weight an endpoint ready since `readySince` gets now (0 < factor < 1); nil once its slow
+    /// start is over.
+    public static func slowStartFactor(readySince: UInt64, now: UInt64, _ slowStart: LoadBalancerConfig.SlowStart) -> Double? {
+        let window = UInt64(slowStart.window.nanoseconds)
+        let age = now > readySince ? now - readySince : 0
+        guard age < window else { return nil }
+        let ramp = pow(Double(age) / Double(window), 1 / slowStart.aggression)
+        return max(Double(slowStart.minWeightPercent) / 100, ramp)
     }
 }

@@ -6,7 +6,11 @@ public enum SpanEncoding {
     /// instrumentation scope, and `spans`.
     public static func otlp(_ spans: some Collection<SpanRecord>, resource: [SpanAttribute], scopeName: String, scopeVersion: String) -> [UInt8] {
         var writer = ProtobufWriter()
-        writer.bytes.reserveCapacity(256 + spans.count * 512)
+        writer.bytes.reserveCapacity(256 + spans.count * 400)
+        // Each span is written into one reused scratch writer, then appended after its length: a span is longer than
+        // 127 bytes, so writing it in place would move it to widen its length.
+        var scratch = ProtobufWriter()
+        scratch.bytes.reserveCapacity(1024)
         writer.message(1) { resourceSpans in  // ExportTraceServiceRequest.resource_spans
             resourceSpans.message(1) { resourceMessage in  // ResourceSpans.resource
                 for attribute in resource { resourceMessage.message(1) { $0.keyValue(attribute.key, attribute.value) } }  // Resource.attributes
@@ -16,7 +20,11 @@ public enum SpanEncoding {
                     scope.string(1, scopeName)
                     scope.string(2, scopeVersion)
                 }
-                for span in spans { scopeSpans.message(2) { $0.span(span) } }  // ScopeSpans.spans
+                for span in spans {
+                    scratch.bytes.removeAll(keepingCapacity: true)
+                    scratch.span(span)
+                    scopeSpans.message(2, encoded: scratch.bytes)  // ScopeSpans.spans
+                }
             }
         }
         return writer.bytes
@@ -76,12 +84,24 @@ struct ProtobufWriter {
     var bytes: [UInt8] = []
 
     mutating func varint(_ value: UInt64) {
-        var value = value
-        while value >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
+        if value < 0x80 {
+            bytes.append(UInt8(value))
+            return
         }
-        bytes.append(UInt8(value))
+        // At most 10 bytes, gathered in two words and appended at once.
+        var words: (UInt64, UInt64) = (0, 0)
+        var count = 0
+        var rest = value
+        withUnsafeMutableBytes(of: &words) { scratch in
+            while rest >= 0x80 {
+                scratch[count] = UInt8(truncatingIfNeeded: rest) | 0x80
+                count += 1
+                rest >>= 7
+            }
+            scratch[count] = UInt8(rest)
+            count += 1
+        }
+        withUnsafeBytes(of: &words) { bytes.append(contentsOf: $0.prefix(count)) }
     }
 
     private mutating func key(_ field: UInt64, wireType: UInt64) {
@@ -95,12 +115,12 @@ struct ProtobufWriter {
 
     mutating func fixed64(_ field: UInt64, _ value: UInt64) {
         key(field, wireType: 1)
-        for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
     mutating func fixed32(_ field: UInt64, _ value: UInt32) {
         key(field, wireType: 5)
-        for shift in stride(from: 0, to: 32, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
     mutating func string(_ field: UInt64, _ value: String) {
@@ -112,13 +132,26 @@ struct ProtobufWriter {
         }
     }
 
-    /// An id as bytes, most significant first (OTLP's trace and span ids).
-    mutating func idBytes(_ field: UInt64, _ words: UInt64...) {
+    /// An id as bytes, most significant first (OTLP's span ids).
+    mutating func idBytes(_ field: UInt64, _ word: UInt64) {
         key(field, wireType: 2)
-        varint(UInt64(words.count * 8))
-        for word in words {
-            for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
-        }
+        bytes.append(8)
+        withUnsafeBytes(of: word.bigEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    /// A 128-bit id as bytes, most significant first (OTLP's trace ids).
+    mutating func idBytes(_ field: UInt64, _ high: UInt64, _ low: UInt64) {
+        key(field, wireType: 2)
+        bytes.append(16)
+        withUnsafeBytes(of: high.bigEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: low.bigEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    /// A nested message already encoded.
+    mutating func message(_ field: UInt64, encoded: [UInt8]) {
+        key(field, wireType: 2)
+        varint(UInt64(encoded.count))
+        bytes.append(contentsOf: encoded)
     }
 
     /// A nested message: written in place after a one-byte length, which grows (the body moves) when it is 128 or more.

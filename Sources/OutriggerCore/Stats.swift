@@ -142,6 +142,8 @@ public final class RouteStats: Sendable {
     public let requestDuration: LatencyHistogram
     /// From the request's start to the upstream's response head.
     public let upstreamResponseTime: LatencyHistogram
+    /// Of the requests in `requestDuration`, those answered 5xx (relayed or local): the route's success rate.
+    public let serverErrors = Counter()
 
     public init(listener: String, name: String, loops: Int = 0) {
         self.listener = listener

@@ -151,6 +151,8 @@ extension ProxyStats {
         family("outrigger_cluster_try_duration_seconds", "histogram", "Each try to the cluster, from its start to its end (answered, failed, or given up).")
         for c in clusters { histogram("outrigger_cluster_try_duration_seconds", [("cluster", c.name)], c.tryDuration) }
         let routes = allRoutes
+        family("outrigger_route_server_errors_total", "counter", "Requests the route took that were answered 5xx (relayed or local).")
+        for r in routes { sample("outrigger_route_server_errors_total", [("listener", r.listener), ("route", r.name)], r.serverErrors.current) }
         family("outrigger_route_request_duration_seconds", "histogram", "Request duration by route, head received to response end.")
         for r in routes { histogram("outrigger_route_request_duration_seconds", [("listener", r.listener), ("route", r.name)], r.requestDuration) }
         family("outrigger_route_upstream_response_seconds", "histogram", "From the request's start to the upstream's response head, by route.")
@@ -212,7 +214,7 @@ extension ProxyStats {
         for reason in LocalReplyReason.allCases { localReplies[reason.rawValue] = localReplyCount(reason) }
         let routes: [[String: Any]] = allRoutes.map { r in
             ["listener": r.listener, "name": r.name, "request_duration_ms": Self.percentiles(r.requestDuration),
-             "upstream_response_ms": Self.percentiles(r.upstreamResponseTime)]
+             "upstream_response_ms": Self.percentiles(r.upstreamResponseTime), "server_errors": r.serverErrors.current]
         }
         return [
             "listeners": listeners,

@@ -266,10 +266,11 @@ struct ConfigDecodingTests {
         }
         let otlp = try SidecarConfig.decode(yaml: yaml("{endpoint: 'http://collector:4318/v1/traces'}"), file: "test.yaml")
         #expect(otlp.traceExport == TraceExportConfig(address: HostPort(host: "collector", port: 4318), path: "/v1/traces"))
-        let zipkin = try SidecarConfig.decode(yaml: yaml("{endpoint: 'http://[::1]', format: zipkin, serviceName: web, batchSize: 64, maxQueuedSpans: 100, timeout: 2s}"),
+        let zipkin = try SidecarConfig.decode(yaml: yaml("{endpoint: 'http://[::1]', format: zipkin, serviceName: web, batchSize: 64, maxQueuedSpans: 100, timeout: 2s, flushInterval: 250ms}"),
                                               file: "test.yaml")
         #expect(zipkin.traceExport == TraceExportConfig(format: .zipkin, address: HostPort(host: "::1", port: 9411), path: "/api/v2/spans",
-                                                        serviceName: "web", batchSize: 64, maxQueuedSpans: 100, timeout: .seconds(2)),
+                                                        serviceName: "web", batchSize: 64, maxQueuedSpans: 100, timeout: .seconds(2),
+                                                        flushInterval: .milliseconds(250)),
                 "the format's usual port and path")
         #expect(try SidecarConfig.decode(yaml: yaml("{endpoint: 'http://c'}"), file: "test.yaml").traceExport?.address.port == 4318)
 
@@ -281,6 +282,8 @@ struct ConfigDecodingTests {
         #expect(missing.map(\.keyPath) == ["traceExport.endpoint"] && missing.first?.message == "missing required key 'endpoint'", "\(missing)")
         let batch = Self.issues(yaml("{endpoint: 'http://c:1', batchSize: 0}"))
         #expect(batch.map(\.keyPath) == ["traceExport.batchSize"], "\(batch)")
+        let interval = Self.issues(yaml("{endpoint: 'http://c:1', flushInterval: soon}"))
+        #expect(interval.map(\.keyPath) == ["traceExport.flushInterval"], "\(interval)")
         let format = Self.issues(yaml("{endpoint: 'http://c:1', format: jaeger}"))
         #expect(format.map(\.keyPath) == ["traceExport.format"], "\(format)")
     }

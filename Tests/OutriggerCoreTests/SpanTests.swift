@@ -228,3 +228,96 @@ enum ProtobufReader {
         return fields
     }
 }
+
+@Suite("Span export queue: full batches, the flush timer, one batch in flight")
+struct SpanExportQueueTests {
+    typealias Queue = SpanExportQueue<Int>
+
+    static func batch(_ action: Queue.Action) -> [Int]? {
+        if case .send(let batch) = action { return batch }
+        return nil
+    }
+
+    static func armsTimer(_ action: Queue.Action) -> Bool {
+        if case .armFlushTimer = action { return true }
+        return false
+    }
+
+    static func isNone(_ action: Queue.Action) -> Bool {
+        if case .none = action { return true }
+        return false
+    }
+
+    @Test func aPartialBatchWaitsForTheTimerAndAFullOneGoesAtOnce() {
+        var queue = Queue(batchSize: 4, maxQueued: 100)
+        let first = queue.submitted([1, 2])
+        #expect(Self.armsTimer(first.action) && first.dropped == 0)
+        let second = queue.submitted([3])
+        #expect(Self.isNone(second.action), "the timer is armed already")
+        let full = queue.submitted([4, 5])
+        #expect(Self.batch(full.action) == [1, 2, 3, 4])
+        #expect(queue.count == 1)
+        // One batch in flight: more spans wait, even a full batch of them.
+        let whileSending = queue.submitted([6, 7, 8])
+        #expect(Self.isNone(whileSending.action))
+        let next = queue.sent()
+        #expect(Self.batch(next) == [5, 6, 7, 8])
+        let afterLast = queue.sent()
+        #expect(Self.isNone(afterLast) && queue.isIdle)
+    }
+
+    @Test func theTimerSendsWhatWaitsAndARemainderWaitsForTheNextOne() {
+        var queue = Queue(batchSize: 4, maxQueued: 100)
+        let armed = queue.submitted([1])
+        #expect(Self.armsTimer(armed.action))
+        let fired = queue.flushTimerFired()
+        #expect(Self.batch(fired) == [1])
+        let meanwhile = queue.submitted([2, 3])
+        #expect(Self.isNone(meanwhile.action), "a batch is in flight")
+        let done = queue.sent()
+        #expect(Self.armsTimer(done), "two spans are fewer than a batch: they wait for the timer again")
+        let firedAgain = queue.flushTimerFired()
+        #expect(Self.batch(firedAgain) == [2, 3])
+        let idleTimer = queue.flushTimerFired()
+        #expect(Self.isNone(idleTimer), "a timer firing during a send does nothing")
+    }
+
+    @Test func pastTheBoundSpansAreDroppedAndCounted() {
+        var queue = Queue(batchSize: 10, maxQueued: 3)
+        let first = queue.submitted([1, 2])
+        #expect(first.dropped == 0)
+        let second = queue.submitted([3, 4, 5])
+        #expect(second.dropped == 2 && queue.count == 3)
+    }
+
+    @Test func flushingSendsPartialBatchesInTurnWithoutTheTimer() {
+        var queue = Queue(batchSize: 2, maxQueued: 100)
+        let armed = queue.submitted([1])
+        #expect(Self.armsTimer(armed.action))
+        let firstOfFlush = queue.flush()
+        #expect(Self.batch(firstOfFlush) == [1])
+        let more = queue.submitted([2, 3, 4])
+        #expect(Self.isNone(more.action))
+        let second = queue.sent()
+        #expect(Self.batch(second) == [2, 3])
+        let third = queue.sent()
+        #expect(Self.batch(third) == [4], "closing: the last partial batch goes without waiting")
+        let end = queue.sent()
+        #expect(Self.isNone(end) && queue.isIdle)
+    }
+
+    @Test func takingManyBatchesKeepsTheOrder() {
+        var queue = Queue(batchSize: 3, maxQueued: 1_000)
+        var sent: [Int] = []
+        var action = queue.submitted(Array(0..<10)).action
+        let more = queue.submitted(Array(10..<20))
+        #expect(Self.isNone(more.action))
+        while let batch = Self.batch(action) {
+            sent += batch
+            action = queue.sent()
+        }
+        #expect(Self.armsTimer(action))
+        if let rest = Self.batch(queue.flushTimerFired()) { sent += rest }
+        #expect(sent == Array(0..<20))
+    }
+}

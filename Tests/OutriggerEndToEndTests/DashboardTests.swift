@@ -10,7 +10,10 @@ import Testing
 struct DashboardTests {
     @Test func theDashboardShowsTheNumbersMovingUnderLoad() async throws {
         try await withHarness(echoes: 2) { endpoints in
-            Harness.config(routes: [RouteConfig(destination: .cluster("users"))], clusters: [ClusterConfig(name: "users", endpoints: endpoints)])
+            // A slow start longer than the test: both endpoints are still ramping up while the page is looked at.
+            Harness.config(routes: [RouteConfig(destination: .cluster("users"))],
+                           clusters: [ClusterConfig(name: "users", endpoints: endpoints,
+                                                    loadBalancer: LoadBalancerConfig(slowStart: .init(window: .seconds(3600))))])
         } _: { (harness: Harness) async throws in
             #expect(try await fetch(harness.url + "/x", ["-H", "Host: bad host"]).status == 400)
             let page = try await fetch(harness.adminURL + "/dashboard")
@@ -32,8 +35,12 @@ struct DashboardTests {
             #expect((seen["replies"] as? [String: Int])?["invalid_host"] == 1)
             #expect(seen["control"] as? String == "none (static config)" && seen["version"] as? String == "1")
             #expect(seen["charts"] as? Int == 3, "requests/s, success rate and latency")
+            #expect(seen["route_charts"] as? Int == 3, "the same for the one route")
             let route = try #require((seen["routes"] as? [String: [String: Any]])?["all/0"], "\(seen)")
             #expect((route["total"] as? Int ?? 0) > 0 && (route["p99"] as? String)?.hasSuffix(" ms") == true, "\(route)")
+            #expect(route["success"] as? String == "100.00 %", "\(route)")
+            let slowStart = try #require(seen["slow_start"] as? [String])
+            #expect(slowStart.count == 2 && slowStart.allSatisfy { $0.hasPrefix("ramping, ") && $0.hasSuffix(" %") }, "\(slowStart)")
             let png = try Data(contentsOf: screenshot)
             #expect(png.starts(with: [0x89, 0x50, 0x4e, 0x47]) && png.count > 10_000, "a screenshot was saved")
         }

@@ -96,6 +96,7 @@ extension ProxyRequestHandler {
             listener?.stats.requestDuration.record(microseconds: microseconds, loop: loop)
             request?.cluster.stats.requestDuration.record(microseconds: microseconds, loop: loop)
             request?.route.stats.requestDuration.record(microseconds: microseconds, loop: loop)
+            if summary.status >= 500 { request?.route.stats.serverErrors.increment() }
         }
         if let request, let upstream = request.upstreamServiceMicroseconds {
             let upstreamMicroseconds = UInt64(max(upstream, 0))

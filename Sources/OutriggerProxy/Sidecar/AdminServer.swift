@@ -271,6 +271,9 @@ private struct AdminEndpoints: Sendable {
                 ]
                 object["zone"] = endpoint.zone ?? NSNull()
                 object["latencyEstimateMs"] = state.latencyEstimate > 0 ? Double(state.latencyEstimate) / 1_000_000 : NSNull()
+                // During its slow start, the share of its weight the endpoint gets now (a percentage).
+                let slowStart = cluster.config.loadBalancer.slowStart.flatMap { SelectionPlan.slowStartFactor(readySince: state.readySince, now: now, $0) }
+                object["slowStartPercent"] = slowStart.map { Int(($0 * 100).rounded()) } ?? NSNull()
                 return object
             }
             var object: [String: Any] = [
@@ -298,7 +301,7 @@ private struct AdminEndpoints: Sendable {
         for listener in snapshot.listeners.values.sorted(by: { $0.config.name < $1.config.name }) {
             for route in listener.routes.allRoutes {
                 routes.append(["listener": listener.config.name, "name": route.name,
-                               "buckets": route.stats.requestDuration.snapshot().cumulativeBuckets])
+                               "buckets": route.stats.requestDuration.snapshot().cumulativeBuckets, "errors": route.stats.serverErrors.current])
             }
         }
         let controlPlane = sidecar.extensions().flatMap { try? JSONSerialization.jsonObject(with: Data($0.configDumpJSON.utf8)) }

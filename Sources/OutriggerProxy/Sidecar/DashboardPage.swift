@@ -1,7 +1,8 @@
 /// The admin's `/dashboard`: one self-contained page (no CDN, no asset files) that polls `/dashboard/data` every
-/// second and draws, per cluster, requests per second, success rate and p50/p99 over the last five minutes (the
-/// quantiles from the Prometheus buckets' growth over the last 10 s, as `histogram_quantile` reads them), the
-/// endpoint table, local replies by reason, the config version, the control plane's status and the spans.
+/// second and draws, per cluster and per route, requests per second, success rate and p50/p99 over the last five
+/// minutes (the quantiles from the Prometheus buckets' growth over the last 10 s, as `histogram_quantile` reads them),
+/// the endpoint table (slow start ramps included), local replies by reason, the config version, the control plane's
+/// status and the spans.
 enum DashboardPage {
     static let html = AdminPage.html(
         title: "Outrigger sidecar", dataPath: "/dashboard/data", unreachable: "admin unreachable",
@@ -23,11 +24,11 @@ enum DashboardPage {
             <table id="clusters"><thead><tr><th>cluster</th><th>req/s</th><th>success</th><th>p50</th><th>p99</th><th>in flight</th><th>requests</th><th>retries</th></tr></thead><tbody></tbody></table>
           </section>
           <section><h2>Routes (last 10 s)</h2>
-            <table id="routes"><thead><tr><th>listener</th><th>route</th><th>req/s</th><th>p50</th><th>p99</th><th>requests</th></tr></thead><tbody></tbody></table>
+            <table id="routes"><thead><tr><th>listener</th><th>route</th><th>req/s</th><th>success</th><th>p50</th><th>p99</th><th>requests</th></tr></thead><tbody></tbody></table>
           </section>
           <section><h2>Last five minutes</h2><div class="charts" id="charts"></div></section>
           <section><h2>Endpoints</h2>
-            <table id="endpoints"><thead><tr><th>cluster</th><th>endpoint</th><th>health</th><th>state</th><th>breaker</th><th>in flight</th><th>latency (EWMA)</th><th>weight</th><th>zone</th></tr></thead><tbody></tbody></table>
+            <table id="endpoints"><thead><tr><th>cluster</th><th>endpoint</th><th>health</th><th>state</th><th>breaker</th><th>in flight</th><th>latency (EWMA)</th><th>weight</th><th>slow start</th><th>zone</th></tr></thead><tbody></tbody></table>
           </section>
           <section><h2>Local replies</h2>
             <table id="replies"><thead><tr><th>reason</th><th>total</th><th>per second</th></tr></thead><tbody></tbody></table>
@@ -36,7 +37,7 @@ enum DashboardPage {
         script: #"""
         const windowSeconds = 300, quantileWindow = 10;
         const history = [];  // {t, clusters: {name: {total, errors, buckets, active, retries}}, replies: {reason: n}}
-        const series = {};   // cluster → [{t, rps, success, p50, p99}]
+        const series = {};   // "cluster NAME" or "route LISTENER/NAME" → {kind, name, points: [{t, rps, success, p50, p99}]}
         const colors = { rps: "#2f6fdb", success: "#1f9d55", p50: "#8a5cf6", p99: "#e0702b" };
 
         function text(value) { return value === null || value === undefined || Number.isNaN(value) ? "–" : String(value); }
@@ -72,7 +73,7 @@ enum DashboardPage {
             };
           }
           const routes = {};
-          for (const r of data.routes) routes[r.listener + " " + r.name] = { listener: r.listener, name: r.name, buckets: r.buckets };
+          for (const r of data.routes) routes[r.listener + "/" + r.name] = { listener: r.listener, name: r.name, buckets: r.buckets, errors: r.errors };
           return { t: data.now / 1000, clusters, routes, replies: data.stats.local_replies };
         }
 
@@ -94,13 +95,12 @@ enum DashboardPage {
             const success = old && windowTotal > 0 ? 1 - (c.errors - old.errors) / windowTotal : null;
             const delta = old && old.buckets.length === c.buckets.length ? c.buckets.map((n, i) => n - old.buckets[i]) : [];
             const p50 = delta.length ? quantile(0.5, bounds, delta) : null, p99 = delta.length ? quantile(0.99, bounds, delta) : null;
-            (series[name] = series[name] || []).push({ t: now.t, rps, success, p50, p99 });
-            while (series[name].length && series[name][0].t < now.t - windowSeconds) series[name].shift();
+            remember("cluster", name, { t: now.t, rps, success, p50, p99 });
             const row = body.insertRow();
             row.dataset.cluster = name;
             cell(row, name);
             cell(row, rps === null ? "–" : rps.toFixed(1), "rps");
-            cell(row, success === null ? "–" : (success * 100).toFixed(2) + " %", success === null ? "" : success < 0.95 ? "bad" : success < 0.99 ? "warn" : "ok");
+            successCell(row, success);
             cell(row, ms(p50), "p50");
             cell(row, ms(p99), "p99");
             cell(row, text(c.active));
@@ -120,7 +120,21 @@ enum DashboardPage {
           document.getElementById("spans").textContent = `${t.recorded} recorded, ${t.exported} exported, ${t.dropped + t.failed} lost`;
         }
 
-        // A route's requests are its histogram's count (the +Inf bucket): its rate, and its quantiles over the window.
+        // One point of a cluster's or a route's charts; points older than the window go.
+        function remember(kind, name, point) {
+          const key = kind + " " + name;
+          const entry = series[key] = series[key] || { kind, name, points: [] };
+          entry.points.push(point);
+          while (entry.points.length && entry.points[0].t < point.t - windowSeconds) entry.points.shift();
+        }
+
+        function successCell(row, success) {
+          cell(row, success === null ? "–" : (success * 100).toFixed(2) + " %",
+               "success " + (success === null ? "" : success < 0.95 ? "bad" : success < 0.99 ? "warn" : "ok"));
+        }
+
+        // A route's requests are its histogram's count (the +Inf bucket): its rate, its success rate (its 5xx answers
+        // among them) and its quantiles over the window.
         function drawRoutes(now, previous, oldest, bounds) {
           const body = document.querySelector("#routes tbody");
           body.replaceChildren();
@@ -129,19 +143,24 @@ enum DashboardPage {
             const before = previous && previous.routes[key], old = oldest.routes[key];
             const rps = before ? (count - before.buckets[before.buckets.length - 1]) / Math.max(now.t - previous.t, 0.001) : null;
             const delta = old && old.buckets.length === r.buckets.length ? r.buckets.map((n, i) => n - old.buckets[i]) : [];
+            const windowTotal = delta.length ? delta[delta.length - 1] : 0;
+            const success = old && windowTotal > 0 ? 1 - (r.errors - old.errors) / windowTotal : null;
+            const p50 = delta.length ? quantile(0.5, bounds, delta) : null, p99 = delta.length ? quantile(0.99, bounds, delta) : null;
+            remember("route", key, { t: now.t, rps, success, p50, p99 });
             const row = body.insertRow();
             row.dataset.route = r.name;
             cell(row, r.listener);
             cell(row, r.name);
             cell(row, rps === null ? "–" : rps.toFixed(1), "rps");
-            cell(row, ms(delta.length ? quantile(0.5, bounds, delta) : null), "p50");
-            cell(row, ms(delta.length ? quantile(0.99, bounds, delta) : null), "p99");
+            successCell(row, success);
+            cell(row, ms(p50), "p50");
+            cell(row, ms(p99), "p99");
             cell(row, String(count), "total");
           }
         }
 
-        function chart(name, title, lines) {
-          const points = series[name];
+        function chart(entry, title, lines) {
+          const points = entry.points, name = entry.name;
           const wrapper = document.createElement("div");
           wrapper.className = "chart";
           const heading = document.createElement("h3");
@@ -150,12 +169,12 @@ enum DashboardPage {
           const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
           svg.setAttribute("viewBox", "0 0 300 90");
           svg.setAttribute("preserveAspectRatio", "none");
-          svg.dataset.cluster = name;
+          svg.dataset[entry.kind] = name;
           svg.dataset.chart = title;
           const end = points.length ? points[points.length - 1].t : 0;
           // The width spans what there is, from 30 s up to the five minutes kept.
           const span = Math.min(windowSeconds, Math.max(30, points.length ? end - points[0].t : 0));
-          heading.textContent = `${name} · ${title} · last ${Math.round(span)} s`;
+          heading.textContent = `${entry.kind} ${name} · ${title} · last ${Math.round(span)} s`;
           let max = 0;
           for (const line of lines) for (const p of points) if (p[line.key] !== null) max = Math.max(max, p[line.key]);
           if (lines[0].key === "success") max = 1;
@@ -181,10 +200,10 @@ enum DashboardPage {
         function drawCharts() {
           const charts = document.getElementById("charts");
           charts.replaceChildren();
-          for (const name of Object.keys(series)) {
-            charts.appendChild(chart(name, "requests/s", [{ key: "rps", label: "req/s", format: v => v.toFixed(1) }]));
-            charts.appendChild(chart(name, "success rate", [{ key: "success", label: "success", format: v => (v * 100).toFixed(2) + " %" }]));
-            charts.appendChild(chart(name, "latency", [{ key: "p50", label: "p50", format: ms }, { key: "p99", label: "p99", format: ms }]));
+          for (const entry of Object.values(series)) {
+            charts.appendChild(chart(entry, "requests/s", [{ key: "rps", label: "req/s", format: v => v.toFixed(1) }]));
+            charts.appendChild(chart(entry, "success rate", [{ key: "success", label: "success", format: v => (v * 100).toFixed(2) + " %" }]));
+            charts.appendChild(chart(entry, "latency", [{ key: "p50", label: "p50", format: ms }, { key: "p99", label: "p99", format: ms }]));
           }
         }
 
@@ -204,6 +223,8 @@ enum DashboardPage {
               cell(row, text(e.activeRequests));
               cell(row, e.latencyEstimateMs === null ? "–" : e.latencyEstimateMs.toFixed(2) + " ms");
               cell(row, text(e.weight));
+              cell(row, e.slowStartPercent === null || e.slowStartPercent === undefined ? "–" : `ramping, ${e.slowStartPercent} %`,
+                   "slow-start" + (e.slowStartPercent === null || e.slowStartPercent === undefined ? "" : " warn"));
               cell(row, text(e.zone));
             }
           }

@@ -6,7 +6,8 @@ import OutriggerConfig
 import OutriggerCore
 
 /// The sidecar's spans once their requests ended: the last `recentCapacity` kept for the admin's `/traces`, and,
-/// with `traceExport`, queued and POSTed in batches (OTLP/HTTP protobuf or Zipkin JSON) by a thread of its own.
+/// with `traceExport`, queued and POSTed in batches (OTLP/HTTP protobuf or Zipkin JSON) by a thread of its own:
+/// a batch goes when `batchSize` spans wait or the oldest has waited `flushInterval` (`SpanExportQueue`).
 /// Event loops hand spans over in batches (`SpanBuffer`) and never wait: past `maxQueuedSpans` a span is dropped
 /// and counted. A batch the collector refuses for a while (connection failed, timeout, 429, 502, 503, 504) is sent
 /// again with exponential backoff, five times at most; then, or on any other refusal, its spans count as failed.
@@ -26,9 +27,7 @@ public final class SpanExporter: Sendable {
         /// The last spans ended, oldest first once `recentStart` is applied.
         var recent: [SpanRecord] = []
         var recentStart = 0
-        var queue: [SpanRecord] = []
-        /// A batch is on its way (or waits to be sent again): the next starts when it is done.
-        var sending = false
+        var queue = SpanExportQueue<SpanRecord>(batchSize: TraceExportConfig.defaultBatchSize, maxQueued: TraceExportConfig.defaultMaxQueuedSpans)
         var closed = false
     }
 
@@ -63,7 +62,12 @@ public final class SpanExporter: Sendable {
         }
         state.withLockedValue { state in
             state.settings = settings
-            if settings == nil { state.queue.removeAll() }
+            if let config = settings?.config {
+                state.queue.batchSize = config.batchSize
+                state.queue.maxQueued = config.maxQueuedSpans
+            } else {
+                state.queue.removeAll()
+            }
         }
     }
 
@@ -95,7 +99,7 @@ public final class SpanExporter: Sendable {
     /// beyond a short lock.
     func submit(_ spans: [SpanRecord]) {
         recordedCount.wrappingIncrement(by: spans.count, ordering: .relaxed)
-        let (startSending, dropped) = state.withLockedValue { state -> (Bool, Int) in
+        let (action, dropped) = state.withLockedValue { state -> (SpanExportQueue<SpanRecord>.Action, Int) in
             for span in spans {
                 if state.recent.count < Self.recentCapacity {
                     state.recent.append(span)
@@ -104,33 +108,36 @@ public final class SpanExporter: Sendable {
                     state.recentStart = (state.recentStart + 1) % Self.recentCapacity
                 }
             }
-            guard let settings = state.settings, !state.closed else { return (false, 0) }
-            let room = max(settings.config.maxQueuedSpans - state.queue.count, 0)
-            state.queue += spans.prefix(room)
-            guard !state.sending, !state.queue.isEmpty else { return (false, spans.count - min(room, spans.count)) }
-            state.sending = true
-            return (true, spans.count - min(room, spans.count))
+            guard state.settings != nil, !state.closed else { return (.none, 0) }
+            return state.queue.submitted(spans)
         }
         if dropped > 0 { droppedCount.wrappingIncrement(by: dropped, ordering: .relaxed) }
-        if startSending { poster.eventLoop.execute { self.sendNextBatch() } }
+        run(action)
     }
 
     // MARK: Sending (on the exporter's thread)
 
-    /// Takes the next batch off the queue and sends it; stops when the queue is empty.
-    private func sendNextBatch() {
-        let next = state.withLockedValue { state -> (batch: [SpanRecord], settings: Settings)? in
-            guard let settings = state.settings, !state.queue.isEmpty else {
-                state.sending = false
-                return nil
+    /// Runs what the queue asked for: a batch sent (from the exporter's thread), or the flush timer armed.
+    private func run(_ action: SpanExportQueue<SpanRecord>.Action) {
+        switch action {
+        case .none:
+            return
+        case .send(let batch):
+            poster.eventLoop.execute {
+                guard let settings = self.state.withLockedValue({ $0.settings }) else { return self.batchDone() }
+                self.send(batch, settings: settings, sendsSoFar: 0)
             }
-            let count = min(settings.config.batchSize, state.queue.count)
-            let batch = Array(state.queue.prefix(count))
-            state.queue.removeFirst(count)
-            return (batch, settings)
+        case .armFlushTimer:
+            let interval = state.withLockedValue { $0.settings?.config.flushInterval } ?? TraceExportConfig.defaultFlushInterval
+            poster.eventLoop.scheduleTask(in: .nanoseconds(interval.nanoseconds)) {
+                self.run(self.state.withLockedValue { $0.queue.flushTimerFired() })
+            }
         }
-        guard let next else { return }
-        send(next.batch, settings: next.settings, sendsSoFar: 0)
+    }
+
+    /// The batch in flight is done with (exported, failed, or dropped with the export turned off): the next may go.
+    private func batchDone() {
+        run(state.withLockedValue { $0.queue.sent() })
     }
 
     private func send(_ batch: [SpanRecord], settings: Settings, sendsSoFar: Int) {
@@ -150,7 +157,7 @@ public final class SpanExporter: Sendable {
             if (200..<300).contains(status) {
                 self.postsSucceeded.wrappingIncrement(ordering: .relaxed)
                 self.exportedCount.wrappingIncrement(by: batch.count, ordering: .relaxed)
-                self.sendNextBatch()
+                self.batchDone()
                 return
             }
             self.postsFailed.wrappingIncrement(ordering: .relaxed)
@@ -159,7 +166,7 @@ public final class SpanExporter: Sendable {
             let sends = sendsSoFar + 1
             guard retryable, sends < Self.maxSendsPerBatch, self.isOpen else {
                 self.failedCount.wrappingIncrement(by: batch.count, ordering: .relaxed)
-                self.sendNextBatch()
+                self.batchDone()
                 return
             }
             // 100 ms, 200 ms, 400 ms, 800 ms, with ±25 % jitter so that sidecars do not retry in step.
@@ -178,7 +185,8 @@ public final class SpanExporter: Sendable {
     /// Sends what is queued, for up to `within`, then stops the exporter's thread; later spans are only kept as recent.
     public func close(within: Duration) async {
         let deadline = ContinuousClock.now + within
-        while state.withLockedValue({ $0.sending || (!$0.queue.isEmpty && $0.settings != nil) }), ContinuousClock.now < deadline {
+        run(state.withLockedValue { $0.settings == nil ? .none : $0.queue.flush() })
+        while state.withLockedValue({ $0.settings != nil && !$0.queue.isIdle }), ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
         state.withLockedValue { state in

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Loads a sidecar's /dashboard in headless Chromium (Debian's chromium-headless-shell, driven by Playwright; no
 browser download) while traffic runs through the sidecar, and checks what a person would look at: the cluster's
-request rate and totals moving, its success rate and latency, the charts drawing, the endpoint table, the local
-replies, and no script error. Saves a screenshot.
+request rate and totals moving, its success rate and latency, the routes' the same, the charts drawing, the endpoint
+table (slow start ramps included), the local replies, and no script error. Saves a screenshot.
 
 usage: dashboard_check.py ADMIN_URL PROXY_URL CLUSTER ENDPOINT_COUNT SCREENSHOT [--hold SECONDS] [--host HOST]
 (--hold: keep the load on that long before the screenshot, for a picture with history; --host: the requests' Host)
@@ -79,8 +79,11 @@ with sync_playwright() as playwright:
         "control": page.text_content("#control"),
         "spans": page.text_content("#spans"),
         "charts": page.locator("svg[data-cluster]").count(),
-        "routes": {r.get_attribute("data-route"): {"total": int(r.locator("td.total").text_content()), "p99": r.locator("td.p99").text_content()}
+        "route_charts": page.locator("svg[data-route]").count(),
+        "routes": {r.get_attribute("data-route"): {"total": int(r.locator("td.total").text_content()), "p99": r.locator("td.p99").text_content(),
+                                                   "success": r.locator("td.success").text_content()}
                    for r in page.locator("#routes tr[data-route]").all()},
+        "slow_start": [c.text_content() for c in page.locator(f'#endpoints tr[data-cluster="{cluster}"] td.slow-start').all()],
     }
     page.screenshot(path=screenshot, full_page=True)
     browser.close()

@@ -134,6 +134,45 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
     }
+
+    // MARK: Span export: a full batch (a server span and a try span per request) as the exporter's thread encodes it.
+
+    let spans = SpanFixture.batch(512)
+    let spanBatch = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal], warmupIterations: 10,
+                                            maxDuration: .seconds(2), maxIterations: 2_000)
+    Benchmark("SpanEncoding.otlp, 512 spans", configuration: spanBatch) { _ in
+        blackHole(SpanEncoding.otlp(spans, resource: SpanFixture.resource, scopeName: "outrigger", scopeVersion: "0.1.0"))
+    }
+    Benchmark("SpanEncoding.zipkin, 512 spans", configuration: spanBatch) { _ in
+        blackHole(SpanEncoding.zipkin(spans, serviceName: "web"))
+    }
+}
+
+enum SpanFixture {
+    static let resource = [SpanAttribute("service.name", "web"), SpanAttribute("service.instance.id", "web-1")]
+
+    /// Half server spans, half their tries' client spans, with the attributes a proxied GET has.
+    static func batch(_ count: Int) -> [SpanRecord] {
+        var random = FastRandom(seed: 7)
+        return (0..<count).map { index in
+            let trace = TraceID(high: random.next(), low: random.next())
+            let start: UInt64 = 1_764_600_000_000_000_000 + UInt64(index) * 20_000
+            if index.isMultiple(of: 2) {
+                let facts = ServerSpanFacts(
+                    method: "GET", target: "/api/users/42?view=full", host: "users.internal", scheme: "http", protocolVersion: "1.1",
+                    status: 200, listener: "inbound", route: "users", cluster: "users", reason: nil, tries: 1, requestBodyBytes: 0,
+                    responseBodyBytes: 1_234, clientAddress: "10.0.3.17", requestID: "6f1c2a9e-4b1d-4c55-9a77-0e3c8d2f1b60",
+                    startedAt: start, endedAt: start + 900_000)
+                return SpanRecord(traceID: trace, spanID: random.next(), parentSpanID: random.next(), startUnixNanoseconds: start,
+                                  endUnixNanoseconds: start + 900_000, details: .server(facts))
+            }
+            var ended = TrySpan(spanID: random.next(), attempt: 1, startedAt: start, endpoint: "10.0.4.21:8080", cause: nil)
+            ended.status = 200
+            ended.endedAt = start + 700_000
+            return SpanRecord(traceID: trace, spanID: ended.spanID, parentSpanID: random.next(), startUnixNanoseconds: start + 50_000,
+                              endUnixNanoseconds: start + 750_000, details: .client(ended, method: "GET", cluster: "users"))
+        }
+    }
 }
 
 enum BalancerFixture {
