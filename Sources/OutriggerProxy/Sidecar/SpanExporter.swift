@@ -13,6 +13,7 @@ import OutriggerCore
 /// again with exponential backoff, five times at most; then, or on any other refusal, its spans count as failed.
 public final class SpanExporter: Sendable {
     public static let recentCapacity = 256
+    static let maxLeftRing = 4_096
     static let maxSendsPerBatch = 5
 
     /// What `configure` set: where and how to send, and the resource every batch describes.
@@ -24,11 +25,22 @@ public final class SpanExporter: Sendable {
 
     private struct State {
         var settings: Settings?
-        /// The last spans ended, oldest first once `recentStart` is applied.
-        var recent: [SpanRecord] = []
-        var recentStart = 0
+        /// The last spans ended, in the batches the loops handed over (oldest first): a batch is kept or let go
+        /// whole, so a loop's hand-over does no work per span for the ring.
+        var recent: [[SpanRecord]] = []
+        var recentCount = 0
+        /// Batches that left the ring, let go on the exporter's thread when it takes its next batch, so that an event
+        /// loop does not pay for freeing spans — unless there is no export, or they pile up (`maxLeftRing` spans:
+        /// a batch stuck retrying), and then the loop lets them go itself.
+        var leftRing: [[SpanRecord]] = []
+        var leftRingCount = 0
         var queue = SpanExportQueue<SpanRecord>(batchSize: TraceExportConfig.defaultBatchSize, maxQueued: TraceExportConfig.defaultMaxQueuedSpans)
         var closed = false
+
+        mutating func takeLeftRing(into taken: inout [[SpanRecord]]) {
+            swap(&taken, &leftRing)
+            leftRingCount = 0
+        }
     }
 
     private let state = NIOLockedValueBox(State())
@@ -86,10 +98,10 @@ public final class SpanExporter: Sendable {
     public var queued: Int { state.withLockedValue { $0.queue.count } }
     public var isExporting: Bool { state.withLockedValue { $0.settings != nil } }
 
-    /// The last spans ended, newest first.
+    /// The last spans ended (`recentCapacity` at most), newest first.
     public var recentSpans: [SpanRecord] {
         state.withLockedValue { state in
-            Array((state.recent[state.recentStart...] + state.recent[..<state.recentStart]).reversed())
+            Array(state.recent.joined().reversed().prefix(Self.recentCapacity))
         }
     }
 
@@ -99,20 +111,22 @@ public final class SpanExporter: Sendable {
     /// beyond a short lock.
     func submit(_ spans: [SpanRecord]) {
         recordedCount.wrappingIncrement(by: spans.count, ordering: .relaxed)
+        var leftRing: [[SpanRecord]] = []
         let (action, dropped) = state.withLockedValue { state -> (SpanExportQueue<SpanRecord>.Action, Int) in
-            for span in spans {
-                if state.recent.count < Self.recentCapacity {
-                    state.recent.append(span)
-                } else {
-                    state.recent[state.recentStart] = span
-                    state.recentStart = (state.recentStart + 1) % Self.recentCapacity
-                }
+            state.recent.append(spans)
+            state.recentCount += spans.count
+            while let oldest = state.recent.first, state.recentCount - oldest.count >= Self.recentCapacity {
+                state.leftRing.append(state.recent.removeFirst())
+                state.recentCount -= oldest.count
+                state.leftRingCount += oldest.count
             }
-            guard state.settings != nil, !state.closed else { return (.none, 0) }
-            return state.queue.submitted(spans)
+            let exporting = state.settings != nil && !state.closed
+            if !exporting || state.leftRingCount > Self.maxLeftRing { state.takeLeftRing(into: &leftRing) }
+            return exporting ? state.queue.submitted(spans) : (.none, 0)
         }
         if dropped > 0 { droppedCount.wrappingIncrement(by: dropped, ordering: .relaxed) }
         run(action)
+        _ = leftRing  // let go here, outside the lock
     }
 
     // MARK: Sending (on the exporter's thread)
@@ -124,7 +138,13 @@ public final class SpanExporter: Sendable {
             return
         case .send(let batch):
             poster.eventLoop.execute {
-                guard let settings = self.state.withLockedValue({ $0.settings }) else { return self.batchDone() }
+                var leftRing: [[SpanRecord]] = []
+                let settings = self.state.withLockedValue { state in
+                    state.takeLeftRing(into: &leftRing)
+                    return state.settings
+                }
+                _ = leftRing  // let go here, on the exporter's thread
+                guard let settings else { return self.batchDone() }
                 self.send(batch, settings: settings, sendsSoFar: 0)
             }
         case .armFlushTimer:
