@@ -1,33 +1,52 @@
 /// Spans in the two export formats: OTLP/HTTP's protobuf body and Zipkin v2 JSON. Pure: bytes in, bytes out,
-/// written in one pass into one array (nested protobuf lengths are patched in place, no buffer per message).
+/// each written in one pass (nested protobuf lengths are patched in place, no buffer per message).
 public enum SpanEncoding {
     /// An OTLP `ExportTraceServiceRequest` (opentelemetry-proto v1, `POST /v1/traces` with
     /// `content-type: application/x-protobuf`): one resource (`resource` its attributes, `service.name` first), one
-    /// instrumentation scope, and `spans`.
+    /// instrumentation scope, and `spans`. Written into `buffer` (emptied first: the exporter reuses one); the body is
+    /// `buffer.bytes(from:)` the offset returned.
+    ///
+    /// The spans are written first, after room left for the envelope (`resource_spans`, `resource`, `scope_spans`,
+    /// `scope`) whose lengths depend on theirs; the envelope then goes right before them, so no byte of the spans is
+    /// ever moved.
+    public static func otlp(_ spans: some Collection<SpanRecord>, resource: [SpanAttribute], scopeName: String, scopeVersion: String,
+                            into buffer: EncodingBuffer) -> Int {
+        let resourceMessage = ProtobufWriter(EncodingBuffer(capacity: 256))
+        for attribute in resource { resourceMessage.message(1) { $0.keyValue(attribute.key, attribute.value) } }  // Resource.attributes
+        let scopeMessage = ProtobufWriter(EncodingBuffer(capacity: 64))
+        scopeMessage.string(1, scopeName)
+        scopeMessage.string(2, scopeVersion)
+        // Four keys and four lengths of at most 10 bytes each, and the two small messages.
+        let room = 44 + resourceMessage.out.count + scopeMessage.out.count
+
+        buffer.removeAll()
+        let writer = ProtobufWriter(buffer)
+        buffer.reserve(room + spans.count * 400)
+        buffer.append(repeating: 0, count: room)
+        // A span is 128 bytes to 16 KiB long, so its length takes two bytes; `message` moves it only otherwise.
+        for span in spans { writer.message(2, lengthBytes: 2) { $0.span(span) } }  // ScopeSpans.spans
+        let spansLength = buffer.count - room
+
+        let envelope = ProtobufWriter(EncodingBuffer(capacity: room))
+        let scopeSpansLength = ProtobufWriter.encodedLength(field: 1, length: scopeMessage.out.count) + spansLength
+        let resourceSpansLength = ProtobufWriter.encodedLength(field: 1, length: resourceMessage.out.count)
+            + ProtobufWriter.encodedLength(field: 2, length: scopeSpansLength)
+        envelope.lengthDelimited(1, length: resourceSpansLength)  // ExportTraceServiceRequest.resource_spans
+        envelope.lengthDelimited(1, length: resourceMessage.out.count)  // ResourceSpans.resource
+        envelope.out.append(resourceMessage.out.bytes())
+        envelope.lengthDelimited(2, length: scopeSpansLength)  // ResourceSpans.scope_spans
+        envelope.lengthDelimited(1, length: scopeMessage.out.count)  // ScopeSpans.scope
+        envelope.out.append(scopeMessage.out.bytes())
+        let start = room - envelope.out.count
+        buffer.set(envelope.out.bytes(), at: start)
+        return start
+    }
+
+    /// The same, as bytes.
     public static func otlp(_ spans: some Collection<SpanRecord>, resource: [SpanAttribute], scopeName: String, scopeVersion: String) -> [UInt8] {
-        var writer = ProtobufWriter()
-        writer.bytes.reserveCapacity(256 + spans.count * 400)
-        // Each span is written into one reused scratch writer, then appended after its length: a span is longer than
-        // 127 bytes, so writing it in place would move it to widen its length.
-        var scratch = ProtobufWriter()
-        scratch.bytes.reserveCapacity(1024)
-        writer.message(1) { resourceSpans in  // ExportTraceServiceRequest.resource_spans
-            resourceSpans.message(1) { resourceMessage in  // ResourceSpans.resource
-                for attribute in resource { resourceMessage.message(1) { $0.keyValue(attribute.key, attribute.value) } }  // Resource.attributes
-            }
-            resourceSpans.message(2) { scopeSpans in  // ResourceSpans.scope_spans
-                scopeSpans.message(1) { scope in  // ScopeSpans.scope
-                    scope.string(1, scopeName)
-                    scope.string(2, scopeVersion)
-                }
-                for span in spans {
-                    scratch.bytes.removeAll(keepingCapacity: true)
-                    scratch.span(span)
-                    scopeSpans.message(2, encoded: scratch.bytes)  // ScopeSpans.spans
-                }
-            }
-        }
-        return writer.bytes
+        let buffer = EncodingBuffer()
+        let start = otlp(spans, resource: resource, scopeName: scopeName, scopeVersion: scopeVersion, into: buffer)
+        return Array(buffer.bytes(from: start))
     }
 
     /// A Zipkin v2 span list (`POST /api/v2/spans`, `content-type: application/json`); attributes become tags, and
@@ -79,99 +98,98 @@ public enum SpanEncoding {
     }
 }
 
-/// Protocol Buffers' wire format, for the few message shapes OTLP needs.
+/// Protocol Buffers' wire format, for the few message shapes OTLP needs, written into an `EncodingBuffer`.
 struct ProtobufWriter {
-    var bytes: [UInt8] = []
+    let out: EncodingBuffer
 
-    mutating func varint(_ value: UInt64) {
-        if value < 0x80 {
-            bytes.append(UInt8(value))
-            return
-        }
-        // At most 10 bytes, gathered in two words and appended at once.
-        var words: (UInt64, UInt64) = (0, 0)
-        var count = 0
-        var rest = value
-        withUnsafeMutableBytes(of: &words) { scratch in
-            while rest >= 0x80 {
-                scratch[count] = UInt8(truncatingIfNeeded: rest) | 0x80
-                count += 1
-                rest >>= 7
-            }
-            scratch[count] = UInt8(rest)
-            count += 1
-        }
-        withUnsafeBytes(of: &words) { bytes.append(contentsOf: $0.prefix(count)) }
+    init(_ out: EncodingBuffer) {
+        self.out = out
     }
 
-    private mutating func key(_ field: UInt64, wireType: UInt64) {
+    static func varintLength(_ value: UInt64) -> Int {
+        value == 0 ? 1 : (64 - value.leadingZeroBitCount + 6) / 7
+    }
+
+    /// The bytes a length-delimited field takes: its key, its length, its content.
+    static func encodedLength(field: UInt64, length: Int) -> Int {
+        varintLength(field << 3 | 2) + varintLength(UInt64(length)) + length
+    }
+
+    @inline(__always)
+    func varint(_ value: UInt64) {
+        if value < 0x80 {
+            out.append(UInt8(value))  // keys, and most lengths and numbers
+        } else {
+            out.append(varint: value)
+        }
+    }
+
+    private func key(_ field: UInt64, wireType: UInt64) {
         varint(field << 3 | wireType)
     }
 
-    mutating func varintField(_ field: UInt64, _ value: UInt64) {
+    func varintField(_ field: UInt64, _ value: UInt64) {
         key(field, wireType: 0)
         varint(value)
     }
 
-    mutating func fixed64(_ field: UInt64, _ value: UInt64) {
+    func fixed64(_ field: UInt64, _ value: UInt64) {
         key(field, wireType: 1)
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        out.append(bytesOf: value.littleEndian)
     }
 
-    mutating func fixed32(_ field: UInt64, _ value: UInt32) {
+    func fixed32(_ field: UInt64, _ value: UInt32) {
         key(field, wireType: 5)
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        out.append(bytesOf: value.littleEndian)
     }
 
-    mutating func string(_ field: UInt64, _ value: String) {
+    func string(_ field: UInt64, _ value: String) {
         key(field, wireType: 2)
-        var value = value
-        value.withUTF8 { utf8 in
-            varint(UInt64(utf8.count))
-            bytes.append(contentsOf: utf8)
-        }
+        varint(UInt64(value.utf8.count))
+        out.append(utf8: value)
     }
 
     /// An id as bytes, most significant first (OTLP's span ids).
-    mutating func idBytes(_ field: UInt64, _ word: UInt64) {
+    func idBytes(_ field: UInt64, _ word: UInt64) {
         key(field, wireType: 2)
-        bytes.append(8)
-        withUnsafeBytes(of: word.bigEndian) { bytes.append(contentsOf: $0) }
+        out.append(8)
+        out.append(bytesOf: word.bigEndian)
     }
 
     /// A 128-bit id as bytes, most significant first (OTLP's trace ids).
-    mutating func idBytes(_ field: UInt64, _ high: UInt64, _ low: UInt64) {
+    func idBytes(_ field: UInt64, _ high: UInt64, _ low: UInt64) {
         key(field, wireType: 2)
-        bytes.append(16)
-        withUnsafeBytes(of: high.bigEndian) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: low.bigEndian) { bytes.append(contentsOf: $0) }
+        out.append(16)
+        out.append(bytesOf: high.bigEndian)
+        out.append(bytesOf: low.bigEndian)
     }
 
-    /// A nested message already encoded.
-    mutating func message(_ field: UInt64, encoded: [UInt8]) {
+    /// A length-delimited field's key and length; its `length` bytes are written next.
+    func lengthDelimited(_ field: UInt64, length: Int) {
         key(field, wireType: 2)
-        varint(UInt64(encoded.count))
-        bytes.append(contentsOf: encoded)
+        varint(UInt64(length))
     }
 
-    /// A nested message: written in place after a one-byte length, which grows (the body moves) when it is 128 or more.
-    mutating func message(_ field: UInt64, _ body: (inout ProtobufWriter) -> Void) {
+    /// A nested message, written in place after `lengthBytes` bytes left for its length: when the length needs
+    /// another number of bytes, the body moves.
+    func message(_ field: UInt64, lengthBytes: Int = 1, _ body: (ProtobufWriter) -> Void) {
         key(field, wireType: 2)
-        let lengthAt = bytes.count
-        bytes.append(0)
-        body(&self)
-        let length = bytes.count - lengthAt - 1
-        if length < 0x80 {
-            bytes[lengthAt] = UInt8(length)
-            return
+        let lengthAt = out.count
+        out.append(repeating: 0, count: lengthBytes)
+        body(self)
+        let bodyAt = lengthAt + lengthBytes
+        let length = out.count - bodyAt
+        let needed = Self.varintLength(UInt64(length))
+        if needed != lengthBytes { out.move(from: bodyAt, to: lengthAt + needed, length: length) }
+        var value = UInt64(length)
+        for index in 0..<needed {
+            out.set(UInt8(truncatingIfNeeded: value) | (index == needed - 1 ? 0 : 0x80), at: lengthAt + index)
+            value >>= 7
         }
-        var prefix = ProtobufWriter()
-        prefix.varint(UInt64(length))
-        bytes.replaceSubrange(lengthAt..<(lengthAt + 1), with: prefix.bytes)
     }
 
     /// `KeyValue { key = 1; AnyValue value = 2 }`, `AnyValue { string_value = 1; int_value = 3 }`.
-    mutating func keyValue(_ key: String, _ attributeValue: SpanAttribute.Value) {
+    func keyValue(_ key: String, _ attributeValue: SpanAttribute.Value) {
         string(1, key)
         message(2) { value in
             switch attributeValue {
@@ -182,7 +200,7 @@ struct ProtobufWriter {
     }
 
     /// `Span` (opentelemetry-proto trace.v1): ids, name, kind, times, attributes, status and flags.
-    mutating func span(_ span: SpanRecord) {
+    func span(_ span: SpanRecord) {
         idBytes(1, span.traceID.high, span.traceID.low)
         idBytes(2, span.spanID)
         if let state = span.traceState, !state.isEmpty { string(3, state) }

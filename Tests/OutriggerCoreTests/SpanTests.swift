@@ -1,6 +1,6 @@
 import Foundation
 import NIOHTTP1
-import OutriggerCore
+@testable import OutriggerCore
 import Testing
 
 @Suite("Spans: tries, records and their export formats")
@@ -160,6 +160,38 @@ struct SpanTests {
         #expect(client.first { $0.number == 6 }?.value == 3, "SPAN_KIND_CLIENT")
         #expect(client.first { $0.number == 16 }?.value == 0x101, "a local parent")
         #expect(!client.contains { $0.number == 15 }, "no status: unset")
+    }
+
+    /// A span over 16 KiB (its length takes three bytes, not the two left for it) and a batch written into a reused
+    /// buffer: the same bytes as into a new one, and they read back.
+    @Test func aHugeSpanAndAReusedBufferEncodeTheSameRequest() throws {
+        let trace = Self.sampledTrace()
+        var facts = Self.facts(status: 200)
+        facts.requestID = String(repeating: "x", count: 20_000)
+        let spans = Self.sampleSpans() + [trace.serverSpan(facts, epochOffset: 1)]
+        let fresh = SpanEncoding.otlp(spans, resource: [SpanAttribute("service.name", "orders")], scopeName: "outrigger", scopeVersion: "0.1.0")
+        let reused = EncodingBuffer(capacity: 16)
+        _ = SpanEncoding.otlp(Self.sampleSpans(), resource: [], scopeName: "the last batch", scopeVersion: "", into: reused)
+        let start = SpanEncoding.otlp(spans, resource: [SpanAttribute("service.name", "orders")], scopeName: "outrigger", scopeVersion: "0.1.0", into: reused)
+        #expect(Array(reused.bytes(from: start)) == fresh)
+        let scopeSpans = try ProtobufReader.fields(try ProtobufReader.fields(try ProtobufReader.fields(fresh[...])[0].bytes!)[1].bytes!)
+        #expect(scopeSpans.map(\.number) == [1, 2, 2, 2])
+        let huge = try ProtobufReader.fields(scopeSpans[3].bytes!)
+        let attributes = try huge.filter { $0.number == 9 }.map { try ProtobufReader.fields($0.bytes!) }
+        let requestID = try #require(attributes.first { String(decoding: $0[0].bytes!, as: UTF8.self) == "outrigger.request_id" })
+        #expect(try ProtobufReader.fields(requestID[1].bytes!)[0].bytes?.count == 20_000)
+    }
+
+    /// A nested message's length written in the bytes left for it, or its body moved when it needs fewer or more.
+    @Test func aNestedMessageMovesOnlyWhenItsLengthNeedsAnotherSize() {
+        for (length, lengthBytes, expectedPrefix) in [(5, 1, [0x0a, 0x05]), (5, 2, [0x0a, 0x05]), (200, 1, [0x0a, 0xc8, 0x01]),
+                                                      (200, 2, [0x0a, 0xc8, 0x01]), (20_000, 2, [0x0a, 0xa0, 0x9c, 0x01])] {
+            let writer = ProtobufWriter(EncodingBuffer(capacity: 0))
+            writer.message(1, lengthBytes: lengthBytes) { $0.out.append(repeating: 0x7f, count: length) }
+            let bytes = Array(writer.out.bytes())
+            #expect(Array(bytes.prefix(expectedPrefix.count)) == expectedPrefix.map(UInt8.init), "\(length) in \(lengthBytes)")
+            #expect(bytes.count == expectedPrefix.count + length && bytes.dropFirst(expectedPrefix.count).allSatisfy { $0 == 0x7f })
+        }
     }
 
     @Test func zipkinIsAListOfV2SpansWithAttributesAsTags() throws {

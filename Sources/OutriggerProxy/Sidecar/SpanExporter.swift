@@ -47,6 +47,9 @@ public final class SpanExporter: Sendable {
     /// One thread: encodes batches and talks to the collector, so no event loop ever does.
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let poster: SpanPoster
+    /// Where batches are encoded, reused: touched on the exporter's thread only.
+    private let encodingBox = ExporterThreadBox(EncodingBuffer(capacity: 64 * 1024))
+    private var encoding: EncodingBuffer { encodingBox.value }
     private let recordedCount = ManagedAtomic<Int>(0)
     private let exportedCount = ManagedAtomic<Int>(0)
     private let droppedCount = ManagedAtomic<Int>(0)
@@ -162,14 +165,16 @@ public final class SpanExporter: Sendable {
 
     private func send(_ batch: [SpanRecord], settings: Settings, sendsSoFar: Int) {
         let config = settings.config
-        let body: [UInt8]
+        var body = poster.reusableBody()
+        body.clear()
         let contentType: String
         switch config.format {
         case .otlp:
-            body = SpanEncoding.otlp(batch, resource: settings.resource, scopeName: "outrigger", scopeVersion: "0.1.0")
+            let start = SpanEncoding.otlp(batch, resource: settings.resource, scopeName: "outrigger", scopeVersion: "0.1.0", into: encoding)
+            body.writeBytes(encoding.bytes(from: start))
             contentType = "application/x-protobuf"
         case .zipkin:
-            body = SpanEncoding.zipkin(batch, serviceName: settings.serviceName)
+            body.writeBytes(SpanEncoding.zipkin(batch, serviceName: settings.serviceName))
             contentType = "application/json"
         }
         poster.post(body, contentType: contentType, to: config.address, path: config.path, timeout: config.timeout).whenComplete { result in
@@ -259,3 +264,13 @@ final class SpanBuffer {
 
 @available(*, unavailable)
 extension SpanBuffer: Sendable {}
+
+/// A value used on the exporter's thread only (`SpanExporter.send` and what it calls run there).
+private final class ExporterThreadBox<Value>: @unchecked Sendable {
+    // @unchecked: `value` is touched only on the exporter's one thread.
+    let value: Value
+
+    init(_ value: Value) {
+        self.value = value
+    }
+}

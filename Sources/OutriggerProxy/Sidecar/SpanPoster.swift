@@ -15,15 +15,24 @@ final class SpanPoster: @unchecked Sendable {
     private var answering: EventLoopPromise<Int>?
     private var sentOn: (any Channel)?
     private var deadline: Scheduled<Void>?
+    /// The last request's body, kept to be written over by the next (by then the connection let go of it).
+    private var lastBody: ByteBuffer?
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
     }
 
+    /// A buffer for the next body: the last one's storage, already grown to a batch's size.
+    func reusableBody() -> ByteBuffer {
+        defer { lastBody = nil }
+        return lastBody ?? ByteBufferAllocator().buffer(capacity: 0)
+    }
+
     /// Resolves to the collector's response status; 0 when no answer came (connection failed or closed, timeout).
-    func post(_ body: [UInt8], contentType: String, to address: HostPort, path: String, timeout: Duration) -> EventLoopFuture<Int> {
+    func post(_ body: ByteBuffer, contentType: String, to address: HostPort, path: String, timeout: Duration) -> EventLoopFuture<Int> {
         let promise = eventLoop.makePromise(of: Int.self)
         answering = promise
+        lastBody = body
         deadline = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [self] in
             // The connection goes first: the next batch, sent from the answer's callback, must not go out on it.
             close()
@@ -36,10 +45,10 @@ final class SpanPoster: @unchecked Sendable {
             var headers = HTTPHeaders()
             headers.add(name: "host", value: address.description)
             headers.add(name: "content-type", value: contentType)
-            headers.add(name: "content-length", value: String(body.count))
+            headers.add(name: "content-length", value: String(body.readableBytes))
             headers.add(name: "user-agent", value: "outrigger")
             channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)), promise: nil)
-            channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
+            channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         }
         return promise.futureResult
