@@ -7,12 +7,13 @@ public struct SpanExportQueue<Span> {
         case none
         /// Send this batch now; call `sent()` once it is done with (exported, failed or given up).
         case send([Span])
-        /// Call `flushTimerFired()` after `flushInterval`.
-        case armFlushTimer
+        /// Call `flushTimerFired()` after this long (`flushInterval`).
+        case armFlushTimer(Duration)
     }
 
     public var batchSize: Int
     public var maxQueued: Int
+    public var flushInterval: Duration
     private var waiting: [Span] = []
     /// Spans before this index in `waiting` were taken already (compacted once they are half of it).
     private var head = 0
@@ -20,9 +21,10 @@ public struct SpanExportQueue<Span> {
     private var flushTimerArmed = false
     private var flushing = false
 
-    public init(batchSize: Int, maxQueued: Int) {
+    public init(batchSize: Int, maxQueued: Int, flushInterval: Duration = .seconds(1)) {
         self.batchSize = max(batchSize, 1)
         self.maxQueued = maxQueued
+        self.flushInterval = flushInterval
     }
 
     public var count: Int { waiting.count - head }
@@ -68,7 +70,7 @@ public struct SpanExportQueue<Span> {
         }
         if flushTimerArmed { return .none }
         flushTimerArmed = true
-        return .armFlushTimer
+        return .armFlushTimer(flushInterval)
     }
 
     private mutating func takeBatch() -> [Span] {

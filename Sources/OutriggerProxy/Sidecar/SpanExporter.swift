@@ -34,7 +34,8 @@ public final class SpanExporter: Sendable {
         /// a batch stuck retrying), and then the loop lets them go itself.
         var leftRing: [[SpanRecord]] = []
         var leftRingCount = 0
-        var queue = SpanExportQueue<SpanRecord>(batchSize: TraceExportConfig.defaultBatchSize, maxQueued: TraceExportConfig.defaultMaxQueuedSpans)
+        var queue = SpanExportQueue<SpanRecord>(batchSize: TraceExportConfig.defaultBatchSize, maxQueued: TraceExportConfig.defaultMaxQueuedSpans,
+                                                flushInterval: TraceExportConfig.defaultFlushInterval)
         var closed = false
 
         mutating func takeLeftRing(into taken: inout [[SpanRecord]]) {
@@ -80,6 +81,7 @@ public final class SpanExporter: Sendable {
             if let config = settings?.config {
                 state.queue.batchSize = config.batchSize
                 state.queue.maxQueued = config.maxQueuedSpans
+                state.queue.flushInterval = config.flushInterval
             } else {
                 state.queue.removeAll()
             }
@@ -150,8 +152,7 @@ public final class SpanExporter: Sendable {
                 guard let settings else { return self.batchDone() }
                 self.send(batch, settings: settings, sendsSoFar: 0)
             }
-        case .armFlushTimer:
-            let interval = state.withLockedValue { $0.settings?.config.flushInterval } ?? TraceExportConfig.defaultFlushInterval
+        case .armFlushTimer(let interval):
             poster.eventLoop.scheduleTask(in: .nanoseconds(interval.nanoseconds)) {
                 self.run(self.state.withLockedValue { $0.queue.flushTimerFired() })
             }
