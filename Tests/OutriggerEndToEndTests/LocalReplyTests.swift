@@ -167,7 +167,9 @@ struct LocalReplyTests {
 }
 
 /// Polls `condition` until it holds (an event the test cannot subscribe to), failing after `timeout`.
-func waitUntil(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
+/// Polls `condition` until it holds. The timeout only bounds a failing test: a busy machine can take many seconds
+/// to start a peer (Prometheus, a Python gRPC client) that a test waits for.
+func waitUntil(timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return }

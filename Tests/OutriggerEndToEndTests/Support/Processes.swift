@@ -162,11 +162,14 @@ func readChunks(_ descriptor: Int32, _ chunk: (Data) -> Void) {
 }
 
 final class OutputCollector: @unchecked Sendable {
-    // `@unchecked`: `data` is written by the reading thread only, and read after it finished.
+    // `@unchecked`: `data` is written by the reading thread only, and read after it finished; `finished` and
+    // `waiter` are guarded by `lock`.
     let writeEnd: Int32
     private let readEnd: Int32
     private var data = Data()
-    private let done = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var finished = false
+    private var waiter: CheckedContinuation<String, Never>?
 
     /// Chunks go to `lines` when given (read live), or are kept for `finish`.
     init(_ lines: LineCollector? = nil) {
@@ -182,21 +185,32 @@ final class OutputCollector: @unchecked Sendable {
                 if let lines { lines.append(chunk) } else { self.data.append(chunk) }
             }
             Glibc.close(readEnd)
-            self.done.signal()
+            let waiter = lock.withLock {
+                finished = true
+                defer { self.waiter = nil }
+                return self.waiter
+            }
+            waiter?.resume(returning: text)
         }
     }
+
+    private var text: String { String(decoding: data, as: UTF8.self) }
 
     /// The child has its copy: without closing ours, the reader would never see the end of the output.
     func closeWriteEnd() {
         Glibc.close(writeEnd)
     }
 
+    /// The whole output, once the child closed it. The reading thread resumes the wait: no thread of the shared
+    /// pool is blocked meanwhile (tests run in parallel on a pool as wide as the cores, and a slow child's wait
+    /// there once stalled every other test's tasks).
     func finish() async -> String {
         await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                self.done.wait()
-                continuation.resume(returning: String(decoding: self.data, as: UTF8.self))
+            let done = lock.withLock {
+                if !finished { waiter = continuation }
+                return finished
             }
+            if done { continuation.resume(returning: text) }
         }
     }
 }
