@@ -433,20 +433,27 @@ def main():
                 log(f"  round {round_index} max {target}: http1 {closed['http1'][target][-1]['rps']:,.0f}, h2c {closed['h2c'][target][-1]['rps']:,.0f} req/s")
         max_throughput = {kind: {t: median_of(runs) for t, runs in per.items()} for kind, per in closed.items()}
 
-        # Tracing's cost: outrigger-1 through listeners that differ only in tracing, interleaved, CPU of the whole process
-        # (the exporter's thread included).
+        # Tracing's cost: outrigger-1 through listeners that differ only in tracing, interleaved (the order turns each
+        # round), CPU of the whole process (the exporter's thread included). At least five rounds: the change against
+        # off is the median of each round's own ratio, which cancels the machine's drift from minute to minute.
         tracing_cost = {}
         if not args.quick:
             variants = {"off (forward)": "o1_untraced", "1 % (the default)": "o1", "100 %, exported": "o1_traced"}
             runs = {kind: {v: [] for v in variants} for kind in PROTOCOLS}
-            for round_index in range(1, rounds + 1):
-                for variant, port_key in variants.items():
+            for round_index in range(1, max(rounds, 5) + 1):
+                order = list(variants.items())
+                shift = (round_index - 1) % len(order)
+                for variant, port_key in order[shift:] + order[:shift]:
                     traced_url = f"http://127.0.0.1:{lab.ports[port_key]}{path}"
                     runs["http1"][variant].append(measured(lab, "outrigger-1", lambda: wrk_run(traced_url, args.connections, seconds)))
                     runs["h2c"][variant].append(measured(
                         lab, "outrigger-1", lambda: h2load_run(traced_url, args.h2_connections, args.h2_streams, seconds, work)))
                 log(f"  round {round_index} tracing: " + ", ".join(f"{v} {runs['http1'][v][-1]['rps']:,.0f}" for v in variants) + " req/s (HTTP/1.1)")
             tracing_cost = {kind: {v: median_of(r) for v, r in per.items()} for kind, per in runs.items()}
+            for kind, per in runs.items():
+                for variant, variant_runs in per.items():
+                    tracing_cost[kind][variant]["vs_off"] = statistics.median(
+                        run["rps"] / off_run["rps"] - 1 for run, off_run in zip(variant_runs, per["off (forward)"]))
 
         rates = {}
         for protocol in PROTOCOLS:
@@ -524,13 +531,14 @@ def render_markdown(report, targets, proxies):
         lines += ["## Tracing's cost (outrigger-1, closed loop)", "",
                   "The same process through listeners that differ only in tracing: off (`mode: forward`), the default "
                   "(participate, 1 % of traces sampled at their root) and every request sampled with its spans exported "
-                  "(OTLP to a collector on the same machine). CPU is the whole process's, the exporter's thread included.", "",
+                  "(OTLP to a collector on the same machine). CPU is the whole process's, the exporter's thread included. "
+                  "\"vs off\" is the median of each round's ratio to that round's off run.", "",
                   "| tracing | HTTP/1.1 req/s | vs off | CPU s / 10k | h2c req/s | vs off | CPU s / 10k |", "|---|---|---|---|---|---|---|"]
         cost = report["tracing_cost"]
         off = "off (forward)"
         for variant in cost["http1"]:
             h1, h2 = cost["http1"][variant], cost["h2c"][variant]
-            change = lambda r, kind: "" if variant == off else f"{(r['rps'] / cost[kind][off]['rps'] - 1) * 100:+.1f} %"
+            change = lambda r, kind: "" if variant == off else f"{r['vs_off'] * 100:+.1f} %"
             lines.append(f"| {variant} | {h1['rps']:,.0f} | {change(h1, 'http1')} | {h1['cpu_s_per_10k']:.3f} | "
                          f"{h2['rps']:,.0f} | {change(h2, 'h2c')} | {h2['cpu_s_per_10k']:.3f} |")
         lines.append("")

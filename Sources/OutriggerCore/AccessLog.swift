@@ -185,7 +185,7 @@ public enum AccessLogFormatter {
     /// The escapes both formats share: `"` and `\` backslashed, `\n` `\r` `\t`, other control bytes and DEL
     /// as `controlPrefix` and two hex digits (DEL need not be escaped in JSON; it is, so a log viewed in a
     /// terminal stays inert). Other UTF-8 passes through.
-    private static func appendEscaped(_ value: String, controlPrefix: String, to buffer: inout [UInt8]) {
+    private static func appendEscaped(_ value: some StringProtocol, controlPrefix: String, to buffer: inout [UInt8]) {
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
@@ -253,6 +253,11 @@ public enum AccessLogFormatter {
             buffer.append(contentsOf: "null".utf8)
             return
         }
+        appendJSONText(value[...], to: &buffer)
+    }
+
+    /// `value` as a JSON string, quoted and escaped.
+    static func appendJSONText(_ value: Substring, to buffer: inout [UInt8]) {
         buffer.append(UInt8(ascii: "\""))
         appendEscaped(value, controlPrefix: #"\u00"#, to: &buffer)
         buffer.append(UInt8(ascii: "\""))

@@ -88,6 +88,15 @@ public final class EncodingBuffer {
         string.withUTF8 { append(UnsafeRawBufferPointer($0)) }
     }
 
+    func append(utf8 string: Substring) {
+        var string = string
+        string.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+    }
+
+    func append(utf8 string: StaticString) {
+        string.withUTF8Buffer { append(UnsafeRawBufferPointer($0)) }
+    }
+
     /// Moves `length` bytes at `source` to `destination` (overlapping or not), then makes the end the moved bytes' end.
     func move(from source: Int, to destination: Int, length: Int) {
         if destination + length > count { reserve(destination + length - count) }

@@ -9,8 +9,15 @@ public enum SpanEncoding {
     /// The spans are written first, after room left for the envelope (`resource_spans`, `resource`, `scope_spans`,
     /// `scope`) whose lengths depend on theirs; the envelope then goes right before them, so no byte of the spans is
     /// ever moved.
-    public static func otlp(_ spans: some Collection<SpanRecord>, resource: [SpanAttribute], scopeName: String, scopeVersion: String,
+    public static func otlp(_ spans: [SpanRecord], resource: [SpanAttribute], scopeName: String, scopeVersion: String,
                             into buffer: EncodingBuffer) -> Int {
+        otlp(pieces: [spans[...]], resource: resource, scopeName: scopeName, scopeVersion: scopeVersion, into: buffer)
+    }
+
+    /// The same, for spans in pieces (a `SpanExportQueue.Batch`'s), encoded in their order.
+    public static func otlp(pieces: [ArraySlice<SpanRecord>], resource: [SpanAttribute], scopeName: String, scopeVersion: String,
+                            into buffer: EncodingBuffer) -> Int {
+        let spanCount = pieces.reduce(0) { $0 + $1.count }
         let resourceMessage = ProtobufWriter(EncodingBuffer(capacity: 256))
         for attribute in resource { resourceMessage.message(1) { $0.keyValue(attribute.key, attribute.value) } }  // Resource.attributes
         let scopeMessage = ProtobufWriter(EncodingBuffer(capacity: 64))
@@ -21,10 +28,12 @@ public enum SpanEncoding {
 
         buffer.removeAll()
         let writer = ProtobufWriter(buffer)
-        buffer.reserve(room + spans.count * 400)
+        buffer.reserve(room + spanCount * 400)
         buffer.append(repeating: 0, count: room)
         // A span is 128 bytes to 16 KiB long, so its length takes two bytes; `message` moves it only otherwise.
-        for span in spans { writer.message(2, lengthBytes: 2) { $0.span(span) } }  // ScopeSpans.spans
+        for piece in pieces {
+            for span in piece { writer.message(2, lengthBytes: 2) { $0.span(span) } }  // ScopeSpans.spans
+        }
         let spansLength = buffer.count - room
 
         let envelope = ProtobufWriter(EncodingBuffer(capacity: room))
@@ -43,7 +52,7 @@ public enum SpanEncoding {
     }
 
     /// The same, as bytes.
-    public static func otlp(_ spans: some Collection<SpanRecord>, resource: [SpanAttribute], scopeName: String, scopeVersion: String) -> [UInt8] {
+    public static func otlp(_ spans: [SpanRecord], resource: [SpanAttribute], scopeName: String, scopeVersion: String) -> [UInt8] {
         let buffer = EncodingBuffer()
         let start = otlp(spans, resource: resource, scopeName: scopeName, scopeVersion: scopeVersion, into: buffer)
         return Array(buffer.bytes(from: start))
@@ -51,12 +60,17 @@ public enum SpanEncoding {
 
     /// A Zipkin v2 span list (`POST /api/v2/spans`, `content-type: application/json`); attributes become tags, and
     /// an error the `error` tag.
-    public static func zipkin(_ spans: some Collection<SpanRecord>, serviceName: String) -> [UInt8] {
+    public static func zipkin(_ spans: [SpanRecord], serviceName: String) -> [UInt8] {
+        zipkin(pieces: [spans[...]], serviceName: serviceName)
+    }
+
+    /// The same, for spans in pieces.
+    public static func zipkin(pieces: [ArraySlice<SpanRecord>], serviceName: String) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(spans.count * 768)
+        out.reserveCapacity(pieces.reduce(0) { $0 + $1.count } * 768)
         out.append(UInt8(ascii: "["))
-        for (index, span) in spans.enumerated() {
-            if index > 0 { out.append(UInt8(ascii: ",")) }
+        for span in pieces.joined() {
+            if out.count > 1 { out.append(UInt8(ascii: ",")) }
             out.append(contentsOf: #"{"traceId":""#.utf8)
             out.append(contentsOf: span.traceID.hex.utf8)
             out.append(contentsOf: #"","id":""#.utf8)
@@ -78,23 +92,70 @@ public enum SpanEncoding {
             out.append(contentsOf: #","localEndpoint":{"serviceName":"#.utf8)
             AccessLogFormatter.appendJSONString(serviceName, to: &out)
             out.append(contentsOf: #"},"tags":{"#.utf8)
-            var tags = 0
-            span.forEachAttribute { key, value in
-                if tags > 0 { out.append(UInt8(ascii: ",")) }
-                tags += 1
-                AccessLogFormatter.appendJSONString(key, to: &out)
-                out.append(UInt8(ascii: ":"))
-                AccessLogFormatter.appendJSONString(value.description, to: &out)
-            }
-            if let error = span.error {
-                if tags > 0 { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: #""error":"#.utf8)
-                AccessLogFormatter.appendJSONString(error, to: &out)
-            }
+            var tags = ZipkinTags(out: out)
+            out = []  // one owner at a time: no copy of the body as it grows
+            span.writeAttributes(into: &tags)
+            if let error = span.error { tags.string("error", Substring(error)) }
+            out = tags.out
             out.append(contentsOf: "}}".utf8)
         }
         out.append(UInt8(ascii: "]"))
         return out
+    }
+}
+
+/// Zipkin's `tags`: every value a JSON string.
+private struct ZipkinTags: SpanAttributeWriter {
+    var out: [UInt8]
+    var count = 0
+
+    private mutating func key(_ key: StaticString) {
+        if count > 0 { out.append(UInt8(ascii: ",")) }
+        count += 1
+        out.append(UInt8(ascii: "\""))
+        key.withUTF8Buffer { out.append(contentsOf: $0) }  // our keys need no escaping
+        out.append(contentsOf: #"":"#.utf8)
+    }
+
+    mutating func string(_ key: StaticString, _ value: Substring) {
+        self.key(key)
+        AccessLogFormatter.appendJSONText(value, to: &out)
+    }
+
+    mutating func int(_ key: StaticString, _ value: Int64) {
+        self.key(key)
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: String(value).utf8)
+        out.append(UInt8(ascii: "\""))
+    }
+}
+
+/// A span's attributes as OTLP writes them: `Span.attributes` (field 9) holds `KeyValue { key = 1; AnyValue value = 2 }`,
+/// and `AnyValue` a `string_value` (1) or an `int_value` (3). Each length is known before the bytes, so nothing is
+/// patched or moved.
+private struct OTLPSpanAttributes: SpanAttributeWriter {
+    let writer: ProtobufWriter
+
+    private func keyValue(_ key: StaticString, valueLength: Int) {
+        let keyLength = key.utf8CodeUnitCount
+        writer.lengthDelimited(9, length: ProtobufWriter.encodedLength(field: 1, length: keyLength)
+                                   + ProtobufWriter.encodedLength(field: 2, length: valueLength))
+        writer.lengthDelimited(1, length: keyLength)
+        writer.out.append(utf8: key)
+        writer.lengthDelimited(2, length: valueLength)
+    }
+
+    func string(_ key: StaticString, _ value: Substring) {
+        let length = value.utf8.count
+        keyValue(key, valueLength: ProtobufWriter.encodedLength(field: 1, length: length))
+        writer.lengthDelimited(1, length: length)
+        writer.out.append(utf8: value)
+    }
+
+    func int(_ key: StaticString, _ value: Int64) {
+        let number = UInt64(bitPattern: value)
+        keyValue(key, valueLength: 1 + ProtobufWriter.varintLength(number))
+        writer.varintField(3, number)
     }
 }
 
@@ -205,11 +266,20 @@ struct ProtobufWriter {
         idBytes(2, span.spanID)
         if let state = span.traceState, !state.isEmpty { string(3, state) }
         if span.parentSpanID != 0 { idBytes(4, span.parentSpanID) }
-        string(5, span.name)
+        let (firstWord, secondWord) = span.nameParts
+        if let secondWord {
+            lengthDelimited(5, length: firstWord.utf8.count + 1 + secondWord.utf8.count)
+            out.append(utf8: firstWord)
+            out.append(UInt8(ascii: " "))
+            out.append(utf8: secondWord)
+        } else {
+            string(5, firstWord)
+        }
         varintField(6, span.kind == .server ? 2 : 3)  // SPAN_KIND_SERVER, SPAN_KIND_CLIENT
         fixed64(7, span.startUnixNanoseconds)
         fixed64(8, span.endUnixNanoseconds)
-        span.forEachAttribute { key, value in message(9) { $0.keyValue(key, value) } }
+        var attributes = OTLPSpanAttributes(writer: self)
+        span.writeAttributes(into: &attributes)
         if let error = span.error {
             message(15) { status in  // Status { message = 2; code = 3 }
                 status.string(2, error)

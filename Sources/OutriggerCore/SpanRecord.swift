@@ -1,8 +1,10 @@
 /// One finished span, as exported (OTLP, Zipkin) and shown by the admin's `/traces`: a request's server span, or
 /// one of its tries' client spans. The event loop only stores what it knows (`Details`: retained strings and
 /// numbers); the name and the attributes — OpenTelemetry's HTTP semantic conventions, plus ours (`outrigger.*`) —
-/// are made where the span is read, off the loop.
-public final class SpanRecord: Sendable {
+/// are made where the span is read, off the loop. A value: the loop's hand-over array holds spans inline (no
+/// allocation per span), and that array is shared whole by the recent ring and the export queue, never copied span
+/// by span.
+public struct SpanRecord: Sendable {
     public enum Kind: String, Sendable {
         case server
         case client
@@ -20,8 +22,6 @@ public final class SpanRecord: Sendable {
     public let traceState: String?
     public let startUnixNanoseconds: UInt64
     public let endUnixNanoseconds: UInt64
-    /// A class's one reference: a span is copied (into the loop's batch, the recent ring, the export queue, a batch)
-    /// with one retain, not one per string it holds.
     public let details: Details
 
     public init(traceID: TraceID, spanID: UInt64, parentSpanID: UInt64, traceState: String? = nil,
@@ -44,9 +44,16 @@ public final class SpanRecord: Sendable {
 
     /// `METHOD route` for a server span, `METHOD cluster` for a try.
     public var name: String {
+        let (first, second) = nameParts
+        return second.map { "\(first) \($0)" } ?? first
+    }
+
+    /// The name's two words (the second nil for a request answered before it was routed), so an encoder writes them
+    /// without making the name.
+    public var nameParts: (String, String?) {
         switch details {
-        case .server(let facts): facts.route.isEmpty ? facts.method : "\(facts.method) \(facts.route)"
-        case .client(_, let method, let cluster): "\(method) \(cluster)"
+        case .server(let facts): (facts.method, facts.route.isEmpty ? nil : facts.route)
+        case .client(_, let method, let cluster): (method, cluster)
         }
     }
 
@@ -64,43 +71,45 @@ public final class SpanRecord: Sendable {
     }
 
     public var attributes: [SpanAttribute] {
-        var attributes: [SpanAttribute] = []
-        forEachAttribute { attributes.append(SpanAttribute($0, $1)) }
-        return attributes
+        var list = SpanAttributeList()
+        writeAttributes(into: &list)
+        return list.attributes
     }
 
-    /// Each attribute in turn, without an array of them (the encoders' way).
-    public func forEachAttribute(_ body: (String, SpanAttribute.Value) -> Void) {
+    /// Each attribute in turn into `writer`: keys are static, and values are parts of the strings the span holds
+    /// (the path of the target, the host of the endpoint), so that an encoder makes no string per attribute.
+    @inline(__always)
+    public func writeAttributes<Writer: SpanAttributeWriter>(into writer: inout Writer) {
         switch details {
         case .server(let facts):
-            body("http.request.method", .string(facts.method))
-            body("url.path", .string(String(ProxyHeaders.path(of: facts.target))))
-            body("url.scheme", .string(facts.scheme))
-            body("server.address", .string(facts.host))
-            body("network.protocol.version", .string(facts.protocolVersion))
-            body("outrigger.listener", .string(facts.listener))
-            if !facts.route.isEmpty { body("outrigger.route", .string(facts.route)) }
-            if !facts.cluster.isEmpty { body("outrigger.cluster", .string(facts.cluster)) }
-            body("outrigger.attempts", .int(Int64(facts.tries)))
-            body("http.request.body.size", .int(Int64(facts.requestBodyBytes)))
-            body("http.response.body.size", .int(Int64(facts.responseBodyBytes)))
-            if facts.status > 0 { body("http.response.status_code", .int(Int64(facts.status))) }
-            if let reason = facts.reason { body("outrigger.reason", .string(reason)) }
-            if let client = facts.clientAddress { body("client.address", .string(client)) }
-            if let id = facts.requestID { body("outrigger.request_id", .string(id)) }
+            writer.string("http.request.method", Substring(facts.method))
+            writer.string("url.path", ProxyHeaders.path(of: facts.target))
+            writer.string("url.scheme", Substring(facts.scheme))
+            writer.string("server.address", Substring(facts.host))
+            writer.string("network.protocol.version", Substring(facts.protocolVersion))
+            writer.string("outrigger.listener", Substring(facts.listener))
+            if !facts.route.isEmpty { writer.string("outrigger.route", Substring(facts.route)) }
+            if !facts.cluster.isEmpty { writer.string("outrigger.cluster", Substring(facts.cluster)) }
+            writer.int("outrigger.attempts", Int64(facts.tries))
+            writer.int("http.request.body.size", Int64(facts.requestBodyBytes))
+            writer.int("http.response.body.size", Int64(facts.responseBodyBytes))
+            if facts.status > 0 { writer.int("http.response.status_code", Int64(facts.status)) }
+            if let reason = facts.reason { writer.string("outrigger.reason", Substring(reason)) }
+            if let client = facts.clientAddress { writer.string("client.address", Substring(client)) }
+            if let id = facts.requestID { writer.string("outrigger.request_id", Substring(id)) }
         case .client(let ended, let method, let cluster):
-            body("http.request.method", .string(method))
-            body("outrigger.cluster", .string(cluster))
-            body("outrigger.endpoint", .string(ended.endpoint))
-            body("outrigger.attempt", .int(Int64(ended.attempt)))
+            writer.string("http.request.method", Substring(method))
+            writer.string("outrigger.cluster", Substring(cluster))
+            writer.string("outrigger.endpoint", Substring(ended.endpoint))
+            writer.int("outrigger.attempt", Int64(ended.attempt))
             if let (host, port) = Self.split(ended.endpoint) {
-                body("server.address", .string(host))
-                body("server.port", .int(Int64(port)))
+                writer.string("server.address", host)
+                writer.int("server.port", Int64(port))
             }
-            if ended.attempt > 1 { body("http.request.resend_count", .int(Int64(ended.attempt - 1))) }
-            if let cause = ended.cause { body("outrigger.retry_reason", .string(cause)) }
-            if ended.status > 0 { body("http.response.status_code", .int(Int64(ended.status))) }
-            if let failure = ended.failure { body("error.type", .string(failure)) }
+            if ended.attempt > 1 { writer.int("http.request.resend_count", Int64(ended.attempt - 1)) }
+            if let cause = ended.cause { writer.string("outrigger.retry_reason", Substring(cause)) }
+            if ended.status > 0 { writer.int("http.response.status_code", Int64(ended.status)) }
+            if let failure = ended.failure { writer.string("error.type", Substring(failure)) }
         }
     }
 
@@ -109,11 +118,33 @@ public final class SpanRecord: Sendable {
     }
 
     /// `IP:port` or `[IPv6]:port` as host and port.
-    private static func split(_ endpoint: String) -> (String, Int)? {
-        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else { return nil }
+    private static func split(_ endpoint: String) -> (Substring, Int)? {
+        guard let colon = endpoint.utf8.lastIndex(of: UInt8(ascii: ":")) else { return nil }
+        let digits = endpoint.utf8[endpoint.utf8.index(after: colon)...]
+        guard (1...5).contains(digits.count), digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
+        let port = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
         var host = endpoint[..<colon]
-        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        return (String(host), port)
+        if host.utf8.first == UInt8(ascii: "["), host.utf8.last == UInt8(ascii: "]") { host = host.dropFirst().dropLast() }
+        return (host, port)
+    }
+}
+
+/// Where a span's attributes are written, one at a time (the OTLP and Zipkin encoders, or a list).
+public protocol SpanAttributeWriter {
+    mutating func string(_ key: StaticString, _ value: Substring)
+    mutating func int(_ key: StaticString, _ value: Int64)
+}
+
+/// A span's attributes as a list (the admin's `/traces`, tests).
+struct SpanAttributeList: SpanAttributeWriter {
+    var attributes: [SpanAttribute] = []
+
+    mutating func string(_ key: StaticString, _ value: Substring) {
+        attributes.append(SpanAttribute(key.description, .string(String(value))))
+    }
+
+    mutating func int(_ key: StaticString, _ value: Int64) {
+        attributes.append(SpanAttribute(key.description, .int(value)))
     }
 }
 

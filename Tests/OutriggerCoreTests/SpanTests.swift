@@ -266,8 +266,10 @@ struct SpanExportQueueTests {
     typealias Queue = SpanExportQueue<Int>
 
     static func batch(_ action: Queue.Action) -> [Int]? {
-        if case .send(let batch) = action { return batch }
-        return nil
+        guard case .send(let batch) = action else { return nil }
+        let spans = Array(batch.spans)
+        #expect(batch.count == spans.count)
+        return spans
     }
 
     static func armsTimer(_ action: Queue.Action) -> Bool {

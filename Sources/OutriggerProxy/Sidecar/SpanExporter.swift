@@ -164,18 +164,18 @@ public final class SpanExporter: Sendable {
         run(state.withLockedValue { $0.queue.sent() })
     }
 
-    private func send(_ batch: [SpanRecord], settings: Settings, sendsSoFar: Int) {
+    private func send(_ batch: SpanExportQueue<SpanRecord>.Batch, settings: Settings, sendsSoFar: Int) {
         let config = settings.config
         var body = poster.reusableBody()
         body.clear()
         let contentType: String
         switch config.format {
         case .otlp:
-            let start = SpanEncoding.otlp(batch, resource: settings.resource, scopeName: "outrigger", scopeVersion: "0.1.0", into: encoding)
+            let start = SpanEncoding.otlp(pieces: batch.pieces, resource: settings.resource, scopeName: "outrigger", scopeVersion: "0.1.0", into: encoding)
             body.writeBytes(encoding.bytes(from: start))
             contentType = "application/x-protobuf"
         case .zipkin:
-            body.writeBytes(SpanEncoding.zipkin(batch, serviceName: settings.serviceName))
+            body.writeBytes(SpanEncoding.zipkin(pieces: batch.pieces, serviceName: settings.serviceName))
             contentType = "application/json"
         }
         poster.post(body, contentType: contentType, to: config.address, path: config.path, timeout: config.timeout).whenComplete { result in
