@@ -84,8 +84,7 @@ public final class EncodingBuffer {
     }
 
     func append(utf8 string: String) {
-        var string = string
-        string.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+        append(utf8: string[...])
     }
 
     func append(utf8 string: Substring) {

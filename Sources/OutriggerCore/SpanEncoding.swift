@@ -19,7 +19,8 @@ public enum SpanEncoding {
                             into buffer: EncodingBuffer) -> Int {
         let spanCount = pieces.reduce(0) { $0 + $1.count }
         let resourceMessage = ProtobufWriter(EncodingBuffer(capacity: 256))
-        for attribute in resource { resourceMessage.message(1) { $0.keyValue(attribute.key, attribute.value) } }  // Resource.attributes
+        let resourceAttributes = OTLPAttributes(writer: resourceMessage, field: 1)  // Resource.attributes
+        for attribute in resource { resourceAttributes.attribute(attribute) }
         let scopeMessage = ProtobufWriter(EncodingBuffer(capacity: 64))
         scopeMessage.string(1, scopeName)
         scopeMessage.string(2, scopeVersion)
@@ -130,32 +131,50 @@ private struct ZipkinTags: SpanAttributeWriter {
     }
 }
 
-/// A span's attributes as OTLP writes them: `Span.attributes` (field 9) holds `KeyValue { key = 1; AnyValue value = 2 }`,
-/// and `AnyValue` a `string_value` (1) or an `int_value` (3). Each length is known before the bytes, so nothing is
-/// patched or moved.
-private struct OTLPSpanAttributes: SpanAttributeWriter {
+/// Attributes as OTLP writes them: `KeyValue { key = 1; AnyValue value = 2 }` in the message's `field`
+/// (`Span.attributes` is 9, `Resource.attributes` 1), and `AnyValue` a `string_value` (1) or an `int_value` (3). Each
+/// length is known before the bytes, so nothing is patched or moved.
+private struct OTLPAttributes: SpanAttributeWriter {
     let writer: ProtobufWriter
+    let field: UInt64
 
-    private func keyValue(_ key: StaticString, valueLength: Int) {
-        let keyLength = key.utf8CodeUnitCount
-        writer.lengthDelimited(9, length: ProtobufWriter.encodedLength(field: 1, length: keyLength)
-                                   + ProtobufWriter.encodedLength(field: 2, length: valueLength))
+    /// The key and value lengths, then the key (written by `key`); the value's bytes come next.
+    private func keyValue(keyLength: Int, valueLength: Int, key: () -> Void) {
+        writer.lengthDelimited(field, length: ProtobufWriter.encodedLength(field: 1, length: keyLength)
+                                              + ProtobufWriter.encodedLength(field: 2, length: valueLength))
         writer.lengthDelimited(1, length: keyLength)
-        writer.out.append(utf8: key)
+        key()
         writer.lengthDelimited(2, length: valueLength)
     }
 
-    func string(_ key: StaticString, _ value: Substring) {
+    private func string(keyLength: Int, key: () -> Void, _ value: Substring) {
         let length = value.utf8.count
-        keyValue(key, valueLength: ProtobufWriter.encodedLength(field: 1, length: length))
+        keyValue(keyLength: keyLength, valueLength: ProtobufWriter.encodedLength(field: 1, length: length), key: key)
         writer.lengthDelimited(1, length: length)
         writer.out.append(utf8: value)
     }
 
-    func int(_ key: StaticString, _ value: Int64) {
+    private func int(keyLength: Int, key: () -> Void, _ value: Int64) {
         let number = UInt64(bitPattern: value)
-        keyValue(key, valueLength: 1 + ProtobufWriter.varintLength(number))
+        keyValue(keyLength: keyLength, valueLength: 1 + ProtobufWriter.varintLength(number), key: key)
         writer.varintField(3, number)
+    }
+
+    func string(_ key: StaticString, _ value: Substring) {
+        string(keyLength: key.utf8CodeUnitCount, key: { writer.out.append(utf8: key) }, value)
+    }
+
+    func int(_ key: StaticString, _ value: Int64) {
+        int(keyLength: key.utf8CodeUnitCount, key: { writer.out.append(utf8: key) }, value)
+    }
+
+    /// An attribute whose key is not static (the resource's).
+    func attribute(_ attribute: SpanAttribute) {
+        let keyLength = attribute.key.utf8.count
+        switch attribute.value {
+        case .string(let text): string(keyLength: keyLength, key: { writer.out.append(utf8: attribute.key) }, text[...])
+        case .int(let number): int(keyLength: keyLength, key: { writer.out.append(utf8: attribute.key) }, number)
+        }
     }
 }
 
@@ -249,17 +268,6 @@ struct ProtobufWriter {
         }
     }
 
-    /// `KeyValue { key = 1; AnyValue value = 2 }`, `AnyValue { string_value = 1; int_value = 3 }`.
-    func keyValue(_ key: String, _ attributeValue: SpanAttribute.Value) {
-        string(1, key)
-        message(2) { value in
-            switch attributeValue {
-            case .string(let text): value.string(1, text)
-            case .int(let number): value.varintField(3, UInt64(bitPattern: number))
-            }
-        }
-    }
-
     /// `Span` (opentelemetry-proto trace.v1): ids, name, kind, times, attributes, status and flags.
     func span(_ span: SpanRecord) {
         idBytes(1, span.traceID.high, span.traceID.low)
@@ -278,7 +286,7 @@ struct ProtobufWriter {
         varintField(6, span.kind == .server ? 2 : 3)  // SPAN_KIND_SERVER, SPAN_KIND_CLIENT
         fixed64(7, span.startUnixNanoseconds)
         fixed64(8, span.endUnixNanoseconds)
-        var attributes = OTLPSpanAttributes(writer: self)
+        var attributes = OTLPAttributes(writer: self, field: 9)  // Span.attributes
         span.writeAttributes(into: &attributes)
         if let error = span.error {
             message(15) { status in  // Status { message = 2; code = 3 }

@@ -16,9 +16,6 @@ public struct SpanExportQueue<Span> {
             self.pieces = pieces
             count = pieces.reduce(0) { $0 + $1.count }
         }
-
-        /// The spans, oldest first.
-        @inlinable public var spans: FlattenSequence<[ArraySlice<Span>]> { pieces.joined() }
     }
 
     public enum Action {

@@ -267,7 +267,7 @@ struct SpanExportQueueTests {
 
     static func batch(_ action: Queue.Action) -> [Int]? {
         guard case .send(let batch) = action else { return nil }
-        let spans = Array(batch.spans)
+        let spans = Array(batch.pieces.joined())
         #expect(batch.count == spans.count)
         return spans
     }

@@ -49,8 +49,7 @@ public final class SpanExporter: Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let poster: SpanPoster
     /// Where batches are encoded, reused: touched on the exporter's thread only.
-    private let encodingBox = ExporterThreadBox(EncodingBuffer(capacity: 64 * 1024))
-    private var encoding: EncodingBuffer { encodingBox.value }
+    private let encoding: NIOLoopBoundBox<EncodingBuffer>
     private let recordedCount = ManagedAtomic<Int>(0)
     private let exportedCount = ManagedAtomic<Int>(0)
     private let droppedCount = ManagedAtomic<Int>(0)
@@ -60,6 +59,7 @@ public final class SpanExporter: Sendable {
 
     public init() {
         poster = SpanPoster(eventLoop: group.next())
+        encoding = .makeBoxSendingValue(EncodingBuffer(capacity: 64 * 1024), eventLoop: poster.eventLoop)
     }
 
     deinit {
@@ -171,8 +171,8 @@ public final class SpanExporter: Sendable {
         let contentType: String
         switch config.format {
         case .otlp:
-            let start = SpanEncoding.otlp(pieces: batch.pieces, resource: settings.resource, scopeName: "outrigger", scopeVersion: "0.1.0", into: encoding)
-            body.writeBytes(encoding.bytes(from: start))
+            let start = SpanEncoding.otlp(pieces: batch.pieces, resource: settings.resource, scopeName: "outrigger", scopeVersion: "0.1.0", into: encoding.value)
+            body.writeBytes(encoding.value.bytes(from: start))
             contentType = "application/x-protobuf"
         case .zipkin:
             body.writeBytes(SpanEncoding.zipkin(pieces: batch.pieces, serviceName: settings.serviceName))
@@ -265,13 +265,3 @@ final class SpanBuffer {
 
 @available(*, unavailable)
 extension SpanBuffer: Sendable {}
-
-/// A value used on the exporter's thread only (`SpanExporter.send` and what it calls run there).
-private final class ExporterThreadBox<Value>: @unchecked Sendable {
-    // @unchecked: `value` is touched only on the exporter's one thread.
-    let value: Value
-
-    init(_ value: Value) {
-        self.value = value
-    }
-}
