@@ -14,13 +14,8 @@ final class ProxiedRequest {
     /// When the current try started (uptime ns), for the cluster's try-duration histogram: the request's start until
     /// a try starts (a request reset before its first try ends one of no length).
     var tryStartedAt: UInt64
-    /// Attempts so far, this one included, and the endpoints they went to (filled at the first retry).
-    var tries = 1
-    var triedEndpointIDs: [Int]
-    /// GET, PUT… or `Idempotency-Key`: may be resent even after it reached an upstream.
-    let idempotent: Bool
-    /// The route's retry policy, with the request's override headers applied.
-    var retryPolicy: RetryPolicy
+    /// Its tries so far, and where every decision about the next one is made (retry, hedge, transparent resend).
+    var tries: ExchangeTries
     /// Every part sent upstream so far, kept to replay on a retry while within the route's replay buffer
     /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
     var replay: [HTTPClientRequestPart]?
@@ -30,11 +25,6 @@ final class ProxiedRequest {
     /// A gRPC response held until its trailers say whether to retry: its head and body parts so far.
     var heldResponse: (head: HTTPResponseHead, body: [ByteBuffer])?
     var heldBytes = 0
-    /// Already resent once without a policy: a reused pooled connection turned out closed, or HTTP/2 refused
-    /// the stream (REFUSED_STREAM, or past a GOAWAY's last stream id).
-    var usedTransparentRetry = false
-    /// Counted in the cluster's active retries (from its first retry until it leaves the cluster).
-    var countsAsRetry = false
     /// An earlier try still racing the current one (`hedgeOnPerTryTimeout`).
     var hedge: HedgedAttempt?
     var upstreamHead: HTTPRequestHead
@@ -96,13 +86,13 @@ final class ProxiedRequest {
         self.route = route
         self.cluster = cluster
         self.endpoint = endpoint
-        self.triedEndpointIDs = []
-        self.idempotent = RetryDecision.isIdempotent(head)
-        self.retryPolicy = retryPolicy
-        self.replay = retryPolicy.attempts > 1 ? [] : nil
+        let isGRPC = head.isGRPC
+        let tries = ExchangeTries(policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: isGRPC, isUpgrade: upgrade != nil)
+        self.tries = tries
+        self.replay = tries.keepsReplay ? [] : nil
         self.downstreamVersion = head.version
         self.isHEAD = head.method == .HEAD
-        self.isGRPC = head.isGRPC
+        self.isGRPC = isGRPC
         // The downstream head becomes the upstream one, taken rather than copied: its headers are changed in place.
         self.upstreamHead = head
         self.keepAlive = keepAlive

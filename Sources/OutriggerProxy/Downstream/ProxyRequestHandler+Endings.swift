@@ -121,7 +121,7 @@ extension ProxyRequestHandler {
         var facts = serverSpanFacts(summary, head: request.upstreamHead, version: request.downstreamVersion, listener: request.listener)
         facts.route = request.route.name
         facts.cluster = request.cluster.name
-        facts.tries = request.tries
+        facts.tries = request.tries.count
         facts.requestBodyBytes = request.bodyBytes
         facts.responseBodyBytes = request.responseBodyBytes
         local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
@@ -202,10 +202,7 @@ extension ProxyRequestHandler {
         dropHedge(request, result: nil)
         request.cluster.stats.requestsActive.decrement()
         request.listener.stats.requestsActive.decrement()
-        if request.countsAsRetry {
-            request.countsAsRetry = false
-            request.cluster.stats.activeRetries.decrement()
-        }
+        if request.tries.leftCluster() { request.cluster.stats.activeRetries.decrement() }
         // Ended without a verdict (the client left, the route timed out): the probe slot is released too.
         releaseTry(request)
     }
@@ -281,7 +278,7 @@ extension ProxyRequestHandler {
             startEpochMilliseconds: WallClock.milliseconds() - duration / 1000, clientAddress: clientAddress,
             method: head?.method.rawValue ?? "-", path: head?.uri ?? "-", protocolName: head.map { HTTP1Rules.protocolName($0.version) } ?? "HTTP/1.1",
             status: summary.status, reason: reason, route: request?.route.name, cluster: request?.cluster.name, endpoint: request?.endpoint.addressText,
-            attempts: request?.tries ?? 0, durationMicroseconds: duration, upstreamServiceMicroseconds: request?.upstreamServiceMicroseconds,
+            attempts: request?.tries.count ?? 0, durationMicroseconds: duration, upstreamServiceMicroseconds: request?.upstreamServiceMicroseconds,
             bytesReceived: request?.bodyBytes ?? 0, bytesSent: request?.responseBodyBytes ?? 0,
             requestID: (request?.upstreamHead.headers ?? head?.headers)?.first(name: "x-request-id"), userAgent: head?.headers.first(name: "user-agent")
         ), format: accessLog.format)

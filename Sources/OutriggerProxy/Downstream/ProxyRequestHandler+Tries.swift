@@ -12,20 +12,20 @@ extension ProxyRequestHandler {
         // The callee may give up early: it hears how long this try can still take (the whole route timeout
         // until the request has ended: no clock read for a first try).
         var now = request.start.uptimeNanoseconds
-        if request.tries > 1 || request.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
+        if request.tries.count > 1 || request.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
         var expected = Int64(request.timer.timeLeftForTry(now: now))
         // A caller's sidecar may have said already how long it waits (the header arrives through a second
         // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
-        let given = request.tries == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
+        let given = request.tries.count == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
         if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 { expected = min(expected, callerMilliseconds * 1_000_000) }
         let milliseconds = String(max(expected / 1_000_000, 0))
-        if request.tries == 1 && given == nil {
+        if request.tries.count == 1 && given == nil {
             request.upstreamHead.headers.add(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         } else {
             request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         }
         // Each try is a client span of its own, a child of the request's server span.
-        request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.tries, endpoint: request.endpoint.addressText, at: now,
+        request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.tries.count, endpoint: request.endpoint.addressText, at: now,
                                 into: &request.upstreamHead.headers)
         // Like the route timeout, a try's timeout counts from the request's end.
         request.tryStartedAt = now
@@ -34,22 +34,10 @@ extension ProxyRequestHandler {
     }
 
     func perTryTimeoutFired(_ request: ProxiedRequest) {
-        // A hedge leaves the try running: its verdict waits for its end.
-        var hedging: UpstreamExchangeHandler?
-        if case .proxying(_, let upstream) = state, mayHedge(request) { hedging = upstream }
-        if hedging == nil {
-            recordOutcome(.localFailure, of: request)
-            request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName)
-        }
-        if !retry(request, after: .perTryTimeout, hedging: hedging) {
-            if hedging != nil {
-                recordOutcome(.localFailure, of: request)
-                request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName)
-            }
-            request.cluster.stats.requestFailures.increment()
-            abandonUpstream()
-            localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
-        }
+        let verdict = decide(request) { tries, facts, random, refusal in tries.tryFailed(.perTryTimeout, facts: facts, random: &random, budgetRefusal: refusal) }
+        // A hedged try's verdict waits for its end.
+        if verdict.recordsFailure { request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName) }
+        follow(verdict, of: request, abandoningUpstream: true)
     }
 
     /// The endpoint's breaker admits the request, or another endpoint's does (a few picks); nil when none.
@@ -82,40 +70,65 @@ extension ProxyRequestHandler {
         end > start ? (end - start) / 1000 : 0
     }
 
-    /// An attempt failed before anything of its response went downstream. A hedged try still running takes
-    /// over; otherwise retries when the route's policy, the request's safety and the cluster's budget allow.
-    /// Returns false (nothing done) when neither. With `hedging`, the retry races that upstream's try instead
-    /// of replacing it.
-    func retry(_ request: ProxiedRequest, after outcome: AttemptOutcome, hedging: UpstreamExchangeHandler? = nil) -> Bool {
-        if resumeHedge(request) { return true }
-        guard request.replay != nil || outcome.neverReachedUpstream && request.retryPolicy.attempts > 1 else { return false }
-        let now = NIODeadline.now()
-        let decision = RetryDecision.decide(
-            policy: request.retryPolicy, outcome: outcome, triesSoFar: request.tries, idempotent: request.idempotent,
-            // A connection that never opened sent nothing: what was read is all still in `buffered`.
-            replayable: request.replay != nil || outcome == .connectFailure, random: &local.random
-        ) {
-            // Under the cluster's limit of retries in flight, then within its budget.
-            if !request.countsAsRetry && request.cluster.stats.activeRetries.current >= request.cluster.limits.maxActiveRetries {
-                request.cluster.stats.overflowMaxActiveRetries.increment()
-                return "maxActiveRetries"
-            }
-            guard local.withdrawRetry(from: request.cluster, now: now) else {
-                request.cluster.stats.retryBudgetExhausted.increment()
-                return "budget"
-            }
-            return nil
+    // MARK: Verdicts
+
+    /// What `ExchangeTries` decides for the request, from the facts held here; the cluster's limits and budget are
+    /// asked only when the policy would retry.
+    func decide(_ request: ProxiedRequest,
+                _ question: (inout ExchangeTries, TryFacts, inout FastRandom, (_ countsAsRetry: Bool) -> String?) -> TryVerdict) -> TryVerdict {
+        var leased = false
+        if case .proxying = state { leased = true }
+        let facts = TryFacts(requestComplete: request.requestComplete, responseStarted: request.responseStarted, replayKept: request.replay != nil,
+                             bodyBytes: request.bodyBytes, leased: leased, holdingResponse: request.heldResponse != nil, hedgeRacing: request.hedge != nil)
+        let cluster = request.cluster
+        let verdict = question(&request.tries, facts, &local.random) { alreadyCounted in self.retryRefusal(in: cluster, alreadyCounted: alreadyCounted) }
+        if let why = verdict.noRetry, request.accessLogHead != nil { request.decisions.append("no_retry:" + why) }
+        return verdict
+    }
+
+    /// Why the cluster refuses a retry now (nil: it allows it): its limit of retries in flight, then its budget.
+    private func retryRefusal(in cluster: ClusterRuntime, alreadyCounted: Bool) -> String? {
+        if !alreadyCounted && cluster.stats.activeRetries.current >= cluster.limits.maxActiveRetries {
+            cluster.stats.overflowMaxActiveRetries.increment()
+            return "maxActiveRetries"
         }
-        guard case .retry(let delay, let reason) = decision else {
-            if request.accessLogHead != nil, case .stop(let why?) = decision { request.decisions.append("no_retry:" + why) }
-            return false
+        guard local.withdrawRetry(from: cluster, now: NIODeadline.now()) else {
+            cluster.stats.retryBudgetExhausted.increment()
+            return "budget"
         }
-        if let hedging {
-            beginHedge(request, leaving: hedging)
-        } else {
+        return nil
+    }
+
+    /// Carries out a verdict on a failed try: its passive-health record and failure count, then the next try, the
+    /// hedge taking over, or the local reply (after letting go of the upstream when `abandoningUpstream`).
+    func follow(_ verdict: TryVerdict, of request: ProxiedRequest, abandoningUpstream: Bool = false) {
+        if verdict.recordsFailure { recordOutcome(.localFailure, of: request) }
+        if verdict.countsRequestFailure { request.cluster.stats.requestFailures.increment() }
+        if verdict.dropsHedge { dropHedge(request, result: nil) }
+        switch verdict.next {
+        case .resendTransparently(let reason):
+            // Kept from here on, to be sent again.
+            if request.replay == nil { request.replay = request.requestComplete ? [.end(nil)] : [] }
+            beginRetry(request, after: 0, reason: reason)
+        case .retry(let delay, let reason):
             beginRetry(request, after: delay, reason: reason)
+        case .hedge:
+            guard case .proxying(_, let upstream) = state else { return }
+            beginHedge(request, leaving: upstream)
+        case .resumeHedge:
+            _ = resumeHedge(request)
+        case .localReply(let reason):
+            if abandoningUpstream { abandonUpstream() }
+            localReply(reason, request: request, requestComplete: request.requestComplete)
+        case .cutResponse:
+            // Too late for a local reply: the response is cut so the client sees it incomplete.
+            if request.accessLogHead != nil { request.decisions.append(LocalReplyReason.upstreamReset.rawValue) }
+            recordFinished(request)
+            state = .closing
+            downstream.close()
+        case .commitResponse, .holdResponse:
+            break  // answers to a response head: carried out where it arrived
         }
-        return true
     }
 
     /// Lets go of the current attempt — its connection closes (its state is unknown) and its endpoint's load
@@ -164,51 +177,40 @@ extension ProxyRequestHandler {
         request.cluster.stats.retriesByReason[reason]?.increment()
         if request.accessLogHead != nil { request.decisions.append("retry:" + reason) }
         request.trace?.retrying(for: reason)
-        if !request.countsAsRetry {
-            request.countsAsRetry = true
-            request.cluster.stats.activeRetries.increment()
-        }
+        if request.tries.retryCounted() { request.cluster.stats.activeRetries.increment() }
     }
 
     func startRetry(_ request: ProxiedRequest) {
         guard case .leasing(let current) = state, current === request else { return }
         let now = NIODeadline.now()
-        if request.triedEndpointIDs.isEmpty { request.triedEndpointIDs.append(request.endpoint.id) }
-        guard var endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: request.triedEndpointIDs) else {
-            if resumeHedge(request) { return }
-            localReply(.noHealthyUpstream, request: request, requestComplete: request.requestComplete)
-            return
+        let avoiding = request.tries.endpointsToAvoid(current: request.endpoint.id)
+        guard var endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: avoiding) else {
+            return nextTryUnplaceable(request, reason: .noHealthyUpstream)
         }
         if request.cluster.breakers != nil {
-            guard let admitted = admitThroughBreaker(endpoint, in: request.cluster, now: now, tried: request.triedEndpointIDs) else {
-                if resumeHedge(request) { return }
-                localReply(.breakerOpen, request: request, requestComplete: request.requestComplete)
-                return
+            guard let admitted = admitThroughBreaker(endpoint, in: request.cluster, now: now, tried: avoiding) else {
+                return nextTryUnplaceable(request, reason: .breakerOpen)
             }
             endpoint = admitted
             request.owesBreakerVerdict = true
         }
-        request.tries += 1
+        request.tries.nextTryStarted(at: endpoint.id)
         request.endpoint = endpoint
-        request.triedEndpointIDs.append(endpoint.id)
         request.atEndpoint = true
         local.requestStarted(in: request.cluster, to: endpoint, now: now)
-        request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: String(request.tries))
+        request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: String(request.tries.count))
         // The whole request again: its head (unless still held for framing) and every part sent so far.
         request.headPending = !request.headHeldForFraming
         if let replay = request.replay { request.buffered = replay }
         startAttempt(request)
     }
 
-    // MARK: Hedging
-
-    /// Whether a try past its per-try timeout is left running while another races it (`hedgeOnPerTryTimeout`;
-    /// the policy, safety and budget then decide as for a retry): one hedge at a time, for a request whose
-    /// body is all sent and that is no upgrade.
-    private func mayHedge(_ request: ProxiedRequest) -> Bool {
-        request.retryPolicy.hedgeOnPerTryTimeout && request.hedge == nil && request.requestComplete && request.upgrade == nil
-            && request.heldResponse == nil
+    /// A retry has no endpoint to go to: the hedged try carries on if there is one, else `reason` is the answer.
+    private func nextTryUnplaceable(_ request: ProxiedRequest, reason: LocalReplyReason) {
+        follow(decide(request) { tries, facts, _, _ in TryVerdict(tries.nextTryUnplaceable(reason, facts: facts)) }, of: request)
     }
+
+    // MARK: Hedging
 
     private func beginHedge(_ request: ProxiedRequest, leaving upstream: UpstreamExchangeHandler) {
         let hedge = HedgedAttempt(upstream: upstream, endpoint: request.endpoint, owesBreakerVerdict: request.owesBreakerVerdict,
@@ -272,7 +274,7 @@ extension ProxyRequestHandler {
         if head.status.code < 200 { return }  // informational: the final answer is still to come
         let status = Int(head.status.code)
         request.trace?.tryAnswered(status: status, hedge: true)
-        if RetryDecision.matchedCondition(request.retryPolicy, AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)) != nil {
+        if request.tries.hedgeAnswered(AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)).dropsHedge {
             dropHedge(request, result: status >= 500 ? .serverError(status: status) : .success)
             return
         }

@@ -31,12 +31,8 @@ extension ProxyRequestHandler {
         guard case .leasing(let request) = state, request === leased else { return }
         request.ticket = nil
         request.trace?.tryFailed(reason.rawValue)
-        if reason == .connectFailure {
-            recordOutcome(.localFailure, of: request)
-            if retry(request, after: .connectFailure) { return }
-        }
-        if resumeHedge(request) { return }
-        localReply(reason, request: request, requestComplete: request.requestComplete)
+        follow(decide(request) { tries, facts, random, refusal in tries.tryFailed(.leaseFailed(reason), facts: facts, random: &random, budgetRefusal: refusal) },
+               of: request)
     }
 
     // MARK: Upstream exchange
@@ -60,23 +56,17 @@ extension ProxyRequestHandler {
         }
         request.cluster.stats.recordResponse(status: Int(head.status.code))
         recordOutcome(AttemptResult(status: Int(head.status.code)), of: request)
+        // Only a request that may be tried again (or whose hedged try races) asks whether this answer is the one.
         if head.status != .switchingProtocols, request.hedge != nil || request.replay != nil {
             let outcome = AttemptOutcome(responseHead: copy head, isGRPC: request.isGRPC)
-            if request.hedge != nil {
-                // An answer the route would retry: wait for the hedged try instead. Any other wins the race.
-                if RetryDecision.matchedCondition(request.retryPolicy, outcome) != nil, resumeHedge(request) { return }
-                dropHedge(request, result: nil)
+            let verdict = decide(request) { tries, facts, random, refusal in tries.responseHead(outcome, facts: facts, random: &random, budgetRefusal: refusal) }
+            if verdict.next == .holdResponse {
+                // Held until its trailers say whether to retry (up to the replay buffer).
+                if verdict.dropsHedge { dropHedge(request, result: nil) }
+                request.heldResponse = (head, [])
+                return
             }
-            if request.replay != nil {
-                if retry(request, after: outcome) { return }
-                // A gRPC answer whose status will come in its trailers: held (up to the replay buffer) so that a
-                // status the route retries on can still be retried — what Envoy cannot do.
-                if request.isGRPC, case .response(_, nil, _) = outcome, head.status == .ok,
-                   request.retryPolicy.retryOn.contains(where: { $0.grpcStatus != nil }) {
-                    request.heldResponse = (head, [])
-                    return
-                }
-            }
+            if verdict.next != .commitResponse { return follow(verdict, of: request) }
         }
         commitResponseHead(consume head, of: request, now: now)
     }
@@ -129,7 +119,7 @@ extension ProxyRequestHandler {
             request.heldResponse!.body.append(body)
             request.heldBytes += body.readableBytes
             // Too much to hold: it goes out as it comes, and can no longer be retried.
-            if request.heldBytes > request.retryPolicy.replayBufferBytes { releaseHeldResponse(of: request) }
+            if request.heldBytes > request.tries.policy.replayBufferBytes { releaseHeldResponse(of: request) }
             return
         }
         request.responseBodyBytes &+= body.readableBytes
@@ -153,12 +143,10 @@ extension ProxyRequestHandler {
         guard case .proxying(let request, let upstream) = state else { return }
         if request.heldResponse != nil {
             let grpcStatus = trailers?.first(name: "grpc-status").flatMap(Int.init)
-            if let grpcStatus, grpcStatus != 0,
-               retry(request, after: .response(status: 200, grpcStatus: grpcStatus, retryAfterSeconds: nil)) {
-                request.heldResponse = nil
-                request.heldBytes = 0
-                return
+            let verdict = decide(request) { tries, facts, random, refusal in
+                tries.heldResponseEnded(grpcStatus: grpcStatus, facts: facts, random: &random, budgetRefusal: refusal)
             }
+            if verdict.next != .commitResponse { return follow(verdict, of: request) }  // the retry lets the held answer go
             releaseHeldResponse(of: request)
         }
         if request.switchingProtocols {
@@ -204,33 +192,9 @@ extension ProxyRequestHandler {
     func upstreamFailed(_ failure: UpstreamFailure) {
         guard case .proxying(let request, let upstream) = state else { return }
         request.trace?.tryFailed(failure.traceName)
-        // The request went nowhere: a pooled keep-alive connection the upstream had closed while it sat idle (a
-        // clean close, before any byte of the response; a reset is the upstream aborting a request it had, and
-        // is left to the retry policy), or an HTTP/2 stream the upstream refused (REFUSED_STREAM, or past its
-        // GOAWAY's last stream id). Sent again once on another connection, even without a retry policy, when
-        // the request is still at hand (no body, or a body kept for replay).
-        let staleConnection = failure == .closed && upstream.exchanges > 1
-        if staleConnection || failure == .refusedStream, !request.responseStarted, !request.usedTransparentRetry,
-           request.replay != nil || request.bodyBytes == 0 {
-            request.usedTransparentRetry = true
-            if request.replay == nil { request.replay = request.requestComplete ? [.end(nil)] : [] }
-            beginRetry(request, after: 0, reason: staleConnection ? ClusterStats.staleConnection : RetryPolicy.Condition.refusedStream.rawValue)
-            return
-        }
-        request.cluster.stats.requestFailures.increment()
-        if request.responseStarted {
-            // Too late for a local reply: cut the response so the client sees it incomplete.
-            if request.accessLogHead != nil { request.decisions.append(LocalReplyReason.upstreamReset.rawValue) }
-            recordFinished(request)
-            state = .closing
-            downstream.close()
-            return
-        }
-        recordOutcome(.localFailure, of: request)
-        if resumeHedge(request) { return }
-        if failure == .reset || failure == .closed, retry(request, after: .reset) { return }
-        if failure == .refusedStream, retry(request, after: .refusedStream) { return }
-        localReply(failure == .protocolError ? .upstreamProtocolError : .upstreamReset, request: request, requestComplete: request.requestComplete)
+        let failure = TryFailure.upstream(failure, connectionReused: upstream.exchanges > 1)
+        follow(decide(request) { tries, facts, random, refusal in tries.tryFailed(failure, facts: facts, random: &random, budgetRefusal: refusal) },
+               of: request)
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {

@@ -385,7 +385,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         cluster.stats.requestsActive.increment()
         local.requestStarted(in: cluster, to: endpoint, now: start)
-        if retryPolicy.attempts > 1 { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
+        if request.tries.keepsReplay { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
         state = .leasing(request)
         if case .http2(let stream) = downstream, stream.resetBeforeItsHead {
             // The client reset the stream in the read that opened it (rapid reset): the stream closes as soon
@@ -471,7 +471,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         if request.replay != nil {
             if case .body(.byteBuffer(let body)) = part { request.replayBytes += body.readableBytes }
-            if request.replayBytes > request.retryPolicy.replayBufferBytes {
+            if request.replayBytes > request.tries.policy.replayBufferBytes {
                 request.replay = nil  // too big to replay: this request will not be retried
             } else {
                 request.replay!.append(part)

@@ -4,30 +4,6 @@ import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
 
-/// How an upstream exchange ended badly, before or during the response.
-enum UpstreamFailure: Error, Equatable {
-    /// The connection was reset (an error such as ECONNRESET; HTTP/2: the stream reset) before the response
-    /// was complete.
-    case reset
-    /// The connection (or stream) was closed cleanly, without an error, before the response was complete.
-    case closed
-    /// The upstream sent something that is not valid HTTP.
-    case protocolError
-    /// HTTP/2 REFUSED_STREAM, or a stream past the last id of the upstream's GOAWAY: the request was not
-    /// processed and may be sent again, whatever its method.
-    case refusedStream
-
-    /// The try's `error.type` in its span.
-    var traceName: String {
-        switch self {
-        case .reset: "upstream_reset"
-        case .closed: "connection_closed"
-        case .protocolError: "upstream_protocol_error"
-        case .refusedStream: "refused_stream"
-        }
-    }
-}
-
 /// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same
 /// event loop (pools are per event loop), so calls are direct: no hops, no locks.
 protocol UpstreamExchangeDelegate: AnyObject {
