@@ -16,10 +16,8 @@ final class ProxiedRequest {
     var tryStartedAt: UInt64
     /// Its tries so far, and where every decision about the next one is made (retry, hedge, transparent resend).
     var tries: ExchangeTries
-    /// Every part sent upstream so far, kept to replay on a retry while within the route's replay buffer
-    /// (nil: not kept — the route does not retry, or the body outgrew the buffer).
-    var replay: [HTTPClientRequestPart]?
-    var replayBytes = 0
+    /// What of the request goes upstream when: the head and the parts waiting for a lease, the parts kept for replay.
+    var relay: RequestRelay
     /// The current try was admitted by its endpoint's circuit breaker and owes it a verdict.
     var owesBreakerVerdict = false
     /// A gRPC response held until its trailers say whether to retry: its head and body parts so far.
@@ -35,13 +33,6 @@ final class ProxiedRequest {
     let isGRPC: Bool
     let keepAlive: Bool
     let start: NIODeadline
-    /// The head is ready to go and waits for an upstream.
-    var headPending: Bool
-    /// Body parts kept until an upstream is leased (one read burst at most: reading pauses meanwhile).
-    var buffered: [HTTPClientRequestPart] = []
-    /// HTTP/2 requests without content-length: the head waits for the next part, which tells whether a
-    /// body follows, so an HTTP/1.1 upstream gets the right framing.
-    var headHeldForFraming: Bool
     var requestComplete = false
     var responseStarted = false
     var responseComplete = false
@@ -89,17 +80,15 @@ final class ProxiedRequest {
         let isGRPC = head.isGRPC
         let tries = ExchangeTries(policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: isGRPC, isUpgrade: upgrade != nil)
         self.tries = tries
-        self.replay = tries.keepsReplay ? [] : nil
+        self.relay = RequestRelay(holdsHeadForFraming: headHeldForFraming, keepsReplay: tries.keepsReplay, replayLimit: retryPolicy.replayBufferBytes)
         self.downstreamVersion = head.version
         self.isHEAD = head.method == .HEAD
         self.isGRPC = isGRPC
         // The downstream head becomes the upstream one, taken rather than copied: its headers are changed in place.
         self.upstreamHead = head
         self.keepAlive = keepAlive
-        self.headHeldForFraming = headHeldForFraming
         self.start = start
         self.tryStartedAt = start.uptimeNanoseconds
-        self.headPending = !headHeldForFraming
         timer = ExchangeTimer(start: start.uptimeNanoseconds, routeTimeout: routeTimeout, streamIdleTimeout: cluster.streamIdleTimeout,
                               perTryTimeout: retryPolicy.perTryTimeout)
     }

@@ -78,7 +78,7 @@ extension ProxyRequestHandler {
                 _ question: (inout ExchangeTries, TryFacts, inout FastRandom, (_ countsAsRetry: Bool) -> String?) -> TryVerdict) -> TryVerdict {
         var leased = false
         if case .proxying = state { leased = true }
-        let facts = TryFacts(requestComplete: request.requestComplete, responseStarted: request.responseStarted, replayKept: request.replay != nil,
+        let facts = TryFacts(requestComplete: request.requestComplete, responseStarted: request.responseStarted, replayKept: request.relay.replayKept,
                              bodyBytes: request.bodyBytes, leased: leased, holdingResponse: request.heldResponse != nil, hedgeRacing: request.hedge != nil)
         let cluster = request.cluster
         let verdict = question(&request.tries, facts, &local.random) { alreadyCounted in self.retryRefusal(in: cluster, alreadyCounted: alreadyCounted) }
@@ -107,8 +107,7 @@ extension ProxyRequestHandler {
         if verdict.dropsHedge { dropHedge(request, result: nil) }
         switch verdict.next {
         case .resendTransparently(let reason):
-            // Kept from here on, to be sent again.
-            if request.replay == nil { request.replay = request.requestComplete ? [.end(nil)] : [] }
+            request.relay.keepForResend(requestComplete: request.requestComplete)
             beginRetry(request, after: 0, reason: reason)
         case .retry(let delay, let reason):
             beginRetry(request, after: delay, reason: reason)
@@ -200,8 +199,7 @@ extension ProxyRequestHandler {
         local.requestStarted(in: request.cluster, to: endpoint, now: now)
         request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: String(request.tries.count))
         // The whole request again: its head (unless still held for framing) and every part sent so far.
-        request.headPending = !request.headHeldForFraming
-        if let replay = request.replay { request.buffered = replay }
+        request.relay.nextTryStarts()
         startAttempt(request)
     }
 

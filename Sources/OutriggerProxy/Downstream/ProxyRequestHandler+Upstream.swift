@@ -16,13 +16,9 @@ extension ProxyRequestHandler {
         request.ticket = nil
         state = .proxying(request, upstream)
         upstream.begin(self)
-        if request.headPending {
-            request.headPending = false
-            upstream.send(.head(request.upstreamHead))
-        }
-        let buffered = request.buffered
-        request.buffered = []
-        for part in buffered { upstream.send(part) }
+        let (sendsHead, waiting) = request.relay.leased()
+        if sendsHead { upstream.send(.head(request.upstreamHead)) }
+        for part in waiting { upstream.send(part) }
         upstream.flush()
         deliverPendingRead()
     }
@@ -57,7 +53,7 @@ extension ProxyRequestHandler {
         request.cluster.stats.recordResponse(status: Int(head.status.code))
         recordOutcome(AttemptResult(status: Int(head.status.code)), of: request)
         // Only a request that may be tried again (or whose hedged try races) asks whether this answer is the one.
-        if head.status != .switchingProtocols, request.hedge != nil || request.replay != nil {
+        if head.status != .switchingProtocols, request.hedge != nil || request.relay.replayKept {
             let outcome = AttemptOutcome(responseHead: copy head, isGRPC: request.isGRPC)
             let verdict = decide(request) { tries, facts, random, refusal in tries.responseHead(outcome, facts: facts, random: &random, budgetRefusal: refusal) }
             if verdict.next == .holdResponse {

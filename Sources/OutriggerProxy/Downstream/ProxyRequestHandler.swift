@@ -158,8 +158,10 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         // A held head that saw neither body nor end in this burst has a body coming: send it chunked now,
         // so a client that waits for the response before sending (gRPC streaming) is not stalled.
         switch state {
-        case .leasing(let request), .proxying(let request, _):
-            if request.headHeldForFraming { releaseHeldHead(of: request, chunked: true) }
+        case .leasing(let request):
+            if let released = request.relay.readBurstEnded(leased: false) { headReleased(released, of: request, to: nil) }
+        case .proxying(let request, let upstream):
+            if let released = request.relay.readBurstEnded(leased: true) { headReleased(released, of: request, to: upstream) }
         default:
             break
         }
@@ -464,33 +466,16 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     /// Sends a request part upstream, or keeps it until an upstream is leased.
     private func forward(_ part: HTTPClientRequestPart, of request: ProxiedRequest) {
-        if request.headHeldForFraming {
-            var chunked = false
-            if case .body = part { chunked = true }
-            releaseHeldHead(of: request, chunked: chunked)
-        }
-        if request.replay != nil {
-            if case .body(.byteBuffer(let body)) = part { request.replayBytes += body.readableBytes }
-            if request.replayBytes > request.tries.policy.replayBufferBytes {
-                request.replay = nil  // too big to replay: this request will not be retried
-            } else {
-                request.replay!.append(part)
-            }
-        }
-        switch state {
-        case .proxying(_, let upstream): upstream.send(part)
-        default: request.buffered.append(part)
-        }
+        var upstream: UpstreamExchangeHandler?
+        if case .proxying(_, let leased) = state { upstream = leased }
+        if let released = request.relay.forward(part, leased: upstream != nil) { headReleased(released, of: request, to: upstream) }
+        upstream?.send(part)
     }
 
-    private func releaseHeldHead(of request: ProxiedRequest, chunked: Bool) {
-        request.headHeldForFraming = false
-        if chunked { request.upstreamHead.headers.add(name: "transfer-encoding", value: "chunked") }
-        if case .proxying(_, let upstream) = state {
-            upstream.send(.head(request.upstreamHead))
-        } else {
-            request.headPending = true
-        }
+    /// A head held for framing is let go, chunked when a body follows: sent now to a leased upstream, else with the lease.
+    private func headReleased(_ released: RequestRelay.ReleasedHead, of request: ProxiedRequest, to upstream: UpstreamExchangeHandler?) {
+        if released.chunked { request.upstreamHead.headers.add(name: "transfer-encoding", value: "chunked") }
+        if released.sendNow, let upstream { upstream.send(.head(request.upstreamHead)) }
     }
 
 }
