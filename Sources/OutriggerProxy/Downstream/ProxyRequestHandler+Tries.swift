@@ -40,21 +40,6 @@ extension ProxyRequestHandler {
         follow(verdict, of: request, abandoningUpstream: true)
     }
 
-    /// The endpoint's breaker admits the request, or another endpoint's does (a few picks); nil when none.
-    func admitThroughBreaker(_ first: Endpoint, in cluster: ClusterRuntime, now: NIODeadline, tried: [Int]) -> Endpoint? {
-        guard let config = cluster.breakers else { return first }
-        var candidate: Endpoint? = first
-        var seen = tried
-        for _ in 0..<4 {
-            guard let endpoint = candidate else { return nil }
-            if endpoint.state.withBreaker(config, { $0.admit(now: now.uptimeNanoseconds) }) { return endpoint }
-            seen.append(endpoint.id)
-            candidate = local.pickRetryEndpoint(in: cluster, now: now, avoiding: seen)
-            if let next = candidate, seen.contains(next.id) { return nil }
-        }
-        return nil
-    }
-
     /// Passive health: the try's result goes to its endpoint's breaker (once) and failure streak.
     func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
         let owed = request.owesBreakerVerdict
@@ -187,7 +172,7 @@ extension ProxyRequestHandler {
             return nextTryUnplaceable(request, reason: .noHealthyUpstream)
         }
         if request.cluster.breakers != nil {
-            guard let admitted = admitThroughBreaker(endpoint, in: request.cluster, now: now, tried: avoiding) else {
+            guard let admitted = local.admitThroughBreaker(endpoint, in: request.cluster, now: now, tried: avoiding) else {
                 return nextTryUnplaceable(request, reason: .breakerOpen)
             }
             endpoint = admitted

@@ -329,7 +329,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             return
         }
         if cluster.breakers != nil {
-            guard let admitted = admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) else {
+            guard let admitted = local.admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) else {
                 localReply(.breakerOpen, for: head, listener: listener, requestComplete: false, start: start)
                 return
             }

@@ -76,12 +76,12 @@ final class LoopLocalState {
 
     /// A retry's endpoint: another than those already tried when the cluster has another eligible one.
     func pickRetryEndpoint(in cluster: ClusterRuntime, now: NIODeadline, avoiding tried: [Int]) -> Endpoint? {
-        let selection = selection(for: cluster)
-        var pick = selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: nil)
-        for _ in 0..<4 where pick.map({ tried.contains($0.id) }) == true {
-            pick = selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: nil)
-        }
-        return pick
+        selection(for: cluster).pick(in: cluster, now: now.uptimeNanoseconds, random: &random, avoiding: tried)
+    }
+
+    /// The endpoint whose breaker admits the request: `first` or another (see `ClusterSelection.admitThroughBreaker`).
+    func admitThroughBreaker(_ first: Endpoint, in cluster: ClusterRuntime, now: NIODeadline, tried: [Int]) -> Endpoint? {
+        selection(for: cluster).admitThroughBreaker(first, in: cluster, now: now.uptimeNanoseconds, random: &random, tried: tried)
     }
 
     /// Takes a retry from the cluster's budget (this loop's share), if one is left.
