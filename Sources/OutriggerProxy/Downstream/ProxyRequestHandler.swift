@@ -266,74 +266,24 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         let start = NIODeadline.now()
         listener.stats.requestsTotal.increment()
         listener.stats.requestsActive.increment()
-        if listener.stats.overloadLevel >= .refusingRequests {
-            // HTTP/2: the client is told to take its next streams elsewhere.
-            http2Connection?.goAwayGracefully()
-            localReply(.overload, for: head, listener: listener, requestComplete: false, start: start)
+        let routing = RequestRouting.route(
+            head, on: listener, malformedHTTP2: malformedHTTP2Head, clientAddress: clientAddress, now: start.uptimeNanoseconds,
+            random: { self.local.random.next() },
+            pick: { cluster, hashKey in self.local.pickEndpoint(in: cluster, now: start, hashKey: hashKey) },
+            admit: { endpoint, cluster in self.local.admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) }
+        )
+        let route: Route, cluster: ClusterRuntime, endpoint: Endpoint, viaFallback: Bool, setCookie: String?
+        switch routing {
+        case .routed(let routed):
+            (route, cluster, endpoint, viaFallback, setCookie) = (routed.route, routed.cluster, routed.endpoint, routed.viaFallback, routed.setCookie)
+        case .localReply(let reason):
+            // HTTP/2 under overload: the client is told to take its next streams elsewhere.
+            if reason == .overload { http2Connection?.goAwayGracefully() }
+            localReply(reason, for: head, listener: listener, requestComplete: false, start: start)
             return
-        }
-
-        if HTTP1Rules.headSize(head) > listener.config.maxRequestHeadersBytes {
-            localReply(.headersTooLarge, for: head, listener: listener, requestComplete: false, start: start)
+        case .fallbackResponse(let status, let headers, let body):
+            fallbackReply(status: status, headers: headers, body: body, for: head, listener: listener, start: start)
             return
-        }
-        if let limit = listener.config.maxRequestBodyBytes,
-           let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
-            localReply(.bodyTooLarge, for: head, listener: listener, requestComplete: false, start: start)
-            return
-        }
-        if let malformed = malformedHTTP2Head {
-            localReply(malformed, for: head, listener: listener, requestComplete: false, start: start)
-            return
-        }
-        if !ProxyHeaders.hasValidHost(head.headers, version: head.version) {
-            localReply(.invalidHost, for: head, listener: listener, requestComplete: false, start: start)
-            return
-        }
-        let host = head.headers.first(name: "host") ?? ""
-        guard let route = listener.routes.route(host: host, path: ProxyHeaders.path(of: head.uri), method: head.method, headers: head.headers) else {
-            localReply(.noRoute, for: head, listener: listener, requestComplete: false, start: start)
-            return
-        }
-        var cluster = route.destination.pick(random: local.random.next())
-        let hashPolicy = cluster.hashPolicy
-        var hashKey = hashPolicy?.key(headers: head.headers, clientAddress: clientAddress)
-        var setCookie: String?
-        if hashKey == nil, case .cookie(let name, let ttl?) = hashPolicy {
-            // No session cookie yet: choose one, hash it as its later requests will be, and hand it out.
-            let value = String(local.random.next(), radix: 16)
-            hashKey = StableHash.of(value)
-            setCookie = "\(name)=\(value); Max-Age=\(ttl.components.seconds); Path=/; HttpOnly"
-        }
-        if cluster.stats.requestsActive.current >= cluster.limits.maxRequests {
-            cluster.stats.overflowMaxRequests.increment()
-            localReply(.overflow, for: head, listener: listener, requestComplete: false, start: start)
-            return
-        }
-        var picked = local.pickEndpoint(in: cluster, now: start, hashKey: hashKey)
-        var viaFallback = false
-        if picked == nil, let fallback = route.fallback {
-            // Degradation: the cluster has no endpoint to offer; the route's fallback answers instead.
-            switch fallback {
-            case .cluster(let other):
-                cluster = other
-                picked = local.pickEndpoint(in: other, now: start, hashKey: nil)
-                viaFallback = true
-            case .response(let status, let headers, let body):
-                fallbackReply(status: status, headers: headers, body: body, for: head, listener: listener, start: start)
-                return
-            }
-        }
-        guard var endpoint = picked else {
-            localReply(cluster.noEndpointReason(now: start.uptimeNanoseconds), for: head, listener: listener, requestComplete: false, start: start)
-            return
-        }
-        if cluster.breakers != nil {
-            guard let admitted = local.admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) else {
-                localReply(.breakerOpen, for: head, listener: listener, requestComplete: false, start: start)
-                return
-            }
-            endpoint = admitted
         }
 
         // Override headers: honoured from the local service (outbound, or a trusted inbound listener), never
