@@ -156,6 +156,32 @@ struct SpanExportTests {
         }
     }
 
+    /// Spans still queued when the sidecar shuts down are sent before it stops: here the batch would wait an hour for
+    /// more spans, and only the shutdown sends it.
+    @Test func spansStillQueuedAtShutdownAreSent() async throws {
+        let collector = try await TraceCollector.start()
+        defer { collector.process.kill() }
+        try await withHarness(echoes: 1) { endpoints in
+            Self.config(endpoints, export: nil)
+        } _: { (next: Harness) async throws in
+            var export = collector.export(service: "web")
+            export.flushInterval = .seconds(3600)
+            export.timeout = .seconds(60)
+            let sidecar = try await Sidecar.start(config: Self.config([HostPort(host: "127.0.0.1", port: next.port)], export: export),
+                                                  logger: Harness.quietLogger)
+            do {
+                #expect(try await fetch("http://127.0.0.1:\(sidecar.listenerAddresses["main"]!.port!)/last").status == 200)
+                try await waitUntil { sidecar.spans.queued == 2 }
+            } catch {
+                await sidecar.shutdown()
+                throw error
+            }
+            await sidecar.shutdown()
+            let spans = try await collector.spans(count: 2)
+            #expect(spans.count == 2 && Set(spans.compactMap(\.traceID)).count == 1)
+        }
+    }
+
     /// A collector that closes the connection after each answer: the next batch (one span each here, so one is always
     /// waiting) goes out on a new connection, never on the closing one — no send fails, no span is sent twice.
     @Test func aCollectorClosingEachConnectionGetsEveryBatchOnce() async throws {

@@ -37,6 +37,8 @@ public final class SpanExporter: Sendable {
         var queue = SpanExportQueue<SpanRecord>(batchSize: TraceExportConfig.defaultBatchSize, maxQueued: TraceExportConfig.defaultMaxQueuedSpans,
                                                 flushInterval: TraceExportConfig.defaultFlushInterval)
         var closed = false
+        /// `close` waits on it until the queue is idle (or its time is up): completed once, by whoever takes it.
+        var drainWaiter: EventLoopPromise<Void>?
 
         mutating func takeLeftRing(into taken: inout [[SpanRecord]]) {
             swap(&taken, &leftRing)
@@ -86,6 +88,7 @@ public final class SpanExporter: Sendable {
                 state.queue.removeAll()
             }
         }
+        if settings == nil { drainWaiterMayGo() }
     }
 
     // MARK: Figures
@@ -162,6 +165,17 @@ public final class SpanExporter: Sendable {
     /// The batch in flight is done with (exported, failed, or dropped with the export turned off): the next may go.
     private func batchDone() {
         run(state.withLockedValue { $0.queue.sent() })
+        drainWaiterMayGo()
+    }
+
+    /// `close`'s wait ends when nothing is left to send (or at once with `timeUp`).
+    private func drainWaiterMayGo(timeUp: Bool = false) {
+        let waiter = state.withLockedValue { state -> EventLoopPromise<Void>? in
+            guard timeUp || state.settings == nil || state.queue.isIdle else { return nil }
+            defer { state.drainWaiter = nil }
+            return state.drainWaiter
+        }
+        waiter?.succeed()
     }
 
     private func send(_ batch: SpanExportQueue<SpanRecord>.Batch, settings: Settings, sendsSoFar: Int) {
@@ -210,10 +224,19 @@ public final class SpanExporter: Sendable {
 
     /// Sends what is queued, for up to `within`, then stops the exporter's thread; later spans are only kept as recent.
     public func close(within: Duration) async {
-        let deadline = ContinuousClock.now + within
-        run(state.withLockedValue { $0.settings == nil ? .none : $0.queue.flush() })
-        while state.withLockedValue({ $0.settings != nil && !$0.queue.isIdle }), ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(10))
+        let drain = state.withLockedValue { state -> (flush: SpanExportQueue<SpanRecord>.Action, done: EventLoopPromise<Void>)? in
+            guard state.settings != nil else { return nil }
+            let done = poster.eventLoop.makePromise(of: Void.self)
+            state.drainWaiter = done
+            return (state.queue.flush(), done)
+        }
+        if let drain {
+            run(drain.flush)
+            // Woken when the last batch is done with, or when the time is up; at once when nothing was queued.
+            let timeLimit = poster.eventLoop.scheduleTask(in: .nanoseconds(within.nanoseconds)) { self.drainWaiterMayGo(timeUp: true) }
+            drainWaiterMayGo()
+            try? await drain.done.futureResult.get()
+            timeLimit.cancel()
         }
         state.withLockedValue { state in
             state.closed = true
