@@ -21,8 +21,7 @@ final class ProxiedRequest {
     /// The current try was admitted by its endpoint's circuit breaker and owes it a verdict.
     var owesBreakerVerdict = false
     /// A gRPC response held until its trailers say whether to retry: its head and body parts so far.
-    var heldResponse: (head: HTTPResponseHead, body: [ByteBuffer])?
-    var heldBytes = 0
+    var heldResponse: ResponseHold
     /// An earlier try still racing the current one (`hedgeOnPerTryTimeout`).
     var hedge: HedgedAttempt?
     var upstreamHead: HTTPRequestHead
@@ -80,6 +79,7 @@ final class ProxiedRequest {
         let isGRPC = head.isGRPC
         let tries = ExchangeTries(policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: isGRPC, isUpgrade: upgrade != nil)
         self.tries = tries
+        self.heldResponse = ResponseHold(limit: retryPolicy.replayBufferBytes)
         self.relay = RequestRelay(holdsHeadForFraming: headHeldForFraming, keepsReplay: tries.keepsReplay, replayLimit: retryPolicy.replayBufferBytes)
         self.downstreamVersion = head.version
         self.isHEAD = head.method == .HEAD

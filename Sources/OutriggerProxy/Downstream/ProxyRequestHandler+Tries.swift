@@ -64,7 +64,7 @@ extension ProxyRequestHandler {
         var leased = false
         if case .proxying = state { leased = true }
         let facts = TryFacts(requestComplete: request.requestComplete, responseStarted: request.responseStarted, replayKept: request.relay.replayKept,
-                             bodyBytes: request.bodyBytes, leased: leased, holdingResponse: request.heldResponse != nil, hedgeRacing: request.hedge != nil)
+                             bodyBytes: request.bodyBytes, leased: leased, holdingResponse: request.heldResponse.isHolding, hedgeRacing: request.hedge != nil)
         let cluster = request.cluster
         let verdict = question(&request.tries, facts, &local.random) { alreadyCounted in self.retryRefusal(in: cluster, alreadyCounted: alreadyCounted) }
         if let why = verdict.noRetry, request.accessLogHead != nil { request.decisions.append("no_retry:" + why) }
@@ -128,8 +128,7 @@ extension ProxyRequestHandler {
     /// endpoint's load and its breaker's probe slot.
     private func endCurrentTry(_ request: ProxiedRequest) {
         releaseTry(request)
-        request.heldResponse = nil
-        request.heldBytes = 0
+        request.heldResponse.drop()
         switch state {
         case .proxying(_, let upstream): upstream.abort()
         default:

@@ -59,7 +59,7 @@ extension ProxyRequestHandler {
             if verdict.next == .holdResponse {
                 // Held until its trailers say whether to retry (up to the replay buffer).
                 if verdict.dropsHedge { dropHedge(request, result: nil) }
-                request.heldResponse = (head, [])
+                request.heldResponse.hold(head)
                 return
             }
             if verdict.next != .commitResponse { return follow(verdict, of: request) }
@@ -111,11 +111,9 @@ extension ProxyRequestHandler {
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard case .proxying(let request, _) = state else { return }
         request.responseParts &+= 1
-        if request.heldResponse != nil {
-            request.heldResponse!.body.append(body)
-            request.heldBytes += body.readableBytes
+        if request.heldResponse.isHolding {
             // Too much to hold: it goes out as it comes, and can no longer be retried.
-            if request.heldBytes > request.tries.policy.replayBufferBytes { releaseHeldResponse(of: request) }
+            if !request.heldResponse.append(body) { releaseHeldResponse(of: request) }
             return
         }
         request.responseBodyBytes &+= body.readableBytes
@@ -125,8 +123,7 @@ extension ProxyRequestHandler {
 
     /// Writes a held response's head and body parts.
     private func releaseHeldResponse(of request: ProxiedRequest) {
-        guard let (head, parts) = request.heldResponse else { return }
-        request.heldResponse = nil
+        guard let (head, parts) = request.heldResponse.release() else { return }
         commitResponseHead(head, of: request, now: .now())
         for part in parts {
             request.responseBodyBytes &+= part.readableBytes
@@ -137,7 +134,7 @@ extension ProxyRequestHandler {
 
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
         guard case .proxying(let request, let upstream) = state else { return }
-        if request.heldResponse != nil {
+        if request.heldResponse.isHolding {
             let grpcStatus = trailers?.first(name: "grpc-status").flatMap(Int.init)
             let verdict = decide(request) { tries, facts, random, refusal in
                 tries.heldResponseEnded(grpcStatus: grpcStatus, facts: facts, random: &random, budgetRefusal: refusal)
