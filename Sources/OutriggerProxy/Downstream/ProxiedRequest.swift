@@ -32,9 +32,8 @@ final class ProxiedRequest {
     let isGRPC: Bool
     let keepAlive: Bool
     let start: NIODeadline
-    var requestComplete = false
-    var responseStarted = false
-    var responseComplete = false
+    /// The request's end received, the response started, the exchange ended.
+    var progress = ExchangeProgress()
     var bodyBytes = 0
     /// Response body parts relayed (the stream-idle look compares them).
     var responseParts = 0

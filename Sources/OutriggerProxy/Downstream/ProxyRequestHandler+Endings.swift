@@ -38,7 +38,7 @@ extension ProxyRequestHandler {
         case .routeTimeout:
             request.cluster.stats.requestFailures.increment()
             abandonUpstream()
-            localReply(.upstreamTimeout, request: request, requestComplete: request.requestComplete)
+            localReply(.upstreamTimeout, request: request, requestComplete: request.progress.requestComplete)
         case .uploadStalled:
             // The upload made no progress for a stream-idle period: the client's stall (408), or the upstream's
             // when it stopped reading (504).
@@ -50,7 +50,6 @@ extension ProxyRequestHandler {
             // Stream idle: too late for a local reply, the response is cut.
             request.cluster.stats.requestFailures.increment()
             upstream?.abort()
-            request.responseComplete = true
             if request.accessLogHead != nil { request.decisions.append("stream_idle_timeout") }
             recordFinished(request)
             state = .closing
@@ -76,7 +75,7 @@ extension ProxyRequestHandler {
 
     /// The response ended (relayed whole, or cut): the request leaves the gauges, and ends.
     func recordFinished(_ request: ProxiedRequest) {
-        leaveCluster(request)
+        if request.progress.end() { leaveCluster(request) }
         finished(.relayed, status: request.responseStatus, of: request)
     }
 
@@ -159,7 +158,7 @@ extension ProxyRequestHandler {
     func endInFlight(_ ending: RequestSummary.Ending, status: Int? = nil) -> Bool {
         switch state {
         case .leasing(let request), .proxying(let request, _):
-            guard !request.responseComplete else { return false }
+            guard !request.progress.ended else { return false }
             finished(ending, status: status ?? request.responseStatus, of: request)
             return true
         default:
@@ -179,10 +178,10 @@ extension ProxyRequestHandler {
         case .leasing(let request):
             request.ticket?.cancel()
             request.ticket = nil
-            if !request.responseComplete { recordAbandoned(request) }
+            recordAbandoned(request)
         case .proxying(let request, let upstream):
             upstream.abort()
-            if !request.responseComplete { recordAbandoned(request) }
+            recordAbandoned(request)
         default:
             break
         }
@@ -190,8 +189,7 @@ extension ProxyRequestHandler {
 
     /// The request leaves the gauges; its duration is recorded by the local reply that usually follows.
     private func recordAbandoned(_ request: ProxiedRequest) {
-        request.responseComplete = true
-        leaveCluster(request)
+        if request.progress.end() { leaveCluster(request) }
     }
 
     /// The request no longer counts as active: in the listener's and cluster's gauges, and in the load the
@@ -209,10 +207,7 @@ extension ProxyRequestHandler {
 
     /// Answers for a request that was routed (cluster stats are already counting it).
     func localReply(_ reason: LocalReplyReason, request: ProxiedRequest, requestComplete: Bool) {
-        if !request.responseComplete {
-            request.responseComplete = true
-            leaveCluster(request)
-        }
+        if request.progress.end() { leaveCluster(request) }
         // A gRPC call's local reply is a trailers-only 200 carrying the matching grpc-status.
         finished(.localReply(reason), status: request.isGRPC ? 200 : Int(reason.status.code), of: request)
         writeLocalReply(reason, version: request.downstreamVersion, isGRPC: request.isGRPC, isHEAD: request.isHEAD,

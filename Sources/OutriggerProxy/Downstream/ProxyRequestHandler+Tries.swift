@@ -12,7 +12,7 @@ extension ProxyRequestHandler {
         // The callee may give up early: it hears how long this try can still take (the whole route timeout
         // until the request has ended: no clock read for a first try).
         var now = request.start.uptimeNanoseconds
-        if request.tries.count > 1 || request.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
+        if request.tries.count > 1 || request.progress.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
         var expected = Int64(request.timer.timeLeftForTry(now: now))
         // A caller's sidecar may have said already how long it waits (the header arrives through a second
         // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
@@ -63,7 +63,7 @@ extension ProxyRequestHandler {
                 _ question: (inout ExchangeTries, TryFacts, inout FastRandom, (_ countsAsRetry: Bool) -> String?) -> TryVerdict) -> TryVerdict {
         var leased = false
         if case .proxying = state { leased = true }
-        let facts = TryFacts(requestComplete: request.requestComplete, responseStarted: request.responseStarted, replayKept: request.relay.replayKept,
+        let facts = TryFacts(requestComplete: request.progress.requestComplete, responseStarted: request.progress.responseStarted, replayKept: request.relay.replayKept,
                              bodyBytes: request.bodyBytes, leased: leased, holdingResponse: request.heldResponse.isHolding, hedgeRacing: request.hedge != nil)
         let cluster = request.cluster
         let verdict = question(&request.tries, facts, &local.random) { alreadyCounted in self.retryRefusal(in: cluster, alreadyCounted: alreadyCounted) }
@@ -92,7 +92,7 @@ extension ProxyRequestHandler {
         if verdict.dropsHedge { dropHedge(request, result: nil) }
         switch verdict.next {
         case .resendTransparently(let reason):
-            request.relay.keepForResend(requestComplete: request.requestComplete)
+            request.relay.keepForResend(requestComplete: request.progress.requestComplete)
             beginRetry(request, after: 0, reason: reason)
         case .retry(let delay, let reason):
             beginRetry(request, after: delay, reason: reason)
@@ -103,7 +103,7 @@ extension ProxyRequestHandler {
             _ = resumeHedge(request)
         case .localReply(let reason):
             if abandoningUpstream { abandonUpstream() }
-            localReply(reason, request: request, requestComplete: request.requestComplete)
+            localReply(reason, request: request, requestComplete: request.progress.requestComplete)
         case .cutResponse:
             // Too late for a local reply: the response is cut so the client sees it incomplete.
             if request.accessLogHead != nil { request.decisions.append(LocalReplyReason.upstreamReset.rawValue) }

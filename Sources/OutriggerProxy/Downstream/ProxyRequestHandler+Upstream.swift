@@ -47,7 +47,7 @@ extension ProxyRequestHandler {
             // A 101 nobody asked for: the upstream is out of step.
             request.cluster.stats.requestFailures.increment()
             abandonUpstream()
-            localReply(.upstreamProtocolError, request: request, requestComplete: request.requestComplete)
+            localReply(.upstreamProtocolError, request: request, requestComplete: request.progress.requestComplete)
             return
         }
         request.cluster.stats.recordResponse(status: Int(head.status.code))
@@ -70,7 +70,7 @@ extension ProxyRequestHandler {
     /// From here the response goes to the client: timers switch to watching the body, and the head is written.
     private func commitResponseHead(_ head: consuming HTTPResponseHead, of request: ProxiedRequest, now: NIODeadline) {
         dropHedge(request, result: nil)
-        request.responseStarted = true
+        request.progress.responseCommitted()
         let switchingProtocols = head.status == .switchingProtocols
         // The timer watches the body's progress now (stream idle); a tunnel's bytes are the application's.
         apply(request.timer.responseStarted(now: now.uptimeNanoseconds, tunnel: switchingProtocols), to: request)
@@ -146,11 +146,11 @@ extension ProxyRequestHandler {
             startTunnel(request, upstream: upstream)
             return
         }
-        request.responseComplete = true
         recordFinished(request)
-        if request.requestComplete {
+        switch request.progress.afterResponse {
+        case .nextRequest:
             finishRequest(request)
-        } else {
+        case .discardRestOfRequest:
             // The upstream answered before the whole body arrived; the rest is dropped.
             state = .discardingRequestBody
         }
@@ -171,7 +171,7 @@ extension ProxyRequestHandler {
         }
         // While the rest of its body is still coming (to be dropped), the request is not over for the
         // timeouts: those bytes are no new head.
-        if request.requestComplete { timeouts?.responseEnded() }
+        if request.progress.requestComplete { timeouts?.responseEnded() }
         needsFlush = false
         // Last: a write already done closes at once.
         if let written { closeAfterWrite(written) }
@@ -198,7 +198,6 @@ extension ProxyRequestHandler {
 
     /// Both HTTP/1.1 connections stop being HTTP: their codecs leave and a relay pair carries the bytes.
     private func startTunnel(_ request: ProxiedRequest, upstream: UpstreamExchangeHandler) {
-        request.responseComplete = true
         recordFinished(request)
         state = .closing
         guard case .http1(let writer) = downstream else {  // a tunnel is HTTP/1.1 on both sides

@@ -210,9 +210,8 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     /// The client took nothing for the send timeout and is cut next: the exchange ends here, logged as such.
     func sendTimedOut() {
-        if case .proxying(let request, let upstream) = state, !request.responseComplete {
+        if case .proxying(let request, let upstream) = state, !request.progress.ended {
             upstream.abort()
-            request.responseComplete = true
             if request.accessLogHead != nil { request.decisions.append("send_timeout") }
             recordFinished(request)
         }
@@ -385,7 +384,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         switch state {
         case .leasing(let request), .proxying(let request, _):
             request.bodyBytes += body.readableBytes
-            if let limit = request.listener.config.maxRequestBodyBytes, request.bodyBytes > limit, !request.responseStarted {
+            if let limit = request.listener.config.maxRequestBodyBytes, request.bodyBytes > limit, !request.progress.responseStarted {
                 abandonUpstream()
                 localReply(.bodyTooLarge, request: request, requestComplete: false)
                 return
@@ -399,11 +398,11 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     private func requestEnd(_ trailers: HTTPHeaders?) {
         switch state {
         case .leasing(let request), .proxying(let request, _):
-            request.requestComplete = true
+            request.progress.requestEnded()
             // The route timeout and the try's run from here.
-            if !request.responseStarted { apply(request.timer.requestEnded(now: NIODeadline.now().uptimeNanoseconds), to: request) }
+            if !request.progress.responseStarted { apply(request.timer.requestEnded(now: NIODeadline.now().uptimeNanoseconds), to: request) }
             forward(.end(trailers), of: request)
-            if request.responseComplete { finishRequest(request) }
+            if request.progress.ended { finishRequest(request) }
         case .discardingRequestBody:
             state = .idle
             timeouts?.responseEnded()
