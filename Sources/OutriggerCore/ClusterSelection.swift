@@ -44,11 +44,11 @@ public final class ClusterSelection {
 
     /// A retry's endpoint: another than those already tried when the cluster has another eligible one (a few picks).
     public func pick(in cluster: ClusterRuntime, now: UInt64, random: inout FastRandom, avoiding tried: [Int]) -> Endpoint? {
-        var pick = pick(in: cluster, now: now, random: &random, hashKey: nil)
-        for _ in 0..<4 where pick.map({ tried.contains($0.id) }) == true {
-            pick = self.pick(in: cluster, now: now, random: &random, hashKey: nil)
+        var candidate = pick(in: cluster, now: now, random: &random, hashKey: nil)
+        for _ in 0..<4 where candidate.map({ tried.contains($0.id) }) == true {
+            candidate = pick(in: cluster, now: now, random: &random, hashKey: nil)
         }
-        return pick
+        return candidate
     }
 
     /// The endpoint whose breaker admits the request: `first`, or another picked avoiding those refused (and `tried`),

@@ -134,19 +134,20 @@ public struct ExchangeTries: Sendable {
         self.isUpgrade = isUpgrade
     }
 
-    /// Whether the request's parts are kept for replay from its start (a route that retries).
-    public var keepsReplay: Bool { policy.attempts > 1 }
+    /// The route may try the request more than once: its parts are kept for replay from its start, and each try says
+    /// which attempt it is.
+    public var mayRetry: Bool { policy.attempts > 1 }
 
     // MARK: The tries' ledger
 
-    /// The endpoints a retry avoids: every one tried so far, `current` included.
-    public mutating func endpointsToAvoid(current: Int) -> [Int] {
-        if triedEndpointIDs.isEmpty { triedEndpointIDs.append(current) }
-        return triedEndpointIDs
+    /// The endpoints a retry avoids: every one tried so far, `current` (the last) included.
+    public func endpointsToAvoid(current: Int) -> [Int] {
+        triedEndpointIDs.isEmpty ? [current] : triedEndpointIDs
     }
 
-    /// The next try starts, at `endpointID` (after `endpointsToAvoid` named the ones before).
-    public mutating func nextTryStarted(at endpointID: Int) {
+    /// The next try starts, at `endpointID`; `previous` is where the one before went.
+    public mutating func nextTryStarted(at endpointID: Int, previous: Int) {
+        if triedEndpointIDs.isEmpty { triedEndpointIDs.append(previous) }
         triedEndpointIDs.append(endpointID)
         count += 1
     }
@@ -267,14 +268,14 @@ public struct ExchangeTries: Sendable {
 
     /// A retry found no endpoint to go to (none healthy, or every breaker open): the hedged try carries on if there
     /// is one, else `reason` is the answer.
-    public func nextTryUnplaceable(_ reason: LocalReplyReason, facts: TryFacts) -> TryVerdict.Next {
-        giveUp(reason, facts: facts)
+    public func nextTryUnplaceable(_ reason: LocalReplyReason, facts: TryFacts) -> TryVerdict {
+        TryVerdict(giveUp(reason, facts: facts))
     }
 
-    /// The hedged try answered while the current one runs: an answer the route would retry ends the hedge (the current
-    /// try carries on: `dropsHedge`); any other wins, and the hedged try becomes the request's (`resumeHedge`).
-    public func hedgeAnswered(_ outcome: AttemptOutcome) -> TryVerdict {
-        RetryDecision.matchedCondition(policy, outcome) != nil ? TryVerdict(.commitResponse, dropsHedge: true) : TryVerdict(.resumeHedge)
+    /// The hedged try answered while the current one runs: true when its answer wins (the hedged try becomes the
+    /// request's); false for an answer the route would retry (the hedge ends, the current try carries on).
+    public func hedgeAnswerWins(_ outcome: AttemptOutcome) -> Bool {
+        RetryDecision.matchedCondition(policy, outcome) == nil
     }
 
     // MARK: Rules

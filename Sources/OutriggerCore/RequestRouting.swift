@@ -14,9 +14,10 @@ public struct RoutedRequest {
 }
 
 /// Where a request's head takes it, before anything goes upstream: answered here and why, answered with its route's
-/// fixed fallback response, or routed to an endpoint of a cluster. The rules are here; the loop makes the picks
-/// (`pick`: its balancer for the cluster, with the request's hash key; `admit`: its breakers, the endpoint picked or
-/// another) and gives the random numbers.
+/// fixed fallback response, or routed to an endpoint of a cluster. The rules are here, with no I/O; the loop makes the
+/// picks (`pick`: its balancer for the cluster, with the request's hash key, which also counts the request in the
+/// loop's retry budget; `admit`: its breakers, the endpoint picked or another) and gives the random numbers. The one
+/// other effect is the cluster's `overflowMaxRequests` counter.
 public enum RequestRouting {
     case localReply(LocalReplyReason)
     case fallbackResponse(status: Int, headers: [HeaderValue], body: String)

@@ -79,7 +79,7 @@ final class ProxiedRequest {
         let tries = ExchangeTries(policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: isGRPC, isUpgrade: upgrade != nil)
         self.tries = tries
         self.heldResponse = ResponseHold(limit: retryPolicy.replayBufferBytes)
-        self.relay = RequestRelay(holdsHeadForFraming: headHeldForFraming, keepsReplay: tries.keepsReplay, replayLimit: retryPolicy.replayBufferBytes)
+        self.relay = RequestRelay(holdsHeadForFraming: headHeldForFraming, keepsReplay: tries.mayRetry, replayLimit: retryPolicy.replayBufferBytes)
         self.downstreamVersion = head.version
         self.isHEAD = head.method == .HEAD
         self.isGRPC = isGRPC

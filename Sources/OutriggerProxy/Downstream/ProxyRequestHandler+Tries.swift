@@ -35,8 +35,8 @@ extension ProxyRequestHandler {
 
     func perTryTimeoutFired(_ request: ProxiedRequest) {
         let verdict = decide(request) { tries, facts, random, refusal in tries.tryFailed(.perTryTimeout, facts: facts, random: &random, budgetRefusal: refusal) }
-        // A hedged try's verdict waits for its end.
-        if verdict.recordsFailure { request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName) }
+        // The try failed with the timeout, unless it runs on as a hedge (its verdict and span then wait for its end).
+        if verdict.next != .hedge { request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName) }
         follow(verdict, of: request, abandoningUpstream: true)
     }
 
@@ -97,7 +97,8 @@ extension ProxyRequestHandler {
         case .retry(let delay, let reason):
             beginRetry(request, after: delay, reason: reason)
         case .hedge:
-            guard case .proxying(_, let upstream) = state else { return }
+            // Only a leased try is hedged (`TryFacts.leased`).
+            guard case .proxying(_, let upstream) = state else { return assertionFailure("a hedge without a leased try") }
             beginHedge(request, leaving: upstream)
         case .resumeHedge:
             _ = resumeHedge(request)
@@ -177,7 +178,7 @@ extension ProxyRequestHandler {
             endpoint = admitted
             request.owesBreakerVerdict = true
         }
-        request.tries.nextTryStarted(at: endpoint.id)
+        request.tries.nextTryStarted(at: endpoint.id, previous: request.endpoint.id)
         request.endpoint = endpoint
         request.atEndpoint = true
         local.requestStarted(in: request.cluster, to: endpoint, now: now)
@@ -189,7 +190,7 @@ extension ProxyRequestHandler {
 
     /// A retry has no endpoint to go to: the hedged try carries on if there is one, else `reason` is the answer.
     private func nextTryUnplaceable(_ request: ProxiedRequest, reason: LocalReplyReason) {
-        follow(decide(request) { tries, facts, _, _ in TryVerdict(tries.nextTryUnplaceable(reason, facts: facts)) }, of: request)
+        follow(decide(request) { tries, facts, _, _ in tries.nextTryUnplaceable(reason, facts: facts) }, of: request)
     }
 
     // MARK: Hedging
@@ -256,7 +257,7 @@ extension ProxyRequestHandler {
         if head.status.code < 200 { return }  // informational: the final answer is still to come
         let status = Int(head.status.code)
         request.trace?.tryAnswered(status: status, hedge: true)
-        if request.tries.hedgeAnswered(AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)).dropsHedge {
+        if !request.tries.hedgeAnswerWins(AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)) {
             dropHedge(request, result: status >= 500 ? .serverError(status: status) : .success)
             return
         }

@@ -226,6 +226,8 @@ public final class SpanExporter: Sendable {
     public func close(within: Duration) async {
         let drain = state.withLockedValue { state -> (flush: SpanExportQueue<SpanRecord>.Action, done: EventLoopPromise<Void>)? in
             guard state.settings != nil else { return nil }
+            // A close already under way: this one waits for the same drain.
+            if let waiting = state.drainWaiter { return (.none, waiting) }
             let done = poster.eventLoop.makePromise(of: Void.self)
             state.drainWaiter = done
             return (state.queue.flush(), done)
