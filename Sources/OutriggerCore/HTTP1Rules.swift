@@ -35,6 +35,13 @@ public enum HTTP1Rules {
         return head.isKeepAlive && !upgrades
     }
 
+    /// Whether an HTTP/1.1 connection closes after a local reply: the client did not ask to keep it, the request's body
+    /// was not read to its end (what follows on the connection is not a request head), the request could not be parsed
+    /// or named no valid host (the connection's framing is in doubt), or the sidecar is shutting down.
+    public static func closesAfterLocalReply(_ reason: LocalReplyReason, keepAlive: Bool, requestComplete: Bool, quiescing: Bool) -> Bool {
+        !keepAlive || !requestComplete || reason == .badRequest || reason == .invalidHost || quiescing
+    }
+
     /// The `Upgrade` protocol of a request that can be tunnelled (HTTP/1.1 on both sides; never `h2c`, RFC 9113
     /// §3.1), or nil.
     public static func tunnelableUpgrade(_ head: HTTPRequestHead, http1BothSides: Bool) -> String? {

@@ -63,6 +63,16 @@ struct HTTP1RulesTests {
         #expect(!HTTP1Rules.keepsConnection(Self.request(.GET, .http1_1, [("connection", "close")])))
     }
 
+    @Test func whenALocalReplyClosesTheConnection() {
+        #expect(!HTTP1Rules.closesAfterLocalReply(.noRoute, keepAlive: true, requestComplete: true, quiescing: false))
+        #expect(HTTP1Rules.closesAfterLocalReply(.noRoute, keepAlive: false, requestComplete: true, quiescing: false))
+        #expect(HTTP1Rules.closesAfterLocalReply(.bodyTooLarge, keepAlive: true, requestComplete: false, quiescing: false),
+                "the rest of the body is no request head")
+        #expect(HTTP1Rules.closesAfterLocalReply(.badRequest, keepAlive: true, requestComplete: true, quiescing: false))
+        #expect(HTTP1Rules.closesAfterLocalReply(.invalidHost, keepAlive: true, requestComplete: true, quiescing: false))
+        #expect(HTTP1Rules.closesAfterLocalReply(.upstreamTimeout, keepAlive: true, requestComplete: true, quiescing: true))
+    }
+
     @Test func headSizeAndProtocolNames() {
         // "GET /chat HTTP/1.1\r\n" + "host: a\r\n" + "\r\n", within the 12 bytes allowed for the line's rest.
         #expect(HTTP1Rules.headSize(Self.request(.GET, .http1_1, [("host", "a")])) == 3 + 5 + 12 + 4 + 1 + 4)

@@ -239,8 +239,8 @@ extension ProxyRequestHandler {
 
     func writeLocalReply(_ reason: LocalReplyReason, version: HTTPVersion, isGRPC: Bool, isHEAD: Bool, keepAlive: Bool,
                          requestComplete: Bool, write: ((_ close: Bool) -> EventLoopFuture<Void>)? = nil) {
-        // An HTTP/1.1 connection whose request body was not read to the end cannot carry another request.
-        let close = downstreamProtocol == .http1 && (!keepAlive || !requestComplete || reason == .badRequest || reason == .invalidHost || closeWhenIdle)
+        let close = downstreamProtocol == .http1
+            && HTTP1Rules.closesAfterLocalReply(reason, keepAlive: keepAlive, requestComplete: requestComplete, quiescing: closeWhenIdle)
         state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
         let written = write?(close) ?? LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
                                                         to: downstream, eventLoop: local.eventLoop)
