@@ -8,18 +8,15 @@ final class ProxiedRequest {
     let listener: ListenerRuntime
     let route: Route
     let cluster: ClusterRuntime
-    /// The endpoint of the current attempt; its load counts this request while `atEndpoint`.
-    var endpoint: Endpoint
-    var atEndpoint = true
-    /// When the current try started (uptime ns), for the cluster's try-duration histogram: the request's start until
-    /// a try starts (a request reset before its first try ends one of no length).
-    var tryStartedAt: UInt64
+    /// The current try's hold on its endpoint: its load, its breaker debt, its start (the request's start until a try
+    /// starts: a request reset before its first try ends one of no length).
+    var current: TryAtEndpoint
+    /// The endpoint of the current try (or of the last one).
+    var endpoint: Endpoint { current.endpoint }
     /// Its tries so far, and where every decision about the next one is made (retry, hedge, transparent resend).
     var tries: ExchangeTries
     /// What of the request goes upstream when: the head and the parts waiting for a lease, the parts kept for replay.
     var relay: RequestRelay
-    /// The current try was admitted by its endpoint's circuit breaker and owes it a verdict.
-    var owesBreakerVerdict = false
     /// A gRPC response held until its trailers say whether to retry: its head and body parts so far.
     var heldResponse: ResponseHold
     /// An earlier try still racing the current one (`hedgeOnPerTryTimeout`).
@@ -74,7 +71,7 @@ final class ProxiedRequest {
         self.listener = listener
         self.route = route
         self.cluster = cluster
-        self.endpoint = endpoint
+        self.current = TryAtEndpoint(endpoint: endpoint, startedAt: start.uptimeNanoseconds, owesBreakerVerdict: cluster.breakers != nil)
         let isGRPC = head.isGRPC
         let tries = ExchangeTries(policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: isGRPC, isUpgrade: upgrade != nil)
         self.tries = tries
@@ -87,7 +84,6 @@ final class ProxiedRequest {
         self.upstreamHead = head
         self.keepAlive = keepAlive
         self.start = start
-        self.tryStartedAt = start.uptimeNanoseconds
         timer = ExchangeTimer(start: start.uptimeNanoseconds, routeTimeout: routeTimeout, streamIdleTimeout: cluster.streamIdleTimeout,
                               perTryTimeout: retryPolicy.perTryTimeout)
     }

@@ -28,7 +28,7 @@ extension ProxyRequestHandler {
         request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.tries.count, endpoint: request.endpoint.addressText, at: now,
                                 into: &request.upstreamHead.headers)
         // Like the route timeout, a try's timeout counts from the request's end.
-        request.tryStartedAt = now
+        request.current.startedAt = now
         apply(request.timer.tryStarted(now: now), to: request)
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
     }
@@ -42,9 +42,8 @@ extension ProxyRequestHandler {
 
     /// Passive health: the try's result goes to its endpoint's breaker (once) and failure streak.
     func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
-        let owed = request.owesBreakerVerdict
-        request.owesBreakerVerdict = false
-        request.cluster.recordTry(result, at: request.endpoint, owesBreakerVerdict: owed, countsForOutliers: request.atEndpoint,
+        let owed = request.current.takeBreakerDebt()
+        request.cluster.recordTry(result, at: request.endpoint, owesBreakerVerdict: owed, countsForOutliers: request.current.countsAtEndpoint,
                                   random: &local.random, clock: Self.uptime)
     }
 
@@ -143,16 +142,13 @@ extension ProxyRequestHandler {
     func releaseTry(_ request: ProxiedRequest) {
         request.timer.tryEnded()
         // One clock reading ends the try for its span and its duration.
-        let now = request.atEndpoint || request.trace?.runningTry != nil ? Self.uptime() : 0
+        let now = request.current.countsAtEndpoint || request.trace?.runningTry != nil ? Self.uptime() : 0
         if let ended = request.trace?.endTry(at: now) { recordSpan(of: ended, request) }
-        if request.owesBreakerVerdict {
-            request.owesBreakerVerdict = false
-            request.cluster.abandonBreakerProbe(at: request.endpoint)
-        }
-        if request.atEndpoint {
-            request.atEndpoint = false
+        if request.current.takeBreakerDebt() { request.cluster.abandonBreakerProbe(at: request.endpoint) }
+        if request.current.leaveEndpoint() {
             local.requestEnded(in: request.cluster, to: request.endpoint)
-            request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: request.tryStartedAt, to: now), loop: local.loopIndex)
+            let microseconds = Self.microseconds(from: request.current.startedAt, to: now)
+            request.cluster.stats.tryDuration.record(microseconds: microseconds, loop: local.loopIndex)
         }
     }
 
@@ -176,11 +172,10 @@ extension ProxyRequestHandler {
                 return nextTryUnplaceable(request, reason: .breakerOpen)
             }
             endpoint = admitted
-            request.owesBreakerVerdict = true
         }
         request.tries.nextTryStarted(at: endpoint.id, previous: request.endpoint.id)
-        request.endpoint = endpoint
-        request.atEndpoint = true
+        // Admitted by its breaker (when the cluster has breakers), the try owes it a verdict.
+        request.current = TryAtEndpoint(endpoint: endpoint, startedAt: now.uptimeNanoseconds, owesBreakerVerdict: request.cluster.breakers != nil)
         local.requestStarted(in: request.cluster, to: endpoint, now: now)
         request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: String(request.tries.count))
         // The whole request again: its head (unless still held for framing) and every part sent so far.
@@ -196,14 +191,11 @@ extension ProxyRequestHandler {
     // MARK: Hedging
 
     private func beginHedge(_ request: ProxiedRequest, leaving upstream: UpstreamExchangeHandler) {
-        let hedge = HedgedAttempt(upstream: upstream, endpoint: request.endpoint, owesBreakerVerdict: request.owesBreakerVerdict,
-                                  startedAt: request.tryStartedAt, owner: self)
+        // Its endpoint's load, breaker debt and span go with it.
+        let hedge = HedgedAttempt(upstream: upstream, held: request.current.handOver(), owner: self)
         upstream.retarget(to: hedge)
         request.hedge = hedge
-        // Its endpoint's load, breaker debt and span go with it.
         request.trace?.hedgeBegan()
-        request.owesBreakerVerdict = false
-        request.atEndpoint = false
         countRetry(request, reason: ClusterStats.hedge)
         state = .leasing(request)
         startRetry(request)
@@ -215,10 +207,7 @@ extension ProxyRequestHandler {
         guard let hedge = request.hedge else { return false }
         request.hedge = nil
         endCurrentTry(request)
-        request.endpoint = hedge.endpoint
-        request.atEndpoint = true
-        request.owesBreakerVerdict = hedge.owesBreakerVerdict
-        request.tryStartedAt = hedge.startedAt
+        request.current = hedge.held
         request.trace?.hedgeResumed()
         hedge.upstream.retarget(to: self)
         state = .proxying(request, hedge.upstream)
@@ -232,13 +221,14 @@ extension ProxyRequestHandler {
         let now = Self.uptime()
         if let ended = request.trace?.endHedge(at: now, failure: failure) { recordSpan(of: ended, request) }
         hedge.upstream.abort()
-        local.requestEnded(in: request.cluster, to: hedge.endpoint)
-        request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: hedge.startedAt, to: now), loop: local.loopIndex)
+        let held = hedge.held
+        local.requestEnded(in: request.cluster, to: held.endpoint)
+        request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: held.startedAt, to: now), loop: local.loopIndex)
         if let result {
-            request.cluster.recordTry(result, at: hedge.endpoint, owesBreakerVerdict: hedge.owesBreakerVerdict, countsForOutliers: true,
+            request.cluster.recordTry(result, at: held.endpoint, owesBreakerVerdict: held.owesBreakerVerdict, countsForOutliers: true,
                                       random: &local.random, clock: Self.uptime)
-        } else if hedge.owesBreakerVerdict {
-            request.cluster.abandonBreakerProbe(at: hedge.endpoint)
+        } else if held.owesBreakerVerdict {
+            request.cluster.abandonBreakerProbe(at: held.endpoint)
         }
     }
 

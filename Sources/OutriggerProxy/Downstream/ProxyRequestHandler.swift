@@ -327,7 +327,6 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             request.accessLogHead = headForLog
             if viaFallback { request.decisions.append("fallback:\(cluster.name)") }
         }
-        request.owesBreakerVerdict = cluster.breakers != nil
         request.owner = self
         apply(request.timer.settle(), to: request)
         if expectsContinue {

@@ -6,18 +6,14 @@ import OutriggerCore
 /// load and its breaker debt, and tells the handler how it ends. If its answer wins, the request takes it back.
 final class HedgedAttempt: UpstreamExchangeDelegate {
     let upstream: UpstreamExchangeHandler
-    let endpoint: Endpoint
-    let owesBreakerVerdict: Bool
-    /// When this try started (uptime ns).
-    let startedAt: UInt64
+    /// The try's hold on its endpoint, taken over whole from the request: its load, breaker debt and start.
+    let held: TryAtEndpoint
     /// Strong, as `ProxiedRequest.owner` (which says why).
     var owner: ProxyRequestHandler?
 
-    init(upstream: UpstreamExchangeHandler, endpoint: Endpoint, owesBreakerVerdict: Bool, startedAt: UInt64, owner: ProxyRequestHandler) {
-        self.startedAt = startedAt
+    init(upstream: UpstreamExchangeHandler, held: TryAtEndpoint, owner: ProxyRequestHandler) {
         self.upstream = upstream
-        self.endpoint = endpoint
-        self.owesBreakerVerdict = owesBreakerVerdict
+        self.held = held
         self.owner = owner
     }
 
