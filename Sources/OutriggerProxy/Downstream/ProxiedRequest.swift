@@ -26,7 +26,8 @@ final class ProxiedRequest {
     var trace: ExchangeTrace?
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
-    let isGRPC: Bool
+    /// A gRPC call (its tries' rules know it too: held answers, trailers-only replies).
+    var isGRPC: Bool { tries.isGRPC }
     let keepAlive: Bool
     let start: NIODeadline
     /// The request's end received, the response started, the exchange ended.
@@ -72,14 +73,12 @@ final class ProxiedRequest {
         self.route = route
         self.cluster = cluster
         self.current = TryAtEndpoint(endpoint: endpoint, startedAt: start.uptimeNanoseconds, owesBreakerVerdict: cluster.breakers != nil)
-        let isGRPC = head.isGRPC
-        let tries = ExchangeTries(policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: isGRPC, isUpgrade: upgrade != nil)
+        let tries = ExchangeTries(policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: head.isGRPC, isUpgrade: upgrade != nil)
         self.tries = tries
         self.heldResponse = ResponseHold(limit: retryPolicy.replayBufferBytes)
         self.relay = RequestRelay(holdsHeadForFraming: headHeldForFraming, keepsReplay: tries.mayRetry, replayLimit: retryPolicy.replayBufferBytes)
         self.downstreamVersion = head.version
         self.isHEAD = head.method == .HEAD
-        self.isGRPC = isGRPC
         // The downstream head becomes the upstream one, taken rather than copied: its headers are changed in place.
         self.upstreamHead = head
         self.keepAlive = keepAlive
