@@ -8,18 +8,12 @@ final class ProxiedRequest {
     let listener: ListenerRuntime
     let route: Route
     let cluster: ClusterRuntime
-    /// The current try's hold on its endpoint: its load, its breaker debt, its start (the request's start until a try
-    /// starts: a request reset before its first try ends one of no length).
-    var current: TryAtEndpoint
+    /// Where the exchange stands and everything that decides its course: its tries, the request's relay, a held
+    /// answer, its timers, its progress and its tries' holds on their endpoints (pure, in Core).
+    var exchange: ProxyExchange
     /// The endpoint of the current try (or of the last one).
-    var endpoint: Endpoint { current.endpoint }
-    /// Its tries so far, and where every decision about the next one is made (retry, hedge, transparent resend).
-    var tries: ExchangeTries
-    /// What of the request goes upstream when: the head and the parts waiting for a lease, the parts kept for replay.
-    var relay: RequestRelay
-    /// A gRPC response held until its trailers say whether to retry: its head and body parts so far.
-    var heldResponse: ResponseHold
-    /// An earlier try still racing the current one (`hedgeOnPerTryTimeout`).
+    var endpoint: Endpoint { exchange.current.endpoint }
+    /// The hedged try's connection, racing the current one (its hold on its endpoint is `exchange.hedged`).
     var hedge: HedgedAttempt?
     var upstreamHead: HTTPRequestHead
     /// Its place in its trace (a listener in `participate` mode): each try writes its own span into `upstreamHead`.
@@ -27,17 +21,10 @@ final class ProxiedRequest {
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
     /// A gRPC call (its tries' rules know it too: held answers, trailers-only replies).
-    var isGRPC: Bool { tries.isGRPC }
+    var isGRPC: Bool { exchange.tries.isGRPC }
     let keepAlive: Bool
     let start: NIODeadline
-    /// The request's end received, the response started, the exchange ended.
-    var progress = ExchangeProgress()
-    var bodyBytes = 0
-    /// Response body parts relayed (the stream-idle look compares them).
-    var responseParts = 0
-    /// The route timeout, the upload's and the response's progress, the per-try timeout and a retry's backoff
-    /// (the pure `ExchangeTimer`), behind one timer in its loop's `LoopTimers`.
-    var timer: ExchangeTimer
+    /// The exchange's timer (`ProxyExchange.timer`) in its loop's `LoopTimers`.
     var timerHandle: LoopTimers.Handle?
     /// Strong, not weak: a weak reference gives the handler a side table, and then every retain and release of
     /// it takes the runtime's slow path (~3 % of the CPU per request). The cycle handler → request → handler is
@@ -62,8 +49,6 @@ final class ProxiedRequest {
     /// decided on its way — retries and why, why one was not made, fallback, drain — in order.
     var accessLogHead: HTTPRequestHead?
     var decisions: [String] = []
-    var responseStatus = 0
-    var responseBodyBytes = 0
     var upstreamServiceMicroseconds: Int64?
 
     init(listener: ListenerRuntime, route: Route, retryPolicy: RetryPolicy, routeTimeout: Duration, cluster: ClusterRuntime, endpoint: Endpoint,
@@ -72,19 +57,16 @@ final class ProxiedRequest {
         self.listener = listener
         self.route = route
         self.cluster = cluster
-        self.current = TryAtEndpoint(endpoint: endpoint, startedAt: start.uptimeNanoseconds, owesBreakerVerdict: cluster.breakers != nil)
-        let tries = ExchangeTries(policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: head.isGRPC, isUpgrade: upgrade != nil)
-        self.tries = tries
-        self.heldResponse = ResponseHold(limit: retryPolicy.replayBufferBytes)
-        self.relay = RequestRelay(holdsHeadForFraming: headHeldForFraming, keepsReplay: tries.mayRetry, replayLimit: retryPolicy.replayBufferBytes)
+        exchange = ProxyExchange(
+            policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: head.isGRPC, isUpgrade: upgrade != nil,
+            holdsHeadForFraming: headHeldForFraming, start: start.uptimeNanoseconds, routeTimeout: routeTimeout,
+            streamIdleTimeout: cluster.streamIdleTimeout, endpoint: endpoint, owesBreakerVerdict: cluster.breakers != nil)
         self.downstreamVersion = head.version
         self.isHEAD = head.method == .HEAD
         // The downstream head becomes the upstream one, taken rather than copied: its headers are changed in place.
         self.upstreamHead = head
         self.keepAlive = keepAlive
         self.start = start
-        timer = ExchangeTimer(start: start.uptimeNanoseconds, routeTimeout: routeTimeout, streamIdleTimeout: cluster.streamIdleTimeout,
-                              perTryTimeout: retryPolicy.perTryTimeout)
     }
 }
 

@@ -14,40 +14,29 @@ extension ProxyRequestHandler {
         case .proxying(let current, let leased) where current === request: upstream = leased
         default: return
         }
-        let progress = ExchangeTimer.Progress(requestBodyBytes: request.bodyBytes, responseParts: request.responseParts,
-                                              upstreamTakesBody: upstream != nil, downstreamWritable: downstream.isWritable)
-        switch request.timer.fired(now: NIODeadline.now().uptimeNanoseconds, progress: progress) {
-        case .nothingDue(let action):
-            apply(action, to: request)
-        case .expired(let expiry):
-            timedOut(expiry, request, upstream: upstream)
-            if requestInFlight === request { apply(request.timer.settle(), to: request) }
-        }
+        // The upstream that stopped reading the upload (reads held back) is the side that stalls it, not the client.
+        let outcome = request.exchange.timerFired(now: NIODeadline.now().uptimeNanoseconds, upstreamStoppedReading: readPending,
+                                                  downstreamWritable: downstream.isWritable)
+        if case .rearm(let action) = outcome { return apply(action, to: request) }
+        timedOut(outcome, request, upstream: upstream)
+        if requestInFlight === request { apply(request.exchange.settleTimer(), to: request) }
     }
 
-    private func timedOut(_ expiry: ExchangeTimer.Expiry, _ request: ProxiedRequest, upstream: UpstreamExchangeHandler?) {
-        // The try failed with the expiry, unless the client stalled its upload (the try is then cancelled with it).
-        if expiry == .routeTimeout || expiry == .responseStalled || (expiry == .uploadStalled && readPending) {
-            request.trace?.tryFailed(expiry.traceName)
-        }
-        switch expiry {
-        case .backoffOver:
+    private func timedOut(_ outcome: ProxyExchange.TimerOutcome, _ request: ProxiedRequest, upstream: UpstreamExchangeHandler?) {
+        switch outcome {
+        case .rearm:
+            break
+        case .placeNextTry:
             startRetry(request)
-        case .perTryTimeout:
+        case .perTryTimedOut:
             perTryTimeoutFired(request)
-        case .routeTimeout:
-            request.cluster.stats.requestFailures.increment()
+        case .localReply(let reason, let countsRequestFailure, let tryFailure):
+            if let tryFailure { request.trace?.tryFailed(tryFailure) }
+            if countsRequestFailure { request.cluster.stats.requestFailures.increment() }
             abandonUpstream()
-            localReply(.upstreamTimeout, request: request, requestComplete: request.progress.requestComplete)
-        case .uploadStalled:
-            // The upload made no progress for a stream-idle period: the client's stall (408), or the upstream's
-            // when it stopped reading (504).
-            let upstreamStalled = readPending
-            if upstreamStalled { request.cluster.stats.requestFailures.increment() }
-            abandonUpstream()
-            localReply(upstreamStalled ? .upstreamTimeout : .requestTimeout, request: request, requestComplete: false)
-        case .responseStalled:
-            // Stream idle: too late for a local reply, the response is cut.
+            localReply(reason, request: request, requestComplete: request.exchange.progress.requestComplete)
+        case .cutResponse(let tryFailure):
+            request.trace?.tryFailed(tryFailure)
             request.cluster.stats.requestFailures.increment()
             upstream?.abort()
             if request.accessLogHead != nil { request.decisions.append("stream_idle_timeout") }
@@ -75,8 +64,8 @@ extension ProxyRequestHandler {
 
     /// The response ended (relayed whole, or cut): the request leaves the gauges, and ends.
     func recordFinished(_ request: ProxiedRequest) {
-        if request.progress.end() { leaveCluster(request) }
-        finished(.relayed, status: request.responseStatus, of: request)
+        endForCluster(request)
+        finished(.relayed, status: request.exchange.responseStatus, of: request)
     }
 
     /// The one end of a routed request.
@@ -120,9 +109,9 @@ extension ProxyRequestHandler {
         var facts = serverSpanFacts(summary, head: request.upstreamHead, version: request.downstreamVersion, listener: request.listener)
         facts.route = request.route.name
         facts.cluster = request.cluster.name
-        facts.tries = request.tries.count
-        facts.requestBodyBytes = request.bodyBytes
-        facts.responseBodyBytes = request.responseBodyBytes
+        facts.tries = request.exchange.tries.count
+        facts.requestBodyBytes = request.exchange.requestBodyBytes
+        facts.responseBodyBytes = request.exchange.responseBodyBytes
         local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
     }
 
@@ -158,8 +147,8 @@ extension ProxyRequestHandler {
     func endInFlight(_ ending: RequestSummary.Ending, status: Int? = nil) -> Bool {
         switch state {
         case .leasing(let request), .proxying(let request, _):
-            guard !request.progress.ended else { return false }
-            finished(ending, status: status ?? request.responseStatus, of: request)
+            guard !request.exchange.progress.ended else { return false }
+            finished(ending, status: status ?? request.exchange.responseStatus, of: request)
             return true
         default:
             return false
@@ -178,36 +167,38 @@ extension ProxyRequestHandler {
         case .leasing(let request):
             request.ticket?.cancel()
             request.ticket = nil
-            recordAbandoned(request)
+            endForCluster(request)
         case .proxying(let request, let upstream):
             upstream.abort()
-            recordAbandoned(request)
+            endForCluster(request)
         default:
             break
         }
     }
 
-    /// The request leaves the gauges; its duration is recorded by the local reply that usually follows.
-    private func recordAbandoned(_ request: ProxiedRequest) {
-        if request.progress.end() { leaveCluster(request) }
+    /// The exchange ends for its cluster, once (relayed, cut, answered here, or abandoned): its timer stops and it
+    /// leaves the gauges. Its duration is recorded by the summary of how it ended.
+    private func endForCluster(_ request: ProxiedRequest) {
+        let (first, timer) = request.exchange.end()
+        guard first else { return }
+        apply(timer, to: request)
+        leaveCluster(request)
     }
 
     /// The request no longer counts as active: in the listener's and cluster's gauges, and in the load the
     /// balancer sees on its endpoint. Called once per routed request.
     private func leaveCluster(_ request: ProxiedRequest) {
-        // The timer ends with the request (a response that ends before its upload does not leave it armed).
-        apply(request.timer.finished(), to: request)
         dropHedge(request, result: nil)
         request.cluster.stats.requestsActive.decrement()
         request.listener.stats.requestsActive.decrement()
-        if request.tries.leftCluster() { request.cluster.stats.activeRetries.decrement() }
+        if request.exchange.leftCluster() { request.cluster.stats.activeRetries.decrement() }
         // Ended without a verdict (the client left, the route timed out): the probe slot is released too.
         releaseTry(request)
     }
 
     /// Answers for a request that was routed (cluster stats are already counting it).
     func localReply(_ reason: LocalReplyReason, request: ProxiedRequest, requestComplete: Bool) {
-        if request.progress.end() { leaveCluster(request) }
+        endForCluster(request)
         // A gRPC call's local reply is a trailers-only 200 carrying the matching grpc-status.
         finished(.localReply(reason), status: request.isGRPC ? 200 : Int(reason.status.code), of: request)
         writeLocalReply(reason, version: request.downstreamVersion, isGRPC: request.isGRPC, isHEAD: request.isHEAD,
@@ -273,8 +264,8 @@ extension ProxyRequestHandler {
             startEpochMilliseconds: WallClock.milliseconds() - duration / 1000, clientAddress: clientAddress,
             method: head?.method.rawValue ?? "-", path: head?.uri ?? "-", protocolName: head.map { HTTP1Rules.protocolName($0.version) } ?? "HTTP/1.1",
             status: summary.status, reason: reason, route: request?.route.name, cluster: request?.cluster.name, endpoint: request?.endpoint.addressText,
-            attempts: request?.tries.count ?? 0, durationMicroseconds: duration, upstreamServiceMicroseconds: request?.upstreamServiceMicroseconds,
-            bytesReceived: request?.bodyBytes ?? 0, bytesSent: request?.responseBodyBytes ?? 0,
+            attempts: request?.exchange.tries.count ?? 0, durationMicroseconds: duration, upstreamServiceMicroseconds: request?.upstreamServiceMicroseconds,
+            bytesReceived: request?.exchange.requestBodyBytes ?? 0, bytesSent: request?.exchange.responseBodyBytes ?? 0,
             requestID: (request?.upstreamHead.headers ?? head?.headers)?.first(name: "x-request-id"), userAgent: head?.headers.first(name: "user-agent")
         ), format: accessLog.format)
     }

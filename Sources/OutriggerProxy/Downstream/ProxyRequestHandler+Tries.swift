@@ -12,29 +12,28 @@ extension ProxyRequestHandler {
         // The callee may give up early: it hears how long this try can still take (the whole route timeout
         // until the request has ended: no clock read for a first try).
         var now = request.start.uptimeNanoseconds
-        if request.tries.count > 1 || request.progress.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
-        var expected = Int64(request.timer.timeLeftForTry(now: now))
+        if request.exchange.tries.count > 1 || request.exchange.progress.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
+        var expected = Int64(request.exchange.timer.timeLeftForTry(now: now))
         // A caller's sidecar may have said already how long it waits (the header arrives through a second
         // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
-        let given = request.tries.count == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
+        let given = request.exchange.tries.count == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
         if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 { expected = min(expected, callerMilliseconds * 1_000_000) }
         let milliseconds = String(max(expected / 1_000_000, 0))
-        if request.tries.count == 1 && given == nil {
+        if request.exchange.tries.count == 1 && given == nil {
             request.upstreamHead.headers.add(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         } else {
             request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         }
         // Each try is a client span of its own, a child of the request's server span.
-        request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.tries.count, endpoint: request.endpoint.addressText, at: now,
+        request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.exchange.tries.count, endpoint: request.endpoint.addressText, at: now,
                                 into: &request.upstreamHead.headers)
         // Like the route timeout, a try's timeout counts from the request's end.
-        request.current.startedAt = now
-        apply(request.timer.tryStarted(now: now), to: request)
+        apply(request.exchange.tryStarting(now: now), to: request)
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
     }
 
     func perTryTimeoutFired(_ request: ProxiedRequest) {
-        let verdict = decide(request) { tries, facts, random, refusal in tries.tryFailed(.perTryTimeout, facts: facts, random: &random, budgetRefusal: refusal) }
+        let verdict = decide(request) { exchange, random, refusal in exchange.tryFailed(.perTryTimeout, random: &random, budgetRefusal: refusal) }
         // The try failed with the timeout, unless it runs on as a hedge (its verdict and span then wait for its end).
         if verdict.next != .hedge { request.trace?.tryFailed(ExchangeTimer.Expiry.perTryTimeout.traceName) }
         follow(verdict, of: request, abandoningUpstream: true)
@@ -42,8 +41,8 @@ extension ProxyRequestHandler {
 
     /// Passive health: the try's result goes to its endpoint's breaker (once) and failure streak.
     func recordOutcome(_ result: AttemptResult, of request: ProxiedRequest) {
-        let owed = request.current.takeBreakerDebt()
-        request.cluster.recordTry(result, at: request.endpoint, owesBreakerVerdict: owed, countsForOutliers: request.current.countsAtEndpoint,
+        let owed = request.exchange.current.takeBreakerDebt()
+        request.cluster.recordTry(result, at: request.endpoint, owesBreakerVerdict: owed, countsForOutliers: request.exchange.current.countsAtEndpoint,
                                   random: &local.random, clock: Self.uptime)
     }
 
@@ -56,16 +55,12 @@ extension ProxyRequestHandler {
 
     // MARK: Verdicts
 
-    /// What `ExchangeTries` decides for the request, from the facts held here; the cluster's limits and budget are
-    /// asked only when the policy would retry.
+    /// What the exchange decides for the request, from its own state; the cluster's limits and budget are asked only
+    /// when the policy would retry.
     func decide(_ request: ProxiedRequest,
-                _ question: (inout ExchangeTries, TryFacts, inout FastRandom, (_ countsAsRetry: Bool) -> String?) -> TryVerdict) -> TryVerdict {
-        var leased = false
-        if case .proxying = state { leased = true }
-        let facts = TryFacts(requestComplete: request.progress.requestComplete, responseStarted: request.progress.responseStarted, replayKept: request.relay.replayKept,
-                             bodyBytes: request.bodyBytes, leased: leased, holdingResponse: request.heldResponse.isHolding, hedgeRacing: request.hedge != nil)
+                _ question: (inout ProxyExchange, inout FastRandom, (_ countsAsRetry: Bool) -> String?) -> TryVerdict) -> TryVerdict {
         let cluster = request.cluster
-        let verdict = question(&request.tries, facts, &local.random) { alreadyCounted in self.retryRefusal(in: cluster, alreadyCounted: alreadyCounted) }
+        let verdict = question(&request.exchange, &local.random) { alreadyCounted in self.retryRefusal(in: cluster, alreadyCounted: alreadyCounted) }
         if let why = verdict.noRetry, request.accessLogHead != nil { request.decisions.append("no_retry:" + why) }
         return verdict
     }
@@ -91,7 +86,7 @@ extension ProxyRequestHandler {
         if verdict.dropsHedge { dropHedge(request, result: nil) }
         switch verdict.next {
         case .resendTransparently(let reason):
-            request.relay.keepForResend(requestComplete: request.progress.requestComplete)
+            request.exchange.keepForResend()
             beginRetry(request, after: 0, reason: reason)
         case .retry(let delay, let reason):
             beginRetry(request, after: delay, reason: reason)
@@ -103,7 +98,7 @@ extension ProxyRequestHandler {
             _ = resumeHedge(request)
         case .localReply(let reason):
             if abandoningUpstream { abandonUpstream() }
-            localReply(reason, request: request, requestComplete: request.progress.requestComplete)
+            localReply(reason, request: request, requestComplete: request.exchange.progress.requestComplete)
         case .cutResponse:
             // Too late for a local reply: the response is cut so the client sees it incomplete.
             if request.accessLogHead != nil { request.decisions.append(LocalReplyReason.upstreamReset.rawValue) }
@@ -121,14 +116,14 @@ extension ProxyRequestHandler {
         endCurrentTry(request)
         countRetry(request, reason: reason)
         state = .leasing(request)
-        apply(request.timer.backoffStarted(now: NIODeadline.now().uptimeNanoseconds, delay: UInt64(max(delay, 0))), to: request)
+        apply(request.exchange.backingOff(now: NIODeadline.now().uptimeNanoseconds, delay: UInt64(max(delay, 0))), to: request)
     }
 
     /// Lets go of the current try: its connection (closed: its state is unknown) or lease, its timers, its
     /// endpoint's load and its breaker's probe slot.
     private func endCurrentTry(_ request: ProxiedRequest) {
         releaseTry(request)
-        request.heldResponse.drop()
+        request.exchange.dropHeldResponse()
         switch state {
         case .proxying(_, let upstream): upstream.abort()
         default:
@@ -140,14 +135,14 @@ extension ProxyRequestHandler {
     /// What the current try holds besides its connection: its timers, its breaker's probe slot (when it ends
     /// without a verdict) and its endpoint's load.
     func releaseTry(_ request: ProxiedRequest) {
-        request.timer.tryEnded()
+        request.exchange.tryEnded()
         // One clock reading ends the try for its span and its duration.
-        let now = request.current.countsAtEndpoint || request.trace?.runningTry != nil ? Self.uptime() : 0
+        let now = request.exchange.current.countsAtEndpoint || request.trace?.runningTry != nil ? Self.uptime() : 0
         if let ended = request.trace?.endTry(at: now) { recordSpan(of: ended, request) }
-        if request.current.takeBreakerDebt() { request.cluster.abandonBreakerProbe(at: request.endpoint) }
-        if request.current.leaveEndpoint() {
+        if request.exchange.current.takeBreakerDebt() { request.cluster.abandonBreakerProbe(at: request.endpoint) }
+        if request.exchange.current.leaveEndpoint() {
             local.requestEnded(in: request.cluster, to: request.endpoint)
-            let microseconds = Self.microseconds(from: request.current.startedAt, to: now)
+            let microseconds = Self.microseconds(from: request.exchange.current.startedAt, to: now)
             request.cluster.stats.tryDuration.record(microseconds: microseconds, loop: local.loopIndex)
         }
     }
@@ -157,13 +152,13 @@ extension ProxyRequestHandler {
         request.cluster.stats.retriesByReason[reason]?.increment()
         if request.accessLogHead != nil { request.decisions.append("retry:" + reason) }
         request.trace?.retrying(for: reason)
-        if request.tries.retryCounted() { request.cluster.stats.activeRetries.increment() }
+        if request.exchange.retryCounted() { request.cluster.stats.activeRetries.increment() }
     }
 
     func startRetry(_ request: ProxiedRequest) {
         guard case .leasing(let current) = state, current === request else { return }
         let now = NIODeadline.now()
-        let avoiding = request.tries.endpointsToAvoid(current: request.endpoint.id)
+        let avoiding = request.exchange.tries.endpointsToAvoid(current: request.endpoint.id)
         guard var endpoint = local.pickRetryEndpoint(in: request.cluster, now: now, avoiding: avoiding) else {
             return nextTryUnplaceable(request, reason: .noHealthyUpstream)
         }
@@ -173,26 +168,25 @@ extension ProxyRequestHandler {
             }
             endpoint = admitted
         }
-        request.tries.nextTryStarted(at: endpoint.id, previous: request.endpoint.id)
-        // Admitted by its breaker (when the cluster has breakers), the try owes it a verdict.
-        request.current = TryAtEndpoint(endpoint: endpoint, startedAt: now.uptimeNanoseconds, owesBreakerVerdict: request.cluster.breakers != nil)
+        // Admitted by its breaker (when the cluster has breakers), the try owes it a verdict. The whole request goes
+        // again: its head (unless still held for framing) and every part sent so far.
+        request.exchange.nextTryPlaced(at: endpoint, now: now.uptimeNanoseconds, owesBreakerVerdict: request.cluster.breakers != nil)
         local.requestStarted(in: request.cluster, to: endpoint, now: now)
-        request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: String(request.tries.count))
-        // The whole request again: its head (unless still held for framing) and every part sent so far.
-        request.relay.nextTryStarts()
+        request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: String(request.exchange.tries.count))
         startAttempt(request)
     }
 
     /// A retry has no endpoint to go to: the hedged try carries on if there is one, else `reason` is the answer.
     private func nextTryUnplaceable(_ request: ProxiedRequest, reason: LocalReplyReason) {
-        follow(decide(request) { tries, facts, _, _ in tries.nextTryUnplaceable(reason, facts: facts) }, of: request)
+        follow(decide(request) { exchange, _, _ in exchange.nextTryUnplaceable(reason) }, of: request)
     }
 
     // MARK: Hedging
 
     private func beginHedge(_ request: ProxiedRequest, leaving upstream: UpstreamExchangeHandler) {
         // Its endpoint's load, breaker debt and span go with it.
-        let hedge = HedgedAttempt(upstream: upstream, held: request.current.handOver(), owner: self)
+        request.exchange.hedgeBegins()
+        let hedge = HedgedAttempt(upstream: upstream, owner: self)
         upstream.retarget(to: hedge)
         request.hedge = hedge
         request.trace?.hedgeBegan()
@@ -207,7 +201,7 @@ extension ProxyRequestHandler {
         guard let hedge = request.hedge else { return false }
         request.hedge = nil
         endCurrentTry(request)
-        request.current = hedge.held
+        request.exchange.hedgeResumes()
         request.trace?.hedgeResumed()
         hedge.upstream.retarget(to: self)
         state = .proxying(request, hedge.upstream)
@@ -216,12 +210,11 @@ extension ProxyRequestHandler {
 
     /// Lets go of the hedged try: it lost the race (`result` nil), or it ended with `result`.
     func dropHedge(_ request: ProxiedRequest, result: AttemptResult?, failure: String? = nil) {
-        guard let hedge = request.hedge else { return }
+        guard let hedge = request.hedge, let held = request.exchange.hedgeDropped() else { return }
         request.hedge = nil
         let now = Self.uptime()
         if let ended = request.trace?.endHedge(at: now, failure: failure) { recordSpan(of: ended, request) }
         hedge.upstream.abort()
-        let held = hedge.held
         local.requestEnded(in: request.cluster, to: held.endpoint)
         request.cluster.stats.tryDuration.record(microseconds: Self.microseconds(from: held.startedAt, to: now), loop: local.loopIndex)
         if let result {
@@ -247,7 +240,7 @@ extension ProxyRequestHandler {
         if head.status.code < 200 { return }  // informational: the final answer is still to come
         let status = Int(head.status.code)
         request.trace?.tryAnswered(status: status, hedge: true)
-        if !request.tries.hedgeAnswerWins(AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)) {
+        if !request.exchange.tries.hedgeAnswerWins(AttemptOutcome(responseHead: head, isGRPC: request.isGRPC)) {
             dropHedge(request, result: status >= 500 ? .serverError(status: status) : .success)
             return
         }

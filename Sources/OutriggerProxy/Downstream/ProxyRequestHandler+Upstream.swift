@@ -16,7 +16,7 @@ extension ProxyRequestHandler {
         request.ticket = nil
         state = .proxying(request, upstream)
         upstream.begin(self)
-        let (sendsHead, waiting) = request.relay.leased()
+        let (sendsHead, waiting) = request.exchange.leased()
         if sendsHead { upstream.send(.head(request.upstreamHead)) }
         for part in waiting { upstream.send(part) }
         upstream.flush()
@@ -27,8 +27,7 @@ extension ProxyRequestHandler {
         guard case .leasing(let request) = state, request === leased else { return }
         request.ticket = nil
         request.trace?.tryFailed(reason.rawValue)
-        follow(decide(request) { tries, facts, random, refusal in tries.tryFailed(.leaseFailed(reason), facts: facts, random: &random, budgetRefusal: refusal) },
-               of: request)
+        follow(decide(request) { exchange, random, refusal in exchange.tryFailed(.leaseFailed(reason), random: &random, budgetRefusal: refusal) }, of: request)
     }
 
     // MARK: Upstream exchange
@@ -47,19 +46,19 @@ extension ProxyRequestHandler {
             // A 101 nobody asked for: the upstream is out of step.
             request.cluster.stats.requestFailures.increment()
             abandonUpstream()
-            localReply(.upstreamProtocolError, request: request, requestComplete: request.progress.requestComplete)
+            localReply(.upstreamProtocolError, request: request, requestComplete: request.exchange.progress.requestComplete)
             return
         }
         request.cluster.stats.recordResponse(status: Int(head.status.code))
         recordOutcome(AttemptResult(status: Int(head.status.code)), of: request)
         // Only a request that may be tried again (or whose hedged try races) asks whether this answer is the one.
-        if head.status != .switchingProtocols, request.hedge != nil || request.relay.replayKept {
+        if head.status != .switchingProtocols, request.exchange.asksAboutResponseHead {
             let outcome = AttemptOutcome(responseHead: copy head, isGRPC: request.isGRPC)
-            let verdict = decide(request) { tries, facts, random, refusal in tries.responseHead(outcome, facts: facts, random: &random, budgetRefusal: refusal) }
+            let verdict = decide(request) { exchange, random, refusal in exchange.responseHead(outcome, random: &random, budgetRefusal: refusal) }
             if verdict.next == .holdResponse {
                 // Held until its trailers say whether to retry (up to the replay buffer).
                 if verdict.dropsHedge { dropHedge(request, result: nil) }
-                request.heldResponse.hold(head)
+                request.exchange.holdResponse(head)
                 return
             }
             if verdict.next != .commitResponse { return follow(verdict, of: request) }
@@ -70,10 +69,9 @@ extension ProxyRequestHandler {
     /// From here the response goes to the client: timers switch to watching the body, and the head is written.
     private func commitResponseHead(_ head: consuming HTTPResponseHead, of request: ProxiedRequest, now: NIODeadline) {
         dropHedge(request, result: nil)
-        request.progress.responseCommitted()
         let switchingProtocols = head.status == .switchingProtocols
         // The timer watches the body's progress now (stream idle); a tunnel's bytes are the application's.
-        apply(request.timer.responseStarted(now: now.uptimeNanoseconds, tunnel: switchingProtocols), to: request)
+        apply(request.exchange.responseCommitted(status: Int(head.status.code), now: now.uptimeNanoseconds, tunnel: switchingProtocols), to: request)
         // The upstream's `upgrade`, before the hop-by-hop headers go.
         let upgradeOffered = switchingProtocols ? head.headers.first(name: "upgrade") : nil
         // Taken, not copied: the headers are changed in place (a copy would cost an array and a retain per field).
@@ -90,7 +88,6 @@ extension ProxyRequestHandler {
         if let cookie = request.setCookie { response.headers.add(name: "set-cookie", value: cookie) }
         if request.viaFallback { response.headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue) }
         let elapsedMicroseconds = (now - request.start).nanoseconds / 1000
-        request.responseStatus = Int(response.status.code)
         request.upstreamServiceMicroseconds = elapsedMicroseconds
         ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsedMicroseconds / 1000,
                                                addVia: request.listener.config.addVia)
@@ -110,23 +107,22 @@ extension ProxyRequestHandler {
 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard case .proxying(let request, _) = state else { return }
-        request.responseParts &+= 1
-        if request.heldResponse.isHolding {
+        if request.exchange.heldResponse.isHolding {
             // Too much to hold: it goes out as it comes, and can no longer be retried.
-            if !request.heldResponse.append(body) { releaseHeldResponse(of: request) }
+            if !request.exchange.heldPartArrived(body) { releaseHeldResponse(of: request) }
             return
         }
-        request.responseBodyBytes &+= body.readableBytes
+        request.exchange.responseBodyRelayed(bytes: body.readableBytes)
         downstream.write(.body(.byteBuffer(body)))
         needsFlush = true
     }
 
     /// Writes a held response's head and body parts.
     private func releaseHeldResponse(of request: ProxiedRequest) {
-        guard let (head, parts) = request.heldResponse.release() else { return }
+        guard let (head, parts) = request.exchange.releaseHeldResponse() else { return }
         commitResponseHead(head, of: request, now: .now())
         for part in parts {
-            request.responseBodyBytes &+= part.readableBytes
+            request.exchange.heldBodyRelayed(bytes: part.readableBytes)
             downstream.write(.body(.byteBuffer(part)))
         }
         needsFlush = true
@@ -134,10 +130,10 @@ extension ProxyRequestHandler {
 
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
         guard case .proxying(let request, let upstream) = state else { return }
-        if request.heldResponse.isHolding {
+        if request.exchange.heldResponse.isHolding {
             let grpcStatus = trailers?.first(name: "grpc-status").flatMap(Int.init)
-            let verdict = decide(request) { tries, facts, random, refusal in
-                tries.heldResponseEnded(grpcStatus: grpcStatus, facts: facts, random: &random, budgetRefusal: refusal)
+            let verdict = decide(request) { exchange, random, refusal in
+                exchange.heldResponseEnded(grpcStatus: grpcStatus, random: &random, budgetRefusal: refusal)
             }
             if verdict.next != .commitResponse { return follow(verdict, of: request) }  // the retry lets the held answer go
             releaseHeldResponse(of: request)
@@ -147,7 +143,7 @@ extension ProxyRequestHandler {
             return
         }
         recordFinished(request)
-        switch request.progress.afterResponse {
+        switch request.exchange.progress.afterResponse {
         case .nextRequest:
             finishRequest(request)
         case .discardRestOfRequest:
@@ -171,7 +167,7 @@ extension ProxyRequestHandler {
         }
         // While the rest of its body is still coming (to be dropped), the request is not over for the
         // timeouts: those bytes are no new head.
-        if request.progress.requestComplete { timeouts?.responseEnded() }
+        if request.exchange.progress.requestComplete { timeouts?.responseEnded() }
         needsFlush = false
         // Last: a write already done closes at once.
         if let written { closeAfterWrite(written) }
@@ -186,8 +182,7 @@ extension ProxyRequestHandler {
         guard case .proxying(let request, let upstream) = state else { return }
         request.trace?.tryFailed(failure.traceName)
         let failure = TryFailure.upstream(failure, connectionReused: upstream.exchanges > 1)
-        follow(decide(request) { tries, facts, random, refusal in tries.tryFailed(failure, facts: facts, random: &random, budgetRefusal: refusal) },
-               of: request)
+        follow(decide(request) { exchange, random, refusal in exchange.tryFailed(failure, random: &random, budgetRefusal: refusal) }, of: request)
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {

@@ -159,9 +159,9 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         // so a client that waits for the response before sending (gRPC streaming) is not stalled.
         switch state {
         case .leasing(let request):
-            if let released = request.relay.readBurstEnded(leased: false) { headReleased(released, of: request, to: nil) }
+            if let released = request.exchange.readBurstEnded() { headReleased(released, of: request, to: nil) }
         case .proxying(let request, let upstream):
-            if let released = request.relay.readBurstEnded(leased: true) { headReleased(released, of: request, to: upstream) }
+            if let released = request.exchange.readBurstEnded() { headReleased(released, of: request, to: upstream) }
         default:
             break
         }
@@ -210,7 +210,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     /// The client took nothing for the send timeout and is cut next: the exchange ends here, logged as such.
     func sendTimedOut() {
-        if case .proxying(let request, let upstream) = state, !request.progress.ended {
+        if case .proxying(let request, let upstream) = state, !request.exchange.progress.ended {
             upstream.abort()
             if request.accessLogHead != nil { request.decisions.append("send_timeout") }
             recordFinished(request)
@@ -328,14 +328,14 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             if viaFallback { request.decisions.append("fallback:\(cluster.name)") }
         }
         request.owner = self
-        apply(request.timer.settle(), to: request)
+        apply(request.exchange.settleTimer(), to: request)
         if expectsContinue {
             downstream.write(.head(HTTPResponseHead(version: request.downstreamVersion, status: .continue)))
             needsFlush = true
         }
         cluster.stats.requestsActive.increment()
         local.requestStarted(in: cluster, to: endpoint, now: start)
-        if request.tries.mayRetry { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
+        if request.exchange.tries.mayRetry { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
         state = .leasing(request)
         if case .http2(let stream) = downstream, stream.resetBeforeItsHead {
             // The client reset the stream in the read that opened it (rapid reset): the stream closes as soon
@@ -382,8 +382,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     private func requestBody(_ body: ByteBuffer) {
         switch state {
         case .leasing(let request), .proxying(let request, _):
-            request.bodyBytes += body.readableBytes
-            if let limit = request.listener.config.maxRequestBodyBytes, request.bodyBytes > limit, !request.progress.responseStarted {
+            if !request.exchange.requestBodyArrived(bytes: body.readableBytes, limit: request.listener.config.maxRequestBodyBytes) {
                 abandonUpstream()
                 localReply(.bodyTooLarge, request: request, requestComplete: false)
                 return
@@ -397,11 +396,10 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     private func requestEnd(_ trailers: HTTPHeaders?) {
         switch state {
         case .leasing(let request), .proxying(let request, _):
-            request.progress.requestEnded()
             // The route timeout and the try's run from here.
-            if !request.progress.responseStarted { apply(request.timer.requestEnded(now: NIODeadline.now().uptimeNanoseconds), to: request) }
+            apply(request.exchange.requestEnded(now: NIODeadline.now().uptimeNanoseconds), to: request)
             forward(.end(trailers), of: request)
-            if request.progress.ended { finishRequest(request) }
+            if request.exchange.progress.ended { finishRequest(request) }
         case .discardingRequestBody:
             state = .idle
             timeouts?.responseEnded()
@@ -416,7 +414,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     private func forward(_ part: HTTPClientRequestPart, of request: ProxiedRequest) {
         var upstream: UpstreamExchangeHandler?
         if case .proxying(_, let leased) = state { upstream = leased }
-        if let released = request.relay.forward(part, leased: upstream != nil) { headReleased(released, of: request, to: upstream) }
+        if let released = request.exchange.forward(part) { headReleased(released, of: request, to: upstream) }
         upstream?.send(part)
     }
 

@@ -2,18 +2,16 @@ import NIOCore
 import NIOHTTP1
 import OutriggerCore
 
-/// An earlier try left running when its per-try timeout started a hedge: it keeps its upstream, its endpoint's
-/// load and its breaker debt, and tells the handler how it ends. If its answer wins, the request takes it back.
+/// An earlier try left running when its per-try timeout started a hedge: it keeps its upstream (its hold on its
+/// endpoint — load, breaker debt — is the exchange's `hedged`) and tells the handler how it ends. If its answer
+/// wins, the request takes it back.
 final class HedgedAttempt: UpstreamExchangeDelegate {
     let upstream: UpstreamExchangeHandler
-    /// The try's hold on its endpoint, taken over whole from the request: its load, breaker debt and start.
-    let held: TryAtEndpoint
     /// Strong, as `ProxiedRequest.owner` (which says why).
     var owner: ProxyRequestHandler?
 
-    init(upstream: UpstreamExchangeHandler, held: TryAtEndpoint, owner: ProxyRequestHandler) {
+    init(upstream: UpstreamExchangeHandler, owner: ProxyRequestHandler) {
         self.upstream = upstream
-        self.held = held
         self.owner = owner
     }
 
