@@ -69,11 +69,6 @@ final class HTTP1EndpointPool {
         return requester
     }
 
-    /// Gives back a connection's cluster-wide slot (it failed to open, or closed).
-    private func freeConnectionSlot() {
-        stats.connectionSlots.decrement()
-    }
-
     private func connect(for requester: any UpstreamLeaseRequester) -> LeaseTicket {
         nextID += 1
         let handler = UpstreamExchangeHandler(id: nextID)
@@ -89,8 +84,7 @@ final class HTTP1EndpointPool {
         }.assumeIsolated().whenComplete { result in
             switch result {
             case .success:
-                self.stats.connectionsTotal.increment()
-                self.stats.connectionsActive.increment()
+                self.target.connections.opened()
                 self.connections[handler.id] = handler
                 self.state.connectSucceeded(handler.id)
                 handler.exchangeFinished = { [weak self] handler, reusable, _ in self?.released(handler, reusable: reusable) }
@@ -104,8 +98,7 @@ final class HTTP1EndpointPool {
                     self.released(handler, reusable: true)
                 }
             case .failure:
-                self.stats.connectFailures.increment()
-                self.freeConnectionSlot()
+                self.target.connections.connectFailed()
                 let followUp = self.state.connectFailed(reserveConnection: self.reserveConnection)
                 if let waiting = requester {
                     requester = nil
@@ -131,8 +124,7 @@ final class HTTP1EndpointPool {
     }
 
     private func connectionClosed(_ handler: UpstreamExchangeHandler) {
-        stats.connectionsActive.decrement()
-        freeConnectionSlot()
+        target.connections.closed()
         connections[handler.id] = nil
         perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
         if isEmpty { becameEmpty(self) }
@@ -143,17 +135,14 @@ final class HTTP1EndpointPool {
     private func connectionDetached(_ handler: UpstreamExchangeHandler) {
         connections[handler.id] = nil
         perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
-        let stats = self.stats
-        handler.channel?.closeFuture.whenComplete { _ in
-            stats.connectionsActive.decrement()
-            stats.connectionSlots.decrement()
-        }
+        let clusterConnections = target.connections
+        handler.channel?.closeFuture.whenComplete { _ in clusterConnections.closed() }
         if isEmpty { becameEmpty(self) }
     }
 
     /// Takes a cluster-wide connection slot if one is free.
     private func reserveConnection() -> Bool {
-        stats.connectionSlots.increment(below: limits.maxConnections)
+        target.connections.reserve()
     }
 
     private func perform(_ followUp: HTTP1PoolStateMachine.FollowUp) {
@@ -168,7 +157,7 @@ final class HTTP1EndpointPool {
                     return
                 }
                 // The waiter had left: give the reservation back.
-                freeConnectionSlot()
+                target.connections.unused()
                 followUp = state.connectFailed(reserveConnection: reserveConnection)
             case .overflow(let waiterIDs):
                 for waiterID in waiterIDs {

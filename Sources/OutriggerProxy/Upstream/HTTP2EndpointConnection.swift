@@ -22,7 +22,6 @@ final class HTTP2EndpointConnection {
     var key: String { target.key }
     private var eventLoop: any EventLoop { target.eventLoop }
     private var stats: ClusterStats { target.stats }
-    private var limits: ClusterLimits { target.limits }
 
     init(target: UpstreamTarget, becameEmpty: @escaping (HTTP2EndpointConnection) -> Void) {
         self.target = target
@@ -41,7 +40,7 @@ final class HTTP2EndpointConnection {
         }
         nextID += 1
         let waiterID = nextID
-        switch machine.leaseRequested(waiterID, reserveConnection: { stats.connectionSlots.increment(below: limits.maxConnections) }) {
+        switch machine.leaseRequested(waiterID, reserveConnection: target.connections.reserve) {
         case .openStream:
             if let open { openStream(on: open.frames, for: requester) }
             return nil
@@ -85,8 +84,7 @@ final class HTTP2EndpointConnection {
             case .success(let channel):
                 self.connected(channel, frames: frames.value)
             case .failure:
-                self.stats.connectFailures.increment()
-                self.stats.connectionSlots.decrement()
+                self.target.connections.connectFailed()
                 let (failed, leavePool) = self.machine.connectFailed()
                 for id in failed { self.waiting.removeValue(forKey: id)?.upstreamLeaseFailed(.connectFailure) }
                 if leavePool { self.becameEmpty(self) }
@@ -95,12 +93,10 @@ final class HTTP2EndpointConnection {
     }
 
     private func connected(_ channel: Channel, frames: HTTP2UpstreamConnection) {
-        stats.connectionsTotal.increment()
-        stats.connectionsActive.increment()
+        target.connections.opened()
         open = (channel, frames)
         channel.closeFuture.assumeIsolated().whenComplete { _ in
-            self.stats.connectionsActive.decrement()
-            self.stats.connectionSlots.decrement()
+            self.target.connections.closed()
             self.open = nil
             self.idleTimer?.cancel()
             self.idleTimer = nil

@@ -26,7 +26,7 @@ final class HTTP2EndpointPool {
         let placement = HTTP2StreamPlacement.place(among: connections.count) { index in
             (connections[index].committedStreams, connections[index].peerMaxConcurrentStreams)
         } mayOpen: {
-            target.stats.connectionSlots.current < target.limits.maxConnections
+            target.connections.hasRoom
         }
         switch placement {
         case .existing(let index):

@@ -24,6 +24,8 @@ struct UpstreamTarget {
     let tls: (config: UpstreamTLSConfig, contexts: UpstreamTLSContexts)?
     let upstreamProtocol: ClusterConfig.UpstreamProtocol
     let endpointHost: String
+    /// The cluster's connection slots and counts, which every pool of the cluster shares.
+    var connections: ClusterConnections { ClusterConnections(stats: stats, limit: limits.maxConnections) }
 
     init(eventLoop: any EventLoop, endpoint: Endpoint, cluster: ClusterConfig, stats: ClusterStats, tlsContexts: UpstreamTLSContexts) {
         self.key = endpoint.poolKey
