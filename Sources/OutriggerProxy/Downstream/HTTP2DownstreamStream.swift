@@ -1,0 +1,223 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+import OutriggerCore
+
+/// One stream of an `HTTP2DownstreamConnection`: the request parts it holds until its exchange takes them, and
+/// the response, turned into frames — the head held until the next part, so that a response without a body is
+/// one HEADERS frame with END_STREAM, and the last body part carrying END_STREAM.
+final class HTTP2DownstreamStream: HTTP2ExchangeStream {
+    let id: HTTP2StreamID
+    private let connection: HTTP2DownstreamConnection
+    private(set) var exchange: ProxyRequestHandler?
+    /// The request head, until the read that brought it ends.
+    private var head: HTTPRequestHead?
+    private var headEndsStream: Bool
+    /// Parts received that the exchange does not take yet (a body while its upstream cannot take more).
+    private var held = HTTP2HeldParts<HTTPRequestHead>(windowTarget: HTTP2DownstreamConnection.streamWindowTarget)
+    private var touchedThisRead = false
+    /// The client reset the stream (or NIO did) before its head was handed on: nothing goes upstream.
+    private(set) var resetBeforeItsHead = false
+    private(set) var isClosed = false
+
+    private var responseHead: HTTPResponseHead?
+    private var responseData: ByteBuffer?
+    private var responseEnded = false
+    private var resetSent = false
+    /// Response bytes written to NIO's handler and not yet out (flow control or the socket holds them).
+    private var watermark = SendWatermark.http2Stream
+
+    init(id: HTTP2StreamID, connection: HTTP2DownstreamConnection, exchange: ProxyRequestHandler, head: HTTPRequestHead, endStream: Bool) {
+        self.id = id
+        self.connection = connection
+        self.exchange = exchange
+        self.head = head
+        self.headEndsStream = endStream
+        if endStream { held.peerEndedStream() }
+    }
+
+    var isWritable: Bool { watermark.isBelow && connection.isWritable && !isClosed }
+
+    // MARK: Request
+
+    /// The read that opened the stream ended: the exchange gets its head, and what came with it.
+    func start() {
+        guard let exchange, let head else { return }
+        self.head = nil
+        exchange.received(.head(head))
+        if headEndsStream, exchange === self.exchange { exchange.received(.end(nil)) }
+        deliverHeld()
+        self.exchange?.readComplete()
+        if resetBeforeItsHead { finishClosing() }
+    }
+
+    func receive(_ part: HTTPServerRequestPart) {
+        guard !isClosed, let exchange else { return }
+        // Until the head is handed on, everything waits behind it.
+        guard let part = held.arrived(part, exchangeTakesBody: exchange.mayRead, behindHead: head != nil) else {
+            if head == nil { exchange.holdingReads() }
+            return
+        }
+        exchange.received(part)
+        if !touchedThisRead {
+            touchedThisRead = true
+            connection.frames.touched(self)
+        }
+    }
+
+    /// The read ended: the exchange flushes what the parts it was handed made it write.
+    func readEnded() {
+        touchedThisRead = false
+        exchange?.readComplete()
+    }
+
+    /// The exchange asks for more (its upstream can take it): held parts, as far as it takes them.
+    func read() {
+        guard head == nil, !held.isEmpty else { return }
+        if deliverHeld() > 0 { exchange?.readComplete() }
+    }
+
+    /// - Returns: how many parts were handed on.
+    @discardableResult
+    private func deliverHeld() -> Int {
+        var delivered = 0
+        while !isClosed || resetBeforeItsHead, let exchange, let part = held.take(exchangeTakesBody: exchange.mayRead) {
+            delivered += 1
+            exchange.received(part)
+        }
+        if !held.isEmpty { exchange?.holdingReads() }
+        if !isClosed, let increment = held.creditToReturn() { connection.frames.sendWindowUpdate(id, increment) }
+        return delivered
+    }
+
+    func windowReported(size: Int) {
+        if let increment = held.windowReported(size: size) { connection.frames.sendWindowUpdate(id, increment) }
+    }
+
+    // MARK: Response
+
+    func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
+        guard !isClosed, !resetSent, !responseEnded else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        switch part {
+        case .head(let head) where head.status.code < 200:
+            // Informational (100 Continue): out at once, the final head follows.
+            connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: promise)
+        case .head(let head):
+            responseHead = head
+            promise?.succeed(())
+        case .body(.byteBuffer(let body)):
+            sendHeldHead()
+            sendHeldData()
+            responseData = body
+            promise?.succeed(())
+        case .body(.fileRegion):
+            preconditionFailure("HTTP/2 responses are relayed from buffers")
+        case .end(let trailers):
+            responseEnded = true
+            if let trailers {
+                sendHeldHead()
+                sendHeldData()
+                connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(trailers: trailers), endStream: true))), promise: promise)
+            } else if let data = responseData {
+                responseData = nil
+                sendHeldHead()
+                connection.frames.write(frame(.data(.init(data: .byteBuffer(data), endStream: true))), promise: promise)
+            } else if let head = responseHead {
+                responseHead = nil
+                connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head), endStream: true))), promise: promise)
+            } else {
+                connection.frames.write(frame(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
+            }
+        }
+    }
+
+    func flush() {
+        sendHeldHead()
+        sendHeldData()
+        connection.frames.flush()
+    }
+
+    private func sendHeldHead() {
+        guard let head = responseHead else { return }
+        responseHead = nil
+        connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: nil)
+    }
+
+    /// A body part that is not the last: counted until it is out, for the stream's writability.
+    private func sendHeldData() {
+        guard let data = responseData else { return }
+        responseData = nil
+        let bytes = data.readableBytes
+        guard let eventLoop = connection.frames.eventLoop else { return }
+        let written = eventLoop.makePromise(of: Void.self)
+        if watermark.queued(bytes), connection.isWritable { exchange?.writabilityChanged() }
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            if self.watermark.sent(bytes), self.connection.isWritable { self.exchange?.writabilityChanged() }
+        }
+        connection.frames.write(frame(.data(.init(data: .byteBuffer(data)))), promise: written)
+    }
+
+    func connectionWritabilityChanged() {
+        if watermark.isBelow { exchange?.writabilityChanged() }
+    }
+
+    func resetByNIO(_ error: Error) {
+        exchange?.failed(error)
+    }
+
+    private func frame(_ payload: HTTP2Frame.FramePayload) -> HTTP2Frame {
+        HTTP2Frame(streamID: id, payload: payload)
+    }
+
+    // MARK: Closing
+
+    /// The exchange gives up on the stream: RST_STREAM CANCEL, unless it already closed.
+    func reset() {
+        guard !isClosed, !resetSent else { return }
+        resetSent = true
+        responseHead = nil
+        responseData = nil
+        connection.frames.write(frame(.rstStream(.cancel)), promise: nil)
+        // NIO's handler reports the stream closed while it sends the frame; if it knew the stream no more, it
+        // reports nothing and the stream closes here.
+        connection.frames.flush()
+        closed()
+    }
+
+    func closed(reason: HTTP2ErrorCode?) {
+        closed()
+    }
+
+    /// The stream closed (both sides ended, or a reset either way, or the connection went).
+    func closed() {
+        guard !isClosed else { return }
+        isClosed = true
+        connection.forget(self)
+        if head != nil {
+            // Its head is handed on when the read ends, and tells the exchange the stream is gone.
+            resetBeforeItsHead = true
+            return
+        }
+        finishClosing()
+    }
+
+    /// The connection went before the stream's head was handed on.
+    func abandon() {
+        head = nil
+        finishClosing()
+    }
+
+    private func finishClosing() {
+        held.removeAll()
+        responseHead = nil
+        responseData = nil
+        guard let exchange else { return }
+        self.exchange = nil
+        exchange.inactive()
+        exchange.detach()
+    }
+}

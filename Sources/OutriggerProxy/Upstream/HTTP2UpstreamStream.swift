@@ -1,0 +1,229 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+import OutriggerCore
+
+/// One request's stream on an `HTTP2UpstreamConnection`. The request head is held until the next part, so a
+/// request without a body is one HEADERS frame with END_STREAM; response DATA is held while the downstream
+/// cannot take more (credit goes back as it is handed on).
+final class HTTP2UpstreamStream: HTTP2ExchangeStream {
+    private let connection: HTTP2UpstreamConnection
+    private(set) var exchange: UpstreamExchangeHandler?
+    private(set) var id: HTTP2StreamID?
+    private var requestMethod: HTTPMethod = .GET
+    private var requestHead: HTTPRequestHead?
+    private var requestData: ByteBuffer?
+    private var requestEnded = false
+    private var resetSent = false
+    private var watermark = SendWatermark.http2Stream
+
+    private var finalHeadReceived = false
+    private var held = HTTP2HeldParts<HTTPResponseHead>(windowTarget: HTTP2UpstreamConnection.streamWindowTarget)
+    private var touchedThisRead = false
+    /// Closed cleanly while response parts were still held: the exchange hears of the close once it has them.
+    private var closedBehindHeld = false
+    private(set) var isClosed = false
+
+    init(connection: HTTP2UpstreamConnection, exchange: UpstreamExchangeHandler) {
+        self.connection = connection
+        self.exchange = exchange
+    }
+
+    var isWritable: Bool { watermark.isBelow && connection.isWritable && !isClosed }
+
+    // MARK: Request
+
+    func write(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?) {
+        guard !isClosed, !resetSent, !requestEnded else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        switch part {
+        case .head(let head):
+            requestMethod = head.method
+            requestHead = head
+            promise?.succeed(())
+        case .body(.byteBuffer(let body)):
+            sendHeldHead(endStream: false)
+            sendHeldData()
+            requestData = body
+            promise?.succeed(())
+        case .body(.fileRegion):
+            preconditionFailure("HTTP/2 requests are relayed from buffers")
+        case .end(let trailers):
+            requestEnded = true
+            if let trailers {
+                sendHeldHead(endStream: false)
+                sendHeldData()
+                send(.headers(.init(headers: HPACKHeaders(trailers: trailers), endStream: true)), promise: promise)
+            } else if let data = requestData {
+                requestData = nil
+                sendHeldHead(endStream: false)
+                send(.data(.init(data: .byteBuffer(data), endStream: true)), promise: promise)
+            } else if requestHead != nil {
+                sendHeldHead(endStream: true)
+                promise?.succeed(())
+            } else {
+                send(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)), promise: promise)
+            }
+        }
+    }
+
+    func flush() {
+        sendHeldHead(endStream: false)
+        sendHeldData()
+        connection.frames.flush()
+    }
+
+    private func sendHeldHead(endStream: Bool) {
+        guard let head = requestHead else { return }
+        requestHead = nil
+        id = connection.assignID(to: self)
+        send(.headers(.init(headers: HPACKHeaders(requestHead: head, scheme: connection.scheme), endStream: endStream)))
+    }
+
+    /// A body part that is not the last: counted until it is out, for the stream's writability.
+    private func sendHeldData() {
+        guard let data = requestData, let eventLoop = connection.frames.eventLoop else { return }
+        requestData = nil
+        let bytes = data.readableBytes
+        let written = eventLoop.makePromise(of: Void.self)
+        if watermark.queued(bytes), connection.isWritable { exchange?.writabilityChanged() }
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            if self.watermark.sent(bytes), self.connection.isWritable { self.exchange?.writabilityChanged() }
+        }
+        send(.data(.init(data: .byteBuffer(data))), promise: written)
+    }
+
+    private func send(_ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
+        guard let id else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        connection.frames.write(HTTP2Frame(streamID: id, payload: payload), promise: promise)
+    }
+
+    func connectionWritabilityChanged() {
+        if watermark.isBelow { exchange?.writabilityChanged() }
+    }
+
+    func resetByNIO(_ error: Error) {
+        // A malformed response: the exchange fails.
+        exchange?.failed(error)
+    }
+
+    // MARK: Response
+
+    func receive(_ block: HPACKHeaders, endStream: Bool) {
+        if finalHeadReceived {
+            deliver(.end(HTTPHeaders(regularFieldsOf: block)))
+            return
+        }
+        guard let head = HTTPResponseHead.fromHTTP2(block, endStream: endStream, requestMethod: requestMethod) else {
+            reset(.protocolError)
+            return
+        }
+        if head.status.code >= 200 { finalHeadReceived = true }
+        deliver(.head(head))
+        if endStream { deliver(.end(nil)) }
+    }
+
+    func receive(_ body: ByteBuffer, endStream: Bool) {
+        if body.readableBytes > 0 { deliver(.body(body)) }
+        if endStream { deliver(.end(nil)) }
+    }
+
+    private func deliver(_ part: HTTPClientResponsePart) {
+        guard let exchange else {
+            if case .end = part { held.peerEndedStream() }  // nobody takes it, but the stream has ended
+            return
+        }
+        guard let part = held.arrived(part, exchangeTakesBody: exchange.mayRead) else {
+            exchange.holdingReads()
+            return
+        }
+        exchange.received(part)
+        if !touchedThisRead {
+            touchedThisRead = true
+            connection.frames.touched(self)
+        }
+    }
+
+    func readEnded() {
+        touchedThisRead = false
+        exchange?.readComplete()
+    }
+
+    /// The downstream takes more: held parts, as far as it takes them.
+    func read() {
+        var delivered = 0
+        while let exchange, let part = held.take(exchangeTakesBody: exchange.mayRead) {
+            delivered += 1
+            exchange.received(part)
+        }
+        if !held.isEmpty { exchange?.holdingReads() }
+        if !isClosed, let id, let increment = held.creditToReturn() { connection.frames.sendWindowUpdate(id, increment) }
+        if delivered > 0 { exchange?.readComplete() }
+        if held.isEmpty, closedBehindHeld { finish(failure: nil) }
+    }
+
+    func windowReported(size: Int) {
+        if let id, let increment = held.windowReported(size: size) { connection.frames.sendWindowUpdate(id, increment) }
+    }
+
+    // MARK: Closing
+
+    func reset() {
+        reset(.cancel)
+    }
+
+    /// The exchange gives up on the stream (or the response was malformed): RST_STREAM, unless it closed.
+    func reset(_ code: HTTP2ErrorCode) {
+        guard !isClosed, !resetSent else { return }
+        resetSent = true
+        requestHead = nil
+        requestData = nil
+        guard let id else {
+            // Its head never went out: nothing to tell the upstream.
+            finish(failure: nil)
+            return
+        }
+        connection.frames.write(HTTP2Frame(streamID: id, payload: .rstStream(code)), promise: nil)
+        // NIO's handler reports the stream closed while it sends the frame; if it knew the stream no more, it
+        // reports nothing and the stream closes here.
+        connection.frames.flush()
+        if !isClosed { closed(reason: code) }
+    }
+
+    /// NIO closed the stream: both sides ended (`reason` nil), or a reset either way.
+    func closed(reason: HTTP2ErrorCode?) {
+        guard !isClosed else { return }
+        isClosed = true
+        if let id { connection.forget(id) }
+        guard let reason, let id else {
+            // Cleanly: parts still held go on first.
+            if held.isEmpty { finish(failure: nil) } else { closedBehindHeld = true }
+            return
+        }
+        // A stream past the last id of the upstream's GOAWAY was not processed, whatever code NIO closed it with.
+        let code = connection.refusedByGoAway(id) ? .refusedStream : reason
+        finish(failure: NIOHTTP2Errors.streamClosed(streamID: id, errorCode: code))
+    }
+
+    /// The connection went: whatever is held is lost with it.
+    func connectionClosed() {
+        isClosed = true
+        if let id { connection.forget(id) }
+        finish(failure: nil)
+    }
+
+    private func finish(failure: Error?) {
+        isClosed = true
+        held.removeAll()
+        guard let exchange else { return }
+        self.exchange = nil
+        if let failure { exchange.failed(failure) }
+        exchange.inactive()
+    }
+}
