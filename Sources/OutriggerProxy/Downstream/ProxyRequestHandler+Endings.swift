@@ -34,7 +34,7 @@ extension ProxyRequestHandler {
             if let tryFailure { request.trace?.tryFailed(tryFailure) }
             if countsRequestFailure { request.cluster.stats.requestFailures.increment() }
             abandonUpstream()
-            localReply(reason, request: request, requestComplete: request.exchange.progress.requestComplete)
+            localReply(reason, request: request)
         case .cutResponse(let tryFailure):
             request.trace?.tryFailed(tryFailure)
             request.cluster.stats.requestFailures.increment()
@@ -196,13 +196,14 @@ extension ProxyRequestHandler {
         releaseTry(request)
     }
 
-    /// Answers for a request that was routed (cluster stats are already counting it).
-    func localReply(_ reason: LocalReplyReason, request: ProxiedRequest, requestComplete: Bool) {
+    /// Answers for a request that was routed (cluster stats are already counting it); an answer before the request's
+    /// end drops the rest of it, or closes the connection (`HTTP1Rules.closesAfterLocalReply`).
+    func localReply(_ reason: LocalReplyReason, request: ProxiedRequest) {
         endForCluster(request)
         // A gRPC call's local reply is a trailers-only 200 carrying the matching grpc-status.
         finished(.localReply(reason), status: request.isGRPC ? 200 : Int(reason.status.code), of: request)
         writeLocalReply(reason, version: request.downstreamVersion, isGRPC: request.isGRPC, isHEAD: request.isHEAD,
-                        keepAlive: request.keepAlive, requestComplete: requestComplete)
+                        keepAlive: request.keepAlive, requestComplete: request.exchange.progress.requestComplete)
     }
 
     /// Answers for a request that never got as far as a cluster.

@@ -98,7 +98,7 @@ extension ProxyRequestHandler {
             _ = resumeHedge(request)
         case .localReply(let reason):
             if abandoningUpstream { abandonUpstream() }
-            localReply(reason, request: request, requestComplete: request.exchange.progress.requestComplete)
+            localReply(reason, request: request)
         case .cutResponse:
             // Too late for a local reply: the response is cut so the client sees it incomplete.
             if request.accessLogHead != nil { request.decisions.append(LocalReplyReason.upstreamReset.rawValue) }

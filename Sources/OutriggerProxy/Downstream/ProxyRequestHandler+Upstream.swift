@@ -46,7 +46,7 @@ extension ProxyRequestHandler {
             // A 101 nobody asked for: the upstream is out of step.
             request.cluster.stats.requestFailures.increment()
             abandonUpstream()
-            localReply(.upstreamProtocolError, request: request, requestComplete: request.exchange.progress.requestComplete)
+            localReply(.upstreamProtocolError, request: request)
             return
         }
         request.cluster.stats.recordResponse(status: Int(head.status.code))

@@ -384,7 +384,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         case .leasing(let request), .proxying(let request, _):
             if !request.exchange.requestBodyArrived(bytes: body.readableBytes, limit: request.listener.config.maxRequestBodyBytes) {
                 abandonUpstream()
-                localReply(.bodyTooLarge, request: request, requestComplete: false)
+                localReply(.bodyTooLarge, request: request)
                 return
             }
             forward(.body(.byteBuffer(body)), of: request)
