@@ -32,7 +32,7 @@ public struct ExchangeTimer: Sendable {
         /// A retry's backoff is over: the next try starts.
         case backoffOver
         /// The body being sent upstream made no progress for a stream-idle period (the client's stall or the
-        /// upstream's, which the shell tells apart).
+        /// upstream's: `ProxyExchange.timerFired` tells them apart by whether the upstream stopped reading).
         case uploadStalled
         /// The response's body made no progress for a stream-idle period.
         case responseStalled
@@ -57,7 +57,7 @@ public struct ExchangeTimer: Sendable {
         case nothingDue(Action)
     }
 
-    /// What the shell sees when the timer fires.
+    /// The exchange's progress when the timer fires (`ProxyExchange.timerFired` fills it in).
     public struct Progress: Sendable {
         public var requestBodyBytes: Int
         public var responseParts: Int
