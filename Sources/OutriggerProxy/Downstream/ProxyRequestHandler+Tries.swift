@@ -115,8 +115,8 @@ extension ProxyRequestHandler {
     func beginRetry(_ request: ProxiedRequest, after delay: Int64, reason: String) {
         endCurrentTry(request)
         countRetry(request, reason: reason)
-        state = .leasing(request)
         apply(request.exchange.backingOff(now: NIODeadline.now().uptimeNanoseconds, delay: UInt64(max(delay, 0))), to: request)
+        state = .leasing(request)
     }
 
     /// Lets go of the current try: its connection (closed: its state is unknown) or lease, its timers, its

@@ -14,9 +14,9 @@ extension ProxyRequestHandler {
             return
         }
         request.ticket = nil
+        let (sendsHead, waiting) = request.exchange.leased()
         state = .proxying(request, upstream)
         upstream.begin(self)
-        let (sendsHead, waiting) = request.exchange.leased()
         if sendsHead { upstream.send(.head(request.upstreamHead)) }
         for part in waiting { upstream.send(part) }
         upstream.flush()

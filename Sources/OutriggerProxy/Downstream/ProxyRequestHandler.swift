@@ -32,7 +32,9 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     let local: LoopLocalState
     let downstreamProtocol: DownstreamProtocol
     let scheme: String
-    var state: State = .idle
+    var state: State = .idle {
+        didSet { assert(stateAgreesWithExchange, "the handler's state and its request's exchange disagree") }
+    }
     /// Where responses go: set when the handler joins its pipeline or its stream opens.
     var downstream: DownstreamSide = .detached
     var clientAddress: String?
@@ -109,6 +111,19 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             return
         }
         http1Connection?.exchangeBecameIdle()
+    }
+
+    /// Debug builds check it at every change of state: the shell holds an upstream exactly when the exchange is relaying,
+    /// and a hedged connection exactly when the exchange holds a hedged try.
+    private var stateAgreesWithExchange: Bool {
+        switch state {
+        case .leasing(let request):
+            request.exchange.stage != .relaying && (request.hedge == nil) == (request.exchange.hedged == nil)
+        case .proxying(let request, _):
+            request.exchange.stage == .relaying && (request.hedge == nil) == (request.exchange.hedged == nil)
+        case .idle, .discardingRequestBody, .closing:
+            true
+        }
     }
 
     /// Between requests: the next head may come.
