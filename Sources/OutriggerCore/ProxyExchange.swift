@@ -194,9 +194,24 @@ public struct ProxyExchange {
         tries.nextTryUnplaceable(reason, facts: facts)
     }
 
-    /// Whether a response head is to be asked about (a hedge races, or the request may be tried again); otherwise it
-    /// goes downstream as it is.
-    public var asksAboutResponseHead: Bool { hedged != nil || relay.replayKept }
+    /// What a response head from the current try is, before anything of it is relayed.
+    public enum HeadReading: Equatable, Sendable {
+        /// Informational (1xx but 101, such as an HTTP/2 upstream's 103): dropped, as the HTTP/1.1 decoder does; the
+        /// sidecar answers `100-continue` itself.
+        case informational
+        /// A `101 Switching Protocols` the request did not ask for: the upstream is out of step (502 here).
+        case unaskedUpgrade
+        /// A final answer, or the upgrade asked for. `asksTries`: a retry or a racing hedge could still replace it, so
+        /// `responseHead` is asked before it goes on; otherwise it goes downstream as it is.
+        case answer(asksTries: Bool)
+    }
+
+    /// Reads a response head's `status`; `upgradeRequested`: the request asked for an HTTP/1.1 upgrade.
+    public func readResponseHead(status: Int, upgradeRequested: Bool) -> HeadReading {
+        if status == 101 { return upgradeRequested ? .answer(asksTries: false) : .unaskedUpgrade }
+        if status < 200 { return .informational }
+        return .answer(asksTries: hedged != nil || relay.replayKept)
+    }
 
     // MARK: The response
 

@@ -157,6 +157,25 @@ struct ProxyExchangeTests {
         #expect(dropped == nil, "nothing left to drop")
     }
 
+    @Test func aResponseHeadIsReadBeforeAnythingOfItIsRelayed() {
+        let once = Self.exchange(RetryPolicy.none)
+        #expect(once.readResponseHead(status: 103, upgradeRequested: false) == .informational)
+        #expect(once.readResponseHead(status: 100, upgradeRequested: true) == .informational)
+        #expect(once.readResponseHead(status: 101, upgradeRequested: false) == .unaskedUpgrade)
+        #expect(once.readResponseHead(status: 101, upgradeRequested: true) == .answer(asksTries: false), "an upgrade is never retried")
+        #expect(once.readResponseHead(status: 503, upgradeRequested: false) == .answer(asksTries: false), "nothing kept to send again")
+        let retrying = Self.exchange(RetryPolicy(attempts: 2, retryOn: [.fiveXX]))
+        #expect(retrying.readResponseHead(status: 503, upgradeRequested: false) == .answer(asksTries: true))
+
+        var hedging = Self.exchange(RetryPolicy(attempts: 2, retryOn: [.fiveXX], replayBufferBytes: 0))
+        _ = hedging.leased()
+        let kept = hedging.forward(.body(.byteBuffer(ByteBuffer(string: "more than the buffer"))))
+        #expect(kept == nil && !hedging.relay.replayKept)
+        #expect(hedging.readResponseHead(status: 200, upgradeRequested: false) == .answer(asksTries: false))
+        hedging.hedgeBegins()
+        #expect(hedging.readResponseHead(status: 200, upgradeRequested: false) == .answer(asksTries: true), "a racing hedge may still win")
+    }
+
     @Test func theBodyLimitAppliesUntilTheResponseStarts() {
         var exchange = Self.exchange(RetryPolicy.none)
         let (first, second) = (exchange.requestBodyArrived(bytes: 10, limit: 15), exchange.requestBodyArrived(bytes: 10, limit: 15))

@@ -36,14 +36,12 @@ extension ProxyRequestHandler {
 
     func upstreamResponseHead(_ head: consuming HTTPResponseHead) {
         guard case .proxying(let request, _) = state else { return }
-        // Informational responses (an HTTP/2 upstream's 103) are dropped, as the HTTP/1.1 decoder does;
-        // the sidecar answers `100-continue` itself.
-        if head.status.code < 200 && head.status != .switchingProtocols { return }
+        let reading = request.exchange.readResponseHead(status: Int(head.status.code), upgradeRequested: request.upgrade != nil)
+        if reading == .informational { return }
         let now = NIODeadline.now()
         request.trace?.tryAnswered(status: Int(head.status.code))
         local.responseStarted(in: request.cluster, from: request.endpoint, sentAt: request.start, now: now)
-        if head.status == .switchingProtocols && request.upgrade == nil {
-            // A 101 nobody asked for: the upstream is out of step.
+        if reading == .unaskedUpgrade {
             request.cluster.stats.requestFailures.increment()
             abandonUpstream()
             localReply(.upstreamProtocolError, request: request)
@@ -52,7 +50,7 @@ extension ProxyRequestHandler {
         request.cluster.stats.recordResponse(status: Int(head.status.code))
         recordOutcome(AttemptResult(status: Int(head.status.code)), of: request)
         // Only a request that may be tried again (or whose hedged try races) asks whether this answer is the one.
-        if head.status != .switchingProtocols, request.exchange.asksAboutResponseHead {
+        if reading == .answer(asksTries: true) {
             let outcome = AttemptOutcome(responseHead: copy head, isGRPC: request.isGRPC)
             let verdict = decide(request) { exchange, random, refusal in exchange.responseHead(outcome, random: &random, budgetRefusal: refusal) }
             if verdict.next == .holdResponse {
