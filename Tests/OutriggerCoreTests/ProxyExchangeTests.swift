@@ -22,17 +22,13 @@ struct ProxyExchangeTests {
                       routeTimeout: routeTimeout, streamIdleTimeout: streamIdle, endpoint: a, owesBreakerVerdict: false)
     }
 
-    static func request() -> HTTPClientRequestPart {
-        .end(nil)
-    }
-
     @Test func aTryPastItsTimeoutIsRetriedAfterItsBackoffAndTheSecondAnswers() {
         var exchange = Self.exchange(RetryPolicy(attempts: 3, retryOn: [.fiveXX], perTryTimeout: .milliseconds(50)))
         let armed = exchange.settleTimer()
         #expect(armed == .arm(at: 1_000 * Self.millisecond), "armed at the start for the route timeout")
         let tryTimer = exchange.tryStarting(now: 0)
         #expect(tryTimer == .none, "a try is timed from the request's end")
-        let released = exchange.forward(Self.request())
+        let released = exchange.forward(.end(nil))
         #expect(released == nil)
         let afterEnd = exchange.requestEnded(now: 10 * Self.millisecond)
         #expect(afterEnd == .arm(at: 60 * Self.millisecond), "the per-try timeout, sooner")

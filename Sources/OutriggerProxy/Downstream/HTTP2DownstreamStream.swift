@@ -16,7 +16,8 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     private var headEndsStream: Bool
     /// Parts received that the exchange does not take yet (a body while its upstream cannot take more).
     private var held = HTTP2HeldParts<HTTPRequestHead>(windowTarget: HTTP2DownstreamConnection.streamWindowTarget)
-    private var touchedThisRead = false
+    /// Handed parts in the read being handled (`HTTP2StreamTable.touched` keeps it).
+    var touchedThisRead = false
     /// The client reset the stream (or NIO did) before its head was handed on: nothing goes upstream.
     private(set) var resetBeforeItsHead = false
     private(set) var isClosed = false
@@ -60,15 +61,11 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
             return
         }
         exchange.received(part)
-        if !touchedThisRead {
-            touchedThisRead = true
-            connection.frames.touched(self)
-        }
+        connection.frames.touched(self)
     }
 
     /// The read ended: the exchange flushes what the parts it was handed made it write.
     func readEnded() {
-        touchedThisRead = false
         exchange?.readComplete()
     }
 

@@ -26,6 +26,8 @@ protocol HTTP2ExchangeStream: AnyObject {
     func windowReported(size: Int)
     /// The read that handed the stream parts ended.
     func readEnded()
+    /// Handed parts in the read being handled: kept by `HTTP2StreamTable.touched`, so the stream hears the end once.
+    var touchedThisRead: Bool { get set }
 }
 
 /// Where an HTTP/1.1 exchange's parts go: its connection's pipeline, from the exchange handler's own context.

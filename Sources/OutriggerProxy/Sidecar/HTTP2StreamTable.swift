@@ -44,8 +44,10 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
         streams.removeValue(forKey: id) != nil
     }
 
-    /// `stream` was handed parts in this read: it hears when the read ends.
+    /// `stream` was handed parts in this read: it hears, once, when the read ends.
     func touched(_ stream: Stream) {
+        guard !stream.touchedThisRead else { return }
+        stream.touchedThisRead = true
         touched.append(stream)
     }
 
@@ -53,11 +55,15 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
         guard !touched.isEmpty else { return }
         let streams = touched
         touched.removeAll(keepingCapacity: true)
-        for stream in streams { stream.readEnded() }
+        for stream in streams {
+            stream.touchedThisRead = false
+            stream.readEnded()
+        }
     }
 
     /// The connection went: the streams still open, for their handler to close; the read's list is dropped.
     func closingAll() -> [Stream] {
+        for stream in touched { stream.touchedThisRead = false }
         touched.removeAll()
         return all
     }

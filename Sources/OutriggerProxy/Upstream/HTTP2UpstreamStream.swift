@@ -20,7 +20,8 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
 
     private var finalHeadReceived = false
     private var held = HTTP2HeldParts<HTTPResponseHead>(windowTarget: HTTP2UpstreamConnection.streamWindowTarget)
-    private var touchedThisRead = false
+    /// Handed parts in the read being handled (`HTTP2StreamTable.touched` keeps it).
+    var touchedThisRead = false
     /// Closed cleanly while response parts were still held: the exchange hears of the close once it has them.
     private var closedBehindHeld = false
     private(set) var isClosed = false
@@ -144,14 +145,10 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             return
         }
         exchange.received(part)
-        if !touchedThisRead {
-            touchedThisRead = true
-            connection.frames.touched(self)
-        }
+        connection.frames.touched(self)
     }
 
     func readEnded() {
-        touchedThisRead = false
         exchange?.readComplete()
     }
 
