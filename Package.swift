@@ -80,12 +80,26 @@ let package = Package(
             ],
             exclude: ["Generated/README.md"]
         ),
+        // Etcd: a client of etcd's v3 gRPC API (the subset used, generated from Protos/etcd and committed): the
+        // control plane's store when its replicas share one.
+        .target(
+            name: "OutriggerEtcd",
+            dependencies: [
+                "OutriggerConfig",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            ],
+            exclude: ["Generated/README.md"]
+        ),
         // Control: the control plane (`outrigger control`: mesh file, per-node views, the ADS server) and the
         // sidecar's ADS client, both over grpc-swift-2's HTTP/2 transport.
         .target(
             name: "OutriggerControl",
             dependencies: [
                 "OutriggerXDS",
+                "OutriggerEtcd",
                 "OutriggerConfig",
                 "OutriggerProxy",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -135,6 +149,7 @@ let package = Package(
                 "OutriggerConfig",
                 "OutriggerEcho",
                 "OutriggerControl",
+                "OutriggerEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -148,7 +163,7 @@ let package = Package(
         .testTarget(
             name: "OutriggerCoreTests",
             dependencies: [
-                "OutriggerCore", "OutriggerConfig", "OutriggerBench", "OutriggerXDS", "OutriggerControl",
+                "OutriggerCore", "OutriggerConfig", "OutriggerBench", "OutriggerXDS", "OutriggerControl", "OutriggerEtcd",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             resources: [.copy("Fixtures")]
@@ -156,7 +171,7 @@ let package = Package(
         .testTarget(
             name: "OutriggerEndToEndTests",
             dependencies: [
-                "OutriggerProxy", "OutriggerEcho", "OutriggerConfig", "OutriggerCore", "OutriggerXDS", "OutriggerControl",
+                "OutriggerProxy", "OutriggerEcho", "OutriggerConfig", "OutriggerCore", "OutriggerXDS", "OutriggerControl", "OutriggerEtcd",
                 // Built so the tests that drive the real process (signals, exit codes, memory) can run it.
                 "outrigger",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -3,7 +3,8 @@
 # Debian packages: curl (HTTP/1.1, h2c, TLS+ALPN client), nghttp2-client (nghttp, h2load), wrk (the bench
 # tool is validated against it and h2load), openssl (test certificates), testssl.sh (a TLS listener's policy
 # checked as an auditor would), iproute2 (ss: a listening socket's backlog), prometheus (promtool checks the exposition and runs the alert rules'
-# unit tests; the server scrapes a sidecar in a test), chromium-headless-shell (the dashboard in a real browser); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
+# unit tests; the server scrapes a sidecar in a test), chromium-headless-shell (the dashboard in a real browser), etcd-server (the
+# control plane's shared store, run by the tests); with --bench also haproxy and nginx. Runs apt-get as root, or through sudo when available.
 set -euo pipefail
 
 want=()
@@ -16,6 +17,7 @@ command -v testssl >/dev/null || want+=(testssl.sh)
 command -v ss >/dev/null || want+=(iproute2)
 command -v promtool >/dev/null || want+=(prometheus)
 command -v chromium-headless-shell >/dev/null || want+=(chromium-headless-shell)
+command -v etcd >/dev/null || want+=(etcd-server)
 if [ "${1:-}" = "--bench" ]; then
   PATH="$PATH:/usr/sbin:/sbin"
   command -v haproxy >/dev/null || want+=(haproxy)

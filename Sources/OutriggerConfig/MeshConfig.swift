@@ -47,6 +47,11 @@ public struct MeshConfig: Sendable, Hashable {
     public struct Source: Sendable, Hashable {
         public let file: String
         public let text: String
+
+        public init(file: String, text: String) {
+            self.file = file
+            self.text = text
+        }
     }
 
     /// The mesh file's text, or each mesh file's of a directory in name order: read once, so what is decoded

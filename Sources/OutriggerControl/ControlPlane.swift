@@ -101,10 +101,10 @@ public final class ControlPlane: Sendable {
     /// Reads the store's mesh again; a broken one is logged and the running mesh kept, the same version is
     /// not applied again.
     @discardableResult
-    public func reload() -> Bool {
+    public func reload() async -> Bool {
         guard let store else { return false }
         do {
-            let snapshot = try store.snapshot()
+            let snapshot = try await store.snapshot()
             guard snapshot.version != state.withLockedValue({ $0.meshVersion }) else { return true }
             apply(snapshot.mesh, version: snapshot.version)
             logger.info("mesh reloaded", metadata: ["store": "\(store.description)", "version": "\(snapshot.version)"])
@@ -120,11 +120,12 @@ public final class ControlPlane: Sendable {
     /// (the follower waits on what it saw, not on what it applied).
     public func follow() async {
         guard let store else { return }
-        var seen = state.withLockedValue { $0.meshVersion } ?? store.currentVersion()
+        var seen: String
+        if let applied = state.withLockedValue({ $0.meshVersion }) { seen = applied } else { seen = await store.currentVersion() }
         while !Task.isCancelled {
             do { try await store.waitForChange(after: seen) } catch { return }
-            seen = store.currentVersion()
-            reload()
+            seen = await store.currentVersion()
+            await reload()
         }
     }
 

@@ -16,16 +16,16 @@ public struct MeshSnapshot: Sendable {
 
 /// Where the control plane's mesh comes from: the one seam between `ControlPlane` and its store. A store gives
 /// the current mesh as a versioned snapshot, and says when a newer one may be there. The mesh file (or
-/// directory) is the store today (`MeshFileStore`); replicas over etcd (issue 14) sit behind the same seam.
+/// directory) is one store (`MeshFileStore`); etcd, which replicas share, is the other (`EtcdMeshStore`).
 public protocol MeshStore: Sendable {
     /// What the store names itself in logs (a file path, an etcd prefix).
     var description: String { get }
     /// Reads the current mesh and validates it; a store that holds a broken mesh throws, saying where and why.
-    func snapshot() throws -> MeshSnapshot
+    func snapshot() async throws -> MeshSnapshot
     /// The version of what the store holds now, valid or not (no validation): what a follower has seen.
-    func currentVersion() -> String
+    func currentVersion() async -> String
     /// Returns once the store may hold a snapshot other than `version` (it may be the same: callers compare).
-    /// Throws when cancelled.
+    /// A store it cannot reach is waited for. Throws when cancelled.
     func waitForChange(after version: String) async throws
 }
 

@@ -4,12 +4,13 @@ import Foundation
 import Logging
 import OutriggerConfig
 import OutriggerControl
+import OutriggerEtcd
 import OutriggerProxy
 
 struct Control: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the control plane: serve every sidecar its view of the mesh over xDS (ADS).",
-        subcommands: [Serve.self, Status.self, Simulate.self],
+        subcommands: [Serve.self, Apply.self, Status.self, Simulate.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -28,7 +29,9 @@ extension Control {
         )
 
         @Option(help: "The mesh: a YAML file, or a directory whose .yaml files together are one mesh (services, their traffic policy and routes).")
-        var mesh: String
+        var mesh: String?
+
+        @OptionGroup var etcd: EtcdOptions
 
         @Option(help: "Address for xDS (gRPC), HOST:PORT.")
         var listen: HostPort = HostPort(host: "127.0.0.1", port: 15010)
@@ -55,15 +58,25 @@ extension Control {
 
         func run() async throws {
             let logger = logging.bootstrap(label: "outrigger.control")
-            let store = MeshFileStore(path: mesh, pollInterval: .milliseconds(watchIntervalMilliseconds))
-            let snapshot: MeshSnapshot
-            do {
-                snapshot = try store.snapshot()
-            } catch {
-                FileHandle.standardError.write(Data("\(error)\nrefusing to start: \(mesh) is invalid\n".utf8))
+            let store: any MeshStore
+            switch (mesh, etcd.store) {
+            case (.some(let mesh), nil): store = MeshFileStore(path: mesh, pollInterval: .milliseconds(watchIntervalMilliseconds))
+            case (nil, .some): store = try etcd.meshStore(logger: logger)
+            default:
+                FileHandle.standardError.write(Data("give the mesh as --mesh FILE or --store etcd://HOST:PORT, one of the two\n".utf8))
                 throw ExitCode(2)
             }
-            let plane = ControlPlane(mesh: snapshot.mesh, version: snapshot.version, store: store,
+            var snapshot: MeshSnapshot?
+            do {
+                snapshot = try await store.snapshot()
+            } catch EtcdMeshStoreError.empty {
+                // A new store: serve an empty mesh until the first `outrigger control apply`.
+                logger.warning("\(store.description) holds no mesh yet; serving none until `outrigger control apply`")
+            } catch {
+                FileHandle.standardError.write(Data("\(error)\nrefusing to start: \(store.description) is invalid\n".utf8))
+                throw ExitCode(2)
+            }
+            let plane = ControlPlane(mesh: snapshot?.mesh ?? MeshConfig(services: []), version: snapshot?.version, store: store,
                                      registrationGrace: .milliseconds(registrationGraceMilliseconds), logger: logger)
             let tls: TLSConfig?
             switch (tlsCertificate, tlsPrivateKey) {
@@ -91,7 +104,7 @@ extension Control {
                 group.addTask { await plane.follow() }
                 group.addTask {
                     for await number in ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT]) {
-                        if number == SIGHUP { plane.reload(); continue }
+                        if number == SIGHUP { await plane.reload(); continue }
                         break
                     }
                     throw CancellationError()
@@ -100,6 +113,57 @@ extension Control {
                     try await group.next()
                 } catch is CancellationError {}
                 group.cancelAll()
+            }
+        }
+    }
+
+    /// `outrigger control apply`: a mesh into the store the replicas share.
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a mesh and make it the current one in etcd, where every control-plane replica follows it.",
+            discussion: """
+            Errors are printed as `outrigger validate` prints them (FILE:LINE:COLUMN: KEY.PATH: what was expected),
+            and nothing is written; exit status 1. The change is one etcd transaction: replicas see the old mesh or
+            the new one. Applying the mesh the store already holds changes nothing.
+            """
+        )
+
+        @Argument(help: "The mesh: a YAML file, or a directory whose .yaml files together are one mesh.")
+        var mesh: String
+
+        @OptionGroup var etcd: EtcdOptions
+
+        func run() async throws {
+            guard etcd.store != nil else {
+                FileHandle.standardError.write(Data("apply needs --store etcd://HOST:PORT[,HOST:PORT...]\n".utf8))
+                throw ExitCode(2)
+            }
+            let sources: [MeshConfig.Source]
+            do {
+                sources = try MeshConfig.read(mesh)
+            } catch {
+                print(error.description)
+                throw ExitCode(1)
+            }
+            let store = try etcd.meshStore(logger: Logger(label: "outrigger.control"))
+            let outcome: Result<EtcdMeshStore.Applied, any Error>
+            do {
+                outcome = .success(try await store.apply(sources, path: mesh))
+            } catch {
+                outcome = .failure(error)
+            }
+            await store.client.close()
+            switch outcome {
+            case .success(.unchanged(let version)):
+                print("\(store.description): mesh \(version) is already the current one; nothing written")
+            case .success(.applied(let version, let revision)):
+                print("\(store.description): mesh \(version) applied at revision \(revision)")
+            case .failure(let error as ConfigErrors):
+                print(error.description)
+                throw ExitCode(1)
+            case .failure(let error):
+                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                throw ExitCode(1)
             }
         }
     }
@@ -173,6 +237,34 @@ extension Control {
             }
             lines.append(String(format: "control plane RSS %.1f MiB (peak %.1f MiB); simulator RSS %.1f MiB", report.controlRSSMiB, report.controlPeakRSSMiB, report.simulatorRSSMiB))
             announce(lines.joined(separator: "\n"))
+        }
+    }
+}
+
+/// Where the control plane's replicas keep the mesh they share.
+struct EtcdOptions: ParsableArguments {
+    @Option(help: "The mesh's store: etcd://HOST:PORT[,HOST:PORT...] (the cluster's members; IP addresses, or one host name).")
+    var store: String?
+
+    @Option(help: "The key prefix everything of this mesh is kept under, in etcd.")
+    var prefix: String = "/outrigger"
+
+    func meshStore(logger: Logger) throws -> EtcdMeshStore {
+        guard let store else { throw ValidationError("no --store given") }
+        guard store.hasPrefix("etcd://") else { throw ValidationError("--store: expected etcd://HOST:PORT[,HOST:PORT...], got '\(store)'") }
+        let list = store.dropFirst("etcd://".count).split(separator: ",", omittingEmptySubsequences: false)
+        var endpoints: [HostPort] = []
+        for item in list {
+            guard let endpoint = HostPort(parsing: String(item)) else {
+                throw ValidationError("--store: '\(item)' is not HOST:PORT (in '\(store)')")
+            }
+            endpoints.append(endpoint)
+        }
+        guard prefix.hasPrefix("/") else { throw ValidationError("--prefix: expected a key prefix starting with /, got '\(prefix)'") }
+        do {
+            return EtcdMeshStore(client: try EtcdClient(endpoints: endpoints), prefix: prefix, logger: logger)
+        } catch {
+            throw ValidationError("--store: \(error)")
         }
     }
 }

@@ -88,7 +88,7 @@ struct MeshStoreTests {
 
         try first.write(toFile: file, atomically: true, encoding: .utf8)
         #expect(try store.snapshot().version == snapshot.version, "the same bytes, the same version")
-        #expect(plane.reload() && plane.metrics.meshRejected.current == 0)
+        #expect(await plane.reload() && plane.metrics.meshRejected.current == 0)
 
         // Edited before anyone waits: the wait returns at once.
         try "services:\n  - name: users\n    endpoints: [127.0.0.1:9002]\n".write(toFile: file, atomically: true, encoding: .utf8)

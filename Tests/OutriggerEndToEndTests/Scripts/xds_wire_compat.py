@@ -48,8 +48,9 @@ def ours(protos_dir):
     for root, _, names in os.walk(protos_dir):
         for name in names:
             relative = os.path.relpath(os.path.join(root, name), protos_dir)
-            # Ours only (outrigger/…, relative to Protos: a checkout may itself live under a directory of that name).
-            if name.endswith(".proto") and not relative.startswith("outrigger" + os.sep):
+            # Envoy's only: not ours (outrigger/…) nor etcd's (etcd/…, checked against a real etcd by the tests),
+            # relative to Protos (a checkout may itself live under a directory of either name).
+            if name.endswith(".proto") and not relative.startswith(("outrigger" + os.sep, "etcd" + os.sep)):
                 files.append(relative)
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,211 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
+import OutriggerConfig
+
+/// An etcd v3 client over etcd's gRPC API: one HTTP/2 connection to one member of the cluster at a time. The
+/// members are gRPC's pick-first list: a member that goes away is left for the next one, and a call that was on
+/// it fails with `unavailable` (a read may be tried again; a write's compare decides whether it happened).
+public final class EtcdClient: Sendable {
+    public let endpoints: [HostPort]
+    /// How long a single call may take before it fails.
+    public let callTimeout: Duration
+    private let grpc: GRPCClient<HTTP2ClientTransport.Posix>
+    private let connections: Task<Void, Never>
+
+    public init(endpoints: [HostPort], callTimeout: Duration = .seconds(5)) throws(EtcdError) {
+        guard !endpoints.isEmpty else { throw .noEndpoints }
+        let target: any ResolvableTarget
+        if endpoints.allSatisfy({ $0.isIPLiteral && !$0.host.contains(":") }) {
+            target = .ipv4(pairs: endpoints.map { ($0.host, $0.port) })
+        } else if endpoints.allSatisfy({ $0.isIPLiteral && $0.host.contains(":") }) {
+            target = .ipv6(pairs: endpoints.map { ($0.host, $0.port) })
+        } else if endpoints.count == 1 {
+            target = .dns(host: endpoints[0].host, port: endpoints[0].port)
+        } else {
+            throw .unusableEndpoints(endpoints)
+        }
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        // PINGs notice a member that vanished without closing the connection (a partition, a stopped host).
+        config.connection.keepalive = .init(time: .seconds(5), timeout: .seconds(3), allowWithoutCalls: true)
+        config.backoff = .init(initial: .milliseconds(100), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
+        let transport: HTTP2ClientTransport.Posix
+        do {
+            transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: .plaintext, config: config)
+        } catch {
+            throw .unusableEndpoints(endpoints)
+        }
+        let grpc = GRPCClient(transport: transport)
+        self.endpoints = endpoints
+        self.callTimeout = callTimeout
+        self.grpc = grpc
+        self.connections = Task { try? await grpc.runConnections() }
+    }
+
+    /// Closes the connection once the calls in flight have ended.
+    public func close() async {
+        grpc.beginGracefulShutdown()
+        await connections.value
+    }
+
+    private var options: CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = callTimeout
+        return options
+    }
+
+    // MARK: Reads and writes
+
+    /// What a read found: the keys and values in the range, in key order, all as of `revision`.
+    public struct Read: Sendable {
+        public var revision: Int64
+        public var pairs: [Mvccpb_KeyValue]
+    }
+
+    /// Every key in `range` as of one revision (`revision`, or the newest when 0), read in pages of `pageSize`
+    /// keys; every page after the first is read at the first one's revision, so the whole is one snapshot.
+    /// Throws `EtcdError.compacted` when that revision is no longer kept.
+    public func read(_ range: EtcdKeyRange, at revision: Int64 = 0, pageSize: Int = 1000) async throws(EtcdError) -> Read {
+        var read = Read(revision: revision, pairs: [])
+        var rest = range
+        while true {
+            var request = Etcdserverpb_RangeRequest()
+            request.key = Data(rest.key)
+            request.rangeEnd = Data(rest.end)
+            request.limit = Int64(pageSize)
+            request.revision = read.revision
+            let response = try await call("range") { try await Etcdserverpb_KV.Client(wrapping: grpc).range(request, options: options) }
+            if read.revision == 0 { read.revision = response.header.revision }
+            read.pairs += response.kvs
+            guard response.more, let last = response.kvs.last else { return read }
+            rest = rest.after(Array(last.key))
+        }
+    }
+
+    /// Runs a transaction: `success` when every comparison holds, else `failure`, atomically.
+    public func transaction(_ request: Etcdserverpb_TxnRequest) async throws(EtcdError) -> Etcdserverpb_TxnResponse {
+        let operations = request.success.count + request.failure.count
+        guard operations <= Self.maxOperationsPerTransaction else { throw .tooManyOperations(operations) }
+        return try await call("txn") { try await Etcdserverpb_KV.Client(wrapping: grpc).txn(request, options: options) }
+    }
+
+    /// etcd's default `--max-txn-ops`.
+    public static let maxOperationsPerTransaction = 128
+    /// etcd's default `--max-request-bytes` (1.5 MiB) less room for a request's own framing.
+    public static let maxRequestBytes = 1_500_000
+
+    @discardableResult
+    public func put(_ key: String, _ value: [UInt8]) async throws(EtcdError) -> Int64 {
+        var request = Etcdserverpb_PutRequest()
+        request.key = Data(key.utf8)
+        request.value = Data(value)
+        return try await call("put") { try await Etcdserverpb_KV.Client(wrapping: grpc).put(request, options: options) }.header.revision
+    }
+
+    /// Drops the history before `revision`: a watch or read from an older revision then fails as compacted.
+    public func compact(to revision: Int64) async throws(EtcdError) {
+        var request = Etcdserverpb_CompactionRequest()
+        request.revision = revision
+        request.physical = true
+        _ = try await call("compact") { try await Etcdserverpb_KV.Client(wrapping: grpc).compact(request, options: options) }
+    }
+
+    // MARK: Watches
+
+    /// What a watch reports.
+    public enum WatchUpdate: Sendable {
+        /// Changes, all of one revision or of several in order; `revision` is the newest the watch has seen.
+        case changes([Mvccpb_Event], revision: Int64)
+        /// Nothing changed in the range up to `revision` (etcd's progress notice on an idle watch).
+        case progress(revision: Int64)
+    }
+
+    /// Watches `range` from `revision` (inclusive) and hands each update to `handle` until it returns false.
+    /// A start revision etcd no longer keeps ends the watch with `EtcdError.compacted`: what changed since is
+    /// unknown, so the caller reads the range again and watches from the revision of that read.
+    public func watch(_ range: EtcdKeyRange, from revision: Int64,
+                      _ handle: @escaping @Sendable (WatchUpdate) async throws -> Bool) async throws(EtcdError) {
+        var create = Etcdserverpb_WatchCreateRequest()
+        create.key = Data(range.key)
+        create.rangeEnd = Data(range.end)
+        create.startRevision = revision
+        create.progressNotify = true
+        var creating = Etcdserverpb_WatchRequest()
+        creating.createRequest = create
+        let request = creating
+        let (done, finish) = AsyncStream<Void>.makeStream()
+        let outcome: WatchOutcome = try await call("watch") {
+            try await Etcdserverpb_Watch.Client(wrapping: grpc).watch(requestProducer: { writer in
+                try await writer.write(request)
+                // The request side stays open while the watch lasts: closing it ends the watch.
+                for await _ in done {}
+            }, onResponse: { response in
+                defer { finish.finish() }
+                for try await message in response.messages {
+                    if message.canceled {
+                        return message.compactRevision > 0 ? .compacted(message.compactRevision) : .cancelled(message.cancelReason)
+                    }
+                    if message.created && message.events.isEmpty { continue }
+                    let update: WatchUpdate = message.events.isEmpty
+                        ? .progress(revision: message.header.revision)
+                        : .changes(message.events, revision: message.header.revision)
+                    if try await !handle(update) { return .stopped }
+                }
+                return .cancelled("the stream ended")
+            })
+        }
+        switch outcome {
+        case .stopped: return
+        case .compacted(let revision): throw .compacted(revision)
+        case .cancelled(let reason): throw .watchCancelled(reason)
+        }
+    }
+
+    private enum WatchOutcome: Sendable {
+        case stopped
+        case compacted(Int64)
+        case cancelled(String)
+    }
+
+    // MARK: Errors
+
+    private func call<Result: Sendable>(_ name: String, _ body: () async throws -> Result) async throws(EtcdError) -> Result {
+        do {
+            return try await body()
+        } catch let error as EtcdError {
+            throw error
+        } catch let error as RPCError {
+            // etcd answers a read or a watch at a revision it no longer keeps with OUT_OF_RANGE.
+            if error.code == .outOfRange && error.message.contains("compacted") { throw .compacted(0) }
+            throw .call(name, endpoints, error.code.description, error.message)
+        } catch {
+            throw .call(name, endpoints, "error", "\(error)")
+        }
+    }
+}
+
+public enum EtcdError: Error, Sendable, CustomStringConvertible {
+    case noEndpoints
+    /// Host names and addresses mixed, or several names: list the members' IP addresses, or one name.
+    case unusableEndpoints([HostPort])
+    /// The revision asked for was compacted away (its number, when etcd said).
+    case compacted(Int64)
+    case watchCancelled(String)
+    case tooManyOperations(Int)
+    /// A call that failed: which, to whom, gRPC's code and etcd's message.
+    case call(String, [HostPort], String, String)
+
+    public var description: String {
+        switch self {
+        case .noEndpoints: "no etcd endpoint given"
+        case .unusableEndpoints(let endpoints):
+            "cannot use etcd endpoints \(endpoints.map(\.description).joined(separator: ",")): give the members' IP addresses (all IPv4 or all IPv6), or one host name"
+        case .compacted(let revision): "etcd has compacted the revision asked for" + (revision > 0 ? " (kept from \(revision) on)" : "")
+        case .watchCancelled(let reason): "etcd cancelled the watch: \(reason)"
+        case .tooManyOperations(let count): "a transaction of \(count) operations is over etcd's limit of \(EtcdClient.maxOperationsPerTransaction)"
+        case .call(let name, let endpoints, let code, let message):
+            "etcd \(name) at \(endpoints.map(\.description).joined(separator: ",")) failed: \(code): \(message)"
+        }
+    }
+}
