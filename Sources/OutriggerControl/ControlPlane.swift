@@ -5,6 +5,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import OutriggerConfig
+import OutriggerEtcd
 import OutriggerProxy
 import OutriggerXDS
 import SwiftProtobuf
@@ -75,6 +76,8 @@ public final class ControlPlane: Sendable {
 
     private let state: NIOLockedValueBox<State>
     private let store: (any MeshStore)?
+    /// Registrations shared with the other replicas through etcd (nil: this process's own sidecars only).
+    private let shared: EtcdRegistrations?
     private let logger: Logger
     /// How long a sidecar whose stream ended stays an endpoint (a reconnect within it changes nothing).
     let registrationGrace: Duration
@@ -86,10 +89,14 @@ public final class ControlPlane: Sendable {
     /// - Parameters:
     ///   - mesh: what to serve first; `version`: its version in `store`, when it came from there.
     ///   - store: where `reload` and `follow` read the mesh; nil: only `apply` changes it.
-    public init(mesh: MeshConfig, version: String? = nil, store: (any MeshStore)? = nil, registrationGrace: Duration = .seconds(5),
-                debounce: Duration = .milliseconds(100), debounceMax: Duration = .seconds(1), logger: Logger) {
+    ///   - registrations: where the sidecars' registrations are kept when other replicas serve them too (their
+    ///     `follow` and `keepAlive` run in `followRegistrations`); nil: in this process.
+    public init(mesh: MeshConfig, version: String? = nil, store: (any MeshStore)? = nil, registrations: EtcdRegistrations? = nil,
+                registrationGrace: Duration = .seconds(5), debounce: Duration = .milliseconds(100), debounceMax: Duration = .seconds(1),
+                logger: Logger) {
         self.state = NIOLockedValueBox(State(mesh: mesh, meshVersion: version))
         self.store = store
+        self.shared = registrations
         self.registrationGrace = registrationGrace
         self.debounce = debounce
         self.debounceMax = debounceMax
@@ -158,15 +165,21 @@ public final class ControlPlane: Sendable {
             state.streams[state.nextStream] = Stream(identity: identity, connectedAt: Date(), push: continuation)
             state.leaving[identity.node] = nil
             var registers = false
-            // A node that comes back as another service leaves the old one.
-            for service in state.registered.keys where service != identity.service {
-                if state.registered[service]?.removeValue(forKey: identity.node) != nil { registers = true }
-            }
-            if let address = identity.inboundAddress, state.registered[identity.service]?[identity.node] != address {
-                state.registered[identity.service, default: [:]][identity.node] = address
-                registers = true
+            // Shared: etcd's registrations are the plane's, once written there and watched back.
+            if shared == nil {
+                // A node that comes back as another service leaves the old one.
+                for service in state.registered.keys where service != identity.service {
+                    if state.registered[service]?.removeValue(forKey: identity.node) != nil { registers = true }
+                }
+                if let address = identity.inboundAddress, state.registered[identity.service]?[identity.node] != address {
+                    state.registered[identity.service, default: [:]][identity.node] = address
+                    registers = true
+                }
             }
             return (state.nextStream, state.mesh, state.registered, registers, !sameNode.isEmpty, state.pushes)
+        }
+        if let shared, let address = identity.inboundAddress {
+            Task { await shared.register(node: identity.node, service: identity.service, address: address) }
         }
         if twin {
             // A reconnect that beat the old stream's end, or two sidecars given one id. Both are served; the
@@ -201,30 +214,55 @@ public final class ControlPlane: Sendable {
         logger.info("sidecar disconnected", metadata: ["node": "\(identity.node)"])
         Task { [registrationGrace] in
             try? await Task.sleep(for: registrationGrace)
-            self.deregister(identity.node, ifGeneration: generation)
+            await self.deregister(identity.node, ifGeneration: generation)
         }
     }
 
-    private func deregister(_ node: String, ifGeneration generation: UInt64?) {
+    private func deregister(_ node: String, ifGeneration generation: UInt64?) async {
         let removed = state.withLockedValue { state -> Bool in
             guard let leaving = state.leaving[node], generation == nil || leaving.generation == generation else { return false }
             state.leaving[node] = nil
+            if shared != nil { return true }
             return state.registered[leaving.service]?.removeValue(forKey: node) != nil
         }
-        if removed { changed() }
+        guard removed else { return }
+        if let shared { await shared.deregister(node: node) } else { changed() }
+    }
+
+    /// With shared registrations: follows them (every replica's sidecars) and keeps this replica's alive, until
+    /// cancelled. Each change is pushed, as a local registration would be.
+    public func followRegistrations() async {
+        guard let shared else { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await shared.keepAlive() }
+            group.addTask {
+                await shared.follow { registered in
+                    let changed = self.state.withLockedValue { state in
+                        defer { state.registered = registered }
+                        return state.registered != registered
+                    }
+                    if changed { self.changed() }
+                }
+            }
+        }
     }
 
     /// A sidecar said it is draining (its node metadata in a later request): it stops being an endpoint now,
     /// so callers stop picking it before it closes.
     func draining(_ id: UInt64) {
-        let service = state.withLockedValue { state -> String? in
+        let identity = state.withLockedValue { state -> SidecarIdentity? in
             guard let stream = state.streams[id], !stream.draining else { return nil }
             state.streams[id]?.draining = true
-            return state.registered[stream.identity.service]?.removeValue(forKey: stream.identity.node) != nil ? stream.identity.service : nil
+            if shared != nil { return stream.identity }
+            return state.registered[stream.identity.service]?.removeValue(forKey: stream.identity.node) != nil ? stream.identity : nil
         }
-        guard let service else { return }
-        logger.info("sidecar draining; removed from its service's endpoints", metadata: ["service": "\(service)"])
-        changed()
+        guard let identity else { return }
+        logger.info("sidecar draining; removed from its service's endpoints", metadata: ["service": "\(identity.service)"])
+        if let shared {
+            Task { await shared.deregister(node: identity.node) }
+        } else {
+            changed()
+        }
     }
 
     func record(_ id: UInt64, _ event: ADSStreamStateMachine.Event) {

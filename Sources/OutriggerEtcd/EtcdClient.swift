@@ -95,11 +95,13 @@ public final class EtcdClient: Sendable {
     /// etcd's default `--max-request-bytes` (1.5 MiB) less room for a request's own framing.
     public static let maxRequestBytes = 1_500_000
 
+    /// Puts `value` at `key`, under `lease` when not 0; returns the store's revision after it.
     @discardableResult
-    public func put(_ key: String, _ value: [UInt8]) async throws(EtcdError) -> Int64 {
+    public func put(_ key: String, _ value: [UInt8], lease: Int64 = 0) async throws(EtcdError) -> Int64 {
         var request = Etcdserverpb_PutRequest()
         request.key = Data(key.utf8)
         request.value = Data(value)
+        request.lease = lease
         return try await call("put") { try await Etcdserverpb_KV.Client(wrapping: grpc).put(request, options: options) }.header.revision
     }
 
@@ -109,6 +111,49 @@ public final class EtcdClient: Sendable {
         request.revision = revision
         request.physical = true
         _ = try await call("compact") { try await Etcdserverpb_KV.Client(wrapping: grpc).compact(request, options: options) }
+    }
+
+    // MARK: Leases
+
+    /// A new lease of `ttl` seconds: the keys put under it go when it is revoked or not kept alive for that long.
+    public func grantLease(ttl: Int64) async throws(EtcdError) -> Int64 {
+        var request = Etcdserverpb_LeaseGrantRequest()
+        request.ttl = ttl
+        let response = try await call("lease grant") { try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseGrant(request, options: options) }
+        guard response.error.isEmpty else { throw .call("lease grant", endpoints, "refused", response.error) }
+        return response.id
+    }
+
+    /// Ends a lease now, and with it every key put under it. A lease already gone is no error.
+    public func revokeLease(_ id: Int64) async throws(EtcdError) {
+        var request = Etcdserverpb_LeaseRevokeRequest()
+        request.id = id
+        do {
+            _ = try await call("lease revoke") { try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseRevoke(request, options: options) }
+        } catch .call(_, _, let code, let message) where code == RPCError.Code.notFound.description && message.contains("lease not found") {
+            return
+        }
+    }
+
+    /// Keeps leases alive over one stream: every `interval`, a keep-alive for each lease `leases()` gives; each
+    /// answer goes to `answered` with the lease's time to live in seconds (0 or less: the lease is gone). Returns
+    /// when cancelled; throws when the stream fails.
+    public func keepAlive(every interval: Duration, leases: @escaping @Sendable () -> [Int64],
+                          answered: @escaping @Sendable (_ lease: Int64, _ ttl: Int64) -> Void) async throws(EtcdError) {
+        try await call("lease keep-alive") {
+            try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseKeepAlive(requestProducer: { writer in
+                while !Task.isCancelled {
+                    for lease in leases() {
+                        var request = Etcdserverpb_LeaseKeepAliveRequest()
+                        request.id = lease
+                        try await writer.write(request)
+                    }
+                    try await Task.sleep(for: interval)
+                }
+            }, onResponse: { response in
+                for try await message in response.messages { answered(message.id, message.ttl) }
+            })
+        }
     }
 
     // MARK: Watches

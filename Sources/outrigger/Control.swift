@@ -51,6 +51,9 @@ extension Control {
         @Option(help: "How long a disconnected sidecar stays an endpoint of its service, in milliseconds.")
         var registrationGraceMilliseconds: Int64 = 5000
 
+        @Option(help: "With --store: how long a sidecar stays registered, in seconds, once no replica keeps its registration alive (its replica died).")
+        var registrationTTLSeconds: Int64 = 10
+
         @Option(help: ArgumentHelp("How often the mesh file is checked for changes, in milliseconds.", visibility: .hidden))
         var watchIntervalMilliseconds: Int64 = 1000
 
@@ -59,9 +62,13 @@ extension Control {
         func run() async throws {
             let logger = logging.bootstrap(label: "outrigger.control")
             let store: any MeshStore
+            var registrations: EtcdRegistrations?
             switch (mesh, etcd.store) {
             case (.some(let mesh), nil): store = MeshFileStore(path: mesh, pollInterval: .milliseconds(watchIntervalMilliseconds))
-            case (nil, .some): store = try etcd.meshStore(logger: logger)
+            case (nil, .some):
+                let shared = try etcd.meshStore(logger: logger)
+                store = shared
+                registrations = EtcdRegistrations(client: shared.client, prefix: shared.prefix, ttl: registrationTTLSeconds, logger: logger)
             default:
                 FileHandle.standardError.write(Data("give the mesh as --mesh FILE or --store etcd://HOST:PORT, one of the two\n".utf8))
                 throw ExitCode(2)
@@ -77,7 +84,7 @@ extension Control {
                 throw ExitCode(2)
             }
             let plane = ControlPlane(mesh: snapshot?.mesh ?? MeshConfig(services: []), version: snapshot?.version, store: store,
-                                     registrationGrace: .milliseconds(registrationGraceMilliseconds), logger: logger)
+                                     registrations: registrations, registrationGrace: .milliseconds(registrationGraceMilliseconds), logger: logger)
             let tls: TLSConfig?
             switch (tlsCertificate, tlsPrivateKey) {
             case (.some(let certificate), .some(let key)): tls = TLSConfig(certificate: certificate, privateKey: key)
@@ -102,6 +109,8 @@ extension Control {
                     }
                 }
                 group.addTask { await plane.follow() }
+                // The first task to end stops the others: each runs until cancelled.
+                if registrations != nil { group.addTask { await plane.followRegistrations() } }
                 group.addTask {
                     for await number in ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT]) {
                         if number == SIGHUP { await plane.reload(); continue }

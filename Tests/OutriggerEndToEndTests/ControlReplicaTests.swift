@@ -1,0 +1,101 @@
+import Foundation
+import OutriggerConfig
+import OutriggerEcho
+import OutriggerEtcd
+import Testing
+
+/// `outrigger control --store etcd://…`: replicas (real processes) sharing one etcd: the mesh and every sidecar's
+/// registration, whichever replica it talks to.
+@Suite("Control-plane replicas sharing one etcd", .serialized)
+struct ControlReplicaTests {
+    static func startReplica(store: HostPort) async throws -> (ChildProcess, xds: Int) {
+        let replica = try ChildProcess(try outriggerExecutable(), [
+            "control", "--store", "etcd://\(store)", "--listen", "127.0.0.1:0", "--no-admin",
+            "--registration-grace-milliseconds", "300", "--registration-ttl-seconds", "2",
+        ])
+        let text = try await replica.waitForOutput(containing: "xds on 127.0.0.1:")
+        return (replica, try ProcessTests.port(in: text, after: "xds on 127.0.0.1:"))
+    }
+
+    struct Registration: Decodable {
+        var service: String
+        var address: String
+        var replica: String
+    }
+
+    /// A sidecar on one replica is an endpoint for a caller on another; a sidecar whose replica dies moves to the
+    /// next and keeps its registration (the key is never deleted); one that cannot move is unregistered when its
+    /// lease runs out; a sidecar that dies is unregistered after the grace.
+    @Test func sidecarsOnDifferentReplicasReachEachOtherAndARegistrationOutlivesItsReplica() async throws {
+        let etcd = try await EtcdMember.start()
+        let client = try EtcdClient(endpoints: [etcd.client])
+        let app = try await EchoServer.start(host: "127.0.0.1", port: 0, name: "users-app")
+        let stranded = try await EchoServer.start(host: "127.0.0.1", port: 0, name: "users-2-app")
+        var processes: [ChildProcess] = []
+        defer { for process in processes { process.kill() } }
+        do {
+            let mesh = try ConfigFile()
+            try mesh.write("services:\n  - name: users\n    endpoints: []\n    connectTimeout: 2s\n")
+            #expect(try await run(try outriggerExecutable(), ["control", "apply", mesh.path, "--store", "etcd://\(etcd.client)"]).status == 0)
+            let (replicaA, a) = try await Self.startReplica(store: etcd.client)
+            processes.append(replicaA)
+            let (replicaB, b) = try await Self.startReplica(store: etcd.client)
+            processes.append(replicaB)
+
+            // users-1 talks to A, and would move to B; users-2 knows only A; web talks to B.
+            let users = try await MeshProcessTests.startSidecar(node: "users-1", service: "users", control: a, app: app.localAddress.port!, controlAlso: [b])
+            processes.append(users.process)
+            let usersTwo = try await MeshProcessTests.startSidecar(node: "users-2", service: "users", control: a, app: stranded.localAddress.port!)
+            processes.append(usersTwo.process)
+            let web = try await MeshProcessTests.startSidecar(node: "web-1", service: "web", control: b)
+            processes.append(web.process)
+            var seen: Set<String> = []
+            try await MeshProcessTests.eventually("web, on replica B, reaches both users registered through A") {
+                seen.insert(try await MeshProcessTests.answer(web.outbound))
+                return seen.isSuperset(of: ["users-app", "users-2-app"])
+            }
+
+            func registration(_ node: String) async throws -> (created: Int64, entry: Registration)? {
+                guard let pair = try await client.read(.key("/outrigger/registrations/\(node)")).pairs.first else { return nil }
+                return (pair.createRevision, try JSONDecoder().decode(Registration.self, from: pair.value))
+            }
+            let before = try #require(try await registration("users-1"))
+
+            // A dies: users-1 moves to B, which takes its registration over; users-2's lease runs out.
+            replicaA.kill()
+            try await MeshProcessTests.eventually("users-1's registration is B's") {
+                try await registration("users-1").map { $0.entry.replica != before.entry.replica } ?? false
+            }
+            try await MeshProcessTests.eventually("users-2, stranded, is unregistered when its lease runs out") {
+                try await registration("users-2") == nil
+            }
+            let after = try #require(try await registration("users-1"))
+            #expect(after.created == before.created, "the registration was never deleted and written again")
+            #expect(after.entry.address == before.entry.address && after.entry.service == "users")
+            // Round robin over two endpoints alternates: four answers in a row from users-1 mean users-2 is gone.
+            try await MeshProcessTests.eventually("web reaches only users-1 now") {
+                for _ in 0..<4 where try await MeshProcessTests.answer(web.outbound) != "users-app" { return false }
+                return true
+            }
+            for _ in 0..<5 {
+                let answer = try await MeshProcessTests.answer(web.outbound)
+                #expect(answer == "users-app", "\(answer)")
+            }
+
+            // users-1 dies: B unregisters it after the grace, and web is told.
+            users.process.kill()
+            try await MeshProcessTests.eventually("users-1 is unregistered") { try await registration("users-1") == nil }
+            try await MeshProcessTests.eventually("web has no users endpoint left") {
+                try await MeshProcessTests.answer(web.outbound) != "users-app"
+            }
+        } catch {
+            await client.close()
+            await app.stop()
+            await stranded.stop()
+            throw error
+        }
+        await client.close()
+        await app.stop()
+        await stranded.stop()
+    }
+}
