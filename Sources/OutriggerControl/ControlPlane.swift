@@ -72,6 +72,8 @@ public final class ControlPlane: Sendable {
         /// The first change not pushed yet, and the last (debounce).
         var pendingSince: ContinuousClock.Instant?
         var lastChange: ContinuousClock.Instant?
+        /// With replicas: this one's id and where it stands.
+        var replica: (id: String, standing: EtcdReplicas.Standing)?
     }
 
     private let state: NIOLockedValueBox<State>
@@ -228,6 +230,13 @@ public final class ControlPlane: Sendable {
         guard removed else { return }
         if let shared { await shared.deregister(node: node) } else { changed() }
     }
+
+    /// Where this replica stands among the replicas sharing its store (for `/status`).
+    public func standing(_ id: String, _ standing: EtcdReplicas.Standing) {
+        state.withLockedValue { $0.replica = (id, standing) }
+    }
+
+    var replica: (id: String, standing: EtcdReplicas.Standing)? { state.withLockedValue { $0.replica } }
 
     /// With shared registrations: follows them (every replica's sidecars) and keeps this replica's alive, until
     /// cancelled. Each change is pushed, as a local registration would be.

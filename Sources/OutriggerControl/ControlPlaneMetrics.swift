@@ -98,7 +98,7 @@ extension ControlPlane {
         let recent = metrics.convergence.samples.suffix(1000).map { $0 * 1000 }
         let sorted = recent.sorted()
         func percentile(_ q: Double) -> Any { sorted.isEmpty ? NSNull() : sorted[min(Int((q * Double(sorted.count)).rounded(.up)) - 1, sorted.count - 1)] }
-        return [
+        var object: [String: Any] = [
             "sidecars": sidecars,
             "services": mesh.services.map(\.name),
             "counters": ["pushes": metrics.pushes.current, "responses": metrics.responses.current, "acks": metrics.acks.current,
@@ -107,18 +107,27 @@ extension ControlPlane {
             "convergence": ["count": metrics.convergence.count, "p50Ms": percentile(0.5), "p99Ms": percentile(0.99),
                             "maxMs": sorted.last.map { $0 as Any } ?? NSNull(), "recentMs": Array(recent.suffix(60))],
         ]
+        if let (id, standing) = replica {
+            object["replica"] = ["id": id, "leading": standing.leading, "leader": standing.leader.map { $0 as Any } ?? NSNull()]
+        }
+        return object
     }
 
     /// `outrigger control status`: a table like `istioctl proxy-status`, from a `/status` JSON object.
     public static func statusTable(_ object: [String: Any]) -> String {
         let sidecars = object["sidecars"] as? [[String: Any]] ?? []
         let types = XDSType.allCases.sorted()
-        var rows = [["NODE", "SERVICE", "CONNECTED SINCE", "SYNC"] + types.map { $0 == .endpoints ? "EDS" : String($0.shortName.prefix(1)) + "DS" }]
+        // Gathered from several replicas (`outrigger control status --store`): which one each sidecar talks to.
+        let replicas = sidecars.contains { $0["replica"] != nil }
+        var rows = [["NODE", "SERVICE"] + (replicas ? ["REPLICA"] : []) + ["CONNECTED SINCE", "SYNC"]
+            + types.map { $0 == .endpoints ? "EDS" : String($0.shortName.prefix(1)) + "DS" }]
         var errors: [String] = []
         for sidecar in sidecars {
             let byType = sidecar["types"] as? [String: [String: Any]] ?? [:]
-            var row = [sidecar["node"] as? String ?? "?", sidecar["service"] as? String ?? "?", sidecar["connectedSince"] as? String ?? "?",
-                       (sidecar["sync"] as? String ?? "?") + ((sidecar["draining"] as? Bool) == true ? " (draining)" : "")]
+            var row = [sidecar["node"] as? String ?? "?", sidecar["service"] as? String ?? "?"]
+            if replicas { row.append(String((sidecar["replica"] as? String ?? "?").prefix(8))) }
+            row += [sidecar["connectedSince"] as? String ?? "?",
+                    (sidecar["sync"] as? String ?? "?") + ((sidecar["draining"] as? Bool) == true ? " (draining)" : "")]
             for type in types {
                 let status = byType[type.shortName] ?? [:]
                 let sent = (status["sent"] as? String).map { String($0.prefix(8)) } ?? "-"

@@ -40,10 +40,10 @@ public final class EtcdRegistrations: Sendable {
         var replica: String
     }
 
-    public init(client: EtcdClient, prefix: String = "/outrigger", ttl: Int64 = 10, logger: Logger = Logger(label: "outrigger.etcd")) {
+    public init(client: EtcdClient, prefix: String = "/outrigger", replica: String, ttl: Int64 = 10, logger: Logger = Logger(label: "outrigger.etcd")) {
         self.client = client
         self.prefix = (prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix) + "/registrations/"
-        self.replica = UUID().uuidString
+        self.replica = replica
         self.ttl = ttl
         self.logger = logger
     }

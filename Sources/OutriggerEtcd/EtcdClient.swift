@@ -241,6 +241,11 @@ public enum EtcdError: Error, Sendable, CustomStringConvertible {
     /// A call that failed: which, to whom, gRPC's code and etcd's message.
     case call(String, [HostPort], String, String)
 
+    public var isCompacted: Bool {
+        if case .compacted = self { return true }
+        return false
+    }
+
     public var description: String {
         switch self {
         case .noEndpoints: "no etcd endpoint given"

@@ -54,6 +54,9 @@ extension Control {
         @Option(help: "With --store: how long a sidecar stays registered, in seconds, once no replica keeps its registration alive (its replica died).")
         var registrationTTLSeconds: Int64 = 10
 
+        @Option(help: "With --store: how long a replica that died stays listed, in seconds; when it led, the next replica leads after it.")
+        var replicaTTLSeconds: Int64 = 5
+
         @Option(help: ArgumentHelp("How often the mesh file is checked for changes, in milliseconds.", visibility: .hidden))
         var watchIntervalMilliseconds: Int64 = 1000
 
@@ -63,12 +66,15 @@ extension Control {
             let logger = logging.bootstrap(label: "outrigger.control")
             let store: any MeshStore
             var registrations: EtcdRegistrations?
+            var etcdStore: EtcdMeshStore?
+            let replicaID = UUID().uuidString
             switch (mesh, etcd.store) {
             case (.some(let mesh), nil): store = MeshFileStore(path: mesh, pollInterval: .milliseconds(watchIntervalMilliseconds))
             case (nil, .some):
                 let shared = try etcd.meshStore(logger: logger)
                 store = shared
-                registrations = EtcdRegistrations(client: shared.client, prefix: shared.prefix, ttl: registrationTTLSeconds, logger: logger)
+                etcdStore = shared
+                registrations = EtcdRegistrations(client: shared.client, prefix: shared.prefix, replica: replicaID, ttl: registrationTTLSeconds, logger: logger)
             default:
                 FileHandle.standardError.write(Data("give the mesh as --mesh FILE or --store etcd://HOST:PORT, one of the two\n".utf8))
                 throw ExitCode(2)
@@ -93,19 +99,35 @@ extension Control {
                 FileHandle.standardError.write(Data("--tls-certificate and --tls-private-key go together\n".utf8))
                 throw ExitCode(2)
             }
+            var adminAddress: HostPort?
             if !noAdmin {
                 do {
                     let channel = try await plane.bindAdmin(host: admin.host, port: admin.port)
-                    announce("outrigger control: admin on \(HostPort(host: admin.host, port: channel.localAddress?.port ?? admin.port))")
+                    adminAddress = HostPort(host: admin.host, port: channel.localAddress?.port ?? admin.port)
+                    announce("outrigger control: admin on \(adminAddress!)")
                 } catch {
                     logger.critical("cannot bind the admin listener: \(error)")
                     throw ExitCode(1)
                 }
             }
+            let (listening, listeningSink) = AsyncStream<Int>.makeStream()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     try await plane.serve(host: listen.host, port: listen.port, tls: tls) { port in
                         announce("outrigger control: xds on \(HostPort(host: listen.host, port: port))")
+                        listeningSink.yield(port)
+                    }
+                }
+                if let etcdStore {
+                    // Among the replicas once it serves: where, and which of them leads.
+                    group.addTask { [adminAddress, replicaTTLSeconds] in
+                        var ports = listening.makeAsyncIterator()
+                        guard let port = await ports.next() else { return }
+                        let me = EtcdReplicas.Member(id: replicaID, xds: HostPort(host: listen.host, port: port).description, admin: adminAddress?.description)
+                        let replicas = EtcdReplicas(client: etcdStore.client, prefix: etcdStore.prefix, me: me, ttl: replicaTTLSeconds, logger: logger) { standing in
+                            plane.standing(replicaID, standing)
+                        }
+                        await replicas.run()
                     }
                 }
                 group.addTask { await plane.follow() }
@@ -189,13 +211,68 @@ extension Control {
         @Flag(help: "Print the JSON of /status instead of a table.")
         var json = false
 
+        @OptionGroup var etcd: EtcdOptions
+
         func run() async throws {
+            if etcd.store != nil {
+                try await replicasStatus()
+                return
+            }
             let (status, body) = try await ControlPlane.fetch(host: admin.host, port: admin.port, path: "/status")
             guard status == 200, let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else {
                 FileHandle.standardError.write(Data("outrigger control status: \(admin) answered \(status)\n".utf8))
                 throw ExitCode(1)
             }
             print(json ? body : ControlPlane.statusTable(object), terminator: "")
+        }
+
+        /// Every replica sharing the store (the leader first), the store's revision, and every replica's sidecars.
+        private func replicasStatus() async throws {
+            let store = try etcd.meshStore(logger: Logger(label: "outrigger.control"))
+            let listing: EtcdReplicas.Listing
+            let version: String
+            do {
+                listing = try await EtcdReplicas.list(client: store.client, prefix: store.prefix)
+                version = await store.currentVersion()
+            } catch {
+                await store.client.close()
+                FileHandle.standardError.write(Data("outrigger control status: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            await store.client.close()
+            var sidecars: [[String: Any]] = []
+            var unreachable: [String] = []
+            for member in listing.members {
+                guard let admin = member.admin.flatMap(HostPort.init(parsing:)) else { continue }
+                guard let (status, body) = try? await ControlPlane.fetch(host: admin.host, port: admin.port, path: "/status"), status == 200,
+                      let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+                else {
+                    unreachable.append("\(member.id) (admin \(admin)) did not answer")
+                    continue
+                }
+                sidecars += (object["sidecars"] as? [[String: Any]] ?? []).map { $0.merging(["replica": member.id]) { _, new in new } }
+            }
+            if json {
+                let object: [String: Any] = [
+                    "store": store.description, "revision": listing.revision, "mesh": version,
+                    "replicas": listing.members.map { ["id": $0.id, "xds": $0.xds, "admin": $0.admin ?? "", "leader": $0 == listing.leader] },
+                    "sidecars": sidecars,
+                ]
+                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                return
+            }
+            print("\(store.description) at revision \(listing.revision), mesh \(version.isEmpty ? "(none applied)" : version)\n")
+            var rows = [["REPLICA", "ROLE", "XDS", "ADMIN"]]
+            for member in listing.members {
+                rows.append([member.id, member == listing.leader ? "leader" : "follower", member.xds, member.admin ?? "-"])
+            }
+            let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+            for row in rows {
+                print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            }
+            print("")
+            print(ControlPlane.statusTable(["sidecars": sidecars]), terminator: "")
+            for line in unreachable { print(line) }
         }
     }
 

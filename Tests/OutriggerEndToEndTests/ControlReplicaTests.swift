@@ -8,13 +8,66 @@ import Testing
 /// registration, whichever replica it talks to.
 @Suite("Control-plane replicas sharing one etcd", .serialized)
 struct ControlReplicaTests {
-    static func startReplica(store: HostPort) async throws -> (ChildProcess, xds: Int) {
+    static func startReplica(store: HostPort) async throws -> (ChildProcess, xds: Int, admin: Int) {
         let replica = try ChildProcess(try outriggerExecutable(), [
-            "control", "--store", "etcd://\(store)", "--listen", "127.0.0.1:0", "--no-admin",
-            "--registration-grace-milliseconds", "300", "--registration-ttl-seconds", "2",
+            "control", "--store", "etcd://\(store)", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+            "--registration-grace-milliseconds", "300", "--registration-ttl-seconds", "2", "--replica-ttl-seconds", "2",
         ])
         let text = try await replica.waitForOutput(containing: "xds on 127.0.0.1:")
-        return (replica, try ProcessTests.port(in: text, after: "xds on 127.0.0.1:"))
+        return (replica, try ProcessTests.port(in: text, after: "xds on 127.0.0.1:"), try ProcessTests.port(in: text, after: "admin on 127.0.0.1:"))
+    }
+
+    /// A replica's `/status`, as JSON.
+    static func status(admin: Int) async throws -> [String: Any] {
+        let body = try await fetch("http://127.0.0.1:\(admin)/status").body
+        return try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+    }
+
+    /// `outrigger control status --store … --json`.
+    static func storeStatus(_ store: HostPort) async throws -> [String: Any] {
+        let result = try await run(try outriggerExecutable(), ["control", "status", "--store", "etcd://\(store)", "--json"])
+        return try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)\(result.stderr)")
+    }
+
+    /// One replica leads (the oldest); when it is killed, the next leads once its lease has run out; one that stops
+    /// (SIGTERM) gives its place up at once. `outrigger control status --store` lists them, the leader first.
+    @Test func theOldestReplicaLeadsAndTheNextTakesOverWhenItDies() async throws {
+        let etcd = try await EtcdMember.start()
+        var processes: [ChildProcess] = []
+        defer { for process in processes { process.kill() } }
+        let (first, _, firstAdmin) = try await Self.startReplica(store: etcd.client)
+        processes.append(first)
+        try await MeshProcessTests.eventually("the first replica leads") {
+            (try await Self.status(admin: firstAdmin)["replica"] as? [String: Any])?["leading"] as? Bool == true
+        }
+        let firstID = try #require((try await Self.status(admin: firstAdmin)["replica"] as? [String: Any])?["id"] as? String)
+        let (second, _, secondAdmin) = try await Self.startReplica(store: etcd.client)
+        processes.append(second)
+        try await MeshProcessTests.eventually("the second follows the first") {
+            let replica = try await Self.status(admin: secondAdmin)["replica"] as? [String: Any]
+            return replica?["leader"] as? String == firstID && replica?["leading"] as? Bool == false
+        }
+        let listed = try await Self.storeStatus(etcd.client)
+        let replicas = try #require(listed["replicas"] as? [[String: Any]])
+        #expect(replicas.count == 2 && replicas.first?["id"] as? String == firstID && replicas.first?["leader"] as? Bool == true, "\(listed)")
+        #expect(replicas.filter { $0["leader"] as? Bool == true }.count == 1)
+
+        first.kill()
+        try await MeshProcessTests.eventually("the second leads once the first's lease has run out") {
+            (try await Self.status(admin: secondAdmin)["replica"] as? [String: Any])?["leading"] as? Bool == true
+        }
+        #expect(try await Self.storeStatus(etcd.client)["replicas"].flatMap { $0 as? [[String: Any]] }?.count == 1)
+
+        let (third, _, thirdAdmin) = try await Self.startReplica(store: etcd.client)
+        processes.append(third)
+        try await MeshProcessTests.eventually("the third follows the second") {
+            (try await Self.status(admin: thirdAdmin)["replica"] as? [String: Any])?["leading"] as? Bool == false
+        }
+        second.signal(SIGTERM)
+        #expect(await second.waitForExit() == 0)
+        try await MeshProcessTests.eventually("the third leads") {
+            (try await Self.status(admin: thirdAdmin)["replica"] as? [String: Any])?["leading"] as? Bool == true
+        }
     }
 
     struct Registration: Decodable {
@@ -37,9 +90,9 @@ struct ControlReplicaTests {
             let mesh = try ConfigFile()
             try mesh.write("services:\n  - name: users\n    endpoints: []\n    connectTimeout: 2s\n")
             #expect(try await run(try outriggerExecutable(), ["control", "apply", mesh.path, "--store", "etcd://\(etcd.client)"]).status == 0)
-            let (replicaA, a) = try await Self.startReplica(store: etcd.client)
+            let (replicaA, a, _) = try await Self.startReplica(store: etcd.client)
             processes.append(replicaA)
-            let (replicaB, b) = try await Self.startReplica(store: etcd.client)
+            let (replicaB, b, _) = try await Self.startReplica(store: etcd.client)
             processes.append(replicaB)
 
             // users-1 talks to A, and would move to B; users-2 knows only A; web talks to B.

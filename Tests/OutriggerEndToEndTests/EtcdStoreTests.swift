@@ -138,6 +138,28 @@ struct EtcdStoreTests {
         }
     }
 
+    /// A leader's writes are fenced by its key's create revision: once its lease is gone (here revoked behind its
+    /// back, as when it ran out while the replica was cut off), what it writes as leader is refused, whatever it
+    /// still believes.
+    @Test func aDeposedLeaderCannotWriteAsLeader() async throws {
+        try await withStore { store, _ in
+            let replica = EtcdReplicas(client: store.client, prefix: "/test", me: EtcdReplicas.Member(id: "a", xds: "127.0.0.1:1", admin: nil),
+                                       ttl: 30, logger: Harness.quietLogger)
+            let running = Task { await replica.run() }
+            defer { running.cancel() }
+            try await waitUntil { replica.current.leading }
+            var write = Etcdserverpb_TxnRequest()
+            write.success = [.put("/test/decision", Array("commit 1".utf8))]
+            #expect(try await replica.asLeader(write).succeeded)
+
+            let lease = try #require(try await store.client.read(.key("/test/replicas/a")).pairs.first?.lease)
+            try await store.client.revokeLease(lease)
+            write.success = [.put("/test/decision", Array("commit 2".utf8))]
+            await #expect(throws: EtcdReplicasError.notLeading("a")) { try await replica.asLeader(write) }
+            #expect(try await store.client.read(.key("/test/decision")).pairs.first.map { String(decoding: $0.value, as: UTF8.self) } == "commit 1")
+        }
+    }
+
     /// `outrigger control apply`: the same errors as `outrigger validate`, nothing written for them; a mesh
     /// applied, and applied again without a change.
     @Test func applyFromTheCommandLine() async throws {
