@@ -2,51 +2,47 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
+import NIOConcurrencyHelpers
 import OutriggerConfig
 
-/// An etcd v3 client over etcd's gRPC API: one HTTP/2 connection to one member of the cluster at a time. The
-/// members are gRPC's pick-first list: a member that goes away is left for the next one, and a call that was on
-/// it fails with `unavailable` (a read may be tried again; a write's compare decides whether it happened).
+/// An etcd v3 client over etcd's gRPC API, talking to one member of the cluster at a time: a connection per
+/// listed member, and the calls go to the current one. A call that finds its member gone (`unavailable`) moves
+/// the client on to the next member and is tried there; one member down is no failure.
 public final class EtcdClient: Sendable {
     public let endpoints: [HostPort]
     /// How long a single call may take before it fails.
     public let callTimeout: Duration
-    private let grpc: GRPCClient<HTTP2ClientTransport.Posix>
-    private let connections: Task<Void, Never>
+    private let members: [GRPCClient<HTTP2ClientTransport.Posix>]
+    private let connections: [Task<Void, Never>]
+    /// The member calls go to.
+    private let current = NIOLockedValueBox(0)
 
     public init(endpoints: [HostPort], callTimeout: Duration = .seconds(5)) throws(EtcdError) {
         guard !endpoints.isEmpty else { throw .noEndpoints }
-        let target: any ResolvableTarget
-        if endpoints.allSatisfy({ $0.isIPLiteral && !$0.host.contains(":") }) {
-            target = .ipv4(pairs: endpoints.map { ($0.host, $0.port) })
-        } else if endpoints.allSatisfy({ $0.isIPLiteral && $0.host.contains(":") }) {
-            target = .ipv6(pairs: endpoints.map { ($0.host, $0.port) })
-        } else if endpoints.count == 1 {
-            target = .dns(host: endpoints[0].host, port: endpoints[0].port)
-        } else {
-            throw .unusableEndpoints(endpoints)
-        }
         var config = HTTP2ClientTransport.Posix.Config.defaults
         // PINGs notice a member that vanished without closing the connection (a partition, a stopped host).
         config.connection.keepalive = .init(time: .seconds(5), timeout: .seconds(3), allowWithoutCalls: true)
         config.backoff = .init(initial: .milliseconds(100), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
-        let transport: HTTP2ClientTransport.Posix
-        do {
-            transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: .plaintext, config: config)
-        } catch {
-            throw .unusableEndpoints(endpoints)
+        var members: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+        for endpoint in endpoints {
+            let target: any ResolvableTarget = !endpoint.isIPLiteral ? .dns(host: endpoint.host, port: endpoint.port)
+                : endpoint.host.contains(":") ? .ipv6(address: endpoint.host, port: endpoint.port) : .ipv4(address: endpoint.host, port: endpoint.port)
+            do {
+                members.append(GRPCClient(transport: try HTTP2ClientTransport.Posix(target: target, transportSecurity: .plaintext, config: config)))
+            } catch {
+                throw .unusableEndpoints([endpoint])
+            }
         }
-        let grpc = GRPCClient(transport: transport)
         self.endpoints = endpoints
         self.callTimeout = callTimeout
-        self.grpc = grpc
-        self.connections = Task { try? await grpc.runConnections() }
+        self.members = members
+        self.connections = members.map { member in Task { try? await member.runConnections() } }
     }
 
-    /// Closes the connection once the calls in flight have ended.
+    /// Closes the connections once the calls in flight have ended.
     public func close() async {
-        grpc.beginGracefulShutdown()
-        await connections.value
+        for member in members { member.beginGracefulShutdown() }
+        for connection in connections { await connection.value }
     }
 
     private var options: CallOptions {
@@ -75,7 +71,7 @@ public final class EtcdClient: Sendable {
             request.rangeEnd = Data(rest.end)
             request.limit = Int64(pageSize)
             request.revision = read.revision
-            let response = try await call("range") { try await Etcdserverpb_KV.Client(wrapping: grpc).range(request, options: options) }
+            let response = try await call("range") { grpc in try await Etcdserverpb_KV.Client(wrapping: grpc).range(request, options: options) }
             if read.revision == 0 { read.revision = response.header.revision }
             read.pairs += response.kvs
             guard response.more, let last = response.kvs.last else { return read }
@@ -87,7 +83,7 @@ public final class EtcdClient: Sendable {
     public func transaction(_ request: Etcdserverpb_TxnRequest) async throws(EtcdError) -> Etcdserverpb_TxnResponse {
         let operations = request.success.count + request.failure.count
         guard operations <= Self.maxOperationsPerTransaction else { throw .tooManyOperations(operations) }
-        return try await call("txn") { try await Etcdserverpb_KV.Client(wrapping: grpc).txn(request, options: options) }
+        return try await call("txn") { grpc in try await Etcdserverpb_KV.Client(wrapping: grpc).txn(request, options: options) }
     }
 
     /// etcd's default `--max-txn-ops`.
@@ -102,7 +98,7 @@ public final class EtcdClient: Sendable {
         request.key = Data(key.utf8)
         request.value = Data(value)
         request.lease = lease
-        return try await call("put") { try await Etcdserverpb_KV.Client(wrapping: grpc).put(request, options: options) }.header.revision
+        return try await call("put") { grpc in try await Etcdserverpb_KV.Client(wrapping: grpc).put(request, options: options) }.header.revision
     }
 
     /// Drops the history before `revision`: a watch or read from an older revision then fails as compacted.
@@ -110,7 +106,7 @@ public final class EtcdClient: Sendable {
         var request = Etcdserverpb_CompactionRequest()
         request.revision = revision
         request.physical = true
-        _ = try await call("compact") { try await Etcdserverpb_KV.Client(wrapping: grpc).compact(request, options: options) }
+        _ = try await call("compact") { grpc in try await Etcdserverpb_KV.Client(wrapping: grpc).compact(request, options: options) }
     }
 
     // MARK: Leases
@@ -119,7 +115,7 @@ public final class EtcdClient: Sendable {
     public func grantLease(ttl: Int64) async throws(EtcdError) -> Int64 {
         var request = Etcdserverpb_LeaseGrantRequest()
         request.ttl = ttl
-        let response = try await call("lease grant") { try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseGrant(request, options: options) }
+        let response = try await call("lease grant") { grpc in try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseGrant(request, options: options) }
         guard response.error.isEmpty else { throw .call("lease grant", endpoints, "refused", response.error) }
         return response.id
     }
@@ -129,7 +125,7 @@ public final class EtcdClient: Sendable {
         var request = Etcdserverpb_LeaseRevokeRequest()
         request.id = id
         do {
-            _ = try await call("lease revoke") { try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseRevoke(request, options: options) }
+            _ = try await call("lease revoke") { grpc in try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseRevoke(request, options: options) }
         } catch .call(_, _, let code, let message) where code == RPCError.Code.notFound.description && message.contains("lease not found") {
             return
         }
@@ -140,7 +136,7 @@ public final class EtcdClient: Sendable {
     /// when cancelled; throws when the stream fails.
     public func keepAlive(every interval: Duration, leases: @escaping @Sendable () -> [Int64],
                           answered: @escaping @Sendable (_ lease: Int64, _ ttl: Int64) -> Void) async throws(EtcdError) {
-        try await call("lease keep-alive") {
+        try await call("lease keep-alive", streaming: true) { grpc in
             try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseKeepAlive(requestProducer: { writer in
                 while !Task.isCancelled {
                     for lease in leases() {
@@ -180,7 +176,7 @@ public final class EtcdClient: Sendable {
         creating.createRequest = create
         let request = creating
         let (done, finish) = AsyncStream<Void>.makeStream()
-        let outcome: WatchOutcome = try await call("watch") {
+        let outcome: WatchOutcome = try await call("watch", streaming: true) { grpc in
             try await Etcdserverpb_Watch.Client(wrapping: grpc).watch(requestProducer: { writer in
                 try await writer.write(request)
                 // The request side stays open while the watch lasts: closing it ends the watch.
@@ -215,24 +211,51 @@ public final class EtcdClient: Sendable {
 
     // MARK: Errors
 
-    private func call<Result: Sendable>(_ name: String, _ body: () async throws -> Result) async throws(EtcdError) -> Result {
-        do {
-            return try await body()
-        } catch let error as EtcdError {
-            throw error
-        } catch let error as RPCError {
-            // etcd answers a read or a watch at a revision it no longer keeps with OUT_OF_RANGE.
-            if error.code == .outOfRange && error.message.contains("compacted") { throw .compacted(0) }
-            throw .call(name, endpoints, error.code.description, error.message)
-        } catch {
-            throw .call(name, endpoints, "error", "\(error)")
+    /// Runs one call on the current member. A call that finds no member to talk to (`unavailable`) moves the client
+    /// to the next member; a unary call is then tried there, and around the members again 50 ms apart doubling to
+    /// 800 ms, for `callTimeout`. Every call of ours may run twice — reads, puts of the same value, writes that
+    /// compare, grants (an extra lease runs out) — so one that did reach etcd before the failure is no harm.
+    /// Streams end with the failure; their callers start them again from what they have seen.
+    private func call<Result: Sendable>(_ name: String, streaming: Bool = false,
+                                        _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result) async throws(EtcdError) -> Result {
+        let deadline = ContinuousClock.now + callTimeout
+        var pause = Duration.milliseconds(50)
+        var tried = 0
+        while true {
+            let index = current.withLockedValue { $0 }
+            do {
+                return try await body(members[index])
+            } catch let error as EtcdError {
+                throw error
+            } catch let error as RPCError {
+                // etcd answers a read or a watch at a revision it no longer keeps with OUT_OF_RANGE.
+                if error.code == .outOfRange && error.message.contains("compacted") { throw .compacted(0) }
+                if error.code == .unavailable {
+                    current.withLockedValue { if $0 == index { $0 = (index + 1) % members.count } }
+                    tried += 1
+                    if !streaming && !Task.isCancelled && ContinuousClock.now + pause < deadline {
+                        // Around every member once without waiting, then with pauses.
+                        if tried % members.count == 0 {
+                            try? await Task.sleep(for: pause)
+                            pause = min(pause * 2, .milliseconds(800))
+                        }
+                        continue
+                    }
+                }
+                if error.code == .deadlineExceeded {
+                    throw .call(name, endpoints, "no answer within \(callTimeout)", "is a quorum of the etcd members up and reachable?")
+                }
+                throw .call(name, endpoints, error.code.description, error.message)
+            } catch {
+                throw .call(name, endpoints, "error", "\(error)")
+            }
         }
     }
 }
 
 public enum EtcdError: Error, Sendable, CustomStringConvertible {
     case noEndpoints
-    /// Host names and addresses mixed, or several names: list the members' IP addresses, or one name.
+    /// An address the transport cannot use.
     case unusableEndpoints([HostPort])
     /// The revision asked for was compacted away (its number, when etcd said).
     case compacted(Int64)
@@ -250,7 +273,7 @@ public enum EtcdError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .noEndpoints: "no etcd endpoint given"
         case .unusableEndpoints(let endpoints):
-            "cannot use etcd endpoints \(endpoints.map(\.description).joined(separator: ",")): give the members' IP addresses (all IPv4 or all IPv6), or one host name"
+            "cannot use etcd endpoint \(endpoints.map(\.description).joined(separator: ","))"
         case .compacted(let revision): "etcd has compacted the revision asked for" + (revision > 0 ? " (kept from \(revision) on)" : "")
         case .watchCancelled(let reason): "etcd cancelled the watch: \(reason)"
         case .tooManyOperations(let count): "a transaction of \(count) operations is over etcd's limit of \(EtcdClient.maxOperationsPerTransaction)"

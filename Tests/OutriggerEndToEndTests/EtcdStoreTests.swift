@@ -29,6 +29,14 @@ struct EtcdStoreTests {
         await client.close()
     }
 
+    /// The mesh on port 9001 applied, and a control plane following the store from it.
+    static func planeFollowing(_ store: EtcdMeshStore) async throws -> (ControlPlane, Task<Void, Never>) {
+        _ = try await store.apply(source(mesh(port: 9001)), path: "/applied/from/here/mesh.yaml")
+        let snapshot = try await store.snapshot()
+        let plane = ControlPlane(mesh: snapshot.mesh, version: snapshot.version, store: store, logger: Harness.quietLogger)
+        return (plane, Task { await plane.follow() })
+    }
+
     func keys(_ store: EtcdMeshStore, under prefix: String) async throws -> [String] {
         try await store.client.read(.prefix(prefix)).pairs.map { String(decoding: $0.key, as: UTF8.self) }
     }
@@ -91,10 +99,7 @@ struct EtcdStoreTests {
     /// damaged, and goes on following.
     @Test func aFollowingControlPlaneTakesEachAppliedMesh() async throws {
         try await withStore { store, _ in
-            _ = try await store.apply(Self.source(Self.mesh(port: 9001)), path: "/applied/from/here/mesh.yaml")
-            let snapshot = try await store.snapshot()
-            let plane = ControlPlane(mesh: snapshot.mesh, version: snapshot.version, store: store, logger: Harness.quietLogger)
-            let following = Task { await plane.follow() }
+            let (plane, following) = try await Self.planeFollowing(store)
             defer { following.cancel() }
             func endpoints() -> [HostPort] { plane.mesh.services.first?.cluster.endpoints ?? [] }
 
@@ -136,6 +141,45 @@ struct EtcdStoreTests {
             #expect(store.compactedWatches == 1)
             #expect(try await store.snapshot().mesh.services.first?.cluster.endpoints == [HostPort(host: "127.0.0.1", port: 9003)])
         }
+    }
+
+    /// A three-member etcd: one member down changes nothing (the client moves to the next member); without a quorum
+    /// an apply is refused with an error that says so, and a following control plane keeps serving the last mesh;
+    /// with the quorum back, applies go through and the follower catches up.
+    @Test func oneMemberDownChangesNothingAndALostQuorumKeepsTheRunningMesh() async throws {
+        let cluster = try await EtcdCluster.start()
+        let client = try EtcdClient(endpoints: cluster.clients, callTimeout: .seconds(2))
+        let store = EtcdMeshStore(client: client, prefix: "/test", logger: Harness.quietLogger)
+        do {
+            let (plane, following) = try await Self.planeFollowing(store)
+            defer { following.cancel() }
+            func endpoints() -> [HostPort] { plane.mesh.services.first?.cluster.endpoints ?? [] }
+
+            // The member the client talks to (the first listed) dies: the next one answers.
+            await cluster.stop(0)
+            _ = try await store.apply(Self.source(Self.mesh(port: 9002)), path: "/applied/from/here/mesh.yaml")
+            try await waitUntil { endpoints() == [HostPort(host: "127.0.0.1", port: 9002)] }
+
+            // A second member down: no quorum. The apply is refused, saying why; the running mesh stays.
+            await cluster.stop(1)
+            do {
+                _ = try await store.apply(Self.source(Self.mesh(port: 9003)), path: "/applied/from/here/mesh.yaml")
+                Issue.record("an apply went through without a quorum")
+            } catch let error as EtcdError {
+                #expect("\(error)".contains("quorum") || "\(error)".contains("no leader"), "\(error)")
+            }
+            #expect(endpoints() == [HostPort(host: "127.0.0.1", port: 9002)])
+
+            // The quorum back: the next apply goes through, and the follower takes it.
+            try await cluster.restart(0)
+            try await cluster.restart(1)
+            try await waitUntil { (try? await store.apply(Self.source(Self.mesh(port: 9004)), path: "/applied/from/here/mesh.yaml")) != nil }
+            try await waitUntil { endpoints() == [HostPort(host: "127.0.0.1", port: 9004)] }
+        } catch {
+            await client.close()
+            throw error
+        }
+        await client.close()
     }
 
     /// A leader's writes are fenced by its key's create revision: once its lease is gone (here revoked behind its

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import OutriggerConfig
 import Testing
 
@@ -39,6 +40,77 @@ final class EtcdMember: Sendable {
 
     deinit {
         process.kill()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// A real three-member etcd cluster: the members talk over Unix sockets in a directory of the cluster's own (no
+/// port to pick beforehand) and serve clients on loopback ports they pick themselves. Members can be stopped and
+/// started again on their data; all are killed and the directory removed when the test lets go of it.
+final class EtcdCluster: Sendable {
+    let directory: URL
+    private let members: NIOLockedValueBox<[ChildProcess?]>
+    /// Each member's client address, by index: a restarted member serves on a port it picks again.
+    private let addresses: NIOLockedValueBox<[HostPort]>
+
+    private init(directory: URL) {
+        self.directory = directory
+        members = NIOLockedValueBox([nil, nil, nil])
+        addresses = NIOLockedValueBox([])
+    }
+
+    var clients: [HostPort] { addresses.withLockedValue { $0 } }
+
+    static func start() async throws -> EtcdCluster {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("etcd-cluster-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let cluster = EtcdCluster(directory: directory)
+        // Started together: each waits for the others to elect a leader before it serves clients.
+        let processes = try (0..<3).map { try cluster.spawn($0, state: "new") }
+        var clients: [HostPort] = []
+        for process in processes { clients.append(try await Self.clientAddress(of: process)) }
+        cluster.addresses.withLockedValue { $0 = clients }
+        return cluster
+    }
+
+    private func spawn(_ index: Int, state: String) throws -> ChildProcess {
+        let peers = (0..<3).map { "m\($0)=unix://peer:\($0)" }.joined(separator: ",")
+        // `sh -c 'cd DIR && exec etcd …'`: the peer sockets are named relative to the working directory.
+        let command = [
+            "cd '\(directory.path)' && exec etcd --name m\(index) --data-dir m\(index)",
+            "--listen-client-urls http://127.0.0.1:0 --advertise-client-urls http://127.0.0.1:0",
+            "--listen-peer-urls unix://peer:\(index) --initial-advertise-peer-urls unix://peer:\(index)",
+            "--initial-cluster \(peers) --initial-cluster-state \(state)",
+        ].joined(separator: " ")
+        let process = try ChildProcess("/bin/sh", ["-c", command])
+        members.withLockedValue { $0[index] = process }
+        return process
+    }
+
+    private static func clientAddress(of process: ChildProcess) async throws -> HostPort {
+        let marker = "serving insecure client requests on 127.0.0.1:"
+        return HostPort(host: "127.0.0.1", port: try ProcessTests.port(in: try await process.waitForOutput(containing: marker), after: marker))
+    }
+
+    /// Kills member `index` (SIGKILL) and waits until it is gone.
+    func stop(_ index: Int) async {
+        guard let process = members.withLockedValue({ $0[index] }) else { return }
+        process.kill()
+        _ = await process.waitForExit()
+        members.withLockedValue { $0[index] = nil }
+    }
+
+    /// Starts member `index` again on its data; it serves clients on a new port (returned).
+    @discardableResult
+    func restart(_ index: Int) async throws -> HostPort {
+        let process = try spawn(index, state: "existing")
+        let address = try await Self.clientAddress(of: process)
+        addresses.withLockedValue { $0[index] = address }
+        return address
+    }
+
+    deinit {
+        for process in members.withLockedValue({ $0 }) { process?.kill() }
         try? FileManager.default.removeItem(at: directory)
     }
 }
