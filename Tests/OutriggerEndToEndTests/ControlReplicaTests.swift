@@ -29,6 +29,26 @@ struct ControlReplicaTests {
         return try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)\(result.stderr)")
     }
 
+    /// A replica started on an empty store serves an empty mesh, and the first apply reaches it.
+    @Test func aReplicaOnAnEmptyStoreServesTheFirstMeshApplied() async throws {
+        let etcd = try await EtcdMember.start()
+        let (replica, _, admin) = try await Self.startReplica(store: etcd.client)
+        defer { replica.kill() }
+        try await replica.waitForOutput(containing: "holds no mesh yet")
+        #expect(try await Self.status(admin: admin)["services"] as? [String] == [])
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mesh-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // A directory: its files are one mesh, kept by their names.
+        try "services:\n  - name: users\n    endpoints: []\n".write(to: directory.appendingPathComponent("users.yaml"), atomically: true, encoding: .utf8)
+        try "services:\n  - name: orders\n    endpoints: []\n".write(to: directory.appendingPathComponent("orders.yaml"), atomically: true, encoding: .utf8)
+        let applied = try await run(try outriggerExecutable(), ["control", "apply", directory.path, "--store", "etcd://\(etcd.client)"])
+        #expect(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
+        try await MeshProcessTests.eventually("the replica serves the applied mesh") {
+            (try await Self.status(admin: admin)["services"] as? [String])?.sorted() == ["orders", "users"]
+        }
+    }
+
     /// One replica leads (the oldest); when it is killed, the next leads once its lease has run out; one that stops
     /// (SIGTERM) gives its place up at once. `outrigger control status --store` lists them, the leader first.
     @Test func theOldestReplicaLeadsAndTheNextTakesOverWhenItDies() async throws {
