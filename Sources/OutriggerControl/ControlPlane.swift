@@ -111,30 +111,55 @@ public final class ControlPlane: Sendable {
     /// not applied again.
     @discardableResult
     public func reload() async -> Bool {
-        guard let store else { return false }
+        await reloaded() == .applied
+    }
+
+    enum Reload: Equatable {
+        case applied
+        /// The store holds a mesh that cannot be served: refused, the running mesh kept.
+        case rejected
+        /// The store could not be read (etcd unreachable, no quorum): nothing is known of what it holds.
+        case unreadable
+    }
+
+    private func reloaded() async -> Reload {
+        guard let store else { return .rejected }
         do {
             let snapshot = try await store.snapshot()
-            guard snapshot.version != state.withLockedValue({ $0.meshVersion }) else { return true }
+            guard snapshot.version != state.withLockedValue({ $0.meshVersion }) else { return .applied }
             apply(snapshot.mesh, version: snapshot.version)
             logger.info("mesh reloaded", metadata: ["store": "\(store.description)", "version": "\(snapshot.version)"])
-            return true
+            return .applied
+        } catch let error as EtcdError {
+            logger.warning("cannot read the mesh now; serving the running mesh\n\(error)", metadata: ["store": "\(store.description)"])
+            return .unreadable
         } catch {
             metrics.meshRejected.add(1)
             logger.error("mesh rejected; keeping the running mesh\n\(error)", metadata: ["store": "\(store.description)"])
-            return false
+            return .rejected
         }
     }
 
     /// Reloads whenever the store's content changes, until cancelled. A broken mesh is tried once per change
-    /// (the follower waits on what it saw, not on what it applied).
+    /// (the follower waits on what it saw, not on what it applied); a store that could not be read is read again,
+    /// with backoff, until it can be.
     public func follow() async {
         guard let store else { return }
         var seen: String
         if let applied = state.withLockedValue({ $0.meshVersion }) { seen = applied } else { seen = await store.currentVersion() }
+        var failures = 0
         while !Task.isCancelled {
-            do { try await store.waitForChange(after: seen) } catch { return }
-            seen = await store.currentVersion()
-            await reload()
+            if failures == 0 {
+                do { try await store.waitForChange(after: seen) } catch { return }
+            }
+            let version = await store.currentVersion()
+            if await reloaded() == .unreadable {
+                failures += 1
+                try? await Task.sleep(for: EtcdRegistrations.backoff(failures))
+                continue
+            }
+            failures = 0
+            seen = version
         }
     }
 

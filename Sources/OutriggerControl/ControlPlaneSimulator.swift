@@ -9,8 +9,9 @@ import SwiftProtobuf
 
 /// `outrigger control simulate`: N sidecars, one ADS stream on its own connection each, that subscribe like a
 /// sidecar (clusters and listeners by wildcard, then endpoints and routes by name), decode every resource they
-/// are sent into Envoy's message types, and ACK. The driver edits the mesh file, signals the control plane
-/// (SIGHUP) and times how long until every sidecar has ACKed the new routes.
+/// are sent into Envoy's message types, and ACK. The driver changes the mesh — the mesh file edited and the control
+/// plane signalled (SIGHUP), or an apply to etcd that replicas follow (the sidecars spread over them) — and times
+/// how long until every sidecar has ACKed the new routes.
 public final class ControlPlaneSimulator: Sendable {
     /// What one simulated sidecar saw last of its routes.
     struct RouteState: Sendable {
@@ -19,6 +20,8 @@ public final class ControlPlaneSimulator: Sendable {
     }
 
     public struct ChangeResult: Sendable, Codable {
+        /// The first sidecar's ACK: with `maxMilliseconds`, the window in which sidecars ran different meshes.
+        public var minMilliseconds: Double
         public var p50Milliseconds: Double
         public var p99Milliseconds: Double
         public var maxMilliseconds: Double
@@ -37,13 +40,32 @@ public final class ControlPlaneSimulator: Sendable {
         public var simulatorRSSMiB: Double
     }
 
-    private let control: HostPort
+    /// How a change is made: the mesh text of a round goes where the control plane reads it.
+    public enum Changer: Sendable {
+        /// Written to the file, and the control plane (this process id) signalled.
+        case file(String, pid: Int32)
+        /// Applied to etcd, which the replicas follow.
+        case etcd(EtcdMeshStore)
+
+        func change(to text: String) async throws {
+            switch self {
+            case .file(let path, let pid):
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                kill(pid, SIGHUP)
+            case .etcd(let store):
+                _ = try await store.apply([MeshConfig.Source(file: "mesh.yaml", text: text)], path: "mesh.yaml")
+            }
+        }
+    }
+
+    private let controls: [HostPort]
     private let count: Int
     private let routes: [NIOLockedValueBox<RouteState>]
     private let group: MultiThreadedEventLoopGroup
 
-    public init(control: HostPort, sidecars: Int) {
-        self.control = control
+    /// `controls`: the control planes (replicas) the sidecars connect to, sidecar i to `controls[i % count]`.
+    public init(controls: [HostPort], sidecars: Int) {
+        self.controls = controls
         self.count = sidecars
         self.routes = (0..<sidecars).map { _ in NIOLockedValueBox(RouteState()) }
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -63,10 +85,10 @@ public final class ControlPlaneSimulator: Sendable {
         return text
     }
 
-    /// Runs the simulation: connects every sidecar, then `changes` mesh edits, each timed to the last ACK.
-    public func run(meshPath: String, services: Int, changes: Int, controlPID: Int32) async throws -> Report {
-        try Self.mesh(services: services, round: 0).write(toFile: meshPath, atomically: true, encoding: .utf8)
-        kill(controlPID, SIGHUP)
+    /// Runs the simulation: connects every sidecar, then `changes` mesh edits, each timed to the last ACK. The CPU and
+    /// memory reported are the control planes' (`controlPIDs`), added up.
+    public func run(changer: Changer, services: Int, changes: Int, controlPIDs: [Int32]) async throws -> Report {
+        try await changer.change(to: Self.mesh(services: services, round: 0))
         try await Task.sleep(for: .milliseconds(300))
         let started = ContinuousClock.now
         return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -91,10 +113,9 @@ public final class ControlPlaneSimulator: Sendable {
             var results: [ChangeResult] = []
             for round in 1...max(changes, 1) {
                 let before = routes.map { $0.withLockedValue { $0.version } }
-                let cpuBefore = Self.cpuSeconds(pid: controlPID)
-                try Self.mesh(services: services, round: round).write(toFile: meshPath, atomically: true, encoding: .utf8)
+                let cpuBefore = controlPIDs.map(Self.cpuSeconds(pid:)).reduce(0, +)
                 let changedAt = ContinuousClock.now
-                kill(controlPID, SIGHUP)
+                try await changer.change(to: Self.mesh(services: services, round: round))
                 do {
                     try await waitUntil(timeout: .seconds(60)) {
                         zip(self.routes, before).allSatisfy { route, old in route.withLockedValue { $0.version } != old }
@@ -105,14 +126,14 @@ public final class ControlPlaneSimulator: Sendable {
                 }
                 var latencies = routes.map { ($0.withLockedValue { $0.ackedAt } - changedAt).inSeconds * 1000 }.sorted()
                 if latencies.isEmpty { latencies = [0] }
-                results.append(ChangeResult(p50Milliseconds: latencies[latencies.count / 2],
+                results.append(ChangeResult(minMilliseconds: latencies[0], p50Milliseconds: latencies[latencies.count / 2],
                                             p99Milliseconds: latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))],
                                             maxMilliseconds: latencies.last!, converged: latencies.count,
-                                            controlCPUSeconds: Self.cpuSeconds(pid: controlPID) - cpuBefore))
+                                            controlCPUSeconds: controlPIDs.map(Self.cpuSeconds(pid:)).reduce(0, +) - cpuBefore))
                 try await Task.sleep(for: .milliseconds(500))
             }
             group.cancelAll()
-            let memory = Self.memoryMiB(pid: controlPID)
+            let memory = controlPIDs.map(Self.memoryMiB(pid:)).reduce((resident: 0.0, peak: 0.0)) { ($0.resident + $1.resident, $0.peak + $1.peak) }
             return Report(sidecars: count, services: services, connectSeconds: connectSeconds, changes: results,
                           controlRSSMiB: memory.resident, controlPeakRSSMiB: memory.peak, simulatorRSSMiB: Self.memoryMiB(pid: getpid()).resident)
         }
@@ -120,6 +141,7 @@ public final class ControlPlaneSimulator: Sendable {
 
     /// One simulated sidecar's stream, until cancelled.
     private func stream(_ index: Int) async throws {
+        let control = controls[index % controls.count]
         let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: control.host, port: control.port), transportSecurity: .plaintext,
                                                        eventLoopGroup: group)
         try await withGRPCClient(transport: transport) { client in

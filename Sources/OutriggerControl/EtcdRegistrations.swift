@@ -11,9 +11,9 @@ import OutriggerEtcd
 ///   wrote it) under a lease of the sidecar's own, which the replica it talks to keeps alive. A replica that dies
 ///   stops keeping its sidecars' leases: their registrations go within the lease's time to live, unless the
 ///   sidecars have moved to another replica by then.
-/// - A sidecar that moves to another replica keeps its registration: the new replica finds the key, takes over its
-///   lease and writes itself in as the owner. The old replica's removal (its grace over) compares the key with
-///   what it wrote, so it removes nothing it no longer owns.
+/// - A sidecar that moves to another replica keeps its registration: the new replica writes it again under a lease
+///   of its own, over the old write (the key is never deleted). The old replica's removal (its grace over) compares
+///   the key's mod revision with its own put's, so it removes nothing it no longer owns.
 /// - Every replica reads all registrations at one revision and watches them from the next; a watch whose start
 ///   was compacted away reads them all again.
 public final class EtcdRegistrations: Sendable {
@@ -30,7 +30,17 @@ public final class EtcdRegistrations: Sendable {
         /// The sidecars connected here that should be registered, by node.
         var wanted: [String: Entry] = [:]
         /// The registrations this replica wrote and keeps alive, by node.
-        var kept: [String: (lease: Int64, value: [UInt8])] = [:]
+        var kept: [String: Kept] = [:]
+        /// Nodes being synced now, and those to sync again when that ends (one sync per node at a time).
+        var busy: Set<String> = []
+        var again: Set<String> = []
+    }
+
+    /// A registration this replica wrote: under which lease, at which revision (the key's mod revision then).
+    struct Kept {
+        var entry: Entry
+        var lease: Int64
+        var revision: Int64
     }
 
     /// A registration as stored.
@@ -54,63 +64,60 @@ public final class EtcdRegistrations: Sendable {
     /// replica; kept alive from here until `deregister`.
     public func register(node: String, service: String, address: HostPort) async {
         state.withLockedValue { $0.wanted[node] = Entry(service: service, address: address.description, replica: replica) }
-        await ensure(node)
+        await sync(node)
     }
 
-    /// Removes `node`'s registration, if this replica still owns it (a sidecar that moved on keeps its own).
+    /// Removes `node`'s registration, if it still is what this replica wrote (a sidecar that moved on keeps its own).
     public func deregister(node: String) async {
-        let kept = state.withLockedValue { state in
-            state.wanted[node] = nil
-            return state.kept.removeValue(forKey: node)
-        }
-        guard let kept else { return }
-        do {
-            var transaction = Etcdserverpb_TxnRequest()
-            var compare = Etcdserverpb_Compare()
-            compare.key = Data(key(node).utf8)
-            compare.target = .value
-            compare.value = Data(kept.value)
-            compare.result = .equal
-            transaction.compare = [compare]
-            transaction.success = [.delete(.key(key(node)))]
-            if try await client.transaction(transaction).succeeded { try await client.revokeLease(kept.lease) }
-        } catch {
-            // Its lease is no longer kept alive here: the registration goes when the lease runs out.
-            logger.warning("cannot remove a registration now; it goes when its lease runs out", metadata: ["node": "\(node)", "error": "\(error)"])
-        }
+        state.withLockedValue { $0.wanted[node] = nil }
+        await sync(node)
     }
 
-    /// Writes `node`'s registration if it is wanted and not kept: under the lease the key already has (another
-    /// replica's, or this one's before), else under a new one.
-    private func ensure(_ node: String) async {
-        guard let entry = state.withLockedValue({ $0.wanted[node] }) else { return }
-        let value = Array((try? JSONEncoder().encode(entry)) ?? Data())
-        do {
-            var lease = try await client.read(.key(key(node))).pairs.first?.lease ?? 0
-            if lease != 0 {
-                do {
-                    try await client.put(key(node), value, lease: lease)
-                } catch {
-                    lease = 0  // the lease ran out since the read
+    /// Makes etcd hold what this replica wants for `node`: its registration under a fresh lease of this replica's
+    /// (a takeover puts over another replica's write: the key is never deleted), or — not wanted — no registration,
+    /// if the key still holds this replica's write (it compares the key's mod revision with its own put's). One
+    /// sync per node at a time; a change meanwhile syncs again. A failure is left to the next reconcile pass.
+    private func sync(_ node: String) async {
+        let first = state.withLockedValue { state -> Bool in
+            guard !state.busy.contains(node) else {
+                state.again.insert(node)
+                return false
+            }
+            state.busy.insert(node)
+            return true
+        }
+        guard first else { return }
+        while true {
+            let (wanted, kept) = state.withLockedValue { ($0.wanted[node], $0.kept[node]) }
+            do {
+                if let wanted, kept?.entry != wanted {
+                    let lease = try await client.grantLease(ttl: ttl)
+                    let revision = try await client.put(key(node), Array(try JSONEncoder().encode(wanted)), lease: lease)
+                    state.withLockedValue { $0.kept[node] = Kept(entry: wanted, lease: lease, revision: revision) }
+                    // The key is under the new lease now: the old one holds nothing.
+                    if let kept { try? await client.revokeLease(kept.lease) }
+                } else if wanted == nil, let kept {
+                    var transaction = Etcdserverpb_TxnRequest()
+                    var mine = Etcdserverpb_Compare()
+                    mine.key = Data(key(node).utf8)
+                    mine.target = .mod
+                    mine.modRevision = kept.revision
+                    mine.result = .equal
+                    transaction.compare = [mine]
+                    transaction.success = [.delete(.key(key(node)))]
+                    _ = try await client.transaction(transaction)
+                    try await client.revokeLease(kept.lease)
+                    state.withLockedValue { $0.kept[node] = nil }
                 }
+            } catch {
+                logger.warning("cannot sync a sidecar's registration with etcd now; trying again", metadata: ["node": "\(node)", "error": "\(error)"])
             }
-            if lease == 0 {
-                lease = try await client.grantLease(ttl: ttl)
-                try await client.put(key(node), value, lease: lease)
+            let again = state.withLockedValue { state -> Bool in
+                if state.again.remove(node) != nil { return true }
+                state.busy.remove(node)
+                return false
             }
-            let granted = lease
-            // Deregistered, or registered again as something else, while this was written: undo, or write again.
-            let now = state.withLockedValue { state in
-                state.kept[node] = (granted, value)
-                return state.wanted[node]
-            }
-            if now == nil {
-                await deregister(node: node)
-            } else if now != entry {
-                await ensure(node)
-            }
-        } catch {
-            logger.warning("cannot register a sidecar in etcd now; trying again", metadata: ["node": "\(node)", "error": "\(error)"])
+            if !again { return }
         }
     }
 
@@ -141,8 +148,11 @@ public final class EtcdRegistrations: Sendable {
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: interval)
-                    let missing = self.state.withLockedValue { state in state.wanted.keys.filter { state.kept[$0] == nil } }
-                    for node in missing { await self.ensure(node) }
+                    // Wanted and not kept (a write failed, a lease ran out), or kept and not wanted (a removal failed).
+                    let unsynced = self.state.withLockedValue { state in
+                        Set(state.wanted.keys).symmetricDifference(state.kept.keys)
+                    }
+                    for node in unsynced { await self.sync(node) }
                 }
             }
         }

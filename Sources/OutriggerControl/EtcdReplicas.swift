@@ -10,7 +10,7 @@ import OutriggerEtcd
 /// the deletion of the key just older than its own, so when a leader dies (its lease runs out) exactly one replica
 /// learns it leads, without a herd. A leader's writes are fenced: they compare its key's create revision, so a
 /// replica that lost its lease (deposed while it could not reach etcd) cannot write as leader. A replica that has
-/// not heard its lease kept alive for the lease's time to live steps down at once, without waiting to be told.
+/// not heard its lease kept alive for three quarters of its time to live steps down, before etcd lets the lease go.
 public final class EtcdReplicas: Sendable {
     /// A replica as its key says.
     public struct Member: Codable, Sendable, Equatable {
@@ -98,9 +98,15 @@ public final class EtcdReplicas: Sendable {
         var held: Int64?
         while !Task.isCancelled {
             do {
+                // The key of an earlier turn goes first, with its lease: a put over it would keep its old create
+                // revision, and this replica would wait on itself.
+                if let earlier = held {
+                    try await client.revokeLease(earlier)
+                    held = nil
+                }
                 let lease = try await client.grantLease(ttl: ttl)
                 held = lease
-                let created = try await client.put(key, Array(try JSONEncoder().encode(me)), lease: lease)
+                let created = try await create(lease: lease)
                 update { $0.fence = created }
                 failures = 0
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -121,6 +127,26 @@ public final class EtcdReplicas: Sendable {
         // Leave at once rather than when the lease runs out: the next replica leads without waiting. (In a task
         // of its own: this one is cancelled, and a cancelled task's calls fail at once.)
         if let held { await Task { [client] in try? await client.revokeLease(held) }.value }
+    }
+
+    /// Creates this replica's key under `lease` (a key of the same id left by someone else is replaced) and
+    /// returns its create revision.
+    private func create(lease: Int64) async throws -> Int64 {
+        let value = Array(try JSONEncoder().encode(me))
+        while true {
+            var transaction = Etcdserverpb_TxnRequest()
+            var absent = Etcdserverpb_Compare()
+            absent.key = Data(key.utf8)
+            absent.target = .version
+            absent.version = 0
+            absent.result = .equal
+            transaction.compare = [absent]
+            transaction.success = [.put(key, value, lease: lease)]
+            transaction.failure = [.delete(.key(key))]
+            let response = try await client.transaction(transaction)
+            // Created by this transaction: its revision is the key's create revision.
+            if response.succeeded { return response.header.revision }
+        }
     }
 
     private func update(_ change: (inout Standing) -> Void) {
@@ -149,10 +175,12 @@ public final class EtcdReplicas: Sendable {
             }
             group.addTask {
                 while true {
-                    try await Task.sleep(for: .seconds(self.ttl) / 6)
+                    try await Task.sleep(for: .seconds(self.ttl) / 12)
                     if gone.withLockedValue({ $0 }) { throw EtcdError.watchCancelled("the lease ran out") }
-                    if ContinuousClock.now - heard.withLockedValue({ $0 }) >= .seconds(self.ttl) {
-                        throw EtcdError.watchCancelled("the lease was not kept alive for its time to live")
+                    // etcd renewed the lease before its answer left: three quarters of the time to live after the
+                    // answer is still before etcd lets it go, while an answer takes less than the last quarter.
+                    if ContinuousClock.now - heard.withLockedValue({ $0 }) >= .seconds(self.ttl) * 3 / 4 {
+                        throw EtcdError.watchCancelled("the lease was not heard kept alive for three quarters of its time to live")
                     }
                 }
             }
@@ -165,7 +193,8 @@ public final class EtcdReplicas: Sendable {
     private func campaign(created: Int64) async throws {
         while true {
             let read = try await client.read(.prefix(prefix))
-            let older = read.pairs.filter { $0.createRevision < created }.sorted { $0.createRevision < $1.createRevision }
+            let mine = Data(key.utf8)
+            let older = read.pairs.filter { $0.key != mine && $0.createRevision < created }.sorted { $0.createRevision < $1.createRevision }
             let leader = older.first.flatMap { try? JSONDecoder().decode(Member.self, from: $0.value) }?.id ?? me.id
             update { $0.leader = leader; $0.leading = older.isEmpty }
             guard let next = older.last else {

@@ -72,11 +72,12 @@ struct RolloutStateMachine: Sendable {
     }
 
     /// The sidecars of wave `index`: its cumulative share of the targets, rounded up, at least one more than the
-    /// wave before while any are left.
+    /// wave before while any are left; the last wave takes every target left, whatever its share says.
     func wave(_ index: Int) -> ArraySlice<String> {
         func count(_ wave: Int) -> Int {
             guard wave >= 0 else { return 0 }
-            let share = (targets.count * min(100, max(0, plan.waves[wave])) + 99) / 100
+            let percent = wave == plan.waves.count - 1 ? 100 : min(100, max(0, plan.waves[wave]))
+            let share = (targets.count * percent + 99) / 100
             return min(targets.count, max(share, count(wave - 1) + 1))
         }
         return targets[count(index - 1)..<count(index)]
@@ -119,12 +120,14 @@ struct RolloutStateMachine: Sendable {
             phase = .finished(.aborted(reason))
             return [.sendDrop(targets), .finished(.aborted(reason))]
         case .commit:
-            return activate(wave: 0, now: now)
+            // Recovered: on from the first wave not wholly activated yet.
+            let first = plan.waves.indices.first { wave($0).contains { !activated.contains($0) } } ?? plan.waves.count - 1
+            return activate(wave: first, now: now)
         }
     }
 
     private mutating func activate(wave index: Int, now: Instant) -> [Action] {
-        let nodes = Array(wave(index))
+        let nodes = wave(index).filter { !activated.contains($0) }
         activated += nodes
         let until = now + plan.soak
         if index == plan.waves.count - 1 || activated.count == targets.count {
@@ -154,13 +157,15 @@ struct RolloutStateMachine: Sendable {
         }
     }
 
-    /// A leader taking over a rollout from the log: with no decision written, presumed abort.
-    static func recovered(plan: Plan, targets: Set<String>, decision: Decision?) -> (RolloutStateMachine, [Action]) {
+    /// A leader taking over a rollout from the log: with no decision written, presumed abort; with a commit, the
+    /// waves go on after the sidecars the log says were activated (a breach then rolls back those too).
+    static func recovered(plan: Plan, targets: Set<String>, decision: Decision?, activated: [String] = []) -> (RolloutStateMachine, [Action]) {
         var machine = RolloutStateMachine(plan: plan, targets: targets)
         guard let decision else {
             return (machine, machine.decideAbort("the leader changed before generation \(plan.generation) was decided (presumed abort)"))
         }
         machine.phase = .deciding(decision)
+        machine.activated = activated
         return (machine, [])
     }
 }
@@ -203,9 +208,10 @@ struct RolloutGate: Sendable, Equatable {
     }
 
     private static func duration(_ text: String) -> Duration? {
-        if text.hasSuffix("ms"), let value = Double(text.dropLast(2)), value > 0 { return .microseconds(Int64(value * 1000)) }
-        if text.hasSuffix("s"), let value = Double(text.dropLast()), value > 0 { return .microseconds(Int64(value * 1_000_000)) }
-        return nil
+        let (number, scale): (Substring, Double) = text.hasSuffix("ms") ? (text.dropLast(2), 1000) : text.hasSuffix("s") ? (text.dropLast(), 1_000_000) : ("", 0)
+        // Up to a day: a limit no p99 reaches is no gate.
+        guard let value = Double(number), value > 0, value * scale <= 86_400_000_000 else { return nil }
+        return .microseconds(Int64(value * scale))
     }
 
     /// What the readings breach, or nil. A wave that served nothing breaches nothing.

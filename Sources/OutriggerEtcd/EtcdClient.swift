@@ -51,6 +51,10 @@ public final class EtcdClient: Sendable {
         return options
     }
 
+    /// Streams ask etcd to end them when their member loses its leader (a member cut off from the quorum would
+    /// otherwise keep a watch open and silent): the caller then starts again, on the next member.
+    private static let requireLeader: Metadata = ["hasleader": "true"]
+
     // MARK: Reads and writes
 
     /// What a read found: the keys and values in the range, in key order, all as of `revision`.
@@ -132,12 +136,12 @@ public final class EtcdClient: Sendable {
     }
 
     /// Keeps leases alive over one stream: every `interval`, a keep-alive for each lease `leases()` gives; each
-    /// answer goes to `answered` with the lease's time to live in seconds (0 or less: the lease is gone). Returns
-    /// when cancelled; throws when the stream fails.
+    /// answer goes to `answered` with the lease's time to live in seconds (0 or less: the lease is gone). Runs until
+    /// the stream fails or the task is cancelled, and throws either way.
     public func keepAlive(every interval: Duration, leases: @escaping @Sendable () -> [Int64],
                           answered: @escaping @Sendable (_ lease: Int64, _ ttl: Int64) -> Void) async throws(EtcdError) {
         try await call("lease keep-alive", streaming: true) { grpc in
-            try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseKeepAlive(requestProducer: { writer in
+            try await Etcdserverpb_Lease.Client(wrapping: grpc).leaseKeepAlive(metadata: Self.requireLeader, requestProducer: { writer in
                 while !Task.isCancelled {
                     for lease in leases() {
                         var request = Etcdserverpb_LeaseKeepAliveRequest()
@@ -177,7 +181,7 @@ public final class EtcdClient: Sendable {
         let request = creating
         let (done, finish) = AsyncStream<Void>.makeStream()
         let outcome: WatchOutcome = try await call("watch", streaming: true) { grpc in
-            try await Etcdserverpb_Watch.Client(wrapping: grpc).watch(requestProducer: { writer in
+            try await Etcdserverpb_Watch.Client(wrapping: grpc).watch(metadata: Self.requireLeader, requestProducer: { writer in
                 try await writer.write(request)
                 // The request side stays open while the watch lasts: closing it ends the watch.
                 for await _ in done {}
@@ -230,7 +234,8 @@ public final class EtcdClient: Sendable {
             } catch let error as RPCError {
                 // etcd answers a read or a watch at a revision it no longer keeps with OUT_OF_RANGE.
                 if error.code == .outOfRange && error.message.contains("compacted") { throw .compacted(0) }
-                if error.code == .unavailable {
+                // Gone, or cut off from the quorum (no answer in time, or no leader for a stream): the next member.
+                if error.code == .unavailable || error.code == .deadlineExceeded {
                     current.withLockedValue { if $0 == index { $0 = (index + 1) % members.count } }
                     tried += 1
                     if !streaming && !Task.isCancelled && ContinuousClock.now + pause < deadline {

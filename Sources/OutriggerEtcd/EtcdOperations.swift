@@ -2,10 +2,11 @@ import Foundation
 
 /// A transaction's operations, built from our keys.
 extension Etcdserverpb_RequestOp {
-    public static func put(_ key: String, _ value: [UInt8]) -> Etcdserverpb_RequestOp {
+    public static func put(_ key: String, _ value: [UInt8], lease: Int64 = 0) -> Etcdserverpb_RequestOp {
         var put = Etcdserverpb_PutRequest()
         put.key = Data(key.utf8)
         put.value = Data(value)
+        put.lease = lease
         var operation = Etcdserverpb_RequestOp()
         operation.requestPut = put
         return operation

@@ -85,6 +85,10 @@ extension Control {
             } catch EtcdMeshStoreError.empty {
                 // A new store: serve an empty mesh until the first `outrigger control apply`.
                 logger.warning("\(store.description) holds no mesh yet; serving none until `outrigger control apply`")
+            } catch let error as EtcdError {
+                // Serving an empty mesh instead would take every sidecar's routes away.
+                FileHandle.standardError.write(Data("\(error)\nrefusing to start: cannot read the mesh from \(store.description)\n".utf8))
+                throw ExitCode(2)
             } catch {
                 FileHandle.standardError.write(Data("\(error)\nrefusing to start: \(store.description) is invalid\n".utf8))
                 throw ExitCode(2)
@@ -285,17 +289,21 @@ extension Control {
             between two of them), sends the control plane SIGHUP, then CHANGES times moves the split, timing each
             from the write to every simulated sidecar's ACK of the new routes (debounce included). Reports
             p50/p99/max per change, the control plane's CPU seconds per change and its RSS (from /proc).
+            Against replicas sharing etcd (`--store`): the sidecars are spread over the --control addresses, and
+            each change is an apply to the store.
             """
         )
 
-        @Option(help: "The control plane's xDS address, HOST:PORT.")
-        var control: HostPort
+        @Option(help: "The control plane's xDS address, HOST:PORT, or the replicas' (HOST:PORT,HOST:PORT...): sidecar i connects to the i-th, round robin.")
+        var control: String
 
-        @Option(help: "The control plane's process id (it is sent SIGHUP after each mesh edit; its CPU and memory are read).")
-        var controlPid: Int32
+        @Option(help: "The control plane's process id, or the replicas' (PID,PID...): their CPU and memory are read; with --mesh, the (one) control plane is sent SIGHUP after each edit.")
+        var controlPid: String
 
         @Option(help: "The control plane's mesh file, rewritten by the simulation.")
-        var mesh: String
+        var mesh: String?
+
+        @OptionGroup var etcd: EtcdOptions
 
         @Option(help: "Simulated sidecars.")
         var sidecars: Int = 100
@@ -310,8 +318,35 @@ extension Control {
         var json: String?
 
         func run() async throws {
-            let simulator = ControlPlaneSimulator(control: control, sidecars: sidecars)
-            let report = try await simulator.run(meshPath: mesh, services: services, changes: changes, controlPID: controlPid)
+            let controls = try control.split(separator: ",").map { item in
+                guard let address = HostPort(parsing: String(item)) else { throw ValidationError("--control: '\(item)' is not HOST:PORT") }
+                return address
+            }
+            let pids = try controlPid.split(separator: ",").map { item in
+                guard let pid = Int32(item) else { throw ValidationError("--control-pid: '\(item)' is not a process id") }
+                return pid
+            }
+            let changer: ControlPlaneSimulator.Changer
+            var store: EtcdMeshStore?
+            switch (mesh, etcd.store) {
+            case (.some(let mesh), nil):
+                guard let pid = pids.first, pids.count == 1 else { throw ValidationError("--mesh: one control plane, one --control-pid") }
+                changer = .file(mesh, pid: pid)
+            case (nil, .some):
+                store = try etcd.meshStore(logger: Logger(label: "outrigger.simulate"))
+                changer = .etcd(store!)
+            default:
+                throw ValidationError("give the mesh as --mesh FILE or --store etcd://HOST:PORT, one of the two")
+            }
+            let simulator = ControlPlaneSimulator(controls: controls, sidecars: sidecars)
+            let outcome: Result<ControlPlaneSimulator.Report, any Error>
+            do {
+                outcome = .success(try await simulator.run(changer: changer, services: services, changes: changes, controlPIDs: pids))
+            } catch {
+                outcome = .failure(error)
+            }
+            await store?.client.close()
+            let report = try outcome.get()
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let data = try encoder.encode(report)

@@ -78,6 +78,19 @@ struct RolloutStateMachineTests {
         var (committed, none) = RolloutStateMachine.recovered(plan: plan(waves: [100]), targets: ["a", "b"], decision: .commit)
         #expect(none.isEmpty)
         #expect(committed.decisionWritten(now: start) == [.activate(["a", "b"]), .finished(.completed)])
+        // Committed, two waves activated by the leader before: on from the third, and a breach rolls back all three.
+        var (resumed, _) = RolloutStateMachine.recovered(plan: plan(), targets: ["a", "b", "c", "d"], decision: .commit, activated: ["a", "b"])
+        #expect(resumed.decisionWritten(now: start) == [.activate(["c"]), .wake(at: start + .seconds(10))])
+        #expect(resumed.wake(now: start + .seconds(10), readings: .init(requests: 10, errors: 5)).first == .rollBack(["a", "b", "c"]))
+    }
+
+    @Test func theLastWaveTakesEveryTargetLeft() {
+        var rollout = RolloutStateMachine(plan: plan(waves: [1, 10]), targets: Set((0..<50).map { "s\($0)" }))
+        _ = rollout.start(now: start)
+        for target in rollout.targets { _ = rollout.prepared(target) }
+        _ = rollout.decisionWritten(now: start)
+        _ = rollout.wake(now: start + .seconds(10), readings: .init(requests: 10, errors: 0))
+        #expect(rollout.activated.count == 50 && rollout.phase == .finished(.completed))
     }
 
     @Test func theGateIsReadFromItsFlagAndSaysWhatItExpected() throws {
@@ -86,6 +99,7 @@ struct RolloutStateMachineTests {
         #expect(throws: RolloutGateError.malformed("latency<3", "expected error-ratio or p99")) { try RolloutGate(parsing: "latency<3") }
         #expect(throws: RolloutGateError.malformed("error-ratio<1", "expected a percentage, e.g. error-ratio<1%")) { try RolloutGate(parsing: "error-ratio<1") }
         #expect(throws: RolloutGateError.malformed("p99=3ms", "expected NAME<LIMIT, e.g. error-ratio<1% or p99<300ms")) { try RolloutGate(parsing: "p99=3ms") }
+        #expect(throws: RolloutGateError.malformed("p99<1e20s", "expected a duration, e.g. p99<300ms or p99<1s")) { try RolloutGate(parsing: "p99<1e20s") }
         let gate = RolloutGate(maxErrorRatio: 0.01)
         #expect(gate.breach(.init(requests: 1000, errors: 9)) == nil)
         #expect(gate.breach(.init(requests: 1000, errors: 25)) == "error ratio 2.5% (25 of 1000) is not below 1%")
