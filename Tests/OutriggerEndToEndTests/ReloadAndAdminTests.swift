@@ -87,6 +87,31 @@ struct ReloadAndAdminTests {
         }
     }
 
+    /// A config prepared (validated, warmed) serves nothing until it is activated; one that cannot be prepared says
+    /// why and changes nothing. (The two halves of `apply`, for a staged rollout.)
+    @Test func aPreparedConfigServesNothingUntilActivated() async throws {
+        try await withConfigFile(echoes: 2, { ConfigFile.yaml(cluster: "a", clusters: ["a": $0[0], "b": $0[1]]) }) { harness, file, ports in
+            try file.write(ConfigFile.yaml(cluster: "b", clusters: ["a": ports[0], "b": ports[1]]))
+            let prepared = try await harness.sidecar.prepare(try SidecarConfig.load(contentsOf: file.path))
+            for _ in 0..<3 { #expect(try await fetch(harness.url).echo?.server == "echo-0", "prepared, not served") }
+
+            // An access log that cannot be opened (a directory): only preparing finds it.
+            var unopenable = try SidecarConfig.load(contentsOf: file.path)
+            let directory = FileManager.default.temporaryDirectory.path
+            unopenable.listeners[0].accessLog = AccessLogConfig(path: directory)
+            do {
+                _ = try await harness.sidecar.prepare(unopenable)
+                Issue.record("a config whose access log cannot be opened was prepared")
+            } catch {
+                #expect("\(error)".contains(directory), "\(error)")
+            }
+
+            try await harness.sidecar.activate(prepared)
+            #expect(try await fetch(harness.url).echo?.server == "echo-1")
+            #expect(try await fetch(harness.adminURL + "/config_dump").body.contains("\"version\": 2"), "one swap: prepare counts no version")
+        }
+    }
+
     @Test func reloadAddsAndRemovesListeners() async throws {
         try await withConfigFile(echoes: 1, { ConfigFile.yaml(cluster: "a", clusters: ["a": $0[0]]) }) { harness, file, ports in
             let port = ports[0]

@@ -127,65 +127,94 @@ public final class Sidecar: Sendable {
 
     // MARK: Reload
 
+    /// A config validated and warmed by `prepare`, not served yet: `activate` makes it the running one.
+    public struct PreparedConfig: Sendable {
+        public let config: SidecarConfig
+        let endpointSites: [EndpointSite]
+    }
+
     /// Validates and applies a new config: binds new listeners, swaps the snapshot atomically, closes
     /// listeners that went away. On any error nothing changes and the error is thrown.
     public func apply(_ config: SidecarConfig, endpointSites: [EndpointSite] = []) async throws {
         try await withReloadLock {
-            let running = configStore.snapshot.config
-            if config.concurrency != running.concurrency {
-                logger.warning("concurrency changes take effect at the next start", metadata: ["running": "\(running.concurrency.map(String.init) ?? "cores")"])
+            try await activateLocked(prepareLocked(config, endpointSites: endpointSites))
+        }
+    }
+
+    /// The first half of `apply`, for a config to be switched to later (a staged rollout): compiles it (endpoint
+    /// names resolved), opens its access logs and loads its clusters' TLS files, and throws whatever of that fails.
+    /// Traffic goes on with the running config; nothing is bound or swapped.
+    public func prepare(_ config: SidecarConfig, endpointSites: [EndpointSite] = []) async throws -> PreparedConfig {
+        try await withReloadLock { try prepareLocked(config, endpointSites: endpointSites) }
+    }
+
+    /// The second half of `apply`: binds what the prepared config needs, swaps it in atomically, closes what it no
+    /// longer has. A listener that cannot be bound now throws, and nothing changes.
+    public func activate(_ prepared: PreparedConfig) async throws {
+        try await withReloadLock { try await activateLocked(prepared) }
+    }
+
+    private func prepareLocked(_ config: SidecarConfig, endpointSites: [EndpointSite]) throws -> PreparedConfig {
+        let running = configStore.snapshot.config
+        if config.concurrency != running.concurrency {
+            logger.warning("concurrency changes take effect at the next start", metadata: ["running": "\(running.concurrency.map(String.init) ?? "cores")"])
+        }
+        // Compile first: a config that does not compile touches nothing.
+        _ = try ConfigStore.compile(config, version: 0, stats: configStore.stats, states: EndpointStates(), resolve: configStore.resolve)
+        // A new access log destination that cannot be opened rejects the config (those already open stay
+        // open until shutdown, so event loops never see a closed one).
+        try Self.openAccessLogs(of: config, in: accessLogs)
+        // A cluster whose TLS files do not load rejects the config too.
+        try upstreamTLS.prepare(config.clusters)
+        Self.warnAboutUnverifiedUpstreams(config, logger: logger)
+        return PreparedConfig(config: config, endpointSites: endpointSites)
+    }
+
+    private func activateLocked(_ prepared: PreparedConfig) async throws {
+        let config = prepared.config
+        let endpointSites = prepared.endpointSites
+        // Only the address and TLS settings live in a listener's socket; routes and limits are read
+        // from the snapshot per request, so changing them keeps the socket (and its port).
+        let previous = state.withLockedValue { $0.listeners }
+        let newNames = Set(config.listeners.map(\.name))
+        let closing = previous.filter { name, bound in
+            guard let next = config.listeners.first(where: { $0.name == name }) else { return true }
+            return !bound.config.hasSameSocket(as: next) && !bound.isBound(at: next)
+        }
+        let needSocket = config.listeners.filter { previous[$0.name] == nil || closing[$0.name] != nil }
+        // An address a closing listener still holds can only be bound once that one is closed.
+        let late = needSocket.filter { listener in
+            listener.address.port != 0 && closing.values.contains { $0.config.address == listener.address }
+        }
+        let early = needSocket.filter { listener in !late.contains { $0.name == listener.name } }
+        var bound: [String: BoundListener] = [:]
+        do {
+            for listener in early { bound[listener.name] = try await bind(listener) }
+        } catch {
+            for listener in bound.values { try? await listener.channel.close() }
+            throw error
+        }
+        try configStore.apply(config)
+        Self.configureSpanExport(config, spans)
+        state.withLockedValue { $0.endpointSites = endpointSites }
+        endpointsChanged()
+        warnAboutUnresolvedEndpoints()
+        for listener in closing.values { try? await listener.channel.close() }
+        for listener in late {
+            do { bound[listener.name] = try await bind(listener) } catch {
+                logger.error("cannot bind listener", metadata: ["listener": "\(listener.name)", "error": "\(error)"])
             }
-            // Compile first: a config that does not compile touches nothing.
-            _ = try ConfigStore.compile(config, version: 0, stats: configStore.stats, states: EndpointStates(), resolve: configStore.resolve)
-            // A new access log destination that cannot be opened rejects the config (those already open stay
-            // open until shutdown, so event loops never see a closed one).
-            try Self.openAccessLogs(of: config, in: accessLogs)
-            // A cluster whose TLS files do not load rejects the config too.
-            try upstreamTLS.prepare(config.clusters)
-            Self.warnAboutUnverifiedUpstreams(config, logger: logger)
-            // Only the address and TLS settings live in a listener's socket; routes and limits are read
-            // from the snapshot per request, so changing them keeps the socket (and its port).
-            let previous = state.withLockedValue { $0.listeners }
-            let newNames = Set(config.listeners.map(\.name))
-            let closing = previous.filter { name, bound in
-                guard let next = config.listeners.first(where: { $0.name == name }) else { return true }
-                return !bound.config.hasSameSocket(as: next) && !bound.isBound(at: next)
-            }
-            let needSocket = config.listeners.filter { previous[$0.name] == nil || closing[$0.name] != nil }
-            // An address a closing listener still holds can only be bound once that one is closed.
-            let late = needSocket.filter { listener in
-                listener.address.port != 0 && closing.values.contains { $0.config.address == listener.address }
-            }
-            let early = needSocket.filter { listener in !late.contains { $0.name == listener.name } }
-            var bound: [String: BoundListener] = [:]
-            do {
-                for listener in early { bound[listener.name] = try await bind(listener) }
-            } catch {
-                for listener in bound.values { try? await listener.channel.close() }
-                throw error
-            }
-            try configStore.apply(config)
-            Self.configureSpanExport(config, spans)
-            state.withLockedValue { $0.endpointSites = endpointSites }
-            endpointsChanged()
-            warnAboutUnresolvedEndpoints()
-            for listener in closing.values { try? await listener.channel.close() }
-            for listener in late {
-                do { bound[listener.name] = try await bind(listener) } catch {
-                    logger.error("cannot bind listener", metadata: ["listener": "\(listener.name)", "error": "\(error)"])
-                }
-            }
-            state.withLockedValue { state in
-                state.listeners = state.listeners.filter { newNames.contains($0.key) && closing[$0.key] == nil }
-                for listener in config.listeners { state.listeners[listener.name]?.config = listener }
-                state.listeners.merge(bound) { $1 }
-            }
-            if config.admin != state.withLockedValue({ $0.admin?.config }) {
-                let old = state.withLockedValue { $0.admin }
-                try? await old?.channel.close()
-                state.withLockedValue { $0.admin = nil }
-                try await bindAdmin(config.admin)
-            }
+        }
+        state.withLockedValue { state in
+            state.listeners = state.listeners.filter { newNames.contains($0.key) && closing[$0.key] == nil }
+            for listener in config.listeners { state.listeners[listener.name]?.config = listener }
+            state.listeners.merge(bound) { $1 }
+        }
+        if config.admin != state.withLockedValue({ $0.admin?.config }) {
+            let old = state.withLockedValue { $0.admin }
+            try? await old?.channel.close()
+            state.withLockedValue { $0.admin = nil }
+            try await bindAdmin(config.admin)
         }
     }
 
