@@ -204,6 +204,35 @@ struct EtcdStoreTests {
         }
     }
 
+    /// A replica whose keep-alive stream breaks (its etcd member dies) registers again while its old key still
+    /// lives: it must replace that key, not update it, or it would wait on its own key and no replica would lead.
+    @Test func aReplicaThatLosesItsMemberLeadsAgainFromTheNext() async throws {
+        let cluster = try await EtcdCluster.start()
+        let client = try EtcdClient(endpoints: cluster.clients, callTimeout: .seconds(2))
+        let replica = EtcdReplicas(client: client, prefix: "/test", me: EtcdReplicas.Member(id: "a", xds: "127.0.0.1:1", admin: nil),
+                                   ttl: 30, logger: Harness.quietLogger)
+        let running = Task { await replica.run() }
+        do {
+            try await waitUntil { replica.current.leading }
+            let fence = replica.current.fence
+            await cluster.stop(0)
+            try await waitUntil { replica.current.leading && replica.current.fence != fence }
+            let keys = try await client.read(.prefix("/test/replicas/")).pairs
+            #expect(keys.count == 1 && keys.first?.createRevision == replica.current.fence, "one key, created anew")
+            var write = Etcdserverpb_TxnRequest()
+            write.success = [.put("/test/decision", Array("commit 1".utf8))]
+            #expect(try await replica.asLeader(write).succeeded, "its fence holds")
+        } catch {
+            running.cancel()
+            await running.value
+            await client.close()
+            throw error
+        }
+        running.cancel()
+        await running.value
+        await client.close()
+    }
+
     /// `outrigger control apply`: the same errors as `outrigger validate`, nothing written for them; a mesh
     /// applied, and applied again without a change.
     @Test func applyFromTheCommandLine() async throws {
