@@ -265,8 +265,11 @@ public final class ControlPlane: Sendable {
 
     /// With shared registrations: follows them (every replica's sidecars) and keeps this replica's alive, until
     /// cancelled. Each change is pushed, as a local registration would be.
-    public func followRegistrations() async {
+    /// `read` is called once all of them have been read the first time: a replica serves no sidecar before, or
+    /// the first views it sent would lack every endpoint registered through the other replicas.
+    public func followRegistrations(read: @escaping @Sendable () -> Void = {}) async {
         guard let shared else { return }
+        let first = NIOLockedValueBox(true)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await shared.keepAlive() }
             group.addTask {
@@ -276,6 +279,11 @@ public final class ControlPlane: Sendable {
                         return state.registered != registered
                     }
                     if changed { self.changed() }
+                    let isFirst = first.withLockedValue { value -> Bool in
+                        defer { value = false }
+                        return value
+                    }
+                    if isFirst { read() }
                 }
             }
         }

@@ -115,8 +115,17 @@ extension Control {
                 }
             }
             let (listening, listeningSink) = AsyncStream<Int>.makeStream()
+            let (registrationsRead, registrationsReadSink) = AsyncStream<Void>.makeStream()
             try await withThrowingTaskGroup(of: Void.self) { group in
+                // The first task to end stops the others: each runs until cancelled.
+                if registrations != nil {
+                    group.addTask { await plane.followRegistrations { registrationsReadSink.finish() } }
+                } else {
+                    registrationsReadSink.finish()
+                }
                 group.addTask {
+                    // Serving before the shared registrations are read would send sidecars views without them.
+                    for await _ in registrationsRead {}
                     try await plane.serve(host: listen.host, port: listen.port, tls: tls) { port in
                         announce("outrigger control: xds on \(HostPort(host: listen.host, port: port))")
                         listeningSink.yield(port)
@@ -135,8 +144,6 @@ extension Control {
                     }
                 }
                 group.addTask { await plane.follow() }
-                // The first task to end stops the others: each runs until cancelled.
-                if registrations != nil { group.addTask { await plane.followRegistrations() } }
                 group.addTask {
                     for await number in ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT]) {
                         if number == SIGHUP { await plane.reload(); continue }
