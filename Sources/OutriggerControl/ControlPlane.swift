@@ -31,6 +31,8 @@ public final class ControlPlane: Sendable {
         var identity: SidecarIdentity
         var connectedAt: Date
         var push: AsyncStream<Push>.Continuation
+        /// A rollout's messages, each sent (none replaces another).
+        var staging: AsyncStream<Outrigger_V1_StagedGeneration>.Continuation
         var status: [XDSType: TypeStatus] = [:]
         var draining = false
     }
@@ -74,6 +76,8 @@ public final class ControlPlane: Sendable {
         var lastChange: ContinuousClock.Instant?
         /// With replicas: this one's id and where it stands.
         var replica: (id: String, standing: EtcdReplicas.Standing)?
+        /// A rollout's answers, by the version its message went out with, then node: nil when ACKed, else the NACK.
+        var answers: [String: [String: String?]] = [:]
     }
 
     private let state: NIOLockedValueBox<State>
@@ -182,14 +186,15 @@ public final class ControlPlane: Sendable {
 
     // MARK: Streams
 
-    func open(_ identity: SidecarIdentity) -> (id: UInt64, pushes: AsyncStream<Push>) {
+    func open(_ identity: SidecarIdentity) -> (id: UInt64, pushes: AsyncStream<Push>, staging: AsyncStream<Outrigger_V1_StagedGeneration>) {
         // Only the newest view matters to a stream: an older one still buffered is replaced.
         let (pushes, continuation) = AsyncStream<Push>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let (staging, stagingContinuation) = AsyncStream<Outrigger_V1_StagedGeneration>.makeStream()
         let (id, mesh, registered, registers, twin, generation) = state.withLockedValue { state in
             state.nextStream += 1
             state.pushes += 1
             let sameNode = state.streams.filter { $0.value.identity.node == identity.node }
-            state.streams[state.nextStream] = Stream(identity: identity, connectedAt: Date(), push: continuation)
+            state.streams[state.nextStream] = Stream(identity: identity, connectedAt: Date(), push: continuation, staging: stagingContinuation)
             state.leaving[identity.node] = nil
             var registers = false
             // Shared: etcd's registrations are the plane's, once written there and watched back.
@@ -223,13 +228,14 @@ public final class ControlPlane: Sendable {
             logger.error("cannot build a sidecar's view", metadata: ["node": "\(identity.node)", "error": "\(error)"])
         }
         if registers { changed() }
-        return (id, pushes)
+        return (id, pushes, staging)
     }
 
     func close(_ id: UInt64) {
         let gone = state.withLockedValue { state -> (SidecarIdentity, UInt64)? in
             guard let stream = state.streams.removeValue(forKey: id) else { return nil }
             stream.push.finish()
+            stream.staging.finish()
             // Another stream of the same node (a reconnect that raced this close) keeps the registration.
             guard !state.streams.values.contains(where: { $0.identity.node == stream.identity.node }) else { return nil }
             state.generation += 1
@@ -323,6 +329,60 @@ public final class ControlPlane: Sendable {
             metrics.nacks.add(1)
             let node = state.withLockedValue { $0.streams[id]?.identity.node ?? "?" }
             logger.warning("sidecar refused a push", metadata: ["node": "\(node)", "type": "\(type.shortName)", "version": "\(version)", "error": "\(message)"])
+        }
+    }
+
+    /// A sidecar answered a rollout's message.
+    func answered(_ id: UInt64, version: String, refusal: String?) {
+        state.withLockedValue { state in
+            guard let node = state.streams[id]?.identity.node else { return }
+            state.answers[version, default: [:]][node] = .some(refusal)
+        }
+    }
+
+    // MARK: Rollouts
+
+    /// A rollout's first phase on every sidecar connected here: each gets its view of `mesh` as `generation`, to
+    /// validate and warm without serving it. Returns each node's answer — nil: prepared; else why not — once all
+    /// have answered, or `timeout` has passed (a node that did not answer is missing).
+    public func prepare(generation: UInt64, mesh: MeshConfig, timeout: Duration) async -> [String: String?] {
+        let (streams, registered) = state.withLockedValue { ($0.streams, Self.lists($0.registered)) }
+        var messages: [UInt64: Outrigger_V1_StagedGeneration] = [:]
+        for (id, stream) in streams {
+            do {
+                messages[id] = StagedGenerations.message(generation: generation, phase: .prepare,
+                                                         view: try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity))
+            } catch {
+                logger.error("cannot build a sidecar's view of a generation", metadata: ["node": "\(stream.identity.node)", "error": "\(error)"])
+            }
+        }
+        return await send(messages, version: StagedGenerations.version(generation, .prepare), to: streams, timeout: timeout)
+    }
+
+    /// A rollout's second phase on every sidecar connected here: commit (switch to `generation`, which becomes the
+    /// mesh this plane serves) or abort (drop it). Returns each node's answer, as `prepare` does.
+    public func decide(generation: UInt64, commit mesh: MeshConfig?, timeout: Duration) async -> [String: String?] {
+        let phase: Outrigger_V1_StagedGeneration.Phase = mesh == nil ? .abort : .commit
+        let streams = state.withLockedValue { $0.streams }
+        let message = StagedGenerations.message(generation: generation, phase: phase)
+        let answers = await send(streams.mapValues { _ in message }, version: StagedGenerations.version(generation, phase), to: streams, timeout: timeout)
+        // Served from now on: a sidecar connecting later gets it, and those committed already find their own.
+        if let mesh { apply(mesh) }
+        return answers
+    }
+
+    private func send(_ messages: [UInt64: Outrigger_V1_StagedGeneration], version: String, to streams: [UInt64: Stream],
+                      timeout: Duration) async -> [String: String?] {
+        for (id, message) in messages { streams[id]?.staging.yield(message) }
+        let nodes = Set(messages.keys.compactMap { streams[$0]?.identity.node })
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let answers = state.withLockedValue { $0.answers[version] ?? [:] }
+            if Set(answers.keys).isSuperset(of: nodes) || ContinuousClock.now >= deadline {
+                state.withLockedValue { $0.answers[version] = nil }
+                return answers.filter { nodes.contains($0.key) }
+            }
+            try? await Task.sleep(for: .milliseconds(5))
         }
     }
 
@@ -431,6 +491,7 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
     enum Input: Sendable {
         case request(Envoy_Service_Discovery_V3_DiscoveryRequest)
         case push(ControlPlane.Push)
+        case stage(Outrigger_V1_StagedGeneration)
         case ended
         /// The request stream broke: bytes that are no DiscoveryRequest, a message over the size limit.
         case failed(any Error)
@@ -457,6 +518,7 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
             /// The change the last view carried, until the sidecar has answered all of it.
             var converging: ContinuousClock.Instant?
             var lastGeneration: UInt64 = 0
+            var stagedNonce = 0
             for await next in inputs {
                 let responses: [ADSStreamStateMachine.Response]
                 switch next {
@@ -466,7 +528,7 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                         id = opened
                     } else {
                         // The first request names the node; its view is computed and pushed from then on.
-                        let (newID, pushes) = plane.open(try Self.identity(of: message.node, peer: context.remotePeer))
+                        let (newID, pushes, staging) = plane.open(try Self.identity(of: message.node, peer: context.remotePeer))
                         opened = newID
                         id = newID
                         machine = ADSStreamStateMachine(noncePrefix: "\(newID)-")
@@ -474,6 +536,13 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                             for await push in pushes { input.yield(.push(push)) }
                             input.yield(.ended)  // replaced by a newer stream of the same node
                         }
+                        group.addTask {
+                            for await stage in staging { input.yield(.stage(stage)) }
+                        }
+                    }
+                    if message.typeURL == StagedGenerations.typeURL {
+                        plane.answered(id, version: message.versionInfo, refusal: message.hasErrorDetail ? message.errorDetail.message : nil)
+                        continue
                     }
                     if message.node.metadata.fields[NodeMetadata.draining]?.boolValue == true { plane.draining(id) }
                     guard let type = XDSType(rawValue: message.typeURL) else { continue }  // types we do not serve are ignored, as Envoy's servers do
@@ -487,6 +556,16 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                         plane.metrics.convergence.observe(ContinuousClock.now - since)
                         converging = nil
                     }
+                case .stage(let stage):
+                    var message = Envoy_Service_Discovery_V3_DiscoveryResponse()
+                    message.typeURL = StagedGenerations.typeURL
+                    message.versionInfo = StagedGenerations.version(stage.generation, stage.phase)
+                    stagedNonce += 1
+                    message.nonce = "\(opened ?? 0)-s\(stagedNonce)"
+                    message.resources = [try Google_Protobuf_Any(message: stage)]
+                    message.controlPlane.identifier = "outrigger"
+                    try await response.write(message)
+                    continue
                 case .push(let push):
                     guard push.generation > lastGeneration else { continue }
                     lastGeneration = push.generation

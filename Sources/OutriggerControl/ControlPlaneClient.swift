@@ -21,6 +21,9 @@ public final class ControlPlaneClient: Sendable {
     private let base: SidecarConfig
     private let logger: Logger
     private let state = NIOLockedValueBox(XDSClientState())
+    /// A generation a rollout prepared here and has not decided yet: its config, ready to switch to, and what the
+    /// accepted state becomes when it is committed.
+    private let staged = NIOLockedValueBox<(generation: UInt64, prepared: Sidecar.PreparedConfig, state: XDSClientState)?>(nil)
     /// Where the last accepted config is kept (nil: nowhere).
     private let stateFile: String?
     /// The open stream's outbox, for the drain notice.
@@ -217,6 +220,7 @@ public final class ControlPlaneClient: Sendable {
 
     /// Decides, applies, and answers one response (its ACK or NACK, then any new subscriptions).
     private func handle(_ message: Envoy_Service_Discovery_V3_DiscoveryResponse) async -> [Envoy_Service_Discovery_V3_DiscoveryRequest] {
+        if message.typeURL == StagedGenerations.typeURL { return await handleStaged(message) }
         guard let type = XDSType(rawValue: message.typeURL) else {
             var nack = request(.cluster, version: "", nonce: message.nonce, names: [])
             nack.typeURL = message.typeURL
@@ -264,6 +268,52 @@ public final class ControlPlaneClient: Sendable {
             requests.append(request(changed, version: versions[changed] ?? "", nonce: nonces[changed] ?? "", names: list))
         }
         return requests
+    }
+
+    /// A rollout's message: prepare a generation (validate and warm it, serve nothing of it), commit it (switch to
+    /// it at once, and take its resources as accepted), or abort it. Answered with an ACK, or a NACK saying why.
+    private func handleStaged(_ message: Envoy_Service_Discovery_V3_DiscoveryResponse) async -> [Envoy_Service_Discovery_V3_DiscoveryRequest] {
+        var answer = Envoy_Service_Discovery_V3_DiscoveryRequest()
+        answer.typeURL = message.typeURL
+        answer.versionInfo = message.versionInfo
+        answer.responseNonce = message.nonce
+        var subscriptions: [Envoy_Service_Discovery_V3_DiscoveryRequest] = []
+        do {
+            guard message.resources.count == 1 else { throw StagedGenerations.Refusal("expected one StagedGeneration, got \(message.resources.count)") }
+            let stage = try Outrigger_V1_StagedGeneration(unpackingAny: message.resources[0])
+            switch stage.phase {
+            case .prepare:
+                let (restored, decoded) = try XDSClientState.restoring(stage.view, base: base)
+                var config = decoded
+                overrides(&config)
+                let prepared = try await sidecar.prepare(config)
+                staged.withLockedValue { $0 = (stage.generation, prepared, restored) }
+                logger.info("generation prepared", metadata: ["generation": "\(stage.generation)"])
+            case .commit:
+                guard let held = staged.withLockedValue({ $0 }), held.generation == stage.generation else {
+                    throw StagedGenerations.Refusal("generation \(stage.generation) was not prepared here")
+                }
+                try await sidecar.activate(held.prepared)
+                staged.withLockedValue { $0 = nil }
+                let (changes, versions, nonces) = state.withLockedValue { state in
+                    state.adopt(held.state)
+                    return (state.subscriptionChanges(), state.versions, state.nonces)
+                }
+                for (type, names) in changes.sorted(by: { $0.key < $1.key }) {
+                    subscriptions.append(request(type, version: versions[type] ?? "", nonce: nonces[type] ?? "", names: names))
+                }
+                persist()
+                counters.withLockedValue { $0.lastAppliedAt = .now }
+                logger.info("generation committed", metadata: ["generation": "\(stage.generation)"])
+            case .abort, .UNRECOGNIZED:
+                staged.withLockedValue { if $0?.generation == stage.generation { $0 = nil } }
+            }
+        } catch {
+            answer.errorDetail.code = 3  // INVALID_ARGUMENT
+            answer.errorDetail.message = "\(error)"
+            logger.error("a rollout's generation refused", metadata: ["version": "\(message.versionInfo)", "error": "\(error)"])
+        }
+        return [answer] + subscriptions
     }
 
     private func request(_ type: XDSType, version: String, nonce: String, names: [String]) -> Envoy_Service_Discovery_V3_DiscoveryRequest {

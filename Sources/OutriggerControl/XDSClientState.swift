@@ -77,6 +77,14 @@ public struct XDSClientState: Sendable {
         return changes
     }
 
+    /// A rollout's committed generation: its resources and versions become the accepted ones (subscriptions follow
+    /// with `subscriptionChanges`).
+    public mutating func adopt(_ committed: XDSClientState) {
+        accepted = committed.accepted
+        versions = committed.versions
+        candidate = nil
+    }
+
     /// A new stream: nonces of the last one mean nothing to it.
     public mutating func streamStarted() {
         nonces = [:]

@@ -389,3 +389,44 @@ struct XDSPeerTests {
         await echo.stop()
     }
 }
+
+/// A rollout's two phases on one control plane, to a sidecar following it over ADS: a generation prepared is held
+/// and not served, committed it is served at once; one the sidecar cannot prepare is refused with why, and dropped.
+@Suite("Staged generations: prepare, commit, abort")
+struct StagedGenerationTests {
+    @Test func aPreparedGenerationServesNothingUntilCommittedAndARefusedOneIsDropped() async throws {
+        let mesh = try await MeshHarness.start(echoes: 2) { endpoints in
+            MeshConfig(services: [MeshConfig.Service(cluster: ClusterConfig(name: "users", endpoints: [endpoints[0]]))])
+        }
+        do {
+            try await mesh.eventually("the sidecar serves users from echo-0") { try await mesh.answer(host: "users") == "echo-0" }
+            let second = HostPort(host: "127.0.0.1", port: mesh.echoes[1].localAddress.port!)
+            let next = MeshConfig(services: [MeshConfig.Service(cluster: ClusterConfig(name: "users", endpoints: [second]))])
+
+            let prepared = await mesh.plane.prepare(generation: 2, mesh: next, timeout: .seconds(30))
+            #expect(prepared.count == 1 && prepared["web-1"] == .some(nil), "\(prepared)")
+            for _ in 0..<3 { #expect(try await mesh.answer(host: "users") == "echo-0", "prepared, not served") }
+            let committed = await mesh.plane.decide(generation: 2, commit: next, timeout: .seconds(30))
+            #expect(committed.count == 1 && committed["web-1"] == .some(nil), "\(committed)")
+            #expect(try await mesh.answer(host: "users") == "echo-1", "served once the commit is ACKed")
+
+            // A generation the sidecar cannot prepare: its upstream CA file is not on the sidecar's machine.
+            var broken = next
+            broken.services[0].cluster.tls = UpstreamTLSConfig(caFile: "/nonexistent/ca.pem")
+            let refused = await mesh.plane.prepare(generation: 3, mesh: broken, timeout: .seconds(30))
+            let refusal = refused["web-1"] ?? nil
+            #expect(refusal?.contains("/nonexistent/ca.pem") == true, "\(refused)")
+            _ = await mesh.plane.decide(generation: 3, commit: nil, timeout: .seconds(30))
+            #expect(try await mesh.answer(host: "users") == "echo-1")
+
+            // A commit of a generation never prepared there is refused.
+            let unprepared = await mesh.plane.decide(generation: 4, commit: next, timeout: .seconds(30))
+            #expect((unprepared["web-1"] ?? nil)?.contains("generation 4 was not prepared here") == true, "\(unprepared)")
+            #expect(try await mesh.answer(host: "users") == "echo-1")
+        } catch {
+            await mesh.stop()
+            throw error
+        }
+        await mesh.stop()
+    }
+}

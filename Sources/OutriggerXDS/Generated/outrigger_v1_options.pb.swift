@@ -601,6 +601,73 @@ public nonisolated struct Outrigger_V1_PersistedState: Sendable {
   public init() {}
 }
 
+/// A generation of the mesh staged on a sidecar by a two-phase rollout, as one resource of its own ADS type
+/// (type.googleapis.com/outrigger.v1.StagedGeneration; Envoy ignores types it does not know). PREPARE carries the
+/// sidecar's whole view of the generation (as a sidecar persists its state): the sidecar validates and warms it
+/// without serving it, and ACKs (prepared) or NACKs. COMMIT switches to the prepared generation; ABORT drops it.
+public nonisolated struct Outrigger_V1_StagedGeneration: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var generation: UInt64 = 0
+
+  public var phase: Outrigger_V1_StagedGeneration.Phase = .prepare
+
+  public var view: Outrigger_V1_PersistedState {
+    get {_view ?? Outrigger_V1_PersistedState()}
+    set {_view = newValue}
+  }
+  /// Returns true if `view` has been explicitly set.
+  public var hasView: Bool {self._view != nil}
+  /// Clears the value of `view`. Subsequent reads from it will return its default value.
+  public mutating func clearView() {self._view = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case prepare // = 0
+    case commit // = 1
+    case abort // = 2
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .prepare
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .prepare
+      case 1: self = .commit
+      case 2: self = .abort
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .prepare: return 0
+      case .commit: return 1
+      case .abort: return 2
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Outrigger_V1_StagedGeneration.Phase] = [
+      .prepare,
+      .commit,
+      .abort,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _view: Outrigger_V1_PersistedState? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "outrigger.v1"
@@ -1494,4 +1561,52 @@ nonisolated extension Outrigger_V1_PersistedState.TypeMessage: SwiftProtobuf.Mes
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
+}
+
+nonisolated extension Outrigger_V1_StagedGeneration: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StagedGeneration"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0\u{1}phase\0\u{1}view\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.phase) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._view) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.generation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 1)
+    }
+    if self.phase != .prepare {
+      try visitor.visitSingularEnumField(value: self.phase, fieldNumber: 2)
+    }
+    try { if let v = self._view {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Outrigger_V1_StagedGeneration, rhs: Outrigger_V1_StagedGeneration) -> Bool {
+    if lhs.generation != rhs.generation {return false}
+    if lhs.phase != rhs.phase {return false}
+    if lhs._view != rhs._view {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Outrigger_V1_StagedGeneration.Phase: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PREPARE\0\u{1}COMMIT\0\u{1}ABORT\0")
 }
