@@ -76,7 +76,8 @@ public final class ControlPlane: Sendable {
         var lastChange: ContinuousClock.Instant?
         /// With replicas: this one's id and where it stands.
         var replica: (id: String, standing: EtcdReplicas.Standing)?
-        /// A rollout's answers, by the version its message went out with, then node: nil when ACKed, else the NACK.
+        /// A rollout's answers being waited for, by the version its message went out with, then node: nil when
+        /// ACKed, else the NACK. (An answer nobody waits for any more is dropped.)
         var answers: [String: [String: String?]] = [:]
     }
 
@@ -335,8 +336,8 @@ public final class ControlPlane: Sendable {
     /// A sidecar answered a rollout's message.
     func answered(_ id: UInt64, version: String, refusal: String?) {
         state.withLockedValue { state in
-            guard let node = state.streams[id]?.identity.node else { return }
-            state.answers[version, default: [:]][node] = .some(refusal)
+            guard let node = state.streams[id]?.identity.node, state.answers[version] != nil else { return }
+            state.answers[version]?[node] = .some(refusal)
         }
     }
 
@@ -373,6 +374,7 @@ public final class ControlPlane: Sendable {
 
     private func send(_ messages: [UInt64: Outrigger_V1_StagedGeneration], version: String, to streams: [UInt64: Stream],
                       timeout: Duration) async -> [String: String?] {
+        state.withLockedValue { $0.answers[version] = [:] }
         for (id, message) in messages { streams[id]?.staging.yield(message) }
         let nodes = Set(messages.keys.compactMap { streams[$0]?.identity.node })
         let deadline = ContinuousClock.now + timeout
