@@ -8,7 +8,7 @@ import OutriggerEtcd
 /// Each replica is the key `PREFIX/replicas/ID` (where it serves xDS and its admin) under a lease of its own that
 /// it keeps alive. The leader is the replica whose key is oldest (the lowest create revision): a replica waits for
 /// the deletion of the key just older than its own, so when a leader dies (its lease runs out) exactly one replica
-/// learns it leads, without a herd. A leader's writes are fenced: they compare its key's create revision, so a
+/// learns it leads; the others, waiting on the leader's key too, learn which one. A leader's writes are fenced: they compare its key's create revision, so a
 /// replica that lost its lease (deposed while it could not reach etcd) cannot write as leader. A replica that has
 /// not heard its lease kept alive for three quarters of its time to live steps down, before etcd lets the lease go.
 public final class EtcdReplicas: Sendable {
@@ -202,12 +202,14 @@ public final class EtcdReplicas: Sendable {
                 try await Task.sleep(for: .seconds(365 * 24 * 3600))
                 continue
             }
-            // Until that key is deleted; a compacted start means reading again too.
+            // Until that key or the leader's is deleted (the one to lead next, the other to name the next leader);
+            // a compacted start means reading again too. Other replicas coming and going wake nobody.
+            let awaited: Set<Data> = [next.key, older[0].key]
             let watched: Result<Void, EtcdError>
             do {
-                try await client.watch(.key(String(decoding: next.key, as: UTF8.self)), from: read.revision + 1) { update in
+                try await client.watch(.prefix(prefix), from: read.revision + 1) { update in
                     guard case .changes(let events, _) = update else { return true }
-                    return !events.contains { $0.type == .delete }
+                    return !events.contains { $0.type == .delete && awaited.contains($0.kv.key) }
                 }
                 watched = .success(())
             } catch {

@@ -78,15 +78,26 @@ struct ControlReplicaTests {
         }
         #expect(try await Self.storeStatus(etcd.client)["replicas"].flatMap { $0 as? [[String: Any]] }?.count == 1)
 
+        let secondID = try #require((try await Self.status(admin: secondAdmin)["replica"] as? [String: Any])?["id"] as? String)
         let (third, _, thirdAdmin) = try await Self.startReplica(store: etcd.client)
         processes.append(third)
-        try await MeshProcessTests.eventually("the third follows the second") {
-            (try await Self.status(admin: thirdAdmin)["replica"] as? [String: Any])?["leading"] as? Bool == false
+        let (fourth, _, fourthAdmin) = try await Self.startReplica(store: etcd.client)
+        processes.append(fourth)
+        try await MeshProcessTests.eventually("the third and fourth follow the second") {
+            let third = try await Self.status(admin: thirdAdmin)["replica"] as? [String: Any]
+            let fourth = try await Self.status(admin: fourthAdmin)["replica"] as? [String: Any]
+            return third?["leader"] as? String == secondID && fourth?["leader"] as? String == secondID
         }
+        let thirdID = try #require((try await Self.status(admin: thirdAdmin)["replica"] as? [String: Any])?["id"] as? String)
         second.signal(SIGTERM)
         #expect(await second.waitForExit() == 0)
         try await MeshProcessTests.eventually("the third leads") {
             (try await Self.status(admin: thirdAdmin)["replica"] as? [String: Any])?["leading"] as? Bool == true
+        }
+        // The fourth waited on the third (its predecessor), and on the leader's key too: it names the new leader.
+        try await MeshProcessTests.eventually("the fourth names the third as leader") {
+            let fourth = try await Self.status(admin: fourthAdmin)["replica"] as? [String: Any]
+            return fourth?["leader"] as? String == thirdID && fourth?["leading"] as? Bool == false
         }
     }
 
