@@ -135,7 +135,7 @@ public final class ControlPlane: Sendable {
             apply(snapshot.mesh, version: snapshot.version)
             logger.info("mesh reloaded", metadata: ["store": "\(store.description)", "version": "\(snapshot.version)"])
             return .applied
-        } catch let error as EtcdError {
+        } catch let error as MeshStoreUnreadable {
             logger.warning("cannot read the mesh now; serving the running mesh\n\(error)", metadata: ["store": "\(store.description)"])
             return .unreadable
         } catch {
@@ -160,7 +160,7 @@ public final class ControlPlane: Sendable {
             let version = await store.currentVersion()
             if await reloaded() == .unreadable {
                 failures += 1
-                try? await Task.sleep(for: EtcdRegistrations.backoff(failures))
+                try? await Task.sleep(for: ReconnectBackoff.delay(after: failures))
                 continue
             }
             failures = 0

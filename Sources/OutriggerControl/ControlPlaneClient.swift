@@ -167,9 +167,7 @@ public final class ControlPlaneClient: Sendable {
             }
             counters.withLockedValue { $0.connected = false; $0.streamFailures += 1 }
             failures = connected.withLockedValue { $0 } ? 1 : failures + 1
-            // Full jitter over an exponential ceiling: 100 ms doubling to 10 s.
-            let ceiling = min(10_000, 100 << min(failures, 7))
-            try? await Task.sleep(for: .milliseconds(Int.random(in: ceiling / 2...ceiling)))
+            try? await Task.sleep(for: ReconnectBackoff.delay(after: failures, ceiling: .seconds(10)))
         }
     }
 

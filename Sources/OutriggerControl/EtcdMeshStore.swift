@@ -31,7 +31,7 @@ public final class EtcdMeshStore: MeshStore {
 
     public init(client: EtcdClient, prefix: String = "/outrigger", logger: Logger = Logger(label: "outrigger.etcd")) {
         self.client = client
-        self.prefix = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+        self.prefix = EtcdKeyRange.trimmed(prefix)
         self.logger = logger
     }
 
@@ -50,7 +50,12 @@ public final class EtcdMeshStore: MeshStore {
 
     public func snapshot() async throws -> MeshSnapshot {
         // Pages of two keys: a chunk is up to 1 MiB, and gRPC takes responses of up to 4 MiB.
-        let read = try await client.read(.prefix(meshPrefix), pageSize: 2)
+        let read: EtcdClient.Read
+        do {
+            read = try await client.read(.prefix(meshPrefix), pageSize: 2)
+        } catch {
+            throw MeshStoreUnreadable(description: "\(error)")
+        }
         let stored = try StoredMesh(reading: read.pairs, store: self)
         let mesh = try MeshConfig.load(stored.sources, path: description)
         try MeshView.check(mesh)
@@ -61,7 +66,7 @@ public final class EtcdMeshStore: MeshStore {
     public func currentVersion() async -> String {
         do {
             let read = try await client.read(.key(currentKey))
-            let version = read.pairs.first.flatMap { try? StoredMesh.Pointer(decoding: $0.value).version } ?? ""
+            let version = Self.pointedVersion(read) ?? ""
             seen.withLockedValue { $0 = (version, read.revision) }
             return version
         } catch {
@@ -79,7 +84,7 @@ public final class EtcdMeshStore: MeshStore {
                     start = known.revision + 1
                 } else {
                     let read = try await client.read(.key(currentKey))
-                    let now = read.pairs.first.flatMap { try? StoredMesh.Pointer(decoding: $0.value).version } ?? ""
+                    let now = Self.pointedVersion(read) ?? ""
                     if now != version { return }
                     seen.withLockedValue { $0 = (version, read.revision) }
                     start = read.revision + 1
@@ -103,9 +108,7 @@ public final class EtcdMeshStore: MeshStore {
                 try Task.checkCancellation()
                 failures += 1
                 logger.warning("cannot follow the mesh in etcd; serving the last one read", metadata: ["store": "\(description)", "error": "\(error)"])
-                // Full jitter over an exponential ceiling: 100 ms doubling to 5 s.
-                let ceiling = min(5_000, 100 << min(failures, 6))
-                try await Task.sleep(for: .milliseconds(Int.random(in: ceiling / 2...ceiling)))
+                try await Task.sleep(for: ReconnectBackoff.delay(after: failures))
             }
         }
     }
@@ -136,7 +139,7 @@ public final class EtcdMeshStore: MeshStore {
         for _ in 0..<5 {
             let read = try await client.read(.key(currentKey))
             let previous = read.pairs.first
-            let previousVersion = previous.flatMap { try? StoredMesh.Pointer(decoding: $0.value).version }
+            let previousVersion = Self.pointedVersion(read)
             if previousVersion == version { return .unchanged(version: version) }
             if !inline {
                 for (index, chunk) in chunks.enumerated() { try await client.put(chunkKey(version, index), chunk) }
@@ -168,6 +171,11 @@ public final class EtcdMeshStore: MeshStore {
         let directory = path.hasSuffix("/") ? path : path + "/"
         if file.hasPrefix(directory) { return String(file.dropFirst(directory.count)) }
         return String(file.split(separator: "/").last ?? Substring(file))
+    }
+
+    /// The version a read of `mesh/current` names (nil: none, or not a pointer).
+    static func pointedVersion(_ read: EtcdClient.Read) -> String? {
+        read.pairs.first.flatMap { try? StoredMesh.Pointer(decoding: $0.value).version }
     }
 
     func chunkKey(_ version: String, _ index: Int) -> String {

@@ -52,7 +52,7 @@ public final class EtcdRegistrations: Sendable {
 
     public init(client: EtcdClient, prefix: String = "/outrigger", replica: String, ttl: Int64 = 10, logger: Logger = Logger(label: "outrigger.etcd")) {
         self.client = client
-        self.prefix = (prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix) + "/registrations/"
+        self.prefix = EtcdKeyRange.trimmed(prefix) + "/registrations/"
         self.replica = replica
         self.ttl = ttl
         self.logger = logger
@@ -141,7 +141,7 @@ public final class EtcdRegistrations: Sendable {
                     } catch {
                         if Task.isCancelled { return }
                         failures += 1
-                        try? await Task.sleep(for: Self.backoff(failures))
+                        try? await Task.sleep(for: ReconnectBackoff.delay(after: failures))
                     }
                 }
             }
@@ -187,7 +187,7 @@ public final class EtcdRegistrations: Sendable {
                 if Task.isCancelled { return }
                 failures += 1
                 logger.warning("cannot follow the registrations in etcd; serving the last ones read", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: Self.backoff(failures))
+                try? await Task.sleep(for: ReconnectBackoff.delay(after: failures))
             }
         }
     }
@@ -207,11 +207,5 @@ public final class EtcdRegistrations: Sendable {
             registered[entry.service, default: [:]][node] = address
         }
         return registered
-    }
-
-    /// Full jitter over an exponential ceiling: 100 ms doubling to 5 s.
-    static func backoff(_ failures: Int) -> Duration {
-        let ceiling = min(5_000, 100 << min(failures, 6))
-        return .milliseconds(Int.random(in: ceiling / 2...ceiling))
     }
 }

@@ -52,7 +52,7 @@ public final class EtcdReplicas: Sendable {
     public init(client: EtcdClient, prefix: String = "/outrigger", me: Member, ttl: Int64 = 5, logger: Logger = Logger(label: "outrigger.etcd"),
                 onChange: @escaping @Sendable (Standing) -> Void = { _ in }) {
         self.client = client
-        self.prefix = (prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix) + "/replicas/"
+        self.prefix = Self.replicas(under: prefix)
         self.me = me
         self.ttl = ttl
         self.logger = logger
@@ -84,10 +84,11 @@ public final class EtcdReplicas: Sendable {
         return response
     }
 
+    static func replicas(under prefix: String) -> String { EtcdKeyRange.trimmed(prefix) + "/replicas/" }
+
     /// Every replica registered now.
     public static func list(client: EtcdClient, prefix: String = "/outrigger") async throws -> Listing {
-        let replicas = (prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix) + "/replicas/"
-        let read = try await client.read(.prefix(replicas))
+        let read = try await client.read(.prefix(replicas(under: prefix)))
         let members = read.pairs.sorted { $0.createRevision < $1.createRevision }.compactMap { try? JSONDecoder().decode(Member.self, from: $0.value) }
         return Listing(revision: read.revision, members: members)
     }
@@ -121,7 +122,7 @@ public final class EtcdReplicas: Sendable {
                 logger.warning("lost this replica's place in etcd; registering again", metadata: ["error": "\(error)"])
             }
             update { $0 = Standing() }
-            try? await Task.sleep(for: EtcdRegistrations.backoff(failures))
+            try? await Task.sleep(for: ReconnectBackoff.delay(after: failures))
         }
         update { $0 = Standing() }
         // Leave at once rather than when the lease runs out: the next replica leads without waiting. (In a task

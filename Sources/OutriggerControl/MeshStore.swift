@@ -14,13 +14,24 @@ public struct MeshSnapshot: Sendable {
     }
 }
 
+/// A store that could not be read now (etcd unreachable, no quorum): unlike a broken mesh, nothing is known of
+/// what it holds, so it is read again rather than refused.
+public struct MeshStoreUnreadable: Error, CustomStringConvertible {
+    public let description: String
+
+    public init(description: String) {
+        self.description = description
+    }
+}
+
 /// Where the control plane's mesh comes from: the one seam between `ControlPlane` and its store. A store gives
 /// the current mesh as a versioned snapshot, and says when a newer one may be there. The mesh file (or
 /// directory) is one store (`MeshFileStore`); etcd, which replicas share, is the other (`EtcdMeshStore`).
 public protocol MeshStore: Sendable {
     /// What the store names itself in logs (a file path, an etcd prefix).
     var description: String { get }
-    /// Reads the current mesh and validates it; a store that holds a broken mesh throws, saying where and why.
+    /// Reads the current mesh and validates it; a store that holds a broken mesh throws, saying where and why, and
+    /// one that cannot be read now throws `MeshStoreUnreadable`.
     func snapshot() async throws -> MeshSnapshot
     /// The version of what the store holds now, valid or not (no validation): what a follower has seen.
     func currentVersion() async -> String

@@ -34,6 +34,11 @@ public struct EtcdKeyRange: Sendable, Hashable {
         return [0]
     }
 
+    /// A key prefix as given (`/outrigger` or `/outrigger/`) without its trailing slash, for keys under it.
+    public static func trimmed(_ prefix: String) -> String {
+        prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+    }
+
     /// The rest of the range after `key` (the last one a page held): from the key's immediate successor.
     public func after(_ key: [UInt8]) -> EtcdKeyRange {
         EtcdKeyRange(key: key + [0], end: end)

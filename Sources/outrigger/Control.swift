@@ -85,7 +85,7 @@ extension Control {
             } catch EtcdMeshStoreError.empty {
                 // A new store: serve an empty mesh until the first `outrigger control apply`.
                 logger.warning("\(store.description) holds no mesh yet; serving none until `outrigger control apply`")
-            } catch let error as EtcdError {
+            } catch let error as MeshStoreUnreadable {
                 // Serving an empty mesh instead would take every sidecar's routes away.
                 FileHandle.standardError.write(Data("\(error)\nrefusing to start: cannot read the mesh from \(store.description)\n".utf8))
                 throw ExitCode(2)
@@ -277,11 +277,7 @@ extension Control {
             for member in listing.members {
                 rows.append([member.id, member == listing.leader ? "leader" : "follower", member.xds, member.admin ?? "-"])
             }
-            let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
-            for row in rows {
-                print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
-            }
-            print("")
+            print(ControlPlane.table(rows))
             print(ControlPlane.statusTable(["sidecars": sidecars]), terminator: "")
             for line in unreachable { print(line) }
         }

@@ -25,17 +25,13 @@ final class EtcdMember: Sendable {
             "--listen-peer-urls", "http://127.0.0.1:0", "--initial-advertise-peer-urls", "http://127.0.0.1:0",
             "--initial-cluster", "single=http://127.0.0.1:0", "--log-level", "info",
         ])
-        let marker = "serving insecure client requests on 127.0.0.1:"
-        let announced: String
         do {
-            announced = try await process.waitForOutput(containing: marker)
+            return EtcdMember(process: process, directory: directory, client: try await EtcdCluster.clientAddress(of: process))
         } catch {
             process.kill()
             try? FileManager.default.removeItem(at: directory)
             throw error
         }
-        let port = try ProcessTests.port(in: announced, after: marker)
-        return EtcdMember(process: process, directory: directory, client: HostPort(host: "127.0.0.1", port: port))
     }
 
     deinit {
@@ -87,7 +83,8 @@ final class EtcdCluster: Sendable {
         return process
     }
 
-    private static func clientAddress(of process: ChildProcess) async throws -> HostPort {
+    /// The loopback address an etcd member says it serves clients on.
+    static func clientAddress(of process: ChildProcess) async throws -> HostPort {
         let marker = "serving insecure client requests on 127.0.0.1:"
         return HostPort(host: "127.0.0.1", port: try ProcessTests.port(in: try await process.waitForOutput(containing: marker), after: marker))
     }
