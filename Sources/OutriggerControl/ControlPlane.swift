@@ -50,6 +50,10 @@ public final class ControlPlane: Sendable {
         public var connectedAt: Date
         public var draining: Bool
         public var types: [XDSType: TypeStatus]
+        /// The store's version of the mesh it is served (a rollout's, once activated on it).
+        public var mesh: String?
+        /// The rollout's generation, when activated on it.
+        public var generation: UInt64?
 
         /// SYNCED (every type ACKed at the version sent), NACKED (the last answer to some type was a NACK) or STALE.
         public var sync: String {
@@ -79,6 +83,21 @@ public final class ControlPlane: Sendable {
         /// A rollout's answers being waited for, by the version its message went out with, then node: nil when
         /// ACKed, else the NACK. (An answer nobody waits for any more is dropped.)
         var answers: [String: [String: String?]] = [:]
+        /// A committed rollout's mesh, served to the sidecars activated so far (the others keep `mesh`).
+        var rollout: ActiveRollout?
+
+        /// The mesh `node` is served.
+        func mesh(for node: String) -> MeshConfig {
+            if let rollout, rollout.activated.contains(node) { return rollout.mesh }
+            return mesh
+        }
+    }
+
+    struct ActiveRollout: Sendable {
+        var generation: UInt64
+        var mesh: MeshConfig
+        var version: String
+        var activated: Set<String> = []
     }
 
     private let state: NIOLockedValueBox<State>
@@ -180,8 +199,12 @@ public final class ControlPlane: Sendable {
     /// Every connected sidecar, by node.
     public func status() -> [SidecarStatus] {
         state.withLockedValue { state in
-            state.streams.values.map { SidecarStatus(identity: $0.identity, connectedAt: $0.connectedAt, draining: $0.draining, types: $0.status) }
-                .sorted { $0.identity.node < $1.identity.node }
+            state.streams.values.map { stream in
+                let activated = state.rollout.flatMap { $0.activated.contains(stream.identity.node) ? $0 : nil }
+                return SidecarStatus(identity: stream.identity, connectedAt: stream.connectedAt, draining: stream.draining, types: stream.status,
+                                     mesh: activated?.version ?? state.meshVersion, generation: activated?.generation)
+            }
+            .sorted { $0.identity.node < $1.identity.node }
         }
     }
 
@@ -209,7 +232,7 @@ public final class ControlPlane: Sendable {
                     registers = true
                 }
             }
-            return (state.nextStream, state.mesh, state.registered, registers, !sameNode.isEmpty, state.pushes)
+            return (state.nextStream, state.mesh(for: identity.node), state.registered, registers, !sameNode.isEmpty, state.pushes)
         }
         if let shared, let address = identity.inboundAddress {
             Task { await shared.register(node: identity.node, service: identity.service, address: address) }
@@ -344,45 +367,106 @@ public final class ControlPlane: Sendable {
     // MARK: Rollouts
 
     /// A rollout's first phase on every sidecar connected here: each gets its view of `mesh` as `generation`, to
-    /// validate and warm without serving it. Returns each node's answer — nil: prepared; else why not — once all
-    /// have answered, or `timeout` has passed (a node that did not answer is missing).
-    public func prepare(generation: UInt64, mesh: MeshConfig, timeout: Duration) async -> [String: String?] {
+    /// validate and warm without serving it. Returns each node's answer — nil: prepared; else why not (one that
+    /// did not answer within `timeout` says so) — and where its admin answers.
+    public func prepare(generation: UInt64, mesh: MeshConfig, timeout: Duration) async -> [String: (refusal: String?, admin: HostPort?)] {
         let (streams, registered) = state.withLockedValue { ($0.streams, Self.lists($0.registered)) }
         var messages: [UInt64: Outrigger_V1_StagedGeneration] = [:]
+        var answers: [String: (refusal: String?, admin: HostPort?)] = [:]
         for (id, stream) in streams {
             do {
                 messages[id] = StagedGenerations.message(generation: generation, phase: .prepare,
                                                          view: try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity))
             } catch {
-                logger.error("cannot build a sidecar's view of a generation", metadata: ["node": "\(stream.identity.node)", "error": "\(error)"])
+                answers[stream.identity.node] = ("cannot build its view of generation \(generation): \(error)", stream.identity.admin)
             }
         }
-        return await send(messages, version: StagedGenerations.version(generation, .prepare), to: streams, timeout: timeout)
-    }
-
-    /// A rollout's second phase on every sidecar connected here: commit (switch to `generation`, which becomes the
-    /// mesh this plane serves) or abort (drop it). Returns each node's answer, as `prepare` does.
-    public func decide(generation: UInt64, commit mesh: MeshConfig?, timeout: Duration) async -> [String: String?] {
-        let phase: Outrigger_V1_StagedGeneration.Phase = mesh == nil ? .abort : .commit
-        let streams = state.withLockedValue { $0.streams }
-        let message = StagedGenerations.message(generation: generation, phase: phase)
-        let answers = await send(streams.mapValues { _ in message }, version: StagedGenerations.version(generation, phase), to: streams, timeout: timeout)
-        // Served from now on: a sidecar connecting later gets it, and those committed already find their own.
-        if let mesh { apply(mesh) }
+        for (node, refusal) in await send(messages, version: StagedGenerations.version(generation, .prepare), to: streams, timeout: timeout) {
+            answers[node] = (refusal, streams.values.first { $0.identity.node == node }?.identity.admin)
+        }
         return answers
     }
 
+    /// A committed rollout's wave: `nodes` are served `mesh` (the store's `version`) from now on, and those connected
+    /// here switch to the generation they prepared (COMMIT). One that did not prepare it here gets it as a plain
+    /// push. Returns the answers of those told, as `prepare` does. With `notify` false (a replica catching up on the
+    /// log), nobody is told: the views alone say it.
+    /// With `timeout` nil, the answers are not waited for.
+    @discardableResult
+    public func activate(generation: UInt64, mesh: MeshConfig, version: String, nodes: [String], notify: Bool = true,
+                         timeout: Duration?) async -> [String: String?] {
+        let wave = Set(nodes)
+        let streams = state.withLockedValue { state in
+            if state.rollout?.generation != generation { state.rollout = ActiveRollout(generation: generation, mesh: mesh, version: version) }
+            state.rollout!.activated.formUnion(wave)
+            return state.streams.filter { wave.contains($0.value.identity.node) }
+        }
+        let version = StagedGenerations.version(generation, .commit)
+        if notify {
+            if timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
+            let message = StagedGenerations.message(generation: generation, phase: .commit)
+            for stream in streams.values { stream.staging.yield(message) }
+        }
+        // The generation as a plain push too, at once: a stream's ADS state then knows what its sidecar runs (a
+        // rollback pushes the mesh before it against that), and a sidecar that did not prepare it gets it so.
+        // Before or after the COMMIT, either way the sidecar serves the committed generation.
+        pushAll(changedAt: .now, only: Set(streams.keys))
+        guard notify, let timeout else { return [:] }
+        return await gather(version, from: Set(streams.values.map(\.identity.node)), timeout: timeout)
+    }
+
+    /// An aborted rollout: every sidecar connected here drops the generation, if it prepared it.
+    public func drop(generation: UInt64, timeout: Duration?) async {
+        let streams = state.withLockedValue { $0.streams }
+        let message = StagedGenerations.message(generation: generation, phase: .abort)
+        _ = await send(streams.mapValues { _ in message }, version: StagedGenerations.version(generation, .abort), to: streams, timeout: timeout)
+    }
+
+    /// A rolled-back rollout: the sidecars it activated are served the mesh before it again.
+    public func rollBack(generation: UInt64) {
+        let changed = state.withLockedValue { state -> Bool in
+            guard state.rollout?.generation == generation else { return false }
+            state.rollout = nil
+            return true
+        }
+        if changed { self.changed() }
+    }
+
+    /// A completed rollout: its mesh is every sidecar's.
+    public func complete(generation: UInt64, mesh: MeshConfig, version: String) {
+        state.withLockedValue { state in
+            if state.rollout?.generation == generation { state.rollout = nil }
+            state.mesh = mesh
+            state.meshVersion = version
+        }
+        changed()
+    }
+
+    /// The rollout served now, and the sidecars it has been activated on.
+    var rollout: (generation: UInt64, activated: Int)? {
+        state.withLockedValue { state in state.rollout.map { ($0.generation, $0.activated.count) } }
+    }
+
+    /// Sends each stream its message; with a `timeout`, waits for the answers (nil: sends, and waits for nothing).
     private func send(_ messages: [UInt64: Outrigger_V1_StagedGeneration], version: String, to streams: [UInt64: Stream],
-                      timeout: Duration) async -> [String: String?] {
-        state.withLockedValue { $0.answers[version] = [:] }
+                      timeout: Duration?) async -> [String: String?] {
+        if timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
         for (id, message) in messages { streams[id]?.staging.yield(message) }
-        let nodes = Set(messages.keys.compactMap { streams[$0]?.identity.node })
+        guard let timeout else { return [:] }
+        return await gather(version, from: Set(messages.keys.compactMap { streams[$0]?.identity.node }), timeout: timeout)
+    }
+
+    /// The answers of `nodes` to the message that went out as `version` (waited for since it went out), once all
+    /// have answered or `timeout` has passed: one that did not answer says so.
+    private func gather(_ version: String, from nodes: Set<String>, timeout: Duration) async -> [String: String?] {
         let deadline = ContinuousClock.now + timeout
         while true {
             let answers = state.withLockedValue { $0.answers[version] ?? [:] }
             if Set(answers.keys).isSuperset(of: nodes) || ContinuousClock.now >= deadline {
                 state.withLockedValue { $0.answers[version] = nil }
-                return answers.filter { nodes.contains($0.key) }
+                var all = answers.filter { nodes.contains($0.key) }
+                for node in nodes where all[node] == nil { all[node] = .some("did not answer within \(timeout)") }
+                return all
             }
             try? await Task.sleep(for: .milliseconds(5))
         }
@@ -423,21 +507,26 @@ public final class ControlPlane: Sendable {
     }
 
     /// Computes each connected sidecar's view and hands it to its stream (which sends only what changed).
-    func pushAll(changedAt: ContinuousClock.Instant) {
-        let (mesh, registered, streams, generation) = state.withLockedValue { state in
+    /// - Parameter only: these streams alone (nil: every one).
+    func pushAll(changedAt: ContinuousClock.Instant, only: Set<UInt64>? = nil) {
+        let (mesh, rollout, registered, streams, generation) = state.withLockedValue { state in
             state.pushes += 1
-            return (state.mesh, Self.lists(state.registered), state.streams, state.pushes)
+            return (state.mesh, state.rollout, Self.lists(state.registered), only.map { ids in state.streams.filter { ids.contains($0.key) } } ?? state.streams,
+                    state.pushes)
         }
         metrics.pushes.add(1)
-        // Sidecars that differ only in node id see the same thing: each distinct view is built once per push.
+        // Sidecars that differ only in node id see the same thing: each distinct view is built once per push (and
+        // once more for those a rollout has activated).
         var views: [SidecarIdentity: Push] = [:]
+        var rolledOut: [SidecarIdentity: Push] = [:]
         for stream in streams.values {
-            var shape = stream.identity
-            shape.node = ""
+            let shape = stream.identity.shape
+            let activated = rollout?.activated.contains(stream.identity.node) == true
             do {
-                let push = try views[shape] ?? Self.push(try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity),
-                                                         changedAt: changedAt, generation: generation)
-                views[shape] = push
+                let push = try (activated ? rolledOut : views)[shape]
+                    ?? Self.push(try MeshView.resources(mesh: activated ? rollout!.mesh : mesh, registered: registered, for: stream.identity),
+                                 changedAt: changedAt, generation: generation)
+                if activated { rolledOut[shape] = push } else { views[shape] = push }
                 stream.push.yield(push)
             } catch {
                 logger.error("cannot build a sidecar's view", metadata: ["node": "\(stream.identity.node)", "error": "\(error)"])
@@ -615,15 +704,23 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
             guard let address = HostPort(parsing: value.stringValue) else {
                 throw RPCError(code: .invalidArgument, message: "node '\(node.id)': metadata \(NodeMetadata.listeners).\(name): expected HOST:PORT, found '\(value.stringValue)'")
             }
-            listeners[name] = address.isUnspecified ? Self.peerAddress(peer).map { HostPort(host: $0, port: address.port) } ?? address : address
+            listeners[name] = Self.reachable(address, peer: peer)
         }
         let app = fields[NodeMetadata.app].flatMap { HostPort(parsing: $0.stringValue) }
+        let admin = fields[NodeMetadata.admin].flatMap { HostPort(parsing: $0.stringValue) }.map { Self.reachable($0, peer: peer) }
         let zone = node.locality.zone.isEmpty ? nil : node.locality.zone
-        return SidecarIdentity(node: node.id, service: service, zone: zone, listeners: listeners, app: app)
+        return SidecarIdentity(node: node.id, service: service, zone: zone, listeners: listeners, app: app, admin: admin)
     }
 }
 
 extension AggregatedDiscoveryService {
+    /// Where a sidecar's listener bound to `address` is reached: a listener on every address (0.0.0.0) at the IP
+    /// its gRPC connection came from.
+    static func reachable(_ address: HostPort, peer: String) -> HostPort {
+        guard address.isUnspecified, let host = peerAddress(peer) else { return address }
+        return HostPort(host: host, port: address.port)
+    }
+
     /// The IP of a gRPC peer (`ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000`): where a sidecar that listens on every
     /// address is reached.
     static func peerAddress(_ peer: String) -> String? {
@@ -643,6 +740,8 @@ public enum NodeMetadata {
     /// A struct: listener name → its bound HOST:PORT.
     public static let listeners = "outrigger.listeners"
     public static let app = "outrigger.app"
+    /// The sidecar's admin listener, HOST:PORT.
+    public static let admin = "outrigger.admin"
     /// True in a request sent when the sidecar starts draining (SIGTERM).
     public static let draining = "outrigger.draining"
 }

@@ -334,6 +334,7 @@ public final class ControlPlaneClient: Sendable {
         node.metadata.fields[NodeMetadata.service] = Google_Protobuf_Value(stringValue: identity.service)
         node.metadata.fields[NodeMetadata.listeners] = Google_Protobuf_Value(structValue: listeners)
         if let app = identity.app { node.metadata.fields[NodeMetadata.app] = Google_Protobuf_Value(stringValue: app.description) }
+        if let admin = identity.admin { node.metadata.fields[NodeMetadata.admin] = Google_Protobuf_Value(stringValue: admin.description) }
         if isDraining.withLockedValue({ $0 }) { node.metadata.fields[NodeMetadata.draining] = Google_Protobuf_Value(boolValue: true) }
         return node
     }

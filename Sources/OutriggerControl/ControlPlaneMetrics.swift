@@ -93,6 +93,9 @@ extension ControlPlane {
                 "draining": sidecar.draining,
                 "sync": sidecar.sync,
                 "types": types,
+                // The mesh it is served: the store's version, and a rollout's generation once activated on it.
+                "mesh": sidecar.mesh.map { $0 as Any } ?? NSNull(),
+                "generation": sidecar.generation.map { $0 as Any } ?? NSNull(),
             ]
         }
         let recent = metrics.convergence.samples.suffix(1000).map { $0 * 1000 }
@@ -107,6 +110,9 @@ extension ControlPlane {
             "convergence": ["count": metrics.convergence.count, "p50Ms": percentile(0.5), "p99Ms": percentile(0.99),
                             "maxMs": sorted.last.map { $0 as Any } ?? NSNull(), "recentMs": Array(recent.suffix(60))],
         ]
+        if let (generation, activated) = rollout {
+            object["rollout"] = ["generation": generation, "activated": activated]
+        }
         if let (id, standing) = replica {
             object["replica"] = ["id": id, "leading": standing.leading, "leader": standing.leader.map { $0 as Any } ?? NSNull()]
         }
@@ -119,7 +125,7 @@ extension ControlPlane {
         let types = XDSType.allCases.sorted()
         // Gathered from several replicas (`outrigger control status --store`): which one each sidecar talks to.
         let replicas = sidecars.contains { $0["replica"] != nil }
-        var rows = [["NODE", "SERVICE"] + (replicas ? ["REPLICA"] : []) + ["CONNECTED SINCE", "SYNC"]
+        var rows = [["NODE", "SERVICE"] + (replicas ? ["REPLICA"] : []) + ["CONNECTED SINCE", "SYNC", "MESH"]
             + types.map { $0 == .endpoints ? "EDS" : String($0.shortName.prefix(1)) + "DS" }]
         var errors: [String] = []
         for sidecar in sidecars {
@@ -127,7 +133,8 @@ extension ControlPlane {
             var row = [sidecar["node"] as? String ?? "?", sidecar["service"] as? String ?? "?"]
             if replicas { row.append(String((sidecar["replica"] as? String ?? "?").prefix(8))) }
             row += [sidecar["connectedSince"] as? String ?? "?",
-                    (sidecar["sync"] as? String ?? "?") + ((sidecar["draining"] as? Bool) == true ? " (draining)" : "")]
+                    (sidecar["sync"] as? String ?? "?") + ((sidecar["draining"] as? Bool) == true ? " (draining)" : ""),
+                    (sidecar["mesh"] as? String).map { String($0.prefix(8)) + ((sidecar["generation"] as? Int).map { " (generation \($0))" } ?? "") } ?? "-"]
             for type in types {
                 let status = byType[type.shortName] ?? [:]
                 let sent = (status["sent"] as? String).map { String($0.prefix(8)) } ?? "-"

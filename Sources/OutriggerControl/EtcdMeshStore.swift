@@ -57,10 +57,26 @@ public final class EtcdMeshStore: MeshStore {
             throw MeshStoreUnreadable(description: "\(error)")
         }
         let stored = try StoredMesh(reading: read.pairs, store: self)
-        let mesh = try MeshConfig.load(stored.sources, path: description)
-        try MeshView.check(mesh)
+        let mesh = try Self.mesh(of: stored, store: description)
         seen.withLockedValue { $0 = (stored.version, read.revision) }
         return MeshSnapshot(mesh: mesh, version: stored.version)
+    }
+
+    private static func mesh(of stored: StoredMesh, store: String) throws -> MeshConfig {
+        let mesh = try MeshConfig.load(stored.sources, path: store)
+        try MeshView.check(mesh)
+        return mesh
+    }
+
+    /// A mesh kept under its version (a rollout's, staged before it is the current one).
+    public func load(version: String, chunks: Int) async throws -> MeshConfig {
+        let read: EtcdClient.Read
+        do {
+            read = try await client.read(.prefix(blobPrefix(version)), pageSize: 2)
+        } catch {
+            throw MeshStoreUnreadable(description: "\(error)")
+        }
+        return try Self.mesh(of: try StoredMesh(version: version, chunks: chunks, reading: read.pairs, store: self), store: description)
     }
 
     public func currentVersion() async -> String {
@@ -131,7 +147,6 @@ public final class EtcdMeshStore: MeshStore {
         let sources = read.map { MeshConfig.Source(file: Self.storedName(of: $0.file, appliedAs: path), text: $0.text) }
         let version = MeshFileStore.version(of: sources.map { ($0.file, $0.text) })
         let chunks = StoredMesh.chunks(of: sources)
-        let pointer = StoredMesh.Pointer(version: version, chunks: chunks.count).encoded
         let inline = chunks.count == 1
         // Someone else's change between this writer's read and its write fails the compare: read again, and
         // write again (a larger mesh's chunks too: the other change may have deleted them, had it replaced
@@ -145,26 +160,76 @@ public final class EtcdMeshStore: MeshStore {
                 for (index, chunk) in chunks.enumerated() { try await client.put(chunkKey(version, index), chunk) }
             }
             var transaction = Etcdserverpb_TxnRequest()
-            var compare = Etcdserverpb_Compare()
-            compare.key = Data(currentKey.utf8)
-            if let previous {
-                compare.target = .mod
-                compare.modRevision = previous.modRevision
-            } else {
-                compare.target = .version
-                compare.version = 0  // absent
-            }
-            compare.result = .equal
-            transaction.compare = [compare]
+            // Not while a rollout is under way: it moves the pointer itself when it completes.
+            transaction.compare = [pointerUnchanged(since: previous?.modRevision ?? 0), EtcdRollouts.noRollout(under: prefix)]
             if inline { transaction.success.append(.put(chunkKey(version, 0), chunks[0])) }
-            transaction.success.append(.put(currentKey, pointer))
-            if let previousVersion, previousVersion != version {
-                transaction.success.append(.delete(.prefix(blobPrefix(previousVersion))))
-            }
+            transaction.success += pointerMoves(to: version, chunks: chunks.count, replacing: previousVersion)
             let response = try await client.transaction(transaction)
             if response.succeeded { return .applied(version: version, revision: response.header.revision) }
+            if let generation = try await EtcdRollouts(client: client, prefix: prefix).activeGeneration() {
+                throw EtcdMeshStoreError.rolloutInProgress(description, generation)
+            }
         }
         throw EtcdMeshStoreError.contended(description)
+    }
+
+    /// A mesh written under its version for a rollout, not the current one yet.
+    public struct Staged: Sendable, Equatable {
+        public var version: String
+        public var chunks: Int
+        /// The current mesh it would replace, and the mod revision of the pointer naming it (0: none).
+        public var previous: String?
+        public var pointerRevision: Int64
+    }
+
+    /// Validates the mesh as `apply` does and writes its chunks under its version, leaving the current mesh as it
+    /// is. Throws `unchanged` when the store holds that mesh already.
+    public func stage(_ read: [MeshConfig.Source], path: String) async throws -> Staged {
+        let mesh = try MeshConfig.load(read, path: path)
+        try MeshView.check(mesh)
+        let sources = read.map { MeshConfig.Source(file: Self.storedName(of: $0.file, appliedAs: path), text: $0.text) }
+        let version = MeshFileStore.version(of: sources.map { ($0.file, $0.text) })
+        let current = try await client.read(.key(currentKey))
+        let previous = Self.pointedVersion(current)
+        if previous == version { throw EtcdMeshStoreError.unchanged(description, version) }
+        let chunks = StoredMesh.chunks(of: sources)
+        for (index, chunk) in chunks.enumerated() { try await client.put(chunkKey(version, index), chunk) }
+        return Staged(version: version, chunks: chunks.count, previous: previous, pointerRevision: current.pairs.first?.modRevision ?? 0)
+    }
+
+    /// The operations that make a staged mesh the current one, deleting the chunks of the one it replaces.
+    func pointerMoves(to version: String, chunks: Int, replacing previous: String?) -> [Etcdserverpb_RequestOp] {
+        var operations: [Etcdserverpb_RequestOp] = [.put(currentKey, StoredMesh.Pointer(version: version, chunks: chunks).encoded)]
+        if let previous, previous != version { operations.append(.delete(.prefix(blobPrefix(previous)))) }
+        return operations
+    }
+
+    /// A transaction deleting the chunks of a staged mesh that is not the current one.
+    public func discarding(_ staged: Staged) -> Etcdserverpb_TxnRequest {
+        var transaction = Etcdserverpb_TxnRequest()
+        var notCurrent = Etcdserverpb_Compare()
+        notCurrent.key = Data(currentKey.utf8)
+        notCurrent.target = .value
+        notCurrent.value = Data(StoredMesh.Pointer(version: staged.version, chunks: staged.chunks).encoded)
+        notCurrent.result = .notEqual
+        transaction.compare = [notCurrent]
+        transaction.success = [.delete(.prefix(blobPrefix(staged.version)))]
+        return transaction
+    }
+
+    /// The compare that `mesh/current` is still at `revision` (0: still absent).
+    func pointerUnchanged(since revision: Int64) -> Etcdserverpb_Compare {
+        var compare = Etcdserverpb_Compare()
+        compare.key = Data(currentKey.utf8)
+        if revision > 0 {
+            compare.target = .mod
+            compare.modRevision = revision
+        } else {
+            compare.target = .version
+            compare.version = 0
+        }
+        compare.result = .equal
+        return compare
     }
 
     static func storedName(of file: String, appliedAs path: String) -> String {
@@ -229,6 +294,12 @@ struct StoredMesh {
         } catch {
             throw EtcdMeshStoreError.damaged(store.description, "\(store.currentKey) is not a mesh pointer")
         }
+        try self.init(version: pointer.version, chunks: pointer.chunks, reading: pairs, store: store)
+    }
+
+    /// The mesh of `version` in `chunks` chunks, from keys that hold them (and maybe others).
+    init(version: String, chunks: Int, reading pairs: [Mvccpb_KeyValue], store: EtcdMeshStore) throws {
+        let pointer = Pointer(version: version, chunks: chunks)
         var bytes: [UInt8] = []
         var found = 0
         for index in 0..<pointer.chunks {
@@ -258,12 +329,19 @@ public enum EtcdMeshStoreError: Error, CustomStringConvertible, Equatable {
     case damaged(String, String)
     /// Other writers kept changing the mesh between this writer's read and its write.
     case contended(String)
+    /// A rollout is under way: the mesh changes when it completes.
+    case rolloutInProgress(String, UInt64)
+    /// The store holds this mesh already: there is nothing to roll out.
+    case unchanged(String, String)
 
     public var description: String {
         switch self {
         case .empty(let store): "\(store) holds no mesh yet: write one with `outrigger control apply FILE --store ...`"
         case .damaged(let store, let why): "\(store): the stored mesh is damaged: \(why)"
         case .contended(let store): "\(store): the mesh kept changing while this one was written (other applies at once); nothing was written, try again"
+        case .rolloutInProgress(let store, let generation):
+            "\(store): the rollout of generation \(generation) is under way; nothing was written (see `outrigger control status --store ...`)"
+        case .unchanged(let store, let version): "\(store): mesh \(version) is already the current one; nothing to roll out"
         }
     }
 }

@@ -12,13 +12,24 @@ public struct SidecarIdentity: Sendable, Hashable {
     public var listeners: [String: HostPort]
     /// Where the inbound listener forwards to: the service's own process, beside the sidecar.
     public var app: HostPort?
+    /// The sidecar's admin listener (a rollout's gate reads its `/stats/prometheus`).
+    public var admin: HostPort?
 
-    public init(node: String, service: String, zone: String? = nil, listeners: [String: HostPort], app: HostPort? = nil) {
+    public init(node: String, service: String, zone: String? = nil, listeners: [String: HostPort], app: HostPort? = nil, admin: HostPort? = nil) {
         self.node = node
         self.service = service
         self.zone = zone
         self.listeners = listeners
         self.app = app
+        self.admin = admin
+    }
+
+    /// What its view depends on: sidecars of one shape see the same view.
+    var shape: SidecarIdentity {
+        var shape = self
+        shape.node = ""
+        shape.admin = nil
+        return shape
     }
 
     /// The address other sidecars reach this instance at: its inbound listener.

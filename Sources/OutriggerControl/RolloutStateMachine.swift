@@ -2,11 +2,14 @@
 /// sidecars, then activation in waves with a gate between them. Pure: events go in with the clock's reading, the
 /// actions to run come out (what to send to which sidecars, what to write to the durable log, when to wake up).
 ///
-/// - **Prepare**: every target gets generation G as a staged snapshot; it validates and warms it without serving
-///   it, and answers prepared or refused.
-/// - **Decide**: all prepared before the deadline → the decision *commit* is written to the log first, and only
-///   then are sidecars told; a refusal or the deadline → *abort*, and the sidecars drop G. A leader that takes
-///   over a rollout whose decision is not in the log decides abort (presumed abort).
+/// - **Prepare**: every replica sends generation G to the sidecars connected to it as a staged snapshot; each
+///   sidecar validates and warms it without serving it, and answers prepared or refused. A replica votes once, with
+///   the answers of all its sidecars (one that did not answer in time is a refusal): the targets are the sidecars
+///   of every vote.
+/// - **Decide**: every replica voted and every target prepared before the deadline → the decision *commit* is
+///   written to the log first, and only then are sidecars told; a refusal or the deadline → *abort*, and the
+///   sidecars drop G. A leader that takes over a rollout whose decision is not in the log decides abort (presumed
+///   abort).
 /// - **Waves**: the committed generation is activated on a growing share of the targets (e.g. 1 %, 10 %, 50 %,
 ///   100 %, each at least one sidecar); after each wave the gate is read over the activated sidecars for the soak
 ///   period; a breach rolls every activated sidecar back to G − 1 and ends the rollout, saying why.
@@ -37,10 +40,12 @@ struct RolloutStateMachine: Sendable {
     }
 
     enum Action: Sendable, Equatable {
-        case sendPrepare([String])
+        /// Ask every replica to prepare its sidecars and vote.
+        case sendPrepare
         /// Durable before any sidecar hears of it.
         case writeDecision(Decision)
-        case sendDrop([String])
+        /// Every replica tells the sidecars that prepared the generation to drop it.
+        case sendDrop
         case activate([String])
         case rollBack([String])
         /// Call `wake` then (with the gate's readings over the activated sidecars, after a wave's soak).
@@ -59,16 +64,20 @@ struct RolloutStateMachine: Sendable {
     }
 
     let plan: Plan
-    /// The targets in the order waves take them (sorted, so every replica that recovers the rollout agrees).
-    let targets: [String]
+    /// The replicas whose votes decide.
+    let voters: Set<String>
+    /// The targets in the order waves take them (sorted, so every replica that recovers the rollout agrees): the
+    /// sidecars of every vote, known once all are in.
+    private(set) var targets: [String] = []
     private(set) var phase: Phase = .idle
-    private(set) var prepared: Set<String> = []
+    /// The votes in so far: each replica's sidecars, by node.
+    private(set) var votes: [String: Set<String>] = [:]
     /// The sidecars running the generation so far.
     private(set) var activated: [String] = []
 
-    init(plan: Plan, targets: Set<String>) {
+    init(plan: Plan, voters: Set<String>) {
         self.plan = plan
-        self.targets = targets.sorted()
+        self.voters = voters
     }
 
     /// The sidecars of wave `index`: its cumulative share of the targets, rounded up, at least one more than the
@@ -85,26 +94,27 @@ struct RolloutStateMachine: Sendable {
 
     mutating func start(now: Instant) -> [Action] {
         guard phase == .idle else { return [] }
-        guard !targets.isEmpty else {
+        guard !voters.isEmpty else {
             phase = .deciding(.commit)
             return [.writeDecision(.commit)]
         }
         let deadline = now + plan.prepareTimeout
         phase = .preparing(deadline: deadline)
-        return [.sendPrepare(targets), .wake(at: deadline)]
+        return [.sendPrepare, .wake(at: deadline)]
     }
 
-    mutating func prepared(_ node: String) -> [Action] {
-        guard case .preparing = phase, targets.contains(node) else { return [] }
-        prepared.insert(node)
-        guard prepared.count == targets.count else { return [] }
+    /// A replica's vote: each of its sidecars' answer, nil when prepared, else why not. The first refusal aborts;
+    /// the last vote, all prepared, commits.
+    mutating func voted(_ replica: String, answers: [String: String?]) -> [Action] {
+        guard case .preparing = phase, voters.contains(replica), votes[replica] == nil else { return [] }
+        if let (node, reason) = answers.compactMap({ node, refusal in refusal.map { (node, $0) } }).min(by: { $0.0 < $1.0 }) {
+            return decideAbort("\(node) refused generation \(plan.generation): \(reason)")
+        }
+        votes[replica] = Set(answers.keys)
+        guard votes.count == voters.count else { return [] }
+        targets = votes.values.reduce(into: Set<String>()) { $0.formUnion($1) }.sorted()
         phase = .deciding(.commit)
         return [.writeDecision(.commit)]
-    }
-
-    mutating func refused(_ node: String, because reason: String) -> [Action] {
-        guard case .preparing = phase, targets.contains(node) else { return [] }
-        return decideAbort("\(node) refused generation \(plan.generation): \(reason)")
     }
 
     private mutating func decideAbort(_ reason: String) -> [Action] {
@@ -118,7 +128,7 @@ struct RolloutStateMachine: Sendable {
         switch decision {
         case .abort(let reason):
             phase = .finished(.aborted(reason))
-            return [.sendDrop(targets), .finished(.aborted(reason))]
+            return [.sendDrop, .finished(.aborted(reason))]
         case .commit:
             // Recovered: on from the first wave not wholly activated yet.
             let first = plan.waves.indices.first { wave($0).contains { !activated.contains($0) } } ?? plan.waves.count - 1
@@ -143,8 +153,8 @@ struct RolloutStateMachine: Sendable {
     mutating func wake(now: Instant, readings: RolloutGate.Readings = RolloutGate.Readings()) -> [Action] {
         switch phase {
         case .preparing(let deadline) where now >= deadline:
-            let missing = targets.filter { !prepared.contains($0) }
-            return decideAbort("prepare timed out after \(plan.prepareTimeout): not prepared: \(missing.joined(separator: ", "))")
+            let missing = voters.subtracting(votes.keys).sorted()
+            return decideAbort("prepare timed out after \(plan.prepareTimeout): no vote from replica \(missing.joined(separator: ", "))")
         case .soaking(let wave, let until) where now >= until:
             if let breach = plan.gate.breach(readings) {
                 let reason = "wave \(wave + 1) (\(activated.count) of \(targets.count) sidecars): \(breach)"
@@ -160,86 +170,13 @@ struct RolloutStateMachine: Sendable {
     /// A leader taking over a rollout from the log: with no decision written, presumed abort; with a commit, the
     /// waves go on after the sidecars the log says were activated (a breach then rolls back those too).
     static func recovered(plan: Plan, targets: Set<String>, decision: Decision?, activated: [String] = []) -> (RolloutStateMachine, [Action]) {
-        var machine = RolloutStateMachine(plan: plan, targets: targets)
+        var machine = RolloutStateMachine(plan: plan, voters: [])
+        machine.targets = targets.sorted()
         guard let decision else {
             return (machine, machine.decideAbort("the leader changed before generation \(plan.generation) was decided (presumed abort)"))
         }
         machine.phase = .deciding(decision)
         machine.activated = activated
         return (machine, [])
-    }
-}
-
-/// What a wave must hold to let the next one go: `error-ratio<1%,p99<300ms`.
-struct RolloutGate: Sendable, Equatable {
-    /// Failed requests per request, over the activated sidecars.
-    var maxErrorRatio: Double?
-    var maxP99: Duration?
-
-    struct Readings: Sendable, Equatable {
-        var requests = 0
-        var errors = 0
-        var p99: Duration?
-    }
-
-    init(maxErrorRatio: Double? = nil, maxP99: Duration? = nil) {
-        self.maxErrorRatio = maxErrorRatio
-        self.maxP99 = maxP99
-    }
-
-    /// Parses `error-ratio<1%,p99<300ms` (either, both, in any order); the error says what was expected.
-    init(parsing text: String) throws(RolloutGateError) {
-        for term in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !term.isEmpty {
-            let parts = term.split(separator: "<", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 2 else { throw .malformed(term, "expected NAME<LIMIT, e.g. error-ratio<1% or p99<300ms") }
-            switch parts[0] {
-            case "error-ratio":
-                guard parts[1].hasSuffix("%"), let percent = Double(parts[1].dropLast()), (0...100).contains(percent) else {
-                    throw .malformed(term, "expected a percentage, e.g. error-ratio<1%")
-                }
-                maxErrorRatio = percent / 100
-            case "p99":
-                guard let limit = Self.duration(parts[1]) else { throw .malformed(term, "expected a duration, e.g. p99<300ms or p99<1s") }
-                maxP99 = limit
-            default:
-                throw .malformed(term, "expected error-ratio or p99")
-            }
-        }
-    }
-
-    private static func duration(_ text: String) -> Duration? {
-        let (number, scale): (Substring, Double) = text.hasSuffix("ms") ? (text.dropLast(2), 1000) : text.hasSuffix("s") ? (text.dropLast(), 1_000_000) : ("", 0)
-        // Up to a day: a limit no p99 reaches is no gate.
-        guard let value = Double(number), value > 0, value * scale <= 86_400_000_000 else { return nil }
-        return .microseconds(Int64(value * scale))
-    }
-
-    /// What the readings breach, or nil. A wave that served nothing breaches nothing.
-    func breach(_ readings: Readings) -> String? {
-        if let maxErrorRatio, readings.requests > 0 {
-            let ratio = Double(readings.errors) / Double(readings.requests)
-            if ratio >= maxErrorRatio {
-                return "error ratio \(Self.percent(ratio)) (\(readings.errors) of \(readings.requests)) is not below \(Self.percent(maxErrorRatio))"
-            }
-        }
-        if let maxP99, let p99 = readings.p99, p99 >= maxP99 {
-            return "p99 \(p99) is not below \(maxP99)"
-        }
-        return nil
-    }
-
-    private static func percent(_ ratio: Double) -> String {
-        let value = (ratio * 1000).rounded() / 10
-        return value == value.rounded() ? "\(Int(value))%" : "\(value)%"
-    }
-}
-
-enum RolloutGateError: Error, Equatable, CustomStringConvertible {
-    case malformed(String, String)
-
-    var description: String {
-        switch self {
-        case .malformed(let term, let expected): "--gate: '\(term)': \(expected)"
-        }
     }
 }

@@ -20,6 +20,9 @@ public struct RoutedRequest {
 /// other effect is the cluster's `overflowMaxRequests` counter.
 public enum RequestRouting {
     case localReply(LocalReplyReason)
+    /// Answered here after a route took it: its cluster is full, or has no endpoint (none healthy, breakers open).
+    /// The route's and the cluster's stats count it.
+    case routedLocalReply(LocalReplyReason, Route, ClusterRuntime)
     case fallbackResponse(status: Int, headers: [HeaderValue], body: String)
     case routed(RoutedRequest)
 
@@ -45,7 +48,7 @@ public enum RequestRouting {
         }
         if cluster.stats.requestsActive.current >= cluster.limits.maxRequests {
             cluster.stats.overflowMaxRequests.increment()
-            return .localReply(.overflow)
+            return .routedLocalReply(.overflow, route, cluster)
         }
         var picked = pick(cluster, hashKey)
         var viaFallback = false
@@ -60,9 +63,9 @@ public enum RequestRouting {
                 return .fallbackResponse(status: status, headers: headers, body: body)
             }
         }
-        guard var endpoint = picked else { return .localReply(cluster.noEndpointReason(now: now)) }
+        guard var endpoint = picked else { return .routedLocalReply(cluster.noEndpointReason(now: now), route, cluster) }
         if cluster.breakers != nil {
-            guard let admitted = admit(endpoint, cluster) else { return .localReply(.breakerOpen) }
+            guard let admitted = admit(endpoint, cluster) else { return .routedLocalReply(.breakerOpen, route, cluster) }
             endpoint = admitted
         }
         return .routed(RoutedRequest(route: route, cluster: cluster, endpoint: endpoint, viaFallback: viaFallback, setCookie: setCookie))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import OutriggerConfig
 import OutriggerControl
 import OutriggerEtcd
@@ -10,7 +11,7 @@ import OutriggerProxy
 struct Control: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the control plane: serve every sidecar its view of the mesh over xDS (ADS).",
-        subcommands: [Serve.self, Apply.self, Status.self, Simulate.self],
+        subcommands: [Serve.self, Apply.self, Rollout.self, Status.self, Simulate.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -137,10 +138,17 @@ extension Control {
                         var ports = listening.makeAsyncIterator()
                         guard let port = await ports.next() else { return }
                         let me = EtcdReplicas.Member(id: replicaID, xds: HostPort(host: listen.host, port: port).description, admin: adminAddress?.description)
-                        let replicas = EtcdReplicas(client: etcdStore.client, prefix: etcdStore.prefix, me: me, ttl: replicaTTLSeconds, logger: logger) { standing in
-                            plane.standing(replicaID, standing)
+                        let (standings, standing) = AsyncStream<EtcdReplicas.Standing>.makeStream()
+                        let replicas = EtcdReplicas(client: etcdStore.client, prefix: etcdStore.prefix, me: me, ttl: replicaTTLSeconds, logger: logger) { now in
+                            plane.standing(replicaID, now)
+                            standing.yield(now)
                         }
-                        await replicas.run()
+                        // The rollouts: every replica takes part; the leader drives them.
+                        let rollouts = RolloutCoordinator(plane: plane, store: etcdStore, replicas: replicas, logger: logger)
+                        await withDiscardingTaskGroup { group in
+                            group.addTask { await replicas.run() }
+                            group.addTask { await rollouts.run(standings: standings) }
+                        }
                     }
                 }
                 group.addTask { await plane.follow() }
@@ -176,17 +184,7 @@ extension Control {
         @OptionGroup var etcd: EtcdOptions
 
         func run() async throws {
-            guard etcd.store != nil else {
-                FileHandle.standardError.write(Data("apply needs --store etcd://HOST:PORT[,HOST:PORT...]\n".utf8))
-                throw ExitCode(2)
-            }
-            let sources: [MeshConfig.Source]
-            do {
-                sources = try MeshConfig.read(mesh)
-            } catch {
-                print(error.description)
-                throw ExitCode(1)
-            }
+            let sources = try etcd.read(mesh, for: "apply")
             let store = try etcd.meshStore(logger: Logger(label: "outrigger.control"))
             let outcome: Result<EtcdMeshStore.Applied, any Error>
             do {
@@ -206,6 +204,149 @@ extension Control {
             case .failure(let error):
                 FileHandle.standardError.write(Data("\(error)\n".utf8))
                 throw ExitCode(1)
+            }
+        }
+    }
+
+    /// `outrigger control rollout`: a mesh to every sidecar as one generation, through the replicas' leader.
+    struct Rollout: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Roll a mesh out to every sidecar as one generation: prepared everywhere first, then committed, in waves behind a gate.",
+            discussion: """
+            The mesh is validated as `apply` validates it and staged in etcd; the leading replica then drives the
+            rollout. Phase 1: every sidecar, on whichever replica, gets the generation to validate and warm without
+            serving it, and answers. Phase 2: all prepared within --prepare-timeout → the decision commit is written
+            to etcd, and the sidecars switch, wave by wave (--wave: cumulative percentages); else abort, and they
+            drop it. After each wave but the last, the gate (--gate) is read over the switched sidecars' /stats/prometheus
+            for --soak: a breach rolls them back to the mesh before, and says why. A leader that dies is replaced,
+            and the next one finishes from the log (no decision written: abort). Exit status 0 when completed,
+            1 when aborted or rolled back (and for a mesh `validate` refuses).
+            """
+        )
+
+        @Argument(help: "The mesh: a YAML file, or a directory whose .yaml files together are one mesh.")
+        var mesh: String
+
+        @OptionGroup var etcd: EtcdOptions
+
+        @Option(help: "The waves: cumulative percentages of the sidecars, growing, the last 100 (e.g. 1,10,50,100).")
+        var wave = "100"
+
+        @Option(help: "How long every sidecar has to prepare the generation (e.g. 5s, 500ms).")
+        var prepareTimeout = "5s"
+
+        @Option(help: "How long the gate watches each wave before the next (e.g. 10s).")
+        var soak = "10s"
+
+        @Option(help: "What a wave must hold: error-ratio<1%, p99<300ms, or both (comma-separated); none by default.")
+        var gate = ""
+
+        @Flag(help: "Print the generation requested and exit, without following the rollout.")
+        var noWait = false
+
+        func run() async throws {
+            let plan: (waves: [Int], prepareTimeout: Int64, soak: Int64)
+            do {
+                plan = try RolloutRecord.plan(waves: wave, prepareTimeout: prepareTimeout, soak: soak, gate: gate)
+            } catch {
+                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            let sources = try etcd.read(mesh, for: "rollout")
+            let store = try etcd.meshStore(logger: Logger(label: "outrigger.control"))
+            let log = EtcdRollouts(client: store.client, prefix: store.prefix)
+            let outcome: Result<RolloutRecord.State?, any Error>
+            do {
+                outcome = .success(try await request(sources, store: store, log: log, plan: plan))
+            } catch {
+                outcome = .failure(error)
+            }
+            await store.client.close()
+            switch outcome {
+            case .success(.completed), .success(nil): return
+            case .success: throw ExitCode(1)
+            case .failure(let error as ConfigErrors):
+                print(error.description)
+                throw ExitCode(1)
+            case .failure(EtcdMeshStoreError.unchanged(_, let version)):
+                print("\(store.description): mesh \(version) is already the current one; nothing to roll out")
+            case .failure(let error):
+                FileHandle.standardError.write(Data("outrigger control rollout: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+
+        /// Stages the mesh, asks for its rollout, and (unless --no-wait) prints its course until it ends: the
+        /// state it ended in.
+        private func request(_ sources: [MeshConfig.Source], store: EtcdMeshStore, log: EtcdRollouts,
+                             plan: (waves: [Int], prepareTimeout: Int64, soak: Int64)) async throws -> RolloutRecord.State? {
+            guard !(try await EtcdReplicas.list(client: store.client, prefix: store.prefix).members.isEmpty) else {
+                throw ValidationError("no control-plane replica serves \(store.description): nobody would carry the rollout out")
+            }
+            let staged = try await store.stage(sources, path: mesh)
+            let generation: UInt64
+            do {
+                generation = try await log.request(staged, store: store, waves: plan.waves, prepareTimeoutMilliseconds: plan.prepareTimeout,
+                                                   soakMilliseconds: plan.soak, gate: gate)
+            } catch {
+                // The chunks staged for nothing go, unless the rollout under way is of this very mesh.
+                if try await log.latest().map({ $0.isFinished || $0.version != staged.version }) ?? true {
+                    _ = try? await store.client.transaction(store.discarding(staged))
+                }
+                throw error
+            }
+            announce("generation \(generation): mesh \(staged.version) (replacing \(staged.previous ?? "none")) requested")
+            guard !noWait else { return nil }
+            let seen = NIOLockedValueBox<RolloutRecord?>(nil)
+            while true {
+                let read = try await store.client.read(.key(log.recordKey(generation)))
+                if let record = read.pairs.first.flatMap({ try? JSONDecoder().decode(RolloutRecord.self, from: $0.value) }) {
+                    Self.report(record, after: seen.withLockedValue { $0 })
+                    seen.withLockedValue { $0 = record }
+                    if record.isFinished { return record.state }
+                }
+                // (A typed-throws catch in this loop crashes Swift 6.3's compiler: the watch's end is kept as a Result.)
+                let watched: Result<Void, EtcdError>
+                do {
+                    try await store.client.watch(.key(log.recordKey(generation)), from: read.revision + 1) { update in
+                        guard case .changes(let events, _) = update else { return true }
+                        for event in events {
+                            guard let record = try? JSONDecoder().decode(RolloutRecord.self, from: event.kv.value) else { continue }
+                            Self.report(record, after: seen.withLockedValue { $0 })
+                            seen.withLockedValue { $0 = record }
+                            if record.isFinished { return false }
+                        }
+                        return true
+                    }
+                    watched = .success(())
+                } catch {
+                    watched = .failure(error)
+                }
+                if case .failure(let error) = watched, !error.isCompacted { throw error }
+                if let last = seen.withLockedValue({ $0 }), last.isFinished { return last.state }
+            }
+        }
+
+        /// A line for each step the record took since `before`.
+        static func report(_ record: RolloutRecord, after before: RolloutRecord?) {
+            guard record != before else { return }
+            let total = record.targets.count
+            switch record.state {
+            case .requested: break
+            case .preparing where before?.state != .preparing:
+                announce("generation \(record.generation): preparing on the sidecars of \(record.voters.count) replica(s), leader \(record.leader ?? "?")")
+            case .committed where before?.state != .committed:
+                announce("generation \(record.generation): committed (\(total) sidecars prepared)")
+                fallthrough
+            case .committed:
+                if record.activated.count != before?.activated.count { announce("generation \(record.generation): activated on \(record.activated.count) of \(total)") }
+            case .completed:
+                announce("generation \(record.generation): completed: every sidecar (\(total)) serves mesh \(record.version)")
+            case .aborted:
+                announce("generation \(record.generation): aborted: \(record.reason ?? "?")")
+            case .rolledBack:
+                announce("generation \(record.generation): rolled back to mesh \(record.previous ?? "none"): \(record.reason ?? "?")")
+            default: break
             }
         }
     }
@@ -242,9 +383,11 @@ extension Control {
             let store = try etcd.meshStore(logger: Logger(label: "outrigger.control"))
             let listing: EtcdReplicas.Listing
             let version: String
+            let rollout: RolloutRecord?
             do {
                 listing = try await EtcdReplicas.list(client: store.client, prefix: store.prefix)
                 version = await store.currentVersion()
+                rollout = try await EtcdRollouts(client: store.client, prefix: store.prefix).latest()
             } catch {
                 await store.client.close()
                 FileHandle.standardError.write(Data("outrigger control status: \(error)\n".utf8))
@@ -268,6 +411,7 @@ extension Control {
                     "store": store.description, "revision": listing.revision, "mesh": version,
                     "replicas": listing.members.map { ["id": $0.id, "xds": $0.xds, "admin": $0.admin ?? "", "leader": $0 == listing.leader] },
                     "sidecars": sidecars,
+                    "rollout": try rollout.map { try JSONSerialization.jsonObject(with: JSONEncoder().encode($0)) } ?? NSNull(),
                 ]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
                 return
@@ -278,6 +422,12 @@ extension Control {
                 rows.append([member.id, member == listing.leader ? "leader" : "follower", member.xds, member.admin ?? "-"])
             }
             print(ControlPlane.table(rows))
+            if let rollout {
+                var line = "rollout: generation \(rollout.generation) \(rollout.state.rawValue), mesh \(rollout.version) replacing \(rollout.previous ?? "none")"
+                if !rollout.targets.isEmpty { line += ", activated on \(rollout.activated.count) of \(rollout.targets.count)" }
+                if let reason = rollout.reason { line += "\n  why: \(reason)" }
+                print(line + "\n")
+            }
             print(ControlPlane.statusTable(["sidecars": sidecars]), terminator: "")
             for line in unreachable { print(line) }
         }
@@ -372,6 +522,21 @@ struct EtcdOptions: ParsableArguments {
 
     @Option(help: "The key prefix everything of this mesh is kept under, in etcd.")
     var prefix: String = "/outrigger"
+
+    /// The mesh files `command` writes to the store: without --store, exit status 2; a file that cannot be read,
+    /// its error printed as `validate` prints it, exit status 1.
+    func read(_ mesh: String, for command: String) throws -> [MeshConfig.Source] {
+        guard store != nil else {
+            FileHandle.standardError.write(Data("\(command) needs --store etcd://HOST:PORT[,HOST:PORT...]\n".utf8))
+            throw ExitCode(2)
+        }
+        do {
+            return try MeshConfig.read(mesh)
+        } catch {
+            print(error.description)
+            throw ExitCode(1)
+        }
+    }
 
     func meshStore(logger: Logger) throws -> EtcdMeshStore {
         guard let store else { throw ValidationError("no --store given") }

@@ -242,7 +242,9 @@ struct Proxy: AsyncParsableCommand {
             let listeners = sidecar.listenerAddresses.compactMapValues { address in
                 address.port.map { HostPort(host: address.ipAddress ?? "127.0.0.1", port: $0) }
             }
-            let identity = SidecarIdentity(node: following.node, service: following.service, zone: zone ?? config.zone, listeners: listeners, app: following.app)
+            let admin = sidecar.adminAddress.flatMap { address in address.port.map { HostPort(host: address.ipAddress ?? "127.0.0.1", port: $0) } }
+            let identity = SidecarIdentity(node: following.node, service: following.service, zone: zone ?? config.zone, listeners: listeners,
+                                           app: following.app, admin: admin)
             if let directory = following.stateDirectory { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
             let client = ControlPlaneClient(addresses: following.addresses, identity: identity, sidecar: sidecar, base: config,
                                             stateDirectory: following.stateDirectory, trustedCertificates: following.trustedCertificates,

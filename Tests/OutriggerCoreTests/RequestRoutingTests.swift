@@ -46,8 +46,10 @@ struct RequestRoutingTests {
     }
 
     static func reason(_ routing: RequestRouting) -> LocalReplyReason? {
-        if case .localReply(let reason) = routing { return reason }
-        return nil
+        switch routing {
+        case .localReply(let reason), .routedLocalReply(let reason, _, _): reason
+        default: nil
+        }
     }
 
     static func routed(_ routing: RequestRouting) -> RoutedRequest? {

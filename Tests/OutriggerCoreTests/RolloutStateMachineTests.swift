@@ -11,14 +11,16 @@ struct RolloutStateMachineTests {
         RolloutStateMachine.Plan(generation: 7, waves: waves, prepareTimeout: .seconds(5), soak: .seconds(10), gate: gate)
     }
 
-    @Test func everyTargetPreparedCommitsThenActivatesWaveByWaveBehindTheGate() {
-        var rollout = RolloutStateMachine(plan: plan(), targets: ["c", "a", "b"])
-        #expect(rollout.start(now: start) == [.sendPrepare(["a", "b", "c"]), .wake(at: start + .seconds(5))])
-        #expect(rollout.prepared("a").isEmpty && rollout.prepared("a").isEmpty && rollout.prepared("x").isEmpty)
-        #expect(rollout.prepared("c").isEmpty)
-        // The last one: the decision goes to the log first; nobody is activated before it is written.
-        #expect(rollout.prepared("b") == [.writeDecision(.commit)])
-        #expect(rollout.refused("a", because: "late").isEmpty, "decided already")
+    @Test func everyReplicaVotingPreparedCommitsThenActivatesWaveByWaveBehindTheGate() {
+        var rollout = RolloutStateMachine(plan: plan(), voters: ["r1", "r2"])
+        #expect(rollout.start(now: start) == [.sendPrepare, .wake(at: start + .seconds(5))])
+        #expect(rollout.voted("r1", answers: ["c": nil, "a": nil]).isEmpty)
+        #expect(rollout.voted("r1", answers: ["x": "late"]).isEmpty, "one vote per replica")
+        #expect(rollout.voted("r9", answers: ["x": nil]).isEmpty, "not a voter")
+        // The last vote: the decision goes to the log first; nobody is activated before it is written.
+        #expect(rollout.voted("r2", answers: ["b": nil]) == [.writeDecision(.commit)])
+        #expect(rollout.targets == ["a", "b", "c"], "the sidecars of every vote")
+        #expect(rollout.voted("r2", answers: ["b": "late"]).isEmpty, "decided already")
         let written = start + .seconds(1)
         #expect(rollout.decisionWritten(now: written) == [.activate(["a"]), .wake(at: written + .seconds(10))])
         #expect(rollout.wake(now: written + .seconds(9), readings: .init(requests: 100, errors: 50)).isEmpty, "the soak is not over")
@@ -29,29 +31,36 @@ struct RolloutStateMachineTests {
         #expect(rollout.activated == ["a", "b", "c"] && rollout.phase == .finished(.completed))
     }
 
-    @Test func aRefusalAbortsAndEveryTargetDropsTheGeneration() {
-        var rollout = RolloutStateMachine(plan: plan(), targets: ["a", "b"])
+    @Test func aRefusalAbortsAndEveryReplicaDropsTheGeneration() {
+        var rollout = RolloutStateMachine(plan: plan(), voters: ["r1", "r2"])
         _ = rollout.start(now: start)
-        _ = rollout.prepared("a")
+        _ = rollout.voted("r1", answers: ["a": nil])
         let reason = "b refused generation 7: Cluster 'users': connectTimeout: expected a duration"
-        #expect(rollout.refused("b", because: "Cluster 'users': connectTimeout: expected a duration") == [.writeDecision(.abort(reason))])
-        #expect(rollout.decisionWritten(now: start) == [.sendDrop(["a", "b"]), .finished(.aborted(reason))])
+        #expect(rollout.voted("r2", answers: ["c": nil, "b": "Cluster 'users': connectTimeout: expected a duration", "d": "later"]) == [.writeDecision(.abort(reason))])
+        #expect(rollout.decisionWritten(now: start) == [.sendDrop, .finished(.aborted(reason))])
         #expect(rollout.activated.isEmpty)
     }
 
-    @Test func aPrepareThatTimesOutAbortsNamingWhoDidNotPrepare() {
-        var rollout = RolloutStateMachine(plan: plan(), targets: ["a", "b", "c"])
+    @Test func aPrepareThatTimesOutAbortsNamingWhoDidNotVote() {
+        var rollout = RolloutStateMachine(plan: plan(), voters: ["r1", "r2", "r3"])
         _ = rollout.start(now: start)
-        _ = rollout.prepared("b")
+        _ = rollout.voted("r2", answers: ["a": nil])
         #expect(rollout.wake(now: start + .seconds(4)).isEmpty)
         let actions = rollout.wake(now: start + .seconds(5))
-        #expect(actions == [.writeDecision(.abort("prepare timed out after 5.0 seconds: not prepared: a, c"))])
+        #expect(actions == [.writeDecision(.abort("prepare timed out after 5.0 seconds: no vote from replica r1, r3"))])
+    }
+
+    @Test func aMeshWithoutSidecarsCommitsAtOnce() {
+        var rollout = RolloutStateMachine(plan: plan(), voters: ["r1"])
+        _ = rollout.start(now: start)
+        #expect(rollout.voted("r1", answers: [:]) == [.writeDecision(.commit)])
+        #expect(rollout.decisionWritten(now: start) == [.activate([]), .finished(.completed)])
     }
 
     @Test func aGateBreachRollsBackEveryActivatedSidecar() {
-        var rollout = RolloutStateMachine(plan: plan(gate: RolloutGate(maxErrorRatio: 0.01, maxP99: .milliseconds(300))), targets: Set((0..<200).map { "s\($0)" }))
+        var rollout = RolloutStateMachine(plan: plan(gate: RolloutGate(maxErrorRatio: 0.01, maxP99: .milliseconds(300))), voters: ["r1"])
         _ = rollout.start(now: start)
-        for target in rollout.targets { _ = rollout.prepared(target) }
+        _ = rollout.voted("r1", answers: Dictionary(uniqueKeysWithValues: (0..<200).map { ("s\($0)", nil) }))
         _ = rollout.decisionWritten(now: start)
         #expect(rollout.activated.count == 2, "1 % of 200")
         _ = rollout.wake(now: start + .seconds(10), readings: .init(requests: 500, errors: 0, p99: .milliseconds(20)))
@@ -63,11 +72,11 @@ struct RolloutStateMachineTests {
     }
 
     @Test func wavesGrowByTheirShareAndByAtLeastOneSidecar() {
-        let many = RolloutStateMachine(plan: plan(), targets: Set((0..<200).map { "s\($0)" }))
+        let (many, _) = RolloutStateMachine.recovered(plan: plan(), targets: Set((0..<200).map { "s\($0)" }), decision: .commit)
         #expect((0..<4).map { many.wave($0).count } == [2, 18, 80, 100])
-        let few = RolloutStateMachine(plan: plan(), targets: ["a", "b", "c"])
+        let (few, _) = RolloutStateMachine.recovered(plan: plan(), targets: ["a", "b", "c"], decision: .commit)
         #expect((0..<3).map { Array(few.wave($0)) } == [["a"], ["b"], ["c"]])
-        let once = RolloutStateMachine(plan: plan(waves: [100]), targets: ["a", "b"])
+        let (once, _) = RolloutStateMachine.recovered(plan: plan(waves: [100]), targets: ["a", "b"], decision: .commit)
         #expect(Array(once.wave(0)) == ["a", "b"])
     }
 
@@ -85,9 +94,9 @@ struct RolloutStateMachineTests {
     }
 
     @Test func theLastWaveTakesEveryTargetLeft() {
-        var rollout = RolloutStateMachine(plan: plan(waves: [1, 10]), targets: Set((0..<50).map { "s\($0)" }))
+        var rollout = RolloutStateMachine(plan: plan(waves: [1, 10]), voters: ["r1"])
         _ = rollout.start(now: start)
-        for target in rollout.targets { _ = rollout.prepared(target) }
+        _ = rollout.voted("r1", answers: Dictionary(uniqueKeysWithValues: (0..<50).map { ("s\($0)", nil) }))
         _ = rollout.decisionWritten(now: start)
         _ = rollout.wake(now: start + .seconds(10), readings: .init(requests: 10, errors: 0))
         #expect(rollout.activated.count == 50 && rollout.phase == .finished(.completed))
@@ -104,5 +113,31 @@ struct RolloutStateMachineTests {
         #expect(gate.breach(.init(requests: 1000, errors: 9)) == nil)
         #expect(gate.breach(.init(requests: 1000, errors: 25)) == "error ratio 2.5% (25 of 1000) is not below 1%")
         #expect(gate.breach(.init()) == nil, "a wave that served nothing breaches nothing")
+    }
+
+    @Test func theGateReadsWhatASidecarsRoutesCountedDuringTheSoak() {
+        func metrics(requests: Int, errors: Int, fast: Int, slow: Int) -> String {
+            """
+            # TYPE outrigger_route_server_errors_total counter
+            outrigger_route_server_errors_total{listener="outbound",route="users/0"} \(errors)
+            outrigger_route_request_duration_seconds_bucket{listener="outbound",route="users/0",le="0.01"} \(fast)
+            outrigger_route_request_duration_seconds_bucket{listener="outbound",route="users/0",le="0.5"} \(fast + slow)
+            outrigger_route_request_duration_seconds_bucket{listener="outbound",route="users/0",le="+Inf"} \(requests)
+            outrigger_route_request_duration_seconds_sum{listener="outbound",route="users/0"} 1.5
+            outrigger_route_request_duration_seconds_count{listener="outbound",route="users/0"} \(requests)
+            outrigger_downstream_requests_total{listener="outbound"} 999
+            """
+        }
+        let before = RolloutGate.Sample(metrics: metrics(requests: 100, errors: 1, fast: 100, slow: 0))
+        #expect(before.series.count == 5, "the route's counts and buckets, nothing else: \(before.series)")
+        // 200 more: 10 of them 5xx, 5 slow (0.01–0.5 s): the 99th percentile is in the 0.5 s bucket.
+        let after = RolloutGate.Sample(metrics: metrics(requests: 300, errors: 11, fast: 295, slow: 5))
+        let readings = RolloutGate.Sample.readings([after.since(before)])
+        #expect(readings == RolloutGate.Readings(requests: 200, errors: 10, p99: .milliseconds(500)))
+        #expect(RolloutGate(maxErrorRatio: 0.01).breach(readings) == "error ratio 5% (10 of 200) is not below 1%")
+        // A sidecar whose counters went back (its routes replaced) counts from zero; two sidecars are summed.
+        let reset = RolloutGate.Sample(metrics: metrics(requests: 50, errors: 0, fast: 50, slow: 0)).since(before)
+        #expect(RolloutGate.Sample.readings([reset, after.since(before)]) == RolloutGate.Readings(requests: 250, errors: 10, p99: .milliseconds(500)))
+        #expect(RolloutGate.Sample.readings([]) == RolloutGate.Readings(), "nothing served: no p99")
     }
 }

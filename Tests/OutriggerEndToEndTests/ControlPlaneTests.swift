@@ -404,25 +404,31 @@ struct StagedGenerationTests {
             let next = MeshConfig(services: [MeshConfig.Service(cluster: ClusterConfig(name: "users", endpoints: [second]))])
 
             let prepared = await mesh.plane.prepare(generation: 2, mesh: next, timeout: .seconds(30))
-            #expect(prepared.count == 1 && prepared["web-1"] == .some(nil), "\(prepared)")
+            #expect(prepared.count == 1 && prepared["web-1"].map { $0.refusal == nil } == true, "\(prepared)")
             for _ in 0..<3 { #expect(try await mesh.answer(host: "users") == "echo-0", "prepared, not served") }
-            let committed = await mesh.plane.decide(generation: 2, commit: next, timeout: .seconds(30))
+            let committed = await mesh.plane.activate(generation: 2, mesh: next, version: "v2", nodes: ["web-1"], timeout: .seconds(30))
             #expect(committed.count == 1 && committed["web-1"] == .some(nil), "\(committed)")
             #expect(try await mesh.answer(host: "users") == "echo-1", "served once the commit is ACKed")
+            #expect(mesh.plane.status().first?.generation == 2 && mesh.plane.status().first?.mesh == "v2")
 
             // A generation the sidecar cannot prepare: its upstream CA file is not on the sidecar's machine.
             var broken = next
             broken.services[0].cluster.tls = UpstreamTLSConfig(caFile: "/nonexistent/ca.pem")
             let refused = await mesh.plane.prepare(generation: 3, mesh: broken, timeout: .seconds(30))
-            let refusal = refused["web-1"] ?? nil
+            let refusal = refused["web-1"]?.refusal
             #expect(refusal?.contains("/nonexistent/ca.pem") == true, "\(refused)")
-            _ = await mesh.plane.decide(generation: 3, commit: nil, timeout: .seconds(30))
+            await mesh.plane.drop(generation: 3, timeout: .seconds(30))
             #expect(try await mesh.answer(host: "users") == "echo-1")
 
             // A commit of a generation never prepared there is refused.
-            let unprepared = await mesh.plane.decide(generation: 4, commit: next, timeout: .seconds(30))
+            let unprepared = await mesh.plane.activate(generation: 4, mesh: next, version: "v2", nodes: ["web-1"], timeout: .seconds(30))
             #expect((unprepared["web-1"] ?? nil)?.contains("generation 4 was not prepared here") == true, "\(unprepared)")
             #expect(try await mesh.answer(host: "users") == "echo-1")
+
+            // Rolled back: the sidecars it activated are served the mesh before it again, as a plain push.
+            mesh.plane.rollBack(generation: 4)
+            try await mesh.eventually("the sidecar serves users from echo-0 again") { try await mesh.answer(host: "users") == "echo-0" }
+            #expect(mesh.plane.status().first?.generation == nil)
         } catch {
             await mesh.stop()
             throw error

@@ -9,8 +9,13 @@ import Testing
 @Suite("Control-plane replicas sharing one etcd", .serialized)
 struct ControlReplicaTests {
     static func startReplica(store: HostPort) async throws -> (ChildProcess, xds: Int, admin: Int) {
+        try await startReplica(stores: [store])
+    }
+
+    /// A replica of a store of several members (`etcd://A,B,C`).
+    static func startReplica(stores: [HostPort]) async throws -> (ChildProcess, xds: Int, admin: Int) {
         let replica = try ChildProcess(try outriggerExecutable(), [
-            "control", "--store", "etcd://\(store)", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+            "control", "--store", "etcd://" + stores.map(\.description).joined(separator: ","), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
             "--registration-grace-milliseconds", "300", "--registration-ttl-seconds", "2", "--replica-ttl-seconds", "2",
         ])
         let text = try await replica.waitForOutput(containing: "xds on 127.0.0.1:")

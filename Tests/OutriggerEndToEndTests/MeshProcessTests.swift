@@ -21,11 +21,13 @@ struct MeshProcessTests {
         return (control, try ProcessTests.port(in: text, after: "xds on 127.0.0.1:"), try ProcessTests.port(in: text, after: "admin on 127.0.0.1:"))
     }
 
+    /// - Parameter admin: with an admin listener (a rollout's gate reads its `/metrics`).
     static func startSidecar(node: String, service: String, control: Int, app: Int? = nil, inbound: Int = 0, stateDir: String? = nil,
-                             controlAlso: [Int] = []) async throws -> SidecarProcess {
+                             controlAlso: [Int] = [], admin: Bool = false) async throws -> SidecarProcess {
         let controls = ([control] + controlAlso).map { "127.0.0.1:\($0)" }.joined(separator: ",")
         var arguments = ["proxy", "--control", controls, "--node", node, "--service", service, "--outbound", "127.0.0.1:0",
-                         "--no-admin", "--concurrency", "1", "--drain-notice-milliseconds", "1000"]
+                         "--concurrency", "1", "--drain-notice-milliseconds", "1000"]
+        arguments += admin ? ["--admin", "127.0.0.1:0"] : ["--no-admin"]
         if let app { arguments += ["--app", "127.0.0.1:\(app)", "--inbound", "127.0.0.1:\(inbound)"] }
         if let stateDir { arguments += ["--state-dir", stateDir] }
         let process = try ChildProcess(try outriggerExecutable(), arguments)

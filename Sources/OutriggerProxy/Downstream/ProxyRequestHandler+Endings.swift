@@ -77,14 +77,17 @@ extension ProxyRequestHandler {
     /// The one end of every request, however it ended (relayed, answered here, broken off, left): what records
     /// requests reads the summary here, once — the listener's and the cluster's duration histograms, the upstream
     /// response time, the local-reply counters and the access log line.
-    private func finished(_ summary: RequestSummary, head: HTTPRequestHead?, listener: ListenerRuntime?, request: ProxiedRequest? = nil) {
+    /// `routed`: the route and cluster of a request answered before it had a `ProxiedRequest`.
+    private func finished(_ summary: RequestSummary, head: HTTPRequestHead?, listener: ListenerRuntime?, request: ProxiedRequest? = nil,
+                          routed: (route: Route, cluster: ClusterRuntime)? = nil) {
         let loop = local.loopIndex
         if summary.timesAResponse {
             let microseconds = UInt64(summary.durationMicroseconds)
             listener?.stats.requestDuration.record(microseconds: microseconds, loop: loop)
-            request?.cluster.stats.requestDuration.record(microseconds: microseconds, loop: loop)
-            request?.route.stats.requestDuration.record(microseconds: microseconds, loop: loop)
-            if summary.status >= 500 { request?.route.stats.serverErrors.increment() }
+            let (route, cluster) = request.map { ($0.route, $0.cluster) } ?? (routed?.route, routed?.cluster)
+            cluster?.stats.requestDuration.record(microseconds: microseconds, loop: loop)
+            route?.stats.requestDuration.record(microseconds: microseconds, loop: loop)
+            if summary.status >= 500 { route?.stats.serverErrors.increment() }
         }
         if let request, let upstream = request.upstreamServiceMicroseconds {
             let upstreamMicroseconds = UInt64(max(upstream, 0))
@@ -206,12 +209,12 @@ extension ProxyRequestHandler {
                         keepAlive: request.keepAlive, requestComplete: request.exchange.progress.requestComplete)
     }
 
-    /// Answers for a request that never got as far as a cluster.
+    /// Answers for a request that never got as far as an endpoint (`routed`: the route and cluster it got to).
     func localReply(_ reason: LocalReplyReason, for head: HTTPRequestHead, listener: ListenerRuntime?,
-                            requestComplete: Bool, start: NIODeadline = .now()) {
+                    requestComplete: Bool, start: NIODeadline = .now(), routed: (Route, ClusterRuntime)? = nil) {
         listener?.stats.requestsActive.decrement()
         finished(RequestSummary(.localReply(reason), status: head.isGRPC ? 200 : Int(reason.status.code), startedAt: start.uptimeNanoseconds,
-                                endedAt: Self.uptime()), head: head, listener: listener)
+                                endedAt: Self.uptime()), head: head, listener: listener, routed: routed)
         writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method == .HEAD,
                         keepAlive: keepsConnection(head), requestComplete: requestComplete)
     }

@@ -295,6 +295,9 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             if reason == .overload { http2Connection?.goAwayGracefully() }
             localReply(reason, for: head, listener: listener, requestComplete: false, start: start)
             return
+        case .routedLocalReply(let reason, let route, let cluster):
+            localReply(reason, for: head, listener: listener, requestComplete: false, start: start, routed: (route, cluster))
+            return
         case .fallbackResponse(let status, let headers, let body):
             fallbackReply(status: status, headers: headers, body: body, for: head, listener: listener, start: start)
             return

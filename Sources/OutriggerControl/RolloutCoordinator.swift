@@ -1,0 +1,365 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import OutriggerConfig
+import OutriggerEtcd
+
+/// Every replica's part in the mesh-wide rollouts, through their log in etcd (`EtcdRollouts`).
+///
+/// - **As a participant** (every replica, the leader too) it follows the log: a rollout being prepared → it sends
+///   the generation to the sidecars connected here and votes with their answers; a wave activated → the sidecars
+///   of it connected here switch (COMMIT), and every replica serves them the generation from then on; completed →
+///   the generation is every sidecar's; aborted → its sidecars drop it; rolled back → the sidecars it activated
+///   are served the mesh before it again. What a sidecar is served is always what the log says: one that
+///   reconnects, to any replica, gets its generation from it.
+/// - **As the leader** it drives each rollout with a `RolloutStateMachine`: writes the rollout preparing, gathers
+///   the votes, writes the decision (fenced by its leadership) before any sidecar hears of it, activates wave
+///   after wave, reads the gate from the activated sidecars' `/stats/prometheus`, and ends the rollout — moving the mesh
+///   pointer in the same transaction when it completes. A leader that takes over finishes from the log.
+public final class RolloutCoordinator: Sendable {
+    private let plane: ControlPlane
+    private let store: EtcdMeshStore
+    private let replicas: EtcdReplicas
+    private let log: EtcdRollouts
+    private let logger: Logger
+    /// Reads a sidecar's `/stats/prometheus` (nil: it did not answer).
+    private let readMetrics: @Sendable (HostPort) async -> String?
+    private let state = NIOLockedValueBox(State())
+
+    struct State {
+        /// Generations this replica voted on, and the sidecars it has activated them on.
+        var voted: Set<UInt64> = []
+        var activated: [UInt64: Set<String>] = [:]
+        /// Generations whose end this replica has carried out.
+        var ended: Set<UInt64> = []
+        /// The meshes of rollouts, read once.
+        var meshes: [UInt64: MeshConfig] = [:]
+        /// The rollout this replica drives as leader, and where its votes go.
+        var driving: (generation: UInt64, votes: AsyncStream<Driver.Event>.Continuation)?
+    }
+
+    public init(plane: ControlPlane, store: EtcdMeshStore, replicas: EtcdReplicas, logger: Logger,
+                readMetrics: @escaping @Sendable (HostPort) async -> String? = RolloutCoordinator.metrics(of:)) {
+        self.plane = plane
+        self.store = store
+        self.replicas = replicas
+        self.log = EtcdRollouts(client: store.client, prefix: store.prefix)
+        self.logger = logger
+        self.readMetrics = readMetrics
+    }
+
+    /// A sidecar's `/stats/prometheus`, within two seconds.
+    public static func metrics(of admin: HostPort) async -> String? {
+        await withTaskGroup(of: String?.self) { group in
+            group.addTask { try? await ControlPlane.fetch(host: admin.host, port: admin.port, path: "/stats/prometheus").1 }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(2))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// Follows the log, and drives the rollout under way whenever `standings` says this replica leads, until
+    /// cancelled.
+    public func run(standings: AsyncStream<EtcdReplicas.Standing>) async {
+        let (records, record) = AsyncStream<RolloutRecord>.makeStream()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.follow(record) }
+            // One record at a time, in the log's order: a wave's activation before the rollout's end.
+            group.addTask {
+                for await next in records { await self.participate(next) }
+            }
+            group.addTask {
+                for await standing in standings where standing.leading { self.startLeading() }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Following the log
+
+    /// Hands every record written to `record` (the last one first), and each vote to the rollout being driven here;
+    /// a watch whose start was compacted away reads the last record again.
+    private func follow(_ record: AsyncStream<RolloutRecord>.Continuation) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let read = try await log.client.read(.key(log.lastKey))
+                if let latest = try await log.latest() { record.yield(latest) }
+                failures = 0
+                try await log.client.watch(log.watched, from: read.revision + 1) { update in
+                    guard case .changes(let events, _) = update else { return true }
+                    for event in events where event.type == .put {
+                        let key = String(decoding: event.kv.key, as: UTF8.self)
+                        if let (generation, replica) = self.voteKey(key) {
+                            if let vote = try? JSONDecoder().decode(RolloutVote.self, from: event.kv.value) { self.voted(generation, replica, vote) }
+                        } else if let next = try? JSONDecoder().decode(RolloutRecord.self, from: event.kv.value) {
+                            record.yield(next)
+                        }
+                    }
+                    return true
+                }
+            } catch let error as EtcdError where error.isCompacted {
+                logger.info("the rollouts' watch started at a compacted revision; reading the last rollout again")
+            } catch {
+                if Task.isCancelled { return }
+                failures += 1
+                logger.warning("cannot follow the rollouts in etcd", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: ReconnectBackoff.delay(after: failures))
+            }
+        }
+    }
+
+    /// `G…/votes/REPLICA` → (G, REPLICA).
+    private func voteKey(_ key: String) -> (UInt64, String)? {
+        guard key.hasPrefix(log.prefix) else { return nil }
+        let parts = key.dropFirst(log.prefix.count).split(separator: "/", maxSplits: 2)
+        guard parts.count == 3, parts[1] == "votes", let generation = UInt64(parts[0]) else { return nil }
+        return (generation, String(parts[2]))
+    }
+
+    private func voted(_ generation: UInt64, _ replica: String, _ vote: RolloutVote) {
+        state.withLockedValue { state in
+            if let driving = state.driving, driving.generation == generation { driving.votes.yield(.voted(replica, vote)) }
+        }
+    }
+
+    // MARK: Participant
+
+    private func participate(_ record: RolloutRecord) async {
+        let generation = record.generation
+        switch record.state {
+        case .requested:
+            if replicas.current.leading { startLeading() }
+        case .preparing:
+            let first = state.withLockedValue { $0.voted.insert(generation).inserted }
+            // In a task of its own: the answers take up to the prepare timeout, and the log goes on meanwhile.
+            if first { Task { await self.prepare(record) } }
+        case .aborted:
+            guard state.withLockedValue({ $0.ended.insert(generation).inserted }) else { return }
+            if state.withLockedValue({ $0.voted.contains(generation) }) { await plane.drop(generation: generation, timeout: nil) }
+            logger.info("rollout aborted", metadata: ["generation": "\(generation)", "reason": "\(record.reason ?? "")"])
+        case .committed, .completed, .rolledBack:
+            guard !state.withLockedValue({ $0.ended.contains(generation) }) else { return }
+            guard let mesh = await mesh(of: record) else { return }
+            let (wave, notify) = state.withLockedValue { state -> ([String], Bool) in
+                let before = state.activated[generation]
+                state.activated[generation, default: []].formUnion(record.activated)
+                // A replica that did not vote is catching up on the log: the views alone tell its sidecars.
+                return (record.activated.filter { before?.contains($0) != true }, state.voted.contains(generation))
+            }
+            if !wave.isEmpty || record.state == .committed {
+                await plane.activate(generation: generation, mesh: mesh, version: record.version, nodes: wave, notify: notify, timeout: nil)
+            }
+            guard record.isFinished, state.withLockedValue({ $0.ended.insert(generation).inserted }) else { return }
+            if record.state == .completed {
+                plane.complete(generation: generation, mesh: mesh, version: record.version)
+                logger.info("rollout completed", metadata: ["generation": "\(generation)", "version": "\(record.version)"])
+            } else {
+                plane.rollBack(generation: generation)
+                logger.warning("rollout rolled back", metadata: ["generation": "\(generation)", "reason": "\(record.reason ?? "")"])
+            }
+            state.withLockedValue { $0.meshes[generation] = nil }
+        }
+    }
+
+    /// The rollout's mesh, read from the store once (nil: it cannot be read; logged).
+    private func mesh(of record: RolloutRecord) async -> MeshConfig? {
+        if let mesh = state.withLockedValue({ $0.meshes[record.generation] }) { return mesh }
+        do {
+            let mesh = try await store.load(version: record.version, chunks: record.chunks)
+            state.withLockedValue { $0.meshes[record.generation] = mesh }
+            return mesh
+        } catch {
+            logger.error("cannot read a rollout's mesh", metadata: ["generation": "\(record.generation)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Prepares the generation on the sidecars connected here and votes with their answers. A replica's answers
+    /// are due before the leader's deadline: it waits for its sidecars four fifths of the prepare timeout.
+    private func prepare(_ record: RolloutRecord) async {
+        var answers: [String: RolloutVote.Answer] = [:]
+        if let mesh = await mesh(of: record) {
+            let timeout = Duration.milliseconds(record.prepareTimeoutMilliseconds) * 4 / 5
+            for (node, answer) in await plane.prepare(generation: record.generation, mesh: mesh, timeout: timeout) {
+                answers[node] = RolloutVote.Answer(refusal: answer.refusal, admin: answer.admin?.description)
+            }
+        } else {
+            answers["(replica \(replicas.me.id))"] = RolloutVote.Answer(refusal: "cannot read mesh \(record.version) from \(store.description)")
+        }
+        do {
+            try await log.vote(record.generation, replica: replicas.me.id, RolloutVote(answers: answers))
+        } catch {
+            logger.error("cannot vote on a rollout", metadata: ["generation": "\(record.generation)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Leader
+
+    private func startLeading() {
+        Task { await self.lead() }
+    }
+
+    /// Drives the rollout under way, if any, while this replica leads; one the driver lost track of (etcd not
+    /// answering a write) is taken up again from the log.
+    private func lead() async {
+        var failures = 0
+        while !Task.isCancelled, replicas.current.leading {
+            let generation: UInt64?
+            do {
+                generation = try await log.activeGeneration()
+            } catch {
+                failures += 1
+                logger.warning("cannot read the rollout under way", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: ReconnectBackoff.delay(after: failures))
+                continue
+            }
+            guard let generation else { return }
+            let (votes, sink) = AsyncStream<Driver.Event>.makeStream()
+            let fresh = state.withLockedValue { state -> Bool in
+                guard state.driving?.generation != generation else { return false }
+                state.driving = (generation, sink)
+                return true
+            }
+            guard fresh else { return }
+            let ended = await Driver(coordinator: self, generation: generation, events: sink).run(votes)
+            state.withLockedValue { if $0.driving?.generation == generation { $0.driving = nil } }
+            if !ended {
+                failures += 1
+                try? await Task.sleep(for: ReconnectBackoff.delay(after: failures))
+            }
+        }
+    }
+
+    /// One rollout driven by the leader: its state machine, and the log written as it says.
+    struct Driver {
+        enum Event: Sendable {
+            case voted(String, RolloutVote)
+            case wake
+        }
+
+        let coordinator: RolloutCoordinator
+        let generation: UInt64
+        let events: AsyncStream<Event>.Continuation
+
+        /// False when it stopped before the rollout ended (a write refused or failed).
+        func run(_ inbox: AsyncStream<Event>) async -> Bool {
+            do {
+                try await drive(inbox)
+                return true
+            } catch {
+                coordinator.logger.warning("stopped driving a rollout", metadata: ["generation": "\(generation)", "error": "\(error)"])
+                return false
+            }
+        }
+
+        private func drive(_ inbox: AsyncStream<Event>) async throws {
+            let log = coordinator.log
+            guard var record = try await log.record(generation), !record.isFinished else { return }
+            let plan = try record.plan
+            var machine: RolloutStateMachine
+            var actions: [RolloutStateMachine.Action]
+            let me = coordinator.replicas.me.id
+            switch record.state {
+            case .requested:
+                let voters = try await EtcdReplicas.list(client: log.client, prefix: coordinator.store.prefix).members.map(\.id)
+                record.voters = voters
+                machine = RolloutStateMachine(plan: plan, voters: Set(voters))
+                actions = machine.start(now: .now)
+            case .preparing:
+                (machine, actions) = RolloutStateMachine.recovered(plan: plan, targets: [], decision: nil)
+            default:
+                (machine, actions) = RolloutStateMachine.recovered(plan: plan, targets: Set(record.targets.map(\.node)), decision: .commit,
+                                                                   activated: record.activated)
+                actions = machine.decisionWritten(now: .now)
+            }
+            record.leader = me
+            var admins: [String: HostPort] = [:]
+            for target in record.targets { admins[target.node] = target.admin.flatMap(HostPort.init(parsing:)) }
+            /// The activated sidecars' `/stats/prometheus` when their wave began, for the gate.
+            var baseline: [String: RolloutGate.Sample] = [:]
+            var wakeTask: Task<Void, Never>?
+            defer { wakeTask?.cancel() }
+            var iterator = inbox.makeAsyncIterator()
+            while true {
+                while !actions.isEmpty {
+                    let action = actions.removeFirst()
+                    switch action {
+                    case .sendPrepare:
+                        record.state = .preparing
+                        try await log.write(record, by: coordinator.replicas)
+                    case .wake(let at):
+                        wakeTask?.cancel()
+                        wakeTask = Task { [events] in
+                            try? await Task.sleep(until: at, clock: .continuous)
+                            if !Task.isCancelled { events.yield(.wake) }
+                        }
+                    case .writeDecision(.commit):
+                        record.state = .committed
+                        record.targets = machine.targets.map { RolloutRecord.Target(node: $0, admin: admins[$0]?.description) }
+                        try await log.write(record, by: coordinator.replicas)
+                        actions += machine.decisionWritten(now: .now)
+                    case .writeDecision(.abort(let reason)):
+                        record.state = .aborted
+                        record.reason = reason
+                        try await log.write(record, by: coordinator.replicas, with: staleChunks(record))
+                        actions += machine.decisionWritten(now: .now)
+                    case .activate(let nodes):
+                        record.activated += nodes
+                        if actions.first == .finished(.completed) {
+                            // The last wave: the rollout's end and the mesh pointer's move, in the same write.
+                            record.state = .completed
+                            try await log.write(record, by: coordinator.replicas,
+                                                with: coordinator.store.pointerMoves(to: record.version, chunks: record.chunks, replacing: record.previous))
+                        } else {
+                            try await log.write(record, by: coordinator.replicas)
+                            for node in nodes {
+                                if let admin = admins[node], let text = await coordinator.readMetrics(admin) { baseline[node] = RolloutGate.Sample(metrics: text) }
+                            }
+                        }
+                    case .rollBack:
+                        record.state = .rolledBack
+                        if case .finished(.rolledBack(let reason)) = machine.phase { record.reason = reason }
+                        try await log.write(record, by: coordinator.replicas, with: staleChunks(record))
+                    case .sendDrop:
+                        break  // every replica reads the abort from the log
+                    case .finished(let outcome):
+                        coordinator.logger.info("rollout finished", metadata: ["generation": "\(generation)", "outcome": "\(outcome)"])
+                        return
+                    }
+                }
+                guard let event = await iterator.next() else { return }
+                switch event {
+                case .voted(let replica, let vote):
+                    for (node, answer) in vote.answers { admins[node] = answer.admin.flatMap(HostPort.init(parsing:)) }
+                    actions = machine.voted(replica, answers: vote.answers.mapValues(\.refusal))
+                case .wake:
+                    var readings = RolloutGate.Readings()
+                    if case .soaking = machine.phase {
+                        var deltas: [RolloutGate.Sample] = []
+                        for node in machine.activated {
+                            guard let admin = admins[node], let text = await coordinator.readMetrics(admin) else { continue }
+                            deltas.append(RolloutGate.Sample(metrics: text).since(baseline[node] ?? RolloutGate.Sample()))
+                        }
+                        readings = RolloutGate.Sample.readings(deltas)
+                        coordinator.logger.info("a wave's soak is over; the gate reads", metadata: [
+                            "generation": "\(generation)", "sidecars": "\(machine.activated.count)", "read": "\(deltas.count)",
+                            "requests": "\(readings.requests)", "errors": "\(readings.errors)", "p99": "\(readings.p99.map { "\($0)" } ?? "-")",
+                        ])
+                    }
+                    actions = machine.wake(now: .now, readings: readings)
+                }
+            }
+        }
+
+        /// A rollout that ends without its mesh becoming the current one leaves no chunks behind.
+        private func staleChunks(_ record: RolloutRecord) -> [Etcdserverpb_RequestOp] {
+            record.version == record.previous ? [] : [.delete(.prefix(coordinator.store.blobPrefix(record.version)))]
+        }
+    }
+}
