@@ -10,6 +10,8 @@ change and its RSS. Writes benchmarks/results/control-<timestamp>.json and .md.
 
 With --replicas K: K replicas (`outrigger control --store`) sharing one etcd (a single member, started here),
 the simulated sidecars spread over them, each change an apply to etcd; CPU and memory are the replicas' summed.
+With --rollout too, each change is a two-phase rollout (one wave): the report adds, per rollout, the time from the
+request to the last sidecar's COMMIT, the mixed-generation window (first COMMIT to last), and etcd's writes and bytes.
 """
 import argparse
 import json
@@ -45,7 +47,7 @@ def start_etcd(directory):
     sys.exit("etcd did not start")
 
 
-def run_replicas(sidecars, services, changes, replicas):
+def run_replicas(sidecars, services, changes, replicas, rollout):
     with tempfile.TemporaryDirectory() as directory:
         etcd, store = start_etcd(directory)
         controls = []
@@ -61,7 +63,7 @@ def run_replicas(sidecars, services, changes, replicas):
             subprocess.run([str(BINARY), "control", "simulate", "--control", ",".join(f"127.0.0.1:{c.port}" for c in controls),
                             "--control-pid", ",".join(str(c.pid) for c in controls), "--store", f"etcd://{store}",
                             "--sidecars", str(sidecars), "--services", str(services), "--changes", str(changes),
-                            "--json", str(report_file)], check=True, timeout=900)
+                            "--json", str(report_file)] + (["--rollout"] if rollout else []), check=True, timeout=900)
             log(f"  N={sidecars}, {replicas} replicas: {time.monotonic() - started:.1f} s in all")
             report = json.loads(report_file.read_text())
             report["replicas"] = replicas
@@ -102,13 +104,14 @@ def main():
     parser.add_argument("--services", type=int, default=20)
     parser.add_argument("--changes", type=int, default=5)
     parser.add_argument("--replicas", type=int, default=0, help="replicas sharing one etcd (0: one control plane and a mesh file)")
+    parser.add_argument("--rollout", action="store_true", help="with --replicas: each change a two-phase rollout")
     args = parser.parse_args()
     if not BINARY.exists():
         sys.exit(f"{BINARY} is missing; run make release")
     reports = []
     for sidecars in [int(n) for n in args.sidecars.split(",")]:
         log(f"simulating {sidecars} sidecars")
-        reports.append(run_replicas(sidecars, args.services, args.changes, args.replicas) if args.replicas else run_one(sidecars, args.services, args.changes))
+        reports.append(run_replicas(sidecars, args.services, args.changes, args.replicas, args.rollout) if args.replicas else run_one(sidecars, args.services, args.changes))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = ROOT / "benchmarks" / "results" / f"control-{stamp}"
     out.with_suffix(".json").write_text(json.dumps(reports, indent=2) + "\n")
@@ -126,6 +129,18 @@ def main():
         lines.append(f"| {report['sidecars']:,} | {report['connectSeconds']:.2f} | {median('p50Milliseconds'):.0f} | {median('p99Milliseconds'):.0f} | "
                      f"{max(change['maxMilliseconds'] for change in changes):.0f} | {window:.0f} | {median('controlCPUSeconds'):.3f} | "
                      f"{report['controlRSSMiB']:.1f} | {report['controlPeakRSSMiB']:.1f} |")
+    if args.rollout:
+        lines += ["", "Rollouts (two-phase, one wave): from the request to the last sidecar's COMMIT, the window from the first COMMIT "
+                  "to the last, etcd writes (revisions) and bytes written, per rollout.", "",
+                  "| sidecars | rollout p50 (ms) | rollout max (ms) | window p50 (ms) | window max (ms) | etcd writes | etcd bytes |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for report in reports:
+            changes = report["changes"]
+            total = [change["rolloutMilliseconds"] for change in changes]
+            window = [change["windowMilliseconds"] for change in changes]
+            lines.append(f"| {report['sidecars']:,} | {statistics.median(total):.0f} | {max(total):.0f} | {statistics.median(window):.0f} | "
+                         f"{max(window):.0f} | {statistics.median(change['etcdWrites'] for change in changes):.0f} | "
+                         f"{statistics.median(change['etcdBytes'] for change in changes):,.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     log(f"wrote {out}.json and .md")

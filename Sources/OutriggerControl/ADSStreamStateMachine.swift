@@ -115,6 +115,14 @@ public struct ADSStreamStateMachine: Sendable {
         return pushes()
     }
 
+    /// The sidecar's resources are not what this stream sent (a rollout's COMMIT switched it to a view it was
+    /// handed before): everything subscribed is sent again, from `resources` when given, else the snapshot held.
+    public mutating func resendAll(_ resources: [XDSType: [String: XDSResource]]? = nil, versions: [XDSType: String]? = nil) -> [Response] {
+        for type in types.keys { types[type]?.sent = nil }
+        if let resources { return snapshotChanged(resources, versions: versions) }
+        return pushes()
+    }
+
     /// What to send now. Clusters and endpoints go before the listeners and routes that use them; when
     /// clusters go away while routes change too, the routes go first with the old clusters still there:
     /// clusters are sent as the union of old and new, then routes, then the clusters without the removed ones.

@@ -31,10 +31,17 @@ public final class ControlPlane: Sendable {
         var identity: SidecarIdentity
         var connectedAt: Date
         var push: AsyncStream<Push>.Continuation
-        /// A rollout's messages, each sent (none replaces another).
-        var staging: AsyncStream<Outrigger_V1_StagedGeneration>.Continuation
+        /// A rollout's messages and its sidecar's views as a rollout changes them, each sent in order (none replaces
+        /// another).
+        var staging: AsyncStream<Staging>.Continuation
         var status: [XDSType: TypeStatus] = [:]
         var draining = false
+    }
+
+    /// What a rollout hands a stream: a message (PREPARE, COMMIT, ABORT), and the sidecar's view from then on.
+    struct Staging: Sendable {
+        var message: Outrigger_V1_StagedGeneration?
+        var push: Push?
     }
 
     /// Per type, for status: what was sent and ACKed, and the last NACK.
@@ -210,10 +217,10 @@ public final class ControlPlane: Sendable {
 
     // MARK: Streams
 
-    func open(_ identity: SidecarIdentity) -> (id: UInt64, pushes: AsyncStream<Push>, staging: AsyncStream<Outrigger_V1_StagedGeneration>) {
+    func open(_ identity: SidecarIdentity) -> (id: UInt64, pushes: AsyncStream<Push>, staging: AsyncStream<Staging>) {
         // Only the newest view matters to a stream: an older one still buffered is replaced.
         let (pushes, continuation) = AsyncStream<Push>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let (staging, stagingContinuation) = AsyncStream<Outrigger_V1_StagedGeneration>.makeStream()
+        let (staging, stagingContinuation) = AsyncStream<Staging>.makeStream()
         let (id, mesh, registered, registers, twin, generation) = state.withLockedValue { state in
             state.nextStream += 1
             state.pushes += 1
@@ -402,15 +409,13 @@ public final class ControlPlane: Sendable {
             return state.streams.filter { wave.contains($0.value.identity.node) }
         }
         let version = StagedGenerations.version(generation, .commit)
-        if notify {
-            if timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
-            let message = StagedGenerations.message(generation: generation, phase: .commit)
-            for stream in streams.values { stream.staging.yield(message) }
+        if notify, timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
+        let message = notify ? StagedGenerations.message(generation: generation, phase: .commit) : nil
+        // The generation's views go with the COMMIT, in order, on the rollout's channel (the pushes' channel keeps
+        // only the newest, and an older view computed before the activation could take the place of these).
+        for (stream, push) in views(for: Set(streams.keys), changedAt: .now).values {
+            stream.staging.yield(Staging(message: message, push: push))
         }
-        // The generation as a plain push too, at once: a stream's ADS state then knows what its sidecar runs (a
-        // rollback pushes the mesh before it against that), and a sidecar that did not prepare it gets it so.
-        // Before or after the COMMIT, either way the sidecar serves the committed generation.
-        pushAll(changedAt: .now, only: Set(streams.keys))
         guard notify, let timeout else { return [:] }
         return await gather(version, from: Set(streams.values.map(\.identity.node)), timeout: timeout)
     }
@@ -451,7 +456,7 @@ public final class ControlPlane: Sendable {
     private func send(_ messages: [UInt64: Outrigger_V1_StagedGeneration], version: String, to streams: [UInt64: Stream],
                       timeout: Duration?) async -> [String: String?] {
         if timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
-        for (id, message) in messages { streams[id]?.staging.yield(message) }
+        for (id, message) in messages { streams[id]?.staging.yield(Staging(message: message)) }
         guard let timeout else { return [:] }
         return await gather(version, from: Set(messages.keys.compactMap { streams[$0]?.identity.node }), timeout: timeout)
     }
@@ -507,19 +512,24 @@ public final class ControlPlane: Sendable {
     }
 
     /// Computes each connected sidecar's view and hands it to its stream (which sends only what changed).
-    /// - Parameter only: these streams alone (nil: every one).
-    func pushAll(changedAt: ContinuousClock.Instant, only: Set<UInt64>? = nil) {
+    func pushAll(changedAt: ContinuousClock.Instant) {
+        metrics.pushes.add(1)
+        for (stream, push) in views(for: nil, changedAt: changedAt).values { stream.push.yield(push) }
+    }
+
+    /// Each stream's view now (of `only` these streams; nil: every one), numbered as one push.
+    private func views(for only: Set<UInt64>?, changedAt: ContinuousClock.Instant) -> [UInt64: (Stream, Push)] {
         let (mesh, rollout, registered, streams, generation) = state.withLockedValue { state in
             state.pushes += 1
             return (state.mesh, state.rollout, Self.lists(state.registered), only.map { ids in state.streams.filter { ids.contains($0.key) } } ?? state.streams,
                     state.pushes)
         }
-        metrics.pushes.add(1)
         // Sidecars that differ only in node id see the same thing: each distinct view is built once per push (and
         // once more for those a rollout has activated).
         var views: [SidecarIdentity: Push] = [:]
         var rolledOut: [SidecarIdentity: Push] = [:]
-        for stream in streams.values {
+        var out: [UInt64: (Stream, Push)] = [:]
+        for (id, stream) in streams {
             let shape = stream.identity.shape
             let activated = rollout?.activated.contains(stream.identity.node) == true
             do {
@@ -527,11 +537,12 @@ public final class ControlPlane: Sendable {
                     ?? Self.push(try MeshView.resources(mesh: activated ? rollout!.mesh : mesh, registered: registered, for: stream.identity),
                                  changedAt: changedAt, generation: generation)
                 if activated { rolledOut[shape] = push } else { views[shape] = push }
-                stream.push.yield(push)
+                out[id] = (stream, push)
             } catch {
                 logger.error("cannot build a sidecar's view", metadata: ["node": "\(stream.identity.node)", "error": "\(error)"])
             }
         }
+        return out
     }
 
     static func push(_ resources: [XDSType: [String: XDSResource]], changedAt: ContinuousClock.Instant, generation: UInt64) -> Push {
@@ -582,7 +593,7 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
     enum Input: Sendable {
         case request(Envoy_Service_Discovery_V3_DiscoveryRequest)
         case push(ControlPlane.Push)
-        case stage(Outrigger_V1_StagedGeneration)
+        case stage(ControlPlane.Staging)
         case ended
         /// The request stream broke: bytes that are no DiscoveryRequest, a message over the size limit.
         case failed(any Error)
@@ -647,16 +658,32 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                         plane.metrics.convergence.observe(ContinuousClock.now - since)
                         converging = nil
                     }
-                case .stage(let stage):
-                    var message = Envoy_Service_Discovery_V3_DiscoveryResponse()
-                    message.typeURL = StagedGenerations.typeURL
-                    message.versionInfo = StagedGenerations.version(stage.generation, stage.phase)
-                    stagedNonce += 1
-                    message.nonce = "\(opened ?? 0)-s\(stagedNonce)"
-                    message.resources = [try Google_Protobuf_Any(message: stage)]
-                    message.controlPlane.identifier = "outrigger"
-                    try await response.write(message)
-                    continue
+                case .stage(let staging):
+                    if let stage = staging.message {
+                        var message = Envoy_Service_Discovery_V3_DiscoveryResponse()
+                        message.typeURL = StagedGenerations.typeURL
+                        message.versionInfo = StagedGenerations.version(stage.generation, stage.phase)
+                        stagedNonce += 1
+                        message.nonce = "\(opened ?? 0)-s\(stagedNonce)"
+                        message.resources = [try Google_Protobuf_Any(message: stage)]
+                        message.controlPlane.identifier = "outrigger"
+                        try await response.write(message)
+                    }
+                    guard let push = staging.push else { continue }
+                    if staging.message?.phase == .commit {
+                        // The sidecar switches to the view it prepared, which may be older than the one this stream
+                        // sent meanwhile: everything is sent again after the COMMIT, from the newest view.
+                        if push.generation > lastGeneration {
+                            lastGeneration = push.generation
+                            responses = machine.resendAll(push.resources, versions: push.versions)
+                        } else {
+                            responses = machine.resendAll()
+                        }
+                    } else {
+                        guard push.generation > lastGeneration else { continue }
+                        lastGeneration = push.generation
+                        responses = machine.snapshotChanged(push.resources, versions: push.versions)
+                    }
                 case .push(let push):
                     guard push.generation > lastGeneration else { continue }
                     lastGeneration = push.generation

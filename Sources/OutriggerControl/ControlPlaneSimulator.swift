@@ -10,8 +10,10 @@ import SwiftProtobuf
 /// `outrigger control simulate`: N sidecars, one ADS stream on its own connection each, that subscribe like a
 /// sidecar (clusters and listeners by wildcard, then endpoints and routes by name), decode every resource they
 /// are sent into Envoy's message types, and ACK. The driver changes the mesh — the mesh file edited and the control
-/// plane signalled (SIGHUP), or an apply to etcd that replicas follow (the sidecars spread over them) — and times
-/// how long until every sidecar has ACKed the new routes.
+/// plane signalled (SIGHUP), an apply to etcd that replicas follow (the sidecars spread over them), or a two-phase
+/// rollout through etcd — and times how long until every sidecar has ACKed the new routes. A simulated sidecar
+/// answers a rollout's PREPARE (decoding every resource of the view) and COMMIT with an ACK, and notes when the
+/// COMMIT came: the mixed-generation window is the first COMMIT to the last.
 public final class ControlPlaneSimulator: Sendable {
     /// What one simulated sidecar saw last of its routes.
     struct RouteState: Sendable {
@@ -28,6 +30,12 @@ public final class ControlPlaneSimulator: Sendable {
         public var converged: Int
         /// CPU seconds the control plane spent on this change (from its /proc/PID/stat).
         public var controlCPUSeconds: Double
+        /// A rollout: from its request to the last sidecar's COMMIT, and from the first COMMIT to the last.
+        public var rolloutMilliseconds: Double?
+        public var windowMilliseconds: Double?
+        /// A rollout: etcd's writes (revisions) from its request to its end, and the bytes of the keys it wrote.
+        public var etcdWrites: Int64?
+        public var etcdBytes: Int?
     }
 
     public struct Report: Sendable, Codable {
@@ -46,21 +54,40 @@ public final class ControlPlaneSimulator: Sendable {
         case file(String, pid: Int32)
         /// Applied to etcd, which the replicas follow.
         case etcd(EtcdMeshStore)
+        /// Rolled out through etcd (two-phase, one wave): the replicas' leader drives it.
+        case rollout(EtcdMeshStore)
 
-        func change(to text: String) async throws {
+        /// Makes the change; a rollout's generation, and etcd's revision before it.
+        @discardableResult
+        func change(to text: String) async throws -> (generation: UInt64, revision: Int64)? {
+            let sources = [MeshConfig.Source(file: "mesh.yaml", text: text)]
             switch self {
             case .file(let path, let pid):
                 try text.write(toFile: path, atomically: true, encoding: .utf8)
                 kill(pid, SIGHUP)
             case .etcd(let store):
-                _ = try await store.apply([MeshConfig.Source(file: "mesh.yaml", text: text)], path: "mesh.yaml")
+                _ = try await store.apply(sources, path: "mesh.yaml")
+            case .rollout(let store):
+                let revision = try await store.client.read(.key(store.currentKey)).revision
+                let staged = try await store.stage(sources, path: "mesh.yaml")
+                let generation = try await EtcdRollouts(client: store.client, prefix: store.prefix)
+                    .request(staged, store: store, waves: [100], prepareTimeoutMilliseconds: 5000, soakMilliseconds: 0, gate: "")
+                return (generation, revision)
             }
+            return nil
         }
+    }
+
+    /// When a simulated sidecar was told to commit a generation.
+    struct Commit: Sendable {
+        var generation: UInt64 = 0
+        var at = ContinuousClock.now
     }
 
     private let controls: [HostPort]
     private let count: Int
     private let routes: [NIOLockedValueBox<RouteState>]
+    private let commits: [NIOLockedValueBox<Commit>]
     private let group: MultiThreadedEventLoopGroup
 
     /// `controls`: the control planes (replicas) the sidecars connect to, sidecar i to `controls[i % count]`.
@@ -68,6 +95,7 @@ public final class ControlPlaneSimulator: Sendable {
         self.controls = controls
         self.count = sidecars
         self.routes = (0..<sidecars).map { _ in NIOLockedValueBox(RouteState()) }
+        self.commits = (0..<sidecars).map { _ in NIOLockedValueBox(Commit()) }
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
@@ -88,7 +116,11 @@ public final class ControlPlaneSimulator: Sendable {
     /// Runs the simulation: connects every sidecar, then `changes` mesh edits, each timed to the last ACK. The CPU and
     /// memory reported are the control planes' (`controlPIDs`), added up.
     public func run(changer: Changer, services: Int, changes: Int, controlPIDs: [Int32]) async throws -> Report {
-        try await changer.change(to: Self.mesh(services: services, round: 0))
+        if case .rollout(let store) = changer {
+            try await Changer.etcd(store).change(to: Self.mesh(services: services, round: 0))
+        } else {
+            try await changer.change(to: Self.mesh(services: services, round: 0))
+        }
         try await Task.sleep(for: .milliseconds(300))
         let started = ContinuousClock.now
         return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -115,7 +147,7 @@ public final class ControlPlaneSimulator: Sendable {
                 let before = routes.map { $0.withLockedValue { $0.version } }
                 let cpuBefore = controlPIDs.map(Self.cpuSeconds(pid:)).reduce(0, +)
                 let changedAt = ContinuousClock.now
-                try await changer.change(to: Self.mesh(services: services, round: round))
+                let rollout = try await changer.change(to: Self.mesh(services: services, round: round))
                 do {
                     try await waitUntil(timeout: .seconds(60)) {
                         zip(self.routes, before).allSatisfy { route, old in route.withLockedValue { $0.version } != old }
@@ -126,10 +158,14 @@ public final class ControlPlaneSimulator: Sendable {
                 }
                 var latencies = routes.map { ($0.withLockedValue { $0.ackedAt } - changedAt).inSeconds * 1000 }.sorted()
                 if latencies.isEmpty { latencies = [0] }
-                results.append(ChangeResult(minMilliseconds: latencies[0], p50Milliseconds: latencies[latencies.count / 2],
-                                            p99Milliseconds: latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))],
-                                            maxMilliseconds: latencies.last!, converged: latencies.count,
-                                            controlCPUSeconds: controlPIDs.map(Self.cpuSeconds(pid:)).reduce(0, +) - cpuBefore))
+                var result = ChangeResult(minMilliseconds: latencies[0], p50Milliseconds: latencies[latencies.count / 2],
+                                          p99Milliseconds: latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))],
+                                          maxMilliseconds: latencies.last!, converged: latencies.count,
+                                          controlCPUSeconds: controlPIDs.map(Self.cpuSeconds(pid:)).reduce(0, +) - cpuBefore)
+                if case .rollout(let store) = changer, let (generation, revision) = rollout {
+                    try await measure(generation, since: revision, changedAt: changedAt, store: store, into: &result)
+                }
+                results.append(result)
                 try await Task.sleep(for: .milliseconds(500))
             }
             group.cancelAll()
@@ -137,6 +173,31 @@ public final class ControlPlaneSimulator: Sendable {
             return Report(sidecars: count, services: services, connectSeconds: connectSeconds, changes: results,
                           controlRSSMiB: memory.resident, controlPeakRSSMiB: memory.peak, simulatorRSSMiB: Self.memoryMiB(pid: getpid()).resident)
         }
+    }
+
+    /// A rollout's figures, once it has ended: every sidecar's COMMIT, the window between the first and the last,
+    /// and what it wrote to etcd.
+    private func measure(_ generation: UInt64, since revision: Int64, changedAt: ContinuousClock.Instant, store: EtcdMeshStore,
+                         into result: inout ChangeResult) async throws {
+        let log = EtcdRollouts(client: store.client, prefix: store.prefix)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await log.activeGeneration() == generation {
+            guard ContinuousClock.now < deadline else { throw SimulationTimeout(detail: "rollout \(generation) did not end within 60 s") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        guard let record = try await log.record(generation), record.state == .completed else {
+            throw SimulationTimeout(detail: "rollout \(generation) did not complete: \(try await log.record(generation)?.reason ?? "?")")
+        }
+        let times = commits.compactMap { commit in commit.withLockedValue { $0.generation == generation ? $0.at : nil } }
+        guard let first = times.min(), let last = times.max(), times.count == count else {
+            throw SimulationTimeout(detail: "rollout \(generation): \(times.count) of \(count) sidecars got its COMMIT")
+        }
+        result.rolloutMilliseconds = (last - changedAt).inSeconds * 1000
+        result.windowMilliseconds = (last - first).inSeconds * 1000
+        let now = try await store.client.read(.prefix(log.recordKey(generation)))
+        let chunks = try await store.client.read(.prefix(store.blobPrefix(record.version)))
+        result.etcdWrites = now.revision - revision
+        result.etcdBytes = (now.pairs + chunks.pairs).reduce(0) { $0 + $1.key.count + $1.value.count }
     }
 
     /// One simulated sidecar's stream, until cancelled.
@@ -163,6 +224,10 @@ public final class ControlPlaneSimulator: Sendable {
             }, onResponse: { response in
                 defer { send.finish() }
                 for try await message in response.messages {
+                    if message.typeURL == StagedGenerations.typeURL {
+                        send.yield(self.answerStaged(message, index))
+                        continue
+                    }
                     guard let type = XDSType(rawValue: message.typeURL) else { continue }
                     var names: [String] = []
                     // Decode every resource, as a sidecar would before validating it.
@@ -195,6 +260,28 @@ public final class ControlPlaneSimulator: Sendable {
                 }
             })
         }
+    }
+
+    /// A rollout's message answered as a sidecar answers it: a PREPARE's view decoded, a COMMIT noted; an ACK.
+    private func answerStaged(_ message: Envoy_Service_Discovery_V3_DiscoveryResponse, _ index: Int) -> Envoy_Service_Discovery_V3_DiscoveryRequest {
+        let now = ContinuousClock.now
+        var ack = Envoy_Service_Discovery_V3_DiscoveryRequest()
+        ack.typeURL = message.typeURL
+        ack.versionInfo = message.versionInfo
+        ack.responseNonce = message.nonce
+        guard let body = message.resources.first, let stage = try? Outrigger_V1_StagedGeneration(unpackingAny: body) else { return ack }
+        switch stage.phase {
+        case .prepare:
+            for entry in stage.view.types {
+                guard let type = XDSType(rawValue: entry.typeURL) else { continue }
+                for resource in entry.resources { _ = try? XDSDecoder.uncheckedName(of: resource, type: type) }
+            }
+        case .commit:
+            commits[index].withLockedValue { $0 = Commit(generation: stage.generation, at: now) }
+        default:
+            break
+        }
+        return ack
     }
 
     private func waitUntil(timeout: Duration, _ condition: @Sendable () -> Bool) async throws {

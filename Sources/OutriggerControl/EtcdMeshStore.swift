@@ -204,16 +204,17 @@ public final class EtcdMeshStore: MeshStore {
         return operations
     }
 
-    /// A transaction deleting the chunks of a staged mesh that is not the current one.
+    /// A transaction deleting the chunks of a staged mesh unless it is the current one (its pointer compared: a
+    /// value compare fails on a missing key, so the deletion is the failure branch and works on an empty store too).
     public func discarding(_ staged: Staged) -> Etcdserverpb_TxnRequest {
         var transaction = Etcdserverpb_TxnRequest()
-        var notCurrent = Etcdserverpb_Compare()
-        notCurrent.key = Data(currentKey.utf8)
-        notCurrent.target = .value
-        notCurrent.value = Data(StoredMesh.Pointer(version: staged.version, chunks: staged.chunks).encoded)
-        notCurrent.result = .notEqual
-        transaction.compare = [notCurrent]
-        transaction.success = [.delete(.prefix(blobPrefix(staged.version)))]
+        var current = Etcdserverpb_Compare()
+        current.key = Data(currentKey.utf8)
+        current.target = .value
+        current.value = Data(StoredMesh.Pointer(version: staged.version, chunks: staged.chunks).encoded)
+        current.result = .equal
+        transaction.compare = [current]
+        transaction.failure = [.delete(.prefix(blobPrefix(staged.version)))]
         return transaction
     }
 

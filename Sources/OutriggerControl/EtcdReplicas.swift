@@ -65,9 +65,11 @@ public final class EtcdReplicas: Sendable {
     /// A write as leader: `transaction` with a compare that this replica's key still has the create revision it
     /// had when it began to lead. A replica deposed without knowing it yet (its lease ran out while it could not
     /// reach etcd) writes nothing. Throws `notLeading` when this replica does not lead, or the fence held not.
-    public func asLeader(_ transaction: Etcdserverpb_TxnRequest) async throws -> Etcdserverpb_TxnResponse {
+    /// - Parameter fence: the fence the caller began under (a task that outlived a lost and regained leadership
+    ///   writes nothing under the new one); nil: the current one.
+    public func asLeader(_ transaction: Etcdserverpb_TxnRequest, fence expected: Int64? = nil) async throws -> Etcdserverpb_TxnResponse {
         let standing = current
-        guard standing.leading, let fence = standing.fence else { throw EtcdReplicasError.notLeading(me.id) }
+        guard standing.leading, let fence = standing.fence, expected == nil || expected == fence else { throw EtcdReplicasError.notLeading(me.id) }
         var fenced = transaction
         var compare = Etcdserverpb_Compare()
         compare.key = Data(key.utf8)

@@ -132,13 +132,20 @@ public struct EtcdRollouts: Sendable {
 
     /// The rollout under way, else the last one.
     public func latest() async throws -> RolloutRecord? {
-        let read = try await client.read(.key(lastKey))
-        guard let last = read.pairs.first.flatMap({ UInt64(String(decoding: $0.value, as: UTF8.self)) }) else { return nil }
-        return try await record(last)
+        let (last, revision) = try await last()
+        guard let last else { return nil }
+        return try await record(last, at: revision)
     }
 
-    public func record(_ generation: UInt64) async throws -> RolloutRecord? {
-        try await client.read(.key(recordKey(generation))).pairs.first.flatMap { try? JSONDecoder().decode(RolloutRecord.self, from: $0.value) }
+    /// The record of `generation` (at `revision`, 0: now); nil when there is none, or it does not decode.
+    public func record(_ generation: UInt64, at revision: Int64 = 0) async throws -> RolloutRecord? {
+        try await client.read(.key(recordKey(generation)), at: revision).pairs.first.flatMap { try? JSONDecoder().decode(RolloutRecord.self, from: $0.value) }
+    }
+
+    /// The last generation requested, and the revision it was read at.
+    func last() async throws -> (generation: UInt64?, revision: Int64) {
+        let read = try await client.read(.key(lastKey))
+        return (read.pairs.first.flatMap { UInt64(String(decoding: $0.value, as: UTF8.self)) }, read.revision)
     }
 
     /// Writes a new rollout of `staged`, numbered after the last, if none is under way and the current mesh is still
@@ -169,8 +176,8 @@ public struct EtcdRollouts: Sendable {
         throw EtcdMeshStoreError.contended(store.description)
     }
 
-    func votes(_ generation: UInt64) async throws -> [String: RolloutVote] {
-        let read = try await client.read(.prefix(votesPrefix(generation)))
+    func votes(_ generation: UInt64, at revision: Int64 = 0) async throws -> [String: RolloutVote] {
+        let read = try await client.read(.prefix(votesPrefix(generation)), at: revision)
         var votes: [String: RolloutVote] = [:]
         for pair in read.pairs {
             guard let vote = try? JSONDecoder().decode(RolloutVote.self, from: pair.value) else { continue }
@@ -185,7 +192,7 @@ public struct EtcdRollouts: Sendable {
 
     /// The leader's write of `record`, with `operations` in the same transaction; a finished rollout is no longer
     /// the active one. Fenced by the leader's key.
-    func write(_ record: RolloutRecord, by replicas: EtcdReplicas, with operations: [Etcdserverpb_RequestOp] = []) async throws {
+    func write(_ record: RolloutRecord, by replicas: EtcdReplicas, fence: Int64?, with operations: [Etcdserverpb_RequestOp] = []) async throws {
         var transaction = Etcdserverpb_TxnRequest()
         var active = Etcdserverpb_Compare()
         active.key = Data(activeKey.utf8)
@@ -195,16 +202,18 @@ public struct EtcdRollouts: Sendable {
         transaction.compare = [active]
         transaction.success = [.put(recordKey(record.generation), Array(try JSONEncoder().encode(record)))] + operations
         if record.isFinished { transaction.success.append(.delete(.key(activeKey))) }
-        guard try await replicas.asLeader(transaction).succeeded else { throw RolloutWriteError.notActive(record.generation) }
+        guard try await replicas.asLeader(transaction, fence: fence).succeeded else { throw RolloutWriteError.notActive(record.generation) }
     }
 }
 
 enum RolloutWriteError: Error, CustomStringConvertible {
     case notActive(UInt64)
+    case unreadable(UInt64)
 
     var description: String {
         switch self {
         case .notActive(let generation): "generation \(generation) is not the rollout under way any more"
+        case .unreadable(let generation): "the record of generation \(generation), the rollout under way, is missing or does not decode"
         }
     }
 }

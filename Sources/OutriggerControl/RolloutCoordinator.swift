@@ -36,6 +36,8 @@ public final class RolloutCoordinator: Sendable {
         var meshes: [UInt64: MeshConfig] = [:]
         /// The rollout this replica drives as leader, and where its votes go.
         var driving: (generation: UInt64, votes: AsyncStream<Driver.Event>.Continuation)?
+        /// Work started outside `run`'s task group (a prepare, a leader's drive), cancelled when it ends.
+        var tasks: [UUID: Task<Void, Never>] = [:]
     }
 
     public init(plane: ControlPlane, store: EtcdMeshStore, replicas: EtcdReplicas, logger: Logger,
@@ -48,10 +50,14 @@ public final class RolloutCoordinator: Sendable {
         self.readMetrics = readMetrics
     }
 
-    /// A sidecar's `/stats/prometheus`, within two seconds.
+    /// A sidecar's `/stats/prometheus`, within two seconds (nil: no 200 answer by then).
     public static func metrics(of admin: HostPort) async -> String? {
         await withTaskGroup(of: String?.self) { group in
-            group.addTask { try? await ControlPlane.fetch(host: admin.host, port: admin.port, path: "/stats/prometheus").1 }
+            group.addTask {
+                guard let (status, body) = try? await ControlPlane.fetch(host: admin.host, port: admin.port, path: "/stats/prometheus"), status == 200
+                else { return nil }
+                return body
+            }
             group.addTask {
                 try? await Task.sleep(for: .seconds(2))
                 return nil
@@ -78,20 +84,45 @@ public final class RolloutCoordinator: Sendable {
             await group.next()
             group.cancelAll()
         }
+        for task in state.withLockedValue({ $0.tasks.values }) { task.cancel() }
+    }
+
+    /// Runs `work` in a task of its own, cancelled when `run` ends.
+    private func spawn(_ work: @escaping @Sendable () async -> Void) {
+        let id = UUID()
+        state.withLockedValue { state in
+            state.tasks[id] = Task {
+                await work()
+                self.state.withLockedValue { _ = $0.tasks.removeValue(forKey: id) }
+            }
+        }
     }
 
     // MARK: Following the log
 
-    /// Hands every record written to `record` (the last one first), and each vote to the rollout being driven here;
-    /// a watch whose start was compacted away reads the last record again.
+    /// Hands every record written to `record`, and each vote to the rollout being driven here. At the start, the last
+    /// record; after a gap (etcd unreachable, a watch whose start was compacted away), every record from the newest
+    /// one handed over to the last, in order, and the votes of the rollout being driven — all read at one revision,
+    /// the one the watch goes on from.
     private func follow(_ record: AsyncStream<RolloutRecord>.Continuation) async {
         var failures = 0
+        let seen = NIOLockedValueBox<UInt64?>(nil)
         while !Task.isCancelled {
             do {
-                let read = try await log.client.read(.key(log.lastKey))
-                if let latest = try await log.latest() { record.yield(latest) }
+                let (last, revision) = try await log.last()
+                if let last {
+                    let from = min(seen.withLockedValue { $0 } ?? last, last)
+                    for generation in from...last {
+                        guard let next = try await log.record(generation, at: revision) else { continue }
+                        record.yield(next)
+                        seen.withLockedValue { $0 = generation }
+                    }
+                    if let driving = state.withLockedValue({ $0.driving?.generation }) {
+                        for (replica, vote) in try await log.votes(driving, at: revision) { voted(driving, replica, vote) }
+                    }
+                }
                 failures = 0
-                try await log.client.watch(log.watched, from: read.revision + 1) { update in
+                try await log.client.watch(log.watched, from: revision + 1) { update in
                     guard case .changes(let events, _) = update else { return true }
                     for event in events where event.type == .put {
                         let key = String(decoding: event.kv.key, as: UTF8.self)
@@ -99,12 +130,13 @@ public final class RolloutCoordinator: Sendable {
                             if let vote = try? JSONDecoder().decode(RolloutVote.self, from: event.kv.value) { self.voted(generation, replica, vote) }
                         } else if let next = try? JSONDecoder().decode(RolloutRecord.self, from: event.kv.value) {
                             record.yield(next)
+                            seen.withLockedValue { $0 = max($0 ?? 0, next.generation) }
                         }
                     }
                     return true
                 }
             } catch let error as EtcdError where error.isCompacted {
-                logger.info("the rollouts' watch started at a compacted revision; reading the last rollout again")
+                logger.info("the rollouts' watch started at a compacted revision; reading the rollouts since the last one seen again")
             } catch {
                 if Task.isCancelled { return }
                 failures += 1
@@ -138,32 +170,51 @@ public final class RolloutCoordinator: Sendable {
         case .preparing:
             let first = state.withLockedValue { $0.voted.insert(generation).inserted }
             // In a task of its own: the answers take up to the prepare timeout, and the log goes on meanwhile.
-            if first { Task { await self.prepare(record) } }
+            if first { spawn { await self.prepare(record) } }
         case .aborted:
-            guard state.withLockedValue({ $0.ended.insert(generation).inserted }) else { return }
+            guard end(generation) else { return }
             if state.withLockedValue({ $0.voted.contains(generation) }) { await plane.drop(generation: generation, timeout: nil) }
             logger.info("rollout aborted", metadata: ["generation": "\(generation)", "reason": "\(record.reason ?? "")"])
         case .committed, .completed, .rolledBack:
             guard !state.withLockedValue({ $0.ended.contains(generation) }) else { return }
-            guard let mesh = await mesh(of: record) else { return }
-            let (wave, notify) = state.withLockedValue { state -> ([String], Bool) in
-                let before = state.activated[generation]
-                state.activated[generation, default: []].formUnion(record.activated)
-                // A replica that did not vote is catching up on the log: the views alone tell its sidecars.
-                return (record.activated.filter { before?.contains($0) != true }, state.voted.contains(generation))
-            }
-            if !wave.isEmpty || record.state == .committed {
-                await plane.activate(generation: generation, mesh: mesh, version: record.version, nodes: wave, notify: notify, timeout: nil)
-            }
-            guard record.isFinished, state.withLockedValue({ $0.ended.insert(generation).inserted }) else { return }
-            if record.state == .completed {
-                plane.complete(generation: generation, mesh: mesh, version: record.version)
-                logger.info("rollout completed", metadata: ["generation": "\(generation)", "version": "\(record.version)"])
+            if let mesh = await mesh(of: record) {
+                let (wave, notify) = state.withLockedValue { state -> ([String], Bool) in
+                    let before = state.activated[generation]
+                    state.activated[generation, default: []].formUnion(record.activated)
+                    // A replica that did not vote is catching up on the log: the views alone tell its sidecars.
+                    return (record.activated.filter { before?.contains($0) != true }, state.voted.contains(generation))
+                }
+                if !wave.isEmpty || record.state == .committed {
+                    await plane.activate(generation: generation, mesh: mesh, version: record.version, nodes: wave, notify: notify, timeout: nil)
+                }
+                guard record.isFinished, end(generation) else { return }
+                if record.state == .completed {
+                    plane.complete(generation: generation, mesh: mesh, version: record.version)
+                    logger.info("rollout completed", metadata: ["generation": "\(generation)", "version": "\(record.version)"])
+                    return
+                }
             } else {
-                plane.rollBack(generation: generation)
+                // Its mesh is gone (a later rollout replaced it, or this one was rolled back): only its end is left to
+                // carry out. What it served, if anything, is no longer served: the mesh pointer's follower brings
+                // the current mesh.
+                guard record.isFinished, end(generation) else { return }
+            }
+            plane.rollBack(generation: generation)
+            // Sidecars it was prepared on but never activated drop it.
+            if state.withLockedValue({ $0.voted.contains(generation) }) { await plane.drop(generation: generation, timeout: nil) }
+            if record.state == .rolledBack {
                 logger.warning("rollout rolled back", metadata: ["generation": "\(generation)", "reason": "\(record.reason ?? "")"])
             }
-            state.withLockedValue { $0.meshes[generation] = nil }
+        }
+    }
+
+    /// Marks the rollout's end as carried out (false: it was already) and lets go of what was kept for it.
+    private func end(_ generation: UInt64) -> Bool {
+        state.withLockedValue { state in
+            guard state.ended.insert(generation).inserted else { return false }
+            state.meshes[generation] = nil
+            state.activated[generation] = nil
+            return true
         }
     }
 
@@ -172,7 +223,7 @@ public final class RolloutCoordinator: Sendable {
         if let mesh = state.withLockedValue({ $0.meshes[record.generation] }) { return mesh }
         do {
             let mesh = try await store.load(version: record.version, chunks: record.chunks)
-            state.withLockedValue { $0.meshes[record.generation] = mesh }
+            state.withLockedValue { if !$0.ended.contains(record.generation) { $0.meshes[record.generation] = mesh } }
             return mesh
         } catch {
             logger.error("cannot read a rollout's mesh", metadata: ["generation": "\(record.generation)", "error": "\(error)"])
@@ -184,10 +235,18 @@ public final class RolloutCoordinator: Sendable {
     /// are due before the leader's deadline: it waits for its sidecars four fifths of the prepare timeout.
     private func prepare(_ record: RolloutRecord) async {
         var answers: [String: RolloutVote.Answer] = [:]
+        let ended = { self.state.withLockedValue { $0.ended.contains(record.generation) } }
         if let mesh = await mesh(of: record) {
+            // Aborted meanwhile (another replica's sidecar refused it first): nothing to prepare.
+            guard !ended() else { return }
             let timeout = Duration.milliseconds(record.prepareTimeoutMilliseconds) * 4 / 5
             for (node, answer) in await plane.prepare(generation: record.generation, mesh: mesh, timeout: timeout) {
                 answers[node] = RolloutVote.Answer(refusal: answer.refusal, admin: answer.admin?.description)
+            }
+            // Ended while its sidecars prepared it: the drop sent then may have gone before the prepare.
+            if ended() {
+                await plane.drop(generation: record.generation, timeout: nil)
+                return
             }
         } else {
             answers["(replica \(replicas.me.id))"] = RolloutVote.Answer(refusal: "cannot read mesh \(record.version) from \(store.description)")
@@ -202,7 +261,7 @@ public final class RolloutCoordinator: Sendable {
     // MARK: Leader
 
     private func startLeading() {
-        Task { await self.lead() }
+        spawn { await self.lead() }
     }
 
     /// Drives the rollout under way, if any, while this replica leads; one the driver lost track of (etcd not
@@ -260,11 +319,26 @@ public final class RolloutCoordinator: Sendable {
 
         private func drive(_ inbox: AsyncStream<Event>) async throws {
             let log = coordinator.log
-            guard var record = try await log.record(generation), !record.isFinished else { return }
-            let plan = try record.plan
+            // Every write compares the leadership this drive began under: one that outlives a lost and regained
+            // leadership writes nothing more (the drive that takes over starts from the log).
+            let standing = coordinator.replicas.current
+            guard standing.leading, let fence = standing.fence else { throw EtcdReplicasError.notLeading(coordinator.replicas.me.id) }
+            guard var record = try await log.record(generation) else { throw RolloutWriteError.unreadable(generation) }
+            guard !record.isFinished else { return }
+            let me = coordinator.replicas.me.id
+            record.leader = me
+            let plan: RolloutStateMachine.Plan
+            do {
+                plan = try record.plan
+            } catch {
+                // Written by a newer or broken command: it cannot be carried out, and nothing else can while it is active.
+                record.state = .aborted
+                record.reason = "its plan cannot be read: \(error)"
+                try await log.write(record, by: coordinator.replicas, fence: fence, with: staleChunks(record))
+                return
+            }
             var machine: RolloutStateMachine
             var actions: [RolloutStateMachine.Action]
-            let me = coordinator.replicas.me.id
             switch record.state {
             case .requested:
                 let voters = try await EtcdReplicas.list(client: log.client, prefix: coordinator.store.prefix).members.map(\.id)
@@ -278,7 +352,6 @@ public final class RolloutCoordinator: Sendable {
                                                                    activated: record.activated)
                 actions = machine.decisionWritten(now: .now)
             }
-            record.leader = me
             var admins: [String: HostPort] = [:]
             for target in record.targets { admins[target.node] = target.admin.flatMap(HostPort.init(parsing:)) }
             /// The activated sidecars' `/stats/prometheus` when their wave began, for the gate.
@@ -292,8 +365,14 @@ public final class RolloutCoordinator: Sendable {
                     switch action {
                     case .sendPrepare:
                         record.state = .preparing
-                        try await log.write(record, by: coordinator.replicas)
+                        try await log.write(record, by: coordinator.replicas, fence: fence)
                     case .wake(let at):
+                        if case .soaking = machine.phase, !plan.gate.isEmpty {
+                            // A wave's soak begins: the gate's starting point, for the sidecars that have none yet (the
+                            // wave's; all of them when this leader took the rollout over).
+                            let fresh = machine.activated.filter { baseline[$0] == nil }
+                            for (node, sample) in await read(fresh, admins) { baseline[node] = sample }
+                        }
                         wakeTask?.cancel()
                         wakeTask = Task { [events] in
                             try? await Task.sleep(until: at, clock: .continuous)
@@ -302,30 +381,27 @@ public final class RolloutCoordinator: Sendable {
                     case .writeDecision(.commit):
                         record.state = .committed
                         record.targets = machine.targets.map { RolloutRecord.Target(node: $0, admin: admins[$0]?.description) }
-                        try await log.write(record, by: coordinator.replicas)
+                        try await log.write(record, by: coordinator.replicas, fence: fence)
                         actions += machine.decisionWritten(now: .now)
                     case .writeDecision(.abort(let reason)):
                         record.state = .aborted
                         record.reason = reason
-                        try await log.write(record, by: coordinator.replicas, with: staleChunks(record))
+                        try await log.write(record, by: coordinator.replicas, fence: fence, with: staleChunks(record))
                         actions += machine.decisionWritten(now: .now)
                     case .activate(let nodes):
                         record.activated += nodes
                         if actions.first == .finished(.completed) {
                             // The last wave: the rollout's end and the mesh pointer's move, in the same write.
                             record.state = .completed
-                            try await log.write(record, by: coordinator.replicas,
+                            try await log.write(record, by: coordinator.replicas, fence: fence,
                                                 with: coordinator.store.pointerMoves(to: record.version, chunks: record.chunks, replacing: record.previous))
                         } else {
-                            try await log.write(record, by: coordinator.replicas)
-                            for node in nodes {
-                                if let admin = admins[node], let text = await coordinator.readMetrics(admin) { baseline[node] = RolloutGate.Sample(metrics: text) }
-                            }
+                            try await log.write(record, by: coordinator.replicas, fence: fence)
                         }
                     case .rollBack:
                         record.state = .rolledBack
                         if case .finished(.rolledBack(let reason)) = machine.phase { record.reason = reason }
-                        try await log.write(record, by: coordinator.replicas, with: staleChunks(record))
+                        try await log.write(record, by: coordinator.replicas, fence: fence, with: staleChunks(record))
                     case .sendDrop:
                         break  // every replica reads the abort from the log
                     case .finished(let outcome):
@@ -340,20 +416,33 @@ public final class RolloutCoordinator: Sendable {
                     actions = machine.voted(replica, answers: vote.answers.mapValues(\.refusal))
                 case .wake:
                     var readings = RolloutGate.Readings()
-                    if case .soaking = machine.phase {
-                        var deltas: [RolloutGate.Sample] = []
-                        for node in machine.activated {
-                            guard let admin = admins[node], let text = await coordinator.readMetrics(admin) else { continue }
-                            deltas.append(RolloutGate.Sample(metrics: text).since(baseline[node] ?? RolloutGate.Sample()))
-                        }
-                        readings = RolloutGate.Sample.readings(deltas)
+                    if case .soaking = machine.phase, !plan.gate.isEmpty {
+                        let samples = await read(machine.activated, admins)
+                        // A sidecar unread now, or at the soak's start, cannot be judged.
+                        let judged = machine.activated.filter { samples[$0] != nil && baseline[$0] != nil }
+                        readings = RolloutGate.Sample.readings(judged.map { samples[$0]!.since(baseline[$0]!) })
+                        readings.unread = machine.activated.filter { samples[$0] == nil || baseline[$0] == nil }
                         coordinator.logger.info("a wave's soak is over; the gate reads", metadata: [
-                            "generation": "\(generation)", "sidecars": "\(machine.activated.count)", "read": "\(deltas.count)",
+                            "generation": "\(generation)", "sidecars": "\(machine.activated.count)", "unread": "\(readings.unread.count)",
                             "requests": "\(readings.requests)", "errors": "\(readings.errors)", "p99": "\(readings.p99.map { "\($0)" } ?? "-")",
                         ])
                     }
                     actions = machine.wake(now: .now, readings: readings)
                 }
+            }
+        }
+
+        /// The gate's samples of `nodes`, read at once (a sidecar without an admin address, or that did not answer
+        /// with its stats, is missing).
+        private func read(_ nodes: [String], _ admins: [String: HostPort]) async -> [String: RolloutGate.Sample] {
+            await withTaskGroup(of: (String, RolloutGate.Sample?).self) { group in
+                for node in nodes {
+                    guard let admin = admins[node] else { continue }
+                    group.addTask { (node, await coordinator.readMetrics(admin).map(RolloutGate.Sample.init(metrics:))) }
+                }
+                var samples: [String: RolloutGate.Sample] = [:]
+                for await (node, sample) in group { samples[node] = sample }
+                return samples
             }
         }
 

@@ -10,6 +10,8 @@ struct RolloutGate: Sendable, Equatable {
         var requests = 0
         var errors = 0
         var p99: Duration?
+        /// Sidecars whose stats could not be read: a gate that cannot see a sidecar does not let the next wave go.
+        var unread: [String] = []
     }
 
     /// What the gate reads from one sidecar's `/stats/prometheus` (its routes' requests, 5xx answers and latency buckets);
@@ -71,6 +73,9 @@ struct RolloutGate: Sendable, Equatable {
         }
     }
 
+    /// No limit: every wave goes.
+    var isEmpty: Bool { maxErrorRatio == nil && maxP99 == nil }
+
     init(maxErrorRatio: Double? = nil, maxP99: Duration? = nil) {
         self.maxErrorRatio = maxErrorRatio
         self.maxP99 = maxP99
@@ -104,6 +109,10 @@ struct RolloutGate: Sendable, Equatable {
 
     /// What the readings breach, or nil. A wave that served nothing breaches nothing.
     func breach(_ readings: Readings) -> String? {
+        if !isEmpty, !readings.unread.isEmpty {
+            let named = readings.unread.prefix(5).joined(separator: ", ") + (readings.unread.count > 5 ? ", …" : "")
+            return "the gate cannot read the stats of \(readings.unread.count) sidecar(s) (\(named)): their admin listeners must be reachable from the control plane"
+        }
         if let maxErrorRatio, readings.requests > 0 {
             let ratio = Double(readings.errors) / Double(readings.requests)
             if ratio >= maxErrorRatio {

@@ -130,9 +130,14 @@ struct RolloutStateMachine: Sendable {
             phase = .finished(.aborted(reason))
             return [.sendDrop, .finished(.aborted(reason))]
         case .commit:
-            // Recovered: on from the first wave not wholly activated yet.
-            let first = plan.waves.indices.first { wave($0).contains { !activated.contains($0) } } ?? plan.waves.count - 1
-            return activate(wave: first, now: now)
+            guard !activated.isEmpty else { return activate(wave: 0, now: now) }
+            guard activated.count < targets.count else { return activate(wave: plan.waves.count - 1, now: now) }
+            // Recovered between waves: the last wave activated is watched again, a whole soak, before the next (its
+            // soak may have been cut short, or have ended in a breach the leader before could not write).
+            let soaked = plan.waves.indices.last { wave($0).allSatisfy(activated.contains) } ?? 0
+            let until = now + plan.soak
+            phase = .soaking(wave: soaked, until: until)
+            return [.wake(at: until)]
         }
     }
 
@@ -168,7 +173,8 @@ struct RolloutStateMachine: Sendable {
     }
 
     /// A leader taking over a rollout from the log: with no decision written, presumed abort; with a commit, the
-    /// waves go on after the sidecars the log says were activated (a breach then rolls back those too).
+    /// sidecars the log says were activated are soaked again, and the waves go on after them (a breach rolls back
+    /// those too).
     static func recovered(plan: Plan, targets: Set<String>, decision: Decision?, activated: [String] = []) -> (RolloutStateMachine, [Action]) {
         var machine = RolloutStateMachine(plan: plan, voters: [])
         machine.targets = targets.sorted()

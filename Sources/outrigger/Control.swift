@@ -298,16 +298,20 @@ extension Control {
             announce("generation \(generation): mesh \(staged.version) (replacing \(staged.previous ?? "none")) requested")
             guard !noWait else { return nil }
             let seen = NIOLockedValueBox<RolloutRecord?>(nil)
+            // etcd out of reach is waited out (the rollout goes on without this command) for a minute at most.
+            var failingSince: ContinuousClock.Instant?
+            var failures = 0
             while true {
-                let read = try await store.client.read(.key(log.recordKey(generation)))
-                if let record = read.pairs.first.flatMap({ try? JSONDecoder().decode(RolloutRecord.self, from: $0.value) }) {
-                    Self.report(record, after: seen.withLockedValue { $0 })
-                    seen.withLockedValue { $0 = record }
-                    if record.isFinished { return record.state }
-                }
                 // (A typed-throws catch in this loop crashes Swift 6.3's compiler: the watch's end is kept as a Result.)
                 let watched: Result<Void, EtcdError>
                 do {
+                    let read = try await store.client.read(.key(log.recordKey(generation)))
+                    if let record = read.pairs.first.flatMap({ try? JSONDecoder().decode(RolloutRecord.self, from: $0.value) }) {
+                        Self.report(record, after: seen.withLockedValue { $0 })
+                        seen.withLockedValue { $0 = record }
+                        if record.isFinished { return record.state }
+                    }
+                    failingSince = nil
                     try await store.client.watch(.key(log.recordKey(generation)), from: read.revision + 1) { update in
                         guard case .changes(let events, _) = update else { return true }
                         for event in events {
@@ -322,8 +326,21 @@ extension Control {
                 } catch {
                     watched = .failure(error)
                 }
-                if case .failure(let error) = watched, !error.isCompacted { throw error }
                 if let last = seen.withLockedValue({ $0 }), last.isFinished { return last.state }
+                if case .failure(let error) = watched, !error.isCompacted {
+                    let since = failingSince ?? .now
+                    failingSince = since
+                    guard ContinuousClock.now - since < .seconds(60) else {
+                        FileHandle.standardError.write(Data("""
+                            outrigger control rollout: lost track of generation \(generation) for a minute: \(error)
+                            it goes on without this command; see `outrigger control status --store ...`
+
+                            """.utf8))
+                        throw ExitCode(3)
+                    }
+                    failures += 1
+                    try await Task.sleep(for: ReconnectBackoff.delay(after: failures))
+                }
             }
         }
 
@@ -470,6 +487,9 @@ extension Control {
         @Option(help: "Also write the report as JSON to this file.")
         var json: String?
 
+        @Flag(help: "With --store: each change a two-phase rollout (one wave) instead of an apply; reports how long until every sidecar got its COMMIT, the window from the first COMMIT to the last, and etcd's writes and bytes.")
+        var rollout = false
+
         func run() async throws {
             let controls = try control.split(separator: ",").map { item in
                 guard let address = HostPort(parsing: String(item)) else { throw ValidationError("--control: '\(item)' is not HOST:PORT") }
@@ -487,7 +507,7 @@ extension Control {
                 changer = .file(mesh, pid: pid)
             case (nil, .some):
                 store = try etcd.meshStore(logger: Logger(label: "outrigger.simulate"))
-                changer = .etcd(store!)
+                changer = rollout ? .rollout(store!) : .etcd(store!)
             default:
                 throw ValidationError("give the mesh as --mesh FILE or --store etcd://HOST:PORT, one of the two")
             }
@@ -508,6 +528,10 @@ extension Control {
             for (index, change) in report.changes.enumerated() {
                 lines.append(String(format: "change %d: p50 %.1f ms  p99 %.1f ms  max %.1f ms  (%d sidecars)  control plane CPU %.3f s",
                                     index + 1, change.p50Milliseconds, change.p99Milliseconds, change.maxMilliseconds, change.converged, change.controlCPUSeconds))
+                if let total = change.rolloutMilliseconds, let window = change.windowMilliseconds {
+                    lines.append(String(format: "  rollout: last COMMIT %.1f ms after the request, window %.1f ms; etcd %d writes, %d bytes",
+                                        total, window, change.etcdWrites ?? 0, change.etcdBytes ?? 0))
+                }
             }
             lines.append(String(format: "control plane RSS %.1f MiB (peak %.1f MiB); simulator RSS %.1f MiB", report.controlRSSMiB, report.controlPeakRSSMiB, report.simulatorRSSMiB))
             announce(lines.joined(separator: "\n"))

@@ -87,10 +87,19 @@ struct RolloutStateMachineTests {
         var (committed, none) = RolloutStateMachine.recovered(plan: plan(waves: [100]), targets: ["a", "b"], decision: .commit)
         #expect(none.isEmpty)
         #expect(committed.decisionWritten(now: start) == [.activate(["a", "b"]), .finished(.completed)])
-        // Committed, two waves activated by the leader before: on from the third, and a breach rolls back all three.
+        // Committed, two waves activated by the leader before: those are soaked again (a breach the leader before saw
+        // but could not write is seen again), then the third goes, and a breach rolls back all three.
         var (resumed, _) = RolloutStateMachine.recovered(plan: plan(), targets: ["a", "b", "c", "d"], decision: .commit, activated: ["a", "b"])
-        #expect(resumed.decisionWritten(now: start) == [.activate(["c"]), .wake(at: start + .seconds(10))])
-        #expect(resumed.wake(now: start + .seconds(10), readings: .init(requests: 10, errors: 5)).first == .rollBack(["a", "b", "c"]))
+        #expect(resumed.decisionWritten(now: start) == [.wake(at: start + .seconds(10))])
+        #expect(resumed.phase == .soaking(wave: 1, until: start + .seconds(10)))
+        #expect(resumed.wake(now: start + .seconds(10), readings: .init(requests: 10, errors: 0)) == [.activate(["c"]), .wake(at: start + .seconds(20))])
+        #expect(resumed.wake(now: start + .seconds(20), readings: .init(requests: 10, errors: 5)).first == .rollBack(["a", "b", "c"]))
+        var (breached, _) = RolloutStateMachine.recovered(plan: plan(), targets: ["a", "b", "c", "d"], decision: .commit, activated: ["a"])
+        _ = breached.decisionWritten(now: start)
+        #expect(breached.wake(now: start + .seconds(10), readings: .init(requests: 10, errors: 5)).first == .rollBack(["a"]))
+        // Every target activated already: it completes.
+        var (done, _) = RolloutStateMachine.recovered(plan: plan(), targets: ["a", "b"], decision: .commit, activated: ["a", "b"])
+        #expect(done.decisionWritten(now: start) == [.activate([]), .finished(.completed)])
     }
 
     @Test func theLastWaveTakesEveryTargetLeft() {
@@ -113,6 +122,9 @@ struct RolloutStateMachineTests {
         #expect(gate.breach(.init(requests: 1000, errors: 9)) == nil)
         #expect(gate.breach(.init(requests: 1000, errors: 25)) == "error ratio 2.5% (25 of 1000) is not below 1%")
         #expect(gate.breach(.init()) == nil, "a wave that served nothing breaches nothing")
+        #expect(gate.breach(.init(requests: 1000, errors: 0, unread: ["web-7"]))
+            == "the gate cannot read the stats of 1 sidecar(s) (web-7): their admin listeners must be reachable from the control plane")
+        #expect(RolloutGate().breach(.init(unread: ["web-7"])) == nil, "no gate, nothing to read")
     }
 
     @Test func theGateReadsWhatASidecarsRoutesCountedDuringTheSoak() {

@@ -242,7 +242,7 @@ struct RolloutTests {
 
         // Committed, the first wave (web-1) activated: A is killed during the soak.
         let v2 = try Self.write(Self.mesh(users: f.port(1)))
-        let rollout = try Self.rollout(v2, store: f.store, ["--wave", "50,100", "--soak", "30s"])
+        let rollout = try Self.rollout(v2, store: f.store, ["--wave", "50,100", "--soak", "5s"])
         try await rollout.waitForOutput(containing: "activated on 1 of 2")
         #expect(try await MeshProcessTests.answer(web1.outbound) == "users-v2")
         #expect(try await MeshProcessTests.answer(web2.outbound) == "users-v1", "the second wave waits for the soak")
