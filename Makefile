@@ -42,7 +42,7 @@ bench-quick: release
 
 ## make bench-control: outrigger control's convergence (mesh change to every sidecar's ACK) at 100, 1,000 and
 ## 5,000 simulated sidecars, its CPU per change and memory. Writes benchmarks/results/control-<time>.{json,md}.
-## Replicas sharing etcd: scripts/control_bench.py --replicas 2 [--sidecars 100,1000].
+## Replicas sharing etcd: scripts/control_bench.py --replicas 2 [--sidecars 100,1000] [--rollout]; leader failover: --failover 3.
 bench-control: release
 	scripts/control_bench.py
 

@@ -12,6 +12,8 @@ With --replicas K: K replicas (`outrigger control --store`) sharing one etcd (a 
 the simulated sidecars spread over them, each change an apply to etcd; CPU and memory are the replicas' summed.
 With --rollout too, each change is a two-phase rollout (one wave): the report adds, per rollout, the time from the
 request to the last sidecar's COMMIT, the mixed-generation window (first COMMIT to last), and etcd's writes and bytes.
+With --failover: the time from the leader's death (SIGKILL: its lease must run out; SIGTERM: it revokes it) to the
+next replica leading, for --replica-ttl-seconds 2 and 5, a few rounds each.
 """
 import argparse
 import json
@@ -76,6 +78,61 @@ def run_replicas(sidecars, services, changes, replicas, rollout):
             etcd.wait(timeout=30)
 
 
+def start_replica(store, ttl):
+    replica = subprocess.Popen([str(BINARY), "control", "--store", f"etcd://{store}", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                                "--replica-ttl-seconds", str(ttl), "--log-level", "warning"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    admin = int(replica.stdout.readline().rsplit(":", 1)[1])
+    replica.stdout.readline()  # xds on ...
+    return replica, admin
+
+
+def leading(admin):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=1) as response:
+            return json.loads(response.read()).get("replica", {}).get("leading") is True
+    except OSError:
+        return False
+
+
+def wait_until(condition, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.exit("timed out")
+        time.sleep(0.005)
+
+
+def failover(rounds):
+    """The time from the leader's death to the next replica's /status saying it leads."""
+    results = []
+    with tempfile.TemporaryDirectory() as directory:
+        etcd, store = start_etcd(directory)
+        try:
+            for ttl in (2, 5):
+                for how in ("SIGKILL", "SIGTERM"):
+                    times = []
+                    for _ in range(rounds):
+                        first, first_admin = start_replica(store, ttl)
+                        wait_until(lambda: leading(first_admin))
+                        second, second_admin = start_replica(store, ttl)
+                        time.sleep(0.5)
+                        started = time.monotonic()
+                        (first.kill if how == "SIGKILL" else first.terminate)()
+                        wait_until(lambda: leading(second_admin))
+                        times.append((time.monotonic() - started) * 1000)
+                        first.wait(timeout=30)
+                        second.terminate()
+                        second.wait(timeout=30)
+                    log(f"  ttl {ttl} s, {how}: {', '.join(f'{t:.0f}' for t in times)} ms")
+                    results.append({"ttl": ttl, "how": how, "milliseconds": times})
+        finally:
+            etcd.terminate()
+            etcd.wait(timeout=30)
+    return results
+
+
 def run_one(sidecars, services, changes):
     with tempfile.TemporaryDirectory() as directory:
         mesh = Path(directory) / "mesh.yaml"
@@ -105,9 +162,17 @@ def main():
     parser.add_argument("--changes", type=int, default=5)
     parser.add_argument("--replicas", type=int, default=0, help="replicas sharing one etcd (0: one control plane and a mesh file)")
     parser.add_argument("--rollout", action="store_true", help="with --replicas: each change a two-phase rollout")
+    parser.add_argument("--failover", type=int, default=0, help="measure leader failover this many rounds (nothing else)")
     args = parser.parse_args()
     if not BINARY.exists():
         sys.exit(f"{BINARY} is missing; run make release")
+    if args.failover:
+        lines = ["| replica TTL (s) | leader | failover median (ms) | max (ms) |", "|---:|---|---:|---:|"]
+        for result in failover(args.failover):
+            times = result["milliseconds"]
+            lines.append(f"| {result['ttl']} | {result['how']} | {statistics.median(times):.0f} | {max(times):.0f} |")
+        print("\n".join(lines))
+        return
     reports = []
     for sidecars in [int(n) for n in args.sidecars.split(",")]:
         log(f"simulating {sidecars} sidecars")
@@ -115,7 +180,8 @@ def main():
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = ROOT / "benchmarks" / "results" / f"control-{stamp}"
     out.with_suffix(".json").write_text(json.dumps(reports, indent=2) + "\n")
-    how = (f"{args.replicas} replicas sharing one etcd member, the sidecars spread over them; each change an apply to etcd"
+    how = (f"{args.replicas} replicas sharing one etcd member, the sidecars spread over them; each change "
+           + ("a two-phase rollout through etcd" if args.rollout else "an apply to etcd")
            if args.replicas else "one control plane; each change a mesh file edit and SIGHUP")
     lines = [f"# outrigger control convergence, {stamp}", "",
              f"{how}. {args.services} services; each change moves a weighted split (RDS); from the change to every sidecar's ACK, "
@@ -132,15 +198,16 @@ def main():
     if args.rollout:
         lines += ["", "Rollouts (two-phase, one wave): from the request to the last sidecar's COMMIT, the window from the first COMMIT "
                   "to the last, etcd writes (revisions) and bytes written, per rollout.", "",
-                  "| sidecars | rollout p50 (ms) | rollout max (ms) | window p50 (ms) | window max (ms) | etcd writes | etcd bytes |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| sidecars | rollout p50 (ms) | rollout max (ms) | window p50 (ms) | window max (ms) | etcd writes | etcd bytes | replicas' CPU (s) | simulator CPU (s) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for report in reports:
             changes = report["changes"]
             total = [change["rolloutMilliseconds"] for change in changes]
             window = [change["windowMilliseconds"] for change in changes]
             lines.append(f"| {report['sidecars']:,} | {statistics.median(total):.0f} | {max(total):.0f} | {statistics.median(window):.0f} | "
                          f"{max(window):.0f} | {statistics.median(change['etcdWrites'] for change in changes):.0f} | "
-                         f"{statistics.median(change['etcdBytes'] for change in changes):,.0f} |")
+                         f"{statistics.median(change['etcdBytes'] for change in changes):,.0f} | {median('controlCPUSeconds'):.3f} | "
+                         f"{median('simulatorCPUSeconds'):.3f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     log(f"wrote {out}.json and .md")

@@ -115,6 +115,31 @@ public struct ADSStreamStateMachine: Sendable {
         return pushes()
     }
 
+    /// What a subscription to `names` of `type` gets of `all`. Listeners and clusters: no names is every one
+    /// (wildcard). Endpoints and routes: the names asked for ("*" asks for all); no names is none.
+    static func subscribed(_ names: [String], of type: XDSType, in all: [String: XDSResource]) -> [String: XDSResource] {
+        if names.contains("*") || (names.isEmpty && (type == .listener || type == .cluster)) { return all }
+        var wanted: [String: XDSResource] = [:]
+        for name in names { if let resource = all[name] { wanted[name] = resource } }
+        return wanted
+    }
+
+    /// The sidecar switched to `resources` (a rollout's COMMIT of the view this stream sent it to prepare): they are
+    /// what it has now, as if sent and ACKed (under the last nonce sent, which its next requests carry), so only what
+    /// differs from them is sent next.
+    /// - Parameter versions: each type's version of its whole set in `resources`, when the caller has it.
+    public mutating func adopt(_ resources: [XDSType: [String: XDSResource]], versions: [XDSType: String] = [:]) {
+        for (type, state) in types {
+            guard let names = state.names else { continue }
+            let all = resources[type] ?? [:]
+            let wanted = Self.subscribed(names, of: type, in: all)
+            let version = wanted.count == all.count ? versions[type] ?? Self.version(of: wanted) : Self.version(of: wanted)
+            types[type]?.sent = Sent(version: version, nonce: state.sent?.nonce ?? "", names: names, resources: wanted)
+            types[type]?.acked = version
+            types[type]?.nacked = nil
+        }
+    }
+
     /// The sidecar's resources are not what this stream sent (a rollout's COMMIT switched it to a view it was
     /// handed before): everything subscribed is sent again, from `resources` when given, else the snapshot held.
     public mutating func resendAll(_ resources: [XDSType: [String: XDSResource]]? = nil, versions: [XDSType: String]? = nil) -> [Response] {
@@ -149,15 +174,7 @@ public struct ADSStreamStateMachine: Sendable {
     /// The resources of `type` this stream should have, when that differs from what it has and was not NACKed.
     func due(_ type: XDSType) -> [String: XDSResource]? {
         guard let state = types[type], let names = state.names else { return nil }
-        let all = snapshot[type] ?? [:]
-        // Listeners and clusters: no names is every one (wildcard). Endpoints and routes: the names asked for
-        // ("*" asks for all); no names is none.
-        let wildcard = names.contains("*") || (names.isEmpty && (type == .listener || type == .cluster))
-        var wanted = all
-        if !wildcard {
-            wanted = [:]
-            for name in names { if let resource = all[name] { wanted[name] = resource } }
-        }
+        let wanted = Self.subscribed(names, of: type, in: snapshot[type] ?? [:])
         let version = version(of: wanted, type)
         if let sent = state.sent, sent.version == version, sent.names == names { return nil }
         if let nacked = state.nacked, nacked.version == version { return nil }

@@ -41,7 +41,19 @@ public final class ControlPlane: Sendable {
     /// What a rollout hands a stream: a message (PREPARE, COMMIT, ABORT), and the sidecar's view from then on.
     struct Staging: Sendable {
         var message: Outrigger_V1_StagedGeneration?
+        /// `message` encoded as the resource it is sent as, once for every stream it goes to (`XDSEncoder.pack`: an Any
+        /// made from a message encodes it again every time it is written).
+        var packed: Google_Protobuf_Any?
         var push: Push?
+        /// With a PREPARE: the view it carries, with its versions (what the sidecar runs once it commits it).
+        var prepared: Push?
+
+        init(message: Outrigger_V1_StagedGeneration? = nil, push: Push? = nil, prepared: Push? = nil) {
+            self.message = message
+            self.packed = message.flatMap { try? XDSEncoder.pack($0) }
+            self.push = push
+            self.prepared = prepared
+        }
     }
 
     /// Per type, for status: what was sent and ACKed, and the last NACK.
@@ -378,18 +390,28 @@ public final class ControlPlane: Sendable {
     /// did not answer within `timeout` says so) — and where its admin answers.
     public func prepare(generation: UInt64, mesh: MeshConfig, timeout: Duration) async -> [String: (refusal: String?, admin: HostPort?)] {
         let (streams, registered) = state.withLockedValue { ($0.streams, Self.lists($0.registered)) }
-        var messages: [UInt64: Outrigger_V1_StagedGeneration] = [:]
+        // Sidecars that differ only in node id see the same view: each distinct one is built and encoded once.
+        var byShape: [SidecarIdentity: Staging] = [:]
+        var messages: [UInt64: Staging] = [:]
         var answers: [String: (refusal: String?, admin: HostPort?)] = [:]
+        var admins: [String: HostPort?] = [:]
         for (id, stream) in streams {
+            admins[stream.identity.node] = stream.identity.admin
             do {
-                messages[id] = StagedGenerations.message(generation: generation, phase: .prepare,
-                                                         view: try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity))
+                let shape = stream.identity.shape
+                let staging = try byShape[shape] ?? {
+                    let view = try MeshView.resources(mesh: mesh, registered: registered, for: stream.identity)
+                    return Staging(message: StagedGenerations.message(generation: generation, phase: .prepare, view: view),
+                                   prepared: Self.push(view, changedAt: .now, generation: 0))
+                }()
+                byShape[shape] = staging
+                messages[id] = staging
             } catch {
                 answers[stream.identity.node] = ("cannot build its view of generation \(generation): \(error)", stream.identity.admin)
             }
         }
         for (node, refusal) in await send(messages, version: StagedGenerations.version(generation, .prepare), to: streams, timeout: timeout) {
-            answers[node] = (refusal, streams.values.first { $0.identity.node == node }?.identity.admin)
+            answers[node] = (refusal, admins[node] ?? nil)
         }
         return answers
     }
@@ -410,11 +432,13 @@ public final class ControlPlane: Sendable {
         }
         let version = StagedGenerations.version(generation, .commit)
         if notify, timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
-        let message = notify ? StagedGenerations.message(generation: generation, phase: .commit) : nil
+        let commit = Staging(message: notify ? StagedGenerations.message(generation: generation, phase: .commit) : nil)
         // The generation's views go with the COMMIT, in order, on the rollout's channel (the pushes' channel keeps
         // only the newest, and an older view computed before the activation could take the place of these).
         for (stream, push) in views(for: Set(streams.keys), changedAt: .now).values {
-            stream.staging.yield(Staging(message: message, push: push))
+            var staging = commit
+            staging.push = push
+            stream.staging.yield(staging)
         }
         guard notify, let timeout else { return [:] }
         return await gather(version, from: Set(streams.values.map(\.identity.node)), timeout: timeout)
@@ -423,7 +447,7 @@ public final class ControlPlane: Sendable {
     /// An aborted rollout: every sidecar connected here drops the generation, if it prepared it.
     public func drop(generation: UInt64, timeout: Duration?) async {
         let streams = state.withLockedValue { $0.streams }
-        let message = StagedGenerations.message(generation: generation, phase: .abort)
+        let message = Staging(message: StagedGenerations.message(generation: generation, phase: .abort))
         _ = await send(streams.mapValues { _ in message }, version: StagedGenerations.version(generation, .abort), to: streams, timeout: timeout)
     }
 
@@ -453,10 +477,10 @@ public final class ControlPlane: Sendable {
     }
 
     /// Sends each stream its message; with a `timeout`, waits for the answers (nil: sends, and waits for nothing).
-    private func send(_ messages: [UInt64: Outrigger_V1_StagedGeneration], version: String, to streams: [UInt64: Stream],
+    private func send(_ messages: [UInt64: Staging], version: String, to streams: [UInt64: Stream],
                       timeout: Duration?) async -> [String: String?] {
         if timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
-        for (id, message) in messages { streams[id]?.staging.yield(Staging(message: message)) }
+        for (id, message) in messages { streams[id]?.staging.yield(message) }
         guard let timeout else { return [:] }
         return await gather(version, from: Set(messages.keys.compactMap { streams[$0]?.identity.node }), timeout: timeout)
     }
@@ -621,6 +645,8 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
             var converging: ContinuousClock.Instant?
             var lastGeneration: UInt64 = 0
             var stagedNonce = 0
+            /// The last generation this stream sent the sidecar to prepare, and its view.
+            var prepared: (generation: UInt64, view: ControlPlane.Push)?
             for await next in inputs {
                 let responses: [ADSStreamStateMachine.Response]
                 switch next {
@@ -659,26 +685,32 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                         converging = nil
                     }
                 case .stage(let staging):
-                    if let stage = staging.message {
+                    if let stage = staging.message, let packed = staging.packed {
                         var message = Envoy_Service_Discovery_V3_DiscoveryResponse()
                         message.typeURL = StagedGenerations.typeURL
                         message.versionInfo = StagedGenerations.version(stage.generation, stage.phase)
                         stagedNonce += 1
                         message.nonce = "\(opened ?? 0)-s\(stagedNonce)"
-                        message.resources = [try Google_Protobuf_Any(message: stage)]
+                        message.resources = [packed]
                         message.controlPlane.identifier = "outrigger"
                         try await response.write(message)
                     }
+                    if let view = staging.prepared, let stage = staging.message { prepared = (stage.generation, view) }
                     guard let push = staging.push else { continue }
-                    if staging.message?.phase == .commit {
+                    if let stage = staging.message, stage.phase == .commit {
                         // The sidecar switches to the view it prepared, which may be older than the one this stream
-                        // sent meanwhile: everything is sent again after the COMMIT, from the newest view.
-                        if push.generation > lastGeneration {
-                            lastGeneration = push.generation
-                            responses = machine.resendAll(push.resources, versions: push.versions)
+                        // sent meanwhile. Prepared through this stream: that view is what it has, and only what
+                        // differs from it goes next. Else (prepared through a stream before a reconnect) what it has
+                        // is not known here: everything is sent again.
+                        let fresh = push.generation > lastGeneration ? push : nil
+                        if let fresh { lastGeneration = fresh.generation }
+                        if let held = prepared, held.generation == stage.generation {
+                            machine.adopt(held.view.resources, versions: held.view.versions)
+                            responses = fresh.map { machine.snapshotChanged($0.resources, versions: $0.versions) } ?? machine.pushes()
                         } else {
-                            responses = machine.resendAll()
+                            responses = fresh.map { machine.resendAll($0.resources, versions: $0.versions) } ?? machine.resendAll()
                         }
+                        prepared = nil
                     } else {
                         guard push.generation > lastGeneration else { continue }
                         lastGeneration = push.generation

@@ -28,8 +28,10 @@ public final class ControlPlaneSimulator: Sendable {
         public var p99Milliseconds: Double
         public var maxMilliseconds: Double
         public var converged: Int
-        /// CPU seconds the control plane spent on this change (from its /proc/PID/stat).
+        /// CPU seconds the control plane spent on this change (from its /proc/PID/stat), and the simulator (the
+        /// simulated sidecars' own work, on the same machine).
         public var controlCPUSeconds: Double
+        public var simulatorCPUSeconds: Double?
         /// A rollout: from its request to the last sidecar's COMMIT, and from the first COMMIT to the last.
         public var rolloutMilliseconds: Double?
         public var windowMilliseconds: Double?
@@ -78,10 +80,12 @@ public final class ControlPlaneSimulator: Sendable {
         }
     }
 
-    /// When a simulated sidecar was told to commit a generation.
+    /// When a simulated sidecar was told to commit a generation; the generation it prepared last, and its routes'
+    /// version (what it runs once committed, as a sidecar adopts the view it prepared).
     struct Commit: Sendable {
         var generation: UInt64 = 0
         var at = ContinuousClock.now
+        var prepared: (generation: UInt64, routes: String)?
     }
 
     private let controls: [HostPort]
@@ -146,6 +150,7 @@ public final class ControlPlaneSimulator: Sendable {
             for round in 1...max(changes, 1) {
                 let before = routes.map { $0.withLockedValue { $0.version } }
                 let cpuBefore = controlPIDs.map(Self.cpuSeconds(pid:)).reduce(0, +)
+                let simulatorBefore = Self.cpuSeconds(pid: getpid())
                 let changedAt = ContinuousClock.now
                 let rollout = try await changer.change(to: Self.mesh(services: services, round: round))
                 do {
@@ -162,6 +167,7 @@ public final class ControlPlaneSimulator: Sendable {
                                           p99Milliseconds: latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))],
                                           maxMilliseconds: latencies.last!, converged: latencies.count,
                                           controlCPUSeconds: controlPIDs.map(Self.cpuSeconds(pid:)).reduce(0, +) - cpuBefore)
+                result.simulatorCPUSeconds = Self.cpuSeconds(pid: getpid()) - simulatorBefore
                 if case .rollout(let store) = changer, let (generation, revision) = rollout {
                     try await measure(generation, since: revision, changedAt: changedAt, store: store, into: &result)
                 }
@@ -272,12 +278,20 @@ public final class ControlPlaneSimulator: Sendable {
         guard let body = message.resources.first, let stage = try? Outrigger_V1_StagedGeneration(unpackingAny: body) else { return ack }
         switch stage.phase {
         case .prepare:
+            var routes = ""
             for entry in stage.view.types {
                 guard let type = XDSType(rawValue: entry.typeURL) else { continue }
                 for resource in entry.resources { _ = try? XDSDecoder.uncheckedName(of: resource, type: type) }
+                if type == .route { routes = entry.version }
             }
+            commits[index].withLockedValue { $0.prepared = (stage.generation, routes) }
         case .commit:
-            commits[index].withLockedValue { $0 = Commit(generation: stage.generation, at: now) }
+            let routes = commits[index].withLockedValue { commit -> String? in
+                commit.generation = stage.generation
+                commit.at = now
+                return commit.prepared?.generation == stage.generation ? commit.prepared?.routes : nil
+            }
+            if let routes { self.routes[index].withLockedValue { $0 = RouteState(version: routes, ackedAt: now) } }
         default:
             break
         }

@@ -381,8 +381,10 @@ public final class RolloutCoordinator: Sendable {
                     case .writeDecision(.commit):
                         record.state = .committed
                         record.targets = machine.targets.map { RolloutRecord.Target(node: $0, admin: admins[$0]?.description) }
+                        // The decision and the first wave go in one write (no sidecar hears of either before it).
+                        actions = machine.decisionWritten(now: .now) + actions
+                        if case .activate = actions.first { continue }
                         try await log.write(record, by: coordinator.replicas, fence: fence)
-                        actions += machine.decisionWritten(now: .now)
                     case .writeDecision(.abort(let reason)):
                         record.state = .aborted
                         record.reason = reason

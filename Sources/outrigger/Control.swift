@@ -348,21 +348,22 @@ extension Control {
         static func report(_ record: RolloutRecord, after before: RolloutRecord?) {
             guard record != before else { return }
             let total = record.targets.count
+            let name = "generation \(record.generation)"
+            if record.state == .preparing, before?.state != .preparing {
+                announce("\(name): preparing on the sidecars of \(record.voters.count) replica(s), leader \(record.leader ?? "?")")
+            }
+            // The decision commit may come in the same write as the first wave, or the whole rollout.
+            let committed: Set<RolloutRecord.State> = [.committed, .completed, .rolledBack]
+            if committed.contains(record.state), !committed.contains(before?.state ?? .requested) {
+                announce("\(name): committed (\(total) sidecars prepared)")
+            }
+            if record.state == .committed, record.activated.count != before?.activated.count {
+                announce("\(name): activated on \(record.activated.count) of \(total)")
+            }
             switch record.state {
-            case .requested: break
-            case .preparing where before?.state != .preparing:
-                announce("generation \(record.generation): preparing on the sidecars of \(record.voters.count) replica(s), leader \(record.leader ?? "?")")
-            case .committed where before?.state != .committed:
-                announce("generation \(record.generation): committed (\(total) sidecars prepared)")
-                fallthrough
-            case .committed:
-                if record.activated.count != before?.activated.count { announce("generation \(record.generation): activated on \(record.activated.count) of \(total)") }
-            case .completed:
-                announce("generation \(record.generation): completed: every sidecar (\(total)) serves mesh \(record.version)")
-            case .aborted:
-                announce("generation \(record.generation): aborted: \(record.reason ?? "?")")
-            case .rolledBack:
-                announce("generation \(record.generation): rolled back to mesh \(record.previous ?? "none"): \(record.reason ?? "?")")
+            case .completed: announce("\(name): completed: every sidecar (\(total)) serves mesh \(record.version)")
+            case .aborted: announce("\(name): aborted: \(record.reason ?? "?")")
+            case .rolledBack: announce("\(name): rolled back to mesh \(record.previous ?? "none"): \(record.reason ?? "?")")
             default: break
             }
         }
@@ -529,8 +530,8 @@ extension Control {
                 lines.append(String(format: "change %d: p50 %.1f ms  p99 %.1f ms  max %.1f ms  (%d sidecars)  control plane CPU %.3f s",
                                     index + 1, change.p50Milliseconds, change.p99Milliseconds, change.maxMilliseconds, change.converged, change.controlCPUSeconds))
                 if let total = change.rolloutMilliseconds, let window = change.windowMilliseconds {
-                    lines.append(String(format: "  rollout: last COMMIT %.1f ms after the request, window %.1f ms; etcd %d writes, %d bytes",
-                                        total, window, change.etcdWrites ?? 0, change.etcdBytes ?? 0))
+                    lines.append(String(format: "  rollout: last COMMIT %.1f ms after the request, window %.1f ms; etcd %d writes, %d bytes; simulator CPU %.3f s",
+                                        total, window, change.etcdWrites ?? 0, change.etcdBytes ?? 0, change.simulatorCPUSeconds ?? 0))
                 }
             }
             lines.append(String(format: "control plane RSS %.1f MiB (peak %.1f MiB); simulator RSS %.1f MiB", report.controlRSSMiB, report.controlPeakRSSMiB, report.simulatorRSSMiB))

@@ -53,6 +53,25 @@ struct ADSStreamStateMachineTests {
         #expect(endpoints.map { $0.resources.map(\.name) } == [["b"]])
     }
 
+    /// A rollout's COMMIT switches the sidecar to the view it was sent to prepare: adopted, only what differs from it
+    /// goes next, and the sidecar's next request (the adopted version, the last nonce it had) is its ACK. When what
+    /// it runs is not known, everything goes again.
+    @Test func aCommittedViewIsAdoptedAndOnlyWhatDiffersFromItIsSent() {
+        let (synced, last) = Self.synced(Self.snapshot(clusters: ["a"], routes: "v1"))
+        var machine = synced
+        let prepared = Self.snapshot(clusters: ["a", "b"], routes: "v2")
+        machine.adopt(prepared)
+        #expect(machine.isSynced)
+        #expect(machine.snapshotChanged(prepared).isEmpty, "the sidecar runs it already")
+        let ack = machine.received(Machine.Request(type: .route, versionInfo: Machine.version(of: prepared[.route]!), nonce: last[.route]!.nonce,
+                                                   resourceNames: ["outbound"]))
+        #expect(ack.events == [.acked(.route, version: Machine.version(of: prepared[.route]!))])
+        // Fresher than what was prepared (the endpoints moved meanwhile): the routes alone go.
+        let fresher = Self.snapshot(clusters: ["a", "b"], routes: "v3")
+        #expect(machine.snapshotChanged(fresher).map(\.type) == [.route])
+        #expect(Set(machine.resendAll().map(\.type)) == Set(XDSType.allCases), "not known: everything again")
+    }
+
     @Test func acksAndNacksAreRecordedAndANackedVersionIsNeverResent() {
         var machine = Machine()
         _ = machine.snapshotChanged(Self.snapshot(clusters: ["a"]))

@@ -283,4 +283,32 @@ struct RolloutTests {
         for web in [web1, web2] { #expect(try await MeshProcessTests.answer(web.outbound) == "users-v2") }
         }
     }
+
+    /// The rollout benchmark's path (`outrigger control simulate --rollout`), small: simulated sidecars on two replicas
+    /// ACK PREPARE and COMMIT; every rollout completes and is measured, with etcd's writes (one wave: the staged chunk,
+    /// the request, preparing, two votes, the decision with the wave and the end).
+    @Test func theRolloutBenchmarkMeasuresEveryRollout() async throws {
+        try await Fixture.run(echoes: ["users-v1"]) { f in
+            let (replicaA, a, _) = try await ControlReplicaTests.startReplica(store: f.members[0])
+            f.keep(replicaA)
+            let (replicaB, b, _) = try await ControlReplicaTests.startReplica(store: f.members[0])
+            f.keep(replicaB)
+            let report = try ConfigFile()
+            let simulated = try await run(try outriggerExecutable(), [
+                "control", "simulate", "--store", f.store, "--control", "127.0.0.1:\(a),127.0.0.1:\(b)",
+                "--control-pid", "\(replicaA.pid),\(replicaB.pid)", "--sidecars", "20", "--services", "3", "--changes", "2", "--rollout",
+                "--json", report.path,
+            ])
+            #expect(simulated.status == 0, "\(simulated.stdout)\(simulated.stderr)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report.path))) as? [String: Any])
+            let changes = try #require(object["changes"] as? [[String: Any]])
+            #expect(changes.count == 2)
+            for change in changes {
+                #expect(change["converged"] as? Int == 20 && change["etcdWrites"] as? Int == 6, "\(change)")
+                let total = try #require(change["rolloutMilliseconds"] as? Double)
+                let window = try #require(change["windowMilliseconds"] as? Double)
+                #expect(total > 0 && window >= 0 && window <= total, "\(change)")
+            }
+        }
+    }
 }
