@@ -49,7 +49,7 @@ def start_etcd(directory):
     sys.exit("etcd did not start")
 
 
-def run_replicas(sidecars, services, changes, replicas, rollout):
+def run_replicas(sidecars, services, changes, replicas, rollout, switch_after):
     with tempfile.TemporaryDirectory() as directory:
         etcd, store = start_etcd(directory)
         controls = []
@@ -65,7 +65,8 @@ def run_replicas(sidecars, services, changes, replicas, rollout):
             subprocess.run([str(BINARY), "control", "simulate", "--control", ",".join(f"127.0.0.1:{c.port}" for c in controls),
                             "--control-pid", ",".join(str(c.pid) for c in controls), "--store", f"etcd://{store}",
                             "--sidecars", str(sidecars), "--services", str(services), "--changes", str(changes),
-                            "--json", str(report_file)] + (["--rollout"] if rollout else []), check=True, timeout=900)
+                            "--json", str(report_file)] + (["--rollout", "--switch-after-milliseconds", str(switch_after)] if rollout else []),
+                           check=True, timeout=900)
             log(f"  N={sidecars}, {replicas} replicas: {time.monotonic() - started:.1f} s in all")
             report = json.loads(report_file.read_text())
             report["replicas"] = replicas
@@ -162,6 +163,7 @@ def main():
     parser.add_argument("--changes", type=int, default=5)
     parser.add_argument("--replicas", type=int, default=0, help="replicas sharing one etcd (0: one control plane and a mesh file)")
     parser.add_argument("--rollout", action="store_true", help="with --replicas: each change a two-phase rollout")
+    parser.add_argument("--switch-after", type=int, default=150, help="with --rollout: milliseconds after a wave is written that its sidecars switch (0: on receipt)")
     parser.add_argument("--failover", type=int, default=0, help="measure leader failover this many rounds (nothing else)")
     args = parser.parse_args()
     if not BINARY.exists():
@@ -176,7 +178,7 @@ def main():
     reports = []
     for sidecars in [int(n) for n in args.sidecars.split(",")]:
         log(f"simulating {sidecars} sidecars")
-        reports.append(run_replicas(sidecars, args.services, args.changes, args.replicas, args.rollout) if args.replicas else run_one(sidecars, args.services, args.changes))
+        reports.append(run_replicas(sidecars, args.services, args.changes, args.replicas, args.rollout, args.switch_after) if args.replicas else run_one(sidecars, args.services, args.changes))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = ROOT / "benchmarks" / "results" / f"control-{stamp}"
     out.with_suffix(".json").write_text(json.dumps(reports, indent=2) + "\n")
@@ -196,8 +198,8 @@ def main():
                      f"{max(change['maxMilliseconds'] for change in changes):.0f} | {window:.0f} | {median('controlCPUSeconds'):.3f} | "
                      f"{report['controlRSSMiB']:.1f} | {report['controlPeakRSSMiB']:.1f} |")
     if args.rollout:
-        lines += ["", "Rollouts (two-phase, one wave): from the request to the last sidecar's COMMIT, the window from the first COMMIT "
-                  "to the last, etcd writes (revisions) and bytes written, per rollout.", "",
+        lines += ["", f"Rollouts (two-phase, one wave, --switch-after {args.switch_after}ms): from the request to the last sidecar's switch, "
+                  "the window from the first switch to the last, etcd writes (revisions) and bytes written, per rollout.", "",
                   "| sidecars | rollout p50 (ms) | rollout max (ms) | window p50 (ms) | window max (ms) | etcd writes | etcd bytes | replicas' CPU (s) | simulator CPU (s) |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for report in reports:

@@ -422,8 +422,9 @@ public final class ControlPlane: Sendable {
     /// log), nobody is told: the views alone say it.
     /// With `timeout` nil, the answers are not waited for.
     @discardableResult
+    /// `switchAt`: when the sidecars switch (milliseconds since the Unix epoch; 0: on receipt).
     public func activate(generation: UInt64, mesh: MeshConfig, version: String, nodes: [String], notify: Bool = true,
-                         timeout: Duration?) async -> [String: String?] {
+                         switchAt: Int64 = 0, timeout: Duration?) async -> [String: String?] {
         let wave = Set(nodes)
         let streams = state.withLockedValue { state in
             if state.rollout?.generation != generation { state.rollout = ActiveRollout(generation: generation, mesh: mesh, version: version) }
@@ -432,7 +433,7 @@ public final class ControlPlane: Sendable {
         }
         let version = StagedGenerations.version(generation, .commit)
         if notify, timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
-        let commit = Staging(message: notify ? StagedGenerations.message(generation: generation, phase: .commit) : nil)
+        let commit = Staging(message: notify ? StagedGenerations.message(generation: generation, phase: .commit, switchAt: switchAt) : nil)
         // The generation's views go with the COMMIT, in order, on the rollout's channel (the pushes' channel keeps
         // only the newest, and an older view computed before the activation could take the place of these).
         for (stream, push) in views(for: Set(streams.keys), changedAt: .now).values {

@@ -56,8 +56,9 @@ public final class ControlPlaneSimulator: Sendable {
         case file(String, pid: Int32)
         /// Applied to etcd, which the replicas follow.
         case etcd(EtcdMeshStore)
-        /// Rolled out through etcd (two-phase, one wave): the replicas' leader drives it.
-        case rollout(EtcdMeshStore)
+        /// Rolled out through etcd (two-phase, one wave): the replicas' leader drives it; the sidecars switch this many
+        /// milliseconds after the leader writes the wave (0: each on its COMMIT).
+        case rollout(EtcdMeshStore, switchAfter: Int64)
 
         /// Makes the change; a rollout's generation, and etcd's revision before it.
         @discardableResult
@@ -69,11 +70,11 @@ public final class ControlPlaneSimulator: Sendable {
                 kill(pid, SIGHUP)
             case .etcd(let store):
                 _ = try await store.apply(sources, path: "mesh.yaml")
-            case .rollout(let store):
+            case .rollout(let store, let switchAfter):
                 let revision = try await store.client.read(.key(store.currentKey)).revision
                 let staged = try await store.stage(sources, path: "mesh.yaml")
                 let generation = try await EtcdRollouts(client: store.client, prefix: store.prefix)
-                    .request(staged, store: store, waves: [100], prepareTimeoutMilliseconds: 5000, soakMilliseconds: 0, gate: "")
+                    .request(staged, store: store, options: RolloutOptions(soakMilliseconds: 0, switchAfterMilliseconds: switchAfter))
                 return (generation, revision)
             }
             return nil
@@ -120,7 +121,7 @@ public final class ControlPlaneSimulator: Sendable {
     /// Runs the simulation: connects every sidecar, then `changes` mesh edits, each timed to the last ACK. The CPU and
     /// memory reported are the control planes' (`controlPIDs`), added up.
     public func run(changer: Changer, services: Int, changes: Int, controlPIDs: [Int32]) async throws -> Report {
-        if case .rollout(let store) = changer {
+        if case .rollout(let store, _) = changer {
             try await Changer.etcd(store).change(to: Self.mesh(services: services, round: 0))
         } else {
             try await changer.change(to: Self.mesh(services: services, round: 0))
@@ -168,7 +169,7 @@ public final class ControlPlaneSimulator: Sendable {
                                           maxMilliseconds: latencies.last!, converged: latencies.count,
                                           controlCPUSeconds: controlPIDs.map(Self.cpuSeconds(pid:)).reduce(0, +) - cpuBefore)
                 result.simulatorCPUSeconds = Self.cpuSeconds(pid: getpid()) - simulatorBefore
-                if case .rollout(let store) = changer, let (generation, revision) = rollout {
+                if case .rollout(let store, _) = changer, let (generation, revision) = rollout {
                     try await measure(generation, since: revision, changedAt: changedAt, store: store, into: &result)
                 }
                 results.append(result)
@@ -286,12 +287,25 @@ public final class ControlPlaneSimulator: Sendable {
             }
             commits[index].withLockedValue { $0.prepared = (stage.generation, routes) }
         case .commit:
-            let routes = commits[index].withLockedValue { commit -> String? in
-                commit.generation = stage.generation
-                commit.at = now
-                return commit.prepared?.generation == stage.generation ? commit.prepared?.routes : nil
+            // As a sidecar does: the switch at the instant the COMMIT names (timed when the timer fires), else now.
+            let wait = Duration.milliseconds(stage.switchAtUnixMs) - Duration.milliseconds(Int64(Date().timeIntervalSince1970 * 1000))
+            let switched: @Sendable () -> Void = {
+                let at = ContinuousClock.now
+                let routes = self.commits[index].withLockedValue { commit -> String? in
+                    commit.generation = stage.generation
+                    commit.at = at
+                    return commit.prepared?.generation == stage.generation ? commit.prepared?.routes : nil
+                }
+                if let routes { self.routes[index].withLockedValue { $0 = RouteState(version: routes, ackedAt: at) } }
             }
-            if let routes { self.routes[index].withLockedValue { $0 = RouteState(version: routes, ackedAt: now) } }
+            if stage.switchAtUnixMs > 0, wait > .zero {
+                Task {
+                    try? await Task.sleep(until: now + wait, clock: .continuous)
+                    switched()
+                }
+            } else {
+                switched()
+            }
         default:
             break
         }

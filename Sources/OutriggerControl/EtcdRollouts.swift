@@ -29,11 +29,7 @@ public struct RolloutRecord: Codable, Sendable, Equatable {
     public var chunks: Int
     /// The current mesh it replaces (G − 1): what a rollback serves again.
     public var previous: String?
-    public var waves: [Int]
-    public var prepareTimeoutMilliseconds: Int64
-    public var soakMilliseconds: Int64
-    /// As given to `--gate` (empty: none).
-    public var gate: String
+    public var options: RolloutOptions
     public var state: State = .requested
     /// The replica that leads it (the last one to write it).
     public var leader: String?
@@ -43,6 +39,8 @@ public struct RolloutRecord: Codable, Sendable, Equatable {
     public var targets: [Target] = []
     /// The sidecars activated so far.
     public var activated: [String] = []
+    /// When the last wave's sidecars switch (milliseconds since the Unix epoch; nil: each when its COMMIT comes).
+    public var switchAt: Int64?
     /// Why it was aborted or rolled back.
     public var reason: String?
 
@@ -50,13 +48,34 @@ public struct RolloutRecord: Codable, Sendable, Equatable {
 
     var plan: RolloutStateMachine.Plan {
         get throws {
-            RolloutStateMachine.Plan(generation: generation, waves: waves, prepareTimeout: .milliseconds(prepareTimeoutMilliseconds),
-                                     soak: .milliseconds(soakMilliseconds), gate: try RolloutGate(parsing: gate))
+            RolloutStateMachine.Plan(generation: generation, waves: options.waves, prepareTimeout: .milliseconds(options.prepareTimeoutMilliseconds),
+                                     soak: .milliseconds(options.soakMilliseconds), gate: try RolloutGate(parsing: options.gate))
         }
     }
+}
 
-    /// Checks the plan's flags; the error says which and what was expected.
-    public static func plan(waves text: String, prepareTimeout: String, soak: String, gate: String) throws -> (waves: [Int], prepareTimeout: Int64, soak: Int64) {
+/// How a rollout goes, as `outrigger control rollout`'s flags give it.
+public struct RolloutOptions: Codable, Sendable, Equatable {
+    /// Cumulative percentages of the sidecars, the last 100.
+    public var waves: [Int]
+    public var prepareTimeoutMilliseconds: Int64
+    public var soakMilliseconds: Int64
+    /// How long after the leader writes a wave its sidecars switch, all at that instant (0: each on its COMMIT).
+    public var switchAfterMilliseconds: Int64
+    /// As given to `--gate` (empty: none).
+    public var gate: String
+
+    public init(waves: [Int] = [100], prepareTimeoutMilliseconds: Int64 = 5000, soakMilliseconds: Int64 = 10_000,
+                switchAfterMilliseconds: Int64 = 150, gate: String = "") {
+        self.waves = waves
+        self.prepareTimeoutMilliseconds = prepareTimeoutMilliseconds
+        self.soakMilliseconds = soakMilliseconds
+        self.switchAfterMilliseconds = switchAfterMilliseconds
+        self.gate = gate
+    }
+
+    /// Checks the flags; the error says which and what was expected.
+    public init(waves text: String, prepareTimeout: String, soak: String, switchAfter: String, gate: String) throws {
         let waves = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !waves.isEmpty, waves.allSatisfy({ $0 != nil && (1...100).contains($0!) }), waves.map({ $0! }) == waves.map({ $0! }).sorted(),
               waves.last! == 100 else {
@@ -68,12 +87,16 @@ public struct RolloutRecord: Codable, Sendable, Equatable {
         guard let soakTime = ConfigDuration.parse(soak), soakTime <= .seconds(86_400) else {
             throw RolloutPlanError("--soak: '\(soak)': expected a duration up to a day, e.g. 10s or 500ms")
         }
+        guard let switchTime = ConfigDuration.parse(switchAfter), switchTime <= .seconds(10) else {
+            throw RolloutPlanError("--switch-after: '\(switchAfter)': expected a duration up to 10s, e.g. 150ms, or 0s to switch on receipt")
+        }
         do {
             _ = try RolloutGate(parsing: gate)
         } catch {
             throw RolloutPlanError(error.description)
         }
-        return (waves.map { $0! }, prepare.nanoseconds / 1_000_000, soakTime.nanoseconds / 1_000_000)
+        self.init(waves: waves.map { $0! }, prepareTimeoutMilliseconds: prepare.nanoseconds / 1_000_000, soakMilliseconds: soakTime.nanoseconds / 1_000_000,
+                  switchAfterMilliseconds: switchTime.nanoseconds / 1_000_000, gate: gate)
     }
 }
 
@@ -150,13 +173,11 @@ public struct EtcdRollouts: Sendable {
 
     /// Writes a new rollout of `staged`, numbered after the last, if none is under way and the current mesh is still
     /// the one staged against. Returns its generation.
-    public func request(_ staged: EtcdMeshStore.Staged, store: EtcdMeshStore, waves: [Int], prepareTimeoutMilliseconds: Int64,
-                        soakMilliseconds: Int64, gate: String) async throws -> UInt64 {
+    public func request(_ staged: EtcdMeshStore.Staged, store: EtcdMeshStore, options: RolloutOptions) async throws -> UInt64 {
         for _ in 0..<5 {
             let last = try await client.read(.key(lastKey)).pairs.first
             let generation = (last.flatMap { UInt64(String(decoding: $0.value, as: UTF8.self)) } ?? 0) + 1
-            let record = RolloutRecord(generation: generation, version: staged.version, chunks: staged.chunks, previous: staged.previous,
-                                       waves: waves, prepareTimeoutMilliseconds: prepareTimeoutMilliseconds, soakMilliseconds: soakMilliseconds, gate: gate)
+            let record = RolloutRecord(generation: generation, version: staged.version, chunks: staged.chunks, previous: staged.previous, options: options)
             var transaction = Etcdserverpb_TxnRequest()
             var numbered = Etcdserverpb_Compare()
             numbered.key = Data(lastKey.utf8)

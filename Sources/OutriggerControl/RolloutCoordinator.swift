@@ -185,7 +185,8 @@ public final class RolloutCoordinator: Sendable {
                     return (record.activated.filter { before?.contains($0) != true }, state.voted.contains(generation))
                 }
                 if !wave.isEmpty || record.state == .committed {
-                    await plane.activate(generation: generation, mesh: mesh, version: record.version, nodes: wave, notify: notify, timeout: nil)
+                    await plane.activate(generation: generation, mesh: mesh, version: record.version, nodes: wave, notify: notify,
+                                         switchAt: record.switchAt ?? 0, timeout: nil)
                 }
                 guard record.isFinished, end(generation) else { return }
                 if record.state == .completed {
@@ -239,7 +240,7 @@ public final class RolloutCoordinator: Sendable {
         if let mesh = await mesh(of: record) {
             // Aborted meanwhile (another replica's sidecar refused it first): nothing to prepare.
             guard !ended() else { return }
-            let timeout = Duration.milliseconds(record.prepareTimeoutMilliseconds) * 4 / 5
+            let timeout = Duration.milliseconds(record.options.prepareTimeoutMilliseconds) * 4 / 5
             for (node, answer) in await plane.prepare(generation: record.generation, mesh: mesh, timeout: timeout) {
                 answers[node] = RolloutVote.Answer(refusal: answer.refusal, admin: answer.admin?.description)
             }
@@ -392,6 +393,9 @@ public final class RolloutCoordinator: Sendable {
                         actions += machine.decisionWritten(now: .now)
                     case .activate(let nodes):
                         record.activated += nodes
+                        // The wave's sidecars switch together, a moment after this write, whenever their COMMITs come.
+                        let switchAfter = record.options.switchAfterMilliseconds
+                        record.switchAt = switchAfter > 0 ? Int64(Date().timeIntervalSince1970 * 1000) + switchAfter : nil
                         if actions.first == .finished(.completed) {
                             // The last wave: the rollout's end and the mesh pointer's move, in the same write.
                             record.state = .completed

@@ -16,10 +16,11 @@ public enum StagedGenerations {
     /// The message of `phase` for `generation`; a prepare carries the sidecar's view, type by type, as a sidecar
     /// persists what it accepted (so it decodes it the same way).
     static func message(generation: UInt64, phase: Outrigger_V1_StagedGeneration.Phase,
-                        view: [XDSType: [String: XDSResource]] = [:]) -> Outrigger_V1_StagedGeneration {
+                        view: [XDSType: [String: XDSResource]] = [:], switchAt: Int64 = 0) -> Outrigger_V1_StagedGeneration {
         var message = Outrigger_V1_StagedGeneration()
         message.generation = generation
         message.phase = phase
+        message.switchAtUnixMs = switchAt
         message.view.types = view.keys.sorted().map { type in
             var entry = Outrigger_V1_PersistedState.TypeMessage()
             entry.typeURL = type.rawValue

@@ -241,13 +241,16 @@ extension Control {
         @Option(help: "What a wave must hold: error-ratio<1%, p99<300ms, or both (comma-separated); none by default.")
         var gate = ""
 
+        @Option(help: "How long after the leader writes a wave its sidecars switch, all at that instant (their clocks' skew apart), however long their COMMITs take to arrive; 0s: each on its COMMIT.")
+        var switchAfter = "150ms"
+
         @Flag(help: "Print the generation requested and exit, without following the rollout.")
         var noWait = false
 
         func run() async throws {
-            let plan: (waves: [Int], prepareTimeout: Int64, soak: Int64)
+            let options: RolloutOptions
             do {
-                plan = try RolloutRecord.plan(waves: wave, prepareTimeout: prepareTimeout, soak: soak, gate: gate)
+                options = try RolloutOptions(waves: wave, prepareTimeout: prepareTimeout, soak: soak, switchAfter: switchAfter, gate: gate)
             } catch {
                 FileHandle.standardError.write(Data("\(error)\n".utf8))
                 throw ExitCode(2)
@@ -257,7 +260,7 @@ extension Control {
             let log = EtcdRollouts(client: store.client, prefix: store.prefix)
             let outcome: Result<RolloutRecord.State?, any Error>
             do {
-                outcome = .success(try await request(sources, store: store, log: log, plan: plan))
+                outcome = .success(try await request(sources, store: store, log: log, options: options))
             } catch {
                 outcome = .failure(error)
             }
@@ -279,15 +282,14 @@ extension Control {
         /// Stages the mesh, asks for its rollout, and (unless --no-wait) prints its course until it ends: the
         /// state it ended in.
         private func request(_ sources: [MeshConfig.Source], store: EtcdMeshStore, log: EtcdRollouts,
-                             plan: (waves: [Int], prepareTimeout: Int64, soak: Int64)) async throws -> RolloutRecord.State? {
+                             options: RolloutOptions) async throws -> RolloutRecord.State? {
             guard !(try await EtcdReplicas.list(client: store.client, prefix: store.prefix).members.isEmpty) else {
                 throw ValidationError("no control-plane replica serves \(store.description): nobody would carry the rollout out")
             }
             let staged = try await store.stage(sources, path: mesh)
             let generation: UInt64
             do {
-                generation = try await log.request(staged, store: store, waves: plan.waves, prepareTimeoutMilliseconds: plan.prepareTimeout,
-                                                   soakMilliseconds: plan.soak, gate: gate)
+                generation = try await log.request(staged, store: store, options: options)
             } catch {
                 // The chunks staged for nothing go, unless the rollout under way is of this very mesh.
                 if try await log.latest().map({ $0.isFinished || $0.version != staged.version }) ?? true {
@@ -307,7 +309,7 @@ extension Control {
                 do {
                     let read = try await store.client.read(.key(log.recordKey(generation)))
                     if let record = read.pairs.first.flatMap({ try? JSONDecoder().decode(RolloutRecord.self, from: $0.value) }) {
-                        Self.report(record, after: seen.withLockedValue { $0 })
+                        await Self.report(record, after: seen.withLockedValue { $0 })
                         seen.withLockedValue { $0 = record }
                         if record.isFinished { return record.state }
                     }
@@ -316,7 +318,7 @@ extension Control {
                         guard case .changes(let events, _) = update else { return true }
                         for event in events {
                             guard let record = try? JSONDecoder().decode(RolloutRecord.self, from: event.kv.value) else { continue }
-                            Self.report(record, after: seen.withLockedValue { $0 })
+                            await Self.report(record, after: seen.withLockedValue { $0 })
                             seen.withLockedValue { $0 = record }
                             if record.isFinished { return false }
                         }
@@ -345,8 +347,13 @@ extension Control {
         }
 
         /// A line for each step the record took since `before`.
-        static func report(_ record: RolloutRecord, after before: RolloutRecord?) {
+        static func report(_ record: RolloutRecord, after before: RolloutRecord?) async {
             guard record != before else { return }
+            // A wave is told once its sidecars have switched: at the instant the record names for them.
+            if let switchAt = record.switchAt, switchAt != before?.switchAt {
+                let wait = switchAt - Int64(Date().timeIntervalSince1970 * 1000)
+                if wait > 0 { try? await Task.sleep(for: .milliseconds(min(wait, 10_000))) }
+            }
             let total = record.targets.count
             let name = "generation \(record.generation)"
             if record.state == .preparing, before?.state != .preparing {
@@ -488,8 +495,11 @@ extension Control {
         @Option(help: "Also write the report as JSON to this file.")
         var json: String?
 
-        @Flag(help: "With --store: each change a two-phase rollout (one wave) instead of an apply; reports how long until every sidecar got its COMMIT, the window from the first COMMIT to the last, and etcd's writes and bytes.")
+        @Flag(help: "With --store: each change a two-phase rollout (one wave) instead of an apply; reports how long until every sidecar switched, the window from the first switch to the last, and etcd's writes and bytes.")
         var rollout = false
+
+        @Option(help: "With --rollout: the rollouts' --switch-after, in milliseconds (0: each sidecar switches on its COMMIT).")
+        var switchAfterMilliseconds: Int64 = 150
 
         func run() async throws {
             let controls = try control.split(separator: ",").map { item in
@@ -508,7 +518,7 @@ extension Control {
                 changer = .file(mesh, pid: pid)
             case (nil, .some):
                 store = try etcd.meshStore(logger: Logger(label: "outrigger.simulate"))
-                changer = rollout ? .rollout(store!) : .etcd(store!)
+                changer = rollout ? .rollout(store!, switchAfter: switchAfterMilliseconds) : .etcd(store!)
             default:
                 throw ValidationError("give the mesh as --mesh FILE or --store etcd://HOST:PORT, one of the two")
             }
@@ -530,7 +540,7 @@ extension Control {
                 lines.append(String(format: "change %d: p50 %.1f ms  p99 %.1f ms  max %.1f ms  (%d sidecars)  control plane CPU %.3f s",
                                     index + 1, change.p50Milliseconds, change.p99Milliseconds, change.maxMilliseconds, change.converged, change.controlCPUSeconds))
                 if let total = change.rolloutMilliseconds, let window = change.windowMilliseconds {
-                    lines.append(String(format: "  rollout: last COMMIT %.1f ms after the request, window %.1f ms; etcd %d writes, %d bytes; simulator CPU %.3f s",
+                    lines.append(String(format: "  rollout: last switch %.1f ms after the request, window %.1f ms; etcd %d writes, %d bytes; simulator CPU %.3f s",
                                         total, window, change.etcdWrites ?? 0, change.etcdBytes ?? 0, change.simulatorCPUSeconds ?? 0))
                 }
             }

@@ -121,7 +121,10 @@ struct RolloutTests {
         let committed = try Self.rollout(v2, store: f.store)
         #expect(await committed.waitForExit() == 0, "\(committed.text)")
         #expect(committed.text.contains("committed (2 sidecars prepared)") && committed.text.contains("completed: every sidecar (2)"), "\(committed.text)")
-        for web in [web1, web2] { #expect(try await MeshProcessTests.answer(web.outbound) == "users-v2") }
+        // Switched at the instant the rollout named (the command reports it then): each sidecar's swap follows.
+        for web in [web1, web2] {
+            try await MeshProcessTests.eventually("web serves users-v2") { try await MeshProcessTests.answer(web.outbound) == "users-v2" }
+        }
         let record = try #require(try await Self.lastRollout(f.client))
         #expect(record["state"] as? String == "completed" && (record["activated"] as? [String])?.sorted() == ["web-1", "web-2"])
         let status = try await ControlReplicaTests.storeStatus(f.members[0])
@@ -166,7 +169,9 @@ struct RolloutTests {
             #expect(result.status == 1 && result.stderr.contains("the rollout of generation 4 is under way; nothing was written"), "\(result.stdout)\(result.stderr)")
         }
         #expect(await slow.waitForExit() == 0, "\(slow.text)")
-        for web in [web1, web2] { #expect(try await MeshProcessTests.answer(web.outbound) == "users-v1") }
+        for web in [web1, web2] {
+            try await MeshProcessTests.eventually("web serves users-v1") { try await MeshProcessTests.answer(web.outbound) == "users-v1" }
+        }
         let replicaStatus = try await ControlReplicaTests.status(admin: adminA)
         #expect(replicaStatus["rollout"] == nil, "a completed rollout leaves no overlay: \(replicaStatus)")
         }
@@ -244,7 +249,7 @@ struct RolloutTests {
         let v2 = try Self.write(Self.mesh(users: f.port(1)))
         let rollout = try Self.rollout(v2, store: f.store, ["--wave", "50,100", "--soak", "5s"])
         try await rollout.waitForOutput(containing: "activated on 1 of 2")
-        #expect(try await MeshProcessTests.answer(web1.outbound) == "users-v2")
+        try await MeshProcessTests.eventually("web-1 serves users-v2") { try await MeshProcessTests.answer(web1.outbound) == "users-v2" }
         #expect(try await MeshProcessTests.answer(web2.outbound) == "users-v1", "the second wave waits for the soak")
         replicaA.kill()
         #expect(await rollout.waitForExit() == 0, "B finished it from the log: \(rollout.text)")

@@ -623,6 +623,10 @@ public nonisolated struct Outrigger_V1_StagedGeneration: Sendable {
   /// Clears the value of `view`. Subsequent reads from it will return its default value.
   public mutating func clearView() {self._view = nil}
 
+  /// COMMIT: when to switch, in milliseconds since the Unix epoch (the same instant for every sidecar of a wave, so
+  /// they switch together however long the COMMITs take to reach them); 0, or a time passed: at once.
+  public var switchAtUnixMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -1565,7 +1569,7 @@ nonisolated extension Outrigger_V1_PersistedState.TypeMessage: SwiftProtobuf.Mes
 
 nonisolated extension Outrigger_V1_StagedGeneration: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StagedGeneration"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0\u{1}phase\0\u{1}view\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0\u{1}phase\0\u{1}view\0\u{3}switch_at_unix_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1576,6 +1580,7 @@ nonisolated extension Outrigger_V1_StagedGeneration: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
       case 2: try { try decoder.decodeSingularEnumField(value: &self.phase) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._view) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.switchAtUnixMs) }()
       default: break
       }
     }
@@ -1595,6 +1600,9 @@ nonisolated extension Outrigger_V1_StagedGeneration: SwiftProtobuf.Message, Swif
     try { if let v = self._view {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if self.switchAtUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.switchAtUnixMs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1602,6 +1610,7 @@ nonisolated extension Outrigger_V1_StagedGeneration: SwiftProtobuf.Message, Swif
     if lhs.generation != rhs.generation {return false}
     if lhs.phase != rhs.phase {return false}
     if lhs._view != rhs._view {return false}
+    if lhs.switchAtUnixMs != rhs.switchAtUnixMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
