@@ -64,6 +64,8 @@ public struct ADSStreamStateMachine: Sendable {
     private let noncePrefix: String
     /// Nothing is sent before the node's first snapshot (it needs the node's identity, from its first request).
     private var hasSnapshot = false
+    /// Held: snapshots are kept, nothing is sent (while a rollout's COMMIT awaits the sidecar's answer).
+    private var holding = false
 
     /// Starts every nonce with `noncePrefix`, so nonces of different streams never match.
     public init(noncePrefix: String = "") {
@@ -127,8 +129,22 @@ public struct ADSStreamStateMachine: Sendable {
     /// The sidecar switched to `resources` (a rollout's COMMIT of the view this stream sent it to prepare): they are
     /// what it has now, as if sent and ACKed (under the last nonce sent, which its next requests carry), so only what
     /// differs from them is sent next.
+    /// Sends nothing until `release` (snapshots still replace each other).
+    public mutating func hold() {
+        holding = true
+    }
+
+    /// Sends what is due again, starting with what changed while held.
+    public mutating func release() -> [Response] {
+        holding = false
+        return pushes()
+    }
+
     /// - Parameter versions: each type's version of its whole set in `resources`, when the caller has it.
-    public mutating func adopt(_ resources: [XDSType: [String: XDSResource]], versions: [XDSType: String] = [:]) {
+    /// - Returns: the version each subscribed type is at now.
+    @discardableResult
+    public mutating func adopt(_ resources: [XDSType: [String: XDSResource]], versions: [XDSType: String] = [:]) -> [XDSType: String] {
+        var adopted: [XDSType: String] = [:]
         for (type, state) in types {
             guard let names = state.names else { continue }
             let all = resources[type] ?? [:]
@@ -137,7 +153,9 @@ public struct ADSStreamStateMachine: Sendable {
             types[type]?.sent = Sent(version: version, nonce: state.sent?.nonce ?? "", names: names, resources: wanted)
             types[type]?.acked = version
             types[type]?.nacked = nil
+            adopted[type] = version
         }
+        return adopted
     }
 
     /// The sidecar's resources are not what this stream sent (a rollout's COMMIT switched it to a view it was
@@ -152,7 +170,7 @@ public struct ADSStreamStateMachine: Sendable {
     /// clusters go away while routes change too, the routes go first with the old clusters still there:
     /// clusters are sent as the union of old and new, then routes, then the clusters without the removed ones.
     mutating func pushes() -> [Response] {
-        guard hasSnapshot else { return [] }
+        guard hasSnapshot, !holding else { return [] }
         var responses: [Response] = []
         let clustersRemoved = due(.cluster).map { next in
             Set(types[.cluster]?.sent?.resources.keys.map { $0 } ?? []).subtracting(next.keys)

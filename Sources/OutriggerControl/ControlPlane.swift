@@ -648,6 +648,8 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
             var stagedNonce = 0
             /// The last generation this stream sent the sidecar to prepare, and its view.
             var prepared: (generation: UInt64, view: ControlPlane.Push)?
+            /// A COMMIT sent and not answered yet (pushes held meanwhile), with the view prepared through this stream.
+            var committing: (generation: UInt64, view: ControlPlane.Push?)?
             for await next in inputs {
                 let responses: [ADSStreamStateMachine.Response]
                 switch next {
@@ -670,8 +672,26 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                         }
                     }
                     if message.typeURL == StagedGenerations.typeURL {
-                        plane.answered(id, version: message.versionInfo, refusal: message.hasErrorDetail ? message.errorDetail.message : nil)
-                        continue
+                        let refusal = message.hasErrorDetail ? message.errorDetail.message : nil
+                        plane.answered(id, version: message.versionInfo, refusal: refusal)
+                        // The answer to a COMMIT this stream holds its pushes for: switched, the sidecar runs the view
+                        // it prepared (only what differs from it goes next); refused, it runs what it ran before.
+                        guard let pending = committing, message.versionInfo == StagedGenerations.version(pending.generation, .commit) else { continue }
+                        committing = nil
+                        if refusal == nil, let view = pending.view {
+                            for (type, version) in machine.adopt(view.resources, versions: view.versions) {
+                                plane.sent(id, type, version: version)
+                                plane.record(id, .acked(type, version: version))
+                            }
+                            responses = machine.release()
+                        } else if refusal == nil {
+                            // Prepared through a stream before a reconnect: what it runs is not known here.
+                            _ = machine.release()
+                            responses = machine.resendAll()
+                        } else {
+                            responses = machine.release()
+                        }
+                        break
                     }
                     if message.node.metadata.fields[NodeMetadata.draining]?.boolValue == true { plane.draining(id) }
                     guard let type = XDSType(rawValue: message.typeURL) else { continue }  // types we do not serve are ignored, as Envoy's servers do
@@ -699,19 +719,17 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                     if let view = staging.prepared, let stage = staging.message { prepared = (stage.generation, view) }
                     guard let push = staging.push else { continue }
                     if let stage = staging.message, stage.phase == .commit {
-                        // The sidecar switches to the view it prepared, which may be older than the one this stream
-                        // sent meanwhile. Prepared through this stream: that view is what it has, and only what
-                        // differs from it goes next. Else (prepared through a stream before a reconnect) what it has
-                        // is not known here: everything is sent again.
-                        let fresh = push.generation > lastGeneration ? push : nil
-                        if let fresh { lastGeneration = fresh.generation }
-                        if let held = prepared, held.generation == stage.generation {
-                            machine.adopt(held.view.resources, versions: held.view.versions)
-                            responses = fresh.map { machine.snapshotChanged($0.resources, versions: $0.versions) } ?? machine.pushes()
-                        } else {
-                            responses = fresh.map { machine.resendAll($0.resources, versions: $0.versions) } ?? machine.resendAll()
+                        // The sidecar switches to the view it prepared (at the COMMIT's instant), which may be older
+                        // than what this stream sent meanwhile, or refuses to. Until it answers, the newest view is
+                        // kept and nothing sent; its answer says what it runs.
+                        machine.hold()
+                        if push.generation > lastGeneration {
+                            lastGeneration = push.generation
+                            _ = machine.snapshotChanged(push.resources, versions: push.versions)
                         }
+                        committing = (stage.generation, prepared?.generation == stage.generation ? prepared?.view : nil)
                         prepared = nil
+                        continue
                     } else {
                         guard push.generation > lastGeneration else { continue }
                         lastGeneration = push.generation

@@ -291,10 +291,10 @@ public final class ControlPlaneClient: Sendable {
                 guard let held = staged.withLockedValue({ $0 }), held.generation == stage.generation else {
                     throw StagedGenerations.Refusal("generation \(stage.generation) was not prepared here")
                 }
-                // The instant every sidecar of the wave switches at, if it has not passed (at most 10 s ahead: a
-                // clock that far off is not waited for).
-                let wait = min(stage.switchAtUnixMs - Int64(Date().timeIntervalSince1970 * 1000), 10_000)
-                if stage.switchAtUnixMs > 0, wait > 0 { try await Task.sleep(for: .milliseconds(wait)) }
+                // The instant every sidecar of the wave switches at, if it has not passed (at most a second ahead:
+                // the stream's other messages wait meanwhile, and a clock that far off is not waited for).
+                let wait = StagedGenerations.wait(until: stage.switchAtUnixMs)
+                if wait > .zero { try await Task.sleep(for: wait) }
                 try await sidecar.activate(held.prepared)
                 staged.withLockedValue { $0 = nil }
                 let (changes, versions, nonces) = state.withLockedValue { state in

@@ -288,7 +288,7 @@ public final class ControlPlaneSimulator: Sendable {
             commits[index].withLockedValue { $0.prepared = (stage.generation, routes) }
         case .commit:
             // As a sidecar does: the switch at the instant the COMMIT names (timed when the timer fires), else now.
-            let wait = Duration.milliseconds(stage.switchAtUnixMs) - Duration.milliseconds(Int64(Date().timeIntervalSince1970 * 1000))
+            let wait = StagedGenerations.wait(until: stage.switchAtUnixMs)
             let switched: @Sendable () -> Void = {
                 let at = ContinuousClock.now
                 let routes = self.commits[index].withLockedValue { commit -> String? in
@@ -298,7 +298,7 @@ public final class ControlPlaneSimulator: Sendable {
                 }
                 if let routes { self.routes[index].withLockedValue { $0 = RouteState(version: routes, ackedAt: at) } }
             }
-            if stage.switchAtUnixMs > 0, wait > .zero {
+            if wait > .zero {
                 Task {
                     try? await Task.sleep(until: now + wait, clock: .continuous)
                     switched()

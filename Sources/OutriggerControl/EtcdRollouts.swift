@@ -211,16 +211,28 @@ public struct EtcdRollouts: Sendable {
         try await client.put(votesPrefix(generation) + replica, Array(try JSONEncoder().encode(vote)))
     }
 
+    /// The leader's end of a rollout it cannot read: `generation` is no longer the active one (fenced).
+    func release(_ generation: UInt64, by replicas: EtcdReplicas, fence: Int64?) async throws {
+        var transaction = Etcdserverpb_TxnRequest()
+        transaction.compare = [activeIs(generation)]
+        transaction.success = [.delete(.key(activeKey))]
+        _ = try await replicas.asLeader(transaction, fence: fence)
+    }
+
+    private func activeIs(_ generation: UInt64) -> Etcdserverpb_Compare {
+        var active = Etcdserverpb_Compare()
+        active.key = Data(activeKey.utf8)
+        active.target = .value
+        active.value = Data(String(generation).utf8)
+        active.result = .equal
+        return active
+    }
+
     /// The leader's write of `record`, with `operations` in the same transaction; a finished rollout is no longer
     /// the active one. Fenced by the leader's key.
     func write(_ record: RolloutRecord, by replicas: EtcdReplicas, fence: Int64?, with operations: [Etcdserverpb_RequestOp] = []) async throws {
         var transaction = Etcdserverpb_TxnRequest()
-        var active = Etcdserverpb_Compare()
-        active.key = Data(activeKey.utf8)
-        active.target = .value
-        active.value = Data(String(record.generation).utf8)
-        active.result = .equal
-        transaction.compare = [active]
+        transaction.compare = [activeIs(record.generation)]
         transaction.success = [.put(recordKey(record.generation), Array(try JSONEncoder().encode(record)))] + operations
         if record.isFinished { transaction.success.append(.delete(.key(activeKey))) }
         guard try await replicas.asLeader(transaction, fence: fence).succeeded else { throw RolloutWriteError.notActive(record.generation) }

@@ -324,7 +324,15 @@ public final class RolloutCoordinator: Sendable {
             // leadership writes nothing more (the drive that takes over starts from the log).
             let standing = coordinator.replicas.current
             guard standing.leading, let fence = standing.fence else { throw EtcdReplicasError.notLeading(coordinator.replicas.me.id) }
-            guard var record = try await log.record(generation) else { throw RolloutWriteError.unreadable(generation) }
+            guard var record = try await log.record(generation) else {
+                guard try await !log.client.read(.key(log.recordKey(generation))).pairs.isEmpty else { throw RolloutWriteError.unreadable(generation) }
+                // A record this version cannot read (another version's): it cannot be carried out here, and while it
+                // is the active one every apply and rollout is refused. It stops being the active one.
+                try await log.release(generation, by: coordinator.replicas, fence: fence)
+                coordinator.logger.error("the rollout under way cannot be read by this version; it is no longer the active one",
+                                         metadata: ["generation": "\(generation)"])
+                return
+            }
             guard !record.isFinished else { return }
             let me = coordinator.replicas.me.id
             record.leader = me
@@ -367,12 +375,21 @@ public final class RolloutCoordinator: Sendable {
                     case .sendPrepare:
                         record.state = .preparing
                         try await log.write(record, by: coordinator.replicas, fence: fence)
-                    case .wake(let at):
-                        if case .soaking = machine.phase, !plan.gate.isEmpty {
-                            // A wave's soak begins: the gate's starting point, for the sidecars that have none yet (the
-                            // wave's; all of them when this leader took the rollout over).
-                            let fresh = machine.activated.filter { baseline[$0] == nil }
-                            for (node, sample) in await read(fresh, admins) { baseline[node] = sample }
+                    case .wake(var at):
+                        if case .soaking = machine.phase {
+                            // A wave's soak begins when its sidecars switch, at the instant written with it: the soak
+                            // ends that much later, and the gate's starting point is read then.
+                            if let switchAt = record.switchAt {
+                                let wait = StagedGenerations.wait(until: switchAt, cap: .seconds(10))
+                                try await Task.sleep(for: wait)
+                                at = at + wait
+                            }
+                            if !plan.gate.isEmpty {
+                                // For the sidecars that have none yet: the wave's; all of them when this leader took
+                                // the rollout over.
+                                let fresh = machine.activated.filter { baseline[$0] == nil }
+                                for (node, sample) in await read(fresh, admins) { baseline[node] = sample }
+                            }
                         }
                         wakeTask?.cancel()
                         wakeTask = Task { [events] in

@@ -1,3 +1,4 @@
+import Foundation
 import OutriggerXDS
 import SwiftProtobuf
 
@@ -29,6 +30,14 @@ public enum StagedGenerations {
             return entry
         }
         return message
+    }
+
+    /// How long until the instant `switchAt` (Unix milliseconds, as a COMMIT names it), at most `cap` (a clock that
+    /// far off is not waited for); zero when it has passed, or is none.
+    public static func wait(until switchAt: Int64, cap: Duration = .seconds(1)) -> Duration {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        guard switchAt > now else { return .zero }
+        return min(.milliseconds(switchAt - now), cap)
     }
 
     /// The version a message goes out with, and its answer comes back with.

@@ -351,8 +351,7 @@ extension Control {
             guard record != before else { return }
             // A wave is told once its sidecars have switched: at the instant the record names for them.
             if let switchAt = record.switchAt, switchAt != before?.switchAt {
-                let wait = switchAt - Int64(Date().timeIntervalSince1970 * 1000)
-                if wait > 0 { try? await Task.sleep(for: .milliseconds(min(wait, 10_000))) }
+                try? await Task.sleep(for: StagedGenerations.wait(until: switchAt))
             }
             let total = record.targets.count
             let name = "generation \(record.generation)"
