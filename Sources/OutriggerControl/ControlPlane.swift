@@ -104,6 +104,9 @@ public final class ControlPlane: Sendable {
         var answers: [String: [String: String?]] = [:]
         /// A committed rollout's mesh, served to the sidecars activated so far (the others keep `mesh`).
         var rollout: ActiveRollout?
+        /// Streams sent a COMMIT they have not answered yet: no plain push reaches them meanwhile (one would switch
+        /// their sidecar before the COMMIT's instant); their answer brings them the newest view.
+        var awaitingCommit: Set<UInt64> = []
 
         /// The mesh `node` is served.
         func mesh(for node: String) -> MeshConfig {
@@ -277,6 +280,7 @@ public final class ControlPlane: Sendable {
     func close(_ id: UInt64) {
         let gone = state.withLockedValue { state -> (SidecarIdentity, UInt64)? in
             guard let stream = state.streams.removeValue(forKey: id) else { return nil }
+            state.awaitingCommit.remove(id)
             stream.push.finish()
             stream.staging.finish()
             // Another stream of the same node (a reconnect that raced this close) keeps the registration.
@@ -429,14 +433,16 @@ public final class ControlPlane: Sendable {
         let streams = state.withLockedValue { state in
             if state.rollout?.generation != generation { state.rollout = ActiveRollout(generation: generation, mesh: mesh, version: version) }
             state.rollout!.activated.formUnion(wave)
-            return state.streams.filter { wave.contains($0.value.identity.node) }
+            let streams = state.streams.filter { wave.contains($0.value.identity.node) }
+            if notify { state.awaitingCommit.formUnion(streams.keys) }
+            return streams
         }
         let version = StagedGenerations.version(generation, .commit)
         if notify, timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
         let commit = Staging(message: notify ? StagedGenerations.message(generation: generation, phase: .commit, switchAt: switchAt) : nil)
         // The generation's views go with the COMMIT, in order, on the rollout's channel (the pushes' channel keeps
         // only the newest, and an older view computed before the activation could take the place of these).
-        for (stream, push) in views(for: Set(streams.keys), changedAt: .now).values {
+        for (stream, push) in views(for: Set(streams.keys), changedAt: .now, evenAwaitingCommit: true).values {
             var staging = commit
             staging.push = push
             stream.staging.yield(staging)
@@ -502,6 +508,12 @@ public final class ControlPlane: Sendable {
         }
     }
 
+    /// A stream's sidecar answered its COMMIT: plain pushes reach it again, starting with its view now.
+    func commitAnswered(_ id: UInt64) {
+        guard state.withLockedValue({ $0.awaitingCommit.remove(id) != nil }) else { return }
+        for (stream, push) in views(for: [id], changedAt: .now).values { stream.push.yield(push) }
+    }
+
     func sent(_ id: UInt64, _ type: XDSType, version: String) {
         metrics.responses.add(1)
         state.withLockedValue { $0.streams[id]?.status[type, default: TypeStatus()].sent = version }
@@ -542,12 +554,14 @@ public final class ControlPlane: Sendable {
         for (stream, push) in views(for: nil, changedAt: changedAt).values { stream.push.yield(push) }
     }
 
-    /// Each stream's view now (of `only` these streams; nil: every one), numbered as one push.
-    private func views(for only: Set<UInt64>?, changedAt: ContinuousClock.Instant) -> [UInt64: (Stream, Push)] {
+    /// Each stream's view now (of `only` these streams; nil: every one), numbered as one push. Streams awaiting a
+    /// COMMIT's answer are left out, unless `evenAwaitingCommit`.
+    private func views(for only: Set<UInt64>?, changedAt: ContinuousClock.Instant, evenAwaitingCommit: Bool = false) -> [UInt64: (Stream, Push)] {
         let (mesh, rollout, registered, streams, generation) = state.withLockedValue { state in
             state.pushes += 1
-            return (state.mesh, state.rollout, Self.lists(state.registered), only.map { ids in state.streams.filter { ids.contains($0.key) } } ?? state.streams,
-                    state.pushes)
+            var streams = only.map { ids in state.streams.filter { ids.contains($0.key) } } ?? state.streams
+            if !evenAwaitingCommit { streams = streams.filter { !state.awaitingCommit.contains($0.key) } }
+            return (state.mesh, state.rollout, Self.lists(state.registered), streams, state.pushes)
         }
         // Sidecars that differ only in node id see the same thing: each distinct view is built once per push (and
         // once more for those a rollout has activated).
@@ -678,6 +692,7 @@ struct AggregatedDiscoveryService: Envoy_Service_Discovery_V3_AggregatedDiscover
                         // it prepared (only what differs from it goes next); refused, it runs what it ran before.
                         guard let pending = committing, message.versionInfo == StagedGenerations.version(pending.generation, .commit) else { continue }
                         committing = nil
+                        plane.commitAnswered(id)
                         if refusal == nil, let view = pending.view {
                             for (type, version) in machine.adopt(view.resources, versions: view.versions) {
                                 plane.sent(id, type, version: version)
