@@ -107,6 +107,8 @@ public final class ControlPlane: Sendable {
         /// Streams sent a COMMIT they have not answered yet: no plain push reaches them meanwhile (one would switch
         /// their sidecar before the COMMIT's instant); their answer brings them the newest view.
         var awaitingCommit: Set<UInt64> = []
+        /// Of those, the ones a push left out: they are pushed to once they answer.
+        var missedPush: Set<UInt64> = []
 
         /// The mesh `node` is served.
         func mesh(for node: String) -> MeshConfig {
@@ -281,6 +283,7 @@ public final class ControlPlane: Sendable {
         let gone = state.withLockedValue { state -> (SidecarIdentity, UInt64)? in
             guard let stream = state.streams.removeValue(forKey: id) else { return nil }
             state.awaitingCommit.remove(id)
+            state.missedPush.remove(id)
             stream.push.finish()
             stream.staging.finish()
             // Another stream of the same node (a reconnect that raced this close) keeps the registration.
@@ -508,10 +511,13 @@ public final class ControlPlane: Sendable {
         }
     }
 
-    /// A stream's sidecar answered its COMMIT: plain pushes reach it again, starting with its view now.
+    /// A stream's sidecar answered its COMMIT: plain pushes reach it again; one that a push left out meanwhile gets
+    /// the next (debounced, so a wave's answers make one push).
     func commitAnswered(_ id: UInt64) {
-        guard state.withLockedValue({ $0.awaitingCommit.remove(id) != nil }) else { return }
-        for (stream, push) in views(for: [id], changedAt: .now).values { stream.push.yield(push) }
+        let missed = state.withLockedValue { state in
+            state.awaitingCommit.remove(id) != nil && state.missedPush.remove(id) != nil
+        }
+        if missed { changed() }
     }
 
     func sent(_ id: UInt64, _ type: XDSType, version: String) {
@@ -560,7 +566,11 @@ public final class ControlPlane: Sendable {
         let (mesh, rollout, registered, streams, generation) = state.withLockedValue { state in
             state.pushes += 1
             var streams = only.map { ids in state.streams.filter { ids.contains($0.key) } } ?? state.streams
-            if !evenAwaitingCommit { streams = streams.filter { !state.awaitingCommit.contains($0.key) } }
+            if !evenAwaitingCommit, !state.awaitingCommit.isEmpty {
+                let left = Set(streams.keys).intersection(state.awaitingCommit)
+                state.missedPush.formUnion(left)
+                streams = streams.filter { !left.contains($0.key) }
+            }
             return (state.mesh, state.rollout, Self.lists(state.registered), streams, state.pushes)
         }
         // Sidecars that differ only in node id see the same thing: each distinct view is built once per push (and
