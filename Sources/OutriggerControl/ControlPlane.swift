@@ -99,9 +99,9 @@ public final class ControlPlane: Sendable {
         var lastChange: ContinuousClock.Instant?
         /// With replicas: this one's id and where it stands.
         var replica: (id: String, standing: EtcdReplicas.Standing)?
-        /// A rollout's answers being waited for, by the version its message went out with, then node: nil when
-        /// ACKed, else the NACK. (An answer nobody waits for any more is dropped.)
-        var answers: [String: [String: String?]] = [:]
+        /// A rollout's answers being waited for, by the version its message went out with. (An answer nobody waits
+        /// for any more is dropped.)
+        var answers: [String: Awaited] = [:]
         /// A committed rollout's mesh, served to the sidecars activated so far (the others keep `mesh`).
         var rollout: ActiveRollout?
         /// Streams sent a COMMIT they have not answered yet: no plain push reaches them meanwhile (one would switch
@@ -115,6 +115,12 @@ public final class ControlPlane: Sendable {
             if let rollout, rollout.activated.contains(node) { return rollout.mesh }
             return mesh
         }
+    }
+
+    /// The answers to one rollout message, by node: nil when ACKed, else the NACK; each one wakes the waiter.
+    struct Awaited: Sendable {
+        var answers: [String: String?] = [:]
+        var wake: AsyncStream<Void>.Continuation
     }
 
     struct ActiveRollout: Sendable {
@@ -386,7 +392,8 @@ public final class ControlPlane: Sendable {
     func answered(_ id: UInt64, version: String, refusal: String?) {
         state.withLockedValue { state in
             guard let node = state.streams[id]?.identity.node, state.answers[version] != nil else { return }
-            state.answers[version]?[node] = .some(refusal)
+            state.answers[version]?.answers[node] = .some(refusal)
+            state.answers[version]?.wake.yield()
         }
     }
 
@@ -441,7 +448,7 @@ public final class ControlPlane: Sendable {
             return streams
         }
         let version = StagedGenerations.version(generation, .commit)
-        if notify, timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
+        let wakes = notify && timeout != nil ? expect(version) : nil
         let commit = Staging(message: notify ? StagedGenerations.message(generation: generation, phase: .commit, switchAt: switchAt) : nil)
         // The generation's views go with the COMMIT, in order, on the rollout's channel (the pushes' channel keeps
         // only the newest, and an older view computed before the activation could take the place of these).
@@ -450,8 +457,8 @@ public final class ControlPlane: Sendable {
             staging.push = push
             stream.staging.yield(staging)
         }
-        guard notify, let timeout else { return [:] }
-        return await gather(version, from: Set(streams.values.map(\.identity.node)), timeout: timeout)
+        guard let wakes, let timeout else { return [:] }
+        return await gather(version, wakes, from: Set(streams.values.map(\.identity.node)), timeout: timeout)
     }
 
     /// An aborted rollout: every sidecar connected here drops the generation, if it prepared it.
@@ -461,8 +468,9 @@ public final class ControlPlane: Sendable {
         _ = await send(streams.mapValues { _ in message }, version: StagedGenerations.version(generation, .abort), to: streams, timeout: timeout)
     }
 
-    /// A rolled-back rollout: the sidecars it activated are served the mesh before it again.
-    public func rollBack(generation: UInt64) {
+    /// A rollout that ended without becoming the mesh (rolled back, or its end carried out after a later one
+    /// replaced it): the sidecars it activated are served the plane's mesh again.
+    public func endRollout(generation: UInt64) {
         let changed = state.withLockedValue { state -> Bool in
             guard state.rollout?.generation == generation else { return false }
             state.rollout = nil
@@ -489,26 +497,39 @@ public final class ControlPlane: Sendable {
     /// Sends each stream its message; with a `timeout`, waits for the answers (nil: sends, and waits for nothing).
     private func send(_ messages: [UInt64: Staging], version: String, to streams: [UInt64: Stream],
                       timeout: Duration?) async -> [String: String?] {
-        if timeout != nil { state.withLockedValue { $0.answers[version] = [:] } }
+        let wakes = timeout != nil ? expect(version) : nil
         for (id, message) in messages { streams[id]?.staging.yield(message) }
-        guard let timeout else { return [:] }
-        return await gather(version, from: Set(messages.keys.compactMap { streams[$0]?.identity.node }), timeout: timeout)
+        guard let wakes, let timeout else { return [:] }
+        return await gather(version, wakes, from: Set(messages.keys.compactMap { streams[$0]?.identity.node }), timeout: timeout)
+    }
+
+    /// Starts keeping the answers to the message going out as `version`: each one wakes the stream returned.
+    private func expect(_ version: String) -> AsyncStream<Void> {
+        let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        state.withLockedValue { $0.answers[version] = Awaited(wake: wake) }
+        return wakes
     }
 
     /// The answers of `nodes` to the message that went out as `version` (waited for since it went out), once all
     /// have answered or `timeout` has passed: one that did not answer says so.
-    private func gather(_ version: String, from nodes: Set<String>, timeout: Duration) async -> [String: String?] {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let answers = state.withLockedValue { $0.answers[version] ?? [:] }
-            if Set(answers.keys).isSuperset(of: nodes) || ContinuousClock.now >= deadline {
-                state.withLockedValue { $0.answers[version] = nil }
-                var all = answers.filter { nodes.contains($0.key) }
-                for node in nodes where all[node] == nil { all[node] = .some("did not answer within \(timeout)") }
-                return all
-            }
-            try? await Task.sleep(for: .milliseconds(5))
+    private func gather(_ version: String, _ wakes: AsyncStream<Void>, from nodes: Set<String>, timeout: Duration) async -> [String: String?] {
+        // The deadline ends the wait as a last wake would.
+        let deadline = Task { [state] in
+            try? await Task.sleep(for: timeout)
+            state.withLockedValue { $0.answers[version]?.wake.finish() }
         }
+        defer { deadline.cancel() }
+        let everyone = { self.state.withLockedValue { Set(($0.answers[version]?.answers ?? [:]).keys).isSuperset(of: nodes) } }
+        if !everyone() {
+            for await _ in wakes where everyone() { break }
+        }
+        let answers = state.withLockedValue { state in
+            defer { state.answers[version] = nil }
+            return state.answers[version]?.answers ?? [:]
+        }
+        var all = answers.filter { nodes.contains($0.key) }
+        for node in nodes where all[node] == nil { all[node] = .some("did not answer within \(timeout)") }
+        return all
     }
 
     /// A stream's sidecar answered its COMMIT: plain pushes reach it again; one that a push left out meanwhile gets

@@ -140,12 +140,7 @@ public final class EtcdMeshStore: MeshStore {
     /// Validates the mesh (as `validate` does, plus what a control plane checks before serving it) and makes it
     /// the store's current mesh. A broken mesh throws its `ConfigErrors` and writes nothing.
     public func apply(_ read: [MeshConfig.Source], path: String) async throws -> Applied {
-        let mesh = try MeshConfig.load(read, path: path)
-        try MeshView.check(mesh)
-        // Kept by their names within what was applied (a file's own name, a directory's files' names), so the
-        // same mesh has the same version wherever it was applied from.
-        let sources = read.map { MeshConfig.Source(file: Self.storedName(of: $0.file, appliedAs: path), text: $0.text) }
-        let version = MeshFileStore.version(of: sources.map { ($0.file, $0.text) })
+        let (sources, version) = try Self.validated(read, path: path)
         let chunks = StoredMesh.chunks(of: sources)
         let inline = chunks.count == 1
         // Someone else's change between this writer's read and its write fails the compare: read again, and
@@ -185,10 +180,7 @@ public final class EtcdMeshStore: MeshStore {
     /// Validates the mesh as `apply` does and writes its chunks under its version, leaving the current mesh as it
     /// is. Throws `unchanged` when the store holds that mesh already.
     public func stage(_ read: [MeshConfig.Source], path: String) async throws -> Staged {
-        let mesh = try MeshConfig.load(read, path: path)
-        try MeshView.check(mesh)
-        let sources = read.map { MeshConfig.Source(file: Self.storedName(of: $0.file, appliedAs: path), text: $0.text) }
-        let version = MeshFileStore.version(of: sources.map { ($0.file, $0.text) })
+        let (sources, version) = try Self.validated(read, path: path)
         let current = try await client.read(.key(currentKey))
         let previous = Self.pointedVersion(current)
         if previous == version { throw EtcdMeshStoreError.unchanged(description, version) }
@@ -233,6 +225,15 @@ public final class EtcdMeshStore: MeshStore {
         return compare
     }
 
+    /// The mesh's files as they are stored, and its version, once it is valid (as `validate` checks it, plus what a
+    /// control plane checks before serving it). Kept by their names within what was applied (a file's own name, a
+    /// directory's files' names), so the same mesh has the same version wherever it was applied from.
+    private static func validated(_ read: [MeshConfig.Source], path: String) throws -> (sources: [MeshConfig.Source], version: String) {
+        try MeshView.check(try MeshConfig.load(read, path: path))
+        let sources = read.map { MeshConfig.Source(file: storedName(of: $0.file, appliedAs: path), text: $0.text) }
+        return (sources, MeshFileStore.version(of: sources.map { ($0.file, $0.text) }))
+    }
+
     static func storedName(of file: String, appliedAs path: String) -> String {
         let directory = path.hasSuffix("/") ? path : path + "/"
         if file.hasPrefix(directory) { return String(file.dropFirst(directory.count)) }
@@ -245,8 +246,7 @@ public final class EtcdMeshStore: MeshStore {
     }
 
     func chunkKey(_ version: String, _ index: Int) -> String {
-        let digits = String(index)
-        return blobPrefix(version) + String(repeating: "0", count: max(0, 6 - digits.count)) + digits
+        blobPrefix(version) + EtcdKeyRange.ordered(index, digits: 6)
     }
 }
 

@@ -127,22 +127,21 @@ public struct EtcdRollouts: Sendable {
 
     public init(client: EtcdClient, prefix: String = "/outrigger") {
         self.client = client
-        self.prefix = EtcdKeyRange.trimmed(prefix) + "/rollouts/"
+        self.prefix = Self.rollouts(under: prefix)
     }
 
-    var activeKey: String { prefix + "active" }  // as `noRollout` compares it
+    static func rollouts(under prefix: String) -> String { EtcdKeyRange.trimmed(prefix) + "/rollouts/" }
+    static func activeKey(under prefix: String) -> String { rollouts(under: prefix) + "active" }
+    var activeKey: String { prefix + "active" }
     var lastKey: String { prefix + "last" }
-    public func recordKey(_ generation: UInt64) -> String {
-        let digits = String(generation)
-        return prefix + String(repeating: "0", count: max(0, 20 - digits.count)) + digits
-    }
+    public func recordKey(_ generation: UInt64) -> String { prefix + EtcdKeyRange.ordered(generation, digits: 20) }
     func votesPrefix(_ generation: UInt64) -> String { recordKey(generation) + "/votes/" }
     var watched: EtcdKeyRange { .prefix(prefix) }
 
     /// The compare that no rollout is under way.
     static func noRollout(under prefix: String) -> Etcdserverpb_Compare {
         var compare = Etcdserverpb_Compare()
-        compare.key = Data((EtcdKeyRange.trimmed(prefix) + "/rollouts/active").utf8)
+        compare.key = Data(activeKey(under: prefix).utf8)
         compare.target = .version
         compare.version = 0
         compare.result = .equal

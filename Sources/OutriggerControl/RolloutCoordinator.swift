@@ -200,7 +200,7 @@ public final class RolloutCoordinator: Sendable {
                 // the current mesh.
                 guard record.isFinished, end(generation) else { return }
             }
-            plane.rollBack(generation: generation)
+            plane.endRollout(generation: generation)
             // Sidecars it was prepared on but never activated drop it.
             if state.withLockedValue({ $0.voted.contains(generation) }) { await plane.drop(generation: generation, timeout: nil) }
             if record.state == .rolledBack {

@@ -39,6 +39,12 @@ public struct EtcdKeyRange: Sendable, Hashable {
         prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
     }
 
+    /// `number` in `digits` digits, zero-padded: keys named so sort as their numbers do.
+    public static func ordered(_ number: some BinaryInteger, digits: Int) -> String {
+        let text = String(number)
+        return String(repeating: "0", count: max(0, digits - text.count)) + text
+    }
+
     /// The rest of the range after `key` (the last one a page held): from the key's immediate successor.
     public func after(_ key: [UInt8]) -> EtcdKeyRange {
         EtcdKeyRange(key: key + [0], end: end)

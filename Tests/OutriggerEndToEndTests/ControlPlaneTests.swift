@@ -426,7 +426,7 @@ struct StagedGenerationTests {
             #expect(try await mesh.answer(host: "users") == "echo-1")
 
             // Rolled back: the sidecars it activated are served the mesh before it again, as a plain push.
-            mesh.plane.rollBack(generation: 4)
+            mesh.plane.endRollout(generation: 4)
             try await mesh.eventually("the sidecar serves users from echo-0 again") { try await mesh.answer(host: "users") == "echo-0" }
             #expect(mesh.plane.status().first?.generation == nil)
         } catch {

@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import OutriggerConfig
+import OutriggerControl
 import OutriggerEcho
 import OutriggerEtcd
 import Testing
@@ -32,9 +33,8 @@ struct RolloutTests {
     /// The rollout record etcd holds last.
     static func lastRollout(_ client: EtcdClient) async throws -> [String: Any]? {
         guard let last = try await client.read(.key("/outrigger/rollouts/last")).pairs.first else { return nil }
-        let generation = String(decoding: last.value, as: UTF8.self)
-        let key = "/outrigger/rollouts/" + String(repeating: "0", count: 20 - generation.count) + generation
-        guard let pair = try await client.read(.key(key)).pairs.first else { return nil }
+        let generation = try #require(UInt64(String(decoding: last.value, as: UTF8.self)))
+        guard let pair = try await client.read(.key(EtcdRollouts(client: client).recordKey(generation))).pairs.first else { return nil }
         return try JSONSerialization.jsonObject(with: pair.value) as? [String: Any]
     }
 
@@ -45,14 +45,18 @@ struct RolloutTests {
     /// What a test runs against: etcd (one member, or a 3-member cluster), a client of it, echo apps, and the
     /// processes it starts (killed at the end).
     final class Fixture: Sendable {
-        let etcd: any Sendable
+        /// The 3-member cluster, when the test runs on one; else the one member.
+        let cluster: EtcdCluster?
+        let member: EtcdMember?
         let members: [HostPort]
         let client: EtcdClient
         let echoes: [EchoServer]
         private let started = NIOLockedValueBox<[ChildProcess]>([])
 
-        init(etcd: any Sendable, members: [HostPort], echoes: [EchoServer]) throws {
-            self.etcd = etcd
+        init(cluster: EtcdCluster?, member: EtcdMember?, echoes: [EchoServer]) throws {
+            self.cluster = cluster
+            self.member = member
+            let members = cluster?.clients ?? member.map { [$0.client] } ?? []
             self.members = members
             self.client = try EtcdClient(endpoints: members)
             self.echoes = echoes
@@ -75,18 +79,10 @@ struct RolloutTests {
 
         /// Runs `body` with echo apps named `echoes` and the mesh `users` → the first applied, then cleans up.
         static func run(cluster: Bool = false, echoes names: [String], _ body: (Fixture) async throws -> Void) async throws {
-            let etcd: any Sendable
-            let members: [HostPort]
-            if cluster {
-                let started = try await EtcdCluster.start()
-                (etcd, members) = (started, started.clients)
-            } else {
-                let started = try await EtcdMember.start()
-                (etcd, members) = (started, [started.client])
-            }
+            let (etcdCluster, member) = cluster ? (try await EtcdCluster.start(), nil) : (nil, try await EtcdMember.start())
             var echoes: [EchoServer] = []
             for name in names { echoes.append(try await EchoServer.start(host: "127.0.0.1", port: 0, name: name)) }
-            let fixture = try Fixture(etcd: etcd, members: members, echoes: echoes)
+            let fixture = try Fixture(cluster: etcdCluster, member: member, echoes: echoes)
             do {
                 try await RolloutTests.apply(try RolloutTests.write(RolloutTests.mesh(users: fixture.port(0))), store: fixture.store)
                 try await body(fixture)
@@ -281,8 +277,9 @@ struct RolloutTests {
         }
 
         // Quorum lost: a rollout is refused with etcd's error; the sidecars keep serving.
-        await (f.etcd as! EtcdCluster).stop(1)
-        await (f.etcd as! EtcdCluster).stop(2)
+        let cluster = try #require(f.cluster)
+        await cluster.stop(1)
+        await cluster.stop(2)
         let refused = try await run(try outriggerExecutable(), ["control", "rollout", v1.path, "--store", f.store])
         #expect(refused.status == 1 && refused.stderr.contains("outrigger control rollout:"), "\(refused.stdout)\(refused.stderr)")
         for web in [web1, web2] { #expect(try await MeshProcessTests.answer(web.outbound) == "users-v2") }
