@@ -22,6 +22,14 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // The downstream HTTP/2 frame decoder (whole and cut) and the connection's state behind it.
+        .executableTarget(
+            name: "HTTP2ServerFramingFuzz",
+            dependencies: [
+                .product(name: "OutriggerCore", package: "outrigger"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // The upstream HTTP/1.1 response parser against NIO's llhttp decoder, on whatever bytes libFuzzer makes.
         .executableTarget(
             name: "HTTP1ResponseParserFuzz",

@@ -3,11 +3,13 @@ import OutriggerConfig
 import Testing
 
 /// Runs `Scripts/h2_request.py`: one HTTP/2 request with exactly these headers, valid or not.
-func rawHTTP2(port: Int, headers: [(String, String)], bodyBytes: Int = 0, afterSettings: Bool = false, stopReading: Bool = false) async throws -> [String: Any] {
+func rawHTTP2(port: Int, headers: [(String, String)], bodyBytes: Int = 0, afterSettings: Bool = false, stopReading: Bool = false,
+              clientSettings: [String: Int] = [:], ping: Bool = false) async throws -> [String: Any] {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/h2_request.py").path
     let json = String(decoding: try JSONSerialization.data(withJSONObject: headers.map { [$0.0, $0.1] }), as: UTF8.self)
+    let settings = clientSettings.isEmpty ? [] : ["--settings", String(decoding: try JSONSerialization.data(withJSONObject: clientSettings), as: UTF8.self)]
     let result = try await run("python3", [script, String(port), json, String(bodyBytes)] + (afterSettings ? ["--after-settings"] : [])
-                                   + (stopReading ? ["--stop-reading"] : []))
+                                   + (stopReading ? ["--stop-reading"] : []) + settings + (ping ? ["--ping"] : []))
     guard result.status == 0, let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else {
         throw CurlFailure(status: result.status, stderr: result.stderr + result.stdout)
     }
@@ -224,6 +226,24 @@ struct HTTP2ProxyTests {
             let fetched = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/down?size=\(download)")])
             #expect(fetched["status"] as? Int == 200, "\(fetched)")
             #expect(fetched["body"] as? Int == download)
+        }
+    }
+
+    /// The client's own SETTINGS are kept to: a stream window of 1,000 bytes (a 200 KB answer goes out in pieces as
+    /// its credit comes back), no dynamic HPACK table when it allows none (nghttp2 holds the encoder to announcing
+    /// the smaller table; Python's hpack does not check), and its PING is answered in kind.
+    @Test func theClientsOwnSettingsAreKeptTo() async throws {
+        try await withHarness { harness in
+            let size = 200_000
+            let reply = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/down?size=\(size)")],
+                                           clientSettings: ["initial_window_size": 1000], ping: true)
+            #expect(reply["status"] as? Int == 200, "\(reply)")
+            #expect(reply["body"] as? Int == size, "\(reply)")
+            #expect(reply["dataFrames"] as? Int ?? 0 >= size / 1000, "no frame past the window: \(reply)")
+            #expect(reply["pingAcked"] as? Bool == true, "\(reply)")
+            let noTable = try await run("nghttp", ["-v", "--header-table-size=0", "-m", "3", "http://127.0.0.1:\(harness.port)/ok"])
+            #expect(noTable.status == 0, "\(noTable.stdout)\(noTable.stderr)")
+            #expect(noTable.stdout.components(separatedBy: ":status: 200").count == 4, "three answers: \(noTable.stdout)")
         }
     }
 

@@ -8,7 +8,7 @@ import OutriggerCore
 
 /// Builds the pipeline of an accepted downstream connection: TLS with ALPN, or plaintext with HTTP/2
 /// prior knowledge told apart from HTTP/1.1 by the connection preface; then the HTTP/1.1 or HTTP/2
-/// `HTTP1DownstreamConnection` and its `ProxyRequestHandler` (HTTP/1.1), or NIO's HTTP/2 handler and an
+/// `HTTP1DownstreamConnection` and its `ProxyRequestHandler` (HTTP/1.1), or our `HTTP2ServerCodec` and an
 /// `HTTP2DownstreamConnection` that gives each stream a `ProxyRequestHandler` (HTTP/2).
 struct DownstreamPipeline: Sendable {
     let listenerName: String
@@ -89,12 +89,6 @@ struct DownstreamPipeline: Sendable {
     }
 
     func configureHTTP2(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {
-        var connection = NIOHTTP2Handler.ConnectionConfiguration.proxyConnection
-        connection.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),
-            HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
-            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
-        ]
         var reportResets: HTTP2ConnectionWatcher.ResetReporter?
         if let client = settings.client, settings.rapidReset.maxResetsPerAddress > 0 {
             let limits = settings.rapidReset
@@ -105,11 +99,10 @@ struct DownstreamPipeline: Sendable {
             reportResets: reportResets)
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(FlushCoalescer())
-        try sync.addHandler(HTTP2ConnectionErrorCloser())
         try sync.addHandler(watcher)
         // The whole connection takes nothing (the client stopped reading its socket): reset.
         try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
-        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init()))
+        try sync.addHandler(HTTP2ServerCodec(limits: .downstream, allocator: channel.allocator))
         let local = locals.state(for: channel.eventLoop)
         try sync.addHandler(HTTP2DownstreamConnection(watcher: watcher) { [listenerName, configStore] in
             ProxyRequestHandler(listenerName: listenerName, configStore: configStore, local: local, downstreamProtocol: .http2,
@@ -119,13 +112,10 @@ struct DownstreamPipeline: Sendable {
 
 }
 
-extension NIOHTTP2Handler.ConnectionConfiguration {
-    /// NIO's defaults, but remembering the last 1,024 streams this side reset (not 32): a proxy resets many
-    /// at once (a client that leaves takes all its streams' upstream streams with it), and frames the peer
-    /// sent before it saw a reset must be ignored, not taken for a protocol error that ends the connection.
-    static var proxyConnection: Self {
-        var configuration = Self()
-        configuration.maximumRecentlyResetStreams = 1024
-        return configuration
-    }
+extension HTTP2ServerStreams.Limits {
+    /// What a downstream connection advertises: 1,024 streams at once, a 1 MiB window per stream, header blocks up to
+    /// 64 KiB; and the last 1,024 streams reset are remembered: a proxy resets many at once (a client that leaves
+    /// takes all its streams' upstream streams with it), and frames the peer sent before it saw a reset are ignored,
+    /// not taken for a protocol error that ends the connection.
+    static let downstream = Self(maxConcurrentStreams: 1024, initialWindow: 1 << 20, maxHeaderBlock: 64 * 1024, recentlyResetMemory: 1024)
 }

@@ -28,7 +28,7 @@ public final class FlushCoalescer: ChannelOutboundHandler {
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         // What was written before a close goes out first (a GOAWAY, the last responses), flush asked for or not
-        // yet: a close can come from inside NIO's HTTP/2 handler, between its writes and its flush.
+        // yet: a close can come from inside an HTTP/2 codec, between its writes and its flush.
         flushPending = false
         context.flush()
         context.close(mode: mode, promise: promise)

@@ -8,7 +8,7 @@ import NIOHTTP2
 import OutriggerCore
 
 /// Watches a downstream HTTP/2 connection's inbound frame headers (`HTTP2FrameHeaderScanner`), between the
-/// socket and NIO's HTTP/2 handler:
+/// socket and the HTTP/2 codec (`HTTP2ServerCodec`):
 /// - its idle and header-block timeouts (`HTTP2ConnectionTimeouts` decides; one timer per connection). Idle:
 ///   a GOAWAY (NO_ERROR, naming the last stream the client opened: RFC 9113 §6.8) and a close. A header block
 ///   left unfinished: the connection is closed. The stream initializer tells it of streams opening and closing;
@@ -100,7 +100,8 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
         timeouts.streamClosed(now: NIODeadline.now().uptimeNanoseconds)
         if goingAway, openStreams == 0, let context {
             closing = true
-            context.close(promise: nil)
+            // From the pipeline's end: through the codec, whose last frames (this stream's) go out first.
+            context.channel.close(promise: nil)
         }
     }
 
@@ -131,7 +132,7 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
         goAway(.enhanceYourCalm, context: context)
     }
 
-    /// Through NIO's HTTP/2 handler (after this one), which encodes it; then closed.
+    /// Through the HTTP/2 codec (after this one), which encodes it; then closed.
     private func goAway(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
         let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastClientStream)), errorCode: code, opaqueData: nil))
         context.channel.writeAndFlush(goAway).assumeIsolated().whenComplete { _ in context.close(promise: nil) }

@@ -4,7 +4,7 @@ import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
 
-/// An HTTP/2 client connection at the frame level: sits after NIO's `NIOHTTP2Handler` (which keeps the
+/// An HTTP/2 client connection at the frame level: sits after `HTTP2ServerCodec` (which keeps the
 /// protocol's state, HPACK and outbound flow control) and hands each stream's frames, as HTTP request parts, to
 /// the stream's `ProxyRequestHandler` — no child channel, pipeline or HTTP/1 codec pair per stream.
 ///
@@ -52,7 +52,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         switch frame.payload {
         case .headers(let headers):
             if let stream = frames[frame.streamID] {
-                // A second header block is the request's trailers (NIO's state machine allows no other).
+                // A second header block is the request's trailers (the codec lets no other through).
                 stream.receive(.end(HTTPHeaders(regularFieldsOf: headers.headers)))
             } else {
                 open(frame.streamID, headers)
@@ -62,13 +62,13 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
             if body.readableBytes > 0 { stream.receive(.body(body)) }
             if data.endStream { stream.receive(.end(nil)) }
         default:
-            break  // SETTINGS, PING, GOAWAY, WINDOW_UPDATE, RST_STREAM: NIO's handler acts on them.
+            break  // SETTINGS, PING, GOAWAY, WINDOW_UPDATE, RST_STREAM: the codec acts on them.
         }
     }
 
     private func open(_ id: HTTP2StreamID, _ block: HTTP2Frame.FramePayload.Headers) {
         guard let (head, malformed) = HTTPRequestHead.fromHTTP2(block.headers, endStream: block.endStream) else {
-            // No :method, :path or :scheme (NIO's validation lets CONNECT through without the last two).
+            // No :method, :path or :scheme (the codec lets CONNECT through without the last two).
             frames.write(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError)), promise: nil)
             frames.flush()
             return
@@ -166,7 +166,7 @@ extension HTTPRequestHead {
                 continue
             }
             if !sawRegular {
-                // Pseudo-fields come first (NIO checks it): `host` leads, as an HTTP/1.1 client puts it.
+                // Pseudo-fields come first (the codec checks it): `host` leads, as an HTTP/1.1 client puts it.
                 sawRegular = true
                 if let authority, !block.contains(name: "host") { headers.add(name: "host", value: authority) }
             }

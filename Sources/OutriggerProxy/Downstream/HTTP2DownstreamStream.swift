@@ -26,7 +26,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     private var responseData: ByteBuffer?
     private var responseEnded = false
     private var resetSent = false
-    /// Response bytes written to NIO's handler and not yet out (flow control or the socket holds them).
+    /// Response bytes written to the HTTP/2 codec and not yet out (flow control or the socket holds them).
     private var watermark = SendWatermark.http2Stream
 
     init(id: HTTP2StreamID, connection: HTTP2DownstreamConnection, exchange: ProxyRequestHandler, head: HTTPRequestHead, endStream: Bool) {
@@ -179,7 +179,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         responseHead = nil
         responseData = nil
         connection.frames.write(frame(.rstStream(.cancel)), promise: nil)
-        // NIO's handler reports the stream closed while it sends the frame; if it knew the stream no more, it
+        // The codec reports the stream closed while it sends the frame; if it knew the stream no more, it
         // reports nothing and the stream closes here.
         connection.frames.flush()
         closed()

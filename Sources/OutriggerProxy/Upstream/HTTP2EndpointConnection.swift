@@ -164,3 +164,14 @@ final class HTTP2EndpointConnection {
         apply(idle)
     }
 }
+
+extension NIOHTTP2Handler.ConnectionConfiguration {
+    /// NIO's defaults, but remembering the last 1,024 streams this side reset (not 32): a proxy resets many
+    /// at once (a client that leaves takes all its streams' upstream streams with it), and frames the peer
+    /// sent before it saw a reset must be ignored, not taken for a protocol error that ends the connection.
+    static var proxyConnection: Self {
+        var configuration = Self()
+        configuration.maximumRecentlyResetStreams = 1024
+        return configuration
+    }
+}

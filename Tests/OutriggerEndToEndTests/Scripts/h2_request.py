@@ -3,8 +3,10 @@
 prints what came back as JSON: {"status": N, "headers": {...}, "trailers": {...}, "body": n, "dataFrames": n,
 "endedWithHeaders": bool, "text": the body if at most 64 KiB} or {"reset": CODE} or {"goaway": CODE}. A body is sent as flow control allows. Used by the end-to-end tests to send what well-behaved clients refuse to send.
 
-usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--after-settings] [--stop-reading]
+usage: h2_request.py PORT HEADERS_JSON [BODY_BYTES] [--after-settings] [--stop-reading] [--settings JSON] [--ping]
 --stop-reading: never give flow-control credit back (a client that stopped reading the response).
+--settings: the client's own SETTINGS, {"header_table_size": 0, "initial_window_size": 1000, ...} (h2's names).
+--ping: a PING goes with the request; "pingAcked" says whether its answer came back with the same data.
 HEADERS_JSON is a list of [name, value] pairs, pseudo-headers included, sent in order.
 """
 import json
@@ -14,6 +16,7 @@ import sys
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
 
 def main():
@@ -24,9 +27,16 @@ def main():
         client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False,
         validate_inbound_headers=False, header_encoding=None)
     conn = h2.connection.H2Connection(config=config)
+    if "--settings" in sys.argv:
+        wanted = json.loads(sys.argv[sys.argv.index("--settings") + 1])
+        codes = {name: getattr(h2.settings.SettingCodes, name.upper()) for name in wanted}
+        conn.local_settings = h2.settings.Settings(client=True, initial_values={codes[n]: v for n, v in wanted.items()})
     sock = socket.create_connection(("127.0.0.1", port))
     sock.settimeout(20)
     conn.initiate_connection()
+    ping = b"outrigr!"
+    if "--ping" in sys.argv:
+        conn.ping(ping)
     if "--after-settings" in sys.argv:
         # Exchange SETTINGS first, so the server's advertised limits are in force.
         sock.sendall(conn.data_to_send())
@@ -70,6 +80,8 @@ def main():
                     text.extend(event.data)
                 if "--stop-reading" not in sys.argv:
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.PingAckReceived):
+                result["pingAcked"] = event.ping_data == ping
             elif isinstance(event, h2.events.StreamEnded):
                 done = True
             elif isinstance(event, h2.events.StreamReset):

@@ -1,0 +1,112 @@
+/// Whether an HTTP/2 request's header block (or its trailers) is well formed (RFC 9113 §8.1.2, §8.2, §8.3): names in
+/// lower case and made of token characters, no field HTTP/2 forbids, pseudo-fields known, once each and before the
+/// regular ones, the ones a request needs present, and `content-length` a number. A malformed request is a stream
+/// error (PROTOCOL_ERROR). Fed one field at a time, as HPACK decodes them.
+public struct HTTP2RequestFieldCheck {
+    public enum Block: Sendable { case request, trailers }
+
+    private let block: Block
+    private var method: String?
+    private var hasScheme = false
+    private var hasAuthority = false
+    private var path: String?
+    private var sawRegular = false
+    /// The request's declared body length, for the stream's DATA to be held to (RFC 9113 §8.1.1).
+    public private(set) var contentLength: Int?
+    /// Why the block is malformed: the first reason found.
+    public private(set) var malformed: String?
+
+    public init(_ block: Block) {
+        self.block = block
+    }
+
+    public mutating func add(name: String, value: String) {
+        guard malformed == nil else { return }
+        let bytes = name.utf8
+        guard let first = bytes.first else { return fail("an empty field name") }
+        if first == UInt8(ascii: ":") {
+            addPseudo(name, value)
+        } else {
+            addRegular(name, bytes, value)
+        }
+        if malformed == nil, value.utf8.contains(where: { $0 == 0 || $0 == 0x0A || $0 == 0x0D }) {
+            fail("a NUL, CR or LF in \(name)'s value")
+        }
+    }
+
+    private mutating func addPseudo(_ name: String, _ value: String) {
+        guard block == .request else { return fail("the pseudo-field \(name) in trailers") }
+        guard !sawRegular else { return fail("the pseudo-field \(name) after a regular field") }
+        switch name {
+        case ":method":
+            guard method == nil else { return fail("two :method") }
+            method = value
+        case ":scheme":
+            guard !hasScheme else { return fail("two :scheme") }
+            hasScheme = true
+        case ":authority":
+            guard !hasAuthority else { return fail("two :authority") }
+            hasAuthority = true
+        case ":path":
+            guard path == nil else { return fail("two :path") }
+            path = value
+        default:
+            fail("the unknown pseudo-field \(name)")
+        }
+    }
+
+    private mutating func addRegular(_ name: String, _ bytes: String.UTF8View, _ value: String) {
+        sawRegular = true
+        guard bytes.allSatisfy(Self.isLowercaseTokenByte) else { return fail("the field name \(name) (upper case or not a token)") }
+        switch name {
+        case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+            fail("the connection-specific field \(name)")
+        case "te" where value != "trailers":
+            fail("te other than trailers")
+        case "content-length":
+            guard let length = Int(value), length >= 0, value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+                return fail("content-length \(value) is not a number")
+            }
+            guard contentLength == nil || contentLength == length else { return fail("two different content-lengths") }
+            contentLength = length
+        default:
+            break
+        }
+    }
+
+    /// The block ended: what it lacks makes it malformed, and so does a request that ends with its head yet
+    /// declares a body (RFC 9113 §8.1.1). - Returns: why it is malformed, or nil.
+    public mutating func finish(endStream: Bool) -> String? {
+        if malformed == nil, endStream, block == .request, let contentLength, contentLength > 0 {
+            fail("content-length \(contentLength) on a request without a body")
+        }
+        if malformed == nil, block == .request {
+            if let method {
+                if method == "CONNECT" {
+                    // RFC 9113 §8.5: :authority only (extended CONNECT is not offered).
+                    if !hasAuthority || hasScheme || path != nil { fail("CONNECT needs :authority and no :scheme or :path") }
+                } else if !hasScheme || path == nil || path == "" {
+                    fail("no :scheme or :path")
+                }
+            } else {
+                fail("no :method")
+            }
+        }
+        return malformed
+    }
+
+    private mutating func fail(_ why: String) {
+        if malformed == nil { malformed = why }
+    }
+
+    /// tchar (RFC 9110 §5.6.2) without the upper-case letters.
+    private static func isLowercaseTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
+        default: false
+        }
+    }
+}

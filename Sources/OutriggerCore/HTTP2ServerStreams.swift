@@ -1,0 +1,389 @@
+import NIOCore
+
+/// The state of a server's HTTP/2 connection (RFC 9113 §5, §6.5, §6.9): its streams' states and both windows each
+/// way, the settings in force, the header block being received, the streams recently reset, and the last stream the
+/// client opened. Each inbound frame goes through one method, which says what the frame means or throws the
+/// violation (scoped to the connection or one stream); each outbound frame is told to it as it goes out. No I/O:
+/// `HTTP2ServerCodec` decodes, encodes and carries out.
+///
+/// Simplifications, each on the lenient side: this side's receive windows start at what it advertises, not at
+/// 65,535 until its SETTINGS is acknowledged (a client that waits for the ack is never refused); priority is read
+/// only for a stream depending on itself.
+public struct HTTP2ServerStreams {
+    public struct Limits: Sendable {
+        /// SETTINGS_MAX_CONCURRENT_STREAMS advertised: a stream beyond it is refused (REFUSED_STREAM).
+        public var maxConcurrentStreams: Int
+        /// SETTINGS_INITIAL_WINDOW_SIZE advertised: each stream's receive window.
+        public var initialWindow: Int
+        /// The largest compressed header block taken (SETTINGS_MAX_HEADER_LIST_SIZE advertised, bounding memory).
+        public var maxHeaderBlock: Int
+        /// How many reset streams are remembered, whose late frames are ignored rather than taken for errors.
+        public var recentlyResetMemory: Int
+
+        public init(maxConcurrentStreams: Int = 1024, initialWindow: Int = 1 << 20, maxHeaderBlock: Int = 64 * 1024, recentlyResetMemory: Int = 1024) {
+            self.maxConcurrentStreams = maxConcurrentStreams
+            self.initialWindow = initialWindow
+            self.maxHeaderBlock = maxHeaderBlock
+            self.recentlyResetMemory = recentlyResetMemory
+        }
+    }
+
+    private enum Half { case open, clientEnded, serverEnded }
+
+    private struct Stream {
+        var half: Half
+        var sendWindow: Int
+        var receiveWindow: Int
+        /// Body bytes the client still owes by its content-length.
+        var contentLeft: Int?
+    }
+
+    /// A header block being received in CONTINUATION frames.
+    private struct PendingBlock {
+        var stream: UInt32
+        var fragments: ByteBuffer
+        var endStream: Bool
+        var isTrailers: Bool
+        /// The block is read only to keep HPACK's table in step: its stream is refused or gone.
+        var discarding: HTTP2Code?
+        var continuations = 0
+    }
+
+    public let limits: Limits
+    private var streams: [UInt32: Stream] = [:]
+    private var recentlyReset = RecentStreamIDs()
+    private var pending: PendingBlock?
+    private var sawSettings = false
+    /// The highest stream id the client opened, for a GOAWAY (RFC 9113 §6.8) and to tell idle streams from closed.
+    public private(set) var lastClientStream: UInt32 = 0
+    /// The last stream a GOAWAY sent let through: streams after it are ignored.
+    private var goAwayLastStream: UInt32?
+    private var peerInitialWindow = 65_535
+    /// SETTINGS_MAX_FRAME_SIZE the client allows: no frame sent may be larger.
+    public private(set) var peerMaxFrameSize = HTTP2FrameKind.defaultMaxFrameSize
+    private var connectionSendWindow = 65_535
+    public private(set) var connectionReceiveWindow = 65_535
+
+    public init(limits: Limits = Limits()) {
+        self.limits = limits
+    }
+
+    /// The settings this side sends first.
+    public var initialSettings: [HTTP2FrameDecoder.Setting] {
+        [.init(id: HTTP2SettingID.maxConcurrentStreams, value: UInt32(limits.maxConcurrentStreams)),
+         .init(id: HTTP2SettingID.maxHeaderListSize, value: UInt32(limits.maxHeaderBlock)),
+         .init(id: HTTP2SettingID.initialWindowSize, value: UInt32(limits.initialWindow))]
+    }
+
+    public var openStreams: Int { streams.count }
+
+    // MARK: Inbound
+
+    /// What a HEADERS frame or a header block's last CONTINUATION amounts to.
+    public enum HeaderBlock: Equatable {
+        /// More of the block follows in CONTINUATION frames.
+        case incomplete
+        /// A new request: decode it, check it, then `requestAccepted` or `resetSent`.
+        case request(stream: UInt32, block: ByteBuffer, endStream: Bool)
+        /// An open request's trailers (they end it).
+        case trailers(stream: UInt32, block: ByteBuffer)
+        /// Decoded only to keep HPACK's table in step. `reset`: the stream to refuse, and how (`resetSent` follows).
+        case discard(block: ByteBuffer, reset: (stream: UInt32, code: HTTP2Code)?)
+
+        public static func == (lhs: Self, rhs: Self) -> Bool {
+            switch (lhs, rhs) {
+            case (.incomplete, .incomplete): true
+            case let (.request(a, b, c), .request(d, e, f)): a == d && b == e && c == f
+            case let (.trailers(a, b), .trailers(c, d)): a == c && b == d
+            case let (.discard(a, b), .discard(c, d)): a == c && b?.stream == d?.stream && b?.code == d?.code
+            default: false
+            }
+        }
+    }
+
+    /// Every frame first: a header block may not be split by another frame, and the client's first frame is
+    /// its SETTINGS (RFC 9113 §3.4, §6.10).
+    public mutating func arriving(_ frame: HTTP2FrameDecoder.Frame) throws(HTTP2Violation) {
+        if let pending {
+            guard case .continuation(let stream, _, _) = frame, stream == pending.stream else {
+                throw .connection(.protocolError, "a frame inside stream \(pending.stream)'s header block")
+            }
+        } else if case .continuation(let stream, _, _) = frame {
+            throw .connection(.protocolError, "CONTINUATION on stream \(stream) without a header block")
+        }
+        if !sawSettings {
+            guard case .settings = frame else { throw .connection(.protocolError, "the client's first frame is not SETTINGS") }
+            sawSettings = true
+        }
+    }
+
+    public mutating func headers(stream id: UInt32, fragment: ByteBuffer, endStream: Bool, endHeaders: Bool, dependsOn: UInt32?) throws(HTTP2Violation) -> HeaderBlock {
+        var block = PendingBlock(stream: id, fragments: fragment, endStream: endStream, isTrailers: false)
+        if let existing = streams[id] {
+            switch existing.half {
+            case .open, .serverEnded:
+                block.isTrailers = true
+                // RFC 9113 §8.1: a second header block ends the stream, or the request is malformed.
+                if !endStream { block.discarding = .protocolError }
+            case .clientEnded:
+                block.discarding = .streamClosed
+            }
+        } else if id > lastClientStream {
+            guard id % 2 == 1 else { throw .connection(.protocolError, "the client opened the even stream \(id)") }
+            lastClientStream = id
+            if dependsOn == id {
+                block.discarding = .protocolError
+            } else if let goAwayLastStream, id > goAwayLastStream {
+                block.discarding = .noError  // ignored: after our GOAWAY (RFC 9113 §6.8)
+            } else if streams.count >= limits.maxConcurrentStreams {
+                block.discarding = .refusedStream
+            }
+        } else if recentlyReset.contains(id) {
+            block.discarding = .noError
+        } else {
+            throw .connection(.streamClosed, "HEADERS on the closed stream \(id)")
+        }
+        guard block.fragments.readableBytes <= limits.maxHeaderBlock else {
+            throw .connection(.enhanceYourCalm, "a header block over \(limits.maxHeaderBlock) bytes")
+        }
+        if !endHeaders {
+            pending = block
+            return .incomplete
+        }
+        return finished(block)
+    }
+
+    public mutating func continuation(fragment: ByteBuffer, endHeaders: Bool) throws(HTTP2Violation) -> HeaderBlock {
+        guard var block = pending else { throw .connection(.protocolError, "CONTINUATION without a header block") }
+        var fragment = fragment
+        block.fragments.writeBuffer(&fragment)
+        block.continuations += 1
+        guard block.fragments.readableBytes <= limits.maxHeaderBlock, block.continuations <= 128 else {
+            throw .connection(.enhanceYourCalm, "a header block over \(limits.maxHeaderBlock) bytes or 128 frames")
+        }
+        if !endHeaders {
+            pending = block
+            return .incomplete
+        }
+        pending = nil
+        return finished(block)
+    }
+
+    private func finished(_ block: PendingBlock) -> HeaderBlock {
+        if let code = block.discarding {
+            return .discard(block: block.fragments, reset: code == .noError ? nil : (block.stream, code))
+        }
+        if block.isTrailers { return .trailers(stream: block.stream, block: block.fragments) }
+        return .request(stream: block.stream, block: block.fragments, endStream: block.endStream)
+    }
+
+    /// A request's head was decoded and is well formed: its stream is open.
+    public mutating func requestAccepted(stream id: UInt32, endStream: Bool, contentLength: Int?) {
+        streams[id] = Stream(half: endStream ? .clientEnded : .open, sendWindow: peerInitialWindow, receiveWindow: limits.initialWindow,
+                             contentLeft: contentLength)
+    }
+
+    /// Trailers were received on an open stream: the client's side of it ended.
+    /// - Returns: whether the stream is now closed (this side had ended it already).
+    public mutating func trailersReceived(stream id: UInt32) throws(HTTP2Violation) -> Bool {
+        guard var stream = streams[id] else { return false }
+        if let left = stream.contentLeft, left != 0 {
+            throw .stream(id, .protocolError, "the body ended \(left) bytes short of its content-length")
+        }
+        return ended(id, &stream, .clientEnded)
+    }
+
+    /// One side ended the stream (`.clientEnded` or `.serverEnded`). - Returns: whether both have now, and it is closed.
+    private mutating func ended(_ id: UInt32, _ stream: inout Stream, _ side: Half) -> Bool {
+        if stream.half != .open, stream.half != side {
+            streams[id] = nil
+            return true
+        }
+        stream.half = side
+        streams[id] = stream
+        return false
+    }
+
+    public enum DataVerdict: Equatable {
+        /// Hand it to the stream's request; `closesStream`: both sides have now ended.
+        case deliver(closesStream: Bool)
+        /// A late frame of a stream reset: dropped (its bytes still count against the connection's window).
+        case ignore
+    }
+
+    public mutating func data(stream id: UInt32, payloadBytes: Int, flowControlled: Int, endStream: Bool) throws(HTTP2Violation) -> DataVerdict {
+        connectionReceiveWindow -= flowControlled
+        if connectionReceiveWindow < 0 { throw .connection(.flowControlError, "DATA past the connection's window") }
+        guard var stream = streams[id] else {
+            if id > lastClientStream { throw .connection(.protocolError, "DATA on the idle stream \(id)") }
+            if recentlyReset.contains(id) { return .ignore }
+            throw .stream(id, .streamClosed, "DATA on the closed stream \(id)")
+        }
+        guard stream.half != .clientEnded else { throw .stream(id, .streamClosed, "DATA after the stream's END_STREAM") }
+        stream.receiveWindow -= flowControlled
+        if stream.receiveWindow < 0 { throw .stream(id, .flowControlError, "DATA past the stream's window") }
+        if let left = stream.contentLeft {
+            guard payloadBytes <= left else { throw .stream(id, .protocolError, "more body than its content-length") }
+            stream.contentLeft = left - payloadBytes
+            if endStream, left != payloadBytes { throw .stream(id, .protocolError, "the body ended short of its content-length") }
+        }
+        if endStream { return .deliver(closesStream: ended(id, &stream, .clientEnded)) }
+        streams[id] = stream
+        return .deliver(closesStream: false)
+    }
+
+    /// The stream's receive window now, for when to give credit back.
+    public func receiveWindow(of id: UInt32) -> Int? { streams[id]?.receiveWindow }
+
+    /// - Returns: whether the stream was open (it is closed now).
+    public mutating func rstStream(stream id: UInt32) throws(HTTP2Violation) -> Bool {
+        if streams.removeValue(forKey: id) != nil {
+            recentlyReset.insert(id, memory: limits.recentlyResetMemory)
+            return true
+        }
+        if id > lastClientStream { throw .connection(.protocolError, "RST_STREAM on the idle stream \(id)") }
+        return false
+    }
+
+    public mutating func priority(stream id: UInt32, dependsOn: UInt32) throws(HTTP2Violation) {
+        if id == dependsOn, streams[id] != nil { throw .stream(id, .protocolError, "stream \(id) depends on itself") }
+    }
+
+    /// What the client's SETTINGS changed that the caller carries out.
+    public struct SettingsChange: Equatable {
+        /// SETTINGS_HEADER_TABLE_SIZE: the HPACK encoder's table may be at most this.
+        public var headerTableSize: Int?
+        /// The send windows grew: data held for them may go.
+        public var windowsGrew = false
+    }
+
+    public mutating func settings(_ settings: [HTTP2FrameDecoder.Setting]) throws(HTTP2Violation) -> SettingsChange {
+        var change = SettingsChange()
+        for setting in settings {
+            let value = Int(setting.value)
+            switch setting.id {
+            case HTTP2SettingID.headerTableSize:
+                change.headerTableSize = value
+            case HTTP2SettingID.enablePush:
+                guard value <= 1 else { throw .connection(.protocolError, "SETTINGS_ENABLE_PUSH \(value)") }
+            case HTTP2SettingID.initialWindowSize:
+                guard value <= HTTP2FrameKind.maxWindow else { throw .connection(.flowControlError, "SETTINGS_INITIAL_WINDOW_SIZE \(value)") }
+                let delta = value - peerInitialWindow
+                peerInitialWindow = value
+                // RFC 9113 §6.9.2: every open stream's window moves by the difference.
+                for (id, var stream) in streams {
+                    stream.sendWindow += delta
+                    if stream.sendWindow > HTTP2FrameKind.maxWindow { throw .connection(.flowControlError, "stream \(id)'s window past 2^31-1") }
+                    streams[id] = stream
+                }
+                if delta > 0 { change.windowsGrew = true }
+            case HTTP2SettingID.maxFrameSize:
+                guard value >= HTTP2FrameKind.defaultMaxFrameSize, value <= 16_777_215 else {
+                    throw .connection(.protocolError, "SETTINGS_MAX_FRAME_SIZE \(value)")
+                }
+                peerMaxFrameSize = value
+            default:
+                break  // SETTINGS_MAX_CONCURRENT_STREAMS (this side opens none), SETTINGS_MAX_HEADER_LIST_SIZE (advisory), unknown ones.
+            }
+        }
+        return change
+    }
+
+    /// - Returns: whether a send window grew (data held for it may go).
+    public mutating func windowUpdate(stream id: UInt32, increment: Int) throws(HTTP2Violation) -> Bool {
+        if id == 0 {
+            guard increment > 0 else { throw .connection(.protocolError, "a WINDOW_UPDATE of 0 for the connection") }
+            connectionSendWindow += increment
+            if connectionSendWindow > HTTP2FrameKind.maxWindow { throw .connection(.flowControlError, "the connection's window past 2^31-1") }
+            return true
+        }
+        guard var stream = streams[id] else {
+            if id > lastClientStream { throw .connection(.protocolError, "WINDOW_UPDATE on the idle stream \(id)") }
+            return false
+        }
+        guard increment > 0 else { throw .stream(id, .protocolError, "a WINDOW_UPDATE of 0") }
+        stream.sendWindow += increment
+        if stream.sendWindow > HTTP2FrameKind.maxWindow { throw .stream(id, .flowControlError, "the stream's window past 2^31-1") }
+        streams[id] = stream
+        return true
+    }
+
+    public mutating func pushPromise() throws(HTTP2Violation) {
+        throw .connection(.protocolError, "PUSH_PROMISE from a client")
+    }
+
+    // MARK: Outbound
+
+    /// Whether the stream can still be written to (open this way).
+    public func canSend(on id: UInt32) -> Bool {
+        guard let stream = streams[id] else { return false }
+        return stream.half != .serverEnded
+    }
+
+    /// How many DATA bytes may go on the stream now: both windows and one frame's size bound it.
+    public func sendable(on id: UInt32) -> Int {
+        guard let stream = streams[id], stream.half != .serverEnded else { return 0 }
+        return max(0, min(stream.sendWindow, connectionSendWindow, peerMaxFrameSize))
+    }
+
+    /// A HEADERS frame goes out. - Returns: whether the stream is now closed.
+    public mutating func headersSent(stream id: UInt32, endStream: Bool) -> Bool {
+        guard endStream, var stream = streams[id] else { return false }
+        return ended(id, &stream, .serverEnded)
+    }
+
+    /// A DATA frame goes out (it fit `sendable`). - Returns: whether the stream is now closed.
+    public mutating func dataSent(stream id: UInt32, bytes: Int, endStream: Bool) -> Bool {
+        guard var stream = streams[id] else { return false }
+        stream.sendWindow -= bytes
+        connectionSendWindow -= bytes
+        if endStream { return ended(id, &stream, .serverEnded) }
+        streams[id] = stream
+        return false
+    }
+
+    /// This side reset the stream (its request was malformed or refused, or its exchange gave up).
+    /// - Returns: whether the stream was open.
+    @discardableResult
+    public mutating func resetSent(stream id: UInt32) -> Bool {
+        recentlyReset.insert(id, memory: limits.recentlyResetMemory)
+        return streams.removeValue(forKey: id) != nil
+    }
+
+    /// A WINDOW_UPDATE goes out. - Returns: the window it raised, or nil when the stream is gone (it is not sent).
+    public mutating func windowUpdateSent(stream id: UInt32, increment: Int) -> Int? {
+        if id == 0 {
+            connectionReceiveWindow += increment
+            return connectionReceiveWindow
+        }
+        guard var stream = streams[id], stream.half != .clientEnded else { return nil }
+        stream.receiveWindow += increment
+        streams[id] = stream
+        return stream.receiveWindow
+    }
+
+    /// A GOAWAY goes out: streams the client opens after `lastStream` are ignored.
+    public mutating func goAwaySent(lastStream: UInt32) {
+        goAwayLastStream = min(goAwayLastStream ?? lastStream, lastStream)
+    }
+}
+
+/// The last streams reset, remembered in order up to a bound.
+struct RecentStreamIDs {
+    private var order: [UInt32] = []
+    private var next = 0
+    private var members: Set<UInt32> = []
+
+    func contains(_ id: UInt32) -> Bool { members.contains(id) }
+
+    mutating func insert(_ id: UInt32, memory: Int) {
+        guard memory > 0, members.insert(id).inserted else { return }
+        if order.count < memory {
+            order.append(id)
+        } else {
+            members.remove(order[next])
+            order[next] = id
+            next = (next + 1) % memory
+        }
+    }
+}

@@ -1,0 +1,431 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import OutriggerCore
+
+/// A server's HTTP/2 connection at the byte level, in place of NIO's `NIOHTTP2Handler`: frames are cut from the
+/// bytes read (`HTTP2FrameDecoder`), checked against the connection's state (`HTTP2ServerStreams`), header blocks
+/// decoded with NIOHPACK and checked (`HTTP2RequestFieldCheck`), and handed on as NIO's `HTTP2Frame`s to the
+/// `HTTP2DownstreamConnection` after it; what that writes is framed into one output buffer per flush, DATA held
+/// while a send window is shut. The stream events the connection listens for are NIO's own (`StreamClosedEvent`,
+/// `NIOHTTP2WindowUpdatedEvent`, `NIOHTTP2Errors.StreamError`).
+///
+/// Violations are answered as RFC 9113 §5.4 scopes them: a stream error with RST_STREAM (the stream's exchange
+/// hears of it), a connection error with GOAWAY naming the last stream the client opened, then a close.
+final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = HTTP2Frame
+    typealias OutboundIn = HTTP2Frame
+    typealias OutboundOut = IOData
+
+    /// Frames written for the client while its socket takes nothing (PING and SETTINGS answers, resets): past this,
+    /// the client is flooding a connection it does not read (ENHANCE_YOUR_CALM).
+    static let maxAnswersWhileBlocked = 10_000
+
+    private var decoder = HTTP2FrameDecoder()
+    private var streams: HTTP2ServerStreams
+    private var headerDecoder: HPACKDecoder
+    private var headerEncoder: HPACKEncoder
+    private var output: ByteBuffer
+    private var outputPromises: [EventLoopPromise<Void>] = []
+    /// Streams whose DATA (and trailers behind it) wait for a send window, in the order they began to wait.
+    private var waiting: [UInt32: [Held]] = [:]
+    private var waitingOrder: [UInt32] = []
+    private var context: ChannelHandlerContext?
+    private var prefaceSent = false
+    /// A connection error was answered: nothing more is read.
+    private var failed = false
+    private var answersWhileBlocked = 0
+
+    private enum Held {
+        case data(ByteBuffer, endStream: Bool, EventLoopPromise<Void>?)
+        case headers(HPACKHeaders, endStream: Bool, EventLoopPromise<Void>?)
+
+        var promise: EventLoopPromise<Void>? {
+            switch self {
+            case .data(_, _, let promise), .headers(_, _, let promise): promise
+            }
+        }
+    }
+
+    init(limits: HTTP2ServerStreams.Limits, allocator: ByteBufferAllocator) {
+        streams = HTTP2ServerStreams(limits: limits)
+        headerDecoder = HPACKDecoder(allocator: allocator, maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
+                                     maxHeaderListSize: limits.maxHeaderBlock)
+        headerEncoder = HPACKEncoder(allocator: allocator)
+        output = allocator.buffer(capacity: 1024)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { sendPreface(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        failWaiting()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        sendPreface(context)
+        context.fireChannelActive()
+    }
+
+    private func sendPreface(_ context: ChannelHandlerContext) {
+        guard !prefaceSent else { return }
+        prefaceSent = true
+        HTTP2FrameEncoder.writeSettings(streams.initialSettings, into: &output)
+        writeOutput(context)
+        context.flush()
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        decoder.append(unwrapInboundIn(data))
+        while !failed {
+            let frame: HTTP2FrameDecoder.Frame?
+            do {
+                frame = try decoder.next()
+            } catch {
+                connectionError(error, context)
+                return
+            }
+            guard let frame else { return }
+            do {
+                try receive(frame, context)
+            } catch {
+                if let stream = error.stream { resetStream(stream, error.code, why: error) } else { connectionError(error, context) }
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if output.readableBytes > 0 {
+            writeOutput(context)
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    private func receive(_ frame: HTTP2FrameDecoder.Frame, _ context: ChannelHandlerContext) throws(HTTP2Violation) {
+        try streams.arriving(frame)
+        switch frame {
+        case let .data(id, payload, endStream, flowControlled):
+            let verdict: HTTP2ServerStreams.DataVerdict
+            do {
+                verdict = try streams.data(stream: id, payloadBytes: payload.readableBytes, flowControlled: flowControlled, endStream: endStream)
+            } catch {
+                reportConnectionWindow(context)
+                throw error
+            }
+            if case .deliver(let closesStream) = verdict {
+                context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .data(.init(data: .byteBuffer(payload), endStream: endStream)))))
+                if let window = streams.receiveWindow(of: id) {
+                    context.fireUserInboundEventTriggered(NIOHTTP2WindowUpdatedEvent(streamID: HTTP2StreamID(Int32(id)), inboundWindowSize: window, outboundWindowSize: nil))
+                }
+                if closesStream { streamClosed(id, reason: nil) }
+            }
+            reportConnectionWindow(context)
+        case let .headers(id, fragment, endStream, endHeaders, dependsOn):
+            try receive(try streams.headers(stream: id, fragment: fragment, endStream: endStream, endHeaders: endHeaders, dependsOn: dependsOn), context)
+        case let .continuation(_, fragment, endHeaders):
+            try receive(try streams.continuation(fragment: fragment, endHeaders: endHeaders), context)
+        case let .priority(id, dependsOn):
+            try streams.priority(stream: id, dependsOn: dependsOn)
+        case let .rstStream(id, code):
+            if try streams.rstStream(stream: id) {
+                dropWaiting(id)
+                streamClosed(id, reason: code)
+            }
+        case .settings(let settings):
+            let change = try streams.settings(settings)
+            if let size = change.headerTableSize {
+                try? headerEncoder.setDynamicTableSize(min(size, HPACKEncoder.defaultDynamicTableSize))
+            }
+            HTTP2FrameEncoder.writeSettingsAck(into: &output)
+            try answered()
+            if change.windowsGrew { sendWaiting() }
+        case .settingsAck, .goAway, .unknown:
+            break  // A client's GOAWAY: it opens no more streams; those open finish.
+        case .pushPromise:
+            try streams.pushPromise()
+        case let .ping(opaque, ack):
+            guard !ack else { return }
+            HTTP2FrameEncoder.writePing(opaque, ack: true, into: &output)
+            try answered()
+        case let .windowUpdate(id, increment):
+            if try streams.windowUpdate(stream: id, increment: increment) { sendWaiting() }
+        }
+    }
+
+    private func receive(_ block: HTTP2ServerStreams.HeaderBlock, _ context: ChannelHandlerContext) throws(HTTP2Violation) {
+        switch block {
+        case .incomplete:
+            return
+        case let .request(id, block, endStream):
+            let headers = try decode(block)
+            var check = HTTP2RequestFieldCheck(.request)
+            for (name, value, _) in headers { check.add(name: name, value: value) }
+            if let why = check.finish(endStream: endStream) {
+                throw .stream(id, .protocolError, "a malformed request: \(why)")
+            }
+            streams.requestAccepted(stream: id, endStream: endStream, contentLength: check.contentLength)
+            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: headers, endStream: endStream)))))
+        case let .trailers(id, block):
+            let trailers = try decode(block)
+            var check = HTTP2RequestFieldCheck(.trailers)
+            for (name, value, _) in trailers { check.add(name: name, value: value) }
+            if let why = check.finish(endStream: true) { throw .stream(id, .protocolError, "malformed trailers: \(why)") }
+            let closesStream = try streams.trailersReceived(stream: id)
+            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: trailers, endStream: true)))))
+            if closesStream { streamClosed(id, reason: nil) }
+        case let .discard(block, reset):
+            _ = try decode(block)
+            if let reset { throw .stream(reset.stream, reset.code, "refused") }
+        }
+    }
+
+    /// A header block's fields: a block HPACK cannot read leaves the two sides' tables apart for good (RFC 9113 §4.3).
+    private func decode(_ block: ByteBuffer) throws(HTTP2Violation) -> HPACKHeaders {
+        var block = block
+        do {
+            return try headerDecoder.decodeHeaders(from: &block)
+        } catch {
+            throw .connection(.compressionError, "a header block HPACK cannot decode (\(error))")
+        }
+    }
+
+    /// A PING or SETTINGS answered: counted while the client's socket takes nothing.
+    private func answered() throws(HTTP2Violation) {
+        guard let context, !context.channel.isWritable else { return }
+        answersWhileBlocked += 1
+        if answersWhileBlocked > Self.maxAnswersWhileBlocked {
+            throw .connection(.enhanceYourCalm, "\(answersWhileBlocked) frames answered while the client reads nothing")
+        }
+    }
+
+    private func reportConnectionWindow(_ context: ChannelHandlerContext) {
+        context.fireUserInboundEventTriggered(NIOHTTP2WindowUpdatedEvent(streamID: .rootStream, inboundWindowSize: streams.connectionReceiveWindow, outboundWindowSize: nil))
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { answersWhileBlocked = 0 }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failWaiting()
+        context.fireChannelInactive()
+    }
+
+    // MARK: Errors
+
+    /// A stream error: RST_STREAM, and the stream's exchange, if it has one, hears of the error and the close.
+    private func resetStream(_ id: UInt32, _ code: HTTP2Code, why: HTTP2Violation) {
+        let wasOpen = streams.resetSent(stream: id)
+        dropWaiting(id)
+        HTTP2FrameEncoder.writeRstStream(id, code, into: &output)
+        guard wasOpen, let context else { return }
+        context.fireErrorCaught(NIOHTTP2Errors.streamError(streamID: HTTP2StreamID(Int32(id)), baseError: why))
+        streamClosed(id, reason: code)
+    }
+
+    /// A connection error: GOAWAY naming the last stream the client opened, then the connection closes
+    /// (RFC 9113 §5.4.1). Nothing after it is read.
+    private func connectionError(_ violation: HTTP2Violation, _ context: ChannelHandlerContext) {
+        failed = true
+        streams.goAwaySent(lastStream: streams.lastClientStream)
+        HTTP2FrameEncoder.writeGoAway(lastStream: streams.lastClientStream, violation.code, into: &output)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        outputPromises.append(written)
+        writeOutput(context)
+        context.flush()
+        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    private func streamClosed(_ id: UInt32, reason: HTTP2Code?) {
+        context?.fireUserInboundEventTriggered(StreamClosedEvent(streamID: HTTP2StreamID(Int32(id)), reason: reason.map { HTTP2ErrorCode(networkCode: Int($0.rawValue)) }))
+    }
+
+    // MARK: Outbound
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let frame = unwrapOutboundIn(data)
+        let id = UInt32(Int32(frame.streamID))
+        switch frame.payload {
+        case .headers(let headers):
+            if waiting[id] != nil {
+                waiting[id]!.append(.headers(headers.headers, endStream: headers.endStream, promise))
+            } else {
+                sendHeaders(id, headers.headers, endStream: headers.endStream, promise: promise)
+            }
+        case .data(let data):
+            guard case .byteBuffer(let body) = data.data else {
+                promise?.fail(NIOHTTP2Errors.unsupported(info: "file regions over HTTP/2"))
+                return
+            }
+            if waiting[id] != nil {
+                waiting[id]!.append(.data(body, endStream: data.endStream, promise))
+            } else if let rest = sendData(id, body, endStream: data.endStream, promise: promise) {
+                waiting[id] = [rest]
+                waitingOrder.append(id)
+            }
+        case .rstStream(let code):
+            let wasOpen = streams.resetSent(stream: id)
+            dropWaiting(id)
+            let wireCode = HTTP2Code(rawValue: UInt32(code.networkCode))
+            HTTP2FrameEncoder.writeRstStream(id, wireCode, into: &output)
+            add(promise)
+            if wasOpen { streamClosed(id, reason: wireCode) }
+        case .windowUpdate(let increment):
+            guard let window = streams.windowUpdateSent(stream: id, increment: increment) else {
+                promise?.succeed(())
+                return
+            }
+            HTTP2FrameEncoder.writeWindowUpdate(id, increment: increment, into: &output)
+            add(promise)
+            context.fireUserInboundEventTriggered(NIOHTTP2WindowUpdatedEvent(streamID: frame.streamID, inboundWindowSize: window, outboundWindowSize: nil))
+        case .goAway(let lastStreamID, let code, _):
+            let last = UInt32(Int32(lastStreamID))
+            streams.goAwaySent(lastStream: last)
+            HTTP2FrameEncoder.writeGoAway(lastStream: last, HTTP2Code(rawValue: UInt32(code.networkCode)), into: &output)
+            add(promise)
+        case .ping(let ping, let ack):
+            HTTP2FrameEncoder.writePing(ping.integer, ack: ack, into: &output)
+            add(promise)
+        default:
+            promise?.fail(NIOHTTP2Errors.unsupported(info: "a \(frame.payload) frame from the server side"))
+        }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        writeOutput(context)
+        context.flush()
+    }
+
+    /// What was framed goes before the close (a stream's last frame can close the connection: a graceful GOAWAY's).
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        writeOutput(context)
+        context.close(mode: mode, promise: promise)
+    }
+
+    private func add(_ promise: EventLoopPromise<Void>?) {
+        if let promise { outputPromises.append(promise) }
+    }
+
+    /// What was framed since the last write, as one buffer; its writers' promises complete with it.
+    private func writeOutput(_ context: ChannelHandlerContext) {
+        guard output.readableBytes > 0 else {
+            for promise in outputPromises { promise.succeed(()) }
+            outputPromises.removeAll(keepingCapacity: true)
+            return
+        }
+        let bytes = output
+        output = context.channel.allocator.buffer(capacity: max(1024, min(bytes.readableBytes, 64 * 1024)))
+        switch outputPromises.count {
+        case 0:
+            context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
+        case 1:
+            context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: outputPromises[0])
+            outputPromises.removeAll(keepingCapacity: true)
+        default:
+            let promises = outputPromises
+            outputPromises.removeAll(keepingCapacity: true)
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.assumeIsolated().whenComplete { result in
+                for promise in promises { promise.completeWith(result) }
+            }
+            context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: written)
+        }
+    }
+
+    private func sendHeaders(_ id: UInt32, _ headers: HPACKHeaders, endStream: Bool, promise: EventLoopPromise<Void>?) {
+        guard streams.canSend(on: id) else {
+            promise?.fail(NIOHTTP2Errors.noSuchStream(streamID: HTTP2StreamID(Int32(id))))
+            return
+        }
+        let start = HTTP2FrameEncoder.startHeaders(into: &output)
+        do {
+            try headerEncoder.encode(headers: headers, to: &output)
+        } catch {
+            output.moveWriterIndex(to: start)
+            promise?.fail(error)
+            return
+        }
+        HTTP2FrameEncoder.finishHeaders(startingAt: start, stream: id, endStream: endStream, maxFrameSize: streams.peerMaxFrameSize, in: &output)
+        add(promise)
+        if streams.headersSent(stream: id, endStream: endStream) { streamClosed(id, reason: nil) }
+    }
+
+    /// Frames as much of `body` as the stream's and the connection's windows let go now.
+    /// - Returns: what must wait for a window, or nil when all of it went.
+    private func sendData(_ id: UInt32, _ body: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) -> Held? {
+        guard streams.canSend(on: id) else {
+            promise?.fail(NIOHTTP2Errors.noSuchStream(streamID: HTTP2StreamID(Int32(id))))
+            return nil
+        }
+        var body = body
+        repeat {
+            let room = streams.sendable(on: id)
+            // An empty frame needs no window; a body waits for room.
+            if room == 0, body.readableBytes > 0 { return .data(body, endStream: endStream, promise) }
+            let piece = body.readSlice(length: min(room, body.readableBytes))!
+            let last = body.readableBytes == 0
+            HTTP2FrameEncoder.writeData(piece, stream: id, endStream: endStream && last, into: &output)
+            let closes = streams.dataSent(stream: id, bytes: piece.readableBytes, endStream: endStream && last)
+            if last {
+                add(promise)
+                if closes { streamClosed(id, reason: nil) }
+                return nil
+            }
+        } while true
+    }
+
+    /// A window grew: streams waiting send what they can, in the order they began to wait.
+    private func sendWaiting() {
+        guard !waitingOrder.isEmpty else { return }
+        // Taken first: a stream closing as its last frame goes can make others write (and wait) meanwhile.
+        let order = waitingOrder
+        waitingOrder.removeAll(keepingCapacity: true)
+        for id in order {
+            guard var held = waiting.removeValue(forKey: id) else { continue }
+            sending: while !held.isEmpty {
+                switch held.removeFirst() {
+                case let .data(body, endStream, promise):
+                    if let rest = sendData(id, body, endStream: endStream, promise: promise) {
+                        held.insert(rest, at: 0)
+                        break sending
+                    }
+                case let .headers(headers, endStream, promise):
+                    sendHeaders(id, headers, endStream: endStream, promise: promise)
+                }
+            }
+            if !held.isEmpty {
+                waiting[id] = held
+                waitingOrder.append(id)
+            }
+        }
+        if let context {
+            writeOutput(context)
+            context.flush()
+        }
+    }
+
+    /// The stream is gone: what waited for its window never goes.
+    private func dropWaiting(_ id: UInt32) {
+        guard let held = waiting.removeValue(forKey: id) else { return }
+        waitingOrder.removeAll { $0 == id }
+        for item in held { item.promise?.fail(NIOHTTP2Errors.streamClosed(streamID: HTTP2StreamID(Int32(id)), errorCode: .cancel)) }
+    }
+
+    private func failWaiting() {
+        let all = waiting
+        waiting.removeAll()
+        waitingOrder.removeAll()
+        for (_, held) in all { for item in held { item.promise?.fail(ChannelError.ioOnClosedChannel) } }
+        for promise in outputPromises { promise.fail(ChannelError.ioOnClosedChannel) }
+        outputPromises.removeAll()
+    }
+}

@@ -1,0 +1,269 @@
+import NIOCore
+import OutriggerCore
+import Testing
+
+/// Frames as bytes, for the decoder.
+private func frame(_ type: UInt8, flags: UInt8 = 0, stream: UInt32, _ payload: [UInt8] = []) -> [UInt8] {
+    var out = ByteBuffer()
+    HTTP2FrameEncoder.writeHeader(payload.count, type: type, flags: flags, stream: stream, into: &out)
+    out.writeBytes(payload)
+    return Array(out.readableBytesView)
+}
+
+private let emptySettings = frame(HTTP2FrameKind.settings, stream: 0)
+
+private func decoded(_ chunks: [[UInt8]], preface: Bool = true) throws -> [HTTP2FrameDecoder.Frame] {
+    var decoder = HTTP2FrameDecoder(expectingPreface: preface)
+    var frames: [HTTP2FrameDecoder.Frame] = []
+    for chunk in chunks {
+        decoder.append(ByteBuffer(bytes: chunk))
+        while let frame = try decoder.next() { frames.append(frame) }
+    }
+    return frames
+}
+
+private func violation(_ body: () throws -> Void) -> HTTP2Violation? {
+    do {
+        try body()
+        return nil
+    } catch let error as HTTP2Violation {
+        return error
+    } catch {
+        return nil
+    }
+}
+
+@Suite("HTTP/2 frames cut from a server's bytes (RFC 9113 §4, §6)")
+struct HTTP2FrameDecoderTests {
+    @Test func thePrefaceThenFramesSplitAnywhere() throws {
+        let bytes = HTTP2FrameKind.clientPreface + emptySettings
+            + frame(HTTP2FrameKind.headers, flags: HTTP2FrameKind.endHeaders | HTTP2FrameKind.endStream, stream: 1, [0x82, 0x86])
+            + frame(HTTP2FrameKind.ping, stream: 0, [0, 0, 0, 0, 0, 0, 0, 7])
+        // Every split point gives the same frames.
+        for cut in 1..<bytes.count {
+            let frames = try decoded([Array(bytes[..<cut]), Array(bytes[cut...])])
+            #expect(frames == [
+                .settings([]),
+                .headers(stream: 1, fragment: ByteBuffer(bytes: [0x82, 0x86]), endStream: true, endHeaders: true, dependsOn: nil),
+                .ping(opaque: 7, ack: false),
+            ], "cut at \(cut)")
+        }
+    }
+
+    @Test func paddingAndPriorityAreTakenOff() throws {
+        // DATA: pad length 2, "ab", 2 bytes of padding; the whole 5 bytes count against the windows.
+        let data = frame(HTTP2FrameKind.data, flags: HTTP2FrameKind.padded | HTTP2FrameKind.endStream, stream: 3, [2, 0x61, 0x62, 0, 0])
+        // HEADERS: pad length 1, a dependency on stream 3 with a weight, the block, 1 byte of padding.
+        let headers = frame(HTTP2FrameKind.headers, flags: HTTP2FrameKind.padded | HTTP2FrameKind.priorityFlag, stream: 5,
+                            [1, 0x80, 0, 0, 3, 16, 0x82, 0])
+        let frames = try decoded([emptySettings + data + headers], preface: false)
+        #expect(frames.dropFirst() == [
+            .data(stream: 3, payload: ByteBuffer(bytes: [0x61, 0x62]), endStream: true, flowControlled: 5),
+            .headers(stream: 5, fragment: ByteBuffer(bytes: [0x82]), endStream: false, endHeaders: false, dependsOn: 3),
+        ])
+    }
+
+    @Test(arguments: [
+        ("not the preface", Array("GET / HTTP/1.1\r\n\r\n".utf8) + Array(repeating: 0, count: 10), true, HTTP2Code.protocolError),
+        ("DATA on stream 0", frame(HTTP2FrameKind.data, stream: 0, [1]), false, .protocolError),
+        ("SETTINGS on a stream", frame(HTTP2FrameKind.settings, stream: 1), false, .protocolError),
+        ("SETTINGS not a multiple of 6", frame(HTTP2FrameKind.settings, stream: 0, [0, 1, 0]), false, .frameSizeError),
+        ("a SETTINGS ack with a payload", frame(HTTP2FrameKind.settings, flags: HTTP2FrameKind.ack, stream: 0, [0, 1, 0, 0, 0, 0]), false, .frameSizeError),
+        ("PING of 7 bytes", frame(HTTP2FrameKind.ping, stream: 0, [0, 0, 0, 0, 0, 0, 0]), false, .frameSizeError),
+        ("WINDOW_UPDATE of 3 bytes", frame(HTTP2FrameKind.windowUpdate, stream: 0, [0, 0, 1]), false, .frameSizeError),
+        ("padding as long as the frame", frame(HTTP2FrameKind.data, flags: HTTP2FrameKind.padded, stream: 1, [3, 0, 0]), false, .protocolError),
+        ("a frame over 16 KiB", frame(HTTP2FrameKind.data, stream: 1, Array(repeating: 0, count: 16_385)), false, .frameSizeError),
+    ])
+    func framesBrokenAloneAreConnectionErrors(_ name: String, bytes: [UInt8], preface: Bool, code: HTTP2Code) {
+        let error = violation { _ = try decoded([bytes], preface: preface) }
+        #expect(error?.code == code && error?.stream == nil, "\(name): \(String(describing: error))")
+    }
+
+    @Test func aLargeHeaderBlockGoesOutInContinuationFrames() throws {
+        var out = ByteBuffer()
+        let start = HTTP2FrameEncoder.startHeaders(into: &out)
+        out.writeRepeatingByte(0x61, count: 40_000)
+        HTTP2FrameEncoder.finishHeaders(startingAt: start, stream: 7, endStream: true, maxFrameSize: 16_384, in: &out)
+        let frames = try decoded([Array(out.readableBytesView)], preface: false)
+        #expect(frames.count == 3)
+        #expect(frames.first == .headers(stream: 7, fragment: ByteBuffer(repeating: 0x61, count: 16_384), endStream: true, endHeaders: false, dependsOn: nil))
+        #expect(frames.last == .continuation(stream: 7, fragment: ByteBuffer(repeating: 0x61, count: 40_000 - 2 * 16_384), endHeaders: true))
+    }
+}
+
+@Suite("An HTTP/2 request's fields checked (RFC 9113 §8.2, §8.3)")
+struct HTTP2RequestFieldCheckTests {
+    private static let base = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")]
+
+    private func check(_ fields: [(String, String)], _ block: HTTP2RequestFieldCheck.Block = .request, endStream: Bool = true) -> (String?, Int?) {
+        var check = HTTP2RequestFieldCheck(block)
+        for (name, value) in fields { check.add(name: name, value: value) }
+        return (check.finish(endStream: endStream), check.contentLength)
+    }
+
+    @Test func aPlainRequestIsWellFormed() {
+        #expect(check(Self.base + [("accept", "*/*"), ("te", "trailers")]).0 == nil)
+        #expect(check([(":method", "CONNECT"), (":authority", "a:443")]).0 == nil)
+        #expect(check(Self.base + [("content-length", "10"), ("content-length", "10")], endStream: false) == (nil, 10))
+        #expect(check([("grpc-status", "0")], .trailers).0 == nil)
+    }
+
+    static let malformed: [(String, [(String, String)])] = [
+        ("uppercase name", Self.base + [("X-Upper", "1")]),
+        ("connection header", Self.base + [("connection", "keep-alive")]),
+        ("te other than trailers", Self.base + [("te", "gzip")]),
+        ("newline in value", Self.base + [("x-bad", "a\nb")]),
+        ("nul in value", Self.base + [("x-bad", "a\u{0}b")]),
+        ("transfer-encoding", Self.base + [("transfer-encoding", "chunked")]),
+        ("no :path", [(":method", "GET"), (":scheme", "http")]),
+        ("empty :path", [(":method", "GET"), (":scheme", "http"), (":path", "")]),
+        ("no :method", [(":scheme", "http"), (":path", "/")]),
+        ("two :method", Self.base + [(":method", "GET")]),
+        ("pseudo after regular", [(":method", "GET"), ("x", "1"), (":scheme", "http"), (":path", "/")]),
+        ("unknown pseudo", Self.base + [(":status", "200")]),
+        ("CONNECT with a path", [(":method", "CONNECT"), (":authority", "a:443"), (":path", "/")]),
+        ("content-length not a number", Self.base + [("content-length", "1x")]),
+        ("content-lengths differ", Self.base + [("content-length", "1"), ("content-length", "2")]),
+        ("a body declared on a request that ended", Self.base + [("content-length", "3")]),
+    ]
+
+    @Test(arguments: Self.malformed)
+    func malformedRequests(_ name: String, fields: [(String, String)]) {
+        #expect(check(fields).0 != nil, "\(name)")
+    }
+
+    @Test func trailersCarryNoPseudoFields() {
+        #expect(check([(":path", "/")], .trailers).0 != nil)
+    }
+}
+
+@Suite("A server's HTTP/2 connection state (RFC 9113 §5, §6.9)")
+struct HTTP2ServerStreamsTests {
+    private func opened(_ limits: HTTP2ServerStreams.Limits = .init(), streams ids: [UInt32] = [1], endStream: Bool = false) throws -> HTTP2ServerStreams {
+        var state = HTTP2ServerStreams(limits: limits)
+        try state.arriving(.settings([]))
+        _ = try state.settings([])
+        for id in ids {
+            let block = try state.headers(stream: id, fragment: ByteBuffer(), endStream: endStream, endHeaders: true, dependsOn: nil)
+            #expect(block == .request(stream: id, block: ByteBuffer(), endStream: endStream))
+            state.requestAccepted(stream: id, endStream: endStream, contentLength: nil)
+        }
+        return state
+    }
+
+    @Test func theFirstFrameMustBeSettingsAndAHeaderBlockMayNotBeSplit() throws {
+        var fresh = HTTP2ServerStreams()
+        #expect(violation { try fresh.arriving(.ping(opaque: 1, ack: false)) } == .connection(.protocolError, "the client's first frame is not SETTINGS"))
+        var state = try opened(streams: [])
+        let firstPart = try state.headers(stream: 1, fragment: ByteBuffer(bytes: [1]), endStream: true, endHeaders: false, dependsOn: nil)
+        #expect(firstPart == .incomplete)
+        #expect(violation { try state.arriving(.ping(opaque: 1, ack: false)) }?.code == .protocolError)
+        try state.arriving(.continuation(stream: 1, fragment: ByteBuffer(bytes: [2]), endHeaders: true))
+        let wholeBlock = try state.continuation(fragment: ByteBuffer(bytes: [2]), endHeaders: true)
+        #expect(wholeBlock == .request(stream: 1, block: ByteBuffer(bytes: [1, 2]), endStream: true))
+    }
+
+    @Test func streamIdsRiseAndOddOnly() throws {
+        var state = try opened(streams: [5])
+        #expect(violation { _ = try state.headers(stream: 4, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil) }?.code == .streamClosed)
+        #expect(violation { _ = try state.headers(stream: 6, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil) }?.code == .protocolError)
+        #expect(violation { _ = try state.data(stream: 7, payloadBytes: 1, flowControlled: 1, endStream: false) } == .connection(.protocolError, "DATA on the idle stream 7"))
+        #expect(state.lastClientStream == 5)
+    }
+
+    @Test func streamsPastTheLimitAreRefusedAndAfterAGoAwayIgnored() throws {
+        var state = try opened(.init(maxConcurrentStreams: 2), streams: [1, 3])
+        let sixthStream = try state.headers(stream: 5, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil)
+        #expect(sixthStream
+            == .discard(block: ByteBuffer(), reset: (5, .refusedStream)))
+        state.resetSent(stream: 5)
+        state.goAwaySent(lastStream: 5)
+        _ = try state.rstStream(stream: 1)
+        let afterGoAway = try state.headers(stream: 7, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil)
+        #expect(afterGoAway == .discard(block: ByteBuffer(), reset: nil))
+        // A late frame of a reset stream is ignored, not an error.
+        let lateData = try state.data(stream: 1, payloadBytes: 1, flowControlled: 1, endStream: false)
+        #expect(lateData == .ignore)
+    }
+
+    @Test func dataIsHeldToTheWindowsAndTheContentLength() throws {
+        var state = HTTP2ServerStreams(limits: .init(initialWindow: 100))
+        try state.arriving(.settings([]))
+        _ = try state.headers(stream: 1, fragment: ByteBuffer(), endStream: false, endHeaders: true, dependsOn: nil)
+        state.requestAccepted(stream: 1, endStream: false, contentLength: 150)
+        let withinWindow = try state.data(stream: 1, payloadBytes: 90, flowControlled: 90, endStream: false)
+        #expect(withinWindow == .deliver(closesStream: false))
+        #expect(state.receiveWindow(of: 1) == 10)
+        #expect(violation { _ = try state.data(stream: 1, payloadBytes: 20, flowControlled: 20, endStream: false) }?.code == .flowControlError)
+        var second = HTTP2ServerStreams(limits: .init(initialWindow: 1000))
+        try second.arriving(.settings([]))
+        _ = try second.headers(stream: 1, fragment: ByteBuffer(), endStream: false, endHeaders: true, dependsOn: nil)
+        second.requestAccepted(stream: 1, endStream: false, contentLength: 10)
+        #expect(violation { _ = try second.data(stream: 1, payloadBytes: 3, flowControlled: 3, endStream: true) }?.stream == 1)
+        // The connection's window (65,535 until this side raises it) is a connection error.
+        var third = try opened(streams: [1])
+        #expect(violation { _ = try third.data(stream: 1, payloadBytes: 70_000, flowControlled: 70_000, endStream: false) }?.code == .flowControlError)
+        let raised = third.windowUpdateSent(stream: 0, increment: 10_000)
+        #expect(raised != nil)
+    }
+
+    @Test func aStreamClosesWhenBothSidesEnded() throws {
+        var state = try opened(streams: [1, 3])
+        let requestEnded = try state.data(stream: 1, payloadBytes: 1, flowControlled: 1, endStream: true)
+        #expect(requestEnded == .deliver(closesStream: false))
+        #expect(violation { _ = try state.data(stream: 1, payloadBytes: 1, flowControlled: 1, endStream: false) }?.code == .streamClosed)
+        let closedByResponse = state.headersSent(stream: 1, endStream: true)
+        #expect(closedByResponse)
+        #expect(!state.canSend(on: 1))
+        // This side ends first: the client's END_STREAM closes it.
+        let closedEarly = state.headersSent(stream: 3, endStream: true)
+        #expect(!closedEarly)
+        let closedByRequest = try state.data(stream: 3, payloadBytes: 0, flowControlled: 0, endStream: true)
+        #expect(closedByRequest == .deliver(closesStream: true))
+        #expect(state.openStreams == 0)
+    }
+
+    @Test func sendingIsBoundByBothWindowsAndTheFrameSize() throws {
+        var state = try opened(streams: [1, 3])
+        #expect(state.sendable(on: 1) == 16_384)
+        _ = state.dataSent(stream: 1, bytes: 60_000, endStream: false)
+        #expect(state.sendable(on: 1) == 5_535)
+        _ = state.dataSent(stream: 3, bytes: 5_535, endStream: false)
+        #expect(state.sendable(on: 1) == 0, "the connection's window is spent")
+        let grew = try state.windowUpdate(stream: 0, increment: 100_000)
+        #expect(grew)
+        #expect(state.sendable(on: 1) == 5_535)
+        // SETTINGS_INITIAL_WINDOW_SIZE moves every open stream's window by the difference.
+        let change = try state.settings([.init(id: HTTP2SettingID.initialWindowSize, value: 165_535), .init(id: HTTP2SettingID.maxFrameSize, value: 1 << 20)])
+        #expect(change.windowsGrew)
+        #expect(state.sendable(on: 1) == 100_000, "the connection's window bounds it now")
+        #expect(violation { _ = try state.windowUpdate(stream: 1, increment: Int(Int32.max)) }?.stream == 1)
+        #expect(violation { _ = try state.windowUpdate(stream: 0, increment: 0) }?.code == .protocolError)
+        #expect(violation { _ = try state.settings([.init(id: HTTP2SettingID.maxFrameSize, value: 100)]) }?.code == .protocolError)
+        #expect(violation { _ = try state.settings([.init(id: HTTP2SettingID.initialWindowSize, value: 1 << 31)]) }?.code == .flowControlError)
+    }
+
+    @Test func trailersEndTheStreamOrAreMalformed() throws {
+        var state = try opened(streams: [1, 3])
+        let trailers = try state.headers(stream: 1, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil)
+        #expect(trailers == .trailers(stream: 1, block: ByteBuffer()))
+        let closed = try state.trailersReceived(stream: 1)
+        #expect(closed == false)
+        let unended = try state.headers(stream: 3, fragment: ByteBuffer(), endStream: false, endHeaders: true, dependsOn: nil)
+        #expect(unended
+            == .discard(block: ByteBuffer(), reset: (3, .protocolError)))
+    }
+
+    @Test func resetsAreRememberedUpToTheirBound() throws {
+        var state = try opened(.init(recentlyResetMemory: 2), streams: [1, 3, 5])
+        state.resetSent(stream: 1)
+        state.resetSent(stream: 3)
+        state.resetSent(stream: 5)
+        // 1 is forgotten: a DATA frame for it is a stream error again; 3 and 5 are ignored.
+        #expect(violation { _ = try state.data(stream: 1, payloadBytes: 1, flowControlled: 1, endStream: false) }?.code == .streamClosed)
+        let lateData = try state.data(stream: 3, payloadBytes: 1, flowControlled: 1, endStream: false)
+        #expect(lateData == .ignore)
+        let wasOpen = try state.rstStream(stream: 5)
+        #expect(wasOpen == false)
+    }
+}
