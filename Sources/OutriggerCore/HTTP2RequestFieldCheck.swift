@@ -37,6 +37,8 @@ public struct HTTP2RequestFieldCheck {
     private mutating func addPseudo(_ name: String, _ value: String) {
         guard block == .request else { return fail("the pseudo-field \(name) in trailers") }
         guard !sawRegular else { return fail("the pseudo-field \(name) after a regular field") }
+        // They become an HTTP/1.1 request line: a space or control character there would split it (smuggling).
+        guard !value.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { return fail("a space or control character in \(name)") }
         switch name {
         case ":method":
             guard method == nil else { return fail("two :method") }

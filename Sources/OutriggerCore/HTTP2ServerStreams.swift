@@ -170,6 +170,10 @@ public struct HTTP2ServerStreams {
     }
 
     private func finished(_ block: PendingBlock) -> HeaderBlock {
+        if block.isTrailers, block.discarding == nil, streams[block.stream] == nil {
+            // This side reset the stream while its trailers came in CONTINUATION frames.
+            return .discard(block: block.fragments, reset: nil)
+        }
         if let code = block.discarding {
             return .discard(block: block.fragments, reset: code == .noError ? nil : (block.stream, code))
         }
@@ -235,12 +239,10 @@ public struct HTTP2ServerStreams {
     /// The stream's receive window now, for when to give credit back.
     public func receiveWindow(of id: UInt32) -> Int? { streams[id]?.receiveWindow }
 
-    /// - Returns: whether the stream was open (it is closed now).
+    /// The client reset the stream. It is not remembered among the resets whose late frames are ignored: those are
+    /// this side's (the client sends nothing after its own reset). - Returns: whether the stream was open.
     public mutating func rstStream(stream id: UInt32) throws(HTTP2Violation) -> Bool {
-        if streams.removeValue(forKey: id) != nil {
-            recentlyReset.insert(id, memory: limits.recentlyResetMemory)
-            return true
-        }
+        if streams.removeValue(forKey: id) != nil { return true }
         if id > lastClientStream { throw .connection(.protocolError, "RST_STREAM on the idle stream \(id)") }
         return false
     }
@@ -259,6 +261,7 @@ public struct HTTP2ServerStreams {
 
     public mutating func settings(_ settings: [HTTP2FrameDecoder.Setting]) throws(HTTP2Violation) -> SettingsChange {
         var change = SettingsChange()
+        var initialWindow: Int?
         for setting in settings {
             let value = Int(setting.value)
             switch setting.id {
@@ -268,15 +271,7 @@ public struct HTTP2ServerStreams {
                 guard value <= 1 else { throw .connection(.protocolError, "SETTINGS_ENABLE_PUSH \(value)") }
             case HTTP2SettingID.initialWindowSize:
                 guard value <= HTTP2FrameKind.maxWindow else { throw .connection(.flowControlError, "SETTINGS_INITIAL_WINDOW_SIZE \(value)") }
-                let delta = value - peerInitialWindow
-                peerInitialWindow = value
-                // RFC 9113 §6.9.2: every open stream's window moves by the difference.
-                for (id, var stream) in streams {
-                    stream.sendWindow += delta
-                    if stream.sendWindow > HTTP2FrameKind.maxWindow { throw .connection(.flowControlError, "stream \(id)'s window past 2^31-1") }
-                    streams[id] = stream
-                }
-                if delta > 0 { change.windowsGrew = true }
+                initialWindow = value  // applied once, the last one listed: a frame may repeat it thousands of times
             case HTTP2SettingID.maxFrameSize:
                 guard value >= HTTP2FrameKind.defaultMaxFrameSize, value <= 16_777_215 else {
                     throw .connection(.protocolError, "SETTINGS_MAX_FRAME_SIZE \(value)")
@@ -286,10 +281,22 @@ public struct HTTP2ServerStreams {
                 break  // SETTINGS_MAX_CONCURRENT_STREAMS (this side opens none), SETTINGS_MAX_HEADER_LIST_SIZE (advisory), unknown ones.
             }
         }
+        if let initialWindow, initialWindow != peerInitialWindow {
+            let delta = initialWindow - peerInitialWindow
+            peerInitialWindow = initialWindow
+            // RFC 9113 §6.9.2: every open stream's window moves by the difference (in place: one pass, no copy).
+            for index in streams.indices {
+                streams.values[index].sendWindow += delta
+                if streams.values[index].sendWindow > HTTP2FrameKind.maxWindow {
+                    throw .connection(.flowControlError, "stream \(streams.keys[index])'s window past 2^31-1")
+                }
+            }
+            change.windowsGrew = delta > 0
+        }
         return change
     }
 
-    /// - Returns: whether a send window grew (data held for it may go).
+    /// - Returns: whether a send window grew (data held for it may go): the connection's (id 0) or the stream's.
     public mutating func windowUpdate(stream id: UInt32, increment: Int) throws(HTTP2Violation) -> Bool {
         if id == 0 {
             guard increment > 0 else { throw .connection(.protocolError, "a WINDOW_UPDATE of 0 for the connection") }
@@ -362,9 +369,12 @@ public struct HTTP2ServerStreams {
         return stream.receiveWindow
     }
 
-    /// A GOAWAY goes out: streams the client opens after `lastStream` are ignored.
-    public mutating func goAwaySent(lastStream: UInt32) {
-        goAwayLastStream = min(goAwayLastStream ?? lastStream, lastStream)
+    /// A GOAWAY goes out: streams the client opens after its last stream are ignored. A later GOAWAY may not name a
+    /// higher one (RFC 9113 §6.8: the client may retry what the first one left out). - Returns: the last stream it names.
+    public mutating func goAwaySent(lastStream: UInt32) -> UInt32 {
+        let last = min(goAwayLastStream ?? lastStream, lastStream)
+        goAwayLastStream = last
+        return last
     }
 }
 

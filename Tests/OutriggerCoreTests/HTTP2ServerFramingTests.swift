@@ -125,6 +125,9 @@ struct HTTP2RequestFieldCheckTests {
         ("content-length not a number", Self.base + [("content-length", "1x")]),
         ("content-lengths differ", Self.base + [("content-length", "1"), ("content-length", "2")]),
         ("a body declared on a request that ended", Self.base + [("content-length", "3")]),
+        ("a space in :path", [(":method", "GET"), (":scheme", "http"), (":path", "/a HTTP/1.1")]),
+        ("a tab in :method", [(":method", "GET\t/x"), (":scheme", "http"), (":path", "/")]),
+        ("DEL in :authority", [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a\u{7F}")]),
     ]
 
     @Test(arguments: Self.malformed)
@@ -173,17 +176,20 @@ struct HTTP2ServerStreamsTests {
 
     @Test func streamsPastTheLimitAreRefusedAndAfterAGoAwayIgnored() throws {
         var state = try opened(.init(maxConcurrentStreams: 2), streams: [1, 3])
-        let sixthStream = try state.headers(stream: 5, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil)
-        #expect(sixthStream
-            == .discard(block: ByteBuffer(), reset: (5, .refusedStream)))
+        let thirdStream = try state.headers(stream: 5, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil)
+        #expect(thirdStream == .discard(block: ByteBuffer(), reset: (5, .refusedStream)))
         state.resetSent(stream: 5)
-        state.goAwaySent(lastStream: 5)
-        _ = try state.rstStream(stream: 1)
+        let named = state.goAwaySent(lastStream: 5)
+        let namedLater = state.goAwaySent(lastStream: 9)
+        #expect(named == 5 && namedLater == 5, "a later GOAWAY names no higher stream")
+        let clientReset = try state.rstStream(stream: 1)
+        state.resetSent(stream: 3)
         let afterGoAway = try state.headers(stream: 7, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil)
-        #expect(afterGoAway == .discard(block: ByteBuffer(), reset: nil))
-        // A late frame of a reset stream is ignored, not an error.
-        let lateData = try state.data(stream: 1, payloadBytes: 1, flowControlled: 1, endStream: false)
+        #expect(clientReset && afterGoAway == .discard(block: ByteBuffer(), reset: nil))
+        // A late frame of a stream this side reset is ignored, not an error; the client sends nothing after its own reset.
+        let lateData = try state.data(stream: 3, payloadBytes: 1, flowControlled: 1, endStream: false)
         #expect(lateData == .ignore)
+        #expect(violation { _ = try state.data(stream: 1, payloadBytes: 1, flowControlled: 1, endStream: false) }?.code == .streamClosed)
     }
 
     @Test func dataIsHeldToTheWindowsAndTheContentLength() throws {
@@ -265,5 +271,18 @@ struct HTTP2ServerStreamsTests {
         #expect(lateData == .ignore)
         let wasOpen = try state.rstStream(stream: 5)
         #expect(wasOpen == false)
+    }
+}
+
+@Suite("HTTP/2 flood guard")
+struct HTTP2FloodGuardTests {
+    @Test func theBudgetIsPerPeriod() {
+        var guardian = HTTP2FloodGuard(budget: 3, periodNanoseconds: 1000)
+        let spent = [0, 10, 999, 999].map { guardian.counted(now: $0) }
+        #expect(spent == [false, false, false, true], "the fourth within the period is one too many")
+        // A new period starts the count again.
+        var later = HTTP2FloodGuard(budget: 3, periodNanoseconds: 1000)
+        let counts = [0, 1, 2, 1000, 1500, 1600].map { later.counted(now: $0) }
+        #expect(counts == [false, false, false, false, false, false])
     }
 }

@@ -152,6 +152,22 @@ struct HTTP2ProxyTests {
         }
     }
 
+    /// A pseudo-field becomes part of the upstream's HTTP/1.1 request line: a space or control character in it would
+    /// let the client write a request line of its own (smuggling), so it is malformed.
+    @Test(arguments: [[(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/a HTTP/1.1")],
+                      [(":method", "GET /x"), (":scheme", "http"), (":authority", "a"), (":path", "/")]])
+    func aRequestLineCannotBeWrittenThroughPseudoFields(_ headers: [(String, String)]) async throws {
+        let upstream = try await RecordingUpstream.start()
+        defer { Task { await upstream.stop() } }
+        try await withHarness(echoes: 0) { _ in
+            Harness.defaultConfig([HostPort(host: "127.0.0.1", port: upstream.port)])
+        } _: { (harness: Harness) async throws in
+            let reply = try await rawHTTP2(port: harness.port, headers: headers)
+            #expect(reply["reset"] as? Int == 1, "PROTOCOL_ERROR: \(reply)")
+            #expect(upstream.receivedBytes == 0, "nothing is forwarded")
+        }
+    }
+
     @Test func contentLengthThatDisagreesWithDataIsAStreamError() async throws {
         let upstream = try await RecordingUpstream.start()
         defer { Task { await upstream.stop() } }

@@ -36,6 +36,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     /// A connection error was answered: nothing more is read.
     private var failed = false
     private var answersWhileBlocked = 0
+    private var flood = HTTP2FloodGuard()
 
     private enum Held {
         case data(ByteBuffer, endStream: Bool, EventLoopPromise<Void>?)
@@ -96,7 +97,15 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             do {
                 try receive(frame, context)
             } catch {
-                if let stream = error.stream { resetStream(stream, error.code, why: error) } else { connectionError(error, context) }
+                guard let stream = error.stream else { return connectionError(error, context) }
+                resetStream(stream, error.code, why: error)
+                // Each reset is answered work: counted against the flood budget, and while the client reads nothing.
+                do {
+                    try costly()
+                    try answered()
+                } catch {
+                    return connectionError(error, context)
+                }
             }
         }
     }
@@ -113,6 +122,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         try streams.arriving(frame)
         switch frame {
         case let .data(id, payload, endStream, flowControlled):
+            if flowControlled == 0, !endStream { try costly() }
             let verdict: HTTP2ServerStreams.DataVerdict
             do {
                 verdict = try streams.data(stream: id, payloadBytes: payload.readableBytes, flowControlled: flowControlled, endStream: endStream)
@@ -140,13 +150,14 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 streamClosed(id, reason: code)
             }
         case .settings(let settings):
+            try costly()
             let change = try streams.settings(settings)
             if let size = change.headerTableSize {
                 try? headerEncoder.setDynamicTableSize(min(size, HPACKEncoder.defaultDynamicTableSize))
             }
             HTTP2FrameEncoder.writeSettingsAck(into: &output)
             try answered()
-            if change.windowsGrew { sendWaiting() }
+            if change.windowsGrew { sendWaiting(only: nil) }
         case .settingsAck, .goAway, .unknown:
             break  // A client's GOAWAY: it opens no more streams; those open finish.
         case .pushPromise:
@@ -156,7 +167,8 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             HTTP2FrameEncoder.writePing(opaque, ack: true, into: &output)
             try answered()
         case let .windowUpdate(id, increment):
-            if try streams.windowUpdate(stream: id, increment: increment) { sendWaiting() }
+            // The connection's window: every stream waiting may go; a stream's: that one, if it waits.
+            if try streams.windowUpdate(stream: id, increment: increment) { sendWaiting(only: id == 0 ? nil : id) }
         }
     }
 
@@ -197,7 +209,14 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A PING or SETTINGS answered: counted while the client's socket takes nothing.
+    /// A frame that costs work without serving a request (`HTTP2FloodGuard`).
+    private func costly() throws(HTTP2Violation) {
+        if flood.counted(now: NIODeadline.now().uptimeNanoseconds) {
+            throw .connection(.enhanceYourCalm, "more than \(flood.budget) frames that serve no request in \(flood.periodNanoseconds / 1_000_000_000) s")
+        }
+    }
+
+    /// A PING or SETTINGS answered, or a stream reset for the client's error: counted while its socket takes nothing.
     private func answered() throws(HTTP2Violation) {
         guard let context, !context.channel.isWritable else { return }
         answersWhileBlocked += 1
@@ -222,22 +241,23 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Errors
 
-    /// A stream error: RST_STREAM, and the stream's exchange, if it has one, hears of the error and the close.
+    /// A stream error: RST_STREAM, and the stream's exchange, if it has one, hears that its stream closed — first, as
+    /// NIO's handler told it, so that the exchange lets go of the stream rather than resetting it again — then the error.
     private func resetStream(_ id: UInt32, _ code: HTTP2Code, why: HTTP2Violation) {
         let wasOpen = streams.resetSent(stream: id)
         dropWaiting(id)
         HTTP2FrameEncoder.writeRstStream(id, code, into: &output)
         guard wasOpen, let context else { return }
-        context.fireErrorCaught(NIOHTTP2Errors.streamError(streamID: HTTP2StreamID(Int32(id)), baseError: why))
         streamClosed(id, reason: code)
+        context.fireErrorCaught(NIOHTTP2Errors.streamError(streamID: HTTP2StreamID(Int32(id)), baseError: why))
     }
 
     /// A connection error: GOAWAY naming the last stream the client opened, then the connection closes
     /// (RFC 9113 §5.4.1). Nothing after it is read.
     private func connectionError(_ violation: HTTP2Violation, _ context: ChannelHandlerContext) {
         failed = true
-        streams.goAwaySent(lastStream: streams.lastClientStream)
-        HTTP2FrameEncoder.writeGoAway(lastStream: streams.lastClientStream, violation.code, into: &output)
+        let last = streams.goAwaySent(lastStream: streams.lastClientStream)
+        HTTP2FrameEncoder.writeGoAway(lastStream: last, violation.code, into: &output)
         let written = context.eventLoop.makePromise(of: Void.self)
         outputPromises.append(written)
         writeOutput(context)
@@ -273,12 +293,16 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 waitingOrder.append(id)
             }
         case .rstStream(let code):
-            let wasOpen = streams.resetSent(stream: id)
+            // A stream already closed either way is not reset again (RFC 9113 §5.4.2: no RST_STREAM for an RST_STREAM).
+            guard streams.resetSent(stream: id) else {
+                promise?.succeed(())
+                return
+            }
             dropWaiting(id)
             let wireCode = HTTP2Code(rawValue: UInt32(code.networkCode))
             HTTP2FrameEncoder.writeRstStream(id, wireCode, into: &output)
             add(promise)
-            if wasOpen { streamClosed(id, reason: wireCode) }
+            streamClosed(id, reason: wireCode)
         case .windowUpdate(let increment):
             guard let window = streams.windowUpdateSent(stream: id, increment: increment) else {
                 promise?.succeed(())
@@ -288,8 +312,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             add(promise)
             context.fireUserInboundEventTriggered(NIOHTTP2WindowUpdatedEvent(streamID: frame.streamID, inboundWindowSize: window, outboundWindowSize: nil))
         case .goAway(let lastStreamID, let code, _):
-            let last = UInt32(Int32(lastStreamID))
-            streams.goAwaySent(lastStream: last)
+            let last = streams.goAwaySent(lastStream: UInt32(Int32(lastStreamID)))
             HTTP2FrameEncoder.writeGoAway(lastStream: last, HTTP2Code(rawValue: UInt32(code.networkCode)), into: &output)
             add(promise)
         case .ping(let ping, let ack):
@@ -328,8 +351,9 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         case 0:
             context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
         case 1:
-            context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: outputPromises[0])
-            outputPromises.removeAll(keepingCapacity: true)
+            // Taken off first: a failed write completes it at once, and its callback may write again.
+            let promise = outputPromises.removeFirst()
+            context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
         default:
             let promises = outputPromises
             outputPromises.removeAll(keepingCapacity: true)
@@ -383,12 +407,14 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         } while true
     }
 
-    /// A window grew: streams waiting send what they can, in the order they began to wait.
-    private func sendWaiting() {
+    /// A window grew: streams waiting send what they can, in the order they began to wait — all of them (the
+    /// connection's window), or `only` the one whose window grew.
+    private func sendWaiting(only: UInt32?) {
         guard !waitingOrder.isEmpty else { return }
+        if let only, waiting[only] == nil { return }
         // Taken first: a stream closing as its last frame goes can make others write (and wait) meanwhile.
-        let order = waitingOrder
-        waitingOrder.removeAll(keepingCapacity: true)
+        let order = only.map { id in [id] } ?? waitingOrder
+        if let only { waitingOrder.removeAll { $0 == only } } else { waitingOrder.removeAll(keepingCapacity: true) }
         for id in order {
             guard var held = waiting.removeValue(forKey: id) else { continue }
             sending: while !held.isEmpty {
