@@ -71,13 +71,12 @@ public struct HTTP2FrameDecoder {
               let flags = bytes.getInteger(at: bytes.readerIndex + 4, as: UInt8.self),
               let rawStream = bytes.getInteger(at: bytes.readerIndex + 5, as: UInt32.self)
         else { return nil }
-        let length = Int(lengthAndType >> 8)
-        let type = UInt8(lengthAndType & 0xFF)
-        if length > maxFrameSize { throw .connection(.frameSizeError, "a \(length)-byte frame, over the \(maxFrameSize) advertised") }
-        guard bytes.readableBytes >= 9 + length else { return nil }
+        let header = HTTP2FrameHeaderScanner.header(lengthAndType, flags, rawStream)
+        if header.length > maxFrameSize { throw .connection(.frameSizeError, "a \(header.length)-byte frame, over the \(maxFrameSize) advertised") }
+        guard bytes.readableBytes >= 9 + header.length else { return nil }
         bytes.moveReaderIndex(forwardBy: 9)
-        var payload = bytes.readSlice(length: length)!
-        return try Self.frame(type: type, flags: flags, stream: rawStream & 0x7FFF_FFFF, payload: &payload)
+        var payload = bytes.readSlice(length: header.length)!
+        return try Self.frame(type: header.type, flags: header.flags, stream: header.streamID, payload: &payload)
     }
 
     private static func frame(type: UInt8, flags: UInt8, stream: UInt32, payload: inout ByteBuffer) throws(HTTP2Violation) -> Frame {

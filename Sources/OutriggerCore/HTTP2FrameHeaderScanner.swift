@@ -18,20 +18,13 @@ public struct HTTP2FrameHeaderScanner: Sendable {
             self.streamID = streamID
         }
 
-        public static let headers: UInt8 = 0x1
-        public static let rstStream: UInt8 = 0x3
-        public static let pushPromise: UInt8 = 0x5
-        public static let goAway: UInt8 = 0x7
-        public static let continuation: UInt8 = 0x9
-        public static let endHeaders: UInt8 = 0x4
-
         /// A HEADERS or PUSH_PROMISE frame whose header block goes on in CONTINUATION frames.
         public var startsUnfinishedHeaderBlock: Bool {
-            (type == Self.headers || type == Self.pushPromise) && flags & Self.endHeaders == 0
+            (type == HTTP2FrameKind.headers || type == HTTP2FrameKind.pushPromise) && flags & HTTP2FrameKind.endHeaders == 0
         }
 
         /// A CONTINUATION frame that ends a header block.
-        public var endsHeaderBlock: Bool { type == Self.continuation && flags & Self.endHeaders != 0 }
+        public var endsHeaderBlock: Bool { type == HTTP2FrameKind.continuation && flags & HTTP2FrameKind.endHeaders != 0 }
     }
 
     /// Bytes of the preface still to skip before the first frame.
@@ -91,7 +84,7 @@ public struct HTTP2FrameHeaderScanner: Sendable {
     }
 
     /// The header from its first four bytes (length, type), its flags byte and its last four (a reserved bit, the stream id).
-    private static func header(_ lengthAndType: UInt32, _ flags: UInt8, _ stream: UInt32) -> FrameHeader {
+    static func header(_ lengthAndType: UInt32, _ flags: UInt8, _ stream: UInt32) -> FrameHeader {
         FrameHeader(length: Int(lengthAndType >> 8), type: UInt8(lengthAndType & 0xFF), flags: flags, streamID: stream & 0x7FFF_FFFF)
     }
 }

@@ -88,16 +88,16 @@ public struct HTTP2ServerStreams {
         /// An open request's trailers (they end it).
         case trailers(stream: UInt32, block: ByteBuffer)
         /// Decoded only to keep HPACK's table in step. `reset`: the stream to refuse, and how (`resetSent` follows).
-        case discard(block: ByteBuffer, reset: (stream: UInt32, code: HTTP2Code)?)
+        case discard(block: ByteBuffer, reset: StreamReset?)
+    }
 
-        public static func == (lhs: Self, rhs: Self) -> Bool {
-            switch (lhs, rhs) {
-            case (.incomplete, .incomplete): true
-            case let (.request(a, b, c), .request(d, e, f)): a == d && b == e && c == f
-            case let (.trailers(a, b), .trailers(c, d)): a == c && b == d
-            case let (.discard(a, b), .discard(c, d)): a == c && b?.stream == d?.stream && b?.code == d?.code
-            default: false
-            }
+    public struct StreamReset: Equatable, Sendable {
+        public var stream: UInt32
+        public var code: HTTP2Code
+
+        public init(stream: UInt32, code: HTTP2Code) {
+            self.stream = stream
+            self.code = code
         }
     }
 
@@ -175,7 +175,7 @@ public struct HTTP2ServerStreams {
             return .discard(block: block.fragments, reset: nil)
         }
         if let code = block.discarding {
-            return .discard(block: block.fragments, reset: code == .noError ? nil : (block.stream, code))
+            return .discard(block: block.fragments, reset: code == .noError ? nil : StreamReset(stream: block.stream, code: code))
         }
         if block.isTrailers { return .trailers(stream: block.stream, block: block.fragments) }
         return .request(stream: block.stream, block: block.fragments, endStream: block.endStream)

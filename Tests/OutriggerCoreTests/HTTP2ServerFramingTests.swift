@@ -177,7 +177,7 @@ struct HTTP2ServerStreamsTests {
     @Test func streamsPastTheLimitAreRefusedAndAfterAGoAwayIgnored() throws {
         var state = try opened(.init(maxConcurrentStreams: 2), streams: [1, 3])
         let thirdStream = try state.headers(stream: 5, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil)
-        #expect(thirdStream == .discard(block: ByteBuffer(), reset: (5, .refusedStream)))
+        #expect(thirdStream == .discard(block: ByteBuffer(), reset: .init(stream: 5, code: .refusedStream)))
         state.resetSent(stream: 5)
         let named = state.goAwaySent(lastStream: 5)
         let namedLater = state.goAwaySent(lastStream: 9)
@@ -257,7 +257,7 @@ struct HTTP2ServerStreamsTests {
         #expect(closed == false)
         let unended = try state.headers(stream: 3, fragment: ByteBuffer(), endStream: false, endHeaders: true, dependsOn: nil)
         #expect(unended
-            == .discard(block: ByteBuffer(), reset: (3, .protocolError)))
+            == .discard(block: ByteBuffer(), reset: .init(stream: 3, code: .protocolError)))
     }
 
     @Test func resetsAreRememberedUpToTheirBound() throws {

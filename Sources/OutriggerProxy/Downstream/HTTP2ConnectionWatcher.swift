@@ -62,10 +62,10 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
         var earliest = UInt64.max
         scanner.scan(unwrapInboundIn(data)) { frame, _ in
             switch frame.type {
-            case HTTP2FrameHeaderScanner.FrameHeader.headers where frame.streamID % 2 == 1 && frame.streamID > lastClientStream:
+            case HTTP2FrameKind.headers where frame.streamID % 2 == 1 && frame.streamID > lastClientStream:
                 lastClientStream = frame.streamID
                 streamsOpened += 1
-            case HTTP2FrameHeaderScanner.FrameHeader.rstStream:
+            case HTTP2FrameKind.rstStream:
                 streamsReset += 1
             default:
                 break

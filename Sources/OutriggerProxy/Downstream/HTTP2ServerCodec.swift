@@ -76,8 +76,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         guard !prefaceSent else { return }
         prefaceSent = true
         HTTP2FrameEncoder.writeSettings(streams.initialSettings, into: &output)
-        writeOutput(context)
-        context.flush()
+        flushOutput(context)
     }
 
     // MARK: Inbound
@@ -112,8 +111,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         if output.readableBytes > 0 {
-            writeOutput(context)
-            context.flush()
+            flushOutput(context)
         }
         context.fireChannelReadComplete()
     }
@@ -178,18 +176,12 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             return
         case let .request(id, block, endStream):
             let headers = try decode(block)
-            var check = HTTP2RequestFieldCheck(.request)
-            for (name, value, _) in headers { check.add(name: name, value: value) }
-            if let why = check.finish(endStream: endStream) {
-                throw .stream(id, .protocolError, "a malformed request: \(why)")
-            }
+            let check = try checked(headers, .request, stream: id, endStream: endStream)
             streams.requestAccepted(stream: id, endStream: endStream, contentLength: check.contentLength)
             context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: headers, endStream: endStream)))))
         case let .trailers(id, block):
             let trailers = try decode(block)
-            var check = HTTP2RequestFieldCheck(.trailers)
-            for (name, value, _) in trailers { check.add(name: name, value: value) }
-            if let why = check.finish(endStream: true) { throw .stream(id, .protocolError, "malformed trailers: \(why)") }
+            _ = try checked(trailers, .trailers, stream: id, endStream: true)
             let closesStream = try streams.trailersReceived(stream: id)
             context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: trailers, endStream: true)))))
             if closesStream { streamClosed(id, reason: nil) }
@@ -197,6 +189,14 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             _ = try decode(block)
             if let reset { throw .stream(reset.stream, reset.code, "refused") }
         }
+    }
+
+    /// A header block's fields held to RFC 9113 §8; malformed, the stream is reset (PROTOCOL_ERROR).
+    private func checked(_ fields: HPACKHeaders, _ block: HTTP2RequestFieldCheck.Block, stream id: UInt32, endStream: Bool) throws(HTTP2Violation) -> HTTP2RequestFieldCheck {
+        var check = HTTP2RequestFieldCheck(block)
+        for (name, value, _) in fields { check.add(name: name, value: value) }
+        if let why = check.finish(endStream: endStream) { throw .stream(id, .protocolError, "malformed \(block == .request ? "request" : "trailers"): \(why)") }
+        return check
     }
 
     /// A header block's fields: a block HPACK cannot read leaves the two sides' tables apart for good (RFC 9113 §4.3).
@@ -260,8 +260,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         HTTP2FrameEncoder.writeGoAway(lastStream: last, violation.code, into: &output)
         let written = context.eventLoop.makePromise(of: Void.self)
         outputPromises.append(written)
-        writeOutput(context)
-        context.flush()
+        flushOutput(context)
         written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
@@ -324,8 +323,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func flush(context: ChannelHandlerContext) {
-        writeOutput(context)
-        context.flush()
+        flushOutput(context)
     }
 
     /// What was framed goes before the close (a stream's last frame can close the connection: a graceful GOAWAY's).
@@ -336,6 +334,12 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func add(_ promise: EventLoopPromise<Void>?) {
         if let promise { outputPromises.append(promise) }
+    }
+
+    /// What was framed goes to the socket now.
+    private func flushOutput(_ context: ChannelHandlerContext) {
+        writeOutput(context)
+        context.flush()
     }
 
     /// What was framed since the last write, as one buffer; its writers' promises complete with it.
@@ -434,8 +438,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         if let context {
-            writeOutput(context)
-            context.flush()
+            flushOutput(context)
         }
     }
 

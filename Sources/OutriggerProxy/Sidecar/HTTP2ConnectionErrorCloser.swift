@@ -42,7 +42,7 @@ final class HTTP2ConnectionErrorCloser: ChannelOutboundHandler, RemovableChannel
         var found = false
         scanner.scan(buffer) { frame, payload in
             // NIO writes a GOAWAY's header and payload together: last stream id, then the error code.
-            if frame.type == HTTP2FrameHeaderScanner.FrameHeader.goAway, let code = buffer.getInteger(at: payload + 4, as: UInt32.self), code != 0 {
+            if frame.type == HTTP2FrameKind.goAway, let code = buffer.getInteger(at: payload + 4, as: UInt32.self), code != 0 {
                 found = true
             }
         }
