@@ -22,9 +22,9 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
-        // The downstream HTTP/2 frame decoder (whole and cut) and the connection's state behind it.
+        // The HTTP/2 frame decoder (whole and cut) and the connection's state behind it, as a server (downstream) and a client (upstream).
         .executableTarget(
-            name: "HTTP2ServerFramingFuzz",
+            name: "HTTP2FramingFuzz",
             dependencies: [
                 .product(name: "OutriggerCore", package: "outrigger"),
                 .product(name: "NIOCore", package: "swift-nio"),

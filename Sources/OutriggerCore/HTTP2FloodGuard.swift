@@ -1,8 +1,8 @@
-/// What a client may send an HTTP/2 connection that costs this side work without serving a request — SETTINGS, empty
-/// DATA frames that do not end their stream, frames answered with a stream error — counted per period: past the
-/// budget the client is flooding (the CVE-2019-9512/9518 family), and the connection ends with ENHANCE_YOUR_CALM.
-/// PINGs are not counted (gRPC clients ping with every burst of data); their answers are bounded while the client
-/// does not read (`HTTP2ServerCodec`).
+/// What the peer (a client downstream, an upstream server) may send an HTTP/2 connection that costs this side work
+/// without serving a request — SETTINGS, empty DATA frames that do not end their stream, frames answered with a
+/// stream error — counted per period: past the budget the peer is flooding (the CVE-2019-9512/9518 family), and the
+/// connection ends with ENHANCE_YOUR_CALM. PINGs are not counted (gRPC clients ping with every burst of data); their
+/// answers are bounded while the peer does not read (`HTTP2Codec`).
 public struct HTTP2FloodGuard: Sendable {
     public let budget: Int
     public let periodNanoseconds: UInt64

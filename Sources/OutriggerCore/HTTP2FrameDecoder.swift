@@ -1,9 +1,9 @@
 import NIOCore
 
-/// Cuts a server's inbound HTTP/2 byte stream into frames (RFC 9113 §4, §6): the client's preface first, then each
+/// Cuts an inbound HTTP/2 byte stream into frames (RFC 9113 §4, §6): a server's reads the client's preface first, then each
 /// frame whole, its padding removed, its fixed-size fields read. Only what one frame alone can break is checked
 /// here (its size, its stream id's zero-ness, its padding); what depends on the connection's state is
-/// `HTTP2ServerStreams`'. Payloads are slices of the bytes read, not copies.
+/// `HTTP2Streams`'. Payloads are slices of the bytes read, not copies.
 public struct HTTP2FrameDecoder {
     public enum Frame: Equatable {
         /// `flowControlled` counts the whole payload, padding included (RFC 9113 §6.1).

@@ -292,6 +292,30 @@ struct HTTP2ProxyTests {
         }
     }
 
+    /// The upstream side holds a server to RFC 9113 as the downstream side holds a client: a malformed response is
+    /// reset (502, `upstream_protocol_error`), never relayed; a body short of its content-length is cut; a push,
+    /// though push is off, ends the connection with GOAWAY PROTOCOL_ERROR.
+    @Test func anHTTP2UpstreamThatBreaksTheRulesIsNotRelayed() async throws {
+        let (upstream, upstreamPort) = try await startScriptServer("h2_misbehaving_server.py")
+        defer { upstream.kill() }
+        try await withHarness(echoes: 0) { _ in Self.h2Upstream([HostPort(host: "127.0.0.1", port: upstreamPort)]) } _: { (harness: Harness) async throws in
+            let valid = try await fetch(harness.url + "/upload", ["--data-binary", String(repeating: "u", count: 100_000)])
+            #expect(valid.status == 200 && valid.body == "100000")
+            for path in ["/status-101", "/upper-case", "/connection", "/early-end"] {
+                let reply = try await fetch(harness.url + path, ["--http2-prior-knowledge"])
+                #expect(reply.status == 502 && reply.headers["x-outrigger-reason"] == "upstream_protocol_error", "\(path): \(reply.statusLine) \(reply.headers)")
+            }
+            // Its head was passed on before the body fell short: the client's connection closes, the response unfinished
+            // (curl: 18, closed short of its content-length, or 52, nothing came — the head was not yet flushed).
+            let short = try await curl([harness.url + "/short"])
+            #expect([18, 52].contains(short.status), "\(short.status) \(short.stderr)")
+            let pushed = try await fetch(harness.url + "/push")
+            #expect(pushed.status == 502, "\(pushed.statusLine) \(pushed.headers)")
+            try await upstream.waitForOutput(containing: "goaway 1")
+            #expect(try await fetch(harness.url + "/after").status == 200, "a new connection serves")
+        }
+    }
+
     @Test func validRawHTTP2RequestSucceeds() async throws {
         try await withHarness { harness in
             let reply = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/ok"), ("te", "trailers")])

@@ -8,7 +8,7 @@ import OutriggerCore
 
 /// Builds the pipeline of an accepted downstream connection: TLS with ALPN, or plaintext with HTTP/2
 /// prior knowledge told apart from HTTP/1.1 by the connection preface; then the HTTP/1.1 or HTTP/2
-/// `HTTP1DownstreamConnection` and its `ProxyRequestHandler` (HTTP/1.1), or our `HTTP2ServerCodec` and an
+/// `HTTP1DownstreamConnection` and its `ProxyRequestHandler` (HTTP/1.1), or our `HTTP2Codec` and an
 /// `HTTP2DownstreamConnection` that gives each stream a `ProxyRequestHandler` (HTTP/2).
 struct DownstreamPipeline: Sendable {
     let listenerName: String
@@ -102,7 +102,7 @@ struct DownstreamPipeline: Sendable {
         try sync.addHandler(watcher)
         // The whole connection takes nothing (the client stopped reading its socket): reset.
         try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
-        try sync.addHandler(HTTP2ServerCodec(limits: .downstream, allocator: channel.allocator))
+        try sync.addHandler(HTTP2Codec(.server, limits: .downstream, allocator: channel.allocator))
         let local = locals.state(for: channel.eventLoop)
         try sync.addHandler(HTTP2DownstreamConnection(watcher: watcher) { [listenerName, configStore] in
             ProxyRequestHandler(listenerName: listenerName, configStore: configStore, local: local, downstreamProtocol: .http2,
@@ -112,7 +112,7 @@ struct DownstreamPipeline: Sendable {
 
 }
 
-extension HTTP2ServerStreams.Limits {
+extension HTTP2Streams.Limits {
     /// What a downstream connection advertises: 1,024 streams at once, a 1 MiB window per stream, header blocks up to
     /// 64 KiB; and the last 1,024 streams reset are remembered: a proxy resets many at once (a client that leaves
     /// takes all its streams' upstream streams with it), and frames the peer sent before it saw a reset are ignored,

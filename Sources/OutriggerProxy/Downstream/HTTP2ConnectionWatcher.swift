@@ -8,7 +8,7 @@ import NIOHTTP2
 import OutriggerCore
 
 /// Watches a downstream HTTP/2 connection's inbound frame headers (`HTTP2FrameHeaderScanner`), between the
-/// socket and the HTTP/2 codec (`HTTP2ServerCodec`):
+/// socket and the HTTP/2 codec (`HTTP2Codec`):
 /// - its idle and header-block timeouts (`HTTP2ConnectionTimeouts` decides; one timer per connection). Idle:
 ///   a GOAWAY (NO_ERROR, naming the last stream the client opened: RFC 9113 §6.8) and a close. A header block
 ///   left unfinished: the connection is closed. The stream initializer tells it of streams opening and closing;
@@ -29,7 +29,7 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
     private var context: ChannelHandlerContext?
     private var closing = false
     /// The highest stream id the client opened (HEADERS seen), for the GOAWAY.
-    private var lastClientStream: UInt32 = 0
+    private var lastPeerStream: UInt32 = 0
     private let reportResets: ResetReporter?
     /// Streams the client opened and reset since the last report.
     private var streamsOpened = 0
@@ -62,8 +62,8 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
         var earliest = UInt64.max
         scanner.scan(unwrapInboundIn(data)) { frame, _ in
             switch frame.type {
-            case HTTP2FrameKind.headers where frame.streamID % 2 == 1 && frame.streamID > lastClientStream:
-                lastClientStream = frame.streamID
+            case HTTP2FrameKind.headers where frame.streamID % 2 == 1 && frame.streamID > lastPeerStream:
+                lastPeerStream = frame.streamID
                 streamsOpened += 1
             case HTTP2FrameKind.rstStream:
                 streamsReset += 1
@@ -110,7 +110,7 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
     func goAwayGracefully() {
         guard !goingAway, !closing, let context else { return }
         goingAway = true
-        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastClientStream)), errorCode: .noError, opaqueData: nil))
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastPeerStream)), errorCode: .noError, opaqueData: nil))
         context.channel.writeAndFlush(goAway, promise: nil)
     }
 
@@ -134,7 +134,7 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
 
     /// Through the HTTP/2 codec (after this one), which encodes it; then closed.
     private func goAway(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
-        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastClientStream)), errorCode: code, opaqueData: nil))
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastPeerStream)), errorCode: code, opaqueData: nil))
         context.channel.writeAndFlush(goAway).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         // A client that reads nothing never lets the GOAWAY out: closed anyway.
         let channel = context.channel

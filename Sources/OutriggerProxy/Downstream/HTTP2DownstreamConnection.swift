@@ -4,7 +4,7 @@ import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
 
-/// An HTTP/2 client connection at the frame level: sits after `HTTP2ServerCodec` (which keeps the
+/// An HTTP/2 client connection at the frame level: sits after `HTTP2Codec` (which keeps the
 /// protocol's state, HPACK and outbound flow control) and hands each stream's frames, as HTTP request parts, to
 /// the stream's `ProxyRequestHandler` — no child channel, pipeline or HTTP/1 codec pair per stream.
 ///

@@ -4,7 +4,7 @@ import NIOHTTP2
 import OutriggerCore
 
 /// What the two frame-level HTTP/2 handlers (`HTTP2DownstreamConnection`, `HTTP2UpstreamConnection`) share: the
-/// way out to NIO's handler before them, the connection's inbound window, whether the connection takes more,
+/// way out to the codec before them, the connection's inbound window, whether the connection takes more,
 /// the open streams by id and the streams handed parts in the read being handled, and the channel events every
 /// stream hears of. A class: writing a frame makes NIO report events back into the handler at once (a reentrant
 /// call that a struct's exclusive access would trap on).

@@ -78,7 +78,7 @@ final class HTTP1EndpointPool {
         target.connect { channel in
             // The handler is the HTTP/1.1 codec: it writes requests as bytes and parses the responses. No header
             // validation on the way out: what is sent was validated where it came from — HTTP1RequestParser and
-            // NIO's HTTP/2 handler downstream, the config decoder for configured headers — or is made here (addresses,
+            // HTTP2FieldCheck downstream, the config decoder for configured headers — or is made here (addresses,
             // ids, counts).
             try channel.pipeline.syncOperations.addHandler(loopBoundHandler.value)
         }.assumeIsolated().whenComplete { result in

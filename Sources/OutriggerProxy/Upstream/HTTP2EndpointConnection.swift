@@ -68,16 +68,12 @@ final class HTTP2EndpointConnection {
         frames.value.goAwayReceived = { [weak self] _ in self?.goAwayReceived() }
         frames.value.maxConcurrentStreamsChanged = { [weak self] limit in self?.machine.maxConcurrentStreamsChanged(to: limit) }
         target.connect { channel in
-            // A connection error (we sent GOAWAY) closes the connection, so the next request opens a new one.
-            try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionErrorCloser())
-            var configuration = NIOHTTP2Handler.ConnectionConfiguration.proxyConnection
-            // No server push: a proxy has no use for it.
-            configuration.initialSettings = nioDefaultSettings + [HTTP2Setting(parameter: .enablePush, value: 0)]
-            try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: configuration, streamConfiguration: .init()))
+            // A connection error (the codec sends GOAWAY) closes the connection, so the next request opens a new one.
+            try channel.pipeline.syncOperations.addHandler(HTTP2Codec(.client, limits: .upstream, allocator: channel.allocator))
             try channel.pipeline.syncOperations.addHandler(frames.value)
         }.flatMap { channel in
-            // The connect future completes before channelActive has gone down the pipeline, and NIO's HTTP/2
-            // handler sends the connection preface then: streams are opened once it has.
+            // The connect future completes before channelActive has gone down the pipeline, and the codec sends
+            // the connection preface then: streams are opened once it has.
             channel.eventLoop.submit { channel }
         }.assumeIsolated().whenComplete { result in
             switch result {
@@ -165,13 +161,12 @@ final class HTTP2EndpointConnection {
     }
 }
 
-extension NIOHTTP2Handler.ConnectionConfiguration {
-    /// NIO's defaults, but remembering the last 1,024 streams this side reset (not 32): a proxy resets many
-    /// at once (a client that leaves takes all its streams' upstream streams with it), and frames the peer
-    /// sent before it saw a reset must be ignored, not taken for a protocol error that ends the connection.
-    static var proxyConnection: Self {
-        var configuration = Self()
-        configuration.maximumRecentlyResetStreams = 1024
-        return configuration
-    }
+extension HTTP2Streams.Limits {
+    /// What an upstream connection advertises: a 64 KiB window per stream (credit goes back as the downstream takes
+    /// the bytes), response header blocks up to 64 KiB, and the last 1,024 streams reset remembered — a proxy resets
+    /// many at once (a client that leaves takes all its streams' upstream streams with it), and frames the upstream
+    /// sent before it saw a reset are ignored, not taken for a protocol error that ends the connection. The upstream
+    /// opens no streams (push is off), so the stream limit is never used.
+    static let upstream = Self(maxConcurrentStreams: 100, initialWindow: HTTP2UpstreamConnection.streamWindowTarget,
+                               maxHeaderBlock: 64 * 1024, recentlyResetMemory: 1024)
 }

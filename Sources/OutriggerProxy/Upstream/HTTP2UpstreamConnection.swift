@@ -4,11 +4,11 @@ import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
 
-/// An HTTP/2 connection to an upstream at the frame level: sits after NIO's `NIOHTTP2Handler` (client mode,
-/// no multiplexer) and carries each stream's request and response for its `UpstreamExchangeHandler` — no
-/// child channel, pipeline or HTTP/1 codec pair per stream. Stream ids are taken as request heads go out, so
-/// they rise in the order NIO sends them. It also reports what the upstream says on stream 0: GOAWAY and
-/// SETTINGS_MAX_CONCURRENT_STREAMS.
+/// An HTTP/2 connection to an upstream at the frame level: sits after our `HTTP2Codec` (client role, which keeps
+/// the protocol's state, HPACK and outbound flow control) and carries each stream's request and response for its
+/// `UpstreamExchangeHandler` — no child channel, pipeline or HTTP/1 codec pair per stream. Stream ids are taken as
+/// request heads go out, so they rise in the order the codec sends them. It also reports what the upstream says on
+/// stream 0: GOAWAY and SETTINGS_MAX_CONCURRENT_STREAMS.
 final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -72,12 +72,8 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
             goAwayReceived?(lastStreamID)
         case .settings(.settings(let settings)):
             for setting in settings where setting.parameter == .maxConcurrentStreams { maxConcurrentStreamsChanged?(setting.value) }
-        case .pushPromise(let promise):
-            // No server push is asked for (SETTINGS_ENABLE_PUSH 0): a promised stream is refused.
-            frames.write(HTTP2Frame(streamID: promise.pushedStreamID, payload: .rstStream(.refusedStream)), promise: nil)
-            frames.flush()
         default:
-            break
+            break  // PING, WINDOW_UPDATE, RST_STREAM: the codec acts on them; PUSH_PROMISE is its connection error (push is off).
         }
     }
 

@@ -187,7 +187,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             return
         }
         connection.frames.write(HTTP2Frame(streamID: id, payload: .rstStream(code)), promise: nil)
-        // NIO's handler reports the stream closed while it sends the frame; if it knew the stream no more, it
+        // The codec reports the stream closed while it sends the frame; if it knew the stream no more, it
         // reports nothing and the stream closes here.
         connection.frames.flush()
         if !isClosed { closed(reason: code) }

@@ -288,7 +288,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         failed(error)
     }
 
-    /// The connection failed with `error` (HTTP/1.1), or the stream was reset (HTTP/2: `NIOHTTP2Errors.StreamClosed`).
+    /// The connection failed with `error` (HTTP/1.1), or the stream was reset (HTTP/2: `NIOHTTP2Errors.StreamClosed`),
+    /// by the upstream or, for a malformed response, by this side (`NIOHTTP2Errors.StreamError`).
     func failed(_ error: Error) {
         if let closed = error as? NIOHTTP2Errors.StreamClosed,
            closed.errorCode == .refusedStream {
@@ -297,7 +298,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         } else {
             // A TLS peer that closes without close_notify closed all the same (as plaintext FIN): `.closed`.
             let closedUncleanly = (error as? NIOSSLError) == .uncleanShutdown
-            fail(error is HTTP1ParseError ? .protocolError : closedUncleanly ? .closed : .reset)
+            let malformed = error is HTTP1ParseError || error is NIOHTTP2Errors.StreamError
+            fail(malformed ? .protocolError : closedUncleanly ? .closed : .reset)
         }
         side.close()
     }

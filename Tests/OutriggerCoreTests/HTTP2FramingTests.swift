@@ -92,11 +92,11 @@ struct HTTP2FrameDecoderTests {
 }
 
 @Suite("An HTTP/2 request's fields checked (RFC 9113 §8.2, §8.3)")
-struct HTTP2RequestFieldCheckTests {
+struct HTTP2FieldCheckTests {
     private static let base = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")]
 
-    private func check(_ fields: [(String, String)], _ block: HTTP2RequestFieldCheck.Block = .request, endStream: Bool = true) -> (String?, Int?) {
-        var check = HTTP2RequestFieldCheck(block)
+    private func check(_ fields: [(String, String)], _ block: HTTP2FieldCheck.Block = .request, endStream: Bool = true) -> (String?, Int?) {
+        var check = HTTP2FieldCheck(block)
         for (name, value) in fields { check.add(name: name, value: value) }
         return (check.finish(endStream: endStream), check.contentLength)
     }
@@ -138,12 +138,29 @@ struct HTTP2RequestFieldCheckTests {
     @Test func trailersCarryNoPseudoFields() {
         #expect(check([(":path", "/")], .trailers).0 != nil)
     }
+
+    @Test func aResponseHasAThreeDigitStatusAndNoOtherPseudoField() {
+        var informational = HTTP2FieldCheck(.response)
+        informational.add(name: ":status", value: "103")
+        informational.add(name: "link", value: "</a.css>")
+        #expect(informational.finish(endStream: false) == nil && informational.status == 103)
+        #expect(check([(":status", "200"), ("content-length", "5")], .response, endStream: false) == (nil, 5))
+        // Whether a response that ends with its head may declare content is the stream's to say (it knows the request).
+        #expect(check([(":status", "200"), ("content-length", "5")], .response, endStream: true).0 == nil)
+        let malformed: [[(String, String)]] = [
+            [], [("server", "x")], [(":status", "200"), (":status", "200")], [(":status", "20")], [(":status", "2000")],
+            [(":status", "abc")], [(":status", "099")], [(":status", "101")], [(":status", "200"), (":path", "/")],
+            [("server", "x"), (":status", "200")], [(":status", "200"), ("Server", "x")], [(":status", "200"), ("connection", "close")],
+            [(":status", "200"), ("content-length", "x")],
+        ]
+        for fields in malformed { #expect(check(fields, .response, endStream: false).0 != nil, "\(fields)") }
+    }
 }
 
 @Suite("A server's HTTP/2 connection state (RFC 9113 §5, §6.9)")
-struct HTTP2ServerStreamsTests {
-    private func opened(_ limits: HTTP2ServerStreams.Limits = .init(), streams ids: [UInt32] = [1], endStream: Bool = false) throws -> HTTP2ServerStreams {
-        var state = HTTP2ServerStreams(limits: limits)
+struct HTTP2StreamsTests {
+    private func opened(_ limits: HTTP2Streams.Limits = .init(), streams ids: [UInt32] = [1], endStream: Bool = false) throws -> HTTP2Streams {
+        var state = HTTP2Streams(limits: limits)
         try state.arriving(.settings([]))
         _ = try state.settings([])
         for id in ids {
@@ -155,8 +172,8 @@ struct HTTP2ServerStreamsTests {
     }
 
     @Test func theFirstFrameMustBeSettingsAndAHeaderBlockMayNotBeSplit() throws {
-        var fresh = HTTP2ServerStreams()
-        #expect(violation { try fresh.arriving(.ping(opaque: 1, ack: false)) } == .connection(.protocolError, "the client's first frame is not SETTINGS"))
+        var fresh = HTTP2Streams()
+        #expect(violation { try fresh.arriving(.ping(opaque: 1, ack: false)) } == .connection(.protocolError, "the peer's first frame is not SETTINGS"))
         var state = try opened(streams: [])
         let firstPart = try state.headers(stream: 1, fragment: ByteBuffer(bytes: [1]), endStream: true, endHeaders: false, dependsOn: nil)
         #expect(firstPart == .incomplete)
@@ -168,10 +185,12 @@ struct HTTP2ServerStreamsTests {
 
     @Test func streamIdsRiseAndOddOnly() throws {
         var state = try opened(streams: [5])
-        #expect(violation { _ = try state.headers(stream: 4, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil) }?.code == .streamClosed)
+        #expect(violation { _ = try state.headers(stream: 3, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil) }?.code == .streamClosed)
+        // Even ids are a server's, which pushes nothing: idle, whatever their number.
+        #expect(violation { _ = try state.headers(stream: 4, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil) }?.code == .protocolError)
         #expect(violation { _ = try state.headers(stream: 6, fragment: ByteBuffer(), endStream: true, endHeaders: true, dependsOn: nil) }?.code == .protocolError)
         #expect(violation { _ = try state.data(stream: 7, payloadBytes: 1, flowControlled: 1, endStream: false) } == .connection(.protocolError, "DATA on the idle stream 7"))
-        #expect(state.lastClientStream == 5)
+        #expect(state.lastPeerStream == 5)
     }
 
     @Test func streamsPastTheLimitAreRefusedAndAfterAGoAwayIgnored() throws {
@@ -193,7 +212,7 @@ struct HTTP2ServerStreamsTests {
     }
 
     @Test func dataIsHeldToTheWindowsAndTheContentLength() throws {
-        var state = HTTP2ServerStreams(limits: .init(initialWindow: 100))
+        var state = HTTP2Streams(limits: .init(initialWindow: 100))
         try state.arriving(.settings([]))
         _ = try state.headers(stream: 1, fragment: ByteBuffer(), endStream: false, endHeaders: true, dependsOn: nil)
         state.requestAccepted(stream: 1, endStream: false, contentLength: 150)
@@ -201,7 +220,7 @@ struct HTTP2ServerStreamsTests {
         #expect(withinWindow == .deliver(closesStream: false))
         #expect(state.receiveWindow(of: 1) == 10)
         #expect(violation { _ = try state.data(stream: 1, payloadBytes: 20, flowControlled: 20, endStream: false) }?.code == .flowControlError)
-        var second = HTTP2ServerStreams(limits: .init(initialWindow: 1000))
+        var second = HTTP2Streams(limits: .init(initialWindow: 1000))
         try second.arriving(.settings([]))
         _ = try second.headers(stream: 1, fragment: ByteBuffer(), endStream: false, endHeaders: true, dependsOn: nil)
         second.requestAccepted(stream: 1, endStream: false, contentLength: 10)
@@ -284,5 +303,105 @@ struct HTTP2FloodGuardTests {
         var later = HTTP2FloodGuard(budget: 3, periodNanoseconds: 1000)
         let counts = [0, 1, 2, 1000, 1500, 1600].map { later.counted(now: $0) }
         #expect(counts == [false, false, false, false, false, false])
+    }
+}
+
+@Suite("A client's HTTP/2 connection state (RFC 9113 §5, §8.1)")
+struct HTTP2ClientStreamsTests {
+    /// A client's connection with the server's SETTINGS read, and requests sent on `ids` (whole, ended with their head).
+    private func sent(_ ids: [UInt32] = [1], headRequest: Bool = false) throws -> HTTP2Streams {
+        var state = HTTP2Streams(.client)
+        try state.arriving(.settings([]))
+        _ = try state.settings([])
+        for id in ids {
+            #expect(state.requestStarting(stream: id, headRequest: headRequest) == .opened)
+            _ = state.headersSent(stream: id, endStream: true)
+        }
+        return state
+    }
+
+    private func block(_ state: inout HTTP2Streams, _ id: UInt32, endStream: Bool) throws -> HTTP2Streams.HeaderBlock {
+        try state.headers(stream: id, fragment: ByteBuffer(), endStream: endStream, endHeaders: true, dependsOn: nil)
+    }
+
+    @Test func itOpensOddStreamsInOrderAndTheServerOpensNone() throws {
+        let settings = HTTP2Streams(.client).initialSettings
+        #expect(settings.contains(.init(id: HTTP2SettingID.enablePush, value: 0)))
+        #expect(!settings.contains { $0.id == HTTP2SettingID.maxConcurrentStreams })
+        var state = try sent([1, 5])
+        #expect(state.requestStarting(stream: 5, headRequest: false) == .notNew, "trailers' HEADERS open nothing")
+        #expect(state.requestStarting(stream: 3, headRequest: false) == .notNew)
+        #expect(state.requestStarting(stream: 8, headRequest: false) == .notNew)
+        // The server opens nothing: a stream past this side's last, or an even one, is idle.
+        #expect(violation { _ = try block(&state, 7, endStream: false) }?.code == .protocolError)
+        #expect(violation { _ = try block(&state, 2, endStream: false) }?.code == .protocolError)
+        #expect(violation { _ = try state.data(stream: 9, payloadBytes: 1, flowControlled: 1, endStream: false) }?.code == .protocolError)
+        #expect(violation { _ = try state.rstStream(stream: 7) }?.code == .protocolError)
+        #expect(state.lastPeerStream == 0 && state.openStreams == 2)
+    }
+
+    @Test func aResponseIsInformationalHeadsThenTheFinalOneThenItsBodyAndTrailers() throws {
+        var state = try sent([1])
+        #expect(try block(&state, 1, endStream: false) == .response(stream: 1, block: ByteBuffer(), endStream: false))
+        let afterInformational = try state.responseAccepted(stream: 1, status: 103, endStream: false, contentLength: nil)
+        #expect(!afterInformational)
+        #expect(violation { _ = try state.data(stream: 1, payloadBytes: 1, flowControlled: 1, endStream: false) } == .stream(1, .protocolError, "DATA before the response's head"))
+        #expect(try block(&state, 1, endStream: false) == .response(stream: 1, block: ByteBuffer(), endStream: false))
+        let afterFinal = try state.responseAccepted(stream: 1, status: 200, endStream: false, contentLength: 5)
+        #expect(!afterFinal)
+        let body = try state.data(stream: 1, payloadBytes: 5, flowControlled: 5, endStream: false)
+        #expect(body == .deliver(closesStream: false))
+        // After the final head, a header block is trailers, and must end the stream.
+        #expect(try block(&state, 1, endStream: false) == .discard(block: ByteBuffer(), reset: .init(stream: 1, code: .protocolError)))
+        var again = try sent([1])
+        _ = try block(&again, 1, endStream: false)
+        _ = try again.responseAccepted(stream: 1, status: 200, endStream: false, contentLength: nil)
+        #expect(try block(&again, 1, endStream: true) == .trailers(stream: 1, block: ByteBuffer()))
+        let closed = try again.trailersReceived(stream: 1)
+        #expect(closed && again.openStreams == 0)
+    }
+
+    @Test func aResponseIsHeldToItsContentLengthUnlessItHasNoContent() throws {
+        var state = try sent([1, 3, 5, 7])
+        #expect(violation { _ = try state.responseAccepted(stream: 1, status: 100, endStream: true, contentLength: nil) }?.stream == 1)
+        #expect(violation { _ = try state.responseAccepted(stream: 3, status: 200, endStream: true, contentLength: 10) }?.stream == 3)
+        // 204 and 304 have no content, whatever content-length says.
+        let noContent = try state.responseAccepted(stream: 5, status: 304, endStream: true, contentLength: 10)
+        #expect(noContent)
+        _ = try state.responseAccepted(stream: 7, status: 200, endStream: false, contentLength: 2)
+        #expect(violation { _ = try state.data(stream: 7, payloadBytes: 3, flowControlled: 3, endStream: false) }?.stream == 7)
+        var head = try sent([1], headRequest: true)
+        let headAnswered = try head.responseAccepted(stream: 1, status: 200, endStream: true, contentLength: 1000)
+        #expect(headAnswered, "a HEAD request's response has no content")
+    }
+
+    @Test func aGoAwayClosesTheStreamsPastItsLastAndOpensNoMore() throws {
+        var state = try sent([1, 3, 5, 7])
+        #expect(state.goAwayReceived(lastStream: 3) == [5, 7])
+        #expect(state.requestStarting(stream: 9, headRequest: false) == .refused)
+        #expect(!state.canSend(on: 5) && state.openStreams == 2)
+        // Those at or before its last stream finish.
+        #expect(try block(&state, 3, endStream: true) == .response(stream: 3, block: ByteBuffer(), endStream: true))
+        #expect(state.goAwayReceived(lastStream: 0) == [1, 3])
+    }
+
+    @Test func aServerMayNeitherTurnPushOnNorPush() throws {
+        var state = try sent([])
+        #expect(violation { _ = try state.settings([.init(id: HTTP2SettingID.enablePush, value: 1)]) }?.code == .protocolError)
+        let limited = try state.settings([.init(id: HTTP2SettingID.enablePush, value: 0), .init(id: HTTP2SettingID.maxConcurrentStreams, value: 7)])
+        #expect(limited.maxConcurrentStreams == 7)
+        #expect(violation { try state.pushPromise() } == .connection(.protocolError, "PUSH_PROMISE, though push is off"))
+    }
+
+    @Test func itsResetsLateFramesAreIgnored() throws {
+        var state = try sent([1, 3])
+        state.resetSent(stream: 1)
+        #expect(try block(&state, 1, endStream: false) == .discard(block: ByteBuffer(), reset: nil))
+        let lateData = try state.data(stream: 1, payloadBytes: 4, flowControlled: 4, endStream: true)
+        #expect(lateData == .ignore)
+        // A stream that closed cleanly is not reset: HEADERS on it end the connection.
+        _ = try block(&state, 3, endStream: true)
+        _ = try state.responseAccepted(stream: 3, status: 200, endStream: true, contentLength: nil)
+        #expect(violation { _ = try block(&state, 3, endStream: true) }?.code == .streamClosed)
     }
 }

@@ -1,9 +1,9 @@
-/// Whether an HTTP/2 request's header block (or its trailers) is well formed (RFC 9113 §8.1.2, §8.2, §8.3): names in
-/// lower case and made of token characters, no field HTTP/2 forbids, pseudo-fields known, once each and before the
-/// regular ones, the ones a request needs present, and `content-length` a number. A malformed request is a stream
-/// error (PROTOCOL_ERROR). Fed one field at a time, as HPACK decodes them.
-public struct HTTP2RequestFieldCheck {
-    public enum Block: Sendable { case request, trailers }
+/// Whether an HTTP/2 header block — a request's, a response's, or trailers — is well formed (RFC 9113 §8.1.2, §8.2,
+/// §8.3): names in lower case and made of token characters, no field HTTP/2 forbids, pseudo-fields known for the
+/// block, once each and before the regular ones, the ones it needs present, and `content-length` a number. A
+/// malformed message is a stream error (PROTOCOL_ERROR). Fed one field at a time, as HPACK decodes them.
+public struct HTTP2FieldCheck {
+    public enum Block: Sendable { case request, response, trailers }
 
     private let block: Block
     private var method: String?
@@ -11,6 +11,8 @@ public struct HTTP2RequestFieldCheck {
     private var hasAuthority = false
     private var path: String?
     private var sawRegular = false
+    /// A response's `:status`.
+    public private(set) var status: Int?
     /// The request's declared body length, for the stream's DATA to be held to (RFC 9113 §8.1.1).
     public private(set) var contentLength: Int?
     /// Why the block is malformed: the first reason found.
@@ -35,8 +37,9 @@ public struct HTTP2RequestFieldCheck {
     }
 
     private mutating func addPseudo(_ name: String, _ value: String) {
-        guard block == .request else { return fail("the pseudo-field \(name) in trailers") }
+        guard block != .trailers else { return fail("the pseudo-field \(name) in trailers") }
         guard !sawRegular else { return fail("the pseudo-field \(name) after a regular field") }
+        if block == .response { return addStatus(name, value) }
         // They become an HTTP/1.1 request line: a space or control character there would split it (smuggling).
         guard !value.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { return fail("a space or control character in \(name)") }
         switch name {
@@ -55,6 +58,16 @@ public struct HTTP2RequestFieldCheck {
         default:
             fail("the unknown pseudo-field \(name)")
         }
+    }
+
+    /// A response has one pseudo-field, `:status`: three digits (RFC 9113 §8.3.2), and not 101, which HTTP/2 has not (§8.6).
+    private mutating func addStatus(_ name: String, _ value: String) {
+        guard name == ":status" else { return fail("the pseudo-field \(name) in a response") }
+        guard status == nil else { return fail("two :status") }
+        guard value.utf8.count == 3, value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              let code = Int(value), code >= 100 else { return fail(":status \(value) is not a status code") }
+        guard code != 101 else { return fail(":status 101, which HTTP/2 has not") }
+        status = code
     }
 
     private mutating func addRegular(_ name: String, _ bytes: String.UTF8View, _ value: String) {
@@ -77,8 +90,10 @@ public struct HTTP2RequestFieldCheck {
     }
 
     /// The block ended: what it lacks makes it malformed, and so does a request that ends with its head yet
-    /// declares a body (RFC 9113 §8.1.1). - Returns: why it is malformed, or nil.
+    /// declares a body (RFC 9113 §8.1.1; whether a response may is `HTTP2Streams.responseAccepted`'s: it knows the
+    /// request). - Returns: why it is malformed, or nil.
     public mutating func finish(endStream: Bool) -> String? {
+        if malformed == nil, block == .response, status == nil { fail("no :status") }
         if malformed == nil, endStream, block == .request, let contentLength, contentLength > 0 {
             fail("content-length \(contentLength) on a request without a body")
         }

@@ -3,27 +3,29 @@ import NIOHPACK
 import NIOHTTP2
 import OutriggerCore
 
-/// A server's HTTP/2 connection at the byte level, in place of NIO's `NIOHTTP2Handler`: frames are cut from the
-/// bytes read (`HTTP2FrameDecoder`), checked against the connection's state (`HTTP2ServerStreams`), header blocks
-/// decoded with NIOHPACK and checked (`HTTP2RequestFieldCheck`), and handed on as NIO's `HTTP2Frame`s to the
-/// `HTTP2DownstreamConnection` after it; what that writes is framed into one output buffer per flush, DATA held
-/// while a send window is shut. The stream events the connection listens for are NIO's own (`StreamClosedEvent`,
-/// `NIOHTTP2WindowUpdatedEvent`, `NIOHTTP2Errors.StreamError`).
+/// An HTTP/2 connection at the byte level, in place of NIO's `NIOHTTP2Handler`, as a server (downstream, before
+/// `HTTP2DownstreamConnection`) or a client (upstream, before `HTTP2UpstreamConnection`): frames are cut from the
+/// bytes read (`HTTP2FrameDecoder`), checked against the connection's state (`HTTP2Streams`), header blocks
+/// decoded with NIOHPACK and checked (`HTTP2FieldCheck`), and handed on as NIO's `HTTP2Frame`s; what the handler
+/// after it writes is framed into one output buffer per flush, DATA held while a send window is shut. The stream
+/// events that handler listens for are NIO's own (`StreamClosedEvent`, `NIOHTTP2WindowUpdatedEvent`,
+/// `NIOHTTP2Errors.StreamError`). A client's stream opens as its request's HEADERS go out.
 ///
 /// Violations are answered as RFC 9113 §5.4 scopes them: a stream error with RST_STREAM (the stream's exchange
-/// hears of it), a connection error with GOAWAY naming the last stream the client opened, then a close.
-final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
+/// hears of it), a connection error with GOAWAY naming the last stream the peer opened, then a close. The peer's
+/// GOAWAY closes this side's streams after its last one as refused (a client's requests there go again elsewhere).
+final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTP2Frame
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = IOData
 
-    /// Frames written for the client while its socket takes nothing (PING and SETTINGS answers, resets): past this,
-    /// the client is flooding a connection it does not read (ENHANCE_YOUR_CALM).
+    /// Frames written for the peer while its socket takes nothing (PING and SETTINGS answers, resets): past this,
+    /// the peer is flooding a connection it does not read (ENHANCE_YOUR_CALM).
     static let maxAnswersWhileBlocked = 10_000
 
-    private var decoder = HTTP2FrameDecoder()
-    private var streams: HTTP2ServerStreams
+    private var decoder: HTTP2FrameDecoder
+    private var streams: HTTP2Streams
     private var headerDecoder: HPACKDecoder
     private var headerEncoder: HPACKEncoder
     private var output: ByteBuffer
@@ -49,8 +51,9 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    init(limits: HTTP2ServerStreams.Limits, allocator: ByteBufferAllocator) {
-        streams = HTTP2ServerStreams(limits: limits)
+    init(_ role: HTTP2Streams.Role, limits: HTTP2Streams.Limits, allocator: ByteBufferAllocator) {
+        decoder = HTTP2FrameDecoder(expectingPreface: role == .server)
+        streams = HTTP2Streams(role, limits: limits)
         headerDecoder = HPACKDecoder(allocator: allocator, maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
                                      maxHeaderListSize: limits.maxHeaderBlock)
         headerEncoder = HPACKEncoder(allocator: allocator)
@@ -75,6 +78,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     private func sendPreface(_ context: ChannelHandlerContext) {
         guard !prefaceSent else { return }
         prefaceSent = true
+        if streams.role == .client { output.writeBytes(HTTP2FrameKind.clientPreface) }
         HTTP2FrameEncoder.writeSettings(streams.initialSettings, into: &output)
         flushOutput(context)
     }
@@ -98,7 +102,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             } catch {
                 guard let stream = error.stream else { return connectionError(error, context) }
                 resetStream(stream, error.code, why: error)
-                // Each reset is answered work: counted against the flood budget, and while the client reads nothing.
+                // Each reset is answered work: counted against the flood budget, and while the peer reads nothing.
                 do {
                     try costly()
                     try answered()
@@ -121,7 +125,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         switch frame {
         case let .data(id, payload, endStream, flowControlled):
             if flowControlled == 0, !endStream { try costly() }
-            let verdict: HTTP2ServerStreams.DataVerdict
+            let verdict: HTTP2Streams.DataVerdict
             do {
                 verdict = try streams.data(stream: id, payloadBytes: payload.readableBytes, flowControlled: flowControlled, endStream: endStream)
             } catch {
@@ -156,8 +160,21 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             HTTP2FrameEncoder.writeSettingsAck(into: &output)
             try answered()
             if change.windowsGrew { sendWaiting(only: nil) }
-        case .settingsAck, .goAway, .unknown:
-            break  // A client's GOAWAY: it opens no more streams; those open finish.
+            if let limit = change.maxConcurrentStreams {
+                let setting = HTTP2Setting(parameter: .maxConcurrentStreams, value: limit)
+                context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: .rootStream, payload: .settings(.settings([setting])))))
+            }
+        case let .goAway(lastStream, code):
+            // The peer opens no more streams (a client's: those open finish) and takes no more of ours; ours after
+            // its last stream were not processed. The handler after hears of the GOAWAY first, then of those streams.
+            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(
+                lastStreamID: HTTP2StreamID(Int32(lastStream)), errorCode: HTTP2ErrorCode(networkCode: Int(code.rawValue)), opaqueData: nil))))
+            for id in streams.goAwayReceived(lastStream: lastStream) {
+                dropWaiting(id)
+                streamClosed(id, reason: .refusedStream)
+            }
+        case .settingsAck, .unknown:
+            break
         case .pushPromise:
             try streams.pushPromise()
         case let .ping(opaque, ack):
@@ -170,7 +187,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func receive(_ block: HTTP2ServerStreams.HeaderBlock, _ context: ChannelHandlerContext) throws(HTTP2Violation) {
+    private func receive(_ block: HTTP2Streams.HeaderBlock, _ context: ChannelHandlerContext) throws(HTTP2Violation) {
         switch block {
         case .incomplete:
             return
@@ -179,6 +196,12 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             let check = try checked(headers, .request, stream: id, endStream: endStream)
             streams.requestAccepted(stream: id, endStream: endStream, contentLength: check.contentLength)
             context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: headers, endStream: endStream)))))
+        case let .response(id, block, endStream):
+            let headers = try decode(block)
+            let check = try checked(headers, .response, stream: id, endStream: endStream)
+            let closesStream = try streams.responseAccepted(stream: id, status: check.status ?? 0, endStream: endStream, contentLength: check.contentLength)
+            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: headers, endStream: endStream)))))
+            if closesStream { streamClosed(id, reason: nil) }
         case let .trailers(id, block):
             let trailers = try decode(block)
             _ = try checked(trailers, .trailers, stream: id, endStream: true)
@@ -192,10 +215,10 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A header block's fields held to RFC 9113 §8; malformed, the stream is reset (PROTOCOL_ERROR).
-    private func checked(_ fields: HPACKHeaders, _ block: HTTP2RequestFieldCheck.Block, stream id: UInt32, endStream: Bool) throws(HTTP2Violation) -> HTTP2RequestFieldCheck {
-        var check = HTTP2RequestFieldCheck(block)
+    private func checked(_ fields: HPACKHeaders, _ block: HTTP2FieldCheck.Block, stream id: UInt32, endStream: Bool) throws(HTTP2Violation) -> HTTP2FieldCheck {
+        var check = HTTP2FieldCheck(block)
         for (name, value, _) in fields { check.add(name: name, value: value) }
-        if let why = check.finish(endStream: endStream) { throw .stream(id, .protocolError, "malformed \(block == .request ? "request" : "trailers"): \(why)") }
+        if let why = check.finish(endStream: endStream) { throw .stream(id, .protocolError, "malformed \(block): \(why)") }
         return check
     }
 
@@ -216,12 +239,12 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A PING or SETTINGS answered, or a stream reset for the client's error: counted while its socket takes nothing.
+    /// A PING or SETTINGS answered, or a stream reset for the peer's error: counted while its socket takes nothing.
     private func answered() throws(HTTP2Violation) {
         guard let context, !context.channel.isWritable else { return }
         answersWhileBlocked += 1
         if answersWhileBlocked > Self.maxAnswersWhileBlocked {
-            throw .connection(.enhanceYourCalm, "\(answersWhileBlocked) frames answered while the client reads nothing")
+            throw .connection(.enhanceYourCalm, "\(answersWhileBlocked) frames answered while the peer reads nothing")
         }
     }
 
@@ -241,22 +264,30 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Errors
 
-    /// A stream error: RST_STREAM, and the stream's exchange, if it has one, hears that its stream closed — first, as
-    /// NIO's handler told it, so that the exchange lets go of the stream rather than resetting it again — then the error.
+    /// A stream error: RST_STREAM, and the stream's exchange, if it has one, hears of the error and that its stream
+    /// closed. A server's hears of the close first, as NIO's handler told it; a client's hears of the error first, so
+    /// that it knows the upstream's response was malformed, not merely reset.
     private func resetStream(_ id: UInt32, _ code: HTTP2Code, why: HTTP2Violation) {
         let wasOpen = streams.resetSent(stream: id)
         dropWaiting(id)
         HTTP2FrameEncoder.writeRstStream(id, code, into: &output)
         guard wasOpen, let context else { return }
-        streamClosed(id, reason: code)
-        context.fireErrorCaught(NIOHTTP2Errors.streamError(streamID: HTTP2StreamID(Int32(id)), baseError: why))
+        let error = NIOHTTP2Errors.streamError(streamID: HTTP2StreamID(Int32(id)), baseError: why)
+        switch streams.role {
+        case .server:
+            streamClosed(id, reason: code)
+            context.fireErrorCaught(error)
+        case .client:
+            context.fireErrorCaught(error)
+            streamClosed(id, reason: code)
+        }
     }
 
-    /// A connection error: GOAWAY naming the last stream the client opened, then the connection closes
+    /// A connection error: GOAWAY naming the last stream the peer opened, then the connection closes
     /// (RFC 9113 §5.4.1). Nothing after it is read.
     private func connectionError(_ violation: HTTP2Violation, _ context: ChannelHandlerContext) {
         failed = true
-        let last = streams.goAwaySent(lastStream: streams.lastClientStream)
+        let last = streams.goAwaySent(lastStream: streams.lastPeerStream)
         HTTP2FrameEncoder.writeGoAway(lastStream: last, violation.code, into: &output)
         let written = context.eventLoop.makePromise(of: Void.self)
         outputPromises.append(written)
@@ -370,6 +401,12 @@ final class HTTP2ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func sendHeaders(_ id: UInt32, _ headers: HPACKHeaders, endStream: Bool, promise: EventLoopPromise<Void>?) {
+        // A client's request opens its stream (`:method` comes first: `HPACKHeaders(requestHead:scheme:)`).
+        if streams.role == .client, streams.requestStarting(stream: id, headRequest: headers.first?.value == "HEAD") == .refused {
+            promise?.fail(NIOHTTP2Errors.streamClosed(streamID: HTTP2StreamID(Int32(id)), errorCode: .refusedStream))
+            streamClosed(id, reason: .refusedStream)
+            return
+        }
         guard streams.canSend(on: id) else {
             promise?.fail(NIOHTTP2Errors.noSuchStream(streamID: HTTP2StreamID(Int32(id))))
             return

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""An HTTP/2 (h2c prior knowledge) server that breaks the rules a client holds a server to, chosen by the path:
+
+  /status-101   answers :status 101, which HTTP/2 has not
+  /upper-case   a field name in upper case
+  /connection   the connection-specific field `connection: close`
+  /early-end    an informational head (103) that ends the stream
+  /short        content-length 10, then 3 bytes and the end of the stream
+  /push         a PUSH_PROMISE, though the client turned push off
+  any other     200 with the length of the request's body
+
+Listens on 127.0.0.1:<free port>, prints "port N", runs until killed; prints "connection N" for each connection
+and "goaway CODE" when a client ends one with GOAWAY.
+"""
+import struct
+
+from h2_test_server import listen_and_serve
+import h2.config
+import h2.connection
+import h2.events
+
+# Header blocks as HPACK literals without indexing (the connection's tables stay as they were), ending the stream.
+BROKEN = {
+    "/status-101": [(":status", "101")],
+    "/upper-case": [(":status", "200"), ("X-Upper", "1"), ("content-length", "0")],
+    "/connection": [(":status", "200"), ("connection", "close"), ("content-length", "0")],
+    "/early-end": [(":status", "103")],
+}
+
+
+def frame(kind, flags, stream_id, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream_id) + payload
+
+
+def literal_block(fields):
+    block = b""
+    for name, value in fields:
+        block += b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+    return block
+
+
+def serve_connection(sock):
+    connection = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+    connection.initiate_connection()
+    sock.sendall(connection.data_to_send())
+    paths = {}
+    received = {}
+    while True:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        raw = b""
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                headers = {name.decode(): value.decode() for name, value in event.headers}
+                paths[event.stream_id] = headers[":path"]
+                received[event.stream_id] = 0
+            elif isinstance(event, h2.events.DataReceived):
+                received[event.stream_id] += len(event.data)
+                connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                raw += answer(connection, event.stream_id, paths[event.stream_id], received[event.stream_id])
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                print("goaway %d" % event.error_code, flush=True)
+        sock.sendall(connection.data_to_send() + raw)
+
+
+def answer(connection, stream_id, path, body_bytes):
+    """Answers through `connection`; returns raw frames to send after what it has to send."""
+    if path in BROKEN:
+        # HEADERS with END_STREAM and END_HEADERS. h2 would refuse to send these; the stream stays open in its eyes.
+        return frame(0x1, 0x5, stream_id, literal_block(BROKEN[path]))
+    elif path == "/short":
+        connection.send_headers(stream_id, [(":status", "200"), ("content-length", "10")])
+        connection.send_data(stream_id, b"abc", end_stream=True)
+    elif path == "/push":
+        # PUSH_PROMISE promising stream 2, its header block `:method: GET` (HPACK index 2).
+        return frame(0x5, 0x4, stream_id, struct.pack(">I", 2) + b"\x82")
+    else:
+        body = str(body_bytes).encode()
+        connection.send_headers(stream_id, [(":status", "200"), ("content-length", str(len(body)))])
+        connection.send_data(stream_id, body, end_stream=True)
+    return b""
+
+
+if __name__ == "__main__":
+    listen_and_serve(serve_connection)
