@@ -76,6 +76,9 @@ public struct HTTP2Streams {
     private var goAwayLastStream: UInt32?
     /// The peer sent GOAWAY: this side opens no more streams.
     public private(set) var peerWentAway = false
+    /// SETTINGS_MAX_CONCURRENT_STREAMS the peer allows a client: a request past it waits for a stream to close. 100
+    /// until the peer says (RFC 9113 §6.5.2 allows any; NIO's handler and most servers start there).
+    public private(set) var peerMaxConcurrentStreams = 100
     private var peerInitialWindow = 65_535
     /// SETTINGS_MAX_FRAME_SIZE the peer allows: no frame sent may be larger.
     public private(set) var peerMaxFrameSize = HTTP2FrameKind.defaultMaxFrameSize
@@ -229,8 +232,10 @@ public struct HTTP2Streams {
     }
 
     /// A response head was decoded and is well formed (client). An informational one (1xx) leaves the stream awaiting
-    /// the final one and may not end it; the final one's content-length holds the DATA after it, unless the response
-    /// has no content (to HEAD, 204, 304: RFC 9110 §6.4.1, RFC 9113 §8.1.1). - Returns: whether the stream is now closed.
+    /// the final one and may not end it; the final one's content-length holds the DATA after it, and a response with no
+    /// content (to HEAD, 204, 304: RFC 9110 §6.4.1, RFC 9113 §8.1.1) may have none, whatever its content-length says
+    /// (bytes there would reach an HTTP/1.1 client as the start of its next response). - Returns: whether the stream
+    /// is now closed.
     public mutating func responseAccepted(stream id: UInt32, status: Int, endStream: Bool, contentLength: Int?) throws(HTTP2Violation) -> Bool {
         guard var stream = streams[id] else { return false }
         if status < 200 {
@@ -238,7 +243,7 @@ public struct HTTP2Streams {
             return false
         }
         stream.awaitingResponse = false
-        if !stream.headRequest, status != 204, status != 304 { stream.contentLeft = contentLength }
+        stream.contentLeft = stream.headRequest || status == 204 || status == 304 ? 0 : contentLength
         guard endStream else {
             streams[id] = stream
             return false
@@ -331,10 +336,12 @@ public struct HTTP2Streams {
             case HTTP2SettingID.headerTableSize:
                 change.headerTableSize = value
             case HTTP2SettingID.enablePush:
-                // RFC 9113 §6.5.2: a server may only say 0.
-                guard value <= (role == .server ? 1 : 0) else { throw .connection(.protocolError, "SETTINGS_ENABLE_PUSH \(value)") }
+                // RFC 9113 §6.5.2 lets a server say only 0, but servers written to RFC 7540 say 1 (and NIO's handler took
+                // it): taken and ignored, push stays off (a PUSH_PROMISE is still a connection error).
+                guard value <= 1 else { throw .connection(.protocolError, "SETTINGS_ENABLE_PUSH \(value)") }
             case HTTP2SettingID.maxConcurrentStreams:
                 change.maxConcurrentStreams = value
+                peerMaxConcurrentStreams = value
             case HTTP2SettingID.initialWindowSize:
                 guard value <= HTTP2FrameKind.maxWindow else { throw .connection(.flowControlError, "SETTINGS_INITIAL_WINDOW_SIZE \(value)") }
                 initialWindow = value  // applied once, the last one listed: a frame may repeat it thousands of times
@@ -402,17 +409,25 @@ public struct HTTP2Streams {
         case opened
         /// Not a new stream: the HEADERS belong to one open (trailers), or to none.
         case notNew
-        /// The peer's GOAWAY came first: the request was not sent, and may go elsewhere.
+        /// As many streams are open as the peer allows: the request waits, in order, for one to close.
+        case wait
+        /// A GOAWAY either way came first: the request was not sent, and may go elsewhere.
         case refused
     }
 
     /// A client's request HEADERS are about to go out on `id`; a new id (odd, past the last) opens a stream.
     public mutating func requestStarting(stream id: UInt32, headRequest: Bool) -> RequestStart {
         guard role == .client, id % 2 == 1, id > lastLocalStream else { return .notNew }
-        guard !peerWentAway else { return .refused }
+        guard !peerWentAway, goAwayLastStream == nil else { return .refused }
+        guard streams.count < peerMaxConcurrentStreams else { return .wait }
         lastLocalStream = id
         streams[id] = Stream(half: .open, sendWindow: peerInitialWindow, receiveWindow: limits.initialWindow, awaitingResponse: true, headRequest: headRequest)
         return .opened
+    }
+
+    /// Whether a request that waits (`.wait`) would now start: a stream may open, or it would be refused.
+    public var waitingRequestMayStart: Bool {
+        streams.count < peerMaxConcurrentStreams || peerWentAway || goAwayLastStream != nil
     }
 
     /// Whether the stream can still be written to (open this way).
@@ -463,7 +478,7 @@ public struct HTTP2Streams {
         return stream.receiveWindow
     }
 
-    /// A GOAWAY goes out: streams the peer opens after its last stream are ignored. A later GOAWAY may not name a
+    /// A GOAWAY goes out: streams the peer opens after its last stream are ignored, and this side opens none. A later GOAWAY may not name a
     /// higher one (RFC 9113 §6.8: the peer may retry what the first one left out). - Returns: the last stream it names.
     public mutating func goAwaySent(lastStream: UInt32) -> UInt32 {
         let last = min(goAwayLastStream ?? lastStream, lastStream)

@@ -370,9 +370,47 @@ struct HTTP2ClientStreamsTests {
         #expect(noContent)
         _ = try state.responseAccepted(stream: 7, status: 200, endStream: false, contentLength: 2)
         #expect(violation { _ = try state.data(stream: 7, payloadBytes: 3, flowControlled: 3, endStream: false) }?.stream == 7)
-        var head = try sent([1], headRequest: true)
+        var head = try sent([1, 3], headRequest: true)
         let headAnswered = try head.responseAccepted(stream: 1, status: 200, endStream: true, contentLength: 1000)
         #expect(headAnswered, "a HEAD request's response has no content")
+        // Nor may it have any: bytes there would reach an HTTP/1.1 client as the start of its next response.
+        _ = try head.responseAccepted(stream: 3, status: 200, endStream: false, contentLength: 5)
+        #expect(violation { _ = try head.data(stream: 3, payloadBytes: 5, flowControlled: 5, endStream: true) }?.stream == 3)
+        var notModified = try sent([1])
+        _ = try notModified.responseAccepted(stream: 1, status: 304, endStream: false, contentLength: 5)
+        let empty = try notModified.data(stream: 1, payloadBytes: 0, flowControlled: 0, endStream: true)
+        #expect(empty == .deliver(closesStream: true))
+    }
+
+    @Test func requestsPastThePeersStreamLimitWaitInOrder() throws {
+        var state = try sent([])
+        _ = try state.settings([.init(id: HTTP2SettingID.maxConcurrentStreams, value: 2)])
+        #expect(state.requestStarting(stream: 1, headRequest: false) == .opened)
+        #expect(state.requestStarting(stream: 3, headRequest: false) == .opened)
+        #expect(state.requestStarting(stream: 5, headRequest: false) == .wait)
+        #expect(!state.waitingRequestMayStart)
+        _ = try state.rstStream(stream: 1)
+        #expect(state.waitingRequestMayStart)
+        #expect(state.requestStarting(stream: 5, headRequest: false) == .opened)
+        // After a GOAWAY either way, a request waiting starts only to be refused.
+        #expect(state.requestStarting(stream: 7, headRequest: false) == .wait)
+        _ = state.goAwaySent(lastStream: 0)
+        #expect(state.waitingRequestMayStart && state.requestStarting(stream: 7, headRequest: false) == .refused)
+        #expect(HTTP2Streams(.client).peerMaxConcurrentStreams == 100, "NIO's assumption until the peer says")
+    }
+
+    @Test func streamIdsRunOutWithWarning() {
+        var ids = HTTP2ClientStreamIDs(first: HTTP2ClientStreamIDs.last - 6, reserve: 2)
+        var taken: [UInt32] = []
+        var warnings: [UInt32] = []
+        while let (id, runningOut) = ids.take() {
+            taken.append(id)
+            if runningOut { warnings.append(id) }
+        }
+        #expect(taken == [2_147_483_641, 2_147_483_643, 2_147_483_645, 2_147_483_647])
+        #expect(warnings == [2_147_483_645], "told once, while the reserve is left")
+        var fresh = HTTP2ClientStreamIDs()
+        #expect(fresh.take()! == (1, false) && fresh.take()! == (3, false))
     }
 
     @Test func aGoAwayClosesTheStreamsPastItsLastAndOpensNoMore() throws {
@@ -385,9 +423,11 @@ struct HTTP2ClientStreamsTests {
         #expect(state.goAwayReceived(lastStream: 0) == [1, 3])
     }
 
-    @Test func aServerMayNeitherTurnPushOnNorPush() throws {
+    @Test func aServerMayNotPush() throws {
         var state = try sent([])
-        #expect(violation { _ = try state.settings([.init(id: HTTP2SettingID.enablePush, value: 1)]) }?.code == .protocolError)
+        // RFC 9113 lets a server say only 0, but RFC 7540's said 1: taken, and push stays off.
+        _ = try state.settings([.init(id: HTTP2SettingID.enablePush, value: 1)])
+        #expect(violation { _ = try state.settings([.init(id: HTTP2SettingID.enablePush, value: 2)]) }?.code == .protocolError)
         let limited = try state.settings([.init(id: HTTP2SettingID.enablePush, value: 0), .init(id: HTTP2SettingID.maxConcurrentStreams, value: 7)])
         #expect(limited.maxConcurrentStreams == 7)
         #expect(violation { try state.pushPromise() } == .connection(.protocolError, "PUSH_PROMISE, though push is off"))

@@ -316,6 +316,29 @@ struct HTTP2ProxyTests {
         }
     }
 
+    /// Requests past the upstream's SETTINGS_MAX_CONCURRENT_STREAMS wait in the codec, in order, for a stream to close
+    /// (the cluster's one connection is full, so the pool places them there): none is reset or refused.
+    @Test func requestsPastTheUpstreamsStreamLimitWaitForAStreamToClose() async throws {
+        let (upstream, upstreamPort) = try await startScriptServer("h2_misbehaving_server.py", ["limit", "2"])
+        defer { upstream.kill() }
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("h2"))],
+                           clusters: [ClusterConfig(name: "h2", endpoints: [HostPort(host: "127.0.0.1", port: upstreamPort)], upstreamProtocol: .http2,
+                                                    connectTimeout: .seconds(5), limits: ClusterLimits(maxConnections: 1))])
+        } _: { (harness: Harness) async throws in
+            let stats = harness.sidecar.configStore.stats.cluster("h2")
+            // One request first: the upstream's SETTINGS (2 streams at once) are known before the burst.
+            #expect(try await fetch(harness.url + "/first").status == 200)
+            let load = try await run("h2load", ["-n", "12", "-c", "1", "-m", "12", harness.url + "/burst"])
+            #expect(load.stdout.contains("12 succeeded"), "\(load.stdout)")
+            let served = try await upstream.waitForOutput(containing: "answered 13")
+            #expect(!served.contains("over the limit") && !served.contains("peak 3"), "\(served)")
+            #expect(served.contains("peak 2"), "the streams did run two at a time")
+            #expect(stats.connectionsTotal.current == 1)
+            #expect(stats.retriesByReason["refused-stream"]?.current == 0)
+        }
+    }
+
     @Test func validRawHTTP2RequestSucceeds() async throws {
         try await withHarness { harness in
             let reply = try await rawHTTP2(port: harness.port, headers: [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/ok"), ("te", "trailers")])

@@ -33,12 +33,21 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// Streams whose DATA (and trailers behind it) wait for a send window, in the order they began to wait.
     private var waiting: [UInt32: [Held]] = [:]
     private var waitingOrder: [UInt32] = []
+    /// A client's requests past the peer's SETTINGS_MAX_CONCURRENT_STREAMS, their HEADERS and all behind them, waiting
+    /// in order (stream ids rise) for a stream to close.
+    private var queued: [UInt32: [Held]] = [:]
+    private var queuedOrder: [UInt32] = []
+    private var startingQueued = false
     private var context: ChannelHandlerContext?
     private var prefaceSent = false
     /// A connection error was answered: nothing more is read.
     private var failed = false
     private var answersWhileBlocked = 0
     private var flood = HTTP2FloodGuard()
+
+    /// A connection error was answered with GOAWAY: the handler after the codec takes no new streams here (an
+    /// upstream connection leaves its pool, as after the peer's GOAWAY).
+    struct WentAway {}
 
     private enum Held {
         case data(ByteBuffer, endStream: Bool, EventLoopPromise<Void>?)
@@ -163,6 +172,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             if let limit = change.maxConcurrentStreams {
                 let setting = HTTP2Setting(parameter: .maxConcurrentStreams, value: limit)
                 context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: .rootStream, payload: .settings(.settings([setting])))))
+                startQueued()
             }
         case let .goAway(lastStream, code):
             // The peer opens no more streams (a client's: those open finish) and takes no more of ours; ours after
@@ -173,6 +183,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 dropWaiting(id)
                 streamClosed(id, reason: .refusedStream)
             }
+            startQueued()  // refused, every one
         case .settingsAck, .unknown:
             break
         case .pushPromise:
@@ -293,10 +304,14 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         outputPromises.append(written)
         flushOutput(context)
         written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        // No new stream opens from here (requests waiting are refused): the handler after hears at once.
+        startQueued()
+        context.fireUserInboundEventTriggered(WentAway())
     }
 
     private func streamClosed(_ id: UInt32, reason: HTTP2Code?) {
         context?.fireUserInboundEventTriggered(StreamClosedEvent(streamID: HTTP2StreamID(Int32(id)), reason: reason.map { HTTP2ErrorCode(networkCode: Int($0.rawValue)) }))
+        startQueued()  // a client's stream closed: a request waiting may start
     }
 
     // MARK: Outbound
@@ -306,23 +321,21 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         let id = UInt32(Int32(frame.streamID))
         switch frame.payload {
         case .headers(let headers):
-            if waiting[id] != nil {
-                waiting[id]!.append(.headers(headers.headers, endStream: headers.endStream, promise))
-            } else {
-                sendHeaders(id, headers.headers, endStream: headers.endStream, promise: promise)
-            }
+            send(.headers(headers.headers, endStream: headers.endStream, promise), on: id)
         case .data(let data):
             guard case .byteBuffer(let body) = data.data else {
                 promise?.fail(NIOHTTP2Errors.unsupported(info: "file regions over HTTP/2"))
                 return
             }
-            if waiting[id] != nil {
-                waiting[id]!.append(.data(body, endStream: data.endStream, promise))
-            } else if let rest = sendData(id, body, endStream: data.endStream, promise: promise) {
-                waiting[id] = [rest]
-                waitingOrder.append(id)
-            }
+            send(.data(body, endStream: data.endStream, promise), on: id)
         case .rstStream(let code):
+            if let held = queued.removeValue(forKey: id) {
+                // A request that never started: nothing goes out, and its stream closes itself.
+                queuedOrder.removeAll { $0 == id }
+                for item in held { item.promise?.fail(NIOHTTP2Errors.streamClosed(streamID: frame.streamID, errorCode: code)) }
+                promise?.succeed(())
+                return
+            }
             // A stream already closed either way is not reset again (RFC 9113 §5.4.2: no RST_STREAM for an RST_STREAM).
             guard streams.resetSent(stream: id) else {
                 promise?.succeed(())
@@ -400,12 +413,43 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// A stream's next frame: behind what waits on the stream (a window, or its request's start), or out now.
+    private func send(_ item: Held, on id: UInt32) {
+        if waiting[id] != nil {
+            waiting[id]!.append(item)
+        } else if queued[id] != nil {
+            queued[id]!.append(item)
+        } else {
+            switch item {
+            case let .headers(headers, endStream, promise):
+                sendHeaders(id, headers, endStream: endStream, promise: promise)
+            case let .data(body, endStream, promise):
+                if let rest = sendData(id, body, endStream: endStream, promise: promise) {
+                    waiting[id] = [rest]
+                    waitingOrder.append(id)
+                }
+            }
+        }
+    }
+
     private func sendHeaders(_ id: UInt32, _ headers: HPACKHeaders, endStream: Bool, promise: EventLoopPromise<Void>?) {
         // A client's request opens its stream (`:method` comes first: `HPACKHeaders(requestHead:scheme:)`).
-        if streams.role == .client, streams.requestStarting(stream: id, headRequest: headers.first?.value == "HEAD") == .refused {
-            promise?.fail(NIOHTTP2Errors.streamClosed(streamID: HTTP2StreamID(Int32(id)), errorCode: .refusedStream))
-            streamClosed(id, reason: .refusedStream)
-            return
+        var opening = false
+        if streams.role == .client {
+            switch streams.requestStarting(stream: id, headRequest: headers.first?.value == "HEAD") {
+            case .opened:
+                opening = true
+            case .notNew:
+                break
+            case .wait:
+                queued[id] = [.headers(headers, endStream: endStream, promise)]
+                queuedOrder.append(id)
+                return
+            case .refused:
+                promise?.fail(NIOHTTP2Errors.streamClosed(streamID: HTTP2StreamID(Int32(id)), errorCode: .refusedStream))
+                streamClosed(id, reason: .refusedStream)
+                return
+            }
         }
         guard streams.canSend(on: id) else {
             promise?.fail(NIOHTTP2Errors.noSuchStream(streamID: HTTP2StreamID(Int32(id))))
@@ -417,6 +461,11 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         } catch {
             output.moveWriterIndex(to: start)
             promise?.fail(error)
+            // The stream cannot go on: reset (one the peer never heard of just closes), and its exchange hears.
+            if !opening {
+                HTTP2FrameEncoder.writeRstStream(id, .internalError, into: &output)
+            }
+            if streams.resetSent(stream: id) { streamClosed(id, reason: .internalError) }
             return
         }
         HTTP2FrameEncoder.finishHeaders(startingAt: start, stream: id, endStream: endStream, maxFrameSize: streams.peerMaxFrameSize, in: &output)
@@ -479,6 +528,18 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Requests waiting for a stream to close start, in order, while the peer allows (or are refused after a GOAWAY).
+    private func startQueued() {
+        guard !startingQueued, !queuedOrder.isEmpty else { return }
+        startingQueued = true
+        defer { startingQueued = false }
+        while let id = queuedOrder.first, streams.waitingRequestMayStart {
+            queuedOrder.removeFirst()
+            guard let held = queued.removeValue(forKey: id) else { continue }
+            for item in held { send(item, on: id) }
+        }
+    }
+
     /// The stream is gone: what waited for its window never goes.
     private func dropWaiting(_ id: UInt32) {
         guard let held = waiting.removeValue(forKey: id) else { return }
@@ -487,10 +548,12 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func failWaiting() {
-        let all = waiting
+        let all = Array(waiting.values) + Array(queued.values)
         waiting.removeAll()
         waitingOrder.removeAll()
-        for (_, held) in all { for item in held { item.promise?.fail(ChannelError.ioOnClosedChannel) } }
+        queued.removeAll()
+        queuedOrder.removeAll()
+        for held in all { for item in held { item.promise?.fail(ChannelError.ioOnClosedChannel) } }
         for promise in outputPromises { promise.fail(ChannelError.ioOnClosedChannel) }
         outputPromises.removeAll()
     }

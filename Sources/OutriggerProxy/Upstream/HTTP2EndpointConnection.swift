@@ -65,7 +65,7 @@ final class HTTP2EndpointConnection {
     /// Opens the connection (its cluster slot is taken).
     private func connect() {
         let frames = NIOLoopBound(HTTP2UpstreamConnection(scheme: target.tls == nil ? "http" : "https"), eventLoop: eventLoop)
-        frames.value.goAwayReceived = { [weak self] _ in self?.goAwayReceived() }
+        frames.value.goingAway = { [weak self] in self?.goingAway() }
         frames.value.maxConcurrentStreamsChanged = { [weak self] limit in self?.machine.maxConcurrentStreamsChanged(to: limit) }
         target.connect { channel in
             // A connection error (the codec sends GOAWAY) closes the connection, so the next request opens a new one.
@@ -152,9 +152,10 @@ final class HTTP2EndpointConnection {
         apply(machine.retire())
     }
 
-    /// The upstream is going away: streams past its last id were refused (and are sent again elsewhere), the
-    /// others finish here, and new requests open a new connection.
-    private func goAwayReceived() {
+    /// The connection is going away (the upstream's GOAWAY, ours, or its stream ids running out): streams past the
+    /// GOAWAY's last id were refused (and are sent again elsewhere), the others finish here, and new requests open a
+    /// new connection.
+    private func goingAway() {
         let (leavePool, idle) = machine.goAwayReceived()
         if leavePool { becameEmpty(self) }
         apply(idle)

@@ -8,7 +8,7 @@ import OutriggerCore
 /// One endpoint's HTTP/2 connections on one event loop. A request takes a stream on the oldest connection with room
 /// under the upstream's SETTINGS_MAX_CONCURRENT_STREAMS; when every one is full, another opens (as Envoy's pool
 /// does), unless the cluster's `maxConnections` are all taken: then the least busy connection queues the stream
-/// until one of its streams ends (NIO holds it). A connection that got a GOAWAY or closed leaves the pool; idle
+/// until one of its streams ends (`HTTP2Codec` holds it, past the upstream's SETTINGS_MAX_CONCURRENT_STREAMS). A connection that got a GOAWAY or closed leaves the pool; idle
 /// ones close after the pool's idle timeout, so the extra connections of a burst do not stay.
 final class HTTP2EndpointPool {
     private let target: UpstreamTarget

@@ -18,12 +18,13 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
 
     /// `https` over TLS: the `:scheme` of every request.
     let scheme: String
-    /// Called with the last stream id the upstream says it processes, before the streams past it close.
-    var goAwayReceived: ((HTTP2StreamID) -> Void)?
+    /// The connection takes no new streams: the upstream's GOAWAY came (called before the streams past its last id
+    /// close), this side sent one for a connection error, or its stream ids are running out.
+    var goingAway: (() -> Void)?
     var maxConcurrentStreamsChanged: ((Int) -> Void)?
     /// The open streams and the way out; the streams write through it.
     let frames = HTTP2StreamTable<HTTP2UpstreamStream>(windowTarget: connectionWindowTarget)
-    private var nextStreamID = HTTP2StreamID(1)
+    private var streamIDs = HTTP2ClientStreamIDs()
     private var goAwayLastStreamID: HTTP2StreamID?
     var isWritable: Bool { frames.isWritable }
 
@@ -45,10 +46,12 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
         HTTP2UpstreamStream(connection: self, exchange: exchange)
     }
 
-    func assignID(to stream: HTTP2UpstreamStream) -> HTTP2StreamID {
-        let id = nextStreamID
-        nextStreamID = HTTP2StreamID(Int32(id) + 2)
+    /// - Returns: nil when the connection's stream ids ran out (it left its pool long before: the stream is refused).
+    func assignID(to stream: HTTP2UpstreamStream) -> HTTP2StreamID? {
+        guard let (next, runningOut) = streamIDs.take() else { return nil }
+        let id = HTTP2StreamID(Int32(next))
         frames.add(stream, as: id)
+        if runningOut { goingAway?() }
         return id
     }
 
@@ -69,7 +72,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
             frames[frame.streamID]?.receive(body, endStream: data.endStream)
         case .goAway(let lastStreamID, _, _):
             goAwayLastStreamID = min(goAwayLastStreamID ?? lastStreamID, lastStreamID)
-            goAwayReceived?(lastStreamID)
+            goingAway?()
         case .settings(.settings(let settings)):
             for setting in settings where setting.parameter == .maxConcurrentStreams { maxConcurrentStreamsChanged?(setting.value) }
         default:
@@ -83,7 +86,11 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if !frames.handle(event) { context.fireUserInboundEventTriggered(event) }
+        if event is HTTP2Codec.WentAway {
+            goingAway?()
+        } else if !frames.handle(event) {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -80,7 +80,13 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
     private func sendHeldHead(endStream: Bool) {
         guard let head = requestHead else { return }
         requestHead = nil
-        id = connection.assignID(to: self)
+        guard let id = connection.assignID(to: self) else {
+            // The connection's stream ids ran out: refused, so the request goes to a new connection.
+            resetSent = true
+            finish(failure: NIOHTTP2Errors.streamClosed(streamID: .maxID, errorCode: .refusedStream))
+            return
+        }
+        self.id = id
         send(.headers(.init(headers: HPACKHeaders(requestHead: head, scheme: connection.scheme), endStream: endStream)))
     }
 

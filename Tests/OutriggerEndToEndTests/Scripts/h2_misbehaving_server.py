@@ -9,15 +9,30 @@
   /push         a PUSH_PROMISE, though the client turned push off
   any other     200 with the length of the request's body
 
+  h2_misbehaving_server.py limit N   instead advertises SETTINGS_MAX_CONCURRENT_STREAMS N and answers every request
+                                     200, 50 ms after it ended, printing "answered K" and each new peak of streams
+                                     open at once ("peak P"); a client that opens more than N once it has the
+                                     SETTINGS is "over the limit" (and the connection ends)
+
 Listens on 127.0.0.1:<free port>, prints "port N", runs until killed; prints "connection N" for each connection
 and "goaway CODE" when a client ends one with GOAWAY.
 """
+import select
 import struct
+import sys
+import threading
+import time
 
 from h2_test_server import listen_and_serve
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
+import h2.settings
+
+limit = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == "limit" else None
+lock = threading.Lock()
+counts = {"answered": 0, "peak": 0}
 
 # Header blocks as HPACK literals without indexing (the connection's tables stay as they were), ending the stream.
 BROKEN = {
@@ -41,11 +56,27 @@ def literal_block(fields):
 
 def serve_connection(sock):
     connection = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+    if limit is not None:
+        connection.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit})
     connection.initiate_connection()
     sock.sendall(connection.data_to_send())
     paths = {}
     received = {}
+    due = []  # (time, stream id) of the answers held back in `limit` mode
     while True:
+        timeout = max(0, due[0][0] - time.monotonic()) if due else None
+        readable, _, _ = select.select([sock], [], [], timeout)
+        while due and due[0][0] <= time.monotonic():
+            _, stream_id = due.pop(0)
+            connection.send_headers(stream_id, [(":status", "200"), ("content-length", "2")])
+            connection.send_data(stream_id, b"ok", end_stream=True)
+            with lock:
+                counts["answered"] += 1
+                print("answered %d" % counts["answered"], flush=True)
+        if not readable:
+            sock.sendall(connection.data_to_send())
+            continue
         try:
             data = sock.recv(65536)
         except OSError:
@@ -53,7 +84,12 @@ def serve_connection(sock):
         if not data:
             return
         raw = b""
-        for event in connection.receive_data(data):
+        try:
+            events = connection.receive_data(data)
+        except h2.exceptions.TooManyStreamsError:
+            print("over the limit", flush=True)
+            return
+        for event in events:
             if isinstance(event, h2.events.RequestReceived):
                 headers = {name.decode(): value.decode() for name, value in event.headers}
                 paths[event.stream_id] = headers[":path"]
@@ -61,6 +97,12 @@ def serve_connection(sock):
             elif isinstance(event, h2.events.DataReceived):
                 received[event.stream_id] += len(event.data)
                 connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded) and limit is not None:
+                due.append((time.monotonic() + 0.05, event.stream_id))
+                with lock:
+                    if len(due) > counts["peak"]:
+                        counts["peak"] = len(due)
+                        print("peak %d" % counts["peak"], flush=True)
             elif isinstance(event, h2.events.StreamEnded):
                 raw += answer(connection, event.stream_id, paths[event.stream_id], received[event.stream_id])
             elif isinstance(event, h2.events.ConnectionTerminated):
