@@ -38,6 +38,8 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private var queued: [UInt32: [Held]] = [:]
     private var queuedOrder: [UInt32] = []
     private var startingQueued = false
+    /// Inside `channelRead`: what is framed goes out when the read ends.
+    private var reading = false
     private var context: ChannelHandlerContext?
     private var prefaceSent = false
     /// A connection error was answered: nothing more is read.
@@ -96,6 +98,8 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !failed else { return }
+        reading = true
+        defer { reading = false }
         decoder.append(unwrapInboundIn(data))
         while !failed {
             let frame: HTTP2FrameDecoder.Frame?
@@ -302,11 +306,14 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         HTTP2FrameEncoder.writeGoAway(lastStream: last, violation.code, into: &output)
         let written = context.eventLoop.makePromise(of: Void.self)
         outputPromises.append(written)
-        flushOutput(context)
-        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        // No new stream opens from here (requests waiting are refused): the handler after hears at once.
+        // No new stream opens from here (requests waiting are refused); once the GOAWAY is out, the handler after hears,
+        // then the connection closes.
         startQueued()
-        context.fireUserInboundEventTriggered(WentAway())
+        flushOutput(context)
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            context.fireUserInboundEventTriggered(WentAway())
+            context.close(promise: nil)
+        }
     }
 
     private func streamClosed(_ id: UInt32, reason: HTTP2Code?) {
@@ -436,7 +443,9 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         // A client's request opens its stream (`:method` comes first: `HPACKHeaders(requestHead:scheme:)`).
         var opening = false
         if streams.role == .client {
-            switch streams.requestStarting(stream: id, headRequest: headers.first?.value == "HEAD") {
+            // A new request behind one waiting waits too: stream ids rise on the wire.
+            let behindWaiting = queuedOrder.first.map { $0 < id } ?? false
+            switch behindWaiting ? .wait : streams.requestStarting(stream: id, headRequest: headers.first?.value == "HEAD") {
             case .opened:
                 opening = true
             case .notNew:
@@ -453,6 +462,8 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
         guard streams.canSend(on: id) else {
             promise?.fail(NIOHTTP2Errors.noSuchStream(streamID: HTTP2StreamID(Int32(id))))
+            // A client's request that can no longer open (its id passed by a later one's) is refused: it goes elsewhere.
+            if streams.role == .client { streamClosed(id, reason: .refusedStream) }
             return
         }
         let start = HTTP2FrameEncoder.startHeaders(into: &output)
@@ -529,15 +540,20 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Requests waiting for a stream to close start, in order, while the peer allows (or are refused after a GOAWAY).
+    /// Outside a read (a stream closed as a request's last frame went), what they frame goes out now: nothing else may
+    /// flush this connection soon.
     private func startQueued() {
         guard !startingQueued, !queuedOrder.isEmpty else { return }
         startingQueued = true
         defer { startingQueued = false }
+        var started = false
         while let id = queuedOrder.first, streams.waitingRequestMayStart {
             queuedOrder.removeFirst()
             guard let held = queued.removeValue(forKey: id) else { continue }
             for item in held { send(item, on: id) }
+            started = true
         }
+        if started, !reading, let context { flushOutput(context) }
     }
 
     /// The stream is gone: what waited for its window never goes.
