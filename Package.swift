@@ -165,6 +165,8 @@ let package = Package(
             dependencies: [
                 "OutriggerCore", "OutriggerConfig", "OutriggerBench", "OutriggerXDS", "OutriggerControl", "OutriggerEtcd",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                // NIO's HPACK decoder reads what HPACKBlockEncoder writes.
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ],
             resources: [.copy("Fixtures")]
         ),

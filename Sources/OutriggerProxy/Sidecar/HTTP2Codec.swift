@@ -27,7 +27,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private var decoder: HTTP2FrameDecoder
     private var streams: HTTP2Streams
     private var headerDecoder: HPACKDecoder
-    private var headerEncoder: HPACKEncoder
+    private var headerEncoder = HPACKBlockEncoder()
     private var output: ByteBuffer
     private var outputPromises: [EventLoopPromise<Void>] = []
     /// Streams whose DATA (and trailers behind it) wait for a send window, in the order they began to wait.
@@ -67,7 +67,6 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         streams = HTTP2Streams(role, limits: limits)
         headerDecoder = HPACKDecoder(allocator: allocator, maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
                                      maxHeaderListSize: limits.maxHeaderBlock)
-        headerEncoder = HPACKEncoder(allocator: allocator)
         output = allocator.buffer(capacity: 1024)
     }
 
@@ -168,7 +167,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             try costly()
             let change = try streams.settings(settings)
             if let size = change.headerTableSize {
-                try? headerEncoder.setDynamicTableSize(min(size, HPACKEncoder.defaultDynamicTableSize))
+                headerEncoder.peerAllows(tableSize: size)
             }
             HTTP2FrameEncoder.writeSettingsAck(into: &output)
             try answered()
@@ -441,14 +440,11 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func sendHeaders(_ id: UInt32, _ headers: HPACKHeaders, endStream: Bool, promise: EventLoopPromise<Void>?) {
         // A client's request opens its stream (`:method` comes first: `HPACKHeaders(requestHead:scheme:)`).
-        var opening = false
         if streams.role == .client {
             // A new request behind one waiting waits too: stream ids rise on the wire.
             let behindWaiting = queuedOrder.first.map { $0 < id } ?? false
             switch behindWaiting ? .wait : streams.requestStarting(stream: id, headRequest: headers.first?.value == "HEAD") {
-            case .opened:
-                opening = true
-            case .notNew:
+            case .opened, .notNew:
                 break
             case .wait:
                 queued[id] = [.headers(headers, endStream: endStream, promise)]
@@ -467,17 +463,9 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let start = HTTP2FrameEncoder.startHeaders(into: &output)
-        do {
-            try headerEncoder.encode(headers: headers, to: &output)
-        } catch {
-            output.moveWriterIndex(to: start)
-            promise?.fail(error)
-            // The stream cannot go on: reset (one the peer never heard of just closes), and its exchange hears.
-            if !opening {
-                HTTP2FrameEncoder.writeRstStream(id, .internalError, into: &output)
-            }
-            if streams.resetSent(stream: id) { streamClosed(id, reason: .internalError) }
-            return
+        headerEncoder.startBlock(into: &output)
+        for (name, value, indexing) in headers {
+            headerEncoder.encode(name: name, value: value, indexing: HPACKBlockEncoder.Indexing(indexing), into: &output)
         }
         HTTP2FrameEncoder.finishHeaders(startingAt: start, stream: id, endStream: endStream, maxFrameSize: streams.peerMaxFrameSize, in: &output)
         add(promise)
@@ -572,5 +560,15 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         for held in all { for item in held { item.promise?.fail(ChannelError.ioOnClosedChannel) } }
         for promise in outputPromises { promise.fail(ChannelError.ioOnClosedChannel) }
         outputPromises.removeAll()
+    }
+}
+
+extension HPACKBlockEncoder.Indexing {
+    init(_ indexing: HPACKIndexing) {
+        switch indexing {
+        case .indexable: self = .indexable
+        case .nonIndexable: self = .nonIndexable
+        case .neverIndexed: self = .neverIndexed
+        }
     }
 }

@@ -1,0 +1,77 @@
+import NIOCore
+import NIOHPACK
+import OutriggerCore
+import Testing
+
+@Suite("HPACK header blocks encoded with hash tables (RFC 7541), read back by NIO's decoder")
+struct HPACKBlockEncoderTests {
+    private func block(_ encoder: inout HPACKBlockEncoder, _ fields: [(String, String, HPACKBlockEncoder.Indexing)]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        encoder.startBlock(into: &buffer)
+        for (name, value, indexing) in fields { encoder.encode(name: name, value: value, indexing: indexing, into: &buffer) }
+        return buffer
+    }
+
+    private func decoded(_ decoder: inout HPACKDecoder, _ block: ByteBuffer) throws -> [String] {
+        var block = block
+        return try decoder.decodeHeaders(from: &block).map { "\($0.name): \($0.value)" }
+    }
+
+    @Test func aRepeatedRequestIsIndexedAndItsUniqueFieldsStayOutOfTheTable() throws {
+        let request: [(String, String, HPACKBlockEncoder.Indexing)] = [
+            (":method", "GET", .indexable), (":scheme", "http", .indexable), (":authority", "users", .indexable),
+            (":path", "/hello", .indexable), ("user-agent", "curl/8", .indexable), ("x-request-id", "1f3a", .indexable),
+            ("authorization", "secret", .neverIndexed),
+        ]
+        var encoder = HPACKBlockEncoder()
+        var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)
+        let first = block(&encoder, request)
+        let second = block(&encoder, request)
+        let expected = request.map { "\($0.0): \($0.1)" }
+        #expect(try decoded(&decoder, first) == expected)
+        #expect(try decoded(&decoder, second) == expected)
+        // The second: five one-byte indexes, then the request id as a literal (its name is in neither table) and the
+        // secret as a never-indexed literal with the static table's name (index 23, two bytes with a 4-bit prefix).
+        #expect(first.readableBytes > 40)
+        #expect(second.readableBytes == 5 + (1 + 1 + 12 + 1 + 4) + (2 + 1 + 6), "\(second.readableBytes) bytes")
+        #expect(second.getInteger(at: 0, as: UInt8.self) == 0x82, ":method GET is static index 2")
+    }
+
+    @Test func theTableStaysInStepThroughEvictionsAndSizeChanges() throws {
+        var encoder = HPACKBlockEncoder()
+        var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)
+        var seed: UInt64 = 0x5EED
+        func next(_ bound: Int) -> Int {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Int((seed >> 33) % UInt64(bound))
+        }
+        let names = ["x-a", "x-b", "content-type", "x-long", ":path", "date", "cookie", "Not-Lower"]
+        for round in 0..<400 {
+            if next(10) == 0 {
+                // The peer's SETTINGS_HEADER_TABLE_SIZE: sometimes shrunk and grown again before the next block.
+                let sizes = [0, 60, 256, 4096, 100_000]
+                let smaller = sizes[next(sizes.count)]
+                encoder.peerAllows(tableSize: smaller)
+                if next(2) == 0 { encoder.peerAllows(tableSize: sizes[next(sizes.count)]) }
+                decoder.maxDynamicTableLength = HPACKBlockEncoder.defaultTableSize
+            }
+            var fields: [(String, String, HPACKBlockEncoder.Indexing)] = []
+            for _ in 0..<(1 + next(8)) {
+                let name = names[next(names.count)]
+                let value = name == "x-long" ? String(repeating: "v", count: 100 + next(5000)) : "value-\(next(12))"
+                let indexing: [HPACKBlockEncoder.Indexing] = [.indexable, .indexable, .nonIndexable, .neverIndexed]
+                fields.append((name, value, indexing[next(indexing.count)]))
+            }
+            let encoded = block(&encoder, fields)
+            #expect(try decoded(&decoder, encoded) == fields.map { "\($0.0): \($0.1)" }, "round \(round)")
+        }
+    }
+
+    @Test func largeIntegersTakeContinuationBytes() throws {
+        var encoder = HPACKBlockEncoder()
+        var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)
+        let long = String(repeating: "z", count: 70_000)
+        let encoded = block(&encoder, [("x-big", long, .nonIndexable)])
+        #expect(try decoded(&decoder, encoded) == ["x-big: \(long)"])
+    }
+}
