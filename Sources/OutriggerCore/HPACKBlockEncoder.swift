@@ -26,8 +26,10 @@ public struct HPACKBlockEncoder {
     /// `entries[0]`'s insertion number; `entries.count` past it is the next one's.
     private var firstNumber = 0
     private var liveFrom = 0
-    private var byField: [Field: Int] = [:]
-    private var byName: [String: Int] = [:]
+    /// Where a field, or a name, is: a dynamic entry's insertion number (its newest), or minus its static index. One
+    /// lookup finds either; the static ones are never evicted, and a name in the static table keeps its static index.
+    private var byField = HPACKBlockEncoder.staticFields
+    private var byName = HPACKBlockEncoder.staticNames
     private var size = 0
     public private(set) var maxSize: Int
     private var pendingSmallest: Int?
@@ -59,18 +61,12 @@ public struct HPACKBlockEncoder {
 
     public mutating func encode(name: String, value: String, indexing: Indexing = .indexable, into buffer: inout ByteBuffer) {
         let field = Field(name: name, value: value)
-        let indexed = indexing == .indexable && !Self.newEveryMessage.contains(name)
-        if indexed {
-            if let index = Self.staticFields[field] {
-                Self.writeInteger(index, prefix: 7, bits: 0x80, into: &buffer)
-                return
-            }
-            if let number = byField[field] {
-                Self.writeInteger(dynamicIndex(of: number), prefix: 7, bits: 0x80, into: &buffer)
-                return
-            }
+        let indexed = indexing == .indexable && !Self.isNewEveryMessage(name)
+        if indexed, let place = byField[field] {
+            Self.writeInteger(index(of: place), prefix: 7, bits: 0x80, into: &buffer)
+            return
         }
-        let nameIndex = Self.staticNames[name] ?? byName[name].map(dynamicIndex(of:)) ?? 0
+        let nameIndex = byName[name].map(index(of:)) ?? 0
         switch (indexed, indexing) {
         case (true, _): Self.writeInteger(nameIndex, prefix: 6, bits: 0x40, into: &buffer)  // literal, incremental indexing
         case (false, .neverIndexed): Self.writeInteger(nameIndex, prefix: 4, bits: 0x10, into: &buffer)
@@ -83,9 +79,9 @@ public struct HPACKBlockEncoder {
 
     // MARK: The dynamic table (RFC 7541 §4)
 
-    /// The index a field inserted as `number` has now: the newest is 62 (§2.3.3).
-    private func dynamicIndex(of number: Int) -> Int {
-        Self.staticCount + (firstNumber + entries.count - 1 - number) + 1
+    /// The index of a place in `byField` or `byName`: a static index, or a dynamic entry's now (the newest is 62, §2.3.3).
+    private func index(of place: Int) -> Int {
+        place < 0 ? -place : Self.staticCount + (firstNumber + entries.count - 1 - place) + 1
     }
 
     private mutating func insert(_ field: Field) {
@@ -96,7 +92,7 @@ public struct HPACKBlockEncoder {
         let number = firstNumber + entries.count
         entries.append(field)
         byField[field] = number
-        byName[field.name] = number
+        if let staticPlace = byName.updateValue(number, forKey: field.name), staticPlace < 0 { byName[field.name] = staticPlace }
         size += entrySize
     }
 
@@ -145,6 +141,14 @@ public struct HPACKBlockEncoder {
     private static let newEveryMessage: Set<String> = ["x-request-id", "traceparent", "tracestate", "b3", "x-b3-traceid",
                                                        "x-b3-spanid", "x-b3-parentspanid", "date"]
 
+    /// Most names are ruled out by their first byte, without hashing.
+    private static func isNewEveryMessage(_ name: String) -> Bool {
+        switch name.utf8.first {
+        case UInt8(ascii: "x"), UInt8(ascii: "t"), UInt8(ascii: "b"), UInt8(ascii: "d"): newEveryMessage.contains(name)
+        default: false
+        }
+    }
+
     private static let staticTable: [(String, String)] = [
         (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"), (":path", "/index.html"),
         (":scheme", "http"), (":scheme", "https"), (":status", "200"), (":status", "204"), (":status", "206"),
@@ -162,18 +166,18 @@ public struct HPACKBlockEncoder {
     ]
     static let staticCount = staticTable.count
 
-    /// Fields with a value in the static table, by field; names by their first index.
+    /// Fields with a value in the static table, and names by their first index, each as minus its index.
     private static let staticFields: [Field: Int] = {
         var fields: [Field: Int] = [:]
         for (offset, (name, value)) in staticTable.enumerated() where !value.isEmpty {
-            fields[Field(name: name, value: value)] = offset + 1
+            fields[Field(name: name, value: value)] = -(offset + 1)
         }
         return fields
     }()
 
     private static let staticNames: [String: Int] = {
         var names: [String: Int] = [:]
-        for (offset, (name, _)) in staticTable.enumerated() where names[name] == nil { names[name] = offset + 1 }
+        for (offset, (name, _)) in staticTable.enumerated() where names[name] == nil { names[name] = -(offset + 1) }
         return names
     }()
 }
