@@ -104,8 +104,12 @@ public struct HTTP2Streams {
     /// A stream id neither side has opened yet (RFC 9113 §5.1): the peer's past its last, or this side's past its
     /// last. A server's peer opens odd ids, a client's even ones (pushes, which neither side takes).
     private func isIdle(_ id: UInt32) -> Bool {
-        let openedByPeer = (id % 2 == 1) == (role == .server)
-        return openedByPeer ? id > lastPeerStream : id > lastLocalStream
+        isLocal(id) ? id > lastLocalStream : id > lastPeerStream
+    }
+
+    /// Whether this side opens streams with ids like `id`: a client its odd ones, a server even ones (it pushes none).
+    private func isLocal(_ id: UInt32) -> Bool {
+        (id % 2 == 1) == (role == .client)
     }
 
     public var openStreams: Int { streams.count }
@@ -397,7 +401,7 @@ public struct HTTP2Streams {
     /// are closed (a client's requests there may go again elsewhere; RFC 9113 §6.8). - Returns: those streams.
     public mutating func goAwayReceived(lastStream: UInt32) -> [UInt32] {
         peerWentAway = true
-        let unprocessed = streams.keys.filter { id in id > lastStream && (id % 2 == 1) == (role == .client) }.sorted()
+        let unprocessed = streams.keys.filter { id in id > lastStream && isLocal(id) }.sorted()
         for id in unprocessed { streams[id] = nil }
         return unprocessed
     }

@@ -338,7 +338,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             if let held = queued.removeValue(forKey: id) {
                 // A request that never started: nothing goes out, and its stream closes itself.
                 queuedOrder.removeAll { $0 == id }
-                for item in held { item.promise?.fail(NIOHTTP2Errors.streamClosed(streamID: frame.streamID, errorCode: code)) }
+                fail(held, NIOHTTP2Errors.streamClosed(streamID: frame.streamID, errorCode: code))
                 promise?.succeed(())
                 return
             }
@@ -548,7 +548,11 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private func dropWaiting(_ id: UInt32) {
         guard let held = waiting.removeValue(forKey: id) else { return }
         waitingOrder.removeAll { $0 == id }
-        for item in held { item.promise?.fail(NIOHTTP2Errors.streamClosed(streamID: HTTP2StreamID(Int32(id)), errorCode: .cancel)) }
+        fail(held, NIOHTTP2Errors.streamClosed(streamID: HTTP2StreamID(Int32(id)), errorCode: .cancel))
+    }
+
+    private func fail(_ held: [Held], _ error: Error) {
+        for item in held { item.promise?.fail(error) }
     }
 
     private func failWaiting() {
@@ -557,7 +561,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         waitingOrder.removeAll()
         queued.removeAll()
         queuedOrder.removeAll()
-        for held in all { for item in held { item.promise?.fail(ChannelError.ioOnClosedChannel) } }
+        for held in all { fail(held, ChannelError.ioOnClosedChannel) }
         for promise in outputPromises { promise.fail(ChannelError.ioOnClosedChannel) }
         outputPromises.removeAll()
     }

@@ -25,7 +25,6 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
     /// The open streams and the way out; the streams write through it.
     let frames = HTTP2StreamTable<HTTP2UpstreamStream>(windowTarget: connectionWindowTarget)
     private var streamIDs = HTTP2ClientStreamIDs()
-    private var goAwayLastStreamID: HTTP2StreamID?
     var isWritable: Bool { frames.isWritable }
 
     init(scheme: String) {
@@ -55,11 +54,6 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
         return id
     }
 
-    /// Whether a stream closed with this id was past the last id of the upstream's GOAWAY (not processed).
-    func refusedByGoAway(_ id: HTTP2StreamID) -> Bool {
-        goAwayLastStreamID.map { id > $0 } ?? false
-    }
-
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -70,8 +64,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
         case .data(let data):
             guard case .byteBuffer(let body) = data.data else { return }
             frames[frame.streamID]?.receive(body, endStream: data.endStream)
-        case .goAway(let lastStreamID, _, _):
-            goAwayLastStreamID = min(goAwayLastStreamID ?? lastStreamID, lastStreamID)
+        case .goAway:
             goingAway?()
         case .settings(.settings(let settings)):
             for setting in settings where setting.parameter == .maxConcurrentStreams { maxConcurrentStreamsChanged?(setting.value) }

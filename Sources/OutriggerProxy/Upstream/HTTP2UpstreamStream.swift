@@ -209,9 +209,8 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             if held.isEmpty { finish(failure: nil) } else { closedBehindHeld = true }
             return
         }
-        // A stream past the last id of the upstream's GOAWAY was not processed, whatever code NIO closed it with.
-        let code = connection.refusedByGoAway(id) ? .refusedStream : reason
-        finish(failure: NIOHTTP2Errors.streamClosed(streamID: id, errorCode: code))
+        // A stream past the last id of the upstream's GOAWAY closes as REFUSED_STREAM (the codec says so).
+        finish(failure: NIOHTTP2Errors.streamClosed(streamID: id, errorCode: reason))
     }
 
     /// The connection went: whatever is held is lost with it.
