@@ -17,11 +17,12 @@ run: build
 # Chromium, and with every test at once the run queue reached ~90 threads for half a minute, long enough to starve
 # the tests that wait on a proxy's timers.
 TEST_PARALLELISM ?= 4
+# A run still going after TEST_TIME_LIMIT seconds is stopped, naming the tests still running (scripts/run-tests.sh).
 
 test:
 	scripts/install-deps.sh
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
-	SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_PARALLELISM) $(SWIFT) test --skip-build $(BUILD_FLAGS)
+	SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_PARALLELISM) scripts/run-tests.sh $(SWIFT) test --skip-build $(BUILD_FLAGS)
 
 build:
 	$(SWIFT) build $(BUILD_FLAGS)

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// What a finished child process printed and returned.
 struct ProcessResult: Sendable {
@@ -40,8 +41,10 @@ func outriggerExecutable() throws -> String {
 }
 
 /// Runs a tool to completion and collects its output. Output is read while it runs, so a large output
-/// cannot fill a pipe and stall the child.
-func run(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
+/// cannot fill a pipe and stall the child. A tool still running after `timeout` is killed and the test fails
+/// naming it, instead of the whole run hanging.
+func run(_ tool: String, _ arguments: [String], environment: [String: String] = [:],
+         timeout: Duration = .seconds(300)) async throws -> ProcessResult {
     let stdout = OutputCollector()
     let stderr = OutputCollector()
     let child = try SpawnedProcess(tool.hasPrefix("/") ? tool : try which(tool), arguments,
@@ -49,8 +52,12 @@ func run(_ tool: String, _ arguments: [String], environment: [String: String] = 
                                    stdout: stdout.writeEnd, stderr: stderr.writeEnd)
     stdout.closeWriteEnd()
     stderr.closeWriteEnd()
-    let status = await child.exitStatus()
-    return ProcessResult(status: status, stdout: await stdout.finish(), stderr: await stderr.finish())
+    let (status, killed) = await child.exitStatus(killingAfter: timeout)
+    let result = ProcessResult(status: status, stdout: await stdout.finish(), stderr: await stderr.finish())
+    if killed {
+        Issue.record("\(tool) \(arguments.joined(separator: " ")) was still running after \(timeout) and was killed:\n\(result.stdout)\(result.stderr)")
+    }
+    return result
 }
 
 /// Runs curl with `-sS` and a safety cap on time; `-w` formats go to stdout after the body.
@@ -134,6 +141,20 @@ final class SpawnedProcess: @unchecked Sendable {
             }
             if let known { continuation.resume(returning: known) }
         }
+    }
+
+    /// The exit status; a child still running after `limit` is killed first (`killed`), so a hung child fails its
+    /// test instead of hanging the whole run.
+    func exitStatus(killingAfter limit: Duration) async -> (status: Int32, killed: Bool) {
+        let watchdog = Task {
+            try await Task.sleep(for: limit)
+            let running = isRunning
+            signal(SIGKILL)
+            return running
+        }
+        let status = await exitStatus()
+        watchdog.cancel()
+        return (status, (try? await watchdog.value) ?? false)
     }
 
     func signal(_ number: Int32) {
@@ -220,8 +241,10 @@ final class ChildProcess: Sendable {
     private let child: SpawnedProcess
     private let lines = LineCollector()
     private let output: OutputCollector
+    private let arguments: [String]
 
     init(_ executable: String, _ arguments: [String]) throws {
+        self.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["SWIFT_BACKTRACE"] = "enable=no"
         output = OutputCollector(lines)
@@ -252,10 +275,12 @@ final class ChildProcess: Sendable {
         child.signal(SIGKILL)
     }
 
-    /// The exit status, once the child has exited and all it wrote has been read (`text` is then whole).
-    func waitForExit() async -> Int32 {
-        let status = await child.exitStatus()
+    /// The exit status, once the child has exited and all it wrote has been read (`text` is then whole). A child
+    /// still running after `timeout` is killed and the test fails naming it.
+    func waitForExit(timeout: Duration = .seconds(180)) async -> Int32 {
+        let (status, killed) = await child.exitStatus(killingAfter: timeout)
         _ = await output.finish()
+        if killed { Issue.record("\(arguments.joined(separator: " ")) did not exit within \(timeout) and was killed:\n\(text)") }
         return status
     }
 
@@ -318,5 +343,23 @@ final class LineCollector: @unchecked Sendable {
             }
             if let text { continuation.resume(returning: text) }
         }
+    }
+}
+
+@Suite("The tests' child processes")
+struct ChildProcessDeadlineTests {
+    /// A child that outlives its deadline is killed, and the test that waited is told (the whole run once hung on one).
+    @Test func aChildStillRunningAtItsDeadlineIsKilledAndTheTestFails() async throws {
+        var status: Int32?
+        await withKnownIssue {
+            status = try await run("sleep", ["600"], timeout: .milliseconds(200)).status
+        }
+        #expect(status == 128 + SIGKILL)
+        let child = try ChildProcess("/bin/sleep", ["600"])
+        status = nil
+        await withKnownIssue {
+            status = await child.waitForExit(timeout: .milliseconds(200))
+        }
+        #expect(status == 128 + SIGKILL)
     }
 }
