@@ -3,15 +3,33 @@
 # within TEST_TIME_LIMIT seconds (default 1200) instead of taking CI's whole budget, and names the tests that
 # were still running then.
 #
-# The output is line-buffered (stdbuf): written to a pipe, the test runner's output is otherwise block-buffered,
-# and the last lines before a hang — the ones that say which tests started — would stay in its buffer.
+# - The output is line-buffered (stdbuf): written to a pipe or a file, the test runner's output is otherwise
+#   block-buffered, and the last lines before a hang — the ones that say which tests started — stay in its buffer.
+# - It goes to a file that is followed, not through a pipe: a process left behind holding the pipe would keep
+#   the run from ending.
+# - The command runs in a process group of its own, which is stopped as a whole: the runner, the test
+#   processes and whatever they started.
 set -uo pipefail
 limit=${TEST_TIME_LIMIT:-1200}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-stdbuf -oL -eL timeout --kill-after=20 "$limit" "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+setsid stdbuf -oL -eL "$@" > "$log" 2>&1 &
+pid=$!
+# Ctrl-C or a stop of make reaches this script only (the group is in a session of its own): pass it on.
+trap 'kill -TERM -- "-$pid" 2>/dev/null; exit 130' INT TERM
+tail -n +1 -f --pid="$pid" "$log" &
+follower=$!
+waited=0
+while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$limit" ]; do
+    sleep 1
+    waited=$((waited + 1))
+done
+if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null
+    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    wait "$follower"
     echo
     echo "The tests did not finish within ${limit} s (TEST_TIME_LIMIT) and were stopped. Started and not finished:"
     python3 - "$log" <<'EOF'
@@ -26,5 +44,9 @@ for name, count in sorted(running.items()):
     if count > 0:
         print("  " + name)
 EOF
+    exit 124
 fi
+wait "$pid"
+status=$?
+wait "$follower"
 exit "$status"

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -23,21 +24,41 @@ extension ControlPlane {
         }
     }
 
-    /// GETs `path` from an admin listener (for `outrigger control status`): the status and the body.
-    public static func fetch(host: String, port: Int, path: String) async throws -> (Int, String) {
+    /// GETs `path` from an admin listener (for `outrigger control status` and the rollout gate): the status and the
+    /// body. A listener that does not answer within `timeout` (a stopped or wedged process still holds its port) is an
+    /// error, never a wait without end.
+    public static func fetch(host: String, port: Int, path: String, timeout: Duration = .seconds(5)) async throws -> (Int, String) {
+        let limit = TimeAmount(timeout)
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(limit)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
-        return try await channel.executeThenClose { inbound, outbound in
+        let expired = NIOLockedValueBox(false)
+        let cut = channel.channel.eventLoop.scheduleTask(in: limit) { [channel = channel.channel] in
+            expired.withLockedValue { $0 = true }
+            channel.close(promise: nil)
+        }
+        defer { cut.cancel() }
+        let response = try await channel.executeThenClose { inbound, outbound in
             try await outbound.write(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n"))
             var response = ""
             for try await chunk in inbound { response += String(buffer: chunk) }
-            guard let split = response.range(of: "\r\n\r\n") else { return (0, response) }
-            let status = Int(response[..<split.lowerBound].split(separator: " ").dropFirst().first ?? "") ?? 0
-            return (status, String(response[split.upperBound...]))
+            return response
         }
+        if expired.withLockedValue({ $0 }) { throw AdminFetchTimeout(address: "\(host):\(port)", path: path, timeout: timeout) }
+        guard let split = response.range(of: "\r\n\r\n") else { return (0, response) }
+        let status = Int(response[..<split.lowerBound].split(separator: " ").dropFirst().first ?? "") ?? 0
+        return (status, String(response[split.upperBound...]))
     }
+}
+
+/// An admin listener that took the connection but did not answer in time.
+public struct AdminFetchTimeout: Error, CustomStringConvertible {
+    public let address: String
+    public let path: String
+    public let timeout: Duration
+    public var description: String { "\(address) did not answer GET \(path) within \(timeout)" }
 }

@@ -52,20 +52,10 @@ public final class RolloutCoordinator: Sendable {
 
     /// A sidecar's `/stats/prometheus`, within two seconds (nil: no 200 answer by then).
     public static func metrics(of admin: HostPort) async -> String? {
-        await withTaskGroup(of: String?.self) { group in
-            group.addTask {
-                guard let (status, body) = try? await ControlPlane.fetch(host: admin.host, port: admin.port, path: "/stats/prometheus"), status == 200
-                else { return nil }
-                return body
-            }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(2))
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
+        guard let (status, body) = try? await ControlPlane.fetch(host: admin.host, port: admin.port, path: "/stats/prometheus", timeout: .seconds(2)),
+              status == 200
+        else { return nil }
+        return body
     }
 
     /// Follows the log, and drives the rollout under way whenever `standings` says this replica leads, until

@@ -65,6 +65,8 @@ extension Control {
 
         func run() async throws {
             let logger = logging.bootstrap(label: "outrigger.control")
+            // Taken from here on: a SIGTERM sent the moment the ports are announced is acted on, not lost.
+            let signals = ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT])
             let store: any MeshStore
             var registrations: EtcdRegistrations?
             var etcdStore: EtcdMeshStore?
@@ -153,7 +155,7 @@ extension Control {
                 }
                 group.addTask { await plane.follow() }
                 group.addTask {
-                    for await number in ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT]) {
+                    for await number in signals {
                         if number == SIGHUP { await plane.reload(); continue }
                         break
                     }

@@ -65,6 +65,7 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logging.bootstrap(label: "outrigger")
+        let signals = ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT])
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("outrigger-demo-\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let meshPath = directory.appendingPathComponent("mesh.yaml").path
@@ -150,7 +151,7 @@ struct Demo: AsyncParsableCommand {
         Ctrl-C drains and stops.
 
         """)
-        await caller.runUntilStopped()
+        await caller.runUntilStopped(signals: signals)
         for task in following { task.cancel() }
         watching.cancel()
         serving.cancel()

@@ -176,6 +176,8 @@ struct Proxy: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logging.bootstrap(label: "outrigger")
+        // Taken from here on: a SIGTERM sent the moment the listeners are announced is acted on, not lost.
+        let signals = ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT])
         // Connections are file descriptors: take all the system allows (the default maxConnections is half).
         ProcessLimits.raiseFileDescriptorLimit()
         var config: SidecarConfig
@@ -254,7 +256,7 @@ struct Proxy: AsyncParsableCommand {
             controlClient = client
         }
         let (notice, announcer) = (following?.drainNotice ?? .zero, controlClient)
-        await sidecar.runUntilStopped(watchInterval: .milliseconds(watchIntervalMilliseconds)) {
+        await sidecar.runUntilStopped(signals: signals, watchInterval: .milliseconds(watchIntervalMilliseconds)) {
             guard let announcer else { return }
             announcer.announceDraining()
             try? await Task.sleep(for: notice)
@@ -338,12 +340,13 @@ struct Echo: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // SIGTERM and SIGINT stop it cleanly (exit 0), as process supervisors expect; taken before it says it listens.
+        let signals = ProcessSignals.stream([SIGTERM, SIGINT])
         let server = try await EchoServer.start(host: listen.host, port: listen.port, name: name ?? listen.description,
                                                 threads: threads, delay: .milliseconds(delay))
         announce("outrigger echo: listening on \(server.localAddress.hostPort)")
-        // SIGTERM and SIGINT stop it cleanly (exit 0), as process supervisors expect.
         let stopping = Task {
-            for await _ in ProcessSignals.stream([SIGTERM, SIGINT]) {
+            for await _ in signals {
                 await server.stop()
                 break
             }

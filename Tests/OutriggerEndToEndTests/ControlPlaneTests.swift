@@ -120,6 +120,17 @@ struct ControlPlaneTests {
         ])
     }
 
+    /// An admin listener that takes the connection and never answers (a stopped process still holds its port) is an
+    /// error for `outrigger control status` and the rollout gate, not a wait without end.
+    @Test func anAdminThatNeverAnswersIsAnErrorNotAWait() async throws {
+        let silent = try await RecordingUpstream.start()
+        defer { Task { await silent.stop() } }
+        await #expect(throws: AdminFetchTimeout.self) {
+            _ = try await ControlPlane.fetch(host: "127.0.0.1", port: silent.port, path: "/status", timeout: .milliseconds(300))
+        }
+        #expect(silent.receivedText.hasPrefix("GET /status HTTP/1.1\r\n"))
+    }
+
     @Test func pushesAreAppliedAndABadOneIsRefusedWithTheOldConfigServing() async throws {
         let mesh = try await MeshHarness.start(echoes: 2) { Self.mesh($0) }
         do {
@@ -299,7 +310,10 @@ struct XDSPeerTests {
     static func startPlane(_ mesh: MeshConfig, tls: TLSConfig? = nil) async throws -> (ControlPlane, Int, Task<Void, Never>) {
         let plane = ControlPlane(mesh: mesh, registrationGrace: .milliseconds(200), logger: Harness.quietLogger)
         let (ports, portSink) = AsyncStream<Int>.makeStream()
-        let serving = Task { _ = try? await plane.serve(host: "127.0.0.1", port: 0, tls: tls) { portSink.yield($0) } }
+        let serving = Task {
+            _ = try? await plane.serve(host: "127.0.0.1", port: 0, tls: tls) { portSink.yield($0) }
+            portSink.finish()  // a serve that failed before it listened ends the wait below
+        }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw SetupError(description: "the control plane did not start") }
         return (plane, port, serving)

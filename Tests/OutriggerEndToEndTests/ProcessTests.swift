@@ -125,6 +125,22 @@ struct ProcessTests {
         #expect(version.status == 0 && version.stdout.hasPrefix("outrigger "), "\(version)")
     }
 
+    /// A SIGTERM sent the moment a process says it is ready (a supervisor stopping what it just started) stops it
+    /// cleanly: the proxy, the control plane and the echo app take their signals before they announce themselves.
+    @Test func aSIGTERMTheMomentAProcessIsReadyStopsItCleanly() async throws {
+        let mesh = try ConfigFile()
+        try mesh.write("services: []\n")
+        for (arguments, ready) in [(["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--admin", "127.0.0.1:0"], "outrigger: admin on"),
+                                   (["control", "--mesh", mesh.path, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"], "xds on"),
+                                   (["echo", "--listen", "127.0.0.1:0"], "listening on")] {
+            let process = try ChildProcess(try outriggerExecutable(), arguments)
+            defer { process.kill() }
+            try await process.waitForOutput(containing: ready)
+            process.signal(SIGTERM)
+            #expect(await process.waitForExit() == 0, "\(arguments[0]): \(process.text)")
+        }
+    }
+
     @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
         // The upstream holds its answer until the test lets it go: the request is in flight for as long as needed (a
         // fixed delay could end before a busy machine's first look at it).

@@ -145,7 +145,9 @@ struct RolloutTests {
         // One sidecar does not answer (stopped): the prepare times out, and the rollout is aborted.
         web2.process.signal(SIGSTOP)
         let v1Again = try Self.write(Self.mesh(users: f.port(0), extra: "    # again\n"))
-        let silent = try Self.rollout(v1Again, store: f.store, ["--prepare-timeout", "1s"])
+        // The replica waits four fifths of the prepare timeout for its sidecars, then votes: with 1 s, its vote's
+        // 200 ms margin was missed under load, and the leader aborted for the missing vote instead.
+        let silent = try Self.rollout(v1Again, store: f.store, ["--prepare-timeout", "3s"])
         let silentStatus = await silent.waitForExit()
         web2.process.signal(SIGCONT)
         #expect(silentStatus == 1, "\(silent.text)")
