@@ -316,6 +316,25 @@ struct HTTP2ProxyTests {
         }
     }
 
+    /// A connection error's GOAWAY that cannot leave — the upstream reads nothing, and the socket is full of the
+    /// request's body — does not hold the connection open: it closes after a second (it stayed open, and in its pool,
+    /// for as long as the upstream held it), and the next request opens a new one.
+    @Test func aGoAwayStuckBehindUnreadBytesDoesNotHoldTheConnectionOpen() async throws {
+        let (upstream, upstreamPort) = try await startScriptServer("h2_misbehaving_server.py")
+        defer { upstream.kill() }
+        try await withHarness(echoes: 0) { _ in Self.h2Upstream([HostPort(host: "127.0.0.1", port: upstreamPort)]) } _: { (harness: Harness) async throws in
+            let stats = harness.sidecar.configStore.stats.cluster("h2")
+            // 64 MiB: more than the sockets between the sidecar and the upstream hold.
+            async let upload = run("/bin/sh", ["-c", "head -c 67108864 /dev/zero | curl -sS --max-time 60 -o /dev/null -T - \(harness.url)/deaf"])
+            try await upstream.waitForOutput(containing: "deaf")
+            try await upstream.waitForOutput(containing: "closed by the client", timeout: .seconds(20))
+            try await waitUntil(timeout: .seconds(20)) { stats.connectionsActive.current == 0 }
+            _ = try await upload
+            #expect(try await fetch(harness.url + "/after").status == 200, "a new connection serves")
+            #expect(stats.connectionsTotal.current == 2)
+        }
+    }
+
     /// Requests past the upstream's SETTINGS_MAX_CONCURRENT_STREAMS wait in the codec, in order, for a stream to close
     /// (the cluster's one connection is full, so the pool places them there): none is reset or refused.
     @Test func requestsPastTheUpstreamsStreamLimitWaitForAStreamToClose() async throws {

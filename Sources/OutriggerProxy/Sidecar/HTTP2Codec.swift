@@ -24,6 +24,10 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// the peer is flooding a connection it does not read (ENHANCE_YOUR_CALM).
     static let maxAnswersWhileBlocked = 10_000
 
+    /// How long the GOAWAY of a connection error may take to leave before the connection closes without it (Envoy's
+    /// `delayed_close_timeout` has the same default).
+    static let goAwayFlushLimit: TimeAmount = .seconds(1)
+
     private var decoder: HTTP2FrameDecoder
     private var streams: HTTP2Streams
     private var headerDecoder: HPACKDecoder
@@ -306,12 +310,22 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         let written = context.eventLoop.makePromise(of: Void.self)
         outputPromises.append(written)
         // No new stream opens from here (requests waiting are refused); once the GOAWAY is out, the handler after hears,
-        // then the connection closes.
+        // then the connection closes. A peer that reads nothing keeps the GOAWAY in the socket: the connection closes
+        // anyway after `goAwayFlushLimit`, or it would stay open (and an upstream one in its pool) for as long as the
+        // peer holds it.
         startQueued()
         flushOutput(context)
-        written.futureResult.assumeIsolated().whenComplete { _ in
+        var ended = false
+        let end = {
+            guard !ended else { return }
+            ended = true
             context.fireUserInboundEventTriggered(WentAway())
             context.close(promise: nil)
+        }
+        let deadline = context.eventLoop.assumeIsolated().scheduleTask(in: Self.goAwayFlushLimit, end)
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            deadline.cancel()
+            end()
         }
     }
 

@@ -7,6 +7,9 @@
   /early-end    an informational head (103) that ends the stream
   /short        content-length 10, then 3 bytes and the end of the stream
   /push         a PUSH_PROMISE, though the client turned push off
+  /deaf         as soon as the request's head arrives: opens the flow-control windows wide, reads nothing more (the
+                client's body fills the socket buffers), sends a PUSH_PROMISE a second later, prints "deaf", and
+                holds the connection open without reading until the client closes it
   any other     200 with the length of the request's body
 
   h2_misbehaving_server.py limit N   instead advertises SETTINGS_MAX_CONCURRENT_STREAMS N and answers every request
@@ -94,6 +97,8 @@ def serve_connection(sock):
                 headers = {name.decode(): value.decode() for name, value in event.headers}
                 paths[event.stream_id] = headers[":path"]
                 received[event.stream_id] = 0
+                if headers[":path"] == "/deaf":
+                    return deaf(sock, connection, event.stream_id)
             elif isinstance(event, h2.events.DataReceived):
                 received[event.stream_id] += len(event.data)
                 connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -108,6 +113,26 @@ def serve_connection(sock):
             elif isinstance(event, h2.events.ConnectionTerminated):
                 print("goaway %d" % event.error_code, flush=True)
         sock.sendall(connection.data_to_send() + raw)
+
+
+def deaf(sock, connection, stream_id):
+    """Lets the client send as much as the sockets hold, reads none of it, then breaks the rules: the client's GOAWAY
+    waits behind its own unread bytes. Waits, still reading nothing, for the client to close the connection."""
+    connection.increment_flow_control_window(2 ** 31 - 1 - 65535)
+    connection.increment_flow_control_window(2 ** 31 - 1 - 65535, stream_id)
+    sock.sendall(connection.data_to_send())
+    time.sleep(1)
+    sock.sendall(frame(0x5, 0x4, stream_id, struct.pack(">I", 2) + b"\x82"))
+    print("deaf", flush=True)
+    # A closed peer shows as an error on the next send (the kernel answers a close with unread data with a reset);
+    # until then each PING waits in the socket like everything else.
+    while True:
+        time.sleep(0.2)
+        try:
+            sock.send(frame(0x6, 0x0, 0, b"\0" * 8))
+        except OSError:
+            print("closed by the client", flush=True)
+            return
 
 
 def answer(connection, stream_id, path, body_bytes):
