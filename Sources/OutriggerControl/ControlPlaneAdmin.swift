@@ -42,11 +42,17 @@ extension ControlPlane {
             channel.close(promise: nil)
         }
         defer { cut.cancel() }
-        let response = try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n"))
-            var response = ""
-            for try await chunk in inbound { response += String(buffer: chunk) }
-            return response
+        let response: String
+        do {
+            response = try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n"))
+                var response = ""
+                for try await chunk in inbound { response += String(buffer: chunk) }
+                return response
+            }
+        } catch where expired.withLockedValue({ $0 }) {
+            // The close at the deadline ended the write or the read with an error of its own.
+            throw AdminFetchTimeout(address: "\(host):\(port)", path: path, timeout: timeout)
         }
         if expired.withLockedValue({ $0 }) { throw AdminFetchTimeout(address: "\(host):\(port)", path: path, timeout: timeout) }
         guard let split = response.range(of: "\r\n\r\n") else { return (0, response) }
