@@ -37,6 +37,7 @@ extension ControlPlane {
                 }
             }
         let expired = NIOLockedValueBox(false)
+        let timedOut = AdminFetchTimeout(address: "\(host):\(port)", path: path, timeout: timeout)
         let cut = channel.channel.eventLoop.scheduleTask(in: limit) { [channel = channel.channel] in
             expired.withLockedValue { $0 = true }
             channel.close(promise: nil)
@@ -52,9 +53,9 @@ extension ControlPlane {
             }
         } catch where expired.withLockedValue({ $0 }) {
             // The close at the deadline ended the write or the read with an error of its own.
-            throw AdminFetchTimeout(address: "\(host):\(port)", path: path, timeout: timeout)
+            throw timedOut
         }
-        if expired.withLockedValue({ $0 }) { throw AdminFetchTimeout(address: "\(host):\(port)", path: path, timeout: timeout) }
+        if expired.withLockedValue({ $0 }) { throw timedOut }
         guard let split = response.range(of: "\r\n\r\n") else { return (0, response) }
         let status = Int(response[..<split.lowerBound].split(separator: " ").dropFirst().first ?? "") ?? 0
         return (status, String(response[split.upperBound...]))

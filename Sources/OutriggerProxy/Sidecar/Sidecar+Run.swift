@@ -7,9 +7,9 @@ extension Sidecar {
     /// cluster's interval.
     /// - Parameter beforeDrain: runs when SIGTERM or SIGINT arrives, before the sidecar stops accepting (a
     ///   control-plane client announces the drain there, so callers stop picking this sidecar first).
-    /// - Parameter signals: SIGHUP, SIGTERM and SIGINT as they arrive; a process takes them before it says it is
-    ///   ready (`ProcessSignals.stream`), so that one sent the moment it is ready is not lost.
-    public func runUntilStopped(signals: AsyncStream<Int32> = ProcessSignals.stream([SIGHUP, SIGTERM, SIGINT]), watchInterval: Duration = .seconds(1),
+    /// - Parameter signals: SIGHUP, SIGTERM and SIGINT as they arrive (`ProcessSignals.stream`), taken by the caller
+    ///   before it says it is ready, so that one sent the moment it is ready is acted on.
+    public func runUntilStopped(signals: AsyncStream<Int32>, watchInterval: Duration = .seconds(1),
                                 beforeDrain: @Sendable () async -> Void = {}) async {
         let watcher = Task {
             while !Task.isCancelled {
