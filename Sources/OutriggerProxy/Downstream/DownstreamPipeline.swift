@@ -98,7 +98,6 @@ struct DownstreamPipeline: Sendable {
             requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout, stats: settings.stats,
             reportResets: reportResets)
         let sync = channel.pipeline.syncOperations
-        try sync.addHandler(FlushCoalescer())
         try sync.addHandler(watcher)
         // The whole connection takes nothing (the client stopped reading its socket): reset.
         try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))

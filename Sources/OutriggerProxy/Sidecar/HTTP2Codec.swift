@@ -7,7 +7,10 @@ import OutriggerCore
 /// `HTTP2DownstreamConnection`) or a client (upstream, before `HTTP2UpstreamConnection`): frames are cut from the
 /// bytes read (`HTTP2FrameDecoder`), checked against the connection's state (`HTTP2Streams`), header blocks
 /// decoded with NIOHPACK and checked (`HTTP2FieldCheck`), and handed on as NIO's `HTTP2Frame`s; what the handler
-/// after it writes is framed into one output buffer per flush, DATA held while a send window is shut. The stream
+/// after it writes is framed into one output buffer, DATA held while a send window is shut, and leaves in one write
+/// per event-loop tick: the flushes asked for in a tick (a downstream connection's streams answered by different
+/// upstream connections; an upstream connection's requests started by different downstream reads) become one, run
+/// in the tick's task phase, after every ready socket has been read. The stream
 /// events that handler listens for are NIO's own (`StreamClosedEvent`, `NIOHTTP2WindowUpdatedEvent`,
 /// `NIOHTTP2Errors.StreamError`). A client's stream opens as its request's HEADERS go out.
 ///
@@ -44,6 +47,8 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private var startingQueued = false
     /// Inside `channelRead`: what is framed goes out when the read ends.
     private var reading = false
+    /// A flush is due in this tick's task phase.
+    private var flushScheduled = false
     private var context: ChannelHandlerContext?
     private var prefaceSent = false
     /// A connection error was answered: nothing more is read.
@@ -131,7 +136,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         if output.readableBytes > 0 {
-            flushOutput(context)
+            scheduleFlush(context)
         }
         context.fireChannelReadComplete()
     }
@@ -387,13 +392,24 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func flush(context: ChannelHandlerContext) {
-        flushOutput(context)
+        scheduleFlush(context)
     }
 
-    /// What was framed goes before the close (a stream's last frame can close the connection: a graceful GOAWAY's).
+    /// What was framed goes out before the close, flush asked for or not yet (a stream's last frame can close the
+    /// connection: a graceful GOAWAY's).
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        writeOutput(context)
+        flushOutput(context)
         context.close(mode: mode, promise: promise)
+    }
+
+    /// What was framed goes out in this tick's task phase, with whatever else is framed before then.
+    private func scheduleFlush(_ context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            guard self.flushScheduled, let context = self.context else { return }
+            self.flushOutput(context)
+        }
     }
 
     private func add(_ promise: EventLoopPromise<Void>?) {
@@ -402,6 +418,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// What was framed goes to the socket now.
     private func flushOutput(_ context: ChannelHandlerContext) {
+        flushScheduled = false
         writeOutput(context)
         context.flush()
     }
@@ -537,13 +554,13 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         if let context {
-            flushOutput(context)
+            scheduleFlush(context)
         }
     }
 
     /// Requests waiting for a stream to close start, in order, while the peer allows (or are refused after a GOAWAY).
-    /// Outside a read (a stream closed as a request's last frame went), what they frame goes out now: nothing else may
-    /// flush this connection soon.
+    /// Outside a read (a stream closed as a request's last frame went), what they frame is flushed in this tick:
+    /// nothing else may flush this connection soon.
     private func startQueued() {
         guard !startingQueued, !queuedOrder.isEmpty else { return }
         startingQueued = true
@@ -555,7 +572,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             for item in held { send(item, on: id) }
             started = true
         }
-        if started, !reading, let context { flushOutput(context) }
+        if started, !reading, let context { scheduleFlush(context) }
     }
 
     /// The stream is gone: what waited for its window never goes.
