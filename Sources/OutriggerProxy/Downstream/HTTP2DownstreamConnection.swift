@@ -5,17 +5,16 @@ import NIOHTTP2
 import OutriggerCore
 
 /// An HTTP/2 client connection at the frame level: sits after `HTTP2Codec` (which keeps the
-/// protocol's state, HPACK and outbound flow control) and hands each stream's frames, as HTTP request parts, to
-/// the stream's `ProxyRequestHandler` — no child channel, pipeline or HTTP/1 codec pair per stream.
+/// protocol's state, HPACK and outbound flow control), as its peer, and hands each stream's frames, as HTTP request
+/// parts, to the stream's `ProxyRequestHandler` — no child channel, pipeline or HTTP/1 codec pair per stream.
 ///
 /// - Heads that arrive in a read are handed on when the read ends, so a stream its client resets in the same
 ///   read (rapid reset) is known to be reset before its exchange starts.
 /// - Inbound flow control is ours (`HTTP2InboundWindow`): credit goes back as the exchanges take the bytes.
 /// - A stream is writable while less than `highWatermark` of its response waits to go out, and the connection
 ///   is writable.
-final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTP2Frame
-    typealias OutboundOut = HTTP2Frame
+final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHandler, HTTP2StreamTablePeer {
+    typealias InboundIn = Never
 
     /// Connection-level window kept for the client; its streams' are `streamWindowTarget` (NIO's default).
     static let connectionWindowTarget = 1 << 20
@@ -36,7 +35,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        frames.attach(context)
+        frames.attach(context, peer: self)
         clientAddress = context.channel.remoteAddress?.ipAddress
     }
 
@@ -45,36 +44,38 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         frames.detach()
     }
 
-    // MARK: Inbound
+    // MARK: The codec's reports
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        switch frame.payload {
-        case .headers(let headers):
-            if let stream = frames[frame.streamID] {
-                // A second header block is the request's trailers (the codec lets no other through).
-                stream.receive(.end(HTTPHeaders(regularFieldsOf: headers.headers)))
-            } else {
-                open(frame.streamID, headers)
-            }
-        case .data(let data):
-            guard let stream = frames[frame.streamID], case .byteBuffer(let body) = data.data else { return }
-            if body.readableBytes > 0 { stream.receive(.body(body)) }
-            if data.endStream { stream.receive(.end(nil)) }
-        default:
-            break  // SETTINGS, PING, GOAWAY, WINDOW_UPDATE, RST_STREAM: the codec acts on them.
+    func received(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool) {
+        if let stream = frames[id] {
+            // A second header block is the request's trailers (the codec lets no other through).
+            stream.receive(.end(HTTPHeaders(regularFieldsOf: block)))
+        } else {
+            open(id, block, endStream: endStream)
         }
     }
 
-    private func open(_ id: HTTP2StreamID, _ block: HTTP2Frame.FramePayload.Headers) {
-        guard let (head, malformed) = HTTPRequestHead.fromHTTP2(block.headers, endStream: block.endStream) else {
+    func received(_ body: ByteBuffer, on id: HTTP2StreamID, endStream: Bool) {
+        guard let stream = frames[id] else { return }
+        if body.readableBytes > 0 { stream.receive(.body(body)) }
+        if endStream { stream.receive(.end(nil)) }
+    }
+
+    // The client's GOAWAY and SETTINGS, and the codec's own GOAWAY: the codec acts on them (the connection closes
+    // after its GOAWAY; the open streams finish after the client's).
+    func goAwayReceived() {}
+    func maxConcurrentStreamsChanged(to limit: Int) {}
+    func wentAway() {}
+
+    private func open(_ id: HTTP2StreamID, _ block: HPACKHeaders, endStream: Bool) {
+        guard let (head, malformed) = HTTPRequestHead.fromHTTP2(block, endStream: endStream) else {
             // No :method, :path or :scheme (the codec lets CONNECT through without the last two).
-            frames.write(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError)), promise: nil)
+            frames.sendReset(id, .protocolError)
             frames.flush()
             return
         }
         let exchange = makeExchange()
-        let stream = HTTP2DownstreamStream(id: id, connection: self, exchange: exchange, head: head, endStream: block.endStream)
+        let stream = HTTP2DownstreamStream(id: id, connection: self, exchange: exchange, head: head, endStream: endStream)
         exchange.malformedHTTP2Head = malformed
         exchange.attach(.http2(stream), clientAddress: clientAddress)
         frames.add(stream, as: id)
@@ -95,8 +96,9 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         for stream in streams { stream.start() }
     }
 
+    // MARK: Channel events
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if frames.handle(event) { return }
         switch event {
         case is ChannelShouldQuiesceEvent:
             // Shutdown: no new streams; the connection closes once the open ones are done.
@@ -110,12 +112,8 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
         }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if !frames.streamError(error) { context.fireErrorCaught(error) }
-    }
-
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        frames.writabilityChanged()
+        frames.writabilityChanged(context)
         context.fireChannelWritabilityChanged()
     }
 

@@ -18,7 +18,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     private var held = HTTP2HeldParts<HTTPRequestHead>(windowTarget: HTTP2DownstreamConnection.streamWindowTarget)
     /// Handed parts in the read being handled (`HTTP2StreamTable.touched` keeps it).
     var touchedThisRead = false
-    /// The client reset the stream (or NIO did) before its head was handed on: nothing goes upstream.
+    /// The client reset the stream (or the codec did) before its head was handed on: nothing goes upstream.
     private(set) var resetBeforeItsHead = false
     private(set) var isClosed = false
 
@@ -102,7 +102,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         switch part {
         case .head(let head) where head.status.code < 200:
             // Informational (100 Continue): out at once, the final head follows.
-            connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: promise)
+            connection.frames.sendHeaders(HPACKHeaders(responseHead: head), on: id, promise: promise)
         case .head(let head):
             responseHead = head
             promise?.succeed(())
@@ -118,16 +118,16 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
             if let trailers {
                 sendHeldHead()
                 sendHeldData()
-                connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(trailers: trailers), endStream: true))), promise: promise)
+                connection.frames.sendHeaders(HPACKHeaders(trailers: trailers), on: id, endStream: true, promise: promise)
             } else if let data = responseData {
                 responseData = nil
                 sendHeldHead()
-                connection.frames.write(frame(.data(.init(data: .byteBuffer(data), endStream: true))), promise: promise)
+                connection.frames.sendData(data, on: id, endStream: true, promise: promise)
             } else if let head = responseHead {
                 responseHead = nil
-                connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head), endStream: true))), promise: promise)
+                connection.frames.sendHeaders(HPACKHeaders(responseHead: head), on: id, endStream: true, promise: promise)
             } else {
-                connection.frames.write(frame(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
+                connection.frames.sendData(ByteBuffer(), on: id, endStream: true, promise: promise)
             }
         }
     }
@@ -141,7 +141,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     private func sendHeldHead() {
         guard let head = responseHead else { return }
         responseHead = nil
-        connection.frames.write(frame(.headers(.init(headers: HPACKHeaders(responseHead: head)))), promise: nil)
+        connection.frames.sendHeaders(HPACKHeaders(responseHead: head), on: id)
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.
@@ -155,19 +155,15 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         written.futureResult.assumeIsolated().whenComplete { _ in
             if self.watermark.sent(bytes), self.connection.isWritable { self.exchange?.writabilityChanged() }
         }
-        connection.frames.write(frame(.data(.init(data: .byteBuffer(data)))), promise: written)
+        connection.frames.sendData(data, on: id, promise: written)
     }
 
     func connectionWritabilityChanged() {
         if watermark.isBelow { exchange?.writabilityChanged() }
     }
 
-    func resetByNIO(_ error: Error) {
+    func resetForProtocolError(_ error: NIOHTTP2Errors.StreamError) {
         exchange?.failed(error)
-    }
-
-    private func frame(_ payload: HTTP2Frame.FramePayload) -> HTTP2Frame {
-        HTTP2Frame(streamID: id, payload: payload)
     }
 
     // MARK: Closing
@@ -178,7 +174,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         resetSent = true
         responseHead = nil
         responseData = nil
-        connection.frames.write(frame(.rstStream(.cancel)), promise: nil)
+        connection.frames.sendReset(id, .cancel)
         // The codec reports the stream closed while it sends the frame; if it knew the stream no more, it
         // reports nothing and the stream closes here.
         connection.frames.flush()

@@ -18,11 +18,11 @@ protocol HTTP2ExchangeStream: AnyObject {
     func reset()
     /// The connection's writability changed.
     func connectionWritabilityChanged()
-    /// NIO reset the stream for a protocol error (a `NIOHTTP2Errors.StreamError`).
-    func resetByNIO(_ error: Error)
-    /// NIO reported the stream closed: both sides ended (`reason` nil), or a reset either way.
+    /// The codec reset the stream for a protocol error.
+    func resetForProtocolError(_ error: NIOHTTP2Errors.StreamError)
+    /// The codec reported the stream closed: both sides ended (`reason` nil), or a reset either way.
     func closed(reason: HTTP2ErrorCode?)
-    /// NIO reported the stream's inbound window.
+    /// The codec reported the stream's inbound window.
     func windowReported(size: Int)
     /// The read that handed the stream parts ended.
     func readEnded()

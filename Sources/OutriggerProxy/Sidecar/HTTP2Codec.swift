@@ -6,20 +6,21 @@ import OutriggerCore
 /// An HTTP/2 connection at the byte level, in place of NIO's `NIOHTTP2Handler`, as a server (downstream, before
 /// `HTTP2DownstreamConnection`) or a client (upstream, before `HTTP2UpstreamConnection`): frames are cut from the
 /// bytes read (`HTTP2FrameDecoder`), checked against the connection's state (`HTTP2Streams`), header blocks
-/// decoded with NIOHPACK and checked (`HTTP2FieldCheck`), and handed on as NIO's `HTTP2Frame`s; what the handler
-/// after it writes is framed into one output buffer, DATA held while a send window is shut, and leaves in one write
-/// per event-loop tick: the flushes asked for in a tick (a downstream connection's streams answered by different
-/// upstream connections; an upstream connection's requests started by different downstream reads) become one, run
-/// in the tick's task phase, after every ready socket has been read. The stream
-/// events that handler listens for are NIO's own (`StreamClosedEvent`, `NIOHTTP2WindowUpdatedEvent`,
-/// `NIOHTTP2Errors.StreamError`). A client's stream opens as its request's HEADERS go out.
+/// decoded with NIOHPACK and checked (`HTTP2FieldCheck`), and handed to its `peer` — the connection handler after it
+/// — in typed calls (`HTTP2CodecPeer`: header blocks, DATA, a stream's close, error or window), no frame or event
+/// boxed for the pipeline. What the peer's streams send (`writeHeaders`, `writeData`, …, called directly; a frame
+/// written down the pipeline, the watcher's GOAWAY, goes the same way) is framed into one output buffer, DATA held
+/// while a send window is shut, and leaves in one write per event-loop tick: the flushes asked for in a tick (a
+/// downstream connection's streams answered by different upstream connections; an upstream connection's requests
+/// started by different downstream reads) become one, run in the tick's task phase, after every ready socket has
+/// been read. A client's stream opens as its request's HEADERS go out.
 ///
 /// Violations are answered as RFC 9113 §5.4 scopes them: a stream error with RST_STREAM (the stream's exchange
 /// hears of it), a connection error with GOAWAY naming the last stream the peer opened, then a close. The peer's
 /// GOAWAY closes this side's streams after its last one as refused (a client's requests there go again elsewhere).
 final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
-    typealias InboundOut = HTTP2Frame
+    typealias InboundOut = Never
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = IOData
 
@@ -50,15 +51,13 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// A flush is due in this tick's task phase.
     private var flushScheduled = false
     private var context: ChannelHandlerContext?
+    /// The connection handler after the codec (it sets itself when added); let go when either leaves the pipeline.
+    var peer: (any HTTP2CodecPeer)?
     private var prefaceSent = false
     /// A connection error was answered: nothing more is read.
     private var failed = false
     private var answersWhileBlocked = 0
     private var flood = HTTP2FloodGuard()
-
-    /// A connection error was answered with GOAWAY: the handler after the codec takes no new streams here (an
-    /// upstream connection leaves its pool, as after the peer's GOAWAY).
-    struct WentAway {}
 
     private enum Held {
         case data(ByteBuffer, endStream: Bool, EventLoopPromise<Void>?)
@@ -87,6 +86,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         failWaiting()
         self.context = nil
+        peer = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -150,17 +150,17 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             do {
                 verdict = try streams.data(stream: id, payloadBytes: payload.readableBytes, flowControlled: flowControlled, endStream: endStream)
             } catch {
-                reportConnectionWindow(context)
+                reportConnectionWindow()
                 throw error
             }
             if case .deliver(let closesStream) = verdict {
-                context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .data(.init(data: .byteBuffer(payload), endStream: endStream)))))
+                peer?.received(payload, on: HTTP2StreamID(Int32(id)), endStream: endStream)
                 if let window = streams.receiveWindow(of: id) {
-                    context.fireUserInboundEventTriggered(NIOHTTP2WindowUpdatedEvent(streamID: HTTP2StreamID(Int32(id)), inboundWindowSize: window, outboundWindowSize: nil))
+                    peer?.inboundWindow(of: HTTP2StreamID(Int32(id)), is: window)
                 }
                 if closesStream { streamClosed(id, reason: nil) }
             }
-            reportConnectionWindow(context)
+            reportConnectionWindow()
         case let .headers(id, fragment, endStream, endHeaders, dependsOn):
             try receive(try streams.headers(stream: id, fragment: fragment, endStream: endStream, endHeaders: endHeaders, dependsOn: dependsOn), context)
         case let .continuation(_, fragment, endHeaders):
@@ -182,15 +182,13 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             try answered()
             if change.windowsGrew { sendWaiting(only: nil) }
             if let limit = change.maxConcurrentStreams {
-                let setting = HTTP2Setting(parameter: .maxConcurrentStreams, value: limit)
-                context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: .rootStream, payload: .settings(.settings([setting])))))
+                peer?.maxConcurrentStreamsChanged(to: limit)
                 startQueued()
             }
-        case let .goAway(lastStream, code):
+        case .goAway(let lastStream, _):
             // The peer opens no more streams (a client's: those open finish) and takes no more of ours; ours after
-            // its last stream were not processed. The handler after hears of the GOAWAY first, then of those streams.
-            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(
-                lastStreamID: HTTP2StreamID(Int32(lastStream)), errorCode: HTTP2ErrorCode(networkCode: Int(code.rawValue)), opaqueData: nil))))
+            // its last stream were not processed. The peer hears of the GOAWAY first, then of those streams.
+            peer?.goAwayReceived()
             for id in streams.goAwayReceived(lastStream: lastStream) {
                 dropWaiting(id)
                 streamClosed(id, reason: .refusedStream)
@@ -218,18 +216,18 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             let headers = try decode(block)
             let check = try checked(headers, .request, stream: id, endStream: endStream)
             streams.requestAccepted(stream: id, endStream: endStream, contentLength: check.contentLength)
-            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: headers, endStream: endStream)))))
+            peer?.received(headers, on: HTTP2StreamID(Int32(id)), endStream: endStream)
         case let .response(id, block, endStream):
             let headers = try decode(block)
             let check = try checked(headers, .response, stream: id, endStream: endStream)
             let closesStream = try streams.responseAccepted(stream: id, status: check.status ?? 0, endStream: endStream, contentLength: check.contentLength)
-            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: headers, endStream: endStream)))))
+            peer?.received(headers, on: HTTP2StreamID(Int32(id)), endStream: endStream)
             if closesStream { streamClosed(id, reason: nil) }
         case let .trailers(id, block):
             let trailers = try decode(block)
             _ = try checked(trailers, .trailers, stream: id, endStream: true)
             let closesStream = try streams.trailersReceived(stream: id)
-            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: trailers, endStream: true)))))
+            peer?.received(trailers, on: HTTP2StreamID(Int32(id)), endStream: true)
             if closesStream { streamClosed(id, reason: nil) }
         case let .discard(block, reset):
             _ = try decode(block)
@@ -271,8 +269,8 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func reportConnectionWindow(_ context: ChannelHandlerContext) {
-        context.fireUserInboundEventTriggered(NIOHTTP2WindowUpdatedEvent(streamID: .rootStream, inboundWindowSize: streams.connectionReceiveWindow, outboundWindowSize: nil))
+    private func reportConnectionWindow() {
+        peer?.inboundWindow(of: .rootStream, is: streams.connectionReceiveWindow)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -294,14 +292,14 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         let wasOpen = streams.resetSent(stream: id)
         dropWaiting(id)
         HTTP2FrameEncoder.writeRstStream(id, code, into: &output)
-        guard wasOpen, let context else { return }
+        guard wasOpen else { return }
         let error = NIOHTTP2Errors.streamError(streamID: HTTP2StreamID(Int32(id)), baseError: why)
         switch streams.role {
         case .server:
             streamClosed(id, reason: code)
-            context.fireErrorCaught(error)
+            peer?.streamError(error)
         case .client:
-            context.fireErrorCaught(error)
+            peer?.streamError(error)
             streamClosed(id, reason: code)
         }
     }
@@ -314,8 +312,8 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         HTTP2FrameEncoder.writeGoAway(lastStream: last, violation.code, into: &output)
         let written = context.eventLoop.makePromise(of: Void.self)
         outputPromises.append(written)
-        // No new stream opens from here (requests waiting are refused); once the GOAWAY is out, the handler after hears,
-        // then the connection closes. A peer that reads nothing keeps the GOAWAY in the socket: the connection closes
+        // No new stream opens from here (requests waiting are refused); once the GOAWAY is out, the peer hears, then the
+        // connection closes. A peer that reads nothing keeps the GOAWAY in the socket: the connection closes
         // anyway after `goAwayFlushLimit`, or it would stay open (and an upstream one in its pool) for as long as the
         // peer holds it.
         startQueued()
@@ -324,7 +322,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         let end = {
             guard !ended else { return }
             ended = true
-            context.fireUserInboundEventTriggered(WentAway())
+            self.peer?.wentAway()
             context.close(promise: nil)
         }
         let deadline = context.eventLoop.assumeIsolated().scheduleTask(in: Self.goAwayFlushLimit, end)
@@ -335,50 +333,29 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func streamClosed(_ id: UInt32, reason: HTTP2Code?) {
-        context?.fireUserInboundEventTriggered(StreamClosedEvent(streamID: HTTP2StreamID(Int32(id)), reason: reason.map { HTTP2ErrorCode(networkCode: Int($0.rawValue)) }))
+        peer?.streamClosed(HTTP2StreamID(Int32(id)), reason: reason.map { HTTP2ErrorCode(networkCode: Int($0.rawValue)) })
         startQueued()  // a client's stream closed: a request waiting may start
     }
 
     // MARK: Outbound
 
+    /// A frame written down the pipeline (the watcher's GOAWAY; tests): sent as the peer's calls are.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let frame = unwrapOutboundIn(data)
-        let id = UInt32(Int32(frame.streamID))
+        let id = frame.streamID
         switch frame.payload {
         case .headers(let headers):
-            send(.headers(headers.headers, endStream: headers.endStream, promise), on: id)
+            writeHeaders(headers.headers, on: id, endStream: headers.endStream, promise: promise)
         case .data(let data):
             guard case .byteBuffer(let body) = data.data else {
                 promise?.fail(NIOHTTP2Errors.unsupported(info: "file regions over HTTP/2"))
                 return
             }
-            send(.data(body, endStream: data.endStream, promise), on: id)
+            writeData(body, on: id, endStream: data.endStream, promise: promise)
         case .rstStream(let code):
-            if let held = queued.removeValue(forKey: id) {
-                // A request that never started: nothing goes out, and its stream closes itself.
-                queuedOrder.removeAll { $0 == id }
-                fail(held, NIOHTTP2Errors.streamClosed(streamID: frame.streamID, errorCode: code))
-                promise?.succeed(())
-                return
-            }
-            // A stream already closed either way is not reset again (RFC 9113 §5.4.2: no RST_STREAM for an RST_STREAM).
-            guard streams.resetSent(stream: id) else {
-                promise?.succeed(())
-                return
-            }
-            dropWaiting(id)
-            let wireCode = HTTP2Code(rawValue: UInt32(code.networkCode))
-            HTTP2FrameEncoder.writeRstStream(id, wireCode, into: &output)
-            add(promise)
-            streamClosed(id, reason: wireCode)
+            writeReset(id, code, promise: promise)
         case .windowUpdate(let increment):
-            guard let window = streams.windowUpdateSent(stream: id, increment: increment) else {
-                promise?.succeed(())
-                return
-            }
-            HTTP2FrameEncoder.writeWindowUpdate(id, increment: increment, into: &output)
-            add(promise)
-            context.fireUserInboundEventTriggered(NIOHTTP2WindowUpdatedEvent(streamID: frame.streamID, inboundWindowSize: window, outboundWindowSize: nil))
+            writeWindowUpdate(id, increment: increment, promise: promise)
         case .goAway(let lastStreamID, let code, _):
             let last = streams.goAwaySent(lastStream: UInt32(Int32(lastStreamID)))
             HTTP2FrameEncoder.writeGoAway(lastStream: last, HTTP2Code(rawValue: UInt32(code.networkCode)), into: &output)
@@ -389,6 +366,54 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         default:
             promise?.fail(NIOHTTP2Errors.unsupported(info: "a \(frame.payload) frame from the server side"))
         }
+    }
+
+    /// A header block on a stream: a request's head opens its stream (a client's), a response's head, or trailers.
+    func writeHeaders(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool, promise: EventLoopPromise<Void>?) {
+        send(.headers(block, endStream: endStream, promise), on: UInt32(Int32(id)))
+    }
+
+    func writeData(_ body: ByteBuffer, on id: HTTP2StreamID, endStream: Bool, promise: EventLoopPromise<Void>?) {
+        send(.data(body, endStream: endStream, promise), on: UInt32(Int32(id)))
+    }
+
+    /// RST_STREAM, unless the stream closed either way (RFC 9113 §5.4.2: no RST_STREAM for an RST_STREAM); the peer
+    /// hears the stream closed.
+    func writeReset(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode, promise: EventLoopPromise<Void>?) {
+        let id = UInt32(Int32(streamID))
+        if let held = queued.removeValue(forKey: id) {
+            // A request that never started: nothing goes out, and its stream closes itself.
+            queuedOrder.removeAll { $0 == id }
+            fail(held, NIOHTTP2Errors.streamClosed(streamID: streamID, errorCode: code))
+            promise?.succeed(())
+            return
+        }
+        guard streams.resetSent(stream: id) else {
+            promise?.succeed(())
+            return
+        }
+        dropWaiting(id)
+        let wireCode = HTTP2Code(rawValue: UInt32(code.networkCode))
+        HTTP2FrameEncoder.writeRstStream(id, wireCode, into: &output)
+        add(promise)
+        streamClosed(id, reason: wireCode)
+    }
+
+    /// Credit back to the peer (stream 0: the connection's); the peer hears the window's new size.
+    func writeWindowUpdate(_ streamID: HTTP2StreamID, increment: Int, promise: EventLoopPromise<Void>?) {
+        let id = UInt32(Int32(streamID))
+        guard let window = streams.windowUpdateSent(stream: id, increment: increment) else {
+            promise?.succeed(())
+            return
+        }
+        HTTP2FrameEncoder.writeWindowUpdate(id, increment: increment, into: &output)
+        add(promise)
+        peer?.inboundWindow(of: streamID, is: window)
+    }
+
+    /// What was written goes out in this tick (`flush(context:)` for the peer, which calls the codec directly).
+    func flush() {
+        if let context { scheduleFlush(context) }
     }
 
     func flush(context: ChannelHandlerContext) {

@@ -66,7 +66,7 @@ struct HTTP2HeldParts<Head: Equatable> {
         return peerEnded ? nil : increment
     }
 
-    /// NIO reported the stream's window. - Returns: the credit to give back, if an update is due.
+    /// The codec reported the stream's window. - Returns: the credit to give back, if an update is due.
     mutating func windowReported(size: Int) -> Int? {
         let increment = window.reported(size: size)
         return peerEnded ? nil : increment

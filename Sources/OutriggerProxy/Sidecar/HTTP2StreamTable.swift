@@ -1,15 +1,16 @@
 import NIOCore
+import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
 
 /// What the two frame-level HTTP/2 handlers (`HTTP2DownstreamConnection`, `HTTP2UpstreamConnection`) share: the
-/// way out to the codec before them, the connection's inbound window, whether the connection takes more,
-/// the open streams by id and the streams handed parts in the read being handled, and the channel events every
-/// stream hears of. A class: writing a frame makes NIO report events back into the handler at once (a reentrant
-/// call that a struct's exclusive access would trap on).
+/// way out to the codec before them (called directly), the connection's inbound window, whether the connection
+/// takes more, the open streams by id and the streams handed parts in the read being handled, and the codec's
+/// stream reports every stream hears of. A class: sending a frame makes the codec report back into the handler at
+/// once (a reentrant call that a struct's exclusive access would trap on).
 final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
-    private(set) var context: ChannelHandlerContext?
+    private var codec: HTTP2Codec?
     private var window: HTTP2InboundWindow
     private(set) var isWritable = true
     private var streams: [HTTP2StreamID: Stream] = [:]
@@ -19,13 +20,18 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
         window = HTTP2InboundWindow(target: windowTarget)
     }
 
-    func attach(_ context: ChannelHandlerContext) {
-        self.context = context
+    /// The handler was added after the codec: it becomes the codec's peer, and the streams' way out is the codec.
+    func attach(_ context: ChannelHandlerContext, peer: any HTTP2CodecPeer) {
+        codec = try? context.pipeline.syncOperations.handler(type: HTTP2Codec.self)
+        codec?.peer = peer
+        eventLoop = context.eventLoop
         isWritable = context.channel.isWritable
     }
 
     func detach() {
-        context = nil
+        codec?.peer = nil
+        codec = nil
+        eventLoop = nil
     }
 
     // MARK: Streams
@@ -68,57 +74,82 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
         return all
     }
 
-    // MARK: Channel events
+    // MARK: The codec's reports, and channel events
 
-    /// NIO's stream events: a stream closed, a window's size. - Returns: whether `event` was one.
-    func handle(_ event: Any) -> Bool {
-        switch event {
-        case let closed as StreamClosedEvent:
-            streams[closed.streamID]?.closed(reason: closed.reason)
-        case let update as NIOHTTP2WindowUpdatedEvent:
-            guard let size = update.inboundWindowSize else { return true }
-            if update.streamID != .rootStream {
-                streams[update.streamID]?.windowReported(size: size)
-            } else if let increment = window.reported(size: size) {
-                sendWindowUpdate(.rootStream, increment)
-            }
-        default:
-            return false
+    func streamClosed(_ id: HTTP2StreamID, reason: HTTP2ErrorCode?) {
+        streams[id]?.closed(reason: reason)
+    }
+
+    /// A window's size: a stream's goes to it; the connection's may earn the peer credit.
+    func inboundWindow(of id: HTTP2StreamID, is size: Int) {
+        if id != .rootStream {
+            streams[id]?.windowReported(size: size)
+        } else if let increment = window.reported(size: size) {
+            sendWindowUpdate(.rootStream, increment)
         }
-        return true
+    }
+
+    /// The codec reset a stream for a protocol error: that stream hears of it.
+    func streamError(_ error: NIOHTTP2Errors.StreamError) {
+        streams[error.streamID]?.resetForProtocolError(error)
     }
 
     /// The connection's writability changed: every stream hears of it.
-    func writabilityChanged() {
-        isWritable = context?.channel.isWritable ?? false
+    func writabilityChanged(_ context: ChannelHandlerContext) {
+        isWritable = context.channel.isWritable
         for stream in all { stream.connectionWritabilityChanged() }
-    }
-
-    /// NIO reports a stream error (it has reset the stream): that stream hears of it. - Returns: whether `error` was one.
-    func streamError(_ error: Error) -> Bool {
-        guard let streamError = error as? NIOHTTP2Errors.StreamError else { return false }
-        streams[streamError.streamID]?.resetByNIO(streamError)
-        return true
     }
 
     // MARK: Output
 
     func sendWindowUpdate(_ id: HTTP2StreamID, _ increment: Int) {
-        write(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment)), promise: nil)
+        codec?.writeWindowUpdate(id, increment: increment, promise: nil)
         flush()
     }
 
-    func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>?) {
-        guard let context else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
-            return
-        }
-        context.write(NIOAny(frame), promise: promise)
+    func sendHeaders(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool = false, promise: EventLoopPromise<Void>? = nil) {
+        guard let codec else { return closedChannel(promise) }
+        codec.writeHeaders(block, on: id, endStream: endStream, promise: promise)
+    }
+
+    func sendData(_ body: ByteBuffer, on id: HTTP2StreamID, endStream: Bool = false, promise: EventLoopPromise<Void>? = nil) {
+        guard let codec else { return closedChannel(promise) }
+        codec.writeData(body, on: id, endStream: endStream, promise: promise)
+    }
+
+    func sendReset(_ id: HTTP2StreamID, _ code: HTTP2ErrorCode) {
+        codec?.writeReset(id, code, promise: nil)
+    }
+
+    private func closedChannel(_ promise: EventLoopPromise<Void>?) {
+        promise?.fail(ChannelError.ioOnClosedChannel)
     }
 
     func flush() {
-        context?.flush()
+        codec?.flush()
     }
 
-    var eventLoop: (any EventLoop)? { context?.eventLoop }
+    /// The connection's loop; nil before the handler is added.
+    private(set) var eventLoop: (any EventLoop)?
+}
+
+/// A codec's peer whose streams are in an `HTTP2StreamTable`: the codec's stream reports go to them there.
+protocol HTTP2StreamTablePeer: HTTP2CodecPeer {
+    associatedtype Stream: HTTP2ExchangeStream
+    var frames: HTTP2StreamTable<Stream> { get }
+}
+
+extension HTTP2StreamTablePeer {
+    func inboundWindow(of stream: HTTP2StreamID, is size: Int) {
+        frames.inboundWindow(of: stream, is: size)
+    }
+
+    func streamClosed(_ stream: HTTP2StreamID, reason: HTTP2ErrorCode?) {
+        frames.streamClosed(stream, reason: reason)
+    }
+
+    /// A protocol error on the stream (a malformed request or response): it is reset, and its exchange fails.
+    func streamError(_ error: NIOHTTP2Errors.StreamError) {
+        frames.streamError(error)
+    }
 }

@@ -66,7 +66,7 @@ final class HTTP2EndpointConnection {
     private func connect() {
         let frames = NIOLoopBound(HTTP2UpstreamConnection(scheme: target.tls == nil ? "http" : "https"), eventLoop: eventLoop)
         frames.value.goingAway = { [weak self] in self?.goingAway() }
-        frames.value.maxConcurrentStreamsChanged = { [weak self] limit in self?.machine.maxConcurrentStreamsChanged(to: limit) }
+        frames.value.streamLimitChanged = { [weak self] limit in self?.machine.maxConcurrentStreamsChanged(to: limit) }
         target.connect { channel in
             // A connection error (the codec sends GOAWAY) closes the connection, so the next request opens a new one.
             try channel.pipeline.syncOperations.addHandler(HTTP2Codec(.client, limits: .upstream, allocator: channel.allocator))

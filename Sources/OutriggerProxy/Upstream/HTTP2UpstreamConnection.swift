@@ -5,13 +5,12 @@ import NIOHTTP2
 import OutriggerCore
 
 /// An HTTP/2 connection to an upstream at the frame level: sits after our `HTTP2Codec` (client role, which keeps
-/// the protocol's state, HPACK and outbound flow control) and carries each stream's request and response for its
+/// the protocol's state, HPACK and outbound flow control), as its peer, and carries each stream's request and response for its
 /// `UpstreamExchangeHandler` — no child channel, pipeline or HTTP/1 codec pair per stream. Stream ids are taken as
 /// request heads go out, so they rise in the order the codec sends them. It also reports what the upstream says on
 /// stream 0: GOAWAY and SETTINGS_MAX_CONCURRENT_STREAMS.
-final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTP2Frame
-    typealias OutboundOut = HTTP2Frame
+final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, HTTP2StreamTablePeer {
+    typealias InboundIn = Never
 
     static let connectionWindowTarget = 1 << 20
     static let streamWindowTarget = 65_535
@@ -21,7 +20,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
     /// The connection takes no new streams: the upstream's GOAWAY came (called before the streams past its last id
     /// close), this side sent one for a connection error, or its stream ids are running out.
     var goingAway: (() -> Void)?
-    var maxConcurrentStreamsChanged: ((Int) -> Void)?
+    var streamLimitChanged: ((Int) -> Void)?
     /// The open streams and the way out; the streams write through it.
     let frames = HTTP2StreamTable<HTTP2UpstreamStream>(windowTarget: connectionWindowTarget)
     private var streamIDs = HTTP2ClientStreamIDs()
@@ -32,7 +31,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        frames.attach(context)
+        frames.attach(context, peer: self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -54,44 +53,37 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
         return id
     }
 
-    // MARK: Inbound
+    // MARK: The codec's reports
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        switch frame.payload {
-        case .headers(let headers):
-            frames[frame.streamID]?.receive(headers.headers, endStream: headers.endStream)
-        case .data(let data):
-            guard case .byteBuffer(let body) = data.data else { return }
-            frames[frame.streamID]?.receive(body, endStream: data.endStream)
-        case .goAway:
-            goingAway?()
-        case .settings(.settings(let settings)):
-            for setting in settings where setting.parameter == .maxConcurrentStreams { maxConcurrentStreamsChanged?(setting.value) }
-        default:
-            break  // PING, WINDOW_UPDATE, RST_STREAM: the codec acts on them; PUSH_PROMISE is its connection error (push is off).
-        }
+    func received(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool) {
+        frames[id]?.receive(block, endStream: endStream)
     }
+
+    func received(_ body: ByteBuffer, on id: HTTP2StreamID, endStream: Bool) {
+        frames[id]?.receive(body, endStream: endStream)
+    }
+
+    func goAwayReceived() {
+        goingAway?()
+    }
+
+    func maxConcurrentStreamsChanged(to limit: Int) {
+        streamLimitChanged?(limit)
+    }
+
+    func wentAway() {
+        goingAway?()
+    }
+
+    // MARK: Channel events
 
     func channelReadComplete(context: ChannelHandlerContext) {
         frames.readEnded()
         context.fireChannelReadComplete()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is HTTP2Codec.WentAway {
-            goingAway?()
-        } else if !frames.handle(event) {
-            context.fireUserInboundEventTriggered(event)
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if !frames.streamError(error) { context.fireErrorCaught(error) }
-    }
-
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        frames.writabilityChanged()
+        frames.writabilityChanged(context)
         context.fireChannelWritabilityChanged()
     }
 

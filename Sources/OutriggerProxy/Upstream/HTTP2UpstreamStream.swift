@@ -57,16 +57,16 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             if let trailers {
                 sendHeldHead(endStream: false)
                 sendHeldData()
-                send(.headers(.init(headers: HPACKHeaders(trailers: trailers), endStream: true)), promise: promise)
+                send(.headers(HPACKHeaders(trailers: trailers), endStream: true), promise: promise)
             } else if let data = requestData {
                 requestData = nil
                 sendHeldHead(endStream: false)
-                send(.data(.init(data: .byteBuffer(data), endStream: true)), promise: promise)
+                send(.data(data, endStream: true), promise: promise)
             } else if requestHead != nil {
                 sendHeldHead(endStream: true)
                 promise?.succeed(())
             } else {
-                send(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)), promise: promise)
+                send(.data(ByteBuffer(), endStream: true), promise: promise)
             }
         }
     }
@@ -87,7 +87,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             return
         }
         self.id = id
-        send(.headers(.init(headers: HPACKHeaders(requestHead: head, scheme: connection.scheme), endStream: endStream)))
+        send(.headers(HPACKHeaders(requestHead: head, scheme: connection.scheme), endStream: endStream))
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.
@@ -100,22 +100,30 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
         written.futureResult.assumeIsolated().whenComplete { _ in
             if self.watermark.sent(bytes), self.connection.isWritable { self.exchange?.writabilityChanged() }
         }
-        send(.data(.init(data: .byteBuffer(data))), promise: written)
+        send(.data(data, endStream: false), promise: written)
     }
 
-    private func send(_ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
+    private enum Frame {
+        case headers(HPACKHeaders, endStream: Bool)
+        case data(ByteBuffer, endStream: Bool)
+    }
+
+    private func send(_ frame: Frame, promise: EventLoopPromise<Void>? = nil) {
         guard let id else {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        connection.frames.write(HTTP2Frame(streamID: id, payload: payload), promise: promise)
+        switch frame {
+        case let .headers(block, endStream): connection.frames.sendHeaders(block, on: id, endStream: endStream, promise: promise)
+        case let .data(body, endStream): connection.frames.sendData(body, on: id, endStream: endStream, promise: promise)
+        }
     }
 
     func connectionWritabilityChanged() {
         if watermark.isBelow { exchange?.writabilityChanged() }
     }
 
-    func resetByNIO(_ error: Error) {
+    func resetForProtocolError(_ error: NIOHTTP2Errors.StreamError) {
         // A malformed response: the exchange fails.
         exchange?.failed(error)
     }
@@ -192,14 +200,14 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             finish(failure: nil)
             return
         }
-        connection.frames.write(HTTP2Frame(streamID: id, payload: .rstStream(code)), promise: nil)
+        connection.frames.sendReset(id, code)
         // The codec reports the stream closed while it sends the frame; if it knew the stream no more, it
         // reports nothing and the stream closes here.
         connection.frames.flush()
         if !isClosed { closed(reason: code) }
     }
 
-    /// NIO closed the stream: both sides ended (`reason` nil), or a reset either way.
+    /// The codec closed the stream: both sides ended (`reason` nil), or a reset either way.
     func closed(reason: HTTP2ErrorCode?) {
         guard !isClosed else { return }
         isClosed = true
