@@ -135,7 +135,7 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
     /// Through the HTTP/2 codec (after this one), which encodes it; then closed.
     private func goAway(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
         let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(Int32(lastPeerStream)), errorCode: code, opaqueData: nil))
-        context.channel.writeAndFlush(goAway).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.channel.writeAndFlush(goAway).assumeIsolated().whenComplete { _ in context.channel.close(promise: nil) }
         // A client that reads nothing never lets the GOAWAY out: closed anyway.
         let channel = context.channel
         context.eventLoop.scheduleTask(in: Self.goAwayGrace) { channel.close(promise: nil) }
@@ -155,7 +155,8 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler, RemovableChannelHandl
         case .headerBlockTimedOut:
             closing = true
             stats.recordClose(.requestHeadersTimeout)
-            context.close(promise: nil)
+            // From the pipeline's end, through the codec: what it framed for other streams goes out first.
+            context.channel.close(promise: nil)
         }
     }
 

@@ -15,8 +15,8 @@ import OutriggerCore
 /// started by different downstream reads) become one, run in the tick's task phase, after every ready socket has
 /// been read. A client's stream opens as its request's HEADERS go out.
 ///
-/// Violations are answered as RFC 9113 §5.4 scopes them: a stream error with RST_STREAM (the stream's exchange
-/// hears of it), a connection error with GOAWAY naming the last stream the peer opened, then a close. The peer's
+/// Violations are answered as RFC 9113 §5.4 scopes them: a stream error with RST_STREAM (the stream closes; a
+/// client's exchange hears of the error first), a connection error with GOAWAY naming the last stream the peer opened, then a close. The peer's
 /// GOAWAY closes this side's streams after its last one as refused (a client's requests there go again elsewhere).
 final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
@@ -46,7 +46,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private var queued: [UInt32: [Held]] = [:]
     private var queuedOrder: [UInt32] = []
     private var startingQueued = false
-    /// Inside `channelRead`: what is framed goes out when the read ends.
+    /// Inside `channelRead`: what is framed is flushed when the read ends.
     private var reading = false
     /// A flush is due in this tick's task phase.
     private var flushScheduled = false
@@ -285,9 +285,10 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Errors
 
-    /// A stream error: RST_STREAM, and the stream's exchange, if it has one, hears of the error and that its stream
-    /// closed. A server's hears of the close first, as NIO's handler told it; a client's hears of the error first, so
-    /// that it knows the upstream's response was malformed, not merely reset.
+    /// A stream error: RST_STREAM, and the peer hears that the stream closed and of the error. A server's hears of
+    /// the close first, as NIO's handler told it (the stream is gone by the error: its exchange ends as on the
+    /// client's reset); a client's hears of the error first, so that its exchange knows the upstream's response was
+    /// malformed, not merely reset.
     private func resetStream(_ id: UInt32, _ code: HTTP2Code, why: HTTP2Violation) {
         let wasOpen = streams.resetSent(stream: id)
         dropWaiting(id)
@@ -370,16 +371,26 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// A header block on a stream: a request's head opens its stream (a client's), a response's head, or trailers.
     func writeHeaders(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool, promise: EventLoopPromise<Void>?) {
+        guard !removed(failing: promise) else { return }
         send(.headers(block, endStream: endStream, promise), on: UInt32(Int32(id)))
     }
 
     func writeData(_ body: ByteBuffer, on id: HTTP2StreamID, endStream: Bool, promise: EventLoopPromise<Void>?) {
+        guard !removed(failing: promise) else { return }
         send(.data(body, endStream: endStream, promise), on: UInt32(Int32(id)))
+    }
+
+    /// Out of the pipeline (the connection closed): nothing written now would go, so its promise fails.
+    private func removed(failing promise: EventLoopPromise<Void>?) -> Bool {
+        guard context == nil else { return false }
+        promise?.fail(ChannelError.ioOnClosedChannel)
+        return true
     }
 
     /// RST_STREAM, unless the stream closed either way (RFC 9113 §5.4.2: no RST_STREAM for an RST_STREAM); the peer
     /// hears the stream closed.
     func writeReset(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode, promise: EventLoopPromise<Void>?) {
+        guard !removed(failing: promise) else { return }
         let id = UInt32(Int32(streamID))
         if let held = queued.removeValue(forKey: id) {
             // A request that never started: nothing goes out, and its stream closes itself.
@@ -401,6 +412,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Credit back to the peer (stream 0: the connection's); the peer hears the window's new size.
     func writeWindowUpdate(_ streamID: HTTP2StreamID, increment: Int, promise: EventLoopPromise<Void>?) {
+        guard !removed(failing: promise) else { return }
         let id = UInt32(Int32(streamID))
         guard let window = streams.windowUpdateSent(stream: id, increment: increment) else {
             promise?.succeed(())

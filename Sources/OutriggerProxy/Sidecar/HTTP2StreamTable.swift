@@ -23,6 +23,7 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
     /// The handler was added after the codec: it becomes the codec's peer, and the streams' way out is the codec.
     func attach(_ context: ChannelHandlerContext, peer: any HTTP2CodecPeer) {
         codec = try? context.pipeline.syncOperations.handler(type: HTTP2Codec.self)
+        assert(codec != nil, "an HTTP/2 connection handler goes after an HTTP2Codec")
         codec?.peer = peer
         eventLoop = context.eventLoop
         isWritable = context.channel.isWritable
@@ -148,7 +149,8 @@ extension HTTP2StreamTablePeer {
         frames.streamClosed(stream, reason: reason)
     }
 
-    /// A protocol error on the stream (a malformed request or response): it is reset, and its exchange fails.
+    /// The codec reset a stream for a protocol error: the stream, if still open, hears of it (an upstream one: its
+    /// response was malformed, and its exchange fails; a downstream one has closed already).
     func streamError(_ error: NIOHTTP2Errors.StreamError) {
         frames.streamError(error)
     }
