@@ -1,3 +1,4 @@
+import OutriggerConfig
 import OutriggerXDS
 import SwiftProtobuf
 

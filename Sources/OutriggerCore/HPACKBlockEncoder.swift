@@ -1,8 +1,11 @@
 import NIOCore
+import OutriggerConfig
 
 /// Encodes HTTP/2 header blocks (RFC 7541) for one connection, looking fields up in hash tables instead of scanning
 /// the dynamic table field by field as NIOHPACK's encoder does (its case-insensitive scan was the largest single cost
-/// of an HTTP/2 request in the profile). Strings go as plain octets, not Huffman-coded: fewer cycles, a few more bytes.
+/// of an HTTP/2 request in the profile). The tables are its own (`PlaceTable`: FNV-1a over the bytes, one pass for a
+/// name and its field, where `Dictionary` hashed each string with a seeded SipHash). Strings go as plain octets, not
+/// Huffman-coded: fewer cycles, a few more bytes.
 ///
 /// - A field in the static table with its value is one index; one in the dynamic table too.
 /// - Otherwise it is a literal, its name indexed when either table has it, and it enters the dynamic table — unless
@@ -17,7 +20,7 @@ public struct HPACKBlockEncoder {
     /// The table size used when the peer allows it (RFC 7541's default, and NIOHPACK's).
     public static let defaultTableSize = 4096
 
-    private struct Field: Hashable {
+    private struct Field {
         var name: String
         var value: String
     }
@@ -62,11 +65,12 @@ public struct HPACKBlockEncoder {
     public mutating func encode(name: String, value: String, indexing: Indexing = .indexable, into buffer: inout ByteBuffer) {
         let field = Field(name: name, value: value)
         let indexed = indexing == .indexable && !Self.isNewEveryMessage(name)
-        if indexed, let place = byField[field] {
+        let hashes = Self.hashes(of: field)
+        if indexed, let place = byField.place(hashes.field, where: { let other = self.field(at: $0); return other.value == value && other.name == name }) {
             Self.writeInteger(index(of: place), prefix: 7, bits: 0x80, into: &buffer)
             return
         }
-        let nameIndex = byName[name].map(index(of:)) ?? 0
+        let nameIndex = byName.place(hashes.name, where: { self.field(at: $0).name == name }).map(index(of:)) ?? 0
         switch (indexed, indexing) {
         case (true, _): Self.writeInteger(nameIndex, prefix: 6, bits: 0x40, into: &buffer)  // literal, incremental indexing
         case (false, .neverIndexed): Self.writeInteger(nameIndex, prefix: 4, bits: 0x10, into: &buffer)
@@ -74,7 +78,26 @@ public struct HPACKBlockEncoder {
         }
         if nameIndex == 0 { Self.writeString(name, into: &buffer) }
         Self.writeString(value, into: &buffer)
-        if indexed { insert(field) }
+        if indexed { insert(field, hashes) }
+    }
+
+    /// A name's hash, and its field's: the value's bytes hashed on from the name's.
+    private static func hashes(of field: Field) -> (name: UInt64, field: UInt64) {
+        var hasher = FNV1a()
+        hasher.add(utf8Of: field.name)
+        let name = hasher.value
+        hasher.add(byte: 0xFF)  // no name byte: "ab" + "c" and "a" + "bc" part
+        hasher.add(utf8Of: field.value)
+        return (name, hasher.value)
+    }
+
+    /// The field at a place in `byField` or `byName`: a static one (minus its index), or a dynamic entry's number.
+    private func field(at place: Int) -> Field {
+        Self.field(at: place, entries, firstNumber)
+    }
+
+    private static func field(at place: Int, _ entries: [Field], _ firstNumber: Int) -> Field {
+        place < 0 ? staticFieldsInOrder[-place - 1] : entries[place - firstNumber]
     }
 
     // MARK: The dynamic table (RFC 7541 §4)
@@ -84,15 +107,21 @@ public struct HPACKBlockEncoder {
         place < 0 ? -place : Self.staticCount + (firstNumber + entries.count - 1 - place) + 1
     }
 
-    private mutating func insert(_ field: Field) {
+    private mutating func insert(_ field: Field, _ hashes: (name: UInt64, field: UInt64)) {
         let entrySize = field.name.utf8.count + field.value.utf8.count + 32
         evict(toFit: entrySize, limit: maxSize)
         // An entry larger than the table empties it and is not added (§4.4): the peer's decoder does the same.
         guard entrySize <= maxSize else { return }
         let number = firstNumber + entries.count
         entries.append(field)
-        byField[field] = number
-        if let staticPlace = byName.updateValue(number, forKey: field.name), staticPlace < 0 { byName[field.name] = staticPlace }
+        // The newest copy of a field or name is the one found; a name in the static table keeps its static index.
+        // The tables' comparisons read the entries from copies (the tables change meanwhile, and are not copied).
+        let (entries, firstNumber) = (entries, firstNumber)
+        byField.set(hashes.field, to: number) {
+            let other = Self.field(at: $0, entries, firstNumber)
+            return other.value == field.value && other.name == field.name
+        }
+        byName.set(hashes.name, to: number) { Self.field(at: $0, entries, firstNumber).name == field.name }
         size += entrySize
     }
 
@@ -101,8 +130,9 @@ public struct HPACKBlockEncoder {
             let oldest = entries[liveFrom]
             let number = firstNumber + liveFrom
             size -= oldest.name.utf8.count + oldest.value.utf8.count + 32
-            if byField[oldest] == number { byField[oldest] = nil }
-            if byName[oldest.name] == number { byName[oldest.name] = nil }
+            let hashes = Self.hashes(of: oldest)
+            byField.remove(hashes.field, place: number)
+            byName.remove(hashes.name, place: number)
             liveFrom += 1
         }
         // The evicted slots go once they are half the array.
@@ -166,18 +196,87 @@ public struct HPACKBlockEncoder {
     ]
     static let staticCount = staticTable.count
 
+    private static let staticFieldsInOrder = staticTable.map { Field(name: $0.0, value: $0.1) }
+
     /// Fields with a value in the static table, and names by their first index, each as minus its index.
-    private static let staticFields: [Field: Int] = {
-        var fields: [Field: Int] = [:]
-        for (offset, (name, value)) in staticTable.enumerated() where !value.isEmpty {
-            fields[Field(name: name, value: value)] = -(offset + 1)
+    private static let staticFields: PlaceTable = {
+        var fields = PlaceTable()
+        for (offset, field) in staticFieldsInOrder.enumerated() where !field.value.isEmpty {
+            fields.set(hashes(of: field).field, to: -(offset + 1)) { _ in false }
         }
         return fields
     }()
 
-    private static let staticNames: [String: Int] = {
-        var names: [String: Int] = [:]
-        for (offset, (name, _)) in staticTable.enumerated() where names[name] == nil { names[name] = -(offset + 1) }
+    private static let staticNames: PlaceTable = {
+        var names = PlaceTable()
+        for (offset, field) in staticFieldsInOrder.enumerated() {
+            // A name's first index stays (a static place is never replaced).
+            names.set(hashes(of: field).name, to: -(offset + 1)) { staticFieldsInOrder[-$0 - 1].name == field.name }
+        }
         return names
     }()
+}
+
+/// Where fields (or names) are, by their hash: open addressing with linear probing, a fixed 512 slots. It never fills:
+/// a table of at most 4,096 bytes holds at most 128 entries (32 bytes each at least), beside 61 static ones. Equal
+/// hashes are told apart by the caller, who knows what is at a place.
+private struct PlaceTable {
+    private static let capacity = 512
+    private var hashes = [UInt64](repeating: 0, count: PlaceTable.capacity)
+    private var places = [Int](repeating: 0, count: PlaceTable.capacity)
+
+    /// 0 marks an empty slot.
+    private static func key(_ hash: UInt64) -> UInt64 { hash == 0 ? 1 : hash }
+
+    func place(_ hash: UInt64, where matches: (Int) -> Bool) -> Int? {
+        let key = Self.key(hash)
+        var slot = Int(truncatingIfNeeded: key) & (Self.capacity - 1)
+        while hashes[slot] != 0 {
+            if hashes[slot] == key, matches(places[slot]) { return places[slot] }
+            slot = (slot + 1) & (Self.capacity - 1)
+        }
+        return nil
+    }
+
+    /// The matching slot's place becomes `place`, unless it is a static one (negative), which stays; with none, a new
+    /// slot holds it.
+    mutating func set(_ hash: UInt64, to place: Int, replacing matches: (Int) -> Bool) {
+        let key = Self.key(hash)
+        var slot = Int(truncatingIfNeeded: key) & (Self.capacity - 1)
+        while hashes[slot] != 0 {
+            if hashes[slot] == key, matches(places[slot]) {
+                if places[slot] >= 0 { places[slot] = place }
+                return
+            }
+            slot = (slot + 1) & (Self.capacity - 1)
+        }
+        hashes[slot] = key
+        places[slot] = place
+    }
+
+    /// The slot holding exactly `place` empties; the slots after it in its run move back, so no search stops early.
+    mutating func remove(_ hash: UInt64, place: Int) {
+        let key = Self.key(hash)
+        var slot = Int(truncatingIfNeeded: key) & (Self.capacity - 1)
+        while hashes[slot] != 0 {
+            if hashes[slot] == key, places[slot] == place { break }
+            slot = (slot + 1) & (Self.capacity - 1)
+        }
+        guard hashes[slot] != 0 else { return }
+        var hole = slot
+        var next = (hole + 1) & (Self.capacity - 1)
+        while hashes[next] != 0 {
+            let home = Int(truncatingIfNeeded: hashes[next]) & (Self.capacity - 1)
+            // Moves back when its home is not in (hole, next], going round the end.
+            let distanceFromHome = (next - home) & (Self.capacity - 1)
+            let distanceFromHole = (next - hole) & (Self.capacity - 1)
+            if distanceFromHome >= distanceFromHole {
+                hashes[hole] = hashes[next]
+                places[hole] = places[next]
+                hole = next
+            }
+            next = (next + 1) & (Self.capacity - 1)
+        }
+        hashes[hole] = 0
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import OutriggerConfig
 import Synchronization
 import SwiftProtobuf
 

@@ -67,6 +67,29 @@ struct HPACKBlockEncoderTests {
         }
     }
 
+    @Test func manyDistinctFieldsChurnThroughTheTableAndARepeatedBlockIsAllIndexes() throws {
+        var encoder = HPACKBlockEncoder()
+        var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)
+        var seed: UInt64 = 0xC0FFEE
+        func next(_ bound: Int) -> Int {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Int((seed >> 33) % UInt64(bound))
+        }
+        // 400 names, and values new in each round: every block enters the table whole and evicts older ones, and the
+        // table's lookups and removals see long probe runs. (A field found in the table is not entered again, so a
+        // block's own later entries could evict it before the repeat; new values rule that out.)
+        for round in 0..<3000 {
+            let fields = (0..<(1 + next(8))).map { index in ("n-\(next(400))", "v-\(round)-\(index)", HPACKBlockEncoder.Indexing.indexable) }
+            let first = block(&encoder, fields)
+            let again = block(&encoder, fields)
+            let expected = fields.map { "\($0.0): \($0.1)" }
+            #expect(try decoded(&decoder, first) == expected, "round \(round)")
+            #expect(try decoded(&decoder, again) == expected, "round \(round), again")
+            // Each field of the repeat is an index (one or two bytes); a literal would take five at least.
+            #expect(again.readableBytes <= 2 * fields.count, "round \(round): \(again.readableBytes) bytes for \(fields.count) fields")
+        }
+    }
+
     @Test func largeIntegersTakeContinuationBytes() throws {
         var encoder = HPACKBlockEncoder()
         var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)
