@@ -70,11 +70,8 @@ struct HPACKBlockEncoderTests {
     @Test func manyDistinctFieldsChurnThroughTheTableAndARepeatedBlockIsAllIndexes() throws {
         var encoder = HPACKBlockEncoder()
         var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)
-        var seed: UInt64 = 0xC0FFEE
-        func next(_ bound: Int) -> Int {
-            seed = seed &* 6364136223846793005 &+ 1442695040888963407
-            return Int((seed >> 33) % UInt64(bound))
-        }
+        var random = FastRandom(seed: 0xC0FFEE)
+        func next(_ bound: Int) -> Int { Int.random(in: 0..<bound, using: &random) }
         // 400 names, and values new in each round: every block enters the table whole and evicts older ones, and the
         // table's lookups and removals see long probe runs. (A field found in the table is not entered again, so a
         // block's own later entries could evict it before the repeat; new values rule that out.)

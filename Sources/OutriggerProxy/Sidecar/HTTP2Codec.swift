@@ -16,8 +16,9 @@ import OutriggerCore
 /// been read. A client's stream opens as its request's HEADERS go out.
 ///
 /// Violations are answered as RFC 9113 §5.4 scopes them: a stream error with RST_STREAM (the stream closes; a
-/// client's exchange hears of the error first), a connection error with GOAWAY naming the last stream the peer opened, then a close. The peer's
-/// GOAWAY closes this side's streams after its last one as refused (a client's requests there go again elsewhere).
+/// client's exchange hears of the error first), a connection error with GOAWAY naming the last stream the peer
+/// opened, then a close. The peer's GOAWAY closes this side's streams after its last one as refused (a client's
+/// requests there go again elsewhere).
 final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = Never
@@ -46,8 +47,6 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private var queued: [UInt32: [Held]] = [:]
     private var queuedOrder: [UInt32] = []
     private var startingQueued = false
-    /// Inside `channelRead`: what is framed is flushed when the read ends.
-    private var reading = false
     /// A flush is due in this tick's task phase.
     private var flushScheduled = false
     private var context: ChannelHandlerContext?
@@ -106,8 +105,6 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !failed else { return }
-        reading = true
-        defer { reading = false }
         decoder.append(unwrapInboundIn(data))
         while !failed {
             let frame: HTTP2FrameDecoder.Frame?
@@ -596,8 +593,8 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Requests waiting for a stream to close start, in order, while the peer allows (or are refused after a GOAWAY).
-    /// Outside a read (a stream closed as a request's last frame went), what they frame is flushed in this tick:
-    /// nothing else may flush this connection soon.
+    /// What they frame is flushed in this tick (outside a read, a stream closed as a request's last frame went:
+    /// nothing else may flush this connection soon).
     private func startQueued() {
         guard !startingQueued, !queuedOrder.isEmpty else { return }
         startingQueued = true
@@ -609,7 +606,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             for item in held { send(item, on: id) }
             started = true
         }
-        if started, !reading, let context { scheduleFlush(context) }
+        if started, let context { scheduleFlush(context) }
     }
 
     /// The stream is gone: what waited for its window never goes.

@@ -5,10 +5,10 @@ import NIOHTTP2
 import OutriggerCore
 
 /// An HTTP/2 connection to an upstream at the frame level: sits after our `HTTP2Codec` (client role, which keeps
-/// the protocol's state, HPACK and outbound flow control), as its peer, and carries each stream's request and response for its
-/// `UpstreamExchangeHandler` — no child channel, pipeline or HTTP/1 codec pair per stream. Stream ids are taken as
-/// request heads go out, so they rise in the order the codec sends them. It also reports what the upstream says on
-/// stream 0: GOAWAY and SETTINGS_MAX_CONCURRENT_STREAMS.
+/// the protocol's state, HPACK and outbound flow control), as its peer, and carries each stream's request and
+/// response for its `UpstreamExchangeHandler` — no child channel, pipeline or HTTP/1 codec pair per stream. Stream ids
+/// are taken as request heads go out, so they rise in the order the codec sends them. It also reports what the
+/// upstream says on stream 0: GOAWAY and SETTINGS_MAX_CONCURRENT_STREAMS.
 final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, HTTP2StreamTablePeer {
     typealias InboundIn = Never
 
