@@ -4,40 +4,78 @@ import OutriggerConfig
 /// Header handling every proxied request and response gets: hop-by-hop removal (RFC 9110 §7.6.1),
 /// forwarding headers, request id, rewrites and `via`. Pure functions over `HTTPHeaders`.
 public enum ProxyHeaders {
-    /// Fields that describe one connection and never cross a proxy. `te` is handled apart: `te: trailers`
-    /// is kept because gRPC needs it.
-    private static let hopByHop: Set<String> = [
+    /// Fields that describe one connection and never cross a proxy. `te` comes last and is handled apart:
+    /// `te: trailers` is kept because gRPC needs it.
+    private static let hopByHopNames = [
         "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-        "transfer-encoding", "upgrade", "http2-settings",
+        "transfer-encoding", "upgrade", "http2-settings", "te",
     ]
+    /// The same names as bytes: compared with every header of every message, without a lower-cased copy.
+    private static let hopByHopBytes: [[UInt8]] = hopByHopNames.map { Array($0.utf8) }
+    private static let connectionIndex = 0
+    private static let teIndex = hopByHopNames.count - 1
 
     /// Removes hop-by-hop fields, the fields `Connection` names, and `te` values other than `trailers`.
+    ///
+    /// One scan finds which hop-by-hop fields are there; only those are removed. A `Connection` that names
+    /// nothing but hop-by-hop fields (`keep-alive`, `upgrade`, …: what clients and servers send) costs no
+    /// allocation; one that names another field (`close` included) has each named field removed too.
     public static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        // Fast path: most requests carry none of these, and a scan costs less than removals.
-        var found = false
-        for (name, _) in headers where isHopByHopCandidate(name) {
-            found = true
-            break
+        var present: UInt16 = 0
+        var namesOtherFields = false
+        for (name, value) in headers {
+            guard let index = hopByHopIndex(name) else { continue }
+            present |= 1 << index
+            if index == connectionIndex, !namesOtherFields {
+                forEachToken(of: value) { token in
+                    if hopByHopIndex(token) == nil { namesOtherFields = true }
+                }
+            }
         }
-        guard found else { return }
+        guard present != 0 else { return }
 
         var named: [String] = []
-        for value in headers[canonicalForm: "connection"] {
-            named.append(String(value).lowercased())
+        if namesOtherFields {
+            for (name, value) in headers where hopByHopIndex(name) == connectionIndex {
+                forEachToken(of: value) { token in
+                    if hopByHopIndex(token) == nil { named.append(String(token).lowercased()) }
+                }
+            }
         }
-        let te = headers[canonicalForm: "te"]
-        let keepTrailers = te.contains { $0.lowercased() == "trailers" }
-        for name in hopByHop { headers.remove(name: name) }
-        for name in named where name != "te" || !keepTrailers { headers.remove(name: name) }
-        if !te.isEmpty {
-            headers.remove(name: "te")
-            if keepTrailers { headers.add(name: "te", value: "trailers") }
+        var keepTrailers = false
+        if present & (1 << teIndex) != 0 {
+            for (name, value) in headers where hopByHopIndex(name) == teIndex {
+                forEachToken(of: value) { token in
+                    if token.utf8.elementsEqual("trailers".utf8, by: { $0 | 0x20 == $1 }) { keepTrailers = true }
+                }
+            }
+        }
+        for (index, name) in hopByHopNames.enumerated() where present & (1 << index) != 0 {
+            headers.remove(name: name)
+        }
+        for name in named { headers.remove(name: name) }
+        if keepTrailers { headers.add(name: "te", value: "trailers") }
+    }
+
+    /// The comma-separated elements of a field value, without the whitespace around them; empty ones skipped.
+    private static func forEachToken(of value: String, _ body: (Substring) -> Void) {
+        for element in value.split(separator: ",", omittingEmptySubsequences: true) {
+            var token = element.drop { $0 == " " || $0 == "\t" }
+            while let last = token.last, last == " " || last == "\t" { token = token.dropLast() }
+            if !token.isEmpty { body(token) }
         }
     }
 
-    /// The same names as `hopByHop`, plus `te`, as bytes: checked on every header of every request, so
-    /// without allocating a lower-cased copy.
-    private static let hopByHopBytes: [[UInt8]] = (Array(hopByHop) + ["te"]).map { Array($0.utf8) }
+    /// The index in `hopByHopBytes` of `name` in any case, or nil.
+    @inline(__always)
+    private static func hopByHopIndex<Name: StringProtocol>(_ name: Name) -> Int? {
+        let utf8 = name.utf8
+        let count = utf8.count
+        for (index, candidate) in hopByHopBytes.enumerated() where candidate.count == count {
+            if utf8.elementsEqual(candidate, by: { $0 | 0x20 == $1 }) { return index }
+        }
+        return nil
+    }
 
     /// A field value an HTTP/1.1 message may carry (RFC 9110 §5.5: visible characters, obs-text, space and tab —
     /// no other control character). HTTP/2 forbids only NUL, CR and LF (RFC 9113 §8.2.1), so a request that came
@@ -50,23 +88,7 @@ public enum ProxyHeaders {
     /// not sent in HTTP/2 (RFC 9113 §8.2.2). Case-insensitive, without allocating.
     @inline(__always)
     public static func isConnectionSpecific(_ name: String) -> Bool {
-        isHopByHopCandidate(name)
-    }
-
-    @inline(__always)
-    static func isHopByHopCandidate(_ name: String) -> Bool {
-        var name = name
-        return name.withUTF8 { bytes in
-            for candidate in hopByHopBytes where candidate.count == bytes.count {
-                var equal = true
-                for index in 0..<bytes.count where bytes[index] | 0x20 != candidate[index] | 0x20 {
-                    equal = false
-                    break
-                }
-                if equal { return true }
-            }
-            return false
-        }
+        hopByHopIndex(name) != nil
     }
 
     /// Everything done to a request head on its way upstream.

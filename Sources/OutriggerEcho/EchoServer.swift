@@ -112,6 +112,13 @@ public final class EchoServer: Sendable {
         try? await group.shutdownGracefully()
     }
 
+    /// Stops taking connections: `waitUntilClosed` returns. The event loops keep running until `stop`.
+    public func closeListener() async {
+        try? await channel.close()
+    }
+
+    /// Returns once the listener is closed. Call it before `stop`: once the event loops are shut down, nothing
+    /// would complete the wait.
     public func waitUntilClosed() async {
         try? await channel.closeFuture.get()
     }

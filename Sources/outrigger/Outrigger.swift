@@ -345,13 +345,16 @@ struct Echo: AsyncParsableCommand {
         let server = try await EchoServer.start(host: listen.host, port: listen.port, name: name ?? listen.description,
                                                 threads: threads, delay: .milliseconds(delay))
         announce("outrigger echo: listening on \(server.localAddress.hostPort)")
+        // The signal only closes the listener: the event loops are shut down after the wait, never under it (a
+        // wait that began after they were gone never returned).
         let stopping = Task {
             for await _ in signals {
-                await server.stop()
+                await server.closeListener()
                 break
             }
         }
         await server.waitUntilClosed()
         stopping.cancel()
+        await server.stop()
     }
 }

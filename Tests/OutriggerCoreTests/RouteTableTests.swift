@@ -136,6 +136,32 @@ struct ProxyHeadersTests {
         #expect(headers["te"] == ["trailers"], "te: trailers survives for gRPC")
     }
 
+    /// What `removeHopByHop` leaves, in order, for headers as they come from clients and servers.
+    static let hopByHopCases: [(headers: [(String, String)], left: [(String, String)])] = [
+        // nginx's response: only `Connection` goes.
+        ([("Server", "nginx"), ("Date", "Thu, 03 Dec 2026 05:20:24 GMT"), ("Content-Length", "5"), ("Connection", "keep-alive")],
+         [("Server", "nginx"), ("Date", "Thu, 03 Dec 2026 05:20:24 GMT"), ("Content-Length", "5")]),
+        // Nothing hop-by-hop: untouched.
+        ([("host", "a"), ("x-te", "1"), ("connections", "2")], [("host", "a"), ("x-te", "1"), ("connections", "2")]),
+        // `close` names a field like any other option.
+        ([("Connection", "close"), ("Close", "x"), ("x", "1")], [("x", "1")]),
+        // Options in any case, with whitespace and empty elements, over two `Connection` fields.
+        ([("Connection", " Keep-Alive ,\tX-Private , ,"), ("x-private", "s"), ("connection", "x-other"), ("X-Other", "o"), ("y", "2")],
+         [("y", "2")]),
+        // `te: trailers` survives in any case, even when `Connection` names `te`.
+        ([("Connection", "te"), ("TE", "Trailers"), ("a", "1")], [("a", "1"), ("te", "trailers")]),
+        ([("te", "deflate"), ("te", "gzip, trailers")], [("te", "trailers")]),
+        ([("Transfer-Encoding", "chunked"), ("Upgrade", "websocket"), ("Proxy-Authenticate", "Basic"), ("b", "1")], [("b", "1")]),
+    ]
+
+    @Test(arguments: hopByHopCases.indices)
+    func hopByHopRemovalKeepsTheRestInOrder(_ index: Int) {
+        let (fields, left) = Self.hopByHopCases[index]
+        var headers = HTTPHeaders(fields)
+        ProxyHeaders.removeHopByHop(&headers)
+        #expect(headers.map { "\($0.name): \($0.value)" } == left.map { "\($0.0): \($0.1)" })
+    }
+
     @Test func teWithoutTrailersIsDropped() {
         var headers: HTTPHeaders = ["te": "gzip", "x": "1"]
         ProxyHeaders.removeHopByHop(&headers)
@@ -248,6 +274,6 @@ struct HopByHopNameTests {
         ("ted", false), ("t", false), ("host", false), ("content-length", false), ("x-connection", false), ("", false),
     ])
     func recognisedWithoutAllocating(name: String, expected: Bool) {
-        #expect(ProxyHeaders.isHopByHopCandidate(name) == expected)
+        #expect(ProxyHeaders.isConnectionSpecific(name) == expected)
     }
 }
