@@ -18,18 +18,19 @@ public enum ProxyHeaders {
     /// Removes hop-by-hop fields, the fields `Connection` names, and `te` values other than `trailers`.
     ///
     /// One scan finds which hop-by-hop fields are there; only those are removed. A `Connection` that names
-    /// nothing but hop-by-hop fields (`keep-alive`, `upgrade`, …: what clients and servers send) costs no
-    /// allocation; one that names another field (`close` included) has each named field removed too.
+    /// nothing but hop-by-hop fields and `close` (what clients and servers send) costs no allocation; one that
+    /// names another field has each named field removed too.
     public static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        var present: UInt16 = 0
+        var present: UInt16 = 0  // bit i: hopByHopNames[i] is there
+        var namesClose = false
         var namesOtherFields = false
         for (name, value) in headers {
             guard let index = hopByHopIndex(name) else { continue }
             present |= 1 << index
-            if index == connectionIndex, !namesOtherFields {
-                forEachToken(of: value) { token in
-                    if hopByHopIndex(token) == nil { namesOtherFields = true }
-                }
+            guard index == connectionIndex else { continue }
+            forEachToken(of: value) { option in
+                if hopByHopIndex(option) != nil { return }
+                if isClose(option) { namesClose = true } else { namesOtherFields = true }
             }
         }
         guard present != 0 else { return }
@@ -37,33 +38,50 @@ public enum ProxyHeaders {
         var named: [String] = []
         if namesOtherFields {
             for (name, value) in headers where hopByHopIndex(name) == connectionIndex {
-                forEachToken(of: value) { token in
-                    if hopByHopIndex(token) == nil { named.append(String(token).lowercased()) }
+                forEachToken(of: value) { option in
+                    if hopByHopIndex(option) == nil, !isClose(option) { named.append(String(option).lowercased()) }
                 }
             }
         }
         var keepTrailers = false
         if present & (1 << teIndex) != 0 {
             for (name, value) in headers where hopByHopIndex(name) == teIndex {
-                forEachToken(of: value) { token in
-                    if token.utf8.elementsEqual("trailers".utf8, by: { $0 | 0x20 == $1 }) { keepTrailers = true }
+                forEachToken(of: value) { coding in
+                    if coding.utf8.elementsEqual("trailers".utf8, by: { $0 | 0x20 == $1 }) { keepTrailers = true }
                 }
             }
         }
         for (index, name) in hopByHopNames.enumerated() where present & (1 << index) != 0 {
             headers.remove(name: name)
         }
+        if namesClose { headers.remove(name: "close") }
         for name in named { headers.remove(name: name) }
         if keepTrailers { headers.add(name: "te", value: "trailers") }
     }
 
-    /// The comma-separated elements of a field value, without the whitespace around them; empty ones skipped.
+    private static func isClose(_ option: Substring) -> Bool {
+        option.utf8.elementsEqual("close".utf8, by: { $0 | 0x20 == $1 })
+    }
+
+    /// The comma-separated elements of a field value, without the spaces and tabs around them; empty ones
+    /// skipped. Slices of `value`: nothing allocated.
     private static func forEachToken(of value: String, _ body: (Substring) -> Void) {
-        for element in value.split(separator: ",", omittingEmptySubsequences: true) {
-            var token = element.drop { $0 == " " || $0 == "\t" }
-            while let last = token.last, last == " " || last == "\t" { token = token.dropLast() }
-            if !token.isEmpty { body(token) }
+        let bytes = value.utf8
+        var start = bytes.startIndex
+        while start < bytes.endIndex {
+            let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
+            var first = start
+            var end = comma
+            while first < end, isWhitespace(bytes[first]) { first = bytes.index(after: first) }
+            while end > first, isWhitespace(bytes[bytes.index(before: end)]) { end = bytes.index(before: end) }
+            if first < end { body(value[first..<end]) }
+            start = comma == bytes.endIndex ? comma : bytes.index(after: comma)
         }
+    }
+
+    @inline(__always)
+    private static func isWhitespace(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t")
     }
 
     /// The index in `hopByHopBytes` of `name` in any case, or nil.

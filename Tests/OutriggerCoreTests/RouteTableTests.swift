@@ -152,6 +152,10 @@ struct ProxyHeadersTests {
         ([("Connection", "te"), ("TE", "Trailers"), ("a", "1")], [("a", "1"), ("te", "trailers")]),
         ([("te", "deflate"), ("te", "gzip, trailers")], [("te", "trailers")]),
         ([("Transfer-Encoding", "chunked"), ("Upgrade", "websocket"), ("Proxy-Authenticate", "Basic"), ("b", "1")], [("b", "1")]),
+        // A second `Connection` names a field when the first named only hop-by-hop ones; a trailing tab.
+        ([("Connection", "keep-alive"), ("Connection", "x-a\t"), ("x-a", "1"), ("b", "2")], [("b", "2")]),
+        // `close` among other options, in any case.
+        ([("Connection", "Upgrade, CLOSE"), ("upgrade", "h2c"), ("close", "c"), ("c", "3")], [("c", "3")]),
     ]
 
     @Test(arguments: hopByHopCases.indices)
@@ -271,7 +275,9 @@ struct HopByHopNameTests {
     @Test(arguments: [
         ("Connection", true), ("connection", true), ("TE", true), ("te", true), ("Keep-Alive", true), ("HTTP2-Settings", true),
         ("Proxy-Authorization", true), ("transfer-encoding", true), ("Upgrade", true),
+        ("Proxy-Connection", true), ("Proxy-Authenticate", true),
         ("ted", false), ("t", false), ("host", false), ("content-length", false), ("x-connection", false), ("", false),
+        ("connectiom", false), ("tf", false), ("upgradx", false), ("keep-alivE ", false),
     ])
     func recognisedWithoutAllocating(name: String, expected: Bool) {
         #expect(ProxyHeaders.isConnectionSpecific(name) == expected)
