@@ -61,6 +61,18 @@ enum HTTP1Syntax {
         return bytes[start..<end]
     }
 
+    /// The elements of a comma-separated list (RFC 9110 §5.6.1), each without the spaces and tabs around it; empty
+    /// ones included (a trailing comma gives one), for the caller to skip or refuse.
+    static func forEachListElement(_ value: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        var rest = value[...]
+        while true {
+            let comma = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
+            try body(UnsafeRawBufferPointer(rebasing: trimmingWhitespace(rest[rest.startIndex..<comma])))
+            guard comma < rest.endIndex else { return }
+            rest = rest[(comma + 1)...]
+        }
+    }
+
     /// `HTTP/1.1` or `HTTP/1.0` (nil for anything else: NIO's decoder refuses other major versions, and no 1.x other
     /// than these two exists).
     static func version(_ bytes: Slice<UnsafeRawBufferPointer>) -> HTTPVersion? {
@@ -216,14 +228,10 @@ struct HTTP1FieldSummary {
             transferEncodings += 1
             try noteTransferCodings(value)
         } else if HTTP1Syntax.equalsIgnoringCase(name, "connection") {
-            var rest = value[...]
-            while !rest.isEmpty {
-                let comma = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
-                let option = UnsafeRawBufferPointer(rebasing: HTTP1Syntax.trimmingWhitespace(rest[rest.startIndex..<comma]))
+            HTTP1Syntax.forEachListElement(value) { option in
                 if HTTP1Syntax.equalsIgnoringCase(option, "close") { connectionClose = true }
                 if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") { connectionKeepAlive = true }
                 if HTTP1Syntax.equalsIgnoringCase(option, "upgrade") { connectionUpgrade = true }
-                rest = comma < rest.endIndex ? rest[(comma + 1)...] : rest[rest.endIndex...]
             }
         } else if HTTP1Syntax.equalsIgnoringCase(name, "upgrade") {
             hasUpgrade = hasUpgrade || !value.isEmpty  // an empty one asks for nothing (llhttp reads on as HTTP)
@@ -233,18 +241,14 @@ struct HTTP1FieldSummary {
     /// The comma-separated transfer codings: tokens (no parameters, no empty elements), `chunked` at most once in the
     /// message; whether the last one is `chunked`.
     private mutating func noteTransferCodings(_ value: UnsafeRawBufferPointer) throws {
-        var rest = value[...]
-        while true {
-            let comma = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
-            let coding = UnsafeRawBufferPointer(rebasing: HTTP1Syntax.trimmingWhitespace(rest[rest.startIndex..<comma]))
+        try HTTP1Syntax.forEachListElement(value) { coding in
+            // An empty coding (a trailing comma leaves one) is refused.
             guard !coding.isEmpty, coding.allSatisfy(HTTP1Syntax.isTokenByte) else { throw HTTP1ParseError.invalidHeader }
             lastCodingIsChunked = HTTP1Syntax.equalsIgnoringCase(coding, "chunked")
             if lastCodingIsChunked {
                 guard !chunkedSeen else { throw HTTP1ParseError.ambiguousFraming }
                 chunkedSeen = true
             }
-            guard comma < rest.endIndex else { return }
-            rest = rest[(comma + 1)...]  // a trailing comma leaves an empty coding, refused above
         }
     }
 }

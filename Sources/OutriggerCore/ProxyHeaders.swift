@@ -17,40 +17,32 @@ public enum ProxyHeaders {
 
     /// Removes hop-by-hop fields, the fields `Connection` names, and `te` values other than `trailers`.
     ///
-    /// One scan finds which hop-by-hop fields are there; only those are removed. A `Connection` that names
-    /// nothing but hop-by-hop fields and `close` (what clients and servers send) costs no allocation; one that
-    /// names another field has each named field removed too.
+    /// One scan finds which hop-by-hop fields are there and reads the `Connection` and `te` lists in place; only the
+    /// fields present are removed. Nothing is allocated unless `Connection` names a field that is neither hop-by-hop
+    /// nor `close`.
     public static func removeHopByHop(_ headers: inout HTTPHeaders) {
         var present: UInt16 = 0  // bit i: hopByHopNames[i] is there
         var namesClose = false
-        var namesOtherFields = false
+        var keepTrailers = false
+        var named: [String] = []  // the other fields `Connection` names
         for (name, value) in headers {
             guard let index = hopByHopIndex(name) else { continue }
             present |= 1 << index
-            guard index == connectionIndex else { continue }
-            forEachToken(of: value) { option in
-                if hopByHopIndex(option) != nil { return }
-                if isClose(option) { namesClose = true } else { namesOtherFields = true }
+            guard index == connectionIndex || index == teIndex else { continue }
+            var value = value
+            value.withUTF8 { bytes in
+                HTTP1Syntax.forEachListElement(UnsafeRawBufferPointer(bytes)) { element in
+                    if index == teIndex {
+                        if HTTP1Syntax.equalsIgnoringCase(element, "trailers") { keepTrailers = true }
+                    } else if HTTP1Syntax.equalsIgnoringCase(element, "close") {
+                        namesClose = true
+                    } else if !element.isEmpty, hopByHopIndex(element) == nil {
+                        named.append(String(decoding: element, as: UTF8.self).lowercased())
+                    }
+                }
             }
         }
         guard present != 0 else { return }
-
-        var named: [String] = []
-        if namesOtherFields {
-            for (name, value) in headers where hopByHopIndex(name) == connectionIndex {
-                forEachToken(of: value) { option in
-                    if hopByHopIndex(option) == nil, !isClose(option) { named.append(String(option).lowercased()) }
-                }
-            }
-        }
-        var keepTrailers = false
-        if present & (1 << teIndex) != 0 {
-            for (name, value) in headers where hopByHopIndex(name) == teIndex {
-                forEachToken(of: value) { coding in
-                    if coding.utf8.elementsEqual("trailers".utf8, by: { $0 | 0x20 == $1 }) { keepTrailers = true }
-                }
-            }
-        }
         for (index, name) in hopByHopNames.enumerated() where present & (1 << index) != 0 {
             headers.remove(name: name)
         }
@@ -59,38 +51,17 @@ public enum ProxyHeaders {
         if keepTrailers { headers.add(name: "te", value: "trailers") }
     }
 
-    private static func isClose(_ option: Substring) -> Bool {
-        option.utf8.elementsEqual("close".utf8, by: { $0 | 0x20 == $1 })
-    }
-
-    /// The comma-separated elements of a field value, without the spaces and tabs around them; empty ones
-    /// skipped. Slices of `value`: nothing allocated.
-    private static func forEachToken(of value: String, _ body: (Substring) -> Void) {
-        let bytes = value.utf8
-        var start = bytes.startIndex
-        while start < bytes.endIndex {
-            let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
-            var first = start
-            var end = comma
-            while first < end, isWhitespace(bytes[first]) { first = bytes.index(after: first) }
-            while end > first, isWhitespace(bytes[bytes.index(before: end)]) { end = bytes.index(before: end) }
-            if first < end { body(value[first..<end]) }
-            start = comma == bytes.endIndex ? comma : bytes.index(after: comma)
-        }
+    /// The index in `hopByHopNames` of `name` in any case, or nil.
+    @inline(__always)
+    private static func hopByHopIndex(_ name: String) -> Int? {
+        var name = name
+        return name.withUTF8 { hopByHopIndex(UnsafeRawBufferPointer($0)) }
     }
 
     @inline(__always)
-    private static func isWhitespace(_ byte: UInt8) -> Bool {
-        byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t")
-    }
-
-    /// The index in `hopByHopBytes` of `name` in any case, or nil.
-    @inline(__always)
-    private static func hopByHopIndex<Name: StringProtocol>(_ name: Name) -> Int? {
-        let utf8 = name.utf8
-        let count = utf8.count
-        for (index, candidate) in hopByHopBytes.enumerated() where candidate.count == count {
-            if utf8.elementsEqual(candidate, by: { $0 | 0x20 == $1 }) { return index }
+    private static func hopByHopIndex(_ name: UnsafeRawBufferPointer) -> Int? {
+        for (index, candidate) in hopByHopBytes.enumerated() where candidate.count == name.count {
+            if name.elementsEqual(candidate, by: { $0 | 0x20 == $1 }) { return index }
         }
         return nil
     }
