@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHPACK
+import NIOHTTP1
 import OutriggerCore
 import Testing
 
@@ -93,5 +94,45 @@ struct HPACKBlockEncoderTests {
         let long = String(repeating: "z", count: 70_000)
         let encoded = block(&encoder, [("x-big", long, .nonIndexable)])
         #expect(try decoded(&decoder, encoded) == ["x-big: \(long)"])
+    }
+
+    // MARK: HTTP/1-shaped heads, encoded straight into a block
+
+    private func decoded(_ encode: (inout HPACKBlockEncoder, inout ByteBuffer) -> Void) throws -> [String] {
+        var encoder = HPACKBlockEncoder()
+        var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)
+        var buffer = ByteBuffer()
+        encoder.startBlock(into: &buffer)
+        encode(&encoder, &buffer)
+        return try decoded(&decoder, buffer)
+    }
+
+    @Test func aRequestHeadGoesPseudoFieldsFirstLowerCasedWithoutConnectionSpecificFields() throws {
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/orders?id=1", headers: [
+            "User-Agent": "curl/8", "HOST": "orders:8080", "Connection": "keep-alive, X-Private", "Keep-Alive": "5",
+            "TE": "Trailers", "te": "gzip", "Transfer-Encoding": "chunked", "Upgrade": "h2c", "Proxy-Connection": "x",
+            "content-type": "application/grpc", "X-Private": "kept: only the hop-by-hop step drops it",
+        ])
+        #expect(try decoded { $0.encode(request: head, scheme: "https", into: &$1) } == [
+            ":method: POST", ":scheme: https", ":authority: orders:8080", ":path: /orders?id=1", "user-agent: curl/8",
+            "te: trailers", "content-type: application/grpc", "x-private: kept: only the hop-by-hop step drops it",
+        ])
+        let withoutHost = HTTPRequestHead(version: .http1_0, method: .HEAD, uri: "/", headers: ["Hostname": "h"])
+        #expect(try decoded { $0.encode(request: withoutHost, scheme: "http", into: &$1) } == [
+            ":method: HEAD", ":scheme: http", ":path: /", "hostname: h",
+        ])
+    }
+
+    @Test func aResponseHeadAndTrailersGoWithoutConnectionSpecificFields() throws {
+        let head = HTTPResponseHead(version: .http1_1, status: .notFound, headers: [
+            "Content-Type": "text/plain", "Connection": "close", "Transfer-Encoding": "chunked", "Keep-Alive": "timeout=5",
+            "x-outrigger-upstream-service-time-with-a-long-name": "3", "Set-Cookie": "a=1", "set-cookie": "b=2",
+        ])
+        #expect(try decoded { $0.encode(response: head, into: &$1) } == [
+            ":status: 404", "content-type: text/plain", "x-outrigger-upstream-service-time-with-a-long-name: 3",
+            "set-cookie: a=1", "set-cookie: b=2",
+        ])
+        let trailers: HTTPHeaders = ["Grpc-Status": "0", "grpc-message": "", "TE": "trailers", "Upgrade": "x"]
+        #expect(try decoded { $0.encode(fields: trailers, into: &$1) } == ["grpc-status: 0", "grpc-message: "])
     }
 }

@@ -197,26 +197,3 @@ extension HTTPHeaders {
         }
     }
 }
-
-extension HPACKHeaders {
-    /// A response head as an HTTP/2 header block: `:status` first, names lower-cased, and the fields that only
-    /// mean something to one HTTP/1.1 connection left out (RFC 9113 §8.2.2).
-    init(responseHead head: HTTPResponseHead) {
-        self.init()
-        reserveCapacity(head.headers.count + 1)
-        add(name: ":status", value: String(head.status.code))
-        appendHTTP2Fields(of: head.headers)
-    }
-
-    init(trailers: HTTPHeaders) {
-        self.init()
-        reserveCapacity(trailers.count)
-        appendHTTP2Fields(of: trailers)
-    }
-
-    private mutating func appendHTTP2Fields(of headers: HTTPHeaders) {
-        for (name, value) in headers where !ProxyHeaders.isConnectionSpecific(name) {
-            add(name: name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) ? name.lowercased() : name, value: value)
-        }
-    }
-}

@@ -102,7 +102,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         switch part {
         case .head(let head) where head.status.code < 200:
             // Informational (100 Continue): out at once, the final head follows.
-            connection.frames.sendHeaders(HPACKHeaders(responseHead: head), on: id, promise: promise)
+            connection.frames.sendHeaders(.response(head), on: id, promise: promise)
         case .head(let head):
             responseHead = head
             promise?.succeed(())
@@ -118,14 +118,14 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
             if let trailers {
                 sendHeldHead()
                 sendHeldData()
-                connection.frames.sendHeaders(HPACKHeaders(trailers: trailers), on: id, endStream: true, promise: promise)
+                connection.frames.sendHeaders(.trailers(trailers), on: id, endStream: true, promise: promise)
             } else if let data = responseData {
                 responseData = nil
                 sendHeldHead()
                 connection.frames.sendData(data, on: id, endStream: true, promise: promise)
             } else if let head = responseHead {
                 responseHead = nil
-                connection.frames.sendHeaders(HPACKHeaders(responseHead: head), on: id, endStream: true, promise: promise)
+                connection.frames.sendHeaders(.response(head), on: id, endStream: true, promise: promise)
             } else {
                 connection.frames.sendData(ByteBuffer(), on: id, endStream: true, promise: promise)
             }
@@ -141,7 +141,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     private func sendHeldHead() {
         guard let head = responseHead else { return }
         responseHead = nil
-        connection.frames.sendHeaders(HPACKHeaders(responseHead: head), on: id)
+        connection.frames.sendHeaders(.response(head), on: id)
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.

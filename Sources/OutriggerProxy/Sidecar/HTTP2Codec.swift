@@ -60,7 +60,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     private enum Held {
         case data(ByteBuffer, endStream: Bool, EventLoopPromise<Void>?)
-        case headers(HPACKHeaders, endStream: Bool, EventLoopPromise<Void>?)
+        case headers(HTTP2HeaderFields, endStream: Bool, EventLoopPromise<Void>?)
 
         var promise: EventLoopPromise<Void>? {
             switch self {
@@ -343,7 +343,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         let id = frame.streamID
         switch frame.payload {
         case .headers(let headers):
-            writeHeaders(headers.headers, on: id, endStream: headers.endStream, promise: promise)
+            writeHeaders(.block(headers.headers), on: id, endStream: headers.endStream, promise: promise)
         case .data(let data):
             guard case .byteBuffer(let body) = data.data else {
                 promise?.fail(NIOHTTP2Errors.unsupported(info: "file regions over HTTP/2"))
@@ -367,9 +367,9 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A header block on a stream: a request's head opens its stream (a client's), a response's head, or trailers.
-    func writeHeaders(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool, promise: EventLoopPromise<Void>?) {
+    func writeHeaders(_ fields: HTTP2HeaderFields, on id: HTTP2StreamID, endStream: Bool, promise: EventLoopPromise<Void>?) {
         guard !removed(failing: promise) else { return }
-        send(.headers(block, endStream: endStream, promise), on: UInt32(Int32(id)))
+        send(.headers(fields, endStream: endStream, promise), on: UInt32(Int32(id)))
     }
 
     func writeData(_ body: ByteBuffer, on id: HTTP2StreamID, endStream: Bool, promise: EventLoopPromise<Void>?) {
@@ -503,12 +503,12 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func sendHeaders(_ id: UInt32, _ headers: HPACKHeaders, endStream: Bool, promise: EventLoopPromise<Void>?) {
-        // A client's request opens its stream (`:method` comes first: `HPACKHeaders(requestHead:scheme:)`).
+    private func sendHeaders(_ id: UInt32, _ headers: HTTP2HeaderFields, endStream: Bool, promise: EventLoopPromise<Void>?) {
+        // A client's request opens its stream.
         if streams.role == .client {
             // A new request behind one waiting waits too: stream ids rise on the wire.
             let behindWaiting = queuedOrder.first.map { $0 < id } ?? false
-            switch behindWaiting ? .wait : streams.requestStarting(stream: id, headRequest: headers.first?.value == "HEAD") {
+            switch behindWaiting ? .wait : streams.requestStarting(stream: id, headRequest: headers.isHeadRequest) {
             case .opened, .notNew:
                 break
             case .wait:
@@ -529,9 +529,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let start = HTTP2FrameEncoder.startHeaders(into: &output)
         headerEncoder.startBlock(into: &output)
-        for (name, value, indexing) in headers {
-            headerEncoder.encode(name: name, value: value, indexing: HPACKBlockEncoder.Indexing(indexing), into: &output)
-        }
+        headers.encode(with: &headerEncoder, into: &output)
         HTTP2FrameEncoder.finishHeaders(startingAt: start, stream: id, endStream: endStream, maxFrameSize: streams.peerMaxFrameSize, in: &output)
         add(promise)
         if streams.headersSent(stream: id, endStream: endStream) { streamClosed(id, reason: nil) }
@@ -629,15 +627,5 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         for held in all { fail(held, ChannelError.ioOnClosedChannel) }
         for promise in outputPromises { promise.fail(ChannelError.ioOnClosedChannel) }
         outputPromises.removeAll()
-    }
-}
-
-extension HPACKBlockEncoder.Indexing {
-    init(_ indexing: HPACKIndexing) {
-        switch indexing {
-        case .indexable: self = .indexable
-        case .nonIndexable: self = .nonIndexable
-        case .neverIndexed: self = .neverIndexed
-        }
     }
 }

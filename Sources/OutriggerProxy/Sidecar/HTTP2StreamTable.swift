@@ -108,9 +108,9 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
         flush()
     }
 
-    func sendHeaders(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool = false, promise: EventLoopPromise<Void>? = nil) {
+    func sendHeaders(_ fields: HTTP2HeaderFields, on id: HTTP2StreamID, endStream: Bool = false, promise: EventLoopPromise<Void>? = nil) {
         guard let codec else { return closedChannel(promise) }
-        codec.writeHeaders(block, on: id, endStream: endStream, promise: promise)
+        codec.writeHeaders(fields, on: id, endStream: endStream, promise: promise)
     }
 
     func sendData(_ body: ByteBuffer, on id: HTTP2StreamID, endStream: Bool = false, promise: EventLoopPromise<Void>? = nil) {

@@ -101,27 +101,6 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
     }
 }
 
-extension HPACKHeaders {
-    /// A request head as an HTTP/2 header block: pseudo-fields first (`:authority` from `host`), names
-    /// lower-cased, connection-specific fields left out but `te: trailers` (gRPC needs it).
-    init(requestHead head: HTTPRequestHead, scheme: String) {
-        self.init()
-        reserveCapacity(head.headers.count + 4)
-        add(name: ":method", value: head.method.rawValue)
-        add(name: ":scheme", value: scheme)
-        if let host = head.headers.first(name: "host") { add(name: ":authority", value: host) }
-        add(name: ":path", value: head.uri)
-        for (name, value) in head.headers {
-            if name.utf8.count == 4, name.lowercased() == "host" { continue }
-            if ProxyHeaders.isConnectionSpecific(name) {
-                if name.lowercased() == "te", value.lowercased() == "trailers" { add(name: "te", value: "trailers") }
-                continue
-            }
-            add(name: name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) ? name.lowercased() : name, value: value)
-        }
-    }
-}
-
 extension HTTPResponseHead {
     /// An HTTP/2 response header block as an HTTP/1-shaped head; like NIO's codec, a final response that has a
     /// body but no `content-length` is marked chunked (or `content-length: 0` when it ended with its headers),

@@ -57,7 +57,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             if let trailers {
                 sendHeldHead(endStream: false)
                 sendHeldData()
-                send(.headers(HPACKHeaders(trailers: trailers), endStream: true), promise: promise)
+                send(.headers(.trailers(trailers), endStream: true), promise: promise)
             } else if let data = requestData {
                 requestData = nil
                 sendHeldHead(endStream: false)
@@ -87,7 +87,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             return
         }
         self.id = id
-        send(.headers(HPACKHeaders(requestHead: head, scheme: connection.scheme), endStream: endStream))
+        send(.headers(.request(head, scheme: connection.scheme), endStream: endStream))
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.
@@ -104,7 +104,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
     }
 
     private enum Frame {
-        case headers(HPACKHeaders, endStream: Bool)
+        case headers(HTTP2HeaderFields, endStream: Bool)
         case data(ByteBuffer, endStream: Bool)
     }
 

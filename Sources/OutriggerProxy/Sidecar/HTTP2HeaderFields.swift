@@ -1,0 +1,45 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import OutriggerCore
+
+/// What a HEADERS frame carries, as the stream handed it to the codec: an HTTP/1-shaped head or trailers, encoded
+/// straight into the frame when it goes (`HPACKBlockEncoder+Heads`), or a block in HTTP/2's shape already (a frame
+/// written down the pipeline).
+enum HTTP2HeaderFields {
+    case request(HTTPRequestHead, scheme: String)
+    case response(HTTPResponseHead)
+    case trailers(HTTPHeaders)
+    case block(HPACKHeaders)
+
+    /// A HEAD request: its response has no body, whatever its fields say.
+    var isHeadRequest: Bool {
+        switch self {
+        case .request(let head, _): head.method == .HEAD
+        case .block(let block): block.first(name: ":method") == "HEAD"
+        case .response, .trailers: false
+        }
+    }
+
+    func encode(with encoder: inout HPACKBlockEncoder, into buffer: inout ByteBuffer) {
+        switch self {
+        case let .request(head, scheme): encoder.encode(request: head, scheme: scheme, into: &buffer)
+        case let .response(head): encoder.encode(response: head, into: &buffer)
+        case let .trailers(fields): encoder.encode(fields: fields, into: &buffer)
+        case let .block(block):
+            for (name, value, indexing) in block {
+                encoder.encode(name: name, value: value, indexing: HPACKBlockEncoder.Indexing(indexing), into: &buffer)
+            }
+        }
+    }
+}
+
+extension HPACKBlockEncoder.Indexing {
+    init(_ indexing: HPACKIndexing) {
+        switch indexing {
+        case .indexable: self = .indexable
+        case .nonIndexable: self = .nonIndexable
+        case .neverIndexed: self = .neverIndexed
+        }
+    }
+}
