@@ -1,10 +1,9 @@
 import NIOCore
-import OutriggerConfig
 
 /// Encodes HTTP/2 header blocks (RFC 7541) for one connection, looking fields up in hash tables instead of scanning
 /// the dynamic table field by field as NIOHPACK's encoder does (its case-insensitive scan was the largest single cost
-/// of an HTTP/2 request in the profile). The tables are its own (`PlaceTable`: FNV-1a over the bytes, one pass for a
-/// name and its field, where `Dictionary` hashed each string with a seeded SipHash). Strings go as plain octets, not
+/// of an HTTP/2 request in the profile). The tables are its own (`PlaceTable`, hashed by `FieldHasher`: one pass for a
+/// name and its field, eight bytes at a time, where `Dictionary` hashed each string with a seeded SipHash). Strings go as plain octets, not
 /// Huffman-coded: fewer cycles, a few more bytes.
 ///
 /// - A field in the static table with its value is one index; one in the dynamic table too.
@@ -63,14 +62,21 @@ public struct HPACKBlockEncoder {
     }
 
     public mutating func encode(name: String, value: String, indexing: Indexing = .indexable, into buffer: inout ByteBuffer) {
-        let field = Field(name: name, value: value)
         let indexed = indexing == .indexable && !Self.isNewEveryMessage(name)
-        let hashes = Self.hashes(of: field)
-        if indexed, let place = byField.place(hashes.field, where: { let other = self.field(at: $0); return other.value == value && other.name == name }) {
-            Self.writeInteger(index(of: place), prefix: 7, bits: 0x80, into: &buffer)
-            return
+        var hasher = FieldHasher()
+        hasher.add(utf8Of: name)
+        let nameHash = hasher.finished
+        // A value is hashed only when the field may be in, or enter, the table.
+        var fieldHash: UInt64 = 0
+        if indexed {
+            hasher.add(utf8Of: value)
+            fieldHash = hasher.finished
+            if let place = byField.place(fieldHash, where: { let other = self.field(at: $0); return other.value == value && other.name == name }) {
+                Self.writeInteger(index(of: place), prefix: 7, bits: 0x80, into: &buffer)
+                return
+            }
         }
-        let nameIndex = byName.place(hashes.name, where: { self.field(at: $0).name == name }).map(index(of:)) ?? 0
+        let nameIndex = byName.place(nameHash, where: { self.field(at: $0).name == name }).map(index(of:)) ?? 0
         switch (indexed, indexing) {
         case (true, _): Self.writeInteger(nameIndex, prefix: 6, bits: 0x40, into: &buffer)  // literal, incremental indexing
         case (false, .neverIndexed): Self.writeInteger(nameIndex, prefix: 4, bits: 0x10, into: &buffer)
@@ -78,17 +84,16 @@ public struct HPACKBlockEncoder {
         }
         if nameIndex == 0 { Self.writeString(name, into: &buffer) }
         Self.writeString(value, into: &buffer)
-        if indexed { insert(field, hashes) }
+        if indexed { insert(Field(name: name, value: value), (nameHash, fieldHash)) }
     }
 
     /// A name's hash, and its field's: the value's bytes hashed on from the name's.
     private static func hashes(of field: Field) -> (name: UInt64, field: UInt64) {
-        var hasher = FNV1a()
+        var hasher = FieldHasher()
         hasher.add(utf8Of: field.name)
-        let name = hasher.value
-        hasher.add(byte: 0xFF)  // no name byte: "ab" + "c" and "a" + "bc" part
+        let name = hasher.finished
         hasher.add(utf8Of: field.value)
-        return (name, hasher.value)
+        return (name, hasher.finished)
     }
 
     /// The field at a place in `byField` or `byName`: a static one (minus its index), or a dynamic entry's number.
@@ -168,13 +173,15 @@ public struct HPACKBlockEncoder {
 
     // MARK: The static table (RFC 7541 Appendix A)
 
-    private static let newEveryMessage: Set<String> = ["x-request-id", "traceparent", "tracestate", "b3", "x-b3-traceid",
-                                                       "x-b3-spanid", "x-b3-parentspanid", "date"]
-
-    /// Most names are ruled out by their first byte, without hashing.
+    /// Fields whose value is new with every message: `x-request-id`, trace ids, `date`. Told by length first, without hashing.
     private static func isNewEveryMessage(_ name: String) -> Bool {
-        switch name.utf8.first {
-        case UInt8(ascii: "x"), UInt8(ascii: "t"), UInt8(ascii: "b"), UInt8(ascii: "d"): newEveryMessage.contains(name)
+        switch name.utf8.count {
+        case 2: name == "b3"
+        case 4: name == "date"
+        case 10: name == "tracestate"
+        case 11: name == "traceparent" || name == "x-b3-spanid"
+        case 12: name == "x-request-id" || name == "x-b3-traceid"
+        case 17: name == "x-b3-parentspanid"
         default: false
         }
     }
@@ -215,6 +222,49 @@ public struct HPACKBlockEncoder {
         }
         return names
     }()
+}
+
+/// The tables' hash: a name's bytes, then its value's, eight at a time (a multiply and a fold per word, where FNV-1a
+/// took a multiply per byte), each string's length mixed in after it, so "ab" + "c" and "a" + "bc" differ. The tables
+/// live in one process: it needs speed and spread in the low bits (the slot), not stability.
+private struct FieldHasher {
+    private var state: UInt64 = 0x243F_6A88_85A3_08D3
+
+    mutating func add(utf8Of string: String) {
+        var string = string
+        string.withUTF8 { add(UnsafeRawBufferPointer($0)) }
+    }
+
+    private mutating func add(_ bytes: UnsafeRawBufferPointer) {
+        var offset = 0
+        while offset + 8 <= bytes.count {
+            mix(bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            offset += 8
+        }
+        var tail: UInt64 = 0
+        var shift: UInt64 = 0
+        while offset < bytes.count {
+            tail |= UInt64(bytes[offset]) << shift
+            shift += 8
+            offset += 1
+        }
+        mix(tail)
+        mix(UInt64(bytes.count))
+    }
+
+    private mutating func mix(_ word: UInt64) {
+        state = (state ^ word) &* 0x9E37_79B9_7F4A_7C15
+        state ^= state >> 29
+    }
+
+    /// The bits folded down (MurmurHash3's finaliser), so the low ones, which pick a slot, depend on all of them.
+    var finished: UInt64 {
+        var hash = state
+        hash ^= hash >> 33
+        hash = hash &* 0xFF51_AFD7_ED55_8CCD
+        hash ^= hash >> 33
+        return hash
+    }
 }
 
 /// Where fields (or names) are, by their hash: open addressing with linear probing, a fixed 512 slots. It never fills:

@@ -147,8 +147,9 @@ extension HTTPRequestHead {
         var path: String?
         var authority: String?
         var hasScheme = false
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(block.count + 1)
+        // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has ruled out.
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(block.count + 2)
         var sawRegular = false
         var malformed: LocalReplyReason?
         var hasContentLength = false
@@ -166,23 +167,23 @@ extension HTTPRequestHead {
             if !sawRegular {
                 // Pseudo-fields come first (the codec checks it): `host` leads, as an HTTP/1.1 client puts it.
                 sawRegular = true
-                if let authority, !block.contains(name: "host") { headers.add(name: "host", value: authority) }
+                if let authority, !block.contains(name: "host") { fields.append(("host", authority)) }
             }
             if name == "host", let authority, value != authority { malformed = .invalidHost }
             if malformed == nil, !ProxyHeaders.isValidFieldValue(value) { malformed = .badRequest }
             if name == "content-length" { hasContentLength = true }
-            headers.add(name: name, value: value)
+            fields.append((name, value))
         }
-        if !sawRegular, let authority { headers.add(name: "host", value: authority) }
+        if !sawRegular, let authority { fields.append(("host", authority)) }
         guard let method, let path, hasScheme else { return nil }
         let httpMethod = HTTPMethod(rawValue: method)
         if endStream, !hasContentLength {
             switch httpMethod {
             case .GET, .HEAD, .DELETE, .CONNECT, .TRACE: break
-            default: headers.add(name: "content-length", value: "0")
+            default: fields.append(("content-length", "0"))
             }
         }
-        return (HTTPRequestHead(version: .http2, method: httpMethod, uri: path, headers: headers), malformed)
+        return (HTTPRequestHead(version: .http2, method: httpMethod, uri: path, headers: HTTPHeaders(fields)), malformed)
     }
 }
 
@@ -190,10 +191,11 @@ extension HTTPHeaders {
     /// A trailer block's fields (pseudo-fields dropped, and fields whose value HTTP/1.1 could not carry: too late
     /// for a 400, the body has gone upstream).
     init(regularFieldsOf block: HPACKHeaders) {
-        self.init()
-        reserveCapacity(block.count)
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(block.count)
         for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") && ProxyHeaders.isValidFieldValue(value) {
-            add(name: name, value: value)
+            fields.append((name, value))
         }
+        self.init(fields)
     }
 }

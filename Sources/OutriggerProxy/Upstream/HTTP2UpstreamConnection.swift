@@ -107,8 +107,9 @@ extension HTTPResponseHead {
     /// so an HTTP/1.1 client's framing is known. Nil without a valid `:status`.
     static func fromHTTP2(_ block: HPACKHeaders, endStream: Bool, requestMethod: HTTPMethod) -> HTTPResponseHead? {
         var status: Int?
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(block.count + 1)
+        // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has ruled out.
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(block.count + 1)
         var hasContentLength = false
         for (name, value, _) in block {
             if name.utf8.first == UInt8(ascii: ":") {
@@ -116,12 +117,12 @@ extension HTTPResponseHead {
                 continue
             }
             if name == "content-length" { hasContentLength = true }
-            headers.add(name: name, value: value)
+            fields.append((name, value))
         }
         guard let status, (100...999).contains(status) else { return nil }
         if !(100..<200).contains(status), status != 204, status != 304, requestMethod != .HEAD, requestMethod != .CONNECT, !hasContentLength {
-            headers.add(name: endStream ? "content-length" : "transfer-encoding", value: endStream ? "0" : "chunked")
+            fields.append(endStream ? ("content-length", "0") : ("transfer-encoding", "chunked"))
         }
-        return HTTPResponseHead(version: .http2, status: HTTPResponseStatus(statusCode: status), headers: headers)
+        return HTTPResponseHead(version: .http2, status: HTTPResponseStatus(statusCode: status), headers: HTTPHeaders(fields))
     }
 }
