@@ -29,9 +29,9 @@ public struct HTTP2FieldCheck {
         if first == UInt8(ascii: ":") {
             addPseudo(name, value)
         } else {
-            addRegular(name, bytes, value)
+            addRegular(name, value)
         }
-        if malformed == nil, value.utf8.contains(where: { $0 == 0 || $0 == 0x0A || $0 == 0x0D }) {
+        if malformed == nil, Self.any(of: value, in: Self.forbiddenInValues) {
             fail("a NUL, CR or LF in \(name)'s value")
         }
     }
@@ -41,7 +41,7 @@ public struct HTTP2FieldCheck {
         guard !sawRegular else { return fail("the pseudo-field \(name) after a regular field") }
         if block == .response { return addStatus(name, value) }
         // They become an HTTP/1.1 request line: a space or control character there would split it (smuggling).
-        guard !value.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { return fail("a space or control character in \(name)") }
+        guard !Self.any(of: value, in: Self.spaceOrControl) else { return fail("a space or control character in \(name)") }
         switch name {
         case ":method":
             guard method == nil else { return fail("two :method") }
@@ -70,15 +70,17 @@ public struct HTTP2FieldCheck {
         status = code
     }
 
-    private mutating func addRegular(_ name: String, _ bytes: String.UTF8View, _ value: String) {
+    private mutating func addRegular(_ name: String, _ value: String) {
         sawRegular = true
-        guard bytes.allSatisfy(Self.isLowercaseTokenByte) else { return fail("the field name \(name) (upper case or not a token)") }
-        switch name {
-        case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+        guard !Self.any(of: name, in: Self.notLowercaseToken) else { return fail("the field name \(name) (upper case or not a token)") }
+        // By length first: most names are none of these, and are told so without a comparison.
+        switch name.utf8.count {
+        case 2 where name == "te":
+            if value != "trailers" { fail("te other than trailers") }
+        case 7 where name == "upgrade", 10 where name == "connection" || name == "keep-alive",
+             16 where name == "proxy-connection", 17 where name == "transfer-encoding":
             fail("the connection-specific field \(name)")
-        case "te" where value != "trailers":
-            fail("te other than trailers")
-        case "content-length":
+        case 14 where name == "content-length":
             guard let length = Int(value), length >= 0, value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
                 return fail("content-length \(value) is not a number")
             }
@@ -116,14 +118,31 @@ public struct HTTP2FieldCheck {
         if malformed == nil { malformed = why }
     }
 
-    /// tchar (RFC 9110 §5.6.2) without the upper-case letters.
-    private static func isLowercaseTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
-        default: false
+    /// A set of bytes, a bit each (byte b is bit b % 64 of word b / 64). Written out as constants, so reading one
+    /// costs no lazy initialisation; `HTTP2FieldCheckTests` checks every byte against the rule each stands for.
+    private typealias ByteSet = (UInt64, UInt64, UInt64, UInt64)
+
+    /// Not tchar (RFC 9110 §5.6.2), or an upper-case letter: `a`–`z`, `0`–`9` and ``!#$%&'*+-.^_`|~`` are not in it.
+    private static let notLowercaseToken: ByteSet = (0xFC00_9305_FFFF_FFFF, 0xA800_0000_3FFF_FFFF, .max, .max)
+    /// NUL, LF and CR.
+    private static let forbiddenInValues: ByteSet = (0x0000_0000_0000_2401, 0, 0, 0)
+    /// Controls, space and DEL.
+    private static let spaceOrControl: ByteSet = (0x0000_0001_FFFF_FFFF, 0x8000_0000_0000_0000, 0, 0)
+
+    /// Whether any of a string's bytes is in the set: read in place, a table lookup a byte.
+    private static func any(of string: String, in set: ByteSet) -> Bool {
+        var string = string
+        return string.withUTF8 { bytes in
+            for byte in bytes {
+                let word = switch byte >> 6 {
+                case 0: set.0
+                case 1: set.1
+                case 2: set.2
+                default: set.3
+                }
+                if word & (1 << UInt64(byte & 63)) != 0 { return true }
+            }
+            return false
         }
     }
 }

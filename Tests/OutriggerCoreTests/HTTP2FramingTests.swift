@@ -135,6 +135,21 @@ struct HTTP2FieldCheckTests {
         #expect(check(fields).0 != nil, "\(name)")
     }
 
+    @Test func everyASCIIByteIsJudgedByItsRuleInNamesValuesAndPseudoFields() {
+        let tokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
+        for byte in UInt8(0)...UInt8(127) {
+            let character = String(UnicodeScalar(byte))
+            let lowercaseToken = (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+                || tokenPunctuation.contains(byte)
+            #expect((check(Self.base + [("x" + character, "1")]).0 == nil) == lowercaseToken, "name byte \(byte)")
+            let allowedInValue = byte != 0 && byte != 0x0A && byte != 0x0D
+            #expect((check(Self.base + [("x", "a" + character + "b")]).0 == nil) == allowedInValue, "value byte \(byte)")
+            let allowedInPseudo = byte > 0x20 && byte != 0x7F
+            #expect((check([(":method", "GET"), (":scheme", "http"), (":path", "/" + character)]).0 == nil) == allowedInPseudo, "pseudo byte \(byte)")
+        }
+        #expect(check(Self.base + [("x-é", "1")]).0 != nil, "a name beyond ASCII")
+    }
+
     @Test func trailersCarryNoPseudoFields() {
         #expect(check([(":path", "/")], .trailers).0 != nil)
     }
