@@ -148,8 +148,10 @@ extension HTTPRequestHead {
         var authority: String?
         var hasScheme = false
         // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has ruled out.
+        // With room for `host` and `content-length`, and for what `ProxyHeaders.prepareUpstreamRequest` adds (its
+        // `reserveCapacity` then finds the room there, and the array is not moved).
         var fields: [(String, String)] = []
-        fields.reserveCapacity(block.count + 2)
+        fields.reserveCapacity(block.count + 10)
         var sawRegular = false
         var malformed: LocalReplyReason?
         var hasContentLength = false

@@ -46,7 +46,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     func start() {
         guard let exchange, let head else { return }
         self.head = nil
-        exchange.received(.head(head))
+        exchange.received(.head(consume head))
         if headEndsStream, exchange === self.exchange { exchange.received(.end(nil)) }
         deliverHeld()
         self.exchange?.readComplete()
@@ -60,7 +60,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
             if head == nil { exchange.holdingReads() }
             return
         }
-        exchange.received(part)
+        exchange.received(consume part)
         connection.frames.touched(self)
     }
 
@@ -81,7 +81,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
         var delivered = 0
         while !isClosed || resetBeforeItsHead, let exchange, let part = held.take(exchangeTakesBody: exchange.mayRead) {
             delivered += 1
-            exchange.received(part)
+            exchange.received(consume part)
         }
         if !held.isEmpty { exchange?.holdingReads() }
         if !isClosed, let increment = held.creditToReturn() { connection.frames.sendWindowUpdate(id, increment) }

@@ -24,9 +24,10 @@ struct HTTP2HeldParts<Head: Equatable> {
     /// A part the peer sent: returned to be handed on now, or held (nil) when it must wait — parts are already
     /// waiting, it is a body the exchange does not take now, or `behindHead` (the head is not handed on yet).
     /// An end is noted either way: the peer has ended the stream.
-    mutating func arrived(_ part: Part, exchangeTakesBody: Bool, behindHead: Bool = false) -> Part? {
+    /// The part is taken, not copied: a head goes on owned once, so the exchange changes its fields in place.
+    mutating func arrived(_ part: consuming Part, exchangeTakesBody: Bool, behindHead: Bool = false) -> Part? {
         var mustWait = behindHead || !parts.isEmpty
-        switch part {
+        switch copy part {
         case .head: break
         case .body: mustWait = mustWait || !exchangeTakesBody
         case .end: peerEnded = true
@@ -36,8 +37,8 @@ struct HTTP2HeldParts<Head: Equatable> {
         return nil
     }
 
-    private mutating func hold(_ part: Part) {
-        if case .body(let body) = part { window.held(body.readableBytes) }
+    private mutating func hold(_ part: consuming Part) {
+        if case .body(let body) = copy part { window.held(body.readableBytes) }
         parts.append(part)
     }
 

@@ -108,8 +108,9 @@ extension HTTPResponseHead {
     static func fromHTTP2(_ block: HPACKHeaders, endStream: Bool, requestMethod: HTTPMethod) -> HTTPResponseHead? {
         var status: Int?
         // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has ruled out.
+        // With room for a framing field and the ones `ProxyHeaders.prepareDownstreamResponse` adds.
         var fields: [(String, String)] = []
-        fields.reserveCapacity(block.count + 1)
+        fields.reserveCapacity(block.count + 3)
         var hasContentLength = false
         for (name, value, _) in block {
             if name.utf8.first == UInt8(ascii: ":") {

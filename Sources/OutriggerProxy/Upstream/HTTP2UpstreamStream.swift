@@ -140,7 +140,9 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
             return
         }
         if head.status.code >= 200 { finalHeadReceived = true }
-        deliver(.head(head))
+        // Handed on owned (`consume`, and `deliver` and `HTTP2HeldParts.arrived` take it): with no other reference
+        // to its fields, the exchange changes them in place, without a copy of the array.
+        deliver(.head(consume head))
         if endStream { deliver(.end(nil)) }
     }
 
@@ -149,16 +151,16 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
         if endStream { deliver(.end(nil)) }
     }
 
-    private func deliver(_ part: HTTPClientResponsePart) {
+    private func deliver(_ part: consuming HTTPClientResponsePart) {
         guard let exchange else {
             if case .end = part { held.peerEndedStream() }  // nobody takes it, but the stream has ended
             return
         }
-        guard let part = held.arrived(part, exchangeTakesBody: exchange.mayRead) else {
+        guard let part = held.arrived(consume part, exchangeTakesBody: exchange.mayRead) else {
             exchange.holdingReads()
             return
         }
-        exchange.received(part)
+        exchange.received(consume part)
         connection.frames.touched(self)
     }
 
@@ -171,7 +173,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
         var delivered = 0
         while let exchange, let part = held.take(exchangeTakesBody: exchange.mayRead) {
             delivered += 1
-            exchange.received(part)
+            exchange.received(consume part)
         }
         if !held.isEmpty { exchange?.holdingReads() }
         if !isClosed, let id, let increment = held.creditToReturn() { connection.frames.sendWindowUpdate(id, increment) }
