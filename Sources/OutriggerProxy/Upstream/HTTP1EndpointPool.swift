@@ -7,7 +7,7 @@ import OutriggerCore
 
 /// One endpoint's HTTP/1.1 keep-alive connections on one event loop: the I/O shell around
 /// `HTTP1PoolStateMachine`.
-final class HTTP1EndpointPool {
+final class HTTP1EndpointPool: UpstreamExchangeOwner {
     private let target: UpstreamTarget
     private var state: HTTP1PoolStateMachine
     private var connections: [Int: UpstreamExchangeHandler] = [:]
@@ -87,9 +87,7 @@ final class HTTP1EndpointPool {
                 self.target.connections.opened()
                 self.connections[handler.id] = handler
                 self.state.connectSucceeded(handler.id)
-                handler.exchangeFinished = { [weak self] handler, reusable, _ in self?.released(handler, reusable: reusable) }
-                handler.closed = { [weak self] handler in self?.connectionClosed(handler) }
-                handler.detached = { [weak self] handler in self?.connectionDetached(handler) }
+                handler.owner = self
                 if let waiting = requester {
                     requester = nil
                     waiting.upstreamLeased(handler)
@@ -110,6 +108,10 @@ final class HTTP1EndpointPool {
         return ticket
     }
 
+    func exchangeFinished(_ handler: UpstreamExchangeHandler, reusable: Bool, completedOnTheWire: Bool) {
+        released(handler, reusable: reusable)
+    }
+
     private func released(_ handler: UpstreamExchangeHandler, reusable: Bool) {
         switch state.released(handler.id, reusable: reusable && !retired, reserveConnection: reserveConnection) {
         case .keepIdle:
@@ -123,7 +125,7 @@ final class HTTP1EndpointPool {
         }
     }
 
-    private func connectionClosed(_ handler: UpstreamExchangeHandler) {
+    func exchangeClosed(_ handler: UpstreamExchangeHandler) {
         target.connections.closed()
         connections[handler.id] = nil
         perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
@@ -132,7 +134,7 @@ final class HTTP1EndpointPool {
 
     /// The connection now carries a tunnel: it leaves the pool, but is counted (and holds its cluster-wide
     /// slot) until it closes.
-    private func connectionDetached(_ handler: UpstreamExchangeHandler) {
+    func exchangeDetached(_ handler: UpstreamExchangeHandler) {
         connections[handler.id] = nil
         perform(state.idleConnectionClosed(handler.id, reserveConnection: reserveConnection))
         let clusterConnections = target.connections

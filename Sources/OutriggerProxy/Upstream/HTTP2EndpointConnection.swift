@@ -8,7 +8,7 @@ import OutriggerCore
 /// One multiplexed HTTP/2 connection to an endpoint, on one event loop; each request is a stream. The pure
 /// `HTTP2UpstreamConnectionStateMachine` decides; this shell opens, closes and times the connection and opens the
 /// streams.
-final class HTTP2EndpointConnection {
+final class HTTP2EndpointConnection: UpstreamExchangeOwner {
     private let target: UpstreamTarget
     private let becameEmpty: (HTTP2EndpointConnection) -> Void
     private var machine = HTTP2UpstreamConnectionStateMachine()
@@ -40,7 +40,7 @@ final class HTTP2EndpointConnection {
         }
         nextID += 1
         let waiterID = nextID
-        switch machine.leaseRequested(waiterID, reserveConnection: target.connections.reserve) {
+        switch machine.leaseRequested(waiterID, reserveConnection: { target.connections.reserve() }) {
         case .openStream:
             if let open { openStream(on: open.frames, for: requester) }
             return nil
@@ -112,18 +112,25 @@ final class HTTP2EndpointConnection {
         let handler = UpstreamExchangeHandler(id: nextID)
         handler.attach(connection.makeStream(for: handler))
         apply(machine.streamOpened())
-        // A stream whose request and response both ended is closed by the protocol. Any other ending — an aborted
-        // exchange, an early response, a stream leased too late — resets it (a reset of a closed stream would count
-        // against us at the server: NIO's, after 200, ends the connection with GOAWAY ENHANCE_YOUR_CALM).
-        handler.exchangeFinished = { handler, _, completedOnTheWire in
-            if !completedOnTheWire { handler.closeTransport() }
-        }
-        handler.closed = { [weak self] _ in
-            guard let self else { return }
-            self.apply(self.machine.streamClosed())
-        }
+        handler.owner = self
         requester.upstreamLeased(handler)
     }
+
+    // MARK: UpstreamExchangeOwner
+
+    /// A stream whose request and response both ended is closed by the protocol. Any other ending — an aborted
+    /// exchange, an early response, a stream leased too late — resets it (a reset of a closed stream would count
+    /// against us at the server: NIO's, after 200, ends the connection with GOAWAY ENHANCE_YOUR_CALM).
+    func exchangeFinished(_ handler: UpstreamExchangeHandler, reusable: Bool, completedOnTheWire: Bool) {
+        if !completedOnTheWire { handler.closeTransport() }
+    }
+
+    func exchangeClosed(_ handler: UpstreamExchangeHandler) {
+        apply(machine.streamClosed())
+    }
+
+    /// A stream never carries a tunnel (`h2c` and HTTP/1.1 upgrades are not tunnelled over HTTP/2).
+    func exchangeDetached(_ handler: UpstreamExchangeHandler) {}
 
     private func apply(_ action: HTTP2UpstreamConnectionStateMachine.IdleAction) {
         switch action {

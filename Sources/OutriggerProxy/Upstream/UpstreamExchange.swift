@@ -6,6 +6,19 @@ import OutriggerCore
 
 /// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same
 /// event loop (pools are per event loop), so calls are direct: no hops, no locks.
+/// Who keeps an `UpstreamExchangeHandler` (held weakly; a protocol rather than closures, so an HTTP/2 stream costs no
+/// closure context).
+protocol UpstreamExchangeOwner: AnyObject {
+    /// Once per exchange, when both directions are done: `reusable` says whether the connection can carry another
+    /// exchange, `completedOnTheWire` whether the request was all sent and the response all received (an HTTP/2
+    /// stream in that state is closed by the protocol) rather than cut short.
+    func exchangeFinished(_ handler: UpstreamExchangeHandler, reusable: Bool, completedOnTheWire: Bool)
+    /// Once, when the connection (HTTP/1.1) or the stream (HTTP/2) closes.
+    func exchangeClosed(_ handler: UpstreamExchangeHandler)
+    /// The connection left its pool to carry a tunnel (HTTP/1.1 only); its close is not reported.
+    func exchangeDetached(_ handler: UpstreamExchangeHandler)
+}
+
 protocol UpstreamExchangeDelegate: AnyObject {
     func upstreamResponseHead(_ head: consuming HTTPResponseHead)
     func upstreamResponseBody(_ body: ByteBuffer)
@@ -44,14 +57,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// cut by the read; after a `101`, what the tunnel carries on with).
     private var parser = HTTP1ResponseParser()
     private var unparsed = ByteBuffer.noBytes
-    /// Called once per exchange when both directions are done; `reusable` says whether the connection can
-    /// carry another exchange, `completedOnTheWire` whether the request was all sent and the response all
-    /// received (an HTTP/2 stream in that state is closed by the protocol) rather than cut short.
-    var exchangeFinished: ((UpstreamExchangeHandler, _ reusable: Bool, _ completedOnTheWire: Bool) -> Void)?
-    /// Called once when the channel closes.
-    var closed: ((UpstreamExchangeHandler) -> Void)?
-    /// Called when the connection leaves its pool to carry a tunnel.
-    var detached: ((UpstreamExchangeHandler) -> Void)?
+    /// Its HTTP/1.1 pool, or the HTTP/2 connection its stream is on: hears when an exchange finishes, when the
+    /// connection or stream closes (once), and when it leaves to carry a tunnel.
+    weak var owner: (any UpstreamExchangeOwner)?
     let id: Int
     /// When the connection last went back to its pool idle.
     var idleSince = NIODeadline.uptimeNanoseconds(0)
@@ -164,8 +172,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         let context = output.context
         state = .tunnelled
         delegate = nil
-        detached?(self)
-        closed = nil
+        let owner = owner
+        self.owner = nil  // closing later is not the pool's concern
+        owner?.exchangeDetached(self)
         let received = unparsed.takeUnparsed()
         let pipeline = context.pipeline.syncOperations
         try pipeline.addHandler(relay)
@@ -177,7 +186,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         guard case .active(_, _, let reusable) = state else { return }
         state = .idle
         delegate = nil
-        exchangeFinished?(self, reusable, completedOnTheWire)
+        owner?.exchangeFinished(self, reusable: reusable, completedOnTheWire: completedOnTheWire)
     }
 
     // MARK: Channel events
@@ -280,8 +289,9 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         // After an error, `errorCaught` has already failed the exchange with it.
         fail(.closed)
         state = .closed
-        closed?(self)
-        closed = nil
+        let owner = owner
+        self.owner = nil  // told once
+        owner?.exchangeClosed(self)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
