@@ -63,14 +63,9 @@ public struct HPACKBlockEncoder {
 
     public mutating func encode(name: String, value: String, indexing: Indexing = .indexable, into buffer: inout ByteBuffer) {
         let indexed = indexing == .indexable && !Self.isNewEveryMessage(name)
-        var hasher = FieldHasher()
-        hasher.add(utf8Of: name)
-        let nameHash = hasher.finished
         // A value is hashed only when the field may be in, or enter, the table.
-        var fieldHash: UInt64 = 0
+        let (nameHash, fieldHash) = Self.hashes(name: name, value: indexed ? value : nil)
         if indexed {
-            hasher.add(utf8Of: value)
-            fieldHash = hasher.finished
             if let place = byField.place(fieldHash, where: { let other = self.field(at: $0); return other.value == value && other.name == name }) {
                 Self.writeInteger(index(of: place), prefix: 7, bits: 0x80, into: &buffer)
                 return
@@ -87,13 +82,19 @@ public struct HPACKBlockEncoder {
         if indexed { insert(Field(name: name, value: value), (nameHash, fieldHash)) }
     }
 
-    /// A name's hash, and its field's: the value's bytes hashed on from the name's.
-    private static func hashes(of field: Field) -> (name: UInt64, field: UInt64) {
+    /// A name's hash, and its field's: the value's bytes hashed on from the name's (0 without a value). Every lookup,
+    /// insertion and eviction hashes here, so the tables always agree.
+    private static func hashes(name: String, value: String?) -> (name: UInt64, field: UInt64) {
         var hasher = FieldHasher()
-        hasher.add(utf8Of: field.name)
-        let name = hasher.finished
-        hasher.add(utf8Of: field.value)
-        return (name, hasher.finished)
+        hasher.add(utf8Of: name)
+        let nameHash = hasher.finished
+        guard let value else { return (nameHash, 0) }
+        hasher.add(utf8Of: value)
+        return (nameHash, hasher.finished)
+    }
+
+    private static func hashes(of field: Field) -> (name: UInt64, field: UInt64) {
+        hashes(name: field.name, value: field.value)
     }
 
     /// The field at a place in `byField` or `byName`: a static one (minus its index), or a dynamic entry's number.

@@ -91,6 +91,8 @@ final class HTTP2EndpointConnection: UpstreamExchangeOwner {
     private func connected(_ channel: Channel, frames: HTTP2UpstreamConnection) {
         target.connections.opened()
         open = (channel, frames)
+        // Holds the connection (strongly) until its channel closes, after the pool may have let it go (a GOAWAY): its
+        // streams' handlers hold it weakly as their owner, and a stream cut short must still be reset through it.
         channel.closeFuture.assumeIsolated().whenComplete { _ in
             self.target.connections.closed()
             self.open = nil
