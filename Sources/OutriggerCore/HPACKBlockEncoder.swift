@@ -3,8 +3,8 @@ import NIOCore
 /// Encodes HTTP/2 header blocks (RFC 7541) for one connection, looking fields up in hash tables instead of scanning
 /// the dynamic table field by field as NIOHPACK's encoder does (its case-insensitive scan was the largest single cost
 /// of an HTTP/2 request in the profile). The tables are its own (`PlaceTable`, hashed by `FieldHasher`: one pass for a
-/// name and its field, eight bytes at a time, where `Dictionary` hashed each string with a seeded SipHash). Strings go as plain octets, not
-/// Huffman-coded: fewer cycles, a few more bytes.
+/// name and its field, eight bytes at a time, where `Dictionary` hashed each string with a seeded SipHash). Strings go
+/// as plain octets, not Huffman-coded: fewer cycles, a few more bytes.
 ///
 /// - A field in the static table with its value is one index; one in the dynamic table too.
 /// - Otherwise it is a literal, its name indexed when either table has it, and it enters the dynamic table — unless
@@ -174,7 +174,8 @@ public struct HPACKBlockEncoder {
 
     // MARK: The static table (RFC 7541 Appendix A)
 
-    /// Fields whose value is new with every message: `x-request-id`, trace ids, `date`. Told by length first, without hashing.
+    /// Fields whose value is new with every message: `x-request-id`, trace ids, `date`. Told by length first, without
+    /// hashing.
     private static func isNewEveryMessage(_ name: String) -> Bool {
         switch name.utf8.count {
         case 2: name == "b3"

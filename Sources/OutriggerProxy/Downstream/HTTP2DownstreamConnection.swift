@@ -147,7 +147,8 @@ extension HTTPRequestHead {
         var path: String?
         var authority: String?
         var hasScheme = false
-        // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has ruled out.
+        // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has
+        // ruled out (the codec checks every block before its peer sees it).
         // With room for `host` and `content-length`, and for what `ProxyHeaders.prepareUpstreamRequest` adds (its
         // `reserveCapacity` then finds the room there, and the array is not moved).
         var fields: [(String, String)] = []

@@ -107,7 +107,8 @@ extension HTTPResponseHead {
     /// so an HTTP/1.1 client's framing is known. Nil without a valid `:status`.
     static func fromHTTP2(_ block: HPACKHeaders, endStream: Bool, requestMethod: HTTPMethod) -> HTTPResponseHead? {
         var status: Int?
-        // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has ruled out.
+        // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has
+        // ruled out (the codec checks every block before its peer sees it).
         // With room for a framing field and the ones `ProxyHeaders.prepareDownstreamResponse` adds.
         var fields: [(String, String)] = []
         fields.reserveCapacity(block.count + 3)

@@ -4,8 +4,6 @@ import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
 
-/// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same
-/// event loop (pools are per event loop), so calls are direct: no hops, no locks.
 /// Who keeps an `UpstreamExchangeHandler` (held weakly; a protocol rather than closures, so an HTTP/2 stream costs no
 /// closure context).
 protocol UpstreamExchangeOwner: AnyObject {
@@ -19,6 +17,8 @@ protocol UpstreamExchangeOwner: AnyObject {
     func exchangeDetached(_ handler: UpstreamExchangeHandler)
 }
 
+/// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same
+/// event loop (pools are per event loop), so calls are direct: no hops, no locks.
 protocol UpstreamExchangeDelegate: AnyObject {
     func upstreamResponseHead(_ head: consuming HTTPResponseHead)
     func upstreamResponseBody(_ body: ByteBuffer)
