@@ -14,9 +14,9 @@ extension HPACKBlockEncoder {
         if let host = head.headers.first(name: "host") { encode(name: ":authority", value: host, into: &buffer) }
         encode(name: ":path", value: head.uri, into: &buffer)
         for (name, value) in head.headers {
-            if name.utf8.count == 4, Self.equalsIgnoringCase(name, "host") { continue }
+            if HTTP1Syntax.equalsIgnoringCase(name, "host") { continue }
             if ProxyHeaders.isConnectionSpecific(name) {
-                if Self.equalsIgnoringCase(name, "te"), Self.equalsIgnoringCase(value, "trailers") {
+                if HTTP1Syntax.equalsIgnoringCase(name, "te"), HTTP1Syntax.equalsIgnoringCase(value, "trailers") {
                     encode(name: "te", value: "trailers", into: &buffer)
                 }
                 continue
@@ -41,10 +41,5 @@ extension HPACKBlockEncoder {
     /// HTTP/2 names are lower-case; most already are, and are not copied.
     private static func lowercased(_ name: String) -> String {
         name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) ? name.lowercased() : name
-    }
-
-    private static func equalsIgnoringCase(_ string: String, _ lowercase: StaticString) -> Bool {
-        var string = string
-        return string.withUTF8 { HTTP1Syntax.equalsIgnoringCase(UnsafeRawBufferPointer($0), lowercase) }
     }
 }

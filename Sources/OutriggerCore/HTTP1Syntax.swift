@@ -53,6 +53,12 @@ enum HTTP1Syntax {
         return true
     }
 
+    /// A `String` against a lower-case literal, ignoring ASCII case, read in place.
+    static func equalsIgnoringCase(_ string: String, _ lowercase: StaticString) -> Bool {
+        var string = string
+        return string.withUTF8 { equalsIgnoringCase(UnsafeRawBufferPointer($0), lowercase) }
+    }
+
     static func trimmingWhitespace(_ bytes: Slice<UnsafeRawBufferPointer>) -> Slice<UnsafeRawBufferPointer> {
         var start = bytes.startIndex
         var end = bytes.endIndex

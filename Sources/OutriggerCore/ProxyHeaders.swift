@@ -183,7 +183,7 @@ public enum ProxyHeaders {
 
     /// `name` is "host" in any case, without allocating (it runs for every header of every request).
     private static func isHost(_ name: String) -> Bool {
-        name.utf8.count == 4 && name.utf8.elementsEqual("host".utf8) { $0 | 0x20 == $1 }
+        HTTP1Syntax.equalsIgnoringCase(name, "host")
     }
 
     /// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): a bracketed IPv6 literal or a reg-name / IPv4 address of
