@@ -81,7 +81,8 @@ public enum ProxyHeaders {
     }
 
     /// Everything done to a request head on its way upstream.
-    /// - Returns: the request id the request carries upstream (kept, or generated when missing).
+    /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
+    ///   route's header rules removed it).
     @discardableResult
     public static func prepareUpstreamRequest(
         _ head: inout HTTPRequestHead,
@@ -109,7 +110,7 @@ public enum ProxyHeaders {
         if !head.headers.contains(name: OutriggerHeader.forwardedProto) {
             head.headers.add(name: OutriggerHeader.forwardedProto, value: scheme)
         }
-        let requestID: String
+        var requestID: String
         if let existing = head.headers.first(name: OutriggerHeader.requestID), !existing.isEmpty {
             requestID = existing
         } else {
@@ -119,7 +120,11 @@ public enum ProxyHeaders {
         if addVia { appendVia(&head.headers, version: head.version) }
         if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }
         if let host = route.hostRewrite { head.headers.replaceOrAdd(name: "host", value: host) }
-        route.requestHeaders.apply(to: &head.headers)
+        if !route.requestHeaders.isEmpty {
+            route.requestHeaders.apply(to: &head.headers)
+            // The route's own header rules have the last word, on this header too.
+            requestID = head.headers.first(name: OutriggerHeader.requestID) ?? ""
+        }
         // The head's method, URI and version share storage with the downstream head: set only when it differs.
         if head.version != .http1_1 { head.version = .http1_1 }
         return requestID

@@ -33,7 +33,10 @@ public enum SpanEncoding {
         buffer.append(repeating: 0, count: room)
         // A span is 128 bytes to 16 KiB long, so its length takes two bytes; `message` moves it only otherwise.
         for piece in pieces {
-            for span in piece { writer.message(2, lengthBytes: 2) { $0.span(span) } }  // ScopeSpans.spans
+            // Each span read in place, not copied out of its piece (a copy retains every string it holds).
+            piece.withUnsafeBufferPointer { spans in
+                for index in spans.indices { writer.message(2, lengthBytes: 2) { $0.span(spans[index]) } }  // ScopeSpans.spans
+            }
         }
         let spansLength = buffer.count - room
 
@@ -139,6 +142,7 @@ private struct OTLPAttributes: SpanAttributeWriter {
     let field: UInt64
 
     /// The key and value lengths, then the key (written by `key`); the value's bytes come next.
+    @inline(__always)
     private func keyValue(keyLength: Int, valueLength: Int, key: () -> Void) {
         writer.lengthDelimited(field, length: ProtobufWriter.encodedLength(field: 1, length: keyLength)
                                               + ProtobufWriter.encodedLength(field: 2, length: valueLength))
@@ -147,6 +151,7 @@ private struct OTLPAttributes: SpanAttributeWriter {
         writer.lengthDelimited(2, length: valueLength)
     }
 
+    @inline(__always)
     private func string(keyLength: Int, key: () -> Void, _ value: Substring) {
         let length = value.utf8.count
         keyValue(keyLength: keyLength, valueLength: ProtobufWriter.encodedLength(field: 1, length: length), key: key)
@@ -154,6 +159,7 @@ private struct OTLPAttributes: SpanAttributeWriter {
         writer.out.append(utf8: value)
     }
 
+    @inline(__always)
     private func int(keyLength: Int, key: () -> Void, _ value: Int64) {
         let number = UInt64(bitPattern: value)
         keyValue(keyLength: keyLength, valueLength: 1 + ProtobufWriter.varintLength(number), key: key)
@@ -186,11 +192,13 @@ struct ProtobufWriter {
         self.out = out
     }
 
+    @inline(__always)
     static func varintLength(_ value: UInt64) -> Int {
         value == 0 ? 1 : (64 - value.leadingZeroBitCount + 6) / 7
     }
 
     /// The bytes a length-delimited field takes: its key, its length, its content.
+    @inline(__always)
     static func encodedLength(field: UInt64, length: Int) -> Int {
         varintLength(field << 3 | 2) + varintLength(UInt64(length)) + length
     }
@@ -204,10 +212,12 @@ struct ProtobufWriter {
         }
     }
 
+    @inline(__always)
     private func key(_ field: UInt64, wireType: UInt64) {
         varint(field << 3 | wireType)
     }
 
+    @inline(__always)
     func varintField(_ field: UInt64, _ value: UInt64) {
         key(field, wireType: 0)
         varint(value)
@@ -245,6 +255,7 @@ struct ProtobufWriter {
     }
 
     /// A length-delimited field's key and length; its `length` bytes are written next.
+    @inline(__always)
     func lengthDelimited(_ field: UInt64, length: Int) {
         key(field, wireType: 2)
         varint(UInt64(length))

@@ -37,6 +37,7 @@ public struct SpanRecord: Sendable {
 
     public var durationNanoseconds: UInt64 { endUnixNanoseconds - startUnixNanoseconds }
 
+    @inline(__always)
     public var kind: Kind {
         if case .server = details { return .server }
         return .client
@@ -50,6 +51,7 @@ public struct SpanRecord: Sendable {
 
     /// The name's two words (the second nil for a request answered before it was routed), so an encoder writes them
     /// without making the name.
+    @inline(__always)
     public var nameParts: (String, String?) {
         switch details {
         case .server(let facts): (facts.method, facts.route.isEmpty ? nil : facts.route)
@@ -60,6 +62,7 @@ public struct SpanRecord: Sendable {
     /// Why the span is an error (OpenTelemetry's status ERROR and its message); nil: unset. A server span is an
     /// error for a 5xx or an end without a response (the client left), not for a 4xx (the client's); a try for a
     /// failure or any 4xx or 5xx answer (OpenTelemetry's rules for server and client spans).
+    @inline(__always)
     public var error: String? {
         switch details {
         case .server(let facts):
@@ -248,14 +251,17 @@ public struct ServerSpanFacts: Sendable, Equatable {
 
 extension ExchangeTrace {
     /// The request's server span. Times are uptime nanoseconds, `epochOffset` turns them into Unix time.
-    public func serverSpan(_ facts: ServerSpanFacts, epochOffset: UInt64) -> SpanRecord {
-        SpanRecord(traceID: traceID, spanID: serverSpanID, parentSpanID: parentSpanID ?? 0, traceState: traceState,
-                   startUnixNanoseconds: facts.startedAt &+ epochOffset, endUnixNanoseconds: facts.endedAt &+ epochOffset, details: .server(facts))
+    /// Takes `facts` (`consuming`): they move into the span, not copied.
+    public func serverSpan(_ facts: consuming ServerSpanFacts, epochOffset: UInt64) -> SpanRecord {
+        let (start, end) = (facts.startedAt &+ epochOffset, facts.endedAt &+ epochOffset)
+        return SpanRecord(traceID: traceID, spanID: serverSpanID, parentSpanID: parentSpanID ?? 0, traceState: traceState,
+                          startUnixNanoseconds: start, endUnixNanoseconds: end, details: .server(consume facts))
     }
 
-    /// An ended try's client span, a child of the server span.
-    public func clientSpan(_ ended: TrySpan, method: String, cluster: String, epochOffset: UInt64) -> SpanRecord {
-        SpanRecord(traceID: traceID, spanID: ended.spanID, parentSpanID: serverSpanID, startUnixNanoseconds: ended.startedAt &+ epochOffset,
-                   endUnixNanoseconds: ended.endedAt &+ epochOffset, details: .client(ended, method: method, cluster: cluster))
+    /// An ended try's client span, a child of the server span; `ended` moves into it.
+    public func clientSpan(_ ended: consuming TrySpan, method: String, cluster: String, epochOffset: UInt64) -> SpanRecord {
+        let (spanID, start, end) = (ended.spanID, ended.startedAt &+ epochOffset, ended.endedAt &+ epochOffset)
+        return SpanRecord(traceID: traceID, spanID: spanID, parentSpanID: serverSpanID, startUnixNanoseconds: start, endUnixNanoseconds: end,
+                          details: .client(consume ended, method: method, cluster: cluster))
     }
 }

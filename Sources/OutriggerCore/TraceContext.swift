@@ -139,31 +139,32 @@ public enum TracePropagation {
         var flags: String?
     }
 
-    /// Which trace header `name` is, if any: a length and first-byte test before any comparison.
+    /// Which trace header `name` is, if any. Told by length and first byte, read without touching the string's
+    /// storage, before any comparison: nearly every field of a request is none of them.
     private static func traceHeaderKind(_ name: String) -> TraceHeaderKind? {
-        var name = name
-        return name.withUTF8 { utf8 -> TraceHeaderKind? in
-            let bytes = UnsafeRawBufferPointer(utf8)
-            guard let first = bytes.first else { return nil }
-            func isName(_ lowercase: StaticString) -> Bool { HTTP1Syntax.equalsIgnoringCase(bytes, lowercase) }
-            switch (first | 0x20, bytes.count) {
-            case (UInt8(ascii: "t"), 10...11):
-                if isName("traceparent") { return .traceparent }
-                if isName("tracestate") { return .tracestate }
-            case (UInt8(ascii: "b"), 2):
-                if isName("b3") { return .b3 }
-            case (UInt8(ascii: "b"), 7):
-                if isName("baggage") { return .baggage }
-            case (UInt8(ascii: "x"), 10...17):
-                if isName("x-b3-traceid") { return .b3Multi(\.traceID) }
-                if isName("x-b3-spanid") { return .b3Multi(\.spanID) }
-                if isName("x-b3-parentspanid") { return .b3Multi(\.parentSpanID) }
-                if isName("x-b3-sampled") { return .b3Multi(\.sampled) }
-                if isName("x-b3-flags") { return .b3Multi(\.flags) }
-                if isName("x-outrigger-trace") { return .force }  // OutriggerHeader.forceTrace
-            default:
-                break
-            }
+        let length = name.utf8.count
+        guard length >= 2, length <= 17, let first = name.utf8.first else { return nil }
+        switch (first | 0x20, length) {
+        case (UInt8(ascii: "t"), 10...11), (UInt8(ascii: "b"), 2), (UInt8(ascii: "b"), 7), (UInt8(ascii: "x"), 10...12), (UInt8(ascii: "x"), 17):
+            break
+        default:
+            return nil
+        }
+        func isName(_ lowercase: StaticString) -> Bool { HTTP1Syntax.equalsIgnoringCase(name, lowercase) }
+        switch length {
+        case 11 where first | 0x20 == UInt8(ascii: "t"): return isName("traceparent") ? .traceparent : nil
+        case 10 where first | 0x20 == UInt8(ascii: "t"): return isName("tracestate") ? .tracestate : nil
+        case 2: return isName("b3") ? .b3 : nil
+        case 7: return isName("baggage") ? .baggage : nil
+        case 12:
+            if isName("x-b3-traceid") { return .b3Multi(\.traceID) }
+            return isName("x-b3-sampled") ? .b3Multi(\.sampled) : nil
+        case 11: return isName("x-b3-spanid") ? .b3Multi(\.spanID) : nil
+        case 10: return isName("x-b3-flags") ? .b3Multi(\.flags) : nil
+        case 17:
+            if isName("x-b3-parentspanid") { return .b3Multi(\.parentSpanID) }
+            return isName("x-outrigger-trace") ? .force : nil  // OutriggerHeader.forceTrace
+        default:
             return nil
         }
     }
@@ -340,8 +341,6 @@ public enum TracePropagation {
 
 /// Ids as lowercase hex.
 public enum TraceHex {
-    private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
-
     /// 16 lowercase hex digits, zero-padded.
     public static func string(_ value: UInt64) -> String {
         String(unsafeUninitializedCapacity: 16) { buffer in
@@ -369,7 +368,8 @@ public enum TraceHex {
 
     private static func write(_ value: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
         for index in 0..<16 {
-            buffer[offset + index] = digits[Int((value >> UInt64(60 - 4 * index)) & 0xf)]
+            let digit = UInt8(truncatingIfNeeded: value >> UInt64(60 - 4 * index)) & 0xf
+            buffer[offset + index] = digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") - 10 + digit
         }
     }
 }

@@ -196,6 +196,23 @@ struct ProxyHeadersTests {
         #expect(!head.headers.contains(name: "via"))
     }
 
+    @Test func theRequestIDReturnedIsTheOneTheRouteLeavesOnTheRequest() throws {
+        let setting = try Self.route(RouteConfig(
+            match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"),
+            requestHeaders: HeaderMutations(set: [HeaderValue(name: "X-Request-Id", value: "from-the-route")])
+        ))
+        let removing = try Self.route(RouteConfig(
+            match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"), requestHeaders: HeaderMutations(remove: ["x-request-id"])
+        ))
+        var random = FastRandom(seed: 1)
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "came-in"])
+        #expect(ProxyHeaders.prepareUpstreamRequest(&head, route: setting, clientAddress: nil, scheme: "http", addVia: false, random: &random)
+                == "from-the-route")
+        #expect(head.headers["x-request-id"] == ["from-the-route"])
+        head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "came-in"])
+        #expect(ProxyHeaders.prepareUpstreamRequest(&head, route: removing, clientAddress: nil, scheme: "http", addVia: false, random: &random) == "")
+    }
+
     @Test func chunkedBodiesKeepTheirFraming() throws {
         var random = FastRandom(seed: 1)
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: ["transfer-encoding": "chunked"])

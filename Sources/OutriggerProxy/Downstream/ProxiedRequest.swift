@@ -16,6 +16,9 @@ final class ProxiedRequest {
     /// The hedged try's connection, racing the current one (its hold on its endpoint is `exchange.hedged`).
     var hedge: HedgedAttempt?
     var upstreamHead: HTTPRequestHead
+    /// The `x-request-id` the request carries upstream (kept, or generated): for its span and its access log line,
+    /// without looking through its headers again. Nil when the route's header rules removed it.
+    var requestID: String?
     /// Its place in its trace (a listener in `participate` mode): each try writes its own span into `upstreamHead`.
     var trace: ExchangeTrace?
     let downstreamVersion: HTTPVersion

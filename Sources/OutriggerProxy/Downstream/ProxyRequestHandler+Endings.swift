@@ -109,7 +109,8 @@ extension ProxyRequestHandler {
     private func recordServerSpan(_ summary: RequestSummary, of request: ProxiedRequest) {
         if let ended = request.trace?.endTry(at: summary.endedAt) { recordSpan(of: ended, request) }
         guard let trace = request.trace else { return }
-        var facts = serverSpanFacts(summary, head: request.upstreamHead, version: request.downstreamVersion, listener: request.listener)
+        var facts = serverSpanFacts(summary, head: request.upstreamHead, version: request.downstreamVersion, listener: request.listener,
+                                    requestID: request.requestID)
         facts.route = request.route.name
         facts.cluster = request.cluster.name
         facts.tries = request.exchange.tries.count
@@ -123,24 +124,26 @@ extension ProxyRequestHandler {
     private func recordUnroutedSpan(_ summary: RequestSummary, head: HTTPRequestHead, listener: ListenerRuntime) {
         let trace = trace(joining: TracePropagation.scan(head.headers), listener: listener.config)
         guard trace.sampled else { return }
-        let facts = serverSpanFacts(summary, head: head, version: head.version, listener: listener)
+        let facts = serverSpanFacts(summary, head: head, version: head.version, listener: listener,
+                                    requestID: head.headers.first(name: OutriggerHeader.requestID))
         local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
     }
 
     /// What every server span says, from the head and the summary: a request not routed (no route, cluster, try or
     /// body counted); a routed one fills those in.
-    private func serverSpanFacts(_ summary: RequestSummary, head: HTTPRequestHead, version: HTTPVersion, listener: ListenerRuntime) -> ServerSpanFacts {
+    private func serverSpanFacts(_ summary: RequestSummary, head: HTTPRequestHead, version: HTTPVersion, listener: ListenerRuntime,
+                                 requestID: String?) -> ServerSpanFacts {
         ServerSpanFacts(
             method: head.method.rawValue, target: head.uri, host: head.headers.first(name: "host") ?? "", scheme: scheme,
             protocolVersion: version.major == 2 ? "2" : "1.1", status: summary.status, listener: listener.config.name, route: "",
             cluster: "", reason: summary.finalReason, tries: 0, requestBodyBytes: 0, responseBodyBytes: 0, clientAddress: clientAddress,
-            requestID: head.headers.first(name: OutriggerHeader.requestID), startedAt: summary.startedAt ?? summary.endedAt, endedAt: summary.endedAt)
+            requestID: requestID, startedAt: summary.startedAt ?? summary.endedAt, endedAt: summary.endedAt)
     }
 
     /// An ended try's client span.
-    func recordSpan(of ended: TrySpan, _ request: ProxiedRequest) {
+    func recordSpan(of ended: consuming TrySpan, _ request: ProxiedRequest) {
         guard let trace = request.trace else { return }
-        local.spans.append(trace.clientSpan(ended, method: request.upstreamHead.method.rawValue, cluster: request.cluster.name,
+        local.spans.append(trace.clientSpan(consume ended, method: request.upstreamHead.method.rawValue, cluster: request.cluster.name,
                                             epochOffset: WallClock.uptimeToUnixNanoseconds))
     }
 
@@ -270,7 +273,7 @@ extension ProxyRequestHandler {
             status: summary.status, reason: reason, route: request?.route.name, cluster: request?.cluster.name, endpoint: request?.endpoint.addressText,
             attempts: request?.exchange.tries.count ?? 0, durationMicroseconds: duration, upstreamServiceMicroseconds: request?.upstreamServiceMicroseconds,
             bytesReceived: request?.exchange.requestBodyBytes ?? 0, bytesSent: request?.exchange.responseBodyBytes ?? 0,
-            requestID: (request?.upstreamHead.headers ?? head?.headers)?.first(name: "x-request-id"), userAgent: head?.headers.first(name: "user-agent")
+            requestID: request.map(\.requestID) ?? head?.headers.first(name: OutriggerHeader.requestID), userAgent: head?.headers.first(name: "user-agent")
         ), format: accessLog.format)
     }
 

@@ -330,10 +330,11 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         // with room for what is added) are changed without a copy, unless the access log keeps the original.
         if overridesPresent { for name in RequestOverrides.names { request.upstreamHead.headers.remove(name: name) } }
         if expectsContinue { request.upstreamHead.headers.remove(name: "expect") }
-        ProxyHeaders.prepareUpstreamRequest(
+        let requestID = ProxyHeaders.prepareUpstreamRequest(
             &request.upstreamHead, route: route, clientAddress: clientAddress, scheme: scheme,
             addVia: listener.config.addVia, random: &local.random
         )
+        if !requestID.isEmpty { request.requestID = requestID }
         if listener.config.tracing.mode == .participate { joinTrace(request, listener: listener.config) }
         if let upgrade {
             request.upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
