@@ -337,6 +337,39 @@ struct HTTP2ProxyTests {
         }
     }
 
+    /// An upstream that sends GOAWAY and then answers a request whole before its body has all gone (RFC 9113 §8.1):
+    /// the connection has left its pool by then, and the stream, its request unfinished, must still be reset —
+    /// the connection lives on until its channel closes (its streams hold it only weakly), so the RST_STREAM gets
+    /// out. The next request opens a new connection.
+    @Test func aStreamAnsweredEarlyAfterAGoAwayIsStillReset() async throws {
+        let (upstream, upstreamPort) = try await startScriptServer("h2_misbehaving_server.py")
+        defer { upstream.kill() }
+        try await withHarness(echoes: 0) { _ in Self.h2Upstream([HostPort(host: "127.0.0.1", port: upstreamPort)]) } _: { (harness: Harness) async throws in
+            let stats = harness.sidecar.configStore.stats.cluster("h2")
+            // 7 bytes of a 1,000-byte body, and no more: the request is still sending when the answer comes. The
+            // client reads until it has the answer's body.
+            async let upload = run("python3", ["-c", """
+                import socket, sys
+                client = socket.create_connection(("127.0.0.1", \(harness.port)), timeout=20)
+                client.sendall(b"POST /goaway-early HTTP/1.1\\r\\nHost: h2\\r\\nContent-Length: 1000\\r\\n\\r\\nstarted")
+                received = b""
+                while not received.endswith(b"early"):
+                    chunk = client.recv(4096)
+                    if not chunk:
+                        break
+                    received += chunk
+                sys.stdout.write(received.decode())
+                """])
+            try await upstream.waitForOutput(containing: "early answered")
+            try await upstream.waitForOutput(containing: "reset 8", timeout: .seconds(10))  // RST_STREAM CANCEL
+            #expect(try await fetch(harness.url + "/after").status == 200, "a new connection serves")
+            #expect(stats.connectionsTotal.current == 2)
+            let uploaded = try await upload
+            #expect(uploaded.stdout.hasPrefix("HTTP/1.1 200") && uploaded.stdout.hasSuffix("\r\n\r\nearly"),
+                    "the early answer was relayed: \(uploaded.stdout) \(uploaded.stderr)")
+        }
+    }
+
     /// Requests past the upstream's SETTINGS_MAX_CONCURRENT_STREAMS wait in the codec, in order, for a stream to close
     /// (the cluster's one connection is full, so the pool places them there): none is reset or refused.
     @Test func requestsPastTheUpstreamsStreamLimitWaitForAStreamToClose() async throws {

@@ -7,6 +7,9 @@
   /early-end    an informational head (103) that ends the stream
   /short        content-length 10, then 3 bytes and the end of the stream
   /push         a PUSH_PROMISE, though the client turned push off
+  /goaway-early as soon as the request's head arrives, while its body still comes: GOAWAY (NO_ERROR, naming this
+                stream as the last it takes), then a whole response (200, "early"); prints "early answered", and
+                "reset CODE" when the client resets the stream
   /deaf         as soon as the request's head arrives: opens the flow-control windows wide, reads nothing more (the
                 client's body fills the socket buffers), sends a PUSH_PROMISE a second later, prints "deaf", and
                 holds the connection open without reading until the client closes it
@@ -99,6 +102,16 @@ def serve_connection(sock):
                 received[event.stream_id] = 0
                 if headers[":path"] == "/deaf":
                     return deaf(sock, connection, event.stream_id)
+                if headers[":path"] == "/goaway-early":
+                    # The GOAWAY goes raw, ahead of the response: h2 sends nothing more once it has sent one itself.
+                    raw += frame(0x7, 0x0, 0, struct.pack(">II", event.stream_id, 0))
+                    connection.send_headers(event.stream_id, [(":status", "200"), ("content-length", "5")])
+                    connection.send_data(event.stream_id, b"early", end_stream=True)
+                    sock.sendall(raw + connection.data_to_send())
+                    raw = b""
+                    print("early answered", flush=True)
+            elif isinstance(event, h2.events.StreamReset):
+                print("reset %d" % event.error_code, flush=True)
             elif isinstance(event, h2.events.DataReceived):
                 received[event.stream_id] += len(event.data)
                 connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
