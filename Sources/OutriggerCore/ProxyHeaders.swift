@@ -82,7 +82,7 @@ public enum ProxyHeaders {
 
     /// Everything done to a request head on its way upstream.
     /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
-    ///   route's header rules removed it).
+    ///   route's header rules removed it or set it empty).
     @discardableResult
     public static func prepareUpstreamRequest(
         _ head: inout HTTPRequestHead,

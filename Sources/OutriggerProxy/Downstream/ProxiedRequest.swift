@@ -17,7 +17,7 @@ final class ProxiedRequest {
     var hedge: HedgedAttempt?
     var upstreamHead: HTTPRequestHead
     /// The `x-request-id` the request carries upstream (kept, or generated): for its span and its access log line,
-    /// without looking through its headers again. Nil when the route's header rules removed it.
+    /// without looking through its headers again. Nil when the route's header rules removed it or set it empty.
     var requestID: String?
     /// Its place in its trace (a listener in `participate` mode): each try writes its own span into `upstreamHead`.
     var trace: ExchangeTrace?

@@ -7,9 +7,9 @@
   /early-end    an informational head (103) that ends the stream
   /short        content-length 10, then 3 bytes and the end of the stream
   /push         a PUSH_PROMISE, though the client turned push off
-  /goaway-early as soon as the request's head arrives, while its body still comes: GOAWAY (NO_ERROR, naming this
-                stream as the last it takes), then a whole response (200, "early"); prints "early answered", and
-                "reset CODE" when the client resets the stream
+  /goaway-early as soon as the request's head arrives, while its body still comes (a request with a body that
+                does not end): GOAWAY (NO_ERROR, naming this stream as the last it takes), then a whole response
+                (200, "early"); prints "early answered"
   /deaf         as soon as the request's head arrives: opens the flow-control windows wide, reads nothing more (the
                 client's body fills the socket buffers), sends a PUSH_PROMISE a second later, prints "deaf", and
                 holds the connection open without reading until the client closes it
@@ -20,8 +20,8 @@
                                      open at once ("peak P"); a client that opens more than N once it has the
                                      SETTINGS is "over the limit" (and the connection ends)
 
-Listens on 127.0.0.1:<free port>, prints "port N", runs until killed; prints "connection N" for each connection
-and "goaway CODE" when a client ends one with GOAWAY.
+Listens on 127.0.0.1:<free port>, prints "port N", runs until killed; prints "connection N" for each connection,
+"goaway CODE" when a client ends one with GOAWAY, and "reset CODE" when a client resets a stream.
 """
 import select
 import struct
@@ -121,6 +121,8 @@ def serve_connection(sock):
                     if len(due) > counts["peak"]:
                         counts["peak"] = len(due)
                         print("peak %d" % counts["peak"], flush=True)
+            elif isinstance(event, h2.events.StreamEnded) and paths[event.stream_id] == "/goaway-early":
+                pass  # answered already
             elif isinstance(event, h2.events.StreamEnded):
                 raw += answer(connection, event.stream_id, paths[event.stream_id], received[event.stream_id])
             elif isinstance(event, h2.events.ConnectionTerminated):
