@@ -677,6 +677,11 @@ public struct HeaderMutations: Sendable, Hashable, Encodable {
     }
 
     public var isEmpty: Bool { add.isEmpty && set.isEmpty && remove.isEmpty }
+
+    /// Whether a rule removes, sets or adds the field `lowercaseName` (names compared ignoring case).
+    public func changes(_ lowercaseName: String) -> Bool {
+        remove.contains(lowercaseName) || (set + add).contains { $0.name.lowercased() == lowercaseName }
+    }
 }
 
 public struct HeaderValue: Sendable, Hashable, Encodable {

@@ -120,11 +120,9 @@ public enum ProxyHeaders {
         if addVia { appendVia(&head.headers, version: head.version) }
         if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }
         if let host = route.hostRewrite { head.headers.replaceOrAdd(name: "host", value: host) }
-        if !route.requestHeaders.isEmpty {
-            route.requestHeaders.apply(to: &head.headers)
-            // The route's own header rules have the last word, on this header too.
-            requestID = head.headers.first(name: OutriggerHeader.requestID) ?? ""
-        }
+        route.requestHeaders.apply(to: &head.headers)
+        // The route's own header rules have the last word, on this header too.
+        if route.requestHeadersChangeRequestID { requestID = head.headers.first(name: OutriggerHeader.requestID) ?? "" }
         // The head's method, URI and version share storage with the downstream head: set only when it differs.
         if head.version != .http1_1 { head.version = .http1_1 }
         return requestID

@@ -88,6 +88,8 @@ public final class Route: Sendable {
     public let hostRewrite: String?
     public let timeout: Duration?
     public let requestHeaders: HeaderMutations
+    /// `requestHeaders` change `x-request-id`: the id a request carries is read again after them.
+    let requestHeadersChangeRequestID: Bool
     public let responseHeaders: HeaderMutations
     public let retries: RetryPolicy
     public let fallback: Fallback?
@@ -121,6 +123,7 @@ public final class Route: Sendable {
         self.hostRewrite = config.hostRewrite
         self.timeout = config.timeout
         self.requestHeaders = config.requestHeaders
+        self.requestHeadersChangeRequestID = config.requestHeaders.changes(OutriggerHeader.requestID)
         self.responseHeaders = config.responseHeaders
         self.retries = config.retries
         switch config.fallback {

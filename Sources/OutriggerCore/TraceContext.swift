@@ -142,26 +142,19 @@ public enum TracePropagation {
     /// Which trace header `name` is, if any. Told by length and first byte, read without touching the string's
     /// storage, before any comparison: nearly every field of a request is none of them.
     private static func traceHeaderKind(_ name: String) -> TraceHeaderKind? {
-        let length = name.utf8.count
-        guard length >= 2, length <= 17, let first = name.utf8.first else { return nil }
-        switch (first | 0x20, length) {
-        case (UInt8(ascii: "t"), 10...11), (UInt8(ascii: "b"), 2), (UInt8(ascii: "b"), 7), (UInt8(ascii: "x"), 10...12), (UInt8(ascii: "x"), 17):
-            break
-        default:
-            return nil
-        }
+        guard let first = name.utf8.first else { return nil }
         func isName(_ lowercase: StaticString) -> Bool { HTTP1Syntax.equalsIgnoringCase(name, lowercase) }
-        switch length {
-        case 11 where first | 0x20 == UInt8(ascii: "t"): return isName("traceparent") ? .traceparent : nil
-        case 10 where first | 0x20 == UInt8(ascii: "t"): return isName("tracestate") ? .tracestate : nil
-        case 2: return isName("b3") ? .b3 : nil
-        case 7: return isName("baggage") ? .baggage : nil
-        case 12:
+        switch (first | 0x20, name.utf8.count) {
+        case (UInt8(ascii: "t"), 11): return isName("traceparent") ? .traceparent : nil
+        case (UInt8(ascii: "t"), 10): return isName("tracestate") ? .tracestate : nil
+        case (UInt8(ascii: "b"), 2): return isName("b3") ? .b3 : nil
+        case (UInt8(ascii: "b"), 7): return isName("baggage") ? .baggage : nil
+        case (UInt8(ascii: "x"), 12):
             if isName("x-b3-traceid") { return .b3Multi(\.traceID) }
             return isName("x-b3-sampled") ? .b3Multi(\.sampled) : nil
-        case 11: return isName("x-b3-spanid") ? .b3Multi(\.spanID) : nil
-        case 10: return isName("x-b3-flags") ? .b3Multi(\.flags) : nil
-        case 17:
+        case (UInt8(ascii: "x"), 11): return isName("x-b3-spanid") ? .b3Multi(\.spanID) : nil
+        case (UInt8(ascii: "x"), 10): return isName("x-b3-flags") ? .b3Multi(\.flags) : nil
+        case (UInt8(ascii: "x"), 17):
             if isName("x-b3-parentspanid") { return .b3Multi(\.parentSpanID) }
             return isName("x-outrigger-trace") ? .force : nil  // OutriggerHeader.forceTrace
         default:
