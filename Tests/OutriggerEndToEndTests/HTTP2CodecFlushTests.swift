@@ -28,6 +28,19 @@ struct HTTP2CodecFlushTests {
         #expect(seen.flushes == 3, "and in one write")
     }
 
+    /// The codec frames into the same storage write after write: what a write's completion frames (here, the next
+    /// request) goes once, after the bytes it followed, and those never go twice.
+    @Test func framesWrittenAsAWriteCompletesLeaveOnceAfterIt() async throws {
+        let server = try await loopbackServer(accepted: { channel in
+            try? channel.pipeline.syncOperations.addHandler(HTTP2Codec(.client, limits: .upstream, allocator: channel.allocator))
+        }) { ChainedRequestWriter() }
+        defer { server.close(promise: nil) }
+
+        let reply = try await RawTCP.exchange(port: server.localAddress!.port!, [UInt8]())
+        #expect(reply.closedByPeer)
+        #expect(Self.headersStreams(in: reply.bytes) == [1, 3, 5, 7], "each request once, in order")
+    }
+
     /// The stream ids of the HEADERS frames in `bytes`, after the client preface.
     static func headersStreams(in bytes: [UInt8]) -> [UInt32] {
         var streams: [UInt32] = []
@@ -87,5 +100,25 @@ private final class RequestWriter: ChannelInboundHandler {
     static func request(on stream: Int) -> HTTP2Frame {
         let head = HPACKHeaders([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "upstream")])
         return HTTP2Frame(streamID: HTTP2StreamID(stream), payload: .headers(.init(headers: head, endStream: true)))
+    }
+}
+
+/// Once connected: a request on stream 1; as each write completes, the next request (3, 5, 7) is written and
+/// flushed; the last one's completion closes.
+private final class ChainedRequestWriter: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    func channelActive(context: ChannelHandlerContext) {
+        write(stream: 1, context)
+        context.fireChannelActive()
+    }
+
+    private func write(stream: Int, _ context: ChannelHandlerContext) {
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            if stream < 7 { self.write(stream: stream + 2, context) } else { context.close(promise: nil) }
+        }
+        context.writeAndFlush(wrapOutboundOut(RequestWriter.request(on: stream)), promise: written)
     }
 }

@@ -27,6 +27,8 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     private var clientAddress: String?
     /// Streams whose head came in the read being handled: started when it ends.
     private var opened: [HTTP2DownstreamStream] = []
+    /// `opened`'s storage from the last start, empty: swapped in, so that starting streams allocates no array.
+    private var openedSpare: [HTTP2DownstreamStream] = []
     var isWritable: Bool { frames.isWritable }
 
     init(watcher: HTTP2ConnectionWatcher, makeExchange: @escaping () -> ProxyRequestHandler) {
@@ -91,9 +93,13 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
 
     private func startOpenedStreams() {
         guard !opened.isEmpty else { return }
-        let streams = opened
-        opened.removeAll(keepingCapacity: true)
+        // `opened` is taken whole, the spare's empty storage in its place, in case a start comes back here.
+        var streams: [HTTP2DownstreamStream] = []
+        swap(&streams, &openedSpare)
+        swap(&streams, &opened)
         for stream in streams { stream.start() }
+        streams.removeAll(keepingCapacity: true)
+        openedSpare = streams
     }
 
     // MARK: Channel events

@@ -33,6 +33,9 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// `delayed_close_timeout` has the same default).
     static let goAwayFlushLimit: TimeAmount = .seconds(1)
 
+    /// The most output storage kept from one write to the next (per connection).
+    static let maxKeptOutput = 64 * 1024
+
     private var decoder: HTTP2FrameDecoder
     private var streams: HTTP2Streams
     private var headerDecoder: HPACKDecoder
@@ -453,19 +456,21 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// What was framed goes to the socket now.
     private func flushOutput(_ context: ChannelHandlerContext) {
         flushScheduled = false
-        writeOutput(context)
+        let wrote = writeOutput(context)
         context.flush()
+        if wrote { reuseOutput(context) }
     }
 
     /// What was framed since the last write, as one buffer; its writers' promises complete with it.
-    private func writeOutput(_ context: ChannelHandlerContext) {
+    /// - Returns: whether bytes were written (`output` then shares their storage, with nothing left to read).
+    private func writeOutput(_ context: ChannelHandlerContext) -> Bool {
         guard output.readableBytes > 0 else {
             for promise in outputPromises { promise.succeed(()) }
             outputPromises.removeAll(keepingCapacity: true)
-            return
+            return false
         }
-        let bytes = output
-        output = context.channel.allocator.buffer(capacity: max(1024, min(bytes.readableBytes, 64 * 1024)))
+        // Read off, not copied: what a promise's callback frames meanwhile goes after them, never with them.
+        let bytes = output.readSlice(length: output.readableBytes)!
         switch outputPromises.count {
         case 0:
             context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
@@ -481,6 +486,21 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 for promise in promises { promise.completeWith(result) }
             }
             context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: written)
+        }
+        return true
+    }
+
+    /// After a flush, framing starts again at the front of the same storage: the socket nearly always took the bytes
+    /// in the flush, so the storage is the codec's alone again and no buffer is allocated per write (two allocations
+    /// each). Bytes the socket still holds keep their storage and `clear` gives `output` a new one; storage grown past
+    /// `maxKeptOutput` (a large body's frames) is let go for a small one.
+    private func reuseOutput(_ context: ChannelHandlerContext) {
+        // A promise's callback framed more during the flush: it goes with the next one.
+        guard output.readableBytes == 0 else { return }
+        if output.capacity > Self.maxKeptOutput {
+            output = context.channel.allocator.buffer(capacity: 1024)
+        } else {
+            output.clear()
         }
     }
 
