@@ -33,7 +33,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// `delayed_close_timeout` has the same default).
     static let goAwayFlushLimit: TimeAmount = .seconds(1)
 
-    /// The most output storage kept from one write to the next (per connection).
+    /// The most output storage a connection keeps from one write to the next (more only while more waits to go).
     static let maxKeptOutput = 64 * 1024
 
     private var decoder: HTTP2FrameDecoder
@@ -456,18 +456,18 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// What was framed goes to the socket now.
     private func flushOutput(_ context: ChannelHandlerContext) {
         flushScheduled = false
-        let wrote = writeOutput(context)
+        let written = writeOutput(context)
         context.flush()
-        if wrote { reuseOutput(context) }
+        if written > 0 { reuseOutput(afterWriting: written) }
     }
 
     /// What was framed since the last write, as one buffer; its writers' promises complete with it.
-    /// - Returns: whether bytes were written (`output` then shares their storage, with nothing left to read).
-    private func writeOutput(_ context: ChannelHandlerContext) -> Bool {
+    /// - Returns: how many bytes were handed to the channel (`output` shares their storage, read past them).
+    private func writeOutput(_ context: ChannelHandlerContext) -> Int {
         guard output.readableBytes > 0 else {
             for promise in outputPromises { promise.succeed(()) }
             outputPromises.removeAll(keepingCapacity: true)
-            return false
+            return 0
         }
         // Read off, not copied: what a promise's callback frames meanwhile goes after them, never with them.
         let bytes = output.readSlice(length: output.readableBytes)!
@@ -487,22 +487,29 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
             }
             context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: written)
         }
-        return true
+        return bytes.readableBytes
     }
 
     /// After a flush, framing starts again at the front of the same storage: the socket nearly always took the bytes
     /// in the flush, so the storage is the codec's alone again and no buffer is allocated per write (two allocations
-    /// each). Bytes the socket still holds keep their storage and `clear` gives `output` a new one; storage grown past
-    /// `maxKeptOutput` (a large body's frames) is let go for a small one.
-    private func reuseOutput(_ context: ChannelHandlerContext) {
-        // A promise's callback framed more during the flush: it goes with the next one.
-        guard output.readableBytes == 0 else { return }
-        if output.capacity > Self.maxKeptOutput {
-            output = context.channel.allocator.buffer(capacity: 1024)
+    /// each). What a write's completion framed during the flush moves to the front and goes with the next flush. The
+    /// storage follows the writes: past 4 times the one just written (at least 1 KiB) or `maxKeptOutput`, it shrinks to
+    /// fit, so a connection keeps about what it last needed, as when each write had a new buffer sized by the one before.
+    private func reuseOutput(afterWriting written: Int) {
+        let fitting = max(1024, min(written, Self.maxKeptOutput))
+        if output.readableBytes == 0 {
+            // Kept when the codec's alone; a new one of `fitting` while the socket still holds the bytes.
+            output.clear(minimumCapacity: fitting)
         } else {
-            output.clear()
+            output.discardReadBytes()
+        }
+        if output.capacity > min(4 * fitting, Self.maxKeptOutput) {
+            output.shrinkBufferCapacity(to: max(fitting, output.readableBytes))
         }
     }
+
+    /// The output storage's size now (tests).
+    var outputCapacity: Int { output.capacity }
 
     /// A stream's next frame: behind what waits on the stream (a window, or its request's start), or out now.
     private func send(_ item: Held, on id: UInt32) {
