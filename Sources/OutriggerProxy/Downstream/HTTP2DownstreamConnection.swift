@@ -26,9 +26,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     let frames = HTTP2StreamTable<HTTP2DownstreamStream>(windowTarget: connectionWindowTarget)
     private var clientAddress: String?
     /// Streams whose head came in the read being handled: started when it ends.
-    private var opened: [HTTP2DownstreamStream] = []
-    /// `opened`'s storage from the last start, empty: swapped in, so that starting streams allocates no array.
-    private var openedSpare: [HTTP2DownstreamStream] = []
+    private var opened = PerReadList<HTTP2DownstreamStream>()
     var isWritable: Bool { frames.isWritable }
 
     init(watcher: HTTP2ConnectionWatcher, makeExchange: @escaping () -> ProxyRequestHandler) {
@@ -93,13 +91,9 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
 
     private func startOpenedStreams() {
         guard !opened.isEmpty else { return }
-        // `opened` is taken whole, the spare's empty storage in its place, in case a start comes back here.
-        var streams: [HTTP2DownstreamStream] = []
-        swap(&streams, &openedSpare)
-        swap(&streams, &opened)
+        let streams = opened.take()
         for stream in streams { stream.start() }
-        streams.removeAll(keepingCapacity: true)
-        openedSpare = streams
+        opened.giveBack(consume streams)
     }
 
     // MARK: Channel events
@@ -129,8 +123,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     private func closeAll() {
-        let unstarted = opened
-        opened.removeAll()
+        let unstarted = opened.take()
         for stream in frames.closingAll() { stream.closed() }
         // Their exchanges never saw a head: they only let go of the stream.
         for stream in unstarted { stream.abandon() }

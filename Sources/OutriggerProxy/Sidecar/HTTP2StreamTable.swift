@@ -14,7 +14,7 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
     private var window: HTTP2InboundWindow
     private(set) var isWritable = true
     private var streams: [HTTP2StreamID: Stream] = [:]
-    private var touched: [Stream] = []
+    private var touched = PerReadList<Stream>()
 
     init(windowTarget: Int) {
         window = HTTP2InboundWindow(target: windowTarget)
@@ -60,18 +60,17 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
 
     func readEnded() {
         guard !touched.isEmpty else { return }
-        let streams = touched
-        touched.removeAll(keepingCapacity: true)
+        let streams = touched.take()
         for stream in streams {
             stream.touchedThisRead = false
             stream.readEnded()
         }
+        touched.giveBack(consume streams)
     }
 
     /// The connection went: the streams still open, for their handler to close; the read's list is dropped.
     func closingAll() -> [Stream] {
-        for stream in touched { stream.touchedThisRead = false }
-        touched.removeAll()
+        for stream in touched.take() { stream.touchedThisRead = false }
         return all
     }
 
