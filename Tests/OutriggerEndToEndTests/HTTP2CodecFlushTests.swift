@@ -82,31 +82,6 @@ struct HTTP2CodecFlushTests {
     }
 }
 
-private struct SocketWrites {
-    var writes = 0
-    var flushes = 0
-}
-
-/// Counts the writes and flushes that reach the socket.
-private final class SocketWriteCounter: ChannelOutboundHandler {
-    typealias OutboundIn = NIOAny
-    let counts: NIOLockedValueBox<SocketWrites>
-
-    init(_ counts: NIOLockedValueBox<SocketWrites>) {
-        self.counts = counts
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        counts.withLockedValue { $0.writes += 1 }
-        context.write(data, promise: promise)
-    }
-
-    func flush(context: ChannelHandlerContext) {
-        counts.withLockedValue { $0.flushes += 1 }
-        context.flush()
-    }
-}
-
 /// Once connected: requests on streams 1, 3 and 5, each flushed, in one tick; in the next, stream 7 flushed and a close.
 private final class RequestWriter: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame

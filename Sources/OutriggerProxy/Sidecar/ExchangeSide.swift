@@ -35,6 +35,8 @@ protocol HTTP1PartOutput: AnyObject {
     associatedtype Part
     var context: ChannelHandlerContext { get }
     func write(_ part: Part, promise: EventLoopPromise<Void>?)
+    /// Writes what it holds back, then flushes the pipeline.
+    func flush()
 }
 
 /// Where an exchange writes and asks for more: the pipeline of an HTTP/1.1 connection (through the handler's own
@@ -84,7 +86,7 @@ enum ExchangeSide<HTTP1: HTTP1PartOutput, Stream: HTTP2ExchangeStream> where HTT
         switch self {
         case .http1(let output):
             output.write(part, promise: promise)
-            output.context.flush()
+            output.flush()
         case .http2(let stream):
             stream.write(part, promise: promise)
             stream.flush()
@@ -94,7 +96,7 @@ enum ExchangeSide<HTTP1: HTTP1PartOutput, Stream: HTTP2ExchangeStream> where HTT
 
     func flush() {
         switch self {
-        case .http1(let output): output.context.flush()
+        case .http1(let output): output.flush()
         case .http2(let stream): stream.flush()
         case .detached: break
         }

@@ -19,10 +19,13 @@ extension HTTPRequestHead: HTTP1WritableHead {
     func encode(with encoder: inout HTTP1MessageEncoder, into buffer: inout ByteBuffer) { encoder.encodeHead(self, into: &buffer) }
 }
 
-/// The largest head buffer kept for the next head.
+/// The largest head buffer kept for the next head; a final head and the small body parts after it share one write up
+/// to this size.
 private let keptHeadCapacity = 4096
 /// Bodies up to this size are framed into one buffer with their chunk size line: one write, not three.
 private let copiedChunkLimit = 4096
+/// Room for a chunk's size line and the CRLFs around its data.
+private let chunkFramingBytes = 12
 
 /// An HTTP/1.1 connection's responses downstream, written by `ProxyRequestHandler`.
 typealias HTTP1ResponseWriter = HTTP1MessageWriter<HTTPResponseHead>
@@ -31,6 +34,11 @@ typealias HTTP1RequestWriter = HTTP1MessageWriter<HTTPRequestHead>
 
 /// Writes an HTTP/1.1 connection's messages into its pipeline as bytes (`HTTP1MessageEncoder`), where NIO's
 /// encoders sat: each part is encoded where it is written, with no pipeline hop and no boxed part per write.
+///
+/// A final head waits in its buffer for what follows it: small body parts are copied in behind it (framed when
+/// chunked), and the head goes with them at the message's end or at the next flush, whichever comes first — a small
+/// message is one write to the pipeline, not two or three. Every way out of the writer (`flush`, a write with a
+/// promise, a part that does not fit) writes the waiting bytes first, so the order on the wire is the parts' order.
 /// It counts the messages it ended: downstream, for `HTTP1DownstreamConnection`'s answer to a broken pipelined
 /// request, which waits for the responses owed before it.
 final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
@@ -44,6 +52,8 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
     private var afterMessages: (count: Int, action: () -> Void)?
 
     private var headBuffer: ByteBuffer
+    /// `headBuffer` holds a head (and maybe body parts after it) not yet written to the pipeline.
+    private(set) var holdsUnwrittenBytes = false
 
     init(context: ChannelHandlerContext) {
         self.context = context
@@ -53,19 +63,29 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
     func write(_ part: HTTPPart<Head, IOData>, promise: EventLoopPromise<Void>?) {
         switch part {
         case .head(let head):
+            writeHeldBytes(promise: nil)
             if !head.isInterim { messageStarted = true }
             // The last head's buffer is reused once it is written (the socket no longer holds it): a
             // keep-alive connection's heads then cost no allocation.
             headBuffer.clear()
             head.encode(with: &encoder, into: &headBuffer)
-            context.write(NIOAny(IOData.byteBuffer(headBuffer)), promise: promise)
-            if headBuffer.capacity > keptHeadCapacity {  // an idle connection keeps no large buffer
-                headBuffer = context.channel.allocator.buffer(capacity: 256)
-            }
+            holdsUnwrittenBytes = true
+            // A 1xx answer goes at once: its final head follows only later, and a tunnel's bytes may go after it.
+            if head.isInterim || promise != nil { writeHeldBytes(promise: promise) }
         case .body(let body):
+            if holdsUnwrittenBytes, case .byteBuffer(let bytes) = body,
+               headBuffer.readableBytes + bytes.readableBytes + chunkFramingBytes <= keptHeadCapacity {
+                encoder.encodeBody(bytes, into: &headBuffer)
+                if promise != nil { writeHeldBytes(promise: promise) }
+                return
+            }
+            writeHeldBytes(promise: nil)
             writeBody(body, promise: promise)
         case .end(let trailers):
-            if encoder.isChunked || promise != nil {
+            if holdsUnwrittenBytes {
+                if encoder.isChunked { _ = encoder.encodeEnd(trailers: trailers, into: &headBuffer) }
+                writeHeldBytes(promise: promise)
+            } else if encoder.isChunked || promise != nil {
                 // Unchunked, nothing ends the body on the wire; an empty write still completes the promise in order.
                 var buffer = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
                 _ = encoder.encodeEnd(trailers: trailers, into: &buffer)
@@ -77,6 +97,21 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
                 afterMessages = nil
                 after.action()
             }
+        }
+    }
+
+    /// Writes what waits behind a head, then flushes the pipeline.
+    func flush() {
+        writeHeldBytes(promise: nil)
+        context.flush()
+    }
+
+    private func writeHeldBytes(promise: EventLoopPromise<Void>?) {
+        guard holdsUnwrittenBytes else { return }
+        holdsUnwrittenBytes = false
+        context.write(NIOAny(IOData.byteBuffer(headBuffer)), promise: promise)
+        if headBuffer.capacity > keptHeadCapacity {  // an idle connection keeps no large buffer
+            headBuffer = context.channel.allocator.buffer(capacity: 256)
         }
     }
 
@@ -100,7 +135,7 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
             return
         }
         if case .byteBuffer(let bytes) = body, bytes.readableBytes <= copiedChunkLimit {
-            var buffer = context.channel.allocator.buffer(capacity: bytes.readableBytes + 12)
+            var buffer = context.channel.allocator.buffer(capacity: bytes.readableBytes + chunkFramingBytes)
             encoder.encodeBody(bytes, into: &buffer)
             context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
             return
