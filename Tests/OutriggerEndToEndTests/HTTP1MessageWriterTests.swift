@@ -33,6 +33,9 @@ struct HTTP1MessageWriterTests {
     }
 
     static let large = String(repeating: "a", count: 5000)
+    /// Behind a 40-byte head: within the 1 KiB a connection keeps, and past it.
+    static let fits = String(repeating: "f", count: 900)
+    static let overflows = String(repeating: "o", count: 1000)
 
     static let cases: [Case] = [
         Case(name: "a head, its body and end: one write",
@@ -44,6 +47,12 @@ struct HTTP1MessageWriterTests {
         Case(name: "a body too large to copy goes apart, after the head",
              steps: [.head(status: 200, headers: [("content-length", "5000")]), .body(large), .end, .flush], writes: 2,
              bytes: "HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n" + large),
+        Case(name: "a body that fits in the kept 1 KiB goes with its head",
+             steps: [.head(status: 200, headers: [("content-length", "900")]), .body(fits), .end, .flush], writes: 1,
+             bytes: "HTTP/1.1 200 OK\r\ncontent-length: 900\r\n\r\n" + fits),
+        Case(name: "a body past it goes apart, as a large one does",
+             steps: [.head(status: 200, headers: [("content-length", "1000")]), .body(overflows), .end, .flush], writes: 2,
+             bytes: "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n" + overflows),
         Case(name: "a flush sends the head that waits; later parts go on their own",
              steps: [.head(status: 200, headers: [("content-length", "10")]), .flush, .body("hello"), .body("world"), .end, .flush],
              writes: 3, bytes: "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhelloworld"),

@@ -19,9 +19,9 @@ extension HTTPRequestHead: HTTP1WritableHead {
     func encode(with encoder: inout HTTP1MessageEncoder, into buffer: inout ByteBuffer) { encoder.encodeHead(self, into: &buffer) }
 }
 
-/// The largest head buffer kept for the next head; a final head and the small body parts after it share one write up
-/// to this size.
-private let keptHeadCapacity = 4096
+/// The largest head buffer kept for the next message (an idle keep-alive connection holds no more), and what a final
+/// head and the small body parts after it fill at most: copied in, they cost no allocation of their own.
+private let keptHeadCapacity = 1024
 /// Bodies up to this size are framed into one buffer with their chunk size line: one write, not three.
 private let copiedChunkLimit = 4096
 /// Room for a chunk's size line and the CRLFs around its data.
