@@ -53,7 +53,7 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
 
     private var headBuffer: ByteBuffer
     /// `headBuffer` holds a head (and maybe body parts after it) not yet written to the pipeline.
-    private(set) var holdsUnwrittenBytes = false
+    private var holdsUnwrittenBytes = false
 
     init(context: ChannelHandlerContext) {
         self.context = context
