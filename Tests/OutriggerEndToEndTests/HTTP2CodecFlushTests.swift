@@ -98,9 +98,10 @@ private final class RequestWriter: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
-    static func request(on stream: Int) -> HTTP2Frame {
-        let head = HPACKHeaders([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "upstream")])
-        return HTTP2Frame(streamID: HTTP2StreamID(stream), payload: .headers(.init(headers: head, endStream: true)))
+    /// A request's HEADERS: a GET that ends with them, or the start of a POST whose body follows.
+    static func request(on stream: Int, method: String = "GET", endStream: Bool = true) -> HTTP2Frame {
+        let head = HPACKHeaders([(":method", method), (":scheme", "http"), (":path", "/"), (":authority", "upstream")])
+        return HTTP2Frame(streamID: HTTP2StreamID(stream), payload: .headers(.init(headers: head, endStream: endStream)))
     }
 }
 
@@ -137,8 +138,7 @@ private final class ChainedRequestWriter: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(RequestWriter.request(on: stream)), promise: written)
             return
         }
-        let head = HPACKHeaders([(":method", "POST"), (":scheme", "http"), (":path", "/"), (":authority", "upstream")])
-        context.write(wrapOutboundOut(HTTP2Frame(streamID: HTTP2StreamID(stream), payload: .headers(.init(headers: head)))), promise: nil)
+        context.write(wrapOutboundOut(RequestWriter.request(on: stream, method: "POST", endStream: false)), promise: nil)
         let body = context.channel.allocator.buffer(repeating: UInt8(ascii: "x"), count: bodyBytes)
         let data = HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(body), endStream: true))
         context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: HTTP2StreamID(stream), payload: data)), promise: written)

@@ -83,7 +83,7 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
             writeBody(body, promise: promise)
         case .end(let trailers):
             if holdsUnwrittenBytes {
-                if encoder.isChunked { _ = encoder.encodeEnd(trailers: trailers, into: &headBuffer) }
+                _ = encoder.encodeEnd(trailers: trailers, into: &headBuffer)  // the last chunk when chunked, else nothing
                 writeHeldBytes(promise: promise)
             } else if encoder.isChunked || promise != nil {
                 // Unchunked, nothing ends the body on the wire; an empty write still completes the promise in order.

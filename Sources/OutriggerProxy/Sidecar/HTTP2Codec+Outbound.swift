@@ -6,6 +6,9 @@ import OutriggerCore
 /// `HTTP2Codec`'s outbound side: what the peer's streams send, framed into the one output buffer, DATA held while a send
 /// window is shut, a client's requests queued past the peer's stream limit, and the one write per event-loop tick.
 extension HTTP2Codec {
+    /// The most output storage a connection keeps from one write to the next (more only while more waits to go).
+    static let maxKeptOutput = 64 * 1024
+
     /// A frame written down the pipeline (the watcher's GOAWAY; tests): sent as the peer's calls are.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let frame = unwrapOutboundIn(data)

@@ -33,9 +33,6 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// `delayed_close_timeout` has the same default).
     static let goAwayFlushLimit: TimeAmount = .seconds(1)
 
-    /// The most output storage a connection keeps from one write to the next (more only while more waits to go).
-    static let maxKeptOutput = 64 * 1024
-
     // The state the outbound side (`HTTP2Codec+Outbound.swift`) shares is internal; the rest stays private.
     private var decoder: HTTP2FrameDecoder
     var streams: HTTP2Streams
