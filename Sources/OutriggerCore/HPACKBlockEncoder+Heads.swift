@@ -14,14 +14,16 @@ extension HPACKBlockEncoder {
         if let host = head.headers.first(name: "host") { encode(name: ":authority", value: host, into: &buffer) }
         encode(name: ":path", value: head.uri, into: &buffer)
         for (name, value) in head.headers {
-            if HTTP1Syntax.equalsIgnoringCase(name, "host") { continue }
-            if ProxyHeaders.isConnectionSpecific(name) {
-                if HTTP1Syntax.equalsIgnoringCase(name, "te"), HTTP1Syntax.equalsIgnoringCase(value, "trailers") {
-                    encode(name: "te", value: "trailers", into: &buffer)
+            Self.withBytes(of: name) { name in
+                if HTTP1Syntax.equalsIgnoringCase(name, "host") { return }
+                if ProxyHeaders.isConnectionSpecific(name) {
+                    if HTTP1Syntax.equalsIgnoringCase(name, "te"), HTTP1Syntax.equalsIgnoringCase(value, "trailers") {
+                        encode(name: "te", value: "trailers", into: &buffer)
+                    }
+                    return
                 }
-                continue
+                Self.withBytes(of: value) { value in encode(name: name, value: value, lowercasingName: true, into: &buffer) }
             }
-            encode(name: Self.lowercased(name), value: value, into: &buffer)
         }
     }
 
@@ -33,13 +35,11 @@ extension HPACKBlockEncoder {
 
     /// Trailers, or a response's fields: connection-specific ones left out.
     public mutating func encode(fields: HTTPHeaders, into buffer: inout ByteBuffer) {
-        for (name, value) in fields where !ProxyHeaders.isConnectionSpecific(name) {
-            encode(name: Self.lowercased(name), value: value, into: &buffer)
+        for (name, value) in fields {
+            Self.withBytes(of: name) { name in
+                guard !ProxyHeaders.isConnectionSpecific(name) else { return }
+                Self.withBytes(of: value) { value in encode(name: name, value: value, lowercasingName: true, into: &buffer) }
+            }
         }
-    }
-
-    /// HTTP/2 names are lower-case; most already are, and are not copied.
-    private static func lowercased(_ name: String) -> String {
-        name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) ? name.lowercased() : name
     }
 }

@@ -3,8 +3,10 @@ import NIOCore
 /// Encodes HTTP/2 header blocks (RFC 7541) for one connection, looking fields up in hash tables instead of scanning
 /// the dynamic table field by field as NIOHPACK's encoder does (its case-insensitive scan was the largest single cost
 /// of an HTTP/2 request in the profile). The tables are its own (`PlaceTable`, hashed by `FieldHasher`: one pass for a
-/// name and its field, eight bytes at a time, where `Dictionary` hashed each string with a seeded SipHash). Strings go
-/// as plain octets, not Huffman-coded: fewer cycles, a few more bytes.
+/// name and its field, eight bytes at a time, where `Dictionary` hashed each string with a seeded SipHash). Fields are
+/// handled as bytes, read in place from their strings: the dynamic table keeps its entries' bytes in one array and
+/// compares them there, and a field is written with one capacity check. Strings go as plain octets, not
+/// Huffman-coded: fewer cycles, a few more bytes.
 ///
 /// - A field in the static table with its value is one index; one in the dynamic table too.
 /// - Otherwise it is a literal, its name indexed when either table has it, and it enters the dynamic table — unless
@@ -19,19 +21,13 @@ public struct HPACKBlockEncoder {
     /// The table size used when the peer allows it (RFC 7541's default, and NIOHPACK's).
     public static let defaultTableSize = 4096
 
-    private struct Field {
-        var name: String
-        var value: String
-    }
-
-    private var entries: [Field] = []
-    /// `entries[0]`'s insertion number; `entries.count` past it is the next one's.
-    private var firstNumber = 0
-    private var liveFrom = 0
+    private var dynamic = DynamicEntries()
     /// Where a field, or a name, is: a dynamic entry's insertion number (its newest), or minus its static index. One
     /// lookup finds either; the static ones are never evicted, and a name in the static table keeps its static index.
-    private var byField = HPACKBlockEncoder.staticFields
-    private var byName = HPACKBlockEncoder.staticNames
+    private var byField: PlaceTable
+    private var byName: PlaceTable
+    /// Held, so that a lookup reads it without a global's once-check.
+    private let staticTable = StaticTable.shared
     private var size = 0
     public private(set) var maxSize: Int
     private var pendingSmallest: Int?
@@ -39,6 +35,8 @@ public struct HPACKBlockEncoder {
 
     public init(maxSize: Int = HPACKBlockEncoder.defaultTableSize) {
         self.maxSize = maxSize
+        byField = staticTable.fields
+        byName = staticTable.names
     }
 
     /// The peer's SETTINGS_HEADER_TABLE_SIZE: the table is at most this, or the default if that is smaller.
@@ -53,142 +51,243 @@ public struct HPACKBlockEncoder {
     /// Starts a header block: a table size change not yet announced is, first.
     public mutating func startBlock(into buffer: inout ByteBuffer) {
         guard pendingSizeUpdate else { return }
-        if let smallest = pendingSmallest, smallest < maxSize {
-            Self.writeInteger(smallest, prefix: 5, bits: 0x20, into: &buffer)
+        let (smallest, maxSize) = (pendingSmallest, maxSize)
+        BlockWriter.write(into: &buffer, atMost: 2 * BlockWriter.maxIntegerBytes) { writer in
+            if let smallest, smallest < maxSize { writer.integer(smallest, prefix: 5, bits: 0x20) }
+            writer.integer(maxSize, prefix: 5, bits: 0x20)
         }
-        Self.writeInteger(maxSize, prefix: 5, bits: 0x20, into: &buffer)
         pendingSmallest = nil
         pendingSizeUpdate = false
     }
 
     public mutating func encode(name: String, value: String, indexing: Indexing = .indexable, into buffer: inout ByteBuffer) {
+        Self.withBytes(of: name) { name in
+            Self.withBytes(of: value) { value in encode(name: name, value: value, indexing: indexing, lowercasingName: false, into: &buffer) }
+        }
+    }
+
+    /// A field from its bytes. With `lowercasingName`, a name with upper-case letters goes lower-cased (HTTP/2's
+    /// names are), copied on the stack; most are lower-case already.
+    mutating func encode(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, indexing: Indexing = .indexable,
+                         lowercasingName: Bool, into buffer: inout ByteBuffer) {
+        guard lowercasingName, Self.containsUpperCase(name) else {
+            return encodeField(name: name, value: value, indexing: indexing, into: &buffer)
+        }
+        withUnsafeTemporaryAllocation(byteCount: name.count, alignment: 1) { lowered in
+            for (offset, byte) in name.enumerated() { lowered[offset] = Self.isUpperCase(byte) ? byte | 0x20 : byte }
+            encodeField(name: UnsafeRawBufferPointer(lowered), value: value, indexing: indexing, into: &buffer)
+        }
+    }
+
+    private mutating func encodeField(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, indexing: Indexing,
+                                      into buffer: inout ByteBuffer) {
         let indexed = indexing == .indexable && !Self.isNewEveryMessage(name)
         // A value is hashed only when the field may be in, or enter, the table.
-        let (nameHash, fieldHash) = Self.hashes(name: name, value: indexed ? value : nil)
-        if indexed {
-            if let place = byField.place(fieldHash, where: { let other = self.field(at: $0); return other.value == value && other.name == name }) {
-                Self.writeInteger(index(of: place), prefix: 7, bits: 0x80, into: &buffer)
-                return
+        let (nameHash, fieldHash) = FieldHasher.hashes(name: name, value: indexed ? value : nil)
+        if indexed, let place = byField.place(fieldHash, where: { self.holds(place: $0, name: name, value: value) }) {
+            let index = index(of: place)
+            BlockWriter.write(into: &buffer, atMost: BlockWriter.maxIntegerBytes) { $0.integer(index, prefix: 7, bits: 0x80) }
+            return
+        }
+        let nameIndex = byName.place(nameHash, where: { self.holds(place: $0, name: name, value: nil) }).map(index(of:)) ?? 0
+        BlockWriter.write(into: &buffer, atMost: 3 * BlockWriter.maxIntegerBytes + name.count + value.count) { writer in
+            switch (indexed, indexing) {
+            case (true, _): writer.integer(nameIndex, prefix: 6, bits: 0x40)  // literal, incremental indexing
+            case (false, .neverIndexed): writer.integer(nameIndex, prefix: 4, bits: 0x10)
+            case (false, _): writer.integer(nameIndex, prefix: 4, bits: 0x00)  // literal, without indexing
             }
+            if nameIndex == 0 { writer.string(name) }
+            writer.string(value)
         }
-        let nameIndex = byName.place(nameHash, where: { self.field(at: $0).name == name }).map(index(of:)) ?? 0
-        switch (indexed, indexing) {
-        case (true, _): Self.writeInteger(nameIndex, prefix: 6, bits: 0x40, into: &buffer)  // literal, incremental indexing
-        case (false, .neverIndexed): Self.writeInteger(nameIndex, prefix: 4, bits: 0x10, into: &buffer)
-        case (false, _): Self.writeInteger(nameIndex, prefix: 4, bits: 0x00, into: &buffer)  // literal, without indexing
-        }
-        if nameIndex == 0 { Self.writeString(name, into: &buffer) }
-        Self.writeString(value, into: &buffer)
-        if indexed { insert(Field(name: name, value: value), (nameHash, fieldHash)) }
+        if indexed { insert(name: name, value: value, (nameHash, fieldHash)) }
     }
 
-    /// A name's hash, and its field's: the value's bytes hashed on from the name's (0 without a value). Every lookup,
-    /// insertion and eviction hashes here, so the tables always agree.
-    private static func hashes(name: String, value: String?) -> (name: UInt64, field: UInt64) {
-        var hasher = FieldHasher()
-        hasher.add(utf8Of: name)
-        let nameHash = hasher.finished
-        guard let value else { return (nameHash, 0) }
-        hasher.add(utf8Of: value)
-        return (nameHash, hasher.finished)
+    /// Whether a place in `byField` or `byName` holds this name (and value, when given).
+    private func holds(place: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) -> Bool {
+        Self.holds(place: place, name: name, value: value, dynamic, staticTable)
     }
 
-    private static func hashes(of field: Field) -> (name: UInt64, field: UInt64) {
-        hashes(name: field.name, value: field.value)
-    }
-
-    /// The field at a place in `byField` or `byName`: a static one (minus its index), or a dynamic entry's number.
-    private func field(at place: Int) -> Field {
-        Self.field(at: place, entries, firstNumber)
-    }
-
-    private static func field(at place: Int, _ entries: [Field], _ firstNumber: Int) -> Field {
-        place < 0 ? staticFieldsInOrder[-place - 1] : entries[place - firstNumber]
+    private static func holds(place: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?,
+                              _ dynamic: DynamicEntries, _ staticTable: StaticTable) -> Bool {
+        place < 0 ? staticTable.holds(-place - 1, name: name, value: value) : dynamic.holds(place, name: name, value: value)
     }
 
     // MARK: The dynamic table (RFC 7541 §4)
 
     /// The index of a place in `byField` or `byName`: a static index, or a dynamic entry's now (the newest is 62, §2.3.3).
     private func index(of place: Int) -> Int {
-        place < 0 ? -place : Self.staticCount + (firstNumber + entries.count - 1 - place) + 1
+        place < 0 ? -place : staticTable.count + (dynamic.nextNumber - 1 - place) + 1
     }
 
-    private mutating func insert(_ field: Field, _ hashes: (name: UInt64, field: UInt64)) {
-        let entrySize = field.name.utf8.count + field.value.utf8.count + 32
+    private mutating func insert(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, _ hashes: (name: UInt64, field: UInt64)) {
+        let entrySize = name.count + value.count + 32
         evict(toFit: entrySize, limit: maxSize)
         // An entry larger than the table empties it and is not added (§4.4): the peer's decoder does the same.
         guard entrySize <= maxSize else { return }
-        let number = firstNumber + entries.count
-        entries.append(field)
+        let number = dynamic.append(name: name, value: value)
         // The newest copy of a field or name is the one found; a name in the static table keeps its static index.
-        // The tables' comparisons read the entries from copies (the tables change meanwhile, and are not copied).
-        let (entries, firstNumber) = (entries, firstNumber)
-        byField.set(hashes.field, to: number) {
-            let other = Self.field(at: $0, entries, firstNumber)
-            return other.value == field.value && other.name == field.name
-        }
-        byName.set(hashes.name, to: number) { Self.field(at: $0, entries, firstNumber).name == field.name }
+        // The comparisons read the entries from a copy (the place tables change meanwhile, and are not copied).
+        let (dynamic, staticTable) = (dynamic, staticTable)
+        byField.set(hashes.field, to: number) { Self.holds(place: $0, name: name, value: value, dynamic, staticTable) }
+        byName.set(hashes.name, to: number) { Self.holds(place: $0, name: name, value: nil, dynamic, staticTable) }
         size += entrySize
     }
 
     private mutating func evict(toFit entrySize: Int, limit: Int) {
-        while size + entrySize > limit, liveFrom < entries.count {
-            let oldest = entries[liveFrom]
-            let number = firstNumber + liveFrom
-            size -= oldest.name.utf8.count + oldest.value.utf8.count + 32
-            let hashes = Self.hashes(of: oldest)
+        while size + entrySize > limit, let (number, oldest) = dynamic.evictOldest() {
+            size -= oldest.size
+            let hashes = dynamic.hashes(of: oldest)
             byField.remove(hashes.field, place: number)
             byName.remove(hashes.name, place: number)
-            liveFrom += 1
         }
-        // The evicted slots go once they are half the array.
-        if liveFrom > 32, liveFrom * 2 > entries.count {
-            entries.removeFirst(liveFrom)
-            firstNumber += liveFrom
-            liveFrom = 0
-        }
+        dynamic.dropEvicted()
     }
 
-    // MARK: Wire forms (RFC 7541 §5)
+    // MARK: Bytes
 
-    private static func writeInteger(_ value: Int, prefix: Int, bits: UInt8, into buffer: inout ByteBuffer) {
-        let limit = (1 << prefix) - 1
-        if value < limit {
-            buffer.writeInteger(bits | UInt8(value))
-            return
-        }
-        buffer.writeInteger(bits | UInt8(limit))
-        var rest = value - limit
-        while rest >= 128 {
-            buffer.writeInteger(UInt8(rest & 0x7F | 0x80))
-            rest >>= 7
-        }
-        buffer.writeInteger(UInt8(rest))
+    /// A string's UTF-8, in place (a small one is copied to the stack by the standard library).
+    @inline(__always)
+    static func withBytes(of string: String, _ body: (UnsafeRawBufferPointer) -> Void) {
+        if string.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) != nil { return }
+        var string = string
+        string.withUTF8 { body(UnsafeRawBufferPointer($0)) }
     }
 
-    /// A string literal, not Huffman-coded (H = 0).
-    private static func writeString(_ string: String, into buffer: inout ByteBuffer) {
-        writeInteger(string.utf8.count, prefix: 7, bits: 0, into: &buffer)
-        buffer.writeString(string)
+    private static func isUpperCase(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") }
+
+    /// Whether any byte is `A`–`Z`, read eight at a time: in a word of ASCII bytes, a byte's top bit after adding
+    /// 0x3F is set from `A` up, after adding 0x25 from `[` up. A word with a non-ASCII byte (a carry would cross into
+    /// the next byte) is read byte by byte.
+    private static func containsUpperCase(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let topBits = ones &* 0x80
+        var offset = 0
+        while offset + 8 <= bytes.count {
+            let word = bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+            if word & topBits != 0 {
+                if bytes[offset..<(offset + 8)].contains(where: isUpperCase) { return true }
+            } else if (word &+ ones &* 0x3F) & ~(word &+ ones &* 0x25) & topBits != 0 {
+                return true
+            }
+            offset += 8
+        }
+        return bytes[offset...].contains(where: isUpperCase)
     }
 
-    // MARK: The static table (RFC 7541 Appendix A)
-
-    /// Fields whose value is new with every message: `x-request-id`, trace ids, `date`. Told by length first, without
-    /// hashing.
-    private static func isNewEveryMessage(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 2: name == "b3"
-        case 4: name == "date"
-        case 10: name == "tracestate"
-        case 11: name == "traceparent" || name == "x-b3-spanid"
-        case 12: name == "x-request-id" || name == "x-b3-traceid"
-        case 17: name == "x-b3-parentspanid"
+    /// Fields whose value is new with every message: `x-request-id`, trace ids, `date`. Told by length first.
+    private static func isNewEveryMessage(_ name: UnsafeRawBufferPointer) -> Bool {
+        switch name.count {
+        case 2: sameBytes(name, "b3")
+        case 4: sameBytes(name, "date")
+        case 10: sameBytes(name, "tracestate")
+        case 11: sameBytes(name, "traceparent") || sameBytes(name, "x-b3-spanid")
+        case 12: sameBytes(name, "x-request-id") || sameBytes(name, "x-b3-traceid")
+        case 17: sameBytes(name, "x-b3-parentspanid")
         default: false
         }
     }
 
-    private static let staticTable: [(String, String)] = [
+    private static func sameBytes(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+        TableEntry.sameBytes(bytes, UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+}
+
+/// The dynamic table's entries, oldest first, their names and values in `bytes`. `entries[0]` is insertion number
+/// `firstNumber`; those before `liveFrom` are evicted, and go with their bytes now and then.
+private struct DynamicEntries {
+    private var entries: [TableEntry] = []
+    private var bytes: [UInt8] = []
+    /// Where `bytes[0]` is among all the bytes ever stored (an entry's `start` counts from the first).
+    private var bytesBase = 0
+    private var firstNumber = 0
+    private var liveFrom = 0
+
+    /// The insertion number the next entry gets.
+    var nextNumber: Int { firstNumber + entries.count }
+
+    /// Stores a field; its insertion number.
+    mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Int {
+        entries.append(TableEntry(start: bytesBase + bytes.count, nameCount: name.count, valueCount: value.count))
+        bytes.append(contentsOf: name)
+        bytes.append(contentsOf: value)
+        return nextNumber - 1
+    }
+
+    func holds(_ number: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) -> Bool {
+        let entry = entries[number - firstNumber]
+        return bytes.withUnsafeBytes { entry.holds(name: name, value: value, in: $0, from: bytesBase) }
+    }
+
+    func hashes(of entry: TableEntry) -> (name: UInt64, field: UInt64) {
+        bytes.withUnsafeBytes { FieldHasher.hashes(name: entry.name(in: $0, from: bytesBase), value: entry.value(in: $0, from: bytesBase)) }
+    }
+
+    /// The oldest live entry and its number, now evicted; nil when none is left.
+    mutating func evictOldest() -> (number: Int, entry: TableEntry)? {
+        guard liveFrom < entries.count else { return nil }
+        liveFrom += 1
+        return (firstNumber + liveFrom - 1, entries[liveFrom - 1])
+    }
+
+    /// The evicted entries and their bytes go once they are half the entries, and either many or past a table's
+    /// worth of bytes.
+    mutating func dropEvicted() {
+        let liveStart = liveFrom < entries.count ? entries[liveFrom].start : bytesBase + bytes.count
+        guard liveFrom * 2 > entries.count, liveFrom > 32 || liveStart - bytesBase > HPACKBlockEncoder.defaultTableSize else { return }
+        bytes.removeFirst(liveStart - bytesBase)
+        bytesBase = liveStart
+        entries.removeFirst(liveFrom)
+        firstNumber += liveFrom
+        liveFrom = 0
+    }
+}
+
+/// A table entry: its name's bytes from `start` in its table's bytes, its value's right after.
+private struct TableEntry {
+    var start: Int
+    var nameCount: Int
+    var valueCount: Int
+
+    /// Its size in the table's accounting (RFC 7541 §4.1).
+    var size: Int { nameCount + valueCount + 32 }
+
+    func name(in stored: UnsafeRawBufferPointer, from base: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: stored[(start - base)..<(start - base + nameCount)])
+    }
+
+    func value(in stored: UnsafeRawBufferPointer, from base: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: stored[(start - base + nameCount)..<(start - base + nameCount + valueCount)])
+    }
+
+    /// Whether it is this name (and value, when given).
+    func holds(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, in stored: UnsafeRawBufferPointer, from base: Int) -> Bool {
+        guard name.count == nameCount, value.map({ $0.count == valueCount }) ?? true,
+              Self.sameBytes(name, self.name(in: stored, from: base)) else { return false }
+        return value.map { Self.sameBytes($0, self.value(in: stored, from: base)) } ?? true
+    }
+
+    /// Equal bytes, compared eight at a time.
+    static func sameBytes(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Bool {
+        guard left.count == right.count else { return false }
+        var offset = 0
+        while offset + 8 <= left.count {
+            guard left.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == right.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+            else { return false }
+            offset += 8
+        }
+        while offset < left.count {
+            guard left[offset] == right[offset] else { return false }
+            offset += 1
+        }
+        return true
+    }
+}
+
+/// The static table (RFC 7541 Appendix A), its bytes and its places, built once.
+private final class StaticTable: Sendable {
+    static let shared = StaticTable()
+
+    private static let inOrder: [(String, String)] = [
         (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"), (":path", "/index.html"),
         (":scheme", "http"), (":scheme", "https"), (":status", "200"), (":status", "204"), (":status", "206"),
         (":status", "304"), (":status", "400"), (":status", "404"), (":status", "500"), ("accept-charset", ""),
@@ -203,27 +302,88 @@ public struct HPACKBlockEncoder {
         ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""), ("transfer-encoding", ""),
         ("user-agent", ""), ("vary", ""), ("via", ""), ("www-authenticate", ""),
     ]
-    static let staticCount = staticTable.count
 
-    private static let staticFieldsInOrder = staticTable.map { Field(name: $0.0, value: $0.1) }
-
+    /// Entry `i` is static index `i + 1`.
+    private let entries: [TableEntry]
+    let count: Int
+    private let bytes: [UInt8]
     /// Fields with a value in the static table, and names by their first index, each as minus its index.
-    private static let staticFields: PlaceTable = {
-        var fields = PlaceTable()
-        for (offset, field) in staticFieldsInOrder.enumerated() where !field.value.isEmpty {
-            fields.set(hashes(of: field).field, to: -(offset + 1)) { _ in false }
-        }
-        return fields
-    }()
+    let fields: PlaceTable
+    let names: PlaceTable
 
-    private static let staticNames: PlaceTable = {
-        var names = PlaceTable()
-        for (offset, field) in staticFieldsInOrder.enumerated() {
-            // A name's first index stays (a static place is never replaced).
-            names.set(hashes(of: field).name, to: -(offset + 1)) { staticFieldsInOrder[-$0 - 1].name == field.name }
+    private init() {
+        var entries: [TableEntry] = []
+        var bytes: [UInt8] = []
+        for (name, value) in Self.inOrder {
+            entries.append(TableEntry(start: bytes.count, nameCount: name.utf8.count, valueCount: value.utf8.count))
+            bytes += name.utf8
+            bytes += value.utf8
         }
-        return names
-    }()
+        var fields = PlaceTable()
+        var names = PlaceTable()
+        bytes.withUnsafeBytes { stored in
+            for (offset, entry) in entries.enumerated() {
+                let (name, value) = (entry.name(in: stored, from: 0), entry.value(in: stored, from: 0))
+                let hashes = FieldHasher.hashes(name: name, value: value)
+                if !value.isEmpty { fields.set(hashes.field, to: -(offset + 1)) { _ in false } }
+                // A name's first index stays (a static place is never replaced).
+                names.set(hashes.name, to: -(offset + 1)) { entries[-$0 - 1].holds(name: name, value: nil, in: stored, from: 0) }
+            }
+        }
+        (self.entries, self.bytes, self.fields, self.names, count) = (entries, bytes, fields, names, entries.count)
+    }
+
+    /// Whether static entry `offset` (index `offset + 1`) is this name (and value, when given).
+    func holds(_ offset: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) -> Bool {
+        let entry = entries[offset]
+        return bytes.withUnsafeBytes { entry.holds(name: name, value: value, in: $0, from: 0) }
+    }
+}
+
+/// Writes a field's wire form (RFC 7541 §5) straight into a buffer's writable bytes, after one capacity check.
+private struct BlockWriter {
+    /// An integer's most bytes: the prefix's, and nine of 7 bits for the rest of an `Int`.
+    static let maxIntegerBytes = 10
+
+    private let out: UnsafeMutableRawBufferPointer
+    private var count = 0
+
+    private init(out: UnsafeMutableRawBufferPointer) { self.out = out }
+
+    /// Makes room for `atMost` bytes, lets `body` write them, and moves the writer index past what it wrote.
+    static func write(into buffer: inout ByteBuffer, atMost: Int, _ body: (inout BlockWriter) -> Void) {
+        buffer.reserveCapacity(minimumWritableBytes: atMost)
+        let written = buffer.withUnsafeMutableWritableBytes { out in
+            var writer = BlockWriter(out: out)
+            body(&writer)
+            return writer.count
+        }
+        buffer.moveWriterIndex(forwardBy: written)
+    }
+
+    mutating func integer(_ value: Int, prefix: Int, bits: UInt8) {
+        let limit = (1 << prefix) - 1
+        guard value >= limit else { return byte(bits | UInt8(value)) }
+        byte(bits | UInt8(limit))
+        var rest = value - limit
+        while rest >= 128 {
+            byte(UInt8(rest & 0x7F | 0x80))
+            rest >>= 7
+        }
+        byte(UInt8(rest))
+    }
+
+    /// A string literal, not Huffman-coded (H = 0).
+    mutating func string(_ bytes: UnsafeRawBufferPointer) {
+        integer(bytes.count, prefix: 7, bits: 0)
+        UnsafeMutableRawBufferPointer(rebasing: out[count...]).copyMemory(from: bytes)
+        count += bytes.count
+    }
+
+    private mutating func byte(_ byte: UInt8) {
+        out[count] = byte
+        count += 1
+    }
 }
 
 /// The tables' hash: a name's bytes, then its value's, eight at a time (a multiply and a fold per word, where FNV-1a
@@ -232,26 +392,41 @@ public struct HPACKBlockEncoder {
 private struct FieldHasher {
     private var state: UInt64 = 0x243F_6A88_85A3_08D3
 
-    mutating func add(utf8Of string: String) {
-        var string = string
-        string.withUTF8 { add(UnsafeRawBufferPointer($0)) }
+    /// A name's hash, and its field's: the value's bytes hashed on from the name's (0 without a value). Every lookup,
+    /// insertion and eviction hashes here, so the tables always agree.
+    static func hashes(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) -> (name: UInt64, field: UInt64) {
+        var hasher = FieldHasher()
+        hasher.add(name)
+        let nameHash = hasher.finished
+        guard let value else { return (nameHash, 0) }
+        hasher.add(value)
+        return (nameHash, hasher.finished)
     }
 
     private mutating func add(_ bytes: UnsafeRawBufferPointer) {
         var offset = 0
-        while offset + 8 <= bytes.count {
+        while offset + 8 < bytes.count {
             mix(bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
             offset += 8
         }
-        var tail: UInt64 = 0
-        var shift: UInt64 = 0
-        while offset < bytes.count {
-            tail |= UInt64(bytes[offset]) << shift
-            shift += 8
-            offset += 1
-        }
-        mix(tail)
+        mix(Self.lastBytes(bytes, from: offset))
         mix(UInt64(bytes.count))
+    }
+
+    /// The 1 to 8 bytes from `offset` to the end in one word, read in at most three loads, not byte by byte; when
+    /// the string is 8 bytes or more, the last 8 (overlapping words already mixed: the length, mixed in after, keeps
+    /// strings apart).
+    private static func lastBytes(_ bytes: UnsafeRawBufferPointer, from offset: Int) -> UInt64 {
+        let count = bytes.count
+        if count >= 8 { return bytes.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self) }
+        let rest = count - offset
+        if rest >= 4 {
+            let first = bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
+            let last = bytes.loadUnaligned(fromByteOffset: count - 4, as: UInt32.self)
+            return UInt64(first) | UInt64(last) << 32
+        }
+        guard rest > 0 else { return 0 }
+        return UInt64(bytes[offset]) | UInt64(bytes[offset + rest / 2]) << 8 | UInt64(bytes[count - 1]) << 16
     }
 
     private mutating func mix(_ word: UInt64) {
@@ -260,7 +435,7 @@ private struct FieldHasher {
     }
 
     /// The bits folded down (MurmurHash3's finaliser), so the low ones, which pick a slot, depend on all of them.
-    var finished: UInt64 {
+    private var finished: UInt64 {
         var hash = state
         hash ^= hash >> 33
         hash = hash &* 0xFF51_AFD7_ED55_8CCD

@@ -80,6 +80,11 @@ public enum ProxyHeaders {
         hopByHopIndex(name) != nil
     }
 
+    @inline(__always)
+    static func isConnectionSpecific(_ name: UnsafeRawBufferPointer) -> Bool {
+        hopByHopIndex(name) != nil
+    }
+
     /// Everything done to a request head on its way upstream.
     /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
     ///   route's header rules removed it or set it empty).
