@@ -137,7 +137,7 @@ private struct ZipkinTags: SpanAttributeWriter {
 /// Attributes as OTLP writes them: `KeyValue { key = 1; AnyValue value = 2 }` in the message's `field`
 /// (`Span.attributes` is 9, `Resource.attributes` 1), and `AnyValue` a `string_value` (1) or an `int_value` (3). Each
 /// length is known before the bytes, so nothing is patched or moved.
-private struct OTLPAttributes: SpanAttributeWriter {
+private struct OTLPAttributes: SpanDescriptionWriter {
     let writer: ProtobufWriter
     let field: UInt64
 
@@ -172,6 +172,23 @@ private struct OTLPAttributes: SpanAttributeWriter {
 
     func int(_ key: StaticString, _ value: Int64) {
         int(keyLength: key.utf8CodeUnitCount, key: { writer.out.append(utf8: key) }, value)
+    }
+
+    /// `Span.name`: one word, or two with a space between.
+    func name(_ first: String, _ second: String?) {
+        guard let second else { return writer.string(5, first) }
+        writer.lengthDelimited(5, length: first.utf8.count + 1 + second.utf8.count)
+        writer.out.append(utf8: first)
+        writer.out.append(UInt8(ascii: " "))
+        writer.out.append(utf8: second)
+    }
+
+    /// `Span.status`: the message, and STATUS_CODE_ERROR.
+    func error(_ message: String) {
+        writer.message(15) { status in  // Status { message = 2; code = 3 }
+            status.string(2, message)
+            status.varintField(3, 2)
+        }
     }
 
     /// An attribute whose key is not static (the resource's).
@@ -285,26 +302,13 @@ struct ProtobufWriter {
         idBytes(2, span.spanID)
         if let state = span.traceState, !state.isEmpty { string(3, state) }
         if span.parentSpanID != 0 { idBytes(4, span.parentSpanID) }
-        let (firstWord, secondWord) = span.nameParts
-        if let secondWord {
-            lengthDelimited(5, length: firstWord.utf8.count + 1 + secondWord.utf8.count)
-            out.append(utf8: firstWord)
-            out.append(UInt8(ascii: " "))
-            out.append(utf8: secondWord)
-        } else {
-            string(5, firstWord)
-        }
         varintField(6, span.kind == .server ? 2 : 3)  // SPAN_KIND_SERVER, SPAN_KIND_CLIENT
         fixed64(7, span.startUnixNanoseconds)
         fixed64(8, span.endUnixNanoseconds)
-        var attributes = OTLPAttributes(writer: self, field: 9)  // Span.attributes
-        span.writeAttributes(into: &attributes)
-        if let error = span.error {
-            message(15) { status in  // Status { message = 2; code = 3 }
-                status.string(2, error)
-                status.varintField(3, 2)  // STATUS_CODE_ERROR
-            }
-        }
+        // The name (5), the attributes (9) and the status (15) from one look at the details; a message's fields may
+        // come in any order.
+        var description = OTLPAttributes(writer: self, field: 9)  // Span.attributes
+        span.describe(into: &description)
         // Sampled (W3C flag 01), and whether the parent is remote (known: bit 8; remote: bit 9): a server span's
         // parent is the caller's, a client span's is ours.
         let remoteParent: UInt32 = span.kind == .server && span.parentSpanID != 0 ? 0x200 : 0

@@ -54,7 +54,7 @@ public struct SpanRecord: Sendable {
     @inline(__always)
     public var nameParts: (String, String?) {
         switch details {
-        case .server(let facts): (facts.method, facts.route.isEmpty ? nil : facts.route)
+        case .server(let facts): (facts.method, Self.secondWord(facts))
         case .client(_, let method, let cluster): (method, cluster)
         }
     }
@@ -65,11 +65,8 @@ public struct SpanRecord: Sendable {
     @inline(__always)
     public var error: String? {
         switch details {
-        case .server(let facts):
-            if facts.status >= 500 { return facts.reason ?? "HTTP \(facts.status)" }
-            return facts.status == 0 ? facts.reason ?? "no response" : nil
-        case .client(let ended, _, _):
-            return ended.failure ?? (ended.status >= 400 ? "HTTP \(ended.status)" : nil)
+        case .server(let facts): Self.error(facts)
+        case .client(let ended, _, _): Self.error(ended)
         }
     }
 
@@ -84,36 +81,76 @@ public struct SpanRecord: Sendable {
     @inline(__always)
     public func writeAttributes<Writer: SpanAttributeWriter>(into writer: inout Writer) {
         switch details {
-        case .server(let facts):
-            writer.string("http.request.method", Substring(facts.method))
-            writer.string("url.path", ProxyHeaders.path(of: facts.target))
-            writer.string("url.scheme", Substring(facts.scheme))
-            writer.string("server.address", Substring(facts.host))
-            writer.string("network.protocol.version", Substring(facts.protocolVersion))
-            writer.string("outrigger.listener", Substring(facts.listener))
-            if !facts.route.isEmpty { writer.string("outrigger.route", Substring(facts.route)) }
-            if !facts.cluster.isEmpty { writer.string("outrigger.cluster", Substring(facts.cluster)) }
-            writer.int("outrigger.attempts", Int64(facts.tries))
-            writer.int("http.request.body.size", Int64(facts.requestBodyBytes))
-            writer.int("http.response.body.size", Int64(facts.responseBodyBytes))
-            if facts.status > 0 { writer.int("http.response.status_code", Int64(facts.status)) }
-            if let reason = facts.reason { writer.string("outrigger.reason", Substring(reason)) }
-            if let client = facts.clientAddress { writer.string("client.address", Substring(client)) }
-            if let id = facts.requestID { writer.string("outrigger.request_id", Substring(id)) }
-        case .client(let ended, let method, let cluster):
-            writer.string("http.request.method", Substring(method))
-            writer.string("outrigger.cluster", Substring(cluster))
-            writer.string("outrigger.endpoint", Substring(ended.endpoint))
-            writer.int("outrigger.attempt", Int64(ended.attempt))
-            if let (host, port) = Self.split(ended.endpoint) {
-                writer.string("server.address", host)
-                writer.int("server.port", Int64(port))
-            }
-            if ended.attempt > 1 { writer.int("http.request.resend_count", Int64(ended.attempt - 1)) }
-            if let cause = ended.cause { writer.string("outrigger.retry_reason", Substring(cause)) }
-            if ended.status > 0 { writer.int("http.response.status_code", Int64(ended.status)) }
-            if let failure = ended.failure { writer.string("error.type", Substring(failure)) }
+        case .server(let facts): Self.writeAttributes(facts, into: &writer)
+        case .client(let ended, let method, let cluster): Self.writeAttributes(ended, method: method, cluster: cluster, into: &writer)
         }
+    }
+
+    /// All that the details say — the name's two words, the attributes, the error if any — from one look at them:
+    /// each look copies the details out, retaining every string they hold, so an encoder looks once.
+    @inline(__always)
+    public func describe<Writer: SpanDescriptionWriter>(into writer: inout Writer) {
+        switch details {
+        case .server(let facts):
+            writer.name(facts.method, Self.secondWord(facts))
+            Self.writeAttributes(facts, into: &writer)
+            if let error = Self.error(facts) { writer.error(error) }
+        case .client(let ended, let method, let cluster):
+            writer.name(method, cluster)
+            Self.writeAttributes(ended, method: method, cluster: cluster, into: &writer)
+            if let error = Self.error(ended) { writer.error(error) }
+        }
+    }
+
+    @inline(__always)
+    private static func secondWord(_ facts: ServerSpanFacts) -> String? {
+        facts.route.isEmpty ? nil : facts.route
+    }
+
+    @inline(__always)
+    private static func error(_ facts: ServerSpanFacts) -> String? {
+        if facts.status >= 500 { return facts.reason ?? "HTTP \(facts.status)" }
+        return facts.status == 0 ? facts.reason ?? "no response" : nil
+    }
+
+    @inline(__always)
+    private static func error(_ ended: TrySpan) -> String? {
+        ended.failure ?? (ended.status >= 400 ? "HTTP \(ended.status)" : nil)
+    }
+
+    @inline(__always)
+    private static func writeAttributes<Writer: SpanAttributeWriter>(_ facts: ServerSpanFacts, into writer: inout Writer) {
+        writer.string("http.request.method", Substring(facts.method))
+        writer.string("url.path", ProxyHeaders.path(of: facts.target))
+        writer.string("url.scheme", Substring(facts.scheme))
+        writer.string("server.address", Substring(facts.host))
+        writer.string("network.protocol.version", Substring(facts.protocolVersion))
+        writer.string("outrigger.listener", Substring(facts.listener))
+        if !facts.route.isEmpty { writer.string("outrigger.route", Substring(facts.route)) }
+        if !facts.cluster.isEmpty { writer.string("outrigger.cluster", Substring(facts.cluster)) }
+        writer.int("outrigger.attempts", Int64(facts.tries))
+        writer.int("http.request.body.size", Int64(facts.requestBodyBytes))
+        writer.int("http.response.body.size", Int64(facts.responseBodyBytes))
+        if facts.status > 0 { writer.int("http.response.status_code", Int64(facts.status)) }
+        if let reason = facts.reason { writer.string("outrigger.reason", Substring(reason)) }
+        if let client = facts.clientAddress { writer.string("client.address", Substring(client)) }
+        if let id = facts.requestID { writer.string("outrigger.request_id", Substring(id)) }
+    }
+
+    @inline(__always)
+    private static func writeAttributes<Writer: SpanAttributeWriter>(_ ended: TrySpan, method: String, cluster: String, into writer: inout Writer) {
+        writer.string("http.request.method", Substring(method))
+        writer.string("outrigger.cluster", Substring(cluster))
+        writer.string("outrigger.endpoint", Substring(ended.endpoint))
+        writer.int("outrigger.attempt", Int64(ended.attempt))
+        if let (host, port) = Self.split(ended.endpoint) {
+            writer.string("server.address", host)
+            writer.int("server.port", Int64(port))
+        }
+        if ended.attempt > 1 { writer.int("http.request.resend_count", Int64(ended.attempt - 1)) }
+        if let cause = ended.cause { writer.string("outrigger.retry_reason", Substring(cause)) }
+        if ended.status > 0 { writer.int("http.response.status_code", Int64(ended.status)) }
+        if let failure = ended.failure { writer.string("error.type", Substring(failure)) }
     }
 
     public func attribute(_ key: String) -> SpanAttribute.Value? {
@@ -136,6 +173,12 @@ public struct SpanRecord: Sendable {
 public protocol SpanAttributeWriter {
     mutating func string(_ key: StaticString, _ value: Substring)
     mutating func int(_ key: StaticString, _ value: Int64)
+}
+
+/// Where all of a span's details are written (`SpanRecord.describe`): its name's two words, its attributes, its error.
+public protocol SpanDescriptionWriter: SpanAttributeWriter {
+    mutating func name(_ first: String, _ second: String?)
+    mutating func error(_ message: String)
 }
 
 /// A span's attributes as a list (the admin's `/traces`, tests).
