@@ -151,12 +151,15 @@ private struct OTLPAttributes: SpanDescriptionWriter {
         writer.lengthDelimited(2, length: valueLength)
     }
 
+    /// The value's bytes read once, in place, for their count and their copy.
     @inline(__always)
     private func string(keyLength: Int, key: () -> Void, _ value: Substring) {
-        let length = value.utf8.count
-        keyValue(keyLength: keyLength, valueLength: ProtobufWriter.encodedLength(field: 1, length: length), key: key)
-        writer.lengthDelimited(1, length: length)
-        writer.out.append(utf8: value)
+        var value = value
+        value.withUTF8 { bytes in
+            keyValue(keyLength: keyLength, valueLength: ProtobufWriter.encodedLength(field: 1, length: bytes.count), key: key)
+            writer.lengthDelimited(1, length: bytes.count)
+            writer.out.append(UnsafeRawBufferPointer(bytes))
+        }
     }
 
     @inline(__always)
