@@ -136,7 +136,8 @@ private struct ZipkinTags: SpanAttributeWriter {
 
 /// Attributes as OTLP writes them: `KeyValue { key = 1; AnyValue value = 2 }` in the message's `field`
 /// (`Span.attributes` is 9, `Resource.attributes` 1), and `AnyValue` a `string_value` (1) or an `int_value` (3). Each
-/// length is known before the bytes, so nothing is patched or moved.
+/// length is known before the bytes, so nothing is patched or moved. For a span, also its name (5) and its status
+/// (15), which `SpanRecord.describe` hands over with the attributes.
 private struct OTLPAttributes: SpanDescriptionWriter {
     let writer: ProtobufWriter
     let field: UInt64

@@ -138,16 +138,19 @@ struct HPACKBlockEncoderTests {
 
     @Test func namesAreLowerCasedWhereverTheirCapitalsAreAndOnlyThose() throws {
         // A capital at every position of names of 1 to 20 bytes (in the words read eight at a time and in the tail),
-        // `A` and `Z` by turns; the bytes just outside the letters' range; and a non-ASCII name read byte by byte.
+        // `A` and `Z` each; the bytes just outside the letters' range, left as they are; and a capital in an eight-byte
+        // word with a non-ASCII byte (read byte by byte), the name's first word and its second.
         var names: [String] = []
         for length in 1...20 {
             for position in 0..<length {
                 var name = [UInt8](repeating: UInt8(ascii: "x"), count: length)
-                name[position] = position.isMultiple(of: 2) ? UInt8(ascii: "A") : UInt8(ascii: "Z")
-                names.append(String(decoding: name, as: UTF8.self))
+                for capital in [UInt8(ascii: "A"), UInt8(ascii: "Z")] {
+                    name[position] = capital
+                    names.append(String(decoding: name, as: UTF8.self))
+                }
             }
         }
-        names += ["@[`{@[`{@[`{", "x-\u{FC}ber-Name-\u{FC}", "all-lower-case-name"]
+        names += ["@[`{@[`{@[`{", "\u{FC}xxxxA-name", "x-\u{FC}ber-Name-\u{FC}-x", "all-lower-case-name"]
         let fields = HTTPHeaders(names.enumerated().map { ($1, "v\($0)") })
         let expected = names.enumerated().map { offset, name in
             "\(String(decoding: name.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)): v\(offset)"
