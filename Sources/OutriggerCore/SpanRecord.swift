@@ -43,19 +43,12 @@ public struct SpanRecord: Sendable {
         return .client
     }
 
-    /// `METHOD route` for a server span, `METHOD cluster` for a try.
+    /// `METHOD route` for a server span (`METHOD` alone for a request answered before it was routed), `METHOD
+    /// cluster` for a try.
     public var name: String {
-        let (first, second) = nameParts
-        return second.map { "\(first) \($0)" } ?? first
-    }
-
-    /// The name's two words (the second nil for a request answered before it was routed), so an encoder writes them
-    /// without making the name.
-    @inline(__always)
-    public var nameParts: (String, String?) {
         switch details {
-        case .server(let facts): (facts.method, Self.secondWord(facts))
-        case .client(_, let method, let cluster): (method, cluster)
+        case .server(let facts): Self.secondWord(facts).map { "\(facts.method) \($0)" } ?? facts.method
+        case .client(_, let method, let cluster): "\(method) \(cluster)"
         }
     }
 
