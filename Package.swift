@@ -158,8 +158,8 @@ let package = Package(
             // 14 KiB of relocations at start instead of 1.7 MiB: 2.5 MiB less peak RSS under the bench load.
             // The functions a sidecar runs are laid out together, in the order scripts/order-symbols.py wrote (a name
             // no longer in the binary is skipped), and those without a symbol together after them (release-layout.ld):
-            // ~10 MiB less of the binary's code resident. The executable exports no symbols (Swift links it with
-            // --export-dynamic): 2.7 MiB of symbol tables the loader and the runtime read otherwise.
+            // ~10 MiB less of the binary's code resident. The executable exports no symbols (the static stdlib's link
+            // arguments add --export-dynamic): 2.7 MiB of symbol tables, all resident otherwise.
             linkerSettings: [
                 .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
                               "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/scripts/release-symbol-order.txt",

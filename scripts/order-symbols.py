@@ -15,12 +15,13 @@ so they go after the compact block instead of breaking it up.
 
 Run after a change that moves much code (it takes ~2 minutes), then relink:
     make release && scripts/order-symbols.py && rm .build/release/outrigger && make release
-Needs valgrind, wrk, h2load, curl and objdump (binutils).
+Needs swift, valgrind, wrk, h2load, curl, and objcopy, objdump and nm (binutils). The profile covers plain-text HTTP/1.1
+and h2c, HTTP/2 upstreams, tracing and the admin; code only TLS, the control plane or retries run stays where the
+build put it.
 """
 import glob
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -31,14 +32,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / ".build" / "release" / "outrigger"
 OUTPUT = ROOT / "scripts" / "release-symbol-order.txt"
-TOOLCHAIN_STATIC = Path(subprocess.run(["swift", "-print-target-info"], capture_output=True, text=True).stdout
-                        .split('"runtimeResourcePath": "')[1].split('"')[0]).parent / "swift_static" / "linux"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(names):
+    """A free port for each name: all bound at once, so that no two are the same."""
+    sockets = [socket.socket() for _ in names]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return {name: s.getsockname()[1] for name, s in zip(names, sockets)}
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def stop(process, seconds=120):
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_for(port, seconds=120):
@@ -56,7 +71,7 @@ def executed_functions(work):
     """Every function the sidecar ran under callgrind, hottest first."""
     stripped = work / "outrigger"
     subprocess.run(["objcopy", "--strip-debug", str(BINARY), str(stripped)], check=True)
-    ports = {name: free_port() for name in ("echo", "sink", "plain", "traced", "h2up", "admin")}
+    ports = free_ports(("echo", "sink", "plain", "traced", "h2up", "admin"))
     config = work / "sidecar.yaml"
     config.write_text(f"""concurrency: 1
 admin: {{address: 127.0.0.1:{ports['admin']}}}
@@ -79,13 +94,16 @@ clusters:
     protocol: http2
     endpoints: [127.0.0.1:{ports['echo']}]
 """)
-    helpers = [subprocess.Popen([str(BINARY), "echo", "--listen", f"127.0.0.1:{ports[name]}", "--threads", "1", "--name", name],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name in ("echo", "sink")]
     profile = work / "callgrind.out"
-    sidecar = subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={profile}",
-                                str(stripped), "proxy", "--config", str(config), "--log-level", "warning"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes = []
     try:
+        for name in ("echo", "sink"):
+            processes.append(subprocess.Popen([str(BINARY), "echo", "--listen", f"127.0.0.1:{ports[name]}", "--threads", "1",
+                                               "--name", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # SIGTERM ends the sidecar gracefully, and callgrind then writes the profile.
+        processes.insert(0, subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={profile}",
+                                              str(stripped), "proxy", "--config", str(config), "--log-level", "warning"],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for name in ("echo", "sink", "plain", "traced", "h2up", "admin"):
             wait_for(ports[name])
         for name in ("plain", "traced", "h2up"):
@@ -95,11 +113,8 @@ clusters:
         for path in ("/stats", "/stats/prometheus", "/traces"):
             subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{ports['admin']}{path}"], check=True)
     finally:
-        sidecar.send_signal(signal.SIGTERM)
-        sidecar.wait(120)
-        for helper in helpers:
-            helper.terminate()
-            helper.wait()
+        for process in processes:
+            stop(process)
     # callgrind names a function once, where it first appears: `fn=(id) name` or `cfn=(id) name`; costs follow `fn=`.
     names, cost, current, after_call = {}, {}, None, False
     for line in profile.read_text(errors="replace").splitlines():
@@ -112,16 +127,28 @@ clusters:
                 names[match.group(1)] = match.group(2)
             if line.startswith("fn="):
                 current = match.group(1)
-        elif re.match(r"[+*-]?\d+ \d+", line):
+        elif re.match(r"([+-]?\d+|\*)( \d+)+$", line):
             if current and not after_call:
                 cost[current] = cost.get(current, 0) + int(line.split()[1])
             after_call = False
-    return [names[i] for i in sorted(names, key=lambda i: -cost.get(i, 0))]
+    # Only names the binary has: callgrind also names libc's functions, addresses it has no name for (`0x…`), and
+    # recursion levels (`name'2`).
+    in_binary = set(subprocess.run(["nm", "--defined-only", "--format=just-symbols", str(stripped)], capture_output=True,
+                                   text=True, check=True).stdout.split())
+    ordered, seen = [], set()
+    for i in sorted(names, key=lambda i: -cost.get(i, 0)):
+        name = re.sub(r"'\d+$", "", names[i])
+        if name in in_binary and name not in seen:
+            seen.add(name)
+            ordered.append(name)
+    return ordered
 
 
 def symbols_in_shared_text():
     """Functions compiled into their object's one `.text` section (not a section of their own)."""
-    objects = glob.glob(str(TOOLCHAIN_STATIC / "*.a")) + glob.glob(str(ROOT / ".build" / "release" / "**" / "*.o"), recursive=True)
+    target = subprocess.run(["swift", "-print-target-info"], capture_output=True, text=True, check=True).stdout
+    toolchain_static = Path(target.split('"runtimeResourcePath": "')[1].split('"')[0]).parent / "swift_static" / "linux"
+    objects = glob.glob(str(toolchain_static / "*.a")) + glob.glob(str(ROOT / ".build" / "release" / "**" / "*.o"), recursive=True)
     line = re.compile(r"^[0-9a-f]+ (.{7}) (\S+)\s+[0-9a-f]+\s+(?:\.hidden |\.protected )?(\S+)$")
     shared = set()
     for path in objects:
