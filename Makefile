@@ -3,9 +3,10 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 # Release builds drop exclusivity checks in every module, dependencies included (~3 % of a relay's CPU), and link the
 # Swift runtime and Foundation in: one binary that needs nothing beside it but glibc, libstdc++ and zlib, and keeps
-# ~5 MiB fewer pages resident than with the toolchain's shared libraries (benchmarks/README.md). Every function gets a
-# section of its own, so that the link can lay out the ones a sidecar runs together (Package.swift,
-# scripts/order-symbols.py).
+# ~5 MiB fewer pages resident than with the toolchain's shared libraries (benchmarks/README.md). Every function built
+# here gets a section of its own, so that the link can lay out the ones a sidecar runs together (Package.swift,
+# scripts/order-symbols.py). A .build/release made before these flags keeps its objects: the compiler skips code
+# generation when a module's IR is unchanged; `find .build/release/ -name '*.swift.o' -delete` makes it redo them.
 RELEASE_FLAGS ?= -c release -Xswiftc -enforce-exclusivity=unchecked --static-swift-stdlib \
 	-Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections
 
