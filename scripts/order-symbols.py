@@ -13,14 +13,13 @@ come first (the project and its dependencies are compiled with function sections
 `.text` section with the rest of their object (the toolchain's prebuilt libraries): each drags its whole section along,
 so they go after the compact block instead of breaking it up.
 
-Run after a change that moves much code (it takes ~2 minutes), then relink:
+Run after a change that moves much code (it takes ~1 minute), then relink:
     make release && scripts/order-symbols.py && rm .build/release/outrigger && make release
 Needs swift, valgrind, wrk, h2load, curl, and objcopy, objdump and nm (binutils). The profile covers plain-text HTTP/1.1
 and h2c, HTTP/2 upstreams, tracing and the admin; code only TLS, the control plane or retries run stays where the
 build put it.
 """
 import glob
-import os
 import re
 import socket
 import subprocess
