@@ -67,6 +67,20 @@ def find_tool(name):
     sys.exit(f"bench: {name} is missing (scripts/install-deps.sh --bench installs it)")
 
 
+def read_from_disk_when_started(executables):
+    """Drops each executable's pages from the page cache, so that its first run reads it from disk as a deployed
+    binary's does. A binary just written (the release link, a copy) sits in the cache in the write path's large folios,
+    and the kernel then maps more of it around each page first run: Outrigger's file-backed RSS at start was 15.5 MiB
+    just after its link and 14.3 MiB read from disk, the same binary. Done for every proxy alike."""
+    for path in executables:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # only clean pages leave the cache
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 class Service:
     """A started process and its children: CPU time and peak resident memory read from /proc."""
 
@@ -403,6 +417,7 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="outrigger-bench-"))
     os.chmod(work, 0o755)  # nginx workers run as another user
+    read_from_disk_when_started([BINARY, find_tool("nginx"), find_tool("haproxy")])
     lab = Lab(work, args.body, find_tool("nginx"), find_tool("haproxy"))
     path = f"/bench?size={args.body}"
     url = lambda target, kind: f"http://127.0.0.1:{lab.targets[target][kind]}{path if kind != 'static' else '/'}"

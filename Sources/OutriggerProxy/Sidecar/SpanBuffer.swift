@@ -23,7 +23,7 @@ final class SpanBuffer {
 
     /// Takes `span` (`consuming`): it moves into the hand-over array, not copied (a span is ~300 bytes of fields).
     func append(_ span: consuming SpanRecord) {
-        if spans.capacity == 0 { spans.reserveCapacity(Self.handOffCount) }
+        if spans.capacity < Self.handOffCount { spans.reserveCapacity(Self.handOffCount) }
         spans.append(consume span)
         if spans.count >= Self.handOffCount {
             flush()
@@ -39,9 +39,21 @@ final class SpanBuffer {
     /// Hands every span over now (the timer, a full batch, shutdown).
     func flush() {
         guard !spans.isEmpty else { return }
-        let batch = spans
-        spans = []
-        exporter.submit(batch)
+        exporter.submit(Self.takeBatch(&spans, fullAt: Self.handOffCount))
+    }
+
+    /// The batch to hand over, sized to what it holds: the exporter keeps batches whole (the last 256 spans for
+    /// `/traces`), so a batch the timer sends with a few spans must not carry storage for `fullAt`. At low rates
+    /// (one span per flush) that storage was 64 spans' worth per span kept, ~1 MiB of the sidecar's memory.
+    /// A full batch moves as it is; a partial one is copied (a few spans) and `pending` keeps its storage for the next.
+    static func takeBatch<Element>(_ pending: inout [Element], fullAt: Int) -> [Element] {
+        if pending.count >= fullAt {
+            let full = pending
+            pending = []
+            return full
+        }
+        defer { pending.removeAll(keepingCapacity: true) }
+        return pending.withUnsafeBufferPointer { Array($0) }
     }
 }
 
