@@ -84,7 +84,8 @@ public final class EncodingBuffer {
     }
 
     func append(utf8 string: String) {
-        append(utf8: string[...])
+        var string = string
+        string.withUTF8 { append(UnsafeRawBufferPointer($0)) }
     }
 
     func append(utf8 string: Substring) {

@@ -87,6 +87,20 @@ extension AttemptResult {
 }
 
 extension HTTPHeaders {
+    /// Adds fields whose names are the proxy's own (ASCII, lower-case), in order: what `add(name:value:)` does,
+    /// without its check of every byte of each name — ~600 instructions a name by callgrind, 4.5 % of a traced
+    /// request's instructions for its five such adds. They go in as one block (`add(contentsOf:)`, which takes a
+    /// block's fields as they are); after it the block works out keep-alive from its fields again when asked.
+    public mutating func addOwn(_ fields: [(String, String)]) {
+        guard !fields.isEmpty else { return }
+        add(contentsOf: HTTPHeaders(fields))
+    }
+
+    /// One field whose name is the proxy's own (`addOwn(_:)`).
+    public mutating func addOwn(name: String, value: String) {
+        addOwn([(name, value)])
+    }
+
     /// Removes and returns `grpc-status`, `grpc-message` and `grpc-status-details-bin`, if a status is present.
     public mutating func takeGRPCStatus() -> HTTPHeaders? {
         guard contains(name: "grpc-status") else { return nil }

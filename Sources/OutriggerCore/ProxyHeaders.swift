@@ -101,27 +101,33 @@ public enum ProxyHeaders {
         // Room for what the proxy adds (forwarding headers, request id, trace, expected timeout): one growth.
         head.headers.reserveCapacity(head.headers.count + 8)
         removeHopByHop(&head.headers)
+        // The fields added here go in as one block, after the others, in this order.
+        var added: [(String, String)] = []
+        added.reserveCapacity(5)
         // Keep framing: a chunked body stays chunked on an HTTP/1.1 upstream; NIO's encoder writes the chunks.
         if chunked && !head.headers.contains(name: "content-length") {
-            head.headers.add(name: "transfer-encoding", value: "chunked")
+            added.append(("transfer-encoding", "chunked"))
         }
         if let clientAddress {
             if let existing = head.headers.first(name: OutriggerHeader.forwardedFor) {
                 head.headers.replaceOrAdd(name: OutriggerHeader.forwardedFor, value: "\(existing), \(clientAddress)")
             } else {
-                head.headers.add(name: OutriggerHeader.forwardedFor, value: clientAddress)
+                added.append((OutriggerHeader.forwardedFor, clientAddress))
             }
         }
         if !head.headers.contains(name: OutriggerHeader.forwardedProto) {
-            head.headers.add(name: OutriggerHeader.forwardedProto, value: scheme)
+            added.append((OutriggerHeader.forwardedProto, scheme))
         }
         var requestID: String
-        if let existing = head.headers.first(name: OutriggerHeader.requestID), !existing.isEmpty {
-            requestID = existing
+        let receivedID = head.headers.first(name: OutriggerHeader.requestID)
+        if let receivedID, !receivedID.isEmpty {
+            requestID = receivedID
         } else {
             requestID = random.uuidString()
-            head.headers.replaceOrAdd(name: OutriggerHeader.requestID, value: requestID)
+            if receivedID != nil { head.headers.remove(name: OutriggerHeader.requestID) }
+            added.append((OutriggerHeader.requestID, requestID))
         }
+        head.headers.addOwn(added)
         if addVia { appendVia(&head.headers, version: head.version) }
         if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }
         if let host = route.hostRewrite { head.headers.replaceOrAdd(name: "host", value: host) }
@@ -144,7 +150,8 @@ public enum ProxyHeaders {
         if head.status.reasonPhrase.isEmpty {
             head.status = .custom(code: head.status.code, reasonPhrase: reasonPhrase(forUnknown: head.status.code))
         }
-        head.headers.replaceOrAdd(name: OutriggerHeader.upstreamServiceTime, value: String(upstreamServiceMilliseconds))
+        head.headers.remove(name: OutriggerHeader.upstreamServiceTime)
+        head.headers.addOwn(name: OutriggerHeader.upstreamServiceTime, value: String(upstreamServiceMilliseconds))
         if addVia { appendVia(&head.headers, version: head.version) }
         route.responseHeaders.apply(to: &head.headers)
     }

@@ -34,8 +34,13 @@ public enum SpanEncoding {
         // A span is 128 bytes to 16 KiB long, so its length takes two bytes; `message` moves it only otherwise.
         for piece in pieces {
             // Each span read in place, not copied out of its piece (a copy retains every string it holds).
+            // (No closure around the span: one made the element's read a copy.)
             piece.withUnsafeBufferPointer { spans in
-                for index in spans.indices { writer.message(2, lengthBytes: 2) { $0.span(spans[index]) } }  // ScopeSpans.spans
+                for index in spans.indices {
+                    let start = writer.startMessage(2, lengthBytes: 2)  // ScopeSpans.spans
+                    writer.span(spans[index])
+                    writer.endMessage(start)
+                }
             }
         }
         let spansLength = buffer.count - room
@@ -99,7 +104,7 @@ public enum SpanEncoding {
             var tags = ZipkinTags(out: out)
             out = []  // one owner at a time: no copy of the body as it grows
             span.writeAttributes(into: &tags)
-            if let error = span.error { tags.string("error", Substring(error)) }
+            if let error = span.error { tags.string("error", error) }
             out = tags.out
             out.append(contentsOf: "}}".utf8)
         }
@@ -152,15 +157,12 @@ private struct OTLPAttributes: SpanDescriptionWriter {
         writer.lengthDelimited(2, length: valueLength)
     }
 
-    /// The value's bytes read once, in place, for their count and their copy.
+    /// The value's bytes, read in place, for their count and their copy.
     @inline(__always)
-    private func string(keyLength: Int, key: () -> Void, _ value: Substring) {
-        var value = value
-        value.withUTF8 { bytes in
-            keyValue(keyLength: keyLength, valueLength: ProtobufWriter.encodedLength(field: 1, length: bytes.count), key: key)
-            writer.lengthDelimited(1, length: bytes.count)
-            writer.out.append(UnsafeRawBufferPointer(bytes))
-        }
+    private func string(keyLength: Int, key: () -> Void, _ bytes: UnsafeBufferPointer<UInt8>) {
+        keyValue(keyLength: keyLength, valueLength: ProtobufWriter.encodedLength(field: 1, length: bytes.count), key: key)
+        writer.lengthDelimited(1, length: bytes.count)
+        writer.out.append(UnsafeRawBufferPointer(bytes))
     }
 
     @inline(__always)
@@ -171,7 +173,13 @@ private struct OTLPAttributes: SpanDescriptionWriter {
     }
 
     func string(_ key: StaticString, _ value: Substring) {
-        string(keyLength: key.utf8CodeUnitCount, key: { writer.out.append(utf8: key) }, value)
+        var value = value
+        value.withUTF8 { string(keyLength: key.utf8CodeUnitCount, key: { writer.out.append(utf8: key) }, $0) }
+    }
+
+    func string(_ key: StaticString, _ value: String) {
+        var value = value
+        value.withUTF8 { string(keyLength: key.utf8CodeUnitCount, key: { writer.out.append(utf8: key) }, $0) }
     }
 
     func int(_ key: StaticString, _ value: Int64) {
@@ -199,7 +207,7 @@ private struct OTLPAttributes: SpanDescriptionWriter {
     func attribute(_ attribute: SpanAttribute) {
         let keyLength = attribute.key.utf8.count
         switch attribute.value {
-        case .string(let text): string(keyLength: keyLength, key: { writer.out.append(utf8: attribute.key) }, text[...])
+        case .string(var text): text.withUTF8 { string(keyLength: keyLength, key: { writer.out.append(utf8: attribute.key) }, $0) }
         case .int(let number): int(keyLength: keyLength, key: { writer.out.append(utf8: attribute.key) }, number)
         }
     }
@@ -285,17 +293,36 @@ struct ProtobufWriter {
     /// A nested message, written in place after `lengthBytes` bytes left for its length: when the length needs
     /// another number of bytes, the body moves.
     func message(_ field: UInt64, lengthBytes: Int = 1, _ body: (ProtobufWriter) -> Void) {
-        key(field, wireType: 2)
-        let lengthAt = out.count
-        out.append(repeating: 0, count: lengthBytes)
+        let start = startMessage(field, lengthBytes: lengthBytes)
         body(self)
-        let bodyAt = lengthAt + lengthBytes
+        endMessage(start)
+    }
+
+    /// Where a nested message's length goes, and how many bytes were left for it.
+    struct MessageStart {
+        let lengthAt: Int
+        let lengthBytes: Int
+    }
+
+    /// A nested message's key and the room for its length (`message` without a closure: what goes between is
+    /// written by the caller, then `endMessage`).
+    @inline(__always)
+    func startMessage(_ field: UInt64, lengthBytes: Int) -> MessageStart {
+        key(field, wireType: 2)
+        let start = MessageStart(lengthAt: out.count, lengthBytes: lengthBytes)
+        out.append(repeating: 0, count: lengthBytes)
+        return start
+    }
+
+    /// The message's length written in the room left for it; when it needs another number of bytes, the body moves.
+    func endMessage(_ start: MessageStart) {
+        let bodyAt = start.lengthAt + start.lengthBytes
         let length = out.count - bodyAt
         let needed = Self.varintLength(UInt64(length))
-        if needed != lengthBytes { out.move(from: bodyAt, to: lengthAt + needed, length: length) }
+        if needed != start.lengthBytes { out.move(from: bodyAt, to: start.lengthAt + needed, length: length) }
         var value = UInt64(length)
         for index in 0..<needed {
-            out.set(UInt8(truncatingIfNeeded: value) | (index == needed - 1 ? 0 : 0x80), at: lengthAt + index)
+            out.set(UInt8(truncatingIfNeeded: value) | (index == needed - 1 ? 0 : 0x80), at: start.lengthAt + index)
             value >>= 7
         }
     }

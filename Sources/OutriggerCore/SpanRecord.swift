@@ -113,37 +113,37 @@ public struct SpanRecord: Sendable {
 
     @inline(__always)
     private static func writeAttributes<Writer: SpanAttributeWriter>(_ facts: ServerSpanFacts, into writer: inout Writer) {
-        writer.string("http.request.method", Substring(facts.method))
+        writer.string("http.request.method", facts.method)
         writer.string("url.path", ProxyHeaders.path(of: facts.target))
-        writer.string("url.scheme", Substring(facts.scheme))
-        writer.string("server.address", Substring(facts.host))
-        writer.string("network.protocol.version", Substring(facts.protocolVersion))
-        writer.string("outrigger.listener", Substring(facts.listener))
-        if !facts.route.isEmpty { writer.string("outrigger.route", Substring(facts.route)) }
-        if !facts.cluster.isEmpty { writer.string("outrigger.cluster", Substring(facts.cluster)) }
+        writer.string("url.scheme", facts.scheme)
+        writer.string("server.address", facts.host)
+        writer.string("network.protocol.version", facts.protocolVersion)
+        writer.string("outrigger.listener", facts.listener)
+        if !facts.route.isEmpty { writer.string("outrigger.route", facts.route) }
+        if !facts.cluster.isEmpty { writer.string("outrigger.cluster", facts.cluster) }
         writer.int("outrigger.attempts", Int64(facts.tries))
         writer.int("http.request.body.size", Int64(facts.requestBodyBytes))
         writer.int("http.response.body.size", Int64(facts.responseBodyBytes))
         if facts.status > 0 { writer.int("http.response.status_code", Int64(facts.status)) }
-        if let reason = facts.reason { writer.string("outrigger.reason", Substring(reason)) }
-        if let client = facts.clientAddress { writer.string("client.address", Substring(client)) }
-        if let id = facts.requestID { writer.string("outrigger.request_id", Substring(id)) }
+        if let reason = facts.reason { writer.string("outrigger.reason", reason) }
+        if let client = facts.clientAddress { writer.string("client.address", client) }
+        if let id = facts.requestID { writer.string("outrigger.request_id", id) }
     }
 
     @inline(__always)
     private static func writeAttributes<Writer: SpanAttributeWriter>(_ ended: TrySpan, method: String, cluster: String, into writer: inout Writer) {
-        writer.string("http.request.method", Substring(method))
-        writer.string("outrigger.cluster", Substring(cluster))
-        writer.string("outrigger.endpoint", Substring(ended.endpoint))
+        writer.string("http.request.method", method)
+        writer.string("outrigger.cluster", cluster)
+        writer.string("outrigger.endpoint", ended.endpoint)
         writer.int("outrigger.attempt", Int64(ended.attempt))
         if let (host, port) = Self.split(ended.endpoint) {
             writer.string("server.address", host)
             writer.int("server.port", Int64(port))
         }
         if ended.attempt > 1 { writer.int("http.request.resend_count", Int64(ended.attempt - 1)) }
-        if let cause = ended.cause { writer.string("outrigger.retry_reason", Substring(cause)) }
+        if let cause = ended.cause { writer.string("outrigger.retry_reason", cause) }
         if ended.status > 0 { writer.int("http.response.status_code", Int64(ended.status)) }
-        if let failure = ended.failure { writer.string("error.type", Substring(failure)) }
+        if let failure = ended.failure { writer.string("error.type", failure) }
     }
 
     public func attribute(_ key: String) -> SpanAttribute.Value? {
@@ -152,20 +152,42 @@ public struct SpanRecord: Sendable {
 
     /// `IP:port` or `[IPv6]:port` as host and port.
     private static func split(_ endpoint: String) -> (Substring, Int)? {
-        guard let colon = endpoint.utf8.lastIndex(of: UInt8(ascii: ":")) else { return nil }
-        let digits = endpoint.utf8[endpoint.utf8.index(after: colon)...]
-        guard (1...5).contains(digits.count), digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
-        let port = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
-        var host = endpoint[..<colon]
-        if host.utf8.first == UInt8(ascii: "["), host.utf8.last == UInt8(ascii: "]") { host = host.dropFirst().dropLast() }
-        return (host, port)
+        // The bytes read once, from the end: the port's one to five digits, then the colon.
+        var endpoint = endpoint
+        let found: (colon: Int, port: Int, bracketed: Bool)? = endpoint.withUTF8 { bytes in
+            var index = bytes.count - 1
+            var port = 0
+            var scale = 1
+            while index >= 0, bytes[index] != UInt8(ascii: ":") {
+                let digit = bytes[index] &- UInt8(ascii: "0")
+                guard digit <= 9, scale <= 10_000 else { return nil }
+                port += Int(digit) * scale
+                scale *= 10
+                index -= 1
+            }
+            guard index >= 0, scale > 1 else { return nil }
+            return (index, port, index >= 2 && bytes[0] == UInt8(ascii: "[") && bytes[index - 1] == UInt8(ascii: "]"))
+        }
+        guard let found else { return nil }
+        let utf8 = endpoint.utf8
+        let start = found.bracketed ? utf8.index(after: utf8.startIndex) : utf8.startIndex
+        let end = utf8.index(utf8.startIndex, offsetBy: found.bracketed ? found.colon - 1 : found.colon)
+        return (endpoint[start..<end], found.port)
     }
 }
 
 /// Where a span's attributes are written, one at a time (the OTLP and Zipkin encoders, or a list).
 public protocol SpanAttributeWriter {
     mutating func string(_ key: StaticString, _ value: Substring)
+    /// A whole string's value (most are): an encoder reads it in place, with no `Substring` made.
+    mutating func string(_ key: StaticString, _ value: String)
     mutating func int(_ key: StaticString, _ value: Int64)
+}
+
+extension SpanAttributeWriter {
+    public mutating func string(_ key: StaticString, _ value: String) {
+        string(key, value[...])
+    }
 }
 
 /// Where all of a span's details are written (`SpanRecord.describe`): its name's two words, its attributes, its error.

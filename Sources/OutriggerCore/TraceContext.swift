@@ -242,8 +242,8 @@ public enum TracePropagation {
                 headers.remove(name: tracestate)
             }
             // W3C ids are 128 bits: a 64-bit B3 id is left-padded with zeros.
-            headers.add(name: traceparent, value: TraceHex.traceparent(high: traceID.high, low: traceID.low, span: spanID, sampled: sampled))
-            if let traceState { headers.add(name: tracestate, value: traceState) }
+            let parent = (traceparent, TraceHex.traceparent(high: traceID.high, low: traceID.low, span: spanID, sampled: sampled))
+            headers.addOwn(traceState.map { [parent, (tracestate, $0)] } ?? [parent])
         }
         if out.contains(.b3Single) {
             if present.contains(.b3Single) { headers.remove(name: b3) }

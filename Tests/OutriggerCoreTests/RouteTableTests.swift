@@ -218,6 +218,35 @@ struct ProxyHeadersTests {
         #expect(ProxyHeaders.prepareUpstreamRequest(&head, route: other, clientAddress: nil, scheme: "http", addVia: false, random: &random) == "came-in")
     }
 
+    @Test("the fields the proxy adds come after the client's, in one order; an empty request id is replaced, not repeated")
+    func addedFieldsInOrder() throws {
+        var random = FastRandom(seed: 1)
+        var head = HTTPRequestHead(version: .http1_0, method: .POST, uri: "/", headers: [
+            "Host": "svc", "x-request-id": "", "Transfer-Encoding": "chunked", "accept": "*/*", "Connection": "keep-alive",
+        ])
+        let id = ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: "10.1.2.3", scheme: "http", addVia: true,
+                                                     random: &random)
+        #expect(head.headers.map { "\($0.name): \($0.value)" } == [
+            "Host: svc", "accept: */*", "transfer-encoding: chunked", "x-forwarded-for: 10.1.2.3", "x-forwarded-proto: http",
+            "x-request-id: \(id)", "via: 1.0 outrigger",
+        ])
+        #expect(id.count == 36)
+    }
+
+    @Test("fields added as the proxy's own keep the block's keep-alive reading true to its fields")
+    func ownFieldsKeepKeepAliveTrue() {
+        var closing = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["connection": "close"])
+        #expect(!closing.isKeepAlive)
+        closing.headers.addOwn([("x-a", "1"), ("x-b", "2")])
+        closing.headers.addOwn(name: "x-c", value: "3")
+        closing.headers.addOwn([])
+        #expect(!closing.isKeepAlive)
+        #expect(closing.headers.map(\.name) == ["connection", "x-a", "x-b", "x-c"])
+        var keeping = HTTPRequestHead(version: .http1_0, method: .GET, uri: "/", headers: ["connection": "keep-alive"])
+        keeping.headers.addOwn(name: "x-a", value: "1")
+        #expect(keeping.isKeepAlive)
+    }
+
     @Test func chunkedBodiesKeepTheirFraming() throws {
         var random = FastRandom(seed: 1)
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: ["transfer-encoding": "chunked"])

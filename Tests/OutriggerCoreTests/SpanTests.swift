@@ -48,6 +48,23 @@ struct SpanTests {
         #expect(answered.error == "HTTP 503" && answered.attribute("http.response.status_code") == .int(503))
     }
 
+    @Test("a try's endpoint as server.address and server.port: IPv4, IPv6 in brackets, or nothing when it has no port",
+          arguments: [("10.0.0.2:80", "10.0.0.2", 80), ("[::1]:8080", "::1", 8080), ("[fe80::1]:65535", "fe80::1", 65535),
+                      ("users.internal:9", "users.internal", 9), ("a:00443", "a", 443), (":80", "", 80),
+                      ("noport", nil, nil), ("host:", nil, nil), ("host:123456", nil, nil), ("host:8o", nil, nil),
+                      ("[::1]", nil, nil), ("", nil, nil)] as [(String, String?, Int?)])
+    func endpointSplitIntoAddressAndPort(endpoint: String, address: String?, port: Int?) throws {
+        var trace = Self.sampledTrace()
+        var headers = HTTPHeaders()
+        trace.startTry(spanID: 1, attempt: 1, endpoint: endpoint, at: 0, into: &headers)
+        let endedTry = trace.endTry(at: 1)
+        let ended = try #require(endedTry)
+        let span = trace.clientSpan(ended, method: "GET", cluster: "c", epochOffset: 0)
+        #expect(span.attribute("server.address") == address.map { .string($0) })
+        #expect(span.attribute("server.port") == port.map { .int(Int64($0)) })
+        #expect(span.attribute("outrigger.endpoint") == .string(endpoint))
+    }
+
     @Test func aHedgedTryKeepsItsSpanWhileTheNextRacesIt() throws {
         var trace = Self.sampledTrace()
         var headers = HTTPHeaders()

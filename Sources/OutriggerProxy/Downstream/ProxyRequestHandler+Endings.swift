@@ -108,15 +108,13 @@ extension ProxyRequestHandler {
     /// A sampled request's server span, at its end (a try still running then, the client having left, ends too).
     private func recordServerSpan(_ summary: RequestSummary, of request: ProxiedRequest) {
         if let ended = request.trace?.endTry(at: summary.endedAt) { recordSpan(of: ended, request) }
-        guard let trace = request.trace else { return }
-        var facts = serverSpanFacts(summary, head: request.upstreamHead, version: request.downstreamVersion, listener: request.listener,
-                                    requestID: request.requestID)
-        facts.route = request.route.name
-        facts.cluster = request.cluster.name
-        facts.tries = request.exchange.tries.count
-        facts.requestBodyBytes = request.exchange.requestBodyBytes
-        facts.responseBodyBytes = request.exchange.responseBodyBytes
-        local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
+        // Made whole at once (filled in afterwards, the facts were copied and destroyed on the loop), and the trace
+        // read in place (bound to a name, it is copied: every string of its tries retained and released).
+        let facts = serverSpanFacts(summary, head: request.upstreamHead, version: request.downstreamVersion, listener: request.listener,
+                                    requestID: request.requestID, route: request.route.name, cluster: request.cluster.name,
+                                    tries: request.exchange.tries.count, requestBodyBytes: request.exchange.requestBodyBytes,
+                                    responseBodyBytes: request.exchange.responseBodyBytes)
+        if let span = request.trace?.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds) { local.spans.append(span) }
     }
 
     /// A request answered before it was routed (no route, an invalid host, a fallback response…) is a server span
@@ -129,22 +127,24 @@ extension ProxyRequestHandler {
         local.spans.append(trace.serverSpan(facts, epochOffset: WallClock.uptimeToUnixNanoseconds))
     }
 
-    /// What every server span says, from the head and the summary: a request not routed (no route, cluster, try or
-    /// body counted); a routed one fills those in.
+    /// What every server span says, from the head and the summary, and for a routed request its route, cluster,
+    /// tries and bodies (a request not routed has none of them).
     private func serverSpanFacts(_ summary: RequestSummary, head: HTTPRequestHead, version: HTTPVersion, listener: ListenerRuntime,
-                                 requestID: String?) -> ServerSpanFacts {
+                                 requestID: String?, route: String = "", cluster: String = "", tries: Int = 0,
+                                 requestBodyBytes: Int = 0, responseBodyBytes: Int = 0) -> ServerSpanFacts {
         ServerSpanFacts(
             method: head.method.rawValue, target: head.uri, host: head.headers.first(name: "host") ?? "", scheme: scheme,
-            protocolVersion: version.major == 2 ? "2" : "1.1", status: summary.status, listener: listener.config.name, route: "",
-            cluster: "", reason: summary.finalReason, tries: 0, requestBodyBytes: 0, responseBodyBytes: 0, clientAddress: clientAddress,
-            requestID: requestID, startedAt: summary.startedAt ?? summary.endedAt, endedAt: summary.endedAt)
+            protocolVersion: version.major == 2 ? "2" : "1.1", status: summary.status, listener: listener.config.name, route: route,
+            cluster: cluster, reason: summary.finalReason, tries: tries, requestBodyBytes: requestBodyBytes,
+            responseBodyBytes: responseBodyBytes, clientAddress: clientAddress, requestID: requestID,
+            startedAt: summary.startedAt ?? summary.endedAt, endedAt: summary.endedAt)
     }
 
     /// An ended try's client span.
     func recordSpan(of ended: consuming TrySpan, _ request: ProxiedRequest) {
-        guard let trace = request.trace else { return }
-        local.spans.append(trace.clientSpan(consume ended, method: request.upstreamHead.method.rawValue, cluster: request.cluster.name,
-                                            epochOffset: WallClock.uptimeToUnixNanoseconds))
+        let span = request.trace?.clientSpan(consume ended, method: request.upstreamHead.method.rawValue, cluster: request.cluster.name,
+                                             epochOffset: WallClock.uptimeToUnixNanoseconds)
+        if let span { local.spans.append(span) }
     }
 
     /// The request in flight, unless its response ended, ends here (the client left, or its connection failed),

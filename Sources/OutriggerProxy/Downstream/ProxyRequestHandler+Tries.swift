@@ -20,7 +20,7 @@ extension ProxyRequestHandler {
         if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 { expected = min(expected, callerMilliseconds * 1_000_000) }
         let milliseconds = String(max(expected / 1_000_000, 0))
         if request.exchange.tries.count == 1 && given == nil {
-            request.upstreamHead.headers.add(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
+            request.upstreamHead.headers.addOwn(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         } else {
             request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         }

@@ -354,7 +354,10 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         cluster.stats.requestsActive.increment()
         local.requestStarted(in: cluster, to: endpoint, now: start)
-        if request.exchange.tries.mayRetry { request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-attempt", value: "1") }
+        if request.exchange.tries.mayRetry {
+            request.upstreamHead.headers.remove(name: "x-outrigger-attempt")
+            request.upstreamHead.headers.addOwn(name: "x-outrigger-attempt", value: "1")
+        }
         state = .leasing(request)
         if case .http2(let stream) = downstream, stream.resetBeforeItsHead {
             // The client reset the stream in the read that opened it (rapid reset): the stream closes as soon
