@@ -68,19 +68,23 @@ def find_tool(name):
     sys.exit(f"bench: {name} is missing (scripts/install-deps.sh --bench installs it)")
 
 
-def fixture_binary(work):
-    """What the echo upstream, the trace sink and the open-loop client run: a copy of the binary. Run from the sidecar's
-    own file, they filled its page cache with the pages they ran, and the kernel maps cached pages around each page the
-    sidecar first touches: ~1 MiB more of the sidecar's RSS, measured, that a sidecar beside other services does not
-    have."""
-    return work / "outrigger-fixture"
+# Executables run from copies in the run's directory, so that each measured proxy runs from a file no other process
+# of the run uses: processes run from one file share its page cache, and the kernel maps cached pages around each
+# page a process first touches. Run from the sidecar's own file, the echo upstream put ~1 MiB more into the sidecar's
+# RSS (measured); the same holds for the second Outrigger and the nginx serving the static upstream.
+COPIES = {"fixture": "outrigger-fixture",  # the echo upstream, the trace sink and the open-loop client
+          "outrigger-default": "outrigger-default", "nginx-static": "nginx-static"}
+
+
+def copy_path(work, role):
+    return work / COPIES[role]
 
 
 def read_from_disk_when_started(executables):
     """Drops each executable's pages from the page cache, so that its first run reads it from disk as a deployed
     binary's does. A binary just written (the release link, a copy) sits in the cache in the write path's large folios,
     and the kernel then maps more of it around each page first run: Outrigger's file-backed RSS at start was 15.5 MiB
-    just after its link and 14.3 MiB read from disk, the same binary. Done for every proxy alike."""
+    just after its link and 14.3 MiB read from disk, the same binary. Done for every executable the run starts."""
     for path in executables:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -176,15 +180,15 @@ class Lab:
             "ng_h1", "ng_h2", "ng_static", "o1_admin", "od_admin", "o1_h2up", "od_h2up", "ha_h2up", "ha_h2up_h2",
             "o1_untraced", "o1_traced", "trace_sink"]}
         self.ports = ports
-        self.start("echo", [str(fixture_binary(work)), "echo", "--listen", f"127.0.0.1:{ports['echo']}", "--threads", "1",
+        self.start("echo", [str(copy_path(work, "fixture")), "echo", "--listen", f"127.0.0.1:{ports['echo']}", "--threads", "1",
                             "--name", "upstream"], ports["echo"])
         static_body = "x" * body_bytes
         (work / "static.conf").write_text(nginx_config(work, "static", f"""
   server {{ listen 127.0.0.1:{ports['static']}; location / {{ return 200 "{static_body}"; }} }}"""))
-        self.start("nginx-static", [nginx, "-p", str(work), "-c", str(work / "static.conf"), "-e",
+        self.start("nginx-static", [str(copy_path(work, "nginx-static")), "-p", str(work), "-c", str(work / "static.conf"), "-e",
                                     str(work / "static.stderr.log")], ports["static"])
         # Where outrigger-1 sends its spans: a collector of its own (an echo that takes the POSTs), not the upstream.
-        self.start("trace-sink", [str(fixture_binary(work)), "echo", "--listen", f"127.0.0.1:{ports['trace_sink']}", "--threads", "1",
+        self.start("trace-sink", [str(copy_path(work, "fixture")), "echo", "--listen", f"127.0.0.1:{ports['trace_sink']}", "--threads", "1",
                                   "--name", "sink"], ports["trace_sink"])
         # outrigger-1 also has the echo behind listeners that differ only in tracing: off, and every request sampled
         # (its own listeners trace at the default 1 %); spans go to the sink.
@@ -223,7 +227,8 @@ clusters:
     endpoints: [127.0.0.1:{ports['echo']}]
 """.replace("clusters:", (tracing_listeners.lstrip("\n") + "\nclusters:") if name == "outrigger-1" else "clusters:"))
             extra = [ports["o1_untraced"], ports["o1_traced"]] if name == "outrigger-1" else []
-            self.start(name, [str(BINARY), "proxy", "--config", str(config), "--log-level", "warning"], ports[port], ports[static], ports[h2up], *extra)
+            executable = BINARY if name == "outrigger-1" else copy_path(work, "outrigger-default")
+            self.start(name, [str(executable), "proxy", "--config", str(config), "--log-level", "warning"], ports[port], ports[static], ports[h2up], *extra)
         (work / "haproxy.cfg").write_text(f"""global
   nbthread 1
   maxconn 8192
@@ -331,7 +336,7 @@ def h2load_run(url, connections, streams, seconds, work):
 def open_loop_run(url, protocol, rate, seconds, warmup, work):
     report = work / "open-loop.json"
     shape = ["-c", "2", "--http2", "-m", "64"] if protocol == "h2c" else ["-c", "64"]
-    run_tool([str(fixture_binary(work)), "bench", url, "--rate", str(rate), *shape, "--duration", f"{seconds:g}s",
+    run_tool([str(copy_path(work, "fixture")), "bench", url, "--rate", str(rate), *shape, "--duration", f"{seconds:g}s",
               "--warmup", f"{warmup}s", "--json", str(report)], seconds + warmup + 30)
     r = json.loads(report.read_text())
     latency = r["latencyMilliseconds"]
@@ -426,14 +431,17 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="outrigger-bench-"))
     os.chmod(work, 0o755)  # nginx workers run as another user
-    shutil.copyfile(BINARY, fixture_binary(work))
-    os.chmod(fixture_binary(work), 0o755)
-    read_from_disk_when_started([BINARY, find_tool("nginx"), find_tool("haproxy")])
-    lab = Lab(work, args.body, find_tool("nginx"), find_tool("haproxy"))
+    nginx, haproxy = find_tool("nginx"), find_tool("haproxy")
     path = f"/bench?size={args.body}"
+    lab = None
     url = lambda target, kind: f"http://127.0.0.1:{lab.targets[target][kind]}{path if kind != 'static' else '/'}"
     started = time.monotonic()
     try:
+        for role, source in (("fixture", BINARY), ("outrigger-default", BINARY), ("nginx-static", nginx)):
+            shutil.copyfile(source, copy_path(work, role))
+            os.chmod(copy_path(work, role), 0o755)
+        read_from_disk_when_started([BINARY, nginx, haproxy, *(copy_path(work, role) for role in COPIES)])
+        lab = Lab(work, args.body, nginx, haproxy)
         for target in targets:  # warm every path: connections, pools, caches
             wrk_run(url(target, "http1"), 4, 1)
             h2load_run(url(target, "h2c"), 1, 4, 1, work)
@@ -503,8 +511,10 @@ def main():
         peak_rss = {t: lab.services[lab.targets[t]["service"]].memory_kib("VmHWM") for t in proxies}
         anonymous_rss = {t: lab.services[lab.targets[t]["service"]].memory_kib("RssAnon") for t in proxies}
     finally:
-        lab.stop()
-        fixture_binary(work).unlink(missing_ok=True)  # the logs stay in `work`; the 190 MB copy goes
+        if lab:
+            lab.stop()
+        for role in COPIES:  # the logs stay in `work`; the copies (190 MB each of ours) go
+            copy_path(work, role).unlink(missing_ok=True)
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report = {

@@ -110,7 +110,8 @@ public enum ProxyHeaders {
         }
         if let clientAddress {
             if let existing = head.headers.first(name: OutriggerHeader.forwardedFor) {
-                head.headers.replaceOrAdd(name: OutriggerHeader.forwardedFor, value: "\(existing), \(clientAddress)")
+                head.headers.remove(name: OutriggerHeader.forwardedFor)
+                added.append((OutriggerHeader.forwardedFor, "\(existing), \(clientAddress)"))
             } else {
                 added.append((OutriggerHeader.forwardedFor, clientAddress))
             }

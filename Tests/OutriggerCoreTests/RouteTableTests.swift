@@ -233,18 +233,26 @@ struct ProxyHeadersTests {
         #expect(id.count == 36)
     }
 
-    @Test("fields added as the proxy's own keep the block's keep-alive reading true to its fields")
-    func ownFieldsKeepKeepAliveTrue() {
-        var closing = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["connection": "close"])
-        #expect(!closing.isKeepAlive)
-        closing.headers.addOwn([("x-a", "1"), ("x-b", "2")])
-        closing.headers.addOwn(name: "x-c", value: "3")
-        closing.headers.addOwn([])
-        #expect(!closing.isKeepAlive)
-        #expect(closing.headers.map(\.name) == ["connection", "x-a", "x-b", "x-c"])
-        var keeping = HTTPRequestHead(version: .http1_0, method: .GET, uri: "/", headers: ["connection": "keep-alive"])
-        keeping.headers.addOwn(name: "x-a", value: "1")
-        #expect(keeping.isKeepAlive)
+    @Test("a forwarded-for that came in is extended and keeps its place after the framing field, as before")
+    func forwardedForExtendedInOrder() throws {
+        var random = FastRandom(seed: 1)
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: [
+            "Host": "svc", "X-Forwarded-For": "10.0.0.1", "Transfer-Encoding": "chunked", "x-request-id": "r1",
+        ])
+        ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: "10.1.2.3", scheme: "http", addVia: false,
+                                            random: &random)
+        #expect(head.headers.map { "\($0.name): \($0.value)" } == [
+            "Host: svc", "x-request-id: r1", "transfer-encoding: chunked", "x-forwarded-for: 10.0.0.1, 10.1.2.3", "x-forwarded-proto: http",
+        ])
+    }
+
+    @Test("fields added as the proxy's own go after the block's, in order; none is nothing")
+    func ownFieldsInOrder() {
+        var headers: HTTPHeaders = ["connection": "close"]
+        headers.addOwn([("x-a", "1"), ("x-b", "2")])
+        headers.addOwn(name: "x-c", value: "3")
+        headers.addOwn([])
+        #expect(headers.map { "\($0.name): \($0.value)" } == ["connection: close", "x-a: 1", "x-b: 2", "x-c: 3"])
     }
 
     @Test func chunkedBodiesKeepTheirFraming() throws {

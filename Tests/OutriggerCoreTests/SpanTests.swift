@@ -50,7 +50,7 @@ struct SpanTests {
 
     @Test("a try's endpoint as server.address and server.port: IPv4, IPv6 in brackets, or nothing when it has no port",
           arguments: [("10.0.0.2:80", "10.0.0.2", 80), ("[::1]:8080", "::1", 8080), ("[fe80::1]:65535", "fe80::1", 65535),
-                      ("users.internal:9", "users.internal", 9), ("a:00443", "a", 443), (":80", "", 80),
+                      ("users.internal:9", "users.internal", 9), ("a:00443", "a", 443), (":80", "", 80), ("::1:80", "::1", 80),
                       ("noport", nil, nil), ("host:", nil, nil), ("host:123456", nil, nil), ("host:8o", nil, nil),
                       ("[::1]", nil, nil), ("", nil, nil)] as [(String, String?, Int?)])
     func endpointSplitIntoAddressAndPort(endpoint: String, address: String?, port: Int?) throws {
