@@ -14,7 +14,7 @@ extension HPACKBlockEncoder {
         if let host = head.headers.first(name: "host") { encode(name: ":authority", value: host, into: &buffer) }
         encode(name: ":path", value: head.uri, into: &buffer)
         for (name, value) in head.headers {
-            Self.withBytes(of: name) { name in
+            name.withUTF8Bytes { name in
                 if HTTP1Syntax.equalsIgnoringCase(name, "host") { return }
                 if ProxyHeaders.isConnectionSpecific(name) {
                     if HTTP1Syntax.equalsIgnoringCase(name, "te"), HTTP1Syntax.equalsIgnoringCase(value, "trailers") {
@@ -22,7 +22,7 @@ extension HPACKBlockEncoder {
                     }
                     return
                 }
-                Self.withBytes(of: value) { value in encode(name: name, value: value, lowercasingName: true, into: &buffer) }
+                value.withUTF8Bytes { value in encode(name: name, value: value, lowercasingName: true, into: &buffer) }
             }
         }
     }
@@ -36,9 +36,9 @@ extension HPACKBlockEncoder {
     /// Trailers, or a response's fields: connection-specific ones left out.
     public mutating func encode(fields: HTTPHeaders, into buffer: inout ByteBuffer) {
         for (name, value) in fields {
-            Self.withBytes(of: name) { name in
+            name.withUTF8Bytes { name in
                 guard !ProxyHeaders.isConnectionSpecific(name) else { return }
-                Self.withBytes(of: value) { value in encode(name: name, value: value, lowercasingName: true, into: &buffer) }
+                value.withUTF8Bytes { value in encode(name: name, value: value, lowercasingName: true, into: &buffer) }
             }
         }
     }

@@ -52,7 +52,7 @@ public struct HPACKBlockEncoder {
     public mutating func startBlock(into buffer: inout ByteBuffer) {
         guard pendingSizeUpdate else { return }
         let (smallest, maxSize) = (pendingSmallest, maxSize)
-        BlockWriter.write(into: &buffer, atMost: 2 * BlockWriter.maxIntegerBytes) { writer in
+        ByteWriter.write(into: &buffer, atMost: 2 * ByteWriter.maxIntegerBytes) { writer in
             if let smallest, smallest < maxSize { writer.integer(smallest, prefix: 5, bits: 0x20) }
             writer.integer(maxSize, prefix: 5, bits: 0x20)
         }
@@ -61,8 +61,8 @@ public struct HPACKBlockEncoder {
     }
 
     public mutating func encode(name: String, value: String, indexing: Indexing = .indexable, into buffer: inout ByteBuffer) {
-        Self.withBytes(of: name) { name in
-            Self.withBytes(of: value) { value in encode(name: name, value: value, indexing: indexing, lowercasingName: false, into: &buffer) }
+        name.withUTF8Bytes { name in
+            value.withUTF8Bytes { value in encode(name: name, value: value, indexing: indexing, lowercasingName: false, into: &buffer) }
         }
     }
 
@@ -86,11 +86,11 @@ public struct HPACKBlockEncoder {
         let (nameHash, fieldHash) = FieldHasher.hashes(name: name, value: indexed ? value : nil)
         if indexed, let place = byField.place(fieldHash, where: { self.holds(place: $0, name: name, value: value) }) {
             let index = index(of: place)
-            BlockWriter.write(into: &buffer, atMost: BlockWriter.maxIntegerBytes) { $0.integer(index, prefix: 7, bits: 0x80) }
+            ByteWriter.write(into: &buffer, atMost: ByteWriter.maxIntegerBytes) { $0.integer(index, prefix: 7, bits: 0x80) }
             return
         }
         let nameIndex = byName.place(nameHash, where: { self.holds(place: $0, name: name, value: nil) }).map(index(of:)) ?? 0
-        BlockWriter.write(into: &buffer, atMost: 3 * BlockWriter.maxIntegerBytes + name.count + value.count) { writer in
+        ByteWriter.write(into: &buffer, atMost: 3 * ByteWriter.maxIntegerBytes + name.count + value.count) { writer in
             switch (indexed, indexing) {
             case (true, _): writer.integer(nameIndex, prefix: 6, bits: 0x40)  // literal, incremental indexing
             case (false, .neverIndexed): writer.integer(nameIndex, prefix: 4, bits: 0x10)
@@ -144,16 +144,6 @@ public struct HPACKBlockEncoder {
     }
 
     // MARK: Bytes
-
-    /// A string's UTF-8, read in place (a small string's from a copy on the stack). Not the `var` copy and
-    /// `withUTF8` used elsewhere: on this path, twice per field, that was ~15 % slower in the encoder's own loop; the
-    /// copy is only the fallback for a string without contiguous UTF-8.
-    @inline(__always)
-    static func withBytes(of string: String, _ body: (UnsafeRawBufferPointer) -> Void) {
-        if string.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) != nil { return }
-        var string = string
-        string.withUTF8 { body(UnsafeRawBufferPointer($0)) }
-    }
 
     private static func isUpperCase(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") }
 
@@ -343,26 +333,10 @@ private final class StaticTable: Sendable {
     }
 }
 
-/// Writes a field's wire form (RFC 7541 §5) straight into a buffer's writable bytes, after one capacity check.
-private struct BlockWriter {
+/// HPACK's integers and string literals (RFC 7541 §5.1, §5.2).
+extension ByteWriter {
     /// An integer's most bytes: the prefix's, and nine of 7 bits for the rest of an `Int`.
     static let maxIntegerBytes = 10
-
-    private let out: UnsafeMutableRawBufferPointer
-    private var count = 0
-
-    private init(out: UnsafeMutableRawBufferPointer) { self.out = out }
-
-    /// Makes room for `atMost` bytes, lets `body` write them, and moves the writer index past what it wrote.
-    static func write(into buffer: inout ByteBuffer, atMost: Int, _ body: (inout BlockWriter) -> Void) {
-        buffer.reserveCapacity(minimumWritableBytes: atMost)
-        let written = buffer.withUnsafeMutableWritableBytes { out in
-            var writer = BlockWriter(out: out)
-            body(&writer)
-            return writer.count
-        }
-        buffer.moveWriterIndex(forwardBy: written)
-    }
 
     mutating func integer(_ value: Int, prefix: Int, bits: UInt8) {
         let limit = (1 << prefix) - 1
@@ -379,13 +353,7 @@ private struct BlockWriter {
     /// A string literal, not Huffman-coded (H = 0).
     mutating func string(_ bytes: UnsafeRawBufferPointer) {
         integer(bytes.count, prefix: 7, bits: 0)
-        UnsafeMutableRawBufferPointer(rebasing: out[count...]).copyMemory(from: bytes)
-        count += bytes.count
-    }
-
-    private mutating func byte(_ byte: UInt8) {
-        out[count] = byte
-        count += 1
+        self.bytes(bytes)
     }
 }
 

@@ -18,12 +18,19 @@ public struct HTTP1MessageEncoder {
     public mutating func encodeHead(_ head: HTTPRequestHead, into buffer: inout ByteBuffer) {
         var head = head
         isChunked = Self.frameRequest(&head)
-        buffer.writeString(head.method.rawValue)
-        buffer.writeInteger(UInt8(ascii: " "))
-        buffer.writeString(head.uri)
-        buffer.writeInteger(UInt8(ascii: " "))
-        Self.writeVersion(head.version, into: &buffer)
-        buffer.writeStaticString("\r\n")
+        let version = Self.versionText(head.version)
+        head.method.rawValue.withUTF8Bytes { method in
+            head.uri.withUTF8Bytes { uri in
+                ByteWriter.write(into: &buffer, atMost: method.count + uri.count + version.utf8.count + 4) { line in
+                    line.bytes(method)
+                    line.byte(UInt8(ascii: " "))
+                    line.bytes(uri)
+                    line.byte(UInt8(ascii: " "))
+                    version.withUTF8Bytes { line.bytes($0) }
+                    line.lineEnd()
+                }
+            }
+        }
         Self.writeHeaders(head.headers, into: &buffer)
     }
 
@@ -54,12 +61,25 @@ public struct HTTP1MessageEncoder {
     /// Status line and headers, and whether the body that follows is chunked.
     public mutating func encodeHead(_ head: HTTPResponseHead, into buffer: inout ByteBuffer) {
         isChunked = Self.isChunked(head.headers, version: head.version)
-        Self.writeVersion(head.version, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: " "))
-        Self.writeDecimal(Int(head.status.code), into: &buffer)
-        buffer.writeInteger(UInt8(ascii: " "))
-        buffer.writeString(head.status.reasonPhrase)
-        buffer.writeStaticString("\r\n")
+        let version = Self.versionText(head.version)
+        let code = Int(head.status.code)
+        let codeText = code >= 100 && code < 1000 ? nil : String(code)  // every status code is three digits
+        head.status.reasonPhrase.withUTF8Bytes { reason in
+            ByteWriter.write(into: &buffer, atMost: version.utf8.count + (codeText?.utf8.count ?? 3) + reason.count + 4) { line in
+                version.withUTF8Bytes { line.bytes($0) }
+                line.byte(UInt8(ascii: " "))
+                if let codeText {
+                    codeText.withUTF8Bytes { line.bytes($0) }
+                } else {
+                    line.byte(UInt8(ascii: "0") + UInt8(code / 100))
+                    line.byte(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+                    line.byte(UInt8(ascii: "0") + UInt8(code % 10))
+                }
+                line.byte(UInt8(ascii: " "))
+                line.bytes(reason)
+                line.lineEnd()
+            }
+        }
         Self.writeHeaders(head.headers, into: &buffer)
     }
 
@@ -109,36 +129,31 @@ public struct HTTP1MessageEncoder {
         version.major == 1 && version.minor >= 1 && headers.first(name: "transfer-encoding") == "chunked"
     }
 
-    private static func writeVersion(_ version: HTTPVersion, into buffer: inout ByteBuffer) {
+    /// "HTTP/1.1" and "HTTP/1.0" as literals (no allocation); others spelled out.
+    private static func versionText(_ version: HTTPVersion) -> String {
         switch (version.major, version.minor) {
-        case (1, 1): buffer.writeStaticString("HTTP/1.1")
-        case (1, 0): buffer.writeStaticString("HTTP/1.0")
-        default:
-            buffer.writeStaticString("HTTP/")
-            writeDecimal(version.major, into: &buffer)
-            buffer.writeInteger(UInt8(ascii: "."))
-            writeDecimal(version.minor, into: &buffer)
+        case (1, 1): "HTTP/1.1"
+        case (1, 0): "HTTP/1.0"
+        default: "HTTP/\(version.major).\(version.minor)"
         }
     }
 
+    /// The fields, each `name: value` CRLF in one write, and the empty line.
     private static func writeHeaders(_ headers: HTTPHeaders, into buffer: inout ByteBuffer) {
         for (name, value) in headers {
-            buffer.writeString(name)
-            buffer.writeStaticString(": ")
-            buffer.writeString(value)
-            buffer.writeStaticString("\r\n")
+            name.withUTF8Bytes { name in
+                value.withUTF8Bytes { value in
+                    ByteWriter.write(into: &buffer, atMost: name.count + value.count + 4) { field in
+                        field.bytes(name)
+                        field.byte(UInt8(ascii: ":"))
+                        field.byte(UInt8(ascii: " "))
+                        field.bytes(value)
+                        field.lineEnd()
+                    }
+                }
+            }
         }
-        buffer.writeStaticString("\r\n")
-    }
-
-    private static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
-        if value >= 100 && value < 1000 {  // every status code
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(value / 100))
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(value / 10 % 10))
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(value % 10))
-        } else {
-            buffer.writeString(String(value))
-        }
+        buffer.writeInteger(UInt16(0x0D0A))  // CR LF
     }
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 import NIOCore
 import NIOHTTP1
 
@@ -82,7 +87,10 @@ enum HTTP1Syntax {
     /// `HTTP/1.1` or `HTTP/1.0` (nil for anything else: NIO's decoder refuses other major versions, and no 1.x other
     /// than these two exists).
     static func version(_ bytes: Slice<UnsafeRawBufferPointer>) -> HTTPVersion? {
-        guard bytes.count == 8, bytes.starts(with: "HTTP/1.".utf8) else { return nil }
+        // "HTTP/1." compared as one word (a byte-wise `starts(with:)` cost ~390 instructions a line).
+        guard bytes.count == 8 else { return nil }
+        let word = UInt64(littleEndian: UnsafeRawBufferPointer(rebasing: bytes).loadUnaligned(as: UInt64.self))
+        guard word & 0x00FF_FFFF_FFFF_FFFF == 0x002E_312F_5054_5448 else { return nil }
         switch bytes[bytes.startIndex + 7] {
         case UInt8(ascii: "1"): return .http1_1
         case UInt8(ascii: "0"): return .http1_0
@@ -262,8 +270,8 @@ struct HTTP1FieldSummary {
 /// Finds where a head (or trailer section) ends in bytes that may arrive a few at a time, without scanning again what
 /// it scanned before.
 struct HTTP1SectionFinder {
-    /// How far the search got in the bytes not yet consumed.
-    private var scannedBytes = 0
+    /// Where the search goes on in the bytes not yet consumed: the bytes before it hold no empty line.
+    private var resumeAt = 0
     let limit: Int
 
     init(limit: Int) {
@@ -275,23 +283,25 @@ struct HTTP1SectionFinder {
     mutating func length(in buffer: ByteBuffer, mayBeEmpty: Bool) throws -> Int? {
         let found: Int? = buffer.withUnsafeReadableBytes { bytes in
             if mayBeEmpty, bytes.count >= 2, bytes[0] == UInt8(ascii: "\r"), bytes[1] == UInt8(ascii: "\n") { return 2 }
-            // An empty line: LF, then CR LF or LF (a bare LF is refused by the line reader).
-            var index = max(scannedBytes, 1)
-            while index < bytes.count {
-                if bytes[index - 1] == UInt8(ascii: "\n") {
-                    if bytes[index] == UInt8(ascii: "\n") { return index + 1 }
-                    if bytes[index] == UInt8(ascii: "\r") {
-                        guard index + 1 < bytes.count else { break }
-                        if bytes[index + 1] == UInt8(ascii: "\n") { return index + 2 }
-                    }
+            // An empty line: LF, then CR LF or LF (a bare LF is refused by the line reader). Each LF is found by
+            // `memchr` (a byte loop here cost ~10 instructions a byte of every head).
+            var from = resumeAt
+            while let lineFeed = bytes.firstLineFeed(from: from) {
+                // While what follows this LF has not all arrived, the next search starts at it.
+                let next = lineFeed + 1
+                guard next < bytes.count else { resumeAt = lineFeed; return nil }
+                if bytes[next] == UInt8(ascii: "\n") { return next + 1 }
+                if bytes[next] == UInt8(ascii: "\r") {
+                    guard next + 1 < bytes.count else { resumeAt = lineFeed; return nil }
+                    if bytes[next + 1] == UInt8(ascii: "\n") { return next + 2 }
                 }
-                index += 1
+                from = next
             }
-            scannedBytes = max(index - 1, 0)
+            resumeAt = bytes.count
             return nil
         }
         if let found {
-            scannedBytes = 0
+            resumeAt = 0
             guard found <= limit else { throw HTTP1ParseError.headTooLarge }
             return found
         }
@@ -308,11 +318,21 @@ struct HTTP1LineReader {
 
     mutating func next() throws -> UnsafeRawBufferPointer? {
         guard position < bytes.count else { return nil }
-        guard let lineFeed = bytes[position...].firstIndex(of: UInt8(ascii: "\n")) else { throw HTTP1ParseError.invalidHeader }
+        guard let lineFeed = bytes.firstLineFeed(from: position) else { throw HTTP1ParseError.invalidHeader }
         guard lineFeed > position, bytes[lineFeed - 1] == UInt8(ascii: "\r") else { throw HTTP1ParseError.invalidHeader }
         let line = UnsafeRawBufferPointer(rebasing: bytes[position..<(lineFeed - 1)])
         position = lineFeed + 1
         return line
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// The offset of the first LF at or after `offset` (`memchr`: a head's lines are searched word by word).
+    @inline(__always)
+    func firstLineFeed(from offset: Int) -> Int? {
+        guard offset < count, let base = baseAddress else { return nil }
+        guard let found = memchr(base + offset, Int32(UInt8(ascii: "\n")), count - offset) else { return nil }
+        return UnsafeRawPointer(found) - base
     }
 }
 

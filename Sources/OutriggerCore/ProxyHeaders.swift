@@ -205,21 +205,35 @@ public enum ProxyHeaders {
     /// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): a bracketed IPv6 literal or a reg-name / IPv4 address of
     /// unreserved, percent-encoded and sub-delimiter characters; an empty value is allowed (no authority).
     public static func isValidHost(_ value: String) -> Bool {
-        var bytes = value.utf8[...]
+        var valid = false
+        value.withUTF8Bytes { valid = isValidHost($0) }
+        return valid
+    }
+
+    /// Read from the bytes in place: through `String.UTF8View`'s indices it cost ~120 instructions a byte.
+    private static func isValidHost(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
         if bytes.first == UInt8(ascii: "[") {
-            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else { return false }
-            let literal = bytes[bytes.index(after: bytes.startIndex)..<close]
-            guard !literal.isEmpty, literal.allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }) else { return false }
-            bytes = bytes[bytes.index(after: close)...]
+            index = 1
+            while index < bytes.count, isHexDigit(bytes[index]) || bytes[index] == UInt8(ascii: ":") || bytes[index] == UInt8(ascii: ".") {
+                index += 1
+            }
+            guard index > 1, index < bytes.count, bytes[index] == UInt8(ascii: "]") else { return false }
+            index += 1
         } else {
-            let name = bytes.prefix { $0 != UInt8(ascii: ":") }
-            guard name.allSatisfy(isRegNameByte) else { return false }
-            bytes = bytes[name.endIndex...]
+            while index < bytes.count, bytes[index] != UInt8(ascii: ":") {
+                guard isRegNameByte(bytes[index]) else { return false }
+                index += 1
+            }
         }
-        guard let colon = bytes.first else { return true }
-        guard colon == UInt8(ascii: ":") else { return false }
-        let port = bytes.dropFirst()
-        return port.count <= 5 && port.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        guard index < bytes.count else { return true }
+        guard bytes[index] == UInt8(ascii: ":") else { return false }
+        let port = bytes.count - index - 1
+        guard port <= 5 else { return false }
+        for offset in (index + 1)..<bytes.count where bytes[offset] < UInt8(ascii: "0") || bytes[offset] > UInt8(ascii: "9") {
+            return false
+        }
+        return true
     }
 
     private static func isHexDigit(_ byte: UInt8) -> Bool {

@@ -13,6 +13,8 @@ struct HostValidationTests {
         ("", true), ("xn--bcher-kva.example", true), ("a_b.internal", true),
         ("a b", false), ("example.com:", true), ("example.com:80a", false), ("example.com:123456", false),
         ("[::1", false), ("[]", false), ("exa/mple", false), ("a@b", false), ("[::1]x", false), ("é.example", false),
+        ("[::1]:", true), ("[::1]:65535", true), ("[::1]:123456", false), ("[g::1]", false), ("[::1]]", false), ("a:1:2", false),
+        ("a:", true), (":80", true), ("[", false),
     ])
     func hostValues(value: String, valid: Bool) {
         #expect(ProxyHeaders.isValidHost(value) == valid, "\(value)")

@@ -82,8 +82,9 @@ struct DownstreamPipeline: Sendable {
         // as bytes (`HTTP1ResponseWriter`), framed by it and by LocalReply, as only they know when a response answers
         // HEAD. Pipelined requests are ordered by the exchange itself: HTTPServerPipelineHandler would stop reading
         // during every request, two epoll_ctl calls each.
+        let local = locals.state(for: channel.eventLoop)
         let exchange = ProxyRequestHandler(
-            listenerName: listenerName, configStore: configStore, local: locals.state(for: channel.eventLoop),
+            listener: ListenerLookup(name: listenerName, configStore: configStore, local: local), configStore: configStore, local: local,
             downstreamProtocol: .http1, scheme: scheme, timeouts: timeouts)
         try sync.addHandler(HTTP1DownstreamConnection(exchange: exchange, stats: configStore.stats))
     }
@@ -103,8 +104,9 @@ struct DownstreamPipeline: Sendable {
         try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
         try sync.addHandler(HTTP2Codec(.server, limits: .downstream, allocator: channel.allocator))
         let local = locals.state(for: channel.eventLoop)
-        try sync.addHandler(HTTP2DownstreamConnection(watcher: watcher) { [listenerName, configStore] in
-            ProxyRequestHandler(listenerName: listenerName, configStore: configStore, local: local, downstreamProtocol: .http2,
+        let listener = ListenerLookup(name: listenerName, configStore: configStore, local: local)
+        try sync.addHandler(HTTP2DownstreamConnection(watcher: watcher) { [configStore] in
+            ProxyRequestHandler(listener: listener, configStore: configStore, local: local, downstreamProtocol: .http2,
                                 scheme: scheme, http2Connection: watcher)
         })
     }

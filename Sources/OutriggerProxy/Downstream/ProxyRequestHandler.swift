@@ -27,7 +27,8 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         case closing
     }
 
-    private let listenerName: String
+    /// The listener, looked up in the running snapshot (shared with the connection's other exchanges).
+    let listenerLookup: ListenerLookup
     let configStore: ConfigStore
     let local: LoopLocalState
     let downstreamProtocol: DownstreamProtocol
@@ -51,20 +52,17 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     private let http2Connection: HTTP2ConnectionWatcher?
     /// HTTP/2: the stream's send timeout.
     private var sendStall = SendStallTimer()
-    var cachedListener: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
-    /// This loop's access log batch for the listener, if it has an access log.
-    var accessLog: (buffer: AccessLogBuffer, format: AccessLogConfig.Format)?
 
     /// HTTP/1.1: the connection's request-headers and idle timeouts, told of heads and response ends.
     let timeouts: DownstreamTimeoutWatcher?
     /// The request the parser broke off was logged (its 400/431 needs no line of its own).
     private var loggedProtocolError = false
 
-    init(listenerName: String, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
+    init(listener: ListenerLookup, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
          timeouts: DownstreamTimeoutWatcher? = nil, http2Connection: HTTP2ConnectionWatcher? = nil) {
         self.timeouts = timeouts
         self.http2Connection = http2Connection
-        self.listenerName = listenerName
+        self.listenerLookup = listener
         self.configStore = configStore
         self.local = local
         self.downstreamProtocol = downstreamProtocol
@@ -205,7 +203,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         if downstreamProtocol == .http2 {
             // A stream that takes nothing (its client gives no flow-control credit back) is reset after the
             // send timeout; a whole connection's stall is `SendTimeoutHandler`'s.
-            let timeout = cachedListener?.listener.config.sendTimeout ?? ListenerConfig.defaultSendTimeout
+            let timeout = listenerLookup.lastFound?.config.sendTimeout ?? ListenerConfig.defaultSendTimeout
             sendStall.writabilityChanged(to: isWritable, timeout: .nanoseconds(timeout.nanoseconds), eventLoop: local.eventLoop) {
                 [self] in self.streamSendTimedOut()  // strong: cancelled by `detach`; weak would cost a side table (see `ProxiedRequest.owner`)
             }
@@ -320,7 +318,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
             && !head.headers.contains(name: "content-length")
         // The access log keeps the head as it came (its headers are then copied once, when the upstream head changes).
-        let headForLog = accessLog != nil ? copy head : nil
+        let headForLog = listenerLookup.accessLog != nil ? copy head : nil
         let request = ProxiedRequest(
             listener: listener, route: route, retryPolicy: retryPolicy, routeTimeout: overrides?.timeout ?? route.timeout ?? cluster.timeout,
             cluster: cluster, endpoint: endpoint, keepAlive: keepsConnection(head), head: head, headHeldForFraming: holdHead,
@@ -391,14 +389,9 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
                       forced: scan.force == "1" && listener.honoursOverrideHeaders, random: &local.random)
     }
 
-    /// This listener in the running snapshot; looked up again only when the snapshot changed.
+    /// This listener in the running snapshot.
     func currentListener() -> ListenerRuntime? {
-        let snapshot = configStore.snapshot
-        if let cached = cachedListener, cached.snapshot === snapshot { return cached.listener }
-        guard let listener = snapshot.listeners[listenerName] else { return nil }
-        cachedListener = (snapshot, listener)
-        accessLog = listener.config.accessLog.flatMap { config in local.accessLog(config).map { ($0, config.format) } }
-        return listener
+        listenerLookup.current()
     }
 
     private func requestBody(_ body: ByteBuffer) {
