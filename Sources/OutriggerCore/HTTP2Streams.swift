@@ -64,7 +64,7 @@ public struct HTTP2Streams {
 
     public let role: Role
     public let limits: Limits
-    private var streams: [UInt32: Stream] = [:]
+    private var streams = StreamIDMap<Stream>()
     private var recentlyReset = RecentStreamIDs()
     private var pending: PendingBlock?
     private var sawSettings = false
@@ -362,10 +362,10 @@ public struct HTTP2Streams {
             let delta = initialWindow - peerInitialWindow
             peerInitialWindow = initialWindow
             // RFC 9113 §6.9.2: every open stream's window moves by the difference (in place: one pass, no copy).
-            for index in streams.indices {
-                streams.values[index].sendWindow += delta
-                if streams.values[index].sendWindow > HTTP2FrameKind.maxWindow {
-                    throw .connection(.flowControlError, "stream \(streams.keys[index])'s window past 2^31-1")
+            try streams.updateEach { id, stream throws(HTTP2Violation) in
+                stream.sendWindow += delta
+                if stream.sendWindow > HTTP2FrameKind.maxWindow {
+                    throw .connection(.flowControlError, "stream \(id)'s window past 2^31-1")
                 }
             }
             change.windowsGrew = delta > 0
@@ -401,7 +401,7 @@ public struct HTTP2Streams {
     /// are closed (a client's requests there may go again elsewhere; RFC 9113 §6.8). - Returns: those streams.
     public mutating func goAwayReceived(lastStream: UInt32) -> [UInt32] {
         peerWentAway = true
-        let unprocessed = streams.keys.filter { id in id > lastStream && isLocal(id) }.sorted()
+        let unprocessed = streams.allKeys.filter { id in id > lastStream && isLocal(id) }.sorted()
         for id in unprocessed { streams[id] = nil }
         return unprocessed
     }

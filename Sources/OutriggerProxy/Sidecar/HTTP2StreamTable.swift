@@ -13,7 +13,7 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
     private var codec: HTTP2Codec?
     private var window: HTTP2InboundWindow
     private(set) var isWritable = true
-    private var streams: [HTTP2StreamID: Stream] = [:]
+    private var streams = StreamIDMap<Stream>()
     private var touched = PerReadList<Stream>()
 
     init(windowTarget: Int) {
@@ -37,19 +37,21 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
 
     // MARK: Streams
 
-    subscript(id: HTTP2StreamID) -> Stream? { streams[id] }
+    subscript(id: HTTP2StreamID) -> Stream? { streams[Self.key(id)] }
 
-    var all: [Stream] { Array(streams.values) }
+    var all: [Stream] { streams.allValues }
 
     func add(_ stream: Stream, as id: HTTP2StreamID) {
-        streams[id] = stream
+        streams[Self.key(id)] = stream
     }
 
     /// - Returns: whether the stream was open.
     @discardableResult
     func remove(_ id: HTTP2StreamID) -> Bool {
-        streams.removeValue(forKey: id) != nil
+        streams.removeValue(forKey: Self.key(id)) != nil
     }
+
+    private static func key(_ id: HTTP2StreamID) -> UInt32 { UInt32(Int32(id)) }
 
     /// `stream` was handed parts in this read: it hears, once, when the read ends.
     func touched(_ stream: Stream) {
@@ -77,13 +79,13 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
     // MARK: The codec's reports, and channel events
 
     func streamClosed(_ id: HTTP2StreamID, reason: HTTP2ErrorCode?) {
-        streams[id]?.closed(reason: reason)
+        streams[Self.key(id)]?.closed(reason: reason)
     }
 
     /// A window's size: a stream's goes to it; the connection's may earn the peer credit.
     func inboundWindow(of id: HTTP2StreamID, is size: Int) {
         if id != .rootStream {
-            streams[id]?.windowReported(size: size)
+            streams[Self.key(id)]?.windowReported(size: size)
         } else if let increment = window.reported(size: size) {
             sendWindowUpdate(.rootStream, increment)
         }
@@ -91,7 +93,7 @@ final class HTTP2StreamTable<Stream: HTTP2ExchangeStream> {
 
     /// The codec reset a stream for a protocol error: that stream hears of it.
     func streamError(_ error: NIOHTTP2Errors.StreamError) {
-        streams[error.streamID]?.resetForProtocolError(error)
+        streams[Self.key(error.streamID)]?.resetForProtocolError(error)
     }
 
     /// The connection's writability changed: every stream hears of it.

@@ -1,0 +1,135 @@
+/// HTTP/2 streams by id, for a connection's per-frame lookups: open addressing with linear probing over a power-of-two
+/// table, the id itself as the hash (a connection's ids rise by two, so consecutive ones fill consecutive slots),
+/// deletion by shifting the run after the hole back. `Dictionary` hashed each id with a seeded SipHash: ~110–180
+/// instructions a lookup, ten lookups a proxied HTTP/2 request. Id 0 (the connection) is never a key. Inlinable:
+/// used from another module, unspecialized generic code cost more than the hashing it saves.
+public struct StreamIDMap<Value> {
+    @usableFromInline var keys: [UInt32]
+    @usableFromInline var values: [Value?]
+    @usableFromInline var stored = 0
+
+    /// How many keys it holds.
+    @inlinable
+    public var count: Int { stored }
+
+    @inlinable
+    public init() {
+        keys = Array(repeating: 0, count: 8)
+        values = Array(repeating: nil, count: 8)
+    }
+
+    @inlinable
+    public var isEmpty: Bool { stored == 0 }
+
+    @inlinable
+    var mask: Int { keys.count - 1 }
+
+    @inlinable @inline(__always)
+    func home(_ key: UInt32) -> Int { Int(truncatingIfNeeded: key >> 1) & mask }
+
+    /// The slot holding `key`, or the empty slot where it would go.
+    @inlinable @inline(__always)
+    func slot(of key: UInt32) -> (index: Int, found: Bool) {
+        var index = home(key)
+        while true {
+            let stored = keys[index]
+            if stored == key { return (index, true) }
+            if stored == 0 { return (index, false) }
+            index = (index + 1) & mask
+        }
+    }
+
+    @inlinable
+    public subscript(key: UInt32) -> Value? {
+        get {
+            let (index, found) = slot(of: key)
+            return found ? values[index] : nil
+        }
+        set {
+            precondition(key != 0, "stream 0 is the connection")
+            let (index, found) = slot(of: key)
+            switch (found, newValue) {
+            case (true, let value?): values[index] = value
+            case (true, nil): remove(at: index)
+            case (false, let value?): insert(key, value, at: index)
+            case (false, nil): break
+            }
+        }
+    }
+
+    /// - Returns: the value removed, if `key` was there.
+    @inlinable @discardableResult
+    public mutating func removeValue(forKey key: UInt32) -> Value? {
+        let (index, found) = slot(of: key)
+        guard found else { return nil }
+        let value = values[index]
+        remove(at: index)
+        return value
+    }
+
+    /// Changes every value in place (in no particular order); stops at the first error.
+    @inlinable
+    public mutating func updateEach<Failure: Error>(_ body: (UInt32, inout Value) throws(Failure) -> Void) throws(Failure) {
+        for index in keys.indices where keys[index] != 0 {
+            try body(keys[index], &values[index]!)
+        }
+    }
+
+    /// The keys, in no particular order.
+    @inlinable
+    public var allKeys: [UInt32] { keys.filter { $0 != 0 } }
+
+    /// The values, in no particular order.
+    @inlinable
+    public var allValues: [Value] { values.compactMap { $0 } }
+
+    @inlinable
+    mutating func insert(_ key: UInt32, _ value: Value, at index: Int) {
+        // At most half full: probes stay short.
+        if (stored + 1) * 2 > keys.count {
+            grow()
+            self[key] = value
+            return
+        }
+        keys[index] = key
+        values[index] = value
+        stored += 1
+    }
+
+    @inlinable
+    mutating func grow() {
+        let oldKeys = keys
+        var oldValues = values
+        keys = Array(repeating: 0, count: oldKeys.count * 2)
+        values = Array(repeating: nil, count: oldKeys.count * 2)
+        stored = 0
+        for index in oldKeys.indices where oldKeys[index] != 0 {
+            let (slot, _) = slot(of: oldKeys[index])
+            keys[slot] = oldKeys[index]
+            values[slot] = oldValues[index].take()
+            stored += 1
+        }
+    }
+
+    /// Empties `index` and moves back the entries after it that probed past it (no tombstones: lookups never slow).
+    @inlinable
+    mutating func remove(at index: Int) {
+        var hole = index
+        var next = (index + 1) & mask
+        while keys[next] != 0 {
+            let wanted = home(keys[next])
+            // The entry at `next` may fill the hole when its home is not in (hole, next] cyclically.
+            let distanceToNext = (next - wanted) & mask
+            let distanceToHole = (hole - wanted) & mask
+            if distanceToHole < distanceToNext {
+                keys[hole] = keys[next]
+                values[hole] = values[next].take()
+                hole = next
+            }
+            next = (next + 1) & mask
+        }
+        keys[hole] = 0
+        values[hole] = nil
+        stored -= 1
+    }
+}
