@@ -43,25 +43,28 @@ public struct FastRandom: RandomNumberGenerator, Sendable {
         var low = next()
         high = (high & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000  // version 4
         low = (low & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000  // RFC 4122 variant
+        // Written from the end: 12 digits of `low`, a dash, 4 more, a dash, then `high`'s 16 in groups of 4, 4 and 8.
         return String(unsafeUninitializedCapacity: 36) { buffer in
-            var position = 0
-            func put(_ value: UInt64, nibbles: Int) {
-                for shift in stride(from: (nibbles - 1) * 4, through: 0, by: -4) {
-                    let nibble = UInt8((value >> UInt64(shift)) & 0xF)
-                    buffer[position] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
-                    position += 1
+            var position = 35
+            func put(_ value: UInt64, digits: Int) {
+                var value = value
+                for _ in 0..<digits {
+                    let nibble = UInt8(truncatingIfNeeded: value) & 0xF
+                    buffer[position] = nibble &+ (nibble < 10 ? UInt8(ascii: "0") : UInt8(ascii: "a") &- 10)
+                    value >>= 4
+                    position &-= 1
+                }
+                if position >= 0 {
+                    buffer[position] = UInt8(ascii: "-")
+                    position &-= 1
                 }
             }
-            func dash() {
-                buffer[position] = UInt8(ascii: "-")
-                position += 1
-            }
-            put(high >> 32, nibbles: 8); dash()
-            put(high >> 16, nibbles: 4); dash()
-            put(high, nibbles: 4); dash()
-            put(low >> 48, nibbles: 4); dash()
-            put(low, nibbles: 12)
-            return position
+            put(low, digits: 12)
+            put(low >> 48, digits: 4)
+            put(high, digits: 4)
+            put(high >> 16, digits: 4)
+            put(high >> 32, digits: 8)
+            return 36
         }
     }
 }

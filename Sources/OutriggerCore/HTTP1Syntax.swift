@@ -34,16 +34,9 @@ enum HTTP1Framing: Equatable {
 /// The pieces of HTTP/1.x syntax both parsers read with: byte classes, a head's lines and fields, chunk size lines.
 enum HTTP1Syntax {
     /// tchar (RFC 9110 §5.6.2).
+    @inline(__always)
     static func isTokenByte(_ byte: UInt8) -> Bool {
-        tokenBytes[Int(byte)]
-    }
-
-    private static let tokenBytes: [Bool] = (0..<256).map { value in
-        let byte = UInt8(value)
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
-        default: return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-        }
+        ByteSet.token.contains(byte)
     }
 
     /// A field value's bytes: visible ASCII, space, tab and obs-text (RFC 9110 §5.5); no other control byte.

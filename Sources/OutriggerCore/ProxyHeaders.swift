@@ -70,7 +70,14 @@ public enum ProxyHeaders {
     /// no other control character). HTTP/2 forbids only NUL, CR and LF (RFC 9113 §8.2.1), so a request that came
     /// over HTTP/2 is checked before it can be forwarded as HTTP/1.1.
     public static func isValidFieldValue(_ value: String) -> Bool {
-        !value.utf8.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }
+        var valid = true
+        value.withUTF8Bytes { bytes in
+            for byte in bytes where (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+                valid = false
+                return
+            }
+        }
+        return valid
     }
 
     /// Whether a field only means something to one HTTP/1.1 connection (hop-by-hop, or `te`): such fields are
