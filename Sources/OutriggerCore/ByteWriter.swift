@@ -9,7 +9,8 @@ struct ByteWriter {
 
     private init(out: UnsafeMutableRawBufferPointer) { self.out = out }
 
-    /// Makes room for `atMost` bytes, lets `body` write them, and moves the writer index past what it wrote.
+    /// Makes room for `atMost` bytes, lets `body` write them (or as many as `remaining` says there is room for), and
+    /// moves the writer index past what it wrote.
     @inline(__always)
     static func write(into buffer: inout ByteBuffer, atMost: Int, _ body: (inout ByteWriter) -> Void) {
         buffer.reserveCapacity(minimumWritableBytes: atMost)
@@ -20,6 +21,9 @@ struct ByteWriter {
         }
         buffer.moveWriterIndex(forwardBy: written)
     }
+
+    /// Room left to write into.
+    var remaining: Int { out.count - count }
 
     @inline(__always)
     mutating func bytes(_ bytes: UnsafeRawBufferPointer) {

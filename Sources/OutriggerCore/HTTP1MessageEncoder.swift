@@ -138,22 +138,42 @@ public struct HTTP1MessageEncoder {
         }
     }
 
-    /// The fields, each `name: value` CRLF in one write, and the empty line.
+    /// The fields, `name: value` CRLF each, and the empty line: as many fields at a time as the buffer's room takes
+    /// (one capacity check and one move of the writer index for them all), room made again for the rest.
     private static func writeHeaders(_ headers: HTTPHeaders, into buffer: inout ByteBuffer) {
-        for (name, value) in headers {
-            name.withUTF8Bytes { name in
-                value.withUTF8Bytes { value in
-                    ByteWriter.write(into: &buffer, atMost: name.count + value.count + 4) { field in
-                        field.bytes(name)
-                        field.byte(UInt8(ascii: ":"))
-                        field.byte(UInt8(ascii: " "))
-                        field.bytes(value)
-                        field.lineEnd()
+        var next = headers.startIndex
+        var room = 256
+        var ended = false
+        while next != headers.endIndex {
+            ByteWriter.write(into: &buffer, atMost: room) { writer in
+                while next != headers.endIndex {
+                    let (name, value) = headers[next]
+                    var written = false
+                    name.withUTF8Bytes { name in
+                        value.withUTF8Bytes { value in
+                            let length = name.count + value.count + 4
+                            guard length <= writer.remaining else {
+                                room = max(room, length)
+                                return
+                            }
+                            writer.bytes(name)
+                            writer.byte(UInt8(ascii: ":"))
+                            writer.byte(UInt8(ascii: " "))
+                            writer.bytes(value)
+                            writer.lineEnd()
+                            written = true
+                        }
                     }
+                    guard written else { return }
+                    next = headers.index(after: next)
+                }
+                if writer.remaining >= 2 {
+                    writer.lineEnd()
+                    ended = true
                 }
             }
         }
-        buffer.writeInteger(UInt16(0x0D0A))  // CR LF
+        if !ended { buffer.writeInteger(UInt16(0x0D0A)) }  // CR LF
     }
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)

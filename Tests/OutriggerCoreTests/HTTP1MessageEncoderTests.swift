@@ -33,6 +33,9 @@ struct HTTP1MessageEncoderTests {
         .init(name: "100 Continue", head: .init(version: .http1_1, status: .continue)),
         .init(name: "101 Switching Protocols", head: .init(version: .http1_1, status: .switchingProtocols, headers: ["upgrade": "websocket", "connection": "upgrade"])),
         .init(name: "no headers", head: .init(version: .http1_1, status: .noContent)),
+        // Fields are written as many at a time as the buffer's room takes: past it, and one larger than the room made.
+        .init(name: "many fields, one longer than the room", head: .init(version: .http1_1, status: .ok, headers: HTTPHeaders(
+            (0..<60).map { ("x-field-\($0)", String(repeating: "v", count: $0 * 7)) } + [("x-long", String(repeating: "w", count: 3000)), ("content-length", "0")]))),
         .init(name: "transfer-encoding not exactly chunked is not chunked", head: .init(version: .http1_1, status: .ok, headers: ["transfer-encoding": "gzip, chunked"]),
               bodies: ["abc"]),
     ]
