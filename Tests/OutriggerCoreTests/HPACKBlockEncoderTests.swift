@@ -136,6 +136,17 @@ struct HPACKBlockEncoderTests {
         #expect(try decoded { $0.encode(fields: trailers, into: &$1) } == ["grpc-status: 0", "grpc-message: "])
     }
 
+    /// The seven statuses of the static table go as their index (one byte); the others as a literal.
+    @Test(arguments: [200, 204, 206, 304, 400, 404, 500, 100, 201, 302, 418, 503, 599])
+    func everyStatusDecodesAsItself(code: Int) throws {
+        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code), headers: ["x-a": "b"])
+        #expect(try decoded { $0.encode(response: head, into: &$1) } == [":status: \(code)", "x-a: b"])
+        var encoder = HPACKBlockEncoder()
+        var bytes = ByteBuffer()
+        encoder.encode(response: HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code)), into: &bytes)
+        #expect((bytes.readableBytes == 1) == [200, 204, 206, 304, 400, 404, 500].contains(code))
+    }
+
     @Test func namesAreLowerCasedWhereverTheirCapitalsAreAndOnlyThose() throws {
         // A capital at every position of names of 1 to 20 bytes (in the words read eight at a time and in the tail),
         // `A` and `Z` each; the bytes just outside the letters' range, left as they are; and a capital in an eight-byte
