@@ -12,10 +12,11 @@ public struct StreamIDMap<Value> {
     @inlinable
     public var count: Int { stored }
 
+    /// Empty, without storage until the first stream (an idle connection's table costs nothing).
     @inlinable
     public init() {
-        keys = Array(repeating: 0, count: 8)
-        values = Array(repeating: nil, count: 8)
+        keys = []
+        values = []
     }
 
     @inlinable
@@ -42,11 +43,16 @@ public struct StreamIDMap<Value> {
     @inlinable
     public subscript(key: UInt32) -> Value? {
         get {
+            guard !keys.isEmpty else { return nil }
             let (index, found) = slot(of: key)
             return found ? values[index] : nil
         }
         set {
             precondition(key != 0, "stream 0 is the connection")
+            if keys.isEmpty {
+                guard newValue != nil else { return }
+                grow()
+            }
             let (index, found) = slot(of: key)
             switch (found, newValue) {
             case (true, let value?): values[index] = value
@@ -60,6 +66,7 @@ public struct StreamIDMap<Value> {
     /// - Returns: the value removed, if `key` was there.
     @inlinable @discardableResult
     public mutating func removeValue(forKey key: UInt32) -> Value? {
+        guard !keys.isEmpty else { return nil }
         let (index, found) = slot(of: key)
         guard found else { return nil }
         let value = values[index]
@@ -100,8 +107,9 @@ public struct StreamIDMap<Value> {
     mutating func grow() {
         let oldKeys = keys
         var oldValues = values
-        keys = Array(repeating: 0, count: oldKeys.count * 2)
-        values = Array(repeating: nil, count: oldKeys.count * 2)
+        let capacity = max(8, oldKeys.count * 2)
+        keys = Array(repeating: 0, count: capacity)
+        values = Array(repeating: nil, count: capacity)
         stored = 0
         for index in oldKeys.indices where oldKeys[index] != 0 {
             let (slot, _) = slot(of: oldKeys[index])

@@ -31,6 +31,16 @@ struct StreamIDMapTests {
         #expect(map.allValues.sorted() == reference.values.sorted())
     }
 
+    @Test func anEmptyMapHasNoStorageAndAnswersEverything() {
+        var map = StreamIDMap<Int>()
+        #expect(map[1] == nil)
+        #expect(map.removeValue(forKey: 1) == nil)
+        map[3] = nil
+        #expect(map.isEmpty && map.allKeys.isEmpty && map.allValues.isEmpty)
+        map[3] = 9
+        #expect(map[3] == 9 && map.count == 1)
+    }
+
     @Test func risingIdsAsAConnectionOpensThem() {
         var map = StreamIDMap<UInt32>()
         for id in stride(from: UInt32(1), through: 4_001, by: 2) { map[id] = id }
