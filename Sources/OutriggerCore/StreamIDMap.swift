@@ -66,7 +66,8 @@ public struct StreamIDMap<Value> {
     /// - Returns: the value removed, if `key` was there.
     @inlinable @discardableResult
     public mutating func removeValue(forKey key: UInt32) -> Value? {
-        guard !keys.isEmpty else { return nil }
+        // 0 would match an empty slot: it is never a key.
+        guard key != 0, !keys.isEmpty else { return nil }
         let (index, found) = slot(of: key)
         guard found else { return nil }
         let value = values[index]

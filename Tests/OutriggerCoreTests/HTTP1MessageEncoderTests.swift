@@ -45,6 +45,17 @@ struct HTTP1MessageEncoderTests {
         #expect(ours(example) == String(decoding: try nios(example).readableBytesView, as: UTF8.self))
     }
 
+    /// A field of every length up to past the first room made: at some length the fields leave the buffer less room
+    /// than the empty line's two bytes, which then go on their own.
+    @Test func everyFieldLengthAcrossTheRoom() throws {
+        for length in 0..<700 {
+            let example = Case(name: "\(length)", head: .init(version: .http1_1, status: .ok, headers: [
+                "x-a": String(repeating: "v", count: length), "content-length": "0",
+            ]))
+            #expect(ours(example) == String(decoding: try nios(example).readableBytesView, as: UTF8.self), "\(length)")
+        }
+    }
+
     struct RequestCase: CustomTestStringConvertible, Sendable {
         var name: String
         var head: HTTPRequestHead

@@ -1,4 +1,4 @@
-import OutriggerCore
+@testable import OutriggerCore
 import Testing
 
 @Suite("Streams by id (StreamIDMap)")
@@ -37,8 +37,22 @@ struct StreamIDMapTests {
         #expect(map.removeValue(forKey: 1) == nil)
         map[3] = nil
         #expect(map.isEmpty && map.allKeys.isEmpty && map.allValues.isEmpty)
+        #expect(map.keys.isEmpty && map.values.isEmpty, "no storage")
         map[3] = 9
         #expect(map[3] == 9 && map.count == 1)
+        #expect(map.removeValue(forKey: 0) == nil && map[0] == nil && map.count == 1, "0 is never a key")
+    }
+
+    /// Ids whose home is the last slot of an eight-slot table run on at its start; removing the first shifts the
+    /// others back across the end.
+    @Test func aRunThatWrapsAroundTheEndShiftsBackAcrossIt() {
+        var map = StreamIDMap<UInt32>()
+        for id in [UInt32(15), 31, 47] { map[id] = id }  // homes: 7, 15 & 7, 23 & 7
+        #expect(map.keys.count == 8)
+        #expect(map.keys[7] == 15 && map.keys[0] == 31 && map.keys[1] == 47)
+        map[15] = nil
+        #expect(map.keys[7] == 31 && map.keys[0] == 47 && map.keys[1] == 0)
+        #expect(map[31] == 31 && map[47] == 47 && map[15] == nil && map.count == 2)
     }
 
     @Test func risingIdsAsAConnectionOpensThem() {

@@ -10,7 +10,8 @@ final class ListenerLookup {
     private let configStore: ConfigStore
     private let local: LoopLocalState
     private var cached: (snapshot: RuntimeSnapshot, listener: ListenerRuntime)?
-    /// This loop's access log batch for the listener, if it has an access log (as of the last lookup).
+    /// This loop's access log batch for the listener, if it has an access log (as of the last lookup that found it;
+    /// each exchange keeps its own copy from when it was routed).
     private(set) var accessLog: (buffer: AccessLogBuffer, format: AccessLogConfig.Format)?
 
     init(name: String, configStore: ConfigStore, local: LoopLocalState) {
@@ -28,7 +29,4 @@ final class ListenerLookup {
         accessLog = listener.config.accessLog.flatMap { config in local.accessLog(config).map { ($0, config.format) } }
         return listener
     }
-
-    /// The listener as last looked up, without looking again.
-    var lastFound: ListenerRuntime? { cached?.listener }
 }

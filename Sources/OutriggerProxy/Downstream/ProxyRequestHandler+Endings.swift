@@ -258,7 +258,7 @@ extension ProxyRequestHandler {
     /// The line of an ended request, if its listener has an access log: what is known of it (`head` nil: never
     /// parsed whole) and, once routed, of its tries — its decisions, then the summary's final reason.
     private func appendAccessLogLine(_ summary: RequestSummary, head: HTTPRequestHead?, request: ProxiedRequest?) {
-        guard let accessLog = listenerLookup.accessLog else { return }
+        guard let accessLog else { return }
         var reason = summary.finalReason ?? "-"
         if let request {
             // Routed: logged when its listener had an access log then (the head was kept for it).

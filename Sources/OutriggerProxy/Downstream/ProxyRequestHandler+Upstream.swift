@@ -219,7 +219,7 @@ extension ProxyRequestHandler {
     /// Whether the connection can carry another request after this one (HTTP/1.1; under overload, none does).
     func keepsConnection(_ head: HTTPRequestHead) -> Bool {
         guard downstreamProtocol == .http1 else { return true }
-        if let listener = listenerLookup.lastFound, listener.stats.overloadLevel >= .keepAliveDisabled { return false }
+        if let listener = foundListener, listener.stats.overloadLevel >= .keepAliveDisabled { return false }
         return HTTP1Rules.keepsConnection(head)
     }
 }

@@ -29,6 +29,10 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     /// The listener, looked up in the running snapshot (shared with the connection's other exchanges).
     let listenerLookup: ListenerLookup
+    /// The listener and its access log as this exchange last found them: an HTTP/2 stream keeps what it was routed
+    /// with through a reload, whatever the connection's later streams find.
+    private(set) var foundListener: ListenerRuntime?
+    private(set) var accessLog: (buffer: AccessLogBuffer, format: AccessLogConfig.Format)?
     let configStore: ConfigStore
     let local: LoopLocalState
     let downstreamProtocol: DownstreamProtocol
@@ -203,7 +207,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         if downstreamProtocol == .http2 {
             // A stream that takes nothing (its client gives no flow-control credit back) is reset after the
             // send timeout; a whole connection's stall is `SendTimeoutHandler`'s.
-            let timeout = listenerLookup.lastFound?.config.sendTimeout ?? ListenerConfig.defaultSendTimeout
+            let timeout = foundListener?.config.sendTimeout ?? ListenerConfig.defaultSendTimeout
             sendStall.writabilityChanged(to: isWritable, timeout: .nanoseconds(timeout.nanoseconds), eventLoop: local.eventLoop) {
                 [self] in self.streamSendTimedOut()  // strong: cancelled by `detach`; weak would cost a side table (see `ProxiedRequest.owner`)
             }
@@ -318,7 +322,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
             && !head.headers.contains(name: "content-length")
         // The access log keeps the head as it came (its headers are then copied once, when the upstream head changes).
-        let headForLog = listenerLookup.accessLog != nil ? copy head : nil
+        let headForLog = accessLog != nil ? copy head : nil
         let request = ProxiedRequest(
             listener: listener, route: route, retryPolicy: retryPolicy, routeTimeout: overrides?.timeout ?? route.timeout ?? cluster.timeout,
             cluster: cluster, endpoint: endpoint, keepAlive: keepsConnection(head), head: head, headHeldForFraming: holdHead,
@@ -391,7 +395,12 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     /// This listener in the running snapshot.
     func currentListener() -> ListenerRuntime? {
-        listenerLookup.current()
+        guard let listener = listenerLookup.current() else { return nil }
+        if listener !== foundListener {
+            foundListener = listener
+            accessLog = listenerLookup.accessLog
+        }
+        return listener
     }
 
     private func requestBody(_ body: ByteBuffer) {
