@@ -9,11 +9,11 @@ struct ByteWriter {
 
     private init(out: UnsafeMutableRawBufferPointer) { self.out = out }
 
-    /// Makes room for `atMost` bytes, lets `body` write them (or as many as `remaining` says there is room for), and
-    /// moves the writer index past what it wrote.
+    /// Makes room for at least `room` bytes, lets `body` write into all the room there is (`remaining`), and moves
+    /// the writer index past what it wrote.
     @inline(__always)
-    static func write(into buffer: inout ByteBuffer, atMost: Int, _ body: (inout ByteWriter) -> Void) {
-        buffer.reserveCapacity(minimumWritableBytes: atMost)
+    static func write(into buffer: inout ByteBuffer, room: Int, _ body: (inout ByteWriter) -> Void) {
+        buffer.reserveCapacity(minimumWritableBytes: room)
         let written = buffer.withUnsafeMutableWritableBytes { out in
             var writer = ByteWriter(out: out)
             body(&writer)

@@ -52,7 +52,7 @@ public struct HPACKBlockEncoder {
     public mutating func startBlock(into buffer: inout ByteBuffer) {
         guard pendingSizeUpdate else { return }
         let (smallest, maxSize) = (pendingSmallest, maxSize)
-        ByteWriter.write(into: &buffer, atMost: 2 * ByteWriter.maxIntegerBytes) { writer in
+        ByteWriter.write(into: &buffer, room: 2 * ByteWriter.maxIntegerBytes) { writer in
             if let smallest, smallest < maxSize { writer.integer(smallest, prefix: 5, bits: 0x20) }
             writer.integer(maxSize, prefix: 5, bits: 0x20)
         }
@@ -64,6 +64,11 @@ public struct HPACKBlockEncoder {
         name.withUTF8Bytes { name in
             value.withUTF8Bytes { value in encode(name: name, value: value, indexing: indexing, lowercasingName: false, into: &buffer) }
         }
+    }
+
+    /// The static table's index of `:status` with this code (200, 204, 206, 304, 400, 404 and 500 are there).
+    func staticIndex(ofStatus code: UInt) -> Int? {
+        staticTable.statusIndexes.first { $0.code == code }?.index
     }
 
     /// A field from its bytes. With `lowercasingName`, a name with upper-case letters goes lower-cased (HTTP/2's
@@ -86,11 +91,11 @@ public struct HPACKBlockEncoder {
         let (nameHash, fieldHash) = FieldHasher.hashes(name: name, value: indexed ? value : nil)
         if indexed, let place = byField.place(fieldHash, where: { self.holds(place: $0, name: name, value: value) }) {
             let index = index(of: place)
-            ByteWriter.write(into: &buffer, atMost: ByteWriter.maxIntegerBytes) { $0.integer(index, prefix: 7, bits: 0x80) }
+            ByteWriter.write(into: &buffer, room: ByteWriter.maxIntegerBytes) { $0.integer(index, prefix: 7, bits: 0x80) }
             return
         }
         let nameIndex = byName.place(nameHash, where: { self.holds(place: $0, name: name, value: nil) }).map(index(of:)) ?? 0
-        ByteWriter.write(into: &buffer, atMost: 3 * ByteWriter.maxIntegerBytes + name.count + value.count) { writer in
+        ByteWriter.write(into: &buffer, room: 3 * ByteWriter.maxIntegerBytes + name.count + value.count) { writer in
             switch (indexed, indexing) {
             case (true, _): writer.integer(nameIndex, prefix: 6, bits: 0x40)  // literal, incremental indexing
             case (false, .neverIndexed): writer.integer(nameIndex, prefix: 4, bits: 0x10)
@@ -301,6 +306,8 @@ private final class StaticTable: Sendable {
     /// Fields with a value in the static table, and names by their first index, each as minus its index.
     let fields: PlaceTable
     let names: PlaceTable
+    /// The `:status` entries, by code: their index found without hashing.
+    let statusIndexes: [(code: UInt, index: Int)]
 
     private init() {
         var entries: [TableEntry] = []
@@ -322,6 +329,9 @@ private final class StaticTable: Sendable {
             }
         }
         (self.entries, self.bytes, self.fields, self.names) = (entries, bytes, fields, names)
+        statusIndexes = Self.inOrder.enumerated().compactMap { offset, field in
+            field.0 == ":status" ? UInt(field.1).map { (code: $0, index: offset + 1) } : nil
+        }
     }
 
     var count: Int { entries.count }

@@ -21,7 +21,7 @@ public struct HTTP1MessageEncoder {
         let version = Self.versionText(head.version)
         head.method.rawValue.withUTF8Bytes { method in
             head.uri.withUTF8Bytes { uri in
-                ByteWriter.write(into: &buffer, atMost: method.count + uri.count + version.utf8.count + 4) { line in
+                ByteWriter.write(into: &buffer, room: method.count + uri.count + version.utf8.count + 4) { line in
                     line.bytes(method)
                     line.byte(UInt8(ascii: " "))
                     line.bytes(uri)
@@ -65,7 +65,7 @@ public struct HTTP1MessageEncoder {
         let code = Int(head.status.code)
         let codeText = code >= 100 && code < 1000 ? nil : String(code)  // every status code is three digits
         head.status.reasonPhrase.withUTF8Bytes { reason in
-            ByteWriter.write(into: &buffer, atMost: version.utf8.count + (codeText?.utf8.count ?? 3) + reason.count + 4) { line in
+            ByteWriter.write(into: &buffer, room: version.utf8.count + (codeText?.utf8.count ?? 3) + reason.count + 4) { line in
                 version.withUTF8Bytes { line.bytes($0) }
                 line.byte(UInt8(ascii: " "))
                 if let codeText {
@@ -138,43 +138,51 @@ public struct HTTP1MessageEncoder {
         }
     }
 
-    /// The fields, `name: value` CRLF each, and the empty line: as many fields at a time as the buffer's room takes
-    /// (one capacity check and one move of the writer index for them all), room made again for the rest.
+    /// The fields, `name: value` CRLF each, and the empty line: as many at a time as the buffer's room takes (one
+    /// capacity check and one move of the writer index for them all), room made again for the rest.
     private static func writeHeaders(_ headers: HTTPHeaders, into buffer: inout ByteBuffer) {
         var next = headers.startIndex
         var room = 256
         var ended = false
-        while next != headers.endIndex {
-            ByteWriter.write(into: &buffer, atMost: room) { writer in
+        while !ended {
+            ByteWriter.write(into: &buffer, room: room) { writer in
                 while next != headers.endIndex {
                     let (name, value) = headers[next]
-                    var written = false
-                    name.withUTF8Bytes { name in
-                        value.withUTF8Bytes { value in
-                            let length = name.count + value.count + 4
-                            guard length <= writer.remaining else {
-                                room = max(room, length)
-                                return
-                            }
-                            writer.bytes(name)
-                            writer.byte(UInt8(ascii: ":"))
-                            writer.byte(UInt8(ascii: " "))
-                            writer.bytes(value)
-                            writer.lineEnd()
-                            written = true
-                        }
+                    let needed = writer.field(name, value)
+                    guard needed == 0 else {
+                        room = max(room, needed)
+                        return
                     }
-                    guard written else { return }
                     next = headers.index(after: next)
                 }
-                if writer.remaining >= 2 {
-                    writer.lineEnd()
-                    ended = true
-                }
+                guard writer.remaining >= 2 else { return }
+                writer.lineEnd()
+                ended = true
             }
         }
-        if !ended { buffer.writeInteger(UInt16(0x0D0A)) }  // CR LF
     }
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+}
+
+extension ByteWriter {
+    /// `name: value` CRLF, when the room left takes it. - Returns: 0 when written, else the bytes it needs.
+    fileprivate mutating func field(_ name: String, _ value: String) -> Int {
+        var needed = 0
+        name.withUTF8Bytes { name in
+            value.withUTF8Bytes { value in
+                let length = name.count + value.count + 4
+                guard length <= remaining else {
+                    needed = length
+                    return
+                }
+                bytes(name)
+                byte(UInt8(ascii: ":"))
+                byte(UInt8(ascii: " "))
+                bytes(value)
+                lineEnd()
+            }
+        }
+        return needed
+    }
 }

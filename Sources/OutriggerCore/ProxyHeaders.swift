@@ -72,7 +72,7 @@ public enum ProxyHeaders {
     public static func isValidFieldValue(_ value: String) -> Bool {
         var valid = true
         value.withUTF8Bytes { bytes in
-            for byte in bytes where (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+            for byte in bytes where !HTTP1Syntax.isFieldValueByte(byte) {
                 valid = false
                 return
             }

@@ -33,9 +33,9 @@ public struct StreamIDMap<Value> {
     func slot(of key: UInt32) -> (index: Int, found: Bool) {
         var index = home(key)
         while true {
-            let stored = keys[index]
-            if stored == key { return (index, true) }
-            if stored == 0 { return (index, false) }
+            let occupant = keys[index]
+            if occupant == key { return (index, true) }
+            if occupant == 0 { return (index, false) }
             index = (index + 1) & mask
         }
     }
