@@ -90,6 +90,11 @@ public final class ClusterRuntime: Sendable {
     public let upstreamProtocol: ClusterConfig.UpstreamProtocol
     public let timeout: Duration
     public let streamIdleTimeout: Duration
+    /// This cluster object's number, never given to another in the process (an object's address is: a cluster
+    /// freed by a reload can leave its address to the next one).
+    public let serial: Int
+
+    private static let nextSerial = ManagedAtomic<Int>(0)
 
     public init(config: ClusterConfig, endpoints: [Endpoint], stats: ClusterStats, fileEntries: [EndpointsFile.Entry] = [],
                 localZone: String? = nil, endpointStates: EndpointStates = EndpointStates()) {
@@ -106,6 +111,7 @@ public final class ClusterRuntime: Sendable {
         self.stats = stats
         self.endpointSet = ManagedAtomic(EndpointSet(endpoints))
         self.fileEntriesBox = NIOLockedValueBox(fileEntries)
+        self.serial = Self.nextSerial.loadThenWrappingIncrement(ordering: .relaxed)
     }
 
     public var fileEntries: [EndpointsFile.Entry] {

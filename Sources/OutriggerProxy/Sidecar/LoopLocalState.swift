@@ -12,10 +12,7 @@ final class LoopLocalState {
     var random: FastRandom
     /// The exchanges' timers, behind one NIO timer.
     let timers: LoopTimers
-    private var selections: [ObjectIdentifier: ClusterSelection] = [:]
-    /// The selection found last, looked at before `selections`: a request asks for its cluster's four times, and a
-    /// sidecar's requests mostly go to few clusters (each dictionary lookup hashed the key: ~130 instructions).
-    private var lastSelection: (cluster: ObjectIdentifier, selection: ClusterSelection)?
+    private var selections: ClusterSelections
     private var http1Pools: [String: HTTP1EndpointPool] = [:]
     private var http2Pools: [String: HTTP2EndpointPool] = [:]
     /// The same pools by `Endpoint.id`, the lookup every request makes.
@@ -24,7 +21,6 @@ final class LoopLocalState {
     private var retiringHTTP1Pools: [ObjectIdentifier: HTTP1EndpointPool] = [:]
     /// This loop's place in the group: its shard of every latency histogram.
     let loopIndex: Int
-    private let loopCount: Int
     /// The process's access log destinations, and this loop's batch for each (by path).
     private let accessLogSinks: AccessLogSinks
     private var accessLogs: [String: AccessLogBuffer] = [:]
@@ -40,9 +36,9 @@ final class LoopLocalState {
         self.eventLoop = eventLoop
         self.timers = LoopTimers(eventLoop: eventLoop)
         self.loopIndex = loopIndex
-        self.loopCount = loopCount
         self.accessLogSinks = accessLogs
         self.random = FastRandom()
+        self.selections = ClusterSelections(loops: loopCount, loopIndex: loopIndex)
     }
 
     /// This loop's batch of lines for `config`'s destination (opened by the sidecar when the config loaded,
@@ -61,21 +57,11 @@ final class LoopLocalState {
     }
 
     private func selection(for cluster: ClusterRuntime) -> ClusterSelection {
-        if let existing = existingSelection(for: cluster) { return existing }
-        // A new snapshot brings new cluster objects; forget selections of clusters no longer in use.
-        if selections.count > 1024 { selections.removeAll() }
-        let created = ClusterSelection(cluster.config.loadBalancer, budget: cluster.config.retryBudget, loops: loopCount, stagger: loopIndex)
-        selections[ObjectIdentifier(cluster)] = created
-        lastSelection = (ObjectIdentifier(cluster), created)
-        return created
+        selections.selection(for: cluster)
     }
 
     private func existingSelection(for cluster: ClusterRuntime) -> ClusterSelection? {
-        let key = ObjectIdentifier(cluster)
-        if let last = lastSelection, last.cluster == key { return last.selection }
-        guard let found = selections[key] else { return nil }
-        lastSelection = (key, found)
-        return found
+        selections.existing(for: cluster)
     }
 
     /// A new request's endpoint; the request also counts toward the cluster's retry budget.
