@@ -38,7 +38,7 @@ public struct HTTP1MessageEncoder {
     /// carries no body (both framing headers removed); `content-length` wins over `transfer-encoding`; POST, PUT and
     /// PATCH without either are chunked (HTTP/1.1); other methods are chunked only when they say so.
     public static func frameRequest(_ head: inout HTTPRequestHead) -> Bool {
-        if head.method == .TRACE {
+        if head.method.isTRACE {
             head.headers.remove(name: "content-length")
             head.headers.remove(name: "transfer-encoding")
             return false

@@ -69,8 +69,8 @@ public struct HTTP1RequestParser {
             guard version == .http1_1 || fields.transferEncodings == 0 else { throw HTTP1ParseError.ambiguousFraming }
             let framing = try fields.framing(withoutFraming: .length(0))
             guard framing != .untilClose else { throw HTTP1ParseError.ambiguousFraming }
-            messages.headRead(framing: method == .CONNECT ? nil : framing, keepsConnection: fields.keepsConnection(version),
-                              stopsAfterMessage: method == .CONNECT || (fields.connectionUpgrade && fields.hasUpgrade))
+            messages.headRead(framing: method.isCONNECT ? nil : framing, keepsConnection: fields.keepsConnection(version),
+                              stopsAfterMessage: method.isCONNECT || (fields.connectionUpgrade && fields.hasUpgrade))
             return HTTPRequestHead(version: version, method: method, uri: uri, headers: headers)
         }
         buffer.moveReaderIndex(forwardBy: length)
@@ -94,7 +94,7 @@ public struct HTTP1RequestParser {
     private static func isTarget(_ target: UnsafeRawBufferPointer, of method: HTTPMethod) -> Bool {
         // No fragment: a request-target never carries one (RFC 9112 §3.2).
         for byte in target where byte <= 0x20 || byte >= 0x7F || byte == UInt8(ascii: "#") { return false }
-        if method == .CONNECT {
+        if method.isCONNECT {
             return target.contains(UInt8(ascii: ":")) && isHostAndPort(target)
         }
         if target.first == UInt8(ascii: "/") { return true }

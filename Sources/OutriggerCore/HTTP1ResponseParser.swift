@@ -92,7 +92,7 @@ public struct HTTP1ResponseParser {
         }
         let method = awaitedMethod
         awaitedMethod = nil
-        let bodiless = code == 101 || method == .HEAD || method == .CONNECT || code == 204 || code == 304
+        let bodiless = code == 101 || method?.isHEAD == true || method?.isCONNECT == true || code == 204 || code == 304
         messages.headRead(framing: bodiless ? nil : framing.body, keepsConnection: framing.keepsConnection, stopsAfterMessage: code == 101)
         return head
     }

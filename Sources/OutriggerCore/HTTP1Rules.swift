@@ -31,7 +31,7 @@ public enum HTTP1Rules {
     /// Whether the request lets its connection carry another one. The HTTP/1.1 parser stops at an upgrade request
     /// (`Connection: upgrade` with `Upgrade`, or CONNECT): unless it becomes a tunnel, the connection closes after it.
     public static func keepsConnection(_ head: HTTPRequestHead) -> Bool {
-        let upgrades = head.method == .CONNECT || (head.headers.contains(name: "upgrade") && asksForUpgrade(head))
+        let upgrades = head.method.isCONNECT || (head.headers.contains(name: "upgrade") && asksForUpgrade(head))
         return head.isKeepAlive && !upgrades
     }
 

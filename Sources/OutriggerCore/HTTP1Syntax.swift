@@ -51,6 +51,12 @@ enum HTTP1Syntax {
         return true
     }
 
+    /// Whether `bytes` begin with a lower-case literal, ignoring ASCII case.
+    static func startsIgnoringCase(_ bytes: UnsafeRawBufferPointer, with lowercase: StaticString) -> Bool {
+        guard bytes.count >= lowercase.utf8CodeUnitCount else { return false }
+        return equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: bytes[0..<lowercase.utf8CodeUnitCount]), lowercase)
+    }
+
     /// A `String` against a lower-case literal, ignoring ASCII case, read in place.
     static func equalsIgnoringCase(_ string: String, _ lowercase: StaticString) -> Bool {
         var string = string
@@ -97,9 +103,11 @@ enum HTTP1Syntax {
         var fields: [(String, String)] = []
         while let line = try lines.next() {
             if line.isEmpty { return HTTPHeaders(fields) }
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > 0 else { throw HTTP1ParseError.invalidHeader }
+            // The name is the token bytes up to the colon, found in the same pass (a colon is not a token byte).
+            var colon = 0
+            while colon < line.count, isTokenByte(line[colon]) { colon += 1 }
+            guard colon > 0, colon < line.count, line[colon] == UInt8(ascii: ":") else { throw HTTP1ParseError.invalidHeader }
             let name = UnsafeRawBufferPointer(rebasing: line[0..<colon])
-            for byte in name where !isTokenByte(byte) { throw HTTP1ParseError.invalidHeader }
             let untrimmed = line[(colon + 1)...]
             let value = UnsafeRawBufferPointer(rebasing: trimmingWhitespace(untrimmed))
             for byte in value where !isFieldValueByte(byte) { throw HTTP1ParseError.invalidHeader }
@@ -226,6 +234,11 @@ struct HTTP1FieldSummary {
     }
 
     mutating func note(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, untrimmed: UnsafeRawBufferPointer) throws {
+        // Most names have none of the four lengths: they go without a byte compared.
+        switch name.count {
+        case 7, 10, 14, 17: break
+        default: return
+        }
         if HTTP1Syntax.equalsIgnoringCase(name, "content-length") {
             // Spaces around the digits only: llhttp refuses a tab there.
             guard !untrimmed.contains(UInt8(ascii: "\t")) else { throw HTTP1ParseError.invalidContentLength }

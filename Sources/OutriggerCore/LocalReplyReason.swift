@@ -77,7 +77,9 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
 /// Header names the proxy itself reads or writes.
 public enum OutriggerHeader {
     public static let reason = "x-outrigger-reason"
-    public static let upstreamServiceTime = "x-outrigger-upstream-service-time"
+    public static let upstreamServiceTime = upstreamServiceTimeName.description
+    /// The same, for a scan that compares bytes in place.
+    public static let upstreamServiceTimeName: StaticString = "x-outrigger-upstream-service-time"
     public static let requestID = "x-request-id"
     public static let forwardedFor = "x-forwarded-for"
     public static let forwardedProto = "x-forwarded-proto"

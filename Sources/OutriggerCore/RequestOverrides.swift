@@ -21,16 +21,13 @@ public struct RequestOverrides: Equatable, Sendable {
 
     public init() {}
 
-    private static let overridePrefix: [UInt8] = Array("x-outrigger-".utf8)
-
-    /// Is any `x-outrigger-` header present? (One pass over the names, no allocation: most requests have none.)
+    /// Is any `x-outrigger-` header present? (One pass over the names, each read in place: most requests have none.)
     public static func anyPresent(in headers: HTTPHeaders) -> Bool {
         headers.contains { name, _ in
-            var utf8 = name.utf8.makeIterator()
-            for expected in overridePrefix {
-                guard let byte = utf8.next(), byte | 0x20 == expected | 0x20 else { return false }
+            var name = name
+            return name.withUTF8 { bytes in
+                HTTP1Syntax.startsIgnoringCase(UnsafeRawBufferPointer(bytes), with: "x-outrigger-")
             }
-            return true
         }
     }
 

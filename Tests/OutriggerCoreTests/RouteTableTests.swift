@@ -285,6 +285,38 @@ struct ProxyHeadersTests {
         #expect(!response.headers.contains(name: "connection"))
     }
 
+    @Test func anUpstreamsOwnServiceTimeIsReplacedByOursWhateverItsCase() throws {
+        let route = try Self.route()
+        for name in ["x-outrigger-upstream-service-time", "X-Outrigger-Upstream-Service-Time"] {
+            var response = HTTPResponseHead(version: .http1_1, status: .ok, headers: [name: "99999", "x-kept": "1", "te": "trailers"])
+            ProxyHeaders.prepareDownstreamResponse(&response, route: route, upstreamServiceMilliseconds: 0, addVia: false)
+            #expect(response.headers["x-outrigger-upstream-service-time"] == ["0"])
+            #expect(response.headers.map(\.name) == ["x-kept", "te", "x-outrigger-upstream-service-time"])
+        }
+        var alone = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["X-OUTRIGGER-UPSTREAM-SERVICE-TIME": "1"])
+        ProxyHeaders.prepareDownstreamResponse(&alone, route: route, upstreamServiceMilliseconds: 1234567, addVia: false)
+        #expect(alone.headers.map { "\($0.name): \($0.value)" } == ["x-outrigger-upstream-service-time: 1234567"])
+    }
+
+    @Test func hopByHopNamesAreFoundByTheirLengthInAnyCase() {
+        for (index, name) in ProxyHeaders.hopByHopNames.enumerated() {
+            #expect(ProxyHeaders.hopByHopIndex(name) == index)
+            #expect(ProxyHeaders.hopByHopIndex(name.uppercased()) == index)
+            // The same length, one byte off at each end.
+            #expect(ProxyHeaders.hopByHopIndex("x" + name.dropFirst()) == nil)
+            #expect(ProxyHeaders.hopByHopIndex(name.dropLast() + "x") == nil)
+        }
+        for name in ["", "t", "tex", "upgrades", "connections", "x-request-id", "content-length"] {
+            #expect(ProxyHeaders.hopByHopIndex(name) == nil)
+        }
+    }
+
+    @Test func decimalsAreWrittenAsStringDoes() {
+        for value: Int64 in [0, 7, 9, 10, 99, 100, 999, 1000, 1_234_567, 999_999_999_999_999, 1_000_000_000_000_000, .max, -1, .min] {
+            #expect(ProxyHeaders.decimal(value) == String(value))
+        }
+    }
+
     @Test func requestIDsAreDistinct() {
         var random = FastRandom(seed: 3)
         let ids = Set((0..<1000).map { _ in random.uuidString() })

@@ -218,7 +218,7 @@ extension ProxyRequestHandler {
         listener?.stats.requestsActive.decrement()
         finished(RequestSummary(.localReply(reason), status: head.isGRPC ? 200 : Int(reason.status.code), startedAt: start.uptimeNanoseconds,
                                 endedAt: Self.uptime()), head: head, listener: listener, routed: routed)
-        writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method == .HEAD,
+        writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method.isHEAD,
                         keepAlive: keepsConnection(head), requestComplete: requestComplete)
     }
 
@@ -228,9 +228,9 @@ extension ProxyRequestHandler {
         listener.stats.requestsActive.decrement()
         finished(RequestSummary(.localReply(.fallback), status: status, startedAt: start.uptimeNanoseconds, endedAt: Self.uptime()),
                  head: head, listener: listener)
-        writeLocalReply(.fallback, version: head.version, isGRPC: false, isHEAD: head.method == .HEAD, keepAlive: keepsConnection(head),
+        writeLocalReply(.fallback, version: head.version, isGRPC: false, isHEAD: head.method.isHEAD, keepAlive: keepsConnection(head),
                         requestComplete: false) { close in
-            LocalReply.writeFallback(status: status, headers: headers, body: body, version: head.version, isHEAD: head.method == .HEAD,
+            LocalReply.writeFallback(status: status, headers: headers, body: body, version: head.version, isHEAD: head.method.isHEAD,
                                      closeConnection: close, to: self.downstream, eventLoop: self.local.eventLoop)
         }
     }

@@ -18,7 +18,7 @@ extension ProxyRequestHandler {
         // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
         let given = request.exchange.tries.count == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
         if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 { expected = min(expected, callerMilliseconds * 1_000_000) }
-        let milliseconds = String(max(expected / 1_000_000, 0))
+        let milliseconds = ProxyHeaders.decimal(max(expected / 1_000_000, 0))
         if request.exchange.tries.count == 1 && given == nil {
             request.upstreamHead.headers.addOwn(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         } else {

@@ -36,7 +36,9 @@ extension ProxyRequestHandler {
 
     func upstreamResponseHead(_ head: consuming HTTPResponseHead) {
         guard case .proxying(let request, _) = state else { return }
-        let reading = request.exchange.readResponseHead(status: Int(head.status.code), upgradeRequested: request.upgrade != nil)
+        let status = Int(head.status.code)
+        let upgradeRequested = request.upgrade != nil
+        let reading = request.ask { $0.readResponseHead(status: status, upgradeRequested: upgradeRequested) }
         if reading == .informational { return }
         let now = NIODeadline.now()
         request.trace?.tryAnswered(status: Int(head.status.code))

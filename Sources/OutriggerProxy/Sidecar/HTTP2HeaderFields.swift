@@ -15,7 +15,7 @@ enum HTTP2HeaderFields {
     /// A HEAD request: its response has no body, whatever its fields say.
     var isHeadRequest: Bool {
         switch self {
-        case .request(let head, _): head.method == .HEAD
+        case .request(let head, _): head.method.isHEAD
         case .block(let block): block.first(name: ":method") == "HEAD"
         case .response, .trailers: false
         }

@@ -17,6 +17,9 @@ final class LoopLocalState {
     private var http2Pools: [String: HTTP2EndpointPool] = [:]
     /// The same pools by `Endpoint.id`, the lookup every request makes.
     private var http1PoolsByEndpoint: [Int: HTTP1EndpointPool] = [:]
+    /// The pool found last, looked at before `http1PoolsByEndpoint` (a sidecar's requests mostly go to few
+    /// endpoints); forgotten with its pool.
+    private var lastHTTP1Pool: (endpointID: Int, pool: HTTP1EndpointPool)?
     /// Pools of endpoints that left, kept until their connections have closed.
     private var retiringHTTP1Pools: [ObjectIdentifier: HTTP1EndpointPool] = [:]
     /// This loop's place in the group: its shard of every latency histogram.
@@ -111,7 +114,11 @@ final class LoopLocalState {
     func acquire(cluster: ClusterRuntime, endpoint: Endpoint, for requester: any UpstreamLeaseRequester) -> LeaseTicket? {
         switch cluster.config.upstreamProtocol {
         case .http1:
+            if let last = lastHTTP1Pool, last.endpointID == endpoint.id {
+                return last.pool.lease(for: requester)
+            }
             if let pool = http1PoolsByEndpoint[endpoint.id] {
+                lastHTTP1Pool = (endpoint.id, pool)
                 return pool.lease(for: requester)
             }
             let pool: HTTP1EndpointPool
@@ -125,6 +132,7 @@ final class LoopLocalState {
                 http1Pools[endpoint.poolKey] = pool
             }
             http1PoolsByEndpoint[endpoint.id] = pool
+            lastHTTP1Pool = (endpoint.id, pool)
             return pool.lease(for: requester)
         case .http2:
             let pool: HTTP2EndpointPool
@@ -144,6 +152,7 @@ final class LoopLocalState {
     private func forget(_ pool: HTTP1EndpointPool) {
         if http1Pools[pool.key] === pool { http1Pools[pool.key] = nil }
         http1PoolsByEndpoint = http1PoolsByEndpoint.filter { $0.value !== pool }
+        if lastHTTP1Pool?.pool === pool { lastHTTP1Pool = nil }
         retiringHTTP1Pools[ObjectIdentifier(pool)] = nil
     }
 
