@@ -247,7 +247,11 @@ struct HTTP1FieldSummary {
         } else if HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding") {
             transferEncodings += 1
             try noteTransferCodings(value)
+            // llhttp reads only spaces after a final `chunked`: a tab there makes the coding an unknown one (the request
+            // refused, a response read to its close). Refused here too, so that the two never frame a message apart.
+            if lastCodingIsChunked, Self.trailingWhitespaceHasTab(untrimmed) { throw HTTP1ParseError.invalidHeader }
         } else if HTTP1Syntax.equalsIgnoringCase(name, "connection") {
+            if untrimmed.contains(UInt8(ascii: "\t")) { try Self.refuseTabAfterConnectionOption(untrimmed) }
             HTTP1Syntax.forEachListElement(value) { option in
                 if HTTP1Syntax.equalsIgnoringCase(option, "close") { connectionClose = true }
                 if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") { connectionKeepAlive = true }
@@ -256,6 +260,33 @@ struct HTTP1FieldSummary {
         } else if HTTP1Syntax.equalsIgnoringCase(name, "upgrade") {
             hasUpgrade = hasUpgrade || !value.isEmpty  // an empty one asks for nothing (llhttp reads on as HTTP)
         }
+    }
+
+    /// llhttp reads only spaces after a `close`, `keep-alive` or `upgrade` option: with a tab before its comma (or the
+    /// value's end) it is another option to llhttp, and the two would disagree on the connection. Refused.
+    private static func refuseTabAfterConnectionOption(_ untrimmed: UnsafeRawBufferPointer) throws {
+        var start = 0
+        while start <= untrimmed.count {
+            let end = untrimmed[start...].firstIndex(of: UInt8(ascii: ",")) ?? untrimmed.count
+            let segment = untrimmed[start..<end]
+            let option = HTTP1Syntax.trimmingWhitespace(segment)
+            let bytes = UnsafeRawBufferPointer(rebasing: option)
+            if HTTP1Syntax.equalsIgnoringCase(bytes, "close") || HTTP1Syntax.equalsIgnoringCase(bytes, "keep-alive")
+                || HTTP1Syntax.equalsIgnoringCase(bytes, "upgrade"),
+               untrimmed[option.endIndex..<end].contains(UInt8(ascii: "\t")) {
+                throw HTTP1ParseError.invalidHeader
+            }
+            start = end + 1
+        }
+    }
+
+    private static func trailingWhitespaceHasTab(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var end = bytes.count
+        while end > 0, bytes[end - 1] == UInt8(ascii: " ") || bytes[end - 1] == UInt8(ascii: "\t") {
+            if bytes[end - 1] == UInt8(ascii: "\t") { return true }
+            end -= 1
+        }
+        return false
     }
 
     /// The comma-separated transfer codings: tokens (no parameters, no empty elements), `chunked` at most once in the
