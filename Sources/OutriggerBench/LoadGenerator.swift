@@ -101,7 +101,10 @@ final class LoadCoordinator {
     private let eventLoop: any EventLoop
     private let done: EventLoopPromise<BenchResults>
     private let progress: @Sendable (String) -> Void
-    private var scheduler: LoadScheduler
+    private var dispatch: LoadDispatch<any BenchWorker>
+    private var scheduler: LoadScheduler { dispatch.scheduler }
+    /// The one wake-up the free workers share (`LoadDispatch`).
+    private var wake: Scheduled<Void>?
     private var results = BenchResults()
     private var measureFrom: UInt64
     /// Closed loop: the window opens when the first connection is ready (as wrk's and h2load's clocks start
@@ -128,7 +131,7 @@ final class LoadCoordinator {
         self.progress = progress
         let now = NIODeadline.now().uptimeNanoseconds
         self.measureFrom = now + options.warmup.unsignedNanoseconds
-        self.scheduler = LoadScheduler(rate: options.rate, start: now, duration: (options.warmup + options.duration).unsignedNanoseconds)
+        self.dispatch = LoadDispatch(scheduler: LoadScheduler(rate: options.rate, start: now, duration: (options.warmup + options.duration).unsignedNanoseconds))
         var headers = HTTPHeaders([("host", options.port == options.defaultPort ? options.host : "\(options.host):\(options.port)")])
         for (name, value) in options.headers { headers.replaceOrAdd(name: name, value: value) }
         if options.bodySize > 0 { headers.replaceOrAdd(name: "content-length", value: String(options.bodySize)) }
@@ -264,19 +267,27 @@ final class LoadCoordinator {
         if options.rate == nil && !windowOpen {
             windowOpen = true
             measureFrom = now + options.warmup.unsignedNanoseconds
-            scheduler = LoadScheduler(rate: nil, start: now, duration: (options.warmup + options.duration).unsignedNanoseconds)
+            dispatch.scheduler = LoadScheduler(rate: nil, start: now, duration: (options.warmup + options.duration).unsignedNanoseconds)
         }
-        switch scheduler.connectionFree(now: now) {
-        case .send(let intended):
-            if intended >= measureFrom { results.sent += 1 }
-            connection.send(intended: intended, timeout: options.timeout)
-        case .wait(let until):
-            eventLoop.assumeIsolated().scheduleTask(deadline: .uptimeNanoseconds(until)) { [weak connection] in
-                guard let connection else { return }
-                self.connectionFree(connection)
+        perform(dispatch.workerFree(connection, now: now, usable: \.canSend))
+    }
+
+    private func perform(_ actions: [LoadDispatch<any BenchWorker>.Action]) {
+        for action in actions {
+            switch action {
+            case .send(let worker, let intended):
+                if intended >= measureFrom { results.sent += 1 }
+                worker.send(intended: intended, timeout: options.timeout)
+            case .stop(let worker):
+                worker.stop()
+            case .wake(let deadline):
+                wake?.cancel()
+                wake = eventLoop.assumeIsolated().scheduleTask(deadline: .uptimeNanoseconds(deadline)) { [weak self] in
+                    guard let self else { return }
+                    self.wake = nil
+                    self.perform(self.dispatch.woke(now: NIODeadline.now().uptimeNanoseconds, usable: \.canSend))
+                }
             }
-        case .stop:
-            connection.stop()
         }
     }
 
@@ -360,6 +371,8 @@ final class TLSHandshakeGate: ChannelInboundHandler, RemovableChannelHandler {
 
 /// Something that carries one request at a time: an HTTP/1.1 connection, or a stream slot on an HTTP/2 one.
 protocol BenchWorker: AnyObject {
+    /// Whether it can still send (its connection is open and not closing).
+    var canSend: Bool { get }
     func send(intended: UInt64, timeout: Duration)
     /// The test is over for this worker.
     func stop()
@@ -378,6 +391,8 @@ final class BenchConnection: ChannelInboundHandler, BenchWorker {
     init(coordinator: LoadCoordinator) {
         self.coordinator = coordinator
     }
+
+    var canSend: Bool { context != nil && !closing }
 
     /// Added once the connection is up (and past TLS): ready for its first request.
     func handlerAdded(context: ChannelHandlerContext) {
@@ -466,6 +481,8 @@ final class HTTP2StreamWorker: BenchWorker {
     init(connection: HTTP2BenchConnection) {
         self.connection = connection
     }
+
+    var canSend: Bool { connection.channel.isActive }
 
     func send(intended: UInt64, timeout: Duration) {
         guard connection.channel.isActive else { return }

@@ -47,3 +47,53 @@ struct LoadSchedulerTests {
 struct AnyDecodable: Decodable {
     init(from decoder: any Decoder) throws {}
 }
+
+@Suite("Load dispatch: free workers and the one wake-up they share")
+struct LoadDispatchTests {
+    final class Worker {
+        let id: Int
+        var open = true
+        init(_ id: Int) { self.id = id }
+    }
+
+    static func sends(_ actions: [LoadDispatch<Worker>.Action]) -> [String] {
+        actions.map {
+            switch $0 {
+            case .send(let worker, let intended): "send \(worker.id) \(intended)"
+            case .stop(let worker): "stop \(worker.id)"
+            case .wake(let at): "wake \(at)"
+            }
+        }
+    }
+
+    @Test func manyFreeWorkersShareOneWakeUpAndTakeTurns() {
+        var dispatch = LoadDispatch<Worker>(scheduler: LoadScheduler(rate: 1000, start: 0, duration: 3_000_000))  // 3 requests, 1 ms apart
+        let workers = (0..<64).map(Worker.init)
+        var actions: [String] = []
+        for worker in workers { actions += Self.sends(dispatch.workerFree(worker, now: 0, usable: { $0.open })) }
+        #expect(actions == ["send 0 0", "wake 1000000"], "the first sends; one wake-up for all the others")
+        #expect(dispatch.freeCount == 63)
+        #expect(Self.sends(dispatch.woke(now: 1_000_000, usable: { $0.open })) == ["send 1 1000000", "wake 2000000"])
+        workers[2].open = false
+        #expect(Self.sends(dispatch.woke(now: 2_500_000, usable: { $0.open })) == ["send 3 2000000"] + (4..<64).map { "stop \($0)" },
+                "a closed worker leaves the line; once the schedule is over, every waiting worker stops")
+        #expect(Self.sends(dispatch.workerFree(workers[0], now: 3_000_000, usable: { $0.open })) == ["stop 0"])
+        #expect(dispatch.freeCount == 0)
+    }
+
+    @Test func aWorkerFreedLateSendsWhatIsDueAtOnce() {
+        var dispatch = LoadDispatch<Worker>(scheduler: LoadScheduler(rate: 1000, start: 0, duration: 10_000_000))
+        let worker = Worker(0)
+        #expect(Self.sends(dispatch.workerFree(worker, now: 0, usable: { $0.open })) == ["send 0 0"])
+        #expect(Self.sends(dispatch.workerFree(worker, now: 2_500_000, usable: { $0.open })) == ["send 0 1000000"])
+        #expect(Self.sends(dispatch.workerFree(worker, now: 2_500_000, usable: { $0.open })) == ["send 0 2000000"])
+        #expect(Self.sends(dispatch.workerFree(worker, now: 2_500_000, usable: { $0.open })) == ["wake 3000000"])
+        #expect(dispatch.wakeAt == 3_000_000)
+    }
+
+    @Test func closedLoopSendsOnEveryFreeWorker() {
+        var dispatch = LoadDispatch<Worker>(scheduler: LoadScheduler(rate: nil, start: 0, duration: 100))
+        for id in 0..<3 { #expect(Self.sends(dispatch.workerFree(Worker(id), now: 10, usable: { _ in true })) == ["send \(id) 10"]) }
+        #expect(Self.sends(dispatch.workerFree(Worker(9), now: 100, usable: { _ in true })) == ["stop 9"])
+    }
+}
