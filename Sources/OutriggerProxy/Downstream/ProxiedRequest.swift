@@ -13,13 +13,6 @@ final class ProxiedRequest {
     var exchange: ProxyExchange
     /// The endpoint of the current try (or of the last one).
     var endpoint: Endpoint { exchange.current.endpoint }
-
-    /// Asks the exchange something in place. A non-mutating method called on `exchange` itself runs on a copy of the
-    /// whole struct (a class's stored property is copied out for the call): ~500 instructions with its destruction.
-    @inline(__always)
-    func ask<Answer>(_ question: (inout ProxyExchange) -> Answer) -> Answer {
-        question(&exchange)
-    }
     /// The hedged try's connection, racing the current one (its hold on its endpoint is `exchange.hedged`).
     var hedge: HedgedAttempt?
     var upstreamHead: HTTPRequestHead
@@ -77,6 +70,13 @@ final class ProxiedRequest {
         self.upstreamHead = head
         self.keepAlive = keepAlive
         self.start = start
+    }
+
+    /// Asks the exchange something in place. A non-mutating method called on `exchange` itself runs on a copy of the
+    /// whole struct (a class's stored property is copied out for the call): ~500 instructions with its destruction.
+    @inline(__always)
+    func ask<Answer>(_ question: (inout ProxyExchange) -> Answer) -> Answer {
+        question(&exchange)
     }
 }
 
