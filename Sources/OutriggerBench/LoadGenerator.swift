@@ -325,6 +325,7 @@ final class LoadCoordinator {
         guard !finished else { return }
         finished = true
         progressTask?.cancel()
+        wake?.cancel()
         let scheduled = Double(options.duration.unsignedNanoseconds) / 1e9
         // Open loop: a target that fell behind finishes after the schedule does, and that time counts.
         let late = options.rate != nil && lastEnd > measureFrom

@@ -234,31 +234,30 @@ struct HTTP1FieldSummary {
     }
 
     mutating func note(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, untrimmed: UnsafeRawBufferPointer) throws {
-        // Most names have none of the four lengths: they go without a byte compared.
+        // By length first: most names have none of the four lengths, and go without a byte compared.
         switch name.count {
-        case 7, 10, 14, 17: break
-        default: return
-        }
-        if HTTP1Syntax.equalsIgnoringCase(name, "content-length") {
+        case 14 where HTTP1Syntax.equalsIgnoringCase(name, "content-length"):
             // Spaces around the digits only: llhttp refuses a tab there.
             guard !untrimmed.contains(UInt8(ascii: "\t")) else { throw HTTP1ParseError.invalidContentLength }
             contentLengths += 1
             contentLength = try HTTP1Syntax.parseContentLength(value)
-        } else if HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding") {
+        case 17 where HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding"):
             transferEncodings += 1
             try noteTransferCodings(value)
             // llhttp reads only spaces after a final `chunked`: a tab there makes the coding an unknown one (the request
             // refused, a response read to its close). Refused here too, so that the two never frame a message apart.
             if lastCodingIsChunked, Self.trailingWhitespaceHasTab(untrimmed) { throw HTTP1ParseError.invalidHeader }
-        } else if HTTP1Syntax.equalsIgnoringCase(name, "connection") {
+        case 10 where HTTP1Syntax.equalsIgnoringCase(name, "connection"):
             if untrimmed.contains(UInt8(ascii: "\t")) { try Self.refuseTabAfterConnectionOption(untrimmed) }
             HTTP1Syntax.forEachListElement(value) { option in
                 if HTTP1Syntax.equalsIgnoringCase(option, "close") { connectionClose = true }
                 if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") { connectionKeepAlive = true }
                 if HTTP1Syntax.equalsIgnoringCase(option, "upgrade") { connectionUpgrade = true }
             }
-        } else if HTTP1Syntax.equalsIgnoringCase(name, "upgrade") {
+        case 7 where HTTP1Syntax.equalsIgnoringCase(name, "upgrade"):
             hasUpgrade = hasUpgrade || !value.isEmpty  // an empty one asks for nothing (llhttp reads on as HTTP)
+        default:
+            break
         }
     }
 

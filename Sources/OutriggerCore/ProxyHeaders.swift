@@ -18,7 +18,7 @@ public enum ProxyHeaders {
     ///
     /// One scan finds which hop-by-hop fields are there and reads the `Connection` and `te` lists in place; only the
     /// fields present are removed. Nothing is allocated unless `Connection` names a field that is neither hop-by-hop
-    /// nor `close`.
+    /// nor `close`, or the field named `own` is there.
     public static func removeHopByHop(_ headers: inout HTTPHeaders, alongWith own: StaticString? = nil) {
         var present: UInt16 = 0  // bit i: hopByHopNames[i] is there
         var ownPresent = false

@@ -44,8 +44,9 @@ public enum RetryDecision: Equatable, Sendable {
         guard replayable else { return .stop(reason: "body_too_large") }
         var delay = backoff(retry: triesSoFar, base: policy.backoffBase, max: policy.backoffMax, random: &random)
         if case .response(_, _, let retryAfter?) = outcome {
-            let wanted = Int64(retryAfter) * 1_000_000_000
-            guard wanted <= policy.retryAfterMax.nanoseconds else { return .stop(reason: "retry_after") }
+            // The upstream's number: past Int64 in nanoseconds it is past any cap (it trapped the process).
+            let (wanted, overflow) = Int64(retryAfter).multipliedReportingOverflow(by: 1_000_000_000)
+            guard !overflow, wanted <= policy.retryAfterMax.nanoseconds else { return .stop(reason: "retry_after") }
             delay = max(delay, wanted)
         }
         if let refusal = budgetRefusal() { return .stop(reason: refusal) }

@@ -58,6 +58,9 @@ struct HTTP1ResponseParserTests {
         .init(name: "bare LF line ends", bytes: "HTTP/1.1 200 OK\ncontent-length: 0\n\n"),
         .init(name: "content-length and transfer-encoding", bytes: "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"),
         .init(name: "content-length twice", bytes: "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\nabc"),
+        // llhttp reads only spaces there: with a tab it reads to the close, or keeps the connection.
+        .init(name: "a tab after chunked", bytes: "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\t\r\n\r\n0\r\n\r\n"),
+        .init(name: "a tab after close", bytes: "HTTP/1.1 200 OK\r\nconnection: close \t\r\ncontent-length: 0\r\n\r\n"),
         .init(name: "content-length list", bytes: "HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\nabc"),
         .init(name: "negative content-length", bytes: "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n"),
         .init(name: "a chunk size that is not hex", bytes: "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n"),

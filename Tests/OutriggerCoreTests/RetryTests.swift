@@ -72,6 +72,10 @@ struct RetryTests {
         let soon = Self.decide(.response(status: 503, grpcStatus: nil, retryAfterSeconds: 1), policy: policy)
         #expect(soon == .retry(after: 1_000_000_000, reason: "5xx"))
         #expect(Self.decide(.response(status: 503, grpcStatus: nil, retryAfterSeconds: 5), policy: policy) == .stop(reason: "retry_after"))
+        // Past Int64 once in nanoseconds: past the cap, not a trap.
+        for seconds in [10_000_000_000, Int.max] {
+            #expect(Self.decide(.response(status: 503, grpcStatus: nil, retryAfterSeconds: seconds), policy: policy) == .stop(reason: "retry_after"))
+        }
     }
 
     @Test func budgetAllowsAShareOfRequestsPlusAFloor() {

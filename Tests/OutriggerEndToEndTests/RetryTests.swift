@@ -420,6 +420,12 @@ struct OverrideHeaderTests {
             #expect(longer.echo?.headers["x-outrigger-expected-timeout-ms"] == "15000", "this hop's route timeout, shorter")
             let garbage = try await fetch(harness.url + "/", ["-H", "x-outrigger-expected-timeout-ms: soon"])
             #expect(garbage.echo?.headers["x-outrigger-expected-timeout-ms"] == "15000", "an unreadable value is replaced")
+            // Past Int64 once in nanoseconds: it trapped the sidecar. Longer than this hop's, so this hop's goes.
+            let huge = try await fetch(harness.url + "/", ["-H", "x-outrigger-expected-timeout-ms: 9300000000000"])
+            #expect(huge.status == 200)
+            #expect(huge.echo?.headers["x-outrigger-expected-timeout-ms"] == "15000")
+            let after = try await fetch(harness.url + "/")
+            #expect(after.status == 200, "the sidecar is still there")
         }
     }
 

@@ -72,11 +72,12 @@ final class ProxiedRequest {
         self.start = start
     }
 
-    /// Asks the exchange something in place. A non-mutating method called on `exchange` itself runs on a copy of the
-    /// whole struct (a class's stored property is copied out for the call): ~500 instructions with its destruction.
+    /// The exchange, in place, for a call on the hot path. A non-mutating method called on `exchange` itself runs on a
+    /// copy of the whole struct (a class's stored property is copied out for the call): ~500 instructions with its
+    /// destruction.
     @inline(__always)
-    func ask<Answer>(_ question: (inout ProxyExchange) -> Answer) -> Answer {
-        question(&exchange)
+    func withExchange<Value>(_ body: (inout ProxyExchange) -> Value) -> Value {
+        body(&exchange)
     }
 }
 

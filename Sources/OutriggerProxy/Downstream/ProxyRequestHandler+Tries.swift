@@ -17,7 +17,12 @@ extension ProxyRequestHandler {
         // A caller's sidecar may have said already how long it waits (the header arrives through a second
         // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
         let given = request.exchange.tries.count == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
-        if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 { expected = min(expected, callerMilliseconds * 1_000_000) }
+        // The client's number, so multiplied with its overflow seen: a value past Int64 in nanoseconds (~292 years)
+        // trapped the process. It is longer than any timeout here, so this hop's stands.
+        if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 {
+            let (callerNanoseconds, overflow) = callerMilliseconds.multipliedReportingOverflow(by: 1_000_000)
+            if !overflow { expected = min(expected, callerNanoseconds) }
+        }
         let milliseconds = ProxyHeaders.decimal(max(expected / 1_000_000, 0))
         if request.exchange.tries.count == 1 && given == nil {
             request.upstreamHead.headers.addOwn(name: "x-outrigger-expected-timeout-ms", value: milliseconds)

@@ -38,7 +38,7 @@ extension ProxyRequestHandler {
         guard case .proxying(let request, _) = state else { return }
         let status = Int(head.status.code)
         let upgradeRequested = request.upgrade != nil
-        let reading = request.ask { $0.readResponseHead(status: status, upgradeRequested: upgradeRequested) }
+        let reading = request.withExchange { $0.readResponseHead(status: status, upgradeRequested: upgradeRequested) }
         if reading == .informational { return }
         let now = NIODeadline.now()
         request.trace?.tryAnswered(status: Int(head.status.code))
