@@ -328,22 +328,10 @@ public enum AccessLogFormatter {
 
     /// Digits of `value`, zero-padded to `width`, written in place (no string in between).
     private static func appendDecimal(_ value: UInt64, width: Int = 1, to buffer: inout [UInt8]) {
-        var digitCount = 1
-        var rest = value / 10
-        while rest > 0 {
-            digitCount += 1
-            rest /= 10
-        }
-        let count = max(digitCount, width)
+        let count = max(DecimalText.digitCount(value), width)
         let start = buffer.count
         buffer.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: count))
-        var remaining = value
-        var index = start + count - 1
-        while remaining > 0 {
-            buffer[index] = UInt8(ascii: "0") + UInt8(remaining % 10)
-            remaining /= 10
-            index -= 1
-        }
+        buffer.withUnsafeMutableBufferPointer { DecimalText.write(value, into: UnsafeMutableBufferPointer(rebasing: $0[start...])) }
     }
 
     private static func appendHexByte(_ byte: UInt8, to buffer: inout [UInt8]) {

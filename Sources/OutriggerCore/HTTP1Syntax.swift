@@ -74,10 +74,17 @@ enum HTTP1Syntax {
     /// The elements of a comma-separated list (RFC 9110 §5.6.1), each without the spaces and tabs around it; empty
     /// ones included (a trailing comma gives one), for the caller to skip or refuse.
     static func forEachListElement(_ value: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        try forEachListElement(value) { element, _ in try body(element) }
+    }
+
+    /// The same, and whether a tab is in the whitespace after each element (before its comma or the list's end):
+    /// llhttp reads only spaces there after the values it knows (`chunked`, `close`, `keep-alive`, `upgrade`).
+    static func forEachListElement(_ value: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer, _ tabAfter: Bool) throws -> Void) rethrows {
         var rest = value[...]
         while true {
             let comma = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
-            try body(UnsafeRawBufferPointer(rebasing: trimmingWhitespace(rest[rest.startIndex..<comma])))
+            let element = trimmingWhitespace(rest[rest.startIndex..<comma])
+            try body(UnsafeRawBufferPointer(rebasing: element), value[element.endIndex..<comma].contains(UInt8(ascii: "\t")))
             guard comma < rest.endIndex else { return }
             rest = rest[(comma + 1)...]
         }
@@ -243,16 +250,26 @@ struct HTTP1FieldSummary {
             contentLength = try HTTP1Syntax.parseContentLength(value)
         case 17 where HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding"):
             transferEncodings += 1
-            try noteTransferCodings(value)
-            // llhttp reads only spaces after a final `chunked`: a tab there makes the coding an unknown one (the request
-            // refused, a response read to its close). Refused here too, so that the two never frame a message apart.
-            if lastCodingIsChunked, Self.trailingWhitespaceHasTab(untrimmed) { throw HTTP1ParseError.invalidHeader }
+            try noteTransferCodings(untrimmed)
         case 10 where HTTP1Syntax.equalsIgnoringCase(name, "connection"):
-            if untrimmed.contains(UInt8(ascii: "\t")) { try Self.refuseTabAfterConnectionOption(untrimmed) }
-            HTTP1Syntax.forEachListElement(value) { option in
-                if HTTP1Syntax.equalsIgnoringCase(option, "close") { connectionClose = true }
-                if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") { connectionKeepAlive = true }
-                if HTTP1Syntax.equalsIgnoringCase(option, "upgrade") { connectionUpgrade = true }
+            // The untrimmed value: the whitespace after the last option is read too. llhttp reads only spaces after the
+            // options it knows; followed by a tab, one is another option to it, and the two would disagree on the
+            // connection. Refused.
+            try HTTP1Syntax.forEachListElement(untrimmed) { option, tabAfter in
+                let known: Bool
+                if HTTP1Syntax.equalsIgnoringCase(option, "close") {
+                    connectionClose = true
+                    known = true
+                } else if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") {
+                    connectionKeepAlive = true
+                    known = true
+                } else if HTTP1Syntax.equalsIgnoringCase(option, "upgrade") {
+                    connectionUpgrade = true
+                    known = true
+                } else {
+                    known = false
+                }
+                if known && tabAfter { throw HTTP1ParseError.invalidHeader }
             }
         case 7 where HTTP1Syntax.equalsIgnoringCase(name, "upgrade"):
             hasUpgrade = hasUpgrade || !value.isEmpty  // an empty one asks for nothing (llhttp reads on as HTTP)
@@ -261,45 +278,23 @@ struct HTTP1FieldSummary {
         }
     }
 
-    /// llhttp reads only spaces after a `close`, `keep-alive` or `upgrade` option: with a tab before its comma (or the
-    /// value's end) it is another option to llhttp, and the two would disagree on the connection. Refused.
-    private static func refuseTabAfterConnectionOption(_ untrimmed: UnsafeRawBufferPointer) throws {
-        var start = 0
-        while start <= untrimmed.count {
-            let end = untrimmed[start...].firstIndex(of: UInt8(ascii: ",")) ?? untrimmed.count
-            let segment = untrimmed[start..<end]
-            let option = HTTP1Syntax.trimmingWhitespace(segment)
-            let bytes = UnsafeRawBufferPointer(rebasing: option)
-            if HTTP1Syntax.equalsIgnoringCase(bytes, "close") || HTTP1Syntax.equalsIgnoringCase(bytes, "keep-alive")
-                || HTTP1Syntax.equalsIgnoringCase(bytes, "upgrade"),
-               untrimmed[option.endIndex..<end].contains(UInt8(ascii: "\t")) {
-                throw HTTP1ParseError.invalidHeader
-            }
-            start = end + 1
-        }
-    }
-
-    private static func trailingWhitespaceHasTab(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var end = bytes.count
-        while end > 0, bytes[end - 1] == UInt8(ascii: " ") || bytes[end - 1] == UInt8(ascii: "\t") {
-            if bytes[end - 1] == UInt8(ascii: "\t") { return true }
-            end -= 1
-        }
-        return false
-    }
-
-    /// The comma-separated transfer codings: tokens (no parameters, no empty elements), `chunked` at most once in the
-    /// message; whether the last one is `chunked`.
-    private mutating func noteTransferCodings(_ value: UnsafeRawBufferPointer) throws {
-        try HTTP1Syntax.forEachListElement(value) { coding in
+    /// The comma-separated transfer codings (the untrimmed value): tokens (no parameters, no empty elements), `chunked`
+    /// at most once in the message; whether the last one is `chunked`. llhttp reads only spaces after a final
+    /// `chunked`: a tab there makes it an unknown coding (the request refused, a response read to its close). Refused
+    /// here too, so that the two never frame a message apart.
+    private mutating func noteTransferCodings(_ untrimmed: UnsafeRawBufferPointer) throws {
+        var tabAfterLast = false
+        try HTTP1Syntax.forEachListElement(untrimmed) { coding, tabAfter in
             // An empty coding (a trailing comma leaves one) is refused.
             guard !coding.isEmpty, coding.allSatisfy(HTTP1Syntax.isTokenByte) else { throw HTTP1ParseError.invalidHeader }
             lastCodingIsChunked = HTTP1Syntax.equalsIgnoringCase(coding, "chunked")
+            tabAfterLast = tabAfter
             if lastCodingIsChunked {
                 guard !chunkedSeen else { throw HTTP1ParseError.ambiguousFraming }
                 chunkedSeen = true
             }
         }
+        if lastCodingIsChunked && tabAfterLast { throw HTTP1ParseError.invalidHeader }
     }
 }
 

@@ -176,29 +176,9 @@ public enum ProxyHeaders {
         if head.status.reasonPhrase.isEmpty {
             head.status = .custom(code: head.status.code, reasonPhrase: reasonPhrase(forUnknown: head.status.code))
         }
-        head.headers.addOwn(name: OutriggerHeader.upstreamServiceTime, value: decimal(upstreamServiceMilliseconds))
+        head.headers.addOwn(name: OutriggerHeader.upstreamServiceTime, value: DecimalText.string(upstreamServiceMilliseconds))
         if addVia { appendVia(&head.headers, version: head.version) }
         route.responseHeaders.apply(to: &head.headers)
-    }
-
-    /// `value` in decimal, as `String(value)` writes it, without the generic path that takes (~390 instructions).
-    public static func decimal(_ value: Int64) -> String {
-        guard value >= 0 else { return String(value) }
-        var digits = 1
-        var rest = value
-        while rest >= 10 {
-            digits += 1
-            rest /= 10
-        }
-        // Exactly as many bytes as it has digits: up to 15 fit in the string itself, with nothing allocated.
-        return String(unsafeUninitializedCapacity: digits) { buffer in
-            var rest = value
-            for index in stride(from: digits - 1, through: 0, by: -1) {
-                buffer[index] = UInt8(truncatingIfNeeded: rest % 10) &+ UInt8(ascii: "0")
-                rest /= 10
-            }
-            return digits
-        }
     }
 
     /// A reason phrase for a status code NIO does not name: some HTTP/1.1 clients (h2load `--h1` among

@@ -313,7 +313,7 @@ struct ProxyHeadersTests {
 
     @Test func decimalsAreWrittenAsStringDoes() {
         for value: Int64 in [0, 7, 9, 10, 99, 100, 999, 1000, 1_234_567, 999_999_999_999_999, 1_000_000_000_000_000, .max, -1, .min] {
-            #expect(ProxyHeaders.decimal(value) == String(value))
+            #expect(DecimalText.string(value) == String(value))
         }
     }
 

@@ -23,7 +23,7 @@ extension ProxyRequestHandler {
             let (callerNanoseconds, overflow) = callerMilliseconds.multipliedReportingOverflow(by: 1_000_000)
             if !overflow { expected = min(expected, callerNanoseconds) }
         }
-        let milliseconds = ProxyHeaders.decimal(max(expected / 1_000_000, 0))
+        let milliseconds = DecimalText.string(max(expected / 1_000_000, 0))
         if request.exchange.tries.count == 1 && given == nil {
             request.upstreamHead.headers.addOwn(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
         } else {
