@@ -86,7 +86,7 @@ public struct HTTP1RequestParser {
         let method = try Self.method(UnsafeRawBufferPointer(rebasing: line[0..<firstSpace]))
         let target = UnsafeRawBufferPointer(rebasing: line[(firstSpace + 1)..<secondSpace])
         guard isTarget(target, of: method) else { throw HTTP1ParseError.invalidStartLine }
-        return (method, String(decoding: target, as: UTF8.self), version)
+        return (method, String(utf8Bytes: target), version)
     }
 
     /// The request-target's forms (RFC 9112 §3.2): origin (`/…`), asterisk (`*`), absolute (`scheme://…`) and, for

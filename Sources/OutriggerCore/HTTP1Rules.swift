@@ -1,8 +1,8 @@
 import NIOHTTP1
 import OutriggerConfig
 
-/// The HTTP/1.x rules the proxy applies itself, pure over heads: framing a relayed response, whether a connection
-/// carries another request, which upgrades become tunnels, and how big a head was.
+/// The HTTP/1.x rules the proxy applies itself, pure over heads: framing a relayed response, when a connection
+/// closes after a local reply, and the protocol's name in the access log.
 public enum HTTP1Rules {
     /// Frames a relayed response for an HTTP/1.x client — decided here, not by NIO's encoder, which cannot know a
     /// response answers HEAD: a body without `content-length` is chunked for HTTP/1.1 clients and delimited by the
@@ -28,33 +28,11 @@ public enum HTTP1Rules {
         return closes
     }
 
-    /// Whether the request lets its connection carry another one. The HTTP/1.1 parser stops at an upgrade request
-    /// (`Connection: upgrade` with `Upgrade`, or CONNECT): unless it becomes a tunnel, the connection closes after it.
-    public static func keepsConnection(_ head: HTTPRequestHead) -> Bool {
-        let upgrades = head.method.isCONNECT || (head.headers.contains(name: "upgrade") && asksForUpgrade(head))
-        return head.isKeepAlive && !upgrades
-    }
-
     /// Whether an HTTP/1.1 connection closes after a local reply: the client did not ask to keep it, the request's body
     /// was not read to its end (what follows on the connection is not a request head), the request could not be parsed
     /// or named no valid host (the connection's framing is in doubt), or the sidecar is shutting down.
     public static func closesAfterLocalReply(_ reason: LocalReplyReason, keepAlive: Bool, requestComplete: Bool, quiescing: Bool) -> Bool {
         !keepAlive || !requestComplete || reason == .badRequest || reason == .invalidHost || quiescing
-    }
-
-    /// The `Upgrade` protocol of a request that can be tunnelled (HTTP/1.1 on both sides; never `h2c`, RFC 9113
-    /// §3.1), or nil.
-    public static func tunnelableUpgrade(_ head: HTTPRequestHead, http1BothSides: Bool) -> String? {
-        guard http1BothSides, let upgrade = head.headers.first(name: "upgrade"), upgrade.lowercased() != "h2c", asksForUpgrade(head)
-        else { return nil }
-        return upgrade
-    }
-
-    /// Request line and header bytes as they were on the wire (near enough for a limit).
-    public static func headSize(_ head: HTTPRequestHead) -> Int {
-        var size = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
-        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
-        return size
     }
 
     /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`, as the access log names them.
@@ -64,10 +42,6 @@ public enum HTTP1Rules {
         case (1, 0): "HTTP/1.0"
         default: "HTTP/1.1"
         }
-    }
-
-    private static func asksForUpgrade(_ head: HTTPRequestHead) -> Bool {
-        head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
     }
 }
 

@@ -120,7 +120,7 @@ enum HTTP1Syntax {
             for byte in value where !isFieldValueByte(byte) { throw HTTP1ParseError.invalidHeader }
             try summary.note(name: name, value: value, untrimmed: UnsafeRawBufferPointer(rebasing: untrimmed))
             if fields.isEmpty { fields.reserveCapacity(16) }
-            fields.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+            fields.append((String(utf8Bytes: name), String(utf8Bytes: value)))
         }
         throw HTTP1ParseError.invalidHeader  // no empty line: cannot happen, the section was found by it
     }

@@ -202,30 +202,6 @@ public enum ProxyHeaders {
         }
     }
 
-    /// Whether a request's Host is one a proxy may route by and forward (RFC 9112 §3.2, RFC 9113 §8.3.1):
-    /// exactly one on HTTP/1.1 (none is allowed on HTTP/1.0), every value the same on HTTP/2 (where it came
-    /// from `:authority` or a `host` field), and each a valid `uri-host[:port]`. Otherwise routing could use
-    /// one value while the upstream reads another.
-    public static func hasValidHost(_ headers: HTTPHeaders, version: HTTPVersion) -> Bool {
-        var first: String?
-        var count = 0
-        for (name, value) in headers where isHost(name) {
-            count += 1
-            guard isValidHost(value) else { return false }
-            if let first {
-                guard version.major >= 2, value == first else { return false }
-            } else {
-                first = value
-            }
-        }
-        return count > 0 || version.major != 1 || version.minor == 0
-    }
-
-    /// `name` is "host" in any case, without allocating (it runs for every header of every request).
-    private static func isHost(_ name: String) -> Bool {
-        HTTP1Syntax.equalsIgnoringCase(name, "host")
-    }
-
     /// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): a bracketed IPv6 literal or a reg-name / IPv4 address of
     /// unreserved, percent-encoded and sub-delimiter characters; an empty value is allowed (no authority).
     public static func isValidHost(_ value: String) -> Bool {

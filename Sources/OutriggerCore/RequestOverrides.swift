@@ -21,16 +21,6 @@ public struct RequestOverrides: Equatable, Sendable {
 
     public init() {}
 
-    /// Is any `x-outrigger-` header present? (One pass over the names, each read in place: most requests have none.)
-    public static func anyPresent(in headers: HTTPHeaders) -> Bool {
-        headers.contains { name, _ in
-            var name = name
-            return name.withUTF8 { bytes in
-                HTTP1Syntax.startsIgnoringCase(UnsafeRawBufferPointer(bytes), with: "x-outrigger-")
-            }
-        }
-    }
-
     public init(_ headers: HTTPHeaders) {
         func milliseconds(_ name: String) -> Duration? {
             guard let text = headers.first(name: name) else { return nil }

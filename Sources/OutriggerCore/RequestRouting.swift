@@ -29,12 +29,11 @@ public enum RequestRouting {
     /// - Parameters:
     ///   - malformedHTTP2: why an HTTP/2 stream's head is malformed for a proxy, if it is.
     ///   - now: uptime ns, for why a cluster has no endpoint (a breaker open until then, or none healthy).
-    public static func route(_ head: HTTPRequestHead, on listener: ListenerRuntime, malformedHTTP2: LocalReplyReason?, clientAddress: String?,
+    public static func route(_ head: HTTPRequestHead, facts: RequestHeadFacts, on listener: ListenerRuntime, malformedHTTP2: LocalReplyReason?, clientAddress: String?,
                              now: UInt64, random: () -> UInt64, pick: (ClusterRuntime, _ hashKey: UInt64?) -> Endpoint?,
                              admit: (Endpoint, ClusterRuntime) -> Endpoint?) -> RequestRouting {
-        if let refusal = refusal(of: head, on: listener, malformedHTTP2: malformedHTTP2) { return .localReply(refusal) }
-        let host = head.headers.first(name: "host") ?? ""
-        guard let route = listener.routes.route(host: host, path: ProxyHeaders.path(of: head.uri), method: head.method, headers: head.headers)
+        if let refusal = refusal(of: facts, on: listener, malformedHTTP2: malformedHTTP2) { return .localReply(refusal) }
+        guard let route = listener.routes.route(host: facts.host ?? "", path: ProxyHeaders.path(of: head.uri), method: head.method, headers: head.headers)
         else { return .localReply(.noRoute) }
         var cluster = route.destination.pick(random: random())
         let hashPolicy = cluster.hashPolicy
@@ -73,15 +72,12 @@ public enum RequestRouting {
 
     /// Why a request is answered before it is routed: the listener refusing requests under overload, a head or
     /// announced body over the listener's limits, a malformed HTTP/2 head, a missing or invalid `Host`.
-    public static func refusal(of head: HTTPRequestHead, on listener: ListenerRuntime, malformedHTTP2: LocalReplyReason?) -> LocalReplyReason? {
+    public static func refusal(of facts: RequestHeadFacts, on listener: ListenerRuntime, malformedHTTP2: LocalReplyReason?) -> LocalReplyReason? {
         if listener.stats.overloadLevel >= .refusingRequests { return .overload }
-        if HTTP1Rules.headSize(head) > listener.config.maxRequestHeadersBytes { return .headersTooLarge }
-        if let limit = listener.config.maxRequestBodyBytes,
-           let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
-            return .bodyTooLarge
-        }
+        if facts.size > listener.config.maxRequestHeadersBytes { return .headersTooLarge }
+        if let limit = listener.config.maxRequestBodyBytes, let length = facts.contentLength, length > limit { return .bodyTooLarge }
         if let malformedHTTP2 { return malformedHTTP2 }
-        if !ProxyHeaders.hasValidHost(head.headers, version: head.version) { return .invalidHost }
+        if !facts.hasValidHost { return .invalidHost }
         return nil
     }
 }

@@ -47,22 +47,6 @@ struct HTTP1RulesTests {
         HTTPRequestHead(version: version, method: method, uri: "/chat", headers: HTTPHeaders(headers))
     }
 
-    @Test func upgradesAndKeepAlive() {
-        let websocket = Self.request(.GET, .http1_1, [("connection", "Upgrade"), ("upgrade", "websocket")])
-        #expect(HTTP1Rules.tunnelableUpgrade(websocket, http1BothSides: true) == "websocket")
-        #expect(HTTP1Rules.tunnelableUpgrade(websocket, http1BothSides: false) == nil, "no tunnel across HTTP/2")
-        #expect(!HTTP1Rules.keepsConnection(websocket), "the parser stops at an upgrade: the connection ends with it")
-        let h2c = Self.request(.GET, .http1_1, [("connection", "upgrade, http2-settings"), ("upgrade", "h2c")])
-        #expect(HTTP1Rules.tunnelableUpgrade(h2c, http1BothSides: true) == nil, "h2c is never tunnelled (RFC 9113 §3.1)")
-        let upgradeWithoutConnection = Self.request(.GET, .http1_1, [("upgrade", "websocket")])
-        #expect(HTTP1Rules.tunnelableUpgrade(upgradeWithoutConnection, http1BothSides: true) == nil)
-        #expect(HTTP1Rules.keepsConnection(upgradeWithoutConnection))
-        #expect(!HTTP1Rules.keepsConnection(Self.request(.CONNECT, .http1_1, [])))
-        #expect(!HTTP1Rules.keepsConnection(Self.request(.GET, .http1_0, [])))
-        #expect(HTTP1Rules.keepsConnection(Self.request(.GET, .http1_0, [("connection", "keep-alive")])))
-        #expect(!HTTP1Rules.keepsConnection(Self.request(.GET, .http1_1, [("connection", "close")])))
-    }
-
     @Test func whenALocalReplyClosesTheConnection() {
         #expect(!HTTP1Rules.closesAfterLocalReply(.noRoute, keepAlive: true, requestComplete: true, quiescing: false))
         #expect(HTTP1Rules.closesAfterLocalReply(.noRoute, keepAlive: false, requestComplete: true, quiescing: false))
@@ -73,9 +57,7 @@ struct HTTP1RulesTests {
         #expect(HTTP1Rules.closesAfterLocalReply(.upstreamTimeout, keepAlive: true, requestComplete: true, quiescing: true))
     }
 
-    @Test func headSizeAndProtocolNames() {
-        // "GET /chat HTTP/1.1\r\n" + "host: a\r\n" + "\r\n", within the 12 bytes allowed for the line's rest.
-        #expect(HTTP1Rules.headSize(Self.request(.GET, .http1_1, [("host", "a")])) == 3 + 5 + 12 + 4 + 1 + 4)
+    @Test func protocolNames() {
         #expect([HTTPVersion.http1_0, .http1_1, .http2].map(HTTP1Rules.protocolName) == ["HTTP/1.0", "HTTP/1.1", "HTTP/2"])
     }
 

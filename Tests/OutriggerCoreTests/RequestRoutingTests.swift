@@ -40,7 +40,7 @@ struct RequestRoutingTests {
                       pick: (ClusterRuntime) -> Endpoint? = { $0.endpoints.first }, admit: (Endpoint, ClusterRuntime) -> Endpoint? = { e, _ in e },
                       hashKeys: HashKeys = HashKeys()) -> RequestRouting {
         var counter: UInt64 = 41
-        return RequestRouting.route(head, on: listener, malformedHTTP2: malformed, clientAddress: "10.0.0.1", now: 1_000,
+        return RequestRouting.route(head, facts: RequestHeadFacts(head), on: listener, malformedHTTP2: malformed, clientAddress: "10.0.0.1", now: 1_000,
                                     random: { counter += 1; return counter },
                                     pick: { cluster, key in hashKeys.values.append(key); return pick(cluster) }, admit: admit)
     }

@@ -213,22 +213,23 @@ extension ProxyRequestHandler {
     }
 
     /// Answers for a request that never got as far as an endpoint (`routed`: the route and cluster it got to).
-    func localReply(_ reason: LocalReplyReason, for head: HTTPRequestHead, listener: ListenerRuntime?,
+    func localReply(_ reason: LocalReplyReason, for head: HTTPRequestHead, facts: RequestHeadFacts, listener: ListenerRuntime?,
                     requestComplete: Bool, start: NIODeadline = .now(), routed: (Route, ClusterRuntime)? = nil) {
         listener?.stats.requestsActive.decrement()
         finished(RequestSummary(.localReply(reason), status: head.isGRPC ? 200 : Int(reason.status.code), startedAt: start.uptimeNanoseconds,
                                 endedAt: Self.uptime()), head: head, listener: listener, routed: routed)
         writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method.isHEAD,
-                        keepAlive: keepsConnection(head), requestComplete: requestComplete)
+                        keepAlive: keepsConnection(facts), requestComplete: requestComplete)
     }
 
     /// A route's fixed fallback response, with the bookkeeping of a local reply.
-    func fallbackReply(status: Int, headers: [HeaderValue], body: String, for head: HTTPRequestHead, listener: ListenerRuntime,
+    func fallbackReply(status: Int, headers: [HeaderValue], body: String, for head: HTTPRequestHead, facts: RequestHeadFacts,
+                       listener: ListenerRuntime,
                                start: NIODeadline) {
         listener.stats.requestsActive.decrement()
         finished(RequestSummary(.localReply(.fallback), status: status, startedAt: start.uptimeNanoseconds, endedAt: Self.uptime()),
                  head: head, listener: listener)
-        writeLocalReply(.fallback, version: head.version, isGRPC: false, isHEAD: head.method.isHEAD, keepAlive: keepsConnection(head),
+        writeLocalReply(.fallback, version: head.version, isGRPC: false, isHEAD: head.method.isHEAD, keepAlive: keepsConnection(facts),
                         requestComplete: false) { close in
             LocalReply.writeFallback(status: status, headers: headers, body: body, version: head.version, isHEAD: head.method.isHEAD,
                                      closeConnection: close, to: self.downstream, eventLoop: self.local.eventLoop)

@@ -219,9 +219,9 @@ extension ProxyRequestHandler {
     }
 
     /// Whether the connection can carry another request after this one (HTTP/1.1; under overload, none does).
-    func keepsConnection(_ head: HTTPRequestHead) -> Bool {
+    func keepsConnection(_ facts: RequestHeadFacts) -> Bool {
         guard downstreamProtocol == .http1 else { return true }
         if let listener = foundListener, listener.stats.overloadLevel >= .keepAliveDisabled { return false }
-        return HTTP1Rules.keepsConnection(head)
+        return facts.keepsConnection
     }
 }

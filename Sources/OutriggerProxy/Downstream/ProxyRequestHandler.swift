@@ -275,15 +275,16 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             downstream.close()
             return
         }
+        let facts = RequestHeadFacts(head)
         guard let listener = currentListener() else {
-            localReply(.draining, for: head, listener: nil, requestComplete: false)
+            localReply(.draining, for: head, facts: facts, listener: nil, requestComplete: false)
             return
         }
         let start = NIODeadline.now()
         listener.stats.requestsTotal.increment()
         listener.stats.requestsActive.increment()
         let routing = RequestRouting.route(
-            head, on: listener, malformedHTTP2: malformedHTTP2Head, clientAddress: clientAddress, now: start.uptimeNanoseconds,
+            head, facts: facts, on: listener, malformedHTTP2: malformedHTTP2Head, clientAddress: clientAddress, now: start.uptimeNanoseconds,
             random: { self.local.random.next() },
             pick: { cluster, hashKey in self.local.pickEndpoint(in: cluster, now: start, hashKey: hashKey) },
             admit: { endpoint, cluster in self.local.admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) }
@@ -295,20 +296,20 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         case .localReply(let reason):
             // HTTP/2 under overload: the client is told to take its next streams elsewhere.
             if reason == .overload { http2Connection?.goAwayGracefully() }
-            localReply(reason, for: head, listener: listener, requestComplete: false, start: start)
+            localReply(reason, for: head, facts: facts, listener: listener, requestComplete: false, start: start)
             return
         case .routedLocalReply(let reason, let route, let cluster):
-            localReply(reason, for: head, listener: listener, requestComplete: false, start: start, routed: (route, cluster))
+            localReply(reason, for: head, facts: facts, listener: listener, requestComplete: false, start: start, routed: (route, cluster))
             return
         case .fallbackResponse(let status, let headers, let body):
-            fallbackReply(status: status, headers: headers, body: body, for: head, listener: listener, start: start)
+            fallbackReply(status: status, headers: headers, body: body, for: head, facts: facts, listener: listener, start: start)
             return
         }
 
         // Override headers: honoured from the local service (outbound, or a trusted inbound listener), never
         // forwarded.
         var overrides: RequestOverrides?
-        let overridesPresent = RequestOverrides.anyPresent(in: head.headers)
+        let overridesPresent = facts.hasOverrideFields
         if overridesPresent && listener.config.honoursOverrideHeaders {
             let parsed = RequestOverrides(head.headers)
             if parsed.malformed > 0 { listener.stats.malformedOverrideHeaders.increment(by: parsed.malformed) }
@@ -316,16 +317,16 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         let retryPolicy = overrides.map { $0.applied(to: route.retries) } ?? route.retries
         // The sidecar answers `100-continue` itself, once it knows the request will be forwarded.
-        let expectsContinue = head.headers.first(name: "expect")?.lowercased() == "100-continue"
+        let expectsContinue = facts.expectsContinue
         // HTTP/1.1 Upgrade (WebSocket…) is tunnelled to an HTTP/1.1 upstream; `h2c` never is (RFC 9113 §3.1).
-        let upgrade = HTTP1Rules.tunnelableUpgrade(head, http1BothSides: downstreamProtocol == .http1 && cluster.upstreamProtocol == .http1)
+        let upgrade = facts.tunnelableUpgrade(http1BothSides: downstreamProtocol == .http1 && cluster.upstreamProtocol == .http1)
         let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
             && !head.headers.contains(name: "content-length")
         // The access log keeps the head as it came (its headers are then copied once, when the upstream head changes).
         let headForLog = accessLog != nil ? copy head : nil
         let request = ProxiedRequest(
             listener: listener, route: route, retryPolicy: retryPolicy, routeTimeout: overrides?.timeout ?? route.timeout ?? cluster.timeout,
-            cluster: cluster, endpoint: endpoint, keepAlive: keepsConnection(head), head: head, headHeldForFraming: holdHead,
+            cluster: cluster, endpoint: endpoint, keepAlive: keepsConnection(facts), head: head, headHeldForFraming: holdHead,
             start: start, upgrade: upgrade
         )
         // The upstream head is built in place, in the request, from the downstream head it took: its headers (read

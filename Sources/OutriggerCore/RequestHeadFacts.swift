@@ -1,0 +1,102 @@
+import NIOHTTP1
+
+/// What the sidecar reads of a request's fields before it routes and forwards it, gathered in one pass over them:
+/// the head's size, its `host`, `content-length`, `connection`, `upgrade` and `expect`, and whether any override
+/// header (`x-outrigger-…`) came. Each was a scan of its own — two over every field (the size, the hosts), six by
+/// name — about 2,000 instructions a request by callgrind; the one pass reads each name once, in place, told apart
+/// by its length first.
+public struct RequestHeadFacts: Equatable, Sendable {
+    /// The request line and the fields as they were on the wire (near enough for a limit).
+    public let size: Int
+    /// The first `host` field's value.
+    public let host: String?
+    /// Whether the request's Host is one a proxy may route by and forward (RFC 9112 §3.2, RFC 9113 §8.3.1):
+    /// exactly one on HTTP/1.1 (none is allowed on HTTP/1.0), every value the same on HTTP/2 (where it came
+    /// from `:authority` or a `host` field), and each a valid `uri-host[:port]`. Otherwise routing could use
+    /// one value while the upstream reads another.
+    public let hasValidHost: Bool
+    /// The first `content-length` field's value, when it is a number.
+    public let contentLength: Int?
+    /// The first `upgrade` field's value.
+    public let upgrade: String?
+    /// `expect: 100-continue` (the first `expect` field's value, in any case).
+    public let expectsContinue: Bool
+    /// A field named `x-outrigger-…`, in any case: an override header, or one the sidecar never forwards.
+    public let hasOverrideFields: Bool
+    /// Whether the request lets its connection carry another one. The HTTP/1.1 parser stops at an upgrade request
+    /// (`connection: upgrade` with `upgrade`, or CONNECT): unless it becomes a tunnel, the connection closes after
+    /// it. The `connection` options are read as NIO's `isKeepAlive` reads them: `close` closes, `keep-alive` keeps,
+    /// two of them (even the same twice) close, neither is the version's default.
+    public let keepsConnection: Bool
+    /// A `connection` option `upgrade`.
+    private let connectionUpgrade: Bool
+
+    public init(_ head: borrowing HTTPRequestHead) {
+        var size = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
+        var host: String?, upgrade: String?, contentLength: Int?
+        var hosts = 0, hostsValid = true
+        var closeOptions = 0, keepAliveOptions = 0, connectionUpgrade = false
+        var sawExpect = false, expectsContinue = false, sawContentLength = false, hasOverrideFields = false
+        for (name, value) in head.headers {
+            size += name.utf8.count + value.utf8.count + 4
+            name.withUTF8Bytes { name in
+                if name.count >= 12, HTTP1Syntax.startsIgnoringCase(name, with: "x-outrigger-") { hasOverrideFields = true }
+                switch name.count {
+                case 4 where HTTP1Syntax.equalsIgnoringCase(name, "host"):
+                    hosts += 1
+                    guard hostsValid else { return }
+                    if let host {
+                        hostsValid = head.version.major >= 2 && value == host
+                    } else {
+                        host = value
+                    }
+                    if hostsValid { hostsValid = ProxyHeaders.isValidHost(value) }
+                case 6 where !sawExpect && HTTP1Syntax.equalsIgnoringCase(name, "expect"):
+                    sawExpect = true
+                    value.withUTF8Bytes { expectsContinue = HTTP1Syntax.equalsIgnoringCase($0, "100-continue") }
+                case 7 where upgrade == nil && HTTP1Syntax.equalsIgnoringCase(name, "upgrade"):
+                    upgrade = value
+                case 10 where HTTP1Syntax.equalsIgnoringCase(name, "connection"):
+                    value.withUTF8Bytes { options in
+                        HTTP1Syntax.forEachListElement(options) { option in
+                            if HTTP1Syntax.equalsIgnoringCase(option, "close") {
+                                closeOptions += 1
+                            } else if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") {
+                                keepAliveOptions += 1
+                            } else if HTTP1Syntax.equalsIgnoringCase(option, "upgrade") {
+                                connectionUpgrade = true
+                            }
+                        }
+                    }
+                case 14 where !sawContentLength && HTTP1Syntax.equalsIgnoringCase(name, "content-length"):
+                    sawContentLength = true
+                    contentLength = Int(value)
+                default:
+                    break
+                }
+            }
+        }
+        let keepAlive: Bool
+        switch (closeOptions, keepAliveOptions) {
+        case (0, 0): keepAlive = head.version.major == 1 && head.version.minor >= 1
+        case (0, 1): keepAlive = true
+        default: keepAlive = false
+        }
+        self.size = size
+        self.host = host
+        self.hasValidHost = hostsValid && (hosts > 0 || head.version.major != 1 || head.version.minor == 0)
+        self.contentLength = contentLength
+        self.upgrade = upgrade
+        self.expectsContinue = expectsContinue
+        self.hasOverrideFields = hasOverrideFields
+        self.connectionUpgrade = connectionUpgrade
+        self.keepsConnection = keepAlive && !(head.method.isCONNECT || (upgrade != nil && connectionUpgrade))
+    }
+
+    /// The `upgrade` protocol of a request that can be tunnelled (HTTP/1.1 on both sides; never `h2c`, RFC 9113
+    /// §3.1), or nil.
+    public func tunnelableUpgrade(http1BothSides: Bool) -> String? {
+        guard http1BothSides, connectionUpgrade, let upgrade, upgrade.lowercased() != "h2c" else { return nil }
+        return upgrade
+    }
+}

@@ -1,0 +1,60 @@
+import NIOHTTP1
+import OutriggerCore
+import Testing
+
+@Suite("What one pass reads of a request's fields")
+struct RequestHeadFactsTests {
+    static func facts(_ method: HTTPMethod = .GET, _ version: HTTPVersion = .http1_1, _ headers: [(String, String)] = []) -> RequestHeadFacts {
+        RequestHeadFacts(HTTPRequestHead(version: version, method: method, uri: "/chat", headers: HTTPHeaders(headers)))
+    }
+
+    @Test func upgradesAndKeepAlive() {
+        let websocket = Self.facts(.GET, .http1_1, [("connection", "Upgrade"), ("upgrade", "websocket")])
+        #expect(websocket.tunnelableUpgrade(http1BothSides: true) == "websocket")
+        #expect(websocket.tunnelableUpgrade(http1BothSides: false) == nil, "no tunnel across HTTP/2")
+        #expect(!websocket.keepsConnection, "the parser stops at an upgrade: the connection ends with it")
+        let h2c = Self.facts(.GET, .http1_1, [("connection", "upgrade, http2-settings"), ("upgrade", "h2c")])
+        #expect(h2c.tunnelableUpgrade(http1BothSides: true) == nil, "h2c is never tunnelled (RFC 9113 §3.1)")
+        let upgradeWithoutConnection = Self.facts(.GET, .http1_1, [("upgrade", "websocket")])
+        #expect(upgradeWithoutConnection.tunnelableUpgrade(http1BothSides: true) == nil)
+        #expect(upgradeWithoutConnection.keepsConnection)
+        let optionInSecondField = Self.facts(.GET, .http1_1, [("Connection", "x-a"), ("upgrade", "ws"), ("connection", " upgrade\t")])
+        #expect(optionInSecondField.tunnelableUpgrade(http1BothSides: true) == "ws", "every connection field's options")
+        #expect(!Self.facts(.CONNECT, .http1_1, []).keepsConnection)
+        #expect(!Self.facts(.GET, .http1_0, []).keepsConnection)
+        #expect(Self.facts(.GET, .http1_0, [("connection", "keep-alive")]).keepsConnection)
+        #expect(!Self.facts(.GET, .http1_1, [("connection", "close")]).keepsConnection)
+    }
+
+    /// The `connection` options read as NIO's `isKeepAlive` reads them (what decided it before): the same answer for
+    /// every case, the odd ones included.
+    @Test(arguments: [
+        [], [("connection", "close")], [("connection", "keep-alive")], [("Connection", "Keep-Alive")], [("connection", "CLOSE ")],
+        [("connection", "keep-alive, keep-alive")], [("connection", "keep-alive"), ("connection", "close")],
+        [("connection", "close, keep-alive")], [("connection", "te, ,keep-alive,")], [("connection", "x-close")],
+        [("connection", "\tclose\t,x")], [("connection", "")], [("connection", "keep-alive"), ("connection", "keep-alive")],
+    ] as [[(String, String)]])
+    func keepAliveAsNIOReadsIt(fields: [(String, String)]) {
+        for version in [HTTPVersion.http1_0, .http1_1] {
+            let head = HTTPRequestHead(version: version, method: .GET, uri: "/", headers: HTTPHeaders(fields))
+            #expect(RequestHeadFacts(head).keepsConnection == head.isKeepAlive, "\(fields) \(version)")
+        }
+    }
+
+    @Test func sizeHostsLengthsExpectationsAndOverrides() {
+        // "GET /chat HTTP/1.1\r\n" + "host: a\r\n" + "\r\n", within the 12 bytes allowed for the line's rest.
+        let plain = Self.facts(.GET, .http1_1, [("host", "a")])
+        #expect(plain.size == 3 + 5 + 12 + 4 + 1 + 4)
+        #expect(plain.host == "a" && plain.hasValidHost && plain.contentLength == nil && !plain.expectsContinue && !plain.hasOverrideFields)
+        let posted = Self.facts(.POST, .http1_1, [("Host", "b:80"), ("Content-Length", "12"), ("content-length", "13"),
+                                                  ("Expect", "100-Continue"), ("X-Outrigger-Timeout-Ms", "5")])
+        #expect(posted.host == "b:80" && posted.contentLength == 12, "the first of each")
+        #expect(posted.expectsContinue && posted.hasOverrideFields)
+        #expect(Self.facts(.POST, .http1_1, [("content-length", "x"), ("content-length", "3")]).contentLength == nil,
+                "the first, when it is no number")
+        #expect(!Self.facts(.GET, .http1_1, [("expect", "100-continue-ish")]).expectsContinue)
+        #expect(!Self.facts(.GET, .http1_1, [("expect", "x"), ("expect", "100-continue")]).expectsContinue, "the first")
+        let invalidThenValid = Self.facts(.GET, HTTPVersion(major: 2, minor: 0), [("host", "a b"), ("host", "a b")])
+        #expect(invalidThenValid.host == "a b" && !invalidThenValid.hasValidHost)
+    }
+}
