@@ -42,17 +42,19 @@ public struct HTTP2FieldCheck {
         if block == .response { return addStatus(name, value) }
         // They become an HTTP/1.1 request line: a space or control character there would split it (smuggling).
         guard !Self.any(of: value, in: .spaceOrControl) else { return fail("a space or control character in \(name)") }
-        switch name {
-        case ":method":
+        // By length first: a name is compared with one of the four at most (an unequal comparison of two strings
+        // takes `String`'s slow path).
+        switch name.utf8.count {
+        case 7 where name == ":method":
             guard method == nil else { return fail("two :method") }
             method = value
-        case ":scheme":
+        case 7 where name == ":scheme":
             guard !hasScheme else { return fail("two :scheme") }
             hasScheme = true
-        case ":authority":
+        case 10 where name == ":authority":
             guard !hasAuthority else { return fail("two :authority") }
             hasAuthority = true
-        case ":path":
+        case 5 where name == ":path":
             guard path == nil else { return fail("two :path") }
             path = value
         default:

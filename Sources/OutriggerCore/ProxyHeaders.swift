@@ -110,41 +110,43 @@ public enum ProxyHeaders {
     }
 
     /// Everything done to a request head on its way upstream.
+    /// - Parameter facts: the head's, as it was read (only override fields and `expect` are removed before): a
+    ///   field they say is absent is not looked for.
     /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
     ///   route's header rules removed it or set it empty).
     @discardableResult
     public static func prepareUpstreamRequest(
         _ head: inout HTTPRequestHead,
+        facts: RequestHeadFacts,
         route: Route,
         clientAddress: String?,
         scheme: String,
         addVia: Bool,
         random: inout FastRandom
     ) -> String {
-        let chunked = head.headers[canonicalForm: "transfer-encoding"].last.map { $0.lowercased() == "chunked" } ?? false
         // Room for what the proxy adds (forwarding headers, request id, trace, expected timeout): one growth.
         head.headers.reserveCapacity(head.headers.count + 8)
-        removeHopByHop(&head.headers)
+        if facts.hasHopByHopFields { removeHopByHop(&head.headers) }
         // The fields added here go in as one block, after the others, in this order.
         var added: [(String, String)] = []
         added.reserveCapacity(5)
         // Keep framing: a chunked body stays chunked on an HTTP/1.1 upstream; NIO's encoder writes the chunks.
-        if chunked && !head.headers.contains(name: "content-length") {
+        if facts.lastTransferCodingIsChunked && !facts.hasContentLength {
             added.append(("transfer-encoding", "chunked"))
         }
         if let clientAddress {
-            if let existing = head.headers.first(name: OutriggerHeader.forwardedFor) {
+            if facts.hasForwardedFor, let existing = head.headers.first(name: OutriggerHeader.forwardedFor) {
                 head.headers.remove(name: OutriggerHeader.forwardedFor)
                 added.append((OutriggerHeader.forwardedFor, "\(existing), \(clientAddress)"))
             } else {
                 added.append((OutriggerHeader.forwardedFor, clientAddress))
             }
         }
-        if !head.headers.contains(name: OutriggerHeader.forwardedProto) {
+        if !facts.hasForwardedProto {
             added.append((OutriggerHeader.forwardedProto, scheme))
         }
         var requestID: String
-        let receivedID = head.headers.first(name: OutriggerHeader.requestID)
+        let receivedID = facts.hasRequestID ? head.headers.first(name: OutriggerHeader.requestID) : nil
         if let receivedID, !receivedID.isEmpty {
             requestID = receivedID
         } else {

@@ -1,7 +1,7 @@
 import NIOHTTP1
 
 /// What the sidecar reads of a request's fields before it routes and forwards it, gathered in one pass over them:
-/// the head's size, its `host`, `content-length`, `connection`, `upgrade` and `expect`, and whether any override
+/// the head's size, its `host`, `content-length`, `connection`, `upgrade`, `expect` and `content-type`, and whether any override
 /// header (`x-outrigger-…`) came. Each was a scan of its own — two over every field (the size, the hosts), six by
 /// name — about 2,000 instructions a request by callgrind; the one pass reads each name once, in place, told apart
 /// by its length first.
@@ -21,6 +21,17 @@ public struct RequestHeadFacts: Equatable, Sendable {
     public let upgrade: String?
     /// `expect: 100-continue` (the first `expect` field's value, in any case).
     public let expectsContinue: Bool
+    /// A gRPC call: the first `content-type` is `application/grpc` or `application/grpc+proto` etc.
+    public let isGRPC: Bool
+    /// What `ProxyHeaders.prepareUpstreamRequest` would otherwise look for: a hop-by-hop field (none: nothing to
+    /// remove), a `content-length`, the forwarding fields and `x-request-id`; whether the last transfer coding is
+    /// `chunked`, as NIO's `canonicalForm` lists them (empty elements skipped).
+    public let hasHopByHopFields: Bool
+    public let hasContentLength: Bool
+    public let lastTransferCodingIsChunked: Bool
+    public let hasForwardedFor: Bool
+    public let hasForwardedProto: Bool
+    public let hasRequestID: Bool
     /// A field named `x-outrigger-…`, in any case: an override header, or one the sidecar never forwards.
     public let hasOverrideFields: Bool
     /// Whether the request lets its connection carry another one. The HTTP/1.1 parser stops at an upgrade request
@@ -37,10 +48,13 @@ public struct RequestHeadFacts: Equatable, Sendable {
         var hosts = 0, hostsValid = true
         var closeOptions = 0, keepAliveOptions = 0, connectionUpgrade = false
         var sawExpect = false, expectsContinue = false, sawContentLength = false, hasOverrideFields = false
+        var sawContentType = false, isGRPC = false, hasHopByHopFields = false, hasContentLength = false
+        var lastTransferCodingIsChunked = false, hasForwardedFor = false, hasForwardedProto = false, hasRequestID = false
         for (name, value) in head.headers {
             size += name.utf8.count + value.utf8.count + 4
             name.withUTF8Bytes { name in
                 if name.count >= 12, HTTP1Syntax.startsIgnoringCase(name, with: "x-outrigger-") { hasOverrideFields = true }
+                if ProxyHeaders.isConnectionSpecific(name) { hasHopByHopFields = true }
                 switch name.count {
                 case 4 where HTTP1Syntax.equalsIgnoringCase(name, "host"):
                     hosts += 1
@@ -68,9 +82,25 @@ public struct RequestHeadFacts: Equatable, Sendable {
                             }
                         }
                     }
-                case 14 where !sawContentLength && HTTP1Syntax.equalsIgnoringCase(name, "content-length"):
+                case 12 where HTTP1Syntax.equalsIgnoringCase(name, "content-type"):
+                    guard !sawContentType else { return }
+                    sawContentType = true
+                    isGRPC = value.hasPrefix("application/grpc")
+                case 12 where HTTP1Syntax.equalsIgnoringCase(name, "x-request-id"):
+                    hasRequestID = true
+                case 14 where HTTP1Syntax.equalsIgnoringCase(name, "content-length"):
+                    hasContentLength = true
+                    guard !sawContentLength else { return }
                     sawContentLength = true
                     contentLength = Int(value)
+                case 15 where HTTP1Syntax.equalsIgnoringCase(name, "x-forwarded-for"):
+                    hasForwardedFor = true
+                case 17 where HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding"):
+                    value.withUTF8Bytes { codings in
+                        if let last = Self.lastListElement(codings) { lastTransferCodingIsChunked = HTTP1Syntax.equalsIgnoringCase(last, "chunked") }
+                    }
+                case 17 where HTTP1Syntax.equalsIgnoringCase(name, "x-forwarded-proto"):
+                    hasForwardedProto = true
                 default:
                     break
                 }
@@ -89,8 +119,27 @@ public struct RequestHeadFacts: Equatable, Sendable {
         self.upgrade = upgrade
         self.expectsContinue = expectsContinue
         self.hasOverrideFields = hasOverrideFields
+        self.isGRPC = isGRPC
+        self.hasHopByHopFields = hasHopByHopFields
+        self.hasContentLength = hasContentLength
+        self.lastTransferCodingIsChunked = lastTransferCodingIsChunked
+        self.hasForwardedFor = hasForwardedFor
+        self.hasForwardedProto = hasForwardedProto
+        self.hasRequestID = hasRequestID
         self.connectionUpgrade = connectionUpgrade
         self.keepsConnection = keepAlive && !(head.method.isCONNECT || (upgrade != nil && connectionUpgrade))
+    }
+
+    /// A list's last element that is not empty before it is trimmed, trimmed (as NIO's `canonicalForm` splits a value:
+    /// `"a,"` ends with `a`, `"a, "` with an empty element), or nil when every element is empty.
+    static func lastListElement(_ list: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        var end = list.count
+        while end > 0 {
+            let start = (list[..<end].lastIndex(of: UInt8(ascii: ",")) ?? -1) + 1
+            if start < end { return UnsafeRawBufferPointer(rebasing: HTTP1Syntax.trimmingWhitespace(list[start..<end])) }
+            end = start - 1
+        }
+        return nil
     }
 
     /// The `upgrade` protocol of a request that can be tunnelled (HTTP/1.1 on both sides; never `h2c`, RFC 9113

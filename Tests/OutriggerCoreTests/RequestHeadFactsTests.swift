@@ -54,7 +54,34 @@ struct RequestHeadFactsTests {
                 "the first, when it is no number")
         #expect(!Self.facts(.GET, .http1_1, [("expect", "100-continue-ish")]).expectsContinue)
         #expect(!Self.facts(.GET, .http1_1, [("expect", "x"), ("expect", "100-continue")]).expectsContinue, "the first")
+        #expect(Self.facts(.POST, .http1_1, [("Content-Type", "application/grpc+proto")]).isGRPC)
+        #expect(!Self.facts(.POST, .http1_1, [("content-type", "Application/grpc")]).isGRPC, "compared as it was, in its case")
+        #expect(!Self.facts(.POST, .http1_1, [("content-type", "text/plain"), ("content-type", "application/grpc")]).isGRPC, "the first")
+        #expect(!plain.isGRPC)
         let invalidThenValid = Self.facts(.GET, HTTPVersion(major: 2, minor: 0), [("host", "a b"), ("host", "a b")])
         #expect(invalidThenValid.host == "a b" && !invalidThenValid.hasValidHost)
+    }
+
+    @Test func whatPreparingTheUpstreamRequestLooksFor() {
+        let plain = Self.facts(.GET, .http1_1, [("host", "a"), ("accept", "*/*")])
+        #expect(!plain.hasHopByHopFields && !plain.hasContentLength && !plain.lastTransferCodingIsChunked)
+        #expect(!plain.hasForwardedFor && !plain.hasForwardedProto && !plain.hasRequestID)
+        let forwarded = Self.facts(.POST, .http1_1, [("X-Forwarded-For", "a"), ("x-forwarded-proto", "https"), ("X-Request-Id", "r"),
+                                                     ("content-length", "x"), ("Keep-Alive", "5")])
+        #expect(forwarded.hasForwardedFor && forwarded.hasForwardedProto && forwarded.hasRequestID)
+        #expect(forwarded.hasContentLength && forwarded.contentLength == nil, "there, though no number")
+        #expect(forwarded.hasHopByHopFields)
+        // The last transfer coding, as NIO's canonical form lists them across every field: empty elements skipped.
+        for (values, chunked) in [
+            (["chunked"], true), (["gzip, Chunked"], true), (["chunked, gzip"], false), (["chunked,"], true), (["chunked, "], false),
+            (["chunked", "gzip"], false), (["gzip", "chunked"], true), (["chunked", ","], true), ([" ,chunked\t"], true), ([""], false),
+        ] as [([String], Bool)] {
+            let facts = Self.facts(.POST, .http1_1, values.map { ("transfer-encoding", $0) })
+            #expect(facts.lastTransferCodingIsChunked == chunked, "\(values)")
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: HTTPHeaders(values.map { ("transfer-encoding", $0) }))
+            #expect(chunked == (head.headers[canonicalForm: "transfer-encoding"].last.map { $0.lowercased() == "chunked" } ?? false),
+                    "NIO reads \(values) so too")
+            #expect(facts.hasHopByHopFields)
+        }
     }
 }

@@ -172,12 +172,21 @@ struct ProxyHeadersTests {
         #expect(headers.map(\.name) == ["x"])
     }
 
+    /// As the handler calls it: with the facts of the head as it came.
+    @discardableResult
+    static func prepare(_ head: inout HTTPRequestHead, route: Route, clientAddress: String?, scheme: String, addVia: Bool,
+                        random: inout FastRandom) -> String {
+        let facts = RequestHeadFacts(head)
+        return ProxyHeaders.prepareUpstreamRequest(&head, facts: facts, route: route, clientAddress: clientAddress, scheme: scheme,
+                                                   addVia: addVia, random: &random)
+    }
+
     @Test func upstreamRequestGetsForwardingHeadersAndKeepsRequestID() throws {
         var random = FastRandom(seed: 1)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: [
             "host": "svc", "x-forwarded-for": "10.0.0.1", "x-request-id": "keep-me", "connection": "close",
         ])
-        let id = ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: "127.0.0.1", scheme: "http", addVia: true, random: &random)
+        let id = Self.prepare(&head, route: try Self.route(), clientAddress: "127.0.0.1", scheme: "http", addVia: true, random: &random)
         #expect(id == "keep-me")
         #expect(head.headers["x-forwarded-for"] == ["10.0.0.1, 127.0.0.1"])
         #expect(head.headers["x-forwarded-proto"] == ["http"])
@@ -188,7 +197,7 @@ struct ProxyHeadersTests {
     @Test func missingRequestIDIsGeneratedAsUUID() throws {
         var random = FastRandom(seed: 7)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc"])
-        let id = ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: nil, scheme: "https", addVia: false, random: &random)
+        let id = Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "https", addVia: false, random: &random)
         #expect(head.headers["x-request-id"] == [id])
         #expect(id.count == 36)
         #expect(Array(id)[14] == "4", "version 4 UUID")
@@ -206,16 +215,16 @@ struct ProxyHeadersTests {
         ))
         var random = FastRandom(seed: 1)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "came-in"])
-        #expect(ProxyHeaders.prepareUpstreamRequest(&head, route: setting, clientAddress: nil, scheme: "http", addVia: false, random: &random)
+        #expect(Self.prepare(&head, route: setting, clientAddress: nil, scheme: "http", addVia: false, random: &random)
                 == "from-the-route")
         #expect(head.headers["x-request-id"] == ["from-the-route"])
         head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "came-in"])
-        #expect(ProxyHeaders.prepareUpstreamRequest(&head, route: removing, clientAddress: nil, scheme: "http", addVia: false, random: &random) == "")
+        #expect(Self.prepare(&head, route: removing, clientAddress: nil, scheme: "http", addVia: false, random: &random) == "")
         let other = try Self.route(RouteConfig(
             match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"), requestHeaders: HeaderMutations(set: [HeaderValue(name: "x-other", value: "1")])
         ))
         head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "came-in"])
-        #expect(ProxyHeaders.prepareUpstreamRequest(&head, route: other, clientAddress: nil, scheme: "http", addVia: false, random: &random) == "came-in")
+        #expect(Self.prepare(&head, route: other, clientAddress: nil, scheme: "http", addVia: false, random: &random) == "came-in")
     }
 
     @Test("the fields the proxy adds come after the client's, in one order; an empty request id is replaced, not repeated")
@@ -224,7 +233,7 @@ struct ProxyHeadersTests {
         var head = HTTPRequestHead(version: .http1_0, method: .POST, uri: "/", headers: [
             "Host": "svc", "x-request-id": "", "Transfer-Encoding": "chunked", "accept": "*/*", "Connection": "keep-alive",
         ])
-        let id = ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: "10.1.2.3", scheme: "http", addVia: true,
+        let id = Self.prepare(&head, route: try Self.route(), clientAddress: "10.1.2.3", scheme: "http", addVia: true,
                                                      random: &random)
         #expect(head.headers.map { "\($0.name): \($0.value)" } == [
             "Host: svc", "accept: */*", "transfer-encoding: chunked", "x-forwarded-for: 10.1.2.3", "x-forwarded-proto: http",
@@ -239,7 +248,7 @@ struct ProxyHeadersTests {
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: [
             "Host": "svc", "X-Forwarded-For": "10.0.0.1", "Transfer-Encoding": "chunked", "x-request-id": "r1",
         ])
-        ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: "10.1.2.3", scheme: "http", addVia: false,
+        Self.prepare(&head, route: try Self.route(), clientAddress: "10.1.2.3", scheme: "http", addVia: false,
                                             random: &random)
         #expect(head.headers.map { "\($0.name): \($0.value)" } == [
             "Host: svc", "x-request-id: r1", "transfer-encoding: chunked", "x-forwarded-for: 10.0.0.1, 10.1.2.3", "x-forwarded-proto: http",
@@ -258,7 +267,7 @@ struct ProxyHeadersTests {
     @Test func chunkedBodiesKeepTheirFraming() throws {
         var random = FastRandom(seed: 1)
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: ["transfer-encoding": "chunked"])
-        ProxyHeaders.prepareUpstreamRequest(&head, route: try Self.route(), clientAddress: nil, scheme: "http", addVia: false, random: &random)
+        Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "http", addVia: false, random: &random)
         #expect(head.headers["transfer-encoding"] == ["chunked"])
     }
 
@@ -270,7 +279,7 @@ struct ProxyHeadersTests {
         ))
         var random = FastRandom(seed: 1)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/users", headers: ["host": "public", "x-add": "1", "x-set": "old", "x-gone": "x"])
-        ProxyHeaders.prepareUpstreamRequest(&head, route: route, clientAddress: nil, scheme: "http", addVia: false, random: &random)
+        Self.prepare(&head, route: route, clientAddress: nil, scheme: "http", addVia: false, random: &random)
         #expect(head.uri == "/v2/users")
         #expect(head.headers["host"] == ["internal"])
         #expect(head.headers["x-add"] == ["1", "2"])

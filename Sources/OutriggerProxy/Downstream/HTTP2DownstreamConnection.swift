@@ -157,11 +157,12 @@ extension HTTPRequestHead {
         var hasContentLength = false
         for (name, value, _) in block {
             if name.utf8.first == UInt8(ascii: ":") {
-                switch name {
-                case ":method": method = value
-                case ":path": path = value
-                case ":authority": authority = value
-                case ":scheme": hasScheme = true
+                // By length first, as `HTTP2FieldCheck` tells them apart.
+                switch name.utf8.count {
+                case 7 where name == ":method": method = value
+                case 5 where name == ":path": path = value
+                case 10 where name == ":authority": authority = value
+                case 7 where name == ":scheme": hasScheme = true
                 default: break
                 }
                 continue
@@ -171,9 +172,12 @@ extension HTTPRequestHead {
                 sawRegular = true
                 if let authority, !block.contains(name: "host") { fields.append(("host", authority)) }
             }
-            if name == "host", let authority, value != authority { malformed = .invalidHost }
+            switch name.utf8.count {
+            case 4 where name == "host": if let authority, value != authority { malformed = .invalidHost }
+            case 14 where name == "content-length": hasContentLength = true
+            default: break
+            }
             if malformed == nil, !ProxyHeaders.isValidFieldValue(value) { malformed = .badRequest }
-            if name == "content-length" { hasContentLength = true }
             fields.append((name, value))
         }
         if !sawRegular, let authority { fields.append(("host", authority)) }

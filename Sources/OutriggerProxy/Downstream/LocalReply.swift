@@ -89,10 +89,3 @@ extension LocalReply {
         return writeParts(head, body: allocator.buffer(string: text), trailers: nil, isHEAD: isHEAD, to: downstream, eventLoop: eventLoop)
     }
 }
-
-extension HTTPRequestHead {
-    /// gRPC over HTTP/2 is `content-type: application/grpc` or `application/grpc+proto` etc.
-    var isGRPC: Bool {
-        headers.first(name: "content-type")?.hasPrefix("application/grpc") ?? false
-    }
-}

@@ -55,13 +55,13 @@ final class ProxiedRequest {
     var upstreamServiceMicroseconds: Int64?
 
     init(listener: ListenerRuntime, route: Route, retryPolicy: RetryPolicy, routeTimeout: Duration, cluster: ClusterRuntime, endpoint: Endpoint,
-         keepAlive: Bool, head: consuming HTTPRequestHead, headHeldForFraming: Bool, start: NIODeadline, upgrade: String?) {
+         keepAlive: Bool, isGRPC: Bool, head: consuming HTTPRequestHead, headHeldForFraming: Bool, start: NIODeadline, upgrade: String?) {
         self.upgrade = upgrade
         self.listener = listener
         self.route = route
         self.cluster = cluster
         exchange = ProxyExchange(
-            policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: head.isGRPC, isUpgrade: upgrade != nil,
+            policy: retryPolicy, idempotent: RetryDecision.isIdempotent(head), isGRPC: isGRPC, isUpgrade: upgrade != nil,
             holdsHeadForFraming: headHeldForFraming, start: start.uptimeNanoseconds, routeTimeout: routeTimeout,
             streamIdleTimeout: cluster.streamIdleTimeout, endpoint: endpoint, owesBreakerVerdict: cluster.breakers != nil)
         self.downstreamVersion = head.version

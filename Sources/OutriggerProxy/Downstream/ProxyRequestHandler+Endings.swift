@@ -216,9 +216,9 @@ extension ProxyRequestHandler {
     func localReply(_ reason: LocalReplyReason, for head: HTTPRequestHead, facts: RequestHeadFacts, listener: ListenerRuntime?,
                     requestComplete: Bool, start: NIODeadline = .now(), routed: (Route, ClusterRuntime)? = nil) {
         listener?.stats.requestsActive.decrement()
-        finished(RequestSummary(.localReply(reason), status: head.isGRPC ? 200 : Int(reason.status.code), startedAt: start.uptimeNanoseconds,
+        finished(RequestSummary(.localReply(reason), status: facts.isGRPC ? 200 : Int(reason.status.code), startedAt: start.uptimeNanoseconds,
                                 endedAt: Self.uptime()), head: head, listener: listener, routed: routed)
-        writeLocalReply(reason, version: head.version, isGRPC: head.isGRPC, isHEAD: head.method.isHEAD,
+        writeLocalReply(reason, version: head.version, isGRPC: facts.isGRPC, isHEAD: head.method.isHEAD,
                         keepAlive: keepsConnection(facts), requestComplete: requestComplete)
     }
 

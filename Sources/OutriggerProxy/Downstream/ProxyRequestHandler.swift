@@ -326,7 +326,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         let headForLog = accessLog != nil ? copy head : nil
         let request = ProxiedRequest(
             listener: listener, route: route, retryPolicy: retryPolicy, routeTimeout: overrides?.timeout ?? route.timeout ?? cluster.timeout,
-            cluster: cluster, endpoint: endpoint, keepAlive: keepsConnection(facts), head: head, headHeldForFraming: holdHead,
+            cluster: cluster, endpoint: endpoint, keepAlive: keepsConnection(facts), isGRPC: facts.isGRPC, head: head, headHeldForFraming: holdHead,
             start: start, upgrade: upgrade
         )
         // The upstream head is built in place, in the request, from the downstream head it took: its headers (read
@@ -334,7 +334,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         if overridesPresent { for name in RequestOverrides.names { request.upstreamHead.headers.remove(name: name) } }
         if expectsContinue { request.upstreamHead.headers.remove(name: "expect") }
         let requestID = ProxyHeaders.prepareUpstreamRequest(
-            &request.upstreamHead, route: route, clientAddress: clientAddress, scheme: scheme,
+            &request.upstreamHead, facts: facts, route: route, clientAddress: clientAddress, scheme: scheme,
             addVia: listener.config.addVia, random: &local.random
         )
         if !requestID.isEmpty { request.requestID = requestID }
