@@ -44,6 +44,28 @@ enum HTTP1Syntax {
         byte >= 0x20 ? byte != 0x7F : byte == UInt8(ascii: "\t")
     }
 
+    /// Whether every byte is a field value's (`isFieldValueByte`), read eight at a time: a word with no byte below
+    /// 0x20 and none 0x7F passes with a few instructions (a byte at a time cost ~11 a byte of every field value);
+    /// a word with one (a tab, or a byte refused) is read byte by byte.
+    static func areFieldValueBytes(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        var offset = 0
+        while offset + 8 <= bytes.count {
+            let word = bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+            // A byte below 0x20 (bytes of 0x80 and up, obs-text, are masked off), or a byte 0x7F (zero after the xor).
+            let below = (word &- ones &* 0x20) & ~word & highs
+            let delete = word ^ (ones &* 0x7F)
+            let deleteFound = (delete &- ones) & ~delete & highs
+            if below | deleteFound != 0 {
+                for index in offset..<(offset + 8) where !isFieldValueByte(bytes[index]) { return false }
+            }
+            offset += 8
+        }
+        for index in offset..<bytes.count where !isFieldValueByte(bytes[index]) { return false }
+        return true
+    }
+
     static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
         guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
         let expected = UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
@@ -108,16 +130,17 @@ enum HTTP1Syntax {
     /// the colon, and the value's surrounding whitespace trimmed.
     static func parseFields(_ lines: inout HTTP1LineReader, summary: inout HTTP1FieldSummary) throws -> HTTPHeaders {
         var fields: [(String, String)] = []
+        let tokens = ByteTable.token
         while let line = try lines.next() {
             if line.isEmpty { return HTTPHeaders(fields) }
             // The name is the token bytes up to the colon, found in the same pass (a colon is not a token byte).
             var colon = 0
-            while colon < line.count, isTokenByte(line[colon]) { colon += 1 }
+            while colon < line.count, tokens.contains(line[colon]) { colon += 1 }
             guard colon > 0, colon < line.count, line[colon] == UInt8(ascii: ":") else { throw HTTP1ParseError.invalidHeader }
             let name = UnsafeRawBufferPointer(rebasing: line[0..<colon])
             let untrimmed = line[(colon + 1)...]
             let value = UnsafeRawBufferPointer(rebasing: trimmingWhitespace(untrimmed))
-            for byte in value where !isFieldValueByte(byte) { throw HTTP1ParseError.invalidHeader }
+            guard areFieldValueBytes(value) else { throw HTTP1ParseError.invalidHeader }
             try summary.note(name: name, value: value, untrimmed: UnsafeRawBufferPointer(rebasing: untrimmed))
             if fields.isEmpty { fields.reserveCapacity(16) }
             fields.append((String(utf8Bytes: name), String(utf8Bytes: value)))

@@ -88,12 +88,7 @@ public enum ProxyHeaders {
     /// over HTTP/2 is checked before it can be forwarded as HTTP/1.1.
     public static func isValidFieldValue(_ value: String) -> Bool {
         var valid = true
-        value.withUTF8Bytes { bytes in
-            for byte in bytes where !HTTP1Syntax.isFieldValueByte(byte) {
-                valid = false
-                return
-            }
-        }
+        value.withUTF8Bytes { valid = HTTP1Syntax.areFieldValueBytes($0) }
         return valid
     }
 

@@ -15,6 +15,7 @@ struct ByteSetTests {
         for value in 0...255 {
             let byte = UInt8(value)
             #expect(ByteSet.token.contains(byte) == Self.isToken(byte), "token \(byte)")
+            #expect(ByteTable.token.contains(byte) == Self.isToken(byte), "token table \(byte)")
             let upper = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")
             #expect(ByteSet.notLowercaseToken.contains(byte) == (!Self.isToken(byte) || upper), "lower-case token \(byte)")
             #expect(ByteSet.forbiddenInHTTP2Values.contains(byte) == [0, 0x0A, 0x0D].contains(byte), "HTTP/2 value \(byte)")

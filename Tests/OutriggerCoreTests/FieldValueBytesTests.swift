@@ -1,0 +1,31 @@
+@testable import OutriggerCore
+import Testing
+
+@Suite("Field value bytes read eight at a time")
+struct FieldValueBytesTests {
+    /// Every byte value at every place of buffers shorter than, as long as and longer than a word: the same answer as
+    /// the byte-by-byte rule.
+    @Test func everyByteAtEveryPlace() {
+        for length in [1, 7, 8, 9, 16, 17] {
+            for place in 0..<length {
+                for value in 0...255 {
+                    var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                    bytes[place] = UInt8(value)
+                    let expected = HTTP1Syntax.isFieldValueByte(UInt8(value))
+                    bytes.withUnsafeBytes { #expect(HTTP1Syntax.areFieldValueBytes($0) == expected, "\(value) at \(place) of \(length)") }
+                }
+            }
+        }
+    }
+
+    /// Mixed buffers (obs-text next to controls, a tab next to DEL) against the byte-by-byte rule.
+    @Test func mixedBuffers() {
+        var random = FastRandom(seed: 12)
+        let alphabet: [UInt8] = [0x00, 0x09, 0x0A, 0x1F, 0x20, 0x21, 0x41, 0x7E, 0x7F, 0x80, 0x9F, 0xA0, 0xFF]
+        for _ in 0..<5_000 {
+            let bytes = (0..<Int(random.next() % 24)).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] }
+            let expected = bytes.allSatisfy(HTTP1Syntax.isFieldValueByte)
+            bytes.withUnsafeBytes { #expect(HTTP1Syntax.areFieldValueBytes($0) == expected, "\(bytes)") }
+        }
+    }
+}
