@@ -46,6 +46,10 @@ final class ProxiedRequest {
     var grpcStatusFromHead: HTTPHeaders?
     /// The route's fallback cluster took the request (its cluster had no endpoint).
     var viaFallback = false
+    /// The upstream head may carry an `x-outrigger-expected-timeout-ms` from the caller's sidecar: an `x-outrigger-`
+    /// field came with the request, or the route's header rules change the head. Otherwise the first try does not
+    /// look for one.
+    var mayCarryExpectedTimeout = true
     /// A session cookie the proxy chose for this client (cookie hash policy with a ttl), sent back with the response.
     var setCookie: String?
     /// For the access log (kept only when the listener has one): the request as it arrived, and what was

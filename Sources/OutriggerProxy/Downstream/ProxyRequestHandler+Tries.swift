@@ -15,8 +15,9 @@ extension ProxyRequestHandler {
         if request.exchange.tries.count > 1 || request.exchange.progress.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
         var expected = Int64(request.exchange.timer.timeLeftForTry(now: now))
         // A caller's sidecar may have said already how long it waits (the header arrives through a second
-        // sidecar): the callee hears one value, the shorter. One scan of the headers when it is absent.
-        let given = request.exchange.tries.count == 1 ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
+        // sidecar): the callee hears one value, the shorter. Looked for only when the request may carry one.
+        let given = request.exchange.tries.count == 1 && request.mayCarryExpectedTimeout
+            ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
         // The client's number, so multiplied with its overflow seen: a value past Int64 in nanoseconds (~292 years)
         // trapped the process. It is longer than any timeout here, so this hop's stands.
         if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 {

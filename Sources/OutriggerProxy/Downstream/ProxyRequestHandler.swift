@@ -345,6 +345,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         request.setCookie = setCookie
         request.viaFallback = viaFallback
+        request.mayCarryExpectedTimeout = facts.hasOverrideFields || !route.requestHeaders.isEmpty
         if let headForLog {
             request.accessLogHead = headForLog
             if viaFallback { request.decisions.append("fallback:\(cluster.name)") }
