@@ -106,7 +106,8 @@ public enum ProxyHeaders {
 
     /// Everything done to a request head on its way upstream.
     /// - Parameter facts: the head's, as it was read (only override fields and `expect` are removed before): a
-    ///   field they say is absent is not looked for.
+    ///   field they say is absent is not looked for. One they say is there is looked for still: `connection` may
+    ///   name it, and then it is gone with the hop-by-hop fields.
     /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
     ///   route's header rules removed it or set it empty).
     @discardableResult
@@ -126,7 +127,7 @@ public enum ProxyHeaders {
         var added: [(String, String)] = []
         added.reserveCapacity(5)
         // Keep framing: a chunked body stays chunked on an HTTP/1.1 upstream; NIO's encoder writes the chunks.
-        if facts.lastTransferCodingIsChunked && !facts.hasContentLength {
+        if facts.lastTransferCodingIsChunked && !(facts.hasContentLength && head.headers.contains(name: "content-length")) {
             added.append(("transfer-encoding", "chunked"))
         }
         if let clientAddress {
@@ -137,7 +138,7 @@ public enum ProxyHeaders {
                 added.append((OutriggerHeader.forwardedFor, clientAddress))
             }
         }
-        if !facts.hasForwardedProto {
+        if !(facts.hasForwardedProto && head.headers.contains(name: OutriggerHeader.forwardedProto)) {
             added.append((OutriggerHeader.forwardedProto, scheme))
         }
         var requestID: String

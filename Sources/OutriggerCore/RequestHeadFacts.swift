@@ -36,8 +36,10 @@ public struct RequestHeadFacts: Equatable, Sendable {
     public let hasOverrideFields: Bool
     /// Whether the request lets its connection carry another one. The HTTP/1.1 parser stops at an upgrade request
     /// (`connection: upgrade` with `upgrade`, or CONNECT): unless it becomes a tunnel, the connection closes after
-    /// it. The `connection` options are read as NIO's `isKeepAlive` reads them: `close` closes, `keep-alive` keeps,
-    /// two of them (even the same twice) close, neither is the version's default.
+    /// it. The `connection` options are read as NIO's `isKeepAlive` reads them — `close` closes, `keep-alive` keeps,
+    /// two of them (even the same twice) close, neither is the version's default — but split at every comma byte, as
+    /// the HTTP/1.1 parser splits them: NIO split by `Character`, and a comma followed by a combining mark
+    /// (obs-text) did not end an option, so the handler kept a connection the parser had closed.
     public let keepsConnection: Bool
     /// A `connection` option `upgrade`.
     private let connectionUpgrade: Bool

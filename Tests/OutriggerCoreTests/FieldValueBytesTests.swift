@@ -29,3 +29,17 @@ struct FieldValueBytesTests {
         }
     }
 }
+
+@Suite("Strings made from received bytes")
+struct ReceivedStringTests {
+    /// What `String(decoding:as:)` made: empty, small and large, ASCII and not, invalid UTF-8 repaired.
+    @Test(arguments: [[], Array("host".utf8), Array("application/json; charset=utf-8".utf8), [0x61, 0xC3, 0xA9],
+                      [0x61, 0xFF, 0x62], [0xC3], Array(repeating: 0x80, count: 20), Array("ünïcödé and more than fifteen".utf8)] as [[UInt8]])
+    func sameAsDecoding(bytes: [UInt8]) {
+        bytes.withUnsafeBytes { raw in
+            let made = String(utf8Bytes: raw)
+            #expect(made == String(decoding: raw, as: UTF8.self))
+            #expect(Array(made.utf8) == Array(String(decoding: raw, as: UTF8.self).utf8))
+        }
+    }
+}

@@ -41,6 +41,16 @@ struct RequestHeadFactsTests {
         }
     }
 
+    /// Split at the comma byte, as the parser splits them: NIO's `Character` split kept `close,` and a combining mark
+    /// (U+0301, obs-text to HTTP) in one option, and the handler kept a connection the parser had closed.
+    @Test func optionsSplitAtEveryCommaByte() {
+        let closeThenMark = Self.facts(.GET, .http1_1, [("connection", "close,\u{301}")])
+        #expect(!closeThenMark.keepsConnection)
+        let upgradeThenMark = Self.facts(.GET, .http1_1, [("connection", "upgrade,\u{301}"), ("upgrade", "websocket")])
+        #expect(upgradeThenMark.tunnelableUpgrade(http1BothSides: true) == "websocket" && !upgradeThenMark.keepsConnection)
+        #expect(Self.facts(.GET, .http1_0, [("connection", "keep-alive,\u{301}")]).keepsConnection)
+    }
+
     @Test func sizeHostsLengthsExpectationsAndOverrides() {
         // "GET /chat HTTP/1.1\r\n" + "host: a\r\n" + "\r\n", within the 12 bytes allowed for the line's rest.
         let plain = Self.facts(.GET, .http1_1, [("host", "a")])
@@ -58,8 +68,10 @@ struct RequestHeadFactsTests {
         #expect(!Self.facts(.POST, .http1_1, [("content-type", "Application/grpc")]).isGRPC, "compared as it was, in its case")
         #expect(!Self.facts(.POST, .http1_1, [("content-type", "text/plain"), ("content-type", "application/grpc")]).isGRPC, "the first")
         #expect(!plain.isGRPC)
-        let invalidThenValid = Self.facts(.GET, HTTPVersion(major: 2, minor: 0), [("host", "a b"), ("host", "a b")])
-        #expect(invalidThenValid.host == "a b" && !invalidThenValid.hasValidHost)
+        let twoInvalid = Self.facts(.GET, HTTPVersion(major: 2, minor: 0), [("host", "a b"), ("host", "a b")])
+        #expect(twoInvalid.host == "a b" && !twoInvalid.hasValidHost)
+        let invalidThenValid = Self.facts(.GET, HTTPVersion(major: 2, minor: 0), [("host", "a b"), ("host", "a")])
+        #expect(invalidThenValid.host == "a b" && !invalidThenValid.hasValidHost, "the first is routed by, and it is invalid")
     }
 
     @Test func whatPreparingTheUpstreamRequestLooksFor() {

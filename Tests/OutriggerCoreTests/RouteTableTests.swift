@@ -194,6 +194,23 @@ struct ProxyHeadersTests {
         #expect(!head.headers.contains(name: "connection"))
     }
 
+    @Test("fields the client's connection names go, and the proxy's own take their place")
+    func fieldsNamedByConnectionAreReplaced() throws {
+        var random = FastRandom(seed: 1)
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: [
+            "host": "svc", "connection": "X-Forwarded-Proto, x-request-id", "x-forwarded-proto": "https", "x-request-id": "theirs",
+        ])
+        let id = Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "http", addVia: false, random: &random)
+        #expect(head.headers["x-forwarded-proto"] == ["http"])
+        #expect(id != "theirs" && head.headers["x-request-id"] == [id])
+        // A content-length the connection names goes too: a chunked body keeps its framing.
+        head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: [
+            "host": "svc", "connection": "content-length", "content-length": "5", "transfer-encoding": "chunked",
+        ])
+        Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "http", addVia: false, random: &random)
+        #expect(head.headers["transfer-encoding"] == ["chunked"] && !head.headers.contains(name: "content-length"))
+    }
+
     @Test func missingRequestIDIsGeneratedAsUUID() throws {
         var random = FastRandom(seed: 7)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc"])
