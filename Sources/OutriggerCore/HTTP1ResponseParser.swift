@@ -113,7 +113,7 @@ public struct HTTP1ResponseParser {
         guard code >= 100 else { throw HTTP1ParseError.invalidStartLine }
         if line.count > 12 {
             guard line[12] == UInt8(ascii: " ") else { throw HTTP1ParseError.invalidStartLine }
-            for byte in line[13...] where !HTTP1Syntax.isFieldValueByte(byte) { throw HTTP1ParseError.invalidStartLine }
+            guard HTTP1Syntax.areFieldValueBytes(UnsafeRawBufferPointer(rebasing: line[13...])) else { throw HTTP1ParseError.invalidStartLine }
         }
         return (version, code)
     }

@@ -79,6 +79,19 @@ enum HTTP1Syntax {
         return equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: bytes[0..<lowercase.utf8CodeUnitCount]), lowercase)
     }
 
+    /// The `connection` options the proxy acts on.
+    enum ConnectionOption { case close, keepAlive, upgrade }
+
+    /// Which of them `option` is (a list element, trimmed), in any case; by its length first.
+    static func connectionOption(_ option: UnsafeRawBufferPointer) -> ConnectionOption? {
+        switch option.count {
+        case 5 where equalsIgnoringCase(option, "close"): .close
+        case 10 where equalsIgnoringCase(option, "keep-alive"): .keepAlive
+        case 7 where equalsIgnoringCase(option, "upgrade"): .upgrade
+        default: nil
+        }
+    }
+
     /// A `String` against a lower-case literal, ignoring ASCII case, read in place.
     static func equalsIgnoringCase(_ string: String, _ lowercase: StaticString) -> Bool {
         var string = string
@@ -279,20 +292,13 @@ struct HTTP1FieldSummary {
             // options it knows; followed by a tab, one is another option to it, and the two would disagree on the
             // connection. Refused.
             try HTTP1Syntax.forEachListElement(untrimmed) { option, tabAfter in
-                let known: Bool
-                if HTTP1Syntax.equalsIgnoringCase(option, "close") {
-                    connectionClose = true
-                    known = true
-                } else if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") {
-                    connectionKeepAlive = true
-                    known = true
-                } else if HTTP1Syntax.equalsIgnoringCase(option, "upgrade") {
-                    connectionUpgrade = true
-                    known = true
-                } else {
-                    known = false
+                guard let known = HTTP1Syntax.connectionOption(option) else { return }
+                switch known {
+                case .close: connectionClose = true
+                case .keepAlive: connectionKeepAlive = true
+                case .upgrade: connectionUpgrade = true
                 }
-                if known && tabAfter { throw HTTP1ParseError.invalidHeader }
+                if tabAfter { throw HTTP1ParseError.invalidHeader }
             }
         case 7 where HTTP1Syntax.equalsIgnoringCase(name, "upgrade"):
             hasUpgrade = hasUpgrade || !value.isEmpty  // an empty one asks for nothing (llhttp reads on as HTTP)

@@ -26,18 +26,16 @@ public enum ProxyHeaders {
         var keepTrailers = false
         var named: [String] = []  // the other fields `Connection` names
         for (name, value) in headers {
-            var name = name
-            let found = name.withUTF8 { bytes -> Int? in
-                let bytes = UnsafeRawBufferPointer(bytes)
+            var found: Int?
+            name.withUTF8Bytes { bytes in
                 if let own, HTTP1Syntax.equalsIgnoringCase(bytes, own) { ownPresent = true }
-                return hopByHopIndex(bytes)
+                found = hopByHopIndex(bytes)
             }
             guard let index = found else { continue }
             present |= 1 << index
             guard index == connectionIndex || index == teIndex else { continue }
-            var value = value
-            value.withUTF8 { bytes in
-                HTTP1Syntax.forEachListElement(UnsafeRawBufferPointer(bytes)) { element in
+            value.withUTF8Bytes { bytes in
+                HTTP1Syntax.forEachListElement(bytes) { element in
                     if index == teIndex {
                         if HTTP1Syntax.equalsIgnoringCase(element, "trailers") { keepTrailers = true }
                     } else if HTTP1Syntax.equalsIgnoringCase(element, "close") {
@@ -61,8 +59,9 @@ public enum ProxyHeaders {
     /// The index in `hopByHopNames` of `name` in any case, or nil.
     @inline(__always)
     static func hopByHopIndex(_ name: String) -> Int? {
-        var name = name
-        return name.withUTF8 { hopByHopIndex(UnsafeRawBufferPointer($0)) }
+        var index: Int?
+        name.withUTF8Bytes { index = hopByHopIndex($0) }
+        return index
     }
 
     /// The same for a name's bytes: by its length first (most names have no hop-by-hop name's length, and go without

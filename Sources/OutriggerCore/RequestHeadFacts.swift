@@ -18,7 +18,7 @@ public struct RequestHeadFacts: Equatable, Sendable {
     /// The first `content-length` field's value, when it is a number.
     public let contentLength: Int?
     /// The first `upgrade` field's value.
-    public let upgrade: String?
+    private let upgrade: String?
     /// `expect: 100-continue` (the first `expect` field's value, in any case).
     public let expectsContinue: Bool
     /// A gRPC call: the first `content-type` is `application/grpc` or `application/grpc+proto` etc.
@@ -49,14 +49,14 @@ public struct RequestHeadFacts: Equatable, Sendable {
         var host: String?, upgrade: String?, contentLength: Int?
         var hosts = 0, hostsValid = true
         var closeOptions = 0, keepAliveOptions = 0, connectionUpgrade = false
-        var sawExpect = false, expectsContinue = false, sawContentLength = false, hasOverrideFields = false
+        var sawExpect = false, expectsContinue = false, hasOverrideFields = false
         var sawContentType = false, isGRPC = false, hasHopByHopFields = false, hasContentLength = false
         var lastTransferCodingIsChunked = false, hasForwardedFor = false, hasForwardedProto = false, hasRequestID = false
         for (name, value) in head.headers {
             size += name.utf8.count + value.utf8.count + 4
             name.withUTF8Bytes { name in
-                if name.count >= 12, HTTP1Syntax.startsIgnoringCase(name, with: "x-outrigger-") { hasOverrideFields = true }
-                if ProxyHeaders.isConnectionSpecific(name) { hasHopByHopFields = true }
+                if HTTP1Syntax.startsIgnoringCase(name, with: "x-outrigger-") { hasOverrideFields = true }
+                // A hop-by-hop name: the three read below are marked in their cases, the others in `default`.
                 switch name.count {
                 case 4 where HTTP1Syntax.equalsIgnoringCase(name, "host"):
                     hosts += 1
@@ -70,17 +70,18 @@ public struct RequestHeadFacts: Equatable, Sendable {
                 case 6 where !sawExpect && HTTP1Syntax.equalsIgnoringCase(name, "expect"):
                     sawExpect = true
                     value.withUTF8Bytes { expectsContinue = HTTP1Syntax.equalsIgnoringCase($0, "100-continue") }
-                case 7 where upgrade == nil && HTTP1Syntax.equalsIgnoringCase(name, "upgrade"):
-                    upgrade = value
+                case 7 where HTTP1Syntax.equalsIgnoringCase(name, "upgrade"):
+                    hasHopByHopFields = true
+                    if upgrade == nil { upgrade = value }
                 case 10 where HTTP1Syntax.equalsIgnoringCase(name, "connection"):
+                    hasHopByHopFields = true
                     value.withUTF8Bytes { options in
                         HTTP1Syntax.forEachListElement(options) { option in
-                            if HTTP1Syntax.equalsIgnoringCase(option, "close") {
-                                closeOptions += 1
-                            } else if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") {
-                                keepAliveOptions += 1
-                            } else if HTTP1Syntax.equalsIgnoringCase(option, "upgrade") {
-                                connectionUpgrade = true
+                            switch HTTP1Syntax.connectionOption(option) {
+                            case .close: closeOptions += 1
+                            case .keepAlive: keepAliveOptions += 1
+                            case .upgrade: connectionUpgrade = true
+                            case nil: break
                             }
                         }
                     }
@@ -91,20 +92,20 @@ public struct RequestHeadFacts: Equatable, Sendable {
                 case 12 where HTTP1Syntax.equalsIgnoringCase(name, "x-request-id"):
                     hasRequestID = true
                 case 14 where HTTP1Syntax.equalsIgnoringCase(name, "content-length"):
+                    guard !hasContentLength else { return }
                     hasContentLength = true
-                    guard !sawContentLength else { return }
-                    sawContentLength = true
                     contentLength = Int(value)
                 case 15 where HTTP1Syntax.equalsIgnoringCase(name, "x-forwarded-for"):
                     hasForwardedFor = true
                 case 17 where HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding"):
+                    hasHopByHopFields = true
                     value.withUTF8Bytes { codings in
                         if let last = Self.lastListElement(codings) { lastTransferCodingIsChunked = HTTP1Syntax.equalsIgnoringCase(last, "chunked") }
                     }
                 case 17 where HTTP1Syntax.equalsIgnoringCase(name, "x-forwarded-proto"):
                     hasForwardedProto = true
                 default:
-                    break
+                    if ProxyHeaders.isConnectionSpecific(name) { hasHopByHopFields = true }
                 }
             }
         }
@@ -147,7 +148,7 @@ public struct RequestHeadFacts: Equatable, Sendable {
     /// The `upgrade` protocol of a request that can be tunnelled (HTTP/1.1 on both sides; never `h2c`, RFC 9113
     /// §3.1), or nil.
     public func tunnelableUpgrade(http1BothSides: Bool) -> String? {
-        guard http1BothSides, connectionUpgrade, let upgrade, upgrade.lowercased() != "h2c" else { return nil }
+        guard http1BothSides, connectionUpgrade, let upgrade, !HTTP1Syntax.equalsIgnoringCase(upgrade, "h2c") else { return nil }
         return upgrade
     }
 }

@@ -320,8 +320,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         let expectsContinue = facts.expectsContinue
         // HTTP/1.1 Upgrade (WebSocket…) is tunnelled to an HTTP/1.1 upstream; `h2c` never is (RFC 9113 §3.1).
         let upgrade = facts.tunnelableUpgrade(http1BothSides: downstreamProtocol == .http1 && cluster.upstreamProtocol == .http1)
-        let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1
-            && !head.headers.contains(name: "content-length")
+        let holdHead = downstreamProtocol == .http2 && cluster.upstreamProtocol == .http1 && !facts.hasContentLength
         // The access log keeps the head as it came (its headers are then copied once, when the upstream head changes).
         let headForLog = accessLog != nil ? copy head : nil
         let request = ProxiedRequest(

@@ -59,47 +59,39 @@ final class LoopLocalState {
         for buffer in accessLogs.values { buffer.flush() }
     }
 
-    private func selection(for cluster: ClusterRuntime) -> ClusterSelection {
-        selections.selection(for: cluster)
-    }
-
-    private func existingSelection(for cluster: ClusterRuntime) -> ClusterSelection? {
-        selections.existing(for: cluster)
-    }
-
     /// A new request's endpoint; the request also counts toward the cluster's retry budget.
     func pickEndpoint(in cluster: ClusterRuntime, now: NIODeadline, hashKey: UInt64?) -> Endpoint? {
-        let selection = selection(for: cluster)
+        let selection = selections.selection(for: cluster)
         selection.retryBudget.recordRequest(now: now.uptimeNanoseconds)
         return selection.pick(in: cluster, now: now.uptimeNanoseconds, random: &random, hashKey: hashKey)
     }
 
     /// A retry's endpoint: another than those already tried when the cluster has another eligible one.
     func pickRetryEndpoint(in cluster: ClusterRuntime, now: NIODeadline, avoiding tried: [Int]) -> Endpoint? {
-        selection(for: cluster).pick(in: cluster, now: now.uptimeNanoseconds, random: &random, avoiding: tried)
+        selections.selection(for: cluster).pick(in: cluster, now: now.uptimeNanoseconds, random: &random, avoiding: tried)
     }
 
     /// The endpoint whose breaker admits the request: `first` or another (see `ClusterSelection.admitThroughBreaker`).
     func admitThroughBreaker(_ first: Endpoint, in cluster: ClusterRuntime, now: NIODeadline, tried: [Int]) -> Endpoint? {
-        selection(for: cluster).admitThroughBreaker(first, in: cluster, now: now.uptimeNanoseconds, random: &random, tried: tried)
+        selections.selection(for: cluster).admitThroughBreaker(first, in: cluster, now: now.uptimeNanoseconds, random: &random, tried: tried)
     }
 
     /// Takes a retry from the cluster's budget (this loop's share), if one is left.
     func withdrawRetry(from cluster: ClusterRuntime, now: NIODeadline) -> Bool {
-        selection(for: cluster).retryBudget.withdraw(now: now.uptimeNanoseconds)
+        selections.selection(for: cluster).retryBudget.withdraw(now: now.uptimeNanoseconds)
     }
 
     /// A request was sent to `endpoint` (least_request and peak_ewma count it; `/clusters` shows it).
     func requestStarted(in cluster: ClusterRuntime, to endpoint: Endpoint, now: NIODeadline) {
         endpoint.state.activeRequests.increment()
         endpoint.state.attempts.increment()
-        existingSelection(for: cluster)?.loads.requestStarted(endpoint, now: now.uptimeNanoseconds)
+        selections.existing(for: cluster)?.loads.requestStarted(endpoint, now: now.uptimeNanoseconds)
     }
 
     /// The response head of a request to `endpoint` arrived (peak_ewma's latency sample).
     func responseStarted(in cluster: ClusterRuntime, from endpoint: Endpoint, sentAt: NIODeadline, now: NIODeadline) {
         let rtt = now.uptimeNanoseconds &- sentAt.uptimeNanoseconds
-        if let estimate = existingSelection(for: cluster)?.loads.responseStarted(endpoint, rtt: rtt, now: now.uptimeNanoseconds) {
+        if let estimate = selections.existing(for: cluster)?.loads.responseStarted(endpoint, rtt: rtt, now: now.uptimeNanoseconds) {
             endpoint.state.publishLatencyEstimate(UInt64(estimate))
         }
     }
@@ -107,7 +99,7 @@ final class LoopLocalState {
     /// A request to `endpoint` ended, whatever its outcome.
     func requestEnded(in cluster: ClusterRuntime, to endpoint: Endpoint) {
         endpoint.state.activeRequests.decrement()
-        existingSelection(for: cluster)?.loads.requestEnded(endpoint)
+        selections.existing(for: cluster)?.loads.requestEnded(endpoint)
     }
 
     /// Finds an upstream for `requester`: now (synchronously) or later, through its callbacks.

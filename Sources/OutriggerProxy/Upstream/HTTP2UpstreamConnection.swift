@@ -122,7 +122,7 @@ extension HTTPResponseHead {
             fields.append((name, value))
         }
         guard let status, (100...999).contains(status) else { return nil }
-        if !(100..<200).contains(status), status != 204, status != 304, requestMethod != .HEAD, requestMethod != .CONNECT, !hasContentLength {
+        if !(100..<200).contains(status), status != 204, status != 304, !requestMethod.isHEAD, !requestMethod.isCONNECT, !hasContentLength {
             fields.append(endStream ? ("content-length", "0") : ("transfer-encoding", "chunked"))
         }
         return HTTPResponseHead(version: .http2, status: HTTPResponseStatus(statusCode: status), headers: HTTPHeaders(fields))
