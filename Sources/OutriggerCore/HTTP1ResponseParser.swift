@@ -29,6 +29,9 @@ public struct HTTP1ResponseParser {
     /// The request method the next response answers (nil: none sent; read as not HEAD).
     private var awaitedMethod: HTTPMethod?
 
+    /// What the last final head's fields are known to hold (`ResponseHeadFacts`), read while they were parsed.
+    public private(set) var headFacts = ResponseHeadFacts.unknown
+
     public init() {}
 
     /// The bytes after a `101 Switching Protocols` response are not HTTP: nothing more is parsed.
@@ -75,14 +78,15 @@ public struct HTTP1ResponseParser {
         }
         guard begins else { throw HTTP1ParseError.invalidStartLine }
         guard let length = try headSection.length(in: buffer, mayBeEmpty: false) else { return nil }
-        let (head, framing) = try buffer.withUnsafeReadableBytes { bytes -> (HTTPResponseHead, (body: HTTP1Framing, keepsConnection: Bool)) in
+        let (head, framing, facts) = try buffer.withUnsafeReadableBytes {
+            bytes -> (HTTPResponseHead, (body: HTTP1Framing, keepsConnection: Bool), ResponseHeadFacts) in
             var lines = HTTP1LineReader(bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<length]))
             guard let statusLine = try lines.next() else { throw HTTP1ParseError.invalidStartLine }
             let (version, code) = try Self.parseStatusLine(statusLine)
             var fields = HTTP1FieldSummary()
             let headers = try HTTP1Syntax.parseFields(&lines, summary: &fields)
             return (HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: code), headers: headers),
-                    (try fields.framing(withoutFraming: .untilClose), fields.keepsConnection(version)))
+                    (try fields.framing(withoutFraming: .untilClose), fields.keepsConnection(version)), fields.responseFacts)
         }
         buffer.moveReaderIndex(forwardBy: length)
         let code = head.status.code
@@ -90,6 +94,7 @@ public struct HTTP1ResponseParser {
             messages.interimHeadRead(keepsConnection: framing.keepsConnection)
             return head
         }
+        headFacts = facts
         let method = awaitedMethod
         awaitedMethod = nil
         let bodiless = code == 101 || method?.isHEAD == true || method?.isCONNECT == true || code == 204 || code == 304

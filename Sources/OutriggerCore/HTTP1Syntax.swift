@@ -258,6 +258,15 @@ struct HTTP1FieldSummary {
     var connectionKeepAlive = false
     var connectionUpgrade = false
     var hasUpgrade = false
+    /// A hop-by-hop field (`ProxyHeaders.hopByHopNames`) came.
+    var hasHopByHopFields = false
+    /// A field named `x-outrigger-…` came.
+    var hasOwnFields = false
+
+    /// What a response's fields say for its way downstream.
+    var responseFacts: ResponseHeadFacts {
+        ResponseHeadFacts(mayHaveHopByHopFields: hasHopByHopFields, mayHaveOwnFields: hasOwnFields, mayHaveContentLength: contentLengths > 0)
+    }
 
     /// The body's framing; `withoutFraming` when neither framing header is there (a response: until the close; a
     /// request: no body).
@@ -286,8 +295,10 @@ struct HTTP1FieldSummary {
             contentLength = try HTTP1Syntax.parseContentLength(value)
         case 17 where HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding"):
             transferEncodings += 1
+            hasHopByHopFields = true
             try noteTransferCodings(untrimmed)
         case 10 where HTTP1Syntax.equalsIgnoringCase(name, "connection"):
+            hasHopByHopFields = true
             // The untrimmed value: the whitespace after the last option is read too. llhttp reads only spaces after the
             // options it knows; followed by a tab, one is another option to it, and the two would disagree on the
             // connection. Refused.
@@ -302,8 +313,13 @@ struct HTTP1FieldSummary {
             }
         case 7 where HTTP1Syntax.equalsIgnoringCase(name, "upgrade"):
             hasUpgrade = hasUpgrade || !value.isEmpty  // an empty one asks for nothing (llhttp reads on as HTTP)
+            hasHopByHopFields = true
         default:
-            break
+            if ProxyHeaders.hopByHopIndex(name) != nil {
+                hasHopByHopFields = true
+            } else if HTTP1Syntax.startsIgnoringCase(name, with: "x-outrigger-") {
+                hasOwnFields = true
+            }
         }
     }
 

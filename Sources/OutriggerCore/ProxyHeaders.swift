@@ -67,7 +67,7 @@ public enum ProxyHeaders {
     /// The same for a name's bytes: by its length first (most names have no hop-by-hop name's length, and go without
     /// a byte read), then against the one or two names of that length. `hopByHopNames`' order, which a test checks.
     @inline(__always)
-    private static func hopByHopIndex(_ name: UnsafeRawBufferPointer) -> Int? {
+    static func hopByHopIndex(_ name: UnsafeRawBufferPointer) -> Int? {
         switch name.count {
         case 2: HTTP1Syntax.equalsIgnoringCase(name, "te") ? 8 : nil
         case 7: HTTP1Syntax.equalsIgnoringCase(name, "upgrade") ? 6 : nil
@@ -162,14 +162,18 @@ public enum ProxyHeaders {
     }
 
     /// Everything done to an upstream response head on its way back.
+    /// - Parameter facts: the head's, as it was read: no hop-by-hop or `x-outrigger-…` field, no scan for them.
     public static func prepareDownstreamResponse(
         _ head: inout HTTPResponseHead,
+        facts: ResponseHeadFacts = .unknown,
         route: Route,
         upstreamServiceMilliseconds: Int64,
         addVia: Bool
     ) {
         // The upstream's own `x-outrigger-upstream-service-time`, if it sent one, goes in the same scan.
-        removeHopByHop(&head.headers, alongWith: OutriggerHeader.upstreamServiceTimeName)
+        if facts.mayHaveHopByHopFields || facts.mayHaveOwnFields {
+            removeHopByHop(&head.headers, alongWith: OutriggerHeader.upstreamServiceTimeName)
+        }
         if head.status.reasonPhrase.isEmpty {
             head.status = .custom(code: head.status.code, reasonPhrase: reasonPhrase(forUnknown: head.status.code))
         }

@@ -28,6 +28,8 @@ struct HTTP1MessageWriterTests {
         var steps: [Step]
         /// Writes that reach the socket's end of the pipeline.
         var writes: Int
+        /// Flushes that reach it: one with nothing written since the last is not passed on.
+        var flushes: Int
         var bytes: String
         var testDescription: String { name }
     }
@@ -39,33 +41,36 @@ struct HTTP1MessageWriterTests {
 
     static let cases: [Case] = [
         Case(name: "a head, its body and end: one write",
-             steps: [.head(status: 200, headers: [("content-length", "5")]), .body("hello"), .end, .flush], writes: 1,
+             steps: [.head(status: 200, headers: [("content-length", "5")]), .body("hello"), .end, .flush], writes: 1, flushes: 1,
              bytes: "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"),
         Case(name: "chunked: the chunks framed behind the head, the last chunk too",
              steps: [.head(status: 200, headers: [("transfer-encoding", "chunked")]), .body("hello"), .body("world"), .end, .flush],
-             writes: 1, bytes: "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n"),
+             writes: 1, flushes: 1, bytes: "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n"),
         Case(name: "a body too large to copy goes apart, after the head",
-             steps: [.head(status: 200, headers: [("content-length", "5000")]), .body(large), .end, .flush], writes: 2,
+             steps: [.head(status: 200, headers: [("content-length", "5000")]), .body(large), .end, .flush], writes: 2, flushes: 1,
              bytes: "HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n" + large),
         Case(name: "a body that fits in the kept 1 KiB goes with its head",
-             steps: [.head(status: 200, headers: [("content-length", "900")]), .body(fits), .end, .flush], writes: 1,
+             steps: [.head(status: 200, headers: [("content-length", "900")]), .body(fits), .end, .flush], writes: 1, flushes: 1,
              bytes: "HTTP/1.1 200 OK\r\ncontent-length: 900\r\n\r\n" + fits),
         Case(name: "a body past it goes apart, as a large one does",
-             steps: [.head(status: 200, headers: [("content-length", "1000")]), .body(overflows), .end, .flush], writes: 2,
+             steps: [.head(status: 200, headers: [("content-length", "1000")]), .body(overflows), .end, .flush], writes: 2, flushes: 1,
              bytes: "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n" + overflows),
         Case(name: "a flush sends the head that waits; later parts go on their own",
              steps: [.head(status: 200, headers: [("content-length", "10")]), .flush, .body("hello"), .body("world"), .end, .flush],
-             writes: 3, bytes: "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhelloworld"),
+             writes: 3, flushes: 2, bytes: "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhelloworld"),
         Case(name: "a 1xx head goes at once; the final head waits for its body",
-             steps: [.head(status: 100, headers: []), .head(status: 204, headers: []), .end, .flush], writes: 2,
+             steps: [.head(status: 100, headers: []), .head(status: 204, headers: []), .end, .flush], writes: 2, flushes: 1,
              bytes: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"),
         Case(name: "two messages in a row: one write each",
              steps: [.head(status: 200, headers: [("content-length", "2")]), .body("ok"), .end,
-                     .head(status: 200, headers: [("content-length", "3")]), .body("yes"), .end, .flush], writes: 2,
+                     .head(status: 200, headers: [("content-length", "3")]), .body("yes"), .end, .flush], writes: 2, flushes: 1,
              bytes: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nyes"),
         Case(name: "a head not yet ended goes at the flush, with the body so far",
              steps: [.head(status: 200, headers: [("content-length", "10")]), .body("hello"), .flush, .body("world"), .end, .flush],
-             writes: 2, bytes: "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhelloworld"),
+             writes: 2, flushes: 2, bytes: "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhelloworld"),
+        Case(name: "a flush with nothing written since the last is not passed on",
+             steps: [.flush, .head(status: 200, headers: [("content-length", "2")]), .body("ok"), .end, .flush, .flush], writes: 1,
+             flushes: 1, bytes: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
     ]
 
     @Test(arguments: cases)
@@ -80,6 +85,7 @@ struct HTTP1MessageWriterTests {
         #expect(reply.closedByPeer)
         #expect(reply.text == testCase.bytes, "every part, in order, framed")
         #expect(counts.withLockedValue { $0.writes } == testCase.writes)
+        #expect(counts.withLockedValue { $0.flushes } == testCase.flushes)
     }
 }
 

@@ -241,7 +241,7 @@ extension ProxyRequestHandler {
 
     /// The hedged try answered. An answer the route would retry ends it (the current try carries on); any
     /// other wins: the current try is cancelled and the answer goes on as the request's.
-    func hedgeAnswered(_ hedge: HedgedAttempt, head: HTTPResponseHead) {
+    func hedgeAnswered(_ hedge: HedgedAttempt, head: HTTPResponseHead, facts: ResponseHeadFacts) {
         guard let request = requestInFlight, request.hedge === hedge else { return hedge.upstream.abort() }
         if head.status.code < 200 { return }  // informational: the final answer is still to come
         let status = Int(head.status.code)
@@ -252,7 +252,7 @@ extension ProxyRequestHandler {
         }
         if request.accessLogHead != nil { request.decisions.append("hedge_answered_first") }
         _ = resumeHedge(request)
-        upstreamResponseHead(head)
+        upstreamResponseHead(head, facts: facts)
     }
 
     func hedgeFailed(_ hedge: HedgedAttempt, failure: UpstreamFailure) {

@@ -34,7 +34,7 @@ extension ProxyRequestHandler {
 
     var downstreamIsWritable: Bool { downstream.isWritable }
 
-    func upstreamResponseHead(_ head: consuming HTTPResponseHead) {
+    func upstreamResponseHead(_ head: consuming HTTPResponseHead, facts: ResponseHeadFacts) {
         guard case .proxying(let request, _) = state else { return }
         let status = Int(head.status.code)
         let upgradeRequested = request.upgrade != nil
@@ -63,11 +63,12 @@ extension ProxyRequestHandler {
             }
             if verdict.next != .commitResponse { return follow(verdict, of: request) }
         }
-        commitResponseHead(consume head, of: request, now: now)
+        commitResponseHead(consume head, facts: facts, of: request, now: now)
     }
 
     /// From here the response goes to the client: timers switch to watching the body, and the head is written.
-    private func commitResponseHead(_ head: consuming HTTPResponseHead, of request: ProxiedRequest, now: NIODeadline) {
+    /// - Parameter facts: what the head's parse knows of its fields: one it says is absent is not looked for.
+    private func commitResponseHead(_ head: consuming HTTPResponseHead, facts: ResponseHeadFacts, of request: ProxiedRequest, now: NIODeadline) {
         dropHedge(request, result: nil)
         let switchingProtocols = head.status == .switchingProtocols
         // The timer watches the body's progress now (stream idle); a tunnel's bytes are the application's.
@@ -77,7 +78,7 @@ extension ProxyRequestHandler {
         // Taken, not copied: the headers are changed in place (a copy would cost an array and a retain per field).
         var response = consume head
         if response.version != request.downstreamVersion { response.version = request.downstreamVersion }
-        if let drain = response.headers.first(name: EndpointDrain.header) {
+        if facts.mayHaveOwnFields, let drain = response.headers.first(name: EndpointDrain.header) {
             // The endpoint is going away: no new requests for it; this one and others in flight finish.
             response.headers.remove(name: EndpointDrain.header)
             if drain.lowercased() == "true" {
@@ -89,7 +90,7 @@ extension ProxyRequestHandler {
         if request.viaFallback { response.headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue) }
         let elapsedMicroseconds = (now - request.start).nanoseconds / 1000
         request.upstreamServiceMicroseconds = elapsedMicroseconds
-        ProxyHeaders.prepareDownstreamResponse(&response, route: request.route, upstreamServiceMilliseconds: elapsedMicroseconds / 1000,
+        ProxyHeaders.prepareDownstreamResponse(&response, facts: facts, route: request.route, upstreamServiceMilliseconds: elapsedMicroseconds / 1000,
                                                addVia: request.listener.config.addVia)
         if switchingProtocols {
             request.switchingProtocols = true
@@ -97,8 +98,10 @@ extension ProxyRequestHandler {
             response.headers.replaceOrAdd(name: "upgrade", value: upgradeOffered ?? request.upgrade ?? "")
         }
         if downstreamProtocol == .http1 {
+            // The route's response header rules may have set a `content-length`.
+            let mayHaveContentLength = facts.mayHaveContentLength || !request.route.responseHeaders.isEmpty
             request.closesConnection = HTTP1Rules.frame(&response, answersHEAD: request.isHEAD, clientVersion: request.downstreamVersion,
-                                                        keepAlive: request.keepAlive, closing: closeWhenIdle)
+                                                        keepAlive: request.keepAlive, closing: closeWhenIdle, mayHaveContentLength: mayHaveContentLength)
         }
         if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = response.headers.takeGRPCStatus() }
         downstream.write(.head(response))
@@ -120,7 +123,7 @@ extension ProxyRequestHandler {
     /// Writes a held response's head and body parts.
     private func releaseHeldResponse(of request: ProxiedRequest) {
         guard let (head, parts) = request.exchange.releaseHeldResponse() else { return }
-        commitResponseHead(head, of: request, now: .now())
+        commitResponseHead(head, facts: .unknown, of: request, now: .now())
         for part in parts {
             request.exchange.heldBodyRelayed(bytes: part.readableBytes)
             downstream.write(.body(.byteBuffer(part)))

@@ -54,6 +54,10 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
     private var headBuffer: ByteBuffer
     /// `headBuffer` holds a head (and maybe body parts after it) not yet written to the pipeline.
     private var holdsUnwrittenBytes = false
+    /// Bytes were written to the pipeline since its last flush. A flush with none costs NIO's whole flush path
+    /// (about 700 instructions): a request sent and flushed when its upstream was leased is not flushed again at
+    /// the end of the read burst it came in.
+    private var holdsUnflushedWrites = false
 
     init(context: ChannelHandlerContext) {
         self.context = context
@@ -89,7 +93,7 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
                 // Unchunked, nothing ends the body on the wire; an empty write still completes the promise in order.
                 var buffer = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
                 _ = encoder.encodeEnd(trailers: trailers, into: &buffer)
-                context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
+                pass(.byteBuffer(buffer), promise: promise)
             }  // else: unchunked (the encoder has nothing to forget), and no promise to keep
             messageStarted = false
             messagesEnded += 1
@@ -103,13 +107,21 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
     /// Writes what waits behind a head, then flushes the pipeline.
     func flush() {
         writeHeldBytes(promise: nil)
+        guard holdsUnflushedWrites else { return }
+        holdsUnflushedWrites = false
         context.flush()
+    }
+
+    /// Every write of this writer goes through here: the next `flush` then has something to send.
+    private func pass(_ data: IOData, promise: EventLoopPromise<Void>?) {
+        holdsUnflushedWrites = true
+        context.write(NIOAny(data), promise: promise)
     }
 
     private func writeHeldBytes(promise: EventLoopPromise<Void>?) {
         guard holdsUnwrittenBytes else { return }
         holdsUnwrittenBytes = false
-        context.write(NIOAny(IOData.byteBuffer(headBuffer)), promise: promise)
+        pass(.byteBuffer(headBuffer), promise: promise)
         if headBuffer.capacity > keptHeadCapacity {  // an idle connection keeps no large buffer
             headBuffer = context.channel.allocator.buffer(capacity: 256)
         }
@@ -131,13 +143,13 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
 
     private func writeBody(_ body: IOData, promise: EventLoopPromise<Void>?) {
         guard encoder.isChunked, body.readableBytes > 0 else {
-            context.write(NIOAny(body), promise: promise)
+            pass(body, promise: promise)
             return
         }
         if case .byteBuffer(let bytes) = body, bytes.readableBytes <= copiedChunkLimit {
             var buffer = context.channel.allocator.buffer(capacity: bytes.readableBytes + chunkFramingBytes)
             encoder.encodeBody(bytes, into: &buffer)
-            context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
+            pass(.byteBuffer(buffer), promise: promise)
             return
         }
         // Large (or a file region): size line, the data as it is, then the CRLF kept at the size line's end.
@@ -147,8 +159,8 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
         var crlf = sizeLine
         crlf.moveReaderIndex(forwardBy: crlf.readableBytes - 2)
         sizeLine.moveWriterIndex(to: sizeLine.writerIndex - 2)
-        context.write(NIOAny(IOData.byteBuffer(sizeLine)), promise: nil)
-        context.write(NIOAny(body), promise: nil)
-        context.write(NIOAny(IOData.byteBuffer(crlf)), promise: promise)
+        pass(.byteBuffer(sizeLine), promise: nil)
+        pass(body, promise: nil)
+        pass(.byteBuffer(crlf), promise: promise)
     }
 }

@@ -18,9 +18,9 @@ final class HedgedAttempt: UpstreamExchangeDelegate {
     /// A head is small and decides the race: always read it.
     var downstreamIsWritable: Bool { true }
 
-    func upstreamResponseHead(_ head: consuming HTTPResponseHead) {
+    func upstreamResponseHead(_ head: consuming HTTPResponseHead, facts: ResponseHeadFacts) {
         guard let owner else { return upstream.abort() }
-        owner.hedgeAnswered(self, head: head)
+        owner.hedgeAnswered(self, head: head, facts: facts)
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {

@@ -20,7 +20,8 @@ protocol UpstreamExchangeOwner: AnyObject {
 /// The downstream side of an exchange, as the upstream connection sees it. Both sides live on the same
 /// event loop (pools are per event loop), so calls are direct: no hops, no locks.
 protocol UpstreamExchangeDelegate: AnyObject {
-    func upstreamResponseHead(_ head: consuming HTTPResponseHead)
+    /// `facts`: what the head's parse knows of its fields (`unknown` but from the HTTP/1.1 parser).
+    func upstreamResponseHead(_ head: consuming HTTPResponseHead, facts: ResponseHeadFacts)
     func upstreamResponseBody(_ body: ByteBuffer)
     func upstreamResponseEnd(_ trailers: HTTPHeaders?)
     /// The upstream read burst ended: flush what was written downstream.
@@ -227,7 +228,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
             let keepsConnection = side.isHTTP1 ? parser.keepsConnection && !parser.bodyEndsAtClose : head.isKeepAlive
             if !keepsConnection { reusable = false }
             state = .active(requestComplete: requestComplete, responseComplete: false, reusable: reusable)
-            delegate.upstreamResponseHead(head)
+            delegate.upstreamResponseHead(head, facts: side.isHTTP1 ? parser.headFacts : .unknown)
         case .body(let body):
             delegate.upstreamResponseBody(body)
         case .end(let trailers):
