@@ -8,13 +8,13 @@ public enum HTTP1Rules {
     /// response answers HEAD: a body without `content-length` is chunked for HTTP/1.1 clients and delimited by the
     /// connection's close for HTTP/1.0 ones; `connection: close` when the connection ends after it (`closing`: it
     /// must anyway), `keep-alive` to an HTTP/1.0 client whose connection stays. Returns whether it closes.
-    /// `mayHaveContentLength` false: the head is known to have none, and is not searched for one.
+    /// `hasContentLength`: whether the head has a `content-length`, when that is known; nil: it is looked for.
     public static func frame(_ response: inout HTTPResponseHead, answersHEAD: Bool, clientVersion: HTTPVersion,
-                             keepAlive: Bool, closing: Bool, mayHaveContentLength: Bool = true) -> Bool {
+                             keepAlive: Bool, closing: Bool, hasContentLength: Bool? = nil) -> Bool {
         let code = response.status.code
         let hasBody = !answersHEAD && code >= 200 && code != 204 && code != 304
         var closes = closing || !keepAlive
-        if hasBody && !(mayHaveContentLength && response.headers.contains(name: "content-length")) {
+        if hasBody && !(hasContentLength ?? response.headers.contains(name: "content-length")) {
             if clientVersion.minor >= 1 {
                 response.headers.add(name: "transfer-encoding", value: "chunked")
             } else {

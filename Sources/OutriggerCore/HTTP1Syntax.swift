@@ -265,7 +265,7 @@ struct HTTP1FieldSummary {
 
     /// What a response's fields say for its way downstream.
     var responseFacts: ResponseHeadFacts {
-        ResponseHeadFacts(mayHaveHopByHopFields: hasHopByHopFields, mayHaveOwnFields: hasOwnFields, mayHaveContentLength: contentLengths > 0)
+        ResponseHeadFacts(mayHaveHopByHopFields: hasHopByHopFields, mayHaveOwnFields: hasOwnFields, hasContentLength: contentLengths > 0)
     }
 
     /// The body's framing; `withoutFraming` when neither framing header is there (a response: until the close; a

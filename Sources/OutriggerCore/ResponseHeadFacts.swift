@@ -7,8 +7,16 @@ public struct ResponseHeadFacts: Equatable, Sendable {
     public let mayHaveHopByHopFields: Bool
     /// A field named `x-outrigger-…`, in any case: the endpoint's drain signal, or an upstream service time of its own.
     public let mayHaveOwnFields: Bool
-    public let mayHaveContentLength: Bool
+    /// Whether a `content-length` came; nil when not known.
+    public let hasContentLength: Bool?
+
+    /// Whether the head still has a `content-length` after `ProxyHeaders.prepareDownstreamResponse`, when known: not
+    /// when `connection` may have named it (then it is gone with the hop-by-hop fields), nor when the route's response
+    /// header rules may have set or removed one.
+    public func contentLengthAfterPreparing(by route: Route) -> Bool? {
+        mayHaveHopByHopFields || !route.responseHeaders.isEmpty ? nil : hasContentLength
+    }
 
     /// Nothing known: every field may be there.
-    public static let unknown = ResponseHeadFacts(mayHaveHopByHopFields: true, mayHaveOwnFields: true, mayHaveContentLength: true)
+    public static let unknown = ResponseHeadFacts(mayHaveHopByHopFields: true, mayHaveOwnFields: true, hasContentLength: nil)
 }

@@ -86,6 +86,18 @@ struct HTTP1MessageEncoderTests {
         .init(name: "HTTP/1.0 POST is never chunked", head: .init(version: .http1_0, method: .POST, uri: "/", headers: [:]), bodies: ["old"]),
         .init(name: "an extension method", head: .init(version: .http1_1, method: .RAW(value: "PURGE"), uri: "*", headers: ["host": "x"])),
         .init(name: "CONNECT", head: .init(version: .http1_1, method: .CONNECT, uri: "example.com:443", headers: ["host": "example.com:443"])),
+        // The fields are written as they are, and written again framed only when framing changes them.
+        .init(name: "POST with another transfer-encoding: chunked replaces it", head: .init(version: .http1_1, method: .POST, uri: "/",
+                                                                                      headers: ["transfer-encoding": "gzip", "x-a": "1"]), bodies: ["q"]),
+        .init(name: "TRACE without framing fields", head: .init(version: .http1_1, method: .TRACE, uri: "/", headers: ["host": "x"])),
+        .init(name: "TRACE with a content-length only", head: .init(version: .http1_1, method: .TRACE, uri: "/", headers: ["Content-Length": "0"])),
+        .init(name: "GET: Chunked in another case is not chunked", head: .init(version: .http1_1, method: .GET, uri: "/",
+                                                                         headers: ["transfer-encoding": "Chunked"]), bodies: ["q"]),
+        .init(name: "POST whose fields outgrow the first room: chunked added after them", head: .init(
+            version: .http1_1, method: .POST, uri: "/", headers: ["x-long": String(repeating: "l", count: 5000), "x-after": "1"]), bodies: ["q"]),
+        .init(name: "PATCH with both, past the first room: framed again", head: .init(
+            version: .http1_1, method: .PATCH, uri: "/",
+            headers: ["x-long": String(repeating: "l", count: 5000), "transfer-encoding": "chunked", "content-length": "1"]), bodies: ["q"]),
     ]
 
     @Test("requests: the same bytes as NIO's request encoder", arguments: requestCases)

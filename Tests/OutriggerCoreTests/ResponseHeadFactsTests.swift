@@ -43,12 +43,24 @@ struct ResponseHeadFactsTests {
     func factsOfParsedHeads(_ example: Case) throws {
         let head = try Self.parse(example.fields)
         #expect(head.facts == ResponseHeadFacts(mayHaveHopByHopFields: example.hopByHop, mayHaveOwnFields: example.own,
-                                                mayHaveContentLength: example.contentLength))
+                                                hasContentLength: example.contentLength))
     }
 
     @Test("a head prepared and framed with them is the head prepared and framed knowing nothing", arguments: cases)
     func preparedWithFactsAsWithout(_ example: Case) throws {
-        let route = try ProxyHeadersTests.route()
+        // Plain, and with response header rules that change the framing fields.
+        for route in [try ProxyHeadersTests.route(), try Self.routeRemovingContentLength] {
+            try Self.expectPreparedWithFactsAsWithout(example, route: route)
+        }
+    }
+
+    static var routeRemovingContentLength: Route {
+        get throws {
+            try ProxyHeadersTests.route(RouteConfig(destination: .cluster("a"), responseHeaders: HeaderMutations(remove: ["content-length"])))
+        }
+    }
+
+    static func expectPreparedWithFactsAsWithout(_ example: Case, route: Route) throws {
         let parsed = try Self.parse(example.fields)
         var known = parsed.head, unknown = parsed.head
         ProxyHeaders.prepareDownstreamResponse(&known, facts: parsed.facts, route: route, upstreamServiceMilliseconds: 7, addVia: true)
@@ -57,7 +69,7 @@ struct ResponseHeadFactsTests {
         for clientVersion in [HTTPVersion.http1_0, .http1_1] {
             var framedKnown = known, framedUnknown = unknown
             let closesKnown = HTTP1Rules.frame(&framedKnown, answersHEAD: false, clientVersion: clientVersion, keepAlive: true, closing: false,
-                                               mayHaveContentLength: parsed.facts.mayHaveContentLength)
+                                               hasContentLength: parsed.facts.contentLengthAfterPreparing(by: route))
             let closesUnknown = HTTP1Rules.frame(&framedUnknown, answersHEAD: false, clientVersion: clientVersion, keepAlive: true, closing: false)
             #expect(framedKnown == framedUnknown)
             #expect(closesKnown == closesUnknown)
@@ -73,7 +85,7 @@ struct ResponseHeadFactsTests {
             Issue.record("no head")
             return
         }
-        #expect(parser.headFacts == ResponseHeadFacts(mayHaveHopByHopFields: true, mayHaveOwnFields: false, mayHaveContentLength: true))
+        #expect(parser.headFacts == ResponseHeadFacts(mayHaveHopByHopFields: true, mayHaveOwnFields: false, hasContentLength: true))
     }
 
     /// A head with `fields` and no framing but what they say (a body without one ends at the close).

@@ -98,10 +98,9 @@ extension ProxyRequestHandler {
             response.headers.replaceOrAdd(name: "upgrade", value: upgradeOffered ?? request.upgrade ?? "")
         }
         if downstreamProtocol == .http1 {
-            // The route's response header rules may have set a `content-length`.
-            let mayHaveContentLength = facts.mayHaveContentLength || !request.route.responseHeaders.isEmpty
             request.closesConnection = HTTP1Rules.frame(&response, answersHEAD: request.isHEAD, clientVersion: request.downstreamVersion,
-                                                        keepAlive: request.keepAlive, closing: closeWhenIdle, mayHaveContentLength: mayHaveContentLength)
+                                                        keepAlive: request.keepAlive, closing: closeWhenIdle,
+                                                        hasContentLength: facts.contentLengthAfterPreparing(by: request.route))
         }
         if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = response.headers.takeGRPCStatus() }
         downstream.write(.head(response))
