@@ -77,6 +77,8 @@ public enum LocalReplyReason: String, CaseIterable, Sendable {
 /// Header names the proxy itself reads or writes.
 public enum OutriggerHeader {
     public static let reason = "x-outrigger-reason"
+    /// How long the callee may take for this try, in milliseconds: the route timeout left, within the per-try timeout.
+    public static let expectedTimeout = "x-outrigger-expected-timeout-ms"
     public static let upstreamServiceTime = upstreamServiceTimeName.description
     /// The same, for a scan that compares bytes in place.
     public static let upstreamServiceTimeName: StaticString = "x-outrigger-upstream-service-time"

@@ -107,6 +107,8 @@ public enum ProxyHeaders {
     /// - Parameter facts: the head's, as it was read (only override fields and `expect` are removed before): a
     ///   field they say is absent is not looked for. One they say is there is looked for still: `connection` may
     ///   name it, and then it is gone with the hop-by-hop fields.
+    /// - Parameter expectedTimeout: the first try's `x-outrigger-expected-timeout-ms`, if it goes in with the fields
+    ///   added here.
     /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
     ///   route's header rules removed it or set it empty).
     @discardableResult
@@ -117,6 +119,7 @@ public enum ProxyHeaders {
         clientAddress: String?,
         scheme: String,
         addVia: Bool,
+        expectedTimeout: String? = nil,
         random: inout FastRandom
     ) -> String {
         // Room for what the proxy adds (forwarding headers, request id, trace, expected timeout): one growth.
@@ -149,6 +152,7 @@ public enum ProxyHeaders {
             if receivedID != nil { head.headers.remove(name: OutriggerHeader.requestID) }
             added.append((OutriggerHeader.requestID, requestID))
         }
+        if let expectedTimeout { added.append((OutriggerHeader.expectedTimeout, expectedTimeout)) }
         head.headers.addOwn(added)
         if addVia { appendVia(&head.headers, version: head.version) }
         if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }

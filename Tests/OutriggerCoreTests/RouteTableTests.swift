@@ -26,6 +26,20 @@ struct RouteTableTests {
         table.route(host: host, path: ProxyHeaders.path(of: uri), method: method, headers: headers)?.name
     }
 
+    @Test("a path prefix compares as bytes, in the path's own part of the URI")
+    func pathPrefixesCompareAsBytes() {
+        let uri = "/api/v1/users?q=/api/v2"
+        let path = uri[uri.startIndex..<uri.firstIndex(of: "?")!]
+        for (prefix, starts) in [("", true), ("/", true), ("/api/v1", true), ("/api/v1/users", true), ("/api/v1/users?", false),
+                                 ("/api/v2", false), ("/API", false), ("/api/v1/usersx", false)] {
+            #expect(Route.bytes(of: path, startWith: prefix) == starts, "\(prefix)")
+        }
+        let accented = "/caf\u{E9}/menu"  // precomposed é: not e and a combining accent
+        #expect(Route.bytes(of: accented[...], startWith: "/caf\u{E9}"))
+        #expect(!Route.bytes(of: accented[...], startWith: "/cafe\u{301}"))
+        #expect(Route.bytes(of: accented.dropFirst(5), startWith: "/menu"))
+    }
+
     @Test func virtualHostsByExactThenLongestSuffixThenAny() throws {
         let table = try Self.table([
             VirtualHostConfig(name: "any", domains: ["*"], routes: [RouteConfig(name: "any", destination: .cluster("a"))]),
@@ -209,6 +223,17 @@ struct ProxyHeadersTests {
         ])
         Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "http", addVia: false, random: &random)
         #expect(head.headers["transfer-encoding"] == ["chunked"] && !head.headers.contains(name: "content-length"))
+    }
+
+    @Test("the first try's expected timeout goes in with the proxy's other fields, after the client's")
+    func expectedTimeoutJoinsTheOwnFields() throws {
+        var random = FastRandom(seed: 3)
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "r"])
+        ProxyHeaders.prepareUpstreamRequest(&head, facts: RequestHeadFacts(head), route: try Self.route(), clientAddress: "10.1.1.1",
+                                            scheme: "http", addVia: false, expectedTimeout: "1500", random: &random)
+        #expect(head.headers.map { "\($0.name): \($0.value)" } == [
+            "host: svc", "x-request-id: r", "x-forwarded-for: 10.1.1.1", "x-forwarded-proto: http", "x-outrigger-expected-timeout-ms: 1500",
+        ])
     }
 
     @Test func missingRequestIDIsGeneratedAsUUID() throws {

@@ -47,8 +47,8 @@ final class ProxiedRequest {
     /// The route's fallback cluster took the request (its cluster had no endpoint).
     var viaFallback = false
     /// The upstream head may carry an `x-outrigger-expected-timeout-ms` from the caller's sidecar: an `x-outrigger-`
-    /// field came with the request, or the route's header rules change the head. Otherwise the first try does not
-    /// look for one.
+    /// field came with the request, or the route's header rules change the head. Otherwise the first try's goes in
+    /// with the proxy's other fields, and no one is looked for.
     var mayCarryExpectedTimeout = true
     /// A session cookie the proxy chose for this client (cookie hash policy with a ttl), sent back with the response.
     var setCookie: String?

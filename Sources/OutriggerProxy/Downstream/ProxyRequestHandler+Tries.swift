@@ -12,23 +12,20 @@ extension ProxyRequestHandler {
         // The callee may give up early: it hears how long this try can still take (the whole route timeout
         // until the request has ended: no clock read for a first try).
         var now = request.start.uptimeNanoseconds
-        if request.exchange.tries.count > 1 || request.exchange.progress.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
-        var expected = Int64(request.exchange.timer.timeLeftForTry(now: now))
-        // A caller's sidecar may have said already how long it waits (the header arrives through a second
-        // sidecar): the callee hears one value, the shorter. Looked for only when the request may carry one.
-        let given = request.exchange.tries.count == 1 && request.mayCarryExpectedTimeout
-            ? request.upstreamHead.headers.first(name: "x-outrigger-expected-timeout-ms") : nil
-        // The client's number, so multiplied with its overflow seen: a value past Int64 in nanoseconds (~292 years)
-        // trapped the process. It is longer than any timeout here, so this hop's stands.
-        if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 {
-            let (callerNanoseconds, overflow) = callerMilliseconds.multipliedReportingOverflow(by: 1_000_000)
-            if !overflow { expected = min(expected, callerNanoseconds) }
-        }
-        let milliseconds = DecimalText.string(max(expected / 1_000_000, 0))
-        if request.exchange.tries.count == 1 && given == nil {
-            request.upstreamHead.headers.addOwn(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
+        let firstTry = request.exchange.tries.count == 1
+        if !firstTry || request.exchange.progress.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
+        if firstTry && !request.mayCarryExpectedTimeout {
+            // Nothing to take into account: the head got the field with the proxy's other fields (`requestHead`).
         } else {
-            request.upstreamHead.headers.replaceOrAdd(name: "x-outrigger-expected-timeout-ms", value: milliseconds)
+            // A caller's sidecar may have said already how long it waits (the header arrives through a second
+            // sidecar): the callee hears one value, the shorter.
+            let given = firstTry ? request.upstreamHead.headers.first(name: OutriggerHeader.expectedTimeout) : nil
+            let milliseconds = expectedTimeout(of: request, now: now, callerSaid: given)
+            if firstTry && given == nil {
+                request.upstreamHead.headers.addOwn(name: OutriggerHeader.expectedTimeout, value: milliseconds)
+            } else {
+                request.upstreamHead.headers.replaceOrAdd(name: OutriggerHeader.expectedTimeout, value: milliseconds)
+            }
         }
         // Each try is a client span of its own, a child of the request's server span.
         request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.exchange.tries.count, endpoint: request.endpoint.addressText, at: now,
@@ -36,6 +33,19 @@ extension ProxyRequestHandler {
         // Like the route timeout, a try's timeout counts from the request's end.
         apply(request.exchange.tryStarting(now: now), to: request)
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)
+    }
+
+    /// `x-outrigger-expected-timeout-ms` for the request's current try: what is left of the route timeout at `now`,
+    /// within the per-try timeout, or what the caller's sidecar said (`callerSaid`) when that is shorter.
+    func expectedTimeout(of request: ProxiedRequest, now: UInt64, callerSaid given: String?) -> String {
+        var expected = Int64(request.exchange.timer.timeLeftForTry(now: now))
+        // The client's number, so multiplied with its overflow seen: a value past Int64 in nanoseconds (~292 years)
+        // trapped the process. It is longer than any timeout here, so this hop's stands.
+        if let given, let callerMilliseconds = Int64(given), callerMilliseconds >= 0 {
+            let (callerNanoseconds, overflow) = callerMilliseconds.multipliedReportingOverflow(by: 1_000_000)
+            if !overflow { expected = min(expected, callerNanoseconds) }
+        }
+        return DecimalText.string(max(expected / 1_000_000, 0))
     }
 
     func perTryTimeoutFired(_ request: ProxiedRequest) {

@@ -332,9 +332,13 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         // with room for what is added) are changed without a copy, unless the access log keeps the original.
         if overridesPresent { for name in RequestOverrides.names { request.upstreamHead.headers.remove(name: name) } }
         if expectsContinue { request.upstreamHead.headers.remove(name: "expect") }
+        request.mayCarryExpectedTimeout = facts.hasOverrideFields || !route.requestHeaders.isEmpty
+        // Unless the head may carry a caller's, the first try's expected timeout goes in with the proxy's other fields
+        // (one add for all: ~650 instructions less than one of its own). The request has not ended: no clock read.
+        let firstTryTimeout = request.mayCarryExpectedTimeout ? nil : expectedTimeout(of: request, now: start.uptimeNanoseconds, callerSaid: nil)
         let requestID = ProxyHeaders.prepareUpstreamRequest(
             &request.upstreamHead, facts: facts, route: route, clientAddress: clientAddress, scheme: scheme,
-            addVia: listener.config.addVia, random: &local.random
+            addVia: listener.config.addVia, expectedTimeout: firstTryTimeout, random: &local.random
         )
         if !requestID.isEmpty { request.requestID = requestID }
         if listener.config.tracing.mode == .participate { joinTrace(request, listener: listener.config) }
@@ -344,7 +348,6 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         request.setCookie = setCookie
         request.viaFallback = viaFallback
-        request.mayCarryExpectedTimeout = facts.hasOverrideFields || !route.requestHeaders.isEmpty
         if let headForLog {
             request.accessLogHead = headForLog
             if viaFallback { request.decisions.append("fallback:\(cluster.name)") }
