@@ -13,7 +13,8 @@ public struct HTTP1PoolStateMachine: Sendable {
     public let maxPending: Int
     /// Most recently released last: reusing the warmest connection lets the others time out.
     private(set) var idle: [ConnectionID] = []
-    private(set) var leased: Set<ConnectionID> = []
+    /// By id, without hashing (`IDMap`): a `Set` hashed the id twice a request, ~450 instructions by callgrind.
+    private var leased = IDMap<ConnectionID, Void>(idsRiseBy: 1)
     private(set) var connecting = 0
     private(set) var waiters: [WaiterID] = []
 
@@ -49,7 +50,7 @@ public struct HTTP1PoolStateMachine: Sendable {
     /// which the caller gives back when that connection fails to open or closes.
     public mutating func leaseRequested(_ waiter: WaiterID, reserveConnection: () -> Bool = { true }) -> LeaseAction {
         if let connection = idle.popLast() {
-            leased.insert(connection)
+            leased[connection] = ()
             return .use(connection)
         }
         if openConnections + connecting < maxConnections {
@@ -70,7 +71,7 @@ public struct HTTP1PoolStateMachine: Sendable {
     /// The connection opened for the request that asked for it; it is leased to that request.
     public mutating func connectSucceeded(_ connection: ConnectionID) {
         connecting -= 1
-        leased.insert(connection)
+        leased[connection] = ()
     }
 
     /// What to do with the waiting requests after a connect failed or a connection was closed.
@@ -101,10 +102,10 @@ public struct HTTP1PoolStateMachine: Sendable {
     /// The connection being closed still holds its cluster-wide slot (given back when it has closed, followed
     /// by `idleConnectionClosed`), so a waiter gets a new connection here only while the cluster has room.
     public mutating func released(_ connection: ConnectionID, reusable: Bool, reserveConnection: () -> Bool = { true }) -> ReleaseAction {
-        guard leased.remove(connection) != nil else { return .close(then: .none) }
+        guard leased.removeValue(forKey: connection) != nil else { return .close(then: .none) }
         if reusable {
             if !waiters.isEmpty {
-                leased.insert(connection)
+                leased[connection] = ()
                 return .handOver(to: waiters.removeFirst())
             }
             idle.append(connection)
@@ -119,7 +120,7 @@ public struct HTTP1PoolStateMachine: Sendable {
         if let index = idle.firstIndex(of: connection) {
             idle.remove(at: index)
         } else {
-            leased.remove(connection)
+            leased.removeValue(forKey: connection)
         }
         return connectForFirstWaiter(reserveConnection)
     }

@@ -10,7 +10,8 @@ import OutriggerCore
 final class HTTP1EndpointPool: UpstreamExchangeOwner {
     private let target: UpstreamTarget
     private var state: HTTP1PoolStateMachine
-    private var connections: [Int: UpstreamExchangeHandler] = [:]
+    /// By id, without hashing: one is looked up for every lease.
+    private var connections = IDMap<Int, UpstreamExchangeHandler>(idsRiseBy: 1)
     /// One timer per pool closes connections idle longer than `idleTimeout` (a timer per release would
     /// cost a scheduled task on every request).
     private var idleSweep: Scheduled<Void>?
@@ -183,7 +184,7 @@ final class HTTP1EndpointPool: UpstreamExchangeOwner {
         idleSweep = nil
         let now = NIODeadline.now()
         var next: NIODeadline?
-        for handler in connections.values where handler.isIdle {
+        for handler in connections.allValues where handler.isIdle {
             let expiry = handler.idleSince + target.idleTimeout
             if expiry <= now {
                 handler.channel?.close(promise: nil)

@@ -1,22 +1,31 @@
-/// HTTP/2 streams by id, for a connection's per-frame lookups: open addressing with linear probing over a power-of-two
-/// table, the id itself as the hash (a connection's ids rise by two, so consecutive ones fill consecutive slots),
-/// deletion by shifting the run after the hole back. `Dictionary` hashed each id with a seeded SipHash: ~110–180
-/// instructions a lookup, ten lookups a proxied HTTP/2 request. Id 0 (the connection) is never a key. Inlinable:
-/// used from another module, unspecialized generic code cost more than the hashing it saves.
-public struct StreamIDMap<Value> {
-    @usableFromInline var keys: [UInt32]
+/// Values by integer id, for lookups on a hot path: open addressing with linear probing over a power-of-two table,
+/// the id itself as the hash (shifted by `idStep`'s bits: ids that rise by a fixed step fill consecutive slots),
+/// deletion by shifting the run after the hole back. `Dictionary` and `Set` hash each id with a seeded SipHash:
+/// ~110–180 instructions a lookup. Id 0 is never a key. Inlinable: used from another module, unspecialized generic
+/// code cost more than the hashing it saves.
+///
+/// - HTTP/2 streams by id (`StreamIDMap`): ten lookups a proxied HTTP/2 request; a connection's ids rise by two, and
+///   0 is the connection itself.
+/// - An HTTP/1.1 pool's connections by id: a lease and a release each look one up.
+public struct IDMap<Key: FixedWidthInteger, Value> {
+    @usableFromInline var keys: [Key]
     @usableFromInline var values: [Value?]
     @usableFromInline var stored = 0
+    /// log2 of the step the ids rise by.
+    @usableFromInline let stepShift: Int
 
     /// How many keys it holds.
     @inlinable
     public var count: Int { stored }
 
-    /// Empty, without storage until the first stream (an idle connection's table costs nothing).
+    /// Empty, without storage until the first key (an idle connection's table costs nothing). `idsRiseBy`: the step
+    /// between consecutive ids, a power of two.
     @inlinable
-    public init() {
+    public init(idsRiseBy step: Int) {
+        precondition(step > 0 && step & (step - 1) == 0, "a power of two")
         keys = []
         values = []
+        stepShift = step.trailingZeroBitCount
     }
 
     @inlinable
@@ -26,11 +35,11 @@ public struct StreamIDMap<Value> {
     var mask: Int { keys.count - 1 }
 
     @inlinable @inline(__always)
-    func home(_ key: UInt32) -> Int { Int(truncatingIfNeeded: key >> 1) & mask }
+    func home(_ key: Key) -> Int { Int(truncatingIfNeeded: key >> stepShift) & mask }
 
     /// The slot holding `key`, or the empty slot where it would go.
     @inlinable @inline(__always)
-    func slot(of key: UInt32) -> (index: Int, found: Bool) {
+    func slot(of key: Key) -> (index: Int, found: Bool) {
         var index = home(key)
         while true {
             let occupant = keys[index]
@@ -41,14 +50,14 @@ public struct StreamIDMap<Value> {
     }
 
     @inlinable
-    public subscript(key: UInt32) -> Value? {
+    public subscript(key: Key) -> Value? {
         get {
             guard !keys.isEmpty else { return nil }
             let (index, found) = slot(of: key)
             return found ? values[index] : nil
         }
         set {
-            precondition(key != 0, "stream 0 is the connection")
+            precondition(key != 0, "0 is never a key")
             if keys.isEmpty {
                 guard newValue != nil else { return }
                 grow()
@@ -65,7 +74,7 @@ public struct StreamIDMap<Value> {
 
     /// - Returns: the value removed, if `key` was there.
     @inlinable @discardableResult
-    public mutating func removeValue(forKey key: UInt32) -> Value? {
+    public mutating func removeValue(forKey key: Key) -> Value? {
         // 0 would match an empty slot: it is never a key.
         guard key != 0, !keys.isEmpty else { return nil }
         let (index, found) = slot(of: key)
@@ -77,7 +86,7 @@ public struct StreamIDMap<Value> {
 
     /// Changes every value in place (in no particular order); stops at the first error.
     @inlinable
-    public mutating func updateEach<Failure: Error>(_ body: (UInt32, inout Value) throws(Failure) -> Void) throws(Failure) {
+    public mutating func updateEach<Failure: Error>(_ body: (Key, inout Value) throws(Failure) -> Void) throws(Failure) {
         for index in keys.indices where keys[index] != 0 {
             try body(keys[index], &values[index]!)
         }
@@ -85,14 +94,14 @@ public struct StreamIDMap<Value> {
 
     /// The keys, in no particular order.
     @inlinable
-    public var allKeys: [UInt32] { keys.filter { $0 != 0 } }
+    public var allKeys: [Key] { keys.filter { $0 != 0 } }
 
     /// The values, in no particular order.
     @inlinable
     public var allValues: [Value] { values.compactMap { $0 } }
 
     @inlinable
-    mutating func insert(_ key: UInt32, _ value: Value, at index: Int) {
+    mutating func insert(_ key: Key, _ value: Value, at index: Int) {
         // At most half full: probes stay short.
         if (stored + 1) * 2 > keys.count {
             grow()
@@ -140,5 +149,18 @@ public struct StreamIDMap<Value> {
         keys[hole] = 0
         values[hole] = nil
         stored -= 1
+    }
+}
+
+extension IDMap: Sendable where Key: Sendable, Value: Sendable {}
+
+/// HTTP/2 streams by id.
+public typealias StreamIDMap<Value> = IDMap<UInt32, Value>
+
+extension IDMap where Key == UInt32 {
+    /// A connection's streams: their ids rise by two.
+    @inlinable
+    public init() {
+        self.init(idsRiseBy: 2)
     }
 }

@@ -1,8 +1,8 @@
 @testable import OutriggerCore
 import Testing
 
-@Suite("Streams by id (StreamIDMap)")
-struct StreamIDMapTests {
+@Suite("Values by id (IDMap): HTTP/2 streams, a pool's connections")
+struct IDMapTests {
     /// Random inserts, updates and removals, checked against a Dictionary after every step: the table grows, and its
     /// removals shift runs back, runs that wrap around its end too. Ids from 200, so that they come back: a
     /// connection's own (odd, rising by two: each its own slot), or scattered over 32 bits (slots collide).
@@ -64,6 +64,29 @@ struct StreamIDMapTests {
         for id in stride(from: UInt32(1), through: 4_001, by: 2) {
             #expect(map[id] == (id % 4 == 1 ? nil : id))
         }
+    }
+
+    /// A pool's connection ids: `Int`, rising by one (or more: waiters take ids from the same counter), past 32 bits
+    /// in a long-lived process. Consecutive ids each have a slot of their own.
+    @Test(arguments: [Int(1), 1 << 40])
+    func connectionIdsRisingByOne(base: Int) {
+        var map = IDMap<Int, Int>(idsRiseBy: 1)
+        var reference: [Int: Int] = [:]
+        var random = FastRandom(seed: 5)
+        for step in 0..<5_000 {
+            let key = base + Int(random.next() % 300)
+            if random.next() % 3 == 0 {
+                #expect(map.removeValue(forKey: key) == reference.removeValue(forKey: key))
+            } else {
+                map[key] = step
+                reference[key] = step
+            }
+            #expect(map.count == reference.count && map[key] == reference[key])
+        }
+        #expect(Set(map.allKeys) == Set(reference.keys))
+        var consecutive = IDMap<Int, Int>(idsRiseBy: 1)
+        for id in base..<(base + 4) { consecutive[id] = id }
+        #expect(Set(consecutive.keys.filter { $0 != 0 }.map { $0 & 7 }).count == 4, "each its own slot")
     }
 
     @Test func updateEachChangesEveryValueAndStopsAtAnError() {
