@@ -26,10 +26,6 @@ struct ByteSet {
     static var token: ByteSet { ByteSet(words: (0x03FF_6CFA_0000_0000, 0x57FF_FFFF_C7FF_FFFE, 0, 0)) }
     /// Not tchar, or an upper-case letter (HTTP/2's field names are tchar in lower case).
     static var notLowercaseToken: ByteSet { ByteSet(words: (0xFC00_9305_FFFF_FFFF, 0xA800_0000_3FFF_FFFF, .max, .max)) }
-    /// NUL, LF and CR.
-    static var forbiddenInHTTP2Values: ByteSet { ByteSet(words: (0x0000_0000_0000_2401, 0, 0, 0)) }
-    /// Controls, space and DEL.
-    static var spaceOrControl: ByteSet { ByteSet(words: (0x0000_0001_FFFF_FFFF, 0x8000_0000_0000_0000, 0, 0)) }
 }
 
 /// A byte set as 256 flags, one load a byte: for the parsers' longest per-byte loop, a header name's bytes, where

@@ -48,16 +48,11 @@ enum HTTP1Syntax {
     /// 0x20 and none 0x7F passes with a few instructions (a byte at a time cost ~11 a byte of every field value);
     /// a word with one (a tab, or a byte refused) is read byte by byte.
     static func areFieldValueBytes(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let highs: UInt64 = 0x8080_8080_8080_8080
         var offset = 0
         while offset + 8 <= bytes.count {
             let word = bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-            // A byte below 0x20 (bytes of 0x80 and up, obs-text, are masked off), or a byte 0x7F (zero after the xor).
-            let below = (word &- ones &* 0x20) & ~word & highs
-            let delete = word ^ (ones &* 0x7F)
-            let deleteFound = (delete &- ones) & ~delete & highs
-            if below | deleteFound != 0 {
+            // A byte below 0x20 (obs-text, 0x80 and up, is not), or a byte 0x7F.
+            if ByteWords.hasByte(below: 0x20, in: word) || ByteWords.hasByte(0x7F, in: word) {
                 for index in offset..<(offset + 8) where !isFieldValueByte(bytes[index]) { return false }
             }
             offset += 8

@@ -1,8 +1,18 @@
 @testable import OutriggerCore
 import Testing
 
-@Suite("Field value bytes read eight at a time")
+@Suite("Field value bytes read eight at a time: HTTP/1.1's rule, HTTP/2's, a pseudo-field's")
 struct FieldValueBytesTests {
+    static func isForbiddenInHTTP2(_ byte: UInt8) -> Bool { byte == 0 || byte == 0x0A || byte == 0x0D }
+    static func isSpaceOrControl(_ byte: UInt8) -> Bool { byte <= 0x20 || byte == 0x7F }
+
+    /// The HTTP/2 checks of a string against their rules spelled out, read a byte at a time.
+    static func expectHTTP2Checks(_ bytes: [UInt8], _ comment: Comment) {
+        let string = String(decoding: bytes, as: UTF8.self)
+        #expect(HTTP2FieldCheck.hasNULCROrLF(string) == string.utf8.contains(where: isForbiddenInHTTP2), comment)
+        #expect(HTTP2FieldCheck.hasSpaceOrControl(string) == string.utf8.contains(where: isSpaceOrControl), comment)
+    }
+
     /// Every byte value at every place of buffers shorter than, as long as and longer than a word: the same answer as
     /// the byte-by-byte rule.
     @Test func everyByteAtEveryPlace() {
@@ -13,6 +23,7 @@ struct FieldValueBytesTests {
                     bytes[place] = UInt8(value)
                     let expected = HTTP1Syntax.isFieldValueByte(UInt8(value))
                     bytes.withUnsafeBytes { #expect(HTTP1Syntax.areFieldValueBytes($0) == expected, "\(value) at \(place) of \(length)") }
+                    Self.expectHTTP2Checks(bytes, "\(value) at \(place) of \(length)")
                 }
             }
         }
@@ -26,6 +37,7 @@ struct FieldValueBytesTests {
             let bytes = (0..<Int(random.next() % 24)).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] }
             let expected = bytes.allSatisfy(HTTP1Syntax.isFieldValueByte)
             bytes.withUnsafeBytes { #expect(HTTP1Syntax.areFieldValueBytes($0) == expected, "\(bytes)") }
+            Self.expectHTTP2Checks(bytes, "\(bytes)")
         }
     }
 }

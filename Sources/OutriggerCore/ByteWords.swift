@@ -1,0 +1,39 @@
+/// Byte tests eight bytes at a time, for the checks every field value gets: a word of bytes tested with a few
+/// instructions, where a `ByteSet` test costs ~14 a byte. Each test says exactly whether any of the word's bytes is
+/// one it looks for (the borrows of the subtraction reach only bytes above one that is).
+enum ByteWords {
+    static let ones: UInt64 = 0x0101_0101_0101_0101
+    static let highs: UInt64 = 0x8080_8080_8080_8080
+
+    /// Whether any byte of `word` is below `limit` (at most 0x80; bytes of 0x80 and up never are).
+    @inline(__always)
+    static func hasByte(below limit: UInt8, in word: UInt64) -> Bool {
+        (word &- ones &* UInt64(limit)) & ~word & highs != 0
+    }
+
+    /// Whether any byte of `word` is `byte`.
+    @inline(__always)
+    static func hasByte(_ byte: UInt8, in word: UInt64) -> Bool {
+        let differences = word ^ (ones &* UInt64(byte))
+        return (differences &- ones) & ~differences & highs != 0
+    }
+
+    /// Whether `test` is true of any of the bytes' words: eight at a time, the last eight read again where they overlap
+    /// the word before; fewer than eight in a word filled up with `filler` (a byte the test does not look for).
+    @inline(__always)
+    static func any(of bytes: UnsafeRawBufferPointer, filler: UInt8, _ test: (UInt64) -> Bool) -> Bool {
+        guard bytes.count >= 8 else {
+            var word = ones &* UInt64(filler)
+            for index in 0..<bytes.count {
+                word = word & ~(0xFF << UInt64(index * 8)) | UInt64(bytes[index]) << UInt64(index * 8)
+            }
+            return test(word)
+        }
+        var offset = 0
+        while offset + 8 <= bytes.count {
+            if test(bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) { return true }
+            offset += 8
+        }
+        return offset < bytes.count && test(bytes.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self))
+    }
+}
