@@ -132,22 +132,26 @@ public struct HTTP2FieldCheck {
     /// NUL, CR or LF in a value, read eight bytes at a time.
     static func hasNULCROrLF(_ value: String) -> Bool {
         var found = false
-        value.withUTF8Bytes { bytes in
-            found = ByteWords.any(of: bytes, filler: UInt8(ascii: "a")) { word in
-                ByteWords.hasByte(0, in: word) || ByteWords.hasByte(UInt8(ascii: "\r"), in: word) || ByteWords.hasByte(UInt8(ascii: "\n"), in: word)
-            }
-        }
+        value.withUTF8Bytes { found = hasNULCROrLF($0) }
         return found
+    }
+
+    static func hasNULCROrLF(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        ByteWords.any(of: bytes, filler: UInt8(ascii: "a")) { word in
+            ByteWords.hasByte(0, in: word) || ByteWords.hasByte(UInt8(ascii: "\r"), in: word) || ByteWords.hasByte(UInt8(ascii: "\n"), in: word)
+        }
     }
 
     /// A control character, a space or DEL in a value, read eight bytes at a time.
     static func hasSpaceOrControl(_ value: String) -> Bool {
         var found = false
-        value.withUTF8Bytes { bytes in
-            found = ByteWords.any(of: bytes, filler: UInt8(ascii: "a")) { word in
-                ByteWords.hasByte(below: 0x21, in: word) || ByteWords.hasByte(0x7F, in: word)
-            }
-        }
+        value.withUTF8Bytes { found = hasSpaceOrControl($0) }
         return found
+    }
+
+    static func hasSpaceOrControl(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        ByteWords.any(of: bytes, filler: UInt8(ascii: "a")) { word in
+            ByteWords.hasByte(below: 0x21, in: word) || ByteWords.hasByte(0x7F, in: word)
+        }
     }
 }

@@ -6,8 +6,13 @@ struct FieldValueBytesTests {
     static func isForbiddenInHTTP2(_ byte: UInt8) -> Bool { byte == 0 || byte == 0x0A || byte == 0x0D }
     static func isSpaceOrControl(_ byte: UInt8) -> Bool { byte <= 0x20 || byte == 0x7F }
 
-    /// The HTTP/2 checks of a string against their rules spelled out, read a byte at a time.
+    /// The HTTP/2 checks of the bytes, and of a string made of them, against their rules spelled out, read a byte at a
+    /// time.
     static func expectHTTP2Checks(_ bytes: [UInt8], _ comment: Comment) {
+        bytes.withUnsafeBytes { raw in
+            #expect(HTTP2FieldCheck.hasNULCROrLF(raw) == bytes.contains(where: isForbiddenInHTTP2), comment)
+            #expect(HTTP2FieldCheck.hasSpaceOrControl(raw) == bytes.contains(where: isSpaceOrControl), comment)
+        }
         let string = String(decoding: bytes, as: UTF8.self)
         #expect(HTTP2FieldCheck.hasNULCROrLF(string) == string.utf8.contains(where: isForbiddenInHTTP2), comment)
         #expect(HTTP2FieldCheck.hasSpaceOrControl(string) == string.utf8.contains(where: isSpaceOrControl), comment)

@@ -37,6 +37,8 @@ struct ResponseHeadFactsTests {
              contentLength: true),
         Case(fields: ["connection: x-outrigger-drain", "x-outrigger-drain: true", "content-length: 4"], hopByHop: true, own: true,
              contentLength: true),
+        // The content-length came, and goes with the hop-by-hop fields: framing must look again.
+        Case(fields: ["connection: content-length", "content-length: 4"], hopByHop: true, contentLength: true),
     ]
 
     @Test("say which looked-for fields are there", arguments: cases)
@@ -80,7 +82,10 @@ struct ResponseHeadFactsTests {
     func interimHeadsLeaveNoFacts() throws {
         var parser = HTTP1ResponseParser()
         parser.expectResponse(to: .GET)
-        var buffer = ByteBuffer(string: "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        var buffer = ByteBuffer(string: "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n")
+        #expect(try parser.next(&buffer) == nil, "the 103 is read and dropped")
+        #expect(buffer.readableBytes == 0 && parser.headFacts == .unknown)
+        buffer.writeString("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
         guard case .head = try parser.next(&buffer) else {
             Issue.record("no head")
             return
