@@ -41,10 +41,19 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port free now, and not one given before: the kernel may hand a closed probe's port out again, and two roles
+    given the same port failed the run (HAProxy could not bind one outrigger-1 listened on)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_for_port(port, process, name):
