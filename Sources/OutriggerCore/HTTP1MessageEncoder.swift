@@ -6,7 +6,7 @@ import NIOHTTP1
 /// - Responses: the bytes NIO's `HTTPResponseEncoder` writes with `automaticallySetFramingHeaders` off (the head's own
 ///   `transfer-encoding: chunked` decides whether body parts are chunked; the proxy frames each response itself,
 ///   `HTTP1Rules.frame`).
-/// - Requests: the bytes NIO's `HTTPRequestEncoder` writes with its defaults (`frameRequest`: framing headers set
+/// - Requests: the bytes NIO's `HTTPRequestEncoder` writes with its defaults (`RequestFraming`: framing headers set
 ///   from the method, as it does).
 public struct HTTP1MessageEncoder {
     /// The message being written has a chunked body.
@@ -14,29 +14,27 @@ public struct HTTP1MessageEncoder {
 
     public init() {}
 
-    /// Request line and headers, framed as NIO's request encoder frames them (`frameRequest`). The fields are written
-    /// as they are, their framing fields noted on the way: only a head whose framing fields `frameRequest` would change
-    /// (TRACE with one, both of them, POST, PUT or PATCH with a `transfer-encoding`) is written again, framed first.
-    /// The lookups `frameRequest` makes cost about 570 instructions a request by callgrind; noting names being written
-    /// costs a length compare each.
+    /// Request line and headers, framed as NIO's request encoder frames them (`RequestFraming`). The fields are written
+    /// as they are, their framing fields noted on the way: only a head that loses a framing field (TRACE with one, both
+    /// of them, POST, PUT or PATCH with a `transfer-encoding`) is written again, without it. Looking the fields up
+    /// before writing cost about 570 instructions a request by callgrind; noting names being written costs a length
+    /// compare each.
     public mutating func encodeHead(_ head: HTTPRequestHead, into buffer: inout ByteBuffer) {
         let start = buffer.writerIndex
         Self.writeRequestLine(head, into: &buffer)
         let fields = Self.writeHeaders(head.headers, into: &buffer, endingSection: false)
-        switch Self.framing(of: head, given: fields) {
-        case .asWritten(let chunked):
-            isChunked = chunked
-        case .chunkedAdded:
-            buffer.writeStaticString("transfer-encoding: chunked\r\n")
-            isChunked = true
-        case .framedAgain:
+        let framing = RequestFraming(head, given: fields)
+        if framing.removesTransferEncoding {
             buffer.moveWriterIndex(to: start)
-            var framed = head
-            isChunked = Self.frameRequest(&framed)
-            Self.writeRequestLine(framed, into: &buffer)
-            _ = Self.writeHeaders(framed.headers, into: &buffer, endingSection: false)
+            var headers = head.headers
+            headers.remove(name: "transfer-encoding")
+            if framing.removesContentLength { headers.remove(name: "content-length") }
+            Self.writeRequestLine(head, into: &buffer)
+            _ = Self.writeHeaders(headers, into: &buffer, endingSection: false)
         }
+        if framing.addsChunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
         buffer.writeStaticString("\r\n")
+        isChunked = framing.isChunked
     }
 
     private static func writeRequestLine(_ head: HTTPRequestHead, into buffer: inout ByteBuffer) {
@@ -55,48 +53,37 @@ public struct HTTP1MessageEncoder {
         }
     }
 
-    /// A request's framing headers as NIO's `HTTPRequestEncoder` sets them, and whether its body is chunked: TRACE
-    /// carries no body (both framing headers removed); `content-length` wins over `transfer-encoding`; POST, PUT and
-    /// PATCH without either are chunked (HTTP/1.1); other methods are chunked only when they say so.
-    static func frameRequest(_ head: inout HTTPRequestHead) -> Bool {
-        if head.method.isTRACE {
-            head.headers.remove(name: "content-length")
-            head.headers.remove(name: "transfer-encoding")
-            return false
-        }
-        if head.headers.contains(name: "content-length") {
-            // NIO removes it unconditionally; a scan when there is none is all it costs.
-            if head.headers.contains(name: "transfer-encoding") { head.headers.remove(name: "transfer-encoding") }
-            return false
-        }
-        guard head.version.major == 1 && head.version.minor >= 1 else { return false }
-        switch head.method {
-        case .POST, .PUT, .PATCH:
-            head.headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
-            return true
-        default:
-            return head.headers.first(name: "transfer-encoding") == "chunked"
-        }
-    }
+    /// A request's framing as NIO's `HTTPRequestEncoder` sets it, from the framing fields its head was written with:
+    /// TRACE carries no body (both framing fields removed); `content-length` wins over `transfer-encoding` (removed);
+    /// POST, PUT and PATCH without `content-length` are chunked on HTTP/1.1 (a `transfer-encoding` they had is
+    /// replaced, at the end); other methods are chunked only when their first `transfer-encoding` says `chunked`.
+    struct RequestFraming: Equatable {
+        /// The head is written again without its `transfer-encoding` fields (and, with them, its `content-length`s).
+        var removesTransferEncoding = false
+        var removesContentLength = false
+        /// `transfer-encoding: chunked` goes after the fields.
+        var addsChunked = false
+        var isChunked = false
 
-    /// What `frameRequest` would do to a head whose fields were written as they are.
-    enum WrittenRequestFraming: Equatable {
-        /// Nothing: the body is chunked or not, as said.
-        case asWritten(chunked: Bool)
-        /// Only `transfer-encoding: chunked` added after the fields.
-        case chunkedAdded
-        /// Framing fields removed or replaced: the head is framed and written again.
-        case framedAgain
-    }
-
-    /// `frameRequest`'s decisions, from the framing fields noted while the head's fields were written.
-    static func framing(of head: HTTPRequestHead, given fields: WrittenFramingFields) -> WrittenRequestFraming {
-        if head.method.isTRACE { return fields.contentLength || fields.transferEncoding ? .framedAgain : .asWritten(chunked: false) }
-        if fields.contentLength { return fields.transferEncoding ? .framedAgain : .asWritten(chunked: false) }
-        guard head.version.major == 1 && head.version.minor >= 1 else { return .asWritten(chunked: false) }
-        switch head.method {
-        case .POST, .PUT, .PATCH: return fields.transferEncoding ? .framedAgain : .chunkedAdded
-        default: return .asWritten(chunked: fields.firstTransferEncodingIsChunked)
+        init(_ head: HTTPRequestHead, given fields: WrittenFramingFields) {
+            if head.method.isTRACE {
+                removesTransferEncoding = fields.contentLength || fields.transferEncoding
+                removesContentLength = removesTransferEncoding
+                return
+            }
+            if fields.contentLength {
+                removesTransferEncoding = fields.transferEncoding
+                return
+            }
+            guard head.version.major == 1 && head.version.minor >= 1 else { return }
+            switch head.method {
+            case .POST, .PUT, .PATCH:
+                removesTransferEncoding = fields.transferEncoding
+                addsChunked = true
+                isChunked = true
+            default:
+                isChunked = fields.firstTransferEncodingIsChunked
+            }
         }
     }
 
