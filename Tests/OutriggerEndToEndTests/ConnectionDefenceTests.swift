@@ -128,6 +128,26 @@ struct ConnectionDefenceTests {
         }
     }
 
+    /// A tunnel's client that stops reading what its upstream sends is cut by the send timeout too: the connection's
+    /// HTTP/1.1 handler, which keeps the timer, leaves when the tunnel starts.
+    @Test func aTunnelsClientThatStopsReadingIsCutAfterTheSendTimeout() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            var config = Self.config(endpoints, handshakeTimeout: .seconds(60))
+            config.listeners[0].sendTimeout = .seconds(1)
+            config.listeners[0].idleTimeout = .milliseconds(300)  // a tunnel is not timed as an idle connection
+            return config
+        } _: { (harness: Harness) async throws in
+            let stalled = try await HeldConnection.open(port: harness.port, reading: false)
+            // The echo sends back what the tunnel carries: 16 MiB, more than the buffers between hold.
+            stalled.send(Array("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".utf8)
+                         + [UInt8](repeating: 0x61, count: 16 << 20))
+            #expect(try await stalled.closedByPeer(within: .seconds(60)), "cut")
+            #expect(try await Self.closedCount(harness, .sendTimeout) == "1")
+            let idle = try await Self.closedCount(harness, .idleTimeout)
+            #expect(idle == "absent" || idle == "0", "\(idle)")
+        }
+    }
+
     @Test func aPartialRequestOnTheAdminPortGets408() async throws {
         try await withHarness(echoes: 1) { Self.config($0) } _: { (harness: Harness) async throws in
             let reply = try await RawTCP.exchange(port: harness.adminPort, "GET /stats HTTP/1.1\r\nHost: x\r\nX-Slow: ", timeout: .seconds(30))

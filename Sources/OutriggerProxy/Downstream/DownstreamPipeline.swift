@@ -73,11 +73,6 @@ struct DownstreamPipeline: Sendable {
 
     func configureHTTP1(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {
         let sync = channel.pipeline.syncOperations
-        let timeouts = DownstreamTimeoutWatcher(requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout,
-                                                stats: settings.stats)
-        // Nearest the socket: it sees raw bytes come in (its 408 is written by ProxyRequestHandler).
-        try sync.addHandler(timeouts)
-        try sync.addHandler(SendTimeoutHandler(timeout: settings.sendTimeout, stats: settings.stats))
         // No codec: the connection handler parses requests (`HTTP1RequestParser`) and the exchange writes responses
         // as bytes (`HTTP1ResponseWriter`), framed by it and by LocalReply, as only they know when a response answers
         // HEAD. Pipelined requests are ordered by the exchange itself: HTTPServerPipelineHandler would stop reading
@@ -85,8 +80,10 @@ struct DownstreamPipeline: Sendable {
         let local = locals.state(for: channel.eventLoop)
         let exchange = ProxyRequestHandler(
             listener: ListenerLookup(name: listenerName, configStore: configStore, local: local), configStore: configStore, local: local,
-            downstreamProtocol: .http1, scheme: scheme, timeouts: timeouts)
-        try sync.addHandler(HTTP1DownstreamConnection(exchange: exchange, stats: configStore.stats))
+            downstreamProtocol: .http1, scheme: scheme)
+        try sync.addHandler(HTTP1DownstreamConnection(exchange: exchange, stats: configStore.stats, listenerStats: settings.stats,
+                                                      requestHeadersTimeout: settings.requestHeadersTimeout, idleTimeout: settings.idleTimeout,
+                                                      sendTimeout: settings.sendTimeout))
     }
 
     func configureHTTP2(_ channel: Channel, scheme: String, _ settings: ConnectionSettings) throws {

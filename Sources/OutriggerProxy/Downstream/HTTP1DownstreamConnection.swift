@@ -8,8 +8,11 @@ import OutriggerCore
 /// requests wait in its `HTTP1PipelineQueue` until the exchange is free: the exchange answers one request at a time.
 /// It answers what the parser rejects (400, or 431 past the head limit) after the responses owed before it, holds
 /// reads the exchange cannot take yet, and tells the exchange of the connection's events: read bursts, writability,
-/// the send timeout, shutdown's quiesce, the close. When the connection becomes a tunnel it leaves the pipeline and
-/// hands on the bytes it holds.
+/// shutdown's quiesce, the close. It keeps the connection's timers: request headers and idle
+/// (`DownstreamTimeoutTimer`; the exchange tells it of heads taken and responses ended: 408 through the exchange, or
+/// the close), and the send timeout (`SendStallTimer`: the connection is reset, like `SendTimeoutHandler` does an
+/// HTTP/2 one's). When the connection becomes a tunnel it leaves the pipeline, timers and all, for a `TunnelRelay` and
+/// a `SendTimeoutHandler`, and hands on the bytes it holds.
 final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = IOData
@@ -17,6 +20,10 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
 
     private let exchange: ProxyRequestHandler
     private let stats: ProxyStats
+    private let listenerStats: ListenerStats
+    private var timeouts: DownstreamTimeoutTimer
+    private let sendTimeout: TimeAmount
+    private var sendStall = SendStallTimer()
     private var parser = HTTP1RequestParser()
     /// Bytes received and not yet parsed: a head cut by the read, or what follows an upgrade request.
     private var unparsed = ByteBuffer.noBytes
@@ -31,9 +38,13 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
     private var pipeline = HTTP1PipelineQueue()
     private var eventLoop: (any EventLoop)?
 
-    init(exchange: ProxyRequestHandler, stats: ProxyStats) {
+    init(exchange: ProxyRequestHandler, stats: ProxyStats, listenerStats: ListenerStats, requestHeadersTimeout: Duration,
+         idleTimeout: Duration, sendTimeout: Duration) {
         self.exchange = exchange
         self.stats = stats
+        self.listenerStats = listenerStats
+        self.sendTimeout = .nanoseconds(sendTimeout.nanoseconds)
+        timeouts = DownstreamTimeoutTimer(requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -41,10 +52,13 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
         responses = writer
         eventLoop = context.eventLoop
         exchange.attach(.http1(writer), clientAddress: context.channel.remoteAddress?.ipAddress, http1Connection: self)
+        checkTimeouts()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         parsingStopped = true
+        timeouts.cancel()
+        sendStall.cancel()
         // A reply still waiting would keep this handler (and the writer) alive.
         responses?.cancelWaiting()
         responses = nil
@@ -59,6 +73,7 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !parsingStopped else { return }
+        timeouts.bytesArrived()
         unparsed.appendReceived(unwrapInboundIn(data))
         do {
             // A part handed on may close the connection.
@@ -166,6 +181,32 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
         pipeline.removeAll()
     }
 
+    // MARK: Timeouts
+
+    /// The exchange took a request's head: the headers timeout stops, the connection is busy.
+    func headReceived() {
+        timeouts.headReceived()
+    }
+
+    /// The exchange ended a response: idle from now, unless another request is in flight.
+    func responseEnded() {
+        timeouts.responseEnded()
+    }
+
+    private func checkTimeouts() {
+        guard let context = responses?.context else { return }  // left the pipeline
+        switch timeouts.check(on: context.eventLoop, checkAgain: { [weak self] in self?.checkTimeouts() }) {
+        case nil: break
+        case .closeIdle:
+            listenerStats.recordClose(.idleTimeout)
+            context.close(promise: nil)
+        case .requestTimeout:
+            // The client is still sending its head: the exchange answers 408 and closes.
+            listenerStats.recordClose(.requestHeadersTimeout)
+            exchange.requestHeadersTimedOut()
+        }
+    }
+
     // MARK: Connection events
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -174,13 +215,33 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        sendStall.writabilityChanged(to: context.channel.isWritable, timeout: sendTimeout, eventLoop: context.eventLoop) { [weak self] in
+            self?.sendTimedOut()
+        }
         exchange.writabilityChanged()
+    }
+
+    /// The client took no bytes for the send timeout: the exchange ends (logged so), and the connection is reset.
+    private func sendTimedOut() {
+        sendStall.fired()
+        guard let context = responses?.context, context.channel.isActive, !context.channel.isWritable else { return }
+        listenerStats.recordClose(.sendTimeout)
+        exchange.sendTimedOut()
+        resetAndClose(context.channel)
+    }
+
+    /// The connection becomes a tunnel (the upstream answered an upgrade): the relay takes its bytes, a
+    /// `SendTimeoutHandler` its send timeout (timed again from now if it is stalled already), and this handler leaves,
+    /// with its request timeouts: a tunnel's bytes are the application's. Bytes it holds go on to the relay.
+    func becomeTunnel(_ relay: TunnelRelay, context: ChannelHandlerContext) throws {
+        let pipeline = context.pipeline.syncOperations
+        try pipeline.addHandler(relay)
+        try pipeline.addHandler(SendTimeoutHandler(timeout: .nanoseconds(sendTimeout.nanoseconds), stats: listenerStats), position: .before(relay))
+        pipeline.removeHandler(context: context, promise: nil)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case is RequestHeadersTimedOut: exchange.requestHeadersTimedOut()
-        case is SendTimedOut: exchange.sendTimedOut()
         case is ChannelShouldQuiesceEvent: exchange.quiesce(requestsQueued: !pipeline.isEmpty)
         default: context.fireUserInboundEventTriggered(event)
         }

@@ -243,7 +243,7 @@ extension ProxyRequestHandler {
         state = close ? .closing : (requestComplete ? .idle : .discardingRequestBody)
         let written = write?(close) ?? LocalReply.write(reason, version: version, isGRPC: isGRPC, isHEAD: isHEAD, closeConnection: close,
                                                         to: downstream, eventLoop: local.eventLoop)
-        timeouts?.responseEnded()
+        http1Connection?.responseEnded()
         needsFlush = false
         if close {
             http1Connection?.dropQueuedRequests()

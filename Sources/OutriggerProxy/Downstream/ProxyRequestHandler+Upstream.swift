@@ -169,7 +169,7 @@ extension ProxyRequestHandler {
         }
         // While the rest of its body is still coming (to be dropped), the request is not over for the
         // timeouts: those bytes are no new head.
-        if request.exchange.progress.requestComplete { timeouts?.responseEnded() }
+        if request.exchange.progress.requestComplete { http1Connection?.responseEnded() }
         needsFlush = false
         // Last: a write already done closes at once.
         if let written { closeAfterWrite(written) }
@@ -197,7 +197,7 @@ extension ProxyRequestHandler {
     private func startTunnel(_ request: ProxiedRequest, upstream: UpstreamExchangeHandler) {
         recordFinished(request)
         state = .closing
-        guard case .http1(let writer) = downstream else {  // a tunnel is HTTP/1.1 on both sides
+        guard case .http1(let writer) = downstream, let connection = http1Connection else {  // a tunnel is HTTP/1.1 on both sides
             upstream.abort()
             return
         }
@@ -208,12 +208,7 @@ extension ProxyRequestHandler {
             let early = try upstream.switchToTunnel(upstreamRelay)
             if early.readableBytes > 0 { context.write(NIOAny(IOData.byteBuffer(early)), promise: nil) }
             context.flush()
-            let pipeline = context.pipeline.syncOperations
-            try pipeline.addHandler(downstreamRelay)
-            // A tunnel has no requests to time: its bytes are the application's.
-            pipeline.removeHandler(try pipeline.handler(type: DownstreamTimeoutWatcher.self), promise: nil)
-            // The connection handler leaves: bytes the client sent after the upgrade request go on to the relay.
-            pipeline.removeHandler(context: context, promise: nil)
+            try connection.becomeTunnel(downstreamRelay, context: context)
         } catch {
             upstream.channel?.close(promise: nil)
             context.close(promise: nil)

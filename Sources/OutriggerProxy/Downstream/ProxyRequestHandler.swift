@@ -57,14 +57,11 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     /// HTTP/2: the stream's send timeout.
     private var sendStall = SendStallTimer()
 
-    /// HTTP/1.1: the connection's request-headers and idle timeouts, told of heads and response ends.
-    let timeouts: DownstreamTimeoutWatcher?
     /// The request the parser broke off was logged (its 400/431 needs no line of its own).
     private var loggedProtocolError = false
 
     init(listener: ListenerLookup, configStore: ConfigStore, local: LoopLocalState, downstreamProtocol: DownstreamProtocol, scheme: String,
-         timeouts: DownstreamTimeoutWatcher? = nil, http2Connection: HTTP2ConnectionWatcher? = nil) {
-        self.timeouts = timeouts
+         http2Connection: HTTP2ConnectionWatcher? = nil) {
         self.http2Connection = http2Connection
         self.listenerLookup = listener
         self.configStore = configStore
@@ -269,7 +266,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     }
 
     private func requestHead(_ head: consuming HTTPRequestHead) {
-        timeouts?.headReceived()
+        http1Connection?.headReceived()
         guard case .idle = state else {
             // Heads arriving mid-request are queued by the connection, so this cannot happen; close if it does.
             downstream.close()
@@ -430,7 +427,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             if request.exchange.progress.ended { finishRequest(request) }
         case .discardingRequestBody:
             state = .idle
-            timeouts?.responseEnded()
+            http1Connection?.responseEnded()
             becameIdle()
             deliverPendingRead()
         case .idle, .closing:

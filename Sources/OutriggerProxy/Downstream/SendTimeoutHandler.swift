@@ -34,9 +34,10 @@ struct SendStallTimer {
 
 /// Cuts a downstream connection that takes no bytes for the listener's `sendTimeout` (`SendStallTimer`),
 /// whatever request is or is not on it — a response's tail may still be queued after its exchange ended: an
-/// HTTP/1.1 or HTTP/2 connection is reset (SO_LINGER 0: the kernel drops what it still queues for a reader that
-/// may never come). An HTTP/2 stream's own stall is its `ProxyRequestHandler`'s (one handler less per stream).
-/// The request handler hears `SendTimedOut` first, for its access log. Like nginx's `send_timeout`.
+/// HTTP/2 connection, or an HTTP/1.1 one turned tunnel, is reset (`resetAndClose`). An HTTP/2 stream's own stall
+/// is its `ProxyRequestHandler`'s (one handler less per stream); an HTTP/1.1 connection's is
+/// `HTTP1DownstreamConnection`'s (no extra pipeline hop). The request handlers hear `SendTimedOut` first, for their
+/// access log. Like nginx's `send_timeout`.
 final class SendTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     typealias InboundOut = NIOAny
@@ -50,11 +51,20 @@ final class SendTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.stats = stats
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        // Added to a connection already stalled (a tunnel's start): timed from now.
+        if context.channel.isActive, !context.channel.isWritable { writabilityChanged(context: context) }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        writabilityChanged(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func writabilityChanged(context: ChannelHandlerContext) {
         stall.writabilityChanged(to: context.channel.isWritable, timeout: timeout, eventLoop: context.eventLoop) { [weak self] in
             self?.timedOut(context: context)
         }
-        context.fireChannelWritabilityChanged()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -66,13 +76,18 @@ final class SendTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard context.channel.isActive, !context.channel.isWritable else { return }
         stats.recordClose(.sendTimeout)
         context.fireUserInboundEventTriggered(SendTimedOut())
-        guard let socket = context.channel as? SocketOptionProvider else {
-            context.close(promise: nil)
-            return
-        }
-        let channel = context.channel
-        socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+        resetAndClose(context.channel)
     }
+}
+
+/// Closes a connection whose client took nothing for the send timeout with a reset (SO_LINGER 0): the kernel drops
+/// what it still queues for a reader that may never come.
+func resetAndClose(_ channel: any Channel) {
+    guard let socket = channel as? SocketOptionProvider else {
+        channel.close(promise: nil)
+        return
+    }
+    socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
 }
 
 /// Told to the request handler when `SendTimeoutHandler` is about to cut its client.

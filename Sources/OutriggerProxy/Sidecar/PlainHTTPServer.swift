@@ -28,7 +28,7 @@ public enum PlainHTTPServer {
                         return
                     }
                     channel.closeFuture.whenComplete { _ in open.decrement() }
-                    let timeouts = DownstreamTimeoutWatcher(requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout, stats: nil)
+                    let timeouts = DownstreamTimeoutWatcher(requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout)
                     try channel.pipeline.syncOperations.addHandler(timeouts)
                     // Each request is answered as its end is read, so pipelined ones stay in order without NIO's
                     // pipelining handler (which would also refuse the 408 written with no request in flight).
