@@ -15,11 +15,14 @@ public struct ExchangeTrace: Sendable {
     public let traceState: String?
     /// The formats whose headers the upstream request has: those that came in, then those a try wrote.
     private var present: TraceFormats
+    /// Sampled only (nil otherwise), out of line: an unsampled trace, most of them, is a few words to move.
+    private var sampledTries: SampledTriesBox?
     /// Sampled only: the try running now, and an earlier one still racing it (a hedge).
-    public private(set) var runningTry: TrySpan?
-    public private(set) var hedgedTry: TrySpan?
-    /// Why the next try starts (the retry condition, or `hedge`).
-    private var nextCause: String?
+    public var runningTry: TrySpan? { sampledTries?.tries.running }
+    public var hedgedTry: TrySpan? { sampledTries?.tries.hedged }
+    /// The first try's client span, when its `traceparent` went in with the request's own fields
+    /// (`firstTryTraceparent`): `startTry` then writes nothing for it.
+    private var preparedTrySpanID: UInt64?
 
     /// - Parameters:
     ///   - incoming: the context the request came with (`TracePropagation.incoming`), nil for none valid.
@@ -36,66 +39,126 @@ public struct ExchangeTrace: Sendable {
         formats = incoming?.formats ?? []
         present = formats
         traceState = incoming?.traceState
+        if sampled { sampledTries = SampledTriesBox() }
+    }
+
+    /// A sampled trace's tries, changed in place (the box copied first when a copy of this trace shares it); nil, and
+    /// `body` not run, when the trace is not sampled.
+    @discardableResult
+    private mutating func withSampledTries<Result>(_ body: (inout SampledTries) -> Result) -> Result? {
+        guard sampledTries != nil else { return nil }
+        if !isKnownUniquelyReferenced(&sampledTries!) { sampledTries = SampledTriesBox(copying: sampledTries!) }
+        return body(&sampledTries!.tries)
     }
 
     /// A try starts with client span `spanID`: its trace headers go into the upstream request's, and (sampled) its
     /// span starts running. A try still running is a hedge's to keep (`hedgeBegan`) or is ended first.
-    public mutating func startTry(spanID: UInt64, attempt: Int, endpoint: String, at now: UInt64, into headers: inout HTTPHeaders) {
-        present.formUnion(TracePropagation.write(traceID: traceID, spanID: spanID, parentSpanID: serverSpanID, sampled: sampled, debug: debug,
-                                                 formats: formats, traceState: traceState, present: present, into: &headers))
-        guard sampled else { return }
-        runningTry = TrySpan(spanID: spanID, attempt: attempt, startedAt: now, endpoint: endpoint, cause: nextCause)
-        nextCause = nil
+    /// `newSpanID` is not asked for the first try when `firstTryTraceparent` prepared it.
+    public mutating func startTry(spanID newSpanID: @autoclosure () -> UInt64, attempt: Int, endpoint: String, at now: UInt64,
+                                  into headers: inout HTTPHeaders) {
+        let spanID: UInt64
+        if let prepared = preparedTrySpanID {
+            spanID = prepared
+            preparedTrySpanID = nil
+        } else {
+            spanID = newSpanID()
+            present.formUnion(TracePropagation.write(traceID: traceID, spanID: spanID, parentSpanID: serverSpanID, sampled: sampled, debug: debug,
+                                                     formats: formats, traceState: traceState, present: present, into: &headers))
+        }
+        withSampledTries { tries in
+            tries.running = TrySpan(spanID: spanID, attempt: attempt, startedAt: now, endpoint: endpoint, cause: tries.nextCause)
+            tries.nextCause = nil
+        }
+    }
+
+    /// A trace with nothing in the request's headers to replace (none came, it starts here): the first try's client
+    /// span `spanID` and its `traceparent`, for the caller to add with the request's other own fields before the try
+    /// starts — one add instead of two. Nil when a trace header came: `startTry` writes then, replacing it.
+    public mutating func firstTryTraceparent(spanID: UInt64) -> String? {
+        guard formats.isEmpty, present.isEmpty, preparedTrySpanID == nil, runningTry == nil, hedgedTry == nil else { return nil }
+        preparedTrySpanID = spanID
+        present = .w3c
+        return TraceHex.traceparent(high: traceID.high, low: traceID.low, span: spanID, sampled: sampled)
     }
 
     /// The next try is a retry (or a hedge) for `cause`.
     public mutating func retrying(for cause: String) {
-        if sampled { nextCause = cause }
+        withSampledTries { $0.nextCause = cause }
     }
 
     /// The running try's upstream answered with `status` (or the hedged one, with `hedge`).
     public mutating func tryAnswered(status: Int, hedge: Bool = false) {
-        if hedge { hedgedTry?.status = status } else { runningTry?.status = status }
+        withSampledTries { tries in
+            if hedge { tries.hedged?.status = status } else { tries.running?.status = status }
+        }
     }
 
     /// The running try failed for `failure` (the first reason given stands).
     public mutating func tryFailed(_ failure: String) {
-        guard runningTry != nil, runningTry!.failure == nil else { return }
-        runningTry!.failure = failure
+        guard let running = runningTry, running.failure == nil else { return }
+        withSampledTries { $0.running?.failure = failure }
     }
 
     /// The running try is over: its span, ended at `now`, or nil when none runs (or the trace is not sampled). A try
     /// ended without an answer or a failure was cancelled (the request ended, or another try won).
     public mutating func endTry(at now: UInt64) -> TrySpan? {
-        guard var ended = runningTry else { return nil }
-        runningTry = nil
-        return Self.end(&ended, at: now)
+        guard runningTry != nil else { return nil }
+        return withSampledTries { tries in
+            var ended = tries.running!
+            tries.running = nil
+            return Self.end(&ended, at: now)
+        }
     }
 
     /// The running try goes on as a hedge while the next races it.
     public mutating func hedgeBegan() {
-        hedgedTry = runningTry
-        runningTry = nil
+        withSampledTries { tries in
+            tries.hedged = tries.running
+            tries.running = nil
+        }
     }
 
     /// The hedged try became the request's running try again (the running one ended first).
     public mutating func hedgeResumed() {
-        runningTry = hedgedTry
-        hedgedTry = nil
+        withSampledTries { tries in
+            tries.running = tries.hedged
+            tries.hedged = nil
+        }
     }
 
     /// The hedged try is over: lost the race, or failed.
     public mutating func endHedge(at now: UInt64, failure: String? = nil) -> TrySpan? {
-        guard var ended = hedgedTry else { return nil }
-        hedgedTry = nil
-        if ended.failure == nil { ended.failure = failure }
-        return Self.end(&ended, at: now)
+        guard hedgedTry != nil else { return nil }
+        return withSampledTries { tries in
+            var ended = tries.hedged!
+            tries.hedged = nil
+            if ended.failure == nil { ended.failure = failure }
+            return Self.end(&ended, at: now)
+        }
     }
 
     private static func end(_ span: inout TrySpan, at now: UInt64) -> TrySpan {
         span.endedAt = max(now, span.startedAt)
         if span.status == 0 && span.failure == nil { span.failure = "cancelled" }
         return span
+    }
+}
+
+/// A sampled trace's tries: the one running, an earlier one still racing it (a hedge), why the next starts (the
+/// retry condition, or `hedge`).
+private struct SampledTries {
+    var running: TrySpan?
+    var hedged: TrySpan?
+    var nextCause: String?
+}
+
+/// Copied on write (`withSampledTries` changes it only when no other trace holds it): what two traces share is never
+/// changed, as with the standard library's own storage, hence `@unchecked Sendable`.
+private final class SampledTriesBox: @unchecked Sendable {
+    var tries: SampledTries
+
+    init(copying other: SampledTriesBox? = nil) {
+        tries = other?.tries ?? SampledTries()
     }
 }
 

@@ -43,27 +43,20 @@ public struct FastRandom: RandomNumberGenerator, Sendable {
         var low = next()
         high = (high & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000  // version 4
         low = (low & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000  // RFC 4122 variant
-        // Written from the end: 12 digits of `low`, a dash, 4 more, a dash, then `high`'s 16 in groups of 4, 4 and 8.
+        // `high`'s 16 digits in groups of 8, 4 and 4, then `low`'s in groups of 4 and 12, made eight at a time.
         return String(unsafeUninitializedCapacity: 36) { buffer in
-            var position = 35
-            func put(_ value: UInt64, digits: Int) {
-                var value = value
-                for _ in 0..<digits {
-                    let nibble = UInt8(truncatingIfNeeded: value) & 0xF
-                    buffer[position] = nibble &+ (nibble < 10 ? UInt8(ascii: "0") : UInt8(ascii: "a") &- 10)
-                    value >>= 4
-                    position &-= 1
-                }
-                if position >= 0 {
-                    buffer[position] = UInt8(ascii: "-")
-                    position &-= 1
-                }
-            }
-            put(low, digits: 12)
-            put(low >> 48, digits: 4)
-            put(high, digits: 4)
-            put(high >> 16, digits: 4)
-            put(high >> 32, digits: 8)
+            HexDigits.store(HexDigits.eight(UInt32(truncatingIfNeeded: high >> 32)), into: buffer, at: 0)
+            let highLast = HexDigits.eight(UInt32(truncatingIfNeeded: high))
+            HexDigits.storeHalf(of: highLast, last: false, into: buffer, at: 9)
+            HexDigits.storeHalf(of: highLast, last: true, into: buffer, at: 14)
+            let lowFirst = HexDigits.eight(UInt32(truncatingIfNeeded: low >> 32))
+            HexDigits.storeHalf(of: lowFirst, last: false, into: buffer, at: 19)
+            HexDigits.storeHalf(of: lowFirst, last: true, into: buffer, at: 24)
+            HexDigits.store(HexDigits.eight(UInt32(truncatingIfNeeded: low)), into: buffer, at: 28)
+            buffer[8] = UInt8(ascii: "-")
+            buffer[13] = UInt8(ascii: "-")
+            buffer[18] = UInt8(ascii: "-")
+            buffer[23] = UInt8(ascii: "-")
             return 36
         }
     }

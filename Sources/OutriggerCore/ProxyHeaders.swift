@@ -120,6 +120,7 @@ public enum ProxyHeaders {
         scheme: String,
         addVia: Bool,
         expectedTimeout: String? = nil,
+        traceparent: String? = nil,
         random: inout FastRandom
     ) -> String {
         // Room for what the proxy adds (forwarding headers, request id, trace, expected timeout): one growth.
@@ -153,6 +154,7 @@ public enum ProxyHeaders {
             added.append((OutriggerHeader.requestID, requestID))
         }
         if let expectedTimeout { added.append((OutriggerHeader.expectedTimeout, expectedTimeout)) }
+        if let traceparent { added.append((TracePropagation.traceparent, traceparent)) }
         head.headers.addOwn(added)
         if addVia { appendVia(&head.headers, version: head.version) }
         if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }

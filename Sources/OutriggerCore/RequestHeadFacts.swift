@@ -2,7 +2,7 @@ import NIOHTTP1
 
 /// What the sidecar reads of a request's fields before it routes and forwards it, gathered in one pass over them:
 /// the head's size, its `host`, `content-length`, `connection`, `upgrade`, `expect` and `content-type`, and whether any override
-/// header (`x-outrigger-…`) came. Each was a scan of its own — two over every field (the size, the hosts), six by
+/// header (`x-outrigger-…`) or trace header came. Each was a scan of its own — two over every field (the size, the hosts), six by
 /// name — about 2,000 instructions a request by callgrind; the one pass reads each name once, in place, told apart
 /// by its length first.
 public struct RequestHeadFacts: Equatable, Sendable {
@@ -34,6 +34,9 @@ public struct RequestHeadFacts: Equatable, Sendable {
     public let hasRequestID: Bool
     /// A field named `x-outrigger-…`, in any case: an override header, or one the sidecar never forwards.
     public let hasOverrideFields: Bool
+    /// A field `TracePropagation.scan` reads: a trace header (W3C, B3), `baggage`, the force header. Without one,
+    /// a request's trace needs no scan (most requests at a mesh's edge).
+    public let hasTraceFields: Bool
     /// Whether the request lets its connection carry another one. The HTTP/1.1 parser stops at an upgrade request
     /// (`connection: upgrade` with `upgrade`, or CONNECT): unless it becomes a tunnel, the connection closes after
     /// it. The `connection` options are read as NIO's `isKeepAlive` reads them — `close` closes, `keep-alive` keeps,
@@ -49,13 +52,14 @@ public struct RequestHeadFacts: Equatable, Sendable {
         var host: String?, upgrade: String?, contentLength: Int?
         var hosts = 0, hostsValid = true
         var closeOptions = 0, keepAliveOptions = 0, connectionUpgrade = false
-        var sawExpect = false, expectsContinue = false, hasOverrideFields = false
+        var sawExpect = false, expectsContinue = false, hasOverrideFields = false, hasTraceFields = false
         var sawContentType = false, isGRPC = false, hasHopByHopFields = false, hasContentLength = false
         var lastTransferCodingIsChunked = false, hasForwardedFor = false, hasForwardedProto = false, hasRequestID = false
         for (name, value) in head.headers {
             size += name.utf8.count + value.utf8.count + 4
             name.withUTF8Bytes { name in
                 if HTTP1Syntax.startsIgnoringCase(name, with: "x-outrigger-") { hasOverrideFields = true }
+                if !hasTraceFields, TracePropagation.isTraceField(name) { hasTraceFields = true }
                 // A hop-by-hop name: the three read below are marked in their cases, the others in `default`.
                 switch name.count {
                 case 4 where HTTP1Syntax.equalsIgnoringCase(name, "host"):
@@ -122,6 +126,7 @@ public struct RequestHeadFacts: Equatable, Sendable {
         self.upgrade = upgrade
         self.expectsContinue = expectsContinue
         self.hasOverrideFields = hasOverrideFields
+        self.hasTraceFields = hasTraceFields
         self.isGRPC = isGRPC
         self.hasHopByHopFields = hasHopByHopFields
         self.hasContentLength = hasContentLength

@@ -90,6 +90,9 @@ public enum TracePropagation {
         public var trace: IncomingTrace?
         public var force: String?
         public var hasBaggage = false
+
+        /// What a request without any field the scan reads says: nothing.
+        public init() {}
     }
 
     public static func scan(_ headers: HTTPHeaders) -> Scan {
@@ -100,7 +103,9 @@ public enum TracePropagation {
         var singles: [String] = []
         var multi = B3Fields()
         for (name, value) in headers {
-            guard let kind = traceHeaderKind(name) else { continue }
+            var kind: TraceHeaderKind?
+            name.withUTF8Bytes { kind = traceHeaderKind($0) }
+            guard let kind else { continue }
             switch kind {
             case .traceparent: parents.append(value)
             case .tracestate: states.append(value)
@@ -139,12 +144,18 @@ public enum TracePropagation {
         var flags: String?
     }
 
-    /// Which trace header `name` is, if any. Told by length and first byte, read without touching the string's
-    /// storage, before any comparison: nearly every field of a request is none of them.
-    private static func traceHeaderKind(_ name: String) -> TraceHeaderKind? {
-        guard let first = name.utf8.first else { return nil }
+    /// Whether a field named `name` is one `scan` reads (a trace header, `baggage` or the force header), so that a
+    /// pass over a request's fields made anyway (`RequestHeadFacts`) can tell when `scan` has nothing to find.
+    public static func isTraceField(_ name: UnsafeRawBufferPointer) -> Bool {
+        traceHeaderKind(name) != nil
+    }
+
+    /// Which trace header `name` is, if any. Told by length and first byte before any comparison: nearly every field
+    /// of a request is none of them.
+    private static func traceHeaderKind(_ name: UnsafeRawBufferPointer) -> TraceHeaderKind? {
+        guard let first = name.first else { return nil }
         func isName(_ lowercase: StaticString) -> Bool { HTTP1Syntax.equalsIgnoringCase(name, lowercase) }
-        switch (first | 0x20, name.utf8.count) {
+        switch (first | 0x20, name.count) {
         case (UInt8(ascii: "t"), 11): return isName("traceparent") ? .traceparent : nil
         case (UInt8(ascii: "t"), 10): return isName("tracestate") ? .tracestate : nil
         case (UInt8(ascii: "b"), 2): return isName("b3") ? .b3 : nil
@@ -360,10 +371,7 @@ public enum TraceHex {
     }
 
     private static func write(_ value: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
-        for index in 0..<16 {
-            let digit = UInt8(truncatingIfNeeded: value >> UInt64(60 - 4 * index)) & 0xf
-            buffer[offset + index] = digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") - 10 + digit
-        }
+        HexDigits.write(value, into: buffer, at: offset)
     }
 }
 

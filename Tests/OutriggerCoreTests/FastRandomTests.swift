@@ -17,6 +17,23 @@ struct FastRandomTests {
         }
     }
 
+    /// Eight digits at a time, against `String(radix:)`: every nibble value in every place, and random words.
+    @Test func hexDigitsEightAtATime() {
+        var random = FastRandom(seed: 9)
+        var words: [UInt64] = [0, 1, .max, 0x0123_4567_89AB_CDEF, 0xFEDC_BA98_7654_3210, 0x9A9A_9A9A_A9A9_A9A9]
+        for nibble in UInt64(0)...15 { words.append((0..<16).reduce(0) { word, _ in word << 4 | nibble }) }
+        for _ in 0..<1000 { words.append(random.next()) }
+        for word in words {
+            let written = String(unsafeUninitializedCapacity: 18) { buffer in
+                buffer[0] = UInt8(ascii: "<")
+                HexDigits.write(word, into: buffer, at: 1)
+                buffer[17] = UInt8(ascii: ">")
+                return 18
+            }
+            #expect(written == "<" + Self.hex(word) + ">", "\(word)")
+        }
+    }
+
     private static func hex(_ word: UInt64) -> String {
         let digits = String(word, radix: 16)
         return String(repeating: "0", count: 16 - digits.count) + digits

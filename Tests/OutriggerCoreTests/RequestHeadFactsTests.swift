@@ -96,4 +96,25 @@ struct RequestHeadFactsTests {
             #expect(facts.hasHopByHopFields)
         }
     }
+
+    /// Without a field the trace scan reads, the scan is skipped: so every name it reads must be noted, in any case, and
+    /// names that share a length and first letter with one must not be.
+    @Test func traceFieldsAreNotedForTheScan() {
+        let names = ["traceparent", "tracestate", "b3", "baggage", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+                     "x-b3-flags", "x-outrigger-trace"]
+        let cases = names + names.map { $0.uppercased() } + ["TraceParent", "X-B3-TraceId", "Baggage"]
+        for name in cases {
+            #expect(Self.facts(.GET, .http1_1, [("host", "a"), (name, "1")]).hasTraceFields, "\(name)")
+        }
+        let lookalikes = ["traceparenx", "tracestatf", "b4", "baggagf", "x-b3-traceie", "x-b3-spanie", "x-b3-parentspanie", "x-b3-sampleD0",
+                          "x-b3-flagz", "x-outrigger-trac3", "x-request-id", "accept", "user-agent", "b", "t"]
+        for name in lookalikes {
+            let facts = Self.facts(.GET, .http1_1, [("host", "a"), (name, "1")])
+            #expect(!facts.hasTraceFields, "\(name)")
+            let scan = TracePropagation.scan(HTTPHeaders([("host", "a"), (name, "1")]))
+            #expect(scan.trace == nil && scan.force == nil && !scan.hasBaggage, "the scan finds nothing either: \(name)")
+        }
+        let traced = Self.facts(.GET, .http1_1, [("host", "a"), ("traceparent", "00-zz")])
+        #expect(traced.hasTraceFields && TracePropagation.scan(HTTPHeaders([("traceparent", "00-zz")])).trace != nil)
+    }
 }

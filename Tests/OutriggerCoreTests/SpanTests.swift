@@ -96,6 +96,23 @@ struct SpanTests {
         #expect(failed?.failure == "upstream_reset")
     }
 
+    /// A sampled trace keeps its tries out of line; a copy is still a value of its own.
+    @Test func aCopiedTraceKeepsItsOwnTries() throws {
+        var trace = Self.sampledTrace()
+        var headers = HTTPHeaders()
+        trace.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
+        var copy = trace
+        copy.tryAnswered(status: 503)
+        copy.retrying(for: "5xx")
+        _ = copy.endTry(at: 5)
+        copy.startTry(spanID: 2, attempt: 2, endpoint: "10.0.0.2:80", at: 10, into: &headers)
+        #expect(copy.runningTry?.spanID == 2 && copy.runningTry?.cause == "5xx")
+        #expect(trace.runningTry?.spanID == 1 && trace.runningTry?.status == 0, "the original is untouched")
+        let endedTry = trace.endTry(at: 20)
+        let ended = try #require(endedTry)
+        #expect(ended.spanID == 1 && ended.failure == "cancelled" && copy.runningTry?.spanID == 2)
+    }
+
     @Test func anUnsampledTraceRecordsNoTries() {
         var random = FastRandom(seed: 5)
         var trace = ExchangeTrace(incoming: nil, sampleRatio: 0, forced: false, random: &random)

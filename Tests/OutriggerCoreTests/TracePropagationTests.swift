@@ -153,6 +153,31 @@ struct TracePropagationTests {
         #expect(b3Headers[canonicalForm: "b3"] == ["\(started.traceID.hex)-0000000000000002-0-\(TraceHex.string(started.serverSpanID))"])
     }
 
+    /// A trace started here prepares its first try's `traceparent` for the caller to add with its own fields: that
+    /// try then writes nothing and runs as the span prepared; the next replaces the header as usual.
+    @Test func aNewTracesFirstTraceparentIsPreparedWithTheRequestsFields() throws {
+        var random = FastRandom(seed: 3)
+        var root = ExchangeTrace(incoming: nil, sampleRatio: 1, forced: false, random: &random)
+        let firstTraceparent = root.firstTryTraceparent(spanID: 0x5)
+        let prepared = try #require(firstTraceparent)
+        #expect(prepared == "00-\(root.traceID.hex)-0000000000000005-01")
+        #expect(root.firstTryTraceparent(spanID: 0x6) == nil, "once")
+        var headers: HTTPHeaders = ["accept": "*/*", "traceparent": prepared]
+        var asked = 0
+        root.startTry(spanID: { asked += 1; return 0x7 }(), attempt: 1, endpoint: "10.0.0.1:80", at: 10, into: &headers)
+        #expect(asked == 0 && headers["traceparent"] == [prepared] && headers.count == 2, "nothing written again")
+        #expect(root.runningTry?.spanID == 0x5, "the span its header names")
+        _ = root.endTry(at: 20)
+        root.startTry(spanID: 0x8, attempt: 2, endpoint: "10.0.0.2:80", at: 30, into: &headers)
+        #expect(headers[canonicalForm: "traceparent"] == ["00-\(root.traceID.hex)-0000000000000008-01"], "a retry's replaces it")
+        #expect(root.runningTry?.spanID == 0x8)
+
+        // A trace header came: the try writes, replacing it.
+        let incoming = TracePropagation.incoming(["traceparent": "00-\(Self.trace)-\(Self.parent)-01"])
+        var joined = ExchangeTrace(incoming: incoming, sampleRatio: 0, forced: false, random: &random)
+        #expect(joined.firstTryTraceparent(spanID: 0x9) == nil)
+    }
+
     @Test func tracestateAndBaggageAreTrimmedToTheirLimitsNotRefused() {
         let members = (0..<40).map { "k\($0)=v" }
         #expect(TracePropagation.trimmedTraceState(members.joined(separator: ","))?.split(separator: ",").count == 32)

@@ -58,6 +58,20 @@ struct TracingTests {
         }
     }
 
+    /// A route's header rules that put a `traceparent` on the upstream request are read like the caller's: that
+    /// trace is joined, and its header replaced by the try's, not sent beside it.
+    @Test func aTraceparentSetByTheRoutesRulesIsJoined() async throws {
+        try await withHarness(echoes: 1) { endpoints in
+            Harness.config(routes: [RouteConfig(destination: .cluster("upstream"), requestHeaders: HeaderMutations(
+                set: [HeaderValue(name: "traceparent", value: "00-\(Self.trace)-\(Self.parent)-01")]))],
+                           clusters: [ClusterConfig(name: "upstream", endpoints: endpoints)])
+        } _: { (harness: Harness) async throws in
+            let echo = try #require(try await fetch(harness.url + "/set-by-route").echo)
+            let sent = Self.fields(echo.headers["traceparent"])
+            #expect(sent.count == 4 && sent[1] == Self.trace && sent[2] != Self.parent && sent[3] == "01", "\(sent)")
+        }
+    }
+
     @Test func b3InIsB3Out() async throws {
         try await withHarness(echoes: 1) { harness in
             let multi = try #require(try await fetch(harness.url + "/multi", [

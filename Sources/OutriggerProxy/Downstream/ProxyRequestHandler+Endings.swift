@@ -120,7 +120,7 @@ extension ProxyRequestHandler {
     /// A request answered before it was routed (no route, an invalid host, a fallback response…) is a server span
     /// without tries, when its trace is sampled.
     private func recordUnroutedSpan(_ summary: RequestSummary, head: HTTPRequestHead, listener: ListenerRuntime) {
-        let trace = trace(joining: TracePropagation.scan(head.headers), listener: listener.config)
+        let trace = trace(joining: TracePropagation.scan(head.headers), listener: listener)
         guard trace.sampled else { return }
         let facts = serverSpanFacts(summary, head: head, version: head.version, listener: listener,
                                     requestID: head.headers.first(name: OutriggerHeader.requestID))

@@ -333,12 +333,22 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         // Unless the head may carry a caller's, the first try's expected timeout goes in with the proxy's other fields
         // (one add for all: ~650 instructions less than one of its own). The request has not ended: no clock read.
         let firstTryTimeout = request.mayCarryExpectedTimeout ? nil : expectedTimeout(of: request, now: start.uptimeNanoseconds, callerSaid: nil)
+        // A trace is joined from the upstream head as prepared (a route's own header changes may add a trace header
+        // the downstream head did not have). Without any field to read, it starts here, and the first try's
+        // `traceparent` goes in with the other fields.
+        let participates = listener.config.tracing.mode == .participate
+        let mayHaveTraceFields = facts.hasTraceFields || !route.requestHeaders.isEmpty
+        var firstTraceparent: String?
+        if participates && !mayHaveTraceFields {
+            request.trace = trace(joining: TracePropagation.Scan(), listener: listener)
+            firstTraceparent = request.trace?.firstTryTraceparent(spanID: local.random.nonZero())
+        }
         let requestID = ProxyHeaders.prepareUpstreamRequest(
             &request.upstreamHead, facts: facts, route: route, clientAddress: clientAddress, scheme: scheme,
-            addVia: listener.config.addVia, expectedTimeout: firstTryTimeout, random: &local.random
+            addVia: listener.config.addVia, expectedTimeout: firstTryTimeout, traceparent: firstTraceparent, random: &local.random
         )
         if !requestID.isEmpty { request.requestID = requestID }
-        if listener.config.tracing.mode == .participate { joinTrace(request, listener: listener.config) }
+        if participates && mayHaveTraceFields { joinTrace(request, listener: listener) }
         if let upgrade {
             request.upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
             request.upstreamHead.headers.replaceOrAdd(name: "upgrade", value: upgrade)
@@ -372,7 +382,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     /// The request joins its caller's trace (or starts one) with a server span of ours; `baggage` is kept within
     /// its limits, and the force header, honoured from a trusted side only, never goes on.
-    private func joinTrace(_ request: ProxiedRequest, listener: ListenerConfig) {
+    private func joinTrace(_ request: ProxiedRequest, listener: ListenerRuntime) {
         let scan = TracePropagation.scan(request.upstreamHead.headers)
         request.trace = trace(joining: scan, listener: listener)
         if scan.force != nil { request.upstreamHead.headers.remove(name: OutriggerHeader.forceTrace) }
@@ -389,9 +399,10 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
 
     /// The trace a request on `listener` joins (or starts): its caller's sampling decision, else the listener's
     /// ratio, or the force header from a trusted side.
-    func trace(joining scan: TracePropagation.Scan, listener: ListenerConfig) -> ExchangeTrace {
-        ExchangeTrace(incoming: scan.trace, sampleRatio: listener.tracing.sampleRatio,
-                      forced: scan.force == "1" && listener.honoursOverrideHeaders, random: &local.random)
+    func trace(joining scan: TracePropagation.Scan, listener: ListenerRuntime) -> ExchangeTrace {
+        // Read from the listener in place: its config bound to a name would be copied whole.
+        ExchangeTrace(incoming: scan.trace, sampleRatio: listener.config.tracing.sampleRatio,
+                      forced: scan.force == "1" && listener.config.honoursOverrideHeaders, random: &local.random)
     }
 
     /// This listener in the running snapshot.
