@@ -75,7 +75,8 @@ public struct ExchangeTrace: Sendable {
     /// span `spanID` and its `traceparent`, for the caller to add with the request's other own fields before the try
     /// starts — one add instead of two. Nil when a trace header came: `startTry` writes then, replacing it.
     public mutating func firstTryTraceparent(spanID: UInt64) -> String? {
-        guard formats.isEmpty, present.isEmpty, preparedTrySpanID == nil, runningTry == nil, hedgedTry == nil else { return nil }
+        // Nothing came and no try wrote yet (every try writes, or was prepared here).
+        guard formats.isEmpty, present.isEmpty, preparedTrySpanID == nil else { return nil }
         preparedTrySpanID = spanID
         present = .w3c
         return TraceHex.traceparent(high: traceID.high, low: traceID.low, span: spanID, sampled: sampled)
@@ -95,19 +96,19 @@ public struct ExchangeTrace: Sendable {
 
     /// The running try failed for `failure` (the first reason given stands).
     public mutating func tryFailed(_ failure: String) {
-        guard let running = runningTry, running.failure == nil else { return }
-        withSampledTries { $0.running?.failure = failure }
+        withSampledTries { tries in
+            if tries.running?.failure == nil { tries.running?.failure = failure }
+        }
     }
 
     /// The running try is over: its span, ended at `now`, or nil when none runs (or the trace is not sampled). A try
     /// ended without an answer or a failure was cancelled (the request ended, or another try won).
     public mutating func endTry(at now: UInt64) -> TrySpan? {
-        guard runningTry != nil else { return nil }
-        return withSampledTries { tries in
-            var ended = tries.running!
+        withSampledTries { tries -> TrySpan? in
+            guard var ended = tries.running else { return nil }
             tries.running = nil
             return Self.end(&ended, at: now)
-        }
+        } ?? nil
     }
 
     /// The running try goes on as a hedge while the next races it.
@@ -128,13 +129,12 @@ public struct ExchangeTrace: Sendable {
 
     /// The hedged try is over: lost the race, or failed.
     public mutating func endHedge(at now: UInt64, failure: String? = nil) -> TrySpan? {
-        guard hedgedTry != nil else { return nil }
-        return withSampledTries { tries in
-            var ended = tries.hedged!
+        withSampledTries { tries -> TrySpan? in
+            guard var ended = tries.hedged else { return nil }
             tries.hedged = nil
             if ended.failure == nil { ended.failure = failure }
             return Self.end(&ended, at: now)
-        }
+        } ?? nil
     }
 
     private static func end(_ span: inout TrySpan, at now: UInt64) -> TrySpan {
