@@ -1,4 +1,6 @@
 import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
 import OutriggerConfig
 import Testing
 
@@ -60,6 +62,40 @@ struct HTTP1ProxyTests {
             #expect(reply.statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
             let paths = reply.text.components(separatedBy: "\"path\":\"").dropFirst().map { $0.prefix(while: { $0 != "\"" }) }
             #expect(paths == ["\\/1?delay=100", "\\/2", "\\/3?delay=20"])
+        }
+    }
+
+    /// The proxy drops the client's `connection` field; one the route's header rules put on the upstream request
+    /// still decides whether that connection is kept, even with an upstream that would keep it open.
+    @Test func aConnectionCloseSetByTheRoutesRulesIsHonoured() async throws {
+        let accepted = NIOLockedValueBox(0)
+        let upstream = try await loopbackServer(accepted: { _ in accepted.withLockedValue { $0 += 1 } }) { AnswerEveryHead() }
+        defer { upstream.close(promise: nil) }
+        try await withHarness(echoes: 0) { _ in
+            Harness.config(routes: [RouteConfig(destination: .cluster("c"),
+                                                requestHeaders: HeaderMutations(set: [HeaderValue(name: "connection", value: "close")]))],
+                           clusters: [ClusterConfig(name: "c", endpoints: [HostPort(host: "127.0.0.1", port: upstream.localAddress!.port!)])])
+        } _: { (harness: Harness) async throws in
+            let urls = (0..<3).flatMap { _ in ["-o", "/dev/null", harness.url + "/c"] }
+            let result = try await curl(["-w", "%{http_code}\n"] + urls)
+            #expect(result.stdout.split(separator: "\n") == ["200", "200", "200"])
+            #expect(accepted.withLockedValue { $0 } == 3, "one connection per request, though the upstream keeps each open")
+        }
+    }
+
+    /// Answers each request head it reads (requests without a body) with a small 200, and never closes.
+    private final class AnswerEveryHead: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        private var received = ""
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var bytes = unwrapInboundIn(data)
+            received += bytes.readString(length: bytes.readableBytes) ?? ""
+            while let end = received.range(of: "\r\n\r\n") {
+                received.removeSubrange(..<end.upperBound)
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")), promise: nil)
+            }
         }
     }
 

@@ -50,6 +50,9 @@ final class ProxiedRequest {
     /// field came with the request, or the route's header rules change the head. Otherwise the first try's goes in
     /// with the proxy's other fields, and no one is looked for.
     var mayCarryExpectedTimeout = true
+    /// The upstream head may have a `connection` field: the proxy removed the client's (hop-by-hop), so only an
+    /// upgrade or the route's header rules put one back. Otherwise the exchange does not look for one.
+    var mayCarryConnectionField = true
     /// A session cookie the proxy chose for this client (cookie hash policy with a ttl), sent back with the response.
     var setCookie: String?
     /// For the access log (kept only when the listener has one): the request as it arrived, and what was

@@ -17,7 +17,7 @@ extension ProxyRequestHandler {
         let (sendsHead, waiting) = request.exchange.leased()
         state = .proxying(request, upstream)
         upstream.begin(self)
-        if sendsHead { upstream.send(.head(request.upstreamHead)) }
+        if sendsHead { upstream.send(.head(request.upstreamHead), mayHaveConnectionField: request.mayCarryConnectionField) }
         for part in waiting { upstream.send(part) }
         upstream.flush()
         deliverPendingRead()

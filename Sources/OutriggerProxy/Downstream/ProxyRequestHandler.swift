@@ -330,6 +330,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         if overridesPresent { for name in RequestOverrides.names { request.upstreamHead.headers.remove(name: name) } }
         if expectsContinue { request.upstreamHead.headers.remove(name: "expect") }
         request.mayCarryExpectedTimeout = facts.hasOverrideFields || !route.requestHeaders.isEmpty
+        request.mayCarryConnectionField = upgrade != nil || !route.requestHeaders.isEmpty
         // Unless the head may carry a caller's, the first try's expected timeout goes in with the proxy's other fields
         // (one add for all: ~650 instructions less than one of its own). The request has not ended: no clock read.
         let firstTryTimeout = request.mayCarryExpectedTimeout ? nil : expectedTimeout(of: request, now: start.uptimeNanoseconds, callerSaid: nil)
@@ -457,7 +458,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     /// A head held for framing is let go, chunked when a body follows: sent now to a leased upstream, else with the lease.
     private func headReleased(_ released: RequestRelay.ReleasedHead, of request: ProxiedRequest, to upstream: UpstreamExchangeHandler?) {
         if released.chunked { request.upstreamHead.headers.add(name: "transfer-encoding", value: "chunked") }
-        if released.sendNow, let upstream { upstream.send(.head(request.upstreamHead)) }
+        if released.sendNow, let upstream { upstream.send(.head(request.upstreamHead), mayHaveConnectionField: request.mayCarryConnectionField) }
     }
 
 }
