@@ -13,7 +13,8 @@ public struct ExchangeTrace: Sendable {
     public let debug: Bool
     public let formats: TraceFormats
     public let traceState: String?
-    /// The formats whose headers the upstream request has: those that came in, then those a try wrote.
+    /// The formats whose headers the upstream request has: those that came in, then those a try wrote (or
+    /// `firstTryTraceparent` prepared).
     private var present: TraceFormats
     /// Sampled only (nil otherwise), out of line: an unsampled trace, most of them, is a few words to move.
     private var sampledTries: SampledTriesBox?
@@ -71,9 +72,10 @@ public struct ExchangeTrace: Sendable {
         }
     }
 
-    /// A trace with nothing in the request's headers to replace (none came, it starts here): the first try's client
-    /// span `spanID` and its `traceparent`, for the caller to add with the request's other own fields before the try
-    /// starts — one add instead of two. Nil when a trace header came: `startTry` writes then, replacing it.
+    /// A trace started here, before any try: the first try's client span `spanID` and its `traceparent`, for the
+    /// caller to add with the request's other own fields before the try starts — one add instead of two. Only for a
+    /// request head without any field the trace scan reads (`RequestHeadFacts.hasTraceFields`): nothing there to
+    /// replace. Nil when the trace came in some format, or a try already wrote: `startTry` writes then.
     public mutating func firstTryTraceparent(spanID: UInt64) -> String? {
         // Nothing came and no try wrote yet (every try writes, or was prepared here).
         guard formats.isEmpty, present.isEmpty, preparedTrySpanID == nil else { return nil }

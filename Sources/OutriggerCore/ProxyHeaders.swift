@@ -109,6 +109,8 @@ public enum ProxyHeaders {
     ///   name it, and then it is gone with the hop-by-hop fields.
     /// - Parameter expectedTimeout: the first try's `x-outrigger-expected-timeout-ms`, if it goes in with the fields
     ///   added here.
+    /// - Parameter traceparent: a new trace's first try's (`ExchangeTrace.firstTryTraceparent`), if it goes in with the
+    ///   fields added here: only for a route without header rules, which could remove or replace it after.
     /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
     ///   route's header rules removed it or set it empty).
     @discardableResult
@@ -128,7 +130,7 @@ public enum ProxyHeaders {
         if facts.hasHopByHopFields { removeHopByHop(&head.headers) }
         // The fields added here go in as one block, after the others, in this order.
         var added: [(String, String)] = []
-        added.reserveCapacity(5)
+        added.reserveCapacity(6)
         // Keep framing: a chunked body stays chunked on an HTTP/1.1 upstream; NIO's encoder writes the chunks.
         if facts.lastTransferCodingIsChunked && !(facts.hasContentLength && head.headers.contains(name: "content-length")) {
             added.append(("transfer-encoding", "chunked"))

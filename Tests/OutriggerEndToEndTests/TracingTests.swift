@@ -110,6 +110,18 @@ struct TracingTests {
             #expect(first[2] != second[2] && first[2] != Self.parent && second[2] != Self.parent, "a span per try")
             #expect(first[3] == "01" && second[3] == "01")
             #expect(refusing.receivedText.components(separatedBy: "traceparent").count == 2, "one traceparent header on the first try")
+
+            // No trace came: the first try's header goes in with the proxy's own fields, the retry's replaces it.
+            let sentBefore = refusing.receivedText.components(separatedBy: "traceparent").count
+            let fresh = try #require(try await fetch(harness.url + "/retried-fresh").echo)
+            #expect(fresh.headers["x-outrigger-attempt"] == "2")
+            let retried = Self.fields(fresh.headers["traceparent"])
+            let freshText = refusing.receivedText.components(separatedBy: "/retried-fresh").last ?? ""
+            let freshLine = try #require(freshText.split(separator: "\r\n").first { $0.lowercased().hasPrefix("traceparent:") })
+            let tried = Self.fields(freshLine.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) })
+            #expect(tried.count == 4 && retried.count == 4 && tried[1] == retried[1] && tried[1] != Self.trace, "one new trace")
+            #expect(tried[2] != retried[2], "a span per try")
+            #expect(refusing.receivedText.components(separatedBy: "traceparent").count == sentBefore + 1, "one traceparent header on the first try")
         }
     }
 

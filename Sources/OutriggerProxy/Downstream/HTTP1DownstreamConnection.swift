@@ -195,15 +195,11 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
 
     private func checkTimeouts() {
         guard let context = responses?.context else { return }  // left the pipeline
-        switch timeouts.check(on: context.eventLoop, checkAgain: { [weak self] in self?.checkTimeouts() }) {
+        switch timeouts.check(on: context.eventLoop, stats: listenerStats, checkAgain: { [weak self] in self?.checkTimeouts() }) {
         case nil: break
-        case .closeIdle:
-            listenerStats.recordClose(.idleTimeout)
-            context.close(promise: nil)
-        case .requestTimeout:
-            // The client is still sending its head: the exchange answers 408 and closes.
-            listenerStats.recordClose(.requestHeadersTimeout)
-            exchange.requestHeadersTimedOut()
+        case .closeIdle: context.close(promise: nil)
+        // The client is still sending its head: the exchange answers 408 and closes.
+        case .requestTimeout: exchange.requestHeadersTimedOut()
         }
     }
 
@@ -223,11 +219,10 @@ final class HTTP1DownstreamConnection: ChannelDuplexHandler, RemovableChannelHan
 
     /// The client took no bytes for the send timeout: the exchange ends (logged so), and the connection is reset.
     private func sendTimedOut() {
-        sendStall.fired()
-        guard let context = responses?.context, context.channel.isActive, !context.channel.isWritable else { return }
-        listenerStats.recordClose(.sendTimeout)
+        guard let context = responses?.context else { return }  // left the pipeline
+        guard sendStall.firedStalled(context.channel, stats: listenerStats) else { return }
         exchange.sendTimedOut()
-        resetAndClose(context.channel)
+        SendStallTimer.resetAndClose(context.channel)
     }
 
     /// The connection becomes a tunnel (the upstream answered an upgrade): the relay takes its bytes, a

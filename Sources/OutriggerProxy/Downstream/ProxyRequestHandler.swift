@@ -215,9 +215,8 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
     }
 
     private func streamSendTimedOut() {
-        sendStall.fired()
-        guard downstream.isActive, !downstream.isWritable else { return }
-        currentListener()?.stats.recordClose(.sendTimeout)
+        guard sendStall.firedStalled(isActive: downstream.isActive, isWritable: downstream.isWritable, stats: currentListener()?.stats)
+        else { return }
         sendTimedOut()
         downstream.close()
     }
@@ -329,8 +328,10 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         // with room for what is added) are changed without a copy, unless the access log keeps the original.
         if overridesPresent { for name in RequestOverrides.names { request.upstreamHead.headers.remove(name: name) } }
         if expectsContinue { request.upstreamHead.headers.remove(name: "expect") }
-        request.mayCarryExpectedTimeout = facts.hasOverrideFields || !route.requestHeaders.isEmpty
-        request.mayCarryConnectionField = upgrade != nil || !route.requestHeaders.isEmpty
+        // The route's own header rules may put anything on the upstream head: what it may carry is looked for then.
+        let routeChangesHeaders = !route.requestHeaders.isEmpty
+        request.mayCarryExpectedTimeout = facts.hasOverrideFields || routeChangesHeaders
+        request.mayCarryConnectionField = upgrade != nil || routeChangesHeaders
         // Unless the head may carry a caller's, the first try's expected timeout goes in with the proxy's other fields
         // (one add for all: ~650 instructions less than one of its own). The request has not ended: no clock read.
         let firstTryTimeout = request.mayCarryExpectedTimeout ? nil : expectedTimeout(of: request, now: start.uptimeNanoseconds, callerSaid: nil)
@@ -338,7 +339,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         // the downstream head did not have). Without any field to read, it starts here, and the first try's
         // `traceparent` goes in with the other fields.
         let participates = listener.config.tracing.mode == .participate
-        let mayHaveTraceFields = facts.hasTraceFields || !route.requestHeaders.isEmpty
+        let mayHaveTraceFields = facts.hasTraceFields || routeChangesHeaders
         var firstTraceparent: String?
         if participates && !mayHaveTraceFields {
             request.trace = trace(joining: TracePropagation.Scan(), listener: listener)
