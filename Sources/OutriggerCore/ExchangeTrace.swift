@@ -77,8 +77,8 @@ public struct ExchangeTrace: Sendable {
     /// request head without any field the trace scan reads (`RequestHeadFacts.hasTraceFields`): nothing there to
     /// replace. Nil when the trace came in some format, or a try already wrote: `startTry` writes then.
     public mutating func firstTryTraceparent(spanID: UInt64) -> String? {
-        // Nothing came and no try wrote yet (every try writes, or was prepared here).
-        guard formats.isEmpty, present.isEmpty, preparedTrySpanID == nil else { return nil }
+        // Nothing came and no try wrote yet (every try writes, or was prepared here: either fills `present`).
+        guard formats.isEmpty, present.isEmpty else { return nil }
         preparedTrySpanID = spanID
         present = .w3c
         return TraceHex.traceparent(high: traceID.high, low: traceID.low, span: spanID, sampled: sampled)

@@ -80,10 +80,10 @@ public struct RouteTable: Sendable {
 public final class Route: Sendable {
     public let name: String
     public let virtualHost: String
-    let pathMatch: PathMatch
-    /// `pathMatch`'s prefix, when it is one: read without copying the enum (which retains a regex's boxes) and compared
-    /// as bytes in place — most routes match by prefix, `/` among them.
+    /// The path matched by prefix, compared as bytes in place — most routes, `/` among them: a field read without
+    /// copying an enum (which retains a regex's boxes); otherwise by `pathMatch`.
     private let pathPrefix: String?
+    let pathMatch: PathMatch?
     let methods: [HTTPMethod]
     let headerMatches: [HeaderMatchConfig]
     public let destination: ClusterChoice
@@ -104,8 +104,8 @@ public final class Route: Sendable {
         case response(status: Int, headers: [HeaderValue], body: String)
     }
 
+    /// A path matched other than by prefix.
     enum PathMatch: Sendable {
-        case prefix(String)
         case exact(String)
         case regex(RegexBox)
     }
@@ -115,11 +115,10 @@ public final class Route: Sendable {
         self.stats = stats(name)
         self.virtualHost = virtualHost
         switch config.match.path {
-        case .prefix(let prefix): self.pathMatch = .prefix(prefix)
-        case .exact(let path): self.pathMatch = .exact(path)
-        case .regex(let pattern): self.pathMatch = .regex(try RegexBox(pattern))
+        case .prefix(let prefix): (pathPrefix, pathMatch) = (prefix, nil)
+        case .exact(let path): (pathPrefix, pathMatch) = (nil, .exact(path))
+        case .regex(let pattern): (pathPrefix, pathMatch) = (nil, .regex(try RegexBox(pattern)))
         }
-        if case .prefix(let prefix) = config.match.path { self.pathPrefix = prefix } else { self.pathPrefix = nil }
         self.methods = config.match.methods.map { HTTPMethod(rawValue: $0) }
         self.headerMatches = config.match.headers
         self.destination = try ClusterChoice(config.destination, clusters: clusters)
@@ -148,9 +147,9 @@ public final class Route: Sendable {
             guard Self.bytes(of: path, startWith: pathPrefix) else { return false }
         } else {
             switch pathMatch {
-            case .prefix(let prefix): guard Self.bytes(of: path, startWith: prefix) else { return false }
-            case .exact(let exact): guard path.utf8.elementsEqual(exact.utf8) else { return false }
-            case .regex(let regex): guard regex.wholeMatch(path) else { return false }
+            case .exact(let exact)?: guard path.utf8.elementsEqual(exact.utf8) else { return false }
+            case .regex(let regex)?: guard regex.wholeMatch(path) else { return false }
+            case nil: break
             }
         }
         if !methods.isEmpty && !methods.contains(method) { return false }
@@ -185,9 +184,9 @@ public final class Route: Sendable {
     public func rewrittenURI(_ uri: String) -> String {
         guard let replacement = prefixRewrite else { return uri }
         let prefix: String
-        switch pathMatch {
-        case .prefix(let value), .exact(let value): prefix = value
-        case .regex: return uri
+        switch (pathPrefix, pathMatch) {
+        case (let value?, _), (nil, .exact(let value)?): prefix = value
+        case (nil, .regex?), (nil, nil): return uri
         }
         guard uri.hasPrefix(prefix) else { return uri }
         var rest = uri.dropFirst(prefix.utf8.count)

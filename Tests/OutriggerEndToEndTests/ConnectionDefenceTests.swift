@@ -104,15 +104,18 @@ struct ConnectionDefenceTests {
         }
     }
 
+    /// A send timeout of a second; the other timeouts long enough not to cut first.
+    static func sendTimeoutConfig(_ endpoints: [HostPort]) -> SidecarConfig {
+        var config = config(endpoints, handshakeTimeout: .seconds(60))
+        config.listeners[0].sendTimeout = .seconds(1)
+        config.listeners[0].idleTimeout = .seconds(60)
+        return config
+    }
+
     /// A client that stops reading a large response is cut once it has taken nothing for `sendTimeout`; one
     /// that reads is not.
     @Test func aClientThatStopsReadingIsCutAfterTheSendTimeout() async throws {
-        try await withHarness(echoes: 1) { endpoints in
-            var config = Self.config(endpoints, handshakeTimeout: .seconds(60))
-            config.listeners[0].sendTimeout = .seconds(1)
-            config.listeners[0].idleTimeout = .seconds(60)
-            return config
-        } _: { (harness: Harness) async throws in
+        try await withHarness(echoes: 1, Self.sendTimeoutConfig) { (harness: Harness) async throws in
             let stalled = try await HeldConnection.open(port: harness.port, reading: false)
             stalled.send(Array("GET /?size=268435456 HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
             #expect(try await stalled.closedByPeer(within: .seconds(60)), "cut")
@@ -131,12 +134,7 @@ struct ConnectionDefenceTests {
     /// A tunnel's client that stops reading what its upstream sends is cut by the send timeout too: the connection's
     /// HTTP/1.1 handler, which keeps the timer, leaves when the tunnel starts.
     @Test func aTunnelsClientThatStopsReadingIsCutAfterTheSendTimeout() async throws {
-        try await withHarness(echoes: 1) { endpoints in
-            var config = Self.config(endpoints, handshakeTimeout: .seconds(60))
-            config.listeners[0].sendTimeout = .seconds(1)
-            config.listeners[0].idleTimeout = .seconds(60)
-            return config
-        } _: { (harness: Harness) async throws in
+        try await withHarness(echoes: 1, Self.sendTimeoutConfig) { (harness: Harness) async throws in
             let stalled = try await HeldConnection.open(port: harness.port, reading: false)
             // The echo sends back what the tunnel carries: 16 MiB, more than the buffers between hold.
             stalled.send(Array("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".utf8)

@@ -14,9 +14,8 @@ extension ProxyRequestHandler {
         var now = request.start.uptimeNanoseconds
         let firstTry = request.exchange.tries.count == 1
         if !firstTry || request.exchange.progress.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
-        if firstTry && !request.mayCarryExpectedTimeout {
-            // Nothing to take into account: the head got the field with the proxy's other fields (`requestHead`).
-        } else {
+        // A first try that cannot carry a caller's value got its field with the proxy's other fields (`requestHead`).
+        if !firstTry || request.mayCarryExpectedTimeout {
             // A caller's sidecar may have said already how long it waits (the header arrives through a second
             // sidecar): the callee hears one value, the shorter.
             let given = firstTry ? request.upstreamHead.headers.first(name: OutriggerHeader.expectedTimeout) : nil
