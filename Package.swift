@@ -1,9 +1,12 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// Release builds drop exclusivity checks on the hot path (about 3 % of a relay's CPU in profiles).
+/// Release builds drop exclusivity checks on the hot path (about 3 % of a relay's CPU in profiles), and LLVM's merging
+/// of alike functions: it had merged specialisations that differ in a few constants (`IDMap`'s for two element types,
+/// the HTTP/1 message sequence's) into one that takes them as arguments. Off, callgrind counted 50 fewer instructions
+/// per HTTP/1.1 request and 180 fewer per h2c request, for 33 KB more code.
 let hotPathSettings: [SwiftSetting] = [
-    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))
+    .unsafeFlags(["-enforce-exclusivity=unchecked", "-Xfrontend", "-disable-llvm-merge-functions-pass"], .when(configuration: .release))
 ]
 
 let package = Package(

@@ -13,34 +13,52 @@ public struct ExchangeTrace: Sendable {
     public let debug: Bool
     public let formats: TraceFormats
     public let traceState: String?
-    /// The formats whose headers the upstream request has: those that came in, then those a try wrote (or
-    /// `firstTryTraceparent` prepared).
+    /// The formats whose headers the upstream request has: those that came in, then those a try wrote.
     private var present: TraceFormats
     /// Sampled only (nil otherwise), out of line: an unsampled trace, most of them, is a few words to move.
     private var sampledTries: SampledTriesBox?
     /// Sampled only: the try running now, and an earlier one still racing it (a hedge).
     public var runningTry: TrySpan? { sampledTries?.tries.running }
     public var hedgedTry: TrySpan? { sampledTries?.tries.hedged }
-    /// The first try's client span, when its `traceparent` went in with the request's own fields
-    /// (`firstTryTraceparent`): `startTry` then writes nothing for it.
-    private var preparedTrySpanID: UInt64?
 
     /// - Parameters:
     ///   - incoming: the context the request came with (`TracePropagation.incoming`), nil for none valid.
     ///   - sampleRatio: a root's share of traces sampled, decided on the trace id.
     ///   - forced: the trusted side asked for this request to be sampled (`x-outrigger-trace: 1`).
     public init(incoming: IncomingTrace?, sampleRatio: Double, forced: Bool, random: inout FastRandom) {
-        let traceID = incoming?.traceID ?? TraceID(high: random.nonZero(), low: random.nonZero())
-        self.traceID = traceID
-        serverSpanID = random.nonZero()
-        parentSpanID = incoming?.parentSpanID
-        debug = incoming?.debug ?? false
-        sampled = forced || debug || (incoming?.sampled ?? TracePropagation.sampledAtRoot(traceID, ratio: sampleRatio))
+        guard let incoming else {
+            self.init(rootSampleRatio: sampleRatio, forced: forced, random: &random)
+            return
+        }
+        let traceID = incoming.traceID ?? TraceID(high: random.nonZero(), low: random.nonZero())
         // A sampling decision without ids (B3 `1`, `0`, `d`) starts the trace here, in the format it came in.
-        formats = incoming?.formats ?? []
+        self.init(traceID: traceID, serverSpanID: random.nonZero(), parentSpanID: incoming.parentSpanID,
+                  sampled: forced || incoming.debug || (incoming.sampled ?? TracePropagation.sampledAtRoot(traceID, ratio: sampleRatio)),
+                  debug: incoming.debug, formats: incoming.formats, traceState: incoming.traceState)
+    }
+
+    /// A trace that starts here, no context having come: sampled at `sampleRatio` on its trace id, or `forced`. Reads
+    /// no incoming context (an optional one is copied field by field, through the generic witness: ~270 instructions
+    /// on every request of a listener that takes part).
+    public init(rootSampleRatio sampleRatio: Double, forced: Bool = false, random: inout FastRandom) {
+        let traceID = TraceID(high: random.nonZero(), low: random.nonZero())
+        self.init(traceID: traceID, serverSpanID: random.nonZero(), parentSpanID: nil,
+                  sampled: forced || TracePropagation.sampledAtRoot(traceID, ratio: sampleRatio),
+                  debug: false, formats: [], traceState: nil)
+    }
+
+    @inline(__always)
+    private init(traceID: TraceID, serverSpanID: UInt64, parentSpanID: UInt64?, sampled: Bool, debug: Bool, formats: TraceFormats,
+                 traceState: String?) {
+        self.traceID = traceID
+        self.serverSpanID = serverSpanID
+        self.parentSpanID = parentSpanID
+        self.sampled = sampled
+        self.debug = debug
+        self.formats = formats
         present = formats
-        traceState = incoming?.traceState
-        if sampled { sampledTries = SampledTriesBox() }
+        self.traceState = traceState
+        sampledTries = sampled ? SampledTriesBox() : nil
     }
 
     /// A sampled trace's tries, changed in place (the box copied first when a copy of this trace shares it); nil, and
@@ -52,17 +70,18 @@ public struct ExchangeTrace: Sendable {
         return body(&sampledTries!.tries)
     }
 
-    /// A try starts with client span `spanID`: its trace headers go into the upstream request's, and (sampled) its
-    /// span starts running. A try still running is a hedge's to keep (`hedgeBegan`) or is ended first.
-    /// `newSpanID` is not asked for the first try when `firstTryTraceparent` prepared it.
-    public mutating func startTry(spanID newSpanID: @autoclosure () -> UInt64, attempt: Int, endpoint: String, at now: UInt64,
-                                  into headers: inout HTTPHeaders) {
-        let spanID: UInt64
-        if let prepared = preparedTrySpanID {
-            spanID = prepared
-            preparedTrySpanID = nil
+    /// A try starts with client span `spanID`, and (sampled) its span starts running. A try still running is a
+    /// hedge's to keep (`hedgeBegan`) or is ended first.
+    /// - Returns: the try's `traceparent`, for the caller to send after the head's fields, when no trace format came
+    ///   in: the trace started here and goes out in W3C alone, and the head has no trace field to replace. Nil when a
+    ///   format came: the try's headers, in every format that came, then replaced those in `headers`.
+    public mutating func startTry(spanID: UInt64, attempt: Int, endpoint: String, at now: UInt64,
+                                  into headers: inout HTTPHeaders) -> TraceparentField? {
+        let field: TraceparentField?
+        if formats.isEmpty {
+            field = TraceparentField(traceID: traceID, spanID: spanID, sampled: sampled)
         } else {
-            spanID = newSpanID()
+            field = nil
             present.formUnion(TracePropagation.write(traceID: traceID, spanID: spanID, parentSpanID: serverSpanID, sampled: sampled, debug: debug,
                                                      formats: formats, traceState: traceState, present: present, into: &headers))
         }
@@ -70,18 +89,7 @@ public struct ExchangeTrace: Sendable {
             tries.running = TrySpan(spanID: spanID, attempt: attempt, startedAt: now, endpoint: endpoint, cause: tries.nextCause)
             tries.nextCause = nil
         }
-    }
-
-    /// A trace started here, before any try: the first try's client span `spanID` and its `traceparent`, for the
-    /// caller to add with the request's other own fields before the try starts — one add instead of two. Only for a
-    /// request head without any field the trace scan reads (`RequestHeadFacts.hasTraceFields`): nothing there to
-    /// replace. Nil when the trace came in some format, or a try already wrote: `startTry` writes then.
-    public mutating func firstTryTraceparent(spanID: UInt64) -> String? {
-        // Nothing came and no try wrote yet (every try writes, or was prepared here: either fills `present`).
-        guard formats.isEmpty, present.isEmpty else { return nil }
-        preparedTrySpanID = spanID
-        present = .w3c
-        return TraceHex.traceparent(high: traceID.high, low: traceID.low, span: spanID, sampled: sampled)
+        return field
     }
 
     /// The next try is a retry (or a hedge) for `cause`.
@@ -166,6 +174,7 @@ private final class SampledTriesBox: @unchecked Sendable {
 
 extension FastRandom {
     /// A random id other than zero (W3C and B3 both make an all-zero id invalid).
+    @inline(__always)
     public mutating func nonZero() -> UInt64 {
         while true {
             let value = next()

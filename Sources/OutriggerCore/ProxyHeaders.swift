@@ -109,8 +109,6 @@ public enum ProxyHeaders {
     ///   name it, and then it is gone with the hop-by-hop fields.
     /// - Parameter expectedTimeout: the first try's `x-outrigger-expected-timeout-ms`, if it goes in with the fields
     ///   added here.
-    /// - Parameter traceparent: a new trace's first try's (`ExchangeTrace.firstTryTraceparent`), if it goes in with the
-    ///   fields added here: only for a route without header rules, which could remove or replace it after.
     /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
     ///   route's header rules removed it or set it empty).
     @discardableResult
@@ -122,7 +120,6 @@ public enum ProxyHeaders {
         scheme: String,
         addVia: Bool,
         expectedTimeout: String? = nil,
-        traceparent: String? = nil,
         random: inout FastRandom
     ) -> String {
         // Room for what the proxy adds (forwarding headers, request id, trace, expected timeout): one growth.
@@ -130,7 +127,7 @@ public enum ProxyHeaders {
         if facts.hasHopByHopFields { removeHopByHop(&head.headers) }
         // The fields added here go in as one block, after the others, in this order.
         var added: [(String, String)] = []
-        added.reserveCapacity(6)
+        added.reserveCapacity(5)
         // Keep framing: a chunked body stays chunked on an HTTP/1.1 upstream; NIO's encoder writes the chunks.
         if facts.lastTransferCodingIsChunked && !(facts.hasContentLength && head.headers.contains(name: "content-length")) {
             added.append(("transfer-encoding", "chunked"))
@@ -156,7 +153,6 @@ public enum ProxyHeaders {
             added.append((OutriggerHeader.requestID, requestID))
         }
         if let expectedTimeout { added.append((OutriggerHeader.expectedTimeout, expectedTimeout)) }
-        if let traceparent { added.append((TracePropagation.traceparent, traceparent)) }
         head.headers.addOwn(added)
         if addVia { appendVia(&head.headers, version: head.version) }
         if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }

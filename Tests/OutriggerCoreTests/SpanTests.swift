@@ -16,7 +16,7 @@ struct SpanTests {
     @Test func aRetriedRequestsTriesAreSiblingSpansWithWhyEachStarted() throws {
         var trace = Self.sampledTrace()
         var headers = HTTPHeaders()
-        trace.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 100, into: &headers)
+        _ = trace.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 100, into: &headers)
         trace.tryAnswered(status: 503)
         let firstEnded = trace.endTry(at: 150)
         let first = try #require(firstEnded)
@@ -26,14 +26,14 @@ struct SpanTests {
         #expect(again == nil, "ended once")
 
         trace.retrying(for: "5xx")
-        trace.startTry(spanID: 2, attempt: 2, endpoint: "10.0.0.2:80", at: 170, into: &headers)
+        _ = trace.startTry(spanID: 2, attempt: 2, endpoint: "10.0.0.2:80", at: 170, into: &headers)
         trace.tryFailed("upstream_reset")
         trace.tryFailed("upstream_timeout")
         let secondEnded = trace.endTry(at: 200)
         let second = try #require(secondEnded)
         #expect(second.cause == "5xx" && second.failure == "upstream_reset", "the first failure stands")
 
-        trace.startTry(spanID: 3, attempt: 3, endpoint: "10.0.0.1:80", at: 210, into: &headers)
+        _ = trace.startTry(spanID: 3, attempt: 3, endpoint: "10.0.0.1:80", at: 210, into: &headers)
         let third = trace.endTry(at: 220)
         #expect(third?.failure == "cancelled", "neither answered nor failed: the request ended first")
 
@@ -56,7 +56,7 @@ struct SpanTests {
     func endpointSplitIntoAddressAndPort(endpoint: String, address: String?, port: Int?) throws {
         var trace = Self.sampledTrace()
         var headers = HTTPHeaders()
-        trace.startTry(spanID: 1, attempt: 1, endpoint: endpoint, at: 0, into: &headers)
+        _ = trace.startTry(spanID: 1, attempt: 1, endpoint: endpoint, at: 0, into: &headers)
         let endedTry = trace.endTry(at: 1)
         let ended = try #require(endedTry)
         let span = trace.clientSpan(ended, method: "GET", cluster: "c", epochOffset: 0)
@@ -68,10 +68,10 @@ struct SpanTests {
     @Test func aHedgedTryKeepsItsSpanWhileTheNextRacesIt() throws {
         var trace = Self.sampledTrace()
         var headers = HTTPHeaders()
-        trace.startTry(spanID: 1, attempt: 1, endpoint: "[::1]:8080", at: 0, into: &headers)
+        _ = trace.startTry(spanID: 1, attempt: 1, endpoint: "[::1]:8080", at: 0, into: &headers)
         trace.hedgeBegan()
         trace.retrying(for: "hedge")
-        trace.startTry(spanID: 2, attempt: 2, endpoint: "10.0.0.2:80", at: 50, into: &headers)
+        _ = trace.startTry(spanID: 2, attempt: 2, endpoint: "10.0.0.2:80", at: 50, into: &headers)
         #expect(trace.runningTry?.spanID == 2 && trace.hedgedTry?.spanID == 1)
         // The hedged try answers first: the racing one is cancelled, the first goes on and ends with its answer.
         let racingEnded = trace.endTry(at: 60)
@@ -86,11 +86,11 @@ struct SpanTests {
         #expect(span.attribute("server.address") == .string("::1") && span.error == nil)
 
         // A hedge that loses the race ends as cancelled; one that fails says why.
-        trace.startTry(spanID: 3, attempt: 3, endpoint: "10.0.0.1:80", at: 100, into: &headers)
+        _ = trace.startTry(spanID: 3, attempt: 3, endpoint: "10.0.0.1:80", at: 100, into: &headers)
         trace.hedgeBegan()
         let lost = trace.endHedge(at: 120)
         #expect(lost?.failure == "cancelled")
-        trace.startTry(spanID: 4, attempt: 4, endpoint: "10.0.0.1:80", at: 130, into: &headers)
+        _ = trace.startTry(spanID: 4, attempt: 4, endpoint: "10.0.0.1:80", at: 130, into: &headers)
         trace.hedgeBegan()
         let failed = trace.endHedge(at: 140, failure: "upstream_reset")
         #expect(failed?.failure == "upstream_reset")
@@ -100,12 +100,12 @@ struct SpanTests {
     @Test func aCopiedTraceKeepsItsOwnTries() throws {
         var trace = Self.sampledTrace()
         var headers = HTTPHeaders()
-        trace.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
+        _ = trace.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
         var copy = trace
         copy.tryAnswered(status: 503)
         copy.retrying(for: "5xx")
         _ = copy.endTry(at: 5)
-        copy.startTry(spanID: 2, attempt: 2, endpoint: "10.0.0.2:80", at: 10, into: &headers)
+        _ = copy.startTry(spanID: 2, attempt: 2, endpoint: "10.0.0.2:80", at: 10, into: &headers)
         #expect(copy.runningTry?.spanID == 2 && copy.runningTry?.cause == "5xx")
         #expect(trace.runningTry?.spanID == 1 && trace.runningTry?.status == 0, "the original is untouched")
         let endedTry = trace.endTry(at: 20)
@@ -117,8 +117,8 @@ struct SpanTests {
         var random = FastRandom(seed: 5)
         var trace = ExchangeTrace(incoming: nil, sampleRatio: 0, forced: false, random: &random)
         var headers = HTTPHeaders()
-        trace.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
-        #expect(headers.first(name: "traceparent")?.hasSuffix("-00") == true, "still propagated")
+        let field = trace.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
+        #expect(field?.value.hasSuffix("-00") == true, "still propagated")
         let ended = trace.endTry(at: 10)
         #expect(trace.runningTry == nil && ended == nil)
     }

@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 import OutriggerCore
 import Testing
@@ -106,7 +107,7 @@ struct TracePropagationTests {
         #expect(exchange.parentSpanID != nil && exchange.sampled, "the caller's decision is followed")
         var headers: HTTPHeaders = ["TraceParent": "00-\(Self.trace)-\(Self.parent)-01", "tracestate": "x=1", "x-b3-traceid": Self.trace,
                                     "x-b3-spanid": Self.parent, "x-b3-sampled": "1", "accept": "*/*"]
-        exchange.startTry(spanID: 0xABC, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
+        _ = exchange.startTry(spanID: 0xABC, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
         #expect(headers[canonicalForm: "traceparent"] == ["00-\(Self.trace)-0000000000000abc-01"])
         #expect(headers["tracestate"] == ["congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"])
         #expect(headers.first(name: "x-b3-traceid") == Self.trace)
@@ -116,7 +117,7 @@ struct TracePropagationTests {
         #expect(headers.first(name: "accept") == "*/*")
 
         // The next try replaces them: one set of trace headers, the new span.
-        exchange.startTry(spanID: 0xDEF, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
+        _ = exchange.startTry(spanID: 0xDEF, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
         #expect(headers[canonicalForm: "traceparent"] == ["00-\(Self.trace)-0000000000000def-01"])
         #expect(headers[canonicalForm: "x-b3-spanid"] == ["0000000000000def"])
         #expect(headers["tracestate"].count == 1)
@@ -136,46 +137,54 @@ struct TracePropagationTests {
         let id = TraceID(high: 1, low: 1 << 62)  // a quarter of the way
         #expect(TracePropagation.sampledAtRoot(id, ratio: 0.3) && !TracePropagation.sampledAtRoot(id, ratio: 0.2), "the same id, the same decision")
 
-        var headers = HTTPHeaders()
+        var headers: HTTPHeaders = ["accept": "*/*"]
         var root = ExchangeTrace(incoming: nil, sampleRatio: 1, forced: false, random: &random)
-        root.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
-        #expect(headers.first(name: "traceparent") == "00-\(root.traceID.hex)-0000000000000001-01")
-        #expect(headers.count == 1, "W3C alone, no tracestate")
-        root.startTry(spanID: 2, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
-        #expect(headers["traceparent"] == ["00-\(root.traceID.hex)-0000000000000002-01"], "a retry's try replaces the first's")
+        let first = root.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
+        #expect(first?.value == "00-\(root.traceID.hex)-0000000000000001-01", "W3C alone, no tracestate")
+        #expect(headers == ["accept": "*/*"], "sent beside the head's fields, which have no trace field to replace")
+        let second = root.startTry(spanID: 2, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
+        #expect(second?.value == "00-\(root.traceID.hex)-0000000000000002-01", "a retry's try has its own")
+        #expect(root.runningTry?.spanID == 2)
 
         // A B3 decision without ids starts the trace here, answered in B3.
         let decision = IncomingTrace(traceID: nil, parentSpanID: nil, sampled: false, formats: .b3Single)
         var started = ExchangeTrace(incoming: decision, sampleRatio: 1, forced: false, random: &random)
         #expect(!started.sampled && started.parentSpanID == nil)
         var b3Headers: HTTPHeaders = ["b3": "0"]
-        started.startTry(spanID: 2, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &b3Headers)
+        _ = started.startTry(spanID: 2, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &b3Headers)
         #expect(b3Headers[canonicalForm: "b3"] == ["\(started.traceID.hex)-0000000000000002-0-\(TraceHex.string(started.serverSpanID))"])
     }
 
-    /// A trace started here prepares its first try's `traceparent` for the caller to add with its own fields: that
-    /// try then writes nothing and runs as the span prepared; the next replaces the header as usual.
-    @Test func aNewTracesFirstTraceparentIsPreparedWithTheRequestsFields() throws {
-        var random = FastRandom(seed: 3)
-        var root = ExchangeTrace(incoming: nil, sampleRatio: 1, forced: false, random: &random)
-        let firstTraceparent = root.firstTryTraceparent(spanID: 0x5)
-        let prepared = try #require(firstTraceparent)
-        #expect(prepared == "00-\(root.traceID.hex)-0000000000000005-01")
-        #expect(root.firstTryTraceparent(spanID: 0x6) == nil, "once")
-        var headers: HTTPHeaders = ["accept": "*/*", "traceparent": prepared]
-        var asked = 0
-        root.startTry(spanID: { asked += 1; return 0x7 }(), attempt: 1, endpoint: "10.0.0.1:80", at: 10, into: &headers)
-        #expect(asked == 0 && headers["traceparent"] == [prepared] && headers.count == 2, "nothing written again")
-        #expect(root.runningTry?.spanID == 0x5, "the span its header names")
-        _ = root.endTry(at: 20)
-        root.startTry(spanID: 0x8, attempt: 2, endpoint: "10.0.0.2:80", at: 30, into: &headers)
-        #expect(headers[canonicalForm: "traceparent"] == ["00-\(root.traceID.hex)-0000000000000008-01"], "a retry's replaces it")
-        #expect(root.runningTry?.spanID == 0x8)
+    /// A trace started here sends each try's `traceparent` beside the head's fields, written by the encoder straight
+    /// from its ids: the same line a header would have made.
+    @Test func aNewTracesTraceparentIsEncodedAfterTheHeadsFields() {
+        let field = TraceparentField(traceID: TraceID(high: 0x4bf9_2f35_77b3_4da6, low: 0xa3ce_929d_0e0e_4736), spanID: 0x00f0_67aa_0ba9_02b7, sampled: true)
+        #expect(field.value == "00-\(Self.trace)-\(Self.parent)-01")
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/orders", headers: ["host": "orders", "content-length": "2"])
+        var beside = ByteBuffer()
+        var encoder = HTTP1MessageEncoder()
+        encoder.encodeHead(head, traceparent: field, into: &beside)
+        var asField = ByteBuffer()
+        var withHeader = head
+        withHeader.headers.add(name: "traceparent", value: field.value)
+        encoder.encodeHead(withHeader, into: &asField)
+        #expect(String(buffer: beside) == String(buffer: asField))
+        #expect(String(buffer: beside) == "POST /orders HTTP/1.1\r\nhost: orders\r\ncontent-length: 2\r\ntraceparent: 00-\(Self.trace)-\(Self.parent)-01\r\n\r\n")
 
-        // A trace header came: the try writes, replacing it.
+        // A head written again without its framing fields keeps it, before the chunked framing the encoder adds.
+        let smuggled = HTTPRequestHead(version: .http1_1, method: .PUT, uri: "/", headers: ["transfer-encoding": "gzip", "x": "1"])
+        var rewritten = ByteBuffer()
+        encoder.encodeHead(smuggled, traceparent: TraceparentField(traceID: TraceID(high: 0, low: 1), spanID: 2, sampled: false), into: &rewritten)
+        #expect(String(buffer: rewritten) == "PUT / HTTP/1.1\r\nx: 1\r\ntraceparent: 00-00000000000000000000000000000001-0000000000000002-00\r\n"
+            + "transfer-encoding: chunked\r\n\r\n")
+
+        // A trace header came: the try writes into the head, replacing it, and sends nothing beside.
+        var random = FastRandom(seed: 3)
         let incoming = TracePropagation.incoming(["traceparent": "00-\(Self.trace)-\(Self.parent)-01"])
         var joined = ExchangeTrace(incoming: incoming, sampleRatio: 0, forced: false, random: &random)
-        #expect(joined.firstTryTraceparent(spanID: 0x9) == nil)
+        var headers: HTTPHeaders = ["traceparent": "00-\(Self.trace)-\(Self.parent)-01"]
+        #expect(joined.startTry(spanID: 0x9, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers) == nil)
+        #expect(headers["traceparent"] == ["00-\(Self.trace)-0000000000000009-01"])
     }
 
     @Test func tracestateAndBaggageAreTrimmedToTheirLimitsNotRefused() {

@@ -91,6 +91,12 @@ struct HTTP2ProxyTests {
             #expect(fromH1.protocol == "HTTP/2")
             let fromH2 = try #require(try await fetch(harness.url + "/b", ["--http2-prior-knowledge"]).echo)
             #expect(fromH2.protocol == "HTTP/2")
+            // A trace started here (no trace header came) sends its try's `traceparent` beside the head's fields on
+            // HTTP/1.1; to HTTP/2 it goes as one field of the HEADERS frame.
+            for echo in [fromH1, fromH2] {
+                let traceparent = TracingTests.fields(echo.headers["traceparent"])
+                #expect(traceparent.count == 4 && traceparent[0] == "00" && traceparent[1].count == 32 && traceparent[2].count == 16, "\(traceparent)")
+            }
             let upload = try #require(try await fetch(harness.url + "/c", ["-H", "Transfer-Encoding: chunked", "--data-binary", String(repeating: "c", count: 50_000)]).echo)
             #expect(upload.bodyBytes == 50_000)
             let noBody = try #require(try await fetch(harness.url + "/d", ["--http2-prior-knowledge", "-X", "DELETE"]).echo)

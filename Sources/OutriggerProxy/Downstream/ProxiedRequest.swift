@@ -19,8 +19,11 @@ final class ProxiedRequest {
     /// The `x-request-id` the request carries upstream (kept, or generated): for its span and its access log line,
     /// without looking through its headers again. Nil when the route's header rules removed it or set it empty.
     var requestID: String?
-    /// Its place in its trace (a listener in `participate` mode): each try writes its own span into `upstreamHead`.
+    /// Its place in its trace (a listener in `participate` mode): each try writes its own span into `upstreamHead`,
+    /// or, for a trace started here, into `tryTraceparent`.
     var trace: ExchangeTrace?
+    /// The current try's `traceparent`, sent after `upstreamHead`'s fields (`ExchangeTrace.startTry`).
+    var tryTraceparent: TraceparentField?
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
     /// A gRPC call (its tries' rules know it too: held answers, trailers-only replies).

@@ -26,9 +26,10 @@ extension ProxyRequestHandler {
                 request.upstreamHead.headers.replaceOrAdd(name: OutriggerHeader.expectedTimeout, value: milliseconds)
             }
         }
-        // Each try is a client span of its own, a child of the request's server span.
-        request.trace?.startTry(spanID: self.local.random.nonZero(), attempt: request.exchange.tries.count, endpoint: request.endpoint.addressText, at: now,
-                                into: &request.upstreamHead.headers)
+        // Each try is a client span of its own, a child of the request's server span; a trace started here sends its
+        // `traceparent` beside the head's fields.
+        request.tryTraceparent = request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.exchange.tries.count,
+                                                         endpoint: request.endpoint.addressText, at: now, into: &request.upstreamHead.headers)
         // Like the route timeout, a try's timeout counts from the request's end.
         apply(request.exchange.tryStarting(now: now), to: request)
         request.ticket = local.acquire(cluster: request.cluster, endpoint: request.endpoint, for: request)

@@ -17,10 +17,15 @@ extension ProxyRequestHandler {
         let (sendsHead, waiting) = request.exchange.leased()
         state = .proxying(request, upstream)
         upstream.begin(self)
-        if sendsHead { upstream.send(.head(request.upstreamHead), mayHaveConnectionField: request.mayCarryConnectionField) }
+        if sendsHead { sendHead(of: request, to: upstream) }
         for part in waiting { upstream.send(part) }
         upstream.flush()
         deliverPendingRead()
+    }
+
+    /// The request's head as its try sends it: with the try's `traceparent`, when it goes beside the fields.
+    func sendHead(of request: ProxiedRequest, to upstream: UpstreamExchangeHandler) {
+        upstream.sendHead(request.upstreamHead, traceparent: request.tryTraceparent, mayHaveConnectionField: request.mayCarryConnectionField)
     }
 
     func upstreamLeaseFailed(_ reason: LocalReplyReason, for leased: ProxiedRequest) {

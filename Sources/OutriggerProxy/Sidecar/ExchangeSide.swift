@@ -121,5 +121,16 @@ enum ExchangeSide<HTTP1: HTTP1PartOutput, Stream: HTTP2ExchangeStream> where HTT
     }
 }
 
+extension ExchangeSide where HTTP1 == HTTP1RequestWriter, Stream == HTTP2UpstreamStream {
+    /// A request's head, with a `traceparent` to send after its fields.
+    func writeRequestHead(_ head: HTTPRequestHead, traceparent: TraceparentField?) {
+        switch self {
+        case .http1(let output): output.writeHead(head, traceparent: traceparent)
+        case .http2(let stream): stream.writeHead(head, traceparent: traceparent)
+        case .detached: break
+        }
+    }
+}
+
 typealias DownstreamSide = ExchangeSide<HTTP1ResponseWriter, HTTP2DownstreamStream>
 typealias UpstreamSide = ExchangeSide<HTTP1RequestWriter, HTTP2UpstreamStream>

@@ -67,15 +67,7 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
     func write(_ part: HTTPPart<Head, IOData>, promise: EventLoopPromise<Void>?) {
         switch part {
         case .head(let head):
-            writeHeldBytes(promise: nil)
-            if !head.isInterim { messageStarted = true }
-            // The last head's buffer is reused once it is written (the socket no longer holds it): a
-            // keep-alive connection's heads then cost no allocation.
-            headBuffer.clear()
-            head.encode(with: &encoder, into: &headBuffer)
-            holdsUnwrittenBytes = true
-            // A 1xx answer goes at once: its final head follows only later, and a tunnel's bytes may go after it.
-            if head.isInterim || promise != nil { writeHeldBytes(promise: promise) }
+            writeHead(isInterim: head.isInterim, promise: promise) { head.encode(with: &$0, into: &$1) }
         case .body(let body):
             if holdsUnwrittenBytes, case .byteBuffer(let bytes) = body,
                headBuffer.readableBytes + bytes.readableBytes + chunkFramingBytes <= keptHeadCapacity {
@@ -102,6 +94,20 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
                 after.action()
             }
         }
+    }
+
+    /// A head, encoded by `encode` into the head buffer, where it waits for what follows it.
+    @inline(__always)
+    private func writeHead(isInterim: Bool, promise: EventLoopPromise<Void>?, _ encode: (inout HTTP1MessageEncoder, inout ByteBuffer) -> Void) {
+        writeHeldBytes(promise: nil)
+        if !isInterim { messageStarted = true }
+        // The last head's buffer is reused once it is written (the socket no longer holds it): a
+        // keep-alive connection's heads then cost no allocation.
+        headBuffer.clear()
+        encode(&encoder, &headBuffer)
+        holdsUnwrittenBytes = true
+        // A 1xx answer goes at once: its final head follows only later, and a tunnel's bytes may go after it.
+        if isInterim || promise != nil { writeHeldBytes(promise: promise) }
     }
 
     /// Writes what waits behind a head, then flushes the pipeline.
@@ -162,5 +168,12 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
         pass(.byteBuffer(sizeLine), promise: nil)
         pass(body, promise: nil)
         pass(.byteBuffer(crlf), promise: promise)
+    }
+}
+
+extension HTTP1MessageWriter where Head == HTTPRequestHead {
+    /// A request's head, with a `traceparent` written after its fields (`TraceparentField`).
+    func writeHead(_ head: HTTPRequestHead, traceparent: TraceparentField?) {
+        writeHead(isInterim: false, promise: nil) { $0.encodeHead(head, traceparent: traceparent, into: &$1) }
     }
 }

@@ -71,6 +71,15 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
         }
     }
 
+    /// A request's head with a `traceparent` given beside its fields: here one field more, as the HPACK encoder takes
+    /// fields as strings.
+    func writeHead(_ head: HTTPRequestHead, traceparent: TraceparentField?) {
+        guard let traceparent else { return write(.head(head), promise: nil) }
+        var head = head
+        head.headers.add(name: TracePropagation.traceparent, value: traceparent.value)
+        write(.head(head), promise: nil)
+    }
+
     func flush() {
         sendHeldHead(endStream: false)
         sendHeldData()

@@ -118,19 +118,30 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         self.delegate = delegate
     }
 
+    /// The request's head, and a `traceparent` to send after its fields (`TraceparentField`).
     /// - Parameter mayHaveConnectionField: false when the head is known to have no `connection` field (the proxy
     ///   removed the client's, and nothing put one back): it is not looked for.
-    func send(_ part: HTTPClientRequestPart, mayHaveConnectionField: Bool = true) {
+    func sendHead(_ head: HTTPRequestHead, traceparent: TraceparentField? = nil, mayHaveConnectionField: Bool = true) {
         guard side.isAttached, case .active(let requestComplete, let responseComplete, var reusable) = state else { return }
-        if case .head(let head) = part {
-            // NIO's `isKeepAlive` reads the `connection` options into an array; without the field, which the proxy
-            // removes as hop-by-hop, the version says (one scan, ~300 instructions less; none when it cannot be there).
-            let hasConnectionField = mayHaveConnectionField && head.headers.contains(name: "connection")
-            if hasConnectionField ? !head.isKeepAlive : !(head.version.major == 1 && head.version.minor >= 1) {
-                reusable = false
-            }
-            parser.expectResponse(to: head.method)
+        // NIO's `isKeepAlive` reads the `connection` options into an array; without the field, which the proxy
+        // removes as hop-by-hop, the version says (one scan, ~300 instructions less; none when it cannot be there).
+        let hasConnectionField = mayHaveConnectionField && head.headers.contains(name: "connection")
+        if hasConnectionField ? !head.isKeepAlive : !(head.version.major == 1 && head.version.minor >= 1) {
+            reusable = false
         }
+        parser.expectResponse(to: head.method)
+        state = .active(requestComplete: requestComplete, responseComplete: responseComplete, reusable: reusable)
+        side.writeRequestHead(head, traceparent: traceparent)
+        needsFlush = true
+    }
+
+    /// A request part; a head goes as `sendHead` sends it.
+    func send(_ part: HTTPClientRequestPart) {
+        if case .head(let head) = part {
+            sendHead(head)
+            return
+        }
+        guard side.isAttached, case .active(let requestComplete, let responseComplete, let reusable) = state else { return }
         var complete = requestComplete
         if case .end = part { complete = true }
         state = .active(requestComplete: complete, responseComplete: responseComplete, reusable: reusable)
