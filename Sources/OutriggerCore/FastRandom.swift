@@ -39,25 +39,6 @@ public struct FastRandom: RandomNumberGenerator, Sendable {
 
     /// A random (version 4) UUID in its canonical text form, for `x-request-id`.
     public mutating func uuidString() -> String {
-        var high = next()
-        var low = next()
-        high = (high & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000  // version 4
-        low = (low & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000  // RFC 4122 variant
-        // `high`'s 16 digits in groups of 8, 4 and 4, then `low`'s in groups of 4 and 12, made eight at a time.
-        return String(unsafeUninitializedCapacity: 36) { buffer in
-            HexDigits.store(HexDigits.eight(UInt32(truncatingIfNeeded: high >> 32)), into: buffer, at: 0)
-            let highLast = HexDigits.eight(UInt32(truncatingIfNeeded: high))
-            HexDigits.storeHalf(of: highLast, last: false, into: buffer, at: 9)
-            HexDigits.storeHalf(of: highLast, last: true, into: buffer, at: 14)
-            let lowFirst = HexDigits.eight(UInt32(truncatingIfNeeded: low >> 32))
-            HexDigits.storeHalf(of: lowFirst, last: false, into: buffer, at: 19)
-            HexDigits.storeHalf(of: lowFirst, last: true, into: buffer, at: 24)
-            HexDigits.store(HexDigits.eight(UInt32(truncatingIfNeeded: low)), into: buffer, at: 28)
-            buffer[8] = UInt8(ascii: "-")
-            buffer[13] = UInt8(ascii: "-")
-            buffer[18] = UInt8(ascii: "-")
-            buffer[23] = UInt8(ascii: "-")
-            return 36
-        }
+        GeneratedRequestID(random: &self).string
     }
 }

@@ -18,8 +18,8 @@ public struct HTTP1MessageEncoder {
     /// as they are, their framing fields noted on the way: only a head that loses a framing field (TRACE with one, both
     /// of them, POST, PUT or PATCH with a `transfer-encoding`) is written again, without it. Looking the fields up
     /// before writing cost about 570 instructions a request by callgrind; noting names being written costs a length
-    /// compare each. A `traceparent` given beside the head (`TraceparentField`) goes after its fields.
-    public mutating func encodeHead(_ head: HTTPRequestHead, traceparent: TraceparentField? = nil, into buffer: inout ByteBuffer) {
+    /// compare each. The proxy's own fields given beside the head (`AppendedOwnFields`) go after its fields.
+    public mutating func encodeHead(_ head: HTTPRequestHead, appending own: AppendedOwnFields = AppendedOwnFields(), into buffer: inout ByteBuffer) {
         let start = buffer.writerIndex
         Self.writeRequestLine(head, into: &buffer)
         let fields = Self.writeHeaders(head.headers, into: &buffer, endingSection: false)
@@ -32,9 +32,7 @@ public struct HTTP1MessageEncoder {
             Self.writeRequestLine(head, into: &buffer)
             _ = Self.writeHeaders(headers, into: &buffer, endingSection: false)
         }
-        if let traceparent {
-            ByteWriter.write(into: &buffer, room: TraceparentField.encodedLength) { traceparent.write(into: &$0) }
-        }
+        if !own.isEmpty { ByteWriter.write(into: &buffer, room: own.encodedLength) { own.write(into: &$0) } }
         if framing.addsChunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
         buffer.writeStaticString("\r\n")
         isChunked = framing.isChunked

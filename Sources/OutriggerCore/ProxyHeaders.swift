@@ -109,8 +109,8 @@ public enum ProxyHeaders {
     ///   name it, and then it is gone with the hop-by-hop fields.
     /// - Parameter expectedTimeout: the first try's `x-outrigger-expected-timeout-ms`, if it goes in with the fields
     ///   added here.
-    /// - Returns: the request id the request carries upstream (kept, or generated when missing; empty when the
-    ///   route's header rules removed it or set it empty).
+    /// - Returns: the request id the request carries upstream: kept, or generated when missing — then sent after the
+    ///   head's fields, unless the route's header rules touch it.
     @discardableResult
     public static func prepareUpstreamRequest(
         _ head: inout HTTPRequestHead,
@@ -121,7 +121,7 @@ public enum ProxyHeaders {
         addVia: Bool,
         expectedTimeout: String? = nil,
         random: inout FastRandom
-    ) -> String {
+    ) -> UpstreamRequestID {
         // Room for what the proxy adds (forwarding headers, request id, trace, expected timeout): one growth.
         head.headers.reserveCapacity(head.headers.count + 8)
         if facts.hasHopByHopFields { removeHopByHop(&head.headers) }
@@ -143,14 +143,21 @@ public enum ProxyHeaders {
         if !(facts.hasForwardedProto && head.headers.contains(name: OutriggerHeader.forwardedProto)) {
             added.append((OutriggerHeader.forwardedProto, scheme))
         }
-        var requestID: String
+        var requestID: UpstreamRequestID
         let receivedID = facts.hasRequestID ? head.headers.first(name: OutriggerHeader.requestID) : nil
         if let receivedID, !receivedID.isEmpty {
-            requestID = receivedID
+            requestID = .inHead(receivedID)
         } else {
-            requestID = random.uuidString()
             if receivedID != nil { head.headers.remove(name: OutriggerHeader.requestID) }
-            added.append((OutriggerHeader.requestID, requestID))
+            let generated = GeneratedRequestID(random: &random)
+            if route.requestHeadersChangeRequestID {
+                // The route's rules may remove or replace it: a field of the head.
+                let text = generated.string
+                requestID = .inHead(text)
+                added.append((OutriggerHeader.requestID, text))
+            } else {
+                requestID = .appended(generated)
+            }
         }
         if let expectedTimeout { added.append((OutriggerHeader.expectedTimeout, expectedTimeout)) }
         head.headers.addOwn(added)
@@ -159,7 +166,7 @@ public enum ProxyHeaders {
         if let host = route.hostRewrite { head.headers.replaceOrAdd(name: "host", value: host) }
         route.requestHeaders.apply(to: &head.headers)
         // The route's own header rules have the last word, on this header too.
-        if route.requestHeadersChangeRequestID { requestID = head.headers.first(name: OutriggerHeader.requestID) ?? "" }
+        if route.requestHeadersChangeRequestID { requestID = .inHead(head.headers.first(name: OutriggerHeader.requestID) ?? "") }
         // The head's method, URI and version share storage with the downstream head: set only when it differs.
         if head.version != .http1_1 { head.version = .http1_1 }
         return requestID

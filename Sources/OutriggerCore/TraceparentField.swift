@@ -1,5 +1,5 @@
 /// A try's `traceparent` kept as its ids, for the HTTP/1.1 encoder to write after the head's fields
-/// (`HTTP1MessageEncoder.encodeHead(_:traceparent:into:)`). Only for a trace that started here without any format
+/// (`AppendedOwnFields`). Only for a trace that started here without any format
 /// having come (`ExchangeTrace.startTry`): the head then has no trace field for it to replace. No string is built
 /// for it and no header slot taken: ~600 instructions a request on a listener that takes part, by callgrind.
 public struct TraceparentField: Equatable, Sendable {

@@ -121,6 +121,48 @@ struct HTTP1MessageEncoderTests {
         #expect(String(buffer: ours) == String(buffer: nios))
     }
 
+    /// The proxy's own fields written after the head's from what they are made of: the bytes NIO writes for the head
+    /// with them added as its last fields, framing rewritten or not.
+    @Test("requests with the proxy's own fields after their fields: the same bytes as NIO's, with them as the last fields",
+          arguments: requestCases)
+    func appendedOwnFieldsAsNIO(_ example: RequestCase) throws {
+        var random = FastRandom(seed: 9)
+        let own = AppendedOwnFields(
+            requestID: GeneratedRequestID(random: &random),
+            traceparent: TraceparentField(traceID: TraceID(high: 0x4bf9_2f35_77b3_4da6, low: 0xa3ce_929d_0e0e_4736), spanID: 0x00f0_67aa_0ba9_02b7, sampled: true))
+        var encoder = HTTP1MessageEncoder()
+        var ours = ByteBuffer()
+        encoder.encodeHead(example.head, appending: own, into: &ours)
+
+        var withFields = example.head
+        own.add(to: &withFields.headers)
+        let channel = EmbeddedChannel(handler: HTTPRequestEncoder())
+        defer { _ = try? channel.finish() }
+        try channel.writeOutbound(HTTPClientRequestPart.head(withFields))
+        let nios = try #require(try channel.readOutbound(as: IOData.self))
+        guard case .byteBuffer(let bytes) = nios else { throw EncodingMismatch() }
+        #expect(String(buffer: ours) == String(buffer: bytes))
+        #expect(String(buffer: ours).contains("\r\nx-request-id: \(own.requestID!.string)\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"))
+        // One of them alone.
+        var traceOnly = ByteBuffer()
+        encoder.encodeHead(example.head, appending: AppendedOwnFields(traceparent: own.traceparent), into: &traceOnly)
+        #expect(String(buffer: traceOnly).components(separatedBy: "\r\n").filter { $0.hasPrefix("traceparent: ") }.count == 1)
+        #expect(!String(buffer: traceOnly).contains("x-request-id: \(own.requestID!.string)"))
+    }
+
+    struct EncodingMismatch: Error {}
+
+    @Test("a generated request id is a version-4 UUID in its text form, written as the field line the same")
+    func generatedRequestID() {
+        var random = FastRandom(seed: 4)
+        let id = GeneratedRequestID(random: &random)
+        let text = id.string
+        #expect(text.count == 36 && Array(text)[14] == "4" && "89ab".contains(Array(text)[19]))
+        #expect(text.split(separator: "-").map(\.count) == [8, 4, 4, 4, 12])
+        var random2 = FastRandom(seed: 4)
+        #expect(random2.uuidString() == text, "FastRandom.uuidString makes the same")
+    }
+
     @Test("chunk size lines are lowercase hex")
     func chunkSizes() {
         for (length, line) in [(1, "1\r\n"), (15, "f\r\n"), (16, "10\r\n"), (4096, "1000\r\n"), (0x1_2345_6789, "123456789\r\n")] {

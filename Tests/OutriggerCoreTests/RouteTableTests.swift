@@ -189,7 +189,7 @@ struct ProxyHeadersTests {
     /// As the handler calls it: with the facts of the head as it came.
     @discardableResult
     static func prepare(_ head: inout HTTPRequestHead, route: Route, clientAddress: String?, scheme: String, addVia: Bool,
-                        random: inout FastRandom) -> String {
+                        random: inout FastRandom) -> UpstreamRequestID {
         let facts = RequestHeadFacts(head)
         return ProxyHeaders.prepareUpstreamRequest(&head, facts: facts, route: route, clientAddress: clientAddress, scheme: scheme,
                                                    addVia: addVia, random: &random)
@@ -201,7 +201,7 @@ struct ProxyHeadersTests {
             "host": "svc", "x-forwarded-for": "10.0.0.1", "x-request-id": "keep-me", "connection": "close",
         ])
         let id = Self.prepare(&head, route: try Self.route(), clientAddress: "127.0.0.1", scheme: "http", addVia: true, random: &random)
-        #expect(id == "keep-me")
+        #expect(id == .inHead("keep-me"))
         #expect(head.headers["x-forwarded-for"] == ["10.0.0.1, 127.0.0.1"])
         #expect(head.headers["x-forwarded-proto"] == ["http"])
         #expect(head.headers["via"] == ["1.1 outrigger"])
@@ -216,7 +216,8 @@ struct ProxyHeadersTests {
         ])
         let id = Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "http", addVia: false, random: &random)
         #expect(head.headers["x-forwarded-proto"] == ["http"])
-        #expect(id != "theirs" && head.headers["x-request-id"] == [id])
+        guard case .appended = id else { Issue.record("a new id, sent after the head's fields: \(id)"); return }
+        #expect(!head.headers.contains(name: "x-request-id"), "theirs is gone")
         // A content-length the connection names goes too: a chunked body keeps its framing.
         head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: [
             "host": "svc", "connection": "content-length", "content-length": "5", "transfer-encoding": "chunked",
@@ -240,9 +241,18 @@ struct ProxyHeadersTests {
         var random = FastRandom(seed: 7)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc"])
         let id = Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "https", addVia: false, random: &random)
-        #expect(head.headers["x-request-id"] == [id])
-        #expect(id.count == 36)
-        #expect(Array(id)[14] == "4", "version 4 UUID")
+        guard case .appended(let generated) = id else { Issue.record("sent after the head's fields: \(id)"); return }
+        #expect(!head.headers.contains(name: "x-request-id"))
+        #expect(generated.string.count == 36)
+        #expect(Array(generated.string)[14] == "4", "version 4 UUID")
+        // A route whose header rules touch the id gets it as a field of the head, for them to change.
+        let touching = try Self.route(RouteConfig(
+            match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"), requestHeaders: HeaderMutations(add: [HeaderValue(name: "x-request-id", value: "also")])
+        ))
+        head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc"])
+        let inHead = Self.prepare(&head, route: touching, clientAddress: nil, scheme: "https", addVia: false, random: &random)
+        #expect(head.headers["x-request-id"].count == 2 && head.headers["x-request-id"].last == "also")
+        #expect(inHead == .inHead(head.headers["x-request-id"][0]) && inHead.text.count == 36)
         #expect(head.headers["x-forwarded-proto"] == ["https"])
         #expect(!head.headers.contains(name: "via"))
     }
@@ -258,15 +268,15 @@ struct ProxyHeadersTests {
         var random = FastRandom(seed: 1)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "came-in"])
         #expect(Self.prepare(&head, route: setting, clientAddress: nil, scheme: "http", addVia: false, random: &random)
-                == "from-the-route")
+                == .inHead("from-the-route"))
         #expect(head.headers["x-request-id"] == ["from-the-route"])
         head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "came-in"])
-        #expect(Self.prepare(&head, route: removing, clientAddress: nil, scheme: "http", addVia: false, random: &random) == "")
+        #expect(Self.prepare(&head, route: removing, clientAddress: nil, scheme: "http", addVia: false, random: &random) == .inHead(""))
         let other = try Self.route(RouteConfig(
             match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"), requestHeaders: HeaderMutations(set: [HeaderValue(name: "x-other", value: "1")])
         ))
         head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "came-in"])
-        #expect(Self.prepare(&head, route: other, clientAddress: nil, scheme: "http", addVia: false, random: &random) == "came-in")
+        #expect(Self.prepare(&head, route: other, clientAddress: nil, scheme: "http", addVia: false, random: &random) == .inHead("came-in"))
     }
 
     @Test("the fields the proxy adds come after the client's, in one order; an empty request id is replaced, not repeated")
@@ -279,9 +289,9 @@ struct ProxyHeadersTests {
                                                      random: &random)
         #expect(head.headers.map { "\($0.name): \($0.value)" } == [
             "Host: svc", "accept: */*", "transfer-encoding: chunked", "x-forwarded-for: 10.1.2.3", "x-forwarded-proto: http",
-            "x-request-id: \(id)", "via: 1.0 outrigger",
-        ])
-        #expect(id.count == 36)
+            "via: 1.0 outrigger",
+        ], "the empty id gone; the new one goes after the fields")
+        #expect(id.text.count == 36)
     }
 
     @Test("a forwarded-for that came in is extended and keeps its place after the framing field, as before")

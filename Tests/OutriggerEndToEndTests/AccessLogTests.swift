@@ -53,7 +53,9 @@ struct AccessLogEndToEndTests {
             // Round robin: the first goes to the failing echo and is retried on the other.
             #expect(try await fetch(harness.url + "/api/one", ["-H", "x-request-id: first", "-A", "tester/1"]).status == 200)
             harness.echoes[0].setFailing(status: nil)
-            #expect(try await fetch(harness.url + "/api/two", ["-X", "POST", "--data", "12345"]).status == 200)
+            let posted = try await fetch(harness.url + "/api/two", ["-X", "POST", "--data", "12345"])
+            #expect(posted.status == 200)
+            let generatedID = try #require(posted.echo?.headers["x-request-id"])
             #expect(try await fetch(harness.url + "/elsewhere").status == 404)
             let lines = try await Self.lines(in: path, count: 3)
             #expect(lines.count == 3)
@@ -65,6 +67,7 @@ struct AccessLogEndToEndTests {
             #expect(retried["request_id"] as? String == "first" && retried["user_agent"] as? String == "tester/1")
             #expect(retried["upstream_service_ms"] is Double && retried["protocol"] as? String == "HTTP/1.1")
             #expect(plain["method"] as? String == "POST" && plain["reason"] as? String == "-" && plain["bytes_received"] as? Int == 5)
+            #expect(generatedID.count == 36 && plain["request_id"] as? String == generatedID, "the id generated here, as the upstream got it")
             #expect((plain["bytes_sent"] as? Int ?? 0) > 0)
             #expect(unrouted["status"] as? Int == 404 && unrouted["reason"] as? String == "no_route" && unrouted["cluster"] is NSNull)
             #expect(try await fetch(harness.adminURL + "/stats/prometheus").body

@@ -16,14 +16,19 @@ final class ProxiedRequest {
     /// The hedged try's connection, racing the current one (its hold on its endpoint is `exchange.hedged`).
     var hedge: HedgedAttempt?
     var upstreamHead: HTTPRequestHead
-    /// The `x-request-id` the request carries upstream (kept, or generated): for its span and its access log line,
-    /// without looking through its headers again. Nil when the route's header rules removed it or set it empty.
-    var requestID: String?
+    /// The `x-request-id` the request carries upstream (`ProxyHeaders.prepareUpstreamRequest`): for its span and its
+    /// access log line, without looking through its headers again.
+    var upstreamRequestID = UpstreamRequestID.inHead("")
+    /// The request id as text; nil when the route's header rules removed it or set it empty.
+    var requestID: String? {
+        let text = upstreamRequestID.text
+        return text.isEmpty ? nil : text
+    }
     /// Its place in its trace (a listener in `participate` mode): each try writes its own span into `upstreamHead`,
-    /// or, for a trace started here, into `tryTraceparent`.
+    /// or, for a trace started here, into `appendedFields`.
     var trace: ExchangeTrace?
-    /// The current try's `traceparent`, sent after `upstreamHead`'s fields (`ExchangeTrace.startTry`).
-    var tryTraceparent: TraceparentField?
+    /// The proxy's own fields sent after `upstreamHead`'s: a request id generated here, the try's `traceparent`.
+    var appendedFields = AppendedOwnFields()
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
     /// A gRPC call (its tries' rules know it too: held answers, trailers-only replies).

@@ -28,7 +28,7 @@ extension ProxyRequestHandler {
         }
         // Each try is a client span of its own, a child of the request's server span; a trace started here sends its
         // `traceparent` beside the head's fields.
-        request.tryTraceparent = request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.exchange.tries.count,
+        request.appendedFields.traceparent = request.trace?.startTry(spanID: local.random.nonZero(), attempt: request.exchange.tries.count,
                                                          endpoint: request.endpoint.addressText, at: now, into: &request.upstreamHead.headers)
         // Like the route timeout, a try's timeout counts from the request's end.
         apply(request.exchange.tryStarting(now: now), to: request)

@@ -23,9 +23,9 @@ extension ProxyRequestHandler {
         deliverPendingRead()
     }
 
-    /// The request's head as its try sends it: with the try's `traceparent`, when it goes beside the fields.
+    /// The request's head as its try sends it: with the proxy's own fields that go after the head's.
     func sendHead(of request: ProxiedRequest, to upstream: UpstreamExchangeHandler) {
-        upstream.sendHead(request.upstreamHead, traceparent: request.tryTraceparent, mayHaveConnectionField: request.mayCarryConnectionField)
+        upstream.sendHead(request.upstreamHead, appending: request.appendedFields, mayHaveConnectionField: request.mayCarryConnectionField)
     }
 
     func upstreamLeaseFailed(_ reason: LocalReplyReason, for leased: ProxiedRequest) {

@@ -346,11 +346,11 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             // No field to read, the force header among them: a root, sampled at the listener's ratio.
             request.trace = ExchangeTrace(rootSampleRatio: listener.config.tracing.sampleRatio, random: &local.random)
         }
-        let requestID = ProxyHeaders.prepareUpstreamRequest(
+        request.upstreamRequestID = ProxyHeaders.prepareUpstreamRequest(
             &request.upstreamHead, facts: facts, route: route, clientAddress: clientAddress, scheme: scheme,
             addVia: listener.config.addVia, expectedTimeout: firstTryTimeout, random: &local.random
         )
-        if !requestID.isEmpty { request.requestID = requestID }
+        if case .appended(let generated) = request.upstreamRequestID { request.appendedFields.requestID = generated }
         if participates && mayHaveTraceFields { joinTrace(request, listener: listener) }
         if let upgrade {
             request.upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")

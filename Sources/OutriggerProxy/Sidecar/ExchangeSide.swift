@@ -122,11 +122,11 @@ enum ExchangeSide<HTTP1: HTTP1PartOutput, Stream: HTTP2ExchangeStream> where HTT
 }
 
 extension ExchangeSide where HTTP1 == HTTP1RequestWriter, Stream == HTTP2UpstreamStream {
-    /// A request's head, with a `traceparent` to send after its fields.
-    func writeRequestHead(_ head: HTTPRequestHead, traceparent: TraceparentField?) {
+    /// A request's head, with the proxy's own fields to send after its fields.
+    func writeRequestHead(_ head: HTTPRequestHead, appending own: AppendedOwnFields) {
         switch self {
-        case .http1(let output): output.writeHead(head, traceparent: traceparent)
-        case .http2(let stream): stream.writeHead(head, traceparent: traceparent)
+        case .http1(let output): output.writeHead(head, appending: own)
+        case .http2(let stream): stream.writeHead(head, appending: own)
         case .detached: break
         }
     }

@@ -172,8 +172,8 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
 }
 
 extension HTTP1MessageWriter where Head == HTTPRequestHead {
-    /// A request's head, with a `traceparent` written after its fields (`TraceparentField`).
-    func writeHead(_ head: HTTPRequestHead, traceparent: TraceparentField?) {
-        writeHead(isInterim: false, promise: nil) { $0.encodeHead(head, traceparent: traceparent, into: &$1) }
+    /// A request's head, with the proxy's own fields written after its fields (`AppendedOwnFields`).
+    func writeHead(_ head: HTTPRequestHead, appending own: AppendedOwnFields) {
+        writeHead(isInterim: false, promise: nil) { $0.encodeHead(head, appending: own, into: &$1) }
     }
 }

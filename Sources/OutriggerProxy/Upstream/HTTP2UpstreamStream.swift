@@ -71,12 +71,12 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream {
         }
     }
 
-    /// A request's head with a `traceparent` given beside its fields: here one field more, as the HPACK encoder takes
-    /// fields as strings.
-    func writeHead(_ head: HTTPRequestHead, traceparent: TraceparentField?) {
-        guard let traceparent else { return write(.head(head), promise: nil) }
+    /// A request's head with the proxy's own fields given beside its fields: here fields of the head, as the HPACK
+    /// encoder takes fields as strings.
+    func writeHead(_ head: HTTPRequestHead, appending own: AppendedOwnFields) {
+        guard !own.isEmpty else { return write(.head(head), promise: nil) }
         var head = head
-        head.headers.add(name: TracePropagation.traceparent, value: traceparent.value)
+        own.add(to: &head.headers)
         write(.head(head), promise: nil)
     }
 

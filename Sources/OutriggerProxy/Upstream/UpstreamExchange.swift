@@ -118,10 +118,10 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         self.delegate = delegate
     }
 
-    /// The request's head, and a `traceparent` to send after its fields (`TraceparentField`).
+    /// The request's head, and the proxy's own fields to send after its fields (`AppendedOwnFields`).
     /// - Parameter mayHaveConnectionField: false when the head is known to have no `connection` field (the proxy
     ///   removed the client's, and nothing put one back): it is not looked for.
-    func sendHead(_ head: HTTPRequestHead, traceparent: TraceparentField? = nil, mayHaveConnectionField: Bool = true) {
+    func sendHead(_ head: HTTPRequestHead, appending own: AppendedOwnFields = AppendedOwnFields(), mayHaveConnectionField: Bool = true) {
         guard side.isAttached, case .active(let requestComplete, let responseComplete, var reusable) = state else { return }
         // NIO's `isKeepAlive` reads the `connection` options into an array; without the field, which the proxy
         // removes as hop-by-hop, the version says (one scan, ~300 instructions less; none when it cannot be there).
@@ -131,7 +131,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
         parser.expectResponse(to: head.method)
         state = .active(requestComplete: requestComplete, responseComplete: responseComplete, reusable: reusable)
-        side.writeRequestHead(head, traceparent: traceparent)
+        side.writeRequestHead(head, appending: own)
         needsFlush = true
     }
 
