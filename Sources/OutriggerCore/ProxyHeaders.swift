@@ -107,10 +107,9 @@ public enum ProxyHeaders {
     /// - Parameter facts: the head's, as it was read (only override fields and `expect` are removed before): a
     ///   field they say is absent is not looked for. One they say is there is looked for still: `connection` may
     ///   name it, and then it is gone with the hop-by-hop fields.
-    /// - Parameter expectedTimeout: the first try's `x-outrigger-expected-timeout-ms`, if it goes in with the fields
-    ///   added here.
-    /// - Returns: the request id the request carries upstream: kept, or generated when missing — then sent after the
-    ///   head's fields, unless the route's header rules touch it.
+    /// - Parameter own: the proxy's own fields that go after the head's (`AppendedOwnFields`), for a route without
+    ///   request header rules; with rules, which may read or change them, they go into the head as one block.
+    /// - Returns: the request id the request carries upstream: kept, or generated when missing.
     @discardableResult
     public static func prepareUpstreamRequest(
         _ head: inout HTTPRequestHead,
@@ -119,15 +118,15 @@ public enum ProxyHeaders {
         clientAddress: String?,
         scheme: String,
         addVia: Bool,
-        expectedTimeout: String? = nil,
+        appending own: inout AppendedOwnFields,
         random: inout FastRandom
     ) -> UpstreamRequestID {
-        // Room for what the proxy adds (forwarding headers, request id, trace, expected timeout): one growth.
+        // Room for what the proxy may add to the head (framing, forwarding headers, request id, via): one growth.
         head.headers.reserveCapacity(head.headers.count + 8)
         if facts.hasHopByHopFields { removeHopByHop(&head.headers) }
-        // The fields added here go in as one block, after the others, in this order.
+        let appends = route.requestHeaders.isEmpty
+        // The fields added to the head go in as one block, after the others, in this order.
         var added: [(String, String)] = []
-        added.reserveCapacity(5)
         // Keep framing: a chunked body stays chunked on an HTTP/1.1 upstream; NIO's encoder writes the chunks.
         if facts.lastTransferCodingIsChunked && !(facts.hasContentLength && head.headers.contains(name: "content-length")) {
             added.append(("transfer-encoding", "chunked"))
@@ -136,12 +135,14 @@ public enum ProxyHeaders {
             if facts.hasForwardedFor, let existing = head.headers.first(name: OutriggerHeader.forwardedFor) {
                 head.headers.remove(name: OutriggerHeader.forwardedFor)
                 added.append((OutriggerHeader.forwardedFor, "\(existing), \(clientAddress)"))
+            } else if appends {
+                own.forwardedFor = clientAddress
             } else {
                 added.append((OutriggerHeader.forwardedFor, clientAddress))
             }
         }
         if !(facts.hasForwardedProto && head.headers.contains(name: OutriggerHeader.forwardedProto)) {
-            added.append((OutriggerHeader.forwardedProto, scheme))
+            if appends { own.forwardedProto = scheme } else { added.append((OutriggerHeader.forwardedProto, scheme)) }
         }
         var requestID: UpstreamRequestID
         let receivedID = facts.hasRequestID ? head.headers.first(name: OutriggerHeader.requestID) : nil
@@ -150,16 +151,15 @@ public enum ProxyHeaders {
         } else {
             if receivedID != nil { head.headers.remove(name: OutriggerHeader.requestID) }
             let generated = GeneratedRequestID(random: &random)
-            if route.requestHeadersChangeRequestID {
-                // The route's rules may remove or replace it: a field of the head.
+            if appends {
+                requestID = .appended(generated)
+                own.requestID = generated
+            } else {
                 let text = generated.string
                 requestID = .inHead(text)
                 added.append((OutriggerHeader.requestID, text))
-            } else {
-                requestID = .appended(generated)
             }
         }
-        if let expectedTimeout { added.append((OutriggerHeader.expectedTimeout, expectedTimeout)) }
         head.headers.addOwn(added)
         if addVia { appendVia(&head.headers, version: head.version) }
         if route.prefixRewrite != nil { head.uri = route.rewrittenURI(head.uri) }

@@ -128,7 +128,7 @@ struct HTTP1MessageEncoderTests {
     func appendedOwnFieldsAsNIO(_ example: RequestCase) throws {
         var random = FastRandom(seed: 9)
         let own = AppendedOwnFields(
-            requestID: GeneratedRequestID(random: &random),
+            forwardedFor: "10.1.2.3", forwardedProto: "https", requestID: GeneratedRequestID(random: &random), expectedTimeout: "1500",
             traceparent: TraceparentField(traceID: TraceID(high: 0x4bf9_2f35_77b3_4da6, low: 0xa3ce_929d_0e0e_4736), spanID: 0x00f0_67aa_0ba9_02b7, sampled: true))
         var encoder = HTTP1MessageEncoder()
         var ours = ByteBuffer()
@@ -142,7 +142,8 @@ struct HTTP1MessageEncoderTests {
         let nios = try #require(try channel.readOutbound(as: IOData.self))
         guard case .byteBuffer(let bytes) = nios else { throw EncodingMismatch() }
         #expect(String(buffer: ours) == String(buffer: bytes))
-        #expect(String(buffer: ours).contains("\r\nx-request-id: \(own.requestID!.string)\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"))
+        #expect(String(buffer: ours).contains("\r\nx-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: https\r\nx-request-id: \(own.requestID!.string)\r\n"
+            + "x-outrigger-expected-timeout-ms: 1500\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"))
         // One of them alone.
         var traceOnly = ByteBuffer()
         encoder.encodeHead(example.head, appending: AppendedOwnFields(traceparent: own.traceparent), into: &traceOnly)

@@ -186,13 +186,16 @@ struct ProxyHeadersTests {
         #expect(headers.map(\.name) == ["x"])
     }
 
-    /// As the handler calls it: with the facts of the head as it came.
+    /// As the handler calls it: with the facts of the head as it came. The fields the proxy sends after the head's
+    /// are added to it, as the upstream receives them.
     @discardableResult
     static func prepare(_ head: inout HTTPRequestHead, route: Route, clientAddress: String?, scheme: String, addVia: Bool,
                         random: inout FastRandom) -> UpstreamRequestID {
-        let facts = RequestHeadFacts(head)
-        return ProxyHeaders.prepareUpstreamRequest(&head, facts: facts, route: route, clientAddress: clientAddress, scheme: scheme,
-                                                   addVia: addVia, random: &random)
+        var own = AppendedOwnFields()
+        let id = ProxyHeaders.prepareUpstreamRequest(&head, facts: RequestHeadFacts(head), route: route, clientAddress: clientAddress, scheme: scheme,
+                                                     addVia: addVia, appending: &own, random: &random)
+        own.add(to: &head.headers)
+        return id
     }
 
     @Test func upstreamRequestGetsForwardingHeadersAndKeepsRequestID() throws {
@@ -216,8 +219,8 @@ struct ProxyHeadersTests {
         ])
         let id = Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "http", addVia: false, random: &random)
         #expect(head.headers["x-forwarded-proto"] == ["http"])
-        guard case .appended = id else { Issue.record("a new id, sent after the head's fields: \(id)"); return }
-        #expect(!head.headers.contains(name: "x-request-id"), "theirs is gone")
+        guard case .appended(let generated) = id else { Issue.record("a new id, sent after the head's fields: \(id)"); return }
+        #expect(head.headers["x-request-id"] == [generated.string], "theirs is gone")
         // A content-length the connection names goes too: a chunked body keeps its framing.
         head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: [
             "host": "svc", "connection": "content-length", "content-length": "5", "transfer-encoding": "chunked",
@@ -226,15 +229,29 @@ struct ProxyHeadersTests {
         #expect(head.headers["transfer-encoding"] == ["chunked"] && !head.headers.contains(name: "content-length"))
     }
 
-    @Test("the first try's expected timeout goes in with the proxy's other fields, after the client's")
-    func expectedTimeoutJoinsTheOwnFields() throws {
+    @Test("a route without request header rules: the proxy's own fields go after the head's; with rules, into the head")
+    func ownFieldsAfterTheHeadOrInIt() throws {
         var random = FastRandom(seed: 3)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc", "x-request-id": "r"])
-        ProxyHeaders.prepareUpstreamRequest(&head, facts: RequestHeadFacts(head), route: try Self.route(), clientAddress: "10.1.1.1",
-                                            scheme: "http", addVia: false, expectedTimeout: "1500", random: &random)
+        var own = AppendedOwnFields(expectedTimeout: "1500")
+        let kept = ProxyHeaders.prepareUpstreamRequest(&head, facts: RequestHeadFacts(head), route: try Self.route(), clientAddress: "10.1.1.1",
+                                                       scheme: "http", addVia: false, appending: &own, random: &random)
+        #expect(kept == .inHead("r"))
+        #expect(head.headers.map { "\($0.name): \($0.value)" } == ["host: svc", "x-request-id: r"], "nothing added to the head")
+        #expect(own == AppendedOwnFields(forwardedFor: "10.1.1.1", forwardedProto: "http", expectedTimeout: "1500"))
+
+        let ruled = try Self.route(RouteConfig(
+            match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"), requestHeaders: HeaderMutations(add: [HeaderValue(name: "x-team", value: "a")])
+        ))
+        head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc"])
+        own = AppendedOwnFields()
+        let generated = ProxyHeaders.prepareUpstreamRequest(&head, facts: RequestHeadFacts(head), route: ruled, clientAddress: "10.1.1.1",
+                                                            scheme: "http", addVia: false, appending: &own, random: &random)
+        #expect(own.isEmpty, "the route's rules could read or change them")
         #expect(head.headers.map { "\($0.name): \($0.value)" } == [
-            "host: svc", "x-request-id: r", "x-forwarded-for: 10.1.1.1", "x-forwarded-proto: http", "x-outrigger-expected-timeout-ms: 1500",
+            "host: svc", "x-forwarded-for: 10.1.1.1", "x-forwarded-proto: http", "x-request-id: \(generated.text)", "x-team: a",
         ])
+        #expect(generated.text.count == 36)
     }
 
     @Test func missingRequestIDIsGeneratedAsUUID() throws {
@@ -242,7 +259,7 @@ struct ProxyHeadersTests {
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "svc"])
         let id = Self.prepare(&head, route: try Self.route(), clientAddress: nil, scheme: "https", addVia: false, random: &random)
         guard case .appended(let generated) = id else { Issue.record("sent after the head's fields: \(id)"); return }
-        #expect(!head.headers.contains(name: "x-request-id"))
+        #expect(head.headers["x-request-id"] == [generated.string])
         #expect(generated.string.count == 36)
         #expect(Array(generated.string)[14] == "4", "version 4 UUID")
         // A route whose header rules touch the id gets it as a field of the head, for them to change.
@@ -288,9 +305,9 @@ struct ProxyHeadersTests {
         let id = Self.prepare(&head, route: try Self.route(), clientAddress: "10.1.2.3", scheme: "http", addVia: true,
                                                      random: &random)
         #expect(head.headers.map { "\($0.name): \($0.value)" } == [
-            "Host: svc", "accept: */*", "transfer-encoding: chunked", "x-forwarded-for: 10.1.2.3", "x-forwarded-proto: http",
-            "via: 1.0 outrigger",
-        ], "the empty id gone; the new one goes after the fields")
+            "Host: svc", "accept: */*", "transfer-encoding: chunked", "via: 1.0 outrigger",
+            "x-forwarded-for: 10.1.2.3", "x-forwarded-proto: http", "x-request-id: \(id.text)",
+        ], "the empty id gone; the proxy's own fields after the head's")
         #expect(id.text.count == 36)
     }
 

@@ -111,7 +111,7 @@ struct TracingTests {
             #expect(first[3] == "01" && second[3] == "01")
             #expect(refusing.receivedText.components(separatedBy: "traceparent").count == 2, "one traceparent header on the first try")
 
-            // No trace came: the first try's header goes in with the proxy's own fields, the retry's replaces it.
+            // No trace came: each try's header goes after the head's fields with the proxy's other own fields.
             let sentBefore = refusing.receivedText.components(separatedBy: "traceparent").count
             let fresh = try #require(try await fetch(harness.url + "/retried-fresh").echo)
             #expect(fresh.headers["x-outrigger-attempt"] == "2")
@@ -122,6 +122,18 @@ struct TracingTests {
             #expect(tried.count == 4 && retried.count == 4 && tried[1] == retried[1] && tried[1] != Self.trace, "one new trace")
             #expect(tried[2] != retried[2], "a span per try")
             #expect(refusing.receivedText.components(separatedBy: "traceparent").count == sentBefore + 1, "one traceparent header on the first try")
+            // The request id generated here, and the forwarding fields, are the same on both tries, once each; the
+            // expected timeout is each try's own.
+            let firstFields = Dictionary(freshText.split(separator: "\r\n").compactMap { line -> (String, [String])? in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                return parts.count == 2 ? (parts[0].lowercased(), [parts[1].trimmingCharacters(in: .whitespaces)]) : nil
+            }, uniquingKeysWith: +)
+            for name in ["x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-outrigger-expected-timeout-ms"] {
+                #expect(firstFields[name]?.count == 1, "\(name) once on the first try: \(firstFields)")
+            }
+            #expect(firstFields["x-request-id"]?.first?.count == 36 && fresh.headers["x-request-id"] == firstFields["x-request-id"]?.first)
+            #expect(fresh.headers["x-forwarded-for"] == "127.0.0.1" && fresh.headers["x-forwarded-proto"] == "http")
+            #expect(Int(fresh.headers["x-outrigger-expected-timeout-ms"] ?? "") != nil)
         }
     }
 

@@ -14,8 +14,11 @@ extension ProxyRequestHandler {
         var now = request.start.uptimeNanoseconds
         let firstTry = request.exchange.tries.count == 1
         if !firstTry || request.exchange.progress.requestComplete { now = NIODeadline.now().uptimeNanoseconds }
-        // A first try that cannot carry a caller's value got its field with the proxy's other fields (`requestHead`).
-        if !firstTry || request.mayCarryExpectedTimeout {
+        // A first try that cannot carry a caller's value got its field with the proxy's other own fields, after the
+        // head's (`requestHead`): a later try's replaces it there.
+        if !request.mayCarryExpectedTimeout {
+            if !firstTry { request.appendedFields.expectedTimeout = expectedTimeout(of: request, now: now, callerSaid: nil) }
+        } else {
             // A caller's sidecar may have said already how long it waits (the header arrives through a second
             // sidecar): the callee hears one value, the shorter.
             let given = firstTry ? request.upstreamHead.headers.first(name: OutriggerHeader.expectedTimeout) : nil

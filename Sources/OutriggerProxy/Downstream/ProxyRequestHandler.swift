@@ -335,9 +335,11 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         let routeChangesHeaders = !route.requestHeaders.isEmpty
         request.mayCarryExpectedTimeout = facts.hasOverrideFields || routeChangesHeaders
         request.mayCarryConnectionField = upgrade != nil || routeChangesHeaders
-        // Unless the head may carry a caller's, the first try's expected timeout goes in with the proxy's other fields
-        // (one add for all: ~650 instructions less than one of its own). The request has not ended: no clock read.
-        let firstTryTimeout = request.mayCarryExpectedTimeout ? nil : expectedTimeout(of: request, now: start.uptimeNanoseconds, callerSaid: nil)
+        // Unless the head may carry a caller's (or the route's rules), the first try's expected timeout goes after the
+        // head's fields with the proxy's other own fields. The request has not ended: no clock read.
+        if !request.mayCarryExpectedTimeout {
+            request.appendedFields.expectedTimeout = expectedTimeout(of: request, now: start.uptimeNanoseconds, callerSaid: nil)
+        }
         // A trace is joined from the upstream head as prepared (a route's own header changes may add a trace header
         // the downstream head did not have). Without any field to read, it starts here.
         let participates = listener.config.tracing.mode == .participate
@@ -348,9 +350,8 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
         }
         request.upstreamRequestID = ProxyHeaders.prepareUpstreamRequest(
             &request.upstreamHead, facts: facts, route: route, clientAddress: clientAddress, scheme: scheme,
-            addVia: listener.config.addVia, expectedTimeout: firstTryTimeout, random: &local.random
+            addVia: listener.config.addVia, appending: &request.appendedFields, random: &local.random
         )
-        if case .appended(let generated) = request.upstreamRequestID { request.appendedFields.requestID = generated }
         if participates && mayHaveTraceFields { joinTrace(request, listener: listener) }
         if let upgrade {
             request.upstreamHead.headers.replaceOrAdd(name: "connection", value: "upgrade")
