@@ -27,8 +27,9 @@ extension HPACKBlockEncoder {
         }
     }
 
-    /// A response: `:status`, then the fields.
-    public mutating func encode(response head: HTTPResponseHead, into buffer: inout ByteBuffer) {
+    /// A response: `:status`, then the fields, then the proxy's own fields given beside them.
+    public mutating func encode(response head: HTTPResponseHead, appending own: AppendedResponseFields = AppendedResponseFields(),
+                                into buffer: inout ByteBuffer) {
         // The statuses the static table holds go as their index without a lookup by hash; the lookup and the status's
         // text cost ~800 instructions a response.
         if let staticIndex = staticIndex(ofStatus: head.status.code) {
@@ -37,6 +38,7 @@ extension HPACKBlockEncoder {
             encode(name: ":status", value: String(head.status.code), into: &buffer)
         }
         encode(fields: head.headers, into: &buffer)
+        own.forEachField { name, value in encode(name: name, value: value, lowercasingName: false, into: &buffer) }
     }
 
     /// Trailers, or a response's fields: connection-specific ones left out.

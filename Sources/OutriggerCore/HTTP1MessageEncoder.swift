@@ -89,7 +89,8 @@ public struct HTTP1MessageEncoder {
     }
 
     /// Status line and headers, and whether the body that follows is chunked.
-    public mutating func encodeHead(_ head: HTTPResponseHead, into buffer: inout ByteBuffer) {
+    public mutating func encodeHead(_ head: HTTPResponseHead, appending own: AppendedResponseFields = AppendedResponseFields(),
+                                    into buffer: inout ByteBuffer) {
         let version = Self.versionText(head.version)
         let code = Int(head.status.code)
         let codeText = code >= 100 && code < 1000 ? nil : String(code)  // every status code is three digits
@@ -109,7 +110,11 @@ public struct HTTP1MessageEncoder {
                 line.lineEnd()
             }
         }
-        let fields = Self.writeHeaders(head.headers, into: &buffer)
+        let fields = Self.writeHeaders(head.headers, into: &buffer, endingSection: own.isEmpty)
+        if !own.isEmpty {
+            own.write(into: &buffer)
+            buffer.writeStaticString("\r\n")
+        }
         isChunked = Self.isChunked(fields, version: head.version)
     }
 

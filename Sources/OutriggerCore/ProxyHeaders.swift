@@ -174,12 +174,15 @@ public enum ProxyHeaders {
 
     /// Everything done to an upstream response head on its way back.
     /// - Parameter facts: the head's, as it was read: no hop-by-hop or `x-outrigger-…` field, no scan for them.
+    /// - Parameter own: the proxy's own fields that go after the head's (`AppendedResponseFields`), for a route without
+    ///   response header rules; with rules, which may read or change them, they go into the head.
     public static func prepareDownstreamResponse(
         _ head: inout HTTPResponseHead,
         facts: ResponseHeadFacts = .unknown,
         route: Route,
         upstreamServiceMilliseconds: Int64,
-        addVia: Bool
+        addVia: Bool,
+        appending own: inout AppendedResponseFields
     ) {
         // The upstream's own `x-outrigger-upstream-service-time`, if it sent one, goes in the same scan.
         if facts.mayHaveHopByHopFields || facts.mayHaveOwnFields {
@@ -188,7 +191,12 @@ public enum ProxyHeaders {
         if head.status.reasonPhrase.isEmpty {
             head.status = .custom(code: head.status.code, reasonPhrase: reasonPhrase(forUnknown: head.status.code))
         }
-        head.headers.addOwn(name: OutriggerHeader.upstreamServiceTime, value: DecimalText.string(upstreamServiceMilliseconds))
+        // After the head's fields, unless the route's rules may read or change it.
+        if route.responseHeaders.isEmpty {
+            own.upstreamServiceMilliseconds = upstreamServiceMilliseconds
+        } else {
+            head.headers.addOwn(name: OutriggerHeader.upstreamServiceTime, value: DecimalText.string(upstreamServiceMilliseconds))
+        }
         if addVia { appendVia(&head.headers, version: head.version) }
         route.responseHeaders.apply(to: &head.headers)
     }

@@ -136,6 +136,24 @@ struct HPACKBlockEncoderTests {
         #expect(try decoded { $0.encode(fields: trailers, into: &$1) } == ["grpc-status: 0", "grpc-message: "])
     }
 
+    /// The proxy's own response fields encoded after the head's: the block the head with them as its last fields makes,
+    /// indexed alike (a second response with the same service time is all indexes).
+    @Test func aResponsesAppendedFieldsEncodeAsItsLastFields() throws {
+        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-type": "text/plain", "Connection": "close"])
+        var withField = head
+        withField.headers.add(name: "x-outrigger-upstream-service-time", value: "12")
+        var appending = HPACKBlockEncoder(), asFields = HPACKBlockEncoder()
+        for _ in 0..<2 {
+            var appended = ByteBuffer(), plain = ByteBuffer()
+            appending.encode(response: head, appending: AppendedResponseFields(upstreamServiceMilliseconds: 12), into: &appended)
+            asFields.encode(response: withField, into: &plain)
+            #expect(appended == plain)
+        }
+        #expect(try decoded { $0.encode(response: head, appending: AppendedResponseFields(upstreamServiceMilliseconds: 0), into: &$1) } == [
+            ":status: 200", "content-type: text/plain", "x-outrigger-upstream-service-time: 0",
+        ])
+    }
+
     /// The seven statuses of the static table go as their index (one byte); the others as a literal.
     @Test(arguments: [200, 204, 206, 304, 400, 404, 500, 100, 201, 302, 418, 503, 599])
     func everyStatusDecodesAsItself(code: Int) throws {

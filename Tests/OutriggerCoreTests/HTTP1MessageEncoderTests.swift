@@ -45,6 +45,22 @@ struct HTTP1MessageEncoderTests {
         #expect(ours(example) == String(decoding: try nios(example).readableBytesView, as: UTF8.self))
     }
 
+    /// The proxy's own response fields written after the head's: the bytes of the head with them as its last fields.
+    @Test("responses with the proxy's own fields after their fields: the same bytes as with them as the last fields", arguments: cases)
+    func appendedResponseFieldsAsLastFields(_ example: Case) {
+        for milliseconds: Int64 in [0, 7, 1_234_567] {
+            var encoder = HTTP1MessageEncoder(), appended = ByteBuffer()
+            encoder.encodeHead(example.head, appending: AppendedResponseFields(upstreamServiceMilliseconds: milliseconds), into: &appended)
+            let appendedChunked = encoder.isChunked
+            var withField = example.head
+            withField.headers.add(name: "x-outrigger-upstream-service-time", value: String(milliseconds))
+            var plain = HTTP1MessageEncoder(), asField = ByteBuffer()
+            plain.encodeHead(withField, into: &asField)
+            #expect(String(buffer: appended) == String(buffer: asField))
+            #expect(appendedChunked == plain.isChunked)
+        }
+    }
+
     /// A field of every length up to past the first room made: at some length the fields leave the buffer less room
     /// than the empty line's two bytes, which then go on their own.
     @Test func everyFieldLengthAcrossTheRoom() throws {

@@ -65,8 +65,8 @@ struct ResponseHeadFactsTests {
     static func expectPreparedWithFactsAsWithout(_ example: Case, route: Route) throws {
         let parsed = try Self.parse(example.fields)
         var known = parsed.head, unknown = parsed.head
-        ProxyHeaders.prepareDownstreamResponse(&known, facts: parsed.facts, route: route, upstreamServiceMilliseconds: 7, addVia: true)
-        ProxyHeaders.prepareDownstreamResponse(&unknown, facts: .unknown, route: route, upstreamServiceMilliseconds: 7, addVia: true)
+        ProxyHeadersTests.prepareResponse(&known, facts: parsed.facts, route: route, upstreamServiceMilliseconds: 7, addVia: true)
+        ProxyHeadersTests.prepareResponse(&unknown, facts: .unknown, route: route, upstreamServiceMilliseconds: 7, addVia: true)
         #expect(known == unknown)
         for clientVersion in [HTTPVersion.http1_0, .http1_1] {
             var framedKnown = known, framedUnknown = unknown

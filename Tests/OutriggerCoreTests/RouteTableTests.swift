@@ -198,6 +198,17 @@ struct ProxyHeadersTests {
         return id
     }
 
+    /// As the handler calls it; the fields the proxy sends after the head's are added to it, as the client receives them.
+    static func prepareResponse(_ head: inout HTTPResponseHead, facts: ResponseHeadFacts = .unknown, route: Route, upstreamServiceMilliseconds: Int64,
+                                addVia: Bool) {
+        var own = AppendedResponseFields()
+        ProxyHeaders.prepareDownstreamResponse(&head, facts: facts, route: route, upstreamServiceMilliseconds: upstreamServiceMilliseconds,
+                                               addVia: addVia, appending: &own)
+        if let milliseconds = own.upstreamServiceMilliseconds {
+            head.headers.add(name: "x-outrigger-upstream-service-time", value: String(milliseconds))
+        }
+    }
+
     @Test func upstreamRequestGetsForwardingHeadersAndKeepsRequestID() throws {
         var random = FastRandom(seed: 1)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: [
@@ -356,7 +367,7 @@ struct ProxyHeadersTests {
         #expect(!head.headers.contains(name: "x-gone"))
 
         var response = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["server": "nginx", "connection": "keep-alive"])
-        ProxyHeaders.prepareDownstreamResponse(&response, route: route, upstreamServiceMilliseconds: 12, addVia: false)
+        ProxyHeadersTests.prepareResponse(&response, route: route, upstreamServiceMilliseconds: 12, addVia: false)
         #expect(response.headers["x-served-by"] == ["outrigger"])
         #expect(response.headers["x-outrigger-upstream-service-time"] == ["12"])
         #expect(!response.headers.contains(name: "server"))
@@ -367,12 +378,12 @@ struct ProxyHeadersTests {
         let route = try Self.route()
         for name in ["x-outrigger-upstream-service-time", "X-Outrigger-Upstream-Service-Time"] {
             var response = HTTPResponseHead(version: .http1_1, status: .ok, headers: [name: "99999", "x-kept": "1", "te": "trailers"])
-            ProxyHeaders.prepareDownstreamResponse(&response, route: route, upstreamServiceMilliseconds: 0, addVia: false)
+            ProxyHeadersTests.prepareResponse(&response, route: route, upstreamServiceMilliseconds: 0, addVia: false)
             #expect(response.headers["x-outrigger-upstream-service-time"] == ["0"])
             #expect(response.headers.map(\.name) == ["x-kept", "te", "x-outrigger-upstream-service-time"])
         }
         var alone = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["X-OUTRIGGER-UPSTREAM-SERVICE-TIME": "1"])
-        ProxyHeaders.prepareDownstreamResponse(&alone, route: route, upstreamServiceMilliseconds: 1234567, addVia: false)
+        ProxyHeadersTests.prepareResponse(&alone, route: route, upstreamServiceMilliseconds: 1234567, addVia: false)
         #expect(alone.headers.map { "\($0.name): \($0.value)" } == ["x-outrigger-upstream-service-time: 1234567"])
     }
 
@@ -408,7 +419,7 @@ struct ReasonPhraseTests {
         let route = try ProxyHeadersTests.route()
         for (code, phrase) in [(599, "Server Error"), (299, "Success"), (499, "Client Error"), (200, "OK"), (503, "Service Unavailable")] {
             var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code))
-            ProxyHeaders.prepareDownstreamResponse(&head, route: route, upstreamServiceMilliseconds: 1, addVia: false)
+            ProxyHeadersTests.prepareResponse(&head, route: route, upstreamServiceMilliseconds: 1, addVia: false)
             #expect(head.status.code == UInt(code))
             #expect(head.status.reasonPhrase == phrase)
         }

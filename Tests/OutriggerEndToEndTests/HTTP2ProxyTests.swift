@@ -80,6 +80,10 @@ struct HTTP2ProxyTests {
             #expect(echo.path == "/h2?q=1")
             #expect(echo.headers["host"] == "127.0.0.1:\(harness.port)", ":authority becomes Host")
             #expect(echo.headers["x-request-id"] == "h2-id")
+            #expect(response.headers["x-outrigger-upstream-service-time"].flatMap(Int.init) != nil, "the proxy's own field, after the head's")
+            // Without a body the head goes alone, its HEADERS frame ending the stream: the field is in it too.
+            let bodiless = try await run("curl", ["-s", "--http2-prior-knowledge", "--head", harness.url + "/h2-head"]).stdout
+            #expect(bodiless.hasPrefix("HTTP/2 200") && bodiless.contains("\r\nx-outrigger-upstream-service-time: "), "\(bodiless)")
             let post = try #require(try await fetch(harness.url + "/up", ["--http2-prior-knowledge", "--data-binary", String(repeating: "b", count: 70_000)]).echo)
             #expect(post.bodyBytes == 70_000)
         }

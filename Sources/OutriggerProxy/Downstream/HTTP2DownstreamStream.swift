@@ -7,7 +7,7 @@ import OutriggerCore
 /// One stream of an `HTTP2DownstreamConnection`: the request parts it holds until its exchange takes them, and
 /// the response, turned into frames — the head held until the next part, so that a response without a body is
 /// one HEADERS frame with END_STREAM, and the last body part carrying END_STREAM.
-final class HTTP2DownstreamStream: HTTP2ExchangeStream {
+final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
     let id: HTTP2StreamID
     private let connection: HTTP2DownstreamConnection
     private(set) var exchange: ProxyRequestHandler?
@@ -23,6 +23,8 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     private(set) var isClosed = false
 
     private var responseHead: HTTPResponseHead?
+    /// The proxy's own fields that go after `responseHead`'s.
+    private var responseHeadAppended = AppendedResponseFields()
     private var responseData: ByteBuffer?
     private var responseEnded = false
     private var resetSent = false
@@ -105,6 +107,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
             connection.frames.sendHeaders(.response(head), on: id, promise: promise)
         case .head(let head):
             responseHead = head
+            responseHeadAppended = AppendedResponseFields()
             promise?.succeed(())
         case .body(.byteBuffer(let body)):
             sendHeldHead()
@@ -125,11 +128,18 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
                 connection.frames.sendData(data, on: id, endStream: true, promise: promise)
             } else if let head = responseHead {
                 responseHead = nil
-                connection.frames.sendHeaders(.response(head), on: id, endStream: true, promise: promise)
+                connection.frames.sendHeaders(.response(head, appending: responseHeadAppended), on: id, endStream: true, promise: promise)
             } else {
                 connection.frames.sendData(ByteBuffer(), on: id, endStream: true, promise: promise)
             }
         }
+    }
+
+    /// A final head with the proxy's own fields given beside its fields (`AppendedResponseFields`), held as `write`
+    /// holds a head.
+    func writeHead(_ head: HTTPResponseHead, appending own: AppendedResponseFields) {
+        write(.head(head), promise: nil)
+        if responseHead != nil { responseHeadAppended = own }
     }
 
     func flush() {
@@ -141,7 +151,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream {
     private func sendHeldHead() {
         guard let head = responseHead else { return }
         responseHead = nil
-        connection.frames.sendHeaders(.response(head), on: id)
+        connection.frames.sendHeaders(.response(head, appending: responseHeadAppended), on: id)
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.

@@ -95,8 +95,9 @@ extension ProxyRequestHandler {
         if request.viaFallback { response.headers.replaceOrAdd(name: OutriggerHeader.reason, value: LocalReplyReason.fallback.rawValue) }
         let elapsedMicroseconds = (now - request.start).nanoseconds / 1000
         request.upstreamServiceMicroseconds = elapsedMicroseconds
+        var own = AppendedResponseFields()
         ProxyHeaders.prepareDownstreamResponse(&response, facts: facts, route: request.route, upstreamServiceMilliseconds: elapsedMicroseconds / 1000,
-                                               addVia: request.listener.config.addVia)
+                                               addVia: request.listener.config.addVia, appending: &own)
         if switchingProtocols {
             request.switchingProtocols = true
             response.headers.replaceOrAdd(name: "connection", value: "upgrade")
@@ -108,7 +109,7 @@ extension ProxyRequestHandler {
                                                         hasContentLength: facts.contentLengthAfterPreparing(by: request.route))
         }
         if request.isGRPC && downstreamProtocol == .http2 { request.grpcStatusFromHead = response.headers.takeGRPCStatus() }
-        downstream.write(.head(response))
+        downstream.writeHead(response, appending: own)
         needsFlush = true
     }
 

@@ -121,9 +121,11 @@ enum ExchangeSide<HTTP1: HTTP1PartOutput, Stream: HTTP2ExchangeStream> where HTT
     }
 }
 
-extension ExchangeSide where HTTP1 == HTTP1RequestWriter, Stream == HTTP2UpstreamStream {
-    /// A request's head, with the proxy's own fields to send after its fields.
-    func writeRequestHead(_ head: HTTPRequestHead, appending own: AppendedOwnFields) {
+extension ExchangeSide where HTTP1: AppendingHeadOutput, Stream: AppendingHeadOutput, HTTP1.FinalHead == Stream.FinalHead,
+    HTTP1.AppendedFields == Stream.AppendedFields {
+    /// A head (a request's, or a response's final one), with the proxy's own fields to send after its fields.
+    @inline(__always)
+    func writeHead(_ head: HTTP1.FinalHead, appending own: HTTP1.AppendedFields) {
         switch self {
         case .http1(let output): output.writeHead(head, appending: own)
         case .http2(let stream): stream.writeHead(head, appending: own)

@@ -4,19 +4,37 @@ import OutriggerCore
 
 /// A message head `HTTP1MessageEncoder` writes: a response's (downstream) or a request's (upstream).
 protocol HTTP1WritableHead: Equatable {
+    /// The proxy's own fields written after the head's (`AppendedResponseFields`, `AppendedOwnFields`).
+    associatedtype AppendedFields
+    /// None of them (a head written as it is).
+    static var noAppendedFields: AppendedFields { get }
     /// A 1xx response: the final head is still to come.
     var isInterim: Bool { get }
-    func encode(with encoder: inout HTTP1MessageEncoder, into buffer: inout ByteBuffer)
+    func encode(with encoder: inout HTTP1MessageEncoder, appending own: AppendedFields, into buffer: inout ByteBuffer)
 }
 
 extension HTTPResponseHead: HTTP1WritableHead {
+    static var noAppendedFields: AppendedResponseFields { AppendedResponseFields() }
     var isInterim: Bool { status.code < 200 }
-    func encode(with encoder: inout HTTP1MessageEncoder, into buffer: inout ByteBuffer) { encoder.encodeHead(self, into: &buffer) }
+    func encode(with encoder: inout HTTP1MessageEncoder, appending own: AppendedResponseFields, into buffer: inout ByteBuffer) {
+        encoder.encodeHead(self, appending: own, into: &buffer)
+    }
 }
 
 extension HTTPRequestHead: HTTP1WritableHead {
+    static var noAppendedFields: AppendedOwnFields { AppendedOwnFields() }
     var isInterim: Bool { false }
-    func encode(with encoder: inout HTTP1MessageEncoder, into buffer: inout ByteBuffer) { encoder.encodeHead(self, into: &buffer) }
+    func encode(with encoder: inout HTTP1MessageEncoder, appending own: AppendedOwnFields, into buffer: inout ByteBuffer) {
+        encoder.encodeHead(self, appending: own, into: &buffer)
+    }
+}
+
+/// Where a side's head goes with the proxy's own fields after its fields: an HTTP/1.1 connection's writer, or an
+/// HTTP/2 stream (`ExchangeSide.writeHead(_:appending:)`).
+protocol AppendingHeadOutput {
+    associatedtype FinalHead
+    associatedtype AppendedFields
+    func writeHead(_ head: FinalHead, appending own: AppendedFields)
 }
 
 /// The largest head buffer kept for the next message (an idle keep-alive connection holds no more), and what a final
@@ -67,7 +85,7 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
     func write(_ part: HTTPPart<Head, IOData>, promise: EventLoopPromise<Void>?) {
         switch part {
         case .head(let head):
-            writeHead(isInterim: head.isInterim, promise: promise) { head.encode(with: &$0, into: &$1) }
+            writeHead(isInterim: head.isInterim, promise: promise) { head.encode(with: &$0, appending: Head.noAppendedFields, into: &$1) }
         case .body(let body):
             if holdsUnwrittenBytes, case .byteBuffer(let bytes) = body,
                headBuffer.readableBytes + bytes.readableBytes + chunkFramingBytes <= keptHeadCapacity {
@@ -171,9 +189,10 @@ final class HTTP1MessageWriter<Head: HTTP1WritableHead>: HTTP1PartOutput {
     }
 }
 
-extension HTTP1MessageWriter where Head == HTTPRequestHead {
-    /// A request's head, with the proxy's own fields written after its fields (`AppendedOwnFields`).
-    func writeHead(_ head: HTTPRequestHead, appending own: AppendedOwnFields) {
-        writeHead(isInterim: false, promise: nil) { $0.encodeHead(head, appending: own, into: &$1) }
+extension HTTP1MessageWriter: AppendingHeadOutput {
+    /// A head, with the proxy's own fields written after its fields.
+    @inline(__always)
+    func writeHead(_ head: Head, appending own: Head.AppendedFields) {
+        writeHead(isInterim: head.isInterim, promise: nil) { head.encode(with: &$0, appending: own, into: &$1) }
     }
 }

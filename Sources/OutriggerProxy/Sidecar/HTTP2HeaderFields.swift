@@ -8,7 +8,7 @@ import OutriggerCore
 /// written down the pipeline).
 enum HTTP2HeaderFields {
     case request(HTTPRequestHead, scheme: String)
-    case response(HTTPResponseHead)
+    case response(HTTPResponseHead, appending: AppendedResponseFields = AppendedResponseFields())
     case trailers(HTTPHeaders)
     case block(HPACKHeaders)
 
@@ -24,7 +24,7 @@ enum HTTP2HeaderFields {
     func encode(with encoder: inout HPACKBlockEncoder, into buffer: inout ByteBuffer) {
         switch self {
         case let .request(head, scheme): encoder.encode(request: head, scheme: scheme, into: &buffer)
-        case let .response(head): encoder.encode(response: head, into: &buffer)
+        case let .response(head, own): encoder.encode(response: head, appending: own, into: &buffer)
         case let .trailers(fields): encoder.encode(fields: fields, into: &buffer)
         case let .block(block):
             for (name, value, indexing) in block {

@@ -7,7 +7,7 @@ import OutriggerCore
 /// One request's stream on an `HTTP2UpstreamConnection`. The request head is held until the next part, so a
 /// request without a body is one HEADERS frame with END_STREAM; response DATA is held while the downstream
 /// cannot take more (credit goes back as it is handed on).
-final class HTTP2UpstreamStream: HTTP2ExchangeStream {
+final class HTTP2UpstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
     private let connection: HTTP2UpstreamConnection
     private(set) var exchange: UpstreamExchangeHandler?
     private(set) var id: HTTP2StreamID?

@@ -131,7 +131,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
         parser.expectResponse(to: head.method)
         state = .active(requestComplete: requestComplete, responseComplete: responseComplete, reusable: reusable)
-        side.writeRequestHead(head, appending: own)
+        side.writeHead(head, appending: own)
         needsFlush = true
     }
 
