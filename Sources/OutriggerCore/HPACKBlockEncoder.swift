@@ -174,18 +174,14 @@ public struct HPACKBlockEncoder {
     /// Fields whose value is new with every message: `x-request-id`, trace ids, `date`. Told by length first.
     private static func isNewEveryMessage(_ name: UnsafeRawBufferPointer) -> Bool {
         switch name.count {
-        case 2: sameBytes(name, "b3")
-        case 4: sameBytes(name, "date")
-        case 10: sameBytes(name, "tracestate")
-        case 11: sameBytes(name, "traceparent") || sameBytes(name, "x-b3-spanid")
-        case 12: sameBytes(name, "x-request-id") || sameBytes(name, "x-b3-traceid")
-        case 17: sameBytes(name, "x-b3-parentspanid")
+        case 2: HTTP1Syntax.equals(name, "b3")
+        case 4: HTTP1Syntax.equals(name, "date")
+        case 10: HTTP1Syntax.equals(name, "tracestate")
+        case 11: HTTP1Syntax.equals(name, "traceparent") || HTTP1Syntax.equals(name, "x-b3-spanid")
+        case 12: HTTP1Syntax.equals(name, "x-request-id") || HTTP1Syntax.equals(name, "x-b3-traceid")
+        case 17: HTTP1Syntax.equals(name, "x-b3-parentspanid")
         default: false
         }
-    }
-
-    private static func sameBytes(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
-        TableEntry.sameBytes(bytes, UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
 }
 

@@ -218,7 +218,7 @@ struct WrittenFramingFields: Equatable {
         case 14 where HTTP1Syntax.equalsIgnoringCase(name, "content-length"):
             contentLength = true
         case 17 where HTTP1Syntax.equalsIgnoringCase(name, "transfer-encoding"):
-            if !transferEncoding { firstTransferEncodingIsChunked = value.elementsEqual("chunked".utf8) }
+            if !transferEncoding { firstTransferEncodingIsChunked = HTTP1Syntax.equals(value, "chunked") }
             transferEncoding = true
         default:
             break

@@ -140,8 +140,8 @@ public struct HTTP1RequestParser {
 
     /// A method llhttp knows (NIO's `HTTPMethod` cases); any other is refused.
     private static func method(_ bytes: UnsafeRawBufferPointer) throws -> HTTPMethod {
-        if bytes.elementsEqual("GET".utf8) { return .GET }
-        if bytes.elementsEqual("POST".utf8) { return .POST }
+        if HTTP1Syntax.equals(bytes, "GET") { return .GET }
+        if HTTP1Syntax.equals(bytes, "POST") { return .POST }
         for byte in bytes where !(UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) && byte != UInt8(ascii: "-") {
             throw HTTP1ParseError.invalidStartLine
         }

@@ -73,9 +73,7 @@ public struct HTTP1ResponseParser {
         // Bytes that cannot begin a response are refused at once, as llhttp does, not when an empty line comes:
         // a body an upstream sent where none may be (after a 204, say) must not wait in the connection and be
         // taken for the next request's answer.
-        let begins = buffer.withUnsafeReadableBytes { bytes in
-            bytes.prefix(Self.statusLinePrefix.count).elementsEqual(Self.statusLinePrefix.prefix(bytes.count))
-        }
+        let begins = buffer.withUnsafeReadableBytes { HTTP1Syntax.startsLike($0, "HTTP/1.") }
         guard begins else { throw HTTP1ParseError.invalidStartLine }
         guard let length = try headSection.length(in: buffer, mayBeEmpty: false) else { return nil }
         let (head, framing, facts) = try buffer.withUnsafeReadableBytes {
@@ -101,8 +99,6 @@ public struct HTTP1ResponseParser {
         messages.headRead(framing: bodiless ? nil : framing.body, keepsConnection: framing.keepsConnection, stopsAfterMessage: code == 101)
         return head
     }
-
-    private static let statusLinePrefix = Array("HTTP/1.".utf8)
 
     /// `HTTP/1.x SP 3DIGIT [SP reason]`.
     private static func parseStatusLine(_ line: UnsafeRawBufferPointer) throws -> (HTTPVersion, Int) {
