@@ -4,7 +4,9 @@ import NIOHTTP1
 /// writes them straight into its buffer (`HTTP1MessageEncoder.encodeHead(_:appending:into:)`), with no header slot for
 /// any and no string for the ids. Added to the head, the forwarding fields and the expected timeout cost 1.5k
 /// instructions a request by callgrind (the block's array and `HTTPHeaders`, each field's copy into the head, generic
-/// write and destroy). Only for a route without request header rules: nothing on the way reads or changes them.
+/// write and destroy). The forwarding fields, the request id and the expected timeout only for a route without request
+/// header rules, which could read or change them; the `traceparent` whatever the route (a try writes it after the
+/// rules ran, in the head or here).
 public struct AppendedOwnFields: Equatable, Sendable {
     /// `x-forwarded-for`: the client's address, when none came.
     public var forwardedFor: String?
@@ -30,17 +32,13 @@ public struct AppendedOwnFields: Equatable, Sendable {
         forwardedFor == nil && forwardedProto == nil && requestID == nil && expectedTimeout == nil && traceparent == nil
     }
 
-    private static let forwardedForName: StaticString = "x-forwarded-for: "
-    private static let forwardedProtoName: StaticString = "x-forwarded-proto: "
-    private static let expectedTimeoutName: StaticString = "x-outrigger-expected-timeout-ms: "
-
     /// The bytes `write` writes.
     var encodedLength: Int {
         var length = 0
-        if let forwardedFor { length += Self.forwardedForName.utf8CodeUnitCount + forwardedFor.utf8.count + 2 }
-        if let forwardedProto { length += Self.forwardedProtoName.utf8CodeUnitCount + forwardedProto.utf8.count + 2 }
+        if let forwardedFor { length += Self.lineLength(OutriggerHeader.forwardedFor, forwardedFor) }
+        if let forwardedProto { length += Self.lineLength(OutriggerHeader.forwardedProto, forwardedProto) }
         if requestID != nil { length += GeneratedRequestID.encodedLength }
-        if let expectedTimeout { length += Self.expectedTimeoutName.utf8CodeUnitCount + expectedTimeout.utf8.count + 2 }
+        if let expectedTimeout { length += Self.lineLength(OutriggerHeader.expectedTimeout, expectedTimeout) }
         if traceparent != nil { length += TraceparentField.encodedLength }
         return length
     }
@@ -48,16 +46,21 @@ public struct AppendedOwnFields: Equatable, Sendable {
     /// Their lines, in the order `add` adds them.
     @inline(__always)
     func write(into line: inout ByteWriter) {
-        if let forwardedFor { Self.write(Self.forwardedForName, forwardedFor, into: &line) }
-        if let forwardedProto { Self.write(Self.forwardedProtoName, forwardedProto, into: &line) }
+        if let forwardedFor { Self.write(OutriggerHeader.forwardedFor, forwardedFor, into: &line) }
+        if let forwardedProto { Self.write(OutriggerHeader.forwardedProto, forwardedProto, into: &line) }
         requestID?.write(into: &line)
-        if let expectedTimeout { Self.write(Self.expectedTimeoutName, expectedTimeout, into: &line) }
+        if let expectedTimeout { Self.write(OutriggerHeader.expectedTimeout, expectedTimeout, into: &line) }
         traceparent?.write(into: &line)
     }
 
+    /// `name: value` CR LF.
+    private static func lineLength(_ name: String, _ value: String) -> Int { name.utf8.count + value.utf8.count + 4 }
+
     @inline(__always)
-    private static func write(_ name: StaticString, _ value: String, into line: inout ByteWriter) {
-        name.withUTF8Buffer { line.bytes(UnsafeRawBufferPointer($0)) }
+    private static func write(_ name: String, _ value: String, into line: inout ByteWriter) {
+        name.withUTF8Bytes { line.bytes($0) }
+        line.byte(UInt8(ascii: ":"))
+        line.byte(UInt8(ascii: " "))
         value.withUTF8Bytes { line.bytes($0) }
         line.lineEnd()
     }

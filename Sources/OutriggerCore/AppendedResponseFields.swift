@@ -4,8 +4,9 @@ import NIOCore
 /// `AppendedOwnFields` for requests: the HTTP/1.1 encoder writes them straight into its buffer and the HPACK encoder
 /// encodes them from their bytes (`HTTP1MessageEncoder.encodeHead(_:appending:into:)`,
 /// `HPACKBlockEncoder.encode(response:appending:into:)`), with no header slot. Added to the head, the service time
-/// cost ~0.5k instructions a response by callgrind (its block's `HTTPHeaders`, the field's copy, generic write and
-/// destroy). Only for a route without response header rules: nothing on the way reads or changes them.
+/// cost 0.8k instructions a response on HTTP/1.1 and 1.1k on h2c by callgrind (its block's `HTTPHeaders`, the field's
+/// copy, generic write and destroy). Only for a route without response header rules: nothing on the way reads or
+/// changes them.
 public struct AppendedResponseFields: Equatable, Sendable {
     /// `x-outrigger-upstream-service-time`: how long the upstream took to answer, in milliseconds.
     public var upstreamServiceMilliseconds: Int64?
@@ -16,8 +17,6 @@ public struct AppendedResponseFields: Equatable, Sendable {
 
     public var isEmpty: Bool { upstreamServiceMilliseconds == nil }
 
-    private static let serviceTimeName: StaticString = "x-outrigger-upstream-service-time"
-
     /// Each field's name and value as bytes, in order (the value's digits made on the stack).
     @inline(__always)
     func forEachField(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void) {
@@ -26,8 +25,8 @@ public struct AppendedResponseFields: Equatable, Sendable {
         let count = DecimalText.digitCount(value)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: count) { digits in
             DecimalText.write(value, into: digits)
-            body(UnsafeRawBufferPointer(start: Self.serviceTimeName.utf8Start, count: Self.serviceTimeName.utf8CodeUnitCount),
-                 UnsafeRawBufferPointer(digits))
+            let name = OutriggerHeader.upstreamServiceTimeName
+            body(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), UnsafeRawBufferPointer(digits))
         }
     }
 

@@ -37,16 +37,7 @@ struct ByteWriter {
         count += 1
     }
 
-    /// The 16 lowercase hex digits of `value`, zero-padded (`HexDigits`).
-    @inline(__always)
-    mutating func hex(_ value: UInt64) {
-        precondition(count + 16 <= out.count)
-        out.storeBytes(of: HexDigits.eight(UInt32(truncatingIfNeeded: value >> 32)).littleEndian, toByteOffset: count, as: UInt64.self)
-        out.storeBytes(of: HexDigits.eight(UInt32(truncatingIfNeeded: value)).littleEndian, toByteOffset: count + 8, as: UInt64.self)
-        count += 16
-    }
-
-    /// `count` bytes written by `body` into the room they take.
+    /// `length` bytes written by `body` into the room they take.
     @inline(__always)
     mutating func fill(_ length: Int, _ body: (UnsafeMutableBufferPointer<UInt8>) -> Void) {
         precondition(count + length <= out.count)

@@ -2,7 +2,8 @@ import NIOHTTP1
 
 /// One proxied request's place in its trace, decided when its head arrives: the trace it joins (or a new one),
 /// our server span (a child of the caller's), whether it is sampled, and the formats its headers go out in. Each
-/// try gets a client span of its own, a child of the server span, written into the upstream request's headers.
+/// try gets a client span of its own, a child of the server span: written into the upstream request's headers in the
+/// formats that came, or, for a trace started here, handed back as the try's `traceparent` (`TraceparentField`).
 /// Pure: ids come from the caller's random source.
 public struct ExchangeTrace: Sendable {
     public let traceID: TraceID
@@ -13,8 +14,6 @@ public struct ExchangeTrace: Sendable {
     public let debug: Bool
     public let formats: TraceFormats
     public let traceState: String?
-    /// The formats whose headers the upstream request has: those that came in, then those a try wrote.
-    private var present: TraceFormats
     /// Sampled only (nil otherwise), out of line: an unsampled trace, most of them, is a few words to move.
     private var sampledTries: SampledTriesBox?
     /// Sampled only: the try running now, and an earlier one still racing it (a hedge).
@@ -56,7 +55,6 @@ public struct ExchangeTrace: Sendable {
         self.sampled = sampled
         self.debug = debug
         self.formats = formats
-        present = formats
         self.traceState = traceState
         sampledTries = sampled ? SampledTriesBox() : nil
     }
@@ -82,8 +80,8 @@ public struct ExchangeTrace: Sendable {
             field = TraceparentField(traceID: traceID, spanID: spanID, sampled: sampled)
         } else {
             field = nil
-            present.formUnion(TracePropagation.write(traceID: traceID, spanID: spanID, parentSpanID: serverSpanID, sampled: sampled, debug: debug,
-                                                     formats: formats, traceState: traceState, present: present, into: &headers))
+            TracePropagation.write(traceID: traceID, spanID: spanID, parentSpanID: serverSpanID, sampled: sampled, debug: debug,
+                                   formats: formats, traceState: traceState, into: &headers)
         }
         withSampledTries { tries in
             tries.running = TrySpan(spanID: spanID, attempt: attempt, startedAt: now, endpoint: endpoint, cause: tries.nextCause)

@@ -37,8 +37,4 @@ public struct FastRandom: RandomNumberGenerator, Sendable {
     @inline(__always)
     private func rotate(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
-    /// A random (version 4) UUID in its canonical text form, for `x-request-id`.
-    public mutating func uuidString() -> String {
-        GeneratedRequestID(random: &self).string
-    }
 }

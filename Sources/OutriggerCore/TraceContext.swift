@@ -240,34 +240,29 @@ public enum TracePropagation {
     }
 
     /// Replaces the request's trace headers with the context of one try: our client span `spanID`, child of our
-    /// server span `parentSpanID`, in every format that came in (W3C alone for a new trace). `tracestate` goes on
-    /// only beside a `traceparent` that came in valid. Only the formats in `present` (that came in, or that an
-    /// earlier try wrote) are looked for to be removed; returns the formats written.
-    @discardableResult
+    /// server span `parentSpanID`, in every format that came in (a trace that started here, with none, sends its
+    /// `traceparent` beside the head: `ExchangeTrace.startTry`). `tracestate` goes on only beside a `traceparent`
+    /// that came in valid. Those formats' fields, the caller's or an earlier try's, are the ones removed first.
     public static func write(traceID: TraceID, spanID: UInt64, parentSpanID: UInt64, sampled: Bool, debug: Bool, formats: TraceFormats,
-                             traceState: String?, present: TraceFormats, into headers: inout HTTPHeaders) -> TraceFormats {
-        let out = formats.isEmpty ? TraceFormats.w3c : formats
-        if out.contains(.w3c) {
-            if present.contains(.w3c) {
-                headers.remove(name: traceparent)
-                headers.remove(name: tracestate)
-            }
+                             traceState: String?, into headers: inout HTTPHeaders) {
+        if formats.contains(.w3c) {
+            headers.remove(name: traceparent)
+            headers.remove(name: tracestate)
             // W3C ids are 128 bits: a 64-bit B3 id is left-padded with zeros.
-            let parent = (traceparent, TraceHex.traceparent(high: traceID.high, low: traceID.low, span: spanID, sampled: sampled))
+            let parent = (traceparent, TraceparentField(traceID: traceID, spanID: spanID, sampled: sampled).value)
             headers.addOwn(traceState.map { [parent, (tracestate, $0)] } ?? [parent])
         }
-        if out.contains(.b3Single) {
-            if present.contains(.b3Single) { headers.remove(name: b3) }
+        if formats.contains(.b3Single) {
+            headers.remove(name: b3)
             headers.add(name: b3, value: "\(traceID.hex)-\(TraceHex.string(spanID))-\(debug ? "d" : sampled ? "1" : "0")-\(TraceHex.string(parentSpanID))")
         }
-        if out.contains(.b3Multi) {
-            if present.contains(.b3Multi) { for name in [b3TraceID, b3SpanID, b3ParentSpanID, b3Sampled, b3Flags] { headers.remove(name: name) } }
+        if formats.contains(.b3Multi) {
+            for name in [b3TraceID, b3SpanID, b3ParentSpanID, b3Sampled, b3Flags] { headers.remove(name: name) }
             headers.add(name: b3TraceID, value: traceID.hex)
             headers.add(name: b3SpanID, value: TraceHex.string(spanID))
             headers.add(name: b3ParentSpanID, value: TraceHex.string(parentSpanID))
             if debug { headers.add(name: b3Flags, value: "1") } else { headers.add(name: b3Sampled, value: sampled ? "1" : "0") }
         }
-        return out
     }
 
     /// `tracestate` within its limits: at most 32 members (the first ones); past 512 characters, members longer than
@@ -348,30 +343,9 @@ public enum TraceHex {
     /// 16 lowercase hex digits, zero-padded.
     public static func string(_ value: UInt64) -> String {
         String(unsafeUninitializedCapacity: 16) { buffer in
-            write(value, into: buffer, at: 0)
+            HexDigits.write(value, into: buffer, at: 0)
             return 16
         }
-    }
-
-    /// A version-00 `traceparent` value, built in one string.
-    static func traceparent(high: UInt64, low: UInt64, span: UInt64, sampled: Bool) -> String {
-        String(unsafeUninitializedCapacity: 55) { buffer in
-            buffer[0] = UInt8(ascii: "0")
-            buffer[1] = UInt8(ascii: "0")
-            buffer[2] = UInt8(ascii: "-")
-            write(high, into: buffer, at: 3)
-            write(low, into: buffer, at: 19)
-            buffer[35] = UInt8(ascii: "-")
-            write(span, into: buffer, at: 36)
-            buffer[52] = UInt8(ascii: "-")
-            buffer[53] = UInt8(ascii: "0")
-            buffer[54] = sampled ? UInt8(ascii: "1") : UInt8(ascii: "0")
-            return 55
-        }
-    }
-
-    private static func write(_ value: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
-        HexDigits.write(value, into: buffer, at: offset)
     }
 }
 

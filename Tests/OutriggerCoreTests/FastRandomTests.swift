@@ -1,7 +1,7 @@
 import OutriggerCore
 import Testing
 
-@Suite("Request ids (FastRandom.uuidString)")
+@Suite("Request ids (GeneratedRequestID)")
 struct FastRandomTests {
     /// The canonical form of a version 4 UUID made of the generator's next two words, spelled out the plain way.
     @Test(arguments: [UInt64(1), 2, 0xDEAD_BEEF, .max])
@@ -13,7 +13,7 @@ struct FastRandomTests {
             let low = (words.next() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
             let hex = Array(Self.hex(high) + Self.hex(low))
             let expected = [hex[0..<8], hex[8..<12], hex[12..<16], hex[16..<20], hex[20..<32]].map { String($0) }.joined(separator: "-")
-            #expect(random.uuidString() == expected)
+            #expect(GeneratedRequestID(random: &random).string == expected)
         }
     }
 

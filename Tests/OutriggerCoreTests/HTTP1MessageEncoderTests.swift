@@ -169,17 +169,6 @@ struct HTTP1MessageEncoderTests {
 
     struct EncodingMismatch: Error {}
 
-    @Test("a generated request id is a version-4 UUID in its text form, written as the field line the same")
-    func generatedRequestID() {
-        var random = FastRandom(seed: 4)
-        let id = GeneratedRequestID(random: &random)
-        let text = id.string
-        #expect(text.count == 36 && Array(text)[14] == "4" && "89ab".contains(Array(text)[19]))
-        #expect(text.split(separator: "-").map(\.count) == [8, 4, 4, 4, 12])
-        var random2 = FastRandom(seed: 4)
-        #expect(random2.uuidString() == text, "FastRandom.uuidString makes the same")
-    }
-
     @Test("chunk size lines are lowercase hex")
     func chunkSizes() {
         for (length, line) in [(1, "1\r\n"), (15, "f\r\n"), (16, "10\r\n"), (4096, "1000\r\n"), (0x1_2345_6789, "123456789\r\n")] {

@@ -387,6 +387,26 @@ struct ProxyHeadersTests {
         #expect(alone.headers.map { "\($0.name): \($0.value)" } == ["x-outrigger-upstream-service-time: 1234567"])
     }
 
+    @Test("the service time goes after a response head's fields; with response header rules, into the head for them")
+    func serviceTimeAfterTheHeadOrInIt() throws {
+        let adding = try Self.route(RouteConfig(
+            match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"), responseHeaders: HeaderMutations(add: [HeaderValue(name: "x-served-by", value: "o")])
+        ))
+        let removing = try Self.route(RouteConfig(
+            match: RouteMatchConfig(path: .prefix("/")), destination: .cluster("a"), responseHeaders: HeaderMutations(remove: ["x-outrigger-upstream-service-time"])
+        ))
+        var own = AppendedResponseFields()
+        var head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["x-a": "1"])
+        ProxyHeaders.prepareDownstreamResponse(&head, route: try Self.route(), upstreamServiceMilliseconds: 5, addVia: false, appending: &own)
+        #expect(own.upstreamServiceMilliseconds == 5 && head.headers.map { "\($0.name): \($0.value)" } == ["x-a: 1"])
+        own = AppendedResponseFields()
+        ProxyHeaders.prepareDownstreamResponse(&head, route: adding, upstreamServiceMilliseconds: 6, addVia: false, appending: &own)
+        #expect(own.isEmpty && head.headers.map { "\($0.name): \($0.value)" } == ["x-a: 1", "x-outrigger-upstream-service-time: 6", "x-served-by: o"])
+        head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["x-a": "1"])
+        ProxyHeaders.prepareDownstreamResponse(&head, route: removing, upstreamServiceMilliseconds: 7, addVia: false, appending: &own)
+        #expect(own.isEmpty && head.headers.map { "\($0.name): \($0.value)" } == ["x-a: 1"], "the route's rule removed it")
+    }
+
     @Test func hopByHopNamesAreFoundByTheirLengthInAnyCase() {
         for (index, name) in ProxyHeaders.hopByHopNames.enumerated() {
             #expect(ProxyHeaders.hopByHopIndex(name) == index)
@@ -408,7 +428,7 @@ struct ProxyHeadersTests {
 
     @Test func requestIDsAreDistinct() {
         var random = FastRandom(seed: 3)
-        let ids = Set((0..<1000).map { _ in random.uuidString() })
+        let ids = Set((0..<1000).map { _ in GeneratedRequestID(random: &random).string })
         #expect(ids.count == 1000)
     }
 }

@@ -122,8 +122,8 @@ struct TracingTests {
             #expect(tried.count == 4 && retried.count == 4 && tried[1] == retried[1] && tried[1] != Self.trace, "one new trace")
             #expect(tried[2] != retried[2], "a span per try")
             #expect(refusing.receivedText.components(separatedBy: "traceparent").count == sentBefore + 1, "one traceparent header on the first try")
-            // The request id generated here, and the forwarding fields, are the same on both tries, once each; the
-            // expected timeout is each try's own.
+            // The request id generated here, and the forwarding fields, are the same on both tries, once each; each
+            // try has an expected timeout, once.
             let firstFields = Dictionary(freshText.split(separator: "\r\n").compactMap { line -> (String, [String])? in
                 let parts = line.split(separator: ":", maxSplits: 1)
                 return parts.count == 2 ? (parts[0].lowercased(), [parts[1].trimmingCharacters(in: .whitespaces)]) : nil

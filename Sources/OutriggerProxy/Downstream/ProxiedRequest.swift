@@ -27,7 +27,8 @@ final class ProxiedRequest {
     /// Its place in its trace (a listener in `participate` mode): each try writes its own span into `upstreamHead`,
     /// or, for a trace started here, into `appendedFields`.
     var trace: ExchangeTrace?
-    /// The proxy's own fields sent after `upstreamHead`'s: a request id generated here, the try's `traceparent`.
+    /// The proxy's own fields sent after `upstreamHead`'s (`AppendedOwnFields`): the forwarding fields, a request id
+    /// generated here, the try's expected timeout and `traceparent`.
     var appendedFields = AppendedOwnFields()
     let downstreamVersion: HTTPVersion
     let isHEAD: Bool
