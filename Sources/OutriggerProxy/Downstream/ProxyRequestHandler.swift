@@ -286,7 +286,7 @@ final class ProxyRequestHandler: UpstreamExchangeDelegate {
             admit: { endpoint, cluster in self.local.admitThroughBreaker(endpoint, in: cluster, now: start, tried: []) }
         )
         // Read from the routed request where used: bound out of it in one tuple, its optional `set-cookie` was copied
-        // three times through the generic witness (~200 instructions a request).
+        // and destroyed through the generic witness (~0.3k instructions a request).
         let routed: RoutedRequest
         switch consume routing {
         case .routed(let found):
