@@ -1,13 +1,21 @@
-import NIOHTTP1
+/// The proxy's own fields that go after a head's fields, kept as what they are made from (`AppendedOwnFields` for a
+/// request, `AppendedResponseFields` for a response): the HTTP/1.1 encoder writes each straight into its buffer and the
+/// HPACK encoder encodes each from its bytes (`HTTP1MessageEncoder.encodeHead(_:appending:into:)`,
+/// `HPACKBlockEncoder.encode(request:scheme:appending:into:)`), with no header slot and no string for a made value.
+public protocol AppendedFieldSet {
+    var isEmpty: Bool { get }
+    /// The bytes of their HTTP/1.1 lines, `name: value` CR LF each.
+    var lineBytes: Int { get }
+    /// Each field's name and value as bytes, in the order they go.
+    func forEachField(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void)
+}
 
-/// The proxy's own fields that go after a request head's fields, kept as what they are made from: the HTTP/1.1 encoder
-/// writes them straight into its buffer (`HTTP1MessageEncoder.encodeHead(_:appending:into:)`), with no header slot for
-/// any and no string for the ids. Added to the head, the forwarding fields and the expected timeout cost 1.5k
-/// instructions a request by callgrind (the block's array and `HTTPHeaders`, each field's copy into the head, generic
-/// write and destroy). The forwarding fields, the request id and the expected timeout only for a route without request
-/// header rules, which could read or change them; the `traceparent` whatever the route (a try writes it after the
-/// rules ran, in the head or here).
-public struct AppendedOwnFields: Equatable, Sendable {
+/// A request's: added to the head, the forwarding fields and the expected timeout cost 1.5k instructions a request by
+/// callgrind (the block's array and `HTTPHeaders`, each field's copy into the head, generic write and destroy). The
+/// forwarding fields, the request id and the expected timeout only for a route without request header rules, which
+/// could read or change them; the `traceparent` whatever the route (a try writes it after the rules ran, in the head
+/// or here).
+public struct AppendedOwnFields: AppendedFieldSet, Equatable, Sendable {
     /// `x-forwarded-for`: the client's address, when none came.
     public var forwardedFor: String?
     /// `x-forwarded-proto`, when none came.
@@ -32,45 +40,31 @@ public struct AppendedOwnFields: Equatable, Sendable {
         forwardedFor == nil && forwardedProto == nil && requestID == nil && expectedTimeout == nil && traceparent == nil
     }
 
-    /// The bytes `write` writes.
-    var encodedLength: Int {
+    public var lineBytes: Int {
+        func line(_ name: String, _ valueLength: Int) -> Int { name.utf8.count + valueLength + 4 }
         var length = 0
-        if let forwardedFor { length += Self.lineLength(OutriggerHeader.forwardedFor, forwardedFor) }
-        if let forwardedProto { length += Self.lineLength(OutriggerHeader.forwardedProto, forwardedProto) }
-        if requestID != nil { length += GeneratedRequestID.encodedLength }
-        if let expectedTimeout { length += Self.lineLength(OutriggerHeader.expectedTimeout, expectedTimeout) }
-        if traceparent != nil { length += TraceparentField.encodedLength }
+        if let forwardedFor { length += line(OutriggerHeader.forwardedFor, forwardedFor.utf8.count) }
+        if let forwardedProto { length += line(OutriggerHeader.forwardedProto, forwardedProto.utf8.count) }
+        if requestID != nil { length += line(OutriggerHeader.requestID, GeneratedRequestID.length) }
+        if let expectedTimeout { length += line(OutriggerHeader.expectedTimeout, expectedTimeout.utf8.count) }
+        if traceparent != nil { length += line(TracePropagation.traceparent, TraceparentField.length) }
         return length
     }
 
-    /// Their lines, in the order `add` adds them.
     @inline(__always)
-    func write(into line: inout ByteWriter) {
-        if let forwardedFor { Self.write(OutriggerHeader.forwardedFor, forwardedFor, into: &line) }
-        if let forwardedProto { Self.write(OutriggerHeader.forwardedProto, forwardedProto, into: &line) }
-        requestID?.write(into: &line)
-        if let expectedTimeout { Self.write(OutriggerHeader.expectedTimeout, expectedTimeout, into: &line) }
-        traceparent?.write(into: &line)
-    }
-
-    /// `name: value` CR LF.
-    private static func lineLength(_ name: String, _ value: String) -> Int { name.utf8.count + value.utf8.count + 4 }
-
-    @inline(__always)
-    private static func write(_ name: String, _ value: String, into line: inout ByteWriter) {
-        name.withUTF8Bytes { line.bytes($0) }
-        line.byte(UInt8(ascii: ":"))
-        line.byte(UInt8(ascii: " "))
-        value.withUTF8Bytes { line.bytes($0) }
-        line.lineEnd()
-    }
-
-    /// As fields at the end of `headers`, for a head sent some other way (HTTP/2, whose encoder takes strings).
-    public func add(to headers: inout HTTPHeaders) {
-        if let forwardedFor { headers.add(name: OutriggerHeader.forwardedFor, value: forwardedFor) }
-        if let forwardedProto { headers.add(name: OutriggerHeader.forwardedProto, value: forwardedProto) }
-        if let requestID { headers.add(name: OutriggerHeader.requestID, value: requestID.string) }
-        if let expectedTimeout { headers.add(name: OutriggerHeader.expectedTimeout, value: expectedTimeout) }
-        if let traceparent { headers.add(name: TracePropagation.traceparent, value: traceparent.value) }
+    public func forEachField(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void) {
+        @inline(__always)
+        func field(_ name: String, _ value: String) {
+            name.withUTF8Bytes { name in value.withUTF8Bytes { body(name, $0) } }
+        }
+        @inline(__always)
+        func field(_ name: String, _ value: some MadeFieldValue) {
+            name.withUTF8Bytes { name in value.withBytes { body(name, $0) } }
+        }
+        if let forwardedFor { field(OutriggerHeader.forwardedFor, forwardedFor) }
+        if let forwardedProto { field(OutriggerHeader.forwardedProto, forwardedProto) }
+        if let requestID { field(OutriggerHeader.requestID, requestID) }
+        if let expectedTimeout { field(OutriggerHeader.expectedTimeout, expectedTimeout) }
+        if let traceparent { field(TracePropagation.traceparent, traceparent) }
     }
 }

@@ -37,14 +37,6 @@ struct ByteWriter {
         count += 1
     }
 
-    /// `length` bytes written by `body` into the room they take.
-    @inline(__always)
-    mutating func fill(_ length: Int, _ body: (UnsafeMutableBufferPointer<UInt8>) -> Void) {
-        precondition(count + length <= out.count)
-        body(UnsafeMutableRawBufferPointer(rebasing: out[count..<(count + length)]).assumingMemoryBound(to: UInt8.self))
-        count += length
-    }
-
     /// CR LF.
     @inline(__always)
     mutating func lineEnd() {

@@ -2,40 +2,22 @@
 /// the head's fields (`AppendedOwnFields`), it is written by the HTTP/1.1 encoder straight from them: no 36-byte string
 /// and no header slot on a request that came without an id (~1.0k instructions, by callgrind); the access log and a
 /// sampled span ask for its text.
-public struct GeneratedRequestID: Equatable, Sendable {
+public struct GeneratedRequestID: MadeFieldValue, Equatable, Sendable {
     /// The UUID's bits, version and variant set.
     public let high: UInt64
     public let low: UInt64
 
-    /// `x-request-id: ` (14 bytes), the UUID (36) and CR LF.
-    static let encodedLength = 52
-    private static let fieldName: StaticString = "x-request-id: "
+    public static let length = 36
 
     public init(random: inout FastRandom) {
         high = (random.next() & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000  // version 4
         low = (random.next() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000  // RFC 4122 variant
     }
 
-    /// The canonical text form: 8-4-4-4-12 lowercase hex digits.
-    public var string: String {
-        String(unsafeUninitializedCapacity: 36) { buffer in
-            store(into: buffer)
-            return 36
-        }
-    }
-
-    /// The whole field line: `x-request-id: <uuid>` CR LF.
+    /// The canonical text form, 8-4-4-4-12 lowercase hex digits: `high`'s 16 digits in groups of 8, 4 and 4, then
+    /// `low`'s in groups of 4 and 12, made eight at a time.
     @inline(__always)
-    func write(into line: inout ByteWriter) {
-        Self.fieldName.withUTF8Buffer { line.bytes(UnsafeRawBufferPointer($0)) }
-        line.fill(36) { store(into: $0) }
-        line.lineEnd()
-    }
-
-    /// The 36 characters at the buffer's start: `high`'s 16 digits in groups of 8, 4 and 4, then `low`'s in groups
-    /// of 4 and 12, made eight at a time.
-    @inline(__always)
-    private func store(into buffer: UnsafeMutableBufferPointer<UInt8>) {
+    public func store(into buffer: UnsafeMutableBufferPointer<UInt8>) {
         HexDigits.store(HexDigits.eight(UInt32(truncatingIfNeeded: high >> 32)), into: buffer, at: 0)
         let highLast = HexDigits.eight(UInt32(truncatingIfNeeded: high))
         HexDigits.storeHalf(of: highLast, last: false, into: buffer, at: 9)

@@ -7,8 +7,10 @@ import NIOHTTP1
 /// something to one HTTP/1.1 connection left out.
 extension HPACKBlockEncoder {
     /// A request: `:method`, `:scheme`, `:authority` (from `host`, which is not sent itself) and `:path`, then the
-    /// fields; of the connection-specific ones only `te: trailers` goes (gRPC needs it).
-    public mutating func encode(request head: HTTPRequestHead, scheme: String, into buffer: inout ByteBuffer) {
+    /// fields, then the proxy's own fields given beside them; of the connection-specific ones only `te: trailers` goes
+    /// (gRPC needs it).
+    public mutating func encode(request head: HTTPRequestHead, scheme: String, appending own: AppendedOwnFields = AppendedOwnFields(),
+                                into buffer: inout ByteBuffer) {
         encode(name: ":method", value: head.method.rawValue, into: &buffer)
         encode(name: ":scheme", value: scheme, into: &buffer)
         if let host = head.headers.first(name: "host") { encode(name: ":authority", value: host, into: &buffer) }
@@ -25,6 +27,7 @@ extension HPACKBlockEncoder {
                 value.withUTF8Bytes { value in encode(name: name, value: value, lowercasingName: true, into: &buffer) }
             }
         }
+        encode(appended: own, into: &buffer)
     }
 
     /// A response: `:status`, then the fields, then the proxy's own fields given beside them.
@@ -38,6 +41,11 @@ extension HPACKBlockEncoder {
             encode(name: ":status", value: String(head.status.code), into: &buffer)
         }
         encode(fields: head.headers, into: &buffer)
+        encode(appended: own, into: &buffer)
+    }
+
+    /// The proxy's own fields after a head's (`AppendedFieldSet`), their names lower-case already.
+    private mutating func encode(appended own: some AppendedFieldSet, into buffer: inout ByteBuffer) {
         own.forEachField { name, value in encode(name: name, value: value, lowercasingName: false, into: &buffer) }
     }
 

@@ -32,7 +32,7 @@ public struct HTTP1MessageEncoder {
             Self.writeRequestLine(head, into: &buffer)
             _ = Self.writeHeaders(headers, into: &buffer, endingSection: false)
         }
-        if !own.isEmpty { ByteWriter.write(into: &buffer, room: own.encodedLength) { own.write(into: &$0) } }
+        Self.writeAppended(own, into: &buffer)
         if framing.addsChunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
         buffer.writeStaticString("\r\n")
         isChunked = framing.isChunked
@@ -112,10 +112,25 @@ public struct HTTP1MessageEncoder {
         }
         let fields = Self.writeHeaders(head.headers, into: &buffer, endingSection: own.isEmpty)
         if !own.isEmpty {
-            own.write(into: &buffer)
+            Self.writeAppended(own, into: &buffer)
             buffer.writeStaticString("\r\n")
         }
         isChunked = Self.isChunked(fields, version: head.version)
+    }
+
+    /// The proxy's own fields after a head's (`AppendedFieldSet`), `name: value` CR LF each, in one room made for all.
+    @inline(__always)
+    private static func writeAppended(_ own: some AppendedFieldSet, into buffer: inout ByteBuffer) {
+        guard !own.isEmpty else { return }
+        ByteWriter.write(into: &buffer, room: own.lineBytes) { line in
+            own.forEachField { name, value in
+                line.bytes(name)
+                line.byte(UInt8(ascii: ":"))
+                line.byte(UInt8(ascii: " "))
+                line.bytes(value)
+                line.lineEnd()
+            }
+        }
     }
 
     /// A chunk's size line (`length` in hex, CRLF); its data and a CRLF follow it.

@@ -155,7 +155,7 @@ public enum ProxyHeaders {
                 requestID = .appended(generated)
                 own.requestID = generated
             } else {
-                let text = generated.string
+                let text = generated.text
                 requestID = .inHead(text)
                 added.append((OutriggerHeader.requestID, text))
             }

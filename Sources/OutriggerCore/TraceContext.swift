@@ -249,7 +249,7 @@ public enum TracePropagation {
             headers.remove(name: traceparent)
             headers.remove(name: tracestate)
             // W3C ids are 128 bits: a 64-bit B3 id is left-padded with zeros.
-            let parent = (traceparent, TraceparentField(traceID: traceID, spanID: spanID, sampled: sampled).value)
+            let parent = (traceparent, TraceparentField(traceID: traceID, spanID: spanID, sampled: sampled).text)
             headers.addOwn(traceState.map { [parent, (tracestate, $0)] } ?? [parent])
         }
         if formats.contains(.b3Single) {

@@ -2,14 +2,12 @@
 /// (`AppendedOwnFields`). Only for a trace that started here without any format
 /// having come (`ExchangeTrace.startTry`): the head then has no trace field for it to replace. No string is built
 /// for it and no header slot taken: ~0.8k instructions a request on a listener that takes part, by callgrind.
-public struct TraceparentField: Equatable, Sendable {
+public struct TraceparentField: MadeFieldValue, Equatable, Sendable {
     public let traceID: TraceID
     public let spanID: UInt64
     public let sampled: Bool
 
-    private static let name: StaticString = "traceparent: "
-    /// `traceparent: ` (13 bytes), the version-00 value (55) and CR LF.
-    static let encodedLength = 70
+    public static let length = 55
 
     public init(traceID: TraceID, spanID: UInt64, sampled: Bool) {
         self.traceID = traceID
@@ -17,25 +15,9 @@ public struct TraceparentField: Equatable, Sendable {
         self.sampled = sampled
     }
 
-    /// The field's value, for a head sent some other way (HTTP/2, whose encoder takes strings), or written into one.
-    public var value: String {
-        String(unsafeUninitializedCapacity: 55) { buffer in
-            store(into: buffer)
-            return 55
-        }
-    }
-
-    /// The whole field line: `traceparent: ` and the value, CR LF.
+    /// The version-00 value, `00-<trace id>-<span id>-0<sampled>`.
     @inline(__always)
-    func write(into line: inout ByteWriter) {
-        Self.name.withUTF8Buffer { line.bytes(UnsafeRawBufferPointer($0)) }
-        line.fill(55) { store(into: $0) }
-        line.lineEnd()
-    }
-
-    /// The version-00 value, `00-<trace id>-<span id>-0<sampled>`, at the buffer's start (55 bytes).
-    @inline(__always)
-    private func store(into buffer: UnsafeMutableBufferPointer<UInt8>) {
+    public func store(into buffer: UnsafeMutableBufferPointer<UInt8>) {
         buffer[0] = UInt8(ascii: "0")
         buffer[1] = UInt8(ascii: "0")
         buffer[2] = UInt8(ascii: "-")

@@ -10,7 +10,7 @@ public enum UpstreamRequestID: Equatable, Sendable {
     public var text: String {
         switch self {
         case .inHead(let text): text
-        case .appended(let generated): generated.string
+        case .appended(let generated): generated.text
         }
     }
 }

@@ -13,7 +13,7 @@ struct FastRandomTests {
             let low = (words.next() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
             let hex = Array(Self.hex(high) + Self.hex(low))
             let expected = [hex[0..<8], hex[8..<12], hex[12..<16], hex[16..<20], hex[20..<32]].map { String($0) }.joined(separator: "-")
-            #expect(GeneratedRequestID(random: &random).string == expected)
+            #expect(GeneratedRequestID(random: &random).text == expected)
         }
     }
 

@@ -118,7 +118,7 @@ struct SpanTests {
         var trace = ExchangeTrace(incoming: nil, sampleRatio: 0, forced: false, random: &random)
         var headers = HTTPHeaders()
         let field = trace.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
-        #expect(field?.value.hasSuffix("-00") == true, "still propagated")
+        #expect(field?.text.hasSuffix("-00") == true, "still propagated")
         let ended = trace.endTry(at: 10)
         #expect(trace.runningTry == nil && ended == nil)
     }

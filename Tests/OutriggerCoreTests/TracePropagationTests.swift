@@ -140,10 +140,10 @@ struct TracePropagationTests {
         var headers: HTTPHeaders = ["accept": "*/*"]
         var root = ExchangeTrace(incoming: nil, sampleRatio: 1, forced: false, random: &random)
         let first = root.startTry(spanID: 1, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
-        #expect(first?.value == "00-\(root.traceID.hex)-0000000000000001-01", "W3C alone, no tracestate")
+        #expect(first?.text == "00-\(root.traceID.hex)-0000000000000001-01", "W3C alone, no tracestate")
         #expect(headers == ["accept": "*/*"], "sent beside the head's fields, which have no trace field to replace")
         let second = root.startTry(spanID: 2, attempt: 1, endpoint: "10.0.0.1:80", at: 0, into: &headers)
-        #expect(second?.value == "00-\(root.traceID.hex)-0000000000000002-01", "a retry's try has its own")
+        #expect(second?.text == "00-\(root.traceID.hex)-0000000000000002-01", "a retry's try has its own")
         #expect(root.runningTry?.spanID == 2)
 
         // A B3 decision without ids starts the trace here, answered in B3.
@@ -159,7 +159,7 @@ struct TracePropagationTests {
     /// `HTTP1MessageEncoderTests`); a trace that came in some format is written into the head.
     @Test func aTryOfATraceThatCameInIsWrittenIntoTheHead() {
         let field = TraceparentField(traceID: TraceID(high: 0x4bf9_2f35_77b3_4da6, low: 0xa3ce_929d_0e0e_4736), spanID: 0x00f0_67aa_0ba9_02b7, sampled: true)
-        #expect(field.value == "00-\(Self.trace)-\(Self.parent)-01")
+        #expect(field.text == "00-\(Self.trace)-\(Self.parent)-01")
         // A trace header came: the try writes into the head, replacing it, and sends nothing beside.
         var random = FastRandom(seed: 3)
         let incoming = TracePropagation.incoming(["traceparent": "00-\(Self.trace)-\(Self.parent)-01"])

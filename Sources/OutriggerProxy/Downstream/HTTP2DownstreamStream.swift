@@ -22,9 +22,8 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
     private(set) var resetBeforeItsHead = false
     private(set) var isClosed = false
 
-    private var responseHead: HTTPResponseHead?
-    /// The proxy's own fields that go after `responseHead`'s.
-    private var responseHeadAppended = AppendedResponseFields()
+    /// The final head, held until the next part, with the proxy's own fields that go after its fields.
+    private var responseHead: (head: HTTPResponseHead, appended: AppendedResponseFields)?
     private var responseData: ByteBuffer?
     private var responseEnded = false
     private var resetSent = false
@@ -102,13 +101,8 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
             return
         }
         switch part {
-        case .head(let head) where head.status.code < 200:
-            // Informational (100 Continue): out at once, the final head follows.
-            connection.frames.sendHeaders(.response(head), on: id, promise: promise)
         case .head(let head):
-            responseHead = head
-            responseHeadAppended = AppendedResponseFields()
-            promise?.succeed(())
+            take(head, appending: AppendedResponseFields(), promise: promise)
         case .body(.byteBuffer(let body)):
             sendHeldHead()
             sendHeldData()
@@ -126,20 +120,30 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
                 responseData = nil
                 sendHeldHead()
                 connection.frames.sendData(data, on: id, endStream: true, promise: promise)
-            } else if let head = responseHead {
+            } else if let held = responseHead {
                 responseHead = nil
-                connection.frames.sendHeaders(.response(head, appending: responseHeadAppended), on: id, endStream: true, promise: promise)
+                connection.frames.sendHeaders(.response(held.head, appending: held.appended), on: id, endStream: true, promise: promise)
             } else {
                 connection.frames.sendData(ByteBuffer(), on: id, endStream: true, promise: promise)
             }
         }
     }
 
-    /// A final head with the proxy's own fields given beside its fields (`AppendedResponseFields`), held as `write`
-    /// holds a head.
+    /// A head with the proxy's own fields given beside its fields (`AppendedResponseFields`).
     func writeHead(_ head: HTTPResponseHead, appending own: AppendedResponseFields) {
-        write(.head(head), promise: nil)
-        if responseHead != nil { responseHeadAppended = own }
+        guard !isClosed, !resetSent, !responseEnded else { return }
+        take(head, appending: own, promise: nil)
+    }
+
+    /// A final head is held until the next part (a response without a body is then one HEADERS frame ending the
+    /// stream); an informational one (100 Continue) goes at once, the final head following.
+    private func take(_ head: HTTPResponseHead, appending own: AppendedResponseFields, promise: EventLoopPromise<Void>?) {
+        if head.status.code < 200 {
+            connection.frames.sendHeaders(.response(head, appending: own), on: id, promise: promise)
+        } else {
+            responseHead = (head, own)
+            promise?.succeed(())
+        }
     }
 
     func flush() {
@@ -149,9 +153,9 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
     }
 
     private func sendHeldHead() {
-        guard let head = responseHead else { return }
+        guard let held = responseHead else { return }
         responseHead = nil
-        connection.frames.sendHeaders(.response(head, appending: responseHeadAppended), on: id)
+        connection.frames.sendHeaders(.response(held.head, appending: held.appended), on: id)
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.

@@ -7,7 +7,7 @@ import OutriggerCore
 /// straight into the frame when it goes (`HPACKBlockEncoder+Heads`), or a block in HTTP/2's shape already (a frame
 /// written down the pipeline).
 enum HTTP2HeaderFields {
-    case request(HTTPRequestHead, scheme: String)
+    case request(HTTPRequestHead, scheme: String, appending: AppendedOwnFields = AppendedOwnFields())
     case response(HTTPResponseHead, appending: AppendedResponseFields = AppendedResponseFields())
     case trailers(HTTPHeaders)
     case block(HPACKHeaders)
@@ -15,7 +15,7 @@ enum HTTP2HeaderFields {
     /// A HEAD request: its response has no body, whatever its fields say.
     var isHeadRequest: Bool {
         switch self {
-        case .request(let head, _): head.method.isHEAD
+        case .request(let head, _, _): head.method.isHEAD
         case .block(let block): block.first(name: ":method") == "HEAD"
         case .response, .trailers: false
         }
@@ -23,7 +23,7 @@ enum HTTP2HeaderFields {
 
     func encode(with encoder: inout HPACKBlockEncoder, into buffer: inout ByteBuffer) {
         switch self {
-        case let .request(head, scheme): encoder.encode(request: head, scheme: scheme, into: &buffer)
+        case let .request(head, scheme, own): encoder.encode(request: head, scheme: scheme, appending: own, into: &buffer)
         case let .response(head, own): encoder.encode(response: head, appending: own, into: &buffer)
         case let .trailers(fields): encoder.encode(fields: fields, into: &buffer)
         case let .block(block):

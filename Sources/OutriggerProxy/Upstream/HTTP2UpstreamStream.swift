@@ -12,7 +12,8 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
     private(set) var exchange: UpstreamExchangeHandler?
     private(set) var id: HTTP2StreamID?
     private var requestMethod: HTTPMethod = .GET
-    private var requestHead: HTTPRequestHead?
+    /// The head, held until the next part, with the proxy's own fields that go after its fields.
+    private var requestHead: (head: HTTPRequestHead, appended: AppendedOwnFields)?
     private var requestData: ByteBuffer?
     private var requestEnded = false
     private var resetSent = false
@@ -42,8 +43,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
         }
         switch part {
         case .head(let head):
-            requestMethod = head.method
-            requestHead = head
+            take(head, appending: AppendedOwnFields())
             promise?.succeed(())
         case .body(.byteBuffer(let body)):
             sendHeldHead(endStream: false)
@@ -71,13 +71,16 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
         }
     }
 
-    /// A request's head with the proxy's own fields given beside its fields: here fields of the head, as the HPACK
-    /// encoder takes fields as strings.
+    /// A request's head with the proxy's own fields given beside its fields (`AppendedOwnFields`).
     func writeHead(_ head: HTTPRequestHead, appending own: AppendedOwnFields) {
-        guard !own.isEmpty else { return write(.head(head), promise: nil) }
-        var head = head
-        own.add(to: &head.headers)
-        write(.head(head), promise: nil)
+        guard !isClosed, !resetSent, !requestEnded else { return }
+        take(head, appending: own)
+    }
+
+    /// The head is held until the next part: a request without a body is then one HEADERS frame ending the stream.
+    private func take(_ head: HTTPRequestHead, appending own: AppendedOwnFields) {
+        requestMethod = head.method
+        requestHead = (head, own)
     }
 
     func flush() {
@@ -87,7 +90,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
     }
 
     private func sendHeldHead(endStream: Bool) {
-        guard let head = requestHead else { return }
+        guard let held = requestHead else { return }
         requestHead = nil
         guard let id = connection.assignID(to: self) else {
             // The connection's stream ids ran out: refused, so the request goes to a new connection.
@@ -96,7 +99,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
             return
         }
         self.id = id
-        send(.headers(.request(head, scheme: connection.scheme), endStream: endStream))
+        send(.headers(.request(held.head, scheme: connection.scheme, appending: held.appended), endStream: endStream))
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.
