@@ -46,7 +46,7 @@ extension ProxyRequestHandler {
         let reading = request.withExchange { $0.readResponseHead(status: status, upgradeRequested: upgradeRequested) }
         if reading == .informational { return }
         let now = NIODeadline.now()
-        request.trace?.tryAnswered(status: Int(head.status.code))
+        request.trace?.tryAnswered(status: status)
         local.responseStarted(in: request.cluster, from: request.endpoint, sentAt: request.start, now: now)
         if reading == .unaskedUpgrade {
             request.cluster.stats.requestFailures.increment()
@@ -54,8 +54,8 @@ extension ProxyRequestHandler {
             localReply(.upstreamProtocolError, request: request)
             return
         }
-        request.cluster.stats.recordResponse(status: Int(head.status.code))
-        recordOutcome(AttemptResult(status: Int(head.status.code)), of: request)
+        request.cluster.stats.recordResponse(status: status)
+        recordOutcome(AttemptResult(status: status), of: request)
         // Only a request that may be tried again (or whose hedged try races) asks whether this answer is the one.
         if reading == .answer(asksTries: true) {
             let outcome = AttemptOutcome(responseHead: copy head, isGRPC: request.isGRPC)
@@ -75,9 +75,11 @@ extension ProxyRequestHandler {
     /// - Parameter facts: what the head's parse knows of its fields: one it says is absent is not looked for.
     private func commitResponseHead(_ head: consuming HTTPResponseHead, facts: ResponseHeadFacts, of request: ProxiedRequest, now: NIODeadline) {
         dropHedge(request, result: nil)
-        let switchingProtocols = head.status == .switchingProtocols
+        // The status read once: the head's getter maps its code to an enum each time.
+        let status = Int(head.status.code)
+        let switchingProtocols = status == 101
         // The timer watches the body's progress now (stream idle); a tunnel's bytes are the application's.
-        apply(request.exchange.responseCommitted(status: Int(head.status.code), now: now.uptimeNanoseconds, tunnel: switchingProtocols), to: request)
+        apply(request.exchange.responseCommitted(status: status, now: now.uptimeNanoseconds, tunnel: switchingProtocols), to: request)
         // The upstream's `upgrade`, before the hop-by-hop headers go.
         let upgradeOffered = switchingProtocols ? head.headers.first(name: "upgrade") : nil
         // Taken, not copied: the headers are changed in place (a copy would cost an array and a retain per field).

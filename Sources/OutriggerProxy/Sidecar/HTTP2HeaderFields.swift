@@ -6,8 +6,11 @@ import OutriggerCore
 /// What a HEADERS frame carries, as the stream handed it to the codec: an HTTP/1-shaped head or trailers, encoded
 /// straight into the frame when it goes (`HPACKBlockEncoder+Heads`), or a block in HTTP/2's shape already (a frame
 /// written down the pipeline).
+///
+/// A request's case is boxed: its appended fields are ~110 bytes, and unboxed they made every case, and every frame
+/// the codec holds (`HTTP2Codec.Held`), that large, copied whole with each pass (`memcpy`, 4 a response on h2c).
 enum HTTP2HeaderFields {
-    case request(HTTPRequestHead, scheme: String, appending: AppendedOwnFields = AppendedOwnFields())
+    indirect case request(HTTPRequestHead, scheme: String, appending: AppendedOwnFields = AppendedOwnFields())
     case response(HTTPResponseHead, appending: AppendedResponseFields = AppendedResponseFields())
     case trailers(HTTPHeaders)
     case block(HPACKHeaders)
