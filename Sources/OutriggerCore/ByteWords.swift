@@ -36,4 +36,26 @@ enum ByteWords {
         }
         return offset < bytes.count && test(bytes.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self))
     }
+
+    /// Whether two buffers hold the same bytes: eight at a time (the last eight read again where they overlap the word
+    /// before), four at a time below eight, byte by byte below four.
+    static func same(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Bool {
+        let count = left.count
+        guard count == right.count else { return false }
+        if count >= 8 {
+            var offset = 0
+            while offset + 8 < count {
+                guard left.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == right.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                else { return false }
+                offset += 8
+            }
+            return left.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self) == right.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self)
+        }
+        if count >= 4 {
+            return left.loadUnaligned(as: UInt32.self) == right.loadUnaligned(as: UInt32.self)
+                && left.loadUnaligned(fromByteOffset: count - 4, as: UInt32.self) == right.loadUnaligned(fromByteOffset: count - 4, as: UInt32.self)
+        }
+        for index in 0..<count where left[index] != right[index] { return false }
+        return true
+    }
 }

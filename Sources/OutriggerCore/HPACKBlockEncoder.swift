@@ -255,24 +255,8 @@ private struct TableEntry {
     /// Whether it is this name (and value, when given).
     func holds(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, in stored: UnsafeRawBufferPointer, from base: Int) -> Bool {
         guard name.count == nameCount, value.map({ $0.count == valueCount }) ?? true,
-              Self.sameBytes(name, self.name(in: stored, from: base)) else { return false }
-        return value.map { Self.sameBytes($0, self.value(in: stored, from: base)) } ?? true
-    }
-
-    /// Equal bytes, compared eight at a time.
-    static func sameBytes(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Bool {
-        guard left.count == right.count else { return false }
-        var offset = 0
-        while offset + 8 <= left.count {
-            guard left.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == right.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-            else { return false }
-            offset += 8
-        }
-        while offset < left.count {
-            guard left[offset] == right[offset] else { return false }
-            offset += 1
-        }
-        return true
+              ByteWords.same(name, self.name(in: stored, from: base)) else { return false }
+        return value.map { ByteWords.same($0, self.value(in: stored, from: base)) } ?? true
     }
 }
 

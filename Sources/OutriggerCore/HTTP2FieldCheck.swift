@@ -6,10 +6,12 @@ public struct HTTP2FieldCheck {
     public enum Block: Sendable { case request, response, trailers }
 
     private let block: Block
-    private var method: String?
+    private var hasMethod = false
+    private var isCONNECT = false
     private var hasScheme = false
     private var hasAuthority = false
-    private var path: String?
+    private var hasPath = false
+    private var pathIsEmpty = false
     private var sawRegular = false
     /// A response's `:status`.
     public private(set) var status: Int?
@@ -22,75 +24,99 @@ public struct HTTP2FieldCheck {
         self.block = block
     }
 
+    /// A field: its bytes read in place once, names told apart by length and then by bytes (an unequal comparison of
+    /// two strings takes `String`'s slow path). The strings are kept only to say why a field is malformed.
     public mutating func add(name: String, value: String) {
         guard malformed == nil else { return }
-        let bytes = name.utf8
-        guard let first = bytes.first else { return fail("an empty field name") }
-        if first == UInt8(ascii: ":") {
-            addPseudo(name, value)
-        } else {
-            addRegular(name, value)
+        name.withUTF8Bytes { nameBytes in
+            value.withUTF8Bytes { valueBytes in add(name, nameBytes, value, valueBytes) }
         }
-        if malformed == nil, Self.hasNULCROrLF(value) {
+    }
+
+    private mutating func add(_ name: String, _ nameBytes: UnsafeRawBufferPointer, _ value: String, _ valueBytes: UnsafeRawBufferPointer) {
+        guard let first = nameBytes.first else { return fail("an empty field name") }
+        if first == UInt8(ascii: ":") {
+            addPseudo(name, nameBytes, value, valueBytes)
+        } else {
+            addRegular(name, nameBytes, value, valueBytes)
+        }
+        if malformed == nil, Self.hasNULCROrLF(valueBytes) {
             fail("a NUL, CR or LF in \(name)'s value")
         }
     }
 
-    private mutating func addPseudo(_ name: String, _ value: String) {
+    private mutating func addPseudo(_ name: String, _ nameBytes: UnsafeRawBufferPointer, _ value: String, _ valueBytes: UnsafeRawBufferPointer) {
         guard block != .trailers else { return fail("the pseudo-field \(name) in trailers") }
         guard !sawRegular else { return fail("the pseudo-field \(name) after a regular field") }
-        if block == .response { return addStatus(name, value) }
+        if block == .response { return addStatus(name, nameBytes, value, valueBytes) }
         // They become an HTTP/1.1 request line: a space or control character there would split it (smuggling).
-        guard !Self.hasSpaceOrControl(value) else { return fail("a space or control character in \(name)") }
-        // By length first: a name is compared with one of the four at most (an unequal comparison of two strings
-        // takes `String`'s slow path).
-        switch name.utf8.count {
-        case 7 where name == ":method":
-            guard method == nil else { return fail("two :method") }
-            method = value
-        case 7 where name == ":scheme":
+        guard !Self.hasSpaceOrControl(valueBytes) else { return fail("a space or control character in \(name)") }
+        switch nameBytes.count {
+        case 7 where HTTP1Syntax.equals(nameBytes, ":method"):
+            guard !hasMethod else { return fail("two :method") }
+            hasMethod = true
+            isCONNECT = HTTP1Syntax.equals(valueBytes, "CONNECT")
+        case 7 where HTTP1Syntax.equals(nameBytes, ":scheme"):
             guard !hasScheme else { return fail("two :scheme") }
             hasScheme = true
-        case 10 where name == ":authority":
+        case 10 where HTTP1Syntax.equals(nameBytes, ":authority"):
             guard !hasAuthority else { return fail("two :authority") }
             hasAuthority = true
-        case 5 where name == ":path":
-            guard path == nil else { return fail("two :path") }
-            path = value
+        case 5 where HTTP1Syntax.equals(nameBytes, ":path"):
+            guard !hasPath else { return fail("two :path") }
+            hasPath = true
+            pathIsEmpty = valueBytes.isEmpty
         default:
             fail("the unknown pseudo-field \(name)")
         }
     }
 
     /// A response has one pseudo-field, `:status`: three digits (RFC 9113 §8.3.2), and not 101, which HTTP/2 has not (§8.6).
-    private mutating func addStatus(_ name: String, _ value: String) {
-        guard name == ":status" else { return fail("the pseudo-field \(name) in a response") }
+    private mutating func addStatus(_ name: String, _ nameBytes: UnsafeRawBufferPointer, _ value: String, _ valueBytes: UnsafeRawBufferPointer) {
+        guard HTTP1Syntax.equals(nameBytes, ":status") else { return fail("the pseudo-field \(name) in a response") }
         guard status == nil else { return fail("two :status") }
-        guard value.utf8.count == 3, value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-              let code = Int(value), code >= 100 else { return fail(":status \(value) is not a status code") }
+        guard valueBytes.count == 3, let code = Self.decimal(valueBytes), code >= 100 else {
+            return fail(":status \(value) is not a status code")
+        }
         guard code != 101 else { return fail(":status 101, which HTTP/2 has not") }
         status = code
     }
 
-    private mutating func addRegular(_ name: String, _ value: String) {
+    private mutating func addRegular(_ name: String, _ nameBytes: UnsafeRawBufferPointer, _ value: String, _ valueBytes: UnsafeRawBufferPointer) {
         sawRegular = true
-        guard !Self.any(of: name, in: .notLowercaseToken) else { return fail("the field name \(name) (upper case or not a token)") }
+        guard !ByteSet.notLowercaseToken.containsAny(of: nameBytes) else {
+            return fail("the field name \(name) (upper case or not a token)")
+        }
         // By length first: most names are none of these, and are told so without a comparison.
-        switch name.utf8.count {
-        case 2 where name == "te":
-            if value != "trailers" { fail("te other than trailers") }
-        case 7 where name == "upgrade", 10 where name == "connection" || name == "keep-alive",
-             16 where name == "proxy-connection", 17 where name == "transfer-encoding":
+        switch nameBytes.count {
+        case 2 where HTTP1Syntax.equals(nameBytes, "te"):
+            if !HTTP1Syntax.equals(valueBytes, "trailers") { fail("te other than trailers") }
+        case 7 where HTTP1Syntax.equals(nameBytes, "upgrade"),
+             10 where HTTP1Syntax.equals(nameBytes, "connection") || HTTP1Syntax.equals(nameBytes, "keep-alive"),
+             16 where HTTP1Syntax.equals(nameBytes, "proxy-connection"),
+             17 where HTTP1Syntax.equals(nameBytes, "transfer-encoding"):
             fail("the connection-specific field \(name)")
-        case 14 where name == "content-length":
-            guard let length = Int(value), length >= 0, value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
-                return fail("content-length \(value) is not a number")
-            }
+        case 14 where HTTP1Syntax.equals(nameBytes, "content-length"):
+            guard let length = Self.decimal(valueBytes) else { return fail("content-length \(value) is not a number") }
             guard contentLength == nil || contentLength == length else { return fail("two different content-lengths") }
             contentLength = length
         default:
             break
         }
+    }
+
+    /// Digits only, at least one, as an `Int`; nil for anything else or a number past `Int.max`.
+    static func decimal(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard !bytes.isEmpty else { return nil }
+        var number = 0
+        for byte in bytes {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let (times10, overflowed) = number.multipliedReportingOverflow(by: 10)
+            let (sum, overflowedAdding) = times10.addingReportingOverflow(Int(byte &- UInt8(ascii: "0")))
+            guard !overflowed, !overflowedAdding else { return nil }
+            number = sum
+        }
+        return number
     }
 
     /// The block ended: what it lacks makes it malformed, and so does a request that ends with its head yet
@@ -102,11 +128,11 @@ public struct HTTP2FieldCheck {
             fail("content-length \(contentLength) on a request without a body")
         }
         if malformed == nil, block == .request {
-            if let method {
-                if method == "CONNECT" {
+            if hasMethod {
+                if isCONNECT {
                     // RFC 9113 §8.5: :authority only (extended CONNECT is not offered).
-                    if !hasAuthority || hasScheme || path != nil { fail("CONNECT needs :authority and no :scheme or :path") }
-                } else if !hasScheme || path == nil || path == "" {
+                    if !hasAuthority || hasScheme || hasPath { fail("CONNECT needs :authority and no :scheme or :path") }
+                } else if !hasScheme || !hasPath || pathIsEmpty {
                     fail("no :scheme or :path")
                 }
             } else {
@@ -120,22 +146,7 @@ public struct HTTP2FieldCheck {
         if malformed == nil { malformed = why }
     }
 
-    /// Whether any of a string's bytes is in the set: read in place, a bit test a byte. Inlined, so that the set's
-    /// words are constants in the loop (passed in, they were read and switched on for every byte: +10 % on the check).
-    @inline(__always)
-    private static func any(of string: String, in set: ByteSet) -> Bool {
-        var found = false
-        string.withUTF8Bytes { found = set.containsAny(of: $0) }
-        return found
-    }
-
     /// NUL, CR or LF in a value, read eight bytes at a time.
-    static func hasNULCROrLF(_ value: String) -> Bool {
-        var found = false
-        value.withUTF8Bytes { found = hasNULCROrLF($0) }
-        return found
-    }
-
     static func hasNULCROrLF(_ bytes: UnsafeRawBufferPointer) -> Bool {
         ByteWords.any(of: bytes, filler: UInt8(ascii: "a")) { word in
             ByteWords.hasByte(0, in: word) || ByteWords.hasByte(UInt8(ascii: "\r"), in: word) || ByteWords.hasByte(UInt8(ascii: "\n"), in: word)
@@ -143,12 +154,6 @@ public struct HTTP2FieldCheck {
     }
 
     /// A control character, a space or DEL in a value, read eight bytes at a time.
-    static func hasSpaceOrControl(_ value: String) -> Bool {
-        var found = false
-        value.withUTF8Bytes { found = hasSpaceOrControl($0) }
-        return found
-    }
-
     static func hasSpaceOrControl(_ bytes: UnsafeRawBufferPointer) -> Bool {
         ByteWords.any(of: bytes, filler: UInt8(ascii: "a")) { word in
             ByteWords.hasByte(below: 0x21, in: word) || ByteWords.hasByte(0x7F, in: word)

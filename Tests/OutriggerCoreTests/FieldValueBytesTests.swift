@@ -13,9 +13,14 @@ struct FieldValueBytesTests {
             #expect(HTTP2FieldCheck.hasNULCROrLF(raw) == bytes.contains(where: isForbiddenInHTTP2), comment)
             #expect(HTTP2FieldCheck.hasSpaceOrControl(raw) == bytes.contains(where: isSpaceOrControl), comment)
         }
+        // A string made of them, read in place by the check: as a regular field's value and as a pseudo-field's.
         let string = String(decoding: bytes, as: UTF8.self)
-        #expect(HTTP2FieldCheck.hasNULCROrLF(string) == string.utf8.contains(where: isForbiddenInHTTP2), comment)
-        #expect(HTTP2FieldCheck.hasSpaceOrControl(string) == string.utf8.contains(where: isSpaceOrControl), comment)
+        var regular = HTTP2FieldCheck(.request)
+        regular.add(name: "x-value", value: string)
+        #expect((regular.malformed != nil) == string.utf8.contains(where: isForbiddenInHTTP2), comment)
+        var pseudo = HTTP2FieldCheck(.request)
+        pseudo.add(name: ":path", value: string)
+        #expect((pseudo.malformed != nil) == string.utf8.contains(where: isSpaceOrControl), comment)
     }
 
     /// Every byte value at every place of buffers shorter than, as long as and longer than a word: the same answer as
@@ -57,6 +62,32 @@ struct ReceivedStringTests {
             let made = String(utf8Bytes: raw)
             #expect(made == String(decoding: raw, as: UTF8.self))
             #expect(Array(made.utf8) == Array(String(decoding: raw, as: UTF8.self).utf8))
+        }
+    }
+}
+
+@Suite("Equal bytes compared a word at a time")
+struct SameBytesTests {
+    /// Every length across the byte, half-word and word paths; for each, equal buffers, and a difference at every
+    /// place (the overlapping last word included), and buffers of different lengths.
+    @Test func aDifferenceAnywhereIsSeen() {
+        for length in 0...25 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            bytes.withUnsafeBytes { left in
+                Array(bytes).withUnsafeBytes { #expect(ByteWords.same(left, $0), "equal, \(length)") }
+                for place in 0..<length {
+                    var other = bytes
+                    other[place] ^= 0x01
+                    other.withUnsafeBytes { #expect(!ByteWords.same(left, $0), "\(place) of \(length)") }
+                }
+                (bytes + [0]).withUnsafeBytes { #expect(!ByteWords.same(left, $0), "longer, \(length)") }
+            }
+        }
+        #expect(HTTP1Syntax.equals(UnsafeRawBufferPointer(start: nil, count: 0), ""))
+        Array("content-length".utf8).withUnsafeBytes { name in
+            #expect(HTTP1Syntax.equals(name, "content-length"))
+            #expect(!HTTP1Syntax.equals(name, "content-lengtx"))
+            #expect(!HTTP1Syntax.equals(name, "content-lengths"))
         }
     }
 }

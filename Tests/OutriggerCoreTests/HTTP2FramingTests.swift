@@ -105,6 +105,8 @@ struct HTTP2FieldCheckTests {
         #expect(check(Self.base + [("accept", "*/*"), ("te", "trailers")]).0 == nil)
         #expect(check([(":method", "CONNECT"), (":authority", "a:443")]).0 == nil)
         #expect(check(Self.base + [("content-length", "10"), ("content-length", "10")], endStream: false) == (nil, 10))
+        #expect(check(Self.base + [("content-length", "9223372036854775807")], endStream: false) == (nil, Int.max))
+        #expect(check(Self.base + [("content-length", "0")]) == (nil, 0))
         #expect(check([("grpc-status", "0")], .trailers).0 == nil)
     }
 
@@ -125,7 +127,11 @@ struct HTTP2FieldCheckTests {
         ("pseudo after regular", [(":method", "GET"), ("x", "1"), (":scheme", "http"), (":path", "/")]),
         ("unknown pseudo", Self.base + [(":status", "200")]),
         ("CONNECT with a path", [(":method", "CONNECT"), (":authority", "a:443"), (":path", "/")]),
+        ("a method that starts like CONNECT, without :scheme or :path", [(":method", "CONNECTS"), (":authority", "a:443")]),
         ("content-length not a number", Self.base + [("content-length", "1x")]),
+        ("content-length with a sign", Self.base + [("content-length", "+0")]),
+        ("an empty content-length", Self.base + [("content-length", "")]),
+        ("content-length past Int.max", Self.base + [("content-length", "9223372036854775808")]),
         ("content-lengths differ", Self.base + [("content-length", "1"), ("content-length", "2")]),
         ("a body declared on a request that ended", Self.base + [("content-length", "3")]),
         ("a space in :path", [(":method", "GET"), (":scheme", "http"), (":path", "/a HTTP/1.1")]),
