@@ -19,15 +19,19 @@ enum ByteWords {
     }
 
     /// Whether `test` is true of any of the bytes' words: eight at a time, the last eight read again where they overlap
-    /// the word before; fewer than eight in a word filled up with `filler` (a byte the test does not look for).
+    /// the word before. Fewer than eight go in one word, some read twice (a test for any byte does not mind): four to
+    /// seven as their first four and last four; one to three as the first, middle and last, the rest `filler` (a byte
+    /// the test does not look for), where a byte loop cost ~8 instructions a byte.
     @inline(__always)
     static func any(of bytes: UnsafeRawBufferPointer, filler: UInt8, _ test: (UInt64) -> Bool) -> Bool {
-        guard bytes.count >= 8 else {
-            var word = ones &* UInt64(filler)
-            for index in 0..<bytes.count {
-                word = word & ~(0xFF << UInt64(index * 8)) | UInt64(bytes[index]) << UInt64(index * 8)
+        let count = bytes.count
+        guard count >= 8 else {
+            if count >= 4 {
+                return test(UInt64(bytes.loadUnaligned(as: UInt32.self)) | UInt64(bytes.loadUnaligned(fromByteOffset: count - 4, as: UInt32.self)) << 32)
             }
-            return test(word)
+            let filled = ones &* UInt64(filler)
+            guard count > 0 else { return test(filled) }
+            return test(filled & ~0xFF_FFFF | UInt64(bytes[0]) | UInt64(bytes[count / 2]) << 8 | UInt64(bytes[count - 1]) << 16)
         }
         var offset = 0
         while offset + 8 <= bytes.count {

@@ -15,16 +15,10 @@ public final class LatencyHistogram: @unchecked Sendable {
     /// Upper bounds in seconds of the Prometheus buckets (`+Inf` is implied).
     /// Up to 120 s, so that half of a long route timeout (the latency alert's threshold) is still below the top bucket.
     public static let prometheusBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
-    private static let prometheusBoundsMicros: [UInt64] = prometheusBounds.map { UInt64($0 * 1_000_000) }
     private static let subBucketBits = 3
     /// Samples above this (2^40 µs, about 12.7 days) count in the last fine bucket.
     private static let largestFineValue: UInt64 = (1 << 40) - 1
     static let fineBucketCount = fineIndex(largestFineValue) + 1
-    /// The Prometheus bucket of each fine bucket's smallest value: where `record` starts looking.
-    private static let coarseIndexOfFine: [Int] = (0..<fineBucketCount).map { index in
-        let smallest = index == 0 ? 0 : fineUpperBound(index - 1) + 1
-        return prometheusBoundsMicros.firstIndex { smallest <= $0 } ?? prometheusBoundsMicros.count
-    }
 
     /// One shard's slots: the sum in microseconds, the Prometheus buckets (`+Inf` last), the fine buckets (the
     /// count is the buckets' sum); padded to whole cache lines so that two loops never write the same line.
@@ -37,6 +31,12 @@ public final class LatencyHistogram: @unchecked Sendable {
     private typealias Slot = UnsafeMutablePointer<Storage>
     private let slots: Slot
     private let loopShards: Int
+    /// The tables and the shard layout `record` reads, held: a `static let` read is a once-check each time, and the
+    /// tables' arrays a bounds check (5 records a request, ~80 instructions each).
+    private let coarseIndexOfFine = BucketTables.shared.coarseIndexOfFine
+    private let boundsMicros = BucketTables.shared.boundsMicros
+    private let shardStride = LatencyHistogram.shardStride
+    private let fineSlots = LatencyHistogram.fineSlots
 
     /// `loops`: how many event loops record with `record(microseconds:loop:)`, each into a shard of its own.
     public init(loops: Int = 0) {
@@ -56,19 +56,19 @@ public final class LatencyHistogram: @unchecked Sendable {
     @inline(__always)
     public func record(microseconds: UInt64, loop: Int) {
         guard loop >= 0 && loop < loopShards else { return record(microseconds: microseconds) }
-        let shard = slots + (loop + 1) * Self.shardStride
-        let (coarse, fine) = Self.buckets(of: microseconds)
+        let shard = slots + (loop + 1) * shardStride
+        let (coarse, fine) = buckets(of: microseconds)
         Self.addAsOnlyWriter(shard + Self.sumSlot, Int(clamping: microseconds))
         Self.addAsOnlyWriter(shard + Self.coarseSlots + coarse, 1)
-        Self.addAsOnlyWriter(shard + Self.fineSlots + fine, 1)
+        Self.addAsOnlyWriter(shard + fineSlots + fine, 1)
     }
 
     /// Records one sample from anywhere (into the shared shard, with atomic read-modify-writes).
     public func record(microseconds: UInt64) {
-        let (coarse, fine) = Self.buckets(of: microseconds)
+        let (coarse, fine) = buckets(of: microseconds)
         UnsafeAtomic<Int>(at: slots + Self.sumSlot).wrappingIncrement(by: Int(clamping: microseconds), ordering: .relaxed)
         UnsafeAtomic<Int>(at: slots + Self.coarseSlots + coarse).wrappingIncrement(ordering: .relaxed)
-        UnsafeAtomic<Int>(at: slots + Self.fineSlots + fine).wrappingIncrement(ordering: .relaxed)
+        UnsafeAtomic<Int>(at: slots + fineSlots + fine).wrappingIncrement(ordering: .relaxed)
     }
 
     @inline(__always)
@@ -80,11 +80,10 @@ public final class LatencyHistogram: @unchecked Sendable {
     /// The Prometheus bucket and the fine bucket of a sample: the fine one by bit arithmetic, the Prometheus one
     /// from the fine one's table entry, moved up past any bound that falls inside the fine bucket.
     @inline(__always)
-    private static func buckets(of microseconds: UInt64) -> (coarse: Int, fine: Int) {
-        let fine = fineIndex(min(microseconds, largestFineValue))
+    private func buckets(of microseconds: UInt64) -> (coarse: Int, fine: Int) {
+        let fine = Self.fineIndex(min(microseconds, Self.largestFineValue))
         var coarse = coarseIndexOfFine[fine]
-        let bounds = prometheusBoundsMicros
-        while coarse < bounds.count && microseconds > bounds[coarse] { coarse += 1 }
+        while coarse < BucketTables.boundCount && microseconds > boundsMicros[coarse] { coarse += 1 }
         return (coarse, fine)
     }
 
@@ -144,5 +143,30 @@ public final class LatencyHistogram: @unchecked Sendable {
             return running
         }
         return Snapshot(count: running, sumSeconds: Double(sumMicros) / 1_000_000, cumulativeBuckets: cumulative, fine: fine)
+    }
+}
+
+/// `LatencyHistogram`'s tables as buffers, made once and never freed: the Prometheus bounds in microseconds, and the
+/// Prometheus bucket of each fine bucket's smallest value (where `record` starts looking).
+private struct BucketTables: @unchecked Sendable {
+    // @unchecked: written once in init, then only read.
+    static let shared = BucketTables()
+    static let boundCount = 17
+
+    let boundsMicros: UnsafePointer<UInt64>
+    let coarseIndexOfFine: UnsafePointer<Int>
+
+    private init() {
+        precondition(LatencyHistogram.prometheusBounds.count == Self.boundCount)
+        let bounds = LatencyHistogram.prometheusBounds.map { UInt64($0 * 1_000_000) }
+        let coarse = (0..<LatencyHistogram.fineBucketCount).map { index in
+            let smallest = index == 0 ? 0 : LatencyHistogram.fineUpperBound(index - 1) + 1
+            return bounds.firstIndex { smallest <= $0 } ?? bounds.count
+        }
+        let boundsBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: bounds.count)
+        boundsBuffer.initialize(from: bounds, count: bounds.count)
+        let coarseBuffer = UnsafeMutablePointer<Int>.allocate(capacity: coarse.count)
+        coarseBuffer.initialize(from: coarse, count: coarse.count)
+        (boundsMicros, coarseIndexOfFine) = (UnsafePointer(boundsBuffer), UnsafePointer(coarseBuffer))
     }
 }

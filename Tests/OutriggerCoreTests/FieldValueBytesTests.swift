@@ -26,7 +26,7 @@ struct FieldValueBytesTests {
     /// Every byte value at every place of buffers shorter than, as long as and longer than a word: the same answer as
     /// the byte-by-byte rule.
     @Test func everyByteAtEveryPlace() {
-        for length in [1, 7, 8, 9, 16, 17] {
+        for length in [1, 2, 3, 4, 5, 7, 8, 9, 16, 17] {
             for place in 0..<length {
                 for value in 0...255 {
                     var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: length)
