@@ -43,6 +43,7 @@ enum ByteWords {
 
     /// Whether two buffers hold the same bytes: eight at a time (the last eight read again where they overlap the word
     /// before), four at a time below eight, byte by byte below four.
+    @inline(__always)
     static func same(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Bool {
         let count = left.count
         guard count == right.count else { return false }

@@ -32,6 +32,13 @@ public struct HPACKBlockEncoder {
     public private(set) var maxSize: Int
     private var pendingSmallest: Int?
     private var pendingSizeUpdate = false
+    /// Where each of the last blocks' first fields was found or entered, by its place in its block: a connection's
+    /// blocks mostly repeat the one before, and a field is found there by comparing its bytes with one entry's,
+    /// without hashing it or probing a table (~150 instructions a field). `Int.min` where none is known.
+    private var rememberedPlaces = [Int](repeating: .min, count: HPACKBlockEncoder.rememberedFields)
+    private static let rememberedFields = 16
+    /// The next field's place in the block being encoded.
+    private var fieldInBlock = 0
 
     public init(maxSize: Int = HPACKBlockEncoder.defaultTableSize) {
         self.maxSize = maxSize
@@ -50,6 +57,7 @@ public struct HPACKBlockEncoder {
 
     /// Starts a header block: a table size change not yet announced is, first.
     public mutating func startBlock(into buffer: inout ByteBuffer) {
+        fieldInBlock = 0
         guard pendingSizeUpdate else { return }
         let (smallest, maxSize) = (pendingSmallest, maxSize)
         ByteWriter.write(into: &buffer, room: 2 * ByteWriter.maxIntegerBytes) { writer in
@@ -86,13 +94,22 @@ public struct HPACKBlockEncoder {
 
     private mutating func encodeField(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, indexing: Indexing,
                                       into buffer: inout ByteBuffer) {
+        let position = fieldInBlock
+        fieldInBlock += 1
+        // Where this place in the last block's field was: the same field, still in a table, is there (a field is in
+        // the tables once at most, so the index is the one the lookup would find).
+        if indexing == .indexable, position < Self.rememberedFields {
+            let place = rememberedPlaces[position]
+            if place != .min, place < 0 ? staticTable.holds(-place - 1, name: name, value: value) : dynamic.holdsLive(place, name: name, value: value) {
+                return writeIndex(of: place, into: &buffer)
+            }
+        }
         let indexed = indexing == .indexable && !Self.isNewEveryMessage(name)
         // A value is hashed only when the field may be in, or enter, the table.
         let (nameHash, fieldHash) = FieldHasher.hashes(name: name, value: indexed ? value : nil)
         if indexed, let place = byField.place(fieldHash, where: { self.holds(place: $0, name: name, value: value) }) {
-            let index = index(of: place)
-            ByteWriter.write(into: &buffer, room: ByteWriter.maxIntegerBytes) { $0.integer(index, prefix: 7, bits: 0x80) }
-            return
+            remember(place, at: position)
+            return writeIndex(of: place, into: &buffer)
         }
         let nameIndex = byName.place(nameHash, where: { self.holds(place: $0, name: name, value: nil) }).map(index(of:)) ?? 0
         ByteWriter.write(into: &buffer, room: 3 * ByteWriter.maxIntegerBytes + name.count + value.count) { writer in
@@ -104,7 +121,17 @@ public struct HPACKBlockEncoder {
             if nameIndex == 0 { writer.string(name) }
             writer.string(value)
         }
-        if indexed { insert(name: name, value: value, (nameHash, fieldHash)) }
+        if indexed, let number = insert(name: name, value: value, (nameHash, fieldHash)) { remember(number, at: position) }
+    }
+
+    @inline(__always)
+    private func writeIndex(of place: Int, into buffer: inout ByteBuffer) {
+        let index = index(of: place)
+        ByteWriter.write(into: &buffer, room: ByteWriter.maxIntegerBytes) { $0.integer(index, prefix: 7, bits: 0x80) }
+    }
+
+    private mutating func remember(_ place: Int, at position: Int) {
+        if position < Self.rememberedFields { rememberedPlaces[position] = place }
     }
 
     /// Whether a place in `byField` or `byName` holds this name (and value, when given).
@@ -124,11 +151,13 @@ public struct HPACKBlockEncoder {
         place < 0 ? -place : staticTable.count + (dynamic.nextNumber - 1 - place) + 1
     }
 
-    private mutating func insert(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, _ hashes: (name: UInt64, field: UInt64)) {
+    /// - Returns: the entry's insertion number, or nil when it is larger than the table.
+    @discardableResult
+    private mutating func insert(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, _ hashes: (name: UInt64, field: UInt64)) -> Int? {
         let entrySize = name.count + value.count + 32
         evict(toFit: entrySize, limit: maxSize)
         // An entry larger than the table empties it and is not added (§4.4): the peer's decoder does the same.
-        guard entrySize <= maxSize else { return }
+        guard entrySize <= maxSize else { return nil }
         let number = dynamic.append(name: name, value: value)
         // The newest copy of a field or name is the one found; a name in the static table keeps its static index.
         // The comparisons read the entries from a copy (the place tables change meanwhile, and are not copied).
@@ -136,6 +165,7 @@ public struct HPACKBlockEncoder {
         byField.set(hashes.field, to: number) { Self.holds(place: $0, name: name, value: value, dynamic, staticTable) }
         byName.set(hashes.name, to: number) { Self.holds(place: $0, name: name, value: nil, dynamic, staticTable) }
         size += entrySize
+        return number
     }
 
     private mutating func evict(toFit entrySize: Int, limit: Int) {
@@ -204,6 +234,19 @@ private struct DynamicEntries {
         bytes.append(contentsOf: name)
         bytes.append(contentsOf: value)
         return nextNumber - 1
+    }
+
+    /// Whether entry `number` is still in the table (entered, and not evicted) and is this field: its counts first,
+    /// then its bytes, read in place.
+    func holdsLive(_ number: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
+        guard number >= firstNumber + liveFrom, number < nextNumber else { return false }
+        let entry = entries[number - firstNumber]
+        guard entry.nameCount == name.count, entry.valueCount == value.count else { return false }
+        return bytes.withUnsafeBytes { stored in
+            let nameStart = stored.baseAddress! + (entry.start - bytesBase)
+            return ByteWords.same(name, UnsafeRawBufferPointer(start: nameStart, count: name.count))
+                && ByteWords.same(value, UnsafeRawBufferPointer(start: nameStart + name.count, count: value.count))
+        }
     }
 
     func holds(_ number: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) -> Bool {
