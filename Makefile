@@ -63,7 +63,7 @@ soak: release
 microbench:
 	cd benchmarks/micro && $(SWIFT) package --disable-sandbox benchmark --no-progress
 
-## make fuzz: libFuzzer on the HTTP/1.1 request and response parsers against NIO's decoders, and on the HTTP/2 framing as a server and a client (FUZZ_SECONDS each, default 300;
+## make fuzz: libFuzzer on the HTTP/1.1 request and response parsers against NIO's decoders, on the HPACK decoder against NIO's, and on the HTTP/2 framing as a server and a client (FUZZ_SECONDS each, default 300;
 ## separate package in fuzz/, built with -sanitize=fuzzer). A find fails the run and is kept as fuzz/crash-<hash>.
 fuzz:
 	scripts/fuzz.sh

@@ -10,6 +10,7 @@ let package = Package(
         // Named, because a path dependency is otherwise known by its directory name (the checkout's).
         .package(name: "outrigger", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.36.0"),
     ],
     targets: [
         // The downstream HTTP/1.1 request parser against NIO's llhttp decoder, on whatever bytes libFuzzer makes.
@@ -28,6 +29,15 @@ let package = Package(
             dependencies: [
                 .product(name: "OutriggerCore", package: "outrigger"),
                 .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // The HPACK decoder against NIOHPACK's, on a connection's blocks made of whatever bytes libFuzzer makes.
+        .executableTarget(
+            name: "HPACKDecoderFuzz",
+            dependencies: [
+                .product(name: "OutriggerCore", package: "outrigger"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ]
         ),
         // The upstream HTTP/1.1 response parser against NIO's llhttp decoder, on whatever bytes libFuzzer makes.

@@ -10,7 +10,7 @@ seconds="${FUZZ_SECONDS:-300}"
 rm -f .build/release.yaml
 # lld: the gold linker Debian ships fails on the fuzzer runtime's debug info.
 swift build -c release --sanitize=fuzzer -Xswiftc -use-ld=lld
-for target in HTTP1RequestParserFuzz HTTP1ResponseParserFuzz HTTP2FramingFuzz; do
+for target in HTTP1RequestParserFuzz HTTP1ResponseParserFuzz HTTP2FramingFuzz HPACKDecoderFuzz; do
     found="../.build/fuzz-corpus/$target"
     mkdir -p "$found"
     # Swift's own crash reporter would take the signal before libFuzzer could save the input.

@@ -307,22 +307,6 @@ private struct TableEntry {
 private final class StaticTable: Sendable {
     static let shared = StaticTable()
 
-    private static let inOrder: [(String, String)] = [
-        (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"), (":path", "/index.html"),
-        (":scheme", "http"), (":scheme", "https"), (":status", "200"), (":status", "204"), (":status", "206"),
-        (":status", "304"), (":status", "400"), (":status", "404"), (":status", "500"), ("accept-charset", ""),
-        ("accept-encoding", "gzip, deflate"), ("accept-language", ""), ("accept-ranges", ""), ("accept", ""),
-        ("access-control-allow-origin", ""), ("age", ""), ("allow", ""), ("authorization", ""), ("cache-control", ""),
-        ("content-disposition", ""), ("content-encoding", ""), ("content-language", ""), ("content-length", ""),
-        ("content-location", ""), ("content-range", ""), ("content-type", ""), ("cookie", ""), ("date", ""),
-        ("etag", ""), ("expect", ""), ("expires", ""), ("from", ""), ("host", ""), ("if-match", ""),
-        ("if-modified-since", ""), ("if-none-match", ""), ("if-range", ""), ("if-unmodified-since", ""),
-        ("last-modified", ""), ("link", ""), ("location", ""), ("max-forwards", ""), ("proxy-authenticate", ""),
-        ("proxy-authorization", ""), ("range", ""), ("referer", ""), ("refresh", ""), ("retry-after", ""),
-        ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""), ("transfer-encoding", ""),
-        ("user-agent", ""), ("vary", ""), ("via", ""), ("www-authenticate", ""),
-    ]
-
     /// Entry `i` is static index `i + 1`.
     private let entries: [TableEntry]
     private let bytes: [UInt8]
@@ -335,7 +319,7 @@ private final class StaticTable: Sendable {
     private init() {
         var entries: [TableEntry] = []
         var bytes: [UInt8] = []
-        for (name, value) in Self.inOrder {
+        for (name, value) in HPACKStaticFields.inOrder {
             entries.append(TableEntry(start: bytes.count, nameCount: name.utf8.count, valueCount: value.utf8.count))
             bytes += name.utf8
             bytes += value.utf8
@@ -352,7 +336,7 @@ private final class StaticTable: Sendable {
             }
         }
         (self.entries, self.bytes, self.fields, self.names) = (entries, bytes, fields, names)
-        statusIndexes = Self.inOrder.enumerated().compactMap { offset, field in
+        statusIndexes = HPACKStaticFields.inOrder.enumerated().compactMap { offset, field in
             field.0 == ":status" ? UInt(field.1).map { (code: $0, index: offset + 1) } : nil
         }
     }

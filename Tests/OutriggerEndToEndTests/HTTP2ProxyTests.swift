@@ -143,6 +143,7 @@ struct HTTP2ProxyTests {
     /// RFC 9113 §8.2: malformed requests are stream errors, and nothing reaches the upstream.
     @Test(arguments: [
         ("uppercase name", [("X-Upper", "1")]),
+        ("name beyond ASCII", [("x-\u{E9}", "1")]),
         ("connection header", [("connection", "keep-alive")]),
         ("te other than trailers", [("te", "gzip")]),
         ("newline in value", [("x-bad", "a\nb")]),
@@ -202,6 +203,22 @@ struct HTTP2ProxyTests {
             let frames = HTTP2Frames(reply.bytes)
             let goaway = try #require(frames.first { $0.type == 0x7 }, "frames: \(frames.map(\.type))")
             #expect(goaway.errorCode == 1, "PROTOCOL_ERROR")
+        }
+    }
+
+    /// A header block HPACK cannot decode leaves the two tables out of step for good: GOAWAY COMPRESSION_ERROR
+    /// (RFC 9113 §4.3), whatever the block's fault — here index 0, and a Huffman string ending in a 0 bit.
+    @Test(arguments: [[0x80] as [UInt8], [0x00, 0x01, 0x78, 0x81, 0x18]])
+    func aBlockHPACKCannotDecodeEndsTheConnection(_ block: [UInt8]) async throws {
+        try await withHarness(echoes: 1) { harness in
+            var bytes = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+            bytes += [0, 0, 0, 0x4, 0, 0, 0, 0, 0]  // empty SETTINGS
+            bytes += [0, 0, UInt8(block.count), 0x1, 0x5, 0, 0, 0, 1] + block  // HEADERS, END_STREAM | END_HEADERS, stream 1
+            let reply = try await RawTCP.exchange(port: harness.port, bytes)
+            #expect(reply.closedByPeer)
+            let frames = HTTP2Frames(reply.bytes)
+            let goaway = try #require(frames.first { $0.type == 0x7 }, "frames: \(frames.map(\.type))")
+            #expect(goaway.errorCode == 9, "COMPRESSION_ERROR")
         }
     }
 

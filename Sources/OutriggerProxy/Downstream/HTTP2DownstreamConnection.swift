@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
@@ -46,7 +45,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
 
     // MARK: The codec's reports
 
-    func received(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool) {
+    func received(_ block: HTTP2ReceivedFields, on id: HTTP2StreamID, endStream: Bool) {
         if let stream = frames[id] {
             // A second header block is the request's trailers (the codec lets no other through).
             stream.receive(.end(HTTPHeaders(regularFieldsOf: block)))
@@ -67,7 +66,7 @@ final class HTTP2DownstreamConnection: ChannelInboundHandler, RemovableChannelHa
     func maxConcurrentStreamsChanged(to limit: Int) {}
     func wentAway() {}
 
-    private func open(_ id: HTTP2StreamID, _ block: HPACKHeaders, endStream: Bool) {
+    private func open(_ id: HTTP2StreamID, _ block: HTTP2ReceivedFields, endStream: Bool) {
         guard let (head, malformed) = HTTPRequestHead.fromHTTP2(block, endStream: endStream) else {
             // No :method, :path or :scheme (the codec lets CONNECT through without the last two).
             frames.sendReset(id, .protocolError)
@@ -141,7 +140,7 @@ extension HTTPRequestHead {
     /// §8.3.1; answered 400 `invalid_host`), a field value with a control character HTTP/2 lets through but
     /// HTTP/1.1 forbids (answered 400 `bad_request`). A request that can carry a body and ended with its headers
     /// gets `content-length: 0`. Nil when `:method`, `:path` or `:scheme` is missing.
-    static func fromHTTP2(_ block: HPACKHeaders, endStream: Bool) -> (HTTPRequestHead, malformed: LocalReplyReason?)? {
+    static func fromHTTP2(_ block: HTTP2ReceivedFields, endStream: Bool) -> (HTTPRequestHead, malformed: LocalReplyReason?)? {
         var method: String?
         var path: String?
         var authority: String?
@@ -155,7 +154,8 @@ extension HTTPRequestHead {
         var sawRegular = false
         var malformed: LocalReplyReason?
         var hasContentLength = false
-        for (name, value, _) in block {
+        for field in block.fields {
+            let (name, value) = (field.name, field.value)
             if name.utf8.first == UInt8(ascii: ":") {
                 // By length first, as `HTTP2FieldCheck` tells them apart.
                 switch name.utf8.count {
@@ -196,11 +196,11 @@ extension HTTPRequestHead {
 extension HTTPHeaders {
     /// A trailer block's fields (pseudo-fields dropped, and fields whose value HTTP/1.1 could not carry: too late
     /// for a 400, the body has gone upstream).
-    init(regularFieldsOf block: HPACKHeaders) {
+    init(regularFieldsOf block: HTTP2ReceivedFields) {
         var fields: [(String, String)] = []
         fields.reserveCapacity(block.count)
-        for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") && ProxyHeaders.isValidFieldValue(value) {
-            fields.append((name, value))
+        for field in block.fields where field.name.utf8.first != UInt8(ascii: ":") && ProxyHeaders.isValidFieldValue(field.value) {
+            fields.append((field.name, field.value))
         }
         self.init(fields)
     }

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHPACK
 import NIOHTTP2
 import OutriggerCore
 
@@ -36,7 +35,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     // The state the outbound side (`HTTP2Codec+Outbound.swift`) shares is internal; the rest stays private.
     private var decoder: HTTP2FrameDecoder
     var streams: HTTP2Streams
-    private var headerDecoder: HPACKDecoder
+    private var headerDecoder: HPACKBlockDecoder
     var headerEncoder = HPACKBlockEncoder()
     var output: ByteBuffer
     var outputPromises: [EventLoopPromise<Void>] = []
@@ -73,8 +72,7 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     init(_ role: HTTP2Streams.Role, limits: HTTP2Streams.Limits, allocator: ByteBufferAllocator) {
         decoder = HTTP2FrameDecoder(expectingPreface: role == .server)
         streams = HTTP2Streams(role, limits: limits)
-        headerDecoder = HPACKDecoder(allocator: allocator, maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
-                                     maxHeaderListSize: limits.maxHeaderBlock)
+        headerDecoder = HPACKBlockDecoder(maxHeaderListSize: limits.maxHeaderBlock)
         output = allocator.buffer(capacity: 1024)
     }
 
@@ -211,19 +209,16 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         case .incomplete:
             return
         case let .request(id, block, endStream):
-            let headers = try decode(block)
-            let check = try checked(headers, .request, stream: id, endStream: endStream)
+            let (headers, check) = try decodeChecked(block, .request, stream: id, endStream: endStream)
             streams.requestAccepted(stream: id, endStream: endStream, contentLength: check.contentLength)
             peer?.received(headers, on: HTTP2StreamID(Int32(id)), endStream: endStream)
         case let .response(id, block, endStream):
-            let headers = try decode(block)
-            let check = try checked(headers, .response, stream: id, endStream: endStream)
+            let (headers, check) = try decodeChecked(block, .response, stream: id, endStream: endStream)
             let closesStream = try streams.responseAccepted(stream: id, status: check.status ?? 0, endStream: endStream, contentLength: check.contentLength)
             peer?.received(headers, on: HTTP2StreamID(Int32(id)), endStream: endStream)
             if closesStream { streamClosed(id, reason: nil) }
         case let .trailers(id, block):
-            let trailers = try decode(block)
-            _ = try checked(trailers, .trailers, stream: id, endStream: true)
+            let (trailers, _) = try decodeChecked(block, .trailers, stream: id, endStream: true)
             let closesStream = try streams.trailersReceived(stream: id)
             peer?.received(trailers, on: HTTP2StreamID(Int32(id)), endStream: true)
             if closesStream { streamClosed(id, reason: nil) }
@@ -233,22 +228,30 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A header block's fields held to RFC 9113 §8; malformed, the stream is reset (PROTOCOL_ERROR).
-    private func checked(_ fields: HPACKHeaders, _ block: HTTP2FieldCheck.Block, stream id: UInt32, endStream: Bool) throws(HTTP2Violation) -> HTTP2FieldCheck {
-        var check = HTTP2FieldCheck(block)
-        for (name, value, _) in fields { check.add(name: name, value: value) }
-        if let why = check.finish(endStream: endStream) { throw .stream(id, .protocolError, "malformed \(block): \(why)") }
-        return check
+    /// A header block's fields, each held to RFC 9113 §8 as it is decoded; malformed, the stream is reset
+    /// (PROTOCOL_ERROR) — once the whole block is decoded: the table must stay in step either way.
+    private func decodeChecked(_ block: ByteBuffer, _ kind: HTTP2FieldCheck.Block, stream id: UInt32,
+                               endStream: Bool) throws(HTTP2Violation) -> (HTTP2ReceivedFields, HTTP2FieldCheck) {
+        var check = HTTP2FieldCheck(kind)
+        let fields = try decode(block) { name, value in check.add(name: name, value: value) }
+        if let why = check.finish(endStream: endStream) { throw .stream(id, .protocolError, "malformed \(kind): \(why)") }
+        return (fields, check)
     }
 
     /// A header block's fields: a block HPACK cannot read leaves the two sides' tables apart for good (RFC 9113 §4.3).
-    private func decode(_ block: ByteBuffer) throws(HTTP2Violation) -> HPACKHeaders {
-        var block = block
+    /// - Parameter each: sees each field as it is decoded.
+    private func decode(_ block: ByteBuffer, each: (String, String) -> Void = { _, _ in }) throws(HTTP2Violation) -> HTTP2ReceivedFields {
+        // How a field may be indexed is not kept: nothing received is encoded again as it came.
+        var fields = HTTP2ReceivedFields()
         do {
-            return try headerDecoder.decodeHeaders(from: &block)
+            try headerDecoder.decode(block) { name, value, _ in
+                each(name, value)
+                fields.append(name: name, value: value)
+            }
         } catch {
             throw .connection(.compressionError, "a header block HPACK cannot decode (\(error))")
         }
+        return fields
     }
 
     /// A frame that costs work without serving a request (`HTTP2FloodGuard`).

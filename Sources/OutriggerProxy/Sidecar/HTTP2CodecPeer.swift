@@ -1,13 +1,13 @@
 import NIOCore
-import NIOHPACK
 import NIOHTTP2
+import OutriggerCore
 
 /// What `HTTP2Codec` tells the connection handler after it (`HTTP2DownstreamConnection`, `HTTP2UpstreamConnection`),
 /// in direct calls on the event loop: no frame boxed for the pipeline, no event cast back from `Any`.
 protocol HTTP2CodecPeer: AnyObject {
     /// A header block, checked: a request's head (a new stream, server side), a response's head (client side), or
     /// trailers (a second block on a stream).
-    func received(_ block: HPACKHeaders, on stream: HTTP2StreamID, endStream: Bool)
+    func received(_ block: HTTP2ReceivedFields, on stream: HTTP2StreamID, endStream: Bool)
     func received(_ body: ByteBuffer, on stream: HTTP2StreamID, endStream: Bool)
     /// The receive window of a stream, or of the connection (`.rootStream`), after DATA came or credit went back.
     func inboundWindow(of stream: HTTP2StreamID, is size: Int)

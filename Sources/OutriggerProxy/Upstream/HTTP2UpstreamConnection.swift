@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
@@ -55,7 +54,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler, RemovableChannelHand
 
     // MARK: The codec's reports
 
-    func received(_ block: HPACKHeaders, on id: HTTP2StreamID, endStream: Bool) {
+    func received(_ block: HTTP2ReceivedFields, on id: HTTP2StreamID, endStream: Bool) {
         frames[id]?.receive(block, endStream: endStream)
     }
 
@@ -105,7 +104,7 @@ extension HTTPResponseHead {
     /// An HTTP/2 response header block as an HTTP/1-shaped head; like NIO's codec, a final response that has a
     /// body but no `content-length` is marked chunked (or `content-length: 0` when it ended with its headers),
     /// so an HTTP/1.1 client's framing is known. Nil without a valid `:status`.
-    static func fromHTTP2(_ block: HPACKHeaders, endStream: Bool, requestMethod: HTTPMethod) -> HTTPResponseHead? {
+    static func fromHTTP2(_ block: HTTP2ReceivedFields, endStream: Bool, requestMethod: HTTPMethod) -> HTTPResponseHead? {
         var status: Int?
         // Built as an array: `HTTPHeaders.add` checks each name for non-ASCII bytes, which `HTTP2FieldCheck` has
         // ruled out (the codec checks every block before its peer sees it).
@@ -113,7 +112,8 @@ extension HTTPResponseHead {
         var fields: [(String, String)] = []
         fields.reserveCapacity(block.count + 3)
         var hasContentLength = false
-        for (name, value, _) in block {
+        for field in block.fields {
+            let (name, value) = (field.name, field.value)
             if name.utf8.first == UInt8(ascii: ":") {
                 if name == ":status" { status = Int(value) }
                 continue

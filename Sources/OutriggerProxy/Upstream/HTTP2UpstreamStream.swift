@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 import OutriggerCore
@@ -142,7 +141,7 @@ final class HTTP2UpstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
 
     // MARK: Response
 
-    func receive(_ block: HPACKHeaders, endStream: Bool) {
+    func receive(_ block: HTTP2ReceivedFields, endStream: Bool) {
         if finalHeadReceived {
             deliver(.end(HTTPHeaders(regularFieldsOf: block)))
             return
