@@ -17,6 +17,9 @@ public struct HTTP2FieldCheck {
     public private(set) var status: Int?
     /// The request's declared body length, for the stream's DATA to be held to (RFC 9113 §8.1.1).
     public private(set) var contentLength: Int?
+    /// Whether every regular field's value is one HTTP/1.1 can carry (`HTTP1Syntax.areFieldValueBytes`): read in the
+    /// same pass as HTTP/2's own rule, so the block's reader need not read the values again.
+    public private(set) var everyRegularValueFitsHTTP1 = true
     /// Why the block is malformed: the first reason found.
     public private(set) var malformed: String?
 
@@ -36,10 +39,15 @@ public struct HTTP2FieldCheck {
     private mutating func add(_ name: String, _ nameBytes: UnsafeRawBufferPointer, _ value: String, _ valueBytes: UnsafeRawBufferPointer) {
         guard let first = nameBytes.first else { return fail("an empty field name") }
         if first == UInt8(ascii: ":") {
+            // Well formed, a request's pseudo-field has no space or control character, a response's `:status` is
+            // digits: neither has a NUL, CR or LF.
             addPseudo(name, nameBytes, value, valueBytes)
-        } else {
-            addRegular(name, nameBytes, value, valueBytes)
+            return
         }
+        addRegular(name, nameBytes, value, valueBytes)
+        // HTTP/1.1's rule is the stricter: a value it takes has no NUL, CR or LF either.
+        guard !HTTP1Syntax.areFieldValueBytes(valueBytes) else { return }
+        everyRegularValueFitsHTTP1 = false
         if malformed == nil, Self.hasNULCROrLF(valueBytes) {
             fail("a NUL, CR or LF in \(name)'s value")
         }

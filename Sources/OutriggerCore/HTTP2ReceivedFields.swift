@@ -8,6 +8,9 @@ public struct HTTP2ReceivedFields: Sendable {
     }
 
     public private(set) var fields: [Field] = []
+    /// Whether every regular field's value is known to be one HTTP/1.1 can carry (the codec's check read them);
+    /// false when not known.
+    public var everyValueFitsHTTP1 = false
 
     public init() {
         // Most blocks are a few fields: room for them without growing.

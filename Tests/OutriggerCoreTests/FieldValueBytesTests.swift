@@ -18,6 +18,7 @@ struct FieldValueBytesTests {
         var regular = HTTP2FieldCheck(.request)
         regular.add(name: "x-value", value: string)
         #expect((regular.malformed != nil) == string.utf8.contains(where: isForbiddenInHTTP2), comment)
+        #expect(regular.everyRegularValueFitsHTTP1 == string.utf8.allSatisfy(HTTP1Syntax.isFieldValueByte), comment)
         var pseudo = HTTP2FieldCheck(.request)
         pseudo.add(name: ":path", value: string)
         #expect((pseudo.malformed != nil) == string.utf8.contains(where: isSpaceOrControl), comment)
@@ -84,6 +85,21 @@ struct SameBytesTests {
             }
         }
         #expect(HTTP1Syntax.equals(UnsafeRawBufferPointer(start: nil, count: 0), ""))
+        // Ignoring case: every byte value at every place of literals across the three paths, against the rule a byte
+        // at a time (each byte with 0x20 set is the literal's).
+        let literals: [StaticString] = ["te", "via", "host", "close", "upgrade", "keep-alive", "content-length", "transfer-encoding"]
+        for literal in literals {
+            let expected = UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)
+            #expect(Array(String(describing: literal).uppercased().utf8).withUnsafeBytes { HTTP1Syntax.equalsIgnoringCase($0, literal) })
+            for place in 0..<expected.count {
+                for value in 0...255 {
+                    var bytes = Array(expected)
+                    bytes[place] = UInt8(value)
+                    let byByte = zip(bytes, expected).allSatisfy { $0 | 0x20 == $1 }
+                    bytes.withUnsafeBytes { #expect(HTTP1Syntax.equalsIgnoringCase($0, literal) == byByte, "\(literal): \(value) at \(place)") }
+                }
+            }
+        }
         Array("content-length".utf8).withUnsafeBytes { name in
             #expect(HTTP1Syntax.equals(name, "content-length"))
             #expect(!HTTP1Syntax.equals(name, "content-lengtx"))

@@ -177,7 +177,7 @@ extension HTTPRequestHead {
             case 14 where name == "content-length": hasContentLength = true
             default: break
             }
-            if malformed == nil, !ProxyHeaders.isValidFieldValue(value) { malformed = .badRequest }
+            if malformed == nil, !block.everyValueFitsHTTP1, !ProxyHeaders.isValidFieldValue(value) { malformed = .badRequest }
             fields.append((name, value))
         }
         if !sawRegular, let authority { fields.append(("host", authority)) }
@@ -199,7 +199,7 @@ extension HTTPHeaders {
     init(regularFieldsOf block: HTTP2ReceivedFields) {
         var fields: [(String, String)] = []
         fields.reserveCapacity(block.count)
-        for field in block.fields where field.name.utf8.first != UInt8(ascii: ":") && ProxyHeaders.isValidFieldValue(field.value) {
+        for field in block.fields where field.name.utf8.first != UInt8(ascii: ":") && (block.everyValueFitsHTTP1 || ProxyHeaders.isValidFieldValue(field.value)) {
             fields.append((field.name, field.value))
         }
         self.init(fields)

@@ -233,8 +233,9 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private func decodeChecked(_ block: ByteBuffer, _ kind: HTTP2FieldCheck.Block, stream id: UInt32,
                                endStream: Bool) throws(HTTP2Violation) -> (HTTP2ReceivedFields, HTTP2FieldCheck) {
         var check = HTTP2FieldCheck(kind)
-        let fields = try decode(block) { name, value in check.add(name: name, value: value) }
+        var fields = try decode(block) { name, value in check.add(name: name, value: value) }
         if let why = check.finish(endStream: endStream) { throw .stream(id, .protocolError, "malformed \(kind): \(why)") }
+        fields.everyValueFitsHTTP1 = check.everyRegularValueFitsHTTP1
         return (fields, check)
     }
 
