@@ -11,7 +11,9 @@ import NIOCore
 ///   incremental indexing it enters the dynamic table; without or never indexed it does not, and says which.
 /// - A table size update may only start a block, and is at most the size this side allows (SETTINGS_HEADER_TABLE_SIZE,
 ///   which this side leaves at its default, 4,096).
-/// - The decoded list's size (RFC 7541 §4.1: names, values and 32 per field) is held to `maxHeaderListSize`.
+/// - The decoded list's size (RFC 7541 §4.1: names, values and 32 per field) is held to `maxHeaderListSize`. Sizes,
+///   the table's too, count octets as they came (Huffman-decoded), not the strings made of them: a byte that is not
+///   UTF-8 becomes a 3-byte U+FFFD in its string, and counted so the table would evict what the peer's still holds.
 ///
 /// Any error leaves the table out of step with the peer's encoder for good: the connection must end
 /// (COMPRESSION_ERROR, RFC 9113 §4.3).
@@ -21,8 +23,6 @@ public struct HPACKBlockDecoder {
         public let description: String
     }
 
-    /// The table size this side allows: the default, as it sends no SETTINGS_HEADER_TABLE_SIZE.
-    public static let defaultTableSize = 4096
 
     public let maxHeaderListSize: Int
     private let tableSizeLimit: Int
@@ -33,7 +33,9 @@ public struct HPACKBlockDecoder {
     /// Held, so that a lookup reads it without a global's once-check.
     private let staticFields = HPACKStaticFields.inOrder
 
-    public init(maxHeaderListSize: Int, tableSizeLimit: Int = HPACKBlockDecoder.defaultTableSize) {
+    /// - Parameter tableSizeLimit: the table size this side allows: RFC 7541's default, as it sends no
+    ///   SETTINGS_HEADER_TABLE_SIZE.
+    public init(maxHeaderListSize: Int, tableSizeLimit: Int = HPACKBlockEncoder.defaultTableSize) {
         self.maxHeaderListSize = maxHeaderListSize
         self.tableSizeLimit = tableSizeLimit
         maxSize = tableSizeLimit
@@ -63,8 +65,8 @@ public struct HPACKBlockDecoder {
         var sawField = false
         var sizeUpdates = 0
         while let first = reader.peek() {
-            let name: String
-            let value: String
+            let name: Literal
+            let value: Literal
             let indexing: HPACKBlockEncoder.Indexing
             if first & 0x80 != 0 {
                 // An indexed field (§6.1).
@@ -96,22 +98,26 @@ public struct HPACKBlockDecoder {
                 value = try reader.string()
             }
             sawField = true
-            listSize += name.utf8.count + value.utf8.count + 32
+            listSize += name.octets + value.octets + 32
             guard listSize <= maxHeaderListSize else {
                 throw Failure(description: "a header list past \(maxHeaderListSize) bytes")
             }
-            field(name, value, indexing)
+            field(name.string, value.string, indexing)
         }
     }
 
-    private func literalName(_ reader: inout Reader, prefix: Int) throws(Failure) -> String {
+    private func literalName(_ reader: inout Reader, prefix: Int) throws(Failure) -> Literal {
         let index = try reader.integer(prefix: prefix)
         return index == 0 ? try reader.string() : try entry(at: index).name
     }
 
     /// The field at an index: the static table's, then the dynamic table's, newest first (§2.3.3).
-    private func entry(at index: Int) throws(Failure) -> (name: String, value: String) {
-        if index >= 1, index <= staticFields.count { return staticFields[index - 1] }
+    private func entry(at index: Int) throws(Failure) -> (name: Literal, value: Literal) {
+        if index >= 1, index <= staticFields.count {
+            // ASCII: its octets are its UTF-8.
+            let (name, value) = staticFields[index - 1]
+            return (Literal(string: name, octets: name.utf8.count), Literal(string: value, octets: value.utf8.count))
+        }
         let dynamicIndex = index - staticFields.count - 1
         guard index >= 1, dynamicIndex < table.count else {
             throw Failure(description: "the index \(index), past the tables' \(staticFields.count + table.count) entries")
@@ -121,12 +127,12 @@ public struct HPACKBlockDecoder {
 
     // MARK: The dynamic table (§4)
 
-    private mutating func insert(name: String, value: String) {
-        let entrySize = name.utf8.count + value.utf8.count + 32
+    private mutating func insert(name: Literal, value: Literal) {
+        let entrySize = name.octets + value.octets + 32
         evict(toFit: entrySize)
         // An entry larger than the table empties it and is not added (§4.4).
         guard entrySize <= maxSize else { return }
-        table.append(name: name, value: value, size: entrySize)
+        table.append(name: name, value: value)
         size += entrySize
     }
 
@@ -137,44 +143,47 @@ public struct HPACKBlockDecoder {
     }
 }
 
+/// A string as decoded, and its length in octets as it came (before invalid UTF-8 was repaired).
+private struct Literal {
+    let string: String
+    let octets: Int
+}
+
 /// The decoder's dynamic table: a ring of decoded entries, newest last, of at most `capacity` (a table's size over
 /// the smallest entry's).
 private struct DecodedEntries {
-    private var names: [String]
-    private var values: [String]
-    private var sizes: [Int]
+    private var names: [Literal]
+    private var values: [Literal]
     /// Where the oldest entry is, and how many there are.
     private var oldest = 0
     private(set) var count = 0
 
     init(capacity: Int) {
-        names = Array(repeating: "", count: capacity)
-        values = Array(repeating: "", count: capacity)
-        sizes = Array(repeating: 0, count: capacity)
+        names = Array(repeating: Literal(string: "", octets: 0), count: capacity)
+        values = Array(repeating: Literal(string: "", octets: 0), count: capacity)
     }
 
     /// The entry `offset` places from the newest (0 is the newest).
-    func entry(newestFirst offset: Int) -> (name: String, value: String) {
+    func entry(newestFirst offset: Int) -> (name: Literal, value: Literal) {
         let slot = (oldest + count - 1 - offset) % names.count
         return (names[slot], values[slot])
     }
 
     /// Adds an entry; the table's size accounting has made room (an entry is 32 bytes at least, so a slot is free).
-    mutating func append(name: String, value: String, size: Int) {
+    mutating func append(name: Literal, value: Literal) {
         let slot = (oldest + count) % names.count
         names[slot] = name
         values[slot] = value
-        sizes[slot] = size
         count += 1
     }
 
     /// Removes the oldest entry. - Returns: its size, or nil when the table is empty.
     mutating func removeOldest() -> Int? {
         guard count > 0 else { return nil }
-        let size = sizes[oldest]
+        let size = names[oldest].octets + values[oldest].octets + 32
         // The strings go now, not when the slot is used again.
-        names[oldest] = ""
-        values[oldest] = ""
+        names[oldest] = Literal(string: "", octets: 0)
+        values[oldest] = Literal(string: "", octets: 0)
         oldest = (oldest + 1) % names.count
         count -= 1
         return size
@@ -190,7 +199,8 @@ private struct Reader {
         offset < bytes.count ? bytes[offset] : nil
     }
 
-    /// An integer with an N-bit prefix. Past 2^35 it is an error: no length, index or table size is that large.
+    /// An integer with an N-bit prefix, its continuation bytes 7 bits each, least significant first. Past 2^32 it is
+    /// an error (no length, index or table size is that large); zero bits may pad it out to 9 continuation bytes.
     mutating func integer(prefix: Int) throws(HPACKBlockDecoder.Failure) -> Int {
         guard offset < bytes.count else { throw HPACKBlockDecoder.Failure(description: "a block that ends inside an integer") }
         let limit = (1 << prefix) - 1
@@ -203,14 +213,15 @@ private struct Reader {
             let byte = bytes[offset]
             offset += 1
             value += Int(byte & 0x7F) << shift
+            guard value <= 1 << 32 else { throw HPACKBlockDecoder.Failure(description: "an integer past 2^32") }
             if byte & 0x80 == 0 { return value }
             shift += 7
-            guard shift < 35 else { throw HPACKBlockDecoder.Failure(description: "an integer past 2^35") }
+            guard shift < 63 else { throw HPACKBlockDecoder.Failure(description: "an integer of more than 9 continuation bytes") }
         }
     }
 
     /// A string literal: its length, then its octets, plain or Huffman-coded.
-    mutating func string() throws(HPACKBlockDecoder.Failure) -> String {
+    mutating func string() throws(HPACKBlockDecoder.Failure) -> Literal {
         guard let first = peek() else { throw HPACKBlockDecoder.Failure(description: "a block that ends before a string") }
         let length = try integer(prefix: 7)
         guard length <= bytes.count - offset else {
@@ -218,10 +229,10 @@ private struct Reader {
         }
         let octets = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])
         offset += length
-        guard first & 0x80 != 0 else { return String(utf8Bytes: octets) }
+        guard first & 0x80 != 0 else { return Literal(string: String(utf8Bytes: octets), octets: length) }
         guard let decoded = HPACKHuffman.decode(octets) else {
             throw HPACKBlockDecoder.Failure(description: "a Huffman-coded string that is not one (an EOS, or padding that is not the EOS's first bits)")
         }
-        return decoded
+        return Literal(string: decoded.string, octets: decoded.octets)
     }
 }

@@ -12,6 +12,9 @@ import NIOCore
 /// - Otherwise it is a literal, its name indexed when either table has it, and it enters the dynamic table — unless
 ///   the caller says not to, or its value is new with every message (`x-request-id`, trace ids, `date`), where an
 ///   entry would only push out ones that repeat.
+/// - Credentials go never indexed (RFC 7541 §7.1.3): `authorization`, `proxy-authorization`, and a `cookie` shorter
+///   than 20 bytes. A connection to an upstream carries many clients' requests: a credential in its table could be
+///   guessed a byte at a time from the block sizes, and a proxy after this one must keep it out of its tables too.
 /// - The peer's SETTINGS_HEADER_TABLE_SIZE bounds the table: a change is announced at the next block's start (the
 ///   smallest size since the last block first, when it shrank and grew again; §4.2).
 public struct HPACKBlockEncoder {
@@ -92,8 +95,9 @@ public struct HPACKBlockEncoder {
         }
     }
 
-    private mutating func encodeField(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, indexing: Indexing,
+    private mutating func encodeField(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, indexing asked: Indexing,
                                       into buffer: inout ByteBuffer) {
+        let indexing = asked == .indexable && Self.isCredential(name, value) ? .neverIndexed : asked
         let position = fieldInBlock
         fieldInBlock += 1
         // Where this place in the last block's field was: the same field, still in a table, is there (a field is in
@@ -201,6 +205,16 @@ public struct HPACKBlockEncoder {
         return bytes[offset...].contains(where: isUpperCase)
     }
 
+    /// Fields that carry a credential (RFC 7541 §7.1.3: a short cookie's value could be guessed). Told by length first.
+    private static func isCredential(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool {
+        switch name.count {
+        case 6: value.count < 20 && HTTP1Syntax.equals(name, "cookie")
+        case 13: HTTP1Syntax.equals(name, "authorization")
+        case 19: HTTP1Syntax.equals(name, "proxy-authorization")
+        default: false
+        }
+    }
+
     /// Fields whose value is new with every message: `x-request-id`, trace ids, `date`. Told by length first.
     private static func isNewEveryMessage(_ name: UnsafeRawBufferPointer) -> Bool {
         switch name.count {
@@ -236,17 +250,9 @@ private struct DynamicEntries {
         return nextNumber - 1
     }
 
-    /// Whether entry `number` is still in the table (entered, and not evicted) and is this field: its counts first,
-    /// then its bytes, read in place.
+    /// Whether entry `number` is still in the table (entered, and not evicted) and is this field.
     func holdsLive(_ number: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
-        guard number >= firstNumber + liveFrom, number < nextNumber else { return false }
-        let entry = entries[number - firstNumber]
-        guard entry.nameCount == name.count, entry.valueCount == value.count else { return false }
-        return bytes.withUnsafeBytes { stored in
-            let nameStart = stored.baseAddress! + (entry.start - bytesBase)
-            return ByteWords.same(name, UnsafeRawBufferPointer(start: nameStart, count: name.count))
-                && ByteWords.same(value, UnsafeRawBufferPointer(start: nameStart + name.count, count: value.count))
-        }
+        number >= firstNumber + liveFrom && number < nextNumber && holds(number, name: name, value: value)
     }
 
     func holds(_ number: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) -> Bool {
@@ -287,19 +293,23 @@ private struct TableEntry {
     /// Its size in the table's accounting (RFC 7541 §4.1).
     var size: Int { nameCount + valueCount + 32 }
 
+    /// Its name's bytes in its table's `stored` bytes (which start at `base` among all stored), read in place: the
+    /// entry lies within them (a slice's bounds checks cost ~20 instructions a look).
     func name(in stored: UnsafeRawBufferPointer, from base: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: stored[(start - base)..<(start - base + nameCount)])
+        UnsafeRawBufferPointer(start: stored.baseAddress.map { $0 + (start - base) }, count: nameCount)
     }
 
     func value(in stored: UnsafeRawBufferPointer, from base: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: stored[(start - base + nameCount)..<(start - base + nameCount + valueCount)])
+        UnsafeRawBufferPointer(start: stored.baseAddress.map { $0 + (start - base + nameCount) }, count: valueCount)
     }
 
     /// Whether it is this name (and value, when given).
     func holds(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, in stored: UnsafeRawBufferPointer, from base: Int) -> Bool {
-        guard name.count == nameCount, value.map({ $0.count == valueCount }) ?? true,
-              ByteWords.same(name, self.name(in: stored, from: base)) else { return false }
-        return value.map { ByteWords.same($0, self.value(in: stored, from: base)) } ?? true
+        guard name.count == nameCount else { return false }
+        if let value {
+            guard value.count == valueCount, ByteWords.same(value, self.value(in: stored, from: base)) else { return false }
+        }
+        return ByteWords.same(name, self.name(in: stored, from: base))
     }
 }
 

@@ -2,9 +2,9 @@
 /// with the symbols, and each length's first code follows the last of the lengths before — so it is given here by its
 /// lengths alone, and the codes are worked out from them once (the tests check them against the RFC's).
 ///
-/// A string is decoded a bit at a time: a code of length L is a symbol when it is less than `counts[L]` past that
-/// length's first code; a longer code's first L bits never are. Only literals are Huffman-coded, and a connection
-/// sends few once its table holds its fields, so the simple walk is enough.
+/// A string is decoded a symbol at a time from a window of its next 32 bits: left-aligned, canonical codes rise with
+/// their length, so the window starts with a code of the first length whose limit it is below (most symbols are 5 to
+/// 8 bits: a few compares), and that code's rank within its length gives the symbol.
 enum HPACKHuffman {
     /// Each symbol's code length: bytes 0–255, then EOS (256).
     static let codeLengths: [UInt8] = [
@@ -23,12 +23,15 @@ enum HPACKHuffman {
     static let longestCode = 30
 
     /// The code worked out from the lengths, per length: its first code, how many codes it has, and where its symbols
-    /// start in `symbols` (all symbols by length, then by value).
+    /// start in `symbols` (all symbols by length, then by value); and the lengths in use, shortest first, each with
+    /// its limit: the first code past its own, left-aligned in 32 bits.
     struct Code: Sendable {
         let firstCode: [UInt32]
         let counts: [Int]
         let firstSymbol: [Int]
         let symbols: [UInt16]
+        let lengthsInUse: [Int]
+        let limits: [UInt64]
 
         init(lengths: [UInt8]) {
             var counts = [Int](repeating: 0, count: HPACKHuffman.longestCode + 1)
@@ -44,6 +47,9 @@ enum HPACKHuffman {
                 symbolsBefore += counts[length]
             }
             symbols = lengths.indices.sorted { (lengths[$0], $0) < (lengths[$1], $1) }.map(UInt16.init)
+            lengthsInUse = (1...HPACKHuffman.longestCode).filter { counts[$0] > 0 }
+            // The last is 2^32: every window is below it.
+            limits = lengthsInUse.map { (UInt64(firstCode[$0]) + UInt64(counts[$0])) << UInt64(32 - $0) }
             (self.firstCode, self.counts, self.firstSymbol) = (firstCode, counts, firstSymbol)
         }
 
@@ -57,43 +63,44 @@ enum HPACKHuffman {
 
     static let code = Code(lengths: codeLengths)
 
-    /// A Huffman-coded string's bytes, as a string (invalid UTF-8 repaired, as a plain literal's is); nil when they
-    /// hold EOS, or end in more than 7 bits, or in bits that are not EOS's first ones — all 1s (§5.2).
-    static func decode(_ bytes: UnsafeRawBufferPointer) -> String? {
+    /// A Huffman-coded string's bytes, as a string (invalid UTF-8 repaired, as a plain literal's is) and its length in
+    /// octets as decoded (what a table entry's size counts); nil when they hold EOS, or end in more than 7 bits, or in
+    /// bits that are not EOS's first ones — all 1s (§5.2).
+    static func decode(_ bytes: UnsafeRawBufferPointer) -> (string: String, octets: Int)? {
         let table = Self.code
-        var valid = true
-        // The shortest code is 5 bits.
-        let decoded = String(unsafeUninitializedCapacity: bytes.count * 8 / 5 + 1) { output in
+        // The shortest code is 5 bits. Decoded on the stack, then made a string of its exact size.
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: bytes.count * 8 / 5 + 1) { output -> (String, Int)? in
             var written = 0
-            var bits: UInt32 = 0
-            var length = 0
-            for byte in bytes {
-                for shift in stride(from: 7, through: 0, by: -1) {
-                    bits = bits << 1 | UInt32((byte >> UInt8(shift)) & 1)
-                    length += 1
-                    let rank = Int(bits &- table.firstCode[length])
-                    if bits >= table.firstCode[length], rank < table.counts[length] {
-                        let symbol = table.symbols[table.firstSymbol[length] + rank]
-                        guard symbol != endOfString else {
-                            valid = false
-                            return 0
-                        }
-                        output[written] = UInt8(symbol)
-                        written += 1
-                        (bits, length) = (0, 0)
-                    } else if length == longestCode {
-                        // Every 30-bit code is a symbol (EOS the last): not reached, but never read past the tables.
-                        valid = false
-                        return 0
-                    }
+            // The bits not yet decoded, left-aligned, and how many there are.
+            var bits: UInt64 = 0
+            var count = 0
+            var next = 0
+            while true {
+                while count <= 56, next < bytes.count {
+                    bits |= UInt64(bytes[next]) << UInt64(56 - count)
+                    count += 8
+                    next += 1
                 }
+                guard count > 0 else { break }
+                // The next 32 bits, 1s past the input's end (as padding is): fewer than 32 only at the end.
+                let window = (count >= 32 ? bits : bits | UInt64.max >> UInt64(count)) >> 32
+                var which = 0
+                while window >= table.limits[which] { which += 1 }
+                let length = table.lengthsInUse[which]
+                guard length <= count else {
+                    // What is left is padding: at most 7 bits, all 1s.
+                    guard count <= 7, bits >> UInt64(64 - count) == (1 << UInt64(count)) - 1 else { return nil }
+                    break
+                }
+                let code = UInt32(truncatingIfNeeded: window >> UInt64(32 - length))
+                let symbol = table.symbols[table.firstSymbol[length] + Int(code - table.firstCode[length])]
+                guard symbol != endOfString else { return nil }
+                output[written] = UInt8(truncatingIfNeeded: symbol)
+                written += 1
+                bits <<= UInt64(length)
+                count -= length
             }
-            guard length <= 7, bits == (1 << UInt32(length)) - 1 else {
-                valid = false
-                return 0
-            }
-            return written
+            return (String(utf8Bytes: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: output[..<written]))), written)
         }
-        return valid ? decoded : nil
     }
 }

@@ -35,6 +35,7 @@ public final class LatencyHistogram: @unchecked Sendable {
     /// tables' arrays a bounds check (5 records a request, ~80 instructions each).
     private let coarseIndexOfFine = BucketTables.shared.coarseIndexOfFine
     private let boundsMicros = BucketTables.shared.boundsMicros
+    private let boundCount = LatencyHistogram.prometheusBounds.count
     private let shardStride = LatencyHistogram.shardStride
     private let fineSlots = LatencyHistogram.fineSlots
 
@@ -83,7 +84,7 @@ public final class LatencyHistogram: @unchecked Sendable {
     private func buckets(of microseconds: UInt64) -> (coarse: Int, fine: Int) {
         let fine = Self.fineIndex(min(microseconds, Self.largestFineValue))
         var coarse = coarseIndexOfFine[fine]
-        while coarse < BucketTables.boundCount && microseconds > boundsMicros[coarse] { coarse += 1 }
+        while coarse < boundCount && microseconds > boundsMicros[coarse] { coarse += 1 }
         return (coarse, fine)
     }
 
@@ -151,13 +152,11 @@ public final class LatencyHistogram: @unchecked Sendable {
 private struct BucketTables: @unchecked Sendable {
     // @unchecked: written once in init, then only read.
     static let shared = BucketTables()
-    static let boundCount = 17
 
     let boundsMicros: UnsafePointer<UInt64>
     let coarseIndexOfFine: UnsafePointer<Int>
 
     private init() {
-        precondition(LatencyHistogram.prometheusBounds.count == Self.boundCount)
         let bounds = LatencyHistogram.prometheusBounds.map { UInt64($0 * 1_000_000) }
         let coarse = (0..<LatencyHistogram.fineBucketCount).map { index in
             let smallest = index == 0 ? 0 : LatencyHistogram.fineUpperBound(index - 1) + 1

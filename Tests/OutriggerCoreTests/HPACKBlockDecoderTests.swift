@@ -183,7 +183,8 @@ struct HPACKBlockDecoderTests {
         ("82 20", "a table size update after a field"),
         ("20 20 20", "three table size updates"),
         ("ff", "a block that ends inside an integer"),
-        ("ff 80 80 80 80 80 01", "an integer past 2^35"),
+        ("3f ff ff ff ff 0f", "a table size update past 2^32 (an integer too large)"),
+        ("3f 80 80 80 80 80 80 80 80 80 00", "an integer of 10 continuation bytes"),
         ("40 05 61", "a string longer than the block"),
         ("00", "a literal without its name"),
         ("0001 78", "a literal without its value"),
@@ -201,6 +202,61 @@ struct HPACKBlockDecoderTests {
         #expect(try Self.decoded(&decoder, Self.bytes("4002 7861 0162")) == ["xa: b"])
         #expect(try Self.decoded(&decoder, Self.bytes("be")) == ["xa: b"])
         #expect(Self.failure(&decoder, Self.bytes("20 3fe11f be")) != nil, "the entry went with the size 0")
+    }
+
+    /// Zero bits may pad an integer out: a size update to 31 in nine continuation bytes is one.
+    @Test func anIntegerPaddedWithZeroBitsIsTaken() throws {
+        var decoder = HPACKBlockDecoder(maxHeaderListSize: 1 << 20)
+        #expect(try Self.decoded(&decoder, Self.bytes("3f 80 80 80 80 80 80 80 80 00 82")) == [":method: GET"])
+    }
+
+    /// Sizes count octets as they came: a value of bytes that are not UTF-8 is a string three times as long (each
+    /// byte a U+FFFD), yet two such entries of 1,033 octets each fit the 4,096 of the peer's table.
+    @Test func tableSizesCountOctetsNotTheStringsMadeOfThem() throws {
+        var decoder = HPACKBlockDecoder(maxHeaderListSize: 1 << 20)
+        for name in ["x", "y"] {
+            var block = Self.bytes("40 01")  // literal, indexed, a new name of one byte
+            block.writeString(name)
+            block.writeBytes([0x7F, 0xE9, 0x06])  // the value's length: 127 + 105 + 6 × 128 = 1,000
+            block.writeRepeatingByte(0xFF, count: 1000)
+            #expect(try Self.decoded(&decoder, block).count == 1)
+        }
+        #expect(decoder.tableCount == 2, "both entries fit")
+        let older = try Self.decoded(&decoder, Self.bytes("bf"))
+        #expect(older.first?.hasPrefix("x: ") == true, "\(older.first?.prefix(8) ?? "none")")
+    }
+
+    /// Every byte value's code, including the long codes of bytes beyond ASCII, decodes back: strings Huffman-coded
+    /// here from the worked-out code (its codes checked against the RFC's above), every valid UTF-8 lead and
+    /// continuation byte among them, and the bytes UTF-8 never has repaired to U+FFFD.
+    @Test func everyByteValueDecodes() throws {
+        func huffman(_ bytes: [UInt8]) -> [UInt8] {
+            var out: [UInt8] = []
+            var bits: UInt64 = 0
+            var count = 0
+            for byte in bytes {
+                let code = HPACKHuffman.code.code(of: Int(byte))
+                bits = bits << UInt64(code.length) | UInt64(code.bits)
+                count += code.length
+                while count >= 8 {
+                    out.append(UInt8(truncatingIfNeeded: bits >> UInt64(count - 8)))
+                    count -= 8
+                }
+            }
+            if count > 0 { out.append(UInt8(truncatingIfNeeded: bits << UInt64(8 - count)) | UInt8((1 << (8 - count)) - 1)) }
+            return out
+        }
+        var strings = (0...0x10FF).compactMap { UnicodeScalar($0).map { String(Character($0)) } }
+        strings += ["😀", "\u{10FFFF}", "\u{FFFD}"]
+        for string in strings {
+            let coded = huffman(Array(string.utf8))
+            let decoded = coded.withUnsafeBytes { HPACKHuffman.decode($0) }
+            #expect(decoded?.string == string && decoded?.octets == string.utf8.count, "\(Array(string.utf8))")
+        }
+        for byte in [0xC0, 0xC1, 0xF5, 0xFF, 0x80] as [UInt8] {
+            let decoded = huffman([0x61, byte, 0x62]).withUnsafeBytes { HPACKHuffman.decode($0) }
+            #expect(decoded?.string == "a\u{FFFD}b" && decoded?.octets == 3, "\(byte)")
+        }
     }
 
     @Test func theHeaderListSizeIsHeldToItsLimit() throws {

@@ -38,6 +38,23 @@ struct HPACKBlockEncoderTests {
         #expect(second.getInteger(at: 0, as: UInt8.self) == 0x82, ":method GET is static index 2")
     }
 
+    /// Credentials go never indexed whatever the caller asked (RFC 7541 §7.1.3), every time; a long cookie is indexed.
+    @Test func credentialsStayOutOfTheTable() throws {
+        var encoder = HPACKBlockEncoder()
+        var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)
+        let longCookie = "session=" + String(repeating: "c", count: 24)
+        let fields: [(String, String, HPACKBlockEncoder.Indexing)] = [
+            ("authorization", "Bearer abc", .indexable), ("proxy-authorization", "Basic eA==", .indexable),
+            ("cookie", "id=42", .indexable), ("cookie", longCookie, .indexable), ("x-other", "1", .indexable),
+        ]
+        for round in 0..<2 {
+            var encoded = block(&encoder, fields)
+            let decodedFields = try decoder.decodeHeaders(from: &encoded)
+            #expect(decodedFields.map(\.indexable) == [.neverIndexed, .neverIndexed, .neverIndexed, .indexable, .indexable], "round \(round)")
+            #expect(decodedFields.map(\.value) == fields.map(\.1))
+        }
+    }
+
     @Test func theTableStaysInStepThroughEvictionsAndSizeChanges() throws {
         var encoder = HPACKBlockEncoder()
         var decoder = HPACKDecoder(allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: 1 << 20)

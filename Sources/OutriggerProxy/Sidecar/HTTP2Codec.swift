@@ -242,7 +242,8 @@ final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// A header block's fields: a block HPACK cannot read leaves the two sides' tables apart for good (RFC 9113 §4.3).
     /// - Parameter each: sees each field as it is decoded.
     private func decode(_ block: ByteBuffer, each: (String, String) -> Void = { _, _ in }) throws(HTTP2Violation) -> HTTP2ReceivedFields {
-        // How a field may be indexed is not kept: nothing received is encoded again as it came.
+        // How a field may be indexed is not kept: a request's or response's fields become an HTTP/1-shaped head, and
+        // where one goes on over HTTP/2 the encoder keeps credentials out of its table itself (`HPACKBlockEncoder`).
         var fields = HTTP2ReceivedFields()
         do {
             try headerDecoder.decode(block) { name, value, _ in
