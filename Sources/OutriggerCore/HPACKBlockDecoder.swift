@@ -9,8 +9,11 @@ import NIOCore
 /// - An index is the static table's (1–61) or the dynamic table's (62 on, newest first); 0 or past the tables is an error.
 /// - A literal's name is an index or a string; a string is plain octets or Huffman-coded (`HPACKHuffman`). With
 ///   incremental indexing it enters the dynamic table; without or never indexed it does not, and says which.
-/// - A table size update may only start a block, and is at most the size this side allows (SETTINGS_HEADER_TABLE_SIZE,
-///   which this side leaves at its default, 4,096).
+/// - A table size update may only start a block, two at most (the smallest size since the last block, then the size
+///   now), each at most the size this side allows (SETTINGS_HEADER_TABLE_SIZE, which this side leaves at its default,
+///   4,096).
+/// - A literal's name may be empty: it is handed out, and the HTTP/2 field check refuses the field (NIOHPACK refused
+///   the whole block, which ended the connection).
 /// - The decoded list's size (RFC 7541 §4.1: names, values and 32 per field) is held to `maxHeaderListSize`. Sizes,
 ///   the table's too, count octets as they came (Huffman-decoded), not the strings made of them: a byte that is not
 ///   UTF-8 becomes a 3-byte U+FFFD in its string, and counted so the table would evict what the peer's still holds.
@@ -22,7 +25,6 @@ public struct HPACKBlockDecoder {
     public struct Failure: Error, Equatable, CustomStringConvertible {
         public let description: String
     }
-
 
     public let maxHeaderListSize: Int
     private let tableSizeLimit: Int

@@ -3,21 +3,21 @@ import NIOHTTP2
 import OutriggerCore
 
 /// An HTTP/2 connection at the byte level, in place of NIO's `NIOHTTP2Handler`, as a server (downstream, before
-/// `HTTP2DownstreamConnection`) or a client (upstream, before `HTTP2UpstreamConnection`): frames are cut from the
-/// bytes read (`HTTP2FrameDecoder`), checked against the connection's state (`HTTP2Streams`), header blocks
-/// decoded with NIOHPACK and checked (`HTTP2FieldCheck`), and handed to its `peer` — the connection handler after it
-/// — in typed calls (`HTTP2CodecPeer`: header blocks, DATA, a stream's close, error or window), no frame or event
-/// boxed for the pipeline. What the peer's streams send (`writeHeaders`, `writeData`, …, called directly; a frame
-/// written down the pipeline, the watcher's GOAWAY, goes the same way) is framed into one output buffer, DATA held
-/// while a send window is shut, and leaves in one write per event-loop tick: the flushes asked for in a tick (a
-/// downstream connection's streams answered by different upstream connections; an upstream connection's requests
-/// started by different downstream reads) become one, run in the tick's task phase, after every ready socket has
-/// been read. A client's stream opens as its request's HEADERS go out.
+/// `HTTP2DownstreamConnection`) or a client (upstream, before `HTTP2UpstreamConnection`): frames are cut from the bytes
+/// read (`HTTP2FrameDecoder`), checked against the connection's state (`HTTP2Streams`), header blocks decoded
+/// (`HPACKBlockDecoder`) and checked (`HTTP2FieldCheck`) field by field, and handed to its `peer` — the connection
+/// handler after it — in typed calls (`HTTP2CodecPeer`: header blocks, DATA, a stream's close, error or window), no
+/// frame or event boxed for the pipeline. What the peer's streams send (`writeHeaders`, `writeData`, …, called
+/// directly; a frame written down the pipeline, the watcher's GOAWAY, goes the same way) is framed into one output
+/// buffer, DATA held while a send window is shut, and leaves in one write per event-loop tick: the flushes asked for in
+/// a tick (a downstream connection's streams answered by different upstream connections; an upstream connection's
+/// requests started by different downstream reads) become one, run in the tick's task phase, after every ready socket
+/// has been read. A client's stream opens as its request's HEADERS go out.
 ///
-/// Violations are answered as RFC 9113 §5.4 scopes them: a stream error with RST_STREAM (the stream closes; a
-/// client's exchange hears of the error first), a connection error with GOAWAY naming the last stream the peer
-/// opened, then a close. The peer's GOAWAY closes this side's streams after its last one as refused (a client's
-/// requests there go again elsewhere).
+/// Violations are answered as RFC 9113 §5.4 scopes them: a stream error with RST_STREAM (the stream closes; a client's
+/// exchange hears of the error first), a connection error with GOAWAY naming the last stream the peer opened, then a
+/// close. The peer's GOAWAY closes this side's streams after its last one as refused (a client's requests there go
+/// again elsewhere).
 final class HTTP2Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = Never
