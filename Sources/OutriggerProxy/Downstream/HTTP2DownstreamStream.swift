@@ -22,8 +22,9 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
     private(set) var resetBeforeItsHead = false
     private(set) var isClosed = false
 
-    /// The final head, held until the next part, with the proxy's own fields that go after its fields.
-    private var responseHead: (head: HTTPResponseHead, appended: AppendedResponseFields)?
+    /// The final head, held until the next part, with the proxy's own fields that go after its fields: as the codec
+    /// takes it (`HTTP2HeaderFields.response`), as the upstream stream holds its request's.
+    private var responseHead: HTTP2HeaderFields?
     private var responseData: ByteBuffer?
     private var responseEnded = false
     private var resetSent = false
@@ -120,9 +121,8 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
                 responseData = nil
                 sendHeldHead()
                 connection.frames.sendData(data, on: id, endStream: true, promise: promise)
-            } else if let held = responseHead {
-                responseHead = nil
-                connection.frames.sendHeaders(.response(held.head, appending: held.appended), on: id, endStream: true, promise: promise)
+            } else if let held = responseHead.take() {
+                connection.frames.sendHeaders(held, on: id, endStream: true, promise: promise)
             } else {
                 connection.frames.sendData(ByteBuffer(), on: id, endStream: true, promise: promise)
             }
@@ -141,7 +141,7 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
         if head.status.code < 200 {
             connection.frames.sendHeaders(.response(head, appending: own), on: id, promise: promise)
         } else {
-            responseHead = (head, own)
+            responseHead = .response(head, appending: own)
             promise?.succeed(())
         }
     }
@@ -153,9 +153,8 @@ final class HTTP2DownstreamStream: HTTP2ExchangeStream, AppendingHeadOutput {
     }
 
     private func sendHeldHead() {
-        guard let held = responseHead else { return }
-        responseHead = nil
-        connection.frames.sendHeaders(.response(held.head, appending: held.appended), on: id)
+        guard let held = responseHead.take() else { return }
+        connection.frames.sendHeaders(held, on: id)
     }
 
     /// A body part that is not the last: counted until it is out, for the stream's writability.
